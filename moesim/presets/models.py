@@ -1,0 +1,66 @@
+"""Model presets. Each entry is plain data for ``ModelSpec``; its source is in the comment above it."""
+
+from __future__ import annotations
+
+MODELS: dict[str, dict] = {
+    # Mixtral 8x7B: mistralai/Mixtral-8x7B-v0.1 config.json; 46.7B total, 12.9B active (Mistral blog).
+    "mixtral-8x7b": dict(
+        name="Mixtral 8x7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, head_dim=128,
+        vocab_size=32000, ffn_hidden=14336, expert_ffn_hidden=14336, n_experts=8, top_k=2,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=32768,
+    ),
+    # Mixtral 8x22B: mistralai/Mixtral-8x22B-v0.1 config.json; 141B total, 39B active (Mistral blog).
+    "mixtral-8x22b": dict(
+        name="Mixtral 8x22B", n_layers=56, d_model=6144, n_heads=48, n_kv_heads=8, head_dim=128,
+        vocab_size=32768, ffn_hidden=16384, expert_ffn_hidden=16384, n_experts=8, top_k=2,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=65536,
+    ),
+    # GPT-4 as rumoured (SemiAnalysis, July 2023): ~1.8T params, 120 layers, 16 experts of ~111B
+    # (MLP, all layers) top-2, ~55B shared attention, MQA, 8K context. The figures fit no exact
+    # shape; we take GPT-3's width (12288, 96 heads of 128) with one KV head (MQA) and a plain GELU
+    # expert MLP of 37632 so one expert is 111.0B over 120 layers. That gives 1.81T total and
+    # 260B active (attention is 36.6B, not 55B: MQA with d_model 12288 is smaller than the rumour).
+    "gpt4-rumour": dict(
+        name="GPT-4 (rumoured)", n_layers=120, d_model=12288, n_heads=96, n_kv_heads=1, head_dim=128,
+        vocab_size=100256, ffn_hidden=37632, expert_ffn_hidden=37632, n_experts=16, top_k=2,
+        gated_ffn=False, tied_embeddings=False, max_seq_len=8192,
+    ),
+    # Switch-Base-128: Fedus et al. 2021 (arXiv:2101.03961) Table 9 / google/switch-base-128:
+    # T5-Base (d_model 768, 12 heads of 64, d_ff 3072, ReLU, 12 encoder + 12 decoder blocks, vocab
+    # 32128), experts at every other FFN, top-1. Modelled as 24 decoder-style blocks (the decoder's
+    # cross-attention, ~28M parameters, is left out): 7.39B parameters.
+    "switch-base-128": dict(
+        name="Switch-Base-128", n_layers=24, d_model=768, n_heads=12, n_kv_heads=12, head_dim=64,
+        vocab_size=32128, ffn_hidden=3072, expert_ffn_hidden=3072, n_experts=128, top_k=1,
+        moe_every=2, gated_ffn=False, tied_embeddings=True, max_seq_len=512,
+    ),
+    # Switch-C-2048: Fedus et al. 2021 Table 9: d_model 2080, d_ff 6144, 32 heads of 64, 15 encoder +
+    # 15 decoder blocks, 2048 experts in every block, top-1: 1571B parameters.
+    "switch-c-2048": dict(
+        name="Switch-C-2048", n_layers=30, d_model=2080, n_heads=32, n_kv_heads=32, head_dim=64,
+        vocab_size=32128, ffn_hidden=6144, expert_ffn_hidden=6144, n_experts=2048, top_k=1,
+        moe_every=1, gated_ffn=False, tied_embeddings=True, max_seq_len=512,
+    ),
+    # DeepSeek-V3: deepseek-ai/DeepSeek-V3 config.json and tech report (arXiv:2412.19437): 61 layers,
+    # first 3 dense (FFN 18432), 1 shared + 256 routed experts of 2048 top-8, MLA, vocab 129280.
+    # 671B total, 37B active (the multi-token-prediction module is not counted).
+    "deepseek-v3": dict(
+        name="DeepSeek-V3", n_layers=61, d_model=7168, n_heads=128, n_kv_heads=128, head_dim=128,
+        vocab_size=129280, ffn_hidden=18432, expert_ffn_hidden=2048, n_experts=256, top_k=8,
+        n_shared_experts=1, first_dense_layers=3, gated_ffn=True, tied_embeddings=False,
+        max_seq_len=163840,
+        mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+    ),
+    # Llama-2-7B (dense): meta-llama/Llama-2-7b-hf config.json; 6.74B parameters.
+    "llama-2-7b": dict(
+        name="Llama-2-7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=32, head_dim=128,
+        vocab_size=32000, ffn_hidden=11008, n_experts=1, top_k=1, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=4096,
+    ),
+    # Llama-2-70B (dense, GQA): meta-llama/Llama-2-70b-hf config.json; 69.0B parameters.
+    "llama-2-70b": dict(
+        name="Llama-2-70B", n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, head_dim=128,
+        vocab_size=32000, ffn_hidden=28672, n_experts=1, top_k=1, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=4096,
+    ),
+}

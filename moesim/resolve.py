@@ -1,0 +1,121 @@
+"""Turn the raw scenario mapping into plain data: presets expanded, hf_config read, paths anchored.
+
+Runs before pydantic validation, so both YAML files and Python dicts get the same treatment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from moesim.presets import HARDWARE, MODELS
+
+# Fields holding file paths, anchored at the scenario file's folder when relative.
+_PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
+
+
+class PresetError(ValueError):
+    """An unknown preset or unreadable hf_config; the message names the field."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return ``base`` updated by ``override``, merging nested mappings key by key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path | None) -> Any:
+    if isinstance(value, str):
+        value = {"preset": value}
+    if not isinstance(value, dict):
+        return value  # pydantic reports the wrong type with the field name
+    value = dict(value)
+    if section == "model" and "hf_config" in value:
+        path = _anchor(value.pop("hf_config"), base_dir)
+        return deep_merge(read_hf_config(path), value)
+    if "preset" not in value:
+        return value
+    name = value.pop("preset")
+    if not isinstance(name, str) or name not in registry:
+        raise PresetError(f"{section}.preset = {name!r}: unknown preset; allowed: {', '.join(sorted(registry))}")
+    return deep_merge(registry[name], value)
+
+
+def _anchor(path: Any, base_dir: Path | None) -> Any:
+    if not isinstance(path, (str, Path)) or base_dir is None:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else base_dir / p)
+
+
+def resolve_presets(data: Any, base_dir: Path | None = None) -> Any:
+    """Expand ``model``/``hardware`` presets and ``hf_config``; anchor relative paths at ``base_dir``."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if "model" in data:
+        data["model"] = _expand("model", data["model"], MODELS, base_dir)
+    if "hardware" in data:
+        data["hardware"] = _expand("hardware", data["hardware"], HARDWARE, base_dir)
+    for path in _PATH_FIELDS:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]) is not None:
+            node[path[-1]] = _anchor(node[path[-1]], base_dir)
+    return data
+
+
+def read_hf_config(path: str | Path) -> dict:
+    """Map a Hugging Face ``config.json`` (Llama, Mixtral, DeepSeek-V2/V3 formats) to ModelSpec fields."""
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise PresetError(f"model.hf_config = {str(path)!r}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PresetError(f"model.hf_config = {str(path)!r}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise PresetError(f"model.hf_config = {str(path)!r}: expected a JSON object")
+    try:
+        d = cfg["hidden_size"]
+        heads = cfg["num_attention_heads"]
+        out: dict[str, Any] = dict(
+            name=cfg.get("_name_or_path") or cfg.get("model_type") or p.parent.name or "hf-model",
+            n_layers=cfg["num_hidden_layers"], d_model=d, n_heads=heads,
+            n_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or d // heads,
+            vocab_size=cfg["vocab_size"], ffn_hidden=cfg["intermediate_size"],
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            max_seq_len=cfg.get("max_position_embeddings", 4096),
+        )
+    except KeyError as exc:
+        raise PresetError(f"model.hf_config = {str(path)!r}: missing key {exc.args[0]!r}") from None
+    if "num_local_experts" in cfg:  # Mixtral / Qwen-MoE style
+        out.update(n_experts=cfg["num_local_experts"], top_k=cfg.get("num_experts_per_tok", 2),
+                   expert_ffn_hidden=cfg["intermediate_size"])
+    if "n_routed_experts" in cfg:  # DeepSeek-V2/V3 style
+        out.update(
+            n_experts=cfg["n_routed_experts"], top_k=cfg.get("num_experts_per_tok", 8),
+            n_shared_experts=cfg.get("n_shared_experts") or 0,
+            expert_ffn_hidden=cfg.get("moe_intermediate_size", cfg["intermediate_size"]),
+            first_dense_layers=cfg.get("first_k_dense_replace", 0),
+            moe_every=cfg.get("moe_layer_freq", 1),
+        )
+    if "kv_lora_rank" in cfg:
+        out["mla"] = dict(
+            q_lora_rank=cfg.get("q_lora_rank") or 0, kv_lora_rank=cfg["kv_lora_rank"],
+            qk_nope_head_dim=cfg["qk_nope_head_dim"], qk_rope_head_dim=cfg["qk_rope_head_dim"],
+            v_head_dim=cfg["v_head_dim"],
+        )
+    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(cfg.get("torch_dtype")))
+    if dtype:
+        out["dtype"] = dtype
+    return out

@@ -1,0 +1,221 @@
+"""SimResult: the one contract between the engines and everything downstream.
+
+A result is a summary (flat dict of numbers, stable keys listed in the README) plus flat span
+records and optional tidy tables (per-layer routing stats, per-request latencies, ...).
+Span columns: kind, stage, stream, rank_group, layer, item (microbatch or request), start_s,
+end_s, bytes, tokens, dropped. ``stage`` is the pipeline stage (training) or replica (serving);
+``stream`` is ``compute`` or ``comm``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moesim.errors import InputError
+from moesim.fileio import atomic_open, atomic_write_text
+
+FORMAT_VERSION = 1
+SPAN_COLUMNS = ("kind", "stage", "stream", "rank_group", "layer", "item", "start_s", "end_s",
+                "bytes", "tokens", "dropped")
+_NUMERIC = {"stage": int, "layer": int, "item": int, "start_s": float, "end_s": float,
+            "bytes": float, "tokens": float, "dropped": float}
+
+
+class SpanRecorder:
+    """Collects spans in column chunks (numpy-friendly: one call can add many spans)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[dict[str, Any]] = []
+
+    def add(self, kind, stage, stream, start_s, end_s, *, layer=-1, item=-1, bytes=0.0,
+            tokens=0.0, dropped=0.0, rank_group="") -> None:
+        """Add one span, or many when any argument is an array (scalars broadcast)."""
+        cols = dict(kind=kind, stage=stage, stream=stream, rank_group=rank_group, layer=layer,
+                    item=item, start_s=start_s, end_s=end_s, bytes=bytes, tokens=tokens, dropped=dropped)
+        self._chunks.append(cols)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """All spans as equal-length numpy columns, sorted by (stage, start_s)."""
+        if not self._chunks:
+            return {c: np.array([], dtype=object if c in ("kind", "stream", "rank_group") else float)
+                    for c in SPAN_COLUMNS}
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in SPAN_COLUMNS}
+        for ch in self._chunks:
+            n = max(np.size(v) for v in ch.values() if not isinstance(v, str))
+            n = max(n, 1)
+            for c in SPAN_COLUMNS:
+                v = ch[c]
+                arr = np.full(n, v, dtype=object) if isinstance(v, str) else np.broadcast_to(np.asarray(v), (n,))
+                parts[c].append(arr)
+        out = {c: np.concatenate(parts[c]) for c in SPAN_COLUMNS}
+        for c, t in _NUMERIC.items():
+            out[c] = out[c].astype(t)
+        order = np.lexsort((out["start_s"], out["stage"]))
+        return {c: v[order] for c, v in out.items()}
+
+
+@dataclass
+class SimResult:
+    """What a simulation produced. ``summary`` values are plain floats/ints/bools/strings."""
+
+    kind: str  # "training" | "serving"
+    scenario: str
+    seed: int
+    summary: dict[str, Any]
+    spans: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- export
+    def summary_json(self) -> str:
+        """The summary as JSON (stable key order, NaN/inf written as null)."""
+        doc = {"format_version": FORMAT_VERSION, "kind": self.kind, "scenario": self.scenario,
+               "seed": self.seed, "summary": _jsonable(self.summary)}
+        return json.dumps(doc, indent=2, sort_keys=False)
+
+    def spans_csv(self) -> str:
+        """Spans as CSV text, one row per span."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(SPAN_COLUMNS)
+        cols = [self.spans.get(c, []) for c in SPAN_COLUMNS]
+        for row in zip(*cols):
+            w.writerow([_fmt(v) for v in row])
+        return buf.getvalue()
+
+    def chrome_trace(self) -> dict:
+        """Chrome/Perfetto trace: one process per stage (or replica), one thread per stream."""
+        events: list[dict] = []
+        label = "replica" if self.kind == "serving" else "stage"
+        streams = {"compute": 0, "comm": 1}
+        seen: set[tuple[int, str]] = set()
+        s = self.spans
+        for i in range(len(s.get("kind", []))):
+            stage, stream = int(s["stage"][i]), str(s["stream"][i])
+            tid = streams.setdefault(stream, len(streams))
+            if (stage, stream) not in seen:
+                seen.add((stage, stream))
+                events.append({"ph": "M", "name": "process_name", "pid": stage, "tid": 0,
+                               "args": {"name": f"{label} {stage}"}})
+                events.append({"ph": "M", "name": "thread_name", "pid": stage, "tid": tid,
+                               "args": {"name": stream}})
+            args = {k: _fmt(s[k][i]) for k in ("layer", "item", "bytes", "tokens", "dropped", "rank_group")}
+            events.append({"ph": "X", "name": str(s["kind"][i]), "pid": stage, "tid": tid,
+                           "ts": float(s["start_s"][i]) * 1e6,
+                           "dur": float(s["end_s"][i] - s["start_s"][i]) * 1e6, "args": args})
+        return {"traceEvents": events, "displayTimeUnit": "ms",
+                "otherData": {"scenario": self.scenario, "seed": self.seed, "kind": self.kind}}
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write summary.json, spans.csv, trace.json and one CSV per table, each atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "summary.json", out / "spans.csv", out / "trace.json"]
+        atomic_write_text(written[0], self.summary_json() + "\n")
+        atomic_write_text(written[1], self.spans_csv())
+        with atomic_open(written[2]) as fh:
+            json.dump(self.chrome_trace(), fh)
+        for name, table in self.tables.items():
+            path = out / f"{name}.csv"
+            atomic_write_text(path, table_csv(table))
+            written.append(path)
+        return written
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "SimResult":
+        """Read a result folder written by ``save`` (summary, spans and tables)."""
+        out = Path(out_dir)
+        doc = read_summary(out / "summary.json")
+        spans: dict[str, np.ndarray] = {}
+        if (out / "spans.csv").exists():
+            spans = _read_spans(out / "spans.csv")
+        tables = {}
+        for p in sorted(out.glob("*.csv")):
+            if p.name != "spans.csv":
+                tables[p.stem] = read_table_csv(p)
+        return cls(doc["kind"], doc["scenario"], doc["seed"], doc["summary"], spans, tables)
+
+
+def read_summary(path: Path) -> dict:
+    """Load a summary.json, with a clear error for a missing, corrupt or foreign file."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path}: not a moesim result (corrupt JSON)") from None
+    if not isinstance(doc, dict) or "summary" not in doc or "kind" not in doc:
+        raise InputError(f"{path}: not a moesim result (no summary/kind)")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: format_version {doc.get('format_version')!r} is not {FORMAT_VERSION}")
+    return doc
+
+
+def table_csv(table: dict[str, list]) -> str:
+    """A column dict as CSV text."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    keys = list(table)
+    w.writerow(keys)
+    for row in zip(*(table[k] for k in keys)):
+        w.writerow([_fmt(v) for v in row])
+    return buf.getvalue()
+
+
+def read_table_csv(path: Path) -> dict[str, list]:
+    """A CSV as a column dict, numbers parsed as float where every value parses."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return {}
+    head, body = rows[0], rows[1:]
+    cols: dict[str, list] = {}
+    for j, k in enumerate(head):
+        vals = [r[j] if j < len(r) else "" for r in body]
+        try:
+            cols[k] = [float(v) for v in vals]
+        except ValueError:
+            cols[k] = vals
+    return cols
+
+
+def _read_spans(path: Path) -> dict[str, np.ndarray]:
+    t = read_table_csv(path)
+    out = {}
+    for c in SPAN_COLUMNS:
+        v = t.get(c, [])
+        out[c] = np.asarray(v, dtype=_NUMERIC[c]) if c in _NUMERIC else np.asarray(v, dtype=object)
+    return out
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return repr(f) if math.isfinite(f) else ""
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v

@@ -1,0 +1,19 @@
+"""Pydantic v2 models of a scenario. All frozen, all reject unknown keys."""
+
+from moesim.schemas.hardware import ClusterSpec, DeviceSpec, HardwareSpec, NodeSpec
+from moesim.schemas.model import DTYPE_BYTES, MLASpec, ModelSpec
+from moesim.schemas.plan import PlanSpec
+from moesim.schemas.scenario import Scenario
+from moesim.schemas.workload import (
+    ArrivalSpec,
+    LengthDist,
+    RoutingSpec,
+    ServingWorkload,
+    TrainingWorkload,
+)
+
+__all__ = [
+    "ArrivalSpec", "ClusterSpec", "DTYPE_BYTES", "DeviceSpec", "HardwareSpec", "LengthDist",
+    "MLASpec", "ModelSpec", "NodeSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
+    "TrainingWorkload",
+]

@@ -1,0 +1,113 @@
+"""The model section of a scenario: transformer shape and its MoE layout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from moesim.schemas._base import Strict
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8"]
+
+#: Bytes per element of each supported dtype.
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+
+
+class MLASpec(Strict):
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank Q and compressed KV cache."""
+
+    q_lora_rank: int = Field(1536, ge=0, description="Rank of the Q down-projection (0: no Q compression).")
+    kv_lora_rank: PositiveInt = Field(512, description="Rank of the compressed KV latent; the KV cache stores it.")
+    qk_nope_head_dim: PositiveInt = Field(128, description="Per-head Q/K width without rotary embedding.")
+    qk_rope_head_dim: PositiveInt = Field(64, description="Per-head Q/K rotary width (the K part is shared by heads).")
+    v_head_dim: PositiveInt = Field(128, description="Per-head V width.")
+
+
+class ModelSpec(Strict):
+    """A decoder-only transformer, dense or Mixture-of-Experts.
+
+    A dense model is ``n_experts: 1``. Layer ``i`` (0-based) is a MoE layer when
+    ``i >= first_dense_layers`` and ``(i - first_dense_layers) % moe_every == moe_every - 1``.
+    """
+
+    name: str = Field("custom", description="Display name.")
+    n_layers: PositiveInt = Field(description="Transformer blocks.")
+    d_model: PositiveInt = Field(description="Hidden size.")
+    n_heads: PositiveInt = Field(description="Query heads.")
+    n_kv_heads: PositiveInt | None = Field(None, description="Key/value heads (GQA/MQA); default n_heads.")
+    head_dim: PositiveInt | None = Field(None, description="Width of one head; default d_model // n_heads.")
+    vocab_size: PositiveInt = Field(description="Vocabulary size.")
+    ffn_hidden: PositiveInt = Field(description="Hidden width of the dense FFN (dense layers).")
+    expert_ffn_hidden: PositiveInt | None = Field(None, description="Hidden width of one routed expert; default ffn_hidden.")
+    n_experts: PositiveInt = Field(1, description="Routed experts per MoE layer (1 = dense model).")
+    top_k: PositiveInt = Field(1, description="Experts each token is routed to.")
+    n_shared_experts: int = Field(0, ge=0, description="Always-active shared experts per MoE layer.")
+    shared_expert_ffn_hidden: PositiveInt | None = Field(None, description="Hidden width of a shared expert; default expert_ffn_hidden.")
+    moe_every: PositiveInt = Field(1, description="1: every layer after the dense ones is MoE; 2: every other; N: every Nth.")
+    first_dense_layers: int = Field(0, ge=0, description="Leading layers that use the dense FFN.")
+    gated_ffn: bool = Field(True, description="SwiGLU-style FFN with 3 matrices (False: 2 matrices).")
+    tied_embeddings: bool = Field(False, description="Input embedding and output head share weights.")
+    dtype: Dtype = Field("bf16", description="Parameter and activation dtype: fp32 | bf16 | fp16 | fp8.")
+    max_seq_len: PositiveInt = Field(4096, description="Longest context the model serves (tokens).")
+    mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        if self.top_k > self.n_experts:
+            raise ValueError(f"model.top_k = {self.top_k}: must be <= model.n_experts ({self.n_experts})")
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"model.n_kv_heads = {self.n_kv_heads}: must divide model.n_heads ({self.n_heads})"
+            )
+        if self.first_dense_layers > self.n_layers:
+            raise ValueError(
+                f"model.first_dense_layers = {self.first_dense_layers}: must be <= model.n_layers ({self.n_layers})"
+            )
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise ValueError(
+                f"model.n_heads = {self.n_heads}: must divide model.d_model ({self.d_model}) unless head_dim is given"
+            )
+        return self
+
+    # Derived sizes: properties so the frozen data stays the single source of truth.
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def expert_width(self) -> int:
+        return self.expert_ffn_hidden or self.ffn_hidden
+
+    @property
+    def shared_width(self) -> int:
+        return self.shared_expert_ffn_hidden or self.expert_width
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 1 or self.n_shared_experts > 0
+
+    @property
+    def n_moe_layers(self) -> int:
+        """Number of layers whose FFN is the (routed) expert block."""
+        if not self.is_moe:
+            return 0
+        return (self.n_layers - self.first_dense_layers) // self.moe_every
+
+    @property
+    def n_dense_layers(self) -> int:
+        return self.n_layers - self.n_moe_layers
+
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether 0-based layer ``i`` holds experts."""
+        if not self.is_moe or i < self.first_dense_layers:
+            return False
+        return (i - self.first_dense_layers) % self.moe_every == self.moe_every - 1
+
+    @property
+    def dtype_bytes(self) -> float:
+        return DTYPE_BYTES[self.dtype]

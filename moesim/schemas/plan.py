@@ -1,0 +1,47 @@
+"""The parallelism plan, Megatron-style."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from moesim.schemas._base import Strict
+
+
+class PlanSpec(Strict):
+    """How devices split the model and the batch.
+
+    Devices = dp * tp * pp. Expert parallelism is carved out of the data-parallel ranks
+    (Megatron-core): ``ep`` divides ``dp``, each EP group holds ``n_experts / ep`` experts per rank,
+    and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
+    of model replicas.
+    """
+
+    dp: PositiveInt = Field(1, description="Data-parallel degree (replicas when serving).")
+    tp: PositiveInt = Field(1, description="Tensor-parallel degree.")
+    pp: PositiveInt = Field(1, description="Pipeline-parallel stages.")
+    ep: PositiveInt = Field(1, description="Expert-parallel degree (divides dp and n_experts).")
+    microbatches: PositiveInt = Field(1, description="Microbatches per step per pipeline (training).")
+    schedule: Literal["gpipe", "1f1b", "interleaved"] = Field("1f1b", description="Pipeline schedule.")
+    virtual_stages: PositiveInt = Field(1, description="Model chunks per device (interleaved schedule only).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
+    recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
+    overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
+    alltoall: Literal["flat", "hierarchical"] = Field("flat", description="All-to-all algorithm: flat (every peer directly) or hierarchical (gather in node, one NIC exchange).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlanSpec":
+        if self.dp % self.ep:
+            raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
+        if self.virtual_stages > 1 and self.schedule != "interleaved":
+            raise ValueError(f"plan.virtual_stages = {self.virtual_stages}: needs plan.schedule: interleaved")
+        if self.schedule == "interleaved" and self.pp > 1 and self.microbatches % self.pp:
+            raise ValueError(
+                f"plan.microbatches = {self.microbatches}: the interleaved schedule needs a multiple of plan.pp ({self.pp})"
+            )
+        return self
+
+    @property
+    def n_devices(self) -> int:
+        return self.dp * self.tp * self.pp

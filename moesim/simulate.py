@@ -1,0 +1,18 @@
+"""``simulate(scenario, seed)``: pick the engine for the workload and run it."""
+
+from __future__ import annotations
+
+from moesim.results import SimResult
+from moesim.schemas import Scenario
+
+
+def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
+    """Play ``scenario`` and return its SimResult. ``seed`` defaults to ``scenario.routing.seed``."""
+    seed = scenario.routing.seed if seed is None else seed
+    if scenario.is_training:
+        from moesim.engine.training import simulate_training
+
+        return simulate_training(scenario, seed=seed)
+    from moesim.engine.serving import simulate_serving
+
+    return simulate_serving(scenario, seed=seed)
