@@ -207,8 +207,8 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str) -> f
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
-    Serving: ``serving_kv_tokens`` tokens of KV cache per replica; by default the batching limit's
-    worth of sequences at full length of prompt + output.
+    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
+    it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
     """
     m, plan = s.model, s.plan
     b = m.dtype_bytes
@@ -228,12 +228,15 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         acts = activation_bytes_per_token_layer(m, plan.tp, plan.recompute) * tokens * layers_per_stage * in_flight
         kv = 0.0
     else:
+        # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
+        # when the pool holds at least one sequence of the longest length the workload can send.
         weights = (dense + experts) * b
         grads = optim = 0.0
-        kv_tokens = serving_kv_tokens if serving_kv_tokens is not None else _default_kv_tokens(s)
-        kv = kv_bytes_per_token(m) * kv_tokens / (plan.pp * _kv_shards(m, plan.tp))
-        # Working activations of one iteration: max_batch_tokens x a few d_model vectors.
-        acts = w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * b / plan.tp
+        acts = _serving_activation_bytes(s)
+        pool = serving_kv_pool_bytes(s)
+        per_token = kv_bytes_per_token(m) / (plan.pp * _kv_shards(m, plan.tp))
+        need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * per_token
+        kv = pool if pool >= need else need
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
@@ -247,15 +250,13 @@ def _kv_shards(m: ModelSpec, tp: int) -> int:
     return min(tp, m.kv_heads)
 
 
-def _default_kv_tokens(s: Scenario) -> float:
+def _longest_request(s: Scenario) -> float:
+    """Tokens of the longest request the serving workload can send (prompt + output)."""
     w: ServingWorkload = s.workload  # type: ignore[assignment]
-    longest = s.model.max_seq_len
-    for d in (w.prompt_tokens, w.output_tokens):
-        if d.dist == "fixed":
-            longest = 0
-    if longest == 0:
-        longest = w.prompt_tokens.value + w.output_tokens.value
-    return min(w.max_batch_seqs * longest, w.max_batch_seqs * s.model.max_seq_len)
+    from moesim.schemas.scenario import _longest
+
+    longest = _longest(w.prompt_tokens) + _longest(w.output_tokens)
+    return float(longest or s.model.max_seq_len)
 
 
 def _microbatches_in_flight(plan: PlanSpec) -> float:
@@ -269,15 +270,25 @@ def _microbatches_in_flight(plan: PlanSpec) -> float:
     return float(min(plan.microbatches, plan.pp))
 
 
-def kv_cache_capacity_tokens(s: Scenario) -> float:
-    """Tokens of KV cache one serving replica can hold in the memory left after weights."""
-    m, plan = s.model, s.plan
-    dense, experts = weight_params_per_device(m, plan)
+def _serving_activation_bytes(s: Scenario) -> float:
+    """Working activations of one serving iteration per device: max_batch_tokens x a few vectors."""
+    m, w = s.model, s.workload
+    return w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * m.dtype_bytes / s.plan.tp
+
+
+def serving_kv_pool_bytes(s: Scenario) -> float:
+    """Bytes per device of the KV pool: kv_cache_fraction of what weights and activations leave."""
+    dense, experts = weight_params_per_device(s.model, s.plan)
     w = s.workload
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
-    free = s.hardware.device.mem_gib * GIB - (dense + experts) * m.dtype_bytes
-    per_token_per_device = kv_bytes_per_token(m) / (plan.pp * _kv_shards(m, plan.tp))
-    return max(free * frac, 0.0) / per_token_per_device
+    left = s.hardware.device.mem_gib * GIB - (dense + experts) * s.model.dtype_bytes - _serving_activation_bytes(s)
+    return max(left, 0.0) * frac
+
+
+def kv_cache_capacity_tokens(s: Scenario) -> float:
+    """Tokens of KV cache one serving replica holds (its KV pool over the per-token bytes per device)."""
+    m, plan = s.model, s.plan
+    return serving_kv_pool_bytes(s) / (kv_bytes_per_token(m) / (plan.pp * _kv_shards(m, plan.tp)))
 
 
 def summary(s: Scenario) -> dict:
