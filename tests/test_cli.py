@@ -1,0 +1,59 @@
+"""The CLI's promises: exit codes, one-line errors without tracebacks, JSON keys, schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moesim.cli import main
+from tests.conftest import SCENARIOS
+
+CHECK_KEYS = {"total_params", "active_params", "flops_per_token", "memory_per_device_gib", "fits"}
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_check_every_shipped_scenario(path, capsys):
+    assert main(["check", str(path)]) == 0
+    assert "total_params" in capsys.readouterr().out
+    assert main(["check", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert CHECK_KEYS <= set(data)
+
+
+def test_check_bad_input_exits_2_with_one_line(tmp_path, capsys, root):
+    code = main(["check", str(root / "scenarios" / "mixtral-8x7b-h100-train.yaml"), "--set", "plan.ep=3"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "plan.ep = 3" in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("argv", [["check"], ["check", "a.yaml", "--bogus"], ["nonsense-command"]])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_missing_file_exits_2(capsys):
+    assert main(["check", "does-not-exist.yaml"]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_presets_lists_and_shows(capsys):
+    assert main(["presets"]) == 0
+    text = capsys.readouterr().out
+    assert "mixtral-8x7b" in text and "h100-sxm" in text
+    assert main(["presets", "--show", "deepseek-v3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_experts"] == 256
+    assert main(["presets", "--show", "nope"]) == 2
+
+
+def test_schema_is_json_schema_with_every_section(tmp_path, capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"model", "hardware", "plan", "workload", "routing"} <= set(schema["properties"])
+    out = tmp_path / "scenario.schema.json"
+    assert main(["schema", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == schema

@@ -1,0 +1,95 @@
+"""Each validation rule gets a bad value and must answer with one line naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.errors import InputError
+from moesim.loader import scenario_from_dict
+
+
+def _set(raw: dict, path: str, value) -> None:
+    node = raw
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+CASES = [
+    # (field path, bad value, words the message must contain)
+    ("plan.tp", 3, ["plan.tp = 3", "must divide model.n_heads"]),
+    ("model.n_kv_heads", 3, ["model.n_kv_heads = 3", "must divide model.n_heads"]),
+    ("plan.pp", 5, ["plan.pp = 5", "must be <= model.n_layers (4)"]),
+    ("plan.ep", 3, ["plan.ep = 3", "must divide plan.dp"]),
+    ("plan.dp", 16, ["plan: dp*tp*pp = 16*1*1 = 16", "must equal the devices"]),
+    ("model.top_k", 9, ["model.top_k = 9", "<= model.n_experts"]),
+    ("model.d_model", -1, ["model.d_model = -1", "greater than 0"]),
+    ("model.n_layers", 0, ["model.n_layers = 0", "greater than 0"]),
+    ("routing.capacity_factor", 0, ["routing.capacity_factor = 0", "greater than 0"]),
+    ("routing.overflow", "spill", ["routing.overflow = 'spill'", "'drop' or 'dropless'"]),
+    ("routing.distribution", "zipf2", ["routing.distribution = 'zipf2'", "'uniform'"]),
+    ("plan.schedule", "pipedream", ["plan.schedule = 'pipedream'", "'gpipe'"]),
+    ("plan.zero_stage", 4, ["plan.zero_stage = 4", "0, 1, 2 or 3"]),
+    ("plan.virtual_stages", 2, ["plan.virtual_stages = 2", "interleaved"]),
+    ("hardware.profile", "/nonexistent/profile.yaml", ["hardware.profile", "file not found"]),
+    ("routing.distribution", "trace", ["routing.trace", "required"]),
+    ("workload.global_batch_seqs", 15, ["workload.global_batch_seqs = 15", "multiple of plan.dp * plan.microbatches (16)"]),
+    ("workload.seq_len", 10**6, ["workload.seq_len = 1000000", "max_seq_len"]),
+    ("model.preset", "mixtral-9x9b", ["model.preset = 'mixtral-9x9b'", "unknown preset", "mixtral-8x7b"]),
+    ("hardware.preset", "tpu-v9", ["hardware.preset = 'tpu-v9'", "unknown preset", "h100-sxm"]),
+    ("model.colour", "blue", ["model.colour", "unknown field", "n_experts"]),
+    ("plan.tp_size", 2, ["plan.tp_size", "unknown field", "allowed"]),
+    ("model.dtype", "int3", ["model.dtype = 'int3'", "'bf16'"]),
+    ("hardware.device.mem_gib", 0, ["hardware.device.mem_gib = 0", "greater than 0"]),
+    ("hardware.device.peak_tflops", {"int4": 5.0}, ["peak_tflops.int4", "unknown dtype"]),
+    ("model.first_dense_layers", 9, ["model.first_dense_layers = 9", "<= model.n_layers"]),
+    ("workload.kind", "finetune", ["workload", "'training', 'serving'"]),
+]
+
+
+@pytest.mark.parametrize("path, value, words", CASES, ids=[c[0] + "=" + str(c[1]) for c in CASES])
+def test_rule_message(raw, path, value, words):
+    _set(raw, path, value)
+    with pytest.raises(InputError) as info:
+        scenario_from_dict(raw)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_tp_larger_than_kv_heads_replicates(raw):
+    raw["plan"].update(tp=8, dp=1, ep=1)
+    s = scenario_from_dict(raw)  # Mixtral has 8 KV heads: TP8 splits them one per rank
+    assert s.plan.tp == 8
+    raw["model"]["n_kv_heads"] = 4
+    assert scenario_from_dict(raw).model.kv_heads == 4  # 4 KV heads replicated over TP8
+
+
+def test_serving_lengths_beyond_context(raw):
+    raw["workload"] = {"kind": "serving", "prompt_tokens": {"dist": "fixed", "value": 30000},
+                       "output_tokens": {"dist": "fixed", "value": 5000}}
+    raw["plan"]["microbatches"] = 1
+    with pytest.raises(InputError, match="max_seq_len"):
+        scenario_from_dict(raw)
+
+
+def test_serving_length_distribution_needs_its_parameters(raw):
+    raw["workload"] = {"kind": "serving", "prompt_tokens": {"dist": "uniform", "low": 10},
+                       "output_tokens": {"dist": "fixed", "value": 5}}
+    with pytest.raises(InputError, match=r"workload.prompt_tokens.high: required"):
+        scenario_from_dict(raw)
+
+
+def test_poisson_needs_rate(raw):
+    raw["workload"] = {"kind": "serving", "arrival": {"process": "poisson"},
+                       "prompt_tokens": {"dist": "fixed", "value": 5}, "output_tokens": {"dist": "fixed", "value": 5}}
+    with pytest.raises(InputError, match=r"workload.arrival.rate_per_s: required"):
+        scenario_from_dict(raw)
+
+
+def test_models_are_frozen(raw):
+    s = scenario_from_dict(raw)
+    with pytest.raises(Exception):
+        s.plan.tp = 2  # type: ignore[misc]
