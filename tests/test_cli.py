@@ -57,3 +57,12 @@ def test_schema_is_json_schema_with_every_section(tmp_path, capsys):
     out = tmp_path / "scenario.schema.json"
     assert main(["schema", "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == schema
+
+
+def test_field_reference_is_complete_and_current(root):
+    from moesim.fielddoc import all_field_paths, markdown
+
+    doc = (root / "docs" / "scenario-fields.md").read_text()
+    assert doc.strip() == markdown().strip(), "run: python -m moesim.fielddoc > docs/scenario-fields.md"
+    for path in all_field_paths():
+        assert f"`{path}`" in doc

@@ -23,11 +23,11 @@ class Scenario(Strict):
 
     name: str = Field("scenario", description="Scenario name, shown in reports and plot titles.")
     description: str = Field("", description="Free text.")
-    model: ModelSpec
-    hardware: HardwareSpec
-    plan: PlanSpec = PlanSpec()
-    workload: Workload
-    routing: RoutingSpec = RoutingSpec()
+    model: ModelSpec = Field(description="A preset name, {preset: NAME, ...overrides}, {hf_config: config.json}, or the fields below.")
+    hardware: HardwareSpec = Field(description="A preset name, {preset: NAME, ...overrides (deep-merged)}, or the fields below.")
+    plan: PlanSpec = Field(PlanSpec(), description="Parallelism plan; dp*tp*pp must equal the hardware's devices.")
+    workload: Workload = Field(description="kind: training (a step) or kind: serving (a request stream); fields below.")
+    routing: RoutingSpec = Field(RoutingSpec(), description="Router popularity and capacity handling.")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,312 @@
+"""Calibration profiles: measured efficiencies the cost model reads instead of datasheet constants.
+
+A profile is a YAML file written by ``moesim calibrate`` (local device) or by
+``python -m calibrate.fit_vidur`` (the shipped A100/H100 defaults). Every efficiency is a fraction
+of the profile's ``reference`` peak (FLOP/s per dtype, memory GB/s); times are in microseconds.
+
+Shape tables interpolate linearly in log2 of their axes and clamp at the edges, so a shape outside
+the measured range takes the nearest measured efficiency (large GEMMs saturate; tiny ones are
+bandwidth- or launch-bound and the roofline's memory term and launch overhead carry them).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import Field, NonNegativeFloat, PositiveFloat, ValidationError, model_validator
+
+from moesim.errors import InputError
+from moesim.fileio import atomic_write_text
+from moesim.schemas import DeviceSpec
+from moesim.schemas._base import Strict
+
+PROFILE_FORMAT = "moesim-profile"
+PROFILE_VERSION = 1
+
+#: Shipped default profiles: a device whose name contains the key (as a word) uses the file.
+DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml"}
+
+
+def _log2(x) -> np.ndarray:
+    return np.log2(np.maximum(np.asarray(x, dtype=float), 1e-30))
+
+
+def _interp_index(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower index, weight of the upper node) of ``x`` on an ascending log2 ``axis``, clamped."""
+    if axis.size == 1:
+        return np.zeros(x.shape, dtype=int), np.zeros(x.shape)
+    xc = np.clip(x, axis[0], axis[-1])
+    i = np.clip(np.searchsorted(axis, xc, side="right") - 1, 0, axis.size - 2)
+    w = (xc - axis[i]) / (axis[i + 1] - axis[i])
+    return i, w
+
+
+class Curve(Strict):
+    """Efficiency (fraction of the reference peak) vs tokens; log2-linear interpolation, clamped."""
+
+    tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending token counts.")
+    efficiency: list[float] = Field(min_length=1, description="Efficiency at each token count, in (0, 1].")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Curve":
+        _check_axis("tokens", self.tokens)
+        if len(self.efficiency) != len(self.tokens):
+            raise ValueError(f"efficiency: {len(self.efficiency)} values for {len(self.tokens)} tokens")
+        _check_eff(self.efficiency)
+        return self
+
+    def lookup(self, tokens) -> np.ndarray:
+        """Efficiency at ``tokens`` (scalar or array)."""
+        x = _log2(tokens)
+        return np.exp(np.interp(x, _log2(self.tokens), np.log(self.efficiency)))
+
+
+class GemmTable(Strict):
+    """GEMM efficiency over tokens ``m`` and weight size ``n*k`` (elements); bilinear in log2, clamped.
+
+    ``efficiency[i][j]`` is the fraction of the reference peak an (m x k) @ (k x n) product reaches at
+    ``weight_elems[i]`` and ``tokens[j]``. Interpolation is on log efficiency.
+    """
+
+    tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending token counts m.")
+    weight_elems: list[PositiveFloat] = Field(min_length=1, description="Ascending weight sizes n*k.")
+    efficiency: list[list[float]] = Field(description="[weight][tokens] efficiencies in (0, 1].")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GemmTable":
+        _check_axis("tokens", self.tokens)
+        _check_axis("weight_elems", self.weight_elems)
+        if len(self.efficiency) != len(self.weight_elems) or any(len(r) != len(self.tokens) for r in self.efficiency):
+            raise ValueError(f"efficiency: expected {len(self.weight_elems)} rows of {len(self.tokens)} values")
+        for row in self.efficiency:
+            _check_eff(row)
+        return self
+
+    def lookup(self, m, weight_elems) -> np.ndarray:
+        """Efficiency at tokens ``m`` (array) and weight size ``weight_elems`` (broadcasts)."""
+        x, y = np.broadcast_arrays(_log2(m), _log2(weight_elems))
+        ix, wx = _interp_index(_log2(self.tokens), x)
+        iy, wy = _interp_index(_log2(self.weight_elems), y)
+        g = np.log(np.asarray(self.efficiency, dtype=float))
+        if g.shape[1] == 1:
+            g = np.concatenate([g, g], axis=1)
+        if g.shape[0] == 1:
+            g = np.concatenate([g, g], axis=0)
+        v = ((1 - wy) * ((1 - wx) * g[iy, ix] + wx * g[iy, ix + 1])
+             + wy * ((1 - wx) * g[iy + 1, ix] + wx * g[iy + 1, ix + 1]))
+        return np.exp(v)
+
+
+def _check_axis(name: str, axis: list[float]) -> None:
+    if any(b <= a for a, b in zip(axis, axis[1:])):
+        raise ValueError(f"{name}: must be strictly ascending")
+
+
+def _check_eff(values: list[float]) -> None:
+    bad = [v for v in values if not (0 < v <= 1.0) or not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"efficiency = {bad[0]}: must be in (0, 1]")
+
+
+class Reference(Strict):
+    """The peaks efficiencies are fractions of (a datasheet, or the best rate measured)."""
+
+    peak_tflops: dict[str, PositiveFloat] = Field(min_length=1, description="Peak TFLOP/s per dtype.")
+    mem_bw_gbps: PositiveFloat = Field(description="Memory bandwidth, GB/s.")
+
+    def peak_flops(self, dtype: str) -> float:
+        """Peak FLOP/s for ``dtype``, falling back to bf16, fp16, then fp32."""
+        for key in (dtype, "bf16", "fp16", "fp32"):
+            if key in self.peak_tflops:
+                return self.peak_tflops[key] * 1e12
+        return next(iter(self.peak_tflops.values())) * 1e12
+
+
+class GroupedSpec(Strict):
+    """A grouped expert GEMM: per-expert efficiency table, one launch, a cost per busy expert."""
+
+    efficiency: GemmTable = Field(description="Efficiency vs tokens per expert and expert weight size.")
+    launch_overhead_us: NonNegativeFloat = Field(description="Paid once per grouped call, us.")
+    per_expert_overhead_us: NonNegativeFloat = Field(0.0, description="Paid per expert with tokens, us.")
+
+
+class AttentionSpec(Strict):
+    """Attention kernels: prefill compute efficiency vs query tokens; decode KV-read efficiency."""
+
+    prefill_efficiency: Curve = Field(description="Compute efficiency vs query tokens per sequence.")
+    decode_memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth reading KV.")
+    launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per attention kernel, us.")
+
+
+class LinkSpec(Strict):
+    """Alpha-beta of one collective on one kind of link."""
+
+    bw_gbps: PositiveFloat = Field(description="Achieved bandwidth per direction, GB/s.")
+    latency_us: NonNegativeFloat = Field(description="Per-step latency, us.")
+
+
+class CollectiveSpec(Strict):
+    """A collective measured inside one node (NVLink) and/or across nodes (NIC)."""
+
+    intra: LinkSpec | None = None
+    inter: LinkSpec | None = None
+
+
+class CollectivesSpec(Strict):
+    """Ring all-reduce (``2(n-1)/n * bytes / bw + 2(n-1) * latency``) and send/recv (``latency + bytes / bw``)."""
+
+    all_reduce: CollectiveSpec | None = None
+    send_recv: CollectiveSpec | None = None
+
+
+class MoEOverheadSpec(Strict):
+    """Host-side cost of one MoE layer beyond its kernels (routing bookkeeping, the expert loop)."""
+
+    fixed_us: NonNegativeFloat = Field(0.0, description="Per layer call, us.")
+    per_busy_expert_us: NonNegativeFloat = Field(0.0, description="Per expert with tokens, us.")
+
+
+class FitError(Strict):
+    """Absolute relative error of the fitted model on rows not used to fit it, in percent."""
+
+    rows_fit: int = Field(ge=0)
+    rows_held_out: int = Field(ge=0)
+    median_abs_pct: NonNegativeFloat
+    p90_abs_pct: NonNegativeFloat
+    max_abs_pct: NonNegativeFloat
+
+
+class Profile(Strict):
+    """A measured device: what the cost model reads in place of datasheet efficiencies."""
+
+    format: Literal["moesim-profile"] = PROFILE_FORMAT
+    version: int = PROFILE_VERSION
+    device: str = Field(description="Device name; must match the scenario's hardware.device.name.")
+    platform: str = Field(description="cuda, mps or cpu (where it was measured).")
+    source: str = Field(description="Who measured it and how (command, or cited data set).")
+    created: str = Field(description="ISO date of the fit.")
+    framework: dict[str, str] = Field(default_factory=dict, description="Versions: torch, triton, cuda, python.")
+    dtype: str = Field(description="dtype the kernels were measured in.")
+    reference: Reference
+    launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per kernel, us.")
+    memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth streaming kernels reach.")
+    gemm: GemmTable
+    grouped: GroupedSpec | None = None
+    attention: AttentionSpec | None = None
+    collectives: CollectivesSpec | None = None
+    moe_overhead: MoEOverheadSpec | None = None
+    fit_error: dict[str, FitError] = Field(default_factory=dict, description="Held-out error per fitted part.")
+    notes: list[str] = Field(default_factory=list)
+
+    def rebased(self, device: DeviceSpec) -> "Profile":
+        """This profile applied to a sibling device: same efficiencies, the device's datasheet peaks.
+
+        Used for shipped defaults (an A100 40GB keeps the A100 80GB efficiencies but its own 1555 GB/s).
+        Inter-node collectives are dropped: the scenario's cluster section describes the network.
+        """
+        coll = self.collectives
+        if coll is not None:
+            coll = CollectivesSpec(
+                all_reduce=CollectiveSpec(intra=coll.all_reduce.intra) if coll.all_reduce else None,
+                send_recv=CollectiveSpec(intra=coll.send_recv.intra) if coll.send_recv else None,
+            )
+        ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
+        return self.model_copy(update={"reference": ref, "collectives": coll, "device": device.name})
+
+
+# ---------------------------------------------------------------- files
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile YAML; every failure is a one-line InputError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: profile not found" if not p.exists() else f"{p}: profile is not a file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file (expected a moesim profile YAML)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(f"{p}: corrupt profile, YAML error{where}") from None
+    return profile_from_dict(data, str(p))
+
+
+def profile_from_dict(data: object, label: str = "profile") -> Profile:
+    """Validate plain data into a Profile (format and version checked first)."""
+    if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+        raise InputError(f"{label}: not a moesim profile (expected 'format: {PROFILE_FORMAT}')")
+    version = data.get("version")
+    if version != PROFILE_VERSION:
+        raise InputError(
+            f"{label}: profile version {version!r} is not supported (this moesim reads version "
+            f"{PROFILE_VERSION}); rerun `moesim calibrate`"
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(x) for x in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{label}: invalid profile field {where}: {msg}") from None
+
+
+def profile_to_yaml(profile: Profile) -> str:
+    """The profile as YAML text (keys in schema order)."""
+    head = f"# moesim calibration profile for {profile.device} ({profile.source})\n"
+    return head + yaml.safe_dump(profile.model_dump(mode="json", exclude_none=True), sort_keys=False, width=120)
+
+
+def save_profile(profile: Profile, path: str | Path) -> Path:
+    """Write ``profile`` to ``path`` atomically (a temp file renamed over the target)."""
+    atomic_write_text(path, profile_to_yaml(profile))
+    return Path(path)
+
+
+# ---------------------------------------------------------------- device matching
+
+
+def normalise_device_name(name: str) -> str:
+    """Lower case, vendor prefixes and punctuation removed: 'NVIDIA A100-SXM4-80GB' -> 'a100 sxm4 80gb'."""
+    words = re.sub(r"[^a-z0-9]+", " ", name.lower()).split()
+    return " ".join(w for w in words if w not in {"nvidia", "amd", "intel", "r", "tm", "apple"})
+
+
+def check_device(profile: Profile, device_name: str, label: str = "hardware.profile", force: bool = False) -> None:
+    """Raise InputError when the profile was measured on another device than the scenario names."""
+    if force or normalise_device_name(profile.device) == normalise_device_name(device_name):
+        return
+    raise InputError(
+        f"{label}: profile is for device {profile.device!r} but hardware.device.name is {device_name!r}; "
+        "use a profile from this device, rename the device, or force it (MOESIM_FORCE_PROFILE=1)"
+    )
+
+
+def default_profile_name(device_name: str) -> str | None:
+    """File name of the shipped default profile for a device name, or None."""
+    words = set(normalise_device_name(device_name).split())
+    for key, fname in DEFAULT_PROFILES.items():
+        if key in words:
+            return fname
+    return None
+
+
+@lru_cache(maxsize=None)
+def load_default_profile(fname: str) -> Profile:
+    """A shipped profile from ``moesim/data/profiles`` (read once per process)."""
+    ref = resources.files("moesim").joinpath("data", "profiles", fname)
+    with resources.as_file(ref) as path:
+        return load_profile(path)
+
+
+def default_profile_for(device: DeviceSpec) -> Profile | None:
+    """The shipped default profile for ``device`` rebased on its datasheet, or None (use the datasheet)."""
+    fname = default_profile_name(device.name)
+    return load_default_profile(fname).rebased(device) if fname else None

@@ -1,0 +1,225 @@
+"""Sweep grids: parse ``--experts``/``--capacity-factor``/``--grid path=v1,v2`` into points.
+
+A point is one assignment of values to the swept field paths plus a seed; the sweep is the
+cartesian product of every dimension (and the seeds). Values are YAML scalars or flow mappings;
+a mapping value (``--grid 'plan={dp: 32, ep: 8},{dp: 64, ep: 8}'``) is merged into that section
+field by field instead of replacing it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import yaml
+from pydantic import BaseModel
+
+from moesim.errors import InputError
+from moesim.loader import apply_override
+from moesim.schemas import Scenario
+
+#: Shorthand options and the field each one sweeps.
+SHORTHANDS = {"experts": "model.n_experts", "capacity_factor": "routing.capacity_factor"}
+#: Keys a preset-able section accepts besides its model fields.
+_PRESET_KEYS = {"model": {"preset", "hf_config"}, "hardware": {"preset"}}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One swept field: its dotted path and the values it takes, in order."""
+
+    path: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the sweep: ``values`` maps each swept path to its value; ``index`` is its
+    position in expansion order; ``key`` identifies it across runs (swept values + seed)."""
+
+    index: int
+    values: dict[str, Any]
+    seed: int
+    key: str = field(default="")
+
+    def overrides(self) -> list[str]:
+        """``a.b=value`` strings that turn the base scenario into this point."""
+        out: list[str] = []
+        for path, value in self.values.items():
+            out.extend(flatten_override(path, value))
+        return out
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``v1,v2,...`` on commas that are not inside brackets, braces or quotes."""
+    parts, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def parse_values(text: str, option: str) -> tuple[Any, ...]:
+    """Parse a comma-separated list of YAML values; ``option`` names the flag in errors."""
+    items = split_values(text)
+    if not text.strip() or any(not item for item in items):
+        raise InputError(f"{option} {text!r}: expected a comma-separated list of values, e.g. 1,2,4")
+    values = []
+    for item in items:
+        try:
+            values.append(yaml.safe_load(item))
+        except yaml.YAMLError:
+            raise InputError(f"{option} {text!r}: {item!r} is not a valid value") from None
+    if len({canonical(v) for v in values}) != len(values):
+        raise InputError(f"{option} {text!r}: a value is repeated")
+    return tuple(values)
+
+
+def parse_grid_option(item: str) -> Dimension:
+    """Parse one ``--grid path.to.field=v1,v2`` option."""
+    path, sep, text = item.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise InputError(f"--grid {item!r}: expected path.to.field=v1,v2,...")
+    check_field_path(path, f"--grid {item!r}")
+    return Dimension(path, parse_values(text, f"--grid {path}="))
+
+
+def build_dimensions(experts: str | None = None, capacity_factor: str | None = None,
+                     grid: Iterable[str] = ()) -> list[Dimension]:
+    """Dimensions from the shorthand options and ``--grid`` items; a path may appear once."""
+    dims: list[Dimension] = []
+    for name, text in (("experts", experts), ("capacity_factor", capacity_factor)):
+        if text is not None:
+            flag = "--" + name.replace("_", "-")
+            dims.append(Dimension(SHORTHANDS[name], parse_values(text, flag)))
+    dims.extend(parse_grid_option(item) for item in grid)
+    seen: set[str] = set()
+    for d in dims:
+        if d.path in seen:
+            raise InputError(f"{d.path}: swept twice; give its values once")
+        seen.add(d.path)
+    if "model.n_experts" in seen:
+        for v in next(d for d in dims if d.path == "model.n_experts").values:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"--experts: {v!r} is not a positive whole number of experts")
+    return dims
+
+
+def parse_seeds(text: str | None, default: int) -> tuple[int, ...]:
+    """``--seeds 0,1,2`` as ints (``default`` when not given)."""
+    if text is None:
+        return (default,)
+    seeds = parse_values(text, "--seeds")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise InputError(f"--seeds: {s!r} is not a non-negative integer")
+    return tuple(seeds)
+
+
+def expand(dims: Sequence[Dimension], seeds: Sequence[int]) -> list[Point]:
+    """The cartesian product of every dimension and the seeds, in a stable order."""
+    paths = [d.path for d in dims]
+    points = []
+    combos = itertools.product(*(d.values for d in dims)) if dims else [()]
+    for combo in combos:
+        values = dict(zip(paths, combo))
+        for seed in seeds:
+            points.append(Point(len(points), values, seed, point_key(values, seed)))
+    return points
+
+
+def point_key(values: dict[str, Any], seed: int) -> str:
+    """Stable identity of a point: canonical JSON of the swept values and the seed."""
+    doc = {k: _normal(v) for k, v in sorted(values.items())}
+    doc["seed"] = int(seed)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def canonical(value: Any) -> str:
+    """Canonical text of one value (``1`` and ``1.0`` are the same)."""
+    return json.dumps(_normal(value), sort_keys=True, separators=(",", ":"))
+
+
+def column_value(value: Any) -> Any:
+    """How a swept value appears in the results table: scalars as-is, mappings as compact JSON."""
+    return canonical(value) if isinstance(value, (dict, list)) else value
+
+
+def _normal(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, dict):
+        return {str(k): _normal(x) for k, x in sorted(v.items())}
+    if isinstance(v, (list, tuple)):
+        return [_normal(x) for x in v]
+    return v
+
+
+def flatten_override(path: str, value: Any) -> list[str]:
+    """``plan={dp: 2, ep: 2}`` -> ``["plan.dp=2", "plan.ep=2"]``; scalars give one override."""
+    if isinstance(value, dict) and value:
+        out: list[str] = []
+        for k, v in value.items():
+            out.extend(flatten_override(f"{path}.{k}", v))
+        return out
+    return [f"{path}={json.dumps(value)}"]
+
+
+def apply_point(raw: dict, point: Point) -> dict:
+    """A copy of the raw scenario mapping with the point's values applied."""
+    out = json.loads(json.dumps(raw, default=str))
+    for item in point.overrides():
+        apply_override(out, item)
+    return out
+
+
+def check_field_path(path: str, where: str) -> None:
+    """Fail early (InputError) when ``path`` names no field of a scenario."""
+    parts = path.split(".")
+    cls: Any = Scenario
+    for i, part in enumerate(parts):
+        if cls is None:  # inside a free-form mapping (e.g. peak_tflops): anything goes
+            return
+        if i == 1 and part in _PRESET_KEYS.get(parts[0], set()):
+            return
+        candidates = [cls] if not isinstance(cls, list) else cls
+        nxt = [c for c in candidates if part in c.model_fields]
+        if not nxt:
+            allowed = sorted({f for c in candidates for f in c.model_fields})
+            raise InputError(f"{where}: {'.'.join(parts[: i + 1])} is not a scenario field; "
+                             f"allowed here: {', '.join(allowed)}")
+        annotations = [c.model_fields[part].annotation for c in nxt]
+        models = [m for a in annotations for m in _models_in(a)]
+        cls = models if len(models) > 1 else (models[0] if models else None)
+        if cls is None and i < len(parts) - 1 and not any(_is_mapping(a) for a in annotations):
+            raise InputError(f"{where}: {'.'.join(parts[: i + 1])} is a value, not a section")
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict or annotation is dict
