@@ -1,43 +1,67 @@
 """``CostModel``: seconds for GEMMs, expert GEMMs, attention, memory traffic and collectives.
 
 Every method takes scalars or numpy arrays and returns seconds of the same shape.
+
+Without a profile every term comes from the datasheet (``DeviceSpec`` efficiencies). With a
+calibration profile (``profile.py``) the peaks are the profile's ``reference``, GEMM efficiency is a
+table over tokens and weight size, grouped expert GEMMs pay one launch plus a cost per busy expert,
+attention and collectives use their measured terms where the profile has them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from moesim.costmodel import comm
+from moesim.costmodel.profile import Profile, check_device, default_profile_for, load_profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
 from moesim.schemas import DTYPE_BYTES, HardwareSpec
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-op timing for one hardware description (datasheet roofline with efficiency terms)."""
+    """Per-op timing for one hardware description (roofline with datasheet or profiled efficiencies)."""
 
     hw: HardwareSpec
+    profile: Profile | None = field(default=None, hash=False)
+
+    @property
+    def basis(self) -> str:
+        """Where the efficiencies come from: 'datasheet' or 'profile: <device> (<source>)'."""
+        return "datasheet" if self.profile is None else f"profile: {self.profile.device} ({self.profile.source})"
 
     # ------------------------------------------------------------ device-level
     @property
     def launch_s(self) -> float:
-        return self.hw.device.launch_overhead_us * 1e-6
+        """Fixed cost per kernel, seconds."""
+        us = self.profile.launch_overhead_us if self.profile else self.hw.device.launch_overhead_us
+        return us * 1e-6
 
     def _peak(self, dtype: str) -> float:
+        if self.profile is not None:
+            return self.profile.reference.peak_flops(dtype)
         return self.hw.device.peak_flops(dtype)
 
     @property
     def _bw(self) -> float:
+        if self.profile is not None:
+            return self.profile.reference.mem_bw_gbps * 1e9
         return self.hw.device.mem_bw_gbps * 1e9
 
     def compute_efficiency(self, m, n: int, k: int):
-        """Fraction of peak a GEMM of this shape reaches (datasheet: one constant)."""
+        """Fraction of peak a GEMM of this shape reaches (datasheet: one constant; profile: a table)."""
+        if self.profile is not None:
+            return self.profile.gemm.lookup(m, float(n) * float(k))
         return np.full(np.shape(m), self.hw.device.compute_efficiency, dtype=float)
 
     def memory_efficiency(self):
-        return self.hw.device.memory_efficiency
+        """Fraction of peak bandwidth a streaming kernel reaches."""
+        return self.profile.memory_efficiency if self.profile else self.hw.device.memory_efficiency
 
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
         """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp)."""
@@ -53,18 +77,42 @@ class CostModel:
         """
         t = np.asarray(tokens_per_expert, dtype=float)
         b = DTYPE_BYTES[dtype]
+        if self.profile is not None:
+            return self._grouped_profiled_s(t, n, k, dtype)
         flops = gemm_flops(t, n, k).sum(axis=-1)
         moved = (gemm_bytes(t, n, k, b) * (t > 0)).sum(axis=-1)
         eff = self.grouped_efficiency(t, n, k)
         return roofline_s(flops, moved, self._peak(dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 
+    def _grouped_profiled_s(self, t: np.ndarray, n: int, k: int, dtype: str):
+        """Profiled grouped GEMM: per-expert roofline summed, one launch, a cost per busy expert."""
+        g = self.profile.grouped
+        table = g.efficiency if g else self.profile.gemm
+        per_expert = roofline_s(gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype]), self._peak(dtype),
+                                self._bw, table.lookup(np.maximum(t, 1.0), float(n) * float(k)),
+                                self.memory_efficiency(), 0.0)
+        busy = (t > 0).sum(axis=-1)
+        launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
+        fixed_s = launch_s + busy * (g.per_expert_overhead_us * 1e-6 if g else 0.0)
+        return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
+
     def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
         """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert."""
         t = np.asarray(tokens_per_expert, dtype=float)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
         mean_tokens = t.sum(axis=-1) / busy
+        if self.profile is not None and self.profile.grouped is not None:
+            return self.profile.grouped.efficiency.lookup(np.maximum(mean_tokens, 1.0), float(n) * float(k))
         return self.compute_efficiency(mean_tokens, n, k)
+
+    def moe_overhead_s(self, busy_experts):
+        """Host-side cost of one MoE layer beyond its kernels (profiled; 0 from the datasheet)."""
+        busy = np.asarray(busy_experts, dtype=float)
+        o = self.profile.moe_overhead if self.profile else None
+        if o is None:
+            return np.zeros_like(busy)
+        return (o.fixed_us + o.per_busy_expert_us * busy) * 1e-6
 
     def memory_s(self, nbytes):
         """A bandwidth-bound kernel moving ``nbytes`` (norms, activations, weight reads)."""
@@ -77,26 +125,55 @@ class CostModel:
         Arrays broadcast per sequence; heads are per device (already divided by tp). Reads Q, the
         KV cache and writes the output once (flash attention).
         """
+        return self._attention_core_s(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal) \
+            + self._attention_launch_s(q_tokens)
+
+    def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
+                          dtype: str = "bf16", causal: bool = True):
+        """One batched attention kernel over sequences on the last axis (one launch, summed work)."""
+        core = self._attention_core_s(np.atleast_1d(q_tokens), np.atleast_1d(kv_tokens), n_heads, head_dim,
+                                      kv_heads, dtype, causal)
+        total = core.sum(axis=-1)
+        return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
+
+    def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal):
+        """Attention roofline without the launch overhead, per sequence."""
         q = np.asarray(q_tokens, dtype=float)
         kv = np.asarray(kv_tokens, dtype=float)
         b = DTYPE_BYTES[dtype]
         span = kv - q / 2 if causal else kv  # a causal chunk sees on average half of itself
         flops = 4.0 * n_heads * head_dim * q * np.maximum(span, 1.0)
         moved = b * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
-        return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q),
-                          self.memory_efficiency(), self.launch_s)
+        a = self.profile.attention if self.profile else None
+        eff_mem = a.decode_memory_efficiency if a else self.memory_efficiency()
+        return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q), eff_mem, 0.0)
+
+    def _attention_launch_s(self, q_tokens):
+        a = self.profile.attention if self.profile else None
+        us = a.launch_overhead_us * 1e-6 if a else self.launch_s
+        q = np.asarray(q_tokens, dtype=float)
+        return np.where(q > 0, us, 0.0)
 
     def attention_efficiency(self, q_tokens):
+        """Fraction of peak attention reaches at ``q_tokens`` queries per sequence."""
+        if self.profile is not None and self.profile.attention is not None:
+            return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0))
         return np.full(np.shape(q_tokens), self.hw.device.compute_efficiency * 0.8)
 
     # ------------------------------------------------------------ links
-    def _link(self, group: int, stride: int) -> tuple[float, float]:
+    def _link(self, group: int, stride: int, collective: str = "all_reduce") -> tuple[float, float]:
         """(GB/s, latency s) of a group of ``group`` ranks spaced ``stride`` apart in rank order."""
-        node = self.hw.node
-        if group * stride <= node.devices_per_node:
-            return node.intra_bw_gbps, node.intra_latency_us * 1e-6
-        c = self.hw.cluster
-        return c.nic_bw_gbps, c.nic_latency_us * 1e-6
+        return self._link_kind(group * stride <= self.hw.node.devices_per_node, collective)
+
+    def _link_kind(self, intra: bool, collective: str) -> tuple[float, float]:
+        """(GB/s, latency s) of an intra- or inter-node link; measured values win over the datasheet."""
+        coll = getattr(self.profile.collectives, collective, None) if self.profile and self.profile.collectives else None
+        measured = (coll.intra if intra else coll.inter) if coll else None
+        if measured is not None:
+            return measured.bw_gbps, measured.latency_us * 1e-6
+        if intra:
+            return self.hw.node.intra_bw_gbps, self.hw.node.intra_latency_us * 1e-6
+        return self.hw.cluster.nic_bw_gbps, self.hw.cluster.nic_latency_us * 1e-6
 
     def allreduce_s(self, nbytes, n: int, stride: int = 1):
         """Ring all-reduce over ``n`` ranks spaced ``stride`` apart (TP: stride 1; DP: stride tp*...)."""
@@ -105,15 +182,15 @@ class CostModel:
 
     def p2p_s(self, nbytes, intra: bool):
         """A pipeline send/recv of ``nbytes``."""
-        if intra:
-            return comm.p2p_s(nbytes, self.hw.node.intra_bw_gbps, self.hw.node.intra_latency_us * 1e-6)
-        return comm.p2p_s(nbytes, self.hw.cluster.nic_bw_gbps, self.hw.cluster.nic_latency_us * 1e-6)
+        bw, lat = self._link_kind(intra, "send_recv")
+        return comm.p2p_s(nbytes, bw, lat)
 
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat"):
         """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers."""
-        n, c = self.hw.node, self.hw.cluster
-        return comm.alltoall_s(bytes_to_peers, ep, tp, n.devices_per_node, n.intra_bw_gbps,
-                               n.intra_latency_us * 1e-6, c.nic_bw_gbps, c.nic_latency_us * 1e-6, algorithm)
+        intra_bw, intra_lat = self._link_kind(True, "send_recv")
+        inter_bw, inter_lat = self._link_kind(False, "send_recv")
+        return comm.alltoall_s(bytes_to_peers, ep, tp, self.hw.node.devices_per_node, intra_bw, intra_lat,
+                               inter_bw, inter_lat, algorithm)
 
     def alltoall_split(self, bytes_to_peers, ep: int, tp: int) -> tuple[float, float]:
         """(NVLink bytes, NIC bytes) one rank sends in an all-to-all (flat)."""
@@ -125,6 +202,31 @@ class CostModel:
         return b * intra / peers, b * inter / peers
 
 
-def build_cost_model(hw: HardwareSpec) -> CostModel:
-    """The cost model for ``hw``: from its calibration profile when it names one, else the datasheet."""
-    return CostModel(hw)
+def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> CostModel:
+    """The cost model for ``hw``.
+
+    Order: the profile ``hw.profile`` names (its device must match ``hw.device.name`` unless
+    ``force_profile``, or the environment variable ``MOESIM_FORCE_PROFILE=1``); else the shipped
+    default for A100/H100 devices, rebased on the device's datasheet peaks; else the datasheet.
+    """
+    if force_profile is None:
+        force_profile = os.environ.get("MOESIM_FORCE_PROFILE", "").strip().lower() in {"1", "true", "yes"}
+    if hw.profile is not None:
+        profile = _load_cached(Path(hw.profile))
+        check_device(profile, hw.device.name, force=force_profile)
+        return CostModel(hw, profile)
+    return CostModel(hw, default_profile_for(hw.device))
+
+
+def _load_cached(path: Path) -> Profile:
+    """Load a profile once per (path, size, mtime): sweeps build many cost models from one file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return load_profile(path)  # raises the one-line "not found" InputError
+    return _load_keyed(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load_keyed(path: str, size: int, mtime_ns: int) -> Profile:
+    return load_profile(path)

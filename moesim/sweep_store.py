@@ -1,0 +1,197 @@
+"""The sweep result store: one row per finished point, as JSON lines plus a CSV view.
+
+``results.jsonl`` is the source of truth. Each row is appended with a single ``write`` of one
+complete line to a file opened in append mode (then flushed to disk when ``durable``), so a
+killed sweep keeps every row it finished and never leaves half a row behind; a torn last line
+(power loss) is cut off when the store is reopened. ``results.csv`` is the same table for
+spreadsheets: rows are appended as they finish, and the file is rewritten atomically (sorted
+by point) when new columns appear, when the store is reopened, and when the sweep ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from moesim.errors import InputError
+from moesim.fileio import atomic_write_text
+
+JSONL_NAME = "results.jsonl"
+CSV_NAME = "results.csv"
+MANIFEST_NAME = "sweep.json"
+#: Columns every row starts with, in this order; swept fields and summary metrics follow.
+LEAD_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed")
+
+
+class ResultStore:
+    """Append-only table of sweep rows in ``out_dir`` (see the module docstring)."""
+
+    def __init__(self, out_dir: str | Path, durable: bool = True) -> None:
+        self.dir = Path(out_dir)
+        self.durable = durable
+        self.rows: list[dict[str, Any]] = []
+        self._header: list[str] = []
+        self._jsonl_fd: int | None = None
+        self._csv_fd: int | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def open(self, resume: bool = False, overwrite: bool = False) -> list[dict[str, Any]]:
+        """Open for appending and return the rows already there (``resume``), else start empty.
+
+        A folder that already holds rows needs ``resume`` (keep them) or ``overwrite`` (drop them).
+        On resume, rows of points that failed are dropped so those points run again.
+        """
+        jsonl = self.dir / JSONL_NAME
+        existing = read_jsonl(jsonl) if jsonl.exists() else []
+        if existing and not (resume or overwrite):
+            raise InputError(f"{self.dir}: already holds {len(existing)} sweep rows; "
+                             "pass --resume to continue it or --overwrite to start again")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in existing if r.get("status") != "failed"] if resume else []
+        # Rewrite both files from the kept rows (cuts a torn tail, drops failed rows).
+        atomic_write_text(jsonl, "".join(_jsonl_line(r) for r in kept))
+        self.rows = list(kept)
+        self._header = header_for(self.rows)
+        self._rewrite_csv()
+        self._jsonl_fd = os.open(jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._csv_fd = os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return list(kept)
+
+    def close(self) -> None:
+        """Close the files and leave the CSV sorted by point."""
+        for fd in (self._jsonl_fd, self._csv_fd):
+            if fd is not None:
+                os.close(fd)
+        self._jsonl_fd = self._csv_fd = None
+        if self.dir.exists():
+            self._rewrite_csv()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- writing
+    def append(self, row: dict[str, Any]) -> None:
+        """Record one finished point: a whole JSON line, then its CSV line."""
+        if self._jsonl_fd is None or self._csv_fd is None:
+            raise RuntimeError("ResultStore.append before open()")
+        row = {k: _plain(v) for k, v in row.items()}
+        _write_all(self._jsonl_fd, _jsonl_line(row).encode("utf-8"), self.durable)
+        self.rows.append(row)
+        if all(k in self._header for k in row):
+            _write_all(self._csv_fd, _csv_lines(self._header, [row]).encode("utf-8"), self.durable)
+        else:
+            self._header = header_for(self.rows)
+            self._rewrite_csv()
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write ``sweep.json`` (what was swept, over which scenario) atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+
+    def _rewrite_csv(self) -> None:
+        rows = sorted(self.rows, key=lambda r: (r.get("point", 0), r.get("seed", 0)))
+        self._header = header_for(self.rows)
+        text = _csv_lines(self._header, rows, with_header=True)
+        atomic_write_text(self.dir / CSV_NAME, text)
+
+
+# -------------------------------------------------------------------- reading
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a results.jsonl; a torn last line (no newline) is ignored, other damage is an error."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # tail is b"" when the file ends with a newline
+    rows = []
+    for n, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{p}: line {n} is not a JSON row (damaged results file)") from None
+        if not isinstance(row, dict) or "status" not in row:
+            raise InputError(f"{p}: line {n} is not a sweep row")
+        rows.append(row)
+    del tail  # an incomplete final line was never a finished row
+    return rows
+
+
+def read_rows(out_dir: str | Path) -> list[dict[str, Any]]:
+    """All rows of a sweep folder, sorted by point then seed."""
+    d = Path(out_dir)
+    path = d / JSONL_NAME if d.is_dir() else d
+    if d.is_dir() and not path.exists():
+        raise InputError(f"{d}: no {JSONL_NAME} here (not a sweep folder)")
+    rows = read_jsonl(path)
+    return sorted(rows, key=lambda r: (r.get("point", 0), r.get("seed", 0)))
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The sweep.json of a sweep folder, or {} when there is none."""
+    p = Path(out_dir) / MANIFEST_NAME
+    if not p.exists():
+        return {}
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{p}: damaged sweep manifest (not JSON)") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def header_for(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Column order: the lead columns, then every other key in first-seen order."""
+    cols = [c for c in LEAD_COLUMNS]
+    seen = set(cols)
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    return cols
+
+
+# -------------------------------------------------------------------- helpers
+def _write_all(fd: int, data: bytes, durable: bool) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    if durable:
+        os.fsync(fd)
+
+
+def _jsonl_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _csv_lines(columns: list[str], rows: list[dict[str, Any]], with_header: bool = False) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if with_header:
+        w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+    return buf.getvalue()
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-safe scalar: numpy numbers as Python numbers, NaN/inf as None."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, separators=(",", ":"), default=str)
+    return v
