@@ -8,6 +8,9 @@ from moesim.schemas import Scenario
 
 def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     """Play ``scenario`` and return its SimResult. ``seed`` defaults to ``scenario.routing.seed``."""
+    from moesim.guards import check_size
+
+    check_size(scenario)
     seed = scenario.routing.seed if seed is None else seed
     if scenario.is_training:
         from moesim.engine.training import simulate_training
