@@ -7,8 +7,10 @@ from typing import Any
 from rich.table import Table
 
 # Units shown next to a key, chosen by its suffix (names carry their units).
-_SUFFIX_UNITS = (("_gib", "GiB"), ("_s", "s"), ("_usd", "USD"), ("_days", "days"), ("_gbps", "GB/s"),
-                 ("_per_s", "/s"), ("_j_per_token", "J/token"), ("_bytes", "B"))
+_SUFFIX_UNITS = (("_per_s", "/s"), ("_gib", "GiB"), ("_s", "s"), ("_usd", "USD"), ("_days", "days"),
+                 ("_gbps", "GB/s"), ("_j_per_token", "J/token"), ("usd_per_mtok", "USD/1M tok"),
+                 ("usd_per_1k_tokens", "USD/1K tok"), ("usd_per_step", "USD"), ("_tflops", "TFLOP/s"),
+                 ("_tflops_per_device", "TFLOP/s"), ("_w", "W"))
 
 
 def fmt_value(key: str, value: Any) -> str:
@@ -21,6 +23,8 @@ def fmt_value(key: str, value: Any) -> str:
         v = float(value)
         if key.endswith("params"):
             return f"{v / 1e12:.3f} T" if v >= 1e12 else f"{v / 1e9:.2f} B"
+        if "tflops" in key:
+            return f"{v:,.1f} TFLOP/s"
         if "flops" in key:
             return f"{v / 1e9:,.1f} GFLOP"
         if key.endswith("_bytes") or "bytes_per" in key:
