@@ -66,3 +66,30 @@ def test_field_reference_is_complete_and_current(root):
     assert doc.strip() == markdown().strip(), "run: python -m moesim.fielddoc > docs/scenario-fields.md"
     for path in all_field_paths():
         assert f"`{path}`" in doc
+
+
+TRAINING_KEYS = {"step_time_s", "tokens_per_s", "mfu", "bubble_fraction", "dropped_fraction",
+                 "peak_memory_gib", "fits", "usd_per_mtok", "run_time_days", "run_cost_usd"}
+SERVING_KEYS = {"output_tokens_per_s", "input_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
+                "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "usd_per_mtok", "dropped_fraction"}
+
+
+@pytest.mark.parametrize("stem, keys", [("mixtral-8x7b-h100-train", TRAINING_KEYS),
+                                        ("mixtral-8x7b-h100-serve", SERVING_KEYS)])
+def test_simulate_json_has_the_stable_keys_and_out_writes_files(stem, keys, root, tmp_path, capsys):
+    path = root / "scenarios" / f"{stem}.yaml"
+    argv = ["simulate", str(path), "--json", "--out", str(tmp_path / "out"), "--set", "workload.arrival.n_requests=200"]
+    if "train" in stem:
+        argv = argv[:-2]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert keys <= set(data), keys - set(data)
+    assert {"summary.json", "spans.csv", "trace.json"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_simulate_bad_seed_and_bad_override_exit_2(root, capsys):
+    path = str(root / "scenarios" / "mixtral-8x7b-h100-train.yaml")
+    assert main(["simulate", path, "--seed", "-1"]) == 2
+    assert main(["simulate", path, "--set", "routing.capacity_factor=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "routing.capacity_factor = -1" in err and "Traceback" not in err
