@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
         return 0
     except MoesimError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        from moesim.loader import one_line
+
+        err.print(f"[red]error:[/red] {escape(one_line(str(exc)))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except _EXIT as exc:
         return exc.exit_code

@@ -138,7 +138,13 @@ def format_validation_error(exc: ValidationError) -> str:
     else:
         line = f"{path} = {_short(first.get('input'))}: {msg}"
     more = len(errors) - 1
-    return line + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+    line += f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return one_line(line)
+
+
+def one_line(text: str) -> str:
+    """Escape line breaks so a message that quotes user text stays on one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -4,7 +4,8 @@ A result is a summary (flat dict of numbers, stable keys listed in the README) p
 records and optional tidy tables (per-layer routing stats, per-request latencies, ...).
 Span columns: kind, stage, stream, rank_group, layer, item (microbatch or request), start_s,
 end_s, bytes, tokens, dropped. ``stage`` is the pipeline stage (training) or replica (serving);
-``stream`` is ``compute`` or ``comm``.
+``stream`` is ``compute`` or ``comm`` (training adds ``dp_comm`` for the gradient sync, which runs
+beside the pipeline's sends as Megatron's grad-reduce stream does).
 """
 
 from __future__ import annotations

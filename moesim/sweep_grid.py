@@ -12,8 +12,9 @@ import itertools
 import json
 import types
 import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel

@@ -15,8 +15,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Self
 
 from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
@@ -26,6 +27,8 @@ CSV_NAME = "results.csv"
 MANIFEST_NAME = "sweep.json"
 #: Columns every row starts with, in this order; swept fields and summary metrics follow.
 LEAD_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed")
+#: Columns every row ends with: the point's identity for --resume, and its wall time (s).
+TAIL_COLUMNS = ("sim_wall_s", "key")
 
 
 class ResultStore:
@@ -71,7 +74,7 @@ class ResultStore:
         if self.dir.exists():
             self._rewrite_csv()
 
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,7 +101,7 @@ class ResultStore:
 
     def _rewrite_csv(self) -> None:
         rows = sorted(self.rows, key=lambda r: (r.get("point", 0), r.get("seed", 0)))
-        self._header = header_for(self.rows)
+        self._header = header_for(rows)
         text = _csv_lines(self._header, rows, with_header=True)
         atomic_write_text(self.dir / CSV_NAME, text)
 
@@ -151,15 +154,15 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
 
 
 def header_for(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """Column order: the lead columns, then every other key in first-seen order."""
-    cols = [c for c in LEAD_COLUMNS]
-    seen = set(cols)
+    """Column order: the lead columns, every other key in first-seen order, the tail columns."""
+    cols = list(LEAD_COLUMNS)
+    seen = set(cols) | set(TAIL_COLUMNS)
     for r in rows:
         for k in r:
             if k not in seen:
                 seen.add(k)
                 cols.append(k)
-    return cols
+    return cols + list(TAIL_COLUMNS)
 
 
 # -------------------------------------------------------------------- helpers

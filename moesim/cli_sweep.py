@@ -1,0 +1,264 @@
+"""The ``sweep``, ``plot`` and ``validate`` commands (registered by :mod:`moesim.cli`).
+
+Each function parses options, calls the library (sweep, plots, validation) and renders with rich.
+Failures raise InputError (exit 2) or RunError (exit 1); the CLI prints them as one line.
+Heavy imports (matplotlib, dask) happen inside the commands, so ``moesim --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from moesim.errors import InputError, RunError
+
+out = Console()
+err = Console(stderr=True)
+
+#: Metrics shown in the end-of-sweep table when present (after the --best metric).
+_SHOW = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "usd_per_mtok",
+         "dropped_fraction", "ttft_p99_s", "tpot_p99_s", "peak_memory_gib")
+
+
+class _StatsColumn(ProgressColumn):
+    """ok / invalid / failed counts, points per second and time left, from the task's fields."""
+
+    def render(self, task) -> Text:
+        f = task.fields
+        eta = f.get("eta_s")
+        eta_text = "--:--" if eta is None else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
+        return Text(f"ok {f.get('ok', 0)}  invalid {f.get('invalid', 0)}  failed {f.get('failed', 0)}  "
+                    f"{f.get('rate', 0.0):.1f} pt/s  ETA {eta_text}")
+
+
+def sweep_command(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file to sweep around.", show_default=False)],
+    experts: Annotated[str | None, typer.Option("--experts", help="Values of model.n_experts, e.g. 8,16,32,64.")] = None,
+    capacity_factor: Annotated[str | None, typer.Option("--capacity-factor", help="Values of routing.capacity_factor, e.g. 1.0,1.25,2.0.")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="Any field: path.to.field=v1,v2 (repeatable; a value may be a {mapping} merged into that section).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Fixed override for every point: path.to.field=value (repeatable).")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to run at every point, e.g. 0,1,2 (default: the scenario's routing.seed).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for results.csv, results.jsonl, sweep.json (default: sweeps/<scenario name>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --out and run only the missing points.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard rows already in --out and start again.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local (processes on this machine) or dask.")] = "local",
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (local) or LocalCluster workers (dask).")] = 2,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address tcp://host:port (default: start a LocalCluster).")] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Extra attempts for a point whose worker died.")] = 2,
+    best: Annotated[str | None, typer.Option("--best", help="Metric that picks the best point, e.g. tokens_per_s or usd_per_mtok (direction inferred; force with :min or :max).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows in the final table.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome (counts, files, best row) as JSON.")] = False,
+) -> None:
+    """Run a scenario over a grid of experts, capacity factors or any fields; a tidy table per point."""
+    from moesim.sweep import run_sweep
+
+    if workers < 1:
+        raise InputError(f"--workers {workers}: need at least 1")
+    with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), _StatsColumn(),
+                  console=err, transient=False, disable=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("sweep", total=None)
+
+        def on_progress(p) -> None:
+            bar.update(task, total=p.total, completed=p.done, ok=p.ok, invalid=p.invalid,
+                       failed=p.failed, rate=p.rate_per_s, eta_s=p.eta_s)
+
+        outcome = run_sweep(scenario, experts=experts, capacity_factor=capacity_factor, grid=grid or [],
+                            seeds=seeds, sets=set_ or [], out_dir=out_dir, resume=resume,
+                            overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
+                            retries=retries, best=best, on_progress=on_progress)
+    p = outcome.progress
+    files = {"csv": str(outcome.out_dir / "results.csv"), "jsonl": str(outcome.out_dir / "results.jsonl")}
+    if as_json:
+        from moesim.results import _jsonable
+
+        doc = {"points": p.total + p.skipped, "ok": p.ok, "invalid": p.invalid, "failed": p.failed,
+               "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
+        sys.stdout.write(json.dumps(_jsonable(doc), indent=2) + "\n")
+    else:
+        out.print(_rows_table(outcome.rows, outcome.dims, best, outcome.best, top))
+        out.print(f"{p.total + p.skipped} points: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
+                  f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
+                  highlight=False)
+        if best and outcome.best is None:
+            out.print(f"[yellow]no finished point has {best.partition(':')[0]}[/yellow]")
+    if p.total and p.failed == p.total:
+        raise RunError(f"every point failed (see the reason column of {files['csv']})")
+
+
+def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
+                best_row: dict[str, Any] | None, top: int) -> Table:
+    """The first ``top`` rows (sorted best first when --best is given), best row in green."""
+    from moesim.report import fmt_value
+
+    metric = best.partition(":")[0] if best else None
+    shown = [m for m in ([metric] if metric else []) + list(_SHOW) if any(m in r for r in rows)]
+    shown = list(dict.fromkeys(shown))[:4]
+    ordered = rows
+    if metric and best_row is not None:
+        from moesim.sweep import parse_best
+
+        direction = parse_best(best)[1]
+        scored = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
+        ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
+    ordered = ordered[:top]
+    with_seed = len({r.get("seed") for r in rows}) > 1
+    with_status = any(r.get("status") != "ok" for r in ordered)
+    t = Table(title=f"sweep results{f' (best by {metric})' if metric else ''}", header_style="bold")
+    for d in dims:
+        t.add_column(d.rsplit(".", 1)[-1], justify="right")
+    if with_seed:
+        t.add_column("seed", justify="right")
+    for m in shown:
+        t.add_column(m, justify="right")
+    if with_status:
+        t.add_column("status")
+    for r in ordered:
+        cells = [str(r.get(d, "")) for d in dims] + ([str(r.get("seed", ""))] if with_seed else [])
+        cells += [fmt_value(m, r.get(m)) if r.get(m) is not None else "-" for m in shown]
+        if with_status:
+            cells.append(r["status"] if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}")
+        t.add_row(*cells, style="bold green" if r is best_row else None)
+    return t
+
+
+def plot_command(
+    results: Annotated[Path, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out) or a scenario YAML (simulated first).", show_default=False)],
+    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load (sweeps); timeline | latency-cdf | breakdown (one result).")] = "throughput-vs-experts",
+    out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
+    metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Keep only sweep rows with path=value (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field when RESULTS is a scenario YAML.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed when RESULTS is a scenario YAML.")] = None,
+) -> None:
+    """Draw a plot (PNG and SVG) from sweep results, a saved result, or a scenario."""
+    from moesim import plots
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    source = Path(results)
+    if (source.is_dir() and (source / "results.jsonl").exists()) or source.suffix == ".jsonl":
+        from moesim.sweep_store import read_manifest, read_rows
+
+        folder = source if source.is_dir() else source.parent
+        rows = _filter(read_rows(source), where or [])
+        manifest = read_manifest(folder)
+        fig = plots.plot_sweep(kind, rows, title=manifest.get("name", ""), metric=metric,
+                               dims=manifest.get("dims"))
+        base = out_base or folder / kind
+    else:
+        if kind not in plots.RESULT_KINDS:
+            raise InputError(f"--kind {kind!r}: one result can draw {', '.join(plots.RESULT_KINDS)}; "
+                             "sweep plots need a sweep folder")
+        result = _load_result(source, set_ or [], seed)
+        title = f"{result.scenario} [{', '.join(set_)}]" if set_ else ""
+        fig = plots.plot_result(kind, result, title=title)
+        base = out_base or (source / kind if source.is_dir() else Path("plots") / f"{result.scenario}-{kind}")
+    for path in plots.save_figure(fig, base, fmts):
+        out.print(f"wrote {path}", highlight=False)
+
+
+def _load_result(source: Path, sets: list[str], seed: int | None):
+    if source.is_dir():
+        from moesim.results import SimResult
+
+        return SimResult.load(source)
+    if source.suffix in (".yaml", ".yml"):
+        from moesim.loader import load_scenario
+        from moesim.simulate import simulate
+
+        return simulate(load_scenario(source, sets), seed=seed)
+    if not source.exists():
+        raise InputError(f"{source}: file not found")
+    raise InputError(f"{source}: expected a sweep folder, a result folder or a scenario .yaml")
+
+
+def _filter(rows: list[dict[str, Any]], where: list[str]) -> list[dict[str, Any]]:
+    from moesim.sweep_grid import canonical, parse_values
+
+    for item in where:
+        path, sep, text = item.partition("=")
+        if not sep or not path.strip():
+            raise InputError(f"--where {item!r}: expected path=value")
+        want = canonical(parse_values(text, f"--where {path}=")[0])
+        path = path.strip()
+        if not any(path in r for r in rows):
+            raise InputError(f"--where {item!r}: no column {path!r} in these results")
+        rows = [r for r in rows if canonical(_parsed(r.get(path))) == want]
+        if not rows:
+            raise InputError(f"--where {item!r}: no rows match")
+    return rows
+
+
+def _parsed(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def validate_command(
+    csv_path: Annotated[Path | None, typer.Argument(help="Validation CSV (default: the table moesim ships in moesim/data/validation.csv).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
+) -> None:
+    """Compare moesim's predictions with published measurements, row by row."""
+    from moesim.validation import iter_checks, median_abs_error
+
+    with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
+        checks = list(iter_checks(csv_path))
+    med = median_abs_error(checks)
+    med_all = median_abs_error(checks, simulated_only=False)
+    if as_json:
+        from dataclasses import asdict
+
+        from moesim.results import _jsonable
+
+        doc = {"checks": [asdict(c) for c in checks], "median_abs_error": med,
+               "median_abs_error_all_rows": med_all}
+        sys.stdout.write(json.dumps(_jsonable(doc), indent=2) + "\n")
+    else:
+        out.print(_checks_table(checks))
+        n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
+        text = "n/a" if med is None else f"{100 * med:.1f} %"
+        out.print(f"median |error|: {text} over {n_sim} simulated rows"
+                  + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
+                  + f"; {sum(1 for c in checks if not c.ok)} rows failed", highlight=False)
+    if fail_above is not None and (med is None or 100 * med > fail_above):
+        raise RunError(f"median |error| {'n/a' if med is None else f'{100 * med:.1f} %'} is above --fail-above {fail_above:g} %")
+
+
+def _checks_table(checks) -> Table:
+    """One row per check: id, published, predicted, error, unit, then what was measured."""
+    t = Table(title="moesim vs published measurements", header_style="bold")
+    for c in ("id", "published", "predicted", "error", "unit", "quantity"):
+        t.add_column(c, justify="right" if c in ("published", "predicted", "error") else "left",
+                     overflow="fold", no_wrap=c in ("id", "published", "predicted", "error"))
+    for c in checks:
+        what = Text(c.quantity)
+        if c.ok:
+            err_text = "-" if c.error is None else f"{100 * c.error:+.1f} %"
+            style = None if c.error is None or abs(c.error) <= 0.25 else "yellow"
+            t.add_row(c.id, f"{c.published:,.6g}", f"{c.predicted:,.6g}", err_text, Text(c.unit), what,
+                      style=style)
+        else:
+            t.add_row(c.id, f"{c.published:,.6g}", "-", Text("error", style="red"), Text(c.unit),
+                      Text(f"{c.quantity}: {c.message}", style="red"))
+    return t
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

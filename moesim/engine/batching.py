@@ -1,0 +1,197 @@
+"""Continuous batching (vLLM / Sarathi style): the scheduler state of one engine, as numpy arrays.
+
+Per iteration ``schedule`` picks the batch under a token budget (``max_batch_tokens``) and a
+sequence limit (``max_batch_seqs``), mixing prefill and decode:
+
+1. every running sequence whose prompt is done decodes one token; each needs one more KV slot,
+   and when the KV pool cannot grow the newest sequences are preempted (recompute: their KV is
+   freed and they go back to the front of the queue to prefill prompt + generated tokens again);
+2. running sequences part-way through a chunked prefill continue, in admission order;
+3. queued requests are admitted first-come first-served while the sequence limit, the token
+   budget and the KV pool allow. Admission reserves KV for the whole prefill (vLLM's block
+   allocation); without chunked prefill a prompt must fit the remaining budget whole.
+
+``commit`` applies the iteration at its end time: first tokens, generated tokens, finishes.
+Token counts are int64; times in seconds. A request emits its first token when its prefill
+completes, then one per decode iteration.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+
+
+class RequestBook:
+    """Per-request state of the whole run, indexed by request id. Arrays are ``(n_requests,)``."""
+
+    def __init__(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray):
+        n = prompt_tokens.size
+        self.prompt = np.asarray(prompt_tokens, dtype=np.int64)
+        self.output = np.asarray(output_tokens, dtype=np.int64)
+        self.target = self.prompt.copy()  # tokens to prefill (prompt, + generated after a preemption)
+        self.prefilled = np.zeros(n, np.int64)  # of target, done in this attempt
+        self.ctx = np.zeros(n, np.int64)  # tokens whose KV is computed
+        self.kv = np.zeros(n, np.int64)  # KV slots reserved
+        self.generated = np.zeros(n, np.int64)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.preemptions = np.zeros(n, np.int64)
+        self.engine = np.full(n, -1, np.int64)
+        self.rejected = np.zeros(n, bool)
+
+
+@dataclass
+class EngineState:
+    """One engine's queue and running set. ``running`` is in admission order (oldest first)."""
+
+    kv_capacity_tokens: int
+    max_batch_seqs: int
+    max_batch_tokens: int
+    chunked_prefill: bool
+    running: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    waiting: deque = field(default_factory=deque)
+    kv_used_tokens: int = 0
+    preemptions: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Requests routed here and not finished (running + queued)."""
+        return int(self.running.size) + len(self.waiting)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One iteration's work. Arrays are per scheduled sequence, ``(n,)``."""
+
+    ids: np.ndarray  # request ids
+    q_tokens: np.ndarray  # new tokens this iteration (1 for a decode, the chunk for a prefill)
+    kv_tokens: np.ndarray  # context after this iteration (what attention reads)
+    is_decode: np.ndarray  # bool
+    emits: np.ndarray  # bool: emits a token at the end (decode, or prefill completing)
+    kv_used_tokens: int  # reserved KV in the pool after scheduling (the iteration's peak)
+    running: int  # sequences holding KV after scheduling (scheduled or not)
+    queued: int  # requests still waiting after scheduling
+    preempted: int  # sequences preempted while scheduling
+
+    @property
+    def prefill_tokens(self) -> int:
+        return int(self.q_tokens[~self.is_decode].sum())
+
+    @property
+    def decode_tokens(self) -> int:
+        return int(self.is_decode.sum())
+
+
+def _preempt(eng: EngineState, book: RequestBook, victims: np.ndarray) -> None:
+    """Free the victims' KV and requeue them at the front, to recompute prompt + generated tokens."""
+    eng.kv_used_tokens -= int(book.kv[victims].sum())
+    book.kv[victims] = 0
+    book.ctx[victims] = 0
+    book.prefilled[victims] = 0
+    book.target[victims] = book.prompt[victims] + book.generated[victims]
+    book.preemptions[victims] += 1
+    eng.preemptions += victims.size
+    eng.waiting.extendleft(victims[::-1].tolist())
+
+
+def schedule(eng: EngineState, book: RequestBook) -> Batch:
+    """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``)."""
+    ids = eng.running
+    dec = book.prefilled[ids] >= book.target[ids]
+    free = eng.kv_capacity_tokens - eng.kv_used_tokens
+    preempted = 0
+    need = int(dec.sum())
+    if need > free:  # preempt the newest until the decodes' next KV slot fits
+        kv_freed = np.cumsum(book.kv[ids][::-1])
+        need_left = need - np.cumsum(dec[::-1])
+        j = int(np.argmax(need_left <= free + kv_freed)) + 1
+        victims = ids[-j:]
+        ids, dec = ids[:-j], dec[:-j]
+        _preempt(eng, book, victims)
+        preempted = victims.size
+        free = eng.kv_capacity_tokens - eng.kv_used_tokens
+    budget = eng.max_batch_tokens
+    q = np.zeros(ids.size, np.int64)
+    dec_pos = np.flatnonzero(dec)[:budget]
+    q[dec_pos] = 1
+    budget -= dec_pos.size
+    part = np.flatnonzero(~dec)
+    if part.size and budget > 0:
+        rem = book.target[ids[part]] - book.prefilled[ids[part]]
+        before = np.cumsum(rem) - rem
+        q[part] = np.clip(budget - before, 0, rem)
+        budget -= int(q[part].sum())
+    book.kv[ids[dec_pos]] += 1
+    eng.kv_used_tokens += dec_pos.size
+    free -= dec_pos.size
+    slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
+    adm = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
+    if adm.size:
+        take = book.target[adm]
+        q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
+        book.kv[adm] = take
+        eng.kv_used_tokens += int(take.sum())
+        ids = np.concatenate([ids, adm])
+        q = np.concatenate([q, q_adm])
+        dec = np.concatenate([dec, np.zeros(adm.size, bool)])
+    eng.running = ids
+    sched = q > 0
+    is_dec = dec & sched
+    pre = ~dec & sched
+    sid = ids[sched]
+    emits = is_dec[sched] | (pre[sched] & (book.prefilled[sid] + q[sched] >= book.target[sid]))
+    return Batch(sid, q[sched], book.ctx[sid] + q[sched], is_dec[sched], emits,
+                 eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted)
+
+
+def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,
+           prefilling: bool) -> np.ndarray:
+    """Pop and return the queued requests admitted this iteration (FCFS, stops at the first misfit)."""
+    if slots <= 0 or budget <= 0 or not eng.waiting:
+        return np.zeros(0, np.int64)
+    cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
+    take = book.target[cand]
+    kv_ok = np.cumsum(take) <= free_kv
+    before = np.cumsum(take) - take
+    if eng.chunked_prefill:
+        tok_ok = before < budget
+    else:
+        tok_ok = before + take <= budget
+        if not prefilling and budget == eng.max_batch_tokens:
+            tok_ok[0] = True  # a recompute longer than the budget runs alone rather than never
+    ok = kv_ok & tok_ok
+    n = int(np.argmin(ok)) if not ok.all() else ok.size
+    for _ in range(n):
+        eng.waiting.popleft()
+    return cand[:n]
+
+
+def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarray:
+    """Prefill tokens each admitted request runs now: whole prompts, the last one chunked if allowed."""
+    if not chunked:
+        return take.copy()
+    before = np.cumsum(take) - take
+    return np.clip(budget - before, 0, take)
+
+
+def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> np.ndarray:
+    """Apply ``batch`` at its end time ``now_s``; returns the ids of requests that finished."""
+    ids, q = batch.ids, batch.q_tokens
+    book.ctx[ids] += q
+    pre = ~batch.is_decode
+    book.prefilled[ids[pre]] += q[pre]
+    out = ids[batch.emits]
+    book.generated[out] += 1
+    first = out[np.isnan(book.first_token_s[out])]
+    book.first_token_s[first] = now_s
+    done = out[book.generated[out] >= book.output[out]]
+    if done.size:
+        book.finish_s[done] = now_s
+        eng.kv_used_tokens -= int(book.kv[done].sum())
+        book.kv[done] = 0
+        eng.running = eng.running[~np.isin(eng.running, done)]
+    return done

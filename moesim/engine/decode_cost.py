@@ -1,0 +1,269 @@
+"""Seconds of one continuous-batching iteration of one serving replica, op by op from the cost model.
+
+An iteration runs every layer once over the batch's ``T`` new tokens (prefill chunks plus one
+token per decoding sequence) on one replica of ``tp x pp`` devices:
+
+* per layer: two norms, the QKV and O projections (TP-sharded GEMMs), attention reading every
+  sequence's KV cache, and two TP all-reduces of the hidden states;
+* dense layers: the FFN as two GEMMs; MoE layers: the router GEMM, shared experts, and the routed
+  experts as grouped GEMMs that read only the experts the batch touches (expected
+  ``E(1-(1-k/E)^B)`` under uniform routing, sampled per iteration under skew), plus the EP
+  dispatch and combine all-to-alls (latency-bound at decode sizes) when ``ep > 1``;
+* the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs.
+
+Pipeline choice: the latency of an iteration is the sum over its ``pp`` stages (every layer in
+sequence) plus the hand-offs; a replica keeps ``pp`` such micro-batches in flight (vLLM's virtual
+engines), each entering the first stage once the previous one has left it (``serving.py``), so
+with equal stages a replica finishes one micro-batch per stage time.
+
+Expert parallelism in serving: ``ep`` replicas share their experts (each holds ``E/ep``). An
+iteration's experts on one rank serve the batches of all ``ep`` replicas of its group, assumed
+equal to this replica's batch (the group is not simulated in lock-step).
+
+Everything that depends only on ``T`` (and, for the head, on the number of sequences emitting a
+token) is tabulated once with vectorised cost-model calls; per iteration only attention (a vector
+over the batch's sequences) and, under skew, the expert loads are evaluated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.costmodel import CostModel
+from moesim.costmodel.comm import alltoall_bytes_per_rank
+from moesim.engine import expert_load
+from moesim.schemas import Scenario
+
+SKEW_POOL = 8  # load samples kept per batch size under skewed routing
+
+
+class IterationCost:
+    """Iteration time of one replica. ``time_s`` is called once per simulated iteration."""
+
+    def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int):
+        m, p = s.model, s.plan
+        self.s, self.cm, self.rng = s, cm, rng
+        self.dtype, self.b = m.dtype, m.dtype_bytes
+        self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
+        self.launch_s = float(cm.launch_s)
+        self.heads, self.head_dim, self.kv_heads = attention_shape(s)
+        self.routing = s.routing
+        self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
+        if self.skewed:
+            pop = expert_load.expert_popularity(s.routing, m.n_moe_layers, m.n_experts, rng)
+            self.inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
+        self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.max_tokens = int(max_tokens)
+        t = np.arange(self.max_tokens + 1, dtype=float)
+        self._fixed = self.fixed_s(t)
+        self._experts, self._dropped = (self.uniform_experts_s(t) if not self.skewed
+                                        else (np.zeros_like(t), np.zeros_like(t)))
+        seqs = np.arange(self.max_tokens + 1, dtype=float)
+        self._head = np.asarray(cm.gemm_s(seqs, m.vocab_size // self.tp, m.d_model, self.dtype))
+
+    # ------------------------------------------------------------ T-only parts (vectorised)
+    def fixed_s(self, tokens) -> np.ndarray:
+        """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array)."""
+        m, cm, tp, dt = self.s.model, self.cm, self.tp, self.dtype
+        t = np.asarray(tokens, dtype=float)
+        d, b = m.d_model, self.b
+        qkv_n, o_k = projection_shapes(self.s)
+        per_layer = (2 * cm.memory_s(2 * t * d * b) + cm.gemm_s(t, qkv_n, d, dt)
+                     + cm.gemm_s(t, d, o_k, dt) + 2 * cm.allreduce_s(t * d * b, tp))
+        total = m.n_layers * per_layer
+        if m.n_dense_layers:
+            up = (2 if m.gated_ffn else 1) * m.ffn_hidden // tp
+            total = total + m.n_dense_layers * (cm.gemm_s(t, up, d, dt) + cm.gemm_s(t, d, m.ffn_hidden // tp, dt))
+        if m.n_moe_layers:
+            moe = cm.gemm_s(t, m.n_experts, d, dt) if m.n_experts > 1 else 0.0
+            if m.n_shared_experts:
+                w = m.n_shared_experts * m.shared_width // tp
+                moe = moe + cm.gemm_s(t, (2 if m.gated_ffn else 1) * w, d, dt) + cm.gemm_s(t, d, w, dt)
+            if m.n_experts == 1:  # a one-expert "MoE" layer is a dense FFN of the expert width
+                w = m.expert_width // tp
+                moe = moe + cm.gemm_s(t, (2 if m.gated_ffn else 1) * w, d, dt) + cm.gemm_s(t, d, w, dt)
+            if self.ep > 1:
+                sent = alltoall_bytes_per_rank(t / tp, m.top_k, d, b, self.ep)
+                moe = moe + 2 * cm.alltoall_s(sent, self.ep, tp, self.s.plan.alltoall)
+            total = total + m.n_moe_layers * moe
+        if self.pp > 1:
+            intra = tp * self.pp <= self.s.hardware.node.devices_per_node
+            total = total + (self.pp - 1) * cm.p2p_s(t * d * b / tp, intra)
+        return np.asarray(total, dtype=float)
+
+    def uniform_experts_s(self, tokens) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds, dropped tokens) of the routed experts at their expected uniform load, per ``tokens``."""
+        m = self.s.model
+        t = np.asarray(tokens, dtype=float)
+        if m.n_moe_layers == 0 or m.n_experts == 1:
+            return np.zeros_like(t), np.zeros_like(t)
+        busy, routed = expert_load.uniform_busy(t, m.top_k, m.n_experts, self.ep)
+        secs = self._uniform_gemms_s(busy, routed, t * self.ep)
+        dropped = np.zeros_like(t)
+        if self.routing.overflow == "drop":  # expected load per busy expert over its capacity
+            group = t * self.ep
+            busy = expert_load.expected_touched(np.full(m.n_experts, m.top_k / m.n_experts), group)
+            cap = expert_load.capacity_per_expert(group, m.top_k, m.n_experts, self.routing.capacity_factor)
+            load = np.where(busy > 0, group * m.top_k / np.maximum(busy, 1e-12), 0.0)
+            dropped = busy * np.maximum(load - cap, 0.0) / self.ep
+        return m.n_moe_layers * secs, m.n_moe_layers * dropped
+
+    def _uniform_gemms_s(self, busy: np.ndarray, routed: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Expert GEMM seconds of one layer at a fractional ``busy`` count (arrays ``(n,)``).
+
+        Mixes ``floor(busy)`` and ``ceil(busy)`` busy experts sharing ``routed`` tokens equally,
+        weighted by the fractional part. Rows hold only busy experts (one cost-model call per
+        distinct count), so no idle expert is ever passed to the grouped GEMM.
+        """
+        e_local = self.s.model.n_experts // self.ep
+        lo = np.floor(busy + 1e-9)
+        hi = np.minimum(lo + 1, e_local)
+        frac = np.clip(busy - lo, 0.0, 1.0)
+        secs = np.zeros_like(busy)
+        for count, weight in ((lo, 1.0 - frac), (hi, frac)):
+            for c in np.unique(count[(weight > 0) & (count > 0)]).astype(int).tolist():
+                sel = (count == c) & (weight > 0)
+                loads = np.repeat((routed[sel] / c)[:, None], c, axis=1)
+                loads = self._cap(loads, group[sel, None])
+                secs[sel] += weight[sel] * self._expert_gemms_s(loads)
+        return secs
+
+    def _cap(self, loads: np.ndarray, group_tokens) -> np.ndarray:
+        """Loads clipped to the expert capacity when tokens over it are dropped."""
+        if self.routing.overflow != "drop":
+            return loads
+        m = self.s.model
+        cap = expert_load.capacity_per_expert(group_tokens, m.top_k, m.n_experts, self.routing.capacity_factor)
+        return np.minimum(loads, cap)
+
+    def _expert_gemms_s(self, loads) -> np.ndarray:
+        """Up(+gate) and down grouped GEMMs of one rank's experts; ``loads`` is ``(..., E_local)``.
+
+        Adds the cost model's host-side MoE overhead per layer (profiled; absent from a datasheet).
+        """
+        m, tp = self.s.model, self.tp
+        up = (2 if m.gated_ffn else 1) * m.expert_width // tp
+        secs = (self.cm.grouped_gemm_s(loads, up, m.d_model, self.dtype)
+                + self.cm.grouped_gemm_s(loads, m.d_model, m.expert_width // tp, self.dtype))
+        if hasattr(self.cm, "moe_overhead_s"):
+            secs = secs + self.cm.moe_overhead_s((np.asarray(loads) > 0).sum(axis=-1))
+        return secs
+
+    # ------------------------------------------------------------ per iteration
+    def sampled_experts_s(self, tokens: int) -> tuple[float, float]:
+        """(seconds, dropped tokens) of the routed experts with loads sampled under skewed routing.
+
+        Per batch size, a pool of ``SKEW_POOL`` independent load samples is drawn and timed in one
+        vectorised call the first time that size occurs; each iteration then picks one of them at
+        random (the cost-model calls, not the sampling, dominate the engine's run time).
+        """
+        pool = self._skew_pool.get(tokens)
+        if pool is None:
+            pool = self._skew_pool[tokens] = self.sample_expert_times(tokens, SKEW_POOL)
+        j = int(self.rng.integers(SKEW_POOL))
+        return float(pool[0][j]), float(pool[1][j])
+
+    def sample_expert_times(self, tokens: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds, dropped tokens), each ``(n,)``, of ``n`` independent draws of the expert loads.
+
+        Samples the whole EP group's loads ``(n, layers, E)``; each rank holds ``E/ep`` consecutive
+        experts and the slowest rank sets each layer's time; layers add.
+        """
+        m = self.s.model
+        group = tokens * self.ep
+        incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
+        loads = expert_load.sample_loads(incl, group, self.rng).astype(float)
+        kept = self._cap(loads, group)
+        dropped = (loads - kept).sum(axis=(1, 2)) / self.ep
+        ranks = kept.reshape(n, m.n_moe_layers, self.ep, m.n_experts // self.ep)
+        secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2).sum(axis=1)
+        return secs, dropped
+
+    def attention_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
+        """All layers' attention for one batch: one kernel per layer over every sequence.
+
+        ``q_tokens[i]`` new tokens of sequence ``i`` attend over ``kv_tokens[i]`` cached tokens
+        (including the new ones). Sequences' roofline times add; one launch per layer.
+        """
+        args = (q_tokens, kv_tokens, self.heads, self.head_dim, self.kv_heads, self.dtype)
+        if hasattr(self.cm, "attention_batch_s"):
+            one_layer = float(self.cm.attention_batch_s(*args))
+        else:
+            one_layer = float(np.sum(self.cm.attention_s(*args))) - (q_tokens.size - 1) * self.launch_s
+        return self.s.model.n_layers * one_layer
+
+    def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
+        """(seconds, dropped expert tokens) of one iteration.
+
+        ``q_tokens`` (n,) new tokens per scheduled sequence, ``kv_tokens`` (n,) their context after
+        this iteration, ``n_out`` sequences that emit a token (they go through the output head).
+        """
+        total = int(q_tokens.sum())
+        if total <= self.max_tokens:
+            fixed, experts, dropped = self._fixed[total], self._experts[total], self._dropped[total]
+        else:  # a whole prompt over the token budget (no chunked prefill): evaluate directly
+            fixed = float(self.fixed_s(np.array([total]))[0])
+            e, d = self.uniform_experts_s(np.array([total]))
+            experts, dropped = float(e[0]), float(d[0])
+        if self.skewed:
+            experts, dropped = self.sampled_experts_s(total)
+        head = self._head[min(n_out, self.max_tokens)]
+        return fixed + experts + head + self.attention_s(q_tokens, kv_tokens), dropped
+
+
+def projection_shapes(s: Scenario) -> tuple[int, int]:
+    """(QKV output width, O input width) per device of the attention projections.
+
+    Standard attention: Q heads split over TP, KV heads split up to their count then replicate.
+    MLA: all its down/up projections folded into one GEMM of the same weight count.
+    """
+    m, tp = s.model, s.plan.tp
+    if m.mla is not None:
+        from moesim.accounting import attention_params
+
+        o_params = m.n_heads * m.mla.v_head_dim * m.d_model
+        return (attention_params(m) - o_params) // (m.d_model * tp), m.n_heads * m.mla.v_head_dim // tp
+    kv_shards = min(tp, m.kv_heads)
+    return (m.n_heads // tp + 2 * m.kv_heads // kv_shards) * m.head_width, m.n_heads * m.head_width // tp
+
+
+def attention_shape(s: Scenario) -> tuple[float, int, int]:
+    """(query heads, head width, KV heads) per device as the attention kernel sees them.
+
+    KV heads split over TP up to their count, then replicate. MLA (DeepSeek) is modelled in its
+    absorbed form: one shared latent ``kv_lora_rank + rope`` wide per token (KV heads 1, head
+    width half of it so the bytes match) and query heads scaled so the FLOPs match
+    ``2 * heads * (2 * kv_lora_rank + rope)`` per key.
+    """
+    m, tp = s.model, s.plan.tp
+    if m.mla is not None:
+        width = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) / 2
+        flops_per_head_key = 2 * (2 * m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
+        return m.n_heads / tp * flops_per_head_key / (4 * width), round(width), 1
+    return m.n_heads / tp, m.head_width, max(m.kv_heads // tp, 1)
+
+
+def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400) -> int:
+    """Decode batch past which the step stops being memory-bound (its time grows with the batch).
+
+    Times a pure decode step of ``B`` sequences with the cost model, leaving attention out (its KV
+    reads stay memory-bound at any batch): projections, FFN or experts at their expected load,
+    router, head, collectives. The knee is the smallest ``B`` at which one more sequence costs at
+    least half the average time per sequence, ``dt/dB >= 0.5 t(B)/B``: flat (memory-bound) before,
+    linear (compute-bound) after. For MoE the search starts once the batch is expected to touch
+    every expert (below that, reading more experts also makes the time grow). Evaluated on
+    ``points`` log-spaced batches up to ``max_batch``; returns ``max_batch`` if never.
+    """
+    m = cost.s.model
+    b = np.unique(np.round(np.geomspace(1, max_batch, points)))
+    t = cost.fixed_s(b) + cost.uniform_experts_s(b)[0] + np.asarray(
+        cost.cm.gemm_s(b, m.vocab_size // cost.tp, m.d_model, cost.dtype))
+    slope = np.diff(t) / np.diff(b)
+    avg = t[:-1] / b[:-1]
+    start = 1.0
+    if m.n_moe_layers and m.n_experts > 1:
+        e_local = m.n_experts // cost.ep
+        busy = e_local * (1.0 - (1.0 - m.top_k / m.n_experts) ** (b[:-1] * cost.ep))
+        start = float(b[:-1][np.argmax(busy >= e_local - 0.5)]) if (busy >= e_local - 0.5).any() else max_batch
+    ok = np.flatnonzero((slope >= 0.5 * avg) & (b[:-1] >= start))
+    return int(b[ok[0]]) if ok.size else int(max_batch)

@@ -1,0 +1,241 @@
+"""Seconds and bytes of every op of every layer and microbatch of one training step. Pure numpy.
+
+Everything is per device of one data-parallel replica (one TP rank of a pipeline stage), computed
+for all layers ``L`` and microbatches ``M`` at once from the cost model and the sampled routing.
+Op slots of one layer, in forward order, are ``FWD_SLOTS``; backward runs ``BWD_SLOTS``
+(a recompute slot, then the forward slots reversed). A slot that does not apply costs 0 s.
+
+Modelling choices (see the README's training section):
+- activations and collectives move ``bf16`` when the model computes in ``fp8`` (FP8 training keeps
+  activations in bf16 between GEMMs), the model dtype otherwise;
+- the attention block is one op: QKV/output projections, the flash-attention core and the norms;
+- ``overflow: drop`` uses the padded Switch/GShard layout: every expert computes ``capacity`` slots
+  and the all-to-all moves the padded buffers; ``dropless`` moves and computes the real loads, and
+  the busiest EP rank sets the time of the expert GEMMs and both all-to-alls;
+- backward costs 2x the forward compute and the same collectives again, in reverse; the recompute
+  slot re-runs the attention core (selective) or the whole layer forward, collectives included (full);
+- sequence parallelism: each TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from moesim.accounting import attention_params, expert_params, ffn_params
+from moesim.costmodel import CostModel
+from moesim.engine.routing import RoutingSample
+from moesim.schemas import DTYPE_BYTES, Scenario
+
+FWD_SLOTS = ("attention", "tp_allreduce", "router", "alltoall_dispatch", "experts",
+             "alltoall_combine", "dense_ffn", "tp_allreduce")
+BWD_SLOTS = ("recompute",) + FWD_SLOTS[::-1]
+#: Breakdown category of each op kind (kinds not listed are compute).
+CATEGORY = {"tp_allreduce": "tp_comm", "alltoall_dispatch": "alltoall", "alltoall_combine": "alltoall"}
+_COMM_SLOTS = np.array([CATEGORY.get(k) is not None for k in FWD_SLOTS])
+#: Bytes of optimizer-state traffic per parameter of one Adam update (mixed precision): read the
+#: bf16 grad (2), read+write fp32 master, m and v (3 x 8), write the bf16 weight (2).
+ADAM_BYTES_PER_PARAM = 28.0
+
+ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
+
+
+@dataclass(frozen=True)
+class LayerCosts:
+    """Per-layer op times of one step. Seconds per device; shapes in the field comments."""
+
+    fwd_s: np.ndarray  # [L, M, len(FWD_SLOTS)]
+    bwd_s: np.ndarray  # [L, M, len(BWD_SLOTS)]
+    fwd_bytes: np.ndarray  # [L, M, len(FWD_SLOTS)] bytes one device sends in each comm slot
+    fwd_tokens: np.ndarray  # [L, M, len(FWD_SLOTS)] tokens each op processes (experts: busiest rank)
+    dropped: np.ndarray  # [L, M] assignments dropped by the EP group (0 on dense layers)
+    straggler_fwd_s: np.ndarray  # [L, M] seconds the expert GEMMs and all-to-alls wait for the busiest rank
+    straggler_bwd_s: np.ndarray  # [L, M]
+    dp_dense_s: np.ndarray  # [L] gradient all-reduce of the layer's dense params over dp
+    dp_expert_s: np.ndarray  # [L] gradient all-reduce of the layer's expert params over dp/ep
+    dp_dense_bytes: np.ndarray  # [L] gradient bytes of the layer's dense params on this device
+    dp_expert_bytes: np.ndarray  # [L] gradient bytes of the layer's expert params on this device
+    opt_params: np.ndarray  # [L] parameters this device updates in the optimizer step (after ZeRO)
+    embed_s: tuple[float, float, float]  # (fwd lookup, TP all-reduce, bwd) of the input embedding
+    head_s: tuple[float, float]  # (fwd, bwd) of the final norm + output head + loss
+    embed_dp_s: float  # gradient all-reduce of the embedding (first chunk)
+    head_dp_s: float  # gradient all-reduce of the output head (last chunk)
+    embed_dp_bytes: float
+    head_dp_bytes: float
+    embed_opt_params: float
+    head_opt_params: float
+    p2p_bytes: float  # bytes of one pipeline send (activation or its gradient)
+    tokens_per_microbatch: int  # tokens one replica processes per microbatch
+
+
+
+def _widths(n: float, tp: int) -> int:
+    """An output width split over ``tp`` ranks (at least 1)."""
+    return max(1, round(n / tp))
+
+
+def ffn_s(cm: CostModel, tokens, d_model: int, hidden: int, gated: bool, tp: int, dtype: str, act_bytes: float):
+    """One FFN on ``tokens`` tokens: up(+gate) GEMM, activation, down GEMM; hidden split over tp."""
+    up = cm.gemm_s(tokens, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
+    down = cm.gemm_s(tokens, d_model, _widths(hidden, tp), dtype)
+    act = cm.memory_s(np.asarray(tokens, dtype=float) * (3 if gated else 2) * hidden / tp * act_bytes)
+    return up + act + down
+
+
+def expert_ffn_rank_s(cm: CostModel, tokens_per_expert, d_model: int, hidden: int, gated: bool,
+                      tp: int, dtype: str, act_bytes: float):
+    """Grouped expert FFN of one EP rank: ``tokens_per_expert [..., experts_on_rank] -> [...]`` s."""
+    t = np.asarray(tokens_per_expert, dtype=float)
+    up = cm.grouped_gemm_s(t, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
+    down = cm.grouped_gemm_s(t, d_model, _widths(hidden, tp), dtype)
+    act = cm.memory_s(t.sum(axis=-1) * (3 if gated else 2) * hidden / tp * act_bytes)
+    return up + act + down
+
+
+def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, act_bytes: float, tp: int) -> float:
+    """Bytes one device sends in a padded all-to-all: ``capacity/ep`` slots to each remote expert.
+
+    ``capacity * E * (ep-1)/ep^2 * d_model * bytes / tp``; with ``capacity = tokens*ep*top_k/E``
+    (capacity factor 1) this is DESIGN's ``tokens * top_k * d_model * bytes * (ep-1)/ep`` per rank.
+    """
+    if ep <= 1:
+        return 0.0
+    return capacity * n_experts * (ep - 1) / ep**2 * d_model * act_bytes / tp
+
+
+def alltoall_bytes_dropless(rank_tokens, tokens: int, top_k: int, ep: int, d_model: int,
+                            act_bytes: float, tp: int) -> np.ndarray:
+    """Bytes one device moves in a dropless all-to-all, for each entry of ``rank_tokens``.
+
+    A rank sends its ``tokens * top_k`` assignments but the ``1/ep`` for its own experts, and
+    receives ``(ep-1)/ep`` of the ``rank_tokens`` that land on its experts; the larger of the two
+    sets its time. Pass the busiest rank's tokens to get the bytes the collective waits for.
+    """
+    if ep <= 1:
+        return np.zeros(np.shape(rank_tokens))
+    send = tokens * top_k * (ep - 1) / ep
+    recv = np.asarray(rank_tokens, dtype=float) * (ep - 1) / ep
+    return np.maximum(send, recv) * d_model * act_bytes / tp
+
+
+def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """(dense, expert) parameters of each layer held by one device: ``[L]`` each.
+
+    Dense: attention, the two norms, the dense FFN or the shared experts and router, over tp.
+    Expert: the ``E/ep`` routed experts of one EP rank, over tp.
+    """
+    m, plan = s.model, s.plan
+    d = m.d_model
+    moe = np.array([m.is_moe_layer(i) for i in range(m.n_layers)])
+    base = attention_params(m) + 2 * d
+    dense_ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
+    shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
+    dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
+    experts = np.where(moe, m.n_experts // plan.ep * expert_params(m), 0) / plan.tp
+    return dense.astype(float), experts.astype(float)
+
+
+def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> LayerCosts:
+    """All per-layer op times of one step for ``s`` with the sampled ``routing`` (None: no MoE)."""
+    m, plan, w = s.model, s.plan, s.workload
+    L, M, tp, d = m.n_layers, plan.microbatches, plan.tp, m.d_model
+    seqs = w.global_batch_seqs // (plan.dp * M)
+    T = seqs * w.seq_len
+    dt = m.dtype
+    adt = "bf16" if dt == "fp8" else dt
+    ab = DTYPE_BYTES[adt]
+    moe = np.array([m.is_moe_layer(i) for i in range(L)])
+    fwd = np.zeros((L, M, len(FWD_SLOTS)))
+    nbytes = np.zeros_like(fwd)
+    tokens = np.zeros_like(fwd)
+    dropped = np.zeros((L, M))
+    strag_f = np.zeros((L, M))
+    strag_b = np.zeros((L, M))
+
+    # Attention block: projections (one GEMM of the block's weights), flash core, norms + residuals.
+    heads = max(1, m.n_heads // tp)
+    if m.mla is not None:
+        head_dim = (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim + m.mla.v_head_dim) / 2
+        kv_heads = heads  # MLA training materialises per-head K and V
+    else:
+        head_dim, kv_heads = m.head_width, max(1, m.kv_heads // tp)
+    proj = cm.gemm_s(T, _widths(attention_params(m) / d, tp), d, dt)
+    core = float(cm.attention_s(w.seq_len, w.seq_len, heads, head_dim, kv_heads, adt)) * seqs
+    norms = cm.memory_s(6.0 * T * d * ab / tp)
+    fwd[:, :, ATT] = proj + core + norms
+    tokens[:, :, :] = T
+    if tp > 1:
+        ar = cm.allreduce_s(T * d * ab, tp, 1)
+        fwd[:, :, TP1] = fwd[:, :, TP2] = ar
+        nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
+    fwd[~moe, :, DENSE] = ffn_s(cm, T, d, m.ffn_hidden, m.gated_ffn, tp, dt, ab)
+
+    if routing is not None and moe.any():
+        ep, E, k = plan.ep, m.n_experts, m.top_k
+        fwd[moe, :, ROUTER] = cm.gemm_s(T, E, d, adt) + cm.memory_s(T * E * 4.0)  # logits + top-k
+        # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
+        # straggler wait is what it costs over perfectly even routing (floored at 0).
+        busiest = routing.busiest_rank_expert_tokens
+        ffn = partial(expert_ffn_rank_s, cm, d_model=d, hidden=m.expert_width, gated=m.gated_ffn,
+                      tp=tp, dtype=dt, act_bytes=ab)
+        slowest = ffn(busiest)
+        even = float(ffn(np.full(busiest.shape[-1], routing.balanced_expert_tokens)))
+        shared = 0.0
+        if m.n_shared_experts:
+            shared = ffn_s(cm, T, d, m.n_shared_experts * m.shared_width, m.gated_ffn, tp, dt, ab)
+        fwd[moe, :, EXPERTS] = slowest + shared
+        tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
+        dropped[moe] = routing.dropped.sum(axis=-1)
+        # ep == 1: one rank holds every expert, so there is no other rank to wait for.
+        expert_wait = np.maximum(slowest - even, 0.0) if ep > 1 else 0.0
+        if ep > 1:
+            if routing.padded:
+                a2a_bytes = np.full(busiest.shape[:2], alltoall_bytes_padded(routing.capacity, E, ep, d, ab, tp))
+            else:
+                a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
+            a2a = cm.alltoall_s(a2a_bytes, ep, tp, plan.alltoall)
+            fwd[moe, :, DISPATCH] = fwd[moe, :, COMBINE] = a2a
+            nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes
+            a2a_wait = np.maximum(a2a - float(cm.alltoall_s(alltoall_bytes_padded(
+                routing.balanced_expert_tokens, E, ep, d, ab, tp), ep, tp, plan.alltoall)), 0.0)
+        else:
+            a2a_wait = 0.0
+        strag_f[moe] = expert_wait + 2 * a2a_wait
+        strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
+
+    bwd = np.zeros((L, M, len(BWD_SLOTS)))
+    bwd[:, :, 1:] = (fwd * np.where(_COMM_SLOTS, 1.0, 2.0))[:, :, ::-1]
+    if plan.recompute == "full":
+        bwd[:, :, 0] = fwd.sum(axis=-1)
+    elif plan.recompute == "selective":
+        bwd[:, :, 0] = core
+
+    # Data-parallel gradient sync per layer and the optimizer's share of parameters.
+    dense_p, expert_p = layer_params_per_device(s)
+    gb = 4.0 if dt == "fp32" else 2.0
+    edp = max(plan.dp // plan.ep, 1)
+    dp_dense = cm.allreduce_s(dense_p * gb, plan.dp, tp) * (dense_p > 0)
+    dp_expert = cm.allreduce_s(expert_p * gb, edp, tp * plan.ep) * (expert_p > 0)
+    z = plan.zero_stage >= 1
+    opt_params = dense_p / (plan.dp if z else 1) + expert_p / (edp if z else 1)
+    table = m.vocab_size * d / tp
+    head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
+
+    embed_f = float(cm.memory_s(T * d * ab))
+    embed_ar = float(cm.allreduce_s(T * d * ab, tp, 1)) if tp > 1 else 0.0
+    head_f = float(cm.gemm_s(T, _widths(m.vocab_size, tp), d, adt) + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
+    return LayerCosts(
+        fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
+        straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
+        dp_dense_s=np.asarray(dp_dense, dtype=float), dp_expert_s=np.asarray(dp_expert, dtype=float),
+        dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb,
+        opt_params=opt_params,
+        embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, 2 * head_f),
+        embed_dp_s=float(cm.allreduce_s(table * gb, plan.dp, tp)),
+        head_dp_s=float(cm.allreduce_s(head_p * gb, plan.dp, tp)) if head_p else 0.0,
+        embed_dp_bytes=table * gb, head_dp_bytes=head_p * gb,
+        embed_opt_params=table / (plan.dp if z else 1), head_opt_params=head_p / (plan.dp if z else 1),
+        p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
+    )

@@ -1,0 +1,119 @@
+"""Request streams for the serving engine: arrival times and token lengths. Pure numpy.
+
+Everything is drawn from one ``numpy.random.Generator`` so a seed fixes the whole stream.
+Shapes: every array is ``(n_requests,)``; times in seconds, lengths in tokens (int64).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from moesim.errors import InputError
+from moesim.schemas import LengthDist, ServingWorkload
+
+#: Columns a request trace CSV must have (Splitwise / Vidur format).
+TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+
+
+@dataclass(frozen=True)
+class Requests:
+    """A stream of requests, sorted by arrival time."""
+
+    arrival_s: np.ndarray  # (n,) float64, non-decreasing
+    prompt_tokens: np.ndarray  # (n,) int64, >= 1
+    output_tokens: np.ndarray  # (n,) int64, >= 1
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.size)
+
+
+@lru_cache(maxsize=8)
+def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = Path(path)
+    try:
+        with open(p, newline="") as fh:
+            header = next(csv.reader(fh))
+    except FileNotFoundError:
+        raise InputError(f"workload.arrival.trace = {path!r}: file not found") from None
+    except StopIteration:
+        raise InputError(f"workload.arrival.trace = {path!r}: empty file") from None
+    missing = [c for c in TRACE_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"workload.arrival.trace = {path!r}: missing column(s) {missing}; "
+                         f"expected {list(TRACE_COLUMNS)}")
+    cols = [header.index(c) for c in TRACE_COLUMNS]
+    try:
+        data = np.loadtxt(p, delimiter=",", skiprows=1, usecols=cols, ndmin=2)
+    except ValueError as exc:
+        raise InputError(f"workload.arrival.trace = {path!r}: not numeric ({exc})") from None
+    if data.shape[0] == 0:
+        raise InputError(f"workload.arrival.trace = {path!r}: no rows")
+    return data[:, 0], data[:, 1].astype(np.int64), data[:, 2].astype(np.int64)
+
+
+def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(arrived_at_s, prompt_tokens, output_tokens) columns of a trace CSV (cached by path)."""
+    arr, p, o = _read_trace_cached(str(path))
+    return arr.copy(), p.copy(), o.copy()
+
+
+def sample_lengths(dist: LengthDist, n: int, rng: np.random.Generator,
+                   trace_column: np.ndarray | None = None) -> np.ndarray:
+    """``n`` token counts (int64, >= 1, <= ``dist.max``) drawn from ``dist``.
+
+    ``trace`` takes ``trace_column`` in order when it has at least ``n`` rows aligned with the
+    arrivals, otherwise (arrivals not from the trace) resamples it with replacement.
+    """
+    if dist.dist == "fixed":
+        out = np.full(n, dist.value, dtype=np.int64)
+    elif dist.dist == "uniform":
+        out = rng.integers(dist.low, dist.high + 1, size=n, dtype=np.int64)
+    elif dist.dist == "lognormal":
+        out = np.rint(dist.median * np.exp(dist.sigma * rng.standard_normal(n))).astype(np.int64)
+    else:
+        if trace_column is None:
+            raise InputError("workload: a length with dist 'trace' needs workload.arrival.trace")
+        out = np.asarray(trace_column, dtype=np.int64)
+        out = out[:n] if out.size >= n else rng.choice(out, size=n, replace=True)
+    out = np.maximum(out, 1)
+    if dist.max is not None:
+        out = np.minimum(out, dist.max)
+    return out
+
+
+def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
+    """The request stream of workload ``w``: arrivals, then prompt and output lengths.
+
+    poisson: exponential gaps at ``rate_per_s`` (first arrival after one gap); batch: all at t=0;
+    trace: the first ``n_requests`` rows, times shifted so the first arrival is at 0.
+    """
+    a = w.arrival
+    n = a.n_requests
+    trace = read_trace(a.trace) if a.trace is not None else None
+    if a.process == "poisson":
+        arrival = np.cumsum(rng.exponential(1.0 / a.rate_per_s, size=n))
+    elif a.process == "batch":
+        arrival = np.zeros(n)
+    else:
+        arrival = trace[0][:n]
+        n = arrival.size
+        arrival = np.sort(arrival - arrival[0])
+    from_trace = a.process == "trace"
+    p_col = trace[1] if trace is not None else None
+    o_col = trace[2] if trace is not None else None
+    if trace is not None and not from_trace:  # resample the trace's lengths, not its order
+        p_col, o_col = _resample_pairs(p_col, o_col, n, rng)
+    prompt = sample_lengths(w.prompt_tokens, n, rng, p_col)
+    output = sample_lengths(w.output_tokens, n, rng, o_col)
+    return Requests(arrival.astype(float), prompt, output)
+
+
+def _resample_pairs(p: np.ndarray, o: np.ndarray, n: int, rng: np.random.Generator):
+    """Draw ``n`` (prompt, output) rows of a trace with replacement, keeping pairs together."""
+    idx = rng.integers(0, p.size, size=n)
+    return p[idx], o[idx]

@@ -1,0 +1,162 @@
+"""Serving results: per-request and per-iteration tables, spans, and the flat summary. Pure numpy.
+
+Summary units: seconds (``_s``), tokens/s, GiB, USD, joules. Latencies are over served requests:
+TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for requests
+with more than one output token; e2e = finish - arrival. Throughputs divide by the makespan
+(first arrival to last finish). Cost and energy charge every device of the cluster for the whole
+makespan at its $/hour and board power. ``dropped_fraction`` has the training meaning: the
+fraction of expert-routed token slots dropped at expert capacity (0 when dropless or dense);
+requests that cannot be served at all are counted in ``rejected_requests``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.accounting import kv_cache_capacity_tokens, memory_report
+from moesim.engine.batching import RequestBook
+from moesim.engine.requests import Requests
+from moesim.results import SimResult, SpanRecorder
+from moesim.schemas import Scenario
+
+#: Columns of the raw per-iteration records the engine appends (one row per iteration).
+ITERATION_COLUMNS = ("replica", "slot", "start_s", "end_s", "batch_seqs", "prefill_tokens",
+                     "decode_tokens", "kv_tokens", "running", "queued", "preempted", "dropped_slots",
+                     "routed_slots", "stage0_end_s")
+_INT_ITER = {"replica", "slot", "batch_seqs", "prefill_tokens", "decode_tokens", "kv_tokens",
+             "running", "queued", "preempted"}
+
+
+def request_table(reqs: Requests, book: RequestBook, pp: int) -> dict[str, np.ndarray]:
+    """Per-request columns (arrays of shape ``(n,)``); NaN where a request was not served."""
+    ttft = book.first_token_s - reqs.arrival_s
+    e2e = book.finish_s - reqs.arrival_s
+    steps = reqs.output_tokens - 1
+    tpot = np.where(steps > 0, (book.finish_s - book.first_token_s) / np.maximum(steps, 1), np.nan)
+    engine = book.engine
+    return {
+        "id": np.arange(len(reqs)),
+        "replica": np.where(engine >= 0, engine // pp, -1),
+        "slot": np.where(engine >= 0, engine % pp, -1),
+        "arrival_s": reqs.arrival_s,
+        "prompt_tokens": reqs.prompt_tokens,
+        "output_tokens": reqs.output_tokens,
+        "first_token_s": book.first_token_s,
+        "finish_s": book.finish_s,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": e2e,
+        "preemptions": book.preemptions,
+        "rejected": book.rejected,
+    }
+
+
+def iteration_table(iterations: np.ndarray, kv_per_engine: int) -> dict[str, np.ndarray]:
+    """Per-iteration columns, sorted by (replica, slot, start_s), with KV utilisation added."""
+    cols = {c: iterations[:, i] for i, c in enumerate(ITERATION_COLUMNS)}
+    order = np.lexsort((cols["start_s"], cols["slot"], cols["replica"]))
+    out = {c: (v[order].astype(np.int64) if c in _INT_ITER else v[order]) for c, v in cols.items()}
+    out["kv_capacity_tokens"] = np.full(order.size, kv_per_engine, np.int64)
+    out["kv_utilisation"] = out["kv_tokens"] / max(kv_per_engine, 1)
+    return out
+
+
+def spans(it: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One compute span per iteration: kind prefill | decode | iteration (mixed); stage = replica.
+
+    ``item`` is the pipeline slot (micro-batch in flight). With ``pp == 1`` the span is the whole
+    iteration; with ``pp > 1`` it is the micro-batch's turn on the first stage (latency / pp).
+    """
+    kind = np.where(it["decode_tokens"] == 0, "prefill",
+                    np.where(it["prefill_tokens"] == 0, "decode", "iteration")).astype(object)
+    rec = SpanRecorder()
+    if kind.size:
+        rec.add(kind, it["replica"], "compute", it["start_s"], it["stage0_end_s"], item=it["slot"],
+                tokens=(it["prefill_tokens"] + it["decode_tokens"]).astype(float),
+                dropped=it["dropped_slots"], rank_group="replica")
+    return rec.columns()
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, q)) if x.size else float("nan")
+
+
+def _mean(x: np.ndarray, weights: np.ndarray | None = None) -> float:
+    ok = np.isfinite(x)
+    if not ok.any():
+        return float("nan")
+    if weights is None:
+        return float(x[ok].mean())
+    w = weights[ok]
+    return float((x[ok] * w).sum() / w.sum()) if w.sum() > 0 else float(x[ok].mean())
+
+
+def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray], knee: int) -> dict:
+    """The flat summary dict (stable keys listed in the module docstring and the README)."""
+    hw, dev = s.hardware, s.hardware.device
+    served = np.isfinite(req["finish_s"])
+    out_tok = float(req["output_tokens"][served].sum())
+    in_tok = float(req["prompt_tokens"][served].sum())
+    start = float(req["arrival_s"].min()) if req["arrival_s"].size else 0.0
+    makespan = float(np.nanmax(req["finish_s"]) - start) if served.any() else 0.0
+    per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: float("nan"))
+    devices = hw.n_devices
+    cost_usd = devices * dev.usd_per_hour * makespan / 3600.0
+    energy_j = devices * dev.power_w * makespan
+    mem = memory_report(s)
+    dur = it["end_s"] - it["start_s"]
+    routed = float(it["routed_slots"].sum())
+    n = req["id"].size
+    out = {
+        "model": s.model.name,
+        "hardware": hw.name,
+        "devices": devices,
+        "replicas": s.plan.dp,
+        "n_requests": n,
+        "served_requests": int(served.sum()),
+        "rejected_requests": int(req["rejected"].sum()),
+        "rejected_fraction": float(req["rejected"].sum() / n) if n else 0.0,
+        "dropped_fraction": float(it["dropped_slots"].sum() / routed) if routed else 0.0,
+        "makespan_s": makespan,
+        "output_tokens_per_s": per_s(out_tok),
+        "input_tokens_per_s": per_s(in_tok),
+        "requests_per_s": per_s(float(served.sum())),
+        "output_tokens_per_s_per_device": per_s(out_tok) / devices,
+    }
+    for name in ("ttft", "tpot", "e2e"):
+        x = req[f"{name}_s"]
+        out[f"{name}_mean_s"] = _mean(x)
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_s"] = _pct(x, q)
+    out.update({
+        "iterations": int(dur.size),
+        "mean_batch_seqs": _mean(it["batch_seqs"].astype(float), dur),
+        "mean_decode_batch": _mean(it["decode_tokens"].astype(float), dur),
+        "kv_utilisation_mean": _mean(it["kv_utilisation"], dur),
+        "kv_utilisation_max": float(it["kv_utilisation"].max()) if dur.size else 0.0,
+        "kv_cache_capacity_tokens": float(kv_cache_capacity_tokens(s)),
+        "preemptions": int(req["preemptions"].sum()),
+        "preempted_requests": int((req["preemptions"] > 0).sum()),
+        "peak_memory_gib": mem.total_gib,
+        "memory_capacity_gib": mem.capacity_gib,
+        "fits": bool(mem.fits),
+        "knee_batch": int(knee),
+        "energy_j_per_token": energy_j / out_tok if out_tok else float("nan"),
+        "run_cost_usd": cost_usd,
+        "usd_per_mtok": cost_usd / out_tok * 1e6 if out_tok else float("nan"),
+        "usd_per_1k_output_tokens": cost_usd / out_tok * 1e3 if out_tok else float("nan"),
+        "usd_per_1k_tokens": cost_usd / (out_tok + in_tok) * 1e3 if out_tok else float("nan"),
+    })
+    return out
+
+
+def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iterations: np.ndarray,
+                 kv_per_engine: int, knee: int) -> SimResult:
+    """Assemble the SimResult: summary, spans and the ``requests`` / ``iterations`` tables."""
+    req = request_table(reqs, book, s.plan.pp)
+    it = iteration_table(iterations, kv_per_engine)
+    summary = summarise(s, req, it, knee)
+    tables = {"requests": {k: v.tolist() for k, v in req.items()},
+              "iterations": {k: v.tolist() for k, v in it.items()}}
+    return SimResult("serving", s.name, seed, summary, spans(it), tables)

@@ -1,0 +1,190 @@
+"""The training engine: one (or N) optimizer steps of one data-parallel replica, played in SimPy.
+
+Per pipeline stage three streams run:
+- ``compute``: a SimPy process walking the stage's schedule; each unit (a microbatch through a
+  chunk, forward or backward) is one event whose duration is the sum of its ops (layer_costs).
+  The layer's TP all-reduces and EP all-to-alls block the compute stream (as in Megatron, where
+  they run on the main stream), so they are part of the unit.
+- ``comm``: pipeline sends, one FIFO queue per stage; the receiver's unit waits for the arrival.
+- ``dp_comm``: gradient all-reduces (dense params over dp, expert params over dp/ep), one FIFO
+  queue per stage, each layer's piece ready when its backward finishes in the chunk's last
+  microbatch (``overlap_dp_comm``) or all at the end of the stage's backward (no overlap).
+The other replicas only enter through the collectives' group sizes, so simulating costs the same
+for any ``dp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import simpy
+
+from moesim.costmodel import CostModel, build_cost_model
+from moesim.engine.layer_costs import ADAM_BYTES_PER_PARAM, LayerCosts, layer_costs
+from moesim.engine.pipeline import Unit, schedule
+from moesim.engine.routing import RoutingSample, sample_routing
+from moesim.engine.timeline import OpTable, chunk_tables, dp_ready_offsets
+from moesim.engine.training_summary import record_step, summarize
+from moesim.results import SimResult, SpanRecorder
+from moesim.schemas import Scenario
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """When every unit ran. ``[C, M, 2]`` arrays are indexed (global chunk, microbatch, backward)."""
+
+    start_s: np.ndarray
+    end_s: np.ndarray
+    pp_exposed_s: np.ndarray  # part of the wait before a unit that its input transfer caused
+    sends: list[tuple]  # (stage, chunk, microbatch, backward, start_s, end_s)
+    dp_syncs: list[tuple]  # (stage, chunk, piece, start_s, end_s)
+
+
+def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarray,
+                 dp_ready_s: list[np.ndarray] | None = None, dp_s: list[np.ndarray] | None = None,
+                 overlap_dp: bool = True) -> PipelineRun:
+    """Play the per-stage ``orders`` in SimPy.
+
+    ``unit_s [C, M, 2]``: seconds of each unit (C = pp * v global chunks). ``send_s [C, 2]``:
+    seconds to send chunk ``c``'s output forward (to ``c+1``) / its input gradient backward (to
+    ``c-1``); no send when both chunks sit on one stage. ``dp_ready_s[c] [M, n]`` / ``dp_s[c] [n]``:
+    when, after the start of chunk ``c``'s last backward unit, each gradient-sync piece is ready,
+    and how long it takes.
+    """
+    pp = len(orders)
+    C, M, _ = unit_s.shape
+    env = simpy.Environment()
+    start = np.zeros((C, M, 2))
+    end = np.zeros((C, M, 2))
+    exposed = np.zeros((C, M, 2))
+    arrivals: dict[tuple[int, int, int], simpy.Event] = {}
+    for c in range(C):
+        for b, src in ((0, c - 1), (1, c + 1)):
+            if 0 <= src < C and src % pp != c % pp:
+                for i in range(M):
+                    arrivals[(c, i, b)] = env.event()
+    last_bwd = {}
+    for s, order in enumerate(orders):
+        for u in order:
+            if u.backward:
+                last_bwd[u.chunk * pp + s] = u.microbatch
+    p2p_free = [0.0] * pp
+    dp_free = [0.0] * pp
+    sends: list[tuple] = []
+    dp_syncs: list[tuple] = []
+    uses_dp = dp_s is not None
+
+    def deliver(ev: simpy.Event, value: tuple, _trigger: simpy.Event) -> None:
+        ev.succeed(value)
+
+    def queue_dp(s: int, c: int, ready: np.ndarray) -> None:
+        for j, d in enumerate(dp_s[c]):
+            if d <= 0:
+                continue  # no peers to sync with (e.g. expert params when ep == dp)
+            st = max(float(ready[j]), dp_free[s])
+            dp_free[s] = st + float(d)
+            dp_syncs.append((s, c, j, st, dp_free[s]))
+
+    def stage(s: int):
+        deferred = []
+        for u in orders[s]:
+            c, i, b = u.chunk * pp + s, u.microbatch, int(u.backward)
+            t_free = env.now
+            ev = arrivals.get((c, i, b))
+            if ev is not None:
+                yield ev
+                producer_end, arrival = ev.value
+                exposed[c, i, b] = max(0.0, arrival - max(t_free, producer_end))
+            t0 = env.now
+            start[c, i, b] = t0
+            if b and uses_dp and last_bwd[c] == i:
+                if overlap_dp:
+                    queue_dp(s, c, t0 + dp_ready_s[c][i])
+                else:
+                    deferred.append(c)
+            yield env.timeout(unit_s[c, i, b])
+            t1 = env.now
+            end[c, i, b] = t1
+            dst = c - 1 if b else c + 1
+            if 0 <= dst < C and dst % pp != s:
+                st = max(t1, p2p_free[s])
+                p2p_free[s] = st + float(send_s[c, b])
+                sends.append((s, c, i, b, st, p2p_free[s]))
+                env.timeout(p2p_free[s] - t1).callbacks.append(
+                    partial(deliver, arrivals[(dst, i, b)], (t1, p2p_free[s])))
+        for c in deferred:
+            queue_dp(s, c, np.full(len(dp_s[c]), env.now))
+
+    for s in range(pp):
+        env.process(stage(s))
+    env.run()
+    return PipelineRun(start, end, exposed, sends, dp_syncs)
+
+
+def p2p_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
+    """Seconds of one pipeline send from each stage to the next: ``[pp]`` (stage pp-1 wraps to 0).
+
+    Ranks are laid out tp fastest, then dp, then pp, so stage ``s``'s first device is rank
+    ``s * dp * tp``; a send stays on NVLink when both stages' devices share a node.
+    """
+    plan, per_node = s.plan, s.hardware.node.devices_per_node
+    stride = plan.dp * plan.tp
+    node = lambda st: (st % plan.pp) * stride // per_node
+    return np.array([float(cm.p2p_s(nbytes, intra=node(st) == node(st + 1))) for st in range(plan.pp)])
+
+
+@dataclass
+class StepResult:
+    """One simulated step: its tables, timeline and the totals the summary needs."""
+
+    tables: list[tuple[OpTable, OpTable]]  # per global chunk
+    run: PipelineRun
+    costs: LayerCosts
+    routing: RoutingSample | None
+    optimizer_s: np.ndarray  # [pp]
+
+
+def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
+                  orders: list[list[Unit]], chunks: list[np.ndarray]) -> StepResult:
+    """Sample routing, cost every op, play the pipeline: one optimizer step."""
+    m, plan = s.model, s.plan
+    pp, M, C = plan.pp, plan.microbatches, len(chunks)
+    moe_layers = [i for i in range(m.n_layers) if m.is_moe_layer(i)]
+    routing = None
+    if moe_layers:
+        seqs = s.workload.global_batch_seqs // (plan.dp * M)
+        routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
+                                 plan.ep * seqs * s.workload.seq_len, M, rng)
+    costs = layer_costs(s, cm, routing)
+    tables = [chunk_tables(costs, chunks[c], c == 0, c == C - 1) for c in range(C)]
+    unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
+    hop = p2p_send_s(cm, s, costs.p2p_bytes)
+    send_s = np.stack([hop[np.arange(C) % pp], hop[(np.arange(C) - 1) % pp]], axis=1)
+    run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
+                       [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm)
+    opt_params = np.zeros(pp)
+    for c, (_, b) in enumerate(tables):
+        opt_params[c % pp] += b.opt_params
+    optimizer_s = np.asarray(cm.memory_s(opt_params * ADAM_BYTES_PER_PARAM), dtype=float)
+    return StepResult(tables, run, costs, routing, optimizer_s)
+
+
+def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:
+    """Simulate ``scenario.workload.steps`` training steps; routing re-sampled every step."""
+    plan, m = scenario.plan, scenario.model
+    cm = build_cost_model(scenario.hardware)
+    rng = np.random.default_rng(seed)
+    v = plan.virtual_stages if plan.schedule == "interleaved" else 1
+    orders = schedule(plan.schedule, plan.pp, plan.microbatches, v)
+    chunks = np.array_split(np.arange(m.n_layers), plan.pp * v)
+    rec = SpanRecorder()
+    steps, offset = [], 0.0
+    for _ in range(scenario.workload.steps):
+        step = simulate_step(scenario, cm, rng, orders, chunks)
+        offset = record_step(rec, step, plan.pp, offset)
+        steps.append(step)
+    summary, layer_table = summarize(scenario, cm, steps)
+    tables = {"layers": layer_table}
+    return SimResult("training", scenario.name, seed, summary, rec.columns(), tables)

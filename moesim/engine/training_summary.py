@@ -1,0 +1,177 @@
+"""From simulated training steps to spans, the step-time breakdown and the summary. Pure numpy.
+
+Breakdown (seconds per step, mean over pipeline stages and steps); on every stage
+``compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s = pipeline_s`` and
+``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s``:
+- ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head;
+- ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream);
+- ``pp_comm_s``: the part of a stage's waits caused by pipeline transfers in flight;
+- ``bubble_s``: the rest of the idle time until the last stage finishes its backward;
+- ``dp_sync_exposed_s``: gradient sync still running after the last backward;
+- ``optimizer_s``: the optimizer update after the sync;
+- ``straggler_wait_s``: of ``compute_s + alltoall_s``, the time spent waiting for the busiest EP
+  rank (dropless routing); ``excess_bubble_s``: ``bubble_s`` beyond the equal-stage formula
+  (uneven stages, stragglers), floored at 0 (time lost to transfers is in ``pp_comm_s``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from moesim.accounting import memory_report, training_flops_per_token
+from moesim.costmodel import CostModel
+from moesim.engine.pipeline import analytic_bubble_fraction
+from moesim.engine.timeline import add_unit_spans
+from moesim.results import SpanRecorder
+from moesim.schemas import Scenario
+
+_DP_GROUP = {"dp_sync_dense": "dp", "dp_sync_expert": "expert_dp"}
+
+
+def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
+    """Timeline landmarks of one step: pipeline end, per-stage compute/sync ends, step end (s)."""
+    run = step.run
+    C = run.end_s.shape[0]
+    stage_of = np.arange(C) % pp
+    compute_end = np.array([run.end_s[stage_of == st].max() for st in range(pp)])
+    dp_end = np.zeros(pp)
+    for st, _c, _j, _t0, t1 in run.dp_syncs:
+        dp_end[st] = max(dp_end[st], t1)
+    sync_end = np.maximum(compute_end, dp_end)
+    pipeline = float(compute_end.max())
+    synced = float(sync_end.max())
+    step_end = float((sync_end + step.optimizer_s).max())
+    return {"pipeline": pipeline, "synced": synced, "end": step_end, "sync_end": sync_end,
+            "dp_total": np.array([sum(t1 - t0 for st2, _c, _j, t0, t1 in run.dp_syncs if st2 == st)
+                                  for st in range(pp)])}
+
+
+def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
+    """Add every span of ``step`` (shifted by ``offset_s``) to ``rec``; return the step's end time."""
+    run = step.run
+    for c, (fwd, bwd) in enumerate(step.tables):
+        add_unit_spans(rec, fwd, c % pp, run.start_s[c, :, 0], backward=False, offset_s=offset_s)
+        add_unit_spans(rec, bwd, c % pp, run.start_s[c, :, 1], backward=True, offset_s=offset_s)
+    if run.sends:
+        st, c, i, b, t0, t1 = (np.array(col) for col in zip(*run.sends))
+        kinds = np.where(b == 1, "pp_send_bwd", "pp_send_fwd").astype(object)
+        rec.add(kinds, st, "comm", t0 + offset_s, t1 + offset_s, item=i, bytes=step.costs.p2p_bytes,
+                tokens=float(step.costs.tokens_per_microbatch), rank_group="pp")
+    for st, c, j, t0, t1 in run.dp_syncs:
+        table = step.tables[c][1]
+        kind = table.dp_kinds[j]
+        rec.add(kind, st, "dp_comm", t0 + offset_s, t1 + offset_s, layer=int(table.dp_layers[j]),
+                bytes=float(table.dp_bytes[j]), rank_group=_DP_GROUP[kind])
+    times = step_times(step, pp)
+    starts = times["sync_end"] + offset_s
+    rec.add("optimizer", np.arange(pp), "compute", starts, starts + step.optimizer_s)
+    return offset_s + times["end"]
+
+
+def step_breakdown(step, pp: int) -> dict[str, float]:
+    """Seconds per category for one step, mean over stages (see the module docstring)."""
+    times = step_times(step, pp)
+    pipeline = times["pipeline"]
+    busy = {"compute": np.zeros(pp), "alltoall": np.zeros(pp), "tp_comm": np.zeros(pp)}
+    straggler = np.zeros(pp)
+    exposed = np.zeros(pp)
+    for c, (fwd, bwd) in enumerate(step.tables):
+        st = c % pp
+        for table in (fwd, bwd):
+            for key, val in table.category_s().items():
+                busy[key][st] += val
+            straggler[st] += table.straggler_s.sum()
+        exposed[st] += step.run.pp_exposed_s[c].sum()
+    idle = np.maximum(pipeline - sum(busy.values()) - exposed, 0.0)  # clip float noise (-1e-16)
+    return {
+        "pipeline_s": pipeline,
+        "compute_s": float(busy["compute"].mean()),
+        "alltoall_s": float(busy["alltoall"].mean()),
+        "tp_comm_s": float(busy["tp_comm"].mean()),
+        "pp_comm_s": float(exposed.mean()),
+        "bubble_s": float(idle.mean()),
+        "dp_sync_s": float(times["dp_total"].mean()),
+        "dp_sync_exposed_s": times["synced"] - pipeline,
+        "optimizer_s": times["end"] - times["synced"],
+        "straggler_wait_s": float(straggler.mean()),
+        "step_time_s": times["end"],
+    }
+
+
+def _alltoall_bytes(step, pp: int) -> float:
+    """All-to-all bytes one device sends per step (mean over stages), forward and backward."""
+    total = 0.0
+    for fwd, bwd in step.tables:
+        for t in (fwd, bwd):
+            is_a2a = np.array([k.startswith("alltoall") for k in t.kinds])
+            total += float(t.nbytes[:, is_a2a].sum())
+    return total / pp
+
+
+def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, list]]:
+    """The flat summary (stable keys first) and the per-layer routing table."""
+    m, plan, w, hw = s.model, s.plan, s.workload, s.hardware
+    pp = plan.pp
+    v = plan.virtual_stages if plan.schedule == "interleaved" else 1
+    parts = [step_breakdown(st, pp) for st in steps]
+    mean = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+    step_time = mean["step_time_s"]
+    devices = plan.n_devices
+    tokens_per_step = w.tokens_per_step
+    tokens_per_s = tokens_per_step / step_time
+    model_flops = training_flops_per_token(m, w.seq_len, "none") * tokens_per_s
+    peak = hw.device.peak_flops(m.dtype)
+    usd_per_hour = devices * hw.device.usd_per_hour
+    usd_per_step = usd_per_hour * step_time / 3600
+    run_s = w.total_tokens / tokens_per_s if w.total_tokens else math.nan
+    mem = memory_report(s)
+    routed = sum(float(st.routing.loads.sum()) for st in steps if st.routing is not None)
+    dropped = sum(float(st.routing.dropped.sum()) for st in steps if st.routing is not None)
+    padding = sum(float(st.routing.padding.sum()) for st in steps if st.routing is not None)
+    slots = sum(float(st.routing.capacity * st.routing.loads[..., 0].size * m.n_experts)
+                for st in steps if st.routing is not None and st.routing.padded)
+    a2a = float(np.mean([_alltoall_bytes(st, pp) for st in steps]))
+    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp)
+    analytic = analytic_bubble_fraction(pp, plan.microbatches, v)
+    summary = {
+        "step_time_s": step_time,
+        "tokens_per_s": tokens_per_s,
+        "mfu": model_flops / (devices * peak),
+        "bubble_fraction": mean["bubble_s"] / mean["pipeline_s"],
+        "dropped_fraction": dropped / routed if routed else 0.0,
+        "peak_memory_gib": mem.total_gib,
+        "fits": bool(mem.fits),
+        "usd_per_mtok": usd_per_step / tokens_per_step * 1e6,
+        "run_time_days": run_s / 86400,
+        "run_cost_usd": usd_per_hour * run_s / 3600,
+        "analytic_bubble_fraction": analytic,
+        "excess_bubble_s": max(0.0, mean["bubble_s"] - analytic * mean["pipeline_s"]),
+        "usd_per_step": usd_per_step,
+        "padding_waste_fraction": padding / slots if slots else 0.0,
+        "tokens_per_step": tokens_per_step,
+        "tokens_per_s_per_device": tokens_per_s / devices,
+        "model_tflops_per_device": model_flops / devices / 1e12,
+        "devices": devices,
+        "steps": len(steps),
+        "alltoall_nvlink_bytes": nvlink,
+        "alltoall_nic_bytes": nic,
+    }
+    for key in ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
+                "straggler_wait_s", "optimizer_s", "dp_sync_s", "pipeline_s"):
+        summary[key] = mean[key]
+    return summary, _layer_table(s, steps)
+
+
+def _layer_table(s: Scenario, steps: list) -> dict[str, list]:
+    """Per-layer routing stats, averaged over microbatches and steps (MoE layers only)."""
+    moe_ids = [i for i in range(s.model.n_layers) if s.model.is_moe_layer(i)]
+    tables = [st.routing.layer_table(moe_ids) for st in steps if st.routing is not None]
+    if not tables:
+        return {"layer": [], "routed": [], "kept": [], "dropped": [], "padding": []}
+    out = {}
+    for key in tables[0]:
+        cols = np.array([t[key] for t in tables], dtype=float)
+        out[key] = [int(x) for x in cols[0]] if key in ("layer", "capacity") else cols.mean(axis=0).tolist()
+    return out

@@ -1,0 +1,305 @@
+"""Matplotlib figures from sweep rows and SimResults. Selection of columns only: no modelling here.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state, Agg when saved), so
+this module is safe in worker processes and headless machines. Sweep plots read the rows of a
+results.jsonl (see :mod:`moesim.sweep_store`); result plots read one :class:`SimResult`.
+Where several seeds share a point, line plots and heatmaps show their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from moesim.errors import InputError
+
+EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
+#: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
+BREAKDOWN_KEYS = ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s",
+                  "bubble_s", "straggler_wait_s")
+#: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
+SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
+RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
+_NON_DIMS = {"point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s"}
+_LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)",
+           "tokens_per_s": "throughput (tokens/s)", "output_tokens_per_s": "output throughput (tokens/s)",
+           "usd_per_mtok": "cost ($ per 1M tokens)", "dropped_fraction": "dropped tokens (fraction)",
+           "step_time_s": "step time (s)", "mfu": "MFU (fraction of peak)",
+           "ttft_p99_s": "TTFT p99 (s)", "e2e_p99_s": "end-to-end latency p99 (s)"}
+_SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
+
+
+def label(key: str) -> str:
+    """Axis label with units for a column (unknown keys: the key with its unit suffix spelled out)."""
+    if key in _LABELS:
+        return _LABELS[key]
+    for suffix, unit in (("_per_s", "/s"), ("_s", "s"), ("_gib", "GiB"), ("_usd", "USD")):
+        if key.endswith(suffix):
+            return f"{key} ({unit})"
+    return key
+
+
+# ------------------------------------------------------------------------------ sweep plots
+def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: str | None = None,
+               dims: Iterable[str] | None = None) -> Figure:
+    """One figure of ``kind`` (see SWEEP_KINDS) from sweep rows; only ``ok`` rows are drawn."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        raise InputError("no finished (ok) points to plot in these results")
+    dims = list(dims) if dims is not None else swept_columns(ok)
+    title = title or str(ok[0].get("scenario", ""))
+    if kind == "throughput-vs-experts":
+        return _lines(ok, dims, EXPERTS, metric or _throughput_key(ok), f"{title}: throughput vs experts")
+    if kind == "cost-vs-cf":
+        return _lines(ok, dims, CF, metric or "usd_per_mtok", f"{title}: cost vs capacity factor")
+    if kind == "throughput-vs-load":
+        return _lines(ok, dims, RATE, metric or _throughput_key(ok, serving=True), f"{title}: throughput vs load",
+                      twin=_first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
+    if kind == "dropped-heatmap":
+        return _heatmap(ok, dims, EXPERTS, CF, metric or "dropped_fraction", f"{title}: dropped tokens")
+    if kind == "breakdown":
+        return _breakdown(ok, dims, f"{title}: step-time breakdown")
+    raise InputError(f"--kind {kind!r}: allowed for sweep results: {', '.join(SWEEP_KINDS)}")
+
+
+def swept_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Columns that look like swept fields (dotted paths), in table order."""
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if "." in k and k not in _NON_DIMS and k not in cols)
+    return cols
+
+
+def _throughput_key(rows: list[dict[str, Any]], serving: bool = False) -> str:
+    """tokens/s for training rows, output tokens/s for serving rows (or when ``serving``)."""
+    serving = serving or any(r.get("kind") == "serving" for r in rows)
+    keys = ("output_tokens_per_s", "tokens_per_s") if serving else ("tokens_per_s", "output_tokens_per_s")
+    return _first_present(rows, keys) or keys[0]
+
+
+def _first_present(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)), None)
+
+
+def _need(rows: list[dict[str, Any]], *cols: str) -> None:
+    for c in cols:
+        if not any(r.get(c) is not None for r in rows):
+            have = ", ".join(sorted({k for r in rows for k in r if k not in _NON_DIMS}))
+            raise InputError(f"these results have no {c!r} column (sweep it or name another); have: {have}")
+
+
+def _group(rows: list[dict[str, Any]], by: list[str]) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(c) for c in by)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])))
+
+
+def _mean_by(rows: list[dict[str, Any]], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """x values (sorted) and the mean of y over rows sharing x (seeds)."""
+    acc: dict[Any, list[float]] = defaultdict(list)
+    for r in rows:
+        if isinstance(r.get(y), (int, float)) and r.get(x) is not None:
+            acc[r[x]].append(float(r[y]))
+    xs = sorted(acc)
+    return np.asarray(xs, dtype=float), np.asarray([np.mean(acc[v]) for v in xs])
+
+
+def _legend_text(by: list[str], values: tuple) -> str:
+    return ", ".join(f"{_SHORT.get(c, c)}={v}" for c, v in zip(by, values)) or "all points"
+
+
+def _figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, Any]:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> Figure:
+    _need(rows, x, y)
+    by = [d for d in dims if d != x]
+    fig, ax = _figure(title)
+    ax2 = ax.twinx() if twin else None
+    for i, (values, group) in enumerate(_group(rows, by).items()):
+        xs, ys = _mean_by(group, x, y)
+        color = f"C{i % 10}"
+        ax.plot(xs, ys, marker="o", color=color, label=_legend_text(by, values))
+        if ax2 is not None:
+            xs2, ys2 = _mean_by(group, x, twin)
+            ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y))
+    if ax2 is not None:
+        ax2.set_ylabel(label(twin) + "  (dashed)")
+    xs = sorted({r[x] for r in rows if isinstance(r.get(x), (int, float))})
+    if x == EXPERTS and len(xs) > 2 and xs[0] > 0:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
+    if by:
+        ax.legend(fontsize=8, title=None, loc="best")
+    return fig
+
+
+def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> Figure:
+    _need(rows, row_key, col_key, value)
+    extra = [d for d in dims if d not in (row_key, col_key) and len({str(r.get(d)) for r in rows}) > 1]
+    if extra:
+        raise InputError(f"the heatmap needs one slice: rows vary in {', '.join(extra)}; "
+                         f"pick one with --where {extra[0]}=VALUE")
+    ys = sorted({r[row_key] for r in rows})
+    xs = sorted({r[col_key] for r in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            vals = [float(r[value]) for r in rows if r[row_key] == yv and r[col_key] == xv
+                    and isinstance(r.get(value), (int, float))]
+            if vals:
+                grid[i, j] = np.mean(vals)
+    fig, ax = _figure(title, (6.5, 4.5))
+    ax.grid(False)
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xlabel(label(col_key))
+    ax.set_ylabel(label(row_key))
+    mid = np.nanmean(grid)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                        color="black" if grid[i, j] > mid else "white")
+    fig.colorbar(im, ax=ax, label=label(value))
+    return fig
+
+
+def _breakdown(rows, dims, title: str) -> Figure:
+    keys = [k for k in BREAKDOWN_KEYS if any(isinstance(r.get(k), (int, float)) for r in rows)]
+    if not keys:
+        raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
+    if len(rows) > 60:
+        raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
+    labels = [_legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}"
+              for r in rows]
+    fig, ax = _figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
+    bottom = np.zeros(len(rows))
+    for i, k in enumerate(keys):
+        vals = np.asarray([float(r.get(k) or 0.0) for r in rows])
+        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=f"C{i}")
+        bottom += vals
+    ax.set_xticks(range(len(rows)), labels, rotation=60 if len(rows) > 4 else 0, ha="right", fontsize=7)
+    ax.set_ylabel("time per step (s)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+# ------------------------------------------------------------------------------ result plots
+def plot_result(kind: str, result: Any, title: str = "") -> Figure:
+    """One figure of ``kind`` (see RESULT_KINDS) from a SimResult; ``title`` replaces the scenario name."""
+    title = f"{title or result.scenario} (seed {result.seed})"
+    if kind == "timeline":
+        return _timeline(result, f"{title}: pipeline timeline")
+    if kind == "latency-cdf":
+        return _latency_cdf(result, f"{title}: request latency CDF")
+    if kind == "breakdown":
+        row = dict(result.summary, status="ok", seed=result.seed)
+        return _breakdown([row], [], f"{title}: step-time breakdown")
+    raise InputError(f"--kind {kind!r}: allowed for one result: {', '.join(RESULT_KINDS)}")
+
+
+#: Span kinds grouped for the timeline legend, in drawing order (first = underneath).
+_SPAN_GROUPS = (("iteration", "iteration"), ("optimizer", "optimizer"), ("recompute", "recompute"),
+                ("alltoall", "all-to-all"), ("tp_allreduce", "TP all-reduce"), ("pp_send", "PP send"),
+                ("dp_sync", "DP gradient sync"), ("prefill", "prefill"), ("decode", "decode"))
+
+
+def span_group(kind: str) -> str:
+    """Legend group of a span kind: collectives by name, other compute as forward/backward."""
+    for prefix, name in _SPAN_GROUPS:
+        if kind.startswith(prefix):
+            return name
+    if kind.endswith("_fwd"):
+        return "forward compute"
+    if kind.endswith("_bwd"):
+        return "backward compute"
+    return kind
+
+
+def _timeline(result: Any, title: str) -> Figure:
+    s = result.spans
+    n = len(s.get("start_s", []))
+    if not n:
+        raise InputError(f"{result.scenario}: the result has no spans to draw a timeline from")
+    stages = np.asarray(s["stage"], dtype=int)
+    streams = np.asarray(s["stream"]).astype(str)
+    groups = np.asarray([span_group(str(k)) for k in s["kind"]])
+    start, end = np.asarray(s["start_s"], float), np.asarray(s["end_s"], float)
+    scale, unit = (1e3, "ms") if end.max() < 1.0 else (1.0, "s")
+    stream_names = sorted(set(streams), key=lambda x: (x != "compute", x))
+    lanes = {(st, sm): i for i, (st, sm) in enumerate(
+        (st, sm) for st in sorted(set(stages)) for sm in stream_names if ((stages == st) & (streams == sm)).any())}
+    who = "replica" if result.kind == "serving" else "stage"
+    order = ["forward compute", "backward compute"] + [name for _, name in _SPAN_GROUPS]
+    present = sorted(set(groups), key=lambda g: (order.index(g) if g in order else -1, g))
+    fig, ax = _figure(title, (10.0, min(14.0, max(3.0, 0.28 * len(lanes) + 1.6))))
+    for i, g in enumerate(present):
+        sel = groups == g
+        first = True
+        for (st, sm), lane in lanes.items():
+            m = sel & (stages == st) & (streams == sm)
+            if m.any():
+                bars = list(zip(start[m] * scale, (end[m] - start[m]) * scale))
+                ax.broken_barh(bars, (lane - 0.4, 0.8), facecolors=f"C{i % 10}", linewidth=0,
+                               label=g if first else None)
+                first = False
+    ax.set_yticks(list(lanes.values()), [f"{who} {st} {sm}" for st, sm in lanes],
+                  fontsize=8 if len(lanes) < 30 else 6)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"time ({unit})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def _latency_cdf(result: Any, title: str) -> Figure:
+    table = result.tables.get("requests") or {}
+    cols = [c for c in ("ttft_s", "tpot_s", "e2e_s") if c in table and len(table[c])]
+    if not cols:
+        raise InputError(f"{result.scenario}: no tables['requests'] with ttft_s/e2e_s (a serving result is needed)")
+    fig, ax = _figure(title)
+    for i, c in enumerate(cols):
+        v = np.sort(np.asarray([x for x in table[c] if isinstance(x, (int, float)) and math.isfinite(x)], dtype=float))
+        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=c.removesuffix("_s"), color=f"C{i}")
+    positive = [v for c in cols for v in table[c] if isinstance(v, (int, float)) and v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def save_figure(fig: Figure, base: str | Path, formats: Iterable[str] = ("png", "svg")) -> list[Path]:
+    """Write ``base.png``/``base.svg`` (for each of ``formats``) and return the paths."""
+    from moesim.fileio import atomic_open
+
+    out = []
+    for fmt in formats:
+        if fmt not in ("png", "svg", "pdf"):
+            raise InputError(f"--format {fmt!r}: allowed: png, svg, pdf")
+        stem = str(base)
+        for ext in (".png", ".svg", ".pdf"):
+            stem = stem.removesuffix(ext)
+        path = Path(f"{stem}.{fmt}")
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=150)
+        out.append(path)
+    return out

@@ -1,0 +1,173 @@
+"""Predicted vs published: run the scenarios behind a table of measurements and compare.
+
+A validation table is a CSV with columns:
+
+- ``id``: the source row (e.g. INF-01 of shared/validation/dev_points.csv), ``quantity``: what it is;
+- ``scenario``: a scenario YAML, relative to the CSV's folder; ``overrides``: ``a.b=v`` items
+  separated by ``;`` applied to it (so rows can share one file);
+- ``metric``: a summary key of the simulation (e.g. ``output_tokens_per_s``), or
+  ``scenario:dotted.path`` to read a field of the scenario itself (datasheet rows: no simulation);
+- ``transform``: empty, or ``1/x`` (e.g. steps/s from ``step_time_s``); ``scale``: a number or
+  ``a/b`` multiplying the result (e.g. ``1/1024`` for tokens/s per GPU on 1024 GPUs);
+- ``published``, ``unit``, ``source``: the measured value, its unit and where it comes from.
+
+Error is ``(predicted - published) / published``. A row whose scenario or simulation fails is
+reported with its message; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import InputError, MoesimError
+
+DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "validation.csv"
+REQUIRED = ("id", "quantity", "scenario", "metric", "published", "unit", "source")
+SCENARIO_PREFIX = "scenario:"
+
+
+@dataclass
+class Check:
+    """One comparison: the published value, what moesim predicts, and the relative error."""
+
+    id: str
+    quantity: str
+    published: float
+    unit: str
+    source: str
+    metric: str
+    predicted: float | None = None
+    error: float | None = None  # (predicted - published) / published
+    message: str = ""  # why there is no prediction
+    simulated: bool = True  # False for datasheet rows read from the scenario
+
+    @property
+    def ok(self) -> bool:
+        return self.predicted is not None
+
+
+def read_table(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a validation CSV, checked for the required columns."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found (expected a validation CSV)")
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            columns = rows[0].keys() if rows else []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{p}: not a readable CSV ({exc})") from None
+    if not rows:
+        raise InputError(f"{p}: no rows")
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise InputError(f"{p}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
+    return rows
+
+
+def parse_scale(text: str | None) -> float:
+    """``""`` -> 1, ``"0.5"`` -> 0.5, ``"1/1024"`` -> 1/1024."""
+    text = (text or "").strip()
+    if not text:
+        return 1.0
+    try:
+        num, _, den = text.partition("/")
+        return float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"scale {text!r}: expected a number or a/b") from None
+
+
+def iter_checks(path: str | Path | None = None, runner: Callable | None = None) -> Iterator[Check]:
+    """Yield one Check per CSV row as soon as it is computed (default CSV: the shipped one)."""
+    csv_path = Path(path) if path is not None else DEFAULT_CSV
+    rows = read_table(csv_path)
+    cache: dict[tuple, Any] = {}
+    for row in rows:
+        yield check_row(row, csv_path.resolve().parent, runner, cache)
+
+
+def run_checks(path: str | Path | None = None, runner: Callable | None = None) -> list[Check]:
+    """All checks of a validation CSV."""
+    return list(iter_checks(path, runner))
+
+
+def check_row(row: dict[str, str], base: Path, runner: Callable | None = None,
+              cache: dict[tuple, Any] | None = None) -> Check:
+    """Compute one row's prediction; any moesim error becomes the check's message."""
+    metric = (row.get("metric") or "").strip()
+    chk = Check(id=row["id"].strip(), quantity=row["quantity"].strip(), published=float("nan"),
+                unit=row["unit"].strip(), source=row["source"].strip(), metric=metric,
+                simulated=not metric.startswith(SCENARIO_PREFIX))
+    try:
+        chk.published = _number(row["published"], "published")
+        value = _predict(row, metric, base, runner, cache if cache is not None else {})
+        chk.predicted = _transform(value, row.get("transform")) * parse_scale(row.get("scale"))
+        chk.error = (chk.predicted - chk.published) / chk.published if chk.published else None
+    except MoesimError as exc:
+        chk.message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a crashing row is reported, the others still run
+        chk.message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+    return chk
+
+
+def median_abs_error(checks: list[Check], simulated_only: bool = True) -> float | None:
+    """Median of |error| over rows with a prediction (simulated rows only by default)."""
+    errs = [abs(c.error) for c in checks if c.error is not None and (c.simulated or not simulated_only)]
+    return statistics.median(errs) if errs else None
+
+
+def _predict(row: dict[str, str], metric: str, base: Path, runner: Callable | None,
+             cache: dict[tuple, Any]) -> float:
+    from moesim.loader import load_scenario
+
+    name = (row.get("scenario") or "").strip()
+    if not name:
+        raise InputError("no scenario given")
+    overrides = [o.strip() for o in (row.get("overrides") or "").split(";") if o.strip()]
+    scenario = load_scenario(base / name, overrides)
+    if metric.startswith(SCENARIO_PREFIX):
+        return _field(scenario, metric.removeprefix(SCENARIO_PREFIX))
+    key = (name, tuple(overrides))
+    if key not in cache:
+        if runner is None:
+            from moesim.simulate import simulate as runner
+        cache[key] = runner(scenario, None).summary
+    summary = cache[key]
+    if metric not in summary:
+        raise InputError(f"the {summary.get('kind', 'simulation')} summary has no {metric!r}")
+    return _number(summary[metric], metric)
+
+
+def _field(obj: Any, path: str) -> float:
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        if obj is None:
+            raise InputError(f"scenario has no field {path!r}")
+    return _number(obj, path)
+
+
+def _transform(value: float, transform: str | None) -> float:
+    t = (transform or "").strip()
+    if t in ("", "x"):
+        return value
+    if t == "1/x":
+        if value == 0:
+            raise InputError("transform 1/x of zero")
+        return 1.0 / value
+    raise InputError(f"transform {t!r}: allowed: x, 1/x")
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} = {value!r}: not a number") from None
+    if math.isnan(v):
+        raise InputError(f"{what} is not a number (NaN)")
+    return v

@@ -1,0 +1,132 @@
+"""Every plot kind renders a non-empty image from a small hand-built result; bad requests fail cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moesim import plots
+from moesim.errors import InputError
+from moesim.results import SimResult, SpanRecorder
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sweep_rows(extra_dim: bool = False) -> list[dict]:
+    """Rows as a sweep of experts x capacity factor (x arrival rate) writes them."""
+    rows, i = [], 0
+    for e in (8, 16, 32):
+        for cf in (1.0, 1.25, 2.0):
+            for rate in ((1.0, 4.0) if extra_dim else (None,)):
+                r = {"point": i, "status": "ok", "scenario": "tiny", "seed": 0, "model.n_experts": e,
+                     "routing.capacity_factor": cf, "tokens_per_s": 1e6 / (1 + e / 64) * min(cf, 1.25),
+                     "usd_per_mtok": 2.0 * cf, "dropped_fraction": max(0.0, 0.15 - 0.1 * cf),
+                     "compute_s": 2.0, "alltoall_s": 0.1 * e / 8, "bubble_s": 0.3, "step_time_s": 2.5,
+                     "output_tokens_per_s": 5000.0, "ttft_p99_s": 0.2}
+                if rate is not None:
+                    r |= {"workload.arrival.rate_per_s": rate, "output_tokens_per_s": 900.0 * rate,
+                          "ttft_p99_s": 0.1 * rate}
+                rows.append(r)
+                i += 1
+    rows.append({"point": i, "status": "invalid", "reason": "plan.ep", "model.n_experts": 12})
+    return rows
+
+
+def training_result() -> SimResult:
+    rec = SpanRecorder()
+    for stage in range(2):
+        starts = np.arange(4) * 0.01 + stage * 0.01
+        rec.add("forward", stage, "compute", starts, starts + 0.008, item=np.arange(4))
+        rec.add("alltoall", stage, "comm", starts + 0.008, starts + 0.01, bytes=1e6)
+    summary = {"step_time_s": 0.06, "compute_s": 0.04, "alltoall_s": 0.01, "bubble_s": 0.01}
+    return SimResult("training", "tiny-train", 0, summary, rec.columns())
+
+
+def serving_result() -> SimResult:
+    rng = np.random.default_rng(0)
+    ttft = rng.gamma(2.0, 0.05, 200)
+    table = {"ttft_s": list(ttft), "tpot_s": list(rng.gamma(2.0, 0.005, 200)), "e2e_s": list(ttft + 1.0)}
+    return SimResult("serving", "tiny-serve", 0, {"output_tokens_per_s": 100.0}, tables={"requests": table})
+
+
+def assert_png(paths):
+    png = next(p for p in paths if p.suffix == ".png")
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    svg = next(p for p in paths if p.suffix == ".svg")
+    assert "<svg" in svg.read_text()[:2000]
+
+
+@pytest.mark.parametrize("kind", ["throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown"])
+def test_sweep_kinds_render(kind, tmp_path):
+    fig = plots.plot_sweep(kind, sweep_rows(), title="tiny")
+    assert "tiny" in fig.axes[0].get_title()
+    assert fig.axes[0].get_xlabel() or kind == "breakdown"
+    assert_png(plots.save_figure(fig, tmp_path / kind))
+
+
+def test_throughput_vs_load_renders_with_latency_axis(tmp_path):
+    rows = [r for r in sweep_rows(extra_dim=True) if r.get("model.n_experts") == 8 and r.get("routing.capacity_factor") == 1.0]
+    fig = plots.plot_sweep("throughput-vs-load", rows, dims=["workload.arrival.rate_per_s"])
+    assert fig.axes[0].get_xlabel() == "arrival rate (requests/s)"
+    assert "TTFT p99 (s)" in fig.axes[1].get_ylabel()
+    assert_png(plots.save_figure(fig, tmp_path / "load"))
+
+
+@pytest.mark.parametrize("kind, make", [("timeline", training_result), ("breakdown", training_result),
+                                        ("latency-cdf", serving_result)])
+def test_result_kinds_render(kind, make, tmp_path):
+    fig = plots.plot_result(kind, make())
+    assert make().scenario in fig.axes[0].get_title()
+    assert_png(plots.save_figure(fig, tmp_path / kind))
+
+
+def test_timeline_has_a_lane_per_stage_and_stream_with_time_unit():
+    fig = plots.plot_result("timeline", training_result())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["stage 0 compute", "stage 0 comm",
+                                                            "stage 1 compute", "stage 1 comm"]
+    assert ax.get_xlabel() == "time (ms)"
+
+
+def test_lines_one_per_capacity_factor():
+    fig = plots.plot_sweep("throughput-vs-experts", sweep_rows())
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["cf=1.0", "cf=1.25", "cf=2.0"]
+
+
+def test_bad_requests_are_input_errors():
+    with pytest.raises(InputError, match="--where"):
+        plots.plot_sweep("dropped-heatmap", sweep_rows(extra_dim=True))
+    with pytest.raises(InputError, match="allowed"):
+        plots.plot_sweep("pie", sweep_rows())
+    with pytest.raises(InputError, match="no finished"):
+        plots.plot_sweep("cost-vs-cf", [{"status": "invalid"}])
+    with pytest.raises(InputError, match="requests"):
+        plots.plot_result("latency-cdf", training_result())
+    with pytest.raises(InputError, match="no spans"):
+        plots.plot_result("timeline", serving_result())
+    with pytest.raises(InputError, match="format"):
+        plots.save_figure(plots.plot_result("breakdown", training_result()), "x", ["gif"])
+
+
+def test_plot_command_from_saved_result_and_sweep_folder(tmp_path):
+    from tests.test_sweep import invoke
+
+    training_result().save(tmp_path / "res")
+    assert invoke(["plot", str(tmp_path / "res"), "--kind", "timeline"]) == 0
+    assert (tmp_path / "res" / "timeline.png").stat().st_size > 5000
+    from moesim.sweep_store import ResultStore
+
+    with ResultStore(tmp_path / "sw", durable=False) as store:
+        store.open()
+        for r in sweep_rows():
+            store.append(r)
+    assert invoke(["plot", str(tmp_path / "sw"), "--kind", "dropped-heatmap", "--out",
+                   str(tmp_path / "heat"), "--format", "png"]) == 0
+    assert (tmp_path / "heat.png").exists() and not (tmp_path / "heat.svg").exists()
+    assert invoke(["plot", str(tmp_path / "sw"), "--kind", "breakdown", "--where",
+                   "routing.capacity_factor=1.25"]) == 0
+    assert invoke(["plot", str(tmp_path / "sw"), "--kind", "breakdown", "--where", "nope=1"]) == 2
+    assert invoke(["plot", str(tmp_path / "sw"), "--kind", "timeline"]) == 2
+    assert invoke(["plot", str(tmp_path / "missing"), "--kind", "timeline"]) == 2

@@ -1,0 +1,104 @@
+"""The validation table: arithmetic of predicted vs published, failing rows, the shipped rows, the command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from moesim.loader import load_scenario
+from moesim.results import SimResult
+from moesim.validation import DEFAULT_CSV, SCENARIO_PREFIX, median_abs_error, read_table, run_checks
+from tests.conftest import ROOT
+from tests.test_sweep import invoke
+
+HEADER = "id,quantity,scenario,overrides,metric,transform,scale,published,unit,source\n"
+TRAIN = (ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml").as_posix()
+DEV_POINTS = ROOT.parent / "shared" / "validation" / "dev_points.csv"
+
+
+def fake_runner(scenario, seed):
+    """tokens/s = 1000 x capacity factor; step time 0.5 s."""
+    return SimResult("training", scenario.name, 0, {"tokens_per_s": 1000.0 * scenario.routing.capacity_factor,
+                                                     "step_time_s": 0.5})
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "v.csv"
+    p.write_text(HEADER + body)
+    return p
+
+
+def test_prediction_scale_transform_and_error(tmp_path):
+    p = write(tmp_path, f"A,tok,{TRAIN},routing.capacity_factor=2.0,tokens_per_s,,1/4,400,tok/s,src\n"
+                        f"B,steps,{TRAIN},,step_time_s,1/x,,2.5,steps/s,src\n"
+                        f"C,bw,{TRAIN},,{SCENARIO_PREFIX}hardware.device.mem_bw_gbps,,,3350,GB/s,src\n")
+    a, b, c = run_checks(p, runner=fake_runner)
+    assert a.predicted == pytest.approx(500.0) and a.error == pytest.approx(0.25)
+    assert b.predicted == pytest.approx(2.0) and b.error == pytest.approx(-0.2)
+    assert c.predicted == 3350.0 and not c.simulated
+    assert median_abs_error([a, b, c]) == pytest.approx(0.225)
+    assert median_abs_error([a, b, c], simulated_only=False) == pytest.approx(0.2)
+
+
+def test_failing_rows_are_reported_not_raised(tmp_path):
+    p = write(tmp_path, f"A,bad plan,{TRAIN},plan.ep=3,tokens_per_s,,,1,x,src\n"
+                        f"B,missing,nowhere.yaml,,tokens_per_s,,,1,x,src\n"
+                        f"C,no key,{TRAIN},,ttft_p50_s,,,1,x,src\n"
+                        f"D,bad scale,{TRAIN},,tokens_per_s,,1/0,1,x,src\n"
+                        f"E,good,{TRAIN},,tokens_per_s,,,1250,x,src\n")
+    checks = run_checks(p, runner=fake_runner)
+    assert [c.ok for c in checks] == [False, False, False, False, True]
+    assert "plan.ep = 3" in checks[0].message
+    assert "not found" in checks[1].message
+    assert "ttft_p50_s" in checks[2].message
+    assert "a/b" in checks[3].message
+    assert checks[4].error == pytest.approx(0.0)
+
+
+def test_bad_tables_are_input_errors(tmp_path):
+    from moesim.errors import InputError
+
+    with pytest.raises(InputError, match="not found"):
+        read_table(tmp_path / "none.csv")
+    (tmp_path / "x.csv").write_text("id,value\nA,1\n")
+    with pytest.raises(InputError, match="missing column"):
+        read_table(tmp_path / "x.csv")
+
+
+def test_shipped_rows_load_and_name_real_sources():
+    rows = read_table(DEFAULT_CSV)
+    ids = [r["id"] for r in rows]
+    assert {"INF-01", "INF-06", "TRN-04", "TRN-05", "SW-01", "SW-03", "HW-06"} <= set(ids)
+    assert len(ids) == len(set(ids))
+    for r in rows:
+        overrides = [o for o in r["overrides"].split(";") if o]
+        s = load_scenario(DEFAULT_CSV.parent / r["scenario"], overrides)  # every scenario is valid
+        assert float(r["published"]) > 0 and r["unit"] and r["source"]
+        if r["metric"].startswith(SCENARIO_PREFIX):
+            continue
+        assert r["metric"] in ({"tokens_per_s", "step_time_s"} if s.is_training else {"output_tokens_per_s"})
+    if DEV_POINTS.exists():  # the published values are the ones dev_points.csv records
+        with open(DEV_POINTS, newline="") as fh:
+            dev = {d["id"]: d["value"] for d in csv.DictReader(fh)}
+        for r in rows:
+            assert float(dev[r["id"]].replace(",", "")) == pytest.approx(float(r["published"]), rel=1e-3)
+
+
+def test_validate_command_exit_codes(tmp_path):
+    p = write(tmp_path, f"C,bw,{TRAIN},,{SCENARIO_PREFIX}hardware.device.mem_bw_gbps,,,3000,GB/s,src\n"
+                        f"D,bad,{TRAIN},plan.ep=3,tokens_per_s,,,1,x,src\n")
+    assert invoke(["validate", str(p)]) == 0  # a failing row is shown, not fatal
+    assert invoke(["validate", str(tmp_path / "none.csv")]) == 2
+    assert invoke(["validate", str(p), "--fail-above", "5"]) == 1  # no simulated row: median n/a
+    from typer.testing import CliRunner
+
+    from tests.test_sweep import _app
+
+    result = CliRunner().invoke(_app(), ["validate", str(p), "--json"])
+    doc = json.loads(result.stdout)
+    assert [c["id"] for c in doc["checks"]] == ["C", "D"]
+    assert doc["checks"][0]["error"] == pytest.approx(350 / 3000)
+    assert doc["checks"][1]["predicted"] is None and "plan.ep = 3" in doc["checks"][1]["message"]
