@@ -1,0 +1,220 @@
+"""Serving engine: physics at batch 1, the knee, Little's law, determinism, KV bounds, shipped scenarios."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import moesim
+from moesim.accounting import decode_bytes_per_token
+from moesim.invariants import violations
+from moesim.loader import scenario_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE_SCENARIOS = sorted((ROOT / "scenarios").glob("*-serve*.yaml"))
+STABLE_KEYS = ("output_tokens_per_s", "input_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
+               "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "usd_per_mtok", "dropped_fraction")
+# A device name no shipped calibration profile matches: the cost model is the datasheet roofline.
+DATASHEET = "Datasheet GPU"
+
+
+def serve(model="llama-2-7b", dtype="fp16", hw="a100-80gb", device_name=DATASHEET, plan=None,
+          arrival=None, prompt=16, output=65, **workload):
+    """A one-device (unless ``plan`` says otherwise) serving scenario as plain data, validated."""
+    plan = plan or {"dp": 1}
+    devices = plan.get("dp", 1) * plan.get("tp", 1) * plan.get("pp", 1)
+    hardware = {"preset": hw, "node": {"devices_per_node": devices}}
+    if device_name:
+        hardware["device"] = {"name": device_name}
+
+    def length(v):
+        return v if isinstance(v, dict) else {"dist": "fixed", "value": v}
+
+    w = {"kind": "serving", "arrival": arrival or {"process": "batch", "n_requests": 1},
+         "prompt_tokens": length(prompt), "output_tokens": length(output)} | workload
+    return scenario_from_dict({"name": "test-serve", "model": {"preset": model, "dtype": dtype},
+                               "hardware": hardware, "plan": plan, "workload": w})
+
+
+def tpot_batch1(s) -> float:
+    r = moesim.simulate(s)
+    assert r.summary["served_requests"] == 1
+    return r.summary["tpot_p50_s"]
+
+
+@pytest.mark.parametrize("model,dtype,hw,device_name", [
+    ("llama-2-7b", "fp16", "a100-80gb", DATASHEET),
+    ("mixtral-8x7b", "fp16", "m2-ultra", None),
+    ("mixtral-8x7b", "fp8", "h100-sxm", DATASHEET),
+])
+def test_batch1_decode_time_is_bytes_over_bandwidth(model, dtype, hw, device_name):
+    s = serve(model, dtype, hw, device_name, prompt=16, output=65)
+    dev = s.hardware.device
+    mean_context = 16 + 64 / 2  # KV read by the 64 decode steps, on average
+    bytes_per_token = decode_bytes_per_token(s.model, mean_context, batch=1)
+    bytes_s = bytes_per_token / (dev.mem_bw_gbps * 1e9 * dev.memory_efficiency)
+    tpot = tpot_batch1(s)
+    # The rest is kernel launches: a handful per layer (norms, projections, attention, FFN/experts).
+    launches_per_layer = (tpot - bytes_s) / (s.model.n_layers * dev.launch_overhead_us * 1e-6)
+    assert 4 <= launches_per_layer <= 10
+
+
+def test_a100_m2_ultra_decode_ratio_follows_bandwidth():
+    a100 = tpot_batch1(serve("llama-2-7b", "fp16", "a100-80gb", DATASHEET))
+    m2 = tpot_batch1(serve("llama-2-7b", "fp16", "m2-ultra", None))
+    assert m2 / a100 == pytest.approx(2039 / 800, rel=0.05)
+    calibrated = tpot_batch1(serve("llama-2-7b", "fp16", "a100-80gb", device_name=None))  # shipped profile
+    assert m2 / calibrated == pytest.approx(2039 / 800, rel=0.15)
+
+
+def test_throughput_rises_with_batch_until_the_knee():
+    x, knee = {}, None
+    for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        r = moesim.simulate(serve(prompt=16, output=64, arrival={"process": "batch", "n_requests": 4 * b},
+                                  max_batch_seqs=b, max_batch_tokens=8192))
+        x[b], knee = r.summary["output_tokens_per_s"], r.summary["knee_batch"]
+    assert 32 <= knee <= 512
+    for b, tok_s in x.items():
+        if 2 * b in x and 2 * b <= knee // 2:
+            assert x[2 * b] / tok_s >= 1.6, (b, x)  # memory-bound: twice the batch, ~twice the tokens
+        if 2 * b in x and b >= 2 * knee:
+            assert x[2 * b] / tok_s <= 1.15, (b, x)  # compute-bound: flat
+    assert max(x.values()) == pytest.approx(max(x[b] for b in x if b >= knee), rel=1e-9)
+
+
+def test_littles_law_on_a_steady_poisson_run():
+    rate = 8.0
+    s = serve(device_name=None, arrival={"process": "poisson", "rate_per_s": rate, "n_requests": 1500},
+              prompt={"dist": "uniform", "low": 64, "high": 512},
+              output={"dist": "uniform", "low": 32, "high": 256}, max_batch_seqs=256, max_batch_tokens=4096)
+    r = moesim.simulate(s, seed=3)
+    req, it = r.tables["requests"], r.tables["iterations"]
+    arrival = np.asarray(req["arrival_s"])
+    t0, t1 = 0.1 * arrival.max(), 0.9 * arrival.max()
+    # Mean number in the system over [t0, t1], from the engine's own iteration records.
+    start, end = np.asarray(it["start_s"]), np.asarray(it["end_s"])
+    in_system = np.asarray(it["running"]) + np.asarray(it["queued"])
+    overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
+    mean_in_system = float((in_system * overlap).sum() / (t1 - t0))
+    # Arrival rate times the mean time in system of the requests that arrived in the window.
+    window = (arrival >= t0) & (arrival < t1)
+    lam = window.sum() / (t1 - t0)
+    wait = float(np.mean(np.asarray(req["e2e_s"])[window]))
+    assert lam == pytest.approx(rate, rel=0.1)
+    assert mean_in_system == pytest.approx(lam * wait, rel=0.1)
+    assert mean_in_system > 5  # a loaded system, not a trivial one
+
+
+def _skewed_online():
+    return scenario_from_dict({
+        "name": "det", "model": {"preset": "switch-base-128"},
+        "hardware": {"preset": "a100-80gb", "node": {"devices_per_node": 2}}, "plan": {"dp": 2},
+        "workload": {"kind": "serving", "arrival": {"process": "poisson", "rate_per_s": 40.0, "n_requests": 100},
+                     "prompt_tokens": {"dist": "lognormal", "median": 100, "sigma": 0.5, "max": 300},
+                     "output_tokens": {"dist": "uniform", "low": 8, "high": 64}, "router": "round_robin"},
+        "routing": {"distribution": "zipf", "zipf_s": 1.0, "capacity_factor": 1.5, "overflow": "drop"}})
+
+
+def test_same_seed_same_result():
+    s = _skewed_online()
+    a, b, c = moesim.simulate(s, seed=7), moesim.simulate(s, seed=7), moesim.simulate(s, seed=8)
+    assert a.summary == b.summary
+    assert a.tables == b.tables
+    for col in a.spans:
+        assert np.array_equal(a.spans[col], b.spans[col])
+    assert a.summary != c.summary
+    assert 0 < a.summary["dropped_fraction"] < 1  # skewed routing with drops is on
+
+
+def test_kv_cache_never_over_capacity_and_preempted_requests_finish():
+    s = serve(prompt={"dist": "uniform", "low": 200, "high": 600}, output={"dist": "uniform", "low": 200, "high": 600},
+              arrival={"process": "batch", "n_requests": 300}, max_batch_seqs=64, max_batch_tokens=2048,
+              kv_cache_fraction=0.05)
+    r = moesim.simulate(s, seed=1)
+    it, req = r.tables["iterations"], r.tables["requests"]
+    kv, cap = np.asarray(it["kv_tokens"]), np.asarray(it["kv_capacity_tokens"])
+    assert np.all(kv <= cap)
+    assert kv.max() > 0.9 * cap[0]  # the pool does fill up
+    assert r.summary["preemptions"] > 0
+    assert r.summary["served_requests"] == 300
+    first, finish, arrival = (np.asarray(req[k]) for k in ("first_token_s", "finish_s", "arrival_s"))
+    assert np.all(arrival <= first) and np.all(first <= finish)
+
+
+def test_requests_too_long_for_the_kv_pool_are_rejected():
+    s = serve(prompt={"dist": "uniform", "low": 100, "high": 3000}, output=100,
+              arrival={"process": "batch", "n_requests": 50}, kv_cache_fraction=0.015)
+    r = moesim.simulate(s)
+    cap = r.tables["iterations"]["kv_capacity_tokens"][0]
+    prompt = np.asarray(r.tables["requests"]["prompt_tokens"])
+    assert r.summary["rejected_requests"] == int((prompt + 100 > cap).sum()) > 0
+    assert r.summary["served_requests"] + r.summary["rejected_requests"] == 50
+
+
+def test_pipeline_replica_keeps_micro_batches_in_flight():
+    """pp stages: each iteration's latency spans every stage, pp micro-batches run at once."""
+    def run(pp):
+        s = serve(model="llama-2-7b", plan={"dp": 1, "pp": pp}, arrival={"process": "batch", "n_requests": 256},
+                  prompt=64, output=64, max_batch_seqs=32)
+        return moesim.simulate(s).summary
+    one, four = run(1), run(4)
+    assert four["tpot_p50_s"] > 0.8 * one["tpot_p50_s"]  # latency is not cut by the pipeline
+    assert four["output_tokens_per_s"] > 2.5 * one["output_tokens_per_s"]  # 4 micro-batches in flight
+
+
+@pytest.mark.parametrize("path", SERVE_SCENARIOS, ids=lambda p: p.stem)
+def test_every_shipped_serving_scenario_simulates(path, tmp_path):
+    full = moesim.load_scenario(path)
+    n = min(full.workload.arrival.n_requests, 40)
+    r = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.n_requests={n}"]))
+    s = r.summary
+    for key in STABLE_KEYS + ("requests_per_s", "knee_batch", "usd_per_1k_tokens", "peak_memory_gib",
+                              "energy_j_per_token", "kv_utilisation_max", "makespan_s", "devices"):
+        assert key in s, key
+        assert not isinstance(s[key], float) or math.isfinite(s[key]), key
+    assert s["fits"] is True
+    assert s["served_requests"] + s["rejected_requests"] == n
+    assert s["output_tokens_per_s"] > 0 and s["ttft_p50_s"] <= s["ttft_p99_s"] <= s["e2e_p99_s"]
+    assert violations(r) == []
+    assert len(r.spans["kind"]) == s["iterations"] == len(r.tables["iterations"]["start_s"])
+    assert set(r.tables["requests"]) >= {"id", "replica", "arrival_s", "prompt_tokens", "output_tokens",
+                                         "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions"}
+    written = {p.name for p in r.save(tmp_path)}
+    assert {"summary.json", "requests.csv", "iterations.csv", "trace.json"} <= written
+
+
+@settings(max_examples=20, deadline=None)
+@given(model=st.sampled_from(["llama-2-7b", "mixtral-8x7b", "switch-base-128"]),
+       plan=st.sampled_from([{"dp": 1}, {"dp": 2, "ep": 2}, {"dp": 1, "tp": 2}, {"dp": 1, "pp": 2}]),
+       budget=st.sampled_from([4, 64, 512]), seqs=st.sampled_from([1, 3, 32]), chunked=st.booleans(),
+       router=st.sampled_from(["round_robin", "least_loaded"]),
+       routing=st.sampled_from(["uniform", "zipf"]), fraction=st.sampled_from([0.002, 0.9]),
+       seed=st.integers(0, 3))
+def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunked, router, routing, fraction, seed):
+    if model == "llama-2-7b" and "ep" in plan:
+        plan = {"dp": 2}  # a dense model has no experts to spread
+    devices = plan.get("dp", 1) * plan.get("tp", 1) * plan.get("pp", 1)
+    s = scenario_from_dict({
+        "name": "prop", "model": {"preset": model, "max_seq_len": 512},
+        "hardware": {"preset": "a100-80gb", "node": {"devices_per_node": devices}}, "plan": plan,
+        "workload": {"kind": "serving", "arrival": {"process": "poisson", "rate_per_s": 50.0, "n_requests": 30},
+                     "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
+                     "output_tokens": {"dist": "uniform", "low": 1, "high": 40},
+                     "max_batch_seqs": seqs, "max_batch_tokens": budget, "chunked_prefill": chunked,
+                     "router": router, "kv_cache_fraction": fraction},
+        "routing": {"distribution": routing, "overflow": "drop"}})
+    r = moesim.simulate(s, seed=seed)
+    it, req = r.tables["iterations"], r.tables["requests"]
+    assert all(k <= c for k, c in zip(it["kv_tokens"], it["kv_capacity_tokens"]))
+    assert all(b <= seqs for b in it["batch_seqs"])
+    if chunked:  # without chunking a lone recompute may exceed the budget; with it, never
+        assert all(p + d <= budget for p, d in zip(it["prefill_tokens"], it["decode_tokens"]))
+    served = np.isfinite(np.asarray(req["finish_s"], dtype=float))
+    assert np.array_equal(served, ~np.asarray(req["rejected"], dtype=bool))
+    assert r.summary["served_requests"] + r.summary["rejected_requests"] == 30
+    assert violations(r) == []

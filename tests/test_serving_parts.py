@@ -1,0 +1,137 @@
+"""Serving building blocks: request sampling, the batching scheduler, expert touch counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moesim.accounting import expected_experts_touched
+from moesim.engine import expert_load
+from moesim.engine.batching import EngineState, RequestBook, commit, schedule
+from moesim.engine.requests import sample_lengths, sample_requests
+from moesim.schemas import LengthDist, ServingWorkload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRACE = ROOT / "moesim" / "data" / "traces" / "splitwise_conv.csv"
+
+
+# ---------------------------------------------------------------- requests
+def _workload(**kw) -> ServingWorkload:
+    base = {"prompt_tokens": {"dist": "fixed", "value": 10}, "output_tokens": {"dist": "fixed", "value": 5}}
+    return ServingWorkload.model_validate(base | kw)
+
+
+def test_poisson_arrivals_have_the_rate_and_a_seed_fixes_them():
+    w = _workload(arrival={"process": "poisson", "rate_per_s": 20.0, "n_requests": 20000})
+    a = sample_requests(w, np.random.default_rng(0))
+    gaps = np.diff(np.r_[0.0, a.arrival_s])
+    assert gaps.mean() == pytest.approx(1 / 20.0, rel=0.03)
+    assert gaps.std() == pytest.approx(1 / 20.0, rel=0.05)  # exponential: std = mean
+    b = sample_requests(w, np.random.default_rng(0))
+    assert np.array_equal(a.arrival_s, b.arrival_s)
+
+
+def test_length_distributions():
+    rng = np.random.default_rng(1)
+    u = sample_lengths(LengthDist(dist="uniform", low=5, high=9), 5000, rng)
+    assert u.min() == 5 and u.max() == 9
+    ln = sample_lengths(LengthDist(dist="lognormal", median=300, sigma=0.8, max=2000), 20000, rng)
+    assert np.median(ln) == pytest.approx(300, rel=0.05)
+    assert ln.max() == 2000 and ln.min() >= 1
+    assert np.all(sample_lengths(LengthDist(dist="fixed", value=7), 3, rng) == 7)
+
+
+def test_trace_arrivals_take_the_first_rows_in_order():
+    w = _workload(arrival={"process": "trace", "n_requests": 5, "trace": str(TRACE)},
+                  prompt_tokens={"dist": "trace"}, output_tokens={"dist": "trace", "max": 50})
+    r = sample_requests(w, np.random.default_rng(0))
+    assert r.arrival_s.tolist() == pytest.approx([0.0, 4.314579, 4.541877, 4.710427, r.arrival_s[4]])
+    assert r.prompt_tokens[:4].tolist() == [374, 396, 879, 91]
+    assert r.output_tokens[:4].tolist() == [44, 50, 50, 16]
+
+
+# ---------------------------------------------------------------- batching
+def _engine(cap=1000, seqs=4, tokens=8, chunked=True) -> EngineState:
+    return EngineState(cap, seqs, tokens, chunked)
+
+
+def test_chunked_prefill_then_decode_event_log():
+    book = RequestBook(np.array([10, 3]), np.array([2, 1]))
+    eng = _engine()
+    eng.waiting.extend([0, 1])
+    log = []
+    for t in (1.0, 2.0, 3.0):
+        b = schedule(eng, book)
+        log.append((b.ids.tolist(), b.q_tokens.tolist(), b.is_decode.tolist(), b.emits.tolist()))
+        commit(eng, book, b, t)
+    assert log == [
+        ([0], [8], [False], [False]),  # request 0 takes the whole 8-token budget: a chunk
+        ([0, 1], [2, 3], [False, False], [True, True]),  # its last 2 tokens + request 1's prompt
+        ([0], [1], [True], [True]),  # request 0 decodes its second token; request 1 is done
+    ]
+    assert book.first_token_s.tolist() == [2.0, 2.0]
+    assert book.finish_s.tolist() == [3.0, 2.0]
+    assert eng.kv_used_tokens == 0 and eng.outstanding == 0
+
+
+def test_without_chunked_prefill_a_prompt_waits_for_a_whole_budget():
+    book = RequestBook(np.array([6, 6]), np.array([3, 3]))
+    eng = _engine(chunked=False)
+    eng.waiting.extend([0, 1])
+    b = schedule(eng, book)
+    assert b.ids.tolist() == [0] and b.q_tokens.tolist() == [6]  # 6 + 6 > 8: the second waits
+
+
+def test_preemption_frees_kv_and_the_request_recomputes():
+    book = RequestBook(np.array([5, 5]), np.array([10, 10]))
+    eng = _engine(cap=14, tokens=100)
+    eng.waiting.extend([0, 1])
+    t, preempted = 0.0, 0
+    while eng.outstanding:
+        t += 1.0
+        b = schedule(eng, book)
+        assert eng.kv_used_tokens <= 14
+        preempted += b.preempted
+        commit(eng, book, b, t)
+        assert t < 100
+    assert preempted >= 1 and book.preemptions[1] >= 1 and book.preemptions[0] == 0
+    assert np.all(book.generated == book.output)
+    assert book.target[1] > book.prompt[1]  # recompute covers prompt + tokens generated before
+
+
+# ---------------------------------------------------------------- experts touched
+def _monte_carlo_touched(popularity, top_k, tokens, trials, rng):
+    """Mean distinct experts over ``trials`` batches: each token picks top_k distinct experts
+    with probability proportional to popularity (Gumbel top-k = sampling without replacement)."""
+    keys = np.log(popularity) + rng.gumbel(size=(trials, tokens, popularity.size))
+    picks = np.argpartition(-keys, top_k - 1, axis=-1)[..., :top_k]
+    hit = np.zeros((trials, popularity.size), bool)
+    np.put_along_axis(hit, picks.reshape(trials, -1), True, axis=1)
+    return hit.sum(axis=1).mean()
+
+
+@pytest.mark.parametrize("n_experts,top_k,tokens", [(8, 2, 1), (8, 2, 3), (16, 2, 10), (128, 1, 40), (256, 8, 16)])
+def test_distinct_experts_match_monte_carlo_uniform(n_experts, top_k, tokens):
+    rng = np.random.default_rng(0)
+    mc = _monte_carlo_touched(np.full(n_experts, 1 / n_experts), top_k, tokens, 4000, rng)
+    formula = expected_experts_touched(n_experts, top_k, tokens)
+    assert formula == pytest.approx(mc, rel=0.02)
+    incl = expert_load.inclusion_probabilities(np.full((1, n_experts), 1 / n_experts), top_k)
+    assert float(expert_load.expected_touched(incl, tokens)[0]) == pytest.approx(formula, rel=1e-9)
+    sampled = expert_load.sample_loads(np.broadcast_to(incl, (4000, n_experts)), tokens, rng)
+    assert (sampled > 0).sum(axis=1).mean() == pytest.approx(mc, rel=0.03)
+
+
+@pytest.mark.parametrize("top_k,tol", [(1, 0.02), (2, 0.05)])
+def test_distinct_experts_match_monte_carlo_under_skew(top_k, tol):
+    rng = np.random.default_rng(2)
+    p = np.arange(1, 33, dtype=float) ** -1.0
+    p /= p.sum()
+    incl = expert_load.inclusion_probabilities(p[None, :], top_k)
+    assert incl.sum() == pytest.approx(top_k) and incl.max() <= 1
+    for tokens in (2, 8, 32):
+        mc = _monte_carlo_touched(p, top_k, tokens, 4000, rng)
+        assert float(expert_load.expected_touched(incl, tokens)[0]) == pytest.approx(mc, rel=tol)
