@@ -93,3 +93,16 @@ def test_simulate_bad_seed_and_bad_override_exit_2(root, capsys):
     assert main(["simulate", path, "--set", "routing.capacity_factor=-1"]) == 2
     err = capsys.readouterr().err
     assert "routing.capacity_factor = -1" in err and "Traceback" not in err
+
+
+def test_readme_documents_every_summary_key(root):
+    from moesim import load_scenario, simulate
+
+    readme = (root / "README.md").read_text()
+    for stem in ("mixtral-8x7b-h100-train", "mixtral-8x7b-h100-serve"):
+        s = load_scenario(root / "scenarios" / f"{stem}.yaml", [] if "train" in stem else ["workload.arrival.n_requests=50"])
+        for key in simulate(s).summary:
+            base = key
+            for q in ("_p50_s", "_p90_s", "_p99_s", "_mean_s"):
+                base = base.replace(q, "")
+            assert f"`{key}`" in readme or f"`{base}" in readme, f"README does not document {key}"
