@@ -106,3 +106,9 @@ def test_readme_documents_every_summary_key(root):
             for q in ("_p50_s", "_p90_s", "_p99_s", "_mean_s"):
                 base = base.replace(q, "")
             assert f"`{key}`" in readme or f"`{base}" in readme, f"README does not document {key}"
+
+
+def test_readme_lists_every_shipped_scenario(root):
+    readme = (root / "README.md").read_text()
+    for path in SCENARIOS:
+        assert f"scenarios/{path.name}" in readme
