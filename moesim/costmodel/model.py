@@ -63,36 +63,53 @@ class CostModel:
         """Fraction of peak bandwidth a streaming kernel reaches."""
         return self.profile.memory_efficiency if self.profile else self.hw.device.memory_efficiency
 
+    def _gemm_memory_efficiency(self):
+        """Memory term of a GEMM. A profile's table already holds the measured weight-streaming speed,
+        so its memory term is only a floor (``gemm_memory_efficiency``), or absent (inf) when unset."""
+        if self.profile is None:
+            return self.memory_efficiency()
+        return self.profile.gemm_memory_efficiency or np.inf
+
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
         """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp)."""
         b = DTYPE_BYTES[dtype]
         return roofline_s(gemm_flops(m, n, k), gemm_bytes(m, n, k, b), self._peak(dtype), self._bw,
-                          self.compute_efficiency(m, n, k), self.memory_efficiency(), self.launch_s)
+                          self.compute_efficiency(m, n, k), self._gemm_memory_efficiency(), self.launch_s)
 
-    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16"):
+    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
 
         ``tokens_per_expert`` has shape ``(..., experts_on_rank)``. Each expert with tokens reads its
         (k x n) weight once; the launch overhead is paid once per group, not per expert.
+        ``working_set_bytes`` (profiles with a cache only): bytes the surrounding layer touches per
+        call, which decides whether expert weights stay in cache; default this call's busy weights.
         """
         t = np.asarray(tokens_per_expert, dtype=float)
         b = DTYPE_BYTES[dtype]
         if self.profile is not None:
-            return self._grouped_profiled_s(t, n, k, dtype)
+            return self._grouped_profiled_s(t, n, k, dtype, working_set_bytes)
         flops = gemm_flops(t, n, k).sum(axis=-1)
         moved = (gemm_bytes(t, n, k, b) * (t > 0)).sum(axis=-1)
         eff = self.grouped_efficiency(t, n, k)
         return roofline_s(flops, moved, self._peak(dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 
-    def _grouped_profiled_s(self, t: np.ndarray, n: int, k: int, dtype: str):
-        """Profiled grouped GEMM: per-expert roofline summed, one launch, a cost per busy expert."""
+    def _grouped_profiled_s(self, t: np.ndarray, n: int, k: int, dtype: str, working_set_bytes=None):
+        """Profiled grouped GEMM: per-expert roofline summed, one launch, a cost per busy expert.
+
+        Per-expert efficiency is the grouped (cold-weight) table, blended towards the dense (hot)
+        table when the busy experts' weights fit in the profile's cache.
+        """
         g = self.profile.grouped
-        table = g.efficiency if g else self.profile.gemm
-        per_expert = roofline_s(gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype]), self._peak(dtype),
-                                self._bw, table.lookup(np.maximum(t, 1.0), float(n) * float(k)),
-                                self.memory_efficiency(), 0.0)
+        w, m = float(n) * float(k), np.maximum(t, 1.0)
         busy = (t > 0).sum(axis=-1)
+        eff = self.profile.gemm.lookup(m, w)
+        if g is not None:
+            ws = busy * w * DTYPE_BYTES[dtype] if working_set_bytes is None else working_set_bytes
+            cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
+            eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
+        per_expert = roofline_s(gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype]), self._peak(dtype),
+                                self._bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + busy * (g.per_expert_overhead_us * 1e-6 if g else 0.0)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
@@ -106,17 +123,21 @@ class CostModel:
             return self.profile.grouped.efficiency.lookup(np.maximum(mean_tokens, 1.0), float(n) * float(k))
         return self.compute_efficiency(mean_tokens, n, k)
 
-    def moe_overhead_s(self, busy_experts):
+    def moe_overhead_s(self, busy_experts, capacity: bool = False):
         """Host-side cost of one MoE layer beyond its kernels (profiled; 0 from the datasheet)."""
         busy = np.asarray(busy_experts, dtype=float)
         o = self.profile.moe_overhead if self.profile else None
         if o is None:
             return np.zeros_like(busy)
-        return (o.fixed_us + o.per_busy_expert_us * busy) * 1e-6
+        return (o.fixed_us + o.per_busy_expert_us * busy + (o.capacity_us if capacity else 0.0)) * 1e-6
 
     def memory_s(self, nbytes):
-        """A bandwidth-bound kernel moving ``nbytes`` (norms, activations, weight reads)."""
-        return roofline_s(0.0, nbytes, self._peak("bf16"), self._bw, 1.0, self.memory_efficiency(), self.launch_s)
+        """A bandwidth-bound kernel moving ``nbytes`` (norms, activations, weight reads).
+
+        With a profile that has a cache, the bandwidth depends on the bytes moved (the working set).
+        """
+        eff = self.profile.streaming_efficiency(nbytes) if self.profile else self.memory_efficiency()
+        return roofline_s(0.0, nbytes, self._peak("bf16"), self._bw, 1.0, eff, self.launch_s)
 
     def attention_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
                     dtype: str = "bf16", causal: bool = True):
@@ -146,7 +167,7 @@ class CostModel:
         moved = b * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
         a = self.profile.attention if self.profile else None
         eff_mem = a.decode_memory_efficiency if a else self.memory_efficiency()
-        return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q), eff_mem, 0.0)
+        return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):
         a = self.profile.attention if self.profile else None
@@ -154,21 +175,23 @@ class CostModel:
         q = np.asarray(q_tokens, dtype=float)
         return np.where(q > 0, us, 0.0)
 
-    def attention_efficiency(self, q_tokens):
-        """Fraction of peak attention reaches at ``q_tokens`` queries per sequence."""
+    def attention_efficiency(self, q_tokens, kv_tokens=None):
+        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q)."""
         if self.profile is not None and self.profile.attention is not None:
-            return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0))
-        return np.full(np.shape(q_tokens), self.hw.device.compute_efficiency * 0.8)
+            kv = q_tokens if kv_tokens is None else kv_tokens
+            return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
+        shape = np.broadcast_shapes(np.shape(q_tokens), np.shape(kv_tokens if kv_tokens is not None else q_tokens))
+        return np.full(shape, self.hw.device.compute_efficiency * 0.8)
 
     # ------------------------------------------------------------ links
     def _link(self, group: int, stride: int, collective: str = "all_reduce") -> tuple[float, float]:
         """(GB/s, latency s) of a group of ``group`` ranks spaced ``stride`` apart in rank order."""
-        return self._link_kind(group * stride <= self.hw.node.devices_per_node, collective)
+        return self._link_kind(group * stride <= self.hw.node.devices_per_node, collective, group)
 
-    def _link_kind(self, intra: bool, collective: str) -> tuple[float, float]:
+    def _link_kind(self, intra: bool, collective: str, ranks: int | None = None) -> tuple[float, float]:
         """(GB/s, latency s) of an intra- or inter-node link; measured values win over the datasheet."""
         coll = getattr(self.profile.collectives, collective, None) if self.profile and self.profile.collectives else None
-        measured = (coll.intra if intra else coll.inter) if coll else None
+        measured = coll.link(intra, ranks) if coll else None
         if measured is not None:
             return measured.bw_gbps, measured.latency_us * 1e-6
         if intra:

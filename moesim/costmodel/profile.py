@@ -12,8 +12,9 @@ bandwidth- or launch-bound and the roofline's memory term and launch overhead ca
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -47,24 +48,28 @@ def _interp_index(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return i, w
 
 
-class Curve(Strict):
-    """Efficiency (fraction of the reference peak) vs tokens; log2-linear interpolation, clamped."""
+def _bilinear_log(xs, ys, grid, x, y) -> np.ndarray:
+    """exp of the bilinear interpolation of log(grid[iy][ix]) at (log2 x, log2 y), clamped."""
+    x, y = np.broadcast_arrays(_log2(x), _log2(y))
+    ix, wx = _interp_index(_log2(xs), x)
+    iy, wy = _interp_index(_log2(ys), y)
+    g = np.log(np.asarray(grid, dtype=float))
+    if g.shape[1] == 1:
+        g = np.concatenate([g, g], axis=1)
+    if g.shape[0] == 1:
+        g = np.concatenate([g, g], axis=0)
+    v = ((1 - wy) * ((1 - wx) * g[iy, ix] + wx * g[iy, ix + 1])
+         + wy * ((1 - wx) * g[iy + 1, ix] + wx * g[iy + 1, ix + 1]))
+    return np.exp(v)
 
-    tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending token counts.")
-    efficiency: list[float] = Field(min_length=1, description="Efficiency at each token count, in (0, 1].")
 
-    @model_validator(mode="after")
-    def _check(self) -> "Curve":
-        _check_axis("tokens", self.tokens)
-        if len(self.efficiency) != len(self.tokens):
-            raise ValueError(f"efficiency: {len(self.efficiency)} values for {len(self.tokens)} tokens")
-        _check_eff(self.efficiency)
-        return self
-
-    def lookup(self, tokens) -> np.ndarray:
-        """Efficiency at ``tokens`` (scalar or array)."""
-        x = _log2(tokens)
-        return np.exp(np.interp(x, _log2(self.tokens), np.log(self.efficiency)))
+def _check_table(xname: str, xs: list, yname: str, ys: list, grid: list[list[float]]) -> None:
+    _check_axis(xname, xs)
+    _check_axis(yname, ys)
+    if len(grid) != len(ys) or any(len(r) != len(xs) for r in grid):
+        raise ValueError(f"efficiency: expected {len(ys)} rows ({yname}) of {len(xs)} values ({xname})")
+    for row in grid:
+        _check_eff(row)
 
 
 class GemmTable(Strict):
@@ -79,32 +84,51 @@ class GemmTable(Strict):
     efficiency: list[list[float]] = Field(description="[weight][tokens] efficiencies in (0, 1].")
 
     @model_validator(mode="after")
-    def _check(self) -> "GemmTable":
-        _check_axis("tokens", self.tokens)
-        _check_axis("weight_elems", self.weight_elems)
-        if len(self.efficiency) != len(self.weight_elems) or any(len(r) != len(self.tokens) for r in self.efficiency):
-            raise ValueError(f"efficiency: expected {len(self.weight_elems)} rows of {len(self.tokens)} values")
-        for row in self.efficiency:
-            _check_eff(row)
+    def _check(self) -> GemmTable:
+        _check_table("tokens", self.tokens, "weight_elems", self.weight_elems, self.efficiency)
         return self
 
     def lookup(self, m, weight_elems) -> np.ndarray:
         """Efficiency at tokens ``m`` (array) and weight size ``weight_elems`` (broadcasts)."""
-        x, y = np.broadcast_arrays(_log2(m), _log2(weight_elems))
-        ix, wx = _interp_index(_log2(self.tokens), x)
-        iy, wy = _interp_index(_log2(self.weight_elems), y)
-        g = np.log(np.asarray(self.efficiency, dtype=float))
-        if g.shape[1] == 1:
-            g = np.concatenate([g, g], axis=1)
-        if g.shape[0] == 1:
-            g = np.concatenate([g, g], axis=0)
-        v = ((1 - wy) * ((1 - wx) * g[iy, ix] + wx * g[iy, ix + 1])
-             + wy * ((1 - wx) * g[iy + 1, ix] + wx * g[iy + 1, ix + 1]))
-        return np.exp(v)
+        return _bilinear_log(self.tokens, self.weight_elems, self.efficiency, m, weight_elems)
+
+
+class BytesCurve(Strict):
+    """Memory efficiency vs bytes a streaming kernel moves (its working set: caches make small ones
+    faster); linear in log2 bytes, log efficiency, clamped at the ends."""
+
+    bytes: list[PositiveFloat] = Field(min_length=1, description="Ascending bytes moved (read + written).")
+    efficiency: list[float] = Field(min_length=1, description="Fraction of reference bandwidth, in (0, 1].")
+
+    @model_validator(mode="after")
+    def _check(self) -> BytesCurve:
+        _check_table("bytes", self.bytes, "row", [1.0], [self.efficiency])
+        return self
+
+    def lookup(self, nbytes) -> np.ndarray:
+        """Efficiency at ``nbytes`` (array)."""
+        return _bilinear_log(self.bytes, [1.0], [self.efficiency], nbytes, 1.0)
+
+
+class AttentionTable(Strict):
+    """Attention compute efficiency over query tokens and keys per sequence; bilinear in log2, clamped."""
+
+    q_tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending query tokens per sequence.")
+    kv_tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending keys per sequence (incl. the queries).")
+    efficiency: list[list[float]] = Field(description="[kv][q] efficiencies in (0, 1].")
+
+    @model_validator(mode="after")
+    def _check(self) -> AttentionTable:
+        _check_table("q_tokens", self.q_tokens, "kv_tokens", self.kv_tokens, self.efficiency)
+        return self
+
+    def lookup(self, q, kv) -> np.ndarray:
+        """Efficiency at ``q`` queries over ``kv`` keys (arrays broadcast)."""
+        return _bilinear_log(self.q_tokens, self.kv_tokens, self.efficiency, q, kv)
 
 
 def _check_axis(name: str, axis: list[float]) -> None:
-    if any(b <= a for a, b in zip(axis, axis[1:])):
+    if any(b <= a for a, b in pairwise(axis)):
         raise ValueError(f"{name}: must be strictly ascending")
 
 
@@ -129,17 +153,22 @@ class Reference(Strict):
 
 
 class GroupedSpec(Strict):
-    """A grouped expert GEMM: per-expert efficiency table, one launch, a cost per busy expert."""
+    """A grouped expert GEMM: per-expert efficiency table, one launch, a cost per busy expert.
 
-    efficiency: GemmTable = Field(description="Efficiency vs tokens per expert and expert weight size.")
+    ``efficiency`` is measured with many experts, so their weights stream from memory ("cold").
+    With the profile's ``cache_bytes`` set (CPUs) a small working set runs at the dense GEMM
+    table's ("hot") efficiency instead; see ``Profile.cold_fraction``.
+    """
+
+    efficiency: GemmTable = Field(description="Efficiency vs tokens per expert and expert weight size (cold weights).")
     launch_overhead_us: NonNegativeFloat = Field(description="Paid once per grouped call, us.")
     per_expert_overhead_us: NonNegativeFloat = Field(0.0, description="Paid per expert with tokens, us.")
 
 
 class AttentionSpec(Strict):
-    """Attention kernels: prefill compute efficiency vs query tokens; decode KV-read efficiency."""
+    """Attention kernels: prefill compute efficiency vs (queries, keys); decode KV-read efficiency."""
 
-    prefill_efficiency: Curve = Field(description="Compute efficiency vs query tokens per sequence.")
+    prefill_efficiency: AttentionTable = Field(description="Compute efficiency vs query and key tokens per sequence.")
     decode_memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth reading KV.")
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per attention kernel, us.")
 
@@ -152,10 +181,23 @@ class LinkSpec(Strict):
 
 
 class CollectiveSpec(Strict):
-    """A collective measured inside one node (NVLink) and/or across nodes (NIC)."""
+    """A collective measured inside one node (NVLink) and/or across nodes (NIC).
+
+    ``*_by_ranks`` hold fits for single group sizes (NCCL's fixed cost does not grow as 2(n-1)
+    steps); the cost model prefers the exact group size and falls back to the pooled fit.
+    """
 
     intra: LinkSpec | None = None
     inter: LinkSpec | None = None
+    intra_by_ranks: dict[int, LinkSpec] = Field(default_factory=dict)
+    inter_by_ranks: dict[int, LinkSpec] = Field(default_factory=dict)
+
+    def link(self, intra: bool, ranks: int | None = None) -> LinkSpec | None:
+        """The measured link for a group of ``ranks`` (None: not measured)."""
+        by_ranks = self.intra_by_ranks if intra else self.inter_by_ranks
+        if ranks in by_ranks:
+            return by_ranks[ranks]
+        return self.intra if intra else self.inter
 
 
 class CollectivesSpec(Strict):
@@ -170,6 +212,7 @@ class MoEOverheadSpec(Strict):
 
     fixed_us: NonNegativeFloat = Field(0.0, description="Per layer call, us.")
     per_busy_expert_us: NonNegativeFloat = Field(0.0, description="Per expert with tokens, us.")
+    capacity_us: NonNegativeFloat = Field(0.0, description="Extra per layer call when a capacity drops tokens, us.")
 
 
 class FitError(Strict):
@@ -196,7 +239,17 @@ class Profile(Strict):
     reference: Reference
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per kernel, us.")
     memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth streaming kernels reach.")
+    cache_bytes: PositiveFloat | None = Field(
+        None, description="Effective cache size, bytes (CPUs; fitted from whole-layer runs, usually below the "
+        "nominal last-level cache). Null: every working set streams from memory.")
+    memory_curve: BytesCurve | None = Field(
+        None, description="Memory efficiency by bytes moved (CPUs: caches); null: memory_efficiency everywhere.")
     gemm: GemmTable
+    gemm_memory_efficiency: float | None = Field(
+        None, gt=0, le=1,
+        description="Fraction of reference bandwidth the fastest weight-streaming GEMMs reached: the memory "
+        "floor under the GEMM table (matters when a profile is rebased on a device with other bandwidth); "
+        "null: the table alone (CPUs, whose caches beat DRAM bandwidth).")
     grouped: GroupedSpec | None = None
     attention: AttentionSpec | None = None
     collectives: CollectivesSpec | None = None
@@ -204,7 +257,22 @@ class Profile(Strict):
     fit_error: dict[str, FitError] = Field(default_factory=dict, description="Held-out error per fitted part.")
     notes: list[str] = Field(default_factory=list)
 
-    def rebased(self, device: DeviceSpec) -> "Profile":
+    def cold_fraction(self, working_set_bytes) -> np.ndarray:
+        """0 (fits in cache) .. 1 (streams from memory): 0 up to half the cache, 1 from twice it,
+        linear in log2 between. Always 1 without ``cache_bytes``."""
+        ws = np.asarray(working_set_bytes, dtype=float)
+        if self.cache_bytes is None:
+            return np.ones_like(ws)
+        return np.clip((_log2(ws / self.cache_bytes) + 1.0) / 2.0, 0.0, 1.0)
+
+    def streaming_efficiency(self, working_set_bytes) -> np.ndarray:
+        """Memory efficiency of a streaming kernel moving ``working_set_bytes``."""
+        ws = np.asarray(working_set_bytes, dtype=float)
+        if self.memory_curve is None:
+            return np.full(ws.shape, self.memory_efficiency)
+        return self.memory_curve.lookup(ws)
+
+    def rebased(self, device: DeviceSpec) -> Profile:
         """This profile applied to a sibling device: same efficiencies, the device's datasheet peaks.
 
         Used for shipped defaults (an A100 40GB keeps the A100 80GB efficiencies but its own 1555 GB/s).
@@ -212,10 +280,10 @@ class Profile(Strict):
         """
         coll = self.collectives
         if coll is not None:
-            coll = CollectivesSpec(
-                all_reduce=CollectiveSpec(intra=coll.all_reduce.intra) if coll.all_reduce else None,
-                send_recv=CollectiveSpec(intra=coll.send_recv.intra) if coll.send_recv else None,
-            )
+            coll = CollectivesSpec(**{
+                name: c.model_copy(update={"inter": None, "inter_by_ranks": {}}) if c else None
+                for name, c in (("all_reduce", coll.all_reduce), ("send_recv", coll.send_recv))
+            })
         ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
         return self.model_copy(update={"reference": ref, "collectives": coll, "device": device.name})
 
@@ -261,7 +329,12 @@ def profile_from_dict(data: object, label: str = "profile") -> Profile:
 def profile_to_yaml(profile: Profile) -> str:
     """The profile as YAML text (keys in schema order)."""
     head = f"# moesim calibration profile for {profile.device} ({profile.source})\n"
-    return head + yaml.safe_dump(profile.model_dump(mode="json", exclude_none=True), sort_keys=False, width=120)
+    data = profile.model_dump(mode="json", exclude_none=True)
+    notes = data.pop("notes", [])
+    body = yaml.safe_dump(data, sort_keys=False, width=100, default_flow_style=None)
+    if notes:  # block style: one readable line per note
+        body += yaml.safe_dump({"notes": notes}, sort_keys=False, width=100, default_flow_style=False)
+    return head + body
 
 
 def save_profile(profile: Profile, path: str | Path) -> Path:
@@ -298,7 +371,7 @@ def default_profile_name(device_name: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_default_profile(fname: str) -> Profile:
     """A shipped profile from ``moesim/data/profiles`` (read once per process)."""
     ref = resources.files("moesim").joinpath("data", "profiles", fname)

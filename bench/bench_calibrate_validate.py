@@ -1,0 +1,57 @@
+"""Fidelity benchmark: predicted vs measured reference MoE layer on the held-out validation grid.
+
+    python bench/bench_calibrate_validate.py [--profile PATH] [--device cpu] [--threads 1] [--full]
+
+Without ``--profile`` it first runs a quick calibration (the same as ``moesim calibrate --quick``)
+and writes the profile to ``--out`` (default: a temp file). Prints one row per point
+(experts 8/16/64 x top-k 1/2 x tokens 1..4096 x capacity factor 1.0/1.25) and the median and p90
+of the absolute error. Figures, not a pass/fail test; the issue's target on CPU is a median
+under 10% and a p90 under 20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from calibrate.run import calibrate, plan
+from calibrate.validate import validate
+from moesim.costmodel.profile import load_profile, save_profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", type=Path, help="validate this profile instead of calibrating first")
+    ap.add_argument("--out", type=Path, help="where to write the fresh profile (default: a temp file)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 on CPU, torch's default elsewhere)")
+    ap.add_argument("--full", action="store_true", help="calibrate on the full grid, not --quick")
+    ap.add_argument("--rounds", type=int, default=3, help="passes over the validation grid (median kept)")
+    args = ap.parse_args(argv)
+
+    if args.profile:
+        profile = load_profile(args.profile)
+    else:
+        p = plan(args.device, quick=not args.full, threads=args.threads)
+        t0 = time.perf_counter()
+        profile, _ = calibrate(p)
+        out = args.out or Path(tempfile.mkdtemp(prefix="moesim-")) / "profile.yaml"
+        save_profile(profile, out)
+        print(f"calibrated {profile.device} ({p.device}, {p.threads} threads) in {time.perf_counter() - t0:.0f} s "
+              f"-> {out}")
+        for part, e in profile.fit_error.items():
+            print(f"  held-out {part:<10} median {e.median_abs_pct:5.1f}%  p90 {e.p90_abs_pct:5.1f}%")
+    t0 = time.perf_counter()
+    report = validate(profile, args.device, threads=args.threads or None, rounds=args.rounds)
+    print("\n".join(report.lines()))
+    print(f"validation took {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Fit a profile from the local microbenchmarks (``calibrate.microbench`` rows).
+
+Order: memory (launch overhead, bandwidth) -> dense GEMM table -> grouped GEMM -> attention ->
+MoE-layer host overhead (the residual of the whole-layer runs after every kernel is priced).
+One point in five (stable hash of its shape) is held out of each fit and scored afterwards through
+the ``CostModel`` itself, so the recorded error is the cost model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from calibrate.fit import (
+    fit_error,
+    fit_gemm_table,
+    fit_launch_bandwidth,
+    fit_nnls,
+    held_out,
+    log2_nodes,
+    round_sig,
+)
+from calibrate.microbench import Measurement
+from calibrate.predict import moe_layer_s
+from moesim.costmodel import CostModel
+from moesim.costmodel.profile import (
+    AttentionSpec,
+    AttentionTable,
+    BytesCurve,
+    FitError,
+    GroupedSpec,
+    MoEOverheadSpec,
+    Profile,
+    Reference,
+)
+from moesim.schemas import DTYPE_BYTES, HardwareSpec
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the profile says about where it was measured."""
+
+    name: str
+    platform: str  # cuda | mps | cpu
+    dtype: str
+    framework: dict
+    created: str
+    source: str
+    impl: str  # grouped expert implementation: loop | triton
+    datasheet: Reference | None = None  # known peaks (a CUDA device named like a preset)
+    cache_bytes: float | None = None  # nominal last-level cache (CPUs); the effective size is fitted
+
+
+def _split(rows: list[Measurement]) -> tuple[list[Measurement], list[Measurement]]:
+    key = lambda r: (r.kind,) + tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("counts", "dropped")))
+    return [r for r in rows if not held_out(*key(r))], [r for r in rows if held_out(*key(r))]
+
+
+def hardware_for(profile: Profile) -> HardwareSpec:
+    """A one-device HardwareSpec for the profile's device (timing fields only are meaningful)."""
+    ref = profile.reference
+    return HardwareSpec(name=profile.device, device={
+        "name": profile.device, "peak_tflops": dict(ref.peak_tflops), "mem_bw_gbps": ref.mem_bw_gbps, "mem_gib": 1.0,
+        "power_w": 1.0, "usd_per_hour": 0.0}, node={"devices_per_node": 1, "intra_bw_gbps": ref.mem_bw_gbps})
+
+
+def _gemm_flops(r: Measurement) -> float:
+    p = r.params
+    return 2.0 * p.get("experts", 1) * p["m"] * p["n"] * p["k"]
+
+
+def _reference(rows: list[Measurement], info: DeviceInfo, mem_bw_bytes_s: float) -> Reference:
+    """The datasheet when known, else the best GEMM rate and the fitted copy bandwidth."""
+    if info.datasheet is not None:
+        return info.datasheet
+    best = max(_gemm_flops(r) / r.time_s for r in rows if r.kind == "gemm")
+    return Reference(peak_tflops={info.dtype: round_sig(best / 1e12 * 1.02, 3)},
+                     mem_bw_gbps=round_sig(mem_bw_bytes_s / 1e9, 4))
+
+
+def fit_memory_part(rows: list[Measurement], curve: bool) -> tuple[float, float, BytesCurve | None]:
+    """(launch s, reference bytes/s, efficiency by bytes or None) from copies of growing size.
+
+    ``launch + bytes / bw`` fitted over all copies gives the launch overhead. With ``curve`` (CPUs,
+    whose caches make small copies faster) each copy's achieved rate after the launch, as a
+    fraction of the best one (the reference), becomes a curve over bytes moved.
+    """
+    nbytes = np.array([r.params["bytes"] for r in rows], dtype=float)
+    t = np.array([r.time_s for r in rows])
+    launch_s, bw = fit_launch_bandwidth(nbytes, t)
+    if not curve:
+        return launch_s, bw, None
+    rate = nbytes / np.maximum(t - launch_s, 0.2 * t)
+    best = float(rate.max())
+    table = fit_gemm_table(nbytes, np.ones_like(nbytes), rate / best, log2_nodes(nbytes, 0.5), [1.0], smooth=0.1)
+    return launch_s, best, BytesCurve(bytes=table.tokens, efficiency=table.efficiency[0])
+
+
+def _eff(flops: np.ndarray, t: np.ndarray, overhead_s, peak: float) -> np.ndarray:
+    return flops / (peak * np.maximum(t - overhead_s, 0.2 * t))
+
+
+def fit_gemm_part(rows: list[Measurement], peak: float, launch_s: float):
+    fit, held = _split([r for r in rows if r.kind == "gemm"])
+    m = [r.params["m"] for r in fit]
+    w = [r.params["n"] * r.params["k"] for r in fit]
+    eff = _eff(np.array([_gemm_flops(r) for r in fit]), np.array([r.time_s for r in fit]), launch_s, peak)
+    return fit_gemm_table(m, w, eff, log2_nodes(m, 1.0), log2_nodes(w, 1.0), smooth=0.2), fit, held
+
+
+def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_expert: bool
+                     ) -> tuple[GroupedSpec, list, list]:
+    """Grouped GEMM: the fewest experts measure hot weights, the most experts cold ones.
+
+    Per-expert cost = (time - launch) / experts. The per-expert overhead (loop implementations:
+    slicing, the copy out, the GEMM's own launch) is the median excess of the hot cost over the
+    dense GEMM core. The cold cost minus that overhead gives the cold efficiency, measured only
+    while the benchmark's activations stay below its weights (``Grid.grouped_points``); past the
+    last cold token count a cold expert costs its hot time plus the extra time measured there
+    (streaming the weights once costs the same at any token count).
+    """
+    cells: dict[tuple, dict[int, Measurement]] = {}
+    for r in rows:
+        if r.kind == "grouped":
+            cells.setdefault((r.params["m"], r.params["n"], r.params["k"]), {})[r.params["experts"]] = r
+    few = min(e for c in cells.values() for e in c)
+    most = max(e for c in cells.values() for e in c)
+    launch_s, peak = dense.launch_s, dense.profile.reference.peak_flops(dtype)
+    held = {c for c, by_e in cells.items() if most in by_e and held_out("grouped", *c)}
+    if len(held) == sum(most in by_e for by_e in cells.values()):
+        held = set()  # too few cold cells to hold any out
+
+    def per_expert_s(r: Measurement) -> float:
+        return max(r.time_s - launch_s, 1e-9) / r.params["experts"]
+
+    excess = [per_expert_s(by_e[few]) - float(dense.gemm_s(m, n, k, dtype)) + launch_s
+              for (m, n, k), by_e in cells.items() if few in by_e and (m, n, k) not in held]
+    o = max(float(np.median(excess)), 0.0) if per_expert and excess else 0.0
+    cold = {c: by_e[most] for c, by_e in cells.items() if most in by_e and c not in held}
+    m, w, eff = [], [], []
+    for (mm, n, k), r in sorted(cold.items()):
+        s = per_expert_s(r)
+        m.append(mm)
+        w.append(n * k)
+        eff.append(2.0 * mm * n * k / (peak * max(s - o, 0.2 * s)))
+
+    def hot_core_s(mm: float, n: int, k: int) -> float:
+        return float(dense.gemm_s(mm, n, k, dtype)) - launch_s
+
+    for n, k in sorted({(n, k) for (_, n, k) in cold}):
+        last = max(mm for (mm, nn, kk) in cold if (nn, kk) == (n, k))
+        # streaming the weights from memory costs about the same extra time at any token count
+        extra_s = max(per_expert_s(cold[(last, n, k)]) - o - hot_core_s(last, n, k), 0.0)
+        for mm in (x for x in dense.profile.gemm.tokens if x > last):
+            m.append(mm)
+            w.append(n * k)
+            eff.append(min(2.0 * mm * n * k / (peak * (hot_core_s(mm, n, k) + extra_s)), 1.0))
+    table = fit_gemm_table(m, w, eff, log2_nodes(m, 1.0), log2_nodes(w, 1.0), smooth=0.2)
+    spec = GroupedSpec(efficiency=table, launch_overhead_us=round_sig(launch_s * 1e6),
+                       per_expert_overhead_us=round_sig(o * 1e6))
+    fit_rows = [r for c, by_e in cells.items() if c not in held for r in by_e.values()]
+    return spec, fit_rows, [r for c in held for r in cells[c].values()]
+
+
+def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: float):
+    fit, held = _split([r for r in rows if r.kind.startswith("attn_")])
+    dec = [r for r in fit if r.kind == "attn_decode"]
+    kv_bytes = [2.0 * b * r.params["batch"] * r.params["kv"] * r.params["heads"] * r.params["head_dim"] for r in dec]
+    launch_s, bw = fit_launch_bandwidth(kv_bytes, [r.time_s for r in dec])
+    pre = [r for r in fit if r.kind == "attn_prefill"]
+    q = np.array([r.params["q"] for r in pre], dtype=float)
+    kv = np.array([r.params["kv"] for r in pre], dtype=float)
+    flops = 4.0 * pre[0].params["heads"] * pre[0].params["head_dim"] * q * np.maximum(kv - q / 2, 1.0)
+    eff = _eff(flops, np.array([r.time_s for r in pre]), launch_s, peak)
+    t = fit_gemm_table(q, kv, eff, log2_nodes(q, 1.0), log2_nodes(kv, 1.0), smooth=0.3)
+    spec = AttentionSpec(prefill_efficiency=AttentionTable(q_tokens=t.tokens, kv_tokens=t.weight_elems,
+                                                           efficiency=t.efficiency),
+                         decode_memory_efficiency=round_sig(min(bw / ref_bw, 1.0)),
+                         launch_overhead_us=round_sig(launch_s * 1e6))
+    return spec, fit, held
+
+
+def layer_pred_s(cm: CostModel, r: Measurement, dtype: str) -> float:
+    """The cost model's time of one measured layer point (through ``predict.moe_layer_s``)."""
+    p = r.params
+    return moe_layer_s(cm, p["tokens"], p["d_model"], p["ffn"], p["experts"], p["counts"], dtype=dtype,
+                       capacity=p["capacity_factor"] is not None)
+
+
+def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str) -> tuple[MoEOverheadSpec, float]:
+    """NNLS of the residual on [1, busy experts, capacity enforced], relative to the layer time."""
+    resid = np.array([r.time_s - layer_pred_s(cm, r, dtype) for r in fit])
+    busy = np.array([np.count_nonzero(r.params["counts"]) for r in fit], dtype=float)
+    cap = np.array([r.params["capacity_factor"] is not None for r in fit], dtype=float)
+    t = np.array([r.time_s for r in fit])
+    x = np.column_stack([np.ones_like(busy), busy, cap]) / t[:, None]
+    c = fit_nnls(x, resid / t)
+    err = float(np.sum((x @ c - resid / t) ** 2))
+    return MoEOverheadSpec(fixed_us=round_sig(c[0] * 1e6), per_busy_expert_us=round_sig(c[1] * 1e6),
+                           capacity_us=round_sig(c[2] * 1e6)), err
+
+
+def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str):
+    """The layer's host overhead, and (with a cache) the effective cache size, from whole-layer runs.
+
+    The effective cache is searched in half-octave steps from 1/16 to 2x the nominal size; each
+    candidate gets its best overhead, and the pair with the least relative error wins.
+    """
+    fit, held = _split([r for r in rows if r.kind == "layer"])
+    nominal = profile.cache_bytes
+    candidates = [round_sig(nominal * 2.0 ** (x / 2), 4) for x in range(-8, 3)] if nominal else [None]
+    best = None
+    for cache in candidates:
+        trial = profile.model_copy(update={"cache_bytes": cache})
+        spec, err = _fit_overhead(fit, CostModel(hardware_for(trial), trial), dtype)
+        if best is None or err < best[0]:
+            best = (err, cache, spec)
+    _, cache, spec = best
+    return spec, cache, fit, held
+
+
+def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
+    """Every fitted part, then the held-out error of each through the CostModel."""
+    b = DTYPE_BYTES[info.dtype]
+    copy_fit, copy_held = _split([r for r in rows if r.kind == "copy"])
+    launch_s, bw, mem_curve = fit_memory_part(copy_fit, curve=info.platform == "cpu")
+    ref = _reference(rows, info, bw)
+    peak, ref_bw = ref.peak_flops(info.dtype), ref.mem_bw_gbps * 1e9
+    gemm, gemm_fit, gemm_held = fit_gemm_part(rows, peak, launch_s)
+    profile = Profile(
+        device=info.name, platform=info.platform, source=info.source, created=info.created,
+        framework=info.framework, dtype=info.dtype, reference=ref, launch_overhead_us=round_sig(launch_s * 1e6),
+        memory_efficiency=round_sig(min(bw / ref_bw, 1.0) if mem_curve is None else mem_curve.efficiency[-1]),
+        memory_curve=mem_curve, gemm=gemm, cache_bytes=info.cache_bytes,
+        gemm_memory_efficiency=None if info.platform == "cpu" else 1.0,
+        notes=[f"grouped expert GEMM implementation: {info.impl}",
+               ("moe_overhead: residual of whole-layer runs (kernels.moe_ref.moe_forward) after "
+                "calibrate.predict.moe_layer_s prices every kernel")],
+    )
+    dense = CostModel(hardware_for(profile), profile)
+    grouped, grp_fit, grp_held = fit_grouped_part(rows, dense, info.dtype, info.impl == "loop")
+    attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b)
+    profile = profile.model_copy(update={"grouped": grouped, "attention": attention})
+    overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype)
+    profile = profile.model_copy(update={"moe_overhead": overhead, "cache_bytes": cache})
+    cm = CostModel(hardware_for(profile), profile)
+    errors: dict[str, FitError] = {
+        "memory": fit_error([float(cm.memory_s(r.params["bytes"])) for r in copy_held],
+                            [r.time_s for r in copy_held], len(copy_fit)),
+        "gemm": fit_error([float(cm.gemm_s(r.params["m"], r.params["n"], r.params["k"], info.dtype)) for r in gemm_held],
+                          [r.time_s for r in gemm_held], len(gemm_fit)),
+        "grouped": fit_error([float(cm.grouped_gemm_s([r.params["m"]] * r.params["experts"], r.params["n"],
+                                                      r.params["k"], info.dtype)) for r in grp_held],
+                             [r.time_s for r in grp_held], len(grp_fit)),
+        "attention": fit_error([float(cm.attention_batch_s(np.full(r.params["batch"], r.params["q"]),
+                                                           np.full(r.params["batch"], r.params["kv"]), r.params["heads"],
+                                                           r.params["head_dim"], r.params["heads"], info.dtype,
+                                                           causal=r.kind == "attn_prefill")) for r in att_held],
+                               [r.time_s for r in att_held], len(att_fit)),
+        "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype) for r in lay_held], [r.time_s for r in lay_held],
+                               len(lay_fit)),
+    }
+    return profile.model_copy(update={"fit_error": errors})

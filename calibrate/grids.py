@@ -1,0 +1,116 @@
+"""What the calibration measures: shape grids per device kind, quick and full.
+
+The layer shape (``layer_d_model``, ``layer_ffn``) is shrunk on CPU so a run takes minutes; the
+GEMM grid covers that layer's weight sizes (router d x E, gate/up d x 2f, down f x d).
+The validation grid (held out: not measured by calibration) lives in ``calibrate.validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+# (experts, top_k, tokens, capacity factor or None) of the whole-layer calibration runs. Disjoint
+# from the validation grid (experts 8/16/64, top-k 1/2, capacity factor 1.0/1.25).
+_LAYER_QUICK = tuple((e, k, t, cf) for e in (4, 12, 32) for k in (1, 3) for t in (2, 32, 512, 2048)
+                     for cf in (None, 1.5))
+_LAYER_FULL = tuple((e, k, t, cf) for e in (4, 12, 32, 48) for k in (1, 3)
+                    for t in (2, 8, 32, 128, 512, 2048) for cf in (None, 1.5))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Shapes of every microbenchmark. Sizes in elements unless named ``_bytes``."""
+
+    gemm_m: tuple[int, ...]
+    gemm_nk: tuple[tuple[int, int], ...]  # (n, k) weight shapes
+    grouped_experts: tuple[int, ...]  # fewest: weights hot in cache; most: cold
+    grouped_m: tuple[int, ...]  # tokens per expert
+    grouped_nk: tuple[tuple[int, int], ...]
+    copy_bytes: tuple[int, ...]
+    attn_heads: int
+    attn_head_dim: int
+    attn_prefill: tuple[int, ...]  # causal prompt lengths (q == kv)
+    attn_decode: tuple[tuple[int, int], ...]  # (batch, kv)
+    layer_d_model: int
+    layer_ffn: int
+    layer_points: tuple[tuple[int, int, int, float | None], ...]
+    min_time_s: float
+    max_flops: float  # GEMM points above this many FLOPs are skipped
+    grouped_max_flops: float  # grouped cells whose most-experts point exceeds this are skipped
+    rounds: int  # the grid is measured this many times; each point keeps the median
+
+    def gemm_points(self) -> list[tuple[int, int, int]]:
+        return [(m, n, k) for n, k in self.gemm_nk for m in self.gemm_m if 2.0 * m * n * k <= self.max_flops]
+
+    def grouped_points(self) -> list[tuple[int, int, int, int]]:
+        """(experts, m, n, k). The most-experts (cold weights) points stop where the activations
+        m * (n + k) outgrow the weights n * k: past that the benchmark's own activations, not the
+        expert weights, would set the pace."""
+        most = max(self.grouped_experts)
+        return [(e, m, n, k) for n, k in self.grouped_nk for m in self.grouped_m for e in self.grouped_experts
+                if 2.0 * e * m * n * k <= self.grouped_max_flops and (e < most or m * (n + k) <= n * k)]
+
+    def count(self) -> int:
+        """Number of timed points over all rounds (for the progress bar)."""
+        return self.rounds * (len(self.gemm_points()) + len(self.grouped_points()) + len(self.copy_bytes)
+                              + len(self.attn_prefill) + len(self.attn_decode) + len(self.layer_points))
+
+
+def _cpu(quick: bool) -> Grid:
+    d, f = 256, 512
+    pow2 = tuple(2 ** i for i in range(13))  # 1 .. 4096
+    return Grid(
+        gemm_m=pow2 if quick else tuple(sorted(set(pow2) | {3, 6, 12, 24, 48, 96, 192, 384, 768, 1536, 3072})),
+        gemm_nk=((16, d), (128, d), (2 * f, d), (d, f), (2048, 1024)),
+        grouped_experts=(2, 64),  # 2 MiB of weights stays in cache, 64 MiB streams from DRAM
+        grouped_m=pow2[:10] if quick else tuple(sorted(pow2[:11] + (3, 6, 12, 24, 48, 96))),
+        grouped_nk=((2 * f, d), (d, f)),
+        copy_bytes=tuple(int(4096 * 2 ** (i / 2)) // 64 * 64 for i in range(31 if quick else 33)),  # 4 KiB .. 128/256 MiB
+        attn_heads=8, attn_head_dim=64,
+        attn_prefill=(16, 64, 256, 1024) if quick else (16, 32, 64, 128, 256, 512, 1024, 2048),
+        attn_decode=tuple((b, kv) for b in (1, 8, 32) for kv in (128, 512, 2048)),
+        layer_d_model=d, layer_ffn=f,
+        layer_points=_LAYER_QUICK if quick else _LAYER_FULL,
+        min_time_s=0.02 if quick else 0.1,
+        max_flops=4e9 if quick else 4e10,
+        grouped_max_flops=2e10 if quick else 8e10,
+        rounds=3,
+    )
+
+
+def _gpu(quick: bool) -> Grid:
+    d, f = 2048, 4096
+    pow2 = tuple(2 ** i for i in range(15))  # 1 .. 16384
+    return Grid(
+        gemm_m=pow2,
+        gemm_nk=((64, d), (2 * f, d), (d, f), (4096, 4096), (28672, 4096), (4096, 14336)),
+        grouped_experts=(2, 16),
+        grouped_m=pow2[:12],
+        grouped_nk=((2 * f, d), (d, f)),
+        copy_bytes=tuple(4096 * 4 ** i for i in range(11)),
+        attn_heads=32, attn_head_dim=128,
+        attn_prefill=(64, 256, 1024, 4096) if quick else (64, 128, 256, 512, 1024, 2048, 4096, 8192),
+        attn_decode=tuple((b, kv) for b in (1, 8, 64) for kv in (512, 2048, 8192)),
+        layer_d_model=d, layer_ffn=f,
+        layer_points=_LAYER_QUICK if quick else _LAYER_FULL,
+        min_time_s=0.02 if quick else 0.1,
+        max_flops=1e13,
+        grouped_max_flops=1e13,
+        rounds=2 if quick else 3,
+    )
+
+
+def grid_for(device: str, quick: bool) -> Grid:
+    """The grid for ``device`` ('cpu', 'cuda', 'mps'); MPS uses the CPU shapes."""
+    return _gpu(quick) if device == "cuda" else _cpu(quick)
+
+
+def tiny_grid() -> Grid:
+    """A seconds-long grid for tests: a few points of every benchmark."""
+    g = _cpu(True)
+    return replace(g, gemm_m=(1, 8, 64, 512), gemm_nk=((16, 64), (256, 64), (64, 128)),
+                   grouped_experts=(2, 64), grouped_m=(1, 8, 64), grouped_nk=((256, 64), (64, 128)), copy_bytes=(4096, 65536, 1 << 20, 1 << 22),
+                   attn_heads=2, attn_head_dim=16, attn_prefill=(16, 64, 256), attn_decode=((1, 64), (4, 256), (4, 64)),
+                   layer_d_model=64, layer_ffn=128,
+                   layer_points=tuple((e, k, t, cf) for e in (4, 8) for k in (1, 2) for t in (4, 64) for cf in (None, 1.5)),
+                   min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1)

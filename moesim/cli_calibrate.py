@@ -1,0 +1,108 @@
+"""``moesim calibrate``: measure this machine's kernels and write a profile (registered by cli.py).
+
+The CLI owner registers it with ``app.command("calibrate")(calibrate_command)``. torch, the
+benchmarks and rich's progress bar are imported only when the command runs. Failures raise
+``InputError`` (bad flags or files, exit 2) or ``RunError`` (exit 1) with a one-line message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moesim.errors import InputError, RunError
+
+_DEVICES = ("auto", "cuda", "mps", "cpu")
+_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def calibrate_command(
+    device: Annotated[str, typer.Option("--device", help="Device to measure: auto (cuda, then mps, then cpu), cuda, mps or cpu.")] = "auto",
+    quick: Annotated[bool, typer.Option("--quick", help="Small grid: under 3 minutes on 2 CPU cores.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Profile YAML to write (atomically: an interrupted run leaves none).")] = Path("profile.yaml"),
+    validate: Annotated[bool, typer.Option("--validate", help="Then measure the reference MoE layer on a held-out grid and print predicted vs measured.")] = False,
+    profile: Annotated[Path | None, typer.Option("--profile", help="With --validate: check this existing profile instead of calibrating.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out; accept a --profile measured on another device.")] = False,
+    device_name: Annotated[str | None, typer.Option("--device-name", help="Device name to record (match your scenario's hardware.device.name); default: detected.")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="fp32, bf16 or fp16 (default: fp32 on CPU, bf16 on CUDA, fp16 on MPS).")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads while measuring (0: 1 on CPU, timed by its CPU clock so other processes do not skew it; torch's default elsewhere).")] = 0,
+    measurements: Annotated[Path | None, typer.Option("--measurements", help="Also write the raw timings as CSV.")] = None,
+) -> None:
+    """Measure GEMMs, grouped expert GEMMs, memory copies, attention and the MoE layer; fit a profile."""
+    if device not in _DEVICES:
+        raise InputError(f"--device {device}: expected one of {', '.join(_DEVICES)}")
+    if dtype is not None and dtype not in _DTYPES:
+        raise InputError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
+    if profile is not None and not validate:
+        raise InputError("--profile: only used with --validate (to check an existing profile)")
+    if profile is None and out.exists() and not force:
+        raise InputError(f"--out {out}: file exists; pass --force to overwrite it")
+    try:
+        import torch  # noqa: F401  (lazy: the rest of moesim never imports torch)
+    except ImportError:
+        raise RunError("calibrate needs PyTorch: pip install 'moesim[calibrate]'") from None
+    from calibrate.run import plan as make_plan
+
+    try:
+        p = make_plan(device, quick=quick, dtype=dtype, threads=threads)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    written: list[Path] = []
+    try:
+        _run(p, out, validate, profile, force, device_name, measurements, written)
+    except KeyboardInterrupt:
+        if written or profile is not None:
+            raise RunError("interrupted during validation" + (f"; profile {out} was written" if written else "")) from None
+        raise RunError(f"interrupted: no profile written ({out} untouched)") from None
+
+
+def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, device_name: str | None,
+         measurements: Path | None, written: list[Path]) -> None:
+    from rich.console import Console
+
+    from calibrate.microbench import write_measurements
+    from calibrate.run import calibrate, detect_device_name
+    from calibrate.validate import validate as run_validation
+    from calibrate.validate import validation_points
+    from moesim.costmodel.profile import check_device, load_profile, save_profile
+
+    console = Console()
+    n_valid = len(validation_points()) * 3 if validate else 0
+    if profile_path is not None:
+        prof = load_profile(profile_path)
+        check_device(prof, device_name or detect_device_name(p.device), label=f"--profile {profile_path}", force=force)
+    with _progress(console) as bar:
+        task = bar.add_task("calibrating", total=(0 if profile_path else p.grid.count()) + n_valid)
+
+        def tick(what: str) -> None:
+            bar.update(task, advance=1, description=what)
+
+        if profile_path is None:
+            try:
+                prof, rows = calibrate(p, device_name=device_name, tick=tick)
+            except (RuntimeError, ValueError) as exc:
+                raise RunError(f"calibration failed on {p.device}: {str(exc).splitlines()[0]}") from None
+            save_profile(prof, out)
+            written.append(out)
+            if measurements is not None:
+                write_measurements(rows, measurements)
+        report = run_validation(prof, p.device, tick=tick) if validate else None
+    if profile_path is None:
+        console.print(f"profile for {prof.device!r} written to {out}")
+        for part, e in prof.fit_error.items():
+            console.print(f"  held-out {part:<10} median {e.median_abs_pct:5.1f}%  p90 {e.p90_abs_pct:5.1f}%  "
+                          f"({e.rows_held_out} of {e.rows_fit + e.rows_held_out} points)")
+        console.print(f"use it from a scenario: hardware: {{device: {{name: {prof.device!r}, ...}}, profile: {out}}}",
+                      soft_wrap=True, highlight=False)
+    if report is not None:
+        for line in report.lines():
+            console.print(line, highlight=False)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)

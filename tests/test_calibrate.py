@@ -1,0 +1,154 @@
+"""Calibration on CPU: a tiny end-to-end run, the fits, validation, and the CLI command's promises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+typer = pytest.importorskip("typer")
+from typer.testing import CliRunner
+
+import calibrate.run as run_mod
+import calibrate.validate as validate_mod
+from calibrate.fit import fit_gemm_table, fit_relative_nnls, held_out, log2_nodes
+from calibrate.fit_local import hardware_for
+from calibrate.grids import grid_for, tiny_grid
+from calibrate.predict import moe_layer_s
+from moesim.cli_calibrate import calibrate_command
+from moesim.costmodel import CostModel
+from moesim.costmodel.profile import load_profile, save_profile
+from moesim.errors import InputError, RunError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(profile, rows) of one tiny calibration on CPU (seconds)."""
+    p = run_mod.plan("cpu", grid=tiny_grid(), threads=1)
+    return run_mod.calibrate(p, device_name="test cpu")
+
+
+def test_tiny_calibration_fits_every_part(tiny):
+    prof, rows = tiny
+    assert prof.device == "test cpu" and prof.platform == "cpu" and prof.dtype == "fp32"
+    assert {"torch", "python", "threads"} <= set(prof.framework)
+    assert prof.grouped is not None and prof.attention is not None and prof.moe_overhead is not None
+    assert set(prof.fit_error) == {"memory", "gemm", "grouped", "attention", "moe_layer"}
+    for e in prof.fit_error.values():
+        assert e.rows_fit > 0 and np.isfinite(e.median_abs_pct)
+    assert {r.kind for r in rows} == {"copy", "gemm", "grouped", "attn_prefill", "attn_decode", "layer"}
+
+
+def test_profile_round_trip(tmp_path, tiny):
+    prof, _ = tiny
+    assert load_profile(save_profile(prof, tmp_path / "cpu.yaml")) == prof
+
+
+def test_fitted_cost_model_moves_the_right_way(tiny):
+    prof, _ = tiny
+    cm = CostModel(hardware_for(prof), prof)
+    t = cm.gemm_s(np.array([1, 16, 256, 4096]), 256, 64, "fp32")
+    assert np.all(t > 0) and np.all(np.diff(t) > 0)
+    uniform = [moe_layer_s(cm, n, 64, 128, 8, [n * 2 // 8] * 8) for n in (8, 64, 512, 4096)]
+    assert np.all(np.diff(uniform) > 0)
+    # the same tokens on fewer experts: fewer weights read, fewer loop steps
+    assert moe_layer_s(cm, 512, 64, 128, 8, [256, 256] + [0] * 6) < uniform[2]
+
+
+def test_quick_grid_size_is_bounded():
+    g = grid_for("cpu", quick=True)
+    assert g.count() < 600 and g.rounds == 3
+    assert grid_for("cpu", quick=False).count() > g.count()
+
+
+def test_fit_helpers_recover_known_parameters():
+    b = np.logspace(3, 9, 20)
+    t = 2e-6 + b / 50e9
+    launch, inv_bw = fit_relative_nnls(np.column_stack([np.ones_like(b), b]), t)
+    assert launch == pytest.approx(2e-6, rel=1e-6) and 1 / inv_bw == pytest.approx(50e9, rel=1e-6)
+    m = np.repeat([1, 4, 16, 64, 256], 3)
+    w = np.tile([1e4, 1e5, 1e6], 5)
+    eff = 0.01 * m ** 0.5 * (w / 1e4) ** 0.1
+    table = fit_gemm_table(m, w, eff, log2_nodes(m), log2_nodes(w), smooth=0.01)
+    assert table.lookup(m, w) == pytest.approx(eff, rel=0.05)
+    share = np.mean([held_out("gemm", i) for i in range(2000)])
+    assert 0.15 < share < 0.25
+
+
+def test_validation_reports_every_point(tiny, monkeypatch):
+    prof, _ = tiny
+    monkeypatch.setattr(validate_mod, "grid_for", lambda dev, quick: tiny_grid())
+    report = validate_mod.validate(prof, "cpu", points=[(8, 1, 16, 1.0), (8, 2, 64, 1.25)], min_time_s=0.005, rounds=1)
+    assert [(r.experts, r.top_k, r.tokens) for r in report.rows] == [(8, 1, 16), (8, 2, 64)]
+    assert all(r.predicted_s > 0 and r.measured_s > 0 for r in report.rows)
+    assert "median" in report.lines()[-1] and report.p90_abs_pct >= report.median_abs_pct
+
+
+def test_validation_grid_is_the_issue_grid():
+    pts = validate_mod.validation_points()
+    assert {p[0] for p in pts} == {8, 16, 64} and {p[1] for p in pts} == {1, 2}
+    assert {p[3] for p in pts} == {1.0, 1.25} and min(p[2] for p in pts) == 1 and max(p[2] for p in pts) == 4096
+
+
+# ---------------------------------------------------------------- the CLI command
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    monkeypatch.setattr(run_mod, "grid_for", lambda dev, quick: tiny_grid())
+    monkeypatch.setattr(validate_mod, "grid_for", lambda dev, quick: tiny_grid())
+    monkeypatch.setattr(validate_mod, "validation_points", lambda quick=False: [(8, 2, 16, 1.0)])
+    app = typer.Typer()
+    app.command("calibrate")(calibrate_command)
+    app.command("other")(lambda: None)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["calibrate", *args])
+
+
+def test_cli_writes_profile_and_validates(tmp_path, cli):
+    out = tmp_path / "cpu.yaml"
+    res = cli("--device", "cpu", "--quick", "--threads", "1", "--out", str(out), "--validate",
+              "--measurements", str(tmp_path / "m.csv"))
+    assert res.exit_code == 0, res.output
+    assert load_profile(out).platform == "cpu" and (tmp_path / "m.csv").is_file()
+    assert "written to" in res.output and "p90" in res.output
+    again = cli("--out", str(out), "--validate", "--profile", str(out), "--threads", "1")
+    assert again.exit_code == 0, again.output
+    assert "predicted_ms" in again.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "--device tpu"),
+    (["--dtype", "int8"], "--dtype int8"),
+    (["--profile", "x.yaml"], "only used with --validate"),
+])
+def test_cli_bad_flags_are_input_errors(tmp_path, cli, args, message):
+    res = cli("--out", str(tmp_path / "p.yaml"), *args)
+    assert isinstance(res.exception, InputError) and message in str(res.exception)
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path, cli):
+    out = tmp_path / "p.yaml"
+    out.write_text("keep me")
+    res = cli("--out", str(out))
+    assert isinstance(res.exception, InputError) and "--force" in str(res.exception)
+    assert out.read_text() == "keep me"
+
+
+def test_cli_foreign_profile_needs_force(tmp_path, cli, tiny):
+    prof, _ = tiny
+    path = save_profile(prof.model_copy(update={"device": "Some Other CPU"}), tmp_path / "other.yaml")
+    res = cli("--validate", "--profile", str(path), "--threads", "1")
+    assert isinstance(res.exception, InputError) and "Some Other CPU" in str(res.exception)
+    assert cli("--validate", "--profile", str(path), "--threads", "1", "--force").exit_code == 0
+
+
+def test_ctrl_c_leaves_no_profile(tmp_path, cli, monkeypatch):
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "measure", interrupted)
+    out = tmp_path / "p.yaml"
+    res = cli("--out", str(out))
+    assert isinstance(res.exception, RunError) and "no profile written" in str(res.exception)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,169 @@
+"""CostModel with profiles: shipped A100/H100 defaults, hardware.profile, direction of predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moesim import scenario_from_dict
+from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel.profile import load_default_profile
+from moesim.errors import InputError
+from moesim.presets import HARDWARE
+from moesim.schemas import HardwareSpec
+
+PROFILES = Path(__file__).resolve().parents[1] / "moesim" / "data" / "profiles"
+
+
+def hw(preset: str, **update) -> HardwareSpec:
+    return HardwareSpec.model_validate({**HARDWARE[preset], **update})
+
+
+@pytest.mark.parametrize("fname", ["a100.yaml", "h100.yaml"])
+def test_shipped_profiles_record_held_out_error(fname):
+    p = load_default_profile(fname)
+    assert "vidur" in p.source and "7d47513" in p.source and "MIT" in p.source
+    for part in ("gemm", "gemm_unseen_model", "memory", "all_reduce_intra", "send_recv_intra"):
+        e = p.fit_error[part]
+        assert e.rows_held_out > 0 and e.rows_fit > 0
+        assert 0 <= e.median_abs_pct <= e.p90_abs_pct <= e.max_abs_pct
+    assert p.fit_error["gemm"].median_abs_pct < 10
+
+
+def test_a100_profile_has_attention():
+    assert load_default_profile("a100.yaml").fit_error["attention_prefill"].rows_held_out > 0
+
+
+@pytest.mark.parametrize("preset, basis", [
+    ("a100-80gb", "profile"), ("a100-40gb", "profile"), ("h100-sxm", "profile"),
+    ("h200", "datasheet"), ("m2", "datasheet"),
+])
+def test_build_cost_model_picks_default_by_device(preset, basis):
+    assert build_cost_model(hw(preset)).basis.startswith(basis)
+
+
+def test_default_profile_is_rebased_on_the_device_datasheet():
+    cm40, cm80 = build_cost_model(hw("a100-40gb")), build_cost_model(hw("a100-80gb"))
+    assert cm40.profile.reference.mem_bw_gbps == 1555.0
+    # a weight-streaming GEMV is slower with less bandwidth; a big GEMM is compute-bound, equal
+    assert cm40.gemm_s(1, 28672, 4096) > cm80.gemm_s(1, 28672, 4096)
+    assert cm40.gemm_s(8192, 28672, 4096) == pytest.approx(cm80.gemm_s(8192, 28672, 4096))
+    # a default profile describes the node, not the network: inter-node links from the datasheet
+    assert cm80.p2p_s(1e6, intra=False) == pytest.approx(CostModel(hw("a100-80gb")).p2p_s(1e6, intra=False))
+
+
+@pytest.fixture(params=["datasheet", "profile"])
+def cm(request) -> CostModel:
+    h = hw("h100-sxm")
+    return CostModel(h) if request.param == "datasheet" else build_cost_model(h)
+
+
+def test_gemm_grows_with_every_dimension(cm):
+    m = np.array([1, 64, 512, 4096, 32768])
+    t = cm.gemm_s(m, 8192, 4096)
+    assert np.all(np.diff(t) > 0)
+    assert cm.gemm_s(512, 16384, 4096) > cm.gemm_s(512, 8192, 4096)
+    assert cm.gemm_s(512, 8192, 8192) > cm.gemm_s(512, 8192, 4096)
+    # achieved FLOP/s rises with tokens (small GEMMs stream weights)
+    rate = 2.0 * m * 8192 * 4096 / t
+    assert np.all(np.diff(rate) > 0)
+
+
+def test_grouped_gemm_moves_the_right_way(cm):
+    one = cm.grouped_gemm_s(np.array([64, 64, 0, 0]), 8192, 4096)
+    more_tokens = cm.grouped_gemm_s(np.array([128, 64, 0, 0]), 8192, 4096)
+    spread = cm.grouped_gemm_s(np.array([32, 32, 32, 32]), 8192, 4096)  # same tokens, more weights read
+    assert more_tokens > one and spread > one
+    assert cm.grouped_gemm_s(np.zeros(4), 8192, 4096) == 0.0
+    batch = cm.grouped_gemm_s(np.array([[64, 64], [0, 0]]), 8192, 4096)
+    assert batch.shape == (2,) and batch[1] == 0.0
+
+
+def test_attention_memory_and_collectives_grow(cm):
+    a = cm.attention_s(np.array([1, 1, 1]), np.array([512, 4096, 32768]), 64, 128, 8)
+    assert np.all(np.diff(a) > 0)
+    prefill = cm.attention_s(np.array([512, 2048, 8192]), np.array([512, 2048, 8192]), 64, 128, 8)
+    assert np.all(np.diff(prefill) > 0)
+    assert np.all(np.diff(cm.memory_s(np.array([1e3, 1e6, 1e9]))) > 0)
+    assert np.all(np.diff(cm.allreduce_s(np.array([1e3, 1e6, 1e9]), 8)) > 0)
+    assert cm.allreduce_s(1e8, 8) > cm.allreduce_s(1e8, 2)
+    assert np.all(np.diff(cm.p2p_s(np.array([1e3, 1e6, 1e9]), True)) > 0)
+    assert cm.alltoall_s(1e8, 8, 1) > cm.alltoall_s(1e7, 8, 1)
+
+
+def test_attention_batch_pays_one_launch(cm):
+    q, kv = np.ones(8), np.full(8, 2048.0)
+    batched = cm.attention_batch_s(q, kv, 64, 128, 8)
+    assert batched < float(np.sum(cm.attention_s(q, kv, 64, 128, 8)))
+    assert batched > float(cm.attention_s(1, 2048, 64, 128, 8))
+
+
+def _scenario(profile: Path, preset: str = "a100-80gb") -> dict:
+    return {
+        "model": {"preset": "mixtral-8x7b", "n_layers": 4},
+        "hardware": {"preset": preset, "profile": str(profile)},
+        "plan": {"dp": 8, "tp": 1, "pp": 1, "ep": 8, "microbatches": 2},
+        "workload": {"kind": "training", "global_batch_seqs": 16, "seq_len": 1024},
+    }
+
+
+def test_scenario_hardware_profile_is_used():
+    s = scenario_from_dict(_scenario(PROFILES / "a100.yaml"))
+    cm = build_cost_model(s.hardware)
+    assert cm.profile is not None and cm.profile.device == "NVIDIA A100 SXM4 80GB"
+    # named explicitly: the inter-node links it measured apply too
+    assert cm.p2p_s(1e6, intra=False) != pytest.approx(CostModel(s.hardware).p2p_s(1e6, intra=False))
+
+
+def test_scenario_profile_from_another_device(monkeypatch):
+    s = scenario_from_dict(_scenario(PROFILES / "a100.yaml", preset="h100-sxm"))
+    monkeypatch.delenv("MOESIM_FORCE_PROFILE", raising=False)
+    with pytest.raises(InputError, match="profile is for device 'NVIDIA A100 SXM4 80GB'"):
+        build_cost_model(s.hardware)
+    assert build_cost_model(s.hardware, force_profile=True).profile.device == "NVIDIA A100 SXM4 80GB"
+    monkeypatch.setenv("MOESIM_FORCE_PROFILE", "1")
+    assert build_cost_model(s.hardware).profile is not None
+
+
+def test_corrupt_scenario_profile_is_an_input_error(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("format: moesim-profile\nversion: 1\ndevice: x\n")
+    s = scenario_from_dict(_scenario(bad))
+    with pytest.raises(InputError, match="invalid profile field"):
+        build_cost_model(s.hardware)
+
+
+def test_refit_from_vidur_subset(tmp_path):
+    """The shipped fit runs end to end on a few copied rows (the full data lives in ../shared)."""
+    from calibrate.fit_vidur import main
+
+    data = Path(__file__).parent / "data" / "vidur-subset"
+    assert main(["--data", str(data), "--out", str(tmp_path), "--devices", "a100"]) == 0
+    from moesim.costmodel.profile import load_profile
+
+    p = load_profile(tmp_path / "a100.yaml")
+    assert {"gemm", "memory", "attention_decode", "all_reduce_intra"} <= set(p.fit_error)
+    assert build_cost_model(hw("a100-80gb").model_copy(update={"profile": tmp_path / "a100.yaml"})).profile == p
+
+
+def test_idle_experts_cost_nothing():
+    cm = build_cost_model(hw("a100-80gb"))
+    busy = cm.grouped_gemm_s(np.array([64, 0, 0, 0]), 8192, 4096)
+    assert busy == pytest.approx(cm.grouped_gemm_s(np.array([64]), 8192, 4096))
+
+
+SHARED_VIDUR = Path(__file__).resolve().parents[2] / "shared" / "measurements" / "gpu-kernels-vidur"
+
+
+@pytest.mark.skipif(not SHARED_VIDUR.is_dir(), reason="../shared/measurements is not beside the checkout")
+@pytest.mark.parametrize("device", ["a100", "h100"])
+def test_shipped_profiles_match_a_refit(device):
+    """The committed profiles are what the fitting code makes of the full Vidur data today."""
+    from calibrate.fit_vidur import fit_device
+
+    fresh, shipped = fit_device(SHARED_VIDUR, device), load_default_profile(f"{device}.yaml")
+    np.testing.assert_allclose(fresh.gemm.efficiency, shipped.gemm.efficiency, rtol=1e-2)
+    assert fresh.launch_overhead_us == pytest.approx(shipped.launch_overhead_us, rel=1e-2)
+    assert fresh.fit_error["gemm"].median_abs_pct == pytest.approx(shipped.fit_error["gemm"].median_abs_pct, rel=1e-2)
