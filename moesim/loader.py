@@ -29,11 +29,23 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
 def scenario_from_dict(raw: dict, base_dir: Path | None = None) -> Scenario:
     """Validate plain data into a Scenario, mapping every error to one InputError line."""
     try:
-        return Scenario.model_validate(raw, context={"base_dir": str(base_dir) if base_dir else None})
+        scenario = Scenario.model_validate(raw, context={"base_dir": str(base_dir) if base_dir else None})
     except ValidationError as exc:
         raise InputError(format_validation_error(exc)) from None
     except PresetError as exc:
         raise InputError(str(exc)) from None
+    _check_profile(scenario)
+    return scenario
+
+
+def _check_profile(s: Scenario) -> None:
+    """A profile the hardware names must load and match its device (InputError otherwise)."""
+    hw = s.hardware
+    if hw.profile is None:
+        return
+    from moesim.costmodel.model import build_cost_model
+
+    build_cost_model(hw)  # loads (cached), validates and checks the device name
 
 
 def read_yaml_mapping(p: Path) -> dict:

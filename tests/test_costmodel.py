@@ -118,21 +118,23 @@ def test_scenario_hardware_profile_is_used():
 
 
 def test_scenario_profile_from_another_device(monkeypatch):
-    s = scenario_from_dict(_scenario(PROFILES / "a100.yaml", preset="h100-sxm"))
     monkeypatch.delenv("MOESIM_FORCE_PROFILE", raising=False)
+    raw = _scenario(PROFILES / "a100.yaml", preset="h100-sxm")
     with pytest.raises(InputError, match="profile is for device 'NVIDIA A100 SXM4 80GB'"):
-        build_cost_model(s.hardware)
-    assert build_cost_model(s.hardware, force_profile=True).profile.device == "NVIDIA A100 SXM4 80GB"
+        scenario_from_dict(raw)  # refused when the scenario loads, before any simulation
+    raw["hardware"]["force_profile"] = True
+    s = scenario_from_dict(raw)
+    assert build_cost_model(s.hardware).profile.device == "NVIDIA A100 SXM4 80GB"
+    raw["hardware"]["force_profile"] = False
     monkeypatch.setenv("MOESIM_FORCE_PROFILE", "1")
-    assert build_cost_model(s.hardware).profile is not None
+    assert build_cost_model(scenario_from_dict(raw).hardware).profile is not None
 
 
 def test_corrupt_scenario_profile_is_an_input_error(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("format: moesim-profile\nversion: 1\ndevice: x\n")
-    s = scenario_from_dict(_scenario(bad))
     with pytest.raises(InputError, match="invalid profile field"):
-        build_cost_model(s.hardware)
+        scenario_from_dict(_scenario(bad))
 
 
 def test_refit_from_vidur_subset(tmp_path):

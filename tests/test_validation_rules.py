@@ -93,3 +93,24 @@ def test_models_are_frozen(raw):
     s = scenario_from_dict(raw)
     with pytest.raises(Exception):
         s.plan.tp = 2  # type: ignore[misc]
+
+
+def test_profile_from_another_device_is_refused_unless_forced(raw, tmp_path, root):
+    import shutil
+
+    profile = tmp_path / "a100.yaml"
+    shutil.copy(root / "moesim" / "data" / "profiles" / "a100.yaml", profile)
+    raw["hardware"]["profile"] = str(profile)  # an A100 profile on an H100 scenario
+    with pytest.raises(InputError, match=r"hardware.profile: profile is for device .*A100.*force_profile"):
+        scenario_from_dict(raw)
+    raw["hardware"]["force_profile"] = True
+    assert scenario_from_dict(raw).hardware.force_profile
+
+
+def test_corrupt_profile_is_a_one_line_error(raw, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: [unclosed\n")
+    raw["hardware"]["profile"] = str(bad)
+    with pytest.raises(InputError) as info:
+        scenario_from_dict(raw)
+    assert "bad.yaml" in str(info.value) and "\n" not in str(info.value)

@@ -229,11 +229,11 @@ def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> Cos
     """The cost model for ``hw``.
 
     Order: the profile ``hw.profile`` names (its device must match ``hw.device.name`` unless
-    ``force_profile``, or the environment variable ``MOESIM_FORCE_PROFILE=1``); else the shipped
+    ``force_profile``, ``hw.force_profile`` or the environment variable ``MOESIM_FORCE_PROFILE=1``); else the shipped
     default for A100/H100 devices, rebased on the device's datasheet peaks; else the datasheet.
     """
     if force_profile is None:
-        force_profile = os.environ.get("MOESIM_FORCE_PROFILE", "").strip().lower() in {"1", "true", "yes"}
+        force_profile = hw.force_profile or os.environ.get("MOESIM_FORCE_PROFILE", "").strip().lower() in {"1", "true", "yes"}
     if hw.profile is not None:
         profile = _load_cached(Path(hw.profile))
         check_device(profile, hw.device.name, force=force_profile)

@@ -358,7 +358,7 @@ def check_device(profile: Profile, device_name: str, label: str = "hardware.prof
         return
     raise InputError(
         f"{label}: profile is for device {profile.device!r} but hardware.device.name is {device_name!r}; "
-        "use a profile from this device, rename the device, or force it (MOESIM_FORCE_PROFILE=1)"
+        "use a profile from this device, or set hardware.force_profile: true (or MOESIM_FORCE_PROFILE=1)"
     )
 
 

@@ -66,6 +66,7 @@ class HardwareSpec(Strict):
     node: NodeSpec
     cluster: ClusterSpec = ClusterSpec()
     profile: Path | None = Field(None, description="Calibration profile YAML (from `moesim calibrate`); null: built-in default for the device.")
+    force_profile: bool = Field(False, description="Use hardware.profile even though it was measured on another device.")
 
     @property
     def n_devices(self) -> int:
