@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibrate.collectives import fit_collectives, from_measurements
 from calibrate.fit import (
     fit_error,
     fit_gemm_table,
@@ -28,6 +29,7 @@ from moesim.costmodel.profile import (
     AttentionSpec,
     AttentionTable,
     BytesCurve,
+    CollectivesSpec,
     FitError,
     GroupedSpec,
     MoEOverheadSpec,
@@ -261,4 +263,19 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
         "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype) for r in lay_held], [r.time_s for r in lay_held],
                                len(lay_fit)),
     }
+    coll = from_measurements(rows)
+    if coll:
+        ranks = sorted({r.ranks for r in coll})
+        backend = "nccl" if info.platform == "cuda" else "gloo"
+        try:
+            specs, coll_errors = fit_collectives(coll)
+        except ValueError as exc:
+            profile = profile.model_copy(update={"notes": profile.notes + [f"collectives not fitted: {exc}"]})
+        else:
+            errors.update(coll_errors)
+            note = (f"collectives: {', '.join(specs)} through torch.distributed {backend} over "
+                    f"{'/'.join(map(str, ranks))} local processes (calibrate.collectives); all_to_all prices "
+                    "intra-node EP all-to-all")
+            profile = profile.model_copy(update={"collectives": CollectivesSpec(**specs),
+                                                 "notes": profile.notes + [note]})
     return profile.model_copy(update={"fit_error": errors})

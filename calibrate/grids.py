@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from calibrate.collectives import sizes_for as collective_sizes
+
 # (experts, top_k, tokens, capacity factor or None) of the whole-layer calibration runs. Disjoint
 # from the validation grid (experts 8/16/64, top-k 1/2, capacity factor 1.0/1.25).
 _LAYER_QUICK = tuple((e, k, t, cf) for e in (4, 12, 32) for k in (1, 3) for t in (2, 32, 512, 2048)
@@ -38,6 +40,8 @@ class Grid:
     max_flops: float  # GEMM points above this many FLOPs are skipped
     grouped_max_flops: float  # grouped cells whose most-experts point exceeds this are skipped
     rounds: int  # the grid is measured this many times; each point keeps the median
+    coll_bytes: tuple[int, ...] = ()  # per-rank message sizes of the collectives (measured once; () skips them)
+    coll_repeats: int = 25  # timed repeats per collective size (after 3 warm-up calls)
 
     def gemm_points(self) -> list[tuple[int, int, int]]:
         return [(m, n, k) for n, k in self.gemm_nk for m in self.gemm_m if 2.0 * m * n * k <= self.max_flops]
@@ -75,6 +79,7 @@ def _cpu(quick: bool) -> Grid:
         max_flops=4e9 if quick else 4e10,
         grouped_max_flops=2e10 if quick else 8e10,
         rounds=3,
+        coll_bytes=collective_sizes(quick), coll_repeats=25 if quick else 40,
     )
 
 
@@ -97,6 +102,7 @@ def _gpu(quick: bool) -> Grid:
         max_flops=1e13,
         grouped_max_flops=1e13,
         rounds=2 if quick else 3,
+        coll_bytes=collective_sizes(quick), coll_repeats=25 if quick else 40,
     )
 
 
@@ -113,4 +119,4 @@ def tiny_grid() -> Grid:
                    attn_heads=2, attn_head_dim=16, attn_prefill=(16, 64, 256), attn_decode=((1, 64), (4, 256), (4, 64)),
                    layer_d_model=64, layer_ffn=128,
                    layer_points=tuple((e, k, t, cf) for e in (4, 8) for k in (1, 2) for t in (4, 64) for cf in (None, 1.5)),
-                   min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1)
+                   min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1, coll_bytes=())

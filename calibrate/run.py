@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from calibrate.collectives import CollectiveError, available_ranks, measure_collectives, to_measurements
 from calibrate.fit_local import DeviceInfo, fit_profile
 from calibrate.grids import Grid, grid_for
 from calibrate.microbench import (
@@ -46,11 +47,20 @@ class Plan:
     grid: Grid
     quick: bool
     threads: int  # torch CPU threads while measuring
+    collective_ranks: int = 0  # processes of the all-to-all/all-reduce step (0: skipped)
+
+    def count(self) -> int:
+        """Timed points of the whole run (for the progress bar): the grid's and the collectives'."""
+        return self.grid.count() + (self.grid.coll_repeats if self.collective_ranks else 0)  # one tick per pass
 
 
 def plan(device: str = "auto", quick: bool = False, dtype: str | None = None, grid: Grid | None = None,
-         threads: int = 0) -> Plan:
+         threads: int = 0, collectives: bool = True) -> Plan:
     """Resolve ``device`` ('auto' picks cuda, then mps, then cpu) and the grid to measure.
+
+    ``collectives``: also time all-to-all and all-reduce through ``torch.distributed`` where more
+    than one rank is possible (``calibrate.collectives.available_ranks``: 2 gloo processes on a CPU
+    with 2 or more cores, one NCCL rank per GPU with several GPUs) and the grid has message sizes.
 
     ``threads`` 0 picks one thread on CPU and torch's default elsewhere. One CPU thread is timed by
     its own CPU clock (``kernels.timing``), which a busy shared machine does not disturb; with
@@ -60,8 +70,10 @@ def plan(device: str = "auto", quick: bool = False, dtype: str | None = None, gr
     dev = pick_device(device)
     impl, _ = expert_fn_for(dev)
     n = threads or (1 if dev == "cpu" else torch.get_num_threads())
-    return Plan(device=dev, dtype=dtype or DEFAULT_DTYPE[dev], impl=impl, grid=grid or grid_for(dev, quick),
-                quick=quick, threads=n)
+    g = grid or grid_for(dev, quick)
+    ranks = available_ranks(dev) if collectives and g.coll_bytes else 0
+    return Plan(device=dev, dtype=dtype or DEFAULT_DTYPE[dev], impl=impl, grid=g, quick=quick, threads=n,
+                collective_ranks=ranks)
 
 
 @contextmanager
@@ -101,9 +113,23 @@ def median_rows(rounds: list[list[Measurement]]) -> list[Measurement]:
 
 
 def calibrate(p: Plan, device_name: str | None = None, tick: Callable[[str], None] = lambda _: None) -> tuple[Profile, list[Measurement]]:
-    """Measure and fit: (profile, measurement rows)."""
+    """Measure and fit: (profile, measurement rows).
+
+    The collectives step (when the plan has ranks) runs after the kernels; if its processes fail,
+    the profile is written without measured collectives and says why in its notes.
+    """
     rows = measure(p, tick)
-    return fit_profile(rows, device_info(p, device_name)), rows
+    notes = []
+    if p.collective_ranks:
+        try:
+            rows = rows + to_measurements(measure_collectives(
+                p.collective_ranks, p.device, sizes=p.grid.coll_bytes, repeats=p.grid.coll_repeats, tick=tick))
+        except CollectiveError as exc:
+            notes.append(f"collectives not measured: {exc}")
+    prof = fit_profile(rows, device_info(p, device_name))
+    if notes:
+        prof = prof.model_copy(update={"notes": prof.notes + notes})
+    return prof, rows
 
 
 def device_info(p: Plan, device_name: str | None = None) -> DeviceInfo:

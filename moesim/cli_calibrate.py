@@ -29,6 +29,7 @@ def calibrate_command(
     dtype: Annotated[str | None, typer.Option("--dtype", help="fp32, bf16 or fp16 (default: fp32 on CPU, bf16 on CUDA, fp16 on MPS).")] = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads while measuring (0: 1 on CPU, timed by its CPU clock so other processes do not skew it; torch's default elsewhere).")] = 0,
     measurements: Annotated[Path | None, typer.Option("--measurements", help="Also write the raw timings as CSV.")] = None,
+    collectives: Annotated[bool, typer.Option("--collectives/--no-collectives", help="Also time all-to-all and all-reduce through torch.distributed where more than one rank is possible (2 gloo processes on a CPU with 2+ cores, NCCL across GPUs) and record their latency and bandwidth.")] = True,
 ) -> None:
     """Measure GEMMs, grouped expert GEMMs, memory copies, attention and the MoE layer; fit a profile."""
     if device not in _DEVICES:
@@ -46,7 +47,7 @@ def calibrate_command(
     from calibrate.run import plan as make_plan
 
     try:
-        p = make_plan(device, quick=quick, dtype=dtype, threads=threads)
+        p = make_plan(device, quick=quick, dtype=dtype, threads=threads, collectives=collectives and profile is None)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     written: list[Path] = []
@@ -74,7 +75,7 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
         prof = load_profile(profile_path)
         check_device(prof, device_name or detect_device_name(p.device), label=f"--profile {profile_path}", force=force)
     with _progress(console) as bar:
-        task = bar.add_task("calibrating", total=(0 if profile_path else p.grid.count()) + n_valid)
+        task = bar.add_task("calibrating", total=(0 if profile_path else p.count()) + n_valid)
 
         def tick(what: str) -> None:
             bar.update(task, advance=1, description=what)
@@ -91,6 +92,9 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
         report = run_validation(prof, p.device, tick=tick) if validate else None
     if profile_path is None:
         console.print(f"profile for {prof.device!r} written to {out}")
+        for note in prof.notes:
+            if note.startswith("collectives not"):
+                console.print(f"  {note}", highlight=False)
         for part, e in prof.fit_error.items():
             console.print(f"  held-out {part:<10} median {e.median_abs_pct:5.1f}%  p90 {e.p90_abs_pct:5.1f}%  "
                           f"({e.rows_held_out} of {e.rows_fit + e.rows_held_out} points)")

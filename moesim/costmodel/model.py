@@ -209,11 +209,24 @@ class CostModel:
         return comm.p2p_s(nbytes, bw, lat)
 
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat"):
-        """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers."""
-        intra_bw, intra_lat = self._link_kind(True, "send_recv")
-        inter_bw, inter_lat = self._link_kind(False, "send_recv")
+        """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers.
+
+        Links: a measured all-to-all (``profile.collectives.all_to_all``, per peer latency and
+        bandwidth, for the group of ranks inside one node) where the profile has one, else send/recv.
+        """
+        intra_peers, _ = comm.ep_peer_split(ep, tp, self.hw.node.devices_per_node)
+        intra_bw, intra_lat = self._alltoall_link(True, intra_peers + 1)
+        inter_bw, inter_lat = self._alltoall_link(False, ep)
         return comm.alltoall_s(bytes_to_peers, ep, tp, self.hw.node.devices_per_node, intra_bw, intra_lat,
                                inter_bw, inter_lat, algorithm)
+
+    def _alltoall_link(self, intra: bool, ranks: int) -> tuple[float, float]:
+        """(GB/s, latency s) of an all-to-all link: measured all-to-all, else send/recv's link."""
+        coll = self.profile.collectives.all_to_all if self.profile and self.profile.collectives else None
+        measured = coll.link(intra, ranks) if coll else None
+        if measured is not None:
+            return measured.bw_gbps, measured.latency_us * 1e-6
+        return self._link_kind(intra, "send_recv")
 
     def alltoall_split(self, bytes_to_peers, ep: int, tp: int) -> tuple[float, float]:
         """(NVLink bytes, NIC bytes) one rank sends in an all-to-all (flat)."""

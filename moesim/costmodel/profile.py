@@ -201,10 +201,13 @@ class CollectiveSpec(Strict):
 
 
 class CollectivesSpec(Strict):
-    """Ring all-reduce (``2(n-1)/n * bytes / bw + 2(n-1) * latency``) and send/recv (``latency + bytes / bw``)."""
+    """Ring all-reduce (``2(n-1)/n * bytes / bw + 2(n-1) * latency``), send/recv (``latency + bytes / bw``)
+    and all-to-all (``peers * latency + bytes_to_peers / bw``, as ``comm.alltoall_s``; measured by
+    ``calibrate.collectives``; absent: the cost model prices all-to-all from send/recv)."""
 
     all_reduce: CollectiveSpec | None = None
     send_recv: CollectiveSpec | None = None
+    all_to_all: CollectiveSpec | None = None
 
 
 class MoEOverheadSpec(Strict):
@@ -282,7 +285,8 @@ class Profile(Strict):
         if coll is not None:
             coll = CollectivesSpec(**{
                 name: c.model_copy(update={"inter": None, "inter_by_ranks": {}}) if c else None
-                for name, c in (("all_reduce", coll.all_reduce), ("send_recv", coll.send_recv))
+                for name, c in (("all_reduce", coll.all_reduce), ("send_recv", coll.send_recv),
+                                ("all_to_all", coll.all_to_all))
             })
         ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
         return self.model_copy(update={"reference": ref, "collectives": coll, "device": device.name})
