@@ -38,10 +38,18 @@ def test_a100_profile_has_attention():
 
 @pytest.mark.parametrize("preset, basis", [
     ("a100-80gb", "profile"), ("a100-40gb", "profile"), ("h100-sxm", "profile"),
-    ("h200", "datasheet"), ("m2", "datasheet"),
+    ("h200", "profile"), ("m2", "datasheet"),
 ])
 def test_build_cost_model_picks_default_by_device(preset, basis):
     assert build_cost_model(hw(preset)).basis.startswith(basis)
+
+
+def test_h200_borrows_h100_efficiencies_on_its_own_bandwidth():
+    h100, h200 = build_cost_model(hw("h100-sxm")), build_cost_model(hw("h200"))
+    assert h200.profile.reference.mem_bw_gbps == 4800.0
+    # weight streaming (decode GEMV) speeds up by the bandwidth ratio; a big GEMM does not
+    assert h100.gemm_s(1, 14336, 4096) / h200.gemm_s(1, 14336, 4096) == pytest.approx(4800 / 3350, rel=0.1)
+    assert h200.gemm_s(8192, 14336, 4096) == pytest.approx(h100.gemm_s(8192, 14336, 4096))
 
 
 def test_default_profile_is_rebased_on_the_device_datasheet():

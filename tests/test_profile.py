@@ -110,7 +110,7 @@ def test_device_mismatch_is_an_error_unless_forced(a100):
 
 @pytest.mark.parametrize("name, expected", [
     ("NVIDIA A100 SXM4 80GB", "a100.yaml"), ("NVIDIA A100 SXM4 40GB", "a100.yaml"),
-    ("NVIDIA H100 SXM5 80GB", "h100.yaml"), ("NVIDIA H200 SXM 141GB", None), ("Apple M2 Ultra", None),
+    ("NVIDIA H100 SXM5 80GB", "h100.yaml"), ("NVIDIA H200 SXM 141GB", "h100.yaml"), ("Apple M2 Ultra", None),
 ])
 def test_default_profile_by_device_family(name, expected):
     assert default_profile_name(name) == expected

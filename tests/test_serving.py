@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 
 import moesim
 from moesim.accounting import decode_bytes_per_token
+from moesim.costmodel import build_cost_model
+from moesim.engine.decode_cost import IterationCost
+from moesim.errors import InputError
 from moesim.invariants import violations
 from moesim.loader import scenario_from_dict
 
@@ -62,6 +65,19 @@ def test_batch1_decode_time_is_bytes_over_bandwidth(model, dtype, hw, device_nam
     # The rest is kernel launches: a handful per layer (norms, projections, attention, FFN/experts).
     launches_per_layer = (tpot - bytes_s) / (s.model.n_layers * dev.launch_overhead_us * 1e-6)
     assert 4 <= launches_per_layer <= 10
+
+
+def test_kernels_between_gemms_stream_16bit_activations():
+    """FP8 weights, 16-bit activations: the activation and MoE permute/un-permute bytes, hand-counted."""
+    s = serve("mixtral-8x7b", "fp8", "h100-sxm", DATASHEET)
+    cm = build_cost_model(s.hardware)
+    cost = IterationCost(s, cm, np.random.default_rng(0), max_tokens=64)
+    d, w = 4096, 14336
+    act = 2 * w * 2 + w * 1  # read the gated up GEMM's bf16 output, write the fp8 input of the down GEMM
+    per_slot, per_token = act + d * (1 + 2), d * (1 + 2)  # permute write (fp8) + un-permute read (bf16)
+    assert cost.moe_glue_bytes(np.array([64.0])) == pytest.approx(64 * per_slot + 32 * per_token)
+    gemms = cm.gemm_s(64, 2 * w, d, "fp8") + cm.gemm_s(64, d, w, "fp8")
+    assert cost.ffn_s(64, w) - gemms == pytest.approx(cm.memory_s(64 * act))
 
 
 def test_a100_m2_ultra_decode_ratio_follows_bandwidth():
@@ -144,6 +160,31 @@ def test_kv_cache_never_over_capacity_and_preempted_requests_finish():
     assert r.summary["served_requests"] == 300
     first, finish, arrival = (np.asarray(req[k]) for k in ("first_token_s", "finish_s", "arrival_s"))
     assert np.all(arrival <= first) and np.all(first <= finish)
+
+
+def test_full_kv_admission_holds_whole_requests_and_never_preempts():
+    """kv_admission full (TensorRT-LLM GUARANTEED_NO_EVICT): the same KV-bound run as above, no preemption."""
+    kw = dict(prompt={"dist": "uniform", "low": 200, "high": 600}, output={"dist": "uniform", "low": 200, "high": 600},
+              arrival={"process": "batch", "n_requests": 120}, max_batch_seqs=64, max_batch_tokens=2048,
+              kv_cache_fraction=0.05)
+    full = moesim.simulate(serve(kv_admission="full", **kw), seed=1)
+    prompt = moesim.simulate(serve(**kw), seed=1)
+    it, req = full.tables["iterations"], full.tables["requests"]
+    kv, cap = np.asarray(it["kv_tokens"]), np.asarray(it["kv_capacity_tokens"])
+    need = np.asarray(req["prompt_tokens"]) + np.asarray(req["output_tokens"])
+    assert np.all(kv <= cap) and full.summary["preemptions"] == 0
+    assert full.summary["served_requests"] == 120
+    assert np.asarray(it["running"]).max() <= cap[0] // need.min()  # whole requests fit, not prompts
+    assert full.summary["mean_batch_seqs"] < prompt.summary["mean_batch_seqs"]
+
+
+def test_kv_admission_bad_value_names_the_field():
+    with pytest.raises(InputError) as info:
+        serve(kv_admission="eager")
+    msg = str(info.value)
+    assert "\n" not in msg
+    for words in ("workload.kv_admission = 'eager'", "'prompt' or 'full'"):
+        assert words in msg, msg
 
 
 def test_requests_too_long_for_the_kv_pool_are_rejected():

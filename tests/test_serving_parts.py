@@ -102,6 +102,30 @@ def test_preemption_frees_kv_and_the_request_recomputes():
     assert book.target[1] > book.prompt[1]  # recompute covers prompt + tokens generated before
 
 
+def test_full_kv_admission_reserves_prompt_and_output_and_never_preempts():
+    # Same pool and requests as the preemption test: 5 + 10 = 15 slots each, 14 in the pool.
+    book = RequestBook(np.array([5, 5, 2]), np.array([10, 10, 3]))
+    eng = EngineState(20, 4, 100, True, kv_admission="full")
+    eng.waiting.extend([0, 1, 2])
+    b = schedule(eng, book)
+    assert b.ids.tolist() == [0] and book.kv[0] == 15 and eng.kv_used_tokens == 15  # 0 fits, 1 does not
+    assert list(eng.waiting) == [1, 2]  # FCFS: 2 (5 slots) would fit but waits behind 1
+    t, used = 0.0, []
+    while eng.outstanding:
+        commit(eng, book, b, t := t + 1.0)
+        b = schedule(eng, book)
+        assert b.preempted == 0 and eng.kv_used_tokens <= 20
+        used.append((eng.kv_used_tokens, sorted(eng.running.tolist())))
+        assert t < 100
+    assert used[0] == (15, [0])  # decoding needs no new slot: the reservation already holds them
+    assert (20, [1, 2]) in used  # once 0 finishes, 1 (15) and 2 (5) are admitted together
+    assert np.all(book.generated == book.output) and not book.preemptions.any()
+
+
+def test_prompt_admission_is_the_default():
+    assert _workload().kv_admission == "prompt" and _engine().kv_admission == "prompt"
+
+
 # ---------------------------------------------------------------- experts touched
 def _monte_carlo_touched(popularity, top_k, tokens, trials, rng):
     """Mean distinct experts over ``trials`` batches: each token picks top_k distinct experts

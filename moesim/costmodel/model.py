@@ -73,8 +73,29 @@ class CostModel:
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
         """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp)."""
         b = DTYPE_BYTES[dtype]
-        return roofline_s(gemm_flops(m, n, k), gemm_bytes(m, n, k, b), self._peak(dtype), self._bw,
-                          self.compute_efficiency(m, n, k), self._gemm_memory_efficiency(), self.launch_s)
+        flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, b)
+        eff = self.compute_efficiency(m, n, k)
+        ref = self.profile.measured_reference if self.profile is not None else None
+        if ref is None:
+            return roofline_s(flops, moved, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(),
+                              self.launch_s)
+        t = roofline_s(flops, moved, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
+                       self._gemm_memory_efficiency(), 0.0)
+        return np.where(t > 0, t * self._sibling_scale(flops, moved, dtype) + self.launch_s, 0.0)
+
+    def _sibling_scale(self, flops, moved, dtype: str):
+        """This device's roofline time over the measured sibling's (1 without a rebased profile).
+
+        A profile rebased on a sibling (A100 40GB from 80GB, H200 from H100) keeps each kernel's
+        measured fraction of the roofline, so memory-bound kernels speed up with bandwidth and
+        compute-bound ones with peak FLOP/s.
+        """
+        ref = self.profile.measured_reference if self.profile is not None else None
+        if ref is None:
+            return 1.0
+        new = np.maximum(flops / self._peak(dtype), moved / self._bw)
+        old = np.maximum(flops / ref.peak_flops(dtype), moved / (ref.mem_bw_gbps * 1e9))
+        return np.where(old > 0, new / np.where(old > 0, old, 1.0), 1.0)
 
     def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
@@ -108,8 +129,11 @@ class CostModel:
             ws = busy * w * DTYPE_BYTES[dtype] if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
-        per_expert = roofline_s(gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype]), self._peak(dtype),
-                                self._bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
+        flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype])
+        ref = self.profile.measured_reference
+        peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
+        per_expert = roofline_s(flops, moved, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
+        per_expert = per_expert * self._sibling_scale(flops, moved, dtype)
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + busy * (g.per_expert_overhead_us * 1e-6 if g else 0.0)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)

@@ -31,7 +31,9 @@ PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
 
 #: Shipped default profiles: a device whose name contains the key (as a word) uses the file.
-DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml"}
+# H200 is the H100's GH100 die with HBM3e: it borrows the H100's measured efficiencies, rebased on
+# its own datasheet peaks and bandwidth (no H200 kernel measurements are at hand).
+DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml"}
 
 
 def _log2(x) -> np.ndarray:
@@ -240,6 +242,9 @@ class Profile(Strict):
     framework: dict[str, str] = Field(default_factory=dict, description="Versions: torch, triton, cuda, python.")
     dtype: str = Field(description="dtype the kernels were measured in.")
     reference: Reference
+    measured_reference: Reference | None = Field(
+        None, description="Peaks of the device the profile was measured on, when it was rebased on a sibling "
+        "device (then each GEMM keeps its measured fraction of the roofline); null: measured on this one.")
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per kernel, us.")
     memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth streaming kernels reach.")
     cache_bytes: PositiveFloat | None = Field(
@@ -289,7 +294,9 @@ class Profile(Strict):
                                 ("all_to_all", coll.all_to_all))
             })
         ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
-        return self.model_copy(update={"reference": ref, "collectives": coll, "device": device.name})
+        measured = self.measured_reference or self.reference
+        return self.model_copy(update={"reference": ref, "measured_reference": measured, "collectives": coll,
+                                       "device": device.name})
 
 
 # ---------------------------------------------------------------- files

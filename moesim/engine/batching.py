@@ -8,8 +8,11 @@ sequence limit (``max_batch_seqs``), mixing prefill and decode:
    freed and they go back to the front of the queue to prefill prompt + generated tokens again);
 2. running sequences part-way through a chunked prefill continue, in admission order;
 3. queued requests are admitted first-come first-served while the sequence limit, the token
-   budget and the KV pool allow. Admission reserves KV for the whole prefill (vLLM's block
-   allocation); without chunked prefill a prompt must fit the remaining budget whole.
+   budget and the KV pool allow. Admission reserves KV for the whole prefill (``kv_admission:
+   prompt``, vLLM's block allocation; decode steps then grow it one slot at a time) or for the
+   prefill plus every output token still to come (``full``, TensorRT-LLM's GUARANTEED_NO_EVICT
+   capacity scheduler: decodes never need a new slot, so nothing is ever preempted); without
+   chunked prefill a prompt must fit the remaining budget whole.
 
 ``commit`` applies the iteration at its end time: first tokens, generated tokens, finishes.
 Token counts are int64; times in seconds. A request emits its first token when its prefill
@@ -52,6 +55,7 @@ class EngineState:
     max_batch_seqs: int
     max_batch_tokens: int
     chunked_prefill: bool
+    kv_admission: str = "prompt"  # "prompt" | "full": what admission reserves (module docstring)
     running: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     waiting: deque = field(default_factory=deque)
     kv_used_tokens: int = 0
@@ -102,15 +106,16 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
     """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``)."""
     ids = eng.running
     dec = book.prefilled[ids] >= book.target[ids]
+    grow = dec & (book.kv[ids] <= book.ctx[ids])  # decodes whose next token needs a new KV slot
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
     preempted = 0
-    need = int(dec.sum())
+    need = int(grow.sum())
     if need > free:  # preempt the newest until the decodes' next KV slot fits
         kv_freed = np.cumsum(book.kv[ids][::-1])
-        need_left = need - np.cumsum(dec[::-1])
+        need_left = need - np.cumsum(grow[::-1])
         j = int(np.argmax(need_left <= free + kv_freed)) + 1
         victims = ids[-j:]
-        ids, dec = ids[:-j], dec[:-j]
+        ids, dec, grow = ids[:-j], dec[:-j], grow[:-j]
         _preempt(eng, book, victims)
         preempted = victims.size
         free = eng.kv_capacity_tokens - eng.kv_used_tokens
@@ -125,16 +130,18 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         before = np.cumsum(rem) - rem
         q[part] = np.clip(budget - before, 0, rem)
         budget -= int(q[part].sum())
-    book.kv[ids[dec_pos]] += 1
-    eng.kv_used_tokens += dec_pos.size
-    free -= dec_pos.size
+    grown = dec_pos[grow[dec_pos]]
+    book.kv[ids[grown]] += 1
+    eng.kv_used_tokens += grown.size
+    free -= grown.size
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
     adm = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
         take = book.target[adm]
         q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
-        book.kv[adm] = take
-        eng.kv_used_tokens += int(take.sum())
+        reserve = _reservation(eng, book, adm)
+        book.kv[adm] = reserve
+        eng.kv_used_tokens += int(reserve.sum())
         ids = np.concatenate([ids, adm])
         q = np.concatenate([q, q_adm])
         dec = np.concatenate([dec, np.zeros(adm.size, bool)])
@@ -155,7 +162,7 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
         return np.zeros(0, np.int64)
     cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
     take = book.target[cand]
-    kv_ok = np.cumsum(take) <= free_kv
+    kv_ok = np.cumsum(_reservation(eng, book, cand)) <= free_kv
     before = np.cumsum(take) - take
     if eng.chunked_prefill:
         tok_ok = before < budget
@@ -168,6 +175,13 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     for _ in range(n):
         eng.waiting.popleft()
     return cand[:n]
+
+
+def _reservation(eng: EngineState, book: RequestBook, ids: np.ndarray) -> np.ndarray:
+    """KV slots admission reserves for ``ids``: the prefill, plus (``full``) the output still to come."""
+    if eng.kv_admission == "full":
+        return book.target[ids] + book.output[ids] - book.generated[ids]
+    return book.target[ids]
 
 
 def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarray:

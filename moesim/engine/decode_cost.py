@@ -5,10 +5,15 @@ token per decoding sequence) on one replica of ``tp x pp`` devices:
 
 * per layer: two norms, the QKV and O projections (TP-sharded GEMMs), attention reading every
   sequence's KV cache, and two TP all-reduces of the hidden states;
-* dense layers: the FFN as two GEMMs; MoE layers: the router GEMM, shared experts, and the routed
-  experts as grouped GEMMs that read only the experts the batch touches (expected
-  ``E(1-(1-k/E)^B)`` under uniform routing, sampled per iteration under skew), plus the EP
-  dispatch and combine all-to-alls (latency-bound at decode sizes) when ``ep > 1``;
+* dense layers: the FFN as two GEMMs and the activation kernel between them; MoE layers: the
+  router GEMM, shared experts, and the routed experts as grouped GEMMs that read only the
+  experts the batch touches (expected ``E(1-(1-k/E)^B)`` under uniform routing, sampled per
+  iteration under skew), plus the EP dispatch and combine all-to-alls (latency-bound at decode
+  sizes) when ``ep > 1``;
+* the memory-bound kernels between the GEMMs, as one streaming pass each (``memory_s``): the
+  (gated) activation reading the up-projection's output and writing the down-projection's input,
+  and for routed experts the MoE layer's token permute (each token copied to its ``top_k``
+  expert rows) and un-permute (the ``top_k`` expert outputs read back and summed per token);
 * the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs.
 
 Pipeline choice: the latency of an iteration is the sum over its ``pp`` stages (every layer in
@@ -19,6 +24,11 @@ with equal stages a replica finishes one micro-batch per stage time.
 Expert parallelism in serving: ``ep`` replicas share their experts (each holds ``E/ep``). An
 iteration's experts on one rank serve the batches of all ``ep`` replicas of its group, assumed
 equal to this replica's batch (the group is not simulated in lock-step).
+
+Activations: GEMM outputs, the residual stream, norms, the router, TP all-reduces and PP
+hand-offs are 16-bit (``act_b`` bytes) even for fp8 models (FP8 serving quantizes weights and GEMM
+inputs only, e.g. TensorRT-LLM / ModelOpt FP8); tensors that feed a GEMM, and the EP all-to-all,
+are in the model dtype.
 
 Everything that depends only on ``T`` (and, for the head, on the number of sequences emitting a
 token) is tabulated once with vectorised cost-model calls; per iteration only attention (a vector
@@ -44,6 +54,7 @@ class IterationCost:
         m, p = s.model, s.plan
         self.s, self.cm, self.rng = s, cm, rng
         self.dtype, self.b = m.dtype, m.dtype_bytes
+        self.act_dtype, self.act_b = activation_dtype(m.dtype), max(float(m.dtype_bytes), 2.0)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.launch_s = float(cm.launch_s)
         self.heads, self.head_dim, self.kv_heads = attention_shape(s)
@@ -66,30 +77,53 @@ class IterationCost:
         """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array)."""
         m, cm, tp, dt = self.s.model, self.cm, self.tp, self.dtype
         t = np.asarray(tokens, dtype=float)
-        d, b = m.d_model, self.b
+        d, b, ab = m.d_model, self.b, self.act_b  # all-to-all in the model dtype (as before), the rest 16-bit
         qkv_n, o_k = projection_shapes(self.s)
-        per_layer = (2 * cm.memory_s(2 * t * d * b) + cm.gemm_s(t, qkv_n, d, dt)
-                     + cm.gemm_s(t, d, o_k, dt) + 2 * cm.allreduce_s(t * d * b, tp))
+        per_layer = (2 * cm.memory_s(2 * t * d * ab) + cm.gemm_s(t, qkv_n, d, dt)
+                     + cm.gemm_s(t, d, o_k, dt) + 2 * cm.allreduce_s(t * d * ab, tp))
         total = m.n_layers * per_layer
         if m.n_dense_layers:
-            up = (2 if m.gated_ffn else 1) * m.ffn_hidden // tp
-            total = total + m.n_dense_layers * (cm.gemm_s(t, up, d, dt) + cm.gemm_s(t, d, m.ffn_hidden // tp, dt))
+            total = total + m.n_dense_layers * self.ffn_s(t, m.ffn_hidden // tp)
         if m.n_moe_layers:
-            moe = cm.gemm_s(t, m.n_experts, d, dt) if m.n_experts > 1 else 0.0
+            moe = cm.gemm_s(t, m.n_experts, d, self.act_dtype) if m.n_experts > 1 else 0.0
             if m.n_shared_experts:
-                w = m.n_shared_experts * m.shared_width // tp
-                moe = moe + cm.gemm_s(t, (2 if m.gated_ffn else 1) * w, d, dt) + cm.gemm_s(t, d, w, dt)
+                moe = moe + self.ffn_s(t, m.n_shared_experts * m.shared_width // tp)
             if m.n_experts == 1:  # a one-expert "MoE" layer is a dense FFN of the expert width
-                w = m.expert_width // tp
-                moe = moe + cm.gemm_s(t, (2 if m.gated_ffn else 1) * w, d, dt) + cm.gemm_s(t, d, w, dt)
+                moe = moe + self.ffn_s(t, m.expert_width // tp)
             if self.ep > 1:
                 sent = alltoall_bytes_per_rank(t / tp, m.top_k, d, b, self.ep)
                 moe = moe + 2 * cm.alltoall_s(sent, self.ep, tp, self.s.plan.alltoall)
             total = total + m.n_moe_layers * moe
         if self.pp > 1:
             intra = tp * self.pp <= self.s.hardware.node.devices_per_node
-            total = total + (self.pp - 1) * cm.p2p_s(t * d * b / tp, intra)
+            total = total + (self.pp - 1) * cm.p2p_s(t * d * ab / tp, intra)
         return np.asarray(total, dtype=float)
+
+    def ffn_s(self, tokens, width: int):
+        """A dense FFN of ``width`` (per device) over ``tokens``: up(+gate) GEMM, activation, down GEMM."""
+        m, cm, dt = self.s.model, self.cm, self.dtype
+        up = (2 if m.gated_ffn else 1) * width
+        return (cm.gemm_s(tokens, up, m.d_model, dt) + cm.memory_s(tokens * self.activation_bytes(up, width))
+                + cm.gemm_s(tokens, m.d_model, width, dt))
+
+    def activation_bytes(self, up: int, width: int) -> float:
+        """Bytes per token of the activation kernel: reads the up GEMM's 16-bit output, writes the down GEMM's input."""
+        return up * self.act_b + width * self.b
+
+    def moe_glue_bytes(self, routed):
+        """Bytes the routed-expert kernels between the GEMMs move for ``routed`` expert slots of one rank.
+
+        Per slot: the activation, the permute's write of a ``d_model`` row (GEMM input dtype) and the
+        un-permute's read of the down GEMM's 16-bit output row. Per token (``routed / top_k`` on
+        average): the permute's read and the un-permute's write of the token's hidden state.
+        """
+        m = self.s.model
+        w = m.expert_width // self.tp
+        up = (2 if m.gated_ffn else 1) * w
+        per_slot = self.activation_bytes(up, w) + m.d_model * (self.b + self.act_b)
+        per_token = m.d_model * (self.b + self.act_b)
+        r = np.asarray(routed, dtype=float)
+        return r * per_slot + r / m.top_k * per_token
 
     def uniform_experts_s(self, tokens) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens) of the routed experts at their expected uniform load, per ``tokens``."""
@@ -139,12 +173,14 @@ class IterationCost:
     def _expert_gemms_s(self, loads) -> np.ndarray:
         """Up(+gate) and down grouped GEMMs of one rank's experts; ``loads`` is ``(..., E_local)``.
 
-        Adds the cost model's host-side MoE overhead per layer (profiled; absent from a datasheet).
+        Adds the memory-bound kernels between them (``moe_glue_bytes``, one streaming pass) and the
+        cost model's host-side MoE overhead per layer (profiled; absent from a datasheet).
         """
         m, tp = self.s.model, self.tp
         up = (2 if m.gated_ffn else 1) * m.expert_width // tp
         secs = (self.cm.grouped_gemm_s(loads, up, m.d_model, self.dtype)
-                + self.cm.grouped_gemm_s(loads, m.d_model, m.expert_width // tp, self.dtype))
+                + self.cm.grouped_gemm_s(loads, m.d_model, m.expert_width // tp, self.dtype)
+                + self.cm.memory_s(self.moe_glue_bytes(np.asarray(loads).sum(axis=-1))))
         if hasattr(self.cm, "moe_overhead_s"):
             secs = secs + self.cm.moe_overhead_s((np.asarray(loads) > 0).sum(axis=-1))
         return secs
@@ -209,6 +245,11 @@ class IterationCost:
             experts, dropped = self.sampled_experts_s(total)
         head = self._head[min(n_out, self.max_tokens)]
         return fixed + experts + head + self.attention_s(q_tokens, kv_tokens), dropped
+
+
+def activation_dtype(dtype: str) -> str:
+    """Dtype of activations between kernels: 16-bit (bf16) for fp8 weights, else the model dtype."""
+    return "bf16" if dtype == "fp8" else dtype
 
 
 def projection_shapes(s: Scenario) -> tuple[int, int]:

@@ -47,8 +47,8 @@ def simulate_serving(s: Scenario, seed: int = 0) -> SimResult:
     cost = IterationCost(s, cm, routing_rng, max_tokens=max(max_tokens, w.max_batch_seqs))
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens)
     book.rejected[:] = rejected_mask(reqs, kv_per_engine, w)
-    engines = [EngineState(kv_per_engine, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill)
-               for _ in range(n_engines)]
+    engines = [EngineState(kv_per_engine, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
+                           w.kv_admission) for _ in range(n_engines)]
     records: list[tuple] = []
     run = _Run(s, reqs, book, engines, cost, records)
     run.play()

@@ -42,11 +42,12 @@ HARDWARE: dict[str, dict] = {
                     mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.99),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
     ),
-    # H200 SXM 141GB: H100's tensor FLOP/s, 4800 GB/s, 141 GB (HW-08); 700 W; $3.29/h (COST-04).
+    # H200 SXM 141GB: H100's tensor FLOP/s, 4800 GB/s, 141 GB (HW-08): nvidia-smi reports 143,771 MiB
+    # = 140.4 GiB; 700 W; $3.29/h (COST-04).
     "h200": dict(
         name="HGX H200",
         device=dict(name="NVIDIA H200 SXM 141GB", peak_tflops=dict(bf16=989.4, fp16=989.4, fp8=1978.9, fp32=494.7),
-                    mem_bw_gbps=4800.0, mem_gib=131.0, power_w=700.0, usd_per_hour=3.29),
+                    mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);

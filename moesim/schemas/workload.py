@@ -75,6 +75,7 @@ class ServingWorkload(Strict):
     chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens.")
     router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over replicas.")
     kv_cache_fraction: float = Field(0.9, gt=0, le=1, description="Fraction of memory left after weights that holds the KV cache.")
+    kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
 
 
 Workload = Annotated[Union[TrainingWorkload, ServingWorkload], Field(discriminator="kind")]
