@@ -18,7 +18,12 @@ from pathlib import Path
 
 import torch
 
-from calibrate.collectives import CollectiveError, available_ranks, measure_collectives, to_measurements
+from calibrate.collectives import (
+    CollectiveError,
+    available_ranks,
+    measure_collectives,
+    to_measurements,
+)
 from calibrate.fit_local import DeviceInfo, fit_profile
 from calibrate.grids import Grid, grid_for
 from calibrate.microbench import (

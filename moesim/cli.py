@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -20,12 +20,13 @@ try:  # typer >= 0.20 vendors its own click; catch both so usage errors never le
 except ImportError:  # pragma: no cover - older typer uses click itself
     _tclick = click.exceptions
 
-_EXIT = (click.exceptions.Exit, typer.Exit)
-_USAGE = (click.ClickException, _tclick.ClickException)
-_ABORT = (click.exceptions.Abort, typer.Abort)
 from rich.console import Console
 
 from moesim.errors import InputError, MoesimError
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = (click.ClickException, _tclick.ClickException)
+_ABORT = (click.exceptions.Abort, typer.Abort)
 
 app = typer.Typer(
     name="moesim",
@@ -39,7 +40,7 @@ err = Console(stderr=True)
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file (see scenarios/).", show_default=False)]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
@@ -53,7 +54,7 @@ def _print_json(data) -> None:
 
 @app.command()
 def presets(
-    show: Annotated[Optional[str], typer.Option("--show", help="Print one preset's full data.")] = None,
+    show: Annotated[str | None, typer.Option("--show", help="Print one preset's full data.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the model and hardware presets (or show one with --show NAME)."""
@@ -101,7 +102,7 @@ def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False) 
 
 @app.command()
 def schema(
-    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the schema to this file instead of stdout.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the schema to this file instead of stdout.")] = None,
 ) -> None:
     """Print the scenario's JSON Schema (point your editor's YAML plugin at it for completion)."""
     from moesim.fileio import atomic_write_text
@@ -119,9 +120,9 @@ def schema(
 def simulate(
     scenario: ScenarioArg,
     set_: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Routing/arrival seed (default: the scenario's routing.seed).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Routing/arrival seed (default: the scenario's routing.seed).")] = None,
     as_json: JsonOpt = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write summary.json, spans.csv, trace.json (Perfetto) and tables here.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write summary.json, spans.csv, trace.json (Perfetto) and tables here.")] = None,
 ) -> None:
     """Simulate a training step or a serving run and print where the time and money go."""
     from moesim.loader import load_scenario

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from moesim.errors import InputError
-from moesim.resolve import PresetError, resolve_presets
+from moesim.resolve import PresetError
 from moesim.schemas import Scenario
 
 _TAGS = {"training", "serving"}  # discriminator tags pydantic puts in error locations

@@ -134,7 +134,7 @@ class SimResult:
         return written
 
     @classmethod
-    def load(cls, out_dir: str | Path) -> "SimResult":
+    def load(cls, out_dir: str | Path) -> SimResult:
         """Read a result folder written by ``save`` (summary, spans and tables)."""
         out = Path(out_dir)
         doc = read_summary(out / "summary.json")

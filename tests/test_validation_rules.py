@@ -91,7 +91,9 @@ def test_poisson_needs_rate(raw):
 
 def test_models_are_frozen(raw):
     s = scenario_from_dict(raw)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         s.plan.tp = 2  # type: ignore[misc]
 
 

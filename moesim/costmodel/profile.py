@@ -26,6 +26,7 @@ from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
 from moesim.schemas import DeviceSpec
 from moesim.schemas._base import Strict
+from moesim.schemas.hardware import peak_flops_of
 
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
@@ -148,10 +149,7 @@ class Reference(Strict):
 
     def peak_flops(self, dtype: str) -> float:
         """Peak FLOP/s for ``dtype``, falling back to bf16, fp16, then fp32."""
-        for key in (dtype, "bf16", "fp16", "fp32"):
-            if key in self.peak_tflops:
-                return self.peak_tflops[key] * 1e12
-        return next(iter(self.peak_tflops.values())) * 1e12
+        return peak_flops_of(self.peak_tflops, dtype)
 
 
 class GroupedSpec(Strict):

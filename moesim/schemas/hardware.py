@@ -9,6 +9,14 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from moesim.schemas._base import Strict
 
 
+def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
+    """FLOP/s for ``dtype`` from a TFLOP/s-per-dtype table, falling back to bf16, fp16, then fp32."""
+    for key in (dtype, "bf16", "fp16", "fp32"):
+        if key in peak_tflops:
+            return peak_tflops[key] * 1e12
+    return next(iter(peak_tflops.values())) * 1e12
+
+
 class DeviceSpec(Strict):
     """One accelerator (or the GPU of an Apple SoC). Bandwidths are per direction."""
 
@@ -25,7 +33,7 @@ class DeviceSpec(Strict):
     launch_overhead_us: float = Field(5.0, ge=0, description="Fixed cost per kernel, microseconds.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DeviceSpec":
+    def _check(self) -> DeviceSpec:
         allowed = {"fp32", "bf16", "fp16", "fp8"}
         bad = sorted(set(self.peak_tflops) - allowed)
         if bad:
@@ -35,11 +43,8 @@ class DeviceSpec(Strict):
         return self
 
     def peak_flops(self, dtype: str) -> float:
-        """Dense peak in FLOP/s for ``dtype``, falling back to bf16 then fp32."""
-        for key in (dtype, "bf16", "fp16", "fp32"):
-            if key in self.peak_tflops:
-                return self.peak_tflops[key] * 1e12
-        return next(iter(self.peak_tflops.values())) * 1e12
+        """Dense peak in FLOP/s for ``dtype``, falling back to bf16, fp16, then fp32."""
+        return peak_flops_of(self.peak_tflops, dtype)
 
 
 class NodeSpec(Strict):

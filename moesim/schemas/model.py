@@ -53,7 +53,7 @@ class ModelSpec(Strict):
     mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelSpec":
+    def _check(self) -> ModelSpec:
         if self.top_k > self.n_experts:
             raise ValueError(f"model.top_k = {self.top_k}: must be <= model.n_experts ({self.n_experts})")
         if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:

@@ -31,7 +31,7 @@ class PlanSpec(Strict):
     alltoall: Literal["flat", "hierarchical"] = Field("flat", description="All-to-all algorithm: flat (every peer directly) or hierarchical (gather in node, one NIC exchange).")
 
     @model_validator(mode="after")
-    def _check(self) -> "PlanSpec":
+    def _check(self) -> PlanSpec:
         if self.dp % self.ep:
             raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
         if self.virtual_stages > 1 and self.schedule != "interleaved":

@@ -38,7 +38,7 @@ class Scenario(Strict):
         return resolve_presets(data, Path(base_dir) if base_dir else None)
 
     @model_validator(mode="after")
-    def _cross_field(self, info: ValidationInfo) -> "Scenario":
+    def _cross_field(self, info: ValidationInfo) -> Scenario:
         m, p, hw = self.model, self.plan, self.hardware
         if m.n_heads % p.tp:
             raise ValueError(f"plan.tp = {p.tp}: must divide model.n_heads ({m.n_heads})")

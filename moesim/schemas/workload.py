@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
@@ -36,7 +36,7 @@ class LengthDist(Strict):
     max: PositiveInt | None = Field(None, description="Clip samples to at most this many tokens.")
 
     @model_validator(mode="after")
-    def _check(self) -> "LengthDist":
+    def _check(self) -> LengthDist:
         need = {"fixed": ("value",), "uniform": ("low", "high"), "lognormal": ("median", "sigma"), "trace": ()}[self.dist]
         for name in need:
             if getattr(self, name) is None:
@@ -55,7 +55,7 @@ class ArrivalSpec(Strict):
     trace: Path | None = Field(None, description="CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ArrivalSpec":
+    def _check(self) -> ArrivalSpec:
         if self.process == "poisson" and self.rate_per_s is None:
             raise ValueError("rate_per_s: required when process is 'poisson'")
         if self.process == "trace" and self.trace is None:
@@ -78,7 +78,7 @@ class ServingWorkload(Strict):
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
 
 
-Workload = Annotated[Union[TrainingWorkload, ServingWorkload], Field(discriminator="kind")]
+Workload = Annotated[TrainingWorkload | ServingWorkload, Field(discriminator="kind")]
 
 
 class RoutingSpec(Strict):
@@ -93,7 +93,7 @@ class RoutingSpec(Strict):
     seed: int = Field(0, ge=0, description="Seed of the routing sampler.")
 
     @model_validator(mode="after")
-    def _check(self) -> "RoutingSpec":
+    def _check(self) -> RoutingSpec:
         if self.distribution == "trace" and self.trace is None:
             raise ValueError("trace: required when distribution is 'trace'")
         return self
