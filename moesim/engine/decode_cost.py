@@ -42,6 +42,7 @@ import numpy as np
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.engine import expert_load
+from moesim.engine.routing import expert_popularity
 from moesim.schemas import Scenario
 
 SKEW_POOL = 8  # load samples kept per batch size under skewed routing
@@ -61,7 +62,7 @@ class IterationCost:
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
         if self.skewed:
-            pop = expert_load.expert_popularity(s.routing, m.n_moe_layers, m.n_experts, rng)
+            pop = expert_popularity(s.routing, m.n_moe_layers, m.n_experts, m.top_k, rng)
             self.inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
         self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.max_tokens = int(max_tokens)

@@ -5,8 +5,7 @@ distinct experts out of ``E``, expert ``e`` is hit by one token with probability
 *inclusion probability*), so the expected number of distinct experts is
 ``sum_e 1 - (1 - q_e)^B``; under uniform routing ``q_e = k/E`` and this is ``E(1-(1-k/E)^B)``.
 
-This module is the serving engine's own small sampler (the training engine owns
-``moesim/engine/routing.py``); it follows the same RoutingSpec. Shapes: popularity and
+Expert popularity comes from ``moesim/engine/routing.py`` (the same sampler training uses). Shapes: popularity and
 inclusion arrays are ``(layers, experts)``; loads are integer arrays of the same shape.
 """
 
@@ -14,59 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.errors import InputError
-from moesim.schemas import RoutingSpec
-
-
-def expert_popularity(routing: RoutingSpec, n_layers: int, n_experts: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Routing probabilities ``(n_layers, n_experts)``, rows summing to 1.
-
-    uniform: 1/E. zipf: ``rank^-s`` with the ranks shuffled per layer. dirichlet: one draw of
-    ``Dir(alpha)`` per layer. trace: the CSV rows (one per layer, tiled if fewer), normalised.
-    """
-    e = n_experts
-    if routing.distribution == "uniform" or e == 1:
-        return np.full((n_layers, e), 1.0 / e)
-    if routing.distribution == "zipf":
-        base = np.arange(1, e + 1, dtype=float) ** -routing.zipf_s
-        base /= base.sum()
-        perm = np.argsort(rng.random((n_layers, e)), axis=1)
-        return base[perm]
-    if routing.distribution == "dirichlet":
-        return rng.dirichlet(np.full(e, routing.dirichlet_alpha), size=n_layers)
-    try:
-        table = np.loadtxt(routing.trace, delimiter=",", ndmin=2)
-    except ValueError:  # a header row
-        table = np.loadtxt(routing.trace, delimiter=",", ndmin=2, skiprows=1)
-    if table.shape[1] != e or np.any(table < 0) or np.any(table.sum(axis=1) <= 0):
-        raise InputError(f"routing.trace = {str(routing.trace)!r}: expected {e} non-negative "
-                         f"columns per row (one per expert), got shape {table.shape}")
-    rows = np.resize(table, (n_layers, e))
-    return rows / rows.sum(axis=1, keepdims=True)
+from moesim.engine.routing import cap_inclusion
 
 
 def inclusion_probabilities(popularity: np.ndarray, top_k: int) -> np.ndarray:
     """Probability that one token's ``top_k`` distinct experts include each expert.
 
-    Approximates sampling without replacement by ``q = k p`` capped at 1, the excess spread over
-    the uncapped experts in proportion to ``p`` (rows then sum to ``k``). Exact for uniform
-    popularity (``q = k/E``) and for ``k = 1``.
+    ``popularity`` is each expert's share of assignments (rows sum to 1). No expert can take more
+    than ``1/top_k`` of them (a token picks distinct experts), so the shares are capped by the
+    training engine's water-filling (``routing.cap_inclusion``) and ``q = k p`` then never exceeds
+    1; rows sum to ``k``. Exact for uniform popularity (``q = k/E``) and for ``k = 1``.
     """
     p = np.asarray(popularity, dtype=float)
     k = min(top_k, p.shape[-1])
-    q = k * p
-    for _ in range(p.shape[-1]):
-        over = q > 1.0
-        if not over.any():
-            break
-        capped = np.where(over, 1.0, q)
-        free = ~over & (q < 1.0)
-        missing = k - capped.sum(axis=-1, keepdims=True)
-        weight = np.where(free, p, 0.0)
-        norm = weight.sum(axis=-1, keepdims=True)
-        q = capped + np.where(norm > 0, missing * weight / np.where(norm > 0, norm, 1.0), 0.0)
-    return np.minimum(q, 1.0)
+    p = p / p.sum(axis=-1, keepdims=True)
+    return np.minimum(k * cap_inclusion(p, k), 1.0)
 
 
 def expected_touched(inclusion: np.ndarray, tokens) -> np.ndarray:
