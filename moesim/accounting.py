@@ -234,13 +234,17 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
         pool = serving_kv_pool_bytes(s)
-        per_token = kv_bytes_per_token(m) / (plan.pp * _kv_shards(m, plan.tp))
-        need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * per_token
+        need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
                         headroom_gib=capacity - total)
+
+
+def kv_bytes_per_token_per_device(s: Scenario) -> float:
+    """KV cache bytes one token adds on one device: layers split over pp, KV heads over tp."""
+    return kv_bytes_per_token(s.model) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
 
 
 def _kv_shards(m: ModelSpec, tp: int) -> int:
@@ -287,8 +291,7 @@ def serving_kv_pool_bytes(s: Scenario) -> float:
 
 def kv_cache_capacity_tokens(s: Scenario) -> float:
     """Tokens of KV cache one serving replica holds (its KV pool over the per-token bytes per device)."""
-    m, plan = s.model, s.plan
-    return serving_kv_pool_bytes(s) / (kv_bytes_per_token(m) / (plan.pp * _kv_shards(m, plan.tp)))
+    return serving_kv_pool_bytes(s) / kv_bytes_per_token_per_device(s)
 
 
 def summary(s: Scenario) -> dict:

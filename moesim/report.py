@@ -9,8 +9,7 @@ from rich.table import Table
 # Units shown next to a key, chosen by its suffix (names carry their units).
 _SUFFIX_UNITS = (("_per_s", "/s"), ("_gib", "GiB"), ("_s", "s"), ("_usd", "USD"), ("_days", "days"),
                  ("_gbps", "GB/s"), ("_j_per_token", "J/token"), ("usd_per_mtok", "USD/1M tok"),
-                 ("usd_per_1k_tokens", "USD/1K tok"), ("usd_per_step", "USD"), ("_tflops", "TFLOP/s"),
-                 ("_tflops_per_device", "TFLOP/s"), ("_w", "W"))
+                 ("usd_per_1k_tokens", "USD/1K tok"), ("usd_per_step", "USD"), ("_w", "W"))
 
 
 def fmt_value(key: str, value: Any) -> str:
