@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibrate.microbench import write_measurements
 from calibrate.run import calibrate, plan
 from calibrate.validate import validate
 from moesim.costmodel.profile import load_profile, save_profile
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", type=Path, help="validate this profile instead of calibrating first")
     ap.add_argument("--out", type=Path, help="where to write the fresh profile (default: a temp file)")
+    ap.add_argument("--measurements", type=Path, help="also write the calibration's raw timings (CSV)")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 on CPU, torch's default elsewhere)")
     ap.add_argument("--full", action="store_true", help="calibrate on the full grid, not --quick")
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         p = plan(args.device, quick=not args.full, threads=args.threads)
         t0 = time.perf_counter()
-        profile, _ = calibrate(p)
+        profile, rows = calibrate(p)
+        if args.measurements:
+            write_measurements(rows, args.measurements)
         out = args.out or Path(tempfile.mkdtemp(prefix="moesim-")) / "profile.yaml"
         save_profile(profile, out)
         print(f"calibrated {profile.device} ({p.device}, {p.threads} threads) in {time.perf_counter() - t0:.0f} s "

@@ -1,7 +1,8 @@
 """Fit a profile from the local microbenchmarks (``calibrate.microbench`` rows).
 
 Order: memory (launch overhead, bandwidth) -> dense GEMM table -> grouped GEMM -> attention ->
-MoE-layer host overhead (the residual of the whole-layer runs after every kernel is priced).
+activation and router top-k (``fit_elementwise``) -> MoE-layer host overhead (the residual of
+the whole-layer runs after every kernel is priced).
 One point in five (stable hash of its shape) is held out of each fit and scored afterwards through
 the ``CostModel`` itself, so the recorded error is the cost model's.
 """
@@ -22,6 +23,7 @@ from calibrate.fit import (
     log2_nodes,
     round_sig,
 )
+from calibrate.fit_elementwise import fit_elementwise
 from calibrate.microbench import Measurement
 from calibrate.predict import moe_layer_s
 from moesim.costmodel import CostModel
@@ -117,9 +119,10 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
 
     Per-expert cost = (time - launch) / experts. The per-expert overhead (loop implementations:
     slicing, the copy out, the GEMM's own launch) is the median excess of the hot cost over the
-    dense GEMM core. The cold cost minus that overhead gives the cold efficiency, measured only
-    while the benchmark's activations stay below its weights (``Grid.grouped_points``); past the
-    last cold token count a cold expert costs its hot time plus the extra time measured there
+    dense GEMM of the same shape (its measured time, else the table's core). The cold cost minus
+    that overhead gives the cold efficiency, measured only while the benchmark's activations stay
+    below its weights (``Grid.grouped_points``); past the last cold token count a cold expert
+    costs its hot time plus the extra time measured there
     (streaming the weights once costs the same at any token count).
     """
     cells: dict[tuple, dict[int, Measurement]] = {}
@@ -136,7 +139,11 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     def per_expert_s(r: Measurement) -> float:
         return max(r.time_s - launch_s, 1e-9) / r.params["experts"]
 
-    excess = [per_expert_s(by_e[few]) - float(dense.gemm_s(m, n, k, dtype)) + launch_s
+    # the dense GEMM of the same shape, measured when the grid has it (a table lookup carries the
+    # table's few-percent error, as large as the overhead itself at mid token counts)
+    twin = {(r.params["m"], r.params["n"], r.params["k"]): r.time_s for r in rows if r.kind == "gemm"}
+    excess = [per_expert_s(by_e[few]) - twin.get((m, n, k), float(dense.gemm_s(m, n, k, dtype)))
+              + (0.0 if (m, n, k) in twin else launch_s)
               for (m, n, k), by_e in cells.items() if few in by_e and (m, n, k) not in held]
     o = max(float(np.median(excess)), 0.0) if per_expert and excess else 0.0
     cold = {c: by_e[most] for c, by_e in cells.items() if most in by_e and c not in held}
@@ -165,11 +172,17 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     return spec, fit_rows, [r for c in held for r in cells[c].values()]
 
 
-def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: float):
+def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: float,
+                       curve: BytesCurve | None = None):
+    """Prefill: a compute-efficiency table over (queries, keys). Decode: launch + KV bytes / bandwidth,
+    the bandwidth relative to the memory ``curve`` at the batch's bytes when there is one (CPUs)."""
     fit, held = _split([r for r in rows if r.kind.startswith("attn_")])
     dec = [r for r in fit if r.kind == "attn_decode"]
-    kv_bytes = [2.0 * b * r.params["batch"] * r.params["kv"] * r.params["heads"] * r.params["head_dim"] for r in dec]
-    launch_s, bw = fit_launch_bandwidth(kv_bytes, [r.time_s for r in dec])
+    p = [r.params for r in dec]
+    kv_bytes = np.array([b * x["batch"] * x["head_dim"] * x["heads"] * (2.0 * x["kv"] + 2.0) for x in p])
+    # bytes over the curve's efficiency: the fitted bandwidth is then the curve's, scaled
+    scaled = kv_bytes / (curve.lookup(kv_bytes) if curve is not None else 1.0)
+    launch_s, bw = fit_launch_bandwidth(scaled, [r.time_s for r in dec])
     pre = [r for r in fit if r.kind == "attn_prefill"]
     q = np.array([r.params["q"] for r in pre], dtype=float)
     kv = np.array([r.params["kv"] for r in pre], dtype=float)
@@ -186,8 +199,8 @@ def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: f
 def layer_pred_s(cm: CostModel, r: Measurement, dtype: str) -> float:
     """The cost model's time of one measured layer point (through ``predict.moe_layer_s``)."""
     p = r.params
-    return moe_layer_s(cm, p["tokens"], p["d_model"], p["ffn"], p["experts"], p["counts"], dtype=dtype,
-                       capacity=p["capacity_factor"] is not None)
+    return moe_layer_s(cm, p["tokens"], p["d_model"], p["ffn"], p["experts"], p["top_k"], p["counts"],
+                       dtype=dtype, capacity=p["capacity_factor"] is not None)
 
 
 def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str) -> tuple[MoEOverheadSpec, float]:
@@ -242,8 +255,9 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
     )
     dense = CostModel(hardware_for(profile), profile)
     grouped, grp_fit, grp_held = fit_grouped_part(rows, dense, info.dtype, info.impl == "loop")
-    attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b)
-    profile = profile.model_copy(update={"grouped": grouped, "attention": attention})
+    attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b, mem_curve)
+    elementwise, elementwise_errors = fit_elementwise(rows)
+    profile = profile.model_copy(update={"grouped": grouped, "attention": attention, "elementwise": elementwise})
     overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype)
     profile = profile.model_copy(update={"moe_overhead": overhead, "cache_bytes": cache})
     cm = CostModel(hardware_for(profile), profile)
@@ -260,6 +274,7 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
                                                            r.params["head_dim"], r.params["heads"], info.dtype,
                                                            causal=r.kind == "attn_prefill")) for r in att_held],
                                [r.time_s for r in att_held], len(att_fit)),
+        **elementwise_errors,
         "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype) for r in lay_held], [r.time_s for r in lay_held],
                                len(lay_fit)),
     }

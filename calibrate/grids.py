@@ -33,6 +33,10 @@ class Grid:
     attn_head_dim: int
     attn_prefill: tuple[int, ...]  # causal prompt lengths (q == kv)
     attn_decode: tuple[tuple[int, int], ...]  # (batch, kv)
+    router_tokens: tuple[int, ...]  # softmax + top-k after the router GEMM: tokens x experts x top-k
+    router_experts: tuple[int, ...]
+    router_top_k: tuple[int, ...]
+    act_rows: tuple[int, ...]  # SwiGLU activation on (rows, 2 * layer_ffn) gate/up outputs
     layer_d_model: int
     layer_ffn: int
     layer_points: tuple[tuple[int, int, int, float | None], ...]
@@ -54,10 +58,15 @@ class Grid:
         return [(e, m, n, k) for n, k in self.grouped_nk for m in self.grouped_m for e in self.grouped_experts
                 if 2.0 * e * m * n * k <= self.grouped_max_flops and (e < most or m * (n + k) <= n * k)]
 
+    def router_points(self) -> list[tuple[int, int, int]]:
+        """(tokens, experts, top_k) with top_k below experts."""
+        return [(t, e, k) for k in self.router_top_k for e in self.router_experts for t in self.router_tokens if k < e]
+
     def count(self) -> int:
         """Number of timed points over all rounds (for the progress bar)."""
         return self.rounds * (len(self.gemm_points()) + len(self.grouped_points()) + len(self.copy_bytes)
-                              + len(self.attn_prefill) + len(self.attn_decode) + len(self.layer_points))
+                              + len(self.attn_prefill) + len(self.attn_decode) + len(self.router_points())
+                              + len(self.act_rows) + len(self.layer_points))
 
 
 def _cpu(quick: bool) -> Grid:
@@ -65,7 +74,8 @@ def _cpu(quick: bool) -> Grid:
     pow2 = tuple(2 ** i for i in range(13))  # 1 .. 4096
     return Grid(
         gemm_m=pow2 if quick else tuple(sorted(set(pow2) | {3, 6, 12, 24, 48, 96, 192, 384, 768, 1536, 3072})),
-        gemm_nk=((16, d), (128, d), (2 * f, d), (d, f), (2048, 1024)),
+        # router widths (n = experts: narrow GEMMs run far below the wide ones), the layer's, a large one
+        gemm_nk=((4, d), (8, d), (16, d), (32, d), (64, d), (128, d), (2 * f, d), (d, f), (2048, 1024)),
         grouped_experts=(2, 64),  # 2 MiB of weights stays in cache, 64 MiB streams from DRAM
         grouped_m=pow2[:10] if quick else tuple(sorted(pow2[:11] + (3, 6, 12, 24, 48, 96))),
         grouped_nk=((2 * f, d), (d, f)),
@@ -73,6 +83,13 @@ def _cpu(quick: bool) -> Grid:
         attn_heads=8, attn_head_dim=64,
         attn_prefill=(16, 64, 256, 1024) if quick else (16, 32, 64, 128, 256, 512, 1024, 2048),
         attn_decode=tuple((b, kv) for b in (1, 8, 32) for kv in (128, 512, 2048)),
+        # 1.5 x powers of two: dense enough to follow torch's top-k, whose cost per token jumps
+        # several-fold between 512 and 768 tokens, while the validation's token counts fall between nodes
+        router_tokens=(1,) + tuple(3 * 2 ** i for i in range(12)) if quick else (1, 2) + tuple(
+            x for i in range(13) for x in (3 * 2 ** i, 2 ** (i + 2))),
+        router_experts=(4, 8, 16, 32, 64, 128) if quick else (2, 4, 8, 16, 32, 64, 128, 256),
+        router_top_k=(1, 2, 4) if quick else (1, 2, 4, 8),
+        act_rows=pow2,
         layer_d_model=d, layer_ffn=f,
         layer_points=_LAYER_QUICK if quick else _LAYER_FULL,
         min_time_s=0.02 if quick else 0.1,
@@ -96,6 +113,8 @@ def _gpu(quick: bool) -> Grid:
         attn_heads=32, attn_head_dim=128,
         attn_prefill=(64, 256, 1024, 4096) if quick else (64, 128, 256, 512, 1024, 2048, 4096, 8192),
         attn_decode=tuple((b, kv) for b in (1, 8, 64) for kv in (512, 2048, 8192)),
+        router_tokens=(1, 64, 1024, 16384), router_experts=(8, 64, 256), router_top_k=(1, 2, 8),
+        act_rows=pow2[::2],
         layer_d_model=d, layer_ffn=f,
         layer_points=_LAYER_QUICK if quick else _LAYER_FULL,
         min_time_s=0.02 if quick else 0.1,
@@ -117,6 +136,7 @@ def tiny_grid() -> Grid:
     return replace(g, gemm_m=(1, 8, 64, 512), gemm_nk=((16, 64), (256, 64), (64, 128)),
                    grouped_experts=(2, 64), grouped_m=(1, 8, 64), grouped_nk=((256, 64), (64, 128)), copy_bytes=(4096, 65536, 1 << 20, 1 << 22),
                    attn_heads=2, attn_head_dim=16, attn_prefill=(16, 64, 256), attn_decode=((1, 64), (4, 256), (4, 64)),
+                   router_tokens=(1, 64), router_experts=(4, 8), router_top_k=(1, 2), act_rows=(1, 16, 256),
                    layer_d_model=64, layer_ffn=128,
                    layer_points=tuple((e, k, t, cf) for e in (4, 8) for k in (1, 2) for t in (4, 64) for cf in (None, 1.5)),
                    min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1, coll_bytes=())

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from calibrate.grids import Grid
-from kernels.moe_ref import grouped_gemm_loop, init_moe_weights, moe_forward
+from kernels.moe_ref import (
+    grouped_gemm_loop,
+    init_moe_weights,
+    moe_forward,
+    swiglu_activation,
+    topk_weights,
+)
 from kernels.timing import time_fn
 from moesim.fileio import atomic_open
 
@@ -27,7 +33,8 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 @dataclass(frozen=True)
 class Measurement:
-    """One timed point: ``kind`` (gemm, grouped, copy, attn_prefill, attn_decode, layer), its shape."""
+    """One timed point: ``kind`` (gemm, grouped, copy, attn_prefill, attn_decode, router, activation,
+    layer), its shape."""
 
     kind: str
     params: dict = field(default_factory=dict)
@@ -112,6 +119,29 @@ def bench_attention(grid: Grid, device: str, dtype: str, tick: Tick) -> list[Mea
         t = time_fn(lambda qx=qx, kx=kx: F.scaled_dot_product_attention(qx, kx, kx), device, grid.min_time_s).median_s
         out.append(Measurement("attn_decode", {"batch": b, "q": 1, "kv": kv, "heads": h, "head_dim": hd}, t))
         tick("attention decode")
+    return out
+
+
+def bench_router(grid: Grid, device: str, tick: Tick) -> list[Measurement]:
+    """The reference layer's router after its GEMM (``topk_weights``) on (tokens, experts) fp32 logits."""
+    out = []
+    for t, e, k in grid.router_points():
+        logits = _rand(t, e, dtype=torch.float32, device=device, seed=8)
+        secs = time_fn(lambda logits=logits, k=k: topk_weights(logits, k), device, grid.min_time_s).median_s
+        out.append(Measurement("router", {"tokens": t, "experts": e, "top_k": k}, secs))
+        tick("router top-k")
+    return out
+
+
+def bench_activation(grid: Grid, device: str, dtype: str, tick: Tick) -> list[Measurement]:
+    """The reference layer's SwiGLU activation (``swiglu_activation``) on (rows, 2f) gate/up outputs."""
+    dt, f = TORCH_DTYPES[dtype], grid.layer_ffn
+    out = []
+    for rows in grid.act_rows:
+        h = _rand(rows, 2 * f, dtype=dt, device=device, seed=9)
+        secs = time_fn(lambda h=h: swiglu_activation(h), device, grid.min_time_s).median_s
+        out.append(Measurement("activation", {"rows": rows, "ffn": f, "elements": rows * f}, secs))
+        tick("activation")
     return out
 
 

@@ -7,13 +7,13 @@ layer times. The op list mirrors ``moe_forward`` (keep the two in step):
 op                     shape                                       CostModel call
 =====================  ==========================================  ==========================
 router logits          (T x d) @ (d x E)                           ``gemm_s(T, E, d)``
-softmax, top-k         T x E logits read and written               ``memory_s``
+softmax, top-k         T x E fp32 logits, k picked per token       ``router_topk_s(T, E, k)``
 gather by expert       N = kept assignments, N x d read + written  ``memory_s``
 gate/up projection     per expert (c_e x d) @ (d x 2f)             ``grouped_gemm_s(c, 2f, d)``
-SwiGLU activation      per busy expert: read 2 c_e f, write c_e f  ``memory_s`` per expert
+SwiGLU activation      per busy expert: c_e x f outputs            ``activation_s`` per expert
 down projection        per expert (c_e x f) @ (f x d)              ``grouped_gemm_s(c, d, f)``
-weighted combine       N x d scaled, scatter-added into T x d      ``memory_s``
-shared experts         dense SwiGLU on all T tokens, each          ``gemm_s`` + ``memory_s``
+weighted combine       zero T x d; scale N x d; scatter-add N x d  ``memory_s`` x 3
+shared experts         dense SwiGLU on all T tokens, each          ``gemm_s`` + ``activation_s``
 host bookkeeping       per layer, per busy expert, capacity        ``moe_overhead_s``
 =====================  ==========================================  ==========================
 
@@ -38,13 +38,13 @@ def layer_working_set_bytes(tokens: float, kept: float, busy: int, d_model: int,
     return dtype_bytes * (busy * 3.0 * d_model * ffn + 2.0 * (tokens + kept) * d_model)
 
 
-def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: int,
+def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: int, top_k: int,
                 kept_per_expert: Sequence[int], n_shared: int = 0, shared_ffn: int | None = None,
                 dtype: str = "fp32", capacity: bool = False) -> float:
     """Seconds of one reference MoE layer forward over ``tokens`` tokens.
 
     ``kept_per_expert`` (length ``n_experts``) are the assignments each expert processes after any
-    capacity drop; their sum N is tokens * top_k minus the dropped ones. ``capacity``: the layer
+    capacity drop; their sum N is tokens * ``top_k`` minus the dropped ones. ``capacity``: the layer
     enforces a capacity (its dispatch does the extra position bookkeeping).
     """
     b = DTYPE_BYTES[dtype]
@@ -54,15 +54,19 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     busy = int(np.count_nonzero(c))
     ws = layer_working_set_bytes(t, n, busy, d_model, ffn, b)
     total = float(cm.gemm_s(t, n_experts, d_model, dtype))  # router logits
-    total += float(cm.memory_s(2 * t * n_experts * 4.0))  # fp32 softmax + top-k over the logits
+    total += float(cm.router_topk_s(t, n_experts, top_k))  # fp32 softmax, top-k, renormalise
     total += float(cm.memory_s(2 * n * d_model * b))  # gather rows by expert
     total += float(cm.grouped_gemm_s(c, 2 * ffn, d_model, dtype, ws))  # gate and up
-    total += float(np.sum(cm.memory_s(3 * c * ffn * b)))  # silu(gate) * up, per busy expert
+    total += float(np.sum(cm.activation_s(c * ffn, True, b) * (c > 0)))  # silu(gate) * up, per expert
     total += float(cm.grouped_gemm_s(c, d_model, ffn, dtype, ws))  # down
-    total += float(cm.memory_s(3 * n * d_model * b))  # scale by router weight, scatter-add
+    # one loop step per busy expert runs both GEMMs: its fixed cost (slicing, the copy out) is paid once
+    total -= busy * cm.grouped_per_expert_s
+    # zeroed output, rows scaled by their router weight, scatter-added into the output
+    total += float(cm.memory_s(t * d_model * b) + cm.memory_s(2 * n * d_model * b)
+                   + cm.memory_s(3 * n * d_model * b))
     sf = shared_ffn or ffn
     for _ in range(n_shared):
-        total += float(cm.gemm_s(t, 2 * sf, d_model, dtype) + cm.memory_s(3 * t * sf * b)
+        total += float(cm.gemm_s(t, 2 * sf, d_model, dtype) + cm.activation_s(t * sf, True, b)
                        + cm.gemm_s(t, d_model, sf, dtype) + cm.memory_s(3 * t * d_model * b))
     total += float(cm.moe_overhead_s(busy, capacity))
     return total

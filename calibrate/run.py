@@ -28,10 +28,12 @@ from calibrate.fit_local import DeviceInfo, fit_profile
 from calibrate.grids import Grid, grid_for
 from calibrate.microbench import (
     Measurement,
+    bench_activation,
     bench_attention,
     bench_copy,
     bench_gemm,
     bench_grouped,
+    bench_router,
     expert_fn_for,
     time_layer,
 )
@@ -106,6 +108,8 @@ def measure(p: Plan, tick: Callable[[str], None] = lambda _: None) -> list[Measu
             rows += bench_gemm(g, p.device, p.dtype, tick)
             rows += bench_grouped(g, p.device, p.dtype, p.impl, tick)
             rows += bench_attention(g, p.device, p.dtype, tick)
+            rows += bench_router(g, p.device, tick)
+            rows += bench_activation(g, p.device, p.dtype, tick)
             rows += time_layer(g.layer_points, g.layer_d_model, g.layer_ffn, p.device, p.dtype, p.impl,
                                g.min_time_s, tick)
             rounds.append(rows)

@@ -103,7 +103,7 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     rows = []
     for m in measured:
         p = m.params
-        pred = moe_layer_s(cm, p["tokens"], d, f, p["experts"], p["counts"], dtype=profile.dtype,
+        pred = moe_layer_s(cm, p["tokens"], d, f, p["experts"], p["top_k"], p["counts"], dtype=profile.dtype,
                            capacity=p["capacity_factor"] is not None)
         rows.append(ValidationRow(p["experts"], p["top_k"], p["tokens"], p["capacity_factor"], p["dropped"],
                                   pred, m.time_s))

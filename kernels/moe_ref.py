@@ -92,7 +92,12 @@ def capacity(tokens: int, top_k: int, n_experts: int, capacity_factor: float) ->
 
 def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights (T, k) float32 summing to 1 per token, experts (T, k) int64) from a softmax router."""
-    probs = torch.softmax((x @ router).float(), dim=-1)
+    return topk_weights(x @ router, top_k)
+
+
+def topk_weights(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The router after its GEMM: softmax of (T, E) logits in fp32, top-k, renormalise the k weights."""
+    probs = torch.softmax(logits.float(), dim=-1)
     w, e = torch.topk(probs, top_k, dim=-1)
     return w / w.sum(dim=-1, keepdim=True), e
 
@@ -119,8 +124,13 @@ def dispatch(experts: torch.Tensor, weights: torch.Tensor, n_experts: int, cap: 
 
 def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
     """SwiGLU FFN of one expert: (silu(x Wg) * (x Wu)) Wd; ``w_gate_up`` is (d, 2f), gate first."""
-    gate, up = (x @ w_gate_up).chunk(2, dim=-1)
-    return (F.silu(gate) * up) @ w_down
+    return swiglu_activation(x @ w_gate_up) @ w_down
+
+
+def swiglu_activation(h: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of the gate/up GEMM's output ``h`` (rows, 2f), gate first: (rows, f)."""
+    gate, up = h.chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 def expert_ffn_loop(xs: torch.Tensor, counts: list[int], w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Timing helpers: the median time of a callable on CPU, CUDA or MPS, after warm-up.
 
-- CPU: ``torch.utils.benchmark.Timer.blocked_autorange`` (blocks of calls, median over blocks),
-  with as many threads as torch uses (the Timer's default is one). With one torch thread the clock
+- CPU: ``torch.utils.benchmark.Timer`` (blocks of calls, median over blocks), with as many
+  threads as torch uses (the Timer's default is one). With one torch thread the clock
   is the thread's CPU time (``time.thread_time``): all work runs on the calling thread, and time
   spent descheduled while another process holds the core is not counted, so a shared machine
   gives steady figures. With several threads the clock is wall time.
@@ -62,18 +62,23 @@ def time_fn(fn: Callable[[], object], device: str = "cpu", min_time_s: float = 0
     return _time_wall(fn, device, min_time_s, max_repeats)
 
 
-def _time_cpu(fn, min_time_s: float, min_blocks: int = 5) -> Timing:
-    """blocked_autorange, topped up to ``min_blocks`` blocks so slow calls still get a median."""
+def _time_cpu(fn, min_time_s: float, blocks: int = 5) -> Timing:
+    """``blocks`` blocks of ``torch.utils.benchmark.Timer.timeit``, each about ``min_time_s / blocks``
+    long (at least one call); the median block's time per call.
+
+    The block size comes from one timed call rather than ``blocked_autorange``'s estimator, which
+    grows blocks tenfold until the timer's own overhead is 0.01% and so spends up to ten times
+    ``min_time_s`` on microsecond kernels.
+    """
     from torch.utils import benchmark
 
     threads = torch.get_num_threads()
     clock = time.thread_time if threads == 1 else time.perf_counter
     timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=threads, timer=clock)
-    m = timer.blocked_autorange(min_run_time=min_time_s)
-    times = list(m.times)
-    while len(times) < min_blocks:
-        times.extend(timer.timeit(m.number_per_run).times)
-    return Timing(median_s=float(statistics.median(times)), repeats=len(times))
+    one_s = max(timer.timeit(1).times[0], 1e-7)
+    number = max(1, int(min_time_s / blocks / one_s))
+    times = [timer.timeit(number).times[0] for _ in range(blocks)]
+    return Timing(median_s=float(statistics.median(times)), repeats=blocks * number)
 
 
 def _time_cuda(fn, min_time_s: float, max_repeats: int) -> Timing:

@@ -7,6 +7,27 @@ from pathlib import Path
 
 import pytest
 
+
+def _has(device: str) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    if device == "gpu":
+        return torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` (CUDA) or ``mps`` (Apple) are skipped where torch sees no such device."""
+    for marker, what in (("gpu", "a CUDA GPU"), ("mps", "Apple MPS")):
+        marked = [item for item in items if marker in item.keywords]
+        if marked and not _has(marker):
+            skip = pytest.mark.skip(reason=f"needs {what}; torch sees none here")
+            for item in marked:
+                item.add_marker(skip)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 

@@ -138,6 +138,12 @@ class CostModel:
         fixed_s = launch_s + busy * (g.per_expert_overhead_us * 1e-6 if g else 0.0)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
 
+    @property
+    def grouped_per_expert_s(self) -> float:
+        """Fixed cost per busy expert of one grouped call (loop implementations; 0 without a profile)."""
+        g = self.profile.grouped if self.profile else None
+        return g.per_expert_overhead_us * 1e-6 if g else 0.0
+
     def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
         """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert."""
         t = np.asarray(tokens_per_expert, dtype=float)
@@ -154,6 +160,28 @@ class CostModel:
         if o is None:
             return np.zeros_like(busy)
         return (o.fixed_us + o.per_busy_expert_us * busy + (o.capacity_us if capacity else 0.0)) * 1e-6
+
+    def activation_s(self, out_elements, gated: bool, act_bytes: float):
+        """The FFN activation writing ``out_elements`` (tokens x hidden): silu(gate) * up when gated.
+
+        A profile with a measured activation curve prices it by elements (on a CPU the exp, not the
+        bytes, sets the pace; a non-gated GELU is priced like the gated kernel); otherwise it is one
+        memory stream reading 2 (gated) or 1 inputs and writing 1 output per element.
+        """
+        e = self.profile.elementwise if self.profile else None
+        if e is not None and e.activation is not None:
+            return e.activation.seconds(out_elements)
+        return self.memory_s(np.asarray(out_elements, dtype=float) * (3 if gated else 2) * act_bytes)
+
+    def router_topk_s(self, tokens, n_experts: int, top_k: int):
+        """Router after its GEMM over ``tokens`` x ``n_experts`` fp32 logits: softmax, top-k, renormalise.
+
+        Measured table when the profile has one; otherwise one memory stream over the logits.
+        """
+        e = self.profile.elementwise if self.profile else None
+        if e is not None and e.router is not None:
+            return e.router.seconds(tokens, n_experts, top_k)
+        return self.memory_s(np.asarray(tokens, dtype=float) * n_experts * 4.0)
 
     def memory_s(self, nbytes):
         """A bandwidth-bound kernel moving ``nbytes`` (norms, activations, weight reads).
@@ -176,21 +204,35 @@ class CostModel:
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
                           dtype: str = "bf16", causal: bool = True):
         """One batched attention kernel over sequences on the last axis (one launch, summed work)."""
-        core = self._attention_core_s(np.atleast_1d(q_tokens), np.atleast_1d(kv_tokens), n_heads, head_dim,
-                                      kv_heads, dtype, causal)
+        q, kv = np.atleast_1d(q_tokens), np.atleast_1d(kv_tokens)
+        batch_bytes = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype).sum(axis=-1, keepdims=True)
+        core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal, batch_bytes)
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
-    def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal):
-        """Attention roofline without the launch overhead, per sequence."""
+    @staticmethod
+    def _attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype):
+        """Bytes one sequence's attention moves: Q read and output written, the KV cache read once."""
+        q, kv = np.asarray(q, dtype=float), np.asarray(kv, dtype=float)
+        return DTYPE_BYTES[dtype] * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
+
+    def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
+                          working_set_bytes=None):
+        """Attention roofline without the launch overhead, per sequence.
+
+        With a cache-aware profile (``memory_curve``, CPUs) the KV read runs at the curve's rate for
+        the whole kernel's working set (``working_set_bytes``, default this sequence's bytes) times
+        the profile's decode efficiency: a batch whose KV outgrows the cache reads it more slowly.
+        """
         q = np.asarray(q_tokens, dtype=float)
         kv = np.asarray(kv_tokens, dtype=float)
-        b = DTYPE_BYTES[dtype]
         span = kv - q / 2 if causal else kv  # a causal chunk sees on average half of itself
         flops = 4.0 * n_heads * head_dim * q * np.maximum(span, 1.0)
-        moved = b * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
+        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         a = self.profile.attention if self.profile else None
         eff_mem = a.decode_memory_efficiency if a else self.memory_efficiency()
+        if a is not None and self.profile.memory_curve is not None:
+            eff_mem = eff_mem * self.profile.streaming_efficiency(moved if working_set_bytes is None else working_set_bytes)
         return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):

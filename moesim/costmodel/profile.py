@@ -14,19 +14,20 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, NonNegativeFloat, PositiveFloat, ValidationError, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, ValidationError
 
 from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
 from moesim.schemas import DeviceSpec
 from moesim.schemas._base import Strict
 from moesim.schemas.hardware import peak_flops_of
+
+from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, _log2
 
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
@@ -35,110 +36,6 @@ PROFILE_VERSION = 1
 # H200 is the H100's GH100 die with HBM3e: it borrows the H100's measured efficiencies, rebased on
 # its own datasheet peaks and bandwidth (no H200 kernel measurements are at hand).
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml"}
-
-
-def _log2(x) -> np.ndarray:
-    return np.log2(np.maximum(np.asarray(x, dtype=float), 1e-30))
-
-
-def _interp_index(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lower index, weight of the upper node) of ``x`` on an ascending log2 ``axis``, clamped."""
-    if axis.size == 1:
-        return np.zeros(x.shape, dtype=int), np.zeros(x.shape)
-    xc = np.clip(x, axis[0], axis[-1])
-    i = np.clip(np.searchsorted(axis, xc, side="right") - 1, 0, axis.size - 2)
-    w = (xc - axis[i]) / (axis[i + 1] - axis[i])
-    return i, w
-
-
-def _bilinear_log(xs, ys, grid, x, y) -> np.ndarray:
-    """exp of the bilinear interpolation of log(grid[iy][ix]) at (log2 x, log2 y), clamped."""
-    x, y = np.broadcast_arrays(_log2(x), _log2(y))
-    ix, wx = _interp_index(_log2(xs), x)
-    iy, wy = _interp_index(_log2(ys), y)
-    g = np.log(np.asarray(grid, dtype=float))
-    if g.shape[1] == 1:
-        g = np.concatenate([g, g], axis=1)
-    if g.shape[0] == 1:
-        g = np.concatenate([g, g], axis=0)
-    v = ((1 - wy) * ((1 - wx) * g[iy, ix] + wx * g[iy, ix + 1])
-         + wy * ((1 - wx) * g[iy + 1, ix] + wx * g[iy + 1, ix + 1]))
-    return np.exp(v)
-
-
-def _check_table(xname: str, xs: list, yname: str, ys: list, grid: list[list[float]]) -> None:
-    _check_axis(xname, xs)
-    _check_axis(yname, ys)
-    if len(grid) != len(ys) or any(len(r) != len(xs) for r in grid):
-        raise ValueError(f"efficiency: expected {len(ys)} rows ({yname}) of {len(xs)} values ({xname})")
-    for row in grid:
-        _check_eff(row)
-
-
-class GemmTable(Strict):
-    """GEMM efficiency over tokens ``m`` and weight size ``n*k`` (elements); bilinear in log2, clamped.
-
-    ``efficiency[i][j]`` is the fraction of the reference peak an (m x k) @ (k x n) product reaches at
-    ``weight_elems[i]`` and ``tokens[j]``. Interpolation is on log efficiency.
-    """
-
-    tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending token counts m.")
-    weight_elems: list[PositiveFloat] = Field(min_length=1, description="Ascending weight sizes n*k.")
-    efficiency: list[list[float]] = Field(description="[weight][tokens] efficiencies in (0, 1].")
-
-    @model_validator(mode="after")
-    def _check(self) -> GemmTable:
-        _check_table("tokens", self.tokens, "weight_elems", self.weight_elems, self.efficiency)
-        return self
-
-    def lookup(self, m, weight_elems) -> np.ndarray:
-        """Efficiency at tokens ``m`` (array) and weight size ``weight_elems`` (broadcasts)."""
-        return _bilinear_log(self.tokens, self.weight_elems, self.efficiency, m, weight_elems)
-
-
-class BytesCurve(Strict):
-    """Memory efficiency vs bytes a streaming kernel moves (its working set: caches make small ones
-    faster); linear in log2 bytes, log efficiency, clamped at the ends."""
-
-    bytes: list[PositiveFloat] = Field(min_length=1, description="Ascending bytes moved (read + written).")
-    efficiency: list[float] = Field(min_length=1, description="Fraction of reference bandwidth, in (0, 1].")
-
-    @model_validator(mode="after")
-    def _check(self) -> BytesCurve:
-        _check_table("bytes", self.bytes, "row", [1.0], [self.efficiency])
-        return self
-
-    def lookup(self, nbytes) -> np.ndarray:
-        """Efficiency at ``nbytes`` (array)."""
-        return _bilinear_log(self.bytes, [1.0], [self.efficiency], nbytes, 1.0)
-
-
-class AttentionTable(Strict):
-    """Attention compute efficiency over query tokens and keys per sequence; bilinear in log2, clamped."""
-
-    q_tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending query tokens per sequence.")
-    kv_tokens: list[PositiveFloat] = Field(min_length=1, description="Ascending keys per sequence (incl. the queries).")
-    efficiency: list[list[float]] = Field(description="[kv][q] efficiencies in (0, 1].")
-
-    @model_validator(mode="after")
-    def _check(self) -> AttentionTable:
-        _check_table("q_tokens", self.q_tokens, "kv_tokens", self.kv_tokens, self.efficiency)
-        return self
-
-    def lookup(self, q, kv) -> np.ndarray:
-        """Efficiency at ``q`` queries over ``kv`` keys (arrays broadcast)."""
-        return _bilinear_log(self.q_tokens, self.kv_tokens, self.efficiency, q, kv)
-
-
-def _check_axis(name: str, axis: list[float]) -> None:
-    if any(b <= a for a, b in pairwise(axis)):
-        raise ValueError(f"{name}: must be strictly ascending")
-
-
-def _check_eff(values: list[float]) -> None:
-    bad = [v for v in values if not (0 < v <= 1.0) or not np.isfinite(v)]
-    if bad:
-        raise ValueError(f"efficiency = {bad[0]}: must be in (0, 1]")
 
 
 class Reference(Strict):
@@ -210,6 +107,14 @@ class CollectivesSpec(Strict):
     all_to_all: CollectiveSpec | None = None
 
 
+class ElementwiseSpec(Strict):
+    """Measured costs of the compute-heavy elementwise kernels of a MoE layer (CPUs, where exp and
+    top-k, not bytes, set their pace). Absent: the cost model prices them as memory streams."""
+
+    activation: ElementCurve | None = Field(None, description="Gated activation silu(gate) * up, by output elements.")
+    router: RouterTable | None = Field(None, description="Softmax + top-k + renormalise after the router GEMM.")
+
+
 class MoEOverheadSpec(Strict):
     """Host-side cost of one MoE layer beyond its kernels (routing bookkeeping, the expert loop)."""
 
@@ -259,6 +164,7 @@ class Profile(Strict):
     grouped: GroupedSpec | None = None
     attention: AttentionSpec | None = None
     collectives: CollectivesSpec | None = None
+    elementwise: ElementwiseSpec | None = None
     moe_overhead: MoEOverheadSpec | None = None
     fit_error: dict[str, FitError] = Field(default_factory=dict, description="Held-out error per fitted part.")
     notes: list[str] = Field(default_factory=list)

@@ -80,7 +80,7 @@ def ffn_s(cm: CostModel, tokens, d_model: int, hidden: int, gated: bool, tp: int
     """One FFN on ``tokens`` tokens: up(+gate) GEMM, activation, down GEMM; hidden split over tp."""
     up = cm.gemm_s(tokens, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
     down = cm.gemm_s(tokens, d_model, _widths(hidden, tp), dtype)
-    act = cm.memory_s(np.asarray(tokens, dtype=float) * (3 if gated else 2) * hidden / tp * act_bytes)
+    act = cm.activation_s(np.asarray(tokens, dtype=float) * hidden / tp, gated, act_bytes)
     return up + act + down
 
 
@@ -90,7 +90,7 @@ def expert_ffn_rank_s(cm: CostModel, tokens_per_expert, d_model: int, hidden: in
     t = np.asarray(tokens_per_expert, dtype=float)
     up = cm.grouped_gemm_s(t, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
     down = cm.grouped_gemm_s(t, d_model, _widths(hidden, tp), dtype)
-    act = cm.memory_s(t.sum(axis=-1) * (3 if gated else 2) * hidden / tp * act_bytes)
+    act = cm.activation_s(t.sum(axis=-1) * hidden / tp, gated, act_bytes)
     return up + act + down
 
 
@@ -174,7 +174,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     if routing is not None and moe.any():
         ep, E, k = plan.ep, m.n_experts, m.top_k
-        fwd[moe, :, ROUTER] = cm.gemm_s(T, E, d, adt) + cm.memory_s(T * E * 4.0)  # logits + top-k
+        fwd[moe, :, ROUTER] = cm.gemm_s(T, E, d, adt) + cm.router_topk_s(T, E, k)  # logits + top-k
         # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
         # straggler wait is what it costs over perfectly even routing (floored at 0).
         busiest = routing.busiest_rank_expert_tokens
