@@ -56,9 +56,22 @@ class DeviceInfo:
     cache_bytes: float | None = None  # nominal last-level cache (CPUs); the effective size is fitted
 
 
-def _split(rows: list[Measurement]) -> tuple[list[Measurement], list[Measurement]]:
+def _split(rows: list[Measurement], along=None) -> tuple[list[Measurement], list[Measurement]]:
+    """(fitted, held out): 1 row in 5 by a stable hash of its shape is held out.
+
+    ``along(row) -> (group, size)``: a row at the smallest or largest size of its group is always
+    fitted; the ends anchor a table, and holding them out would score extrapolation instead.
+    """
     key = lambda r: (r.kind,) + tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("counts", "dropped")))
-    return [r for r in rows if not held_out(*key(r))], [r for r in rows if held_out(*key(r))]
+    ends: set = set()
+    if along is not None:
+        sizes: dict = {}
+        for r in rows:
+            g, x = along(r)
+            sizes.setdefault(g, []).append(x)
+        ends = {(g, x) for g, xs in sizes.items() for x in (min(xs), max(xs))}
+    held = [held_out(*key(r)) and (along is None or along(r) not in ends) for r in rows]
+    return [r for r, h in zip(rows, held) if not h], [r for r, h in zip(rows, held) if h]
 
 
 def hardware_for(profile: Profile) -> HardwareSpec:
@@ -106,7 +119,7 @@ def _eff(flops: np.ndarray, t: np.ndarray, overhead_s, peak: float) -> np.ndarra
 
 
 def fit_gemm_part(rows: list[Measurement], peak: float, launch_s: float):
-    fit, held = _split([r for r in rows if r.kind == "gemm"])
+    fit, held = _split([r for r in rows if r.kind == "gemm"], lambda r: ((r.params["n"], r.params["k"]), r.params["m"]))
     m = [r.params["m"] for r in fit]
     w = [r.params["n"] * r.params["k"] for r in fit]
     eff = _eff(np.array([_gemm_flops(r) for r in fit]), np.array([r.time_s for r in fit]), launch_s, peak)
@@ -117,10 +130,10 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
                      ) -> tuple[GroupedSpec, list, list]:
     """Grouped GEMM: the fewest experts measure hot weights, the most experts cold ones.
 
-    Per-expert cost = (time - launch) / experts. The per-expert overhead (loop implementations:
-    slicing, the copy out, the GEMM's own launch) is the median excess of the hot cost over the
-    dense GEMM of the same shape (its measured time, else the table's core). The cold cost minus
-    that overhead gives the cold efficiency, measured only while the benchmark's activations stay
+    Per-expert cost = (time - launch) / experts. Loop implementations pay per expert a fixed cost
+    (slicing, the GEMM's own dispatch) and a copy of its m x n output into place: both are fitted
+    to the excess of the hot cost over the dense GEMM of the same shape (its measured time, else
+    the table's). The cold cost minus them gives the cold efficiency, measured only while the benchmark's activations stay
     below its weights (``Grid.grouped_points``); past the last cold token count a cold expert
     costs its hot time plus the extra time measured there
     (streaming the weights once costs the same at any token count).
@@ -132,7 +145,10 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     few = min(e for c in cells.values() for e in c)
     most = max(e for c in cells.values() for e in c)
     launch_s, peak = dense.launch_s, dense.profile.reference.peak_flops(dtype)
-    held = {c for c, by_e in cells.items() if most in by_e and held_out("grouped", *c)}
+    m_ends = {(n, k): (min(mm for (mm, nn, kk) in cells if (nn, kk) == (n, k)),
+                       max(mm for (mm, nn, kk) in cells if (nn, kk) == (n, k))) for (_, n, k) in cells}
+    held = {c for c, by_e in cells.items()
+            if most in by_e and held_out("grouped", *c) and c[0] not in m_ends[c[1:]]}
     if len(held) == sum(most in by_e for by_e in cells.values()):
         held = set()  # too few cold cells to hold any out
 
@@ -142,17 +158,23 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     # the dense GEMM of the same shape, measured when the grid has it (a table lookup carries the
     # table's few-percent error, as large as the overhead itself at mid token counts)
     twin = {(r.params["m"], r.params["n"], r.params["k"]): r.time_s for r in rows if r.kind == "gemm"}
-    excess = [per_expert_s(by_e[few]) - twin.get((m, n, k), float(dense.gemm_s(m, n, k, dtype)))
-              + (0.0 if (m, n, k) in twin else launch_s)
-              for (m, n, k), by_e in cells.items() if few in by_e and (m, n, k) not in held]
-    o = max(float(np.median(excess)), 0.0) if per_expert and excess else 0.0
+    hot = [(c, by_e[few]) for c, by_e in cells.items() if few in by_e and c not in held]
+    excess = np.array([per_expert_s(r) - twin.get(c, float(dense.gemm_s(*c, dtype)) - launch_s) for c, r in hot])
+    o, copy_s = 0.0, 0.0
+    if per_expert and hot:
+        # fixed + per output element (the copy into place), relative to each expert's time: the big
+        # cells' excess is a small difference of two large timings
+        t = np.array([per_expert_s(r) for _, r in hot])
+        feats = np.column_stack([np.ones(len(hot)), [c[0] * c[1] for c, _ in hot]])
+        o, copy_s = (float(x) for x in fit_nnls(feats / t[:, None], excess / t))
     cold = {c: by_e[most] for c, by_e in cells.items() if most in by_e and c not in held}
     m, w, eff = [], [], []
     for (mm, n, k), r in sorted(cold.items()):
         s = per_expert_s(r)
+        fixed = o + copy_s * mm * n
         m.append(mm)
         w.append(n * k)
-        eff.append(2.0 * mm * n * k / (peak * max(s - o, 0.2 * s)))
+        eff.append(2.0 * mm * n * k / (peak * max(s - fixed, 0.2 * s)))
 
     def hot_core_s(mm: float, n: int, k: int) -> float:
         return float(dense.gemm_s(mm, n, k, dtype)) - launch_s
@@ -160,14 +182,14 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     for n, k in sorted({(n, k) for (_, n, k) in cold}):
         last = max(mm for (mm, nn, kk) in cold if (nn, kk) == (n, k))
         # streaming the weights from memory costs about the same extra time at any token count
-        extra_s = max(per_expert_s(cold[(last, n, k)]) - o - hot_core_s(last, n, k), 0.0)
+        extra_s = max(per_expert_s(cold[(last, n, k)]) - o - copy_s * last * n - hot_core_s(last, n, k), 0.0)
         for mm in (x for x in dense.profile.gemm.tokens if x > last):
             m.append(mm)
             w.append(n * k)
             eff.append(min(2.0 * mm * n * k / (peak * (hot_core_s(mm, n, k) + extra_s)), 1.0))
     table = fit_gemm_table(m, w, eff, log2_nodes(m, 1.0), log2_nodes(w, 1.0), smooth=0.2)
     spec = GroupedSpec(efficiency=table, launch_overhead_us=round_sig(launch_s * 1e6),
-                       per_expert_overhead_us=round_sig(o * 1e6))
+                       per_expert_overhead_us=round_sig(o * 1e6), copy_ns_per_element=round_sig(copy_s * 1e9))
     fit_rows = [r for c, by_e in cells.items() if c not in held for r in by_e.values()]
     return spec, fit_rows, [r for c in held for r in cells[c].values()]
 
@@ -176,7 +198,8 @@ def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: f
                        curve: BytesCurve | None = None):
     """Prefill: a compute-efficiency table over (queries, keys). Decode: launch + KV bytes / bandwidth,
     the bandwidth relative to the memory ``curve`` at the batch's bytes when there is one (CPUs)."""
-    fit, held = _split([r for r in rows if r.kind.startswith("attn_")])
+    fit, held = _split([r for r in rows if r.kind.startswith("attn_")],
+                       lambda r: ((r.kind, r.params["batch"]), r.params["kv"]))
     dec = [r for r in fit if r.kind == "attn_decode"]
     p = [r.params for r in dec]
     kv_bytes = np.array([b * x["batch"] * x["head_dim"] * x["heads"] * (2.0 * x["kv"] + 2.0) for x in p])
@@ -238,7 +261,7 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str):
 def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
     """Every fitted part, then the held-out error of each through the CostModel."""
     b = DTYPE_BYTES[info.dtype]
-    copy_fit, copy_held = _split([r for r in rows if r.kind == "copy"])
+    copy_fit, copy_held = _split([r for r in rows if r.kind == "copy"], lambda r: (None, r.params["bytes"]))
     launch_s, bw, mem_curve = fit_memory_part(copy_fit, curve=info.platform == "cpu")
     ref = _reference(rows, info, bw)
     peak, ref_bw = ref.peak_flops(info.dtype), ref.mem_bw_gbps * 1e9

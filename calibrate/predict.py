@@ -59,8 +59,9 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     total += float(cm.grouped_gemm_s(c, 2 * ffn, d_model, dtype, ws))  # gate and up
     total += float(np.sum(cm.activation_s(c * ffn, True, b) * (c > 0)))  # silu(gate) * up, per expert
     total += float(cm.grouped_gemm_s(c, d_model, ffn, dtype, ws))  # down
-    # one loop step per busy expert runs both GEMMs: its fixed cost (slicing, the copy out) is paid once
-    total -= busy * cm.grouped_per_expert_s
+    # one loop step per busy expert runs both GEMMs: its fixed cost is paid once, and only the down
+    # projection's output is copied into place (the gate/up output feeds the activation directly)
+    total -= float(cm.grouped_loop_s(c, 2 * ffn))
     # zeroed output, rows scaled by their router weight, scatter-added into the output
     total += float(cm.memory_s(t * d_model * b) + cm.memory_s(2 * n * d_model * b)
                    + cm.memory_s(3 * n * d_model * b))

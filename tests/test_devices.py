@@ -1,4 +1,4 @@
-"""Calibration on accelerators: CUDA (marker ``gpu``) and Apple MPS (marker ``mps``).
+"""Calibration on each device: CPU, CUDA (marker ``gpu``) and Apple MPS (marker ``mps``).
 
 Skipped where torch sees no such device (see ``conftest.py``); on a machine with one,
 ``python -m pytest -m gpu`` (or ``-m mps``) runs them. Each runs the tiny grid end to end on the
@@ -41,37 +41,25 @@ def _check_device_run(device: str, tmp_path, monkeypatch) -> None:
     assert len(report.rows) == 2 and all(np.isfinite(r.error_pct) and r.measured_s > 0 for r in report.rows)
 
 
-def _check_capacity_drops(device: str, dtype) -> None:
+DEVICES = [pytest.param("cpu", torch.float32, id="cpu"),  # the same path, exercised where CI runs
+           pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu, id="cuda"),
+           pytest.param("mps", torch.float16, marks=pytest.mark.mps, id="mps")]
+
+
+@pytest.mark.parametrize("device, dtype", DEVICES)
+def test_timing_and_calibration_on_device(device, dtype, tmp_path, monkeypatch):
+    assert pick_device(device) == device
+    a = torch.randn(512, 512, device=device, dtype=dtype)
+    t = time_fn(lambda: a @ a, device, min_time_s=0.01)
+    assert 0 < t.median_s < 0.05
+    _check_device_run(device, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("device, dtype", DEVICES)
+def test_capacity_layer_drops_like_the_simulator_on_device(device, dtype):
     w = init_moe_weights(64, 128, 8, dtype=dtype, device=device, seed=3)
     x = torch.randn(96, 64, device=device, dtype=dtype)
     out = moe_forward(x, w, 2, 1.0)
     cap = capacity_per_expert(96, 2, 8, 1.0)
     assert out.dispatch.counts == [min(n, cap) for n in out.dispatch.loads]
     assert out.out.device.type == device
-
-
-@pytest.mark.gpu
-def test_cuda_timing_and_calibration(tmp_path, monkeypatch):
-    assert pick_device("auto") == "cuda"
-    a = torch.randn(1024, 1024, device="cuda")
-    t = time_fn(lambda: a @ a, "cuda", min_time_s=0.01)
-    assert 0 < t.median_s < 0.05
-    _check_device_run("cuda", tmp_path, monkeypatch)
-
-
-@pytest.mark.gpu
-def test_cuda_capacity_layer_drops_like_the_simulator():
-    _check_capacity_drops("cuda", torch.bfloat16)
-
-
-@pytest.mark.mps
-def test_mps_timing_and_calibration(tmp_path, monkeypatch):
-    a = torch.randn(512, 512, device="mps")
-    t = time_fn(lambda: a @ a, "mps", min_time_s=0.01)
-    assert 0 < t.median_s < 0.05
-    _check_device_run("mps", tmp_path, monkeypatch)
-
-
-@pytest.mark.mps
-def test_mps_capacity_layer_drops_like_the_simulator():
-    _check_capacity_drops("mps", torch.float16)

@@ -60,6 +60,8 @@ class GroupedSpec(Strict):
     efficiency: GemmTable = Field(description="Efficiency vs tokens per expert and expert weight size (cold weights).")
     launch_overhead_us: NonNegativeFloat = Field(description="Paid once per grouped call, us.")
     per_expert_overhead_us: NonNegativeFloat = Field(0.0, description="Paid per expert with tokens, us.")
+    copy_ns_per_element: NonNegativeFloat = Field(
+        0.0, description="Loop implementations: copying each expert's output rows into place, ns per output element.")
 
 
 class AttentionSpec(Strict):
