@@ -103,3 +103,23 @@ def test_activation_fit_and_combined_spec():
     spec, errors = fit_elementwise(act + _rows_router())
     assert spec.activation is not None and spec.router is not None and set(errors) == {"activation", "router"}
     assert fit_elementwise([]) == (None, {})
+
+
+def test_engine_layer_costs_read_the_same_tables():
+    """The training engine's FFN prices its activation through the profile's measured curve."""
+    from moesim.engine.layer_costs import expert_ffn_rank_s, ffn_s
+
+    a100 = load_default_profile("a100.yaml")
+    hw = HardwareSpec.model_validate(HARDWARE["a100-80gb"])
+    plain = CostModel(hw, a100)
+    curve = ElementCurve(elements=[1e3, 1e8], us=[5.0, 5e5])
+    cm = CostModel(hw, a100.model_copy(update={"elementwise": ElementwiseSpec(activation=curve)}))
+    tokens, d, hidden = 2048.0, 1024, 4096
+    delta = ffn_s(cm, tokens, d, hidden, True, 1, "bf16", 2.0) - ffn_s(plain, tokens, d, hidden, True, 1, "bf16", 2.0)
+    expected = float(curve.seconds(tokens * hidden)) - float(plain.memory_s(tokens * hidden * 3 * 2.0))
+    assert float(delta) == pytest.approx(expected, rel=1e-9)
+    loads = np.array([100.0, 0.0, 300.0])
+    delta = (expert_ffn_rank_s(cm, loads, d, hidden, True, 1, "bf16", 2.0)
+             - expert_ffn_rank_s(plain, loads, d, hidden, True, 1, "bf16", 2.0))
+    expected = float(curve.seconds(400 * hidden)) - float(plain.memory_s(400 * hidden * 3 * 2.0))
+    assert float(delta) == pytest.approx(expected, rel=1e-9)
