@@ -219,16 +219,16 @@ def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: f
     return spec, fit, held
 
 
-def layer_pred_s(cm: CostModel, r: Measurement, dtype: str) -> float:
+def layer_pred_s(cm: CostModel, r: Measurement, dtype: str, loop: bool = True) -> float:
     """The cost model's time of one measured layer point (through ``predict.moe_layer_s``)."""
     p = r.params
     return moe_layer_s(cm, p["tokens"], p["d_model"], p["ffn"], p["experts"], p["top_k"], p["counts"],
-                       dtype=dtype, capacity=p["capacity_factor"] is not None)
+                       dtype=dtype, capacity=p["capacity_factor"] is not None, loop=loop)
 
 
-def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str) -> tuple[MoEOverheadSpec, float]:
+def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str, loop: bool) -> tuple[MoEOverheadSpec, float]:
     """NNLS of the residual on [1, busy experts, capacity enforced], relative to the layer time."""
-    resid = np.array([r.time_s - layer_pred_s(cm, r, dtype) for r in fit])
+    resid = np.array([r.time_s - layer_pred_s(cm, r, dtype, loop) for r in fit])
     busy = np.array([np.count_nonzero(r.params["counts"]) for r in fit], dtype=float)
     cap = np.array([r.params["capacity_factor"] is not None for r in fit], dtype=float)
     t = np.array([r.time_s for r in fit])
@@ -239,7 +239,7 @@ def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str) -> tuple[Mo
                            capacity_us=round_sig(c[2] * 1e6)), err
 
 
-def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str):
+def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop: bool = True):
     """The layer's host overhead, and (with a cache) the effective cache size, from whole-layer runs.
 
     The effective cache is searched in half-octave steps from 1/16 to 2x the nominal size; each
@@ -251,7 +251,7 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str):
     best = None
     for cache in candidates:
         trial = profile.model_copy(update={"cache_bytes": cache})
-        spec, err = _fit_overhead(fit, CostModel(hardware_for(trial), trial), dtype)
+        spec, err = _fit_overhead(fit, CostModel(hardware_for(trial), trial), dtype, loop)
         if best is None or err < best[0]:
             best = (err, cache, spec)
     _, cache, spec = best
@@ -281,7 +281,8 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
     attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b, mem_curve)
     elementwise, elementwise_errors = fit_elementwise(rows)
     profile = profile.model_copy(update={"grouped": grouped, "attention": attention, "elementwise": elementwise})
-    overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype)
+    loop = info.impl == "loop"
+    overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype, loop)
     profile = profile.model_copy(update={"moe_overhead": overhead, "cache_bytes": cache})
     cm = CostModel(hardware_for(profile), profile)
     errors: dict[str, FitError] = {
@@ -298,7 +299,7 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
                                                            causal=r.kind == "attn_prefill")) for r in att_held],
                                [r.time_s for r in att_held], len(att_fit)),
         **elementwise_errors,
-        "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype) for r in lay_held], [r.time_s for r in lay_held],
+        "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype, loop) for r in lay_held], [r.time_s for r in lay_held],
                                len(lay_fit)),
     }
     coll = from_measurements(rows)

@@ -11,6 +11,7 @@ softmax, top-k         T x E fp32 logits, k picked per token       ``router_topk
 gather by expert       N = kept assignments, N x d read + written  ``memory_s``
 gate/up projection     per expert (c_e x d) @ (d x 2f)             ``grouped_gemm_s(c, 2f, d)``
 SwiGLU activation      per busy expert: c_e x f outputs            ``activation_s`` per expert
+                       (Triton path: once over N x f)
 down projection        per expert (c_e x f) @ (f x d)              ``grouped_gemm_s(c, d, f)``
 weighted combine       zero T x d; scale N x d; scatter-add N x d  ``memory_s`` x 3
 shared experts         dense SwiGLU on all T tokens, each          ``gemm_s`` + ``activation_s``
@@ -40,12 +41,14 @@ def layer_working_set_bytes(tokens: float, kept: float, busy: int, d_model: int,
 
 def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: int, top_k: int,
                 kept_per_expert: Sequence[int], n_shared: int = 0, shared_ffn: int | None = None,
-                dtype: str = "fp32", capacity: bool = False) -> float:
+                dtype: str = "fp32", capacity: bool = False, loop: bool = True) -> float:
     """Seconds of one reference MoE layer forward over ``tokens`` tokens.
 
     ``kept_per_expert`` (length ``n_experts``) are the assignments each expert processes after any
     capacity drop; their sum N is tokens * ``top_k`` minus the dropped ones. ``capacity``: the layer
-    enforces a capacity (its dispatch does the extra position bookkeeping).
+    enforces a capacity (its dispatch does the extra position bookkeeping). ``loop``: the experts
+    run as a Python loop (``expert_ffn_loop``: an activation per expert) rather than the Triton
+    kernels (``expert_ffn_triton``: one activation over all N rows).
     """
     b = DTYPE_BYTES[dtype]
     c = np.asarray(kept_per_expert, dtype=float)
@@ -57,7 +60,10 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     total += float(cm.router_topk_s(t, n_experts, top_k))  # fp32 softmax, top-k, renormalise
     total += float(cm.memory_s(2 * n * d_model * b))  # gather rows by expert
     total += float(cm.grouped_gemm_s(c, 2 * ffn, d_model, dtype, ws))  # gate and up
-    total += float(np.sum(cm.activation_s(c * ffn, True, b) * (c > 0)))  # silu(gate) * up, per expert
+    if loop:
+        total += float(np.sum(cm.activation_s(c * ffn, True, b) * (c > 0)))  # silu(gate) * up, per expert
+    else:
+        total += float(cm.activation_s(n * ffn, True, b))  # one launch over every kept row
     total += float(cm.grouped_gemm_s(c, d_model, ffn, dtype, ws))  # down
     # one loop step per busy expert runs both GEMMs: its fixed cost is paid once, and only the down
     # projection's output is copied into place (the gate/up output feeds the activation directly)

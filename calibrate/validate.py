@@ -104,7 +104,7 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     for m in measured:
         p = m.params
         pred = moe_layer_s(cm, p["tokens"], d, f, p["experts"], p["top_k"], p["counts"], dtype=profile.dtype,
-                           capacity=p["capacity_factor"] is not None)
+                           capacity=p["capacity_factor"] is not None, loop=impl == "loop")
         rows.append(ValidationRow(p["experts"], p["top_k"], p["tokens"], p["capacity_factor"], p["dropped"],
                                   pred, m.time_s))
     return ValidationReport(device=f"{dev} ({profile.device}, {n_threads} threads)", d_model=d, ffn=f, rows=rows)

@@ -166,3 +166,14 @@ def test_layer_pays_the_per_expert_loop_cost_once_per_busy_expert(tiny):
     base = moe_layer_s(CostModel(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
     more = moe_layer_s(CostModel(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
     assert more - base == pytest.approx(4 * 10e-6, rel=1e-6)
+
+
+def test_triton_path_runs_one_activation_over_all_rows(tiny):
+    prof, _ = tiny
+    cm = CostModel(hardware_for(prof), prof)
+    counts = np.array([5, 0, 3, 0, 0, 7, 0, 1])
+    per_expert = float(np.sum(cm.activation_s(counts[counts > 0] * 128, True, 4.0)))
+    once = float(cm.activation_s(counts.sum() * 128, True, 4.0))
+    loop = moe_layer_s(cm, 8, 64, 128, 8, 2, counts)
+    fused = moe_layer_s(cm, 8, 64, 128, 8, 2, counts, loop=False)
+    assert fused - loop == pytest.approx(once - per_expert, rel=1e-9) and once < per_expert
