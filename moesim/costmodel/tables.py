@@ -124,7 +124,7 @@ def _check_positive(name: str, values) -> None:
         raise ValueError(f"{name}: every value must be a positive number")
 
 
-def _time_along(nodes, values, x) -> np.ndarray:
+def time_along(nodes, values, x) -> np.ndarray:
     """Time at sizes ``x`` from times at ascending size ``nodes``: linear between nodes (a fixed cost
     plus a cost per unit holds between any two), the first node's time below it (launch floor),
     proportional to size past the last."""
@@ -135,7 +135,7 @@ def _time_along(nodes, values, x) -> np.ndarray:
 
 class ElementCurve(Strict):
     """Time of an elementwise kernel vs the elements it writes (CPUs: transcendental math, not bytes,
-    sets its pace); see ``_time_along`` for how sizes between and beyond the nodes are priced."""
+    sets its pace); see ``time_along`` for how sizes between and beyond the nodes are priced."""
 
     elements: list[PositiveFloat] = Field(min_length=1, description="Ascending output elements per call.")
     us: list[PositiveFloat] = Field(min_length=1, description="Microseconds per call at each elements node.")
@@ -151,14 +151,14 @@ class ElementCurve(Strict):
     def seconds(self, elements) -> np.ndarray:
         """Seconds of one call writing ``elements`` (array); 0 for 0 elements."""
         n = np.asarray(elements, dtype=float)
-        return np.where(n > 0, _time_along(self.elements, self.us, n) * 1e-6, 0.0)
+        return np.where(n > 0, time_along(self.elements, self.us, n) * 1e-6, 0.0)
 
 
 class RouterTable(Strict):
     """Router after its GEMM (softmax over E logits, top-k, renormalise) vs tokens, experts and top-k.
 
     ``us[i][j][l]``: microseconds per call at ``top_k[i]``, ``experts[j]``, ``tokens[l]``. Along
-    tokens as ``_time_along``; between expert nodes log time is linear in log2 experts, between
+    tokens as ``time_along``; between expert nodes log time is linear in log2 experts, between
     top-k nodes time is linear in top-k; both clamp at their ends.
     """
 
@@ -193,7 +193,7 @@ class RouterTable(Strict):
         ei, ej, we = bracket(np.log2(self.experts), np.log2(experts))
 
         def at(k: int) -> np.ndarray:
-            lo, hi = (np.log(_time_along(self.tokens, self.us[k][e], t)) for e in (ei, ej))
+            lo, hi = (np.log(time_along(self.tokens, self.us[k][e], t)) for e in (ei, ej))
             return np.exp((1 - we) * lo + we * hi)
 
         us = (1 - wk) * at(ki) + wk * at(kj)
