@@ -177,3 +177,19 @@ def test_triton_path_runs_one_activation_over_all_rows(tiny):
     loop = moe_layer_s(cm, 8, 64, 128, 8, 2, counts)
     fused = moe_layer_s(cm, 8, 64, 128, 8, 2, counts, loop=False)
     assert fused - loop == pytest.approx(once - per_expert, rel=1e-9) and once < per_expert
+
+
+@pytest.mark.slow
+def test_quick_calibration_end_to_end(tmp_path):
+    """The real ``--quick`` grid (about 95 s on one core), collectives included, as a user runs it:
+    every part fitted with finite held-out error, the profile round-trips, and the held-out
+    whole-layer runs are priced within a loose bound (a broken fit lands far outside it; the
+    fidelity figures themselves come from bench/bench_calibrate_validate.py)."""
+    p = run_mod.plan("cpu", quick=True)
+    prof, rows = run_mod.calibrate(p)
+    parts = {"memory", "gemm", "grouped", "attention", "activation", "router", "moe_layer"}
+    assert parts <= set(prof.fit_error)
+    assert all(np.isfinite(e.median_abs_pct) and e.rows_held_out > 0 for k, e in prof.fit_error.items() if k in parts)
+    assert prof.fit_error["moe_layer"].median_abs_pct < 50
+    assert {r.kind for r in rows} >= {"gemm", "grouped", "copy", "router", "activation", "layer"}
+    assert load_profile(save_profile(prof, tmp_path / "quick.yaml")) == prof
