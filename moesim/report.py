@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -20,6 +21,10 @@ def fmt_value(key: str, value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, (int, float)):
         v = float(value)
+        if math.isnan(v):
+            return "n/a"  # e.g. run_time_days without workload.total_tokens
+        if abs(v) < 1e-12:
+            v = 0.0  # float residue of a difference (a bubble of 8.9e-16 s is no bubble)
         if key.endswith("params"):
             return f"{v / 1e12:.3f} T" if v >= 1e12 else f"{v / 1e9:.2f} B"
         if "tflops" in key:

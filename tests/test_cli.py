@@ -112,3 +112,13 @@ def test_readme_lists_every_shipped_scenario(root):
     readme = (root / "README.md").read_text()
     for path in SCENARIOS:
         assert f"scenarios/{path.name}" in readme
+
+
+def test_report_formats_units_missing_values_and_float_residue():
+    from moesim.report import fmt_value
+
+    assert fmt_value("run_time_days", float("nan")) == "n/a"
+    assert fmt_value("excess_bubble_s", 8.9e-16) == "0.000 s"
+    assert fmt_value("step_time_s", 10.625) == "10.625 s"
+    assert fmt_value("mfu", 0.497) == "49.70 %"
+    assert fmt_value("fits", False) == "NO"
