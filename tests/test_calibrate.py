@@ -193,3 +193,27 @@ def test_quick_calibration_end_to_end(tmp_path):
     assert prof.fit_error["moe_layer"].median_abs_pct < 50
     assert {r.kind for r in rows} >= {"gemm", "grouped", "copy", "router", "activation", "layer"}
     assert load_profile(save_profile(prof, tmp_path / "quick.yaml")) == prof
+
+
+def test_scenario_simulates_on_a_locally_calibrated_profile(tmp_path, tiny):
+    """A scenario names this machine's profile; the engine prices its kernels from it, including the
+    measured router top-k and activation (a faster router table makes the step faster)."""
+    from moesim import scenario_from_dict, simulate
+
+    prof, _ = tiny
+    path = save_profile(prof, tmp_path / "cpu.yaml")
+    raw = {
+        "model": {"preset": "switch-base-128", "n_layers": 2},
+        "hardware": {"name": "this-cpu", "profile": str(path), "node": {"devices_per_node": 1, "intra_bw_gbps": 20},
+                     "device": {"name": "test cpu", "peak_tflops": {"fp32": 0.1}, "mem_bw_gbps": 20, "mem_gib": 16,
+                                "power_w": 100, "usd_per_hour": 0.1}},
+        "plan": {"dp": 1, "tp": 1, "pp": 1, "ep": 1, "microbatches": 1},
+        "workload": {"kind": "training", "global_batch_seqs": 2, "seq_len": 128},
+    }
+    base = simulate(scenario_from_dict(raw)).summary["step_time_s"]
+    router = prof.elementwise.router
+    quicker = prof.model_copy(update={"elementwise": prof.elementwise.model_copy(update={
+        "router": router.model_copy(update={"us": (np.asarray(router.us) / 100).tolist()})})})
+    raw["hardware"]["profile"] = str(save_profile(quicker, tmp_path / "quicker.yaml"))
+    faster = simulate(scenario_from_dict(raw)).summary["step_time_s"]
+    assert 0 < faster < base
