@@ -3,8 +3,8 @@
 On a CPU these are not memory streams: ``exp`` in the softmax and the SiLU, and torch's top-k,
 cost nanoseconds per element and vary by shape in ways no formula follows (top-2 of 64 logits
 runs several times slower per logit than top-1). Both become tables of measured times, linear
-in size between nodes (``tables.time_along``). Held-out points (1 in 5, ``fit.held_out``; never
-the first or last size, which anchor the extrapolation) are left out of the table and filled by
+in size between nodes (``tables.time_along``). Held-out points (``fit.split_held_out``: 1 in 5,
+never the first or last size, which anchor the extrapolation) are left out of the table and filled by
 interpolating their neighbours, so their recorded error is the table's.
 """
 
@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibrate.fit import fit_error, held_out, round_sig
+from calibrate.fit import fit_error, round_sig, split_held_out
 from calibrate.microbench import Measurement
 from moesim.costmodel.profile import ElementCurve, ElementwiseSpec, FitError, RouterTable
 from moesim.costmodel.tables import time_along
-
-
-def _key(r: Measurement) -> tuple:
-    return (r.kind,) + tuple(sorted((k, str(v)) for k, v in r.params.items()))
 
 
 def _fill(x_all: list[float], x: list[float], y: list[float]) -> list[float]:
@@ -31,8 +27,7 @@ def _fill(x_all: list[float], x: list[float], y: list[float]) -> list[float]:
 def fit_activation(rows: list[Measurement]) -> tuple[ElementCurve, FitError]:
     """Microseconds per call of the activation at each measured size (held-out ones filled)."""
     act = sorted((r for r in rows if r.kind == "activation"), key=lambda r: r.params["elements"])
-    held = [r for r in act[1:-1] if held_out(*_key(r))]
-    fit = [r for r in act if all(r is not h for h in held)]
+    fit, held = split_held_out(act, lambda r: (None, r.params["elements"]))
     n = [float(r.params["elements"]) for r in act]
     us = _fill(n, [r.params["elements"] for r in fit], [r.time_s * 1e6 for r in fit])
     curve = ElementCurve(elements=n, us=round_sig(us))
@@ -49,9 +44,7 @@ def fit_router(rows: list[Measurement]) -> tuple[RouterTable, FitError]:
     tokens = sorted({r.params["tokens"] for r in rt})
     experts = sorted({r.params["experts"] for r in rt})
     ks = sorted({r.params["top_k"] for r in rt})
-    is_held = [r.params["tokens"] not in (tokens[0], tokens[-1]) and held_out(*_key(r)) for r in rt]
-    held = [r for r, h in zip(rt, is_held) if h]
-    fit = [r for r, h in zip(rt, is_held) if not h]
+    fit, held = split_held_out(rt, lambda r: ((r.params["top_k"], r.params["experts"]), r.params["tokens"]))
     cells: dict[tuple[int, int], list[Measurement]] = {}
     for r in fit:
         cells.setdefault((r.params["top_k"], r.params["experts"]), []).append(r)

@@ -15,6 +15,7 @@ import numpy as np
 
 from calibrate.collectives import fit_collectives, from_measurements
 from calibrate.fit import (
+    end_sizes,
     fit_error,
     fit_gemm_table,
     fit_launch_bandwidth,
@@ -22,6 +23,7 @@ from calibrate.fit import (
     held_out,
     log2_nodes,
     round_sig,
+    split_held_out,
 )
 from calibrate.fit_elementwise import fit_elementwise
 from calibrate.microbench import Measurement
@@ -54,24 +56,6 @@ class DeviceInfo:
     impl: str  # grouped expert implementation: loop | triton
     datasheet: Reference | None = None  # known peaks (a CUDA device named like a preset)
     cache_bytes: float | None = None  # nominal last-level cache (CPUs); the effective size is fitted
-
-
-def _split(rows: list[Measurement], along=None) -> tuple[list[Measurement], list[Measurement]]:
-    """(fitted, held out): 1 row in 5 by a stable hash of its shape is held out.
-
-    ``along(row) -> (group, size)``: a row at the smallest or largest size of its group is always
-    fitted; the ends anchor a table, and holding them out would score extrapolation instead.
-    """
-    key = lambda r: (r.kind,) + tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("counts", "dropped")))
-    ends: set = set()
-    if along is not None:
-        sizes: dict = {}
-        for r in rows:
-            g, x = along(r)
-            sizes.setdefault(g, []).append(x)
-        ends = {(g, x) for g, xs in sizes.items() for x in (min(xs), max(xs))}
-    held = [held_out(*key(r)) and (along is None or along(r) not in ends) for r in rows]
-    return [r for r, h in zip(rows, held) if not h], [r for r, h in zip(rows, held) if h]
 
 
 def hardware_for(profile: Profile) -> HardwareSpec:
@@ -119,7 +103,7 @@ def _eff(flops: np.ndarray, t: np.ndarray, overhead_s, peak: float) -> np.ndarra
 
 
 def fit_gemm_part(rows: list[Measurement], peak: float, launch_s: float):
-    fit, held = _split([r for r in rows if r.kind == "gemm"], lambda r: ((r.params["n"], r.params["k"]), r.params["m"]))
+    fit, held = split_held_out([r for r in rows if r.kind == "gemm"], lambda r: ((r.params["n"], r.params["k"]), r.params["m"]))
     m = [r.params["m"] for r in fit]
     w = [r.params["n"] * r.params["k"] for r in fit]
     eff = _eff(np.array([_gemm_flops(r) for r in fit]), np.array([r.time_s for r in fit]), launch_s, peak)
@@ -133,10 +117,10 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     Per-expert cost = (time - launch) / experts. Loop implementations pay per expert a fixed cost
     (slicing, the GEMM's own dispatch) and a copy of its m x n output into place: both are fitted
     to the excess of the hot cost over the dense GEMM of the same shape (its measured time, else
-    the table's). The cold cost minus them gives the cold efficiency, measured only while the benchmark's activations stay
-    below its weights (``Grid.grouped_points``); past the last cold token count a cold expert
-    costs its hot time plus the extra time measured there
-    (streaming the weights once costs the same at any token count).
+    the table's). The cold cost minus them gives the cold efficiency, measured only while the
+    benchmark's activations stay below its weights (``Grid.grouped_points``); past the last cold
+    token count a cold expert costs its hot time plus the extra time measured there (streaming the
+    weights once costs the same at any token count).
     """
     cells: dict[tuple, dict[int, Measurement]] = {}
     for r in rows:
@@ -145,10 +129,9 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     few = min(e for c in cells.values() for e in c)
     most = max(e for c in cells.values() for e in c)
     launch_s, peak = dense.launch_s, dense.profile.reference.peak_flops(dtype)
-    m_ends = {(n, k): (min(mm for (mm, nn, kk) in cells if (nn, kk) == (n, k)),
-                       max(mm for (mm, nn, kk) in cells if (nn, kk) == (n, k))) for (_, n, k) in cells}
+    ends = end_sizes(((n, k), m) for (m, n, k) in cells)  # per weight shape, the fewest and most tokens
     held = {c for c, by_e in cells.items()
-            if most in by_e and held_out("grouped", *c) and c[0] not in m_ends[c[1:]]}
+            if most in by_e and held_out("grouped", *c) and ((c[1], c[2]), c[0]) not in ends}
     if len(held) == sum(most in by_e for by_e in cells.values()):
         held = set()  # too few cold cells to hold any out
 
@@ -198,7 +181,7 @@ def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: f
                        curve: BytesCurve | None = None):
     """Prefill: a compute-efficiency table over (queries, keys). Decode: launch + KV bytes / bandwidth,
     the bandwidth relative to the memory ``curve`` at the batch's bytes when there is one (CPUs)."""
-    fit, held = _split([r for r in rows if r.kind.startswith("attn_")],
+    fit, held = split_held_out([r for r in rows if r.kind.startswith("attn_")],
                        lambda r: ((r.kind, r.params["batch"]), r.params["kv"]))
     dec = [r for r in fit if r.kind == "attn_decode"]
     p = [r.params for r in dec]
@@ -245,7 +228,7 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop
     The effective cache is searched in half-octave steps from 1/16 to 2x the nominal size; each
     candidate gets its best overhead, and the pair with the least relative error wins.
     """
-    fit, held = _split([r for r in rows if r.kind == "layer"])
+    fit, held = split_held_out([r for r in rows if r.kind == "layer"])
     nominal = profile.cache_bytes
     candidates = [round_sig(nominal * 2.0 ** (x / 2), 4) for x in range(-8, 3)] if nominal else [None]
     best = None
@@ -261,7 +244,7 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop
 def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
     """Every fitted part, then the held-out error of each through the CostModel."""
     b = DTYPE_BYTES[info.dtype]
-    copy_fit, copy_held = _split([r for r in rows if r.kind == "copy"], lambda r: (None, r.params["bytes"]))
+    copy_fit, copy_held = split_held_out([r for r in rows if r.kind == "copy"], lambda r: (None, r.params["bytes"]))
     launch_s, bw, mem_curve = fit_memory_part(copy_fit, curve=info.platform == "cpu")
     ref = _reference(rows, info, bw)
     peak, ref_bw = ref.peak_flops(info.dtype), ref.mem_bw_gbps * 1e9

@@ -75,20 +75,30 @@ def test_not_a_profile(tmp_path):
     assert "not a moesim profile" in _one_line_error(p)
 
 
-def test_foreign_version(tmp_path, a100):
-    data = yaml.safe_load(prof_mod.profile_to_yaml(a100))
-    data["version"] = 99
-    p = tmp_path / "new.yaml"
-    p.write_text(yaml.safe_dump(data))
-    assert "version 99 is not supported" in _one_line_error(p)
+_ROUTER = {"tokens": [1, 64], "experts": [8], "top_k": [1], "us": [[[4.0, 9.0]]]}
 
 
-def test_invalid_field_names_it(tmp_path, a100):
-    data = yaml.safe_load(prof_mod.profile_to_yaml(a100))
-    data["memory_efficiency"] = 3.0
+@pytest.mark.parametrize("update, expected", [
+    ({"version": 99}, "version 99 is not supported"),
+    ({"memory_efficiency": 3.0}, "memory_efficiency"),
+    ({"elementwise": {"router": {**_ROUTER, "us": [[[4.0, -9.0]]]}}}, "elementwise.router"),
+    ({"elementwise": {"router": {**_ROUTER, "us": [[[4.0]]]}}}, "elementwise.router"),
+    ({"elementwise": {"activation": {"elements": [512, 64], "us": [3.0, 9.0]}}}, "elementwise.activation"),
+    ({"elementwise": {"activation": {"elements": [512], "us": ["fast"]}}}, "elementwise.activation.us"),
+])
+def test_bad_field_is_a_one_line_error_naming_it(tmp_path, a100, update, expected):
+    data = {**yaml.safe_load(prof_mod.profile_to_yaml(a100)), **update}
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump(data))
-    assert "memory_efficiency" in _one_line_error(p)
+    assert expected in _one_line_error(p)
+
+
+def test_grouped_copy_cost_must_not_be_negative(tmp_path, a100):
+    data = yaml.safe_load(prof_mod.profile_to_yaml(a100))
+    data["grouped"] = {"efficiency": data["gemm"], "launch_overhead_us": 5.0, "copy_ns_per_element": -1.0}
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert "grouped.copy_ns_per_element" in _one_line_error(p)
 
 
 def test_profile_from_dict_rejects_non_mapping():

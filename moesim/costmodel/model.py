@@ -135,7 +135,7 @@ class CostModel:
         per_expert = roofline_s(flops, moved, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
         per_expert = per_expert * self._sibling_scale(flops, moved, dtype)
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
-        fixed_s = launch_s + (self.grouped_loop_s(t, n) if g else 0.0)
+        fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
 
     def grouped_loop_s(self, tokens_per_expert, n: int):
@@ -145,7 +145,8 @@ class CostModel:
         t = np.asarray(tokens_per_expert, dtype=float)
         if g is None:
             return np.zeros(t.shape[:-1])
-        return (t > 0).sum(axis=-1) * g.per_expert_overhead_us * 1e-6 + t.sum(axis=-1) * n * g.copy_ns_per_element * 1e-9
+        return ((t > 0).sum(axis=-1) * g.per_expert_overhead_us * 1e-6
+                + t.sum(axis=-1) * n * g.copy_ns_per_element * 1e-9)
 
     def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
         """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert."""

@@ -183,14 +183,12 @@ class RouterTable(Strict):
         t = np.asarray(tokens, dtype=float)
 
         def bracket(axis, x) -> tuple[int, int, float]:
-            a = np.asarray(axis, dtype=float)
-            xc = float(np.clip(x, a[0], a[-1]))
-            i = int(np.clip(np.searchsorted(a, xc, side="right") - 1, 0, max(a.size - 2, 0)))
-            j = min(i + 1, a.size - 1)
-            return i, j, 0.0 if j == i else (xc - a[i]) / (a[j] - a[i])
+            """Lower node, upper node and the upper node's weight of ``x`` on ``axis`` (clamped)."""
+            i, w = _interp_index(np.asarray(axis, dtype=float), np.asarray(x, dtype=float))
+            return int(i), min(int(i) + 1, len(axis) - 1), float(w)
 
         ki, kj, wk = bracket(self.top_k, top_k)
-        ei, ej, we = bracket(np.log2(self.experts), np.log2(experts))
+        ei, ej, we = bracket(_log2(self.experts), _log2(experts))
 
         def at(k: int) -> np.ndarray:
             lo, hi = (np.log(time_along(self.tokens, self.us[k][e], t)) for e in (ei, ej))
