@@ -1,6 +1,6 @@
 """Collectives through ``torch.distributed``: all-to-all (and all-reduce) timed across local processes.
 
-    python -m calibrate.collectives [--ranks 2] [--quick] [--device cpu|cuda]
+    python -m moesim.calibrate.collectives [--ranks 2] [--quick] [--device cpu|cuda]
 
 ``measure_collectives`` spawns ``ranks`` worker processes on this machine (gloo on CPU, NCCL on CUDA
 with one GPU per rank). They meet through a ``TCPStore`` the parent holds on 127.0.0.1 (an
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibrate.fit import fit_error, fit_relative_nnls, held_out, round_sig
+from moesim.calibrate.fit import fit_error, fit_relative_nnls, held_out, round_sig
 from moesim.costmodel.profile import CollectiveSpec, FitError, LinkSpec
 
 LOOPBACK = "127.0.0.1"
@@ -314,7 +314,7 @@ def fit_collectives(rows: Sequence[CollectiveRow]) -> tuple[dict[str, Collective
 
 def to_measurements(rows: Sequence[CollectiveRow]):
     """As ``calibrate.microbench.Measurement`` rows (kind = collective), for the calibration's CSV."""
-    from calibrate.microbench import Measurement
+    from moesim.calibrate.microbench import Measurement
 
     return [Measurement(r.collective, {"ranks": r.ranks, "bytes": r.bytes_per_rank}, r.seconds) for r in rows]
 
@@ -326,7 +326,7 @@ def from_measurements(rows) -> list[CollectiveRow]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibrate.collectives", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m moesim.calibrate.collectives", description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, default=0, help="processes (default: 2 on CPU, every GPU on CUDA)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="4 KiB .. 4 MiB instead of .. 16 MiB")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibrate.fit import fit_error, round_sig, split_held_out
-from calibrate.microbench import Measurement
+from moesim.calibrate.fit import fit_error, round_sig, split_held_out
+from moesim.calibrate.microbench import Measurement
 from moesim.costmodel.profile import ElementCurve, ElementwiseSpec, FitError, RouterTable
 from moesim.costmodel.tables import time_along
 

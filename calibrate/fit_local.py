@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibrate.collectives import fit_collectives, from_measurements
-from calibrate.fit import (
+from moesim.calibrate.collectives import fit_collectives, from_measurements
+from moesim.calibrate.fit import (
     end_sizes,
     fit_error,
     fit_gemm_table,
@@ -25,9 +25,9 @@ from calibrate.fit import (
     round_sig,
     split_held_out,
 )
-from calibrate.fit_elementwise import fit_elementwise
-from calibrate.microbench import Measurement
-from calibrate.predict import moe_layer_s
+from moesim.calibrate.fit_elementwise import fit_elementwise
+from moesim.calibrate.microbench import Measurement
+from moesim.calibrate.predict import moe_layer_s
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import (
     AttentionSpec,
@@ -257,7 +257,7 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
         gemm_memory_efficiency=None if info.platform == "cpu" else 1.0,
         notes=[f"grouped expert GEMM implementation: {info.impl}",
                ("moe_overhead: residual of whole-layer runs (kernels.moe_ref.moe_forward) after "
-                "calibrate.predict.moe_layer_s prices every kernel")],
+                "moesim.calibrate.predict.moe_layer_s prices every kernel")],
     )
     dense = CostModel(hardware_for(profile), profile)
     grouped, grp_fit, grp_held = fit_grouped_part(rows, dense, info.dtype, info.impl == "loop")

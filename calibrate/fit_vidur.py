@@ -1,6 +1,6 @@
 """Fit the shipped A100/H100 default profiles from real Vidur measurements.
 
-    python -m calibrate.fit_vidur [--data DIR] [--out DIR]
+    python -m moesim.calibrate.fit_vidur [--data DIR] [--out DIR]
 
 ``--data`` defaults to ``../shared/measurements/gpu-kernels-vidur`` beside the checkout; ``--out`` to
 ``moesim/data/profiles``. Source: github microsoft/vidur ``data/profiling`` (commit 7d47513, MIT
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibrate.fit import (
+from moesim.calibrate.fit import (
     fit_error,
     fit_gemm_table,
     fit_launch_bandwidth,
@@ -26,7 +26,7 @@ from calibrate.fit import (
     log2_nodes,
     round_sig,
 )
-from calibrate.vidur_data import (
+from moesim.calibrate.vidur_data import (
     AttnRow,
     CollRow,
     GemmRow,
@@ -239,7 +239,7 @@ def fit_device(data: Path, device: str, created: str | None = None) -> Profile:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibrate.fit_vidur", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m moesim.calibrate.fit_vidur", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="gpu-kernels-vidur folder")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for a100.yaml and h100.yaml")
     ap.add_argument("--devices", nargs="+", default=list(DEVICES), choices=list(DEVICES))

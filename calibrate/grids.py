@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from calibrate.collectives import sizes_for as collective_sizes
+from moesim.calibrate.collectives import sizes_for as collective_sizes
 
 # (experts, top_k, tokens, capacity factor or None) of the whole-layer calibration runs. Disjoint
 # from the validation grid (experts 8/16/64, top-k 1/2, capacity factor 1.0/1.25).

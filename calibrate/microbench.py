@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from calibrate.grids import Grid
-from kernels.moe_ref import (
+from moesim.calibrate.grids import Grid
+from moesim.kernels.moe_ref import (
     grouped_gemm_loop,
     init_moe_weights,
     moe_forward,
     swiglu_activation,
     topk_weights,
 )
-from kernels.timing import time_fn
+from moesim.kernels.timing import time_fn
 from moesim.fileio import atomic_open
 
 Tick = Callable[[str], None]
@@ -44,7 +44,7 @@ class Measurement:
 def expert_fn_for(device: str) -> tuple[str, Callable | None]:
     """('triton', the Triton expert FFN) on CUDA with triton, else ('loop', None: the default loop)."""
     if device == "cuda":
-        from kernels.triton_moe import expert_ffn_triton, triton_available
+        from moesim.kernels.triton_moe import expert_ffn_triton, triton_available
 
         if triton_available():
             return "triton", expert_ffn_triton
@@ -53,7 +53,7 @@ def expert_fn_for(device: str) -> tuple[str, Callable | None]:
 
 def grouped_fn_for(impl: str) -> Callable:
     if impl == "triton":
-        from kernels.triton_moe import grouped_gemm
+        from moesim.kernels.triton_moe import grouped_gemm
 
         return grouped_gemm
     return grouped_gemm_loop

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
-from calibrate.collectives import (
+from moesim.calibrate.collectives import (
     CollectiveError,
     available_ranks,
     measure_collectives,
     to_measurements,
 )
-from calibrate.fit_local import DeviceInfo, fit_profile
-from calibrate.grids import Grid, grid_for
-from calibrate.microbench import (
+from moesim.calibrate.fit_local import DeviceInfo, fit_profile
+from moesim.calibrate.grids import Grid, grid_for
+from moesim.calibrate.microbench import (
     Measurement,
     bench_activation,
     bench_attention,
@@ -37,7 +37,7 @@ from calibrate.microbench import (
     expert_fn_for,
     time_layer,
 )
-from kernels.timing import pick_device
+from moesim.kernels.timing import pick_device
 from moesim.costmodel.profile import Profile, Reference, normalise_device_name
 from moesim.presets import HARDWARE
 

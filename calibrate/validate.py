@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibrate.fit_local import hardware_for
-from calibrate.grids import grid_for
-from calibrate.microbench import expert_fn_for, time_layer
-from calibrate.predict import moe_layer_s
-from kernels.timing import pick_device
+from moesim.calibrate.fit_local import hardware_for
+from moesim.calibrate.grids import grid_for
+from moesim.calibrate.microbench import expert_fn_for, time_layer
+from moesim.calibrate.predict import moe_layer_s
+from moesim.kernels.timing import pick_device
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import Profile
 
@@ -88,7 +88,7 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     """
     import torch
 
-    from calibrate.run import median_rows, torch_threads
+    from moesim.calibrate.run import median_rows, torch_threads
 
     dev = pick_device(device)
     grid = grid_for(dev, quick=True)

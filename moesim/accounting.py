@@ -317,6 +317,9 @@ def summary(s: Scenario) -> dict:
         "fits": mem.fits,
         "headroom_gib": mem.headroom_gib,
     }
+    from moesim.fit_advice import fit_explanation  # local: fit_advice imports this module
+
+    out["fits_reason"], out["fits_advice"] = fit_explanation(s, mem)
     if not s.is_training:
         out["kv_cache_capacity_tokens"] = kv_cache_capacity_tokens(s)
     return out

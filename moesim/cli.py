@@ -12,21 +12,19 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
-
-try:  # typer >= 0.20 vendors its own click; catch both so usage errors never leak tracebacks
-    from typer._click import exceptions as _tclick
-except ImportError:  # pragma: no cover - older typer uses click itself
-    _tclick = click.exceptions
-
 from rich.console import Console
 
 from moesim.errors import InputError, MoesimError
 
-_EXIT = (click.exceptions.Exit, typer.Exit)
-_USAGE = (click.ClickException, _tclick.ClickException)
-_ABORT = (click.exceptions.Abort, typer.Abort)
+try:  # typer >= 0.20 vendors its own click (typer._click); older typer depends on click itself
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as _click_exceptions
+
+_EXIT = (typer.Exit, getattr(_click_exceptions, "Exit", typer.Exit))
+_USAGE = (_click_exceptions.ClickException,)
+_ABORT = (typer.Abort, getattr(_click_exceptions, "Abort", typer.Abort))
 
 app = typer.Typer(
     name="moesim",
@@ -38,7 +36,9 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file (see scenarios/).", show_default=False)]
+ScenarioArg = Annotated[str, typer.Argument(
+    help="Scenario YAML file, or the name of a shipped scenario (`moesim scenarios` lists them).",
+    metavar="SCENARIO", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2."),
@@ -86,18 +86,51 @@ def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False) 
     """Validate a scenario and print its accounting: parameters, FLOPs, memory per device, fits."""
     from moesim.accounting import summary
     from moesim.loader import load_scenario
+    from moesim.shipped import resolve_scenario
 
-    s = load_scenario(scenario, set_ or [])
+    s = load_scenario(resolve_scenario(scenario), set_ or [])
     acc = summary(s)
     if as_json:
         _print_json(acc)
         return
     from moesim.report import summary_table
 
-    out.print(summary_table(f"{s.name}: {s.model.name} on {acc['devices']} x {s.hardware.device.name}", acc))
-    if not acc["fits"]:
-        out.print(f"[red]does not fit:[/red] needs {acc['memory_per_device_gib']:.1f} GiB of "
-                  f"{acc['memory']['capacity_gib']:.1f} GiB per device")
+    out.print(summary_table(f"{s.name}: {s.model.name} on {acc['devices']} x {s.hardware.device.name}", acc,
+                            skip=_FIT_TEXT))
+    _print_fit(acc)
+
+
+_FIT_TEXT = ("fits_reason", "fits_advice")  # sentences: printed under the table, not in it
+
+
+def _print_fit(summary: dict) -> None:
+    """After a summary table: why the scenario does not fit and what would make it fit."""
+    if summary.get("fits") is False and summary.get("fits_reason"):
+        from rich.markup import escape
+
+        out.print(f"[red]does not fit:[/red] {escape(summary['fits_reason'])}", highlight=False)
+        if summary.get("fits_advice"):
+            out.print(f"[yellow]to fit:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
+
+
+@app.command()
+def scenarios(as_json: JsonOpt = False) -> None:
+    """List the shipped scenarios: name, kind (training or serving) and what each describes."""
+    from moesim.shipped import shipped_scenarios
+
+    found = shipped_scenarios()
+    if as_json:
+        _print_json([{"name": sc.name, "kind": sc.kind, "description": sc.description, "path": str(sc.path)}
+                     for sc in found])
+        return
+    from rich.table import Table
+
+    table = Table(title="Shipped scenarios (pass a name wherever a scenario file is taken)")
+    for col in ("name", "kind", "description"):
+        table.add_column(col, overflow="fold")
+    for sc in found:
+        table.add_row(sc.name, sc.kind, sc.description)
+    out.print(table)
 
 
 @app.command()
@@ -126,11 +159,12 @@ def simulate(
 ) -> None:
     """Simulate a training step or a serving run and print where the time and money go."""
     from moesim.loader import load_scenario
+    from moesim.shipped import resolve_scenario
     from moesim.simulate import simulate as run
 
     if seed is not None and seed < 0:
         raise InputError(f"--seed = {seed}: must be >= 0")
-    s = load_scenario(scenario, set_ or [])
+    s = load_scenario(resolve_scenario(scenario), set_ or [])
     result = run(s, seed=seed)
     if out_dir is not None:
         paths = result.save(out_dir)
@@ -140,34 +174,46 @@ def simulate(
         return
     from moesim.report import summary_table
 
-    out.print(summary_table(f"{s.name} ({result.kind}, seed {result.seed})", result.summary))
+    out.print(summary_table(f"{s.name} ({result.kind}, seed {result.seed})", result.summary, skip=_FIT_TEXT))
+    _print_fit(result.summary)
 
 
-def _register_optional() -> None:
-    """Commands whose modules live beside this one (calibrate, sweep, plot, validate)."""
-    try:
-        from moesim.cli_calibrate import calibrate_command
+def _register_commands() -> None:
+    """Commands whose modules live beside this one. They import only core dependencies at the top;
+    an optional one (torch, dask) is imported when the command runs, which then says in one line
+    what to install. So an ImportError here is a bug and must surface, never hide a command."""
+    from moesim.cli_calibrate import calibrate_command
+    from moesim.cli_sweep import plot_command, sweep_command, validate_command
 
-        app.command("calibrate")(calibrate_command)
-    except ImportError:
-        pass
-    try:
-        from moesim.cli_sweep import plot_command, sweep_command, validate_command
-
-        app.command("sweep")(sweep_command)
-        app.command("plot")(plot_command)
-        app.command("validate")(validate_command)
-    except ImportError:
-        pass
+    app.command("calibrate")(calibrate_command)
+    app.command("sweep")(sweep_command)
+    app.command("plot")(plot_command)
+    app.command("validate")(validate_command)
 
 
-_register_optional()
+_register_commands()
+
+
+def _command():
+    """The click command behind ``app``, with on/off flags shown as bare flags in ``--help``.
+
+    typer >= 0.20 prints every option's type, so a flag reads ``--quick <bool>`` as if it took a
+    value; an empty metavar makes it read ``--quick`` (the built-in ``--help`` included).
+    """
+    from typer._click import Context
+
+    group = typer.main.get_command(app)
+    for cmd in (group, *getattr(group, "commands", {}).values()):
+        for param in (*cmd.params, cmd.get_help_option(Context(cmd))):
+            if param is not None and getattr(param, "is_flag", False):
+                param.metavar = ""
+    return group
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        _command().main(args=argv, prog_name="moesim", standalone_mode=False)
         return 0
     except MoesimError as exc:
         from rich.markup import escape

@@ -44,7 +44,7 @@ def calibrate_command(
         import torch  # noqa: F401  (lazy: the rest of moesim never imports torch)
     except ImportError:
         raise RunError("calibrate needs PyTorch: pip install 'moesim[calibrate]'") from None
-    from calibrate.run import plan as make_plan
+    from moesim.calibrate.run import plan as make_plan
 
     try:
         p = make_plan(device, quick=quick, dtype=dtype, threads=threads, collectives=collectives and profile is None)
@@ -63,10 +63,10 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
          measurements: Path | None, written: list[Path]) -> None:
     from rich.console import Console
 
-    from calibrate.microbench import write_measurements
-    from calibrate.run import calibrate, detect_device_name
-    from calibrate.validate import validate as run_validation
-    from calibrate.validate import validation_points
+    from moesim.calibrate.microbench import write_measurements
+    from moesim.calibrate.run import calibrate, detect_device_name
+    from moesim.calibrate.validate import validate as run_validation
+    from moesim.calibrate.validate import validation_points
     from moesim.costmodel.profile import check_device, load_profile, save_profile
 
     console = Console()

@@ -40,7 +40,7 @@ class _StatsColumn(ProgressColumn):
 
 
 def sweep_command(
-    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file to sweep around.", show_default=False)],
+    scenario: Annotated[str, typer.Argument(help="Scenario YAML file, or a shipped scenario's name, to sweep around.", metavar="SCENARIO", show_default=False)],
     experts: Annotated[str | None, typer.Option("--experts", help="Values of model.n_experts, e.g. 8,16,32,64.")] = None,
     capacity_factor: Annotated[str | None, typer.Option("--capacity-factor", help="Values of routing.capacity_factor, e.g. 1.0,1.25,2.0.")] = None,
     grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="Any field: path.to.field=v1,v2 (repeatable; a value may be a {mapping} merged into that section).")] = None,
@@ -58,8 +58,10 @@ def sweep_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome (counts, files, best row) as JSON.")] = False,
 ) -> None:
     """Run a scenario over a grid of experts, capacity factors or any fields; a tidy table per point."""
+    from moesim.shipped import resolve_scenario
     from moesim.sweep import run_sweep
 
+    scenario = resolve_scenario(scenario)
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1")
     with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), _StatsColumn(),
@@ -130,7 +132,7 @@ def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
 
 
 def plot_command(
-    results: Annotated[Path, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out) or a scenario YAML (simulated first).", show_default=False)],
+    results: Annotated[str, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out), or a scenario YAML or shipped scenario name (simulated first).", metavar="RESULTS", show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load (sweeps); timeline | latency-cdf | breakdown (one result).")] = "throughput-vs-experts",
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
@@ -142,8 +144,10 @@ def plot_command(
     """Draw a plot (PNG and SVG) from sweep results, a saved result, or a scenario."""
     from moesim import plots
 
+    from moesim.shipped import resolve_scenario
+
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    source = Path(results)
+    source = Path(results) if Path(results).exists() or "/" in results else resolve_scenario(results)
     if (source.is_dir() and (source / "results.jsonl").exists()) or source.suffix == ".jsonl":
         from moesim.sweep_store import read_manifest, read_rows
 

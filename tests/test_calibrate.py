@@ -9,12 +9,12 @@ torch = pytest.importorskip("torch")
 typer = pytest.importorskip("typer")
 from typer.testing import CliRunner
 
-import calibrate.run as run_mod
-import calibrate.validate as validate_mod
-from calibrate.fit import fit_gemm_table, fit_relative_nnls, held_out, log2_nodes
-from calibrate.fit_local import hardware_for
-from calibrate.grids import grid_for, tiny_grid
-from calibrate.predict import moe_layer_s
+import moesim.calibrate.run as run_mod
+import moesim.calibrate.validate as validate_mod
+from moesim.calibrate.fit import fit_gemm_table, fit_relative_nnls, held_out, log2_nodes
+from moesim.calibrate.fit_local import hardware_for
+from moesim.calibrate.grids import grid_for, tiny_grid
+from moesim.calibrate.predict import moe_layer_s
 from moesim.cli_calibrate import calibrate_command
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import load_profile, save_profile

@@ -15,15 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-import calibrate.run as run_mod
-from calibrate.collectives import (
+import moesim.calibrate.run as run_mod
+from moesim.calibrate.collectives import (
     CollectiveError,
     CollectiveRow,
     available_ranks,
     fit_collectives,
     measure_collectives,
 )
-from calibrate.grids import tiny_grid
+from moesim.calibrate.grids import tiny_grid
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_s
 from moesim.costmodel.profile import (

@@ -147,7 +147,7 @@ def test_corrupt_scenario_profile_is_an_input_error(tmp_path):
 
 def test_refit_from_vidur_subset(tmp_path):
     """The shipped fit runs end to end on a few copied rows (the full data lives in ../shared)."""
-    from calibrate.fit_vidur import main
+    from moesim.calibrate.fit_vidur import main
 
     data = Path(__file__).parent / "data" / "vidur-subset"
     assert main(["--data", str(data), "--out", str(tmp_path), "--devices", "a100"]) == 0
@@ -171,7 +171,7 @@ SHARED_VIDUR = Path(__file__).resolve().parents[2] / "shared" / "measurements" /
 @pytest.mark.parametrize("device", ["a100", "h100"])
 def test_shipped_profiles_match_a_refit(device):
     """The committed profiles are what the fitting code makes of the full Vidur data today."""
-    from calibrate.fit_vidur import fit_device
+    from moesim.calibrate.fit_vidur import fit_device
 
     fresh, shipped = fit_device(SHARED_VIDUR, device), load_default_profile(f"{device}.yaml")
     np.testing.assert_allclose(fresh.gemm.efficiency, shipped.gemm.efficiency, rtol=1e-2)

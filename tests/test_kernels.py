@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from kernels.moe_ref import (
+from moesim.kernels.moe_ref import (
     capacity,
     dispatch,
     expert_ffn_loop,
@@ -26,7 +26,7 @@ from kernels.moe_ref import (
     moe_forward_dense,
     route,
 )
-from kernels.timing import pick_device, time_fn
+from moesim.kernels.timing import pick_device, time_fn
 from moesim.engine.routing import apply_capacity, capacity_per_expert, keep_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,8 +120,8 @@ def test_grouped_gemm_loop_is_per_expert_matmul():
 
 _INTERPRETER_CHECK = textwrap.dedent("""
     import torch
-    from kernels.moe_ref import expert_ffn_loop, grouped_gemm_loop, init_moe_weights, moe_forward
-    from kernels.triton_moe import expert_ffn_triton, grouped_gemm
+    from moesim.kernels.moe_ref import expert_ffn_loop, grouped_gemm_loop, init_moe_weights, moe_forward
+    from moesim.kernels.triton_moe import expert_ffn_triton, grouped_gemm
     g = torch.Generator().manual_seed(0)
     for e, top_k in [(4, 1), (4, 2), (8, 2)]:
         counts = torch.randint(0, 20, (e,), generator=g).tolist()
@@ -148,7 +148,7 @@ def test_triton_kernel_under_interpreter_matches_reference():
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 @pytest.mark.parametrize("n_experts, top_k", [(8, 1), (8, 2), (16, 2), (64, 2), (64, 4)])
 def test_triton_kernel_on_cuda_matches_reference(n_experts, top_k):
-    from kernels.triton_moe import expert_ffn_triton
+    from moesim.kernels.triton_moe import expert_ffn_triton
 
     w = init_moe_weights(1024, 2048, n_experts, dtype=torch.bfloat16, device="cuda", seed=n_experts)
     x = torch.randn(4096, 1024, device="cuda", dtype=torch.bfloat16)

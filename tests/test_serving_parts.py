@@ -15,7 +15,7 @@ from moesim.schemas import LengthDist, ServingWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TRACE = ROOT / "moesim" / "data" / "traces" / "splitwise_conv.csv"
+TRACE = ROOT / "scenarios" / "traces" / "splitwise_conv.csv"
 
 
 # ---------------------------------------------------------------- requests

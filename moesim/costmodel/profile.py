@@ -1,7 +1,7 @@
 """Calibration profiles: measured efficiencies the cost model reads instead of datasheet constants.
 
 A profile is a YAML file written by ``moesim calibrate`` (local device) or by
-``python -m calibrate.fit_vidur`` (the shipped A100/H100 defaults). Every efficiency is a fraction
+``python -m moesim.calibrate.fit_vidur`` (the shipped A100/H100 defaults). Every efficiency is a fraction
 of the profile's ``reference`` peak (FLOP/s per dtype, memory GB/s); times are in microseconds.
 
 Shape tables interpolate linearly in log2 of their axes and clamp at the edges, so a shape outside

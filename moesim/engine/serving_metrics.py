@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.accounting import kv_cache_capacity_tokens, memory_report
+from moesim.fit_advice import fit_explanation
 from moesim.engine.batching import RequestBook
 from moesim.engine.requests import Requests
 from moesim.results import SimResult, SpanRecorder
@@ -141,6 +142,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "peak_memory_gib": mem.total_gib,
         "memory_capacity_gib": mem.capacity_gib,
         "fits": bool(mem.fits),
+        **dict(zip(("fits_reason", "fits_advice"), fit_explanation(s, mem), strict=True)),
         "knee_batch": int(knee),
         "energy_j_per_token": energy_j / out_tok if out_tok else float("nan"),
         "run_cost_usd": cost_usd,

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from moesim.accounting import memory_report, training_flops_per_token
+from moesim.fit_advice import fit_explanation
 from moesim.costmodel import CostModel
 from moesim.engine.pipeline import analytic_bubble_fraction
 from moesim.engine.timeline import add_unit_spans
@@ -143,6 +144,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "dropped_fraction": dropped / routed if routed else 0.0,
         "peak_memory_gib": mem.total_gib,
         "fits": bool(mem.fits),
+        **dict(zip(("fits_reason", "fits_advice"), fit_explanation(s, mem), strict=True)),
         "usd_per_mtok": usd_per_step / tokens_per_step * 1e6,
         "run_time_days": run_s / 86400,
         "run_cost_usd": usd_per_hour * run_s / 3600,

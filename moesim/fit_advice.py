@@ -1,0 +1,122 @@
+"""Why a scenario does not fit in device memory, and what would make it fit. Pure functions.
+
+``fit_explanation`` returns two one-line strings for the summaries of ``check`` and ``simulate``:
+
+* ``fits_reason``: the memory terms that add up past the capacity, e.g. ``weights 87.2 GiB +
+  KV for the longest request 0.5 GiB + activations 0.3 GiB = 88.0 GiB > capacity 80.0 GiB per device``;
+* ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
+  accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, full
+  recompute, a smaller dtype, a bigger device preset). Changes that alter the device count say so.
+
+Both are empty strings when the scenario fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from moesim.accounting import MemoryReport, memory_report
+from moesim.schemas import Scenario, TrainingWorkload
+
+#: Largest multiple of tp or pp (and most doublings) the advice tries.
+_MAX_FACTOR = 64
+
+
+def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, str]:
+    """``(fits_reason, fits_advice)`` for ``s`` (both "" when it fits). ``mem``: its memory report."""
+    mem = mem or memory_report(s)
+    if mem.fits:
+        return "", ""
+    return _reason(s, mem), _advice(s)
+
+
+def _reason(s: Scenario, mem: MemoryReport) -> str:
+    if isinstance(s.workload, TrainingWorkload):
+        terms = [("weights", mem.weights_gib), ("gradients", mem.gradients_gib),
+                 ("optimizer", mem.optimizer_gib), ("activations", mem.activations_gib)]
+    else:
+        terms = [("weights", mem.weights_gib), ("activations", mem.activations_gib),
+                 ("KV for the longest request", mem.kv_cache_gib)]
+    parts = " + ".join(f"{name} {_gib(gib)}" for name, gib in terms if gib > 0)
+    return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)} per device"
+
+
+def _gib(x: float) -> str:
+    return f"{x:.1f} GiB" if x >= 1 else f"{x:.2g} GiB"
+
+
+def _fits(s: Scenario) -> bool:
+    return memory_report(s).fits
+
+
+def _with_plan(s: Scenario, **changes) -> Scenario:
+    # model_copy skips validation on purpose: the copy only feeds the memory accounting.
+    return s.model_copy(update={"plan": s.plan.model_copy(update=changes)})
+
+
+def _smallest_factor(s: Scenario, make: Callable[[int], Scenario]) -> int | None:
+    """Smallest power of two f (2.._MAX_FACTOR) for which ``make(f)`` fits, or None."""
+    f = 2
+    while f <= _MAX_FACTOR:
+        if _fits(make(f)):
+            return f
+        f *= 2
+    return None
+
+
+def _advice(s: Scenario) -> str:
+    """What would make ``s`` fit: a list of alternatives joined by '; ', or why nothing simple does."""
+    p, options = s.plan, []
+    for field in ("tp", "pp"):
+        value = getattr(p, field)
+        f = _smallest_factor(s, lambda k, field=field, value=value: _with_plan(s, **{field: value * k}))
+        if f is not None:
+            fewer_dp = f", or plan.dp / {f}" if p.dp % f == 0 else ""
+            options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp})")
+    if isinstance(s.workload, TrainingWorkload):
+        if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
+            options.append("plan.zero_stage: 3")
+        if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
+            options.append("plan.recompute: full")
+    smaller = _smaller_dtypes(s)
+    for dtype in smaller:
+        if _fits(s.model_copy(update={"model": s.model.model_copy(update={"dtype": dtype})})):
+            options.append(f"model.dtype: {dtype}")
+            break
+    bigger = _bigger_device(s)
+    if bigger:
+        options.append(bigger)
+    if not options:
+        return "no single change tried fits (more tp/pp up to 64x, ZeRO-3, full recompute, a smaller dtype, a bigger device)"
+    return "; ".join(options)
+
+
+def _smaller_dtypes(s: Scenario) -> list[str]:
+    """Dtypes the schema allows with fewer bytes per weight than the model's, largest first."""
+    from typing import get_args
+
+    from moesim.schemas.model import DTYPE_BYTES, Dtype
+
+    now = DTYPE_BYTES[s.model.dtype]
+    allowed = [d for d in get_args(Dtype) if DTYPE_BYTES[d] < now]
+    if isinstance(s.workload, TrainingWorkload):
+        allowed = [d for d in allowed if DTYPE_BYTES[d] >= 2]  # training keeps 16-bit weights at least
+    return sorted(allowed, key=lambda d: -DTYPE_BYTES[d])
+
+
+def _bigger_device(s: Scenario) -> str:
+    """The hardware preset with the least memory that fits the same plan, if any."""
+    from moesim.presets import HARDWARE
+    from moesim.schemas import DeviceSpec
+
+    here, apple = s.hardware.device.mem_gib, s.hardware.device.name.startswith("Apple")
+    # Stay in the family: a datacenter plan is not advised onto a laptop, nor the reverse.
+    candidates = sorted(((data["device"]["mem_gib"], name, data) for name, data in HARDWARE.items()
+                         if data["device"]["mem_gib"] > here
+                         and data["device"]["name"].startswith("Apple") == apple), key=lambda c: c[0])
+    for gib, name, data in candidates:
+        device = DeviceSpec(**data["device"])
+        hw = s.hardware.model_copy(update={"device": device})
+        if _fits(s.model_copy(update={"hardware": hw})):
+            return f"hardware: {name} ({gib:.0f} GiB per device)"
+    return ""

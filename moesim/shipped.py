@@ -1,0 +1,71 @@
+"""The scenarios shipped with moesim: find them installed or in a checkout, list them, resolve names.
+
+They live in the repository's ``scenarios/`` folder, which installs as the package ``moesim.scenarios``
+(package data), with the request traces they reference by relative path in ``scenarios/traces/``.
+Every command that takes a scenario accepts a file path or one of these names; a path that exists wins.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from moesim.errors import InputError
+
+
+@dataclass(frozen=True)
+class ShippedScenario:
+    """One shipped scenario: its name (the file stem), workload kind, one-line description, file."""
+
+    name: str
+    kind: str
+    description: str
+    path: Path
+
+
+def shipped_dir() -> Path:
+    """Folder of the shipped scenario YAMLs (site-packages/moesim/scenarios, or the checkout's scenarios/)."""
+    from importlib import resources
+
+    try:
+        folder = Path(str(resources.files("moesim.scenarios")))
+    except ModuleNotFoundError:  # a bare checkout on sys.path without an install
+        folder = Path(__file__).resolve().parent.parent / "scenarios"
+    return folder
+
+
+@lru_cache(maxsize=1)
+def shipped_scenarios() -> tuple[ShippedScenario, ...]:
+    """Every shipped scenario, sorted by name (read once per process)."""
+    found = []
+    for path in sorted(shipped_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        workload = data.get("workload") or {}
+        found.append(ShippedScenario(name=path.stem, kind=str(workload.get("kind", "?")),
+                                     description=str(data.get("description", "")).strip(), path=path))
+    return tuple(found)
+
+
+def resolve_scenario(arg: str | Path) -> Path:
+    """The file for ``arg``: an existing path as given, else the shipped scenario of that name.
+
+    A name may carry the ``.yaml`` suffix. Raises InputError (one line, with close matches) otherwise.
+    """
+    p = Path(arg)
+    if p.exists():
+        return p
+    text = str(arg)
+    if "/" not in text and "\\" not in text:
+        stem = text.removesuffix(".yaml").removesuffix(".yml")
+        by_name = {sc.name: sc.path for sc in shipped_scenarios()}
+        if stem in by_name:
+            return by_name[stem]
+        close = difflib.get_close_matches(stem, list(by_name), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise InputError(f"{text}: no such file and no shipped scenario of that name{hint} "
+                         "(`moesim scenarios` lists them)")
+    raise InputError(f"{text}: file not found")
