@@ -1,7 +1,10 @@
 """Analytic accounting: parameters, FLOPs, bytes and memory per device. Pure functions.
 
 Conventions: parameter counts are plain numbers of weights; FLOPs count a multiply-add as 2;
-bytes use the model's dtype unless stated. Norm weights are counted; biases are not (the presets
+bytes follow ``moesim.precision``: weights at the model dtype's bytes per parameter (quantization
+scales included), activations and the KV cache at the compute dtype's bytes (16-bit when int8/int4,
+or fp8 without fp8 tensor cores, run weight-only). Functions given only a model assume a device
+with fp8 tensor cores and group-128 scales. Norm weights are counted; biases are not (the presets
 have none). Sources for the memory formulas: ZeRO (Rajbhandari et al. 2020) for the 2+2+12 bytes
 per parameter of mixed-precision Adam, and Korthikanti et al. 2022 for activations per layer.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from moesim.precision import Precision, precision, scenario_precision, summary_fields
 from moesim.schemas import ModelSpec, PlanSpec, Scenario, ServingWorkload, TrainingWorkload
 
 GIB = 2**30
@@ -116,13 +120,13 @@ def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute
     return f * (4.0 if recompute == "full" else 3.0)
 
 
-def kv_bytes_per_token(m: ModelSpec) -> float:
+def kv_bytes_per_token(m: ModelSpec, prec: Precision | None = None) -> float:
     """KV cache bytes one token adds across all layers (whole model, before any sharding)."""
     if m.mla is not None:
         per_layer = m.mla.kv_lora_rank + m.mla.qk_rope_head_dim
     else:
         per_layer = 2 * m.kv_heads * m.head_width
-    return m.n_layers * per_layer * m.dtype_bytes
+    return m.n_layers * per_layer * (prec or precision(m.dtype)).kv_bytes
 
 
 def expected_experts_touched(n_experts: int, top_k: int, tokens: float) -> float:
@@ -132,20 +136,22 @@ def expected_experts_touched(n_experts: int, top_k: int, tokens: float) -> float
     return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
 
 
-def decode_bytes_per_token(m: ModelSpec, context_tokens: float = 0.0, batch: int = 1) -> float:
+def decode_bytes_per_token(m: ModelSpec, context_tokens: float = 0.0, batch: int = 1,
+                           prec: Precision | None = None) -> float:
     """Bytes read from memory per decode step per sequence at batch ``batch``.
 
     Reads every non-expert weight once per step, the experts the batch touches (expected, uniform
     routing), and each sequence's KV cache. Divided by ``batch`` to give a per-token figure.
     """
     p = param_counts(m)
-    bytes_w = m.dtype_bytes
+    prec = prec or precision(m.dtype)
+    bytes_w = prec.weight_bytes
     embed_read = m.vocab_size * m.d_model  # output head; the input embedding is a gather
     touched = expected_experts_touched(m.n_experts, m.top_k, batch)
     experts = m.n_moe_layers * touched * expert_params(m) if m.n_experts > 1 else p.routed_experts
     other = p.total - p.routed_experts - p.embedding + embed_read
     weights = (other + experts) * bytes_w
-    kv = kv_bytes_per_token(m) * context_tokens * batch
+    kv = kv_bytes_per_token(m, prec) * context_tokens * batch
     return (weights + kv) / batch
 
 

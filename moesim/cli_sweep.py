@@ -143,7 +143,6 @@ def plot_command(
 ) -> None:
     """Draw a plot (PNG and SVG) from sweep results, a saved result, or a scenario."""
     from moesim import plots
-
     from moesim.shipped import resolve_scenario
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]

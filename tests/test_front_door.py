@@ -1,0 +1,103 @@
+"""What a new user meets first: shipped scenarios by name, every command present, flags that read
+as flags, a missing optional dependency named in one line, and why a plan does not fit."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from moesim.cli import main
+from tests.conftest import SCENARIOS
+
+# Mixtral 8x7B in fp16 on one 80 GB GPU: 87 GiB of weights, so it cannot fit.
+TOO_BIG = ["mixtral-8x7b-h100-serve", "--set", "model.dtype=fp16", "--set", "plan.dp=1",
+           "--set", "hardware.node.devices_per_node=1"]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_scenarios_lists_every_shipped_file_with_its_kind(capsys):
+    assert main(["scenarios", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {p.stem for p in SCENARIOS}
+    kinds = {r["name"]: r["kind"] for r in rows}
+    assert kinds["mixtral-8x7b-h100-train"] == "training" and kinds["switch-base-128-serve"] == "serving"
+    assert main(["scenarios"]) == 0
+    assert "mixtral-8x7b-h100-train" in capsys.readouterr().out
+
+
+def test_commands_take_a_shipped_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "switch-base-128-train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenario"] == "switch-base-128-train"
+    assert main(["simulate", "llama-2-7b-a100-serve", "--json", "--set", "workload.arrival.n_requests=20"]) == 0
+    assert json.loads(capsys.readouterr().out)["served_requests"] == 20  # its trace resolves beside it
+    assert main(["simulate", "switch-base-128-trian"]) == 2
+    assert "did you mean switch-base-128-train" in _one_error_line(capsys.readouterr().err)
+
+
+def test_every_command_is_registered():
+    from moesim.cli import _command
+
+    names = set(_command().commands)
+    assert {"check", "simulate", "scenarios", "presets", "schema", "calibrate", "sweep", "plot", "validate"} <= names
+
+
+@pytest.mark.parametrize("argv, flag", [(["calibrate", "--help"], "--quick"), (["sweep", "--help"], "--resume"),
+                                        (["check", "--help"], "--json")])
+def test_flags_read_as_flags_in_help(argv, flag, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if f"{flag} " in ln)
+    assert "<bool>" not in row, row
+    assert "<int>" in out or "<str>" in out or "<path>" in out  # options that take values keep their type
+
+
+def test_calibrate_without_torch_says_what_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    code = main(["calibrate", "--quick", "--out", str(tmp_path / "p.yaml")])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code != 0 and "pip install" in line and "moesim[calibrate]" in line
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_fit_reason_names_the_terms_and_the_advice_works(capsys):
+    assert main(["check", *TOO_BIG, "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["fits"] is False
+    assert "weights" in acc["fits_reason"] and "> capacity 80.0 GiB" in acc["fits_reason"]
+    terms = [float(x) for x in re.findall(r"([\d.]+) GiB", acc["fits_reason"].split("=")[0])]
+    assert sum(terms) == pytest.approx(acc["memory_per_device_gib"], rel=0.01)
+    tp = re.search(r"plan\.tp 1 -> (\d+)", acc["fits_advice"])
+    assert tp, acc["fits_advice"]
+    n = tp.group(1)
+    assert main(["check", *TOO_BIG, "--set", f"plan.tp={n}", "--set", f"hardware.node.devices_per_node={n}",
+                 "--json"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["fits"] is True and fixed["fits_reason"] == "" and fixed["fits_advice"] == ""
+    assert "h200" in acc["fits_advice"]  # a bigger device of the same family
+    assert "m2" not in acc["fits_advice"]  # not a laptop
+
+
+def test_simulate_prints_why_it_does_not_fit(capsys):
+    assert main(["simulate", *TOO_BIG, "--set", "workload.arrival.n_requests=4"]) == 0
+    out = capsys.readouterr().out
+    assert "does not fit:" in out and "to fit:" in out
+
+
+def test_training_fit_reason_counts_optimizer_and_activations(capsys):
+    assert main(["check", "llama-2-7b-a100-train", "--set", "plan.zero_stage=0", "--set", "model.n_layers=200",
+                 "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["fits"] is False
+    for term in ("weights", "gradients", "optimizer", "activations"):
+        assert term in acc["fits_reason"]
+    assert acc["fits_advice"]
