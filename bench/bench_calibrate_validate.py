@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moesim.calibrate.microbench import write_measurements
 from moesim.calibrate.run import calibrate, plan
 from moesim.calibrate.validate import validate
+
 from moesim.costmodel.profile import load_profile, save_profile
 
 

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from moesim.calibrate.fit import fit_error, fit_relative_nnls, held_out, round_sig
+
 from moesim.costmodel.profile import CollectiveSpec, FitError, LinkSpec
 
 LOOPBACK = "127.0.0.1"

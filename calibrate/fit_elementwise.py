@@ -11,9 +11,9 @@ interpolating their neighbours, so their recorded error is the table's.
 from __future__ import annotations
 
 import numpy as np
-
 from moesim.calibrate.fit import fit_error, round_sig, split_held_out
 from moesim.calibrate.microbench import Measurement
+
 from moesim.costmodel.profile import ElementCurve, ElementwiseSpec, FitError, RouterTable
 from moesim.costmodel.tables import time_along
 

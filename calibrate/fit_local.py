@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from moesim.calibrate.collectives import fit_collectives, from_measurements
 from moesim.calibrate.fit import (
     end_sizes,
@@ -28,6 +27,7 @@ from moesim.calibrate.fit import (
 from moesim.calibrate.fit_elementwise import fit_elementwise
 from moesim.calibrate.microbench import Measurement
 from moesim.calibrate.predict import moe_layer_s
+
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import (
     AttentionSpec,

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from moesim.calibrate.fit import (
     fit_error,
     fit_gemm_table,
@@ -35,6 +34,7 @@ from moesim.calibrate.vidur_data import (
     collective_rows,
     mlp_rows,
 )
+
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import p2p_s, ring_allreduce_s
 from moesim.costmodel.profile import (

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from moesim.calibrate.grids import Grid
 from moesim.kernels.moe_ref import (
     grouped_gemm_loop,
@@ -25,6 +24,7 @@ from moesim.kernels.moe_ref import (
     topk_weights,
 )
 from moesim.kernels.timing import time_fn
+
 from moesim.fileio import atomic_open
 
 Tick = Callable[[str], None]

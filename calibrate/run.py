@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-
 from moesim.calibrate.collectives import (
     CollectiveError,
     available_ranks,
@@ -38,6 +37,7 @@ from moesim.calibrate.microbench import (
     time_layer,
 )
 from moesim.kernels.timing import pick_device
+
 from moesim.costmodel.profile import Profile, Reference, normalise_device_name
 from moesim.presets import HARDWARE
 

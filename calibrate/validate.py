@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 from moesim.calibrate.fit_local import hardware_for
 from moesim.calibrate.grids import grid_for
 from moesim.calibrate.microbench import expert_fn_for, time_layer
 from moesim.calibrate.predict import moe_layer_s
 from moesim.kernels.timing import pick_device
+
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import Profile
 
@@ -87,7 +87,6 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     ``rounds`` passes over the grid and keeps its median.
     """
     import torch
-
     from moesim.calibrate.run import median_rows, torch_threads
 
     dev = pick_device(device)

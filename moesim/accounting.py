@@ -188,7 +188,7 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec) -> tuple[float, float
     return dense, experts
 
 
-def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str) -> float:
+def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec: Precision | None = None) -> float:
     """Activation bytes kept for backward, per token per layer per device (sequence parallel).
 
     Follows Korthikanti et al. 2022 with flash attention (no s^2 term): attention keeps its input,
@@ -196,7 +196,7 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str) -> f
     routed copy (top_k). Selective recompute drops the attention core's inputs (Q/K/V); full
     recompute keeps only each layer's input.
     """
-    b = m.dtype_bytes
+    b = (prec or precision(m.dtype)).act_bytes
     d = m.d_model
     if recompute == "full":
         return d * b / tp
@@ -217,7 +217,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
     """
     m, plan = s.model, s.plan
-    b = m.dtype_bytes
+    prec = scenario_precision(s)
+    b = prec.weight_bytes
     dense, experts = weight_params_per_device(m, plan)
     expert_dp = max(plan.dp // plan.ep, 1)  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
@@ -231,7 +232,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         tokens = micro_seqs * w.seq_len
         layers_per_stage = m.n_layers / plan.pp
         in_flight = _microbatches_in_flight(plan)
-        acts = activation_bytes_per_token_layer(m, plan.tp, plan.recompute) * tokens * layers_per_stage * in_flight
+        acts = activation_bytes_per_token_layer(m, plan.tp, plan.recompute, prec) * tokens * layers_per_stage * in_flight
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -250,7 +251,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:
     """KV cache bytes one token adds on one device: layers split over pp, KV heads over tp."""
-    return kv_bytes_per_token(s.model) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
+    return kv_bytes_per_token(s.model, scenario_precision(s)) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
 
 
 def _kv_shards(m: ModelSpec, tp: int) -> int:
@@ -283,7 +284,7 @@ def _microbatches_in_flight(plan: PlanSpec) -> float:
 def _serving_activation_bytes(s: Scenario) -> float:
     """Working activations of one serving iteration per device: max_batch_tokens x a few vectors."""
     m, w = s.model, s.workload
-    return w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * m.dtype_bytes / s.plan.tp
+    return w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * scenario_precision(s).act_bytes / s.plan.tp
 
 
 def serving_kv_pool_bytes(s: Scenario) -> float:
@@ -291,7 +292,7 @@ def serving_kv_pool_bytes(s: Scenario) -> float:
     dense, experts = weight_params_per_device(s.model, s.plan)
     w = s.workload
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
-    left = s.hardware.device.mem_gib * GIB - (dense + experts) * s.model.dtype_bytes - _serving_activation_bytes(s)
+    left = s.hardware.device.mem_gib * GIB - (dense + experts) * scenario_precision(s).weight_bytes - _serving_activation_bytes(s)
     return max(left, 0.0) * frac
 
 
@@ -306,18 +307,20 @@ def summary(s: Scenario) -> dict:
     p = param_counts(m)
     seq = s.workload.seq_len if isinstance(s.workload, TrainingWorkload) else None
     mem = memory_report(s)
+    prec = scenario_precision(s)
     out = {
         "scenario": s.name,
         "model": m.name,
         "hardware": s.hardware.name,
         "devices": s.hardware.n_devices,
+        **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
         "total_params": p.total,
         "active_params": p.active,
         "routed_expert_params": p.routed_experts,
         "flops_per_token": flops_per_token(m, seq),
         "training_flops_per_token": training_flops_per_token(m, seq, s.plan.recompute),
-        "kv_cache_bytes_per_token": kv_bytes_per_token(m),
-        "decode_bytes_per_token_batch1": decode_bytes_per_token(m),
+        "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
+        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec),
         "memory_per_device_gib": mem.total_gib,
         "memory": mem.as_dict(),
         "fits": mem.fits,

@@ -23,7 +23,8 @@ from moesim.errors import InputError, RunError
 out = Console()
 err = Console(stderr=True)
 
-#: Metrics shown in the end-of-sweep table when present (after the --best metric).
+#: Metrics shown in the end-of-sweep table when present (after the --best metric); registered
+#: in moesim.metrics (tests check), so fmt_value knows their units.
 _SHOW = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "usd_per_mtok",
          "dropped_fraction", "ttft_p99_s", "tpot_p99_s", "peak_memory_gib")
 
@@ -53,7 +54,7 @@ def sweep_command(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (local) or LocalCluster workers (dask).")] = 2,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address tcp://host:port (default: start a LocalCluster).")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Extra attempts for a point whose worker died.")] = 2,
-    best: Annotated[str | None, typer.Option("--best", help="Metric that picks the best point, e.g. tokens_per_s or usd_per_mtok (direction inferred; force with :min or :max).")] = None,
+    best: Annotated[str | None, typer.Option("--best", help="Metric that picks the best point, e.g. tokens_per_s or usd_per_mtok (direction from the metric registry; force with :min or :max).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows in the final table.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome (counts, files, best row) as JSON.")] = False,
 ) -> None:
@@ -85,7 +86,7 @@ def sweep_command(
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
         sys.stdout.write(json.dumps(_jsonable(doc), indent=2) + "\n")
     else:
-        out.print(_rows_table(outcome.rows, outcome.dims, best, outcome.best, top))
+        out.print(_rows_table(outcome.rows, outcome.dims, best, outcome.best, top, outcome.best_direction))
         out.print(f"{p.total + p.skipped} points: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
                   highlight=False)
@@ -96,7 +97,7 @@ def sweep_command(
 
 
 def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
-                best_row: dict[str, Any] | None, top: int) -> Table:
+                best_row: dict[str, Any] | None, top: int, direction: str | None = None) -> Table:
     """The first ``top`` rows (sorted best first when --best is given), best row in green."""
     from moesim.report import fmt_value
 
@@ -105,9 +106,6 @@ def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
     shown = list(dict.fromkeys(shown))[:4]
     ordered = rows
     if metric and best_row is not None:
-        from moesim.sweep import parse_best
-
-        direction = parse_best(best)[1]
         scored = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
         ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
     ordered = ordered[:top]

@@ -10,6 +10,7 @@ from pydantic_core import PydanticUndefined
 
 from moesim.loader import _model_in
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
+from moesim.schemas._base import MappingValues, bound_reason
 
 
 def _type_name(annotation) -> str:
@@ -18,7 +19,37 @@ def _type_name(annotation) -> str:
     return text.replace("Annotated[int, Gt(gt=0)]", "int > 0").replace("Annotated[float, Gt(gt=0)]", "float > 0")
 
 
-def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
+def _bound(value: float) -> str:
+    """A bound as people write it: 1024, 0.001, 2^20, 2^63 - 1, 1e+16."""
+    if abs(value) < 1e6 or value != int(value):
+        return f"{value:g}"
+    n = int(value)
+    if n & (n - 1) == 0:
+        return f"2^{n.bit_length() - 1}"
+    if (n + 1) & n == 0:
+        return f"2^{n.bit_length()} - 1"
+    return f"{value:g}"
+
+
+def _range(f) -> str:
+    """Allowed numeric range of a field (``ge``/``gt``/``le``/``lt`` and mapping-value bounds), with
+    the reason for the upper bound; "" for non-numeric fields."""
+    low = high = ""
+    for m in f.metadata:
+        for attr, side in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                text = f"{side} {_bound(v)}"
+                low, high = (text, high) if side.startswith(">") else (low, text)
+        if isinstance(m, MappingValues):
+            low = f"values >= {_bound(m.ge)}" if m.ge is not None else low
+            high = f"values <= {_bound(m.le)}" if m.le is not None else high
+    why = bound_reason(f)
+    text = ", ".join(x for x in (low, high) if x)
+    return f"{text} ({why})" if why and text else text
+
+
+def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for name, f in cls.model_fields.items():
         path = f"{prefix}{name}"
@@ -26,7 +57,8 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
         sub = _model_in(f.annotation)
         if isinstance(f.default, BaseModel):
             default = "(defaults below)"
-        rows.append((path, _type_name(f.annotation) if sub is None else "mapping", default, f.description or ""))
+        rows.append((path, _type_name(f.annotation) if sub is None else "mapping", default, _range(f),
+                     f.description or ""))
         if sub is not None:
             rows.extend(_rows(sub, path + "."))
     return rows
@@ -40,11 +72,11 @@ def markdown() -> str:
     sections = [("Scenario", Scenario, ""), ("workload (kind: training)", TrainingWorkload, "workload."),
                 ("workload (kind: serving)", ServingWorkload, "workload.")]
     for title, cls, prefix in sections:
-        out += [f"## {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"]
-        for path, typ, default, desc in _rows(cls, prefix):
+        out += [f"## {title}", "", "| field | type | default | allowed range | meaning |", "|---|---|---|---|---|"]
+        for path, *cells in _rows(cls, prefix):
             if cls is Scenario and path.startswith("workload."):
                 continue
-            out.append(f"| `{path}` | {typ.replace('|', '&#124;')} | {default.replace('|', '&#124;')} | {desc.replace('|', '&#124;')} |")
+            out.append(f"| `{path}` | " + " | ".join(c.replace("|", "&#124;") for c in cells) + " |")
         out.append("")
     return "\n".join(out)
 

@@ -1,7 +1,15 @@
-"""Read a scenario YAML, apply ``--set`` overrides, validate; every failure is one-line InputError."""
+"""Read a scenario YAML, apply ``--set`` overrides, validate; every failure is one-line InputError.
+
+Structural limits guard everything before pydantic sees it (file size, nesting depth, string
+length, number of values, non-text keys); every numeric field has an upper bound in the schema
+whose reason is appended to the error (``moesim.schemas._base.bounded``).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import sys
 import types
 import typing
 from collections.abc import Iterable
@@ -14,13 +22,27 @@ from pydantic import BaseModel, ValidationError
 from moesim.errors import InputError
 from moesim.resolve import PresetError
 from moesim.schemas import Scenario
+from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
 
 _TAGS = {"training", "serving"}  # discriminator tags pydantic puts in error locations
 
+#: Largest scenario YAML read: 100x any real scenario (shipped ones are < 2 KiB), and small enough
+#: that the pure-Python YAML parser takes a few seconds at most.
+MAX_SCENARIO_BYTES = 256 << 10
+#: Deepest nesting of mappings/lists (a scenario is at most 4 levels deep; presets add none).
+MAX_DEPTH = 32
+#: Most values (mappings, lists, scalars) in one scenario, counted with YAML aliases expanded.
+MAX_VALUES = 100_000
+
 
 def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
-    """Load and validate a scenario file. ``overrides`` are ``a.b.c=value`` strings (value is YAML)."""
-    p = Path(path)
+    """Load and validate a scenario file, or a shipped scenario by name (``moesim scenarios``).
+
+    ``overrides`` are ``a.b.c=value`` strings (value is YAML).
+    """
+    from moesim.shipped import resolve_scenario
+
+    p = resolve_scenario(path)
     raw = read_yaml_mapping(p)
     for item in overrides:
         apply_override(raw, item)
@@ -29,6 +51,7 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
 
 def scenario_from_dict(raw: dict, base_dir: Path | None = None) -> Scenario:
     """Validate plain data into a Scenario, mapping every error to one InputError line."""
+    check_structure(raw)
     try:
         scenario = Scenario.model_validate(raw, context={"base_dir": str(base_dir) if base_dir else None})
     except ValidationError as exc:
@@ -51,25 +74,8 @@ def _check_profile(s: Scenario) -> None:
 
 def read_yaml_mapping(p: Path) -> dict:
     """Parse a YAML file with ``safe_load`` and require a mapping at the top."""
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    if not p.is_file():
-        raise InputError(f"{p}: not a file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a text file (expected a YAML scenario)") from None
-    if "\x00" in text:
-        raise InputError(f"{p}: not a text file (expected a YAML scenario)")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = (exc.problem or exc.context or "invalid YAML").strip()
-        raise InputError(f"{p}: YAML error at {where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{p}: YAML error: {str(exc).splitlines()[0]}") from None
+    text = read_text_file(p, MAX_SCENARIO_BYTES, "a YAML scenario")
+    data = parse_yaml(text, str(p))
     if data is None:
         raise InputError(f"{p}: file is empty (expected a scenario mapping with model, hardware, plan, workload)")
     if not isinstance(data, dict):
@@ -77,18 +83,156 @@ def read_yaml_mapping(p: Path) -> dict:
     return data
 
 
+def read_text_file(p: Path, max_bytes: int, what: str, label: str | None = None) -> str:
+    """The UTF-8 text of ``p``; a missing, oversized, binary or unreadable file is a one-line InputError.
+
+    ``label`` starts every message (default: the path); ``what`` says what the file should be.
+    """
+    label = label or str(p)
+    try:
+        if not p.exists():
+            raise InputError(f"{label}: file not found")
+        if not p.is_file():
+            raise InputError(f"{label}: not a file")
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"{label}: file is {_size(size)}, more than the {_size(max_bytes)} allowed for {what}")
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:  # permission denied, name too long, NUL in the path, ...
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{label}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
+    if len(data) > max_bytes:  # grew while we looked (or a special file that reports size 0)
+        raise InputError(f"{label}: file is more than the {_size(max_bytes)} allowed for {what}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{label}: not a text file (expected {what})") from None
+    if "\x00" in text:
+        raise InputError(f"{label}: not a text file (expected {what})")
+    return text
+
+
+def read_csv_rows(p: str | Path, max_bytes: int, label: str) -> list[list[str]]:
+    """Rows of a CSV file, size-limited; every problem is a one-line InputError starting with ``label``."""
+    text = read_text_file(Path(p), max_bytes, "a CSV file", label=label)
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # a field over the csv module's limit, a NUL, ...
+        raise InputError(one_line(f"{label}: not a readable CSV ({exc})")) from None
+
+
+def parse_yaml(text: str, label: str) -> Any:
+    """``yaml.safe_load`` that never raises anything but a one-line InputError starting with ``label``."""
+    try:
+        return load_yaml_value(text, label)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise InputError(one_line(f"{label}: YAML error at {where}: {problem}")) from None
+    except yaml.YAMLError as exc:
+        first = (str(exc).splitlines() or ["invalid YAML"])[0]
+        raise InputError(one_line(f"{label}: YAML error: {first}")) from None
+
+
+def load_yaml_value(text: str, label: str) -> Any:
+    """``yaml.safe_load`` with the nesting limit: yaml.YAMLError for bad syntax (callers may take the
+    text as a plain string then), a one-line InputError starting with ``label`` for anything else.
+
+    Nesting is measured on the event stream first (no recursion, stops at the limit), so a document
+    nested thousands deep fails fast instead of overflowing the stack of the recursive composer.
+    """
+    depth = values = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.NodeEvent):  # scalars, aliases, mapping and list starts
+                values += 1
+                if values > MAX_VALUES:
+                    raise InputError(f"{label}: more than {MAX_VALUES:,} values")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else 0
+                    raise InputError(f"{label}: nested deeper than {MAX_DEPTH} levels (line {line})")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. an integer of more than 4300 digits
+        if isinstance(exc, InputError):
+            raise
+        if "digits" in str(exc):
+            raise InputError(f"{label}: a number of more than {sys.get_int_max_str_digits()} digits") from None
+        raise InputError(one_line(f"{label}: YAML error: {_short(str(exc), 120)}")) from None
+
+
+def check_structure(data: Any, label: str = "") -> None:
+    """Refuse data no scenario can be: nested deeper than MAX_DEPTH, more than MAX_VALUES values,
+    strings over MAX_STRING_CHARS characters, mapping keys that are not text.
+
+    Walks iteratively and stops at the first problem, so self-referencing or alias-multiplied data
+    costs at most MAX_VALUES steps. ``label`` prefixes messages (default: the field path alone).
+    """
+    stack: list[tuple[Any, tuple, int]] = [(data, (), 0)]
+    count = 0
+    while stack:
+        node, path, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise InputError(f"{label or 'scenario'}: more than {MAX_VALUES:,} values "
+                             "(YAML anchors and aliases can multiply them); a scenario has fewer than 200")
+        if isinstance(node, (str, bytes, bytearray)):
+            if len(node) > MAX_STRING_CHARS:
+                raise InputError(f"{_where(label, path)}: text of {len(node):,} characters, "
+                                 f"more than the {MAX_STRING_CHARS:,} allowed")
+            continue
+        if not isinstance(node, (dict, list, tuple, set, frozenset)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise InputError(f"{_where(label, path[:4])}...: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise InputError(f"{_where(label, path)}: key {_short(key, 40)} is not a field name "
+                                     "(keys are text; quote it)")
+                if len(key) > MAX_STRING_CHARS:
+                    raise InputError(f"{_where(label, path)}: a key of {len(key):,} characters, "
+                                     f"more than the {MAX_STRING_CHARS:,} allowed")
+                stack.append((value, path + (key,), depth + 1))
+        else:
+            stack.extend((value, path + (i,), depth + 1) for i, value in enumerate(node))
+
+
+def _where(label: str, path: tuple) -> str:
+    text = ".".join(str(p) for p in path)
+    text = text if len(text) <= 120 else text[:117] + "..."
+    if label:
+        return f"{label}: {text}" if text else label
+    return text or "scenario"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
 def apply_override(raw: dict, item: str) -> None:
     """Apply one ``a.b.c=value`` override in place; a preset name on the way becomes ``{preset: name}``."""
     if "=" not in item:
-        raise InputError(f"--set {item!r}: expected path.to.field=value")
+        raise InputError(f"--set {_short(item, 80)}: expected path.to.field=value")
     key, _, text = item.partition("=")
     parts = [k for k in key.strip().split(".") if k]
     if not parts:
-        raise InputError(f"--set {item!r}: empty field path")
+        raise InputError(f"--set {_short(item, 80)}: empty field path")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = load_yaml_value(text, f"--set {_clip(key.strip())}") if text.strip() else ""
     except yaml.YAMLError:
-        value = text
+        value = text  # not YAML: take it as a plain string (pydantic judges it)
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -97,7 +241,7 @@ def apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise InputError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            raise InputError(f"--set {_clip(key)}: {_clip('.'.join(parts[: i + 1]))} is not a mapping")
         node[part] = child
         node = child
     node[parts[-1]] = value
@@ -148,6 +292,10 @@ def format_validation_error(exc: ValidationError) -> str:
         line = f"{path}: unknown field{allowed}"
     elif kind == "missing":
         line = f"{path}: required field is missing"
+    elif kind in ("less_than_equal", "less_than", "int_parsing_size") or (
+            kind == "float_type" and isinstance(first.get("input"), int) and not isinstance(first.get("input"), bool)):
+        # over the field's bound, or an integer too big to be a float / a float too big for an int
+        line = f"{path} = {_short(first.get('input'))}: {_over_bound(loc, first)}"
     else:
         line = f"{path} = {_short(first.get('input'))}: {msg}"
     more = len(errors) - 1
@@ -155,11 +303,66 @@ def format_validation_error(exc: ValidationError) -> str:
     return one_line(line)
 
 
+def _over_bound(loc: tuple, error: dict) -> str:
+    """``must be <= 64 (why)`` for a value over a field's upper bound."""
+    ctx = error.get("ctx") or {}
+    field = _field_at(loc)
+    if "le" in ctx or "lt" in ctx:
+        op, bound = ("<=", ctx["le"]) if "le" in ctx else ("<", ctx["lt"])
+    else:  # int_parsing_size: a number too big to be an integer at all
+        op, bound = _upper_bound(field)
+    if bound is None:
+        return "too large"
+    reason = bound_reason(field) if field is not None else None
+    return f"must be {op} {_number(bound)}" + (f" ({reason})" if reason else "")
+
+
+def _field_at(loc: tuple) -> Any:
+    """The FieldInfo a pydantic error location points at (a dict value: the dict's field)."""
+    cls: type[BaseModel] | None = Scenario
+    field = None
+    for part in loc:
+        if part in _TAGS:
+            from moesim.schemas import ServingWorkload, TrainingWorkload
+
+            cls = TrainingWorkload if part == "training" else ServingWorkload
+            continue
+        if cls is None or isinstance(part, int):
+            continue  # a dict key or list index: stay at the field that holds it
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return None
+        cls = _model_in(field.annotation)
+    return field
+
+
+def _upper_bound(field: Any) -> tuple[str, Any]:
+    for meta in getattr(field, "metadata", ()):
+        if getattr(meta, "le", None) is not None:
+            return "<=", meta.le
+        if getattr(meta, "lt", None) is not None:
+            return "<", meta.lt
+    return "<=", None
+
+
+def _number(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e7:
+        return str(int(x))
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 def one_line(text: str) -> str:
     """Escape line breaks so a message that quotes user text stays on one line."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int of more than 4300 digits; a self-referencing list
+        text = f"<{type(value).__name__} of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

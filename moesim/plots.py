@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
+from moesim.metrics import label_of
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
 #: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
@@ -27,22 +28,15 @@ BREAKDOWN_KEYS = ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
 RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
 _NON_DIMS = {"point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s"}
-_LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)",
-           "tokens_per_s": "throughput (tokens/s)", "output_tokens_per_s": "output throughput (tokens/s)",
-           "usd_per_mtok": "cost ($ per 1M tokens)", "dropped_fraction": "dropped tokens (fraction)",
-           "step_time_s": "step time (s)", "mfu": "MFU (fraction of peak)",
-           "ttft_p99_s": "TTFT p99 (s)", "e2e_p99_s": "end-to-end latency p99 (s)"}
+#: Labels of the swept fields the plots use as axes; metrics' labels come from moesim.metrics.
+_LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)"}
 _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
 
 
 def label(key: str) -> str:
-    """Axis label with units for a column (unknown keys: the key with its unit suffix spelled out)."""
-    if key in _LABELS:
-        return _LABELS[key]
-    for suffix, unit in (("_per_s", "/s"), ("_s", "s"), ("_gib", "GiB"), ("_usd", "USD")):
-        if key.endswith(suffix):
-            return f"{key} ({unit})"
-    return key
+    """Axis label with units for a column: a swept field's, a registered metric's, or the key
+    with the unit its name suggests (:func:`moesim.metrics.label_of`)."""
+    return _LABELS.get(key) or label_of(key)
 
 
 # ------------------------------------------------------------------------------ sweep plots

@@ -7,17 +7,21 @@ from typing import Any
 
 from rich.table import Table
 
-# Units shown next to a key, chosen by its suffix (names carry their units).
-_SUFFIX_UNITS = (("_per_s", "/s"), ("_gib", "GiB"), ("_s", "s"), ("_usd", "USD"), ("_days", "days"),
-                 ("_gbps", "GB/s"), ("_j_per_token", "J/token"), ("usd_per_mtok", "USD/1M tok"),
-                 ("usd_per_1k_tokens", "USD/1K tok"), ("usd_per_step", "USD"), ("_w", "W"))
+from moesim.metrics import unit_of
+
+#: How a unit is written after a number, where not as itself ("" for none: counts, tokens, text).
+_UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "USD/1M tokens": "USD/1M tok",
+              "USD/1K tokens": "USD/1K tok", "count": "", "tokens": "", "sequences": "", "text": "",
+              "bool": ""}
 
 
 def fmt_value(key: str, value: Any) -> str:
-    """Human formatting: big counts with B/T suffixes, seconds with sensible precision."""
+    """Human formatting by the key's unit (:mod:`moesim.metrics`): big counts with B/T suffixes,
+    bytes in KiB/MiB, fractions in %, seconds with sensible precision."""
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "NO", None: "-"}[value]
-    if isinstance(value, int) and not key.endswith("params"):
+    unit = unit_of(key)
+    if isinstance(value, int) and unit != "params":
         return f"{value:,}"
     if isinstance(value, (int, float)):
         v = float(value)
@@ -25,17 +29,18 @@ def fmt_value(key: str, value: Any) -> str:
             return "n/a"  # e.g. run_time_days without workload.total_tokens
         if abs(v) < 1e-12:
             v = 0.0  # float residue of a difference (a bubble of 8.9e-16 s is no bubble)
-        if key.endswith("params"):
+        if unit == "params":
             return f"{v / 1e12:.3f} T" if v >= 1e12 else f"{v / 1e9:.2f} B"
-        if "tflops" in key:
+        if unit == "TFLOP/s":
             return f"{v:,.1f} TFLOP/s"
-        if "flops" in key:
+        if unit == "FLOP":
             return f"{v / 1e9:,.1f} GFLOP"
-        if key.endswith("_bytes") or "bytes_per" in key:
+        if unit == "bytes/param":
+            return f"{v:.4g} B ({8 * v:g} bits)"  # quantized weights: scales included
+        if unit.startswith("bytes"):
             return f"{v / 2**20:,.2f} MiB" if v >= 2**20 else f"{v / 1024:,.1f} KiB"
-        if key.endswith("fraction") or key == "mfu" or key.endswith("utilisation"):
+        if unit == "fraction":
             return f"{100 * v:.2f} %"
-        unit = next((u for s, u in _SUFFIX_UNITS if key.endswith(s)), "")
         if abs(v) >= 1e6:
             text = f"{v:,.0f}"
         elif abs(v) >= 100:
@@ -44,7 +49,7 @@ def fmt_value(key: str, value: Any) -> str:
             text = f"{v:.3f}"
         else:
             text = f"{v:.3e}"
-        return f"{text} {unit}".strip()
+        return f"{text} {_UNIT_TEXT.get(unit, unit)}".strip()
     return str(value)
 
 
@@ -54,11 +59,11 @@ def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = (
     t.add_column("quantity")
     t.add_column("value", justify="right")
     for key, value in summary.items():
-        if key in skip:
+        if key in skip or value == "":  # an empty note (e.g. precision_note of a native dtype) is no row
             continue
         if isinstance(value, dict):
             for sub, v in value.items():
-                t.add_row(f"  {key}.{sub}", fmt_value(sub, v))
+                t.add_row(f"  {key}.{sub}", fmt_value(f"{key}.{sub}", v))
         else:
             t.add_row(key, fmt_value(key, value), style="red" if value is False else None)
     return t

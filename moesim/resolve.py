@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from moesim.presets import HARDWARE, MODELS
 
 # Fields holding file paths, anchored at the scenario file's folder when relative.
 _PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
+#: Largest Hugging Face config.json read (real ones are 1-10 KiB).
+MAX_HF_CONFIG_BYTES = 1 << 20
 
 
 class PresetError(ValueError):
@@ -39,6 +42,8 @@ def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path 
     value = dict(value)
     if section == "model" and "hf_config" in value:
         path = _anchor(value.pop("hf_config"), base_dir)
+        if not isinstance(path, (str, Path)):
+            raise PresetError(f"model.hf_config = {_short(path)}: expected the path of a config.json")
         return deep_merge(read_hf_config(path), value)
     if "preset" not in value:
         return value
@@ -70,34 +75,82 @@ def resolve_presets(data: Any, base_dir: Path | None = None) -> Any:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get(path[-1]) is not None:
             node[path[-1]] = _anchor(node[path[-1]], base_dir)
+            _check_path(".".join(path), node[path[-1]])
     return data
 
 
+def _check_path(label: str, path: Any) -> None:
+    """A path the OS cannot even look up (a name too long, a NUL byte) fails here in one line;
+    a path that merely does not exist is reported by the scenario's own rules."""
+    if not isinstance(path, (str, Path)):
+        return  # pydantic reports the wrong type
+    try:
+        Path(path).is_file()
+    except (OSError, ValueError) as exc:
+        raise PresetError(f"{label} = {_short(str(path))}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 1000 else f"<int of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _int(value: Any) -> int | None:
+    """``value`` when it is a positive int (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def read_hf_config(path: str | Path) -> dict:
-    """Map a Hugging Face ``config.json`` (Llama, Mixtral, DeepSeek-V2/V3 formats) to ModelSpec fields."""
+    """Map a Hugging Face ``config.json`` (Llama, Mixtral, DeepSeek-V2/V3 formats) to ModelSpec fields.
+
+    Every problem (missing, oversized, not JSON, nested too deep, a key missing) is a PresetError
+    naming ``model.hf_config``; wrong values are left to the ModelSpec validation to name.
+    """
+    from moesim.errors import InputError
+    from moesim.loader import check_structure, read_text_file
+
     p = Path(path)
+    label = f"model.hf_config = {_short(str(path))}"
     try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise PresetError(f"model.hf_config = {str(path)!r}: file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PresetError(f"model.hf_config = {str(path)!r}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise PresetError(f"model.hf_config = {str(path)!r}: expected a JSON object")
+        text = read_text_file(p, MAX_HF_CONFIG_BYTES, "a Hugging Face config.json", label=label)
+        try:
+            cfg = json.loads(text)
+        except RecursionError:
+            raise PresetError(f"{label}: nested too deeply to be a config.json") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+            first = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+            if "digits" in first:
+                first = f"a number of more than {sys.get_int_max_str_digits()} digits"
+            raise PresetError(f"{label}: not valid JSON ({first[:120]})") from None
+        if not isinstance(cfg, dict):
+            raise PresetError(f"{label}: expected a JSON object")
+        check_structure(cfg, label)
+    except InputError as exc:
+        raise PresetError(str(exc)) from None
     try:
-        d = cfg["hidden_size"]
-        heads = cfg["num_attention_heads"]
-        out: dict[str, Any] = dict(
-            name=cfg.get("_name_or_path") or cfg.get("model_type") or p.parent.name or "hf-model",
-            n_layers=cfg["num_hidden_layers"], d_model=d, n_heads=heads,
-            n_kv_heads=cfg.get("num_key_value_heads") or heads,
-            head_dim=cfg.get("head_dim") or d // heads,
-            vocab_size=cfg["vocab_size"], ffn_hidden=cfg["intermediate_size"],
-            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            max_seq_len=cfg.get("max_position_embeddings", 4096),
-        )
+        out = _hf_fields(cfg, p)
     except KeyError as exc:
-        raise PresetError(f"model.hf_config = {str(path)!r}: missing key {exc.args[0]!r}") from None
+        raise PresetError(f"{label}: missing key {exc.args[0]!r}") from None
+    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(cfg.get("torch_dtype")))
+    if dtype:
+        out["dtype"] = dtype
+    return out
+
+
+def _hf_fields(cfg: dict, p: Path) -> dict[str, Any]:
+    """ModelSpec fields from a config.json mapping (KeyError names a missing key)."""
+    d = cfg["hidden_size"]
+    heads = cfg["num_attention_heads"]
+    derived_head_dim = _int(d) // _int(heads) if _int(d) and _int(heads) else None
+    out: dict[str, Any] = dict(
+        name=cfg.get("_name_or_path") or cfg.get("model_type") or p.parent.name or "hf-model",
+        n_layers=cfg["num_hidden_layers"], d_model=d, n_heads=heads,
+        n_kv_heads=cfg.get("num_key_value_heads") or heads,
+        head_dim=cfg.get("head_dim") or derived_head_dim,
+        vocab_size=cfg["vocab_size"], ffn_hidden=cfg["intermediate_size"],
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        max_seq_len=cfg.get("max_position_embeddings", 4096),
+    )
     if "num_local_experts" in cfg:  # Mixtral / Qwen-MoE style
         out.update(n_experts=cfg["num_local_experts"], top_k=cfg.get("num_experts_per_tok", 2),
                    expert_ffn_hidden=cfg["intermediate_size"])
@@ -115,7 +168,4 @@ def read_hf_config(path: str | Path) -> dict:
             qk_nope_head_dim=cfg["qk_nope_head_dim"], qk_rope_head_dim=cfg["qk_rope_head_dim"],
             v_head_dim=cfg["v_head_dim"],
         )
-    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(cfg.get("torch_dtype")))
-    if dtype:
-        out["dtype"] = dtype
     return out

@@ -17,6 +17,9 @@ import yaml
 from moesim.errors import InputError
 
 
+_MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+
+
 @dataclass(frozen=True)
 class ShippedScenario:
     """One shipped scenario: its name (the file stem), workload kind, one-line description, file."""
@@ -55,8 +58,13 @@ def resolve_scenario(arg: str | Path) -> Path:
 
     A name may carry the ``.yaml`` suffix. Raises InputError (one line, with close matches) otherwise.
     """
+    if len(str(arg)) > _MAX_PATH_CHARS:
+        raise InputError(f"{str(arg)[:60]}...: path of {len(str(arg)):,} characters (at most {_MAX_PATH_CHARS})")
     p = Path(arg)
-    if p.exists():
+    try:
+        if p.exists():
+            return p
+    except (OSError, ValueError):  # a name the OS rejects (too long, NUL byte): the loader says so
         return p
     text = str(arg)
     if "/" not in text and "\\" not in text:
@@ -66,6 +74,6 @@ def resolve_scenario(arg: str | Path) -> Path:
             return by_name[stem]
         close = difflib.get_close_matches(stem, list(by_name), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"{text}: no such file and no shipped scenario of that name{hint} "
+        raise InputError(f"{text}: file not found, and no shipped scenario has that name{hint} "
                          "(`moesim scenarios` lists them)")
     raise InputError(f"{text}: file not found")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
 from moesim.errors import InputError
 from moesim.loader import apply_override, read_yaml_mapping, scenario_from_dict
+from moesim.metrics import METRICS, direction_of
 from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, drive
 from moesim.sweep_grid import (
     Dimension,
@@ -35,17 +37,15 @@ __all__ = [
     "SweepProgress",
     "best_row",
     "infer_direction",
+    "resolve_direction",
     "parse_best",
     "plan_points",
     "read_rows",
     "run_sweep",
 ]
 
-#: Metric name patterns whose best value is the largest (checked before the "min" ones).
-_MAX_HINTS = ("per_s", "throughput", "mfu", "hfu", "goodput")
-#: Metric name patterns whose best value is the smallest.
-_MIN_HINTS = ("usd", "cost", "_s", "_ms", "_us", "_days", "fraction", "_gib", "_bytes", "latency",
-              "ttft", "tpot", "e2e", "bubble", "dropped", "energy", "joules")
+#: Columns every sweep row has besides the swept fields and the summary (see sweep_exec.run_point).
+ROW_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s")
 
 
 @dataclass
@@ -84,6 +84,7 @@ class SweepOutcome:
     wall_s: float
     dims: list[str] = field(default_factory=list)
     best: dict[str, Any] | None = None
+    best_direction: str | None = None  # "min" or "max" when --best was given
 
 
 def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | None = None,
@@ -122,6 +123,9 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     metric, direction = parse_best(best) if best else (None, None)
     dims = build_dimensions(experts, capacity_factor, grid)
     raw, base_dir, points, base = plan_points(scenario_path, dims, seeds, sets)
+    if metric and runner is None:  # the real engines: their summary keys are all registered
+        direction = _check_best(metric, direction, "training" if base.is_training else "serving",
+                                [*ROW_COLUMNS, *(d.path for d in dims)])
     out = Path(out_dir) if out_dir is not None else Path("sweeps") / base.name
     store = ResultStore(out, durable=durable)
     done_keys = {r.get("key") for r in store.open(resume=resume, overwrite=overwrite)}
@@ -162,36 +166,69 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     rows = read_rows(out)
     outcome = SweepOutcome(out, rows, progress, time.perf_counter() - t0, [d.path for d in dims])
     if metric:
-        outcome.best = best_row(rows, metric, direction)
+        outcome.best_direction = direction or resolve_direction(metric, None, _columns(rows))
+        outcome.best = best_row(rows, metric, outcome.best_direction)
     return outcome
 
 
 # ------------------------------------------------------------------------ best point
 def infer_direction(metric: str) -> str:
-    """``"max"`` for throughput-like metrics, ``"min"`` for costs, times and fractions."""
-    name = metric.lower()
-    if any(h in name for h in _MAX_HINTS):
-        return "max"
-    if any(name.endswith(h) if h.startswith("_") else h in name for h in _MIN_HINTS):
-        return "min"
-    raise InputError(f"--best {metric}: cannot tell whether smaller or larger is better; "
-                     f"write {metric}:min or {metric}:max")
+    """Which end of ``metric`` is best: the registry's direction (:mod:`moesim.metrics`); for an
+    unregistered name, the name's hint (``_per_s``: max; ``_s``, ``usd``, ``fraction``: min)."""
+    direction = direction_of(metric)
+    if direction is None:
+        why = "neither is better" if metric in METRICS else "cannot tell whether smaller or larger is better"
+        raise InputError(f"--best {metric}: {why}; write {metric}:min or {metric}:max")
+    return direction
 
 
-def parse_best(text: str) -> tuple[str, str]:
-    """``"usd_per_mtok"`` -> ``("usd_per_mtok", "min")``; ``"x:max"`` sets the direction."""
+def parse_best(text: str) -> tuple[str, str | None]:
+    """``"usd_per_mtok"`` -> ``("usd_per_mtok", "min")``; ``"x:max"`` sets the direction.
+
+    The direction comes from the registry; it is None for an unregistered metric without one,
+    to be read from its name once it is known to be a column (:func:`resolve_direction`).
+    """
     metric, _, direction = text.partition(":")
     metric = metric.strip()
     if not metric:
         raise InputError(f"--best {text!r}: name a summary metric, e.g. tokens_per_s")
     if direction and direction not in ("min", "max"):
         raise InputError(f"--best {text!r}: direction must be min or max")
-    return metric, direction or infer_direction(metric)
+    if direction:
+        return metric, direction
+    return metric, infer_direction(metric) if metric in METRICS else None
+
+
+def resolve_direction(metric: str, direction: str | None, columns: Iterable[str]) -> str:
+    """``direction``, else the registry's, else (for a column of the results) the name's hint.
+
+    A metric that is neither registered nor one of ``columns`` is an InputError naming close
+    matches, whatever the direction.
+    """
+    columns = list(columns)
+    if metric not in METRICS and metric not in columns:
+        close = get_close_matches(metric, list(dict.fromkeys([*METRICS, *columns])), n=4, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "python -m moesim.metrics lists the metrics"
+        raise InputError(f"--best {metric}: not a summary metric nor a column of the sweep results; {hint}")
+    return direction or infer_direction(metric)
+
+
+def _check_best(metric: str, direction: str | None, kind: str, columns: list[str]) -> str:
+    """Before running: the direction of ``--best metric`` for a sweep of ``kind`` whose rows will
+    have ``columns`` besides the summary; InputError when such rows cannot carry the metric."""
+    m = METRICS.get(metric)
+    if m is not None and kind not in m.kinds and metric not in columns:
+        raise InputError(f"--best {metric}: not in a {kind} summary (only in {', '.join(m.kinds)} summaries)")
+    return resolve_direction(metric, direction, columns)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, direction: str | None = None) -> dict[str, Any] | None:
     """The ok row with the best ``metric`` (None when no ok row has it as a number)."""
-    direction = direction or infer_direction(metric)
+    direction = resolve_direction(metric, direction, _columns(rows))
     ok = [r for r in rows if r.get("status") == "ok"]
     scored = [r for r in ok if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
     if ok and not scored and not any(metric in r for r in ok):

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from moesim.errors import InputError
-from moesim.loader import apply_override
+from moesim.loader import apply_override, load_yaml_value
 from moesim.schemas import Scenario
 
 #: Shorthand options and the field each one sweeps.
@@ -84,7 +84,7 @@ def parse_values(text: str, option: str) -> tuple[Any, ...]:
     values = []
     for item in items:
         try:
-            values.append(yaml.safe_load(item))
+            values.append(load_yaml_value(item, f"{option} {item[:40]!r}"))  # nesting/huge-number limits
         except yaml.YAMLError:
             raise InputError(f"{option} {text!r}: {item!r} is not a valid value") from None
     if len({canonical(v) for v in values}) != len(values):

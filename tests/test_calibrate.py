@@ -7,14 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 typer = pytest.importorskip("typer")
-from typer.testing import CliRunner
-
 import moesim.calibrate.run as run_mod
 import moesim.calibrate.validate as validate_mod
 from moesim.calibrate.fit import fit_gemm_table, fit_relative_nnls, held_out, log2_nodes
 from moesim.calibrate.fit_local import hardware_for
 from moesim.calibrate.grids import grid_for, tiny_grid
 from moesim.calibrate.predict import moe_layer_s
+from typer.testing import CliRunner
+
 from moesim.cli_calibrate import calibrate_command
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import load_profile, save_profile

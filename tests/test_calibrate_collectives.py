@@ -24,6 +24,7 @@ from moesim.calibrate.collectives import (
     measure_collectives,
 )
 from moesim.calibrate.grids import tiny_grid
+
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_s
 from moesim.costmodel.profile import (

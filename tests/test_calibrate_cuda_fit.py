@@ -6,12 +6,12 @@ give back the synthetic device's times."""
 from __future__ import annotations
 
 import pytest
-
 from moesim.calibrate.fit_local import DeviceInfo, fit_profile, hardware_for
 from moesim.calibrate.grids import grid_for
 from moesim.calibrate.microbench import Measurement
 from moesim.calibrate.predict import moe_layer_s
 from moesim.calibrate.run import datasheet_for
+
 from moesim.costmodel import CostModel
 
 PEAK, BW, LAUNCH = 989e12, 3.35e12, 6e-6  # H100 SXM bf16 dense, HBM3, a kernel launch

@@ -96,16 +96,17 @@ def test_simulate_bad_seed_and_bad_override_exit_2(root, capsys):
 
 
 def test_readme_documents_every_summary_key(root):
-    from moesim import load_scenario, simulate
+    """The README's key tables are the registry's (tests/test_metrics.py: every summary key is registered)."""
+    from moesim.metrics import METRICS, README_KINDS, markdown_table, readme_with_tables
 
     readme = (root / "README.md").read_text()
-    for stem in ("mixtral-8x7b-h100-train", "mixtral-8x7b-h100-serve"):
-        s = load_scenario(root / "scenarios" / f"{stem}.yaml", [] if "train" in stem else ["workload.arrival.n_requests=50"])
-        for key in simulate(s).summary:
-            base = key
-            for q in ("_p50_s", "_p90_s", "_p99_s", "_mean_s"):
-                base = base.replace(q, "")
-            assert f"`{key}`" in readme or f"`{base}" in readme, f"README does not document {key}"
+    assert readme_with_tables(readme) == readme, "README key tables are stale: python -m moesim.metrics --write-readme"
+    for kind in README_KINDS:
+        block = readme.split(f"<!-- metrics:{kind} -->\n", 1)[1].split(f"<!-- /metrics:{kind} -->", 1)[0]
+        assert block == markdown_table(kind)
+        for m in METRICS.values():
+            if kind in m.kinds:
+                assert f"`{m.name}`" in block, f"README's {kind} table does not document {m.name}"
 
 
 def test_readme_lists_every_shipped_scenario(root):

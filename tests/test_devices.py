@@ -19,6 +19,7 @@ from moesim.calibrate import validate as validate_mod
 from moesim.calibrate.grids import tiny_grid
 from moesim.kernels.moe_ref import init_moe_weights, moe_forward
 from moesim.kernels.timing import pick_device, time_fn
+
 from moesim.costmodel.profile import load_profile, save_profile
 from moesim.engine.routing import capacity_per_expert
 

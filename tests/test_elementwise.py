@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from moesim.calibrate.fit_elementwise import fit_activation, fit_elementwise, fit_router
 from moesim.calibrate.microbench import Measurement
+
 from moesim.costmodel import CostModel
 from moesim.costmodel.profile import (
     ElementCurve,

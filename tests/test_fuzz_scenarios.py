@@ -3,6 +3,11 @@
 Each example starts from a valid scenario and applies random damage: wrong types, negatives,
 zero, huge values, missing or unknown keys, unknown presets. The only allowed outcomes are a
 valid Scenario or an InputError whose message is one line and names a field.
+
+The extreme-value part walks the schema for every field path (both workload kinds, dict values
+such as ``peak_tflops.bf16``) and puts huge finite floats, integers past 2^63, negative zero,
+values at and just over each bound, deep nesting and 10^5-character strings on each of them,
+through the library and through the CLI (exit code 2, one stderr line, nothing written).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +24,7 @@ from moesim.accounting import summary
 from moesim.cli import main
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
+from tests.test_bounds import numeric_fields, scenario_fields
 
 BASE = {
     "name": "fuzz",
@@ -120,3 +127,185 @@ def test_yaml_tags_that_construct_objects_are_refused(tmp_path, capsys):
     p.write_text("model: !!python/object/new:os.system [echo pwned]\n")
     assert main(["check", str(p)]) == 2
     assert "YAML error" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- extreme values on every field
+
+
+def _nested(depth: int):
+    """A list nested ``depth`` deep, built without recursion."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _nested_map(depth: int):
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+LONG = "x" * 100_000
+DEEP_40, DEEP_5000, DEEP_MAP = _nested(40), _nested(5000), _nested_map(5000)
+#: Values no field may take (each must give one InputError line naming the field).
+HOSTILE = [1e300, 1.7e308, -1.7e308, 2**63, 2**64 + 1, -(2**63) - 1, 10**400, LONG, DEEP_40, DEEP_5000, DEEP_MAP]
+#: Values some fields take (a valid scenario must then account without crashing).
+ODD = [-0.0, 0.0, 5e-324, 1e-300, 2**63 - 1, 2**31]
+KIND_BASE = {"training": BASE["workload"], "serving": SERVING}
+FIELD_PATHS = {kind: [p for p, _, _ in scenario_fields(kind)] for kind in KIND_BASE}
+NUMERIC = {kind: [(p.replace(".<key>", ".bf16"), t, up) for p, t, up, _ in numeric_fields(kind)] for kind in KIND_BASE}
+
+
+def _put(raw: dict, path: str, value) -> None:
+    """Set ``path`` in the raw scenario, creating sections (a preset name becomes {preset: name})."""
+    node = raw
+    keys = path.split(".")
+    for k in keys[:-1]:
+        child = node.get(k)
+        if isinstance(child, str):
+            child = {"preset": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[k] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _raw(kind: str) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["workload"] = copy.deepcopy(KIND_BASE[kind])
+    if kind == "serving":
+        raw["plan"].update(ep=1, microbatches=1)
+    return raw
+
+
+def _over(typ, up):
+    return up + 1 if typ is int else up * (1 + 1e-9) + 1e-12
+
+
+def test_every_field_refuses_hostile_values_in_one_line():
+    """11 hostile values on each of 77 (training) and 100 (serving) field paths: each gives one
+    InputError line that starts with the field's path."""
+    seen = 0
+    for kind, paths in FIELD_PATHS.items():
+        for path in paths + [p for p, _, _ in NUMERIC[kind] if p not in paths]:
+            if path == "workload.kind":
+                continue  # the tag picks the workload type (damaged by test_damaged_scenarios_fail_cleanly)
+            for value in HOSTILE:
+                raw = _raw(kind)
+                _put(raw, path, value)
+                try:
+                    scenario_from_dict(raw)
+                except InputError as exc:
+                    msg = str(exc)
+                    assert msg.startswith(path) and "\n" not in msg and len(msg) < 600, (path, msg[:300])
+                    seen += 1
+                    continue
+                raise AssertionError(f"{path} = {str(value)[:40]}: accepted")
+    assert seen > 1000
+
+
+def test_every_numeric_field_at_and_over_its_bound():
+    """At the bound: valid or a cross-field InputError, and a valid one accounts without crashing.
+    Just over it: an InputError naming the field and the bound."""
+    for kind, fields in NUMERIC.items():
+        for path, typ, up in fields:
+            for value in (up, typ(up) if typ is float else int(up)):
+                raw = _raw(kind)
+                _put(raw, path, value)
+                _check_outcome(raw)
+            raw = _raw(kind)
+            _put(raw, path, _over(typ, up))
+            try:
+                scenario_from_dict(raw)
+            except InputError as exc:
+                assert str(exc).startswith(f"{path} = ") and "must be <" in str(exc), str(exc)
+            else:
+                raise AssertionError(f"{path} just over its bound {up} was accepted")
+
+
+def test_every_numeric_field_with_odd_values():
+    """Negative zero, subnormals, 2^63 - 1 ...: valid (and accountable) or one InputError line."""
+    for kind, fields in NUMERIC.items():
+        for path, _, _ in fields:
+            for value in ODD:
+                raw = _raw(kind)
+                _put(raw, path, value)
+                _check_outcome(raw)
+
+
+EXTREME = st.one_of(st.sampled_from(HOSTILE + ODD), st.floats(min_value=1e15, max_value=1.7e308),
+                    st.integers(min_value=2**53, max_value=2**80), st.integers(max_value=-1, min_value=-(2**80)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(KIND_BASE)), data=st.data())
+def test_random_extremes_on_random_fields(kind, data):
+    raw = _raw(kind)
+    paths = FIELD_PATHS[kind] + [p for p, _, _ in NUMERIC[kind]]
+    for _ in range(data.draw(st.integers(1, 3))):
+        _put(raw, data.draw(st.sampled_from(paths)), data.draw(EXTREME))
+    _check_outcome(raw)
+
+
+def _cli_one_error(capsys, argv) -> str:
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert code == 2, (code, captured.err[-500:])
+    assert len(lines) == 1, captured.err[-500:]
+    assert "Traceback" not in captured.err and "internal error" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["check", "simulate"])
+def test_cli_deep_yaml_is_one_line_exit_2(tmp_path, capsys, command):
+    for name, text in (("flow", "name: x\nmodel: " + "[" * 5000 + "]" * 5000 + "\n"),
+                       ("block", "".join("  " * i + "a:\n" for i in range(500))),
+                       ("deep40", "model: " + "[" * 40 + "]" * 40 + "\n")):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(text)
+        before = sorted(tmp_path.iterdir())
+        line = _cli_one_error(capsys, [command, str(p), "--out", str(tmp_path / "out")] if command == "simulate"
+                              else [command, str(p)])
+        assert "nested deeper than 32 levels" in line
+        assert sorted(tmp_path.iterdir()) == before  # nothing half-written
+
+
+@pytest.mark.parametrize("item, words", [
+    ("routing.capacity_factor=1e300", "routing.capacity_factor = '1e300': must be <= 64 (beyond 64"),
+    ("routing.capacity_factor=1.0e+300", "routing.capacity_factor = 1e+300: must be <= 64"),
+    ("workload.total_tokens=1.0e+300", "workload.total_tokens = 1e+300: must be <= 1e+16"),
+    ("model.n_layers=9223372036854775808", "model.n_layers = 9223372036854775808: must be <= 1024"),
+    ("plan.dp=-0.0", "plan.dp = -0.0: Input should be greater than 0"),
+    ("hardware.device.peak_tflops.bf16=1.7e+308", "hardware.device.peak_tflops.bf16 = 1.7e+308: must be <= 1000000"),
+    ("model.name=" + "x" * 100_000, "model.name: text of 100,000 characters, more than the 4,096 allowed"),
+    ("model.name=" + "[" * 5000, "--set model.name: nested deeper than 32 levels"),
+    ("routing.seed=" + "9" * 5000, "--set routing.seed: a number of more than 4300 digits"),
+    ("a." * 5000 + "b=1", "nested deeper than 32 levels"),
+], ids=lambda v: v if len(v) <= 40 else v[:37] + "...")
+def test_cli_extreme_overrides_exit_2_in_one_line(root, capsys, item, words):
+    path = root / "scenarios" / "mixtral-8x7b-h100-train.yaml"
+    line = _cli_one_error(capsys, ["check", str(path), "--set", item])
+    assert words in line, line[:300]
+
+
+def test_cli_long_strings_huge_numbers_aliases_in_files(root, tmp_path, capsys):
+    base = (root / "scenarios" / "mixtral-8x7b-h100-train.yaml").read_text()
+    cases = {  # appended to a valid scenario (PyYAML keeps the last of duplicate keys)
+        "long": ("name: " + "x" * 100_000, "name: text of 100,000 characters"),
+        "int": ("plan: {dp: " + str(2**64) + "}", "plan.dp = 18446744073709551616: must be <="),
+        "key": ("plan: {1: 2}", "plan: key 1 is not a field name"),
+        "bool-key": ("routing: {on: 2}", "routing: key True is not a field name"),
+        "big": ("# " + "x" * (1 << 20), "more than the 256 KiB allowed"),
+        "alias": ("a: &a [" + ",".join(["x"] * 50) + "]\nb: &b [" + ",".join(["*a"] * 50) + "]\n"
+                  "c: &c [" + ",".join(["*b"] * 50) + "]", "more than 100,000 values"),
+        "self-ref": ("description: &d [*d]", "nested deeper than 32 levels"),
+    }
+    for name, (text, words) in cases.items():
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(base + text + "\n")
+        line = _cli_one_error(capsys, ["check", str(p)])
+        assert words in line, (name, line[:300])

@@ -35,12 +35,41 @@ def test_too_many_iterations_is_refused_with_an_estimate(raw):
 
 def test_training_cost_does_not_grow_with_data_parallel_replicas(raw):
     small = estimate_work(scenario_from_dict(raw))
-    raw["hardware"]["cluster"] = {"nodes": 125_000_000_000}  # 10^12 devices
-    raw["plan"]["dp"] = 10**12
-    raw["workload"]["global_batch_seqs"] = 2 * 10**12
+    raw["hardware"]["cluster"] = {"nodes": 1 << 20}  # 2^23 devices: the schema's most nodes of 8
+    raw["plan"]["dp"] = 1 << 23
+    raw["workload"]["global_batch_seqs"] = 2 << 23
     huge = scenario_from_dict(raw)
     assert estimate_work(huge) == small
     check_size(huge)  # accepted: replica symmetry
+
+
+def test_a_trillion_devices_is_over_the_schema_bound(raw):
+    raw["hardware"]["cluster"] = {"nodes": 125_000_000_000}
+    with pytest.raises(InputError, match=r"hardware.cluster.nodes = 125000000000: must be <= 1048576 \("):
+        scenario_from_dict(raw)
+
+
+def test_routing_arrays_too_big_are_refused(raw):
+    raw["model"].update(n_experts=1 << 20, n_layers=64)  # 64 MoE layers x 2^20 experts x 2 microbatches
+    with pytest.raises(InputError, match=r"model.n_experts = 1048576: the expert-load arrays would hold ~1.34e\+08 cells"):
+        check_size(scenario_from_dict(raw))
+
+
+def test_serving_expert_tables_too_big_are_refused(raw):
+    raw = _serving(raw, 100, dp=8)
+    raw["model"]["n_experts"] = 1 << 16
+    raw["workload"]["max_batch_tokens"] = 1 << 14
+    raw["routing"] = {"distribution": "uniform", "overflow": "dropless"}
+    with pytest.raises(InputError, match=r"workload.max_batch_tokens x experts; limit"):
+        check_size(scenario_from_dict(raw))
+
+
+def test_int64_overflowing_assignments_are_refused(raw):
+    raw["model"].update(max_seq_len=1 << 24, n_experts=64, top_k=64)
+    raw["plan"].update(ep=8)
+    raw["workload"].update(global_batch_seqs=1 << 32, seq_len=1 << 24)
+    with pytest.raises(InputError, match=r"model.top_k = 64: one EP group would route ~.* token-expert assignments"):
+        check_size(scenario_from_dict(raw))
 
 
 def test_too_many_microbatches_is_refused(raw):

@@ -27,6 +27,7 @@ from moesim.kernels.moe_ref import (
     route,
 )
 from moesim.kernels.timing import pick_device, time_fn
+
 from moesim.engine.routing import apply_capacity, capacity_per_expert, keep_mask
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -94,3 +94,261 @@ def test_hf_config_missing_key(tmp_path):
 def test_relative_trace_path_is_anchored_at_the_scenario(root):
     s = load_scenario(root / "scenarios" / "llama-2-7b-a100-serve.yaml")
     assert s.workload.arrival.trace.is_file()
+
+
+# ---------------------------------------------------------------- structural limits
+
+
+TRAIN = (
+    "model: {preset: mixtral-8x7b, n_layers: 4}\nhardware: h100-sxm\nplan: {dp: 8, ep: 8}\n"
+    "workload: {kind: training, global_batch_seqs: 8, seq_len: 128}\n"
+)
+
+
+def _id(value) -> str:
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_file_over_the_size_limit(tmp_path):
+    from moesim.loader import MAX_SCENARIO_BYTES
+
+    p = _write(tmp_path, TRAIN + "# " + "x" * MAX_SCENARIO_BYTES + "\n")
+    with pytest.raises(InputError, match=r"s.yaml: file is 256.1 KiB, more than the 256 KiB allowed for a YAML scenario"):
+        load_scenario(p)
+
+
+@pytest.mark.parametrize("text", [
+    TRAIN + "description: " + "[" * 5000 + "]" * 5000 + "\n",
+    TRAIN + "description: " + "{a: " * 5000 + "}" * 5000 + "\n",
+    TRAIN + "description:\n" + "".join("  " * i + "- \n" for i in range(1, 60)),
+    TRAIN + "description: " + "[" * 100_000 + "\n",  # unclosed: the limit fires before the syntax error
+], ids=["flow-seq", "flow-map", "block", "unclosed"])
+def test_deep_nesting_in_the_file(tmp_path, text):
+    with pytest.raises(InputError) as info:
+        load_scenario(_write(tmp_path, text))
+    assert "nested deeper than 32 levels (line " in _one_line(info)
+
+
+def test_recursion_inside_yaml_gets_the_same_message(tmp_path, monkeypatch):
+    import moesim.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_DEPTH", 10**6)  # let the event scan pass: yaml's composer recurses
+    with pytest.raises(InputError) as info:
+        load_scenario(_write(tmp_path, TRAIN + "description: " + "[" * 1200 + "]" * 1200 + "\n"))
+    assert _one_line(info).endswith("nested deeper than 1000000 levels")
+
+
+def test_self_referencing_and_alias_multiplied_data(tmp_path):
+    with pytest.raises(InputError, match=r"^description.0.0.0...: nested deeper than 32 levels$"):
+        load_scenario(_write(tmp_path, TRAIN + "description: &d [*d]\n"))
+    bomb = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 20) + "]\n" for i in range(6))
+    with pytest.raises(InputError, match=r"^scenario: more than 100,000 values \(YAML anchors and aliases"):
+        load_scenario(_write(tmp_path, TRAIN + bomb))
+
+
+@pytest.mark.parametrize("line, words", ids=_id, argvalues=[
+    ("name: " + "x" * 5000, "name: text of 5,000 characters, more than the 4,096 allowed"),
+    ("plan: {1: 8}", "plan: key 1 is not a field name (keys are text; quote it)"),
+    ("routing: {yes: 1}", "routing: key True is not a field name"),
+    ("plan: {dp: 1" + "0" * 5000 + "}", "s.yaml: a number of more than 4300 digits"),
+    ("plan: {dp: 99999999999999999999}", "plan.dp = 99999999999999999999: must be <= 16777216 (16.7M replicas"),
+])
+def test_strings_keys_and_numbers(tmp_path, line, words):
+    with pytest.raises(InputError) as info:
+        load_scenario(_write(tmp_path, TRAIN + line + "\n"))
+    assert words in _one_line(info)
+
+
+def test_library_dicts_get_the_same_structural_checks(raw):
+    from moesim.loader import scenario_from_dict
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    raw["description"] = deep
+    with pytest.raises(InputError, match="^description.0.0.0...: nested deeper than 32 levels$"):
+        scenario_from_dict(raw)
+    raw["description"] = "x" * 100_000
+    with pytest.raises(InputError, match="^description: text of 100,000 characters"):
+        scenario_from_dict(raw)
+    raw["description"] = {"k" * 5000: 1}
+    with pytest.raises(InputError, match="^description: a key of 5,000 characters, more than the 4,096 allowed"):
+        scenario_from_dict(raw)
+
+
+@pytest.mark.parametrize("item, words", ids=_id, argvalues=[
+    ("description=" + "[" * 5000, "--set description: nested deeper than 32 levels (line 1)"),
+    ("plan.dp=" + "9" * 5000, "--set plan.dp: a number of more than 4300 digits"),
+    ("model.name=" + "x" * 5000, "model.name: text of 5,000 characters"),
+    ("a." * 40 + "b=1", "a.a.a.a...: nested deeper than 32 levels"),
+    ("routing.capacity_factor=1e300", "routing.capacity_factor = '1e300': must be <= 64 (beyond 64"),
+    ("routing.capacity_factor=[1", "routing.capacity_factor = '[1': Input should be a valid number"),
+])
+def test_overrides_get_the_limits_too(root, item, words):
+    with pytest.raises(InputError) as info:
+        load_scenario(root / "scenarios" / "mixtral-8x7b-h100-train.yaml", [item])
+    assert words in _one_line(info)
+
+
+def test_unusable_paths_are_one_line(tmp_path):
+    for field in ("routing: {distribution: trace, trace: ", "hardware: {preset: h100-sxm, profile: "):
+        with pytest.raises(InputError) as info:
+            load_scenario(_write(tmp_path, TRAIN + field + "a" * 300 + "}\n"))
+        assert "not a usable path (File name too long)" in _one_line(info)
+
+
+# ---------------------------------------------------------------- hf_config
+
+
+def _hf(tmp_path, content) -> InputError:
+    (tmp_path / "config.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    text = "model: {hf_config: config.json}\nhardware: h100-sxm\nplan: {dp: 8}\nworkload: {kind: training, global_batch_seqs: 8, seq_len: 8}\n"
+    with pytest.raises(InputError) as info:
+        load_scenario(_write(tmp_path, text))
+    return _one_line(info)
+
+
+HF = {"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 32000,
+      "intermediate_size": 14336}
+
+
+@pytest.mark.parametrize("content, words", ids=_id, argvalues=[
+    ("[" * 100_000, "model.hf_config = "),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply to be a config.json"),
+    ('{"hidden_size": 1' + "0" * 5000 + "}", "not valid JSON (a number of more than 4300 digits)"),
+    ('{"x": ' + "[" * 40 + "]" * 40 + "}", "x.0.0.0...: nested deeper than 32 levels"),
+    ({**HF, "hidden_size": "abc"}, "model.d_model = 'abc': Input should be a valid integer"),
+    ({**HF, "num_attention_heads": 0}, "model.n_heads = 0: Input should be greater than 0"),
+    ({**HF, "hidden_size": [1]}, "model.d_model = [1]: Input should be a valid integer"),
+    ({**HF, "num_hidden_layers": 1e300}, "model.n_layers = 1e+300: must be <= 1024"),
+    ({**HF, "num_hidden_layers": 2**64}, "model.n_layers = 18446744073709551616: must be <= 1024"),
+    ({**HF, "kv_lora_rank": 512}, "missing key 'qk_nope_head_dim'"),
+    ({**HF, "_name_or_path": "x" * 5000}, "text of 5,000 characters"),
+    ('{"hidden_size": NaN}', "missing key 'num_attention_heads'"),
+])
+def test_bad_hf_configs_fail_in_one_line(tmp_path, content, words):
+    assert words in _hf(tmp_path, content)
+
+
+def test_huge_hf_config(tmp_path):
+    from moesim.resolve import MAX_HF_CONFIG_BYTES
+
+    msg = _hf(tmp_path, json.dumps({**HF, "pad": "x" * MAX_HF_CONFIG_BYTES}))
+    assert "more than the 1 MiB allowed for a Hugging Face config.json" in msg
+
+
+def test_hf_config_that_is_not_a_path(tmp_path):
+    text = "model: {hf_config: [1, 2]}\nhardware: h100-sxm\nplan: {dp: 8}\nworkload: {kind: training, global_batch_seqs: 8, seq_len: 8}\n"
+    with pytest.raises(InputError, match=r"^model.hf_config = \[1, 2\]: expected the path of a config.json$"):
+        load_scenario(_write(tmp_path, text))
+
+
+# ---------------------------------------------------------------- trace CSVs and profiles
+
+
+@pytest.mark.parametrize("content, words", ids=_id, argvalues=[
+    (b"\xff\xfe\x00binary", "not a text file"),
+    ("1," + "2" * 200_000 + "\n", "not a readable CSV (field larger than field limit"),
+    ("1e308,1e308\n", "must be finite, non-negative and not all zero"),
+    ("nan,1\n", "must be finite"),
+    ("", "no rows of expert weights"),
+])
+def test_bad_routing_traces(tmp_path, content, words):
+    from moesim.engine.routing import read_popularity_trace
+
+    p = tmp_path / "r.csv"
+    p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+    with pytest.raises(InputError) as info:
+        read_popularity_trace(p, 2)
+    assert words in _one_line(info) and "routing.trace = " in str(info.value)
+
+
+def test_routing_trace_size_limit(tmp_path, monkeypatch):
+    import moesim.engine.routing as routing
+
+    monkeypatch.setattr(routing, "MAX_TRACE_BYTES", 100)
+    p = tmp_path / "r.csv"
+    p.write_text("1,1\n" * 100)
+    with pytest.raises(InputError, match=r"routing.trace = .*: file is 400 bytes, more than the 100 bytes allowed"):
+        routing.read_popularity_trace(p, 2)
+
+
+@pytest.mark.parametrize("content, words", ids=_id, argvalues=[
+    (b"\xff\xfe\x00binary", "not a text file"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,nan,1\n", "data row 1: times must be finite"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,1\ninf,1,1\n", "data row 2: times must be finite"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,-5,1\n", "token counts between 0 and 16,777,216"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1e300,1\n", "token counts between 0 and 16,777,216"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1\n", "not numeric"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,x,1\n", "not numeric"),
+    ("a" * 200_000 + "\n", "not a readable CSV"),
+    ("", "empty file"),
+])
+def test_bad_request_traces(tmp_path, content, words):
+    from moesim.engine.requests import read_trace
+
+    p = tmp_path / "t.csv"
+    p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+    with pytest.raises(InputError) as info:
+        read_trace(p)
+    assert words in _one_line(info) and "workload.arrival.trace = " in str(info.value)
+
+
+def test_request_trace_size_limit(tmp_path, monkeypatch):
+    import moesim.engine.requests as requests
+
+    monkeypatch.setattr(requests, "MAX_TRACE_BYTES", 100)
+    p = tmp_path / "big.csv"
+    p.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + "0,1,1\n" * 100)
+    with pytest.raises(InputError, match=r"file is 648 bytes, more than the 100 bytes allowed for a CSV file"):
+        requests.read_trace(p)
+
+
+@pytest.mark.parametrize("content, words", ids=_id, argvalues=[
+    ("format: moesim-profile\nversion: " + "[" * 5000, "corrupt profile: nested deeper than 32 levels"),
+    ("format: moesim-profile\nversion: 1" + "0" * 5000, "corrupt profile: a number of more than 4300 digits"),
+])
+def test_bad_profiles(tmp_path, content, words):
+    from moesim.costmodel.profile import load_profile
+
+    p = tmp_path / "p.yaml"
+    p.write_text(content)
+    with pytest.raises(InputError) as info:
+        load_profile(p)
+    assert words in _one_line(info)
+
+
+def test_profile_size_limit(tmp_path, monkeypatch):
+    import moesim.costmodel.profile as profile
+
+    monkeypatch.setattr(profile, "MAX_PROFILE_BYTES", 10)
+    p = tmp_path / "p.yaml"
+    p.write_text("format: moesim-profile\n")
+    with pytest.raises(InputError, match="more than the 10 bytes allowed for a moesim profile YAML"):
+        profile.load_profile(p)
+
+
+# ---------------------------------------------------------------- sweep grids
+
+
+def test_sweep_grid_values_with_extremes(root):
+    from moesim.loader import read_yaml_mapping, scenario_from_dict
+    from moesim.sweep_grid import apply_point, build_dimensions, expand
+
+    with pytest.raises(InputError, match=r"^--grid model.n_layers= '\[\[\[.*nested deeper than 32 levels"):
+        build_dimensions(grid=["model.n_layers=4," + "[" * 5000])
+    with pytest.raises(InputError, match=r"a number of more than 4300 digits"):
+        build_dimensions(capacity_factor="1," + "1" * 5000)
+    dims = build_dimensions(capacity_factor="1e300,1.7e+308", grid=["plan.dp=99999999999999999999"])
+    raw = read_yaml_mapping(root / "scenarios" / "mixtral-8x7b-h100-train.yaml")
+    for point in expand(dims, [0]):  # every point is an invalid row with a one-line reason
+        with pytest.raises(InputError) as info:
+            scenario_from_dict(apply_point(raw, point))
+        assert "must be <=" in _one_line(info)

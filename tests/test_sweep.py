@@ -101,14 +101,16 @@ def test_direction_is_inferred(metric, direction):
 
 def test_best_direction_can_be_forced_and_unknown_names_fail():
     assert parse_best("fits:max") == ("fits", "max")
-    with pytest.raises(InputError, match="smaller or larger"):
-        parse_best("fits")
+    with pytest.raises(InputError, match="fits:min or fits:max"):
+        parse_best("fits")  # registered, but neither end is better
     rows = [{"status": "ok", "tokens_per_s": 5.0}, {"status": "ok", "tokens_per_s": 9.0},
             {"status": "invalid", "tokens_per_s": 99.0}]
     assert best_row(rows, "tokens_per_s")["tokens_per_s"] == 9.0
     assert best_row(rows, "tokens_per_s", "min")["tokens_per_s"] == 5.0
-    with pytest.raises(InputError, match="not a metric"):
+    with pytest.raises(InputError, match="not a summary metric nor a column"):
         best_row(rows, "nope_per_s")
+    with pytest.raises(InputError, match="not a metric of these results"):
+        best_row(rows, "ttft_p99_s")  # registered, but these rows do not have it
 
 
 # ----------------------------------------------------------------------------- result store

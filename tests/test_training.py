@@ -323,7 +323,7 @@ def _random_scenario(rng: np.random.Generator) -> moesim.Scenario:
     n = dp * tp * pp
     per_node = int(rng.choice([d for d in (1, 2, 4, 8) if n % d == 0]))
     E = ep * int(rng.choice([1, 2, 4]))
-    return moesim.scenario_from_dict(dict(
+    raw = dict(
         name="random",
         model=dict(n_layers=pp * v * int(rng.integers(1, 3)) + int(rng.integers(0, 2)), d_model=128, n_heads=4,
                    n_kv_heads=int(rng.choice([1, 4])), vocab_size=100, ffn_hidden=256, expert_ffn_hidden=128,
@@ -339,7 +339,10 @@ def _random_scenario(rng: np.random.Generator) -> moesim.Scenario:
                       seq_len=int(rng.choice([1, 64, 256])), steps=int(rng.integers(1, 3)), total_tokens=1e9),
         routing=dict(distribution=str(rng.choice(["uniform", "zipf", "dirichlet"])), zipf_s=float(rng.uniform(0, 2)),
                      dirichlet_alpha=float(rng.uniform(0.05, 3)), capacity_factor=float(rng.uniform(0.1, 3)),
-                     overflow=str(rng.choice(["drop", "dropless"])), seed=int(rng.integers(0, 100)))))
+                     overflow=str(rng.choice(["drop", "dropless"])), seed=int(rng.integers(0, 100))))
+    if raw["model"]["dtype"] == "fp8" and raw["hardware"]["preset"] != "h100-sxm":
+        raw["model"]["dtype"] = "bf16"  # fp8 training needs fp8 tensor cores (A100, M2 have none)
+    return moesim.scenario_from_dict(raw)
 
 
 def test_random_valid_scenarios_keep_the_invariants():

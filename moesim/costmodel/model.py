@@ -6,6 +6,11 @@ Without a profile every term comes from the datasheet (``DeviceSpec`` efficienci
 calibration profile (``profile.py``) the peaks are the profile's ``reference``, GEMM efficiency is a
 table over tokens and weight size, grouped expert GEMMs pay one launch plus a cost per busy expert,
 attention and collectives use their measured terms where the profile has them.
+
+A ``dtype`` argument is the weights' dtype (``model.dtype``); ``precision`` resolves it on this
+device: weights are read at their bytes per parameter (quantization scales included), GEMM inputs,
+outputs and the KV cache move in the compute dtype, and FLOPs run at the compute dtype's peak
+(int8/int4, and fp8 without fp8 tensor cores, run weight-only in bf16/fp16).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import numpy as np
 from moesim.costmodel import comm
 from moesim.costmodel.profile import Profile, check_device, default_profile_for, load_profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
-from moesim.schemas import DTYPE_BYTES, HardwareSpec
+from moesim.precision import Precision, precision
+from moesim.schemas import HardwareSpec
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,14 @@ class CostModel:
 
     hw: HardwareSpec
     profile: Profile | None = field(default=None, hash=False)
+    _precisions: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def precision(self, dtype: str) -> Precision:
+        """Bytes and compute dtype of weights stored as ``dtype`` on this device (cached per dtype)."""
+        p = self._precisions.get(dtype)
+        if p is None:
+            p = self._precisions[dtype] = precision(dtype, self.hw.device)
+        return p
 
     @property
     def basis(self) -> str:
@@ -71,17 +85,38 @@ class CostModel:
         return self.profile.gemm_memory_efficiency or np.inf
 
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
-        """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp)."""
-        b = DTYPE_BYTES[dtype]
-        flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, b)
+        """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp).
+
+        The weight is read at ``dtype``'s bytes per parameter, A and C move in the compute dtype.
+        A profile's tables time 16-bit weights: weight-only dtypes scale that time by
+        ``_weight_only_scale`` (the datasheet roofline sees the quantized bytes directly).
+        """
+        p = self.precision(dtype)
+        dtype = p.compute_dtype
+        flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
         eff = self.compute_efficiency(m, n, k)
-        ref = self.profile.measured_reference if self.profile is not None else None
+        if self.profile is None:
+            return roofline_s(flops, moved, self._peak(dtype), self._bw, eff, self.memory_efficiency(), self.launch_s)
+        full = gemm_bytes(m, n, k, p.act_bytes) if p.weight_only else moved
+        scale = self._weight_only_scale(flops, moved, full, dtype) if p.weight_only else 1.0
+        ref = self.profile.measured_reference
         if ref is None:
-            return roofline_s(flops, moved, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(),
-                              self.launch_s)
-        t = roofline_s(flops, moved, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
+            t = roofline_s(flops, full, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(), 0.0)
+            return np.where((flops > 0) | (full > 0), t * scale + self.launch_s, 0.0)
+        t = roofline_s(flops, full, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
                        self._gemm_memory_efficiency(), 0.0)
-        return np.where(t > 0, t * self._sibling_scale(flops, moved, dtype) + self.launch_s, 0.0)
+        return np.where(t > 0, t * self._sibling_scale(flops, full, dtype) * scale + self.launch_s, 0.0)
+
+    def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
+        """Roofline time with quantized weights (``moved`` bytes) over 16-bit weights (``full``): <= 1.
+
+        A measured 16-bit GEMM keeps its fraction of the roofline when only its weight reads shrink:
+        bandwidth-bound shapes (decode) speed up by the bytes saved, compute-bound ones not at all.
+        """
+        peak = self._peak(compute_dtype)
+        quant = np.maximum(flops / peak, moved / self._bw)
+        base = np.maximum(flops / peak, full / self._bw)
+        return np.where(base > 0, quant / np.where(base > 0, base, 1.0), 1.0)
 
     def _sibling_scale(self, flops, moved, dtype: str):
         """This device's roofline time over the measured sibling's (1 without a rebased profile).
@@ -106,13 +141,13 @@ class CostModel:
         call, which decides whether expert weights stay in cache; default this call's busy weights.
         """
         t = np.asarray(tokens_per_expert, dtype=float)
-        b = DTYPE_BYTES[dtype]
+        p = self.precision(dtype)
         if self.profile is not None:
             return self._grouped_profiled_s(t, n, k, dtype, working_set_bytes)
         flops = gemm_flops(t, n, k).sum(axis=-1)
-        moved = (gemm_bytes(t, n, k, b) * (t > 0)).sum(axis=-1)
+        moved = (gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0)).sum(axis=-1)
         eff = self.grouped_efficiency(t, n, k)
-        return roofline_s(flops, moved, self._peak(dtype), self._bw, eff,
+        return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 
     def _grouped_profiled_s(self, t: np.ndarray, n: int, k: int, dtype: str, working_set_bytes=None):
@@ -122,18 +157,23 @@ class CostModel:
         table when the busy experts' weights fit in the profile's cache.
         """
         g = self.profile.grouped
+        p = self.precision(dtype)
+        dtype = p.compute_dtype
         w, m = float(n) * float(k), np.maximum(t, 1.0)
         busy = (t > 0).sum(axis=-1)
         eff = self.profile.gemm.lookup(m, w)
         if g is not None:
-            ws = busy * w * DTYPE_BYTES[dtype] if working_set_bytes is None else working_set_bytes
+            ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
-        flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, DTYPE_BYTES[dtype])
+        flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
+        full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved
         ref = self.profile.measured_reference
         peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
-        per_expert = roofline_s(flops, moved, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
-        per_expert = per_expert * self._sibling_scale(flops, moved, dtype)
+        per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
+        per_expert = per_expert * self._sibling_scale(flops, full, dtype)
+        if p.weight_only:
+            per_expert = per_expert * self._weight_only_scale(flops, moved, full, dtype)
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
@@ -214,11 +254,11 @@ class CostModel:
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
-    @staticmethod
-    def _attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype):
-        """Bytes one sequence's attention moves: Q read and output written, the KV cache read once."""
+    def _attention_bytes(self, q, kv, n_heads, head_dim, kv_heads, dtype):
+        """Bytes one sequence's attention moves: Q read and output written, the KV cache read once
+        (all at ``dtype``'s KV bytes: 16-bit for weight-only dtypes)."""
         q, kv = np.asarray(q, dtype=float), np.asarray(kv, dtype=float)
-        return DTYPE_BYTES[dtype] * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
+        return self.precision(dtype).kv_bytes * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
 
     def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
                           working_set_bytes=None):
@@ -237,7 +277,8 @@ class CostModel:
         eff_mem = a.decode_memory_efficiency if a else self.memory_efficiency()
         if a is not None and self.profile.memory_curve is not None:
             eff_mem = eff_mem * self.profile.streaming_efficiency(moved if working_set_bytes is None else working_set_bytes)
-        return roofline_s(flops, moved, self._peak(dtype), self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
+        peak = self._peak(self.precision(dtype).compute_dtype)
+        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):
         a = self.profile.attention if self.profile else None

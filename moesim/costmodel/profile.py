@@ -31,6 +31,8 @@ from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterT
 
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
+#: Largest profile YAML read (the shipped ones are < 10 KiB).
+MAX_PROFILE_BYTES = 4 << 20
 
 #: Shipped default profiles: a device whose name contains the key (as a word) uses the file.
 # H200 is the H100's GH100 die with HBM3e: it borrows the H100's measured efficiencies, rebased on
@@ -210,18 +212,11 @@ class Profile(Strict):
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile YAML; every failure is a one-line InputError naming the file."""
+    from moesim.loader import parse_yaml, read_text_file  # size, nesting and encoding limits
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: profile not found" if not p.exists() else f"{p}: profile is not a file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a text file (expected a moesim profile YAML)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InputError(f"{p}: corrupt profile, YAML error{where}") from None
-    return profile_from_dict(data, str(p))
+    text = read_text_file(p, MAX_PROFILE_BYTES, "a moesim profile YAML")
+    return profile_from_dict(parse_yaml(text, f"{p}: corrupt profile"), str(p))
 
 
 def profile_from_dict(data: object, label: str = "profile") -> Profile:

@@ -26,7 +26,13 @@ def gemm_flops(m, n: int, k: int):
     return 2.0 * np.asarray(m, dtype=float) * n * k
 
 
-def gemm_bytes(m, n: int, k: int, dtype_bytes: float):
-    """Bytes a GEMM reads and writes at least once: A (m x k), B (k x n), C (m x n)."""
+def gemm_bytes(m, n: int, k: int, dtype_bytes: float, weight_bytes: float | None = None):
+    """Bytes a GEMM reads and writes at least once: A (m x k), B (k x n), C (m x n).
+
+    A and C take ``dtype_bytes`` per element; the weight B takes ``weight_bytes`` per element
+    (quantized weights, scales included; default ``dtype_bytes``).
+    """
     m = np.asarray(m, dtype=float)
-    return dtype_bytes * (m * k + k * n + m * n)
+    if weight_bytes is None or weight_bytes == dtype_bytes:
+        return dtype_bytes * (m * k + k * n + m * n)
+    return dtype_bytes * (m * k + m * n) + weight_bytes * (k * n)

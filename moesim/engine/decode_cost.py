@@ -25,10 +25,12 @@ Expert parallelism in serving: ``ep`` replicas share their experts (each holds `
 iteration's experts on one rank serve the batches of all ``ep`` replicas of its group, assumed
 equal to this replica's batch (the group is not simulated in lock-step).
 
-Activations: GEMM outputs, the residual stream, norms, the router, TP all-reduces and PP
+Precision (``moesim.precision``): weights are read at the model dtype's bytes per parameter
+(scales included). GEMM outputs, the residual stream, norms, the router, TP all-reduces and PP
 hand-offs are 16-bit (``act_b`` bytes) even for fp8 models (FP8 serving quantizes weights and GEMM
-inputs only, e.g. TensorRT-LLM / ModelOpt FP8); tensors that feed a GEMM, and the EP all-to-all,
-are in the model dtype.
+inputs only, e.g. TensorRT-LLM / ModelOpt FP8); tensors that feed a GEMM, the EP all-to-all and
+the KV cache are in the compute dtype (``b`` bytes: fp8 under native fp8, 16-bit when int8/int4
+or fp8 without fp8 tensor cores run weight-only).
 
 Everything that depends only on ``T`` (and, for the head, on the number of sequences emitting a
 token) is tabulated once with vectorised cost-model calls; per iteration only attention (a vector
@@ -43,6 +45,7 @@ from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.engine import expert_load
 from moesim.engine.routing import expert_popularity
+from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
 SKEW_POOL = 8  # load samples kept per batch size under skewed routing
@@ -54,8 +57,9 @@ class IterationCost:
     def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int):
         m, p = s.model, s.plan
         self.s, self.cm, self.rng = s, cm, rng
-        self.dtype, self.b = m.dtype, m.dtype_bytes
-        self.act_dtype, self.act_b = activation_dtype(m.dtype), max(float(m.dtype_bytes), 2.0)
+        self.precision = prec = scenario_precision(s)
+        self.dtype, self.b = m.dtype, prec.act_bytes  # weights' dtype (GEMMs resolve it); GEMM-input bytes
+        self.act_dtype, self.act_b = prec.act_dtype, max(prec.act_bytes, 2.0)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.launch_s = float(cm.launch_s)
         self.heads, self.head_dim, self.kv_heads = attention_shape(s)
@@ -78,7 +82,7 @@ class IterationCost:
         """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array)."""
         m, cm, tp, dt = self.s.model, self.cm, self.tp, self.dtype
         t = np.asarray(tokens, dtype=float)
-        d, b, ab = m.d_model, self.b, self.act_b  # all-to-all in the model dtype (as before), the rest 16-bit
+        d, b, ab = m.d_model, self.b, self.act_b  # all-to-all in the compute dtype, the rest 16-bit
         qkv_n, o_k = projection_shapes(self.s)
         per_layer = (2 * cm.memory_s(2 * t * d * ab) + cm.gemm_s(t, qkv_n, d, dt)
                      + cm.gemm_s(t, d, o_k, dt) + 2 * cm.allreduce_s(t * d * ab, tp))
@@ -246,11 +250,6 @@ class IterationCost:
             experts, dropped = self.sampled_experts_s(total)
         head = self._head[min(n_out, self.max_tokens)]
         return fixed + experts + head + self.attention_s(q_tokens, kv_tokens), dropped
-
-
-def activation_dtype(dtype: str) -> str:
-    """Dtype of activations between kernels: 16-bit (bf16) for fp8 weights, else the model dtype."""
-    return "bf16" if dtype == "fp8" else dtype
 
 
 def projection_shapes(s: Scenario) -> tuple[int, int]:

@@ -7,7 +7,8 @@ Op slots of one layer, in forward order, are ``FWD_SLOTS``; backward runs ``BWD_
 
 Modelling choices (see the README's training section):
 - activations and collectives move ``bf16`` when the model computes in ``fp8`` (FP8 training keeps
-  activations in bf16 between GEMMs), the model dtype otherwise;
+  activations in bf16 between GEMMs), the model dtype otherwise (``Precision.act_dtype``; training
+  accepts only native dtypes, see ``Scenario``);
 - the attention block is one op: QKV/output projections, the flash-attention core and the norms;
 - ``overflow: drop`` uses the padded Switch/GShard layout: every expert computes ``capacity`` slots
   and the all-to-all moves the padded buffers; ``dropless`` moves and computes the real loads, and
@@ -27,6 +28,7 @@ import numpy as np
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
 from moesim.engine.routing import RoutingSample
+from moesim.precision import scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
 FWD_SLOTS = ("attention", "tp_allreduce", "router", "alltoall_dispatch", "experts",
@@ -144,7 +146,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     seqs = w.global_batch_seqs // (plan.dp * M)
     T = seqs * w.seq_len
     dt = m.dtype
-    adt = "bf16" if dt == "fp8" else dt
+    adt = scenario_precision(s).act_dtype
     ab = DTYPE_BYTES[adt]
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))

@@ -6,7 +6,6 @@ Shapes: every array is ``(n_requests,)``; times in seconds, lengths in tokens (i
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from moesim.errors import InputError
+from moesim.loader import one_line, read_csv_rows
 from moesim.schemas import LengthDist, ServingWorkload
+from moesim.schemas._base import MAX_TOKENS
 
 #: Columns a request trace CSV must have (Splitwise / Vidur format).
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
@@ -32,27 +33,31 @@ class Requests:
         return int(self.arrival_s.size)
 
 
+#: Largest request trace CSV read: ~2M rows, the most requests one simulation plays (moesim.guards).
+MAX_TRACE_BYTES = 64 << 20
+
+
 @lru_cache(maxsize=8)
 def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = Path(path)
-    try:
-        with open(p, newline="") as fh:
-            header = next(csv.reader(fh))
-    except FileNotFoundError:
-        raise InputError(f"workload.arrival.trace = {path!r}: file not found") from None
-    except StopIteration:
-        raise InputError(f"workload.arrival.trace = {path!r}: empty file") from None
+    label = f"workload.arrival.trace = {path!r}"
+    rows = read_csv_rows(path, MAX_TRACE_BYTES, label)
+    if not rows:
+        raise InputError(f"{label}: empty file")
+    header = rows[0]
     missing = [c for c in TRACE_COLUMNS if c not in header]
     if missing:
-        raise InputError(f"workload.arrival.trace = {path!r}: missing column(s) {missing}; "
-                         f"expected {list(TRACE_COLUMNS)}")
+        raise InputError(f"{label}: missing column(s) {missing}; expected {list(TRACE_COLUMNS)}")
     cols = [header.index(c) for c in TRACE_COLUMNS]
     try:
-        data = np.loadtxt(p, delimiter=",", skiprows=1, usecols=cols, ndmin=2)
-    except ValueError as exc:
-        raise InputError(f"workload.arrival.trace = {path!r}: not numeric ({exc})") from None
+        data = np.array([[float(row[c]) for c in cols] for row in rows[1:] if row], dtype=float).reshape(-1, 3)
+    except (ValueError, IndexError) as exc:
+        raise InputError(one_line(f"{label}: not numeric ({exc})")) from None
     if data.shape[0] == 0:
-        raise InputError(f"workload.arrival.trace = {path!r}: no rows")
+        raise InputError(f"{label}: no rows")
+    bad = ~np.isfinite(data).all(axis=1) | (data[:, 1:] < 0).any(axis=1) | (data[:, 1:] > MAX_TOKENS).any(axis=1)
+    if bad.any():
+        raise InputError(f"{label}: data row {int(np.argmax(bad)) + 1}: times must be finite and token counts "
+                         f"between 0 and {MAX_TOKENS:,}")
     return data[:, 0], data[:, 1].astype(np.int64), data[:, 2].astype(np.int64)
 
 
@@ -74,7 +79,7 @@ def sample_lengths(dist: LengthDist, n: int, rng: np.random.Generator,
     elif dist.dist == "uniform":
         out = rng.integers(dist.low, dist.high + 1, size=n, dtype=np.int64)
     elif dist.dist == "lognormal":
-        out = np.rint(dist.median * np.exp(dist.sigma * rng.standard_normal(n))).astype(np.int64)
+        out = np.rint(np.minimum(dist.median * np.exp(dist.sigma * rng.standard_normal(n)), MAX_TOKENS)).astype(np.int64)
     else:
         if trace_column is None:
             raise InputError("workload: a length with dist 'trace' needs workload.arrival.trace")

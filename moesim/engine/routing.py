@@ -9,7 +9,6 @@ contiguous blocks of ``E / ep`` (rank ``r`` holds experts ``r*E/ep .. (r+1)*E/ep
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +110,19 @@ def expert_popularity(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: i
     return cap_inclusion(p, top_k)
 
 
+#: Largest routing trace CSV read (one row per layer, one column per expert: a few KiB in practice).
+MAX_TRACE_BYTES = 16 << 20
+
+
 def read_popularity_trace(path: str | Path, n_experts: int) -> np.ndarray:
     """Read a routing trace CSV: one row per layer, one column per expert, non-negative weights.
 
     An optional first row of column names is skipped. Errors name the file, row and problem.
     """
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    from moesim.loader import read_csv_rows
+
+    rows = [r for r in read_csv_rows(path, MAX_TRACE_BYTES, f"routing.trace = {str(path)!r}")
+            if r and any(c.strip() for c in r)]
     out = []
     for i, row in enumerate(rows, start=1):
         try:
@@ -129,7 +134,7 @@ def read_popularity_trace(path: str | Path, n_experts: int) -> np.ndarray:
         if len(vals) != n_experts:
             raise InputError(f"routing.trace = {str(path)!r}: row {i} has {len(vals)} columns; "
                              f"expected one per expert ({n_experts})")
-        if min(vals) < 0 or sum(vals) <= 0 or not all(math.isfinite(v) for v in vals):
+        if min(vals) < 0 or not 0 < sum(vals) < math.inf or not all(math.isfinite(v) for v in vals):
             raise InputError(f"routing.trace = {str(path)!r}: row {i} must be finite, non-negative "
                              "and not all zero")
         out.append(vals)

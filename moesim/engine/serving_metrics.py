@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.accounting import kv_cache_capacity_tokens, memory_report
-from moesim.fit_advice import fit_explanation
 from moesim.engine.batching import RequestBook
 from moesim.engine.requests import Requests
+from moesim.fit_advice import fit_explanation
+from moesim.precision import summary_fields
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
 
@@ -114,6 +115,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "hardware": hw.name,
         "devices": devices,
         "replicas": s.plan.dp,
+        **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
         "n_requests": n,
         "served_requests": int(served.sum()),
         "rejected_requests": int(req["rejected"].sum()),

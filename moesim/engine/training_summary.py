@@ -21,10 +21,11 @@ import math
 import numpy as np
 
 from moesim.accounting import memory_report, training_flops_per_token
-from moesim.fit_advice import fit_explanation
 from moesim.costmodel import CostModel
 from moesim.engine.pipeline import analytic_bubble_fraction
 from moesim.engine.timeline import add_unit_spans
+from moesim.fit_advice import fit_explanation
+from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
 from moesim.schemas import Scenario
 
@@ -123,7 +124,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     tokens_per_step = w.tokens_per_step
     tokens_per_s = tokens_per_step / step_time
     model_flops = training_flops_per_token(m, w.seq_len, "none") * tokens_per_s
-    peak = hw.device.peak_flops(m.dtype)
+    peak = hw.device.peak_flops(scenario_precision(s).compute_dtype)  # MFU against the compute dtype's peak
     usd_per_hour = devices * hw.device.usd_per_hour
     usd_per_step = usd_per_hour * step_time / 3600
     run_s = w.total_tokens / tokens_per_s if w.total_tokens else math.nan
@@ -140,6 +141,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "step_time_s": step_time,
         "tokens_per_s": tokens_per_s,
         "mfu": model_flops / (devices * peak),
+        **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
         "bubble_fraction": mean["bubble_s"] / mean["pipeline_s"],
         "dropped_fraction": dropped / routed if routed else 0.0,
         "peak_memory_gib": mem.total_gib,

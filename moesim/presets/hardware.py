@@ -17,6 +17,11 @@ _DGX_H100_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
 _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
+# Quantized weights on Apple silicon run as llama.cpp's Q8_0 / Q4_0 (ggml/src/ggml-common.h):
+# block_q8_0 = one fp16 scale + 32 int8 = 34 bytes per 32 weights (8.5 bits); block_q4_0 = one fp16
+# scale + 32 nibbles = 18 bytes (4.5 bits). No fp8 format: fp8 weights keep 8 bits (per-tensor scale).
+# The CUDA presets keep DeviceSpec's default, group-128 scales (AWQ/GPTQ/TensorRT-LLM: 8.125 / 4.125).
+_GGML_WEIGHT_BITS = dict(int8=8.5, int4=4.5, fp8=8.0)
 
 HARDWARE: dict[str, dict] = {
     # A100 SXM4 40GB: 312 TFLOP/s BF16/FP16 dense, TF32 156 (HW-01); 1555 GB/s, 40 GB (HW-02);
@@ -56,7 +61,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2",
         device=dict(name="Apple M2", peak_tflops=dict(fp32=3.6, fp16=3.6, bf16=3.6),
                     mem_bw_gbps=100.0, mem_gib=24.0, power_w=20.0, usd_per_hour=0.05,
-                    compute_efficiency=0.6, launch_overhead_us=10.0),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
         node=_SOC_NODE | dict(intra_bw_gbps=100.0), cluster=_SOC_NET,
     ),
     # Apple M2 Max (38-core GPU): 400 GB/s, up to 96 GB (HW-12); ~13.6 TFLOP/s FP32 derived (HW-12);
@@ -65,7 +70,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Max",
         device=dict(name="Apple M2 Max", peak_tflops=dict(fp32=13.6, fp16=13.6, bf16=13.6),
                     mem_bw_gbps=400.0, mem_gib=96.0, power_w=60.0, usd_per_hour=0.13,
-                    compute_efficiency=0.6, launch_overhead_us=10.0),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
         node=_SOC_NODE | dict(intra_bw_gbps=400.0), cluster=_SOC_NET,
     ),
     # Apple M2 Ultra (76-core GPU): 800 GB/s, up to 192 GB (HW-13); 27.2 TFLOP/s FP32 (HW-13);
@@ -74,7 +79,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Ultra",
         device=dict(name="Apple M2 Ultra", peak_tflops=dict(fp32=27.2, fp16=27.2, bf16=27.2),
                     mem_bw_gbps=800.0, mem_gib=192.0, power_w=150.0, usd_per_hour=0.25,
-                    compute_efficiency=0.6, launch_overhead_us=10.0),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
         node=_SOC_NODE | dict(intra_bw_gbps=800.0), cluster=_SOC_NET,
     ),
 }

@@ -1,11 +1,71 @@
-"""Shared pydantic base: frozen models that reject unknown keys."""
+"""Shared pydantic base: frozen models that reject unknown keys; bounded numeric fields."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PositiveFloat
+from pydantic_core import PydanticUndefined
+
+#: Longest string any scenario field accepts (names, descriptions, paths are far shorter).
+MAX_STRING_CHARS = 4096
+#: Shared bounds (the reasons are at the fields that use them).
+MAX_LAYERS = 1024  # 8x the deepest published LLM (Megatron 1T and PaLM: 118-128 blocks)
+MAX_WIDTH = 1 << 20  # 1,048,576: ~40x the widest published hidden size (PaLM 540B: 18432)
+MAX_FFN = 1 << 22  # 4x MAX_WIDTH, the usual FFN expansion
+MAX_TOKENS = 1 << 24  # 16,777,216 tokens: above the longest published context (10M, Llama 4 Scout)
+MAX_EXPERTS = 1 << 20  # PEER (He 2024, "Mixture of a Million Experts") uses 1024^2 = 2^20 experts
+#: Key of a field's JSON Schema entry that says why its upper bound is what it is.
+BOUND_REASON = "bound_reason"
+
+
+
+@dataclass(frozen=True)
+class MappingValues:
+    """Field metadata bounding every value of a ``dict[str, float]`` field (validation and the JSON
+    Schema's ``additionalProperties``), leaving the field's type, and so its docs, as written."""
+
+    ge: float | None = None
+    le: float | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        schema = handler(source)
+        values = schema["values_schema"]
+        if values.get("type") not in ("float", "int"):
+            raise TypeError(f"MappingValues bounds dict[str, float | int] fields, not {source}")
+        values.update({k: v for k, v in (("ge", self.ge), ("le", self.le)) if v is not None})
+        return schema
+
+
+#: Dense peak TFLOP/s per dtype (``hardware.device.peak_tflops``); >= 1 MFLOP/s keeps every time finite.
+PeakTFLOPsTable = Annotated[dict[str, PositiveFloat], MappingValues(ge=1e-6, le=1e6)]
+PEAK_TFLOPS_WHY = "1 EFLOP/s per device: 8x a whole wafer-scale engine (WSE-3: 125 PFLOP/s); an H100 does ~2000"
+#: Bits one stored weight takes per dtype, quantization scales included (``hardware.device.weight_bits``).
+WeightBitsTable = Annotated[dict[str, PositiveFloat], MappingValues(le=32)]
+BITS_PER_WEIGHT_WHY = "a quantized weight takes fewer bits than fp32's 32"
 
 
 class Strict(BaseModel):
     """Base of every scenario section: immutable, unknown keys are an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False,
+                              str_max_length=MAX_STRING_CHARS)
+
+
+def bounded(default: Any = PydanticUndefined, *, why: str, **kwargs: Any) -> Any:
+    """``Field(...)`` with an upper bound (``le=``/``lt=`` in ``kwargs``) and the reason for it.
+
+    The reason goes into the JSON Schema (``bound_reason``, beside ``maximum``) and the loader
+    appends it to the one-line error when a value is over the bound. Every numeric scenario field
+    has one (tests/test_bounds.py), so no value can reach int64 or float overflow downstream.
+    """
+    if "le" not in kwargs and "lt" not in kwargs:
+        raise TypeError("bounded() needs le= or lt=")
+    return Field(default, json_schema_extra={BOUND_REASON: why}, **kwargs)
+
+
+def bound_reason(field: Any) -> str | None:
+    """The reason a FieldInfo's upper bound was chosen, or None."""
+    extra = getattr(field, "json_schema_extra", None)
+    return extra.get(BOUND_REASON) if isinstance(extra, dict) else None

@@ -6,7 +6,15 @@ from pathlib import Path
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from moesim.schemas._base import Strict
+from moesim.schemas._base import (
+    BITS_PER_WEIGHT_WHY,
+    BOUND_REASON,
+    PEAK_TFLOPS_WHY,
+    PeakTFLOPsTable,
+    Strict,
+    WeightBitsTable,
+    bounded,
+)
 
 
 def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
@@ -17,20 +25,32 @@ def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
     return next(iter(peak_tflops.values())) * 1e12
 
 
+#: Bits per weight, quantization scales included, of group-wise quantization on CUDA devices (the
+#: ``weight_bits`` default): AWQ/GPTQ and TensorRT-LLM's weight-only int4/int8 keep one fp16 scale
+#: per group of 128 weights (int4: 4 + 16/128 = 4.125; int8: 8 + 16/128 = 8.125); FP8 has one
+#: scale per tensor (8). AWQ: Lin et al. 2023, group size 128 (llm-awq's default q_group_size).
+GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0}
+
+
 class DeviceSpec(Strict):
     """One accelerator (or the GPU of an Apple SoC). Bandwidths are per direction."""
 
     name: str = Field(description="Device name, e.g. 'NVIDIA H100 SXM5 80GB'.")
-    peak_tflops: dict[str, PositiveFloat] = Field(
+    peak_tflops: PeakTFLOPsTable = Field(json_schema_extra={BOUND_REASON: PEAK_TFLOPS_WHY},
         description="Dense peak TFLOP/s per dtype (keys fp32, bf16, fp16, fp8; a missing dtype falls back to bf16, then fp32)."
     )
-    mem_bw_gbps: PositiveFloat = Field(description="Memory bandwidth, GB/s (1e9 bytes/s).")
-    mem_gib: PositiveFloat = Field(description="Memory capacity, GiB.")
-    power_w: PositiveFloat = Field(description="Board power at load, W (for energy per token).")
-    usd_per_hour: float = Field(ge=0, description="Rental price per device-hour, USD.")
-    compute_efficiency: float = Field(0.7, gt=0, le=1, description="Fraction of peak FLOP/s large GEMMs reach (datasheet roofline).")
-    memory_efficiency: float = Field(0.8, gt=0, le=1, description="Fraction of peak memory bandwidth streaming kernels reach.")
-    launch_overhead_us: float = Field(5.0, ge=0, description="Fixed cost per kernel, microseconds.")
+    mem_bw_gbps: PositiveFloat = bounded(ge=1e-3, le=1e8, why="100 PB/s: 5x a wafer-scale engine's on-chip SRAM (21 PB/s); HBM3e is ~8 TB/s", description="Memory bandwidth, GB/s (1e9 bytes/s).")
+    mem_gib: PositiveFloat = bounded(le=1 << 20, why="1 PiB per device: ~3500x the largest HBM (288 GiB)", description="Memory capacity, GiB.")
+    power_w: PositiveFloat = bounded(le=1e6, why="1 MW per device: ~40x a wafer-scale system (23 kW)", description="Board power at load, W (for energy per token).")
+    usd_per_hour: float = bounded(ge=0, le=1e5, why="$100k per device-hour: ~30,000x an H100's rent", description="Rental price per device-hour, USD.")
+    compute_efficiency: float = Field(0.7, ge=1e-3, le=1, description="Fraction of peak FLOP/s large GEMMs reach (datasheet roofline).")
+    memory_efficiency: float = Field(0.8, ge=1e-3, le=1, description="Fraction of peak memory bandwidth streaming kernels reach.")
+    launch_overhead_us: float = bounded(5.0, ge=0, le=1e6, why="1 s per kernel; real launches take 2-20 us", description="Fixed cost per kernel, microseconds.")
+    weight_bits: WeightBitsTable = Field(
+        dict(GROUP128_WEIGHT_BITS), json_schema_extra={BOUND_REASON: BITS_PER_WEIGHT_WHY},
+        description="Bits per weight, quantization scales included, per quantized model.dtype (keys int8, int4, fp8; "
+        "a missing key takes the default): CUDA group-128 scales (int8 8.125, int4 4.125, fp8 8); the Apple "
+        "presets use llama.cpp's Q8_0/Q4_0 blocks of 32 (8.5, 4.5).")
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
@@ -40,27 +60,42 @@ class DeviceSpec(Strict):
             raise ValueError(f"hardware.device.peak_tflops.{bad[0]}: unknown dtype; allowed: {sorted(allowed)}")
         if not self.peak_tflops:
             raise ValueError("hardware.device.peak_tflops = {}: give at least one dtype's peak")
+        bad = sorted(set(self.weight_bits) - set(GROUP128_WEIGHT_BITS))
+        if bad:
+            raise ValueError(f"hardware.device.weight_bits.{bad[0]}: unknown dtype; allowed: {sorted(GROUP128_WEIGHT_BITS)}")
+        for key, bits in self.weight_bits.items():
+            if bits > 32:
+                raise ValueError(f"hardware.device.weight_bits.{key} = {bits:g}: must be <= 32 bits per weight")
         return self
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak in FLOP/s for ``dtype``, falling back to bf16, fp16, then fp32."""
         return peak_flops_of(self.peak_tflops, dtype)
 
+    @property
+    def compute_dtypes(self) -> tuple[str, ...]:
+        """Dtypes the device computes in natively: the keys of ``peak_tflops`` (no fp8 key: no fp8 tensor cores)."""
+        return tuple(d for d in ("fp32", "bf16", "fp16", "fp8") if d in self.peak_tflops)
+
+    def bits_per_weight(self, dtype: str) -> float:
+        """Bits per weight of a quantized ``dtype`` (int8, int4, fp8), scales included."""
+        return self.weight_bits.get(dtype, GROUP128_WEIGHT_BITS[dtype])
+
 
 class NodeSpec(Strict):
     """Devices in one box and the link between them (NVLink/NVSwitch, or on-chip)."""
 
-    devices_per_node: PositiveInt = Field(8, description="Devices per node.")
-    intra_bw_gbps: PositiveFloat = Field(description="Intra-node bandwidth per device per direction, GB/s.")
-    intra_latency_us: float = Field(2.0, ge=0, description="Intra-node per-message latency, microseconds.")
+    devices_per_node: PositiveInt = bounded(8, le=1 << 16, why="65536: 7x a whole TPU pod (9216 chips) as one node", description="Devices per node.")
+    intra_bw_gbps: PositiveFloat = bounded(ge=1e-3, le=1e6, why="1 PB/s per device: ~1000x NVLink 5 (900 GB/s per direction)", description="Intra-node bandwidth per device per direction, GB/s.")
+    intra_latency_us: float = bounded(2.0, ge=0, le=1e6, why="1 s per message; real links take 1-10 us", description="Intra-node per-message latency, microseconds.")
 
 
 class ClusterSpec(Strict):
     """Nodes and the network between them."""
 
-    nodes: PositiveInt = Field(1, description="Number of nodes.")
-    nic_bw_gbps: PositiveFloat = Field(50.0, description="Network bandwidth per device per direction, GB/s (400 Gb/s NDR = 50).")
-    nic_latency_us: float = Field(5.0, ge=0, description="Inter-node per-message latency, microseconds.")
+    nodes: PositiveInt = bounded(1, le=1 << 20, why="1M nodes: ~40x the largest cluster built (~200k GPUs)", description="Number of nodes.")
+    nic_bw_gbps: PositiveFloat = bounded(50.0, ge=1e-3, le=1e6, why="1 PB/s per device: ~10,000x an 800 Gb/s NIC", description="Network bandwidth per device per direction, GB/s (400 Gb/s NDR = 50).")
+    nic_latency_us: float = bounded(5.0, ge=0, le=1e6, why="1 s per message: more than a round trip around the globe", description="Inter-node per-message latency, microseconds.")
 
 
 class HardwareSpec(Strict):

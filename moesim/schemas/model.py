@@ -6,22 +6,31 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from moesim.schemas._base import Strict
+from moesim.schemas._base import (
+    MAX_EXPERTS,
+    MAX_FFN,
+    MAX_LAYERS,
+    MAX_TOKENS,
+    MAX_WIDTH,
+    Strict,
+    bounded,
+)
 
-Dtype = Literal["fp32", "bf16", "fp16", "fp8"]
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
 
-#: Bytes per element of each supported dtype.
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+#: Bytes per element of each dtype, without quantization scales (``moesim.precision`` adds the
+#: scales per device and says which bytes apply to weights, activations and the KV cache).
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
 class MLASpec(Strict):
     """Multi-head latent attention (DeepSeek-V2/V3): low-rank Q and compressed KV cache."""
 
-    q_lora_rank: int = Field(1536, ge=0, description="Rank of the Q down-projection (0: no Q compression).")
-    kv_lora_rank: PositiveInt = Field(512, description="Rank of the compressed KV latent; the KV cache stores it.")
-    qk_nope_head_dim: PositiveInt = Field(128, description="Per-head Q/K width without rotary embedding.")
-    qk_rope_head_dim: PositiveInt = Field(64, description="Per-head Q/K rotary width (the K part is shared by heads).")
-    v_head_dim: PositiveInt = Field(128, description="Per-head V width.")
+    q_lora_rank: int = bounded(1536, ge=0, le=MAX_WIDTH, why="widths are at most d_model's bound (2^20)", description="Rank of the Q down-projection (0: no Q compression).")
+    kv_lora_rank: PositiveInt = bounded(512, le=MAX_WIDTH, why="widths are at most d_model's bound (2^20)", description="Rank of the compressed KV latent; the KV cache stores it.")
+    qk_nope_head_dim: PositiveInt = bounded(128, le=1 << 16, why="65536: 256x the widest published head (256)", description="Per-head Q/K width without rotary embedding.")
+    qk_rope_head_dim: PositiveInt = bounded(64, le=1 << 16, why="65536: 256x the widest published head (256)", description="Per-head Q/K rotary width (the K part is shared by heads).")
+    v_head_dim: PositiveInt = bounded(128, le=1 << 16, why="65536: 256x the widest published head (256)", description="Per-head V width.")
 
 
 class ModelSpec(Strict):
@@ -32,24 +41,24 @@ class ModelSpec(Strict):
     """
 
     name: str = Field("custom", description="Display name.")
-    n_layers: PositiveInt = Field(description="Transformer blocks.")
-    d_model: PositiveInt = Field(description="Hidden size.")
-    n_heads: PositiveInt = Field(description="Query heads.")
-    n_kv_heads: PositiveInt | None = Field(None, description="Key/value heads (GQA/MQA); default n_heads.")
-    head_dim: PositiveInt | None = Field(None, description="Width of one head; default d_model // n_heads.")
-    vocab_size: PositiveInt = Field(description="Vocabulary size.")
-    ffn_hidden: PositiveInt = Field(description="Hidden width of the dense FFN (dense layers).")
-    expert_ffn_hidden: PositiveInt | None = Field(None, description="Hidden width of one routed expert; default ffn_hidden.")
-    n_experts: PositiveInt = Field(1, description="Routed experts per MoE layer (1 = dense model).")
-    top_k: PositiveInt = Field(1, description="Experts each token is routed to.")
-    n_shared_experts: int = Field(0, ge=0, description="Always-active shared experts per MoE layer.")
-    shared_expert_ffn_hidden: PositiveInt | None = Field(None, description="Hidden width of a shared expert; default expert_ffn_hidden.")
-    moe_every: PositiveInt = Field(1, description="1: every layer after the dense ones is MoE; 2: every other; N: every Nth.")
-    first_dense_layers: int = Field(0, ge=0, description="Leading layers that use the dense FFN.")
+    n_layers: PositiveInt = bounded(le=MAX_LAYERS, why="8x the deepest published LLM (118-128 blocks)", description="Transformer blocks.")
+    d_model: PositiveInt = bounded(le=MAX_WIDTH, why="2^20: ~50x the widest published hidden size (PaLM: 18432)", description="Hidden size.")
+    n_heads: PositiveInt = bounded(le=1 << 16, why="65536: 500x the most heads published (128)", description="Query heads.")
+    n_kv_heads: PositiveInt | None = bounded(None, le=1 << 16, why="at most n_heads (<= 65536)", description="Key/value heads (GQA/MQA); default n_heads.")
+    head_dim: PositiveInt | None = bounded(None, le=1 << 16, why="65536: 256x the widest published head (256)", description="Width of one head; default d_model // n_heads.")
+    vocab_size: PositiveInt = bounded(le=1 << 24, why="16.7M: 64x the largest published vocabulary (~262k)", description="Vocabulary size.")
+    ffn_hidden: PositiveInt = bounded(le=MAX_FFN, why="4x d_model's bound (2^20)", description="Hidden width of the dense FFN (dense layers).")
+    expert_ffn_hidden: PositiveInt | None = bounded(None, le=MAX_FFN, why="4x d_model's bound (2^20)", description="Hidden width of one routed expert; default ffn_hidden.")
+    n_experts: PositiveInt = bounded(1, le=MAX_EXPERTS, why="2^20 = PEER's million experts, the most published", description="Routed experts per MoE layer (1 = dense model).")
+    top_k: PositiveInt = bounded(1, le=MAX_EXPERTS, why="at most n_experts (<= 2^20)", description="Experts each token is routed to.")
+    n_shared_experts: int = bounded(0, ge=0, le=1024, why="published models use 0-8 shared experts", description="Always-active shared experts per MoE layer.")
+    shared_expert_ffn_hidden: PositiveInt | None = bounded(None, le=MAX_FFN, why="4x d_model's bound (2^20)", description="Hidden width of a shared expert; default expert_ffn_hidden.")
+    moe_every: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most n_layers (<= 1024)", description="1: every layer after the dense ones is MoE; 2: every other; N: every Nth.")
+    first_dense_layers: int = bounded(0, ge=0, le=MAX_LAYERS, why="at most n_layers (<= 1024)", description="Leading layers that use the dense FFN.")
     gated_ffn: bool = Field(True, description="SwiGLU-style FFN with 3 matrices (False: 2 matrices).")
     tied_embeddings: bool = Field(False, description="Input embedding and output head share weights.")
-    dtype: Dtype = Field("bf16", description="Parameter and activation dtype: fp32 | bf16 | fp16 | fp8.")
-    max_seq_len: PositiveInt = Field(4096, description="Longest context the model serves (tokens).")
+    dtype: Dtype = Field("bf16", description="Weight dtype: fp32 | bf16 | fp16 | fp8 | int8 | int4. int8/int4 (serving only) and fp8 on a device without an fp8 peak run weight-only: math, activations and KV cache in bf16 (fp16).")
+    max_seq_len: PositiveInt = bounded(4096, le=MAX_TOKENS, why="16.7M tokens: above the longest published context window (10M, Llama 4 Scout)", description="Longest context the model serves (tokens).")
     mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")
 
     @model_validator(mode="after")
@@ -110,4 +119,5 @@ class ModelSpec(Strict):
 
     @property
     def dtype_bytes(self) -> float:
+        """Bytes per element of ``dtype`` without scales; the engines use ``moesim.precision`` instead."""
         return DTYPE_BYTES[self.dtype]

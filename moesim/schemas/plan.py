@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from moesim.schemas._base import Strict
+from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 
 
 class PlanSpec(Strict):
@@ -18,13 +18,20 @@ class PlanSpec(Strict):
     of model replicas.
     """
 
-    dp: PositiveInt = Field(1, description="Data-parallel degree (replicas when serving).")
-    tp: PositiveInt = Field(1, description="Tensor-parallel degree.")
-    pp: PositiveInt = Field(1, description="Pipeline-parallel stages.")
-    ep: PositiveInt = Field(1, description="Expert-parallel degree (divides dp and n_experts).")
-    microbatches: PositiveInt = Field(1, description="Microbatches per step per pipeline (training).")
+    dp: PositiveInt = bounded(1, le=1 << 24, why="16.7M replicas: ~100x the largest cluster built (~200k GPUs)",
+                              description="Data-parallel degree (replicas when serving).")
+    tp: PositiveInt = bounded(1, le=1 << 16, why="tp must divide model.n_heads (at most 65536); practice is 1-64",
+                              description="Tensor-parallel degree.")
+    pp: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one stage per layer (model.n_layers <= 1024)",
+                              description="Pipeline-parallel stages.")
+    ep: PositiveInt = bounded(1, le=MAX_EXPERTS, why="ep divides model.n_experts (at most 2^20)",
+                              description="Expert-parallel degree (divides dp and n_experts).")
+    microbatches: PositiveInt = bounded(1, le=1 << 20, why="1M microbatches per step; the simulation plays each one "
+                                        "(real pipelines use 8-512)",
+                                        description="Microbatches per step per pipeline (training).")
     schedule: Literal["gpipe", "1f1b", "interleaved"] = Field("1f1b", description="Pipeline schedule.")
-    virtual_stages: PositiveInt = Field(1, description="Model chunks per device (interleaved schedule only).")
+    virtual_stages: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one chunk per layer (model.n_layers <= 1024)",
+                                          description="Model chunks per device (interleaved schedule only).")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")

@@ -60,6 +60,14 @@ class Scenario(Strict):
             )
         w = self.workload
         if isinstance(w, TrainingWorkload):
+            fp8 = "fp8" in hw.device.compute_dtypes
+            allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "")
+            if m.dtype in ("int8", "int4"):
+                raise ValueError(f"model.dtype = {m.dtype}: weight-only quantization is for serving, not training "
+                                 f"(allowed for training: {allowed})")
+            if m.dtype == "fp8" and not fp8:
+                raise ValueError(f"model.dtype = fp8: training in fp8 needs fp8 tensor cores; {hw.device.name} "
+                                 f"has none (allowed: {allowed})")
             per = p.dp * p.microbatches
             if w.global_batch_seqs % per:
                 raise ValueError(

@@ -7,17 +7,25 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from moesim.schemas._base import Strict
+from moesim.schemas._base import MAX_TOKENS, Strict, bounded
+
+_CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
 
 
 class TrainingWorkload(Strict):
     """One optimizer step (or several) of pre-training."""
 
     kind: Literal["training"] = "training"
-    global_batch_seqs: PositiveInt = Field(description="Sequences per optimizer step, all replicas together.")
-    seq_len: PositiveInt = Field(description="Tokens per sequence.")
-    total_tokens: PositiveFloat | None = Field(None, description="Tokens in the whole run (e.g. 13e12), for run time and cost; null: per step only.")
-    steps: PositiveInt = Field(1, description="Steps to simulate (routing is re-sampled each step).")
+    global_batch_seqs: PositiveInt = bounded(
+        le=1 << 32, why="4.3e9 sequences: ~10^5x the largest published batch (DeepSeek-V3: 15360)",
+        description="Sequences per optimizer step, all replicas together.")
+    seq_len: PositiveInt = bounded(le=MAX_TOKENS, why=_CONTEXT, description="Tokens per sequence.")
+    total_tokens: PositiveFloat | None = bounded(
+        None, le=1e16, why="1000x the largest published training run (~1.5e13 tokens)",
+        description="Tokens in the whole run (e.g. 13e12), for run time and cost; null: per step only.")
+    steps: PositiveInt = bounded(1, le=1 << 20, why="each step is simulated; 1M steps is a whole training run, "
+                                 "use total_tokens for run time",
+                                 description="Steps to simulate (routing is re-sampled each step).")
 
     @property
     def tokens_per_step(self) -> int:
@@ -28,12 +36,14 @@ class LengthDist(Strict):
     """A distribution of token counts (prompt or output length)."""
 
     dist: Literal["fixed", "uniform", "lognormal", "trace"] = Field("fixed", description="fixed | uniform | lognormal | trace (take the column from arrival.trace).")
-    value: PositiveInt | None = Field(None, description="Tokens, for fixed.")
-    low: PositiveInt | None = Field(None, description="Smallest tokens, for uniform.")
-    high: PositiveInt | None = Field(None, description="Largest tokens, for uniform.")
-    median: PositiveFloat | None = Field(None, description="Median tokens, for lognormal.")
-    sigma: PositiveFloat | None = Field(None, description="Log-space standard deviation, for lognormal.")
-    max: PositiveInt | None = Field(None, description="Clip samples to at most this many tokens.")
+    value: PositiveInt | None = bounded(None, le=MAX_TOKENS, why=_CONTEXT, description="Tokens, for fixed.")
+    low: PositiveInt | None = bounded(None, le=MAX_TOKENS, why=_CONTEXT, description="Smallest tokens, for uniform.")
+    high: PositiveInt | None = bounded(None, le=MAX_TOKENS, why=_CONTEXT, description="Largest tokens, for uniform.")
+    median: PositiveFloat | None = bounded(None, le=MAX_TOKENS, why=_CONTEXT, description="Median tokens, for lognormal.")
+    sigma: PositiveFloat | None = bounded(
+        None, le=10, why="sigma 10 already spreads lengths over e^+-30 around the median; measured traces have 0.5-2",
+        description="Log-space standard deviation, for lognormal.")
+    max: PositiveInt | None = bounded(None, le=MAX_TOKENS, why=_CONTEXT, description="Clip samples to at most this many tokens.")
 
     @model_validator(mode="after")
     def _check(self) -> LengthDist:
@@ -50,8 +60,12 @@ class ArrivalSpec(Strict):
     """When requests arrive."""
 
     process: Literal["poisson", "batch", "trace"] = Field("batch", description="poisson (rate_per_s) | batch (all at t=0, offline) | trace (CSV file).")
-    rate_per_s: PositiveFloat | None = Field(None, description="Mean arrival rate for poisson, requests/s.")
-    n_requests: PositiveInt = Field(1000, description="Requests to simulate (trace: the first n rows).")
+    rate_per_s: PositiveFloat | None = bounded(
+        None, le=1e7, why="10M requests/s is more than a whole public LLM API serves; one replica serves 1-1000/s",
+        description="Mean arrival rate for poisson, requests/s.")
+    n_requests: PositiveInt = bounded(1000, le=1 << 30, why="a simulation plays at most 2M requests (moesim.guards); "
+                                      "2^30 keeps request counts far from integer overflow",
+                                      description="Requests to simulate (trace: the first n rows).")
     trace: Path | None = Field(None, description="CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens.")
 
     @model_validator(mode="after")
@@ -70,11 +84,16 @@ class ServingWorkload(Strict):
     arrival: ArrivalSpec = ArrivalSpec()
     prompt_tokens: LengthDist = Field(description="Prompt length distribution.")
     output_tokens: LengthDist = Field(description="Output length distribution.")
-    max_batch_seqs: PositiveInt = Field(256, description="Most sequences in one iteration per replica.")
-    max_batch_tokens: PositiveInt = Field(8192, description="Most tokens (prefill + decode) in one iteration per replica.")
+    max_batch_seqs: PositiveInt = bounded(256, le=1 << 20, why="1M sequences per iteration: ~500x what any engine "
+                                          "batches (vLLM default 256, TensorRT-LLM up to 2048)",
+                                          description="Most sequences in one iteration per replica.")
+    max_batch_tokens: PositiveInt = bounded(8192, le=1 << 22, why="4M tokens per iteration: 256x the usual 8192-16384 "
+                                            "(the decode cost is tabulated per token up to it)",
+                                            description="Most tokens (prefill + decode) in one iteration per replica.")
     chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens.")
     router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over replicas.")
-    kv_cache_fraction: float = Field(0.9, gt=0, le=1, description="Fraction of memory left after weights that holds the KV cache.")
+    kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
+                                       description="Fraction of memory left after weights that holds the KV cache.")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
 
 
@@ -85,12 +104,17 @@ class RoutingSpec(Strict):
     """How the router spreads tokens over experts, and what happens at capacity."""
 
     distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = Field("uniform", description="Expert popularity per layer: uniform | zipf | dirichlet | trace.")
-    zipf_s: float = Field(1.0, ge=0, description="Zipf exponent (0 = uniform).")
-    dirichlet_alpha: PositiveFloat = Field(1.0, description="Dirichlet concentration (large = near uniform).")
+    zipf_s: float = bounded(1.0, ge=0, le=16, why="at s = 16 the top expert already takes 99.998% of the traffic "
+                            "(rank 2 gets 2^-16 of it); measured routers fit s < 2",
+                            description="Zipf exponent (0 = uniform).")
+    dirichlet_alpha: PositiveFloat = bounded(1.0, le=1e6, why="at alpha 1e6 the draw is uniform to 0.1%: use "
+                                             "distribution: uniform", description="Dirichlet concentration (large = near uniform).")
     trace: Path | None = Field(None, description="CSV of expert popularity, one row per layer, one column per expert (trace only).")
-    capacity_factor: PositiveFloat = Field(1.25, description="Expert capacity = ceil(cf * tokens * top_k / n_experts).")
+    capacity_factor: PositiveFloat = bounded(1.25, le=64, why="beyond 64 every expert holds every token: use overflow: dropless",
+                                             description="Expert capacity = ceil(cf * tokens * top_k / n_experts).")
     overflow: Literal["drop", "dropless"] = Field("drop", description="drop: tokens over capacity pass through the residual; dropless: all kept.")
-    seed: int = Field(0, ge=0, description="Seed of the routing sampler.")
+    seed: int = bounded(0, ge=0, le=2**63 - 1, why="seeds are stored as signed 64-bit integers in results tables",
+                        description="Seed of the routing sampler.")
 
     @model_validator(mode="after")
     def _check(self) -> RoutingSpec:

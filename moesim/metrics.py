@@ -1,0 +1,387 @@
+"""The metric registry: unit, direction, label and meaning of every summary key. Pure data.
+
+One :class:`Metric` per key of the summaries of ``moesim.simulate`` (training and serving) and of
+``moesim.accounting.summary`` (what ``moesim check`` prints, its nested ``memory`` dict as
+``memory.<key>``). Everything that needs to know about a metric reads it here: the report's number
+formatting (:mod:`moesim.report`), ``sweep --best``'s direction (:mod:`moesim.sweep`), plot axis
+labels (:mod:`moesim.plots`) and the README's tables of summary keys, which are generated::
+
+    python -m moesim.metrics                  # list the metrics
+    python -m moesim.metrics --write-readme   # refresh the tables in README.md
+    python -m moesim.metrics --check-readme   # exit 1 when README.md is out of date
+
+Adding a key to a summary: add one ``_add(...)`` line below (a test fails until you do), then
+``--write-readme``. Names that are not registered (sweep columns such as ``sim_wall_s``) fall back
+to :func:`guess_unit` / :func:`guess_direction`, which read the unit from the name's suffix.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FAMILIES", "KINDS", "METRICS", "README_KINDS", "Metric", "direction_of", "guess_direction",
+           "guess_unit", "label_of", "markdown_table", "metric", "readme_with_tables", "unit_of", "write_readme"]
+
+#: Summaries that carry metrics: ``simulate`` of a training or serving scenario, ``check``.
+KINDS = ("training", "serving", "check")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One summary key.
+
+    ``unit``: short unit ("s", "tokens/s", "GiB", "USD", "fraction", "bool", "text", "count", ...);
+    ``direction``: "max" or "min" when larger or smaller is better, None when neither (devices,
+    names, notes); ``label``: axis label with the unit; ``description``: one sentence (the README's
+    meaning); ``kinds``: summaries that carry the key; ``stable``: the kinds whose summary promises
+    the key (README bold: scripts may rely on it); ``by_kind``: (kind, sentence) pairs that replace
+    ``description`` for that kind where the key means something more specific there; ``family``:
+    keys that differ only by a statistic (``ttft_p50_s``, ``ttft_p99_s``...) share one (one README row).
+    """
+
+    name: str
+    unit: str
+    direction: str | None
+    label: str
+    description: str
+    kinds: tuple[str, ...]
+    stable: tuple[str, ...] = ()
+    by_kind: tuple[tuple[str, str], ...] = ()
+    family: str = ""
+
+    def describe(self, kind: str | None = None) -> str:
+        """The meaning of the key in ``kind``'s summary (the general description otherwise)."""
+        return dict(self.by_kind).get(kind, self.description) if kind else self.description
+
+    def is_stable(self, kind: str) -> bool:
+        return kind in self.stable
+
+
+METRICS: dict[str, Metric] = {}
+T, S, C = ("training",), ("serving",), ("check",)
+TS, SC, TSC = T + S, S + C, T + S + C
+
+
+#: One sentence per family of keys (the README's row for all of them).
+FAMILIES: dict[str, str] = {}
+
+
+def _add(name: str, unit: str, direction: str | None, label: str, description: str,
+         kinds: tuple[str, ...], stable: tuple[str, ...] = (), family: str = "", **by_kind: str) -> None:
+    assert name not in METRICS and direction in ("max", "min", None), name
+    assert set(kinds) <= set(KINDS) and set(stable) <= set(kinds) and set(by_kind) <= set(kinds), name
+    assert not family or family in FAMILIES, name
+    METRICS[name] = Metric(name, unit, direction, label, description, kinds, stable,
+                           tuple(by_kind.items()), family)
+
+
+# ------------------------------------------------------------------ training (simulate)
+_add("step_time_s", "s", "min", "step time (s)",
+     "one optimizer step: pipeline + exposed data-parallel sync + optimizer", T, T)
+_add("tokens_per_s", "tokens/s", "max", "throughput (tokens/s)",
+     "tokens per step / step time, whole cluster", T, T)
+_add("mfu", "fraction", "max", "MFU (fraction of peak)",
+     "model FLOPs (6 x active params-style, no recompute) per second / (devices x dense peak of the "
+     "compute dtype)", T, T)
+# --------------------------------------------------------- context and precision (all summaries)
+_add("scenario", "text", None, "scenario", "the scenario's name", C)
+_add("model", "text", None, "model", "the model's name (what ran)", SC)
+_add("hardware", "text", None, "hardware", "the hardware preset's name (what ran)", SC)
+_add("devices", "count", None, "devices", "devices of the cluster (what ran)", TSC,
+     training="devices in the plan")
+_add("replicas", "count", None, "replicas", "data-parallel serving replicas (`plan.dp`)", S)
+_add("compute_dtype", "text", None, "compute dtype",
+     "dtype the GEMMs run in", TSC, training="dtype the GEMMs run in (MFU's peak)")
+_add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter (B)",
+     "bytes read per weight including quantization scales (int4 on an A100: 0.516 = 4.125 bits)", TSC)
+_add("precision_note", "text", None, "precision note",
+     "empty unless the weights run weight-only (int8/int4 anywhere, fp8 on a device without fp8 "
+     "tensor cores): then a note saying so", TSC)
+# ----------------------------------------------------------------------- training, continued
+_add("bubble_fraction", "fraction", "min", "pipeline bubble (fraction)",
+     "idle time of the pipeline (mean over stages) / pipeline time", T, T)
+_add("dropped_fraction", "fraction", "min", "dropped tokens (fraction)",
+     "expert token-slots dropped at capacity (0 when dropless or dense)", TS, TS,
+     training="routed token-slots over expert capacity (drop policy), all MoE layers")
+_add("peak_memory_gib", "GiB", "min", "peak memory per device (GiB)",
+     "memory of the busiest device (see `moesim check`)", TS, T,
+     serving="weights + KV pool per device (see `moesim check`)")
+_add("fits", "bool", None, "fits in memory", "peak memory within the device's capacity", TSC, T,
+     check="memory per device within the device's capacity")
+_add("fits_reason", "text", None, "why it does not fit",
+     "empty when it fits; else the memory terms that exceed the capacity (printed under the table)", TSC,
+     training="empty when it fits; else the memory terms that exceed the capacity (`weights 75.9 GiB + "
+              "gradients ... = 1310.2 GiB > capacity 80.0 GiB per device`, printed under the table)",
+     serving="empty when it fits; else weights + activations + the KV of the longest request against "
+             "the capacity (printed under the table)")
+_add("fits_advice", "text", None, "what would make it fit",
+     "empty when it fits; else the smallest changes that fit, each checked by the same accounting "
+     "(printed under the table)", TSC,
+     serving="empty when it fits; else the smallest changes that fit (more TP or PP, a smaller dtype "
+             "such as `int4`, a bigger device), each checked by the same accounting")
+_add("usd_per_mtok", "USD/1M tokens", "min", "cost ($ per 1M tokens)",
+     "cost of 1M tokens at the hardware's $/hour for every device", TS, TS,
+     training="cost of 1M trained tokens at the hardware's $/hour for every device",
+     serving="cost of 1M output tokens (every device charged for the makespan)")
+_add("run_time_days", "days", "min", "run time (days)",
+     "`workload.total_tokens` / tokens_per_s (NaN, JSON null, when no token budget is given)", T, T)
+_add("run_cost_usd", "USD", "min", "run cost (USD)", "devices x $/hour x run time", TS, T,
+     serving="the whole simulated run: devices x $/hour x makespan")
+_add("analytic_bubble_fraction", "fraction", "min", "analytic bubble (fraction)",
+     "the schedule's formula: (pp-1)/(m+pp-1), divided by v when interleaved", T)
+_add("excess_bubble_s", "s", "min", "excess bubble (s)",
+     "bubble beyond the formula: uneven stages and stragglers", T)
+_add("usd_per_step", "USD", "min", "cost per step (USD)", "one step, whole cluster", T)
+_add("padding_waste_fraction", "fraction", "min", "padding waste (fraction)",
+     "empty expert slots: (capacity x experts - kept) / (capacity x experts)", T)
+_add("tokens_per_step", "tokens", None, "tokens per step",
+     "tokens in one optimizer step (global batch x sequence length)", T)
+_add("tokens_per_s_per_device", "tokens/s", "max", "throughput per device (tokens/s)",
+     "tokens_per_s / devices", T)
+_add("model_tflops_per_device", "TFLOP/s", "max", "model TFLOP/s per device",
+     "model FLOPs per second per device", T)
+_add("steps", "count", None, "steps", "steps simulated", T)
+_add("alltoall_nvlink_bytes", "bytes", "min", "all-to-all bytes over NVLink per step",
+     "all-to-all bytes one device sends per step over NVLink", T)
+_add("alltoall_nic_bytes", "bytes", "min", "all-to-all bytes over the NIC per step",
+     "all-to-all bytes one device sends per step over its NIC", T)
+_PART = " (mean over stages; part of `pipeline_s`)"
+_add("compute_s", "s", "min", "compute (s)",
+     "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
+_add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls (they block the compute stream)" + _PART, T)
+_add("tp_comm_s", "s", "min", "TP communication (s)", "tensor-parallel all-reduces (they block the compute stream)" + _PART, T)
+_add("pp_comm_s", "s", "min", "PP communication (s)", "waits caused by pipeline transfers in flight" + _PART, T)
+_add("bubble_s", "s", "min", "pipeline bubble (s)",
+     "the rest of the idle time until the last stage finishes its backward" + _PART, T)
+_add("dp_sync_exposed_s", "s", "min", "exposed DP sync (s)",
+     "the part of the data-parallel gradient sync not hidden behind backward", T)
+_add("straggler_wait_s", "s", "min", "straggler wait (s)",
+     "time the busiest expert-parallel rank adds over perfectly even routing (within compute_s + alltoall_s)", T)
+_add("optimizer_s", "s", "min", "optimizer (s)", "the optimizer update after the gradient sync", T)
+_add("dp_sync_s", "s", "min", "DP gradient sync (s)", "data-parallel gradient sync, total (hidden or not)", T)
+_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s on every stage", T)
+# ------------------------------------------------------------------ serving (simulate)
+_add("n_requests", "count", None, "requests", "requests in the workload", S)
+_add("served_requests", "count", "max", "served requests", "requests that finished", S)
+_add("rejected_requests", "count", "min", "rejected requests",
+     "requests that could never fit the KV cache (rejected, never served)", S)
+_add("rejected_fraction", "fraction", "min", "rejected requests (fraction)", "rejected_requests / n_requests", S)
+_add("makespan_s", "s", "min", "makespan (s)", "first arrival to last finish", S)
+_add("output_tokens_per_s", "tokens/s", "max", "output throughput (tokens/s)",
+     "generated tokens over the makespan, whole cluster", S, S)
+_add("input_tokens_per_s", "tokens/s", "max", "input throughput (tokens/s)",
+     "prompt tokens over the makespan, whole cluster", S, S)
+_add("requests_per_s", "requests/s", "max", "served requests (requests/s)", "served requests over the makespan", S)
+_add("output_tokens_per_s_per_device", "tokens/s", "max", "output throughput per device (tokens/s)",
+     "output_tokens_per_s / devices", S)
+_LATENCY = {"ttft": ("TTFT", "time to first token: first token - arrival"),
+            "tpot": ("TPOT", "time per output token after the first: (finish - first token) / "
+                             "(output tokens - 1), requests with more than one output token"),
+            "e2e": ("end-to-end latency", "end-to-end latency: finish - arrival")}
+_STATS = {"mean": "mean", "p50": "median", "p90": "90th percentile", "p99": "99th percentile"}
+for _name, (_short, _meaning) in _LATENCY.items():  # summary order: mean, p50, p90, p99
+    FAMILIES[_name] = f"{_meaning}; mean, median (p50), 90th and 99th percentile over served requests"
+    for _stat, _words in _STATS.items():
+        _add(f"{_name}_{_stat}_s", "s", "min", f"{_short} {_stat} (s)", f"{_meaning}; {_words} over served requests",
+             S, S if _stat in ("p50", "p99") else (), family=_name)
+_add("iterations", "count", None, "iterations", "continuous-batching iterations, all replicas", S)
+_add("mean_batch_seqs", "count", None, "mean batch (sequences)",
+     "sequences per continuous-batching iteration, mean weighted by iteration time", S)
+_add("mean_decode_batch", "count", None, "mean decode batch (sequences)",
+     "decoding sequences per iteration, mean weighted by iteration time", S)
+_add("kv_utilisation_mean", "fraction", None, "KV cache utilisation, mean (fraction)",
+     "KV tokens held / KV capacity, mean over iterations weighted by their time", S)
+_add("kv_utilisation_max", "fraction", None, "KV cache utilisation, max (fraction)",
+     "KV tokens held / KV capacity, largest over iterations", S)
+_add("kv_cache_capacity_tokens", "tokens", "max", "KV cache capacity (tokens)",
+     "KV capacity of one replica: its KV pool over the KV bytes per token per device", SC,
+     check="KV capacity of one replica: its KV pool over the KV bytes per token per device (serving only)")
+_add("preemptions", "count", "min", "preemptions",
+     "sequences evicted when the KV cache ran out (recomputed later)", S)
+_add("preempted_requests", "count", "min", "preempted requests", "requests evicted at least once", S)
+_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", S)
+_add("knee_batch", "sequences", None, "knee batch (sequences)",
+     "decode batch where memory-bound turns compute-bound", S)
+_add("energy_j_per_token", "J/token", "min", "energy (J per output token)",
+     "device board power x makespan / output tokens", S)
+_add("usd_per_1k_output_tokens", "USD/1K tokens", "min", "cost ($ per 1K output tokens)",
+     "cost of 1K output tokens (every device charged for the makespan)", S)
+_add("usd_per_1k_tokens", "USD/1K tokens", "min", "cost ($ per 1K tokens)",
+     "cost of 1K input+output tokens (every device charged for the makespan)", S)
+# ------------------------------------------------------------------ accounting (check)
+_add("total_params", "params", None, "total parameters", "all weights: embeddings, attention, FFNs, every expert", C)
+_add("active_params", "params", None, "active parameters",
+     "weights one token passes through (top_k of the routed experts)", C)
+_add("routed_expert_params", "params", None, "routed expert parameters", "weights of all routed experts", C)
+_add("flops_per_token", "FLOP", None, "forward FLOPs per token",
+     "forward FLOPs per token: 2 x active matmul weights + attention over a causal context", C)
+_add("training_flops_per_token", "FLOP", None, "training FLOPs per token",
+     "forward + backward FLOPs per token (3x forward; full recompute adds another forward)", C)
+_add("kv_cache_bytes_per_token", "bytes/token", "min", "KV cache bytes per token",
+     "KV cache bytes one token adds across all layers (whole model, before any sharding)", C)
+_add("decode_bytes_per_token_batch1", "bytes/token", "min", "decode bytes per token at batch 1",
+     "bytes read from memory per decode step of one sequence at batch 1: weights and its KV cache", C)
+_add("memory_per_device_gib", "GiB", "min", "memory per device (GiB)",
+     "memory of the busiest device: the sum of the memory terms", C)
+_add("memory", "GiB", None, "memory per device by term (GiB)",
+     "memory of the busiest device by term (the memory.* rows)", C)
+for _term, _what in (("weights", "weights held by the device"),
+                     ("gradients", "gradients (training; sharded by ZeRO stage)"),
+                     ("optimizer", "Adam states (training; sharded by ZeRO stage)"),
+                     ("activations", "activations kept for backward (training) or of one iteration (serving)"),
+                     ("kv_cache", "KV cache pool (serving)")):
+    _add(f"memory.{_term}_gib", "GiB", "min", f"{_term.replace('_', ' ')} memory (GiB)",
+         f"{_what}, per device", C)
+_add("memory.total_gib", "GiB", "min", "memory per device (GiB)", "sum of the memory terms", C)
+_add("memory.capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", C)
+_add("memory.fits", "bool", None, "fits in memory", "total within the capacity", C)
+_add("memory.headroom_gib", "GiB", "max", "memory headroom (GiB)", "capacity - total (negative when it does not fit)", C)
+_add("headroom_gib", "GiB", "max", "memory headroom (GiB)",
+     "capacity - memory per device (negative when it does not fit)", C)
+del _name, _short, _meaning, _stat, _words, _term, _what
+
+
+# ------------------------------------------------------------------ look-ups
+def metric(name: str) -> Metric | None:
+    """The registered metric ``name`` (None when unregistered)."""
+    return METRICS.get(name)
+
+
+#: Unit by the end of a name, for unregistered names (checked in order).
+_SUFFIX_UNITS = (("_per_s", "/s"), ("_gib", "GiB"), ("_s", "s"), ("_usd", "USD"), ("_days", "days"),
+                 ("_gbps", "GB/s"), ("_j_per_token", "J/token"), ("usd_per_mtok", "USD/1M tokens"),
+                 ("usd_per_1k_tokens", "USD/1K tokens"), ("usd_per_step", "USD"), ("_w", "W"))
+#: Name patterns whose best value is the largest (checked before the "min" ones).
+_MAX_HINTS = ("per_s", "throughput", "mfu", "hfu", "goodput")
+#: Name patterns whose best value is the smallest (a leading "_" means: the name ends so).
+_MIN_HINTS = ("usd", "cost", "_s", "_ms", "_us", "_days", "fraction", "_gib", "_bytes", "latency",
+              "ttft", "tpot", "e2e", "bubble", "dropped", "energy", "joules")
+
+
+def guess_unit(name: str) -> str:
+    """Unit read from an unregistered name ("" when the name says nothing)."""
+    if name.endswith("params"):
+        return "params"
+    if "tflops" in name:
+        return "TFLOP/s"
+    if "flops" in name:
+        return "FLOP"
+    if name.endswith("bytes_per_param"):
+        return "bytes/param"
+    if name.endswith("_bytes") or "bytes_per" in name:
+        return "bytes"
+    if name.endswith("fraction") or name == "mfu" or name.endswith("utilisation"):
+        return "fraction"
+    return next((u for s, u in _SUFFIX_UNITS if name.endswith(s)), "")
+
+
+def guess_direction(name: str) -> str | None:
+    """"max" for throughput-like names, "min" for costs, times and fractions, None otherwise."""
+    low = name.lower()
+    if any(h in low for h in _MAX_HINTS):
+        return "max"
+    if any(low.endswith(h) if h.startswith("_") else h in low for h in _MIN_HINTS):
+        return "min"
+    return None
+
+
+def unit_of(name: str) -> str:
+    """The registered unit, else the one the name suggests."""
+    m = METRICS.get(name)
+    return m.unit if m else guess_unit(name)
+
+
+def direction_of(name: str) -> str | None:
+    """The registered direction (None: neither), else the one the name suggests."""
+    m = METRICS.get(name)
+    return m.direction if m else guess_direction(name)
+
+
+def label_of(name: str) -> str:
+    """Axis label: the registered one, else the name with its unit in brackets."""
+    m = METRICS.get(name)
+    if m:
+        return m.label
+    unit = guess_unit(name)
+    return f"{name} ({unit})" if unit else name
+
+
+# ------------------------------------------------------------------ README tables
+def markdown_table(kind: str) -> str:
+    """The README's table of ``kind``'s summary keys, one row per key or family of keys.
+
+    Stable keys (bold) first, those of ``kind`` alone before shared ones; then the rest in
+    registry order. A family's row sits where its first member would.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: one of {', '.join(KINDS)}")
+    members = [m for m in METRICS.values() if kind in m.kinds]
+    stable = [m for m in members if m.is_stable(kind)]
+    order = ([m for m in stable if set(m.kinds) - {"check"} == {kind}]
+             + [m for m in stable if set(m.kinds) - {"check"} != {kind}]
+             + [m for m in members if not m.is_stable(kind)])
+    lines = ["| key | unit | meaning |", "|---|---|---|"]
+    done: set[str] = set()
+    for m in order:
+        if m.name in done:
+            continue
+        group = [x for x in order if x.family == m.family] if m.family else [m]
+        keys = ", ".join(f"**`{x.name}`**" if x.is_stable(kind) else f"`{x.name}`" for x in group)
+        meaning = FAMILIES[m.family] if m.family else m.describe(kind)
+        lines.append(f"| {keys} | {m.unit} | {meaning.replace('|', '&#124;')} |")
+        done.update(x.name for x in group)
+    return "\n".join(lines) + "\n"
+
+
+README_KINDS = ("training", "serving")
+_README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _block(kind: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- metrics:{kind} -->\n).*?(<!-- /metrics:{kind} -->)", re.S)
+
+
+def readme_with_tables(text: str) -> str:
+    """``text`` (a README) with every metrics block replaced by the generated table."""
+    for kind in README_KINDS:
+        pattern = _block(kind)
+        if not pattern.search(text):
+            raise ValueError(f"README has no <!-- metrics:{kind} --> ... <!-- /metrics:{kind} --> block")
+        text = pattern.sub(lambda mo, k=kind: mo.group(1) + markdown_table(k) + mo.group(2), text)
+    return text
+
+
+def write_readme(path: str | Path = _README, check: bool = False) -> bool:
+    """Refresh the metric tables of the README at ``path``; True when it was already up to date.
+
+    ``check``: only compare, write nothing.
+    """
+    path = Path(path)
+    old = path.read_text(encoding="utf-8")
+    new = readme_with_tables(old)
+    if new != old and not check:
+        path.write_text(new, encoding="utf-8")
+    return new == old
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    readme = Path(args[args.index("--readme") + 1]) if "--readme" in args else _README
+    if "--write-readme" in args:
+        same = write_readme(readme)
+        print(f"{readme}: {'up to date' if same else 'metric tables rewritten'}")
+        return 0
+    if "--check-readme" in args:
+        same = write_readme(readme, check=True)
+        print(f"{readme}: {'up to date' if same else 'out of date: run python -m moesim.metrics --write-readme'}")
+        return 0 if same else 1
+    for m in METRICS.values():
+        print(f"{m.name:34} {m.unit:14} {m.direction or '-':4} {','.join(m.kinds)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Precision of a scenario: what its weights are stored in, what its math runs in, what it moves.
+
+``model.dtype`` names how the weights are stored. Two kinds of dtype:
+
+* native floats (fp32, bf16, fp16, and fp8 on a device with fp8 tensor cores): weights, GEMM inputs
+  and outputs, activations and the KV cache are all in that dtype and GEMMs run at its peak;
+* weight-only quantization (int8 and int4 always; fp8 on a device whose ``peak_tflops`` has no fp8
+  key, e.g. A100 or Apple M2): the weights are read at their stored bytes (plus the quantization
+  scales, ``DeviceSpec.weight_bits``) and dequantized into 16-bit registers; the math, the
+  activations and the KV cache are 16-bit (bf16 where the device has it, else fp16). This is how
+  AWQ/GPTQ kernels, TensorRT-LLM's weight-only modes and llama.cpp's Q8_0/Q4_0 run.
+
+Everything here is pure: a (model dtype, device) pair in, numbers out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from moesim.schemas.hardware import GROUP128_WEIGHT_BITS, DeviceSpec
+from moesim.schemas.model import DTYPE_BYTES
+
+#: Dtypes stored as quantized weights with scales (bits per weight from ``DeviceSpec.weight_bits``).
+QUANTIZED = ("int8", "int4", "fp8")
+#: Dtypes a model can be trained in (no one pre-trains with weight-only int8/int4).
+TRAINABLE = ("fp32", "bf16", "fp16", "fp8")
+
+
+def sixteen_bit_dtype(device_dtypes: Iterable[str]) -> str:
+    """The 16-bit math dtype of a device: bf16 when it has a bf16 peak, else fp16, else fp32, else bf16."""
+    have = set(device_dtypes)
+    return next((d for d in ("bf16", "fp16", "fp32") if d in have), "bf16")
+
+
+def compute_dtype(model_dtype: str, device_dtypes: Iterable[str]) -> str:
+    """The dtype GEMMs run in for weights stored as ``model_dtype`` on a device with ``device_dtypes``
+    (the keys of its ``peak_tflops``).
+
+    int8/int4: the device's 16-bit dtype (weight-only). fp8: fp8 when the device has an fp8 peak,
+    else its 16-bit dtype (weight-only fp8). fp32/bf16/fp16: themselves.
+    """
+    have = set(device_dtypes)
+    if model_dtype in ("int8", "int4") or (model_dtype == "fp8" and "fp8" not in have):
+        return sixteen_bit_dtype(have)
+    return model_dtype
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes and dtypes of one model dtype on one device.
+
+    ``weight_bytes``: bytes per parameter read from memory, quantization scales included.
+    ``act_bytes``: bytes per element of GEMM inputs and outputs and of kept activations (the
+    compute dtype's width; 1 for native fp8, 2 for weight-only). ``kv_bytes``: bytes per element
+    of the KV cache (equal to ``act_bytes``). ``compute_dtype``: the dtype whose peak GEMMs reach.
+    """
+
+    model_dtype: str
+    compute_dtype: str
+    weight_bytes: float
+    act_bytes: float
+    kv_bytes: float
+    weight_only: bool
+    note: str  # one sentence when the weights run weight-only; "" otherwise
+
+    @property
+    def act_dtype(self) -> str:
+        """Dtype of the 16-bit activations between kernels: bf16 under fp8 math, else the compute dtype."""
+        return "bf16" if self.compute_dtype == "fp8" else self.compute_dtype
+
+
+def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
+    """The :class:`Precision` of weights stored as ``model_dtype`` on ``device``.
+
+    ``device`` None: a device with every compute dtype (fp8 included) and the default group-128
+    scales, for device-free accounting (``moesim.accounting`` functions given only a model).
+    """
+    have = device.compute_dtypes if device is not None else ("fp32", "bf16", "fp16", "fp8")
+    comp = compute_dtype(model_dtype, have)
+    weight_only = comp != model_dtype
+    if model_dtype in QUANTIZED:
+        bits = device.bits_per_weight(model_dtype) if device is not None else GROUP128_WEIGHT_BITS[model_dtype]
+        w = bits / 8.0
+    else:
+        w = DTYPE_BYTES[model_dtype]
+    a = DTYPE_BYTES[comp]
+    note = ""
+    if weight_only:
+        why = " (no fp8 tensor cores)" if model_dtype == "fp8" else ""
+        where = f" on {device.name}" if device is not None else ""
+        note = (f"{model_dtype} weights run weight-only{where}{why}: weights read at {8 * w:g} bits per "
+                f"parameter (scales included), math in {comp}, activations and KV cache {comp}")
+    return Precision(model_dtype, comp, w, a, a, weight_only, note)
+
+
+def scenario_precision(s) -> Precision:
+    """The :class:`Precision` of a scenario (its ``model.dtype`` on its ``hardware.device``)."""
+    return precision(s.model.dtype, s.hardware.device)
+
+
+def summary_fields(s) -> dict:
+    """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note."""
+    p = scenario_precision(s)
+    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": p.weight_bytes, "precision_note": p.note}
