@@ -115,3 +115,6 @@ def test_wheel_core_install_runs_a_shipped_scenario_from_anywhere(tmp_path):
     assert calib.returncode != 0 and "pip install" in calib.stderr and "Traceback" not in calib.stderr
     no_top = subprocess.run([str(bin_dir / "python"), "-c", "import kernels"], cwd=work, env=env, capture_output=True)
     assert no_top.returncode != 0
+    inside = subprocess.run([str(bin_dir / "python"), "-c", "import moesim.kernels, moesim.calibrate.fit"],
+                            cwd=work, env=env, capture_output=True, text=True)
+    assert inside.returncode == 0, inside.stderr
