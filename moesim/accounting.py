@@ -11,6 +11,7 @@ per parameter of mixed-precision Adam, and Korthikanti et al. 2022 for activatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from moesim.precision import Precision, precision, scenario_precision, summary_fields
@@ -101,17 +102,53 @@ def attention_core_flops(m: ModelSpec, context_tokens: float) -> float:
     return m.n_layers * per_layer
 
 
-def flops_per_token(m: ModelSpec, seq_len: int | None = None) -> float:
+def flops_per_token(m: ModelSpec, seq_len: int | None = None, context_tokens: float | None = None) -> float:
     """Forward FLOPs per token: 2 x active matmul weights + attention over a causal context.
 
     ``seq_len``: tokens per sequence; the average token attends to ``seq_len / 2`` keys.
-    Defaults to ``m.max_seq_len``. Embedding lookup is free; the output head is a matmul.
+    Defaults to ``m.max_seq_len``. ``context_tokens`` (instead): the keys the average token
+    attends to (serving: ``serving_mean_context``). Embedding lookup is free; the output head is a matmul.
     """
     p = param_counts(m)
     # The input embedding is a gather (no FLOPs) unless tied, when its one table is the output head.
     matmul = p.active - p.norms - (0 if m.tied_embeddings else m.vocab_size * m.d_model)
-    seq = m.max_seq_len if seq_len is None else seq_len
-    return 2.0 * matmul + attention_core_flops(m, seq / 2)
+    if context_tokens is None:
+        context_tokens = (m.max_seq_len if seq_len is None else seq_len) / 2
+    return 2.0 * matmul + attention_core_flops(m, context_tokens)
+
+
+def mean_length(dist, fallback: float, trace_column=None) -> float:
+    """Mean tokens of a length distribution (``LengthDist``): fixed, uniform, lognormal (clipped at
+    ``max``: ``E[min(X, max)]``), or the mean of ``trace_column`` for ``trace`` (``fallback``
+    without one)."""
+    if dist.dist == "fixed":
+        return float(dist.value)
+    if dist.dist == "uniform":
+        return (dist.low + dist.high) / 2
+    if dist.dist == "lognormal":
+        mu, sigma = math.log(dist.median), dist.sigma
+        mean = math.exp(mu + sigma**2 / 2)
+        if dist.max is None:
+            return mean
+        z = (math.log(dist.max) - mu) / sigma
+        cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
+        return mean * cdf(z - sigma) + dist.max * (1 - cdf(z))
+    if trace_column is not None and len(trace_column):
+        return float(sum(float(x) for x in trace_column) / len(trace_column))
+    return fallback
+
+
+def serving_mean_context(s: Scenario) -> float:
+    """Keys the average generated token attends to: mean prompt + half the mean output (a trace's
+    means when the lengths come from ``workload.arrival.trace``; half ``max_seq_len`` each without one)."""
+    w: ServingWorkload = s.workload  # type: ignore[assignment]
+    prompt_col = output_col = None
+    if w.arrival.trace is not None and "trace" in (w.prompt_tokens.dist, w.output_tokens.dist):
+        from moesim.engine.requests import read_trace  # local: reads a file, only when asked
+
+        _, prompt_col, output_col = read_trace(w.arrival.trace)
+    half = s.model.max_seq_len / 2
+    return mean_length(w.prompt_tokens, half, prompt_col) + mean_length(w.output_tokens, half, output_col) / 2
 
 
 def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
@@ -305,7 +342,9 @@ def summary(s: Scenario) -> dict:
     """The numbers ``moesim check`` prints: parameters, FLOPs, bytes, memory, fits."""
     m = s.model
     p = param_counts(m)
-    seq = s.workload.seq_len if isinstance(s.workload, TrainingWorkload) else None
+    training = isinstance(s.workload, TrainingWorkload)
+    seq = s.workload.seq_len if training else None
+    context = None if training else serving_mean_context(s)
     mem = memory_report(s)
     prec = scenario_precision(s)
     out = {
@@ -317,7 +356,7 @@ def summary(s: Scenario) -> dict:
         "total_params": p.total,
         "active_params": p.active,
         "routed_expert_params": p.routed_experts,
-        "flops_per_token": flops_per_token(m, seq),
+        "flops_per_token": flops_per_token(m, seq, context),
         "training_flops_per_token": training_flops_per_token(m, seq, s.plan.recompute),
         "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
         "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec),

@@ -10,6 +10,7 @@ accepts either runs in bounded memory or is refused here in one line.
 
 from __future__ import annotations
 
+from moesim.accounting import mean_length
 from moesim.errors import InputError
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
 
@@ -31,16 +32,6 @@ _SPANS_PER_LAYER = 8  # attention, TP comm, router, dispatch, experts, combine, 
 _SKEW_SAMPLES = 8  # load samples serving keeps per batch size under skewed routing (decode_cost.SKEW_POOL)
 
 
-def _mean_length(dist, fallback: float) -> float:
-    if dist.dist == "fixed":
-        return float(dist.value)
-    if dist.dist == "uniform":
-        return (dist.low + dist.high) / 2
-    if dist.dist == "lognormal":
-        return float(dist.median) if dist.max is None else min(float(dist.median) * 2, dist.max)
-    return fallback
-
-
 def estimate_work(s: Scenario) -> dict:
     """Rough size of a simulation: spans (training) or requests and iterations (serving)."""
     w = s.workload
@@ -54,7 +45,7 @@ def estimate_work(s: Scenario) -> dict:
                 "assignments": group_tokens * m.top_k if routed else 0}
     assert isinstance(w, ServingWorkload)
     n = w.arrival.n_requests
-    out = _mean_length(w.output_tokens, 256.0)
+    out = mean_length(w.output_tokens, 256.0)
     per_iter = max(1, min(w.max_batch_seqs, n // max(p.dp, 1) or 1))
     if not routed:
         cells, shape = 0, ""

@@ -80,12 +80,16 @@ def _add(name: str, unit: str, direction: str | None, label: str, description: s
 
 # ------------------------------------------------------------------ training (simulate)
 _add("step_time_s", "s", "min", "step time (s)",
-     "one optimizer step: pipeline + exposed data-parallel sync + optimizer", T, T)
+     "one optimizer step: pipeline + exposed data-parallel sync + optimizer (+ exposed parameter "
+     "all-gather under ZeRO-1/2)", T, T)
 _add("tokens_per_s", "tokens/s", "max", "throughput (tokens/s)",
      "tokens per step / step time, whole cluster", T, T)
 _add("mfu", "fraction", "max", "MFU (fraction of peak)",
-     "model FLOPs (6 x active params-style, no recompute) per second / (devices x dense peak of the "
-     "compute dtype)", T, T)
+     "model FLOPs (6 x active params-style, no recompute) per second / (devices x dense bf16 peak, "
+     "whatever the compute dtype: the Megatron / NeMo convention; fp16 peak where a device has no bf16)", T, T)
+_add("mfu_dtype_peak", "fraction", "max", "MFU vs the compute dtype's peak (fraction)",
+     "as `mfu`, against the dense peak of the compute dtype (`compute_dtype`: half of `mfu` for fp8 "
+     "on an H100)", T)
 # --------------------------------------------------------- context and precision (all summaries)
 _add("scenario", "text", None, "scenario", "the scenario's name", C)
 _add("model", "text", None, "model", "the model's name (what ran)", SC)
@@ -94,7 +98,7 @@ _add("devices", "count", None, "devices", "devices of the cluster (what ran)", T
      training="devices in the plan")
 _add("replicas", "count", None, "replicas", "data-parallel serving replicas (`plan.dp`)", S)
 _add("compute_dtype", "text", None, "compute dtype",
-     "dtype the GEMMs run in", TSC, training="dtype the GEMMs run in (MFU's peak)")
+     "dtype the GEMMs run in", TSC, training="dtype the GEMMs run in (`mfu_dtype_peak`'s peak)")
 _add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter (B)",
      "bytes read per weight including quantization scales (int4 on an A100: 0.516 = 4.125 bits)", TSC)
 _add("precision_note", "text", None, "precision note",
@@ -151,8 +155,10 @@ _add("alltoall_nic_bytes", "bytes", "min", "all-to-all bytes over the NIC per st
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
-_add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls (they block the compute stream)" + _PART, T)
-_add("tp_comm_s", "s", "min", "TP communication (s)", "tensor-parallel all-reduces (they block the compute stream)" + _PART, T)
+_add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls (they block the compute stream; "
+     "full recompute's re-run included)" + _PART, T)
+_add("tp_comm_s", "s", "min", "TP communication (s)", "tensor-parallel all-reduces (they block the compute "
+     "stream; full recompute's re-run included)" + _PART, T)
 _add("pp_comm_s", "s", "min", "PP communication (s)", "waits caused by pipeline transfers in flight" + _PART, T)
 _add("bubble_s", "s", "min", "pipeline bubble (s)",
      "the rest of the idle time until the last stage finishes its backward" + _PART, T)
@@ -161,8 +167,18 @@ _add("dp_sync_exposed_s", "s", "min", "exposed DP sync (s)",
 _add("straggler_wait_s", "s", "min", "straggler wait (s)",
      "time the busiest expert-parallel rank adds over perfectly even routing (within compute_s + alltoall_s)", T)
 _add("optimizer_s", "s", "min", "optimizer (s)", "the optimizer update after the gradient sync", T)
-_add("dp_sync_s", "s", "min", "DP gradient sync (s)", "data-parallel gradient sync, total (hidden or not)", T)
-_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s on every stage", T)
+_add("dp_sync_s", "s", "min", "DP gradient sync (s)",
+     "data-parallel gradient sync, total (hidden or not): all-reduces, or ZeRO's reduce-scatters "
+     "(every microbatch from ZeRO-2)", T)
+_add("zero_gather_s", "s", "min", "ZeRO parameter all-gather (s)",
+     "ZeRO parameter all-gathers of one step, hidden or not (mean over stages): after the optimizer "
+     "for ZeRO-1/2, before every layer's forward and backward for ZeRO-3; 0 for ZeRO-0", T)
+_add("zero_gather_exposed_s", "s", "min", "exposed ZeRO parameter all-gather (s)",
+     "the part of `zero_gather_s` compute cannot hide: ZeRO-3's waits before layers (part of "
+     "`pipeline_s`), or what the next step's first forward cannot hide of ZeRO-1/2's gather (added "
+     "to the step after the optimizer)", T)
+_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s on every stage "
+     "(+ zero_gather_exposed_s under ZeRO-3)", T)
 # ------------------------------------------------------------------ serving (simulate)
 _add("n_requests", "count", None, "requests", "requests in the workload", S)
 _add("served_requests", "count", "max", "served requests", "requests that finished", S)
@@ -217,7 +233,8 @@ _add("active_params", "params", None, "active parameters",
      "weights one token passes through (top_k of the routed experts)", C)
 _add("routed_expert_params", "params", None, "routed expert parameters", "weights of all routed experts", C)
 _add("flops_per_token", "FLOP", None, "forward FLOPs per token",
-     "forward FLOPs per token: 2 x active matmul weights + attention over a causal context", C)
+     "forward FLOPs per token: 2 x active matmul weights + attention over a causal context (training: "
+     "`seq_len`; serving: the workload's mean context, mean prompt + half the mean output)", C)
 _add("training_flops_per_token", "FLOP", None, "training FLOPs per token",
      "forward + backward FLOPs per token (3x forward; full recompute adds another forward)", C)
 _add("kv_cache_bytes_per_token", "bytes/token", "min", "KV cache bytes per token",

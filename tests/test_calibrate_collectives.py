@@ -128,12 +128,13 @@ def test_cost_model_alltoall_uses_the_measured_link():
     cm_old, cm = CostModel(hw, base), CostModel(hw, _with_alltoall(base))
     b = np.array([0.0, 1e6, 64e6])
     for ep in (2, 8):
-        want = alltoall_s(b, ep, 1, 8, 4.5, 123e-6, 1.0, 1.0)  # all peers intra-node: inter link unused
+        # all peers intra-node: inter link unused; the measured latency is per peer (the fit's form)
+        want = alltoall_s(b, ep, 1, 8, 4.5, 0.0, 1.0, 1.0, intra_peer_s=123e-6)
         np.testing.assert_allclose(cm.alltoall_s(b, ep, 1), want)
     assert not np.allclose(cm.alltoall_s(b, 8, 1), cm_old.alltoall_s(b, 8, 1))
     # across nodes the inter-node part still comes from send/recv (or the datasheet)
     bw_i, lat_i = cm_old._link_kind(False, "send_recv")
-    want = alltoall_s(b, 16, 1, 8, 4.5, 123e-6, bw_i, lat_i)
+    want = alltoall_s(b, 16, 1, 8, 4.5, 0.0, bw_i, lat_i, intra_peer_s=123e-6)
     np.testing.assert_allclose(cm.alltoall_s(b, 16, 1), want)
 
 

@@ -175,15 +175,17 @@ def test_summaries_name_the_compute_dtype_and_explain_weight_only():
     assert "4.125 bits" in text and "weight-only" in text and text.count("precision_note") == 1
 
 
-def test_training_mfu_is_against_the_compute_dtype_peak():
+def test_training_mfu_dtype_peak_is_against_the_compute_dtype_peak():
+    """``mfu_dtype_peak`` divides by the compute dtype's peak; ``mfu`` by the bf16 peak (Megatron / NeMo)."""
     s = scenario_from_dict({
         "name": "fp8-train", "model": {"preset": "llama-2-7b", "dtype": "fp8", "n_layers": 2},
         "hardware": {"preset": "h100-sxm", "node": {"devices_per_node": 1}}, "plan": {"dp": 1},
         "workload": {"kind": "training", "global_batch_seqs": 1, "seq_len": 512, "steps": 1}})
     sm = moesim.simulate(s).summary
     assert sm["compute_dtype"] == "fp8"
-    peak = s.hardware.device.peak_flops("fp8")
-    assert sm["mfu"] == pytest.approx(sm["model_tflops_per_device"] * 1e12 / peak)
+    flops = sm["model_tflops_per_device"] * 1e12
+    assert sm["mfu_dtype_peak"] == pytest.approx(flops / s.hardware.device.peak_flops("fp8"))
+    assert sm["mfu"] == pytest.approx(flops / s.hardware.device.peak_flops("bf16"))
 
 
 # ---------------------------------------------------------------- what is refused

@@ -118,7 +118,8 @@ def test_exact_event_log_two_stages_two_microbatches_one_moe_layer():
     assert kinds_of(r, 0, 1, "_bwd") == ["recompute_bwd", "dense_ffn_bwd", "attention_bwd", "embedding_bwd"]
     dp = [k for k, stream in zip(r.spans["kind"], r.spans["stream"]) if stream == "dp_comm"]
     assert set(dp) == {"dp_sync_dense"}  # dp/ep = 1: expert params have no data-parallel peer
-    assert set(r.spans["stream"]) == {"compute", "comm", "dp_comm"}
+    # ZeRO-1 (the default): the updated parameters are all-gathered after the optimizer step
+    assert set(r.spans["stream"]) == {"compute", "comm", "dp_comm", "zero_gather"}
 
 
 def test_backward_is_twice_the_forward_compute_with_the_same_collectives():
@@ -223,13 +224,24 @@ def test_same_seed_same_result_different_seed_different_drops():
     assert c.summary["dropped_fraction"] != a.summary["dropped_fraction"]
 
 
+def pipeline_parts(sm: dict, zero_stage: int) -> float:
+    """compute + all-to-all + TP + PP + bubble (+ ZeRO-3's gather waits): equals ``pipeline_s``."""
+    parts = sm["compute_s"] + sm["alltoall_s"] + sm["tp_comm_s"] + sm["pp_comm_s"] + sm["bubble_s"]
+    return parts + (sm["zero_gather_exposed_s"] if zero_stage == 3 else 0.0)
+
+
+def step_parts(sm: dict, zero_stage: int) -> float:
+    """pipeline + exposed DP sync + optimizer (+ ZeRO-1/2's exposed gather): equals ``step_time_s``."""
+    parts = sm["pipeline_s"] + sm["dp_sync_exposed_s"] + sm["optimizer_s"]
+    return parts + (sm["zero_gather_exposed_s"] if zero_stage in (1, 2) else 0.0)
+
+
 def test_breakdown_adds_up_to_the_step():
     s = scenario(MOE, model={"n_heads": 8}, hardware={"cluster": {"nodes": 2}},
                  plan={"dp": 4, "tp": 2, "pp": 2, "ep": 2}, routing={"overflow": "dropless", "distribution": "zipf"})
     sm = moesim.simulate(s).summary
-    parts = sm["compute_s"] + sm["alltoall_s"] + sm["tp_comm_s"] + sm["pp_comm_s"] + sm["bubble_s"]
-    assert parts == pytest.approx(sm["pipeline_s"], rel=1e-9)
-    assert sm["pipeline_s"] + sm["dp_sync_exposed_s"] + sm["optimizer_s"] == pytest.approx(sm["step_time_s"], rel=1e-12)
+    assert pipeline_parts(sm, 1) == pytest.approx(sm["pipeline_s"], rel=1e-9)
+    assert step_parts(sm, 1) == pytest.approx(sm["step_time_s"], rel=1e-12)
     assert all(sm[k] >= 0 for k in BREAKDOWN_KEYS)
     assert sm["tp_comm_s"] > 0 and sm["alltoall_s"] > 0 and sm["straggler_wait_s"] > 0
 
@@ -352,8 +364,8 @@ def test_random_valid_scenarios_keep_the_invariants():
         r = moesim.simulate(s)
         sm = r.summary
         assert all(v >= 0 for k, v in sm.items() if k.endswith("_s")), s.plan
-        parts = sm["compute_s"] + sm["alltoall_s"] + sm["tp_comm_s"] + sm["pp_comm_s"] + sm["bubble_s"]
-        assert parts == pytest.approx(sm["pipeline_s"], rel=1e-9), s.plan
+        assert pipeline_parts(sm, s.plan.zero_stage) == pytest.approx(sm["pipeline_s"], rel=1e-9), s.plan
+        assert step_parts(sm, s.plan.zero_stage) == pytest.approx(sm["step_time_s"], rel=1e-9), s.plan
         assert 0 <= sm["dropped_fraction"] <= 1 and 0 <= sm["mfu"] and math.isfinite(sm["step_time_s"])
         assert _no_overlap_per_stream(r.spans), s.plan
         if s.plan.ep == 1:

@@ -1,6 +1,11 @@
 """Alpha-beta models of collectives. Pure functions; seconds out, bytes and GB/s in.
 
 Bandwidths are per device per direction (1e9 bytes/s); latencies in seconds.
+
+Ring collectives over ``n`` ranks (``bytes`` = the full buffer each rank holds before a
+reduce-scatter or after an all-gather): all-reduce ``2(n-1)/n * bytes / bw + 2(n-1) * latency``;
+reduce-scatter and all-gather are each exactly half of it, so ZeRO's reduce-scatter of gradients
+plus all-gather of parameters move one all-reduce's bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,60 @@ def ring_allreduce_s(nbytes, n: int, bw_gbps: float, latency_s: float):
     return 2 * (n - 1) / n * nbytes / (bw_gbps * 1e9) + 2 * (n - 1) * latency_s
 
 
+def ring_reduce_scatter_s(nbytes, n: int, bw_gbps: float, latency_s: float):
+    """Ring reduce-scatter of an ``nbytes`` buffer over ``n`` ranks (each keeps ``nbytes/n``):
+    (n-1)/n * bytes / bw + (n-1) * latency, half a ring all-reduce. An all-gather of the same
+    buffer (each rank contributes ``nbytes/n``) costs the same."""
+    return 0.5 * ring_allreduce_s(nbytes, n, bw_gbps, latency_s)
+
+
+ring_allgather_s = ring_reduce_scatter_s
+
+
+def ring_bus_gbps(members_per_node: int, intra_bw_gbps: float, nic_bw_gbps: float) -> float:
+    """Bus bandwidth per rank (GB/s) of a ring collective whose group spans nodes with
+    ``members_per_node`` ranks on each node, each rank owning one NIC of ``nic_bw_gbps`` (its rail).
+
+    NCCL runs one ring per NIC (channels): each ring leaves a node once, through a different
+    member's NIC, so a rank sends ``1/r`` of the ring traffic over its NIC and ``(r-1)/r`` over
+    NVLink (``r = members_per_node``). Both run at once; the slower sets the pace:
+    ``1 / max((r-1)/(r * intra), 1/(r * nic))``. ``r = 1`` (one member per node, e.g. a DP group
+    strided by TP = 8) is one NIC per rank. Measured: 2 x 8 H100 with 8 x 400 Gb/s NICs reach
+    ~470 GB/s all-reduce busbw (NVIDIA/nccl-tests#309), not one NIC's 50; 2 HGX A100 with 4 x 200
+    Gb/s reach 91 GB/s (NVIDIA/nccl-tests#100), about 4 NICs' 100.
+    """
+    r = max(int(members_per_node), 1)
+    per_byte = max((r - 1) / (r * intra_bw_gbps), 1.0 / (r * nic_bw_gbps))
+    return 1.0 / per_byte
+
+
+def prefetched_wait_s(gather_s, compute_s, prefetch: bool = True, compute_ready_s: float = 0.0):
+    """Seconds each block waits for its parameters when an all-gather stream feeds a compute stream.
+
+    ``gather_s`` / ``compute_s``: ``[..., n_blocks]`` seconds in execution order (the layers of a
+    pass). The first gather starts at 0 and the compute stream is free from ``compute_ready_s``.
+    With ``prefetch`` (FSDP / DeepSpeed ZeRO-3, Megatron's overlapped param gather) block ``j+1``'s
+    gather is issued when block ``j`` starts computing, behind the previous gather on its stream;
+    block ``j`` computes once its own gather is done. Without, each gather runs just before its
+    block and is fully exposed. Returns ``[..., n_blocks]`` waits (their sum is the exposed gather
+    time); while the gathers keep up this is ``g_0 + sum_j max(0, g_j - c_{j-1})``.
+    """
+    g, c = np.broadcast_arrays(np.asarray(gather_s, dtype=float), np.asarray(compute_s, dtype=float))
+    if not prefetch:
+        return g.copy()
+    wait = np.zeros_like(g)
+    gather_end = np.zeros(g.shape[:-1])
+    compute_end = np.full(g.shape[:-1], float(compute_ready_s))
+    issue = np.zeros(g.shape[:-1])
+    for j in range(g.shape[-1]):
+        gather_end = np.maximum(gather_end, issue) + g[..., j]
+        start = np.maximum(compute_end, gather_end)
+        wait[..., j] = start - compute_end
+        issue = start  # the next block's gather is issued as this block starts
+        compute_end = start + c[..., j]
+    return wait
+
+
 def alltoall_bytes_per_rank(tokens, top_k: int, d_model: int, dtype_bytes: float, ep: int):
     """Bytes one rank sends in one uniform all-to-all: tokens * top_k * d_model * bytes * (ep-1)/ep."""
     return np.asarray(tokens, dtype=float) * top_k * d_model * dtype_bytes * (ep - 1) / ep
@@ -41,13 +100,17 @@ def ep_peer_split(ep: int, tp: int, devices_per_node: int) -> tuple[int, int]:
 
 def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
                intra_bw_gbps: float, intra_latency_s: float,
-               inter_bw_gbps: float, inter_latency_s: float, algorithm: str = "flat"):
+               inter_bw_gbps: float, inter_latency_s: float, algorithm: str = "flat",
+               intra_peer_s: float = 0.0, inter_peer_s: float = 0.0):
     """Time of one all-to-all where each rank sends ``bytes_to_peers`` in total to its ep-1 peers.
 
     The bytes split over peers evenly; intra-node bytes go over NVLink, inter-node bytes over the
-    rank's NIC; the two streams run concurrently, so the slower one sets the time. Latency grows with
-    the number of peers (one message each). ``hierarchical`` first gathers per node over NVLink,
-    then exchanges one message per remote node.
+    rank's NIC; the two streams run concurrently, so the slower one sets the time. Messages to all
+    peers are in flight at once (NCCL's all-to-all is grouped send/recv, whose calls "progress
+    independently": NCCL user guide, point-to-point communication), so each stream pays its link's
+    latency once, plus ``*_peer_s`` per peer (0 from the datasheet; a measured all-to-all fitted as
+    ``peers * latency``, ``calibrate.collectives``, passes its latency there). ``hierarchical``
+    first regroups per node over NVLink, then exchanges one message per remote node.
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
@@ -56,12 +119,13 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
         return np.zeros_like(b)
     b_intra = b * intra / peers
     b_inter = b * inter / peers
+    lat_nvl = (intra_latency_s if intra else 0.0) + intra * intra_peer_s
     if algorithm == "hierarchical" and inter:
         nodes = inter // (intra + 1)
         # Stage 1: regroup inside the node (all bytes cross NVLink once); stage 2: one message per node.
-        t_nvl = b / (intra_bw_gbps * 1e9) + intra * intra_latency_s
-        t_net = b_inter / (inter_bw_gbps * 1e9) + nodes * inter_latency_s
+        t_nvl = b / (intra_bw_gbps * 1e9) + lat_nvl
+        t_net = b_inter / (inter_bw_gbps * 1e9) + inter_latency_s + nodes * inter_peer_s
         return np.where(b > 0, t_nvl + t_net, 0.0)
-    t_nvl = b_intra / (intra_bw_gbps * 1e9) + intra * intra_latency_s
-    t_net = b_inter / (inter_bw_gbps * 1e9) + inter * inter_latency_s if inter else np.zeros_like(b)
+    t_nvl = b_intra / (intra_bw_gbps * 1e9) + lat_nvl
+    t_net = (b_inter / (inter_bw_gbps * 1e9) + inter_latency_s + inter * inter_peer_s) if inter else np.zeros_like(b)
     return np.where(b > 0, np.maximum(t_nvl, t_net), 0.0)

@@ -296,8 +296,24 @@ class CostModel:
 
     # ------------------------------------------------------------ links
     def _link(self, group: int, stride: int, collective: str = "all_reduce") -> tuple[float, float]:
-        """(GB/s, latency s) of a group of ``group`` ranks spaced ``stride`` apart in rank order."""
-        return self._link_kind(group * stride <= self.hw.node.devices_per_node, collective, group)
+        """(GB/s bus bandwidth per rank, latency s) of a ring over ``group`` ranks spaced ``stride``
+        apart in rank order.
+
+        Inside a node: the NVLink link. Across nodes: a measured inter-node link as measured, else
+        the datasheet NIC per rank times the group's members on each node, capped by NVLink
+        (``comm.ring_bus_gbps``: NCCL runs one ring per NIC, each member's NIC is its own rail).
+        """
+        per_node = self.hw.node.devices_per_node
+        if group * stride <= per_node:
+            return self._link_kind(True, collective, group)
+        coll = getattr(self.profile.collectives, collective, None) if self.profile and self.profile.collectives else None
+        measured = coll.link(False, group) if coll else None
+        if measured is not None:
+            return measured.bw_gbps, measured.latency_us * 1e-6
+        members = min(group, max(1, per_node // max(stride, 1)))
+        intra_bw, _ = self._link_kind(True, collective, members)
+        nic_bw, nic_lat = self._link_kind(False, collective)
+        return comm.ring_bus_gbps(members, intra_bw, nic_bw), nic_lat
 
     def _link_kind(self, intra: bool, collective: str, ranks: int | None = None) -> tuple[float, float]:
         """(GB/s, latency s) of an intra- or inter-node link; measured values win over the datasheet."""
@@ -314,6 +330,16 @@ class CostModel:
         bw, lat = self._link(n, stride)
         return comm.ring_allreduce_s(nbytes, n, bw, lat)
 
+    def reduce_scatter_s(self, nbytes, n: int, stride: int = 1):
+        """Ring reduce-scatter of an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""
+        bw, lat = self._link(n, stride)
+        return comm.ring_reduce_scatter_s(nbytes, n, bw, lat)
+
+    def allgather_s(self, nbytes, n: int, stride: int = 1):
+        """Ring all-gather into an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""
+        bw, lat = self._link(n, stride)
+        return comm.ring_allgather_s(nbytes, n, bw, lat)
+
     def p2p_s(self, nbytes, intra: bool):
         """A pipeline send/recv of ``nbytes``."""
         bw, lat = self._link_kind(intra, "send_recv")
@@ -322,22 +348,25 @@ class CostModel:
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat"):
         """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers.
 
-        Links: a measured all-to-all (``profile.collectives.all_to_all``, per peer latency and
-        bandwidth, for the group of ranks inside one node) where the profile has one, else send/recv.
+        Links: a measured all-to-all (``profile.collectives.all_to_all``, fitted as a latency per
+        peer plus bandwidth, for the group of ranks inside one node) where the profile has one, else
+        send/recv's link, whose one-message latency is paid once (peers are sent to concurrently).
         """
         intra_peers, _ = comm.ep_peer_split(ep, tp, self.hw.node.devices_per_node)
-        intra_bw, intra_lat = self._alltoall_link(True, intra_peers + 1)
-        inter_bw, inter_lat = self._alltoall_link(False, ep)
+        intra_bw, intra_lat, intra_peer = self._alltoall_link(True, intra_peers + 1)
+        inter_bw, inter_lat, inter_peer = self._alltoall_link(False, ep)
         return comm.alltoall_s(bytes_to_peers, ep, tp, self.hw.node.devices_per_node, intra_bw, intra_lat,
-                               inter_bw, inter_lat, algorithm)
+                               inter_bw, inter_lat, algorithm, intra_peer, inter_peer)
 
-    def _alltoall_link(self, intra: bool, ranks: int) -> tuple[float, float]:
-        """(GB/s, latency s) of an all-to-all link: measured all-to-all, else send/recv's link."""
+    def _alltoall_link(self, intra: bool, ranks: int) -> tuple[float, float, float]:
+        """(GB/s, latency s once, latency s per peer) of an all-to-all link: a measured all-to-all
+        (its fitted latency is per peer), else send/recv's link (one message latency, once)."""
         coll = self.profile.collectives.all_to_all if self.profile and self.profile.collectives else None
         measured = coll.link(intra, ranks) if coll else None
         if measured is not None:
-            return measured.bw_gbps, measured.latency_us * 1e-6
-        return self._link_kind(intra, "send_recv")
+            return measured.bw_gbps, 0.0, measured.latency_us * 1e-6
+        bw, lat = self._link_kind(intra, "send_recv")
+        return bw, lat, 0.0
 
     def alltoall_split(self, bytes_to_peers, ep: int, tp: int) -> tuple[float, float]:
         """(NVLink bytes, NIC bytes) one rank sends in an all-to-all (flat)."""

@@ -9,6 +9,9 @@ Per pipeline stage three streams run:
 - ``dp_comm``: gradient all-reduces (dense params over dp, expert params over dp/ep), one FIFO
   queue per stage, each layer's piece ready when its backward finishes in the chunk's last
   microbatch (``overlap_dp_comm``) or all at the end of the stage's backward (no overlap).
+  ZeRO (``zero.py``): reduce-scatters instead (every microbatch from stage 2), the parameter
+  all-gather after the optimizer (stages 1-2, its own ``zero_gather`` stream) or before every
+  layer's forward and backward (stage 3, the unexposed part as ``zero_gather`` waits in the unit).
 The other replicas only enter through the collectives' group sizes, so simulating costs the same
 for any ``dp``.
 """
@@ -22,7 +25,14 @@ import numpy as np
 import simpy
 
 from moesim.costmodel import CostModel, build_cost_model
-from moesim.engine.layer_costs import ADAM_BYTES_PER_PARAM, LayerCosts, layer_costs
+from moesim.engine import zero
+from moesim.engine.layer_costs import (
+    ADAM_BYTES_PER_PARAM,
+    CATEGORY,
+    FWD_SLOTS,
+    LayerCosts,
+    layer_costs,
+)
 from moesim.engine.pipeline import Unit, schedule
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.timeline import OpTable, chunk_tables, dp_ready_offsets
@@ -44,14 +54,15 @@ class PipelineRun:
 
 def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarray,
                  dp_ready_s: list[np.ndarray] | None = None, dp_s: list[np.ndarray] | None = None,
-                 overlap_dp: bool = True) -> PipelineRun:
+                 overlap_dp: bool = True, dp_every_microbatch: bool = False) -> PipelineRun:
     """Play the per-stage ``orders`` in SimPy.
 
     ``unit_s [C, M, 2]``: seconds of each unit (C = pp * v global chunks). ``send_s [C, 2]``:
     seconds to send chunk ``c``'s output forward (to ``c+1``) / its input gradient backward (to
     ``c-1``); no send when both chunks sit on one stage. ``dp_ready_s[c] [M, n]`` / ``dp_s[c] [n]``:
     when, after the start of chunk ``c``'s last backward unit, each gradient-sync piece is ready,
-    and how long it takes.
+    and how long it takes. ``dp_every_microbatch`` (ZeRO-2/3): the pieces are synced after every
+    microbatch's backward, not only the last.
     """
     pp = len(orders)
     C, M, _ = unit_s.shape
@@ -99,7 +110,7 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
                 exposed[c, i, b] = max(0.0, arrival - max(t_free, producer_end))
             t0 = env.now
             start[c, i, b] = t0
-            if b and uses_dp and last_bwd[c] == i:
+            if b and uses_dp and (dp_every_microbatch or last_bwd[c] == i):
                 if overlap_dp:
                     queue_dp(s, c, t0 + dp_ready_s[c][i])
                 else:
@@ -144,6 +155,22 @@ class StepResult:
     costs: LayerCosts
     routing: RoutingSample | None
     optimizer_s: np.ndarray  # [pp]
+    gather_s: np.ndarray  # [pp] ZeRO parameter all-gathers of the step, hidden or not
+    gather_after_step_s: np.ndarray  # [pp] ZeRO-1/2: the gather after the optimizer (its span)
+    gather_exposed_after_step_s: np.ndarray  # [pp] ZeRO-1/2: what of it the next forward cannot hide
+    recompute_comm_s: np.ndarray  # [pp, 2] (all-to-all, TP) seconds inside full recompute's re-run
+
+
+def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool) -> tuple[float, float]:
+    """(all-to-all, TP all-reduce) seconds, summed over microbatches, that full recompute's forward
+    re-run of ``layers`` spends in collectives (0 unless the recompute slot re-runs them)."""
+    if not full or len(layers) == 0:
+        return 0.0, 0.0
+    fwd = costs.fwd_s[layers]
+    if not np.allclose(costs.bwd_s[layers, :, 0], fwd.sum(axis=-1), rtol=1e-9, atol=0.0):
+        return 0.0, 0.0  # the recompute slot does not hold the whole forward
+    cat = np.array([CATEGORY.get(k, "compute") for k in FWD_SLOTS])
+    return float(fwd[..., cat == "alltoall"].sum()), float(fwd[..., cat == "tp_comm"].sum())
 
 
 def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
@@ -157,18 +184,36 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
         seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
                                  plan.ep * seqs * s.workload.seq_len, M, rng)
-    costs = layer_costs(s, cm, routing)
+    zp = zero.zero_plan(plan.zero_stage)
+    costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)
     tables = [chunk_tables(costs, chunks[c], c == 0, c == C - 1) for c in range(C)]
+    gather = np.zeros(pp)
+    if zp.gather_per_pass:
+        for c in range(C):
+            (f, gf), (b, gb) = (zero.with_gather_waits(t, costs, plan.overlap_dp_comm) for t in tables[c])
+            tables[c] = (f, b)
+            gather[c % pp] += gf + gb
     unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
     hop = p2p_send_s(cm, s, costs.p2p_bytes)
     send_s = np.stack([hop[np.arange(C) % pp], hop[(np.arange(C) - 1) % pp]], axis=1)
     run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
-                       [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm)
+                       [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm,
+                       dp_every_microbatch=zp.reduce_every_microbatch)
     opt_params = np.zeros(pp)
+    after, exposed = np.zeros(pp), np.zeros(pp)
+    rc = np.zeros((pp, 2))
     for c, (_, b) in enumerate(tables):
         opt_params[c % pp] += b.opt_params
+        rc[c % pp] += recompute_comm_s(costs, chunks[c], plan.recompute == "full")
+        if zp.gather_after_step:
+            after[c % pp] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
+    if zp.gather_after_step:
+        for st in range(pp):  # the stage's first unit: chunk st, microbatch 0, forward
+            exposed[st] = zero.after_step_gather(tables[st][0], costs, after[st], float(run.start_s[st, 0, 0]),
+                                                 plan.overlap_dp_comm)
+        gather = after.copy()
     optimizer_s = np.asarray(cm.memory_s(opt_params * ADAM_BYTES_PER_PARAM), dtype=float)
-    return StepResult(tables, run, costs, routing, optimizer_s)
+    return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc)
 
 
 def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:

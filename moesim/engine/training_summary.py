@@ -1,14 +1,19 @@
 """From simulated training steps to spans, the step-time breakdown and the summary. Pure numpy.
 
 Breakdown (seconds per step, mean over pipeline stages and steps); on every stage
-``compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s = pipeline_s`` and
-``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s``:
+``compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s under ZeRO-3)
+= pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
+(+ zero_gather_exposed_s under ZeRO-1/2)``:
 - ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head;
-- ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream);
+- ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream),
+  including those full recompute re-runs in backward;
 - ``pp_comm_s``: the part of a stage's waits caused by pipeline transfers in flight;
 - ``bubble_s``: the rest of the idle time until the last stage finishes its backward;
 - ``dp_sync_exposed_s``: gradient sync still running after the last backward;
 - ``optimizer_s``: the optimizer update after the sync;
+- ``zero_gather_s`` / ``zero_gather_exposed_s``: ZeRO parameter all-gathers (``zero.py``), all of
+  them / the part compute cannot hide (ZeRO-3: waits before layers inside the pipeline; ZeRO-1/2:
+  after the optimizer, what the next step's first forward cannot hide);
 - ``straggler_wait_s``: of ``compute_s + alltoall_s``, the time spent waiting for the busiest EP
   rank (dropless routing); ``excess_bubble_s``: ``bubble_s`` beyond the equal-stage formula
   (uneven stages, stragglers), floored at 0 (time lost to transfers is in ``pp_comm_s``).
@@ -24,6 +29,7 @@ from moesim.accounting import memory_report, training_flops_per_token
 from moesim.costmodel import CostModel
 from moesim.engine.pipeline import analytic_bubble_fraction
 from moesim.engine.timeline import add_unit_spans
+from moesim.engine.zero import gather_wait_s
 from moesim.fit_advice import fit_explanation
 from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
@@ -44,8 +50,9 @@ def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
     sync_end = np.maximum(compute_end, dp_end)
     pipeline = float(compute_end.max())
     synced = float(sync_end.max())
-    step_end = float((sync_end + step.optimizer_s).max())
-    return {"pipeline": pipeline, "synced": synced, "end": step_end, "sync_end": sync_end,
+    optimized = float((sync_end + step.optimizer_s).max())
+    step_end = float((sync_end + step.optimizer_s + step.gather_exposed_after_step_s).max())
+    return {"pipeline": pipeline, "synced": synced, "optimized": optimized, "end": step_end, "sync_end": sync_end,
             "dp_total": np.array([sum(t1 - t0 for st2, _c, _j, t0, t1 in run.dp_syncs if st2 == st)
                                   for st in range(pp)])}
 
@@ -69,6 +76,11 @@ def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
     times = step_times(step, pp)
     starts = times["sync_end"] + offset_s
     rec.add("optimizer", np.arange(pp), "compute", starts, starts + step.optimizer_s)
+    gathers = step.gather_after_step_s > 0
+    if gathers.any():  # ZeRO-1/2: runs on into the next step's first forward when overlapped
+        g0 = (starts + step.optimizer_s)[gathers]
+        rec.add("zero_gather", np.arange(pp)[gathers], "zero_gather", g0, g0 + step.gather_after_step_s[gathers],
+                rank_group="dp")
     return offset_s + times["end"]
 
 
@@ -76,7 +88,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     """Seconds per category for one step, mean over stages (see the module docstring)."""
     times = step_times(step, pp)
     pipeline = times["pipeline"]
-    busy = {"compute": np.zeros(pp), "alltoall": np.zeros(pp), "tp_comm": np.zeros(pp)}
+    busy = {"compute": np.zeros(pp), "alltoall": np.zeros(pp), "tp_comm": np.zeros(pp), "zero_gather": np.zeros(pp)}
     straggler = np.zeros(pp)
     exposed = np.zeros(pp)
     for c, (fwd, bwd) in enumerate(step.tables):
@@ -84,8 +96,16 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
         for table in (fwd, bwd):
             for key, val in table.category_s().items():
                 busy[key][st] += val
+            wait = float(gather_wait_s(table).sum())  # ZeRO-3 waits, booked as compute by their kind
+            busy["compute"][st] -= wait
+            busy["zero_gather"][st] += wait
             straggler[st] += table.straggler_s.sum()
         exposed[st] += step.run.pp_exposed_s[c].sum()
+    # Full recompute re-runs the forward's collectives inside its (compute) slot: book them as such.
+    a2a, tp = step.recompute_comm_s[:, 0], step.recompute_comm_s[:, 1]
+    busy["compute"] -= a2a + tp
+    busy["alltoall"] += a2a
+    busy["tp_comm"] += tp
     idle = np.maximum(pipeline - sum(busy.values()) - exposed, 0.0)  # clip float noise (-1e-16)
     return {
         "pipeline_s": pipeline,
@@ -96,8 +116,10 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
         "bubble_s": float(idle.mean()),
         "dp_sync_s": float(times["dp_total"].mean()),
         "dp_sync_exposed_s": times["synced"] - pipeline,
-        "optimizer_s": times["end"] - times["synced"],
+        "optimizer_s": times["optimized"] - times["synced"],
         "straggler_wait_s": float(straggler.mean()),
+        "zero_gather_s": float(step.gather_s.mean()),
+        "zero_gather_exposed_s": float(busy["zero_gather"].mean()) + times["end"] - times["optimized"],
         "step_time_s": times["end"],
     }
 
@@ -124,7 +146,10 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     tokens_per_step = w.tokens_per_step
     tokens_per_s = tokens_per_step / step_time
     model_flops = training_flops_per_token(m, w.seq_len, "none") * tokens_per_s
-    peak = hw.device.peak_flops(scenario_precision(s).compute_dtype)  # MFU against the compute dtype's peak
+    # MFU against the dense bf16 peak for every dtype (Megatron / NeMo; the device's 16-bit peak
+    # where it has no bf16), and against the compute dtype's own peak.
+    peak = hw.device.peak_flops("bf16")
+    dtype_peak = hw.device.peak_flops(scenario_precision(s).compute_dtype)
     usd_per_hour = devices * hw.device.usd_per_hour
     usd_per_step = usd_per_hour * step_time / 3600
     run_s = w.total_tokens / tokens_per_s if w.total_tokens else math.nan
@@ -142,6 +167,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "tokens_per_s": tokens_per_s,
         "mfu": model_flops / (devices * peak),
         **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
+        "mfu_dtype_peak": model_flops / (devices * dtype_peak),
         "bubble_fraction": mean["bubble_s"] / mean["pipeline_s"],
         "dropped_fraction": dropped / routed if routed else 0.0,
         "peak_memory_gib": mem.total_gib,
@@ -163,7 +189,8 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "alltoall_nic_bytes": nic,
     }
     for key in ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
-                "straggler_wait_s", "optimizer_s", "dp_sync_s", "pipeline_s"):
+                "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
+                "pipeline_s"):
         summary[key] = mean[key]
     return summary, _layer_table(s, steps)
 

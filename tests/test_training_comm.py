@@ -1,0 +1,217 @@
+"""Training-side communication physics (issue 12, "one cost graph"), each against a hand calculation.
+
+ZeRO's reduce-scatters and parameter all-gathers; a cross-node DP ring over every NIC of the node;
+all-to-all latency paid once, not per peer; full recompute's collectives booked as communication;
+MFU against the bf16 peak; ``moesim check``'s serving FLOPs at the workload's mean context.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import moesim
+from moesim.accounting import flops_per_token, mean_length, summary
+from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel.comm import (
+    prefetched_wait_s,
+    ring_allgather_s,
+    ring_allreduce_s,
+    ring_bus_gbps,
+    ring_reduce_scatter_s,
+)
+from moesim.loader import load_scenario
+from moesim.presets.hardware import HARDWARE
+from moesim.resolve import deep_merge
+from moesim.schemas import HardwareSpec
+from moesim.schemas.workload import LengthDist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 8 layers of 8 experts top-2 on one 8-GPU H100 node.
+MOE = dict(
+    name="moe-comm",
+    model=dict(name="moe", n_layers=8, d_model=1024, n_heads=8, vocab_size=1024, ffn_hidden=4096,
+               expert_ffn_hidden=2048, n_experts=8, top_k=2, max_seq_len=2048),
+    hardware=dict(preset="h100-sxm", cluster=dict(nodes=1)),
+    plan=dict(dp=8, tp=1, pp=1, ep=4, microbatches=4, schedule="1f1b"),
+    workload=dict(kind="training", global_batch_seqs=32, seq_len=2048, total_tokens=1e10),
+    routing=dict(distribution="uniform", capacity_factor=1.25, overflow="drop", seed=0),
+)
+
+
+def sim(**sections) -> dict:
+    return moesim.simulate(moesim.scenario_from_dict(deep_merge(MOE, sections))).summary
+
+
+def h100(nodes: int) -> HardwareSpec:
+    h = HARDWARE["h100-sxm"]
+    return HardwareSpec.model_validate({**h, "cluster": {**h["cluster"], "nodes": nodes}})
+
+
+# ------------------------------------------------------------------ pure functions
+def test_reduce_scatter_and_all_gather_are_each_half_a_ring_all_reduce():
+    for n in (2, 8, 64):
+        hand = (n - 1) / n * 1e9 / 50e9 + (n - 1) * 5e-6
+        assert ring_reduce_scatter_s(1e9, n, 50.0, 5e-6) == pytest.approx(hand)
+        assert ring_allgather_s(1e9, n, 50.0, 5e-6) == pytest.approx(hand)
+        assert 2 * hand == pytest.approx(ring_allreduce_s(1e9, n, 50.0, 5e-6))
+
+
+def test_prefetched_gather_waits_by_hand():
+    # gathers 1, 3, 1 s feeding blocks of 2 s: the first waits 1 s, the second 3 - 2 = 1 s, the third 0
+    np.testing.assert_allclose(prefetched_wait_s([1, 3, 1], [2, 2, 2]), [1, 1, 0])
+    # gathers longer than the blocks pile up behind each other: 1, 5 - 1, 5 - 1
+    np.testing.assert_allclose(prefetched_wait_s([1, 5, 5], [1, 1, 1]), [1, 4, 4])
+    np.testing.assert_allclose(prefetched_wait_s([1, 3, 1], [2, 2, 2], prefetch=False), [1, 3, 1])
+    # the compute stream is busy until 10 s: the first gather is done by then; the second, issued at
+    # 10 s, ends at 13 s, one second after the first block
+    np.testing.assert_allclose(prefetched_wait_s([1, 3, 1], [2, 2, 2], compute_ready_s=10.0), [0, 1, 0])
+    g, c = np.array([0.5, 0.7, 0.2, 0.9]), np.array([1.0, 0.3, 0.8, 0.4])  # gathers keep up:
+    closed_form = g[0] + np.maximum(0.0, g[1:] - c[:-1]).sum()  # g_0 + sum max(0, g_j - c_{j-1})
+    assert prefetched_wait_s(g, c).sum() == pytest.approx(closed_form)
+
+
+# ------------------------------------------------------------------ item 7: DP ring over every NIC
+def test_cross_node_dp_all_reduce_runs_one_ring_per_nic():
+    """2 nodes x 8 H100, DP16, 1 GB: 8 rings, one per 400 Gb/s NIC, so the bus bandwidth per GPU is
+    8 x 50 = 400 GB/s (under NVLink's 450), not one NIC's 50 GB/s."""
+    cm = CostModel(h100(2))  # datasheet
+    t = float(cm.allreduce_s(1e9, 16, 1))
+    latency = 2 * 15 * 5e-6
+    assert t == pytest.approx(2 * 15 / 16 * 1e9 / 400e9 + latency)  # 4.84 ms
+    one_nic = 2 * 15 / 16 * 1e9 / 50e9 + latency  # 37.6 ms: the costing before
+    assert t < one_nic / 7
+    busbw = 2 * 15 / 16 * 1e9 / (t - latency) / 1e9
+    # NVIDIA/nccl-tests#309: 2 x 8 H100 with 8 x 400G reach ~470 GB/s (NVLS tree), 4 nodes ~366
+    assert 360 <= busbw <= 470
+    # one member per node (DP strided by TP 8): each rank rings over its own NIC
+    assert float(cm.allreduce_s(1e9, 2, 8)) == pytest.approx(1e9 / 50e9 + 2 * 5e-6)
+    assert ring_bus_gbps(1, 450.0, 50.0) == 50.0 and ring_bus_gbps(8, 300.0, 50.0) == pytest.approx(300 * 8 / 7)
+
+
+def test_cross_node_dp_sync_in_the_engine_uses_the_node_nics():
+    """The engine's dense gradient all-reduces over DP16 on 2 nodes: one ring per NIC, at the
+    shipped H100 profile's measured 8-rank NVLink ring (~338 GB/s) or 8 NICs (400 GB/s), the slower."""
+    s = moesim.scenario_from_dict(deep_merge(MOE, {"hardware": {"cluster": {"nodes": 2}},
+                                                   "plan": {"dp": 16, "ep": 1, "zero_stage": 0},
+                                                   "workload": {"global_batch_seqs": 64}}))
+    r = moesim.simulate(s)
+    bw, lat = build_cost_model(s.hardware)._link(16, 1)
+    assert 300 < bw <= 400  # 1 / max(7/(8 x 337.8), 1/400): NVLink-bound, 7x one NIC's 50 GB/s
+    sp = r.spans
+    dense = np.asarray(sp["kind"]) == "dp_sync_dense"
+    dur = np.asarray(sp["end_s"])[dense] - np.asarray(sp["start_s"])[dense]
+    nbytes = np.asarray(sp["bytes"])[dense]
+    np.testing.assert_allclose(dur, 2 * 15 / 16 * nbytes / (bw * 1e9) + 30 * lat, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ item 4: all-to-all latency
+def test_ep64_alltoall_of_tiny_messages_costs_about_one_message_latency():
+    cm = CostModel(h100(8))  # 64 GPUs, datasheet
+    p2p = float(cm.p2p_s(64.0, intra=False))  # 5 us + 64 B / 50 GB/s
+    t = float(cm.alltoall_s(63 * 64.0, 64, 1))  # 64 B to each of 63 peers
+    assert t < 1.1 * p2p  # peers are sent to concurrently
+    assert t < 63 * p2p / 50  # not 63 x the p2p latency (315 us before)
+    hier = float(cm.alltoall_s(63 * 64.0, 64, 1, "hierarchical"))
+    assert hier == pytest.approx(63 * 64.0 / 450e9 + 2e-6 + 56 * 64.0 / 50e9 + 5e-6)
+
+
+def test_full_recompute_books_its_rerun_collectives_as_communication():
+    """Full recompute re-runs each layer's forward, collectives included: backward then holds the
+    forward's all-to-alls and TP all-reduces twice (re-run + gradient), so the layers' grow by half
+    (the embedding's TP all-reduce, forward and backward, is not recomputed)."""
+    plan = {"tp": 2, "dp": 4, "ep": 4}
+    none = sim(plan={**plan, "recompute": "none"})
+    full = sim(plan={**plan, "recompute": "full"})
+    assert none["alltoall_s"] > 0 and none["tp_comm_s"] > 0
+    assert full["alltoall_s"] == pytest.approx(1.5 * none["alltoall_s"], rel=1e-9)
+    tokens = 32 // (4 * 4) * 2048  # per microbatch
+    embed_tp = 2 * 4 * float(build_cost_model(h100(1)).allreduce_s(tokens * 1024 * 2.0, 2, 1))
+    assert full["tp_comm_s"] - none["tp_comm_s"] == pytest.approx(0.5 * (none["tp_comm_s"] - embed_tp), rel=1e-9)
+    parts = full["compute_s"] + full["alltoall_s"] + full["tp_comm_s"] + full["pp_comm_s"] + full["bubble_s"]
+    assert parts == pytest.approx(full["pipeline_s"], rel=1e-9)
+
+
+# ------------------------------------------------------------------ item 3: ZeRO costs time
+def test_zero1_reduce_scatter_plus_gather_is_one_all_reduce():
+    z0, z1 = sim(plan={"zero_stage": 0}), sim(plan={"zero_stage": 1})
+    assert z0["zero_gather_s"] == 0 and z0["zero_gather_exposed_s"] == 0
+    assert z1["dp_sync_s"] == pytest.approx(z0["dp_sync_s"] / 2, rel=1e-9)  # reduce-scatter
+    assert z1["zero_gather_s"] == pytest.approx(z0["dp_sync_s"] / 2, rel=1e-9)  # all-gather after the step
+    assert 0 < z1["zero_gather_exposed_s"] < z1["zero_gather_s"]  # hidden behind the next forward
+    assert z1["step_time_s"] == pytest.approx(z1["pipeline_s"] + z1["dp_sync_exposed_s"] + z1["optimizer_s"]
+                                              + z1["zero_gather_exposed_s"], rel=1e-12)
+
+
+def test_zero2_reduce_scatters_every_microbatch():
+    z1, z2 = sim(plan={"zero_stage": 1}), sim(plan={"zero_stage": 2})
+    assert z2["dp_sync_s"] == pytest.approx(4 * z1["dp_sync_s"], rel=1e-9)  # 4 microbatches
+    assert z2["zero_gather_s"] == pytest.approx(z1["zero_gather_s"], rel=1e-9)
+
+
+def test_zero3_step_exceeds_zero1_by_the_extra_all_gather():
+    """One microbatch, no overlap: ZeRO-1 = P + RS + opt + AG; ZeRO-3 = (P + AG_fwd + AG_bwd) + RS + opt.
+    Every gather is one all-gather G of the model's parameters, so ZeRO-3 is longer by exactly G."""
+    plan = {"microbatches": 1, "overlap_dp_comm": False}
+    work = {"global_batch_seqs": 8}
+    z1, z3 = sim(plan={**plan, "zero_stage": 1}, workload=work), sim(plan={**plan, "zero_stage": 3}, workload=work)
+    g = z1["zero_gather_s"]
+    assert g > 0 and z1["zero_gather_exposed_s"] == pytest.approx(g, rel=1e-9)
+    assert z3["zero_gather_s"] == pytest.approx(2 * g, rel=1e-9)  # forward and backward
+    assert z3["zero_gather_exposed_s"] == pytest.approx(2 * g, rel=1e-9)  # nothing overlaps
+    assert z3["step_time_s"] - z1["step_time_s"] == pytest.approx(g, rel=1e-6)
+    assert z3["pipeline_s"] == pytest.approx(z1["pipeline_s"] + 2 * g, rel=1e-9)
+    parts = z3["compute_s"] + z3["alltoall_s"] + z3["tp_comm_s"] + z3["pp_comm_s"] + z3["bubble_s"]
+    assert parts + z3["zero_gather_exposed_s"] == pytest.approx(z3["pipeline_s"], rel=1e-9)
+
+
+def test_zero3_prefetch_hides_all_but_what_compute_cannot_cover():
+    off = sim(plan={"zero_stage": 3, "overlap_dp_comm": False})
+    on = sim(plan={"zero_stage": 3, "overlap_dp_comm": True})
+    z1 = sim(plan={"zero_stage": 1, "overlap_dp_comm": True})
+    assert on["zero_gather_s"] == pytest.approx(off["zero_gather_s"])
+    assert off["zero_gather_exposed_s"] == pytest.approx(off["zero_gather_s"])
+    assert 0 < on["zero_gather_exposed_s"] < 0.5 * on["zero_gather_s"]
+    assert on["step_time_s"] > z1["step_time_s"]  # ZeRO-3 is not free
+
+
+# ------------------------------------------------------------------ item 8: MFU convention
+def test_mfu_is_against_the_bf16_peak_and_mfu_dtype_peak_against_the_compute_dtype():
+    s = moesim.scenario_from_dict(deep_merge(MOE, {"model": {"dtype": "fp8"}}))
+    sm = moesim.simulate(s).summary
+    flops = sm["model_tflops_per_device"] * 1e12
+    assert sm["compute_dtype"] == "fp8"
+    assert sm["mfu"] == pytest.approx(flops / 989.4e12)
+    assert sm["mfu_dtype_peak"] == pytest.approx(flops / 1978.9e12)
+    bf16 = sim()
+    assert bf16["mfu"] == pytest.approx(bf16["mfu_dtype_peak"])
+    fp32 = moesim.simulate(moesim.scenario_from_dict(deep_merge(MOE, {
+        "model": {"dtype": "fp32"}, "hardware": {"preset": "a100-80gb"}}))).summary
+    a100 = HARDWARE["a100-80gb"]["device"]["peak_tflops"]
+    assert fp32["mfu_dtype_peak"] / fp32["mfu"] == pytest.approx(a100["bf16"] / a100["fp32"])
+
+
+def test_check_prices_serving_flops_at_the_mean_context():
+    s = load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-serve.yaml",
+                      ["workload.prompt_tokens.value=1000", "workload.output_tokens.value=200"])
+    got = summary(s)["flops_per_token"]
+    assert got == pytest.approx(flops_per_token(s.model, context_tokens=1000 + 200 / 2))
+    assert got < flops_per_token(s.model)  # at max_seq_len (32768): what it printed before
+    train = load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml")
+    assert summary(train)["flops_per_token"] == pytest.approx(flops_per_token(train.model, train.workload.seq_len))
+
+
+def test_mean_length_of_each_distribution():
+    assert mean_length(LengthDist(dist="fixed", value=7), 0.0) == 7
+    assert mean_length(LengthDist(dist="uniform", low=10, high=30), 0.0) == 20
+    ln = LengthDist(dist="lognormal", median=100, sigma=1.0)
+    assert mean_length(ln, 0.0) == pytest.approx(100 * math.exp(0.5))
+    clipped = LengthDist(dist="lognormal", median=100, sigma=1.0, max=150)
+    x = np.minimum(np.random.default_rng(0).lognormal(math.log(100), 1.0, 400_000), 150)
+    assert mean_length(clipped, 0.0) == pytest.approx(x.mean(), rel=3e-3)
+    assert mean_length(LengthDist(dist="trace"), 5.0) == 5.0
+    assert mean_length(LengthDist(dist="trace"), 5.0, np.array([1, 2, 6])) == 3.0
