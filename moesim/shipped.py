@@ -16,7 +16,6 @@ import yaml
 
 from moesim.errors import InputError
 
-
 _MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 
 

@@ -21,9 +21,16 @@ sequence) plus the hand-offs; a replica keeps ``pp`` such micro-batches in fligh
 engines), each entering the first stage once the previous one has left it (``serving.py``), so
 with equal stages a replica finishes one micro-batch per stage time.
 
-Expert parallelism in serving: ``ep`` replicas share their experts (each holds ``E/ep``). An
-iteration's experts on one rank serve the batches of all ``ep`` replicas of its group, assumed
-equal to this replica's batch (the group is not simulated in lock-step).
+Expert parallelism in serving: ``ep`` replicas share their experts, laid out by a
+:class:`~moesim.engine.placement.Placement` (contiguous ``E/ep`` per rank). An iteration's experts
+on one rank serve the batches of all ``ep`` replicas of its group, assumed equal to this replica's
+batch (the group is not simulated in lock-step).
+
+Capacity (``overflow: drop``) is per source rank, the rule training uses
+(``routing.capacity_per_expert``): each replica's batch of ``T`` tokens gets
+``max(ceil(cf * T * k / E), routing.min_capacity)`` slots per expert and drops per (replica,
+expert); the dropped tokens reported are this replica's. ``min_capacity`` (4 by default, as
+DeepSpeed) keeps decode batches of a few tokens from dropping.
 
 Precision (``moesim.precision``): weights are read at the model dtype's bytes per parameter
 (scales included). GEMM outputs, the residual stream, norms, the router, TP all-reduces and PP
@@ -44,7 +51,8 @@ import numpy as np
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.engine import expert_load
-from moesim.engine.routing import expert_popularity
+from moesim.engine.placement import Placement
+from moesim.engine.routing import capacity_per_expert, expected_source_drops, expert_popularity
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
@@ -61,6 +69,7 @@ class IterationCost:
         self.dtype, self.b = m.dtype, prec.act_bytes  # weights' dtype (GEMMs resolve it); GEMM-input bytes
         self.act_dtype, self.act_b = prec.act_dtype, max(prec.act_bytes, 2.0)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
+        self.placement = Placement.contiguous(m.n_experts, p.ep)
         self.launch_s = float(cm.launch_s)
         self.heads, self.head_dim, self.kv_heads = attention_shape(s)
         self.routing = s.routing
@@ -136,25 +145,28 @@ class IterationCost:
         t = np.asarray(tokens, dtype=float)
         if m.n_moe_layers == 0 or m.n_experts == 1:
             return np.zeros_like(t), np.zeros_like(t)
-        busy, routed = expert_load.uniform_busy(t, m.top_k, m.n_experts, self.ep)
-        secs = self._uniform_gemms_s(busy, routed, t * self.ep)
+        busy, routed = expert_load.uniform_busy(t, m.top_k, self.placement)
         dropped = np.zeros_like(t)
-        if self.routing.overflow == "drop":  # expected load per busy expert over its capacity
-            group = t * self.ep
-            busy = expert_load.expected_touched(np.full(m.n_experts, m.top_k / m.n_experts), group)
-            cap = expert_load.capacity_per_expert(group, m.top_k, m.n_experts, self.routing.capacity_factor)
-            load = np.where(busy > 0, group * m.top_k / np.maximum(busy, 1e-12), 0.0)
-            dropped = busy * np.maximum(load - cap, 0.0) / self.ep
+        if self.routing.overflow == "drop":  # each replica's busy experts over its capacity
+            dropped = expert_load.uniform_dropped(t, m.top_k, m.n_experts, self.capacity(t))
+        # By symmetry a rank's experts lose what one replica drops: they compute the rest.
+        secs = self._uniform_gemms_s(busy, routed - dropped)
         return m.n_moe_layers * secs, m.n_moe_layers * dropped
 
-    def _uniform_gemms_s(self, busy: np.ndarray, routed: np.ndarray, group: np.ndarray) -> np.ndarray:
+    def capacity(self, tokens):
+        """Slots each expert gives one replica's batch of ``tokens`` (int array): ``routing.capacity_per_expert``."""
+        m, r = self.s.model, self.routing
+        return capacity_per_expert(np.asarray(tokens, dtype=np.int64), m.top_k, m.n_experts,
+                                   r.capacity_factor, r.min_capacity)
+
+    def _uniform_gemms_s(self, busy: np.ndarray, routed: np.ndarray) -> np.ndarray:
         """Expert GEMM seconds of one layer at a fractional ``busy`` count (arrays ``(n,)``).
 
-        Mixes ``floor(busy)`` and ``ceil(busy)`` busy experts sharing ``routed`` tokens equally,
-        weighted by the fractional part. Rows hold only busy experts (one cost-model call per
-        distinct count), so no idle expert is ever passed to the grouped GEMM.
+        Mixes ``floor(busy)`` and ``ceil(busy)`` busy experts sharing the ``routed`` tokens they
+        keep equally, weighted by the fractional part. Rows hold only busy experts (one cost-model
+        call per distinct count), so no idle expert is ever passed to the grouped GEMM.
         """
-        e_local = self.s.model.n_experts // self.ep
+        e_local = self.placement.experts_per_rank
         lo = np.floor(busy + 1e-9)
         hi = np.minimum(lo + 1, e_local)
         frac = np.clip(busy - lo, 0.0, 1.0)
@@ -163,17 +175,8 @@ class IterationCost:
             for c in np.unique(count[(weight > 0) & (count > 0)]).astype(int).tolist():
                 sel = (count == c) & (weight > 0)
                 loads = np.repeat((routed[sel] / c)[:, None], c, axis=1)
-                loads = self._cap(loads, group[sel, None])
                 secs[sel] += weight[sel] * self._expert_gemms_s(loads)
         return secs
-
-    def _cap(self, loads: np.ndarray, group_tokens) -> np.ndarray:
-        """Loads clipped to the expert capacity when tokens over it are dropped."""
-        if self.routing.overflow != "drop":
-            return loads
-        m = self.s.model
-        cap = expert_load.capacity_per_expert(group_tokens, m.top_k, m.n_experts, self.routing.capacity_factor)
-        return np.minimum(loads, cap)
 
     def _expert_gemms_s(self, loads) -> np.ndarray:
         """Up(+gate) and down grouped GEMMs of one rank's experts; ``loads`` is ``(..., E_local)``.
@@ -207,16 +210,19 @@ class IterationCost:
     def sample_expert_times(self, tokens: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens), each ``(n,)``, of ``n`` independent draws of the expert loads.
 
-        Samples the whole EP group's loads ``(n, layers, E)``; each rank holds ``E/ep`` consecutive
-        experts and the slowest rank sets each layer's time; layers add.
+        Samples the whole EP group's loads ``(n, layers, E)``, laid out on the ranks by the
+        placement; the slowest rank sets each layer's time; layers add. Under ``drop`` each of the
+        ``ep`` replicas keeps at most its capacity per expert (``routing.expected_source_drops``:
+        the expected drops over how the group's loads split between the replicas); ``dropped`` is
+        one replica's share of the group's drops.
         """
-        m = self.s.model
-        group = tokens * self.ep
         incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
-        loads = expert_load.sample_loads(incl, group, self.rng).astype(float)
-        kept = self._cap(loads, group)
-        dropped = (loads - kept).sum(axis=(1, 2)) / self.ep
-        ranks = kept.reshape(n, m.n_moe_layers, self.ep, m.n_experts // self.ep)
+        loads = expert_load.sample_loads(incl, tokens * self.ep, self.rng)
+        lost = np.zeros(loads.shape)
+        if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
+            lost = expected_source_drops(loads, self.capacity(tokens), tokens, self.ep)
+        dropped = lost.sum(axis=(1, 2)) / self.ep
+        ranks = self.placement.split(loads - lost)
         secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2).sum(axis=1)
         return secs, dropped
 
@@ -303,8 +309,8 @@ def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400)
     avg = t[:-1] / b[:-1]
     start = 1.0
     if m.n_moe_layers and m.n_experts > 1:
-        e_local = m.n_experts // cost.ep
-        busy = e_local * (1.0 - (1.0 - m.top_k / m.n_experts) ** (b[:-1] * cost.ep))
+        e_local = cost.placement.experts_per_rank
+        busy = expert_load.uniform_busy(b[:-1], m.top_k, cost.placement)[0]
         start = float(b[:-1][np.argmax(busy >= e_local - 0.5)]) if (busy >= e_local - 0.5).any() else max_batch
     ok = np.flatnonzero((slope >= 0.5 * avg) & (b[:-1] >= start))
     return int(b[ok[0]]) if ok.size else int(max_batch)

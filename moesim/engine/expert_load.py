@@ -5,14 +5,16 @@ distinct experts out of ``E``, expert ``e`` is hit by one token with probability
 *inclusion probability*), so the expected number of distinct experts is
 ``sum_e 1 - (1 - q_e)^B``; under uniform routing ``q_e = k/E`` and this is ``E(1-(1-k/E)^B)``.
 
-Expert popularity comes from ``moesim/engine/routing.py`` (the same sampler training uses). Shapes: popularity and
-inclusion arrays are ``(layers, experts)``; loads are integer arrays of the same shape.
+Expert popularity comes from ``moesim/engine/routing.py`` (the same sampler training uses), and so
+does capacity (``routing.capacity_per_expert``, per source rank: one replica's batch). Shapes:
+popularity and inclusion arrays are ``(layers, experts)``; loads are integer arrays of the same shape.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from moesim.engine.placement import Placement
 from moesim.engine.routing import cap_inclusion
 
 
@@ -49,21 +51,30 @@ def sample_loads(inclusion: np.ndarray, tokens: int, rng: np.random.Generator) -
     return rng.binomial(int(tokens), inclusion)
 
 
-def capacity_per_expert(tokens, top_k: int, n_experts: int, capacity_factor: float):
-    """Switch/GShard capacity: ``ceil(capacity_factor * tokens * top_k / n_experts)``."""
-    return np.ceil(capacity_factor * np.asarray(tokens, dtype=float) * top_k / n_experts)
+def uniform_dropped(tokens, top_k: int, n_experts: int, capacity) -> np.ndarray:
+    """Expected assignments one source rank drops per batch under uniform routing, per ``tokens``.
+
+    The rank's ``tokens`` hit ``busy = E(1-(1-k/E)^tokens)`` experts (``expected_touched``) with
+    ``tokens * k / busy`` each on average; each drops what it gets over ``capacity`` (its slots for
+    this source rank, broadcasting against ``tokens``): ``busy * max(load - capacity, 0)``. A
+    mean-load estimate: the spread of the loads around that mean is left out.
+    """
+    t = np.asarray(tokens, dtype=float)
+    busy = expected_touched(np.full(n_experts, top_k / n_experts), t)
+    load = np.where(busy > 0, t * top_k / np.maximum(busy, 1e-12), 0.0)
+    return busy * np.maximum(load - capacity, 0.0)
 
 
-def uniform_busy(tokens, top_k: int, n_experts: int, ep: int) -> tuple[np.ndarray, np.ndarray]:
+def uniform_busy(tokens, top_k: int, placement: Placement) -> tuple[np.ndarray, np.ndarray]:
     """Expected (busy experts, routed tokens) of one EP rank per batch size, under uniform routing.
 
     ``tokens`` (shape ``(n,)``) is one replica's batch; with ``ep > 1`` the rank serves the batch
-    of all ``ep`` replicas of its group (assumed equal) on its ``n_experts / ep`` experts, so
+    of all ``ep`` replicas of its group (assumed equal) on its ``experts_per_rank`` experts, so
     ``busy = (E/ep)(1-(1-k/E)^(tokens*ep))`` (fractional) and ``routed = tokens * k`` on average.
     """
     t = np.asarray(tokens, dtype=float)
-    e_local = n_experts // ep
-    busy = e_local * (1.0 - (1.0 - top_k / n_experts) ** (t * ep))
+    n_experts, ep = placement.n_experts, placement.ep
+    busy = placement.experts_per_rank * (1.0 - (1.0 - top_k / n_experts) ** (t * ep))
     return busy, t * top_k
 
 

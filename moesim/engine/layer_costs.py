@@ -10,8 +10,10 @@ Modelling choices (see the README's training section):
   activations in bf16 between GEMMs), the model dtype otherwise (``Precision.act_dtype``; training
   accepts only native dtypes, see ``Scenario``);
 - the attention block is one op: QKV/output projections, the flash-attention core and the norms;
-- ``overflow: drop`` uses the padded Switch/GShard layout: every expert computes ``capacity`` slots
-  and the all-to-all moves the padded buffers; ``dropless`` moves and computes the real loads, and
+- ``overflow: drop`` uses the padded Switch/GShard layout: each EP source rank fills
+  ``capacity_per_source`` slots of every expert (drops per source rank, see ``routing.py``), so
+  every expert computes ``capacity = ep * capacity_per_source`` slots and the all-to-all moves the
+  padded buffers; ``dropless`` moves and computes the real loads, and
   the busiest EP rank sets the time of the expert GEMMs and both all-to-alls;
 - backward costs 2x the forward compute and the same collectives again, in reverse; the recompute
   slot re-runs the attention core (selective) or the whole layer forward, collectives included (full);
@@ -27,6 +29,7 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
+from moesim.engine.placement import Placement
 from moesim.engine.routing import RoutingSample
 from moesim.precision import scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
@@ -99,6 +102,8 @@ def expert_ffn_rank_s(cm: CostModel, tokens_per_expert, d_model: int, hidden: in
 def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, act_bytes: float, tp: int) -> float:
     """Bytes one device sends in a padded all-to-all: ``capacity/ep`` slots to each remote expert.
 
+    ``capacity`` is an expert's slots over the EP group, ``ep`` times each source rank's
+    (``RoutingSample.capacity``), so ``capacity/ep`` is what one source rank fills per expert.
     ``capacity * E * (ep-1)/ep^2 * d_model * bytes / tp``; with ``capacity = tokens*ep*top_k/E``
     (capacity factor 1) this is DESIGN's ``tokens * top_k * d_model * bytes * (ep-1)/ep`` per rank.
     """
@@ -126,7 +131,7 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     """(dense, expert) parameters of each layer held by one device: ``[L]`` each.
 
     Dense: attention, the two norms, the dense FFN or the shared experts and router, over tp.
-    Expert: the ``E/ep`` routed experts of one EP rank, over tp.
+    Expert: the routed experts of one EP rank (``Placement.experts_per_rank``), over tp.
     """
     m, plan = s.model, s.plan
     d = m.d_model
@@ -135,7 +140,8 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     dense_ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
     shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
     dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
-    experts = np.where(moe, m.n_experts // plan.ep * expert_params(m), 0) / plan.tp
+    per_rank = Placement.contiguous(m.n_experts, plan.ep).experts_per_rank
+    experts = np.where(moe, per_rank * expert_params(m), 0) / plan.tp
     return dense.astype(float), experts.astype(float)
 
 

@@ -3,8 +3,14 @@
 Shapes: ``L`` MoE layers, ``M`` microbatches, ``E`` routed experts, ``ep`` expert-parallel ranks.
 Loads count token-expert assignments (a token routed to ``top_k`` experts counts ``top_k`` times)
 for one EP group in one microbatch: the ``ep`` data-parallel replicas of the group each bring their
-microbatch, so the group routes ``ep * tokens_per_replica`` tokens. Experts sit on EP ranks in
-contiguous blocks of ``E / ep`` (rank ``r`` holds experts ``r*E/ep .. (r+1)*E/ep - 1``).
+microbatch, so the group routes ``ep * tokens_per_replica`` tokens. Which rank holds which expert is
+a :class:`~moesim.engine.placement.Placement` (contiguous blocks of ``E / ep`` today).
+
+Capacity is per *source* rank, as GShard, DeepSpeed and Megatron-core apply it: each of the ``ep``
+ranks gates its own tokens, gives every expert ``capacity_per_expert(tokens_per_rank, ...)`` slots
+and drops what overflows them per (source rank, expert); an expert therefore computes ``ep`` times
+that many slots. Serving (``decode_cost.py``) uses the same rule with a replica's batch as the
+source rank's tokens.
 """
 
 from __future__ import annotations
@@ -15,17 +21,32 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.engine.placement import Placement
 from moesim.errors import InputError
 from moesim.schemas import RoutingSpec
 
+#: A product within this of an integer is that integer (half of ``round(x, 9)``'s last digit), or
+#: within 4 float spacings of it for products too large for 1e-9 to be above their float noise.
+_SNAP = 5e-10
 
-def capacity_per_expert(tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
-    """Slots per expert: ``ceil(capacity_factor * tokens * top_k / n_experts)`` (Switch/GShard).
 
-    ``tokens`` are the tokens routed together (one EP group, one microbatch). The product is rounded
-    to 9 decimals first so float noise (1.1 * 100 = 110.00000000000001) does not add a slot.
+def capacity_per_expert(tokens, top_k: int, n_experts: int, capacity_factor: float,
+                        min_capacity: int = 0):
+    """Slots each expert gives one source rank: ``max(ceil(cf * tokens * top_k / E), min_capacity)``.
+
+    ``tokens`` (int or int array, any shape) are one source rank's tokens: one EP rank's microbatch
+    in training, one replica's batch in serving. Returns an int for a scalar, an int64 array of
+    ``tokens``' shape otherwise. The product is snapped to the nearest integer when float noise is
+    all that separates them (``1.1 * 400 / 8`` is 55.000000000000007 in floats: 55 slots, not 56).
+    ``min_capacity`` is DeepSpeed's (``deepspeed.moe.layer.MoE(min_capacity=4)``, applied in
+    ``sharded_moe._capacity`` by ``top1gating``/``top2gating``/``topkgating``) and Megatron-core's
+    ``moe_utils.get_capacity(..., min_capacity)``: small batches keep a few slots per expert.
     """
-    return math.ceil(round(capacity_factor * tokens * top_k / n_experts, 9))
+    exact = capacity_factor * np.asarray(tokens, dtype=float) * top_k / n_experts
+    nearest = np.rint(exact)
+    snap = np.abs(exact - nearest) <= np.maximum(_SNAP, 4 * np.spacing(nearest))
+    cap = np.maximum(np.where(snap, nearest, np.ceil(exact)), min_capacity).astype(np.int64)
+    return int(cap) if cap.ndim == 0 else cap
 
 
 def apply_capacity(loads, capacity) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +80,16 @@ def keep_mask(expert_ids, n_experts: int, capacity: int) -> np.ndarray:
     return (position < capacity).reshape(ids.shape)
 
 
-def rank_loads(expert_loads, ep: int) -> np.ndarray:
-    """Tokens landing on each EP rank: ``[..., E] -> [..., ep]``, summing each rank's block of experts."""
-    a = np.asarray(expert_loads)
-    return a.reshape(*a.shape[:-1], ep, a.shape[-1] // ep).sum(axis=-1)
+def apply_capacity_per_source(source_loads, capacity) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, dropped) per expert, ``[..., E]``, of source ranks that each fill their own slots.
+
+    ``source_loads``: ``[sources, ..., E]`` assignments each source rank sends each expert.
+    ``capacity``: slots per (source rank, expert) (:func:`capacity_per_expert` of one rank's
+    tokens). Each source rank keeps at most ``capacity`` per expert; kept and dropped are summed
+    over the sources, so an expert keeps at most ``sources * capacity``.
+    """
+    kept, dropped = apply_capacity(source_loads, capacity)
+    return kept.sum(axis=0), dropped.sum(axis=0)
 
 
 def cap_inclusion(popularity, top_k: int) -> np.ndarray:
@@ -155,21 +182,100 @@ def sample_loads(popularity, tokens: int, top_k: int, n_microbatches: int,
     return rng.multinomial(tokens * top_k, pv)
 
 
+def expected_source_drops(loads, capacity: int, per_source: int, ep: int) -> np.ndarray:
+    """Expected drops per expert, ``[..., E]`` float, of ``ep`` source ranks each capped at ``capacity``.
+
+    ``loads`` ``[..., E]`` are the group's sampled loads, pooled over its ``ep`` source ranks, each
+    of which routed ``per_source`` draws (assignments ``tokens * top_k`` under the multinomial
+    sampler, tokens under the per-expert binomial one). Given the pooled load ``X`` of an expert,
+    the share one source sent it is hypergeometric, ``H ~ Hypergeom(ep * per_source, per_source,
+    X)`` (the group's draws are exchangeable and each source owns ``per_source`` of them), so the
+    group drops ``ep * E[max(H - capacity, 0)]`` there (:func:`hypergeom_excess`). This is the
+    expectation of :func:`apply_capacity_per_source` over the split (not a sample of it), for the
+    price of one pooled draw instead of one per source rank. ``ep == 1``: ``max(X - capacity, 0)``.
+    """
+    x = np.asarray(loads)
+    if ep == 1:
+        return np.maximum(x - capacity, 0).astype(float)
+    out = np.zeros(x.shape)
+    over = x > capacity  # below it no source can exceed its slots
+    if over.any():
+        n, where = np.unique(x[over], return_inverse=True)  # a function of the load only
+        excess = hypergeom_excess(n, capacity, per_source, ep * per_source)
+        floor = np.maximum(n - ep * capacity, 0)  # no source keeps more than its capacity
+        out[over] = np.clip(ep * excess, floor, n)[where.reshape(-1)]
+    return out
+
+
+#: Elements of the ``[loads, window]`` grid :func:`hypergeom_excess` holds at once.
+_WINDOW_ELEMENTS = 1 << 22
+
+
+def hypergeom_excess(draws, threshold: int, successes: int, population: int) -> np.ndarray:
+    """``E[max(H - threshold, 0)]`` for ``H ~ Hypergeom(population, successes, draws)``: ``(n,)`` floats.
+
+    ``draws``: int array ``(n,)``. Sums ``(j - threshold) * pmf(j)`` over a window of the support,
+    ``mean +- (8 sd + 20)`` with ``sd`` the with-replacement (binomial) one, outside which the mass
+    is below ``e^-30`` (Bernstein's inequality, which sampling without replacement obeys with the
+    binomial variance: Hoeffding 1963, section 6). The pmf comes from its ratio
+    ``pmf(j+1)/pmf(j) = (K-j)(n-j) / ((j+1)(N-K-n+j+1))`` accumulated in logs and normalised over
+    the window, so no factorial is evaluated. Vectorised over the draws, in row blocks.
+    """
+    n = np.asarray(draws, dtype=float).reshape(-1)
+    N, K = float(population), float(successes)
+    mean = n * K / N
+    sd = np.sqrt(n * (K / N) * (1 - K / N))
+    half = 8 * sd + 20
+    start = np.maximum(np.maximum(0.0, n - (N - K)), np.floor(mean - half))
+    end = np.minimum(np.minimum(K, n), np.ceil(mean + half))
+    out = np.zeros(n.size)
+    width = (end - start).astype(np.int64) + 1
+    rows = max(1, _WINDOW_ELEMENTS // max(int(width.max(initial=1)), 1))
+    for a in range(0, n.size, rows):
+        b = slice(a, a + rows)
+        j = start[b, None] + np.arange(int(width[b].max()))  # [rows, W]
+        x, last = n[b, None], end[b, None]
+        inside = j <= last
+        step_ok = j + 1 <= last  # the ratio from j to j+1 stays in the window
+        num = np.where(step_ok, (K - j) * (x - j), 1.0)
+        den = np.where(step_ok, (j + 1) * (N - K - x + j + 1), 1.0)
+        logpmf = np.zeros(j.shape)
+        logpmf[:, 1:] = np.cumsum(np.log(num[:, :-1] / den[:, :-1]), axis=1)
+        logpmf = np.where(inside, logpmf, -np.inf)
+        pmf = np.exp(logpmf - logpmf.max(axis=1, keepdims=True))
+        pmf /= pmf.sum(axis=1, keepdims=True)
+        out[b] = (np.maximum(j - threshold, 0.0) * pmf).sum(axis=1)
+    return out
+
+
 @dataclass(frozen=True)
 class RoutingSample:
     """Sampled routing of one EP group over one step. Token counts are assignments (token x top_k).
 
-    ``loads``/``kept``/``dropped``: ``[L, M, E]``. ``capacity``: slots per expert per microbatch.
-    ``compute_tokens``: ``[L, M, ep, E/ep]`` tokens each expert actually computes (padded to
-    ``capacity`` under ``drop``: the Switch/GShard layout; the real loads under ``dropless``).
+    ``loads``/``kept``/``dropped``: ``[L, M, E]``, summed over the group's ``ep`` source ranks
+    (``kept``/``dropped`` floats: expected over how the loads split between the sources).
+    ``capacity_per_source``: slots each expert gives each source rank per microbatch; ``capacity``
+    (``ep`` times that) is what an expert computes under ``drop`` (the padded Switch/GShard layout).
+    ``compute_tokens``: ``[L, M, ep, E/ep]`` tokens each expert actually computes (``capacity``
+    under ``drop``; the real loads under ``dropless``), laid out by ``placement``.
     """
 
     loads: np.ndarray
     kept: np.ndarray
     dropped: np.ndarray
-    capacity: int
-    ep: int
+    capacity_per_source: int
+    placement: Placement
     padded: bool
+
+    @property
+    def ep(self) -> int:
+        """Expert-parallel ranks of the group (also its source ranks)."""
+        return self.placement.ep
+
+    @property
+    def capacity(self) -> int:
+        """Slots per expert per microbatch over the EP group: ``ep * capacity_per_source``."""
+        return self.ep * self.capacity_per_source
 
     @property
     def routed_per_layer(self) -> np.ndarray:
@@ -188,11 +294,10 @@ class RoutingSample:
 
     @property
     def compute_tokens(self) -> np.ndarray:
+        """Tokens each expert computes, by rank: ``[L, M, ep, E/ep]``."""
         if self.padded:
-            L, M, E = self.loads.shape
-            return np.full((L, M, self.ep, E // self.ep), self.capacity, dtype=np.int64)
-        L, M, E = self.loads.shape
-        return self.loads.reshape(L, M, self.ep, E // self.ep)
+            return np.full(self.placement.split(self.loads).shape, self.capacity, dtype=np.int64)
+        return self.placement.split(self.loads)
 
     @property
     def rank_tokens(self) -> np.ndarray:
@@ -237,13 +342,22 @@ def sample_routing(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: int,
                    rng: np.random.Generator) -> RoutingSample:
     """Popularity, loads, capacity and drops for ``n_layers`` MoE layers of one EP group.
 
-    ``tokens_per_group``: tokens the EP group routes in one microbatch (``ep`` replicas' worth).
+    ``tokens_per_group``: tokens the EP group routes in one microbatch (``ep`` source ranks' worth,
+    so a multiple of ``ep``). The group's loads are one multinomial draw (the sum of the sources'
+    draws). Capacity is each source rank's (:func:`capacity_per_expert` of ``tokens_per_group /
+    ep``, at least ``spec.min_capacity``) and ``drop`` drops per (source rank, expert): the
+    expected drops over how the sampled loads split between the sources
+    (:func:`expected_source_drops`), so ``kept`` and ``dropped`` are floats.
     """
+    placement = Placement.contiguous(n_experts, ep)
+    if tokens_per_group % ep:
+        raise ValueError(f"tokens_per_group = {tokens_per_group}: must be a multiple of ep ({ep})")
+    tokens_per_rank = tokens_per_group // ep
     pop = expert_popularity(spec, n_layers, n_experts, top_k, rng)
     loads = sample_loads(pop, tokens_per_group, top_k, n_microbatches, rng)
-    cap = capacity_per_expert(tokens_per_group, top_k, n_experts, spec.capacity_factor)
+    cap = capacity_per_expert(tokens_per_rank, top_k, n_experts, spec.capacity_factor, spec.min_capacity)
     if spec.overflow == "drop":
-        kept, dropped = apply_capacity(loads, cap)
+        dropped = expected_source_drops(loads, cap, tokens_per_rank * top_k, ep)
     else:
-        kept, dropped = loads, np.zeros_like(loads)
-    return RoutingSample(loads, kept, dropped, cap, ep, padded=spec.overflow == "drop")
+        dropped = np.zeros(loads.shape)
+    return RoutingSample(loads, loads - dropped, dropped, cap, placement, padded=spec.overflow == "drop")

@@ -13,8 +13,8 @@ class PlanSpec(Strict):
     """How devices split the model and the batch.
 
     Devices = dp * tp * pp. Expert parallelism is carved out of the data-parallel ranks
-    (Megatron-core): ``ep`` divides ``dp``, each EP group holds ``n_experts / ep`` experts per rank,
-    and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
+    (Megatron-core): ``ep`` divides ``dp``, each rank of an EP group holds the experts its
+    ``moesim.engine.placement.Placement`` assigns (contiguous ``n_experts / ep`` today), and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
     of model replicas.
     """
 

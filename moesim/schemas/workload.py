@@ -111,7 +111,12 @@ class RoutingSpec(Strict):
                                              "distribution: uniform", description="Dirichlet concentration (large = near uniform).")
     trace: Path | None = Field(None, description="CSV of expert popularity, one row per layer, one column per expert (trace only).")
     capacity_factor: PositiveFloat = bounded(1.25, le=64, why="beyond 64 every expert holds every token: use overflow: dropless",
-                                             description="Expert capacity = ceil(cf * tokens * top_k / n_experts).")
+                                             description="Expert capacity per source rank = max(ceil(cf * tokens * top_k / n_experts), min_capacity), "
+                                                         "tokens being one EP rank's microbatch (training) or one replica's batch (serving).")
+    min_capacity: int = bounded(4, ge=0, le=MAX_TOKENS, why="an expert receives at most every token of a source rank's batch "
+                                "(<= 2^24 tokens): beyond that use overflow: dropless",
+                                description="Fewest slots each expert gives one source rank under overflow: drop (DeepSpeed MoE's "
+                                            "min_capacity, default 4): small decode batches do not drop.")
     overflow: Literal["drop", "dropless"] = Field("drop", description="drop: tokens over capacity pass through the residual; dropless: all kept.")
     seed: int = bounded(0, ge=0, le=2**63 - 1, why="seeds are stored as signed 64-bit integers in results tables",
                         description="Seed of the routing sampler.")
