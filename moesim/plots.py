@@ -212,7 +212,7 @@ def plot_result(kind: str, result: Any, title: str = "") -> Figure:
 #: Span kinds grouped for the timeline legend, in drawing order (first = underneath).
 _SPAN_GROUPS = (("iteration", "iteration"), ("optimizer", "optimizer"), ("recompute", "recompute"),
                 ("alltoall", "all-to-all"), ("tp_allreduce", "TP all-reduce"), ("pp_send", "PP send"),
-                ("dp_sync", "DP gradient sync"), ("prefill", "prefill"), ("decode", "decode"))
+                ("dp_sync", "DP gradient sync"), ("zero_gather", "ZeRO parameter all-gather"), ("prefill", "prefill"), ("decode", "decode"))
 
 
 def span_group(kind: str) -> str:

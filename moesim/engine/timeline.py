@@ -14,7 +14,7 @@ import numpy as np
 from moesim.engine.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
 from moesim.results import SpanRecorder
 
-_RANK_GROUP = {"tp_allreduce": "tp", "alltoall_dispatch": "ep", "alltoall_combine": "ep"}
+_RANK_GROUP = {"tp_allreduce": "tp", "alltoall_dispatch": "ep", "alltoall_combine": "ep", "zero_gather": "dp"}
 
 
 @dataclass(frozen=True)
