@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from moesim.engine.schedules import schedule_for
 from moesim.precision import Precision, precision, scenario_precision, summary_fields
 from moesim.schemas import ModelSpec, PlanSpec, Scenario, ServingWorkload, TrainingWorkload
 
@@ -268,7 +269,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         micro_seqs = w.global_batch_seqs / (plan.dp * plan.microbatches)
         tokens = micro_seqs * w.seq_len
         layers_per_stage = m.n_layers / plan.pp
-        in_flight = _microbatches_in_flight(plan)
+        in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         acts = activation_bytes_per_token_layer(m, plan.tp, plan.recompute, prec) * tokens * layers_per_stage * in_flight
         kv = 0.0
     else:
@@ -305,17 +306,6 @@ def _longest_request(s: Scenario) -> float:
 
     longest = _longest(w.prompt_tokens) + _longest(w.output_tokens)
     return float(longest or s.model.max_seq_len)
-
-
-def _microbatches_in_flight(plan: PlanSpec) -> float:
-    """Microbatches whose activations stage 0 holds at the peak of the schedule."""
-    if plan.pp == 1:
-        return 1.0
-    if plan.schedule == "gpipe":
-        return float(plan.microbatches)
-    if plan.schedule == "interleaved":
-        return min(plan.microbatches, plan.pp) * (1 + (plan.pp - 1) / (plan.pp * plan.virtual_stages))
-    return float(min(plan.microbatches, plan.pp))
 
 
 def _serving_activation_bytes(s: Scenario) -> float:

@@ -33,8 +33,8 @@ from moesim.engine.layer_costs import (
     LayerCosts,
     layer_costs,
 )
-from moesim.engine.pipeline import Unit, schedule
 from moesim.engine.routing import RoutingSample, sample_routing
+from moesim.engine.schedules import DEFAULT_LAYOUT, Schedule, Unit, schedule_for
 from moesim.engine.timeline import OpTable, chunk_tables, dp_ready_offsets
 from moesim.engine.training_summary import record_step, summarize
 from moesim.results import SimResult, SpanRecorder
@@ -54,8 +54,9 @@ class PipelineRun:
 
 def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarray,
                  dp_ready_s: list[np.ndarray] | None = None, dp_s: list[np.ndarray] | None = None,
-                 overlap_dp: bool = True, dp_every_microbatch: bool = False) -> PipelineRun:
-    """Play the per-stage ``orders`` in SimPy.
+                 overlap_dp: bool = True, dp_every_microbatch: bool = False,
+                 layout: Schedule = DEFAULT_LAYOUT) -> PipelineRun:
+    """Play the per-stage ``orders`` in SimPy; ``layout`` says which stage holds which chunk.
 
     ``unit_s [C, M, 2]``: seconds of each unit (C = pp * v global chunks). ``send_s [C, 2]``:
     seconds to send chunk ``c``'s output forward (to ``c+1``) / its input gradient backward (to
@@ -73,14 +74,14 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
     arrivals: dict[tuple[int, int, int], simpy.Event] = {}
     for c in range(C):
         for b, src in ((0, c - 1), (1, c + 1)):
-            if 0 <= src < C and src % pp != c % pp:
+            if 0 <= src < C and layout.stage_of(src, pp) != layout.stage_of(c, pp):
                 for i in range(M):
                     arrivals[(c, i, b)] = env.event()
     last_bwd = {}
     for s, order in enumerate(orders):
         for u in order:
             if u.backward:
-                last_bwd[u.chunk * pp + s] = u.microbatch
+                last_bwd[layout.global_chunk(s, u.chunk, pp)] = u.microbatch
     p2p_free = [0.0] * pp
     dp_free = [0.0] * pp
     sends: list[tuple] = []
@@ -101,7 +102,7 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
     def stage(s: int):
         deferred = []
         for u in orders[s]:
-            c, i, b = u.chunk * pp + s, u.microbatch, int(u.backward)
+            c, i, b = layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)
             t_free = env.now
             ev = arrivals.get((c, i, b))
             if ev is not None:
@@ -119,7 +120,7 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
             t1 = env.now
             end[c, i, b] = t1
             dst = c - 1 if b else c + 1
-            if 0 <= dst < C and dst % pp != s:
+            if 0 <= dst < C and layout.stage_of(dst, pp) != s:
                 st = max(t1, p2p_free[s])
                 p2p_free[s] = st + float(send_s[c, b])
                 sends.append((s, c, i, b, st, p2p_free[s]))
@@ -135,14 +136,16 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
 
 
 def p2p_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
-    """Seconds of one pipeline send from each stage to the next: ``[pp]`` (stage pp-1 wraps to 0).
+    """Seconds of one pipeline send from each stage to the next: ``[pp]``. Stage ``st`` holds chunk
+    ``st`` and sends to the stage holding chunk ``st + 1`` (stage pp-1 wraps to 0).
 
     Ranks are laid out tp fastest, then dp, then pp, so stage ``s``'s first device is rank
     ``s * dp * tp``; a send stays on NVLink when both stages' devices share a node.
     """
     plan, per_node = s.plan, s.hardware.node.devices_per_node
     stride = plan.dp * plan.tp
-    node = lambda st: (st % plan.pp) * stride // per_node
+    stage_of = schedule_for(plan).stage_of
+    node = lambda c: stage_of(c, plan.pp) * stride // per_node
     return np.array([float(cm.p2p_s(nbytes, intra=node(st) == node(st + 1))) for st in range(plan.pp)])
 
 
@@ -159,6 +162,7 @@ class StepResult:
     gather_after_step_s: np.ndarray  # [pp] ZeRO-1/2: the gather after the optimizer (its span)
     gather_exposed_after_step_s: np.ndarray  # [pp] ZeRO-1/2: what of it the next forward cannot hide
     recompute_comm_s: np.ndarray  # [pp, 2] (all-to-all, TP) seconds inside full recompute's re-run
+    schedule: Schedule  # whose layout maps global chunks to stages
 
 
 def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool) -> tuple[float, float]:
@@ -178,6 +182,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     """Sample routing, cost every op, play the pipeline: one optimizer step."""
     m, plan = s.model, s.plan
     pp, M, C = plan.pp, plan.microbatches, len(chunks)
+    sched = schedule_for(plan)
+    stage = sched.stage_of(np.arange(C), pp)  # [C] stage holding each global chunk
     moe_layers = [i for i in range(m.n_layers) if m.is_moe_layer(i)]
     routing = None
     if moe_layers:
@@ -192,28 +198,29 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
         for c in range(C):
             (f, gf), (b, gb) = (zero.with_gather_waits(t, costs, plan.overlap_dp_comm) for t in tables[c])
             tables[c] = (f, b)
-            gather[c % pp] += gf + gb
+            gather[stage[c]] += gf + gb
     unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
     hop = p2p_send_s(cm, s, costs.p2p_bytes)
-    send_s = np.stack([hop[np.arange(C) % pp], hop[(np.arange(C) - 1) % pp]], axis=1)
+    send_s = np.stack([hop[stage], hop[sched.stage_of(np.arange(C) - 1, pp)]], axis=1)
     run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
                        [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm,
-                       dp_every_microbatch=zp.reduce_every_microbatch)
+                       dp_every_microbatch=zp.reduce_every_microbatch, layout=sched)
     opt_params = np.zeros(pp)
     after, exposed = np.zeros(pp), np.zeros(pp)
     rc = np.zeros((pp, 2))
     for c, (_, b) in enumerate(tables):
-        opt_params[c % pp] += b.opt_params
-        rc[c % pp] += recompute_comm_s(costs, chunks[c], plan.recompute == "full")
+        opt_params[stage[c]] += b.opt_params
+        rc[stage[c]] += recompute_comm_s(costs, chunks[c], plan.recompute == "full")
         if zp.gather_after_step:
-            after[c % pp] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
+            after[stage[c]] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
     if zp.gather_after_step:
-        for st in range(pp):  # the stage's first unit: chunk st, microbatch 0, forward
-            exposed[st] = zero.after_step_gather(tables[st][0], costs, after[st], float(run.start_s[st, 0, 0]),
+        for st in range(pp):  # the stage's first unit: its local chunk 0, microbatch 0, forward
+            c0 = sched.global_chunk(st, 0, pp)
+            exposed[st] = zero.after_step_gather(tables[c0][0], costs, after[st], float(run.start_s[c0, 0, 0]),
                                                  plan.overlap_dp_comm)
         gather = after.copy()
     optimizer_s = np.asarray(cm.memory_s(opt_params * ADAM_BYTES_PER_PARAM), dtype=float)
-    return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc)
+    return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc, sched)
 
 
 def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:
@@ -221,9 +228,9 @@ def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:
     plan, m = scenario.plan, scenario.model
     cm = build_cost_model(scenario.hardware)
     rng = np.random.default_rng(seed)
-    v = plan.virtual_stages if plan.schedule == "interleaved" else 1
-    orders = schedule(plan.schedule, plan.pp, plan.microbatches, v)
-    chunks = np.array_split(np.arange(m.n_layers), plan.pp * v)
+    sched = schedule_for(plan)
+    orders = sched.orders(plan.pp, plan.microbatches, sched.virtual_stages(plan.virtual_stages))
+    chunks = np.array_split(np.arange(m.n_layers), sched.chunks(plan.pp, plan.virtual_stages))
     rec = SpanRecorder()
     steps, offset = [], 0.0
     for _ in range(scenario.workload.steps):

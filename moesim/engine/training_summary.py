@@ -27,7 +27,7 @@ import numpy as np
 
 from moesim.accounting import memory_report, training_flops_per_token
 from moesim.costmodel import CostModel
-from moesim.engine.pipeline import analytic_bubble_fraction
+from moesim.engine.schedules import schedule_for
 from moesim.engine.timeline import add_unit_spans
 from moesim.engine.zero import gather_wait_s
 from moesim.fit_advice import fit_explanation
@@ -42,7 +42,7 @@ def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
     """Timeline landmarks of one step: pipeline end, per-stage compute/sync ends, step end (s)."""
     run = step.run
     C = run.end_s.shape[0]
-    stage_of = np.arange(C) % pp
+    stage_of = step.schedule.stage_of(np.arange(C), pp)
     compute_end = np.array([run.end_s[stage_of == st].max() for st in range(pp)])
     dp_end = np.zeros(pp)
     for st, _c, _j, _t0, t1 in run.dp_syncs:
@@ -61,8 +61,9 @@ def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
     """Add every span of ``step`` (shifted by ``offset_s``) to ``rec``; return the step's end time."""
     run = step.run
     for c, (fwd, bwd) in enumerate(step.tables):
-        add_unit_spans(rec, fwd, c % pp, run.start_s[c, :, 0], backward=False, offset_s=offset_s)
-        add_unit_spans(rec, bwd, c % pp, run.start_s[c, :, 1], backward=True, offset_s=offset_s)
+        st = step.schedule.stage_of(c, pp)
+        add_unit_spans(rec, fwd, st, run.start_s[c, :, 0], backward=False, offset_s=offset_s)
+        add_unit_spans(rec, bwd, st, run.start_s[c, :, 1], backward=True, offset_s=offset_s)
     if run.sends:
         st, c, i, b, t0, t1 = (np.array(col) for col in zip(*run.sends))
         kinds = np.where(b == 1, "pp_send_bwd", "pp_send_fwd").astype(object)
@@ -92,7 +93,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     straggler = np.zeros(pp)
     exposed = np.zeros(pp)
     for c, (fwd, bwd) in enumerate(step.tables):
-        st = c % pp
+        st = step.schedule.stage_of(c, pp)
         for table in (fwd, bwd):
             for key, val in table.category_s().items():
                 busy[key][st] += val
@@ -138,7 +139,6 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     """The flat summary (stable keys first) and the per-layer routing table."""
     m, plan, w, hw = s.model, s.plan, s.workload, s.hardware
     pp = plan.pp
-    v = plan.virtual_stages if plan.schedule == "interleaved" else 1
     parts = [step_breakdown(st, pp) for st in steps]
     mean = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
     step_time = mean["step_time_s"]
@@ -161,7 +161,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
                 for st in steps if st.routing is not None and st.routing.padded)
     a2a = float(np.mean([_alltoall_bytes(st, pp) for st in steps]))
     nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp)
-    analytic = analytic_bubble_fraction(pp, plan.microbatches, v)
+    analytic = schedule_for(plan).bubble_fraction(pp, plan.microbatches, plan.virtual_stages)
     summary = {
         "step_time_s": step_time,
         "tokens_per_s": tokens_per_s,
