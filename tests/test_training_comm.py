@@ -28,19 +28,12 @@ from moesim.presets.hardware import HARDWARE
 from moesim.resolve import deep_merge
 from moesim.schemas import HardwareSpec
 from moesim.schemas.workload import LengthDist
+from tests.test_training import MOE as _TRAINING_MOE
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# 8 layers of 8 experts top-2 on one 8-GPU H100 node.
-MOE = dict(
-    name="moe-comm",
-    model=dict(name="moe", n_layers=8, d_model=1024, n_heads=8, vocab_size=1024, ffn_hidden=4096,
-               expert_ffn_hidden=2048, n_experts=8, top_k=2, max_seq_len=2048),
-    hardware=dict(preset="h100-sxm", cluster=dict(nodes=1)),
-    plan=dict(dp=8, tp=1, pp=1, ep=4, microbatches=4, schedule="1f1b"),
-    workload=dict(kind="training", global_batch_seqs=32, seq_len=2048, total_tokens=1e10),
-    routing=dict(distribution="uniform", capacity_factor=1.25, overflow="drop", seed=0),
-)
+# tests/test_training.py's 8-layer, 8-expert top-2 model on one 8-GPU H100 node, without pipeline.
+MOE = {**_TRAINING_MOE, "name": "moe-comm", "plan": dict(dp=8, tp=1, pp=1, ep=4, microbatches=4, schedule="1f1b")}
 
 
 def sim(**sections) -> dict:
