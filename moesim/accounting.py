@@ -11,7 +11,6 @@ per parameter of mixed-precision Adam, and Korthikanti et al. 2022 for activatio
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from moesim.engine.schedules import schedule_for
@@ -118,27 +117,6 @@ def flops_per_token(m: ModelSpec, seq_len: int | None = None, context_tokens: fl
     return 2.0 * matmul + attention_core_flops(m, context_tokens)
 
 
-def mean_length(dist, fallback: float, trace_column=None) -> float:
-    """Mean tokens of a length distribution (``LengthDist``): fixed, uniform, lognormal (clipped at
-    ``max``: ``E[min(X, max)]``), or the mean of ``trace_column`` for ``trace`` (``fallback``
-    without one)."""
-    if dist.dist == "fixed":
-        return float(dist.value)
-    if dist.dist == "uniform":
-        return (dist.low + dist.high) / 2
-    if dist.dist == "lognormal":
-        mu, sigma = math.log(dist.median), dist.sigma
-        mean = math.exp(mu + sigma**2 / 2)
-        if dist.max is None:
-            return mean
-        z = (math.log(dist.max) - mu) / sigma
-        cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
-        return mean * cdf(z - sigma) + dist.max * (1 - cdf(z))
-    if trace_column is not None and len(trace_column):
-        return float(sum(float(x) for x in trace_column) / len(trace_column))
-    return fallback
-
-
 def serving_mean_context(s: Scenario) -> float:
     """Keys the average generated token attends to: mean prompt + half the mean output (a trace's
     means when the lengths come from ``workload.arrival.trace``; half ``max_seq_len`` each without one)."""
@@ -149,7 +127,7 @@ def serving_mean_context(s: Scenario) -> float:
 
         _, prompt_col, output_col = read_trace(w.arrival.trace)
     half = s.model.max_seq_len / 2
-    return mean_length(w.prompt_tokens, half, prompt_col) + mean_length(w.output_tokens, half, output_col) / 2
+    return w.prompt_tokens.mean_tokens(half, prompt_col) + w.output_tokens.mean_tokens(half, output_col) / 2
 
 
 def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
@@ -302,9 +280,7 @@ def _kv_shards(m: ModelSpec, tp: int) -> int:
 def _longest_request(s: Scenario) -> float:
     """Tokens of the longest request the serving workload can send (prompt + output)."""
     w: ServingWorkload = s.workload  # type: ignore[assignment]
-    from moesim.schemas.scenario import _longest
-
-    longest = _longest(w.prompt_tokens) + _longest(w.output_tokens)
+    longest = w.prompt_tokens.upper_bound_tokens() + w.output_tokens.upper_bound_tokens()
     return float(longest or s.model.max_seq_len)
 
 

@@ -47,9 +47,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def _print_json(data) -> None:
-    from moesim.results import _jsonable
+    from moesim.results import jsonable
 
-    sys.stdout.write(json.dumps(_jsonable(data), indent=2) + "\n")
+    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
 
 
 @app.command()
@@ -194,7 +194,7 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _command():
+def click_command():
     """The click command behind ``app``, with on/off flags shown as bare flags in ``--help``.
 
     typer >= 0.20 prints every option's type, so a flag reads ``--quick <bool>`` as if it took a
@@ -213,7 +213,7 @@ def _command():
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to one line and an exit code."""
     try:
-        _command().main(args=argv, prog_name="moesim", standalone_mode=False)
+        click_command().main(args=argv, prog_name="moesim", standalone_mode=False)
         return 0
     except MoesimError as exc:
         from rich.markup import escape

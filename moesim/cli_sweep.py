@@ -80,11 +80,11 @@ def sweep_command(
     p = outcome.progress
     files = {"csv": str(outcome.out_dir / "results.csv"), "jsonl": str(outcome.out_dir / "results.jsonl")}
     if as_json:
-        from moesim.results import _jsonable
+        from moesim.results import jsonable
 
         doc = {"points": p.total + p.skipped, "ok": p.ok, "invalid": p.invalid, "failed": p.failed,
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
-        sys.stdout.write(json.dumps(_jsonable(doc), indent=2) + "\n")
+        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         out.print(_rows_table(outcome.rows, outcome.dims, best, outcome.best, top, outcome.best_direction))
         out.print(f"{p.total + p.skipped} points: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
@@ -222,11 +222,11 @@ def validate_command(
     if as_json:
         from dataclasses import asdict
 
-        from moesim.results import _jsonable
+        from moesim.results import jsonable
 
         doc = {"checks": [asdict(c) for c in checks], "median_abs_error": med,
                "median_abs_error_all_rows": med_all}
-        sys.stdout.write(json.dumps(_jsonable(doc), indent=2) + "\n")
+        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         out.print(_checks_table(checks))
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from moesim.loader import _model_in
+from moesim.loader import model_in
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
 from moesim.schemas._base import MappingValues, bound_reason
 
@@ -54,7 +54,7 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str, s
     for name, f in cls.model_fields.items():
         path = f"{prefix}{name}"
         default = "required" if f.default is PydanticUndefined else repr(f.default)
-        sub = _model_in(f.annotation)
+        sub = model_in(f.annotation)
         if isinstance(f.default, BaseModel):
             default = "(defaults below)"
         rows.append((path, _type_name(f.annotation) if sub is None else "mapping", default, _range(f),

@@ -10,7 +10,6 @@ accepts either runs in bounded memory or is refused here in one line.
 
 from __future__ import annotations
 
-from moesim.accounting import mean_length
 from moesim.errors import InputError
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
 
@@ -45,7 +44,7 @@ def estimate_work(s: Scenario) -> dict:
                 "assignments": group_tokens * m.top_k if routed else 0}
     assert isinstance(w, ServingWorkload)
     n = w.arrival.n_requests
-    out = mean_length(w.output_tokens, 256.0)
+    out = w.output_tokens.mean_tokens(256.0)
     per_iter = max(1, min(w.max_batch_seqs, n // max(p.dp, 1) or 1))
     if not routed:
         cells, shape = 0, ""

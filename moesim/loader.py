@@ -258,17 +258,17 @@ def _section_class(loc: tuple) -> type[BaseModel] | None:
                 cls = TrainingWorkload if part == "training" else ServingWorkload
             continue
         field = cls.model_fields.get(str(part))
-        cls = _model_in(field.annotation) if field else None
+        cls = model_in(field.annotation) if field else None
     return cls
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType, typing.Annotated):
         for arg in typing.get_args(annotation):
-            found = _model_in(arg)
+            found = model_in(arg)
             if found is not None:
                 return found
     return None
@@ -332,7 +332,7 @@ def _field_at(loc: tuple) -> Any:
         field = cls.model_fields.get(str(part))
         if field is None:
             return None
-        cls = _model_in(field.annotation)
+        cls = model_in(field.annotation)
     return field
 
 

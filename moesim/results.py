@@ -78,7 +78,7 @@ class SimResult:
     def summary_json(self) -> str:
         """The summary as JSON (stable key order, NaN/inf written as null)."""
         doc = {"format_version": FORMAT_VERSION, "kind": self.kind, "scenario": self.scenario,
-               "seed": self.seed, "summary": _jsonable(self.summary)}
+               "seed": self.seed, "summary": jsonable(self.summary)}
         return json.dumps(doc, indent=2, sort_keys=False)
 
     def spans_csv(self) -> str:
@@ -235,11 +235,11 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, (np.floating, float)):
         f = float(v)
         return f if math.isfinite(f) else None

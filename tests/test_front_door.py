@@ -44,9 +44,9 @@ def test_commands_take_a_shipped_name_from_any_folder(tmp_path, monkeypatch, cap
 
 
 def test_every_command_is_registered():
-    from moesim.cli import _command
+    from moesim.cli import click_command
 
-    names = set(_command().commands)
+    names = set(click_command().commands)
     assert {"check", "simulate", "scenarios", "presets", "schema", "calibrate", "sweep", "plot", "validate"} <= names
 
 

@@ -10,7 +10,7 @@ import pytest
 from moesim.accounting import expected_experts_touched
 from moesim.engine import expert_load
 from moesim.engine.batching import EngineState, RequestBook, commit, schedule
-from moesim.engine.requests import sample_lengths, sample_requests
+from moesim.engine.requests import sample_requests
 from moesim.schemas import LengthDist, ServingWorkload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +36,12 @@ def test_poisson_arrivals_have_the_rate_and_a_seed_fixes_them():
 
 def test_length_distributions():
     rng = np.random.default_rng(1)
-    u = sample_lengths(LengthDist(dist="uniform", low=5, high=9), 5000, rng)
+    u = LengthDist(dist="uniform", low=5, high=9).sample(5000, rng)
     assert u.min() == 5 and u.max() == 9
-    ln = sample_lengths(LengthDist(dist="lognormal", median=300, sigma=0.8, max=2000), 20000, rng)
+    ln = LengthDist(dist="lognormal", median=300, sigma=0.8, max=2000).sample(20000, rng)
     assert np.median(ln) == pytest.approx(300, rel=0.05)
     assert ln.max() == 2000 and ln.min() >= 1
-    assert np.all(sample_lengths(LengthDist(dist="fixed", value=7), 3, rng) == 7)
+    assert np.all(LengthDist(dist="fixed", value=7).sample(3, rng) == 7)
 
 
 def test_trace_arrivals_take_the_first_rows_in_order():

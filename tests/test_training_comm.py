@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import moesim
-from moesim.accounting import flops_per_token, mean_length, summary
+from moesim.accounting import flops_per_token, summary
 from moesim.costmodel import CostModel, build_cost_model
 from moesim.costmodel.comm import (
     prefetched_wait_s,
@@ -199,12 +199,12 @@ def test_check_prices_serving_flops_at_the_mean_context():
 
 
 def test_mean_length_of_each_distribution():
-    assert mean_length(LengthDist(dist="fixed", value=7), 0.0) == 7
-    assert mean_length(LengthDist(dist="uniform", low=10, high=30), 0.0) == 20
+    assert LengthDist(dist="fixed", value=7).mean_tokens(0.0) == 7
+    assert LengthDist(dist="uniform", low=10, high=30).mean_tokens(0.0) == 20
     ln = LengthDist(dist="lognormal", median=100, sigma=1.0)
-    assert mean_length(ln, 0.0) == pytest.approx(100 * math.exp(0.5))
+    assert ln.mean_tokens(0.0) == pytest.approx(100 * math.exp(0.5))
     clipped = LengthDist(dist="lognormal", median=100, sigma=1.0, max=150)
     x = np.minimum(np.random.default_rng(0).lognormal(math.log(100), 1.0, 400_000), 150)
-    assert mean_length(clipped, 0.0) == pytest.approx(x.mean(), rel=3e-3)
-    assert mean_length(LengthDist(dist="trace"), 5.0) == 5.0
-    assert mean_length(LengthDist(dist="trace"), 5.0, np.array([1, 2, 6])) == 3.0
+    assert clipped.mean_tokens(0.0) == pytest.approx(x.mean(), rel=3e-3)
+    assert LengthDist(dist="trace").mean_tokens(5.0) == 5.0
+    assert LengthDist(dist="trace").mean_tokens(5.0, np.array([1, 2, 6])) == 3.0

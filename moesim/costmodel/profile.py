@@ -27,7 +27,7 @@ from moesim.schemas import DeviceSpec
 from moesim.schemas._base import Strict
 from moesim.schemas.hardware import peak_flops_of
 
-from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, _log2
+from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, safe_log2
 
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
@@ -179,7 +179,7 @@ class Profile(Strict):
         ws = np.asarray(working_set_bytes, dtype=float)
         if self.cache_bytes is None:
             return np.ones_like(ws)
-        return np.clip((_log2(ws / self.cache_bytes) + 1.0) / 2.0, 0.0, 1.0)
+        return np.clip((safe_log2(ws / self.cache_bytes) + 1.0) / 2.0, 0.0, 1.0)
 
     def streaming_efficiency(self, working_set_bytes) -> np.ndarray:
         """Memory efficiency of a streaming kernel moving ``working_set_bytes``."""

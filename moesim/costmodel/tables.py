@@ -14,7 +14,8 @@ from pydantic import Field, PositiveFloat, model_validator
 from moesim.schemas._base import Strict
 
 
-def _log2(x) -> np.ndarray:
+def safe_log2(x) -> np.ndarray:
+    """log2 of ``x`` (array), with values at or below 0 read as 1e-30 so a table lookup never sees -inf."""
     return np.log2(np.maximum(np.asarray(x, dtype=float), 1e-30))
 
 
@@ -30,9 +31,9 @@ def _interp_index(axis: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def _bilinear_log(xs, ys, grid, x, y) -> np.ndarray:
     """exp of the bilinear interpolation of log(grid[iy][ix]) at (log2 x, log2 y), clamped."""
-    x, y = np.broadcast_arrays(_log2(x), _log2(y))
-    ix, wx = _interp_index(_log2(xs), x)
-    iy, wy = _interp_index(_log2(ys), y)
+    x, y = np.broadcast_arrays(safe_log2(x), safe_log2(y))
+    ix, wx = _interp_index(safe_log2(xs), x)
+    iy, wy = _interp_index(safe_log2(ys), y)
     g = np.log(np.asarray(grid, dtype=float))
     if g.shape[1] == 1:
         g = np.concatenate([g, g], axis=1)
@@ -188,7 +189,7 @@ class RouterTable(Strict):
             return int(i), min(int(i) + 1, len(axis) - 1), float(w)
 
         ki, kj, wk = bracket(self.top_k, top_k)
-        ei, ej, we = bracket(_log2(self.experts), _log2(experts))
+        ei, ej, we = bracket(safe_log2(self.experts), safe_log2(experts))
 
         def at(k: int) -> np.ndarray:
             lo, hi = (np.log(time_along(self.tokens, self.us[k][e], t)) for e in (ei, ej))

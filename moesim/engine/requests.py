@@ -14,7 +14,7 @@ import numpy as np
 
 from moesim.errors import InputError
 from moesim.loader import one_line, read_csv_rows
-from moesim.schemas import LengthDist, ServingWorkload
+from moesim.schemas import ServingWorkload
 from moesim.schemas._base import MAX_TOKENS
 
 #: Columns a request trace CSV must have (Splitwise / Vidur format).
@@ -67,30 +67,6 @@ def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return arr.copy(), p.copy(), o.copy()
 
 
-def sample_lengths(dist: LengthDist, n: int, rng: np.random.Generator,
-                   trace_column: np.ndarray | None = None) -> np.ndarray:
-    """``n`` token counts (int64, >= 1, <= ``dist.max``) drawn from ``dist``.
-
-    ``trace`` takes ``trace_column`` in order when it has at least ``n`` rows aligned with the
-    arrivals, otherwise (arrivals not from the trace) resamples it with replacement.
-    """
-    if dist.dist == "fixed":
-        out = np.full(n, dist.value, dtype=np.int64)
-    elif dist.dist == "uniform":
-        out = rng.integers(dist.low, dist.high + 1, size=n, dtype=np.int64)
-    elif dist.dist == "lognormal":
-        out = np.rint(np.minimum(dist.median * np.exp(dist.sigma * rng.standard_normal(n)), MAX_TOKENS)).astype(np.int64)
-    else:
-        if trace_column is None:
-            raise InputError("workload: a length with dist 'trace' needs workload.arrival.trace")
-        out = np.asarray(trace_column, dtype=np.int64)
-        out = out[:n] if out.size >= n else rng.choice(out, size=n, replace=True)
-    out = np.maximum(out, 1)
-    if dist.max is not None:
-        out = np.minimum(out, dist.max)
-    return out
-
-
 def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     """The request stream of workload ``w``: arrivals, then prompt and output lengths.
 
@@ -113,8 +89,8 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     o_col = trace[2] if trace is not None else None
     if trace is not None and not from_trace:  # resample the trace's lengths, not its order
         p_col, o_col = _resample_pairs(p_col, o_col, n, rng)
-    prompt = sample_lengths(w.prompt_tokens, n, rng, p_col)
-    output = sample_lengths(w.output_tokens, n, rng, o_col)
+    prompt = w.prompt_tokens.sample(n, rng, p_col)
+    output = w.output_tokens.sample(n, rng, o_col)
     return Requests(arrival.astype(float), prompt, output)
 
 

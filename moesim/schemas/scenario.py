@@ -76,7 +76,7 @@ class Scenario(Strict):
             if w.seq_len > m.max_seq_len:
                 raise ValueError(f"workload.seq_len = {w.seq_len}: must be <= model.max_seq_len ({m.max_seq_len})")
         if isinstance(w, ServingWorkload):
-            longest = _longest(w.prompt_tokens) + _longest(w.output_tokens)
+            longest = w.prompt_tokens.upper_bound_tokens() + w.output_tokens.upper_bound_tokens()
             if longest and longest > m.max_seq_len:
                 raise ValueError(
                     f"workload: prompt + output tokens can reach {longest}, more than model.max_seq_len ({m.max_seq_len})"
@@ -92,13 +92,3 @@ class Scenario(Strict):
     def is_training(self) -> bool:
         return isinstance(self.workload, TrainingWorkload)
 
-
-def _longest(dist) -> int:
-    """Largest length a distribution can produce, or 0 when unbounded / from a trace."""
-    if dist.max is not None:
-        return dist.max
-    if dist.dist == "fixed":
-        return dist.value
-    if dist.dist == "uniform":
-        return dist.high
-    return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from moesim.errors import InputError
 from moesim.schemas._base import MAX_TOKENS, Strict, bounded
 
 _CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
@@ -54,6 +57,58 @@ class LengthDist(Strict):
         if self.dist == "uniform" and self.low > self.high:
             raise ValueError(f"low = {self.low}: must be <= high ({self.high})")
         return self
+
+    def upper_bound_tokens(self) -> int:
+        """Largest length this distribution can produce, or 0 when unbounded (lognormal without
+        ``max``) or read from a trace."""
+        if self.max is not None:
+            return self.max
+        if self.dist == "fixed":
+            return self.value
+        if self.dist == "uniform":
+            return self.high
+        return 0
+
+    def sample(self, n: int, rng, trace_column=None):
+        """``n`` token counts (int64 numpy array, >= 1, <= ``max``) drawn with ``rng`` (a numpy Generator).
+
+        ``trace`` takes ``trace_column`` in order when it has at least ``n`` rows aligned with the
+        arrivals, otherwise (arrivals not from the trace) resamples it with replacement.
+        """
+        if self.dist == "fixed":
+            out = np.full(n, self.value, dtype=np.int64)
+        elif self.dist == "uniform":
+            out = rng.integers(self.low, self.high + 1, size=n, dtype=np.int64)
+        elif self.dist == "lognormal":  # clipped before the cast so no draw overflows int64
+            out = np.rint(np.minimum(self.median * np.exp(self.sigma * rng.standard_normal(n)), MAX_TOKENS)).astype(np.int64)
+        else:
+            if trace_column is None:
+                raise InputError("workload: a length with dist 'trace' needs workload.arrival.trace")
+            out = np.asarray(trace_column, dtype=np.int64)
+            out = out[:n] if out.size >= n else rng.choice(out, size=n, replace=True)
+        out = np.maximum(out, 1)
+        if self.max is not None:
+            out = np.minimum(out, self.max)
+        return out
+
+    def mean_tokens(self, fallback: float, trace_column=None) -> float:
+        """Mean tokens: fixed, uniform, lognormal (clipped at ``max``: ``E[min(X, max)]``), or the
+        mean of ``trace_column`` for ``trace`` (``fallback`` without one)."""
+        if self.dist == "fixed":
+            return float(self.value)
+        if self.dist == "uniform":
+            return (self.low + self.high) / 2
+        if self.dist == "lognormal":
+            mu, sigma = math.log(self.median), self.sigma
+            mean = math.exp(mu + sigma**2 / 2)
+            if self.max is None:
+                return mean
+            z = (math.log(self.max) - mu) / sigma
+            cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
+            return mean * cdf(z - sigma) + self.max * (1 - cdf(z))
+        if trace_column is not None and len(trace_column):
+            return float(sum(float(x) for x in trace_column) / len(trace_column))
+        return fallback
 
 
 class ArrivalSpec(Strict):
