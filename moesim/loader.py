@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from moesim.errors import InputError
+from moesim.errors import InputError, short_repr
 from moesim.resolve import PresetError
 from moesim.schemas import Scenario
 from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
@@ -166,7 +166,7 @@ def load_yaml_value(text: str, label: str) -> Any:
             raise
         if "digits" in str(exc):
             raise InputError(f"{label}: a number of more than {sys.get_int_max_str_digits()} digits") from None
-        raise InputError(one_line(f"{label}: YAML error: {_short(str(exc), 120)}")) from None
+        raise InputError(one_line(f"{label}: YAML error: {short_repr(str(exc), 120)}")) from None
 
 
 def check_structure(data: Any, label: str = "") -> None:
@@ -196,7 +196,7 @@ def check_structure(data: Any, label: str = "") -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if not isinstance(key, str):
-                    raise InputError(f"{_where(label, path)}: key {_short(key, 40)} is not a field name "
+                    raise InputError(f"{_where(label, path)}: key {short_repr(key, 40)} is not a field name "
                                      "(keys are text; quote it)")
                 if len(key) > MAX_STRING_CHARS:
                     raise InputError(f"{_where(label, path)}: a key of {len(key):,} characters, "
@@ -224,11 +224,11 @@ def _size(n: int) -> str:
 def apply_override(raw: dict, item: str) -> None:
     """Apply one ``a.b.c=value`` override in place; a preset name on the way becomes ``{preset: name}``."""
     if "=" not in item:
-        raise InputError(f"--set {_short(item, 80)}: expected path.to.field=value")
+        raise InputError(f"--set {short_repr(item, 80)}: expected path.to.field=value")
     key, _, text = item.partition("=")
     parts = [k for k in key.strip().split(".") if k]
     if not parts:
-        raise InputError(f"--set {_short(item, 80)}: empty field path")
+        raise InputError(f"--set {short_repr(item, 80)}: empty field path")
     try:
         value = load_yaml_value(text, f"--set {_clip(key.strip())}") if text.strip() else ""
     except yaml.YAMLError:
@@ -247,19 +247,30 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def _section_class(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class found by walking ``loc`` from Scenario (for listing allowed keys)."""
-    cls: type[BaseModel] | None = Scenario
-    for part in loc:
-        if cls is None or part in _TAGS or isinstance(part, int):
-            if part in _TAGS:
-                from moesim.schemas import ServingWorkload, TrainingWorkload
+def _walk(loc: tuple) -> tuple[type[BaseModel] | None, Any]:
+    """(model class, FieldInfo) reached by walking a pydantic error location from Scenario.
 
-                cls = TrainingWorkload if part == "training" else ServingWorkload
+    The class is the section ``loc`` ends in (None past a non-model field or an unknown name); the
+    field is the last one named (a dict key or list index stays at the field that holds it).
+    """
+    cls: type[BaseModel] | None = Scenario
+    field = None
+    for part in loc:
+        if part in _TAGS:
+            from moesim.schemas import ServingWorkload, TrainingWorkload
+
+            cls = TrainingWorkload if part == "training" else ServingWorkload
+            continue
+        if cls is None or isinstance(part, int):
             continue
         field = cls.model_fields.get(str(part))
         cls = model_in(field.annotation) if field else None
-    return cls
+    return cls, field
+
+
+def _section_class(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class found by walking ``loc`` from Scenario (for listing allowed keys)."""
+    return _walk(loc)[0]
 
 
 def model_in(annotation: Any) -> type[BaseModel] | None:
@@ -295,9 +306,9 @@ def format_validation_error(exc: ValidationError) -> str:
     elif kind in ("less_than_equal", "less_than", "int_parsing_size") or (
             kind == "float_type" and isinstance(first.get("input"), int) and not isinstance(first.get("input"), bool)):
         # over the field's bound, or an integer too big to be a float / a float too big for an int
-        line = f"{path} = {_short(first.get('input'))}: {_over_bound(loc, first)}"
+        line = f"{path} = {short_repr(first.get('input'))}: {_over_bound(loc, first)}"
     else:
-        line = f"{path} = {_short(first.get('input'))}: {msg}"
+        line = f"{path} = {short_repr(first.get('input'))}: {msg}"
     more = len(errors) - 1
     line += f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return one_line(line)
@@ -319,21 +330,7 @@ def _over_bound(loc: tuple, error: dict) -> str:
 
 def _field_at(loc: tuple) -> Any:
     """The FieldInfo a pydantic error location points at (a dict value: the dict's field)."""
-    cls: type[BaseModel] | None = Scenario
-    field = None
-    for part in loc:
-        if part in _TAGS:
-            from moesim.schemas import ServingWorkload, TrainingWorkload
-
-            cls = TrainingWorkload if part == "training" else ServingWorkload
-            continue
-        if cls is None or isinstance(part, int):
-            continue  # a dict key or list index: stay at the field that holds it
-        field = cls.model_fields.get(str(part))
-        if field is None:
-            return None
-        cls = model_in(field.annotation)
-    return field
+    return _walk(loc)[1]
 
 
 def _upper_bound(field: Any) -> tuple[str, Any]:
@@ -360,9 +357,3 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an int of more than 4300 digits; a self-referencing list
-        text = f"<{type(value).__name__} of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

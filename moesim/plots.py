@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from moesim.errors import InputError
 from moesim.metrics import label_of
+from moesim.sweep_store import ROW_COLUMNS
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
 #: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
@@ -27,7 +28,6 @@ BREAKDOWN_KEYS = ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
 RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
-_NON_DIMS = {"point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s"}
 #: Labels of the swept fields the plots use as axes; metrics' labels come from moesim.metrics.
 _LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)"}
 _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
@@ -66,7 +66,7 @@ def swept_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Columns that look like swept fields (dotted paths), in table order."""
     cols: list[str] = []
     for r in rows:
-        cols.extend(k for k in r if "." in k and k not in _NON_DIMS and k not in cols)
+        cols.extend(k for k in r if "." in k and k not in ROW_COLUMNS and k not in cols)
     return cols
 
 
@@ -84,7 +84,7 @@ def _first_present(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str | N
 def _need(rows: list[dict[str, Any]], *cols: str) -> None:
     for c in cols:
         if not any(r.get(c) is not None for r in rows):
-            have = ", ".join(sorted({k for r in rows for k in r if k not in _NON_DIMS}))
+            have = ", ".join(sorted({k for r in rows for k in r if k not in ROW_COLUMNS}))
             raise InputError(f"these results have no {c!r} column (sweep it or name another); have: {have}")
 
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from moesim.schemas.hardware import GROUP128_WEIGHT_BITS, DeviceSpec
+from moesim.schemas.hardware import COMPUTE_DTYPES, GROUP128_WEIGHT_BITS, DeviceSpec
 from moesim.schemas.model import DTYPE_BYTES
 
 #: Dtypes stored as quantized weights with scales (bits per weight from ``DeviceSpec.weight_bits``).
 QUANTIZED = ("int8", "int4", "fp8")
-#: Dtypes a model can be trained in (no one pre-trains with weight-only int8/int4).
-TRAINABLE = ("fp32", "bf16", "fp16", "fp8")
 
 
 def sixteen_bit_dtype(device_dtypes: Iterable[str]) -> str:
@@ -76,7 +74,7 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     ``device`` None: a device with every compute dtype (fp8 included) and the default group-128
     scales, for device-free accounting (``moesim.accounting`` functions given only a model).
     """
-    have = device.compute_dtypes if device is not None else ("fp32", "bf16", "fp16", "fp8")
+    have = device.compute_dtypes if device is not None else COMPUTE_DTYPES
     comp = compute_dtype(model_dtype, have)
     weight_only = comp != model_dtype
     if model_dtype in QUANTIZED:

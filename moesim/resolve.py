@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from moesim.errors import short_repr
 from moesim.presets import HARDWARE, MODELS
 
 # Fields holding file paths, anchored at the scenario file's folder when relative.
@@ -43,7 +44,7 @@ def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path 
     if section == "model" and "hf_config" in value:
         path = _anchor(value.pop("hf_config"), base_dir)
         if not isinstance(path, (str, Path)):
-            raise PresetError(f"model.hf_config = {_short(path)}: expected the path of a config.json")
+            raise PresetError(f"model.hf_config = {short_repr(path)}: expected the path of a config.json")
         return deep_merge(read_hf_config(path), value)
     if "preset" not in value:
         return value
@@ -87,12 +88,7 @@ def _check_path(label: str, path: Any) -> None:
     try:
         Path(path).is_file()
     except (OSError, ValueError) as exc:
-        raise PresetError(f"{label} = {_short(str(path))}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, int) or value.bit_length() < 1000 else f"<int of {value.bit_length()} bits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise PresetError(f"{label} = {short_repr(str(path))}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _int(value: Any) -> int | None:
@@ -110,7 +106,7 @@ def read_hf_config(path: str | Path) -> dict:
     from moesim.loader import check_structure, read_text_file
 
     p = Path(path)
-    label = f"model.hf_config = {_short(str(path))}"
+    label = f"model.hf_config = {short_repr(str(path))}"
     try:
         text = read_text_file(p, MAX_HF_CONFIG_BYTES, "a Hugging Face config.json", label=label)
         try:

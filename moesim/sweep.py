@@ -30,7 +30,7 @@ from moesim.sweep_grid import (
     expand,
     parse_seeds,
 )
-from moesim.sweep_store import ResultStore, read_rows
+from moesim.sweep_store import ROW_COLUMNS, ResultStore, read_rows
 
 __all__ = [
     "SweepOutcome",
@@ -43,9 +43,6 @@ __all__ = [
     "read_rows",
     "run_sweep",
 ]
-
-#: Columns every sweep row has besides the swept fields and the summary (see sweep_exec.run_point).
-ROW_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s")
 
 
 @dataclass

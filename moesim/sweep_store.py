@@ -22,6 +22,9 @@ from typing import Any, Self
 from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
 
+#: Columns every sweep row has besides the swept fields and the summary (see sweep_exec.run_point).
+ROW_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s")
+
 JSONL_NAME = "results.jsonl"
 CSV_NAME = "results.csv"
 MANIFEST_NAME = "sweep.json"

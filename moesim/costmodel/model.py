@@ -24,7 +24,7 @@ import numpy as np
 
 from moesim.costmodel import comm
 from moesim.costmodel.profile import Profile, check_device, default_profile_for, load_profile
-from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
+from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
 from moesim.precision import Precision, precision
 from moesim.schemas import HardwareSpec
 
@@ -114,9 +114,7 @@ class CostModel:
         bandwidth-bound shapes (decode) speed up by the bytes saved, compute-bound ones not at all.
         """
         peak = self._peak(compute_dtype)
-        quant = np.maximum(flops / peak, moved / self._bw)
-        base = np.maximum(flops / peak, full / self._bw)
-        return np.where(base > 0, quant / np.where(base > 0, base, 1.0), 1.0)
+        return roofline_ratio(flops, moved, peak, self._bw, full, peak, self._bw)
 
     def _sibling_scale(self, flops, moved, dtype: str):
         """This device's roofline time over the measured sibling's (1 without a rebased profile).
@@ -128,9 +126,8 @@ class CostModel:
         ref = self.profile.measured_reference if self.profile is not None else None
         if ref is None:
             return 1.0
-        new = np.maximum(flops / self._peak(dtype), moved / self._bw)
-        old = np.maximum(flops / ref.peak_flops(dtype), moved / (ref.mem_bw_gbps * 1e9))
-        return np.where(old > 0, new / np.where(old > 0, old, 1.0), 1.0)
+        return roofline_ratio(flops, moved, self._peak(dtype), self._bw,
+                              moved, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9)
 
     def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).

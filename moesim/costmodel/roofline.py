@@ -21,6 +21,15 @@ def roofline_s(flops, bytes_moved, peak_flops: float, mem_bw_bytes_s: float,
     return np.where((flops > 0) | (bytes_moved > 0), t + overhead_s, 0.0)
 
 
+def roofline_ratio(flops, new_bytes, new_peak: float, new_bw: float, old_bytes, old_peak: float, old_bw: float):
+    """Ideal roofline time ``max(flops/peak, bytes/bw)`` on the new terms over the old ones (1 where
+    the old time is 0): how a measured kernel's time scales when only its bytes, peak or bandwidth
+    change while it keeps its measured fraction of the roofline."""
+    new = np.maximum(flops / new_peak, np.asarray(new_bytes, dtype=float) / new_bw)
+    old = np.maximum(flops / old_peak, np.asarray(old_bytes, dtype=float) / old_bw)
+    return np.where(old > 0, new / np.where(old > 0, old, 1.0), 1.0)
+
+
 def gemm_flops(m, n: int, k: int):
     """FLOPs of an (m x k) @ (k x n) matrix product."""
     return 2.0 * np.asarray(m, dtype=float) * n * k
