@@ -258,9 +258,9 @@ def fit_link(rows: Sequence[CollectiveRow]) -> LinkSpec:
 
 def predict_s(link: LinkSpec, r: CollectiveRow) -> float:
     """The cost model's time for row ``r`` (through ``CostModel`` on a one-node machine of ``r.ranks``)."""
-    from moesim.costmodel import CostModel
+    from moesim.costmodel import cost_model
 
-    cm = CostModel(_node_hardware(r.ranks), _link_profile(r.collective, link))
+    cm = cost_model(_node_hardware(r.ranks), _link_profile(r.collective, link))
     if r.collective == "all_to_all":
         return float(cm.alltoall_s(r.bytes_per_rank * (r.ranks - 1) / r.ranks, r.ranks, 1))
     return float(cm.allreduce_s(r.bytes_per_rank, r.ranks))

@@ -28,7 +28,7 @@ from moesim.calibrate.fit_elementwise import fit_elementwise
 from moesim.calibrate.microbench import Measurement
 from moesim.calibrate.predict import moe_layer_s
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import CostModel, cost_model
 from moesim.costmodel.profile import (
     AttentionSpec,
     AttentionTable,
@@ -234,7 +234,7 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop
     best = None
     for cache in candidates:
         trial = profile.model_copy(update={"cache_bytes": cache})
-        spec, err = _fit_overhead(fit, CostModel(hardware_for(trial), trial), dtype, loop)
+        spec, err = _fit_overhead(fit, cost_model(hardware_for(trial), trial), dtype, loop)
         if best is None or err < best[0]:
             best = (err, cache, spec)
     _, cache, spec = best
@@ -259,7 +259,7 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
                ("moe_overhead: residual of whole-layer runs (kernels.moe_ref.moe_forward) after "
                 "moesim.calibrate.predict.moe_layer_s prices every kernel")],
     )
-    dense = CostModel(hardware_for(profile), profile)
+    dense = cost_model(hardware_for(profile), profile)
     grouped, grp_fit, grp_held = fit_grouped_part(rows, dense, info.dtype, info.impl == "loop")
     attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b, mem_curve)
     elementwise, elementwise_errors = fit_elementwise(rows)
@@ -267,7 +267,7 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
     loop = info.impl == "loop"
     overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype, loop)
     profile = profile.model_copy(update={"moe_overhead": overhead, "cache_bytes": cache})
-    cm = CostModel(hardware_for(profile), profile)
+    cm = cost_model(hardware_for(profile), profile)
     errors: dict[str, FitError] = {
         "memory": fit_error([float(cm.memory_s(r.params["bytes"])) for r in copy_held],
                             [r.time_s for r in copy_held], len(copy_fit)),

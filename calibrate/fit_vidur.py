@@ -35,7 +35,7 @@ from moesim.calibrate.vidur_data import (
     mlp_rows,
 )
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 from moesim.costmodel.comm import p2p_s, ring_allreduce_s
 from moesim.costmodel.profile import (
     AttentionSpec,
@@ -114,7 +114,7 @@ def unseen_model_error(profile: Profile, hw: HardwareSpec, rows: list[GemmRow], 
     fit = [r for r in rows if r.key[0] != model]
     held = [r for r in rows if r.key[0] == model]
     table = gemm_table(fit, profile.reference.peak_flops("bf16"), profile.launch_overhead_us * 1e-6)
-    cm = CostModel(hw, profile.model_copy(update={"gemm": table}))
+    cm = cost_model(hw, profile.model_copy(update={"gemm": table}))
     return fit_error([float(cm.gemm_s(r.m, r.n, r.k)) for r in held], [r.time_s for r in held], len(fit))
 
 
@@ -221,7 +221,7 @@ def fit_device(data: Path, device: str, created: str | None = None) -> Profile:
                ("collectives: ring all-reduce per group size inside a node, send/recv alpha-beta; inter-node "
                 "links apply only when this profile is named explicitly (hardware.profile)")],
     )
-    cm = CostModel(hw, profile)
+    cm = cost_model(hw, profile)
     errors["gemm"] = fit_error([float(cm.gemm_s(r.m, r.n, r.k)) for r in gemm_held],
                                [r.time_s for r in gemm_held], len(gemm_fit))
     if len({r.key[0] for r in gemms}) > 1:

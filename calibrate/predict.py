@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from moesim.costmodel import CostModel
+from moesim.engine.ops import BlockDims, Op, OpDtypes, moe_ops, total_s
 from moesim.schemas import DTYPE_BYTES
 
 
@@ -50,30 +51,21 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     run as a Python loop (``expert_ffn_loop``: an activation per expert) rather than the Triton
     kernels (``expert_ffn_triton``: one activation over all N rows).
     """
+    return float(total_s(cm, reference_layer_ops(tokens, d_model, ffn, n_experts, top_k, kept_per_expert,
+                                                 n_shared, shared_ffn, dtype, capacity, loop)))
+
+
+def reference_layer_ops(tokens: int, d_model: int, ffn: int, n_experts: int, top_k: int,
+                        kept_per_expert: Sequence[int], n_shared: int = 0, shared_ffn: int | None = None,
+                        dtype: str = "fp32", capacity: bool = False, loop: bool = True) -> list[Op]:
+    """The op list of the reference layer: ``ops.moe_ops`` with the reference implementation's glue."""
     b = DTYPE_BYTES[dtype]
     c = np.asarray(kept_per_expert, dtype=float)
-    n = float(c.sum())
-    t = float(tokens)
     busy = int(np.count_nonzero(c))
-    ws = layer_working_set_bytes(t, n, busy, d_model, ffn, b)
-    total = float(cm.gemm_s(t, n_experts, d_model, dtype))  # router logits
-    total += float(cm.router_topk_s(t, n_experts, top_k))  # fp32 softmax, top-k, renormalise
-    total += float(cm.memory_s(2 * n * d_model * b))  # gather rows by expert
-    total += float(cm.grouped_gemm_s(c, 2 * ffn, d_model, dtype, ws))  # gate and up
-    if loop:
-        total += float(np.sum(cm.activation_s(c * ffn, True, b) * (c > 0)))  # silu(gate) * up, per expert
-    else:
-        total += float(cm.activation_s(n * ffn, True, b))  # one launch over every kept row
-    total += float(cm.grouped_gemm_s(c, d_model, ffn, dtype, ws))  # down
-    # one loop step per busy expert runs both GEMMs: its fixed cost is paid once, and only the down
-    # projection's output is copied into place (the gate/up output feeds the activation directly)
-    total -= float(cm.grouped_loop_s(c, 2 * ffn))
-    # zeroed output, rows scaled by their router weight, scatter-added into the output
-    total += float(cm.memory_s(t * d_model * b) + cm.memory_s(2 * n * d_model * b)
-                   + cm.memory_s(3 * n * d_model * b))
+    ws = layer_working_set_bytes(float(tokens), float(c.sum()), busy, d_model, ffn, b)
     sf = shared_ffn or ffn
-    for _ in range(n_shared):
-        total += float(cm.gemm_s(t, 2 * sf, d_model, dtype) + cm.activation_s(t * sf, True, b)
-                       + cm.gemm_s(t, d_model, sf, dtype) + cm.memory_s(3 * t * d_model * b))
-    total += float(cm.moe_overhead_s(busy, capacity))
-    return total
+    dims = BlockDims(d_model=d_model, expert_w=ffn, shared_w=n_shared * sf, n_shared=n_shared, gated=True,
+                     n_experts=n_experts, top_k=top_k)
+    dt = OpDtypes(weights=dtype, gemm_in_bytes=b, act_bytes=b, act_dtype=dtype, attn_dtype=dtype)
+    return moe_ops(dims, dt, tokens, c, impl="loop" if loop else "triton", capacity=capacity,
+                   working_set_bytes=ws, rows=c.sum())

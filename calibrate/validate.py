@@ -19,7 +19,7 @@ from moesim.calibrate.microbench import expert_fn_for, time_layer
 from moesim.calibrate.predict import moe_layer_s
 from moesim.kernels.timing import pick_device
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 from moesim.costmodel.profile import Profile
 
 EXPERTS = (8, 16, 64)
@@ -98,7 +98,7 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     with torch_threads(n_threads), torch.inference_mode():
         measured = median_rows([time_layer(pts, d, f, dev, profile.dtype, impl, min_time_s, tick, kind="validate")
                                 for _ in range(rounds)])
-    cm = CostModel(hardware_for(profile), profile)
+    cm = cost_model(hardware_for(profile), profile)
     rows = []
     for m in measured:
         p = m.params

@@ -155,8 +155,12 @@ _add("alltoall_nic_bytes", "bytes", "min", "all-to-all bytes over the NIC per st
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
-_add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls (they block the compute stream; "
-     "full recompute's re-run included)" + _PART, T)
+_add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls, hidden or not (they block the "
+     "compute stream unless `plan.overlap_alltoall`; full recompute's re-run included; mean over stages)", T)
+_add("alltoall_exposed_s", "s", "min", "exposed all-to-all (s)",
+     "the part of `alltoall_s` on the critical path, while the compute stream waits for it: all of it "
+     "unless `plan.overlap_alltoall` (Megatron's combined 1F1B) hides some behind another microbatch's "
+     "compute" + _PART, T)
 _add("tp_comm_s", "s", "min", "TP communication (s)", "tensor-parallel all-reduces (they block the compute "
      "stream; full recompute's re-run included)" + _PART, T)
 _add("pp_comm_s", "s", "min", "PP communication (s)", "waits caused by pipeline transfers in flight" + _PART, T)
@@ -177,7 +181,7 @@ _add("zero_gather_exposed_s", "s", "min", "exposed ZeRO parameter all-gather (s)
      "the part of `zero_gather_s` compute cannot hide: ZeRO-3's waits before layers (part of "
      "`pipeline_s`), or what the next step's first forward cannot hide of ZeRO-1/2's gather (added "
      "to the step after the optimizer)", T)
-_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s on every stage "
+_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_exposed_s + tp_comm_s + pp_comm_s + bubble_s on every stage "
      "(+ zero_gather_exposed_s under ZeRO-3)", T)
 # ------------------------------------------------------------------ serving (simulate)
 _add("n_requests", "count", None, "requests", "requests in the workload", S)

@@ -23,7 +23,7 @@ from moesim.sweep_store import ROW_COLUMNS
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
 #: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
-BREAKDOWN_KEYS = ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s",
+BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s",
                   "bubble_s", "straggler_wait_s")
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
@@ -176,7 +176,9 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
 
 
 def _breakdown(rows, dims, title: str) -> Figure:
-    keys = [k for k in BREAKDOWN_KEYS if any(isinstance(r.get(k), (int, float)) for r in rows)]
+    keys = [k for k in BREAKDOWN_KEYS
+            if any(isinstance(r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
+                   for r in rows)]
     if not keys:
         raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
     if len(rows) > 60:
@@ -186,7 +188,9 @@ def _breakdown(rows, dims, title: str) -> Figure:
     fig, ax = _figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
     bottom = np.zeros(len(rows))
     for i, k in enumerate(keys):
-        vals = np.asarray([float(r.get(k) or 0.0) for r in rows])
+        # results saved before alltoall_exposed_s existed had every all-to-all exposed
+        vals = np.asarray([float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s" else r.get(k) or 0.0)
+                           for r in rows])
         ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=f"C{i}")
         bottom += vals
     ax.set_xticks(range(len(rows)), labels, rotation=60 if len(rows) > 4 else 0, ha="right", fontsize=7)

@@ -16,7 +16,7 @@ from moesim.calibrate.predict import moe_layer_s
 from typer.testing import CliRunner
 
 from moesim.cli_calibrate import calibrate_command
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 from moesim.costmodel.profile import load_profile, save_profile
 from moesim.errors import InputError, RunError
 
@@ -48,7 +48,7 @@ def test_profile_round_trip(tmp_path, tiny):
 
 def test_fitted_cost_model_moves_the_right_way(tiny):
     prof, _ = tiny
-    cm = CostModel(hardware_for(prof), prof)
+    cm = cost_model(hardware_for(prof), prof)
     t = cm.gemm_s(np.array([1, 16, 256, 4096]), 256, 64, "fp32")
     assert np.all(t > 0) and np.all(np.diff(t) > 0)
     uniform = [moe_layer_s(cm, n, 64, 128, 8, 2, [n * 2 // 8] * 8) for n in (8, 64, 512, 4096)]
@@ -163,14 +163,14 @@ def test_layer_pays_the_per_expert_loop_cost_once_per_busy_expert(tiny):
     g = prof.grouped
     bumped = prof.model_copy(update={"grouped": g.model_copy(update={"per_expert_overhead_us": g.per_expert_overhead_us + 10})})
     counts = [5, 0, 3, 0, 0, 7, 0, 1]  # 4 busy experts
-    base = moe_layer_s(CostModel(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
-    more = moe_layer_s(CostModel(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
+    base = moe_layer_s(cost_model(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
+    more = moe_layer_s(cost_model(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
     assert more - base == pytest.approx(4 * 10e-6, rel=1e-6)
 
 
 def test_triton_path_runs_one_activation_over_all_rows(tiny):
     prof, _ = tiny
-    cm = CostModel(hardware_for(prof), prof)
+    cm = cost_model(hardware_for(prof), prof)
     counts = np.array([5, 0, 3, 0, 0, 7, 0, 1])
     per_expert = float(np.sum(cm.activation_s(counts[counts > 0] * 128, True, 4.0)))
     once = float(cm.activation_s(counts.sum() * 128, True, 4.0))

@@ -25,7 +25,7 @@ from moesim.calibrate.collectives import (
 )
 from moesim.calibrate.grids import tiny_grid
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 from moesim.costmodel.comm import alltoall_s
 from moesim.costmodel.profile import (
     CollectiveSpec,
@@ -125,7 +125,7 @@ def test_profile_round_trips_with_all_to_all(tmp_path):
 def test_cost_model_alltoall_uses_the_measured_link():
     hw = _hw(8)
     base = load_default_profile("h100.yaml")
-    cm_old, cm = CostModel(hw, base), CostModel(hw, _with_alltoall(base))
+    cm_old, cm = cost_model(hw, base), cost_model(hw, _with_alltoall(base))
     b = np.array([0.0, 1e6, 64e6])
     for ep in (2, 8):
         # all peers intra-node: inter link unused; the measured latency is per peer (the fit's form)

@@ -12,7 +12,7 @@ from moesim.calibrate.microbench import Measurement
 from moesim.calibrate.predict import moe_layer_s
 from moesim.calibrate.run import datasheet_for
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 
 PEAK, BW, LAUNCH = 989e12, 3.35e12, 6e-6  # H100 SXM bf16 dense, HBM3, a kernel launch
 
@@ -80,7 +80,7 @@ def test_cuda_fit_runs_on_the_gpu_grid(fitted):
 
 
 def test_cuda_fit_gives_back_the_device(fitted):
-    cm = CostModel(hardware_for(fitted), fitted)
+    cm = cost_model(hardware_for(fitted), fitted)
     for m in (16, 256, 4096):
         assert float(cm.gemm_s(m, 8192, 2048, "bf16")) == pytest.approx(LAUNCH + _gemm_s(m, 8192, 2048), rel=0.1)
     assert float(cm.memory_s(1e9)) == pytest.approx(LAUNCH + 1e9 / (0.9 * BW), rel=0.1)

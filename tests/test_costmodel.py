@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from moesim import scenario_from_dict
-from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel import (
+    CostModel,
+    ProfiledCostModel,
+    RooflineCostModel,
+    build_cost_model,
+    cost_model,
+)
 from moesim.costmodel.profile import load_default_profile
 from moesim.errors import InputError
 from moesim.presets import HARDWARE
@@ -59,13 +65,75 @@ def test_default_profile_is_rebased_on_the_device_datasheet():
     assert cm40.gemm_s(1, 28672, 4096) > cm80.gemm_s(1, 28672, 4096)
     assert cm40.gemm_s(8192, 28672, 4096) == pytest.approx(cm80.gemm_s(8192, 28672, 4096))
     # a default profile describes the node, not the network: inter-node links from the datasheet
-    assert cm80.p2p_s(1e6, intra=False) == pytest.approx(CostModel(hw("a100-80gb")).p2p_s(1e6, intra=False))
+    assert cm80.p2p_s(1e6, intra=False) == pytest.approx(cost_model(hw("a100-80gb")).p2p_s(1e6, intra=False))
+
+
+def test_both_implementations_satisfy_the_protocol():
+    h = hw("h100-sxm")
+    roof, prof = cost_model(h), build_cost_model(h)
+    assert isinstance(roof, RooflineCostModel) and roof.profile is None and roof.basis == "datasheet"
+    assert isinstance(prof, ProfiledCostModel) and prof.profile is not None
+    assert isinstance(roof, CostModel) and isinstance(prof, CostModel)  # every protocol member present
+    assert cost_model(h, prof.profile).gemm_s(64, 4096, 4096) == prof.gemm_s(64, 4096, 4096)
+    with pytest.raises(TypeError):
+        CostModel(h)  # the protocol: build with cost_model / build_cost_model
+    with pytest.raises(TypeError, match="RooflineCostModel"):
+        ProfiledCostModel(h, None)
+
+
+def _device(**update) -> dict:
+    """The H100 preset as an inline device (no preset), with ``update`` applied."""
+    base = {k: v for k, v in HARDWARE["h100-sxm"].items()}
+    base["device"] = {**base["device"], **update}
+    return base
+
+
+def test_device_default_profile_wins_over_the_name():
+    named = HardwareSpec.model_validate(_device(default_profile="a100.yaml"))
+    assert build_cost_model(named).profile.reference.mem_bw_gbps == 3350.0  # A100's table, H100's bandwidth
+    assert build_cost_model(named).profile.gemm == load_default_profile("a100.yaml").gemm
+    off = HardwareSpec.model_validate(_device(default_profile="datasheet"))
+    assert isinstance(build_cost_model(off), RooflineCostModel)
+
+
+def test_inline_device_without_default_profile_matches_by_name():
+    """Older scenario files: an inline device that names no profile keeps the name-matched one."""
+    device = {k: v for k, v in HARDWARE["h100-sxm"]["device"].items() if k != "default_profile"}
+    inline = HardwareSpec.model_validate({**HARDWARE["h100-sxm"], "device": device})
+    assert inline.device.default_profile is None
+    assert build_cost_model(inline).profile.gemm == load_default_profile("h100.yaml").gemm
+    other = HardwareSpec.model_validate({**HARDWARE["h100-sxm"], "device": {**device, "name": "Some NPU"}})
+    assert isinstance(build_cost_model(other), RooflineCostModel)
+
+
+def test_unknown_default_profile_is_one_line_naming_the_field_and_values():
+    raw = {"model": {"preset": "mixtral-8x7b", "n_layers": 2},
+           "hardware": {"preset": "h100-sxm", "device": {"default_profile": "b200.yaml"}},
+           "plan": {"dp": 8}, "workload": {"kind": "training", "global_batch_seqs": 8, "seq_len": 128}}
+    with pytest.raises(InputError) as err:
+        scenario_from_dict(raw)
+    msg = str(err.value)
+    assert "\n" not in msg and "hardware.device.default_profile = 'b200.yaml'" in msg
+    assert "a100.yaml, h100.yaml, datasheet" in msg
+
+
+def test_a_new_device_is_one_preset_entry():
+    """A B200-like device: a preset entry naming a profile (or 'datasheet') is all it takes."""
+    entry = dict(name="HGX B200", node=dict(devices_per_node=8, intra_bw_gbps=900.0),
+                 device=dict(name="NVIDIA B200", peak_tflops=dict(bf16=2250.0, fp8=4500.0), mem_bw_gbps=8000.0,
+                             mem_gib=180.0, power_w=1000.0, usd_per_hour=5.0, default_profile="h100.yaml"))
+    cm = build_cost_model(HardwareSpec.model_validate(entry))
+    assert cm.profile.reference.mem_bw_gbps == 8000.0 and cm.profile.device == "NVIDIA B200"
+    h100 = build_cost_model(hw("h100-sxm"))
+    assert cm.gemm_s(1, 14336, 4096) < h100.gemm_s(1, 14336, 4096)  # weight streaming: more bandwidth
+    entry["device"]["default_profile"] = "datasheet"
+    assert build_cost_model(HardwareSpec.model_validate(entry)).basis == "datasheet"
 
 
 @pytest.fixture(params=["datasheet", "profile"])
 def cm(request) -> CostModel:
     h = hw("h100-sxm")
-    return CostModel(h) if request.param == "datasheet" else build_cost_model(h)
+    return cost_model(h) if request.param == "datasheet" else build_cost_model(h)
 
 
 def test_gemm_grows_with_every_dimension(cm):
@@ -122,7 +190,7 @@ def test_scenario_hardware_profile_is_used():
     cm = build_cost_model(s.hardware)
     assert cm.profile is not None and cm.profile.device == "NVIDIA A100 SXM4 80GB"
     # named explicitly: the inter-node links it measured apply too
-    assert cm.p2p_s(1e6, intra=False) != pytest.approx(CostModel(s.hardware).p2p_s(1e6, intra=False))
+    assert cm.p2p_s(1e6, intra=False) != pytest.approx(cost_model(s.hardware).p2p_s(1e6, intra=False))
 
 
 def test_scenario_profile_from_another_device(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 from moesim.calibrate.fit_elementwise import fit_activation, fit_elementwise, fit_router
 from moesim.calibrate.microbench import Measurement
 
-from moesim.costmodel import CostModel
+from moesim.costmodel import cost_model
 from moesim.costmodel.profile import (
     ElementCurve,
     ElementwiseSpec,
@@ -61,14 +61,14 @@ def test_router_table_validation_names_the_shape():
 def test_cost_model_prices_from_the_tables_and_falls_back_to_memory_streams():
     a100 = load_default_profile("a100.yaml")
     hw = HardwareSpec.model_validate(HARDWARE["a100-80gb"])
-    plain = CostModel(hw, a100)
+    plain = cost_model(hw, a100)
     assert a100.elementwise is None
     t = np.array([64.0, 4096.0])
     # no table: one memory stream (2 inputs + 1 output per element when gated)
     assert np.allclose(plain.activation_s(t * 512, True, 2.0), plain.memory_s(t * 512 * 3 * 2.0))
     assert np.allclose(plain.router_topk_s(t, 64, 2), plain.memory_s(t * 64 * 4.0))
     spec = ElementwiseSpec(activation=ElementCurve(elements=[1e3, 1e6], us=[1.0, 250.0]), router=_router())
-    cm = CostModel(hw, a100.model_copy(update={"elementwise": spec}))
+    cm = cost_model(hw, a100.model_copy(update={"elementwise": spec}))
     assert np.allclose(cm.activation_s(t * 512, True, 2.0), spec.activation.seconds(t * 512))
     assert np.allclose(cm.router_topk_s(t, 64, 2), spec.router.seconds(t, 64, 2))
 
@@ -106,20 +106,21 @@ def test_activation_fit_and_combined_spec():
 
 
 def test_engine_layer_costs_read_the_same_tables():
-    """The training engine's FFN prices its activation through the profile's measured curve."""
-    from moesim.engine.layer_costs import expert_ffn_rank_s, ffn_s
+    """The op graph's FFN and expert ops (every engine's) price the activation by the measured curve."""
+    from moesim.engine.ops import BlockDims, OpDtypes, expert_ops, ffn_ops, total_s
 
     a100 = load_default_profile("a100.yaml")
     hw = HardwareSpec.model_validate(HARDWARE["a100-80gb"])
-    plain = CostModel(hw, a100)
+    plain = cost_model(hw, a100)
     curve = ElementCurve(elements=[1e3, 1e8], us=[5.0, 5e5])
-    cm = CostModel(hw, a100.model_copy(update={"elementwise": ElementwiseSpec(activation=curve)}))
+    cm = cost_model(hw, a100.model_copy(update={"elementwise": ElementwiseSpec(activation=curve)}))
     tokens, d, hidden = 2048.0, 1024, 4096
-    delta = ffn_s(cm, tokens, d, hidden, True, 1, "bf16", 2.0) - ffn_s(plain, tokens, d, hidden, True, 1, "bf16", 2.0)
+    dims, dt = BlockDims(d_model=d, expert_w=hidden, gated=True), OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
+    ffn = ffn_ops("ffn", dims, dt, tokens, hidden)
+    delta = total_s(cm, ffn) - total_s(plain, ffn)
     expected = float(curve.seconds(tokens * hidden)) - float(plain.memory_s(tokens * hidden * 3 * 2.0))
     assert float(delta) == pytest.approx(expected, rel=1e-9)
     loads = np.array([100.0, 0.0, 300.0])
-    delta = (expert_ffn_rank_s(cm, loads, d, hidden, True, 1, "bf16", 2.0)
-             - expert_ffn_rank_s(plain, loads, d, hidden, True, 1, "bf16", 2.0))
+    delta = total_s(cm, expert_ops(dims, dt, loads)) - total_s(plain, expert_ops(dims, dt, loads))
     expected = float(curve.seconds(400 * hidden)) - float(plain.memory_s(400 * hidden * 3 * 2.0))
     assert float(delta) == pytest.approx(expected, rel=1e-9)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from moesim.accounting import param_counts
+from moesim.costmodel.profile import default_profile_name
 from moesim.presets import HARDWARE, MODELS
-from moesim.schemas import HardwareSpec, ModelSpec
+from moesim.schemas import DeviceSpec, HardwareSpec, ModelSpec
+from moesim.schemas.hardware import shipped_profile_names
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -27,6 +29,15 @@ def test_hardware_preset_validates(name):
         assert hw.node.intra_bw_gbps == 450.0
     if "A100" in hw.device.name:
         assert hw.node.intra_bw_gbps == 300.0
+    # every preset names its cost model: a shipped profile, or the datasheet
+    assert hw.device.default_profile in set(shipped_profile_names()) | {"datasheet"}
+
+
+def test_preset_profiles_agree_with_name_matching():
+    """The presets name the profile name matching picked before they had the field."""
+    for preset in HARDWARE.values():
+        device = DeviceSpec(**preset["device"])
+        assert device.default_profile == (default_profile_name(device.name) or "datasheet")
 
 
 @pytest.mark.parametrize(
@@ -60,3 +71,56 @@ def test_dense_model_has_no_routed_experts():
     m = ModelSpec(**MODELS["llama-2-70b"])
     assert not m.is_moe and m.n_moe_layers == 0
     assert param_counts(m).total == pytest.approx(69.0e9, rel=0.01)
+
+
+def test_tpu_v3_preset_carries_the_cited_figures():
+    """tpu-v3 is one TensorCore: half of Google's per-chip figures (cloud.google.com/tpu/docs/v3)."""
+    hw = HardwareSpec(**HARDWARE["tpu-v3"])
+    d = hw.device
+    chip_tflops, chip_hbm_gbps, chip_hbm_gib, chip_max_w = 123.0, 900.0, 32.0, 262.0
+    assert d.peak_tflops == {"bf16": chip_tflops / 2}  # bf16 only: no fp16 MXU, no published fp32 peak
+    assert d.mem_bw_gbps == chip_hbm_gbps / 2 and d.mem_gib == chip_hbm_gib / 2
+    assert d.power_w == chip_max_w / 2
+    assert d.usd_per_hour == pytest.approx(8.00 / 8)  # v3-8 (8 cores) at $8.00/h
+    # ICI: 340 TB/s all-reduce bandwidth per 1024-chip pod, 2048 cores
+    assert hw.node.intra_bw_gbps == hw.cluster.nic_bw_gbps == pytest.approx(340e3 / 2048, abs=0.5)
+    assert hw.node.devices_per_node == 8  # one v3-8 host board: 4 chips
+    # whole-step efficiency that reproduces GShard's MoE(128E, 12L) on 128 TPU v3 cores (Table 3)
+    assert d.compute_efficiency == 0.55
+    assert d.memory_efficiency == DeviceSpec.model_fields["memory_efficiency"].default
+    assert d.default_profile == "datasheet"
+    assert default_profile_name(d.name) is None  # no shipped profile claims a TPU by name
+
+
+def test_tpu_v3_is_listed_and_drives_the_switch_validation_scenario(capsys, root):
+    from moesim.cli import main
+    from moesim.costmodel.profile import default_profile_for
+    from moesim.loader import load_scenario
+
+    assert "tpu-v3" in HARDWARE
+    assert main(["presets"]) == 0
+    assert "tpu-v3" in capsys.readouterr().out
+    s = load_scenario(root / "moesim" / "data" / "validation" / "switch-base-128-tpuv3.yaml")
+    assert s.hardware.device == HardwareSpec(**HARDWARE["tpu-v3"]).device
+    assert s.hardware.n_devices == 32
+    assert default_profile_for(s.hardware.device) is None  # the datasheet roofline
+
+
+def test_tpu_v3_efficiency_reproduces_gshard_moe_128e_12l():
+    """The derivation in the preset's comment: GShard MoE(128E, 12L), 2.16 steps/s (Table 3)."""
+    from moesim.loader import scenario_from_dict
+    from moesim.simulate import simulate
+
+    raw = dict(
+        name="gshard-moe-128e-12l",
+        # encoder and decoder tokens each pass 6 layers: 6 blocks over all 2^20 tokens, fp32 as trained
+        model=dict(name="GShard MoE(128E, 12L)", n_layers=6, d_model=1024, n_heads=16, n_kv_heads=16,
+                   head_dim=128, vocab_size=32000, ffn_hidden=8192, expert_ffn_hidden=8192, n_experts=128,
+                   top_k=2, moe_every=2, gated_ffn=False, tied_embeddings=False, max_seq_len=512, dtype="fp32"),
+        hardware=dict(preset="tpu-v3", cluster=dict(nodes=16)),
+        plan=dict(dp=128, tp=1, pp=1, ep=128, microbatches=1, zero_stage=0, recompute="none"),
+        workload=dict(kind="training", global_batch_seqs=2048, seq_len=512),
+        routing=dict(distribution="uniform", capacity_factor=1.0, overflow="drop", seed=0),  # 2N/E
+    )
+    steps_per_s = 1.0 / simulate(scenario_from_dict(raw)).summary["step_time_s"]
+    assert steps_per_s == pytest.approx(2.16, rel=0.05)

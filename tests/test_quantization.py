@@ -7,7 +7,7 @@ import pytest
 
 import moesim
 from moesim.accounting import GIB, decode_bytes_per_token, memory_report, param_counts, summary
-from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel import build_cost_model, cost_model
 from moesim.engine.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
@@ -15,7 +15,7 @@ from moesim.precision import compute_dtype, precision, scenario_precision
 from moesim.report import summary_table
 from moesim.schemas import Scenario
 
-DATASHEET = "Datasheet GPU"  # a device name no shipped profile matches: the datasheet roofline
+DATASHEET = "Datasheet GPU"  # a renamed device without a shipped profile: the datasheet roofline
 
 
 def serve(dtype: str, hw: str = "a100-80gb", model: str = "llama-2-7b", device_name: str | None = None,
@@ -23,7 +23,7 @@ def serve(dtype: str, hw: str = "a100-80gb", model: str = "llama-2-7b", device_n
     """A one-device serving scenario of one request."""
     hardware = {"preset": hw, "node": {"devices_per_node": 1}}
     if device_name:
-        hardware["device"] = {"name": device_name}
+        hardware["device"] = {"name": device_name, "default_profile": "datasheet"}  # not the preset's
     return scenario_from_dict({
         "name": "quant", "model": {"preset": model, "dtype": dtype}, "hardware": hardware, "plan": {"dp": 1},
         "workload": {"kind": "serving", "arrival": {"process": "batch", "n_requests": 1},
@@ -143,7 +143,7 @@ def test_weight_only_fp8_on_a100_never_slower_than_bf16():
 def test_datasheet_and_profile_gemms_agree_on_weight_only_savings():
     """Both cost-model paths: a batch-1 int4 GEMM is 3-4x faster than 16-bit, a large one is not."""
     hw = serve("bf16").hardware
-    for cm in (CostModel(hw), build_cost_model(hw)):
+    for cm in (cost_model(hw), build_cost_model(hw)):
         one = cm.gemm_s(1, 11008, 4096, "int4") / cm.gemm_s(1, 11008, 4096, "bf16")
         big = cm.gemm_s(8192, 11008, 4096, "int4") / cm.gemm_s(8192, 11008, 4096, "bf16")
         assert 4.125 / 16 <= one < 0.35

@@ -2,7 +2,8 @@
 
 ZeRO's reduce-scatters and parameter all-gathers; a cross-node DP ring over every NIC of the node;
 all-to-all latency paid once, not per peer; full recompute's collectives booked as communication;
-MFU against the bf16 peak; ``moesim check``'s serving FLOPs at the workload's mean context.
+MFU against the bf16 peak; ``moesim check``'s serving FLOPs at the workload's mean context; the
+hierarchical all-to-all's per-node deduplication of NIC bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pytest
 
 import moesim
 from moesim.accounting import flops_per_token, summary
-from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel import build_cost_model, cost_model
 from moesim.costmodel.comm import (
+    distinct_node_fraction,
     prefetched_wait_s,
     ring_allgather_s,
     ring_allreduce_s,
@@ -72,7 +74,7 @@ def test_prefetched_gather_waits_by_hand():
 def test_cross_node_dp_all_reduce_runs_one_ring_per_nic():
     """2 nodes x 8 H100, DP16, 1 GB: 8 rings, one per 400 Gb/s NIC, so the bus bandwidth per GPU is
     8 x 50 = 400 GB/s (under NVLink's 450), not one NIC's 50 GB/s."""
-    cm = CostModel(h100(2))  # datasheet
+    cm = cost_model(h100(2))  # datasheet
     t = float(cm.allreduce_s(1e9, 16, 1))
     latency = 2 * 15 * 5e-6
     assert t == pytest.approx(2 * 15 / 16 * 1e9 / 400e9 + latency)  # 4.84 ms
@@ -104,7 +106,7 @@ def test_cross_node_dp_sync_in_the_engine_uses_the_node_nics():
 
 # ------------------------------------------------------------------ item 4: all-to-all latency
 def test_ep64_alltoall_of_tiny_messages_costs_about_one_message_latency():
-    cm = CostModel(h100(8))  # 64 GPUs, datasheet
+    cm = cost_model(h100(8))  # 64 GPUs, datasheet
     p2p = float(cm.p2p_s(64.0, intra=False))  # 5 us + 64 B / 50 GB/s
     t = float(cm.alltoall_s(63 * 64.0, 64, 1))  # 64 B to each of 63 peers
     assert t < 1.1 * p2p  # peers are sent to concurrently
@@ -208,3 +210,61 @@ def test_mean_length_of_each_distribution():
     assert clipped.mean_tokens(0.0) == pytest.approx(x.mean(), rel=3e-3)
     assert LengthDist(dist="trace").mean_tokens(5.0) == 5.0
     assert LengthDist(dist="trace").mean_tokens(5.0, np.array([1, 2, 6])) == 3.0
+
+
+# ------------------------------------------------------------------ hierarchical all-to-all: per-node dedup
+def _monte_carlo_node_fraction(E: int, N: int, k: int, tokens: int, rng) -> float:
+    """Distinct remote nodes over remote assignments per token, by sampling: ``k`` of ``E`` experts
+    without replacement, expert ``x`` on node ``x // (E/N)``, the token on node 0."""
+    picks = np.argsort(rng.random((tokens, E)), axis=1)[:, :k]
+    nodes = picks // (E // N)
+    remote = (nodes != 0).sum()
+    distinct = sum(int((nodes == n).any(axis=1).sum()) for n in range(1, N))
+    return distinct / remote
+
+
+@pytest.mark.parametrize("E, N, k", [(256, 8, 8), (64, 4, 2), (8, 2, 2), (160, 4, 6), (16, 8, 4), (32, 4, 8)])
+def test_distinct_node_fraction_matches_a_monte_carlo_estimate(E, N, k):
+    """N p / k with p = 1 - C(E - E/N, k) / C(E, k): DeepSeek-V3's 256 experts top-8 over 8 nodes
+    cross the NIC 0.66 times per remote assignment."""
+    mc = _monte_carlo_node_fraction(E, N, k, 40_000, np.random.default_rng(E + N + k))
+    assert distinct_node_fraction(k, N, E) == pytest.approx(mc, abs=0.01)
+    e = E // N
+    hand = N * (1 - math.comb(E - e, k) / math.comb(E, k)) / k
+    assert distinct_node_fraction(k, N, E) == pytest.approx(hand, rel=1e-12)
+    assert distinct_node_fraction(k, N) == pytest.approx(N * (1 - (1 - 1 / N) ** k) / k)  # E -> infinity
+    assert distinct_node_fraction(1, N, E) == 1.0  # one expert per token: nothing to share
+    assert distinct_node_fraction(k, 1, E) == 1.0  # one node: no NIC
+
+
+def test_hierarchical_alltoall_moves_fewer_nic_bytes_than_flat_when_tokens_share_destination_nodes():
+    """EP64 on 8 nodes of 8 H100, 256 experts top-8: the hierarchical all-to-all sends each token
+    once per distinct remote node, 0.66 of the flat all-to-all's NIC bytes; with top-1 the same."""
+    cm = cost_model(h100(8))
+    b = 1e9
+    nvl_flat, nic_flat = cm.alltoall_split(b, 64, 1)
+    assert (nvl_flat, nic_flat) == pytest.approx((b * 7 / 63, b * 56 / 63))
+    nvl, nic = cm.alltoall_split(b, 64, 1, "hierarchical", top_k=8, n_experts=256)
+    f = distinct_node_fraction(8, 8, 256)
+    assert nic == pytest.approx(nic_flat * f) and f < 0.67
+    assert nvl == b  # stage 1 regroups every byte inside the node
+    assert cm.alltoall_split(b, 64, 1, "hierarchical", top_k=1, n_experts=256) == pytest.approx((b, nic_flat))
+    assert cm.alltoall_split(b, 64, 1, "flat", top_k=8, n_experts=256) == (nvl_flat, nic_flat)  # flat: no dedup
+    # Time: NIC-bound, so the deduplicated exchange is faster by about the saved bytes.
+    t1 = float(cm.alltoall_s(b, 64, 1, "hierarchical"))
+    t8 = float(cm.alltoall_s(b, 64, 1, "hierarchical", top_k=8, n_experts=256))
+    nic_s = nic_flat / 50e9
+    assert t1 - t8 == pytest.approx(nic_s * (1 - f), rel=1e-9)
+    assert float(cm.alltoall_s(b, 64, 1, "hierarchical", top_k=1, n_experts=256)) == t1
+    assert float(cm.alltoall_s(b, 64, 1, "flat", top_k=8, n_experts=256)) == float(cm.alltoall_s(b, 64, 1))
+
+
+def test_training_summary_reports_the_deduplicated_nic_bytes():
+    """EP8 over two 4-GPU nodes, 8 experts top-2: the summary's NIC bytes of the hierarchical
+    all-to-all are the flat ones times 2 (1 - C(4,2)/C(8,2)) / 2 = 22/28; its NVLink bytes are all of them."""
+    two_nodes = {"hardware": {"node": {"devices_per_node": 4}, "cluster": {"nodes": 2}}, "plan": {"dp": 8, "ep": 8}}
+    flat = sim(**two_nodes)
+    hier = sim(**deep_merge(two_nodes, {"plan": {"alltoall": "hierarchical"}}))
+    assert flat["alltoall_nic_bytes"] > 0
+    assert hier["alltoall_nic_bytes"] == pytest.approx(flat["alltoall_nic_bytes"] * 22 / 28, rel=1e-12)
+    assert hier["alltoall_nvlink_bytes"] == pytest.approx(flat["alltoall_nvlink_bytes"] + flat["alltoall_nic_bytes"])

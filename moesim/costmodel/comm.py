@@ -98,10 +98,58 @@ def ep_peer_split(ep: int, tp: int, devices_per_node: int) -> tuple[int, int]:
     return per_node - 1, ep - per_node
 
 
+def distinct_node_fraction(top_k: int, nodes: float, n_experts: int = 0) -> float:
+    """NIC bytes of a node-deduplicated all-to-all over those of a flat one, under uniform routing.
+
+    A token picks ``k = top_k`` distinct experts out of ``E = n_experts`` spread evenly over the
+    ``N = nodes`` nodes of the EP group (``e = E / N`` per node). A flat all-to-all sends one copy
+    per remote assignment, ``k (N-1)/N`` per token on average; a hierarchical one (DeepEP's
+    node-limited dispatch, DeepSeek-V3) sends one copy per distinct remote node, ``(N-1) p`` with
+    ``p = 1 - C(E-e, k) / C(E, k) = 1 - prod_{j<k} (E-e-j)/(E-j)`` the chance that a given node
+    holds at least one of the ``k`` experts. The ratio is ``N p / k`` (1 for ``k = 1``, at most 1).
+    ``n_experts = 0``: draws with replacement, the large-``E`` limit ``p = 1 - (1 - 1/N)^k``.
+    The product is taken over real ``e``, so a group whose size is not a multiple of the node's
+    share still gets a number.
+    """
+    k, n = max(int(top_k), 1), float(nodes)
+    if n <= 1 or k == 1:
+        return 1.0
+    if n_experts:
+        E = float(n_experts)
+        e = E / n
+        miss = 1.0
+        for j in range(k):
+            miss *= max(E - e - j, 0.0) / (E - j) if E - j > 0 else 0.0
+    else:
+        miss = (1.0 - 1.0 / n) ** k
+    return min(1.0, n * (1.0 - miss) / k)
+
+
+def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int, algorithm: str = "flat",
+                        top_k: int = 1, n_experts: int = 0):
+    """(NVLink bytes, NIC bytes) one rank moves in an all-to-all where it sends ``bytes_to_peers``.
+
+    Flat: the bytes split over the ``ep - 1`` peers evenly, intra-node peers over NVLink, the others
+    over the NIC. Hierarchical: every byte crosses NVLink once (regrouped per node), and the NIC
+    carries one copy per distinct remote node a token goes to, the flat NIC bytes times
+    :func:`distinct_node_fraction` (``top_k = 1``: the same bytes as flat).
+    """
+    b = np.asarray(bytes_to_peers, dtype=float)
+    intra, inter = ep_peer_split(ep, tp, devices_per_node)
+    peers = intra + inter
+    if peers == 0:
+        return np.zeros_like(b), np.zeros_like(b)
+    b_inter = b * inter / peers
+    if algorithm == "hierarchical" and inter:
+        nodes = ep / (intra + 1)
+        return b, b_inter * distinct_node_fraction(top_k, nodes, n_experts)
+    return b * intra / peers, b_inter
+
+
 def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
                intra_bw_gbps: float, intra_latency_s: float,
                inter_bw_gbps: float, inter_latency_s: float, algorithm: str = "flat",
-               intra_peer_s: float = 0.0, inter_peer_s: float = 0.0):
+               intra_peer_s: float = 0.0, inter_peer_s: float = 0.0, top_k: int = 1, n_experts: int = 0):
     """Time of one all-to-all where each rank sends ``bytes_to_peers`` in total to its ep-1 peers.
 
     The bytes split over peers evenly; intra-node bytes go over NVLink, inter-node bytes over the
@@ -110,22 +158,24 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     independently": NCCL user guide, point-to-point communication), so each stream pays its link's
     latency once, plus ``*_peer_s`` per peer (0 from the datasheet; a measured all-to-all fitted as
     ``peers * latency``, ``calibrate.collectives``, passes its latency there). ``hierarchical``
-    first regroups per node over NVLink, then exchanges one message per remote node.
+    first regroups per node over NVLink, then exchanges one message per remote node, each token
+    crossing the NIC once per distinct remote node its ``top_k`` experts sit on (of ``n_experts``;
+    :func:`alltoall_link_bytes`, :func:`distinct_node_fraction`); ``top_k = 1`` moves the flat
+    NIC bytes.
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
     peers = intra + inter
     if peers == 0:
         return np.zeros_like(b)
-    b_intra = b * intra / peers
-    b_inter = b * inter / peers
+    b_nvl, b_nic = alltoall_link_bytes(b, ep, tp, devices_per_node, algorithm, top_k, n_experts)
     lat_nvl = (intra_latency_s if intra else 0.0) + intra * intra_peer_s
     if algorithm == "hierarchical" and inter:
         nodes = inter // (intra + 1)
         # Stage 1: regroup inside the node (all bytes cross NVLink once); stage 2: one message per node.
-        t_nvl = b / (intra_bw_gbps * 1e9) + lat_nvl
-        t_net = b_inter / (inter_bw_gbps * 1e9) + inter_latency_s + nodes * inter_peer_s
+        t_nvl = b_nvl / (intra_bw_gbps * 1e9) + lat_nvl
+        t_net = b_nic / (inter_bw_gbps * 1e9) + inter_latency_s + nodes * inter_peer_s
         return np.where(b > 0, t_nvl + t_net, 0.0)
-    t_nvl = b_intra / (intra_bw_gbps * 1e9) + lat_nvl
-    t_net = (b_inter / (inter_bw_gbps * 1e9) + inter_latency_s + inter * inter_peer_s) if inter else np.zeros_like(b)
+    t_nvl = b_nvl / (intra_bw_gbps * 1e9) + lat_nvl
+    t_net = (b_nic / (inter_bw_gbps * 1e9) + inter_latency_s + inter * inter_peer_s) if inter else np.zeros_like(b)
     return np.where(b > 0, np.maximum(t_nvl, t_net), 0.0)

@@ -19,14 +19,15 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, NonNegativeFloat, PositiveFloat, ValidationError
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
 
 from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
 from moesim.schemas import DeviceSpec
 from moesim.schemas._base import Strict
-from moesim.schemas.hardware import peak_flops_of
+from moesim.schemas.hardware import DATASHEET, peak_flops_of
 
+from .host import CUDA_HOST_DEFAULTS as _HOST
 from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, safe_log2
 
 PROFILE_FORMAT = "moesim-profile"
@@ -34,9 +35,9 @@ PROFILE_VERSION = 1
 #: Largest profile YAML read (the shipped ones are < 10 KiB).
 MAX_PROFILE_BYTES = 4 << 20
 
-#: Shipped default profiles: a device whose name contains the key (as a word) uses the file.
-# H200 is the H100's GH100 die with HBM3e: it borrows the H100's measured efficiencies, rebased on
-# its own datasheet peaks and bandwidth (no H200 kernel measurements are at hand).
+#: Shipped default profiles by device name, for devices that do not name one (``DeviceSpec.default_profile``:
+#: inline devices of older scenario files): a device whose name contains the key (as a word) uses the file.
+#: The presets name theirs (``moesim/presets/hardware.py``); H200 borrows the H100's.
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml"}
 
 
@@ -127,6 +128,23 @@ class MoEOverheadSpec(Strict):
     capacity_us: NonNegativeFloat = Field(0.0, description="Extra per layer call when a capacity drops tokens, us.")
 
 
+class HostSpec(Strict):
+    """Per-iteration host (scheduler) time and kernel-launch mode of the serving engine.
+
+    Defaults: a vLLM V1-class engine on a CUDA GPU; ``costmodel/host.py`` cites each number and
+    holds the Apple MPS / CPU defaults (a profile for those should give every field).
+    """
+
+    iteration_fixed_us: NonNegativeFloat = Field(_HOST["iteration_fixed_us"], description="Host time per iteration (schedule, input prep, output processing), us.")
+    per_seq_us: NonNegativeFloat = Field(_HOST["per_seq_us"], description="Host time per scheduled sequence per iteration, us.")
+    eager_launch_us: NonNegativeFloat = Field(_HOST["eager_launch_us"], description="Cost per eagerly launched kernel, us.")
+    graph_launch_us: NonNegativeFloat = Field(_HOST["graph_launch_us"], description="CPU cost of one CUDA graph replay, us.")
+    graph_node_us: NonNegativeFloat = Field(_HOST["graph_node_us"], description="Cost per kernel (node) of a replayed graph, us.")
+    graph_max_batch: NonNegativeInt = Field(_HOST["graph_max_batch"], description="Largest decode batch replayed as a CUDA graph (0: no graphs).")
+    overlap_decode: bool = Field(_HOST["overlap_decode"], description="Host work of decode steps overlaps the GPU (scheduler one step ahead).")
+    overlap_prefill: bool = Field(_HOST["overlap_prefill"], description="Host work of prefill/mixed steps overlaps the GPU.")
+
+
 class FitError(Strict):
     """Absolute relative error of the fitted model on rows not used to fit it, in percent."""
 
@@ -170,6 +188,7 @@ class Profile(Strict):
     collectives: CollectivesSpec | None = None
     elementwise: ElementwiseSpec | None = None
     moe_overhead: MoEOverheadSpec | None = None
+    host: HostSpec | None = None
     fit_error: dict[str, FitError] = Field(default_factory=dict, description="Held-out error per fitted part.")
     notes: list[str] = Field(default_factory=list)
 
@@ -275,7 +294,7 @@ def check_device(profile: Profile, device_name: str, label: str = "hardware.prof
 
 
 def default_profile_name(device_name: str) -> str | None:
-    """File name of the shipped default profile for a device name, or None."""
+    """File name of the shipped default profile matching a device name (``DEFAULT_PROFILES``), or None."""
     words = set(normalise_device_name(device_name).split())
     for key, fname in DEFAULT_PROFILES.items():
         if key in words:
@@ -292,6 +311,12 @@ def load_default_profile(fname: str) -> Profile:
 
 
 def default_profile_for(device: DeviceSpec) -> Profile | None:
-    """The shipped default profile for ``device`` rebased on its datasheet, or None (use the datasheet)."""
-    fname = default_profile_name(device.name)
-    return load_default_profile(fname).rebased(device) if fname else None
+    """The shipped default profile for ``device`` rebased on its datasheet, or None (use the datasheet).
+
+    ``device.default_profile`` names it ("datasheet": none); a device without one falls back to
+    matching its name (``default_profile_name``), so older inline devices keep their profile.
+    """
+    fname = device.default_profile if device.default_profile is not None else default_profile_name(device.name)
+    if fname is None or fname == DATASHEET:
+        return None
+    return load_default_profile(fname).rebased(device)

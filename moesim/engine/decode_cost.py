@@ -1,20 +1,22 @@
-"""Seconds of one continuous-batching iteration of one serving replica, op by op from the cost model.
+"""Seconds of one continuous-batching iteration of one serving replica, priced on the op graph.
 
 An iteration runs every layer once over the batch's ``T`` new tokens (prefill chunks plus one
-token per decoding sequence) on one replica of ``tp x pp`` devices:
+token per decoding sequence) on one replica of ``tp x pp`` devices. Each layer's ops are the op
+graph's block (``ops.block_ops``, the list the training step and ``calibrate.predict`` price too):
 
-* per layer: two norms, the QKV and O projections (TP-sharded GEMMs), attention reading every
-  sequence's KV cache, and two TP all-reduces of the hidden states;
+* fused residual-add + RMSNorm before attention and before the FFN, the QKV and O projections
+  (TP-sharded GEMMs), one attention kernel reading every sequence's KV cache, and two TP
+  all-reduces of the hidden states;
 * dense layers: the FFN as two GEMMs and the activation kernel between them; MoE layers: the
-  router GEMM, shared experts, and the routed experts as grouped GEMMs that read only the
-  experts the batch touches (expected ``E(1-(1-k/E)^B)`` under uniform routing, sampled per
-  iteration under skew), plus the EP dispatch and combine all-to-alls (latency-bound at decode
-  sizes) when ``ep > 1``;
-* the memory-bound kernels between the GEMMs, as one streaming pass each (``memory_s``): the
-  (gated) activation reading the up-projection's output and writing the down-projection's input,
-  and for routed experts the MoE layer's token permute (each token copied to its ``top_k``
-  expert rows) and un-permute (the ``top_k`` expert outputs read back and summed per token);
-* the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs.
+  router GEMM and top-k, the token permute (each token copied to its ``top_k`` expert rows), the EP
+  dispatch and combine all-to-alls (latency-bound at decode sizes) when ``ep > 1``, the routed
+  experts as grouped GEMMs that read only the experts the batch touches (expected
+  ``E(1-(1-k/E)^B)`` under uniform routing, sampled per iteration under skew), the un-permute
+  (the ``top_k`` expert outputs read back and summed per token) and the shared experts;
+* the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs;
+* the host: the scheduler's time per iteration, exposed where it does not overlap the GPU, and
+  CUDA-graph replay instead of eager launches for decode-only batches (``host_s``,
+  ``costmodel.host``, each default cited there).
 
 Pipeline choice: the latency of an iteration is the sum over its ``pp`` stages (every layer in
 sequence) plus the hand-offs; a replica keeps ``pp`` such micro-batches in flight (vLLM's virtual
@@ -50,7 +52,18 @@ import numpy as np
 
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
+from moesim.costmodel.host import host_spec_for, iteration_host_s, kernel_launch_s, uses_cuda_graph
 from moesim.engine import expert_load
+from moesim.engine.ops import (
+    EXPERT_OPS,
+    BlockDims,
+    OpDtypes,
+    attention_core_op,
+    block_ops,
+    expert_ops,
+    op_s,
+    total_s,
+)
 from moesim.engine.placement import Placement
 from moesim.engine.routing import capacity_per_expert, expected_source_drops, expert_popularity
 from moesim.precision import scenario_precision
@@ -68,10 +81,21 @@ class IterationCost:
         self.precision = prec = scenario_precision(s)
         self.dtype, self.b = m.dtype, prec.act_bytes  # weights' dtype (GEMMs resolve it); GEMM-input bytes
         self.act_dtype, self.act_b = prec.act_dtype, max(prec.act_bytes, 2.0)
+        self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=self.b, act_bytes=self.act_b,
+                               act_dtype=prec.act_dtype, attn_dtype=m.dtype)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
+        self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True)
         self.placement = Placement.contiguous(m.n_experts, p.ep)
-        self.launch_s = float(cm.launch_s)
-        self.heads, self.head_dim, self.kv_heads = attention_shape(s)
+        self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
+        self.n_kernels = 1 + sum(count * sum(op.stream == "compute" and op.name != "moe_overhead" for op in
+                                             block_ops(self.dims, self.dtypes, moe, 1, np.ones(1), np.ones(1),
+                                                       np.ones(1)))
+                                 for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)))
+        self.host = spec = host_spec_for(cm.profile, s.hardware.device)
+        seqs = np.arange(int(max_tokens) + 1)
+        self._host_by_seqs = np.asarray(iteration_host_s(seqs, "mixed", spec), dtype=float).tolist()
+        self._graphed = np.asarray(uses_cuda_graph(seqs, True, spec)).tolist()
+        self._graph_saving_s = float(kernel_launch_s(self.n_kernels, True, spec)) - self.n_kernels * float(cm.launch_s)
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
         if self.skewed:
@@ -88,56 +112,27 @@ class IterationCost:
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
-        """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array)."""
-        m, cm, tp, dt = self.s.model, self.cm, self.tp, self.dtype
+        """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array).
+
+        Prices the op graph's blocks (``ops.block_ops``) at every token count at once, leaving out
+        the attention core (per iteration) and the routed experts' ops (``EXPERT_OPS``: their loads
+        are sampled or expected separately); adds the ``pp - 1`` pipeline hand-offs.
+        """
+        m, cm, tp = self.s.model, self.cm, self.tp
         t = np.asarray(tokens, dtype=float)
-        d, b, ab = m.d_model, self.b, self.act_b  # all-to-all in the compute dtype, the rest 16-bit
-        qkv_n, o_k = projection_shapes(self.s)
-        per_layer = (2 * cm.memory_s(2 * t * d * ab) + cm.gemm_s(t, qkv_n, d, dt)
-                     + cm.gemm_s(t, d, o_k, dt) + 2 * cm.allreduce_s(t * d * ab, tp))
-        total = m.n_layers * per_layer
-        if m.n_dense_layers:
-            total = total + m.n_dense_layers * self.ffn_s(t, m.ffn_hidden // tp)
-        if m.n_moe_layers:
-            moe = cm.gemm_s(t, m.n_experts, d, self.act_dtype) if m.n_experts > 1 else 0.0
-            if m.n_shared_experts:
-                moe = moe + self.ffn_s(t, m.n_shared_experts * m.shared_width // tp)
-            if m.n_experts == 1:  # a one-expert "MoE" layer is a dense FFN of the expert width
-                moe = moe + self.ffn_s(t, m.expert_width // tp)
-            if self.ep > 1:
-                sent = alltoall_bytes_per_rank(t / tp, m.top_k, d, b, self.ep)
-                moe = moe + 2 * cm.alltoall_s(sent, self.ep, tp, self.s.plan.alltoall)
-            total = total + m.n_moe_layers * moe
+        one = np.ones(1)
+        a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.b, self.ep) if self.ep > 1 else 0.0
+        total = np.zeros_like(t)
+        for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)):
+            if count:
+                ops = block_ops(self.dims, self.dtypes, moe, t, one, one, expert_tokens=one, a2a_bytes=a2a,
+                                algorithm=self.s.plan.alltoall)
+                total = total + count * sum(op_s(cm, op) for op in ops
+                                            if op.name != "attn_core" and op.name not in EXPERT_OPS)
         if self.pp > 1:
             intra = tp * self.pp <= self.s.hardware.node.devices_per_node
-            total = total + (self.pp - 1) * cm.p2p_s(t * d * ab / tp, intra)
+            total = total + (self.pp - 1) * cm.p2p_s(t * m.d_model * self.act_b / tp, intra)
         return np.asarray(total, dtype=float)
-
-    def ffn_s(self, tokens, width: int):
-        """A dense FFN of ``width`` (per device) over ``tokens``: up(+gate) GEMM, activation, down GEMM."""
-        m, cm, dt = self.s.model, self.cm, self.dtype
-        up = (2 if m.gated_ffn else 1) * width
-        return (cm.gemm_s(tokens, up, m.d_model, dt) + cm.memory_s(tokens * self.activation_bytes(up, width))
-                + cm.gemm_s(tokens, m.d_model, width, dt))
-
-    def activation_bytes(self, up: int, width: int) -> float:
-        """Bytes per token of the activation kernel: reads the up GEMM's 16-bit output, writes the down GEMM's input."""
-        return up * self.act_b + width * self.b
-
-    def moe_glue_bytes(self, routed):
-        """Bytes the routed-expert kernels between the GEMMs move for ``routed`` expert slots of one rank.
-
-        Per slot: the activation, the permute's write of a ``d_model`` row (GEMM input dtype) and the
-        un-permute's read of the down GEMM's 16-bit output row. Per token (``routed / top_k`` on
-        average): the permute's read and the un-permute's write of the token's hidden state.
-        """
-        m = self.s.model
-        w = m.expert_width // self.tp
-        up = (2 if m.gated_ffn else 1) * w
-        per_slot = self.activation_bytes(up, w) + m.d_model * (self.b + self.act_b)
-        per_token = m.d_model * (self.b + self.act_b)
-        r = np.asarray(routed, dtype=float)
-        return r * per_slot + r / m.top_k * per_token
 
     def uniform_experts_s(self, tokens) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens) of the routed experts at their expected uniform load, per ``tokens``."""
@@ -179,19 +174,8 @@ class IterationCost:
         return secs
 
     def _expert_gemms_s(self, loads) -> np.ndarray:
-        """Up(+gate) and down grouped GEMMs of one rank's experts; ``loads`` is ``(..., E_local)``.
-
-        Adds the memory-bound kernels between them (``moe_glue_bytes``, one streaming pass) and the
-        cost model's host-side MoE overhead per layer (profiled; absent from a datasheet).
-        """
-        m, tp = self.s.model, self.tp
-        up = (2 if m.gated_ffn else 1) * m.expert_width // tp
-        secs = (self.cm.grouped_gemm_s(loads, up, m.d_model, self.dtype)
-                + self.cm.grouped_gemm_s(loads, m.d_model, m.expert_width // tp, self.dtype)
-                + self.cm.memory_s(self.moe_glue_bytes(np.asarray(loads).sum(axis=-1))))
-        if hasattr(self.cm, "moe_overhead_s"):
-            secs = secs + self.cm.moe_overhead_s((np.asarray(loads) > 0).sum(axis=-1))
-        return secs
+        """The routed-expert ops of one rank (``ops.expert_ops``): ``loads`` is ``(..., E_local)``."""
+        return total_s(self.cm, expert_ops(self.dims, self.dtypes, loads))
 
     # ------------------------------------------------------------ per iteration
     def sampled_experts_s(self, tokens: int) -> tuple[float, float]:
@@ -230,21 +214,21 @@ class IterationCost:
         """All layers' attention for one batch: one kernel per layer over every sequence.
 
         ``q_tokens[i]`` new tokens of sequence ``i`` attend over ``kv_tokens[i]`` cached tokens
-        (including the new ones). Sequences' roofline times add; one launch per layer.
+        (including the new ones): the op graph's ``attn_core`` op at this batch.
         """
-        args = (q_tokens, kv_tokens, self.heads, self.head_dim, self.kv_heads, self.dtype)
-        if hasattr(self.cm, "attention_batch_s"):
-            one_layer = float(self.cm.attention_batch_s(*args))
-        else:
-            one_layer = float(np.sum(self.cm.attention_s(*args))) - (q_tokens.size - 1) * self.launch_s
-        return self.s.model.n_layers * one_layer
+        return self.s.model.n_layers * float(op_s(self.cm, self._attention, q_tokens=q_tokens, kv_tokens=kv_tokens))
 
     def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
-        """(seconds, dropped expert tokens) of one iteration.
+        """(seconds, dropped expert tokens) of one iteration: its kernels plus what the host adds.
 
         ``q_tokens`` (n,) new tokens per scheduled sequence, ``kv_tokens`` (n,) their context after
         this iteration, ``n_out`` sequences that emit a token (they go through the output head).
         """
+        gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out)
+        return gpu + self.host_s(q_tokens, gpu), dropped
+
+    def kernel_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
+        """(seconds, dropped expert tokens) of the iteration's kernels, each launched eagerly."""
         total = int(q_tokens.sum())
         if total <= self.max_tokens:
             fixed, experts, dropped = self._fixed[total], self._experts[total], self._dropped[total]
@@ -257,37 +241,24 @@ class IterationCost:
         head = self._head[min(n_out, self.max_tokens)]
         return fixed + experts + head + self.attention_s(q_tokens, kv_tokens), dropped
 
+    def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
+        """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).
 
-def projection_shapes(s: Scenario) -> tuple[int, int]:
-    """(QKV output width, O input width) per device of the attention projections.
-
-    Standard attention: Q heads split over TP, KV heads split up to their count then replicate.
-    MLA: all its down/up projections folded into one GEMM of the same weight count.
-    """
-    m, tp = s.model, s.plan.tp
-    if m.mla is not None:
-        from moesim.accounting import attention_params
-
-        o_params = m.n_heads * m.mla.v_head_dim * m.d_model
-        return (attention_params(m) - o_params) // (m.d_model * tp), m.n_heads * m.mla.v_head_dim // tp
-    kv_shards = min(tp, m.kv_heads)
-    return (m.n_heads // tp + 2 * m.kv_heads // kv_shards) * m.head_width, m.n_heads * m.head_width // tp
-
-
-def attention_shape(s: Scenario) -> tuple[float, int, int]:
-    """(query heads, head width, KV heads) per device as the attention kernel sees them.
-
-    KV heads split over TP up to their count, then replicate. MLA (DeepSeek) is modelled in its
-    absorbed form: one shared latent ``kv_lora_rank + rope`` wide per token (KV heads 1, head
-    width half of it so the bytes match) and query heads scaled so the FLOPs match
-    ``2 * heads * (2 * kv_lora_rank + rope)`` per key.
-    """
-    m, tp = s.model, s.plan.tp
-    if m.mla is not None:
-        width = (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) / 2
-        flops_per_head_key = 2 * (2 * m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
-        return m.n_heads / tp * flops_per_head_key / (4 * width), round(width), 1
-    return m.n_heads / tp, m.head_width, max(m.kv_heads // tp, 1)
+        A decode-only batch of at most ``graph_max_batch`` sequences replays a CUDA graph: its
+        kernels cost a graph launch plus a node each instead of ``launch_s`` each (the kernels are
+        the op graph's compute ops, counted in ``n_kernels``). The scheduler's time per iteration
+        (fixed plus per sequence) hides behind the GPU where the engine schedules one step ahead
+        (``exposed_host_s``: decode by default), and adds in full otherwise (prefill and mixed
+        batches). May be negative: a graph saves more launch time than the host costs. The
+        per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
+        """
+        n = min(q_tokens.size, self.max_tokens)
+        decode = q_tokens.max() == 1
+        launch = self._graph_saving_s if decode and self._graphed[n] else 0.0
+        host = self._host_by_seqs[n]
+        if self.host.overlap_decode if decode else self.host.overlap_prefill:
+            return launch + max(0.0, host - (gpu_s + launch))
+        return launch + host
 
 
 def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400) -> int:

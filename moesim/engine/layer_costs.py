@@ -2,14 +2,17 @@
 
 Everything is per device of one data-parallel replica (one TP rank of a pipeline stage), computed
 for all layers ``L`` and microbatches ``M`` at once from the cost model and the sampled routing.
-Op slots of one layer, in forward order, are ``FWD_SLOTS``; backward runs ``BWD_SLOTS``
+The ops of each layer come from the op graph (``ops.block_ops``, the list the serving iteration and
+``calibrate.predict`` price too) and are booked into the slots of the training timeline
+(``SLOT_OF``): one layer's forward slots, in order, are ``FWD_SLOTS``; backward runs ``BWD_SLOTS``
 (a recompute slot, then the forward slots reversed). A slot that does not apply costs 0 s.
 
 Modelling choices (see the README's training section):
 - activations and collectives move ``bf16`` when the model computes in ``fp8`` (FP8 training keeps
   activations in bf16 between GEMMs), the model dtype otherwise (``Precision.act_dtype``; training
   accepts only native dtypes, see ``Scenario``);
-- the attention block is one op: QKV/output projections, the flash-attention core and the norms;
+- the ``attention`` slot holds the two norms, the QKV and output projections and one flash-attention
+  kernel over the microbatch's sequences; MLA materialises per-head K and V (not absorbed);
 - ``overflow: drop`` uses the padded Switch/GShard layout: each EP source rank fills
   ``capacity_per_source`` slots of every expert (drops per source rank, see ``routing.py``), so
   every expert computes ``capacity = ep * capacity_per_source`` slots and the all-to-all moves the
@@ -17,7 +20,8 @@ Modelling choices (see the README's training section):
   the busiest EP rank sets the time of the expert GEMMs and both all-to-alls;
 - backward costs 2x the forward compute and the same collectives again, in reverse; the recompute
   slot re-runs the attention core (selective) or the whole layer forward, collectives included (full);
-- sequence parallelism: each TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p.
+- sequence parallelism: norms, router, permute and un-permute run on 1/tp of the tokens, and each
+  TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p.
 """
 
 from __future__ import annotations
@@ -29,6 +33,17 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
+from moesim.engine.ops import (
+    EXPERT_OPS,
+    BlockDims,
+    Op,
+    OpDtypes,
+    block_ops,
+    expert_ops,
+    op_s,
+    price,
+    total_s,
+)
 from moesim.engine.placement import Placement
 from moesim.engine.routing import RoutingSample
 from moesim.precision import scenario_precision
@@ -45,6 +60,14 @@ _COMM_SLOTS = np.array([CATEGORY.get(k) is not None for k in FWD_SLOTS])
 ADAM_BYTES_PER_PARAM = 28.0
 
 ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
+#: The training slot each op of the op graph (``ops.block_ops``) is booked in. The un-permute
+#: follows the combine in the layer but is booked with the expert compute (both are compute).
+SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "attn_core": ATT, "o_proj": ATT, "ffn_norm": ATT,
+           "attn_allreduce": TP1, "router": ROUTER, "router_topk": ROUTER, "permute": ROUTER,
+           "dispatch": DISPATCH, "expert_up": EXPERTS, "expert_act": EXPERTS, "expert_down": EXPERTS,
+           "moe_overhead": EXPERTS, "unpermute": EXPERTS, "shared_up": EXPERTS, "shared_act": EXPERTS,
+           "shared_down": EXPERTS, "combine": COMBINE, "ffn_up": DENSE, "ffn_act": DENSE, "ffn_down": DENSE,
+           "ffn_allreduce": TP2}
 
 
 @dataclass(frozen=True)
@@ -74,29 +97,6 @@ class LayerCosts:
     p2p_bytes: float  # bytes of one pipeline send (activation or its gradient)
     tokens_per_microbatch: int  # tokens one replica processes per microbatch
 
-
-
-def _widths(n: float, tp: int) -> int:
-    """An output width split over ``tp`` ranks (at least 1)."""
-    return max(1, round(n / tp))
-
-
-def ffn_s(cm: CostModel, tokens, d_model: int, hidden: int, gated: bool, tp: int, dtype: str, act_bytes: float):
-    """One FFN on ``tokens`` tokens: up(+gate) GEMM, activation, down GEMM; hidden split over tp."""
-    up = cm.gemm_s(tokens, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
-    down = cm.gemm_s(tokens, d_model, _widths(hidden, tp), dtype)
-    act = cm.activation_s(np.asarray(tokens, dtype=float) * hidden / tp, gated, act_bytes)
-    return up + act + down
-
-
-def expert_ffn_rank_s(cm: CostModel, tokens_per_expert, d_model: int, hidden: int, gated: bool,
-                      tp: int, dtype: str, act_bytes: float):
-    """Grouped expert FFN of one EP rank: ``tokens_per_expert [..., experts_on_rank] -> [...]`` s."""
-    t = np.asarray(tokens_per_expert, dtype=float)
-    up = cm.grouped_gemm_s(t, _widths((2 if gated else 1) * hidden, tp), d_model, dtype)
-    down = cm.grouped_gemm_s(t, d_model, _widths(hidden, tp), dtype)
-    act = cm.activation_s(t.sum(axis=-1) * hidden / tp, gated, act_bytes)
-    return up + act + down
 
 
 def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, act_bytes: float, tp: int) -> float:
@@ -145,73 +145,90 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     return dense.astype(float), experts.astype(float)
 
 
+def training_dtypes(s: Scenario) -> OpDtypes:
+    """Training moves every activation and collective at ``Precision.act_dtype`` (bf16 under fp8)."""
+    adt = scenario_precision(s).act_dtype
+    return OpDtypes(weights=s.model.dtype, gemm_in_bytes=DTYPE_BYTES[adt], act_bytes=DTYPE_BYTES[adt],
+                    act_dtype=adt, attn_dtype=adt)
+
+
+def _into_slots(cm: CostModel, ops: list[Op], out: np.ndarray) -> dict[str, np.ndarray]:
+    """Price ``ops`` and add each op's seconds into its slot of ``out`` (``[..., len(FWD_SLOTS)]``)."""
+    secs = price(cm, ops)
+    for name, t in secs.items():
+        out[..., SLOT_OF[name]] += t[..., None] if t.ndim == out.ndim else t
+    return secs
+
+
 def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> LayerCosts:
-    """All per-layer op times of one step for ``s`` with the sampled ``routing`` (None: no MoE)."""
+    """All per-layer op times of one step for ``s`` with the sampled ``routing`` (None: no MoE).
+
+    Every layer's ops come from the op graph (``ops.block_ops``) and are priced once; the
+    training slots group them (``SLOT_OF``).
+    """
     m, plan, w = s.model, s.plan, s.workload
     L, M, tp, d = m.n_layers, plan.microbatches, plan.tp, m.d_model
     seqs = w.global_batch_seqs // (plan.dp * M)
     T = seqs * w.seq_len
     dt = m.dtype
-    adt = scenario_precision(s).act_dtype
-    ab = DTYPE_BYTES[adt]
+    dtypes = training_dtypes(s)
+    adt, ab = dtypes.act_dtype, dtypes.act_bytes
+    dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False)
+    q = np.full(seqs, float(w.seq_len))
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))
     nbytes = np.zeros_like(fwd)
-    tokens = np.zeros_like(fwd)
+    tokens = np.full_like(fwd, float(T))
     dropped = np.zeros((L, M))
     strag_f = np.zeros((L, M))
     strag_b = np.zeros((L, M))
+    block = partial(block_ops, dims, dtypes, tokens=T, q_tokens=q, kv_tokens=q, seq_parallel=True,
+                    algorithm=plan.alltoall)
 
-    # Attention block: projections (one GEMM of the block's weights), flash core, norms + residuals.
-    heads = max(1, m.n_heads // tp)
-    if m.mla is not None:
-        head_dim = (m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim + m.mla.v_head_dim) / 2
-        kv_heads = heads  # MLA training materialises per-head K and V
-    else:
-        head_dim, kv_heads = m.head_width, max(1, m.kv_heads // tp)
-    proj = cm.gemm_s(T, _widths(attention_params(m) / d, tp), d, dt)
-    core = float(cm.attention_s(w.seq_len, w.seq_len, heads, head_dim, kv_heads, adt)) * seqs
-    norms = cm.memory_s(6.0 * T * d * ab / tp)
-    fwd[:, :, ATT] = proj + core + norms
-    tokens[:, :, :] = T
-    if tp > 1:
-        ar = cm.allreduce_s(T * d * ab, tp, 1)
-        fwd[:, :, TP1] = fwd[:, :, TP2] = ar
-        nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
-    fwd[~moe, :, DENSE] = ffn_s(cm, T, d, m.ffn_hidden, m.gated_ffn, tp, dt, ab)
-
-    if routing is not None and moe.any():
-        ep, E, k = plan.ep, m.n_experts, m.top_k
-        fwd[moe, :, ROUTER] = cm.gemm_s(T, E, d, adt) + cm.router_topk_s(T, E, k)  # logits + top-k
-        # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
-        # straggler wait is what it costs over perfectly even routing (floored at 0).
-        busiest = routing.busiest_rank_expert_tokens
-        ffn = partial(expert_ffn_rank_s, cm, d_model=d, hidden=m.expert_width, gated=m.gated_ffn,
-                      tp=tp, dtype=dt, act_bytes=ab)
-        slowest = ffn(busiest)
-        even = float(ffn(np.full(busiest.shape[-1], routing.balanced_expert_tokens)))
-        shared = 0.0
-        if m.n_shared_experts:
-            shared = ffn_s(cm, T, d, m.n_shared_experts * m.shared_width, m.gated_ffn, tp, dt, ab)
-        fwd[moe, :, EXPERTS] = slowest + shared
-        tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
-        dropped[moe] = routing.dropped.sum(axis=-1)
-        # ep == 1: one rank holds every expert, so there is no other rank to wait for.
-        expert_wait = np.maximum(slowest - even, 0.0) if ep > 1 else 0.0
-        if ep > 1:
-            if routing.padded:
-                a2a_bytes = np.full(busiest.shape[:2], alltoall_bytes_padded(routing.capacity, E, ep, d, ab, tp))
-            else:
-                a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
-            a2a = cm.alltoall_s(a2a_bytes, ep, tp, plan.alltoall)
-            fwd[moe, :, DISPATCH] = fwd[moe, :, COMBINE] = a2a
-            nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes
-            a2a_wait = np.maximum(a2a - float(cm.alltoall_s(alltoall_bytes_padded(
-                routing.balanced_expert_tokens, E, ep, d, ab, tp), ep, tp, plan.alltoall)), 0.0)
+    dense_ops = block(moe=False)
+    if (~moe).any():
+        row = np.zeros(len(FWD_SLOTS))
+        core = _into_slots(cm, dense_ops, row)["attn_core"]
+        fwd[~moe] = row
+    if moe.any():
+        if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
+            moe_ops_ = block(moe=True, expert_tokens=np.zeros((1,)))
+            row = np.zeros(len(FWD_SLOTS))
+            core = _into_slots(cm, moe_ops_, row)["attn_core"]
+            fwd[moe] = row
         else:
+            ep, E, k = plan.ep, m.n_experts, m.top_k
+            # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
+            # straggler wait is what it costs over perfectly even routing (floored at 0).
+            busiest = routing.busiest_rank_expert_tokens
+            a2a_bytes = np.zeros(busiest.shape[:2])
+            if ep > 1:
+                if routing.padded:
+                    a2a_bytes[:] = alltoall_bytes_padded(routing.capacity, E, ep, d, ab, tp)
+                else:
+                    a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
+            moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
+            part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
+            secs = _into_slots(cm, moe_ops_, part)
+            core = secs["attn_core"]
+            fwd[moe] = part
+            nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
+            tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
+            dropped[moe] = routing.dropped.sum(axis=-1)
+            slowest = sum(secs[n] for n in EXPERT_OPS)
+            even_loads = np.full(busiest.shape[-1], routing.balanced_expert_tokens)
+            even = float(total_s(cm, expert_ops(dims, dtypes, even_loads)))
+            # ep == 1: one rank holds every expert, so there is no other rank to wait for.
+            expert_wait = np.maximum(slowest - even, 0.0) if ep > 1 else 0.0
             a2a_wait = 0.0
-        strag_f[moe] = expert_wait + 2 * a2a_wait
-        strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
+            if ep > 1:
+                balanced = alltoall_bytes_padded(routing.balanced_expert_tokens, E, ep, d, ab, tp)
+                dispatch = next(op for op in moe_ops_ if op.name == "dispatch")
+                a2a_wait = np.maximum(secs["dispatch"] - float(op_s(cm, dispatch, bytes_to_peers=balanced)), 0.0)
+            strag_f[moe] = expert_wait + 2 * a2a_wait
+            strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
+    if tp > 1:
+        nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
 
     bwd = np.zeros((L, M, len(BWD_SLOTS)))
     bwd[:, :, 1:] = (fwd * np.where(_COMM_SLOTS, 1.0, 2.0))[:, :, ::-1]
@@ -233,7 +250,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     embed_f = float(cm.memory_s(T * d * ab))
     embed_ar = float(cm.allreduce_s(T * d * ab, tp, 1)) if tp > 1 else 0.0
-    head_f = float(cm.gemm_s(T, _widths(m.vocab_size, tp), d, adt) + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
+    head_f = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, adt) + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,

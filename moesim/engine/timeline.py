@@ -3,6 +3,11 @@
 A chunk's forward (or backward) is one coarse unit of pipeline work; its op table lists the ops
 inside it in execution order with their durations per microbatch. Once the pipeline simulation
 has fixed when each unit starts, every op's span follows from ``start + cumsum(durations)``.
+
+With ``plan.overlap_alltoall`` (Megatron-core's combined 1F1B) a forward unit and the backward unit
+of another microbatch run as one: :func:`combine_units` lays their two op chains on two streams,
+``compute`` (everything else, TP all-reduces included: they block it) and ``ep_comm`` (the EP
+dispatch and combine), so one chain's all-to-all runs while the other computes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from moesim.engine.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
 from moesim.results import SpanRecorder
 
 _RANK_GROUP = {"tp_allreduce": "tp", "alltoall_dispatch": "ep", "alltoall_combine": "ep", "zero_gather": "dp"}
+#: Op kinds that run on the ``ep_comm`` stream when all-to-alls overlap compute.
+A2A_KINDS = tuple(k for k, cat in CATEGORY.items() if cat == "alltoall")
 
 
 @dataclass(frozen=True)
@@ -138,9 +145,16 @@ def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool)
 
 
 def add_unit_spans(rec: SpanRecorder, table: OpTable, stage: int, unit_start_s: np.ndarray,
-                   backward: bool, offset_s: float = 0.0) -> None:
-    """Record every op of ``table`` for all microbatches, given each unit's start: ``[M]`` seconds."""
-    ends = unit_start_s[:, None] + np.cumsum(table.dur_s, axis=1) + offset_s
+                   backward: bool, offset_s: float = 0.0, op_end_s: np.ndarray | None = None,
+                   a2a_stream: str = "compute") -> None:
+    """Record every op of ``table`` for all microbatches, given each unit's start: ``[M]`` seconds.
+
+    ``op_end_s [M, n_ops]``: when each op ends after its unit's start (default: one after another,
+    ``cumsum``; combined units pass :attr:`Combined.op_end_s`). ``a2a_stream``: the stream of the
+    all-to-all ops (``ep_comm`` when they overlap compute).
+    """
+    rel = np.cumsum(table.dur_s, axis=1) if op_end_s is None else op_end_s
+    ends = unit_start_s[:, None] + rel + offset_s
     starts = ends - table.dur_s
     keep = table.dur_s > 0
     M = table.dur_s.shape[0]
@@ -151,7 +165,11 @@ def add_unit_spans(rec: SpanRecorder, table: OpTable, stage: int, unit_start_s: 
     group_grid = np.broadcast_to(groups, (M, len(kinds)))
     layer_grid = np.broadcast_to(table.layers, (M, len(kinds)))
     item_grid = np.broadcast_to(np.arange(M)[:, None], (M, len(kinds)))
-    rec.add(kind_grid[keep], stage, "compute", starts[keep], ends[keep], layer=layer_grid[keep],
+    stream = "compute"
+    if a2a_stream != "compute":
+        streams = np.where(np.isin(table.kinds.astype(str), A2A_KINDS), a2a_stream, "compute").astype(object)
+        stream = np.broadcast_to(streams, (M, len(kinds)))[keep]
+    rec.add(kind_grid[keep], stage, stream, starts[keep], ends[keep], layer=layer_grid[keep],
             item=item_grid[keep], bytes=table.nbytes[keep], tokens=table.tokens[keep],
             dropped=table.dropped[keep], rank_group=group_grid[keep])
 
@@ -159,3 +177,86 @@ def add_unit_spans(rec: SpanRecorder, table: OpTable, stage: int, unit_start_s: 
 def dp_ready_offsets(table: OpTable) -> np.ndarray:
     """Seconds from a backward unit's start until each gradient-sync piece is ready: ``[M, n_pieces]``."""
     return np.cumsum(table.dur_s, axis=1)[:, table.dp_col]
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A forward unit and a backward unit (of another microbatch) played together on one stage.
+
+    ``op_end_s``: (forward, backward) ``[n_ops]`` seconds from the combined unit's start until each
+    op of that unit's table row ends (a zero-length op ends where the op before it does).
+    """
+
+    makespan_s: float  # until both parts are done
+    end_s: tuple[float, float]  # (forward, backward) part done, after the start
+    op_end_s: tuple[np.ndarray, np.ndarray]
+    hidden_s: float  # serial time (both units one after the other) - makespan: all-to-all hidden
+
+
+def _segments(dur: np.ndarray, comm: np.ndarray):
+    """Runs of consecutive non-zero ops on one stream: (op ids, run of each op, stream of each run,
+    seconds of each run)."""
+    idx = np.flatnonzero(dur > 0)
+    res = comm[idx]
+    new = np.ones(len(idx), dtype=bool)
+    new[1:] = res[1:] != res[:-1]
+    seg = np.cumsum(new) - 1
+    return idx, seg, new, res[new].tolist(), np.add.reduceat(dur[idx], np.flatnonzero(new)).tolist() if len(idx) else []
+
+
+def a2a_mask(kinds) -> np.ndarray:
+    """Which ops of an op table (its ``kinds``) run on the ``ep_comm`` stream."""
+    return np.isin(np.asarray(kinds).astype(str), A2A_KINDS)
+
+
+def combine_units(fwd_dur: np.ndarray, fwd_a2a: np.ndarray, bwd_dur: np.ndarray, bwd_a2a: np.ndarray) -> Combined:
+    """Lay two independent op chains (a forward unit's ops and a backward unit's, in order) on the
+    ``compute`` and ``ep_comm`` streams, as Megatron-core's combined 1F1B co-schedules the forward
+    of one microbatch with the backward of another (``--overlap-moe-expert-parallel-comm``).
+
+    ``*_dur``: seconds of each op; ``*_a2a``: which ops are all-to-alls (:func:`a2a_mask`). Each
+    chain runs in its own order; a stream runs one op at a time. Consecutive ops of a chain on
+    one stream form a run (e.g. a layer's attention, TP all-reduce and router); runs are started
+    greedily, earliest possible start first (ties: the chain with more work left, then forward), so
+    a stream idles only while no run of either chain is ready for it. Hence at every instant one
+    stream is busy: ``max(compute, a2a, each chain) <= makespan <= both chains one after the
+    other``, and the all-to-all exposed in the pair is ``makespan - compute`` (the rest is hidden).
+    Contention of the overlapped kernels for SMs and memory bandwidth is not modelled.
+    """
+    durs = (np.asarray(fwd_dur, dtype=float), np.asarray(bwd_dur, dtype=float))
+    segs = [_segments(d, np.asarray(m, dtype=bool)) for d, m in zip(durs, (fwd_a2a, bwd_a2a))]
+    res, sd = [g[3] for g in segs], [g[4] for g in segs]
+    n = [len(r) for r in res]
+    starts: list[list[float]] = [[], []]
+    left = [sum(sd[0]), sum(sd[1])]
+    ptr, ready, free = [0, 0], [0.0, 0.0], [0.0, 0.0]  # free[stream]: 0 compute, 1 ep_comm
+    while ptr[0] < n[0] or ptr[1] < n[1]:
+        best = None
+        for ch in (0, 1):
+            j = ptr[ch]
+            if j < n[ch]:
+                t = ready[ch] if ready[ch] > free[res[ch][j]] else free[res[ch][j]]
+                cand = (t, -left[ch], ch)
+                if best is None or cand < best:
+                    best = cand
+        t0, _, ch = best
+        j = ptr[ch]
+        d = sd[ch][j]
+        starts[ch].append(t0)
+        ready[ch] = free[res[ch][j]] = t0 + d
+        left[ch] -= d
+        ptr[ch] += 1
+    op_end = []
+    for dur, (idx, seg, new, _r, _d), st in zip(durs, segs, starts):
+        end = np.zeros(len(dur))
+        if len(idx):
+            d = dur[idx]
+            cs = np.cumsum(d)
+            first = cs[new] - d[new]  # cumulative seconds before each run
+            end[idx] = np.asarray(st)[seg] + cs - first[seg]
+            end = np.maximum.accumulate(end)
+        op_end.append(end)
+    part_end = tuple(float(e[-1]) if len(e) else 0.0 for e in op_end)
+    makespan = max(part_end)
+    serial = float(durs[0].sum() + durs[1].sum())
+    return Combined(makespan, part_end, (op_end[0], op_end[1]), max(serial - makespan, 0.0))

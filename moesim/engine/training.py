@@ -14,6 +14,15 @@ Per pipeline stage three streams run:
   layer's forward and backward (stage 3, the unexposed part as ``zero_gather`` waits in the unit).
 The other replicas only enter through the collectives' group sizes, so simulating costs the same
 for any ``dp``.
+
+``plan.overlap_alltoall`` (Megatron-core's combined 1F1B, ``--overlap-moe-expert-parallel-comm``):
+each stage's order gets one more warm-up forward, and every steady-state forward is played
+together with the backward that follows it (another microbatch) as one combined unit
+(:func:`combined_orders`). Inside it the two op chains share the ``compute`` and ``ep_comm``
+streams (``timeline.combine_units``): the forward's dispatch/combine run while the backward
+computes and vice versa, so each pair exposes only the all-to-all its partner cannot cover.
+A combined unit starts when both inputs have arrived; each part's output is sent when that part
+is done.
 """
 
 from __future__ import annotations
@@ -35,10 +44,20 @@ from moesim.engine.layer_costs import (
 )
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.schedules import DEFAULT_LAYOUT, Schedule, Unit, schedule_for
-from moesim.engine.timeline import OpTable, chunk_tables, dp_ready_offsets
+from moesim.engine.timeline import (
+    Combined,
+    OpTable,
+    a2a_mask,
+    chunk_tables,
+    combine_units,
+    dp_ready_offsets,
+)
 from moesim.engine.training_summary import record_step, summarize
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
+
+#: Forward slots of the EP all-to-alls (dispatch, combine).
+_A2A_SLOTS = np.array([CATEGORY.get(k) == "alltoall" for k in FWD_SLOTS])
 
 
 @dataclass(frozen=True)
@@ -52,10 +71,11 @@ class PipelineRun:
     dp_syncs: list[tuple]  # (stage, chunk, piece, start_s, end_s)
 
 
-def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarray,
+def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarray, send_s: np.ndarray,
                  dp_ready_s: list[np.ndarray] | None = None, dp_s: list[np.ndarray] | None = None,
                  overlap_dp: bool = True, dp_every_microbatch: bool = False,
-                 layout: Schedule = DEFAULT_LAYOUT) -> PipelineRun:
+                 layout: Schedule = DEFAULT_LAYOUT,
+                 combined: dict[tuple[int, int, int, int], tuple[Combined, np.ndarray]] | None = None) -> PipelineRun:
     """Play the per-stage ``orders`` in SimPy; ``layout`` says which stage holds which chunk.
 
     ``unit_s [C, M, 2]``: seconds of each unit (C = pp * v global chunks). ``send_s [C, 2]``:
@@ -64,6 +84,12 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
     when, after the start of chunk ``c``'s last backward unit, each gradient-sync piece is ready,
     and how long it takes. ``dp_every_microbatch`` (ZeRO-2/3): the pieces are synced after every
     microbatch's backward, not only the last.
+
+    An entry of an order may be a (forward, backward) pair of units played as one combined unit
+    (:func:`combined_orders`); ``combined[(c_fwd, i_fwd, c_bwd, i_bwd)]`` (global chunks,
+    microbatches) holds its timing (``timeline.Combined``) and, after its start, when each
+    gradient-sync piece of its backward part is ready. Raises ``RuntimeError`` when the orders
+    leave units unplayed (a deadlock).
     """
     pp = len(orders)
     C, M, _ = unit_s.shape
@@ -79,9 +105,10 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
                     arrivals[(c, i, b)] = env.event()
     last_bwd = {}
     for s, order in enumerate(orders):
-        for u in order:
-            if u.backward:
-                last_bwd[layout.global_chunk(s, u.chunk, pp)] = u.microbatch
+        for entry in order:
+            for u in (entry,) if isinstance(entry, Unit) else entry:
+                if u.backward:
+                    last_bwd[layout.global_chunk(s, u.chunk, pp)] = u.microbatch
     p2p_free = [0.0] * pp
     dp_free = [0.0] * pp
     sends: list[tuple] = []
@@ -99,40 +126,109 @@ def run_pipeline(orders: list[list[Unit]], unit_s: np.ndarray, send_s: np.ndarra
             dp_free[s] = st + float(d)
             dp_syncs.append((s, c, j, st, dp_free[s]))
 
+    def send(s: int, c: int, i: int, b: int, t_done: float) -> None:
+        dst = c - 1 if b else c + 1
+        if 0 <= dst < C and layout.stage_of(dst, pp) != s:
+            st = max(t_done, p2p_free[s])
+            p2p_free[s] = st + float(send_s[c, b])
+            sends.append((s, c, i, b, st, p2p_free[s]))
+            env.timeout(p2p_free[s] - env.now).callbacks.append(
+                partial(deliver, arrivals[(dst, i, b)], (t_done, p2p_free[s])))
+
     def stage(s: int):
         deferred = []
-        for u in orders[s]:
-            c, i, b = layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)
+        for entry in orders[s]:
+            if isinstance(entry, Unit):
+                u = entry
+                c, i, b = layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)
+                t_free = env.now
+                ev = arrivals.get((c, i, b))
+                if ev is not None:
+                    yield ev
+                    producer_end, arrival = ev.value
+                    exposed[c, i, b] = max(0.0, arrival - max(t_free, producer_end))
+                t0 = env.now
+                start[c, i, b] = t0
+                if b and uses_dp and (dp_every_microbatch or last_bwd[c] == i):
+                    if overlap_dp:
+                        queue_dp(s, c, t0 + dp_ready_s[c][i])
+                    else:
+                        deferred.append(c)
+                yield env.timeout(unit_s[c, i, b])
+                t1 = env.now
+                end[c, i, b] = t1
+                played[0] += 1
+                send(s, c, i, b, t1)
+                continue
+            # A combined (forward, backward) pair: starts once both inputs are in.
+            keys = [(layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)) for u in entry]
             t_free = env.now
-            ev = arrivals.get((c, i, b))
-            if ev is not None:
-                yield ev
-                producer_end, arrival = ev.value
-                exposed[c, i, b] = max(0.0, arrival - max(t_free, producer_end))
+            got = []
+            for key in keys:
+                ev = arrivals.get(key)
+                if ev is not None:
+                    yield ev
+                    got.append((key, *ev.value))
             t0 = env.now
-            start[c, i, b] = t0
-            if b and uses_dp and (dp_every_microbatch or last_bwd[c] == i):
+            if got:  # the wait the transfers caused: start with them - start were they instant
+                late = max(got, key=lambda g: g[2])[0]
+                exposed[late] = max(0.0, t0 - max([t_free] + [g[1] for g in got]))
+            (cf, i_f, _), (cb, i_b, _) = keys
+            comb, dp_ready = combined[(cf, i_f, cb, i_b)]
+            for key, part_end in zip(keys, comb.end_s):
+                start[key] = t0
+                end[key] = t0 + part_end
+            if uses_dp and (dp_every_microbatch or last_bwd[cb] == i_b):
                 if overlap_dp:
-                    queue_dp(s, c, t0 + dp_ready_s[c][i])
+                    queue_dp(s, cb, t0 + dp_ready)
                 else:
-                    deferred.append(c)
-            yield env.timeout(unit_s[c, i, b])
-            t1 = env.now
-            end[c, i, b] = t1
-            dst = c - 1 if b else c + 1
-            if 0 <= dst < C and layout.stage_of(dst, pp) != s:
-                st = max(t1, p2p_free[s])
-                p2p_free[s] = st + float(send_s[c, b])
-                sends.append((s, c, i, b, st, p2p_free[s]))
-                env.timeout(p2p_free[s] - t1).callbacks.append(
-                    partial(deliver, arrivals[(dst, i, b)], (t1, p2p_free[s])))
+                    deferred.append(cb)
+            for key, part_end in sorted(zip(keys, comb.end_s), key=lambda kv: kv[1]):
+                send(s, *key, t0 + part_end)
+            played[0] += 2
+            yield env.timeout(comb.makespan_s)
         for c in deferred:
             queue_dp(s, c, np.full(len(dp_s[c]), env.now))
 
+    played = [0]
     for s in range(pp):
         env.process(stage(s))
     env.run()
+    total = sum(len(e) if isinstance(e, tuple) and not isinstance(e, Unit) else 1 for order in orders for e in order)
+    if played[0] != total:
+        raise RuntimeError(f"pipeline orders deadlock: {played[0]} of {total} units played")
     return PipelineRun(start, end, exposed, sends, dp_syncs)
+
+
+def combined_orders(orders: list[list[Unit]]) -> list[list[Unit | tuple[Unit, Unit]]]:
+    """Megatron-core's combined 1F1B (``--overlap-moe-expert-parallel-comm``) on a 1F1B-family order.
+
+    A stage's 1F1B (or interleaved) order is ``w`` warm-up forwards, then forward/backward
+    alternating, then the remaining backwards. Combined 1F1B runs one more warm-up forward
+    (Megatron adds 1 to the warm-up count), so the ``j``-th backward comes after forward
+    ``w + 1 + j`` and the two run together as a pair: ``F_0 .. F_w, (F_{w+1}, B_0), (F_{w+2}, B_1),
+    ..., B_{n-w-1} ..`` (pp = 1: ``F0, (F1, B0), (F2, B1), ..., B_{m-1}``, Megatron's
+    ``combined_1f1b_schedule_for_no_pipelining``). A pair of the same microbatch (possible across
+    chunks of the interleaved schedule) is played one after the other. Orders of another shape
+    (GPipe: all forwards, then all backwards) have no steady phase and are left as they are.
+    """
+    out = []
+    for order in orders:
+        fs = [u for u in order if not u.backward]
+        bs = [u for u in order if u.backward]
+        w = next((j for j, u in enumerate(order) if u.backward), len(order)) - 1  # F_w runs just before B_0
+        n = len(fs) - w
+        shaped = fs[:w] + [x for j in range(n) for x in (fs[w + j], bs[j])] + bs[n:]
+        if shaped != list(order) or n <= 1:
+            out.append(list(order))
+            continue
+        w += 1
+        steps: list[Unit | tuple[Unit, Unit]] = list(fs[:w])
+        for j in range(len(fs) - w):
+            f, b = fs[w + j], bs[j]
+            steps += [(f, b)] if f.microbatch != b.microbatch else [f, b]
+        out.append(steps + bs[len(fs) - w:])
+    return out
 
 
 def p2p_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
@@ -163,6 +259,9 @@ class StepResult:
     gather_exposed_after_step_s: np.ndarray  # [pp] ZeRO-1/2: what of it the next forward cannot hide
     recompute_comm_s: np.ndarray  # [pp, 2] (all-to-all, TP) seconds inside full recompute's re-run
     schedule: Schedule  # whose layout maps global chunks to stages
+    alltoall_hidden_s: np.ndarray | None = None  # [pp] all-to-all seconds combined units hid behind compute
+    op_end_s: dict[tuple[int, int, int], np.ndarray] | None = None  # (chunk, microbatch, bwd): op ends in its combined unit
+    a2a_stream: str = "compute"  # the stream the all-to-all spans occupy ("ep_comm" under overlap_alltoall)
 
 
 def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool) -> tuple[float, float]:
@@ -202,9 +301,24 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
     hop = p2p_send_s(cm, s, costs.p2p_bytes)
     send_s = np.stack([hop[stage], hop[sched.stage_of(np.arange(C) - 1, pp)]], axis=1)
+    hidden, op_end, combined, a2a_stream = np.zeros(pp), {}, None, "compute"
+    if plan.overlap_alltoall and (costs.fwd_s[..., _A2A_SLOTS] > 0).any():
+        orders, combined, a2a_stream = combined_orders(orders), {}, "ep_comm"
+        masks = [(a2a_mask(f.kinds), a2a_mask(b.kinds)) for f, b in tables]
+        for st, order in enumerate(orders):
+            for entry in order:
+                if isinstance(entry, Unit):
+                    continue
+                (cf, i_f, _), (cb, i_b, _) = keys = [(sched.global_chunk(st, u.chunk, pp), u.microbatch, int(u.backward))
+                                                     for u in entry]
+                f, b = tables[cf][0], tables[cb][1]
+                comb = combine_units(f.dur_s[i_f], masks[cf][0], b.dur_s[i_b], masks[cb][1])
+                combined[(cf, i_f, cb, i_b)] = (comb, comb.op_end_s[1][b.dp_col])
+                hidden[st] += comb.hidden_s
+                op_end.update(zip(keys, comb.op_end_s))
     run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
                        [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm,
-                       dp_every_microbatch=zp.reduce_every_microbatch, layout=sched)
+                       dp_every_microbatch=zp.reduce_every_microbatch, layout=sched, combined=combined)
     opt_params = np.zeros(pp)
     after, exposed = np.zeros(pp), np.zeros(pp)
     rc = np.zeros((pp, 2))
@@ -220,7 +334,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
                                                  plan.overlap_dp_comm)
         gather = after.copy()
     optimizer_s = np.asarray(cm.memory_s(opt_params * ADAM_BYTES_PER_PARAM), dtype=float)
-    return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc, sched)
+    return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc, sched,
+                      hidden, op_end, a2a_stream)
 
 
 def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:

@@ -1,12 +1,15 @@
 """From simulated training steps to spans, the step-time breakdown and the summary. Pure numpy.
 
 Breakdown (seconds per step, mean over pipeline stages and steps); on every stage
-``compute_s + alltoall_s + tp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s under ZeRO-3)
-= pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
+``compute_s + alltoall_exposed_s + tp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s under
+ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
 (+ zero_gather_exposed_s under ZeRO-1/2)``:
 - ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head;
 - ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream),
   including those full recompute re-runs in backward;
+- ``alltoall_exposed_s``: the part of ``alltoall_s`` on the critical path, i.e. while the compute
+  stream waits for it: all of it unless ``plan.overlap_alltoall`` hides some behind another
+  microbatch's compute (``timeline.combine_units``; full recompute's re-run stays exposed);
 - ``pp_comm_s``: the part of a stage's waits caused by pipeline transfers in flight;
 - ``bubble_s``: the rest of the idle time until the last stage finishes its backward;
 - ``dp_sync_exposed_s``: gradient sync still running after the last backward;
@@ -60,10 +63,18 @@ def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
 def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
     """Add every span of ``step`` (shifted by ``offset_s``) to ``rec``; return the step's end time."""
     run = step.run
+    op_end = step.op_end_s or {}
     for c, (fwd, bwd) in enumerate(step.tables):
         st = step.schedule.stage_of(c, pp)
-        add_unit_spans(rec, fwd, st, run.start_s[c, :, 0], backward=False, offset_s=offset_s)
-        add_unit_spans(rec, bwd, st, run.start_s[c, :, 1], backward=True, offset_s=offset_s)
+        for b, table in enumerate((fwd, bwd)):
+            ends = None
+            rows = [i for i in range(table.dur_s.shape[0]) if (c, i, b) in op_end]
+            if rows:  # ops of combined units end where their pair put them
+                ends = np.cumsum(table.dur_s, axis=1)
+                for i in rows:
+                    ends[i] = op_end[(c, i, b)]
+            add_unit_spans(rec, table, st, run.start_s[c, :, b], backward=bool(b), offset_s=offset_s,
+                           op_end_s=ends, a2a_stream=step.a2a_stream)
     if run.sends:
         st, c, i, b, t0, t1 = (np.array(col) for col in zip(*run.sends))
         kinds = np.where(b == 1, "pp_send_bwd", "pp_send_fwd").astype(object)
@@ -107,11 +118,14 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     busy["compute"] -= a2a + tp
     busy["alltoall"] += a2a
     busy["tp_comm"] += tp
-    idle = np.maximum(pipeline - sum(busy.values()) - exposed, 0.0)  # clip float noise (-1e-16)
+    hidden = np.zeros(pp) if step.alltoall_hidden_s is None else step.alltoall_hidden_s
+    # Hidden all-to-all ran while the compute stream was busy: it is not part of the stage's time.
+    idle = np.maximum(pipeline - sum(busy.values()) + hidden - exposed, 0.0)  # clip float noise (-1e-16)
     return {
         "pipeline_s": pipeline,
         "compute_s": float(busy["compute"].mean()),
         "alltoall_s": float(busy["alltoall"].mean()),
+        "alltoall_exposed_s": float((busy["alltoall"] - hidden).mean()),
         "tp_comm_s": float(busy["tp_comm"].mean()),
         "pp_comm_s": float(exposed.mean()),
         "bubble_s": float(idle.mean()),
@@ -160,7 +174,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     slots = sum(float(st.routing.capacity * st.routing.loads[..., 0].size * m.n_experts)
                 for st in steps if st.routing is not None and st.routing.padded)
     a2a = float(np.mean([_alltoall_bytes(st, pp) for st in steps]))
-    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp)
+    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp, plan.alltoall, m.top_k, m.n_experts)
     analytic = schedule_for(plan).bubble_fraction(pp, plan.microbatches, plan.virtual_stages)
     summary = {
         "step_time_s": step_time,
@@ -188,7 +202,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "alltoall_nvlink_bytes": nvlink,
         "alltoall_nic_bytes": nic,
     }
-    for key in ("compute_s", "alltoall_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
+    for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
                 "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]

@@ -2,6 +2,10 @@
 
 Sources are the rows of shared/validation/dev_points.csv (HW-* datasheets, COST-* prices) named
 in each comment. A preset has one node; a scenario sets ``cluster.nodes``.
+
+Each device names its default cost model (``default_profile``): a calibration profile shipped in
+``moesim/data/profiles`` (rebased on the device's own peaks and bandwidth), or "datasheet" for the
+datasheet roofline with the device's efficiency constants. A new device is one entry here.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ HARDWARE: dict[str, dict] = {
     "a100-40gb": dict(
         name="DGX A100 40GB",
         device=dict(name="NVIDIA A100 SXM4 40GB", peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
-                    mem_bw_gbps=1555.0, mem_gib=40.0, power_w=400.0, usd_per_hour=1.49),
+                    mem_bw_gbps=1555.0, mem_gib=40.0, power_w=400.0, usd_per_hour=1.49,
+                    default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # A100 SXM4 80GB: 312 TFLOP/s (HW-01); 2039 GB/s, 80 GB (HW-03); 400 W; $1.79/h (Lambda, COST-04 note).
     "a100-80gb": dict(
         name="DGX A100 80GB",
         device=dict(name="NVIDIA A100 SXM4 80GB", peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
-                    mem_bw_gbps=2039.0, mem_gib=80.0, power_w=400.0, usd_per_hour=1.79),
+                    mem_bw_gbps=2039.0, mem_gib=80.0, power_w=400.0, usd_per_hour=1.79,
+                    default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # H100 SXM5 80GB: 989.4 BF16 / 1978.9 FP8 TFLOP/s dense, 700 W (HW-05); 3350 GB/s (HW-06);
@@ -44,15 +50,18 @@ HARDWARE: dict[str, dict] = {
     "h100-sxm": dict(
         name="DGX H100",
         device=dict(name="NVIDIA H100 SXM5 80GB", peak_tflops=dict(bf16=989.4, fp16=989.4, fp8=1978.9, fp32=494.7),
-                    mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.99),
+                    mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.99,
+                    default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
     ),
     # H200 SXM 141GB: H100's tensor FLOP/s, 4800 GB/s, 141 GB (HW-08): nvidia-smi reports 143,771 MiB
-    # = 140.4 GiB; 700 W; $3.29/h (COST-04).
+    # = 140.4 GiB; 700 W; $3.29/h (COST-04). Cost model: H200 is the H100's GH100 die with HBM3e, so it
+    # borrows the H100's measured efficiencies rebased on its own bandwidth (no H200 kernel measurements).
     "h200": dict(
         name="HGX H200",
         device=dict(name="NVIDIA H200 SXM 141GB", peak_tflops=dict(bf16=989.4, fp16=989.4, fp8=1978.9, fp32=494.7),
-                    mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29),
+                    mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29,
+                    default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
@@ -61,7 +70,8 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2",
         device=dict(name="Apple M2", peak_tflops=dict(fp32=3.6, fp16=3.6, bf16=3.6),
                     mem_bw_gbps=100.0, mem_gib=24.0, power_w=20.0, usd_per_hour=0.05,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=100.0), cluster=_SOC_NET,
     ),
     # Apple M2 Max (38-core GPU): 400 GB/s, up to 96 GB (HW-12); ~13.6 TFLOP/s FP32 derived (HW-12);
@@ -70,7 +80,8 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Max",
         device=dict(name="Apple M2 Max", peak_tflops=dict(fp32=13.6, fp16=13.6, bf16=13.6),
                     mem_bw_gbps=400.0, mem_gib=96.0, power_w=60.0, usd_per_hour=0.13,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=400.0), cluster=_SOC_NET,
     ),
     # Apple M2 Ultra (76-core GPU): 800 GB/s, up to 192 GB (HW-13); 27.2 TFLOP/s FP32 (HW-13);
@@ -79,7 +90,47 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Ultra",
         device=dict(name="Apple M2 Ultra", peak_tflops=dict(fp32=27.2, fp16=27.2, bf16=27.2),
                     mem_bw_gbps=800.0, mem_gib=192.0, power_w=150.0, usd_per_hour=0.25,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS),
+                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=800.0), cluster=_SOC_NET,
+    ),
+    # Google TPU v3, one device = one TensorCore (a chip has two, each with its own 16 GiB HBM and
+    # run as a separate accelerator). Google Cloud TPU docs, "TPU v3" > System architecture
+    # (cloud.google.com/tpu/docs/v3): 2 TensorCores per chip; 123 TFLOP/s bf16 per chip; 32 GiB HBM2
+    # at 900 GB/s per chip; measured power 123/220/262 W min/mean/max per chip; 2D torus; 1024 chips
+    # per pod; all-reduce bandwidth 340 TB/s per pod. Per core: 61.5 TFLOP/s (= 2 MXUs x 128x128 x
+    # 2 FLOP x 940 MHz), 450 GB/s, 16 GiB ("16 GiB on v3" per core, cloud.google.com/tpu/pricing),
+    # 131 W (the 262 W measured maximum / 2). bf16 only: the MXU multiplies bf16, there is no fp16
+    # and no separately published fp32 peak.
+    # Links (per core, per direction): ICI reaches the 4 torus neighbours of a chip (jax-ml/scaling-book
+    # tpus.md, ~1e11 B/s one-way per link); the pod's 340 TB/s all-reduce bandwidth / 1024 chips =
+    # 332 GB/s per chip = 4 links x 83 GB/s, so 166 GB/s per core. A "node" is one v3-8 host board
+    # (4 chips, 8 cores); boards of a slice are joined by the same ICI, not a NIC, so the cluster link
+    # is ICI too. An all-to-all crosses several torus hops (~2 on a 4x4-chip slice), so it gets less
+    # than this. Latency ~1 us per ICI hop (scaling-book sharding.md): 2 us inside a 2x2-chip board,
+    # 5 us across boards (a few hops; assumption).
+    # Price: $8.00/h per v3-8 on demand (cloud.google.com/tpu/pricing, v2/v3 single-device table;
+    # list price, not re-checked) = $1.00 per core-hour.
+    # Cost model: datasheet roofline; compute_efficiency 0.55 is a whole-step figure from GShard
+    # (Lepikhin et al. 2020, arXiv:2006.16668), the published TPU v3 MoE most like Switch (einsum
+    # dispatch/combine, experts in every other FFN, experts spread over all cores). Its MoE(128E, 12L):
+    # d_model 1024, FFN 8192, 16 heads of 128, top-2 with capacity 2N/E (our capacity_factor 1.0),
+    # fp32 weights and activations (Sec. 4 "Model Details", App. A.2), trains at 2.16 steps/s with 1M
+    # tokens per batch on 128 cores (Table 3, row 6), ~42% MFU. Modelled as 6 blocks over all 2^20
+    # tokens (encoder and decoder tokens each pass 6 layers) in fp32, this roofline gives 2.16 steps/s
+    # at 0.54 (2.20 at 0.55); the ~4% FLOPs of cross-attention it leaves out bring that to 0.55-0.56.
+    # The same paper measured its matmuls alone at "> 85% peak FLOPS" and attention at "> 30%"
+    # (Sec. 5.2): the rest of the gap is what a roofline does not see on TPU v3 (attention, gating
+    # cumsum, fp32 elementwise work, a torus all-to-all). Cross-check: GSPMD (Xu et al. 2021,
+    # arXiv:2105.04663) measured 50-62% whole-step utilisation on 128-2048 TPU v3 cores; at 0.55 this
+    # roofline gives 49-53% for a 7B dense model.
+    # memory_efficiency: no published TPU v3 HBM streaming measurement found; the default 0.8 is kept.
+    "tpu-v3": dict(
+        name="Cloud TPU v3",
+        device=dict(name="Google TPU v3 core", peak_tflops=dict(bf16=61.5),
+                    mem_bw_gbps=450.0, mem_gib=16.0, power_w=131.0, usd_per_hour=1.00,
+                    compute_efficiency=0.55, default_profile="datasheet"),
+        node=dict(devices_per_node=8, intra_bw_gbps=166.0, intra_latency_us=2.0),
+        cluster=dict(nodes=1, nic_bw_gbps=166.0, nic_latency_us=5.0),
     ),
 }

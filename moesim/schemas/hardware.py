@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
@@ -32,6 +34,15 @@ def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
 GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0}
 #: Dtypes a device can have a math peak for (``peak_tflops`` keys), in the order they are listed.
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16", "fp8")
+#: ``default_profile`` value for a device with no shipped profile: the datasheet roofline.
+DATASHEET = "datasheet"
+
+
+@cache
+def shipped_profile_names() -> tuple[str, ...]:
+    """File names of the calibration profiles shipped in ``moesim/data/profiles``."""
+    folder = resources.files("moesim").joinpath("data", "profiles")
+    return tuple(sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml")))
 
 
 class DeviceSpec(Strict):
@@ -53,6 +64,11 @@ class DeviceSpec(Strict):
         description="Bits per weight, quantization scales included, per quantized model.dtype (keys int8, int4, fp8; "
         "a missing key takes the default): CUDA group-128 scales (int8 8.125, int4 4.125, fp8 8); the Apple "
         "presets use llama.cpp's Q8_0/Q4_0 blocks of 32 (8.5, 4.5).")
+    default_profile: str | None = Field(
+        None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
+        "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth, or "
+        "'datasheet' for the datasheet roofline. null: chosen by the device name (a100, h100 or h200 in it), "
+        "else the datasheet.")
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
@@ -64,6 +80,10 @@ class DeviceSpec(Strict):
         bad = sorted(set(self.weight_bits) - set(GROUP128_WEIGHT_BITS))
         if bad:
             raise ValueError(f"hardware.device.weight_bits.{bad[0]}: unknown dtype; allowed: {sorted(GROUP128_WEIGHT_BITS)}")
+        allowed = (*shipped_profile_names(), DATASHEET)
+        if self.default_profile is not None and self.default_profile not in allowed:
+            raise ValueError(f"hardware.device.default_profile = {self.default_profile!r}: unknown profile; "
+                             f"allowed: {', '.join(allowed)} (files in moesim/data/profiles, or {DATASHEET})")
         return self
 
     def peak_flops(self, dtype: str) -> float:

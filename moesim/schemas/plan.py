@@ -36,6 +36,14 @@ class PlanSpec(Strict):
     recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
     alltoall: Literal["flat", "hierarchical"] = Field("flat", description="All-to-all algorithm: flat (every peer directly) or hierarchical (gather in node, one NIC exchange).")
+    overlap_alltoall: bool = Field(
+        False, description="Hide expert-parallel all-to-alls behind the compute of another microbatch "
+        "(training): Megatron-core's combined 1F1B, `--overlap-moe-expert-parallel-comm` (\"1F1B A2A "
+        "overlap\"). Each steady-state forward is played together with the backward of an earlier "
+        "microbatch, one more forward in the warm-up (as Megatron does); the dispatch and combine of "
+        "one run on the `ep_comm` stream while the other computes, so only the residue is exposed "
+        "(`alltoall_exposed_s`). With pp > 1 it needs schedule: interleaved and virtual_stages >= 2 "
+        "(Megatron requires virtual pipeline stages); nothing to hide when ep = 1.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:
@@ -43,6 +51,11 @@ class PlanSpec(Strict):
             raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
         if self.virtual_stages > 1 and self.schedule != "interleaved":
             raise ValueError(f"plan.virtual_stages = {self.virtual_stages}: needs plan.schedule: interleaved")
+        if self.overlap_alltoall and self.pp > 1 and not (self.schedule == "interleaved" and self.virtual_stages > 1):
+            raise ValueError(
+                "plan.overlap_alltoall with plan.pp > 1 needs plan.schedule: interleaved and plan.virtual_stages >= 2 "
+                "(Megatron-core's combined 1F1B, --overlap-moe-expert-parallel-comm, requires virtual pipeline stages)"
+            )
         if self.schedule == "interleaved" and self.pp > 1 and self.microbatches % self.pp:
             raise ValueError(
                 f"plan.microbatches = {self.microbatches}: the interleaved schedule needs a multiple of plan.pp ({self.pp})"

@@ -1,0 +1,200 @@
+"""What every cost model shares: precisions, links and collectives, and the attention kernel's plumbing.
+
+``RooflineCostModel`` (``datasheet.py``) and ``ProfiledCostModel`` (``profiled.py``) subclass
+``CostModelBase`` and supply the device terms: peaks, launch overhead, efficiencies, and (profiles
+only) measured links through ``_measured_link``. Nothing here reads a profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.costmodel import comm
+from moesim.costmodel.profile import LinkSpec
+from moesim.costmodel.roofline import roofline_s
+from moesim.precision import Precision, precision
+from moesim.schemas import HardwareSpec
+
+
+@dataclass(frozen=True)
+class CostModelBase:
+    """Per-op timing for one hardware description; subclasses give the device terms."""
+
+    hw: HardwareSpec
+    _precisions: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def precision(self, dtype: str) -> Precision:
+        """Bytes and compute dtype of weights stored as ``dtype`` on this device (cached per dtype)."""
+        p = self._precisions.get(dtype)
+        if p is None:
+            p = self._precisions[dtype] = precision(dtype, self.hw.device)
+        return p
+
+    # ------------------------------------------------------------ device terms (subclasses)
+    @property
+    def launch_s(self) -> float:
+        """Fixed cost per kernel, seconds."""
+        raise NotImplementedError
+
+    def _peak(self, dtype: str) -> float:
+        """Peak FLOP/s the efficiencies are fractions of."""
+        raise NotImplementedError
+
+    @property
+    def _bw(self) -> float:
+        """Memory bandwidth (bytes/s) the memory efficiencies are fractions of."""
+        raise NotImplementedError
+
+    def memory_efficiency(self):
+        """Fraction of peak bandwidth a streaming kernel reaches."""
+        raise NotImplementedError
+
+    def attention_efficiency(self, q_tokens, kv_tokens=None):
+        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
+        the datasheet's large-GEMM efficiency times 0.8 (subclasses with a measured table override)."""
+        shape = np.broadcast_shapes(np.shape(q_tokens), np.shape(kv_tokens if kv_tokens is not None else q_tokens))
+        return np.full(shape, self.hw.device.compute_efficiency * 0.8)
+
+    def _attention_memory_efficiency(self, working_set_bytes):
+        """Fraction of bandwidth attention's KV read reaches (a kernel moving ``working_set_bytes``)."""
+        return self.memory_efficiency()
+
+    @property
+    def _attention_launch_overhead_s(self) -> float:
+        """Fixed cost per attention kernel, seconds."""
+        return self.launch_s
+
+    def _measured_link(self, collective: str, intra: bool, ranks: int | None = None) -> LinkSpec | None:
+        """A measured link for ``collective`` (None: use the datasheet's node and cluster sections)."""
+        return None
+
+    # ------------------------------------------------------------ attention
+    def attention_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
+                    dtype: str = "bf16", causal: bool = True):
+        """Attention core (QK^T, softmax, AV) for ``q_tokens`` queries over ``kv_tokens`` keys per sequence.
+
+        Arrays broadcast per sequence; heads are per device (already divided by tp). Reads Q, the
+        KV cache and writes the output once (flash attention).
+        """
+        return self._attention_core_s(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal) \
+            + self._attention_launch_s(q_tokens)
+
+    def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
+                          dtype: str = "bf16", causal: bool = True):
+        """One batched attention kernel over sequences on the last axis (one launch, summed work)."""
+        q, kv = np.atleast_1d(q_tokens), np.atleast_1d(kv_tokens)
+        batch_bytes = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype).sum(axis=-1, keepdims=True)
+        core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal, batch_bytes)
+        total = core.sum(axis=-1)
+        return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
+
+    def _attention_bytes(self, q, kv, n_heads, head_dim, kv_heads, dtype):
+        """Bytes one sequence's attention moves: Q read and output written, the KV cache read once
+        (all at ``dtype``'s KV bytes: 16-bit for weight-only dtypes)."""
+        q, kv = np.asarray(q, dtype=float), np.asarray(kv, dtype=float)
+        return self.precision(dtype).kv_bytes * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
+
+    def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
+                          working_set_bytes=None):
+        """Attention roofline without the launch overhead, per sequence.
+
+        The KV read's efficiency may depend on the whole kernel's working set
+        (``working_set_bytes``, default this sequence's bytes): see ``_attention_memory_efficiency``.
+        """
+        q = np.asarray(q_tokens, dtype=float)
+        kv = np.asarray(kv_tokens, dtype=float)
+        span = kv - q / 2 if causal else kv  # a causal chunk sees on average half of itself
+        flops = 4.0 * n_heads * head_dim * q * np.maximum(span, 1.0)
+        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
+        eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
+        peak = self._peak(self.precision(dtype).compute_dtype)
+        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
+
+    def _attention_launch_s(self, q_tokens):
+        q = np.asarray(q_tokens, dtype=float)
+        return np.where(q > 0, self._attention_launch_overhead_s, 0.0)
+
+    # ------------------------------------------------------------ links
+    def _link(self, group: int, stride: int, collective: str = "all_reduce") -> tuple[float, float]:
+        """(GB/s bus bandwidth per rank, latency s) of a ring over ``group`` ranks spaced ``stride``
+        apart in rank order.
+
+        Inside a node: the NVLink link. Across nodes: a measured inter-node link as measured, else
+        the datasheet NIC per rank times the group's members on each node, capped by NVLink
+        (``comm.ring_bus_gbps``: NCCL runs one ring per NIC, each member's NIC is its own rail).
+        """
+        per_node = self.hw.node.devices_per_node
+        if group * stride <= per_node:
+            return self._link_kind(True, collective, group)
+        measured = self._measured_link(collective, False, group)
+        if measured is not None:
+            return measured.bw_gbps, measured.latency_us * 1e-6
+        members = min(group, max(1, per_node // max(stride, 1)))
+        intra_bw, _ = self._link_kind(True, collective, members)
+        nic_bw, nic_lat = self._link_kind(False, collective)
+        return comm.ring_bus_gbps(members, intra_bw, nic_bw), nic_lat
+
+    def _link_kind(self, intra: bool, collective: str, ranks: int | None = None) -> tuple[float, float]:
+        """(GB/s, latency s) of an intra- or inter-node link; measured values win over the datasheet."""
+        measured = self._measured_link(collective, intra, ranks)
+        if measured is not None:
+            return measured.bw_gbps, measured.latency_us * 1e-6
+        if intra:
+            return self.hw.node.intra_bw_gbps, self.hw.node.intra_latency_us * 1e-6
+        return self.hw.cluster.nic_bw_gbps, self.hw.cluster.nic_latency_us * 1e-6
+
+    def allreduce_s(self, nbytes, n: int, stride: int = 1):
+        """Ring all-reduce over ``n`` ranks spaced ``stride`` apart (TP: stride 1; DP: stride tp*...)."""
+        bw, lat = self._link(n, stride)
+        return comm.ring_allreduce_s(nbytes, n, bw, lat)
+
+    def reduce_scatter_s(self, nbytes, n: int, stride: int = 1):
+        """Ring reduce-scatter of an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""
+        bw, lat = self._link(n, stride)
+        return comm.ring_reduce_scatter_s(nbytes, n, bw, lat)
+
+    def allgather_s(self, nbytes, n: int, stride: int = 1):
+        """Ring all-gather into an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""
+        bw, lat = self._link(n, stride)
+        return comm.ring_allgather_s(nbytes, n, bw, lat)
+
+    def p2p_s(self, nbytes, intra: bool):
+        """A pipeline send/recv of ``nbytes``."""
+        bw, lat = self._link_kind(intra, "send_recv")
+        return comm.p2p_s(nbytes, bw, lat)
+
+    def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
+                   n_experts: int = 0):
+        """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers.
+
+        Links: a measured all-to-all (``profile.collectives.all_to_all``, fitted as a latency per
+        peer plus bandwidth, for the group of ranks inside one node) where the profile has one, else
+        send/recv's link, whose one-message latency is paid once (peers are sent to concurrently).
+        ``top_k`` / ``n_experts``: the routing, for ``hierarchical``'s per-node deduplication of
+        NIC bytes (``comm.distinct_node_fraction``; ``top_k = 1`` deduplicates nothing).
+        """
+        intra_peers, _ = comm.ep_peer_split(ep, tp, self.hw.node.devices_per_node)
+        intra_bw, intra_lat, intra_peer = self._alltoall_link(True, intra_peers + 1)
+        inter_bw, inter_lat, inter_peer = self._alltoall_link(False, ep)
+        return comm.alltoall_s(bytes_to_peers, ep, tp, self.hw.node.devices_per_node, intra_bw, intra_lat,
+                               inter_bw, inter_lat, algorithm, intra_peer, inter_peer, top_k, n_experts)
+
+    def _alltoall_link(self, intra: bool, ranks: int) -> tuple[float, float, float]:
+        """(GB/s, latency s once, latency s per peer) of an all-to-all link: a measured all-to-all
+        (its fitted latency is per peer), else send/recv's link (one message latency, once)."""
+        measured = self._measured_link("all_to_all", intra, ranks)
+        if measured is not None:
+            return measured.bw_gbps, 0.0, measured.latency_us * 1e-6
+        bw, lat = self._link_kind(intra, "send_recv")
+        return bw, lat, 0.0
+
+    def alltoall_split(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
+                       n_experts: int = 0) -> tuple[float, float]:
+        """(NVLink bytes, NIC bytes) one rank moves in the all-to-all(s) of ``bytes_to_peers`` (summed):
+        the bytes :meth:`alltoall_s` prices (``comm.alltoall_link_bytes``; hierarchical: every byte
+        over NVLink, the NIC bytes deduplicated per remote node)."""
+        nvl, nic = comm.alltoall_link_bytes(float(np.sum(bytes_to_peers)), ep, tp, self.hw.node.devices_per_node,
+                                            algorithm, top_k, n_experts)
+        return float(nvl), float(nic)

@@ -1,0 +1,316 @@
+"""Host-side cost of one serving iteration: scheduler and input preparation, kernel launches, CUDA graphs.
+
+A continuous-batching engine pays, per iteration (one forward pass over the batch), besides its
+kernels' GPU time:
+
+* **host time** (``iteration_host_s``): scheduling, input preparation, sampling bookkeeping and
+  output processing on the CPU, a fixed part plus a part per scheduled sequence;
+* **launch overhead** (``kernel_launch_s``): each kernel launched eagerly costs a launch; a CUDA
+  graph replays all of a decode step's kernels from one launch, each node then costing far less;
+* whether the host time **overlaps** the GPU (``exposed_host_s``): engines that schedule one step
+  ahead (SGLang's overlap scheduler, vLLM's async scheduling) only expose the host time the GPU
+  time does not cover.
+
+CUDA graphs are captured for decode-only batches up to a batch-size limit (``uses_cuda_graph``);
+prefill and mixed prefill/decode batches, and decode batches above the limit, run eagerly.
+
+Units are in the names (``_s`` seconds, ``_us`` microseconds). The numbers live in a
+:class:`~moesim.costmodel.profile.HostSpec` (a profile's optional ``host`` section); without one,
+:func:`default_host_spec` gives the defaults below per device kind and :func:`host_spec_for` the
+spec matching a cost model. Every default is one of: **measured** (a number someone timed),
+**framework default** (a configuration value of vLLM / SGLang, not a measurement) or
+**assumed** (ours, stated as such).
+
+Sources (the numbers the defaults come from)
+--------------------------------------------
+Host (scheduler + input preparation) time per iteration, vLLM V1 on CUDA:
+
+* ``iteration_fixed_us = 430`` (measured, lower bound): vLLM PR #42131 "Decode fast path for
+  scheduler and model runner" (github.com/vllm-project/vllm/pull/42131, 2026-05-09, B200) times
+  the general per-step path it bypasses: ``Scheduler.schedule`` 0.2 ms, the model runner's
+  ``_update_states`` ~0.18 ms, ``_prepare_inputs`` ~0.05 ms saved ("~0.4 ms per step", ~30% of
+  TPOT for ISL 34K / OSL 32). 0.20 + 0.18 + 0.05 ms = 430 us. The PR is open: released vLLM
+  still runs this path on every step, prefill or decode.
+* ``per_seq_us = 1.13`` (measured): vLLM PR #46112 "Reduce update_from_output CPU overhead for
+  decode batches" (github.com/vllm-project/vllm/pull/46112, 2026-06-18, benchmark
+  ``benchmarks/overheads/benchmark_scheduler_update_from_output.py``): the baseline per-step
+  ``Scheduler.update_from_output`` takes 0.142 ms at batch 128 and 0.287 ms at batch 256, a slope
+  of (0.287 - 0.142) ms / 128 = 1.13 us per sequence (intercept ~0). Only this loop's slope is
+  measured; the other per-request loops are inside the fixed part at PR #42131's batch.
+* For scale, the V0 engine was ~10x slower: vLLM's v0.6.0 blog (blog.vllm.ai/2024/09/05/
+  perf-update.html; vllm-project/vllm-project.github.io ``_posts/2024-09-05-perf-update.md``
+  @4577c6a) profiles Llama 3 8B on one H100: API server 33%, scheduling + input preparation 29%,
+  GPU execution 38% of the time; the V1 blog (``_posts/2025-01-27-v1-alpha-release.md`` @8f9835f)
+  puts that model's GPU step at ~5 ms, i.e. ~3.8 ms of scheduling per step; the multi-step RFC
+  (github.com/vllm-project/vllm/issues/6854) shows "about 4 ms of GPU bubble" per decode step
+  (5-13 ms in general). V0 numbers are not used as defaults.
+* The V1 scheduler has no prefill/decode distinction ("treating user-given prompt tokens and
+  model-generated output tokens uniformly", V1 blog above), so the host formula is the same for
+  every phase; the phase decides overlap and CUDA graphs.
+
+Overlap of host time with GPU work (framework defaults):
+
+* ``overlap_decode = True``: SGLang v0.4's zero-overhead batch scheduler "runs one batch ahead
+  and prepares all the metadata required for the next batch", on by default (lmsys.org/blog/
+  2024-12-04-sglang-v0-4; lm-sys/lm-sys.github.io ``blog/2024-12-04-sglang-v0-4.md`` @44576d5;
+  Nsight shows no GPU idle time between 5 decode batches). vLLM's async scheduling (PR #19970,
+  "making the scheduler operate one step ahead") is on by default since PR #27614 (tracking issue
+  #27679; vllm-project/vllm-gaudi PR #768 adapts to "use_async_scheduling default usage in
+  #27614"); TensorRT-LLM's overlap scheduler is on by default (its docs
+  ``docs/source/features/overlap-scheduler.md``).
+* ``overlap_prefill = False``: "The current async scheduling implementation only optimizes the
+  decode stage and has no effect on the prefill stage" (vLLM PR #27914, 2025-11-14 comment).
+  SGLang also overlaps prefill batches; set ``overlap_prefill: true`` to model it.
+
+Kernel launches and CUDA graphs:
+
+* ``eager_launch_us = 5.0`` (measured range, low end): "Usually, the launch time on the CPU side
+  is between 5-20 microseconds" (Meta's Holistic Trace Analysis docs, facebookresearch/
+  HolisticTraceAnalysis ``docs/source/features/cuda_kernel_launch_stats.rst``); the floor for a
+  null kernel is ~3 us with recent hardware and software (forums.developer.nvidia.com/t/
+  too-much-time-for-kernel-launch-latency/233645/3). 5 us is also moesim's datasheet
+  ``launch_overhead_us``. :func:`host_spec_for` replaces it by the cost model's own per-kernel
+  cost, so eager steps price as the engine already does.
+* ``graph_launch_us = 8.0`` and ``graph_node_us = 0.875`` (measured, CUDA.jl docs,
+  cuda.juliagpu.org/dev/usage/graphs/): a small MLP "takes about 50 us per evaluation when
+  executed normally, but only 16 us when it is launched as a graph, with the CPU being busy for
+  just 8 us"; "10 steps with RK4 (80 broadcast kernels) goes from 260 us to 70 us, with only
+  3.5 us of CPU time". 8 us is the larger CPU launch; 70 us / 80 kernels = 0.875 us per node, an
+  upper bound (it includes the tiny kernels' own run time), against 260 / 80 = 3.25 us eager.
+  NVIDIA's CUDA 12.6 "constant time launch for straight-line graphs" (developer.nvidia.com/blog/
+  constant-time-launch-for-straight-line-graphs-and-other-performance-enhancements/) makes the
+  CPU launch independent of the node count.
+* ``graph_max_batch = 512`` (framework default): vLLM's ``max_cudagraph_capture_size`` is
+  ``min(max_num_seqs * 2, 512)``, capture sizes ``[1, 2, 4] + range(8, 256, 8) +
+  range(256, max + 1, 16)`` (vllm-project/vllm ``vllm/config/compilation.py`` @002284d). Batches
+  are padded up to the next captured size (:func:`graph_batch_size`). SGLang's
+  ``cuda_graph_max_bs`` is 256 (TP < 4) or 512 (TP >= 4) on H100/H200-class memory, 32/160 on
+  A100-40GB, 160 when the memory is unknown (sgl-project/sglang
+  ``python/sglang/srt/server_args.py``). vLLM V1's default mode ``FULL_AND_PIECEWISE`` also
+  replays piecewise graphs (attention eager between them) for mixed batches of up to the same
+  size in tokens; that refinement is not modelled here (mixed batches count as eager).
+* Measured effect: full CUDA graphs over piecewise ones cut median TPOT by ~7% for small models
+  (Qwen2.5-1.5B; Llama 8B 7.63 ms before, vLLM PR #16072).
+
+Apple MPS and CPU (PyTorch backends):
+
+* MPS ``eager_launch_us = 10.0`` (assumed, between two measurements): on an M1 Pro an op
+  implemented as a Metal shader dispatches in 1.2-1.4 us, one going through MPSGraph in
+  19.2-20.7 us (pytorch/pytorch issue #148219); 10 us is moesim's Apple presets'
+  ``launch_overhead_us``. MPS has no graph capture (feature request pytorch/pytorch #180397):
+  ``graph_max_batch = 0``.
+* CPU ``eager_launch_us = 0.9`` (measured): the same issue times a 1-element op on the CPU at
+  0.9 us. No graphs; host work shares the cores with the kernels: no overlap.
+* MPS and CPU host time (assumed): the same scheduler code as on CUDA, so the CUDA host numbers;
+  no overlap (no async scheduler measured there).
+
+How the serving iteration should use it
+---------------------------------------
+Per iteration, with ``gpu_s`` the kernels' time and ``n_kernels`` the kernels launched
+(:func:`kernels_per_iteration`)::
+
+    spec = host_spec_for(cm.profile, s.hardware.device)
+    graph = uses_cuda_graph(n_seqs, decode_only, spec)
+    gpu_s = gpu_s - n_kernels * cm.launch_s + kernel_launch_s(n_kernels, graph, spec)
+    phase = "decode" if decode_only else ("prefill" if no sequence decodes else "mixed")
+    t = gpu_s + exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s, overlaps(phase, spec))
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from moesim.errors import InputError
+
+if TYPE_CHECKING:  # profile.py imports this module's constants
+    from moesim.schemas import DeviceSpec
+
+    from .profile import HostSpec, Profile
+
+Phase = Literal["decode", "prefill", "mixed"]
+PHASES: tuple[str, ...] = ("decode", "prefill", "mixed")
+PLATFORMS: tuple[str, ...] = ("cuda", "mps", "cpu")
+
+# ---------------------------------------------------------------- cited numbers (see the module docstring)
+#: vLLM PR #42131: Scheduler.schedule 0.2 ms + _update_states 0.18 ms + _prepare_inputs 0.05 ms per step.
+VLLM_STEP_PARTS_MS: tuple[float, float, float] = (0.20, 0.18, 0.05)
+#: vLLM PR #46112: update_from_output at (batch, ms) before the PR.
+VLLM_UPDATE_FROM_OUTPUT_MS: tuple[tuple[int, float], tuple[int, float]] = ((128, 0.142), (256, 0.287))
+#: Meta HTA docs: CPU-side launch time "usually between 5-20 microseconds" (low end).
+EAGER_LAUNCH_US = 5.0
+#: CUDA.jl docs: MLP launched as a graph keeps the CPU busy 8 us; RK4 graph: 80 kernels in 70 us.
+GRAPH_LAUNCH_US = 8.0
+GRAPH_RK4_KERNELS, GRAPH_RK4_US, EAGER_RK4_US = 80, 70.0, 260.0
+#: vLLM compilation.py: max_cudagraph_capture_size = min(2 * max_num_seqs, 512).
+VLLM_GRAPH_MAX_BATCH = 512
+#: SGLang server_args.py: cuda_graph_max_bs on H100/H200-class memory, by TP < 4 / TP >= 4.
+SGLANG_GRAPH_MAX_BATCH = {"tp<4": 256, "tp>=4": 512}
+#: pytorch/pytorch#148219 (M1 Pro): dispatch of a Metal-shader op / an MPSGraph op / a CPU op, us.
+MPS_METAL_DISPATCH_US, MPS_GRAPH_DISPATCH_US, CPU_OP_US = 1.3, 20.7, 0.9
+#: Assumed: moesim's Apple presets' launch_overhead_us, between the two MPS dispatch costs.
+MPS_EAGER_LAUNCH_US = 10.0
+
+CUDA_ITERATION_FIXED_US = 1e3 * sum(VLLM_STEP_PARTS_MS)
+CUDA_PER_SEQ_US = 1e3 * (VLLM_UPDATE_FROM_OUTPUT_MS[1][1] - VLLM_UPDATE_FROM_OUTPUT_MS[0][1]) / (
+    VLLM_UPDATE_FROM_OUTPUT_MS[1][0] - VLLM_UPDATE_FROM_OUTPUT_MS[0][0])
+GRAPH_NODE_US = GRAPH_RK4_US / GRAPH_RK4_KERNELS
+
+#: The CUDA (vLLM V1-class engine) defaults, the ``HostSpec`` field defaults.
+CUDA_HOST_DEFAULTS: dict[str, float | int | bool] = dict(
+    iteration_fixed_us=CUDA_ITERATION_FIXED_US, per_seq_us=CUDA_PER_SEQ_US,
+    eager_launch_us=EAGER_LAUNCH_US, graph_launch_us=GRAPH_LAUNCH_US, graph_node_us=GRAPH_NODE_US,
+    graph_max_batch=VLLM_GRAPH_MAX_BATCH, overlap_decode=True, overlap_prefill=False)
+#: What differs from the CUDA defaults on the other device kinds.
+PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
+    "cuda": {},
+    "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, overlap_decode=False),
+    "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, overlap_decode=False),
+}
+
+# ---------------------------------------------------------------- kernels per iteration (our count)
+#: Kernels one transformer layer launches in a vLLM-style decode forward, counted from vLLM's
+#: Llama/Mixtral forward (not a measurement): attention block = fused add+RMSNorm, QKV GEMM, RoPE,
+#: KV-cache write, attention, O GEMM, post-attention RMSNorm.
+ATTENTION_BLOCK_KERNELS = 7
+#: Fused-MoE block: router GEMM, top-k softmax, align/permute, up(+gate) grouped GEMM, activation,
+#: down grouped GEMM, un-permute sum.
+MOE_BLOCK_KERNELS = 7
+#: Dense FFN: up(+gate) GEMM, activation, down GEMM.
+DENSE_FFN_KERNELS = 3
+#: Per layer with TP > 1: the all-reduces after the O projection and after the FFN/MoE.
+TP_COLLECTIVES_PER_LAYER = 2
+#: Per MoE layer with EP > 1: dispatch and combine all-to-alls.
+EP_COLLECTIVES_PER_MOE_LAYER = 2
+#: Outside the layers: embedding, final norm, LM head, sampling (~4 kernels for top-k/top-p).
+EDGE_KERNELS = 7
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)}")
+
+
+# ---------------------------------------------------------------- specs
+def platform_of(device_name: str) -> str:
+    """Device kind of a device name: 'mps' (Apple), 'cpu' (named CPUs), else 'cuda' (CUDA/HIP GPUs)."""
+    name = device_name.lower()
+    if "apple" in name:
+        return "mps"
+    if any(w in name.split() for w in ("cpu", "xeon", "epyc")):
+        return "cpu"
+    return "cuda"
+
+
+def default_host_spec(platform: str) -> HostSpec:
+    """The cited defaults for a device kind: 'cuda', 'mps' or 'cpu'."""
+    from .profile import HostSpec
+
+    kind = platform.strip().lower()
+    if kind not in PLATFORM_OVERRIDES:
+        raise InputError(f"host spec: unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
+    return HostSpec(**{**CUDA_HOST_DEFAULTS, **PLATFORM_OVERRIDES[kind]})
+
+
+def host_spec_for(profile: Profile | None = None, device: DeviceSpec | None = None) -> HostSpec:
+    """The host spec a cost model implies: the profile's ``host`` section when it has one, else the
+    defaults of its platform (of the device's name without a profile, CUDA without either).
+
+    Without a ``host`` section the eager launch cost is the cost model's own per-kernel cost (the
+    profile's or the datasheet's ``launch_overhead_us``), so swapping ``n * cm.launch_s`` for
+    ``kernel_launch_s(n, False, spec)`` leaves eager iterations unchanged.
+    """
+    if profile is not None and profile.host is not None:
+        return profile.host
+    if profile is not None:
+        platform = profile.platform
+    else:
+        platform = platform_of(device.name) if device is not None else "cuda"
+    spec = default_host_spec(platform if platform.strip().lower() in PLATFORMS else "cuda")
+    launch_us = profile.launch_overhead_us if profile is not None else (
+        device.launch_overhead_us if device is not None else None)
+    return spec if launch_us is None else spec.model_copy(update={"eager_launch_us": float(launch_us)})
+
+
+# ---------------------------------------------------------------- the costs
+def iteration_host_s(n_seqs, phase: str, spec: HostSpec):
+    """Host seconds of one iteration over ``n_seqs`` scheduled sequences (scalar or array).
+
+    ``iteration_fixed_us + per_seq_us * n_seqs``; 0 for an empty batch (no iteration runs). The
+    same for every ``phase`` ('decode', 'prefill', 'mixed'): vLLM V1 schedules both uniformly.
+    """
+    _check_phase(phase)
+    n = np.asarray(n_seqs, dtype=float)
+    if np.any(n < 0):
+        raise ValueError("n_seqs must be >= 0")
+    t = np.where(n > 0, (spec.iteration_fixed_us + spec.per_seq_us * n) * 1e-6, 0.0)
+    return float(t) if t.ndim == 0 else t
+
+
+def kernel_launch_s(n_kernels, cuda_graph: bool, spec: HostSpec):
+    """Launch overhead of ``n_kernels`` kernels of one forward pass, seconds (scalar or array).
+
+    Eager: ``n_kernels * eager_launch_us``. Graph replay: one ``graph_launch_us`` plus
+    ``graph_node_us`` per node. No kernels, no launch.
+    """
+    n = np.asarray(n_kernels, dtype=float)
+    if np.any(n < 0):
+        raise ValueError("n_kernels must be >= 0")
+    per_iter = spec.graph_launch_us + spec.graph_node_us * n if cuda_graph else spec.eager_launch_us * n
+    t = np.where(n > 0, per_iter * 1e-6, 0.0)
+    return float(t) if t.ndim == 0 else t
+
+
+def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):
+    """Whether an iteration replays a CUDA graph: decode-only batches of 1..``graph_max_batch``
+    sequences (``graph_max_batch`` 0: never). Prefill and mixed batches run eagerly."""
+    b = np.asarray(batch_seqs)
+    ok = np.logical_and(b >= 1, b <= spec.graph_max_batch) & bool(decode_only)
+    return bool(ok) if ok.ndim == 0 else ok
+
+
+def graph_capture_sizes(spec: HostSpec) -> list[int]:
+    """Batch sizes vLLM captures up to ``graph_max_batch``: 1, 2, 4, 8..248 by 8, 256.. by 16."""
+    m = spec.graph_max_batch
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, m + 1, 16)]
+    sizes = [s for s in sizes if s <= m]
+    if m > 0 and (not sizes or sizes[-1] != m):
+        sizes.append(m)  # vLLM always captures the maximum itself
+    return sizes
+
+
+def graph_batch_size(batch_seqs: int, spec: HostSpec) -> int:
+    """The batch a graphed decode step runs at: the smallest captured size >= ``batch_seqs``
+    (the padding rows cost GPU time); ``batch_seqs`` itself when no graph applies."""
+    sizes = graph_capture_sizes(spec)
+    if batch_seqs < 1 or not sizes or batch_seqs > sizes[-1]:
+        return int(batch_seqs)
+    return sizes[bisect.bisect_left(sizes, batch_seqs)]
+
+
+def overlaps(phase: str, spec: HostSpec) -> bool:
+    """Whether the host work of an iteration of this phase overlaps the previous step's GPU work."""
+    _check_phase(phase)
+    return spec.overlap_decode if phase == "decode" else spec.overlap_prefill
+
+
+def exposed_host_s(host_s, gpu_s, overlap: bool):
+    """Host seconds an iteration adds to its GPU time: all of it when serial, ``max(0, host - gpu)``
+    when the scheduler runs one step ahead (the host work hides behind the GPU work)."""
+    h = np.asarray(host_s, dtype=float)
+    t = np.maximum(0.0, h - np.asarray(gpu_s, dtype=float)) if overlap else h
+    return float(t) if np.ndim(t) == 0 else t
+
+
+def kernels_per_iteration(n_layers: int, n_moe_layers: int, tp: int = 1, ep: int = 1) -> int:
+    """Kernels one forward pass launches (our count of a vLLM-style model, see the constants):
+    an attention block per layer, a fused-MoE block per MoE layer, a dense FFN per other layer,
+    TP all-reduces and EP all-to-alls, plus embedding, final norm, LM head and sampling."""
+    if n_layers < 0 or not 0 <= n_moe_layers <= n_layers or tp < 1 or ep < 1:
+        raise ValueError("need 0 <= n_moe_layers <= n_layers, tp >= 1, ep >= 1")
+    per_layer = ATTENTION_BLOCK_KERNELS + (TP_COLLECTIVES_PER_LAYER if tp > 1 else 0)
+    moe = MOE_BLOCK_KERNELS + (EP_COLLECTIVES_PER_MOE_LAYER if ep > 1 else 0)
+    return (n_layers * per_layer + n_moe_layers * moe + (n_layers - n_moe_layers) * DENSE_FFN_KERNELS
+            + EDGE_KERNELS)

@@ -1,0 +1,231 @@
+"""``ProfiledCostModel``: kernels priced from a fitted calibration profile (``profile.py``).
+
+The peaks are the profile's ``reference``; GEMM efficiency is a table over tokens and weight size;
+grouped expert GEMMs pay one launch plus a cost per busy expert; attention, elementwise kernels,
+the MoE layer's host overhead and collectives use their measured terms where the profile has them,
+and the datasheet's where it has not.
+
+A profile's tables time 16-bit weights: weight-only dtypes (int8/int4, fp8 without fp8 tensor
+cores) scale that time by ``_weight_only_scale``. A profile rebased on a sibling device
+(``measured_reference`` set) keeps each kernel's measured fraction of the roofline
+(``_sibling_scale``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.costmodel.base import CostModelBase
+from moesim.costmodel.grouped_eff import grouped_gemm_ratio
+from moesim.costmodel.profile import LinkSpec, Profile
+from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
+
+
+@dataclass(frozen=True)
+class ProfiledCostModel(CostModelBase):
+    """Roofline with a calibration profile's peaks, efficiency tables and measured overheads."""
+
+    profile: Profile = field(hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, Profile):
+            raise TypeError("ProfiledCostModel needs a Profile; use RooflineCostModel(hw) for the datasheet")
+
+    @property
+    def basis(self) -> str:
+        """Where the efficiencies come from: 'profile: <device> (<source>)'."""
+        return f"profile: {self.profile.device} ({self.profile.source})"
+
+    # ------------------------------------------------------------ device terms
+    @property
+    def launch_s(self) -> float:
+        """Fixed cost per kernel, seconds."""
+        return self.profile.launch_overhead_us * 1e-6
+
+    def _peak(self, dtype: str) -> float:
+        return self.profile.reference.peak_flops(dtype)
+
+    @property
+    def _bw(self) -> float:
+        return self.profile.reference.mem_bw_gbps * 1e9
+
+    def compute_efficiency(self, m, n: int, k: int):
+        """Fraction of peak a GEMM of this shape reaches: the profile's table."""
+        return self.profile.gemm.lookup(m, float(n) * float(k))
+
+    def memory_efficiency(self):
+        """Fraction of reference bandwidth a streaming kernel reaches."""
+        return self.profile.memory_efficiency
+
+    def _gemm_memory_efficiency(self):
+        """Memory term of a GEMM. The table already holds the measured weight-streaming speed, so its
+        memory term is only a floor (``gemm_memory_efficiency``), or absent (inf) when unset."""
+        return self.profile.gemm_memory_efficiency or np.inf
+
+    def _measured_link(self, collective: str, intra: bool, ranks: int | None = None) -> LinkSpec | None:
+        coll = getattr(self.profile.collectives, collective, None) if self.profile.collectives else None
+        return coll.link(intra, ranks) if coll else None
+
+    # ------------------------------------------------------------ GEMMs
+    def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
+        """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp).
+
+        The weight is read at ``dtype``'s bytes per parameter, A and C move in the compute dtype.
+        """
+        p = self.precision(dtype)
+        dtype = p.compute_dtype
+        flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
+        eff = self.compute_efficiency(m, n, k)
+        full = gemm_bytes(m, n, k, p.act_bytes) if p.weight_only else moved
+        scale = self._weight_only_scale(flops, moved, full, dtype) if p.weight_only else 1.0
+        ref = self.profile.measured_reference
+        if ref is None:
+            t = roofline_s(flops, full, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(), 0.0)
+            return np.where((flops > 0) | (full > 0), t * scale + self.launch_s, 0.0)
+        t = roofline_s(flops, full, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
+                       self._gemm_memory_efficiency(), 0.0)
+        return np.where(t > 0, t * self._sibling_scale(flops, full, dtype) * scale + self.launch_s, 0.0)
+
+    def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
+        """Roofline time with quantized weights (``moved`` bytes) over 16-bit weights (``full``): <= 1.
+
+        A measured 16-bit GEMM keeps its fraction of the roofline when only its weight reads shrink:
+        bandwidth-bound shapes (decode) speed up by the bytes saved, compute-bound ones not at all.
+        """
+        peak = self._peak(compute_dtype)
+        return roofline_ratio(flops, moved, peak, self._bw, full, peak, self._bw)
+
+    def _sibling_scale(self, flops, moved, dtype: str):
+        """This device's roofline time over the measured sibling's (1 without a rebased profile).
+
+        A profile rebased on a sibling (A100 40GB from 80GB, H200 from H100) keeps each kernel's
+        measured fraction of the roofline, so memory-bound kernels speed up with bandwidth and
+        compute-bound ones with peak FLOP/s.
+        """
+        ref = self.profile.measured_reference
+        if ref is None:
+            return 1.0
+        return roofline_ratio(flops, moved, self._peak(dtype), self._bw,
+                              moved, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9)
+
+    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
+        """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
+
+        Per-expert roofline summed, one launch, a cost per busy expert (``grouped_loop_s``). Per-expert
+        efficiency is the grouped (cold-weight) table, blended towards the dense (hot) table when the
+        busy experts' weights fit in the profile's cache; a profile with only a dense table (the
+        shipped GPU ones) scales it by ``grouped_eff.grouped_gemm_ratio``, the tile padding
+        published grouped kernels pay (DeepGEMM's tables, ``moesim/data/grouped_gemm.csv``). ``working_set_bytes``: bytes the surrounding
+        layer touches per call, which decides whether expert weights stay in cache; default this
+        call's busy weights.
+        """
+        t = np.asarray(tokens_per_expert, dtype=float)
+        g = self.profile.grouped
+        p = self.precision(dtype)
+        dtype = p.compute_dtype
+        w, m = float(n) * float(k), np.maximum(t, 1.0)
+        busy = (t > 0).sum(axis=-1)
+        ref = self.profile.measured_reference
+        peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
+        eff = self.profile.gemm.lookup(m, w)
+        if g is not None:
+            ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
+            cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
+            eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
+        else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
+            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw, weight_bytes=p.weight_bytes,
+                                           act_bytes=p.act_bytes, out_bytes=p.act_bytes)
+        flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
+        full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved
+        per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
+        per_expert = per_expert * self._sibling_scale(flops, full, dtype)
+        if p.weight_only:
+            per_expert = per_expert * self._weight_only_scale(flops, moved, full, dtype)
+        launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
+        fixed_s = launch_s + self.grouped_loop_s(t, n)
+        return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
+
+    def grouped_loop_s(self, tokens_per_expert, n: int):
+        """What a loop implementation of one grouped call pays beyond the GEMMs: a fixed cost per busy
+        expert and the copy of each expert's ``tokens x n`` output into place (0 without ``grouped``)."""
+        g = self.profile.grouped
+        t = np.asarray(tokens_per_expert, dtype=float)
+        if g is None:
+            return np.zeros(t.shape[:-1])
+        return ((t > 0).sum(axis=-1) * g.per_expert_overhead_us * 1e-6
+                + t.sum(axis=-1) * n * g.copy_ns_per_element * 1e-9)
+
+    def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
+        """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert."""
+        t = np.asarray(tokens_per_expert, dtype=float)
+        busy = np.maximum((t > 0).sum(axis=-1), 1)
+        mean_tokens = t.sum(axis=-1) / busy
+        if self.profile.grouped is not None:
+            return self.profile.grouped.efficiency.lookup(np.maximum(mean_tokens, 1.0), float(n) * float(k))
+        return self.compute_efficiency(mean_tokens, n, k)
+
+    # ------------------------------------------------------------ other kernels
+    def moe_overhead_s(self, busy_experts, capacity: bool = False):
+        """Host-side cost of one MoE layer beyond its kernels (0 where the profile has none)."""
+        busy = np.asarray(busy_experts, dtype=float)
+        o = self.profile.moe_overhead
+        if o is None:
+            return np.zeros_like(busy)
+        return (o.fixed_us + o.per_busy_expert_us * busy + (o.capacity_us if capacity else 0.0)) * 1e-6
+
+    def activation_s(self, out_elements, gated: bool, act_bytes: float):
+        """The FFN activation writing ``out_elements`` (tokens x hidden): silu(gate) * up when gated.
+
+        A measured activation curve prices it by elements (on a CPU the exp, not the bytes, sets the
+        pace; a non-gated GELU is priced like the gated kernel); otherwise it is one memory stream
+        reading 2 (gated) or 1 inputs and writing 1 output per element.
+        """
+        e = self.profile.elementwise
+        if e is not None and e.activation is not None:
+            return e.activation.seconds(out_elements)
+        return self.memory_s(np.asarray(out_elements, dtype=float) * (3 if gated else 2) * act_bytes)
+
+    def router_topk_s(self, tokens, n_experts: int, top_k: int):
+        """Router after its GEMM over ``tokens`` x ``n_experts`` fp32 logits: softmax, top-k, renormalise.
+
+        Measured table when the profile has one; otherwise one memory stream over the logits.
+        """
+        e = self.profile.elementwise
+        if e is not None and e.router is not None:
+            return e.router.seconds(tokens, n_experts, top_k)
+        return self.memory_s(np.asarray(tokens, dtype=float) * n_experts * 4.0)
+
+    def memory_s(self, nbytes):
+        """A bandwidth-bound kernel moving ``nbytes`` (norms, activations, weight reads).
+
+        With a cache (``memory_curve``) the bandwidth depends on the bytes moved (the working set).
+        """
+        eff = self.profile.streaming_efficiency(nbytes)
+        return roofline_s(0.0, nbytes, self._peak("bf16"), self._bw, 1.0, eff, self.launch_s)
+
+    # ------------------------------------------------------------ attention terms
+    def attention_efficiency(self, q_tokens, kv_tokens=None):
+        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
+        the profile's prefill table, else the datasheet's (``CostModelBase``)."""
+        if self.profile.attention is None:
+            return super().attention_efficiency(q_tokens, kv_tokens)
+        kv = q_tokens if kv_tokens is None else kv_tokens
+        return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
+
+    def _attention_memory_efficiency(self, working_set_bytes):
+        """The profile's decode KV-read efficiency; with a cache-aware profile (``memory_curve``, CPUs)
+        times the curve's rate for the kernel's working set (a KV outgrowing the cache reads slower)."""
+        a = self.profile.attention
+        if a is None:
+            return self.memory_efficiency()
+        eff_mem = a.decode_memory_efficiency
+        if self.profile.memory_curve is not None:
+            eff_mem = eff_mem * self.profile.streaming_efficiency(working_set_bytes)
+        return eff_mem
+
+    @property
+    def _attention_launch_overhead_s(self) -> float:
+        a = self.profile.attention
+        return a.launch_overhead_us * 1e-6 if a else self.launch_s

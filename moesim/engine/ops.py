@@ -1,0 +1,349 @@
+"""The op graph: the ops of one transformer block, built once and priced by every engine. Pure numpy.
+
+``block_ops`` lists what one block runs on one device for a batch shape, in order: the attention
+norm, QKV projection, attention core, output projection and TP all-reduce; the FFN norm; then a
+dense FFN (up, activation, down) or an MoE layer (router GEMM and top-k, permute, EP dispatch,
+grouped expert GEMMs with their activation and host overhead, EP combine, un-permute, shared
+experts); and the second TP all-reduce. Each :class:`Op` carries its FLOPs, the bytes it moves,
+the stream it runs on (``compute``, ``tp_comm``, ``ep_comm``) and the keyword arguments of the
+cost-model call that prices it (for collectives: bytes, group size, stride or algorithm).
+
+The training step (``layer_costs``), the serving iteration (``decode_cost``) and the calibration's
+layer prediction (``calibrate.predict``) all price these lists with :func:`price`, so
+``calibrate --validate`` checks the ops the engines use. What differs between them is the batch
+shape they pass (tokens, per-sequence query/context lengths, the routed tokens per expert of the
+busiest EP rank, the all-to-all bytes their routing implies) and, for the MoE glue kernels, the
+implementation (:data:`MOE_IMPLS`): the engines price fused GPU kernels (Megatron/vLLM permute
+and un-permute: one read and one write of each row, one activation launch), the calibration prices
+the reference layer it measures (``kernels.moe_ref``: a gather, a zeroed output, a scale and a
+scatter-add; an activation per expert in the loop version).
+
+Backward (training) runs the same ops in reverse; a compute op costs twice its forward (input and
+weight gradients), a collective the same as forward (:func:`backward_s`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moesim.accounting import attention_params
+from moesim.costmodel import CostModel
+from moesim.costmodel.roofline import gemm_bytes, gemm_flops
+
+#: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them.
+STREAMS = ("compute", "tp_comm", "ep_comm")
+#: MoE glue implementations: ``fused`` (GPU engines), ``loop``/``triton`` (the reference layer).
+MOE_IMPLS = ("fused", "loop", "triton")
+#: Ops of the routed experts proper (their time follows the per-expert loads of the busiest rank).
+EXPERT_OPS = ("expert_up", "expert_act", "expert_down", "moe_overhead")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel or collective of a block on one device.
+
+    ``kind`` names the cost-model call (:data:`PRICERS`) and ``args`` its keyword arguments
+    (numpy arrays broadcast: one op prices a whole table of batch shapes). ``flops`` and
+    ``nbytes`` are per device, for inspection and tests (collectives: bytes one device sends).
+    """
+
+    name: str
+    kind: str
+    stream: str
+    args: dict = field(hash=False)
+    flops: object = 0.0
+    nbytes: object = 0.0
+
+
+@dataclass(frozen=True)
+class BlockDims:
+    """Per-device widths of one block under tensor parallelism ``tp`` and expert parallelism ``ep``.
+
+    ``qkv_n``/``o_k``: output width of the QKV projection and input width of the output projection.
+    ``heads``/``head_dim``/``kv_heads``: the attention kernel's view (MLA absorbed for serving).
+    ``ffn_w``, ``expert_w``, ``shared_w``: hidden widths per device (dense FFN, one routed expert,
+    all shared experts together).
+    """
+
+    d_model: int
+    tp: int = 1
+    ep: int = 1
+    qkv_n: int = 0
+    o_k: int = 0
+    heads: float = 1.0
+    head_dim: int = 1
+    kv_heads: int = 1
+    ffn_w: int = 0
+    expert_w: int = 0
+    shared_w: int = 0
+    n_shared: int = 0
+    gated: bool = True
+    n_experts: int = 1
+    top_k: int = 1
+
+    @classmethod
+    def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True) -> BlockDims:
+        """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form."""
+        heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
+        qkv_n, o_k = projection_shapes(m, tp)
+        return cls(d_model=m.d_model, tp=tp, ep=ep, qkv_n=qkv_n, o_k=o_k, heads=heads, head_dim=head_dim,
+                   kv_heads=kv_heads, ffn_w=max(1, round(m.ffn_hidden / tp)),
+                   expert_w=max(1, round(m.expert_width / tp)),
+                   shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
+                   n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k)
+
+
+@dataclass(frozen=True)
+class OpDtypes:
+    """Dtypes of a block's tensors.
+
+    ``weights``: the model dtype (GEMMs resolve their compute dtype from it). ``gemm_in_bytes``:
+    bytes per element of tensors that feed a GEMM and of the EP all-to-all (1 under native fp8
+    serving). ``act_bytes``: the 16-bit activations between kernels (norms, residual stream, TP
+    all-reduces). ``act_dtype``: the router GEMM's dtype. ``attn_dtype``: the attention kernel's
+    (decides the KV bytes).
+    """
+
+    weights: str
+    gemm_in_bytes: float
+    act_bytes: float
+    act_dtype: str
+    attn_dtype: str
+
+
+def projection_shapes(m, tp: int) -> tuple[int, int]:
+    """(QKV output width, O input width) per device of the attention projections.
+
+    Standard attention: Q heads split over TP, KV heads split up to their count then replicate.
+    MLA: all its down/up projections folded into one GEMM of the same weight count.
+    """
+    if m.mla is not None:
+        o_params = m.n_heads * m.mla.v_head_dim * m.d_model
+        return (attention_params(m) - o_params) // (m.d_model * tp), m.n_heads * m.mla.v_head_dim // tp
+    kv_shards = min(tp, m.kv_heads)
+    return (m.n_heads // tp + 2 * m.kv_heads // kv_shards) * m.head_width, m.n_heads * m.head_width // tp
+
+
+def attention_shape(m, tp: int, mla_absorbed: bool = True) -> tuple[float, int, int]:
+    """(query heads, head width, KV heads) per device as the attention kernel sees them.
+
+    KV heads split over TP up to their count, then replicate. MLA (DeepSeek): absorbed (serving),
+    one shared latent ``kv_lora_rank + rope`` wide per token (KV heads 1, head width half of it so
+    the bytes match) and query heads scaled so the FLOPs match ``2 * heads * (2 * kv_lora_rank +
+    rope)`` per key; not absorbed (training), per-head K and V materialised at the mean of the
+    QK and V head widths.
+    """
+    if m.mla is not None:
+        a = m.mla
+        if not mla_absorbed:
+            heads = max(1, m.n_heads // tp)
+            return heads, round((a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) / 2), heads
+        width = (a.kv_lora_rank + a.qk_rope_head_dim) / 2
+        flops_per_head_key = 2 * (2 * a.kv_lora_rank + a.qk_rope_head_dim)
+        return m.n_heads / tp * flops_per_head_key / (4 * width), round(width), 1
+    return m.n_heads / tp, m.head_width, max(m.kv_heads // tp, 1)
+
+
+# ---------------------------------------------------------------- builders
+
+
+def _gemm(name: str, tokens, n: int, k: int, dtype: str, b: float) -> Op:
+    return Op(name, "gemm", "compute", dict(m=tokens, n=n, k=k, dtype=dtype),
+              gemm_flops(tokens, n, k), gemm_bytes(tokens, n, k, b))
+
+
+def _memory(name: str, nbytes) -> Op:
+    return Op(name, "memory", "compute", dict(nbytes=nbytes), 0.0, nbytes)
+
+
+def norm_op(name: str, dims: BlockDims, dt: OpDtypes, tokens) -> Op:
+    """A fused residual-add + RMSNorm: reads the input and the residual, writes the normed rows."""
+    return _memory(name, 3.0 * np.asarray(tokens, dtype=float) * dims.d_model * dt.act_bytes)
+
+
+def allreduce_op(name: str, dims: BlockDims, dt: OpDtypes, tokens) -> list[Op]:
+    """The TP all-reduce of the block's ``tokens x d_model`` output (none without TP)."""
+    if dims.tp <= 1:
+        return []
+    nbytes = np.asarray(tokens, dtype=float) * dims.d_model * dt.act_bytes
+    return [Op(name, "allreduce", "tp_comm", dict(nbytes=nbytes, n=dims.tp, stride=1), 0.0, nbytes)]
+
+
+def attention_core_op(dims: BlockDims, dt: OpDtypes, q_tokens, kv_tokens) -> Op:
+    """One attention kernel over a batch of sequences (last axis): QK^T, softmax, AV."""
+    q, kv = np.asarray(q_tokens, dtype=float), np.asarray(kv_tokens, dtype=float)
+    flops = (4.0 * dims.heads * dims.head_dim * q * np.maximum(kv - q / 2, 1.0)).sum(axis=-1)
+    return Op("attn_core", "attention", "compute",
+              dict(q_tokens=q, kv_tokens=kv, n_heads=dims.heads, head_dim=dims.head_dim,
+                   kv_heads=dims.kv_heads, dtype=dt.attn_dtype), flops)
+
+
+def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, seq_parallel: bool = False) -> list[Op]:
+    """Norm, QKV projection, attention core, output projection, TP all-reduce.
+
+    ``tokens``: new tokens on the device (scalar or array); ``q_tokens``/``kv_tokens``: per
+    sequence on the last axis. ``seq_parallel``: norms run on ``tokens / tp`` (Megatron SP).
+    """
+    local = np.asarray(tokens, dtype=float) / (dims.tp if seq_parallel else 1)
+    return [norm_op("attn_norm", dims, dt, local),
+            _gemm("qkv_proj", tokens, dims.qkv_n, dims.d_model, dt.weights, dt.gemm_in_bytes),
+            attention_core_op(dims, dt, q_tokens, kv_tokens),
+            _gemm("o_proj", tokens, dims.d_model, dims.o_k, dt.weights, dt.gemm_in_bytes),
+            *allreduce_op("attn_allreduce", dims, dt, tokens)]
+
+
+def ffn_ops(prefix: str, dims: BlockDims, dt: OpDtypes, tokens, width: int) -> list[Op]:
+    """A dense FFN of ``width`` hidden units per device: up(+gate) GEMM, activation, down GEMM."""
+    up = (2 if dims.gated else 1) * width
+    elements = np.asarray(tokens, dtype=float) * width
+    act_bytes = elements * (3 if dims.gated else 2) * dt.act_bytes
+    return [_gemm(f"{prefix}_up", tokens, up, dims.d_model, dt.weights, dt.gemm_in_bytes),
+            Op(f"{prefix}_act", "activation", "compute",
+               dict(out_elements=elements, gated=dims.gated, act_bytes=dt.act_bytes), 0.0, act_bytes),
+            _gemm(f"{prefix}_down", tokens, dims.d_model, width, dt.weights, dt.gemm_in_bytes)]
+
+
+def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused",
+               working_set_bytes=None, capacity: bool = False) -> list[Op]:
+    """The routed experts of one EP rank: grouped up(+gate) GEMM, activation, grouped down GEMM,
+    and the host-side MoE overhead (profiled; 0 from a datasheet).
+
+    ``expert_tokens``: ``(..., experts_on_rank)`` tokens each expert computes. ``loop`` runs an
+    activation per busy expert, and one loop step runs both GEMMs of an expert, so the up GEMM's
+    per-expert loop costs are paid by the down GEMM only (``kernels.moe_ref.expert_ffn_loop``).
+    """
+    c = np.asarray(expert_tokens, dtype=float)
+    w, d = dims.expert_w, dims.d_model
+    up = (2 if dims.gated else 1) * w
+    g = dict(dtype=dt.weights, working_set_bytes=working_set_bytes)
+    flops = gemm_flops(c, up, d).sum(axis=-1)
+    act_elems = c * w if impl == "loop" else c.sum(axis=-1) * w
+    return [Op("expert_up", "grouped_gemm", "compute",
+               dict(tokens_per_expert=c, n=up, k=d, loop_costs=impl == "fused", **g), flops),
+            Op("expert_act", "activation", "compute",
+               dict(out_elements=act_elems, gated=dims.gated, act_bytes=dt.act_bytes, per_expert=impl == "loop")),
+            Op("expert_down", "grouped_gemm", "compute",
+               dict(tokens_per_expert=c, n=d, k=w, loop_costs=True, **g), gemm_flops(c, d, w).sum(axis=-1)),
+            Op("moe_overhead", "moe_overhead", "compute", dict(busy_experts=(c > 0).sum(axis=-1), capacity=capacity))]
+
+
+def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0, impl: str = "fused",
+            algorithm: str = "flat", seq_parallel: bool = False, capacity: bool = False,
+            working_set_bytes=None, rows=None) -> list[Op]:
+    """An MoE layer on one device, in order: router GEMM and top-k, permute, EP dispatch, the routed
+    experts (:func:`expert_ops`), EP combine, un-permute, shared experts.
+
+    ``tokens``: tokens the device holds (``/ tp`` under sequence parallelism are routed here);
+    ``expert_tokens``: per-expert tokens of the busiest EP rank; ``a2a_bytes``: bytes one device
+    sends in each all-to-all (from the engine's routing: padded, dropless, or the expected load).
+    The glue kernels' bytes follow ``impl`` (:data:`MOE_IMPLS`) over ``rows`` routed rows (default
+    ``tokens * top_k``; the reference layer moves only the kept ones).
+    """
+    if impl not in MOE_IMPLS:
+        raise ValueError(f"impl = {impl!r}: allowed {MOE_IMPLS}")
+    t = np.asarray(tokens, dtype=float) / (dims.tp if seq_parallel else 1)
+    d, E, k = dims.d_model, dims.n_experts, dims.top_k
+    n = t * k if rows is None else np.asarray(rows, dtype=float)
+    b, ab = dt.gemm_in_bytes, dt.act_bytes
+    ops = [_gemm("router", t, E, d, dt.act_dtype, ab),
+           Op("router_topk", "router_topk", "compute", dict(tokens=t, n_experts=E, top_k=k), 0.0, t * E * 4.0)]
+    if impl == "fused":  # read each token once, write its k rows; read k rows back, write the token
+        permute, unpermute = [_memory("permute", t * d * ab + n * d * b)], [_memory("unpermute", n * d * ab + t * d * ab)]
+    else:  # gather (read + write n rows); zeroed output, scale (n rows), scatter-add (n rows) as 3 kernels
+        permute = [_memory("permute", 2 * n * d * b)]
+        unpermute = [_memory("unpermute_zero", t * d * b), _memory("unpermute_scale", 2 * n * d * b),
+                     _memory("unpermute", 3 * n * d * b)]
+    ops += permute
+    a2a = _alltoall("dispatch", dims, a2a_bytes, algorithm)
+    ops += a2a
+    ops += expert_ops(dims, dt, expert_tokens, impl, working_set_bytes, capacity)
+    ops += _alltoall("combine", dims, a2a_bytes, algorithm)
+    ops += unpermute
+    if dims.n_shared:
+        if impl == "fused":  # one FFN of all shared experts' width, added in the un-permute
+            ops += ffn_ops("shared", dims, dt, t, dims.shared_w)
+        else:  # the reference layer runs each shared expert and adds its output (read 2, write 1)
+            width = dims.shared_w // dims.n_shared
+            for i in range(dims.n_shared):
+                ops += ffn_ops(f"shared{i}", dims, dt, t, width)
+                ops.append(_memory(f"shared{i}_add", 3 * t * d * b))
+    return ops
+
+
+def _alltoall(name: str, dims: BlockDims, nbytes, algorithm: str) -> list[Op]:
+    if dims.ep <= 1:
+        return []
+    args = dict(bytes_to_peers=nbytes, ep=dims.ep, tp=dims.tp, algorithm=algorithm, top_k=dims.top_k,
+                n_experts=dims.n_experts)
+    return [Op(name, "alltoall", "ep_comm", args, 0.0, nbytes)]
+
+
+def block_ops(dims: BlockDims, dt: OpDtypes, moe: bool, tokens, q_tokens, kv_tokens, expert_tokens=None,
+              a2a_bytes=0.0, seq_parallel: bool = False, algorithm: str = "flat") -> list[Op]:
+    """Every op of one transformer block on one device (see the module docstring for the order).
+
+    A one-expert "MoE" layer is a dense FFN of the expert width (nothing to route).
+    """
+    local = np.asarray(tokens, dtype=float) / (dims.tp if seq_parallel else 1)
+    ops = attention_ops(dims, dt, tokens, q_tokens, kv_tokens, seq_parallel)
+    ops.append(norm_op("ffn_norm", dims, dt, local))
+    if moe and dims.n_experts > 1:
+        if expert_tokens is None:
+            raise ValueError("an MoE block needs expert_tokens")
+        ops += moe_ops(dims, dt, tokens, expert_tokens, a2a_bytes, "fused", algorithm, seq_parallel)
+    else:
+        ops += ffn_ops("ffn", dims, dt, tokens, dims.expert_w if moe else dims.ffn_w)
+    return ops + allreduce_op("ffn_allreduce", dims, dt, tokens)
+
+
+# ---------------------------------------------------------------- pricing
+
+
+def _grouped(cm: CostModel, tokens_per_expert, n, k, dtype, working_set_bytes, loop_costs):
+    s = cm.grouped_gemm_s(tokens_per_expert, n, k, dtype, working_set_bytes)
+    return s if loop_costs else s - cm.grouped_loop_s(tokens_per_expert, n)
+
+
+def _activation(cm: CostModel, out_elements, gated, act_bytes, per_expert=False):
+    s = cm.activation_s(out_elements, gated, act_bytes)
+    if per_expert:  # one launch per busy expert
+        return np.sum(s * (np.asarray(out_elements) > 0), axis=-1)
+    return s
+
+
+#: The cost-model call of each op kind.
+PRICERS = {
+    "gemm": lambda cm, m, n, k, dtype: cm.gemm_s(m, n, k, dtype),
+    "grouped_gemm": _grouped,
+    "activation": _activation,
+    "router_topk": lambda cm, tokens, n_experts, top_k: cm.router_topk_s(tokens, n_experts, top_k),
+    "memory": lambda cm, nbytes: cm.memory_s(nbytes),
+    "attention": lambda cm, **a: cm.attention_batch_s(**a),
+    "moe_overhead": lambda cm, busy_experts, capacity: cm.moe_overhead_s(busy_experts, capacity),
+    "allreduce": lambda cm, nbytes, n, stride: cm.allreduce_s(nbytes, n, stride),
+    "alltoall": lambda cm, **a: cm.alltoall_s(**a),
+}
+
+
+def op_s(cm: CostModel, op: Op, **override):
+    """Seconds of ``op`` on ``cm``; ``override`` replaces some of its arguments (e.g. new loads)."""
+    args = {**op.args, **override} if override else op.args
+    return PRICERS[op.kind](cm, **args)
+
+
+def price(cm: CostModel, ops: list[Op]) -> dict[str, np.ndarray]:
+    """Seconds of each op by name (arrays shaped like the batch shape the ops were built for)."""
+    return {op.name: np.asarray(op_s(cm, op), dtype=float) for op in ops}
+
+
+def total_s(cm: CostModel, ops: list[Op]):
+    """Seconds of running ``ops`` one after another."""
+    return sum(price(cm, ops).values(), np.zeros(()))
+
+
+def backward_s(op: Op, forward_s):
+    """Backward seconds of an op from its forward: compute twice (input and weight gradients), a
+    collective once (the same bytes move in reverse)."""
+    return forward_s * (2.0 if op.stream == "compute" else 1.0)

@@ -1,0 +1,135 @@
+"""The op graph: the training step, the serving iteration and calibrate.predict price one op list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from moesim.calibrate.predict import moe_layer_s, reference_layer_ops
+
+import moesim
+from moesim.costmodel import build_cost_model
+from moesim.engine.decode_cost import IterationCost
+from moesim.engine.layer_costs import DISPATCH, layer_costs, training_dtypes
+from moesim.engine.ops import (
+    EXPERT_OPS,
+    BlockDims,
+    OpDtypes,
+    backward_s,
+    block_ops,
+    moe_ops,
+    price,
+    total_s,
+)
+from moesim.engine.routing import sample_routing
+from moesim.resolve import deep_merge
+
+TRAIN = dict(
+    name="moe",
+    model=dict(name="moe", n_layers=4, d_model=1024, n_heads=8, vocab_size=1024, ffn_hidden=4096,
+               expert_ffn_hidden=2048, n_experts=8, top_k=2, n_shared_experts=1, first_dense_layers=1,
+               max_seq_len=2048),
+    hardware=dict(preset="h100-sxm", cluster=dict(nodes=1)),
+    plan=dict(dp=4, tp=2, pp=1, ep=4, microbatches=2),
+    workload=dict(kind="training", global_batch_seqs=16, seq_len=1024, total_tokens=1e10),
+    routing=dict(distribution="zipf", zipf_s=1.0, capacity_factor=1.25, overflow="drop", seed=0),
+)
+
+
+def serving(tp: int = 1, ep: int = 1, dp: int = 1) -> moesim.Scenario:
+    return moesim.scenario_from_dict(dict(
+        name="serve", model=dict(preset="mixtral-8x7b", dtype="bf16"),
+        hardware=dict(preset="h100-sxm", node=dict(devices_per_node=dp * tp)),
+        plan=dict(dp=dp, tp=tp, ep=ep),
+        workload=dict(kind="serving", arrival=dict(process="batch", n_requests=1),
+                      prompt_tokens=dict(dist="fixed", value=16), output_tokens=dict(dist="fixed", value=8)),
+    ))
+
+
+def test_training_layer_is_the_op_graph_block():
+    """Each training layer's forward slots add up to the op graph's block at the same shape."""
+    s = moesim.scenario_from_dict(TRAIN)
+    m, plan, w = s.model, s.plan, s.workload
+    cm = build_cost_model(s.hardware)
+    seqs = w.global_batch_seqs // (plan.dp * plan.microbatches)
+    T = seqs * w.seq_len
+    routing = sample_routing(s.routing, m.n_moe_layers, m.n_experts, m.top_k, plan.ep, plan.ep * T,
+                             plan.microbatches, np.random.default_rng(0))
+    costs = layer_costs(s, cm, routing)
+    dims, dt = BlockDims.of(m, plan.tp, plan.ep, mla_absorbed=False), training_dtypes(s)
+    q = np.full(seqs, float(w.seq_len))
+    dense = total_s(cm, block_ops(dims, dt, False, T, q, q, seq_parallel=True))
+    assert costs.fwd_s[0].sum(axis=-1) == pytest.approx(np.full(plan.microbatches, dense), rel=1e-12)
+    for j, layer in enumerate(range(1, m.n_layers)):
+        for mb in range(plan.microbatches):
+            ops = block_ops(dims, dt, True, T, q, q, expert_tokens=routing.busiest_rank_expert_tokens[j, mb],
+                            a2a_bytes=costs.fwd_bytes[layer, mb, DISPATCH], seq_parallel=True)
+            assert costs.fwd_s[layer, mb].sum() == pytest.approx(float(total_s(cm, ops)), rel=1e-12)
+    # backward: compute twice, collectives once, plus the recompute slot (selective: the attention core)
+    ops = block_ops(dims, dt, False, T, q, q, seq_parallel=True)
+    secs = price(cm, ops)
+    want = sum(float(backward_s(op, t)) for op, t in zip(ops, secs.values(), strict=True)) + secs["attn_core"]
+    assert plan.recompute == "selective"
+    assert costs.bwd_s[0, 0].sum() == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("tp,ep,dp", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+def test_serving_iteration_is_the_op_graph_block(tp, ep, dp):
+    """The serving iteration's parts (fixed table, routed experts, attention) add up to the blocks."""
+    s = serving(tp, ep, dp)
+    cm = build_cost_model(s.hardware)
+    cost = IterationCost(s, cm, np.random.default_rng(0), max_tokens=64)
+    m = s.model
+    q, kv = np.array([1.0, 1.0, 30.0]), np.array([100.0, 300.0, 30.0])
+    T = int(q.sum())
+    loads = np.array([[3.0, 9.0, 0.0, 12.0, 2.0, 6.0, 0.0, 32.0][: 8 // ep]])
+    a2a = T / tp * m.top_k * m.d_model * 2.0 * (ep - 1) / ep
+    block = block_ops(cost.dims, cost.dtypes, True, T, q, kv, expert_tokens=loads[0], a2a_bytes=a2a)
+    want = m.n_layers * float(total_s(cm, block))
+    got = float(cost.fixed_s(np.array([T]))[0] + m.n_moe_layers * cost._expert_gemms_s(loads)[0]
+                + cost.attention_s(q, kv))
+    assert got == pytest.approx(want, rel=1e-12)
+    if ep > 1:
+        assert {"dispatch", "combine"} <= {op.name for op in block}
+
+
+def test_calibration_prices_the_engines_ops_but_the_glue():
+    """calibrate.predict's layer is ops.moe_ops with the reference glue: every other op is priced
+    exactly as the engines price it."""
+    cm = build_cost_model(serving().hardware)
+    counts = np.array([40, 0, 25, 35, 12, 8, 0, 8])
+    ref = price(cm, reference_layer_ops(64, 512, 1024, 8, 2, counts, dtype="bf16", loop=False))
+    dims = BlockDims(d_model=512, expert_w=1024, n_experts=8, top_k=2)
+    engine = price(cm, moe_ops(dims, OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16"), 64, counts))
+    for name in ("router", "router_topk", "expert_act", "expert_down", "moe_overhead"):
+        assert ref[name] == pytest.approx(engine[name], rel=1e-12)
+    assert ref["permute"] != pytest.approx(engine["permute"])  # the reference gathers; the engines fuse
+    assert moe_layer_s(cm, 64, 512, 1024, 8, 2, counts, dtype="bf16", loop=False) == pytest.approx(
+        float(sum(ref.values())), rel=1e-12)
+    assert set(EXPERT_OPS) <= set(ref)
+
+
+def test_tp8_decode_pays_two_allreduces_per_layer():
+    """A TP8 decode step is slower than a TP1 step split eight ways by at least its all-reduces."""
+    one, eight = serving(tp=1), serving(tp=8)
+    t = np.array([8.0])
+    cost1 = IterationCost(one, build_cost_model(one.hardware), np.random.default_rng(0), max_tokens=8)
+    cm8 = build_cost_model(eight.hardware)
+    cost8 = IterationCost(eight, cm8, np.random.default_rng(0), max_tokens=8)
+    m = eight.model
+    allreduce = 2 * m.n_layers * float(cm8.allreduce_s(8 * m.d_model * 2.0, 8, 1))
+    ops = block_ops(cost8.dims, cost8.dtypes, True, 8, np.ones(8), np.ones(8), expert_tokens=np.ones(8))
+    comm = [op for op in ops if op.stream == "tp_comm"]
+    assert [op.name for op in comm] == ["attn_allreduce", "ffn_allreduce"]
+    assert m.n_layers * float(total_s(cm8, comm)) == pytest.approx(allreduce)
+    step1 = float(cost1.fixed_s(t)[0] + cost1.uniform_experts_s(t)[0][0])
+    step8 = float(cost8.fixed_s(t)[0] + cost8.uniform_experts_s(t)[0][0])
+    assert step8 - step1 / 8 >= allreduce > 0
+
+
+def test_unknown_moe_implementation_is_refused():
+    with pytest.raises(ValueError, match="impl"):
+        moe_ops(BlockDims(d_model=8), OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16"), 4, np.ones(1), impl="magic")
+
+
+def test_training_scenario_fixture_is_valid():
+    assert moesim.scenario_from_dict(deep_merge(TRAIN, {"plan": {"ep": 2}})).plan.ep == 2
