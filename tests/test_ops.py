@@ -133,3 +133,42 @@ def test_unknown_moe_implementation_is_refused():
 
 def test_training_scenario_fixture_is_valid():
     assert moesim.scenario_from_dict(deep_merge(TRAIN, {"plan": {"ep": 2}})).plan.ep == 2
+
+
+def test_fp8_training_block_adds_te_casts_and_split_accumulation():
+    """FP8 training: a forward cast op and a backward cast op after every FP8 GEMM (not the router);
+    the backward-only op adds nothing to the forward; the GEMMs' backward pays split accumulation."""
+    from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN
+    from moesim.engine.ops import forward_s, fp8_training_ops
+
+    s = moesim.scenario_from_dict(deep_merge(TRAIN, {"model": {"dtype": "fp8"}}))
+    cm = build_cost_model(s.hardware)
+    dims, dt = BlockDims.of(s.model, 2, 4, mla_absorbed=False), training_dtypes(s)
+    q = np.full(2, 1024.0)
+    plain = block_ops(dims, dt, True, 2048, q, q, expert_tokens=np.full(2, 1024.0), a2a_bytes=1e6)
+    ops = fp8_training_ops(plain, "delayed", 1.0)
+    names = [op.name for op in ops]
+    gemms = [op.name for op in plain if op.kind in ("gemm", "grouped_gemm") and op.name != "router"]
+    assert gemms and all(f"{g}_cast" in names and f"{g}_cast_bwd" in names for g in gemms)
+    assert "router_cast" not in names
+    secs = price(cm, ops)
+    by = {op.name: op for op in ops}
+    assert float(forward_s(by["o_proj_cast_bwd"], secs["o_proj_cast_bwd"])) == 0.0
+    assert float(backward_s(by["o_proj_cast"], secs["o_proj_cast"])) == 0.0
+    assert float(backward_s(by["o_proj"], secs["o_proj"])) == pytest.approx(
+        2 * SPLIT_ACCUMULATION_SLOWDOWN * float(secs["o_proj"]))
+    # the QKV input cast is fused into the norm: only the weight's cast is left in its forward op
+    assert float(by["qkv_proj_cast"].nbytes) < float(by["o_proj_cast"].nbytes) + 1
+    assert float(total_s(cm, ops)) > float(total_s(cm, plain))
+
+
+@pytest.mark.parametrize("device_name", [None, "Datasheet GPU"])
+def test_fp8_gemms_reach_a_smaller_fraction_of_their_peak(device_name):
+    """Measured FP8/BF16 pairs: an FP8 GEMM on an H100 is faster than BF16 but less than 2x."""
+    hw = {"preset": "h100-sxm"} | ({"device": {"name": device_name, "default_profile": "datasheet"}}
+                                   if device_name else {})
+    s = moesim.scenario_from_dict(deep_merge(TRAIN, {"hardware": hw}))
+    cm = build_cost_model(s.hardware)
+    for m in (1.0, 8192.0):
+        bf16, fp8 = float(cm.gemm_s(m, 8192, 8192, "bf16")), float(cm.gemm_s(m, 8192, 8192, "fp8"))
+        assert bf16 / 2 < fp8 < bf16

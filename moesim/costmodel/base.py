@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.costmodel import comm
+from moesim.costmodel.fp8 import cast_time_s as fp8_cast_time_s
+from moesim.costmodel.fp8 import fp8_efficiency_scale
 from moesim.costmodel.profile import LinkSpec
 from moesim.costmodel.roofline import roofline_s
 from moesim.precision import Precision, precision
@@ -50,6 +52,19 @@ class CostModelBase:
     def memory_efficiency(self):
         """Fraction of peak bandwidth a streaming kernel reaches."""
         raise NotImplementedError
+
+    def _dtype_scale(self, m, n: int, k: int, compute_dtype: str):
+        """Factor on a GEMM's 16-bit efficiency for its compute dtype: FP8 GEMMs reach a smaller
+        fraction of their (2x) peak than BF16 ones of the same shape (``fp8.fp8_efficiency_scale``,
+        from published same-device BF16/FP8 pairs); 1 for every other dtype."""
+        if compute_dtype != "fp8":
+            return 1.0
+        return fp8_efficiency_scale(m, n, k, ridge_flop_per_byte=self._peak("fp8") / self._bw)
+
+    def fp8_cast_s(self, nbytes, kernels):
+        """FP8 training's cast / cast-transpose / amax kernels moving ``nbytes`` in ``kernels``
+        launches: they stream at ``fp8.CAST_MEMORY_FRACTION`` of the bandwidth (measured)."""
+        return np.where(np.asarray(nbytes) != 0, fp8_cast_time_s(nbytes, kernels, self._bw, self.launch_s), 0.0)
 
     def attention_efficiency(self, q_tokens, kv_tokens=None):
         """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):

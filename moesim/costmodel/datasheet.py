@@ -56,7 +56,7 @@ class RooflineCostModel(CostModelBase):
         """
         p = self.precision(dtype)
         flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
-        eff = self.compute_efficiency(m, n, k)
+        eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, p.compute_dtype)
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff, self.memory_efficiency(),
                           self.launch_s)
 
@@ -71,7 +71,8 @@ class RooflineCostModel(CostModelBase):
         p = self.precision(dtype)
         flops = gemm_flops(t, n, k).sum(axis=-1)
         moved = (gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0)).sum(axis=-1)
-        eff = self.grouped_efficiency(t, n, k)
+        busy = np.maximum((t > 0).sum(axis=-1), 1)
+        eff = self.grouped_efficiency(t, n, k) * self._dtype_scale(t.sum(axis=-1) / busy, n, k, p.compute_dtype)
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 

@@ -103,6 +103,9 @@ class CostModel(Protocol):
     def p2p_s(self, nbytes, intra: bool):
         """A pipeline send/recv of ``nbytes``."""
 
+    def fp8_cast_s(self, nbytes, kernels):
+        """FP8 training's cast kernels moving ``nbytes`` in ``kernels`` launches."""
+
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
                    n_experts: int = 0):
         """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes to its peers (hierarchical:

@@ -77,7 +77,7 @@ class ProfiledCostModel(CostModelBase):
         p = self.precision(dtype)
         dtype = p.compute_dtype
         flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
-        eff = self.compute_efficiency(m, n, k)
+        eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, dtype)
         full = gemm_bytes(m, n, k, p.act_bytes) if p.weight_only else moved
         scale = self._weight_only_scale(flops, moved, full, dtype) if p.weight_only else 1.0
         ref = self.profile.measured_reference
@@ -129,7 +129,7 @@ class ProfiledCostModel(CostModelBase):
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
         peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
-        eff = self.profile.gemm.lookup(m, w)
+        eff = self.profile.gemm.lookup(m, w) * self._dtype_scale(m, n, k, dtype)
         if g is not None:
             ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]

@@ -27,7 +27,6 @@ Modelling choices (see the README's training section):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -38,8 +37,11 @@ from moesim.engine.ops import (
     BlockDims,
     Op,
     OpDtypes,
+    backward_s,
     block_ops,
     expert_ops,
+    forward_s,
+    fp8_training_ops,
     op_s,
     price,
     total_s,
@@ -54,7 +56,6 @@ FWD_SLOTS = ("attention", "tp_allreduce", "router", "alltoall_dispatch", "expert
 BWD_SLOTS = ("recompute",) + FWD_SLOTS[::-1]
 #: Breakdown category of each op kind (kinds not listed are compute).
 CATEGORY = {"tp_allreduce": "tp_comm", "alltoall_dispatch": "alltoall", "alltoall_combine": "alltoall"}
-_COMM_SLOTS = np.array([CATEGORY.get(k) is not None for k in FWD_SLOTS])
 #: Bytes of optimizer-state traffic per parameter of one Adam update (mixed precision): read the
 #: bf16 grad (2), read+write fp32 master, m and v (3 x 8), write the bf16 weight (2).
 ADAM_BYTES_PER_PARAM = 28.0
@@ -152,11 +153,20 @@ def training_dtypes(s: Scenario) -> OpDtypes:
                     act_dtype=adt, attn_dtype=adt)
 
 
-def _into_slots(cm: CostModel, ops: list[Op], out: np.ndarray) -> dict[str, np.ndarray]:
-    """Price ``ops`` and add each op's seconds into its slot of ``out`` (``[..., len(FWD_SLOTS)]``)."""
+def slot_of(name: str) -> int:
+    """The training slot of an op of the op graph (an FP8 cast op goes with its GEMM)."""
+    return SLOT_OF[name.removesuffix("_bwd").removesuffix("_cast")]
+
+
+def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray) -> dict[str, np.ndarray]:
+    """Price ``ops`` and add each op's forward and backward seconds into its slot of ``fwd`` and
+    ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order)."""
     secs = price(cm, ops)
-    for name, t in secs.items():
-        out[..., SLOT_OF[name]] += t[..., None] if t.ndim == out.ndim else t
+    for op in ops:
+        t = secs[op.name]
+        j = slot_of(op.name)
+        fwd[..., j] += forward_s(op, t)
+        bwd[..., j] += backward_s(op, t)
     return secs
 
 
@@ -182,20 +192,25 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     dropped = np.zeros((L, M))
     strag_f = np.zeros((L, M))
     strag_b = np.zeros((L, M))
-    block = partial(block_ops, dims, dtypes, tokens=T, q_tokens=q, kv_tokens=q, seq_parallel=True,
-                    algorithm=plan.alltoall)
+    back = np.zeros_like(fwd)  # backward seconds per forward slot (reversed into BWD_SLOTS below)
+    fp8 = scenario_precision(s).compute_dtype == "fp8"
+    # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
+    weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
 
-    dense_ops = block(moe=False)
+    def block(**kw) -> list[Op]:
+        ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=q, seq_parallel=True,
+                        algorithm=plan.alltoall, **kw)
+        return fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
+
     if (~moe).any():
-        row = np.zeros(len(FWD_SLOTS))
-        core = _into_slots(cm, dense_ops, row)["attn_core"]
-        fwd[~moe] = row
+        row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
+        core = _into_slots(cm, block(moe=False), row, brow)["attn_core"]
+        fwd[~moe], back[~moe] = row, brow
     if moe.any():
         if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
-            moe_ops_ = block(moe=True, expert_tokens=np.zeros((1,)))
-            row = np.zeros(len(FWD_SLOTS))
-            core = _into_slots(cm, moe_ops_, row)["attn_core"]
-            fwd[moe] = row
+            row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
+            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow)["attn_core"]
+            fwd[moe], back[moe] = row, brow
         else:
             ep, E, k = plan.ep, m.n_experts, m.top_k
             # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
@@ -209,9 +224,10 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
                     a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
-            secs = _into_slots(cm, moe_ops_, part)
+            bpart = np.zeros_like(part)
+            secs = _into_slots(cm, moe_ops_, part, bpart)
             core = secs["attn_core"]
-            fwd[moe] = part
+            fwd[moe], back[moe] = part, bpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
             tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
             dropped[moe] = routing.dropped.sum(axis=-1)
@@ -231,7 +247,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
 
     bwd = np.zeros((L, M, len(BWD_SLOTS)))
-    bwd[:, :, 1:] = (fwd * np.where(_COMM_SLOTS, 1.0, 2.0))[:, :, ::-1]
+    bwd[:, :, 1:] = back[:, :, ::-1]
     if plan.recompute == "full":
         bwd[:, :, 0] = fwd.sum(axis=-1)
     elif plan.recompute == "selective":

@@ -24,12 +24,13 @@ weight gradients), a collective the same as forward (:func:`backward_s`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from moesim.accounting import attention_params
 from moesim.costmodel import CostModel
+from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops
 
 #: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them.
@@ -55,6 +56,8 @@ class Op:
     args: dict = field(hash=False)
     flops: object = 0.0
     nbytes: object = 0.0
+    phase: str = "both"  # "both": forward, then backward by ``bwd_factor``; "fwd" / "bwd": that pass only
+    bwd_factor: float | None = None  # backward over forward seconds (default: compute 2, collectives 1)
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,7 @@ PRICERS = {
     "moe_overhead": lambda cm, busy_experts, capacity: cm.moe_overhead_s(busy_experts, capacity),
     "allreduce": lambda cm, nbytes, n, stride: cm.allreduce_s(nbytes, n, stride),
     "alltoall": lambda cm, **a: cm.alltoall_s(**a),
+    "fp8_cast": lambda cm, nbytes, kernels: cm.fp8_cast_s(nbytes, kernels),
 }
 
 
@@ -339,11 +343,54 @@ def price(cm: CostModel, ops: list[Op]) -> dict[str, np.ndarray]:
 
 
 def total_s(cm: CostModel, ops: list[Op]):
-    """Seconds of running ``ops`` one after another."""
-    return sum(price(cm, ops).values(), np.zeros(()))
+    """Seconds of running ``ops`` one after another (a forward pass: backward-only ops excluded)."""
+    return sum((forward_s(op, t) for op, t in zip(ops, price(cm, ops).values(), strict=True)), np.zeros(()))
 
 
-def backward_s(op: Op, forward_s):
-    """Backward seconds of an op from its forward: compute twice (input and weight gradients), a
-    collective once (the same bytes move in reverse)."""
-    return forward_s * (2.0 if op.stream == "compute" else 1.0)
+def forward_s(op: Op, seconds):
+    """Seconds ``op`` adds to the forward pass (0 for a backward-only op)."""
+    return seconds * 0.0 if op.phase == "bwd" else seconds
+
+
+def backward_s(op: Op, seconds):
+    """Backward seconds of an op priced at ``seconds``: a backward-only op its own price, a forward-only
+    one nothing; else compute twice (input and weight gradients), a collective once (the same bytes
+    move in reverse), or the op's own ``bwd_factor``."""
+    if op.phase != "both":
+        return seconds if op.phase == "bwd" else seconds * 0.0
+    if op.bwd_factor is not None:
+        return seconds * op.bwd_factor
+    return seconds * (2.0 if op.stream == "compute" else 1.0)
+
+
+def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float) -> list[Op]:
+    """``ops`` of an FP8 training block with Transformer Engine's extra work (``costmodel.fp8``).
+
+    After each FP8 GEMM (every GEMM but the router's) come a forward cast op (its input cast to FP8
+    with its transpose, free where fused into the preceding norm: QKV and the FFN/shared up
+    projections; plus the weight's cast, ``weight_casts_per_microbatch`` of it) and a backward cast
+    op (the output gradient's cast-transpose, and the input's transpose where the norm fused the
+    forward cast). The GEMMs' backward runs with split accumulation
+    (``fp8.SPLIT_ACCUMULATION_SLOWDOWN`` on its 2x).
+    """
+    out = []
+    for op in ops:
+        if op.kind not in ("gemm", "grouped_gemm") or op.name == "router":
+            out.append(op)
+            continue
+        a = op.args
+        if op.kind == "gemm":
+            rows, experts = np.asarray(a["m"], dtype=float), 1.0
+        else:
+            c = np.asarray(a["tokens_per_expert"], dtype=float)
+            rows, experts = c.sum(axis=-1), float(c.shape[-1])  # every local expert's weight is cast
+        fused = op.name in ("qkv_proj", "ffn_up") or (op.name.startswith("shared") and op.name.endswith("_up"))
+        c = fp8_cast_bytes(rows, a["k"], a["n"], recipe=recipe, norm_fused=fused,
+                           weight_casts_per_microbatch=weight_casts_per_microbatch)
+        fwd = c["fwd_bytes"] + experts * c["weight_bytes"]
+        out += [replace(op, bwd_factor=2.0 * SPLIT_ACCUMULATION_SLOWDOWN),
+                Op(f"{op.name}_cast", "fp8_cast", "compute", dict(nbytes=fwd, kernels=c["fwd_kernels"] + c["weight_kernels"]),
+                   0.0, fwd, phase="fwd"),
+                Op(f"{op.name}_cast_bwd", "fp8_cast", "compute", dict(nbytes=c["bwd_bytes"], kernels=c["bwd_kernels"]),
+                   0.0, c["bwd_bytes"], phase="bwd")]
+    return out

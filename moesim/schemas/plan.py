@@ -34,6 +34,10 @@ class PlanSpec(Strict):
                                           description="Model chunks per device (interleaved schedule only).")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
+    fp8_recipe: Literal["delayed", "current"] = Field("delayed", description=(
+        "FP8 training only (model.dtype fp8): Transformer Engine's scaling recipe, which sets the cast "
+        "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
+        "each step: an extra read per cast)."))
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
     alltoall: Literal["flat", "hierarchical"] = Field("flat", description="All-to-all algorithm: flat (every peer directly) or hierarchical (gather in node, one NIC exchange).")
     overlap_alltoall: bool = Field(
