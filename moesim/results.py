@@ -48,15 +48,21 @@ class SpanRecorder:
         if not self._chunks:
             return {c: np.array([], dtype=object if c in ("kind", "stream", "rank_group") else float)
                     for c in SPAN_COLUMNS}
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in SPAN_COLUMNS}
-        for ch in self._chunks:
-            n = max(np.size(v) for v in ch.values() if not isinstance(v, str))
-            n = max(n, 1)
-            for c in SPAN_COLUMNS:
-                v = ch[c]
-                arr = np.full(n, v, dtype=object) if isinstance(v, str) else np.broadcast_to(np.asarray(v), (n,))
-                parts[c].append(arr)
-        out = {c: np.concatenate(parts[c]) for c in SPAN_COLUMNS}
+        chunks = self._chunks
+        sizes = np.array([max([v.size for v in ch.values() if isinstance(v, np.ndarray)], default=1) or 1
+                          for ch in chunks])
+        ends = np.cumsum(sizes)
+        out = {}
+        for c in SPAN_COLUMNS:
+            vals = [ch[c] for ch in chunks]
+            arrays = [j for j, v in enumerate(vals) if isinstance(v, np.ndarray) and v.ndim]
+            kind = object if c in ("kind", "stream", "rank_group") else float
+            # one value per chunk, repeated over its spans; then the chunks given as arrays
+            col = np.repeat(np.array([0.0 if isinstance(v, np.ndarray) and v.ndim else v for v in vals],
+                                     dtype=kind), sizes)
+            for j in arrays:
+                col[ends[j] - sizes[j]:ends[j]] = vals[j]
+            out[c] = col
         for c, t in _NUMERIC.items():
             out[c] = out[c].astype(t)
         order = np.lexsort((out["start_s"], out["stage"]))

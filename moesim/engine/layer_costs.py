@@ -158,10 +158,10 @@ def slot_of(name: str) -> int:
     return SLOT_OF[name.removesuffix("_bwd").removesuffix("_cast")]
 
 
-def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray) -> dict[str, np.ndarray]:
+def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray, memo: dict) -> dict[str, np.ndarray]:
     """Price ``ops`` and add each op's forward and backward seconds into its slot of ``fwd`` and
-    ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order)."""
-    secs = price(cm, ops)
+    ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order); ``memo`` as ``ops.price``'s."""
+    secs = price(cm, ops, memo)
     for op in ops:
         t = secs[op.name]
         j = slot_of(op.name)
@@ -192,6 +192,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     dropped = np.zeros((L, M))
     strag_f = np.zeros((L, M))
     strag_b = np.zeros((L, M))
+    memo: dict = {}  # ops priced once for both block kinds
     back = np.zeros_like(fwd)  # backward seconds per forward slot (reversed into BWD_SLOTS below)
     fp8 = scenario_precision(s).compute_dtype == "fp8"
     # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
@@ -204,12 +205,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     if (~moe).any():
         row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-        core = _into_slots(cm, block(moe=False), row, brow)["attn_core"]
+        core = _into_slots(cm, block(moe=False), row, brow, memo)["attn_core"]
         fwd[~moe], back[~moe] = row, brow
     if moe.any():
         if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
             row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow)["attn_core"]
+            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo)["attn_core"]
             fwd[moe], back[moe] = row, brow
         else:
             ep, E, k = plan.ep, m.n_experts, m.top_k
@@ -225,7 +226,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart = np.zeros_like(part)
-            secs = _into_slots(cm, moe_ops_, part, bpart)
+            secs = _into_slots(cm, moe_ops_, part, bpart, memo)
             core = secs["attn_core"]
             fwd[moe], back[moe] = part, bpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0

@@ -337,9 +337,24 @@ def op_s(cm: CostModel, op: Op, **override):
     return PRICERS[op.kind](cm, **args)
 
 
-def price(cm: CostModel, ops: list[Op]) -> dict[str, np.ndarray]:
-    """Seconds of each op by name (arrays shaped like the batch shape the ops were built for)."""
-    return {op.name: np.asarray(op_s(cm, op), dtype=float) for op in ops}
+def price(cm: CostModel, ops: list[Op], memo: dict | None = None) -> dict[str, np.ndarray]:
+    """Seconds of each op by name (arrays shaped like the batch shape the ops were built for).
+
+    ``memo``: a dict kept across calls on the same ``cm``; ops whose arguments are all scalars
+    (the attention part shared by a model's dense and MoE blocks) are priced once.
+    """
+    out = {}
+    for op in ops:
+        key = None
+        if memo is not None and all(np.ndim(v) == 0 for v in op.args.values()):
+            key = (op.kind, tuple(sorted(op.args.items())))
+            if key in memo:
+                out[op.name] = memo[key]
+                continue
+        out[op.name] = t = np.asarray(op_s(cm, op), dtype=float)
+        if key is not None:
+            memo[key] = t
+    return out
 
 
 def total_s(cm: CostModel, ops: list[Op]):
