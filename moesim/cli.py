@@ -84,7 +84,7 @@ def presets(
 @app.command()
 def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a scenario and print its accounting: parameters, FLOPs, memory per device, fits."""
-    from moesim.accounting import summary
+    from moesim.check import summary
     from moesim.loader import load_scenario
     from moesim.shipped import resolve_scenario
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from moesim.accounting import MemoryReport, memory_report
+from moesim.memory import MemoryReport, memory_report
 from moesim.schemas import Scenario, TrainingWorkload
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.

@@ -1,7 +1,7 @@
 """The metric registry: unit, direction, label and meaning of every summary key. Pure data.
 
 One :class:`Metric` per key of the summaries of ``moesim.simulate`` (training and serving) and of
-``moesim.accounting.summary`` (what ``moesim check`` prints, its nested ``memory`` dict as
+``moesim.check.summary`` (what ``moesim check`` prints, its nested ``memory`` dict as
 ``memory.<key>``). Everything that needs to know about a metric reads it here: the report's number
 formatting (:mod:`moesim.report`), ``sweep --best``'s direction (:mod:`moesim.sweep`), plot axis
 labels (:mod:`moesim.plots`) and the README's tables of summary keys, which are generated::

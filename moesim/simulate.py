@@ -13,9 +13,9 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
     check_size(scenario)
     seed = scenario.routing.seed if seed is None else seed
     if scenario.is_training:
-        from moesim.engine.training import simulate_training
+        from moesim.engine.training.step import simulate_training
 
         return simulate_training(scenario, seed=seed)
-    from moesim.engine.serving import simulate_serving
+    from moesim.engine.serving.simulate import simulate_serving
 
     return simulate_serving(scenario, seed=seed)

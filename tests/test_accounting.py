@@ -10,11 +10,11 @@ from moesim.accounting import (
     expected_experts_touched,
     flops_per_token,
     kv_bytes_per_token,
-    memory_report,
     param_counts,
     training_flops_per_token,
 )
 from moesim.loader import scenario_from_dict
+from moesim.memory import memory_report
 from moesim.presets import MODELS
 from moesim.schemas import ModelSpec
 

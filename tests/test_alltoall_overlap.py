@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import moesim
-from moesim.engine.pipeline import schedule
-from moesim.engine.schedules import SCHEDULES, Unit
-from moesim.engine.timeline import combine_units
-from moesim.engine.training import combined_orders, run_pipeline
+from moesim.engine.training.pipeline import schedule
+from moesim.engine.training.schedules import SCHEDULES, Unit
+from moesim.engine.training.step import combined_orders, run_pipeline
+from moesim.engine.training.timeline import combine_units
 from moesim.invariants import violations
 from moesim.loader import load_scenario
 from moesim.resolve import deep_merge

@@ -11,8 +11,7 @@ import pytest
 
 import moesim
 from moesim.costmodel import build_cost_model
-from moesim.engine import decode_cost, expert_load, routing
-from moesim.engine.decode_cost import IterationCost
+from moesim.engine import expert_load, routing
 from moesim.engine.routing import (
     apply_capacity,
     apply_capacity_per_source,
@@ -21,6 +20,8 @@ from moesim.engine.routing import (
     hypergeom_excess,
     sample_routing,
 )
+from moesim.engine.serving import decode_cost
+from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.resolve import deep_merge
 from moesim.schemas import RoutingSpec

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moesim.accounting import summary
+from moesim.check import summary
 from moesim.cli import main
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict

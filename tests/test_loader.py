@@ -292,7 +292,7 @@ def test_routing_trace_size_limit(tmp_path, monkeypatch):
     ("", "empty file"),
 ])
 def test_bad_request_traces(tmp_path, content, words):
-    from moesim.engine.requests import read_trace
+    from moesim.engine.serving.requests import read_trace
 
     p = tmp_path / "t.csv"
     p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
@@ -302,7 +302,7 @@ def test_bad_request_traces(tmp_path, content, words):
 
 
 def test_request_trace_size_limit(tmp_path, monkeypatch):
-    import moesim.engine.requests as requests
+    import moesim.engine.serving.requests as requests
 
     monkeypatch.setattr(requests, "MAX_TRACE_BYTES", 100)
     p = tmp_path / "big.csv"

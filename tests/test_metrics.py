@@ -49,7 +49,7 @@ def test_every_simulated_summary_key_is_registered_for_its_kind(summaries, kind)
 
 
 def test_every_check_key_is_registered():
-    from moesim.accounting import summary
+    from moesim.check import summary
     from moesim.loader import load_scenario
 
     seen: set[str] = set()

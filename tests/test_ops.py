@@ -8,8 +8,6 @@ from moesim.calibrate.predict import moe_layer_s, reference_layer_ops
 
 import moesim
 from moesim.costmodel import build_cost_model
-from moesim.engine.decode_cost import IterationCost
-from moesim.engine.layer_costs import DISPATCH, layer_costs, training_dtypes
 from moesim.engine.ops import (
     EXPERT_OPS,
     BlockDims,
@@ -21,6 +19,8 @@ from moesim.engine.ops import (
     total_s,
 )
 from moesim.engine.routing import sample_routing
+from moesim.engine.serving.decode_cost import IterationCost
+from moesim.engine.training.layer_costs import DISPATCH, layer_costs, training_dtypes
 from moesim.resolve import deep_merge
 
 TRAIN = dict(

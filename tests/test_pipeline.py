@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moesim.engine.pipeline import Unit, analytic_bubble_fraction, check_orders, schedule
-from moesim.engine.training import run_pipeline
+from moesim.engine.training.pipeline import Unit, analytic_bubble_fraction, check_orders, schedule
+from moesim.engine.training.step import run_pipeline
 
 F, B = False, True
 

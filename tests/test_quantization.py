@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 import moesim
-from moesim.accounting import GIB, decode_bytes_per_token, memory_report, param_counts, summary
+from moesim.accounting import GIB, decode_bytes_per_token, param_counts
+from moesim.check import summary
 from moesim.costmodel import build_cost_model, cost_model
-from moesim.engine.decode_cost import IterationCost
+from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
+from moesim.memory import memory_report
 from moesim.precision import compute_dtype, precision, scenario_precision
 from moesim.report import summary_table
 from moesim.schemas import Scenario

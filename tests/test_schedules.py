@@ -9,8 +9,8 @@ import typing
 import numpy as np
 import pytest
 
-from moesim.engine.pipeline import check_orders
-from moesim.engine.schedules import SCHEDULES, Schedule, Unit, get_schedule, schedule_for
+from moesim.engine.training.pipeline import check_orders
+from moesim.engine.training.schedules import SCHEDULES, Schedule, Unit, get_schedule, schedule_for
 from moesim.schemas.plan import PlanSpec
 
 GRID = list(itertools.product((1, 2, 3, 4, 8), (1, 2, 3, 4, 8, 16, 32), (1, 2, 4)))

@@ -14,8 +14,8 @@ import moesim
 from moesim.accounting import decode_bytes_per_token
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.host import iteration_host_s, kernel_launch_s, uses_cuda_graph
-from moesim.engine.decode_cost import IterationCost
 from moesim.engine.ops import block_ops, op_s
+from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.invariants import violations
 from moesim.loader import scenario_from_dict

@@ -9,8 +9,8 @@ import pytest
 
 from moesim.accounting import expected_experts_touched
 from moesim.engine import expert_load
-from moesim.engine.batching import EngineState, RequestBook, commit, schedule
-from moesim.engine.requests import sample_requests
+from moesim.engine.serving.batching import EngineState, RequestBook, commit, schedule
+from moesim.engine.serving.requests import sample_requests
 from moesim.schemas import LengthDist, ServingWorkload
 
 ROOT = Path(__file__).resolve().parents[1]

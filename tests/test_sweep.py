@@ -225,7 +225,7 @@ routing: {distribution: zipf, zipf_s: 0.8}
 
 def real_engine() -> bool:
     try:
-        import moesim.engine.training  # noqa: F401
+        import moesim.engine.training.step  # noqa: F401
     except ImportError:
         return False
     return True

@@ -12,17 +12,17 @@ import moesim
 from moesim.accounting import training_flops_per_token
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.comm import alltoall_bytes_per_rank
-from moesim.engine.layer_costs import (
+from moesim.engine.routing import sample_routing
+from moesim.engine.training.layer_costs import (
     BWD_SLOTS,
     CATEGORY,
     FWD_SLOTS,
     alltoall_bytes_dropless,
     layer_costs,
 )
-from moesim.engine.pipeline import analytic_bubble_fraction
-from moesim.engine.routing import sample_routing
-from moesim.engine.timeline import chunk_tables
-from moesim.engine.training import p2p_send_s
+from moesim.engine.training.pipeline import analytic_bubble_fraction
+from moesim.engine.training.step import p2p_send_s
+from moesim.engine.training.timeline import chunk_tables
 from moesim.resolve import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]

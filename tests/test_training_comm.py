@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import moesim
-from moesim.accounting import flops_per_token, summary
+from moesim.accounting import flops_per_token
+from moesim.check import summary
 from moesim.costmodel import build_cost_model, cost_model
 from moesim.costmodel.comm import (
     distinct_node_fraction,

@@ -9,20 +9,19 @@ import copy
 import numpy as np
 import pytest
 
-from moesim.accounting import (
-    GIB,
+from moesim.accounting import GIB, param_counts
+from moesim.engine.training.schedules import schedule_for
+from moesim.loader import scenario_from_dict
+from moesim.memory import (
     activation_bytes_per_token_layer,
     attention_activation_bytes_per_token,
     ffn_activation_bytes_per_token,
     layer_activation_bytes_per_token,
     memory_report,
-    param_counts,
     routed_slots_per_token,
     stage_layers,
     training_weight_bytes,
 )
-from moesim.engine.schedules import schedule_for
-from moesim.loader import scenario_from_dict
 from moesim.precision import precision
 from moesim.schemas import ModelSpec, PlanSpec, RoutingSpec
 

@@ -1,6 +1,6 @@
 """What ZeRO's sharding costs in time: gradient reduce-scatters and parameter all-gathers. Pure numpy.
 
-Memory sharding by ``plan.zero_stage`` lives in ``moesim.accounting.memory_report``; this module
+Memory sharding by ``plan.zero_stage`` lives in ``moesim.memory.memory_report``; this module
 gives the matching collectives (DeepSpeed ZeRO, Megatron's distributed optimizer, PyTorch FSDP).
 Every all-gather and reduce-scatter is a ring over the same data-parallel group as the gradient
 all-reduce it replaces (dense params over ``dp``, expert params over ``dp/ep``), so each costs
@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesim.costmodel.comm import prefetched_wait_s
-from moesim.engine.layer_costs import LayerCosts
-from moesim.engine.timeline import OpTable
+from moesim.engine.training.layer_costs import LayerCosts
+from moesim.engine.training.timeline import OpTable
 
 #: Op kind of a wait for a ZeRO-3 parameter gather (inserted before the layer it feeds).
 GATHER_KIND = "zero_gather"

@@ -22,13 +22,13 @@ import heapq
 import numpy as np
 import simpy
 
-from moesim.accounting import kv_cache_capacity_tokens
 from moesim.costmodel import build_cost_model
-from moesim.engine.batching import EngineState, RequestBook, commit, schedule
-from moesim.engine.decode_cost import IterationCost, knee_batch
-from moesim.engine.requests import Requests, sample_requests
-from moesim.engine.serving_metrics import ITERATION_COLUMNS, build_result
+from moesim.engine.serving.batching import EngineState, RequestBook, commit, schedule
+from moesim.engine.serving.decode_cost import IterationCost, knee_batch
+from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
+from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.errors import RunError
+from moesim.memory import kv_cache_capacity_tokens
 from moesim.results import SimResult
 from moesim.schemas import Scenario, ServingWorkload
 

@@ -34,17 +34,18 @@ import numpy as np
 import simpy
 
 from moesim.costmodel import CostModel, build_cost_model
-from moesim.engine import zero
-from moesim.engine.layer_costs import (
+from moesim.engine.routing import RoutingSample, sample_routing
+from moesim.engine.training import zero
+from moesim.engine.training.layer_costs import (
     ADAM_BYTES_PER_PARAM,
     CATEGORY,
     FWD_SLOTS,
     LayerCosts,
     layer_costs,
 )
-from moesim.engine.routing import RoutingSample, sample_routing
-from moesim.engine.schedules import DEFAULT_LAYOUT, Schedule, Unit, schedule_for
-from moesim.engine.timeline import (
+from moesim.engine.training.schedules import DEFAULT_LAYOUT, Schedule, Unit, schedule_for
+from moesim.engine.training.summary import record_step, summarize
+from moesim.engine.training.timeline import (
     Combined,
     OpTable,
     a2a_mask,
@@ -52,7 +53,6 @@ from moesim.engine.timeline import (
     combine_units,
     dp_ready_offsets,
 )
-from moesim.engine.training_summary import record_step, summarize
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
 

@@ -1,26 +1,26 @@
 """Pipeline schedules as orderings of work per stage: the order builder and its checker. Pure Python.
 
 The schedules themselves (layout, per-stage order, bubble, activations in flight) are registered
-objects in ``engine.schedules``; ``schedule`` and ``analytic_bubble_fraction`` here are the short
+objects in ``engine.training.schedules``; ``schedule`` and ``analytic_bubble_fraction`` here are the short
 names for their orders and the equal-stage bubble. A schedule gives, for every pipeline stage, the
 order in which that stage runs its (microbatch, local chunk, direction) units.
 """
 
 from __future__ import annotations
 
-from moesim.engine.schedules import DEFAULT_LAYOUT, SCHEDULES, Schedule, Unit, get_schedule
+from moesim.engine.training.schedules import DEFAULT_LAYOUT, SCHEDULES, Schedule, Unit, get_schedule
 
 __all__ = ["Unit", "analytic_bubble_fraction", "check_orders", "schedule"]
 
 
 def schedule(kind: str, pp: int, m: int, v: int = 1) -> list[list[Unit]]:
-    """Per-stage orders of the registered schedule ``kind`` (``engine.schedules.SCHEDULES``)."""
+    """Per-stage orders of the registered schedule ``kind`` (``engine.training.schedules.SCHEDULES``)."""
     return get_schedule(kind).orders(pp, m, v)
 
 
 def analytic_bubble_fraction(pp: int, m: int, v: int = 1) -> float:
     """Idle fraction of a step with equal stages and ``v`` chunks per stage: ``(pp-1) / (v*m + pp-1)``
-    (``Interleaved.bubble_fraction``; GPipe's and 1F1B's for ``v = 1``, see ``engine.schedules``)."""
+    (``Interleaved.bubble_fraction``; GPipe's and 1F1B's for ``v = 1``, see ``engine.training.schedules``)."""
     return SCHEDULES["interleaved"].bubble_fraction(pp, m, v)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.accounting import kv_cache_capacity_tokens, memory_report
-from moesim.engine.batching import RequestBook
-from moesim.engine.requests import Requests
+from moesim.engine.serving.batching import RequestBook
+from moesim.engine.serving.requests import Requests
 from moesim.fit_advice import fit_explanation
+from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import summary_fields
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario

@@ -28,12 +28,13 @@ import math
 
 import numpy as np
 
-from moesim.accounting import memory_report, training_flops_per_token
+from moesim.accounting import training_flops_per_token
 from moesim.costmodel import CostModel
-from moesim.engine.schedules import schedule_for
-from moesim.engine.timeline import add_unit_spans
-from moesim.engine.zero import gather_wait_s
+from moesim.engine.training.schedules import schedule_for
+from moesim.engine.training.timeline import add_unit_spans
+from moesim.engine.training.zero import gather_wait_s
 from moesim.fit_advice import fit_explanation
+from moesim.memory import memory_report
 from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
 from moesim.schemas import Scenario

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.engine.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
+from moesim.engine.training.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
 from moesim.results import SpanRecorder
 
 _RANK_GROUP = {"tp_allreduce": "tp", "alltoall_dispatch": "ep", "alltoall_combine": "ep", "zero_gather": "dp"}

@@ -4,15 +4,15 @@ One ``Schedule`` per ``plan.schedule`` value, registered in ``SCHEDULES``; every
 on the schedule asks ``schedule_for(plan)`` instead of doing its own arithmetic:
 
 - ``stage_of(chunk, pp)`` / ``global_chunk(stage, local, pp)``: which stage holds global model
-  chunk ``c`` and the inverse (``engine.training``, ``engine.training_summary``,
-  ``engine.pipeline.check_orders``);
+  chunk ``c`` and the inverse (``engine.training.step``, ``engine.training.summary``,
+  ``engine.training.pipeline.check_orders``);
 - ``chunks(pp, v)``: how many model chunks the layers split into (``pp * v``);
 - ``order(stage, pp, m, v)`` / ``orders(pp, m, v)``: the (microbatch, local chunk, direction) units
-  a stage plays, in order (``engine.training.run_pipeline``);
+  a stage plays, in order (``engine.training.step.run_pipeline``);
 - ``bubble_fraction(pp, m, v)``: the analytic idle fraction with equal stages (the summary's
   ``analytic_bubble_fraction``);
 - ``microbatches_in_flight(pp, m, v)``: microbatches whose activations stage 0 holds at the
-  schedule's peak (``accounting.memory_report``).
+  schedule's peak (``memory.memory_report``).
 
 Layout (all schedules here): with ``v`` virtual stages, stage ``s`` holds model chunks
 ``s, s + pp, s + 2*pp, ...`` (global chunk ``c = local * pp + s``); without interleaving ``v = 1``

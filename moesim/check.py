@@ -1,0 +1,54 @@
+"""The numbers ``moesim check`` prints: parameters, FLOPs, bytes, memory and the fits verdict."""
+
+from __future__ import annotations
+
+from moesim.accounting import (
+    decode_bytes_per_token,
+    flops_per_token,
+    kv_bytes_per_token,
+    param_counts,
+    serving_mean_context,
+    training_flops_per_token,
+)
+from moesim.fit_advice import fit_explanation
+from moesim.memory import kv_cache_capacity_tokens, memory_report
+from moesim.precision import scenario_precision, summary_fields
+from moesim.schemas import (
+    Scenario,
+    TrainingWorkload,
+)
+
+
+def summary(s: Scenario) -> dict:
+    """The numbers ``moesim check`` prints: parameters, FLOPs, bytes, memory, fits."""
+    m = s.model
+    p = param_counts(m)
+    training = isinstance(s.workload, TrainingWorkload)
+    seq = s.workload.seq_len if training else None
+    context = None if training else serving_mean_context(s)
+    mem = memory_report(s)
+    prec = scenario_precision(s)
+    out = {
+        "scenario": s.name,
+        "model": m.name,
+        "hardware": s.hardware.name,
+        "devices": s.hardware.n_devices,
+        **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
+        "total_params": p.total,
+        "active_params": p.active,
+        "routed_expert_params": p.routed_experts,
+        "flops_per_token": flops_per_token(m, seq, context),
+        "training_flops_per_token": training_flops_per_token(m, seq, s.plan.recompute),
+        "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
+        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec),
+        "memory_per_device_gib": mem.total_gib,
+        "memory": mem.as_dict(),
+        "fits": mem.fits,
+        "headroom_gib": mem.headroom_gib,
+    }
+    out["fits_reason"], out["fits_advice"] = fit_explanation(s, mem)
+    if not s.is_training:
+        out["kv_cache_capacity_tokens"] = kv_cache_capacity_tokens(s)
+    return out
+
+
