@@ -216,6 +216,10 @@ _add("kv_utilisation_mean", "fraction", None, "KV cache utilisation, mean (fract
      "KV tokens held / KV capacity, mean over iterations weighted by their time", S)
 _add("kv_utilisation_max", "fraction", None, "KV cache utilisation, max (fraction)",
      "KV tokens held / KV capacity, largest over iterations", S)
+_add("tp_comm_fraction", "fraction", "min", "TP all-reduce share of iteration time",
+     "seconds in the iterations' TP all-reduces (2 per layer) / iteration seconds", S)
+_add("alltoall_fraction", "fraction", "min", "EP all-to-all share of iteration time",
+     "seconds in the iterations' EP dispatch and combine / iteration seconds", S)
 _add("kv_cache_capacity_tokens", "tokens", "max", "KV cache capacity (tokens)",
      "KV capacity of one replica: its KV pool over the KV bytes per token per device", SC,
      check="KV capacity of one replica: its KV pool over the KV bytes per token per device (serving only)")

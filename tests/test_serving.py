@@ -240,7 +240,18 @@ def test_every_shipped_serving_scenario_simulates(path, tmp_path):
     assert s["served_requests"] + s["rejected_requests"] == n
     assert s["output_tokens_per_s"] > 0 and s["ttft_p50_s"] <= s["ttft_p99_s"] <= s["e2e_p99_s"]
     assert violations(r) == []
-    assert len(r.spans["kind"]) == s["iterations"] == len(r.tables["iterations"]["start_s"])
+    compute = r.spans["stream"] == "compute"
+    assert compute.sum() == s["iterations"] == len(r.tables["iterations"]["start_s"])
+    # each communication span follows its iteration's compute span, on its own stream
+    it = r.tables["iterations"]
+    comm = ~compute
+    assert set(r.spans["stream"][comm]) <= {"tp_comm", "ep_comm", "pp_comm"}
+    plan = full.plan
+    assert ("tp_comm" in set(r.spans["stream"])) == (plan.tp > 1)
+    assert ("ep_comm" in set(r.spans["stream"])) == (plan.ep > 1 and full.model.n_moe_layers > 0)
+    busy = (r.spans["end_s"] - r.spans["start_s"]).sum()
+    turn = np.asarray(it["stage0_end_s"], dtype=float) - np.asarray(it["start_s"], dtype=float)
+    assert busy == pytest.approx(turn.sum(), rel=1e-9)
     assert set(r.tables["requests"]) >= {"id", "replica", "arrival_s", "prompt_tokens", "output_tokens",
                                          "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "preemptions"}
     written = {p.name for p in r.save(tmp_path)}

@@ -69,7 +69,9 @@ from moesim.engine.routing import capacity_per_expert, expected_source_drops, ex
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
-SKEW_POOL = 8  # load samples kept per batch size under skewed routing
+SKEW_POOL = 8
+#: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
+SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")  # load samples kept per batch size under skewed routing
 
 
 class IterationCost:
@@ -104,7 +106,9 @@ class IterationCost:
         self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.max_tokens = int(max_tokens)
         t = np.arange(self.max_tokens + 1, dtype=float)
-        self._fixed = self.fixed_s(t)
+        parts = self.fixed_by_stream(t)
+        self._fixed = sum(parts.values())
+        self._comm = list(zip(*(parts[k].tolist() for k in SERVING_STREAMS[1:]), strict=True))
         self._experts, self._dropped = (self.uniform_experts_s(t) if not self.skewed
                                         else (np.zeros_like(t), np.zeros_like(t)))
         seqs = np.arange(self.max_tokens + 1, dtype=float)
@@ -112,27 +116,40 @@ class IterationCost:
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
-        """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array).
+        """Seconds of everything but attention, routed experts and the head, for ``tokens`` (array)."""
+        return sum(self.fixed_by_stream(tokens).values())
+
+    def fixed_by_stream(self, tokens) -> dict[str, np.ndarray]:
+        """:meth:`fixed_s` split by stream (``compute``, ``tp_comm``, ``ep_comm``, ``pp_comm``).
 
         Prices the op graph's blocks (``ops.block_ops``) at every token count at once, leaving out
         the attention core (per iteration) and the routed experts' ops (``EXPERT_OPS``: their loads
-        are sampled or expected separately); adds the ``pp - 1`` pipeline hand-offs.
+        are sampled or expected separately); adds the ``pp - 1`` pipeline hand-offs. An iteration
+        runs its ops one after another: the streams do not overlap.
         """
         m, cm, tp = self.s.model, self.cm, self.tp
         t = np.asarray(tokens, dtype=float)
         one = np.ones(1)
         a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.b, self.ep) if self.ep > 1 else 0.0
-        total = np.zeros_like(t)
+        out = {k: np.zeros_like(t) for k in SERVING_STREAMS}
         for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)):
             if count:
                 ops = block_ops(self.dims, self.dtypes, moe, t, one, one, expert_tokens=one, a2a_bytes=a2a,
                                 algorithm=self.s.plan.alltoall)
-                total = total + count * sum(op_s(cm, op) for op in ops
-                                            if op.name != "attn_core" and op.name not in EXPERT_OPS)
+                for op in ops:
+                    if op.name != "attn_core" and op.name not in EXPERT_OPS:
+                        out[op.stream] = out[op.stream] + count * op_s(cm, op)
         if self.pp > 1:
             intra = tp * self.pp <= self.s.hardware.node.devices_per_node
-            total = total + (self.pp - 1) * cm.p2p_s(t * m.d_model * self.act_b / tp, intra)
-        return np.asarray(total, dtype=float)
+            out["pp_comm"] = out["pp_comm"] + (self.pp - 1) * cm.p2p_s(t * m.d_model * self.act_b / tp, intra)
+        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+    def comm_s(self, tokens: int) -> tuple[float, float, float]:
+        """(TP all-reduce, EP all-to-all, PP hand-off) seconds of an iteration of ``tokens`` tokens."""
+        if tokens <= self.max_tokens:
+            return self._comm[tokens]
+        parts = self.fixed_by_stream(np.array([tokens]))
+        return tuple(float(parts[k][0]) for k in SERVING_STREAMS[1:])
 
     def uniform_experts_s(self, tokens) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens) of the routed experts at their expected uniform load, per ``tokens``."""

@@ -24,7 +24,7 @@ from moesim.schemas import Scenario
 #: Columns of the raw per-iteration records the engine appends (one row per iteration).
 ITERATION_COLUMNS = ("replica", "slot", "start_s", "end_s", "batch_seqs", "prefill_tokens",
                      "decode_tokens", "kv_tokens", "running", "queued", "preempted", "dropped_slots",
-                     "routed_slots", "stage0_end_s")
+                     "routed_slots", "stage0_end_s", "tp_comm_s", "ep_comm_s", "pp_comm_s")
 _INT_ITER = {"replica", "slot", "batch_seqs", "prefill_tokens", "decode_tokens", "kv_tokens",
              "running", "queued", "preempted"}
 
@@ -64,18 +64,32 @@ def iteration_table(iterations: np.ndarray, kv_per_engine: int) -> dict[str, np.
 
 
 def spans(it: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One compute span per iteration: kind prefill | decode | iteration (mixed); stage = replica.
+    """Spans of each iteration; stage = replica, ``item`` the pipeline slot (micro-batch in flight).
 
-    ``item`` is the pipeline slot (micro-batch in flight). With ``pp == 1`` the span is the whole
-    iteration; with ``pp > 1`` it is the micro-batch's turn on the first stage (latency / pp).
+    A compute span of kind prefill | decode | iteration (mixed), then the iteration's communication
+    on its own streams, one after another as the iteration runs them (``tp_allreduce`` on
+    ``tp_comm``, ``ep_alltoall`` on ``ep_comm``, ``pp_send`` on ``pp_comm``; the per-layer ops
+    summed). With ``pp == 1`` the spans cover the whole iteration; with ``pp > 1`` the micro-batch's
+    turn on the first stage (latency / pp), each part scaled alike.
     """
     kind = np.where(it["decode_tokens"] == 0, "prefill",
                     np.where(it["prefill_tokens"] == 0, "decode", "iteration")).astype(object)
     rec = SpanRecorder()
     if kind.size:
-        rec.add(kind, it["replica"], "compute", it["start_s"], it["stage0_end_s"], item=it["slot"],
+        # the iteration's communication, scaled like the span to the first stage's turn, closes it
+        share = (it["stage0_end_s"] - it["start_s"]) / np.maximum(it["end_s"] - it["start_s"], 1e-300)
+        comm = {k: it[f"{k}_s"] * share for k in ("tp_comm", "ep_comm", "pp_comm")}
+        end = it["stage0_end_s"] - sum(comm.values())
+        rec.add(kind, it["replica"], "compute", it["start_s"], end, item=it["slot"],
                 tokens=(it["prefill_tokens"] + it["decode_tokens"]).astype(float),
                 dropped=it["dropped_slots"], rank_group="replica")
+        for k, secs in comm.items():
+            on = secs > 0
+            if on.any():
+                rec.add(k.replace("_comm", "_allreduce" if k == "tp_comm" else "_send" if k == "pp_comm"
+                                  else "_alltoall"), it["replica"][on], k, end[on], end[on] + secs[on],
+                        item=it["slot"][on], rank_group="replica")
+                end = np.where(on, end + secs, end)
     return rec.columns()
 
 
@@ -138,6 +152,8 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "mean_decode_batch": _mean(it["decode_tokens"].astype(float), dur),
         "kv_utilisation_mean": _mean(it["kv_utilisation"], dur),
         "kv_utilisation_max": float(it["kv_utilisation"].max()) if dur.size else 0.0,
+        "tp_comm_fraction": float(it["tp_comm_s"].sum() / dur.sum()) if dur.sum() > 0 else 0.0,
+        "alltoall_fraction": float(it["ep_comm_s"].sum() / dur.sum()) if dur.sum() > 0 else 0.0,
         "kv_cache_capacity_tokens": float(kv_cache_capacity_tokens(s)),
         "preemptions": int(req["preemptions"].sum()),
         "preempted_requests": int((req["preemptions"] > 0).sum()),

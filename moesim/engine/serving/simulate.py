@@ -164,4 +164,4 @@ class _Run:
             self.records.append((replica, slot, start, env.now, batch.ids.size, batch.prefill_tokens,
                                  batch.decode_tokens, batch.kv_used_tokens, batch.running, batch.queued,
                                  batch.preempted, dropped, int(batch.q_tokens.sum()) * self.routed_per_token,
-                                 start + dt / pp))
+                                 start + dt / pp, *cost.comm_s(int(batch.q_tokens.sum()))))
