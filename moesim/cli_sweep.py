@@ -131,7 +131,7 @@ def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
 
 def plot_command(
     results: Annotated[str, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out), or a scenario YAML or shipped scenario name (simulated first).", metavar="RESULTS", show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load (sweeps); timeline | latency-cdf | breakdown (one result).")] = "throughput-vs-experts",
+    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load (sweeps); timeline | latency-cdf | breakdown (one result); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
     metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default.")] = None,
@@ -154,6 +154,14 @@ def plot_command(
         fig = plots.plot_sweep(kind, rows, title=manifest.get("name", ""), metric=metric,
                                dims=manifest.get("dims"))
         base = out_base or folder / kind
+    elif kind in plots.SCENARIO_KINDS:
+        if source.is_dir() or source.suffix not in (".yaml", ".yml"):
+            raise InputError(f"--kind {kind!r}: draws from a scenario YAML or shipped scenario name, not {source}")
+        from moesim.loader import load_scenario
+
+        scenario = load_scenario(source, set_ or [])
+        fig = plots.plot_scenario(kind, scenario, title=f"{scenario.name} [{', '.join(set_)}]" if set_ else "")
+        base = out_base or Path("plots") / f"{scenario.name}-{kind}"
     else:
         if kind not in plots.RESULT_KINDS:
             raise InputError(f"--kind {kind!r}: one result can draw {', '.join(plots.RESULT_KINDS)}; "

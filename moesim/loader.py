@@ -192,7 +192,7 @@ def check_structure(data: Any, label: str = "") -> None:
         if not isinstance(node, (dict, list, tuple, set, frozenset)):
             continue
         if depth >= MAX_DEPTH:
-            raise InputError(f"{_where(label, path[:4])}...: nested deeper than {MAX_DEPTH} levels")
+            raise InputError(f"{_where(label, path[:6])}...: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             for key, value in node.items():
                 if not isinstance(key, str):

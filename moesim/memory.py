@@ -46,15 +46,18 @@ class MemoryReport:
         return asdict(self)
 
 
-def weight_params_per_device(m: ModelSpec, plan: PlanSpec) -> tuple[float, float]:
+def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0) -> tuple[float, float]:
     """(dense, expert) parameters held by one device before ZeRO-3 sharding.
 
     Dense parameters split over tp*pp; routed experts over ep*tp*pp (experts are TP-sharded too).
+    With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
     Stage 0 also holds the embedding, so its share is at least the average.
     """
     p = param_counts(m)
     dense = p.dense / (plan.tp * plan.pp)
     experts = p.routed_experts / (plan.ep * plan.tp * plan.pp)
+    if redundant_experts and m.n_experts > 1:
+        experts *= (m.n_experts + redundant_experts) / m.n_experts
     return dense, experts
 
 
@@ -265,7 +268,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     m, plan = s.model, s.plan
     prec = scenario_precision(s)
     b = prec.weight_bytes
-    dense, experts = weight_params_per_device(m, plan)
+    dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts)
     expert_dp = max(plan.dp // plan.ep, 1)  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
     w = s.workload
@@ -289,7 +292,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
         # when the pool holds at least one sequence of the longest length the workload can send.
-        weights = (dense + experts) * b
+        weights = (dense + experts) * b + spec_weight_bytes_per_device(s)
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
         pool = serving_kv_pool_bytes(s)
@@ -303,7 +306,57 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:
     """KV cache bytes one token adds on one device: layers split over pp, KV heads over tp."""
-    return kv_bytes_per_token(s.model, scenario_precision(s)) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
+    own = kv_bytes_per_token(s.model, scenario_precision(s)) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
+    return own + spec_kv_bytes_per_token_per_device(s)
+
+
+def spec_model(s: Scenario) -> ModelSpec | None:
+    """The model that drafts under ``workload.speculative``: the draft model, or one MTP head.
+
+    An MTP head (DeepSeek-V3 report, sec. 2.2) is one transformer block shaped like the target's
+    (MoE when the target is) sharing the target's embedding and output head; priced and stored as
+    a one-layer copy of the target (its 2d x d input projection is added to the weights only).
+    """
+    spec = getattr(s.workload, "speculative", None)
+    if spec is None:
+        return None
+    if spec.method == "draft":
+        return spec.draft
+    m = s.model
+    return m.model_copy(update=dict(name=f"{m.name} MTP head", n_layers=1, first_dense_layers=0, moe_every=1))
+
+
+def spec_plan(s: Scenario, draft: ModelSpec) -> PlanSpec:
+    """The plan the drafter runs under: the target's TP on one pipeline stage, EP where it divides."""
+    ep = s.plan.ep if draft.n_experts % s.plan.ep == 0 else 1
+    return s.plan.model_copy(update=dict(pp=1, ep=ep, dp=s.plan.dp * s.plan.pp))
+
+
+def spec_weight_bytes_per_device(s: Scenario) -> float:
+    """Drafter weights on one device: the whole draft model (TP-sharded, on one stage), or k MTP heads
+    (each a block of the target plus a 2d x d projection; embedding and head shared)."""
+    d = spec_model(s)
+    if d is None:
+        return 0.0
+    spec = s.workload.speculative
+    dense, experts = weight_params_per_device(d, spec_plan(s, d))
+    if spec.method == "draft":
+        return (dense + experts) * precision(d.dtype, s.hardware.device).weight_bytes
+    tp = s.plan.tp
+    shared = (d.vocab_size * d.d_model * (1 if d.tied_embeddings else 2) + d.d_model) / tp
+    per_head = dense - shared + experts + 2 * d.d_model * d.d_model / tp
+    return spec.k * per_head * scenario_precision(s).weight_bytes
+
+
+def spec_kv_bytes_per_token_per_device(s: Scenario) -> float:
+    """KV bytes the drafter adds per token on one device (draft model's layers, or k MTP blocks)."""
+    d = spec_model(s)
+    if d is None:
+        return 0.0
+    spec = s.workload.speculative
+    prec = precision(d.dtype, s.hardware.device) if spec.method == "draft" else scenario_precision(s)
+    heads = 1 if spec.method == "draft" else spec.k
+    return heads * kv_bytes_per_token(d, prec) / _kv_shards(d, s.plan.tp)
 
 
 def _kv_shards(m: ModelSpec, tp: int) -> int:
@@ -328,10 +381,11 @@ def _serving_activation_bytes(s: Scenario) -> float:
 
 def serving_kv_pool_bytes(s: Scenario) -> float:
     """Bytes per device of the KV pool: kv_cache_fraction of what weights and activations leave."""
-    dense, experts = weight_params_per_device(s.model, s.plan)
+    dense, experts = weight_params_per_device(s.model, s.plan, s.placement.redundant_experts)
     w = s.workload
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
-    left = s.hardware.device.mem_gib * GIB - (dense + experts) * scenario_precision(s).weight_bytes - _serving_activation_bytes(s)
+    left = (s.hardware.device.mem_gib * GIB - (dense + experts) * scenario_precision(s).weight_bytes
+            - _serving_activation_bytes(s) - spec_weight_bytes_per_device(s))
     return max(left, 0.0) * frac
 
 

@@ -152,6 +152,13 @@ _add("alltoall_nvlink_bytes", "bytes", "min", "all-to-all bytes over NVLink per 
      "all-to-all bytes one device sends per step over NVLink", T)
 _add("alltoall_nic_bytes", "bytes", "min", "all-to-all bytes over the NIC per step",
      "all-to-all bytes one device sends per step over its NIC", T)
+_add("expert_load_imbalance", "ratio", "min", "expert load imbalance (max/mean per EP rank)",
+     "tokens on the busiest EP rank over the mean rank, averaged over MoE layers (1 = even; "
+     "placement.redundant_experts lowers it)", TS,
+     training="tokens on the busiest EP rank over the mean rank, per MoE layer and microbatch of the sampled "
+              "loads, averaged (1 = even; per layer: the layers table's rank_imbalance)",
+     serving="expected tokens on the busiest EP rank over the mean rank from the routing popularity, averaged "
+             "over MoE layers (1 = even)")
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
@@ -229,6 +236,11 @@ _add("preempted_requests", "count", "min", "preempted requests", "requests evict
 _add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", S)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
      "decode batch where memory-bound turns compute-bound", S)
+_add("spec_tokens_per_step", "tokens", "max", "tokens per decode step (per sequence)",
+     "tokens emitted per sequence per decode step, mean over the run: 1 without speculative decoding, "
+     "(1-a^(k+1))/(1-a) expected with it (less where outputs end)", S)
+_add("spec_acceptance", "fraction", "max", "draft tokens accepted (fraction)",
+     "accepted draft tokens / drafted tokens, (tokens per step - 1) / k; 0 without speculative decoding", S)
 _add("energy_j_per_token", "J/token", "min", "energy (J per output token)",
      "device board power x makespan / output tokens", S)
 _add("usd_per_1k_output_tokens", "USD/1K tokens", "min", "cost ($ per 1K output tokens)",

@@ -28,6 +28,8 @@ BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
 RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
+#: Kinds computed analytically from a serving scenario (no simulation).
+SCENARIO_KINDS = ("spec-speedup",)
 #: Labels of the swept fields the plots use as axes; metrics' labels come from moesim.metrics.
 _LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)"}
 _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
@@ -282,6 +284,35 @@ def _latency_cdf(result: Any, title: str) -> Figure:
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+# ------------------------------------------------------------------------------ scenario plots
+def plot_scenario(kind: str, scenario: Any, title: str = "", context: int | None = None) -> Figure:
+    """One figure of ``kind`` (see SCENARIO_KINDS) computed from a scenario's cost model."""
+    if kind != "spec-speedup":
+        raise InputError(f"--kind {kind!r}: allowed for a scenario: {', '.join(SCENARIO_KINDS)}")
+    from moesim.engine.serving.speculative import speedup_curve
+
+    w = scenario.workload
+    if getattr(w, "speculative", None) is None:
+        raise InputError(f"--kind spec-speedup: {scenario.name} has no workload.speculative (a serving scenario with "
+                         "speculative decoding is needed)")
+    if context is None:  # the workload's mean context: mean prompt + half the mean output
+        from moesim.accounting import serving_mean_context
+
+        context = int(serving_mean_context(scenario))
+    batches = np.unique(np.round(np.geomspace(1, max(w.max_batch_seqs, 512), 24))).astype(int)
+    c = speedup_curve(scenario, batches, context)
+    spec = w.speculative
+    fig, ax = _figure(f"{title or scenario.name}: speculative decoding speedup (context {context})")
+    ax.plot(c["batch"], c["speedup"], marker="o", ms=3, color="C0",
+            label=f"{spec.method}, k={spec.k}, {c['tokens_per_step']:.2f} tokens/step")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("decode batch (sequences per replica)")
+    ax.set_ylabel("speedup over plain decoding (x)")
+    ax.legend(fontsize=8)
     return fig
 
 

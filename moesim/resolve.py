@@ -70,6 +70,10 @@ def resolve_presets(data: Any, base_dir: Path | None = None) -> Any:
         data["model"] = _expand("model", data["model"], MODELS, base_dir)
     if "hardware" in data:
         data["hardware"] = _expand("hardware", data["hardware"], HARDWARE, base_dir)
+    spec = data.get("workload", {}).get("speculative") if isinstance(data.get("workload"), dict) else None
+    if isinstance(spec, dict) and spec.get("draft") is not None:
+        spec = dict(spec, draft=_expand("workload.speculative.draft", spec["draft"], MODELS, base_dir))
+        data["workload"] = dict(data["workload"], speculative=spec)
     for path in _PATH_FIELDS:
         node = data
         for key in path[:-1]:

@@ -36,7 +36,9 @@ BASE = {
 }
 SERVING = {"kind": "serving", "arrival": {"process": "poisson", "rate_per_s": 5.0, "n_requests": 100},
            "prompt_tokens": {"dist": "lognormal", "median": 100, "sigma": 0.5, "max": 1000},
-           "output_tokens": {"dist": "uniform", "low": 1, "high": 100}}
+           "output_tokens": {"dist": "uniform", "low": 1, "high": 100},
+           "speculative": {"method": "draft", "k": 2, "acceptance": 0.8,
+                           "draft": {"preset": "llama-2-7b", "n_layers": 2}}}
 
 PATHS = [
     "model", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.top_k",
@@ -155,13 +157,17 @@ HOSTILE = [1e300, 1.7e308, -1.7e308, 2**63, 2**64 + 1, -(2**63) - 1, 10**400, LO
 ODD = [-0.0, 0.0, 5e-324, 1e-300, 2**63 - 1, 2**31]
 KIND_BASE = {"training": BASE["workload"], "serving": SERVING}
 FIELD_PATHS = {kind: [p for p, _, _ in scenario_fields(kind)] for kind in KIND_BASE}
-NUMERIC = {kind: [(p.replace(".<key>", ".bf16"), t, up) for p, t, up, _ in numeric_fields(kind)] for kind in KIND_BASE}
+NUMERIC = {kind: [(p.replace(".<key>", ".bf16").replace(".<item>", ".0"), t, up) for p, t, up, _ in numeric_fields(kind)]
+           for kind in KIND_BASE}
 
 
 def _put(raw: dict, path: str, value) -> None:
-    """Set ``path`` in the raw scenario, creating sections (a preset name becomes {preset: name})."""
+    """Set ``path`` in the raw scenario, creating sections (a preset name becomes {preset: name});
+    a last key ``0`` makes its parent a one-item list."""
     node = raw
     keys = path.split(".")
+    if keys[-1] == "0":
+        keys, value = keys[:-1], [value]
     for k in keys[:-1]:
         child = node.get(k)
         if isinstance(child, str):

@@ -146,7 +146,7 @@ def test_recursion_inside_yaml_gets_the_same_message(tmp_path, monkeypatch):
 
 
 def test_self_referencing_and_alias_multiplied_data(tmp_path):
-    with pytest.raises(InputError, match=r"^description.0.0.0...: nested deeper than 32 levels$"):
+    with pytest.raises(InputError, match=r"^description.0.0.0.0.0...: nested deeper than 32 levels$"):
         load_scenario(_write(tmp_path, TRAIN + "description: &d [*d]\n"))
     bomb = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 20) + "]\n" for i in range(6))
     with pytest.raises(InputError, match=r"^scenario: more than 100,000 values \(YAML anchors and aliases"):
@@ -173,7 +173,7 @@ def test_library_dicts_get_the_same_structural_checks(raw):
     for _ in range(5000):
         deep = [deep]
     raw["description"] = deep
-    with pytest.raises(InputError, match="^description.0.0.0...: nested deeper than 32 levels$"):
+    with pytest.raises(InputError, match="^description.0.0.0.0.0...: nested deeper than 32 levels$"):
         scenario_from_dict(raw)
     raw["description"] = "x" * 100_000
     with pytest.raises(InputError, match="^description: text of 100,000 characters"):
@@ -187,7 +187,7 @@ def test_library_dicts_get_the_same_structural_checks(raw):
     ("description=" + "[" * 5000, "--set description: nested deeper than 32 levels (line 1)"),
     ("plan.dp=" + "9" * 5000, "--set plan.dp: a number of more than 4300 digits"),
     ("model.name=" + "x" * 5000, "model.name: text of 5,000 characters"),
-    ("a." * 40 + "b=1", "a.a.a.a...: nested deeper than 32 levels"),
+    ("a." * 40 + "b=1", "a.a.a.a.a.a...: nested deeper than 32 levels"),
     ("routing.capacity_factor=1e300", "routing.capacity_factor = '1e300': must be <= 64 (beyond 64"),
     ("routing.capacity_factor=[1", "routing.capacity_factor = '[1': Input should be a valid number"),
 ])
@@ -223,7 +223,7 @@ HF = {"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "
     ("[" * 100_000, "model.hf_config = "),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply to be a config.json"),
     ('{"hidden_size": 1' + "0" * 5000 + "}", "not valid JSON (a number of more than 4300 digits)"),
-    ('{"x": ' + "[" * 40 + "]" * 40 + "}", "x.0.0.0...: nested deeper than 32 levels"),
+    ('{"x": ' + "[" * 40 + "]" * 40 + "}", "x.0.0.0.0.0...: nested deeper than 32 levels"),
     ({**HF, "hidden_size": "abc"}, "model.d_model = 'abc': Input should be a valid integer"),
     ({**HF, "num_attention_heads": 0}, "model.n_heads = 0: Input should be greater than 0"),
     ({**HF, "hidden_size": [1]}, "model.d_model = [1]: Input should be a valid integer"),

@@ -124,3 +124,16 @@ def test_tpu_v3_efficiency_reproduces_gshard_moe_128e_12l():
     )
     steps_per_s = 1.0 / simulate(scenario_from_dict(raw)).summary["step_time_s"]
     assert steps_per_s == pytest.approx(2.16, rel=0.05)
+
+
+def test_h800_preset_is_an_h100_with_cut_nvlink():
+    """H800: H100 SXM compute and memory, NVLink 400 GB/s bidirectional = 200 per direction (NVIDIA
+    H800 datasheet; DeepSeek-V3 report sec. 3.2.2: ~160 GB/s achievable), 8 x 400 Gb/s IB per node."""
+    h800, h100 = HardwareSpec(**HARDWARE["h800"]), HardwareSpec(**HARDWARE["h100-sxm"])
+    assert h800.device.peak_tflops == h100.device.peak_tflops
+    assert h800.device.mem_bw_gbps == h100.device.mem_bw_gbps == 3350.0
+    assert h800.device.mem_gib == h100.device.mem_gib == 80.0
+    assert h800.node.intra_bw_gbps == 200.0 and h800.node.devices_per_node == 8
+    assert 160.0 <= h800.node.intra_bw_gbps < h100.node.intra_bw_gbps
+    assert h800.cluster.nic_bw_gbps == 50.0  # 400 Gb/s per GPU
+    assert h800.device.default_profile == "h100.yaml" == default_profile_name(h800.device.name)

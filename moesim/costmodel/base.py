@@ -99,9 +99,11 @@ class CostModelBase:
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
                           dtype: str = "bf16", causal: bool = True):
         """One batched attention kernel over sequences on the last axis (one launch, summed work)."""
-        q, kv = np.atleast_1d(q_tokens), np.atleast_1d(kv_tokens)
-        batch_bytes = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype).sum(axis=-1, keepdims=True)
-        core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal, batch_bytes)
+        q = np.atleast_1d(np.asarray(q_tokens, dtype=float))
+        kv = np.atleast_1d(np.asarray(kv_tokens, dtype=float))
+        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
+        core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal,
+                                      moved.sum(axis=-1, keepdims=True), moved)
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
@@ -112,7 +114,7 @@ class CostModelBase:
         return self.precision(dtype).kv_bytes * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
 
     def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
-                          working_set_bytes=None):
+                          working_set_bytes=None, moved=None):
         """Attention roofline without the launch overhead, per sequence.
 
         The KV read's efficiency may depend on the whole kernel's working set
@@ -122,7 +124,8 @@ class CostModelBase:
         kv = np.asarray(kv_tokens, dtype=float)
         span = kv - q / 2 if causal else kv  # a causal chunk sees on average half of itself
         flops = 4.0 * n_heads * head_dim * q * np.maximum(span, 1.0)
-        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
+        if moved is None:  # bytes per sequence (attention_batch_s passes them in)
+            moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
         peak = self._peak(self.precision(dtype).compute_dtype)
         return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)

@@ -37,8 +37,9 @@ MAX_PROFILE_BYTES = 4 << 20
 
 #: Shipped default profiles by device name, for devices that do not name one (``DeviceSpec.default_profile``:
 #: inline devices of older scenario files): a device whose name contains the key (as a word) uses the file.
-#: The presets name theirs (``moesim/presets/hardware.py``); H200 borrows the H100's.
-DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml"}
+#: The presets name theirs (``moesim/presets/hardware.py``); H200 and H800 borrow the H100's.
+DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml",
+                                    "h800": "h100.yaml"}
 
 
 class Reference(Strict):

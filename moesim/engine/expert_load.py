@@ -71,9 +71,19 @@ def uniform_busy(tokens, top_k: int, placement: Placement) -> tuple[np.ndarray, 
     ``tokens`` (shape ``(n,)``) is one replica's batch; with ``ep > 1`` the rank serves the batch
     of all ``ep`` replicas of its group (assumed equal) on its ``experts_per_rank`` experts, so
     ``busy = (E/ep)(1-(1-k/E)^(tokens*ep))`` (fractional) and ``routed = tokens * k`` on average.
+    With replicas (EPLB) a slot of an expert with ``c`` copies is hit with ``q = k/(E c)`` per token;
+    the rank whose slots draw the most (over every layer's map) gives ``busy = sum 1-(1-q)^(tokens*ep)``
+    and ``routed = tokens * ep * sum q``.
     """
     t = np.asarray(tokens, dtype=float)
     n_experts, ep = placement.n_experts, placement.ep
+    if placement.redundant_experts:
+        layers = placement.slot_expert.shape[0]
+        q = placement.split(np.full((layers, n_experts), top_k / n_experts), layer_axis=0)  # [L, ep, slots]
+        q = q.reshape(-1, q.shape[-1])
+        slots = q[int(np.argmax(q.sum(axis=-1)))]
+        busy = (1.0 - (1.0 - slots[None, :]) ** (t[..., None] * ep)).sum(axis=-1)
+        return busy, t * ep * float(slots.sum())
     busy = placement.experts_per_rank * (1.0 - (1.0 - top_k / n_experts) ** (t * ep))
     return busy, t * top_k
 

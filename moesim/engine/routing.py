@@ -4,7 +4,8 @@ Shapes: ``L`` MoE layers, ``M`` microbatches, ``E`` routed experts, ``ep`` exper
 Loads count token-expert assignments (a token routed to ``top_k`` experts counts ``top_k`` times)
 for one EP group in one microbatch: the ``ep`` data-parallel replicas of the group each bring their
 microbatch, so the group routes ``ep * tokens_per_replica`` tokens. Which rank holds which expert is
-a :class:`~moesim.engine.placement.Placement` (contiguous blocks of ``E / ep`` today).
+a :class:`~moesim.engine.placement.Placement` (contiguous blocks of ``E / ep``, or EPLB's
+``(E + N) / ep`` slots per rank with copies of the hottest experts: ``placement.redundant_experts``).
 
 Capacity is per *source* rank, as GShard, DeepSpeed and Megatron-core apply it: each of the ``ep``
 ranks gates its own tokens, gives every expert ``capacity_per_expert(tokens_per_rank, ...)`` slots
@@ -278,8 +279,9 @@ class RoutingSample:
     (``kept``/``dropped`` floats: expected over how the loads split between the sources).
     ``capacity_per_source``: slots each expert gives each source rank per microbatch; ``capacity``
     (``ep`` times that) is what an expert computes under ``drop`` (the padded Switch/GShard layout).
-    ``compute_tokens``: ``[L, M, ep, E/ep]`` tokens each expert actually computes (``capacity``
-    under ``drop``; the real loads under ``dropless``), laid out by ``placement``.
+    ``compute_tokens``: ``[L, M, ep, slots/ep]`` tokens each expert slot actually computes
+    (``capacity`` under ``drop``; the real loads under ``dropless``), laid out by ``placement``; a
+    replicated expert's tokens (and, under ``drop``, its padded slots) split evenly over its copies.
     """
 
     loads: np.ndarray
@@ -316,7 +318,10 @@ class RoutingSample:
 
     @property
     def compute_tokens(self) -> np.ndarray:
-        """Tokens each expert computes, by rank: ``[L, M, ep, E/ep]``."""
+        """Tokens each expert slot computes, by rank: ``[L, M, ep, slots/ep]``."""
+        if self.placement.redundant_experts:
+            base = np.full(self.loads.shape, self.capacity) if self.padded else self.loads
+            return self.placement.split(base, layer_axis=0)
         if self.padded:
             return np.full(self.placement.split(self.loads).shape, self.capacity, dtype=np.int64)
         return self.placement.split(self.loads)
@@ -328,17 +333,19 @@ class RoutingSample:
 
     @property
     def busiest_rank_expert_tokens(self) -> np.ndarray:
-        """Tokens per expert of the EP rank with the most tokens: ``[L, M, E/ep]``."""
+        """Tokens per expert slot of the EP rank with the most tokens: ``[L, M, slots/ep]``."""
         per_rank = self.compute_tokens
         busiest = self.rank_tokens.argmax(axis=-1)[..., None, None]
         return np.take_along_axis(per_rank, busiest, axis=-2)[..., 0, :]
 
     @property
     def balanced_expert_tokens(self) -> float:
-        """Tokens per expert if routing were perfectly even (padded: the capacity)."""
+        """Tokens per expert slot if routing were perfectly even (padded: the capacity, shared by the slots)."""
+        slots = self.loads.shape[-1] + self.placement.redundant_experts
         if self.padded:
-            return float(self.capacity)
-        return float(self.loads[0, 0].sum()) / self.loads.shape[-1]
+            return float(self.capacity) * self.loads.shape[-1] / slots if self.placement.redundant_experts \
+                else float(self.capacity)
+        return float(self.loads[0, 0].sum()) / slots
 
     def layer_table(self, layer_ids) -> dict[str, list]:
         """Per-layer stats averaged over microbatches (EP-group totals), for ``result.tables``."""
@@ -361,7 +368,7 @@ class RoutingSample:
 
 def sample_routing(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: int, ep: int,
                    tokens_per_group: int, n_microbatches: int,
-                   rng: np.random.Generator) -> RoutingSample:
+                   rng: np.random.Generator, redundant_experts: int = 0) -> RoutingSample:
     """Popularity, loads, capacity and drops for ``n_layers`` MoE layers of one EP group.
 
     ``tokens_per_group``: tokens the EP group routes in one microbatch (``ep`` source ranks' worth,
@@ -370,12 +377,16 @@ def sample_routing(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: int,
     ep``, at least ``spec.min_capacity``) and ``drop`` drops per (source rank, expert): the
     expected drops over how the sampled loads split between the sources
     (:func:`expected_source_drops`), so ``kept`` and ``dropped`` are floats.
+    ``redundant_experts`` > 0: the experts are laid out by EPLB from the layers' popularity
+    (:meth:`Placement.balanced`); capacity and drops stay per expert.
     """
-    placement = Placement.contiguous(n_experts, ep)
+    placement = Placement.contiguous(n_experts, ep) if not redundant_experts else None
     if tokens_per_group % ep:
         raise ValueError(f"tokens_per_group = {tokens_per_group}: must be a multiple of ep ({ep})")
     tokens_per_rank = tokens_per_group // ep
     pop = expert_popularity(spec, n_layers, n_experts, top_k, rng)
+    if placement is None:
+        placement = Placement.balanced(pop, ep, redundant_experts)
     loads = sample_loads(pop, tokens_per_group, top_k, n_microbatches, rng)
     cap = capacity_per_expert(tokens_per_rank, top_k, n_experts, spec.capacity_factor, spec.min_capacity)
     if spec.overflow == "drop":

@@ -18,6 +18,10 @@ _DGX_A100_NET = dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0)
 # 400 Gb/s NDR NIC per GPU = 50 GB/s (HW-10).
 _DGX_H100_NODE = dict(devices_per_node=8, intra_bw_gbps=450.0, intra_latency_us=2.0)
 _DGX_H100_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
+# HGX H800: the export H100 with NVLink cut to 400 GB/s bidirectional = 200 per direction (NVIDIA
+# H800 SXM5 datasheet); the DeepSeek-V3 report (arXiv:2412.19437, sec. 3.2.2) measures ~160 GB/s
+# achievable NVLink against ~50 GB/s IB (HW-09), with 8 x 400 Gb/s InfiniBand (one CX7 per GPU) per node.
+_HGX_H800_NODE = dict(devices_per_node=8, intra_bw_gbps=200.0, intra_latency_us=2.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
 _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
@@ -63,6 +67,17 @@ HARDWARE: dict[str, dict] = {
                     mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29,
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
+    ),
+    # H800 SXM5 80GB: the H100 SXM5's tensor FLOP/s (989.4 BF16 / 1978.9 FP8 dense), 3350 GB/s HBM3,
+    # 80 GB, 700 W (NVIDIA H800 datasheet; HW-05/HW-06); NVLink 200 GB/s per direction (above).
+    # $2/h: the H800 rental price the DeepSeek-V3 report assumes (Table 1). Cost model: same GH100
+    # die as the H100, so it uses the H100's measured efficiencies (as the H200 does).
+    "h800": dict(
+        name="HGX H800",
+        device=dict(name="NVIDIA H800 SXM5 80GB", peak_tflops=dict(bf16=989.4, fp16=989.4, fp8=1978.9, fp32=494.7),
+                    mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.0,
+                    default_profile="h100.yaml"),
+        node=_HGX_H800_NODE, cluster=_DGX_H100_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).

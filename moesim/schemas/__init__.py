@@ -2,6 +2,7 @@
 
 from moesim.schemas.hardware import ClusterSpec, DeviceSpec, HardwareSpec, NodeSpec
 from moesim.schemas.model import DTYPE_BYTES, MLASpec, ModelSpec
+from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
 from moesim.schemas.scenario import Scenario
 from moesim.schemas.workload import (
@@ -9,11 +10,12 @@ from moesim.schemas.workload import (
     LengthDist,
     RoutingSpec,
     ServingWorkload,
+    SpeculativeSpec,
     TrainingWorkload,
 )
 
 __all__ = [
     "ArrivalSpec", "ClusterSpec", "DTYPE_BYTES", "DeviceSpec", "HardwareSpec", "LengthDist",
-    "MLASpec", "ModelSpec", "NodeSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
-    "TrainingWorkload",
+    "MLASpec", "ModelSpec", "NodeSpec", "PlacementSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
+    "SpeculativeSpec", "TrainingWorkload",
 ]

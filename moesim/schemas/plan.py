@@ -14,7 +14,8 @@ class PlanSpec(Strict):
 
     Devices = dp * tp * pp. Expert parallelism is carved out of the data-parallel ranks
     (Megatron-core): ``ep`` divides ``dp``, each rank of an EP group holds the experts its
-    ``moesim.engine.placement.Placement`` assigns (contiguous ``n_experts / ep`` today), and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
+    ``moesim.engine.placement.Placement`` assigns (contiguous ``n_experts / ep``, or ``(n_experts +
+    N) / ep`` slots with ``placement.redundant_experts: N``), and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
     of model replicas.
     """
 
@@ -25,7 +26,7 @@ class PlanSpec(Strict):
     pp: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one stage per layer (model.n_layers <= 1024)",
                               description="Pipeline-parallel stages.")
     ep: PositiveInt = bounded(1, le=MAX_EXPERTS, why="ep divides model.n_experts (at most 2^20)",
-                              description="Expert-parallel degree (divides dp and n_experts).")
+                              description="Expert-parallel degree (divides dp and n_experts, or n_experts + placement.redundant_experts).")
     microbatches: PositiveInt = bounded(1, le=1 << 20, why="1M microbatches per step; the simulation plays each one "
                                         "(real pipelines use 8-512)",
                                         description="Microbatches per step per pipeline (training).")

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from moesim.schemas._base import Strict
 from moesim.schemas.hardware import HardwareSpec
 from moesim.schemas.model import ModelSpec
+from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
 from moesim.schemas.workload import RoutingSpec, ServingWorkload, TrainingWorkload, Workload
 
@@ -28,6 +29,7 @@ class Scenario(Strict):
     plan: PlanSpec = Field(PlanSpec(), description="Parallelism plan; dp*tp*pp must equal the hardware's devices.")
     workload: Workload = Field(description="kind: training (a step) or kind: serving (a request stream); fields below.")
     routing: RoutingSpec = Field(RoutingSpec(), description="Router popularity and capacity handling.")
+    placement: PlacementSpec = Field(PlacementSpec(), description="Expert placement on the EP ranks: redundant copies of hot experts (EPLB).")
 
     @model_validator(mode="before")
     @classmethod
@@ -51,7 +53,17 @@ class Scenario(Strict):
             raise ValueError(
                 f"plan.pp = {p.pp}: pp * virtual_stages ({p.pp * p.virtual_stages}) must be <= model.n_layers ({m.n_layers})"
             )
-        if m.n_experts % p.ep:
+        n_red = self.placement.redundant_experts
+        if n_red and m.n_experts <= 1:
+            raise ValueError(f"placement.redundant_experts = {n_red}: needs routed experts (model.n_experts > 1); "
+                             "allowed: 0")
+        if n_red > m.n_experts:
+            raise ValueError(f"placement.redundant_experts = {n_red}: must be at most model.n_experts "
+                             f"({m.n_experts}); allowed: 0 to {m.n_experts}")
+        if n_red and (m.n_experts + n_red) % p.ep:
+            raise ValueError(f"plan.ep = {p.ep}: must divide model.n_experts + placement.redundant_experts "
+                             f"({m.n_experts} + {n_red} = {m.n_experts + n_red})")
+        if not n_red and m.n_experts % p.ep:
             raise ValueError(f"plan.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
         if p.n_devices != hw.n_devices:
             raise ValueError(
@@ -81,6 +93,8 @@ class Scenario(Strict):
                 raise ValueError(
                     f"workload: prompt + output tokens can reach {longest}, more than model.max_seq_len ({m.max_seq_len})"
                 )
+            if w.speculative is not None:
+                _check_speculative(self)
         for label, path in (("hardware.profile", hw.profile), ("routing.trace", self.routing.trace)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{label} = {str(path)!r}: file not found")
@@ -92,3 +106,29 @@ class Scenario(Strict):
     def is_training(self) -> bool:
         return isinstance(self.workload, TrainingWorkload)
 
+
+
+def _check_speculative(s: Scenario) -> None:
+    """The drafter must shard like the target and fit next to it (one line naming the field)."""
+    from moesim.accounting import GIB
+    from moesim.memory import spec_weight_bytes_per_device, weight_params_per_device
+    from moesim.precision import scenario_precision
+
+    spec, tp, m = s.workload.speculative, s.plan.tp, s.model
+    d = spec.draft
+    if d is not None:
+        if d.n_heads % tp or (d.kv_heads % tp and tp % d.kv_heads):
+            raise ValueError(f"workload.speculative.draft: plan.tp = {tp} must divide the draft's n_heads ({d.n_heads}) "
+                             f"and n_kv_heads ({d.kv_heads}) or be a multiple of n_kv_heads")
+        if d.vocab_size != m.vocab_size:
+            raise ValueError(f"workload.speculative.draft.vocab_size = {d.vocab_size}: must equal the target's "
+                             f"({m.vocab_size}): the target verifies the draft's tokens")
+    dense, experts = weight_params_per_device(m, s.plan, s.placement.redundant_experts)
+    target = (dense + experts) * scenario_precision(s).weight_bytes
+    extra = spec_weight_bytes_per_device(s)
+    cap = s.hardware.device.mem_gib * GIB
+    if target + extra > cap:
+        what = "draft" if d is not None else "mtp heads"
+        raise ValueError(f"workload.speculative: the {what} ({extra / GIB:.1f} GiB per device) does not fit next to the "
+                         f"target's weights ({target / GIB:.1f} GiB) in {s.hardware.device.mem_gib:g} GiB; allowed: a "
+                         f"drafter of at most {max(cap - target, 0) / GIB:.1f} GiB per device")

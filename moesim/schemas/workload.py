@@ -10,7 +10,8 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from moesim.errors import InputError
-from moesim.schemas._base import MAX_TOKENS, Strict, bounded
+from moesim.schemas._base import BOUND_REASON, MAX_TOKENS, Strict, bounded
+from moesim.schemas.model import ModelSpec
 
 _CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
 
@@ -132,6 +133,52 @@ class ArrivalSpec(Strict):
         return self
 
 
+_ACCEPT_WHY = "a probability; 1 would accept every draft token (infinite tokens per step)"
+#: One acceptance rate: a probability below 1 (at 1 every draft would be accepted forever).
+AcceptanceRate = Annotated[float, Field(ge=0.0, lt=1.0, json_schema_extra={BOUND_REASON: _ACCEPT_WHY})]
+
+
+class SpeculativeSpec(Strict):
+    """Speculative decoding: a draft model or MTP heads propose ``k`` tokens, the target verifies them."""
+
+    method: Literal["draft", "mtp"] = Field(description="draft (a separate small model, `draft`) | mtp (k DeepSeek-style multi-token-prediction heads, one extra layer each).")
+    k: PositiveInt = bounded(le=64, why="published drafts propose 1-8 tokens (Medusa/EAGLE trees up to ~60 nodes)",
+                             description="Draft tokens proposed per decode step.")
+    acceptance: float | None = bounded(None, ge=0.0, lt=1.0, why=_ACCEPT_WHY,
+                                       description="Acceptance rate alpha in [0, 1) of every draft position.")
+    acceptance_per_position: list[AcceptanceRate] | None = Field(None, description=(
+        "Instead of acceptance: k rates in [0, 1), position i accepted given positions before it were."))
+    draft: ModelSpec | None = Field(None, description="Draft model (method draft only): a model preset name, {preset: NAME, ...overrides}, or model fields.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeculativeSpec:
+        if (self.acceptance is None) == (self.acceptance_per_position is None):
+            raise ValueError("acceptance: give one of acceptance (a rate in [0, 1)) or acceptance_per_position (k rates)")
+        per = self.acceptance_per_position
+        if per is not None and len(per) != self.k:
+            raise ValueError(f"acceptance_per_position: needs k = {self.k} rates, got {len(per)}")
+        if self.method == "draft" and self.draft is None:
+            raise ValueError("draft: required when method is 'draft' (a model preset name or model fields)")
+        if self.method == "mtp" and self.draft is not None:
+            raise ValueError("draft: only for method 'draft'; method 'mtp' drafts with the target's own heads")
+        return self
+
+    @property
+    def rates(self) -> list[float]:
+        """Per-position acceptance rates, ``k`` of them."""
+        per = self.acceptance_per_position
+        return list(per) if per is not None else [float(self.acceptance)] * self.k
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens one verify step emits: 1 + sum of cumulative products (scalar: (1-a^(k+1))/(1-a))."""
+        out, p = 1.0, 1.0
+        for a in self.rates:
+            p *= a
+            out += p
+        return out
+
+
 class ServingWorkload(Strict):
     """A stream of inference requests served with continuous batching."""
 
@@ -150,6 +197,7 @@ class ServingWorkload(Strict):
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
                                        description="Fraction of memory left after weights that holds the KV cache.")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
+    speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding.")
 
 
 Workload = Annotated[TrainingWorkload | ServingWorkload, Field(discriminator="kind")]

@@ -45,6 +45,7 @@ class RequestBook:
         self.preemptions = np.zeros(n, np.int64)
         self.engine = np.full(n, -1, np.int64)
         self.rejected = np.zeros(n, bool)
+        self.step = np.ones(n, np.int64)  # tokens a decode step emits (speculative decoding: may be > 1)
 
 
 @dataclass
@@ -106,11 +107,12 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
     """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``)."""
     ids = eng.running
     dec = book.prefilled[ids] >= book.target[ids]
-    grow = dec & (book.kv[ids] <= book.ctx[ids])  # decodes whose next token needs a new KV slot
+    # new KV slots each decode needs for the tokens it emits (1 per step, more under speculation)
+    grow = np.where(dec, np.maximum(book.ctx[ids] + book.step[ids] - book.kv[ids], 0), 0)
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
     preempted = 0
     need = int(grow.sum())
-    if need > free:  # preempt the newest until the decodes' next KV slot fits
+    if need > free:  # preempt the newest until the decodes' next KV slots fit
         kv_freed = np.cumsum(book.kv[ids][::-1])
         need_left = need - np.cumsum(grow[::-1])
         j = int(np.argmax(need_left <= free + kv_freed)) + 1
@@ -130,10 +132,10 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         before = np.cumsum(rem) - rem
         q[part] = np.clip(budget - before, 0, rem)
         budget -= int(q[part].sum())
-    grown = dec_pos[grow[dec_pos]]
-    book.kv[ids[grown]] += 1
-    eng.kv_used_tokens += grown.size
-    free -= grown.size
+    grown = grow[dec_pos]
+    book.kv[ids[dec_pos]] += grown
+    eng.kv_used_tokens += int(grown.sum())
+    free -= int(grown.sum())
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
     adm = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
@@ -195,11 +197,12 @@ def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarra
 def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> np.ndarray:
     """Apply ``batch`` at its end time ``now_s``; returns the ids of requests that finished."""
     ids, q = batch.ids, batch.q_tokens
-    book.ctx[ids] += q
-    pre = ~batch.is_decode
+    dec = batch.is_decode
+    book.ctx[ids] += np.where(dec, book.step[ids], q)  # a decode keeps the KV of the tokens it emits
+    pre = ~dec
     book.prefilled[ids[pre]] += q[pre]
     out = ids[batch.emits]
-    book.generated[out] += 1
+    book.generated[out] += np.where(dec[batch.emits], book.step[out], 1)
     first = out[np.isnan(book.first_token_s[out])]
     book.first_token_s[first] = now_s
     done = out[book.generated[out] >= book.output[out]]

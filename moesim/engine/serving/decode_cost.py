@@ -24,7 +24,9 @@ engines), each entering the first stage once the previous one has left it (``ser
 with equal stages a replica finishes one micro-batch per stage time.
 
 Expert parallelism in serving: ``ep`` replicas share their experts, laid out by a
-:class:`~moesim.engine.placement.Placement` (contiguous ``E/ep`` per rank). An iteration's experts
+:class:`~moesim.engine.placement.Placement` (contiguous ``E/ep`` per rank, or with
+``placement.redundant_experts: N`` EPLB's ``(E + N)/ep`` slots per rank holding copies of each
+layer's hottest experts, a replicated expert's tokens split over its copies). An iteration's experts
 on one rank serve the batches of all ``ep`` replicas of its group, assumed equal to this replica's
 batch (the group is not simulated in lock-step).
 
@@ -74,6 +76,28 @@ SKEW_POOL = 8
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")  # load samples kept per batch size under skewed routing
 
 
+def expert_layout(s: Scenario, rng: np.random.Generator) -> tuple[np.ndarray | None, Placement, np.ndarray]:
+    """(inclusion ``[L, E]`` or None if routing is uniform, placement, expected imbalance ``[L]``) of a replica.
+
+    Under skewed routing the layers' popularity is the first draw from ``rng`` (the serving
+    engine's routing generator). The placement is contiguous, or EPLB's from that popularity with ``placement.redundant_experts``
+    (uniform routing: one map for every layer). The imbalance is max/mean expected tokens per EP
+    rank of each MoE layer (1 under uniform routing without replicas).
+    """
+    m, n_red = s.model, s.placement.redundant_experts
+    skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
+    inclusion = None
+    if skewed:
+        pop = expert_popularity(s.routing, m.n_moe_layers, m.n_experts, m.top_k, rng)
+        inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
+        placement = Placement.balanced(pop, s.plan.ep, n_red)
+        imbalance = placement.imbalance(inclusion, layer_axis=0)
+    else:
+        placement = Placement.balanced(np.full((1, m.n_experts), 1.0 / m.n_experts), s.plan.ep, n_red)
+        imbalance = placement.imbalance(np.ones((1, m.n_experts)), layer_axis=0).repeat(m.n_moe_layers)
+    return inclusion, placement, imbalance
+
+
 class IterationCost:
     """Iteration time of one replica. ``time_s`` is called once per simulated iteration."""
 
@@ -87,7 +111,6 @@ class IterationCost:
                                act_dtype=prec.act_dtype, attn_dtype=m.dtype)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True)
-        self.placement = Placement.contiguous(m.n_experts, p.ep)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
         self.n_kernels = 1 + sum(count * sum(op.stream == "compute" and op.name != "moe_overhead" for op in
                                              block_ops(self.dims, self.dtypes, moe, 1, np.ones(1), np.ones(1),
@@ -100,9 +123,9 @@ class IterationCost:
         self._graph_saving_s = float(kernel_launch_s(self.n_kernels, True, spec)) - self.n_kernels * float(cm.launch_s)
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
+        inclusion, self.placement, self.layer_imbalance = expert_layout(s, rng)
         if self.skewed:
-            pop = expert_popularity(s.routing, m.n_moe_layers, m.n_experts, m.top_k, rng)
-            self.inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
+            self.inclusion = inclusion
         self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.max_tokens = int(max_tokens)
         t = np.arange(self.max_tokens + 1, dtype=float)
@@ -223,7 +246,7 @@ class IterationCost:
         if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
             lost = expected_source_drops(loads, self.capacity(tokens), tokens, self.ep)
         dropped = lost.sum(axis=(1, 2)) / self.ep
-        ranks = self.placement.split(loads - lost)
+        ranks = self.placement.split(loads - lost, layer_axis=1)
         secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2).sum(axis=1)
         return secs, dropped
 

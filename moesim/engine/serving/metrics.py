@@ -108,7 +108,8 @@ def _mean(x: np.ndarray, weights: np.ndarray | None = None) -> float:
     return float((x[ok] * w).sum() / w.sum()) if w.sum() > 0 else float(x[ok].mean())
 
 
-def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray], knee: int) -> dict:
+def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray], knee: int,
+              imbalance: float = 1.0) -> dict:
     """The flat summary dict (stable keys listed in the module docstring and the README)."""
     hw, dev = s.hardware, s.hardware.device
     served = np.isfinite(req["finish_s"])
@@ -162,6 +163,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "fits": bool(mem.fits),
         **dict(zip(("fits_reason", "fits_advice"), fit_explanation(s, mem), strict=True)),
         "knee_batch": int(knee),
+        "expert_load_imbalance": float(imbalance),
         "energy_j_per_token": energy_j / out_tok if out_tok else float("nan"),
         "run_cost_usd": cost_usd,
         "usd_per_mtok": cost_usd / out_tok * 1e6 if out_tok else float("nan"),
@@ -172,11 +174,14 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
 
 
 def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iterations: np.ndarray,
-                 kv_per_engine: int, knee: int) -> SimResult:
-    """Assemble the SimResult: summary, spans and the ``requests`` / ``iterations`` tables."""
+                 kv_per_engine: int, knee: int, imbalance: float = 1.0) -> SimResult:
+    """Assemble the SimResult: summary, spans and the ``requests`` / ``iterations`` tables.
+
+    ``imbalance``: the replicas' expected max/mean tokens per EP rank, mean over MoE layers.
+    """
     req = request_table(reqs, book, s.plan.pp)
     it = iteration_table(iterations, kv_per_engine)
-    summary = summarise(s, req, it, knee)
+    summary = summarise(s, req, it, knee, imbalance)
     tables = {"requests": {k: v.tolist() for k, v in req.items()},
               "iterations": {k: v.tolist() for k, v in it.items()}}
     return SimResult("serving", s.name, seed, summary, spans(it), tables)

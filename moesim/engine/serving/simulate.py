@@ -27,6 +27,7 @@ from moesim.engine.serving.batching import EngineState, RequestBook, commit, sch
 from moesim.engine.serving.decode_cost import IterationCost, knee_batch
 from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
 from moesim.engine.serving.requests import Requests, sample_requests
+from moesim.engine.serving.speculative import SpecCost
 from moesim.errors import RunError
 from moesim.memory import kv_cache_capacity_tokens
 from moesim.results import SimResult
@@ -44,16 +45,23 @@ def simulate_serving(s: Scenario, seed: int = 0) -> SimResult:
     kv_per_engine = int(kv_cache_capacity_tokens(s) // s.plan.pp)
     longest = int((reqs.prompt_tokens + reqs.output_tokens).max()) if len(reqs) else 0
     max_tokens = w.max_batch_tokens + (0 if w.chunked_prefill else longest)
+    if w.speculative is not None:  # the verify runs k more tokens per decoding sequence
+        max_tokens += w.speculative.k * w.max_batch_seqs
     cost = IterationCost(s, cm, routing_rng, max_tokens=max(max_tokens, w.max_batch_seqs))
+    spec = SpecCost(s, cost, np.random.default_rng([seed, 2]), len(reqs)) if w.speculative is not None else None
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens)
     book.rejected[:] = rejected_mask(reqs, kv_per_engine, w)
     engines = [EngineState(kv_per_engine, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
                            w.kv_admission) for _ in range(n_engines)]
     records: list[tuple] = []
-    run = _Run(s, reqs, book, engines, cost, records)
+    run = _Run(s, reqs, book, engines, cost, records, spec)
     run.play()
     iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
-    return build_result(s, seed, reqs, book, iterations, kv_per_engine, knee_batch(cost))
+    imbalance = float(cost.layer_imbalance.mean()) if cost.layer_imbalance.size else 1.0
+    result = build_result(s, seed, reqs, book, iterations, kv_per_engine, knee_batch(cost), imbalance)
+    result.summary.update(spec.summary() if spec is not None else
+                          {"spec_tokens_per_step": 1.0, "spec_acceptance": 0.0})  # plain: 1 token, no drafts
+    return result
 
 
 def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload) -> np.ndarray:
@@ -68,8 +76,9 @@ class _Run:
     """The SimPy processes of one serving run (router + one process per engine)."""
 
     def __init__(self, s: Scenario, reqs: Requests, book: RequestBook, engines: list[EngineState],
-                 cost: IterationCost, records: list[tuple]):
+                 cost: IterationCost, records: list[tuple], spec: SpecCost | None = None):
         self.s, self.reqs, self.book, self.engines, self.cost, self.records = s, reqs, book, engines, cost, records
+        self.spec = spec
         self.env = simpy.Environment()
         self.wake: list[simpy.Event | None] = [None] * len(engines)
         self.w: ServingWorkload = s.workload  # type: ignore[assignment]
@@ -152,16 +161,24 @@ class _Run:
             if self.stage0_free_s[replica] > env.now:
                 yield env.timeout(self.stage0_free_s[replica] - env.now)
                 continue
+            if self.spec is not None:
+                self.spec.plan_steps(book, eng.running)
             batch = schedule(eng, book)
             if batch.ids.size == 0:
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
             n_out = int(batch.emits.sum())
-            dt, dropped = cost.time_s(batch.q_tokens, batch.kv_tokens, n_out)
+            if self.spec is None:
+                dt, dropped = cost.time_s(batch.q_tokens, batch.kv_tokens, n_out)
+                stage0 = dt / pp
+            else:
+                dt, stage0, dropped = self.spec.time_s(batch.q_tokens, batch.kv_tokens, batch.is_decode, n_out)
             start = env.now
-            self.stage0_free_s[replica] = start + dt / pp
+            self.stage0_free_s[replica] = start + stage0
             yield env.timeout(dt)
             commit(eng, book, batch, env.now)
+            if self.spec is not None:
+                self.spec.committed(book, batch)
             self.records.append((replica, slot, start, env.now, batch.ids.size, batch.prefill_tokens,
                                  batch.decode_tokens, batch.kv_used_tokens, batch.running, batch.queued,
                                  batch.preempted, dropped, int(batch.q_tokens.sum()) * self.routed_per_token,
-                                 start + dt / pp, *cost.comm_s(int(batch.q_tokens.sum()))))
+                                 start + stage0, *cost.comm_s(int(batch.q_tokens.sum()))))

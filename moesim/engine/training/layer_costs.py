@@ -132,7 +132,8 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     """(dense, expert) parameters of each layer held by one device: ``[L]`` each.
 
     Dense: attention, the two norms, the dense FFN or the shared experts and router, over tp.
-    Expert: the routed experts of one EP rank (``Placement.experts_per_rank``), over tp.
+    Expert: the routed expert slots of one EP rank (``Placement.experts_per_rank``: ``(E + N) / ep``
+    with ``placement.redundant_experts: N``), over tp.
     """
     m, plan = s.model, s.plan
     d = m.d_model
@@ -141,7 +142,8 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     dense_ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
     shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
     dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
-    per_rank = Placement.contiguous(m.n_experts, plan.ep).experts_per_rank
+    n_red = s.placement.redundant_experts
+    per_rank = (m.n_experts + n_red) // plan.ep if n_red else Placement.contiguous(m.n_experts, plan.ep).experts_per_rank
     experts = np.where(moe, per_rank * expert_params(m), 0) / plan.tp
     return dense.astype(float), experts.astype(float)
 

@@ -288,7 +288,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     if moe_layers:
         seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
-                                 plan.ep * seqs * s.workload.seq_len, M, rng)
+                                 plan.ep * seqs * s.workload.seq_len, M, rng,
+                                 redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)
     costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)
     tables = [chunk_tables(costs, chunks[c], c == 0, c == C - 1) for c in range(C)]

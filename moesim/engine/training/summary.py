@@ -20,6 +20,9 @@ ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + opti
 - ``straggler_wait_s``: of ``compute_s + alltoall_s``, the time spent waiting for the busiest EP
   rank (dropless routing); ``excess_bubble_s``: ``bubble_s`` beyond the equal-stage formula
   (uneven stages, stragglers), floored at 0 (time lost to transfers is in ``pp_comm_s``).
+- ``expert_load_imbalance``: max over mean tokens the EP ranks compute per MoE layer and
+  microbatch (``RoutingSample.rank_tokens``, after EPLB's replicas if any), averaged; 1 without
+  routed experts. Per layer: the ``layers`` table's ``rank_imbalance``.
 """
 
 from __future__ import annotations
@@ -202,12 +205,23 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "steps": len(steps),
         "alltoall_nvlink_bytes": nvlink,
         "alltoall_nic_bytes": nic,
+        "expert_load_imbalance": _load_imbalance(steps),
     }
     for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
                 "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]
     return summary, _layer_table(s, steps)
+
+
+def _load_imbalance(steps: list) -> float:
+    """Max/mean tokens per EP rank, mean over MoE layers, microbatches and steps (1 if no routing)."""
+    vals = []
+    for st in steps:
+        if st.routing is not None:
+            rt = st.routing.rank_tokens
+            vals.append(float((rt.max(axis=-1) / np.maximum(rt.mean(axis=-1), 1e-12)).mean()))
+    return float(np.mean(vals)) if vals else 1.0
 
 
 def _layer_table(s: Scenario, steps: list) -> dict[str, list]:
