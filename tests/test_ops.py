@@ -172,3 +172,14 @@ def test_fp8_gemms_reach_a_smaller_fraction_of_their_peak(device_name):
     for m in (1.0, 8192.0):
         bf16, fp8 = float(cm.gemm_s(m, 8192, 8192, "bf16")), float(cm.gemm_s(m, 8192, 8192, "fp8"))
         assert bf16 / 2 < fp8 < bf16
+
+
+def test_fp8_serving_dispatches_fp8_and_combines_16_bit():
+    """DeepEP's convention: the dispatch moves FP8 rows, the combine the experts' BF16 outputs."""
+    dims = BlockDims(d_model=1024, ep=8, expert_w=2048, n_experts=8, top_k=2)
+    fp8 = OpDtypes("fp8", 1.0, 2.0, "bf16", "fp8")
+    ops = {op.name: op for op in moe_ops(dims, fp8, 64, np.full(1, 16.0), a2a_bytes=1e6)}
+    assert float(ops["dispatch"].nbytes) == 1e6 and float(ops["combine"].nbytes) == 2e6
+    bf16 = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
+    ops = {op.name: op for op in moe_ops(dims, bf16, 64, np.full(1, 16.0), a2a_bytes=1e6)}
+    assert float(ops["combine"].nbytes) == float(ops["dispatch"].nbytes)

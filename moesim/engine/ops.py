@@ -240,7 +240,8 @@ def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0,
 
     ``tokens``: tokens the device holds (``/ tp`` under sequence parallelism are routed here);
     ``expert_tokens``: per-expert tokens of the busiest EP rank; ``a2a_bytes``: bytes one device
-    sends in each all-to-all (from the engine's routing: padded, dropless, or the expected load).
+    sends in the dispatch (from the engine's routing: padded, dropless, or the expected load), at
+    ``gemm_in_bytes`` per element; the combine moves the same rows at ``act_bytes`` (16-bit).
     The glue kernels' bytes follow ``impl`` (:data:`MOE_IMPLS`) over ``rows`` routed rows (default
     ``tokens * top_k``; the reference layer moves only the kept ones).
     """
@@ -262,7 +263,8 @@ def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0,
     a2a = _alltoall("dispatch", dims, a2a_bytes, algorithm)
     ops += a2a
     ops += expert_ops(dims, dt, expert_tokens, impl, working_set_bytes, capacity)
-    ops += _alltoall("combine", dims, a2a_bytes, algorithm)
+    # the combine returns the experts' 16-bit outputs (DeepEP: FP8 dispatch, BF16 combine)
+    ops += _alltoall("combine", dims, np.asarray(a2a_bytes, dtype=float) * (ab / b), algorithm)
     ops += unpermute
     if dims.n_shared:
         if impl == "fused":  # one FFN of all shared experts' width, added in the un-permute
