@@ -139,7 +139,8 @@ def test_fp8_training_block_adds_te_casts_and_split_accumulation():
     """FP8 training: a forward cast op and a backward cast op after every FP8 GEMM (not the router);
     the backward-only op adds nothing to the forward; the GEMMs' backward pays split accumulation."""
     from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN
-    from moesim.engine.ops import forward_s, fp8_training_ops
+    from moesim.engine.ops import forward_s
+    from moesim.engine.training.fp8 import fp8_training_ops
 
     s = moesim.scenario_from_dict(deep_merge(TRAIN, {"model": {"dtype": "fp8"}}))
     cm = build_cost_model(s.hardware)

@@ -24,13 +24,12 @@ weight gradients), a collective the same as forward (:func:`backward_s`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from moesim.accounting import attention_params
 from moesim.costmodel import CostModel
-from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops
 
 #: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them.
@@ -378,36 +377,3 @@ def backward_s(op: Op, seconds):
     if op.bwd_factor is not None:
         return seconds * op.bwd_factor
     return seconds * (2.0 if op.stream == "compute" else 1.0)
-
-
-def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float) -> list[Op]:
-    """``ops`` of an FP8 training block with Transformer Engine's extra work (``costmodel.fp8``).
-
-    After each FP8 GEMM (every GEMM but the router's) come a forward cast op (its input cast to FP8
-    with its transpose, free where fused into the preceding norm: QKV and the FFN/shared up
-    projections; plus the weight's cast, ``weight_casts_per_microbatch`` of it) and a backward cast
-    op (the output gradient's cast-transpose, and the input's transpose where the norm fused the
-    forward cast). The GEMMs' backward runs with split accumulation
-    (``fp8.SPLIT_ACCUMULATION_SLOWDOWN`` on its 2x).
-    """
-    out = []
-    for op in ops:
-        if op.kind not in ("gemm", "grouped_gemm") or op.name == "router":
-            out.append(op)
-            continue
-        a = op.args
-        if op.kind == "gemm":
-            rows, experts = np.asarray(a["m"], dtype=float), 1.0
-        else:
-            c = np.asarray(a["tokens_per_expert"], dtype=float)
-            rows, experts = c.sum(axis=-1), float(c.shape[-1])  # every local expert's weight is cast
-        fused = op.name in ("qkv_proj", "ffn_up") or (op.name.startswith("shared") and op.name.endswith("_up"))
-        c = fp8_cast_bytes(rows, a["k"], a["n"], recipe=recipe, norm_fused=fused,
-                           weight_casts_per_microbatch=weight_casts_per_microbatch)
-        fwd = c["fwd_bytes"] + experts * c["weight_bytes"]
-        out += [replace(op, bwd_factor=2.0 * SPLIT_ACCUMULATION_SLOWDOWN),
-                Op(f"{op.name}_cast", "fp8_cast", "compute", dict(nbytes=fwd, kernels=c["fwd_kernels"] + c["weight_kernels"]),
-                   0.0, fwd, phase="fwd"),
-                Op(f"{op.name}_cast_bwd", "fp8_cast", "compute", dict(nbytes=c["bwd_bytes"], kernels=c["bwd_kernels"]),
-                   0.0, c["bwd_bytes"], phase="bwd")]
-    return out

@@ -41,13 +41,13 @@ from moesim.engine.ops import (
     block_ops,
     expert_ops,
     forward_s,
-    fp8_training_ops,
     op_s,
     price,
     total_s,
 )
 from moesim.engine.placement import Placement
 from moesim.engine.routing import RoutingSample
+from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.precision import scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
