@@ -192,6 +192,8 @@ class CostModelBase:
         send/recv's link, whose one-message latency is paid once (peers are sent to concurrently).
         ``top_k`` / ``n_experts``: the routing, for ``hierarchical``'s per-node deduplication of
         NIC bytes (``comm.distinct_node_fraction``; ``top_k = 1`` deduplicates nothing).
+        ``deepep_normal`` / ``deepep_low_latency``: DeepEP's kernels on the same links, at the
+        fitted link fractions and per-pass cost of ``comm._deepep_s``.
         """
         intra_peers, _ = comm.ep_peer_split(ep, tp, self.hw.node.devices_per_node)
         intra_bw, intra_lat, intra_peer = self._alltoall_link(True, intra_peers + 1)

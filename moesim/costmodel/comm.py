@@ -129,8 +129,11 @@ def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
                         top_k: int = 1, n_experts: int = 0):
     """(NVLink bytes, NIC bytes) one rank moves in an all-to-all where it sends ``bytes_to_peers``.
 
-    Flat: the bytes split over the ``ep - 1`` peers evenly, intra-node peers over NVLink, the others
-    over the NIC. Hierarchical: every byte crosses NVLink once (regrouped per node), and the NIC
+    Flat (and ``deepep_low_latency``, which sends one message per (token, expert), no dedup): the
+    bytes split over the ``ep - 1`` peers evenly, intra-node peers over NVLink, the others over the
+    NIC. ``deepep_normal``: NVLink carries one copy per distinct destination rank (DeepEP's
+    ``is_token_in_rank``; the flat bytes times ``distinct_node_fraction(top_k, ep, n_experts)``), the
+    NIC one per distinct remote node, as hierarchical. Hierarchical: every byte crosses NVLink once (regrouped per node), and the NIC
     carries one copy per distinct remote node a token goes to, the flat NIC bytes times
     :func:`distinct_node_fraction` (``top_k = 1``: the same bytes as flat).
     """
@@ -143,6 +146,12 @@ def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     if algorithm == "hierarchical" and inter:
         nodes = ep / (intra + 1)
         return b, b_inter * distinct_node_fraction(top_k, nodes, n_experts)
+    if algorithm == "deepep_normal":
+        # One copy per distinct destination rank over NVLink, one per distinct remote node over RDMA.
+        b_nvl = b * distinct_node_fraction(top_k, ep, n_experts)
+        if not inter:
+            return b_nvl, np.zeros_like(b)
+        return b_nvl, b_inter * distinct_node_fraction(top_k, ep / (intra + 1), n_experts)
     return b * intra / peers, b_inter
 
 
@@ -161,7 +170,8 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     first regroups per node over NVLink, then exchanges one message per remote node, each token
     crossing the NIC once per distinct remote node its ``top_k`` experts sit on (of ``n_experts``;
     :func:`alltoall_link_bytes`, :func:`distinct_node_fraction`); ``top_k = 1`` moves the flat
-    NIC bytes.
+    NIC bytes. ``deepep_normal`` / ``deepep_low_latency``: DeepEP's two kernel families
+    (:func:`_deepep_s`).
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
@@ -170,6 +180,9 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
         return np.zeros_like(b)
     b_nvl, b_nic = alltoall_link_bytes(b, ep, tp, devices_per_node, algorithm, top_k, n_experts)
     lat_nvl = (intra_latency_s if intra else 0.0) + intra * intra_peer_s
+    if algorithm in DEEPEP_ALGORITHMS:
+        return _deepep_s(b, b_nvl, b_nic, algorithm, intra, inter, lat_nvl, intra_bw_gbps, inter_bw_gbps,
+                         inter_latency_s, inter_peer_s, intra + 1)
     if algorithm == "hierarchical" and inter:
         nodes = inter // (intra + 1)
         # Stage 1: regroup inside the node (all bytes cross NVLink once); stage 2: one message per node.
@@ -179,3 +192,52 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     t_nvl = b_nvl / (intra_bw_gbps * 1e9) + lat_nvl
     t_net = (b_nic / (inter_bw_gbps * 1e9) + inter_latency_s + inter * inter_peer_s) if inter else np.zeros_like(b)
     return np.where(b > 0, np.maximum(t_nvl, t_net), 0.0)
+
+
+# DeepEP (deepseek-ai/DeepEP V1, docs/legacy.md @0297fc80; rows in moesim/data/deepep.csv).
+# Fitted: the achieved fraction of each link's bandwidth (NVLink from DEEPEP-01, the normal EP8
+# row; RDMA from DEEPEP-03, the normal EP32 row) and the fixed cost of one GPU-initiated exchange
+# kernel (from the low-latency dispatch EP16 / EP64 / EP256 rows). Every other row is held out
+# (tests/test_deepep.py): normal EP16 / EP64, low-latency dispatch EP8 / EP32 / EP128 and all six
+# low-latency combine rows.
+# Fit (H800: NVLink 160 GB/s, CX7 50 GB/s, latencies 2 / 5 us; top-8 of 256 experts): the normal
+# rows reproduced exactly (EP16 +2.5%, EP64 -1.3% held out); low-latency dispatch within 4.2%
+# (EP8 -4.2%, EP32 +0.9%, EP128 -2.0% held out); combine (all held out) within 9% (EP128 -8.9%).
+DEEPEP_NVL_EFFICIENCY = 0.882
+DEEPEP_RDMA_EFFICIENCY = 0.898
+DEEPEP_KERNEL_S = 24.7e-6
+DEEPEP_ALGORITHMS = ("deepep_normal", "deepep_low_latency")
+
+
+def _deepep_s(b, b_nvl, b_nic, algorithm, intra, inter, lat_nvl, intra_bw_gbps, inter_bw_gbps,
+              inter_latency_s, inter_peer_s, ranks_per_node,
+              nvl_eff=None, rdma_eff=None, kernel_s=None):
+    """DeepEP dispatch / combine time (both directions cost the same; pass the direction's bytes).
+
+    Both families keep NVLink and RDMA busy at once (the slower sets the pace) at a fitted
+    fraction of each link (``DEEPEP_NVL_EFFICIENCY``, ``DEEPEP_RDMA_EFFICIENCY``), and each
+    GPU-initiated exchange (send, then wait for every peer's arrival flag) pays a fixed
+    ``DEEPEP_KERNEL_S`` plus the links' latency.
+
+    ``deepep_low_latency``: one kernel, one RDMA message per (token, expert) straight to the
+    expert's rank, no forwarding and no dedup; same-node peers' messages do not cross the NIC wire
+    (the published EP8 row moves 98 GB/s, twice one CX7's 50 GB/s, so they go over NVLink P2P).
+    ``deepep_normal``: a notify kernel first exchanges the per-rank / per-node counts (one more
+    exchange: fixed cost plus latency), then the data kernel sends one copy per distinct remote
+    node over RDMA (rail-aligned) which the receiving GPU forwards over NVLink to each distinct
+    destination rank, pipelined in chunks so the two legs overlap.
+    """
+    nvl_eff = DEEPEP_NVL_EFFICIENCY if nvl_eff is None else nvl_eff
+    rdma_eff = DEEPEP_RDMA_EFFICIENCY if rdma_eff is None else rdma_eff
+    kernel_s = DEEPEP_KERNEL_S if kernel_s is None else kernel_s
+    t_nvl = b_nvl / (nvl_eff * intra_bw_gbps * 1e9) + lat_nvl
+    if inter:
+        peers_net = inter if algorithm == "deepep_low_latency" else inter // max(ranks_per_node, 1)
+        lat_net = inter_latency_s + peers_net * inter_peer_s
+        t_net = b_nic / (rdma_eff * inter_bw_gbps * 1e9) + lat_net
+    else:
+        lat_net, t_net = 0.0, np.zeros_like(b)
+    t = kernel_s + np.maximum(t_nvl, t_net)
+    if algorithm == "deepep_normal":
+        t = t + kernel_s + max(lat_nvl, lat_net)  # the notify kernel's count exchange
+    return np.where(b > 0, t, 0.0)

@@ -40,7 +40,12 @@ class PlanSpec(Strict):
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
         "each step: an extra read per cast)."))
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
-    alltoall: Literal["flat", "hierarchical"] = Field("flat", description="All-to-all algorithm: flat (every peer directly) or hierarchical (gather in node, one NIC exchange).")
+    alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency"] = Field(
+        "flat",
+        description="All-to-all algorithm: flat (every peer directly), hierarchical (gather in node, one NIC "
+        "exchange), deepep_normal (DeepEP's high-throughput kernels: one RDMA copy per remote node, NVLink "
+        "forwarding, a count-exchange pass first) or deepep_low_latency (DeepEP's decode kernels: one message "
+        "per token and expert straight to its rank, no forwarding or dedup, one fixed-cost pass).")
     overlap_alltoall: bool = Field(
         False, description="Hide expert-parallel all-to-alls behind the compute of another microbatch "
         "(training): Megatron-core's combined 1F1B, `--overlap-moe-expert-parallel-comm` (\"1F1B A2A "
