@@ -9,12 +9,9 @@ from moesim.costmodel import host
 from moesim.costmodel.host import (
     default_host_spec,
     exposed_host_s,
-    graph_batch_size,
-    graph_capture_sizes,
     host_spec_for,
     iteration_host_s,
     kernel_launch_s,
-    kernels_per_iteration,
     overlaps,
     platform_of,
     uses_cuda_graph,
@@ -116,17 +113,6 @@ def test_graph_only_for_decode_up_to_the_capture_limit(cuda):
     assert not uses_cuda_graph(200, True, small)
 
 
-def test_graph_batches_pad_to_vllm_capture_sizes(cuda):
-    sizes = graph_capture_sizes(cuda)
-    assert sizes[:5] == [1, 2, 4, 8, 16] and sizes[-2:] == [496, 512]
-    assert graph_batch_size(3, cuda) == 4 and graph_batch_size(9, cuda) == 16
-    assert graph_batch_size(257, cuda) == 272 and graph_batch_size(512, cuda) == 512
-    assert graph_batch_size(600, cuda) == 600  # not graphed: no padding
-    odd = cuda.model_copy(update={"graph_max_batch": 100})
-    assert graph_capture_sizes(odd)[-1] == 100 and graph_batch_size(97, odd) == 100
-    assert graph_capture_sizes(cuda.model_copy(update={"graph_max_batch": 0})) == []
-
-
 # ---------------------------------------------------------------- overlap
 def test_exposed_host_is_zero_when_gpu_time_covers_it():
     assert exposed_host_s(0.4e-3, 5e-3, overlap=True) == 0.0
@@ -167,13 +153,3 @@ def test_eager_launch_follows_the_cost_model_without_a_host_section():
     spec = host_spec_for(None, m2)
     assert spec.graph_max_batch == 0 and spec.eager_launch_us == 12.0
     assert host_spec_for() == default_host_spec("cuda")
-
-
-# ---------------------------------------------------------------- kernel count
-def test_kernels_per_iteration_counts():
-    # Mixtral 8x7B: 32 MoE layers, TP 2: 32 * (7 attention + 2 all-reduce + 7 MoE) + 7 outside
-    assert kernels_per_iteration(32, 32, tp=2) == 32 * 16 + 7
-    assert kernels_per_iteration(32, 32, tp=2, ep=2) == 32 * 18 + 7
-    assert kernels_per_iteration(32, 0) == 32 * 10 + 7  # dense, one GPU
-    with pytest.raises(ValueError):
-        kernels_per_iteration(4, 5)

@@ -82,8 +82,8 @@ Kernel launches and CUDA graphs:
   CPU launch independent of the node count.
 * ``graph_max_batch = 512`` (framework default): vLLM's ``max_cudagraph_capture_size`` is
   ``min(max_num_seqs * 2, 512)``, capture sizes ``[1, 2, 4] + range(8, 256, 8) +
-  range(256, max + 1, 16)`` (vllm-project/vllm ``vllm/config/compilation.py`` @002284d). Batches
-  are padded up to the next captured size (:func:`graph_batch_size`). SGLang's
+  range(256, max + 1, 16)`` (vllm-project/vllm ``vllm/config/compilation.py`` @002284d). vLLM pads
+  a batch up to the next captured size; moesim does not (a graphed batch runs at its own size). SGLang's
   ``cuda_graph_max_bs`` is 256 (TP < 4) or 512 (TP >= 4) on H100/H200-class memory, 32/160 on
   A100-40GB, 160 when the memory is unknown (sgl-project/sglang
   ``python/sglang/srt/server_args.py``). vLLM V1's default mode ``FULL_AND_PIECEWISE`` also
@@ -104,21 +104,16 @@ Apple MPS and CPU (PyTorch backends):
 * MPS and CPU host time (assumed): the same scheduler code as on CUDA, so the CUDA host numbers;
   no overlap (no async scheduler measured there).
 
-How the serving iteration should use it
----------------------------------------
-Per iteration, with ``gpu_s`` the kernels' time and ``n_kernels`` the kernels launched
-(:func:`kernels_per_iteration`)::
-
-    spec = host_spec_for(cm.profile, s.hardware.device)
-    graph = uses_cuda_graph(n_seqs, decode_only, spec)
-    gpu_s = gpu_s - n_kernels * cm.launch_s + kernel_launch_s(n_kernels, graph, spec)
-    phase = "decode" if decode_only else ("prefill" if no sequence decodes else "mixed")
-    t = gpu_s + exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s, overlaps(phase, spec))
+How the serving iteration uses it
+---------------------------------
+``IterationCost.host_s`` (``moesim/engine/serving/decode_cost.py``): a graphed decode step swaps
+its kernels' eager launches (``n_kernels``: the op graph's compute ops) for
+``kernel_launch_s(n_kernels, True, spec)``, and the iteration adds
+``exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s, overlaps(phase, spec))``.
 """
 
 from __future__ import annotations
 
-import bisect
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -169,24 +164,6 @@ PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
     "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, overlap_decode=False),
     "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, overlap_decode=False),
 }
-
-# ---------------------------------------------------------------- kernels per iteration (our count)
-#: Kernels one transformer layer launches in a vLLM-style decode forward, counted from vLLM's
-#: Llama/Mixtral forward (not a measurement): attention block = fused add+RMSNorm, QKV GEMM, RoPE,
-#: KV-cache write, attention, O GEMM, post-attention RMSNorm.
-ATTENTION_BLOCK_KERNELS = 7
-#: Fused-MoE block: router GEMM, top-k softmax, align/permute, up(+gate) grouped GEMM, activation,
-#: down grouped GEMM, un-permute sum.
-MOE_BLOCK_KERNELS = 7
-#: Dense FFN: up(+gate) GEMM, activation, down GEMM.
-DENSE_FFN_KERNELS = 3
-#: Per layer with TP > 1: the all-reduces after the O projection and after the FFN/MoE.
-TP_COLLECTIVES_PER_LAYER = 2
-#: Per MoE layer with EP > 1: dispatch and combine all-to-alls.
-EP_COLLECTIVES_PER_MOE_LAYER = 2
-#: Outside the layers: embedding, final norm, LM head, sampling (~4 kernels for top-k/top-p).
-EDGE_KERNELS = 7
-
 
 def _check_phase(phase: str) -> None:
     if phase not in PHASES:
@@ -271,25 +248,6 @@ def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):
     return bool(ok) if ok.ndim == 0 else ok
 
 
-def graph_capture_sizes(spec: HostSpec) -> list[int]:
-    """Batch sizes vLLM captures up to ``graph_max_batch``: 1, 2, 4, 8..248 by 8, 256.. by 16."""
-    m = spec.graph_max_batch
-    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, m + 1, 16)]
-    sizes = [s for s in sizes if s <= m]
-    if m > 0 and (not sizes or sizes[-1] != m):
-        sizes.append(m)  # vLLM always captures the maximum itself
-    return sizes
-
-
-def graph_batch_size(batch_seqs: int, spec: HostSpec) -> int:
-    """The batch a graphed decode step runs at: the smallest captured size >= ``batch_seqs``
-    (the padding rows cost GPU time); ``batch_seqs`` itself when no graph applies."""
-    sizes = graph_capture_sizes(spec)
-    if batch_seqs < 1 or not sizes or batch_seqs > sizes[-1]:
-        return int(batch_seqs)
-    return sizes[bisect.bisect_left(sizes, batch_seqs)]
-
-
 def overlaps(phase: str, spec: HostSpec) -> bool:
     """Whether the host work of an iteration of this phase overlaps the previous step's GPU work."""
     _check_phase(phase)
@@ -298,19 +256,10 @@ def overlaps(phase: str, spec: HostSpec) -> bool:
 
 def exposed_host_s(host_s, gpu_s, overlap: bool):
     """Host seconds an iteration adds to its GPU time: all of it when serial, ``max(0, host - gpu)``
-    when the scheduler runs one step ahead (the host work hides behind the GPU work)."""
+    when the scheduler runs one step ahead (the host work hides behind the GPU work). Plain floats
+    take a scalar path (the serving engine calls this once per iteration)."""
+    if isinstance(host_s, float) and isinstance(gpu_s, float):
+        return max(0.0, host_s - gpu_s) if overlap else host_s
     h = np.asarray(host_s, dtype=float)
     t = np.maximum(0.0, h - np.asarray(gpu_s, dtype=float)) if overlap else h
     return float(t) if np.ndim(t) == 0 else t
-
-
-def kernels_per_iteration(n_layers: int, n_moe_layers: int, tp: int = 1, ep: int = 1) -> int:
-    """Kernels one forward pass launches (our count of a vLLM-style model, see the constants):
-    an attention block per layer, a fused-MoE block per MoE layer, a dense FFN per other layer,
-    TP all-reduces and EP all-to-alls, plus embedding, final norm, LM head and sampling."""
-    if n_layers < 0 or not 0 <= n_moe_layers <= n_layers or tp < 1 or ep < 1:
-        raise ValueError("need 0 <= n_moe_layers <= n_layers, tp >= 1, ep >= 1")
-    per_layer = ATTENTION_BLOCK_KERNELS + (TP_COLLECTIVES_PER_LAYER if tp > 1 else 0)
-    moe = MOE_BLOCK_KERNELS + (EP_COLLECTIVES_PER_MOE_LAYER if ep > 1 else 0)
-    return (n_layers * per_layer + n_moe_layers * moe + (n_layers - n_moe_layers) * DENSE_FFN_KERNELS
-            + EDGE_KERNELS)

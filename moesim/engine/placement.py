@@ -107,7 +107,12 @@ class Placement:
     @property
     def experts_per_rank(self) -> int:
         """Expert slots on each EP rank (``(E + N) / ep``; ``E / ep`` without replicas)."""
-        return (self.n_experts + self.redundant_experts) // self.ep
+        return self.slots_per_rank(self.n_experts, self.ep, self.redundant_experts)
+
+    @staticmethod
+    def slots_per_rank(n_experts: int, ep: int, redundant_experts: int = 0) -> int:
+        """Expert slots each of ``ep`` ranks holds, ``(E + N) / ep``, before any layout is chosen."""
+        return (int(n_experts) + int(redundant_experts)) // int(ep)
 
     @property
     def copies(self) -> np.ndarray:

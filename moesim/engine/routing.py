@@ -319,12 +319,8 @@ class RoutingSample:
     @property
     def compute_tokens(self) -> np.ndarray:
         """Tokens each expert slot computes, by rank: ``[L, M, ep, slots/ep]``."""
-        if self.placement.redundant_experts:
-            base = np.full(self.loads.shape, self.capacity) if self.padded else self.loads
-            return self.placement.split(base, layer_axis=0)
-        if self.padded:
-            return np.full(self.placement.split(self.loads).shape, self.capacity, dtype=np.int64)
-        return self.placement.split(self.loads)
+        base = np.full(self.loads.shape, self.capacity, dtype=np.int64) if self.padded else self.loads
+        return self.placement.split(base, layer_axis=0)
 
     @property
     def rank_tokens(self) -> np.ndarray:
@@ -342,9 +338,8 @@ class RoutingSample:
     def balanced_expert_tokens(self) -> float:
         """Tokens per expert slot if routing were perfectly even (padded: the capacity, shared by the slots)."""
         slots = self.loads.shape[-1] + self.placement.redundant_experts
-        if self.padded:
-            return float(self.capacity) * self.loads.shape[-1] / slots if self.placement.redundant_experts \
-                else float(self.capacity)
+        if self.padded:  # every expert's capacity, spread over its slots
+            return float(self.capacity) * self.loads.shape[-1] / slots
         return float(self.loads[0, 0].sum()) / slots
 
     def layer_table(self, layer_ids) -> dict[str, list]:

@@ -42,9 +42,10 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> Scenario:
         m, p, hw = self.model, self.plan, self.hardware
-        if m.n_heads % p.tp:
+        bad_heads = heads_tp_mismatch(m, p.tp)
+        if bad_heads == "n_heads":
             raise ValueError(f"plan.tp = {p.tp}: must divide model.n_heads ({m.n_heads})")
-        if m.kv_heads % p.tp and p.tp % m.kv_heads:
+        if bad_heads == "n_kv_heads":
             raise ValueError(
                 f"plan.tp = {p.tp}: must divide model.n_kv_heads ({m.kv_heads}) or be a multiple of it "
                 "(then KV heads are replicated)"
@@ -108,6 +109,16 @@ class Scenario(Strict):
 
 
 
+def heads_tp_mismatch(m: ModelSpec, tp: int) -> str | None:
+    """None when ``tp`` shards ``m``'s attention heads (it divides n_heads, and divides the KV heads
+    or is a multiple of them: then KV heads are replicated); else the field that does not split."""
+    if m.n_heads % tp:
+        return "n_heads"
+    if m.kv_heads % tp and tp % m.kv_heads:
+        return "n_kv_heads"
+    return None
+
+
 def _check_speculative(s: Scenario) -> None:
     """The drafter must shard like the target and fit next to it (one line naming the field)."""
     from moesim.accounting import GIB
@@ -117,7 +128,7 @@ def _check_speculative(s: Scenario) -> None:
     spec, tp, m = s.workload.speculative, s.plan.tp, s.model
     d = spec.draft
     if d is not None:
-        if d.n_heads % tp or (d.kv_heads % tp and tp % d.kv_heads):
+        if heads_tp_mismatch(d, tp):
             raise ValueError(f"workload.speculative.draft: plan.tp = {tp} must divide the draft's n_heads ({d.n_heads}) "
                              f"and n_kv_heads ({d.kv_heads}) or be a multiple of n_kv_heads")
         if d.vocab_size != m.vocab_size:

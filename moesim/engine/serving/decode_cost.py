@@ -54,7 +54,14 @@ import numpy as np
 
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
-from moesim.costmodel.host import host_spec_for, iteration_host_s, kernel_launch_s, uses_cuda_graph
+from moesim.costmodel.host import (
+    exposed_host_s,
+    host_spec_for,
+    iteration_host_s,
+    kernel_launch_s,
+    overlaps,
+    uses_cuda_graph,
+)
 from moesim.engine import expert_load
 from moesim.engine.ops import (
     EXPERT_OPS,
@@ -104,10 +111,10 @@ class IterationCost:
     def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int):
         m, p = s.model, s.plan
         self.s, self.cm, self.rng = s, cm, rng
-        self.precision = prec = scenario_precision(s)
-        self.dtype, self.b = m.dtype, prec.act_bytes  # weights' dtype (GEMMs resolve it); GEMM-input bytes
-        self.act_dtype, self.act_b = prec.act_dtype, max(prec.act_bytes, 2.0)
-        self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=self.b, act_bytes=self.act_b,
+        prec = scenario_precision(s)
+        # weights' dtype (GEMMs resolve it); GEMM inputs and the all-to-all in the compute dtype; the
+        # activations between kernels (norms, all-reduces, hand-offs) 16-bit
+        self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
                                act_dtype=prec.act_dtype, attn_dtype=m.dtype)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True)
@@ -135,7 +142,7 @@ class IterationCost:
         self._experts, self._dropped = (self.uniform_experts_s(t) if not self.skewed
                                         else (np.zeros_like(t), np.zeros_like(t)))
         seqs = np.arange(self.max_tokens + 1, dtype=float)
-        self._head = np.asarray(cm.gemm_s(seqs, m.vocab_size // self.tp, m.d_model, self.dtype))
+        self._head = np.asarray(cm.gemm_s(seqs, m.vocab_size // self.tp, m.d_model, self.dtypes.weights))
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
@@ -153,7 +160,7 @@ class IterationCost:
         m, cm, tp = self.s.model, self.cm, self.tp
         t = np.asarray(tokens, dtype=float)
         one = np.ones(1)
-        a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.b, self.ep) if self.ep > 1 else 0.0
+        a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.dtypes.gemm_in_bytes, self.ep) if self.ep > 1 else 0.0
         out = {k: np.zeros_like(t) for k in SERVING_STREAMS}
         for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)):
             if count:
@@ -164,7 +171,7 @@ class IterationCost:
                         out[op.stream] = out[op.stream] + count * op_s(cm, op)
         if self.pp > 1:
             intra = tp * self.pp <= self.s.hardware.node.devices_per_node
-            out["pp_comm"] = out["pp_comm"] + (self.pp - 1) * cm.p2p_s(t * m.d_model * self.act_b / tp, intra)
+            out["pp_comm"] = out["pp_comm"] + (self.pp - 1) * cm.p2p_s(t * m.d_model * self.dtypes.act_bytes / tp, intra)
         return {k: np.asarray(v, dtype=float) for k, v in out.items()}
 
     def comm_s(self, tokens: int) -> tuple[float, float, float]:
@@ -295,10 +302,8 @@ class IterationCost:
         n = min(q_tokens.size, self.max_tokens)
         decode = q_tokens.max() == 1
         launch = self._graph_saving_s if decode and self._graphed[n] else 0.0
-        host = self._host_by_seqs[n]
-        if self.host.overlap_decode if decode else self.host.overlap_prefill:
-            return launch + max(0.0, host - (gpu_s + launch))
-        return launch + host
+        overlap = overlaps("decode" if decode else "mixed", self.host)
+        return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)
 
 
 def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400) -> int:
@@ -315,7 +320,7 @@ def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400)
     m = cost.s.model
     b = np.unique(np.round(np.geomspace(1, max_batch, points)))
     t = cost.fixed_s(b) + cost.uniform_experts_s(b)[0] + np.asarray(
-        cost.cm.gemm_s(b, m.vocab_size // cost.tp, m.d_model, cost.dtype))
+        cost.cm.gemm_s(b, m.vocab_size // cost.tp, m.d_model, cost.dtypes.weights))
     slope = np.diff(t) / np.diff(b)
     avg = t[:-1] / b[:-1]
     start = 1.0

@@ -166,7 +166,7 @@ class _Run:
             batch = schedule(eng, book)
             if batch.ids.size == 0:
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
-            n_out = int(batch.emits.sum())
+            n_out, tokens = int(batch.emits.sum()), int(batch.q_tokens.sum())
             if self.spec is None:
                 dt, dropped = cost.time_s(batch.q_tokens, batch.kv_tokens, n_out)
                 stage0 = dt / pp
@@ -180,5 +180,5 @@ class _Run:
                 self.spec.committed(book, batch)
             self.records.append((replica, slot, start, env.now, batch.ids.size, batch.prefill_tokens,
                                  batch.decode_tokens, batch.kv_used_tokens, batch.running, batch.queued,
-                                 batch.preempted, dropped, int(batch.q_tokens.sum()) * self.routed_per_token,
-                                 start + stage0, *cost.comm_s(int(batch.q_tokens.sum()))))
+                                 batch.preempted, dropped, tokens * self.routed_per_token,
+                                 start + stage0, *cost.comm_s(tokens)))

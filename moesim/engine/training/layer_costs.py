@@ -142,8 +142,7 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     dense_ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
     shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
     dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
-    n_red = s.placement.redundant_experts
-    per_rank = (m.n_experts + n_red) // plan.ep if n_red else Placement.contiguous(m.n_experts, plan.ep).experts_per_rank
+    per_rank = Placement.slots_per_rank(m.n_experts, plan.ep, s.placement.redundant_experts)
     experts = np.where(moe, per_rank * expert_params(m), 0) / plan.tp
     return dense.astype(float), experts.astype(float)
 
