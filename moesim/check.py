@@ -17,6 +17,7 @@ from moesim.schemas import (
     Scenario,
     TrainingWorkload,
 )
+from moesim.schemas.scenario import pool_scenario
 
 
 def summary(s: Scenario) -> dict:
@@ -26,7 +27,9 @@ def summary(s: Scenario) -> dict:
     training = isinstance(s.workload, TrainingWorkload)
     seq = s.workload.seq_len if training else None
     context = None if training else serving_mean_context(s)
-    mem = memory_report(s)
+    # disaggregated serving: the decode pool holds each request's KV for its whole life
+    pool = pool_scenario(s, "decode") if not training and s.workload.disaggregation is not None else s
+    mem = memory_report(pool)
     prec = scenario_precision(s)
     out = {
         "scenario": s.name,
@@ -46,9 +49,9 @@ def summary(s: Scenario) -> dict:
         "fits": mem.fits,
         "headroom_gib": mem.headroom_gib,
     }
-    out["fits_reason"], out["fits_advice"] = fit_explanation(s, mem)
+    out["fits_reason"], out["fits_advice"] = fit_explanation(pool, mem)
     if not s.is_training:
-        out["kv_cache_capacity_tokens"] = kv_cache_capacity_tokens(s)
+        out["kv_cache_capacity_tokens"] = kv_cache_capacity_tokens(pool)
     return out
 
 

@@ -306,7 +306,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:
     """KV cache bytes one token adds on one device: layers split over pp, KV heads over tp."""
-    own = kv_bytes_per_token(s.model, scenario_precision(s)) / (s.plan.pp * _kv_shards(s.model, s.plan.tp))
+    own = kv_bytes_per_token(s.model, scenario_precision(s)) / (s.plan.pp * kv_shards(s.model, s.plan.tp))
     return own + spec_kv_bytes_per_token_per_device(s)
 
 
@@ -356,10 +356,10 @@ def spec_kv_bytes_per_token_per_device(s: Scenario) -> float:
     spec = s.workload.speculative
     prec = precision(d.dtype, s.hardware.device) if spec.method == "draft" else scenario_precision(s)
     heads = 1 if spec.method == "draft" else spec.k
-    return heads * kv_bytes_per_token(d, prec) / _kv_shards(d, s.plan.tp)
+    return heads * kv_bytes_per_token(d, prec) / kv_shards(d, s.plan.tp)
 
 
-def _kv_shards(m: ModelSpec, tp: int) -> int:
+def kv_shards(m: ModelSpec, tp: int) -> int:
     """Ways the KV cache splits over TP: KV heads split up to their count, then replicate; MLA replicates."""
     if m.mla is not None:
         return 1

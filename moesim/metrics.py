@@ -241,6 +241,35 @@ _add("spec_tokens_per_step", "tokens", "max", "tokens per decode step (per seque
      "(1-a^(k+1))/(1-a) expected with it (less where outputs end)", S)
 _add("spec_acceptance", "fraction", "max", "draft tokens accepted (fraction)",
      "accepted draft tokens / drafted tokens, (tokens per step - 1) / k; 0 without speculative decoding", S)
+_add("eplb_rebalances", "count", None, "EPLB rebalances",
+     "times the expert placement was recomputed (`placement.rebalance_every_s`; 0 when placed once)", S)
+_add("eplb_moved_gib", "GiB", "min", "expert weights moved (GiB)",
+     "expert weights copied to new slots at the rebalances, within one EP group, summed over them", S)
+_add("eplb_stall_s", "s", "min", "EPLB weight-move stall (s)",
+     "seconds the engines stalled while expert weights moved at rebalances, summed over engines", S)
+_add("prefill_devices", "count", None, "prefill pool devices",
+     "devices of the prefill pool (disaggregated serving only)", S)
+_add("decode_devices", "count", None, "decode pool devices",
+     "devices of the decode pool (disaggregated serving only)", S)
+_add("prefill_utilisation", "fraction", "max", "prefill pool busy (fraction)",
+     "seconds the prefill replicas iterate / (replicas x makespan) (disaggregated serving only)", S)
+_add("decode_utilisation", "fraction", "max", "decode pool busy (fraction)",
+     "seconds the decode replicas iterate / (replicas x makespan) (disaggregated serving only)", S)
+_add("prefill_input_tokens_per_s_per_node", "tokens/s", "max", "prefill input tokens/s per node",
+     "prompt tokens (cached prefix included, as DeepSeek counts them) per second per prefill node, over the "
+     "window in which the pool computed the central 80% of its prefill tokens (disaggregated serving only)", S)
+_add("decode_output_tokens_per_s_per_node", "tokens/s", "max", "decode output tokens/s per node",
+     "tokens the decode pool generates per second per decode node, over the window of the central 80% of "
+     "them (ramp-up and the last long requests left out; disaggregated serving only)", S)
+_add("kv_transfer_mean_s", "s", "min", "KV transfer (s, mean)",
+     "prefill-to-decode KV transfer: NIC latency + KV bytes / the prefill replica's NIC bandwidth, "
+     "without the wait for the link (disaggregated serving only)", S)
+_add("kv_transfer_p99_s", "s", "min", "KV transfer (s, p99)", "99th percentile of the per-request KV transfer "
+     "time (disaggregated serving only)", S)
+_add("kv_transfer_gib", "GiB", None, "KV moved (GiB)",
+     "KV cache bytes sent from the prefill to the decode pool over the run (disaggregated serving only)", S)
+_add("usd_per_day", "USD", "min", "cost per day (USD)",
+     "every device of the cluster for 24 hours at its $/hour (disaggregated serving only)", S)
 _add("energy_j_per_token", "J/token", "min", "energy (J per output token)",
      "device board power x makespan / output tokens", S)
 _add("usd_per_1k_output_tokens", "USD/1K tokens", "min", "cost ($ per 1K output tokens)",

@@ -155,9 +155,22 @@ DEEP_40, DEEP_5000, DEEP_MAP = _nested(40), _nested(5000), _nested_map(5000)
 HOSTILE = [1e300, 1.7e308, -1.7e308, 2**63, 2**64 + 1, -(2**63) - 1, 10**400, LONG, DEEP_40, DEEP_5000, DEEP_MAP]
 #: Values some fields take (a valid scenario must then account without crashing).
 ODD = [-0.0, 0.0, 5e-324, 1e-300, 2**63 - 1, 2**31]
-KIND_BASE = {"training": BASE["workload"], "serving": SERVING}
-FIELD_PATHS = {kind: [p for p, _, _ in scenario_fields(kind)] for kind in KIND_BASE}
-NUMERIC = {kind: [(p.replace(".<key>", ".bf16").replace(".<item>", ".0"), t, up) for p, t, up, _ in numeric_fields(kind)]
+#: Disaggregated serving: two one-node pools, no top-level plan (fuzzed on its own fields).
+DISAGG = {**{k: v for k, v in SERVING.items() if k != "speculative"},
+          "disaggregation": {"prefill": {"plan": {"dp": 8, "ep": 8}}, "decode": {"plan": {"dp": 8, "ep": 8}}}}
+KIND_BASE = {"training": BASE["workload"], "serving": SERVING, "disagg": DISAGG}
+_DIS = "workload.disaggregation"
+
+
+def _mine(kind: str, path: str) -> bool:
+    """Fields fuzzed under ``kind``: the disaggregation section only under "disagg", never elsewhere."""
+    return path.startswith(_DIS) == (kind == "disagg")
+
+
+FIELD_PATHS = {kind: [p for p, _, _ in scenario_fields("training" if kind == "training" else "serving") if _mine(kind, p)]
+               for kind in KIND_BASE}
+NUMERIC = {kind: [(p.replace(".<key>", ".bf16").replace(".<item>", ".0"), t, up)
+                  for p, t, up, _ in numeric_fields("training" if kind == "training" else "serving") if _mine(kind, p)]
            for kind in KIND_BASE}
 
 
@@ -184,6 +197,9 @@ def _raw(kind: str) -> dict:
     raw["workload"] = copy.deepcopy(KIND_BASE[kind])
     if kind == "serving":
         raw["plan"].update(ep=1, microbatches=1)
+    if kind == "disagg":
+        del raw["plan"]
+        raw["hardware"]["cluster"]["nodes"] = 2
     return raw
 
 

@@ -19,14 +19,17 @@ from tests.conftest import ROOT, SCENARIOS
 
 TRAIN = ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml"
 SERVE = ROOT / "scenarios" / "mixtral-8x7b-h100-serve.yaml"
+DISAGG = ROOT / "scenarios" / "deepseek-v3-h800-serve-disagg.yaml"
 
 
 @pytest.fixture(scope="module")
 def summaries() -> dict[str, dict]:
     from moesim import load_scenario, simulate
 
-    return {"training": simulate(load_scenario(TRAIN)).summary,
-            "serving": simulate(load_scenario(SERVE, ["workload.arrival.n_requests=40"])).summary}
+    serving = simulate(load_scenario(SERVE, ["workload.arrival.n_requests=40"])).summary
+    disagg = simulate(load_scenario(DISAGG, ["workload.arrival.n_requests=40"])).summary
+    assert set(serving) <= set(disagg)  # disaggregated serving adds its pools' keys
+    return {"training": simulate(load_scenario(TRAIN)).summary, "serving": {**serving, **disagg}}
 
 
 def _check_keys(summary: dict) -> set[str]:

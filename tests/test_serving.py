@@ -246,9 +246,10 @@ def test_every_shipped_serving_scenario_simulates(path, tmp_path):
     it = r.tables["iterations"]
     comm = ~compute
     assert set(r.spans["stream"][comm]) <= {"tp_comm", "ep_comm", "pp_comm"}
-    plan = full.plan
-    assert ("tp_comm" in set(r.spans["stream"])) == (plan.tp > 1)
-    assert ("ep_comm" in set(r.spans["stream"])) == (plan.ep > 1 and full.model.n_moe_layers > 0)
+    d = full.workload.disaggregation
+    plans = [full.plan] if d is None else [d.prefill.plan, d.decode.plan]
+    assert ("tp_comm" in set(r.spans["stream"])) == any(p.tp > 1 for p in plans)
+    assert ("ep_comm" in set(r.spans["stream"])) == (any(p.ep > 1 for p in plans) and full.model.n_moe_layers > 0)
     busy = (r.spans["end_s"] - r.spans["start_s"]).sum()
     turn = np.asarray(it["stage0_end_s"], dtype=float) - np.asarray(it["start_s"], dtype=float)
     assert busy == pytest.approx(turn.sum(), rel=1e-9)

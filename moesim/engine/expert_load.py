@@ -93,3 +93,18 @@ def compact_loads(loads: np.ndarray) -> np.ndarray:
     srt = -np.sort(-np.asarray(loads), axis=-1)
     width = int((srt > 0).sum(axis=-1).max()) if srt.size else 0
     return srt[..., :max(width, 1)]
+
+
+def busiest_ranks(rank_loads: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` ranks with the most tokens of each row: ``[..., ep, slots]`` -> ``[..., min(n, ep), slots]``.
+
+    The slowest rank of a layer is the busiest or close to it (a grouped GEMM's time grows with its
+    tokens; tile padding can reorder near-ties), so pricing the ``n`` busiest finds it without
+    pricing every rank of a wide expert-parallel group. ``ep <= n``: unchanged.
+    """
+    ep = rank_loads.shape[-2]
+    if ep <= n:
+        return rank_loads
+    totals = rank_loads.sum(axis=-1)
+    top = np.argpartition(-totals, n - 1, axis=-1)[..., :n]
+    return np.take_along_axis(rank_loads, top[..., None], axis=-2)

@@ -61,19 +61,21 @@ class Placement:
         return cls(int(n_experts), int(ep))
 
     @classmethod
-    def balanced(cls, popularity, ep: int, redundant_experts: int) -> Placement:
+    def balanced(cls, popularity, ep: int, redundant_experts: int, pack: bool = False) -> Placement:
         """EPLB: ``redundant_experts`` extra slots copy the hottest experts, then slots are packed on ranks.
 
         ``popularity`` ``[L, E]`` (or ``[E]``): each expert's expected load per MoE layer. Per layer,
         as DeepSeek's EPLB (``eplb.py``: ``replicate_experts`` then ``balanced_packing``): each extra
         slot goes to the expert with the highest load per copy; then the copies, heaviest share
         first, each go to the least-loaded rank that still has a free slot, so every rank holds
-        ``(E + N) / ep`` slots. ``redundant_experts = 0`` gives :meth:`contiguous`.
+        ``(E + N) / ep`` slots. ``redundant_experts = 0`` gives :meth:`contiguous`, unless ``pack``:
+        then the ``E`` experts themselves are packed (EPLB without replicas, as a periodic rebalance
+        does: ``serving.drift``).
         """
         n_red = int(redundant_experts)
         pop = np.atleast_2d(np.asarray(popularity, dtype=float))
         n_layers, n_experts = pop.shape
-        if n_red == 0:
+        if n_red == 0 and not pack:
             return cls.contiguous(n_experts, ep)
         if n_red < 0 or n_red > n_experts:
             raise ValueError(f"redundant_experts = {n_red}: must lie in [0, n_experts ({n_experts})]")
@@ -98,6 +100,12 @@ class Placement:
             rank_load[rows, r] += share[rows, j]
             filled[rows, r] += 1
         return cls(n_experts, int(ep), out)
+
+    def slot_map(self, n_layers: int = 1) -> np.ndarray:
+        """Expert id of every slot, ``[L, E + N]`` (rank-major); the contiguous layout as ``arange(E)`` rows."""
+        if self.slot_expert is None:
+            return np.broadcast_to(np.arange(self.n_experts), (int(n_layers), self.n_experts))
+        return self.slot_expert
 
     @property
     def redundant_experts(self) -> int:

@@ -47,16 +47,28 @@ class PlanSpec(Strict):
         "forwarding, a count-exchange pass first) or deepep_low_latency (DeepEP's decode kernels: one message "
         "per token and expert straight to its rank, no forwarding or dedup, one fixed-cost pass).")
     overlap_alltoall: bool = Field(
-        False, description="Hide expert-parallel all-to-alls behind the compute of another microbatch "
-        "(training): Megatron-core's combined 1F1B, `--overlap-moe-expert-parallel-comm` (\"1F1B A2A "
+        False, description="Hide expert-parallel all-to-alls behind the compute of another microbatch. "
+        "Training: Megatron-core's combined 1F1B, `--overlap-moe-expert-parallel-comm` (\"1F1B A2A "
         "overlap\"). Each steady-state forward is played together with the backward of an earlier "
         "microbatch, one more forward in the warm-up (as Megatron does); the dispatch and combine of "
         "one run on the `ep_comm` stream while the other computes, so only the residue is exposed "
         "(`alltoall_exposed_s`). With pp > 1 it needs schedule: interleaved and virtual_stages >= 2 "
-        "(Megatron requires virtual pipeline stages); nothing to hide when ep = 1.")
+        "(Megatron requires virtual pipeline stages). Serving: two-batch overlap (SGLang's TBO, "
+        "DeepSeek's dual micro-batch): each iteration of 2 or more tokens runs as two half-size "
+        "micro-batches, one's dispatch/combine under the other's compute; every weight is read twice, "
+        "so it pays off only at large batches (prefill) and slows small decode batches; the EP time "
+        "reported is the exposed part. Nothing to hide when ep = 1.")
+
+    dp_attention: bool = Field(
+        False, description="Serving with ep > 1: the ep replicas of each expert-parallel group run as one lock-step engine "
+        "(DP attention: SGLang --enable-dp-attention, DeepSeek-V3's DP32/DP144 attention). Every iteration all of "
+        "them run each layer together (the dispatch and combine synchronise them), so the slowest sets the pace; "
+        "a shared scheduler spreads the sequences evenly over them. Their KV pools and batch limits add up.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:
+        if self.dp_attention and self.ep == 1:
+            raise ValueError("plan.dp_attention: needs plan.ep > 1 (the replicas of an expert-parallel group run together)")
         if self.dp % self.ep:
             raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
         if self.virtual_stages > 1 and self.schedule != "interleaved":

@@ -42,36 +42,17 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> Scenario:
         m, p, hw = self.model, self.plan, self.hardware
-        bad_heads = heads_tp_mismatch(m, p.tp)
-        if bad_heads == "n_heads":
-            raise ValueError(f"plan.tp = {p.tp}: must divide model.n_heads ({m.n_heads})")
-        if bad_heads == "n_kv_heads":
-            raise ValueError(
-                f"plan.tp = {p.tp}: must divide model.n_kv_heads ({m.kv_heads}) or be a multiple of it "
-                "(then KV heads are replicated)"
-            )
-        if p.pp * p.virtual_stages > m.n_layers:
-            raise ValueError(
-                f"plan.pp = {p.pp}: pp * virtual_stages ({p.pp * p.virtual_stages}) must be <= model.n_layers ({m.n_layers})"
-            )
-        n_red = self.placement.redundant_experts
-        if n_red and m.n_experts <= 1:
-            raise ValueError(f"placement.redundant_experts = {n_red}: needs routed experts (model.n_experts > 1); "
-                             "allowed: 0")
-        if n_red > m.n_experts:
-            raise ValueError(f"placement.redundant_experts = {n_red}: must be at most model.n_experts "
-                             f"({m.n_experts}); allowed: 0 to {m.n_experts}")
-        if n_red and (m.n_experts + n_red) % p.ep:
-            raise ValueError(f"plan.ep = {p.ep}: must divide model.n_experts + placement.redundant_experts "
-                             f"({m.n_experts} + {n_red} = {m.n_experts + n_red})")
-        if not n_red and m.n_experts % p.ep:
-            raise ValueError(f"plan.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
-        if p.n_devices != hw.n_devices:
-            raise ValueError(
-                f"plan: dp*tp*pp = {p.dp}*{p.tp}*{p.pp} = {p.n_devices} must equal the devices in hardware "
-                f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
-            )
         w = self.workload
+        disagg = w.disaggregation if isinstance(w, ServingWorkload) else None
+        if disagg is None:
+            _check_plan(m, p, self.placement, "plan")
+            if p.n_devices != hw.n_devices:
+                raise ValueError(
+                    f"plan: dp*tp*pp = {p.dp}*{p.tp}*{p.pp} = {p.n_devices} must equal the devices in hardware "
+                    f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
+                )
+        else:
+            _check_pools(self, disagg)
         if isinstance(w, TrainingWorkload):
             fp8 = "fp8" in hw.device.compute_dtypes
             allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "")
@@ -95,7 +76,7 @@ class Scenario(Strict):
                     f"workload: prompt + output tokens can reach {longest}, more than model.max_seq_len ({m.max_seq_len})"
                 )
             if w.speculative is not None:
-                _check_speculative(self)
+                _check_speculative(self if disagg is None else pool_scenario(self, "decode"))
         for label, path in (("hardware.profile", hw.profile), ("routing.trace", self.routing.trace)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{label} = {str(path)!r}: file not found")
@@ -107,6 +88,54 @@ class Scenario(Strict):
     def is_training(self) -> bool:
         return isinstance(self.workload, TrainingWorkload)
 
+
+
+def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str) -> None:
+    """The plan ``p`` (at ``where``: "plan" or a pool's "workload.disaggregation.prefill.plan") shards ``m``."""
+    bad_heads = heads_tp_mismatch(m, p.tp)
+    if bad_heads == "n_heads":
+        raise ValueError(f"{where}.tp = {p.tp}: must divide model.n_heads ({m.n_heads})")
+    if bad_heads == "n_kv_heads":
+        raise ValueError(
+            f"{where}.tp = {p.tp}: must divide model.n_kv_heads ({m.kv_heads}) or be a multiple of it "
+            "(then KV heads are replicated)"
+        )
+    if p.pp * p.virtual_stages > m.n_layers:
+        raise ValueError(
+            f"{where}.pp = {p.pp}: pp * virtual_stages ({p.pp * p.virtual_stages}) must be <= model.n_layers ({m.n_layers})"
+        )
+    n_red = placement.redundant_experts
+    red = "placement.redundant_experts" if where == "plan" else where.replace(".plan", ".placement.redundant_experts")
+    if n_red and m.n_experts <= 1:
+        raise ValueError(f"{red} = {n_red}: needs routed experts (model.n_experts > 1); allowed: 0")
+    if n_red > m.n_experts:
+        raise ValueError(f"{red} = {n_red}: must be at most model.n_experts ({m.n_experts}); allowed: 0 to {m.n_experts}")
+    if n_red and (m.n_experts + n_red) % p.ep:
+        raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts + {red} "
+                         f"({m.n_experts} + {n_red} = {m.n_experts + n_red})")
+    if not n_red and m.n_experts % p.ep:
+        raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
+
+
+def _check_pools(s: Scenario, d) -> None:
+    """Disaggregated serving: the top-level plan is left out, each pool's plan shards the model and
+    is whole nodes, and the pools add up to the hardware's devices."""
+    hw, per_node = s.hardware, s.hardware.node.devices_per_node
+    if "plan" in s.model_fields_set:
+        raise ValueError("plan: leave it out when workload.disaggregation is set; each pool has its own plan "
+                         "(workload.disaggregation.prefill.plan, workload.disaggregation.decode.plan)")
+    for role in ("prefill", "decode"):
+        pool = getattr(d, role)
+        where = f"workload.disaggregation.{role}.plan"
+        _check_plan(s.model, pool.plan, pool.placement or s.placement, where)
+        if pool.plan.n_devices % per_node:
+            raise ValueError(f"{where}: dp*tp*pp = {pool.plan.n_devices} devices must be whole nodes "
+                             f"(a multiple of hardware.node.devices_per_node = {per_node})")
+    if d.n_devices != hw.n_devices:
+        raise ValueError(
+            f"workload.disaggregation: prefill ({d.prefill.plan.n_devices} devices) + decode "
+            f"({d.decode.plan.n_devices}) = {d.n_devices} must equal the devices in hardware "
+            f"({per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})")
 
 
 def heads_tp_mismatch(m: ModelSpec, tp: int) -> str | None:
@@ -143,3 +172,33 @@ def _check_speculative(s: Scenario) -> None:
         raise ValueError(f"workload.speculative: the {what} ({extra / GIB:.1f} GiB per device) does not fit next to the "
                          f"target's weights ({target / GIB:.1f} GiB) in {s.hardware.device.mem_gib:g} GiB; allowed: a "
                          f"drafter of at most {max(cap - target, 0) / GIB:.1f} GiB per device")
+
+
+#: The two pools of a disaggregated deployment.
+POOLS = ("prefill", "decode")
+
+
+def pool_scenario(s: Scenario, role: str) -> Scenario:
+    """One pool of a disaggregated serving scenario as a scenario of its own.
+
+    Its plan, placement and batch limits are the pool's; its hardware is the pool's nodes; its
+    workload has no disaggregation, and speculative decoding only in the decode pool. An
+    unvalidated copy of an already-validated scenario (the pool rules are checked by ``Scenario``).
+    """
+    w = s.workload
+    pool = getattr(w.disaggregation, role)
+    hw = s.hardware
+    nodes = pool.plan.n_devices // hw.node.devices_per_node
+    pool_w = w.model_copy(update={
+        "disaggregation": None,
+        "speculative": w.speculative if role == "decode" else None,
+        "max_batch_seqs": pool.max_batch_seqs or w.max_batch_seqs,
+        "max_batch_tokens": pool.max_batch_tokens or w.max_batch_tokens,
+    })
+    return s.model_copy(update={
+        "name": f"{s.name} [{role}]",
+        "plan": pool.plan,
+        "placement": pool.placement or s.placement,
+        "hardware": hw.model_copy(update={"cluster": hw.cluster.model_copy(update={"nodes": nodes})}),
+        "workload": pool_w,
+    })

@@ -12,6 +12,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from moesim.errors import InputError
 from moesim.schemas._base import BOUND_REASON, MAX_TOKENS, Strict, bounded
 from moesim.schemas.model import ModelSpec
+from moesim.schemas.placement import PlacementSpec
+from moesim.schemas.plan import PlanSpec
 
 _CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
 
@@ -179,6 +181,36 @@ class SpeculativeSpec(Strict):
         return out
 
 
+class PoolSpec(Strict):
+    """One pool of a disaggregated deployment: its own parallelism plan and batch limits."""
+
+    plan: PlanSpec = Field(description="The pool's parallelism plan; dp*tp*pp devices, whole nodes.")
+    placement: PlacementSpec | None = Field(None, description="The pool's expert placement (redundant experts); null: the scenario's.")
+    max_batch_seqs: PositiveInt | None = bounded(None, le=1 << 20, why="as workload.max_batch_seqs",
+                                                 description="Most sequences per iteration per replica of this pool; null: the workload's.")
+    max_batch_tokens: PositiveInt | None = bounded(None, le=1 << 22, why="as workload.max_batch_tokens",
+                                                   description="Most tokens per iteration per replica of this pool; null: the workload's.")
+
+
+class DisaggregationSpec(Strict):
+    """Prefill and decode on separate pools of devices (DistServe, Splitwise, DeepSeek-V3 serving).
+
+    A request is prefilled in the prefill pool, its KV cache is sent over the network to a decode
+    replica, which streams every output token (the first one too, so TTFT includes the transfer).
+    The pools' devices add up to the hardware's; each pool is whole nodes.
+    """
+
+    prefill: PoolSpec = Field(description="The prefill pool: prompts only (each request's first token).")
+    decode: PoolSpec = Field(description="The decode pool: every decode step; its KV memory limits admission.")
+    kv_transfer_gbps: PositiveFloat | None = bounded(
+        None, le=1e6, why="1 PB/s per device: ~10,000x an 800 Gb/s NIC",
+        description="GB/s each prefill device sends its KV shard at; null: hardware.cluster.nic_bw_gbps.")
+
+    @property
+    def n_devices(self) -> int:
+        return self.prefill.plan.n_devices + self.decode.plan.n_devices
+
+
 class ServingWorkload(Strict):
     """A stream of inference requests served with continuous batching."""
 
@@ -197,7 +229,11 @@ class ServingWorkload(Strict):
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
                                        description="Fraction of memory left after weights that holds the KV cache.")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
-    speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding.")
+    speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding. Disaggregated: the decode pool's.")
+    prefix_cache_hit: float = bounded(0.0, ge=0.0, lt=1.0, why="a fraction of each prompt; 1 would leave nothing to prefill",
+                                      description="Fraction of each prompt whose KV is already cached (prefix caching): those tokens are "
+                                                  "not recomputed but are attended over and held in KV.")
+    disaggregation: DisaggregationSpec | None = Field(None, description="Separate prefill and decode pools (each with its own plan); null: one pool on plan.")
 
 
 Workload = Annotated[TrainingWorkload | ServingWorkload, Field(discriminator="kind")]

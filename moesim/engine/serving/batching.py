@@ -31,13 +31,16 @@ import numpy as np
 class RequestBook:
     """Per-request state of the whole run, indexed by request id. Arrays are ``(n_requests,)``."""
 
-    def __init__(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray):
+    def __init__(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray, cached_tokens=None):
+        """``cached_tokens`` (n,): prompt tokens whose KV exists on arrival (a cached prefix, or the
+        whole prompt prefilled elsewhere), counted as prefilled; their KV is reserved at admission."""
         n = prompt_tokens.size
         self.prompt = np.asarray(prompt_tokens, dtype=np.int64)
         self.output = np.asarray(output_tokens, dtype=np.int64)
         self.target = self.prompt.copy()  # tokens to prefill (prompt, + generated after a preemption)
-        self.prefilled = np.zeros(n, np.int64)  # of target, done in this attempt
-        self.ctx = np.zeros(n, np.int64)  # tokens whose KV is computed
+        cached = np.zeros(n, np.int64) if cached_tokens is None else np.asarray(cached_tokens, dtype=np.int64)
+        self.prefilled = cached.copy()  # of target, done in this attempt (a preemption recomputes all)
+        self.ctx = cached.copy()  # tokens whose KV is computed
         self.kv = np.zeros(n, np.int64)  # KV slots reserved
         self.generated = np.zeros(n, np.int64)
         self.first_token_s = np.full(n, np.nan)
@@ -139,14 +142,14 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
     adm = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
-        take = book.target[adm]
-        q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
+        ready = book.prefilled[adm] >= book.target[adm]  # KV arrived whole (disaggregated decode pool)
+        q_adm = _admission_chunks(_tokens_needed(book, adm), budget, eng.chunked_prefill)
         reserve = _reservation(eng, book, adm)
         book.kv[adm] = reserve
         eng.kv_used_tokens += int(reserve.sum())
         ids = np.concatenate([ids, adm])
         q = np.concatenate([q, q_adm])
-        dec = np.concatenate([dec, np.zeros(adm.size, bool)])
+        dec = np.concatenate([dec, ready])
     eng.running = ids
     sched = q > 0
     is_dec = dec & sched
@@ -163,7 +166,7 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     if slots <= 0 or budget <= 0 or not eng.waiting:
         return np.zeros(0, np.int64)
     cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
-    take = book.target[cand]
+    take = _tokens_needed(book, cand)
     kv_ok = np.cumsum(_reservation(eng, book, cand)) <= free_kv
     before = np.cumsum(take) - take
     if eng.chunked_prefill:
@@ -179,11 +182,20 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     return cand[:n]
 
 
+def _tokens_needed(book: RequestBook, ids: np.ndarray) -> np.ndarray:
+    """Tokens an admitted request runs in its first iteration at most: the prefill left (a cached
+    prefix is not recomputed), or 1 when its KV arrived whole and it decodes at once."""
+    left = book.target[ids] - book.prefilled[ids]
+    return np.where(left > 0, left, 1)
+
+
 def _reservation(eng: EngineState, book: RequestBook, ids: np.ndarray) -> np.ndarray:
-    """KV slots admission reserves for ``ids``: the prefill, plus (``full``) the output still to come."""
+    """KV slots admission reserves for ``ids``: the prefill, plus (``full``) the output still to come,
+    or (``prompt``) the first decode step's slots of a request whose KV arrived whole."""
     if eng.kv_admission == "full":
         return book.target[ids] + book.output[ids] - book.generated[ids]
-    return book.target[ids]
+    ready = book.prefilled[ids] >= book.target[ids]
+    return book.target[ids] + np.where(ready, book.step[ids], 0)
 
 
 def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarray:

@@ -46,6 +46,9 @@ or fp8 without fp8 tensor cores run weight-only).
 Everything that depends only on ``T`` (and, for the head, on the number of sequences emitting a
 token) is tabulated once with vectorised cost-model calls; per iteration only attention (a vector
 over the batch's sequences) and, under skew, the expert loads are evaluated.
+
+Two-batch overlap (``plan.overlap_alltoall``, ``ep > 1``): ``serving.overlap``. Popularity drift and
+periodic EPLB rebalancing move routing and layout in simulated time (:meth:`advance`, ``serving.drift``).
 """
 
 from __future__ import annotations
@@ -75,10 +78,14 @@ from moesim.engine.ops import (
 )
 from moesim.engine.placement import Placement
 from moesim.engine.routing import capacity_per_expert, expected_source_drops, expert_popularity
+from moesim.engine.serving.drift import check_drift, drift_state
+from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
 SKEW_POOL = 8
+#: Ranks per layer priced under skew: the busiest by tokens (the slowest is among them; wide EP fast).
+BUSIEST_RANKS = 8
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")  # load samples kept per batch size under skewed routing
 
@@ -91,9 +98,14 @@ def expert_layout(s: Scenario, rng: np.random.Generator) -> tuple[np.ndarray | N
     (uniform routing: one map for every layer). The imbalance is max/mean expected tokens per EP
     rank of each MoE layer (1 under uniform routing without replicas).
     """
+    return _layout(s, rng)[1:]
+
+
+def _layout(s: Scenario, rng: np.random.Generator):
+    """:func:`expert_layout` with the popularity ``[L, E]`` (or None) in front."""
     m, n_red = s.model, s.placement.redundant_experts
     skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
-    inclusion = None
+    pop = inclusion = None
     if skewed:
         pop = expert_popularity(s.routing, m.n_moe_layers, m.n_experts, m.top_k, rng)
         inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
@@ -102,7 +114,7 @@ def expert_layout(s: Scenario, rng: np.random.Generator) -> tuple[np.ndarray | N
     else:
         placement = Placement.balanced(np.full((1, m.n_experts), 1.0 / m.n_experts), s.plan.ep, n_red)
         imbalance = placement.imbalance(np.ones((1, m.n_experts)), layer_axis=0).repeat(m.n_moe_layers)
-    return inclusion, placement, imbalance
+    return pop, inclusion, placement, imbalance
 
 
 class IterationCost:
@@ -119,6 +131,9 @@ class IterationCost:
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
+        # MLA prefill chunks run as multi-head attention over up-projected K/V, decode absorbed (vLLM, SGLang)
+        self._mha = (attention_core_op(BlockDims.of(m, p.tp, p.ep, mla_absorbed=False), self.dtypes, np.ones(1),
+                                       np.ones(1)) if m.mla is not None else None)
         self.n_kernels = 1 + sum(count * sum(op.stream == "compute" and op.name != "moe_overhead" for op in
                                              block_ops(self.dims, self.dtypes, moe, 1, np.ones(1), np.ones(1),
                                                        np.ones(1)))
@@ -130,9 +145,11 @@ class IterationCost:
         self._graph_saving_s = float(kernel_launch_s(self.n_kernels, True, spec)) - self.n_kernels * float(cm.launch_s)
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
-        inclusion, self.placement, self.layer_imbalance = expert_layout(s, rng)
+        check_drift(s)
+        pop, inclusion, self.placement, self.layer_imbalance = _layout(s, rng)
         if self.skewed:
             self.inclusion = inclusion
+        self._drift = drift_state(s, cm, pop, self.placement, rng) if self.skewed else None
         self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.max_tokens = int(max_tokens)
         t = np.arange(self.max_tokens + 1, dtype=float)
@@ -143,6 +160,50 @@ class IterationCost:
                                         else (np.zeros_like(t), np.zeros_like(t)))
         seqs = np.arange(self.max_tokens + 1, dtype=float)
         self._head = np.asarray(cm.gemm_s(seqs, m.vocab_size // self.tp, m.d_model, self.dtypes.weights))
+        tbo = p.overlap_alltoall and p.ep > 1 and m.n_moe_layers > 0 and m.n_experts > 1
+        self.tbo = TwoBatchOverlap(self, self.max_tokens) if tbo else None
+        #: (TP, EP, PP) seconds of the latest iteration ``kernel_s`` priced (EP: exposed under TBO)
+        self.last_comm_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    # ------------------------------------------------------------ drift and rebalancing
+    def advance(self, now_s: float, engine: int) -> float:
+        """Move popularity and placement to simulated time ``now_s``; seconds ``engine`` must stall now.
+
+        Call at the top of each engine iteration (``now_s`` never decreasing). Plays the drift steps
+        and rebalances due by ``now_s`` (``serving.drift``), drops the cached expert-time samples
+        when the routing or the layout changed, and returns the weight-move stall of every rebalance
+        ``engine`` has not paid for yet (0.0 otherwise). Without drift or rebalancing: 0.0, no change.
+        """
+        d = self._drift
+        if d is None:
+            return 0.0
+        if d.advance(now_s):
+            self.inclusion, self.placement, self.layer_imbalance = d.inclusion, d.placement, d.layer_imbalance
+            self._skew_pool.clear()
+            if self.tbo is not None:
+                self.tbo.pool.clear()
+        return d.stall_s(engine)
+
+    @property
+    def rebalances(self) -> int:
+        """EPLB rebalances played so far."""
+        return 0 if self._drift is None else self._drift.rebalances
+
+    @property
+    def rebalance_moved_gib(self) -> float:
+        """GiB of expert weights copied between the ranks of one EP group by all rebalances so far."""
+        return 0.0 if self._drift is None else self._drift.moved_bytes / 2**30
+
+    @property
+    def imbalance_samples(self) -> list[tuple[float, float]]:
+        """(simulated s, mean over MoE layers of max/mean expected tokens per EP rank) at start and each step."""
+        return [] if self._drift is None else self._drift.samples
+
+    def mean_layer_imbalance(self) -> float:
+        """Expected max/mean tokens per EP rank, mean over MoE layers (time-weighted under drift)."""
+        if self._drift is not None:
+            return self._drift.mean_imbalance()
+        return float(self.layer_imbalance.mean()) if self.layer_imbalance.size else 1.0
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
@@ -175,7 +236,13 @@ class IterationCost:
         return {k: np.asarray(v, dtype=float) for k, v in out.items()}
 
     def comm_s(self, tokens: int) -> tuple[float, float, float]:
-        """(TP all-reduce, EP all-to-all, PP hand-off) seconds of an iteration of ``tokens`` tokens."""
+        """(TP all-reduce, EP all-to-all, PP hand-off) seconds of an iteration of ``tokens`` tokens.
+
+        Under TBO the EP part is the exposed all-to-all at the expected expert load without attention
+        (an iteration's own split is ``last_comm_s``, right after its ``time_s``).
+        """
+        if self.tbo is not None and self.tbo.applies(tokens):
+            return self.tbo.comm_s(tokens)
         if tokens <= self.max_tokens:
             return self._comm[tokens]
         parts = self.fixed_by_stream(np.array([tokens]))
@@ -238,14 +305,14 @@ class IterationCost:
         j = int(self.rng.integers(SKEW_POOL))
         return float(pool[0][j]), float(pool[1][j])
 
-    def sample_expert_times(self, tokens: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample_expert_times(self, tokens: int, n: int, per_layer: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens), each ``(n,)``, of ``n`` independent draws of the expert loads.
 
         Samples the whole EP group's loads ``(n, layers, E)``, laid out on the ranks by the
         placement; the slowest rank sets each layer's time; layers add. Under ``drop`` each of the
         ``ep`` replicas keeps at most its capacity per expert (``routing.expected_source_drops``:
         the expected drops over how the group's loads split between the replicas); ``dropped`` is
-        one replica's share of the group's drops.
+        one replica's share of the group's drops. ``per_layer``: seconds ``(n, layers)`` instead.
         """
         incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
         loads = expert_load.sample_loads(incl, tokens * self.ep, self.rng)
@@ -253,17 +320,23 @@ class IterationCost:
         if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
             lost = expected_source_drops(loads, self.capacity(tokens), tokens, self.ep)
         dropped = lost.sum(axis=(1, 2)) / self.ep
-        ranks = self.placement.split(loads - lost, layer_axis=1)
-        secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2).sum(axis=1)
-        return secs, dropped
+        ranks = expert_load.busiest_ranks(self.placement.split(loads - lost, layer_axis=1), BUSIEST_RANKS)
+        secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2)
+        return (secs if per_layer else secs.sum(axis=1)), dropped
 
     def attention_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
         """All layers' attention for one batch: one kernel per layer over every sequence.
 
         ``q_tokens[i]`` new tokens of sequence ``i`` attend over ``kv_tokens[i]`` cached tokens
-        (including the new ones): the op graph's ``attn_core`` op at this batch.
+        (including the new ones): the op graph's ``attn_core`` op at this batch (MLA: absorbed for
+        decodes, multi-head for prefill chunks).
         """
-        return self.s.model.n_layers * float(op_s(self.cm, self._attention, q_tokens=q_tokens, kv_tokens=kv_tokens))
+        if self._mha is None:
+            return self.s.model.n_layers * float(op_s(self.cm, self._attention, q_tokens=q_tokens, kv_tokens=kv_tokens))
+        pre = q_tokens > 1
+        secs = sum(float(op_s(self.cm, op, q_tokens=q_tokens[sel], kv_tokens=kv_tokens[sel]))
+                   for op, sel in ((self._attention, ~pre), (self._mha, pre)) if sel.any())
+        return self.s.model.n_layers * secs
 
     def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
         """(seconds, dropped expert tokens) of one iteration: its kernels plus what the host adds.
@@ -277,6 +350,11 @@ class IterationCost:
     def kernel_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
         """(seconds, dropped expert tokens) of the iteration's kernels, each launched eagerly."""
         total = int(q_tokens.sum())
+        if self.tbo is not None and self.tbo.applies(total):
+            head = float(self._head[min(n_out, self.max_tokens)])
+            gpu, dropped, self.last_comm_s = self.tbo.kernel_s(total, self.attention_s(q_tokens, kv_tokens), head)
+            return gpu, dropped
+        self.last_comm_s = self.comm_s(total)
         if total <= self.max_tokens:
             fixed, experts, dropped = self._fixed[total], self._experts[total], self._dropped[total]
         else:  # a whole prompt over the token budget (no chunked prefill): evaluate directly
@@ -301,7 +379,8 @@ class IterationCost:
         """
         n = min(q_tokens.size, self.max_tokens)
         decode = q_tokens.max() == 1
-        launch = self._graph_saving_s if decode and self._graphed[n] else 0.0
+        tbo = self.tbo is not None and self.tbo.applies(int(q_tokens.sum()))
+        launch = (self.tbo.graph_saving_s if tbo else self._graph_saving_s) if decode and self._graphed[n] else 0.0
         overlap = overlaps("decode" if decode else "mixed", self.host)
         return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)
 

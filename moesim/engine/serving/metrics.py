@@ -53,13 +53,16 @@ def request_table(reqs: Requests, book: RequestBook, pp: int) -> dict[str, np.nd
     }
 
 
-def iteration_table(iterations: np.ndarray, kv_per_engine: int) -> dict[str, np.ndarray]:
-    """Per-iteration columns, sorted by (replica, slot, start_s), with KV utilisation added."""
+def iteration_table(iterations: np.ndarray, kv_per_engine) -> dict[str, np.ndarray]:
+    """Per-iteration columns, sorted by (replica, slot, start_s), with KV utilisation added.
+
+    ``kv_per_engine``: KV tokens an engine holds, one number or one per row (pools differ)."""
     cols = {c: iterations[:, i] for i, c in enumerate(ITERATION_COLUMNS)}
     order = np.lexsort((cols["start_s"], cols["slot"], cols["replica"]))
     out = {c: (v[order].astype(np.int64) if c in _INT_ITER else v[order]) for c, v in cols.items()}
-    out["kv_capacity_tokens"] = np.full(order.size, kv_per_engine, np.int64)
-    out["kv_utilisation"] = out["kv_tokens"] / max(kv_per_engine, 1)
+    kv = np.broadcast_to(np.asarray(kv_per_engine, dtype=np.int64), (order.size,))[order]
+    out["kv_capacity_tokens"] = kv
+    out["kv_utilisation"] = out["kv_tokens"] / np.maximum(kv, 1)
     return out
 
 

@@ -18,6 +18,7 @@ chunked prefill) are rejected at arrival.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -37,38 +38,119 @@ from moesim.schemas import Scenario, ServingWorkload
 def simulate_serving(s: Scenario, seed: int = 0) -> SimResult:
     """Play the serving workload of ``s``; same ``seed``, same result."""
     w: ServingWorkload = s.workload  # type: ignore[assignment]
-    rng = np.random.default_rng(seed)
-    reqs = sample_requests(w, rng)
-    routing_rng = np.random.default_rng([seed, 1])
+    if w.disaggregation is not None:
+        from moesim.engine.serving.disagg import simulate_disaggregated
+
+        return simulate_disaggregated(s, seed)
+    reqs = sample_requests(w, np.random.default_rng(seed))
+    book = RequestBook(reqs.prompt_tokens, reqs.output_tokens, cached_prefix_tokens(reqs, w))
+    run = play_pool(s, reqs, book, seed)
+    result = build_result(s, seed, reqs, book, run.iterations, run.kv_per_engine, knee_batch(run.cost),
+                          run.imbalance)
+    result.summary.update(run.spec_summary())
+    result.tables["expert_layers"] = run.layer_table()
+    return result
+
+
+def cached_prefix_tokens(reqs: Requests, w: ServingWorkload) -> np.ndarray:
+    """Prompt tokens per request found in the prefix cache (``workload.prefix_cache_hit``): ``(n,)``."""
+    return np.floor(reqs.prompt_tokens * w.prefix_cache_hit).astype(np.int64)
+
+
+@dataclass
+class PoolRun:
+    """What one pool's run leaves: its iteration records ``(iterations, len(ITERATION_COLUMNS))``,
+    the cost models and the KV tokens each engine holds."""
+
+    iterations: np.ndarray
+    cost: IterationCost
+    spec: SpecCost | None
+    kv_per_engine: int
+    eplb_stall_s: float = 0.0
+
+    @property
+    def imbalance(self) -> float:
+        """Expected max/mean tokens per EP rank, mean over MoE layers (time-weighted under drift)."""
+        return float(self.cost.mean_layer_imbalance())
+
+    def layer_table(self, pool: str = "") -> dict[str, list]:
+        """Per MoE layer: expected max/mean tokens per EP rank at the end of the run (``pool``: a
+        column naming the pool, for disaggregated runs)."""
+        imb = np.asarray(self.cost.layer_imbalance, dtype=float)
+        out = {"moe_layer": list(range(imb.size)), "expert_load_imbalance": imb.tolist()}
+        return {"pool": [pool] * imb.size, **out} if pool else out
+
+    def spec_summary(self) -> dict:
+        """Speculative decoding's and EPLB's summary keys."""
+        out = self.spec.summary() if self.spec is not None else {"spec_tokens_per_step": 1.0, "spec_acceptance": 0.0}
+        out.update(eplb_rebalances=int(self.cost.rebalances), eplb_moved_gib=float(self.cost.rebalance_moved_gib),
+                   eplb_stall_s=float(self.eplb_stall_s))
+        return out
+
+
+def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream: tuple[int, ...] = ()) -> PoolRun:
+    """Play ``reqs`` (arrival order) on the replicas of ``s.plan``, filling ``book`` in place.
+
+    Marks the requests no engine can serve in ``book.rejected``. ``stream`` extends the seeds of the
+    routing and speculative generators (``[seed, 1, *stream]``), so two pools draw independently.
+    """
+    w: ServingWorkload = s.workload  # type: ignore[assignment]
     cm = build_cost_model(s.hardware)
-    n_engines = s.plan.dp * s.plan.pp
-    kv_per_engine = int(kv_cache_capacity_tokens(s) // s.plan.pp)
+    g = lockstep_group(s)
+    n_engines = s.plan.dp // g * s.plan.pp
+    kv_per_replica = int(kv_cache_capacity_tokens(s) // s.plan.pp)
     longest = int((reqs.prompt_tokens + reqs.output_tokens).max()) if len(reqs) else 0
     max_tokens = w.max_batch_tokens + (0 if w.chunked_prefill else longest)
     if w.speculative is not None:  # the verify runs k more tokens per decoding sequence
         max_tokens += w.speculative.k * w.max_batch_seqs
-    cost = IterationCost(s, cm, routing_rng, max_tokens=max(max_tokens, w.max_batch_seqs))
-    spec = SpecCost(s, cost, np.random.default_rng([seed, 2]), len(reqs)) if w.speculative is not None else None
-    book = RequestBook(reqs.prompt_tokens, reqs.output_tokens)
-    book.rejected[:] = rejected_mask(reqs, kv_per_engine, w)
-    engines = [EngineState(kv_per_engine, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
+    cost = IterationCost(s, cm, np.random.default_rng([seed, 1, *stream]), max_tokens=max(max_tokens, w.max_batch_seqs))
+    spec = (SpecCost(s, cost, np.random.default_rng([seed, 2, *stream]), len(reqs))
+            if w.speculative is not None else None)
+    book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled)
+    kv_per_engine = kv_per_replica * g  # a lock-step group's replicas pool their KV and batch limits
+    engines = [EngineState(kv_per_engine, w.max_batch_seqs * g, w.max_batch_tokens * g, w.chunked_prefill,
                            w.kv_admission) for _ in range(n_engines)]
     records: list[tuple] = []
     run = _Run(s, reqs, book, engines, cost, records, spec)
     run.play()
     iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
-    imbalance = float(cost.layer_imbalance.mean()) if cost.layer_imbalance.size else 1.0
-    result = build_result(s, seed, reqs, book, iterations, kv_per_engine, knee_batch(cost), imbalance)
-    result.summary.update(spec.summary() if spec is not None else
-                          {"spec_tokens_per_step": 1.0, "spec_acceptance": 0.0})  # plain: 1 token, no drafts
-    return result
+    return PoolRun(iterations, cost, spec, kv_per_engine, run.eplb_stall_s)
 
 
-def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload) -> np.ndarray:
-    """Requests no engine can ever serve: ``(n,)`` bool."""
+def lockstep_group(s: Scenario) -> int:
+    """Replicas that run as one lock-step engine: the EP group under ``plan.dp_attention``, else 1."""
+    return s.plan.ep if s.plan.dp_attention else 1
+
+
+def member_share(q_tokens: np.ndarray, kv_tokens: np.ndarray, group: int) -> np.ndarray:
+    """Indices of the batch's sequences the busiest replica of a lock-step ``group`` runs.
+
+    The group's scheduler balances its replicas (DeepSeek's and SGLang's DP-attention load
+    balancers even out tokens and KV per rank): sequences, heaviest first, are dealt to the
+    replicas in a snake order (0..g-1, then g-1..0, ...), which evens the new tokens per replica to
+    within one sequence. The replica with the most new tokens (then the most context) sets the
+    iteration's pace; its share is what is priced. The experts' straggler rank is in the expert
+    time (placement and routing skew). ``group == 1``: every sequence.
+    """
+    n = q_tokens.size
+    if group == 1 or n <= 1:
+        return np.arange(n)
+    order = np.lexsort((-kv_tokens, -q_tokens))
+    pos = np.arange(n)
+    rnd, col = np.divmod(pos, group)
+    member = np.where(rnd % 2 == 0, col, group - 1 - col)
+    q_sum = np.bincount(member, q_tokens[order].astype(float), minlength=group)
+    kv_sum = np.bincount(member, kv_tokens[order].astype(float), minlength=group)
+    busiest = int(np.argmax(q_sum + kv_sum / (kv_sum.sum() + 1.0)))
+    return order[member == busiest]
+
+
+def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefill_tokens=None) -> np.ndarray:
+    """Requests no engine can ever serve: ``(n,)`` bool. ``prefill_tokens``: what each must prefill
+    (default the prompt; less with a cached prefix)."""
     bad = reqs.prompt_tokens + reqs.output_tokens > kv_per_engine
     if not w.chunked_prefill:
-        bad |= reqs.prompt_tokens > w.max_batch_tokens
+        bad |= (reqs.prompt_tokens if prefill_tokens is None else prefill_tokens) > w.max_batch_tokens
     return bad
 
 
@@ -83,7 +165,10 @@ class _Run:
         self.wake: list[simpy.Event | None] = [None] * len(engines)
         self.w: ServingWorkload = s.workload  # type: ignore[assignment]
         self.rr_next = 0
-        self.stage0_free_s = [0.0] * s.plan.dp  # when each replica's first pipeline stage frees up
+        self.group = lockstep_group(s)
+        self.n_replicas = s.plan.dp // self.group  # engines per pipeline slot (lock-step groups count once)
+        self.stage0_free_s = [0.0] * self.n_replicas  # when each replica's first pipeline stage frees up
+        self.eplb_stall_s = 0.0  # engine-seconds stalled moving expert weights at EPLB rebalances
         m = s.model
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
 
@@ -122,7 +207,7 @@ class _Run:
         if ids.size == 0:
             return set()
         n = len(self.engines)
-        dp, pp = self.s.plan.dp, self.s.plan.pp
+        dp, pp = self.n_replicas, self.s.plan.pp
         if self.w.router == "round_robin":
             k = self.rr_next + np.arange(ids.size)
             target = (k % dp) * pp + (k // dp) % pp
@@ -161,17 +246,32 @@ class _Run:
             if self.stage0_free_s[replica] > env.now:
                 yield env.timeout(self.stage0_free_s[replica] - env.now)
                 continue
+            stall = cost.advance(env.now, replica)  # popularity drift; EPLB weight moves (0 when off)
+            if stall > 0:
+                self.stage0_free_s[replica] = env.now + stall
+                self.eplb_stall_s += stall
+                yield env.timeout(stall)
+                continue
             if self.spec is not None:
                 self.spec.plan_steps(book, eng.running)
             batch = schedule(eng, book)
             if batch.ids.size == 0:
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
-            n_out, tokens = int(batch.emits.sum()), int(batch.q_tokens.sum())
+            # priced on the busiest replica's share of a lock-step group's batch (the whole batch otherwise)
+            g = self.group
+            q, kv, is_dec, emits = batch.q_tokens, batch.kv_tokens, batch.is_decode, batch.emits
+            if g > 1:
+                one = member_share(q, kv, g)
+                q, kv, is_dec, emits = q[one], kv[one], is_dec[one], emits[one]
+            n_out, tokens = int(emits.sum()), int(q.sum())
             if self.spec is None:
-                dt, dropped = cost.time_s(batch.q_tokens, batch.kv_tokens, n_out)
+                dt, dropped = cost.time_s(q, kv, n_out)
                 stage0 = dt / pp
             else:
-                dt, stage0, dropped = self.spec.time_s(batch.q_tokens, batch.kv_tokens, batch.is_decode, n_out)
+                dt, stage0, dropped = self.spec.time_s(q, kv, is_dec, n_out)
+                tokens += self.spec.k * int(is_dec.sum())  # the verify's communication moves k + 1 per decode
+            group_tokens = int(batch.q_tokens.sum()) + (self.spec.k * batch.decode_tokens if self.spec else 0)
+            comm = cost.last_comm_s  # this iteration's (exposed) communication, read before other engines price
             start = env.now
             self.stage0_free_s[replica] = start + stage0
             yield env.timeout(dt)
@@ -180,5 +280,5 @@ class _Run:
                 self.spec.committed(book, batch)
             self.records.append((replica, slot, start, env.now, batch.ids.size, batch.prefill_tokens,
                                  batch.decode_tokens, batch.kv_used_tokens, batch.running, batch.queued,
-                                 batch.preempted, dropped, tokens * self.routed_per_token,
-                                 start + stage0, *cost.comm_s(tokens)))
+                                 batch.preempted, dropped * g, group_tokens * self.routed_per_token,
+                                 start + stage0, *comm))
