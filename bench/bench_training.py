@@ -1,7 +1,8 @@
 """Training engine speed and fidelity: figures to read, not a pass/fail test.
 
 1. Wall time to simulate one GPT-4-rumour step (15 stages x 36 microbatches x 8 layers per stage)
-   on this machine: best and median of a few repeats (target under 0.5 s on 2 cores).
+   on this machine: best and median of a few repeats (target under 0.5 s on 2 cores); and one
+   DeepSeek-V3 step on 2048 H800 with DualPipe (target under 1 s).
 2. Key figures of every shipped training scenario.
 3. Predicted vs published for the training rows of shared/validation/dev_points.csv:
    TRN-04 (DeepSeek-V3, 1024 H100), TRN-05 (Qwen3-235B-A22B, 256 H100), SW-01..03 (Switch-Base-128
@@ -21,6 +22,7 @@ import moesim
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT4 = ROOT / "scenarios" / "gpt4-rumour-a100-train.yaml"
+DEEPSEEK_DUALPIPE = ROOT / "scenarios" / "deepseek-v3-h800-train.yaml"
 SWITCH_TPU = ROOT / "moesim" / "data" / "validation" / "switch-base-128-tpuv3.yaml"
 FIGURES = ("step_time_s", "tokens_per_s", "tokens_per_s_per_device", "mfu", "model_tflops_per_device",
            "bubble_fraction", "analytic_bubble_fraction", "dropped_fraction", "peak_memory_gib",
@@ -40,8 +42,8 @@ MOE_SMALL = dict(
 )
 
 
-def time_gpt4(repeats: int) -> list[float]:
-    scenario = moesim.load_scenario(GPT4)
+def time_gpt4(repeats: int, path: Path = GPT4) -> list[float]:
+    scenario = moesim.load_scenario(path)
     moesim.simulate(scenario)  # warm imports and caches
     times = []
     for _ in range(repeats):
@@ -119,6 +121,9 @@ def main() -> None:
     times = time_gpt4(args.repeats)
     print(f"GPT-4-rumour step (15 stages x 36 microbatches x 8 layers/stage): best {min(times):.3f} s, "
           f"median {statistics.median(times):.3f} s over {len(times)} runs (target < 0.5 s)")
+    times = time_gpt4(args.repeats, DEEPSEEK_DUALPIPE)
+    print(f"DeepSeek-V3 step on 2048 H800 (PP16 DualPipe x 120 microbatches, EP64): best {min(times):.3f} s, "
+          f"median {statistics.median(times):.3f} s over {len(times)} runs (target < 1 s)")
     scenario_figures()
     if not args.skip_validation:
         validation()

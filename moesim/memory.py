@@ -238,18 +238,11 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
 
 
 def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
-    """0-based layers pipeline stage ``stage`` holds: the ``pp * v`` contiguous chunks of
-    ``numpy.array_split`` (as ``engine.training.step`` splits them), stage ``s`` holding chunks
-    ``s, s + pp, ...`` (``schedule_for(plan)``'s layout)."""
-    sched = schedule_for(plan)
-    n_chunks = sched.chunks(plan.pp, plan.virtual_stages)
-    base, extra = divmod(m.n_layers, n_chunks)  # array_split: the first ``extra`` chunks get one more
-    out = []
-    for c in range(n_chunks):
-        if sched.stage_of(c, plan.pp) == stage:
-            lo = c * base + min(c, extra)
-            out.extend(range(lo, lo + base + (c < extra)))
-    return out
+    """0-based layers whose activations one microbatch leaves on pipeline stage ``stage``
+    (``schedule_for(plan).stage_layers``): the ``numpy.array_split`` chunks the engine plays
+    (``Schedule.chunk_layers``), stage ``s`` holding chunks ``s, s + pp, ...``; under DualPipe the
+    stage's direction-0 chunk (a microbatch passes one of its two)."""
+    return schedule_for(plan).stage_layers(m.n_layers, stage, plan.pp, plan.virtual_stages)
 
 
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
@@ -257,10 +250,13 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
     Training, on pipeline stage 0: weights at :func:`training_weight_bytes` (bf16 under FP8 math),
     gradients at :data:`TRAIN_GRAD_BYTES` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
-    sharded by ZeRO stage; activations = microbatch tokens x the microbatches the schedule keeps in
+    sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
+    microbatch tokens x the microbatches the schedule keeps in
     flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
-    under ``overflow: drop``).
+    under ``overflow: drop``). Context parallelism (Megatron-core, ``plan.cp``): a device holds
+    ``seq_len / cp`` tokens of each sequence, so activations divide by ``cp`` (the ring's remote K/V
+    block in flight is not counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights.
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
     it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
@@ -269,18 +265,21 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     prec = scenario_precision(s)
     b = prec.weight_bytes
     dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts)
-    expert_dp = max(plan.dp // plan.ep, 1)  # data-parallel group of one expert's replicas
+    # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and DP/EP x CP (experts)
+    dp = plan.dp * plan.cp
+    expert_dp = max(plan.dp // plan.ep, 1) * plan.cp  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
     w = s.workload
     if isinstance(w, TrainingWorkload):
         z = plan.zero_stage
         b = training_weight_bytes(prec)
-        weights = dense * b / (plan.dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1)
+        copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
+        weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
         g, o = TRAIN_GRAD_BYTES, TRAIN_OPTIMIZER_BYTES
-        grads = dense * g / (plan.dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1)
-        optim = dense * o / (plan.dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1)
+        grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
+        optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
         micro_seqs = w.global_batch_seqs / (plan.dp * plan.microbatches)
-        tokens = micro_seqs * w.seq_len
+        tokens = micro_seqs * w.seq_len / plan.cp  # this CP rank's share of the microbatch
         slots = routed_slots_per_token(m, s.routing, tokens)
         in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)

@@ -135,7 +135,8 @@ _add("run_time_days", "days", "min", "run time (days)",
 _add("run_cost_usd", "USD", "min", "run cost (USD)", "devices x $/hour x run time", TS, T,
      serving="the whole simulated run: devices x $/hour x makespan")
 _add("analytic_bubble_fraction", "fraction", "min", "analytic bubble (fraction)",
-     "the schedule's formula: (pp-1)/(m+pp-1), divided by v when interleaved", T)
+     "the schedule's formula with equal forward, input-gradient and weight-gradient times: (pp-1)/(m+pp-1), "
+     "divided by v when interleaved; zb-h1 (pp-1)/(3m+pp-1); dualpipe (pp-2)/(3m+pp-2)", T)
 _add("excess_bubble_s", "s", "min", "excess bubble (s)",
      "bubble beyond the formula: uneven stages and stragglers", T)
 _add("usd_per_step", "USD", "min", "cost per step (USD)", "one step, whole cluster", T)
@@ -188,8 +189,11 @@ _add("zero_gather_exposed_s", "s", "min", "exposed ZeRO parameter all-gather (s)
      "the part of `zero_gather_s` compute cannot hide: ZeRO-3's waits before layers (part of "
      "`pipeline_s`), or what the next step's first forward cannot hide of ZeRO-1/2's gather (added "
      "to the step after the optimizer)", T)
-_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_exposed_s + tp_comm_s + pp_comm_s + bubble_s on every stage "
+_add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_exposed_s + tp_comm_s + cp_comm_s + pp_comm_s + bubble_s on every stage "
      "(+ zero_gather_exposed_s under ZeRO-3)", T)
+_add("cp_comm_s", "s", "min", "exposed CP ring attention (s)",
+     "context parallelism's ring exchange of K/V (and dK/dV in backward) that the attention compute does not "
+     "hide, recompute's re-run included; 0 when `plan.cp` is 1" + _PART, T)
 # ------------------------------------------------------------------ serving (simulate)
 _add("n_requests", "count", None, "requests", "requests in the workload", S)
 _add("served_requests", "count", "max", "served requests", "requests that finished", S)

@@ -3,7 +3,8 @@
 A validation table is a CSV with columns:
 
 - ``id``: the source row (e.g. INF-01 of shared/validation/dev_points.csv), ``quantity``: what it is;
-- ``scenario``: a scenario YAML, relative to the CSV's folder; ``overrides``: ``a.b=v`` items
+- ``scenario``: a scenario YAML, relative to the CSV's folder, or a shipped scenario's name
+  (``deepseek-v3-h800-train``); ``overrides``: ``a.b=v`` items
   separated by ``;`` applied to it (so rows can share one file);
 - ``metric``: a summary key of the simulation (e.g. ``output_tokens_per_s``), or
   ``scenario:dotted.path`` to read a field of the scenario itself (datasheet rows: no simulation);
@@ -122,6 +123,12 @@ def median_abs_error(checks: list[Check], simulated_only: bool = True) -> float 
     return statistics.median(errs) if errs else None
 
 
+def scenario_ref(name: str, base: Path) -> str | Path:
+    """What a row's ``scenario`` names: a YAML path relative to the CSV's folder ``base``, or a
+    shipped scenario's name (no folder, no suffix) as ``load_scenario`` takes it."""
+    return name if "/" not in name and not name.endswith((".yaml", ".yml")) else base / name
+
+
 def _predict(row: dict[str, str], metric: str, base: Path, runner: Callable | None,
              cache: dict[tuple, Any]) -> float:
     from moesim.loader import load_scenario
@@ -130,7 +137,7 @@ def _predict(row: dict[str, str], metric: str, base: Path, runner: Callable | No
     if not name:
         raise InputError("no scenario given")
     overrides = [o.strip() for o in (row.get("overrides") or "").split(";") if o.strip()]
-    scenario = load_scenario(base / name, overrides)
+    scenario = load_scenario(scenario_ref(name, base), overrides)
     if metric.startswith(SCENARIO_PREFIX):
         return _field(scenario, metric.removeprefix(SCENARIO_PREFIX))
     key = (name, tuple(overrides))

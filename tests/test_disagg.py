@@ -148,7 +148,7 @@ def test_dp_attention_runs_an_expert_parallel_group_in_lock_step():
     (lambda d: d["workload"]["disaggregation"]["decode"]["plan"].update(dp=16),
      r"workload.disaggregation: prefill \(8 devices\) \+ decode \(16\) = 24 must equal the devices in hardware"),
     (lambda d: d["workload"]["disaggregation"]["prefill"]["plan"].update(dp=4),
-     r"workload.disaggregation.prefill.plan: dp\*tp\*pp = 4 devices must be whole nodes"),
+     r"workload.disaggregation.prefill.plan: dp\*tp\*pp\*cp = 4 devices must be whole nodes"),
     (lambda d: d["workload"]["disaggregation"]["decode"]["plan"].update(dp=4, tp=3),
      r"workload.disaggregation.decode.plan.tp = 3: must divide model.n_heads"),
     (lambda d: d["workload"].update(prefix_cache_hit=1.0), r"workload.prefix_cache_hit = 1.0"),

@@ -10,7 +10,14 @@ import pytest
 
 from moesim.loader import load_scenario
 from moesim.results import SimResult
-from moesim.validation import DEFAULT_CSV, SCENARIO_PREFIX, median_abs_error, read_table, run_checks
+from moesim.validation import (
+    DEFAULT_CSV,
+    SCENARIO_PREFIX,
+    median_abs_error,
+    read_table,
+    run_checks,
+    scenario_ref,
+)
 from tests.conftest import ROOT
 from tests.test_sweep import invoke
 
@@ -75,7 +82,7 @@ def test_shipped_rows_load_and_name_real_sources():
     assert len(ids) == len(set(ids))
     for r in rows:
         overrides = [o for o in r["overrides"].split(";") if o]
-        s = load_scenario(DEFAULT_CSV.parent / r["scenario"], overrides)  # every scenario is valid
+        s = load_scenario(scenario_ref(r["scenario"], DEFAULT_CSV.parent), overrides)  # every scenario is valid
         assert float(r["published"]) > 0 and r["unit"] and r["source"]
         if r["metric"].startswith(SCENARIO_PREFIX):
             continue

@@ -22,7 +22,7 @@ CASES = [
     ("model.n_kv_heads", 3, ["model.n_kv_heads = 3", "must divide model.n_heads"]),
     ("plan.pp", 5, ["plan.pp = 5", "must be <= model.n_layers (4)"]),
     ("plan.ep", 3, ["plan.ep = 3", "must divide plan.dp"]),
-    ("plan.dp", 16, ["plan: dp*tp*pp = 16*1*1 = 16", "must equal the devices"]),
+    ("plan.dp", 16, ["plan: dp*tp*pp*cp = 16*1*1*1 = 16", "must equal the devices"]),
     ("model.top_k", 9, ["model.top_k = 9", "<= model.n_experts"]),
     ("model.d_model", -1, ["model.d_model = -1", "greater than 0"]),
     ("model.n_layers", 0, ["model.n_layers = 0", "greater than 0"]),

@@ -184,14 +184,15 @@ class CostModelBase:
         return comm.p2p_s(nbytes, bw, lat)
 
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
-                   n_experts: int = 0):
+                   n_experts: int = 0, max_nodes: int | None = None):
         """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes in total to its peers.
 
         Links: a measured all-to-all (``profile.collectives.all_to_all``, fitted as a latency per
         peer plus bandwidth, for the group of ranks inside one node) where the profile has one, else
         send/recv's link, whose one-message latency is paid once (peers are sent to concurrently).
         ``top_k`` / ``n_experts``: the routing, for ``hierarchical``'s per-node deduplication of
-        NIC bytes (``comm.distinct_node_fraction``; ``top_k = 1`` deduplicates nothing).
+        NIC bytes (``comm.distinct_node_fraction``; ``top_k = 1`` deduplicates nothing); ``max_nodes``:
+        node-limited routing (``routing.max_nodes_per_token``) caps the distinct nodes per token.
         ``deepep_normal`` / ``deepep_low_latency``: DeepEP's kernels on the same links, at the
         fitted link fractions and per-pass cost of ``comm._deepep_s``.
         """
@@ -199,7 +200,7 @@ class CostModelBase:
         intra_bw, intra_lat, intra_peer = self._alltoall_link(True, intra_peers + 1)
         inter_bw, inter_lat, inter_peer = self._alltoall_link(False, ep)
         return comm.alltoall_s(bytes_to_peers, ep, tp, self.hw.node.devices_per_node, intra_bw, intra_lat,
-                               inter_bw, inter_lat, algorithm, intra_peer, inter_peer, top_k, n_experts)
+                               inter_bw, inter_lat, algorithm, intra_peer, inter_peer, top_k, n_experts, max_nodes)
 
     def _alltoall_link(self, intra: bool, ranks: int) -> tuple[float, float, float]:
         """(GB/s, latency s once, latency s per peer) of an all-to-all link: a measured all-to-all
@@ -211,10 +212,10 @@ class CostModelBase:
         return bw, lat, 0.0
 
     def alltoall_split(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
-                       n_experts: int = 0) -> tuple[float, float]:
+                       n_experts: int = 0, max_nodes: int | None = None) -> tuple[float, float]:
         """(NVLink bytes, NIC bytes) one rank moves in the all-to-all(s) of ``bytes_to_peers`` (summed):
         the bytes :meth:`alltoall_s` prices (``comm.alltoall_link_bytes``; hierarchical: every byte
         over NVLink, the NIC bytes deduplicated per remote node)."""
         nvl, nic = comm.alltoall_link_bytes(float(np.sum(bytes_to_peers)), ep, tp, self.hw.node.devices_per_node,
-                                            algorithm, top_k, n_experts)
+                                            algorithm, top_k, n_experts, max_nodes)
         return float(nvl), float(nic)

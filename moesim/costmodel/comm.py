@@ -98,7 +98,7 @@ def ep_peer_split(ep: int, tp: int, devices_per_node: int) -> tuple[int, int]:
     return per_node - 1, ep - per_node
 
 
-def distinct_node_fraction(top_k: int, nodes: float, n_experts: int = 0) -> float:
+def distinct_node_fraction(top_k: int, nodes: float, n_experts: int = 0, max_nodes: int | None = None) -> float:
     """NIC bytes of a node-deduplicated all-to-all over those of a flat one, under uniform routing.
 
     A token picks ``k = top_k`` distinct experts out of ``E = n_experts`` spread evenly over the
@@ -110,10 +110,30 @@ def distinct_node_fraction(top_k: int, nodes: float, n_experts: int = 0) -> floa
     ``n_experts = 0``: draws with replacement, the large-``E`` limit ``p = 1 - (1 - 1/N)^k``.
     The product is taken over real ``e``, so a group whose size is not a multiple of the node's
     share still gets a number.
+
+    ``max_nodes = M < N``: node-limited routing (DeepSeek-V3, arXiv:2412.19437 sec. 2.1.2: each
+    token goes to at most ``M = 4`` nodes; DeepSeek-V2/V3's ``n_group`` / ``topk_group``): the router
+    first picks ``M`` nodes, then the ``k`` experts among their ``M e`` experts. Under uniform
+    affinities those are a uniform ``k``-subset of the ``M`` nodes' experts, so the token reaches
+    :func:`expected_distinct_nodes` ``D_M = M p_M`` nodes, ``p_M`` as above over ``M`` nodes and ``M e``
+    experts (at most ``M``, at most the unlimited ``N p``); the picked nodes are spread evenly, so
+    the remote ones are ``D_M (N-1)/N`` and the ratio ``D_M / k``. ``M >= N`` (or None) limits nothing.
     """
     k, n = max(int(top_k), 1), float(nodes)
     if n <= 1 or k == 1:
         return 1.0
+    if max_nodes is not None and max_nodes < n:  # the k experts among the M chosen nodes' M e experts
+        return min(1.0, expected_distinct_nodes(k, max_nodes, n_experts * max_nodes / n) / k)
+    return min(1.0, expected_distinct_nodes(k, n, n_experts) / k)
+
+
+def expected_distinct_nodes(top_k: int, nodes: float, n_experts: float = 0) -> float:
+    """Expected distinct nodes (own node included) a token's ``top_k`` distinct experts sit on, the
+    ``n_experts`` experts spread evenly over ``nodes`` nodes: ``N (1 - prod_{j<k} (E-e-j)/(E-j))``,
+    ``e = E / N`` (``n_experts = 0``: with replacement, ``N (1 - (1 - 1/N)^k)``)."""
+    k, n = max(int(top_k), 1), float(nodes)
+    if n <= 1:
+        return min(n, 1.0) if n > 0 else 0.0
     if n_experts:
         E = float(n_experts)
         e = E / n
@@ -122,11 +142,11 @@ def distinct_node_fraction(top_k: int, nodes: float, n_experts: int = 0) -> floa
             miss *= max(E - e - j, 0.0) / (E - j) if E - j > 0 else 0.0
     else:
         miss = (1.0 - 1.0 / n) ** k
-    return min(1.0, n * (1.0 - miss) / k)
+    return n * (1.0 - miss)
 
 
 def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int, algorithm: str = "flat",
-                        top_k: int = 1, n_experts: int = 0):
+                        top_k: int = 1, n_experts: int = 0, max_nodes: int | None = None):
     """(NVLink bytes, NIC bytes) one rank moves in an all-to-all where it sends ``bytes_to_peers``.
 
     Flat (and ``deepep_low_latency``, which sends one message per (token, expert), no dedup): the
@@ -136,6 +156,13 @@ def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     NIC one per distinct remote node, as hierarchical. Hierarchical: every byte crosses NVLink once (regrouped per node), and the NIC
     carries one copy per distinct remote node a token goes to, the flat NIC bytes times
     :func:`distinct_node_fraction` (``top_k = 1``: the same bytes as flat).
+
+    ``max_nodes``: node-limited routing (``routing.max_nodes_per_token``; None: unlimited). It caps
+    the distinct nodes a token reaches, so it lowers the deduplicated bytes only: hierarchical's
+    and ``deepep_normal``'s NIC bytes (at most ``max_nodes`` copies per token), and
+    ``deepep_normal``'s NVLink bytes (the token's distinct ranks lie within ``max_nodes`` nodes'
+    ranks). Flat and ``deepep_low_latency`` send one copy per (token, expert) whatever the nodes,
+    and a remote expert is still ``(N-1)/N`` of them, so their bytes do not change.
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
@@ -145,20 +172,22 @@ def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     b_inter = b * inter / peers
     if algorithm == "hierarchical" and inter:
         nodes = ep / (intra + 1)
-        return b, b_inter * distinct_node_fraction(top_k, nodes, n_experts)
+        return b, b_inter * distinct_node_fraction(top_k, nodes, n_experts, max_nodes)
     if algorithm == "deepep_normal":
         # One copy per distinct destination rank over NVLink, one per distinct remote node over RDMA.
-        b_nvl = b * distinct_node_fraction(top_k, ep, n_experts)
+        max_ranks = None if max_nodes is None else max_nodes * (intra + 1)
+        b_nvl = b * distinct_node_fraction(top_k, ep, n_experts, max_ranks)
         if not inter:
             return b_nvl, np.zeros_like(b)
-        return b_nvl, b_inter * distinct_node_fraction(top_k, ep / (intra + 1), n_experts)
+        return b_nvl, b_inter * distinct_node_fraction(top_k, ep / (intra + 1), n_experts, max_nodes)
     return b * intra / peers, b_inter
 
 
 def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
                intra_bw_gbps: float, intra_latency_s: float,
                inter_bw_gbps: float, inter_latency_s: float, algorithm: str = "flat",
-               intra_peer_s: float = 0.0, inter_peer_s: float = 0.0, top_k: int = 1, n_experts: int = 0):
+               intra_peer_s: float = 0.0, inter_peer_s: float = 0.0, top_k: int = 1, n_experts: int = 0,
+               max_nodes: int | None = None):
     """Time of one all-to-all where each rank sends ``bytes_to_peers`` in total to its ep-1 peers.
 
     The bytes split over peers evenly; intra-node bytes go over NVLink, inter-node bytes over the
@@ -170,15 +199,15 @@ def alltoall_s(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     first regroups per node over NVLink, then exchanges one message per remote node, each token
     crossing the NIC once per distinct remote node its ``top_k`` experts sit on (of ``n_experts``;
     :func:`alltoall_link_bytes`, :func:`distinct_node_fraction`); ``top_k = 1`` moves the flat
-    NIC bytes. ``deepep_normal`` / ``deepep_low_latency``: DeepEP's two kernel families
-    (:func:`_deepep_s`).
+    NIC bytes; ``max_nodes`` (node-limited routing) caps those distinct nodes. ``deepep_normal`` /
+    ``deepep_low_latency``: DeepEP's two kernel families (:func:`_deepep_s`).
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
     peers = intra + inter
     if peers == 0:
         return np.zeros_like(b)
-    b_nvl, b_nic = alltoall_link_bytes(b, ep, tp, devices_per_node, algorithm, top_k, n_experts)
+    b_nvl, b_nic = alltoall_link_bytes(b, ep, tp, devices_per_node, algorithm, top_k, n_experts, max_nodes)
     lat_nvl = (intra_latency_s if intra else 0.0) + intra * intra_peer_s
     if algorithm in DEEPEP_ALGORITHMS:
         return _deepep_s(b, b_nvl, b_nic, algorithm, intra, inter, lat_nvl, intra_bw_gbps, inter_bw_gbps,
@@ -241,3 +270,25 @@ def _deepep_s(b, b_nvl, b_nic, algorithm, intra, inter, lat_nvl, intra_bw_gbps, 
     if algorithm == "deepep_normal":
         t = t + kernel_s + max(lat_nvl, lat_net)  # the notify kernel's count exchange
     return np.where(b > 0, t, 0.0)
+
+
+#: SMs an all-to-all algorithm's kernels occupy while they run. DeepEP normal: 20 (DeepSeek-V3
+#: report, arXiv:2412.19437 sec. 3.2.2: "only 20 SMs are sufficient to fully utilize the bandwidths
+#: of IB and NVLink"; DeepEP's README example sets 24). DeepEP low-latency: none (hook-based receive,
+#: RDMA in the background, "without occupying any SM", DeepEP README). NCCL's flat and hierarchical
+#: all-to-alls run on SMs too (one block per channel) but no measured count is cited here: 0.
+ALLTOALL_SMS = {"deepep_normal": 20}
+
+
+def overlap_slowdown(algorithm: str, sm_count: int | None) -> float:
+    """Extra compute seconds per second that compute overlaps the all-to-all: ``phi / (1 - phi)``.
+
+    ``phi`` = the SMs the all-to-all kernels hold / the device's SMs: the overlapped compute runs on
+    the rest (132 - 20 of an H800's SMs for DeepEP's normal kernels: +18 %). 0 when the algorithm
+    holds no SMs or the device's SM count is unknown.
+    """
+    sms = ALLTOALL_SMS.get(algorithm, 0)
+    if not sms or not sm_count:
+        return 0.0
+    phi = min(sms / sm_count, 0.9)
+    return phi / (1.0 - phi)

@@ -107,12 +107,12 @@ class CostModel(Protocol):
         """FP8 training's cast kernels moving ``nbytes`` in ``kernels`` launches."""
 
     def alltoall_s(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
-                   n_experts: int = 0):
+                   n_experts: int = 0, max_nodes: int | None = None):
         """An EP all-to-all where each rank sends ``bytes_to_peers`` bytes to its peers (hierarchical:
         a token crosses the NIC once per distinct remote node of its ``top_k`` experts)."""
 
     def alltoall_split(self, bytes_to_peers, ep: int, tp: int, algorithm: str = "flat", top_k: int = 1,
-                       n_experts: int = 0) -> tuple[float, float]:
+                       n_experts: int = 0, max_nodes: int | None = None) -> tuple[float, float]:
         """(NVLink bytes, NIC bytes) one rank sends in an all-to-all."""
 
 

@@ -32,8 +32,9 @@ from moesim.accounting import attention_params
 from moesim.costmodel import CostModel
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops
 
-#: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them.
-STREAMS = ("compute", "tp_comm", "ep_comm")
+#: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them
+#: (``cp_comm``: context parallelism's ring attention exchange, ``engine/cp.py``).
+STREAMS = ("compute", "tp_comm", "ep_comm", "cp_comm")
 #: MoE glue implementations: ``fused`` (GPU engines), ``loop``/``triton`` (the reference layer).
 MOE_IMPLS = ("fused", "loop", "triton")
 #: Ops of the routed experts proper (their time follows the per-expert loads of the busiest rank).
@@ -66,7 +67,8 @@ class BlockDims:
     ``qkv_n``/``o_k``: output width of the QKV projection and input width of the output projection.
     ``heads``/``head_dim``/``kv_heads``: the attention kernel's view (MLA absorbed for serving).
     ``ffn_w``, ``expert_w``, ``shared_w``: hidden widths per device (dense FFN, one routed expert,
-    all shared experts together).
+    all shared experts together). ``max_nodes_per_token``: node-limited routing
+    (``routing.max_nodes_per_token``; None: unlimited), for the all-to-alls' per-node deduplication.
     """
 
     d_model: int
@@ -84,9 +86,11 @@ class BlockDims:
     gated: bool = True
     n_experts: int = 1
     top_k: int = 1
+    max_nodes_per_token: int | None = None
 
     @classmethod
-    def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True) -> BlockDims:
+    def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True,
+           max_nodes_per_token: int | None = None) -> BlockDims:
         """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form."""
         heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
         qkv_n, o_k = projection_shapes(m, tp)
@@ -94,7 +98,8 @@ class BlockDims:
                    kv_heads=kv_heads, ffn_w=max(1, round(m.ffn_hidden / tp)),
                    expert_w=max(1, round(m.expert_width / tp)),
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
-                   n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k)
+                   n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
+                   max_nodes_per_token=max_nodes_per_token)
 
 
 @dataclass(frozen=True)
@@ -280,7 +285,7 @@ def _alltoall(name: str, dims: BlockDims, nbytes, algorithm: str) -> list[Op]:
     if dims.ep <= 1:
         return []
     args = dict(bytes_to_peers=nbytes, ep=dims.ep, tp=dims.tp, algorithm=algorithm, top_k=dims.top_k,
-                n_experts=dims.n_experts)
+                n_experts=dims.n_experts, max_nodes=dims.max_nodes_per_token)
     return [Op(name, "alltoall", "ep_comm", args, 0.0, nbytes)]
 
 
@@ -327,6 +332,7 @@ PRICERS = {
     "attention": lambda cm, **a: cm.attention_batch_s(**a),
     "moe_overhead": lambda cm, busy_experts, capacity: cm.moe_overhead_s(busy_experts, capacity),
     "allreduce": lambda cm, nbytes, n, stride: cm.allreduce_s(nbytes, n, stride),
+    "p2p": lambda cm, nbytes, intra: cm.p2p_s(nbytes, intra),
     "alltoall": lambda cm, **a: cm.alltoall_s(**a),
     "fp8_cast": lambda cm, nbytes, kernels: cm.fp8_cast_s(nbytes, kernels),
 }

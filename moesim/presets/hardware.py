@@ -12,6 +12,9 @@ from __future__ import annotations
 
 # DGX/HGX A100: NVLink3 600 GB/s bidirectional = 300 per direction (HW-04); 8x HDR 200 Gb/s IB,
 # one per GPU = 25 GB/s (HW-04 note).
+# SM counts (sm_count): A100 SXM4 108 (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020);
+# H100 SXM5 132 (NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022), the same GH100 part in
+# H800 and H200; B200 148 (NVIDIA Blackwell architecture technical brief: 2 dies x 74 SMs).
 _DGX_A100_NODE = dict(devices_per_node=8, intra_bw_gbps=300.0, intra_latency_us=2.0)
 _DGX_A100_NET = dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0)
 #: Dense tensor TFLOP/s of the GH100 die that the H100 SXM5, H200 and H800 share (HW-05).
@@ -24,6 +27,27 @@ _DGX_H100_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
 # H800 SXM5 datasheet); the DeepSeek-V3 report (arXiv:2412.19437, sec. 3.2.2) measures ~160 GB/s
 # achievable NVLink against ~50 GB/s IB (HW-09), with 8 x 400 Gb/s InfiniBand (one CX7 per GPU) per node.
 _HGX_H800_NODE = dict(devices_per_node=8, intra_bw_gbps=200.0, intra_latency_us=2.0)
+# Blackwell (B200 / GB200): NVIDIA quotes tensor peaks with 2:4 sparsity; dense is half. HGX/DGX B200
+# page (8 GPUs): FP4 144 PF sparse / 72 dense, FP8 72 PF, BF16 36 PF, TF32 18 PF (sparse), 1,440 GB
+# HBM3e at 64 TB/s, 14.4 TB/s NVLink, 8 x ConnectX-7 400 Gb/s ("networking bandwidth 0.8 TB/s" =
+# 8 x 400 Gb/s, both directions). Per GPU, dense: BF16 2250, FP8 4500, FP4 9000, TF32 1125 TFLOP/s;
+# the same per-GPU table at 1,000 W is in NVIDIA's Blackwell technical brief (glennklockwood.com/
+# garden/processors/B200). FP4 has no peak_tflops key yet (COMPUTE_DTYPES): cited, not modelled.
+_B200_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp32=1125.0)
+# GB200 NVL72 page (72 GPUs, each B200 at 1,200 W): FP4 1,440 PF, FP8 720 PF, BF16 360 PF, TF32 180 PF
+# (sparse), up to 13.4 TB HBM3e at 576 TB/s, 130 TB/s NVLink. Per GPU, dense: BF16 2500, FP8 5000,
+# FP4 10000, TF32 1250 TFLOP/s (the technical brief's GB200 column: same numbers).
+_GB200_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp32=1250.0)
+# NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (18 links x 50 GB/s), HGX B200 and
+# NVL72 alike; one NVSwitch hop between any two GPUs of the domain, so the H100's 2 us is kept.
+# HGX B200: 8 GPUs per NVLink domain, one ConnectX-7 400 Gb/s NIC per GPU = 50 GB/s (above).
+_HGX_B200_NODE = dict(devices_per_node=8, intra_bw_gbps=900.0, intra_latency_us=2.0)
+# GB200 NVL72: one rack is one NVLink domain of 72 GPUs (18 compute trays x 4 GPUs, 9 NVLink switch
+# trays), modelled as one node of 72 devices. Racks join over the scale-out fabric: each compute tray
+# has 4 ConnectX-7 (NVIDIA multi-node NVLink tuning guide, docs.nvidia.com/multi-node-nvlink-systems:
+# "Grace CPU, Blackwell GPU, CX7 ..."), one 400 Gb/s NIC per GPU = 50 GB/s, as the HGX B200's rails.
+_NVL72_NODE = dict(devices_per_node=72, intra_bw_gbps=900.0, intra_latency_us=2.0)
+_CX7_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
 _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
@@ -38,7 +62,7 @@ HARDWARE: dict[str, dict] = {
     # 400 W (HW-01); $1.49/h, low end of COST-02's A100 range.
     "a100-40gb": dict(
         name="DGX A100 40GB",
-        device=dict(name="NVIDIA A100 SXM4 40GB", peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
+        device=dict(name="NVIDIA A100 SXM4 40GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=1555.0, mem_gib=40.0, power_w=400.0, usd_per_hour=1.49,
                     default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
@@ -46,7 +70,7 @@ HARDWARE: dict[str, dict] = {
     # A100 SXM4 80GB: 312 TFLOP/s (HW-01); 2039 GB/s, 80 GB (HW-03); 400 W; $1.79/h (Lambda, COST-04 note).
     "a100-80gb": dict(
         name="DGX A100 80GB",
-        device=dict(name="NVIDIA A100 SXM4 80GB", peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
+        device=dict(name="NVIDIA A100 SXM4 80GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=2039.0, mem_gib=80.0, power_w=400.0, usd_per_hour=1.79,
                     default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
@@ -55,7 +79,7 @@ HARDWARE: dict[str, dict] = {
     # $2.99/h (Lambda, COST-04 note; COST-03 range 2.49-3.99).
     "h100-sxm": dict(
         name="DGX H100",
-        device=dict(name="NVIDIA H100 SXM5 80GB", peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H100 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
                     mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.99,
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
@@ -65,7 +89,7 @@ HARDWARE: dict[str, dict] = {
     # borrows the H100's measured efficiencies rebased on its own bandwidth (no H200 kernel measurements).
     "h200": dict(
         name="HGX H200",
-        device=dict(name="NVIDIA H200 SXM 141GB", peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H200 SXM 141GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
                     mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29,
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
@@ -76,10 +100,36 @@ HARDWARE: dict[str, dict] = {
     # die as the H100, so it uses the H100's measured efficiencies (as the H200 does).
     "h800": dict(
         name="HGX H800",
-        device=dict(name="NVIDIA H800 SXM5 80GB", peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H800 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
                     mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.0,
                     default_profile="h100.yaml"),
         node=_HGX_H800_NODE, cluster=_DGX_H100_NET,
+    ),
+    # B200 in an HGX/DGX B200 (1,000 W): dense tensor TFLOP/s above; HBM3e 180 GB at 8 TB/s per GPU
+    # (1,440 GB and 64 TB/s over 8 GPUs); nvidia-smi reports 183,359 MiB = 179.1 GiB. Cost model: a new
+    # die (no B200 kernel measurements shipped), so the datasheet roofline with the default efficiencies.
+    # Weights: CUDA group-128 defaults. $5.00/h: assumption, the middle of the $4.50-6.00 on-demand range
+    # a March 2026 survey quotes for specialised clouds (lyceum.technology "NVIDIA B200 GPU Cloud
+    # Pricing 2026"; spot from $2.25, hyperscalers $8-14); volatile.
+    "b200": dict(
+        name="HGX B200",
+        device=dict(name="NVIDIA B200 SXM 180GB", sm_count=148, peak_tflops=dict(_B200_TFLOPS),
+                    mem_bw_gbps=8000.0, mem_gib=179.0, power_w=1000.0, usd_per_hour=5.00,
+                    default_profile="datasheet"),
+        node=_HGX_B200_NODE, cluster=_CX7_NET,
+    ),
+    # B200 in a GB200 NVL72 rack (1,200 W per GPU, the technical brief's GB200 column): dense tensor
+    # TFLOP/s above; HBM3e 186 GB at 8 TB/s per GPU (13.4 TB and 576 TB/s over 72; MLPerf's system name
+    # "GB200-NVL72_GB200-186GB"); nvidia-smi reports 189,471 MiB = 185.0 GiB. One node = one rack of 72;
+    # set cluster.nodes for several racks. Cost model: datasheet roofline (as b200). $10.50/h:
+    # assumption, $42.00/h on demand listed for GB200 NVL72 (gpu.blog/gpus/nvidia-gb200-nvl72) read as
+    # CoreWeave's gb200-4x instance of one 4-GPU compute tray (docs.coreweave.com, GB200 instances); volatile.
+    "gb200-nvl72": dict(
+        name="GB200 NVL72",
+        device=dict(name="NVIDIA GB200 186GB", sm_count=148, peak_tflops=dict(_GB200_TFLOPS),
+                    mem_bw_gbps=8000.0, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
+                    default_profile="datasheet"),
+        node=_NVL72_NODE, cluster=_CX7_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).

@@ -64,6 +64,10 @@ class DeviceSpec(Strict):
         description="Bits per weight, quantization scales included, per quantized model.dtype (keys int8, int4, fp8; "
         "a missing key takes the default): CUDA group-128 scales (int8 8.125, int4 4.125, fp8 8); the Apple "
         "presets use llama.cpp's Q8_0/Q4_0 blocks of 32 (8.5, 4.5).")
+    sm_count: PositiveInt | None = bounded(
+        None, le=4096, why="4096 SMs: ~28x a B200's 148", description="Streaming multiprocessors (CUDA devices). "
+        "Communication kernels that run on SMs (DeepEP's normal kernels: 20) take their share of them from "
+        "the compute they overlap with; null: not modelled.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth, or "

@@ -12,7 +12,7 @@ from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 class PlanSpec(Strict):
     """How devices split the model and the batch.
 
-    Devices = dp * tp * pp. Expert parallelism is carved out of the data-parallel ranks
+    Devices = dp * tp * pp * cp. Expert parallelism is carved out of the data-parallel ranks
     (Megatron-core): ``ep`` divides ``dp``, each rank of an EP group holds the experts its
     ``moesim.engine.placement.Placement`` assigns (contiguous ``n_experts / ep``, or ``(n_experts +
     N) / ep`` slots with ``placement.redundant_experts: N``), and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
@@ -25,12 +25,24 @@ class PlanSpec(Strict):
                               description="Tensor-parallel degree.")
     pp: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one stage per layer (model.n_layers <= 1024)",
                               description="Pipeline-parallel stages.")
+    cp: PositiveInt = bounded(1, le=1 << 16, why="65536 ranks per sequence: 2*cp chunks of 128 tokens of the longest "
+                              "allowed sequence (2^24 tokens); published runs use 2-64",
+                              description="Context-parallel degree (training only; Megatron-core "
+                              "--context-parallel-size): each sequence is split over cp ranks (2*cp load-balanced "
+                              "chunks), attention K/V pass around a ring of cp ranks (Transformer Engine cp_comm_type "
+                              "p2p). Devices = dp*tp*pp*cp; the gradient sync and ZeRO span dp*cp ranks.")
     ep: PositiveInt = bounded(1, le=MAX_EXPERTS, why="ep divides model.n_experts (at most 2^20)",
                               description="Expert-parallel degree (divides dp and n_experts, or n_experts + placement.redundant_experts).")
     microbatches: PositiveInt = bounded(1, le=1 << 20, why="1M microbatches per step; the simulation plays each one "
                                         "(real pipelines use 8-512)",
                                         description="Microbatches per step per pipeline (training).")
-    schedule: Literal["gpipe", "1f1b", "interleaved"] = Field("1f1b", description="Pipeline schedule.")
+    schedule: Literal["gpipe", "1f1b", "interleaved", "zb-h1", "dualpipe"] = Field("1f1b", description=(
+        "Pipeline schedule: gpipe, 1f1b, interleaved (virtual_stages chunks per device), zb-h1 (Zero Bubble "
+        "ZB-H1: backward split into input and weight gradients, the weight gradients filling the cooldown; "
+        "bubble (pp-1)(F+B-W), 1F1B's memory) or dualpipe (DeepSeek-V3's bidirectional DualPipe: microbatches "
+        "from both ends, a forward and a backward of the other direction overlapped, all-to-alls under "
+        "compute; bubble (pp/2-1)(F&B+B-3W), two copies of the stage's parameters, pp+1 microbatches' "
+        "activations; needs pp even and microbatches even and >= 2*pp)."))
     virtual_stages: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one chunk per layer (model.n_layers <= 1024)",
                                           description="Model chunks per device (interleaved schedule only).")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
@@ -73,6 +85,14 @@ class PlanSpec(Strict):
             raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
         if self.virtual_stages > 1 and self.schedule != "interleaved":
             raise ValueError(f"plan.virtual_stages = {self.virtual_stages}: needs plan.schedule: interleaved")
+        if self.schedule == "dualpipe" and self.pp % 2:
+            raise ValueError(f"plan.pp = {self.pp}: schedule dualpipe needs an even number of stages (its two directions meet in the middle)")
+        if self.schedule == "dualpipe" and (self.microbatches % 2 or self.microbatches < 2 * self.pp):
+            raise ValueError(f"plan.microbatches = {self.microbatches}: schedule dualpipe needs an even number >= 2 * plan.pp "
+                             f"({2 * self.pp}), half fed from each end (DualPipe's num_chunks >= 2 * num_ranks)")
+        if self.overlap_alltoall and self.schedule in ("zb-h1", "dualpipe"):
+            raise ValueError(f"plan.overlap_alltoall: not with schedule {self.schedule} (dualpipe overlaps its paired forward and "
+                             "backward chunks by itself; zb-h1 pairs none), leave it false")
         if self.overlap_alltoall and self.pp > 1 and not (self.schedule == "interleaved" and self.virtual_stages > 1):
             raise ValueError(
                 "plan.overlap_alltoall with plan.pp > 1 needs plan.schedule: interleaved and plan.virtual_stages >= 2 "
@@ -86,4 +106,4 @@ class PlanSpec(Strict):
 
     @property
     def n_devices(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp

@@ -26,7 +26,7 @@ class Scenario(Strict):
     description: str = Field("", description="Free text.")
     model: ModelSpec = Field(description="A preset name, {preset: NAME, ...overrides}, {hf_config: config.json}, or the fields below.")
     hardware: HardwareSpec = Field(description="A preset name, {preset: NAME, ...overrides (deep-merged)}, or the fields below.")
-    plan: PlanSpec = Field(PlanSpec(), description="Parallelism plan; dp*tp*pp must equal the hardware's devices.")
+    plan: PlanSpec = Field(PlanSpec(), description="Parallelism plan; dp*tp*pp*cp must equal the hardware's devices.")
     workload: Workload = Field(description="kind: training (a step) or kind: serving (a request stream); fields below.")
     routing: RoutingSpec = Field(RoutingSpec(), description="Router popularity and capacity handling.")
     placement: PlacementSpec = Field(PlacementSpec(), description="Expert placement on the EP ranks: redundant copies of hot experts (EPLB).")
@@ -44,11 +44,13 @@ class Scenario(Strict):
         m, p, hw = self.model, self.plan, self.hardware
         w = self.workload
         disagg = w.disaggregation if isinstance(w, ServingWorkload) else None
+        if isinstance(w, ServingWorkload):
+            _check_serving_cp(p, disagg)
         if disagg is None:
             _check_plan(m, p, self.placement, "plan")
             if p.n_devices != hw.n_devices:
                 raise ValueError(
-                    f"plan: dp*tp*pp = {p.dp}*{p.tp}*{p.pp} = {p.n_devices} must equal the devices in hardware "
+                    f"plan: dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.n_devices} must equal the devices in hardware "
                     f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
                 )
         else:
@@ -69,6 +71,10 @@ class Scenario(Strict):
                 )
             if w.seq_len > m.max_seq_len:
                 raise ValueError(f"workload.seq_len = {w.seq_len}: must be <= model.max_seq_len ({m.max_seq_len})")
+            if p.cp > 1 and w.seq_len % (2 * p.cp):
+                raise ValueError(
+                    f"workload.seq_len = {w.seq_len}: must be a multiple of 2 * plan.cp ({2 * p.cp}); context "
+                    "parallelism splits each sequence into 2*cp load-balanced chunks (Megatron-core)")
         if isinstance(w, ServingWorkload):
             longest = w.prompt_tokens.upper_bound_tokens() + w.output_tokens.upper_bound_tokens()
             if longest and longest > m.max_seq_len:
@@ -117,6 +123,16 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
 
 
+def _check_serving_cp(p: PlanSpec, disagg) -> None:
+    """Serving runs without context parallelism: ``cp`` of the plan (or of each pool's) is 1."""
+    plans = [("plan", p)] if disagg is None else [("plan", p)] + [
+        (f"workload.disaggregation.{role}.plan", getattr(disagg, role).plan) for role in POOLS]
+    for where, plan in plans:
+        if plan.cp != 1:
+            raise ValueError(f"{where}.cp = {plan.cp}: context parallelism is for training; serving splits "
+                             "requests over plan.dp replicas and the model over tp/pp/ep (allowed: 1)")
+
+
 def _check_pools(s: Scenario, d) -> None:
     """Disaggregated serving: the top-level plan is left out, each pool's plan shards the model and
     is whole nodes, and the pools add up to the hardware's devices."""
@@ -129,7 +145,7 @@ def _check_pools(s: Scenario, d) -> None:
         where = f"workload.disaggregation.{role}.plan"
         _check_plan(s.model, pool.plan, pool.placement or s.placement, where)
         if pool.plan.n_devices % per_node:
-            raise ValueError(f"{where}: dp*tp*pp = {pool.plan.n_devices} devices must be whole nodes "
+            raise ValueError(f"{where}: dp*tp*pp*cp = {pool.plan.n_devices} devices must be whole nodes "
                              f"(a multiple of hardware.node.devices_per_node = {per_node})")
     if d.n_devices != hw.n_devices:
         raise ValueError(

@@ -257,6 +257,13 @@ class RoutingSpec(Strict):
                                 description="Fewest slots each expert gives one source rank under overflow: drop (DeepSpeed MoE's "
                                             "min_capacity, default 4): small decode batches do not drop.")
     overflow: Literal["drop", "dropless"] = Field("drop", description="drop: tokens over capacity pass through the residual; dropless: all kept.")
+    max_nodes_per_token: PositiveInt | None = bounded(
+        None, le=1 << 20, why="as hardware.cluster.nodes (1M nodes); a value at or above the EP group's nodes limits nothing",
+        description="Node-limited routing: each token's top_k experts lie on at most this many nodes of its EP group "
+                    "(DeepSeek-V3: 4, arXiv:2412.19437 sec. 2.1.2; DeepSeek's topk_group of n_group). Caps the NIC "
+                    "copies of hierarchical and deepep_normal all-to-alls (each token reaches min(M, N) * "
+                    "(1 - C((M - 1) e, k) / C(M e, k)) nodes, e experts per node); flat and deepep_low_latency move "
+                    "the same bytes. null: unlimited.")
     seed: int = bounded(0, ge=0, le=2**63 - 1, why="seeds are stored as signed 64-bit integers in results tables",
                         description="Seed of the routing sampler.")
 

@@ -129,7 +129,7 @@ class IterationCost:
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
                                act_dtype=prec.act_dtype, attn_dtype=m.dtype)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
-        self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True)
+        self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
         # MLA prefill chunks run as multi-head attention over up-projected K/V, decode absorbed (vLLM, SGLang)
         self._mha = (attention_core_op(BlockDims.of(m, p.tp, p.ep, mla_absorbed=False), self.dtypes, np.ones(1),

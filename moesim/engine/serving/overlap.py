@@ -34,15 +34,16 @@ head (over the sequences that emit a token) and the pipeline hand-offs run once 
 The two micro-batches are priced as their mean (exact for the compute- and comm-bound terms).
 The ``ep_comm`` time an iteration reports is the exposed part, ``pipeline - sum_l 2 S_l`` (what
 the compute stream idles waiting for a dispatch or combine), so spans and ``alltoall_fraction``
-add up to the iteration. Contention of the overlapped kernels for SMs (DeepEP's normal kernels take
-~20 of 132) is not modelled: the overlap is an upper bound.
+add up to the iteration. The overlapped compute loses the SMs the all-to-all kernels hold
+(DeepEP's normal kernels: 20 of an H800's 132, ``costmodel.comm.overlap_slowdown``) for the time
+both streams run; memory-bandwidth contention is not modelled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from moesim.costmodel.comm import alltoall_bytes_per_rank
+from moesim.costmodel.comm import alltoall_bytes_per_rank, overlap_slowdown
 from moesim.costmodel.host import kernel_launch_s
 from moesim.engine.ops import EXPERT_OPS, block_ops, op_s
 
@@ -50,16 +51,21 @@ from moesim.engine.ops import EXPERT_OPS, block_ops, op_s
 TBO_POOL = 8
 
 
-def period_s(s1, d, s2, c):
-    """Steady-state seconds per MoE layer of two alternating micro-batches (arrays broadcast)."""
+def period_s(s1, d, s2, c, sm_slowdown: float = 0.0):
+    """Steady-state seconds per MoE layer of two alternating micro-batches (arrays broadcast).
+
+    ``sm_slowdown`` (``costmodel.comm.overlap_slowdown``): compute seconds lost per second the two
+    streams run together (``2S + 2A - P`` of a period), to the SMs the all-to-all kernels hold.
+    """
     s1, d, s2, c = (np.asarray(x, dtype=float) for x in (s1, d, s2, c))
     big = np.maximum(np.maximum(s1, d), np.maximum(s2, c))
     small = np.minimum(np.minimum(s1, d), np.minimum(s2, c))
     S, A = s1 + s2, d + c
-    return np.maximum(np.maximum(2 * S, 2 * A), S + A + big - small)
+    P = np.maximum(np.maximum(2 * S, 2 * A), S + A + big - small)
+    return P + sm_slowdown * np.maximum(2 * S + 2 * A - P, 0.0) if sm_slowdown else P
 
 
-def moe_layers_s(s1, d, s2, c, n_layers: int):
+def moe_layers_s(s1, d, s2, c, n_layers: int, sm_slowdown: float = 0.0):
     """Makespan of ``n_layers`` MoE layers of two alternating micro-batches: ``min(s1, c) + sum_l P_l``.
 
     ``s1``, ``d``, ``c`` broadcast together; ``s2`` either broadcasts with them (every layer alike:
@@ -70,9 +76,9 @@ def moe_layers_s(s1, d, s2, c, n_layers: int):
         return np.zeros(np.broadcast_shapes(s1.shape, d.shape, c.shape))
     s2 = np.asarray(s2, dtype=float)
     if s2.ndim > s1.ndim and s2.shape[-1] == n_layers:
-        each = period_s(s1[..., None], d[..., None], s2, c[..., None]).sum(axis=-1)
+        each = period_s(s1[..., None], d[..., None], s2, c[..., None], sm_slowdown).sum(axis=-1)
     else:
-        each = n_layers * period_s(s1, d, s2, c)
+        each = n_layers * period_s(s1, d, s2, c, sm_slowdown)
     return np.minimum(s1, c) + each
 
 
@@ -112,6 +118,7 @@ class TwoBatchOverlap:
         m = cost.s.model
         self.cost, self.n_moe, self.n_dense, self.n_layers = cost, m.n_moe_layers, m.n_dense_layers, m.n_layers
         self.max_tokens = int(max_tokens)
+        self.sm_slowdown = overlap_slowdown(cost.s.plan.alltoall, cost.s.hardware.device.sm_count)
         self.pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         t = np.arange(self.max_tokens + 1)
         self.pieces, self.experts, self.dropped = self._tables(t)
@@ -142,7 +149,7 @@ class TwoBatchOverlap:
         """
         half_attn = np.asarray(attn_layer_s, dtype=float) / 2
         s1 = pieces["moe"] + half_attn
-        moe = moe_layers_s(s1, pieces["dispatch"], experts_s, pieces["combine"], self.n_moe)
+        moe = moe_layers_s(s1, pieces["dispatch"], experts_s, pieces["combine"], self.n_moe, self.sm_slowdown)
         e = np.asarray(experts_s, dtype=float)
         e_sum = e.sum(axis=-1) if e.ndim > np.ndim(s1) else self.n_moe * e
         exposed = np.maximum(moe - 2 * (self.n_moe * s1 + e_sum), 0.0) if self.n_moe else np.zeros_like(moe)

@@ -21,7 +21,11 @@ Modelling choices (see the README's training section):
 - backward costs 2x the forward compute and the same collectives again, in reverse; the recompute
   slot re-runs the attention core (selective) or the whole layer forward, collectives included (full);
 - sequence parallelism: norms, router, permute and un-permute run on 1/tp of the tokens, and each
-  TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p.
+  TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p;
+- context parallelism (``plan.cp``, ``engine/cp.py``): every op runs on the rank's ``tokens / cp``,
+  the attention core on ``1/cp`` of the causal work; the exposed part of the ring attention's K/V
+  exchange is booked in the ``attention`` slot (and the recompute slot when recompute re-runs
+  attention), the dense gradient sync spans ``dp * cp`` ranks and the expert one ``dp / ep * cp``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
+from moesim.engine import cp as ctx
 from moesim.engine.ops import (
     EXPERT_OPS,
     BlockDims,
@@ -96,7 +101,16 @@ class LayerCosts:
     embed_opt_params: float
     head_opt_params: float
     p2p_bytes: float  # bytes of one pipeline send (activation or its gradient)
-    tokens_per_microbatch: int  # tokens one replica processes per microbatch
+    tokens_per_microbatch: int  # tokens one device processes per microbatch (seqs * seq_len / cp)
+    # The weight-gradient part of bwd_s (zero-bubble schedules play it apart): half of each GEMM's
+    # backward (dX = dY W^T and dW = X^T dY are one forward GEMM each); 0 in the recompute slot.
+    wgrad_s: np.ndarray | None = None  # [L, M, len(BWD_SLOTS)]
+    head_wgrad_s: float = 0.0  # of head_s[1]: the output head's weight gradient
+    # Context parallelism (all 0 when plan.cp == 1), per layer and microbatch:
+    cp_exposed_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ring seconds inside the (forward
+    #   attention, backward attention, recompute) slots: what compute did not hide
+    cp_ring_s: tuple[float, float] = (0.0, 0.0)  # (forward, backward) ring transfer, hidden or not
+    cp_ring_bytes: tuple[float, float] = (0.0, 0.0)  # (forward, backward) bytes one device sends
 
 
 
@@ -159,15 +173,24 @@ def slot_of(name: str) -> int:
     return SLOT_OF[name.removesuffix("_bwd").removesuffix("_cast")]
 
 
-def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray, memo: dict) -> dict[str, np.ndarray]:
+#: Op kinds whose backward is two GEMMs of the forward's FLOPs, input and weight gradients.
+GEMM_KINDS = ("gemm", "grouped_gemm")
+
+
+def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray, memo: dict,
+                wgrad: np.ndarray) -> dict[str, np.ndarray]:
     """Price ``ops`` and add each op's forward and backward seconds into its slot of ``fwd`` and
-    ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order); ``memo`` as ``ops.price``'s."""
+    ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order), and the weight-gradient half of
+    each GEMM's backward into ``wgrad``; ``memo`` as ``ops.price``'s."""
     secs = price(cm, ops, memo)
     for op in ops:
         t = secs[op.name]
         j = slot_of(op.name)
         fwd[..., j] += forward_s(op, t)
-        bwd[..., j] += backward_s(op, t)
+        b = backward_s(op, t)
+        bwd[..., j] += b
+        if op.kind in GEMM_KINDS:
+            wgrad[..., j] += b / 2
     return secs
 
 
@@ -178,14 +201,17 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     training slots group them (``SLOT_OF``).
     """
     m, plan, w = s.model, s.plan, s.workload
-    L, M, tp, d = m.n_layers, plan.microbatches, plan.tp, m.d_model
+    L, M, tp, d, cp = m.n_layers, plan.microbatches, plan.tp, m.d_model, plan.cp
+    per_node = s.hardware.node.devices_per_node
     seqs = w.global_batch_seqs // (plan.dp * M)
-    T = seqs * w.seq_len
+    T = seqs * w.seq_len // cp  # tokens of this CP rank (seq_len is a multiple of 2 * cp)
     dt = m.dtype
     dtypes = training_dtypes(s)
     adt, ab = dtypes.act_dtype, dtypes.act_bytes
-    dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False)
-    q = np.full(seqs, float(w.seq_len))
+    dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token)
+    q_len, kv_len = ctx.attention_tokens(w.seq_len, cp)
+    q = np.full(seqs, q_len)
+    kv = q if cp == 1 else np.full(seqs, kv_len)
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))
     nbytes = np.zeros_like(fwd)
@@ -195,24 +221,25 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     strag_b = np.zeros((L, M))
     memo: dict = {}  # ops priced once for both block kinds
     back = np.zeros_like(fwd)  # backward seconds per forward slot (reversed into BWD_SLOTS below)
+    wback = np.zeros_like(fwd)  # their weight-gradient part
     fp8 = scenario_precision(s).compute_dtype == "fp8"
     # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
 
     def block(**kw) -> list[Op]:
-        ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=q, seq_parallel=True,
+        ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
                         algorithm=plan.alltoall, **kw)
         return fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
 
     if (~moe).any():
-        row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-        core = _into_slots(cm, block(moe=False), row, brow, memo)["attn_core"]
-        fwd[~moe], back[~moe] = row, brow
+        row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
+        core = _into_slots(cm, block(moe=False), row, brow, memo, wrow)["attn_core"]
+        fwd[~moe], back[~moe], wback[~moe] = row, brow, wrow
     if moe.any():
         if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
-            row, brow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo)["attn_core"]
-            fwd[moe], back[moe] = row, brow
+            row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
+            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo, wrow)["attn_core"]
+            fwd[moe], back[moe], wback[moe] = row, brow, wrow
         else:
             ep, E, k = plan.ep, m.n_experts, m.top_k
             # The busiest EP rank sets the time of the expert GEMMs and of both all-to-alls; the
@@ -226,10 +253,10 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
                     a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
-            bpart = np.zeros_like(part)
-            secs = _into_slots(cm, moe_ops_, part, bpart, memo)
+            bpart, wpart = np.zeros_like(part), np.zeros_like(part)
+            secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart)
             core = secs["attn_core"]
-            fwd[moe], back[moe] = part, bpart
+            fwd[moe], back[moe], wback[moe] = part, bpart, wpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
             tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
             dropped[moe] = routing.dropped.sum(axis=-1)
@@ -247,28 +274,39 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
     if tp > 1:
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
+    ring = _cp_ring(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node))
+    if cp > 1:  # the ring's exposed seconds are part of the attention slot
+        fwd[:, :, ATT] += ring["exposed"][0]
+        back[:, :, ATT] += ring["exposed"][1]
 
     bwd = np.zeros((L, M, len(BWD_SLOTS)))
     bwd[:, :, 1:] = back[:, :, ::-1]
+    wgrad = np.zeros_like(bwd)
+    wgrad[:, :, 1:] = wback[:, :, ::-1]
+    cp_rc = 0.0
     if plan.recompute == "full":
         bwd[:, :, 0] = fwd.sum(axis=-1)
-    elif plan.recompute == "selective":
-        bwd[:, :, 0] = core
+        cp_rc = ring["exposed"][0]
+    elif plan.recompute == "selective":  # re-running the core attention re-runs its ring
+        bwd[:, :, 0] = core if cp == 1 else core + ring["exposed"][0]
+        cp_rc = ring["exposed"][0]
 
-    # Data-parallel gradient sync per layer and the optimizer's share of parameters.
+    # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
+    # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
     dense_p, expert_p = layer_params_per_device(s)
     gb = 4.0 if dt == "fp32" else 2.0
-    edp = max(plan.dp // plan.ep, 1)
-    dp_dense = cm.allreduce_s(dense_p * gb, plan.dp, tp) * (dense_p > 0)
-    dp_expert = cm.allreduce_s(expert_p * gb, edp, tp * plan.ep) * (expert_p > 0)
+    (dpn, dps), (edp, edps) = ctx.dp_groups(plan)
+    dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)
+    dp_expert = cm.allreduce_s(expert_p * gb, edp, edps) * (expert_p > 0)
     z = plan.zero_stage >= 1
-    opt_params = dense_p / (plan.dp if z else 1) + expert_p / (edp if z else 1)
+    opt_params = dense_p / (dpn if z else 1) + expert_p / (edp if z else 1)
     table = m.vocab_size * d / tp
     head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
 
     embed_f = float(cm.memory_s(T * d * ab))
     embed_ar = float(cm.allreduce_s(T * d * ab, tp, 1)) if tp > 1 else 0.0
-    head_f = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, adt) + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
+    head_gemm = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, adt))
+    head_f = float(head_gemm + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
     return LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
@@ -276,9 +314,33 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb,
         opt_params=opt_params,
         embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, 2 * head_f),
-        embed_dp_s=float(cm.allreduce_s(table * gb, plan.dp, tp)),
-        head_dp_s=float(cm.allreduce_s(head_p * gb, plan.dp, tp)) if head_p else 0.0,
+        embed_dp_s=float(cm.allreduce_s(table * gb, dpn, dps)),
+        head_dp_s=float(cm.allreduce_s(head_p * gb, dpn, dps)) if head_p else 0.0,
         embed_dp_bytes=table * gb, head_dp_bytes=head_p * gb,
-        embed_opt_params=table / (plan.dp if z else 1), head_opt_params=head_p / (plan.dp if z else 1),
+        embed_opt_params=table / (dpn if z else 1), head_opt_params=head_p / (dpn if z else 1),
+        wgrad_s=wgrad, head_wgrad_s=head_gemm,
         p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
+        cp_exposed_s=(*ring["exposed"], float(cp_rc)), cp_ring_s=ring["ring_s"], cp_ring_bytes=ring["bytes"],
     )
+
+
+def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,
+             intra: bool) -> dict[str, tuple[float, float]]:
+    """The ring attention of one layer and microbatch (``engine/cp.py``): ``exposed`` (forward,
+    backward) seconds added to the attention slot, ``ring_s`` the whole transfers, ``bytes`` one
+    device sends; all 0 without context parallelism.
+
+    A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
+    bytes: K/V and dK/dV) its backward (twice that). One message's latency stays exposed per pass:
+    with alpha-beta links it is ``2 * fwd_step - bwd_step``.
+    """
+    if cp <= 1:
+        return {"exposed": (0.0, 0.0), "ring_s": (0.0, 0.0), "bytes": (0.0, 0.0)}
+    ops = ctx.ring_ops(dims, dtypes, tokens, intra)
+    secs = price(cm, ops)
+    f, b = float(secs[ctx.RING_FWD]), float(secs[ctx.RING_BWD])
+    latency = max(2 * f - b, 0.0)
+    block = core_s / cp
+    exposed = (float(ctx.ring_exposed_s(f, block, cp, latency)), float(ctx.ring_exposed_s(b, 2 * block, cp, latency)))
+    nb = [float(op.nbytes) * (cp - 1) for op in ops]
+    return {"exposed": exposed, "ring_s": ((cp - 1) * f, (cp - 1) * b), "bytes": (nb[0], nb[1])}

@@ -6,18 +6,48 @@ on the schedule asks ``schedule_for(plan)`` instead of doing its own arithmetic:
 - ``stage_of(chunk, pp)`` / ``global_chunk(stage, local, pp)``: which stage holds global model
   chunk ``c`` and the inverse (``engine.training.step``, ``engine.training.summary``,
   ``engine.training.pipeline.check_orders``);
-- ``chunks(pp, v)``: how many model chunks the layers split into (``pp * v``);
-- ``order(stage, pp, m, v)`` / ``orders(pp, m, v)``: the (microbatch, local chunk, direction) units
-  a stage plays, in order (``engine.training.step.run_pipeline``);
+- ``chunks(pp, v)`` / ``chunk_layers(n_layers, pp, v)``: how many model chunks there are and the
+  layers of each; ``path(microbatch, pp, m, v)``: the first and last global chunk a microbatch
+  passes; ``stage_layers``: the layers whose activations one microbatch leaves on a stage;
+- ``order(stage, pp, m, v)`` / ``orders(pp, m, v)``: the units a stage plays, in order
+  (``engine.training.step.run_pipeline``); an entry is a :class:`Unit` or a (forward, backward)
+  pair of units played together (their all-to-alls under each other's compute);
 - ``bubble_fraction(pp, m, v)``: the analytic idle fraction with equal stages (the summary's
   ``analytic_bubble_fraction``);
-- ``microbatches_in_flight(pp, m, v)``: microbatches whose activations stage 0 holds at the
-  schedule's peak (``memory.memory_report``).
+- ``microbatches_in_flight(pp, m, v)``: microbatches whose activations (through ``stage_layers``)
+  stage 0 holds at the schedule's peak (``memory.memory_report``); ``param_copies``: copies of a
+  stage's parameters each device holds.
 
-Layout (all schedules here): with ``v`` virtual stages, stage ``s`` holds model chunks
-``s, s + pp, s + 2*pp, ...`` (global chunk ``c = local * pp + s``); without interleaving ``v = 1``
-and the local chunk is always 0. Forward of chunk ``c`` needs forward of ``c - 1``; backward of
-``c`` needs backward of ``c + 1`` (and, on the last chunk, its own forward).
+Units. A :class:`Unit` is one microbatch through one local chunk: a forward (``F``), a whole
+backward (``BW``: input and weight gradients), or, for schedules that split the backward
+(``splits_backward``: zero-bubble, DualPipe), its input-gradient half ``B`` (what the previous
+stage waits for) and its weight-gradient half ``W`` (what only the optimizer needs), played later
+to fill bubbles. ``timeline.chunk_tables(..., wgrad=...)`` prices them: W is the weight-gradient
+GEMMs (half of each GEMM's backward: dgrad and wgrad are one forward GEMM's FLOPs each, Qi et al.
+2023 sec. 2); everything else, the attention core, elementwise ops, recompute and the TP
+all-reduces / EP all-to-alls of the backward, is B.
+
+Layout. GPipe, 1F1B, interleaved and ZB-H1: with ``v`` virtual stages, stage ``s`` holds model
+chunks ``s, s + pp, s + 2*pp, ...`` (global chunk ``c = local * pp + s``); without interleaving
+``v = 1`` and the local chunk is always 0. Every microbatch passes every chunk. DualPipe: the
+model is split into ``pp`` chunks held twice, once per direction: global chunks ``0..pp-1``
+(direction 0, stage ``c``) and ``pp..2pp-1`` (direction 1, stage ``2pp-1-c``, model chunk
+``c - pp``), so stage ``s`` holds model chunks ``s`` and ``pp-1-s``; microbatches ``0..m/2-1``
+pass direction 0, the others direction 1. Forward of chunk ``c`` needs forward of ``c - 1``;
+backward of ``c`` needs backward of ``c + 1`` (and, on the last chunk of its path, its own
+forward); a ``W`` needs its own ``B``.
+
+Bubbles with equal stages, per stage (F, B, W: one chunk's forward, input-gradient and
+weight-gradient time; 1F1B's backward is B + W):
+
+- GPipe, 1F1B: ``(p-1)(F+B+W)``, fraction ``(p-1)/(m+p-1)`` (Huang et al. 2019; Narayanan et al. 2019);
+- interleaved: ``(p-1)/(v*m+p-1)`` (Narayanan et al. 2021);
+- ZB-H1: ``(p-1)(F+B-W)`` (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", arXiv:2401.10241,
+  sec. 3.1), fraction ``(p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W))``, ``(p-1)/(3m+p-1)`` at F = B = W;
+- DualPipe: ``(p/2-1)(F&B + B_full - 3W)`` with ``B_full = B + W`` and ``F&B`` a forward and a
+  whole backward played together (DeepSeek-V3 report, arXiv:2412.19437 sec. 3.2.1, Table 2;
+  deepseek-ai/DualPipe README), ``(p-2)/(3m+p-2)`` at F = B = W with nothing to overlap
+  (``F&B = F + B + W``).
 
 Adding a schedule: subclass ``Schedule`` here, register an instance in ``SCHEDULES``, add its name
 to ``plan.schedule``'s ``Literal`` (``schemas/plan.py``) and a test (``tests/test_schedules.py``).
@@ -27,16 +57,42 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+
 if TYPE_CHECKING:
     from moesim.schemas.plan import PlanSpec
 
 
 class Unit(NamedTuple):
-    """One unit of pipeline work: a microbatch through one local chunk, forward or backward."""
+    """One unit of pipeline work: a microbatch through one local chunk, forward or backward.
+
+    ``part`` splits a backward (``splits_backward`` schedules): ``""`` the whole pass, ``"B"`` the
+    input gradients only, ``"W"`` the weight gradients only (after its ``B``).
+    """
 
     microbatch: int
-    chunk: int  # local chunk index on its stage, 0..v-1
+    chunk: int  # local chunk index on its stage, 0..v-1 (DualPipe: 0 direction 0, 1 direction 1)
     backward: bool
+    part: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``F``, ``BW`` (a whole backward), ``B`` (input gradients) or ``W`` (weight gradients)."""
+        return self.part or ("BW" if self.backward else "F")
+
+    @property
+    def slot(self) -> int:
+        """Index of the unit's times in ``[C, M, k]`` arrays: 0 forward, 1 backward (or B), 2 W."""
+        return 2 if self.part == "W" else int(self.backward)
+
+
+#: An entry of a stage's order: a unit, or a (forward, whole backward) pair played together.
+Entry = Unit | tuple[Unit, Unit]
+
+
+def units_of(entry: Entry) -> tuple[Unit, ...]:
+    """The units of an order entry (one, or the two of a pair)."""
+    return (entry,) if isinstance(entry, Unit) else tuple(entry)
 
 
 class Schedule:
@@ -45,14 +101,26 @@ class Schedule:
 
     name: str = ""
     uses_virtual_stages: bool = False  # True when plan.virtual_stages splits a stage into chunks
+    splits_backward: bool = False  # orders hold B and W units (weight gradients played apart)
+    chunks_per_stage: int = 1  # model chunks a stage holds per virtual stage (DualPipe: 2, one per direction)
+    param_copies: int = 1  # copies of its stage's parameters a device holds (DualPipe: 2)
 
     def virtual_stages(self, v: int) -> int:
         """Model chunks per stage this schedule plays for ``plan.virtual_stages = v``."""
         return v if self.uses_virtual_stages else 1
 
     def chunks(self, pp: int, v: int = 1) -> int:
-        """Number of model chunks the layers split into."""
-        return pp * self.virtual_stages(v)
+        """Number of global model chunks (the engine's units of layout)."""
+        return pp * self.virtual_stages(v) * self.chunks_per_stage
+
+    def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
+        """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more)."""
+        return np.array_split(np.arange(n_layers), self.chunks(pp, v))
+
+    def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
+        """First and last global chunk microbatch ``microbatch`` passes (it passes all between) when
+        each stage plays ``v`` virtual stages."""
+        return 0, pp * v * self.chunks_per_stage - 1
 
     def stage_of(self, chunk, pp: int):
         """Stage holding global chunk ``chunk`` (int or numpy array; ``-1`` wraps to ``pp - 1``)."""
@@ -62,11 +130,17 @@ class Schedule:
         """Global chunk of local chunk ``local`` on ``stage`` (inverse of ``stage_of``)."""
         return local * pp + stage
 
-    def order(self, stage: int, pp: int, m: int, v: int = 1) -> list[Unit]:
+    def stage_layers(self, n_layers: int, stage: int, pp: int, v: int = 1) -> list[int]:
+        """Layers, ascending, whose activations one microbatch leaves on ``stage`` (every layer the
+        stage holds, except under DualPipe where a microbatch passes one of its two chunks)."""
+        return sorted(int(x) for c, ch in enumerate(self.chunk_layers(n_layers, pp, v))
+                      if self.stage_of(c, pp) == stage for x in ch)
+
+    def order(self, stage: int, pp: int, m: int, v: int = 1) -> list[Entry]:
         """Units stage ``stage`` runs, in order, for ``m`` microbatches."""
         raise NotImplementedError
 
-    def orders(self, pp: int, m: int, v: int = 1) -> list[list[Unit]]:
+    def orders(self, pp: int, m: int, v: int = 1) -> list[list[Entry]]:
         """``order`` for every stage."""
         return [self.order(s, pp, m, v) for s in range(pp)]
 
@@ -76,7 +150,7 @@ class Schedule:
         return _bubble(pp, m, 1)
 
     def microbatches_in_flight(self, pp: int, m: int, v: int = 1) -> float:
-        """Microbatches whose activations stage 0 holds at the peak of the schedule."""
+        """Microbatches whose activations (through ``stage_layers``) stage 0 holds at the peak."""
         raise NotImplementedError
 
 
@@ -161,7 +235,109 @@ class Interleaved(Schedule):
         return 1.0 if pp == 1 else min(m, pp) * (1 + (pp - 1) / (pp * v))
 
 
-SCHEDULES: dict[str, Schedule] = {s.name: s for s in (GPipe(), OneFOneB(), Interleaved())}
+class ZBH1(Schedule):
+    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", arXiv:2401.10241, sec. 3.1): 1F1B
+    with each backward split into B (input gradients, sent on at once) and W (weight gradients).
+
+    Stage ``s`` warms up with ``p - s - 1`` forwards as 1F1B, then plays ``F, B`` pairs holding back
+    its first ``s`` W's (one W after each later B), so the cooldown's B's, which now cross a stage
+    in B instead of B + W, arrive with W's left to fill the gaps; the rest of the W's close the step.
+    Bubble ``(p-1)(F+B-W)`` per stage against 1F1B's ``(p-1)(F+B+W)``: fraction
+    ``(p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W))``, ``(p-1)/(3m+p-1)`` at F = B = W
+    (:meth:`bubble_fraction`). That is the paper's setting, W no longer than F or B and ``m >= p``;
+    a W longer than F or B fills only that much of a gap, so this order idles
+    ``(p-1)(F+B-min(F,B,W))`` in general (``tests/test_zero_bubble.py``). A stage holds at most ``p``
+    microbatches' activations, as 1F1B's stage 0 (``min(m, p)``; 1 when ``p = 1``): 1F1B's peak memory.
+    """
+
+    name = "zb-h1"
+    splits_backward = True
+
+    def order(self, stage: int, pp: int, m: int, v: int = 1) -> list[Entry]:
+        warm = min(pp - stage - 1, m)
+        order: list[Entry] = [Unit(i, 0, False) for i in range(warm)]
+        w = 0  # W's played so far (in microbatch order)
+        for j in range(m - warm):
+            order += [Unit(warm + j, 0, False), Unit(j, 0, True, "B")]
+            if j >= stage:
+                order.append(Unit(w, 0, True, "W"))
+                w += 1
+        for j in range(m - warm, m):
+            order += [Unit(j, 0, True, "B"), Unit(w, 0, True, "W")]
+            w += 1
+        return order + [Unit(i, 0, True, "W") for i in range(w, m)]
+
+    def bubble_fraction(self, pp: int, m: int, v: int = 1, f: float = 1.0, b: float = 1.0, w: float = 1.0) -> float:
+        """``(p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W))`` with unit times ``f``, ``b``, ``w`` (W capped
+        at F and B: the class docstring)."""
+        idle = (pp - 1) * (f + b - min(w, f, b))
+        return idle / (m * (f + b + w) + idle)
+
+    def microbatches_in_flight(self, pp: int, m: int, v: int = 1) -> float:
+        return 1.0 if pp == 1 else float(min(m, pp))
+
+
+class DualPipe(Schedule):
+    """DualPipe (DeepSeek-V3 report, arXiv:2412.19437 sec. 3.2.1; deepseek-ai/DualPipe): a
+    bidirectional pipeline. The model's ``p`` chunks are held twice, stage ``s`` holding chunk ``s``
+    of direction 0 and chunk ``p-1-s`` of direction 1 (the module docstring's layout); half the
+    microbatches enter at stage 0, half at stage ``p-1``. In the steady state a forward of one
+    direction is played together with a whole backward of the other (an "F&B" pair,
+    ``timeline.combine_units``: each one's all-to-alls under the other's compute); some backwards
+    near the ends are split into B and W (zero-bubble) to fill bubbles. The per-stage order is
+    ``dualpipe.dualpipe_order`` (the reference implementation's eight steps).
+
+    Needs ``p`` even and ``m`` even with ``m >= 2p`` (the reference's ``num_chunks >= num_ranks * 2``;
+    ``m`` counts both directions). Bubble ``(p/2-1)(F&B + B_full - 3W)`` per stage (README's table;
+    ``B_full = B + W``), fraction ``(p/2-1)(F&B + B + W - 3W) / (m(F+B+W) + that)`` with
+    ``F&B = F + B + W`` (nothing overlapped), ``(p-2)/(3m+p-2)`` at F = B = W. The reference order
+    idles exactly that when B = F and W <= F (the README's setting); with B longer than F, as the
+    attention core's backward makes it here, it idles a few percent less
+    (``tests/test_zero_bubble.py``). Parameters 2x (``param_copies``); activations of ``p + 1``
+    microbatches through one chunk (README: "PP+1"), a pair's forward allocating while its
+    backward's are still held.
+    """
+
+    name = "dualpipe"
+    splits_backward = True
+    chunks_per_stage = 2
+    param_copies = 2
+
+    def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
+        one = np.array_split(np.arange(n_layers), pp)
+        return one + one
+
+    def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
+        return (0, pp - 1) if microbatch < m // 2 else (pp, 2 * pp - 1)
+
+    def stage_of(self, chunk, pp: int):
+        c = chunk % (2 * pp)
+        return np.where(c < pp, c, 2 * pp - 1 - c) if isinstance(c, np.ndarray) else (c if c < pp else 2 * pp - 1 - c)
+
+    def global_chunk(self, stage, local, pp: int):
+        return np.where(local == 0, stage, 2 * pp - 1 - stage) if isinstance(local, np.ndarray) else (
+            stage if local == 0 else 2 * pp - 1 - stage)
+
+    def stage_layers(self, n_layers: int, stage: int, pp: int, v: int = 1) -> list[int]:
+        return [int(x) for x in self.chunk_layers(n_layers, pp)[stage]]  # direction 0's chunk
+
+    def order(self, stage: int, pp: int, m: int, v: int = 1) -> list[Entry]:
+        # dualpipe.py builds on Unit, so it is imported here, not at the top
+        from moesim.engine.training.dualpipe import dualpipe_order
+
+        return dualpipe_order(stage, pp, m)
+
+    def bubble_fraction(self, pp: int, m: int, v: int = 1, f: float = 1.0, b: float = 1.0, w: float = 1.0) -> float:
+        """``(p/2-1)(F&B + B + W - 3W) / (m(F+B+W) + that)`` with unit times ``f``, ``b``, ``w`` and
+        ``F&B = F + B + W`` (pairs that overlap nothing)."""
+        idle = (pp / 2 - 1) * (f + b + w + b + w - 3 * w)
+        return idle / (m * (f + b + w) + idle)
+
+    def microbatches_in_flight(self, pp: int, m: int, v: int = 1) -> float:
+        return float(pp + 1)
+
+
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (GPipe(), OneFOneB(), Interleaved(), ZBH1(), DualPipe())}
 
 
 def get_schedule(name: str) -> Schedule:
@@ -177,5 +353,5 @@ def schedule_for(plan: PlanSpec) -> Schedule:
     return get_schedule(plan.schedule)
 
 
-# Layout shared by every registered schedule; for code that sees orders, not a plan.
+# The round-robin layout (every registered schedule's but DualPipe's); for code that sees orders, not a plan.
 DEFAULT_LAYOUT: Schedule = SCHEDULES["1f1b"]

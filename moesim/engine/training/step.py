@@ -23,6 +23,14 @@ streams (``timeline.combine_units``): the forward's dispatch/combine run while t
 computes and vice versa, so each pair exposes only the all-to-all its partner cannot cover.
 A combined unit starts when both inputs have arrived; each part's output is sent when that part
 is done.
+
+Schedules that split the backward (``Schedule.splits_backward``: ZB-H1, DualPipe) price each
+backward as ``B`` (input gradients: sent on when done) and ``W`` (weight gradients, from
+``wgrad.wgrad_costs``; a layer's gradient-sync piece is ready when its ``W`` is) and play each
+as its order says: a ``W`` unit later, or both together as a whole backward. DualPipe's orders
+hold (forward, backward) pairs of their own (its "F&B" chunks): they are combined units as above,
+whatever ``plan.overlap_alltoall``; each of its chunks carries one direction's microbatches
+(``Schedule.path``), the others cost nothing there.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 import simpy
 
 from moesim.costmodel import CostModel, build_cost_model
+from moesim.costmodel.comm import overlap_slowdown
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.training import zero
 from moesim.engine.training.layer_costs import (
@@ -43,7 +52,15 @@ from moesim.engine.training.layer_costs import (
     LayerCosts,
     layer_costs,
 )
-from moesim.engine.training.schedules import DEFAULT_LAYOUT, Schedule, Unit, schedule_for
+from moesim.engine.training.pipeline import combined_orders
+from moesim.engine.training.schedules import (
+    DEFAULT_LAYOUT,
+    Entry,
+    Schedule,
+    Unit,
+    schedule_for,
+    units_of,
+)
 from moesim.engine.training.summary import record_step, summarize
 from moesim.engine.training.timeline import (
     Combined,
@@ -52,7 +69,10 @@ from moesim.engine.training.timeline import (
     chunk_tables,
     combine_units,
     dp_ready_offsets,
+    split_op_end_s,
+    wgrad_mask,
 )
+from moesim.engine.training.wgrad import wgrad_costs
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
 
@@ -62,7 +82,8 @@ _A2A_SLOTS = np.array([CATEGORY.get(k) == "alltoall" for k in FWD_SLOTS])
 
 @dataclass(frozen=True)
 class PipelineRun:
-    """When every unit ran. ``[C, M, 2]`` arrays are indexed (global chunk, microbatch, backward)."""
+    """When every unit ran. ``[C, M, K]`` arrays are indexed (global chunk, microbatch, ``Unit.slot``):
+    forward, backward (or its ``B``) and, when the backward is split (``K = 3``), its ``W``."""
 
     start_s: np.ndarray
     end_s: np.ndarray
@@ -71,19 +92,23 @@ class PipelineRun:
     dp_syncs: list[tuple]  # (stage, chunk, piece, start_s, end_s)
 
 
-def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarray, send_s: np.ndarray,
+def run_pipeline(orders: list[list[Entry]], unit_s: np.ndarray, send_s: np.ndarray,
                  dp_ready_s: list[np.ndarray] | None = None, dp_s: list[np.ndarray] | None = None,
                  overlap_dp: bool = True, dp_every_microbatch: bool = False,
                  layout: Schedule = DEFAULT_LAYOUT,
-                 combined: dict[tuple[int, int, int, int], tuple[Combined, np.ndarray]] | None = None) -> PipelineRun:
-    """Play the per-stage ``orders`` in SimPy; ``layout`` says which stage holds which chunk.
+                 combined: dict[tuple[int, int, int, int], tuple[Combined, np.ndarray]] | None = None,
+                 dp_ready_w_s: list[np.ndarray] | None = None) -> PipelineRun:
+    """Play the per-stage ``orders`` in SimPy; ``layout`` says which stage holds which chunk and
+    which chunks each microbatch passes (``layout.path``).
 
-    ``unit_s [C, M, 2]``: seconds of each unit (C = pp * v global chunks). ``send_s [C, 2]``:
+    ``unit_s [C, M, K]``: seconds of each unit (C global chunks; K = 2: forward, backward; K = 3:
+    forward, ``B``, ``W``, a whole backward costing ``B + W``). ``send_s [C, 2]``:
     seconds to send chunk ``c``'s output forward (to ``c+1``) / its input gradient backward (to
     ``c-1``); no send when both chunks sit on one stage. ``dp_ready_s[c] [M, n]`` / ``dp_s[c] [n]``:
     when, after the start of chunk ``c``'s last backward unit, each gradient-sync piece is ready,
     and how long it takes. ``dp_every_microbatch`` (ZeRO-2/3): the pieces are synced after every
-    microbatch's backward, not only the last.
+    microbatch's backward, not only the last. ``dp_ready_w_s[c] [M, n]``: the same after the start
+    of a ``W`` unit (the pieces are ready as the weight gradients are).
 
     An entry of an order may be a (forward, backward) pair of units played as one combined unit
     (:func:`combined_orders`); ``combined[(c_fwd, i_fwd, c_bwd, i_bwd)]`` (global chunks,
@@ -92,22 +117,23 @@ def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarra
     leave units unplayed (a deadlock).
     """
     pp = len(orders)
-    C, M, _ = unit_s.shape
+    C, M, K = unit_s.shape
+    paths = [layout.path(i, pp, M, C // (pp * layout.chunks_per_stage)) for i in range(M)]
     env = simpy.Environment()
-    start = np.zeros((C, M, 2))
-    end = np.zeros((C, M, 2))
-    exposed = np.zeros((C, M, 2))
+    start = np.zeros((C, M, K))
+    end = np.zeros((C, M, K))
+    exposed = np.zeros((C, M, K))
     arrivals: dict[tuple[int, int, int], simpy.Event] = {}
     for c in range(C):
         for b, src in ((0, c - 1), (1, c + 1)):
             if 0 <= src < C and layout.stage_of(src, pp) != layout.stage_of(c, pp):
                 for i in range(M):
                     arrivals[(c, i, b)] = env.event()
-    last_bwd = {}
+    last_bwd = {}  # chunk -> microbatch of its last unit computing weight gradients
     for s, order in enumerate(orders):
         for entry in order:
-            for u in (entry,) if isinstance(entry, Unit) else entry:
-                if u.backward:
+            for u in units_of(entry):
+                if u.backward and u.part != "B":
                     last_bwd[layout.global_chunk(s, u.chunk, pp)] = u.microbatch
     p2p_free = [0.0] * pp
     dp_free = [0.0] * pp
@@ -128,7 +154,7 @@ def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarra
 
     def send(s: int, c: int, i: int, b: int, t_done: float) -> None:
         dst = c - 1 if b else c + 1
-        if 0 <= dst < C and layout.stage_of(dst, pp) != s:
+        if paths[i][0] <= dst <= paths[i][1] and layout.stage_of(dst, pp) != s:
             st = max(t_done, p2p_free[s])
             p2p_free[s] = st + float(send_s[c, b])
             sends.append((s, c, i, b, st, p2p_free[s]))
@@ -140,7 +166,7 @@ def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarra
         for entry in orders[s]:
             if isinstance(entry, Unit):
                 u = entry
-                c, i, b = layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)
+                c, i, b = layout.global_chunk(s, u.chunk, pp), u.microbatch, u.slot
                 t_free = env.now
                 ev = arrivals.get((c, i, b))
                 if ev is not None:
@@ -149,19 +175,20 @@ def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarra
                     exposed[c, i, b] = max(0.0, arrival - max(t_free, producer_end))
                 t0 = env.now
                 start[c, i, b] = t0
-                if b and uses_dp and (dp_every_microbatch or last_bwd[c] == i):
+                if b and u.part != "B" and uses_dp and (dp_every_microbatch or last_bwd[c] == i):
                     if overlap_dp:
-                        queue_dp(s, c, t0 + dp_ready_s[c][i])
+                        queue_dp(s, c, t0 + (dp_ready_w_s if u.part == "W" else dp_ready_s)[c][i])
                     else:
                         deferred.append(c)
-                yield env.timeout(unit_s[c, i, b])
+                yield env.timeout(unit_s[c, i, 1] + unit_s[c, i, 2] if K == 3 and u.kind == "BW" else unit_s[c, i, b])
                 t1 = env.now
                 end[c, i, b] = t1
                 played[0] += 1
-                send(s, c, i, b, t1)
+                if u.part != "W":
+                    send(s, c, i, b, t1)
                 continue
             # A combined (forward, backward) pair: starts once both inputs are in.
-            keys = [(layout.global_chunk(s, u.chunk, pp), u.microbatch, int(u.backward)) for u in entry]
+            keys = [(layout.global_chunk(s, u.chunk, pp), u.microbatch, u.slot) for u in entry]
             t_free = env.now
             got = []
             for key in keys:
@@ -194,40 +221,30 @@ def run_pipeline(orders: list[list[Unit | tuple[Unit, Unit]]], unit_s: np.ndarra
     for s in range(pp):
         env.process(stage(s))
     env.run()
-    total = sum(len(e) if isinstance(e, tuple) and not isinstance(e, Unit) else 1 for order in orders for e in order)
+    total = sum(len(units_of(e)) for order in orders for e in order)
     if played[0] != total:
         raise RuntimeError(f"pipeline orders deadlock: {played[0]} of {total} units played")
     return PipelineRun(start, end, exposed, sends, dp_syncs)
 
 
-def combined_orders(orders: list[list[Unit]]) -> list[list[Unit | tuple[Unit, Unit]]]:
-    """Megatron-core's combined 1F1B (``--overlap-moe-expert-parallel-comm``) on a 1F1B-family order.
-
-    A stage's 1F1B (or interleaved) order is ``w`` warm-up forwards, then forward/backward
-    alternating, then the remaining backwards. Combined 1F1B runs one more warm-up forward
-    (Megatron adds 1 to the warm-up count), so the ``j``-th backward comes after forward
-    ``w + 1 + j`` and the two run together as a pair: ``F_0 .. F_w, (F_{w+1}, B_0), (F_{w+2}, B_1),
-    ..., B_{n-w-1} ..`` (pp = 1: ``F0, (F1, B0), (F2, B1), ..., B_{m-1}``, Megatron's
-    ``combined_1f1b_schedule_for_no_pipelining``). A pair of the same microbatch (possible across
-    chunks of the interleaved schedule) is played one after the other. Orders of another shape
-    (GPipe: all forwards, then all backwards) have no steady phase and are left as they are.
+def chunk_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
+    """Seconds of one pipeline send of each global chunk: ``[C, 2]``, its output to the stage of
+    chunk ``c + 1`` and its input gradient to the stage of chunk ``c - 1`` (0 where there is no
+    such chunk). A send stays on NVLink when both stages' devices share a node (:func:`p2p_send_s`).
     """
-    out = []
-    for order in orders:
-        fs = [u for u in order if not u.backward]
-        bs = [u for u in order if u.backward]
-        w = next((j for j, u in enumerate(order) if u.backward), len(order)) - 1  # F_w runs just before B_0
-        n = len(fs) - w
-        shaped = fs[:w] + [x for j in range(n) for x in (fs[w + j], bs[j])] + bs[n:]
-        if shaped != list(order) or n <= 1:
-            out.append(list(order))
-            continue
-        w += 1
-        steps: list[Unit | tuple[Unit, Unit]] = list(fs[:w])
-        for j in range(len(fs) - w):
-            f, b = fs[w + j], bs[j]
-            steps += [(f, b)] if f.microbatch != b.microbatch else [f, b]
-        out.append(steps + bs[len(fs) - w:])
+    plan, per_node = s.plan, s.hardware.node.devices_per_node
+    sched = schedule_for(plan)
+    C = sched.chunks(plan.pp, plan.virtual_stages)
+    node = sched.stage_of(np.arange(C), plan.pp) * (plan.dp * plan.tp) // per_node
+    price = {}
+    out = np.zeros((C, 2))
+    for c in range(C):
+        for b, d in ((0, c + 1), (1, c - 1)):
+            if 0 <= d < C:
+                intra = bool(node[c] == node[d])
+                if intra not in price:
+                    price[intra] = float(cm.p2p_s(nbytes, intra=intra))
+                out[c, b] = price[intra]
     return out
 
 
@@ -239,7 +256,7 @@ def p2p_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
     ``s * dp * tp``; a send stays on NVLink when both stages' devices share a node.
     """
     plan, per_node = s.plan, s.hardware.node.devices_per_node
-    stride = plan.dp * plan.tp
+    stride = plan.dp * plan.tp * plan.cp  # stage s starts at rank s * dp * tp * cp (Megatron's order)
     stage_of = schedule_for(plan).stage_of
     node = lambda c: stage_of(c, plan.pp) * stride // per_node
     return np.array([float(cm.p2p_s(nbytes, intra=node(st) == node(st + 1))) for st in range(plan.pp)])
@@ -261,23 +278,24 @@ class StepResult:
     schedule: Schedule  # whose layout maps global chunks to stages
     alltoall_hidden_s: np.ndarray | None = None  # [pp] all-to-all seconds combined units hid behind compute
     op_end_s: dict[tuple[int, int, int], np.ndarray] | None = None  # (chunk, microbatch, bwd): op ends in its combined unit
-    a2a_stream: str = "compute"  # the stream the all-to-all spans occupy ("ep_comm" under overlap_alltoall)
+    a2a_stream: str = "compute"  # the stream the all-to-all spans occupy ("ep_comm" when pairs overlap them)
 
 
-def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool) -> tuple[float, float]:
-    """(all-to-all, TP all-reduce) seconds, summed over microbatches, that full recompute's forward
-    re-run of ``layers`` spends in collectives (0 unless the recompute slot re-runs them)."""
+def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool, rows: np.ndarray | None = None) -> tuple[float, float]:
+    """(all-to-all, TP all-reduce) seconds, summed over microbatches (those ``rows`` keeps, a
+    ``[M]`` mask), that full recompute's forward re-run of ``layers`` spends in collectives (0
+    unless the recompute slot re-runs them)."""
     if not full or len(layers) == 0:
         return 0.0, 0.0
-    fwd = costs.fwd_s[layers]
-    if not np.allclose(costs.bwd_s[layers, :, 0], fwd.sum(axis=-1), rtol=1e-9, atol=0.0):
+    fwd = costs.fwd_s[layers] if rows is None else costs.fwd_s[layers][:, rows]
+    if not np.allclose(costs.bwd_s[layers, :, 0], costs.fwd_s[layers].sum(axis=-1), rtol=1e-9, atol=0.0):
         return 0.0, 0.0  # the recompute slot does not hold the whole forward
     cat = np.array([CATEGORY.get(k, "compute") for k in FWD_SLOTS])
     return float(fwd[..., cat == "alltoall"].sum()), float(fwd[..., cat == "tp_comm"].sum())
 
 
 def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
-                  orders: list[list[Unit]], chunks: list[np.ndarray]) -> StepResult:
+                  orders: list[list[Entry]], chunks: list[np.ndarray]) -> StepResult:
     """Sample routing, cost every op, play the pipeline: one optimizer step."""
     m, plan = s.model, s.plan
     pp, M, C = plan.pp, plan.microbatches, len(chunks)
@@ -288,44 +306,65 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     if moe_layers:
         seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
-                                 plan.ep * seqs * s.workload.seq_len, M, rng,
+                                 plan.ep * seqs * s.workload.seq_len // plan.cp, M, rng,
                                  redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)
     costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)
-    tables = [chunk_tables(costs, chunks[c], c == 0, c == C - 1) for c in range(C)]
+    wgrad = wgrad_costs(s, cm, routing, costs) if sched.splits_backward else None
+    paths = [sched.path(i, pp, M, sched.virtual_stages(plan.virtual_stages)) for i in range(M)]
+    rows = [np.array([a <= c <= b for a, b in paths]) for c in range(C)]  # microbatches through each chunk
+    every = all(r.all() for r in rows)
+    firsts, lasts = {a for a, _ in paths}, {b for _, b in paths}
+    tables = [chunk_tables(costs, chunks[c], c in firsts, c in lasts, wgrad) for c in range(C)]
     gather = np.zeros(pp)
     if zp.gather_per_pass:
         for c in range(C):
             (f, gf), (b, gb) = (zero.with_gather_waits(t, costs, plan.overlap_dp_comm) for t in tables[c])
             tables[c] = (f, b)
-            gather[stage[c]] += gf + gb
-    unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
-    hop = p2p_send_s(cm, s, costs.p2p_bytes)
-    send_s = np.stack([hop[stage], hop[sched.stage_of(np.arange(C) - 1, pp)]], axis=1)
+            gather[stage[c]] += gf + gb if every else (gf + gb) * rows[c].mean()
+    if not every:
+        tables = [(f.only_rows(r), b.only_rows(r)) for (f, b), r in zip(tables, rows)]
+    wmask = [wgrad_mask(b.kinds) for _, b in tables]  # the W columns (none unless the backward splits)
+    if sched.splits_backward:
+        unit_s = np.stack([np.stack([f.unit_s, np.where(w, 0.0, b.dur_s).sum(axis=1), np.where(w, b.dur_s, 0.0).sum(axis=1)],
+                                    axis=1) for (f, b), w in zip(tables, wmask)])
+    else:
+        unit_s = np.stack([np.stack([f.unit_s, b.unit_s], axis=1) for f, b in tables])
+    send_s = chunk_send_s(cm, s, costs.p2p_bytes)
     hidden, op_end, combined, a2a_stream = np.zeros(pp), {}, None, "compute"
-    if plan.overlap_alltoall and (costs.fwd_s[..., _A2A_SLOTS] > 0).any():
-        orders, combined, a2a_stream = combined_orders(orders), {}, "ep_comm"
+    has_a2a = bool((costs.fwd_s[..., _A2A_SLOTS] > 0).any())
+    if plan.overlap_alltoall and has_a2a:
+        orders, a2a_stream = combined_orders(orders), "ep_comm"
+    if any(not isinstance(e, Unit) for order in orders for e in order):
+        combined, a2a_stream = {}, "ep_comm" if has_a2a else a2a_stream
         masks = [(a2a_mask(f.kinds), a2a_mask(b.kinds)) for f, b in tables]
+        sm_slowdown = overlap_slowdown(plan.alltoall, s.hardware.device.sm_count)
         for st, order in enumerate(orders):
             for entry in order:
                 if isinstance(entry, Unit):
                     continue
-                (cf, i_f, _), (cb, i_b, _) = keys = [(sched.global_chunk(st, u.chunk, pp), u.microbatch, int(u.backward))
+                (cf, i_f, _), (cb, i_b, _) = keys = [(sched.global_chunk(st, u.chunk, pp), u.microbatch, u.slot)
                                                      for u in entry]
                 f, b = tables[cf][0], tables[cb][1]
-                comb = combine_units(f.dur_s[i_f], masks[cf][0], b.dur_s[i_b], masks[cb][1])
+                comb = combine_units(f.dur_s[i_f], masks[cf][0], b.dur_s[i_b], masks[cb][1], sm_slowdown)
                 combined[(cf, i_f, cb, i_b)] = (comb, comb.op_end_s[1][b.dp_col])
-                hidden[st] += comb.hidden_s
+                if masks[cf][0].any() or masks[cb][1].any():  # else one stream: nothing hidden but float noise
+                    hidden[st] += comb.hidden_s
                 op_end.update(zip(keys, comb.op_end_s))
     run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
                        [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm,
-                       dp_every_microbatch=zp.reduce_every_microbatch, layout=sched, combined=combined)
+                       dp_every_microbatch=zp.reduce_every_microbatch, layout=sched, combined=combined,
+                       dp_ready_w_s=[dp_ready_offsets(b, wgrad_only=True) for _, b in tables] if wgrad else None)
+    for st, order in enumerate(orders):  # a split backward's ops: B's from its start, W's from its W's
+        for u in (e for e in order if isinstance(e, Unit) and e.part == "W"):
+            c, i = sched.global_chunk(st, u.chunk, pp), u.microbatch
+            op_end[(c, i, 1)] = split_op_end_s(tables[c][1].dur_s[i], wmask[c], run.start_s[c, i, 2] - run.start_s[c, i, 1])
     opt_params = np.zeros(pp)
     after, exposed = np.zeros(pp), np.zeros(pp)
     rc = np.zeros((pp, 2))
     for c, (_, b) in enumerate(tables):
         opt_params[stage[c]] += b.opt_params
-        rc[stage[c]] += recompute_comm_s(costs, chunks[c], plan.recompute == "full")
+        rc[stage[c]] += recompute_comm_s(costs, chunks[c], plan.recompute == "full", None if every else rows[c])
         if zp.gather_after_step:
             after[stage[c]] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
     if zp.gather_after_step:
@@ -346,7 +385,7 @@ def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:
     rng = np.random.default_rng(seed)
     sched = schedule_for(plan)
     orders = sched.orders(plan.pp, plan.microbatches, sched.virtual_stages(plan.virtual_stages))
-    chunks = np.array_split(np.arange(m.n_layers), sched.chunks(plan.pp, plan.virtual_stages))
+    chunks = sched.chunk_layers(m.n_layers, plan.pp, plan.virtual_stages)
     rec = SpanRecorder()
     steps, offset = [], 0.0
     for _ in range(scenario.workload.steps):

@@ -1,12 +1,15 @@
 """From simulated training steps to spans, the step-time breakdown and the summary. Pure numpy.
 
 Breakdown (seconds per step, mean over pipeline stages and steps); on every stage
-``compute_s + alltoall_exposed_s + tp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s under
-ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
+``compute_s + alltoall_exposed_s + tp_comm_s + cp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s
+under ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
 (+ zero_gather_exposed_s under ZeRO-1/2)``:
 - ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head;
 - ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream),
   including those full recompute re-runs in backward;
+- ``cp_comm_s``: context parallelism's ring attention exchange (``engine/cp.py``) that the attention
+  compute does not hide, recompute's re-run included (0 when ``plan.cp`` is 1); the whole ring is
+  recorded as ``cp_ring_*`` spans on the ``cp_comm`` stream;
 - ``alltoall_exposed_s``: the part of ``alltoall_s`` on the critical path, i.e. while the compute
   stream waits for it: all of it unless ``plan.overlap_alltoall`` hides some behind another
   microbatch's compute (``timeline.combine_units``; full recompute's re-run stays exposed);
@@ -89,6 +92,7 @@ def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
         kind = table.dp_kinds[j]
         rec.add(kind, st, "dp_comm", t0 + offset_s, t1 + offset_s, layer=int(table.dp_layers[j]),
                 bytes=float(table.dp_bytes[j]), rank_group=_DP_GROUP[kind])
+    _record_cp_ring(rec, step, pp, offset_s)
     times = step_times(step, pp)
     starts = times["sync_end"] + offset_s
     rec.add("optimizer", np.arange(pp), "compute", starts, starts + step.optimizer_s)
@@ -98,6 +102,56 @@ def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
         rec.add("zero_gather", np.arange(pp)[gathers], "zero_gather", g0, g0 + step.gather_after_step_s[gathers],
                 rank_group="dp")
     return offset_s + times["end"]
+
+
+def _record_cp_ring(rec: SpanRecorder, step, pp: int, offset_s: float) -> None:
+    """Spans of the ring attention's transfers (``plan.cp`` > 1) on the ``cp_comm`` stream: one per
+    attention op (and per recompute op that re-runs the ring), from the op's start for the whole
+    ring (``LayerCosts.cp_ring_s``). The op lasts at least that long (its core attention is ``cp``
+    blocks of at least a step each, or the steps' exposed rest), so the spans of a stage never overlap."""
+    costs = step.costs
+    (ring_f, ring_b), (bytes_f, bytes_b) = costs.cp_ring_s, costs.cp_ring_bytes
+    if ring_f <= 0:
+        return
+    op_end = step.op_end_s or {}
+    T = float(costs.tokens_per_microbatch)
+    for c, (fwd, bwd) in enumerate(step.tables):
+        st = step.schedule.stage_of(c, pp)
+        for b, table in enumerate((fwd, bwd)):
+            ends = np.cumsum(table.dur_s, axis=1)
+            for i in range(ends.shape[0]):
+                if (c, i, b) in op_end:
+                    ends[i] = op_end[(c, i, b)]
+            starts = step.run.start_s[c, :, b][:, None] + ends - table.dur_s + offset_s
+            kinds = np.asarray(table.kinds).astype(str)
+            runs = [("attention", ring_b if b else ring_f, bytes_b if b else bytes_f, "cp_ring_bwd" if b else "cp_ring_fwd")]
+            if b and costs.cp_exposed_s[2] > 0:
+                runs.append(("recompute", ring_f, bytes_f, "cp_ring_fwd"))
+            for kind, dur, nbytes, name in runs:
+                cols = np.flatnonzero(kinds == kind)
+                played = table.dur_s[:, cols] > 0
+                if not played.any():
+                    continue
+                M = played.shape[0]
+                t0 = starts[:, cols][played]
+                rec.add(name, st, "cp_comm", t0, t0 + dur, layer=np.broadcast_to(table.layers[cols], (M, len(cols)))[played],
+                        item=np.broadcast_to(np.arange(M)[:, None], (M, len(cols)))[played], bytes=nbytes, tokens=T,
+                        rank_group="cp")
+
+
+def _played(table, kind: str) -> int:
+    """How many (microbatch, op) entries of ``kind`` a table plays (ops of 0 s are not played)."""
+    return int((table.dur_s[:, np.asarray(table.kinds).astype(str) == kind] > 0).sum())
+
+
+def _cp_exposed(step, pp: int) -> np.ndarray:
+    """Seconds of exposed ring attention per stage (inside the attention and recompute ops)."""
+    f, b, rc = step.costs.cp_exposed_s
+    out = np.zeros(pp)
+    for c, (fwd, bwd) in enumerate(step.tables):
+        out[step.schedule.stage_of(c, pp)] += (_played(fwd, "attention") * f + _played(bwd, "attention") * b
+                                               + _played(bwd, "recompute") * rc)
+    return out
 
 
 def step_breakdown(step, pp: int) -> dict[str, float]:
@@ -122,6 +176,11 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     busy["compute"] -= a2a + tp
     busy["alltoall"] += a2a
     busy["tp_comm"] += tp
+    cp = np.zeros(pp)
+    if any(step.costs.cp_exposed_s):  # the ring's exposed part sits in attention ops: not compute
+        cp = _cp_exposed(step, pp)
+        busy["compute"] -= cp
+        busy["cp_comm"] = cp
     hidden = np.zeros(pp) if step.alltoall_hidden_s is None else step.alltoall_hidden_s
     # Hidden all-to-all ran while the compute stream was busy: it is not part of the stage's time.
     idle = np.maximum(pipeline - sum(busy.values()) + hidden - exposed, 0.0)  # clip float noise (-1e-16)
@@ -129,8 +188,9 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
         "pipeline_s": pipeline,
         "compute_s": float(busy["compute"].mean()),
         "alltoall_s": float(busy["alltoall"].mean()),
-        "alltoall_exposed_s": float((busy["alltoall"] - hidden).mean()),
+        "alltoall_exposed_s": float(np.maximum(busy["alltoall"] - hidden, 0.0).mean()),  # clip float noise
         "tp_comm_s": float(busy["tp_comm"].mean()),
+        "cp_comm_s": float(cp.mean()),
         "pp_comm_s": float(exposed.mean()),
         "bubble_s": float(idle.mean()),
         "dp_sync_s": float(times["dp_total"].mean()),
@@ -178,7 +238,8 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     slots = sum(float(st.routing.capacity * st.routing.loads[..., 0].size * m.n_experts)
                 for st in steps if st.routing is not None and st.routing.padded)
     a2a = float(np.mean([_alltoall_bytes(st, pp) for st in steps]))
-    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp, plan.alltoall, m.top_k, m.n_experts)
+    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp, plan.alltoall, m.top_k, m.n_experts,
+                                    s.routing.max_nodes_per_token)
     analytic = schedule_for(plan).bubble_fraction(pp, plan.microbatches, plan.virtual_stages)
     summary = {
         "step_time_s": step_time,
@@ -207,7 +268,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "alltoall_nic_bytes": nic,
         "expert_load_imbalance": _load_imbalance(steps),
     }
-    for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
+    for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
                 "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]

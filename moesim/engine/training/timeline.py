@@ -8,20 +8,29 @@ With ``plan.overlap_alltoall`` (Megatron-core's combined 1F1B) a forward unit an
 of another microbatch run as one: :func:`combine_units` lays their two op chains on two streams,
 ``compute`` (everything else, TP all-reduces included: they block it) and ``ep_comm`` (the EP
 dispatch and combine), so one chain's all-to-all runs while the other computes.
+
+Schedules that split the backward (``Schedule.splits_backward``: ZB-H1, DualPipe) get backward
+tables where each layer's slots are followed by its weight-gradient columns, one per slot holding
+GEMMs (``<slot>_wgrad``, ``wgrad.wgrad_costs``), the slot keeping the rest: a whole backward plays
+every column, its ``B`` the others (:func:`wgrad_mask` false), its ``W`` the ``_wgrad`` columns
+(:func:`split_op_end_s`); a layer's gradient-sync pieces are ready after its last ``_wgrad`` column.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from moesim.engine.training.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
+from moesim.engine.training.wgrad import Wgrad
 from moesim.results import SpanRecorder
 
 _RANK_GROUP = {"tp_allreduce": "tp", "alltoall_dispatch": "ep", "alltoall_combine": "ep", "zero_gather": "dp"}
 #: Op kinds that run on the ``ep_comm`` stream when all-to-alls overlap compute.
 A2A_KINDS = tuple(k for k, cat in CATEGORY.items() if cat == "alltoall")
+#: Suffix of the weight-gradient ops of a split backward (``attention_wgrad``, ``experts_wgrad``, ...).
+WGRAD_SUFFIX = "_wgrad"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,13 @@ class OpTable:
         """Seconds of the whole unit per microbatch: ``[M]``."""
         return self.dur_s.sum(axis=1)
 
+    def only_rows(self, rows: np.ndarray) -> OpTable:
+        """This table with the microbatches not in ``rows`` (a ``[M]`` mask) costing nothing (DualPipe:
+        a chunk carries one direction's microbatches)."""
+        keep = np.asarray(rows, dtype=bool)[:, None]
+        return replace(self, dur_s=self.dur_s * keep, nbytes=self.nbytes * keep, tokens=self.tokens * keep,
+                       dropped=self.dropped * keep, straggler_s=self.straggler_s * keep[:, 0])
+
     def category_s(self) -> dict[str, float]:
         """Seconds summed over microbatches per breakdown category (compute, tp_comm, alltoall)."""
         out = {"compute": 0.0, "tp_comm": 0.0, "alltoall": 0.0}
@@ -64,21 +80,30 @@ def _block(kinds, layers, dur, nbytes=None, tokens=None, dropped=None) -> dict:
             "dropped": z if dropped is None else dropped}
 
 
-def _layer_block(costs: LayerCosts, layers: np.ndarray, backward: bool) -> dict:
-    """The ops of ``layers`` (already in execution order) as one block, layer-major."""
+def _layer_block(costs: LayerCosts, layers: np.ndarray, backward: bool, wgrad: Wgrad | None = None) -> dict:
+    """The ops of ``layers`` (already in execution order) as one block, layer-major. With ``wgrad``
+    each backward layer ends with the weight-gradient columns of its GEMM slots."""
     M = costs.fwd_s.shape[1]
     slots = BWD_SLOTS if backward else FWD_SLOTS
-    n = len(layers) * len(slots)
-    flat = lambda a: a[layers].transpose(1, 0, 2).reshape(M, n)
-    nbytes, tokens = costs.fwd_bytes, costs.fwd_tokens
+    nbytes, tokens, dur = costs.fwd_bytes, costs.fwd_tokens, costs.bwd_s if backward else costs.fwd_s
     if backward:  # backward slots are the forward ones reversed, behind one recompute slot
         lead = np.zeros(nbytes.shape[:2] + (1,))
         nbytes = np.concatenate([lead, nbytes[:, :, ::-1]], axis=2)
         tokens = np.concatenate([lead + costs.tokens_per_microbatch, tokens[:, :, ::-1]], axis=2)
     dropped = np.zeros(costs.fwd_s.shape[:2] + (len(slots),))
     dropped[:, :, slots.index("experts")] = costs.dropped
-    return _block(slots * len(layers), np.repeat(layers, len(slots)),
-                  flat(costs.bwd_s if backward else costs.fwd_s), flat(nbytes), flat(tokens), flat(dropped))
+    if backward and wgrad is not None:
+        cols = [k for k in range(len(slots)) if wgrad.slot_s[..., k].any()]
+        w = wgrad.slot_s[..., cols]
+        dur = np.concatenate([np.maximum(dur - wgrad.slot_s, 0.0), w], axis=2)
+        nbytes = np.concatenate([nbytes, np.zeros_like(w)], axis=2)
+        tokens = np.concatenate([tokens, tokens[..., cols]], axis=2)
+        dropped = np.concatenate([dropped, np.zeros_like(w)], axis=2)
+        slots = slots + tuple(slots[k] + WGRAD_SUFFIX for k in cols)
+    n = len(layers) * len(slots)
+    flat = lambda a: a[layers].transpose(1, 0, 2).reshape(M, n)
+    return _block(slots * len(layers), np.repeat(layers, len(slots)), flat(dur), flat(nbytes), flat(tokens),
+                  flat(dropped))
 
 
 def _table(blocks: list[dict], straggler_s, dp=((), (), (), (), ()), opt_params: float = 0.0) -> OpTable:
@@ -91,13 +116,15 @@ def _table(blocks: list[dict], straggler_s, dp=((), (), (), (), ()), opt_params:
                    np.asarray(dp_layers, dtype=int), opt_params)
 
 
-def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool) -> tuple[OpTable, OpTable]:
+def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool,
+                 wgrad: Wgrad | None = None) -> tuple[OpTable, OpTable]:
     """(forward, backward) op tables of a chunk holding model ``layers`` (ascending ids).
 
     The first chunk starts with the embedding (lookup + TP all-reduce); the last ends with the
     output head and loss. Backward runs the layers in reverse with ``BWD_SLOTS`` each; the chunk's
     gradient-sync pieces (per layer its dense then its expert params; head; embedding) are ready
-    as the op that produces their gradients finishes.
+    as the op that produces their gradients finishes. ``wgrad``: split each backward layer (and
+    the head) into its B columns and its weight-gradient columns after them (module docstring).
     """
     M = costs.fwd_s.shape[1]
     T = float(costs.tokens_per_microbatch)
@@ -118,12 +145,18 @@ def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool)
     if last:
         h_f, h_b = costs.head_s
         fwd_blocks.append(_block(("lm_head",), (-1,), const([h_f]), tokens=const([T])))
-        bwd_blocks.append(_block(("lm_head",), (-1,), const([h_b]), tokens=const([T])))
-        dp_col, dp_s, dp_bytes = [0], [costs.head_dp_s], [costs.head_dp_bytes]
+        if wgrad is None:
+            bwd_blocks.append(_block(("lm_head",), (-1,), const([h_b]), tokens=const([T])))
+        else:
+            h_w = min(wgrad.head_s, h_b)
+            bwd_blocks.append(_block(("lm_head", "lm_head" + WGRAD_SUFFIX), (-1, -1), const([h_b - h_w, h_w]),
+                                     tokens=const([T, T])))
+        dp_col, dp_s, dp_bytes = [len(bwd_blocks[0]["kinds"]) - 1], [costs.head_dp_s], [costs.head_dp_bytes]
         dp_kinds, dp_layers = ["dp_sync_dense"], [-1]
         opt += costs.head_opt_params
-    col0 = 1 if last else 0
-    nb = len(BWD_SLOTS)
+    col0 = len(bwd_blocks[0]["kinds"]) if last else 0
+    layer_block = _layer_block(costs, rev, backward=True, wgrad=wgrad)
+    nb = len(layer_block["kinds"]) // max(len(rev), 1)
     for j, layer in enumerate(rev):
         end_col = col0 + (j + 1) * nb - 1
         dp_col += [end_col, end_col]
@@ -131,7 +164,7 @@ def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool)
         dp_bytes += [float(costs.dp_dense_bytes[layer]), float(costs.dp_expert_bytes[layer])]
         dp_kinds += ["dp_sync_dense", "dp_sync_expert"]
         dp_layers += [int(layer), int(layer)]
-    bwd_blocks.append(_layer_block(costs, rev, backward=True))
+    bwd_blocks.append(layer_block)
     if first:
         bwd_blocks.append(_block(("tp_allreduce", "embedding"), (-1, -1), const([e_ar, e_b]), tokens=const([T, T])))
         dp_col.append(col0 + len(rev) * nb + 1)
@@ -174,9 +207,24 @@ def add_unit_spans(rec: SpanRecorder, table: OpTable, stage: int, unit_start_s: 
             dropped=table.dropped[keep], rank_group=group_grid[keep])
 
 
-def dp_ready_offsets(table: OpTable) -> np.ndarray:
-    """Seconds from a backward unit's start until each gradient-sync piece is ready: ``[M, n_pieces]``."""
-    return np.cumsum(table.dur_s, axis=1)[:, table.dp_col]
+def dp_ready_offsets(table: OpTable, wgrad_only: bool = False) -> np.ndarray:
+    """Seconds from a backward unit's start until each gradient-sync piece is ready: ``[M, n_pieces]``.
+    ``wgrad_only``: from the start of a ``W`` unit (only the weight-gradient columns play)."""
+    dur = table.dur_s * wgrad_mask(table.kinds) if wgrad_only else table.dur_s
+    return np.cumsum(dur, axis=1)[:, table.dp_col]
+
+
+def wgrad_mask(kinds) -> np.ndarray:
+    """Which ops of a backward table (its ``kinds``) are weight-gradient columns (played by ``W``)."""
+    return np.char.endswith(np.asarray(kinds).astype(str), WGRAD_SUFFIX)
+
+
+def split_op_end_s(dur: np.ndarray, wmask: np.ndarray, w_start_s) -> np.ndarray:
+    """When each op of a backward row ``dur [..., n_ops]`` ends, after its ``B`` unit's start, when
+    ``B`` plays the columns ``wmask`` leaves and ``W``, starting ``w_start_s`` later, the others."""
+    b_end = np.cumsum(np.where(wmask, 0.0, dur), axis=-1)
+    w_end = np.asarray(w_start_s)[..., None] + np.cumsum(np.where(wmask, dur, 0.0), axis=-1)
+    return np.where(wmask, w_end, b_end)
 
 
 @dataclass(frozen=True)
@@ -209,7 +257,8 @@ def a2a_mask(kinds) -> np.ndarray:
     return np.isin(np.asarray(kinds).astype(str), A2A_KINDS)
 
 
-def combine_units(fwd_dur: np.ndarray, fwd_a2a: np.ndarray, bwd_dur: np.ndarray, bwd_a2a: np.ndarray) -> Combined:
+def combine_units(fwd_dur: np.ndarray, fwd_a2a: np.ndarray, bwd_dur: np.ndarray, bwd_a2a: np.ndarray,
+                  sm_slowdown: float = 0.0) -> Combined:
     """Lay two independent op chains (a forward unit's ops and a backward unit's, in order) on the
     ``compute`` and ``ep_comm`` streams, as Megatron-core's combined 1F1B co-schedules the forward
     of one microbatch with the backward of another (``--overlap-moe-expert-parallel-comm``).
@@ -221,7 +270,11 @@ def combine_units(fwd_dur: np.ndarray, fwd_a2a: np.ndarray, bwd_dur: np.ndarray,
     a stream idles only while no run of either chain is ready for it. Hence at every instant one
     stream is busy: ``max(compute, a2a, each chain) <= makespan <= both chains one after the
     other``, and the all-to-all exposed in the pair is ``makespan - compute`` (the rest is hidden).
-    Contention of the overlapped kernels for SMs and memory bandwidth is not modelled.
+
+    ``sm_slowdown`` (``costmodel.comm.overlap_slowdown``): compute seconds lost per second both
+    streams run, to the SMs the all-to-all kernels hold; the pair's timeline is stretched by
+    ``sm_slowdown x overlap`` (overlap = compute + all-to-all - makespan), which counts as exposed
+    all-to-all. Memory-bandwidth contention is not modelled.
     """
     durs = (np.asarray(fwd_dur, dtype=float), np.asarray(bwd_dur, dtype=float))
     segs = [_segments(d, np.asarray(m, dtype=bool)) for d, m in zip(durs, (fwd_a2a, bwd_a2a))]
@@ -259,4 +312,9 @@ def combine_units(fwd_dur: np.ndarray, fwd_a2a: np.ndarray, bwd_dur: np.ndarray,
     part_end = tuple(float(e[-1]) if len(e) else 0.0 for e in op_end)
     makespan = max(part_end)
     serial = float(durs[0].sum() + durs[1].sum())
+    if sm_slowdown > 0 and makespan > 0:
+        comm = sum(float(d[np.asarray(m, dtype=bool)].sum()) for d, m in zip(durs, (fwd_a2a, bwd_a2a)))
+        overlap = max(comm - (makespan - (serial - comm)), 0.0)  # both streams busy
+        k = 1.0 + sm_slowdown * overlap / makespan
+        op_end, part_end, makespan = [e * k for e in op_end], tuple(e * k for e in part_end), makespan * k
     return Combined(makespan, part_end, (op_end[0], op_end[1]), max(serial - makespan, 0.0))

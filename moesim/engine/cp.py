@@ -1,0 +1,98 @@
+"""Context parallelism in training (``plan.cp``): the sequence split and ring attention. Pure numpy.
+
+Sources:
+
+- Megatron-core's context parallelism (``--context-parallel-size``; developer guide, "context_parallel
+  package"): every CP rank holds ``seq_len / cp`` tokens of each sequence. Under a causal mask the
+  sequence is cut into ``2 * cp`` chunks and rank ``r`` keeps chunks ``r`` and ``2cp - 1 - r`` (so
+  ``seq_len`` must be a multiple of ``2 * cp`` when ``cp > 1``, as Megatron asserts), which gives
+  every rank the same attention work. Everything but the attention core works per token, so GEMMs, norms, the router,
+  the experts and the all-to-all bytes follow the rank's ``tokens / cp``. The weights are the same on
+  every CP rank: gradients are reduced, and the distributed optimizer shards, over DP x CP ranks.
+  Ranks are ordered ``tp-cp-ep-dp-pp`` (``parallel_state``'s ``RankGenerator`` default): a CP group
+  is ``cp`` ranks ``tp`` apart and the dense DP x CP group ``dp * cp`` ranks ``tp`` apart. Expert
+  layers use a second generator with ``cp = 1`` over the same ranks (expert-DP = ``tp * cp * dp /
+  (etp * ep)``), so EP groups are carved out of the CP x DP ranks: EP ranks sit ``tp`` apart as
+  without CP (the all-to-all's layout is unchanged) and the expert-DP group is ``dp / ep * cp``
+  ranks ``tp * ep`` apart.
+- Transformer Engine's ``DotProductAttention(cp_comm_type=...)``: ``"p2p"`` (the default, modelled
+  here) passes K/V blocks around a ring of the CP group and overlaps each transfer with the
+  attention of the block in hand; ``"all_gather"`` gathers K/V first, ``"a2a"`` is DeepSpeed-Ulysses'
+  head redistribution, ``"a2a+p2p"`` the hierarchical mix (not modelled).
+- Ring Attention (Liu, Zaharia, Abbeel 2023, "Ring Attention with Blockwise Transformers for
+  Near-Infinite Context"): ``cp - 1`` steps, in each a rank sends its K/V block to the next rank
+  and receives the previous one's while it computes attention against the block it has; the
+  transfer is hidden when a block's compute outlasts it.
+
+Per layer and microbatch on one device (one TP shard), with ``T = seqs * seq_len / cp`` local tokens:
+
+- attention core FLOPs = the whole causal attention's / cp (load-balanced), priced as one kernel of
+  ``q = seq_len / cp`` queries per sequence, each seeing ``seq_len / 2`` keys on average
+  (:func:`attention_tokens`); every ring step does ``1 / cp`` of it (``a = core / cp``);
+- forward ring step: ``B = 2 * kv_heads_per_tp * head_dim * T * act_bytes`` (K and V of the local
+  block); backward: K/V again plus the dK/dV accumulators, ``2 * B`` per step, against ``2 * a``
+  of attention backward (:func:`ring_bytes`);
+- exposed seconds (added to the layer): ``(cp - 1) * max(0, step_s - a) + latency`` per pass
+  (:func:`ring_exposed_s`); the ring spans ``(cp - 1) * step_s`` on the ``cp_comm`` stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.engine.ops import BlockDims, Op, OpDtypes
+
+#: Op names of one ring step's K/V send (forward) and K/V + dK/dV send (backward).
+RING_FWD, RING_BWD = "cp_ring", "cp_ring_bwd"
+
+
+def attention_tokens(seq_len: int, cp: int) -> tuple[float, float]:
+    """(queries, keys) per sequence of one CP rank's attention kernel, as ``ops.attention_core_op``
+    takes them (its causal FLOPs are ``4 h d q (kv - q/2)``).
+
+    The rank's ``q = seq_len / cp`` queries (two chunks of ``seq_len / 2cp``, ``r`` and ``2cp-1-r``)
+    see on average ``seq_len / 2`` keys, so ``kv - q/2 = seq_len / 2``: the FLOPs are exactly the
+    whole sequence's ``4 h d S^2 / 2`` over ``cp``. ``cp = 1``: ``(seq_len, seq_len)``.
+    """
+    if cp == 1:
+        return float(seq_len), float(seq_len)
+    q = seq_len / cp
+    return q, seq_len / 2 + q / 2
+
+
+def ring_bytes(dims: BlockDims, dt: OpDtypes, tokens) -> float:
+    """Bytes one device sends in one forward ring step: its K and V block (per TP shard)."""
+    return 2.0 * dims.kv_heads * dims.head_dim * float(tokens) * dt.act_bytes
+
+
+def ring_ops(dims: BlockDims, dt: OpDtypes, tokens, intra: bool) -> list[Op]:
+    """One ring step of each pass as a point-to-point op on the ``cp_comm`` stream: forward sends
+    the local K/V (:func:`ring_bytes`), backward K/V and dK/dV (twice the bytes). ``intra``: the
+    whole ring stays inside a node (NVLink); else its slowest hop crosses the NIC."""
+    b = ring_bytes(dims, dt, tokens)
+    return [Op(RING_FWD, "p2p", "cp_comm", dict(nbytes=b, intra=intra), 0.0, b, phase="fwd"),
+            Op(RING_BWD, "p2p", "cp_comm", dict(nbytes=2 * b, intra=intra), 0.0, 2 * b, phase="bwd")]
+
+
+def ring_exposed_s(step_s, block_s, cp: int, latency_s: float = 0.0):
+    """Seconds a ring pass adds to the layer: ``(cp - 1) * max(0, step_s - block_s) + latency_s``.
+
+    ``step_s``: one step's transfer; ``block_s``: the attention of one block (``1 / cp`` of the
+    core), which the transfer of the next block overlaps; ``latency_s``: one message's latency, the
+    part no compute hides. 0 when ``cp == 1``.
+    """
+    if cp <= 1:
+        return np.zeros_like(np.asarray(step_s, dtype=float))
+    return (cp - 1) * np.maximum(np.asarray(step_s, dtype=float) - block_s, 0.0) + latency_s
+
+
+def ring_intra(plan, devices_per_node: int) -> bool:
+    """Whether the CP ring (``cp`` ranks ``tp`` apart) stays inside one node."""
+    return plan.cp * plan.tp <= devices_per_node
+
+
+def dp_groups(plan) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((ranks, stride), (ranks, stride))`` of the dense and the expert gradient sync, as
+    ``CostModel.allreduce_s`` takes them: ``dp * cp`` ranks ``tp`` apart, and the expert-DP group
+    ``dp / ep * cp`` ranks ``tp * ep`` apart (see the module docstring). ``cp = 1``: as before CP."""
+    return (plan.dp * plan.cp, plan.tp), (max(plan.dp // plan.ep, 1) * plan.cp, plan.tp * plan.ep)
