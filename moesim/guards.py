@@ -10,6 +10,7 @@ accepts either runs in bounded memory or is refused here in one line.
 
 from __future__ import annotations
 
+from moesim.engine.expert_tp import routing_group_tokens
 from moesim.errors import InputError
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
 
@@ -38,7 +39,8 @@ def estimate_work(s: Scenario) -> dict:
     routed = m.n_moe_layers * m.n_experts if m.n_experts > 1 else 0
     if isinstance(w, TrainingWorkload):
         passes = 2 * p.microbatches * w.steps  # forward + backward per microbatch
-        group_tokens = p.ep * (w.global_batch_seqs // (p.dp * p.microbatches)) * w.seq_len // p.cp  # one CP rank's share
+        # one EP group's tokens (expert_tp.routing_group_tokens) of one CP rank's share
+        group_tokens = routing_group_tokens(p, (w.global_batch_seqs // (p.dp * p.microbatches)) * w.seq_len // p.cp)
         return {"spans": passes * m.n_layers * _SPANS_PER_LAYER, "routing_cells": routed * p.microbatches,
                 "routing_shape": "MoE layers x experts x microbatches",
                 "assignments": group_tokens * m.top_k if routed else 0}

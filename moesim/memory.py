@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts
+from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.precision import Precision, precision, scenario_precision
 from moesim.schemas import (
@@ -49,16 +50,37 @@ class MemoryReport:
 def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0) -> tuple[float, float]:
     """(dense, expert) parameters held by one device before ZeRO-3 sharding.
 
-    Dense parameters split over tp*pp; routed experts over ep*tp*pp (experts are TP-sharded too).
+    Dense parameters split over tp*pp; routed experts over ep*etp*pp (each expert split over the
+    expert TP, ``plan.expert_tp``: tp unless ``plan.etp`` is set; Megatron-core MoE parallel folding).
     With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
     Stage 0 also holds the embedding, so its share is at least the average.
     """
     p = param_counts(m)
     dense = p.dense / (plan.tp * plan.pp)
-    experts = p.routed_experts / (plan.ep * plan.tp * plan.pp)
+    experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts
+    if plan.pp > 1 and (plan.first_stage_layers is not None or plan.last_stage_layers is not None):
+        d_share, e_share = stage_param_shares(m, plan, p)
+        dense, experts = dense * d_share, experts * e_share
     return dense, experts
+
+
+def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> tuple[float, float]:
+    """(dense, expert) parameters of pipeline stage ``stage`` over the even split's average (1, 1 when
+    the stage holds ``n_layers / pp`` layers of the average kind): its own layers (``stage_layers``),
+    the parameters outside the layers (embedding, head, final norm) averaged over pp as before."""
+    p = p or param_counts(m)
+    own = stage_layers(m, plan, stage)
+    moe_own = sum(1 for i in own if m.is_moe_layer(i))
+    n_moe, n_dense = m.n_moe_layers, m.n_layers - m.n_moe_layers
+    per_layer = p.attention / m.n_layers + 2 * m.d_model  # attention and the layer's two norms
+    in_layers = p.attention + 2 * m.d_model * m.n_layers + p.dense_ffn + p.shared_experts + p.router
+    own_dense = (len(own) * per_layer + (len(own) - moe_own) * (p.dense_ffn / n_dense if n_dense else 0.0)
+                 + moe_own * ((p.shared_experts + p.router) / n_moe if n_moe else 0.0))
+    d_share = ((p.dense - in_layers) / plan.pp + own_dense) / (p.dense / plan.pp)
+    e_share = moe_own * plan.pp / n_moe if n_moe else 1.0
+    return d_share, e_share
 
 
 #: Bytes per parameter of the gradients (16-bit) and of mixed-precision Adam's states (fp32 master
@@ -265,9 +287,10 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     prec = scenario_precision(s)
     b = prec.weight_bytes
     dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts)
-    # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and DP/EP x CP (experts)
+    # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and expert-DP (experts:
+    # tp * cp * dp / (ep * etp), i.e. DP/EP x CP when etp = tp; engine/expert_tp.py)
     dp = plan.dp * plan.cp
-    expert_dp = max(plan.dp // plan.ep, 1) * plan.cp  # data-parallel group of one expert's replicas
+    expert_dp = expert_dp_group(plan)[0]  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
     w = s.workload
     if isinstance(w, TrainingWorkload):

@@ -171,6 +171,6 @@ def test_uniform_serving_with_replicas_reads_more_expert_weights():
 
 
 def test_knee_batch_runs_on_a_per_layer_replicated_layout():
-    from moesim.engine.serving.decode_cost import knee_batch
+    from moesim.engine.serving.knee import knee_batch
 
     assert knee_batch(_serving_cost(8)) >= 1

@@ -89,8 +89,10 @@ def alltoall_bytes_per_rank(tokens, top_k: int, d_model: int, dtype_bytes: float
 def ep_peer_split(ep: int, tp: int, devices_per_node: int) -> tuple[int, int]:
     """(intra-node, inter-node) EP peers of one rank, excluding itself.
 
-    EP ranks are data-parallel ranks, laid out tp-fastest (Megatron order tp, ep, dp, pp), so one
-    node holds ``devices_per_node // tp`` members of an EP group.
+    ``tp`` is the spacing of EP ranks in rank order, the expert tensor-parallel size: Megatron's
+    expert ranks are ordered etp, ep, expert-dp, pp (``engine/expert_tp.py``), so an EP group spans
+    ``ep * etp`` consecutive ranks and one node holds ``devices_per_node // etp`` of its members
+    (``etp = tp`` unless ``plan.etp`` is set: EP carved out of the data-parallel ranks, tp apart).
     """
     if ep <= 1:
         return 0, 0

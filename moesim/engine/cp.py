@@ -12,9 +12,9 @@ Sources:
   Ranks are ordered ``tp-cp-ep-dp-pp`` (``parallel_state``'s ``RankGenerator`` default): a CP group
   is ``cp`` ranks ``tp`` apart and the dense DP x CP group ``dp * cp`` ranks ``tp`` apart. Expert
   layers use a second generator with ``cp = 1`` over the same ranks (expert-DP = ``tp * cp * dp /
-  (etp * ep)``), so EP groups are carved out of the CP x DP ranks: EP ranks sit ``tp`` apart as
-  without CP (the all-to-all's layout is unchanged) and the expert-DP group is ``dp / ep * cp``
-  ranks ``tp * ep`` apart.
+  (etp * ep)``, ``engine/expert_tp.py``): with ``etp = tp`` EP groups are carved out of the CP x DP
+  ranks, EP ranks sit ``tp`` apart as without CP (the all-to-all's layout is unchanged) and the
+  expert-DP group is ``dp / ep * cp`` ranks ``tp * ep`` apart.
 - Transformer Engine's ``DotProductAttention(cp_comm_type=...)``: ``"p2p"`` (the default, modelled
   here) passes K/V blocks around a ring of the CP group and overlaps each transfer with the
   attention of the block in hand; ``"all_gather"`` gathers K/V first, ``"a2a"`` is DeepSpeed-Ulysses'
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.ops import BlockDims, Op, OpDtypes
 
 #: Op names of one ring step's K/V send (forward) and K/V + dK/dV send (backward).
@@ -94,5 +95,6 @@ def ring_intra(plan, devices_per_node: int) -> bool:
 def dp_groups(plan) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((ranks, stride), (ranks, stride))`` of the dense and the expert gradient sync, as
     ``CostModel.allreduce_s`` takes them: ``dp * cp`` ranks ``tp`` apart, and the expert-DP group
-    ``dp / ep * cp`` ranks ``tp * ep`` apart (see the module docstring). ``cp = 1``: as before CP."""
-    return (plan.dp * plan.cp, plan.tp), (max(plan.dp // plan.ep, 1) * plan.cp, plan.tp * plan.ep)
+    (``expert_tp.expert_dp_group``: ``dp / ep * cp`` ranks ``tp * ep`` apart when ``etp = tp``, see
+    the module docstring). ``cp = 1``: as before CP."""
+    return (plan.dp * plan.cp, plan.tp), expert_dp_group(plan)

@@ -24,7 +24,7 @@ weight gradients), a collective the same as forward (:func:`backward_s`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -62,7 +62,8 @@ class Op:
 
 @dataclass(frozen=True)
 class BlockDims:
-    """Per-device widths of one block under tensor parallelism ``tp`` and expert parallelism ``ep``.
+    """Per-device widths of one block under tensor parallelism ``tp`` and expert parallelism ``ep``
+    (routed experts split over ``etp`` ranks, 0: ``tp``; ``engine/expert_tp.py``).
 
     ``qkv_n``/``o_k``: output width of the QKV projection and input width of the output projection.
     ``heads``/``head_dim``/``kv_heads``: the attention kernel's view (MLA absorbed for serving).
@@ -87,16 +88,24 @@ class BlockDims:
     n_experts: int = 1
     top_k: int = 1
     max_nodes_per_token: int | None = None
+    etp: int = 0
+
+    @property
+    def expert_tp(self) -> int:
+        """Ranks a routed expert is split over (``etp``, or ``tp`` when 0)."""
+        return self.etp or self.tp
 
     @classmethod
     def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True,
-           max_nodes_per_token: int | None = None) -> BlockDims:
-        """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form."""
+           max_nodes_per_token: int | None = None, etp: int | None = None) -> BlockDims:
+        """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form;
+        ``etp``: expert tensor parallelism (None: ``tp``)."""
         heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
         qkv_n, o_k = projection_shapes(m, tp)
+        etp = etp or tp
         return cls(d_model=m.d_model, tp=tp, ep=ep, qkv_n=qkv_n, o_k=o_k, heads=heads, head_dim=head_dim,
-                   kv_heads=kv_heads, ffn_w=max(1, round(m.ffn_hidden / tp)),
-                   expert_w=max(1, round(m.expert_width / tp)),
+                   kv_heads=kv_heads, ffn_w=max(1, round(m.ffn_hidden / tp)), etp=etp,
+                   expert_w=max(1, round(m.expert_width / etp)),
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
                    max_nodes_per_token=max_nodes_per_token)
@@ -271,12 +280,15 @@ def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0,
     ops += _alltoall("combine", dims, np.asarray(a2a_bytes, dtype=float) * (ab / b), algorithm)
     ops += unpermute
     if dims.n_shared:
+        # the shared experts are a TP-sharded MLP (width / tp): under sequence parallelism it runs on
+        # the TP group's all-gathered tokens, like the dense FFN, not on this rank's 1/tp slice
+        ts = np.asarray(tokens, dtype=float)[()]  # [()]: a 0-d input stays a scalar (memo keys hash)
         if impl == "fused":  # one FFN of all shared experts' width, added in the un-permute
-            ops += ffn_ops("shared", dims, dt, t, dims.shared_w)
+            ops += ffn_ops("shared", dims, dt, ts, dims.shared_w)
         else:  # the reference layer runs each shared expert and adds its output (read 2, write 1)
             width = dims.shared_w // dims.n_shared
             for i in range(dims.n_shared):
-                ops += ffn_ops(f"shared{i}", dims, dt, t, width)
+                ops += ffn_ops(f"shared{i}", dims, dt, ts, width)
                 ops.append(_memory(f"shared{i}_add", 3 * t * d * b))
     return ops
 
@@ -284,7 +296,8 @@ def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0,
 def _alltoall(name: str, dims: BlockDims, nbytes, algorithm: str) -> list[Op]:
     if dims.ep <= 1:
         return []
-    args = dict(bytes_to_peers=nbytes, ep=dims.ep, tp=dims.tp, algorithm=algorithm, top_k=dims.top_k,
+    # EP ranks sit etp apart in rank order (the cost model's ``tp`` argument is that stride)
+    args = dict(bytes_to_peers=nbytes, ep=dims.ep, tp=dims.expert_tp, algorithm=algorithm, top_k=dims.top_k,
                 n_experts=dims.n_experts, max_nodes=dims.max_nodes_per_token)
     return [Op(name, "alltoall", "ep_comm", args, 0.0, nbytes)]
 
@@ -302,6 +315,9 @@ def block_ops(dims: BlockDims, dt: OpDtypes, moe: bool, tokens, q_tokens, kv_tok
         if expert_tokens is None:
             raise ValueError("an MoE block needs expert_tokens")
         ops += moe_ops(dims, dt, tokens, expert_tokens, a2a_bytes, "fused", algorithm, seq_parallel)
+        if dims.expert_tp != dims.tp:  # the expert-TP group's all-gather + reduce-scatter (expert_tp.py)
+            return ops + allreduce_op("ffn_allreduce", replace(dims, tp=dims.expert_tp), dt,
+                                      np.asarray(tokens, dtype=float) * dims.expert_tp / dims.tp)
     else:
         ops += ffn_ops("ffn", dims, dt, tokens, dims.expert_w if moe else dims.ffn_w)
     return ops + allreduce_op("ffn_allreduce", dims, dt, tokens)

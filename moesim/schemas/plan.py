@@ -12,11 +12,13 @@ from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 class PlanSpec(Strict):
     """How devices split the model and the batch.
 
-    Devices = dp * tp * pp * cp. Expert parallelism is carved out of the data-parallel ranks
-    (Megatron-core): ``ep`` divides ``dp``, each rank of an EP group holds the experts its
+    Devices = dp * tp * pp * cp. By default expert parallelism is carved out of the data-parallel
+    ranks (Megatron-core): ``ep`` divides ``dp``, each rank of an EP group holds the experts its
     ``moesim.engine.placement.Placement`` assigns (contiguous ``n_experts / ep``, or ``(n_experts +
-    N) / ep`` slots with ``placement.redundant_experts: N``), and experts are sharded over ``tp`` as the dense layers are. For serving, ``dp`` is the number
-    of model replicas.
+    N) / ep`` slots with ``placement.redundant_experts: N``), and experts are sharded over ``tp`` as
+    the dense layers are. With ``etp`` (training) the experts are sharded over ``etp`` ranks and EP
+    groups are formed from the ``tp * cp * dp`` ranks (``moesim.engine.expert_tp``). For serving,
+    ``dp`` is the number of model replicas.
     """
 
     dp: PositiveInt = bounded(1, le=1 << 24, why="16.7M replicas: ~100x the largest cluster built (~200k GPUs)",
@@ -32,7 +34,14 @@ class PlanSpec(Strict):
                               "chunks), attention K/V pass around a ring of cp ranks (Transformer Engine cp_comm_type "
                               "p2p). Devices = dp*tp*pp*cp; the gradient sync and ZeRO span dp*cp ranks.")
     ep: PositiveInt = bounded(1, le=MAX_EXPERTS, why="ep divides model.n_experts (at most 2^20)",
-                              description="Expert-parallel degree (divides dp and n_experts, or n_experts + placement.redundant_experts).")
+                              description="Expert-parallel degree: divides n_experts (or n_experts + "
+                              "placement.redundant_experts); ep * etp divides tp * cp * dp; with etp = tp it divides dp.")
+    etp: PositiveInt | None = bounded(None, le=1 << 16, why="etp divides plan.tp (at most 65536)", description=(
+        "Expert tensor-parallel degree (training; Megatron-core --expert-tensor-parallel-size, MoE parallel "
+        "folding): each routed expert is split over etp ranks instead of tp, attention stays on tp. Divides tp. "
+        "The expert layers regroup the tp*cp*dp ranks of a stage as etp x ep x expert-DP (etp fastest), so with "
+        "etp < tp an EP group may span TP ranks (TP2 x DP16 -> EP32 with etp 1), each rank dispatching its own "
+        "sequence-parallel tokens. Unset: tp (EP carved out of dp)."))
     microbatches: PositiveInt = bounded(1, le=1 << 20, why="1M microbatches per step; the simulation plays each one "
                                         "(real pipelines use 8-512)",
                                         description="Microbatches per step per pipeline (training).")
@@ -45,6 +54,19 @@ class PlanSpec(Strict):
         "activations; needs pp even and microbatches even and >= 2*pp)."))
     virtual_stages: PositiveInt = bounded(1, le=MAX_LAYERS, why="at most one chunk per layer (model.n_layers <= 1024)",
                                           description="Model chunks per device (interleaved schedule only).")
+    first_stage_layers: PositiveInt | None = bounded(
+        None, le=MAX_LAYERS, why="fewer than model.n_layers (<= 1024)",
+        description="Training with pp >= 2: transformer layers of pipeline stage 0 (Megatron-core "
+        "--decoder-first-pipeline-num-layers); the other stages split the rest evenly. Stage 0 also runs the "
+        "embedding, so fewer layers there balance the pipeline. Interleaved: spread over the stage's virtual_stages "
+        "chunks (at least one each). Not with schedule dualpipe. Unset: the even split.")
+    last_stage_layers: PositiveInt | None = bounded(
+        None, le=MAX_LAYERS, why="fewer than model.n_layers (<= 1024)",
+        description="Training with pp >= 2: transformer layers of the last pipeline stage (Megatron-core "
+        "--decoder-last-pipeline-num-layers); the other stages split the rest evenly. The last stage also runs "
+        "the output head and loss (large with a large vocabulary), so fewer layers there balance the pipeline. "
+        "Interleaved: spread over the stage's virtual_stages chunks (at least one each). Not with schedule "
+        "dualpipe. Unset: the even split.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
     fp8_recipe: Literal["delayed", "current"] = Field("delayed", description=(
@@ -81,8 +103,15 @@ class PlanSpec(Strict):
     def _check(self) -> PlanSpec:
         if self.dp_attention and self.ep == 1:
             raise ValueError("plan.dp_attention: needs plan.ep > 1 (the replicas of an expert-parallel group run together)")
-        if self.dp % self.ep:
-            raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of data-parallel ranks")
+        etp = self.expert_tp
+        if self.tp % etp:
+            raise ValueError(f"plan.etp = {etp}: must divide plan.tp ({self.tp}); each expert is split over etp of the tp ranks")
+        if etp == self.tp and self.dp % self.ep:
+            raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of "
+                             "data-parallel ranks (or set plan.etp < plan.tp to form them from TP x DP ranks)")
+        if (self.tp * self.cp * self.dp) % (self.ep * etp):
+            raise ValueError(f"plan.ep = {self.ep}: ep * etp ({self.ep} * {etp}) must divide plan.tp * plan.cp * plan.dp "
+                             f"({self.tp * self.cp * self.dp}), the ranks of a pipeline stage the expert layers regroup")
         if self.virtual_stages > 1 and self.schedule != "interleaved":
             raise ValueError(f"plan.virtual_stages = {self.virtual_stages}: needs plan.schedule: interleaved")
         if self.schedule == "dualpipe" and self.pp % 2:
@@ -102,8 +131,28 @@ class PlanSpec(Strict):
             raise ValueError(
                 f"plan.microbatches = {self.microbatches}: the interleaved schedule needs a multiple of plan.pp ({self.pp})"
             )
+        for name in ("first_stage_layers", "last_stage_layers"):  # the rules that need model.n_layers: schedules.chunk_sizes
+            n = getattr(self, name)
+            if n is None:
+                continue
+            if self.pp < 2:
+                raise ValueError(f"plan.{name} = {n}: needs plan.pp >= 2 (one stage holds every layer)")
+            if self.schedule == "dualpipe":
+                raise ValueError(f"plan.{name}: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
+                                 "and a last model chunk); leave it unset")
+            if n < self.virtual_stages:
+                raise ValueError(f"plan.{name} = {n}: must be >= plan.virtual_stages ({self.virtual_stages}); "
+                                 f"each of the stage's {self.virtual_stages} chunks needs a layer")
+        if self.first_stage_layers is not None and self.last_stage_layers is not None and self.pp == 2:
+            raise ValueError(f"plan.last_stage_layers = {self.last_stage_layers}: with plan.pp = 2 set only one of "
+                             "plan.first_stage_layers and plan.last_stage_layers (the other stage holds the rest)")
         return self
 
     @property
     def n_devices(self) -> int:
         return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def expert_tp(self) -> int:
+        """Ranks each routed expert is split over: ``etp``, or ``tp`` when unset."""
+        return self.etp or self.tp

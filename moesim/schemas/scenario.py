@@ -45,7 +45,7 @@ class Scenario(Strict):
         w = self.workload
         disagg = w.disaggregation if isinstance(w, ServingWorkload) else None
         if isinstance(w, ServingWorkload):
-            _check_serving_cp(p, disagg)
+            _check_serving_plans(p, disagg)
         if disagg is None:
             _check_plan(m, p, self.placement, "plan")
             if p.n_devices != hw.n_devices:
@@ -56,6 +56,9 @@ class Scenario(Strict):
         else:
             _check_pools(self, disagg)
         if isinstance(w, TrainingWorkload):
+            from moesim.engine.training.schedules import check_layer_split
+
+            check_layer_split(m.n_layers, p)  # plan.first_stage_layers / last_stage_layers against model.n_layers
             fp8 = "fp8" in hw.device.compute_dtypes
             allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "")
             if m.dtype in ("int8", "int4"):
@@ -71,6 +74,10 @@ class Scenario(Strict):
                 )
             if w.seq_len > m.max_seq_len:
                 raise ValueError(f"workload.seq_len = {w.seq_len}: must be <= model.max_seq_len ({m.max_seq_len})")
+            if p.expert_tp != p.tp and w.seq_len % (p.cp * p.tp):
+                raise ValueError(
+                    f"workload.seq_len = {w.seq_len}: with plan.etp < plan.tp it must be a multiple of plan.cp * plan.tp "
+                    f"({p.cp * p.tp}); each TP rank dispatches its own seq_len / (cp * tp) tokens (sequence parallelism)")
             if p.cp > 1 and w.seq_len % (2 * p.cp):
                 raise ValueError(
                     f"workload.seq_len = {w.seq_len}: must be a multiple of 2 * plan.cp ({2 * p.cp}); context "
@@ -121,16 +128,26 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
                          f"({m.n_experts} + {n_red} = {m.n_experts + n_red})")
     if not n_red and m.n_experts % p.ep:
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
+    if p.expert_tp != p.tp and m.n_experts <= 1:
+        raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
 
 
-def _check_serving_cp(p: PlanSpec, disagg) -> None:
-    """Serving runs without context parallelism: ``cp`` of the plan (or of each pool's) is 1."""
+def _check_serving_plans(p: PlanSpec, disagg) -> None:
+    """Serving runs without context parallelism (``cp`` of the plan, or of each pool's, is 1) and
+    with experts split over ``tp`` (``etp`` unset or ``tp``)."""
     plans = [("plan", p)] if disagg is None else [("plan", p)] + [
         (f"workload.disaggregation.{role}.plan", getattr(disagg, role).plan) for role in POOLS]
     for where, plan in plans:
         if plan.cp != 1:
             raise ValueError(f"{where}.cp = {plan.cp}: context parallelism is for training; serving splits "
                              "requests over plan.dp replicas and the model over tp/pp/ep (allowed: 1)")
+        if plan.expert_tp != plan.tp:
+            raise ValueError(f"{where}.etp = {plan.etp}: expert tensor parallelism is for training "
+                             f"(allowed: unset or {where}.tp = {plan.tp})")
+        for name in ("first_stage_layers", "last_stage_layers"):
+            if getattr(plan, name) is not None:
+                raise ValueError(f"{where}.{name} = {getattr(plan, name)}: the uneven pipeline split is for training; "
+                                 "serving splits the layers evenly over pp (leave it unset)")
 
 
 def _check_pools(s: Scenario, d) -> None:

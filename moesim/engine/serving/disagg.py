@@ -30,7 +30,7 @@ import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token
 from moesim.engine.serving.batching import RequestBook
-from moesim.engine.serving.decode_cost import knee_batch
+from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.metrics import (
     ITERATION_COLUMNS,
     iteration_table,

@@ -25,7 +25,8 @@ import simpy
 
 from moesim.costmodel import build_cost_model
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, schedule
-from moesim.engine.serving.decode_cost import IterationCost, knee_batch
+from moesim.engine.serving.decode_cost import IterationCost
+from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
 from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.engine.serving.speculative import SpecCost

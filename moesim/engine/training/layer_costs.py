@@ -25,7 +25,11 @@ Modelling choices (see the README's training section):
 - context parallelism (``plan.cp``, ``engine/cp.py``): every op runs on the rank's ``tokens / cp``,
   the attention core on ``1/cp`` of the causal work; the exposed part of the ring attention's K/V
   exchange is booked in the ``attention`` slot (and the recompute slot when recompute re-runs
-  attention), the dense gradient sync spans ``dp * cp`` ranks and the expert one ``dp / ep * cp``.
+  attention), the dense gradient sync spans ``dp * cp`` ranks and the expert one ``dp / ep * cp``;
+- expert tensor parallelism (``plan.etp``, ``engine/expert_tp.py``): an EP source is an expert-TP
+  group of ``etp`` devices routing ``etp * T / tp`` tokens, each device dispatching its own
+  ``T / tp``; experts run at ``1/etp`` of their width, the MoE layer's TP collective spans the
+  ``etp`` group, and the expert gradient sync the expert-DP group. ``etp = tp`` (unset): as above.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class LayerCosts:
     straggler_fwd_s: np.ndarray  # [L, M] seconds the expert GEMMs and all-to-alls wait for the busiest rank
     straggler_bwd_s: np.ndarray  # [L, M]
     dp_dense_s: np.ndarray  # [L] gradient all-reduce of the layer's dense params over dp
-    dp_expert_s: np.ndarray  # [L] gradient all-reduce of the layer's expert params over dp/ep
+    dp_expert_s: np.ndarray  # [L] gradient all-reduce of the layer's expert params over the expert-DP group
     dp_dense_bytes: np.ndarray  # [L] gradient bytes of the layer's dense params on this device
     dp_expert_bytes: np.ndarray  # [L] gradient bytes of the layer's expert params on this device
     opt_params: np.ndarray  # [L] parameters this device updates in the optimizer step (after ZeRO)
@@ -121,6 +125,7 @@ def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, 
     (``RoutingSample.capacity``), so ``capacity/ep`` is what one source rank fills per expert.
     ``capacity * E * (ep-1)/ep^2 * d_model * bytes / tp``; with ``capacity = tokens*ep*top_k/E``
     (capacity factor 1) this is DESIGN's ``tokens * top_k * d_model * bytes * (ep-1)/ep`` per rank.
+    ``tp``: the devices of one source, which split its rows (the expert-TP group: ``plan.expert_tp``).
     """
     if ep <= 1:
         return 0.0
@@ -128,17 +133,21 @@ def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, 
 
 
 def alltoall_bytes_dropless(rank_tokens, tokens: int, top_k: int, ep: int, d_model: int,
-                            act_bytes: float, tp: int) -> np.ndarray:
+                            act_bytes: float, tp: int, etp: int | None = None) -> np.ndarray:
     """Bytes one device moves in a dropless all-to-all, for each entry of ``rank_tokens``.
 
-    A rank sends its ``tokens * top_k`` assignments but the ``1/ep`` for its own experts, and
-    receives ``(ep-1)/ep`` of the ``rank_tokens`` that land on its experts; the larger of the two
-    sets its time. Pass the busiest rank's tokens to get the bytes the collective waits for.
+    A TP group's device sends its ``tokens / tp`` (sequence parallelism) times ``top_k``
+    assignments but the ``1/ep`` for its own experts, and receives ``(ep-1)/ep`` of its ``1/etp``
+    share (``etp``: expert TP, default ``tp``) of the ``rank_tokens`` that land on its EP rank's
+    experts; the larger of the two sets its time. Pass the busiest rank's tokens to get the bytes
+    the collective waits for.
     """
     if ep <= 1:
         return np.zeros(np.shape(rank_tokens))
     send = tokens * top_k * (ep - 1) / ep
     recv = np.asarray(rank_tokens, dtype=float) * (ep - 1) / ep
+    if etp is not None and etp != tp:
+        recv = recv * (tp / etp)
     return np.maximum(send, recv) * d_model * act_bytes / tp
 
 
@@ -147,7 +156,7 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
 
     Dense: attention, the two norms, the dense FFN or the shared experts and router, over tp.
     Expert: the routed expert slots of one EP rank (``Placement.experts_per_rank``: ``(E + N) / ep``
-    with ``placement.redundant_experts: N``), over tp.
+    with ``placement.redundant_experts: N``), over the expert TP (``plan.expert_tp``: tp unless etp is set).
     """
     m, plan = s.model, s.plan
     d = m.d_model
@@ -157,7 +166,7 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
     shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
     dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
     per_rank = Placement.slots_per_rank(m.n_experts, plan.ep, s.placement.redundant_experts)
-    experts = np.where(moe, per_rank * expert_params(m), 0) / plan.tp
+    experts = np.where(moe, per_rank * expert_params(m), 0) / plan.expert_tp
     return dense.astype(float), experts.astype(float)
 
 
@@ -208,7 +217,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     dt = m.dtype
     dtypes = training_dtypes(s)
     adt, ab = dtypes.act_dtype, dtypes.act_bytes
-    dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token)
+    etp = plan.expert_tp
+    dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token, etp=etp)
     q_len, kv_len = ctx.attention_tokens(w.seq_len, cp)
     q = np.full(seqs, q_len)
     kv = q if cp == 1 else np.full(seqs, kv_len)
@@ -248,9 +258,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             a2a_bytes = np.zeros(busiest.shape[:2])
             if ep > 1:
                 if routing.padded:
-                    a2a_bytes[:] = alltoall_bytes_padded(routing.capacity, E, ep, d, ab, tp)
+                    a2a_bytes[:] = alltoall_bytes_padded(routing.capacity, E, ep, d, ab, etp)
                 else:
-                    a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp)
+                    a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp, etp)
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart, wpart = np.zeros_like(part), np.zeros_like(part)
@@ -267,13 +277,15 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             expert_wait = np.maximum(slowest - even, 0.0) if ep > 1 else 0.0
             a2a_wait = 0.0
             if ep > 1:
-                balanced = alltoall_bytes_padded(routing.balanced_expert_tokens, E, ep, d, ab, tp)
+                balanced = alltoall_bytes_padded(routing.balanced_expert_tokens, E, ep, d, ab, etp)
                 dispatch = next(op for op in moe_ops_ if op.name == "dispatch")
                 a2a_wait = np.maximum(secs["dispatch"] - float(op_s(cm, dispatch, bytes_to_peers=balanced)), 0.0)
             strag_f[moe] = expert_wait + 2 * a2a_wait
             strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
     if tp > 1:
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
+        if etp != tp:  # the MoE layers' TP collective spans the expert-TP group's etp * T / tp tokens
+            nbytes[moe, :, TP2] = T * etp / tp * d * ab if etp > 1 else 0.0
     ring = _cp_ring(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node))
     if cp > 1:  # the ring's exposed seconds are part of the attention slot
         fwd[:, :, ATT] += ring["exposed"][0]

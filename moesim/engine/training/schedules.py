@@ -7,7 +7,8 @@ on the schedule asks ``schedule_for(plan)`` instead of doing its own arithmetic:
   chunk ``c`` and the inverse (``engine.training.step``, ``engine.training.summary``,
   ``engine.training.pipeline.check_orders``);
 - ``chunks(pp, v)`` / ``chunk_layers(n_layers, pp, v)``: how many model chunks there are and the
-  layers of each; ``path(microbatch, pp, m, v)``: the first and last global chunk a microbatch
+  layers of each (an uneven split when the plan sets ``first_stage_layers`` / ``last_stage_layers``:
+  :func:`chunk_sizes`); ``path(microbatch, pp, m, v)``: the first and last global chunk a microbatch
   passes; ``stage_layers``: the layers whose activations one microbatch leaves on a stage;
 - ``order(stage, pp, m, v)`` / ``orders(pp, m, v)``: the units a stage plays, in order
   (``engine.training.step.run_pipeline``); an entry is a :class:`Unit` or a (forward, backward)
@@ -37,6 +38,24 @@ pass direction 0, the others direction 1. Forward of chunk ``c`` needs forward o
 backward of ``c`` needs backward of ``c + 1`` (and, on the last chunk of its path, its own
 forward); a ``W`` needs its own ``B``.
 
+Uneven split (``plan.first_stage_layers`` / ``plan.last_stage_layers``; Megatron-core's
+``--decoder-first-pipeline-num-layers`` / ``--decoder-last-pipeline-num-layers``, i.e.
+``TransformerConfig.num_layers_in_first_pipeline_stage`` / ``..._last_...``): stage 0 (stage
+``p-1``) holds that many layers, the others split the rest as evenly as before (``array_split``
+over their chunks in global order, the first ones one more). Stage 0 carries the embedding and
+stage ``p-1`` the output head and loss, so fewer layers there even out the stages. With ``v``
+virtual stages a stage's count is spread over its ``v`` chunks (``array_split``: chunk ``r`` of
+stage 0 is global chunk ``r*p``), as Megatron-core's ``get_transformer_layer_offset`` does
+(``num_layers_in_first_pipeline_stage // vp_size`` layers in each of the stage's virtual chunks;
+Megatron requires the count to be a multiple of ``vp_size``, this split only that every chunk gets
+a layer). ``schedule_for(plan)`` returns the schedule bound to the plan's split
+(:meth:`Schedule.with_split`), so the engine's chunks and the memory model's ``stage_layers`` agree.
+DualPipe holds model chunk ``s`` and ``p-1-s`` on stage ``s`` (both ends on stages 0 and
+``p-1``) and rejects the fields. Megatron's ``--account-for-embedding-in-pipeline-split`` /
+``--account-for-loss-in-pipeline-split`` (the embedding / loss counted as one layer of the first /
+last virtual chunk) is not offered: ``last_stage_layers = n - 1`` of an even ``n`` is the same split
+without virtual stages.
+
 Bubbles with equal stages, per stage (F, B, W: one chunk's forward, input-gradient and
 weight-gradient time; 1F1B's backward is B + W):
 
@@ -55,6 +74,7 @@ to ``plan.schedule``'s ``Literal`` (``schemas/plan.py``) and a test (``tests/tes
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -104,6 +124,17 @@ class Schedule:
     splits_backward: bool = False  # orders hold B and W units (weight gradients played apart)
     chunks_per_stage: int = 1  # model chunks a stage holds per virtual stage (DualPipe: 2, one per direction)
     param_copies: int = 1  # copies of its stage's parameters a device holds (DualPipe: 2)
+    first_stage_layers: int | None = None  # layers of stage 0 (None: the even split); set by with_split
+    last_stage_layers: int | None = None  # layers of stage pp-1 (None: the even split)
+
+    def with_split(self, first: int | None = None, last: int | None = None) -> Schedule:
+        """This schedule with stage 0 holding ``first`` layers and stage ``pp-1`` ``last`` (None: the
+        even split); itself when both are None, else a copy (the registered one stays even)."""
+        if first is None and last is None:
+            return self
+        out = copy.copy(self)
+        out.first_stage_layers, out.last_stage_layers = first, last
+        return out
 
     def virtual_stages(self, v: int) -> int:
         """Model chunks per stage this schedule plays for ``plan.virtual_stages = v``."""
@@ -114,8 +145,12 @@ class Schedule:
         return pp * self.virtual_stages(v) * self.chunks_per_stage
 
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
-        """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more)."""
-        return np.array_split(np.arange(n_layers), self.chunks(pp, v))
+        """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more;
+        with ``first_stage_layers`` / ``last_stage_layers`` the sizes of :func:`chunk_sizes`)."""
+        if self.first_stage_layers is None and self.last_stage_layers is None:
+            return np.array_split(np.arange(n_layers), self.chunks(pp, v))
+        sizes = chunk_sizes(n_layers, pp, self.virtual_stages(v), self.first_stage_layers, self.last_stage_layers)
+        return np.split(np.arange(n_layers), np.cumsum(sizes)[:-1])
 
     def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
         """First and last global chunk microbatch ``microbatch`` passes (it passes all between) when
@@ -303,6 +338,13 @@ class DualPipe(Schedule):
     chunks_per_stage = 2
     param_copies = 2
 
+    def with_split(self, first: int | None = None, last: int | None = None) -> Schedule:
+        if first is not None or last is not None:
+            field = "first_stage_layers" if first is not None else "last_stage_layers"
+            raise ValueError(f"plan.{field}: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
+                             "and a last model chunk); leave it unset")
+        return self
+
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
         one = np.array_split(np.arange(n_layers), pp)
         return one + one
@@ -349,8 +391,51 @@ def get_schedule(name: str) -> Schedule:
 
 
 def schedule_for(plan: PlanSpec) -> Schedule:
-    """The schedule ``plan.schedule`` names."""
-    return get_schedule(plan.schedule)
+    """The schedule ``plan.schedule`` names, bound to the plan's layer split
+    (``plan.first_stage_layers`` / ``plan.last_stage_layers``; the registered object when both are unset)."""
+    return get_schedule(plan.schedule).with_split(plan.first_stage_layers, plan.last_stage_layers)
+
+
+def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, last: int | None = None) -> list[int]:
+    """Layers of each of the ``pp * v`` global chunks of the round-robin layout (chunk ``r*pp + s`` is
+    stage ``s``'s ``r``-th) when stage 0 holds ``first`` layers and stage ``pp-1`` holds ``last``
+    (None: that stage is split with the others). A set stage's layers are spread over its ``v``
+    chunks, the rest over the other chunks in global order, both as ``numpy.array_split`` (the
+    first chunks one more); with both None, ``array_split`` over all chunks (the even split).
+    ``ValueError`` (one line, naming the plan field) when the split cannot be made."""
+    C = pp * v
+    if first is None and last is None:
+        return [len(x) for x in np.array_split(np.arange(n_layers), C)]
+    given = [(f"plan.{name}", n) for name, n in (("first_stage_layers", first), ("last_stage_layers", last)) if n is not None]
+    label = " + ".join(name for name, _ in given)
+    if pp < 2:
+        raise ValueError(f"{given[0][0]} = {given[0][1]}: needs plan.pp >= 2 (one stage holds every layer)")
+    if len(given) == 2 and pp == 2:
+        raise ValueError(f"plan.last_stage_layers = {last}: with plan.pp = 2 set only one of plan.first_stage_layers "
+                         "and plan.last_stage_layers (the other stage holds the rest)")
+    for name, n in given:
+        if n < v:
+            raise ValueError(f"{name} = {n}: must be >= plan.virtual_stages ({v}); each of the stage's {v} chunks needs a layer")
+    fixed = sum(n for _, n in given)
+    rest_chunks = C - v * len(given)
+    if fixed >= n_layers:
+        raise ValueError(f"{label} = {fixed}: must be < model.n_layers ({n_layers}); the other stages need layers")
+    rest = n_layers - fixed
+    if rest < rest_chunks:
+        raise ValueError(f"{label} = {fixed}: leaves {rest} of model.n_layers ({n_layers}) for the other stages' "
+                         f"{rest_chunks} chunks, each needs one (allowed: at most {n_layers - rest_chunks})")
+    own = {s: [len(x) for x in np.array_split(np.arange(n), v)] for s, n in ((0, first), (pp - 1, last)) if n is not None}
+    middle = iter(len(x) for x in np.array_split(np.arange(rest), rest_chunks))
+    return [own[c % pp][c // pp] if c % pp in own else next(middle) for c in range(C)]
+
+
+def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
+    """``ValueError`` (one line, naming the field) unless ``plan``'s layer split of ``n_layers`` layers
+    can be made (``plan.first_stage_layers`` / ``plan.last_stage_layers``; nothing to check when unset)."""
+    sched = schedule_for(plan)
+    if sched.first_stage_layers is not None or sched.last_stage_layers is not None:
+        chunk_sizes(n_layers, plan.pp, sched.virtual_stages(plan.virtual_stages), sched.first_stage_layers,
+                    sched.last_stage_layers)
 
 
 # The round-robin layout (every registered schedule's but DualPipe's); for code that sees orders, not a plan.

@@ -6,7 +6,7 @@ Per pipeline stage three streams run:
   The layer's TP all-reduces and EP all-to-alls block the compute stream (as in Megatron, where
   they run on the main stream), so they are part of the unit.
 - ``comm``: pipeline sends, one FIFO queue per stage; the receiver's unit waits for the arrival.
-- ``dp_comm``: gradient all-reduces (dense params over dp, expert params over dp/ep), one FIFO
+- ``dp_comm``: gradient all-reduces (dense params over dp, expert params over expert-DP), one FIFO
   queue per stage, each layer's piece ready when its backward finishes in the chunk's last
   microbatch (``overlap_dp_comm``) or all at the end of the stage's backward (no overlap).
   ZeRO (``zero.py``): reduce-scatters instead (every microbatch from stage 2), the parameter
@@ -43,6 +43,7 @@ import simpy
 
 from moesim.costmodel import CostModel, build_cost_model
 from moesim.costmodel.comm import overlap_slowdown
+from moesim.engine.expert_tp import routing_group_tokens
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.training import zero
 from moesim.engine.training.layer_costs import (
@@ -306,7 +307,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     if moe_layers:
         seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
-                                 plan.ep * seqs * s.workload.seq_len // plan.cp, M, rng,
+                                 routing_group_tokens(plan, seqs * s.workload.seq_len // plan.cp), M, rng,
                                  redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)
     costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)

@@ -238,7 +238,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     slots = sum(float(st.routing.capacity * st.routing.loads[..., 0].size * m.n_experts)
                 for st in steps if st.routing is not None and st.routing.padded)
     a2a = float(np.mean([_alltoall_bytes(st, pp) for st in steps]))
-    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.tp, plan.alltoall, m.top_k, m.n_experts,
+    nvlink, nic = cm.alltoall_split(a2a, plan.ep, plan.expert_tp, plan.alltoall, m.top_k, m.n_experts,
                                     s.routing.max_nodes_per_token)
     analytic = schedule_for(plan).bubble_fraction(pp, plan.microbatches, plan.virtual_stages)
     summary = {

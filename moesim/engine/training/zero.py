@@ -3,7 +3,7 @@
 Memory sharding by ``plan.zero_stage`` lives in ``moesim.memory.memory_report``; this module
 gives the matching collectives (DeepSpeed ZeRO, Megatron's distributed optimizer, PyTorch FSDP).
 Every all-gather and reduce-scatter is a ring over the same data-parallel group as the gradient
-all-reduce it replaces (dense params over ``dp``, expert params over ``dp/ep``), so each costs
+all-reduce it replaces (dense params over ``dp``, expert params over the expert-DP group), so each costs
 exactly half of that layer's all-reduce (``comm.ring_reduce_scatter_s``):
 
 - stage 0: gradients all-reduced once per step (overlapped with backward, as before);
