@@ -270,7 +270,8 @@ def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
-    Training, on pipeline stage 0: weights at :func:`training_weight_bytes` (bf16 under FP8 math),
+    Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
+    ``last_stage_layers`` make the split uneven: :func:`_busiest_uneven_stage`): weights at :func:`training_weight_bytes` (bf16 under FP8 math),
     gradients at :data:`TRAIN_GRAD_BYTES` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
     sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
     microbatch tokens x the microbatches the schedule keeps in
@@ -320,10 +321,63 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         pool = serving_kv_pool_bytes(s)
         need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
+    if isinstance(w, TrainingWorkload) and plan.pp > 1 and (plan.first_stage_layers or plan.last_stage_layers):
+        weights, grads, optim, acts = _busiest_uneven_stage(s, (weights, grads, optim, acts))
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
                         headroom_gib=capacity - total)
+
+
+def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float]) -> tuple[float, ...]:
+    """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
+    first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``).
+
+    Stage 0 is no longer the busiest by construction: a later stage may hold more layers. Each
+    stage's parameters scale with its own layers (:func:`stage_param_shares`, over stage 0's), its
+    activations are the peak, over the schedule's order on that stage, of the layers whose forward
+    activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
+    per token of each layer, scaled like stage 0's (which carries the in-flight rules above).
+    """
+    m, plan = s.model, s.plan
+    prec = scenario_precision(s)
+    w = s.workload
+    tokens = w.global_batch_seqs / (plan.dp * plan.microbatches) * w.seq_len / plan.cp
+    slots = routed_slots_per_token(m, s.routing, tokens)
+    per_layer = [layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots) for i in range(m.n_layers)]
+    peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
+    d0, e0 = stage_param_shares(m, plan, stage=0)
+    best, best_total = stage0, sum(stage0)
+    for st in range(1, plan.pp):
+        d, e = stage_param_shares(m, plan, stage=st)
+        scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
+        acts = stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]
+        parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
+        if sum(parts) > best_total:
+            best, best_total = parts, sum(parts)
+    return best
+
+
+def _live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:
+    """Per stage: the most activation bytes per token its live chunks hold at once (one microbatch's
+    forward of a chunk adds its layers' bytes, that chunk's whole or input-gradient backward frees them)."""
+    from moesim.engine.training.schedules import Unit
+
+    sched = schedule_for(plan)
+    chunks = sched.chunk_layers(n_layers, plan.pp, plan.virtual_stages)
+    out = []
+    for st, order in enumerate(sched.orders(plan.pp, plan.microbatches, plan.virtual_stages)):
+        live = peak = 0.0
+        for entry in order:
+            for u in ([entry] if isinstance(entry, Unit) else entry):
+                size = sum(per_layer[i] for i in chunks[sched.global_chunk(st, u.chunk, plan.pp)])
+                if not u.backward:
+                    live += size
+                elif u.part in ("", "B"):
+                    live -= size
+                peak = max(peak, live)
+        out.append(peak)
+    return out
 
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:

@@ -208,8 +208,10 @@ def test_stage0_activations_follow_its_layer_count():
     for first in (6, 13):
         s = scenario(LLAMA3, first_stage_layers=first)
         assert stage_layers(s.model, s.plan) == list(range(first))
-        # dense layers of one shape: activations scale with the layer count
-        assert memory_report(s).activations_gib == pytest.approx(memory_report(even).activations_gib * first / 10, rel=1e-12)
+    # dense layers of one shape: stage 0's activations scale with its layer count (13 > 10: it stays
+    # the busiest; with 6 a later stage is, test_memory_reports_the_busiest_stage_of_an_uneven_split)
+    s = scenario(LLAMA3, first_stage_layers=13)
+    assert memory_report(s).activations_gib == pytest.approx(memory_report(even).activations_gib * 13 / 10, rel=1e-12)
     s = scenario(LLAMA3, last_stage_layers=9)  # stage 0 takes one of the rest's layers: 11
     assert memory_report(s).activations_gib == pytest.approx(memory_report(even).activations_gib * 11 / 10, rel=1e-12)
 
@@ -299,3 +301,19 @@ def test_stage0_expert_weights_follow_its_moe_layers():
     _, e_even = weight_params_per_device(even.model, even.plan)
     _, e_split = weight_params_per_device(split.model, split.plan)
     assert e_split == pytest.approx(e_even / 3, rel=1e-12)  # 1 MoE layer on stage 0 against 3
+
+
+def test_memory_reports_the_busiest_stage_of_an_uneven_split():
+    """PP8 1F1B, 80 layers: first_stage_layers 6 leaves stage 1 with 11 layers and 7 microbatches in
+    flight (77 layer-activations) against stage 0's 6 x 8 = 48: the report is stage 1's."""
+    from moesim.memory import _live_activation_peaks, memory_report
+
+    path = ROOT / "moesim" / "data" / "validation" / "llama3-70b-h100-train.yaml"
+    base = ["plan.schedule=1f1b", "plan.virtual_stages=1"]
+    even = memory_report(moesim.load_scenario(path, base))
+    uneven_s = moesim.load_scenario(path, [*base, "plan.first_stage_layers=6"])
+    peaks = _live_activation_peaks(uneven_s.plan, 80, [1.0] * 80)
+    assert peaks[:2] == [6 * 8, 11 * 7]
+    assert memory_report(uneven_s).activations_gib == pytest.approx(even.activations_gib * 77 / 80, rel=1e-9)
+    # the even split's own walk matches the schedule's in-flight rule on stage 0
+    assert _live_activation_peaks(moesim.load_scenario(path, base).plan, 80, [1.0] * 80)[0] == 10 * 8

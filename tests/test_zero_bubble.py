@@ -147,7 +147,39 @@ def _costs(s: moesim.Scenario):
         seqs = s.workload.global_batch_seqs // (plan.dp * plan.microbatches)
         routing = sample_routing(s.routing, len(moe), m.n_experts, m.top_k, plan.ep,
                                  plan.ep * seqs * s.workload.seq_len, plan.microbatches, np.random.default_rng(0))
-    return cm, layer_costs(s, cm, routing), wgrad_costs(s, cm, routing)
+    costs = layer_costs(s, cm, routing)
+    return cm, costs, wgrad_costs(costs)
+
+
+class _GemmOnly:
+    """A cost model that prices GEMMs as ``cm`` does and every other op at 0 s (an independent W)."""
+
+    def __init__(self, cm):
+        self._cm = cm
+
+    def __getattr__(self, name):
+        attr = getattr(self._cm, name)
+        gemm = name in ("gemm_s", "grouped_gemm_s", "grouped_loop_s")
+        return (lambda *a, **k: 0.0) if callable(attr) and name.endswith("_s") and not gemm else attr
+
+
+def test_booked_w_is_half_of_every_gemms_backward():
+    """``layer_costs`` books W as it prices each GEMM; re-pricing with only GEMMs priced gives the same."""
+    for s in (llama("zb-h1", 4, 2, 8), moesim.load_scenario("deepseek-v3-h800-train",
+                                                           ["workload.global_batch_seqs=4096", "plan.microbatches=32"])):
+        cm, costs, wg = _costs(s)
+        routing = None
+        if s.model.n_experts > 1:
+            m, plan = s.model, s.plan
+            seqs = s.workload.global_batch_seqs // (plan.dp * plan.microbatches)
+            moe = [i for i in range(m.n_layers) if m.is_moe_layer(i)]
+            routing = sample_routing(s.routing, len(moe), m.n_experts, m.top_k, plan.ep,
+                                     plan.ep * seqs * s.workload.seq_len, plan.microbatches, np.random.default_rng(0))
+        gemm = layer_costs(s, _GemmOnly(cm), routing)
+        expect = gemm.bwd_s / 2
+        expect[..., 0] = 0.0  # the recompute slot re-runs a forward: it feeds B
+        np.testing.assert_allclose(wg.slot_s, expect, rtol=1e-9, atol=1e-15)
+        assert wg.head_s == pytest.approx(float(gemm.head_s[1]) / 2, rel=1e-9)
 
 
 def test_w_is_the_weight_gradient_gemms_and_b_plus_w_the_whole_backward():

@@ -311,7 +311,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
                                  redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)
     costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)
-    wgrad = wgrad_costs(s, cm, routing, costs) if sched.splits_backward else None
+    wgrad = wgrad_costs(costs) if sched.splits_backward else None
     paths = [sched.path(i, pp, M, sched.virtual_stages(plan.virtual_stages)) for i in range(M)]
     rows = [np.array([a <= c <= b for a, b in paths]) for c in range(C)]  # microbatches through each chunk
     every = all(r.all() for r in rows)
