@@ -296,7 +296,13 @@ def format_validation_error(exc: ValidationError) -> str:
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
         root = str(loc[0]) if loc else ""
-        line = msg if not path or msg.startswith(root + ".") or msg.startswith(root + ":") else f"{path}.{msg}"
+        parent, _, last = path.rpartition(".")
+        if not path or msg.startswith(root + ".") or msg.startswith(root + ":"):
+            line = msg
+        elif parent and (msg.startswith(last + ".") or msg.startswith(last + ":")):
+            line = f"{parent}.{msg}"  # a section's own rule names the section (a pool's "plan.ep = ...")
+        else:
+            line = f"{path}.{msg}"
     elif kind == "extra_forbidden":
         cls = _section_class(loc[:-1])
         allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls else ""

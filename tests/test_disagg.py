@@ -155,6 +155,8 @@ def test_dp_attention_runs_an_expert_parallel_group_in_lock_step():
     (lambda d: d["workload"]["disaggregation"].update(kv_transfer_gbps=0), r"kv_transfer_gbps = 0"),
     (lambda d: d["workload"]["disaggregation"]["decode"]["plan"].update(dp_attention=True),
      r"dp_attention: needs plan.ep > 1"),
+    (lambda d: d["workload"]["disaggregation"]["decode"]["plan"].update(ep=16),  # a plan rule names the pool once
+     r"^workload\.disaggregation\.decode\.plan\.ep = 16: must divide plan\.dp \(8\)"),
 ])
 def test_bad_disaggregation_gives_one_line_naming_the_field(change, msg):
     d = doc()
