@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 
 from moesim.accounting import GIB, param_counts
-from moesim.engine.training.schedules import schedule_for
-from moesim.loader import scenario_from_dict
-from moesim.memory import (
+from moesim.activations import (
     activation_bytes_per_token_layer,
     attention_activation_bytes_per_token,
     ffn_activation_bytes_per_token,
     layer_activation_bytes_per_token,
-    memory_report,
     routed_slots_per_token,
-    stage_layers,
-    training_weight_bytes,
 )
+from moesim.engine.training.schedules import schedule_for
+from moesim.loader import scenario_from_dict
+from moesim.memory import memory_report, stage_layers, training_weight_bytes
 from moesim.precision import precision
 from moesim.schemas import ModelSpec, PlanSpec, RoutingSpec
 

@@ -1,0 +1,166 @@
+"""Activation bytes per token that training keeps for the backward, layer by layer. Pure functions.
+
+Per Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"),
+with flash attention and sequence parallelism; MLA's real Q/K/V and latent widths; dense layers at
+``ffn_hidden``, shared experts and routed rows (padded to capacity under ``overflow: drop``); under
+FP8 only the inputs of FP8 GEMMs are kept in FP8 (DeepSeek-V3 technical report, 2024, sec. 3.3).
+``moesim.memory`` multiplies these by the tokens and microbatches a pipeline stage holds.
+"""
+
+from __future__ import annotations
+
+from moesim.precision import Precision, precision
+from moesim.schemas import DTYPE_BYTES, ModelSpec, RoutingSpec
+
+
+def activation_widths(prec: Precision) -> tuple[float, float]:
+    """``(b16, b8)``: bytes per element of saved activations kept in 16 bits, and of saved inputs of
+    GEMMs that run in the compute dtype.
+
+    ``b16`` is the activation dtype's width (``Precision.act_dtype``: bf16 under FP8 math, else the
+    compute dtype; fp32 training: 4). ``b8`` is 1 under FP8 math, else ``b16``: an FP8 GEMM saves
+    the FP8 cast of its input for its weight-gradient GEMM (Transformer Engine's ``Linear`` /
+    ``LayerNormLinear`` / ``GroupedLinear`` under ``fp8_autocast``; DeepSeek-V3 report sec. 3.3.3,
+    "we cache and dispatch activations in FP8"). Everything else stays 16-bit: norm inputs,
+    attention's Q/K/V and output (flash attention runs in bf16: DeepSeek-V3 sec. 3.3.1 keeps
+    attention, normalization and MoE gating in their original precision), the router input, and the
+    FFN's fc1 output (the SwiGLU/GeLU input).
+    """
+    return DTYPE_BYTES[prec.act_dtype], prec.act_bytes
+
+
+def routed_slots_per_token(m: ModelSpec, routing: RoutingSpec | None = None, tokens: float | None = None) -> float:
+    """Routed-expert buffer rows one token of a MoE layer occupies on average: the FFN activations'
+    multiplier in :func:`ffn_activation_bytes_per_token`.
+
+    ``dropless`` (or no ``routing``): ``top_k`` (what is routed is computed). ``drop``: every expert
+    is padded to its capacity (GShard/Switch layout, ``engine.routing``): each source rank gives each
+    of the ``E`` experts ``C = capacity_per_expert(tokens, top_k, E, cf, min_capacity)`` slots, so
+    ``E * C / tokens`` rows per token, ``cf * top_k`` up to rounding (used when ``tokens`` is None).
+    ``tokens``: one source rank's microbatch. A model without routed experts (``n_experts`` 1): 1.
+    """
+    if m.n_experts <= 1:
+        return 1.0
+    if routing is None or routing.overflow != "drop":
+        return float(m.top_k)
+    if tokens is None:
+        return routing.capacity_factor * m.top_k
+    from moesim.engine.routing import capacity_per_expert  # local: engine modules import accounting
+
+    t = max(float(tokens), 1.0)
+    cap = capacity_per_expert(t, m.top_k, m.n_experts, routing.capacity_factor, routing.min_capacity)
+    return m.n_experts * cap / t
+
+
+def attention_activation_bytes_per_token(m: ModelSpec, recompute: str, prec: Precision | None = None) -> float:
+    """Bytes the attention block saves for backward per token (one layer, before TP/SP splitting).
+
+    Korthikanti et al. 2022 (sec. 4.1, attention: ``11sbh + 5as^2b`` bytes at 2 bytes per element)
+    with flash attention (no ``s^2`` terms, no dropout masks), per token, ``b16``/``b8`` from
+    :func:`activation_widths`::
+
+        standard: d*b16 (norm input) + d*b8 (QKV GEMM input) + (h*hd + 2*kv*hd)*b16 (Q, K, V)
+                  + h*hd*b16 (attention output O, also the output projection's input)
+        MLA:      d*b16 + (q_lora + kv_lora)*b16 (the block's and the two latent RMSNorms' inputs)
+                  + (d + q_lora + kv_lora)*b8 (down-projection input; Q and KV up-projection inputs)
+                  + (2*h*(qk_nope + qk_rope) + h*v_head)*b16 (Q, K with the rope part per head, V)
+                  + h*v_head*b16 (O)
+
+    (``q_lora_rank`` 0: Q is projected from the block input, no Q latent.) With bf16 this is
+    Korthikanti's ``2sbh`` (norm) + ``2sbh`` (QKV input) + ``6sbh`` (Q, K, V) + ``2sbh`` (O) for
+    multi-head attention, i.e. his attention term without the dropout mask and the ``s^2`` terms,
+    plus the norm input he books under "layer norm". ``selective``: the attention core's inputs
+    Q/K/V are recomputed from the saved GEMM inputs (Megatron-core's ``core_attn`` / MLA's
+    ``mla_up_proj`` recompute) and not saved. Not counted: flash attention's fp32 log-sum-exp
+    (``4h`` bytes) and, under FP8, the output projection's FP8 copy of O (``h*v`` bytes).
+    """
+    b16, b8 = activation_widths(prec or precision(m.dtype))
+    d, h = m.d_model, m.n_heads
+    if m.mla is None:
+        norm_in, gemm_in = d, d
+        qkv = h * m.head_width + 2 * m.kv_heads * m.head_width
+        out = h * m.head_width
+    else:
+        a = m.mla
+        latents = a.q_lora_rank + a.kv_lora_rank
+        norm_in, gemm_in = d + latents, d + latents
+        qkv = 2 * h * (a.qk_nope_head_dim + a.qk_rope_head_dim) + h * a.v_head_dim
+        out = h * a.v_head_dim
+    core = 0 if recompute == "selective" else qkv * b16
+    return norm_in * b16 + gemm_in * b8 + core + out * b16
+
+
+def _mlp_activation_bytes(width: int, gated: bool, b16: float, b8: float) -> float:
+    """One FFN's saved tensors past its input: fc1 output (gate and up for SwiGLU) in 16 bits, fc2 input."""
+    return (2 if gated else 1) * width * b16 + width * b8
+
+
+def ffn_activation_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision | None = None,
+                                   routed_slots: float | None = None) -> float:
+    """Bytes the FFN block of one layer saves for backward per token (before TP/SP splitting).
+
+    Korthikanti et al. 2022 (sec. 4.1, MLP: ``19sbh``: fc1 input ``2sbh``, GeLU input and fc2
+    input ``8sbh`` each, a dropout mask) with SwiGLU adding the gate, and no dropout. Per token,
+    with ``g`` = 2 for a gated FFN (gate and up) else 1, ``b16``/``b8`` from :func:`activation_widths`::
+
+        dense layer (width F = ffn_hidden): d*b16 (norm input) + d*b8 (fc1 input) + g*F*b16 + F*b8
+        MoE layer:  d*b16 (norm input) + d*b16 (router input, also the shared expert's fc1 input)
+                    + slots * (d*b8 + g*w*b16 + w*b8)    (routed rows, w = expert_ffn_hidden)
+                    + g*S*b16 + S*b8                     (shared experts, S = n_shared * shared width)
+
+    ``slots`` = :func:`routed_slots_per_token` (``top_k`` dropless, ``cf * top_k`` padded when
+    ``overflow: drop``; default ``top_k``). The router runs in 16 bits (DeepSeek-V3 sec. 3.3.1), so
+    its input is saved at ``b16``; each routed row's fc1 input is the permuted (dispatched) copy. A
+    MoE layer without routed experts (``n_experts`` 1, shared experts only) has no router: its norm
+    output is saved once at ``b8`` and its one expert has one row per token. Not counted: the
+    router's probabilities (``E`` fp32 per token), the expert outputs the combine's weighted sum
+    saves for the probabilities' gradient, and the shared expert's FP8 copy of its input under FP8.
+    """
+    b16, b8 = activation_widths(prec or precision(m.dtype))
+    d = m.d_model
+    if not moe_layer:
+        return d * b16 + d * b8 + _mlp_activation_bytes(m.ffn_hidden, m.gated_ffn, b16, b8)
+    shared = _mlp_activation_bytes(m.n_shared_experts * m.shared_width, m.gated_ffn, b16, b8)
+    routed = _mlp_activation_bytes(m.expert_width, m.gated_ffn, b16, b8)
+    if m.n_experts <= 1:
+        return d * b16 + d * b8 + routed + shared
+    slots = m.top_k if routed_slots is None else routed_slots
+    return 2 * d * b16 + slots * (d * b8 + routed) + shared
+
+
+def layer_activation_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompute: str,
+                                     prec: Precision | None = None, routed_slots: float | None = None) -> float:
+    """Activation bytes layer ``layer`` (0-based) keeps for backward, per token per device.
+
+    Sequence parallelism splits everything over ``tp`` (Korthikanti et al. 2022, sec. 4.2.2:
+    ``34sbh/t`` per layer without the attention core). ``full`` recompute keeps only the layer's
+    input, ``d*b16/tp`` (Korthikanti's ``2sbh`` per layer); otherwise attention
+    (:func:`attention_activation_bytes_per_token`) + FFN (:func:`ffn_activation_bytes_per_token`:
+    the dense FFN on dense layers, routed + shared experts on MoE layers).
+    """
+    prec = prec or precision(m.dtype)
+    if recompute == "full":
+        return m.d_model * activation_widths(prec)[0] / tp
+    attn = attention_activation_bytes_per_token(m, recompute, prec)
+    ffn = ffn_activation_bytes_per_token(m, m.is_moe_layer(layer), prec, routed_slots)
+    return (attn + ffn) / tp
+
+
+def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec: Precision | None = None,
+                                     routed_slots: float | None = None) -> float:
+    """Activation bytes kept for backward per token per device, averaged over the model's layers
+    (dense layers with their ``ffn_hidden`` FFN, MoE layers with routed and shared experts).
+
+    The mean of :func:`layer_activation_bytes_per_token` over all ``n_layers``; see it and
+    :func:`attention_activation_bytes_per_token` / :func:`ffn_activation_bytes_per_token` for
+    the formulas and sources. ``routed_slots``: :func:`routed_slots_per_token` (default ``top_k``).
+    """
+    prec = prec or precision(m.dtype)
+    n_moe = m.n_moe_layers
+    first_moe = next((i for i in range(m.n_layers) if m.is_moe_layer(i)), None)
+    first_dense = next((i for i in range(m.n_layers) if not m.is_moe_layer(i)), None)
+    total = 0.0
+    for layer, count in ((first_moe, n_moe), (first_dense, m.n_layers - n_moe)):
+        if count:
+            total += count * layer_activation_bytes_per_token(m, layer, tp, recompute, prec, routed_slots)
+    return total / m.n_layers
