@@ -117,8 +117,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
     Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
-    ``last_stage_layers`` make the split uneven: :func:`_busiest_uneven_stage`): weights at :func:`training_weight_bytes` (bf16 under FP8 math),
-    gradients at :data:`TRAIN_GRAD_BYTES` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
+    ``last_stage_layers`` make the split uneven: :func:`_busiest_uneven_stage`): weights at
+    :func:`training_weight_bytes` (bf16 under FP8 math), gradients at :data:`TRAIN_GRAD_BYTES` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
     sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
     microbatch tokens x the microbatches the schedule keeps in
     flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
@@ -157,6 +157,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         per_token = sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
                         for i in stage_layers(m, plan))
         acts = per_token * tokens * in_flight
+        if plan.pp > 1 and (plan.first_stage_layers or plan.last_stage_layers):
+            weights, grads, optim, acts = _busiest_uneven_stage(s, (weights, grads, optim, acts), prec, slots)
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -167,15 +169,14 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         pool = serving_kv_pool_bytes(s)
         need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
-    if isinstance(w, TrainingWorkload) and plan.pp > 1 and (plan.first_stage_layers or plan.last_stage_layers):
-        weights, grads, optim, acts = _busiest_uneven_stage(s, (weights, grads, optim, acts))
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
                         headroom_gib=capacity - total)
 
 
-def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float]) -> tuple[float, ...]:
+def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,
+                          slots: float) -> tuple[float, ...]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``).
 
@@ -184,12 +185,9 @@ def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float]
     activations are the peak, over the schedule's order on that stage, of the layers whose forward
     activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
     per token of each layer, scaled like stage 0's (which carries the in-flight rules above).
+    ``prec`` and ``slots`` (routed rows per token): as :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
-    prec = scenario_precision(s)
-    w = s.workload
-    tokens = w.global_batch_seqs / (plan.dp * plan.microbatches) * w.seq_len / plan.cp
-    slots = routed_slots_per_token(m, s.routing, tokens)
     per_layer = [layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots) for i in range(m.n_layers)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
     d0, e0 = stage_param_shares(m, plan, stage=0)

@@ -83,11 +83,11 @@ from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
-SKEW_POOL = 8
+SKEW_POOL = 8  # load samples kept per batch size under skewed routing
 #: Ranks per layer priced under skew: the busiest by tokens (the slowest is among them; wide EP fast).
 BUSIEST_RANKS = 8
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
-SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")  # load samples kept per batch size under skewed routing
+SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")
 
 
 def expert_layout(s: Scenario, rng: np.random.Generator) -> tuple[np.ndarray | None, Placement, np.ndarray]:

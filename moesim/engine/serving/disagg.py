@@ -39,9 +39,15 @@ from moesim.engine.serving.metrics import (
     summarise,
 )
 from moesim.engine.serving.requests import Requests, sample_requests
-from moesim.engine.serving.simulate import PoolRun, cached_prefix_tokens, lockstep_group, play_pool
+from moesim.engine.serving.simulate import (
+    PoolRun,
+    cached_prefix_tokens,
+    lockstep_group,
+    play_pool,
+    replica_kv_tokens,
+)
 from moesim.fit_advice import fit_explanation
-from moesim.memory import kv_cache_capacity_tokens, kv_shards, memory_report
+from moesim.memory import kv_shards, memory_report
 from moesim.precision import scenario_precision
 from moesim.results import SimResult
 from moesim.schemas import Scenario
@@ -84,8 +90,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
     sp, sd = pool_scenario(s, "prefill"), pool_scenario(s, "decode")
     # the prefill pool runs each prompt up to its first token
     pbook = RequestBook(reqs.prompt_tokens, np.ones(n, np.int64), cached_prefix_tokens(reqs, w))
-    kv_decode = int(kv_cache_capacity_tokens(sd) // sd.plan.pp)
-    pbook.rejected |= reqs.prompt_tokens + reqs.output_tokens > kv_decode  # no decode replica could hold it
+    pbook.rejected |= reqs.prompt_tokens + reqs.output_tokens > replica_kv_tokens(sd)  # no decode replica holds it
     prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,))
 
     served = np.isfinite(pbook.finish_s)
@@ -107,7 +112,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
     dbook.first_token_s[:] = dreqs.arrival_s
     decode = play_pool(sd, dreqs, dbook, seed, (1,))
 
-    book = _merged_book(reqs, pbook, dbook, ids, t_done, sp, sd)
+    book = _merged_book(reqs, pbook, dbook, ids, t_done, p_replica, sp, sd)
     req = request_table(reqs, book, 1)
     req["prefill_replica"] = p_replica
     req["kv_transfer_s"] = np.where(served, t_done - t_start, np.nan)
@@ -117,7 +122,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
     view = sd.model_copy(update={"hardware": s.hardware})  # decode pool's memory, the whole cluster's cost
     summary = summarise(view, req, it, knee_batch(decode.cost), decode.imbalance)
     summary.update(decode.spec_summary())
-    summary.update(pool_summary(s, sp, sd, reqs, req, prefill, decode, nbytes[served].sum()))
+    summary.update(pool_summary(s, sp, sd, summary["makespan_s"], req, prefill, decode, nbytes[served].sum()))
     summary.update(_fits(sp, sd, summary, int(reqs.prompt_tokens.max()) if n else 1))
     layers = [run.layer_table(name) for name, run in (("prefill", prefill), ("decode", decode))]
     tables = {"requests": {k: v.tolist() for k, v in req.items()},
@@ -127,7 +132,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
 
 
 def _merged_book(reqs: Requests, pbook: RequestBook, dbook: RequestBook, ids: np.ndarray, t_done: np.ndarray,
-                 sp: Scenario, sd: Scenario) -> RequestBook:
+                 p_replica: np.ndarray, sp: Scenario, sd: Scenario) -> RequestBook:
     """One book over all requests: first token when the KV lands, finish from the decode pool (or at
     the landing for one-token outputs), replica = the decode replica (numbered after the prefill
     pool's), or the prefill replica for requests that never reached the decode pool."""
@@ -138,7 +143,7 @@ def _merged_book(reqs: Requests, pbook: RequestBook, dbook: RequestBook, ids: np
     book.finish_s[ids] = dbook.finish_s
     book.preemptions[:] = pbook.preemptions
     book.preemptions[ids] += dbook.preemptions
-    book.engine[:] = np.where(pbook.engine >= 0, pbook.engine // sp.plan.pp, -1)
+    book.engine[:] = p_replica
     book.engine[ids] = np.where(dbook.engine >= 0, _engines(sp) + dbook.engine // sd.plan.pp, -1)
     return book
 
@@ -200,12 +205,10 @@ def central_rate_per_node(iters: np.ndarray, column: str, pool: Scenario, centra
     return float((cum[j] - cum[i]) / ((t1 - t0) * nodes)) if t1 > t0 else float("nan")
 
 
-def pool_summary(s: Scenario, sp: Scenario, sd: Scenario, reqs: Requests, req: dict,
+def pool_summary(s: Scenario, sp: Scenario, sd: Scenario, makespan: float, req: dict,
                  prefill: PoolRun, decode: PoolRun, kv_bytes: float) -> dict:
-    """Per-pool figures: devices, busy fraction, throughput per node, KV transfer; the day's cost."""
-    served = np.isfinite(req["finish_s"])
-    start = float(reqs.arrival_s.min()) if len(reqs) else 0.0
-    makespan = float(np.nanmax(req["finish_s"]) - start) if served.any() else 0.0
+    """Per-pool figures: devices, busy fraction over the run's ``makespan`` (s), throughput per node,
+    KV transfer; the day's cost."""
     busy_p, busy_d = _busy_s(prefill.iterations), _busy_s(decode.iterations)
     transfer = req["kv_transfer_s"][np.isfinite(req["kv_transfer_s"])]
     dev = s.hardware.device

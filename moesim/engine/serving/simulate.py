@@ -99,7 +99,7 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     cm = build_cost_model(s.hardware)
     g = lockstep_group(s)
     n_engines = s.plan.dp // g * s.plan.pp
-    kv_per_replica = int(kv_cache_capacity_tokens(s) // s.plan.pp)
+    kv_per_replica = replica_kv_tokens(s)
     longest = int((reqs.prompt_tokens + reqs.output_tokens).max()) if len(reqs) else 0
     max_tokens = w.max_batch_tokens + (0 if w.chunked_prefill else longest)
     if w.speculative is not None:  # the verify runs k more tokens per decoding sequence
@@ -116,6 +116,12 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     run.play()
     iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
     return PoolRun(iterations, cost, spec, kv_per_engine, run.eplb_stall_s)
+
+
+def replica_kv_tokens(s: Scenario) -> int:
+    """KV tokens one replica's engine holds (a pipeline slot's share with ``pp > 1``): the most
+    prompt + output tokens a request may have to be served by ``s``."""
+    return int(kv_cache_capacity_tokens(s) // s.plan.pp)
 
 
 def lockstep_group(s: Scenario) -> int:
@@ -264,13 +270,12 @@ class _Run:
             if g > 1:
                 one = member_share(q, kv, g)
                 q, kv, is_dec, emits = q[one], kv[one], is_dec[one], emits[one]
-            n_out, tokens = int(emits.sum()), int(q.sum())
+            n_out = int(emits.sum())
             if self.spec is None:
                 dt, dropped = cost.time_s(q, kv, n_out)
                 stage0 = dt / pp
-            else:
+            else:  # the verify runs (and communicates) k + 1 tokens per decode: in cost.last_comm_s
                 dt, stage0, dropped = self.spec.time_s(q, kv, is_dec, n_out)
-                tokens += self.spec.k * int(is_dec.sum())  # the verify's communication moves k + 1 per decode
             group_tokens = int(batch.q_tokens.sum()) + (self.spec.k * batch.decode_tokens if self.spec else 0)
             comm = cost.last_comm_s  # this iteration's (exposed) communication, read before other engines price
             start = env.now
