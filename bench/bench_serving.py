@@ -2,9 +2,12 @@
 
 Runs the shipped offline scenario (8 FP8 replicas, 128-in / 128-out) and the online one (Poisson,
 lognormal lengths) with ``n_requests = 10000`` and prints the best and median wall time of a few
-repeats, with the iterations simulated and the headline figures. Target: offline under 2 s.
+repeats, with the iterations simulated and the headline figures, then the simulated seconds per
+wall second of the shipped Splitwise-trace scenario. ``--step`` also times the engine with decode
+windows off (one event per iteration; ``serving.window``) for comparison. Targets (issue 15):
+online under 1 s, Splitwise >= 2000x.
 
-    python bench/bench_serving.py [--repeats 3] [--requests 10000]
+    python bench/bench_serving.py [--repeats 3] [--requests 10000] [--step]
 """
 
 from __future__ import annotations
@@ -15,21 +18,23 @@ import time
 from pathlib import Path
 
 import moesim
+from moesim.engine.serving.simulate import simulate_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "offline": ROOT / "scenarios" / "mixtral-8x7b-h100-serve.yaml",
     "online": ROOT / "scenarios" / "mixtral-8x7b-h100-serve-online.yaml",
 }
+TRACE = ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml"
 
 
-def bench(path: Path, n_requests: int, repeats: int) -> tuple[list[float], dict]:
-    """Wall seconds of each repeat, and the last run's summary."""
-    scenario = moesim.load_scenario(path, [f"workload.arrival.n_requests={n_requests}"])
+def bench(path: Path, n_requests: int | None, repeats: int, windows: bool = True) -> tuple[list[float], dict]:
+    """Wall seconds of each repeat, and the last run's summary (``n_requests``: None keeps the scenario's)."""
+    scenario = moesim.load_scenario(path, [f"workload.arrival.n_requests={n_requests}"] if n_requests else [])
     times, summary = [], {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        summary = moesim.simulate(scenario).summary
+        summary = simulate_serving(scenario, 0, windows=windows).summary
         times.append(time.perf_counter() - t0)
     return times, summary
 
@@ -38,14 +43,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--step", action="store_true", help="also time the engine without decode windows")
     args = ap.parse_args()
     for name, path in CASES.items():
-        times, s = bench(path, args.requests, args.repeats)
-        print(f"{name:8s} {args.requests} requests, 8 H100: best {min(times):.3f} s, median "
-              f"{statistics.median(times):.3f} s over {len(times)} runs | {s['iterations']} iterations, "
-              f"{s['output_tokens_per_s']:.0f} output tok/s, TTFT p50 {s['ttft_p50_s']:.3f} s, "
-              f"TPOT p50 {s['tpot_p50_s'] * 1e3:.1f} ms")
-    print("target: offline under 2 s")
+        for windows in (True, False) if args.step else (True,):
+            times, s = bench(path, args.requests, args.repeats, windows)
+            print(f"{name:8s}{'' if windows else ' (step)'} {args.requests} requests, 8 H100: best {min(times):.3f} s, "
+                  f"median {statistics.median(times):.3f} s over {len(times)} runs | {s['iterations']} iterations, "
+                  f"{s['output_tokens_per_s']:.0f} output tok/s, TTFT p50 {s['ttft_p50_s']:.3f} s, "
+                  f"TPOT p50 {s['tpot_p50_s'] * 1e3:.1f} ms")
+    times, s = bench(TRACE, None, args.repeats)
+    print(f"splitwise trace ({s['n_requests']} requests, 1 A100): {s['makespan_s']:.1f} simulated s in "
+          f"{min(times):.3f} s wall = {s['makespan_s'] / min(times):,.0f}x")
+    print("targets: online under 1 s; Splitwise trace >= 2,000x")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Fit a profile from the local microbenchmarks (``calibrate.microbench`` rows).
 
-Order: memory (launch overhead, bandwidth) -> dense GEMM table -> grouped GEMM -> attention ->
-activation and router top-k (``fit_elementwise``) -> MoE-layer host overhead (the residual of
-the whole-layer runs after every kernel is priced).
+Order: memory (launch overhead, bandwidth) -> dense GEMM table -> the GEMM's row tile (GEMMs at
+irregular token counts) -> grouped GEMM -> the effective
+cache size (CPUs: grouped GEMMs at expert counts whose weights outgrow the cache) -> attention ->
+activation and router top-k (``fit_elementwise``) -> the reference layer's dispatch
+(``fit_dispatch``) -> MoE-layer host overhead (the residual of the whole-layer runs after every
+kernel and the dispatch are priced).
 One point in five (stable hash of its shape) is held out of each fit and scored afterwards through
 the ``CostModel`` itself, so the recorded error is the cost model's.
 """
@@ -24,6 +27,7 @@ from moesim.calibrate.fit import (
     round_sig,
     split_held_out,
 )
+from moesim.calibrate.fit_dispatch import fit_dispatch
 from moesim.calibrate.fit_elementwise import fit_elementwise
 from moesim.calibrate.microbench import Measurement
 from moesim.calibrate.predict import moe_layer_s
@@ -39,6 +43,7 @@ from moesim.costmodel.profile import (
     MoEOverheadSpec,
     Profile,
     Reference,
+    RowTileSpec,
 )
 from moesim.schemas import DTYPE_BYTES, HardwareSpec
 
@@ -110,6 +115,39 @@ def fit_gemm_part(rows: list[Measurement], peak: float, launch_s: float):
     return fit_gemm_table(m, w, eff, log2_nodes(m, 1.0), log2_nodes(w, 1.0), smooth=0.2), fit, held
 
 
+#: Row tiles tried by ``fit_row_tile``: 1 (no padding) and powers of 2 up to a GPU tile.
+ROW_TILES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def fit_row_tile(rows: list[Measurement], dense: CostModel, dtype: str) -> tuple[RowTileSpec | None, list, list]:
+    """The GEMM kernel's row tile from GEMMs at irregular token counts (``gemm_tile`` rows).
+
+    The dense table is measured at powers of 2, where the tile divides the rows. Each candidate
+    (``ROW_TILES`` x ``ceil``/``binary`` remainders, ``RowTileSpec``) prices an irregular GEMM as
+    the table's GEMM of its padded rows; the one with the least relative error over the fitted
+    rows wins (ties: the smaller tile). Returns (spec or None without such rows, fitted, held out).
+    """
+    tile = [r for r in rows if r.kind == "gemm_tile"]
+    if not tile:
+        return None, [], []
+    fit, held = split_held_out(tile, lambda r: ((r.params["n"], r.params["k"]), r.params["m"]))
+    t = np.array([r.time_s for r in fit])
+
+    def rel_err(spec: RowTileSpec) -> float:
+        pred = np.array([float(dense.gemm_s(float(spec.padded(r.params["m"])), r.params["n"], r.params["k"], dtype))
+                         for r in fit])
+        return float(np.sum(((pred - t) / t) ** 2))
+
+    specs = [RowTileSpec(rows=r, remainder=rule) for r in ROW_TILES for rule in ("ceil", "binary")]
+    return min(specs, key=rel_err), fit, held
+
+
+def tile_pred_s(cm: CostModel, r: Measurement, dtype: str) -> float:
+    """The cost model's time of one irregular GEMM row (padded by the profile's row tile)."""
+    spec = cm.profile.gemm_rows or RowTileSpec()
+    return float(cm.gemm_s(float(spec.padded(r.params["m"])), r.params["n"], r.params["k"], dtype))
+
+
 def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_expert: bool
                      ) -> tuple[GroupedSpec, list, list]:
     """Grouped GEMM: the fewest experts measure hot weights, the most experts cold ones.
@@ -122,12 +160,11 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     token count a cold expert costs its hot time plus the extra time measured there (streaming the
     weights once costs the same at any token count).
     """
+    few, most = expert_range(rows)
     cells: dict[tuple, dict[int, Measurement]] = {}
     for r in rows:
-        if r.kind == "grouped":
+        if r.kind == "grouped" and r.params["experts"] in (few, most):
             cells.setdefault((r.params["m"], r.params["n"], r.params["k"]), {})[r.params["experts"]] = r
-    few = min(e for c in cells.values() for e in c)
-    most = max(e for c in cells.values() for e in c)
     launch_s, peak = dense.launch_s, dense.profile.reference.peak_flops(dtype)
     ends = end_sizes(((n, k), m) for (m, n, k) in cells)  # per weight shape, the fewest and most tokens
     held = {c for c, by_e in cells.items()
@@ -177,6 +214,54 @@ def fit_grouped_part(rows: list[Measurement], dense: CostModel, dtype: str, per_
     return spec, fit_rows, [r for c in held for r in cells[c].values()]
 
 
+def expert_range(rows: list[Measurement]) -> tuple[int, int]:
+    """(fewest, most) experts of the grouped rows: the hot and the cold end of the grouped fit."""
+    es = [r.params["experts"] for r in rows if r.kind == "grouped"]
+    return min(es), max(es)
+
+
+def grouped_bench_bytes(r: Measurement, b: float) -> float:
+    """Bytes a grouped benchmark call touches: every expert's weights, its input rows and outputs."""
+    p = r.params
+    return b * p["experts"] * (p["n"] * p["k"] + p["m"] * (p["n"] + p["k"]))
+
+
+def grouped_pred_s(cm: CostModel, r: Measurement, dtype: str, b: float) -> float:
+    """The cost model's time of one grouped row, told the benchmark's working set."""
+    p = r.params
+    return float(cm.grouped_gemm_s([p["m"]] * p["experts"], p["n"], p["k"], dtype, grouped_bench_bytes(r, b)))
+
+
+def fit_cache(rows: list[Measurement], profile: Profile, dtype: str) -> tuple[float | None, list, list]:
+    """The effective cache size from grouped GEMMs between the fewest and the most experts.
+
+    Their weights span the cache's edge: below it a grouped GEMM runs at the hot (dense) efficiency,
+    above it at the cold (streaming) one, and ``Profile.cold_fraction`` blends the two by working
+    set over cache size. The size is searched in quarter-octave steps from 1/16 to 2x the nominal
+    last-level cache; the one with the least relative error on the fitted points wins. Returns
+    (cache bytes, fitted rows, held-out rows); the nominal size and no rows without such points.
+    """
+    none = profile.cache_bytes, [], []
+    if not any(r.kind == "grouped" for r in rows) or profile.cache_bytes is None or profile.grouped is None:
+        return none
+    few, most = expert_range(rows)
+    mid = [r for r in rows if r.kind == "grouped" and few < r.params["experts"] < most]
+    if not mid:
+        return none
+    fit, held = split_held_out(mid)
+    b = DTYPE_BYTES[dtype]
+    t = np.array([r.time_s for r in fit])
+
+    def rel_err(cache: float) -> float:
+        trial = profile.model_copy(update={"cache_bytes": cache})
+        cm = cost_model(hardware_for(trial), trial)
+        pred = np.array([grouped_pred_s(cm, r, dtype, b) for r in fit])
+        return float(np.sum(((pred - t) / t) ** 2))
+
+    nominal = profile.cache_bytes
+    return min((round_sig(nominal * 2.0 ** (x / 4), 4) for x in range(-16, 5)), key=rel_err), fit, held
+
+
 def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: float,
                        curve: BytesCurve | None = None):
     """Prefill: a compute-efficiency table over (queries, keys). Decode: launch + KV bytes / bandwidth,
@@ -222,15 +307,22 @@ def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str, loop: bool)
                            capacity_us=round_sig(c[2] * 1e6)), err
 
 
-def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop: bool = True):
-    """The layer's host overhead, and (with a cache) the effective cache size, from whole-layer runs.
+def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop: bool = True,
+                     search_cache: bool = True):
+    """The layer's host overhead, and (with a cache and ``search_cache``) the effective cache size,
+    from whole-layer runs.
 
-    The effective cache is searched in half-octave steps from 1/16 to 2x the nominal size; each
-    candidate gets its best overhead, and the pair with the least relative error wins.
+    The whole layer costs more than its kernels and its dispatch timed alone: each of its many
+    small ops runs after other ops' code and data rather than after itself. That is a fixed cost,
+    one per busy expert (the loop's ops) and one more with a capacity (its extra ops, torch and
+    numpy), fitted to the residual by relative NNLS. The effective cache is searched in
+    half-octave steps from 1/16 to 2x the nominal size; each candidate gets its best overhead, and
+    the pair with the least relative error wins. Without ``search_cache`` (the size already fitted
+    by ``fit_cache``) only the overhead is fitted.
     """
     fit, held = split_held_out([r for r in rows if r.kind == "layer"])
     nominal = profile.cache_bytes
-    candidates = [round_sig(nominal * 2.0 ** (x / 2), 4) for x in range(-8, 3)] if nominal else [None]
+    candidates = [round_sig(nominal * 2.0 ** (x / 2), 4) for x in range(-8, 3)] if nominal and search_cache else [nominal]
     best = None
     for cache in candidates:
         trial = profile.model_copy(update={"cache_bytes": cache})
@@ -257,15 +349,20 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
         gemm_memory_efficiency=None if info.platform == "cpu" else 1.0,
         notes=[f"grouped expert GEMM implementation: {info.impl}",
                ("moe_overhead: residual of whole-layer runs (kernels.moe_ref.moe_forward) after "
-                "moesim.calibrate.predict.moe_layer_s prices every kernel")],
+                "moesim.calibrate.predict.moe_layer_s prices every kernel and the measured dispatch")],
     )
     dense = cost_model(hardware_for(profile), profile)
+    row_tile, tile_fit, tile_held = fit_row_tile(rows, dense, info.dtype)
     grouped, grp_fit, grp_held = fit_grouped_part(rows, dense, info.dtype, info.impl == "loop")
+    profile = profile.model_copy(update={"grouped": grouped, "gemm_rows": row_tile})
+    cache, mid_fit, mid_held = fit_cache(rows, profile, info.dtype)
     attention, att_fit, att_held = fit_attention_part(rows, peak, ref_bw, b, mem_curve)
     elementwise, elementwise_errors = fit_elementwise(rows)
-    profile = profile.model_copy(update={"grouped": grouped, "attention": attention, "elementwise": elementwise})
+    dispatch, dispatch_error = fit_dispatch(rows)
+    profile = profile.model_copy(update={"attention": attention, "elementwise": elementwise, "cache_bytes": cache,
+                                         "dispatch": dispatch})
     loop = info.impl == "loop"
-    overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype, loop)
+    overhead, cache, lay_fit, lay_held = fit_moe_overhead(rows, profile, info.dtype, loop, search_cache=not mid_fit)
     profile = profile.model_copy(update={"moe_overhead": overhead, "cache_bytes": cache})
     cm = cost_model(hardware_for(profile), profile)
     errors: dict[str, FitError] = {
@@ -274,14 +371,18 @@ def fit_profile(rows: list[Measurement], info: DeviceInfo) -> Profile:
         "gemm": fit_error([float(cm.gemm_s(r.params["m"], r.params["n"], r.params["k"], info.dtype)) for r in gemm_held],
                           [r.time_s for r in gemm_held], len(gemm_fit)),
         "grouped": fit_error([float(cm.grouped_gemm_s([r.params["m"]] * r.params["experts"], r.params["n"],
-                                                      r.params["k"], info.dtype)) for r in grp_held],
-                             [r.time_s for r in grp_held], len(grp_fit)),
+                                                      r.params["k"], info.dtype)) for r in grp_held]
+                             + [grouped_pred_s(cm, r, info.dtype, b) for r in mid_held],
+                             [r.time_s for r in grp_held + mid_held], len(grp_fit) + len(mid_fit)),
         "attention": fit_error([float(cm.attention_batch_s(np.full(r.params["batch"], r.params["q"]),
                                                            np.full(r.params["batch"], r.params["kv"]), r.params["heads"],
                                                            r.params["head_dim"], r.params["heads"], info.dtype,
                                                            causal=r.kind == "attn_prefill")) for r in att_held],
                                [r.time_s for r in att_held], len(att_fit)),
+        **({"gemm_rows": fit_error([tile_pred_s(cm, r, info.dtype) for r in tile_held], [r.time_s for r in tile_held],
+                                   len(tile_fit))} if tile_fit else {}),
         **elementwise_errors,
+        **({"dispatch": dispatch_error} if dispatch_error is not None else {}),
         "moe_layer": fit_error([layer_pred_s(cm, r, info.dtype, loop) for r in lay_held], [r.time_s for r in lay_held],
                                len(lay_fit)),
     }

@@ -43,9 +43,28 @@ class Grid:
     min_time_s: float
     max_flops: float  # GEMM points above this many FLOPs are skipped
     grouped_max_flops: float  # grouped cells whose most-experts point exceeds this are skipped
-    rounds: int  # the grid is measured this many times; each point keeps the median
+    rounds: int  # every point is sampled in at least this many rounds (its median is kept)
     coll_bytes: tuple[int, ...] = ()  # per-rank message sizes of the collectives (measured once; () skips them)
     coll_repeats: int = 25  # timed repeats per collective size (after 3 warm-up calls)
+    # noise-aware timing (kernels.timing.measure_interleaved): after ``rounds`` rounds a point is
+    # sampled again until the ~95 % interval of its median is within ``precision`` (relative
+    # half-width) or it has ``max_rounds`` samples; past ``budget_s`` (wall seconds since the
+    # measurement started) only the first round still completes
+    max_rounds: int = 6
+    precision: float = 0.03
+    budget_s: float = float("inf")
+    # the reference layer's dispatch (sort by expert, counts, capacity drop): tokens x experts x top_k x cf
+    dispatch_tokens: tuple[int, ...] = ()
+    dispatch_experts: tuple[int, ...] = ()
+    dispatch_top_k: tuple[int, ...] = ()
+    dispatch_cf: tuple[float | None, ...] = (None, 1.5)
+    # grouped GEMMs at expert counts between the fewest and the most, few tokens each: their
+    # weights outgrow the cache there (CPUs), which fits the effective cache size (fit_local.fit_cache)
+    grouped_mid_experts: tuple[int, ...] = ()
+    grouped_mid_m: tuple[int, ...] = ()
+    # dense GEMMs of the layer's expert shapes at token counts off the table's powers of 2: the
+    # kernel's row tile (fit_local.fit_row_tile), which irregular per-expert token counts pay
+    gemm_tile_m: tuple[int, ...] = ()
 
     def gemm_points(self) -> list[tuple[int, int, int]]:
         return [(m, n, k) for n, k in self.gemm_nk for m in self.gemm_m if 2.0 * m * n * k <= self.max_flops]
@@ -55,18 +74,35 @@ class Grid:
         m * (n + k) outgrow the weights n * k: past that the benchmark's own activations, not the
         expert weights, would set the pace."""
         most = max(self.grouped_experts)
-        return [(e, m, n, k) for n, k in self.grouped_nk for m in self.grouped_m for e in self.grouped_experts
+        ends = [(e, m, n, k) for n, k in self.grouped_nk for m in self.grouped_m for e in self.grouped_experts
                 if 2.0 * e * m * n * k <= self.grouped_max_flops and (e < most or m * (n + k) <= n * k)]
+        return ends + [(e, m, n, k) for n, k in self.grouped_nk for m in self.grouped_mid_m
+                       for e in self.grouped_mid_experts if 2.0 * e * m * n * k <= self.grouped_max_flops]
 
     def router_points(self) -> list[tuple[int, int, int]]:
         """(tokens, experts, top_k) with top_k below experts."""
         return [(t, e, k) for k in self.router_top_k for e in self.router_experts for t in self.router_tokens if k < e]
 
+    def gemm_tile_points(self) -> list[tuple[int, int, int]]:
+        """(m, n, k) at the irregular token counts, for the layer's gate/up and down weight shapes."""
+        d, f = self.layer_d_model, self.layer_ffn
+        return [(m, n, k) for n, k in ((2 * f, d), (d, f)) for m in self.gemm_tile_m]
+
+    def dispatch_points(self) -> list[tuple[int, int, int, float | None]]:
+        """(tokens, experts, top_k, capacity factor or None) with top_k below experts."""
+        return [(t, e, k, cf) for e in self.dispatch_experts for k in self.dispatch_top_k for t in self.dispatch_tokens
+                for cf in self.dispatch_cf if k < e]
+
+    def points(self) -> int:
+        """Timed points of one round."""
+        return (len(self.gemm_points()) + len(self.grouped_points()) + len(self.copy_bytes)
+                + len(self.attn_prefill) + len(self.attn_decode) + len(self.router_points())
+                + len(self.act_rows) + len(self.dispatch_points()) + len(self.gemm_tile_points())
+                + len(self.layer_points))
+
     def count(self) -> int:
-        """Number of timed points over all rounds (for the progress bar)."""
-        return self.rounds * (len(self.gemm_points()) + len(self.grouped_points()) + len(self.copy_bytes)
-                              + len(self.attn_prefill) + len(self.attn_decode) + len(self.router_points())
-                              + len(self.act_rows) + len(self.layer_points))
+        """Samples of the first ``rounds`` rounds (the progress bar's start; extra rounds add to it)."""
+        return self.rounds * self.points()
 
 
 def _cpu(quick: bool) -> Grid:
@@ -77,6 +113,8 @@ def _cpu(quick: bool) -> Grid:
         # router widths (n = experts: narrow GEMMs run far below the wide ones), the layer's, a large one
         gemm_nk=((4, d), (8, d), (16, d), (32, d), (64, d), (128, d), (2 * f, d), (d, f), (2048, 1024)),
         grouped_experts=(2, 64),  # 2 MiB of weights stays in cache, 64 MiB streams from DRAM
+        grouped_mid_experts=(4, 8, 16, 32), grouped_mid_m=(1, 4, 16, 64),  # 2 .. 32 MiB: the cache's edge
+        gemm_tile_m=(3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 21, 27, 30, 45, 63, 100),
         grouped_m=pow2[:10] if quick else tuple(sorted(pow2[:11] + (3, 6, 12, 24, 48, 96))),
         grouped_nk=((2 * f, d), (d, f)),
         copy_bytes=tuple(int(4096 * 2 ** (i / 2)) // 64 * 64 for i in range(31 if quick else 33)),  # 4 KiB .. 128/256 MiB
@@ -92,11 +130,14 @@ def _cpu(quick: bool) -> Grid:
         act_rows=pow2,
         layer_d_model=d, layer_ffn=f,
         layer_points=_LAYER_QUICK if quick else _LAYER_FULL,
-        min_time_s=0.02 if quick else 0.1,
+        min_time_s=0.01 if quick else 0.05,  # per sample, in BLOCKS blocks: the rounds give the precision
         max_flops=4e9 if quick else 4e10,
         grouped_max_flops=2e10 if quick else 8e10,
         rounds=3,
         coll_bytes=collective_sizes(quick), coll_repeats=25 if quick else 40,
+        max_rounds=6 if quick else 8, precision=0.03, budget_s=110.0 if quick else 900.0,
+        dispatch_tokens=(1, 16, 256, 4096) if quick else (1, 4, 16, 64, 256, 1024, 4096),
+        dispatch_experts=(4, 64) if quick else (4, 16, 64, 256), dispatch_top_k=(1, 3) if quick else (1, 2, 4, 8),
     )
 
 
@@ -122,6 +163,9 @@ def _gpu(quick: bool) -> Grid:
         grouped_max_flops=1e13,
         rounds=2 if quick else 3,
         coll_bytes=collective_sizes(quick), coll_repeats=25 if quick else 40,
+        max_rounds=4 if quick else 6, precision=0.03, budget_s=100.0 if quick else 900.0,
+        dispatch_tokens=(1, 64, 1024, 16384), dispatch_experts=(8, 64, 256), dispatch_top_k=(1, 2, 8),
+        gemm_tile_m=(3, 24, 65, 100, 129, 200, 257, 400, 1100),
     )
 
 
@@ -135,8 +179,11 @@ def tiny_grid() -> Grid:
     g = _cpu(True)
     return replace(g, gemm_m=(1, 8, 64, 512), gemm_nk=((16, 64), (256, 64), (64, 128)),
                    grouped_experts=(2, 64), grouped_m=(1, 8, 64), grouped_nk=((256, 64), (64, 128)), copy_bytes=(4096, 65536, 1 << 20, 1 << 22),
+                   grouped_mid_experts=(8, 16), grouped_mid_m=(1, 8), gemm_tile_m=(5, 11, 13),
                    attn_heads=2, attn_head_dim=16, attn_prefill=(16, 64, 256), attn_decode=((1, 64), (4, 256), (4, 64)),
                    router_tokens=(1, 64), router_experts=(4, 8), router_top_k=(1, 2), act_rows=(1, 16, 256),
                    layer_d_model=64, layer_ffn=128,
                    layer_points=tuple((e, k, t, cf) for e in (4, 8) for k in (1, 2) for t in (4, 64) for cf in (None, 1.5)),
-                   min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1, coll_bytes=())
+                   min_time_s=0.005, max_flops=1e9, grouped_max_flops=1e9, rounds=1, coll_bytes=(),
+                   max_rounds=1, budget_s=float("inf"), dispatch_tokens=(1, 64), dispatch_experts=(4, 8),
+                   dispatch_top_k=(1, 2))

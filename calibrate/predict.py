@@ -8,6 +8,8 @@ op                     shape                                       CostModel cal
 =====================  ==========================================  ==========================
 router logits          (T x d) @ (d x E)                           ``gemm_s(T, E, d)``
 softmax, top-k         T x E fp32 logits, k picked per token       ``router_topk_s(T, E, k)``
+dispatch               sort T x k assignments by expert, counts,   ``profile.dispatch`` (measured;
+                       capacity drop, counts to the host           see below)
 gather by expert       N = kept assignments, N x d read + written  ``memory_s``
 gate/up projection     per expert (c_e x d) @ (d x 2f)             ``grouped_gemm_s(c, 2f, d)``
 SwiGLU activation      per busy expert: c_e x f outputs            ``activation_s`` per expert
@@ -18,6 +20,19 @@ shared experts         dense SwiGLU on all T tokens, each          ``gemm_s`` + 
 host bookkeeping       per layer, per busy expert, capacity        ``moe_overhead_s``
 =====================  ==========================================  ==========================
 
+Every op but the dispatch is an op of ``engine.ops.moe_ops`` (the list the engines price), with the
+reference implementation's glue. The dispatch is the reference layer's host-side step
+(``kernels.moe_ref.dispatch``: a stable argsort, a bincount, a capacity cut, ``tolist``); the
+engines' fused permute kernels include theirs, so it is priced here, from the profile's measured
+``DispatchSpec`` (its own microbenchmark: fixed + per assignment + per expert, more with a
+capacity), and costs nothing with a profile that has none.
+
+GEMM kernels compute rows in tiles: an expert with 11 tokens costs a CPU kernel with 4-row tiles
+what 16 tokens cost (the remainder 3 runs as a 2-row and a 1-row pass, each paid like a full
+tile). The calibration's GEMM tables are measured at powers of 2, where the tile divides the rows,
+while routed per-expert counts are irregular; the profile's measured row tile (``gemm_rows``, fitted
+from GEMMs at irregular token counts) pads each expert's rows before its GEMMs are priced.
+
 ``c_e`` are the assignments expert e keeps (``min(load_e, capacity)`` with a capacity factor).
 The grouped GEMMs are told the layer's working set (busy experts' weights plus the token
 activations x, gathered rows, expert outputs, result), which decides on a CPU whether expert
@@ -27,12 +42,35 @@ weights stay in cache between calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from moesim.costmodel import CostModel
-from moesim.engine.ops import BlockDims, Op, OpDtypes, moe_ops, total_s
+from moesim.costmodel.profile import RowTileSpec
+from moesim.engine.ops import PRICERS, BlockDims, Op, OpDtypes, forward_s, moe_ops, price
 from moesim.schemas import DTYPE_BYTES
+
+
+def dispatch_s(cm: CostModel, assignments, n_experts: int, capacity: bool):
+    """The reference layer's dispatch from the profile's ``DispatchSpec`` (0 without one)."""
+    spec = getattr(getattr(cm, "profile", None), "dispatch", None)
+    if spec is None:
+        return np.zeros(np.shape(assignments))
+    return spec.seconds(assignments, n_experts, capacity)
+
+
+#: Pricers of the reference layer's own ops (those ``engine.ops.PRICERS`` has no entry for).
+REFERENCE_PRICERS = {"moe_dispatch": dispatch_s}
+
+
+def price_reference(cm: CostModel, ops: list[Op]) -> dict[str, np.ndarray]:
+    """Seconds of each op by name, in order: the engines' pricers (``engine.ops.price``), then the
+    reference layer's own (``REFERENCE_PRICERS``)."""
+    engine = price(cm, [op for op in ops if op.kind in PRICERS])
+    return {op.name: engine[op.name] if op.kind in PRICERS else np.asarray(REFERENCE_PRICERS[op.kind](cm, **op.args),
+                                                                            dtype=float)
+            for op in ops}
 
 
 def layer_working_set_bytes(tokens: float, kept: float, busy: int, d_model: int, ffn: int, dtype_bytes: float) -> float:
@@ -51,14 +89,20 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     run as a Python loop (``expert_ffn_loop``: an activation per expert) rather than the Triton
     kernels (``expert_ffn_triton``: one activation over all N rows).
     """
-    return float(total_s(cm, reference_layer_ops(tokens, d_model, ffn, n_experts, top_k, kept_per_expert,
-                                                 n_shared, shared_ffn, dtype, capacity, loop)))
+    profile = getattr(cm, "profile", None)
+    ops = reference_layer_ops(tokens, d_model, ffn, n_experts, top_k, kept_per_expert, n_shared, shared_ffn, dtype,
+                              capacity, loop, getattr(profile, "gemm_rows", None))
+    ops += reference_host_ops(tokens, n_experts, top_k, capacity)
+    return float(sum(forward_s(op, t) for op, t in zip(ops, price_reference(cm, ops).values())))
 
 
 def reference_layer_ops(tokens: int, d_model: int, ffn: int, n_experts: int, top_k: int,
                         kept_per_expert: Sequence[int], n_shared: int = 0, shared_ffn: int | None = None,
-                        dtype: str = "fp32", capacity: bool = False, loop: bool = True) -> list[Op]:
-    """The op list of the reference layer: ``ops.moe_ops`` with the reference implementation's glue."""
+                        dtype: str = "fp32", capacity: bool = False, loop: bool = True,
+                        row_tile: RowTileSpec | None = None) -> list[Op]:
+    """The op list of the reference layer: ``ops.moe_ops`` with the reference implementation's glue
+    (every op priceable by ``engine.ops.price``; the host-side dispatch is ``reference_host_ops``),
+    the expert GEMMs told their tile-padded rows (``row_tile``: the profile's ``gemm_rows``)."""
     b = DTYPE_BYTES[dtype]
     c = np.asarray(kept_per_expert, dtype=float)
     busy = int(np.count_nonzero(c))
@@ -67,5 +111,22 @@ def reference_layer_ops(tokens: int, d_model: int, ffn: int, n_experts: int, top
     dims = BlockDims(d_model=d_model, expert_w=ffn, shared_w=n_shared * sf, n_shared=n_shared, gated=True,
                      n_experts=n_experts, top_k=top_k)
     dt = OpDtypes(weights=dtype, gemm_in_bytes=b, act_bytes=b, act_dtype=dtype, attn_dtype=dtype)
-    return moe_ops(dims, dt, tokens, c, impl="loop" if loop else "triton", capacity=capacity,
-                   working_set_bytes=ws, rows=c.sum())
+    ops = moe_ops(dims, dt, tokens, c, impl="loop" if loop else "triton", capacity=capacity,
+                  working_set_bytes=ws, rows=c.sum())
+    return [pad_rows(op, row_tile) if op.name in ("expert_up", "expert_down") else op for op in ops]
+
+
+def pad_rows(op: Op, tile: RowTileSpec | None) -> Op:
+    """An expert GEMM op told the rows its kernel computes: each expert's tokens padded to the row
+    tile (``RowTileSpec.padded``); unchanged without a measured tile."""
+    if tile is None or tile.rows <= 1:
+        return op
+    c = np.asarray(op.args["tokens_per_expert"], dtype=float)
+    return replace(op, args={**op.args, "tokens_per_expert": np.where(c > 0, tile.padded(c), 0.0)})
+
+
+def reference_host_ops(tokens: int, n_experts: int, top_k: int, capacity: bool = False) -> list[Op]:
+    """The reference layer's own host-side op: its dispatch of the ``tokens * top_k`` routed
+    assignments (priced by ``REFERENCE_PRICERS``)."""
+    return [Op("dispatch", "moe_dispatch", "compute",
+               dict(assignments=float(tokens) * top_k, n_experts=n_experts, capacity=capacity))]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-import statistics
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from moesim.calibrate.collectives import (
     CollectiveError,
@@ -23,22 +23,35 @@ from moesim.calibrate.collectives import (
     measure_collectives,
     to_measurements,
 )
+from moesim.calibrate.fit import round_sig
 from moesim.calibrate.fit_local import DeviceInfo, fit_profile
 from moesim.calibrate.grids import Grid, grid_for
 from moesim.calibrate.microbench import (
+    InputCache,
     Measurement,
-    bench_activation,
-    bench_attention,
-    bench_copy,
-    bench_gemm,
-    bench_grouped,
-    bench_router,
+    activation_points,
+    attention_points,
+    cache_budget,
+    copy_points,
+    dispatch_points,
     expert_fn_for,
-    time_layer,
+    gemm_points,
+    gemm_tile_points,
+    grouped_points,
+    layer_points,
+    measure_points,
+    router_points,
+    shape_label,
 )
-from moesim.kernels.timing import pick_device
+from moesim.kernels.timing import Interleaved, PrecisionRule, machine_load, pick_device
 
-from moesim.costmodel.profile import Profile, Reference, normalise_device_name
+from moesim.costmodel.profile import (
+    Profile,
+    Reference,
+    TimedPoint,
+    TimingSpec,
+    normalise_device_name,
+)
 from moesim.presets import HARDWARE
 
 DEFAULT_DTYPE = {"cpu": "fp32", "cuda": "bf16", "mps": "fp16"}
@@ -94,40 +107,76 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def measure(p: Plan, tick: Callable[[str], None] = lambda _: None) -> list[Measurement]:
-    """Run every microbenchmark of the plan (no autograd) ``grid.rounds`` times; median per point.
+@dataclass(frozen=True)
+class Measured:
+    """The rows of one measurement run and how it went (``timing``: rounds, precision, load)."""
 
-    Rounds spread each point's samples over the run, so a burst of load from another process
-    skews one sample of a point rather than all of them.
+    rows: list[Measurement]
+    timing: TimingSpec
+
+
+def rule_for(g: Grid) -> PrecisionRule:
+    """The grid's precision rule: at least ``rounds`` samples, at most ``max_rounds``, ``precision``."""
+    return PrecisionRule(target=g.precision, min_samples=g.rounds, max_samples=max(g.max_rounds, g.rounds))
+
+
+def grid_points(p: Plan, cache: InputCache) -> list:
+    """Every point of the plan's grid (``microbench.Point``), benchmark by benchmark."""
+    g = p.grid
+    return (copy_points(g, p.device, cache) + gemm_points(g, p.device, p.dtype, cache)
+            + gemm_tile_points(g, p.device, p.dtype, cache)
+            + grouped_points(g, p.device, p.dtype, p.impl, cache) + attention_points(g, p.device, p.dtype, cache)
+            + router_points(g, p.device, cache) + activation_points(g, p.device, p.dtype, cache)
+            + dispatch_points(g, p.device, cache)
+            + layer_points(g.layer_points, g.layer_d_model, g.layer_ffn, p.device, p.dtype, p.impl, cache))
+
+
+def measure(p: Plan, tick: Callable[[str], None] = lambda _: None,
+            on_round: Callable[[int, int], None] | None = None) -> Measured:
+    """Time every microbenchmark of the plan (no autograd), shapes interleaved across rounds.
+
+    Each round samples every point still short of its precision (``rule_for``); a burst of load
+    from another process skews one sample of many points rather than every sample of one, and
+    an outlying sample is set aside and re-measured. Only the first round is sure to run: past
+    ``grid.budget_s`` no round starts (nor sample is taken), so a machine too busy for the
+    minimum rounds keeps ``--quick`` within its time and the profile records the points' fewer
+    samples. The machine's load before and after is kept.
     """
     g = p.grid
-    rounds = []
+    rule = rule_for(g)
+    before = machine_load()
     with torch_threads(p.threads), torch.inference_mode():
-        for _ in range(g.rounds):
-            rows = bench_copy(g, p.device, tick)
-            rows += bench_gemm(g, p.device, p.dtype, tick)
-            rows += bench_grouped(g, p.device, p.dtype, p.impl, tick)
-            rows += bench_attention(g, p.device, p.dtype, tick)
-            rows += bench_router(g, p.device, tick)
-            rows += bench_activation(g, p.device, p.dtype, tick)
-            rows += time_layer(g.layer_points, g.layer_d_model, g.layer_ffn, p.device, p.dtype, p.impl,
-                               g.min_time_s, tick)
-            rounds.append(rows)
-    return median_rows(rounds)
+        points = grid_points(p, InputCache(cache_budget(p.device)))
+        rows, run = measure_points(points, p.device, g.min_time_s, rule, g.budget_s, tick, on_round=on_round,
+                                   guaranteed=1)
+    return Measured(rows=rows, timing=timing_spec(rows, run, rule, g.budget_s, p.threads, before, machine_load()))
 
 
-def median_rows(rounds: list[list[Measurement]]) -> list[Measurement]:
-    """Point-wise median time over rounds of the same points in the same order."""
-    return [replace(same[0], time_s=float(statistics.median(r.time_s for r in same))) for same in zip(*rounds)]
+def timing_spec(rows: list[Measurement], run: Interleaved, rule: PrecisionRule, budget_s: float, threads: int,
+                before: dict, after: dict) -> TimingSpec:
+    """The profile's record of a measurement run: the rule, the rounds, the load, each point's spread."""
+    spreads = [100.0 * r.spread for r in rows]
+    return TimingSpec(
+        precision_pct=round_sig(100 * rule.target, 3), min_rounds=rule.min_samples, max_rounds=rule.max_samples,
+        rounds=run.rounds, budget_s=budget_s if budget_s != float("inf") else 0.0, wall_s=round_sig(run.wall_s, 4),
+        out_of_time=run.out_of_time, cpus=before["cpus"], threads=threads, load_before=before["loadavg"],
+        load_after=after["loadavg"], points=len(rows), converged=run.converged(),
+        spread_median_pct=round_sig(float(np.median(spreads)), 3) if spreads else 0.0,
+        spread_p90_pct=round_sig(float(np.percentile(spreads, 90)), 3) if spreads else 0.0,
+        point_spreads=[TimedPoint(kind=r.kind, shape=shape_label(r.params), us=round_sig(r.time_s * 1e6, 5),
+                                  spread_pct=round_sig(100 * r.spread, 3), ci_pct=round_sig(100 * r.ci, 3),
+                                  samples=r.samples, outliers=r.outliers) for r in rows])
 
 
-def calibrate(p: Plan, device_name: str | None = None, tick: Callable[[str], None] = lambda _: None) -> tuple[Profile, list[Measurement]]:
+def calibrate(p: Plan, device_name: str | None = None, tick: Callable[[str], None] = lambda _: None,
+              on_round: Callable[[int, int], None] | None = None) -> tuple[Profile, list[Measurement]]:
     """Measure and fit: (profile, measurement rows).
 
     The collectives step (when the plan has ranks) runs after the kernels; if its processes fail,
     the profile is written without measured collectives and says why in its notes.
     """
-    rows = measure(p, tick)
+    measured = measure(p, tick, on_round)
+    rows = measured.rows
     notes = []
     if p.collective_ranks:
         try:
@@ -136,6 +185,7 @@ def calibrate(p: Plan, device_name: str | None = None, tick: Callable[[str], Non
         except CollectiveError as exc:
             notes.append(f"collectives not measured: {exc}")
     prof = fit_profile(rows, device_info(p, device_name))
+    prof = prof.model_copy(update={"timing": measured.timing})
     if notes:
         prof = prof.model_copy(update={"notes": prof.notes + notes})
     return prof, rows

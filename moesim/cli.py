@@ -156,6 +156,11 @@ def simulate(
     seed: Annotated[int | None, typer.Option(help="Routing/arrival seed (default: the scenario's routing.seed).")] = None,
     as_json: JsonOpt = False,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write summary.json, spans.csv, trace.json (Perfetto) and tables here.")] = None,
+    slo: Annotated[str | None, typer.Option(
+        "--slo", metavar="METRIC=SECONDS,...",
+        help="Serving: find the highest Poisson arrival rate at which these latency limits hold in steady state "
+             "(e.g. ttft_p99=2,tpot_p99=0.2; metrics ttft|tpot|e2e _p50|_p90|_p99|_mean) and print the run at that "
+             "rate with max_goodput_req_s and its cost; --out adds capacity_probes.csv.")] = None,
 ) -> None:
     """Simulate a training step or a serving run and print where the time and money go."""
     from moesim.loader import load_scenario
@@ -164,8 +169,13 @@ def simulate(
 
     if seed is not None and seed < 0:
         raise InputError(f"--seed = {seed}: must be >= 0")
+    limits = None
+    if slo is not None:
+        from moesim.capacity import parse_slo
+
+        limits = parse_slo(slo)
     s = load_scenario(resolve_scenario(scenario), set_ or [])
-    result = run(s, seed=seed)
+    result = run(s, seed=seed) if limits is None else _capacity_search(s, limits, seed)
     if out_dir is not None:
         paths = result.save(out_dir)
         err.print(f"wrote {len(paths)} files to {out_dir}")
@@ -174,8 +184,49 @@ def simulate(
         return
     from moesim.report import summary_table
 
-    out.print(summary_table(f"{s.name} ({result.kind}, seed {result.seed})", result.summary, skip=_FIT_TEXT))
+    if limits is None:
+        title = f"{s.name} ({result.kind}, seed {result.seed})"
+    else:
+        rate, at = result.summary["max_goodput_req_s"], result.tables["capacity_probes"]
+        title = (f"{s.name} at capacity under {limits.text}: {rate:.4g} req/s (seed {result.seed})" if rate > 0 else
+                 f"{s.name}: capacity 0 under {limits.text} (the run at {at['rate_req_s'][0]:.4g} req/s)")
+    out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT))
     _print_fit(result.summary)
+    if limits is not None:
+        from rich.markup import escape
+
+        out.print(f"[bold]limit:[/bold] {escape(result.summary['capacity_limit'])}", highlight=False)
+        out.print(f"[bold]note:[/bold] {escape(result.summary['capacity_note'])}", highlight=False)
+
+
+_CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table
+
+
+def _capacity_search(s, limits, seed: int | None):
+    """``max_goodput`` with one line per probe on stderr; the run at capacity, capacity keys added."""
+    from rich.markup import escape
+
+    from moesim.capacity import check_serving, max_goodput
+
+    check_serving(s)
+    bracket: list[float | None] = [None, None]  # highest rate that held, lowest that failed
+    done: list = []
+
+    def on_probe(p) -> None:
+        if p.holds:
+            bracket[0] = max(bracket[0] or 0.0, p.rate_req_s)
+        else:
+            bracket[1] = min(bracket[1] or float("inf"), p.rate_req_s)
+        lo, hi = (f"{x:.4g}" if x is not None else "?" for x in bracket)
+        err.print(f"probe {len(done) + 1}: {p.rate_req_s:.4g} req/s, {p.n_requests} requests: "
+                  f"{'' if p.holds else 'fails: '}{escape(p.reason)}; capacity in [{lo}, {hi}) req/s",
+                  highlight=False, soft_wrap=True)
+        done.append(p)
+        status.update(f"searching: {len(done)} probes, capacity in [{lo}, {hi}) req/s")
+
+    with err.status(f"{s.name}: saturated throughput (every request at t=0)") as status:
+        cap = max_goodput(s, limits, seed=s.routing.seed if seed is None else seed, on_probe=on_probe)
+    return cap.result
 
 
 def _register_commands() -> None:
@@ -189,6 +240,7 @@ def _register_commands() -> None:
     app.command("sweep")(sweep_command)
     app.command("plot")(plot_command)
     app.command("validate")(validate_command)
+    app.command("plan")(__import__("moesim.cli_plan", fromlist=["plan_command"]).plan_command)
 
 
 _register_commands()

@@ -30,6 +30,7 @@ def calibrate_command(
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads while measuring (0: 1 on CPU, timed by its CPU clock so other processes do not skew it; torch's default elsewhere).")] = 0,
     measurements: Annotated[Path | None, typer.Option("--measurements", help="Also write the raw timings as CSV.")] = None,
     collectives: Annotated[bool, typer.Option("--collectives/--no-collectives", help="Also time all-to-all and all-reduce through torch.distributed where more than one rank is possible (2 gloo processes on a CPU with 2+ cores, NCCL across GPUs) and record their latency and bandwidth.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (messages and the progress bar go to stderr): the profile written, and with --validate every point (shape, measured, predicted, error, spread, the two measurements) and the summary (median_abs_error, p90_abs_error, median_signed_error, noise_median, noise_p90; percent).")] = False,
 ) -> None:
     """Measure GEMMs, grouped expert GEMMs, memory copies, attention and the MoE layer; fit a profile."""
     if device not in _DEVICES:
@@ -52,7 +53,7 @@ def calibrate_command(
         raise InputError(str(exc)) from None
     written: list[Path] = []
     try:
-        _run(p, out, validate, profile, force, device_name, measurements, written)
+        _run(p, out, validate, profile, force, device_name, measurements, written, json_out)
     except KeyboardInterrupt:
         if written or profile is not None:
             raise RunError("interrupted during validation" + (f"; profile {out} was written" if written else "")) from None
@@ -60,36 +61,44 @@ def calibrate_command(
 
 
 def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, device_name: str | None,
-         measurements: Path | None, written: list[Path]) -> None:
+         measurements: Path | None, written: list[Path], json_out: bool = False) -> None:
+    import json
+    import time
+
     from rich.console import Console
 
     from moesim.calibrate.microbench import write_measurements
     from moesim.calibrate.run import calibrate, detect_device_name
     from moesim.calibrate.validate import validate as run_validation
-    from moesim.calibrate.validate import validation_points
     from moesim.costmodel.profile import check_device, load_profile, save_profile
 
-    console = Console()
-    n_valid = len(validation_points()) * 3 if validate else 0
+    console = Console(stderr=json_out)
     if profile_path is not None:
         prof = load_profile(profile_path)
         check_device(prof, device_name or detect_device_name(p.device), label=f"--profile {profile_path}", force=force)
+    calib_s = None
     with _progress(console) as bar:
-        task = bar.add_task("calibrating", total=(0 if profile_path else p.count()) + n_valid)
+        # the total grows round by round (how many rounds a point needs is known only as they run)
+        task = bar.add_task("calibrating", total=0 if profile_path else p.count() - p.grid.count())
 
         def tick(what: str) -> None:
             bar.update(task, advance=1, description=what)
 
+        def new_round(_rnd: int, n: int) -> None:
+            bar.update(task, total=next(t.total for t in bar.tasks if t.id == task) + n)
+
         if profile_path is None:
+            t0 = time.perf_counter()
             try:
-                prof, rows = calibrate(p, device_name=device_name, tick=tick)
+                prof, rows = calibrate(p, device_name=device_name, tick=tick, on_round=new_round)
             except (RuntimeError, ValueError) as exc:
                 raise RunError(f"calibration failed on {p.device}: {str(exc).splitlines()[0]}") from None
+            calib_s = time.perf_counter() - t0
             save_profile(prof, out)
             written.append(out)
             if measurements is not None:
                 write_measurements(rows, measurements)
-        report = run_validation(prof, p.device, tick=tick) if validate else None
+        report = run_validation(prof, p.device, tick=tick, on_round=new_round) if validate else None
     if profile_path is None:
         console.print(f"profile for {prof.device!r} written to {out}")
         for note in prof.notes:
@@ -98,11 +107,29 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
         for part, e in prof.fit_error.items():
             console.print(f"  held-out {part:<10} median {e.median_abs_pct:5.1f}%  p90 {e.p90_abs_pct:5.1f}%  "
                           f"({e.rows_held_out} of {e.rows_fit + e.rows_held_out} points)")
+        if prof.timing is not None:
+            t = prof.timing
+            console.print(f"  timed {t.points} points in {t.rounds} rounds ({t.converged} within +-{t.precision_pct:g}%), "
+                          f"spread median {t.spread_median_pct:.1f}% p90 {t.spread_p90_pct:.1f}%; load average "
+                          f"{_load(t.load_before)} -> {_load(t.load_after)} on {t.cpus} CPUs", highlight=False,
+                          soft_wrap=True)
         console.print(f"use it from a scenario: hardware: {{device: {{name: {prof.device!r}, ...}}, profile: {out}}}",
                       soft_wrap=True, highlight=False)
     if report is not None:
         for line in report.lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, soft_wrap=True)
+    if json_out:
+        doc: dict = {"profile": str(profile_path or out), "device": prof.device}
+        if calib_s is not None:
+            doc["calibration"] = {"wall_s": round(calib_s, 2), "fit_error": {k: v.model_dump() for k, v in prof.fit_error.items()},
+                                  "timing": prof.timing.model_dump(exclude={"point_spreads"}) if prof.timing else None}
+        if report is not None:
+            doc.update(report.to_dict())
+        print(json.dumps(doc, indent=1))
+
+
+def _load(loadavg: list[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in loadavg) if loadavg else "unknown"
 
 
 def _progress(console):

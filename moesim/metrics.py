@@ -25,8 +25,9 @@ from pathlib import Path
 __all__ = ["FAMILIES", "KINDS", "METRICS", "README_KINDS", "Metric", "direction_of", "guess_direction",
            "guess_unit", "label_of", "markdown_table", "metric", "readme_with_tables", "unit_of", "write_readme"]
 
-#: Summaries that carry metrics: ``simulate`` of a training or serving scenario, ``check``.
-KINDS = ("training", "serving", "check")
+#: Summaries that carry metrics: ``simulate`` of a training or serving scenario, ``check``, and the
+#: keys ``simulate --slo`` adds to the serving summary of the run at capacity (``moesim.capacity``).
+KINDS = ("training", "serving", "check", "capacity")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {}
-T, S, C = ("training",), ("serving",), ("check",)
+T, S, C, CAP = ("training",), ("serving",), ("check",), ("capacity",)
 TS, SC, TSC = T + S, S + C, T + S + C
 
 
@@ -283,6 +284,26 @@ _add("usd_per_1k_output_tokens", "USD/1K tokens", "min", "cost ($ per 1K output 
      "cost of 1K output tokens (every device charged for the makespan)", S)
 _add("usd_per_1k_tokens", "USD/1K tokens", "min", "cost ($ per 1K tokens)",
      "cost of 1K input+output tokens (every device charged for the makespan)", S)
+# ------------------------------------------------------------------ capacity (simulate --slo)
+_add("max_goodput_req_s", "requests/s", "max", "capacity under the SLO (requests/s)",
+     "highest Poisson arrival rate probed at which every SLO limit held in steady state, the plan kept up and "
+     "at most 1% of requests were rejected (0 when the SLO fails near zero load)", CAP, CAP)
+_add("usd_per_mtok_at_capacity", "USD/1M tokens", "min", "cost at capacity ($ per 1M output tokens)",
+     "every device's $/hour over the output tokens per second served in the steady-state window at capacity "
+     "(NaN, JSON null, at capacity 0)", CAP, CAP)
+_add("tokens_per_s_per_device_at_capacity", "tokens/s", "max", "output tokens/s per device at capacity",
+     "output tokens of the requests finishing in the steady-state window per second, per device of the cluster",
+     CAP, CAP)
+_add("slo", "text", None, "SLO", "the limits searched under, as --slo takes them", CAP, CAP)
+_add("capacity_probes", "count", None, "capacity probes",
+     "runs at one rate each that the search played (table `capacity_probes.csv`), besides the run with every "
+     "request at t=0 that sets the first upper bracket", CAP)
+_add("capacity_limit", "text", None, "what limits the capacity",
+     "the lowest rate probed that failed and why (an SLO percentile over its limit, overloaded, rejected "
+     "requests; printed under the table)", CAP)
+_add("capacity_note", "text", None, "how the capacity was measured",
+     "how the probes' arrivals were made, the steady-state window of the run at capacity and the plan's "
+     "saturated throughput (printed under the table)", CAP)
 # ------------------------------------------------------------------ accounting (check)
 _add("total_params", "params", None, "total parameters", "all weights: embeddings, attention, FFNs, every expert", C)
 _add("active_params", "params", None, "active parameters",
@@ -410,6 +431,8 @@ def markdown_table(kind: str) -> str:
 
 
 README_KINDS = ("training", "serving")
+#: Kinds whose README table is refreshed where the README has its block (none is required).
+README_OPTIONAL_KINDS = ("capacity",)
 _README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -419,9 +442,11 @@ def _block(kind: str) -> re.Pattern[str]:
 
 def readme_with_tables(text: str) -> str:
     """``text`` (a README) with every metrics block replaced by the generated table."""
-    for kind in README_KINDS:
+    for kind in README_KINDS + README_OPTIONAL_KINDS:
         pattern = _block(kind)
         if not pattern.search(text):
+            if kind in README_OPTIONAL_KINDS:
+                continue
             raise ValueError(f"README has no <!-- metrics:{kind} --> ... <!-- /metrics:{kind} --> block")
         text = pattern.sub(lambda mo, k=kind: mo.group(1) + markdown_table(k) + mo.group(2), text)
     return text

@@ -176,10 +176,14 @@ class DaskBackend:
 
 # ------------------------------------------------------------------------ the loop
 def drive(backend: Any, tasks: list[PointTask], on_row: Callable[[dict[str, Any]], None],
-          max_retries: int = 2, window: int | None = None) -> None:
+          max_retries: int = 2, window: int | None = None,
+          refill: Callable[[int], list[PointTask]] | None = None) -> None:
     """Run every task, calling ``on_row`` (in this process) as each row arrives.
 
-    At most ``window`` points are in flight. When a worker dies, the points that were in flight
+    At most ``window`` points are in flight. ``refill(free)``, when given, is asked for up to
+    ``free`` more tasks whenever the queue is empty and fewer than ``window`` are in flight (a
+    search that picks its next points from the rows so far); the loop ends when it returns none
+    and nothing is queued or in flight. When a worker dies, the points that were in flight
     on the broken pool are suspects: each gets one more attempt (up to ``max_retries`` retries,
     then a ``failed`` row), queued behind the rest so one poisonous point does not keep
     killing the same neighbours. Pools that keep breaking before finishing any point (workers
@@ -203,7 +207,11 @@ def drive(backend: Any, tasks: list[PointTask], on_row: Callable[[dict[str, Any]
                 on_row(row)
         return got
 
-    while queue or inflight:
+    while True:
+        if refill is not None and not queue and len(inflight) < window:
+            queue.extend(refill(window - len(inflight)))
+        if not (queue or inflight):
+            break
         while queue and len(inflight) < window:
             task = queue.popleft()
             inflight[backend.submit(task)] = task

@@ -34,11 +34,18 @@ def test_tiny_calibration_fits_every_part(tiny):
     assert {"torch", "python", "threads"} <= set(prof.framework)
     assert prof.grouped is not None and prof.attention is not None and prof.moe_overhead is not None
     assert prof.elementwise.activation is not None and prof.elementwise.router is not None
-    assert set(prof.fit_error) == {"memory", "gemm", "grouped", "attention", "activation", "router", "moe_layer"}
+    assert prof.dispatch is not None and prof.gemm_rows is not None
+    assert set(prof.fit_error) == {"memory", "gemm", "grouped", "attention", "gemm_rows", "activation", "router",
+                                   "dispatch", "moe_layer"}
     for e in prof.fit_error.values():
         assert e.rows_fit > 0 and np.isfinite(e.median_abs_pct)
-    assert {r.kind for r in rows} == {"copy", "gemm", "grouped", "attn_prefill", "attn_decode", "router", "activation",
-                                      "layer"}
+    assert {r.kind for r in rows} == {"copy", "gemm", "gemm_tile", "grouped", "attn_prefill", "attn_decode", "router",
+                                      "activation", "dispatch", "layer"}
+    # how it was timed: every point with its spread, the load before and after
+    t = prof.timing
+    assert t.points == len(rows) == len(t.point_spreads) and t.rounds == 1 and t.cpus >= 1 and t.threads == 1
+    assert {p.kind for p in t.point_spreads} == {r.kind for r in rows} and all(p.us > 0 for p in t.point_spreads)
+    assert len(t.load_before) in (0, 3) and t.precision_pct == 3.0
 
 
 def test_profile_round_trip(tmp_path, tiny):
@@ -58,9 +65,14 @@ def test_fitted_cost_model_moves_the_right_way(tiny):
 
 
 def test_quick_grid_size_is_bounded():
+    """--quick stays under 3 minutes on 2 shared cores: about 600 points of about 10 ms (CPU time)
+    each per round, 3 rounds, extra rounds only within a 110 s budget."""
     g = grid_for("cpu", quick=True)
-    assert g.count() < 1500 and g.rounds == 3  # about 90 s of timing on one CPU core
+    assert g.points() < 600 and g.rounds == 3 and g.min_time_s <= 0.01
+    assert g.max_rounds <= 6 and g.budget_s <= 110 and g.precision == 0.03
     assert grid_for("cpu", quick=False).count() > g.count()
+    gpu = grid_for("cuda", quick=True)
+    assert gpu.budget_s <= 100 and not gpu.grouped_mid_experts  # no cache edge to find on a GPU
 
 
 def test_fit_helpers_recover_known_parameters():
@@ -113,7 +125,8 @@ def test_cli_writes_profile_and_validates(tmp_path, cli):
               "--measurements", str(tmp_path / "m.csv"))
     assert res.exit_code == 0, res.output
     assert load_profile(out).platform == "cpu" and (tmp_path / "m.csv").is_file()
-    assert "written to" in res.output and "p90" in res.output
+    assert "written to" in res.output and "p90" in res.output and "load average" in res.output
+    assert "median signed" in res.output and "noise floor" in res.output
     again = cli("--out", str(out), "--validate", "--profile", str(out), "--threads", "1")
     assert again.exit_code == 0, again.output
     assert "predicted_ms" in again.output

@@ -168,7 +168,8 @@ def test_calibration_records_the_collectives(rows, monkeypatch):
         raise CollectiveError("gloo worker 1: boom")
 
     kernel_rows = [r for r in out if r.kind not in ("all_to_all", "all_reduce")]
-    monkeypatch.setattr(run_mod, "measure", lambda *_a, **_k: list(kernel_rows))  # no second kernel run
+    measured = run_mod.Measured(rows=list(kernel_rows), timing=prof.timing)
+    monkeypatch.setattr(run_mod, "measure", lambda *_a, **_k: measured)  # no second kernel run
     monkeypatch.setattr(run_mod, "measure_collectives", broken)
     prof, _ = run_mod.calibrate(p, device_name="test cpu")
     assert prof.collectives is None and any("collectives not measured" in n for n in prof.notes)

@@ -107,6 +107,26 @@ class CostModelBase:
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
+    def attention_seq_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
+                        dtype: str = "bf16", causal: bool = True):
+        """Per-sequence seconds of a batched attention kernel without its launch, or None where one
+        sequence's time depends on the rest of the batch (a cache-aware KV read, see
+        ``_attention_memory_efficiency``). Where not None, ``attention_batch_s`` is the sum of these
+        plus ``attention_launch_s``: the serving engine tabulates decode sequences by context."""
+        if self._attention_batch_coupled:
+            return None
+        return self._attention_core_s(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal)
+
+    @property
+    def _attention_batch_coupled(self) -> bool:
+        """True when the KV read's efficiency depends on the whole kernel's working set."""
+        return False
+
+    @property
+    def attention_launch_s(self) -> float:
+        """Fixed cost of one attention kernel launch, seconds."""
+        return float(self._attention_launch_overhead_s)
+
     def _attention_bytes(self, q, kv, n_heads, head_dim, kv_heads, dtype):
         """Bytes one sequence's attention moves: Q read and output written, the KV cache read once
         (all at ``dtype``'s KV bytes: 16-bit for weight-only dtypes)."""

@@ -90,6 +90,14 @@ class CostModel(Protocol):
                           dtype: str = "bf16", causal: bool = True):
         """One batched attention kernel over sequences on the last axis (one launch)."""
 
+    def attention_seq_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
+                        dtype: str = "bf16", causal: bool = True):
+        """Per-sequence seconds of the batched kernel without its launch (None: not separable)."""
+
+    @property
+    def attention_launch_s(self) -> float:
+        """Fixed cost of one attention kernel launch, seconds."""
+
     # ---------------------------------------------------------------- collectives
     def allreduce_s(self, nbytes, n: int, stride: int = 1):
         """Ring all-reduce over ``n`` ranks spaced ``stride`` apart."""

@@ -19,7 +19,14 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, ValidationError
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
 
 from moesim.errors import InputError
 from moesim.fileio import atomic_write_text
@@ -129,6 +136,62 @@ class MoEOverheadSpec(Strict):
     capacity_us: NonNegativeFloat = Field(0.0, description="Extra per layer call when a capacity drops tokens, us.")
 
 
+class RowTileSpec(Strict):
+    """How a GEMM kernel pays for a token count that is not a multiple of its row tile.
+
+    The kernel computes rows in tiles of ``rows``; past the first tile a partial tile costs a whole
+    one (``remainder: ceil``: rounds up to a multiple of ``rows``) or, for CPU micro-kernels that
+    split the remainder into power-of-2 sub-tiles each paid like a full tile (``binary``: 4-row
+    tiles, 11 rows = 8 + 2 + 1 costs 16). Measured from GEMMs at irregular token counts
+    (``calibrate.fit_local.fit_row_tile``); applied to the expert GEMMs, whose per-expert token
+    counts are irregular, by ``calibrate.predict``."""
+
+    rows: PositiveInt = Field(1, description="Row tile of the GEMM kernel (1: no padding).")
+    remainder: Literal["ceil", "binary"] = Field("ceil", description="How a partial tile is paid.")
+
+    def padded(self, m):
+        """Rows the kernel computes for ``m`` rows (``m`` itself up to one tile)."""
+        m = np.asarray(m, dtype=float)
+        r = self.rows
+        if r <= 1:
+            return m
+        full, rem = np.floor(m / r), np.mod(m, r)
+        if self.remainder == "ceil":
+            pad = r * (full + (rem > 0))
+        else:
+            pad = r * (full + _popcount(rem.astype(np.int64)))
+        return np.where(m > r, pad, m)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    count = np.zeros_like(x)
+    while np.any(x > 0):
+        count += x & 1
+        x = x >> 1
+    return count
+
+
+class DispatchSpec(Strict):
+    """The reference MoE layer's dispatch (``kernels.moe_ref.dispatch``): sort the tokens x top_k
+    assignments by expert, count them per expert, drop those over a capacity, read the counts back
+    to the host. Measured on its own (``calibrate.microbench.dispatch_points``); priced by
+    ``calibrate.predict`` for the reference layer (the engines' fused permute kernels include theirs)."""
+
+    fixed_us: NonNegativeFloat = Field(0.0, description="Per layer call, us.")
+    per_assignment_ns: NonNegativeFloat = Field(0.0, description="Per routed assignment (tokens x top_k), ns.")
+    per_expert_ns: NonNegativeFloat = Field(0.0, description="Per expert (counts, their copy to the host), ns.")
+    capacity_us: NonNegativeFloat = Field(0.0, description="Extra per call when a capacity is enforced, us.")
+    capacity_per_assignment_ns: NonNegativeFloat = Field(0.0, description="Extra per routed assignment with a capacity, ns.")
+
+    def seconds(self, assignments, n_experts, capacity: bool):
+        """Seconds of one dispatch of ``assignments`` routed assignments over ``n_experts`` experts."""
+        n = np.asarray(assignments, dtype=float)
+        t = self.fixed_us * 1e-6 + n * self.per_assignment_ns * 1e-9 + float(n_experts) * self.per_expert_ns * 1e-9
+        if capacity:
+            t = t + self.capacity_us * 1e-6 + n * self.capacity_per_assignment_ns * 1e-9
+        return t
+
+
 class HostSpec(Strict):
     """Per-iteration host (scheduler) time and kernel-launch mode of the serving engine.
 
@@ -144,6 +207,40 @@ class HostSpec(Strict):
     graph_max_batch: NonNegativeInt = Field(_HOST["graph_max_batch"], description="Largest decode batch replayed as a CUDA graph (0: no graphs).")
     overlap_decode: bool = Field(_HOST["overlap_decode"], description="Host work of decode steps overlaps the GPU (scheduler one step ahead).")
     overlap_prefill: bool = Field(_HOST["overlap_prefill"], description="Host work of prefill/mixed steps overlaps the GPU.")
+
+
+class TimedPoint(Strict):
+    """One measured point of a calibration: its median and how well it is known."""
+
+    kind: str = Field(description="Benchmark: gemm, grouped, copy, attn_prefill, attn_decode, router, activation, dispatch, layer.")
+    shape: str = Field(description="Its shape, e.g. 'm=1 n=4 k=256'.")
+    us: NonNegativeFloat = Field(description="Median over the samples kept, us.")
+    spread_pct: NonNegativeFloat = Field(0.0, description="Interquartile range of the samples kept over their median, percent.")
+    ci_pct: NonNegativeFloat = Field(0.0, description="Relative half-width of the ~95 % interval of the median, percent (0: one sample).")
+    samples: NonNegativeInt = Field(1, description="Samples kept (one per round).")
+    outliers: NonNegativeInt = Field(0, description="Samples set aside as outliers and re-measured.")
+
+
+class TimingSpec(Strict):
+    """How a locally calibrated profile was timed (``kernels.timing.measure_interleaved``) and how busy
+    the machine was. Absent from older profiles and from the shipped (fitted, not measured) ones."""
+
+    precision_pct: NonNegativeFloat = Field(3.0, description="Target relative half-width of each median's ~95 % interval, percent.")
+    min_rounds: NonNegativeInt = Field(0, description="Samples every point got.")
+    max_rounds: NonNegativeInt = Field(0, description="Most samples a point could get (outliers re-measured included).")
+    rounds: NonNegativeInt = Field(0, description="Rounds run.")
+    budget_s: NonNegativeFloat = Field(0.0, description="Seconds after which no extra round started (0: none).")
+    wall_s: NonNegativeFloat = Field(0.0, description="Seconds the kernel measurements took.")
+    out_of_time: bool = Field(False, description="Extra rounds were cut short by budget_s.")
+    cpus: NonNegativeInt = Field(0, description="CPUs this process could run on.")
+    threads: NonNegativeInt = Field(0, description="torch threads while measuring.")
+    load_before: list[NonNegativeFloat] = Field(default_factory=list, description="Load average (1, 5, 15 min) before measuring.")
+    load_after: list[NonNegativeFloat] = Field(default_factory=list, description="Load average (1, 5, 15 min) after measuring.")
+    points: NonNegativeInt = Field(0, description="Points measured.")
+    converged: NonNegativeInt = Field(0, description="Points whose median reached precision_pct.")
+    spread_median_pct: NonNegativeFloat = Field(0.0, description="Median over points of spread_pct.")
+    spread_p90_pct: NonNegativeFloat = Field(0.0, description="90th percentile over points of spread_pct.")
+    point_spreads: list[TimedPoint] = Field(default_factory=list, description="Every point measured.")
 
 
 class FitError(Strict):
@@ -189,8 +286,11 @@ class Profile(Strict):
     collectives: CollectivesSpec | None = None
     elementwise: ElementwiseSpec | None = None
     moe_overhead: MoEOverheadSpec | None = None
+    dispatch: DispatchSpec | None = Field(None, description="The reference layer's dispatch, measured (local calibrations).")
+    gemm_rows: RowTileSpec | None = Field(None, description="The GEMM kernel's row tile, measured (local calibrations).")
     host: HostSpec | None = None
     fit_error: dict[str, FitError] = Field(default_factory=dict, description="Held-out error per fitted part.")
+    timing: TimingSpec | None = Field(None, description="How the points were timed and the machine's load (local calibrations).")
     notes: list[str] = Field(default_factory=list)
 
     def cold_fraction(self, working_set_bytes) -> np.ndarray:

@@ -226,6 +226,10 @@ class ProfiledCostModel(CostModelBase):
         return eff_mem
 
     @property
+    def _attention_batch_coupled(self) -> bool:
+        return self.profile.attention is not None and self.profile.memory_curve is not None
+
+    @property
     def _attention_launch_overhead_s(self) -> float:
         a = self.profile.attention
         return a.launch_overhead_us * 1e-6 if a else self.launch_s

@@ -125,26 +125,32 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         preempted = victims.size
         free = eng.kv_capacity_tokens - eng.kv_used_tokens
     budget = eng.max_batch_tokens
-    q = np.zeros(ids.size, np.int64)
-    dec_pos = np.flatnonzero(dec)[:budget]
-    q[dec_pos] = 1
-    budget -= dec_pos.size
     part = np.flatnonzero(~dec)
-    if part.size and budget > 0:
-        rem = book.target[ids[part]] - book.prefilled[ids[part]]
-        before = np.cumsum(rem) - rem
-        q[part] = np.clip(budget - before, 0, rem)
-        budget -= int(q[part].sum())
-    grown = grow[dec_pos]
-    book.kv[ids[dec_pos]] += grown
-    eng.kv_used_tokens += int(grown.sum())
-    free -= int(grown.sum())
+    if part.size == 0 and ids.size <= budget:  # every running sequence decodes (the common case)
+        q = np.ones(ids.size, np.int64)
+        budget -= ids.size
+        book.kv[ids] += grow
+        grown_total = int(grow.sum()) if preempted else need
+    else:
+        q = np.zeros(ids.size, np.int64)
+        dec_pos = np.flatnonzero(dec)[:budget]
+        q[dec_pos] = 1
+        budget -= dec_pos.size
+        if part.size and budget > 0:
+            rem = book.target[ids[part]] - book.prefilled[ids[part]]
+            before = np.cumsum(rem) - rem
+            q[part] = np.clip(budget - before, 0, rem)
+            budget -= int(q[part].sum())
+        grown = grow[dec_pos]
+        book.kv[ids[dec_pos]] += grown
+        grown_total = int(grown.sum())
+    eng.kv_used_tokens += grown_total
+    free -= grown_total
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
-    adm = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
+    adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
         ready = book.prefilled[adm] >= book.target[adm]  # KV arrived whole (disaggregated decode pool)
-        q_adm = _admission_chunks(_tokens_needed(book, adm), budget, eng.chunked_prefill)
-        reserve = _reservation(eng, book, adm)
+        q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
         book.kv[adm] = reserve
         eng.kv_used_tokens += int(reserve.sum())
         ids = np.concatenate([ids, adm])
@@ -152,22 +158,26 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         dec = np.concatenate([dec, ready])
     eng.running = ids
     sched = q > 0
-    is_dec = dec & sched
-    pre = ~dec & sched
-    sid = ids[sched]
-    emits = is_dec[sched] | (pre[sched] & (book.prefilled[sid] + q[sched] >= book.target[sid]))
-    return Batch(sid, q[sched], book.ctx[sid] + q[sched], is_dec[sched], emits,
+    if sched.all():  # every running sequence runs (no masking needed)
+        sid, qs, is_dec = ids, q, dec
+    else:
+        sid, qs, is_dec = ids[sched], q[sched], dec[sched]
+    emits = is_dec | (book.prefilled[sid] + qs >= book.target[sid])  # decodes, and prefills that complete
+    return Batch(sid, qs, book.ctx[sid] + qs, is_dec, emits,
                  eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted)
 
 
 def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,
-           prefilling: bool) -> np.ndarray:
-    """Pop and return the queued requests admitted this iteration (FCFS, stops at the first misfit)."""
+           prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pop the queued requests admitted this iteration (FCFS, stops at the first misfit); returns
+    (their ids, tokens each needs at most now, KV slots each reserves)."""
     if slots <= 0 or budget <= 0 or not eng.waiting:
-        return np.zeros(0, np.int64)
+        none = np.zeros(0, np.int64)
+        return none, none, none
     cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
     take = _tokens_needed(book, cand)
-    kv_ok = np.cumsum(_reservation(eng, book, cand)) <= free_kv
+    reserve = _reservation(eng, book, cand)
+    kv_ok = np.cumsum(reserve) <= free_kv
     before = np.cumsum(take) - take
     if eng.chunked_prefill:
         tok_ok = before < budget
@@ -179,7 +189,7 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     n = int(np.argmin(ok)) if not ok.all() else ok.size
     for _ in range(n):
         eng.waiting.popleft()
-    return cand[:n]
+    return cand[:n], take[:n], reserve[:n]
 
 
 def _tokens_needed(book: RequestBook, ids: np.ndarray) -> np.ndarray:
@@ -206,6 +216,13 @@ def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarra
     return np.clip(budget - before, 0, take)
 
 
+def finishes(book: RequestBook, batch: Batch) -> bool:
+    """True when committing ``batch`` finishes a request (its last output token comes out)."""
+    out = batch.ids[batch.emits]
+    step = np.where(batch.is_decode[batch.emits], book.step[out], 1)
+    return bool((book.generated[out] + step >= book.output[out]).any())
+
+
 def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> np.ndarray:
     """Apply ``batch`` at its end time ``now_s``; returns the ids of requests that finished."""
     ids, q = batch.ids, batch.q_tokens
@@ -217,10 +234,17 @@ def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> n
     book.generated[out] += np.where(dec[batch.emits], book.step[out], 1)
     first = out[np.isnan(book.first_token_s[out])]
     book.first_token_s[first] = now_s
-    done = out[book.generated[out] >= book.output[out]]
+    return finish(eng, book, out, now_s)
+
+
+def finish(eng: EngineState, book: RequestBook, emitted: np.ndarray, now_s: float) -> np.ndarray:
+    """Finish, at ``now_s``, the requests of ``emitted`` whose every output token is out: their KV
+    is freed and they leave the running set. Returns their ids."""
+    done = emitted[book.generated[emitted] >= book.output[emitted]]
     if done.size:
         book.finish_s[done] = now_s
         eng.kv_used_tokens -= int(book.kv[done].sum())
         book.kv[done] = 0
-        eng.running = eng.running[~np.isin(eng.running, done)]
+        run = eng.running
+        eng.running = run[book.generated[run] < book.output[run]]
     return done

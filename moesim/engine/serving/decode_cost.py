@@ -78,8 +78,10 @@ from moesim.engine.ops import (
 )
 from moesim.engine.placement import Placement
 from moesim.engine.routing import capacity_per_expert, expected_source_drops, expert_popularity
+from moesim.engine.serving.attention import BatchAttention
 from moesim.engine.serving.drift import check_drift, drift_state
 from moesim.engine.serving.overlap import TwoBatchOverlap
+from moesim.engine.serving.pools import PoolStreams
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
@@ -120,7 +122,11 @@ def _layout(s: Scenario, rng: np.random.Generator):
 class IterationCost:
     """Iteration time of one replica. ``time_s`` is called once per simulated iteration."""
 
-    def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int):
+    def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int,
+                 max_context: int | None = None):
+        """``rng``: the routing generator (popularity, drift; the skew pools spawn from it);
+        ``max_tokens``: the most new tokens an iteration runs (tables cover 0..max_tokens);
+        ``max_context``: the longest context a sequence reaches (default ``min(max_seq_len, 65536)``)."""
         m, p = s.model, s.plan
         self.s, self.cm, self.rng = s, cm, rng
         prec = scenario_precision(s)
@@ -151,6 +157,10 @@ class IterationCost:
             self.inclusion = inclusion
         self._drift = drift_state(s, cm, pop, self.placement, rng) if self.skewed else None
         self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.streams = PoolStreams(rng, SKEW_POOL)
+        self.epoch = 0  # routing/layout changes so far (drift): keys the pools' generators
+        ctx = min(m.max_seq_len, 65536) if max_context is None else int(max_context)
+        self.attn = BatchAttention(cm, self._attention, self._mha, ctx, max_chunk=int(max_tokens))
         self.max_tokens = int(max_tokens)
         t = np.arange(self.max_tokens + 1, dtype=float)
         parts = self.fixed_by_stream(t)
@@ -180,9 +190,15 @@ class IterationCost:
         if d.advance(now_s):
             self.inclusion, self.placement, self.layer_imbalance = d.inclusion, d.placement, d.layer_imbalance
             self._skew_pool.clear()
+            self.epoch += 1
             if self.tbo is not None:
                 self.tbo.pool.clear()
         return d.stall_s(engine)
+
+    @property
+    def drift_free(self) -> bool:
+        """True when routing and layout never change during the run (no drift, no periodic EPLB)."""
+        return self._drift is None
 
     @property
     def rebalances(self) -> int:
@@ -292,20 +308,23 @@ class IterationCost:
         return total_s(self.cm, expert_ops(self.dims, self.dtypes, loads))
 
     # ------------------------------------------------------------ per iteration
-    def sampled_experts_s(self, tokens: int) -> tuple[float, float]:
+    def sampled_experts_s(self, tokens: int, engine: int = 0) -> tuple[float, float]:
         """(seconds, dropped tokens) of the routed experts with loads sampled under skewed routing.
 
         Per batch size, a pool of ``SKEW_POOL`` independent load samples is drawn and timed in one
-        vectorised call the first time that size occurs; each iteration then picks one of them at
-        random (the cost-model calls, not the sampling, dominate the engine's run time).
+        vectorised call the first time that size occurs; each iteration of ``engine`` then picks one
+        of them at random (the cost-model calls, not the sampling, dominate the engine's run time).
+        Pools and picks have their own generators (``serving.pools``).
         """
         pool = self._skew_pool.get(tokens)
         if pool is None:
-            pool = self._skew_pool[tokens] = self.sample_expert_times(tokens, SKEW_POOL)
-        j = int(self.rng.integers(SKEW_POOL))
+            pool = self._skew_pool[tokens] = self.sample_expert_times(
+                tokens, SKEW_POOL, rng=self.streams.pool_rng(self.epoch, tokens))
+        j = int(self.streams.take(engine)[0])
         return float(pool[0][j]), float(pool[1][j])
 
-    def sample_expert_times(self, tokens: int, n: int, per_layer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def sample_expert_times(self, tokens: int, n: int, per_layer: bool = False,
+                            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, dropped tokens), each ``(n,)``, of ``n`` independent draws of the expert loads.
 
         Samples the whole EP group's loads ``(n, layers, E)``, laid out on the ranks by the
@@ -313,9 +332,10 @@ class IterationCost:
         ``ep`` replicas keeps at most its capacity per expert (``routing.expected_source_drops``:
         the expected drops over how the group's loads split between the replicas); ``dropped`` is
         one replica's share of the group's drops. ``per_layer``: seconds ``(n, layers)`` instead.
+        ``rng``: the generator to draw from (default the routing generator).
         """
         incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
-        loads = expert_load.sample_loads(incl, tokens * self.ep, self.rng)
+        loads = expert_load.sample_loads(incl, tokens * self.ep, self.rng if rng is None else rng)
         lost = np.zeros(loads.shape)
         if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
             lost = expected_source_drops(loads, self.capacity(tokens), tokens, self.ep)
@@ -331,28 +351,61 @@ class IterationCost:
         (including the new ones): the op graph's ``attn_core`` op at this batch (MLA: absorbed for
         decodes, multi-head for prefill chunks).
         """
-        if self._mha is None:
-            return self.s.model.n_layers * float(op_s(self.cm, self._attention, q_tokens=q_tokens, kv_tokens=kv_tokens))
-        pre = q_tokens > 1
-        secs = sum(float(op_s(self.cm, op, q_tokens=q_tokens[sel], kv_tokens=kv_tokens[sel]))
-                   for op, sel in ((self._attention, ~pre), (self._mha, pre)) if sel.any())
-        return self.s.model.n_layers * secs
+        return self.s.model.n_layers * self.attn.batch_s(q_tokens, kv_tokens)
 
-    def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
+    def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int, engine: int = 0) -> tuple[float, float]:
         """(seconds, dropped expert tokens) of one iteration: its kernels plus what the host adds.
 
         ``q_tokens`` (n,) new tokens per scheduled sequence, ``kv_tokens`` (n,) their context after
-        this iteration, ``n_out`` sequences that emit a token (they go through the output head).
+        this iteration, ``n_out`` sequences that emit a token (they go through the output head);
+        ``engine``: whose stream of skew picks it uses.
         """
-        gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out)
+        gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out, engine)
         return gpu + self.host_s(q_tokens, gpu), dropped
 
-    def kernel_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int) -> tuple[float, float]:
+    def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> list[tuple[float, float, tuple]]:
+        """(seconds, dropped tokens, (TP, EP, PP) comm seconds) of ``k`` decode-only iterations in a
+        row of one batch: in iteration ``j`` each sequence emits one token over ``context + j``
+        (``context``: ``(n,)`` contexts of the first iteration). Equal, iteration by iteration, to
+        ``time_s`` and ``last_comm_s`` (``serving.window`` relies on it): the same terms added in
+        the same order, as vectors over the ``k`` iterations."""
+        n = int(np.asarray(context).size)
+        att = self.s.model.n_layers * self.attn.decode_window_s(context, k)
+        if (self.tbo is not None and self.tbo.applies(n)) or n > self.max_tokens:
+            out = []
+            for a in att.tolist():
+                gpu, dropped = self._kernel_at(n, n, a, engine)
+                out.append((gpu + self._host_at(n, True, n, gpu), dropped, self.last_comm_s))
+            return out
+        self.last_comm_s = comm = self.comm_s(n)
+        experts, dropped = np.full(k, self._experts[n]), np.full(k, self._dropped[n])
+        if self.skewed:
+            self.sampled_experts_s(n, engine)  # fills the pool if new (and takes one pick, given back)
+            self.streams.give_back(engine, 1)
+            pool, picks = self._skew_pool[n], self.streams.take(engine, k)
+            experts, dropped = pool[0][picks], pool[1][picks]
+        gpu = self._fixed[n] + experts + self._head[n] + att
+        launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0
+        overlap = overlaps("decode", self.host)
+        host = launch + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, overlap)
+        secs = gpu + host
+        return list(zip(secs.tolist(), dropped.tolist(), [comm] * k, strict=True))
+
+    def unprice(self, engine: int, iterations: int) -> None:
+        """Forget the last ``iterations`` priced for ``engine`` (a decode window cut short): their
+        skew picks come again, so the run matches one priced iteration by iteration."""
+        if self.skewed:
+            self.streams.give_back(engine, iterations)
+
+    def kernel_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int, engine: int = 0) -> tuple[float, float]:
         """(seconds, dropped expert tokens) of the iteration's kernels, each launched eagerly."""
-        total = int(q_tokens.sum())
+        return self._kernel_at(int(q_tokens.sum()), n_out, self.attention_s(q_tokens, kv_tokens), engine)
+
+    def _kernel_at(self, total: int, n_out: int, attn_s: float, engine: int) -> tuple[float, float]:
+        """:meth:`kernel_s` of ``total`` new tokens, ``n_out`` emitting, ``attn_s`` of attention."""
         if self.tbo is not None and self.tbo.applies(total):
             head = float(self._head[min(n_out, self.max_tokens)])
-            gpu, dropped, self.last_comm_s = self.tbo.kernel_s(total, self.attention_s(q_tokens, kv_tokens), head)
+            gpu, dropped, self.last_comm_s = self.tbo.kernel_s(total, attn_s, head, engine)
             return gpu, dropped
         self.last_comm_s = self.comm_s(total)
         if total <= self.max_tokens:
@@ -362,9 +415,9 @@ class IterationCost:
             e, d = self.uniform_experts_s(np.array([total]))
             experts, dropped = float(e[0]), float(d[0])
         if self.skewed:
-            experts, dropped = self.sampled_experts_s(total)
+            experts, dropped = self.sampled_experts_s(total, engine)
         head = self._head[min(n_out, self.max_tokens)]
-        return fixed + experts + head + self.attention_s(q_tokens, kv_tokens), dropped
+        return fixed + experts + head + attn_s, dropped
 
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).
@@ -377,9 +430,12 @@ class IterationCost:
         batches). May be negative: a graph saves more launch time than the host costs. The
         per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
         """
-        n = min(q_tokens.size, self.max_tokens)
-        decode = q_tokens.max() == 1
-        tbo = self.tbo is not None and self.tbo.applies(int(q_tokens.sum()))
+        return self._host_at(q_tokens.size, bool(q_tokens.max() == 1), int(q_tokens.sum()), gpu_s)
+
+    def _host_at(self, seqs: int, decode: bool, total: int, gpu_s: float) -> float:
+        """:meth:`host_s` of ``seqs`` sequences and ``total`` new tokens (``decode``: one each)."""
+        n = min(seqs, self.max_tokens)
+        tbo = self.tbo is not None and self.tbo.applies(total)
         launch = (self.tbo.graph_saving_s if tbo else self._graph_saving_s) if decode and self._graphed[n] else 0.0
         overlap = overlaps("decode" if decode else "mixed", self.host)
         return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)

@@ -82,7 +82,7 @@ def transfer_bandwidth_bps(s: Scenario) -> float:
     return per_device * plan.pp * kv_shards(s.model, plan.tp)
 
 
-def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
+def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> SimResult:
     """Play ``s``'s request stream through its prefill pool, the KV transfer and its decode pool."""
     w = s.workload
     reqs = sample_requests(w, np.random.default_rng(seed))
@@ -91,7 +91,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
     # the prefill pool runs each prompt up to its first token
     pbook = RequestBook(reqs.prompt_tokens, np.ones(n, np.int64), cached_prefix_tokens(reqs, w))
     pbook.rejected |= reqs.prompt_tokens + reqs.output_tokens > replica_kv_tokens(sd)  # no decode replica holds it
-    prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,))
+    prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,), windows)
 
     served = np.isfinite(pbook.finish_s)
     nbytes = reqs.prompt_tokens * kv_bytes_per_token(s.model, scenario_precision(s))
@@ -110,7 +110,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0) -> SimResult:
     dbook = RequestBook(dreqs.prompt_tokens, dreqs.output_tokens, cached_tokens=dreqs.prompt_tokens)
     dbook.generated[:] = 1  # the prefill's token
     dbook.first_token_s[:] = dreqs.arrival_s
-    decode = play_pool(sd, dreqs, dbook, seed, (1,))
+    decode = play_pool(sd, dreqs, dbook, seed, (1,), windows)
 
     book = _merged_book(reqs, pbook, dbook, ids, t_done, p_replica, sp, sd)
     req = request_table(reqs, book, 1)

@@ -166,28 +166,31 @@ class TwoBatchOverlap:
         pp = float(self.cost.fixed_by_stream(np.array([tokens]))["pp_comm"][0])
         return {k: v[0] for k, v in p.items()}, float(e[0]), float(d[0]), pp
 
-    def sampled_experts(self, tokens: int) -> tuple[np.ndarray, float]:
+    def sampled_experts(self, tokens: int, engine: int = 0) -> tuple[np.ndarray, float]:
         """(per-layer expert seconds of the mean micro-batch ``[L]``, dropped tokens) under skewed routing.
 
         As ``IterationCost.sampled_experts_s``: a pool of ``TBO_POOL`` draws per batch size (each
-        micro-batch's loads sampled at its own tokens), one picked per iteration.
+        micro-batch's loads sampled at its own tokens), one picked per iteration of ``engine``
+        (its stream of picks, ``serving.pools``).
         """
         pool = self.pool.get(tokens)
         if pool is None:
-            (sh, dh), (sl, dl) = (self.cost.sample_expert_times(h, TBO_POOL, per_layer=True)
+            rng = self.cost.streams.pool_rng(self.cost.epoch, tokens, 1)
+            (sh, dh), (sl, dl) = (self.cost.sample_expert_times(h, TBO_POOL, per_layer=True, rng=rng)
                                   for h in ((tokens + 1) // 2, tokens // 2))
             pool = self.pool[tokens] = ((sh + sl) / 2, dh + dl)
-        j = int(self.cost.rng.integers(TBO_POOL))
+        j = int(self.cost.streams.take(engine)[0]) % TBO_POOL
         return pool[0][j], float(pool[1][j])
 
-    def kernel_s(self, tokens: int, attn_s: float, head_s: float) -> tuple[float, float, tuple[float, float, float]]:
+    def kernel_s(self, tokens: int, attn_s: float, head_s: float,
+                 engine: int = 0) -> tuple[float, float, tuple[float, float, float]]:
         """(GPU seconds, dropped tokens, (TP, exposed EP, PP) seconds) of an iteration of ``tokens`` tokens.
 
         ``attn_s``: all layers' attention core over the whole batch; ``head_s``: the output head.
         """
         pieces, experts, dropped, pp = self._at(tokens)
         if self.cost.skewed:
-            experts, dropped = self.sampled_experts(tokens)
+            experts, dropped = self.sampled_experts(tokens, engine)
         gpu, exposed, tp = self._price(pieces, attn_s / self.n_layers, experts)
         return float(gpu) + pp + head_s, dropped, (float(tp), float(exposed), pp)
 

@@ -24,28 +24,30 @@ import numpy as np
 import simpy
 
 from moesim.costmodel import build_cost_model
-from moesim.engine.serving.batching import EngineState, RequestBook, commit, schedule
+from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
 from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.engine.serving.speculative import SpecCost
+from moesim.engine.serving.window import MAX_WINDOW, commit_window, exact_delay, plan_window
 from moesim.errors import RunError
 from moesim.memory import kv_cache_capacity_tokens
 from moesim.results import SimResult
 from moesim.schemas import Scenario, ServingWorkload
 
 
-def simulate_serving(s: Scenario, seed: int = 0) -> SimResult:
-    """Play the serving workload of ``s``; same ``seed``, same result."""
+def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True) -> SimResult:
+    """Play the serving workload of ``s``; same ``seed``, same result. ``windows``: play runs of
+    decode-only iterations as one event (the same result as False, faster; ``serving.window``)."""
     w: ServingWorkload = s.workload  # type: ignore[assignment]
     if w.disaggregation is not None:
         from moesim.engine.serving.disagg import simulate_disaggregated
 
-        return simulate_disaggregated(s, seed)
+        return simulate_disaggregated(s, seed, windows)
     reqs = sample_requests(w, np.random.default_rng(seed))
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens, cached_prefix_tokens(reqs, w))
-    run = play_pool(s, reqs, book, seed)
+    run = play_pool(s, reqs, book, seed, windows=windows)
     result = build_result(s, seed, reqs, book, run.iterations, run.kv_per_engine, knee_batch(run.cost),
                           run.imbalance)
     result.summary.update(run.spec_summary())
@@ -89,11 +91,14 @@ class PoolRun:
         return out
 
 
-def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream: tuple[int, ...] = ()) -> PoolRun:
+def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream: tuple[int, ...] = (),
+              windows: bool = True) -> PoolRun:
     """Play ``reqs`` (arrival order) on the replicas of ``s.plan``, filling ``book`` in place.
 
     Marks the requests no engine can serve in ``book.rejected``. ``stream`` extends the seeds of the
     routing and speculative generators (``[seed, 1, *stream]``), so two pools draw independently.
+    ``windows``: play runs of decode-only iterations as one event (``serving.window``; the result
+    is the same with False, which plays every iteration as its own event).
     """
     w: ServingWorkload = s.workload  # type: ignore[assignment]
     cm = build_cost_model(s.hardware)
@@ -104,7 +109,9 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     max_tokens = w.max_batch_tokens + (0 if w.chunked_prefill else longest)
     if w.speculative is not None:  # the verify runs k more tokens per decoding sequence
         max_tokens += w.speculative.k * w.max_batch_seqs
-    cost = IterationCost(s, cm, np.random.default_rng([seed, 1, *stream]), max_tokens=max(max_tokens, w.max_batch_seqs))
+    spec_k = w.speculative.k if w.speculative is not None else 0
+    cost = IterationCost(s, cm, np.random.default_rng([seed, 1, *stream]), max_tokens=max(max_tokens, w.max_batch_seqs),
+                         max_context=longest + spec_k + 1)
     spec = (SpecCost(s, cost, np.random.default_rng([seed, 2, *stream]), len(reqs))
             if w.speculative is not None else None)
     book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled)
@@ -113,6 +120,7 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
                            w.kv_admission) for _ in range(n_engines)]
     records: list[tuple] = []
     run = _Run(s, reqs, book, engines, cost, records, spec)
+    run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
     run.play()
     iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
     return PoolRun(iterations, cost, spec, kv_per_engine, run.eplb_stall_s)
@@ -170,6 +178,8 @@ class _Run:
         self.spec = spec
         self.env = simpy.Environment()
         self.wake: list[simpy.Event | None] = [None] * len(engines)
+        self.procs: list[simpy.Process] = []
+        self.in_window = [False] * len(engines)  # engine waits out a decode window: an arrival interrupts it
         self.w: ServingWorkload = s.workload  # type: ignore[assignment]
         self.rr_next = 0
         self.group = lockstep_group(s)
@@ -178,11 +188,11 @@ class _Run:
         self.eplb_stall_s = 0.0  # engine-seconds stalled moving expert weights at EPLB rebalances
         m = s.model
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
+        self.windows = False  # play decode windows as one event (play_pool decides)
 
     def play(self) -> None:
         self.env.process(self.router())
-        for e in range(len(self.engines)):
-            self.env.process(self.engine(e))
+        self.procs = [self.env.process(self.engine(e)) for e in range(len(self.engines))]
         self.env.run()
         stuck = [i for i, eng in enumerate(self.engines) if eng.outstanding]
         if stuck:
@@ -208,12 +218,21 @@ class _Run:
                 ev = self.wake[e]
                 if ev is not None and not ev.triggered:
                     ev.succeed()
+                elif self.in_window[e]:
+                    self.in_window[e] = False
+                    self.procs[e].interrupt()
 
     def route(self, ids: np.ndarray) -> set[int]:
         """Append ``ids`` to engines' queues; returns the engines that got work."""
         if ids.size == 0:
             return set()
         n = len(self.engines)
+        if ids.size == 1 and self.w.router != "round_robin":  # one arrival (Poisson): the heap's first pick
+            dp_pp = self.s.plan.pp
+            e = min(range(n), key=lambda i: (self.engines[i].outstanding, i % dp_pp, i // dp_pp))
+            self.book.engine[ids] = e
+            self.engines[e].waiting.append(int(ids[0]))
+            return {e}
         dp, pp = self.n_replicas, self.s.plan.pp
         if self.w.router == "round_robin":
             k = self.rr_next + np.arange(ids.size)
@@ -253,6 +272,11 @@ class _Run:
             if self.stage0_free_s[replica] > env.now:
                 yield env.timeout(self.stage0_free_s[replica] - env.now)
                 continue
+            if self.windows:
+                win = plan_window(eng, book, MAX_WINDOW)
+                if win is not None:
+                    yield from self.decode_window(e, win)
+                    continue
             stall = cost.advance(env.now, replica)  # popularity drift; EPLB weight moves (0 when off)
             if stall > 0:
                 self.stage0_free_s[replica] = env.now + stall
@@ -272,19 +296,70 @@ class _Run:
                 q, kv, is_dec, emits = q[one], kv[one], is_dec[one], emits[one]
             n_out = int(emits.sum())
             if self.spec is None:
-                dt, dropped = cost.time_s(q, kv, n_out)
+                dt, dropped = cost.time_s(q, kv, n_out, e)
                 stage0 = dt / pp
             else:  # the verify runs (and communicates) k + 1 tokens per decode: in cost.last_comm_s
                 dt, stage0, dropped = self.spec.time_s(q, kv, is_dec, n_out)
             group_tokens = int(batch.q_tokens.sum()) + (self.spec.k * batch.decode_tokens if self.spec else 0)
             comm = cost.last_comm_s  # this iteration's (exposed) communication, read before other engines price
             start = env.now
+            end = start + dt  # what SimPy's clock reads after the timeout
             self.stage0_free_s[replica] = start + stage0
+            record = (replica, slot, start, end, batch.ids.size, batch.prefill_tokens, batch.decode_tokens,
+                      batch.kv_used_tokens, batch.running, batch.queued, batch.preempted, dropped * g,
+                      group_tokens * self.routed_per_token, start + stage0, *comm)
+            if self.windows and not finishes(book, batch):
+                # nothing another process sees changes at its end (no finish): commit now, and play the
+                # decode window that follows in the same event
+                commit(eng, book, batch, end)
+                self.records.append(record)
+                win = plan_window(eng, book, MAX_WINDOW, min_k=1)
+                if win is None:
+                    yield env.timeout(dt)
+                else:
+                    yield from self.decode_window(e, win, lead_end_s=end)
+                continue
             yield env.timeout(dt)
             commit(eng, book, batch, env.now)
             if self.spec is not None:
                 self.spec.committed(book, batch)
-            self.records.append((replica, slot, start, env.now, batch.ids.size, batch.prefill_tokens,
-                                 batch.decode_tokens, batch.kv_used_tokens, batch.running, batch.queued,
-                                 batch.preempted, dropped * g, group_tokens * self.routed_per_token,
-                                 start + stage0, *comm))
+            self.records.append(record)
+
+    def decode_window(self, e: int, win, lead_end_s: float | None = None):
+        """Play the decode window ``win`` of engine ``e`` (``pp == 1``): price its iterations at once,
+        wait for its end or for a request routed here (the router interrupts it), then commit
+        the iterations that started before that arrival. Same records and state as one event per
+        iteration. ``lead_end_s``: the window starts when an iteration already committed (and
+        recorded) ends, which runs whatever arrives."""
+        env, cost = self.env, self.cost
+        start = env.now if lead_end_s is None else lead_end_s
+        rows = cost.decode_window(win.context, win.k, e)
+        ends, t = [], start
+        for dt, _dropped, _comm in rows:
+            t = t + dt
+            ends.append(t)
+        self.in_window[e] = True
+        try:
+            yield env.timeout(exact_delay(env.now, ends[-1]))
+        except simpy.Interrupt:
+            pass
+        self.in_window[e] = False
+        m = win.k
+        if env.now < ends[-1]:  # cut by an arrival: the iterations that started before it ran
+            m = sum(1 for t_start in (start, *ends[:-1]) if t_start < env.now)
+            m = m if lead_end_s is not None else max(1, m)
+            cost.unprice(e, win.k - m)
+            last = ends[m - 1] if m else start
+            if last > env.now:
+                yield env.timeout(exact_delay(env.now, last))
+            if m == 0:
+                return
+        commit_window(self.engines[e], self.book, win, m, ends[0], ends[m - 1])
+        n = win.ids.size
+        begin = start
+        for j in range(m):
+            dt, dropped, comm = rows[j]
+            self.records.append((e, 0, begin, ends[j], n, 0, n, int(win.kv_used[j]), n, 0, 0, dropped,
+                                 n * self.routed_per_token, ends[j], *comm))
+            begin = ends[j]
+        self.stage0_free_s[e] = ends[m - 1]

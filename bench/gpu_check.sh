@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# One-shot check of moesim on a machine with a CUDA GPU, in under 8 minutes (issue 16):
+#   1. tests   the `gpu`-marked tests                 python -m pytest -m gpu           (limit 90 s)
+#   2. calib   calibrate and validate on the GPU      python -m moesim.cli calibrate --device cuda
+#              --quick --validate --json                                                (limit 270 s)
+#   3. kernel  the Triton grouped-GEMM expert FFN (kernels/triton_moe.py) against the reference
+#              per-expert loop (kernels/moe_ref.py), whole MoE layer, bf16, on full-size expert
+#              shapes: Mixtral 8x7B (d_model 4096, ffn 14336, 8 experts, top-2) and DeepSeek-V3
+#              (d_model 7168, moe ffn 2048, 256 experts, top-8), 4096 tokens each: relative
+#              error of the output and the time of both                                  (limit 90 s)
+# then writes one JSON summary (device, versions, each step's status and seconds, the tests'
+# counts, the calibration's validation summary and every point, the kernel comparison).
+#
+#   bash bench/gpu_check.sh [SUMMARY.json]        (default ./gpu_check.json, relative to where you run it)
+#
+# Exit status: 0 every step passed; 1 no CUDA GPU visible (one line on stderr, nothing run);
+# 2 a step failed or ran past its limit (the summary says which; its log is kept next to it).
+# Environment: PYTHON (default python) is the interpreter with moesim, torch and triton installed.
+set -euo pipefail
+
+PY="${PYTHON:-python}"
+out="${1:-./gpu_check.json}"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # the repository root: every path below is relative to it
+
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "gpu_check: no CUDA GPU visible: '$PY' not found (set PYTHON to the interpreter with torch)" >&2
+  exit 1
+fi
+if ! why="$("$PY" -c '
+import sys
+try:
+    import torch
+except Exception as exc:
+    sys.exit(f"torch cannot be imported ({type(exc).__name__}: {exc})")
+if not torch.cuda.is_available():
+    sys.exit(f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)")
+' 2>&1)"; then
+  echo "gpu_check: no CUDA GPU visible: ${why##*$'\n'}; nothing run" >&2
+  exit 1
+fi
+
+work="${out%.json}.d"
+rm -rf "$work"
+mkdir -p "$work"
+: > "$work/steps.tsv"
+
+# run_step NAME LIMIT_S STDOUT_FILE COMMAND...: run with a time limit (the whole process group is
+# stopped past it), stderr to $work/NAME.log; appends "NAME rc seconds" to steps.tsv (rc 124: limit).
+run_step() {
+  local name=$1 limit=$2 stdout=$3
+  shift 3
+  local start rc
+  start=$(date +%s)
+  set +e
+  "$PY" -c '
+import os, signal, subprocess, sys
+limit, stdout, stderr, cmd = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+with open(stdout, "w") as so, open(stderr, "w") as se:
+    p = subprocess.Popen(cmd, stdout=so, stderr=se, start_new_session=True)
+    try:
+        sys.exit(p.wait(timeout=limit))
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        se.write(f"\nstopped after {limit:.0f} s\n")
+        sys.exit(124)
+' "$limit" "$stdout" "$work/$name.log" "$@"
+  rc=$?
+  set -e
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$work/steps.tsv"
+  echo "gpu_check: $name exit $rc in $(( $(date +%s) - start )) s" >&2
+}
+
+run_step tests 90 "$work/tests.out" "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$work/tests.xml"
+run_step calib 270 "$work/calib.json" "$PY" -m moesim.cli calibrate --device cuda --quick --validate --json \
+  --force --out "$work/profile.yaml" --measurements "$work/measurements.csv"
+run_step kernel 90 "$work/kernel.json" "$PY" - <<'PY'
+"""Triton expert FFN vs the reference loop, whole MoE layer, full-size expert shapes, bf16."""
+import json
+import math
+
+import torch
+from moesim.kernels.moe_ref import MoEWeights, moe_forward
+from moesim.kernels.timing import time_fn
+from moesim.kernels.triton_moe import expert_ffn_triton
+
+SHAPES = [("mixtral-8x7b", 4096, 14336, 8, 2), ("deepseek-v3", 7168, 2048, 256, 8)]
+TOKENS, TOL = 4096, 2e-2
+out = {"device": torch.cuda.get_device_name(0), "dtype": "bf16", "tokens": TOKENS, "tolerance": TOL, "shapes": []}
+for name, d, f, experts, top_k in SHAPES:
+    free, _ = torch.cuda.mem_get_info()
+    per_expert = 3 * d * f * 2  # gate, up, down in bf16
+    used = int(min(experts, max(top_k + 1, 0.5 * free // per_expert)))  # all of them where memory allows
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def rand(*shape, fan_in):
+        return torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16).mul_(1 / math.sqrt(fan_in))
+
+    w = MoEWeights(router=rand(d, used, fan_in=d), w_gate_up=rand(used, d, 2 * f, fan_in=d),
+                   w_down=rand(used, f, d, fan_in=f))
+    x = rand(TOKENS, d, fan_in=1)
+    with torch.inference_mode():
+        ref = moe_forward(x, w, top_k)
+        tri = moe_forward(x, w, top_k, None, expert_ffn_triton)
+        rel = float((tri.out.float() - ref.out.float()).norm() / ref.out.float().norm())
+        finite = bool(torch.isfinite(tri.out).all())
+        t_ref = time_fn(lambda: moe_forward(x, w, top_k), "cuda", 0.2).median_s
+        t_tri = time_fn(lambda: moe_forward(x, w, top_k, None, expert_ffn_triton), "cuda", 0.2).median_s
+    flops = 2.0 * 3 * d * f * sum(ref.dispatch.counts)
+    out["shapes"].append({
+        "name": name, "d_model": d, "ffn": f, "experts": experts, "experts_used": used, "top_k": top_k,
+        "rel_error": rel, "max_abs_diff": float((tri.out.float() - ref.out.float()).abs().max()), "finite": finite,
+        "ok": finite and rel < TOL, "reference_ms": t_ref * 1e3, "triton_ms": t_tri * 1e3,
+        "reference_tflops": flops / t_ref / 1e12, "triton_tflops": flops / t_tri / 1e12})
+    del w, x, ref, tri
+    torch.cuda.empty_cache()
+out["ok"] = all(s["ok"] for s in out["shapes"])
+print(json.dumps(out, indent=1))
+raise SystemExit(0 if out["ok"] else 3)
+PY
+
+"$PY" - "$work" "$out" <<'PY'
+"""Assemble the summary: device, versions, steps, tests, calibration and kernel results."""
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def load_json(name):
+    try:
+        return json.loads((work / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+steps = {}
+for line in (work / "steps.tsv").read_text().splitlines():
+    name, rc, secs = line.split("\t")
+    steps[name] = {"exit": int(rc), "seconds": int(secs), "timed_out": rc == "124", "ok": rc == "0",
+                   "log": str(work / f"{name}.log")}
+tests = None
+if (work / "tests.xml").is_file():
+    suite = ET.parse(work / "tests.xml").getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    tests = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    tests["passed"] = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
+try:
+    import triton
+    triton_version = triton.__version__
+except ImportError:
+    triton_version = None
+summary = {
+    "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
+    "triton": triton_version, "steps": steps, "tests": tests, "calibrate": load_json("calib.json"),
+    "kernel": load_json("kernel.json"), "ok": all(s["ok"] for s in steps.values()),
+}
+out.write_text(json.dumps(summary, indent=1) + "\n")
+cal = (summary["calibrate"] or {}).get("summary")
+print(f"gpu_check: {'ok' if summary['ok'] else 'FAILED'}; tests {tests}; validation {cal}; summary in {out}",
+      file=sys.stderr)
+sys.exit(0 if summary["ok"] else 2)
+PY

@@ -1,0 +1,286 @@
+"""Capacity of one serving plan under an SLO: the highest Poisson arrival rate at which it holds.
+
+``max_goodput(scenario, parse_slo("ttft_p99=2,tpot_p99=0.2"))`` plays the scenario at a sequence of
+arrival rates (probes, each a whole :func:`moesim.simulate.simulate` run) and returns the highest
+rate at which every SLO limit held, the run at that rate and every probe.
+
+A probe holds when, over its steady-state window (:mod:`moesim.engine.serving.steady`: warm-up and
+drain left out), the plan kept up (the queue did not grow), at most ``REJECT_LIMIT`` of the requests
+were rejected (too long to ever fit), and every SLO percentile is within its limit.
+
+Arrivals of a probe: Poisson at the probe rate (a ``batch`` scenario's arrivals too: its requests are
+spread out, the result says so); a ``trace`` keeps its order and burstiness, its times scaled so that
+its first ``n`` rows arrive at the probe rate. Requests per probe: :func:`probe_requests`.
+
+Search: one run with every request at t=0 gives the plan's saturated throughput ``r_sat``
+(completions over the central 80% of finishes); a probe at ``r_sat / 64`` with 100 requests checks
+the SLO can hold at all (if not: capacity 0, with that probe's reason); then a probe at
+``1.25 r_sat`` (doubled while it holds), halving down from the lowest failing rate while it is more
+than twice the highest holding one, then bisection. It stops when ``(hi - lo) / hi < rel_tol`` or
+after ``max_probes`` probes, and returns ``lo``. The bisection plays the same number of requests at
+every rate: with the same seed they have the same lengths and the same arrival gaps scaled by the
+rate (common random numbers), so its verdicts differ by the load alone.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from moesim.engine.serving.steady import (
+    SteadyWindow,
+    completion_rate,
+    steady_window,
+    window_latencies,
+)
+from moesim.errors import InputError
+from moesim.results import SimResult
+from moesim.schemas import Scenario
+from moesim.slo import SLO_METRICS, Slo, parse_slo
+
+#: Largest fraction of rejected requests (too long for the KV pool) a probe may have and hold.
+REJECT_LIMIT = 0.01
+#: Requests per probe: between these (see probe_requests). The floor keeps ~800 in the window: a p99
+#: over 8 tail requests, and a queue growing by 5% of the window's arrivals shows above its noise.
+MIN_REQUESTS, MAX_REQUESTS = 1000, 20_000
+#: A probe's arrivals span this many e2e p90 latencies (warm-up ~1, window >= 3, drain).
+SPAN_E2E = 5.0
+LOW_LOAD_DIVISOR, LOW_LOAD_REQUESTS, UPPER_FACTOR, MAX_PROBES = 64.0, 100, 1.25, 12
+MAX_RATE = 1e7  # the schema's bound on workload.arrival.rate_per_s
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One run at ``rate_req_s`` judged against ``slo`` over its steady-state window."""
+
+    rate_req_s: float
+    holds: bool
+    reason: str
+    slo: Slo
+    latencies: dict[str, float]  # {ttft,tpot,e2e}_{mean,p50,p90,p99}_s over the window
+    window: SteadyWindow
+    n_requests: int
+    arrivals: str  # how the arrivals were made (Poisson, scaled trace, ...)
+    summary: dict = field(repr=False)  # the run's whole summary
+    result: SimResult | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def served_req_s(self) -> float:
+        return self.window.served_req_s
+
+    def row(self) -> dict:
+        """The probe's row of ``tables["capacity_probes"]``."""
+        w = self.window
+        return {"rate_req_s": self.rate_req_s, "holds": self.holds, "reason": self.reason,
+                **{k: self.latencies[k] for k in self.slo.limits}, "served_req_s": w.served_req_s,
+                "offered_req_s": w.offered_req_s, "queue_growth": w.queue_growth, "n_requests": self.n_requests,
+                "window_start_s": w.start_s, "window_end_s": w.end_s}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The highest rate at which ``slo`` held (0 when it fails near zero load) and how it was found."""
+
+    slo: Slo
+    max_goodput_req_s: float
+    probe: Probe  # the probe at capacity (at capacity 0: the near-zero-load probe that failed)
+    probes: tuple[Probe, ...]
+    saturation_req_s: float  # completions/s with every request at t=0
+    limit: str  # why not more: the lowest failing probe's rate and reason
+    result: SimResult  # the run at capacity, with the capacity keys and tables["capacity_probes"]
+
+    def summary_keys(self) -> dict:
+        """The keys ``simulate --slo`` adds to the summary (registered in :mod:`moesim.metrics`, kind
+        "capacity"). Cost and throughput are the steady window's: the cluster's $/s over the output
+        tokens/s of the requests finishing in it."""
+        p, w = self.probe, self.probe.window
+        ok = self.max_goodput_req_s > 0
+        usd_per_s = p.summary["run_cost_usd"] / p.summary["makespan_s"] if p.summary["makespan_s"] > 0 else math.nan
+        tok = w.output_tokens_per_s if ok else 0.0
+        return {"max_goodput_req_s": float(self.max_goodput_req_s),
+                "usd_per_mtok_at_capacity": float(usd_per_s / tok * 1e6) if ok and tok > 0 else math.nan,
+                "tokens_per_s_per_device_at_capacity": float(tok / p.summary["devices"]),
+                "slo": self.slo.text, "capacity_probes": len(self.probes), "capacity_limit": self.limit,
+                "capacity_note": f"{p.arrivals}; steady state: {w.describe()}; saturated throughput "
+                                 f"{self.saturation_req_s:.4g} req/s (all requests at t=0)"}
+
+    def probes_table(self) -> dict[str, list]:
+        """``tables["capacity_probes"]``: one row per probe, in the order played."""
+        rows = [{"probe": i + 1, **p.row()} for i, p in enumerate(self.probes)]
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def check_serving(s: Scenario) -> None:
+    """InputError (one line) unless ``s`` is a serving scenario."""
+    if s.is_training:
+        raise InputError(f"--slo applies to serving scenarios; {s.name} is a training scenario")
+
+
+def probe_requests(s: Scenario, rate: float, e2e_p90_s: float | None = None) -> int:
+    """Requests of a probe at ``rate``: enough arrivals to span ``SPAN_E2E`` e2e p90 latencies (a
+    previous probe's), within ``[MIN_REQUESTS, MAX_REQUESTS]``. Without a latency, and for a trace
+    (the same rows at every rate, only their times scaled): the scenario's ``n_requests``, within
+    the same bounds (a trace gives at most its rows)."""
+    if s.workload.arrival.process == "trace" or e2e_p90_s is None or not math.isfinite(e2e_p90_s):
+        n = s.workload.arrival.n_requests
+    else:
+        n = math.ceil(rate * SPAN_E2E * e2e_p90_s)
+    return int(min(max(n, MIN_REQUESTS), MAX_REQUESTS))
+
+
+def _with_arrivals(s: Scenario, rate: float | None, n: int, folder: Path) -> tuple[Scenario, str]:
+    """``s`` with ``n`` requests at ``rate`` (None: all at t=0); a trace is rewritten in ``folder``."""
+    from moesim.engine.serving.requests import read_trace
+
+    a = s.workload.arrival
+    if rate is None:
+        new, text = a.model_copy(update={"process": "batch", "n_requests": n}), "all at t=0"
+    elif a.process == "trace":
+        t, p, o = (col[:n] for col in read_trace(a.trace))
+        span = float(t.max() - t.min())
+        if t.size < 2 or span <= 0:
+            raise InputError(f"workload.arrival.trace = {str(a.trace)!r}: its first {t.size} rows arrive at one "
+                             "time; --slo scales a trace's arrival times to each probe rate and needs them spread out")
+        factor = (t.size - 1) / span / rate  # time stretch: the trace's rate / the probe rate
+        path = folder / f"trace-{uuid.uuid4().hex}.csv"
+        lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
+        lines += [f"{x!r},{i},{j}" for x, i, j in zip((t * factor).tolist(), p.tolist(), o.tolist())]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        new = a.model_copy(update={"trace": path, "n_requests": int(t.size)})
+        text = f"trace arrival times scaled by {factor:.4g} to the probe rate (first {t.size} rows)"
+    else:
+        new = a.model_copy(update={"process": "poisson", "rate_per_s": float(rate), "n_requests": n})
+        text = "Poisson arrivals at the probe rate" + (" (the scenario's batch arrivals replaced)"
+                                                        if a.process == "batch" else "")
+    w = s.workload.model_copy(update={"arrival": new})
+    return s.model_copy(update={"workload": w}), text
+
+
+def _play(s: Scenario, rate: float | None, n: int, seed: int) -> tuple[SimResult, str]:
+    from moesim.simulate import simulate
+
+    with tempfile.TemporaryDirectory(prefix="moesim-slo-") as folder:
+        probe_s, text = _with_arrivals(s, rate, n, Path(folder))
+        return simulate(probe_s, seed=seed), text
+
+
+def _judge(s: Scenario, rate: float, slo: Slo, seed: int, n: int) -> Probe:
+    result, arrivals = _play(s, rate, n, seed)
+    req = result.tables["requests"]
+    w = steady_window(req)
+    lat = window_latencies(req, w)
+    bad = []
+    if w.rejected_fraction > REJECT_LIMIT:
+        bad.append(f"rejected: {w.rejected_fraction:.1%} of requests can never be served (limit {REJECT_LIMIT:.0%})")
+    if w.overloaded:
+        bad.append(f"overloaded: offered {w.offered_req_s:.3g} req/s, served {w.served_req_s:.3g} req/s "
+                   f"(queue +{w.queue_growth:.0f} requests over the window)")
+    bad += slo.violations(lat)
+    reason = "; ".join(bad) or "holds: " + ", ".join(f"{k.removesuffix('_s')} {lat[k]:.3g} s" for k in slo.limits)
+    return Probe(float(rate), not bad, reason, slo, lat, w, int(len(req["arrival_s"])), arrivals,
+                 dict(result.summary), result)
+
+
+def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests: int | None = None,
+            e2e_p90_s: float | None = None) -> Probe:
+    """Play ``s`` at ``rate_req_s`` requests/s and judge ``slo`` on the steady state.
+
+    ``n_requests``: fixed requests (default :func:`probe_requests` with ``e2e_p90_s``, a latency
+    seen at a lower rate); with the default, a run too short for its own latency (its e2e p90 longer
+    than half its arrivals' span: the queue may still be filling up) is played once more with
+    ``SPAN_E2E`` e2e p90 worth of arrivals.
+    """
+    check_serving(s)
+    if not (isinstance(rate_req_s, (int, float)) and math.isfinite(rate_req_s) and 0 < rate_req_s <= MAX_RATE):
+        raise InputError(f"rate {rate_req_s!r} req/s: must be a positive number up to {MAX_RATE:g}")
+    n = probe_requests(s, rate_req_s, e2e_p90_s) if n_requests is None else int(n_requests)
+    probe = _judge(s, rate_req_s, slo, seed, n)
+    if n_requests is None and probe.window.warmup_capped and probe.n_requests == n:  # (a trace may have fewer rows)
+        more = probe_requests(s, rate_req_s, probe.window.e2e_p90_s)
+        if more > n:
+            probe = _judge(s, rate_req_s, slo, seed, more)
+    return probe
+
+
+def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
+                on_probe: Callable[[Probe], None] | None = None, max_probes: int = MAX_PROBES,
+                n_requests: int | None = None) -> Capacity:
+    """The highest arrival rate (req/s) at which ``slo`` holds on ``s`` (see the module docstring).
+
+    ``on_probe(probe)`` is called after each probe; ``n_requests`` fixes the requests of every run
+    (default: :func:`probe_requests`, the saturation run ``2 x`` the plan's batch slots).
+    """
+    check_serving(s)
+    if not 0 < rel_tol < 1:
+        raise InputError(f"rel_tol = {rel_tol!r}: must be between 0 and 1")
+    if max_probes < 2:
+        raise InputError(f"max_probes = {max_probes!r}: at least 2 (one near zero load, one above it)")
+    sat, _ = _play(s, None, n_requests or _saturation_requests(s), seed)
+    r_sat = completion_rate(sat.tables["requests"])
+    if not (math.isfinite(r_sat) and r_sat > 0):
+        r_sat = sat.summary["requests_per_s"] if sat.summary["requests_per_s"] > 0 else 1.0
+    del sat
+    probes: list[Probe] = []
+
+    def run(rate: float, n: int | None, e2e: float | None) -> Probe:
+        p = measure(s, min(rate, MAX_RATE), slo, seed, n, e2e)
+        probes.append(replace(p, result=None))  # only ``lo``, the highest probe that held, keeps its run
+        if on_probe is not None:
+            on_probe(p)
+        return p
+
+    lo, hi = run(r_sat / LOW_LOAD_DIVISOR, n_requests or LOW_LOAD_REQUESTS, None), None
+    if not lo.holds:
+        return _capacity(slo, 0.0, lo, probes, r_sat, f"at {lo.rate_req_s:.4g} req/s (near zero load): {lo.reason}")
+    rate = max(UPPER_FACTOR * r_sat, 2 * lo.rate_req_s)
+    fixed = n_requests
+    while len(probes) < max_probes:
+        if fixed is None and hi is not None and hi.rate_req_s <= 2 * lo.rate_req_s:
+            # bisection: the same requests at every rate (their gaps scaled), sized for the top rate
+            fixed = probe_requests(s, hi.rate_req_s, lo.window.e2e_p90_s)
+        p = run(rate, fixed, lo.window.e2e_p90_s)
+        if p.holds:
+            lo = p
+        else:
+            hi = probes[-1]  # without its run
+        if hi is None:
+            if lo.rate_req_s >= MAX_RATE:
+                break
+            rate = 2 * lo.rate_req_s
+            continue
+        if (hi.rate_req_s - lo.rate_req_s) / hi.rate_req_s < rel_tol:
+            break
+        rate = hi.rate_req_s / 2 if hi.rate_req_s > 2 * lo.rate_req_s else (lo.rate_req_s + hi.rate_req_s) / 2
+    if hi is None:
+        limit = f"held at every rate probed, up to {lo.rate_req_s:.4g} req/s"
+    else:
+        limit = f"at {hi.rate_req_s:.4g} req/s: {hi.reason}"
+        if (hi.rate_req_s - lo.rate_req_s) / hi.rate_req_s >= rel_tol:
+            limit += f" (stopped after {len(probes)} probes, before rel_tol {rel_tol:g})"
+    return _capacity(slo, lo.rate_req_s, lo, probes, r_sat, limit)
+
+
+def _saturation_requests(s: Scenario) -> int:
+    """Requests of the all-at-t=0 run: twice the plan's batch slots (the decode pool's when
+    disaggregated), so every engine runs full batches, within the probe limits."""
+    from moesim.schemas.scenario import pool_scenario
+
+    pool = pool_scenario(s, "decode") if s.workload.disaggregation is not None else s
+    slots = pool.plan.dp * pool.workload.max_batch_seqs
+    return int(min(max(2 * slots, MIN_REQUESTS), MAX_REQUESTS))
+
+
+def _capacity(slo: Slo, rate: float, probe: Probe, probes: list[Probe], r_sat: float, limit: str) -> Capacity:
+    cap = Capacity(slo, rate, replace(probe, result=None), tuple(probes), r_sat, limit, probe.result)
+    result = probe.result
+    result.summary.update(cap.summary_keys())
+    result.tables["capacity_probes"] = cap.probes_table()
+    return cap
+
+
+__all__ = ["Capacity", "Probe", "SLO_METRICS", "Slo", "check_serving", "max_goodput", "measure", "parse_slo",
+           "probe_requests"]

@@ -1,0 +1,190 @@
+"""The ``plan`` command (registered by :mod:`moesim.cli`): the cheapest plan that meets the SLO.
+
+Parses options, calls :mod:`moesim.plan_search` (enumeration and screening in
+:mod:`moesim.plan_space`, bounds in :mod:`moesim.plan_bounds`), renders the ranked table with rich
+and writes the files of :mod:`moesim.plan_report`. Bad options are InputErrors (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from moesim.errors import InputError, RunError
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _PlanColumn(ProgressColumn):
+    """Candidates left, simulations run and the best objective so far."""
+
+    def render(self, task) -> Text:
+        f = task.fields
+        best = f.get("best")
+        return Text(f"left {f.get('left', '?')}  runs {f.get('runs', 0)}  best "
+                    + (f"{best:.4g} ({f.get('best_label', '')})" if best is not None else "-"))
+
+
+def plan_command(
+    scenario: Annotated[str, typer.Argument(help="Scenario YAML file, or a shipped scenario's name: the model, workload and (default) hardware to plan for.", metavar="SCENARIO", show_default=False)],
+    devices: Annotated[str | None, typer.Option("--devices", "-d", help="Device counts: a range of powers of two (8..64) or a list (8,16,32). Default: the scenario's.")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", help="Hardware presets to compare, e.g. h100-sxm,h200,a100-80gb (default: the scenario's).")] = None,
+    slo: Annotated[str | None, typer.Option("--slo", help="Serving SLO (required for serving), e.g. ttft_p99=2,tpot_p99=0.2 (seconds).")] = None,
+    objective: Annotated[str | None, typer.Option("--objective", help="What to minimise/maximise. Serving: usd_per_mtok (at capacity, default), tokens_per_s_per_device, ttft_p99_s. Training: usd_per_mtok (default), step_time_s, mfu, tokens_per_s, tokens_per_s_per_device.")] = None,
+    tp: Annotated[str | None, typer.Option("--tp", help="Tensor-parallel degrees to try (powers of two; default: 1 up to the devices per node).")] = None,
+    pp: Annotated[str | None, typer.Option("--pp", help="Pipeline stages to try (default 1,2,4).")] = None,
+    max_batch_seqs: Annotated[str | None, typer.Option("--max-batch-seqs", help="Serving batch limits to try (default 64,128,256,512).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Fixed override of the scenario before planning: path.to.field=value (repeatable).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write plans.csv, plans.json, pareto.png, best.yaml and the runs (results.jsonl) here.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse the runs already in --out; run only the missing ones.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard the runs already in --out and start again.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (1: run in this process).")] = 2,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run on Dask: a scheduler address tcp://host:port, or 'local' for a LocalCluster of --workers.")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows of the ranked table.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every run.")] = 0,
+    verify: Annotated[int, typer.Option("--verify", help="Serving: re-run the capacity search of the best N plan shapes on the whole plan (every replica, fewest devices); they rank first, by it. 0: one-replica searches only.")] = 1,
+    exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Evaluate every valid plan (no bound pruning; slow): the whole Pareto frontier.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print counts, the best plan and the ranked rows as JSON.")] = False,
+) -> None:
+    """Find the cheapest plan (devices, hardware, TP/PP/EP, batch limits) that meets the SLO."""
+    from moesim.plan_options import prepare
+    from moesim.plan_report import all_rows, counts, write_outputs
+    from moesim.plan_search import search
+
+    if workers < 1:
+        raise InputError(f"--workers {workers}: need at least 1")
+    if top < 1:
+        raise InputError(f"--top {top}: need at least 1")
+    if seed < 0:
+        raise InputError(f"--seed {seed}: must be >= 0")
+    if verify < 0:
+        raise InputError(f"--verify {verify}: must be >= 0 (0: rank by the one-replica searches alone)")
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite: give one of them")
+    if (resume or overwrite) and out_dir is None:
+        raise InputError(f"--{'resume' if resume else 'overwrite'} needs --out DIR (where the runs are kept)")
+    if dask is not None and dask != "local" and "://" not in dask:
+        raise InputError(f"--dask {dask!r}: a scheduler address tcp://host:port, or 'local'")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a folder")
+    space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,
+                                  tp=tp, pp=pp, batch=max_batch_seqs, sets=set_ or [], exhaustive=exhaustive)
+    with Progress(TextColumn("[bold]plan"), BarColumn(), MofNCompleteColumn(), _PlanColumn(), console=err,
+                  transient=False, disable=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("plan", total=len(space.candidates))
+
+        def on_progress(p) -> None:
+            bar.update(task, completed=p.decided, left=p.left, runs=sum(p.runs.values()), best=p.best_value,
+                       best_label=p.best_label)
+
+        outcome = search(space, obj, slo=slo_obj, seed=seed, workers=workers, dask=dask, store_dir=out_dir,
+                         resume=resume, overwrite=overwrite, exhaustive=exhaustive, verify=verify,
+                         on_progress=on_progress)
+    files = [str(p) for p in write_outputs(outcome, out_dir)] if out_dir is not None else []
+    n = counts(outcome)
+    rows = [r for r in all_rows(outcome) if r["rank"] is not None]
+    if as_json:
+        from moesim.results import jsonable
+
+        doc = {**n, "objective": obj.name, "best": rows[0] if rows else None, "ranked": rows[:top], "files": files}
+        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
+    else:
+        out.print(_table(rows, obj, space.training, top))
+        out.print(_counts_line(n, space.training), highlight=False)
+        for f in files:
+            out.print(f"wrote {f}", highlight=False)
+    if not rows:
+        why = "no plan holds the SLO at any rate" if not space.training else "no plan fits and simulates"
+        raise RunError(f"{why} (of {n['candidates']} candidates: pruned {n['pruned_total']}, "
+                       f"evaluated {n['simulated']}); see {'plans.csv in --out' if out_dir else 'the counts above'}")
+
+
+def _counts_line(n: dict[str, Any], training: bool) -> str:
+    pruned = ", ".join(f"{k} {v}" for k, v in sorted(n["pruned"].items())) or "none"
+    evaluated = ", ".join(f"{k} {v}" for k, v in sorted(n["evaluated"].items())) or "none"
+    runs = dict(n["runs"])
+    if not training and "capacity" in runs:
+        runs["capacity"] = f"{runs['capacity']} ({n['units_evaluated']} to the end, one replica each)"
+    order = ("saturation", "capacity", "re-check", "simulate")
+    text = ", ".join(f"{k} {runs[k]}" for k in order if k in runs) or "none"
+    return (f"{n['candidates']} candidates: pruned {n['pruned_total']} ({pruned}); evaluated {n['simulated']} "
+            f"({evaluated}); runs: {text}" + (f"; {n['runs_reused']} reused" if n["runs_reused"] else "")
+            + f"; {n['wall_s']:.1f} s")
+
+
+def _num(key: str, value: Any) -> str:
+    """A table cell: the number alone (the unit is in the column header)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    if key.endswith("_s") and key != "capacity_req_s":
+        return f"{value:.3f}" if value >= 0.01 else f"{value:.2e}"
+    if key == "mfu":
+        return f"{100 * value:.1f} %"
+    if abs(value) >= 100:
+        return f"{value:,.0f}" if key != "capacity_req_s" else f"{value:,.1f}"
+    return f"{value:.4g}"
+
+
+def _table(rows: list[dict[str, Any]], obj, training: bool, top: int) -> Table:
+    """The best ``top`` plan shapes. Serving rows are replica shapes at their fewest devices (the same
+    shape on more devices has the same cost per token and proportional capacity: "also on"); the
+    objective is shown as the search measured it (one replica) and, for the plans re-checked on the
+    whole plan (``--verify``), as that measured it; the other columns come from the whole plan where
+    it was re-checked."""
+    heads = {"capacity_req_s": "capacity req/s", "usd_per_mtok_at_capacity": "$/Mtok", "usd_per_mtok": "$/Mtok",
+             "tokens_per_s_per_device_at_capacity": "tok/s/device", "tokens_per_s_per_device": "tok/s/device",
+             "ttft_p99_s": "TTFT p99 s", "tpot_p99_s": "TPOT p99 s", "step_time_s": "step s", "mfu": "MFU",
+             "tokens_per_s": "tok/s", "peak_memory_gib": "memory GiB"}
+    if training:
+        cols = [obj.key] + [c for c in ("step_time_s", "usd_per_mtok", "mfu", "tokens_per_s_per_device",
+                                        "peak_memory_gib") if c != obj.key]
+        first = {obj.key: "objective"}
+    else:
+        cols = ["one_replica_objective", "whole_plan_objective"] + [
+            c for c in ("capacity_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
+                        "ttft_p99_s", "tpot_p99_s") if c != obj.key]
+        heads |= {"one_replica_objective": f"{heads.get(obj.key, obj.key)} 1 replica",
+                  "whole_plan_objective": f"{heads.get(obj.key, obj.key)} whole"}
+        first = {}
+    t = Table(title=f"best plans by {obj.name} ({'lower' if obj.direction == 'min' else 'higher'} is better)",
+              header_style="bold")
+    names = ("#", "plan", "devices", "hardware") + (() if training else ("also on",))
+    for name in names:
+        t.add_column(name, justify="left" if name in ("plan", "hardware", "also on") else "right", no_wrap=True)
+    for c in cols:
+        t.add_column(heads.get(c, c), justify="right", no_wrap=True)
+    shapes: dict[tuple, list[int]] = {}
+    for r in rows:
+        shapes.setdefault(_shape(r, training), []).append(r["devices"])
+    shown = 0
+    for r in rows:  # best first; a shape's first row is its fewest devices (ties rank fewer devices first)
+        devices = shapes.pop(_shape(r, training), None)
+        if devices is None:
+            continue
+        shown += 1
+        cells = [str(shown), r["plan"], str(r["devices"]), r["hardware"]]
+        if not training:
+            cells.append(",".join(str(d) for d in sorted(set(devices) - {r["devices"]})) or "-")
+        key = {c: (r.get("objective") if first.get(c) else r.get(c)) for c in cols}
+        t.add_row(*cells, *(_num(obj.key if c.endswith("_objective") else c, key[c]) for c in cols),
+                  style="bold green" if shown == 1 else None)
+        if shown >= top:
+            break
+    if not training:
+        t.caption = ("1 replica: the capacity search on one replica, times the replicas (what the search ranks by); "
+                     "whole: re-run on every replica of the plan (--verify), which also gives the other columns")
+    return t
+
+
+def _shape(r: dict[str, Any], training: bool) -> tuple:
+    return (r["hardware"], r["plan"], r["devices"]) if training else (r["hardware"], r["plan"].split(" ", 1)[1])

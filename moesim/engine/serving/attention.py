@@ -1,0 +1,99 @@
+"""One serving iteration's attention kernels, with decode sequences' seconds tabulated by context.
+
+A continuous-batching iteration runs one attention kernel per layer over every scheduled sequence
+(the op graph's ``attn_core`` op; MLA models run two: absorbed attention for decodes, multi-head
+attention over up-projected K/V for prefill chunks). Where the cost model prices a batch as the sum
+of its sequences plus one launch (``CostModel.attention_seq_s`` is not None: every GPU profile
+and the datasheet), a decoding sequence's seconds depend only on its context, so they are
+tabulated once per context length: an iteration then costs a table lookup and a sum instead of a
+vectorised roofline, and a run of ``k`` decode iterations (``decode_window_s``) one lookup of a
+``(k, n)`` matrix. Cache-aware profiles (a CPU's KV read slows as the batch's working set outgrows
+the cache) price the whole batch as before.
+
+Units: seconds of one layer; token counts are ints (contexts index the table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.costmodel import CostModel
+from moesim.engine.ops import Op, op_s
+
+
+class BatchAttention:
+    """Seconds of one layer's attention over a batch: ``batch_s`` per iteration, ``decode_window_s``
+    for ``k`` decode-only iterations in a row.
+
+    ``decode_op``: the kernel decodes run (the op graph's ``attn_core`` op); ``prefill_op``: a second
+    kernel for prefill chunks (MLA's multi-head form), or None when one kernel runs every sequence.
+    ``max_context``: the longest context tabulated (longer ones are priced directly).
+    """
+
+    def __init__(self, cm: CostModel, decode_op: Op, prefill_op: Op | None, max_context: int,
+                 max_chunk: int = 0):
+        self.cm, self.decode_op, self.prefill_op = cm, decode_op, prefill_op
+        self.launch_s = float(cm.attention_launch_s)
+        ctx = np.arange(int(max_context) + 1, dtype=float)
+        table = self._seq_s(decode_op, np.ones_like(ctx), ctx)
+        #: seconds of one decoding sequence by context (tokens after this iteration); None: not separable
+        self.decode_table = None if table is None else np.asarray(table, dtype=float)
+        # seconds of a prompt's first chunk (no context before it: kv == q) by length, up to ``max_chunk``
+        chunk = np.arange(int(max_chunk) + 1, dtype=float)
+        first = None if table is None else self._seq_s(prefill_op or decode_op, chunk, chunk)
+        self.first_chunk_table = None if first is None else np.asarray(first, dtype=float)
+
+    def _seq_s(self, op: Op, q: np.ndarray, kv: np.ndarray):
+        a = op.args
+        return self.cm.attention_seq_s(q, kv, a["n_heads"], a["head_dim"], a["kv_heads"], a["dtype"])
+
+    def _core_sum(self, op: Op, q: np.ndarray, kv: np.ndarray) -> float:
+        """Summed per-sequence seconds of ``op`` over the given sequences (no launch)."""
+        if q.size == 0:
+            return 0.0
+        if kv.dtype.kind in "iu" and (q == 1).all() and kv.max() < self.decode_table.size:
+            return float(self.decode_table[kv].sum())
+        if (kv.dtype.kind in "iu" and q.size == 1 and q[0] == kv[0] and q[0] < self.first_chunk_table.size
+                and op is (self.prefill_op or self.decode_op)):
+            return float(self.first_chunk_table[q[0]])
+        return float(np.asarray(self._seq_s(op, q.astype(float), kv.astype(float))).sum())
+
+    def batch_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
+        """One layer's attention seconds for a batch: ``q_tokens[i]`` new tokens of sequence ``i``
+        attend over ``kv_tokens[i]`` (its context after this iteration); both ``(n,)`` (the table
+        serves integer contexts; floats are priced directly)."""
+        if self.decode_table is None:
+            return self._batch_direct(q_tokens, kv_tokens)
+        q, kv = np.asarray(q_tokens), np.asarray(kv_tokens)
+        if self.prefill_op is None:
+            dec = q == 1
+            secs = self._core_sum(self.decode_op, q[dec], kv[dec]) + (
+                self._core_sum(self.decode_op, q[~dec], kv[~dec]) if not dec.all() else 0.0)
+            return secs + self.launch_s if secs > 0 else 0.0
+        pre = q > 1
+        total = 0.0
+        for op, sel in ((self.decode_op, ~pre), (self.prefill_op, pre)):
+            if sel.any():
+                secs = self._core_sum(op, q[sel], kv[sel])
+                total += secs + self.launch_s if secs > 0 else 0.0
+        return total
+
+    def _batch_direct(self, q: np.ndarray, kv: np.ndarray) -> float:
+        """The cost model's batched kernel over every sequence (working-set-coupled profiles)."""
+        if self.prefill_op is None:
+            return float(op_s(self.cm, self.decode_op, q_tokens=q, kv_tokens=kv))
+        pre = q > 1
+        return sum(float(op_s(self.cm, op, q_tokens=q[sel], kv_tokens=kv[sel]))
+                   for op, sel in ((self.decode_op, ~pre), (self.prefill_op, pre)) if sel.any())
+
+    def decode_window_s(self, context: np.ndarray, k: int) -> np.ndarray:
+        """``(k,)`` seconds of one layer for ``k`` decode-only iterations in a row: in iteration
+        ``j`` sequence ``i`` attends over ``context[i] + j`` tokens. Equal to ``batch_s`` of each
+        iteration (same lookups, same summation order)."""
+        ctx = np.asarray(context)[None, :] + np.arange(k)[:, None]
+        if (self.decode_table is None or ctx.size == 0 or ctx.dtype.kind not in "iu"
+                or ctx.max() >= self.decode_table.size):
+            ones = np.ones(ctx.shape[1], np.int64)
+            return np.array([self.batch_s(ones, row) for row in ctx])
+        secs = self.decode_table[ctx].sum(axis=1)
+        return np.where(secs > 0, secs + self.launch_s, 0.0)

@@ -1,0 +1,222 @@
+"""What ``moesim plan`` leaves behind: the table of every candidate, the Pareto frontier, best.yaml.
+
+``plans.csv`` / ``plans.json``: one row per candidate (ranked, pruned with its reason, or failing
+the SLO at every rate). ``pareto.png``: serving, output tokens/s per device against tokens/s per
+user (1 / mean TPOT) at capacity of every evaluated plan, the frontier joined; training, cost per
+token against step time. ``best.yaml``: the best plan as a scenario for ``moesim simulate`` (serving:
+Poisson arrivals at the plan's capacity).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moesim.fileio import atomic_write_text
+from moesim.plan_search import EXACT, PlanOutcome, Unit
+from moesim.plan_space import Candidate, build
+
+#: Path fields of a scenario, anchored at the scenario's folder when written elsewhere.
+PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
+SERVING_COLUMNS = ("max_goodput_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
+                   "ttft_p99_s", "tpot_p99_s", "tpot_mean_s")
+TRAINING_COLUMNS = ("step_time_s", "usd_per_mtok", "mfu", "tokens_per_s_per_device", "peak_memory_gib")
+
+
+def candidate_row(c: Candidate, u: Unit | None, outcome: PlanOutcome, rank: int | None) -> dict[str, Any]:
+    """One candidate as a flat row: identity, status, the objective and the unit's results."""
+    row: dict[str, Any] = {"rank": rank, "hardware": c.hardware, "devices": c.devices, "plan": c.plan_text,
+                           "status": "ranked" if rank is not None else (c.reason or c.status),
+                           "detail": c.detail, **c.values}
+    if u is None:
+        return row
+    row["bound"] = u.bound
+    row["objective"] = u.value
+    r = u.row or {}
+    if outcome.space.training:
+        row.update({k: r.get(k) for k in TRAINING_COLUMNS})
+    else:
+        row.update({k: r.get(k) for k in SERVING_COLUMNS if k != "max_goodput_req_s"})
+        row["capacity_per_replica_req_s"] = r.get("max_goodput_req_s")
+        if r.get("max_goodput_req_s") is not None:  # per replica, times the plan's replicas
+            row["capacity_req_s"] = r["max_goodput_req_s"] * c.values["plan.dp"]
+        tpot = r.get("tpot_mean_s")
+        row["tokens_per_s_per_user"] = 1.0 / tpot if isinstance(tpot, (int, float)) and tpot > 0 else None
+        row["checked_on_devices"] = u.checked_devices  # the whole plan re-checked (else: one replica x replicas)
+        row["one_replica_objective"] = u.estimate if u.checked_devices else u.value
+        row["whole_plan_objective"] = u.value if u.checked_devices else None
+    return row
+
+
+def all_rows(outcome: PlanOutcome) -> list[dict[str, Any]]:
+    """Every candidate: ranked ones first (best first), then the rest in enumeration order."""
+    unit_of = {c.index: u for u in outcome.units for c in u.candidates}
+    ranked = outcome.ranked()
+    rows = [candidate_row(c, u, outcome, i + 1) for i, (c, u) in enumerate(ranked)]
+    seen = {c.index for c, _ in ranked}
+    rows += [candidate_row(c, unit_of.get(c.index), outcome, None) for c in outcome.space.candidates
+             if c.index not in seen]
+    return rows
+
+
+def counts(outcome: PlanOutcome) -> dict[str, Any]:
+    p = outcome.progress
+    return {"candidates": p.candidates, "pruned": dict(p.pruned), "pruned_total": sum(p.pruned.values()),
+            "evaluated": dict(p.evaluated), "simulated": sum(p.evaluated.values()),
+            "units_evaluated": sum(1 for u in outcome.units if u.level >= EXACT),
+            "runs": dict(p.runs), "runs_reused": p.reused, "wall_s": outcome.wall_s}
+
+
+def write_tables(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
+    rows = all_rows(outcome)
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(k) is None else _cell(r.get(k)) for k in cols])
+    csv_path, json_path = out_dir / "plans.csv", out_dir / "plans.json"
+    atomic_write_text(csv_path, buf.getvalue())
+    doc = {"scenario": outcome.space.raw.get("name", ""), "kind": "training" if outcome.space.training else "serving",
+           "objective": outcome.objective.name, "objective_key": outcome.objective.key,
+           "direction": outcome.objective.direction, "slo": outcome.slo_text, **counts(outcome), "plans": rows}
+    atomic_write_text(json_path, json.dumps(_jsonable(doc), indent=1) + "\n")
+    return [csv_path, json_path]
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return ""
+    return v
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# --------------------------------------------------------------------------------- best.yaml
+def best_scenario(outcome: PlanOutcome) -> dict | None:
+    """The best plan as a scenario mapping (None when no plan was ranked)."""
+    best = outcome.best
+    if best is None:
+        return None
+    c, u = best
+    space = outcome.space
+    _, data = build(space.raw, c.overrides(), space.base_dir)
+    data = copy.deepcopy(data)
+    for path in PATH_FIELDS:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), str) and not Path(node[path[-1]]).is_absolute():
+            node[path[-1]] = str((space.base_dir / node[path[-1]]).resolve())
+    name = str(space.raw.get("name", "scenario"))
+    data["name"] = f"{name}-plan"
+    what = f"{outcome.objective.name} {u.value:.6g}"
+    if not space.training:
+        rate = u.row["max_goodput_req_s"] * c.values["plan.dp"]
+        arrival = data["workload"].setdefault("arrival", {})
+        if arrival.get("process", "batch") != "trace":  # n_requests kept: --slo sizes its probes from it
+            arrival.update(process="poisson", rate_per_s=float(f"{rate:.6g}"))
+        what += f", capacity {rate:.4g} req/s under {outcome.slo_text}"
+    data["description"] = f"moesim plan: best of {outcome.progress.candidates} plans for {name} ({what})."
+    return data
+
+
+def write_best(outcome: PlanOutcome, path: Path) -> Path | None:
+    """Write best.yaml and check it loads back as a scenario."""
+    from moesim.loader import load_scenario
+
+    data = best_scenario(outcome)
+    if data is None:
+        return None
+    header = f"# {data['description']}\n# Written by moesim plan; run it with: moesim simulate {path.name}\n"
+    atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False))
+    load_scenario(path)  # raises InputError if it does not load back
+    return path
+
+
+# --------------------------------------------------------------------------------- Pareto
+def pareto_points(outcome: PlanOutcome) -> list[dict[str, Any]]:
+    """Evaluated units as (x, y, label, on_frontier): serving x = tokens/s per user, y = tokens/s per
+    device (both larger is better); training x = step time, y = $/Mtok (both smaller is better)."""
+    pts = []
+    best = outcome.best
+    for u in outcome.units:
+        r = u.row or {}
+        if u.value is None:
+            continue
+        if outcome.space.training:
+            x, y = r.get("step_time_s"), r.get("usd_per_mtok")
+        else:
+            tpot = r.get("tpot_mean_s")
+            x = 1.0 / tpot if isinstance(tpot, (int, float)) and tpot > 0 else None
+            y = r.get("tokens_per_s_per_device_at_capacity")
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y):
+            pts.append({"x": float(x), "y": float(y), "label": u.label, "best": best is not None and u is best[1]})
+    sign = -1.0 if outcome.space.training else 1.0  # maximise sign*x and sign*y
+    for p in pts:
+        p["frontier"] = not any(sign * q["x"] >= sign * p["x"] and sign * q["y"] >= sign * p["y"]
+                                and (q["x"], q["y"]) != (p["x"], p["y"]) for q in pts)
+    return pts
+
+
+def plot_pareto(outcome: PlanOutcome, base: Path) -> list[Path]:
+    """The Pareto PNG (matplotlib imported here only); [] when nothing was evaluated."""
+    pts = pareto_points(outcome)
+    if not pts:
+        return []
+    from matplotlib.figure import Figure
+
+    from moesim.plots import save_figure
+
+    training = outcome.space.training
+    what = "cost vs step time" if training else f"throughput vs interactivity at capacity ({outcome.slo_text})"
+    shown = "every valid plan" if outcome.exhaustive else "plans the search evaluated (pruned ones not shown)"
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")  # the house style of moesim.plots
+    ax = fig.add_subplot()
+    ax.set_title(f"{outcome.space.raw.get('name', '')}: {what}\n{shown}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.scatter([p["x"] for p in pts], [p["y"] for p in pts], s=14, color="0.65", label="evaluated plans")
+    front = sorted((p for p in pts if p["frontier"]), key=lambda p: p["x"])
+    ax.plot([p["x"] for p in front], [p["y"] for p in front], marker="o", ms=5, color="C0", label="Pareto frontier")
+    for p in (p for p in pts if p["best"]):
+        ax.scatter([p["x"]], [p["y"]], s=120, marker="*", color="C3", zorder=3, label=f"best: {p['label']}")
+    mid = (min(p["x"] for p in pts) + max(p["x"] for p in pts)) / 2
+    for p in front[:12]:  # labels point inwards so none runs off the axes
+        right = p["x"] > mid
+        ax.annotate(p["label"], (p["x"], p["y"]), fontsize=6, xytext=(-4 if right else 4, 3),
+                    textcoords="offset points", ha="right" if right else "left")
+    if training:
+        ax.set_xlabel("step time (s)")
+        ax.set_ylabel("cost ($ per 1M tokens)")
+    else:
+        ax.set_xlabel("tokens/s per user (1 / mean TPOT at capacity)")
+        ax.set_ylabel("output tokens/s per device at capacity")
+    ax.legend(fontsize=8)
+    return save_figure(fig, base, ["png"])
+
+
+def write_outputs(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = write_tables(outcome, out_dir)
+    paths += plot_pareto(outcome, out_dir / "pareto")
+    best = write_best(outcome, out_dir / "best.yaml")
+    return paths + ([best] if best else [])

@@ -1,0 +1,189 @@
+"""The runs ``moesim plan`` sends to the sweep executors: one function per stage, picklable.
+
+Each runner takes ``(scenario, seed)`` (the sweep executors' runner signature,
+:func:`moesim.sweep_exec.run_point`) and returns a SimResult whose summary holds per-replica and
+per-device numbers. Serving runs play **one replica** of the plan: the scenario (a valid plan of one
+expert-parallel group, ``dp = ep``) with ``dp`` set to 1 and the group's hardware kept, so an expert
+all-to-all still crosses the links it would. Replicas do not interact in the serving engine (the
+router spreads requests; an EP rank's experts are priced as serving equal batches from every replica
+of its group), so a plan of ``dp`` replicas serves ``dp`` times one replica's rate at the same cost
+per token. Under ``plan.dp_attention`` the group's replicas run in lock-step, and the whole group
+is played.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+FORMAT = 11  # part of every run's key: bump when a runner's output changes meaning
+
+#: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
+GATE_PROBES = 3
+#: Requests of a saturation run: this many times the replica's batch slots, at least SAT_MIN.
+SAT_SLOTS, SAT_MIN, SAT_MAX = 3, 600, 20_000
+
+
+def replica_of(s) -> tuple[Any, int, int]:
+    """(scenario of the replicas played, replicas played, devices they occupy)."""
+    p = s.plan
+    if p.dp_attention:
+        return s, p.dp, p.n_devices
+    return s.model_copy(update={"plan": p.model_copy(update={"dp": 1})}), 1, p.tp * p.pp
+
+
+def _result(s, seed: int, summary: dict[str, Any]):
+    from moesim.results import SimResult
+
+    return SimResult("serving", s.name, seed, {**summary, "fits": True})
+
+
+def saturation_runner(scenario, seed: int):
+    """Every request at t=0: output tokens generated per second per device while the queue still
+    held requests (from the 10th percentile of the finishes to the last first token; the drain after
+    it runs smaller batches and is left out)."""
+    import numpy as np
+
+    from moesim.simulate import simulate
+
+    s, replicas, devices = replica_of(scenario)
+    w = s.workload
+    n = int(min(max(SAT_SLOTS * replicas * s.plan.pp * w.max_batch_seqs, SAT_MIN), SAT_MAX))
+    arrival = w.arrival.model_copy(update={"process": "batch", "n_requests": n})
+    run = simulate(s.model_copy(update={"workload": w.model_copy(update={"arrival": arrival})}), seed=seed)
+    req, it = run.tables["requests"], run.tables["iterations"]
+    finish = np.sort(np.asarray(req["finish_s"], dtype=float))
+    finish = finish[np.isfinite(finish)]
+    first = np.asarray(req["first_token_s"], dtype=float)
+    rate = 0.0
+    if finish.size >= 10 and np.isfinite(first).any():
+        a, b = finish[int(0.1 * finish.size)], float(np.nanmax(first))
+        if b <= a:  # every request admitted before the 10th percentile finished: use the finishes
+            b = finish[int(0.9 * finish.size) - 1]
+        end = np.asarray(it["end_s"], dtype=float)
+        inside = (end > a) & (end <= b)
+        tokens = float(np.asarray(it["decode_tokens"], dtype=float)[inside].sum()) + float(((first > a) & (first <= b)).sum())
+        rate = tokens / (b - a) if b > a else 0.0
+    return _result(s, seed, {"sat_output_tokens_per_s_per_device": rate / devices, "sat_requests": n})
+
+
+#: Keys a capacity run keeps from the steady-state window at capacity.
+WINDOW_KEYS = ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s")
+
+
+class _Hopeless(Exception):
+    """Raised from ``on_probe``: a probe failed below the rate the plan needs to beat the best."""
+
+    def __init__(self, probe, needed: float) -> None:
+        super().__init__(probe.reason)
+        self.probe, self.needed = probe, needed
+
+
+def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | None = None,
+                    tokens_per_request: float | None = None, slack: float = 1.1, whole: bool = False):
+    """:func:`moesim.capacity.max_goodput` with its defaults on one replica: per-replica capacity,
+    the window's latencies, output tokens/s per device and $/Mtok at capacity.
+
+    ``needed_tok_s``: output tokens/s per device the plan must serve at capacity to beat the best
+    plan found. Then the rate that needs is probed first (:func:`moesim.capacity.measure`): at the
+    workload's mean ``tokens_per_request``, then at the output tokens per offered request the
+    probes that held served, each probe sized by the last one's e2e p90 as ``max_goodput`` sizes
+    its own (at most ``GATE_PROBES``); and the capacity search stops at any probe that fails below
+    that rate (all over ``slack``). A failure there means a capacity below it, where the window
+    serves fewer tokens per offered request, not more (long requests are the ones left queued):
+    ``hopeless``. ``whole``: play every replica of the plan (the re-check of the best plans)."""
+    from moesim.capacity import max_goodput, measure, parse_slo, probe_requests
+
+    s, replicas, devices = (scenario, scenario.plan.dp, scenario.plan.n_devices) if whole else replica_of(scenario)
+    slo = parse_slo(slo_text)
+    need = needed_tok_s * devices * replicas if needed_tok_s else None  # tokens/s of the replicas played
+    per_request = [tokens_per_request]
+
+    def needed_rate() -> float | None:
+        return need / per_request[0] / slack if need and per_request[0] else None
+
+    def on_probe(p) -> None:
+        if p.holds and p.rate_req_s > 0 and p.window.output_tokens_per_s > 0:
+            per_request[0] = min(per_request[0] or math.inf, p.window.output_tokens_per_s / p.rate_req_s)
+        rate = needed_rate()
+        if rate is not None and not p.holds and p.rate_req_s <= rate * (1 + 1e-9):  # the gate probes at ``rate``
+            raise _Hopeless(p, rate / replicas)
+
+    try:
+        tried: set[tuple[float, int]] = set()
+        e2e = None  # the last holding probe's e2e p90 sizes the next probe, as max_goodput sizes its probes
+        while (rate := needed_rate()) is not None and len(tried) < GATE_PROBES:
+            n = probe_requests(s, rate, e2e)
+            if (rate, n) in tried:
+                break
+            tried.add((rate, n))
+            probe = measure(s, rate, slo, seed=seed, n_requests=n)
+            on_probe(probe)
+            e2e = probe.window.e2e_p90_s
+        cap = max_goodput(s, slo, seed=seed, on_probe=on_probe)
+    except _Hopeless as h:
+        return _result(s, seed, {"hopeless": True, "needed_req_s": h.needed, "failed_at_req_s": h.probe.rate_req_s / replicas,
+                                 "capacity_limit": h.probe.reason})
+    ok = cap.max_goodput_req_s > 0
+    tok = cap.probe.window.output_tokens_per_s / devices if ok else 0.0
+    usd = s.hardware.device.usd_per_hour / 3600.0 / tok * 1e6 if ok and tok > 0 else math.nan
+    return _result(s, seed, {
+        "hopeless": False, "max_goodput_req_s": cap.max_goodput_req_s / replicas,  # per replica
+        "usd_per_mtok_at_capacity": usd, "tokens_per_s_per_device_at_capacity": tok,
+        **{k: cap.probe.latencies.get(k) for k in WINDOW_KEYS},
+        "capacity_probes": len(cap.probes), "capacity_limit": cap.limit,
+        "saturation_req_s": cap.saturation_req_s / replicas, "replicas_played": replicas})
+
+
+def run_key(unit_raw: dict, level: int, seed: int, slo_text: str) -> str:
+    """A run's identity in the store: what it played (the SLO only matters to capacity searches, level 2 up)."""
+    text = json.dumps({"raw": unit_raw, "level": level, "seed": seed, "slo": slo_text if level >= 2 else "",
+                       "format": FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def reusable(row: dict[str, Any] | None, needed: float | None) -> bool:
+    """A stored run answers this step: any finished run, or a search stopped early (``hopeless``)
+    for a best at least as easy to beat as the one now (``needed`` tokens/s at least its own)."""
+    if row is None:
+        return False
+    if not row.get("hopeless"):
+        return True
+    stored = row.get("needed_tok_s")
+    return needed is not None and stored is not None and needed >= stored
+
+
+class InlineBackend:
+    """:func:`moesim.sweep_exec.drive`'s backend interface, run in this process (``--workers 1``)."""
+
+    broken = False
+    workers = 1
+
+    def submit(self, task):
+        from moesim.sweep_exec import run_point
+
+        return _Done(run_point(task))
+
+    def wait_some(self, handles: list) -> list:
+        return list(handles)
+
+    def outcome(self, handle) -> dict[str, Any]:
+        return handle.row
+
+    def recover(self) -> None:
+        return None
+
+    def close(self, wait: bool = True) -> None:
+        return None
+
+
+class _Done:
+    """A finished handle (hashable by identity: ``drive`` keys its in-flight map by handle)."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+
+    def done(self) -> bool:
+        return True

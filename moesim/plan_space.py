@@ -1,0 +1,307 @@
+"""The plans ``moesim plan`` considers, and what can be said of each before simulating it. Pure functions.
+
+A :class:`Candidate` is one full plan: hardware preset, device count and the scenario fields it sets
+(``plan.*``, ``workload.max_batch_seqs``), applied with the ``--set`` mechanism
+(:func:`moesim.loader.apply_override`) and validated as a scenario; a validation error makes it
+``invalid``, a plan whose memory does not fit (serving: a KV pool that cannot hold the longest
+request) ``no-fit``.
+
+Serving candidates that differ only in their number of replicas share one evaluation :class:`Unit`:
+the replicas of one expert-parallel group (``dp = ep``), on as many devices. Replicas serve requests
+independently (the router spreads them; the engine prices an EP group's experts as serving equal
+batches), so a plan of ``dp`` replicas has ``dp / ep`` times the unit's capacity at the unit's cost
+per token and tokens/s per device. Training candidates are their own units.
+
+Bounds on each unit: :mod:`moesim.plan_bounds`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import InputError
+from moesim.loader import apply_override, scenario_from_dict
+
+#: Serving objectives: option value -> (row key, direction).
+SERVING_OBJECTIVES = {"usd_per_mtok": ("usd_per_mtok_at_capacity", "min"),
+                      "tokens_per_s_per_device": ("tokens_per_s_per_device_at_capacity", "max"),
+                      "ttft_p99_s": ("ttft_p99_s", "min")}
+#: Training objectives: summary keys and their direction.
+TRAINING_OBJECTIVES = {"usd_per_mtok": "min", "step_time_s": "min", "mfu": "max", "tokens_per_s": "max",
+                       "tokens_per_s_per_device": "max"}
+DEFAULT_BATCH_SEQS = (64, 128, 256, 512)
+DEFAULT_PP = (1, 2, 4)
+MAX_DEVICES = 1 << 20
+RECOMPUTE = ("none", "selective", "full")
+#: ZeRO stages tried. Stage 0 is left out: its all-reduce moves what stage 1's reduce-scatter and
+#: all-gather move, with the optimizer states unsharded (more memory, a longer optimizer step).
+ZERO = (1, 2, 3)
+#: Context parallelism is tried (cp 2) for sequences at least this long; shorter ones keep cp 1.
+CP_MIN_SEQ = 8192
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # the option's value
+    key: str  # the row key it reads
+    direction: str  # min | max
+
+    def better(self, a: float, b: float | None) -> bool:
+        """``a`` strictly better than ``b`` (anything beats None)."""
+        if b is None:
+            return True
+        return a < b if self.direction == "min" else a > b
+
+    def sort_key(self, value: float) -> float:
+        return value if self.direction == "min" else -value
+
+
+@dataclass
+class Candidate:
+    """One full plan; ``values`` are the scenario fields it sets (path -> value)."""
+
+    index: int
+    hardware: str  # label: the preset name (or the scenario's hardware name)
+    devices: int
+    values: dict[str, Any]
+    hw_sets: list[str] = field(default_factory=list)
+    preset: str | None = None  # None: the scenario's own hardware mapping
+    unit: str = ""
+    status: str = "open"  # open | pruned | evaluated
+    reason: str = ""  # why pruned (invalid, no-fit, slo-unreachable, dominated, bound, ...) or how evaluated
+    detail: str = ""
+
+    def overrides(self) -> list[str]:
+        return [*self.hw_sets, *(f"{k}={json.dumps(v)}" for k, v in self.values.items())]
+
+    @property
+    def plan_text(self) -> str:
+        """``dp8 tp1 pp1 ep1 batch256``; training: ``dp16 tp2 pp2 cp2 ep8 mb8 interleaved vp2 zero1 rc-none``."""
+        v = self.values
+        parts = [f"{name}{v[k]}" for k, name in (("plan.dp", "dp"), ("plan.tp", "tp"), ("plan.pp", "pp"))]
+        if v.get("plan.cp", 1) != 1:
+            parts.append(f"cp{v['plan.cp']}")
+        parts.append(f"ep{v.get('plan.ep', 1)}")
+        if "workload.max_batch_seqs" in v:
+            parts.append(f"batch{v['workload.max_batch_seqs']}")
+        if "plan.microbatches" in v:
+            parts.append(f"mb{v['plan.microbatches']}")
+        if v.get("plan.schedule") not in (None, "1f1b"):
+            parts.append(str(v["plan.schedule"]))
+        if v.get("plan.virtual_stages", 1) != 1:
+            parts.append(f"vp{v['plan.virtual_stages']}")
+        if "plan.zero_stage" in v:
+            parts.append(f"zero{v['plan.zero_stage']}")
+        if "plan.recompute" in v:
+            parts.append(f"rc-{v['plan.recompute']}")
+        return " ".join(parts) if v else "-"
+
+
+@dataclass
+class Space:
+    """Everything enumerated: the base scenario mapping, candidates and their evaluation units."""
+
+    raw: dict
+    base_dir: Path
+    training: bool
+    candidates: list[Candidate]
+    units: dict[str, dict]  # key -> {"raw": mapping, "devices": n, "dp": replicas, "scenario": Scenario}
+
+
+def hardware_sets(raw_hw: Any, preset: str | None, devices: int) -> tuple[list[str], str]:
+    """``--set`` items giving ``devices`` devices of ``preset`` (None: the scenario's hardware), and its
+    label. Fewer devices than a node: one node of that many; else whole nodes (InputError if not)."""
+    from moesim.resolve import resolve_presets
+
+    hw = {"preset": preset} if preset else raw_hw
+    expanded = resolve_presets({"hardware": copy.deepcopy(hw)})["hardware"]
+    if not isinstance(expanded, dict):
+        raise InputError("hardware: expected a preset name or a mapping")
+    per_node = int((expanded.get("node") or {}).get("devices_per_node", 8))
+    label = preset or (raw_hw if isinstance(raw_hw, str) else (raw_hw or {}).get("preset")) or str(expanded.get("name", "scenario"))
+    sets = [f"hardware={json.dumps(hw)}"]
+    if devices <= per_node:
+        sets += [f"hardware.node.devices_per_node={devices}", "hardware.cluster.nodes=1"]
+    elif devices % per_node:
+        raise InputError(f"{devices} devices are not whole nodes of {per_node} ({label})")
+    else:
+        sets.append(f"hardware.cluster.nodes={devices // per_node}")
+    return sets, label
+
+
+def build(raw: dict, overrides: list[str], base_dir: Path):
+    """The scenario of ``raw`` with ``overrides`` applied (``--set`` items); InputError when invalid."""
+    data = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(data, item)
+    return scenario_from_dict(data, base_dir=base_dir), data
+
+
+def _powers(limit: int) -> list[int]:
+    return [1 << k for k in range(limit.bit_length()) if 1 << k <= limit]
+
+
+def ep_values(s, dp: int) -> list[int]:
+    """1 and the divisors of the model's expert slots (experts + redundant copies) up to ``dp``."""
+    n = s.model.n_experts + s.placement.redundant_experts
+    if s.model.n_experts <= 1:
+        return [1]
+    return [d for d in range(1, min(n, dp) + 1) if n % d == 0]
+
+
+def unit_key(data: dict) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None], devices: list[int],
+                      tp: list[int] | None, pp: list[int], batch: list[int]) -> Space:
+    """Serving candidates: replicas x tp x pp x ep x max_batch_seqs per hardware and device count."""
+    if base.workload.disaggregation is not None:
+        raise InputError("moesim plan: disaggregated scenarios (workload.disaggregation) are not supported; "
+                         "plan one pool at a time")
+    cands: list[Candidate] = []
+    for hw in hardware:
+        for n in devices:
+            try:
+                sets, label = hardware_sets(raw.get("hardware"), hw, n)
+            except InputError as exc:
+                cands.append(Candidate(len(cands), hw or "scenario", n, {}, status="pruned", reason="invalid",
+                                       detail=str(exc)))
+                continue
+            per_node = _per_node(raw.get("hardware"), hw)
+            for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+                for p in pp:
+                    if n % (t * p):
+                        continue
+                    dp = n // (t * p)
+                    for ep in ep_values(base, dp):
+                        for b in batch:
+                            values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.ep": ep,
+                                      "workload.max_batch_seqs": b}
+                            if ep == 1 and base.plan.dp_attention:
+                                values["plan.dp_attention"] = False
+                            cands.append(Candidate(len(cands), label, n, values, sets, hw))
+    return Space(raw, base_dir, False, cands, {})
+
+
+def _per_node(raw_hw: Any, preset: str | None) -> int:
+    from moesim.resolve import resolve_presets
+
+    hw = resolve_presets({"hardware": copy.deepcopy({"preset": preset} if preset else raw_hw)})["hardware"]
+    return int((hw.get("node") or {}).get("devices_per_node", 8))
+
+
+def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | None], devices: list[int],
+                       tp: list[int] | None, pp: list[int]) -> Space:
+    """Training layouts (dp, tp, pp, cp, ep, microbatches, schedule, vp) with the global batch fixed;
+    :func:`screen_training` expands each into ZeRO stages x recompute."""
+    w = base.workload
+    cands: list[Candidate] = []
+    for hw in hardware:
+        for n in devices:
+            try:
+                sets, label = hardware_sets(raw.get("hardware"), hw, n)
+            except InputError as exc:
+                cands.append(Candidate(len(cands), hw or "scenario", n, {}, status="pruned", reason="invalid",
+                                       detail=str(exc)))
+                continue
+            per_node = _per_node(raw.get("hardware"), hw)
+            for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+                for p in pp:
+                    for cp in ((1, 2) if w.seq_len >= CP_MIN_SEQ else (1,)):
+                        if n % (t * p * cp):
+                            continue
+                        dp = n // (t * p * cp)
+                        mbs = (1, 2, 4, 8) if p == 1 else (2 * p, 4 * p, 8 * p)
+                        scheds = [("1f1b", 1)] if p == 1 else [("1f1b", 1), ("interleaved", 2), ("zb-h1", 1),
+                                                                 ("dualpipe", 1)]
+                        for ep in ep_values(base, dp):
+                            for m in (m for m in mbs if w.global_batch_seqs % (dp * m) == 0):
+                                for sched, vp in scheds:
+                                    values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
+                                              "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
+                                              "plan.first_stage_layers": None, "plan.last_stage_layers": None}
+                                    cands.append(Candidate(len(cands), label, n, values, sets, hw))
+    return Space(raw, base_dir, True, cands, {})
+
+
+# ---------------------------------------------------------------------------- screening
+def screen_serving(space: Space) -> None:
+    """Validate every open candidate, prune invalid / not fitting ones, group the rest into units."""
+    from moesim.memory import memory_report
+
+    for c in space.candidates:
+        if c.status != "open":
+            continue
+        try:
+            s, full = build(space.raw, c.overrides(), space.base_dir)
+        except InputError as exc:
+            c.status, c.reason, c.detail = "pruned", "invalid", str(exc)
+            continue
+        mem = memory_report(s)
+        if not mem.fits:
+            c.status, c.reason, c.detail = "pruned", "no-fit", f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB"
+            continue
+        per_unit = s.plan.tp * s.plan.pp * s.plan.ep
+        per_node = s.hardware.node.devices_per_node
+        unit_dp = s.plan.ep if per_unit <= per_node or per_unit % per_node == 0 else s.plan.dp
+        try:
+            sets, _ = hardware_sets(space.raw.get("hardware"), c.preset, s.plan.tp * s.plan.pp * unit_dp)
+            unit_s, data = build(space.raw, sets + [f"{k}={json.dumps(v)}" for k, v in c.values.items()
+                                                    if k != "plan.dp"] + [f"plan.dp={unit_dp}"], space.base_dir)
+        except InputError:  # a rule the unit breaks but the full plan passes: simulate the full plan
+            unit_s, data, unit_dp = s, full, s.plan.dp
+        c.unit = unit_key(data)
+        space.units.setdefault(c.unit, {"raw": data, "devices": unit_s.plan.n_devices, "dp": unit_dp,
+                                        "scenario": unit_s})
+
+
+def screen_training(space: Space, dominance: bool = True) -> None:
+    """Validate each layout once, then expand it into ZeRO stage x recompute variants: those that do not
+    fit are ``no-fit``; of those that fit, a heavier recompute than the lightest fitting one with the
+    same ZeRO stage is ``dominated`` (recompute only adds work), unless ``dominance`` is off."""
+    from moesim.memory import memory_report
+
+    out: list[Candidate] = []
+    for c in space.candidates:
+        if c.status != "open":
+            out.append(c)
+            continue
+        try:
+            s, data = build(space.raw, c.overrides(), space.base_dir)
+        except InputError as exc:
+            for z in ZERO:
+                for rc in RECOMPUTE:
+                    out.append(Candidate(0, c.hardware, c.devices, {**c.values, "plan.zero_stage": z,
+                                                                    "plan.recompute": rc}, c.hw_sets, c.preset,
+                                         status="pruned", reason="invalid", detail=str(exc)))
+            continue
+        for z in ZERO:
+            lightest = None
+            for rc in RECOMPUTE:
+                plan = s.plan.model_copy(update={"zero_stage": z, "recompute": rc})
+                v = {**c.values, "plan.zero_stage": z, "plan.recompute": rc}
+                cand = Candidate(0, c.hardware, c.devices, v, c.hw_sets, c.preset)
+                mem = memory_report(s.model_copy(update={"plan": plan}))
+                if not mem.fits:
+                    cand.status, cand.reason = "pruned", "no-fit"
+                    cand.detail = f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB"
+                elif lightest is not None and dominance:
+                    cand.status, cand.reason, cand.detail = "pruned", "dominated", f"recompute {lightest} fits"
+                else:
+                    lightest = lightest or rc
+                    d = copy.deepcopy(data)
+                    d.setdefault("plan", {}).update(zero_stage=z, recompute=rc)
+                    cand.unit = unit_key(d)
+                    space.units[cand.unit] = {"raw": d, "devices": c.devices, "dp": s.plan.dp,
+                                              "scenario": s.model_copy(update={"plan": plan})}
+                out.append(cand)
+    for i, c in enumerate(out):
+        c.index = i
+    space.candidates = out

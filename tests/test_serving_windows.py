@@ -1,0 +1,138 @@
+"""Decode windows (``serving.window``) give exactly the iteration-by-iteration engine's results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import moesim
+from moesim.engine.serving.batching import EngineState, RequestBook
+from moesim.engine.serving.pools import PoolStreams
+from moesim.engine.serving.simulate import simulate_serving
+from moesim.engine.serving.window import commit_window, exact_delay, plan_window
+from moesim.resolve import deep_merge
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING = sorted(p.stem for p in (ROOT / "scenarios").glob("*serve*.yaml"))
+
+
+def _scenario(name: str, n_requests: int = 150, **sections):
+    base = moesim.load_scenario(ROOT / "scenarios" / f"{name}.yaml")
+    w = base.workload
+    base = base.model_copy(update={"workload": w.model_copy(update={
+        "arrival": w.arrival.model_copy(update={"n_requests": n_requests})})})
+    if not sections:
+        return base
+    return moesim.scenario_from_dict(deep_merge(base.model_dump(mode="json", exclude_none=True), sections))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray | list | tuple):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.dtype.kind == "f":
+            return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        return a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b
+
+
+def _assert_same_run(s, seed: int = 0):
+    fast, step = simulate_serving(s, seed, windows=True), simulate_serving(s, seed, windows=False)
+    assert _same(fast.summary, step.summary)
+    assert _same(fast.tables, step.tables)
+    assert _same(fast.spans, step.spans)
+    return fast
+
+
+@pytest.mark.parametrize("name", SERVING)
+def test_every_shipped_serving_scenario_is_identical_with_and_without_windows(name):
+    result = _assert_same_run(_scenario(name))
+    assert result.summary["served_requests"] > 0
+
+
+@pytest.mark.parametrize("sections", [
+    {"workload": {"router": "round_robin"}},
+    {"workload": {"kv_admission": "full"}},
+    {"routing": {"distribution": "zipf", "zipf_s": 1.2}, "plan": {"dp": 8, "ep": 8}},
+    {"workload": {"arrival": {"process": "batch"}}},
+])
+def test_windows_match_the_step_engine_across_routers_admission_skew_and_batch_arrivals(sections):
+    _assert_same_run(_scenario("mixtral-8x7b-h100-serve-online", 300, **sections))
+
+
+def test_windows_match_when_the_kv_pool_runs_out_and_preempts():
+    s = _scenario("mixtral-8x7b-h100-serve-online", 300, workload={"arrival": {"process": "batch"}},
+                  hardware={"device": {"mem_gib": 46}})
+    result = _assert_same_run(s)
+    assert result.summary["preemptions"] > 0  # the case under test happened
+
+
+# ---------------------------------------------------------------- the pieces
+def _decoding_engine(ctx, left, kv=None, capacity=10_000):
+    """An engine whose running sequences decode: contexts ``ctx``, ``left`` tokens still to emit."""
+    ctx, left = np.asarray(ctx, np.int64), np.asarray(left, np.int64)
+    n = ctx.size
+    book = RequestBook(ctx.copy(), left + 1)
+    book.prefilled[:] = book.ctx[:] = ctx
+    book.generated[:] = 1
+    book.first_token_s[:] = 0.0
+    book.kv[:] = ctx if kv is None else kv
+    eng = EngineState(capacity, 64, 4096, True)
+    eng.running = np.arange(n)
+    eng.kv_used_tokens = int(book.kv.sum())
+    return eng, book
+
+
+def test_window_stops_at_the_first_finish_and_commits_it():
+    eng, book = _decoding_engine([10, 20, 30], [5, 3, 9])
+    win = plan_window(eng, book)
+    assert win.k == 3 and win.context.tolist() == [11, 21, 31]
+    done = commit_window(eng, book, win, win.k, 0.1, 0.3)
+    assert done.tolist() == [1] and book.finish_s[1] == 0.3 and eng.running.tolist() == [0, 2]
+    assert book.ctx.tolist() == [13, 23, 33] and eng.kv_used_tokens == 13 + 33
+
+
+def test_window_stops_before_the_iteration_that_would_preempt_and_never_with_a_queue():
+    eng, book = _decoding_engine([10, 10], [50, 50], capacity=25)  # 20 held: 2 slots per iteration
+    assert plan_window(eng, book).k == 2 and plan_window(eng, book).kv_used.tolist() == [22, 24]
+    eng.waiting.append(7)
+    assert plan_window(eng, book) is None
+
+
+def test_exact_delay_lands_on_the_target_and_picks_come_back_after_a_cut():
+    for now, target in ((0.1, 0.30000000000000004), (1e-9, 12345.678), (7.25, 7.25)):
+        assert now + exact_delay(now, target) == target
+    a, b = PoolStreams(np.random.default_rng(3), 8), PoolStreams(np.random.default_rng(3), 8)
+    first = a.take(0, 600).tolist()
+    a.give_back(0, 200)
+    assert a.take(0, 250).tolist() == first[400:] + b.take(0, 650).tolist()[600:]
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b-h100-serve-online", "deepseek-v3-h200-serve"])
+def test_tabulated_attention_equals_the_cost_models_batched_kernel(name):
+    """Decode contexts looked up in a table (and MLA's two kernels) price what the op graph's
+    attention op prices over the same batch; a window's rows equal its iterations priced one by one."""
+    from moesim.costmodel import build_cost_model
+    from moesim.engine.ops import op_s
+    from moesim.engine.serving.decode_cost import IterationCost
+
+    s = _scenario(name)
+    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), 512, max_context=5000)
+    rng = np.random.default_rng(1)
+    q = np.r_[np.ones(40, np.int64), rng.integers(2, 300, 3)]
+    kv = np.r_[rng.integers(1, 4000, 40), q[40:] + rng.integers(0, 500, 3)]
+    pre = q > 1
+    ops = ((cost.attn.decode_op, ~pre), (cost.attn.prefill_op, pre)) if cost.attn.prefill_op else ((cost.attn.decode_op, q > 0),)
+    direct = sum(float(op_s(cost.cm, op, q_tokens=q[sel], kv_tokens=kv[sel])) for op, sel in ops)
+    assert cost.attn.batch_s(q, kv) == pytest.approx(direct, rel=1e-12)
+    assert cost.attn.decode_table is not None  # the GPU profiles are separable: the table is used
+    ctx = rng.integers(1, 4000, 64)
+    rows = cost.attn.decode_window_s(ctx, 5)
+    assert rows.tolist() == [cost.attn.batch_s(np.ones(64, np.int64), ctx + j) for j in range(5)]
+    assert np.all(np.diff(rows) > 0)  # longer contexts read more KV
