@@ -76,10 +76,10 @@ from moesim.engine.ops import (
     op_s,
     total_s,
 )
-from moesim.engine.placement import Placement
-from moesim.engine.routing import capacity_per_expert, expected_source_drops, expert_popularity
+from moesim.engine.routing import capacity_per_expert, expected_source_drops
 from moesim.engine.serving.attention import BatchAttention
 from moesim.engine.serving.drift import check_drift, drift_state
+from moesim.engine.serving.layout import expert_layout
 from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.engine.serving.pools import PoolStreams
 from moesim.precision import scenario_precision
@@ -90,33 +90,6 @@ SKEW_POOL = 8  # load samples kept per batch size under skewed routing
 BUSIEST_RANKS = 8
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")
-
-
-def expert_layout(s: Scenario, rng: np.random.Generator) -> tuple[np.ndarray | None, Placement, np.ndarray]:
-    """(inclusion ``[L, E]`` or None if routing is uniform, placement, expected imbalance ``[L]``) of a replica.
-
-    Under skewed routing the layers' popularity is the first draw from ``rng`` (the serving
-    engine's routing generator). The placement is contiguous, or EPLB's from that popularity with ``placement.redundant_experts``
-    (uniform routing: one map for every layer). The imbalance is max/mean expected tokens per EP
-    rank of each MoE layer (1 under uniform routing without replicas).
-    """
-    return _layout(s, rng)[1:]
-
-
-def _layout(s: Scenario, rng: np.random.Generator):
-    """:func:`expert_layout` with the popularity ``[L, E]`` (or None) in front."""
-    m, n_red = s.model, s.placement.redundant_experts
-    skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
-    pop = inclusion = None
-    if skewed:
-        pop = expert_popularity(s.routing, m.n_moe_layers, m.n_experts, m.top_k, rng)
-        inclusion = expert_load.inclusion_probabilities(pop, m.top_k)
-        placement = Placement.balanced(pop, s.plan.ep, n_red)
-        imbalance = placement.imbalance(inclusion, layer_axis=0)
-    else:
-        placement = Placement.balanced(np.full((1, m.n_experts), 1.0 / m.n_experts), s.plan.ep, n_red)
-        imbalance = placement.imbalance(np.ones((1, m.n_experts)), layer_axis=0).repeat(m.n_moe_layers)
-    return pop, inclusion, placement, imbalance
 
 
 class IterationCost:
@@ -152,7 +125,7 @@ class IterationCost:
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
         check_drift(s)
-        pop, inclusion, self.placement, self.layer_imbalance = _layout(s, rng)
+        pop, inclusion, self.placement, self.layer_imbalance = expert_layout(s, rng)
         if self.skewed:
             self.inclusion = inclusion
         self._drift = drift_state(s, cm, pop, self.placement, rng) if self.skewed else None
