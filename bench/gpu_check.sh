@@ -23,58 +23,17 @@ out="${1:-./gpu_check.json}"
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."  # the repository root: every path below is relative to it
 
-if ! command -v "$PY" >/dev/null 2>&1; then
-  echo "gpu_check: no CUDA GPU visible: '$PY' not found (set PYTHON to the interpreter with torch)" >&2
-  exit 1
-fi
-if ! why="$("$PY" -c '
-import sys
+TAG=gpu_check
+# shellcheck source=bench/device_check_lib.sh
+source bench/device_check_lib.sh
+require_device "CUDA GPU" 'import sys
 try:
     import torch
 except Exception as exc:
     sys.exit(f"torch cannot be imported ({type(exc).__name__}: {exc})")
 if not torch.cuda.is_available():
-    sys.exit(f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)")
-' 2>&1)"; then
-  echo "gpu_check: no CUDA GPU visible: ${why##*$'\n'}; nothing run" >&2
-  exit 1
-fi
-
-work="${out%.json}.d"
-rm -rf "$work"
-mkdir -p "$work"
-: > "$work/steps.tsv"
-
-# run_step NAME LIMIT_S STDOUT_FILE COMMAND...: run with a time limit (the whole process group is
-# stopped past it), stderr to $work/NAME.log; appends "NAME rc seconds" to steps.tsv (rc 124: limit).
-run_step() {
-  local name=$1 limit=$2 stdout=$3
-  shift 3
-  local start rc
-  start=$(date +%s)
-  set +e
-  "$PY" -c '
-import os, signal, subprocess, sys
-limit, stdout, stderr, cmd = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
-with open(stdout, "w") as so, open(stderr, "w") as se:
-    p = subprocess.Popen(cmd, stdout=so, stderr=se, start_new_session=True)
-    try:
-        sys.exit(p.wait(timeout=limit))
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        se.write(f"\nstopped after {limit:.0f} s\n")
-        sys.exit(124)
-' "$limit" "$stdout" "$work/$name.log" "$@"
-  rc=$?
-  set -e
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$work/steps.tsv"
-  echo "gpu_check: $name exit $rc in $(( $(date +%s) - start )) s" >&2
-}
+    sys.exit(f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)")'
+new_workdir
 
 run_step tests 90 "$work/tests.out" "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$work/tests.xml"
 run_step calib 270 "$work/calib.json" "$PY" -m moesim.cli calibrate --device cuda --quick --validate --json \
@@ -124,49 +83,4 @@ print(json.dumps(out, indent=1))
 raise SystemExit(0 if out["ok"] else 3)
 PY
 
-"$PY" - "$work" "$out" <<'PY'
-"""Assemble the summary: device, versions, steps, tests, calibration and kernel results."""
-import json
-import sys
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
-import torch
-
-work, out = Path(sys.argv[1]), Path(sys.argv[2])
-
-
-def load_json(name):
-    try:
-        return json.loads((work / name).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-steps = {}
-for line in (work / "steps.tsv").read_text().splitlines():
-    name, rc, secs = line.split("\t")
-    steps[name] = {"exit": int(rc), "seconds": int(secs), "timed_out": rc == "124", "ok": rc == "0",
-                   "log": str(work / f"{name}.log")}
-tests = None
-if (work / "tests.xml").is_file():
-    suite = ET.parse(work / "tests.xml").getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    tests = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    tests["passed"] = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
-try:
-    import triton
-    triton_version = triton.__version__
-except ImportError:
-    triton_version = None
-summary = {
-    "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-    "triton": triton_version, "steps": steps, "tests": tests, "calibrate": load_json("calib.json"),
-    "kernel": load_json("kernel.json"), "ok": all(s["ok"] for s in steps.values()),
-}
-out.write_text(json.dumps(summary, indent=1) + "\n")
-cal = (summary["calibrate"] or {}).get("summary")
-print(f"gpu_check: {'ok' if summary['ok'] else 'FAILED'}; tests {tests}; validation {cal}; summary in {out}",
-      file=sys.stderr)
-sys.exit(0 if summary["ok"] else 2)
-PY
+write_summary "$("$PY" -c 'import json, torch; print(json.dumps({"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda}))')"

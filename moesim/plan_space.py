@@ -166,6 +166,25 @@ def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None
         raise InputError("moesim plan: disaggregated scenarios (workload.disaggregation) are not supported; "
                          "plan one pool at a time")
     cands: list[Candidate] = []
+    for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
+        for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+            for p in pp:
+                if n % (t * p):
+                    continue
+                dp = n // (t * p)
+                for ep in ep_values(base, dp):
+                    for b in batch:
+                        values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.ep": ep,
+                                  "workload.max_batch_seqs": b}
+                        if ep == 1 and base.plan.dp_attention:
+                            values["plan.dp_attention"] = False
+                        cands.append(Candidate(len(cands), label, n, values, sets, hw))
+    return Space(raw, base_dir, False, cands, {})
+
+
+def _hardware_points(raw: dict, hardware: list[str | None], devices: list[int], cands: list[Candidate]):
+    """(preset, devices, overrides, label, devices per node) per hardware and device count; a
+    hardware that cannot take a device count is added to ``cands`` as pruned (invalid)."""
     for hw in hardware:
         for n in devices:
             try:
@@ -174,20 +193,7 @@ def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None
                 cands.append(Candidate(len(cands), hw or "scenario", n, {}, status="pruned", reason="invalid",
                                        detail=str(exc)))
                 continue
-            per_node = _per_node(raw.get("hardware"), hw)
-            for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
-                for p in pp:
-                    if n % (t * p):
-                        continue
-                    dp = n // (t * p)
-                    for ep in ep_values(base, dp):
-                        for b in batch:
-                            values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.ep": ep,
-                                      "workload.max_batch_seqs": b}
-                            if ep == 1 and base.plan.dp_attention:
-                                values["plan.dp_attention"] = False
-                            cands.append(Candidate(len(cands), label, n, values, sets, hw))
-    return Space(raw, base_dir, False, cands, {})
+            yield hw, n, sets, label, _per_node(raw.get("hardware"), hw)
 
 
 def _per_node(raw_hw: Any, preset: str | None) -> int:
@@ -203,31 +209,23 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
     :func:`screen_training` expands each into ZeRO stages x recompute."""
     w = base.workload
     cands: list[Candidate] = []
-    for hw in hardware:
-        for n in devices:
-            try:
-                sets, label = hardware_sets(raw.get("hardware"), hw, n)
-            except InputError as exc:
-                cands.append(Candidate(len(cands), hw or "scenario", n, {}, status="pruned", reason="invalid",
-                                       detail=str(exc)))
-                continue
-            per_node = _per_node(raw.get("hardware"), hw)
-            for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
-                for p in pp:
-                    for cp in ((1, 2) if w.seq_len >= CP_MIN_SEQ else (1,)):
-                        if n % (t * p * cp):
-                            continue
-                        dp = n // (t * p * cp)
-                        mbs = (1, 2, 4, 8) if p == 1 else (2 * p, 4 * p, 8 * p)
-                        scheds = [("1f1b", 1)] if p == 1 else [("1f1b", 1), ("interleaved", 2), ("zb-h1", 1),
-                                                                 ("dualpipe", 1)]
-                        for ep in ep_values(base, dp):
-                            for m in (m for m in mbs if w.global_batch_seqs % (dp * m) == 0):
-                                for sched, vp in scheds:
-                                    values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
-                                              "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
-                                              "plan.first_stage_layers": None, "plan.last_stage_layers": None}
-                                    cands.append(Candidate(len(cands), label, n, values, sets, hw))
+    for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
+        for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+            for p in pp:
+                for cp in ((1, 2) if w.seq_len >= CP_MIN_SEQ else (1,)):
+                    if n % (t * p * cp):
+                        continue
+                    dp = n // (t * p * cp)
+                    mbs = (1, 2, 4, 8) if p == 1 else (2 * p, 4 * p, 8 * p)
+                    scheds = [("1f1b", 1)] if p == 1 else [("1f1b", 1), ("interleaved", 2), ("zb-h1", 1),
+                                                         ("dualpipe", 1)]
+                    for ep in ep_values(base, dp):
+                        for m in (m for m in mbs if w.global_batch_seqs % (dp * m) == 0):
+                            for sched, vp in scheds:
+                                values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
+                                          "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
+                                          "plan.first_stage_layers": None, "plan.last_stage_layers": None}
+                                cands.append(Candidate(len(cands), label, n, values, sets, hw))
     return Space(raw, base_dir, True, cands, {})
 
 

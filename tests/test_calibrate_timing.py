@@ -346,3 +346,22 @@ def test_device_check_exits_1_with_one_line_without_the_device(tmp_path, script,
                              env={**os.environ, "PYTHON": "no-such-python"}, capture_output=True, text=True,
                              timeout=60, check=False)
     assert missing.returncode == 1 and "no-such-python" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_device_check_steps_time_out_and_the_summary_says_which(tmp_path):
+    """The scripts' shared steps (bench/device_check_lib.sh): a step past its limit is stopped and
+    recorded as timed out, a passing step's JSON lands in the summary, and the summary fails."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    out = tmp_path / "check.json"
+    script = (f'set -euo pipefail\nPY="{sys.executable}"; out="{out}"; TAG=dry_check\n'
+              "source bench/device_check_lib.sh\nnew_workdir\n"
+              "run_step calib 30 \"$work/calib.json\" \"$PY\" -c 'print(\"{\\\"summary\\\": {\\\"n\\\": 3}}\")'\n"
+              "run_step kernel 1 \"$work/kernel.json\" \"$PY\" -c 'import time; time.sleep(30)'\n"
+              "write_summary '{\"device\": \"fake\"}'\n")
+    res = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 2, res.stderr
+    s = json.loads(out.read_text())
+    assert s["device"] == "fake" and s["ok"] is False and s["calibrate"] == {"summary": {"n": 3}}
+    assert s["steps"]["calib"]["ok"] and s["steps"]["kernel"]["timed_out"] and s["steps"]["kernel"]["exit"] == 124
+    assert res.stderr.strip().splitlines()[-1].startswith("dry_check: FAILED")
