@@ -146,26 +146,23 @@ def _rand(*shape: int, dtype, device, seed: int) -> torch.Tensor:
 
 def gemm_points(grid: Grid, device: str, dtype: str, cache: InputCache) -> list[Point]:
     """Dense (m x k) @ (k x n) over the grid."""
-    dt = TORCH_DTYPES[dtype]
-
-    def build(m, n, k):
-        a, b = cache.rand(m, k, dtype=dt, device=device, seed=1), cache.rand(k, n, dtype=dt, device=device, seed=2)
-        return lambda: a @ b
-
-    return [Point("gemm", {"m": m, "n": n, "k": k}, lambda m=m, n=n, k=k: build(m, n, k), "dense GEMM")
-            for m, n, k in grid.gemm_points()]
+    return _dense_gemm_points("gemm", grid.gemm_points(), "dense GEMM", device, dtype, cache)
 
 
 def gemm_tile_points(grid: Grid, device: str, dtype: str, cache: InputCache) -> list[Point]:
     """Dense GEMMs of the layer's expert weight shapes at irregular token counts (``gemm_tile``)."""
+    return _dense_gemm_points("gemm_tile", grid.gemm_tile_points(), "GEMM row tile", device, dtype, cache)
+
+
+def _dense_gemm_points(kind: str, shapes, label: str, device: str, dtype: str, cache: InputCache) -> list[Point]:
+    """One ``kind`` point per ``(m, n, k)`` of ``shapes``: a dense (m x k) @ (k x n) product."""
     dt = TORCH_DTYPES[dtype]
 
     def build(m, n, k):
         a, b = cache.rand(m, k, dtype=dt, device=device, seed=1), cache.rand(k, n, dtype=dt, device=device, seed=2)
         return lambda: a @ b
 
-    return [Point("gemm_tile", {"m": m, "n": n, "k": k}, lambda m=m, n=n, k=k: build(m, n, k), "GEMM row tile")
-            for m, n, k in grid.gemm_tile_points()]
+    return [Point(kind, {"m": m, "n": n, "k": k}, lambda m=m, n=n, k=k: build(m, n, k), label) for m, n, k in shapes]
 
 
 def grouped_points(grid: Grid, device: str, dtype: str, impl: str, cache: InputCache) -> list[Point]:

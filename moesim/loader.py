@@ -42,11 +42,17 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     """
     from moesim.shipped import resolve_scenario
 
-    p = resolve_scenario(path)
-    raw = read_yaml_mapping(p)
+    return read_scenario(resolve_scenario(path), overrides)[2]
+
+
+def read_scenario(path: Path, overrides: Iterable[str] = ()) -> tuple[dict, Path, Scenario]:
+    """(raw mapping with ``overrides`` applied, the file's folder, the validated Scenario) of the
+    scenario file ``path``: what ``load_scenario`` returns, for callers that derive variants of it."""
+    raw = read_yaml_mapping(path)
     for item in overrides:
         apply_override(raw, item)
-    return scenario_from_dict(raw, base_dir=p.resolve().parent)
+    base_dir = path.resolve().parent
+    return raw, base_dir, scenario_from_dict(raw, base_dir=base_dir)
 
 
 def scenario_from_dict(raw: dict, base_dir: Path | None = None) -> Scenario:

@@ -85,7 +85,7 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
     screen the candidates (``exhaustive``: no dominance pruning). Returns ``(space, objective, slo)``."""
     from moesim.capacity import parse_slo
     from moesim.errors import InputError
-    from moesim.loader import apply_override, read_yaml_mapping, scenario_from_dict
+    from moesim.loader import read_scenario
     from moesim.plan_space import (
         DEFAULT_BATCH_SEQS,
         DEFAULT_PP,
@@ -96,12 +96,7 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
     )
     from moesim.shipped import resolve_scenario
 
-    path = resolve_scenario(scenario_path)
-    raw = read_yaml_mapping(path)
-    for item in sets:
-        apply_override(raw, item)
-    base_dir = path.resolve().parent
-    base = scenario_from_dict(raw, base_dir=base_dir)
+    raw, base_dir, base = read_scenario(resolve_scenario(scenario_path), sets)
     training = base.is_training
     if training and slo:
         raise InputError(f"--slo applies to serving scenarios; {base.name} is a training scenario")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import InputError
-from moesim.loader import apply_override, read_yaml_mapping, scenario_from_dict
+from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
 from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, drive
 from moesim.sweep_grid import (
@@ -90,12 +90,7 @@ def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | N
 
     Returns ``(raw mapping, base folder, points, base Scenario)``.
     """
-    path = Path(scenario_path)
-    raw = read_yaml_mapping(path)
-    for item in sets:
-        apply_override(raw, item)
-    base_dir = path.resolve().parent
-    base = scenario_from_dict(raw, base_dir=base_dir)
+    raw, base_dir, base = read_scenario(Path(scenario_path), sets)
     return raw, base_dir, expand(dims, parse_seeds(seeds, base.routing.seed)), base
 
 

@@ -289,12 +289,17 @@ class IterationCost:
         of them at random (the cost-model calls, not the sampling, dominate the engine's run time).
         Pools and picks have their own generators (``serving.pools``).
         """
+        pool = self._skew_samples(tokens)
+        j = int(self.streams.take(engine)[0])
+        return float(pool[0][j]), float(pool[1][j])
+
+    def _skew_samples(self, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pool of ``SKEW_POOL`` (seconds, dropped) samples at ``tokens``, drawn the first time."""
         pool = self._skew_pool.get(tokens)
         if pool is None:
             pool = self._skew_pool[tokens] = self.sample_expert_times(
                 tokens, SKEW_POOL, rng=self.streams.pool_rng(self.epoch, tokens))
-        j = int(self.streams.take(engine)[0])
-        return float(pool[0][j]), float(pool[1][j])
+        return pool
 
     def sample_expert_times(self, tokens: int, n: int, per_layer: bool = False,
                             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -353,9 +358,7 @@ class IterationCost:
         self.last_comm_s = comm = self.comm_s(n)
         experts, dropped = np.full(k, self._experts[n]), np.full(k, self._dropped[n])
         if self.skewed:
-            self.sampled_experts_s(n, engine)  # fills the pool if new (and takes one pick, given back)
-            self.streams.give_back(engine, 1)
-            pool, picks = self._skew_pool[n], self.streams.take(engine, k)
+            pool, picks = self._skew_samples(n), self.streams.take(engine, k)
             experts, dropped = pool[0][picks], pool[1][picks]
         gpu = self._fixed[n] + experts + self._head[n] + att
         launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0

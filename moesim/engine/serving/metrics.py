@@ -15,6 +15,7 @@ import numpy as np
 
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.requests import Requests
+from moesim.engine.serving.steady import latency_stats
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import summary_fields
@@ -96,11 +97,6 @@ def spans(it: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return rec.columns()
 
 
-def _pct(x: np.ndarray, q: float) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.percentile(x, q)) if x.size else float("nan")
-
-
 def _mean(x: np.ndarray, weights: np.ndarray | None = None) -> float:
     ok = np.isfinite(x)
     if not ok.any():
@@ -145,11 +141,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "requests_per_s": per_s(float(served.sum())),
         "output_tokens_per_s_per_device": per_s(out_tok) / devices,
     }
-    for name in ("ttft", "tpot", "e2e"):
-        x = req[f"{name}_s"]
-        out[f"{name}_mean_s"] = _mean(x)
-        for q in (50, 90, 99):
-            out[f"{name}_p{q}_s"] = _pct(x, q)
+    out.update(latency_stats(req))
     out.update({
         "iterations": int(dur.size),
         "mean_batch_seqs": _mean(it["batch_seqs"].astype(float), dur),

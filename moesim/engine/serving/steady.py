@@ -114,10 +114,16 @@ def window_latencies(req: Mapping[str, Sequence], window: SteadyWindow) -> dict[
     """``{ttft,tpot,e2e}_{mean,p50,p90,p99}_s`` over the served requests arriving in ``window``
     (NaN where none has a value: TPOT needs more than one output token)."""
     arrival = _col(req, "arrival_s")
-    keep = (arrival >= window.start_s) & (arrival < window.end_s)
+    return latency_stats(req, (arrival >= window.start_s) & (arrival < window.end_s))
+
+
+def latency_stats(req: Mapping[str, Sequence], keep: np.ndarray | None = None) -> dict[str, float]:
+    """``{ttft,tpot,e2e}_{mean,p50,p90,p99}_s`` over the requests ``keep`` selects (default all)
+    that have a value (NaN where none has): the serving summary's latency keys."""
     out = {}
     for name in LATENCIES:
-        x = _col(req, f"{name}_s")[keep]
+        x = _col(req, f"{name}_s")
+        x = x[keep] if keep is not None else x
         x = x[np.isfinite(x)]
         for stat in STATS:
             if not x.size:
