@@ -31,7 +31,8 @@ GEMM kernels compute rows in tiles: an expert with 11 tokens costs a CPU kernel 
 what 16 tokens cost (the remainder 3 runs as a 2-row and a 1-row pass, each paid like a full
 tile). The calibration's GEMM tables are measured at powers of 2, where the tile divides the rows,
 while routed per-expert counts are irregular; the profile's measured row tile (``gemm_rows``, fitted
-from GEMMs at irregular token counts) pads each expert's rows before its GEMMs are priced.
+from GEMMs at irregular token counts) pads each expert's rows in the cost model's grouped GEMM
+(``ProfiledCostModel.kernel_rows``), so the engines pay it too.
 
 ``c_e`` are the assignments expert e keeps (``min(load_e, capacity)`` with a capacity factor).
 The grouped GEMMs are told the layer's working set (busy experts' weights plus the token
@@ -42,12 +43,10 @@ weights stay in cache between calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
 from moesim.costmodel import CostModel
-from moesim.costmodel.profile import RowTileSpec
 from moesim.engine.ops import PRICERS, BlockDims, Op, OpDtypes, forward_s, moe_ops, price
 from moesim.schemas import DTYPE_BYTES
 
@@ -89,20 +88,19 @@ def moe_layer_s(cm: CostModel, tokens: int, d_model: int, ffn: int, n_experts: i
     run as a Python loop (``expert_ffn_loop``: an activation per expert) rather than the Triton
     kernels (``expert_ffn_triton``: one activation over all N rows).
     """
-    profile = getattr(cm, "profile", None)
     ops = reference_layer_ops(tokens, d_model, ffn, n_experts, top_k, kept_per_expert, n_shared, shared_ffn, dtype,
-                              capacity, loop, getattr(profile, "gemm_rows", None))
+                              capacity, loop)
     ops += reference_host_ops(tokens, n_experts, top_k, capacity)
     return float(sum(forward_s(op, t) for op, t in zip(ops, price_reference(cm, ops).values())))
 
 
 def reference_layer_ops(tokens: int, d_model: int, ffn: int, n_experts: int, top_k: int,
                         kept_per_expert: Sequence[int], n_shared: int = 0, shared_ffn: int | None = None,
-                        dtype: str = "fp32", capacity: bool = False, loop: bool = True,
-                        row_tile: RowTileSpec | None = None) -> list[Op]:
+                        dtype: str = "fp32", capacity: bool = False, loop: bool = True) -> list[Op]:
     """The op list of the reference layer: ``ops.moe_ops`` with the reference implementation's glue
-    (every op priceable by ``engine.ops.price``; the host-side dispatch is ``reference_host_ops``),
-    the expert GEMMs told their tile-padded rows (``row_tile``: the profile's ``gemm_rows``)."""
+    (every op priceable by ``engine.ops.price``; the host-side dispatch is ``reference_host_ops``).
+    The expert GEMMs' rows are padded to the profile's row tile by the cost model itself
+    (``ProfiledCostModel.kernel_rows``), as the engines price them."""
     b = DTYPE_BYTES[dtype]
     c = np.asarray(kept_per_expert, dtype=float)
     busy = int(np.count_nonzero(c))
@@ -111,18 +109,8 @@ def reference_layer_ops(tokens: int, d_model: int, ffn: int, n_experts: int, top
     dims = BlockDims(d_model=d_model, expert_w=ffn, shared_w=n_shared * sf, n_shared=n_shared, gated=True,
                      n_experts=n_experts, top_k=top_k)
     dt = OpDtypes(weights=dtype, gemm_in_bytes=b, act_bytes=b, act_dtype=dtype, attn_dtype=dtype)
-    ops = moe_ops(dims, dt, tokens, c, impl="loop" if loop else "triton", capacity=capacity,
-                  working_set_bytes=ws, rows=c.sum())
-    return [pad_rows(op, row_tile) if op.name in ("expert_up", "expert_down") else op for op in ops]
-
-
-def pad_rows(op: Op, tile: RowTileSpec | None) -> Op:
-    """An expert GEMM op told the rows its kernel computes: each expert's tokens padded to the row
-    tile (``RowTileSpec.padded``); unchanged without a measured tile."""
-    if tile is None or tile.rows <= 1:
-        return op
-    c = np.asarray(op.args["tokens_per_expert"], dtype=float)
-    return replace(op, args={**op.args, "tokens_per_expert": np.where(c > 0, tile.padded(c), 0.0)})
+    return moe_ops(dims, dt, tokens, c, impl="loop" if loop else "triton", capacity=capacity,
+                   working_set_bytes=ws, rows=c.sum())
 
 
 def reference_host_ops(tokens: int, n_experts: int, top_k: int, capacity: bool = False) -> list[Op]:

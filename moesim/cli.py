@@ -190,8 +190,9 @@ def simulate(
         rate, at = result.summary["max_goodput_req_s"], result.tables["capacity_probes"]
         title = (f"{s.name} at capacity under {limits.text}: {rate:.4g} req/s (seed {result.seed})" if rate > 0 else
                  f"{s.name}: capacity 0 under {limits.text} (the run at {at['rate_req_s'][0]:.4g} req/s)")
-    out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT))
+    out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
     _print_fit(result.summary)
+    _print_steady(result.summary)
     if limits is not None:
         from rich.markup import escape
 
@@ -200,6 +201,22 @@ def simulate(
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table
+_STEADY_TEXT = ("steady_note",)  # serving: which requests the headline figures are over, under the table
+
+
+def _print_steady(summary: dict) -> None:
+    """After a serving table: the steady-state window of the headline figures, and a warning when
+    the plan did not keep up with the offered rate."""
+    if "steady_note" not in summary:
+        return
+    from rich.markup import escape
+
+    from moesim.engine.serving.metrics import overload_warning
+
+    out.print(f"[bold]steady state:[/bold] {escape(summary['steady_note'])}", highlight=False)
+    warning = overload_warning(summary)
+    if warning:
+        out.print(f"[red]warning:[/red] {escape(warning)}", highlight=False)
 
 
 def _capacity_search(s, limits, seed: int | None):

@@ -110,6 +110,10 @@ def plan_command(
 
 
 def _counts_line(n: dict[str, Any], training: bool) -> str:
+    if "pool_plans" in n:  # disaggregated
+        from moesim.plan_disagg_report import counts_line
+
+        return counts_line(n)
     pruned = ", ".join(f"{k} {v}" for k, v in sorted(n["pruned"].items())) or "none"
     evaluated = ", ".join(f"{k} {v}" for k, v in sorted(n["evaluated"].items())) or "none"
     runs = dict(n["runs"])
@@ -123,16 +127,15 @@ def _counts_line(n: dict[str, Any], training: bool) -> str:
 
 
 def _num(key: str, value: Any) -> str:
-    """A table cell: the number alone (the unit is in the column header)."""
+    """A table cell: the number alone (the unit is in the column header), by its unit's rule
+    (:mod:`moesim.formatting`, as the summary and sweep tables)."""
+    from moesim.formatting import fmt_number
+    from moesim.metrics import unit_of
+
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return "-"
-    if key.endswith("_s") and key != "capacity_req_s":
-        return f"{value:.3f}" if value >= 0.01 else f"{value:.2e}"
-    if key == "mfu":
-        return f"{100 * value:.1f} %"
-    if abs(value) >= 100:
-        return f"{value:,.0f}" if key != "capacity_req_s" else f"{value:,.1f}"
-    return f"{value:.4g}"
+    unit = "requests/s" if key in ("capacity_req_s", "capacity_per_replica_req_s") else unit_of(key)
+    return fmt_number(float(value), unit, with_unit=False)
 
 
 def _table(rows: list[dict[str, Any]], obj, training: bool, top: int) -> Table:
@@ -141,6 +144,10 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int) -> Table:
     objective is shown as the search measured it (one replica) and, for the plans re-checked on the
     whole plan (``--verify``), as that measured it; the other columns come from the whole plan where
     it was re-checked."""
+    if rows and rows[0].get("kind") == "whole":  # disaggregated: each pool's plan and the split
+        from moesim.plan_disagg_report import table
+
+        return table(rows, obj, top)
     heads = {"capacity_req_s": "capacity req/s", "usd_per_mtok_at_capacity": "$/Mtok", "usd_per_mtok": "$/Mtok",
              "tokens_per_s_per_device_at_capacity": "tok/s/device", "tokens_per_s_per_device": "tok/s/device",
              "ttft_p99_s": "TTFT p99 s", "tpot_p99_s": "TPOT p99 s", "step_time_s": "step s", "mfu": "MFU",

@@ -23,10 +23,6 @@ from moesim.errors import InputError, RunError
 out = Console()
 err = Console(stderr=True)
 
-#: Metrics shown in the end-of-sweep table when present (after the --best metric); registered
-#: in moesim.metrics (tests check), so fmt_value knows their units.
-_SHOW = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "usd_per_mtok",
-         "dropped_fraction", "ttft_p99_s", "tpot_p99_s", "peak_memory_gib")
 
 
 class _StatsColumn(ProgressColumn):
@@ -86,7 +82,14 @@ def sweep_command(
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
-        out.print(_rows_table(outcome.rows, outcome.dims, best, outcome.best, top, outcome.best_direction))
+        from moesim.sweep_table import note, rows_table
+
+        kind = next((r["kind"] for r in outcome.rows if r.get("kind")), "training")
+        table, picked = rows_table(outcome.rows, outcome.dims, kind, best, outcome.best, top,
+                                   outcome.best_direction, out.width)
+        out.print(table)
+        if note(picked, files["csv"]):
+            out.print(note(picked, files["csv"]), highlight=False)
         out.print(f"{p.total + p.skipped} points: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
                   highlight=False)
@@ -96,42 +99,9 @@ def sweep_command(
         raise RunError(f"every point failed (see the reason column of {files['csv']})")
 
 
-def _rows_table(rows: list[dict[str, Any]], dims: list[str], best: str | None,
-                best_row: dict[str, Any] | None, top: int, direction: str | None = None) -> Table:
-    """The first ``top`` rows (sorted best first when --best is given), best row in green."""
-    from moesim.report import fmt_value
-
-    metric = best.partition(":")[0] if best else None
-    shown = [m for m in ([metric] if metric else []) + list(_SHOW) if any(m in r for r in rows)]
-    shown = list(dict.fromkeys(shown))[:4]
-    ordered = rows
-    if metric and best_row is not None:
-        scored = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
-        ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
-    ordered = ordered[:top]
-    with_seed = len({r.get("seed") for r in rows}) > 1
-    with_status = any(r.get("status") != "ok" for r in ordered)
-    t = Table(title=f"sweep results{f' (best by {metric})' if metric else ''}", header_style="bold")
-    for d in dims:
-        t.add_column(d.rsplit(".", 1)[-1], justify="right")
-    if with_seed:
-        t.add_column("seed", justify="right")
-    for m in shown:
-        t.add_column(m, justify="right")
-    if with_status:
-        t.add_column("status")
-    for r in ordered:
-        cells = [str(r.get(d, "")) for d in dims] + ([str(r.get("seed", ""))] if with_seed else [])
-        cells += [fmt_value(m, r.get(m)) if r.get(m) is not None else "-" for m in shown]
-        if with_status:
-            cells.append(r["status"] if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}")
-        t.add_row(*cells, style="bold green" if r is best_row else None)
-    return t
-
-
 def plot_command(
     results: Annotated[str, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out), or a scenario YAML or shipped scenario name (simulated first).", metavar="RESULTS", show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load (sweeps); timeline | latency-cdf | breakdown (one result); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
+    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
     metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default.")] = None,

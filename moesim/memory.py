@@ -15,6 +15,7 @@ from moesim.accounting import GIB, kv_bytes_per_token, param_counts
 from moesim.activations import layer_activation_bytes_per_token, routed_slots_per_token
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
+from moesim.finetune import device_shares
 from moesim.precision import Precision, precision, scenario_precision
 from moesim.schemas import (
     DTYPE_BYTES,
@@ -144,10 +145,13 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         z = plan.zero_stage
         b = training_weight_bytes(prec)
         copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
-        weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
         g, o = TRAIN_GRAD_BYTES, TRAIN_OPTIMIZER_BYTES
-        grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
-        optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
+        if w.trainable.mode == "all":
+            weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
+            grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
+            optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
+        else:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base weights
+            weights, grads, optim = _finetune_param_bytes(s, dense, experts, b, copies, dp, expert_dp)
         micro_seqs = w.global_batch_seqs / (plan.dp * plan.microbatches)
         tokens = micro_seqs * w.seq_len / plan.cp  # this CP rank's share of the microbatch
         slots = routed_slots_per_token(m, s.routing, tokens)
@@ -173,6 +177,23 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     total = sum(parts)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
                         headroom_gib=capacity - total)
+
+
+def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
+                          expert_dp: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes on one device of a fine-tuning run (``workload.trainable``
+    other than ``all``): ``dense`` / ``experts`` base parameters on the device at ``b`` bytes each
+    (``finetune.device_shares``: nf4 base weights under QLoRA, LoRA adapters added), gradients and
+    Adam states only for the trainable share, each sharded by the ZeRO stage as :func:`memory_report`."""
+    z = s.plan.zero_stage
+    sh = device_shares(s.model, s.workload.trainable, b)
+    weights = copies * (dense * sh.dense_weight_bytes / (dp if z >= 3 else 1)
+                        + experts * sh.expert_weight_bytes / (expert_dp if z >= 3 else 1))
+    dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
+    g, o = TRAIN_GRAD_BYTES, TRAIN_OPTIMIZER_BYTES
+    grads = copies * (dense_t * g / (dp if z >= 2 else 1) + experts_t * g / (expert_dp if z >= 2 else 1))
+    optim = copies * (dense_t * o / (dp if z >= 1 else 1) + experts_t * o / (expert_dp if z >= 1 else 1))
+    return weights, grads, optim
 
 
 def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,

@@ -86,7 +86,8 @@ _add("step_time_s", "s", "min", "step time (s)",
 _add("tokens_per_s", "tokens/s", "max", "throughput (tokens/s)",
      "tokens per step / step time, whole cluster", T, T)
 _add("mfu", "fraction", "max", "MFU (fraction of peak)",
-     "model FLOPs (6 x active params-style, no recompute) per second / (devices x dense bf16 peak, "
+     "model FLOPs (6 x active params-style, no recompute; fine-tuning: forward, input gradients, the trainable "
+     "weights' gradients and LoRA adapters) per second / (devices x dense bf16 peak, "
      "whatever the compute dtype: the Megatron / NeMo convention; fp16 peak where a device has no bf16)", T, T)
 _add("mfu_dtype_peak", "fraction", "max", "MFU vs the compute dtype's peak (fraction)",
      "as `mfu`, against the dense peak of the compute dtype (`compute_dtype`: half of `mfu` for fp8 "
@@ -130,7 +131,8 @@ _add("fits_advice", "text", None, "what would make it fit",
 _add("usd_per_mtok", "USD/1M tokens", "min", "cost ($ per 1M tokens)",
      "cost of 1M tokens at the hardware's $/hour for every device", TS, TS,
      training="cost of 1M trained tokens at the hardware's $/hour for every device",
-     serving="cost of 1M output tokens (every device charged for the makespan)")
+     serving="cost of 1M output tokens in steady state: every device's $/hour over the output tokens per second "
+             "over the steady-state window (`steady_window_*`; the whole run for an offline batch)")
 _add("gpu_hours_per_trillion_tokens", "device-hours", "min", "device-hours per 1T tokens",
      "devices x step time / tokens per step x 1e12 / 3600: the device-hours of a trillion training tokens "
      "(DeepSeek-V3's report: 180K H800 GPU-hours)", T)
@@ -147,7 +149,7 @@ _add("usd_per_step", "USD", "min", "cost per step (USD)", "one step, whole clust
 _add("padding_waste_fraction", "fraction", "min", "padding waste (fraction)",
      "empty expert slots: (capacity x experts - kept) / (capacity x experts)", T)
 _add("tokens_per_step", "tokens", None, "tokens per step",
-     "tokens in one optimizer step (global batch x sequence length)", T)
+     "tokens in one optimizer step (global batch x sequence length; padded samples: their real tokens only)", T)
 _add("tokens_per_s_per_device", "tokens/s", "max", "throughput per device (tokens/s)",
      "tokens_per_s / devices", T)
 _add("model_tflops_per_device", "TFLOP/s", "max", "model TFLOP/s per device",
@@ -164,6 +166,15 @@ _add("expert_load_imbalance", "ratio", "min", "expert load imbalance (max/mean p
               "loads, averaged (1 = even; per layer: the layers table's rank_imbalance)",
      serving="expected tokens on the busiest EP rank over the mean rank from the routing popularity, averaged "
              "over MoE layers (1 = even)")
+_add("sequence_padding_fraction", "fraction", "min", "sequence padding (fraction)",
+     "padding tokens over computed tokens when `workload.sample_tokens` is set: 0 with `packing: true`, "
+     "1 - E[min(length, seq_len)] / seq_len padded (tokens_per_s counts real tokens only)", T)
+_add("trainable_params", "count", None, "trainable parameters",
+     "parameters the optimizer updates (LoRA: the adapters' r x (d_in + d_out) per adapted matrix); "
+     "only when `workload.trainable` is not `all`", T)
+_add("trainable_fraction", "fraction", None, "trainable fraction of parameters",
+     "trainable_params / the model's parameters (LoRA adapters over the base model); only when "
+     "`workload.trainable` is not `all`", T)
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
@@ -206,22 +217,59 @@ _add("rejected_requests", "count", "min", "rejected requests",
 _add("rejected_fraction", "fraction", "min", "rejected requests (fraction)", "rejected_requests / n_requests", S)
 _add("makespan_s", "s", "min", "makespan (s)", "first arrival to last finish", S)
 _add("output_tokens_per_s", "tokens/s", "max", "output throughput (tokens/s)",
-     "generated tokens over the makespan, whole cluster", S, S)
+     "generated tokens per second over the steady-state window (`steady_window_*`; the whole run for an offline batch), whole cluster: the output tokens of the requests arriving in it while "
+     "the plan keeps up (it serves what is offered), the tokens generated in it when overloaded", S, S)
 _add("input_tokens_per_s", "tokens/s", "max", "input throughput (tokens/s)",
-     "prompt tokens over the makespan, whole cluster", S, S)
-_add("requests_per_s", "requests/s", "max", "served requests (requests/s)", "served requests over the makespan", S)
+     "prompt tokens per second over the steady-state window (`steady_window_*`; the whole run for an offline batch), whole cluster (as output_tokens_per_s)", S, S)
+_add("requests_per_s", "requests/s", "max", "served requests (requests/s)",
+     "served requests per second over the steady-state window (`steady_window_*`; the whole run for an offline batch): the requests arriving in it (rejected ones left out) while the plan "
+     "keeps up; when overloaded, the output tokens generated in it over a served request's mean output length "
+     "(its finishes lag)", S)
 _add("output_tokens_per_s_per_device", "tokens/s", "max", "output throughput per device (tokens/s)",
      "output_tokens_per_s / devices", S)
+_add("steady_window_start_s", "s", None, "steady window start (s)",
+     "first arrival time of the steady-state window the headline figures are over (warm-up left out)", S)
+_add("steady_window_end_s", "s", None, "steady window end (s)",
+     "end of the steady-state window (drain left out; an offline batch: the last finish)", S)
+_add("steady_window_s", "s", None, "steady window (s)", "length of the steady-state window", S)
+_add("steady_requests", "count", None, "requests in the steady window", "requests arriving in the steady-state window", S)
+_add("steady_note", "text", None, "steady-state window", "which requests the steady-state window covers and why it "
+     "starts where it does (printed under the table)", S)
+_add("offered_requests_per_s", "requests/s", None, "offered rate (requests/s)",
+     "requests arriving in the steady-state window per second of it (NaN, JSON null, for an offline batch)", S)
+_add("queue_growth_requests", "count", "min", "queue growth over the steady window (requests)",
+     "growth of the requests in the system (arrived, not finished) across the steady-state window, a fitted line", S)
+_add("overloaded", "bool", "min", "overloaded",
+     "the plan did not keep up with open arrivals (Poisson, trace): the requests in the system grew across the "
+     "steady window beyond noise (a fitted line; a run shorter than twice its e2e p90 may read its fill-up so); "
+     "latencies then depend on the run length. Never for an offline batch or a closed loop (their arrivals wait for the plan)", S)
+_add("whole_run_output_tokens_per_s", "tokens/s", "max", "output throughput, whole run (tokens/s)",
+     "generated tokens over the makespan (ramp-up and drain included), whole cluster", S)
+_add("whole_run_requests_per_s", "requests/s", "max", "served requests, whole run (requests/s)",
+     "served requests over the makespan (ramp-up and drain included)", S)
 _LATENCY = {"ttft": ("TTFT", "time to first token: first token - arrival"),
             "tpot": ("TPOT", "time per output token after the first: (finish - first token) / "
                              "(output tokens - 1), requests with more than one output token"),
             "e2e": ("end-to-end latency", "end-to-end latency: finish - arrival")}
 _STATS = {"mean": "mean", "p50": "median", "p90": "90th percentile", "p99": "99th percentile"}
 for _name, (_short, _meaning) in _LATENCY.items():  # summary order: mean, p50, p90, p99
-    FAMILIES[_name] = f"{_meaning}; mean, median (p50), 90th and 99th percentile over served requests"
+    FAMILIES[_name] = (f"{_meaning}; mean, median (p50), 90th and 99th percentile over the served requests arriving "
+                       "in the steady-state window")
     for _stat, _words in _STATS.items():
-        _add(f"{_name}_{_stat}_s", "s", "min", f"{_short} {_stat} (s)", f"{_meaning}; {_words} over served requests",
+        _add(f"{_name}_{_stat}_s", "s", "min", f"{_short} {_stat} (s)",
+             f"{_meaning}; {_words} over the served requests arriving in the steady-state window",
              S, S if _stat in ("p50", "p99") else (), family=_name)
+FAMILIES["queue"] = ("queueing delay, part of TTFT: first admission to a batch - arrival (disaggregated: to the "
+                     "prefill pool's); median and 99th percentile over the requests arriving in the steady-state window")
+for _stat, _words in (("p50", "median"), ("p99", "99th percentile")):
+    _add(f"queue_{_stat}_s", "s", "min", f"queueing delay {_stat} (s)",
+         f"first admission - arrival; {_words} over the requests arriving in the steady-state window", S, family="queue")
+FAMILIES["whole_run_latency"] = ("TTFT, TPOT, end-to-end latency and queueing delay, median and 99th percentile over "
+                                 "every served request of the run (ramp-up and drain included)")
+for _name in ("ttft", "tpot", "e2e", "queue"):
+    for _stat in ("p50", "p99"):
+        _add(f"whole_run_{_name}_{_stat}_s", "s", "min", f"{_name} {_stat}, whole run (s)",
+             f"{_name} {_stat} over every served request of the run", S, family="whole_run_latency")
 _add("iterations", "count", None, "iterations", "continuous-batching iterations, all replicas", S)
 _add("mean_batch_seqs", "count", None, "mean batch (sequences)",
      "sequences per continuous-batching iteration, mean weighted by iteration time", S)
@@ -244,7 +292,7 @@ _add("preempted_requests", "count", "min", "preempted requests", "requests evict
 _add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", S)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
      "decode batch where memory-bound turns compute-bound", S)
-_add("spec_tokens_per_step", "tokens", "max", "tokens per decode step (per sequence)",
+_add("spec_tokens_per_step", "tokens/step", "max", "tokens per decode step (per sequence)",
      "tokens emitted per sequence per decode step, mean over the run: 1 without speculative decoding, "
      "(1-a^(k+1))/(1-a) expected with it (less where outputs end)", S)
 _add("spec_acceptance", "fraction", "max", "draft tokens accepted (fraction)",
@@ -279,20 +327,23 @@ _add("kv_transfer_gib", "GiB", None, "KV moved (GiB)",
 _add("usd_per_day", "USD", "min", "cost per day (USD)",
      "every device of the cluster for 24 hours at its $/hour (disaggregated serving only)", S)
 _add("energy_j_per_token", "J/token", "min", "energy (J per output token)",
-     "device board power x makespan / output tokens", S)
+     "board power of every device / output_tokens_per_s (steady state)", S)
 _add("usd_per_1k_output_tokens", "USD/1K tokens", "min", "cost ($ per 1K output tokens)",
-     "cost of 1K output tokens (every device charged for the makespan)", S)
+     "cost of 1K output tokens in steady state (every device's $/hour over output_tokens_per_s)", S)
 _add("usd_per_1k_tokens", "USD/1K tokens", "min", "cost ($ per 1K tokens)",
-     "cost of 1K input+output tokens (every device charged for the makespan)", S)
+     "cost of 1K input+output tokens in steady state (every device's $/hour over input + output tokens/s)", S)
+_add("whole_run_usd_per_mtok", "USD/1M tokens", "min", "cost, whole run ($ per 1M output tokens)",
+     "run_cost_usd / output tokens of the run x 1e6: every device charged for the makespan, ramp-up and drain "
+     "included", S)
 # ------------------------------------------------------------------ capacity (simulate --slo)
 _add("max_goodput_req_s", "requests/s", "max", "capacity under the SLO (requests/s)",
      "highest Poisson arrival rate probed at which every SLO limit held in steady state, the plan kept up and "
      "at most 1% of requests were rejected (0 when the SLO fails near zero load)", CAP, CAP)
 _add("usd_per_mtok_at_capacity", "USD/1M tokens", "min", "cost at capacity ($ per 1M output tokens)",
-     "every device's $/hour over the output tokens per second served in the steady-state window at capacity "
-     "(NaN, JSON null, at capacity 0)", CAP, CAP)
+     "every device's $/hour over the output tokens per second of the steady-state window at capacity, the run's "
+     "`usd_per_mtok` (NaN, JSON null, at capacity 0)", CAP, CAP)
 _add("tokens_per_s_per_device_at_capacity", "tokens/s", "max", "output tokens/s per device at capacity",
-     "output tokens of the requests finishing in the steady-state window per second, per device of the cluster",
+     "the run at capacity's steady-state `output_tokens_per_s` per device of the cluster",
      CAP, CAP)
 _add("slo", "text", None, "SLO", "the limits searched under, as --slo takes them", CAP, CAP)
 _add("capacity_probes", "count", None, "capacity probes",

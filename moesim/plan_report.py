@@ -57,6 +57,10 @@ def candidate_row(c: Candidate, u: Unit | None, outcome: PlanOutcome, rank: int 
 
 def all_rows(outcome: PlanOutcome) -> list[dict[str, Any]]:
     """Every candidate: ranked ones first (best first), then the rest in enumeration order."""
+    if getattr(outcome, "disagg", False):
+        from moesim.plan_disagg_report import all_rows as disagg_rows
+
+        return disagg_rows(outcome)
     unit_of = {c.index: u for u in outcome.units for c in u.candidates}
     ranked = outcome.ranked()
     rows = [candidate_row(c, u, outcome, i + 1) for i, (c, u) in enumerate(ranked)]
@@ -67,6 +71,10 @@ def all_rows(outcome: PlanOutcome) -> list[dict[str, Any]]:
 
 
 def counts(outcome: PlanOutcome) -> dict[str, Any]:
+    if getattr(outcome, "disagg", False):
+        from moesim.plan_disagg_report import counts as disagg_counts
+
+        return disagg_counts(outcome)
     p = outcome.progress
     return {"candidates": p.candidates, "pruned": dict(p.pruned), "pruned_total": sum(p.pruned.values()),
             "evaluated": dict(p.evaluated), "simulated": sum(p.evaluated.values()),
@@ -75,7 +83,13 @@ def counts(outcome: PlanOutcome) -> dict[str, Any]:
 
 
 def write_tables(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
-    rows = all_rows(outcome)
+    kind = "training" if outcome.space.training else "serving"
+    return write_plan_rows(outcome, all_rows(outcome), counts(outcome), kind, out_dir)
+
+
+def write_plan_rows(outcome, rows: list[dict[str, Any]], tallies: dict[str, Any], kind: str, out_dir: Path) -> list[Path]:
+    """plans.csv (one row per plan, the union of the rows' keys as columns) and plans.json (the
+    search's objective, SLO, ``tallies`` and the rows) in ``out_dir``; returns their paths."""
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)
@@ -86,9 +100,9 @@ def write_tables(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
         w.writerow(["" if r.get(k) is None else _cell(r.get(k)) for k in cols])
     csv_path, json_path = out_dir / "plans.csv", out_dir / "plans.json"
     atomic_write_text(csv_path, buf.getvalue())
-    doc = {"scenario": outcome.space.raw.get("name", ""), "kind": "training" if outcome.space.training else "serving",
+    doc = {"scenario": outcome.space.raw.get("name", ""), "kind": kind,
            "objective": outcome.objective.name, "objective_key": outcome.objective.key,
-           "direction": outcome.objective.direction, "slo": outcome.slo_text, **counts(outcome), "plans": rows}
+           "direction": outcome.objective.direction, "slo": outcome.slo_text, **tallies, "plans": rows}
     atomic_write_text(json_path, json.dumps(_jsonable(doc), indent=1) + "\n")
     return [csv_path, json_path]
 
@@ -215,6 +229,10 @@ def plot_pareto(outcome: PlanOutcome, base: Path) -> list[Path]:
 
 
 def write_outputs(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
+    if getattr(outcome, "disagg", False):
+        from moesim.plan_disagg_report import write_outputs as disagg_outputs
+
+        return disagg_outputs(outcome, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_tables(outcome, out_dir)
     paths += plot_pareto(outcome, out_dir / "pareto")

@@ -187,3 +187,46 @@ class _Done:
 
     def done(self) -> bool:
         return True
+
+
+class RunSession:
+    """Where a plan search's runs are kept and what plays them: a result store (in a temporary
+    folder unless ``store_dir``; ``resume`` / ``overwrite`` as sweeps) and a backend started at
+    the first run (inline for one worker, local processes, or Dask). Used as a context manager:
+    on leaving, the backend is closed (without waiting for runs in flight when an error ends the
+    search), the store closed and the temporary folder removed."""
+
+    def __init__(self, store_dir, *, durable: bool, workers: int, dask: str | None):
+        import tempfile
+        from pathlib import Path
+
+        from moesim.sweep_store import ResultStore
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="moesim-plan-") if store_dir is None else None
+        self.store = ResultStore(Path(store_dir) if store_dir is not None else Path(self.tmp.name), durable=durable)
+        self.workers, self.dask, self.backend = workers, dask, None
+
+    def drive(self, tasks: list, on_row, refill=None) -> None:
+        """Play ``tasks`` (and whatever ``refill`` adds) on the backend, ``on_row`` as each ends."""
+        from moesim.sweep_exec import DaskBackend, LocalBackend, drive
+
+        if not tasks:
+            return
+        if self.backend is None:
+            w, dask = self.workers, self.dask
+            self.backend = (InlineBackend() if w == 1 and dask is None
+                            else DaskBackend(w, None if dask == "local" else dask) if dask else LocalBackend(w))
+        drive(self.backend, tasks, on_row, window=max(1, self.workers), refill=refill)
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if self.backend is not None:
+                self.backend.close(wait=exc_type is None)
+        finally:
+            self.store.close()
+            if self.tmp is not None:
+                self.tmp.cleanup()
+        return False

@@ -31,7 +31,6 @@ default sizes (too short a run to see the queue grow), so they cannot rank plans
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from moesim.plan_bounds import ServingBounds, mean_output_tokens, rate_to_objective, training_bound
-from moesim.plan_runs import InlineBackend, capacity_runner, reusable, run_key, saturation_runner
+from moesim.plan_runs import RunSession, capacity_runner, reusable, run_key, saturation_runner
 from moesim.plan_space import Candidate, Objective, Space, build
-from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, drive
-from moesim.sweep_store import ResultStore, read_rows
+from moesim.sweep_exec import PointTask
+from moesim.sweep_store import read_rows
 
 #: Saturation throughput times this bounds the throughput at capacity.
 SAT_SLACK = 1.2
@@ -261,13 +260,26 @@ def search(space: Space, objective: Objective, *, slo=None, seed: int = 0, worke
            on_progress: Callable[[PlanProgress], None] | None = None, durable: bool = False) -> PlanOutcome:
     """Run the branch and bound over ``space`` (already screened), re-check the ``verify`` best serving
     plans whole, and return every unit's state."""
+    if hasattr(space, "pools"):  # disaggregated: pool plans, then the split (moesim.plan_disagg_search)
+        from moesim.plan_disagg_search import search_disagg
+
+        return search_disagg(space, objective, slo=slo, seed=seed, workers=workers, dask=dask, store_dir=store_dir,
+                             resume=resume, overwrite=overwrite, exhaustive=exhaustive, verify=verify,
+                             on_progress=on_progress, durable=durable)
     st = _Search(space, objective, slo, seed, exhaustive, on_progress)
     st.note()  # what screening and the SLO check pruned, before any run
-    tmp = tempfile.TemporaryDirectory(prefix="moesim-plan-") if store_dir is None else None
-    store = ResultStore(Path(store_dir) if store_dir is not None else Path(tmp.name), durable=durable)
+    with RunSession(store_dir, durable=durable, workers=workers, dask=dask) as runs:
+        _play(st, space, runs, seed, verify, resume, overwrite)
+    st.progress.elapsed_s = time.perf_counter() - st.t0
+    return PlanOutcome(space, objective, st.units, st.progress, st.progress.elapsed_s, st.slo_text, exhaustive)
+
+
+def _play(st: _Search, space: Space, runs: RunSession, seed: int, verify: int, resume: bool, overwrite: bool) -> None:
+    """The runs of one search: the branch and bound's, then the re-checks of the best plans whole."""
+    store = runs.store
     done_rows = {r.get("key"): r for r in store.open(resume=resume, overwrite=overwrite)}
     store.write_manifest({"scenario": space.raw.get("name", ""), "kind": "training" if space.training else "serving",
-                          "objective": objective.name, "slo": st.slo_text, "seed": seed, "units": len(st.units)})
+                          "objective": st.objective.name, "slo": st.slo_text, "seed": seed, "units": len(st.units)})
     names = {SATURATION: "saturation", EXACT: "simulate" if space.training else "capacity", VERIFY: "re-check"}
     in_flight: dict[int, tuple[Unit, int, str]] = {}
 
@@ -308,47 +320,23 @@ def search(space: Space, objective: Objective, *, slo=None, seed: int = 0, worke
         st.checked(u, c, row)
         st.note()
 
-    def start():
-        return (InlineBackend() if workers == 1 and dask is None
-                else DaskBackend(workers, None if dask == "local" else dask) if dask else LocalBackend(workers))
-
-    backend = None
     checks: dict[int, tuple[Unit, Candidate, str]] = {}
-    try:
-        first = refill(max(1, workers))
-        if first:
-            backend = start()
-            drive(backend, first, on_row, window=max(1, workers), refill=refill)
-        tasks = []
-        for u in _top_units(st, verify if not space.training else 0):
-            c = min(u.candidates, key=lambda x: (x.devices, x.plan_text))
-            _, whole = build(space.raw, c.overrides(), space.base_dir)
-            key = run_key(whole, VERIFY, seed, st.slo_text)
-            if reusable(done_rows.get(key), None):
-                st.checked(u, c, done_rows[key])
-                st.progress.reused += 1
-                continue
-            point = 3 * len(st.units) + u.index
-            checks[point] = (u, c, key)
-            tasks.append(PointTask(point, key, seed, {"level": VERIFY, "hardware": c.hardware, "plan": c.plan_text,
-                                                      "devices": c.devices},
-                                   whole, str(space.base_dir), partial(capacity_runner, slo_text=st.slo_text, whole=True)))
-        if tasks:
-            backend = backend or start()
-            drive(backend, tasks, on_check, window=max(1, workers))
-    except BaseException:
-        if backend is not None:
-            backend.close(wait=False)
-            backend = None
-        raise
-    finally:
-        if backend is not None:
-            backend.close()
-        store.close()
-        if tmp is not None:
-            tmp.cleanup()
-    st.progress.elapsed_s = time.perf_counter() - st.t0
-    return PlanOutcome(space, objective, st.units, st.progress, st.progress.elapsed_s, st.slo_text, exhaustive)
+    runs.drive(refill(max(1, runs.workers)), on_row, refill=refill)
+    tasks = []
+    for u in _top_units(st, verify if not space.training else 0):
+        c = min(u.candidates, key=lambda x: (x.devices, x.plan_text))
+        _, whole = build(space.raw, c.overrides(), space.base_dir)
+        key = run_key(whole, VERIFY, seed, st.slo_text)
+        if reusable(done_rows.get(key), None):
+            st.checked(u, c, done_rows[key])
+            st.progress.reused += 1
+            continue
+        point = 3 * len(st.units) + u.index
+        checks[point] = (u, c, key)
+        tasks.append(PointTask(point, key, seed, {"level": VERIFY, "hardware": c.hardware, "plan": c.plan_text,
+                                                  "devices": c.devices},
+                               whole, str(space.base_dir), partial(capacity_runner, slo_text=st.slo_text, whole=True)))
+    runs.drive(tasks, on_check)
 
 
 def _top_units(st: _Search, k: int) -> list[Unit]:

@@ -162,9 +162,10 @@ def unit_key(data: dict) -> str:
 def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None], devices: list[int],
                       tp: list[int] | None, pp: list[int], batch: list[int]) -> Space:
     """Serving candidates: replicas x tp x pp x ep x max_batch_seqs per hardware and device count."""
-    if base.workload.disaggregation is not None:
-        raise InputError("moesim plan: disaggregated scenarios (workload.disaggregation) are not supported; "
-                         "plan one pool at a time")
+    if base.workload.disaggregation is not None:  # pool plans and the split: moesim.plan_disagg
+        from moesim.plan_disagg import enumerate_disagg
+
+        return enumerate_disagg(raw, base_dir, base, hardware, devices, tp, pp, batch)
     cands: list[Candidate] = []
     for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
         for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
@@ -233,6 +234,11 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
 def screen_serving(space: Space) -> None:
     """Validate every open candidate, prune invalid / not fitting ones, group the rest into units."""
     from moesim.memory import memory_report
+
+    if hasattr(space, "pools"):  # disaggregated: each pool plan on its own stand-in
+        from moesim.plan_disagg import screen_pools
+
+        return screen_pools(space)
 
     for c in space.candidates:
         if c.status != "open":

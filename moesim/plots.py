@@ -9,8 +9,10 @@ Where several seeds share a point, line plots and heatmaps show their mean.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,18 @@ EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arri
 BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s",
                   "bubble_s", "straggler_wait_s")
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
-SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load")
+SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load",
+               "metric-vs-axis")
 RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
 #: Kinds computed analytically from a serving scenario (no simulation).
 SCENARIO_KINDS = ("spec-speedup",)
 #: Labels of the swept fields the plots use as axes; metrics' labels come from moesim.metrics.
 _LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)"}
 _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
+#: Swept fields each sweep kind draws on, and the sweep options that vary them.
+AXES = {"throughput-vs-experts": (EXPERTS,), "cost-vs-cf": (CF,), "throughput-vs-load": (RATE,),
+        "dropped-heatmap": (EXPERTS, CF)}
+_HOW = {EXPERTS: "--experts 8,16,32", CF: "--capacity-factor 1.0,1.25,1.5", RATE: f"--grid {RATE}=1,2,4"}
 
 
 def label(key: str) -> str:
@@ -50,18 +57,54 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
         raise InputError("no finished (ok) points to plot in these results")
     dims = list(dims) if dims is not None else swept_columns(ok)
     title = title or str(ok[0].get("scenario", ""))
+    if kind in AXES:
+        _need_axes(kind, ok, dims)
     if kind == "throughput-vs-experts":
-        return _lines(ok, dims, EXPERTS, metric or _throughput_key(ok), f"{title}: throughput vs experts")
+        y = metric or _throughput_key(ok)
+        return _lines(ok, dims, EXPERTS, y, f"{title}: {short_label(y)} vs experts")
     if kind == "cost-vs-cf":
-        return _lines(ok, dims, CF, metric or "usd_per_mtok", f"{title}: cost vs capacity factor")
+        y = metric or "usd_per_mtok"
+        return _lines(ok, dims, CF, y, f"{title}: {short_label(y)} vs capacity factor")
     if kind == "throughput-vs-load":
-        return _lines(ok, dims, RATE, metric or _throughput_key(ok, serving=True), f"{title}: throughput vs load",
+        y = metric or _throughput_key(ok, serving=True)
+        return _lines(ok, dims, RATE, y, f"{title}: {short_label(y)} vs load",
                       twin=_first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
     if kind == "dropped-heatmap":
-        return _heatmap(ok, dims, EXPERTS, CF, metric or "dropped_fraction", f"{title}: dropped tokens")
+        value = metric or "dropped_fraction"
+        return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
     if kind == "breakdown":
         return _breakdown(ok, dims, f"{title}: step-time breakdown")
+    if kind == "metric-vs-axis":  # any swept field on x (e.g. a LoRA rank), the metric on y
+        x = _varied_axis(ok, dims)
+        y = metric or _throughput_key(ok)
+        return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}")
     raise InputError(f"--kind {kind!r}: allowed for sweep results: {', '.join(SWEEP_KINDS)}")
+
+
+def short_label(key: str) -> str:
+    """A metric's label without its unit, for a title ("dropped tokens", "cost"): the axis says the unit."""
+    return re.sub(r"\s*\([^()]*\)$", "", label(key)) or key
+
+
+def _need_axes(kind: str, rows: list[dict[str, Any]], dims: list[str]) -> None:
+    """One-line InputError unless the rows vary the swept fields ``kind`` draws on (AXES)."""
+    axes = AXES[kind]
+    varied = [d for d in dims if len({str(r.get(d)) for r in rows}) > 1]
+    missing = [a for a in axes if not any(r.get(a) is not None for r in rows)]
+    if not missing:
+        return
+    how = " ".join(_HOW.get(a, f"--grid {a}=V1,V2") for a in axes)
+    raise InputError(f"--kind {kind} needs a sweep over {' and '.join(axes)}; this sweep varies: "
+                     f"{', '.join(varied) or 'nothing'} (sweep again with {how})")
+
+
+def _varied_axis(rows: list[dict[str, Any]], dims: list[str]) -> str:
+    """The first swept field whose value differs between rows (one-line InputError when none does)."""
+    varied = [d for d in dims if len({str(r.get(d)) for r in rows}) > 1]
+    if not varied:
+        raise InputError("--kind metric-vs-axis needs a sweep that varies a field; these results vary none "
+                         "(sweep with --grid PATH=V1,V2,...)")
+    return varied[0]
 
 
 def swept_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -84,10 +127,13 @@ def _first_present(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str | N
 
 
 def _need(rows: list[dict[str, Any]], *cols: str) -> None:
+    """One-line InputError naming a column the rows lack, with the closest names they have."""
     for c in cols:
         if not any(r.get(c) is not None for r in rows):
-            have = ", ".join(sorted({k for r in rows for k in r if k not in ROW_COLUMNS}))
-            raise InputError(f"these results have no {c!r} column (sweep it or name another); have: {have}")
+            have = sorted({k for r in rows for k in r if k not in ROW_COLUMNS})
+            close = get_close_matches(c, have, n=3, cutoff=0.5)
+            raise InputError(f"these results have no {c!r} column" + (f" (did you mean {', '.join(close)}?)"
+                                                                      if close else "; see results.csv for the columns"))
 
 
 def _group(rows: list[dict[str, Any]], by: list[str]) -> dict[tuple, list[dict[str, Any]]]:

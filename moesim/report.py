@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.table import Table
 
-from moesim.metrics import unit_of
+from moesim.formatting import fmt_value
+from moesim.metrics import direction_of
+from moesim.presets.hardware import display_name
 
-#: How a unit is written after a number, where not as itself ("" for none: counts, tokens, text).
-_UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "USD/1M tokens": "USD/1M tok",
-              "USD/1K tokens": "USD/1K tok", "count": "", "tokens": "", "sequences": "", "text": "",
-              "bool": ""}
-
-
-def fmt_value(key: str, value: Any) -> str:
-    """Human formatting by the key's unit (:mod:`moesim.metrics`): big counts with B/T suffixes,
-    bytes in KiB/MiB, fractions in %, seconds with sensible precision."""
-    if isinstance(value, bool) or value is None:
-        return {True: "yes", False: "NO", None: "-"}[value]
-    unit = unit_of(key)
-    if isinstance(value, int) and unit != "params":
-        return f"{value:,}"
-    if isinstance(value, (int, float)):
-        v = float(value)
-        if math.isnan(v):
-            return "n/a"  # e.g. run_time_days without workload.total_tokens
-        if abs(v) < 1e-12:
-            v = 0.0  # float residue of a difference (a bubble of 8.9e-16 s is no bubble)
-        if unit == "params":
-            return f"{v / 1e12:.3f} T" if v >= 1e12 else f"{v / 1e9:.2f} B"
-        if unit == "TFLOP/s":
-            return f"{v:,.1f} TFLOP/s"
-        if unit == "FLOP":
-            return f"{v / 1e9:,.1f} GFLOP"
-        if unit == "bytes/param":
-            return f"{v:.4g} B ({8 * v:g} bits)"  # quantized weights: scales included
-        if unit.startswith("bytes"):
-            return f"{v / 2**20:,.2f} MiB" if v >= 2**20 else f"{v / 1024:,.1f} KiB"
-        if unit == "fraction":
-            return f"{100 * v:.2f} %"
-        if abs(v) >= 1e6:
-            text = f"{v:,.0f}"
-        elif abs(v) >= 100:
-            text = f"{v:,.1f}"
-        elif abs(v) >= 0.01 or v == 0:
-            text = f"{v:.3f}"
-        else:
-            text = f"{v:.3e}"
-        return f"{text} {_UNIT_TEXT.get(unit, unit)}".strip()
-    return str(value)
+__all__ = ["fmt_value", "presets_table", "summary_table"]  # fmt_value: moesim.formatting's, kept here for callers
 
 
 def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:
@@ -65,7 +25,9 @@ def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = (
             for sub, v in value.items():
                 t.add_row(f"  {key}.{sub}", fmt_value(f"{key}.{sub}", v))
         else:
-            t.add_row(key, fmt_value(key, value), style="red" if value is False else None)
+            text = display_name(value, summary.get("devices")) if key == "hardware" else fmt_value(key, value)
+            # a flag in red when it reads badly: False (fits), or True where lower is better (overloaded)
+            t.add_row(key, text, style="red" if value is (direction_of(key) == "min") else None)
     return t
 
 

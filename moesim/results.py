@@ -95,28 +95,32 @@ class SimResult:
         return "\n".join(lines) + "\n"
 
     def chrome_trace(self) -> dict:
-        """Chrome/Perfetto trace: one process per stage (or replica), one thread per stream."""
+        """Chrome/Perfetto trace: one process per stage (or replica), one thread per stream, and
+        one per kind of communication the compute stream waits for (:func:`trace_track`)."""
         label = "replica" if self.kind == "serving" else "stage"
         s = self.spans
         if not len(s.get("kind", [])):
             return {"traceEvents": [], "displayTimeUnit": "ms",
                     "otherData": {"scenario": self.scenario, "seed": self.seed, "kind": self.kind}}
+        kinds = np.asarray(s["kind"]).astype(str).tolist()
+        stage_l = np.asarray(s["stage"]).astype(int).tolist()
+        tracks: dict[tuple[str, str], str] = {}  # a few (kind, stream) pairs repeat over every span
+        stream_l = [tracks.get(ks) or tracks.setdefault(ks, trace_track(*ks))
+                    for ks in zip(kinds, np.asarray(s["stream"]).astype(str).tolist())]
         streams = {"compute": 0, "comm": 1}
-        for name in dict.fromkeys(np.asarray(s["stream"]).astype(str).tolist()):
+        for name in dict.fromkeys(stream_l):
             streams.setdefault(name, len(streams))
         events: list[dict] = []
-        stage_l = np.asarray(s["stage"]).astype(int).tolist()
-        stream_l = np.asarray(s["stream"]).astype(str).tolist()
-        for stage, stream in sorted(set(zip(stage_l, stream_l))):
+        for stage in sorted(set(stage_l)):  # one process_name per pid (a second one confuses the viewers)
             events.append({"ph": "M", "name": "process_name", "pid": stage, "tid": 0,
                            "args": {"name": f"{label} {stage}"}})
+        for stage, stream in sorted(set(zip(stage_l, stream_l))):
             events.append({"ph": "M", "name": "thread_name", "pid": stage, "tid": streams[stream],
                            "args": {"name": stream}})
         start = np.asarray(s["start_s"], dtype=float)
         ts_us = (start * 1e6).tolist()
         dur_us = ((np.asarray(s["end_s"], dtype=float) - start) * 1e6).tolist()
         extra = {k: np.asarray(s[k]).tolist() for k in ("layer", "item", "bytes", "tokens", "dropped", "rank_group")}
-        kinds = np.asarray(s["kind"]).astype(str).tolist()
         for i, (kind, stage, stream) in enumerate(zip(kinds, stage_l, stream_l)):
             events.append({"ph": "X", "name": kind, "pid": stage, "tid": streams[stream],
                            "ts": ts_us[i], "dur": dur_us[i],
@@ -152,6 +156,19 @@ class SimResult:
             if p.name != "spans.csv":
                 tables[p.stem] = read_table_csv(p)
         return cls(doc["kind"], doc["scenario"], doc["seed"], doc["summary"], spans, tables)
+
+
+#: Communication spans recorded on the compute stream (they block it), by kind prefix, and the
+#: trace track they get: a collective drawn over the compute it blocks hides which is which.
+_COMM_TRACKS = (("alltoall", "ep_comm"), ("tp_allreduce", "tp_comm"))
+
+
+def trace_track(kind: str, stream: str) -> str:
+    """The trace thread of a span: its stream, except that communication the compute stream waits
+    for (``alltoall_*``, ``tp_allreduce_*`` on ``compute``) gets its own track per stage."""
+    if stream == "compute":
+        return next((track for prefix, track in _COMM_TRACKS if kind.startswith(prefix)), stream)
+    return stream
 
 
 def read_summary(path: Path) -> dict:

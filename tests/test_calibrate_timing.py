@@ -365,3 +365,24 @@ def test_device_check_steps_time_out_and_the_summary_says_which(tmp_path):
     assert s["device"] == "fake" and s["ok"] is False and s["calibrate"] == {"summary": {"n": 3}}
     assert s["steps"]["calib"]["ok"] and s["steps"]["kernel"]["timed_out"] and s["steps"]["kernel"]["exit"] == 124
     assert res.stderr.strip().splitlines()[-1].startswith("dry_check: FAILED")
+
+
+def test_the_engines_expert_gemms_pay_the_row_tile():
+    """The row tile lives in the cost model, so the op graph the engines price pays it too."""
+    from moesim.calibrate.fit_local import hardware_for
+
+    from moesim.engine.ops import BlockDims, OpDtypes, moe_ops, price
+
+    prof = load_default_profile("a100.yaml")
+    tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=4, remainder="binary")})
+    dims = BlockDims(d_model=512, expert_w=1024, shared_w=0, n_shared=0, gated=True, n_experts=8, top_k=2)
+    dt = OpDtypes(weights="bf16", gemm_in_bytes=2, act_bytes=2, act_dtype="bf16", attn_dtype="bf16")
+
+    def expert_s(p, counts):
+        ops = [op for op in moe_ops(dims, dt, 16, np.array(counts, float), impl="loop") if op.name == "expert_up"]
+        return float(sum(price(cost_model(hardware_for(p), p), ops).values()))
+
+    irregular, aligned = [5, 0, 11, 3, 0, 9, 2, 2], [8, 0, 16, 3, 0, 12, 2, 2]
+    assert expert_s(tiled, irregular) == pytest.approx(expert_s(prof, aligned), rel=1e-12)
+    assert expert_s(tiled, irregular) > expert_s(prof, irregular)
+    assert expert_s(tiled, aligned) == pytest.approx(expert_s(prof, aligned), rel=1e-12)  # whole tiles: no change

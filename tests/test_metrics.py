@@ -29,7 +29,11 @@ def summaries() -> dict[str, dict]:
     serving = simulate(load_scenario(SERVE, ["workload.arrival.n_requests=40"])).summary
     disagg = simulate(load_scenario(DISAGG, ["workload.arrival.n_requests=40"])).summary
     assert set(serving) <= set(disagg)  # disaggregated serving adds its pools' keys
-    return {"training": simulate(load_scenario(TRAIN)).summary, "serving": {**serving, **disagg}}
+    training = simulate(load_scenario(TRAIN)).summary
+    finetune = simulate(load_scenario(TRAIN, ["workload.trainable=non_experts", "workload.packing=false",
+                                              "workload.sample_tokens={dist: fixed, value: 1024}"])).summary
+    assert set(training) <= set(finetune)  # fine-tuning adds its trainable-parameter keys
+    return {"training": {**training, **finetune}, "serving": {**serving, **disagg}}
 
 
 def _check_keys(summary: dict) -> set[str]:
@@ -155,16 +159,18 @@ def test_readme_blocks_are_replaced_and_nothing_else(tmp_path):
     ("memory.weights_gib", 78.118, "78.118 GiB"),
     ("memory.fits", True, "yes"),
     ("fits", False, "NO"),
-    ("usd_per_mtok", 0.135, "0.135 USD/1M tok"),
-    ("usd_per_1k_tokens", 2.914e-4, "2.914e-04 USD/1K tok"),
+    ("overloaded", False, "no"),  # a lower-is-better flag: True is the loud answer
+    ("overloaded", True, "YES"),
+    ("usd_per_mtok", 0.135, "$0.135 / 1M tok"),
+    ("usd_per_1k_tokens", 2.914e-4, "$0.000291 / 1K tok"),
     ("run_time_days", 29.318, "29.318 days"),
     ("run_time_days", float("nan"), "n/a"),
-    ("run_cost_usd", 134647.8, "134,647.8 USD"),
+    ("run_cost_usd", 134647.8, "$134,648"),
     ("excess_bubble_s", 8.9e-16, "0.000 s"),
     ("model_tflops_per_device", 491.7, "491.7 TFLOP/s"),
     ("tokens_per_step", 4194304, "4,194,304"),
     ("devices", 64, "64"),
-    ("kv_cache_capacity_tokens", 529988.3, "529,988.3"),
+    ("kv_cache_capacity_tokens", 529988.3, "529,988"),
     ("alltoall_nvlink_bytes", 143360.0 * 2**20, "143,360.00 MiB"),
     ("kv_cache_bytes_per_token", 34.3 * 1024, "34.3 KiB"),
     ("weight_bytes_per_param", 0.515625, "0.5156 B (4.125 bits)"),
@@ -187,7 +193,7 @@ def test_fmt_value_shows_units_that_were_missing():
 
     assert fmt_value("tokens_per_s_per_device", 6168.4) == "6,168.4 /s"
     assert fmt_value("kv_utilisation_mean", 0.008952) == "0.90 %"
-    assert fmt_value("usd_per_1k_output_tokens", 5.828e-4) == "5.828e-04 USD/1K tok"
+    assert fmt_value("usd_per_1k_output_tokens", 5.828e-4) == "$0.000583 / 1K tok"
 
 
 # ----------------------------------------------------------------------- sweep --best
@@ -252,7 +258,7 @@ def test_plot_labels_come_from_the_registry():
 
 
 def test_sweep_table_shows_registered_metrics_only():
-    from moesim.cli_sweep import _SHOW
     from moesim.plots import BREAKDOWN_KEYS
+    from moesim.sweep_table import HEADLINE, MOVERS
 
-    assert all(k in METRICS for k in _SHOW + BREAKDOWN_KEYS)
+    assert all(k in METRICS for k in MOVERS + sum(HEADLINE.values(), ()) + BREAKDOWN_KEYS)

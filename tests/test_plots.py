@@ -65,6 +65,19 @@ def test_sweep_kinds_render(kind, tmp_path):
     assert_png(plots.save_figure(fig, tmp_path / kind))
 
 
+def test_metric_vs_axis_plots_any_swept_field(tmp_path):
+    rows = [{"point": i, "status": "ok", "scenario": "ft", "workload.trainable.rank": r, "peak_memory_gib": 20.0 + r / 8}
+            for i, r in enumerate((8, 32, 128))]
+    fig = plots.plot_sweep("metric-vs-axis", rows, metric="peak_memory_gib")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "workload.trainable.rank" and "GiB" in ax.get_ylabel()
+    assert "peak memory" in ax.get_title() and "workload.trainable.rank" in ax.get_title()
+    assert list(ax.lines[0].get_ydata()) == [21.0, 24.0, 36.0]
+    assert_png(plots.save_figure(fig, tmp_path / "rank"))
+    with pytest.raises(InputError, match="varies a field"):
+        plots.plot_sweep("metric-vs-axis", rows[:1], metric="peak_memory_gib", dims=["workload.trainable.rank"])
+
+
 def test_throughput_vs_load_renders_with_latency_axis(tmp_path):
     rows = [r for r in sweep_rows(extra_dim=True) if r.get("model.n_experts") == 8 and r.get("routing.capacity_factor") == 1.0]
     fig = plots.plot_sweep("throughput-vs-load", rows, dims=["workload.arrival.rate_per_s"])

@@ -121,7 +121,7 @@ class ProfiledCostModel(CostModelBase):
         layer touches per call, which decides whether expert weights stay in cache; default this
         call's busy weights.
         """
-        t = np.asarray(tokens_per_expert, dtype=float)
+        t = self.kernel_rows(tokens_per_expert)
         g = self.profile.grouped
         p = self.precision(dtype)
         dtype = p.compute_dtype
@@ -147,11 +147,22 @@ class ProfiledCostModel(CostModelBase):
         fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
 
+    def kernel_rows(self, tokens_per_expert) -> np.ndarray:
+        """Rows an expert GEMM kernel computes for each expert's tokens: padded to the profile's
+        measured row tile (``gemm_rows``, local calibrations), since routed per-expert counts are
+        irregular and the GEMM tables are measured where the tile divides the rows; unchanged
+        without one (the shipped GPU profiles)."""
+        t = np.asarray(tokens_per_expert, dtype=float)
+        tile = self.profile.gemm_rows
+        if tile is None or tile.rows <= 1:
+            return t
+        return np.where(t > 0, tile.padded(t), 0.0)
+
     def grouped_loop_s(self, tokens_per_expert, n: int):
         """What a loop implementation of one grouped call pays beyond the GEMMs: a fixed cost per busy
         expert and the copy of each expert's ``tokens x n`` output into place (0 without ``grouped``)."""
         g = self.profile.grouped
-        t = np.asarray(tokens_per_expert, dtype=float)
+        t = self.kernel_rows(tokens_per_expert)
         if g is None:
             return np.zeros(t.shape[:-1])
         return ((t > 0).sum(axis=-1) * g.per_expert_overhead_us * 1e-6

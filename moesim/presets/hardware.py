@@ -201,3 +201,24 @@ HARDWARE: dict[str, dict] = {
         cluster=dict(nodes=1, nic_bw_gbps=166.0, nic_latency_us=5.0),
     ),
 }
+
+
+def display_name(name: str, devices: int | None) -> str:
+    """How a table names the hardware of a run on ``devices`` devices: the preset's system name
+    ("DGX A100 80GB") names a whole node, so a run on fewer devices than the preset's node holds
+    shows the device and its count instead ("A100 SXM4 80GB x1"). Names of no preset stay as given."""
+    preset = next((p for p in HARDWARE.values() if p["name"] == name), None)
+    if preset is None or not isinstance(devices, int) or devices >= preset["node"]["devices_per_node"]:
+        return name
+    return f"{preset['device']['name'].removeprefix('NVIDIA ')} x{devices}"
+
+
+def node_hint(plan_devices: int, devices_per_node: int, nodes: int) -> str:
+    """What to set so the hardware holds ``plan_devices`` devices (for the plan-size error): a part
+    of one node needs ``hardware.node.devices_per_node``, whole nodes ``hardware.cluster.nodes``;
+    "" when neither fits (the plan must change)."""
+    if plan_devices < devices_per_node:
+        return f"; or set hardware.node.devices_per_node: {plan_devices} (a part of one node)"
+    if plan_devices % devices_per_node == 0 and plan_devices // devices_per_node != nodes:
+        return f"; or set hardware.cluster.nodes: {plan_devices // devices_per_node}"
+    return ""

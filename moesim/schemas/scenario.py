@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, model_validator
 
+from moesim.presets.hardware import node_hint
 from moesim.schemas._base import Strict
 from moesim.schemas.hardware import HardwareSpec
 from moesim.schemas.model import ModelSpec
@@ -52,6 +53,7 @@ class Scenario(Strict):
                 raise ValueError(
                     f"plan: dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.n_devices} must equal the devices in hardware "
                     f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
+                    + node_hint(p.n_devices, hw.node.devices_per_node, hw.cluster.nodes)
                 )
         else:
             _check_pools(self, disagg)

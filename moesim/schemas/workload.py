@@ -18,8 +18,72 @@ from moesim.schemas.plan import PlanSpec
 _CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
 
 
+#: Weight groups a LoRA adapter can target (``workload.trainable.targets``).
+LoraTarget = Literal["attention", "experts", "router", "dense_ffn"]
+_TRAINABLE_MODES = ("all", "experts", "non_experts", "lora")
+
+
+class TrainableSpec(Strict):
+    """Which weights a training run updates: all (pre-training, full fine-tuning), one part with
+    the rest frozen, or low-rank adapters on frozen base weights (LoRA; QLoRA with ``base_dtype: nf4``).
+
+    A scenario may write the mode alone (``trainable: experts``) or a mapping
+    (``trainable: {mode: lora, rank: 16, targets: [attention, experts], base_dtype: nf4}``).
+    """
+
+    mode: Literal["all", "experts", "non_experts", "lora"] = Field("all", description=(
+        "all (every weight) | experts (routed experts only; attention, router, shared experts, dense FFNs, "
+        "embeddings frozen) | non_experts (everything but the routed experts) | lora (adapters only)."))
+    rank: PositiveInt | None = bounded(None, le=1 << 16, why="65536 is wider than any published d_model; "
+                                       "LoRA ranks in use are 4-256", description="LoRA rank r (lora only).")
+    targets: list[LoraTarget] | None = Field(None, min_length=1, description=(
+        "Weight groups given adapters (lora only): attention (Q, K, V, O), experts (every matrix of every "
+        "routed expert), router, dense_ffn (dense FFN layers and shared experts). "
+        "null: attention, experts, dense_ffn (every linear layer but the router, as the QLoRA paper does)."))
+    base_dtype: Literal["bf16", "nf4"] | None = Field(None, description=(
+        "Frozen base weights of a lora run: bf16 | nf4 (QLoRA: 4-bit NormalFloat, dequantised to bf16 for "
+        "each GEMM). null: bf16."))
+    double_quant: bool = Field(True, description=(
+        "nf4 only: quantise the block scales too (QLoRA's double quantisation: 4.127 bits per weight, else 4.5)."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data):
+        if isinstance(data, str):
+            if data not in _TRAINABLE_MODES:
+                raise ValueError(f"trainable: {data!r} is not a mode; allowed all, experts, non_experts, or a mapping "
+                                 "{mode: lora, rank: R, targets: [...], base_dtype: bf16|nf4}")
+            return {"mode": data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainableSpec:
+        if self.mode == "lora":
+            if self.rank is None:
+                raise ValueError("rank: required when mode is 'lora' (e.g. 16)")
+            if self.targets is not None and len(set(self.targets)) != len(self.targets):
+                raise ValueError(f"targets = {self.targets}: each target at most once")
+        else:
+            for name in ("rank", "targets", "base_dtype"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r} trains whole weights)")
+        return self
+
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """The adapted weight groups (lora), () otherwise."""
+        if self.mode != "lora":
+            return ()
+        return tuple(self.targets) if self.targets is not None else ("attention", "experts", "dense_ffn")
+
+    @property
+    def quantized(self) -> bool:
+        """True for QLoRA: frozen base weights stored in nf4."""
+        return self.mode == "lora" and self.base_dtype == "nf4"
+
+
 class TrainingWorkload(Strict):
-    """One optimizer step (or several) of pre-training."""
+    """One optimizer step (or several) of pre-training or fine-tuning."""
 
     kind: Literal["training"] = "training"
     global_batch_seqs: PositiveInt = bounded(
@@ -32,6 +96,20 @@ class TrainingWorkload(Strict):
     steps: PositiveInt = bounded(1, le=1 << 20, why="each step is simulated; 1M steps is a whole training run, "
                                  "use total_tokens for run time",
                                  description="Steps to simulate (routing is re-sampled each step).")
+    trainable: TrainableSpec = Field(TrainableSpec(), description=(
+        "Weights the run updates: all (default) | experts | non_experts | {mode: lora, rank, targets, base_dtype}; "
+        "frozen weights keep no gradients or optimizer states and skip their weight-gradient GEMMs."))
+    sample_tokens: LengthDist | None = Field(None, description=(
+        "Lengths of the training samples (fixed | uniform | lognormal); null: every sample fills seq_len."))
+    packing: bool = Field(True, description=(
+        "true: samples are packed into seq_len-token rows (no padding); false: one sample per row, padded to "
+        "seq_len (longer ones truncated): tokens_per_s and the run time count only the real tokens."))
+
+    @model_validator(mode="after")
+    def _check_samples(self) -> TrainingWorkload:
+        if self.sample_tokens is not None and self.sample_tokens.dist == "trace":
+            raise ValueError("sample_tokens.dist: 'trace' reads a serving arrival trace; use fixed, uniform or lognormal")
+        return self
 
     @property
     def tokens_per_step(self) -> int:
@@ -114,10 +192,13 @@ class LengthDist(Strict):
         return fallback
 
 
+TrainingWorkload.model_rebuild()  # resolve its sample_tokens: LengthDist, defined after it
+
+
 class ArrivalSpec(Strict):
     """When requests arrive."""
 
-    process: Literal["poisson", "batch", "trace"] = Field("batch", description="poisson (rate_per_s) | batch (all at t=0, offline) | trace (CSV file).")
+    process: Literal["poisson", "batch", "trace", "closed"] = Field("batch", description="poisson (rate_per_s) | batch (all at t=0, offline) | trace (CSV file) | closed (closed loop: `concurrency` users, each sending its next request when its previous one finishes; concurrency 1 is single-stream, batch 1).")
     rate_per_s: PositiveFloat | None = bounded(
         None, le=1e7, why="10M requests/s is more than a whole public LLM API serves; one replica serves 1-1000/s",
         description="Mean arrival rate for poisson, requests/s.")
@@ -125,6 +206,9 @@ class ArrivalSpec(Strict):
                                       "2^30 keeps request counts far from integer overflow",
                                       description="Requests to simulate (trace: the first n rows).")
     trace: Path | None = Field(None, description="CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens.")
+    concurrency: PositiveInt = bounded(1, le=1 << 20, why="as workload.max_batch_seqs: 1M requests in flight",
+                                       description="Requests in flight for closed (the first arrive at t=0, each later one when "
+                                                   "one finishes, with no think time); 1: one request at a time.")
 
     @model_validator(mode="after")
     def _check(self) -> ArrivalSpec:
@@ -234,6 +318,13 @@ class ServingWorkload(Strict):
                                       description="Fraction of each prompt whose KV is already cached (prefix caching): those tokens are "
                                                   "not recomputed but are attended over and held in KV.")
     disaggregation: DisaggregationSpec | None = Field(None, description="Separate prefill and decode pools (each with its own plan); null: one pool on plan.")
+
+    @model_validator(mode="after")
+    def _check_closed(self) -> ServingWorkload:
+        # the pools are played one after the other, so a decode finish cannot release the next arrival
+        if self.arrival.process == "closed" and self.disaggregation is not None:
+            raise ValueError("arrival.process: 'closed' is not supported with disaggregation; use poisson or batch")
+        return self
 
 
 Workload = Annotated[TrainingWorkload | ServingWorkload, Field(discriminator="kind")]

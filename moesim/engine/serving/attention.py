@@ -58,6 +58,14 @@ class BatchAttention:
             return float(self.first_chunk_table[q[0]])
         return float(np.asarray(self._seq_s(op, q.astype(float), kv.astype(float))).sum())
 
+    def _decode_sum(self, op: Op, kv: np.ndarray) -> float:
+        """:meth:`_core_sum` of sequences that each decode one token (``q == 1``), over contexts ``kv``."""
+        if kv.size == 0:
+            return 0.0
+        if kv.dtype.kind in "iu" and kv.max() < self.decode_table.size:
+            return float(self.decode_table[kv].sum())
+        return float(np.asarray(self._seq_s(op, np.ones(kv.size), kv.astype(float))).sum())
+
     def batch_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
         """One layer's attention seconds for a batch: ``q_tokens[i]`` new tokens of sequence ``i``
         attend over ``kv_tokens[i]`` (its context after this iteration); both ``(n,)`` (the table
@@ -67,8 +75,10 @@ class BatchAttention:
         q, kv = np.asarray(q_tokens), np.asarray(kv_tokens)
         if self.prefill_op is None:
             dec = q == 1
-            secs = self._core_sum(self.decode_op, q[dec], kv[dec]) + (
-                self._core_sum(self.decode_op, q[~dec], kv[~dec]) if not dec.all() else 0.0)
+            if dec.all():
+                secs = self._decode_sum(self.decode_op, kv)
+            else:
+                secs = self._decode_sum(self.decode_op, kv[dec]) + self._core_sum(self.decode_op, q[~dec], kv[~dec])
             return secs + self.launch_s if secs > 0 else 0.0
         pre = q > 1
         total = 0.0

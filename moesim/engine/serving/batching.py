@@ -49,6 +49,9 @@ class RequestBook:
         self.engine = np.full(n, -1, np.int64)
         self.rejected = np.zeros(n, bool)
         self.step = np.ones(n, np.int64)  # tokens a decode step emits (speculative decoding: may be > 1)
+        self.unit_steps = True  # every ``step`` is 1 (no speculative decoding): the faster paths hold
+        self.admitted_s = np.full(n, np.nan)  # first admission (queueing delay = admitted_s - arrival)
+        self.on_finish = None  # called as on_finish(ids, now_s) when requests finish (closed-loop arrivals)
 
 
 @dataclass
@@ -106,12 +109,16 @@ def _preempt(eng: EngineState, book: RequestBook, victims: np.ndarray) -> None:
     eng.waiting.extendleft(victims[::-1].tolist())
 
 
-def schedule(eng: EngineState, book: RequestBook) -> Batch:
-    """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``)."""
+def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batch:
+    """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``); ``now_s``: the
+    iteration's start, recorded as the first admission of the requests it admits."""
     ids = eng.running
     dec = book.prefilled[ids] >= book.target[ids]
+    all_dec = bool(dec.all())
     # new KV slots each decode needs for the tokens it emits (1 per step, more under speculation)
-    grow = np.where(dec, np.maximum(book.ctx[ids] + book.step[ids] - book.kv[ids], 0), 0)
+    grow = np.maximum(book.ctx[ids] + (1 if book.unit_steps else book.step[ids]) - book.kv[ids], 0)
+    if not all_dec:
+        grow[~dec] = 0
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
     preempted = 0
     need = int(grow.sum())
@@ -121,12 +128,13 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         j = int(np.argmax(need_left <= free + kv_freed)) + 1
         victims = ids[-j:]
         ids, dec, grow = ids[:-j], dec[:-j], grow[:-j]
+        all_dec = bool(dec.all())
         _preempt(eng, book, victims)
         preempted = victims.size
         free = eng.kv_capacity_tokens - eng.kv_used_tokens
     budget = eng.max_batch_tokens
-    part = np.flatnonzero(~dec)
-    if part.size == 0 and ids.size <= budget:  # every running sequence decodes (the common case)
+    part = np.zeros(0, np.int64) if all_dec else np.flatnonzero(~dec)
+    if all_dec and ids.size <= budget:  # every running sequence decodes (the common case)
         q = np.ones(ids.size, np.int64)
         budget -= ids.size
         book.kv[ids] += grow
@@ -138,8 +146,8 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
         budget -= dec_pos.size
         if part.size and budget > 0:
             rem = book.target[ids[part]] - book.prefilled[ids[part]]
-            before = np.cumsum(rem) - rem
-            q[part] = np.clip(budget - before, 0, rem)
+            before = rem.cumsum() - rem
+            q[part] = np.minimum(np.maximum(budget - before, 0), rem)
             budget -= int(q[part].sum())
         grown = grow[dec_pos]
         book.kv[ids[dec_pos]] += grown
@@ -149,6 +157,7 @@ def schedule(eng: EngineState, book: RequestBook) -> Batch:
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
     adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
+        book.admitted_s[adm] = np.fmin(book.admitted_s[adm], now_s)  # a preempted request keeps its first
         ready = book.prefilled[adm] >= book.target[adm]  # KV arrived whole (disaggregated decode pool)
         q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
         book.kv[adm] = reserve
@@ -174,11 +183,13 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     if slots <= 0 or budget <= 0 or not eng.waiting:
         none = np.zeros(0, np.int64)
         return none, none, none
+    if len(eng.waiting) == 1 or slots == 1:  # one candidate (the usual arrival): the same rules on ints
+        return _admit_one(eng, book, budget, free_kv, prefilling)
     cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
     take = _tokens_needed(book, cand)
     reserve = _reservation(eng, book, cand)
-    kv_ok = np.cumsum(reserve) <= free_kv
-    before = np.cumsum(take) - take
+    kv_ok = reserve.cumsum() <= free_kv
+    before = take.cumsum() - take
     if eng.chunked_prefill:
         tok_ok = before < budget
     else:
@@ -190,6 +201,28 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
     for _ in range(n):
         eng.waiting.popleft()
     return cand[:n], take[:n], reserve[:n]
+
+
+def _admit_one(eng: EngineState, book: RequestBook, budget: int, free_kv: int,
+               prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_admit` of the queue's first request only (``budget > 0``)."""
+    c = eng.waiting[0]
+    target, prefilled = int(book.target[c]), int(book.prefilled[c])
+    left = target - prefilled
+    take = left if left > 0 else 1
+    if eng.kv_admission == "full":
+        reserve = target + int(book.output[c]) - int(book.generated[c])
+    else:
+        reserve = target + (int(book.step[c]) if prefilled >= target else 0)
+    if eng.chunked_prefill:
+        tok_ok = True  # nothing is admitted before it: 0 < budget
+    else:
+        tok_ok = take <= budget or (not prefilling and budget == eng.max_batch_tokens)
+    if not (reserve <= free_kv and tok_ok):
+        none = np.zeros(0, np.int64)
+        return none, none, none
+    eng.waiting.popleft()
+    return np.array([c], np.int64), np.array([take], np.int64), np.array([reserve], np.int64)
 
 
 def _tokens_needed(book: RequestBook, ids: np.ndarray) -> np.ndarray:
@@ -212,14 +245,14 @@ def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarra
     """Prefill tokens each admitted request runs now: whole prompts, the last one chunked if allowed."""
     if not chunked:
         return take.copy()
-    before = np.cumsum(take) - take
-    return np.clip(budget - before, 0, take)
+    before = take.cumsum() - take
+    return np.minimum(np.maximum(budget - before, 0), take)
 
 
 def finishes(book: RequestBook, batch: Batch) -> bool:
     """True when committing ``batch`` finishes a request (its last output token comes out)."""
     out = batch.ids[batch.emits]
-    step = np.where(batch.is_decode[batch.emits], book.step[out], 1)
+    step = 1 if book.unit_steps else np.where(batch.is_decode[batch.emits], book.step[out], 1)
     return bool((book.generated[out] + step >= book.output[out]).any())
 
 
@@ -227,11 +260,18 @@ def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> n
     """Apply ``batch`` at its end time ``now_s``; returns the ids of requests that finished."""
     ids, q = batch.ids, batch.q_tokens
     dec = batch.is_decode
-    book.ctx[ids] += np.where(dec, book.step[ids], q)  # a decode keeps the KV of the tokens it emits
-    pre = ~dec
-    book.prefilled[ids[pre]] += q[pre]
     out = ids[batch.emits]
-    book.generated[out] += np.where(dec[batch.emits], book.step[out], 1)
+    if book.unit_steps:  # a decode runs (q = 1) and emits one token
+        book.ctx[ids] += q
+        pre = ~dec
+        if pre.any():
+            book.prefilled[ids[pre]] += q[pre]
+        book.generated[out] += 1
+    else:
+        book.ctx[ids] += np.where(dec, book.step[ids], q)  # a decode keeps the KV of the tokens it emits
+        pre = ~dec
+        book.prefilled[ids[pre]] += q[pre]
+        book.generated[out] += np.where(dec[batch.emits], book.step[out], 1)
     first = out[np.isnan(book.first_token_s[out])]
     book.first_token_s[first] = now_s
     return finish(eng, book, out, now_s)
@@ -247,4 +287,6 @@ def finish(eng: EngineState, book: RequestBook, emitted: np.ndarray, now_s: floa
         book.kv[done] = 0
         run = eng.running
         eng.running = run[book.generated[run] < book.output[run]]
+        if book.on_finish is not None:
+            book.on_finish(done, now_s)
     return done

@@ -118,6 +118,8 @@ class IterationCost:
                                                        np.ones(1)))
                                  for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)))
         self.host = spec = host_spec_for(cm.profile, s.hardware.device)
+        # whether the host work hides behind the GPU, by phase (read once per iteration)
+        self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)
         self._host_by_seqs = np.asarray(iteration_host_s(seqs, "mixed", spec), dtype=float).tolist()
         self._graphed = np.asarray(uses_cuda_graph(seqs, True, spec)).tolist()
@@ -341,31 +343,29 @@ class IterationCost:
         gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out, engine)
         return gpu + self.host_s(q_tokens, gpu), dropped
 
-    def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> list[tuple[float, float, tuple]]:
-        """(seconds, dropped tokens, (TP, EP, PP) comm seconds) of ``k`` decode-only iterations in a
-        row of one batch: in iteration ``j`` each sequence emits one token over ``context + j``
-        (``context``: ``(n,)`` contexts of the first iteration). Equal, iteration by iteration, to
-        ``time_s`` and ``last_comm_s`` (``serving.window`` relies on it): the same terms added in
-        the same order, as vectors over the ``k`` iterations."""
+    def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(seconds ``(k,)``, dropped tokens ``(k,)``, (TP, EP, PP) comm seconds of each) of ``k``
+        decode-only iterations in a row of one batch: in iteration ``j`` each sequence emits one
+        token over ``context + j`` (``context``: ``(n,)`` contexts of the first iteration). Equal,
+        iteration by iteration, to ``time_s`` and ``last_comm_s`` (``serving.window`` relies on
+        it): the same terms added in the same order, as vectors over the ``k`` iterations."""
         n = int(np.asarray(context).size)
         att = self.s.model.n_layers * self.attn.decode_window_s(context, k)
         if (self.tbo is not None and self.tbo.applies(n)) or n > self.max_tokens:
-            out = []
-            for a in att.tolist():
-                gpu, dropped = self._kernel_at(n, n, a, engine)
-                out.append((gpu + self._host_at(n, True, n, gpu), dropped, self.last_comm_s))
-            return out
+            secs, drops = np.empty(k), np.empty(k)
+            for j, a in enumerate(att.tolist()):
+                gpu, drops[j] = self._kernel_at(n, n, a, engine)
+                secs[j] = gpu + self._host_at(n, True, n, gpu)
+            return secs, drops, self.last_comm_s
         self.last_comm_s = comm = self.comm_s(n)
-        experts, dropped = np.full(k, self._experts[n]), np.full(k, self._dropped[n])
+        experts, dropped = self._experts[n], np.full(k, self._dropped[n])
         if self.skewed:
             pool, picks = self._skew_samples(n), self.streams.take(engine, k)
             experts, dropped = pool[0][picks], pool[1][picks]
         gpu = self._fixed[n] + experts + self._head[n] + att
         launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0
-        overlap = overlaps("decode", self.host)
-        host = launch + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, overlap)
-        secs = gpu + host
-        return list(zip(secs.tolist(), dropped.tolist(), [comm] * k, strict=True))
+        host = launch + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
+        return gpu + host, dropped, comm
 
     def unprice(self, engine: int, iterations: int) -> None:
         """Forget the last ``iterations`` priced for ``engine`` (a decode window cut short): their
@@ -413,5 +413,5 @@ class IterationCost:
         n = min(seqs, self.max_tokens)
         tbo = self.tbo is not None and self.tbo.applies(total)
         launch = (self.tbo.graph_saving_s if tbo else self._graph_saving_s) if decode and self._graphed[n] else 0.0
-        overlap = overlaps("decode" if decode else "mixed", self.host)
+        overlap = self._overlap_decode if decode else self._overlap_mixed
         return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)

@@ -138,6 +138,7 @@ def _merged_book(reqs: Requests, pbook: RequestBook, dbook: RequestBook, ids: np
     pool's), or the prefill replica for requests that never reached the decode pool."""
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens)
     book.rejected[:] = pbook.rejected
+    book.admitted_s[:] = pbook.admitted_s  # queueing delay: arrival to the prefill pool's admission
     book.first_token_s[:] = t_done
     book.finish_s[:] = np.where(reqs.output_tokens == 1, t_done, np.nan)
     book.finish_s[ids] = dbook.finish_s

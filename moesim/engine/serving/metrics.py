@@ -2,9 +2,13 @@
 
 Summary units: seconds (``_s``), tokens/s, GiB, USD, joules. Latencies are over served requests:
 TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for requests
-with more than one output token; e2e = finish - arrival. Throughputs divide by the makespan
-(first arrival to last finish). Cost and energy charge every device of the cluster for the whole
-makespan at its $/hour and board power. ``dropped_fraction`` has the training meaning: the
+with more than one output token; e2e = finish - arrival; queue = first admission - arrival (part
+of TTFT). Headline figures (throughputs, ``requests_per_s``, costs, energy, latency and queue
+percentiles) are steady-state: over the window of ``steady.headline_window`` (warm-up and drain
+left out, stated as ``steady_window_*``), cost and energy charging every device of the cluster for
+the window's length per token generated in it. For an offline batch the window is the whole run.
+``whole_run_*`` keys are the same figures over the whole run (throughputs over the makespan, first
+arrival to last finish; every device charged for the makespan). ``dropped_fraction`` has the training meaning: the
 fraction of expert-routed token slots dropped at expert capacity (0 when dropless or dense);
 requests that cannot be served at all are counted in ``rejected_requests``.
 """
@@ -15,7 +19,7 @@ import numpy as np
 
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.requests import Requests
-from moesim.engine.serving.steady import latency_stats
+from moesim.engine.serving.steady import headline_rates, headline_window, latency_stats, overloaded
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import summary_fields
@@ -47,6 +51,7 @@ def request_table(reqs: Requests, book: RequestBook, pp: int) -> dict[str, np.nd
         "first_token_s": book.first_token_s,
         "finish_s": book.finish_s,
         "ttft_s": ttft,
+        "queue_s": book.admitted_s - reqs.arrival_s,
         "tpot_s": tpot,
         "e2e_s": e2e,
         "preemptions": book.preemptions,
@@ -113,17 +118,20 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
     hw, dev = s.hardware, s.hardware.device
     served = np.isfinite(req["finish_s"])
     out_tok = float(req["output_tokens"][served].sum())
-    in_tok = float(req["prompt_tokens"][served].sum())
     start = float(req["arrival_s"].min()) if req["arrival_s"].size else 0.0
     makespan = float(np.nanmax(req["finish_s"]) - start) if served.any() else 0.0
-    per_s = (lambda x: x / makespan) if makespan > 0 else (lambda x: float("nan"))
     devices = hw.n_devices
     cost_usd = devices * dev.usd_per_hour * makespan / 3600.0
-    energy_j = devices * dev.power_w * makespan
     mem = memory_report(s)
     dur = it["end_s"] - it["start_s"]
     routed = float(it["routed_slots"].sum())
     n = req["id"].size
+    process = s.workload.arrival.process
+    window = headline_window(req, process)
+    whole = _rates(req, served, makespan)
+    head = whole if window is None else headline_rates(req, window, not overloaded(window, process))
+    keep = None if window is None else (req["arrival_s"] >= window.start_s) & (req["arrival_s"] < window.end_s)
+    run_lat = latency_stats(req, None, ("ttft", "tpot", "e2e", "queue"), ("p50", "p99"))
     out = {
         "model": s.model.name,
         "hardware": hw.name,
@@ -136,12 +144,20 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "rejected_fraction": float(req["rejected"].sum() / n) if n else 0.0,
         "dropped_fraction": float(it["dropped_slots"].sum() / routed) if routed else 0.0,
         "makespan_s": makespan,
-        "output_tokens_per_s": per_s(out_tok),
-        "input_tokens_per_s": per_s(in_tok),
-        "requests_per_s": per_s(float(served.sum())),
-        "output_tokens_per_s_per_device": per_s(out_tok) / devices,
+        **window_keys(req, window, process, makespan),
+        "output_tokens_per_s": head["output_tokens_per_s"],
+        "input_tokens_per_s": head["input_tokens_per_s"],
+        "requests_per_s": head["requests_per_s"],
+        "output_tokens_per_s_per_device": head["output_tokens_per_s"] / devices,
+        "whole_run_output_tokens_per_s": whole["output_tokens_per_s"],
+        "whole_run_requests_per_s": whole["requests_per_s"],
     }
-    out.update(latency_stats(req))
+    out.update(latency_stats(req, keep))
+    out.update(latency_stats(req, keep, ("queue",), ("p50", "p99")))
+    out.update({f"whole_run_{k}": v for k, v in run_lat.items()})
+    usd_per_s = devices * dev.usd_per_hour / 3600.0
+    out_per_s, in_per_s = head["output_tokens_per_s"], head["input_tokens_per_s"]
+    per_tok = (lambda x: x / out_per_s) if out_per_s > 0 else (lambda x: float("nan"))
     out.update({
         "iterations": int(dur.size),
         "mean_batch_seqs": _mean(it["batch_seqs"].astype(float), dur),
@@ -159,13 +175,59 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         **dict(zip(("fits_reason", "fits_advice"), fit_explanation(s, mem), strict=True)),
         "knee_batch": int(knee),
         "expert_load_imbalance": float(imbalance),
-        "energy_j_per_token": energy_j / out_tok if out_tok else float("nan"),
+        "energy_j_per_token": per_tok(devices * dev.power_w),
         "run_cost_usd": cost_usd,
-        "usd_per_mtok": cost_usd / out_tok * 1e6 if out_tok else float("nan"),
-        "usd_per_1k_output_tokens": cost_usd / out_tok * 1e3 if out_tok else float("nan"),
-        "usd_per_1k_tokens": cost_usd / (out_tok + in_tok) * 1e3 if out_tok else float("nan"),
+        "usd_per_mtok": per_tok(usd_per_s * 1e6),
+        "usd_per_1k_output_tokens": per_tok(usd_per_s * 1e3),
+        "usd_per_1k_tokens": usd_per_s / (out_per_s + in_per_s) * 1e3 if out_per_s > 0 else float("nan"),
+        "whole_run_usd_per_mtok": cost_usd / out_tok * 1e6 if out_tok else float("nan"),
     })
     return out
+
+
+def _rates(req: dict[str, np.ndarray], served: np.ndarray, makespan_s: float) -> dict[str, float]:
+    """Requests/s and tokens/s of the whole run: served requests and their tokens over the makespan."""
+    per_s = (lambda x: x / makespan_s) if makespan_s > 0 else (lambda x: float("nan"))
+    return {"requests_per_s": per_s(float(served.sum())),
+            "output_tokens_per_s": per_s(float(req["output_tokens"][served].sum())),
+            "input_tokens_per_s": per_s(float(req["prompt_tokens"][served].sum()))}
+
+
+def window_keys(req: dict[str, np.ndarray], window, process: str, makespan_s: float) -> dict:
+    """The steady-state window of the headline figures and whether the plan kept up (arrival times
+    in s, rates in requests/s): ``steady_window_*``, ``offered_requests_per_s``, ``queue_growth_requests``,
+    ``overloaded`` and ``steady_note``, one sentence saying which requests the window holds."""
+    if window is None:
+        arrival = req["arrival_s"]
+        t0 = float(arrival.min()) if arrival.size else 0.0
+        note = ("offline batch: every request arrives at t=0, so the whole run is the window and it cannot be "
+                "overloaded (it has no offered rate)" if process == "batch" else
+                "the whole run (too few requests for a steady-state window)")
+        return {"steady_window_start_s": t0, "steady_window_end_s": t0 + makespan_s, "steady_window_s": makespan_s,
+                "steady_requests": int(arrival.size), "offered_requests_per_s": float("nan"),
+                "queue_growth_requests": 0.0, "overloaded": False, "steady_note": note}
+    note = window.describe()
+    if process == "closed":
+        note += "; closed loop: each request arrives when one finishes, so it cannot be overloaded"
+    return {"steady_window_start_s": window.start_s, "steady_window_end_s": window.end_s,
+            "steady_window_s": window.duration_s, "steady_requests": window.n_window,
+            "offered_requests_per_s": window.offered_req_s, "queue_growth_requests": window.queue_growth,
+            "overloaded": bool(overloaded(window, process)), "steady_note": note}
+
+
+def _rate_text(req_s: float) -> str:
+    """A rate as the warning writes it: 16, 6.0, 0.35 (req/s)."""
+    return f"{req_s:.0f}" if req_s >= 10 else f"{req_s:.1f}" if req_s >= 1 else f"{req_s:.2g}"
+
+
+def overload_warning(summary: dict) -> str:
+    """The line printed under an overloaded run's table ("" when it kept up): offered vs served
+    requests/s over the steady window, e.g. "offered 16 req/s, served 6.0 req/s: the queue grows;
+    latencies depend on run length"."""
+    if not summary.get("overloaded"):
+        return ""
+    return (f"offered {_rate_text(summary['offered_requests_per_s'])} req/s, served "
+            f"{_rate_text(summary['requests_per_s'])} req/s: the queue grows; latencies depend on run length")
 
 
 def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iterations: np.ndarray,

@@ -71,7 +71,8 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     """The request stream of workload ``w``: arrivals, then prompt and output lengths.
 
     poisson: exponential gaps at ``rate_per_s`` (first arrival after one gap); batch: all at t=0;
-    trace: the first ``n_requests`` rows, times shifted so the first arrival is at 0.
+    trace: the first ``n_requests`` rows, times shifted so the first arrival is at 0; closed: the
+    first ``concurrency`` at t=0, the others NaN until the run sets them (:class:`ClosedLoop`).
     """
     a = w.arrival
     n = a.n_requests
@@ -80,6 +81,8 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
         arrival = np.cumsum(rng.exponential(1.0 / a.rate_per_s, size=n))
     elif a.process == "batch":
         arrival = np.zeros(n)
+    elif a.process == "closed":
+        arrival = np.where(np.arange(n) < a.concurrency, 0.0, np.nan)
     else:
         arrival = trace[0][:n]
         n = arrival.size
@@ -98,3 +101,51 @@ def _resample_pairs(p: np.ndarray, o: np.ndarray, n: int, rng: np.random.Generat
     """Draw ``n`` (prompt, output) rows of a trace with replacement, keeping pairs together."""
     idx = rng.integers(0, p.size, size=n)
     return p[idx], o[idx]
+
+
+class ClosedLoop:
+    """Closed-loop arrivals: ``concurrency`` users, each sending its next request the moment its
+    previous one finishes (no think time), so at most ``concurrency`` requests are in flight and
+    the arrival rate is whatever the plan serves: never overloaded. With concurrency 1 a request
+    meets an idle engine: TTFT is its prefill alone (single-stream, batch 1).
+
+    Requests are sent in id order; a rejected request (never served) counts as finished at once.
+    ``play`` is the serving run's router process: it fills ``reqs.arrival_s`` in place.
+    """
+
+    def __init__(self, concurrency: int, reqs: Requests, book):
+        self.concurrency = int(concurrency)
+        self.arrival_s = reqs.arrival_s  # (n,) filled as requests are sent
+        self.book = book
+        self.finished = 0  # finishes not yet answered by a new request
+        self.wake = None  # the router's pending event
+
+    def _on_finish(self, ids: np.ndarray, now_s: float) -> None:
+        self.finished += int(ids.size)
+        if self.wake is not None and not self.wake.triggered:
+            self.wake.succeed()
+
+    def play(self, run):
+        """SimPy process: send ``concurrency`` requests at t=0, then one per finish. ``run`` routes
+        (``run.deliver(ids)``) and owns the clock (``run.env``)."""
+        env, n = run.env, self.arrival_s.size
+        self.book.on_finish = self._on_finish
+        sent, release = 0, self.concurrency
+        while sent < n:
+            ids = np.arange(sent, min(sent + release, n))
+            sent += ids.size
+            self.arrival_s[ids] = env.now
+            run.deliver(ids)
+            release = int(self.book.rejected[ids].sum())  # never served: its user sends the next at once
+            if release or sent >= n:
+                continue
+            if not self.finished:
+                self.wake = env.event()
+                yield self.wake
+                self.wake = None
+            release, self.finished = self.finished, 0
+
+
+def closed_loop(w: ServingWorkload, reqs: Requests, book) -> ClosedLoop | None:
+    """The closed-loop arrival process of ``w``, or None for open arrivals (times known up front)."""
+    return ClosedLoop(w.arrival.concurrency, reqs, book) if w.arrival.process == "closed" else None

@@ -28,7 +28,7 @@ from moesim.engine.serving.batching import EngineState, RequestBook, commit, fin
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
-from moesim.engine.serving.requests import Requests, sample_requests
+from moesim.engine.serving.requests import Requests, closed_loop, sample_requests
 from moesim.engine.serving.speculative import SpecCost
 from moesim.engine.serving.window import MAX_WINDOW, commit_window, exact_delay, plan_window
 from moesim.errors import RunError
@@ -189,6 +189,7 @@ class _Run:
         m = s.model
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
         self.windows = False  # play decode windows as one event (play_pool decides)
+        self.closed = closed_loop(self.w, reqs, book)  # closed-loop arrivals: sent as requests finish
 
     def play(self) -> None:
         self.env.process(self.router())
@@ -205,22 +206,28 @@ class _Run:
         arrival = self.reqs.arrival_s
         if arrival.size == 0:
             return
+        if self.closed is not None:
+            yield from self.closed.play(self)
+            return
         starts = np.flatnonzero(np.r_[True, np.diff(arrival) > 0])
         ends = np.r_[starts[1:], arrival.size]
         for a, b in zip(starts.tolist(), ends.tolist()):
             delay = arrival[a] - self.env.now
             if delay > 0:
                 yield self.env.timeout(delay)
-            ids = np.arange(a, b)
-            ids = ids[~self.book.rejected[ids]]
-            touched = self.route(ids)
-            for e in touched:
-                ev = self.wake[e]
-                if ev is not None and not ev.triggered:
-                    ev.succeed()
-                elif self.in_window[e]:
-                    self.in_window[e] = False
-                    self.procs[e].interrupt()
+            self.deliver(np.arange(a, b))
+
+    def deliver(self, ids: np.ndarray) -> None:
+        """Route the requests ``ids`` arriving now (rejected ones dropped); wake the engines that got work."""
+        ids = ids[~self.book.rejected[ids]]
+        touched = self.route(ids)
+        for e in touched:
+            ev = self.wake[e]
+            if ev is not None and not ev.triggered:
+                ev.succeed()
+            elif self.in_window[e]:
+                self.in_window[e] = False
+                self.procs[e].interrupt()
 
     def route(self, ids: np.ndarray) -> set[int]:
         """Append ``ids`` to engines' queues; returns the engines that got work."""
@@ -285,7 +292,7 @@ class _Run:
                 continue
             if self.spec is not None:
                 self.spec.plan_steps(book, eng.running)
-            batch = schedule(eng, book)
+            batch = schedule(eng, book, env.now)
             if batch.ids.size == 0:
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
             # priced on the busiest replica's share of a lock-step group's batch (the whole batch otherwise)
@@ -333,33 +340,33 @@ class _Run:
         recorded) ends, which runs whatever arrives."""
         env, cost = self.env, self.cost
         start = env.now if lead_end_s is None else lead_end_s
-        rows = cost.decode_window(win.context, win.k, e)
-        ends, t = [], start
-        for dt, _dropped, _comm in rows:
-            t = t + dt
-            ends.append(t)
+        secs, drops, comm = cost.decode_window(win.context, win.k, e)
+        # each iteration ends where SimPy's clock would read after it: sequential float additions
+        ends = np.empty(secs.size + 1)
+        ends[0], ends[1:] = start, secs
+        ends = np.add.accumulate(ends)[1:]
         self.in_window[e] = True
         try:
-            yield env.timeout(exact_delay(env.now, ends[-1]))
+            yield env.timeout(exact_delay(env.now, float(ends[-1])))
         except simpy.Interrupt:
             pass
         self.in_window[e] = False
         m = win.k
         if env.now < ends[-1]:  # cut by an arrival: the iterations that started before it ran
-            m = sum(1 for t_start in (start, *ends[:-1]) if t_start < env.now)
+            m = int(np.searchsorted(ends[:-1], env.now)) + (start < env.now)  # starts before now
             m = m if lead_end_s is not None else max(1, m)
             cost.unprice(e, win.k - m)
-            last = ends[m - 1] if m else start
+            last = float(ends[m - 1]) if m else start
             if last > env.now:
                 yield env.timeout(exact_delay(env.now, last))
             if m == 0:
                 return
-        commit_window(self.engines[e], self.book, win, m, ends[0], ends[m - 1])
+        ends_s = ends[:m].tolist()
+        commit_window(self.engines[e], self.book, win, m, ends_s[0], ends_s[-1])
         n = win.ids.size
         begin = start
-        for j in range(m):
-            dt, dropped, comm = rows[j]
-            self.records.append((e, 0, begin, ends[j], n, 0, n, int(win.kv_used[j]), n, 0, 0, dropped,
-                                 n * self.routed_per_token, ends[j], *comm))
-            begin = ends[j]
-        self.stage0_free_s[e] = ends[m - 1]
+        for j, (end, dropped) in enumerate(zip(ends_s, drops[:m].tolist())):
+            self.records.append((e, 0, begin, end, n, 0, n, int(win.kv_used[j]), n, 0, 0, dropped,
+                                 n * self.routed_per_token, end, *comm))
+            begin = end
+        self.stage0_free_s[e] = ends_s[-1]

@@ -80,6 +80,7 @@ class SpecCost:
     # ------------------------------------------------------------ emission
     def plan_steps(self, book, ids: np.ndarray) -> None:
         """Set ``book.step`` for the running ``ids``: tokens their next decode step emits."""
+        book.unit_steps = False
         if ids.size:
             acc = self.acc[ids]
             g = np.floor(acc + self.expected + 1e-9) - np.floor(acc + 1e-9)

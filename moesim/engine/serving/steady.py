@@ -1,7 +1,8 @@
 """The steady state of a serving run: its window, its served rate, whether the plan kept up. Pure numpy.
 
 Input is the ``requests`` table of a serving SimResult (``arrival_s``, ``finish_s``, ``rejected``,
-``ttft_s``, ``tpot_s``, ``e2e_s``, ``output_tokens``; NaN where a request was not served).
+``ttft_s``, ``tpot_s``, ``e2e_s``, ``output_tokens``; optional ``first_token_s``, ``prompt_tokens``;
+NaN where a request was not served).
 
 Window: requests arriving in ``[start_s, end_s)``. Warm-up: the first ``WARMUP_FRACTION`` of the
 arrivals, or longer, until the first arrival + the run's e2e p90 (the requests in the system reach
@@ -12,9 +13,20 @@ fill up and reads it as overload), but never past the median arrival. Drain: the
 Overload: ``Q(t)``, the requests arrived (not rejected) but not finished by ``t``, sampled over the
 window and fitted with a line. The plan did not keep up when the fitted growth over the window
 exceeds ``OVERLOAD_TOL`` of the window's arrivals plus the noise of a stable queue (3 sigma of the
-difference of two Poisson-like counts around its mean, ``3 sqrt(2 mean Q)``). In a stable system the
-finishes in the window equal its arrivals less that growth, so this is "served rate clearly below the
-offered rate" and "queue growing across the window" at once.
+difference of two Poisson-like counts around its mean, ``3 sqrt(2 mean Q)``). The capacity search
+is stricter (``SERVED_TOL``, :func:`moesim.capacity.verdict`): a probe must also see at least 90% of
+its offered rate finish in the window, so a short probe serving 67 of 80 req/s, whose queue growth
+hides in the noise term, fails. The summary's flag does not apply that test: while the batch and
+the latency still grow (for a few request lifetimes) finishes lag arrivals by more than 10% in
+runs that do keep up.
+
+Tokens per second in the window: the tokens generated in it, each request's first token at its
+``first_token_s`` and the rest spread evenly up to its ``finish_s`` (TPOT is near constant), so a
+request that straddles an edge counts in part; prompts count when their first token comes out.
+Without ``first_token_s`` (tables built by hand): the tokens of the requests finishing in it.
+
+The serving summary's headline figures are over :func:`headline_window`: this window for open
+arrivals (Poisson, trace) and closed loops, none (the whole run) for an offline batch.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ WARMUP_FRACTION = 0.1
 DRAIN_FRACTION = 0.1
 #: Queue growth over the window, as a fraction of the window's arrivals, that counts as overload.
 OVERLOAD_TOL = 0.05
+#: A capacity probe whose served rate is below its offered rate by more than this share fails.
+SERVED_TOL = 0.1
 #: Points at which the queue is sampled for its trend.
 _QUEUE_SAMPLES = 64
 LATENCIES = ("ttft", "tpot", "e2e")
@@ -46,7 +60,8 @@ class SteadyWindow:
     served_req_s: float  # finishes in the window / its length
     queue_growth: float  # fitted growth of Q over the window (requests)
     growth_limit: float  # growth above which the run is overloaded
-    output_tokens_per_s: float  # output tokens of the requests finishing in the window / its length
+    output_tokens_per_s: float  # output tokens generated in the window / its length
+    input_tokens_per_s: float  # prompt tokens whose first token came out in the window / its length
     rejected_fraction: float  # over the whole run
     warmup_by_latency: bool  # the warm-up was set by the e2e p90, not the first 10% of arrivals
     warmup_capped: bool  # ... and stopped at the median arrival: the run is short for its latency
@@ -100,14 +115,34 @@ def steady_window(req: Mapping[str, Sequence]) -> SteadyWindow:
     queue = (np.searchsorted(np.sort(arrival[~rejected]), ts, side="right")
              - np.searchsorted(np.sort(finish[done]), ts, side="right")).astype(float)
     slope = float(np.polyfit(ts, queue, 1)[0]) if length > 0 else 0.0
-    out_tok = float(_col(req, "output_tokens")[fin_window].sum())
+    out_tok, in_tok = window_tokens(req, float(start), float(end))
     per_s = (lambda x: x / length) if length > 0 else (lambda x: float("nan"))
     return SteadyWindow(
         start_s=float(start), end_s=float(end), n_requests=n, n_window=n_window,
         offered_req_s=per_s(n_window), served_req_s=per_s(int(fin_window.sum())),
         queue_growth=slope * length, growth_limit=float(OVERLOAD_TOL * n_window + 3.0 * np.sqrt(2.0 * queue.mean() + 1.0)),
-        output_tokens_per_s=per_s(out_tok), rejected_fraction=float(rejected.mean()),
+        output_tokens_per_s=per_s(out_tok), input_tokens_per_s=per_s(in_tok), rejected_fraction=float(rejected.mean()),
         warmup_by_latency=bool(by_latency > by_count), warmup_capped=capped, e2e_p90_s=e2e_p90)
+
+
+def window_tokens(req: Mapping[str, Sequence], start_s: float, end_s: float) -> tuple[float, float]:
+    """(output, input) tokens generated in ``[start_s, end_s)``: see the module docstring."""
+    out = _col(req, "output_tokens")
+    finish = _col(req, "finish_s")
+    if "first_token_s" not in req:
+        fin = np.isfinite(finish) & (finish >= start_s) & (finish < end_s)
+        return float(out[fin].sum()), float(_col(req, "prompt_tokens")[fin].sum()) if "prompt_tokens" in req else 0.0
+    first = _col(req, "first_token_s")
+    ok = np.isfinite(first) & np.isfinite(finish)
+    first, finish, out = first[ok], finish[ok], out[ok]
+    first_in = (first >= start_s) & (first < end_s)
+    span = finish - first
+    overlap = np.clip(np.minimum(finish, end_s) - np.maximum(first, start_s), 0.0, None)
+    # the tokens after the first, spread evenly over [first, finish] (all at finish when that is 0 s)
+    share = np.where(span > 0, overlap / np.where(span > 0, span, 1.0), (finish >= start_s) & (finish < end_s))
+    gen = float(first_in.sum() + ((out - 1) * share).sum())
+    prompt = _col(req, "prompt_tokens")[ok] if "prompt_tokens" in req else np.zeros(out.size)
+    return gen, float(prompt[first_in].sum())
 
 
 def window_latencies(req: Mapping[str, Sequence], window: SteadyWindow) -> dict[str, float]:
@@ -117,15 +152,16 @@ def window_latencies(req: Mapping[str, Sequence], window: SteadyWindow) -> dict[
     return latency_stats(req, (arrival >= window.start_s) & (arrival < window.end_s))
 
 
-def latency_stats(req: Mapping[str, Sequence], keep: np.ndarray | None = None) -> dict[str, float]:
-    """``{ttft,tpot,e2e}_{mean,p50,p90,p99}_s`` over the requests ``keep`` selects (default all)
-    that have a value (NaN where none has): the serving summary's latency keys."""
+def latency_stats(req: Mapping[str, Sequence], keep: np.ndarray | None = None,
+                  names: Sequence[str] = LATENCIES, stats: Sequence[str] = STATS) -> dict[str, float]:
+    """``{ttft,tpot,e2e}_{mean,p50,p90,p99}_s`` (or ``names`` x ``stats``) over the requests ``keep``
+    selects (default all) that have a value (NaN where none has): the serving summary's latency keys."""
     out = {}
-    for name in LATENCIES:
+    for name in names:
         x = _col(req, f"{name}_s")
         x = x[keep] if keep is not None else x
         x = x[np.isfinite(x)]
-        for stat in STATS:
+        for stat in stats:
             if not x.size:
                 v = float("nan")
             elif stat == "mean":
@@ -147,3 +183,42 @@ def completion_rate(req: Mapping[str, Sequence], central: float = 0.8) -> float:
     hi = max(finish.size - 1 - lo, lo + 1)
     span = finish[hi] - finish[lo]
     return float((hi - lo) / span) if span > 0 else float("inf")
+
+
+def headline_window(req: Mapping[str, Sequence], process: str) -> SteadyWindow | None:
+    """The window the serving summary's headline figures are over, or None for the whole run: an
+    offline ``batch`` (every request at t=0: no steady state to find, throughput is the makespan's,
+    as offline benchmarks report it), or a run whose window holds no time or no request."""
+    if process == "batch" or len(req["arrival_s"]) == 0:
+        return None
+    w = steady_window(req)
+    return w if w.duration_s > 0 and w.n_window > 0 else None
+
+
+def overloaded(window: SteadyWindow | None, process: str) -> bool:
+    """The plan did not keep up with open arrivals (Poisson, trace) over the steady window. An
+    offline batch or a closed loop is never overloaded: their arrivals wait for the plan by design."""
+    return window is not None and process not in ("batch", "closed") and window.overloaded
+
+
+def headline_rates(req: Mapping[str, Sequence], window: SteadyWindow, keeps_up: bool) -> dict[str, float]:
+    """``requests_per_s``, ``output_tokens_per_s``, ``input_tokens_per_s`` over ``window``.
+
+    A plan that keeps up serves in steady state what is offered (flow conservation): the requests
+    arriving in the window (rejected ones left out) and their tokens, per second of it. Counting
+    what finishes in the window instead would read low in a short run, whose batch is still
+    filling up. An overloaded plan serves what it can: the tokens generated in the window
+    (:func:`window_tokens`), and as requests per second those tokens over a served request's mean
+    output length; its finishes in the window would lag (none at all while a full batch of long
+    requests decodes through it)."""
+    if not keeps_up:
+        out, done = _col(req, "output_tokens"), np.isfinite(_col(req, "finish_s"))
+        mean_out = float(out[done].mean()) if done.any() else float("nan")
+        return {"requests_per_s": window.output_tokens_per_s / mean_out,
+                "output_tokens_per_s": window.output_tokens_per_s, "input_tokens_per_s": window.input_tokens_per_s}
+    arrival = _col(req, "arrival_s")
+    keep = (arrival >= window.start_s) & (arrival < window.end_s) & ~_col(req, "rejected", bool)
+    per_s = 1.0 / window.duration_s
+    return {"requests_per_s": float(keep.sum()) * per_s,
+            "output_tokens_per_s": float(_col(req, "output_tokens")[keep].sum()) * per_s,
+            "input_tokens_per_s": float(_col(req, "prompt_tokens")[keep].sum()) * per_s}

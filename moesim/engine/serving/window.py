@@ -43,19 +43,23 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW, mi
     n = ids.size
     if eng.waiting or n == 0 or n > eng.max_batch_tokens:
         return None
-    if (book.prefilled[ids] < book.target[ids]).any() or (book.step[ids] != 1).any():
+    # every sequence decodes one token a step (windows run without speculative decoding)
+    if (book.prefilled[ids] < book.target[ids]).any():
         return None
     k = min(int((book.output[ids] - book.generated[ids]).min()), max_k)
     if k < min_k:
         return None
     ctx, kv = book.ctx[ids], book.kv[ids]
-    # KV each sequence holds after iteration j's scheduling: its next slot reserved (prompt mode),
-    # or already (full mode reserved the output at admission)
-    held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
-    used = eng.kv_used_tokens + (held - kv[None, :]).sum(axis=1)
-    fits = used <= eng.kv_capacity_tokens
-    if not fits.all():
-        k = int(np.argmin(fits))
+    # KV each sequence holds after iteration j's scheduling (j = 1..k): its next slot reserved
+    # (prompt mode), or already (full mode reserved the output at admission): max(kv, ctx + j)
+    gap = ctx - kv
+    if int(gap.min()) >= -1:  # no sequence holds slots ahead: each grows by one a step (exact ints)
+        used = eng.kv_used_tokens + int(gap.sum()) + n * np.arange(1, k + 1)
+    else:
+        held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
+        used = eng.kv_used_tokens + (held - kv[None, :]).sum(axis=1)
+    if used[-1] > eng.kv_capacity_tokens:  # ``used`` never falls: the first misfit ends the window
+        k = int(np.argmax(used > eng.kv_capacity_tokens))
         if k < min_k:
             return None
         used = used[:k]

@@ -56,6 +56,9 @@ from moesim.engine.ops import (
 )
 from moesim.engine.placement import Placement
 from moesim.engine.routing import RoutingSample
+from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
+from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
+from moesim.engine.training.finetune_params import finetune_params
 from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.precision import scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
@@ -115,6 +118,12 @@ class LayerCosts:
     #   attention, backward attention, recompute) slots: what compute did not hide
     cp_ring_s: tuple[float, float] = (0.0, 0.0)  # (forward, backward) ring transfer, hidden or not
     cp_ring_bytes: tuple[float, float] = (0.0, 0.0)  # (forward, backward) bytes one device sends
+    # Fine-tuning with frozen weights under ZeRO-3 (finetune_params.py): the parameter all-gathers
+    # move every weight while dp_* hold the trainable ones only. None: the gathers are the dp_* ones.
+    gather_layer_s: np.ndarray | None = None  # [L] all-reduce seconds of the layer's whole weights (dense + expert)
+    gather_layer_bytes: np.ndarray | None = None  # [L] bytes of the layer's whole weights on this device
+    gather_embed_s: float | None = None
+    gather_head_s: float | None = None
 
 
 
@@ -178,7 +187,10 @@ def training_dtypes(s: Scenario) -> OpDtypes:
 
 
 def slot_of(name: str) -> int:
-    """The training slot of an op of the op graph (an FP8 cast op goes with its GEMM)."""
+    """The training slot of an op of the op graph (an FP8 cast op, a LoRA adapter or a QLoRA
+    dequantisation goes with its GEMM)."""
+    for suffix in FT_SUFFIXES:
+        name = name.removesuffix(suffix)
     return SLOT_OF[name.removesuffix("_bwd").removesuffix("_cast")]
 
 
@@ -187,10 +199,11 @@ GEMM_KINDS = ("gemm", "grouped_gemm")
 
 
 def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray, memo: dict,
-                wgrad: np.ndarray) -> dict[str, np.ndarray]:
+                wgrad: np.ndarray, frozen: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
     """Price ``ops`` and add each op's forward and backward seconds into its slot of ``fwd`` and
     ``bwd`` (both ``[..., len(FWD_SLOTS)]``, forward slot order), and the weight-gradient half of
-    each GEMM's backward into ``wgrad``; ``memo`` as ``ops.price``'s."""
+    each GEMM's backward into ``wgrad`` (none for the ``frozen`` GEMMs: their backward is the input
+    gradient only, ``finetune_ops``); ``memo`` as ``ops.price``'s."""
     secs = price(cm, ops, memo)
     for op in ops:
         t = secs[op.name]
@@ -198,7 +211,7 @@ def _into_slots(cm: CostModel, ops: list[Op], fwd: np.ndarray, bwd: np.ndarray, 
         fwd[..., j] += forward_s(op, t)
         b = backward_s(op, t)
         bwd[..., j] += b
-        if op.kind in GEMM_KINDS:
+        if op.kind in GEMM_KINDS and op.name not in frozen:
             wgrad[..., j] += b / 2
     return secs
 
@@ -236,19 +249,23 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
 
+    spec = w.trainable
+    frozen = frozen_op_names(spec)
+
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
                         algorithm=plan.alltoall, **kw)
-        return fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
+        ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
+        return finetune_ops(ops, spec, m.gated_ffn)
 
     if (~moe).any():
         row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-        core = _into_slots(cm, block(moe=False), row, brow, memo, wrow)["attn_core"]
+        core = _into_slots(cm, block(moe=False), row, brow, memo, wrow, frozen)["attn_core"]
         fwd[~moe], back[~moe], wback[~moe] = row, brow, wrow
     if moe.any():
         if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
             row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo, wrow)["attn_core"]
+            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo, wrow, frozen)["attn_core"]
             fwd[moe], back[moe], wback[moe] = row, brow, wrow
         else:
             ep, E, k = plan.ep, m.n_experts, m.top_k
@@ -264,7 +281,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart, wpart = np.zeros_like(part), np.zeros_like(part)
-            secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart)
+            secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart, frozen)
             core = secs["attn_core"]
             fwd[moe], back[moe], wback[moe] = part, bpart, wpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
@@ -308,25 +325,29 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     dense_p, expert_p = layer_params_per_device(s)
     gb = 4.0 if dt == "fp32" else 2.0
     (dpn, dps), (edp, edps) = ctx.dp_groups(plan)
+    table = m.vocab_size * d / tp
+    head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
+    ft = None
+    if spec.mode != "all":  # only trainable parameters sync and update; ZeRO-3 still gathers all
+        ft = finetune_params(s, dense_p, expert_p, table, head_p, gb, cm, (dpn, dps), (edp, edps))
+        dense_p, expert_p, table, head_p = ft.dense_p, ft.expert_p, ft.table, ft.head_p
     dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)
     dp_expert = cm.allreduce_s(expert_p * gb, edp, edps) * (expert_p > 0)
     z = plan.zero_stage >= 1
     opt_params = dense_p / (dpn if z else 1) + expert_p / (edp if z else 1)
-    table = m.vocab_size * d / tp
-    head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
 
     embed_f = float(cm.memory_s(T * d * ab))
     embed_ar = float(cm.allreduce_s(T * d * ab, tp, 1)) if tp > 1 else 0.0
     head_gemm = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, adt))
     head_f = float(head_gemm + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
-    return LayerCosts(
+    costs = LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
         dp_dense_s=np.asarray(dp_dense, dtype=float), dp_expert_s=np.asarray(dp_expert, dtype=float),
         dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb,
         opt_params=opt_params,
         embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, 2 * head_f),
-        embed_dp_s=float(cm.allreduce_s(table * gb, dpn, dps)),
+        embed_dp_s=float(cm.allreduce_s(table * gb, dpn, dps)) if table else 0.0,
         head_dp_s=float(cm.allreduce_s(head_p * gb, dpn, dps)) if head_p else 0.0,
         embed_dp_bytes=table * gb, head_dp_bytes=head_p * gb,
         embed_opt_params=table / (dpn if z else 1), head_opt_params=head_p / (dpn if z else 1),
@@ -334,6 +355,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
         cp_exposed_s=(*ring["exposed"], float(cp_rc)), cp_ring_s=ring["ring_s"], cp_ring_bytes=ring["bytes"],
     )
+    return costs if ft is None else ft.adjust(costs, head_gemm)
 
 
 def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,

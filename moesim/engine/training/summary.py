@@ -39,8 +39,10 @@ from moesim.costmodel import CostModel
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import add_unit_spans
 from moesim.engine.training.zero import gather_wait_s
+from moesim.finetune import finetune_flops_per_token, trainable_counts
 from moesim.fit_advice import fit_explanation
 from moesim.memory import memory_report
+from moesim.packing import real_token_fraction
 from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
 from moesim.schemas import Scenario
@@ -222,8 +224,13 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     step_time = mean["step_time_s"]
     devices = plan.n_devices
     tokens_per_step = w.tokens_per_step
+    real = real_token_fraction(w)
+    if real < 1.0:  # padded samples: the step computes seq_len rows but trains only their real tokens
+        tokens_per_step = tokens_per_step * real
     tokens_per_s = tokens_per_step / step_time
-    model_flops = training_flops_per_token(m, w.seq_len, "none") * tokens_per_s
+    per_token = (training_flops_per_token(m, w.seq_len, "none") if w.trainable.mode == "all"
+                 else finetune_flops_per_token(m, w.trainable, w.seq_len))  # frozen weights: no weight gradients
+    model_flops = per_token * tokens_per_s
     # MFU against the dense bf16 peak for every dtype (Megatron / NeMo; the device's 16-bit peak
     # where it has no bf16), and against the compute dtype's own peak.
     peak = hw.device.peak_flops("bf16")
@@ -270,6 +277,12 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "alltoall_nic_bytes": nic,
         "expert_load_imbalance": _load_imbalance(steps),
     }
+    if w.sample_tokens is not None:  # variable-length samples only
+        summary["sequence_padding_fraction"] = 1.0 - real
+    if w.trainable.mode != "all":  # fine-tuning only: pre-training summaries keep their keys
+        counts = trainable_counts(m, w.trainable)
+        summary["trainable_params"] = counts.trainable
+        summary["trainable_fraction"] = counts.fraction
     for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
                 "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):

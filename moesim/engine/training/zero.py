@@ -59,8 +59,12 @@ def sharded_costs(costs: LayerCosts, stage: int) -> LayerCosts:
     """
     if stage < 1:
         return costs
-    return replace(costs, dp_dense_s=costs.dp_dense_s / 2, dp_expert_s=costs.dp_expert_s / 2,
-                   embed_dp_s=costs.embed_dp_s / 2, head_dp_s=costs.head_dp_s / 2)
+    out = replace(costs, dp_dense_s=costs.dp_dense_s / 2, dp_expert_s=costs.dp_expert_s / 2,
+                  embed_dp_s=costs.embed_dp_s / 2, head_dp_s=costs.head_dp_s / 2)
+    if costs.gather_layer_s is None:
+        return out
+    return replace(out, gather_layer_s=costs.gather_layer_s / 2, gather_embed_s=costs.gather_embed_s / 2,
+                   gather_head_s=costs.gather_head_s / 2)
 
 
 def segments(table: OpTable) -> tuple[np.ndarray, np.ndarray]:
@@ -76,15 +80,20 @@ def segments(table: OpTable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def block_gather_s(table: OpTable, starts: np.ndarray, block_layers: np.ndarray, costs: LayerCosts) -> np.ndarray:
-    """Seconds of the parameter all-gather each block needs (``costs`` already sharded): ``[n_blocks]``."""
+    """Seconds of the parameter all-gather each block needs (``costs`` already sharded): ``[n_blocks]``.
+
+    Every weight is gathered, frozen ones too (``LayerCosts.gather_layer_s`` when fine-tuning
+    leaves some without gradients; the gradient syncs' seconds otherwise)."""
     ends = np.append(starts[1:], len(table.kinds))
     out = np.zeros(len(starts))
+    ft = costs.gather_layer_s is not None
+    embed_s, head_s = (costs.gather_embed_s, costs.gather_head_s) if ft else (costs.embed_dp_s, costs.head_dp_s)
     for j, (a, b, layer) in enumerate(zip(starts, ends, block_layers)):
         if layer >= 0:
-            out[j] = costs.dp_dense_s[layer] + costs.dp_expert_s[layer]
+            out[j] = costs.gather_layer_s[layer] if ft else costs.dp_dense_s[layer] + costs.dp_expert_s[layer]
         else:
             kinds = set(table.kinds[a:b])
-            out[j] = costs.embed_dp_s * ("embedding" in kinds) + costs.head_dp_s * ("lm_head" in kinds)
+            out[j] = embed_s * ("embedding" in kinds) + head_s * ("lm_head" in kinds)
     return out
 
 
@@ -108,8 +117,8 @@ def with_gather_waits(table: OpTable, costs: LayerCosts, prefetch: bool) -> tupl
     at = starts
     ins = lambda a, vals: np.insert(a, at, vals, axis=-1)
     zeros = np.zeros((M, len(starts)))
-    gather_bytes = np.array([float(costs.dp_dense_bytes[x] + costs.dp_expert_bytes[x]) if x >= 0 else 0.0
-                             for x in block_layers])
+    whole = (costs.dp_dense_bytes + costs.dp_expert_bytes) if costs.gather_layer_bytes is None else costs.gather_layer_bytes
+    gather_bytes = np.array([float(whole[x]) if x >= 0 else 0.0 for x in block_layers])
     shifted = table.dp_col + np.searchsorted(starts, table.dp_col, side="right")
     new = replace(
         table,

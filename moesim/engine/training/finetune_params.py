@@ -1,0 +1,70 @@
+"""Fine-tuning's parameters in the training step: what syncs, what the optimizer updates, what ZeRO-3 gathers.
+
+With ``workload.trainable`` other than ``all`` only the trainable parameters (``finetune.layer_trainable``,
+LoRA: the adapters) have gradients: they alone are all-reduced (or reduce-scattered) over the
+data-parallel groups and updated by Adam, so frozen weights add no gradient bytes. ZeRO-3 still
+shards and gathers every weight (FSDP gathers frozen parameters for the forward and backward too),
+priced at the gradients' 16-bit width (QLoRA's nf4 gathers would move ~1/4 of that: not modelled).
+A frozen embedding has no backward (its only gradient is the weight's scatter-add); a frozen output
+head skips its weight-gradient GEMM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from moesim.costmodel import CostModel
+from moesim.engine.placement import Placement
+from moesim.finetune import embeddings_trainable, layer_trainable
+from moesim.schemas import Scenario
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Trainable parameters per device (after TP/EP sharding, before ZeRO) and ZeRO-3's gathers."""
+
+    dense_p: np.ndarray  # [L] trainable non-expert parameters of each layer
+    expert_p: np.ndarray  # [L] trainable routed-expert parameters of each layer (this EP rank's)
+    table: float  # trainable parameters of the embedding table
+    head_p: float  # trainable parameters of the output head and final norm
+    gather_layer_s: np.ndarray  # [L] all-reduce seconds of each layer's whole weights (half: its gather)
+    gather_layer_bytes: np.ndarray  # [L]
+    gather_embed_s: float
+    gather_head_s: float
+    embeddings_frozen: bool
+
+    def adjust(self, costs, head_gemm_s: float):
+        """``costs`` (a ``LayerCosts``) with the frozen embedding and head's backward trimmed and
+        ZeRO-3's whole-weight gathers; ``head_gemm_s``: the output head GEMM's forward seconds."""
+        out = replace(costs, gather_layer_s=self.gather_layer_s, gather_layer_bytes=self.gather_layer_bytes,
+                      gather_embed_s=self.gather_embed_s, gather_head_s=self.gather_head_s)
+        if not self.embeddings_frozen:
+            return out
+        e_f, e_ar, _ = costs.embed_s
+        h_f, h_b = costs.head_s
+        return replace(out, embed_s=(e_f, e_ar, 0.0), head_s=(h_f, h_b - head_gemm_s), head_wgrad_s=0.0)
+
+
+def finetune_params(s: Scenario, dense_p: np.ndarray, expert_p: np.ndarray, table: float, head_p: float,
+                    grad_bytes: float, cm: CostModel, dp: tuple[int, int], expert_dp: tuple[int, int]) -> FinetuneParams:
+    """The trainable share of each layer's parameters on one device, from the whole ones
+    (``layer_params_per_device``: ``dense_p``, ``expert_p``; ``table``, ``head_p``), and the gathers
+    of the whole ones. ``dp`` / ``expert_dp``: (group size, stride) of the dense and expert
+    gradient syncs; ``grad_bytes``: bytes per gradient (and gathered weight)."""
+    m, plan, spec = s.model, s.plan, s.workload.trainable
+    per_rank = Placement.slots_per_rank(m.n_experts, plan.ep, s.placement.redundant_experts)
+    layers = [layer_trainable(m, spec, i) for i in range(m.n_layers)]
+    moe = np.array([m.is_moe_layer(i) for i in range(m.n_layers)])
+    dense_t = np.array([lt.dense for lt in layers], dtype=float) / plan.tp
+    expert_t = np.where(moe, per_rank * np.array([lt.per_expert for lt in layers], dtype=float), 0.0) / plan.expert_tp
+    emb = embeddings_trainable(spec)
+    gather = (cm.allreduce_s(dense_p * grad_bytes, *dp) * (dense_p > 0)
+              + cm.allreduce_s(expert_p * grad_bytes, *expert_dp) * (expert_p > 0))
+    return FinetuneParams(
+        dense_p=dense_t, expert_p=expert_t, table=table if emb else 0.0, head_p=head_p if emb else 0.0,
+        gather_layer_s=np.asarray(gather, dtype=float), gather_layer_bytes=(dense_p + expert_p) * grad_bytes,
+        gather_embed_s=float(cm.allreduce_s(table * grad_bytes, *dp)),
+        gather_head_s=float(cm.allreduce_s(head_p * grad_bytes, *dp)) if head_p else 0.0,
+        embeddings_frozen=not emb)

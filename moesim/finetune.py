@@ -1,0 +1,212 @@
+"""Fine-tuning accounting: which parameters train, what LoRA adds, what QLoRA stores. Pure functions.
+
+``workload.trainable`` (``TrainableSpec``) picks the weights a run updates:
+
+- ``all``: every weight (pre-training, full fine-tuning); nothing here changes the engine's numbers;
+- ``experts``: only the routed experts; attention, router, shared experts, dense FFNs, norms and the
+  embedding and output head are frozen;
+- ``non_experts``: everything but the routed experts (the Switch / ST-MoE finding: as good as full
+  fine-tuning; Zoph et al. 2022, arXiv:2202.08906 sec. 5);
+- ``lora``: every base weight frozen; each targeted matrix ``W`` (``d_in x d_out``) gets
+  ``B A`` with ``A: r x d_in`` and ``B: d_out x r``, i.e. ``r * (d_in + d_out)`` trainable
+  parameters (Hu et al. 2021, arXiv:2106.09685), one adapter per matrix of every routed expert for
+  the ``experts`` target. ``base_dtype: nf4`` is QLoRA (Dettmers et al. 2023, arXiv:2305.14314):
+  the frozen linear weights are stored in 4-bit NormalFloat and dequantised to bf16 for each GEMM.
+
+What freezing changes, from first principles: only trainable parameters keep gradients and
+optimizer states and join the data-parallel gradient sync; a frozen GEMM still computes its input
+gradient ``dX = dY W^T`` (the layers below need it) but not its weight gradient ``dW = X^T dY``,
+one of the backward's two GEMMs (a third of the GEMM's forward + backward FLOPs).
+Not modelled: the activation memory a frozen GEMM could drop (its input, kept here: LoRA needs it
+for ``dA``, and norms and activations keep theirs), and LoRA's ``T x r`` intermediates (r << d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moesim.accounting import attention_core_flops, attention_params, flops_per_token, param_counts
+from moesim.errors import InputError
+from moesim.schemas import ModelSpec
+from moesim.schemas.workload import TrainableSpec
+
+#: Bits per weight of NF4 with one fp32 absmax per block of 64 weights: 4 + 32/64 (QLoRA paper,
+#: arXiv:2305.14314 sec. 3, "Double Quantization": "32/64 = 0.5 bits per parameter" of constants).
+NF4_BITS = 4.0 + 32 / 64
+#: ... with double quantisation (8-bit absmax per block of 64, one fp32 constant per 256 blocks):
+#: 4 + 8/64 + 32/(64*256) = 4.127 bits (same section: "from 0.5 bits per parameter to 0.127 bits").
+NF4_DQ_BITS = 4.0 + 8 / 64 + 32 / (64 * 256)
+#: The weight groups of ``TrainableSpec.targets`` and what each mode trains of them.
+GROUPS = ("attention", "experts", "router", "dense_ffn")
+
+
+def nf4_bytes_per_weight(spec: TrainableSpec) -> float:
+    """Bytes per stored base weight under QLoRA (``NF4_DQ_BITS`` or ``NF4_BITS`` / 8)."""
+    return (NF4_DQ_BITS if spec.double_quant else NF4_BITS) / 8
+
+
+def lora_matrix_params(d_in: int, d_out: int, rank: int) -> int:
+    """Trainable parameters of one LoRA adapter on a ``d_in x d_out`` matrix: ``r * (d_in + d_out)``."""
+    return rank * (d_in + d_out)
+
+
+def attention_matrices(m: ModelSpec) -> list[tuple[int, int]]:
+    """(d_in, d_out) of every linear map of one attention block (Q, K, V, O; MLA's factors)."""
+    d, h = m.d_model, m.n_heads
+    if m.mla is not None:
+        a = m.mla
+        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+        q = [(d, a.q_lora_rank), (a.q_lora_rank, h * qk)] if a.q_lora_rank else [(d, h * qk)]
+        kv = [(d, a.kv_lora_rank + a.qk_rope_head_dim), (a.kv_lora_rank, h * (a.qk_nope_head_dim + a.v_head_dim))]
+        return q + kv + [(h * a.v_head_dim, d)]
+    q_out, kv_out = h * m.head_width, m.kv_heads * m.head_width
+    return [(d, q_out), (d, kv_out), (d, kv_out), (q_out, d)]
+
+
+def ffn_matrices(d_model: int, hidden: int, gated: bool) -> list[tuple[int, int]]:
+    """(d_in, d_out) of an FFN's matrices: gate and up (gated) or up, then down."""
+    return [(d_model, hidden)] * (2 if gated else 1) + [(hidden, d_model)]
+
+
+def _adapter(mats: list[tuple[int, int]], rank: int) -> int:
+    return sum(lora_matrix_params(i, o, rank) for i, o in mats)
+
+
+@dataclass(frozen=True)
+class LayerTrainable:
+    """Trainable parameters of one layer (model-wide, before any sharding)."""
+
+    dense: int  # attention, norms, router, shared experts or dense FFN (or their adapters)
+    per_expert: int  # one routed expert (or its adapters)
+
+
+def layer_trainable(m: ModelSpec, spec: TrainableSpec, layer: int) -> LayerTrainable:
+    """Trainable parameters of ``layer`` under ``spec`` (mode ``all``: its whole weights)."""
+    d, moe = m.d_model, m.is_moe_layer(layer)
+    routed = moe and m.n_experts >= 1
+    expert_mats = ffn_matrices(d, m.expert_width, m.gated_ffn) if routed else []
+    shared = [mat for _ in range(m.n_shared_experts) for mat in ffn_matrices(d, m.shared_width, m.gated_ffn)] if moe else []
+    dense_ffn = ffn_matrices(d, m.ffn_hidden, m.gated_ffn) if not moe else shared
+    router = [(d, m.n_experts)] if moe and m.n_experts > 1 else []
+    if spec.mode == "lora":
+        t, r = spec.lora_targets, spec.rank
+        dense = ((_adapter(attention_matrices(m), r) if "attention" in t else 0)
+                 + (_adapter(router, r) if "router" in t else 0) + (_adapter(dense_ffn, r) if "dense_ffn" in t else 0))
+        return LayerTrainable(dense, _adapter(expert_mats, r) if "experts" in t else 0)
+    full_dense = attention_params(m) + 2 * d + sum(i * o for i, o in dense_ffn + router)
+    full_expert = sum(i * o for i, o in expert_mats)
+    return LayerTrainable(0 if spec.mode == "experts" else full_dense, 0 if spec.mode == "non_experts" else full_expert)
+
+
+def embeddings_trainable(spec: TrainableSpec) -> bool:
+    """Whether the embedding, output head and final norm train (modes all and non_experts)."""
+    return spec.mode in ("all", "non_experts")
+
+
+def routed_experts_in(m: ModelSpec, layer: int) -> int:
+    """Routed experts of ``layer`` (0 on a dense layer)."""
+    return m.n_experts if m.is_moe_layer(layer) and m.n_experts >= 1 else 0
+
+
+@dataclass(frozen=True)
+class TrainableCounts:
+    """Parameters of a fine-tuning run, model-wide. Counts of weights (plain numbers)."""
+
+    trainable: int  # updated by the optimizer (LoRA: the adapters)
+    trainable_dense: int  # of which not on routed experts (replicated or TP-sharded)
+    trainable_experts: int  # of which on routed experts (EP-sharded)
+    base: int  # the model's own parameters (``param_counts(m).total``)
+    frozen: int  # base parameters the run does not update
+    quantized: int  # frozen base parameters stored in nf4 (QLoRA), else 0
+
+    @property
+    def fraction(self) -> float:
+        """Trainable over base parameters."""
+        return self.trainable / self.base if self.base else 0.0
+
+
+def trainable_counts(m: ModelSpec, spec: TrainableSpec) -> TrainableCounts:
+    """Trainable, frozen and quantised parameter counts of ``m`` under ``spec``."""
+    p = param_counts(m)
+    embed = p.embedding + m.d_model  # embedding (and head) tables + the final norm
+    dense = experts = 0
+    for i in range(m.n_layers):
+        lt = layer_trainable(m, spec, i)
+        dense += lt.dense
+        experts += lt.per_expert * routed_experts_in(m, i)
+    if embeddings_trainable(spec):
+        dense += embed
+    trainable = dense + experts
+    if trainable == 0:  # e.g. experts (or LoRA on experts only) of a dense model
+        what = f"lora on {', '.join(spec.lora_targets)}" if spec.mode == "lora" else repr(spec.mode)
+        raise InputError(f"workload.trainable: {what} trains no parameter of {m.name} (no routed experts or "
+                         "no such layers); choose another mode or target")
+    frozen = p.total - (trainable if spec.mode != "lora" else 0)
+    return TrainableCounts(trainable, dense, experts, p.total, frozen, quantizable_params(m) if spec.quantized else 0)
+
+
+def quantizable_params(m: ModelSpec) -> int:
+    """Base weights QLoRA stores in nf4: every linear layer's (attention, experts, router, FFNs);
+    the embedding, output head and norms stay 16-bit (bitsandbytes quantises ``nn.Linear`` but
+    the ``lm_head``)."""
+    p = param_counts(m)
+    return p.attention + p.routed_experts + p.shared_experts + p.dense_ffn + p.router
+
+
+@dataclass(frozen=True)
+class DeviceShares:
+    """Per base parameter held on a device: bytes of weights and the fraction that trains.
+
+    ``dense_*`` apply to the parameters outside the routed experts, ``expert_*`` to the routed
+    experts' (``memory.weight_params_per_device`` splits a device's parameters this way).
+    """
+
+    dense_weight_bytes: float
+    expert_weight_bytes: float
+    dense_trainable: float  # trainable parameters per base dense parameter (LoRA: adapters, << 1)
+    expert_trainable: float
+
+
+def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float) -> DeviceShares:
+    """Bytes per base parameter of the weights and the trainable fractions, dense and expert.
+
+    Frozen and trainable base weights are kept at ``train_weight_bytes`` (the 16-bit width);
+    QLoRA's quantisable weights at :func:`nf4_bytes_per_weight`; LoRA adds its adapters at
+    ``train_weight_bytes`` (spread over the base parameters they sit on).
+    """
+    p, c = param_counts(m), trainable_counts(m, spec)
+    f_dense = c.trainable_dense / p.dense if p.dense else 0.0
+    f_expert = c.trainable_experts / p.routed_experts if p.routed_experts else 0.0
+    dense_b = expert_b = train_weight_bytes
+    if spec.quantized:
+        q = nf4_bytes_per_weight(spec)
+        quant_dense = quantizable_params(m) - p.routed_experts
+        dense_b = (quant_dense * q + (p.dense - quant_dense) * train_weight_bytes) / p.dense if p.dense else 0.0
+        expert_b = q
+    if spec.mode == "lora":  # adapters are weights too
+        dense_b += f_dense * train_weight_bytes
+        expert_b += f_expert * train_weight_bytes
+    return DeviceShares(dense_b, expert_b, f_dense, f_expert)
+
+
+def finetune_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int) -> float:
+    """Model FLOPs per token of one fine-tuning step (no recompute): the forward ``F``
+    (``accounting.flops_per_token``), the input gradients through every layer (another ``F``: each
+    GEMM's ``dX``), the attention core's second backward half (it has no weights: both halves of its
+    ``2 x`` backward are input gradients), the weight gradients of the trainable matrices the token
+    uses (``2 x`` their active weights), and LoRA's adapters (``6 x`` the adapter weights the token
+    passes: forward and both backward GEMMs). ``all``: the usual ``3 F``."""
+    f = flops_per_token(m, seq_len)
+    if spec.mode == "all":
+        return 3.0 * f
+    f += attention_core_flops(m, seq_len / 2) / 2  # spread over the two 2 f terms below: + 1 core
+    p, c = param_counts(m), trainable_counts(m, spec)
+    share = m.top_k / m.n_experts if m.n_experts > 1 else 1.0  # of the routed experts a token passes
+    head = m.vocab_size * m.d_model
+    routed_active = p.routed_experts * share
+    if spec.mode == "lora":
+        return 2.0 * f + 6.0 * (c.trainable_dense + c.trainable_experts * share)
+    if spec.mode == "experts":
+        return 2.0 * f + 2.0 * routed_active
+    dense_matmul = p.active - routed_active - p.norms - (0 if m.tied_embeddings else head)  # non_experts
+    return 2.0 * f + 2.0 * dense_matmul

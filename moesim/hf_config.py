@@ -1,0 +1,391 @@
+"""Read a Hugging Face ``config.json`` into ModelSpec fields, one small reader per ``model_type``.
+
+Understood ``model_type`` values: dense ``llama``, ``mistral``, ``qwen2``, ``qwen3``; MoE ``mixtral``,
+``qwen2_moe``, ``qwen3_moe``, ``deepseek_v2``, ``deepseek_v3``, ``dbrx`` (nested ``attn_config`` and
+``ffn_config``), ``olmoe``, ``grok-1`` (the hpcai-tech Hugging Face port of Grok-1),
+``gpt_oss``, ``llama4`` (its ``text_config``) and ``llama4_text``. A config without ``model_type``
+(hand-written) is read as DeepSeek, Mixtral or Llama by its keys, as before.
+
+Never a silent dense fallback: an unknown ``model_type``, a key that looks like MoE (``expert``,
+``moe``, ``router``, ``sparse`` in its name) that the family's reader did not read, or a layout
+ModelSpec cannot hold (Qwen's ``mlp_only_layers``, Llama-4's ``moe_layers``, DeepSeek's
+``first_k_dense_replace``/``moe_layer_freq`` are turned into the set of MoE layers, which must be
+"``first_dense_layers`` dense layers, then every ``moe_every``-th layer MoE") raises HFConfigError,
+one line naming the key and what is allowed. Keys that only steer training (aux-loss weights,
+router noise, logging flags) are read as understood and dropped: they change neither shapes nor cost.
+
+What the accounting does not represent (parameter counts stay within ~1% of the published totals):
+  * biases: Qwen2/Qwen2-MoE QKV biases, GPT-OSS attention, router and expert biases (~0.05%);
+  * GPT-OSS attention sinks (one scalar per head) and its alternating 128-token sliding window,
+    Mistral's ``sliding_window`` and Llama-4's chunked attention (``attention_chunk_size``) and NoPE
+    layers: attention FLOPs and KV cache are those of full causal attention on every layer, an
+    overestimate at contexts past the window;
+  * Qwen2-MoE's shared-expert sigmoid gate (d_model weights a layer), Qwen3/OLMoE q/k norms, Grok-1's
+    four norms a layer; DeepSeek-V3's multi-token-prediction layer (``num_nextn_predict_layers``,
+    ~14B, not part of the published 671B) and its router bias;
+  * Llama-4's vision encoder (outside ``text_config``; ~1% of Scout's published 109B);
+  * quantized checkpoints: ``quantization_config`` fp8 reads as ``dtype: fp8``, mxfp4 (GPT-OSS
+    experts; attention stays bf16) and 4/8-bit GPTQ/AWQ as ``int4``/``int8`` (serving only; set
+    ``model.dtype`` to train); other methods keep ``torch_dtype``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from moesim.errors import InputError, short_repr
+from moesim.schemas._base import MAX_LAYERS
+
+
+class HFConfigError(ValueError):
+    """A config.json moesim cannot read faithfully; the message (one line) names the key."""
+
+
+# Names that mark a key as part of the MoE description; one left unread means the import is wrong.
+_MOE_WORDS = re.compile(r"expert|moe|router|sparse", re.IGNORECASE)
+# Training-only knobs: loss weights, router noise, logging. Shapes and cost do not depend on them.
+_TRAINING_KNOBS = ("router_aux_loss_coef", "output_router_logits", "router_jitter_noise",
+                   "router_z_loss_coef", "moe_jitter_eps", "moe_loss_weight")
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+#: Largest Hugging Face config.json read (real ones are 1-10 KiB).
+MAX_HF_CONFIG_BYTES = 1 << 20
+
+
+def _int(value: Any) -> int | None:
+    """``value`` when it is a positive int (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+class _Section:
+    """One mapping of the config (the top level, or a nested block such as DBRX's ``ffn_config``)
+    that records the dotted path of every key read, so unread MoE keys can be named afterwards."""
+
+    def __init__(self, data: dict, read: set[str], prefix: str = "") -> None:
+        self.data, self.read, self.prefix = data, read, prefix
+
+    def req(self, key: str) -> Any:
+        """The value of a required key (KeyError with its dotted path when missing)."""
+        self.read.add(self.prefix + key)
+        if key not in self.data:
+            raise KeyError(self.prefix + key)
+        return self.data[key]
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        """The value of an optional key; ``default`` when missing or null (HF writes null for "off")."""
+        self.read.add(self.prefix + key)
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is present and not null (reading nothing)."""
+        return self.data.get(key) is not None
+
+    def sub(self, key: str) -> _Section:
+        """A nested mapping (``text_config``, ``ffn_config``)."""
+        value = self.req(key)
+        if not isinstance(value, dict):
+            raise HFConfigError(f"key {self.prefix + key!r} = {short_repr(value)}: expected a mapping")
+        return _Section(value, self.read, f"{self.prefix}{key}.")
+
+    def skip(self, *keys: str) -> None:
+        """Mark keys as understood and deliberately unused."""
+        self.read.update(self.prefix + k for k in keys)
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _attention(s: _Section) -> dict:
+    """Layers, width, heads and vocabulary of a Llama-style config (widths in elements; context in tokens)."""
+    d = s.req("hidden_size")
+    heads = s.req("num_attention_heads")
+    derived = _int(d) // _int(heads) if _int(d) and _int(heads) else None
+    return dict(n_layers=s.req("num_hidden_layers"), d_model=d, n_heads=heads,
+                n_kv_heads=s.opt("num_key_value_heads", heads), head_dim=s.opt("head_dim", derived),
+                vocab_size=s.req("vocab_size"), max_seq_len=s.opt("max_position_embeddings", 4096))
+
+
+def _tied(s: _Section, default: bool = False) -> dict:
+    """``tie_word_embeddings`` with the family's transformers default when the key is absent."""
+    return dict(tied_embeddings=bool(s.opt("tie_word_embeddings", default)))
+
+
+def _experts(n_experts: Any, top_k: Any, width: Any) -> dict:
+    """Routed experts: how many, how many a token uses, hidden width of one (elements)."""
+    return dict(n_experts=n_experts, top_k=top_k, expert_ffn_hidden=width)
+
+
+def _layout(key: str, moe_layers: Iterable[int], n_layers: Any) -> dict:
+    """``first_dense_layers``/``moe_every`` that reproduce exactly the 0-based ``moe_layers``.
+
+    ModelSpec's layer ``i`` is MoE when ``i >= f`` and ``(i - f) % e == e - 1``; any other set
+    (dense layers scattered in the middle, say) is refused rather than approximated.
+    """
+    n = _int(n_layers)
+    if n is None or n > MAX_LAYERS:
+        return {}  # ModelSpec names the bad n_layers itself
+    wanted = frozenset(moe_layers)
+    if not wanted:
+        raise HFConfigError(f"key {key!r}: leaves no MoE layer; allowed: at least one (or a dense model_type)")
+    if not wanted <= set(range(n)):
+        raise HFConfigError(f"key {key!r}: names layers outside 0..{n - 1}")
+    first = min(wanted)
+    for every in range(1, first + 2):
+        dense = first - (every - 1)
+        if frozenset(range(dense + every - 1, n, every)) == wanted:
+            return dict(first_dense_layers=dense, moe_every=every)
+    dense_layers = sorted(set(range(n)) - wanted)
+    raise HFConfigError(
+        f"key {key!r}: dense layers {short_repr(dense_layers, 40)} follow no pattern ModelSpec holds; "
+        "allowed: the first N layers dense (first_dense_layers), then every k-th layer MoE (moe_every)")
+
+
+def _index_list(s: _Section, key: str) -> list[int]:
+    """A list of 0-based layer indices (Qwen's ``mlp_only_layers``, Llama-4's ``moe_layers``)."""
+    value = s.opt(key, [])
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise HFConfigError(f"key {s.prefix + key!r} = {short_repr(value)}: expected a list of layer indices")
+    return value
+
+
+# ---------------------------------------------------------------- one reader per family
+
+
+def _dense(s: _Section) -> dict:
+    """Llama, Mistral, Qwen2, Qwen3: one SwiGLU FFN per layer."""
+    return {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
+
+
+def _every_layer_moe(experts_key: str, tied_default: bool = False) -> Callable[[_Section], dict]:
+    """Reader for Mixtral (``num_local_experts``), OLMoE and the Grok-1 port (``num_experts``; Grok-1
+    ties embeddings by default): every layer MoE, experts as wide as ``intermediate_size``."""
+    def read(s: _Section) -> dict:
+        width = s.req("intermediate_size")
+        return {**_attention(s), "ffn_hidden": width, **_tied(s, tied_default),
+                **_experts(s.req(experts_key), s.req("num_experts_per_tok"), width)}
+    return read
+
+
+def _qwen_moe(s: _Section, shared_allowed: bool) -> dict:
+    """Qwen2-MoE / Qwen3-MoE: layer i is MoE when not in ``mlp_only_layers`` and
+    ``(i + 1) % decoder_sparse_step == 0``; dense layers use ``intermediate_size``."""
+    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
+    n_experts = s.req("num_experts")
+    step = s.opt("decoder_sparse_step", 1)
+    dense = set(_index_list(s, "mlp_only_layers"))
+    shared = s.opt("shared_expert_intermediate_size", 0)
+    if shared and not shared_allowed:
+        raise HFConfigError(f"key 'shared_expert_intermediate_size' = {short_repr(shared)}: qwen3_moe has no "
+                            "shared expert in transformers; allowed: 0 or absent (qwen2_moe has one)")
+    if not _int(n_experts):
+        return out  # num_experts 0: transformers builds dense MLPs everywhere
+    out.update(_experts(n_experts, s.req("num_experts_per_tok"), s.req("moe_intermediate_size")))
+    if shared:
+        out.update(n_shared_experts=1, shared_expert_ffn_hidden=shared)
+    if _int(step) and _int(out["n_layers"]):
+        moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i not in dense and (i + 1) % step == 0]
+        key = "mlp_only_layers" if dense else "decoder_sparse_step"
+        out.update(_layout(key, moe, out["n_layers"]))
+    else:
+        out["moe_every"] = step  # ModelSpec names a bad value
+    return out
+
+
+def _deepseek(s: _Section) -> dict:
+    """DeepSeek-V2/V3: MoE on layer i when ``i >= first_k_dense_replace`` and ``i % moe_layer_freq == 0``;
+    multi-head latent attention when ``kv_lora_rank`` is set."""
+    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
+    s.skip("num_nextn_predict_layers", "n_group", "topk_group", "topk_method", "routed_scaling_factor",
+           "scoring_func", "norm_topk_prob", "seq_aux", "aux_loss_alpha", "ep_size")
+    if s.has("n_routed_experts"):  # null: transformers builds a dense model
+        out.update(_experts(s.req("n_routed_experts"), s.req("num_experts_per_tok"), s.req("moe_intermediate_size")),
+                   n_shared_experts=s.opt("n_shared_experts", 0))
+        first, freq = s.opt("first_k_dense_replace", 0), s.opt("moe_layer_freq", 1)
+        if _int(freq) and isinstance(first, int) and _int(out["n_layers"]):
+            moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i >= first and i % freq == 0]
+            out.update(_layout("moe_layer_freq" if freq != 1 else "first_k_dense_replace", moe, out["n_layers"]))
+        else:
+            out.update(first_dense_layers=first, moe_every=freq)  # ModelSpec names a bad value
+    if s.has("kv_lora_rank"):
+        out["mla"] = dict(q_lora_rank=s.opt("q_lora_rank", 0), kv_lora_rank=s.req("kv_lora_rank"),
+                          qk_nope_head_dim=s.req("qk_nope_head_dim"), qk_rope_head_dim=s.req("qk_rope_head_dim"),
+                          v_head_dim=s.req("v_head_dim"))
+    return out
+
+
+def _dbrx(s: _Section) -> dict:
+    """DBRX: MPT-style names, heads in ``attn_config``, experts in ``ffn_config``; every layer MoE."""
+    attn, ffn = s.sub("attn_config"), s.sub("ffn_config")
+    d, heads = s.req("d_model"), s.req("n_heads")
+    width = ffn.req("ffn_hidden_size")
+    ffn.skip("moe_normalize_expert_weights", "uniform_expert_assignment")
+    return dict(n_layers=s.req("n_layers"), d_model=d, n_heads=heads, n_kv_heads=attn.opt("kv_n_heads", 1),
+                head_dim=_int(d) // _int(heads) if _int(d) and _int(heads) else None,
+                vocab_size=s.req("vocab_size"), max_seq_len=s.opt("max_seq_len", 2048), ffn_hidden=width,
+                **_tied(s), **_experts(ffn.req("moe_num_experts"), ffn.opt("moe_top_k", 1), width))
+
+
+def _gpt_oss(s: _Section) -> dict:
+    """GPT-OSS: every layer MoE; ``experts_per_token`` is the original name of ``num_experts_per_tok``."""
+    width, top_k = s.req("intermediate_size"), s.req("num_experts_per_tok")
+    alias = s.opt("experts_per_token", top_k)
+    if alias != top_k:
+        raise HFConfigError(f"key 'experts_per_token' = {short_repr(alias)}: differs from num_experts_per_tok "
+                            f"({short_repr(top_k)}); allowed: equal values")
+    return {**_attention(s), "ffn_hidden": width, **_tied(s), **_experts(s.req("num_local_experts"), top_k, width)}
+
+
+def _llama4_text(s: _Section) -> dict:
+    """Llama-4 text model: MoE layers (``moe_layers``, else every ``interleave_moe_layer_step``-th)
+    hold routed experts plus one shared expert, all ``intermediate_size`` wide; the other layers are
+    dense with ``intermediate_size_mlp``."""
+    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size_mlp"), **_tied(s)}
+    width = s.req("intermediate_size")
+    out.update(_experts(s.req("num_local_experts"), s.req("num_experts_per_tok"), width),
+               n_shared_experts=1, shared_expert_ffn_hidden=width)
+    step, n = s.opt("interleave_moe_layer_step", 1), out["n_layers"]
+    if s.has("moe_layers"):
+        s.skip("interleave_moe_layer_step")  # transformers derives moe_layers from it only when absent
+        out.update(_layout("moe_layers", _index_list(s, "moe_layers"), n))
+    elif _int(step) and _int(n):
+        out.update(_layout("interleave_moe_layer_step", range(step - 1, min(n, MAX_LAYERS + 1), step), n))
+    else:
+        out["moe_every"] = step  # ModelSpec names a bad value
+    return out
+
+
+def _llama4(s: _Section) -> dict:
+    """Llama-4 multimodal config: the language model is ``text_config``; the vision tower is left out."""
+    text = s.sub("text_config")
+    out = _llama4_text(text)
+    if not text.has("tie_word_embeddings"):
+        out.update(_tied(s))
+    return out
+
+
+FAMILIES: dict[str, Callable[[_Section], dict]] = {
+    "llama": _dense, "mistral": _dense, "qwen2": _dense, "qwen3": _dense,
+    "mixtral": _every_layer_moe("num_local_experts"),
+    "qwen2_moe": lambda s: _qwen_moe(s, shared_allowed=True),
+    "qwen3_moe": lambda s: _qwen_moe(s, shared_allowed=False),
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
+    "dbrx": _dbrx, "olmoe": _every_layer_moe("num_experts"),
+    "grok-1": _every_layer_moe("num_experts", tied_default=True), "gpt_oss": _gpt_oss,
+    "llama4": _llama4, "llama4_text": _llama4_text,
+}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _family(cfg: dict) -> str:
+    """The reader for ``cfg``: its ``model_type``, or (no model_type: a hand-written config) a guess
+    from the keys among the formats moesim read before model_type dispatch."""
+    model_type = cfg.get("model_type")
+    if model_type is None:
+        if "n_routed_experts" in cfg or "kv_lora_rank" in cfg:
+            return "deepseek_v3"
+        return "mixtral" if "num_local_experts" in cfg else "llama"
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
+        raise HFConfigError(f"model_type {short_repr(model_type)} is not understood; allowed: "
+                            f"{', '.join(sorted(FAMILIES))} (or write the model's fields, docs/scenario-fields.md)")
+    return model_type
+
+
+def _unread_moe_keys(data: dict, read: set[str], prefix: str = "") -> list[str]:
+    """Dotted paths of MoE-looking keys nobody read, nested mappings included (but not
+    ``quantization_config``, which describes storage, not the architecture)."""
+    out = []
+    for key, value in data.items():
+        path = prefix + str(key)
+        if _MOE_WORDS.search(str(key)) and path not in read and key not in _TRAINING_KNOBS:
+            out.append(path)
+        elif isinstance(value, dict) and key != "quantization_config":
+            out += _unread_moe_keys(value, read, path + ".")
+    return out
+
+
+def _dtype(cfg: dict, section: dict) -> str | None:
+    """Weight dtype: the checkpoint's quantization when moesim has one for it, else ``torch_dtype``."""
+    quant = cfg.get("quantization_config")
+    if isinstance(quant, dict):
+        method, bits = quant.get("quant_method"), quant.get("bits")
+        if method == "fp8":
+            return "fp8"
+        if method == "mxfp4":  # GPT-OSS: 4.25-bit experts (~98% of the weights); int4 + scales is the closest
+            return "int4"
+        if method in ("gptq", "awq") and bits in (4, 8):
+            return f"int{bits}"
+    raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
+    return _TORCH_DTYPES.get(str(raw))
+
+
+def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
+    """ModelSpec fields from a parsed config.json.
+
+    Raises HFConfigError (one line naming the key) for what cannot be read faithfully and KeyError
+    (the dotted key) for a required key that is missing; wrong values are left to ModelSpec to name.
+    """
+    family = _family(cfg)
+    read: set[str] = set()
+    out = FAMILIES[family](_Section(cfg, read))
+    unread = _unread_moe_keys(cfg, read)
+    if unread:
+        understood = sorted(k for k in read if _MOE_WORDS.search(k))
+        keys, them = ((f"key {unread[0]!r} is", "it") if len(unread) == 1
+                      else (f"keys {', '.join(map(repr, unread))} are", "them"))
+        shown = repr(family) if "model_type" in cfg else f"{family!r} (guessed: the config has no model_type)"
+        raise HFConfigError(f"{keys} not understood for model_type {shown}, and ignoring {them} could "
+                            f"misdescribe the experts; understood: {', '.join(understood) or 'no MoE keys'}")
+    section = cfg.get("text_config") if family == "llama4" and isinstance(cfg.get("text_config"), dict) else cfg
+    out["name"] = cfg.get("_name_or_path") or name_hint
+    dtype = _dtype(cfg, section)
+    if dtype:
+        out["dtype"] = dtype
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """ModelSpec fields from the config.json at ``path``.
+
+    Every problem (missing, oversized, not JSON, nested too deep, a key missing or not understood)
+    is an HFConfigError whose one-line message starts ``model.hf_config = '<path>'``.
+    """
+    # local: loader imports resolve, which imports this module
+    from moesim.loader import check_structure, read_text_file
+
+    p = Path(path)
+    label = f"model.hf_config = {short_repr(str(path))}"
+    try:
+        cfg = _parse(read_text_file(p, MAX_HF_CONFIG_BYTES, "a Hugging Face config.json", label=label), label)
+        check_structure(cfg, label)
+    except InputError as exc:
+        raise HFConfigError(str(exc)) from None
+    hint = p.stem if p.stem != "config" else (cfg.get("model_type") or p.parent.name or "hf-model")
+    try:
+        return model_fields(cfg, str(hint))
+    except KeyError as exc:
+        raise HFConfigError(f"{label}: missing key {exc.args[0]!r}") from None
+    except HFConfigError as exc:
+        raise HFConfigError(f"{label}: {exc}") from None
+
+
+def _parse(text: str, label: str) -> dict:
+    """The JSON object in ``text``; anything else is a one-line HFConfigError."""
+    try:
+        cfg = json.loads(text)
+    except RecursionError:
+        raise HFConfigError(f"{label}: nested too deeply to be a config.json") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        first = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+        if "digits" in first:
+            first = f"a number of more than {sys.get_int_max_str_digits()} digits"
+        raise HFConfigError(f"{label}: not valid JSON ({first[:120]})") from None
+    if not isinstance(cfg, dict):
+        raise HFConfigError(f"{label}: expected a JSON object")
+    return cfg

@@ -1,0 +1,229 @@
+"""Issue 18's capacity-factor workflow and small newcomer frictions, one test each.
+
+The sweep table shows the swept axes and what moves (dropped_fraction) without cutting columns;
+plot titles follow --metric; the dropped heatmap says which axes it needs; every CSV column is
+documented; the plan-size error names devices_per_node; one GPU is not a "DGX"; one formatting
+rule per unit; the Chrome trace has one process_name per pid and communication on its own track.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from moesim import capacity, plots
+from moesim.csv_columns import TABLES, markdown, undocumented
+from moesim.errors import InputError
+from moesim.formatting import fmt_value
+from moesim.results import SimResult, SpanRecorder
+from moesim.sweep_table import note, pick_metrics, rows_table
+from tests.conftest import ROOT
+
+TRAIN = ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml"
+ONLINE = ROOT / "scenarios" / "mixtral-8x7b-h100-serve-online.yaml"
+SMALL = ["workload.prompt_tokens={dist: lognormal, median: 128, sigma: 0.5, max: 512}",
+         "workload.output_tokens={dist: lognormal, median: 24, sigma: 0.5, max: 96}"]
+
+
+def cf_rows() -> list[dict]:
+    """A capacity-factor sweep of a training scenario as the store keeps it: step time, cost and
+    MFU move with the capacity factor, so do the drops; devices do not."""
+    rows = []
+    for i, (cf, dropped) in enumerate(((1.0, 0.1169), (1.25, 0.0496), (2.0, 0.0))):
+        step = 8.0 + 2.0 * cf
+        rows.append({"point": i, "status": "ok", "reason": "", "scenario": "s", "kind": "training", "seed": 0,
+                     "routing.capacity_factor": cf, "step_time_s": step, "tokens_per_s": 4e6 / step,
+                     "mfu": 4.0 / step, "usd_per_mtok": step / 80.0, "dropped_fraction": dropped,
+                     "peak_memory_gib": 60.0 + 10 * cf, "devices": 64, "sim_wall_s": 0.1})
+    rows[-1] |= {"status": "invalid", "reason": "does not fit in device memory (peak 86.1 GiB)"}
+    return rows
+
+
+def render(table, width: int = 80) -> str:
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
+
+
+# ------------------------------------------------------------------ the capacity-factor workflow
+def test_sweep_table_shows_the_swept_axis_and_dropped_fraction_within_80_columns():
+    rows = cf_rows()
+    table, picked = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 10, width=80)
+    text = render(table)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text  # nothing cut with an ellipsis
+    heads = [str(c.header).replace("\n", "") for c in table.columns]
+    assert heads[0] == "capacity_factor" and "dropped_fraction" in heads  # long names on two lines
+    assert "dropped_fraction" in picked.shown and "step_time_s" in picked.shown
+    assert "11.69 %" in text and "4.96 %" in text
+    assert "devices" not in picked.shown + picked.left_out + picked.proportional  # does not move
+    # MFU and tokens/s move only with step time here: named under the table, not shown
+    assert {"mfu", "tokens_per_s"} <= set(picked.proportional)
+    lines = note(picked, "sw/results.csv")
+    assert "[1] does not fit in device memory" in lines and "mfu" in lines and "sw/results.csv" in lines
+
+
+def test_sweep_table_names_what_it_leaves_out_when_the_console_is_narrow():
+    rows = cf_rows()
+    _, wide = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 10, width=200)
+    _, narrow = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 10, width=60)
+    assert "peak_memory_gib" in wide.shown and "peak_memory_gib" in narrow.left_out
+    assert "peak_memory_gib" in note(narrow, "x.csv") and "no room" in note(narrow, "x.csv")
+    assert pick_metrics(rows, "training", "mfu")[0][0] == "mfu"  # --best comes first
+    _, top2 = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 2, width=80)
+    assert top2.rows_left == 1 and "1 more row not shown (raise --top)" in note(top2, "x.csv")
+
+
+def test_cli_sweep_prints_dropped_fraction_and_the_axis(tmp_path, capsys):
+    from moesim.cli import main
+
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.0,1.25", "--out", str(tmp_path / "sw"),
+                 "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "dropped_" in text and "fraction" in text and "capacity_" in text and "…" not in text
+
+
+def test_plot_title_follows_the_metric():
+    rows = [r for r in cf_rows() if r["status"] == "ok"]
+    fig = plots.plot_sweep("cost-vs-cf", rows, title="s", metric="dropped_fraction", dims=["routing.capacity_factor"])
+    ax = fig.axes[0]
+    assert ax.get_title() == "s: dropped tokens vs capacity factor"
+    assert ax.get_ylabel() == "dropped tokens (fraction)"
+    fig = plots.plot_sweep("cost-vs-cf", rows, title="s", dims=["routing.capacity_factor"])
+    assert fig.axes[0].get_title() == "s: cost vs capacity factor"
+
+
+def test_dropped_heatmap_without_an_experts_axis_says_what_to_sweep():
+    rows = [r for r in cf_rows() if r["status"] == "ok"]
+    with pytest.raises(InputError) as e:
+        plots.plot_sweep("dropped-heatmap", rows, dims=["routing.capacity_factor"])
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 250
+    assert "needs a sweep over model.n_experts and routing.capacity_factor" in msg
+    assert "this sweep varies: routing.capacity_factor" in msg and "--experts" in msg
+    assert "peak_memory_gib" not in msg  # no list of every column
+
+
+def _written_columns(path: Path) -> list[str]:
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh))
+
+
+def test_every_csv_column_written_is_documented(tmp_path, monkeypatch, capsys):
+    from moesim.cli import main
+
+    monkeypatch.setattr(capacity, "MAX_REQUESTS", 100)
+    monkeypatch.setattr(capacity, "MIN_REQUESTS", 100)
+    monkeypatch.setattr(capacity, "LOW_LOAD_REQUESTS", 30)
+    sets = [a for item in SMALL for a in ("--set", item)]
+    assert main(["simulate", str(TRAIN), "--out", str(tmp_path / "train")]) == 0
+    assert main(["simulate", str(ONLINE), *sets, "--slo", "ttft_p99=1e-6", "--out", str(tmp_path / "serve")]) == 0
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.0,1.25", "--out", str(tmp_path / "sw"), "-w", "1"]) == 0
+    assert main(["plan", str(TRAIN), "--devices", "64", "--tp", "1", "--pp", "1", "--workers", "1",
+                 "--out", str(tmp_path / "plan")]) == 0
+    capsys.readouterr()
+    written = {
+        "train/spans.csv": "spans.csv", "train/layers.csv": "layers.csv", "serve/spans.csv": "spans.csv",
+        "serve/requests.csv": "requests.csv", "serve/iterations.csv": "iterations.csv",
+        "serve/expert_layers.csv": "expert_layers.csv", "serve/capacity_probes.csv": "capacity_probes.csv",
+        "sw/results.csv": "results.csv", "plan/plans.csv": "plans.csv", "plan/results.csv": "results.csv (moesim plan)",
+    }
+    for path, table in written.items():
+        cols = _written_columns(tmp_path / path)
+        assert cols and undocumented(table, cols) == [], f"{path}: document these in moesim/csv_columns.py"
+    assert {p.name for p in tmp_path.glob("*/*.csv")} <= {t.split(" ")[0] for t in TABLES}
+
+
+def test_csv_doc_is_generated_and_states_the_layers_scope(root):
+    doc = (root / "docs" / "csv-columns.md").read_text()
+    assert doc == markdown(), "docs/csv-columns.md is stale: python -m moesim.csv_columns --write"
+    layers = doc.split("## layers.csv", 1)[1].split("##", 1)[0]
+    assert "per EP group per microbatch" in layers and "| `routed` | token-slots |" in layers
+
+
+# ------------------------------------------------------------------ small things
+def test_fewer_devices_than_a_node_names_devices_per_node(raw):
+    from moesim import scenario_from_dict
+
+    raw = json.loads(json.dumps(raw))
+    raw["hardware"] = {"preset": "a100-80gb"}
+    raw["plan"] = {"dp": 1, "tp": 1, "pp": 1, "ep": 1}
+    with pytest.raises(InputError, match=r"= 8\); or set hardware.node.devices_per_node: 1 "):
+        scenario_from_dict(raw)
+
+
+def test_one_gpu_is_not_named_as_a_whole_dgx():
+    from moesim.presets.hardware import display_name
+    from moesim.report import summary_table
+
+    assert display_name("DGX A100 80GB", 1) == "A100 SXM4 80GB x1"
+    assert display_name("DGX A100 80GB", 16) == "DGX A100 80GB"
+    assert display_name("my cluster", 1) == "my cluster"
+    text = render(summary_table("t", {"hardware": "DGX A100 80GB", "devices": 1}))
+    assert "A100 SXM4 80GB x1" in text and "DGX" not in text
+
+
+@pytest.mark.parametrize("key, value, text", [
+    ("usd_per_1k_output_tokens", 7.931e-3, "$0.00793 / 1K tok"),
+    ("usd_per_1k_tokens", 6.483e-05, "$0.0000648 / 1K tok"),
+    ("usd_per_mtok", 0.135, "$0.135 / 1M tok"),
+    ("run_cost_usd", 134578.14, "$134,578"),
+    ("usd_per_step", 1.5, "$1.50"),
+    ("kv_cache_capacity_tokens", 534135.5, "534,135"),
+    ("dropped_fraction", 4.905e-4, "0.049 %"),
+    ("kv_utilisation_mean", 0.1624, "16.24 %"),
+    ("dp_sync_exposed_s", 7.675e-3, "0.0077 s"),
+    ("spec_tokens_per_step", 2.31, "2.310 tokens/step"),
+])
+def test_one_formatting_rule_per_unit(key, value, text):
+    assert fmt_value(key, value) == text
+    assert "e-0" not in fmt_value(key, value)
+
+
+def test_every_cost_row_of_a_serving_summary_shows_its_unit():
+    from moesim.metrics import METRICS
+
+    for name, m in METRICS.items():
+        if m.unit.startswith("USD"):
+            shown = fmt_value(name, 0.00123)
+            assert shown.startswith("$") and "e-" not in shown, name
+            if "/" in m.unit:
+                assert shown.endswith(" tok"), name
+
+
+def test_plan_table_cells_follow_the_unit_rules():
+    from moesim.cli_plan import _num
+
+    assert _num("mfu", 0.5069) == "50.69 %"
+    assert _num("usd_per_mtok", 0.000132) == "0.000132"  # the header says $/Mtok
+    assert _num("ttft_p99_s", 0.004) == "0.0040"
+    assert _num("capacity_req_s", 811.877) == "811.9"
+
+
+def _trace_result() -> SimResult:
+    rec = SpanRecorder()
+    for stage in range(2):
+        t = np.arange(3) * 0.01
+        rec.add("attention_fwd", stage, "compute", t, t + 0.004, item=np.arange(3))
+        rec.add("alltoall_dispatch_fwd", stage, "compute", t + 0.004, t + 0.006, item=np.arange(3), bytes=1e6)
+        rec.add("tp_allreduce_fwd", stage, "compute", t + 0.006, t + 0.007, item=np.arange(3))
+        rec.add("pp_send_fwd", stage, "comm", t + 0.007, t + 0.008, item=np.arange(3))
+        rec.add("dp_sync_dense", stage, "dp_comm", 0.03, 0.04)
+    return SimResult("training", "t", 0, {}, rec.columns())
+
+
+def test_trace_has_one_process_name_per_pid_and_comm_on_its_own_track():
+    events = _trace_result().chrome_trace()["traceEvents"]
+    names = [e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"]
+    assert sorted(names) == [0, 1]
+    tid = {e["name"]: e["tid"] for e in events if e["ph"] == "X" and e["pid"] == 0}
+    assert tid["alltoall_dispatch_fwd"] != tid["attention_fwd"]
+    assert tid["tp_allreduce_fwd"] not in (tid["attention_fwd"], tid["alltoall_dispatch_fwd"])
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert threads[(0, tid["alltoall_dispatch_fwd"])] == "ep_comm" and threads[(1, tid["tp_allreduce_fwd"])] == "tp_comm"
+    assert len(threads) == len(set(threads))  # one thread_name per (pid, tid)
