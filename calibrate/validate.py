@@ -149,15 +149,30 @@ class ValidationReport:
     def drift_p90_pct(self) -> float | None:
         return float(np.percentile([abs(d.drift_pct) for d in self.drift], 90)) if self.drift else None
 
+    def drift_corrected_pct(self) -> tuple[float, float] | None:
+        """(median signed, median absolute) model error, percent, with the machine's drift since
+        calibration divided out: each prediction scaled by ``1 + drift_median``, since the profile's
+        times were measured on the machine as it ran then. Separates what the model gets wrong from
+        the machine changing speed between calibrating and validating (None: no drift measured)."""
+        d = self.drift_median_pct
+        if d is None:
+            return None
+        err = [100.0 * (r.predicted_s * (1.0 + d / 100.0) - r.measured_s) / r.measured_s for r in self.rows]
+        return float(np.median(err)), float(np.median(np.abs(err)))
+
     def summary(self) -> dict[str, float]:
         """The figures of the run, percent (``SUMMARY_KEYS``), the point count, and the drift since
-        calibration (``drift_median`` signed, ``drift_p90`` absolute; None without a timing record)."""
+        calibration (``drift_median`` signed, ``drift_p90`` absolute, and the signed and absolute
+        medians with it divided out; None without a timing record)."""
         vals = (self.median_abs_pct, self.p90_abs_pct, self.median_signed_pct, self.noise_median_pct,
                 self.noise_p90_pct)
         rnd = lambda v: None if v is None else round(v, 3)
+        fixed = self.drift_corrected_pct()
         return {**{k: round(v, 3) for k, v in zip(SUMMARY_KEYS, vals)}, "points": len(self.rows),
                 "drift_median": rnd(self.drift_median_pct), "drift_p90": rnd(self.drift_p90_pct),
-                "drift_points": len(self.drift)}
+                "drift_points": len(self.drift),
+                "median_signed_error_drift_corrected": rnd(fixed[0] if fixed else None),
+                "median_abs_error_drift_corrected": rnd(fixed[1] if fixed else None)}
 
     def to_dict(self) -> dict:
         """Everything as plain data: the layer, the load, every point, the drift, the summary (``--json``)."""
@@ -184,6 +199,8 @@ class ValidationReport:
         if self.drift:
             out.append(f"drift since calibration ({len(self.drift)} of its layer points measured again): median "
                        f"{self.drift_median_pct:+.1f}%, p90 of |drift| {self.drift_p90_pct:.1f}%")
+            signed, absolute = self.drift_corrected_pct()
+            out.append(f"model error with that drift divided out: median {absolute:.1f}%, median signed {signed:+.1f}%")
         return out
 
 

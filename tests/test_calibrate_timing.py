@@ -194,8 +194,23 @@ def test_drift_summary_from_remeasured_calibration_points():
                               drift=[DriftRow("a", 1.0, 1.1), DriftRow("b", 1.0, 0.95), DriftRow("c", 2.0, 2.2)])
     s = report.summary()
     assert s["drift_points"] == 3 and s["drift_median"] == pytest.approx(10.0)
-    assert s["drift_p90"] == pytest.approx(10.0) and "drift since calibration" in report.lines()[-1]
-    assert ValidationReport("cpu", 256, 512, [_row(1.0, 1.0, 1.0, 1.0)]).summary()["drift_median"] is None
+    assert s["drift_p90"] == pytest.approx(10.0) and "drift since calibration" in report.lines()[-2]
+    none = ValidationReport("cpu", 256, 512, [_row(1.0, 1.0, 1.0, 1.0)]).summary()
+    assert none["drift_median"] is None and none["median_signed_error_drift_corrected"] is None
+
+
+def test_drift_corrected_error_divides_the_machines_change_out():
+    """Predictions right for the machine at calibration, measured on a machine now 10% slower: the
+    raw error reads -9.1%, the drift-corrected one 0."""
+    from moesim.calibrate.validate import DriftRow
+
+    rows = [_row(1.0, 1.1, 1.1, 1.1), _row(2.0, 2.2, 2.2, 2.2), _row(0.5, 0.55, 0.55, 0.55)]
+    report = ValidationReport("cpu", 256, 512, rows, drift=[DriftRow("a", 1.0, 1.1), DriftRow("b", 3.0, 3.3)])
+    s = report.summary()
+    assert s["median_signed_error"] == pytest.approx(-100 / 11, rel=1e-3)
+    assert s["median_signed_error_drift_corrected"] == pytest.approx(0.0, abs=1e-9)
+    assert s["median_abs_error_drift_corrected"] == pytest.approx(0.0, abs=1e-9)
+    assert "drift divided out: median 0.0%, median signed +0.0%" in report.lines()[-1]
 
 
 def test_an_unsplit_point_has_no_noise_figure():
