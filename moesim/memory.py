@@ -1,7 +1,8 @@
 """Memory per device: weights, gradients, optimizer states, activations, KV cache. Pure functions.
 
-Training memory holds weights at the 16-bit width (bf16 under FP8 math), 2-byte gradients and a
-12-byte mixed-precision Adam per parameter (ZeRO, Rajbhandari et al. 2020), sharded by the ZeRO
+Training memory holds weights at the 16-bit width (bf16 under FP8 math), gradients (2 bytes; 4
+with ``plan.grad_dtype: fp32``, Megatron-LM's own default) and a 12-byte mixed-precision Adam per
+parameter (ZeRO, Rajbhandari et al. 2020), sharded by the ZeRO
 stage, and the activations per layer (``moesim.activations``: Korthikanti et al. 2022) of the
 layers pipeline stage 0 holds, times the schedule's microbatches in flight. Serving memory is the
 weights plus a KV pool.
@@ -16,7 +17,7 @@ from moesim.activations import layer_activation_bytes_per_token, routed_slots_pe
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
-from moesim.precision import Precision, precision, scenario_precision
+from moesim.precision import Precision, grad_bytes, precision, scenario_precision
 from moesim.schemas import (
     DTYPE_BYTES,
     ModelSpec,
@@ -83,13 +84,14 @@ def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> 
     return d_share, e_share
 
 
-#: Bytes per parameter of the gradients (16-bit) and of mixed-precision Adam's states (fp32 master
-#: copy + fp32 m + fp32 v = 4 + 4 + 4) in training: ZeRO (Rajbhandari et al. 2020, sec. 3.1) and
-#: Megatron-core's distributed-optimizer defaults (bf16 grads, fp32 master, m and v). FP8 training
-#: keeps them: FP8 is only the GEMMs' inputs. The DeepSeek-V3 report (sec. 3.3.3) instead keeps
-#: fp32 gradients and bf16 m and v (4 + 4 + 2 + 2 = 12 bytes of grads + master + moments against
-#: 2 + 12 = 14 here); this model keeps the Megatron default.
-TRAIN_GRAD_BYTES = 2.0
+#: Bytes per parameter of mixed-precision Adam's states (fp32 master copy + fp32 m + fp32 v = 4 + 4
+#: + 4) in training: ZeRO (Rajbhandari et al. 2020, sec. 3.1) and Megatron-core's distributed
+#: optimizer. Gradients take ``precision.grad_bytes`` per parameter: 2 by default (the ZeRO paper's
+#: 16 bytes per parameter; Megatron's --grad-reduce-in-bf16), 4 with ``plan.grad_dtype: fp32``,
+#: Megatron-LM's own default under bf16 (fp32 main gradients; its distributed-optimizer table: bf16
+#: params with fp32 grads, 18 bytes unsharded, 6 + 12/d sharded). FP8 training keeps them: FP8 is
+#: only the GEMMs' inputs. The DeepSeek-V3 report (sec. 3.3.3) keeps fp32 gradients and bf16 m and
+#: v (4 + 4 + 2 + 2 = 12 bytes of grads + master + moments).
 TRAIN_OPTIMIZER_BYTES = 12.0
 
 
@@ -119,7 +121,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
     Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
     ``last_stage_layers`` make the split uneven: :func:`_busiest_uneven_stage`): weights at
-    :func:`training_weight_bytes` (bf16 under FP8 math), gradients at :data:`TRAIN_GRAD_BYTES` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
+    :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
     sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
     microbatch tokens x the microbatches the schedule keeps in
     flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
@@ -145,7 +147,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         z = plan.zero_stage
         b = training_weight_bytes(prec)
         copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
-        g, o = TRAIN_GRAD_BYTES, TRAIN_OPTIMIZER_BYTES
+        g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
         if w.trainable.mode == "all":
             weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
             grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
@@ -190,7 +192,7 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     weights = copies * (dense * sh.dense_weight_bytes / (dp if z >= 3 else 1)
                         + experts * sh.expert_weight_bytes / (expert_dp if z >= 3 else 1))
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
-    g, o = TRAIN_GRAD_BYTES, TRAIN_OPTIMIZER_BYTES
+    g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
     grads = copies * (dense_t * g / (dp if z >= 2 else 1) + experts_t * g / (expert_dp if z >= 2 else 1))
     optim = copies * (dense_t * o / (dp if z >= 1 else 1) + experts_t * o / (expert_dp if z >= 1 else 1))
     return weights, grads, optim

@@ -101,3 +101,9 @@ def summary_fields(s) -> dict:
     """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note."""
     p = scenario_precision(s)
     return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": p.weight_bytes, "precision_note": p.note}
+
+
+def grad_bytes(model_dtype: str, grad_dtype: str) -> float:
+    """Bytes per gradient in training: 4 for an fp32 model or fp32 gradient buffers (``plan.grad_dtype``,
+    Megatron-LM's default under bf16: gradients accumulated and reduced in fp32), else 2."""
+    return 4.0 if model_dtype == "fp32" or grad_dtype == "fp32" else 2.0

@@ -263,3 +263,28 @@ def test_activations_count_the_dense_layers_stage_0_holds():
     per_token = layer_activation_bytes_per_token(m, 0, 1, "none", BF16) + layer_activation_bytes_per_token(m, 1, 1, "none", BF16)
     assert memory_report(s).activations_gib * GIB == pytest.approx(per_token * tokens * 2)
     assert per_token == (736 + 912) * 2
+
+
+def test_fp32_gradients_double_the_gradient_bytes_and_the_dp_sync_but_not_the_zero3_gathers():
+    """``plan.grad_dtype: fp32`` (Megatron-LM's default under bf16): 4 bytes per gradient in memory
+    and in the data-parallel reduction; ZeRO-3 still gathers the weights at 2 bytes."""
+    from moesim import load_scenario
+    from moesim.costmodel import build_cost_model
+    from moesim.engine.training.layer_costs import layer_costs
+
+    base = load_scenario("mixtral-8x7b-h100-train")
+    fp32 = load_scenario("mixtral-8x7b-h100-train", ["plan.grad_dtype=fp32"])
+    bf16 = load_scenario("mixtral-8x7b-h100-train", ["plan.grad_dtype=bf16"])
+    m0, m16, m32 = memory_report(base), memory_report(bf16), memory_report(fp32)
+    assert m0 == m16  # bf16 is the default
+    assert m32.gradients_gib == pytest.approx(2 * m16.gradients_gib, rel=1e-12)
+    assert m32.weights_gib == m16.weights_gib and m32.optimizer_gib == m16.optimizer_gib
+    assert m32.total_gib - m16.total_gib == pytest.approx(m16.gradients_gib, rel=1e-9)
+
+    z3 = ["plan.zero_stage=3"]
+    c16 = layer_costs(load_scenario("mixtral-8x7b-h100-train", z3), build_cost_model(bf16.hardware), None)
+    s32 = load_scenario("mixtral-8x7b-h100-train", [*z3, "plan.grad_dtype=fp32"])
+    c32 = layer_costs(s32, build_cost_model(s32.hardware), None)
+    assert np.allclose(c32.dp_dense_bytes, 2 * c16.dp_dense_bytes)
+    assert c16.gather_layer_bytes is None  # equal widths: the gathers are the syncs
+    assert np.allclose(c32.gather_layer_bytes, c16.dp_dense_bytes + c16.dp_expert_bytes)

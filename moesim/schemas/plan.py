@@ -69,6 +69,12 @@ class PlanSpec(Strict):
         "dualpipe. Unset: the even split.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
+    grad_dtype: Literal["bf16", "fp32"] = Field("bf16", description=(
+        "Training: dtype of the gradient buffers and of their data-parallel reduction. bf16: 2 bytes per "
+        "parameter (the ZeRO paper's 16 bytes of weights, gradients and Adam; Megatron's --grad-reduce-in-bf16); "
+        "fp32: Megatron-LM's own default under bf16 (accumulate_allreduce_grads_in_fp32: 4 bytes, reduced in fp32; "
+        "its distributed-optimizer table counts bf16 params with fp32 grads at 6 + 12/d bytes), also ms-swift's "
+        "Megatron backend. An fp32 model keeps fp32 gradients either way."))
     fp8_recipe: Literal["delayed", "current"] = Field("delayed", description=(
         "FP8 training only (model.dtype fp8): Transformer Engine's scaling recipe, which sets the cast "
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "

@@ -17,6 +17,7 @@ import numpy as np
 
 from moesim.costmodel import CostModel
 from moesim.engine.placement import Placement
+from moesim.engine.training.gathers import weight_gathers
 from moesim.finetune import embeddings_trainable, layer_trainable
 from moesim.schemas import Scenario
 
@@ -48,11 +49,11 @@ class FinetuneParams:
 
 
 def finetune_params(s: Scenario, dense_p: np.ndarray, expert_p: np.ndarray, table: float, head_p: float,
-                    grad_bytes: float, cm: CostModel, dp: tuple[int, int], expert_dp: tuple[int, int]) -> FinetuneParams:
+                    weight_bytes: float, cm: CostModel, dp: tuple[int, int], expert_dp: tuple[int, int]) -> FinetuneParams:
     """The trainable share of each layer's parameters on one device, from the whole ones
     (``layer_params_per_device``: ``dense_p``, ``expert_p``; ``table``, ``head_p``), and the gathers
     of the whole ones. ``dp`` / ``expert_dp``: (group size, stride) of the dense and expert
-    gradient syncs; ``grad_bytes``: bytes per gradient (and gathered weight)."""
+    gradient syncs; ``weight_bytes``: bytes per gathered weight."""
     m, plan, spec = s.model, s.plan, s.workload.trainable
     per_rank = Placement.slots_per_rank(m.n_experts, plan.ep, s.placement.redundant_experts)
     layers = [layer_trainable(m, spec, i) for i in range(m.n_layers)]
@@ -60,11 +61,8 @@ def finetune_params(s: Scenario, dense_p: np.ndarray, expert_p: np.ndarray, tabl
     dense_t = np.array([lt.dense for lt in layers], dtype=float) / plan.tp
     expert_t = np.where(moe, per_rank * np.array([lt.per_expert for lt in layers], dtype=float), 0.0) / plan.expert_tp
     emb = embeddings_trainable(spec)
-    gather = (cm.allreduce_s(dense_p * grad_bytes, *dp) * (dense_p > 0)
-              + cm.allreduce_s(expert_p * grad_bytes, *expert_dp) * (expert_p > 0))
+    g = weight_gathers(cm, dense_p, expert_p, table, head_p, weight_bytes, dp, expert_dp)
     return FinetuneParams(
         dense_p=dense_t, expert_p=expert_t, table=table if emb else 0.0, head_p=head_p if emb else 0.0,
-        gather_layer_s=np.asarray(gather, dtype=float), gather_layer_bytes=(dense_p + expert_p) * grad_bytes,
-        gather_embed_s=float(cm.allreduce_s(table * grad_bytes, *dp)),
-        gather_head_s=float(cm.allreduce_s(head_p * grad_bytes, *dp)) if head_p else 0.0,
+        gather_layer_s=g.layer_s, gather_layer_bytes=g.layer_bytes, gather_embed_s=g.embed_s, gather_head_s=g.head_s,
         embeddings_frozen=not emb)

@@ -34,7 +34,7 @@ Modelling choices (see the README's training section):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,7 +60,8 @@ from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
 from moesim.engine.training.fp8 import fp8_training_ops
-from moesim.precision import scenario_precision
+from moesim.engine.training.gathers import weight_gathers
+from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
 FWD_SLOTS = ("attention", "tp_allreduce", "router", "alltoall_dispatch", "experts",
@@ -323,13 +324,15 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
     # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
     dense_p, expert_p = layer_params_per_device(s)
-    gb = 4.0 if dt == "fp32" else 2.0
+    pb = 4.0 if dt == "fp32" else 2.0  # a weight as ZeRO-3 gathers it
+    gb = grad_bytes(dt, plan.grad_dtype)  # a gradient as the DP sync reduces it (fp32: Megatron's default)
     (dpn, dps), (edp, edps) = ctx.dp_groups(plan)
     table = m.vocab_size * d / tp
     head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
     ft = None
+    gathers = weight_gathers(cm, dense_p, expert_p, table, head_p, pb, (dpn, dps), (edp, edps)) if gb != pb else None
     if spec.mode != "all":  # only trainable parameters sync and update; ZeRO-3 still gathers all
-        ft = finetune_params(s, dense_p, expert_p, table, head_p, gb, cm, (dpn, dps), (edp, edps))
+        ft = finetune_params(s, dense_p, expert_p, table, head_p, pb, cm, (dpn, dps), (edp, edps))
         dense_p, expert_p, table, head_p = ft.dense_p, ft.expert_p, ft.table, ft.head_p
     dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)
     dp_expert = cm.allreduce_s(expert_p * gb, edp, edps) * (expert_p > 0)
@@ -355,7 +358,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
         cp_exposed_s=(*ring["exposed"], float(cp_rc)), cp_ring_s=ring["ring_s"], cp_ring_bytes=ring["bytes"],
     )
-    return costs if ft is None else ft.adjust(costs, head_gemm)
+    if ft is not None:
+        return ft.adjust(costs, head_gemm)
+    if gathers is not None:  # the weights move at their width, the gradients at theirs
+        costs = replace(costs, gather_layer_s=gathers.layer_s, gather_layer_bytes=gathers.layer_bytes,
+                        gather_embed_s=gathers.embed_s, gather_head_s=gathers.head_s)
+    return costs
 
 
 def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,
