@@ -99,6 +99,14 @@ class PlanSpec(Strict):
         "so it pays off only at large batches (prefill) and slows small decode batches; the EP time "
         "reported is the exposed part. Nothing to hide when ep = 1.")
 
+    moe_impl: Literal["grouped", "hf_loop"] = Field(
+        "grouped", description="Training: how the MoE layers run the routed experts. grouped: grouped expert GEMMs "
+        "with fused permute kernels (Megatron-Core, DeepSpeed-MoE). hf_loop: Hugging Face transformers < 5 "
+        "(MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock; with PEFT/bitsandbytes/DeepSpeed ZeRO): a Python loop "
+        "over the busy experts, each with its own GEMMs at its own token count, elementwise and indexing kernels, "
+        "and a torch.where that makes the host wait for the GPU, exposing the launch time of the kernels after it "
+        "(engine/training/hf_loop.py). Needs ep = 1.")
+
     dp_attention: bool = Field(
         False, description="Serving with ep > 1: the ep replicas of each expert-parallel group run as one lock-step engine "
         "(DP attention: SGLang --enable-dp-attention, DeepSeek-V3's DP32/DP144 attention). Every iteration all of "
@@ -109,6 +117,9 @@ class PlanSpec(Strict):
     def _check(self) -> PlanSpec:
         if self.dp_attention and self.ep == 1:
             raise ValueError("plan.dp_attention: needs plan.ep > 1 (the replicas of an expert-parallel group run together)")
+        if self.moe_impl == "hf_loop" and self.ep > 1:
+            raise ValueError(f"plan.ep = {self.ep}: moe_impl hf_loop needs ep = 1 (transformers' expert loop has no "
+                             "expert parallelism)")
         etp = self.expert_tp
         if self.tp % etp:
             raise ValueError(f"plan.etp = {etp}: must divide plan.tp ({self.tp}); each expert is split over etp of the tp ranks")

@@ -61,6 +61,7 @@ from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
 from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
+from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -283,6 +284,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart, wpart = np.zeros_like(part), np.zeros_like(part)
             secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart, frozen)
+            if plan.moe_impl == "hf_loop":  # transformers' per-expert Python loop (hf_loop.py)
+                apply_hf_loop(s, cm, dims, moe_ops_, secs, busiest, part, bpart, wpart, frozen, slot_of, EXPERTS)
             core = secs["attn_core"]
             fwd[moe], back[moe], wback[moe] = part, bpart, wpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
