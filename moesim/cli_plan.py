@@ -138,12 +138,13 @@ def _num(key: str, value: Any) -> str:
     return fmt_number(float(value), unit, with_unit=False)
 
 
-def _table(rows: list[dict[str, Any]], obj, training: bool, top: int) -> Table:
+def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int | None = None) -> Table:
     """The best ``top`` plan shapes. Serving rows are replica shapes at their fewest devices (the same
     shape on more devices has the same cost per token and proportional capacity: "also on"); the
     objective is shown as the search measured it (one replica) and, for the plans re-checked on the
     whole plan (``--verify``), as that measured it; the other columns come from the whole plan where
-    it was re-checked."""
+    it was re-checked. ``width``: the characters the table may take (default the terminal's); a
+    narrower terminal leaves out the least telling columns and says which."""
     if rows and rows[0].get("kind") == "whole":  # disaggregated: each pool's plan and the split
         from moesim.plan_disagg_report import table
 
@@ -160,37 +161,72 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int) -> Table:
         cols = ["one_replica_objective", "whole_plan_objective"] + [
             c for c in ("capacity_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
                         "ttft_p99_s", "tpot_p99_s") if c != obj.key]
-        heads |= {"one_replica_objective": f"{heads.get(obj.key, obj.key)} 1 replica",
-                  "whole_plan_objective": f"{heads.get(obj.key, obj.key)} whole"}
+        heads |= {"one_replica_objective": f"{heads.get(obj.key, obj.key)}\n1 replica",
+                  "whole_plan_objective": f"{heads.get(obj.key, obj.key)}\nwhole"}
         first = {}
-    t = Table(title=f"best plans by {obj.name} ({'lower' if obj.direction == 'min' else 'higher'} is better)",
-              header_style="bold")
     names = ("#", "plan", "devices", "hardware") + (() if training else ("also on",))
-    for name in names:
-        t.add_column(name, justify="left" if name in ("plan", "hardware", "also on") else "right", no_wrap=True)
-    for c in cols:
-        t.add_column(heads.get(c, c), justify="right", no_wrap=True)
     shapes: dict[tuple, list[int]] = {}
     for r in rows:
         shapes.setdefault(_shape(r, training), []).append(r["devices"])
-    shown = 0
+    body: list[list[str]] = []
     for r in rows:  # best first; a shape's first row is its fewest devices (ties rank fewer devices first)
         devices = shapes.pop(_shape(r, training), None)
         if devices is None:
             continue
-        shown += 1
-        cells = [str(shown), r["plan"], str(r["devices"]), r["hardware"]]
+        cells = [str(len(body) + 1), r["plan"], str(r["devices"]), r["hardware"]]
         if not training:
             cells.append(",".join(str(d) for d in sorted(set(devices) - {r["devices"]})) or "-")
         key = {c: (r.get("objective") if first.get(c) else r.get(c)) for c in cols}
-        t.add_row(*cells, *(_num(obj.key if c.endswith("_objective") else c, key[c]) for c in cols),
-                  style="bold green" if shown == 1 else None)
-        if shown >= top:
+        body.append(cells + [_num(obj.key if c.endswith("_objective") else c, key[c]) for c in cols])
+        if len(body) >= top:
             break
+    headers = list(names) + [heads.get(c, c) for c in cols]
+    # what a narrow terminal drops first: the least telling columns (every one is in plans.csv / --json)
+    drop_order = ["hardware", "also on", "tok/s/device", "memory GiB", "devices", "TPOT p99 s", "TTFT p99 s"]
+    left_names = [h.replace("\n", " ") for h in headers]
+    shown = fit_columns(headers, body, width if width is not None else out.width, drop_order)
+    t = Table(title=f"best plans by {obj.name} ({'lower' if obj.direction == 'min' else 'higher'} is better)",
+              header_style="bold")
+    for i in shown:
+        left = headers[i] in ("plan", "hardware", "also on")
+        t.add_column(two_line(headers[i], max((len(row[i]) for row in body), default=0)),
+                     justify="left" if left else "right", no_wrap=True)
+    for j, row in enumerate(body):
+        t.add_row(*(row[i] for i in shown), style="bold green" if j == 0 else None)
+    notes = []
     if not training:
-        t.caption = ("1 replica: the capacity search on one replica, times the replicas (what the search ranks by); "
+        notes.append("1 replica: the capacity search on one replica, times the replicas (what the search ranks by); "
                      "whole: re-run on every replica of the plan (--verify), which also gives the other columns")
+    left_out = [left_names[i] for i in range(len(headers)) if i not in shown]
+    if left_out:
+        notes.append(f"not shown for lack of width: {', '.join(left_out)} (plans.csv in --out and --json have them)")
+    t.caption = "; ".join(notes) or None
     return t
+
+
+def two_line(header: str, cell_width: int) -> str:
+    """``header`` on two lines (split at the space nearest its middle) when it is wider than its cells."""
+    if "\n" in header or len(header) <= max(cell_width, 8) or " " not in header:
+        return header
+    spaces = [i for i, ch in enumerate(header) if ch == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(header) / 2))
+    return header[:cut] + "\n" + header[cut + 1:]
+
+
+def fit_columns(headers: list[str], body: list[list[str]], width: int, drop_order: list[str]) -> list[int]:
+    """Indexes of the columns to show in ``width`` characters: all of them when they fit (each is as
+    wide as its widest cell or header line, plus 3 for borders and padding), else without the
+    columns of ``drop_order``, first ones first, until they do."""
+    def col_width(i: int) -> int:
+        head = max(len(part) for part in two_line(headers[i], max((len(r[i]) for r in body), default=0)).split("\n"))
+        return max([head] + [len(r[i]) for r in body]) + 3
+
+    shown = list(range(len(headers)))
+    for name in drop_order:
+        if sum(col_width(i) for i in shown) + 1 <= width:
+            break
+        shown = [i for i in shown if headers[i] != name]
+    return shown
 
 
 def _shape(r: dict[str, Any], training: bool) -> tuple:

@@ -227,3 +227,15 @@ def test_trace_has_one_process_name_per_pid_and_comm_on_its_own_track():
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert threads[(0, tid["alltoall_dispatch_fwd"])] == "ep_comm" and threads[(1, tid["tp_allreduce_fwd"])] == "tp_comm"
     assert len(threads) == len(set(threads))  # one thread_name per (pid, tid)
+
+
+def test_plan_table_drops_the_least_telling_columns_on_a_narrow_terminal_and_says_so():
+    from moesim.cli_plan import fit_columns, two_line
+
+    headers = ["#", "plan", "devices", "hardware", "also on", "$/Mtok\n1 replica", "TTFT p99 s"]
+    body = [["1", "dp8 tp1 pp1 ep2 batch512", "8", "h100-sxm", "16,32,64", "0.103", "0.219"]]
+    every = fit_columns(headers, body, 200, ["hardware", "also on", "devices"])
+    assert every == list(range(len(headers)))  # wide enough: nothing dropped
+    narrow = fit_columns(headers, body, 60, ["hardware", "also on", "devices"])
+    assert [headers[i] for i in narrow] == ["#", "plan", "$/Mtok\n1 replica", "TTFT p99 s"]  # dropped in order
+    assert two_line("TTFT p99 s", 5) == "TTFT\np99 s" and two_line("plan", 30) == "plan"
