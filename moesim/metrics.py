@@ -3,7 +3,7 @@
 One :class:`Metric` per key of the summaries of ``moesim.simulate`` (training and serving) and of
 ``moesim.check.summary`` (what ``moesim check`` prints, its nested ``memory`` dict as
 ``memory.<key>``). Everything that needs to know about a metric reads it here: the report's number
-formatting (:mod:`moesim.report`), ``sweep --best``'s direction (:mod:`moesim.sweep`), plot axis
+formatting (:mod:`moesim.formatting`), ``sweep --best``'s direction (:mod:`moesim.sweep`), plot axis
 labels (:mod:`moesim.plots`) and the README's tables of summary keys, which are generated::
 
     python -m moesim.metrics                  # list the metrics

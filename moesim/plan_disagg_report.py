@@ -70,19 +70,13 @@ def all_rows(outcome: DisaggOutcome) -> list[dict[str, Any]]:
 
 def best_scenario(outcome: DisaggOutcome) -> dict | None:
     """The best whole plan as a scenario mapping (None when none was ranked)."""
-    from moesim.plan_report import PATH_FIELDS
+    from moesim.plan_report import absolute_paths
 
     x = outcome.best
     if x is None:
         return None
     space = outcome.space
-    data = copy.deepcopy(whole_raw(space, x))
-    for path in PATH_FIELDS:  # relative paths anchored at the scenario's folder
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(path[-1]), str) and not Path(node[path[-1]]).is_absolute():
-            node[path[-1]] = str((space.base_dir / node[path[-1]]).resolve())
+    data = absolute_paths(copy.deepcopy(whole_raw(space, x)), space.base_dir)
     name = str(space.raw.get("name", "scenario"))
     data["name"] = f"{name}-plan"
     rate = x.row["max_goodput_req_s"] if x.checked else x.split.capacity_req_s

@@ -22,9 +22,8 @@ import yaml
 from moesim.fileio import atomic_write_text
 from moesim.plan_search import EXACT, PlanOutcome, Unit
 from moesim.plan_space import Candidate, build
+from moesim.resolve import path_fields
 
-#: Path fields of a scenario, anchored at the scenario's folder when written elsewhere.
-PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
 SERVING_COLUMNS = ("max_goodput_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
                    "ttft_p99_s", "tpot_p99_s", "tpot_mean_s")
 TRAINING_COLUMNS = ("step_time_s", "usd_per_mtok", "mfu", "tokens_per_s_per_device", "peak_memory_gib")
@@ -126,6 +125,15 @@ def _jsonable(v: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------- best.yaml
+def absolute_paths(data: dict, base_dir: Path) -> dict:
+    """``data`` (a scenario mapping, changed in place) with each relative path field made absolute
+    from ``base_dir``, the scenario's folder: ``best.yaml`` is written elsewhere. Returns ``data``."""
+    for _, node, key in path_fields(data):
+        if isinstance(node[key], str) and not Path(node[key]).is_absolute():
+            node[key] = str((base_dir / node[key]).resolve())
+    return data
+
+
 def best_scenario(outcome: PlanOutcome) -> dict | None:
     """The best plan as a scenario mapping (None when no plan was ranked)."""
     best = outcome.best
@@ -134,13 +142,7 @@ def best_scenario(outcome: PlanOutcome) -> dict | None:
     c, u = best
     space = outcome.space
     _, data = build(space.raw, c.overrides(), space.base_dir)
-    data = copy.deepcopy(data)
-    for path in PATH_FIELDS:
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(path[-1]), str) and not Path(node[path[-1]]).is_absolute():
-            node[path[-1]] = str((space.base_dir / node[path[-1]]).resolve())
+    data = absolute_paths(copy.deepcopy(data), space.base_dir)
     name = str(space.raw.get("name", "scenario"))
     data["name"] = f"{name}-plan"
     what = f"{outcome.objective.name} {u.value:.6g}"

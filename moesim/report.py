@@ -10,7 +10,7 @@ from moesim.formatting import fmt_value
 from moesim.metrics import direction_of
 from moesim.presets.hardware import display_name
 
-__all__ = ["fmt_value", "presets_table", "summary_table"]  # fmt_value: moesim.formatting's, kept here for callers
+__all__ = ["presets_table", "summary_table"]
 
 
 def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:

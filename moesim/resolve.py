@@ -6,6 +6,7 @@ Runs before pydantic validation, so both YAML files and Python dicts get the sam
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,21 @@ from moesim.errors import short_repr
 from moesim.hf_config import MAX_HF_CONFIG_BYTES, HFConfigError, read_config
 from moesim.presets import HARDWARE, MODELS
 
-# Fields holding file paths, anchored at the scenario file's folder when relative.
-_PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
-__all__ = ["MAX_HF_CONFIG_BYTES", "PresetError", "deep_merge", "read_hf_config", "resolve_presets"]
+#: Fields holding file paths, anchored at the scenario file's folder when relative.
+PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
+__all__ = ["MAX_HF_CONFIG_BYTES", "PATH_FIELDS", "PresetError", "deep_merge", "path_fields", "read_hf_config",
+           "resolve_presets"]
+
+
+def path_fields(data: dict) -> Iterator[tuple[str, dict, str]]:
+    """(dotted name, the mapping holding it, its key) of each path field (``PATH_FIELDS``) that the
+    scenario mapping ``data`` sets; the caller may rewrite ``holder[key]`` in place."""
+    for path in PATH_FIELDS:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]) is not None:
+            yield ".".join(path), node, path[-1]
 
 
 class PresetError(ValueError):
@@ -72,13 +85,9 @@ def resolve_presets(data: Any, base_dir: Path | None = None) -> Any:
     if isinstance(spec, dict) and spec.get("draft") is not None:
         spec = dict(spec, draft=_expand("workload.speculative.draft", spec["draft"], MODELS, base_dir))
         data["workload"] = dict(data["workload"], speculative=spec)
-    for path in _PATH_FIELDS:
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(path[-1]) is not None:
-            node[path[-1]] = _anchor(node[path[-1]], base_dir)
-            _check_path(".".join(path), node[path[-1]])
+    for label, node, key in path_fields(data):
+        node[key] = _anchor(node[key], base_dir)
+        _check_path(label, node[key])
     return data
 
 

@@ -116,10 +116,24 @@ def test_readme_lists_every_shipped_scenario(root):
 
 
 def test_report_formats_units_missing_values_and_float_residue():
-    from moesim.report import fmt_value
+    from moesim.formatting import fmt_value
 
     assert fmt_value("run_time_days", float("nan")) == "n/a"
     assert fmt_value("excess_bubble_s", 8.9e-16) == "0.000 s"
     assert fmt_value("step_time_s", 10.625) == "10.625 s"
     assert fmt_value("mfu", 0.497) == "49.70 %"
     assert fmt_value("fits", False) == "NO"
+
+
+@pytest.mark.parametrize("scenario, override, field", [
+    ("mixtral-8x7b-h100-train", "plan.grad_dtype=fp16", "plan.grad_dtype"),
+    ("mixtral-8x7b-h100-train", "plan.moe_impl=eager", "plan.moe_impl"),
+    ("mixtral-8x7b-h100-train", "plan.moe_impl=hf_loop", "plan.ep"),
+    ("mixtral-8x7b-h100-serve-online", "workload.arrival.concurrency=0", "workload.arrival.concurrency"),
+    ("deepseek-v3-h800-serve-disagg", "workload.arrival.process=closed", "workload.arrival.process"),
+])
+def test_new_inputs_fail_in_one_line_naming_the_field(scenario, override, field, capsys):
+    assert main(["check", scenario, "--set", override]) == 2
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in captured.err + captured.out

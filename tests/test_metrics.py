@@ -183,13 +183,13 @@ def test_readme_blocks_are_replaced_and_nothing_else(tmp_path):
     ("sim_wall_s", 1.5, "1.500 s"),  # unregistered: unit from the name
 ])
 def test_fmt_value_by_unit(key, value, text):
-    from moesim.report import fmt_value
+    from moesim.formatting import fmt_value
 
     assert fmt_value(key, value) == text
 
 
 def test_fmt_value_shows_units_that_were_missing():
-    from moesim.report import fmt_value
+    from moesim.formatting import fmt_value
 
     assert fmt_value("tokens_per_s_per_device", 6168.4) == "6,168.4 /s"
     assert fmt_value("kv_utilisation_mean", 0.008952) == "0.90 %"
