@@ -98,10 +98,83 @@ def test_window_stops_at_the_first_finish_and_commits_it():
     assert book.ctx.tolist() == [13, 23, 33] and eng.kv_used_tokens == 13 + 33
 
 
-def test_window_stops_before_the_iteration_that_would_preempt_and_never_with_a_queue():
+def test_window_stops_before_the_iteration_that_would_preempt():
     eng, book = _decoding_engine([10, 10], [50, 50], capacity=25)  # 20 held: 2 slots per iteration
     assert plan_window(eng, book).k == 2 and plan_window(eng, book).kv_used.tolist() == [22, 24]
-    eng.waiting.append(7)
+
+
+def _with_queue(prompts, outputs, running=3, queued=1, capacity=100_000, admission="prompt", chunked=True,
+                budget=4096, ready=False):
+    """An engine with the first ``running`` requests decoding and the last ``queued`` queued."""
+    prompts, outputs = np.asarray(prompts, np.int64), np.asarray(outputs, np.int64)
+    book = RequestBook(prompts, outputs, prompts if ready else None)
+    run = np.arange(running)
+    book.prefilled[run] = book.target[run]
+    book.generated[run] = 1
+    book.ctx[run] = book.target[run]
+    book.kv[run] = book.ctx[run] + (outputs[run] - 1 if admission == "full" else 0)
+    book.first_token_s[run] = 0.0
+    eng = EngineState(capacity, 64, budget, chunked, admission)
+    eng.running = run
+    eng.kv_used_tokens = int(book.kv[run].sum())
+    eng.waiting.extend(range(prompts.size - queued, prompts.size))
+    return eng, book
+
+
+def _state(eng, book):
+    return (eng.running.tolist(), list(eng.waiting), eng.kv_used_tokens,
+            *(getattr(book, f).tolist() for f in ("target", "prefilled", "ctx", "kv", "generated")),
+            *(np.nan_to_num(getattr(book, f), nan=-1).tolist() for f in ("admitted_s", "first_token_s", "finish_s")))
+
+
+PROMPTS, OUTPUTS = [40, 50, 60, 200, 300], [9, 7, 12, 6, 5]
+
+
+@pytest.mark.parametrize("case", [
+    {}, {"admission": "full"}, {"chunked": False}, {"ready": True}, {"running": 0}, {"queued": 2},
+    {"queued": 2, "admission": "full", "chunked": False},
+    {"capacity": 40 + 50 + 60 + 300 + 3 + 4},  # the KV pool fills up a few decode rows in
+    {"capacity": 40 + 50 + 60 + 299, "queued": 1},  # no room for the prompt: it waits, the decodes go on
+    {"capacity": 40 + 50 + 60 + 200 + 100, "queued": 2},  # room for the first only: the step path
+])
+def test_a_window_with_a_queue_applies_what_schedule_and_commit_do_iteration_by_iteration(case):
+    """The iteration after an arrival (running decodes + the queued requests' whole prefills) and
+    the decode rows after it, or decode rows while the queue's head cannot be admitted, leave the
+    same engine and book as ``schedule`` + ``commit`` each round; where ``schedule`` would admit
+    some of the queue and not all, there is no window."""
+    import copy
+
+    from moesim.engine.serving.batching import commit, schedule
+
+    eng, book = _with_queue(PROMPTS, OUTPUTS, **case)
+    queue = list(eng.waiting)
+    win = plan_window(eng, book)
+    probe = copy.deepcopy((eng, book))
+    admitted = schedule(*probe, 0.0).ids.size - eng.running.size
+    if 0 < admitted < len(queue):
+        assert win is None
+        return
+    assert [a.id for a in win.admits] == queue[:admitted] and win.queued == len(queue) - admitted
+    for m in range(1, win.k + 1):
+        e1, b1 = copy.deepcopy((eng, book))
+        ends = [0.5 * (j + 1) for j in range(m)]
+        commit_window(e1, b1, win, m, ends[0], ends[-1], 0.0)
+        e2, b2 = copy.deepcopy((eng, book))
+        now = 0.0
+        for j, end in enumerate(ends):
+            batch = schedule(e2, b2, now)
+            assert batch.kv_used_tokens == win.kv_used[j] and batch.queued == (win.queued if j or not admitted else 0)
+            commit(e2, b2, batch, end)
+            now = end
+        assert _state(e1, b1) == _state(e2, b2)
+    if "capacity" not in case:  # it runs to the first finish
+        assert win.k == win.to_finish
+    elif admitted:  # it stops before the decode row the pool cannot grow into (that one would preempt)
+        assert win.k < win.to_finish and win.kv_used[-1] + win.ids.size > eng.kv_capacity_tokens
+
+
+def test_no_window_admits_a_prompt_the_iteration_cannot_finish():
+    eng, book = _with_queue([40, 50, 60, 5000], [9, 7, 12, 5], budget=1024)  # a chunked prefill
     assert plan_window(eng, book) is None
 
 

@@ -42,6 +42,9 @@ class BatchAttention:
         chunk = np.arange(int(max_chunk) + 1, dtype=float)
         first = None if table is None else self._seq_s(prefill_op or decode_op, chunk, chunk)
         self.first_chunk_table = None if first is None else np.asarray(first, dtype=float)
+        # every tabulated context costs time: a window's rows (n > 0 sequences) never sum to 0
+        self._table_positive = self.decode_table is not None and bool((self.decode_table > 0).all())
+        self._steps = np.arange(0)[:, None]  # (k, 1) iteration offsets of a window, grown on demand
 
     def _seq_s(self, op: Op, q: np.ndarray, kv: np.ndarray):
         a = op.args
@@ -51,19 +54,22 @@ class BatchAttention:
         """Summed per-sequence seconds of ``op`` over the given sequences (no launch)."""
         if q.size == 0:
             return 0.0
-        if kv.dtype.kind in "iu" and (q == 1).all() and kv.max() < self.decode_table.size:
-            return float(self.decode_table[kv].sum())
-        if (kv.dtype.kind in "iu" and q.size == 1 and q[0] == kv[0] and q[0] < self.first_chunk_table.size
-                and op is (self.prefill_op or self.decode_op)):
-            return float(self.first_chunk_table[q[0]])
+        if kv.dtype.kind in "iu" and np.logical_and.reduce(q == 1) and np.maximum.reduce(kv) < self.decode_table.size:
+            return float(np.add.reduce(self.decode_table[kv]))
+        if kv.dtype.kind in "iu" and op is (self.prefill_op or self.decode_op):  # prompts' first chunks
+            if q.size == 1:
+                if q[0] == kv[0] and q[0] < self.first_chunk_table.size:
+                    return float(self.first_chunk_table[q[0]])
+            elif (q == kv).all() and q.max() < self.first_chunk_table.size:
+                return float(self.first_chunk_table[q].sum())
         return float(np.asarray(self._seq_s(op, q.astype(float), kv.astype(float))).sum())
 
     def _decode_sum(self, op: Op, kv: np.ndarray) -> float:
         """:meth:`_core_sum` of sequences that each decode one token (``q == 1``), over contexts ``kv``."""
         if kv.size == 0:
             return 0.0
-        if kv.dtype.kind in "iu" and kv.max() < self.decode_table.size:
-            return float(self.decode_table[kv].sum())
+        if kv.dtype.kind in "iu" and np.maximum.reduce(kv) < self.decode_table.size:  # (ufunc reductions:
+            return float(np.add.reduce(self.decode_table[kv]))  # this runs once per iteration)
         return float(np.asarray(self._seq_s(op, np.ones(kv.size), kv.astype(float))).sum())
 
     def batch_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
@@ -88,6 +94,28 @@ class BatchAttention:
                 total += secs + self.launch_s if secs > 0 else 0.0
         return total
 
+    def with_prefill_s(self, decode_kv: np.ndarray, q, kv) -> float | None:
+        """:meth:`batch_s` of ``decode_kv.size`` decoding sequences (contexts ``decode_kv``) followed
+        by prefill chunks of ``q > 1`` tokens each over ``kv`` (ints for one chunk, arrays for
+        several), from the same lookups in the same order (the first iteration of a window that
+        admits requests); None where only ``batch_s`` applies."""
+        one = isinstance(q, int)
+        if self.decode_table is None or (q <= 1 if one else int(q.min()) <= 1) or decode_kv.dtype.kind not in "iu":
+            return None
+        if one and q == kv and q < self.first_chunk_table.size:
+            pre = float(self.first_chunk_table[q])
+        else:
+            pre = self._core_sum(self.prefill_op or self.decode_op, np.atleast_1d(q), np.atleast_1d(kv))
+        if self.prefill_op is None:  # one kernel: the decodes' sum, then the chunk, then one launch
+            secs = self._decode_sum(self.decode_op, decode_kv) + pre
+            return secs + self.launch_s if secs > 0 else 0.0
+        total = 0.0
+        if decode_kv.size:
+            dec = self._core_sum(self.decode_op, np.ones(decode_kv.size, np.int64), decode_kv)
+            total += dec + self.launch_s if dec > 0 else 0.0
+        total += pre + self.launch_s if pre > 0 else 0.0
+        return total
+
     def _batch_direct(self, q: np.ndarray, kv: np.ndarray) -> float:
         """The cost model's batched kernel over every sequence (working-set-coupled profiles)."""
         if self.prefill_op is None:
@@ -100,10 +128,15 @@ class BatchAttention:
         """``(k,)`` seconds of one layer for ``k`` decode-only iterations in a row: in iteration
         ``j`` sequence ``i`` attends over ``context[i] + j`` tokens. Equal to ``batch_s`` of each
         iteration (same lookups, same summation order)."""
-        ctx = np.asarray(context)[None, :] + np.arange(k)[:, None]
-        if (self.decode_table is None or ctx.size == 0 or ctx.dtype.kind not in "iu"
-                or ctx.max() >= self.decode_table.size):
+        context = np.asarray(context)
+        if (self.decode_table is None or context.size == 0 or context.dtype.kind not in "iu"
+                or int(context.max()) + k > self.decode_table.size):
+            ctx = context[None, :] + np.arange(k)[:, None]
             ones = np.ones(ctx.shape[1], np.int64)
             return np.array([self.batch_s(ones, row) for row in ctx])
-        secs = self.decode_table[ctx].sum(axis=1)
+        if k > self._steps.shape[0]:
+            self._steps = np.arange(max(k, 2 * self._steps.shape[0]))[:, None]
+        secs = np.add.reduce(self.decode_table[context[None, :] + self._steps[:k]], axis=1)
+        if self._table_positive:  # (this runs once per decode window: spare the mask)
+            return secs + self.launch_s
         return np.where(secs > 0, secs + self.launch_s, 0.0)

@@ -74,9 +74,9 @@ class EngineState:
         return int(self.running.size) + len(self.waiting)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Batch:
-    """One iteration's work. Arrays are per scheduled sequence, ``(n,)``."""
+    """One iteration's work (read-only by convention). Arrays are per scheduled sequence, ``(n,)``."""
 
     ids: np.ndarray  # request ids
     q_tokens: np.ndarray  # new tokens this iteration (1 for a decode, the chunk for a prefill)
@@ -114,20 +114,21 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
     iteration's start, recorded as the first admission of the requests it admits."""
     ids = eng.running
     dec = book.prefilled[ids] >= book.target[ids]
-    all_dec = bool(dec.all())
+    all_dec = bool(np.logical_and.reduce(dec))  # (ufunc reductions on the paths run every iteration)
     # new KV slots each decode needs for the tokens it emits (1 per step, more under speculation)
-    grow = np.maximum(book.ctx[ids] + (1 if book.unit_steps else book.step[ids]) - book.kv[ids], 0)
+    ctx, kv = book.ctx[ids], book.kv[ids]
+    grow = np.maximum(ctx + (1 if book.unit_steps else book.step[ids]) - kv, 0)
     if not all_dec:
         grow[~dec] = 0
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
     preempted = 0
-    need = int(grow.sum())
+    need = int(np.add.reduce(grow))
     if need > free:  # preempt the newest until the decodes' next KV slots fit
-        kv_freed = np.cumsum(book.kv[ids][::-1])
+        kv_freed = np.cumsum(kv[::-1])
         need_left = need - np.cumsum(grow[::-1])
         j = int(np.argmax(need_left <= free + kv_freed)) + 1
         victims = ids[-j:]
-        ids, dec, grow = ids[:-j], dec[:-j], grow[:-j]
+        ids, dec, grow, ctx, kv = ids[:-j], dec[:-j], grow[:-j], ctx[:-j], kv[:-j]
         all_dec = bool(dec.all())
         _preempt(eng, book, victims)
         preempted = victims.size
@@ -137,7 +138,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
     if all_dec and ids.size <= budget:  # every running sequence decodes (the common case)
         q = np.ones(ids.size, np.int64)
         budget -= ids.size
-        book.kv[ids] += grow
+        book.kv[ids] = kv + grow
         grown_total = int(grow.sum()) if preempted else need
     else:
         q = np.zeros(ids.size, np.int64)
@@ -167,7 +168,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         dec = np.concatenate([dec, ready])
     eng.running = ids
     sched = q > 0
-    if sched.all():  # every running sequence runs (no masking needed)
+    if np.logical_and.reduce(sched):  # every running sequence runs (no masking needed)
         sid, qs, is_dec = ids, q, dec
     else:
         sid, qs, is_dec = ids[sched], q[sched], dec[sched]
@@ -180,11 +181,24 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
            prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pop the queued requests admitted this iteration (FCFS, stops at the first misfit); returns
     (their ids, tokens each needs at most now, KV slots each reserves)."""
+    adm, take, reserve = admissible(eng, book, slots, budget, free_kv, prefilling)
+    for _ in range(adm.size):
+        eng.waiting.popleft()
+    return adm, take, reserve
+
+
+def admissible(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,
+               prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The queued requests an iteration admits, left in the queue: (their ids, tokens each needs at
+    most now, KV slots each reserves). ``slots``: sequences the batch can still take, ``budget``
+    tokens, ``free_kv`` KV slots; ``prefilling``: running sequences prefill in it."""
+    none = np.zeros(0, np.int64)
     if slots <= 0 or budget <= 0 or not eng.waiting:
-        none = np.zeros(0, np.int64)
         return none, none, none
     if len(eng.waiting) == 1 or slots == 1:  # one candidate (the usual arrival): the same rules on ints
-        return _admit_one(eng, book, budget, free_kv, prefilling)
+        c = eng.waiting[0]
+        fits = admission_of(eng, book, c, budget, free_kv, prefilling)
+        return (none, none, none) if fits is None else tuple(np.array([x], np.int64) for x in (c, *fits))
     cand = np.fromiter(islice(eng.waiting, min(slots, len(eng.waiting))), np.int64)
     take = _tokens_needed(book, cand)
     reserve = _reservation(eng, book, cand)
@@ -198,15 +212,14 @@ def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv
             tok_ok[0] = True  # a recompute longer than the budget runs alone rather than never
     ok = kv_ok & tok_ok
     n = int(np.argmin(ok)) if not ok.all() else ok.size
-    for _ in range(n):
-        eng.waiting.popleft()
     return cand[:n], take[:n], reserve[:n]
 
 
-def _admit_one(eng: EngineState, book: RequestBook, budget: int, free_kv: int,
-               prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_admit` of the queue's first request only (``budget > 0``)."""
-    c = eng.waiting[0]
+def admission_of(eng: EngineState, book: RequestBook, c: int, budget: int, free_kv: int,
+                 prefilling: bool) -> tuple[int, int] | None:
+    """Whether queued request ``c``, first in line, is admitted into an iteration with ``budget > 0``
+    tokens and ``free_kv`` KV slots left (``prefilling``: running sequences prefill in it): (tokens
+    it needs at most now, KV slots it reserves), or None. The rules of :func:`_admit` on ints."""
     target, prefilled = int(book.target[c]), int(book.prefilled[c])
     left = target - prefilled
     take = left if left > 0 else 1
@@ -219,10 +232,8 @@ def _admit_one(eng: EngineState, book: RequestBook, budget: int, free_kv: int,
     else:
         tok_ok = take <= budget or (not prefilling and budget == eng.max_batch_tokens)
     if not (reserve <= free_kv and tok_ok):
-        none = np.zeros(0, np.int64)
-        return none, none, none
-    eng.waiting.popleft()
-    return np.array([c], np.int64), np.array([take], np.int64), np.array([reserve], np.int64)
+        return None
+    return take, reserve
 
 
 def _tokens_needed(book: RequestBook, ids: np.ndarray) -> np.ndarray:
@@ -253,7 +264,7 @@ def finishes(book: RequestBook, batch: Batch) -> bool:
     """True when committing ``batch`` finishes a request (its last output token comes out)."""
     out = batch.ids[batch.emits]
     step = 1 if book.unit_steps else np.where(batch.is_decode[batch.emits], book.step[out], 1)
-    return bool((book.generated[out] + step >= book.output[out]).any())
+    return bool(np.logical_or.reduce(book.generated[out] + step >= book.output[out]))
 
 
 def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> np.ndarray:
@@ -264,7 +275,7 @@ def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> n
     if book.unit_steps:  # a decode runs (q = 1) and emits one token
         book.ctx[ids] += q
         pre = ~dec
-        if pre.any():
+        if np.logical_or.reduce(pre):
             book.prefilled[ids[pre]] += q[pre]
         book.generated[out] += 1
     else:

@@ -343,8 +343,8 @@ class IterationCost:
         gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out, engine)
         return gpu + self.host_s(q_tokens, gpu), dropped
 
-    def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, np.ndarray, tuple]:
-        """(seconds ``(k,)``, dropped tokens ``(k,)``, (TP, EP, PP) comm seconds of each) of ``k``
+    def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, list, tuple]:
+        """(seconds ``(k,)``, dropped tokens (a list of ``k``), (TP, EP, PP) comm seconds of each) of ``k``
         decode-only iterations in a row of one batch: in iteration ``j`` each sequence emits one
         token over ``context + j`` (``context``: ``(n,)`` contexts of the first iteration). Equal,
         iteration by iteration, to ``time_s`` and ``last_comm_s`` (``serving.window`` relies on
@@ -352,20 +352,49 @@ class IterationCost:
         n = int(np.asarray(context).size)
         att = self.s.model.n_layers * self.attn.decode_window_s(context, k)
         if (self.tbo is not None and self.tbo.applies(n)) or n > self.max_tokens:
-            secs, drops = np.empty(k), np.empty(k)
+            secs, drops = np.empty(k), []
             for j, a in enumerate(att.tolist()):
-                gpu, drops[j] = self._kernel_at(n, n, a, engine)
+                gpu, dropped = self._kernel_at(n, n, a, engine)
                 secs[j] = gpu + self._host_at(n, True, n, gpu)
+                drops.append(float(dropped))
             return secs, drops, self.last_comm_s
         self.last_comm_s = comm = self.comm_s(n)
-        experts, dropped = self._experts[n], np.full(k, self._dropped[n])
+        experts, dropped = self._experts[n], [float(self._dropped[n])] * k
         if self.skewed:
             pool, picks = self._skew_samples(n), self.streams.take(engine, k)
-            experts, dropped = pool[0][picks], pool[1][picks]
+            experts, dropped = pool[0][picks], pool[1][picks].tolist()
         gpu = self._fixed[n] + experts + self._head[n] + att
         launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0
-        host = launch + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
+        host_s = self._host_by_seqs[min(n, self.max_tokens)]
+        # exposed_host_s over the k iterations, inlined: the same operations on the same operands,
+        # less the additions of a zero launch (x + 0.0 == x)
+        if not self._overlap_decode:
+            host = launch + host_s
+        elif launch:
+            host = launch + np.maximum(0.0, host_s - (gpu + launch))
+        else:
+            host = np.maximum(0.0, host_s - gpu)
         return gpu + host, dropped, comm
+
+    def admission_step_s(self, context: np.ndarray, q_tokens, kv_tokens,
+                         engine: int = 0) -> tuple[float, float, tuple]:
+        """(seconds, dropped tokens, (TP, EP, PP) comm seconds) of a window's first iteration: the
+        running sequences each decode one token over ``context`` ``(n,)`` and the admitted requests
+        run ``q_tokens`` over ``kv_tokens`` (ints for one, ``(a,)`` arrays for several), every
+        sequence emitting. :meth:`time_s` of that batch."""
+        n = context.size
+        one = isinstance(q_tokens, int)
+        a = 1 if one else q_tokens.size
+        attn = self.attn.with_prefill_s(context, q_tokens, kv_tokens)
+        if attn is None:  # a one-token prefill, or a profile without the tables: the batch as it is
+            q = np.ones(n + a, np.int64)
+            q[n:] = q_tokens
+            secs, dropped = self.time_s(q, np.concatenate((context, np.atleast_1d(kv_tokens))), n + a, engine)
+            return secs, dropped, self.last_comm_s
+        # time_s of that batch from its scalars (every q_tokens > 1: eager, not a decode-only batch)
+        total = n + (q_tokens if one else int(q_tokens.sum()))
+        gpu, dropped = self._kernel_at(total, n + a, self.s.model.n_layers * attn, engine)
+        return gpu + self._host_at(n + a, False, total, gpu), dropped, self.last_comm_s
 
     def unprice(self, engine: int, iterations: int) -> None:
         """Forget the last ``iterations`` priced for ``engine`` (a decode window cut short): their

@@ -118,7 +118,7 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     kv_per_engine = kv_per_replica * g  # a lock-step group's replicas pool their KV and batch limits
     engines = [EngineState(kv_per_engine, w.max_batch_seqs * g, w.max_batch_tokens * g, w.chunked_prefill,
                            w.kv_admission) for _ in range(n_engines)]
-    records: list[tuple] = []
+    records: list = []  # the iterations' fields, one after another (a flat list converts fastest)
     run = _Run(s, reqs, book, engines, cost, records, spec)
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
     run.play()
@@ -173,7 +173,7 @@ class _Run:
     """The SimPy processes of one serving run (router + one process per engine)."""
 
     def __init__(self, s: Scenario, reqs: Requests, book: RequestBook, engines: list[EngineState],
-                 cost: IterationCost, records: list[tuple], spec: SpecCost | None = None):
+                 cost: IterationCost, records: list, spec: SpecCost | None = None):
         self.s, self.reqs, self.book, self.engines, self.cost, self.records = s, reqs, book, engines, cost, records
         self.spec = spec
         self.env = simpy.Environment()
@@ -211,35 +211,53 @@ class _Run:
             return
         starts = np.flatnonzero(np.r_[True, np.diff(arrival) > 0])
         ends = np.r_[starts[1:], arrival.size]
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            delay = arrival[a] - self.env.now
+        times = arrival[starts].tolist()  # Python floats: the clock's arithmetic stays off numpy scalars
+        rejected = self.book.rejected.tolist()
+        for t, a, b in zip(times, starts.tolist(), ends.tolist()):
+            delay = t - self.env.now
             if delay > 0:
                 yield self.env.timeout(delay)
-            self.deliver(np.arange(a, b))
+            if b - a > 1:
+                self.deliver(np.arange(a, b))
+            elif not rejected[a]:  # one request (Poisson): no arrays
+                self.wake_up(self.route_one(a))
 
     def deliver(self, ids: np.ndarray) -> None:
         """Route the requests ``ids`` arriving now (rejected ones dropped); wake the engines that got work."""
         ids = ids[~self.book.rejected[ids]]
-        touched = self.route(ids)
-        for e in touched:
-            ev = self.wake[e]
-            if ev is not None and not ev.triggered:
-                ev.succeed()
-            elif self.in_window[e]:
-                self.in_window[e] = False
-                self.procs[e].interrupt()
+        for e in self.route(ids):
+            self.wake_up(e)
+
+    def wake_up(self, e: int) -> None:
+        """Engine ``e`` got work: wake it if idle, or cut the window it waits out."""
+        ev = self.wake[e]
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+        elif self.in_window[e]:
+            self.in_window[e] = False
+            self.procs[e].interrupt()
+
+    def route_one(self, i: int) -> int:
+        """Append request ``i`` to an engine's queue (:meth:`route` of one request); returns the engine."""
+        if self.w.router == "round_robin":
+            return next(iter(self.route(np.array([i]))))
+        loads = [eng.outstanding for eng in self.engines]
+        pp = self.s.plan.pp
+        if pp == 1:  # least outstanding; ties to the lowest engine (the heap's first pick)
+            e = loads.index(min(loads))
+        else:  # ties to the lowest replica, then slot
+            e = min(range(len(loads)), key=lambda j: (loads[j], j % pp, j // pp))
+        self.book.engine[i] = e
+        self.engines[e].waiting.append(i)
+        return e
 
     def route(self, ids: np.ndarray) -> set[int]:
         """Append ``ids`` to engines' queues; returns the engines that got work."""
         if ids.size == 0:
             return set()
         n = len(self.engines)
-        if ids.size == 1 and self.w.router != "round_robin":  # one arrival (Poisson): the heap's first pick
-            dp_pp = self.s.plan.pp
-            e = min(range(n), key=lambda i: (self.engines[i].outstanding, i % dp_pp, i // dp_pp))
-            self.book.engine[ids] = e
-            self.engines[e].waiting.append(int(ids[0]))
-            return {e}
+        if ids.size == 1 and self.w.router != "round_robin":  # one arrival: the heap's first pick
+            return {self.route_one(int(ids[0]))}
         dp, pp = self.n_replicas, self.s.plan.pp
         if self.w.router == "round_robin":
             k = self.rr_next + np.arange(ids.size)
@@ -270,6 +288,7 @@ class _Run:
         eng, book, cost, env = self.engines[e], self.book, self.cost, self.env
         pp = self.s.plan.pp
         replica, slot = divmod(e, pp)
+        decoding = False  # known: every running sequence decodes (plan_window need not check)
         while True:
             if not eng.outstanding:
                 self.wake[e] = env.event()
@@ -280,10 +299,12 @@ class _Run:
                 yield env.timeout(self.stage0_free_s[replica] - env.now)
                 continue
             if self.windows:
-                win = plan_window(eng, book, MAX_WINDOW)
+                win = plan_window(eng, book, MAX_WINDOW, min_k=1, decoding=decoding)
                 if win is not None:
-                    yield from self.decode_window(e, win)
+                    yield from self.windows_from(e, win)
+                    decoding = True  # a window leaves every running sequence decoding
                     continue
+            decoding = False
             stall = cost.advance(env.now, replica)  # popularity drift; EPLB weight moves (0 when off)
             if stall > 0:
                 self.stage0_free_s[replica] = env.now + stall
@@ -319,31 +340,60 @@ class _Run:
                 # nothing another process sees changes at its end (no finish): commit now, and play the
                 # decode window that follows in the same event
                 commit(eng, book, batch, end)
-                self.records.append(record)
+                self.records.extend(record)
                 win = plan_window(eng, book, MAX_WINDOW, min_k=1)
                 if win is None:
                     yield env.timeout(dt)
                 else:
-                    yield from self.decode_window(e, win, lead_end_s=end)
+                    yield from self.windows_from(e, win, end)
+                    decoding = True
                 continue
             yield env.timeout(dt)
             commit(eng, book, batch, env.now)
             if self.spec is not None:
                 self.spec.committed(book, batch)
-            self.records.append(record)
+            self.records.extend(record)
+
+    def windows_from(self, e: int, win, lead_end_s: float | None = None):
+        """Play window ``win`` of engine ``e`` (from ``lead_end_s``, or now) and, while an arrival cuts
+        one short during an iteration that finishes nothing, the window that follows that iteration
+        (planned at once, as it starts when the iteration ends). Returns at the time the engine
+        loop goes on."""
+        while True:
+            lead_end_s = yield from self.decode_window(e, win, lead_end_s)
+            if lead_end_s is None:
+                return
+            win = plan_window(self.engines[e], self.book, MAX_WINDOW, min_k=1, decoding=True)
+            if win is None:
+                yield self.env.timeout(exact_delay(self.env.now, lead_end_s))
+                return
 
     def decode_window(self, e: int, win, lead_end_s: float | None = None):
-        """Play the decode window ``win`` of engine ``e`` (``pp == 1``): price its iterations at once,
-        wait for its end or for a request routed here (the router interrupts it), then commit
-        the iterations that started before that arrival. Same records and state as one event per
+        """Play the window ``win`` of engine ``e`` (``pp == 1``): price its iterations at once, wait
+        for its end or for a request routed here (the router interrupts it), then commit the
+        iterations that started before that arrival. Same records and state as one event per
         iteration. ``lead_end_s``: the window starts when an iteration already committed (and
-        recorded) ends, which runs whatever arrives."""
+        recorded) ends, which runs whatever arrives. Returns None, or the end of the iteration that
+        runs when an arrival cuts the window, if nothing finishes by then: its iterations are
+        committed and the next one starts then (``windows_from`` plans it now)."""
         env, cost = self.env, self.cost
         start = env.now if lead_end_s is None else lead_end_s
-        secs, drops, comm = cost.decode_window(win.context, win.k, e)
+        adm = win.admits
         # each iteration ends where SimPy's clock would read after it: sequential float additions
-        ends = np.empty(secs.size + 1)
-        ends[0], ends[1:] = start, secs
+        ends = np.empty(win.k + 1)
+        ends[0] = start
+        comm0 = None
+        if not adm:
+            ends[1:], drops, comm = cost.decode_window(win.context, win.k, e)
+        else:  # iteration 0 admits requests: priced as one step (its skew pick first), then the decode rows
+            running = win.ids.size - len(adm)
+            q, kv = ((adm[0].q_tokens, adm[0].kv_tokens) if len(adm) == 1 else
+                     (np.array([x.q_tokens for x in adm]), np.array([x.kv_tokens for x in adm])))
+            ends[1], drop0, comm0 = cost.admission_step_s(win.context[:running] - 1, q, kv, e)
+            drops, comm = [drop0], comm0
+            if win.k > 1:
+                ends[2:], rest, comm = cost.decode_window(win.context, win.k - 1, e)
+                drops += rest
         ends = np.add.accumulate(ends)[1:]
         self.in_window[e] = True
         try:
@@ -353,20 +403,38 @@ class _Run:
         self.in_window[e] = False
         m = win.k
         if env.now < ends[-1]:  # cut by an arrival: the iterations that started before it ran
-            m = int(np.searchsorted(ends[:-1], env.now)) + (start < env.now)  # starts before now
+            m = int(ends[:-1].searchsorted(env.now)) + (start < env.now)  # starts before now
             m = m if lead_end_s is not None else max(1, m)
             cost.unprice(e, win.k - m)
             last = float(ends[m - 1]) if m else start
+            if m and last > env.now and (win.to_finish is None or m < win.to_finish):
+                # nothing anyone sees changes at its end (no finish): commit now, go on from ``last``
+                self._commit_window(e, win, m, ends[:m].tolist(), start, drops, comm, comm0)
+                return last
             if last > env.now:
                 yield env.timeout(exact_delay(env.now, last))
             if m == 0:
-                return
-        ends_s = ends[:m].tolist()
-        commit_window(self.engines[e], self.book, win, m, ends_s[0], ends_s[-1])
+                return None
+        self._commit_window(e, win, m, ends[:m].tolist(), start, drops, comm, comm0)
+        return None
+
+    def _commit_window(self, e: int, win, m: int, ends_s: list, start: float, drops, comm, comm0) -> None:
+        """Commit the first ``m`` iterations of ``win`` (ending at ``ends_s``) and record them."""
+        adm = win.admits
+        commit_window(self.engines[e], self.book, win, m, ends_s[0], ends_s[-1], start)
         n = win.ids.size
         begin = start
-        for j, (end, dropped) in enumerate(zip(ends_s, drops[:m].tolist())):
-            self.records.append((e, 0, begin, end, n, 0, n, int(win.kv_used[j]), n, 0, 0, dropped,
+        kv_used = win.kv_used[:m].tolist()
+        if adm:  # the admission step's record, as the step-by-step engine writes it
+            ready = sum(x.ready for x in adm)
+            q = sum(x.q_tokens for x in adm)
+            n0 = n - len(adm)
+            self.records.extend((e, 0, begin, ends_s[0], n, q - ready, n0 + ready, kv_used[0], n, 0, 0, drops[0],
+                                 (n0 + q) * self.routed_per_token, ends_s[0], *comm0))
+            begin = ends_s[0]
+        for j in range(bool(adm), m):
+            end = ends_s[j]
+            self.records.extend((e, 0, begin, end, n, 0, n, kv_used[j], n, win.queued, 0, drops[j],
                                  n * self.routed_per_token, end, *comm))
             begin = end
         self.stage0_free_s[e] = ends_s[-1]

@@ -1,83 +1,236 @@
-"""Decode windows: several decode-only iterations of one engine played as one event. Pure numpy.
+"""Decode windows: several iterations of one engine played as one event. Pure numpy.
 
 While an engine's every running sequence is decoding, nothing is queued, the KV pool can give each
 sequence its next slot and no sequence finishes, every iteration schedules the same batch: each
 sequence emits one token over a context one longer than the iteration before. ``plan_window`` finds
 how many such iterations lie ahead (the last may finish sequences); the engine prices them at once
 (``IterationCost.decode_window``), waits once, and ``commit_window`` applies them, exactly as the
-iteration-by-iteration loop (``batching.schedule`` / ``commit``) would. A request routed to the
-engine mid-window cuts it at the first iteration that starts after the arrival (the engine
-process does that). Batches that prefill, admit, preempt, speculate or run in a pipeline or a
-lock-step group take the step-by-step path.
+iteration-by-iteration loop (``batching.schedule`` / ``commit``) would.
+
+A window may also open with the iteration that admits the queued requests (the usual iteration
+after an arrival): when the KV pool and the batch limits take every one and each one's whole
+prefill runs in that iteration, the batch is the running decodes plus those prefills
+(``Admission``), and from the next iteration on they decode with the others. The engine prices that
+first iteration as one step (``IterationCost.admission_step_s``) and the rest as decode rows.
+
+A request routed to the engine mid-window cuts it at the first iteration that starts after the
+arrival (the engine process does that). Batches that run a partial prefill, leave a request queued,
+preempt, speculate or run in a pipeline or a lock-step group take the step-by-step path.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.engine.serving.batching import EngineState, RequestBook, finish
+from moesim.engine.serving.batching import (
+    EngineState,
+    RequestBook,
+    admissible,
+    admission_of,
+    finish,
+)
 
 #: Most iterations one window covers (bounds the work lost when an arrival cuts it short).
 MAX_WINDOW = 256
+_STEPS = np.arange(1, MAX_WINDOW + 1)  # iteration numbers 1..k of a window
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
+class Admission:
+    """A queued request a window's first iteration admits; its whole remaining prefill runs then
+    (read-only by convention, as :class:`DecodeWindow`)."""
+
+    id: int
+    q_tokens: int  # tokens it runs in the first iteration (1 when its KV arrived whole: it decodes)
+    kv_tokens: int  # its context after the first iteration (what attention reads)
+    reserve: int  # KV slots its admission reserves
+    ready: bool  # its KV arrived whole (disaggregated decode pool): the first iteration decodes it
+
+
+@dataclass(slots=True)
 class DecodeWindow:
-    """``k`` decode-only iterations of the batch ``ids`` (the engine's running set, in order)."""
+    """``k`` iterations of the batch ``ids`` (the engine's running set in order, then the admitted
+    requests). Read-only by convention (not frozen: one is made per arrival, and frozen ones cost more).
+
+    Without ``admits`` every iteration decodes every sequence. With them, iteration 0 decodes the
+    running sequences and runs the admitted requests' prefills; the ``k - 1`` decode rows follow.
+    """
 
     ids: np.ndarray  # (n,) request ids
-    context: np.ndarray  # (n,) context each sequence attends over in the first iteration (ctx + 1)
+    context: np.ndarray  # (n,) context each sequence attends over in the first decode row
     kv_used: np.ndarray  # (k,) KV slots reserved in the pool after each iteration's scheduling
     k: int
+    to_finish: int | None = None  # iterations until the first sequence finishes (None: not known)
+    admits: tuple = ()  # the Admissions of iteration 0, in queue order
+    queued: int = 0  # requests queued throughout (none can be admitted before the window ends)
+
+    @property
+    def decode_rows(self) -> int:
+        """Iterations that decode every sequence of ``ids``."""
+        return self.k - bool(self.admits)
 
 
-def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW, min_k: int = 2) -> DecodeWindow | None:
-    """The decode window starting at the engine's next iteration, or None (fewer than ``min_k`` iterations).
+def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW, min_k: int = 2,
+                decoding: bool = False) -> DecodeWindow | None:
+    """The window starting at the engine's next iteration, or None (fewer than ``min_k`` iterations;
+    a window that admits may hold one).
 
     ``k`` stops at the first iteration that finishes a sequence (included), at the first whose KV
-    growth the pool cannot give (excluded: it would preempt), and at ``max_k``.
+    growth the pool cannot give (excluded: it would preempt), and at ``max_k``. With requests queued
+    the window opens with their admission when ``schedule`` would admit every one whole.
+    ``decoding``: the caller knows every running sequence decodes (it committed a window since
+    the last ``schedule``), which spares the check.
     """
     ids = eng.running
     n = ids.size
-    if eng.waiting or n == 0 or n > eng.max_batch_tokens:
+    queued = len(eng.waiting)
+    if n > eng.max_batch_tokens or (n == 0 and not queued):
         return None
     # every sequence decodes one token a step (windows run without speculative decoding)
-    if (book.prefilled[ids] < book.target[ids]).any():
+    if n and not decoding and np.logical_or.reduce(book.prefilled[ids] < book.target[ids]):
         return None
-    k = min(int((book.output[ids] - book.generated[ids]).min()), max_k)
+    if queued:
+        win = _admission_window(eng, book, ids, max_k)
+        if win is not _BLOCKED:
+            return win
+        if not n:
+            return None
+        # the queue's head cannot be admitted, nor can it be later in the window: the KV left only
+        # shrinks as the decodes grow, and the batch limits hold until a sequence finishes
+    to_finish = int(np.minimum.reduce(book.output[ids] - book.generated[ids]))
+    k = min(to_finish, max_k)
     if k < min_k:
         return None
     ctx, kv = book.ctx[ids], book.kv[ids]
-    # KV each sequence holds after iteration j's scheduling (j = 1..k): its next slot reserved
-    # (prompt mode), or already (full mode reserved the output at admission): max(kv, ctx + j)
-    gap = ctx - kv
-    if int(gap.min()) >= -1:  # no sequence holds slots ahead: each grows by one a step (exact ints)
-        used = eng.kv_used_tokens + int(gap.sum()) + n * np.arange(1, k + 1)
-    else:
-        held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
-        used = eng.kv_used_tokens + (held - kv[None, :]).sum(axis=1)
+    used = _kv_used(eng.kv_used_tokens, ctx, kv, k)
     if used[-1] > eng.kv_capacity_tokens:  # ``used`` never falls: the first misfit ends the window
         k = int(np.argmax(used > eng.kv_capacity_tokens))
         if k < min_k:
             return None
         used = used[:k]
-    return DecodeWindow(ids, ctx + 1, used, k)
+    return DecodeWindow(ids, ctx + 1, used, k, to_finish, queued=queued)
+
+
+#: ``_admission_window``'s answer when ``schedule`` would admit nothing (the queue stays as it is).
+_BLOCKED = object()
+
+
+def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int) -> np.ndarray:
+    """KV slots reserved after each of ``k`` decode iterations' scheduling (``used_s`` before them):
+    each sequence holds ``max(kv, ctx + j)`` after iteration ``j`` (``j = 1..k``): its next slot
+    reserved (prompt mode), or already (full mode reserved the output at admission)."""
+    gap = ctx - kv
+    if int(np.minimum.reduce(gap)) >= -1:  # no sequence holds slots ahead: each grows by one a step (exact ints)
+        return (used_s + int(np.add.reduce(gap))) + ctx.size * (_STEPS[:k] if k <= MAX_WINDOW else np.arange(1, k + 1))
+    held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
+    return used_s + (held - kv[None, :]).sum(axis=1)
+
+
+def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_k: int):
+    """The window whose first iteration admits every queued request (running ``ids`` all decode),
+    ``_BLOCKED`` when ``schedule`` would admit none, or None where it would do otherwise: preempt,
+    admit some and leave others queued, or prefill only a chunk. Admission follows ``batching``
+    (``admissible``), on ints for one request (this runs once per arrival)."""
+    n, queued = ids.size, len(eng.waiting)
+    ctx, kv = book.ctx[ids], book.kv[ids]
+    short = ctx + 1 - kv  # slots each decode lacks for its next token
+    need = int(np.add.reduce(np.maximum(short, 0)))
+    free = eng.kv_capacity_tokens - eng.kv_used_tokens - need
+    budget = eng.max_batch_tokens - n
+    if free < 0:  # schedule would preempt
+        return None
+    if budget <= 0 or eng.max_batch_seqs - n <= 0:
+        return _BLOCKED
+    if queued == 1:  # the usual arrival: ``admissible``'s rules on ints
+        fits = admission_of(eng, book, eng.waiting[0], budget, free, prefilling=False)
+        if fits is None:
+            return _BLOCKED
+        cands, takes, reserves = [int(eng.waiting[0])], [fits[0]], [fits[1]]
+    else:
+        cand, take, reserve = admissible(eng, book, eng.max_batch_seqs - n, budget, free, prefilling=False)
+        if cand.size < queued:  # none admitted, or some left queued (the step path)
+            return _BLOCKED if cand.size == 0 else None
+        cands, takes, reserves = cand.tolist(), take.tolist(), reserve.tolist()
+    admits, before, to_finish = [], 0, 1 << 62
+    for c, take, reserve in zip(cands, takes, reserves):
+        target, prefilled = int(book.target[c]), int(book.prefilled[c])
+        ready = prefilled >= target  # its KV arrived whole (disaggregated decode pool): it decodes
+        chunk = min(max(budget - before, 0), take) if eng.chunked_prefill else take  # ``_admission_chunks``
+        if (ready and queued > 1) or (not ready and prefilled + chunk < target):
+            return None  # one-token rows among prefills (the scheduler prices them), or a chunk goes on next iteration
+        admits.append(Admission(c, chunk, int(book.ctx[c]) + chunk, reserve, ready))
+        before += take
+        # every sequence emits a token in iteration 0 (an admitted one its first, or a decode if ready)
+        to_finish = min(to_finish, int(book.output[c]) - int(book.generated[c]))
+    reserved = sum(reserves)
+    if n:
+        to_finish = min(to_finish, int(np.minimum.reduce(book.output[ids] - book.generated[ids])))
+    k = min(to_finish, max_k)
+    a = len(admits)
+    kv_adm = np.array([x.kv_tokens for x in admits]) if a > 1 else admits[0].kv_tokens
+    res_adm = np.array([x.reserve for x in admits]) if a > 1 else admits[0].reserve
+    used = np.empty(k, np.int64)
+    used[0] = eng.kv_used_tokens + need + reserved
+    # decode rows j = 1..k-1 from the state after iteration 0: a running sequence holds
+    # max(kv, ctx + 1 + j), an admitted one max(reserve, kv_tokens + j) (``_kv_used``)
+    if k > 1:
+        ahead = kv_adm - res_adm  # slots an admitted one lacks (< 0: holds ahead)
+        ahead_min, ahead_sum = (ahead, ahead) if a == 1 else (int(ahead.min()), int(ahead.sum()))
+        if (not n or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:  # each grows by one a step
+            gap = int(np.add.reduce(np.minimum(short, 0))) + ahead_sum
+            used[1:] = (int(used[0]) + gap) + (n + a) * _STEPS[:k - 1]
+        else:
+            used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(np.maximum(kv, ctx + 1), res_adm), k - 1)
+        if used[-1] > eng.kv_capacity_tokens:  # the first decode row that would preempt ends it
+            k = int(np.argmax(used > eng.kv_capacity_tokens))
+            used = used[:k]
+    context = _extend(ctx + 2, kv_adm + 1)  # of the first decode row
+    new_ids = _extend(ids, np.array([x.id for x in admits]) if a > 1 else admits[0].id)
+    return DecodeWindow(new_ids, context, used, k, to_finish, tuple(admits))
+
+
+def _extend(a: np.ndarray, x) -> np.ndarray:
+    """``a`` followed by ``x`` (an int or an array)."""
+    return _append(a, x) if isinstance(x, int) else np.concatenate((a, x))
+
+
+def _append(a: np.ndarray, x: int) -> np.ndarray:
+    """``a`` with ``x`` after its last element (``np.append`` without its conversions)."""
+    out = np.empty(a.size + 1, a.dtype)
+    out[:-1] = a
+    out[-1] = x
+    return out
 
 
 def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int,
-                  first_end_s: float, end_s: float) -> np.ndarray:
-    """Apply the first ``m`` iterations of ``win`` (the last ending at ``end_s``, the first at
-    ``first_end_s``); returns the ids that finished. Mutates ``eng`` and ``book`` as ``m`` rounds of
-    ``schedule`` + ``commit`` would."""
+                  first_end_s: float, end_s: float, start_s: float = np.nan) -> np.ndarray:
+    """Apply the first ``m`` iterations of ``win`` (the first starting at ``start_s`` and ending at
+    ``first_end_s``, the last ending at ``end_s``); returns the ids that finished. Mutates ``eng``
+    and ``book`` as ``m`` rounds of ``schedule`` + ``commit`` would."""
     ids = win.ids
-    book.kv[ids] = np.maximum(book.kv[ids], book.ctx[ids] + m)
-    book.ctx[ids] += m
+    for a in win.admits:  # iteration 0 admitted it: its prefill ran (ctx grew by the chunk, not by 1)
+        eng.waiting.popleft()
+        book.admitted_s[a.id] = np.fmin(book.admitted_s[a.id], start_s)  # a preempted request keeps its first
+        book.kv[a.id] = a.reserve
+        book.ctx[a.id] = a.kv_tokens - 1
+        if not a.ready:
+            book.prefilled[a.id] = book.target[a.id]
+        # its first token (unless a preemption made it recompute): every other sequence of a window
+        # has emitted one, in the iteration that completed its prefill
+        if math.isnan(book.first_token_s[a.id]):
+            book.first_token_s[a.id] = first_end_s
+    if win.admits:
+        eng.running = ids
+    ctx = book.ctx[ids] + m
+    book.kv[ids] = np.maximum(book.kv[ids], ctx)
+    book.ctx[ids] = ctx
     book.generated[ids] += m
     eng.kv_used_tokens = int(win.kv_used[m - 1])
-    first = ids[np.isnan(book.first_token_s[ids])]
-    book.first_token_s[first] = first_end_s
+    if win.to_finish is not None and m < win.to_finish:  # none has emitted its last token
+        return ids[:0]
     return finish(eng, book, ids, end_s)
 
 
@@ -85,7 +238,7 @@ def exact_delay(now_s: float, target_s: float) -> float:
     """A delay ``d`` with ``now_s + d == target_s`` in floating point (SimPy adds delays to now)."""
     d = target_s - now_s
     while now_s + d < target_s:
-        d = float(np.nextafter(d, np.inf))
+        d = math.nextafter(d, math.inf)
     while now_s + d > target_s:
-        d = float(np.nextafter(d, -np.inf))
+        d = math.nextafter(d, -math.inf)
     return d
