@@ -144,10 +144,11 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
         return None
     if budget <= 0 or eng.max_batch_seqs - n <= 0:
         return _BLOCKED
-    if queued == 1:  # the usual arrival: ``admissible``'s rules on ints
-        fits = admission_of(eng, book, eng.waiting[0], budget, free, prefilling=False)
-        if fits is None:
-            return _BLOCKED
+    # ``admissible``'s rules on ints for the queue's head: none is admitted when it is not
+    fits = admission_of(eng, book, eng.waiting[0], budget, free, prefilling=False)
+    if fits is None:
+        return _BLOCKED
+    if queued == 1:  # the usual arrival
         cands, takes, reserves = [int(eng.waiting[0])], [fits[0]], [fits[1]]
     else:
         cand, take, reserve = admissible(eng, book, eng.max_batch_seqs - n, budget, free, prefilling=False)
