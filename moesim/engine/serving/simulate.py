@@ -123,6 +123,11 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
     run.play()
     iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
+    # one order whatever the order of the events that recorded them (sums over it are then the
+    # same bit for bit with windows on or off): by replica, slot, start
+    c = ITERATION_COLUMNS
+    iterations = iterations[np.lexsort((iterations[:, c.index("start_s")], iterations[:, c.index("slot")],
+                                        iterations[:, c.index("replica")]))]
     return PoolRun(iterations, cost, spec, kv_per_engine, run.eplb_stall_s)
 
 
