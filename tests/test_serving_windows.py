@@ -73,6 +73,26 @@ def test_windows_match_when_the_kv_pool_runs_out_and_preempts():
     assert result.summary["preemptions"] > 0  # the case under test happened
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads(seed):
+    """Random small plans (batch limits, chunked or whole prefills, KV admission, a tight KV pool,
+    prefix caching, arrival rate, router): windows on and off give the same run."""
+    rng = np.random.default_rng(seed)
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    workload = {"max_batch_seqs": pick([4, 16, 64]), "max_batch_tokens": pick([1024, 2048, 4096]),
+                "chunked_prefill": pick([True, False]), "kv_admission": pick(["prompt", "full"]),
+                "prefix_cache_hit": pick([0.0, 0.5]), "router": pick(["least_loaded", "round_robin"]),
+                "arrival": {"rate_per_s": pick([10.0, 80.0, 400.0])}}
+    dp = pick([1, 2])
+    s = _scenario("mixtral-8x7b-h100-serve-online", 120, workload=workload, plan={"dp": dp},
+                  hardware={"device": {"mem_gib": pick([47, 80])}, "node": {"devices_per_node": dp}})
+    result = _assert_same_run(s, seed)
+    assert result.summary["served_requests"] > 0
+
+
 # ---------------------------------------------------------------- the pieces
 def _decoding_engine(ctx, left, kv=None, capacity=10_000):
     """An engine whose running sequences decode: contexts ``ctx``, ``left`` tokens still to emit."""
