@@ -5,6 +5,8 @@ pool's plan, grains and devices, the separable estimate and the whole-plan re-ch
 per pool plan (``kind`` "prefill pool" / "decode pool": its grain, requests/s per device at capacity
 under its part of the SLO, or why it was pruned). ``best.yaml``: the best whole plan as a scenario
 for ``moesim simulate``, Poisson arrivals at its capacity (the re-checked one when re-checked).
+``pareto.png``: the ranked whole plans, output tokens/s per device against tokens/s per user
+(:func:`pareto_points`).
 """
 
 from __future__ import annotations
@@ -89,13 +91,42 @@ def best_scenario(outcome: DisaggOutcome) -> dict | None:
     return data
 
 
+def pareto_points(outcome: DisaggOutcome) -> list[dict[str, Any]]:
+    """Ranked whole plans as (x, y, label, frontier): tokens/s per user (1 / mean TPOT) against output
+    tokens/s per device at capacity, both larger is better. A re-checked plan gives the re-check's
+    figures; the others the estimate's: the decode pool's mean TPOT at its capacity, and the split's
+    capacity x the workload's mean output tokens over the plan's devices."""
+    from moesim.plan_report import add_point, mark_frontier, per_user_tok_s
+
+    best, tok, pts = outcome.best, outcome.space.output_tokens_per_request, []
+    for x in outcome.ranked():
+        if x.checked:
+            xv, yv = per_user_tok_s(x.row.get("tpot_mean_s")), x.row.get("tokens_per_s_per_device_at_capacity")
+        else:
+            xv = per_user_tok_s((x.decode.row or {}).get("tpot_mean_s"))
+            yv = x.split.capacity_req_s * tok / x.devices
+        add_point(pts, xv, yv, x.label, x is best)
+    return mark_frontier(pts)
+
+
+def plot_pareto(outcome: DisaggOutcome, base: Path) -> list[Path]:
+    """``pareto.png`` of the ranked whole plans ([] when none was ranked)."""
+    from moesim.plan_report import draw_pareto
+
+    title = (f"{outcome.space.raw.get('name', '')}: disaggregated plans at capacity ({outcome.slo_text})\n"
+             "estimates from the pools; plans re-checked whole at the whole run's figures")
+    return draw_pareto(pareto_points(outcome), title, "tokens/s per user (1 / mean TPOT at capacity)",
+                       "output tokens/s per device at capacity", base)
+
+
 def write_outputs(outcome: DisaggOutcome, out_dir: Path) -> list[Path]:
-    """plans.csv, plans.json and best.yaml (checked to load back) in ``out_dir``."""
+    """plans.csv, plans.json, pareto.png and best.yaml (checked to load back) in ``out_dir``."""
     from moesim.loader import load_scenario
     from moesim.plan_report import write_plan_rows
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_plan_rows(outcome, all_rows(outcome), counts(outcome), "serving-disaggregated", out_dir)
+    paths += plot_pareto(outcome, out_dir / "pareto")
     data = best_scenario(outcome)
     if data is not None:
         path = out_dir / "best.yaml"

@@ -182,33 +182,62 @@ def pareto_points(outcome: PlanOutcome) -> list[dict[str, Any]]:
         if outcome.space.training:
             x, y = r.get("step_time_s"), r.get("usd_per_mtok")
         else:
-            tpot = r.get("tpot_mean_s")
-            x = 1.0 / tpot if isinstance(tpot, (int, float)) and tpot > 0 else None
-            y = r.get("tokens_per_s_per_device_at_capacity")
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y):
-            pts.append({"x": float(x), "y": float(y), "label": u.label, "best": best is not None and u is best[1]})
-    sign = -1.0 if outcome.space.training else 1.0  # maximise sign*x and sign*y
-    for p in pts:
-        p["frontier"] = not any(sign * q["x"] >= sign * p["x"] and sign * q["y"] >= sign * p["y"]
-                                and (q["x"], q["y"]) != (p["x"], p["y"]) for q in pts)
+            x, y = per_user_tok_s(r.get("tpot_mean_s")), r.get("tokens_per_s_per_device_at_capacity")
+        add_point(pts, x, y, u.label, best is not None and u is best[1])
+    return mark_frontier(pts, maximise=not outcome.space.training)
+
+
+def per_user_tok_s(tpot_s) -> float | None:
+    """Tokens/s one user sees: 1 / mean TPOT (None where there is none)."""
+    return 1.0 / tpot_s if isinstance(tpot_s, (int, float)) and tpot_s > 0 else None
+
+
+def add_point(pts: list, x, y, label: str, best: bool) -> None:
+    """Append a plot point when both coordinates are finite numbers."""
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y):
+        pts.append({"x": float(x), "y": float(y), "label": label, "best": best})
+
+
+def mark_frontier(pts: list[dict[str, Any]], maximise: bool = True) -> list[dict[str, Any]]:
+    """Set ``frontier`` on each point: no other point is at least as good on both axes (and differs);
+    larger is better when ``maximise``, else smaller. One sort and a sweep (searches ranking
+    thousands of plans plot them all)."""
+    sign = 1.0 if maximise else -1.0
+    order = sorted(range(len(pts)), key=lambda i: (-sign * pts[i]["x"], -sign * pts[i]["y"]))
+    best_y, i = -math.inf, 0
+    while i < len(order):  # a group of equal points is judged against the better groups before it
+        p = pts[order[i]]
+        j = i
+        while j < len(order) and (pts[order[j]]["x"], pts[order[j]]["y"]) == (p["x"], p["y"]):
+            pts[order[j]]["frontier"] = sign * p["y"] > best_y
+            j += 1
+        best_y = max(best_y, sign * p["y"])
+        i = j
     return pts
 
 
 def plot_pareto(outcome: PlanOutcome, base: Path) -> list[Path]:
     """The Pareto PNG (matplotlib imported here only); [] when nothing was evaluated."""
-    pts = pareto_points(outcome)
+    training = outcome.space.training
+    what = "cost vs step time" if training else f"throughput vs interactivity at capacity ({outcome.slo_text})"
+    shown = "every valid plan" if outcome.exhaustive else "plans the search evaluated (pruned ones not shown)"
+    axes = (("step time (s)", "cost ($ per 1M tokens)") if training else
+            ("tokens/s per user (1 / mean TPOT at capacity)", "output tokens/s per device at capacity"))
+    return draw_pareto(pareto_points(outcome), f"{outcome.space.raw.get('name', '')}: {what}\n{shown}", *axes, base)
+
+
+def draw_pareto(pts: list[dict[str, Any]], title: str, xlabel: str, ylabel: str, base: Path) -> list[Path]:
+    """Draw ``pts`` (from :func:`mark_frontier`): every plan in grey, the frontier joined, the best
+    starred; [] when there is no point."""
     if not pts:
         return []
     from matplotlib.figure import Figure
 
     from moesim.plots import save_figure
 
-    training = outcome.space.training
-    what = "cost vs step time" if training else f"throughput vs interactivity at capacity ({outcome.slo_text})"
-    shown = "every valid plan" if outcome.exhaustive else "plans the search evaluated (pruned ones not shown)"
     fig = Figure(figsize=(7.5, 5.0), layout="constrained")  # the house style of moesim.plots
     ax = fig.add_subplot()
-    ax.set_title(f"{outcome.space.raw.get('name', '')}: {what}\n{shown}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.scatter([p["x"] for p in pts], [p["y"] for p in pts], s=14, color="0.65", label="evaluated plans")
     front = sorted((p for p in pts if p["frontier"]), key=lambda p: p["x"])
@@ -216,16 +245,16 @@ def plot_pareto(outcome: PlanOutcome, base: Path) -> list[Path]:
     for p in (p for p in pts if p["best"]):
         ax.scatter([p["x"]], [p["y"]], s=120, marker="*", color="C3", zorder=3, label=f"best: {p['label']}")
     mid = (min(p["x"] for p in pts) + max(p["x"] for p in pts)) / 2
-    for p in front[:12]:  # labels point inwards so none runs off the axes
-        right = p["x"] > mid
-        ax.annotate(p["label"], (p["x"], p["y"]), fontsize=6, xytext=(-4 if right else 4, 3),
+    alike: dict[tuple[float, float], list[str]] = {}  # plans tied on both axes share one label
+    for p in front:
+        alike.setdefault((p["x"], p["y"]), []).append(p["label"])
+    for (x, y), labels in list(alike.items())[:12]:  # labels point inwards so none runs off the axes
+        right = x > mid
+        text = labels[0] + (f" (+{len(labels) - 1} alike)" if len(labels) > 1 else "")
+        ax.annotate(text, (x, y), fontsize=6, xytext=(-4 if right else 4, 3),
                     textcoords="offset points", ha="right" if right else "left")
-    if training:
-        ax.set_xlabel("step time (s)")
-        ax.set_ylabel("cost ($ per 1M tokens)")
-    else:
-        ax.set_xlabel("tokens/s per user (1 / mean TPOT at capacity)")
-        ax.set_ylabel("output tokens/s per device at capacity")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return save_figure(fig, base, ["png"])
 

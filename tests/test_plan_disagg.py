@@ -126,6 +126,23 @@ def test_rows_show_each_pool_and_the_split(brute):
     assert len(pools) == len(brute.space.pools) and all(r["req_s_per_device"] > 0 for r in pools)
 
 
+def test_pareto_points_of_disaggregated_plans(brute):
+    """One point per ranked whole plan, from its re-check when it ran, else from its estimate; the
+    frontier is not dominated and the best plan is starred."""
+    from moesim.plan_disagg_report import pareto_points
+
+    pts = pareto_points(brute)
+    ranked = brute.ranked()
+    assert len(pts) == len(ranked) and sum(p["best"] for p in pts) == 1
+    x = ranked[-1]  # an estimate's point: the split's rate x mean output tokens over the devices
+    p = next(p for p in pts if p["label"] == x.label)
+    assert not x.checked  # the brute force re-checks nothing (verify 0)
+    assert p["y"] == pytest.approx(x.split.capacity_req_s * brute.space.output_tokens_per_request / x.devices)
+    assert p["x"] == pytest.approx(1.0 / x.decode.row["tpot_mean_s"])
+    front = [p for p in pts if p["frontier"]]
+    assert front and all(not any(q["x"] > p["x"] and q["y"] > p["y"] for q in pts) for p in front)
+
+
 # ------------------------------------------------------------------------------ the command
 def test_cli_best_yaml_reloads_and_its_verified_capacity_holds(disagg_yaml, tmp_path, capsys, brute):
     out = tmp_path / "out"
@@ -138,7 +155,7 @@ def test_cli_best_yaml_reloads_and_its_verified_capacity_holds(disagg_yaml, tmp_
     assert best["checked_on_devices"] == best["devices"] and best["capacity_whole_req_s"] > 0
     assert math.isfinite(best["estimate_objective"]) and math.isfinite(best["whole_plan_objective"])
     assert best["capacity_estimate_req_s"] == pytest.approx(best["capacity_whole_req_s"], rel=0.25)  # the gap shown
-    for name in ("plans.csv", "plans.json", "best.yaml", "results.jsonl"):
+    for name in ("plans.csv", "plans.json", "pareto.png", "best.yaml", "results.jsonl"):
         assert (out / name).exists(), name
     s = load_scenario(out / "best.yaml")
     d = s.workload.disaggregation

@@ -129,6 +129,25 @@ def test_ranked_rows_are_sorted_and_scale_with_replicas(brute):
     assert all(len(v) == 1 for v in per_replica.values())  # capacity = replicas x one replica's
 
 
+@pytest.mark.parametrize("maximise", [True, False])
+def test_frontier_matches_its_definition_on_points_with_ties(maximise):
+    """The sort-and-sweep frontier flags exactly the points no other (different) point is at least
+    as good as on both axes."""
+    import random
+
+    from moesim.plan_report import mark_frontier
+
+    sign = 1 if maximise else -1
+    for trial in range(50):
+        rnd = random.Random(trial)
+        pts = [{"x": float(rnd.randint(0, 5)), "y": float(rnd.randint(0, 5))} for _ in range(rnd.randint(1, 30))]
+        mark_frontier(pts, maximise)
+        for p in pts:
+            dominated = any(sign * q["x"] >= sign * p["x"] and sign * q["y"] >= sign * p["y"]
+                            and (q["x"], q["y"]) != (p["x"], p["y"]) for q in pts)
+            assert p["frontier"] is not dominated
+
+
 def test_pareto_frontier_is_not_dominated(brute):
     pts = pareto_points(brute)
     front = [p for p in pts if p["frontier"]]
