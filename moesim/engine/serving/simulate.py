@@ -228,7 +228,7 @@ class _Run(Router):
                 yield env.timeout(self.stage0_free_s[replica] - env.now)
                 continue
             if self.windows:
-                win = plan_window(eng, book, MAX_WINDOW, min_k=1, decoding=decoding)
+                win = plan_window(eng, book, MAX_WINDOW, decoding=decoding)
                 if win is not None:
                     yield from self.windows_from(e, win)
                     decoding = True  # a window leaves every running sequence decoding
@@ -270,7 +270,7 @@ class _Run(Router):
                 # decode window that follows in the same event
                 commit(eng, book, batch, end)
                 self.records.extend(record)
-                win = plan_window(eng, book, MAX_WINDOW, min_k=1)
+                win = plan_window(eng, book, MAX_WINDOW)
                 if win is None:
                     yield env.timeout(dt)
                 else:
@@ -292,7 +292,7 @@ class _Run(Router):
             lead_end_s = yield from self.decode_window(e, win, lead_end_s)
             if lead_end_s is None:
                 return
-            win = plan_window(self.engines[e], self.book, MAX_WINDOW, min_k=1, decoding=True)
+            win = plan_window(self.engines[e], self.book, MAX_WINDOW, decoding=True)
             if win is None:
                 yield self.env.timeout(exact_delay(self.env.now, lead_end_s))
                 return

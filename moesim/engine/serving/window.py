@@ -1,8 +1,8 @@
 """Decode windows: several iterations of one engine played as one event. Pure numpy.
 
-While an engine's every running sequence is decoding, nothing is queued, the KV pool can give each
-sequence its next slot and no sequence finishes, every iteration schedules the same batch: each
-sequence emits one token over a context one longer than the iteration before. ``plan_window`` finds
+While an engine's every running sequence is decoding, nothing queued can be admitted, the KV pool
+can give each sequence its next slot and no sequence finishes, every iteration schedules the same
+batch: each sequence emits one token over a context one longer than the iteration before. ``plan_window`` finds
 how many such iterations lie ahead (the last may finish sequences); the engine prices them at once
 (``IterationCost.decode_window``), waits once, and ``commit_window`` applies them, exactly as the
 iteration-by-iteration loop (``batching.schedule`` / ``commit``) would.
@@ -67,16 +67,11 @@ class DecodeWindow:
     admits: tuple = ()  # the Admissions of iteration 0, in queue order
     queued: int = 0  # requests queued throughout (none can be admitted before the window ends)
 
-    @property
-    def decode_rows(self) -> int:
-        """Iterations that decode every sequence of ``ids``."""
-        return self.k - bool(self.admits)
 
-
-def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW, min_k: int = 2,
+def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW,
                 decoding: bool = False) -> DecodeWindow | None:
-    """The window starting at the engine's next iteration, or None (fewer than ``min_k`` iterations;
-    a window that admits may hold one).
+    """The window starting at the engine's next iteration, or None where that iteration is not one
+    (it prefills part of a prompt, admits part of the queue, preempts, or the KV pool is full).
 
     ``k`` stops at the first iteration that finishes a sequence (included), at the first whose KV
     growth the pool cannot give (excluded: it would preempt), and at ``max_k``. With requests queued
@@ -102,13 +97,11 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW, mi
         # shrinks as the decodes grow, and the batch limits hold until a sequence finishes
     to_finish = int(np.minimum.reduce(book.output[ids] - book.generated[ids]))
     k = min(to_finish, max_k)
-    if k < min_k:
-        return None
     ctx, kv = book.ctx[ids], book.kv[ids]
     used = _kv_used(eng.kv_used_tokens, ctx, kv, k)
     if used[-1] > eng.kv_capacity_tokens:  # ``used`` never falls: the first misfit ends the window
         k = int(np.argmax(used > eng.kv_capacity_tokens))
-        if k < min_k:
+        if k == 0:  # the next iteration would preempt
             return None
         used = used[:k]
     return DecodeWindow(ids, ctx + 1, used, k, to_finish, queued=queued)
