@@ -30,6 +30,14 @@ from moesim.plan_search import search, stored_runs
 SCENARIO = ROOT / "scenarios" / "mixtral-8x7b-h100-serve-online.yaml"
 
 
+def print_run_times(runs: list[dict], stages) -> None:
+    """Per ``(level, name)`` of ``stages``: how many stored runs, their median and summed wall seconds."""
+    for level, stage in stages:
+        secs = [r["sim_wall_s"] for r in runs if r.get("sim_wall_s") is not None and r.get("level") == level]
+        if secs:
+            print(f"  {stage}: {len(secs)} runs, median {statistics.median(secs):.2f} s, sum {sum(secs):.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -52,10 +60,7 @@ def main() -> None:
     print(f"simulated: {n['simulated']} candidates ({', '.join(f'{k} {v}' for k, v in n['evaluated'].items())}) "
           f"in {n['units_evaluated']} capacity searches to the end")
     print("runs: " + ", ".join(f"{k} {v}" for k, v in sorted(n["runs"].items())))
-    for level, stage in ((1, "saturation"), (2, "capacity"), (3, "re-check")):
-        secs = [r["sim_wall_s"] for r in runs if r.get("sim_wall_s") is not None and r.get("level") == level]
-        if secs:
-            print(f"  {stage}: {len(secs)} runs, median {statistics.median(secs):.2f} s, sum {sum(secs):.1f} s")
+    print_run_times(runs, ((1, "saturation"), (2, "capacity"), (3, "re-check")))
     print(f"wall: {wall:.1f} s on {args.workers} workers (enumeration and screening {t_prepare:.1f} s)")
     best = outcome.best
     if best is not None:

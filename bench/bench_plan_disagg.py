@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_plan import print_run_times  # a script beside this one
 
 from moesim.plan_options import prepare
 from moesim.plan_report import counts
@@ -74,10 +75,7 @@ def main() -> None:
     print(f"whole plans pruned: {n['pruned_total']} ({fmt(n['pruned'])}); evaluated: {n['simulated']} ({fmt(n['evaluated'])})")
     print(f"pool plans: {fmt({**n['pool_plans_pruned'], **n['pool_plans_evaluated']})}")
     print(f"runs: {fmt(n['runs'])}")
-    for level, stage in ((2, "pool capacity"), (3, "whole re-check")):
-        secs = [r["sim_wall_s"] for r in runs if r.get("sim_wall_s") is not None and r.get("level") == level]
-        if secs:
-            print(f"  {stage}: {len(secs)} runs, median {statistics.median(secs):.2f} s, sum {sum(secs):.1f} s")
+    print_run_times(runs, ((2, "pool capacity"), (3, "whole re-check")))
     print(f"wall: {wall:.1f} s on {args.workers} workers (enumeration and screening {t_prepare:.1f} s)")
     best = outcome.best
     if best is not None:

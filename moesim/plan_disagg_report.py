@@ -111,12 +111,11 @@ def pareto_points(outcome: DisaggOutcome) -> list[dict[str, Any]]:
 
 def plot_pareto(outcome: DisaggOutcome, base: Path) -> list[Path]:
     """``pareto.png`` of the ranked whole plans ([] when none was ranked)."""
-    from moesim.plan_report import draw_pareto
+    from moesim.plan_report import SERVING_AXES, draw_pareto
 
     title = (f"{outcome.space.raw.get('name', '')}: disaggregated plans at capacity ({outcome.slo_text})\n"
              "estimates from the pools; plans re-checked whole at the whole run's figures")
-    return draw_pareto(pareto_points(outcome), title, "tokens/s per user (1 / mean TPOT at capacity)",
-                       "output tokens/s per device at capacity", base)
+    return draw_pareto(pareto_points(outcome), title, *SERVING_AXES, base)
 
 
 def write_outputs(outcome: DisaggOutcome, out_dir: Path) -> list[Path]:

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,10 @@ def pareto_points(outcome: PlanOutcome) -> list[dict[str, Any]]:
     return mark_frontier(pts, maximise=not outcome.space.training)
 
 
+#: Axis labels of a serving Pareto plot (x, y).
+SERVING_AXES = ("tokens/s per user (1 / mean TPOT at capacity)", "output tokens/s per device at capacity")
+
+
 def per_user_tok_s(tpot_s) -> float | None:
     """Tokens/s one user sees: 1 / mean TPOT (None where there is none)."""
     return 1.0 / tpot_s if isinstance(tpot_s, (int, float)) and tpot_s > 0 else None
@@ -203,16 +208,14 @@ def mark_frontier(pts: list[dict[str, Any]], maximise: bool = True) -> list[dict
     larger is better when ``maximise``, else smaller. One sort and a sweep (searches ranking
     thousands of plans plot them all)."""
     sign = 1.0 if maximise else -1.0
-    order = sorted(range(len(pts)), key=lambda i: (-sign * pts[i]["x"], -sign * pts[i]["y"]))
-    best_y, i = -math.inf, 0
-    while i < len(order):  # a group of equal points is judged against the better groups before it
-        p = pts[order[i]]
-        j = i
-        while j < len(order) and (pts[order[j]]["x"], pts[order[j]]["y"]) == (p["x"], p["y"]):
-            pts[order[j]]["frontier"] = sign * p["y"] > best_y
-            j += 1
-        best_y = max(best_y, sign * p["y"])
-        i = j
+    best_y = -math.inf  # the best y of the points better on x (or equal on x and better on y)
+    ordered = sorted(pts, key=lambda p: (-sign * p["x"], -sign * p["y"]))
+    for _, group in groupby(ordered, key=lambda p: (p["x"], p["y"])):  # equal points judged together
+        group = list(group)
+        y = sign * group[0]["y"]
+        for p in group:
+            p["frontier"] = y > best_y
+        best_y = max(best_y, y)
     return pts
 
 
@@ -221,8 +224,7 @@ def plot_pareto(outcome: PlanOutcome, base: Path) -> list[Path]:
     training = outcome.space.training
     what = "cost vs step time" if training else f"throughput vs interactivity at capacity ({outcome.slo_text})"
     shown = "every valid plan" if outcome.exhaustive else "plans the search evaluated (pruned ones not shown)"
-    axes = (("step time (s)", "cost ($ per 1M tokens)") if training else
-            ("tokens/s per user (1 / mean TPOT at capacity)", "output tokens/s per device at capacity"))
+    axes = ("step time (s)", "cost ($ per 1M tokens)") if training else SERVING_AXES
     return draw_pareto(pareto_points(outcome), f"{outcome.space.raw.get('name', '')}: {what}\n{shown}", *axes, base)
 
 

@@ -58,11 +58,17 @@ class BatchAttention:
             return float(np.add.reduce(self.decode_table[kv]))
         if kv.dtype.kind in "iu" and op is (self.prefill_op or self.decode_op):  # prompts' first chunks
             if q.size == 1:
-                if q[0] == kv[0] and q[0] < self.first_chunk_table.size:
-                    return float(self.first_chunk_table[q[0]])
+                first = self._first_chunk_s(int(q[0]), int(kv[0]))
+                if first is not None:
+                    return first
             elif (q == kv).all() and q.max() < self.first_chunk_table.size:
                 return float(self.first_chunk_table[q].sum())
         return float(np.asarray(self._seq_s(op, q.astype(float), kv.astype(float))).sum())
+
+    def _first_chunk_s(self, q: int, kv: int) -> float | None:
+        """Seconds of one prompt's first chunk of ``q`` tokens (``kv == q``: no context before it)
+        from the table, or None where the table does not hold it."""
+        return float(self.first_chunk_table[q]) if q == kv and q < self.first_chunk_table.size else None
 
     def _decode_sum(self, op: Op, kv: np.ndarray) -> float:
         """:meth:`_core_sum` of sequences that each decode one token (``q == 1``), over contexts ``kv``."""
@@ -102,9 +108,8 @@ class BatchAttention:
         one = isinstance(q, int)
         if self.decode_table is None or (q <= 1 if one else int(q.min()) <= 1) or decode_kv.dtype.kind not in "iu":
             return None
-        if one and q == kv and q < self.first_chunk_table.size:
-            pre = float(self.first_chunk_table[q])
-        else:
+        pre = self._first_chunk_s(q, kv) if one else None
+        if pre is None:
             pre = self._core_sum(self.prefill_op or self.decode_op, np.atleast_1d(q), np.atleast_1d(kv))
         if self.prefill_op is None:  # one kernel: the decodes' sum, then the chunk, then one launch
             secs = self._decode_sum(self.decode_op, decode_kv) + pre

@@ -365,16 +365,10 @@ class IterationCost:
             experts, dropped = pool[0][picks], pool[1][picks].tolist()
         gpu = self._fixed[n] + experts + self._head[n] + att
         launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0
-        host_s = self._host_by_seqs[min(n, self.max_tokens)]
-        # exposed_host_s over the k iterations, inlined: the same operations on the same operands,
-        # less the additions of a zero launch (x + 0.0 == x)
-        if not self._overlap_decode:
-            host = launch + host_s
-        elif launch:
-            host = launch + np.maximum(0.0, host_s - (gpu + launch))
-        else:
-            host = np.maximum(0.0, host_s - gpu)
-        return gpu + host, dropped, comm
+        # a zero launch is not added (x + 0.0 == x: the same values, two vector operations fewer)
+        host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch if launch else gpu,
+                              self._overlap_decode)
+        return gpu + (launch + host if launch else host), dropped, comm
 
     def admission_step_s(self, context: np.ndarray, q_tokens, kv_tokens,
                          engine: int = 0) -> tuple[float, float, tuple]:

@@ -336,7 +336,7 @@ class _Run(Router):
             m = m if lead_end_s is not None else max(1, m)
             cost.unprice(e, win.k - m)
             last = float(ends[m - 1]) if m else start
-            if m and last > env.now and (win.to_finish is None or m < win.to_finish):
+            if m and last > env.now and m < win.to_finish:
                 # nothing anyone sees changes at its end (no finish): commit now, go on from ``last``
                 self._commit_window(e, win, m, ends[:m].tolist(), start, drops, comm, comm0)
                 return last

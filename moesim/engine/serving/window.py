@@ -63,7 +63,7 @@ class DecodeWindow:
     context: np.ndarray  # (n,) context each sequence attends over in the first decode row
     kv_used: np.ndarray  # (k,) KV slots reserved in the pool after each iteration's scheduling
     k: int
-    to_finish: int | None = None  # iterations until the first sequence finishes (None: not known)
+    to_finish: int  # iterations until the first sequence finishes (may exceed ``k``)
     admits: tuple = ()  # the Admissions of iteration 0, in queue order
     queued: int = 0  # requests queued throughout (none can be admitted before the window ends)
 
@@ -98,13 +98,10 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW,
     to_finish = int(np.minimum.reduce(book.output[ids] - book.generated[ids]))
     k = min(to_finish, max_k)
     ctx, kv = book.ctx[ids], book.kv[ids]
-    used = _kv_used(eng.kv_used_tokens, ctx, kv, k)
-    if used[-1] > eng.kv_capacity_tokens:  # ``used`` never falls: the first misfit ends the window
-        k = int(np.argmax(used > eng.kv_capacity_tokens))
-        if k == 0:  # the next iteration would preempt
-            return None
-        used = used[:k]
-    return DecodeWindow(ids, ctx + 1, used, k, to_finish, queued=queued)
+    used = _fit(_kv_used(eng.kv_used_tokens, ctx, kv, k), eng.kv_capacity_tokens)
+    if not used.size:  # the next iteration would preempt
+        return None
+    return DecodeWindow(ids, ctx + 1, used, used.size, to_finish, queued=queued)
 
 
 #: ``_admission_window``'s answer when ``schedule`` would admit nothing (the queue stays as it is).
@@ -116,10 +113,23 @@ def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int) -> np.ndarray
     each sequence holds ``max(kv, ctx + j)`` after iteration ``j`` (``j = 1..k``): its next slot
     reserved (prompt mode), or already (full mode reserved the output at admission)."""
     gap = ctx - kv
-    if int(np.minimum.reduce(gap)) >= -1:  # no sequence holds slots ahead: each grows by one a step (exact ints)
-        return (used_s + int(np.add.reduce(gap))) + ctx.size * (_STEPS[:k] if k <= MAX_WINDOW else np.arange(1, k + 1))
+    if int(np.minimum.reduce(gap)) >= -1:  # no sequence holds slots ahead
+        return _one_slot_a_step(used_s, int(np.add.reduce(gap)), ctx.size, k)
     held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
     return used_s + (held - kv[None, :]).sum(axis=1)
+
+
+def _one_slot_a_step(used_s: int, gap: int, n: int, k: int) -> np.ndarray:
+    """:func:`_kv_used` when each of the ``n`` sequences grows by one slot a step (none holds a slot
+    ahead; ``gap``: their summed context - KV): ``used_s + gap + n j`` after iteration ``j = 1..k``
+    (exact ints)."""
+    return (used_s + gap) + n * (_STEPS[:k] if k <= MAX_WINDOW else np.arange(1, k + 1))
+
+
+def _fit(used: np.ndarray, capacity: int) -> np.ndarray:
+    """``used`` up to the first iteration whose KV the pool cannot give (excluded: it would preempt;
+    ``used`` never falls within a window)."""
+    return used[:int(np.argmax(used > capacity))] if used[-1] > capacity else used
 
 
 def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_k: int):
@@ -175,12 +185,11 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
         ahead_min, ahead_sum = (ahead, ahead) if a == 1 else (int(ahead.min()), int(ahead.sum()))
         if (not n or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:  # each grows by one a step
             gap = int(np.add.reduce(np.minimum(short, 0))) + ahead_sum
-            used[1:] = (int(used[0]) + gap) + (n + a) * _STEPS[:k - 1]
+            used[1:] = _one_slot_a_step(int(used[0]), gap, n + a, k - 1)
         else:
             used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(np.maximum(kv, ctx + 1), res_adm), k - 1)
-        if used[-1] > eng.kv_capacity_tokens:  # the first decode row that would preempt ends it
-            k = int(np.argmax(used > eng.kv_capacity_tokens))
-            used = used[:k]
+        used = _fit(used, eng.kv_capacity_tokens)  # iteration 0's KV was checked: one iteration stays
+        k = used.size
     context = _extend(ctx + 2, kv_adm + 1)  # of the first decode row
     new_ids = _extend(ids, np.array([x.id for x in admits]) if a > 1 else admits[0].id)
     return DecodeWindow(new_ids, context, used, k, to_finish, tuple(admits))
@@ -223,7 +232,7 @@ def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int
     book.ctx[ids] = ctx
     book.generated[ids] += m
     eng.kv_used_tokens = int(win.kv_used[m - 1])
-    if win.to_finish is not None and m < win.to_finish:  # none has emitted its last token
+    if m < win.to_finish:  # none has emitted its last token
         return ids[:0]
     return finish(eng, book, ids, end_s)
 
