@@ -30,6 +30,11 @@ _NUMERIC = {"stage": int, "layer": int, "item": int, "start_s": float, "end_s": 
             "bytes": float, "tokens": float, "dropped": float}
 
 
+#: Up to this many chunks, ``SpanRecorder.columns`` fills each chunk's slice (serving adds a few
+#: chunks of thousands of spans); past it, it repeats one value per chunk (training adds many small ones).
+_FEW_CHUNKS = 8
+
+
 class SpanRecorder:
     """Collects spans in column chunks (numpy-friendly: one call can add many spans)."""
 
@@ -52,20 +57,26 @@ class SpanRecorder:
         sizes = np.array([max([v.size for v in ch.values() if isinstance(v, np.ndarray)], default=1) or 1
                           for ch in chunks])
         ends = np.cumsum(sizes)
+        few = len(chunks) <= _FEW_CHUNKS
         out = {}
         for c in SPAN_COLUMNS:
             vals = [ch[c] for ch in chunks]
-            arrays = [j for j, v in enumerate(vals) if isinstance(v, np.ndarray) and v.ndim]
             kind = object if c in ("kind", "stream", "rank_group") else float
-            # one value per chunk, repeated over its spans; then the chunks given as arrays
-            col = np.repeat(np.array([0.0 if isinstance(v, np.ndarray) and v.ndim else v for v in vals],
-                                     dtype=kind), sizes)
-            for j in arrays:
-                col[ends[j] - sizes[j]:ends[j]] = vals[j]
+            if few:  # each chunk's slice filled whole (a value or an array)
+                col = np.empty(int(ends[-1]), dtype=kind)
+                for j, v in enumerate(vals):
+                    col[ends[j] - sizes[j]:ends[j]] = v
+            else:  # one value per chunk, repeated over its spans; then the chunks given as arrays
+                col = np.repeat(np.array([0.0 if isinstance(v, np.ndarray) and v.ndim else v for v in vals],
+                                         dtype=kind), sizes)
+                for j in (j for j, v in enumerate(vals) if isinstance(v, np.ndarray) and v.ndim):
+                    col[ends[j] - sizes[j]:ends[j]] = vals[j]
             out[c] = col
         for c, t in _NUMERIC.items():
-            out[c] = out[c].astype(t)
+            out[c] = out[c].astype(t, copy=False)
         order = np.lexsort((out["start_s"], out["stage"]))
+        if np.array_equal(order, np.arange(order.size)):  # already in order (serving's compute spans)
+            return out
         return {c: v[order] for c, v in out.items()}
 
 
@@ -78,7 +89,8 @@ class SimResult:
     seed: int
     summary: dict[str, Any]
     spans: dict[str, np.ndarray] = field(default_factory=dict)
-    tables: dict[str, dict[str, list]] = field(default_factory=dict)
+    #: name -> column -> values (a list, or a numpy array: serving's requests and iterations)
+    tables: dict[str, dict[str, list | np.ndarray]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- export
     def summary_json(self) -> str:
@@ -186,13 +198,14 @@ def read_summary(path: Path) -> dict:
     return doc
 
 
-def table_csv(table: dict[str, list]) -> str:
+def table_csv(table: dict[str, list | np.ndarray]) -> str:
     """A column dict as CSV text."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     keys = list(table)
     w.writerow(keys)
-    for row in zip(*(table[k] for k in keys)):
+    cols = [v.tolist() if isinstance(v, np.ndarray) else v for v in table.values()]
+    for row in zip(*cols):
         w.writerow([_fmt(v) for v in row])
     return buf.getvalue()
 

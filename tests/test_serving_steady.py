@@ -93,7 +93,7 @@ def test_a_closed_loop_single_stream_has_no_queue_and_ttft_is_the_prefill():
     assert s["queue_p50_s"] == 0 and s["queue_p99_s"] == 0 and s["whole_run_queue_p99_s"] == 0
     assert not s["overloaded"] and "closed loop" in s["steady_note"]
     # one request at a time: each arrives when the previous finishes ...
-    assert req["arrival_s"][0] == 0 and req["arrival_s"][1:] == req["finish_s"][:-1]
+    assert req["arrival_s"][0] == 0 and np.array_equal(req["arrival_s"][1:], req["finish_s"][:-1])
     # ... so TTFT is its prefill alone: the first iteration (a whole 256-token prompt) of the run
     it = result.tables["iterations"]
     prefill_s = it["end_s"][0] - it["start_s"][0]

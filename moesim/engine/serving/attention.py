@@ -135,7 +135,7 @@ class BatchAttention:
         iteration (same lookups, same summation order)."""
         context = np.asarray(context)
         if (self.decode_table is None or context.size == 0 or context.dtype.kind not in "iu"
-                or int(context.max()) + k > self.decode_table.size):
+                or int(np.maximum.reduce(context)) + k > self.decode_table.size):
             ctx = context[None, :] + np.arange(k)[:, None]
             ones = np.ones(ctx.shape[1], np.int64)
             return np.array([self.batch_s(ones, row) for row in ctx])

@@ -67,6 +67,10 @@ class EngineState:
     waiting: deque = field(default_factory=deque)
     kv_used_tokens: int = 0
     preemptions: int = 0
+    #: (the running set a decode window left, iterations until its first sequence finishes): kept
+    #: by ``window.commit_window`` so the next window need not recompute it; None once ``commit``
+    #: (the step path) changes what the running sequences have generated
+    window_left: tuple[np.ndarray, int] | None = None
 
     @property
     def outstanding(self) -> int:
@@ -269,6 +273,7 @@ def finishes(book: RequestBook, batch: Batch) -> bool:
 
 def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> np.ndarray:
     """Apply ``batch`` at its end time ``now_s``; returns the ids of requests that finished."""
+    eng.window_left = None
     ids, q = batch.ids, batch.q_tokens
     dec = batch.is_decode
     out = ids[batch.emits]
@@ -288,16 +293,20 @@ def commit(eng: EngineState, book: RequestBook, batch: Batch, now_s: float) -> n
     return finish(eng, book, out, now_s)
 
 
-def finish(eng: EngineState, book: RequestBook, emitted: np.ndarray, now_s: float) -> np.ndarray:
+def finish(eng: EngineState, book: RequestBook, emitted: np.ndarray, now_s: float,
+           left: np.ndarray | None = None) -> np.ndarray:
     """Finish, at ``now_s``, the requests of ``emitted`` whose every output token is out: their KV
-    is freed and they leave the running set. Returns their ids."""
-    done = emitted[book.generated[emitted] >= book.output[emitted]]
+    is freed and they leave the running set. Returns their ids. ``left``: the output tokens each
+    of ``emitted`` still owes, where the caller has them and ``emitted`` is the running set (a
+    decode window's batch)."""
+    over = book.generated[emitted] >= book.output[emitted] if left is None else left <= 0
+    done = emitted[over]
     if done.size:
         book.finish_s[done] = now_s
         eng.kv_used_tokens -= int(book.kv[done].sum())
         book.kv[done] = 0
         run = eng.running
-        eng.running = run[book.generated[run] < book.output[run]]
+        eng.running = run[book.generated[run] < book.output[run]] if left is None else emitted[~over]
         if book.on_finish is not None:
             book.on_finish(done, now_s)
     return done

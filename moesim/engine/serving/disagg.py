@@ -125,8 +125,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     summary.update(pool_summary(s, sp, sd, summary["makespan_s"], req, prefill, decode, nbytes[served].sum()))
     summary.update(_fits(sp, sd, summary, int(reqs.prompt_tokens.max()) if n else 1))
     layers = [run.layer_table(name) for name, run in (("prefill", prefill), ("decode", decode))]
-    tables = {"requests": {k: v.tolist() for k, v in req.items()},
-              "iterations": {k: v.tolist() for k, v in it.items()},
+    tables = {"requests": req, "iterations": it,
               "expert_layers": {k: layers[0][k] + layers[1][k] for k in layers[0]}}
     return SimResult("serving", s.name, seed, summary, spans(it), tables)
 

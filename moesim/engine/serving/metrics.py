@@ -60,16 +60,20 @@ def request_table(reqs: Requests, book: RequestBook, pp: int) -> dict[str, np.nd
 
 
 def iteration_table(iterations: np.ndarray, kv_per_engine) -> dict[str, np.ndarray]:
-    """Per-iteration columns, sorted by (replica, slot, start_s), with KV utilisation added.
+    """Per-iteration columns, with KV utilisation added. ``iterations``: rows in (replica, slot,
+    start_s) order, as ``records.IterationLog`` gives them.
 
     ``kv_per_engine``: KV tokens an engine holds, one number or one per row (pools differ)."""
-    cols = {c: iterations[:, i] for i, c in enumerate(ITERATION_COLUMNS)}
-    order = np.lexsort((cols["start_s"], cols["slot"], cols["replica"]))
-    out = {c: (v[order].astype(np.int64) if c in _INT_ITER else v[order]) for c, v in cols.items()}
-    kv = np.broadcast_to(np.asarray(kv_per_engine, dtype=np.int64), (order.size,))[order]
+    cols = np.ascontiguousarray(iterations.T)  # one column per row
+    out = {c: (cols[i].astype(np.int64) if c in _INT_ITER else cols[i]) for i, c in enumerate(ITERATION_COLUMNS)}
+    kv = np.broadcast_to(np.asarray(kv_per_engine, dtype=np.int64), (len(iterations),)).copy()
     out["kv_capacity_tokens"] = kv
     out["kv_utilisation"] = out["kv_tokens"] / np.maximum(kv, 1)
     return out
+
+
+#: An iteration's compute span: prefill only, decode only, or both (indexed 0, 1, 2).
+_SPAN_KINDS = np.array(["prefill", "decode", "iteration"], dtype=object)
 
 
 def spans(it: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,8 +85,7 @@ def spans(it: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     summed). With ``pp == 1`` the spans cover the whole iteration; with ``pp > 1`` the micro-batch's
     turn on the first stage (latency / pp), each part scaled alike.
     """
-    kind = np.where(it["decode_tokens"] == 0, "prefill",
-                    np.where(it["prefill_tokens"] == 0, "decode", "iteration")).astype(object)
+    kind = _SPAN_KINDS[np.where(it["decode_tokens"] == 0, 0, np.where(it["prefill_tokens"] == 0, 1, 2))]
     rec = SpanRecorder()
     if kind.size:
         # the iteration's communication, scaled like the span to the first stage's turn, closes it
@@ -239,6 +242,5 @@ def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iter
     req = request_table(reqs, book, s.plan.pp)
     it = iteration_table(iterations, kv_per_engine)
     summary = summarise(s, req, it, knee, imbalance)
-    tables = {"requests": {k: v.tolist() for k, v in req.items()},
-              "iterations": {k: v.tolist() for k, v in it.items()}}
-    return SimResult("serving", s.name, seed, summary, spans(it), tables)
+    # numpy columns (lists of every iteration's fields would cost more than the run's events)
+    return SimResult("serving", s.name, seed, summary, spans(it), {"requests": req, "iterations": it})

@@ -57,7 +57,7 @@ class Router:
         """Append request ``i`` to an engine's queue (:meth:`route` of one request); returns the engine."""
         if self.w.router == "round_robin":
             return next(iter(self.route(np.array([i]))))
-        loads = [eng.outstanding for eng in self.engines]
+        loads = [eng.running.size + len(eng.waiting) for eng in self.engines]  # ``outstanding``, inlined
         pp = self.s.plan.pp
         if pp == 1:  # least outstanding; ties to the lowest engine (the heap's first pick)
             e = loads.index(min(loads))

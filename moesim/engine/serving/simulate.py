@@ -26,7 +26,8 @@ from moesim.costmodel import build_cost_model
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
-from moesim.engine.serving.metrics import ITERATION_COLUMNS, build_result
+from moesim.engine.serving.metrics import build_result
+from moesim.engine.serving.records import IterationLog
 from moesim.engine.serving.requests import Requests, closed_loop, sample_requests
 from moesim.engine.serving.router import Router
 from moesim.engine.serving.speculative import SpecCost
@@ -118,17 +119,13 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     kv_per_engine = kv_per_replica * g  # a lock-step group's replicas pool their KV and batch limits
     engines = [EngineState(kv_per_engine, w.max_batch_seqs * g, w.max_batch_tokens * g, w.chunked_prefill,
                            w.kv_admission) for _ in range(n_engines)]
-    records: list = []  # the iterations' fields, one after another (a flat list converts fastest)
-    run = _Run(s, reqs, book, engines, cost, records, spec)
+    log = IterationLog(n_engines)
+    run = _Run(s, reqs, book, engines, cost, log, spec)
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
     run.play()
-    iterations = np.array(records, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
-    # one order whatever the order of the events that recorded them (sums over it are then the
-    # same bit for bit with windows on or off): by replica, slot, start
-    c = ITERATION_COLUMNS
-    iterations = iterations[np.lexsort((iterations[:, c.index("start_s")], iterations[:, c.index("slot")],
-                                        iterations[:, c.index("replica")]))]
-    return PoolRun(iterations, cost, spec, kv_per_engine, run.eplb_stall_s)
+    # by replica, slot, start whatever the order of the events that recorded them (sums over the
+    # rows are then the same bit for bit with windows on or off)
+    return PoolRun(log.array(), cost, spec, kv_per_engine, run.eplb_stall_s)
 
 
 def replica_kv_tokens(s: Scenario) -> int:
@@ -178,8 +175,8 @@ class _Run(Router):
     """The SimPy processes of one serving run (router + one process per engine)."""
 
     def __init__(self, s: Scenario, reqs: Requests, book: RequestBook, engines: list[EngineState],
-                 cost: IterationCost, records: list, spec: SpecCost | None = None):
-        self.s, self.reqs, self.book, self.engines, self.cost, self.records = s, reqs, book, engines, cost, records
+                 cost: IterationCost, log: IterationLog, spec: SpecCost | None = None):
+        self.s, self.reqs, self.book, self.engines, self.cost, self.log = s, reqs, book, engines, cost, log
         self.spec = spec
         self.env = simpy.Environment()
         self.wake: list[simpy.Event | None] = [None] * len(engines)
@@ -269,7 +266,7 @@ class _Run(Router):
                 # nothing another process sees changes at its end (no finish): commit now, and play the
                 # decode window that follows in the same event
                 commit(eng, book, batch, end)
-                self.records.extend(record)
+                self.log.add(e, record)
                 win = plan_window(eng, book, MAX_WINDOW)
                 if win is None:
                     yield env.timeout(dt)
@@ -281,7 +278,7 @@ class _Run(Router):
             commit(eng, book, batch, env.now)
             if self.spec is not None:
                 self.spec.committed(book, batch)
-            self.records.extend(record)
+            self.log.add(e, record)
 
     def windows_from(self, e: int, win, lead_end_s: float | None = None):
         """Play window ``win`` of engine ``e`` (from ``lead_end_s``, or now) and, while an arrival cuts
@@ -338,32 +335,29 @@ class _Run(Router):
             last = float(ends[m - 1]) if m else start
             if m and last > env.now and m < win.to_finish:
                 # nothing anyone sees changes at its end (no finish): commit now, go on from ``last``
-                self._commit_window(e, win, m, ends[:m].tolist(), start, drops, comm, comm0)
+                self._commit_window(e, win, m, ends[:m], start, drops, comm, comm0)
                 return last
             if last > env.now:
                 yield env.timeout(exact_delay(env.now, last))
             if m == 0:
                 return None
-        self._commit_window(e, win, m, ends[:m].tolist(), start, drops, comm, comm0)
+        self._commit_window(e, win, m, ends[:m], start, drops, comm, comm0)
         return None
 
-    def _commit_window(self, e: int, win, m: int, ends_s: list, start: float, drops, comm, comm0) -> None:
-        """Commit the first ``m`` iterations of ``win`` (ending at ``ends_s``) and record them."""
+    def _commit_window(self, e: int, win, m: int, ends_s: np.ndarray, start: float, drops, comm, comm0) -> None:
+        """Commit the first ``m`` iterations of ``win`` (ending at ``ends_s``, ``(m,)``) and record them."""
         adm = win.admits
-        commit_window(self.engines[e], self.book, win, m, ends_s[0], ends_s[-1], start)
+        first, last = float(ends_s[0]), float(ends_s[-1])
+        commit_window(self.engines[e], self.book, win, m, first, last, start)
         n = win.ids.size
-        begin = start
-        kv_used = win.kv_used[:m].tolist()
         if adm:  # the admission step's record, as the step-by-step engine writes it
             ready = sum(x.ready for x in adm)
             q = sum(x.q_tokens for x in adm)
             n0 = n - len(adm)
-            self.records.extend((e, 0, begin, ends_s[0], n, q - ready, n0 + ready, kv_used[0], n, 0, 0, drops[0],
-                                 (n0 + q) * self.routed_per_token, ends_s[0], *comm0))
-            begin = ends_s[0]
-        for j in range(bool(adm), m):
-            end = ends_s[j]
-            self.records.extend((e, 0, begin, end, n, 0, n, kv_used[j], n, win.queued, 0, drops[j],
-                                 n * self.routed_per_token, end, *comm))
-            begin = end
-        self.stage0_free_s[e] = ends_s[-1]
+            self.log.add(e, (e, 0, start, first, n, q - ready, n0 + ready, int(win.kv_used[0]), n, 0, 0, drops[0],
+                             (n0 + q) * self.routed_per_token, first, *comm0))
+        j = bool(adm)
+        if m > j:  # the decode rows (start, end, KV and drops filled per iteration)
+            self.log.add_window(e, (e, 0, 0.0, 0.0, n, 0, n, 0, n, win.queued, 0, 0.0, n * self.routed_per_token,
+                                    0.0, *comm), first if j else start, ends_s[j:], win.kv_used[j:m], drops[j:m])
+        self.stage0_free_s[e] = last

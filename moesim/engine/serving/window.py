@@ -95,13 +95,22 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW,
             return None
         # the queue's head cannot be admitted, nor can it be later in the window: the KV left only
         # shrinks as the decodes grow, and the batch limits hold until a sequence finishes
-    to_finish = int(np.minimum.reduce(book.output[ids] - book.generated[ids]))
+    to_finish = _to_finish(eng, book, ids)
     k = min(to_finish, max_k)
     ctx, kv = book.ctx[ids], book.kv[ids]
     used = _fit(_kv_used(eng.kv_used_tokens, ctx, kv, k), eng.kv_capacity_tokens)
     if not used.size:  # the next iteration would preempt
         return None
     return DecodeWindow(ids, ctx + 1, used, used.size, to_finish, queued=queued)
+
+
+def _to_finish(eng: EngineState, book: RequestBook, ids: np.ndarray) -> int:
+    """Iterations until the first of the running ``ids`` emits its last token: what the last
+    window left (``eng.window_left``) when the running set is still the one it left."""
+    left = eng.window_left
+    if left is not None and left[0] is ids:
+        return left[1]
+    return int(np.minimum.reduce(book.output[ids] - book.generated[ids]))
 
 
 #: ``_admission_window``'s answer when ``schedule`` would admit nothing (the queue stays as it is).
@@ -140,7 +149,8 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
     n, queued = ids.size, len(eng.waiting)
     ctx, kv = book.ctx[ids], book.kv[ids]
     short = ctx + 1 - kv  # slots each decode lacks for its next token
-    need = int(np.add.reduce(np.maximum(short, 0)))
+    holds_ahead = n and int(np.minimum.reduce(short)) < 0  # some decode holds slots ahead (full admission)
+    need = int(np.add.reduce(np.maximum(short, 0) if holds_ahead else short))
     free = eng.kv_capacity_tokens - eng.kv_used_tokens - need
     budget = eng.max_batch_tokens - n
     if free < 0:  # schedule would preempt
@@ -171,7 +181,7 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
         to_finish = min(to_finish, int(book.output[c]) - int(book.generated[c]))
     reserved = sum(reserves)
     if n:
-        to_finish = min(to_finish, int(np.minimum.reduce(book.output[ids] - book.generated[ids])))
+        to_finish = min(to_finish, _to_finish(eng, book, ids))
     k = min(to_finish, max_k)
     a = len(admits)
     kv_adm = np.array([x.kv_tokens for x in admits]) if a > 1 else admits[0].kv_tokens
@@ -183,8 +193,8 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
     if k > 1:
         ahead = kv_adm - res_adm  # slots an admitted one lacks (< 0: holds ahead)
         ahead_min, ahead_sum = (ahead, ahead) if a == 1 else (int(ahead.min()), int(ahead.sum()))
-        if (not n or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:  # each grows by one a step
-            gap = int(np.add.reduce(np.minimum(short, 0))) + ahead_sum
+        if (not holds_ahead or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:  # each grows by one a step
+            gap = (int(np.add.reduce(np.minimum(short, 0))) if holds_ahead else 0) + ahead_sum
             used[1:] = _one_slot_a_step(int(used[0]), gap, n + a, k - 1)
         else:
             used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(np.maximum(kv, ctx + 1), res_adm), k - 1)
@@ -230,11 +240,14 @@ def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int
     ctx = book.ctx[ids] + m
     book.kv[ids] = np.maximum(book.kv[ids], ctx)
     book.ctx[ids] = ctx
-    book.generated[ids] += m
+    generated = book.generated[ids] + m
+    book.generated[ids] = generated
     eng.kv_used_tokens = int(win.kv_used[m - 1])
     if m < win.to_finish:  # none has emitted its last token
+        eng.window_left = (eng.running, win.to_finish - m)
         return ids[:0]
-    return finish(eng, book, ids, end_s)
+    eng.window_left = None
+    return finish(eng, book, ids, end_s, left=book.output[ids] - generated)
 
 
 def exact_delay(now_s: float, target_s: float) -> float:
