@@ -120,7 +120,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
     Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
-    ``last_stage_layers`` make the split uneven: :func:`_busiest_uneven_stage`): weights at
+    ``last_stage_layers`` make the split uneven: :func:`_busiest_stage`): weights at
     :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
     sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
     microbatch tokens x the microbatches the schedule keeps in
@@ -129,6 +129,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     under ``overflow: drop``). Context parallelism (Megatron-core, ``plan.cp``): a device holds
     ``seq_len / cp`` tokens of each sequence, so activations divide by ``cp`` (the ring's remote K/V
     block in flight is not counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights.
+    The stage that computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`): stage 0
+    with ``pp == 1`` or DualPipe, else the last stage, weighed against the others by
+    :func:`_busiest_stage` when it may hold more than stage 0.
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
     it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
@@ -163,8 +166,16 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         per_token = sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
                         for i in stage_layers(m, plan))
         acts = per_token * tokens * in_flight
-        if plan.pp > 1 and (plan.first_stage_layers or plan.last_stage_layers):
-            weights, grads, optim, acts = _busiest_uneven_stage(s, (weights, grads, optim, acts), prec, slots)
+        head = loss_logits_bytes(m, plan.tp, tokens)
+        if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
+            acts += head
+        else:
+            # the last stage adds the logits: it may hold the most when the split is uneven or when
+            # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
+            last = sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
+                       for i in stage_layers(m, plan, plan.pp - 1))
+            if plan.first_stage_layers or plan.last_stage_layers or last * tokens * in_flight + head > acts:
+                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, acts), prec, slots, head)
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -198,16 +209,18 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     return weights, grads, optim
 
 
-def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,
-                          slots: float) -> tuple[float, ...]:
+def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,
+                   slots: float, head: float = 0.0) -> tuple[float, ...]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
-    first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``).
+    first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
+    or whose last stage's logits may outweigh stage 0's extra activations.
 
-    Stage 0 is no longer the busiest by construction: a later stage may hold more layers. Each
+    Stage 0 is then not the busiest by construction: a later stage may hold more layers. Each
     stage's parameters scale with its own layers (:func:`stage_param_shares`, over stage 0's), its
     activations are the peak, over the schedule's order on that stage, of the layers whose forward
     activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
-    per token of each layer, scaled like stage 0's (which carries the in-flight rules above).
+    per token of each layer, scaled like stage 0's (which carries the in-flight rules above); the
+    last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`).
     ``prec`` and ``slots`` (routed rows per token): as :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
@@ -218,11 +231,26 @@ def _busiest_uneven_stage(s: Scenario, stage0: tuple[float, float, float, float]
     for st in range(1, plan.pp):
         d, e = stage_param_shares(m, plan, stage=st)
         scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
-        acts = stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]
+        acts = (stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]) + (head if st == plan.pp - 1 else 0.0)
         parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
         if sum(parts) > best_total:
             best, best_total = parts, sum(parts)
     return best
+
+
+#: Bytes per logit while the loss runs: the head's 16-bit output and the fp32 copy the cross entropy
+#: works on, alive together. Megatron-core's vocab-parallel cross entropy casts the logits to fp32 and
+#: keeps them (exponentiated in place) for its backward, which turns them into the 16-bit gradient of
+#: the head; Hugging Face's loss also keeps an fp32 log-softmax (~10 B per logit), so this is the least
+#: a framework holds.
+LOSS_BYTES_PER_LOGIT = 6.0
+
+
+def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float) -> float:
+    """Bytes the output head's logits take while the loss runs on the stage that computes it: one
+    microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel) x
+    :data:`LOSS_BYTES_PER_LOGIT`. For a 152k vocabulary and 8,192 tokens, 7.0 GiB."""
+    return tokens * m.vocab_size / tp * LOSS_BYTES_PER_LOGIT
 
 
 def _live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:

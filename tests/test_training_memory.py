@@ -225,7 +225,8 @@ def test_fp8_training_activations_hand_formula():
     assert (dense, moe) == (1248, 1520)
     assert layer_activation_bytes_per_token(m, 0, 1, "none", FP8) == dense
     assert layer_activation_bytes_per_token(m, 1, 1, "none", FP8) == moe
-    assert memory_report(s).activations_gib * GIB == pytest.approx(1024 * (dense + 2 * moe))
+    # plus the loss's logits: 1,024 tokens x 100 vocabulary x 6 bytes
+    assert memory_report(s).activations_gib * GIB == pytest.approx(1024 * (dense + 2 * moe) + 1024 * 100 * 6)
 
 
 def test_training_weights_are_16_bit_and_states_2_plus_12():
@@ -288,3 +289,28 @@ def test_fp32_gradients_double_the_gradient_bytes_and_the_dp_sync_but_not_the_ze
     assert np.allclose(c32.dp_dense_bytes, 2 * c16.dp_dense_bytes)
     assert c16.gather_layer_bytes is None  # equal widths: the gathers are the syncs
     assert np.allclose(c32.gather_layer_bytes, c16.dp_dense_bytes + c16.dp_expert_bytes)
+
+
+# ---------------------------------------------------------------- the loss's logits
+
+
+def test_the_loss_adds_one_microbatchs_logits_at_6_bytes_each_with_pp1():
+    """1,024 tokens per microbatch x vocab / tp x (16-bit logits + the loss's fp32 copy)."""
+    small, big = scenario(), scenario(model={"vocab_size": 5100})
+    extra = (memory_report(big).activations_gib - memory_report(small).activations_gib) * GIB
+    assert extra == pytest.approx(1024 * 5000 * 6)
+    # TP2 x DP4: 2,048 tokens per microbatch; vocab-parallel, each TP rank holds its slice of the vocabulary
+    tp2 = scenario(model={"vocab_size": 5100}, plan={"tp": 2, "dp": 4, "ep": 4})
+    tp2_small = scenario(plan={"tp": 2, "dp": 4, "ep": 4})
+    assert (memory_report(tp2).activations_gib - memory_report(tp2_small).activations_gib) * GIB == pytest.approx(
+        2048 * 5000 / 2 * 6)
+
+
+def test_with_a_pipeline_the_last_stage_holds_the_logits_and_is_reported_when_it_holds_more():
+    plan = {"dp": 4, "pp": 2, "ep": 4, "microbatches": 4}
+    small, big = scenario(plan=plan), scenario(model={"vocab_size": 200_100}, plan=plan)
+    # the last stage (layer 2, MoE): one microbatch of its activations plus 1,024 x 200,100 x 6 bytes of logits
+    assert stage_layers(big.model, big.plan, 1) == [2]
+    last = layer_activation_bytes_per_token(big.model, 2, 1, "none", BF16, routed_slots_per_token(big.model, big.routing))
+    assert memory_report(big).activations_gib * GIB == pytest.approx(1024 * last + 1024 * 200_100 * 6)
+    assert memory_report(big).activations_gib > memory_report(small).activations_gib
