@@ -260,6 +260,8 @@ def exposed_host_s(host_s, gpu_s, overlap: bool):
     take a scalar path (the serving engine calls this once per iteration)."""
     if isinstance(host_s, float) and isinstance(gpu_s, float):
         return max(0.0, host_s - gpu_s) if overlap else host_s
+    if isinstance(host_s, float) and isinstance(gpu_s, np.ndarray) and gpu_s.dtype == float:  # a decode window
+        return np.maximum(0.0, host_s - gpu_s) if overlap else host_s
     h = np.asarray(host_s, dtype=float)
     t = np.maximum(0.0, h - np.asarray(gpu_s, dtype=float)) if overlap else h
     return float(t) if np.ndim(t) == 0 else t

@@ -303,7 +303,7 @@ def finish(eng: EngineState, book: RequestBook, emitted: np.ndarray, now_s: floa
     done = emitted[over]
     if done.size:
         book.finish_s[done] = now_s
-        eng.kv_used_tokens -= int(book.kv[done].sum())
+        eng.kv_used_tokens -= int(np.add.reduce(book.kv[done]))
         book.kv[done] = 0
         run = eng.running
         eng.running = run[book.generated[run] < book.output[run]] if left is None else emitted[~over]

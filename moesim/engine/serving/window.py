@@ -226,7 +226,8 @@ def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int
     ids = win.ids
     for a in win.admits:  # iteration 0 admitted it: its prefill ran (ctx grew by the chunk, not by 1)
         eng.waiting.popleft()
-        book.admitted_s[a.id] = np.fmin(book.admitted_s[a.id], start_s)  # a preempted request keeps its first
+        if not book.admitted_s[a.id] <= start_s:  # NaN (first admission) or later: a preempted request keeps its first
+            book.admitted_s[a.id] = start_s
         book.kv[a.id] = a.reserve
         book.ctx[a.id] = a.kv_tokens - 1
         if not a.ready:
