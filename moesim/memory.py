@@ -163,17 +163,18 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
-        per_token = sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
-                        for i in stage_layers(m, plan))
-        acts = per_token * tokens * in_flight
+        def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
+            return sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
+                       for i in stage_layers(m, plan, stage))
+
+        acts = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens)
         if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
             acts += head
         else:
             # the last stage adds the logits: it may hold the most when the split is uneven or when
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
-            last = sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
-                       for i in stage_layers(m, plan, plan.pp - 1))
+            last = stage_bytes_per_token(plan.pp - 1)
             if plan.first_stage_layers or plan.last_stage_layers or last * tokens * in_flight + head > acts:
                 weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, acts), prec, slots, head)
         kv = 0.0
