@@ -212,7 +212,7 @@ def fit_device(data: Path, device: str, created: str | None = None) -> Profile:
         framework={"data": "vidur kernel timings (CUDA events / kineto), bf16"}, dtype="bf16",
         reference=ref, launch_overhead_us=round_sig(launch_us), memory_efficiency=round_sig(mem_eff),
         gemm=table, gemm_memory_efficiency=round_sig(gemm_streaming_efficiency(gemm_fit, ref.mem_bw_gbps)),
-        attention=attention, collectives=CollectivesSpec(**coll),
+        attention=attention, collectives=CollectivesSpec(**coll, link_gbps=hw.node.intra_bw_gbps),
         notes=[(f"GEMM table fitted from {len(gemm_fit)} of {len(gemms)} GEMM rows of "
                 f"{', '.join(p.parent.name for p in mlps)} (TP 1/2/4/8); fit_error.gemm: the other rows; "
                 "fit_error.gemm_unseen_model: all GEMMs of the largest model, refitted without it"),

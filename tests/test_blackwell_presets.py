@@ -33,7 +33,7 @@ def test_presets_carry_the_datasheet_figures(name, bf16, fp8, watts, gib, per_no
     assert d.peak_tflops["bf16"] == bf16 and d.peak_tflops["fp8"] == fp8 == 2 * bf16
     assert d.compute_dtypes == ("fp32", "bf16", "fp16", "fp8")
     assert d.mem_bw_gbps == 8000.0 and d.mem_gib == gib and d.power_w == watts
-    assert d.default_profile == "datasheet" and d.usd_per_hour > 0
+    assert d.default_profile == "h100.yaml" and d.usd_per_hour > 0  # the H100's efficiencies, rebased
     assert hw.node.intra_bw_gbps == 900.0  # NVLink 5: 1.8 TB/s bidirectional = 900 per direction
     assert hw.node.devices_per_node == per_node
     assert hw.cluster.nic_bw_gbps == 50.0  # one ConnectX-7 400 Gb/s per GPU

@@ -245,3 +245,33 @@ def test_shipped_profiles_match_a_refit(device):
     np.testing.assert_allclose(fresh.gemm.efficiency, shipped.gemm.efficiency, rtol=1e-2)
     assert fresh.launch_overhead_us == pytest.approx(shipped.launch_overhead_us, rel=1e-2)
     assert fresh.fit_error["gemm"].median_abs_pct == pytest.approx(shipped.fit_error["gemm"].median_abs_pct, rel=1e-2)
+
+
+def test_rebased_intra_node_collectives_follow_the_node_link():
+    """The H100 profile's NCCL fits were measured on NVLink 4 (450 GB/s per direction): on an H800's
+    cut NVLink (200) and a B200's NVLink 5 (900) their bandwidths scale by the link, latencies stay."""
+    from moesim.costmodel.profile import default_profile_for
+    from moesim.presets.hardware import HARDWARE
+
+    def links(preset):
+        hw = HardwareSpec.model_validate(HARDWARE[preset])
+        coll = default_profile_for(hw.device, hw.node.intra_bw_gbps).collectives
+        return coll, hw.node.intra_bw_gbps
+
+    h100, h100_link = links("h100-sxm")
+    assert h100.link_gbps == h100_link == 450.0
+    for preset in ("h800", "b200"):
+        other, link = links(preset)
+        ratio = link / h100_link
+        assert other.link_gbps == link
+        assert other.all_reduce.intra.bw_gbps == pytest.approx(h100.all_reduce.intra.bw_gbps * ratio)
+        assert other.send_recv.intra.bw_gbps == pytest.approx(h100.send_recv.intra.bw_gbps * ratio)
+        for n, fit in h100.all_reduce.intra_by_ranks.items():
+            assert other.all_reduce.intra_by_ranks[n].bw_gbps == pytest.approx(fit.bw_gbps * ratio)
+            assert other.all_reduce.intra_by_ranks[n].latency_us == fit.latency_us
+    # the engines see it: a 64 MB all-reduce over 8 GPUs costs more on the H800 than on the H100
+    h800 = build_cost_model(HardwareSpec.model_validate(HARDWARE["h800"]))
+    h100_cm = build_cost_model(HardwareSpec.model_validate(HARDWARE["h100-sxm"]))
+    assert float(h800.allreduce_s(64e6, 8, 1)) > 2.0 * float(h100_cm.allreduce_s(64e6, 8, 1))
+    # a link of unknown origin is kept as measured
+    assert h100.model_copy(update={"link_gbps": None}).on_link(200.0).all_reduce == h100.all_reduce

@@ -146,7 +146,7 @@ def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> Cos
         profile = _load_cached(Path(hw.profile))
         check_device(profile, hw.device.name, force=force_profile)
         return ProfiledCostModel(hw, profile)
-    return cost_model(hw, default_profile_for(hw.device))
+    return cost_model(hw, default_profile_for(hw.device, hw.node.intra_bw_gbps))
 
 
 def _load_cached(path: Path) -> Profile:

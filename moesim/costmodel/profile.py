@@ -44,9 +44,10 @@ MAX_PROFILE_BYTES = 4 << 20
 
 #: Shipped default profiles by device name, for devices that do not name one (``DeviceSpec.default_profile``:
 #: inline devices of older scenario files): a device whose name contains the key (as a word) uses the file.
-#: The presets name theirs (``moesim/presets/hardware.py``); H200 and H800 borrow the H100's.
+#: The presets name theirs (``moesim/presets/hardware.py``); H200 and H800 borrow the H100's, and so do B200 and
+#: GB200 (no Blackwell kernel measurements shipped: the presets' comments say how far that carries).
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml",
-                                    "h800": "h100.yaml"}
+                                    "h800": "h100.yaml", "b200": "h100.yaml", "gb200": "h100.yaml"}
 
 
 class Reference(Strict):
@@ -118,6 +119,30 @@ class CollectivesSpec(Strict):
     all_reduce: CollectiveSpec | None = None
     send_recv: CollectiveSpec | None = None
     all_to_all: CollectiveSpec | None = None
+    link_gbps: PositiveFloat | None = Field(
+        None, description="Per-direction intra-node link bandwidth of the node the collectives were measured on, "
+        "GB/s. A profile rebased on a device whose node has another link (H800's cut NVLink, B200's NVLink 5) "
+        "scales its intra-node links by the new link over this one, keeping their measured fraction of the "
+        "link; null: the links are used as measured.")
+
+    def on_link(self, link_gbps: float | None) -> CollectivesSpec:
+        """These collectives on a node whose intra-node link is ``link_gbps`` per direction: intra-node
+        bandwidths scaled by it over the measured node's, latencies kept (unchanged when either is unknown)."""
+        if link_gbps is None or self.link_gbps is None or link_gbps == self.link_gbps:
+            return self
+        ratio = link_gbps / self.link_gbps
+
+        def scaled(link: LinkSpec) -> LinkSpec:
+            return link.model_copy(update={"bw_gbps": link.bw_gbps * ratio})
+
+        update: dict = {"link_gbps": link_gbps}
+        for name in ("all_reduce", "send_recv", "all_to_all"):
+            c = getattr(self, name)
+            if c is not None:
+                update[name] = c.model_copy(update={
+                    "intra": scaled(c.intra) if c.intra else None,
+                    "intra_by_ranks": {n: scaled(x) for n, x in c.intra_by_ranks.items()}})
+        return self.model_copy(update=update)
 
 
 class ElementwiseSpec(Strict):
@@ -308,19 +333,21 @@ class Profile(Strict):
             return np.full(ws.shape, self.memory_efficiency)
         return self.memory_curve.lookup(ws)
 
-    def rebased(self, device: DeviceSpec) -> Profile:
+    def rebased(self, device: DeviceSpec, link_gbps: float | None = None) -> Profile:
         """This profile applied to a sibling device: same efficiencies, the device's datasheet peaks.
 
         Used for shipped defaults (an A100 40GB keeps the A100 80GB efficiencies but its own 1555 GB/s).
         Inter-node collectives are dropped: the scenario's cluster section describes the network.
+        ``link_gbps``: the node's intra-node link per direction; intra-node collectives measured on
+        another link scale with it (``CollectivesSpec.on_link``).
         """
         coll = self.collectives
         if coll is not None:
-            coll = CollectivesSpec(**{
+            coll = coll.model_copy(update={
                 name: c.model_copy(update={"inter": None, "inter_by_ranks": {}}) if c else None
                 for name, c in (("all_reduce", coll.all_reduce), ("send_recv", coll.send_recv),
                                 ("all_to_all", coll.all_to_all))
-            })
+            }).on_link(link_gbps)
         ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
         measured = self.measured_reference or self.reference
         return self.model_copy(update={"reference": ref, "measured_reference": measured, "collectives": coll,
@@ -411,8 +438,9 @@ def load_default_profile(fname: str) -> Profile:
         return load_profile(path)
 
 
-def default_profile_for(device: DeviceSpec) -> Profile | None:
-    """The shipped default profile for ``device`` rebased on its datasheet, or None (use the datasheet).
+def default_profile_for(device: DeviceSpec, link_gbps: float | None = None) -> Profile | None:
+    """The shipped default profile for ``device`` rebased on its datasheet (and its node's intra-node
+    link, ``link_gbps`` per direction), or None (use the datasheet).
 
     ``device.default_profile`` names it ("datasheet": none); a device without one falls back to
     matching its name (``default_profile_name``), so older inline devices keep their profile.
@@ -420,4 +448,4 @@ def default_profile_for(device: DeviceSpec) -> Profile | None:
     fname = device.default_profile if device.default_profile is not None else default_profile_name(device.name)
     if fname is None or fname == DATASHEET:
         return None
-    return load_default_profile(fname).rebased(device)
+    return load_default_profile(fname).rebased(device, link_gbps)

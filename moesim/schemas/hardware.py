@@ -70,9 +70,9 @@ class DeviceSpec(Strict):
         "the compute they overlap with; null: not modelled.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
-        "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth, or "
-        "'datasheet' for the datasheet roofline. null: chosen by the device name (a100, h100 or h200 in it), "
-        "else the datasheet.")
+        "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
+        "measured intra-node collectives on node.intra_bw_gbps), or 'datasheet' for the datasheet roofline. "
+        "null: chosen by the device name (a100; h100, h200, h800, b200 or gb200: h100.yaml), else the datasheet.")
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
