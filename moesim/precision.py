@@ -16,7 +16,7 @@ Everything here is pure: a (model dtype, device) pair in, numbers out.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moesim.schemas.hardware import COMPUTE_DTYPES, GROUP128_WEIGHT_BITS, DeviceSpec
 from moesim.schemas.model import DTYPE_BYTES
@@ -93,8 +93,11 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
 
 
 def scenario_precision(s) -> Precision:
-    """The :class:`Precision` of a scenario (its ``model.dtype`` on its ``hardware.device``)."""
-    return precision(s.model.dtype, s.hardware.device)
+    """The :class:`Precision` of a scenario (its ``model.dtype`` on its ``hardware.device``), with the KV
+    cache in a serving workload's ``kv_cache_dtype`` when it names one."""
+    p = precision(s.model.dtype, s.hardware.device)
+    kv = getattr(s.workload, "kv_cache_dtype", "auto")
+    return p if kv == "auto" else replace(p, kv_bytes=DTYPE_BYTES[kv])
 
 
 def summary_fields(s) -> dict:

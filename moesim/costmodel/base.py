@@ -97,25 +97,27 @@ class CostModelBase:
             + self._attention_launch_s(q_tokens)
 
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                          dtype: str = "bf16", causal: bool = True):
-        """One batched attention kernel over sequences on the last axis (one launch, summed work)."""
+                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
+        """One batched attention kernel over sequences on the last axis (one launch, summed work).
+        ``kv_bytes``: bytes per element of the KV cache (and Q, output) it reads; default ``dtype``'s."""
         q = np.atleast_1d(np.asarray(q_tokens, dtype=float))
         kv = np.atleast_1d(np.asarray(kv_tokens, dtype=float))
-        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
+        moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype, kv_bytes)
         core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal,
                                       moved.sum(axis=-1, keepdims=True), moved)
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
     def attention_seq_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                        dtype: str = "bf16", causal: bool = True):
+                        dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
         """Per-sequence seconds of a batched attention kernel without its launch, or None where one
         sequence's time depends on the rest of the batch (a cache-aware KV read, see
         ``_attention_memory_efficiency``). Where not None, ``attention_batch_s`` is the sum of these
         plus ``attention_launch_s``: the serving engine tabulates decode sequences by context."""
         if self._attention_batch_coupled:
             return None
-        return self._attention_core_s(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal)
+        moved = self._attention_bytes(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, kv_bytes)
+        return self._attention_core_s(q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal, moved=moved)
 
     @property
     def _attention_batch_coupled(self) -> bool:
@@ -127,11 +129,12 @@ class CostModelBase:
         """Fixed cost of one attention kernel launch, seconds."""
         return float(self._attention_launch_overhead_s)
 
-    def _attention_bytes(self, q, kv, n_heads, head_dim, kv_heads, dtype):
+    def _attention_bytes(self, q, kv, n_heads, head_dim, kv_heads, dtype, kv_bytes: float | None = None):
         """Bytes one sequence's attention moves: Q read and output written, the KV cache read once
-        (all at ``dtype``'s KV bytes: 16-bit for weight-only dtypes)."""
+        (all at ``kv_bytes`` per element, default ``dtype``'s KV bytes: 16-bit for weight-only dtypes)."""
         q, kv = np.asarray(q, dtype=float), np.asarray(kv, dtype=float)
-        return self.precision(dtype).kv_bytes * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
+        b = self.precision(dtype).kv_bytes if kv_bytes is None else kv_bytes
+        return b * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
 
     def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
                           working_set_bytes=None, moved=None):

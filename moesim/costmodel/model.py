@@ -87,11 +87,12 @@ class CostModel(Protocol):
         """Attention core per sequence (one launch each)."""
 
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                          dtype: str = "bf16", causal: bool = True):
-        """One batched attention kernel over sequences on the last axis (one launch)."""
+                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
+        """One batched attention kernel over sequences on the last axis (one launch); ``kv_bytes``: bytes
+        per KV element (default ``dtype``'s)."""
 
     def attention_seq_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                        dtype: str = "bf16", causal: bool = True):
+                        dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
         """Per-sequence seconds of the batched kernel without its launch (None: not separable)."""
 
     @property

@@ -119,7 +119,8 @@ class OpDtypes:
     bytes per element of tensors that feed a GEMM and of the EP all-to-all (1 under native fp8
     serving). ``act_bytes``: the 16-bit activations between kernels (norms, residual stream, TP
     all-reduces). ``act_dtype``: the router GEMM's dtype. ``attn_dtype``: the attention kernel's
-    (decides the KV bytes).
+    (decides the KV bytes unless ``kv_bytes`` names them: a serving KV cache stored in another dtype,
+    ``workload.kv_cache_dtype``).
     """
 
     weights: str
@@ -127,6 +128,7 @@ class OpDtypes:
     act_bytes: float
     act_dtype: str
     attn_dtype: str
+    kv_bytes: float | None = None
 
 
 def projection_shapes(m, tp: int) -> tuple[int, int]:
@@ -191,9 +193,10 @@ def attention_core_op(dims: BlockDims, dt: OpDtypes, q_tokens, kv_tokens) -> Op:
     """One attention kernel over a batch of sequences (last axis): QK^T, softmax, AV."""
     q, kv = np.asarray(q_tokens, dtype=float), np.asarray(kv_tokens, dtype=float)
     flops = (4.0 * dims.heads * dims.head_dim * q * np.maximum(kv - q / 2, 1.0)).sum(axis=-1)
+    kv_bytes = {} if dt.kv_bytes is None else {"kv_bytes": dt.kv_bytes}
     return Op("attn_core", "attention", "compute",
               dict(q_tokens=q, kv_tokens=kv, n_heads=dims.heads, head_dim=dims.head_dim,
-                   kv_heads=dims.kv_heads, dtype=dt.attn_dtype), flops)
+                   kv_heads=dims.kv_heads, dtype=dt.attn_dtype, **kv_bytes), flops)
 
 
 def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, seq_parallel: bool = False) -> list[Op]:

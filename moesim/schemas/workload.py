@@ -312,6 +312,11 @@ class ServingWorkload(Strict):
     router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over replicas.")
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
                                        description="Fraction of memory left after weights that holds the KV cache.")
+    kv_cache_dtype: Literal["auto", "bf16", "fp16", "fp8"] = Field(
+        "auto", description="Dtype the KV cache is stored and read in (vLLM and SGLang --kv-cache-dtype, TensorRT-LLM "
+        "kv_cache_config.dtype). auto: the width of the model's activations (an fp8 model on fp8 tensor cores keeps an "
+        "fp8 cache; 16-bit and weight-only models a 16-bit one). fp8 halves a 16-bit model's KV bytes: twice the "
+        "sequences in the pool and half the decode attention reads; bf16 doubles an fp8 model's.")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
     speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding. Disaggregated: the decode pool's.")
     prefix_cache_hit: float = bounded(0.0, ge=0.0, lt=1.0, why="a fraction of each prompt; 1 would leave nothing to prefill",

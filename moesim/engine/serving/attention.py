@@ -48,7 +48,8 @@ class BatchAttention:
 
     def _seq_s(self, op: Op, q: np.ndarray, kv: np.ndarray):
         a = op.args
-        return self.cm.attention_seq_s(q, kv, a["n_heads"], a["head_dim"], a["kv_heads"], a["dtype"])
+        return self.cm.attention_seq_s(q, kv, a["n_heads"], a["head_dim"], a["kv_heads"], a["dtype"],
+                                       kv_bytes=a.get("kv_bytes"))
 
     def _core_sum(self, op: Op, q: np.ndarray, kv: np.ndarray) -> float:
         """Summed per-sequence seconds of ``op`` over the given sequences (no launch)."""

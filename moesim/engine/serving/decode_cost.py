@@ -105,8 +105,10 @@ class IterationCost:
         prec = scenario_precision(s)
         # weights' dtype (GEMMs resolve it); GEMM inputs and the all-to-all in the compute dtype; the
         # activations between kernels (norms, all-reduces, hand-offs) 16-bit
+        # the KV cache in its own dtype when the workload names one (otherwise the attention dtype's)
+        kv_bytes = prec.kv_bytes if s.workload.kv_cache_dtype != "auto" else None
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
-                               act_dtype=prec.act_dtype, attn_dtype=m.dtype)
+                               act_dtype=prec.act_dtype, attn_dtype=m.dtype, kv_bytes=kv_bytes)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
