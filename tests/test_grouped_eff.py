@@ -161,3 +161,24 @@ def test_dense_reference_tile_credits_the_dense_kernels_own_padding():
     np.testing.assert_allclose(r, 1.0)
     r2 = ge.grouped_gemm_ratio(t, 4096, 7168, dense_tile_m=64, per_group_s=1e-6, **H100_BF16)
     assert np.all(r2 < 1)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_ampere_pads_expert_rows_to_its_16_row_mma(dtype):
+    """A100 (mma.sync m16n8k16): a batch-1 decode's grouped expert GEMM streams its weights like the
+    dense GEMV; the same device padded to Hopper's 64-row warpgroup pays for the padded MMAs."""
+    from moesim.costmodel import build_cost_model
+    from moesim.presets import HARDWARE
+    from moesim.schemas import HardwareSpec
+
+    a100 = HardwareSpec.model_validate(HARDWARE["a100-80gb"])
+    assert a100.device.mma_rows == 16
+    assert HardwareSpec.model_validate(HARDWARE["h100-sxm"]).device.mma_rows == 64
+    as_hopper = a100.model_copy(update={"device": a100.device.model_copy(update={"mma_rows": 64})})
+    one_each = np.array([1.0, 0, 0, 0, 0, 0, 1.0, 0])  # Mixtral's two experts, one token each
+    n, k = 2 * 14336, 4096
+    cm, cm64 = build_cost_model(a100), build_cost_model(as_hopper)
+    grouped, padded = float(cm.grouped_gemm_s(one_each, n, k, dtype)), float(cm64.grouped_gemm_s(one_each, n, k, dtype))
+    dense = 2 * float(cm.gemm_s(1, n, k, dtype))
+    assert grouped == pytest.approx(dense, rel=0.05)  # one launch instead of two, weights read alike
+    assert padded > 1.15 * grouped

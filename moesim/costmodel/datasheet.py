@@ -87,7 +87,8 @@ class RooflineCostModel(CostModelBase):
         (``grouped_eff.grouped_gemm_ratio`` per expert, FLOP-weighted)."""
         t = np.asarray(tokens_per_expert, dtype=float)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
-        ratio = grouped_gemm_ratio(t, n, k, peak_flops=self._peak("bf16"), mem_bw=self._bw)
+        ratio = grouped_gemm_ratio(t, n, k, peak_flops=self._peak("bf16"), mem_bw=self._bw,
+                                   tile_m=self.hw.device.mma_rows)
         useful = np.maximum(t.sum(axis=-1), 1e-30)
         return self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * useful / np.maximum((t / ratio).sum(axis=-1), 1e-30)
 

@@ -135,7 +135,8 @@ class ProfiledCostModel(CostModelBase):
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
         else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
-            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw, weight_bytes=p.weight_bytes,
+            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw, tile_m=self.hw.device.mma_rows,
+                                           weight_bytes=p.weight_bytes,
                                            act_bytes=p.act_bytes, out_bytes=p.act_bytes)
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
         full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved

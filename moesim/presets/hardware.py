@@ -57,6 +57,12 @@ _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
 # The CUDA presets keep DeviceSpec's default, group-128 scales (AWQ/GPTQ/TensorRT-LLM: 8.125 / 4.125).
 _GGML_WEIGHT_BITS = dict(int8=8.5, int4=4.5, fp8=8.0)
 
+# Ampere's only tensor-core MMA is mma.sync m16n8k16 (bf16/fp16), so a grouped expert kernel pads each
+# expert's rows to 16, not to Hopper's 64-row WGMMA warpgroup; Triton fused-MoE (SGLang and vLLM) takes
+# 16-row blocks when the batch is at most the expert count (sgl-project/sglang
+# python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py @c050f40d, get_default_config).
+_AMPERE_MMA_ROWS = 16
+
 HARDWARE: dict[str, dict] = {
     # A100 SXM4 40GB: 312 TFLOP/s BF16/FP16 dense, TF32 156 (HW-01); 1555 GB/s, 40 GB (HW-02);
     # 400 W (HW-01); $1.49/h, low end of COST-02's A100 range.
@@ -64,7 +70,7 @@ HARDWARE: dict[str, dict] = {
         name="DGX A100 40GB",
         device=dict(name="NVIDIA A100 SXM4 40GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=1555.0, mem_gib=40.0, power_w=400.0, usd_per_hour=1.49,
-                    default_profile="a100.yaml"),
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # A100 SXM4 80GB: 312 TFLOP/s (HW-01); 2039 GB/s, 80 GB (HW-03); 400 W; $1.79/h (Lambda, COST-04 note).
@@ -72,7 +78,7 @@ HARDWARE: dict[str, dict] = {
         name="DGX A100 80GB",
         device=dict(name="NVIDIA A100 SXM4 80GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=2039.0, mem_gib=80.0, power_w=400.0, usd_per_hour=1.79,
-                    default_profile="a100.yaml"),
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml"),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # H100 SXM5 80GB: 989.4 BF16 / 1978.9 FP8 TFLOP/s dense, 700 W (HW-05); 3350 GB/s (HW-06);

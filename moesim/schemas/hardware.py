@@ -68,6 +68,12 @@ class DeviceSpec(Strict):
         None, le=4096, why="4096 SMs: ~28x a B200's 148", description="Streaming multiprocessors (CUDA devices). "
         "Communication kernels that run on SMs (DeepEP's normal kernels: 20) take their share of them from "
         "the compute they overlap with; null: not modelled.")
+    mma_rows: PositiveInt = bounded(
+        64, le=256, why="256 rows: twice the largest CTA tile grouped kernels use (DeepGEMM, CUTLASS: 128)",
+        description="Rows a grouped expert kernel computes each expert's tokens in (its padding granularity; "
+        "moesim/costmodel/grouped_eff.py): 64 on Hopper and Blackwell (a WGMMA warpgroup, as DeepGEMM's published "
+        "timings show), 16 on Ampere (mma.sync m16n8k16 is its only tensor-core MMA, and Triton fused-MoE kernels "
+        "take 16-row blocks at small batches).")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
