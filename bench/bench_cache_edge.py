@@ -25,8 +25,12 @@ import statistics
 import time
 
 import torch
-
-from moesim.kernels.moe_ref import expert_ffn_loop, grouped_gemm_loop, init_moe_weights, swiglu_activation
+from moesim.kernels.moe_ref import (
+    expert_ffn_loop,
+    grouped_gemm_loop,
+    init_moe_weights,
+    swiglu_activation,
+)
 
 D_MODEL, FFN = 256, 512
 
