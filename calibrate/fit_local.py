@@ -237,9 +237,8 @@ def fit_cache(rows: list[Measurement], profile: Profile, dtype: str) -> tuple[fl
 
     Their weights span the cache's edge: below it a grouped GEMM runs at the hot (dense) efficiency,
     above it at the cold (streaming) one, and ``Profile.cold_fraction`` blends the two by working
-    set over cache size. The size is searched in quarter-octave steps from 1/16 to 2x the nominal
-    last-level cache; the one with the least relative error on the fitted points wins. Returns
-    (cache bytes, fitted rows, held-out rows); the nominal size and no rows without such points.
+    set over cache size (``best_cache_bytes``). Returns (cache bytes, fitted rows, held-out rows);
+    the nominal size and no rows without such points.
     """
     none = profile.cache_bytes, [], []
     if not any(r.kind == "grouped" for r in rows) or profile.cache_bytes is None or profile.grouped is None:
@@ -249,17 +248,24 @@ def fit_cache(rows: list[Measurement], profile: Profile, dtype: str) -> tuple[fl
     if not mid:
         return none
     fit, held = split_held_out(mid)
+    return best_cache_bytes(fit, profile, dtype), fit, held
+
+
+def best_cache_bytes(points: list[Measurement], profile: Profile, dtype: str, nominal: float | None = None) -> float:
+    """The cache size that best prices ``points`` (grouped GEMMs at the cache's edge) with the
+    profile's hot and cold efficiencies: searched in quarter-octave steps from 1/16 to 2x ``nominal``
+    (default the profile's ``cache_bytes``); the least summed squared relative error wins."""
     b = DTYPE_BYTES[dtype]
-    t = np.array([r.time_s for r in fit])
+    t = np.array([r.time_s for r in points])
 
     def rel_err(cache: float) -> float:
         trial = profile.model_copy(update={"cache_bytes": cache})
         cm = cost_model(hardware_for(trial), trial)
-        pred = np.array([grouped_pred_s(cm, r, dtype, b) for r in fit])
+        pred = np.array([grouped_pred_s(cm, r, dtype, b) for r in points])
         return float(np.sum(((pred - t) / t) ** 2))
 
-    nominal = profile.cache_bytes
-    return min((round_sig(nominal * 2.0 ** (x / 4), 4) for x in range(-16, 5)), key=rel_err), fit, held
+    nominal = nominal or profile.cache_bytes
+    return min((round_sig(nominal * 2.0 ** (x / 4), 4) for x in range(-16, 5)), key=rel_err)
 
 
 def fit_attention_part(rows: list[Measurement], peak: float, ref_bw: float, b: float,

@@ -167,6 +167,12 @@ def _dense_gemm_points(kind: str, shapes, label: str, device: str, dtype: str, c
 
 def grouped_points(grid: Grid, device: str, dtype: str, impl: str, cache: InputCache) -> list[Point]:
     """Grouped expert GEMM: E experts with m tokens each, weights (E, k, n)."""
+    return grouped_points_at(grid.grouped_points(), device, dtype, impl, cache)
+
+
+def grouped_points_at(shapes, device: str, dtype: str, impl: str, cache: InputCache,
+                      kind: str = "grouped") -> list[Point]:
+    """The grouped expert GEMM at each (experts, m, n, k) of ``shapes``."""
     dt = TORCH_DTYPES[dtype]
     fn = grouped_fn_for(impl)
 
@@ -176,8 +182,8 @@ def grouped_points(grid: Grid, device: str, dtype: str, impl: str, cache: InputC
         counts = [m] * e
         return lambda: fn(xs, counts, w)
 
-    return [Point("grouped", {"experts": e, "m": m, "n": n, "k": k}, lambda e=e, m=m, n=n, k=k: build(e, m, n, k),
-                  "grouped expert GEMM") for e, m, n, k in grid.grouped_points()]
+    return [Point(kind, {"experts": e, "m": m, "n": n, "k": k}, lambda e=e, m=m, n=n, k=k: build(e, m, n, k),
+                  "grouped expert GEMM") for e, m, n, k in shapes]
 
 
 def copy_points(grid: Grid, device: str, cache: InputCache) -> list[Point]:

@@ -17,6 +17,13 @@ of up to ``DRIFT_MAX_TOKENS`` tokens, whose medians the profile records in ``tim
 change, ``(now - then) / then``, says how much faster or slower the machine is now than when the
 profile was measured (a shared machine's load moves both ways within minutes). The figure is
 reported, never used to correct a prediction.
+
+The cache now: on a shared machine the cache a process gets moves with its neighbours' load, and
+layers whose expert weights straddle it (8-16 experts of the calibration's layer shape) move with
+it. The rounds also re-measure the calibration's grouped GEMMs at the cache's edge (its recorded
+points between the fewest and the most experts), and the cache size that prices them best now
+(``fit_local.best_cache_bytes``) is reported next to the profile's, with the model's error under
+it: like the drift, a diagnostic, never the headline.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from moesim.calibrate.fit_local import hardware_for
+from moesim.calibrate.fit_local import best_cache_bytes, hardware_for
 from moesim.calibrate.grids import grid_for
 from moesim.calibrate.microbench import (
     InputCache,
+    Measurement,
     cache_budget,
     expert_fn_for,
+    grouped_points_at,
     layer_points,
     measure_points,
     parse_shape,
@@ -118,6 +127,10 @@ class ValidationReport:
     load_before: dict = field(default_factory=dict)
     load_after: dict = field(default_factory=dict)
     drift: list[DriftRow] = field(default_factory=list)
+    cache_then_bytes: float | None = None  # the profile's effective cache
+    cache_now_bytes: float | None = None  # the size that prices the cache-edge points measured now
+    cache_points: int = 0
+    predicted_cache_now_s: tuple[float, ...] = ()  # each row's prediction with cache_now_bytes
 
     @property
     def median_abs_pct(self) -> float:
@@ -160,6 +173,16 @@ class ValidationReport:
         err = [100.0 * (r.predicted_s * (1.0 + d / 100.0) - r.measured_s) / r.measured_s for r in self.rows]
         return float(np.median(err)), float(np.median(np.abs(err)))
 
+    def cache_now_pct(self, with_drift: bool = False) -> tuple[float, float] | None:
+        """(median signed, median absolute) model error, percent, with the cache as measured now, and
+        with the drift divided out too when ``with_drift`` (None: the cache's edge, or the drift, was
+        not measured again)."""
+        if not self.predicted_cache_now_s or (with_drift and self.drift_median_pct is None):
+            return None
+        scale = 1.0 + self.drift_median_pct / 100.0 if with_drift else 1.0
+        err = [100.0 * (p * scale - r.measured_s) / r.measured_s for p, r in zip(self.predicted_cache_now_s, self.rows)]
+        return float(np.median(err)), float(np.median(np.abs(err)))
+
     def summary(self) -> dict[str, float]:
         """The figures of the run, percent (``SUMMARY_KEYS``), the point count, and the drift since
         calibration (``drift_median`` signed, ``drift_p90`` absolute, and the signed and absolute
@@ -167,12 +190,18 @@ class ValidationReport:
         vals = (self.median_abs_pct, self.p90_abs_pct, self.median_signed_pct, self.noise_median_pct,
                 self.noise_p90_pct)
         rnd = lambda v: None if v is None else round(v, 3)
-        fixed = self.drift_corrected_pct()
+        fixed, now, both = self.drift_corrected_pct(), self.cache_now_pct(), self.cache_now_pct(with_drift=True)
         return {**{k: round(v, 3) for k, v in zip(SUMMARY_KEYS, vals)}, "points": len(self.rows),
                 "drift_median": rnd(self.drift_median_pct), "drift_p90": rnd(self.drift_p90_pct),
                 "drift_points": len(self.drift),
                 "median_signed_error_drift_corrected": rnd(fixed[0] if fixed else None),
-                "median_abs_error_drift_corrected": rnd(fixed[1] if fixed else None)}
+                "median_abs_error_drift_corrected": rnd(fixed[1] if fixed else None),
+                "cache_mib": rnd(self.cache_then_bytes / 2 ** 20 if self.cache_then_bytes else None),
+                "cache_now_mib": rnd(self.cache_now_bytes / 2 ** 20 if self.cache_now_bytes else None),
+                "cache_points": self.cache_points,
+                "median_signed_error_cache_now": rnd(now[0] if now else None),
+                "median_abs_error_cache_now": rnd(now[1] if now else None),
+                "median_signed_error_cache_now_drift_corrected": rnd(both[0] if both else None)}
 
     def to_dict(self) -> dict:
         """Everything as plain data: the layer, the load, every point, the drift, the summary (``--json``)."""
@@ -201,6 +230,15 @@ class ValidationReport:
                        f"{self.drift_median_pct:+.1f}%, p90 of |drift| {self.drift_p90_pct:.1f}%")
             signed, absolute = self.drift_corrected_pct()
             out.append(f"model error with that drift divided out: median {absolute:.1f}%, median signed {signed:+.1f}%")
+        if self.predicted_cache_now_s:
+            signed, absolute = self.cache_now_pct()
+            out.append(f"cache edge now ({self.cache_points} of its grouped points measured again): "
+                       f"{self.cache_now_bytes / 2 ** 20:.1f} MiB against {self.cache_then_bytes / 2 ** 20:.1f} MiB "
+                       f"at calibration; model error with it: median {absolute:.1f}%, median signed {signed:+.1f}%")
+            both = self.cache_now_pct(with_drift=True)
+            if both:
+                out.append(f"with that cache and the drift divided out: median {both[1]:.1f}%, "
+                           f"median signed {both[0]:+.1f}%")
         return out
 
 
@@ -232,24 +270,47 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
         cache = InputCache(cache_budget(dev))
         layer = layer_points(pts, d, f, dev, profile.dtype, impl, cache, kind="validate")
         again = layer_points([shape for shape, _ in then], d, f, dev, profile.dtype, impl, cache, kind="drift")
-        everything, run = measure_points(layer + again, dev, min_time_s, rule, budget_s, tick, pairs=True,
+        edge = grouped_points_at(calibration_cache_points(profile), dev, profile.dtype, impl, cache, kind="cache")
+        everything, run = measure_points(layer + again + edge, dev, min_time_s, rule, budget_s, tick, pairs=True,
                                          on_round=on_round, guaranteed=min(rounds, 2))
         measured = everything[:len(layer)]
         halves = [st.halves(rule) for st in run.points[:len(layer)]]
-    drift = [DriftRow(shape_label(m.params), then_s, m.time_s) for m, (_, then_s) in zip(everything[len(layer):], then)]
-    cm = cost_model(hardware_for(profile), profile)
-    rows = []
+    n_layer, n_drift = len(layer), len(again)
+    drift = [DriftRow(shape_label(m.params), then_s, m.time_s)
+             for m, (_, then_s) in zip(everything[n_layer:n_layer + n_drift], then)]
+    edge_now = [Measurement("grouped", m.params, m.time_s) for m in everything[n_layer + n_drift:]]
+    cache_now = best_cache_bytes(edge_now, profile, profile.dtype) if edge_now else None
+    cms = [cost_model(hardware_for(profile), profile)]
+    if cache_now is not None:
+        now = profile.model_copy(update={"cache_bytes": cache_now})
+        cms.append(cost_model(hardware_for(now), now))
+    rows, preds_now = [], []
     for m, (a, b) in zip(measured, halves):
         p = m.params
-        pred = moe_layer_s(cm, p["tokens"], d, f, p["experts"], p["top_k"], p["counts"], dtype=profile.dtype,
-                           capacity=p["capacity_factor"] is not None, loop=impl == "loop")
+        pred, *with_now = (moe_layer_s(c, p["tokens"], d, f, p["experts"], p["top_k"], p["counts"], dtype=profile.dtype,
+                                       capacity=p["capacity_factor"] is not None, loop=impl == "loop") for c in cms)
+        preds_now += with_now
         split = rounds >= 2
         rows.append(ValidationRow(p["experts"], p["top_k"], p["tokens"], p["capacity_factor"], p["dropped"],
                                   pred, m.time_s, a if split else 0.0, b if split else 0.0, m.spread, m.samples,
                                   tuple(int(c) for c in p["counts"])))
     return ValidationReport(device=f"{dev} ({profile.device}, {n_threads} threads)", d_model=d, ffn=f, rows=rows,
                             rounds=run.rounds, wall_s=run.wall_s, load_before=before, load_after=machine_load(),
-                            drift=drift)
+                            drift=drift, cache_then_bytes=profile.cache_bytes if edge_now else None,
+                            cache_now_bytes=cache_now, cache_points=len(edge_now),
+                            predicted_cache_now_s=tuple(preds_now))
+
+
+def calibration_cache_points(profile: Profile) -> list[tuple[int, int, int, int]]:
+    """(experts, m, n, k) of the profile's recorded grouped GEMMs at the cache's edge: those between
+    its fewest and its most experts (none without a timing record, a cache or grouped tables)."""
+    if profile.timing is None or profile.cache_bytes is None or profile.grouped is None:
+        return []
+    shapes = [parse_shape(p.shape) for p in profile.timing.point_spreads if p.kind == "grouped"]
+    if not shapes:
+        return []
+    few, most = min(q["experts"] for q in shapes), max(q["experts"] for q in shapes)
+    return [(q["experts"], q["m"], q["n"], q["k"]) for q in shapes if few < q["experts"] < most]
 
 
 def calibration_layer_points(profile: Profile, d_model: int, ffn: int,

@@ -30,7 +30,7 @@ def calibrate_command(
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch CPU threads while measuring (0: 1 on CPU, timed by its CPU clock so other processes do not skew it; torch's default elsewhere).")] = 0,
     measurements: Annotated[Path | None, typer.Option("--measurements", help="Also write the raw timings as CSV.")] = None,
     collectives: Annotated[bool, typer.Option("--collectives/--no-collectives", help="Also time all-to-all and all-reduce through torch.distributed where more than one rank is possible (2 gloo processes on a CPU with 2+ cores, NCCL across GPUs) and record their latency and bandwidth.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (messages and the progress bar go to stderr): the profile written, and with --validate every point (shape, measured, predicted, error, spread, the two measurements) and the summary (median_abs_error, p90_abs_error, median_signed_error, noise_median, noise_p90; percent).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (messages and the progress bar go to stderr): the profile written, and with --validate every point (shape, measured, predicted, error, spread, the two measurements) and the summary (median_abs_error, p90_abs_error, median_signed_error, noise_median, noise_p90; percent; with the drift since calibration and the cache as measured now).")] = False,
 ) -> None:
     """Measure GEMMs, grouped expert GEMMs, memory copies, attention and the MoE layer; fit a profile."""
     if device not in _DEVICES:

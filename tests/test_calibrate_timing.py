@@ -325,6 +325,10 @@ def test_validate_json_has_every_point_and_the_summary(tmp_path, monkeypatch):
     drift = doc["drift"]
     assert doc["summary"]["drift_points"] == len(drift) > 0 and doc["summary"]["drift_median"] is not None
     assert all(d["then_s"] > 0 and d["now_s"] > 0 and "experts=" in d["shape"] for d in drift)
+    # the cache's edge: the profile's mid-expert grouped GEMMs measured again, the cache refitted
+    s = doc["summary"]
+    assert s["cache_points"] > 0 and s["cache_now_mib"] > 0 and s["cache_mib"] > 0
+    assert s["median_abs_error_cache_now"] >= 0 and s["median_signed_error_cache_now_drift_corrected"] is not None
     again = CliRunner().invoke(app, ["calibrate", "--profile", str(out), "--validate", "--json", "--threads", "1"])
     assert again.exit_code == 0 and "calibration" not in json.loads(again.stdout)
 
@@ -401,3 +405,46 @@ def test_the_engines_expert_gemms_pay_the_row_tile():
     assert expert_s(tiled, irregular) == pytest.approx(expert_s(prof, aligned), rel=1e-12)
     assert expert_s(tiled, irregular) > expert_s(prof, irregular)
     assert expert_s(tiled, aligned) == pytest.approx(expert_s(prof, aligned), rel=1e-12)  # whole tiles: no change
+
+
+def test_cache_now_error_prices_the_rows_with_the_cache_measured_again():
+    """Rows predicted 20 % too fast with the profile's cache and right with the cache measured at
+    validation: the raw error reads -20 %, the cache-now error 0, and with a 10 % drift too both
+    corrections are reported."""
+    from moesim.calibrate.validate import DriftRow
+
+    rows = [_row(0.8, 1.0, 1.0, 1.0), _row(1.6, 2.0, 2.0, 2.0), _row(0.4, 0.5, 0.5, 0.5)]
+    report = ValidationReport("cpu", 256, 512, rows, cache_then_bytes=16 * 2 ** 20, cache_now_bytes=11 * 2 ** 20,
+                              cache_points=32, predicted_cache_now_s=(1.0, 2.0, 0.5))
+    s = report.summary()
+    assert s["median_signed_error"] == pytest.approx(-20.0)
+    assert s["median_signed_error_cache_now"] == pytest.approx(0.0, abs=1e-9)
+    assert s["median_abs_error_cache_now"] == pytest.approx(0.0, abs=1e-9)
+    assert s["cache_mib"] == pytest.approx(16.0) and s["cache_now_mib"] == pytest.approx(11.0)
+    assert s["cache_points"] == 32 and s["median_signed_error_cache_now_drift_corrected"] is None
+    assert "11.0 MiB against 16.0 MiB" in report.lines()[-1]
+    drifted = ValidationReport("cpu", 256, 512, rows, drift=[DriftRow("a", 1.0, 1.1)], cache_then_bytes=16 * 2 ** 20,
+                               cache_now_bytes=11 * 2 ** 20, cache_points=32, predicted_cache_now_s=(1.0, 2.0, 0.5))
+    assert drifted.summary()["median_signed_error_cache_now_drift_corrected"] == pytest.approx(10.0)
+    assert "with that cache and the drift divided out" in drifted.lines()[-1]
+    # nothing measured again: no figure, no line
+    plain = ValidationReport("cpu", 256, 512, rows).summary()
+    assert plain["cache_now_mib"] is None and plain["median_signed_error_cache_now"] is None
+
+
+def test_cache_edge_points_are_the_profiles_grouped_points_between_fewest_and_most_experts():
+    from moesim.calibrate.validate import calibration_cache_points
+
+    from moesim.costmodel.profile import GroupedSpec, TimedPoint, TimingSpec
+    from moesim.costmodel.tables import GemmTable
+
+    prof = load_default_profile("a100.yaml")
+    assert calibration_cache_points(prof) == []  # no timing record, no cache: nothing to measure again
+    shapes = [(2, 1, 64, 32), (4, 1, 64, 32), (8, 4, 32, 64), (16, 1, 64, 32)]
+    spreads = [TimedPoint(kind="grouped", shape=f"experts={e} m={m} n={n} k={k}", us=10.0)
+               for e, m, n, k in shapes] + [TimedPoint(kind="gemm", shape="m=1 n=4 k=256", us=1.0)]
+    timing = TimingSpec(point_spreads=spreads)
+    grouped = GroupedSpec(efficiency=GemmTable(tokens=[1.0], weight_elems=[1.0], efficiency=[[0.5]]),
+                          launch_overhead_us=1.0)
+    local = prof.model_copy(update={"timing": timing, "cache_bytes": 8e6, "grouped": grouped})
+    assert calibration_cache_points(local) == [(4, 1, 64, 32), (8, 4, 32, 64)]
