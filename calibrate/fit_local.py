@@ -251,10 +251,10 @@ def fit_cache(rows: list[Measurement], profile: Profile, dtype: str) -> tuple[fl
     return best_cache_bytes(fit, profile, dtype), fit, held
 
 
-def best_cache_bytes(points: list[Measurement], profile: Profile, dtype: str, nominal: float | None = None) -> float:
+def best_cache_bytes(points: list[Measurement], profile: Profile, dtype: str) -> float:
     """The cache size that best prices ``points`` (grouped GEMMs at the cache's edge) with the
-    profile's hot and cold efficiencies: searched in quarter-octave steps from 1/16 to 2x ``nominal``
-    (default the profile's ``cache_bytes``); the least summed squared relative error wins."""
+    profile's hot and cold efficiencies: searched in quarter-octave steps from 1/16 to 2x the
+    profile's ``cache_bytes``; the least summed squared relative error wins."""
     b = DTYPE_BYTES[dtype]
     t = np.array([r.time_s for r in points])
 
@@ -264,7 +264,7 @@ def best_cache_bytes(points: list[Measurement], profile: Profile, dtype: str, no
         pred = np.array([grouped_pred_s(cm, r, dtype, b) for r in points])
         return float(np.sum(((pred - t) / t) ** 2))
 
-    nominal = nominal or profile.cache_bytes
+    nominal = profile.cache_bytes
     return min((round_sig(nominal * 2.0 ** (x / 4), 4) for x in range(-16, 5)), key=rel_err)
 
 

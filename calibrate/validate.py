@@ -37,7 +37,6 @@ from moesim.calibrate.fit_local import best_cache_bytes, hardware_for
 from moesim.calibrate.grids import grid_for
 from moesim.calibrate.microbench import (
     InputCache,
-    Measurement,
     cache_budget,
     expert_fn_for,
     grouped_points_at,
@@ -278,7 +277,7 @@ def validate(profile: Profile, device: str = "auto", points: list | None = None,
     n_layer, n_drift = len(layer), len(again)
     drift = [DriftRow(shape_label(m.params), then_s, m.time_s)
              for m, (_, then_s) in zip(everything[n_layer:n_layer + n_drift], then)]
-    edge_now = [Measurement("grouped", m.params, m.time_s) for m in everything[n_layer + n_drift:]]
+    edge_now = everything[n_layer + n_drift:]  # grouped GEMMs (grouped_pred_s reads their params)
     cache_now = best_cache_bytes(edge_now, profile, profile.dtype) if edge_now else None
     cms = [cost_model(hardware_for(profile), profile)]
     if cache_now is not None:
