@@ -182,3 +182,14 @@ def test_ampere_pads_expert_rows_to_its_16_row_mma(dtype):
     dense = 2 * float(cm.gemm_s(1, n, k, dtype))
     assert grouped == pytest.approx(dense, rel=0.05)  # one launch instead of two, weights read alike
     assert padded > 1.15 * grouped
+
+
+@pytest.mark.parametrize("value", ["0", "257", "sixteen"])
+def test_a_bad_mma_rows_is_one_clear_error(value):
+    import moesim
+    from moesim.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        moesim.load_scenario("mixtral-8x7b-h100-serve", [f"hardware.device.mma_rows={value}"])
+    msg = str(err.value)
+    assert "hardware.device.mma_rows" in msg and "\n" not in msg.strip()

@@ -85,6 +85,7 @@ _ROUTER = {"tokens": [1, 64], "experts": [8], "top_k": [1], "us": [[[4.0, 9.0]]]
     ({"elementwise": {"router": {**_ROUTER, "us": [[[4.0]]]}}}, "elementwise.router"),
     ({"elementwise": {"activation": {"elements": [512, 64], "us": [3.0, 9.0]}}}, "elementwise.activation"),
     ({"elementwise": {"activation": {"elements": [512], "us": ["fast"]}}}, "elementwise.activation.us"),
+    ({"collectives": {"link_gbps": 0}}, "collectives.link_gbps"),
 ])
 def test_bad_field_is_a_one_line_error_naming_it(tmp_path, a100, update, expected):
     data = {**yaml.safe_load(prof_mod.profile_to_yaml(a100)), **update}
