@@ -193,6 +193,9 @@ _add("dp_sync_exposed_s", "s", "min", "exposed DP sync (s)",
      "the part of the data-parallel gradient sync not hidden behind backward", T)
 _add("straggler_wait_s", "s", "min", "straggler wait (s)",
      "time the busiest expert-parallel rank adds over perfectly even routing (within compute_s + alltoall_s)", T)
+_add("host_wait_s", "s", "min", "host wait (s)",
+     "time the GPU waits for the host to issue an MoE layer's kernels, per step (within compute_s; "
+     "plan.moe_layer_host_us)", T)
 _add("optimizer_s", "s", "min", "optimizer (s)", "the optimizer update after the gradient sync", T)
 _add("dp_sync_s", "s", "min", "DP gradient sync (s)",
      "data-parallel gradient sync, total (hidden or not): all-reduces, or ZeRO's reduce-scatters "

@@ -191,8 +191,11 @@ def _random_overlap_scenarios(n: int, seed: int, pp1: bool):
 
 def test_overlap_on_is_never_slower_than_off_without_pipeline_parallelism():
     """pp = 1: the combined order is F0, (F1, B0), ..., B_{m-1} played back to back, and no pair
-    takes longer than its two units one after the other, so the step cannot get longer."""
+    takes longer than its two units one after the other, so the step cannot get longer. Without the
+    host floor: a host-bound pass waits for the host either way, and the floor counts the
+    all-to-alls as GPU work only when they share the compute stream (tests/test_train_host.py)."""
     for s in _random_overlap_scenarios(30, 7, pp1=True):
+        s = s.model_copy(update={"plan": s.plan.model_copy(update={"moe_layer_host_us": 0.0})})
         off, r = moesim.simulate(s).summary, moesim.simulate(with_overlap(s, True))
         on = r.summary
         assert on["step_time_s"] <= off["step_time_s"] * (1 + 1e-12), s.plan

@@ -33,7 +33,8 @@ from tests.test_training import MOE as _TRAINING_MOE
 TRAIN = sorted((ROOT / "scenarios").glob("*train*.yaml"))
 QWEN3 = ROOT / "moesim" / "data" / "validation" / "qwen3-235b-a22b-h100-train.yaml"
 #: tests/test_training.py's 8-layer, 8-expert top-2 model on one 8-GPU H100 node, no pipeline.
-MOE = {**_TRAINING_MOE, "name": "moe-etp", "plan": dict(dp=8, tp=1, pp=1, ep=8, microbatches=4)}
+MOE = {**_TRAINING_MOE, "name": "moe-etp", "plan": dict(dp=8, tp=1, pp=1, ep=8, microbatches=4,
+                                                                  moe_layer_host_us=0)}  # no host floor: these tests check the engine's other math (tests/test_train_host.py covers it)
 
 
 def scenario(**plan) -> moesim.Scenario:

@@ -17,7 +17,7 @@ from moesim.schemas.workload import TrainableSpec
 from tests.test_training import MOE, scenario
 
 US = 1e-6
-SMALL = dict(MOE, hardware=dict(preset="h100-sxm", node=dict(devices_per_node=1)), plan=dict(dp=1, tp=1, pp=1, ep=1, microbatches=2, schedule="1f1b"),
+SMALL = dict(MOE, hardware=dict(preset="h100-sxm", node=dict(devices_per_node=1)), plan=dict(dp=1, tp=1, pp=1, ep=1, microbatches=2, schedule="1f1b", moe_layer_host_us=0),
              workload=dict(kind="training", global_batch_seqs=4, seq_len=2048, total_tokens=1e10),
              routing=dict(distribution="uniform", overflow="dropless", seed=0))
 ALL = TrainableSpec()

@@ -37,7 +37,7 @@ TINY = dict(
     model=dict(name="tiny", n_layers=2, d_model=256, n_heads=4, vocab_size=512, ffn_hidden=1024,
                expert_ffn_hidden=512, n_experts=4, top_k=2, first_dense_layers=1, max_seq_len=512),
     hardware=dict(preset="h100-sxm", node=dict(devices_per_node=4), cluster=dict(nodes=1)),
-    plan=dict(dp=2, tp=1, pp=2, ep=2, microbatches=2, schedule="1f1b"),
+    plan=dict(dp=2, tp=1, pp=2, ep=2, microbatches=2, schedule="1f1b", moe_layer_host_us=0),  # no host floor: these tests check the engine's other math (tests/test_train_host.py covers it)
     workload=dict(kind="training", global_batch_seqs=8, seq_len=256, total_tokens=1e9),
     routing=dict(distribution="uniform", capacity_factor=1.0, overflow="drop", seed=0),
 )
@@ -48,7 +48,7 @@ MOE = dict(
     model=dict(name="moe", n_layers=8, d_model=1024, n_heads=8, vocab_size=1024, ffn_hidden=4096,
                expert_ffn_hidden=2048, n_experts=8, top_k=2, max_seq_len=2048),
     hardware=dict(preset="h100-sxm", cluster=dict(nodes=1)),
-    plan=dict(dp=4, tp=1, pp=2, ep=4, microbatches=4, schedule="1f1b"),
+    plan=dict(dp=4, tp=1, pp=2, ep=4, microbatches=4, schedule="1f1b", moe_layer_host_us=0),  # no host floor: these tests check the engine's other math (tests/test_train_host.py covers it)
     workload=dict(kind="training", global_batch_seqs=32, seq_len=2048, total_tokens=1e10),
     routing=dict(distribution="uniform", capacity_factor=1.25, overflow="drop", seed=0),
 )

@@ -36,7 +36,8 @@ from tests.test_training import MOE as _TRAINING_MOE
 ROOT = Path(__file__).resolve().parents[1]
 
 # tests/test_training.py's 8-layer, 8-expert top-2 model on one 8-GPU H100 node, without pipeline.
-MOE = {**_TRAINING_MOE, "name": "moe-comm", "plan": dict(dp=8, tp=1, pp=1, ep=4, microbatches=4, schedule="1f1b")}
+MOE = {**_TRAINING_MOE, "name": "moe-comm", "plan": dict(dp=8, tp=1, pp=1, ep=4, microbatches=4, schedule="1f1b",
+                                                                   moe_layer_host_us=0)}  # no host floor: these tests check the engine's other math (tests/test_train_host.py covers it)
 
 
 def sim(**sections) -> dict:

@@ -120,6 +120,8 @@ import numpy as np
 
 from moesim.errors import InputError
 
+from .train_host import TRAIN_MOE_LAYER_US
+
 if TYPE_CHECKING:  # profile.py imports this module's constants
     from moesim.schemas import DeviceSpec
 
@@ -157,12 +159,13 @@ GRAPH_NODE_US = GRAPH_RK4_US / GRAPH_RK4_KERNELS
 CUDA_HOST_DEFAULTS: dict[str, float | int | bool] = dict(
     iteration_fixed_us=CUDA_ITERATION_FIXED_US, per_seq_us=CUDA_PER_SEQ_US,
     eager_launch_us=EAGER_LAUNCH_US, graph_launch_us=GRAPH_LAUNCH_US, graph_node_us=GRAPH_NODE_US,
-    graph_max_batch=VLLM_GRAPH_MAX_BATCH, overlap_decode=True, overlap_prefill=False)
+    graph_max_batch=VLLM_GRAPH_MAX_BATCH, overlap_decode=True, overlap_prefill=False,
+    train_moe_layer_us=TRAIN_MOE_LAYER_US)
 #: What differs from the CUDA defaults on the other device kinds.
 PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
     "cuda": {},
-    "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, overlap_decode=False),
-    "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, overlap_decode=False),
+    "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, overlap_decode=False, train_moe_layer_us=0.0),
+    "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, overlap_decode=False, train_moe_layer_us=0.0),
 }
 
 def _check_phase(phase: str) -> None:

@@ -218,7 +218,8 @@ class DispatchSpec(Strict):
 
 
 class HostSpec(Strict):
-    """Per-iteration host (scheduler) time and kernel-launch mode of the serving engine.
+    """Per-iteration host (scheduler) time and kernel-launch mode of the serving engine, and the
+    host floor of a training MoE layer pass.
 
     Defaults: a vLLM V1-class engine on a CUDA GPU; ``costmodel/host.py`` cites each number and
     holds the Apple MPS / CPU defaults (a profile for those should give every field).
@@ -232,6 +233,9 @@ class HostSpec(Strict):
     graph_max_batch: NonNegativeInt = Field(_HOST["graph_max_batch"], description="Largest decode batch replayed as a CUDA graph (0: no graphs).")
     overlap_decode: bool = Field(_HOST["overlap_decode"], description="Host work of decode steps overlaps the GPU (scheduler one step ahead).")
     overlap_prefill: bool = Field(_HOST["overlap_prefill"], description="Host work of prefill/mixed steps overlaps the GPU.")
+    train_moe_layer_us: NonNegativeFloat = Field(_HOST["train_moe_layer_us"], description=(
+        "Training: least time of one MoE layer's forward + backward for one micro-batch (eager host issue), us; "
+        "0: none. See costmodel/train_host.py."))
 
 
 class TimedPoint(Strict):

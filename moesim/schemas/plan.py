@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
 from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 
@@ -79,6 +79,13 @@ class PlanSpec(Strict):
         "FP8 training only (model.dtype fp8): Transformer Engine's scaling recipe, which sets the cast "
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
         "each step: an extra read per cast)."))
+    moe_layer_host_us: NonNegativeFloat | None = bounded(
+        None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
+        description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "
+        "one GPU, set by the host issuing its kernels eagerly (Megatron-Core with Transformer Engine; a pass whose "
+        "GPU work is shorter waits for the host). Unset: the cost model's default (9200 on CUDA GPUs, read off "
+        "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple and CPU). 0: no floor, as with "
+        "full-iteration CUDA graphs.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
     alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency"] = Field(
         "flat",

@@ -40,6 +40,7 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
+from moesim.costmodel.train_host import moe_layer_floor_s
 from moesim.engine import cp as ctx
 from moesim.engine.ops import (
     EXPERT_OPS,
@@ -62,6 +63,7 @@ from moesim.engine.training.finetune_params import finetune_params
 from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
+from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -75,6 +77,7 @@ CATEGORY = {"tp_allreduce": "tp_comm", "alltoall_dispatch": "alltoall", "alltoal
 ADAM_BYTES_PER_PARAM = 28.0
 
 ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
+BWD_EXPERTS = BWD_SLOTS.index("experts")
 #: The training slot each op of the op graph (``ops.block_ops``) is booked in. The un-permute
 #: follows the combine in the layer but is booked with the expert compute (both are compute).
 SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "attn_core": ATT, "o_proj": ATT, "ffn_norm": ATT,
@@ -126,6 +129,10 @@ class LayerCosts:
     gather_layer_bytes: np.ndarray | None = None  # [L] bytes of the layer's whole weights on this device
     gather_embed_s: float | None = None
     gather_head_s: float | None = None
+    # The GPU waiting for the host to issue an MoE layer's kernels (``apply_host_floor``), inside
+    # the experts slot of fwd_s / bwd_s: [L, M] each. None: no wait.
+    host_wait_fwd_s: np.ndarray | None = None
+    host_wait_bwd_s: np.ndarray | None = None
 
 
 
@@ -324,6 +331,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         bwd[:, :, 0] = core if cp == 1 else core + ring["exposed"][0]
         cp_rc = ring["exposed"][0]
 
+    own = np.ones(len(FWD_SLOTS), dtype=bool)  # the slots the host floor counts as GPU work
+    if s.plan.overlap_alltoall or s.plan.schedule == "dualpipe":  # all-to-alls on their own stream
+        own[[DISPATCH, COMBINE]] = False
+    host_f, host_b = apply_host_floor(fwd, bwd, moe, moe_layer_floor_s(moe_layer_host_us(s, cm)),
+                                      own, EXPERTS, BWD_EXPERTS)
+
     # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
     # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
     dense_p, expert_p = layer_params_per_device(s)
@@ -360,6 +373,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         wgrad_s=wgrad, head_wgrad_s=head_gemm,
         p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
         cp_exposed_s=(*ring["exposed"], float(cp_rc)), cp_ring_s=ring["ring_s"], cp_ring_bytes=ring["bytes"],
+        host_wait_fwd_s=host_f, host_wait_bwd_s=host_b,
     )
     if ft is not None:
         return ft.adjust(costs, head_gemm)

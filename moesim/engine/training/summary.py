@@ -23,6 +23,8 @@ under ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s 
 - ``straggler_wait_s``: of ``compute_s + alltoall_s``, the time spent waiting for the busiest EP
   rank (dropless routing); ``excess_bubble_s``: ``bubble_s`` beyond the equal-stage formula
   (uneven stages, stragglers), floored at 0 (time lost to transfers is in ``pp_comm_s``).
+- ``host_wait_s``: of ``compute_s``, the time the GPU waits for the host to issue an MoE layer's
+  kernels (``plan.moe_layer_host_us``, ``costmodel/train_host.py``).
 - ``expert_load_imbalance``: max over mean tokens the EP ranks compute per MoE layer and
   microbatch (``RoutingSample.rank_tokens``, after EPLB's replicas if any), averaged; 1 without
   routed experts. Per layer: the ``layers`` table's ``rank_imbalance``.
@@ -162,6 +164,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     pipeline = times["pipeline"]
     busy = {"compute": np.zeros(pp), "alltoall": np.zeros(pp), "tp_comm": np.zeros(pp), "zero_gather": np.zeros(pp)}
     straggler = np.zeros(pp)
+    host_wait = np.zeros(pp)
     exposed = np.zeros(pp)
     for c, (fwd, bwd) in enumerate(step.tables):
         st = step.schedule.stage_of(c, pp)
@@ -172,6 +175,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
             busy["compute"][st] -= wait
             busy["zero_gather"][st] += wait
             straggler[st] += table.straggler_s.sum()
+            host_wait[st] += 0.0 if table.host_wait_s is None else table.host_wait_s.sum()
         exposed[st] += step.run.pp_exposed_s[c].sum()
     # Full recompute re-runs the forward's collectives inside its (compute) slot: book them as such.
     a2a, tp = step.recompute_comm_s[:, 0], step.recompute_comm_s[:, 1]
@@ -199,6 +203,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
         "dp_sync_exposed_s": times["synced"] - pipeline,
         "optimizer_s": times["optimized"] - times["synced"],
         "straggler_wait_s": float(straggler.mean()),
+        "host_wait_s": float(host_wait.mean()),
         "zero_gather_s": float(step.gather_s.mean()),
         "zero_gather_exposed_s": float(busy["zero_gather"].mean()) + times["end"] - times["optimized"],
         "step_time_s": times["end"],
@@ -284,7 +289,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         summary["trainable_params"] = counts.trainable
         summary["trainable_fraction"] = counts.fraction
     for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
-                "straggler_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
+                "straggler_wait_s", "host_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]
     return summary, _layer_table(s, steps)

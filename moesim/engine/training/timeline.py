@@ -50,6 +50,7 @@ class OpTable:
     dp_kinds: tuple[str, ...]  # [n_pieces] dp_sync_dense | dp_sync_expert
     dp_layers: np.ndarray  # [n_pieces] layer whose gradients each piece carries (-1: embedding/head)
     opt_params: float  # parameters of the chunk this device updates in the optimizer step
+    host_wait_s: np.ndarray | None = None  # [M] of dur_s, the GPU waiting for the host (train_host.py)
 
     @property
     def unit_s(self) -> np.ndarray:
@@ -61,7 +62,8 @@ class OpTable:
         a chunk carries one direction's microbatches)."""
         keep = np.asarray(rows, dtype=bool)[:, None]
         return replace(self, dur_s=self.dur_s * keep, nbytes=self.nbytes * keep, tokens=self.tokens * keep,
-                       dropped=self.dropped * keep, straggler_s=self.straggler_s * keep[:, 0])
+                       dropped=self.dropped * keep, straggler_s=self.straggler_s * keep[:, 0],
+                       host_wait_s=None if self.host_wait_s is None else self.host_wait_s * keep[:, 0])
 
     def category_s(self) -> dict[str, float]:
         """Seconds summed over microbatches per breakdown category (compute, tp_comm, alltoall)."""
@@ -106,14 +108,15 @@ def _layer_block(costs: LayerCosts, layers: np.ndarray, backward: bool, wgrad: W
                   flat(dropped))
 
 
-def _table(blocks: list[dict], straggler_s, dp=((), (), (), (), ()), opt_params: float = 0.0) -> OpTable:
+def _table(blocks: list[dict], straggler_s, dp=((), (), (), (), ()), opt_params: float = 0.0,
+           host_wait_s=None) -> OpTable:
     cat = lambda key: np.concatenate([b[key] for b in blocks], axis=-1)
     dp_col, dp_s, dp_bytes, dp_kinds, dp_layers = dp
     return OpTable(np.asarray([k for b in blocks for k in b["kinds"]], dtype=object), cat("layers"),
                    cat("dur"), cat("nbytes"), cat("tokens"), cat("dropped"), straggler_s,
                    np.asarray(dp_col, dtype=int), np.asarray(dp_s, dtype=float),
                    np.asarray(dp_bytes, dtype=float), tuple(dp_kinds),
-                   np.asarray(dp_layers, dtype=int), opt_params)
+                   np.asarray(dp_layers, dtype=int), opt_params, host_wait_s)
 
 
 def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool,
@@ -172,8 +175,10 @@ def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool,
         dp_bytes.append(costs.embed_dp_bytes)
         dp_kinds.append("dp_sync_dense")
         dp_layers.append(-1)
-    fwd = _table(fwd_blocks, costs.straggler_fwd_s[layers].sum(axis=0))
-    bwd = _table(bwd_blocks, costs.straggler_bwd_s[layers].sum(axis=0), (dp_col, dp_s, dp_bytes, dp_kinds, dp_layers), opt)
+    wait = lambda w: None if w is None else w[layers].sum(axis=0)
+    fwd = _table(fwd_blocks, costs.straggler_fwd_s[layers].sum(axis=0), host_wait_s=wait(costs.host_wait_fwd_s))
+    bwd = _table(bwd_blocks, costs.straggler_bwd_s[layers].sum(axis=0), (dp_col, dp_s, dp_bytes, dp_kinds, dp_layers), opt,
+                 wait(costs.host_wait_bwd_s))
     return fwd, bwd
 
 
