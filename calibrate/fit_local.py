@@ -301,16 +301,18 @@ def layer_pred_s(cm: CostModel, r: Measurement, dtype: str, loop: bool = True) -
 
 
 def _fit_overhead(fit: list[Measurement], cm: CostModel, dtype: str, loop: bool) -> tuple[MoEOverheadSpec, float]:
-    """NNLS of the residual on [1, busy experts, capacity enforced], relative to the layer time."""
+    """NNLS of the residual on [1, busy experts, capacity enforced, computed assignments], relative
+    to the layer time."""
     resid = np.array([r.time_s - layer_pred_s(cm, r, dtype, loop) for r in fit])
     busy = np.array([np.count_nonzero(r.params["counts"]) for r in fit], dtype=float)
     cap = np.array([r.params["capacity_factor"] is not None for r in fit], dtype=float)
+    kept = np.array([np.sum(r.params["counts"]) for r in fit], dtype=float)
     t = np.array([r.time_s for r in fit])
-    x = np.column_stack([np.ones_like(busy), busy, cap]) / t[:, None]
+    x = np.column_stack([np.ones_like(busy), busy, cap, kept]) / t[:, None]
     c = fit_nnls(x, resid / t)
     err = float(np.sum((x @ c - resid / t) ** 2))
     return MoEOverheadSpec(fixed_us=round_sig(c[0] * 1e6), per_busy_expert_us=round_sig(c[1] * 1e6),
-                           capacity_us=round_sig(c[2] * 1e6)), err
+                           capacity_us=round_sig(c[2] * 1e6), per_assignment_us=round_sig(c[3] * 1e6)), err
 
 
 def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop: bool = True,
@@ -320,8 +322,9 @@ def fit_moe_overhead(rows: list[Measurement], profile: Profile, dtype: str, loop
 
     The whole layer costs more than its kernels and its dispatch timed alone: each of its many
     small ops runs after other ops' code and data rather than after itself. That is a fixed cost,
-    one per busy expert (the loop's ops) and one more with a capacity (its extra ops, torch and
-    numpy), fitted to the residual by relative NNLS. The effective cache is searched in
+    one per busy expert (the loop's ops), one per computed assignment (the gathered and scattered
+    rows run cold in place) and one more with a capacity (its extra ops, torch and numpy), fitted
+    to the residual by relative NNLS. The effective cache is searched in
     half-octave steps from 1/16 to 2x the nominal size; each candidate gets its best overhead, and
     the pair with the least relative error wins. Without ``search_cache`` (the size already fitted
     by ``fit_cache``) only the overhead is fitted.

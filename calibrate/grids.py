@@ -13,7 +13,7 @@ from moesim.calibrate.collectives import sizes_for as collective_sizes
 
 # (experts, top_k, tokens, capacity factor or None) of the whole-layer calibration runs. Disjoint
 # from the validation grid (experts 8/16/64, top-k 1/2, capacity factor 1.0/1.25).
-_LAYER_QUICK = tuple((e, k, t, cf) for e in (4, 12, 32) for k in (1, 3) for t in (2, 32, 512, 2048)
+_LAYER_QUICK = tuple((e, k, t, cf) for e in (4, 12, 32) for k in (1, 3) for t in (2, 8, 32, 128, 512, 2048)
                      for cf in (None, 1.5))
 _LAYER_FULL = tuple((e, k, t, cf) for e in (4, 12, 32, 48) for k in (1, 3)
                     for t in (2, 8, 32, 128, 512, 2048) for cf in (None, 1.5))

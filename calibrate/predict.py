@@ -17,7 +17,7 @@ SwiGLU activation      per busy expert: c_e x f outputs            ``activation_
 down projection        per expert (c_e x f) @ (f x d)              ``grouped_gemm_s(c, d, f)``
 weighted combine       zero T x d; scale N x d; scatter-add N x d  ``memory_s`` x 3
 shared experts         dense SwiGLU on all T tokens, each          ``gemm_s`` + ``activation_s``
-host bookkeeping       per layer, per busy expert, capacity        ``moe_overhead_s``
+host bookkeeping       per layer, busy expert, assignment, cap.    ``moe_overhead_s``
 =====================  ==========================================  ==========================
 
 Every op but the dispatch is an op of ``engine.ops.moe_ops`` (the list the engines price), with the

@@ -181,6 +181,40 @@ def test_layer_pays_the_per_expert_loop_cost_once_per_busy_expert(tiny):
     assert more - base == pytest.approx(4 * 10e-6, rel=1e-6)
 
 
+def test_layer_pays_the_overhead_per_kept_assignment(tiny):
+    """The fitted host overhead has a term per computed (kept) assignment: raising it by d raises the
+    layer by sum(kept) * d."""
+    prof, _ = tiny
+    o = prof.moe_overhead
+    bumped = prof.model_copy(update={"moe_overhead": o.model_copy(update={"per_assignment_us": o.per_assignment_us + 1.0})})
+    counts = [5, 0, 3, 0, 0, 7, 0, 1]  # 16 kept assignments
+    base = moe_layer_s(cost_model(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
+    more = moe_layer_s(cost_model(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
+    assert more - base == pytest.approx(16 * 1e-6, rel=1e-6)
+
+
+def test_overhead_fit_recovers_known_terms(tiny):
+    """Layer rows built from the cost model's kernels plus known fixed, per-expert, per-assignment
+    and capacity terms: the relative NNLS gets each back."""
+    from moesim.calibrate.fit_local import _fit_overhead, layer_pred_s
+    from moesim.calibrate.microbench import Measurement
+
+    prof, _ = tiny
+    bare = prof.model_copy(update={"moe_overhead": None})
+    cm = cost_model(hardware_for(bare), bare)
+    rng = np.random.default_rng(0)
+    rows = []
+    for e, k, t, cf in [(e, k, t, cf) for e in (4, 12) for k in (1, 3) for t in (2, 8, 32, 128, 512) for cf in (None, 1.5)]:
+        counts = np.bincount(rng.integers(0, e, t * k), minlength=e).tolist()
+        params = dict(tokens=t, d_model=64, ffn=128, experts=e, top_k=k, counts=counts, capacity_factor=cf)
+        r = Measurement("layer", params, 1.0)
+        extra = (40 + 12 * np.count_nonzero(counts) + 0.5 * sum(counts) + (30 if cf else 0)) * 1e-6
+        rows.append(Measurement("layer", params, layer_pred_s(cm, r, "fp32") + extra))
+    spec, _ = _fit_overhead(rows, cm, "fp32", True)
+    assert (spec.fixed_us, spec.per_busy_expert_us, spec.per_assignment_us, spec.capacity_us) == pytest.approx(
+        (40, 12, 0.5, 30), rel=1e-3)
+
+
 def test_triton_path_runs_one_activation_over_all_rows(tiny):
     prof, _ = tiny
     cm = cost_model(hardware_for(prof), prof)

@@ -92,7 +92,7 @@ class RooflineCostModel(CostModelBase):
         useful = np.maximum(t.sum(axis=-1), 1e-30)
         return self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * useful / np.maximum((t / ratio).sum(axis=-1), 1e-30)
 
-    def moe_overhead_s(self, busy_experts, capacity: bool = False):
+    def moe_overhead_s(self, busy_experts, capacity: bool = False, assignments=0.0):
         """Host-side cost of one MoE layer beyond its kernels: 0 from the datasheet."""
         return np.zeros_like(np.asarray(busy_experts, dtype=float))
 

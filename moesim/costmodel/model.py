@@ -70,8 +70,9 @@ class CostModel(Protocol):
     def grouped_loop_s(self, tokens_per_expert, n: int):
         """What a loop implementation of one grouped call pays beyond the GEMMs."""
 
-    def moe_overhead_s(self, busy_experts, capacity: bool = False):
-        """Host-side cost of one MoE layer beyond its kernels."""
+    def moe_overhead_s(self, busy_experts, capacity: bool = False, assignments=0.0):
+        """Host-side cost of one MoE layer beyond its kernels (``assignments``: token x expert pairs
+        the layer's experts compute)."""
 
     def activation_s(self, out_elements, gated: bool, act_bytes: float):
         """The FFN activation writing ``out_elements`` (tokens x hidden)."""

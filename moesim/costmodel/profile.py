@@ -159,6 +159,7 @@ class MoEOverheadSpec(Strict):
     fixed_us: NonNegativeFloat = Field(0.0, description="Per layer call, us.")
     per_busy_expert_us: NonNegativeFloat = Field(0.0, description="Per expert with tokens, us.")
     capacity_us: NonNegativeFloat = Field(0.0, description="Extra per layer call when a capacity drops tokens, us.")
+    per_assignment_us: NonNegativeFloat = Field(0.0, description="Per routed assignment (token x expert) the layer computes, us.")
 
 
 class RowTileSpec(Strict):

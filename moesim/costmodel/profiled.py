@@ -179,13 +179,16 @@ class ProfiledCostModel(CostModelBase):
         return self.compute_efficiency(mean_tokens, n, k)
 
     # ------------------------------------------------------------ other kernels
-    def moe_overhead_s(self, busy_experts, capacity: bool = False):
-        """Host-side cost of one MoE layer beyond its kernels (0 where the profile has none)."""
+    def moe_overhead_s(self, busy_experts, capacity: bool = False, assignments=0.0):
+        """Host-side cost of one MoE layer beyond its kernels (0 where the profile has none):
+        fixed, per busy expert, per computed assignment, and more with a capacity."""
         busy = np.asarray(busy_experts, dtype=float)
         o = self.profile.moe_overhead
         if o is None:
             return np.zeros_like(busy)
-        return (o.fixed_us + o.per_busy_expert_us * busy + (o.capacity_us if capacity else 0.0)) * 1e-6
+        n = np.asarray(assignments, dtype=float)
+        return (o.fixed_us + o.per_busy_expert_us * busy + o.per_assignment_us * n
+                + (o.capacity_us if capacity else 0.0)) * 1e-6
 
     def activation_s(self, out_elements, gated: bool, act_bytes: float):
         """The FFN activation writing ``out_elements`` (tokens x hidden): silu(gate) * up when gated.

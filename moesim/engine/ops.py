@@ -245,7 +245,8 @@ def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused"
                dict(out_elements=act_elems, gated=dims.gated, act_bytes=dt.act_bytes, per_expert=impl == "loop")),
             Op("expert_down", "grouped_gemm", "compute",
                dict(tokens_per_expert=c, n=d, k=w, loop_costs=True, **g), gemm_flops(c, d, w).sum(axis=-1)),
-            Op("moe_overhead", "moe_overhead", "compute", dict(busy_experts=(c > 0).sum(axis=-1), capacity=capacity))]
+            Op("moe_overhead", "moe_overhead", "compute",
+               dict(busy_experts=(c > 0).sum(axis=-1), capacity=capacity, assignments=c.sum(axis=-1)))]
 
 
 def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0, impl: str = "fused",
@@ -349,7 +350,7 @@ PRICERS = {
     "router_topk": lambda cm, tokens, n_experts, top_k: cm.router_topk_s(tokens, n_experts, top_k),
     "memory": lambda cm, nbytes: cm.memory_s(nbytes),
     "attention": lambda cm, **a: cm.attention_batch_s(**a),
-    "moe_overhead": lambda cm, busy_experts, capacity: cm.moe_overhead_s(busy_experts, capacity),
+    "moe_overhead": lambda cm, busy_experts, capacity, assignments: cm.moe_overhead_s(busy_experts, capacity, assignments),
     "allreduce": lambda cm, nbytes, n, stride: cm.allreduce_s(nbytes, n, stride),
     "p2p": lambda cm, nbytes, intra: cm.p2p_s(nbytes, intra),
     "alltoall": lambda cm, **a: cm.alltoall_s(**a),
