@@ -169,28 +169,27 @@ def test_ctrl_c_leaves_no_profile(tmp_path, cli, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+COUNTS = [5, 0, 3, 0, 0, 7, 0, 1]  # 4 busy experts, 16 kept assignments
+
+
+def _layer_gain_s(prof, section: str, field: str, by: float) -> float:
+    """How much longer the reference layer over COUNTS takes with ``prof.section.field`` raised by ``by``."""
+    part = getattr(prof, section)
+    bumped = prof.model_copy(update={section: part.model_copy(update={field: getattr(part, field) + by})})
+    base, more = (moe_layer_s(cost_model(hardware_for(p), p), 8, 64, 128, 8, 2, COUNTS) for p in (prof, bumped))
+    return more - base
+
+
 def test_layer_pays_the_per_expert_loop_cost_once_per_busy_expert(tiny):
     """Both expert GEMMs run in one loop step per busy expert: raising the grouped per-expert cost
     by d raises the layer by busy * d (not 2 * busy * d, as two separate grouped calls would)."""
-    prof, _ = tiny
-    g = prof.grouped
-    bumped = prof.model_copy(update={"grouped": g.model_copy(update={"per_expert_overhead_us": g.per_expert_overhead_us + 10})})
-    counts = [5, 0, 3, 0, 0, 7, 0, 1]  # 4 busy experts
-    base = moe_layer_s(cost_model(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
-    more = moe_layer_s(cost_model(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
-    assert more - base == pytest.approx(4 * 10e-6, rel=1e-6)
+    assert _layer_gain_s(tiny[0], "grouped", "per_expert_overhead_us", 10) == pytest.approx(4 * 10e-6, rel=1e-6)
 
 
 def test_layer_pays_the_overhead_per_kept_assignment(tiny):
     """The fitted host overhead has a term per computed (kept) assignment: raising it by d raises the
     layer by sum(kept) * d."""
-    prof, _ = tiny
-    o = prof.moe_overhead
-    bumped = prof.model_copy(update={"moe_overhead": o.model_copy(update={"per_assignment_us": o.per_assignment_us + 1.0})})
-    counts = [5, 0, 3, 0, 0, 7, 0, 1]  # 16 kept assignments
-    base = moe_layer_s(cost_model(hardware_for(prof), prof), 8, 64, 128, 8, 2, counts)
-    more = moe_layer_s(cost_model(hardware_for(bumped), bumped), 8, 64, 128, 8, 2, counts)
-    assert more - base == pytest.approx(16 * 1e-6, rel=1e-6)
+    assert _layer_gain_s(tiny[0], "moe_overhead", "per_assignment_us", 1.0) == pytest.approx(16 * 1e-6, rel=1e-6)
 
 
 def test_overhead_fit_recovers_known_terms(tiny):
