@@ -20,8 +20,9 @@ is read off published runs, not built bottom-up:
 
 Their mean, 9.2 ms, is the default. Two models, two precisions, TP4 and TP1, both with 16 local
 experts. Held out (not used for the number): TRN-15, TRN-23 and TRN-24, whose measured passes take
-10.9, 10.7 and 12.6 ms against moesim's 7.3, 5.6 and 6.8 ms; and every Megatron row moesim already
-matched prices at least 9.4 ms per pass (TRN-05/08/12/20/26), so the floor leaves them alone.
+10.9, 10.7 and 12.6 ms against moesim's 7.3, 5.6 and 6.8 ms; and the MoE training rows moesim
+already matched price at least 9.4 ms per pass (TRN-05/08/12/20/26), so the floor leaves them
+about alone.
 
 A bottom-up count from cited CPU timings gives the same order but not the number, which is why
 the number is read off the runs: a TE linear layer's forward costs 115-140 us of CPU on an H100
