@@ -84,7 +84,7 @@ class PlanSpec(Strict):
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "
         "one GPU, set by the host issuing its kernels eagerly (Megatron-Core with Transformer Engine; a pass whose "
         "GPU work is shorter waits for the host). Unset: the cost model's default (9200 on CUDA GPUs, read off "
-        "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple and CPU). 0: no floor, as with "
+        "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple, CPU and TPU). 0: no floor, as with "
         "full-iteration CUDA graphs.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
     alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency"] = Field(

@@ -64,6 +64,7 @@ from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
+from moesim.engine.training.schedules import schedule_for
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -332,7 +333,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         cp_rc = ring["exposed"][0]
 
     own = np.ones(len(FWD_SLOTS), dtype=bool)  # the slots the host floor counts as GPU work
-    if s.plan.overlap_alltoall or s.plan.schedule == "dualpipe":  # all-to-alls on their own stream
+    if s.plan.overlap_alltoall or schedule_for(s.plan).pairs_units:  # all-to-alls on their own stream
         own[[DISPATCH, COMBINE]] = False
     host_f, host_b = apply_host_floor(fwd, bwd, moe, moe_layer_floor_s(moe_layer_host_us(s, cm)),
                                       own, EXPERTS, BWD_EXPERTS)

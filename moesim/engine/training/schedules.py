@@ -124,6 +124,7 @@ class Schedule:
     splits_backward: bool = False  # orders hold B and W units (weight gradients played apart)
     chunks_per_stage: int = 1  # model chunks a stage holds per virtual stage (DualPipe: 2, one per direction)
     param_copies: int = 1  # copies of its stage's parameters a device holds (DualPipe: 2)
+    pairs_units: bool = False  # orders play a forward and a backward together, all-to-alls on their own stream
     first_stage_layers: int | None = None  # layers of stage 0 (None: the even split); set by with_split
     last_stage_layers: int | None = None  # layers of stage pp-1 (None: the even split)
 
@@ -337,6 +338,7 @@ class DualPipe(Schedule):
     splits_backward = True
     chunks_per_stage = 2
     param_copies = 2
+    pairs_units = True
 
     def with_split(self, first: int | None = None, last: int | None = None) -> Schedule:
         if first is not None or last is not None:
