@@ -96,8 +96,9 @@ Apple MPS and CPU (PyTorch backends):
 
 * MPS ``eager_launch_us = 10.0`` (assumed, between two measurements): on an M1 Pro an op
   implemented as a Metal shader dispatches in 1.2-1.4 us, one going through MPSGraph in
-  19.2-20.7 us (pytorch/pytorch issue #148219); 10 us is moesim's Apple presets'
-  ``launch_overhead_us``. MPS has no graph capture (feature request pytorch/pytorch #180397):
+  19.2-20.7 us (pytorch/pytorch issue #148219). It applies to a calibrated MPS profile without
+  a ``host`` section and no launch cost of its own; the Apple presets price llama.cpp's Metal graph
+  instead (20.9 us per op-graph kernel, ``presets/apple_metal.py``). MPS has no graph capture (feature request pytorch/pytorch #180397):
   ``graph_max_batch = 0``.
 * CPU ``eager_launch_us = 0.9`` (measured): the same issue times a 1-element op on the CPU at
   0.9 us. No graphs; host work shares the cores with the kernels: no overlap.
@@ -147,7 +148,7 @@ VLLM_GRAPH_MAX_BATCH = 512
 SGLANG_GRAPH_MAX_BATCH = {"tp<4": 256, "tp>=4": 512}
 #: pytorch/pytorch#148219 (M1 Pro): dispatch of a Metal-shader op / an MPSGraph op / a CPU op, us.
 MPS_METAL_DISPATCH_US, MPS_GRAPH_DISPATCH_US, CPU_OP_US = 1.3, 20.7, 0.9
-#: Assumed: moesim's Apple presets' launch_overhead_us, between the two MPS dispatch costs.
+#: Assumed: PyTorch on MPS, between the two MPS dispatch costs.
 MPS_EAGER_LAUNCH_US = 10.0
 
 CUDA_ITERATION_FIXED_US = 1e3 * sum(VLLM_STEP_PARTS_MS)

@@ -10,6 +10,8 @@ datasheet roofline with the device's efficiency constants. A new device is one e
 
 from __future__ import annotations
 
+from moesim.presets import apple_metal
+
 # DGX/HGX A100: NVLink3 600 GB/s bidirectional = 300 per direction (HW-04); 8x HDR 200 Gb/s IB,
 # one per GPU = 25 GB/s (HW-04 note).
 # SM counts (sm_count): A100 SXM4 108 (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020);
@@ -56,6 +58,10 @@ _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
 # scale + 32 nibbles = 18 bytes (4.5 bits). No fp8 format: fp8 weights keep 8 bits (per-tensor scale).
 # The CUDA presets keep DeviceSpec's default, group-128 scales (AWQ/GPTQ/TensorRT-LLM: 8.125 / 4.125).
 _GGML_WEIGHT_BITS = dict(int8=8.5, int4=4.5, fp8=8.0)
+# llama.cpp's Metal backend on M2 GPUs: the bandwidth its mat-vecs stream at and its cost per op-graph
+# kernel (about three Metal dispatches each), fitted on llama-bench rows outside `moesim validate`
+# (presets/apple_metal.py).
+_METAL = dict(memory_efficiency=apple_metal.MEMORY_EFFICIENCY, launch_overhead_us=apple_metal.LAUNCH_OVERHEAD_US)
 
 # Ampere's only tensor-core MMA is mma.sync m16n8k16 (bf16/fp16), so a grouped expert kernel pads each
 # expert's rows to 16, not to Hopper's 64-row WGMMA warpgroup; Triton fused-MoE (SGLang and vLLM) takes
@@ -149,7 +155,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2",
         device=dict(name="Apple M2", peak_tflops=dict(fp32=3.6, fp16=3.6, bf16=3.6),
                     mem_bw_gbps=100.0, mem_gib=24.0, power_w=20.0, usd_per_hour=0.05,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    compute_efficiency=0.6, weight_bits=_GGML_WEIGHT_BITS, **_METAL,
                     default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=100.0), cluster=_SOC_NET,
     ),
@@ -159,7 +165,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Max",
         device=dict(name="Apple M2 Max", peak_tflops=dict(fp32=13.6, fp16=13.6, bf16=13.6),
                     mem_bw_gbps=400.0, mem_gib=96.0, power_w=60.0, usd_per_hour=0.13,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    compute_efficiency=0.6, weight_bits=_GGML_WEIGHT_BITS, **_METAL,
                     default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=400.0), cluster=_SOC_NET,
     ),
@@ -169,7 +175,7 @@ HARDWARE: dict[str, dict] = {
         name="Apple M2 Ultra",
         device=dict(name="Apple M2 Ultra", peak_tflops=dict(fp32=27.2, fp16=27.2, bf16=27.2),
                     mem_bw_gbps=800.0, mem_gib=192.0, power_w=150.0, usd_per_hour=0.25,
-                    compute_efficiency=0.6, launch_overhead_us=10.0, weight_bits=_GGML_WEIGHT_BITS,
+                    compute_efficiency=0.6, weight_bits=_GGML_WEIGHT_BITS, **_METAL,
                     default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=800.0), cluster=_SOC_NET,
     ),
