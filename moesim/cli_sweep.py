@@ -189,12 +189,13 @@ def validate_command(
     csv_path: Annotated[Path | None, typer.Argument(help="Validation CSV (default: the table moesim ships in moesim/data/validation.csv).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
     fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row."""
     from moesim.validation import iter_checks, median_abs_error
 
     with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
-        checks = list(iter_checks(csv_path))
+        checks = list(iter_checks(csv_path, only=only.split(",") if only else None))
     med = median_abs_error(checks)
     med_all = median_abs_error(checks, simulated_only=False)
     if as_json:

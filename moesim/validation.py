@@ -84,13 +84,36 @@ def parse_scale(text: str | None) -> float:
         raise InputError(f"scale {text!r}: expected a number or a/b") from None
 
 
-def iter_checks(path: str | Path | None = None, runner: Callable | None = None) -> Iterator[Check]:
-    """Yield one Check per CSV row as soon as it is computed (default CSV: the shipped one)."""
+def iter_checks(path: str | Path | None = None, runner: Callable | None = None,
+                only: list[str] | None = None) -> Iterator[Check]:
+    """Yield one Check per CSV row as soon as it is computed (default CSV: the shipped one).
+
+    ``only``: row ids or id prefixes (``INF-30``, ``APL``) to keep; the rows are checked before any
+    is computed, so a name that matches nothing is an :class:`InputError` naming the ids there are.
+    """
     csv_path = Path(path) if path is not None else DEFAULT_CSV
-    rows = read_table(csv_path)
+    rows = select_rows(read_table(csv_path), only)
     cache: dict[tuple, Any] = {}
     for row in rows:
         yield check_row(row, csv_path.resolve().parent, runner, cache)
+
+
+def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict[str, str]]:
+    """The rows whose id equals, or starts with, one of ``only`` (case-insensitive); all without it."""
+    if not only:
+        return rows
+    wanted = [w.strip().upper() for w in only if w.strip()]
+    ids = [r["id"].strip() for r in rows]
+    for w in wanted:
+        if not any(i.upper() == w or i.upper().startswith(w) for i in ids):
+            raise InputError(f"--only {w}: no validation row has that id or id prefix; "
+                             f"ids run {ids[0]} .. {ids[-1]} (prefixes such as {', '.join(_prefixes(ids))})")
+    return [r for r, i in zip(rows, ids) if any(i.upper() == w or i.upper().startswith(w) for w in wanted)]
+
+
+def _prefixes(ids: list[str]) -> list[str]:
+    """The distinct id prefixes before the first '-', in table order."""
+    return list(dict.fromkeys(i.split("-")[0] for i in ids))
 
 
 def run_checks(path: str | Path | None = None, runner: Callable | None = None) -> list[Check]:

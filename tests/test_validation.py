@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from moesim.errors import InputError
 from moesim.loader import load_scenario
 from moesim.results import SimResult
 from moesim.validation import (
     DEFAULT_CSV,
     SCENARIO_PREFIX,
+    iter_checks,
     median_abs_error,
     read_table,
     run_checks,
@@ -114,3 +116,20 @@ def test_validate_command_exit_codes(tmp_path):
     assert [c["id"] for c in doc["checks"]] == ["C", "D"]
     assert doc["checks"][0]["error"] == pytest.approx(350 / 3000)
     assert doc["checks"][1]["predicted"] is None and "plan.ep = 3" in doc["checks"][1]["message"]
+
+
+def test_only_keeps_the_named_rows_and_prefixes(tmp_path):
+    body = "".join(f"{i},q,{TRAIN},,{SCENARIO_PREFIX}hardware.device.mem_bw_gbps,,,3350,GB/s,src\n"
+                   for i in ("INF-01", "INF-02", "APL-01", "TRN-04"))
+    p = write(tmp_path, body)
+    assert [c.id for c in iter_checks(p, only=["apl", "TRN-04"])] == ["APL-01", "TRN-04"]
+    assert [c.id for c in iter_checks(p, only=["INF-0"])] == ["INF-01", "INF-02"]
+    with pytest.raises(InputError, match=r"--only XYZ: no validation row .*prefixes such as INF, APL, TRN"):
+        list(iter_checks(p, only=["XYZ"]))
+    from typer.testing import CliRunner
+
+    from tests.test_sweep import _app
+
+    result = CliRunner().invoke(_app(), ["validate", str(p), "--only", "INF-02,APL", "--json"])
+    assert result.exit_code == 0 and [c["id"] for c in json.loads(result.stdout)["checks"]] == ["INF-02", "APL-01"]
+    assert invoke(["validate", str(p), "--only", "NOPE"]) == 2
