@@ -186,11 +186,13 @@ def test_scenario_rules_are_one_line(overrides, needle, tmp_path):
     assert needle in msg and "\n" not in msg.strip()
 
 
-def test_etp_is_for_training_and_routed_experts():
-    with pytest.raises(InputError, match=r"plan.etp = 1: expert tensor parallelism is for training") as e:
-        load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-serve-tp2.yaml", ["plan.etp=1"])
+def test_etp_in_serving_is_tp_or_whole_experts_over_the_tp_group_and_needs_routed_experts():
+    serve = ROOT / "scenarios" / "mixtral-8x7b-h100-serve-tp2.yaml"
+    with pytest.raises(InputError, match=r"plan.etp = 1: serving splits each expert over tp .* plan.ep = plan.tp = 2") as e:
+        load_scenario(serve, ["plan.etp=1"])  # ep 1: not the TP group
     assert "\n" not in str(e.value).strip()
-    assert load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-serve-tp2.yaml", ["plan.etp=2"]).plan.expert_tp == 2
+    assert load_scenario(serve, ["plan.etp=2"]).plan.expert_tp == 2
+    assert load_scenario(serve, ["plan.etp=1", "plan.ep=2"]).plan.ep_in_tp_group  # tests/test_serving_ep_tp.py
     with pytest.raises(InputError, match=r"plan.etp = 1: needs routed experts"):
         load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-train.yaml", ["plan.dp=4", "plan.tp=2", "plan.etp=1"])
 

@@ -12,6 +12,8 @@ popularity and inclusion arrays are ``(layers, experts)``; loads are integer arr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from moesim.engine.placement import Placement
@@ -65,27 +67,56 @@ def uniform_dropped(tokens, top_k: int, n_experts: int, capacity) -> np.ndarray:
     return busy * np.maximum(load - capacity, 0.0)
 
 
-def uniform_busy(tokens, top_k: int, placement: Placement) -> tuple[np.ndarray, np.ndarray]:
+def uniform_busy(tokens, top_k: int, placement: Placement, sources: int | None = None,
+                 busiest: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Expected (busy experts, routed tokens) of one EP rank per batch size, under uniform routing.
 
-    ``tokens`` (shape ``(n,)``) is one replica's batch; with ``ep > 1`` the rank serves the batch
-    of all ``ep`` replicas of its group (assumed equal) on its ``experts_per_rank`` experts, so
-    ``busy = (E/ep)(1-(1-k/E)^(tokens*ep))`` (fractional) and ``routed = tokens * k`` on average.
+    ``tokens`` (shape ``(n,)``) is one replica's batch; the rank serves the batches of ``sources``
+    replicas (default ``ep``: EP carved out of data parallelism, each replica's batch assumed equal;
+    1 when the EP group is one replica's TP group and shares its batch) on its
+    ``experts_per_rank`` experts, so with ``G = tokens * sources`` routed tokens in the group
+    ``busy = (E/ep)(1-(1-k/E)^G)`` (fractional) and ``routed = G * k / ep`` on average.
     With replicas (EPLB) a slot of an expert with ``c`` copies is hit with ``q = k/(E c)`` per token;
-    the rank whose slots draw the most (over every layer's map) gives ``busy = sum 1-(1-q)^(tokens*ep)``
-    and ``routed = tokens * ep * sum q``.
+    the rank whose slots draw the most (over every layer's map) gives ``busy = sum 1-(1-q)^G``
+    and ``routed = G * sum q``.
+
+    ``busiest``: the expected busy experts of the busiest of the ``ep`` ranks instead of one rank's
+    mean (the layer waits for it), :func:`expected_max_binomial` over ranks whose ``E/ep`` experts
+    are each busy with ``p = 1-(1-k/E)^G`` (independent, an approximation), each carrying the
+    ``G k / (E p)`` tokens a busy expert gets. It matters when the group batch is a few tokens (one
+    replica's decode batch over its own TP group); without replicas only.
     """
     t = np.asarray(tokens, dtype=float)
     n_experts, ep = placement.n_experts, placement.ep
+    group = t * (ep if sources is None else sources)
     if placement.redundant_experts:
         layers = placement.slot_expert.shape[0]
         q = placement.split(np.full((layers, n_experts), top_k / n_experts), layer_axis=0)  # [L, ep, slots]
         q = q.reshape(-1, q.shape[-1])
         slots = q[int(np.argmax(q.sum(axis=-1)))]
-        busy = (1.0 - (1.0 - slots[None, :]) ** (t[..., None] * ep)).sum(axis=-1)
-        return busy, t * ep * float(slots.sum())
-    busy = placement.experts_per_rank * (1.0 - (1.0 - top_k / n_experts) ** (t * ep))
-    return busy, t * top_k
+        busy = (1.0 - (1.0 - slots[None, :]) ** group[..., None]).sum(axis=-1)
+        return busy, group * float(slots.sum())
+    p_busy = 1.0 - (1.0 - top_k / n_experts) ** group
+    if busiest and ep > 1:
+        busy = expected_max_binomial(placement.experts_per_rank, p_busy, ep)
+        per_busy = np.divide(group * top_k / n_experts, p_busy, out=np.zeros_like(group), where=p_busy > 0)
+        return busy, busy * per_busy
+    return placement.experts_per_rank * p_busy, group * top_k / ep
+
+
+def expected_max_binomial(n: int, p, m: int) -> np.ndarray:
+    """``E[max of m independent Binomial(n, p)]`` for each ``p`` (array): the sum over ``j < n`` of
+    ``1 - F(j)^m``, ``F`` the binomial CDF (computed exactly, ``n`` is a rank's few experts)."""
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    j = np.arange(n + 1)
+    log_c = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pmf = log_c + j * np.log(p[..., None]) + (n - j) * np.log1p(-p[..., None])
+    pmf = np.nan_to_num(np.exp(log_pmf))
+    pmf[p == 0.0] = (j == 0)
+    pmf[p == 1.0] = (j == n)
+    cdf = np.cumsum(pmf, axis=-1)[..., :n]
+    return (1.0 - np.clip(cdf, 0.0, 1.0) ** m).sum(axis=-1)
 
 
 def compact_loads(loads: np.ndarray) -> np.ndarray:

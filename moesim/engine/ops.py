@@ -70,6 +70,8 @@ class BlockDims:
     ``ffn_w``, ``expert_w``, ``shared_w``: hidden widths per device (dense FFN, one routed expert,
     all shared experts together). ``max_nodes_per_token``: node-limited routing
     (``routing.max_nodes_per_token``; None: unlimited), for the all-to-alls' per-node deduplication.
+    ``local_dispatch``: the EP group is the TP group and every rank holds the tokens (serving with
+    ``plan.ep_in_tp_group``): no dispatch or combine, the TP all-reduce sums the experts' outputs.
     """
 
     d_model: int
@@ -89,6 +91,7 @@ class BlockDims:
     top_k: int = 1
     max_nodes_per_token: int | None = None
     etp: int = 0
+    local_dispatch: bool = False
 
     @property
     def expert_tp(self) -> int:
@@ -97,9 +100,10 @@ class BlockDims:
 
     @classmethod
     def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True,
-           max_nodes_per_token: int | None = None, etp: int | None = None) -> BlockDims:
+           max_nodes_per_token: int | None = None, etp: int | None = None,
+           local_dispatch: bool = False) -> BlockDims:
         """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form;
-        ``etp``: expert tensor parallelism (None: ``tp``)."""
+        ``etp``: expert tensor parallelism (None: ``tp``); ``local_dispatch``: see the class."""
         heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
         qkv_n, o_k = projection_shapes(m, tp)
         etp = etp or tp
@@ -108,7 +112,7 @@ class BlockDims:
                    expert_w=max(1, round(m.expert_width / etp)),
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
-                   max_nodes_per_token=max_nodes_per_token)
+                   max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch)
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,7 @@ def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0,
 
 
 def _alltoall(name: str, dims: BlockDims, nbytes, algorithm: str) -> list[Op]:
-    if dims.ep <= 1:
+    if dims.ep <= 1 or dims.local_dispatch:
         return []
     # EP ranks sit etp apart in rank order (the cost model's ``tp`` argument is that stride)
     args = dict(bytes_to_peers=nbytes, ep=dims.ep, tp=dims.expert_tp, algorithm=algorithm, top_k=dims.top_k,
@@ -319,7 +323,7 @@ def block_ops(dims: BlockDims, dt: OpDtypes, moe: bool, tokens, q_tokens, kv_tok
         if expert_tokens is None:
             raise ValueError("an MoE block needs expert_tokens")
         ops += moe_ops(dims, dt, tokens, expert_tokens, a2a_bytes, "fused", algorithm, seq_parallel)
-        if dims.expert_tp != dims.tp:  # the expert-TP group's all-gather + reduce-scatter (expert_tp.py)
+        if dims.expert_tp != dims.tp and not dims.local_dispatch:  # expert-TP all-gather + reduce-scatter (expert_tp.py)
             return ops + allreduce_op("ffn_allreduce", replace(dims, tp=dims.expert_tp), dt,
                                       np.asarray(tokens, dtype=float) * dims.expert_tp / dims.tp)
     else:

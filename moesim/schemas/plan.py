@@ -18,7 +18,8 @@ class PlanSpec(Strict):
     N) / ep`` slots with ``placement.redundant_experts: N``), and experts are sharded over ``tp`` as
     the dense layers are. With ``etp`` (training) the experts are sharded over ``etp`` ranks and EP
     groups are formed from the ``tp * cp * dp`` ranks (``moesim.engine.expert_tp``). For serving,
-    ``dp`` is the number of model replicas.
+    ``dp`` is the number of model replicas, and ``etp = 1`` with ``ep = tp`` keeps whole experts in
+    EP over each replica's TP group (:attr:`PlanSpec.ep_in_tp_group`).
     """
 
     dp: PositiveInt = bounded(1, le=1 << 24, why="16.7M replicas: ~100x the largest cluster built (~200k GPUs)",
@@ -37,11 +38,13 @@ class PlanSpec(Strict):
                               description="Expert-parallel degree: divides n_experts (or n_experts + "
                               "placement.redundant_experts); ep * etp divides tp * cp * dp; with etp = tp it divides dp.")
     etp: PositiveInt | None = bounded(None, le=1 << 16, why="etp divides plan.tp (at most 65536)", description=(
-        "Expert tensor-parallel degree (training; Megatron-core --expert-tensor-parallel-size, MoE parallel "
+        "Expert tensor-parallel degree (Megatron-core --expert-tensor-parallel-size, MoE parallel "
         "folding): each routed expert is split over etp ranks instead of tp, attention stays on tp. Divides tp. "
-        "The expert layers regroup the tp*cp*dp ranks of a stage as etp x ep x expert-DP (etp fastest), so with "
-        "etp < tp an EP group may span TP ranks (TP2 x DP16 -> EP32 with etp 1), each rank dispatching its own "
-        "sequence-parallel tokens. Unset: tp (EP carved out of dp)."))
+        "Training: the expert layers regroup the tp*cp*dp ranks of a stage as etp x ep x expert-DP (etp fastest), "
+        "so with etp < tp an EP group may span TP ranks (TP2 x DP16 -> EP32 with etp 1), each rank dispatching "
+        "its own sequence-parallel tokens. Serving: unset, or 1 with ep = tp (whole experts in EP over each "
+        "replica's TP group, tokens replicated there: no all-to-all, the TP all-reduce combines; vLLM "
+        "--enable-expert-parallel without DP, TensorRT-LLM --tp N --ep N). Unset: tp (EP carved out of dp)."))
     microbatches: PositiveInt = bounded(1, le=1 << 20, why="1M microbatches per step; the simulation plays each one "
                                         "(real pipelines use 8-512)",
                                         description="Microbatches per step per pipeline (training).")
@@ -180,3 +183,11 @@ class PlanSpec(Strict):
     def expert_tp(self) -> int:
         """Ranks each routed expert is split over: ``etp``, or ``tp`` when unset."""
         return self.etp or self.tp
+
+    @property
+    def ep_in_tp_group(self) -> bool:
+        """Whole experts in EP over the TP group (``etp`` 1, ``ep = tp > 1``). Serving reads it as
+        vLLM's ``--enable-expert-parallel`` without DP and TensorRT-LLM's ``--tp N --ep N`` without
+        attention DP: every TP rank holds the replica's tokens after attention, so nothing is
+        dispatched; each rank runs its ``E/ep`` experts on them and the TP all-reduce sums the outputs."""
+        return self.tp > 1 and self.expert_tp == 1 and self.ep == self.tp

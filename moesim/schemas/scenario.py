@@ -143,9 +143,16 @@ def _check_serving_plans(p: PlanSpec, disagg) -> None:
         if plan.cp != 1:
             raise ValueError(f"{where}.cp = {plan.cp}: context parallelism is for training; serving splits "
                              "requests over plan.dp replicas and the model over tp/pp/ep (allowed: 1)")
-        if plan.expert_tp != plan.tp:
-            raise ValueError(f"{where}.etp = {plan.etp}: expert tensor parallelism is for training "
-                             f"(allowed: unset or {where}.tp = {plan.tp})")
+        if plan.expert_tp != plan.tp and not plan.ep_in_tp_group:
+            raise ValueError(f"{where}.etp = {plan.etp}: serving splits each expert over tp (allowed: unset or "
+                             f"{plan.tp}) or keeps whole experts in EP over the TP group (etp 1 with "
+                             f"{where}.ep = {where}.tp = {plan.tp})")
+        if plan.ep_in_tp_group and plan.dp_attention:
+            raise ValueError(f"{where}.dp_attention: experts in EP over the TP group (etp 1, ep = tp) keep attention "
+                             "on tp; attention data parallelism needs EP carved out of dp (leave etp unset)")
+        if plan.ep_in_tp_group and plan.overlap_alltoall:
+            raise ValueError(f"{where}.overlap_alltoall: experts in EP over the TP group (etp 1, ep = tp) dispatch "
+                             "nothing (the tokens are on every TP rank), so there is no all-to-all to overlap")
         for name in ("first_stage_layers", "last_stage_layers"):
             if getattr(plan, name) is not None:
                 raise ValueError(f"{where}.{name} = {getattr(plan, name)}: the uneven pipeline split is for training; "

@@ -28,7 +28,10 @@ Expert parallelism in serving: ``ep`` replicas share their experts, laid out by 
 ``placement.redundant_experts: N`` EPLB's ``(E + N)/ep`` slots per rank holding copies of each
 layer's hottest experts, a replicated expert's tokens split over its copies). An iteration's experts
 on one rank serve the batches of all ``ep`` replicas of its group, assumed equal to this replica's
-batch (the group is not simulated in lock-step).
+batch (the group is not simulated in lock-step). With ``plan.ep_in_tp_group`` (``etp`` 1, ``ep = tp``)
+the EP group is the replica's own TP group instead: each rank holds the batch after attention, runs
+its ``E/ep`` whole experts on the tokens routed to them (no dispatch or combine) and the TP all-reduce
+sums the outputs (``ep_sources`` 1: the group serves one batch).
 
 Capacity (``overflow: drop``) is per source rank, the rule training uses
 (``routing.capacity_per_expert``): each replica's batch of ``T`` tokens gets
@@ -110,7 +113,11 @@ class IterationCost:
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
                                act_dtype=prec.act_dtype, attn_dtype=m.dtype, kv_bytes=kv_bytes)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
-        self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token)
+        # replicas whose batches an EP rank's experts serve: the ep replicas of a group carved out of
+        # dp, or one when the EP group is the replica's own TP group (its tokens on every rank)
+        self.ep_sources = 1 if p.ep_in_tp_group else p.ep
+        self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token,
+                                 etp=p.expert_tp, local_dispatch=p.ep_in_tp_group)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
         # MLA prefill chunks run as multi-head attention over up-projected K/V, decode absorbed (vLLM, SGLang)
         self._mha = (attention_core_op(BlockDims.of(m, p.tp, p.ep, mla_absorbed=False), self.dtypes, np.ones(1),
@@ -214,7 +221,8 @@ class IterationCost:
         m, cm, tp = self.s.model, self.cm, self.tp
         t = np.asarray(tokens, dtype=float)
         one = np.ones(1)
-        a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.dtypes.gemm_in_bytes, self.ep) if self.ep > 1 else 0.0
+        a2a = (alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.dtypes.gemm_in_bytes, self.ep)
+               if self.ep > 1 and not self.dims.local_dispatch else 0.0)
         out = {k: np.zeros_like(t) for k in SERVING_STREAMS}
         for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)):
             if count:
@@ -247,7 +255,8 @@ class IterationCost:
         t = np.asarray(tokens, dtype=float)
         if m.n_moe_layers == 0 or m.n_experts == 1:
             return np.zeros_like(t), np.zeros_like(t)
-        busy, routed = expert_load.uniform_busy(t, m.top_k, self.placement)
+        busy, routed = expert_load.uniform_busy(t, m.top_k, self.placement, self.ep_sources,
+                                                busiest=self.dims.local_dispatch)
         dropped = np.zeros_like(t)
         if self.routing.overflow == "drop":  # each replica's busy experts over its capacity
             dropped = expert_load.uniform_dropped(t, m.top_k, m.n_experts, self.capacity(t))
@@ -317,11 +326,12 @@ class IterationCost:
         ``rng``: the generator to draw from (default the routing generator).
         """
         incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
-        loads = expert_load.sample_loads(incl, tokens * self.ep, self.rng if rng is None else rng)
+        g = self.ep_sources
+        loads = expert_load.sample_loads(incl, tokens * g, self.rng if rng is None else rng)
         lost = np.zeros(loads.shape)
         if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
-            lost = expected_source_drops(loads, self.capacity(tokens), tokens, self.ep)
-        dropped = lost.sum(axis=(1, 2)) / self.ep
+            lost = expected_source_drops(loads, self.capacity(tokens), tokens, g)
+        dropped = lost.sum(axis=(1, 2)) / g
         ranks = expert_load.busiest_ranks(self.placement.split(loads - lost, layer_axis=1), BUSIEST_RANKS)
         secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2)
         return (secs if per_layer else secs.sum(axis=1)), dropped

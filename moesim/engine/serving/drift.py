@@ -82,7 +82,8 @@ def drift_state(s, cm, popularity: np.ndarray, placement: Placement, rng: np.ran
     if pl.popularity_drift_per_hour <= 0 and pl.rebalance_every_s is None:
         return None
     expert_bytes = ffn_params(m.d_model, m.expert_width, m.gated_ffn) * scenario_precision(s).weight_bytes
-    intra = s.plan.ep * s.plan.tp <= s.hardware.node.devices_per_node
+    group = s.plan.tp if s.plan.ep_in_tp_group else s.plan.ep * s.plan.tp  # devices of one EP group
+    intra = group <= s.hardware.node.devices_per_node
 
     def move_s(nbytes: float) -> float:
         return float(cm.p2p_s(nbytes, intra))

@@ -28,7 +28,8 @@ def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400)
     start = 1.0
     if m.n_moe_layers and m.n_experts > 1:
         e_local = cost.placement.experts_per_rank
-        busy = expert_load.uniform_busy(b[:-1], m.top_k, cost.placement)[0]
+        busy = expert_load.uniform_busy(b[:-1], m.top_k, cost.placement, cost.ep_sources,
+                                         busiest=cost.dims.local_dispatch)[0]
         start = float(b[:-1][np.argmax(busy >= e_local - 0.5)]) if (busy >= e_local - 0.5).any() else max_batch
     ok = np.flatnonzero((slope >= 0.5 * avg) & (b[:-1] >= start))
     return int(b[ok[0]]) if ok.size else int(max_batch)
