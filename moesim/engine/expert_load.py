@@ -12,8 +12,6 @@ popularity and inclusion arrays are ``(layers, experts)``; loads are integer arr
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from moesim.engine.placement import Placement
@@ -106,17 +104,12 @@ def uniform_busy(tokens, top_k: int, placement: Placement, sources: int | None =
 
 def expected_max_binomial(n: int, p, m: int) -> np.ndarray:
     """``E[max of m independent Binomial(n, p)]`` for each ``p`` (array): the sum over ``j < n`` of
-    ``1 - F(j)^m``, ``F`` the binomial CDF (computed exactly, ``n`` is a rank's few experts)."""
+    ``1 - F(j)^m``, ``F`` the binomial CDF (``scipy.stats.binom``; ``n`` is a rank's few experts)."""
+    from scipy.stats import binom  # local: only serving with EP over the TP group needs it
+
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
-    j = np.arange(n + 1)
-    log_c = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_pmf = log_c + j * np.log(p[..., None]) + (n - j) * np.log1p(-p[..., None])
-    pmf = np.nan_to_num(np.exp(log_pmf))
-    pmf[p == 0.0] = (j == 0)
-    pmf[p == 1.0] = (j == n)
-    cdf = np.cumsum(pmf, axis=-1)[..., :n]
-    return (1.0 - np.clip(cdf, 0.0, 1.0) ** m).sum(axis=-1)
+    cdf = binom.cdf(np.arange(n), n, p[..., None])
+    return (1.0 - cdf ** m).sum(axis=-1)
 
 
 def compact_loads(loads: np.ndarray) -> np.ndarray:

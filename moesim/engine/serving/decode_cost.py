@@ -221,8 +221,7 @@ class IterationCost:
         m, cm, tp = self.s.model, self.cm, self.tp
         t = np.asarray(tokens, dtype=float)
         one = np.ones(1)
-        a2a = (alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.dtypes.gemm_in_bytes, self.ep)
-               if self.ep > 1 and not self.dims.local_dispatch else 0.0)
+        a2a = alltoall_bytes_per_rank(t / tp, m.top_k, m.d_model, self.dtypes.gemm_in_bytes, self.ep) if self.ep > 1 else 0.0
         out = {k: np.zeros_like(t) for k in SERVING_STREAMS}
         for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)):
             if count:
