@@ -9,6 +9,8 @@ FP8 only the inputs of FP8 GEMMs are kept in FP8 (DeepSeek-V3 technical report, 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from moesim.precision import Precision, precision
 from moesim.schemas import DTYPE_BYTES, ModelSpec, RoutingSpec
 
@@ -129,21 +131,78 @@ def ffn_activation_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precisio
 
 
 def layer_activation_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompute: str,
-                                     prec: Precision | None = None, routed_slots: float | None = None) -> float:
+                                     prec: Precision | None = None, routed_slots: float | None = None,
+                                     modules: Collection[str] | None = None) -> float:
     """Activation bytes layer ``layer`` (0-based) keeps for backward, per token per device.
 
     Sequence parallelism splits everything over ``tp`` (Korthikanti et al. 2022, sec. 4.2.2:
     ``34sbh/t`` per layer without the attention core). ``full`` recompute keeps only the layer's
     input, ``d*b16/tp`` (Korthikanti's ``2sbh`` per layer); otherwise attention
     (:func:`attention_activation_bytes_per_token`) + FFN (:func:`ffn_activation_bytes_per_token`:
-    the dense FFN on dense layers, routed + shared experts on MoE layers).
+    the dense FFN on dense layers, routed + shared experts on MoE layers), less what the selective
+    recompute ``modules`` (``plan.recompute_modules``) drop (:func:`recomputed_bytes_per_token`).
     """
     prec = prec or precision(m.dtype)
     if recompute == "full":
         return m.d_model * activation_widths(prec)[0] / tp
+    moe = m.is_moe_layer(layer)
+    if recompute == "selective" and modules is not None:
+        kept = (attention_activation_bytes_per_token(m, "none", prec)
+                + ffn_activation_bytes_per_token(m, moe, prec, routed_slots))
+        return (kept - recomputed_bytes_per_token(m, moe, prec, routed_slots, modules)) / tp
     attn = attention_activation_bytes_per_token(m, recompute, prec)
-    ffn = ffn_activation_bytes_per_token(m, m.is_moe_layer(layer), prec, routed_slots)
+    ffn = ffn_activation_bytes_per_token(m, moe, prec, routed_slots)
     return (attn + ffn) / tp
+
+
+def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, routed_slots: float | None,
+                               modules: Collection[str]) -> float:
+    """Bytes per token (one layer, before TP/SP splitting) that Megatron-core's selective recompute
+    ``modules`` (``plan.recompute_modules``) drop from what the layer keeps with ``recompute: none``.
+
+    Each module's saved tensors, in the terms of :func:`attention_activation_bytes_per_token` and
+    :func:`ffn_activation_bytes_per_token` (``b16``/``b8`` from :func:`activation_widths`)::
+
+        core_attn       0: its checkpoint keeps Q/K/V as inputs, and flash attention keeps nothing else
+        layernorm       the pre-norms' outputs, which the next GEMM keeps: d*b8 before attention and
+                        a dense FFN, d*b16 before a MoE block (the router's input)
+        mla_up_proj     MLA's per-head Q, K (with rope) and V
+        moe_act         the routed rows' fc2 input, slots * w*b8
+        shared_experts  the shared experts' fc1 output and fc2 input
+        moe             the MoE block but its input (the router's input): routed rows and shared experts
+        mlp             a dense layer's FFN but its input: g*F*b16 + F*b8 (fc1's own input is the
+                        checkpoint's, kept)
+
+    Overlaps count once (``moe`` with ``moe_act`` or ``shared_experts``). Under FP8 the GEMM after
+    a recomputed norm or activation keeps its 16-bit input instead of an FP8 copy
+    (``set_save_original_input`` in ``megatron/core/transformer/transformer_layer.py`` and
+    ``moe/experts.py``), which the output-discarding checkpoint then frees: ``b8`` either way.
+    """
+    b16, b8 = activation_widths(prec)
+    d, mods = m.d_model, set(modules)
+    out = 0.0
+    if "layernorm" in mods:
+        out += d * b8  # the attention's QKV (MLA: down-projection) input
+        out += d * b16 if moe_layer and m.n_experts > 1 else d * b8  # router input; else fc1's
+    if "mla_up_proj" in mods and m.mla is not None:
+        a = m.mla
+        out += (2 * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim) + m.n_heads * a.v_head_dim) * b16
+    if moe_layer:
+        slots = m.top_k if routed_slots is None else routed_slots
+        routed = slots * (d * b8 + _mlp_activation_bytes(m.expert_width, m.gated_ffn, b16, b8))
+        if m.n_experts <= 1:  # one expert, no router: its fc1 input is the block's input (kept)
+            slots, routed = 1.0, _mlp_activation_bytes(m.expert_width, m.gated_ffn, b16, b8)
+        shared = _mlp_activation_bytes(m.n_shared_experts * m.shared_width, m.gated_ffn, b16, b8)
+        if "moe" in mods:
+            out += routed + shared
+        else:
+            if "moe_act" in mods:
+                out += slots * m.expert_width * b8
+            if "shared_experts" in mods:
+                out += shared
+    elif "mlp" in mods:
+        out += _mlp_activation_bytes(m.ffn_hidden, m.gated_ffn, b16, b8)
+    return out
 
 
 def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec: Precision | None = None,

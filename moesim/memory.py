@@ -164,7 +164,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
         def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
-            return sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots)
+            return sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots,
+                                                        plan.recompute_modules)
                        for i in stage_layers(m, plan, stage))
 
         acts = stage_bytes_per_token(0) * tokens * in_flight
@@ -225,7 +226,8 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec:
     ``prec`` and ``slots`` (routed rows per token): as :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
-    per_layer = [layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots) for i in range(m.n_layers)]
+    per_layer = [layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules)
+                 for i in range(m.n_layers)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
     d0, e0 = stage_param_shares(m, plan, stage=0)
     best, best_total = stage0, sum(stage0)

@@ -179,13 +179,13 @@ _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
 _add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls, hidden or not (they block the "
-     "compute stream unless `plan.overlap_alltoall`; full recompute's re-run included; mean over stages)", T)
+     "compute stream unless `plan.overlap_alltoall`; recompute's re-run included: full, or the moe / mlp modules; mean over stages)", T)
 _add("alltoall_exposed_s", "s", "min", "exposed all-to-all (s)",
      "the part of `alltoall_s` on the critical path, while the compute stream waits for it: all of it "
      "unless `plan.overlap_alltoall` (Megatron's combined 1F1B) hides some behind another microbatch's "
      "compute" + _PART, T)
 _add("tp_comm_s", "s", "min", "TP communication (s)", "tensor-parallel all-reduces (they block the compute "
-     "stream; full recompute's re-run included)" + _PART, T)
+     "stream; recompute's re-run included: full, or the moe / mlp modules)" + _PART, T)
 _add("pp_comm_s", "s", "min", "PP communication (s)", "waits caused by pipeline transfers in flight" + _PART, T)
 _add("bubble_s", "s", "min", "pipeline bubble (s)",
      "the rest of the idle time until the last stage finishes its backward" + _PART, T)

@@ -12,6 +12,7 @@ import moesim
 from moesim.accounting import training_flops_per_token
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.comm import alltoall_bytes_per_rank
+from moesim.engine.ops import ATTN_BWD_FACTOR, BlockDims, attention_core_op, price
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import (
     BWD_SLOTS,
@@ -19,6 +20,7 @@ from moesim.engine.training.layer_costs import (
     FWD_SLOTS,
     alltoall_bytes_dropless,
     layer_costs,
+    training_dtypes,
 )
 from moesim.engine.training.pipeline import analytic_bubble_fraction
 from moesim.engine.training.step import p2p_send_s
@@ -125,11 +127,19 @@ def test_exact_event_log_two_stages_two_microbatches_one_moe_layer():
 def test_backward_is_twice_the_forward_compute_with_the_same_collectives():
     s = scenario(MOE, plan={"tp": 2, "dp": 2, "ep": 2, "recompute": "none"}, model={"first_dense_layers": 1})
     routing = sample_routing(s.routing, 7, 8, 2, 2, 2 * 4096, 4, np.random.default_rng(0))
-    costs = layer_costs(s, build_cost_model(s.hardware), routing)
+    cm = build_cost_model(s.hardware)
+    costs = layer_costs(s, cm, routing)
     assert BWD_SLOTS[1:] == FWD_SLOTS[::-1]
     comm = np.array([k in CATEGORY for k in FWD_SLOTS])
     fwd_as_bwd = costs.fwd_s[:, :, ::-1]
-    np.testing.assert_allclose(costs.bwd_s[:, :, 1:], np.where(comm[::-1], 1.0, 2.0) * fwd_as_bwd)
+    # flash attention's backward takes ATTN_BWD_FACTOR of its forward, not 2 (ops.py): the rest of
+    # the attention slot, and every other compute slot, twice
+    dims = BlockDims.of(s.model, 2, 2, mla_absorbed=False)
+    seqs = np.full(32 // (2 * 4), 2048.0)
+    core = float(price(cm, [attention_core_op(dims, training_dtypes(s), seqs, seqs)])["attn_core"])
+    extra = np.zeros(len(FWD_SLOTS))
+    extra[FWD_SLOTS.index("attention")] = (ATTN_BWD_FACTOR - 2.0) * core
+    np.testing.assert_allclose(costs.bwd_s[:, :, 1:], np.where(comm[::-1], 1.0, 2.0) * fwd_as_bwd + extra[::-1])
     np.testing.assert_array_equal(costs.bwd_s[:, :, 0], 0.0)  # no recompute
     assert (costs.fwd_s[:, :, FWD_SLOTS.index("tp_allreduce")] > 0).all()
     assert (costs.fwd_s[0, :, FWD_SLOTS.index("dense_ffn")] > 0).all()

@@ -8,6 +8,9 @@ from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
 from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 
+#: Megatron-core's recompute modules moesim prices (``--recompute-modules``; its Mamba/GDN/mHC ones aside).
+RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "moe", "shared_experts", "mlp"]
+
 
 class PlanSpec(Strict):
     """How devices split the model and the batch.
@@ -71,7 +74,23 @@ class PlanSpec(Strict):
         "Interleaved: spread over the stage's virtual_stages chunks (at least one each). Not with schedule "
         "dualpipe. Unset: the even split.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
-    recompute: Literal["none", "selective", "full"] = Field("selective", description="Activation recomputation.")
+    recompute: Literal["none", "selective", "full"] = Field("selective", description=(
+        "Activation recomputation. none: every activation kept. full: each layer keeps only its input and re-runs "
+        "its whole forward (collectives included) in backward. selective: unset recompute_modules, moesim's "
+        "classic selective recompute (Korthikanti et al. 2022 with flash attention): the attention core and its "
+        "Q/K/V are recomputed, not kept; else the Megatron-core modules listed in recompute_modules."))
+    recompute_modules: list[RecomputeModule] | None = Field(None, description=(
+        "Training with recompute: selective (ignored with none or full, as Megatron-core ignores "
+        "--recompute-modules outside selective granularity): the modules Megatron-core re-runs in backward "
+        "(--recompute-modules), each dropping the activations it would keep and re-running its forward ops in "
+        "the backward's recompute slot. core_attn: the attention core (with flash attention its Q/K/V are the "
+        "checkpoint's inputs, so it frees nothing: Megatron warns as much). layernorm: the two pre-norms (their "
+        "16-bit outputs, the next GEMM's saved input, are dropped). mla_up_proj: MLA's Q and KV up-projections "
+        "and RoPE (the per-head Q/K/V dropped, re-run at their share of the QKV projection's FLOPs). moe_act: "
+        "the routed experts' activation (its output, fc2's input, dropped). moe: the whole MoE layer (router, "
+        "dispatch, routed and shared experts, combine; only its input kept), the all-to-alls re-run as "
+        "communication. shared_experts: the shared experts. mlp: the dense layers' FFN (not MoE layers, as in "
+        "Megatron-core). []: nothing (as recompute: none). Unset: moesim's classic selective (see recompute)."))
     grad_dtype: Literal["bf16", "fp32"] = Field("bf16", description=(
         "Training: dtype of the gradient buffers and of their data-parallel reduction. bf16: 2 bytes per "
         "parameter (the ZeRO paper's 16 bytes of weights, gradients and Adam; Megatron's --grad-reduce-in-bf16); "
@@ -125,6 +144,13 @@ class PlanSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:
+        if self.recompute_modules is not None:
+            twice = sorted({x for x in self.recompute_modules if self.recompute_modules.count(x) > 1})
+            if twice:
+                raise ValueError(f"plan.recompute_modules: {', '.join(twice)} listed twice; list each module once")
+            if self.moe_impl == "hf_loop" and self.recompute == "selective":
+                raise ValueError("plan.recompute_modules: Megatron-core's modules, not with plan.moe_impl: hf_loop "
+                                 "(Hugging Face's gradient checkpointing is plan.recompute: full)")
         if self.dp_attention and self.ep == 1:
             raise ValueError("plan.dp_attention: needs plan.ep > 1 (the replicas of an expert-parallel group run together)")
         if self.moe_impl == "hf_loop" and self.ep > 1:

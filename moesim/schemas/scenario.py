@@ -132,6 +132,9 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
     if p.expert_tp != p.tp and m.n_experts <= 1:
         raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
+    if p.recompute_modules and "mla_up_proj" in p.recompute_modules and m.mla is None:
+        raise ValueError(f"{where}.recompute_modules: mla_up_proj needs multi-head latent attention (model.mla); "
+                         "allowed without it: core_attn, layernorm, moe_act, moe, shared_experts, mlp")
 
 
 def _check_serving_plans(p: PlanSpec, disagg) -> None:
@@ -153,6 +156,8 @@ def _check_serving_plans(p: PlanSpec, disagg) -> None:
         if plan.ep_in_tp_group and plan.overlap_alltoall:
             raise ValueError(f"{where}.overlap_alltoall: experts in EP over the TP group (etp 1, ep = tp) dispatch "
                              "nothing (the tokens are on every TP rank), so there is no all-to-all to overlap")
+        if plan.recompute_modules is not None:
+            raise ValueError(f"{where}.recompute_modules: activation recomputation is for training; leave it unset")
         for name in ("first_stage_layers", "last_stage_layers"):
             if getattr(plan, name) is not None:
                 raise ValueError(f"{where}.{name} = {getattr(plan, name)}: the uneven pipeline split is for training; "

@@ -43,6 +43,7 @@ from moesim.costmodel import CostModel
 from moesim.costmodel.train_host import moe_layer_floor_s
 from moesim.engine import cp as ctx
 from moesim.engine.ops import (
+    ATTN_BWD_FACTOR,
     EXPERT_OPS,
     BlockDims,
     Op,
@@ -64,6 +65,7 @@ from moesim.engine.training.fp8 import fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
+from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
@@ -134,6 +136,9 @@ class LayerCosts:
     # the experts slot of fwd_s / bwd_s: [L, M] each. None: no wait.
     host_wait_fwd_s: np.ndarray | None = None
     host_wait_bwd_s: np.ndarray | None = None
+    # (all-to-all, TP collective) seconds that recompute re-runs inside the recompute slot of bwd_s
+    # (full: the whole forward's; selective ``moe``/``mlp`` modules: their block's): [L, M, 2]
+    recompute_comm_s: np.ndarray | None = None
 
 
 
@@ -196,12 +201,17 @@ def training_dtypes(s: Scenario) -> OpDtypes:
                     act_dtype=adt, attn_dtype=adt)
 
 
-def slot_of(name: str) -> int:
-    """The training slot of an op of the op graph (an FP8 cast op, a LoRA adapter or a QLoRA
-    dequantisation goes with its GEMM)."""
+def base_name(name: str) -> str:
+    """The op-graph name of an op (an FP8 cast op, a LoRA adapter or a QLoRA dequantisation goes
+    with its GEMM, a backward-only op with its forward)."""
     for suffix in FT_SUFFIXES:
         name = name.removesuffix(suffix)
-    return SLOT_OF[name.removesuffix("_bwd").removesuffix("_cast")]
+    return name.removesuffix("_bwd").removesuffix("_cast")
+
+
+def slot_of(name: str) -> int:
+    """The training slot of an op of the op graph (:func:`base_name`'s)."""
+    return SLOT_OF[base_name(name)]
 
 
 #: Op kinds whose backward is two GEMMs of the forward's FLOPs, input and weight gradients.
@@ -268,14 +278,19 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
         return finetune_ops(ops, spec, m.gated_ffn)
 
+    priced = {}  # layer kind (True: MoE) -> (ops, seconds by op name), for the recompute modules
     if (~moe).any():
         row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-        core = _into_slots(cm, block(moe=False), row, brow, memo, wrow, frozen)["attn_core"]
+        ops_ = block(moe=False)
+        priced[False] = (ops_, _into_slots(cm, ops_, row, brow, memo, wrow, frozen))
+        core = priced[False][1]["attn_core"]
         fwd[~moe], back[~moe], wback[~moe] = row, brow, wrow
     if moe.any():
         if routing is None or m.n_experts == 1:  # nothing to route: a dense FFN of the expert width
             row, brow, wrow = np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS)), np.zeros(len(FWD_SLOTS))
-            core = _into_slots(cm, block(moe=True, expert_tokens=np.zeros((1,))), row, brow, memo, wrow, frozen)["attn_core"]
+            ops_ = block(moe=True, expert_tokens=np.zeros((1,)))
+            priced[True] = (ops_, _into_slots(cm, ops_, row, brow, memo, wrow, frozen))
+            core = priced[True][1]["attn_core"]
             fwd[moe], back[moe], wback[moe] = row, brow, wrow
         else:
             ep, E, k = plan.ep, m.n_experts, m.top_k
@@ -292,6 +307,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart, wpart = np.zeros_like(part), np.zeros_like(part)
             secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart, frozen)
+            priced[True] = (moe_ops_, secs)
             if plan.moe_impl == "hf_loop":  # transformers' per-expert Python loop (hf_loop.py)
                 apply_hf_loop(s, cm, dims, moe_ops_, secs, busiest, part, bpart, wpart, frozen, slot_of, EXPERTS)
             core = secs["attn_core"]
@@ -325,12 +341,25 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     wgrad = np.zeros_like(bwd)
     wgrad[:, :, 1:] = wback[:, :, ::-1]
     cp_rc = 0.0
+    rc_comm = np.zeros((L, M, 2))  # (all-to-all, TP collective) seconds inside the recompute slot
+    modules = plan.recompute_modules
     if plan.recompute == "full":
         bwd[:, :, 0] = fwd.sum(axis=-1)
+        rc_comm[..., 0] = fwd[..., DISPATCH] + fwd[..., COMBINE]
+        rc_comm[..., 1] = fwd[..., TP1] + fwd[..., TP2]
         cp_rc = ring["exposed"][0]
-    elif plan.recompute == "selective":  # re-running the core attention re-runs its ring
+    elif plan.recompute == "selective" and modules is None:  # re-running the core attention re-runs its ring
         bwd[:, :, 0] = core if cp == 1 else core + ring["exposed"][0]
         cp_rc = ring["exposed"][0]
+    elif plan.recompute == "selective":  # Megatron-core's modules (recompute.py)
+        share = mla_up_share(m)
+        for kind, (ops_, secs_) in priced.items():
+            rows = moe if kind else ~moe
+            t, a2a, tpc = recompute_s(ops_, secs_, modules, base_name, share)
+            bwd[rows, :, 0], rc_comm[rows, :, 0], rc_comm[rows, :, 1] = t, a2a, tpc
+        if "core_attn" in modules and cp > 1:
+            bwd[:, :, 0] += ring["exposed"][0]
+            cp_rc = ring["exposed"][0]
 
     own = np.ones(len(FWD_SLOTS), dtype=bool)  # the slots the host floor counts as GPU work
     if s.plan.overlap_alltoall or schedule_for(s.plan).pairs_units:  # all-to-alls on their own stream
@@ -374,7 +403,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         wgrad_s=wgrad, head_wgrad_s=head_gemm,
         p2p_bytes=T * d * ab / tp, tokens_per_microbatch=T,
         cp_exposed_s=(*ring["exposed"], float(cp_rc)), cp_ring_s=ring["ring_s"], cp_ring_bytes=ring["bytes"],
-        host_wait_fwd_s=host_f, host_wait_bwd_s=host_b,
+        host_wait_fwd_s=host_f, host_wait_bwd_s=host_b, recompute_comm_s=rc_comm,
     )
     if ft is not None:
         return ft.adjust(costs, head_gemm)
@@ -391,7 +420,7 @@ def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: 
     device sends; all 0 without context parallelism.
 
     A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
-    bytes: K/V and dK/dV) its backward (twice that). One message's latency stays exposed per pass:
+    bytes: K/V and dK/dV) its backward (``ops.ATTN_BWD_FACTOR`` times that). One message's latency stays exposed per pass:
     with alpha-beta links it is ``2 * fwd_step - bwd_step``.
     """
     if cp <= 1:
@@ -401,6 +430,6 @@ def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: 
     f, b = float(secs[ctx.RING_FWD]), float(secs[ctx.RING_BWD])
     latency = max(2 * f - b, 0.0)
     block = core_s / cp
-    exposed = (float(ctx.ring_exposed_s(f, block, cp, latency)), float(ctx.ring_exposed_s(b, 2 * block, cp, latency)))
+    exposed = (float(ctx.ring_exposed_s(f, block, cp, latency)), float(ctx.ring_exposed_s(b, ATTN_BWD_FACTOR * block, cp, latency)))
     nb = [float(op.nbytes) * (cp - 1) for op in ops]
     return {"exposed": exposed, "ring_s": ((cp - 1) * f, (cp - 1) * b), "bytes": (nb[0], nb[1])}

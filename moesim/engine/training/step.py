@@ -275,24 +275,21 @@ class StepResult:
     gather_s: np.ndarray  # [pp] ZeRO parameter all-gathers of the step, hidden or not
     gather_after_step_s: np.ndarray  # [pp] ZeRO-1/2: the gather after the optimizer (its span)
     gather_exposed_after_step_s: np.ndarray  # [pp] ZeRO-1/2: what of it the next forward cannot hide
-    recompute_comm_s: np.ndarray  # [pp, 2] (all-to-all, TP) seconds inside full recompute's re-run
+    recompute_comm_s: np.ndarray  # [pp, 2] (all-to-all, TP) seconds inside recompute's re-run (full; moe/mlp modules)
     schedule: Schedule  # whose layout maps global chunks to stages
     alltoall_hidden_s: np.ndarray | None = None  # [pp] all-to-all seconds combined units hid behind compute
     op_end_s: dict[tuple[int, int, int], np.ndarray] | None = None  # (chunk, microbatch, bwd): op ends in its combined unit
     a2a_stream: str = "compute"  # the stream the all-to-all spans occupy ("ep_comm" when pairs overlap them)
 
 
-def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, full: bool, rows: np.ndarray | None = None) -> tuple[float, float]:
+def recompute_comm_s(costs: LayerCosts, layers: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, float]:
     """(all-to-all, TP all-reduce) seconds, summed over microbatches (those ``rows`` keeps, a
-    ``[M]`` mask), that full recompute's forward re-run of ``layers`` spends in collectives (0
-    unless the recompute slot re-runs them)."""
-    if not full or len(layers) == 0:
+    ``[M]`` mask), that recompute's re-run of ``layers`` spends in collectives
+    (``LayerCosts.recompute_comm_s``: full recompute's whole forward, or the ``moe``/``mlp`` modules')."""
+    if costs.recompute_comm_s is None or len(layers) == 0:
         return 0.0, 0.0
-    fwd = costs.fwd_s[layers] if rows is None else costs.fwd_s[layers][:, rows]
-    if not np.allclose(costs.bwd_s[layers, :, 0], costs.fwd_s[layers].sum(axis=-1), rtol=1e-9, atol=0.0):
-        return 0.0, 0.0  # the recompute slot does not hold the whole forward
-    cat = np.array([CATEGORY.get(k, "compute") for k in FWD_SLOTS])
-    return float(fwd[..., cat == "alltoall"].sum()), float(fwd[..., cat == "tp_comm"].sum())
+    rc = costs.recompute_comm_s[layers] if rows is None else costs.recompute_comm_s[layers][:, rows]
+    return float(rc[..., 0].sum()), float(rc[..., 1].sum())
 
 
 def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
@@ -365,7 +362,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     rc = np.zeros((pp, 2))
     for c, (_, b) in enumerate(tables):
         opt_params[stage[c]] += b.opt_params
-        rc[stage[c]] += recompute_comm_s(costs, chunks[c], plan.recompute == "full", None if every else rows[c])
+        rc[stage[c]] += recompute_comm_s(costs, chunks[c], None if every else rows[c])
         if zp.gather_after_step:
             after[stage[c]] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
     if zp.gather_after_step:

@@ -177,7 +177,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
             straggler[st] += table.straggler_s.sum()
             host_wait[st] += 0.0 if table.host_wait_s is None else table.host_wait_s.sum()
         exposed[st] += step.run.pp_exposed_s[c].sum()
-    # Full recompute re-runs the forward's collectives inside its (compute) slot: book them as such.
+    # Recompute (full; the moe/mlp modules) re-runs collectives inside its (compute) slot: book them as such.
     a2a, tp = step.recompute_comm_s[:, 0], step.recompute_comm_s[:, 1]
     busy["compute"] -= a2a + tp
     busy["alltoall"] += a2a

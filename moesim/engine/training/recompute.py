@@ -1,0 +1,70 @@
+"""What Megatron-core's selective recompute modules re-run in backward (``plan.recompute_modules``).
+
+Each module re-runs its forward ops in the backward's recompute slot, just before the layer's
+backward (``layer_costs``); what it stops keeping is in ``activations.recomputed_bytes_per_token``.
+The op names are the op graph's (``ops.block_ops``); an FP8 cast or a fine-tuning adapter op goes
+with its GEMM (``layer_costs.slot_of``'s suffixes). Megatron-core's own list and semantics:
+``megatron/core/transformer/transformer_config.py`` ``recompute_modules``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+
+from moesim.accounting import attention_params
+from moesim.engine.ops import Op, forward_s
+from moesim.schemas import ModelSpec
+
+_MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expert_act", "expert_down",
+              "moe_overhead", "combine", "unpermute", "shared_up", "shared_act", "shared_down", "ffn_allreduce")
+
+#: The forward ops each module re-runs (a dense layer has no MoE ops, a MoE layer no ``ffn_*`` GEMMs).
+#: ``mla_up_proj`` re-runs MLA's up-projections, which the op graph folds into ``qkv_proj``: priced
+#: at their share of its FLOPs (:func:`mla_up_share`). ``moe`` and ``mlp`` use normal checkpointing,
+#: so the block's TP collective (sequence-parallel gather / scatter) runs again too.
+RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
+    "core_attn": ("attn_core",),
+    "layernorm": ("attn_norm", "ffn_norm"),
+    "mla_up_proj": ("qkv_proj",),
+    "moe_act": ("expert_act",),
+    "shared_experts": ("shared_up", "shared_act", "shared_down"),
+    "moe": _MOE_BLOCK,
+    "mlp": ("ffn_up", "ffn_act", "ffn_down", "ffn_allreduce"),
+}
+#: Ops whose re-run is communication, booked as such: (all-to-all, TP collective) names.
+A2A_OPS = ("dispatch", "combine")
+TP_OPS = ("attn_allreduce", "ffn_allreduce")
+
+
+def mla_up_share(m: ModelSpec) -> float:
+    """Fraction of the op graph's MLA ``qkv_proj`` FLOPs that are the Q and KV up-projections
+    (the rest: the down-projections to the latents and the shared rope key). 0 without MLA."""
+    if m.mla is None:
+        return 0.0
+    a, h, d = m.mla, m.n_heads, m.d_model
+    up = a.q_lora_rank * h * (a.qk_nope_head_dim + a.qk_rope_head_dim) + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
+    return up / (attention_params(m) - h * a.v_head_dim * d)
+
+
+def recompute_s(ops: list[Op], secs: dict[str, np.ndarray], modules: Collection[str], base_name,
+                up_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(all, all-to-all, TP collective) forward seconds the ``modules`` re-run among ``ops`` priced at
+    ``secs`` (``ops.price``); an op counts once whichever modules list it. ``base_name``: maps an
+    op's name to its op-graph name (strips cast / adapter suffixes)."""
+    names = {n for mod in modules for n in RECOMPUTE_OPS[mod]}
+    total, a2a, tp = np.zeros(()), np.zeros(()), np.zeros(())
+    for op in ops:
+        base = base_name(op.name)
+        if base not in names:
+            continue
+        t = forward_s(op, secs[op.name])
+        if base == "qkv_proj":  # only mla_up_proj lists it
+            t = t * up_share
+        total = total + t
+        if base in A2A_OPS:
+            a2a = a2a + t
+        elif base in TP_OPS:
+            tp = tp + t
+    return total, a2a, tp
