@@ -5,8 +5,8 @@
 * ``fits_reason``: the memory terms that add up past the capacity, e.g. ``weights 87.2 GiB +
   KV for the longest request 0.5 GiB + activations 0.3 GiB = 88.0 GiB > capacity 80.0 GiB per device``;
 * ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
-  accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, full
-  recompute, a smaller dtype, a bigger device preset). Changes that alter the device count say so.
+  accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, recompute of
+  the MoE blocks or full recompute, a smaller dtype, a bigger device preset). Changes that alter the device count say so.
 
 Both are empty strings when the scenario fits.
 """
@@ -20,6 +20,9 @@ from moesim.schemas import Scenario, TrainingWorkload
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
 _MAX_FACTOR = 64
+#: Megatron-core's selective recompute of the pre-norms and whole MoE blocks (--recompute-modules
+#: layernorm moe), the usual way to fit long sequences of an MoE model short of full recompute.
+_MOE_RECOMPUTE = ("layernorm", "moe")
 
 
 def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, str]:
@@ -76,6 +79,10 @@ def _advice(s: Scenario) -> str:
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")
+        moe_rc = dict(recompute="selective", recompute_modules=list(_MOE_RECOMPUTE))
+        if (s.model.n_experts > 1 and p.recompute != "full" and p.recompute_modules != moe_rc["recompute_modules"]
+                and _fits(_with_plan(s, **moe_rc))):
+            options.append(f"plan.recompute_modules: [{', '.join(_MOE_RECOMPUTE)}] (recompute: selective)")
         if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
             options.append("plan.recompute: full")
     smaller = _smaller_dtypes(s)
@@ -87,7 +94,8 @@ def _advice(s: Scenario) -> str:
     if bigger:
         options.append(bigger)
     if not options:
-        return "no single change tried fits (more tp/pp up to 64x, ZeRO-3, full recompute, a smaller dtype, a bigger device)"
+        return ("no single change tried fits (more tp/pp up to 64x, ZeRO-3, recompute of the MoE blocks or full "
+                "recompute, a smaller dtype, a bigger device)")
     return "; ".join(options)
 
 

@@ -197,3 +197,18 @@ def test_modules_are_ignored_outside_selective():
                          None).summary
     assert with_mods["step_time_s"] == full["step_time_s"]
     assert with_mods["peak_memory_gib"] == full["peak_memory_gib"]
+
+
+def test_fit_advice_offers_moe_recompute_for_moe_models_only():
+    from moesim.fit_advice import fit_explanation
+    from moesim.loader import load_scenario
+
+    long = ["workload.seq_len=16384", "model.max_seq_len=32768"]  # 16K tokens: activations do not fit
+    moe = load_scenario("mixtral-8x7b-h100-train", long)
+    reason, advice = fit_explanation(moe)
+    assert "activations" in reason
+    assert "plan.recompute_modules: [layernorm, moe] (recompute: selective)" in advice
+    fixed = load_scenario("mixtral-8x7b-h100-train", long + ["plan.recompute_modules=[layernorm,moe]"])
+    assert fit_explanation(fixed) == ("", "")  # the advice fits, as it says
+    dense = load_scenario("llama-2-7b-a100-train", ["plan.zero_stage=0", "model.n_layers=200"])
+    assert "recompute_modules" not in fit_explanation(dense)[1]
