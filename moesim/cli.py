@@ -160,7 +160,9 @@ def simulate(
         "--slo", metavar="METRIC=SECONDS,...",
         help="Serving: find the highest Poisson arrival rate at which these latency limits hold in steady state "
              "(e.g. ttft_p99=2,tpot_p99=0.2; metrics ttft|tpot|e2e _p50|_p90|_p99|_mean) and print the run at that "
-             "rate with max_goodput_req_s and its cost; --out adds capacity_probes.csv.")] = None,
+             "rate with max_goodput_req_s and its cost; --out adds capacity_probes.csv. Each probe sizes its own run "
+             "(arrivals over five end-to-end latencies, 1,000-20,000 requests), so workload.arrival.n_requests only "
+             "sizes the first.")] = None,
 ) -> None:
     """Simulate a training step or a serving run and print where the time and money go."""
     from moesim.loader import load_scenario
@@ -282,8 +284,11 @@ def click_command():
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to one line and an exit code."""
     try:
-        click_command().main(args=argv, prog_name="moesim", standalone_mode=False)
-        return 0
+        rc = click_command().main(args=argv, prog_name="moesim", standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into Exit(130), which main() returns without standalone mode
+            err.print("interrupted")
+            return 130
+        return rc if isinstance(rc, int) else 0
     except MoesimError as exc:
         from rich.markup import escape
 
@@ -293,8 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except _EXIT as exc:
         return exc.exit_code
-    except _USAGE as exc:  # usage errors: unknown option, missing argument
-        exc.show()
+    except _USAGE as exc:  # usage errors: unknown option, missing argument, a value of the wrong type
+        from rich.markup import escape
+
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "moesim"
+        err.print(f"[red]error:[/red] {escape(' '.join(exc.format_message().split()))} (see: {where} --help)",
+                  highlight=False, soft_wrap=True)
         return 2
     except _ABORT:
         err.print("aborted")
@@ -302,12 +312,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except OSError as exc:  # a path the user gave that cannot be read or written (--out on a file, ...)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(_os_error_line(exc))}", highlight=False, soft_wrap=True)
+        return 2
     except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback for users
         if os.environ.get("MOESIM_DEBUG"):
             raise
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set MOESIM_DEBUG=1 for a traceback)",
                   highlight=False, soft_wrap=True)
         return 1
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError on a user's path, naming the file it was for (an atomic write's temp
+    file ``.NAME.XXXXXXXX.tmp`` reads as ``NAME``)."""
+    import re
+
+    name = exc.filename if exc.filename is not None else ""
+    name = re.sub(r"(^|/)\.([^/]+)\.[A-Za-z0-9_]+\.tmp$", r"\1\2", str(name))
+    what = exc.strerror or type(exc).__name__
+    return f"{name}: {what}" if name else what
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def sweep_command(
         out.print(table)
         if note(picked, files["csv"]):
             out.print(note(picked, files["csv"]), highlight=False)
-        out.print(f"{p.total + p.skipped} points: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
+        n = p.total + p.skipped
+        out.print(f"{n} point{'' if n == 1 else 's'}: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
                   highlight=False)
         if best and outcome.best is None:
@@ -109,11 +110,11 @@ def plot_command(
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field when RESULTS is a scenario YAML.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed when RESULTS is a scenario YAML.")] = None,
 ) -> None:
-    """Draw a plot (PNG and SVG) from sweep results, a saved result, or a scenario."""
+    """Draw a plot (PNG and SVG by default, or PDF) from sweep results, a saved result, or a scenario."""
     from moesim import plots
     from moesim.shipped import resolve_scenario
 
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    fmts = list(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))  # each format once
     source = Path(results) if Path(results).exists() or "/" in results else resolve_scenario(results)
     if (source.is_dir() and (source / "results.jsonl").exists()) or source.suffix == ".jsonl":
         from moesim.sweep_store import read_manifest, read_rows
@@ -186,7 +187,7 @@ def _parsed(value: Any) -> Any:
 
 
 def validate_command(
-    csv_path: Annotated[Path | None, typer.Argument(help="Validation CSV (default: the table moesim ships in moesim/data/validation.csv).", show_default=False)] = None,
+    csv_path: Annotated[Path | None, typer.Argument(help="Validation CSV (default: the table moesim ships in moesim/data/validation.csv).", show_default=False, metavar="CSV")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
     fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
     only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,

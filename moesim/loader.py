@@ -232,9 +232,13 @@ def apply_override(raw: dict, item: str) -> None:
     if "=" not in item:
         raise InputError(f"--set {short_repr(item, 80)}: expected path.to.field=value")
     key, _, text = item.partition("=")
-    parts = [k for k in key.strip().split(".") if k]
-    if not parts:
+    parts = key.strip().split(".")
+    if not key.strip():
         raise InputError(f"--set {short_repr(item, 80)}: empty field path")
+    if not all(p.strip() for p in parts):
+        raise InputError(f"--set {short_repr(item, 80)}: empty part in the field path {key.strip()!r} "
+                         "(write path.to.field=value)")
+    parts = [p.strip() for p in parts]
     try:
         value = load_yaml_value(text, f"--set {_clip(key.strip())}") if text.strip() else ""
     except yaml.YAMLError:
@@ -314,7 +318,12 @@ def format_validation_error(exc: ValidationError) -> str:
         allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls else ""
         line = f"{path}: unknown field{allowed}"
     elif kind == "missing":
-        line = f"{path}: required field is missing"
+        missing = [".".join(str(p) for p in e["loc"] if p not in _TAGS) for e in errors if e["type"] == "missing"]
+        if len(missing) > 1:  # name them all: a file missing two sections says which two
+            line = f"{', '.join(missing)}: required fields are missing"
+            errors = [first] + [e for e in errors if e["type"] != "missing"]
+        else:
+            line = f"{path}: required field is missing"
     elif kind in ("less_than_equal", "less_than", "int_parsing_size") or (
             kind == "float_type" and isinstance(first.get("input"), int) and not isinstance(first.get("input"), bool)):
         # over the field's bound, or an integer too big to be a float / a float too big for an int
@@ -328,8 +337,12 @@ def format_validation_error(exc: ValidationError) -> str:
 
 def _over_bound(loc: tuple, error: dict) -> str:
     """``must be <= 64 (why)`` for a value over a field's upper bound."""
+    return over_bound(_field_at(loc), error)
+
+
+def over_bound(field: Any, error: dict) -> str:
+    """``must be <= 64 (why)`` for pydantic ``error`` on a value over ``field``'s upper bound (a FieldInfo)."""
     ctx = error.get("ctx") or {}
-    field = _field_at(loc)
     if "le" in ctx or "lt" in ctx:
         op, bound = ("<=", ctx["le"]) if "le" in ctx else ("<", ctx["lt"])
     else:  # int_parsing_size: a number too big to be an integer at all

@@ -318,7 +318,8 @@ def _latency_cdf(result: Any, title: str) -> Figure:
     table = result.tables.get("requests") or {}
     cols = [c for c in ("ttft_s", "tpot_s", "e2e_s") if c in table and len(table[c])]
     if not cols:
-        raise InputError(f"{result.scenario}: no tables['requests'] with ttft_s/e2e_s (a serving result is needed)")
+        raise InputError(f"{result.scenario}: --kind latency-cdf draws request latencies (TTFT, end-to-end), "
+                         "which only a serving result has")
     fig, ax = _figure(title)
     for i, c in enumerate(cols):
         v = np.sort(np.asarray([x for x in table[c] if isinstance(x, (int, float)) and math.isfinite(x)], dtype=float))

@@ -101,9 +101,23 @@ def scenario_precision(s) -> Precision:
 
 
 def summary_fields(s) -> dict:
-    """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note."""
+    """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note.
+
+    QLoRA (``workload.trainable.base_dtype: nf4``): the base weights' mean, nf4 for the linear layers
+    it quantises, the training width for the rest (embeddings, norms)."""
     p = scenario_precision(s)
-    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": p.weight_bytes, "precision_note": p.note}
+    weight_bytes = p.weight_bytes
+    spec = getattr(s.workload, "trainable", None)
+    if spec is not None and spec.quantized:
+        from moesim.finetune import (  # local: finetune imports this module
+            nf4_bytes_per_weight,
+            trainable_counts,
+        )
+
+        c = trainable_counts(s.model, spec)
+        rest = DTYPE_BYTES[p.act_dtype]  # the 16-bit width training keeps unquantised weights in
+        weight_bytes = (c.quantized * nf4_bytes_per_weight(spec) + (c.base - c.quantized) * rest) / c.base
+    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": p.note}
 
 
 def grad_bytes(model_dtype: str, grad_dtype: str) -> float:

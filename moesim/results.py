@@ -14,6 +14,9 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import InputError
-from moesim.fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 SPAN_COLUMNS = ("kind", "stage", "stream", "rank_group", "layer", "item", "start_s", "end_s",
@@ -141,19 +143,37 @@ class SimResult:
                 "otherData": {"scenario": self.scenario, "seed": self.seed, "kind": self.kind}}
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write summary.json, spans.csv, trace.json and one CSV per table, each atomically."""
+        """Write summary.json, spans.csv, trace.json and one CSV per table into ``out_dir``.
+
+        The files are written into a staging folder inside ``out_dir`` and moved into place at the
+        end, so an interrupted save leaves the folder as it was. A folder that held an earlier
+        result (it has a summary.json) loses that result's other files (its tables, trace), so it
+        holds this result only; other files are left alone.
+        """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "summary.json", out / "spans.csv", out / "trace.json"]
-        atomic_write_text(written[0], self.summary_json() + "\n")
-        atomic_write_text(written[1], self.spans_csv())
-        # dumps + one write is several times faster than json.dump's many small writes
-        atomic_write_text(written[2], json.dumps(self.chrome_trace(), separators=(",", ":")))
-        for name, table in self.tables.items():
-            path = out / f"{name}.csv"
-            atomic_write_text(path, table_csv(table))
-            written.append(path)
-        return written
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out}: exists and is not a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+        files = {"summary.json": self.summary_json() + "\n", "spans.csv": self.spans_csv(),
+                 # dumps + one write is several times faster than json.dump's many small writes
+                 "trace.json": json.dumps(self.chrome_trace(), separators=(",", ":"))}
+        files.update({f"{name}.csv": table_csv(table) for name, table in self.tables.items()})
+        stage = Path(tempfile.mkdtemp(prefix=".moesim-save-", dir=out))
+        try:
+            for name, text in files.items():
+                (stage / name).write_text(text, encoding="utf-8", newline="")
+            if (out / "summary.json").exists():  # an earlier result: its files go
+                for old in [*out.glob("*.csv"), out / "trace.json"]:
+                    if old.name not in files and old.is_file():
+                        old.unlink()
+            for name in files:
+                os.replace(stage / name, out / name)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return [out / name for name in files]
 
     @classmethod
     def load(cls, out_dir: str | Path) -> SimResult:

@@ -75,4 +75,8 @@ def resolve_scenario(arg: str | Path) -> Path:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InputError(f"{text}: file not found, and no shipped scenario has that name{hint} "
                          "(`moesim scenarios` lists them)")
+    stem = p.name.removesuffix(".yaml").removesuffix(".yml")
+    if p.parent.name == "scenarios" and stem in {sc.name for sc in shipped_scenarios()}:
+        raise InputError(f"{text}: file not found here; the shipped scenario of that name runs from any folder as "
+                         f"`{stem}` (or run from the repository's root)")
     raise InputError(f"{text}: file not found")

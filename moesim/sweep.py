@@ -30,7 +30,7 @@ from moesim.sweep_grid import (
     expand,
     parse_seeds,
 )
-from moesim.sweep_store import ROW_COLUMNS, ResultStore, read_rows
+from moesim.sweep_store import ROW_COLUMNS, ResultStore, read_manifest, read_rows
 
 __all__ = [
     "SweepOutcome",
@@ -94,6 +94,21 @@ def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | N
     return raw, base_dir, expand(dims, parse_seeds(seeds, base.routing.seed)), base
 
 
+def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:
+    """--resume continues the sweep ``out`` holds: the same scenario, swept fields and fixed --set
+    overrides (more values of the same fields are fine); anything else would mix two sweeps."""
+    old = read_manifest(out)
+    if not old:
+        return
+    def same(a, b) -> bool:  # fields and overrides in any order
+        return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
+
+    for key, what in (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides")):
+        if key in old and not same(old[key], manifest[key]):
+            raise InputError(f"--resume: {out} holds a sweep with other {what} ({old[key]} there, {manifest[key]} "
+                             "now); sweep into another --out, or pass --overwrite to replace it")
+
+
 def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
               capacity_factor: str | None = None, grid: Iterable[str] = (), seeds: str | None = None,
               sets: Iterable[str] = (), out_dir: str | Path | None = None, resume: bool = False,
@@ -112,6 +127,8 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         raise InputError("--scheduler needs --executor dask")
     if retries < 0:
         raise InputError(f"--retries {retries}: must be >= 0")
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite: pass one (--resume keeps the rows in --out, --overwrite drops them)")
     metric, direction = parse_best(best) if best else (None, None)
     dims = build_dimensions(experts, capacity_factor, grid)
     raw, base_dir, points, base = plan_points(scenario_path, dims, seeds, sets)
@@ -119,12 +136,17 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         direction = _check_best(metric, direction, "training" if base.is_training else "serving",
                                 [*ROW_COLUMNS, *(d.path for d in dims)])
     out = Path(out_dir) if out_dir is not None else Path("sweeps") / base.name
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    manifest = {"scenario": str(scenario_path), "name": base.name,
+                "kind": "training" if base.is_training else "serving",
+                "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),
+                "sets": list(sets), "n_points": len(points)}
+    if resume:
+        _check_same_sweep(out, manifest)
     store = ResultStore(out, durable=durable)
     done_keys = {r.get("key") for r in store.open(resume=resume, overwrite=overwrite)}
-    store.write_manifest({"scenario": str(scenario_path), "name": base.name,
-                          "kind": "training" if base.is_training else "serving",
-                          "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),
-                          "sets": list(sets), "n_points": len(points)})
+    store.write_manifest(manifest)
     todo = [p for p in points if p.key not in done_keys]
     progress = SweepProgress(total=len(todo), skipped=len(points) - len(todo))
     t0 = time.perf_counter()

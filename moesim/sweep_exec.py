@@ -119,6 +119,12 @@ class LocalBackend:
         self.broken = False
 
     def close(self, wait: bool = True) -> None:
+        """Shut the pool down; ``wait=False`` (Ctrl-C, an error) also stops the running points'
+        workers, so neither this call nor the interpreter's exit joins them (a second Ctrl-C while
+        it did left a traceback and a hung process)."""
+        if not wait:
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                proc.terminate()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from moesim.errors import InputError
-from moesim.loader import apply_override, load_yaml_value
+from moesim.loader import apply_override, load_yaml_value, over_bound
 from moesim.schemas import Scenario
 
 #: Shorthand options and the field each one sweeps.
@@ -120,7 +120,53 @@ def build_dimensions(experts: str | None = None, capacity_factor: str | None = N
         for v in next(d for d in dims if d.path == "model.n_experts").values:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(f"--experts: {v!r} is not a positive whole number of experts")
+    flags = {SHORTHANDS[name]: "--" + name.replace("_", "-") for name, text in
+             (("experts", experts), ("capacity_factor", capacity_factor)) if text is not None}
+    for d in dims:
+        check_values(d, flags.get(d.path, "--grid " + d.path))
     return dims
+
+
+def check_values(dim: Dimension, flag: str) -> None:
+    """Fail early (InputError) on a swept value its field can never take (a word for a number, a
+    negative count, over the field's bound), whatever the other fields are; rules that tie fields
+    together are judged point by point (an ``invalid`` row)."""
+    field = leaf_field(dim.path)
+    if field is None:
+        return
+    kind = typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    adapter = TypeAdapter(kind)
+    for v in dim.values:
+        if isinstance(v, dict) or (isinstance(v, bool) and not isinstance(field.annotation, type)):
+            continue
+        try:
+            if isinstance(v, bool):
+                raise ValueError("a number is expected, not a boolean")
+            adapter.validate_python(v)
+        except (ValidationError, ValueError) as exc:
+            msg = str(exc)
+            if isinstance(exc, ValidationError):
+                first = exc.errors(include_url=False)[0]
+                bound = first["type"] in ("less_than_equal", "less_than", "int_parsing_size")
+                msg = over_bound(field, first) if bound else first["msg"]
+            shown = json.dumps(v) if isinstance(v, bool) or v is None else repr(v)
+            raise InputError(f"{flag}: {shown}: {msg}") from None
+
+
+def leaf_field(path: str) -> Any:
+    """The pydantic FieldInfo ``path`` ends at when it is one plain (non-section) field of one
+    section, else None (a preset name, a mapping key, a field of several section types)."""
+    parts = path.split(".")
+    cls: Any = Scenario
+    for i, part in enumerate(parts):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        info = cls.model_fields[part]
+        if i == len(parts) - 1:
+            return None if _models_in(info.annotation) else info
+        models = _models_in(info.annotation)
+        cls = models[0] if len(models) == 1 else None
+    return None
 
 
 def parse_seeds(text: str | None, default: int) -> tuple[int, ...]:

@@ -347,9 +347,17 @@ def test_sweep_grid_values_with_extremes(root):
         build_dimensions(grid=["model.n_layers=4," + "[" * 5000])
     with pytest.raises(InputError, match=r"a number of more than 4300 digits"):
         build_dimensions(capacity_factor="1," + "1" * 5000)
-    dims = build_dimensions(capacity_factor="1e300,1.7e+308", grid=["plan.dp=99999999999999999999"])
-    raw = read_yaml_mapping(root / "scenarios" / "mixtral-8x7b-h100-train.yaml")
-    for point in expand(dims, [0]):  # every point is an invalid row with a one-line reason
+    # a value no point could take is refused before any point runs, with the field's bound and why
+    for kw, flag in ((dict(capacity_factor="1e300,1.7e+308"), "--capacity-factor"),
+                     (dict(grid=["plan.dp=99999999999999999999"]), "--grid plan.dp")):
         with pytest.raises(InputError) as info:
-            scenario_from_dict(apply_point(raw, point))
-        assert "must be <=" in _one_line(info)
+            build_dimensions(**kw)
+        assert _one_line(info).startswith(flag) and "must be <=" in _one_line(info)
+    # a value its field takes but the other fields refuse is an invalid point, with a one-line reason
+    dims = build_dimensions(grid=["plan.ep=8,3"])
+    raw = read_yaml_mapping(root / "scenarios" / "mixtral-8x7b-h100-train.yaml")
+    points = list(expand(dims, [0]))
+    scenario_from_dict(apply_point(raw, points[0]))
+    with pytest.raises(InputError) as info:
+        scenario_from_dict(apply_point(raw, points[1]))
+    assert "plan.ep = 3" in _one_line(info)

@@ -115,7 +115,7 @@ def test_bad_requests_are_input_errors():
         plots.plot_sweep("pie", sweep_rows())
     with pytest.raises(InputError, match="no finished"):
         plots.plot_sweep("cost-vs-cf", [{"status": "invalid"}])
-    with pytest.raises(InputError, match="requests"):
+    with pytest.raises(InputError, match="only a serving result has"):
         plots.plot_result("latency-cdf", training_result())
     with pytest.raises(InputError, match="no spans"):
         plots.plot_result("timeline", serving_result())

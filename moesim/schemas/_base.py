@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PositiveFloat
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PositiveFloat,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined
 
 #: Longest string any scenario field accepts (names, descriptions, paths are far shorter).
@@ -47,10 +55,42 @@ BITS_PER_WEIGHT_WHY = "a quantized weight takes fewer bits than fp32's 32"
 
 
 class Strict(BaseModel):
-    """Base of every scenario section: immutable, unknown keys are an error."""
+    """Base of every scenario section: immutable, unknown keys are an error, and a number field
+    refuses a boolean (pydantic's lax mode would read ``true`` as 1)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False,
                               str_max_length=MAX_STRING_CHARS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(value, bool) else None
+                if field is not None and _number_not_bool(field.annotation):
+                    raise ValueError(f"{name} = {str(value).lower()}: a number is expected, not a boolean")
+        return data
+
+
+def _number_not_bool(annotation: Any) -> bool:
+    """Whether a field's type takes numbers but not booleans (through Annotated, Optional, unions and
+    Literal values)."""
+    kinds: set[type] = set()
+
+    def walk(t: Any) -> None:
+        origin = get_origin(t)
+        if origin is Annotated:
+            walk(get_args(t)[0])
+        elif origin in (Union, UnionType):
+            for a in get_args(t):
+                walk(a)
+        elif origin is Literal:
+            kinds.update(type(v) for v in get_args(t))
+        elif isinstance(t, type):
+            kinds.add(t)
+
+    walk(annotation)
+    return bool not in kinds and bool(kinds & {int, float})
 
 
 def bounded(default: Any = PydanticUndefined, *, why: str, **kwargs: Any) -> Any:

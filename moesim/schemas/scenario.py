@@ -132,9 +132,25 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
     if p.expert_tp != p.tp and m.n_experts <= 1:
         raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
-    if p.recompute_modules and "mla_up_proj" in p.recompute_modules and m.mla is None:
-        raise ValueError(f"{where}.recompute_modules: mla_up_proj needs multi-head latent attention (model.mla); "
-                         "allowed without it: core_attn, layernorm, moe_act, moe, shared_experts, mlp")
+    if p.recompute_modules:
+        _check_recompute_modules(m, p.recompute_modules, where)
+
+
+def _check_recompute_modules(m: ModelSpec, modules: list[str], where: str) -> None:
+    """Each module must have something to re-run in ``m`` (Megatron refuses mla_up_proj without MLA;
+    a module with nothing to re-run would be a silent no-op)."""
+    n_moe = m.n_moe_layers
+    has = {"core_attn": True, "layernorm": True, "mla_up_proj": m.mla is not None,
+           "moe": n_moe > 0, "moe_act": n_moe > 0 and m.n_experts > 1,
+           "shared_experts": n_moe > 0 and m.n_shared_experts > 0, "mlp": n_moe < m.n_layers}
+    need = {"mla_up_proj": "multi-head latent attention (model.mla)", "moe": "MoE layers",
+            "moe_act": "routed experts (model.n_experts > 1)", "shared_experts": "shared experts (model.n_shared_experts)",
+            "mlp": "dense FFN layers"}
+    for mod in modules:
+        if not has[mod]:
+            allowed = ", ".join(k for k, ok in has.items() if ok)
+            raise ValueError(f"{where}.recompute_modules: {mod} needs {need[mod]}, which {m.name} has not; "
+                             f"allowed for it: {allowed}")
 
 
 def _check_serving_plans(p: PlanSpec, disagg) -> None:

@@ -229,8 +229,12 @@ def overload_warning(summary: dict) -> str:
     latencies depend on run length"."""
     if not summary.get("overloaded"):
         return ""
-    return (f"offered {_rate_text(summary['offered_requests_per_s'])} req/s, served "
+    line = (f"offered {_rate_text(summary['offered_requests_per_s'])} req/s, served "
             f"{_rate_text(summary['requests_per_s'])} req/s: the queue grows; latencies depend on run length")
+    if "e2e p90 is longer" in str(summary.get("steady_note", "")):  # the window could not skip the warm-up
+        line += ("; this run is short (its requests arrive within one end-to-end latency), so the batch may "
+                 "still be filling: run more requests (workload.arrival.n_requests) to be sure")
+    return line
 
 
 def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iterations: np.ndarray,
