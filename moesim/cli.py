@@ -41,7 +41,7 @@ ScenarioArg = Annotated[str, typer.Argument(
     metavar="SCENARIO", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2."),
+    typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 

@@ -44,7 +44,7 @@ def plan_command(
     tp: Annotated[str | None, typer.Option("--tp", help="Tensor-parallel degrees to try (powers of two; default: 1 up to the devices per node).")] = None,
     pp: Annotated[str | None, typer.Option("--pp", help="Pipeline stages to try (default 1,2,4).")] = None,
     max_batch_seqs: Annotated[str | None, typer.Option("--max-batch-seqs", help="Serving batch limits to try (default 64,128,256,512).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Fixed override of the scenario before planning: path.to.field=value (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Fixed override of the scenario before planning: path.to.field=value (repeatable).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write plans.csv, plans.json, pareto.png, best.yaml and the runs (results.jsonl) here.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the runs already in --out; run only the missing ones.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Discard the runs already in --out and start again.")] = False,

@@ -40,8 +40,8 @@ def sweep_command(
     scenario: Annotated[str, typer.Argument(help="Scenario YAML file, or a shipped scenario's name, to sweep around.", metavar="SCENARIO", show_default=False)],
     experts: Annotated[str | None, typer.Option("--experts", help="Values of model.n_experts, e.g. 8,16,32,64.")] = None,
     capacity_factor: Annotated[str | None, typer.Option("--capacity-factor", help="Values of routing.capacity_factor, e.g. 1.0,1.25,2.0.")] = None,
-    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="Any field: path.to.field=v1,v2 (repeatable; a value may be a {mapping} merged into that section).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Fixed override for every point: path.to.field=value (repeatable).")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", metavar="PATH=V1,V2", help="Any field: path.to.field=v1,v2 (repeatable; a value may be a {mapping} merged into that section).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Fixed override for every point: path.to.field=value (repeatable).")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to run at every point, e.g. 0,1,2 (default: the scenario's routing.seed).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for results.csv, results.jsonl, sweep.json (default: sweeps/<scenario name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --out and run only the missing points.")] = False,
@@ -106,8 +106,8 @@ def plot_command(
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
     metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default.")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help="Keep only sweep rows with path=value (repeatable).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field when RESULTS is a scenario YAML.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", metavar="PATH=VALUE", help="Keep only sweep rows with path=value (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field when RESULTS is a scenario YAML.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed when RESULTS is a scenario YAML.")] = None,
 ) -> None:
     """Draw a plot (PNG and SVG by default, or PDF) from sweep results, a saved result, or a scenario."""

@@ -110,6 +110,8 @@ def write_plan_rows(outcome, rows: list[dict[str, Any]], tallies: dict[str, Any]
 def _cell(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return ""
+    if isinstance(v, (list, dict)):  # JSON, as --set takes it back (plan.recompute_modules)
+        return json.dumps(v)
     return v
 
 

@@ -38,6 +38,9 @@ DEFAULT_BATCH_SEQS = (64, 128, 256, 512)
 DEFAULT_PP = (1, 2, 4)
 MAX_DEVICES = 1 << 20
 RECOMPUTE = ("none", "selective", "full")
+#: Megatron-core's recompute of the pre-norms and whole MoE blocks, tried for MoE models between
+#: selective and full recompute (lighter than full: attention and its projections are kept).
+MOE_RECOMPUTE_MODULES = ["layernorm", "moe"]
 #: ZeRO stages tried. Stage 0 is left out: its all-reduce moves what stage 1's reduce-scatter and
 #: all-gather move, with the optimizer states unsharded (more memory, a longer optimizer step).
 ZERO = (1, 2, 3)
@@ -98,7 +101,8 @@ class Candidate:
         if "plan.zero_stage" in v:
             parts.append(f"zero{v['plan.zero_stage']}")
         if "plan.recompute" in v:
-            parts.append(f"rc-{v['plan.recompute']}")
+            mods = v.get("plan.recompute_modules")
+            parts.append(f"rc-{'+'.join(mods)}" if mods else f"rc-{v['plan.recompute']}")
         return " ".join(parts) if v else "-"
 
 
@@ -266,6 +270,18 @@ def screen_serving(space: Space) -> None:
                                         "scenario": unit_s})
 
 
+def recompute_variants(s) -> list[tuple[str, dict[str, Any]]]:
+    """The recompute settings a training plan is tried with, lightest first: (label, plan fields).
+    MoE models add Megatron's ``[layernorm, moe]`` modules between selective and full (unless the
+    scenario's own selective recompute already is that)."""
+    out: list[tuple[str, dict[str, Any]]] = [("none", {"recompute": "none"}), ("selective", {"recompute": "selective"})]
+    if s.model.n_moe_layers and s.model.n_experts > 1 and s.plan.recompute_modules != MOE_RECOMPUTE_MODULES:
+        out.append(("+".join(MOE_RECOMPUTE_MODULES),
+                    {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES)}))
+    out.append(("full", {"recompute": "full"}))
+    return out
+
+
 def screen_training(space: Space, dominance: bool = True) -> None:
     """Validate each layout once, then expand it into ZeRO stage x recompute variants: those that do not
     fit are ``no-fit``; of those that fit, a heavier recompute than the lightest fitting one with the
@@ -288,9 +304,9 @@ def screen_training(space: Space, dominance: bool = True) -> None:
             continue
         for z in ZERO:
             lightest = None
-            for rc in RECOMPUTE:
-                plan = s.plan.model_copy(update={"zero_stage": z, "recompute": rc})
-                v = {**c.values, "plan.zero_stage": z, "plan.recompute": rc}
+            for rc, update in recompute_variants(s):
+                plan = s.plan.model_copy(update={"zero_stage": z, **update})
+                v = {**c.values, "plan.zero_stage": z, **{f"plan.{k}": val for k, val in update.items()}}
                 cand = Candidate(0, c.hardware, c.devices, v, c.hw_sets, c.preset)
                 mem = memory_report(s.model_copy(update={"plan": plan}))
                 if not mem.fits:
@@ -301,7 +317,7 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                 else:
                     lightest = lightest or rc
                     d = copy.deepcopy(data)
-                    d.setdefault("plan", {}).update(zero_stage=z, recompute=rc)
+                    d.setdefault("plan", {}).update(zero_stage=z, **update)
                     cand.unit = unit_key(d)
                     space.units[cand.unit] = {"raw": d, "devices": c.devices, "dp": s.plan.dp,
                                               "scenario": s.model_copy(update={"plan": plan})}

@@ -212,3 +212,41 @@ def test_fit_advice_offers_moe_recompute_for_moe_models_only():
     assert fit_explanation(fixed) == ("", "")  # the advice fits, as it says
     dense = load_scenario("llama-2-7b-a100-train", ["plan.zero_stage=0", "model.n_layers=200"])
     assert "recompute_modules" not in fit_explanation(dense)[1]
+
+
+# ---------------------------------------------------------------- plan search
+
+
+def test_plan_search_tries_moe_block_recompute_between_selective_and_full(tmp_path):
+    from moesim.memory import memory_report
+    from moesim.plan_options import prepare
+    from moesim.plan_space import MOE_RECOMPUTE_MODULES, recompute_variants
+
+    moe = load_scenario_("mixtral-8x7b-h100-train")
+    labels = [label for label, _ in recompute_variants(moe)]
+    assert labels == ["none", "selective", "layernorm+moe", "full"]
+    mems = [memory_report(moe.model_copy(update={"plan": moe.plan.model_copy(update=u)})).total_gib
+            for _, u in recompute_variants(moe)]
+    assert mems == sorted(mems, reverse=True)  # lightest recompute first, each frees more
+    assert [label for label, _ in recompute_variants(load_scenario_("llama-2-7b-a100-train"))] == \
+        ["none", "selective", "full"]  # a dense model has no MoE block to re-run
+    already = load_scenario_("mixtral-8x7b-h100-train", [f"plan.recompute_modules={MOE_RECOMPUTE_MODULES}"])
+    assert "layernorm+moe" not in [label for label, _ in recompute_variants(already)]
+    # at 16K tokens only the heavier recompute fits one H100 layout: the MoE blocks' is found, full dominated
+    path = tmp_path / "long.yaml"
+    path.write_text("name: long\nmodel: {preset: mixtral-8x7b, max_seq_len: 32768}\nhardware: {preset: h100-sxm, "
+                    "cluster: {nodes: 8}}\nplan: {dp: 64, ep: 8, microbatches: 16}\nworkload: {kind: training, "
+                    "global_batch_seqs: 1024, seq_len: 16384}\nrouting: {overflow: dropless}\n")
+    space, _, _ = prepare(str(path), objective="step_time_s", devices="64", tp="1", pp="1")
+    by_text = {c.plan_text: c for c in space.candidates}
+    open_moe = [c for t, c in by_text.items() if "rc-layernorm+moe" in t and c.status == "open"]
+    assert open_moe
+    for c in open_moe:
+        full = by_text[c.plan_text.replace("rc-layernorm+moe", "rc-full")]
+        assert full.status == "pruned" and full.reason == "dominated" and "layernorm+moe" in full.detail
+
+
+def load_scenario_(name, overrides=()):
+    from moesim.loader import load_scenario
+
+    return load_scenario(name, list(overrides))
