@@ -164,8 +164,11 @@ def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, r
     :func:`ffn_activation_bytes_per_token` (``b16``/``b8`` from :func:`activation_widths`)::
 
         core_attn       0: its checkpoint keeps Q/K/V as inputs, and flash attention keeps nothing else
-        layernorm       the pre-norms' outputs, which the next GEMM keeps: d*b8 before attention and
-                        a dense FFN, d*b16 before a MoE block (the router's input)
+        layernorm       the outputs of the pre-norms that are layers of their own: the MoE block's
+                        (the router's 16-bit input, d*b16; a one-expert block's fc1 input, d*b8) and
+                        MLA's input norm (its down-projection input, d*b8). Megatron-core's Transformer
+                        Engine spec fuses the other pre-norms into the next GEMM
+                        (``TELayerNormColumnParallelLinear``: no separate norm to recompute)
         mla_up_proj     MLA's per-head Q, K (with rope) and V
         moe_act         the routed rows' fc2 input, slots * w*b8
         shared_experts  the shared experts' fc1 output and fc2 input
@@ -182,8 +185,9 @@ def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, r
     d, mods = m.d_model, set(modules)
     out = 0.0
     if "layernorm" in mods:
-        out += d * b8  # the attention's QKV (MLA: down-projection) input
-        out += d * b16 if moe_layer and m.n_experts > 1 else d * b8  # router input; else fc1's
+        out += d * b8 if m.mla is not None else 0.0  # MLA's down-projection input (its TENorm)
+        if moe_layer:
+            out += d * b16 if m.n_experts > 1 else d * b8  # the router's input; a one-expert block's fc1
     if "mla_up_proj" in mods and m.mla is not None:
         a = m.mla
         out += (2 * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim) + m.n_heads * a.v_head_dim) * b16

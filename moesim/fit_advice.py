@@ -80,8 +80,8 @@ def _advice(s: Scenario) -> str:
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")
         moe_rc = dict(recompute="selective", recompute_modules=list(_MOE_RECOMPUTE))
-        if (s.model.n_experts > 1 and p.recompute != "full" and p.recompute_modules != moe_rc["recompute_modules"]
-                and _fits(_with_plan(s, **moe_rc))):
+        if (s.model.n_experts > 1 and p.moe_impl != "hf_loop" and p.recompute != "full"
+                and p.recompute_modules != moe_rc["recompute_modules"] and _fits(_with_plan(s, **moe_rc))):
             options.append(f"plan.recompute_modules: [{', '.join(_MOE_RECOMPUTE)}] (recompute: selective)")
         if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
             options.append("plan.recompute: full")

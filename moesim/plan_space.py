@@ -270,22 +270,29 @@ def screen_serving(space: Space) -> None:
                                         "scenario": unit_s})
 
 
-def recompute_variants(s) -> list[tuple[str, dict[str, Any]]]:
-    """The recompute settings a training plan is tried with, lightest first: (label, plan fields).
-    MoE models add Megatron's ``[layernorm, moe]`` modules between selective and full (unless the
-    scenario's own selective recompute already is that)."""
-    out: list[tuple[str, dict[str, Any]]] = [("none", {"recompute": "none"}), ("selective", {"recompute": "selective"})]
-    if s.model.n_moe_layers and s.model.n_experts > 1 and s.plan.recompute_modules != MOE_RECOMPUTE_MODULES:
+def recompute_variants(s) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
+    """The recompute settings a training plan is tried with: (label, plan fields, what it re-runs).
+
+    MoE models add Megatron's ``[layernorm, moe]`` modules (unless the scenario's own selective
+    recompute already is that, or the experts run in transformers' loop, which takes no modules).
+    What each re-runs orders them only partly: selective re-runs the attention core, the modules
+    the MoE blocks, full both; which of the first two costs more depends on the sequence length.
+    """
+    out = [("none", {"recompute": "none"}, frozenset()),
+           ("selective", {"recompute": "selective"}, frozenset({"attention"}))]
+    if (s.model.n_moe_layers and s.model.n_experts > 1 and s.plan.moe_impl != "hf_loop"
+            and s.plan.recompute_modules != MOE_RECOMPUTE_MODULES):
         out.append(("+".join(MOE_RECOMPUTE_MODULES),
-                    {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES)}))
-    out.append(("full", {"recompute": "full"}))
+                    {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES)}, frozenset({"moe"})))
+    out.append(("full", {"recompute": "full"}, frozenset({"attention", "moe", "layer"})))
     return out
 
 
 def screen_training(space: Space, dominance: bool = True) -> None:
-    """Validate each layout once, then expand it into ZeRO stage x recompute variants: those that do not
-    fit are ``no-fit``; of those that fit, a heavier recompute than the lightest fitting one with the
-    same ZeRO stage is ``dominated`` (recompute only adds work), unless ``dominance`` is off."""
+    """Validate each layout once, then expand it into ZeRO stage x recompute variants
+    (:func:`recompute_variants`): those that do not fit are ``no-fit``; of those that fit, one that
+    re-runs a strict superset of what a fitting variant with the same ZeRO stage re-runs is
+    ``dominated`` (recompute only adds work), unless ``dominance`` is off."""
     from moesim.memory import memory_report
 
     out: list[Candidate] = []
@@ -303,19 +310,21 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                                          status="pruned", reason="invalid", detail=str(exc)))
             continue
         for z in ZERO:
-            lightest = None
-            for rc, update in recompute_variants(s):
+            fitting: list[tuple[str, frozenset[str]]] = []  # variants that fit, with what they re-run
+            for rc, update, work in recompute_variants(s):
                 plan = s.plan.model_copy(update={"zero_stage": z, **update})
                 v = {**c.values, "plan.zero_stage": z, **{f"plan.{k}": val for k, val in update.items()}}
                 cand = Candidate(0, c.hardware, c.devices, v, c.hw_sets, c.preset)
                 mem = memory_report(s.model_copy(update={"plan": plan}))
+                # a fitting variant that re-runs a strict subset of this one's work dominates it
+                lighter = next((name for name, w in fitting if w < work), None)
                 if not mem.fits:
                     cand.status, cand.reason = "pruned", "no-fit"
                     cand.detail = f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB"
-                elif lightest is not None and dominance:
-                    cand.status, cand.reason, cand.detail = "pruned", "dominated", f"recompute {lightest} fits"
+                elif lighter is not None and dominance:
+                    cand.status, cand.reason, cand.detail = "pruned", "dominated", f"recompute {lighter} fits"
                 else:
-                    lightest = lightest or rc
+                    fitting.append((rc, work))
                     d = copy.deepcopy(data)
                     d.setdefault("plan", {}).update(zero_stage=z, **update)
                     cand.unit = unit_key(d)

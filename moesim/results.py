@@ -95,10 +95,13 @@ class SimResult:
     tables: dict[str, dict[str, list | np.ndarray]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- export
-    def summary_json(self) -> str:
-        """The summary as JSON (stable key order, NaN/inf written as null)."""
+    def summary_json(self, files: list[str] | None = None) -> str:
+        """The summary as JSON (stable key order, NaN/inf written as null); ``files``: the names
+        :meth:`save` writes beside it, recorded so the next save into the folder knows them."""
         doc = {"format_version": FORMAT_VERSION, "kind": self.kind, "scenario": self.scenario,
                "seed": self.seed, "summary": jsonable(self.summary)}
+        if files is not None:
+            doc["files"] = files
         return json.dumps(doc, indent=2, sort_keys=False)
 
     def spans_csv(self) -> str:
@@ -145,10 +148,12 @@ class SimResult:
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write summary.json, spans.csv, trace.json and one CSV per table into ``out_dir``.
 
-        The files are written into a staging folder inside ``out_dir`` and moved into place at the
-        end, so an interrupted save leaves the folder as it was. A folder that held an earlier
-        result (it has a summary.json) loses that result's other files (its tables, trace), so it
-        holds this result only; other files are left alone.
+        The files are written into a staging folder inside ``out_dir`` first and renamed into place
+        at the end, summary.json last, so a run stopped before then leaves the folder as it was. A
+        folder that held an earlier result loses the files that result's summary.json lists and this
+        one does not write (a training run's ``layers.csv`` after a serving run's ``requests.csv``...),
+        so it holds this result only; any other file is left alone. Two saves into one folder at
+        once are not supported.
         """
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
@@ -157,20 +162,22 @@ class SimResult:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
-        files = {"summary.json": self.summary_json() + "\n", "spans.csv": self.spans_csv(),
+        files = {"spans.csv": self.spans_csv(),
                  # dumps + one write is several times faster than json.dump's many small writes
                  "trace.json": json.dumps(self.chrome_trace(), separators=(",", ":"))}
         files.update({f"{name}.csv": table_csv(table) for name, table in self.tables.items()})
+        files["summary.json"] = self.summary_json(files=sorted(files)) + "\n"  # written last
+        earlier = _listed_files(out / "summary.json")
         stage = Path(tempfile.mkdtemp(prefix=".moesim-save-", dir=out))
         try:
             for name, text in files.items():
                 (stage / name).write_text(text, encoding="utf-8", newline="")
-            if (out / "summary.json").exists():  # an earlier result: its files go
-                for old in [*out.glob("*.csv"), out / "trace.json"]:
-                    if old.name not in files and old.is_file():
-                        old.unlink()
             for name in files:
-                os.replace(stage / name, out / name)
+                if name != "summary.json":
+                    os.replace(stage / name, out / name)
+            for name in earlier - files.keys():  # the earlier result's, not rewritten
+                (out / name).unlink(missing_ok=True)
+            os.replace(stage / "summary.json", out / "summary.json")
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return [out / name for name in files]
@@ -183,9 +190,11 @@ class SimResult:
         spans: dict[str, np.ndarray] = {}
         if (out / "spans.csv").exists():
             spans = _read_spans(out / "spans.csv")
+        listed = doc.get("files")  # what save wrote (older folders: every CSV there)
+        paths = [out / n for n in listed if n.endswith(".csv")] if isinstance(listed, list) else sorted(out.glob("*.csv"))
         tables = {}
-        for p in sorted(out.glob("*.csv")):
-            if p.name != "spans.csv":
+        for p in paths:
+            if p.name != "spans.csv" and p.exists():
                 tables[p.stem] = read_table_csv(p)
         return cls(doc["kind"], doc["scenario"], doc["seed"], doc["summary"], spans, tables)
 
@@ -201,6 +210,18 @@ def trace_track(kind: str, stream: str) -> str:
     if stream == "compute":
         return next((track for prefix, track in _COMM_TRACKS if kind.startswith(prefix)), stream)
     return stream
+
+
+def _listed_files(summary: Path) -> set[str]:
+    """The file names a result folder's summary.json says its save wrote (none when there is no
+    such file, it is not a moesim summary, or it predates the list); plain names only."""
+    try:
+        listed = json.loads(summary.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(listed, list):
+        return set()
+    return {n for n in listed if isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..")}
 
 
 def read_summary(path: Path) -> dict:

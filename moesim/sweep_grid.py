@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from moesim.errors import InputError
 from moesim.loader import apply_override, load_yaml_value, over_bound
 from moesim.schemas import Scenario
+from moesim.schemas._base import number_not_bool
 
 #: Shorthand options and the field each one sweeps.
 SHORTHANDS = {"experts": "model.n_experts", "capacity_factor": "routing.capacity_factor"}
@@ -136,11 +137,12 @@ def check_values(dim: Dimension, flag: str) -> None:
         return
     kind = typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
     adapter = TypeAdapter(kind)
+    numeric = number_not_bool(field.annotation)
     for v in dim.values:
-        if isinstance(v, dict) or (isinstance(v, bool) and not isinstance(field.annotation, type)):
+        if isinstance(v, dict):
             continue
         try:
-            if isinstance(v, bool):
+            if isinstance(v, bool) and numeric:
                 raise ValueError("a number is expected, not a boolean")
             adapter.validate_python(v)
         except (ValidationError, ValueError) as exc:

@@ -151,3 +151,32 @@ def test_a_short_overloaded_run_says_it_is_short():
     assert "this run is short" not in overload_warning({**base, "steady_note": steady})
     assert "this run is short" in overload_warning({**base, "steady_note": capped})
     assert overload_warning({**base, "overloaded": False}) == ""
+
+
+def test_boolean_and_text_fields_still_sweep():
+    from moesim.sweep_grid import build_dimensions
+
+    dims = build_dimensions(grid=["plan.overlap_dp_comm=true,false", "plan.schedule=1f1b,gpipe",
+                                  "plan.etp=null,1"])
+    assert [d.values for d in dims] == [(True, False), ("1f1b", "gpipe"), (None, 1)]
+
+
+def test_save_removes_only_what_the_earlier_result_wrote(tmp_path, capsys):
+    from moesim.results import SimResult
+
+    out = tmp_path / "out"
+    assert main(["simulate", "mixtral-8x7b-h100-serve", "--set", "workload.arrival.n_requests=20",
+                 "--out", str(out)]) == 0
+    (out / "my_notes.csv").write_text("a,b\\n1,2\\n")
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert {p.name for p in out.iterdir()} == {"summary.json", "spans.csv", "trace.json", "layers.csv", "my_notes.csv"}
+    assert json.loads((out / "summary.json").read_text())["files"] == ["layers.csv", "spans.csv", "trace.json"]
+    assert list(SimResult.load(out).tables) == ["layers"]  # the user's CSV is not read as a table
+    # a folder whose summary.json lists nothing (an older save) loses no file
+    doc = json.loads((out / "summary.json").read_text())
+    del doc["files"]
+    (out / "summary.json").write_text(json.dumps(doc))
+    (out / "requests.csv").write_text("x\\n")
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
+    assert (out / "requests.csv").exists() and (out / "my_notes.csv").exists()

@@ -6,6 +6,7 @@ re-run MoE block books as communication."""
 from __future__ import annotations
 
 import copy
+import types
 
 import numpy as np
 import pytest
@@ -41,14 +42,17 @@ D = TINY["d_model"]  # 64
 # ---------------------------------------------------------------- memory: what each module drops
 
 
-def test_layernorm_drops_the_pre_norm_outputs_the_next_gemm_keeps():
-    m = tiny()
-    # attention: QKV input d*b8; MoE block: the router's 16-bit input; dense FFN: fc1's input d*b8
-    assert recomputed_bytes_per_token(m, True, BF16, None, ["layernorm"]) == (D + D) * 2
-    assert recomputed_bytes_per_token(m, False, BF16, None, ["layernorm"]) == (D + D) * 2
-    # under FP8 the GEMM keeps its 16-bit input instead of an FP8 copy, then frees it: b8 either way
-    assert recomputed_bytes_per_token(m, True, FP8, None, ["layernorm"]) == D * 1 + D * 2
-    assert recomputed_bytes_per_token(m, False, FP8, None, ["layernorm"]) == D * 1 + D * 1
+def test_layernorm_drops_the_outputs_of_norms_that_are_layers_of_their_own():
+    m, mla = tiny(), tiny(mla=MLA)
+    # Transformer Engine fuses the attention's and a dense FFN's pre-norm into their GEMM: nothing
+    # to drop; a MoE block's pre-norm is a layer: the router's 16-bit input goes
+    assert recomputed_bytes_per_token(m, True, BF16, None, ["layernorm"]) == D * 2
+    assert recomputed_bytes_per_token(m, False, BF16, None, ["layernorm"]) == 0
+    # MLA's input norm is a layer too: its down-projection input goes (b8: under FP8 the GEMM keeps
+    # its 16-bit input instead of an FP8 copy, which the checkpoint then frees)
+    assert recomputed_bytes_per_token(mla, True, BF16, None, ["layernorm"]) == D * 2 + D * 2
+    assert recomputed_bytes_per_token(mla, False, FP8, None, ["layernorm"]) == D * 1
+    assert recomputed_bytes_per_token(mla, True, FP8, None, ["layernorm"]) == D * 1 + D * 2
 
 
 def test_moe_drops_the_block_but_its_input_and_overlaps_count_once():
@@ -118,8 +122,10 @@ def test_recompute_slot_holds_the_modules_forward_ops():
     block = fwd[..., 2:6].sum(axis=-1)  # router, dispatch, experts, combine slots (shared experts in experts)
     assert moe.bwd_s[is_moe, :, 0] == pytest.approx(block)
     assert np.all(moe.recompute_comm_s[is_moe, :, 0] == pytest.approx(fwd[..., 3] + fwd[..., 5]))
-    # norms and the expert activation are small kernels: a little recompute, no collectives
-    assert np.all(ln.bwd_s[:, :, 0] > 0) and np.all(ln.bwd_s[:, :, 0] < 0.2 * block.mean())
+    # the MoE block's pre-norm and the expert activation are small kernels: a little recompute, no
+    # collectives; a dense layer has neither (its pre-norm is fused into fc1)
+    assert np.all(ln.bwd_s[is_moe, :, 0] > 0) and np.all(ln.bwd_s[is_moe, :, 0] < 0.2 * block.mean())
+    assert np.all(ln.bwd_s[~is_moe, :, 0] == 0)
     assert np.all(ln.recompute_comm_s == 0)
 
 
@@ -223,15 +229,20 @@ def test_plan_search_tries_moe_block_recompute_between_selective_and_full(tmp_pa
     from moesim.plan_space import MOE_RECOMPUTE_MODULES, recompute_variants
 
     moe = load_scenario_("mixtral-8x7b-h100-train")
-    labels = [label for label, _ in recompute_variants(moe)]
+    labels = [label for label, _, _ in recompute_variants(moe)]
     assert labels == ["none", "selective", "layernorm+moe", "full"]
     mems = [memory_report(moe.model_copy(update={"plan": moe.plan.model_copy(update=u)})).total_gib
-            for _, u in recompute_variants(moe)]
-    assert mems == sorted(mems, reverse=True)  # lightest recompute first, each frees more
-    assert [label for label, _ in recompute_variants(load_scenario_("llama-2-7b-a100-train"))] == \
+            for _, u, _ in recompute_variants(moe)]
+    assert mems == sorted(mems, reverse=True)  # each frees more here (at 4K tokens)
+    works = {label: work for label, _, work in recompute_variants(moe)}
+    assert works["none"] < works["selective"] < works["full"] and works["layernorm+moe"] < works["full"]
+    assert not works["selective"] < works["layernorm+moe"]  # neither re-runs a subset of the other's
+    assert [label for label, _, _ in recompute_variants(load_scenario_("llama-2-7b-a100-train"))] == \
         ["none", "selective", "full"]  # a dense model has no MoE block to re-run
     already = load_scenario_("mixtral-8x7b-h100-train", [f"plan.recompute_modules={MOE_RECOMPUTE_MODULES}"])
-    assert "layernorm+moe" not in [label for label, _ in recompute_variants(already)]
+    assert "layernorm+moe" not in [label for label, _, _ in recompute_variants(already)]
+    hf = load_scenario_("mixtral-8x7b-h100-train", ["plan.ep=1", "plan.moe_impl=hf_loop"])
+    assert "layernorm+moe" not in [label for label, _, _ in recompute_variants(hf)]  # takes no modules
     # at 16K tokens only the heavier recompute fits one H100 layout: the MoE blocks' is found, full dominated
     path = tmp_path / "long.yaml"
     path.write_text("name: long\nmodel: {preset: mixtral-8x7b, max_seq_len: 32768}\nhardware: {preset: h100-sxm, "
@@ -250,3 +261,47 @@ def load_scenario_(name, overrides=()):
     from moesim.loader import load_scenario
 
     return load_scenario(name, list(overrides))
+
+
+def test_mla_up_share_without_a_q_latent_counts_the_q_projection():
+    m = tiny(mla={**MLA, "q_lora_rank": 0})
+    a, h = m.mla, m.n_heads
+    qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+    up = D * h * qk + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
+    down = D * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
+    assert mla_up_share(m) == pytest.approx(up / (up + down))
+
+
+def test_plan_search_keeps_selective_and_moe_block_recompute_apart(tmp_path, monkeypatch):
+    """Neither of selective and the MoE blocks' recompute re-runs a subset of the other's work (which
+    costs more depends on the sequence length), so when both fit both are simulated; full is
+    dominated by either, everything by none."""
+    import moesim.memory
+    from moesim.plan_options import prepare
+
+    def fits_unless_none(s, *args, **kwargs):  # a stand-in where every recompute but none fits
+        fits = s.plan.recompute != "none"
+        return types.SimpleNamespace(fits=fits, total_gib=90.0 if not fits else 70.0, capacity_gib=80.0)
+
+    monkeypatch.setattr(moesim.memory, "memory_report", fits_unless_none)
+    path = tmp_path / "mid.yaml"
+    path.write_text("name: mid\nmodel: mixtral-8x7b\nhardware: {preset: h100-sxm, cluster: {nodes: 8}}\n"
+                    "plan: {dp: 64, ep: 8, microbatches: 16}\nworkload: {kind: training, global_batch_seqs: 1024, "
+                    "seq_len: 4096}\nrouting: {overflow: dropless}\n")
+    space, _, _ = prepare(str(path), objective="step_time_s", devices="64", tp="1", pp="1")
+    by_rc = {}
+    for c in space.candidates:
+        if c.reason != "invalid":
+            by_rc.setdefault(c.plan_text.split()[-1], set()).add((c.status, c.reason, c.detail))
+    assert by_rc["rc-selective"] == {("open", "", "")}
+    assert by_rc["rc-layernorm+moe"] == {("open", "", "")}
+    assert by_rc["rc-full"] == {("pruned", "dominated", "recompute selective fits")}
+    assert {r for _, r, _ in by_rc["rc-none"]} == {"no-fit"}
+
+
+def test_fit_advice_skips_moe_block_recompute_for_transformers_loop():
+    from moesim.fit_advice import fit_explanation
+
+    s = load_scenario_("mixtral-8x7b-h100-train", ["workload.seq_len=16384", "model.max_seq_len=32768",
+                                                    "plan.ep=1", "plan.moe_impl=hf_loop"])
+    assert "recompute_modules" not in fit_explanation(s)[1]

@@ -67,12 +67,12 @@ class Strict(BaseModel):
         if isinstance(data, dict):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(value, bool) else None
-                if field is not None and _number_not_bool(field.annotation):
+                if field is not None and number_not_bool(field.annotation):
                     raise ValueError(f"{name} = {str(value).lower()}: a number is expected, not a boolean")
         return data
 
 
-def _number_not_bool(annotation: Any) -> bool:
+def number_not_bool(annotation: Any) -> bool:
     """Whether a field's type takes numbers but not booleans (through Annotated, Optional, unions and
     Literal values)."""
     kinds: set[type] = set()

@@ -355,7 +355,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         share = mla_up_share(m)
         for kind, (ops_, secs_) in priced.items():
             rows = moe if kind else ~moe
-            t, a2a, tpc = recompute_s(ops_, secs_, modules, base_name, share)
+            t, a2a, tpc = recompute_s(ops_, secs_, modules, base_name, share, mla=m.mla is not None, moe_layer=kind)
             bwd[rows, :, 0], rc_comm[rows, :, 0], rc_comm[rows, :, 1] = t, a2a, tpc
         if "core_attn" in modules and cp > 1:
             bwd[:, :, 0] += ring["exposed"][0]

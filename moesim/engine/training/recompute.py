@@ -23,7 +23,8 @@ _MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expe
 #: The forward ops each module re-runs (a dense layer has no MoE ops, a MoE layer no ``ffn_*`` GEMMs).
 #: ``mla_up_proj`` re-runs MLA's up-projections, which the op graph folds into ``qkv_proj``: priced
 #: at their share of its FLOPs (:func:`mla_up_share`). ``moe`` and ``mlp`` use normal checkpointing,
-#: so the block's TP collective (sequence-parallel gather / scatter) runs again too.
+#: so the block's TP collective (sequence-parallel gather / scatter) runs again too. ``layernorm``
+#: re-runs only the norms that are layers of their own (:func:`layernorm_ops`).
 RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
     "core_attn": ("attn_core",),
     "layernorm": ("attn_norm", "ffn_norm"),
@@ -39,21 +40,36 @@ TP_OPS = ("attn_allreduce", "ffn_allreduce")
 
 
 def mla_up_share(m: ModelSpec) -> float:
-    """Fraction of the op graph's MLA ``qkv_proj`` FLOPs that are the Q and KV up-projections
-    (the rest: the down-projections to the latents and the shared rope key). 0 without MLA."""
+    """Fraction of the op graph's MLA ``qkv_proj`` FLOPs that are the Q and KV up-projections (the
+    whole Q projection without a Q latent); the rest: the down-projections to the latents and the
+    shared rope key. 0 without MLA."""
     if m.mla is None:
         return 0.0
     a, h, d = m.mla, m.n_heads, m.d_model
-    up = a.q_lora_rank * h * (a.qk_nope_head_dim + a.qk_rope_head_dim) + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
+    qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+    # without a Q latent (q_lora_rank 0) the Q projection itself runs inside the re-run (linear_q_proj)
+    q = a.q_lora_rank * h * qk if a.q_lora_rank else d * h * qk
+    up = q + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
     return up / (attention_params(m) - h * a.v_head_dim * d)
 
 
+def layernorm_ops(mla: bool, moe_layer: bool) -> set[str]:
+    """The norms Megatron-core's ``layernorm`` module re-runs: those that are layers of their own
+    under its Transformer Engine spec, MLA's input norm and a MoE layer's pre-MLP norm; the others
+    are fused into the next GEMM (``TELayerNormColumnParallelLinear``) and have no separate output
+    to discard (``transformer_layer.py`` recomputes a norm only when it is not an ``IdentityOp``)."""
+    return ({"attn_norm"} if mla else set()) | ({"ffn_norm"} if moe_layer else set())
+
+
 def recompute_s(ops: list[Op], secs: dict[str, np.ndarray], modules: Collection[str], base_name,
-                up_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                up_share: float, mla: bool = False, moe_layer: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all, all-to-all, TP collective) forward seconds the ``modules`` re-run among ``ops`` priced at
-    ``secs`` (``ops.price``); an op counts once whichever modules list it. ``base_name``: maps an
-    op's name to its op-graph name (strips cast / adapter suffixes)."""
-    names = {n for mod in modules for n in RECOMPUTE_OPS[mod]}
+    ``secs`` (``ops.price``) for a MoE layer (``moe_layer``) or a dense one, of a model with MLA or
+    not (``mla``); an op counts once whichever modules list it. ``base_name``: maps an op's name to
+    its op-graph name (strips cast / adapter suffixes)."""
+    names = {n for mod in modules if mod != "layernorm" for n in RECOMPUTE_OPS[mod]}
+    if "layernorm" in modules:
+        names |= layernorm_ops(mla, moe_layer)
     total, a2a, tp = np.zeros(()), np.zeros(()), np.zeros(())
     for op in ops:
         base = base_name(op.name)
