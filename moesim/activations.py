@@ -155,6 +155,23 @@ def layer_activation_bytes_per_token(m: ModelSpec, layer: int, tp: int, recomput
     return (attn + ffn) / tp
 
 
+def recompute_working_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompute: str,
+                                       prec: Precision | None = None, routed_slots: float | None = None,
+                                       modules: Collection[str] | None = None) -> float:
+    """Activation bytes per token per device that layer ``layer`` re-creates for its own backward:
+    what its recompute dropped (:func:`layer_activation_bytes_per_token` without recompute, less
+    with it), live from the layer's re-run forward until its backward ends. Megatron-core's full
+    recompute (``recompute_method uniform``, one layer per checkpoint) and Hugging Face's gradient
+    checkpointing re-run one layer at a time, so a device holds one layer's set for one microbatch
+    on top of the checkpoints (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost":
+    checkpointing costs the checkpoints plus the largest segment's activations). 0 without recompute."""
+    if recompute == "none":
+        return 0.0
+    full = layer_activation_bytes_per_token(m, layer, tp, "none", prec, routed_slots)
+    kept = layer_activation_bytes_per_token(m, layer, tp, recompute, prec, routed_slots, modules)
+    return max(full - kept, 0.0)
+
+
 def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, routed_slots: float | None,
                                modules: Collection[str]) -> float:
     """Bytes per token (one layer, before TP/SP splitting) that Megatron-core's selective recompute
@@ -227,3 +244,38 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
         if count:
             total += count * layer_activation_bytes_per_token(m, layer, tp, recompute, prec, routed_slots)
     return total / m.n_layers
+
+
+#: Bytes per logit while the loss runs: the head's 16-bit output and the fp32 copy the cross entropy
+#: works on, alive together. Megatron-core's vocab-parallel cross entropy casts the logits to fp32 and
+#: keeps them (exponentiated in place) for its backward, which turns them into the 16-bit gradient of
+#: the head; Hugging Face's loss also keeps an fp32 log-softmax (~10 B per logit), so this is the least
+#: a framework holds.
+LOSS_BYTES_PER_LOGIT = 6.0
+
+
+def per_layer_kind(m: ModelSpec, bytes_of_layer) -> dict[bool, float]:
+    """``{is_moe_layer: bytes_of_layer(i)}`` for one dense and one MoE layer ``i`` of ``m`` (0 for a
+    kind the model lacks): a layer's activation bytes depend on its kind only, so plan search's many
+    memory reports price two layers, not every layer of every stage."""
+    out = {False: 0.0, True: 0.0}
+    for kind in (False, True):
+        i = next((j for j in range(m.n_layers) if m.is_moe_layer(j) == kind), None)
+        if i is not None:
+            out[kind] = bytes_of_layer(i)
+    return out
+
+
+def loss_or_work(head: float, work: float) -> float:
+    """Bytes the stage that computes the loss adds to its stored activations: the logits while the
+    loss runs (``head``) or, later, the recompute working set of its last layer (``work``), whichever
+    is more. The loss's backward frees the logits (their gradient becomes the head's input gradient)
+    before that layer's recompute starts, so the two are not live together."""
+    return max(head, work)
+
+
+def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float) -> float:
+    """Bytes the output head's logits take while the loss runs on the stage that computes it: one
+    microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel) x
+    :data:`LOSS_BYTES_PER_LOGIT`. For a 152k vocabulary and 8,192 tokens, 7.0 GiB."""
+    return tokens * m.vocab_size / tp * LOSS_BYTES_PER_LOGIT

@@ -126,7 +126,7 @@ def _counts_line(n: dict[str, Any], training: bool) -> str:
             + f"; {n['wall_s']:.1f} s")
 
 
-def _num(key: str, value: Any) -> str:
+def format_cell(key: str, value: Any) -> str:
     """A table cell: the number alone (the unit is in the column header), by its unit's rule
     (:mod:`moesim.formatting`, as the summary and sweep tables)."""
     from moesim.formatting import fmt_number
@@ -177,7 +177,7 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
         if not training:
             cells.append(",".join(str(d) for d in sorted(set(devices) - {r["devices"]})) or "-")
         key = {c: (r.get("objective") if first.get(c) else r.get(c)) for c in cols}
-        body.append(cells + [_num(obj.key if c.endswith("_objective") else c, key[c]) for c in cols])
+        body.append(cells + [format_cell(obj.key if c.endswith("_objective") else c, key[c]) for c in cols])
         if len(body) >= top:
             break
     headers = list(names) + [heads.get(c, c) for c in cols]

@@ -4,7 +4,8 @@ Training memory holds weights at the 16-bit width (bf16 under FP8 math), gradien
 with ``plan.grad_dtype: fp32``, Megatron-LM's own default) and a 12-byte mixed-precision Adam per
 parameter (ZeRO, Rajbhandari et al. 2020), sharded by the ZeRO
 stage, and the activations per layer (``moesim.activations``: Korthikanti et al. 2022) of the
-layers pipeline stage 0 holds, times the schedule's microbatches in flight. Serving memory is the
+layers pipeline stage 0 holds, times the schedule's microbatches in flight, plus what one layer's
+recompute re-creates for its backward. Serving memory is the
 weights plus a KV pool.
 """
 
@@ -13,7 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts
-from moesim.activations import layer_activation_bytes_per_token, routed_slots_per_token
+from moesim.activations import (
+    layer_activation_bytes_per_token,
+    loss_logits_bytes,
+    loss_or_work,
+    per_layer_kind,
+    recompute_working_bytes_per_token,
+    routed_slots_per_token,
+)
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
@@ -126,10 +134,12 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     microbatch tokens x the microbatches the schedule keeps in
     flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
-    under ``overflow: drop``). Context parallelism (Megatron-core, ``plan.cp``): a device holds
+    under ``overflow: drop``), plus what recompute re-creates for the layer being back-propagated
+    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch). Context parallelism (Megatron-core, ``plan.cp``): a device holds
     ``seq_len / cp`` tokens of each sequence, so activations divide by ``cp`` (the ring's remote K/V
     block in flight is not counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights.
-    The stage that computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`): stage 0
+    The stage that computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`) in place
+    of that working set when they are more (:func:`loss_or_work`): stage 0
     with ``pp == 1`` or DualPipe, else the last stage, weighed against the others by
     :func:`_busiest_stage` when it may hold more than stage 0.
 
@@ -163,21 +173,30 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
-        def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
-            return sum(layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots,
-                                                        plan.recompute_modules)
-                       for i in stage_layers(m, plan, stage))
+        # per token of one microbatch, by layer kind (dense / MoE: the only thing a layer's bytes depend on)
+        kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(
+            m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules))
+        redo = per_layer_kind(m, lambda i: recompute_working_bytes_per_token(
+            m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules))
 
-        acts = stage_bytes_per_token(0) * tokens * in_flight
+        def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
+            return sum(kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage))
+
+        def stage_work(stage: int) -> float:  # bytes one layer's recompute re-creates (the stage's largest)
+            return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage)), default=0.0)
+
+        stored = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens)
         if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
-            acts += head
+            acts = stored + loss_or_work(head, stage_work(0))
         else:
+            acts = stored + stage_work(0)
             # the last stage adds the logits: it may hold the most when the split is uneven or when
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
-            last = stage_bytes_per_token(plan.pp - 1)
-            if plan.first_stage_layers or plan.last_stage_layers or last * tokens * in_flight + head > acts:
-                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, acts), prec, slots, head)
+            last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
+            if plan.first_stage_layers or plan.last_stage_layers or last > acts:
+                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, stored), prec, slots, head,
+                                                             [stage_work(st) for st in range(plan.pp)])
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -212,7 +231,7 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
 
 
 def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,
-                   slots: float, head: float = 0.0) -> tuple[float, ...]:
+                   slots: float, head: float, work: list[float]) -> tuple[float, ...]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
     or whose last stage's logits may outweigh stage 0's extra activations.
@@ -222,38 +241,28 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec:
     activations are the peak, over the schedule's order on that stage, of the layers whose forward
     activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
     per token of each layer, scaled like stage 0's (which carries the in-flight rules above); the
-    last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`).
+    last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`), or its ``work`` when
+    that is more (:func:`loss_or_work`); the others their ``work``, the bytes one layer's recompute
+    re-creates (per stage). ``stage0``'s activations are the stored ones, without ``work``.
     ``prec`` and ``slots`` (routed rows per token): as :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
-    per_layer = [layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules)
-                 for i in range(m.n_layers)]
+    kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots,
+                                                                       plan.recompute_modules))
+    per_layer = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
     d0, e0 = stage_param_shares(m, plan, stage=0)
-    best, best_total = stage0, sum(stage0)
+    best = (*stage0[:3], stage0[3] + work[0])
+    best_total = sum(best)
     for st in range(1, plan.pp):
         d, e = stage_param_shares(m, plan, stage=st)
         scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
-        acts = (stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]) + (head if st == plan.pp - 1 else 0.0)
+        extra = loss_or_work(head, work[st]) if st == plan.pp - 1 else work[st]
+        acts = (stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]) + extra
         parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
         if sum(parts) > best_total:
             best, best_total = parts, sum(parts)
     return best
-
-
-#: Bytes per logit while the loss runs: the head's 16-bit output and the fp32 copy the cross entropy
-#: works on, alive together. Megatron-core's vocab-parallel cross entropy casts the logits to fp32 and
-#: keeps them (exponentiated in place) for its backward, which turns them into the 16-bit gradient of
-#: the head; Hugging Face's loss also keeps an fp32 log-softmax (~10 B per logit), so this is the least
-#: a framework holds.
-LOSS_BYTES_PER_LOGIT = 6.0
-
-
-def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float) -> float:
-    """Bytes the output head's logits take while the loss runs on the stage that computes it: one
-    microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel) x
-    :data:`LOSS_BYTES_PER_LOGIT`. For a 152k vocabulary and 8,192 tokens, 7.0 GiB."""
-    return tokens * m.vocab_size / tp * LOSS_BYTES_PER_LOGIT
 
 
 def _live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:

@@ -261,7 +261,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
                      tp: list[int] | None, pp: list[int], batch: list[int]) -> DisaggSpace:
     """Pool plans (tp x pp x ep x max_batch_seqs per role and hardware) for the device budgets
     ``devices``; each budget must hold a node per pool (InputError otherwise)."""
-    from moesim.plan_space import _per_node, _powers
+    from moesim.plan_space import devices_per_node_of, powers_of_two
 
     w = base.workload
     if w.arrival.process == "trace" or "trace" in (w.prompt_tokens.dist, w.output_tokens.dist):
@@ -270,7 +270,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
     space = DisaggSpace(raw, base_dir, False, [], {}, output_tokens_per_request=w.output_tokens.mean_tokens(1.0),
                         disagg_spec=w.disaggregation)
     for hw in hardware:
-        per_node = _per_node(raw.get("hardware"), hw)
+        per_node = devices_per_node_of(raw.get("hardware"), hw)
         _, label = hardware_sets(raw.get("hardware"), hw, per_node)
         for n in devices:
             if n < 2 * per_node or n % per_node:
@@ -281,7 +281,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
         for role in ROLES:
             pool = getattr(w.disaggregation, role)
             placement = pool.placement or base.placement
-            for t in (v for v in _powers(per_node) if tp is None or v in tp):
+            for t in (v for v in powers_of_two(per_node) if tp is None or v in tp):
                 for p in pp:
                     for ep in _pool_eps(base.model.n_experts, placement.redundant_experts, most // (t * p)):
                         grain = _lcm(t * p * ep, per_node)

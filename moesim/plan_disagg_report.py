@@ -166,7 +166,7 @@ def table(rows: list[dict[str, Any]], obj, top: int):
     """The ``top`` best whole plans: each pool as grains x plan, the estimate and the re-check."""
     from rich.table import Table
 
-    from moesim.cli_plan import _num
+    from moesim.cli_plan import format_cell
 
     name = {"usd_per_mtok": "$/Mtok", "tokens_per_s_per_device": "tok/s/device"}.get(obj.name, obj.name)
     t = Table(title=f"best disaggregated plans by {obj.name} ({'lower' if obj.direction == 'min' else 'higher'} "
@@ -179,9 +179,9 @@ def table(rows: list[dict[str, Any]], obj, top: int):
         pools = [f"{r[f'{role}_grains']} x {r[f'{role}_plan']} ({r[f'{role}_devices']} dev)"
                  for role in ("prefill", "decode")]
         t.add_row(str(i + 1), str(r["devices"]), r["hardware"], *pools,
-                  _num(obj.key, r["estimate_objective"]), _num(obj.key, r["whole_plan_objective"]),
-                  _num("capacity_req_s", r["capacity_estimate_req_s"]), _num("capacity_req_s", r["capacity_whole_req_s"]),
-                  _num("ttft_p99_s", r["ttft_p99_s"]), _num("tpot_p99_s", r["tpot_p99_s"]),
+                  format_cell(obj.key, r["estimate_objective"]), format_cell(obj.key, r["whole_plan_objective"]),
+                  format_cell("capacity_req_s", r["capacity_estimate_req_s"]), format_cell("capacity_req_s", r["capacity_whole_req_s"]),
+                  format_cell("ttft_p99_s", r["ttft_p99_s"]), format_cell("tpot_p99_s", r["tpot_p99_s"]),
                   style="bold green" if i == 0 else None)
     t.caption = ("estimate: each pool's capacity search alone (prefill under TTFT less the KV transfer, decode under "
                  "TPOT), the split min(n_p cap_p, n_d cap_d); whole: the whole plan re-played (--verify)")

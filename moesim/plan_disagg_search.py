@@ -252,12 +252,12 @@ def whole_capacity_runner(scenario, seed: int, slo_text: str):
     cost and throughput at capacity (the summary keys ``simulate --slo`` reports) and the window's
     latencies."""
     from moesim.capacity import max_goodput, parse_slo
-    from moesim.plan_runs import WINDOW_KEYS, _result
+    from moesim.plan_runs import WINDOW_KEYS, plan_result
 
     cap = max_goodput(scenario, parse_slo(slo_text), seed=seed)
     keys = cap.summary_keys()
     keys.pop("capacity_note", None)
-    return _result(scenario, seed, {**keys, **{k: cap.probe.latencies.get(k) for k in WINDOW_KEYS},
+    return plan_result(scenario, seed, {**keys, **{k: cap.probe.latencies.get(k) for k in WINDOW_KEYS},
                                     "saturation_req_s": cap.saturation_req_s})
 
 

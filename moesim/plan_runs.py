@@ -34,7 +34,8 @@ def replica_of(s) -> tuple[Any, int, int]:
     return s.model_copy(update={"plan": p.model_copy(update={"dp": 1})}), 1, p.tp * p.pp
 
 
-def _result(s, seed: int, summary: dict[str, Any]):
+def plan_result(s, seed: int, summary: dict[str, Any]):
+    """A plan-search measurement as a serving result of ``s`` (``summary`` plus ``fits``)."""
     from moesim.results import SimResult
 
     return SimResult("serving", s.name, seed, {**summary, "fits": True})
@@ -66,7 +67,7 @@ def saturation_runner(scenario, seed: int):
         inside = (end > a) & (end <= b)
         tokens = float(np.asarray(it["decode_tokens"], dtype=float)[inside].sum()) + float(((first > a) & (first <= b)).sum())
         rate = tokens / (b - a) if b > a else 0.0
-    return _result(s, seed, {"sat_output_tokens_per_s_per_device": rate / devices, "sat_requests": n})
+    return plan_result(s, seed, {"sat_output_tokens_per_s_per_device": rate / devices, "sat_requests": n})
 
 
 #: Keys a capacity run keeps from the steady-state window at capacity.
@@ -124,12 +125,12 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
             e2e = probe.window.e2e_p90_s
         cap = max_goodput(s, slo, seed=seed, on_probe=on_probe)
     except _Hopeless as h:
-        return _result(s, seed, {"hopeless": True, "needed_req_s": h.needed, "failed_at_req_s": h.probe.rate_req_s / replicas,
+        return plan_result(s, seed, {"hopeless": True, "needed_req_s": h.needed, "failed_at_req_s": h.probe.rate_req_s / replicas,
                                  "capacity_limit": h.probe.reason})
     ok = cap.max_goodput_req_s > 0
     tok = cap.probe.window.output_tokens_per_s / devices if ok else 0.0
     usd = s.hardware.device.usd_per_hour / 3600.0 / tok * 1e6 if ok and tok > 0 else math.nan
-    return _result(s, seed, {
+    return plan_result(s, seed, {
         "hopeless": False, "max_goodput_req_s": cap.max_goodput_req_s / replicas,  # per replica
         "usd_per_mtok_at_capacity": usd, "tokens_per_s_per_device_at_capacity": tok,
         **{k: cap.probe.latencies.get(k) for k in WINDOW_KEYS},

@@ -146,7 +146,8 @@ def build(raw: dict, overrides: list[str], base_dir: Path):
     return scenario_from_dict(data, base_dir=base_dir), data
 
 
-def _powers(limit: int) -> list[int]:
+def powers_of_two(limit: int) -> list[int]:
+    """1, 2, 4, ... up to ``limit``: the TP / PP / EP degrees plan search tries."""
     return [1 << k for k in range(limit.bit_length()) if 1 << k <= limit]
 
 
@@ -172,7 +173,7 @@ def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None
         return enumerate_disagg(raw, base_dir, base, hardware, devices, tp, pp, batch)
     cands: list[Candidate] = []
     for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
-        for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+        for t in (v for v in powers_of_two(min(per_node, n)) if tp is None or v in tp):
             for p in pp:
                 if n % (t * p):
                     continue
@@ -198,10 +199,11 @@ def _hardware_points(raw: dict, hardware: list[str | None], devices: list[int], 
                 cands.append(Candidate(len(cands), hw or "scenario", n, {}, status="pruned", reason="invalid",
                                        detail=str(exc)))
                 continue
-            yield hw, n, sets, label, _per_node(raw.get("hardware"), hw)
+            yield hw, n, sets, label, devices_per_node_of(raw.get("hardware"), hw)
 
 
-def _per_node(raw_hw: Any, preset: str | None) -> int:
+def devices_per_node_of(raw_hw: Any, preset: str | None) -> int:
+    """Devices per node of the hardware ``preset`` (or, without one, the scenario's raw ``hardware``)."""
     from moesim.resolve import resolve_presets
 
     hw = resolve_presets({"hardware": copy.deepcopy({"preset": preset} if preset else raw_hw)})["hardware"]
@@ -215,7 +217,7 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
     w = base.workload
     cands: list[Candidate] = []
     for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
-        for t in (v for v in _powers(min(per_node, n)) if tp is None or v in tp):
+        for t in (v for v in powers_of_two(min(per_node, n)) if tp is None or v in tp):
             for p in pp:
                 for cp in ((1, 2) if w.seq_len >= CP_MIN_SEQ else (1,)):
                     if n % (t * p * cp):

@@ -197,12 +197,12 @@ def test_every_cost_row_of_a_serving_summary_shows_its_unit():
 
 
 def test_plan_table_cells_follow_the_unit_rules():
-    from moesim.cli_plan import _num
+    from moesim.cli_plan import format_cell
 
-    assert _num("mfu", 0.5069) == "50.69 %"
-    assert _num("usd_per_mtok", 0.000132) == "0.000132"  # the header says $/Mtok
-    assert _num("ttft_p99_s", 0.004) == "0.0040"
-    assert _num("capacity_req_s", 811.877) == "811.9"
+    assert format_cell("mfu", 0.5069) == "50.69 %"
+    assert format_cell("usd_per_mtok", 0.000132) == "0.000132"  # the header says $/Mtok
+    assert format_cell("ttft_p99_s", 0.004) == "0.0040"
+    assert format_cell("capacity_req_s", 811.877) == "811.9"
 
 
 def _trace_result() -> SimResult:

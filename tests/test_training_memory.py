@@ -15,6 +15,7 @@ from moesim.activations import (
     attention_activation_bytes_per_token,
     ffn_activation_bytes_per_token,
     layer_activation_bytes_per_token,
+    recompute_working_bytes_per_token,
     routed_slots_per_token,
 )
 from moesim.engine.training.schedules import schedule_for
@@ -314,3 +315,35 @@ def test_with_a_pipeline_the_last_stage_holds_the_logits_and_is_reported_when_it
     last = layer_activation_bytes_per_token(big.model, 2, 1, "none", BF16, routed_slots_per_token(big.model, big.routing))
     assert memory_report(big).activations_gib * GIB == pytest.approx(1024 * last + 1024 * 200_100 * 6)
     assert memory_report(big).activations_gib > memory_report(small).activations_gib
+
+
+# ---------------------------------------------------------------- recompute's working set
+
+
+def test_full_recompute_holds_one_layers_activations_on_top_of_the_checkpoints():
+    """Checkpoints (each layer's 16-bit input, 64 x 2 bytes per token) for the microbatch in flight,
+    plus the largest layer re-created for its backward: a MoE layer's 912 elements less its input."""
+    s = scenario(plan={"recompute": "full"})
+    m = s.model
+    assert [recompute_working_bytes_per_token(m, i, 1, "full", BF16) for i in range(3)] == [
+        (736 - 64) * 2, (912 - 64) * 2, (912 - 64) * 2]
+    tokens = 1024  # 16 sequences / (dp 8 x 2 microbatches) x 1,024; one microbatch in flight without a pipeline
+    assert memory_report(s).activations_gib * GIB == pytest.approx(tokens * 3 * 64 * 2 + tokens * (912 - 64) * 2)
+    # without recompute nothing is re-created; selective re-creates the attention core's Q, K, V (128 elements)
+    assert recompute_working_bytes_per_token(m, 1, 1, "none", BF16) == 0
+    assert recompute_working_bytes_per_token(m, 1, 1, "selective", BF16) == 128 * 2
+    # TP with sequence parallelism splits the working set like everything else
+    assert recompute_working_bytes_per_token(m, 1, 2, "full", BF16) == (912 - 64) * 2 / 2
+
+
+def test_the_logits_and_the_last_layers_working_set_are_not_live_together():
+    """The loss's backward frees the logits before the last layer's recompute: the loss stage adds
+    the larger of the two, not both."""
+    s = scenario(model={"vocab_size": 200_100}, plan={"recompute": "full"})
+    head = 1024 * 200_100 * 6
+    assert head > 1024 * (912 - 64) * 2
+    assert memory_report(s).activations_gib * GIB == pytest.approx(1024 * 3 * 64 * 2 + head)
+    # with a pipeline, the last stage (layer 2) holds one microbatch's checkpoint and the logits, and is
+    # the busiest; stage 0 (two microbatches of layers 0-1 plus a MoE layer's working set) holds less
+    p = scenario(model={"vocab_size": 200_100}, plan={"recompute": "full", "dp": 4, "pp": 2, "ep": 4, "microbatches": 4})
+    assert memory_report(p).activations_gib * GIB == pytest.approx(1024 * 64 * 2 + head)

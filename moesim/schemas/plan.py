@@ -76,7 +76,8 @@ class PlanSpec(Strict):
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description=(
         "Activation recomputation. none: every activation kept. full: each layer keeps only its input and re-runs "
-        "its whole forward (collectives included) in backward. selective: unset recompute_modules, moesim's "
+        "its whole forward (collectives included) in backward, holding what it re-creates until its backward ends "
+        "(one layer at a time). selective: unset recompute_modules, moesim's "
         "classic selective recompute (Korthikanti et al. 2022 with flash attention): the attention core and its "
         "Q/K/V are recomputed, not kept; else the Megatron-core modules listed in recompute_modules."))
     recompute_modules: list[RecomputeModule] | None = Field(None, description=(
