@@ -246,12 +246,15 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
     return total / m.n_layers
 
 
-#: Bytes per logit while the loss runs: the head's 16-bit output and the fp32 copy the cross entropy
-#: works on, alive together. Megatron-core's vocab-parallel cross entropy casts the logits to fp32 and
-#: keeps them (exponentiated in place) for its backward, which turns them into the 16-bit gradient of
-#: the head; Hugging Face's loss also keeps an fp32 log-softmax (~10 B per logit), so this is the least
-#: a framework holds.
-LOSS_BYTES_PER_LOGIT = 6.0
+#: Bytes per logit while the loss runs, by ``plan.loss_impl``. ``fused``: the head's 16-bit output and
+#: the fp32 copy the cross entropy works on, alive together (Megatron-core's vocab-parallel cross entropy
+#: casts the logits to fp32 and keeps them, exponentiated in place, for its backward, which turns them
+#: into the 16-bit gradient of the head). ``transformers``: Hugging Face's ``ForCausalLMLoss``
+#: (``transformers/loss/loss_utils.py``) upcasts the logits to fp32 (4) beside the 16-bit output (2),
+#: and ``cross_entropy``'s log-softmax saves its fp32 output (4): 10 bytes in forward; its backward then
+#: holds that saved output, the dense fp32 gradient ``nll_loss`` hands it and the one it returns: 12 (the
+#: 16-bit output is the caller's until the step's loss is taken, so it is gone by then).
+LOSS_BYTES_PER_LOGIT: dict[str, float] = {"fused": 6.0, "transformers": 12.0}
 
 
 def per_layer_kind(m: ModelSpec, bytes_of_layer) -> dict[bool, float]:
@@ -274,8 +277,11 @@ def loss_or_work(head: float, work: float) -> float:
     return max(head, work)
 
 
-def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float) -> float:
+def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fused") -> float:
     """Bytes the output head's logits take while the loss runs on the stage that computes it: one
-    microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel) x
-    :data:`LOSS_BYTES_PER_LOGIT`. For a 152k vocabulary and 8,192 tokens, 7.0 GiB."""
-    return tokens * m.vocab_size / tp * LOSS_BYTES_PER_LOGIT
+    microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel; transformers'
+    loss sees the whole vocabulary on every rank: its tensor-parallel plans replicate the head's
+    output) x :data:`LOSS_BYTES_PER_LOGIT` of ``loss_impl`` (``plan.loss_implementation``). For a
+    152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB fused, 13.9 GiB with transformers' loss."""
+    shards = tp if loss_impl == "fused" else 1
+    return tokens * m.vocab_size / shards * LOSS_BYTES_PER_LOGIT[loss_impl]

@@ -186,7 +186,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage)), default=0.0)
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
-        head = loss_logits_bytes(m, plan.tp, tokens)
+        head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation)
         if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
             acts = stored + loss_or_work(head, stage_work(0))
         else:

@@ -347,3 +347,27 @@ def test_the_logits_and_the_last_layers_working_set_are_not_live_together():
     # the busiest; stage 0 (two microbatches of layers 0-1 plus a MoE layer's working set) holds less
     p = scenario(model={"vocab_size": 200_100}, plan={"recompute": "full", "dp": 4, "pp": 2, "ep": 4, "microbatches": 4})
     assert memory_report(p).activations_gib * GIB == pytest.approx(1024 * 64 * 2 + head)
+
+
+def test_transformers_loss_holds_12_bytes_per_logit_over_the_whole_vocabulary():
+    """Hugging Face's ForCausalLMLoss: fp32 upcast, saved fp32 log-softmax, and in backward the dense
+    fp32 gradients: 12 bytes per logit, and its tensor-parallel plans replicate the head's output."""
+    def extra(plan):
+        small = scenario(plan=plan)
+        big = scenario(model={"vocab_size": 5100}, plan=plan)
+        return (memory_report(big).activations_gib - memory_report(small).activations_gib) * GIB
+
+    assert extra({"loss_impl": "transformers"}) == pytest.approx(1024 * 5000 * 12)
+    assert extra({"loss_impl": "fused"}) == pytest.approx(1024 * 5000 * 6)
+    # TP2 x DP4: 2,048 tokens per microbatch; fused splits the vocabulary over tp, transformers does not
+    tp2 = {"tp": 2, "dp": 4, "ep": 4}
+    assert extra({**tp2, "loss_impl": "transformers"}) == pytest.approx(2048 * 5000 * 12)
+    assert extra({**tp2, "loss_impl": "fused"}) == pytest.approx(2048 * 5000 / 2 * 6)
+
+
+def test_loss_impl_defaults_to_transformers_under_the_hf_expert_loop():
+    assert PlanSpec().loss_implementation == "fused"
+    assert PlanSpec(moe_impl="hf_loop").loss_implementation == "transformers"
+    assert PlanSpec(moe_impl="hf_loop", loss_impl="fused").loss_implementation == "fused"
+    with pytest.raises(ValueError, match="loss_impl"):
+        PlanSpec(loss_impl="liger")

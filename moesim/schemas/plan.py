@@ -138,6 +138,13 @@ class PlanSpec(Strict):
         "and a torch.where that makes the host wait for the GPU, exposing the launch time of the kernels after it "
         "(engine/training/hf_loop.py). Needs ep = 1.")
 
+    loss_impl: Literal["fused", "transformers"] | None = Field(
+        None, description="Training: how the loss holds the output head's logits, which sets their memory on the stage "
+        "that computes it. fused: Megatron-core's vocab-parallel cross entropy (the 16-bit logits and the fp32 copy it "
+        "keeps and turns into their gradient in place: 6 bytes per logit). transformers: Hugging Face's "
+        "ForCausalLMLoss (the logits upcast to fp32, the fp32 log-softmax it saves, and in backward the dense fp32 "
+        "gradients of both: 12 bytes per logit at the peak). Unset: transformers with moe_impl hf_loop, else fused.")
+
     dp_attention: bool = Field(
         False, description="Serving with ep > 1: the ep replicas of each expert-parallel group run as one lock-step engine "
         "(DP attention: SGLang --enable-dp-attention, DeepSeek-V3's DP32/DP144 attention). Every iteration all of "
@@ -206,6 +213,12 @@ class PlanSpec(Strict):
     @property
     def n_devices(self) -> int:
         return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def loss_implementation(self) -> str:
+        """``loss_impl``, or when unset ``transformers`` under ``moe_impl: hf_loop`` (the model runs as
+        Hugging Face's code, loss included) and ``fused`` otherwise."""
+        return self.loss_impl or ("transformers" if self.moe_impl == "hf_loop" else "fused")
 
     @property
     def expert_tp(self) -> int:
