@@ -129,19 +129,20 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
     Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
     ``last_stage_layers`` make the split uneven: :func:`_busiest_stage`): weights at
-    :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter,
-    sharded by ZeRO stage, times the schedule's ``param_copies`` (DualPipe: 2); activations =
-    microbatch tokens x the microbatches the schedule keeps in
-    flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
+    :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and
+    Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter, sharded by ZeRO stage, times the schedule's
+    ``param_copies`` (DualPipe: 2); activations = microbatch tokens x the microbatches the schedule
+    keeps in flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
     under ``overflow: drop``), plus what recompute re-creates for the layer being back-propagated
-    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch). Context parallelism (Megatron-core, ``plan.cp``): a device holds
-    ``seq_len / cp`` tokens of each sequence, so activations divide by ``cp`` (the ring's remote K/V
-    block in flight is not counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights.
-    The stage that computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`) in place
-    of that working set when they are more (:func:`loss_or_work`): stage 0
-    with ``pp == 1`` or DualPipe, else the last stage, weighed against the others by
-    :func:`_busiest_stage` when it may hold more than stage 0.
+    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch).
+    Context parallelism (Megatron-core, ``plan.cp``): a device holds ``seq_len / cp`` tokens of
+    each sequence, so activations divide by ``cp`` (the ring's remote K/V block in flight is not
+    counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights. The stage that
+    computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`, by
+    ``plan.loss_implementation``) in place of that working set when they are more
+    (:func:`loss_or_work`): stage 0 with ``pp == 1`` or DualPipe, else the last stage, weighed
+    against the others by :func:`_busiest_stage` when it may hold more than stage 0.
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
     it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
