@@ -380,7 +380,8 @@ _add("memory", "GiB", None, "memory per device by term (GiB)",
 for _term, _what in (("weights", "weights held by the device"),
                      ("gradients", "gradients (training; sharded by ZeRO stage)"),
                      ("optimizer", "Adam states (training; sharded by ZeRO stage)"),
-                     ("activations", "activations kept for backward (training) or of one iteration (serving)"),
+                     ("activations", "activations kept for backward, plus the loss's logits or one layer's recompute "
+                                     "working set, whichever is more (training), or of one iteration (serving)"),
                      ("kv_cache", "KV cache pool (serving)")):
     _add(f"memory.{_term}_gib", "GiB", "min", f"{_term.replace('_', ' ')} memory (GiB)",
          f"{_what}, per device", C)
