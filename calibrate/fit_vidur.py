@@ -131,9 +131,11 @@ def fit_attention(rows: list[AttnRow], peak_flops: float, ref_bw: float) -> tupl
     q, kv = [r.q for r in pre], [r.kv for r in pre]
     t = fit_gemm_table(q, kv, eff, log2_nodes(q, 0.5), log2_nodes(kv, 0.5))
     table = AttentionTable(q_tokens=t.tokens, kv_tokens=t.weight_elems, efficiency=t.efficiency)
+    # Vidur profiles vLLM's attention (block_size 16 in the file): a paged-KV serving kernel, which
+    # prices serving only (training runs flash attention over contiguous Q/K/V)
     spec = AttentionSpec(prefill_efficiency=table,
                          decode_memory_efficiency=round_sig(min(bw / ref_bw, 1.0)),
-                         launch_overhead_us=round_sig(launch_s * 1e6))
+                         launch_overhead_us=round_sig(launch_s * 1e6), kernel="paged")
     return spec, fit, held
 
 

@@ -275,3 +275,43 @@ def test_rebased_intra_node_collectives_follow_the_node_link():
     assert float(h800.allreduce_s(64e6, 8, 1)) > 2.0 * float(h100_cm.allreduce_s(64e6, 8, 1))
     # a link of unknown origin is kept as measured
     assert h100.model_copy(update={"link_gbps": None}).on_link(200.0).all_reduce == h100.all_reduce
+
+
+def test_a_paged_kv_attention_table_prices_serving_only():
+    """The A100 profile's attention table is Vidur's vLLM kernel over a paged KV cache: serving
+    prefill takes it, training's flash attention over contiguous Q/K/V the datasheet's rate
+    (the large-GEMM efficiency x 0.8, as on a device without a table); a table measured on
+    contiguous Q/K/V (``moesim calibrate``) prices both."""
+    profile = load_default_profile("a100.yaml")
+    assert profile.attention.kernel == "paged"
+    a100 = hw("a100-80gb")
+    paged = cost_model(a100, profile)
+    datasheet = RooflineCostModel(a100)
+    q = np.array([512.0, 4096.0, 8192.0])
+    table = profile.attention.prefill_efficiency.lookup(q, q)
+    assert np.allclose(paged.attention_efficiency(q, q), table)
+    assert np.allclose(paged.attention_efficiency(q, q, paged=False), datasheet.attention_efficiency(q, q))
+    assert np.all(paged.attention_efficiency(q, q, paged=False) > table)  # the paged kernel is the slower one
+    args = (q, q, 32, 128, 8)
+    assert np.all(paged.attention_batch_s(*args, paged=False) < paged.attention_batch_s(*args))
+    contiguous = cost_model(a100, profile.model_copy(update={"attention": profile.attention.model_copy(
+        update={"kernel": "contiguous"})}))
+    assert np.allclose(contiguous.attention_efficiency(q, q, paged=False), table)
+
+
+def test_training_attention_is_not_a_paged_kernel_and_serving_is():
+    from moesim import load_scenario
+    from moesim.engine.ops import attention_core_op
+    from moesim.engine.serving.decode_cost import IterationCost
+    from moesim.engine.training.layer_costs import training_dtypes
+
+    train = load_scenario("mixtral-8x7b-h100-train")
+    dt = training_dtypes(train)
+    assert dt.paged_kv is False
+    dims = type("Dims", (), dict(heads=32, head_dim=128, kv_heads=8))()
+    assert attention_core_op(dims, dt, [4096.0], [4096.0]).args["paged"] is False
+    serve = load_scenario("mixtral-8x7b-h100-serve")
+    cost = IterationCost(serve, build_cost_model(serve.hardware), np.random.default_rng(0), max_tokens=512,
+                         max_context=512)
+    assert cost.dtypes.paged_kv is True
+    assert "paged" not in attention_core_op(dims, cost.dtypes, [512.0], [512.0]).args

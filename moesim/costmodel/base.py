@@ -66,9 +66,10 @@ class CostModelBase:
         launches: they stream at ``fp8.CAST_MEMORY_FRACTION`` of the bandwidth (measured)."""
         return np.where(np.asarray(nbytes) != 0, fp8_cast_time_s(nbytes, kernels, self._bw, self.launch_s), 0.0)
 
-    def attention_efficiency(self, q_tokens, kv_tokens=None):
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
         """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
-        the datasheet's large-GEMM efficiency times 0.8 (subclasses with a measured table override)."""
+        the datasheet's large-GEMM efficiency times 0.8 (subclasses with a measured table override).
+        ``paged``: a serving kernel reading a paged KV cache, else training's contiguous Q/K/V."""
         shape = np.broadcast_shapes(np.shape(q_tokens), np.shape(kv_tokens if kv_tokens is not None else q_tokens))
         return np.full(shape, self.hw.device.compute_efficiency * 0.8)
 
@@ -97,14 +98,17 @@ class CostModelBase:
             + self._attention_launch_s(q_tokens)
 
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
+                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None,
+                          paged: bool = True):
         """One batched attention kernel over sequences on the last axis (one launch, summed work).
-        ``kv_bytes``: bytes per element of the KV cache (and Q, output) it reads; default ``dtype``'s."""
+        ``kv_bytes``: bytes per element of the KV cache (and Q, output) it reads; default ``dtype``'s.
+        ``paged``: a serving engine's kernel over a paged KV cache (False: training's flash attention
+        over contiguous Q/K/V, see :meth:`attention_efficiency`)."""
         q = np.atleast_1d(np.asarray(q_tokens, dtype=float))
         kv = np.atleast_1d(np.asarray(kv_tokens, dtype=float))
         moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype, kv_bytes)
         core = self._attention_core_s(q, kv, n_heads, head_dim, kv_heads, dtype, causal,
-                                      moved.sum(axis=-1, keepdims=True), moved)
+                                      moved.sum(axis=-1, keepdims=True), moved, paged)
         total = core.sum(axis=-1)
         return np.where(total > 0, total + self._attention_launch_s(1.0), 0.0)
 
@@ -137,7 +141,7 @@ class CostModelBase:
         return b * (2 * q * n_heads * head_dim + 2 * kv * kv_heads * head_dim)
 
     def _attention_core_s(self, q_tokens, kv_tokens, n_heads, head_dim, kv_heads, dtype, causal,
-                          working_set_bytes=None, moved=None):
+                          working_set_bytes=None, moved=None, paged: bool = True):
         """Attention roofline without the launch overhead, per sequence.
 
         The KV read's efficiency may depend on the whole kernel's working set
@@ -151,7 +155,7 @@ class CostModelBase:
             moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
         peak = self._peak(self.precision(dtype).compute_dtype)
-        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv), eff_mem, 0.0)
+        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv, paged), eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):
         q = np.asarray(q_tokens, dtype=float)

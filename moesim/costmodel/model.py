@@ -57,8 +57,9 @@ class CostModel(Protocol):
     def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
         """Fraction of peak a grouped expert GEMM reaches, from its mean tokens per busy expert."""
 
-    def attention_efficiency(self, q_tokens, kv_tokens=None):
-        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys."""
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
+        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys, for a
+        serving kernel over a paged KV cache (``paged``) or training's over contiguous Q/K/V."""
 
     # ---------------------------------------------------------------- kernels
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
@@ -88,9 +89,10 @@ class CostModel(Protocol):
         """Attention core per sequence (one launch each)."""
 
     def attention_batch_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
-                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):
+                          dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None,
+                          paged: bool = True):
         """One batched attention kernel over sequences on the last axis (one launch); ``kv_bytes``: bytes
-        per KV element (default ``dtype``'s)."""
+        per KV element (default ``dtype``'s); ``paged``: serving's paged KV cache, else training's."""
 
     def attention_seq_s(self, q_tokens, kv_tokens, n_heads: int, head_dim: int, kv_heads: int,
                         dtype: str = "bf16", causal: bool = True, kv_bytes: float | None = None):

@@ -82,6 +82,10 @@ class AttentionSpec(Strict):
     prefill_efficiency: AttentionTable = Field(description="Compute efficiency vs query and key tokens per sequence.")
     decode_memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth reading KV.")
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per attention kernel, us.")
+    kernel: Literal["contiguous", "paged"] = Field(
+        "contiguous", description="What the prefill table measured: contiguous Q/K/V (flash attention or SDPA, "
+        "as training runs and `moesim calibrate` measures) or a serving engine's kernel over a paged KV cache "
+        "(Vidur's vLLM profiles), which prices serving only; training then takes the datasheet's rate.")
 
 
 class LinkSpec(Strict):

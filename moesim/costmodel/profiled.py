@@ -221,11 +221,15 @@ class ProfiledCostModel(CostModelBase):
         return roofline_s(0.0, nbytes, self._peak("bf16"), self._bw, 1.0, eff, self.launch_s)
 
     # ------------------------------------------------------------ attention terms
-    def attention_efficiency(self, q_tokens, kv_tokens=None):
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
         """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
-        the profile's prefill table, else the datasheet's (``CostModelBase``)."""
-        if self.profile.attention is None:
-            return super().attention_efficiency(q_tokens, kv_tokens)
+        the profile's prefill table, else the datasheet's (``CostModelBase``). A table measured on a
+        serving engine's paged-KV kernel (``attention.kernel: paged``, Vidur's vLLM profiles) prices
+        serving only: training (``paged`` False) runs flash attention over contiguous Q/K/V, a
+        different kernel, and takes the datasheet's rate."""
+        a = self.profile.attention
+        if a is None or (not paged and a.kernel == "paged"):
+            return super().attention_efficiency(q_tokens, kv_tokens, paged)
         kv = q_tokens if kv_tokens is None else kv_tokens
         return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
 

@@ -124,7 +124,9 @@ class OpDtypes:
     serving). ``act_bytes``: the 16-bit activations between kernels (norms, residual stream, TP
     all-reduces). ``act_dtype``: the router GEMM's dtype. ``attn_dtype``: the attention kernel's
     (decides the KV bytes unless ``kv_bytes`` names them: a serving KV cache stored in another dtype,
-    ``workload.kv_cache_dtype``).
+    ``workload.kv_cache_dtype``). ``paged_kv``: the attention kernel reads a serving engine's paged KV
+    cache (False: training's flash attention over contiguous Q/K/V; a profile's attention table
+    measured on one kind of kernel does not price the other, ``ProfiledCostModel.attention_efficiency``).
     """
 
     weights: str
@@ -133,6 +135,7 @@ class OpDtypes:
     act_dtype: str
     attn_dtype: str
     kv_bytes: float | None = None
+    paged_kv: bool = True
 
 
 def projection_shapes(m, tp: int) -> tuple[int, int]:
@@ -213,6 +216,8 @@ def attention_core_op(dims: BlockDims, dt: OpDtypes, q_tokens, kv_tokens) -> Op:
     q, kv = np.asarray(q_tokens, dtype=float), np.asarray(kv_tokens, dtype=float)
     flops = (4.0 * dims.heads * dims.head_dim * q * np.maximum(kv - q / 2, 1.0)).sum(axis=-1)
     kv_bytes = {} if dt.kv_bytes is None else {"kv_bytes": dt.kv_bytes}
+    if not dt.paged_kv:
+        kv_bytes["paged"] = False
     return Op("attn_core", "attention", "compute",
               dict(q_tokens=q, kv_tokens=kv, n_heads=dims.heads, head_dim=dims.head_dim,
                    kv_heads=dims.kv_heads, dtype=dt.attn_dtype, **kv_bytes), flops, bwd_factor=ATTN_BWD_FACTOR)

@@ -195,10 +195,11 @@ def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_dtypes(s: Scenario) -> OpDtypes:
-    """Training moves every activation and collective at ``Precision.act_dtype`` (bf16 under fp8)."""
+    """Training moves every activation and collective at ``Precision.act_dtype`` (bf16 under fp8); its
+    attention is flash attention over contiguous Q/K/V, not a serving engine's paged-KV kernel."""
     adt = scenario_precision(s).act_dtype
     return OpDtypes(weights=s.model.dtype, gemm_in_bytes=DTYPE_BYTES[adt], act_bytes=DTYPE_BYTES[adt],
-                    act_dtype=adt, attn_dtype=adt)
+                    act_dtype=adt, attn_dtype=adt, paged_kv=False)
 
 
 def base_name(name: str) -> str:
