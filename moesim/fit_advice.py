@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
 from moesim.memory import MemoryReport, memory_report
 from moesim.schemas import Scenario, TrainingWorkload
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
 _MAX_FACTOR = 64
-#: Megatron-core's selective recompute of the pre-norms and whole MoE blocks (--recompute-modules
-#: layernorm moe), the usual way to fit long sequences of an MoE model short of full recompute.
-_MOE_RECOMPUTE = ("layernorm", "moe")
 
 
 def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, str]:
@@ -79,10 +77,9 @@ def _advice(s: Scenario) -> str:
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")
-        moe_rc = dict(recompute="selective", recompute_modules=list(_MOE_RECOMPUTE))
-        if (s.model.n_experts > 1 and p.moe_impl != "hf_loop" and p.recompute != "full"
-                and p.recompute_modules != moe_rc["recompute_modules"] and _fits(_with_plan(s, **moe_rc))):
-            options.append(f"plan.recompute_modules: [{', '.join(_MOE_RECOMPUTE)}] (recompute: selective)")
+        moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
+        if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
+            options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")
         if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
             options.append("plan.recompute: full")
     smaller = _smaller_dtypes(s)

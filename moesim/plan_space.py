@@ -38,9 +38,6 @@ DEFAULT_BATCH_SEQS = (64, 128, 256, 512)
 DEFAULT_PP = (1, 2, 4)
 MAX_DEVICES = 1 << 20
 RECOMPUTE = ("none", "selective", "full")
-#: Megatron-core's recompute of the pre-norms and whole MoE blocks, tried for MoE models between
-#: selective and full recompute (lighter than full: attention and its projections are kept).
-MOE_RECOMPUTE_MODULES = ["layernorm", "moe"]
 #: ZeRO stages tried. Stage 0 is left out: its all-reduce moves what stage 1's reduce-scatter and
 #: all-gather move, with the optimizer states unsharded (more memory, a longer optimizer step).
 ZERO = (1, 2, 3)
@@ -280,10 +277,14 @@ def recompute_variants(s) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
     What each re-runs orders them only partly: selective re-runs the attention core, the modules
     the MoE blocks, full both; which of the first two costs more depends on the sequence length.
     """
+    from moesim.engine.training.recompute import (  # the engine: lazily
+        MOE_RECOMPUTE_MODULES,
+        moe_recompute_applies,
+    )
+
     out = [("none", {"recompute": "none"}, frozenset()),
            ("selective", {"recompute": "selective"}, frozenset({"attention"}))]
-    if (s.model.n_moe_layers and s.model.n_experts > 1 and s.plan.moe_impl != "hf_loop"
-            and s.plan.recompute_modules != MOE_RECOMPUTE_MODULES):
+    if moe_recompute_applies(s):
         out.append(("+".join(MOE_RECOMPUTE_MODULES),
                     {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES)}, frozenset({"moe"})))
     out.append(("full", {"recompute": "full"}, frozenset({"attention", "moe", "layer"})))

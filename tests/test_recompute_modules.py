@@ -224,9 +224,10 @@ def test_fit_advice_offers_moe_recompute_for_moe_models_only():
 
 
 def test_plan_search_tries_moe_block_recompute_between_selective_and_full(tmp_path):
+    from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES
     from moesim.memory import memory_report
     from moesim.plan_options import prepare
-    from moesim.plan_space import MOE_RECOMPUTE_MODULES, recompute_variants
+    from moesim.plan_space import recompute_variants
 
     moe = load_scenario_("mixtral-8x7b-h100-train")
     labels = [label for label, _, _ in recompute_variants(moe)]
@@ -239,7 +240,7 @@ def test_plan_search_tries_moe_block_recompute_between_selective_and_full(tmp_pa
     assert not works["selective"] < works["layernorm+moe"]  # neither re-runs a subset of the other's
     assert [label for label, _, _ in recompute_variants(load_scenario_("llama-2-7b-a100-train"))] == \
         ["none", "selective", "full"]  # a dense model has no MoE block to re-run
-    already = load_scenario_("mixtral-8x7b-h100-train", [f"plan.recompute_modules={MOE_RECOMPUTE_MODULES}"])
+    already = load_scenario_("mixtral-8x7b-h100-train", [f"plan.recompute_modules={list(MOE_RECOMPUTE_MODULES)}"])
     assert "layernorm+moe" not in [label for label, _, _ in recompute_variants(already)]
     hf = load_scenario_("mixtral-8x7b-h100-train", ["plan.ep=1", "plan.moe_impl=hf_loop"])
     assert "layernorm+moe" not in [label for label, _, _ in recompute_variants(hf)]  # takes no modules

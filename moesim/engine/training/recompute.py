@@ -34,9 +34,22 @@ RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
     "moe": _MOE_BLOCK,
     "mlp": ("ffn_up", "ffn_act", "ffn_down", "ffn_allreduce"),
 }
+#: Megatron-core's recompute of the pre-norms and whole MoE blocks (``--recompute-modules layernorm
+#: moe``): the usual way to fit long sequences of an MoE model short of full recompute, which fit
+#: advice suggests and plan search tries (:func:`moe_recompute_applies`).
+MOE_RECOMPUTE_MODULES = ("layernorm", "moe")
 #: Ops whose re-run is communication, booked as such: (all-to-all, TP collective) names.
 A2A_OPS = ("dispatch", "combine")
 TP_OPS = ("attn_allreduce", "ffn_allreduce")
+
+
+def moe_recompute_applies(s) -> bool:
+    """Whether :data:`MOE_RECOMPUTE_MODULES` is a recompute setting to offer scenario ``s``: it has
+    routed MoE layers, its experts run under Megatron-core (transformers' loop, ``moe_impl: hf_loop``,
+    takes no modules) and its own selective recompute is not already that."""
+    m, p = s.model, s.plan
+    return (bool(m.n_moe_layers) and m.n_experts > 1 and p.moe_impl != "hf_loop"
+            and p.recompute_modules != list(MOE_RECOMPUTE_MODULES))
 
 
 def mla_up_share(m: ModelSpec) -> float:
