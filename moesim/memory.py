@@ -196,7 +196,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
             if plan.first_stage_layers or plan.last_stage_layers or last > acts:
-                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, stored), prec, slots, head,
+                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, stored), kept, head,
                                                              [stage_work(st) for st in range(plan.pp)])
         kv = 0.0
     else:
@@ -231,8 +231,8 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     return weights, grads, optim
 
 
-def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec: Precision,
-                   slots: float, head: float, work: list[float]) -> tuple[float, ...]:
+def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
+                   head: float, work: list[float]) -> tuple[float, ...]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
     or whose last stage's logits may outweigh stage 0's extra activations.
@@ -245,11 +245,10 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], prec:
     last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`), or its ``work`` when
     that is more (:func:`loss_or_work`); the others their ``work``, the bytes one layer's recompute
     re-creates (per stage). ``stage0``'s activations are the stored ones, without ``work``.
-    ``prec`` and ``slots`` (routed rows per token): as :func:`memory_report` priced stage 0.
+    ``kept``: activation bytes per token a dense / MoE layer keeps (:func:`per_layer_kind`), as
+    :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
-    kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(m, i, plan.tp, plan.recompute, prec, slots,
-                                                                       plan.recompute_modules))
     per_layer = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
     d0, e0 = stage_param_shares(m, plan, stage=0)
