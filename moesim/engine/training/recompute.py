@@ -24,7 +24,7 @@ _MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expe
 #: ``mla_up_proj`` re-runs MLA's up-projections, which the op graph folds into ``qkv_proj``: priced
 #: at their share of its FLOPs (:func:`mla_up_share`). ``moe`` and ``mlp`` use normal checkpointing,
 #: so the block's TP collective (sequence-parallel gather / scatter) runs again too. ``layernorm``
-#: re-runs only the norms that are layers of their own (:func:`layernorm_ops`).
+#: re-runs those of the two pre-norms that are layers of their own (:func:`layernorm_ops`).
 RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
     "core_attn": ("attn_core",),
     "layernorm": ("attn_norm", "ffn_norm"),
@@ -70,8 +70,10 @@ def layernorm_ops(mla: bool, moe_layer: bool) -> set[str]:
     """The norms Megatron-core's ``layernorm`` module re-runs: those that are layers of their own
     under its Transformer Engine spec, MLA's input norm and a MoE layer's pre-MLP norm; the others
     are fused into the next GEMM (``TELayerNormColumnParallelLinear``) and have no separate output
-    to discard (``transformer_layer.py`` recomputes a norm only when it is not an ``IdentityOp``)."""
-    return ({"attn_norm"} if mla else set()) | ({"ffn_norm"} if moe_layer else set())
+    to discard (``transformer_layer.py`` recomputes a norm only when it is not an ``IdentityOp``).
+    A subset of :data:`RECOMPUTE_OPS`' ``layernorm`` entry, the two pre-norms."""
+    own = {"attn_norm": mla, "ffn_norm": moe_layer}
+    return {n for n in RECOMPUTE_OPS["layernorm"] if own[n]}
 
 
 def recompute_s(ops: list[Op], secs: dict[str, np.ndarray], modules: Collection[str], base_name,
@@ -80,9 +82,8 @@ def recompute_s(ops: list[Op], secs: dict[str, np.ndarray], modules: Collection[
     ``secs`` (``ops.price``) for a MoE layer (``moe_layer``) or a dense one, of a model with MLA or
     not (``mla``); an op counts once whichever modules list it. ``base_name``: maps an op's name to
     its op-graph name (strips cast / adapter suffixes)."""
-    names = {n for mod in modules if mod != "layernorm" for n in RECOMPUTE_OPS[mod]}
-    if "layernorm" in modules:
-        names |= layernorm_ops(mla, moe_layer)
+    names = {n for mod in modules
+             for n in (layernorm_ops(mla, moe_layer) if mod == "layernorm" else RECOMPUTE_OPS[mod])}
     total, a2a, tp = np.zeros(()), np.zeros(()), np.zeros(())
     for op in ops:
         base = base_name(op.name)
