@@ -113,6 +113,7 @@ def test_swept_values_no_point_could_take_are_refused_before_running(argv, messa
     ("mixtral-8x7b-h100-train", "[shared_experts]", "shared_experts needs shared experts"),
     ("mixtral-8x7b-h100-train", "[mlp]", "mlp needs dense FFN layers"),
     ("llama-2-7b-a100-train", "[moe]", "moe needs MoE layers"),
+    ("llama-2-7b-a100-train", "[layernorm]", "layernorm needs a pre-norm that is a layer of its own"),
 ])
 def test_recompute_modules_with_nothing_to_rerun_are_refused(scenario, modules, message):
     with pytest.raises(InputError, match=message):

@@ -140,10 +140,12 @@ def _check_recompute_modules(m: ModelSpec, modules: list[str], where: str) -> No
     """Each module must have something to re-run in ``m`` (Megatron refuses mla_up_proj without MLA;
     a module with nothing to re-run would be a silent no-op)."""
     n_moe = m.n_moe_layers
-    has = {"core_attn": True, "layernorm": True, "mla_up_proj": m.mla is not None,
+    has = {"core_attn": True, "layernorm": m.mla is not None or n_moe > 0, "mla_up_proj": m.mla is not None,
            "moe": n_moe > 0, "moe_act": n_moe > 0 and m.n_experts > 1,
            "shared_experts": n_moe > 0 and m.n_shared_experts > 0, "mlp": n_moe < m.n_layers}
-    need = {"mla_up_proj": "multi-head latent attention (model.mla)", "moe": "MoE layers",
+    need = {"layernorm": "a pre-norm that is a layer of its own (a MoE block's or MLA's input norm; Transformer "
+                         "Engine fuses the others into their GEMM)",
+            "mla_up_proj": "multi-head latent attention (model.mla)", "moe": "MoE layers",
             "moe_act": "routed experts (model.n_experts > 1)", "shared_experts": "shared experts (model.n_shared_experts)",
             "mlp": "dense FFN layers"}
     for mod in modules:
