@@ -21,8 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from moesim.errors import InputError
 from moesim.loader import apply_override, load_yaml_value, over_bound
-from moesim.schemas import Scenario
-from moesim.schemas._base import number_not_bool
+from moesim.schemas import NOT_A_BOOLEAN, Scenario, number_not_bool
 
 #: Shorthand options and the field each one sweeps.
 SHORTHANDS = {"experts": "model.n_experts", "capacity_factor": "routing.capacity_factor"}
@@ -143,7 +142,7 @@ def check_values(dim: Dimension, flag: str) -> None:
             continue
         try:
             if isinstance(v, bool) and numeric:
-                raise ValueError("a number is expected, not a boolean")
+                raise ValueError(NOT_A_BOOLEAN)
             adapter.validate_python(v)
         except (ValidationError, ValueError) as exc:
             msg = str(exc)

@@ -54,6 +54,10 @@ WeightBitsTable = Annotated[dict[str, PositiveFloat], MappingValues(le=32)]
 BITS_PER_WEIGHT_WHY = "a quantized weight takes fewer bits than fp32's 32"
 
 
+#: Why a number field refuses ``true`` / ``false`` (the scenario sections and the sweep's value check).
+NOT_A_BOOLEAN = "a number is expected, not a boolean"
+
+
 class Strict(BaseModel):
     """Base of every scenario section: immutable, unknown keys are an error, and a number field
     refuses a boolean (pydantic's lax mode would read ``true`` as 1)."""
@@ -68,7 +72,7 @@ class Strict(BaseModel):
             for name, value in data.items():
                 field = cls.model_fields.get(name) if isinstance(value, bool) else None
                 if field is not None and number_not_bool(field.annotation):
-                    raise ValueError(f"{name} = {str(value).lower()}: a number is expected, not a boolean")
+                    raise ValueError(f"{name} = {str(value).lower()}: {NOT_A_BOOLEAN}")
         return data
 
 
