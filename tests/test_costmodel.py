@@ -315,3 +315,12 @@ def test_training_attention_is_not_a_paged_kernel_and_serving_is():
                          max_context=512)
     assert cost.dtypes.paged_kv is True
     assert "paged" not in attention_core_op(dims, cost.dtypes, [512.0], [512.0]).args
+
+
+def test_a_profile_attention_kernel_other_than_paged_or_contiguous_is_one_line(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text((PROFILES / "a100.yaml").read_text().replace("  kernel: paged\n", "  kernel: flash\n"))
+    with pytest.raises(InputError) as exc:
+        scenario_from_dict(_scenario(bad))
+    msg = str(exc.value)
+    assert "\n" not in msg and "attention.kernel" in msg and "'contiguous' or 'paged'" in msg
