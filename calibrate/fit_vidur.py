@@ -60,6 +60,9 @@ DEFAULT_OUT = REPO_ROOT / "moesim" / "data" / "profiles"
 
 #: device key -> (hardware preset the datasheet comes from, network folder)
 DEVICES: dict[str, tuple[str, str]] = {"a100": ("a100-80gb", "a100_dgx"), "h100": ("h100-sxm", "h100_dgx")}
+#: Training's flash attention per device: the published kernel table (costmodel/flash_attention.py) of the
+#: kernel its training stacks run (FlashAttention-2 on Ampere; cuDNN, via Transformer Engine, on Hopper).
+FLASH_ATTENTION: dict[str, str] = {"a100": "fa2-a100", "h100": "cudnn-h100"}
 
 
 def _split(rows):
@@ -214,7 +217,8 @@ def fit_device(data: Path, device: str, created: str | None = None) -> Profile:
         framework={"data": "vidur kernel timings (CUDA events / kineto), bf16"}, dtype="bf16",
         reference=ref, launch_overhead_us=round_sig(launch_us), memory_efficiency=round_sig(mem_eff),
         gemm=table, gemm_memory_efficiency=round_sig(gemm_streaming_efficiency(gemm_fit, ref.mem_bw_gbps)),
-        attention=attention, collectives=CollectivesSpec(**coll, link_gbps=hw.node.intra_bw_gbps),
+        attention=attention, flash_attention=FLASH_ATTENTION[device],
+        collectives=CollectivesSpec(**coll, link_gbps=hw.node.intra_bw_gbps),
         notes=[(f"GEMM table fitted from {len(gemm_fit)} of {len(gemms)} GEMM rows of "
                 f"{', '.join(p.parent.name for p in mlps)} (TP 1/2/4/8); fit_error.gemm: the other rows; "
                 "fit_error.gemm_unseen_model: all GEMMs of the largest model, refitted without it"),

@@ -69,6 +69,10 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise InputError(f"{p}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
+    for n, row in enumerate(rows, start=2):
+        if None in row:  # DictReader puts a row's cells past the header's under None
+            raise InputError(f"{p}: line {n} (row {row.get('id') or '?'}) has {len(columns) + len(row[None])} cells "
+                             f"for {len(columns)} columns; quote a cell that holds a comma")
     return rows
 
 

@@ -244,6 +244,7 @@ def test_shipped_profiles_match_a_refit(device):
     fresh, shipped = fit_device(SHARED_VIDUR, device), load_default_profile(f"{device}.yaml")
     np.testing.assert_allclose(fresh.gemm.efficiency, shipped.gemm.efficiency, rtol=1e-2)
     assert fresh.launch_overhead_us == pytest.approx(shipped.launch_overhead_us, rel=1e-2)
+    assert fresh.flash_attention == shipped.flash_attention
     assert fresh.fit_error["gemm"].median_abs_pct == pytest.approx(shipped.fit_error["gemm"].median_abs_pct, rel=1e-2)
 
 
@@ -279,22 +280,28 @@ def test_rebased_intra_node_collectives_follow_the_node_link():
 
 def test_a_paged_kv_attention_table_prices_serving_only():
     """The A100 profile's attention table is Vidur's vLLM kernel over a paged KV cache: serving
-    prefill takes it, training's flash attention over contiguous Q/K/V the datasheet's rate
-    (the large-GEMM efficiency x 0.8, as on a device without a table); a table measured on
-    contiguous Q/K/V (``moesim calibrate``) prices both."""
+    prefill takes it; training's flash attention over contiguous Q/K/V the published FlashAttention-2
+    A100 benchmark the profile names (``flash_attention``); without one, the datasheet's rate (the
+    large-GEMM efficiency x 0.8, as on a device without a table). A table measured on contiguous
+    Q/K/V (``moesim calibrate``) prices both."""
+    from moesim.costmodel.flash_attention import efficiency as flash_efficiency
+
     profile = load_default_profile("a100.yaml")
-    assert profile.attention.kernel == "paged"
+    assert profile.attention.kernel == "paged" and profile.flash_attention == "fa2-a100"
     a100 = hw("a100-80gb")
     paged = cost_model(a100, profile)
     datasheet = RooflineCostModel(a100)
     q = np.array([512.0, 4096.0, 8192.0])
     table = profile.attention.prefill_efficiency.lookup(q, q)
     assert np.allclose(paged.attention_efficiency(q, q), table)
-    assert np.allclose(paged.attention_efficiency(q, q, paged=False), datasheet.attention_efficiency(q, q))
+    assert np.allclose(paged.attention_efficiency(q, q, paged=False, head_dim=64),
+                       flash_efficiency("fa2-a100", q, q, 64))
     assert np.all(paged.attention_efficiency(q, q, paged=False) > table)  # the paged kernel is the slower one
     args = (q, q, 32, 128, 8)
     assert np.all(paged.attention_batch_s(*args, paged=False) < paged.attention_batch_s(*args))
-    contiguous = cost_model(a100, profile.model_copy(update={"attention": profile.attention.model_copy(
+    no_flash = cost_model(a100, profile.model_copy(update={"flash_attention": None}))
+    assert np.allclose(no_flash.attention_efficiency(q, q, paged=False), datasheet.attention_efficiency(q, q))
+    contiguous = cost_model(a100, profile.model_copy(update={"flash_attention": None, "attention": profile.attention.model_copy(
         update={"kernel": "contiguous"})}))
     assert np.allclose(contiguous.attention_efficiency(q, q, paged=False), table)
 

@@ -13,6 +13,7 @@ from moesim.loader import load_scenario
 from moesim.results import SimResult
 from moesim.validation import (
     DEFAULT_CSV,
+    REQUIRED,
     SCENARIO_PREFIX,
     iter_checks,
     median_abs_error,
@@ -75,6 +76,11 @@ def test_bad_tables_are_input_errors(tmp_path):
     (tmp_path / "x.csv").write_text("id,value\nA,1\n")
     with pytest.raises(InputError, match="missing column"):
         read_table(tmp_path / "x.csv")
+    header = ",".join(REQUIRED)
+    cells = ",".join("1" for _ in REQUIRED)
+    (tmp_path / "y.csv").write_text(f"{header}\n{cells},an unquoted, comma\n")
+    with pytest.raises(InputError, match=r"line 2 .* quote a cell that holds a comma"):
+        read_table(tmp_path / "y.csv")
 
 
 def test_shipped_rows_load_and_name_real_sources():

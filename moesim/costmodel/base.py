@@ -66,10 +66,12 @@ class CostModelBase:
         launches: they stream at ``fp8.CAST_MEMORY_FRACTION`` of the bandwidth (measured)."""
         return np.where(np.asarray(nbytes) != 0, fp8_cast_time_s(nbytes, kernels, self._bw, self.launch_s), 0.0)
 
-    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True, head_dim: int = 128,
+                             causal: bool = True):
         """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
         the datasheet's large-GEMM efficiency times 0.8 (subclasses with a measured table override).
-        ``paged``: a serving kernel reading a paged KV cache, else training's contiguous Q/K/V."""
+        ``paged``: a serving kernel reading a paged KV cache, else training's contiguous Q/K/V;
+        ``head_dim`` and ``causal`` matter only to a measured flash-attention table."""
         shape = np.broadcast_shapes(np.shape(q_tokens), np.shape(kv_tokens if kv_tokens is not None else q_tokens))
         return np.full(shape, self.hw.device.compute_efficiency * 0.8)
 
@@ -155,7 +157,8 @@ class CostModelBase:
             moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
         peak = self._peak(self.precision(dtype).compute_dtype)
-        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv, paged), eff_mem, 0.0)
+        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv, paged, head_dim, causal),
+                          eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):
         q = np.asarray(q_tokens, dtype=float)

@@ -57,9 +57,11 @@ class CostModel(Protocol):
     def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
         """Fraction of peak a grouped expert GEMM reaches, from its mean tokens per busy expert."""
 
-    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True, head_dim: int = 128,
+                             causal: bool = True):
         """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys, for a
-        serving kernel over a paged KV cache (``paged``) or training's over contiguous Q/K/V."""
+        serving kernel over a paged KV cache (``paged``) or training's flash attention over contiguous
+        Q/K/V (which depends on ``head_dim`` and the mask, ``costmodel.flash_attention``)."""
 
     # ---------------------------------------------------------------- kernels
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):

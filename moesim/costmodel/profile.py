@@ -37,6 +37,9 @@ from moesim.schemas.hardware import DATASHEET, peak_flops_of
 from .host import CUDA_HOST_DEFAULTS as _HOST
 from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, safe_log2
 
+#: Flash-attention kernel tables a profile may name (``costmodel.flash_attention.KERNELS``).
+FlashKernel = Literal["fa2-a100", "cudnn-h100"]
+
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
 #: Largest profile YAML read (the shipped ones are < 10 KiB).
@@ -317,6 +320,10 @@ class Profile(Strict):
         "null: the table alone (CPUs, whose caches beat DRAM bandwidth).")
     grouped: GroupedSpec | None = None
     attention: AttentionSpec | None = None
+    flash_attention: FlashKernel | None = Field(
+        None, description="Training's flash attention over contiguous Q/K/V: the published kernel benchmark that "
+        "prices it (moesim/data/flash_attention.csv, fitted in costmodel/flash_attention.py); null: `attention`'s "
+        "table when it measured a contiguous kernel, else the datasheet rate.")
     collectives: CollectivesSpec | None = None
     elementwise: ElementwiseSpec | None = None
     moe_overhead: MoEOverheadSpec | None = None

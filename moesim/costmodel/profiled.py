@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.costmodel.base import CostModelBase
+from moesim.costmodel.flash_attention import efficiency as flash_efficiency
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
@@ -221,17 +222,23 @@ class ProfiledCostModel(CostModelBase):
         return roofline_s(0.0, nbytes, self._peak("bf16"), self._bw, 1.0, eff, self.launch_s)
 
     # ------------------------------------------------------------ attention terms
-    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True):
-        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q):
-        the profile's prefill table, else the datasheet's (``CostModelBase``). A table measured on a
-        serving engine's paged-KV kernel (``attention.kernel: paged``, Vidur's vLLM profiles) prices
-        serving only: training (``paged`` False) runs flash attention over contiguous Q/K/V, a
-        different kernel, and takes the datasheet's rate."""
+    def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True, head_dim: int = 128,
+                             causal: bool = True):
+        """Fraction of peak attention reaches at ``q_tokens`` queries over ``kv_tokens`` keys (default q).
+
+        Training (``paged`` False) runs flash attention over contiguous Q/K/V: the published kernel
+        table the profile names (``flash_attention``, see ``costmodel.flash_attention``), else a
+        contiguous-kernel prefill table, else the datasheet's rate (``CostModelBase``). A table
+        measured on a serving engine's paged-KV kernel (``attention.kernel: paged``, Vidur's vLLM
+        profiles) prices serving only.
+        """
+        kv = q_tokens if kv_tokens is None else kv_tokens
+        if not paged and self.profile.flash_attention is not None:
+            return flash_efficiency(self.profile.flash_attention, q_tokens, kv, head_dim, causal)
         a = self.profile.attention
         if a is None or (not paged and a.kernel == "paged"):
-            return super().attention_efficiency(q_tokens, kv_tokens, paged)
-        kv = q_tokens if kv_tokens is None else kv_tokens
-        return self.profile.attention.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
+            return super().attention_efficiency(q_tokens, kv_tokens, paged, head_dim, causal)
+        return a.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
 
     def _attention_memory_efficiency(self, working_set_bytes):
         """The profile's decode KV-read efficiency; with a cache-aware profile (``memory_curve``, CPUs)

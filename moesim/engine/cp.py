@@ -31,7 +31,7 @@ Per layer and microbatch on one device (one TP shard), with ``T = seqs * seq_len
   (:func:`attention_tokens`); every ring step does ``1 / cp`` of it (``a = core / cp``);
 - forward ring step: ``B = 2 * kv_heads_per_tp * head_dim * T * act_bytes`` (K and V of the local
   block); backward: K/V again plus the dK/dV accumulators, ``2 * B`` per step, against
-  ``ops.ATTN_BWD_FACTOR * a`` of attention backward (:func:`ring_bytes`);
+  ``flash_attention.ATTN_BWD_FACTOR * a`` of attention backward (:func:`ring_bytes`);
 - exposed seconds (added to the layer): ``(cp - 1) * max(0, step_s - a) + latency`` per pass
   (:func:`ring_exposed_s`); the ring spans ``(cp - 1) * step_s`` on the ``cp_comm`` stream.
 """

@@ -30,6 +30,7 @@ import numpy as np
 
 from moesim.accounting import attention_params
 from moesim.costmodel import CostModel
+from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops
 
 #: Streams an op can occupy. Ops on different streams may overlap where an engine overlaps them
@@ -194,20 +195,6 @@ def allreduce_op(name: str, dims: BlockDims, dt: OpDtypes, tokens) -> list[Op]:
         return []
     nbytes = np.asarray(tokens, dtype=float) * dims.d_model * dt.act_bytes
     return [Op(name, "allreduce", "tp_comm", dict(nbytes=nbytes, n=dims.tp, stride=1), 0.0, nbytes)]
-
-
-#: Flash attention's backward over its forward, in FLOPs: it recomputes QK^T and runs four more
-#: GEMMs (dV, dP, dQ, dK) against the forward's two, 2.5x (FlashAttention's own benchmark
-#: convention, Dao-AILab/flash-attention ``benchmarks/benchmark_flash_attention.py``: ``2.5 * f``
-#: for bwd).
-ATTN_BWD_FLOPS = 2.5
-#: The backward kernel's FLOP rate over the forward's at long sequences, H100 SXM5, BF16, head dim
-#: 128 (FlashAttention-3 paper, Shah et al. 2024, arXiv:2407.08608, Figs. 5-6, 16k tokens): cuDNN
-#: 516 / 595 TFLOP/s (0.867), FlashAttention-3 561 / 648 (0.866); FlashAttention-2 322 / 370 (0.870).
-ATTN_BWD_RATE = 0.866
-#: Backward seconds of the attention core over its forward seconds: 2.5 / 0.866 = 2.89, not the
-#: 2x of a GEMM (dX and dW, each the forward's FLOPs at the forward's rate).
-ATTN_BWD_FACTOR = ATTN_BWD_FLOPS / ATTN_BWD_RATE
 
 
 def attention_core_op(dims: BlockDims, dt: OpDtypes, q_tokens, kv_tokens) -> Op:

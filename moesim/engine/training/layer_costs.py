@@ -421,7 +421,7 @@ def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: 
     device sends; all 0 without context parallelism.
 
     A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
-    bytes: K/V and dK/dV) its backward (``ops.ATTN_BWD_FACTOR`` times that). One message's latency stays exposed per pass:
+    bytes: K/V and dK/dV) its backward (``flash_attention.ATTN_BWD_FACTOR`` times that). One message's latency stays exposed per pass:
     with alpha-beta links it is ``2 * fwd_step - bwd_step``.
     """
     if cp <= 1:
