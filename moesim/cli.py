@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from moesim.errors import InputError, MoesimError
+from moesim.schemas import check_seed
 
 try:  # typer >= 0.20 vendors its own click (typer._click); older typer depends on click itself
     from typer._click import exceptions as _click_exceptions
@@ -41,7 +42,7 @@ ScenarioArg = Annotated[str, typer.Argument(
     metavar="SCENARIO", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2."),
+    typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field: path.to.field=value (repeatable), e.g. --set plan.tp=2; a {mapping} value replaces the whole section (sweep --grid merges one)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -138,14 +139,14 @@ def schema(
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the schema to this file instead of stdout.")] = None,
 ) -> None:
     """Print the scenario's JSON Schema (point your editor's YAML plugin at it for completion)."""
-    from moesim.fileio import atomic_write_text
+    from moesim.fileio import write_out_file
     from moesim.schemas import Scenario
 
     text = json.dumps(Scenario.model_json_schema(), indent=2) + "\n"
     if out_file is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(out_file, text)
+        write_out_file(out_file, text)
         err.print(f"wrote {out_file}")
 
 
@@ -169,8 +170,8 @@ def simulate(
     from moesim.shipped import resolve_scenario
     from moesim.simulate import simulate as run
 
-    if seed is not None and seed < 0:
-        raise InputError(f"--seed = {seed}: must be >= 0")
+    if seed is not None:
+        check_seed(seed, "--seed")
     limits = None
     if slo is not None:
         from moesim.capacity import parse_slo

@@ -75,7 +75,8 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
     console = Console(stderr=json_out)
     if profile_path is not None:
         prof = load_profile(profile_path)
-        check_device(prof, device_name or detect_device_name(p.device), label=f"--profile {profile_path}", force=force)
+        check_device(prof, device_name or detect_device_name(p.device), label=f"--profile {profile_path}", force=force,
+                     how_to_force="pass --force")
     calib_s = None
     with _progress(console) as bar:
         # the total grows round by round (how many rounds a point needs is known only as they run)

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from moesim.errors import InputError, RunError
+from moesim.schemas import check_seed
 
 out = Console()
 err = Console(stderr=True)
@@ -65,8 +66,7 @@ def plan_command(
         raise InputError(f"--workers {workers}: need at least 1")
     if top < 1:
         raise InputError(f"--top {top}: need at least 1")
-    if seed < 0:
-        raise InputError(f"--seed {seed}: must be >= 0")
+    check_seed(seed, "--seed")
     if verify < 0:
         raise InputError(f"--verify {verify}: must be >= 0 (0: rank by the one-replica searches alone)")
     if resume and overwrite:

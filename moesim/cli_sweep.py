@@ -41,7 +41,7 @@ def sweep_command(
     experts: Annotated[str | None, typer.Option("--experts", help="Values of model.n_experts, e.g. 8,16,32,64.")] = None,
     capacity_factor: Annotated[str | None, typer.Option("--capacity-factor", help="Values of routing.capacity_factor, e.g. 1.0,1.25,2.0.")] = None,
     grid: Annotated[list[str] | None, typer.Option("--grid", "-g", metavar="PATH=V1,V2", help="Any field: path.to.field=v1,v2 (repeatable; a value may be a {mapping} merged into that section).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Fixed override for every point: path.to.field=value (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Fixed override for every point: path.to.field=value (repeatable; a {mapping} value replaces the whole section, where --grid merges one; a field is either --set or swept).")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds to run at every point, e.g. 0,1,2 (default: the scenario's routing.seed).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for results.csv, results.jsonl, sweep.json (default: sweeps/<scenario name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --out and run only the missing points.")] = False,
@@ -61,6 +61,8 @@ def sweep_command(
     scenario = resolve_scenario(scenario)
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1")
+    if top < 1:
+        raise InputError(f"--top {top}: need at least 1")
     with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), _StatsColumn(),
                   console=err, transient=False, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("sweep", total=None)
@@ -105,18 +107,27 @@ def plot_command(
     kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
-    metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default.")] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", metavar="PATH=VALUE", help="Keep only sweep rows with path=value (repeatable).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field when RESULTS is a scenario YAML.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed when RESULTS is a scenario YAML.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default; sweep kinds other than breakdown.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", metavar="PATH=VALUE", help="Keep only sweep rows with path=value (repeatable; sweep folders only).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field when RESULTS is a scenario YAML (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed when RESULTS is a scenario YAML that is simulated (timeline, latency-cdf, breakdown).")] = None,
 ) -> None:
     """Draw a plot (PNG and SVG by default, or PDF) from sweep results, a saved result, or a scenario."""
     from moesim import plots
     from moesim.shipped import resolve_scenario
 
-    fmts = list(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))  # each format once
+    fmts = _plot_formats(formats)
     source = Path(results) if Path(results).exists() or "/" in results else resolve_scenario(results)
-    if (source.is_dir() and (source / "results.jsonl").exists()) or source.suffix == ".jsonl":
+    what = _plot_source(source)  # the real problem with RESULTS (missing, empty, unreadable) comes first
+    here = f"a {_SOURCE_NAMES[what]}"
+    if what != "scenario":
+        _unused("--set", set_, here, "a scenario .yaml")
+        _unused("--seed", seed, here, _SIMULATED)
+    if what != "sweep":
+        _unused("--where", where, here, "a sweep folder")
+        _unused("--metric", metric, f"--kind {kind} from {here}",
+                f"a sweep folder (--kind {', '.join(plots.METRIC_KINDS)})")
+    if what == "sweep":
         from moesim.sweep_store import read_manifest, read_rows
 
         folder = source if source.is_dir() else source.parent
@@ -125,39 +136,79 @@ def plot_command(
         fig = plots.plot_sweep(kind, rows, title=manifest.get("name", ""), metric=metric,
                                dims=manifest.get("dims"))
         base = out_base or folder / kind
-    elif kind in plots.SCENARIO_KINDS:
-        if source.is_dir() or source.suffix not in (".yaml", ".yml"):
-            raise InputError(f"--kind {kind!r}: draws from a scenario YAML or shipped scenario name, not {source}")
+    elif what == "result":
+        from moesim.results import SimResult
+
+        result = SimResult.load(source)  # a damaged summary.json is named before a wrong --kind
+        if kind not in plots.RESULT_KINDS:
+            raise InputError(f"--kind {kind!r}: a result folder draws {', '.join(plots.RESULT_KINDS)}; "
+                             "sweep plots need a sweep folder (results.jsonl)")
+        fig = plots.plot_result(kind, result)
+        base = out_base or source / kind
+    else:
         from moesim.loader import load_scenario
 
-        scenario = load_scenario(source, set_ or [])
-        fig = plots.plot_scenario(kind, scenario, title=f"{scenario.name} [{', '.join(set_)}]" if set_ else "")
+        scenario = load_scenario(source, set_ or [])  # YAML and field errors before a wrong --kind
+        title = f"{scenario.name} [{', '.join(set_)}]" if set_ else ""
+        if kind in plots.SCENARIO_KINDS:
+            _unused("--seed", seed, f"--kind {kind} (computed, not simulated)", _SIMULATED)
+            fig = plots.plot_scenario(kind, scenario, title=title)
+        elif kind in plots.RESULT_KINDS:
+            from moesim.simulate import simulate
+
+            fig = plots.plot_result(kind, simulate(scenario, seed=seed), title=title)
+        else:
+            raise InputError(f"--kind {kind!r}: a scenario draws {', '.join(plots.RESULT_KINDS)} (simulated first) "
+                             f"or {', '.join(plots.SCENARIO_KINDS)}; sweep plots need a sweep folder (results.jsonl)")
         base = out_base or Path("plots") / f"{scenario.name}-{kind}"
-    else:
-        if kind not in plots.RESULT_KINDS:
-            raise InputError(f"--kind {kind!r}: one result can draw {', '.join(plots.RESULT_KINDS)}; "
-                             "sweep plots need a sweep folder")
-        result = _load_result(source, set_ or [], seed)
-        title = f"{result.scenario} [{', '.join(set_)}]" if set_ else ""
-        fig = plots.plot_result(kind, result, title=title)
-        base = out_base or (source / kind if source.is_dir() else Path("plots") / f"{result.scenario}-{kind}")
     for path in plots.save_figure(fig, base, fmts):
         out.print(f"wrote {path}", highlight=False)
 
 
-def _load_result(source: Path, sets: list[str], seed: int | None):
+#: What each kind of plot source is called in messages.
+_SOURCE_NAMES = {"sweep": "sweep folder", "result": "result folder", "scenario": "scenario"}
+
+
+def _plot_formats(text: str) -> list[str]:
+    """The --format list, each format once; a one-line InputError for an empty or unknown one
+    (checked before anything is simulated or written)."""
+    from moesim.plots import FORMATS
+
+    fmts = list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    if not fmts:
+        raise InputError(f"--format {text!r}: give at least one of {', '.join(FORMATS)}")
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad:
+        raise InputError(f"--format {bad[0]!r}: allowed: {', '.join(FORMATS)}")
+    return fmts
+
+
+def _plot_source(source: Path) -> str:
+    """"sweep", "result" or "scenario" for what RESULTS names; a one-line InputError naming the
+    real problem (not found, an empty folder, a file of another kind) otherwise."""
+    if source.suffix == ".jsonl" or (source.is_dir() and (source / "results.jsonl").exists()):
+        return "sweep"
     if source.is_dir():
-        from moesim.results import SimResult
-
-        return SimResult.load(source)
+        if not (source / "summary.json").exists():
+            raise InputError(f"{source}: neither a sweep folder (no results.jsonl) nor a result folder "
+                             "(no summary.json); expected one of those or a scenario .yaml")
+        return "result"
     if source.suffix in (".yaml", ".yml"):
-        from moesim.loader import load_scenario
-        from moesim.simulate import simulate
-
-        return simulate(load_scenario(source, sets), seed=seed)
+        return "scenario"  # the loader names a missing, empty or broken file
     if not source.exists():
         raise InputError(f"{source}: file not found")
     raise InputError(f"{source}: expected a sweep folder, a result folder or a scenario .yaml")
+
+
+#: When --seed applies: only a simulated scenario has a seed to choose.
+_SIMULATED = "a scenario .yaml that is simulated (--kind timeline, latency-cdf or breakdown)"
+
+
+def _unused(option: str, value: Any, here: str, applies: str) -> None:
+    """One-line InputError when ``option`` was given (not None, not an empty list) for a plot it
+    does not apply to, rather than ignoring it silently."""
+    if value is not None and value != []:
+        raise InputError(f"{option} does not apply to {here}; it applies when RESULTS is {applies}")
 
 
 def _filter(rows: list[dict[str, Any]], where: list[str]) -> list[dict[str, Any]]:
@@ -193,10 +244,14 @@ def validate_command(
     only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row."""
+    import math
+
     from moesim.validation import iter_checks, median_abs_error
 
+    if fail_above is not None and not (math.isfinite(fail_above) and fail_above > 0):
+        raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
     with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
-        checks = list(iter_checks(csv_path, only=only.split(",") if only else None))
+        checks = list(iter_checks(csv_path, only=only.split(",") if only is not None else None))
     med = median_abs_error(checks)
     med_all = median_abs_error(checks, simulated_only=False)
     if as_json:
@@ -213,9 +268,20 @@ def validate_command(
         text = "n/a" if med is None else f"{100 * med:.1f} %"
         out.print(f"median |error|: {text} over {n_sim} simulated rows"
                   + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
-                  + f"; {sum(1 for c in checks if not c.ok)} rows failed", highlight=False)
+                  + f"; {_rows(sum(1 for c in checks if not c.ok))} failed", highlight=False)
+    problems = []
     if fail_above is not None and (med is None or 100 * med > fail_above):
-        raise RunError(f"median |error| {'n/a' if med is None else f'{100 * med:.1f} %'} is above --fail-above {fail_above:g} %")
+        problems.append(f"median |error| {'n/a' if med is None else f'{100 * med:.1f} %'} is above --fail-above {fail_above:g} %")
+    failed = [c.id for c in checks if not c.ok]
+    if failed:
+        problems.append(f"{_rows(len(failed))} failed to run ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})")
+    if problems:
+        raise RunError("; ".join(problems))
+
+
+def _rows(n: int) -> str:
+    """``1 row``, ``3 rows``."""
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _checks_table(checks) -> Table:

@@ -42,3 +42,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def ensure_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) or raise a one-line InputError naming
+    ``option``: a file already there, or a folder the OS will not create (no permission, /proc)."""
+    from moesim.errors import InputError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{option} {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+    return out
+
+
+def write_out_file(path: str | Path, text: str, option: str = "--out") -> None:
+    """``atomic_write_text`` whose OS errors become a one-line InputError naming ``option``."""
+    from moesim.errors import InputError
+
+    try:
+        atomic_write_text(path, text)
+    except IsADirectoryError:
+        raise InputError(f"{option} {path}: is a folder; give a file name") from None
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write the file ({exc.strerror or type(exc).__name__})") from None

@@ -143,6 +143,29 @@ def parse_yaml(text: str, label: str) -> Any:
         raise InputError(one_line(f"{label}: YAML error: {first}")) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping: PyYAML keeps the last
+    silently, so a scenario with two ``model:`` lines would run the second without a word. Keys
+    brought in by a merge (``<<: *base``) may still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key]})",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: construct_mapping reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_value(text: str, label: str) -> Any:
     """``yaml.safe_load`` with the nesting limit: yaml.YAMLError for bad syntax (callers may take the
     text as a plain string then), a one-line InputError starting with ``label`` for anything else.
@@ -164,7 +187,7 @@ def load_yaml_value(text: str, label: str) -> Any:
                     raise InputError(f"{label}: nested deeper than {MAX_DEPTH} levels (line {line})")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except RecursionError:
         raise InputError(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. an integer of more than 4300 digits
@@ -313,6 +336,11 @@ def format_validation_error(exc: ValidationError) -> str:
             line = f"{parent}.{msg}"  # a section's own rule names the section (a pool's "plan.ep = ...")
         else:
             line = f"{path}.{msg}"
+    elif kind == "union_tag_invalid":  # a discriminated section (workload.kind) with an unknown tag
+        ctx = first.get("ctx") or {}
+        tags = str(ctx.get("expected_tags", "")).replace("'", "")
+        key = str(ctx.get("discriminator", "kind")).strip("'")
+        line = f"{path}.{key} = {short_repr(ctx.get('tag'))}: allowed: {tags}"
     elif kind == "extra_forbidden":
         cls = _section_class(loc[:-1])
         allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls else ""

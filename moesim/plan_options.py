@@ -45,18 +45,24 @@ def parse_int_list(text: str, option: str, powers_of_two: bool = False) -> list[
     """``"8,16,32"`` -> [8, 16, 32]; ``"8..64"`` -> the powers of two from 8 to 64."""
     text = (text or "").strip()
     if ".." in text:
-        lo_text, _, hi_text = text.partition("..")
-        lo, hi = _int(lo_text, option), _int(hi_text, option)
+        ends = text.split("..")
+        if text.count(".") != 2 or not all(e.strip() for e in ends):
+            raise InputError(f"{option} {text!r}: a range is LO..HI with both ends, e.g. 8..64")
+        lo, hi = _int(ends[0], option), _int(ends[1], option)
         if lo & (lo - 1) or hi & (hi - 1):
             raise InputError(f"{option} {text!r}: a range LO..HI takes powers of two (e.g. 8..64); give a list otherwise")
         if lo > hi:
             raise InputError(f"{option} {text!r}: {lo} is more than {hi}")
         values = [1 << k for k in range(lo.bit_length() - 1, hi.bit_length())]
     else:
-        items = [t for t in text.split(",") if t.strip()]
-        if not items:
+        items = text.split(",")
+        if not text:
             raise InputError(f"{option}: give values, e.g. 8,16,32 or 8..64")
+        if not all(t.strip() for t in items):
+            raise InputError(f"{option} {text!r}: an empty value between commas")
         values = sorted({_int(t, option) for t in items})
+        if len(values) != len(items):
+            raise InputError(f"{option} {text!r}: a value is repeated")
     if powers_of_two and any(v & (v - 1) for v in values):
         bad = next(v for v in values if v & (v - 1))
         raise InputError(f"{option} {bad}: must be a power of two")
@@ -104,17 +110,17 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
         raise InputError(f"--slo: required for a serving scenario ({base.name}); e.g. --slo ttft_p99=2,tpot_p99=0.2")
     slo_obj = parse_slo(slo) if slo else None
     obj = parse_objective(objective, training)
-    dev = parse_int_list(devices, "--devices") if devices else [base.hardware.n_devices]
+    dev = parse_int_list(devices, "--devices") if devices is not None else [base.hardware.n_devices]
     hw = parse_hardware(hardware)
-    tps = parse_int_list(tp, "--tp", powers_of_two=True) if tp else None
-    pps = parse_int_list(pp, "--pp") if pp else list(DEFAULT_PP)
+    tps = parse_int_list(tp, "--tp", powers_of_two=True) if tp is not None else None
+    pps = parse_int_list(pp, "--pp") if pp is not None else list(DEFAULT_PP)
     if training:
-        if batch:
+        if batch is not None:
             raise InputError("--max-batch-seqs applies to serving scenarios (training keeps its global batch)")
         space = enumerate_training(raw, base_dir, base, hw, dev, tps, pps)
         screen_training(space, dominance=not exhaustive)
     else:
-        batches = parse_int_list(batch, "--max-batch-seqs") if batch else list(DEFAULT_BATCH_SEQS)
+        batches = parse_int_list(batch, "--max-batch-seqs") if batch is not None else list(DEFAULT_BATCH_SEQS)
         space = enumerate_serving(raw, base_dir, base, hw, dev, tps, pps, batches)
         screen_serving(space)
     if not space.candidates:

@@ -190,6 +190,11 @@ class _Done:
         return True
 
 
+#: What a plan folder must match for ``--resume`` to continue it (``sweep_store.check_resume``): the
+#: runs depend on the scenario, its kind and the seed; objectives and SLOs only rank them.
+PLAN_RESUME_KEYS = (("scenario", "scenario"), ("kind", "kind"), ("seed", "seed"))
+
+
 class RunSession:
     """Where a plan search's runs are kept and what plays them: a result store (in a temporary
     folder unless ``store_dir``; ``resume`` / ``overwrite`` as sweeps) and a backend started at

@@ -40,10 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from moesim.plan_bounds import ServingBounds, mean_output_tokens, rate_to_objective, training_bound
-from moesim.plan_runs import RunSession, capacity_runner, reusable, run_key, saturation_runner
+from moesim.plan_runs import (
+    PLAN_RESUME_KEYS,
+    RunSession,
+    capacity_runner,
+    reusable,
+    run_key,
+    saturation_runner,
+)
 from moesim.plan_space import Candidate, Objective, Space, build
 from moesim.sweep_exec import PointTask
-from moesim.sweep_store import read_rows
+from moesim.sweep_store import check_resume, read_rows
 
 #: Saturation throughput times this bounds the throughput at capacity.
 SAT_SLACK = 1.2
@@ -277,9 +284,12 @@ def search(space: Space, objective: Objective, *, slo=None, seed: int = 0, worke
 def _play(st: _Search, space: Space, runs: RunSession, seed: int, verify: int, resume: bool, overwrite: bool) -> None:
     """The runs of one search: the branch and bound's, then the re-checks of the best plans whole."""
     store = runs.store
+    manifest = {"tool": "plan", "scenario": space.raw.get("name", ""), "kind": "training" if space.training else "serving",
+                "objective": st.objective.name, "slo": st.slo_text, "seed": seed, "units": len(st.units)}
+    if resume:
+        check_resume(store.dir, manifest, PLAN_RESUME_KEYS)
     done_rows = {r.get("key"): r for r in store.open(resume=resume, overwrite=overwrite)}
-    store.write_manifest({"scenario": space.raw.get("name", ""), "kind": "training" if space.training else "serving",
-                          "objective": st.objective.name, "slo": st.slo_text, "seed": seed, "units": len(st.units)})
+    store.write_manifest(manifest)
     names = {SATURATION: "saturation", EXACT: "simulate" if space.training else "capacity", VERIFY: "re-check"}
     in_flight: dict[int, tuple[Unit, int, str]] = {}
 

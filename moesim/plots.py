@@ -8,6 +8,7 @@ Where several seeds share a point, line plots and heatmaps show their mean.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -40,6 +41,13 @@ _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
 AXES = {"throughput-vs-experts": (EXPERTS,), "cost-vs-cf": (CF,), "throughput-vs-load": (RATE,),
         "dropped-heatmap": (EXPERTS, CF)}
 _HOW = {EXPERTS: "--experts 8,16,32", CF: "--capacity-factor 1.0,1.25,1.5", RATE: f"--grid {RATE}=1,2,4"}
+#: Sweep kinds that read --metric (breakdown stacks the fixed step-time components instead).
+METRIC_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "throughput-vs-load", "metric-vs-axis")
+#: Image formats save_figure writes.
+FORMATS = ("png", "svg", "pdf")
+#: Metrics named first when an error lists the metrics a sweep has (those present, in this order).
+_COMMON_METRICS = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "usd_per_mtok",
+                   "peak_memory_gib", "dropped_fraction", "ttft_p99_s")
 
 
 def label(key: str) -> str:
@@ -51,14 +59,24 @@ def label(key: str) -> str:
 # ------------------------------------------------------------------------------ sweep plots
 def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: str | None = None,
                dims: Iterable[str] | None = None) -> Figure:
-    """One figure of ``kind`` (see SWEEP_KINDS) from sweep rows; only ``ok`` rows are drawn."""
+    """One figure of ``kind`` (see SWEEP_KINDS) from sweep rows; only ``ok`` rows are drawn.
+
+    ``dims`` are the swept fields (the manifest's; default: the dotted columns of the rows).
+    """
+    if kind not in SWEEP_KINDS:
+        raise InputError(f"--kind {kind!r}: allowed for sweep results: {', '.join(SWEEP_KINDS)}")
+    if metric is not None and kind not in METRIC_KINDS:
+        raise InputError(f"--metric does not apply to --kind {kind} (it stacks the step-time components); "
+                         f"--metric applies to {', '.join(METRIC_KINDS)}")
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
         raise InputError("no finished (ok) points to plot in these results")
     dims = list(dims) if dims is not None else swept_columns(ok)
     title = title or str(ok[0].get("scenario", ""))
+    if metric is not None:
+        _need_metric(ok, metric, dims)
     if kind in AXES:
-        _need_axes(kind, ok, dims)
+        _need_axes(kind, ok, dims, len(rows))
     if kind == "throughput-vs-experts":
         y = metric or _throughput_key(ok)
         return _lines(ok, dims, EXPERTS, y, f"{title}: {short_label(y)} vs experts")
@@ -74,11 +92,10 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
         return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
     if kind == "breakdown":
         return _breakdown(ok, dims, f"{title}: step-time breakdown")
-    if kind == "metric-vs-axis":  # any swept field on x (e.g. a LoRA rank), the metric on y
-        x = _varied_axis(ok, dims)
-        y = metric or _throughput_key(ok)
-        return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}")
-    raise InputError(f"--kind {kind!r}: allowed for sweep results: {', '.join(SWEEP_KINDS)}")
+    # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
+    x = _varied_axis(ok, dims, len(rows))
+    y = metric or _throughput_key(ok)
+    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}")
 
 
 def short_label(key: str) -> str:
@@ -86,24 +103,32 @@ def short_label(key: str) -> str:
     return re.sub(r"\s*\([^()]*\)$", "", label(key)) or key
 
 
-def _need_axes(kind: str, rows: list[dict[str, Any]], dims: list[str]) -> None:
-    """One-line InputError unless the rows vary the swept fields ``kind`` draws on (AXES)."""
+def _swept_text(dims: list[str], n_ok: int, n_rows: int) -> str:
+    """"this sweep varies: plan.dp (1 of 2 points finished)": what was swept and how much of it can be drawn."""
+    return (f"this sweep varies: {', '.join(dims) or 'no field (seeds only)'} "
+            f"({n_ok} of {n_rows} point{'' if n_rows == 1 else 's'} finished)")
+
+
+def _need_axes(kind: str, rows: list[dict[str, Any]], dims: list[str], n_rows: int) -> None:
+    """One-line InputError unless the (ok) rows have the swept fields ``kind`` draws on (AXES);
+    ``n_rows`` counts every row, finished or not, for the message."""
     axes = AXES[kind]
-    varied = [d for d in dims if len({str(r.get(d)) for r in rows}) > 1]
     missing = [a for a in axes if not any(r.get(a) is not None for r in rows)]
     if not missing:
         return
     how = " ".join(_HOW.get(a, f"--grid {a}=V1,V2") for a in axes)
-    raise InputError(f"--kind {kind} needs a sweep over {' and '.join(axes)}; this sweep varies: "
-                     f"{', '.join(varied) or 'nothing'} (sweep again with {how})")
+    raise InputError(f"--kind {kind} needs a sweep over {' and '.join(axes)}; {_swept_text(dims, len(rows), n_rows)}; "
+                     f"sweep again with {how}")
 
 
-def _varied_axis(rows: list[dict[str, Any]], dims: list[str]) -> str:
-    """The first swept field whose value differs between rows (one-line InputError when none does)."""
+def _varied_axis(rows: list[dict[str, Any]], dims: list[str], n_rows: int) -> str:
+    """The first swept field whose value differs between the (ok) rows; a one-line InputError when
+    none does, naming the swept fields and how many of the ``n_rows`` points finished."""
     varied = [d for d in dims if len({str(r.get(d)) for r in rows}) > 1]
     if not varied:
-        raise InputError("--kind metric-vs-axis needs a sweep that varies a field; these results vary none "
-                         "(sweep with --grid PATH=V1,V2,...)")
+        raise InputError("--kind metric-vs-axis needs a sweep that varies a field across its finished points; "
+                         f"{_swept_text(dims, len(rows), n_rows)} (see the reason column of results.csv, "
+                         "or sweep with --grid PATH=V1,V2,...)")
     return varied[0]
 
 
@@ -126,6 +151,28 @@ def _first_present(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str | N
     return next((k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)), None)
 
 
+def _need_metric(rows: list[dict[str, Any]], metric: str, dims: list[str]) -> None:
+    """One-line InputError naming --metric unless some row has a number in that column; the message
+    lists close names, or else a few metrics these rows have."""
+    if any(_is_number(r.get(metric)) for r in rows):
+        return
+    numeric = [k for k in dict.fromkeys(k for r in rows for k in r)  # suggestions: metrics, not swept fields
+               if k not in ROW_COLUMNS and k not in dims and any(_is_number(r.get(k)) for r in rows)]
+    if any(r.get(metric) is not None for r in rows):
+        problem = "not a number in these results"
+    else:
+        problem = "no such column in these results"
+    close = get_close_matches(metric, numeric, n=3, cutoff=0.6)
+    few = close or ([k for k in _COMMON_METRICS if k in numeric] + [k for k in numeric if k not in _COMMON_METRICS])[:5]
+    hint = f"did you mean {', '.join(close)}?" if close else f"metrics here include {', '.join(few) or 'none'}"
+    raise InputError(f"--metric {metric!r}: {problem}; {hint} (results.csv has every column)")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float (a bool counts: its mean is a fraction)."""
+    return isinstance(value, (int, float))
+
+
 def _need(rows: list[dict[str, Any]], *cols: str) -> None:
     """One-line InputError naming a column the rows lack, with the closest names they have."""
     for c in cols:
@@ -140,17 +187,41 @@ def _group(rows: list[dict[str, Any]], by: list[str]) -> dict[tuple, list[dict[s
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[tuple(r.get(c) for c in by)].append(r)
-    return dict(sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])))
+    # legend order: numbers by value (8 before 16), then anything else by its text
+    return dict(sorted(groups.items(), key=lambda kv: tuple(
+        (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in kv[0])))
 
 
-def _mean_by(rows: list[dict[str, Any]], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    """x values (sorted) and the mean of y over rows sharing x (seeds)."""
+def _mean_by(rows: list[dict[str, Any]], x: str, y: str,
+             categories: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x positions and the mean of y over rows sharing x (seeds). Numeric x: the values, sorted.
+    With ``categories`` (text x): each value's index in that list, in that order."""
     acc: dict[Any, list[float]] = defaultdict(list)
     for r in rows:
         if isinstance(r.get(y), (int, float)) and r.get(x) is not None:
-            acc[r[x]].append(float(r[y]))
-    xs = sorted(acc)
-    return np.asarray(xs, dtype=float), np.asarray([np.mean(acc[v]) for v in xs])
+            acc[r[x] if categories is None else _category(r[x])].append(float(r[y]))
+    if categories is None:
+        xs = sorted(acc)
+        return np.asarray(xs, dtype=float), np.asarray([np.mean(acc[v]) for v in xs])
+    cats = [c for c in categories if c in acc]
+    return (np.asarray([categories.index(c) for c in cats], dtype=float),
+            np.asarray([np.mean(acc[c]) for c in cats]))
+
+
+def _category(value: Any) -> str:
+    """Tick text of a non-numeric x value: booleans as YAML writes them, text as is, anything else as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
+    """The x values as categories in sweep order (by point, then first seen), or None when every
+    value is a number (drawn on a numeric axis). Booleans and text are categories."""
+    values = [r.get(x) for r in sorted(rows, key=lambda r: r.get("point", 0)) if r.get(x) is not None]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return list(dict.fromkeys(_category(v) for v in values))
 
 
 def _legend_text(by: list[str], values: tuple) -> str:
@@ -168,21 +239,26 @@ def _figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure,
 def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> Figure:
     _need(rows, x, y)
     by = [d for d in dims if d != x]
+    cats = _categories(rows, x)  # text x (a hardware name, a recompute mode): one tick per value
     fig, ax = _figure(title)
     ax2 = ax.twinx() if twin else None
     for i, (values, group) in enumerate(_group(rows, by).items()):
-        xs, ys = _mean_by(group, x, y)
+        xs, ys = _mean_by(group, x, y, cats)
         color = f"C{i % 10}"
         ax.plot(xs, ys, marker="o", color=color, label=_legend_text(by, values))
         if ax2 is not None:
-            xs2, ys2 = _mean_by(group, x, twin)
+            xs2, ys2 = _mean_by(group, x, twin, cats)
             ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     if ax2 is not None:
         ax2.set_ylabel(label(twin) + "  (dashed)")
     xs = sorted({r[x] for r in rows if isinstance(r.get(x), (int, float))})
-    if x == EXPERTS and len(xs) > 2 and xs[0] > 0:
+    if cats is not None:
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0,
+                      ha="right" if len(cats) > 4 else "center")
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+    elif x == EXPERTS and len(xs) > 2 and xs[0] > 0:
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
@@ -364,13 +440,20 @@ def plot_scenario(kind: str, scenario: Any, title: str = "", context: int | None
 
 
 def save_figure(fig: Figure, base: str | Path, formats: Iterable[str] = ("png", "svg")) -> list[Path]:
-    """Write ``base.png``/``base.svg`` (for each of ``formats``) and return the paths."""
+    """Write ``base.png``/``base.svg`` (for each of ``formats``) and return the paths.
+
+    Every format is checked before any file is written, so a bad one leaves nothing half-written.
+    """
     from moesim.fileio import atomic_open
 
+    formats = list(formats)
+    if not formats:
+        raise InputError(f"--format '': give at least one of {', '.join(FORMATS)}")
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise InputError(f"--format {bad[0]!r}: allowed: {', '.join(FORMATS)}")
     out = []
     for fmt in formats:
-        if fmt not in ("png", "svg", "pdf"):
-            raise InputError(f"--format {fmt!r}: allowed: png, svg, pdf")
         stem = str(base)
         for ext in (".png", ".svg", ".pdf"):
             stem = stem.removesuffix(ext)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import InputError
+from moesim.fileio import ensure_out_folder
 
 FORMAT_VERSION = 1
 SPAN_COLUMNS = ("kind", "stage", "stream", "rank_group", "layer", "item", "start_s", "end_s",
@@ -155,13 +156,7 @@ class SimResult:
         so it holds this result only; any other file is left alone. Two saves into one folder at
         once are not supported.
         """
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out {out}: exists and is not a folder")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+        out = ensure_out_folder(out_dir)
         files = {"spans.csv": self.spans_csv(),
                  # dumps + one write is several times faster than json.dump's many small writes
                  "trace.json": json.dumps(self.chrome_trace(), separators=(",", ":"))}

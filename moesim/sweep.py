@@ -10,6 +10,7 @@ Invalid points (a plan that no longer divides, a model that no longer fits) beco
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from moesim.sweep_grid import (
     expand,
     parse_seeds,
 )
-from moesim.sweep_store import ROW_COLUMNS, ResultStore, read_manifest, read_rows
+from moesim.sweep_store import ROW_COLUMNS, ResultStore, check_resume, read_rows
 
 __all__ = [
     "SweepOutcome",
@@ -84,6 +85,11 @@ class SweepOutcome:
     best_direction: str | None = None  # "min" or "max" when --best was given
 
 
+#: Most points one sweep may hold: at the ~1,000 plans a minute a sweep runs, 100,000 take hours, and
+#: the grid is expanded in memory before the first point runs.
+MAX_POINTS = 100_000
+
+
 def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | None = None,
                 sets: Iterable[str] = ()) -> tuple[dict, Path, list[Point], Any]:
     """Read the scenario (plus ``--set`` overrides), check it, and expand the grid.
@@ -91,22 +97,28 @@ def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | N
     Returns ``(raw mapping, base folder, points, base Scenario)``.
     """
     raw, base_dir, base = read_scenario(Path(scenario_path), sets)
-    return raw, base_dir, expand(dims, parse_seeds(seeds, base.routing.seed)), base
+    seed_list = parse_seeds(seeds, base.routing.seed)
+    n = math.prod(len(d.values) for d in dims) * len(seed_list)
+    if n > MAX_POINTS:
+        sizes = " x ".join(f"{len(d.values)} {d.path}" for d in dims) + (f" x {len(seed_list)} seeds" if len(seed_list) > 1 else "")
+        raise InputError(f"the grid has {n:,} points ({sizes}); at most {MAX_POINTS:,}: sweep fewer values, "
+                         "or split it into several sweeps")
+    return raw, base_dir, expand(dims, seed_list), base
 
 
 def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:
     """--resume continues the sweep ``out`` holds: the same scenario, swept fields and fixed --set
     overrides (more values of the same fields are fine); anything else would mix two sweeps."""
-    old = read_manifest(out)
-    if not old:
-        return
-    def same(a, b) -> bool:  # fields and overrides in any order
-        return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
+    check_resume(out, manifest, (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides")))
 
-    for key, what in (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides")):
-        if key in old and not same(old[key], manifest[key]):
-            raise InputError(f"--resume: {out} holds a sweep with other {what} ({old[key]} there, {manifest[key]} "
-                             "now); sweep into another --out, or pass --overwrite to replace it")
+
+def _check_sets_not_swept(dims, sets: Iterable[str]) -> None:
+    """A field is either fixed (--set) or swept: the grid's value would silently win over the --set."""
+    for text in sets:
+        path = text.split("=", 1)[0].strip()
+        for d in dims:
+            if path == d.path or path.startswith(d.path + "."):
+                raise InputError(f"--set {path}: {d.path} is also swept; fix it with --set or sweep it, not both")
 
 
 def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
@@ -131,6 +143,7 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         raise InputError("--resume and --overwrite: pass one (--resume keeps the rows in --out, --overwrite drops them)")
     metric, direction = parse_best(best) if best else (None, None)
     dims = build_dimensions(experts, capacity_factor, grid)
+    _check_sets_not_swept(dims, sets)
     raw, base_dir, points, base = plan_points(scenario_path, dims, seeds, sets)
     if metric and runner is None:  # the real engines: their summary keys are all registered
         direction = _check_best(metric, direction, "training" if base.is_training else "serving",
@@ -138,7 +151,7 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     out = Path(out_dir) if out_dir is not None else Path("sweeps") / base.name
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
-    manifest = {"scenario": str(scenario_path), "name": base.name,
+    manifest = {"tool": "sweep", "scenario": str(scenario_path), "name": base.name,
                 "kind": "training" if base.is_training else "serving",
                 "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),
                 "sets": list(sets), "n_points": len(points)}

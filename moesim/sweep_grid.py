@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from moesim.errors import InputError
 from moesim.loader import apply_override, load_yaml_value, over_bound
-from moesim.schemas import NOT_A_BOOLEAN, Scenario, number_not_bool
+from moesim.schemas import NOT_A_BOOLEAN, Scenario, check_seed, number_not_bool
 
 #: Shorthand options and the field each one sweeps.
 SHORTHANDS = {"experts": "model.n_experts", "capacity_factor": "routing.capacity_factor"}
@@ -176,8 +176,7 @@ def parse_seeds(text: str | None, default: int) -> tuple[int, ...]:
         return (default,)
     seeds = parse_values(text, "--seeds")
     for s in seeds:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise InputError(f"--seeds: {s!r} is not a non-negative integer")
+        check_seed(s, "--seeds:")
     return tuple(seeds)
 
 

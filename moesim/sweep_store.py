@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from moesim.errors import InputError
-from moesim.fileio import atomic_write_text
+from moesim.fileio import atomic_write_text, ensure_out_folder
 
 #: Columns every sweep row has besides the swept fields and the summary (see sweep_exec.run_point).
 ROW_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed", "key", "sim_wall_s")
@@ -57,7 +57,7 @@ class ResultStore:
         if existing and not (resume or overwrite):
             raise InputError(f"{self.dir}: already holds {len(existing)} sweep rows; "
                              "pass --resume to continue it or --overwrite to start again")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_out_folder(self.dir)
         kept = [r for r in existing if r.get("status") != "failed"] if resume else []
         # Rewrite both files from the kept rows (cuts a torn tail, drops failed rows).
         atomic_write_text(jsonl, "".join(_jsonl_line(r) for r in kept))
@@ -142,6 +142,33 @@ def read_rows(out_dir: str | Path) -> list[dict[str, Any]]:
         raise InputError(f"{d}: no {JSONL_NAME} here (not a sweep folder)")
     rows = read_jsonl(path)
     return sorted(rows, key=lambda r: (r.get("point", 0), r.get("seed", 0)))
+
+
+#: What each tool's folder is called in messages, and the command that makes it.
+TOOLS = {"sweep": "a sweep (moesim sweep)", "plan": "a plan search (moesim plan)"}
+
+
+def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[tuple[str, str], ...]) -> None:
+    """--resume continues only what ``out_dir`` holds: a folder of the same tool (``manifest["tool"]``:
+    sweep and plan folders share a layout, so mixing them would pass every file check) with the same
+    ``compare`` entries (manifest key, what to call it); anything else would mix two runs' rows.
+    Manifests written before the ``tool`` key say which they are by their keys."""
+    old = read_manifest(out_dir)
+    if not old:
+        return
+    tool = manifest["tool"]
+    old_tool = old.get("tool") or ("sweep" if "dims" in old else "plan")
+    if old_tool != tool:
+        raise InputError(f"--resume: {out_dir} holds {TOOLS[old_tool]}, not {TOOLS[tool]}; use another --out, "
+                         "or pass --overwrite to replace it")
+
+    def same(a, b) -> bool:  # lists (fields, overrides) in any order
+        return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
+
+    for key, what in compare:
+        if key in old and not same(old[key], manifest.get(key)):
+            raise InputError(f"--resume: {out_dir} holds {TOOLS[tool].split(' (')[0]} with other {what} ({old[key]} "
+                             f"there, {manifest.get(key)} now); use another --out, or pass --overwrite to replace it")
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:

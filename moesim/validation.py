@@ -10,7 +10,8 @@ A validation table is a CSV with columns:
   ``scenario:dotted.path`` to read a field of the scenario itself (datasheet rows: no simulation);
 - ``transform``: empty, or ``1/x`` (e.g. steps/s from ``step_time_s``); ``scale``: a number or
   ``a/b`` multiplying the result (e.g. ``1/1024`` for tokens/s per GPU on 1024 GPUs);
-- ``published``, ``unit``, ``source``: the measured value, its unit and where it comes from.
+- ``published``, ``unit``, ``source``: the measured value (a positive number), its unit and where
+  it comes from. Ids must be unique; every row has one cell per column.
 
 Error is ``(predicted - published) / published``. A row whose scenario or simulation fails is
 reported with its message; it never stops the others.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moesim.errors import InputError, MoesimError
+from moesim.errors import InputError, MoesimError, short_repr
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "validation.csv"
 REQUIRED = ("id", "quantity", "scenario", "metric", "published", "unit", "source")
@@ -69,11 +70,33 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise InputError(f"{p}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
+    first_line: dict[str, int] = {}
     for n, row in enumerate(rows, start=2):
+        rid = (row.get("id") or "").strip()
+        where = f"{p}: line {n} (row {rid or '?'})"
         if None in row:  # DictReader puts a row's cells past the header's under None
-            raise InputError(f"{p}: line {n} (row {row.get('id') or '?'}) has {len(columns) + len(row[None])} cells "
+            raise InputError(f"{where} has {len(columns) + len(row[None])} cells "
                              f"for {len(columns)} columns; quote a cell that holds a comma")
+        if None in row.values():  # ... and None under the columns a short row does not reach
+            raise InputError(f"{where} has {sum(v is not None for v in row.values())} cells "
+                             f"for {len(columns)} columns; leave an unused cell empty (,,) rather than out")
+        if not rid:
+            raise InputError(f"{where}: id is empty; every row needs a unique id")
+        if rid in first_line:
+            raise InputError(f"{where}: id {rid} is already used on line {first_line[rid]}; ids must be unique")
+        first_line[rid] = n
+        _check_published(row["published"], where)
     return rows
+
+
+def _check_published(text: str, where: str) -> None:
+    """A row's ``published`` value must be a positive, finite number (it divides the error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{where}: published {short_repr(text.strip())}: must be a positive number")
 
 
 def parse_scale(text: str | None) -> float:
@@ -104,9 +127,11 @@ def iter_checks(path: str | Path | None = None, runner: Callable | None = None,
 
 def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict[str, str]]:
     """The rows whose id equals, or starts with, one of ``only`` (case-insensitive); all without it."""
-    if not only:
+    if only is None:
         return rows
     wanted = tuple(w.strip().upper() for w in only if w.strip())
+    if not wanted:
+        raise InputError(f"--only {','.join(only)!r}: no ids given")
     ids = [r["id"].strip() for r in rows]
     for w in wanted:  # an id is its own prefix
         if not any(i.upper().startswith(w) for i in ids):

@@ -315,8 +315,10 @@ def test_cli_extreme_overrides_exit_2_in_one_line(root, capsys, item, words):
 
 
 def test_cli_long_strings_huge_numbers_aliases_in_files(root, tmp_path, capsys):
-    base = (root / "scenarios" / "mixtral-8x7b-h100-train.yaml").read_text()
-    cases = {  # appended to a valid scenario (PyYAML keeps the last of duplicate keys)
+    import yaml
+
+    raw = yaml.safe_load((root / "scenarios" / "mixtral-8x7b-h100-train.yaml").read_text())
+    cases = {  # in place of the valid scenario's own section of that name (a key twice is refused)
         "long": ("name: " + "x" * 100_000, "name: text of 100,000 characters"),
         "int": ("plan: {dp: " + str(2**64) + "}", "plan.dp = 18446744073709551616: must be <="),
         "key": ("plan: {1: 2}", "plan: key 1 is not a field name"),
@@ -328,6 +330,8 @@ def test_cli_long_strings_huge_numbers_aliases_in_files(root, tmp_path, capsys):
     }
     for name, (text, words) in cases.items():
         p = tmp_path / f"{name}.yaml"
+        key = text.split(":", 1)[0]
+        base = yaml.safe_dump({k: v for k, v in raw.items() if k != key}, sort_keys=False)
         p.write_text(base + text + "\n")
         line = _cli_one_error(capsys, ["check", str(p)])
         assert words in line, (name, line[:300])

@@ -106,6 +106,12 @@ TRAIN = (
 )
 
 
+def _train_with(line: str) -> str:
+    """TRAIN with ``line`` in place of its own section of that name (a key written twice is refused)."""
+    section = line.split(":", 1)[0]
+    return "".join(f"{x}\n" for x in TRAIN.splitlines() if not x.startswith(section + ":")) + line + "\n"
+
+
 def _id(value) -> str:
     text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -163,8 +169,26 @@ def test_self_referencing_and_alias_multiplied_data(tmp_path):
 ])
 def test_strings_keys_and_numbers(tmp_path, line, words):
     with pytest.raises(InputError) as info:
-        load_scenario(_write(tmp_path, TRAIN + line + "\n"))
+        load_scenario(_write(tmp_path, _train_with(line)))
     assert words in _one_line(info)
+
+
+@pytest.mark.parametrize("text, words", [
+    (TRAIN + "plan: {dp: 4}\n", "line 5, column 1: key 'plan' appears twice in one mapping (first on line 3)"),
+    (TRAIN.replace("{dp: 8, ep: 8}", "{dp: 8, ep: 8, dp: 2}"), "key 'dp' appears twice in one mapping (first on line 3)"),
+])
+def test_a_key_written_twice_is_refused_not_silently_overridden(tmp_path, text, words):
+    """PyYAML keeps the last of two equal keys; a scenario with two `plan:` lines would run the second."""
+    with pytest.raises(InputError) as info:
+        load_scenario(_write(tmp_path, text))
+    assert words in _one_line(info)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    text = TRAIN.replace("plan: {dp: 8, ep: 8}", "defaults: &p {dp: 8, ep: 8}\nplan: {<<: *p, dp: 8}")
+    from moesim.loader import parse_yaml
+
+    assert parse_yaml(text, "s")["plan"] == {"dp": 8, "ep": 8}
 
 
 def test_library_dicts_get_the_same_structural_checks(raw):
@@ -201,7 +225,7 @@ def test_overrides_get_the_limits_too(root, item, words):
 def test_unusable_paths_are_one_line(tmp_path):
     for field in ("routing: {distribution: trace, trace: ", "hardware: {preset: h100-sxm, profile: "):
         with pytest.raises(InputError) as info:
-            load_scenario(_write(tmp_path, TRAIN + field + "a" * 300 + "}\n"))
+            load_scenario(_write(tmp_path, _train_with(field + "a" * 300 + "}")))
         assert "not a usable path (File name too long)" in _one_line(info)
 
 

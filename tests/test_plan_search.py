@@ -270,6 +270,12 @@ def test_missing_slo_and_training_only_options_fail_in_one_line(serve_yaml, raw,
 
 def test_device_lists_and_ranges():
     assert parse_int_list("8..64", "--devices") == [8, 16, 32, 64]
-    assert parse_int_list("16,8, 8", "--devices") == [8, 16]
+    assert parse_int_list("16, 8", "--devices") == [8, 16]
     with pytest.raises(InputError, match="--devices"):
         parse_int_list("64..8", "--devices")
+    # the same list rules as sweep's: no repeats, no empty values; a range has both ends
+    for text, words in (("16,8,8", "a value is repeated"), ("8,,16", "an empty value between commas"),
+                        ("8..", "a range is LO..HI with both ends"), ("..8", "both ends"),
+                        ("8...16", "both ends"), ("", "give values")):
+        with pytest.raises(InputError, match=words):
+            parse_int_list(text, "--devices")

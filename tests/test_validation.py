@@ -111,7 +111,7 @@ def test_shipped_rows_load_and_name_real_sources():
 def test_validate_command_exit_codes(tmp_path):
     p = write(tmp_path, f"C,bw,{TRAIN},,{SCENARIO_PREFIX}hardware.device.mem_bw_gbps,,,3000,GB/s,src\n"
                         f"D,bad,{TRAIN},plan.ep=3,tokens_per_s,,,1,x,src\n")
-    assert invoke(["validate", str(p)]) == 0  # a failing row is shown, not fatal
+    assert invoke(["validate", str(p)]) == 1  # a failing row is shown, then the run exits 1
     assert invoke(["validate", str(tmp_path / "none.csv")]) == 2
     assert invoke(["validate", str(p), "--fail-above", "5"]) == 1  # no simulated row: median n/a
     from typer.testing import CliRunner

@@ -44,7 +44,7 @@ CASES = [
     ("hardware.device.mem_gib", 0, ["hardware.device.mem_gib = 0", "greater than 0"]),
     ("hardware.device.peak_tflops", {"int4": 5.0}, ["peak_tflops.int4", "unknown dtype"]),
     ("model.first_dense_layers", 9, ["model.first_dense_layers = 9", "<= model.n_layers"]),
-    ("workload.kind", "finetune", ["workload", "'training', 'serving'"]),
+    ("workload.kind", "finetune", ["workload.kind = 'finetune': allowed: training, serving"]),
 ]
 
 

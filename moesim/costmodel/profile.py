@@ -427,13 +427,15 @@ def normalise_device_name(name: str) -> str:
     return " ".join(w for w in words if w not in {"nvidia", "amd", "intel", "r", "tm", "apple"})
 
 
-def check_device(profile: Profile, device_name: str, label: str = "hardware.profile", force: bool = False) -> None:
-    """Raise InputError when the profile was measured on another device than the scenario names."""
+def check_device(profile: Profile, device_name: str, label: str = "hardware.profile", force: bool = False,
+                 how_to_force: str = "set hardware.force_profile: true (or MOESIM_FORCE_PROFILE=1)") -> None:
+    """Raise InputError when the profile was measured on another device than the scenario names;
+    ``how_to_force`` tells the caller's way to accept it anyway (a scenario field, a CLI flag)."""
     if force or normalise_device_name(profile.device) == normalise_device_name(device_name):
         return
     raise InputError(
-        f"{label}: profile is for device {profile.device!r} but hardware.device.name is {device_name!r}; "
-        "use a profile from this device, or set hardware.force_profile: true (or MOESIM_FORCE_PROFILE=1)"
+        f"{label}: profile is for device {profile.device!r} but this device is {device_name!r}; "
+        f"use a profile from this device, or {how_to_force}"
     )
 
 

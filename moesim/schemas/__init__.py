@@ -1,6 +1,6 @@
 """Pydantic v2 models of a scenario. All frozen, all reject unknown keys."""
 
-from moesim.schemas._base import NOT_A_BOOLEAN, number_not_bool
+from moesim.schemas._base import MAX_SEED, NOT_A_BOOLEAN, check_seed, number_not_bool
 from moesim.schemas.hardware import ClusterSpec, DeviceSpec, HardwareSpec, NodeSpec
 from moesim.schemas.model import DTYPE_BYTES, MLASpec, ModelSpec
 from moesim.schemas.placement import PlacementSpec
@@ -18,5 +18,5 @@ from moesim.schemas.workload import (
 __all__ = [
     "ArrivalSpec", "ClusterSpec", "DTYPE_BYTES", "DeviceSpec", "HardwareSpec", "LengthDist", "NOT_A_BOOLEAN",
     "MLASpec", "ModelSpec", "NodeSpec", "PlacementSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
-    "SpeculativeSpec", "TrainingWorkload", "number_not_bool",
+    "SpeculativeSpec", "TrainingWorkload", "number_not_bool", "MAX_SEED", "check_seed",
 ]

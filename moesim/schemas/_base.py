@@ -57,6 +57,20 @@ BITS_PER_WEIGHT_WHY = "a quantized weight takes fewer bits than fp32's 32"
 #: Why a number field refuses ``true`` / ``false`` (the scenario sections and the sweep's value check).
 NOT_A_BOOLEAN = "a number is expected, not a boolean"
 
+#: Largest seed (results tables store seeds as signed 64-bit integers), and the check every seed option
+#: shares with ``routing.seed``.
+MAX_SEED = 2**63 - 1
+SEED_WHY = "seeds are stored as signed 64-bit integers in results tables"
+
+
+def check_seed(seed: int, option: str) -> int:
+    """``seed`` if it is a whole number in 0..MAX_SEED, else a one-line InputError naming ``option``."""
+    from moesim.errors import InputError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"{option} {seed!r}: a seed is a whole number from 0 to {MAX_SEED} ({SEED_WHY})")
+    return seed
+
 
 class Strict(BaseModel):
     """Base of every scenario section: immutable, unknown keys are an error, and a number field

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from moesim.errors import InputError
-from moesim.schemas._base import BOUND_REASON, MAX_TOKENS, Strict, bounded
+from moesim.schemas._base import BOUND_REASON, MAX_SEED, MAX_TOKENS, SEED_WHY, Strict, bounded
 from moesim.schemas.model import ModelSpec
 from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
@@ -205,7 +205,10 @@ class ArrivalSpec(Strict):
     n_requests: PositiveInt = bounded(1000, le=1 << 30, why="a simulation plays at most 2M requests (moesim.guards); "
                                       "2^30 keeps request counts far from integer overflow",
                                       description="Requests to simulate (trace: the first n rows).")
-    trace: Path | None = Field(None, description="CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens.")
+    trace: Path | None = Field(None, description=(
+        "CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens. The token columns are "
+        "used only where prompt_tokens / output_tokens say dist: trace; other dists keep the trace's "
+        "arrival times and draw their own lengths."))
     concurrency: PositiveInt = bounded(1, le=1 << 20, why="as workload.max_batch_seqs: 1M requests in flight",
                                        description="Requests in flight for closed (the first arrive at t=0, each later one when "
                                                    "one finishes, with no think time); 1: one request at a time.")
@@ -360,7 +363,7 @@ class RoutingSpec(Strict):
                     "copies of hierarchical and deepep_normal all-to-alls (each token reaches min(M, N) * "
                     "(1 - C((M - 1) e, k) / C(M e, k)) nodes, e experts per node); flat and deepep_low_latency move "
                     "the same bytes. null: unlimited.")
-    seed: int = bounded(0, ge=0, le=2**63 - 1, why="seeds are stored as signed 64-bit integers in results tables",
+    seed: int = bounded(0, ge=0, le=MAX_SEED, why=SEED_WHY,
                         description="Seed of the routing sampler.")
 
     @model_validator(mode="after")
