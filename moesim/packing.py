@@ -8,12 +8,18 @@ holds one sample padded to ``seq_len`` (longer samples truncated), so a step com
 ``global_batch_seqs x seq_len`` tokens of which only ``E[min(L, seq_len)]`` per row are real: the
 step takes as long, but trains ``E[min(L, seq_len)] / seq_len`` of the tokens.
 
-Not modelled: packed rows' attention with cross-document masking (varlen kernels attend within each
-sample: less than one causal ``seq_len`` attention, priced here as the whole row), and dynamic
-padding to each micro-batch's longest sample (priced here as padding to ``seq_len``, an upper bound).
+Packed rows' attention (``packed_attention``): ``per_sample`` (the default) is what fine-tuning stacks
+run, varlen kernels that attend within each sample, so a row's attention costs the sum of its
+samples' ``L^2 / 2`` instead of ``seq_len^2 / 2`` (:func:`attention_spans`); ``whole_row`` is
+pre-training-style concatenation, one causal attention over the row.
+
+Not modelled: dynamic padding to each micro-batch's longest sample (priced here as padding to
+``seq_len``, an upper bound), and packing's leftover padding (samples are taken as filling rows).
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -31,3 +37,32 @@ def real_token_fraction(w: TrainingWorkload) -> float:
         return 1.0
     lengths = w.sample_tokens.sample(SAMPLES, np.random.default_rng(0))
     return float(np.minimum(lengths, w.seq_len).mean() / w.seq_len)
+
+
+def attention_spans(w: TrainingWorkload, seqs: int) -> np.ndarray | None:
+    """Lengths (tokens) of the spans one micro-batch of ``seqs`` packed rows attends over when each
+    sample attends only to itself (``packed_attention: per_sample``), or None when each row is one
+    span (no ``sample_tokens``, padded rows, or ``whole_row``).
+
+    A token lies in a sample of length ``L`` with probability ``L f(L) / E[L]``, so a row of
+    ``seq_len`` tokens spends ``seq_len * E[L^2] / E[L] / 2`` query-key pairs in causal attention:
+    the same as ``n = seq_len / L_eff`` samples of ``L_eff = E[L^2] / E[L]`` (lengths truncated at
+    ``seq_len``). The spans returned are ``k`` equal ones holding every token of the micro-batch
+    (``k`` rounded, at least one per row), so both the pairs and the tokens are kept.
+    """
+    if w.sample_tokens is None or not w.packing or w.packed_attention != "per_sample":
+        return None
+    l_eff = _length_biased_mean(w.sample_tokens.model_dump_json(), w.seq_len)
+    k = max(seqs, round(seqs * w.seq_len / l_eff))
+    return np.full(k, seqs * w.seq_len / k)
+
+
+@lru_cache(maxsize=256)
+def _length_biased_mean(dist_json: str, seq_len: int) -> float:
+    """``E[L^2] / E[L]`` of the sample lengths truncated at ``seq_len`` (``SAMPLES`` draws, seed 0);
+    keyed by the distribution's JSON so a plan search draws it once."""
+    from moesim.schemas import LengthDist
+
+    lengths = np.minimum(LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0)),
+                         seq_len).astype(float)
+    return float((lengths**2).mean() / lengths.mean())

@@ -239,7 +239,9 @@ QLORA = "mixtral-8x7b-qlora-1xa100"
 
 def test_padded_fixed_length_samples_train_half_the_tokens_of_packed_rows():
     half = ("workload.sample_tokens={dist: fixed, value: 1024}",)  # seq_len 2048
-    packed = simulate(scen(QLORA, *half), None).summary
+    # whole_row: the packed row attends as one sequence, as a padded row does (per_sample is
+    # tests/test_packed_attention.py's)
+    packed = simulate(scen(QLORA, *half, "workload.packed_attention=whole_row"), None).summary
     padded = simulate(scen(QLORA, *half, "workload.packing=false"), None).summary
     plain = simulate(scen(QLORA), None).summary
     assert padded["step_time_s"] == packed["step_time_s"] == plain["step_time_s"]  # same rows computed

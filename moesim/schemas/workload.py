@@ -104,6 +104,11 @@ class TrainingWorkload(Strict):
     packing: bool = Field(True, description=(
         "true: samples are packed into seq_len-token rows (no padding); false: one sample per row, padded to "
         "seq_len (longer ones truncated): tokens_per_s and the run time count only the real tokens."))
+    packed_attention: Literal["per_sample", "whole_row"] = Field("per_sample", description=(
+        "Packed rows with sample_tokens: per_sample, each sample attends only to itself (varlen kernels: "
+        "Megatron/NeMo packed SFT, TRL padding_free, ms-swift packing), so attention costs sum(L^2) over the "
+        "samples, not seq_len^2; whole_row, causal attention over the whole row (pre-training-style "
+        "concatenation). With context parallelism (plan.cp > 1) the row is priced whole either way."))
 
     @model_validator(mode="after")
     def _check_samples(self) -> TrainingWorkload:

@@ -67,6 +67,7 @@ from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
+from moesim.packing import attention_spans
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -256,6 +257,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     q_len, kv_len = ctx.attention_tokens(w.seq_len, cp)
     q = np.full(seqs, q_len)
     kv = q if cp == 1 else np.full(seqs, kv_len)
+    spans = attention_spans(w, seqs) if cp == 1 else None
+    if spans is not None:  # packed samples, each attending only to itself
+        q = kv = spans
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))
     nbytes = np.zeros_like(fwd)
