@@ -13,7 +13,6 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,15 @@ from matplotlib.figure import Figure
 
 from moesim.errors import InputError
 from moesim.metrics import label_of
-from moesim.sweep_store import ROW_COLUMNS
+from moesim.plot_rows import (
+    first_present,
+    need,
+    need_axes,
+    need_metric,
+    swept_columns,
+    throughput_key,
+    varied_axis,
+)
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
 #: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
@@ -45,9 +52,6 @@ _HOW = {EXPERTS: "--experts 8,16,32", CF: "--capacity-factor 1.0,1.25,1.5", RATE
 METRIC_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "throughput-vs-load", "metric-vs-axis")
 #: Image formats save_figure writes.
 FORMATS = ("png", "svg", "pdf")
-#: Metrics named first when an error lists the metrics a sweep has (those present, in this order).
-_COMMON_METRICS = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "usd_per_mtok",
-                   "peak_memory_gib", "dropped_fraction", "ttft_p99_s")
 
 
 def label(key: str) -> str:
@@ -74,113 +78,34 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
     dims = list(dims) if dims is not None else swept_columns(ok)
     title = title or str(ok[0].get("scenario", ""))
     if metric is not None:
-        _need_metric(ok, metric, dims)
+        need_metric(ok, metric, dims)
     if kind in AXES:
-        _need_axes(kind, ok, dims, len(rows))
+        need_axes(kind, AXES[kind], " ".join(_HOW.get(a, f"--grid {a}=V1,V2") for a in AXES[kind]),
+                   ok, dims, len(rows))
     if kind == "throughput-vs-experts":
-        y = metric or _throughput_key(ok)
+        y = metric or throughput_key(ok)
         return _lines(ok, dims, EXPERTS, y, f"{title}: {short_label(y)} vs experts")
     if kind == "cost-vs-cf":
         y = metric or "usd_per_mtok"
         return _lines(ok, dims, CF, y, f"{title}: {short_label(y)} vs capacity factor")
     if kind == "throughput-vs-load":
-        y = metric or _throughput_key(ok, serving=True)
+        y = metric or throughput_key(ok, serving=True)
         return _lines(ok, dims, RATE, y, f"{title}: {short_label(y)} vs load",
-                      twin=_first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
+                      twin=first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
     if kind == "dropped-heatmap":
         value = metric or "dropped_fraction"
         return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
     if kind == "breakdown":
         return _breakdown(ok, dims, f"{title}: step-time breakdown")
     # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
-    x = _varied_axis(ok, dims, len(rows))
-    y = metric or _throughput_key(ok)
+    x = varied_axis(ok, dims, len(rows))
+    y = metric or throughput_key(ok)
     return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}")
 
 
 def short_label(key: str) -> str:
     """A metric's label without its unit, for a title ("dropped tokens", "cost"): the axis says the unit."""
     return re.sub(r"\s*\([^()]*\)$", "", label(key)) or key
-
-
-def _swept_text(dims: list[str], n_ok: int, n_rows: int) -> str:
-    """"this sweep varies: plan.dp (1 of 2 points finished)": what was swept and how much of it can be drawn."""
-    return (f"this sweep varies: {', '.join(dims) or 'no field (seeds only)'} "
-            f"({n_ok} of {n_rows} point{'' if n_rows == 1 else 's'} finished)")
-
-
-def _need_axes(kind: str, rows: list[dict[str, Any]], dims: list[str], n_rows: int) -> None:
-    """One-line InputError unless the (ok) rows have the swept fields ``kind`` draws on (AXES);
-    ``n_rows`` counts every row, finished or not, for the message."""
-    axes = AXES[kind]
-    missing = [a for a in axes if not any(r.get(a) is not None for r in rows)]
-    if not missing:
-        return
-    how = " ".join(_HOW.get(a, f"--grid {a}=V1,V2") for a in axes)
-    raise InputError(f"--kind {kind} needs a sweep over {' and '.join(axes)}; {_swept_text(dims, len(rows), n_rows)}; "
-                     f"sweep again with {how}")
-
-
-def _varied_axis(rows: list[dict[str, Any]], dims: list[str], n_rows: int) -> str:
-    """The first swept field whose value differs between the (ok) rows; a one-line InputError when
-    none does, naming the swept fields and how many of the ``n_rows`` points finished."""
-    varied = [d for d in dims if len({str(r.get(d)) for r in rows}) > 1]
-    if not varied:
-        raise InputError("--kind metric-vs-axis needs a sweep that varies a field across its finished points; "
-                         f"{_swept_text(dims, len(rows), n_rows)} (see the reason column of results.csv, "
-                         "or sweep with --grid PATH=V1,V2,...)")
-    return varied[0]
-
-
-def swept_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Columns that look like swept fields (dotted paths), in table order."""
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if "." in k and k not in ROW_COLUMNS and k not in cols)
-    return cols
-
-
-def _throughput_key(rows: list[dict[str, Any]], serving: bool = False) -> str:
-    """tokens/s for training rows, output tokens/s for serving rows (or when ``serving``)."""
-    serving = serving or any(r.get("kind") == "serving" for r in rows)
-    keys = ("output_tokens_per_s", "tokens_per_s") if serving else ("tokens_per_s", "output_tokens_per_s")
-    return _first_present(rows, keys) or keys[0]
-
-
-def _first_present(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str | None:
-    return next((k for k in keys if any(isinstance(r.get(k), (int, float)) for r in rows)), None)
-
-
-def _need_metric(rows: list[dict[str, Any]], metric: str, dims: list[str]) -> None:
-    """One-line InputError naming --metric unless some row has a number in that column; the message
-    lists close names, or else a few metrics these rows have."""
-    if any(_is_number(r.get(metric)) for r in rows):
-        return
-    numeric = [k for k in dict.fromkeys(k for r in rows for k in r)  # suggestions: metrics, not swept fields
-               if k not in ROW_COLUMNS and k not in dims and any(_is_number(r.get(k)) for r in rows)]
-    if any(r.get(metric) is not None for r in rows):
-        problem = "not a number in these results"
-    else:
-        problem = "no such column in these results"
-    close = get_close_matches(metric, numeric, n=3, cutoff=0.6)
-    few = close or ([k for k in _COMMON_METRICS if k in numeric] + [k for k in numeric if k not in _COMMON_METRICS])[:5]
-    hint = f"did you mean {', '.join(close)}?" if close else f"metrics here include {', '.join(few) or 'none'}"
-    raise InputError(f"--metric {metric!r}: {problem}; {hint} (results.csv has every column)")
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float (a bool counts: its mean is a fraction)."""
-    return isinstance(value, (int, float))
-
-
-def _need(rows: list[dict[str, Any]], *cols: str) -> None:
-    """One-line InputError naming a column the rows lack, with the closest names they have."""
-    for c in cols:
-        if not any(r.get(c) is not None for r in rows):
-            have = sorted({k for r in rows for k in r if k not in ROW_COLUMNS})
-            close = get_close_matches(c, have, n=3, cutoff=0.5)
-            raise InputError(f"these results have no {c!r} column" + (f" (did you mean {', '.join(close)}?)"
-                                                                      if close else "; see results.csv for the columns"))
 
 
 def _group(rows: list[dict[str, Any]], by: list[str]) -> dict[tuple, list[dict[str, Any]]]:
@@ -237,7 +162,7 @@ def _figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure,
 
 
 def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> Figure:
-    _need(rows, x, y)
+    need(rows, x, y)
     by = [d for d in dims if d != x]
     cats = _categories(rows, x)  # text x (a hardware name, a recompute mode): one tick per value
     fig, ax = _figure(title)
@@ -268,7 +193,7 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> F
 
 
 def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> Figure:
-    _need(rows, row_key, col_key, value)
+    need(rows, row_key, col_key, value)
     extra = [d for d in dims if d not in (row_key, col_key) and len({str(r.get(d)) for r in rows}) > 1]
     if extra:
         raise InputError(f"the heatmap needs one slice: rows vary in {', '.join(extra)}; "
