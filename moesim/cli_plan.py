@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from moesim.errors import InputError, RunError
+from moesim.fileio import check_out_folder
 from moesim.schemas import check_seed
 
 out = Console()
@@ -75,8 +76,8 @@ def plan_command(
         raise InputError(f"--{'resume' if resume else 'overwrite'} needs --out DIR (where the runs are kept)")
     if dask is not None and dask != "local" and "://" not in dask:
         raise InputError(f"--dask {dask!r}: a scheduler address tcp://host:port, or 'local'")
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder")
+    if out_dir is not None:
+        check_out_folder(out_dir)
     space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,
                                   tp=tp, pp=pp, batch=max_batch_seqs, sets=set_ or [], exhaustive=exhaustive)
     with Progress(TextColumn("[bold]plan"), BarColumn(), MofNCompleteColumn(), _PlanColumn(), console=err,

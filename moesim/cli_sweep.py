@@ -254,6 +254,8 @@ def validate_command(
         checks = list(iter_checks(csv_path, only=only.split(",") if only is not None else None))
     med = median_abs_error(checks)
     med_all = median_abs_error(checks, simulated_only=False)
+    med_text = "n/a" if med is None else f"{100 * med:.1f} %"
+    failed = [c.id for c in checks if not c.ok]
     if as_json:
         from dataclasses import asdict
 
@@ -265,14 +267,12 @@ def validate_command(
     else:
         out.print(_checks_table(checks))
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
-        text = "n/a" if med is None else f"{100 * med:.1f} %"
-        out.print(f"median |error|: {text} over {n_sim} simulated rows"
+        out.print(f"median |error|: {med_text} over {n_sim} simulated rows"
                   + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
-                  + f"; {_rows(sum(1 for c in checks if not c.ok))} failed", highlight=False)
+                  + f"; {_rows(len(failed))} failed", highlight=False)
     problems = []
     if fail_above is not None and (med is None or 100 * med > fail_above):
-        problems.append(f"median |error| {'n/a' if med is None else f'{100 * med:.1f} %'} is above --fail-above {fail_above:g} %")
-    failed = [c.id for c in checks if not c.ok]
+        problems.append(f"median |error| {med_text} is above --fail-above {fail_above:g} %")
     if failed:
         problems.append(f"{_rows(len(failed))} failed to run ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})")
     if problems:

@@ -44,14 +44,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         fh.write(text)
 
 
-def ensure_out_folder(path: str | Path, option: str = "--out") -> Path:
-    """Create the output folder ``path`` (and its parents) or raise a one-line InputError naming
-    ``option``: a file already there, or a folder the OS will not create (no permission, /proc)."""
+def check_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a Path, or a one-line InputError naming ``option`` when a file is already there:
+    the check commands run before their work, creating nothing (:func:`ensure_out_folder` creates)."""
     from moesim.errors import InputError
 
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"{option} {out}: exists and is not a folder")
+    return out
+
+
+def ensure_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` (and its parents) or raise a one-line InputError naming
+    ``option``: a file already there, or a folder the OS will not create (no permission, /proc)."""
+    from moesim.errors import InputError
+
+    out = check_out_folder(path, option)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -145,7 +145,7 @@ def read_rows(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 #: What each tool's folder is called in messages, and the command that makes it.
-TOOLS = {"sweep": "a sweep (moesim sweep)", "plan": "a plan search (moesim plan)"}
+TOOLS = {"sweep": ("a sweep", "moesim sweep"), "plan": ("a plan search", "moesim plan")}
 
 
 def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[tuple[str, str], ...]) -> None:
@@ -159,7 +159,8 @@ def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[t
     tool = manifest["tool"]
     old_tool = old.get("tool") or ("sweep" if "dims" in old else "plan")
     if old_tool != tool:
-        raise InputError(f"--resume: {out_dir} holds {TOOLS[old_tool]}, not {TOOLS[tool]}; use another --out, "
+        (had, had_cmd), (want, want_cmd) = TOOLS[old_tool], TOOLS[tool]
+        raise InputError(f"--resume: {out_dir} holds {had} ({had_cmd}), not {want} ({want_cmd}); use another --out, "
                          "or pass --overwrite to replace it")
 
     def same(a, b) -> bool:  # lists (fields, overrides) in any order
@@ -167,7 +168,7 @@ def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[t
 
     for key, what in compare:
         if key in old and not same(old[key], manifest.get(key)):
-            raise InputError(f"--resume: {out_dir} holds {TOOLS[tool].split(' (')[0]} with other {what} ({old[key]} "
+            raise InputError(f"--resume: {out_dir} holds {TOOLS[tool][0]} with other {what} ({old[key]} "
                              f"there, {manifest.get(key)} now); use another --out, or pass --overwrite to replace it")
 
 

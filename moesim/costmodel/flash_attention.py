@@ -72,14 +72,19 @@ KERNELS: dict[str, dict[int, tuple[float, float]]] = {
 }
 
 
+#: ``KERNELS`` as interpolation axes: kernel -> (log2 head dims ascending, E, K0).
+_AXES = {name: (np.log2(sorted(table)), *np.array([table[h] for h in sorted(table)]).T)
+         for name, table in KERNELS.items()}
+
+
 def efficiency(kernel: str, q_tokens, kv_tokens, head_dim: int, causal: bool = True):
     """Forward efficiency (fraction of the dense 16-bit peak) of ``kernel`` for ``q_tokens`` queries
-    over ``kv_tokens`` keys per sequence (arrays broadcast). Raises KeyError for an unknown kernel."""
-    hd = np.array(sorted(KERNELS[kernel]), dtype=float)
-    e_max, k0 = (np.array([KERNELS[kernel][int(h)][i] for h in hd]) for i in (0, 1))
-    x = np.clip(np.log2(float(head_dim)), np.log2(hd[0]), np.log2(hd[-1]))
-    e = np.interp(x, np.log2(hd), e_max)
-    k = np.interp(x, np.log2(hd), k0)
+    over ``kv_tokens`` keys per sequence (arrays broadcast); ``E`` and ``K0`` interpolate linearly in
+    log2(head_dim), clamped to the measured ones. Raises KeyError for an unknown kernel."""
+    log_hd, e_max, k0 = _AXES[kernel]
+    x = np.log2(float(head_dim))  # np.interp clamps outside the axis
+    e = np.interp(x, log_hd, e_max)
+    k = np.interp(x, log_hd, k0)
     q, kv = np.asarray(q_tokens, dtype=float), np.asarray(kv_tokens, dtype=float)
     span = np.maximum(kv - q / 2 if causal else kv, 1.0)
     return e * span / (span + k)

@@ -34,11 +34,12 @@ from moesim.schemas import DeviceSpec
 from moesim.schemas._base import Strict
 from moesim.schemas.hardware import DATASHEET, peak_flops_of
 
+from .flash_attention import KERNELS as FLASH_KERNELS
 from .host import CUDA_HOST_DEFAULTS as _HOST
 from .tables import AttentionTable, BytesCurve, ElementCurve, GemmTable, RouterTable, safe_log2
 
-#: Flash-attention kernel tables a profile may name (``costmodel.flash_attention.KERNELS``).
-FlashKernel = Literal["fa2-a100", "cudnn-h100"]
+#: Flash-attention kernel tables a profile may name: the keys of ``costmodel.flash_attention.KERNELS``.
+FlashKernel = Literal[tuple(FLASH_KERNELS)]  # type: ignore[valid-type]
 
 PROFILE_FORMAT = "moesim-profile"
 PROFILE_VERSION = 1
@@ -88,7 +89,8 @@ class AttentionSpec(Strict):
     kernel: Literal["contiguous", "paged"] = Field(
         "contiguous", description="What the prefill table measured: contiguous Q/K/V (flash attention or SDPA, "
         "as training runs and `moesim calibrate` measures) or a serving engine's kernel over a paged KV cache "
-        "(Vidur's vLLM profiles), which prices serving only; training then takes the datasheet's rate.")
+        "(Vidur's vLLM profiles), which prices serving only; training then takes the profile's `flash_attention` "
+        "table, or else the datasheet's rate.")
 
 
 class LinkSpec(Strict):
