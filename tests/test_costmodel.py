@@ -331,3 +331,14 @@ def test_a_profile_attention_kernel_other_than_paged_or_contiguous_is_one_line(t
         scenario_from_dict(_scenario(bad))
     msg = str(exc.value)
     assert "\n" not in msg and "attention.kernel" in msg and "'contiguous' or 'paged'" in msg
+
+
+def test_a_profile_naming_an_unknown_flash_attention_table_is_one_line(tmp_path):
+    bad = tmp_path / "p.yaml"
+    text = (PROFILES / "a100.yaml").read_text()
+    assert "flash_attention: fa2-a100\n" in text
+    bad.write_text(text.replace("flash_attention: fa2-a100\n", "flash_attention: fa3-a100\n"))
+    with pytest.raises(InputError) as exc:
+        scenario_from_dict(_scenario(bad))
+    msg = str(exc.value)
+    assert "\n" not in msg and "flash_attention" in msg and "'fa2-a100' or 'cudnn-h100'" in msg

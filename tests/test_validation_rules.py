@@ -45,6 +45,7 @@ CASES = [
     ("hardware.device.peak_tflops", {"int4": 5.0}, ["peak_tflops.int4", "unknown dtype"]),
     ("model.first_dense_layers", 9, ["model.first_dense_layers = 9", "<= model.n_layers"]),
     ("workload.kind", "finetune", ["workload.kind = 'finetune': allowed: training, serving"]),
+    ("workload.packed_attention", "both", ["workload.packed_attention = 'both'", "'per_sample' or 'whole_row'"]),
 ]
 
 
