@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.costmodel import comm
+from moesim.costmodel.custom_allreduce import ALLREDUCE_ALGORITHMS, custom_allreduce_s
 from moesim.costmodel.fp8 import cast_time_s as fp8_cast_time_s
 from moesim.costmodel.fp8 import fp8_efficiency_scale
 from moesim.costmodel.profile import LinkSpec
@@ -193,10 +194,20 @@ class CostModelBase:
             return self.hw.node.intra_bw_gbps, self.hw.node.intra_latency_us * 1e-6
         return self.hw.cluster.nic_bw_gbps, self.hw.cluster.nic_latency_us * 1e-6
 
-    def allreduce_s(self, nbytes, n: int, stride: int = 1):
-        """Ring all-reduce over ``n`` ranks spaced ``stride`` apart (TP: stride 1; DP: stride tp*...)."""
+    def allreduce_s(self, nbytes, n: int, stride: int = 1, algorithm: str = "nccl"):
+        """All-reduce over ``n`` ranks spaced ``stride`` apart (TP: stride 1; DP: stride tp*...).
+
+        ``algorithm``: ``nccl`` (NCCL's ring, what training frameworks run) or ``custom`` (an
+        inference engine's custom all-reduce: the fastest of one-shot, two-shot and the ring,
+        ``custom_allreduce.custom_allreduce_s``; a group spanning nodes still runs the ring).
+        """
         bw, lat = self._link(n, stride)
-        return comm.ring_allreduce_s(nbytes, n, bw, lat)
+        ring = comm.ring_allreduce_s(nbytes, n, bw, lat)
+        if algorithm not in ALLREDUCE_ALGORITHMS:
+            raise ValueError(f"all-reduce algorithm {algorithm!r}: expected one of {', '.join(ALLREDUCE_ALGORITHMS)}")
+        if algorithm == "nccl" or n <= 1 or n * stride > self.hw.node.devices_per_node:
+            return ring
+        return custom_allreduce_s(nbytes, n, self.hw.node.intra_bw_gbps, ring)
 
     def reduce_scatter_s(self, nbytes, n: int, stride: int = 1):
         """Ring reduce-scatter of an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""

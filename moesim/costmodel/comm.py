@@ -37,6 +37,27 @@ def ring_reduce_scatter_s(nbytes, n: int, bw_gbps: float, latency_s: float):
 ring_allgather_s = ring_reduce_scatter_s
 
 
+def one_shot_allreduce_s(nbytes, n: int, bw_gbps: float, latency_s: float):
+    """One-shot all-reduce through peer memory (inference engines' custom all-reduce): every rank
+    reads its ``n - 1`` peers' whole buffers over its own link and sums them locally, in one kernel:
+    ``latency + (n-1) * bytes / bw``. Cheapest for small messages (one synchronisation, no ring
+    steps); its bytes grow with ``n``, so a larger message is better served by a two-shot or ring."""
+    nbytes = np.asarray(nbytes, dtype=float)
+    if n <= 1:
+        return np.zeros_like(nbytes)
+    return np.where(nbytes > 0, latency_s + (n - 1) * nbytes / (bw_gbps * 1e9), 0.0)
+
+
+def two_shot_allreduce_s(nbytes, n: int, bw_gbps: float, latency_s: float):
+    """Two-shot all-reduce through peer memory: a reduce-scatter (each rank reads and sums its
+    ``1/n`` slice from every peer) then an all-gather of the slices, ``latency + 2(n-1)/n * bytes /
+    bw``: a ring's bytes with two synchronisations instead of ``2(n-1)`` ring steps."""
+    nbytes = np.asarray(nbytes, dtype=float)
+    if n <= 1:
+        return np.zeros_like(nbytes)
+    return np.where(nbytes > 0, latency_s + 2 * (n - 1) / n * nbytes / (bw_gbps * 1e9), 0.0)
+
+
 def ring_bus_gbps(members_per_node: int, intra_bw_gbps: float, nic_bw_gbps: float) -> float:
     """Bus bandwidth per rank (GB/s) of a ring collective whose group spans nodes with
     ``members_per_node`` ranks on each node, each rank owning one NIC of ``nic_bw_gbps`` (its rail).

@@ -105,8 +105,9 @@ class CostModel(Protocol):
         """Fixed cost of one attention kernel launch, seconds."""
 
     # ---------------------------------------------------------------- collectives
-    def allreduce_s(self, nbytes, n: int, stride: int = 1):
-        """Ring all-reduce over ``n`` ranks spaced ``stride`` apart."""
+    def allreduce_s(self, nbytes, n: int, stride: int = 1, algorithm: str = "nccl"):
+        """All-reduce over ``n`` ranks spaced ``stride`` apart: NCCL's ring, or (``custom``) an
+        inference engine's one-shot/two-shot kernels inside a node."""
 
     def reduce_scatter_s(self, nbytes, n: int, stride: int = 1):
         """Ring reduce-scatter over ``n`` ranks."""

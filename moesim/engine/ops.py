@@ -73,6 +73,8 @@ class BlockDims:
     (``routing.max_nodes_per_token``; None: unlimited), for the all-to-alls' per-node deduplication.
     ``local_dispatch``: the EP group is the TP group and every rank holds the tokens (serving with
     ``plan.ep_in_tp_group``): no dispatch or combine, the TP all-reduce sums the experts' outputs.
+    ``allreduce``: the TP all-reduce's kernels, ``nccl`` (NCCL's ring, training) or ``custom`` (a serving
+    engine's one-shot/two-shot kernels, ``workload.tp_allreduce``).
     """
 
     d_model: int
@@ -93,6 +95,7 @@ class BlockDims:
     max_nodes_per_token: int | None = None
     etp: int = 0
     local_dispatch: bool = False
+    allreduce: str = "nccl"
 
     @property
     def expert_tp(self) -> int:
@@ -102,9 +105,9 @@ class BlockDims:
     @classmethod
     def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True,
            max_nodes_per_token: int | None = None, etp: int | None = None,
-           local_dispatch: bool = False) -> BlockDims:
+           local_dispatch: bool = False, allreduce: str = "nccl") -> BlockDims:
         """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form;
-        ``etp``: expert tensor parallelism (None: ``tp``); ``local_dispatch``: see the class."""
+        ``etp``: expert tensor parallelism (None: ``tp``); ``local_dispatch``, ``allreduce``: see the class."""
         heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
         qkv_n, o_k = projection_shapes(m, tp)
         etp = etp or tp
@@ -113,7 +116,7 @@ class BlockDims:
                    expert_w=max(1, round(m.expert_width / etp)),
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
-                   max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch)
+                   max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch, allreduce=allreduce)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,8 @@ def allreduce_op(name: str, dims: BlockDims, dt: OpDtypes, tokens) -> list[Op]:
     if dims.tp <= 1:
         return []
     nbytes = np.asarray(tokens, dtype=float) * dims.d_model * dt.act_bytes
-    return [Op(name, "allreduce", "tp_comm", dict(nbytes=nbytes, n=dims.tp, stride=1), 0.0, nbytes)]
+    return [Op(name, "allreduce", "tp_comm", dict(nbytes=nbytes, n=dims.tp, stride=1, algorithm=dims.allreduce),
+               0.0, nbytes)]
 
 
 def attention_core_op(dims: BlockDims, dt: OpDtypes, q_tokens, kv_tokens) -> Op:
@@ -362,7 +366,7 @@ PRICERS = {
     "memory": lambda cm, nbytes: cm.memory_s(nbytes),
     "attention": lambda cm, **a: cm.attention_batch_s(**a),
     "moe_overhead": lambda cm, busy_experts, capacity, assignments: cm.moe_overhead_s(busy_experts, capacity, assignments),
-    "allreduce": lambda cm, nbytes, n, stride: cm.allreduce_s(nbytes, n, stride),
+    "allreduce": lambda cm, nbytes, n, stride, algorithm: cm.allreduce_s(nbytes, n, stride, algorithm),
     "p2p": lambda cm, nbytes, intra: cm.p2p_s(nbytes, intra),
     "alltoall": lambda cm, **a: cm.alltoall_s(**a),
     "fp8_cast": lambda cm, nbytes, kernels: cm.fp8_cast_s(nbytes, kernels),

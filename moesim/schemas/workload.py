@@ -325,6 +325,11 @@ class ServingWorkload(Strict):
         "kv_cache_config.dtype). auto: the width of the model's activations (an fp8 model on fp8 tensor cores keeps an "
         "fp8 cache; 16-bit and weight-only models a 16-bit one). fp8 halves a 16-bit model's KV bytes: twice the "
         "sequences in the pool and half the decode attention reads; bf16 doubles an fp8 model's.")
+    tp_allreduce: Literal["custom", "nccl"] = Field(
+        "custom", description="Kernels of the TP all-reduces inside an NVLink node. custom: the engine's own "
+        "all-reduce (vLLM and SGLang custom all-reduce, TensorRT-LLM's AUTO strategy): one-shot or two-shot through "
+        "peer memory where that beats NCCL's ring (small messages: decode), the ring past that. nccl: NCCL's ring only "
+        "(vLLM --disable-custom-all-reduce, GPUs without NVLink peer access). A TP group spanning nodes runs the ring.")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
     speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding. Disaggregated: the decode pool's.")
     prefix_cache_hit: float = bounded(0.0, ge=0.0, lt=1.0, why="a fraction of each prompt; 1 would leave nothing to prefill",

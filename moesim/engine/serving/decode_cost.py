@@ -117,7 +117,8 @@ class IterationCost:
         # dp, or one when the EP group is the replica's own TP group (its tokens on every rank)
         self.ep_sources = 1 if p.ep_in_tp_group else p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token,
-                                 etp=p.expert_tp, local_dispatch=p.ep_in_tp_group)
+                                 etp=p.expert_tp, local_dispatch=p.ep_in_tp_group,
+                                 allreduce=s.workload.tp_allreduce)
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
         # MLA prefill chunks run as multi-head attention over up-projected K/V, decode absorbed (vLLM, SGLang)
         self._mha = (attention_core_op(BlockDims.of(m, p.tp, p.ep, mla_absorbed=False), self.dtypes, np.ones(1),
