@@ -117,7 +117,8 @@ class ProfiledCostModel(CostModelBase):
         Per-expert roofline summed, one launch, a cost per busy expert (``grouped_loop_s``). Per-expert
         efficiency is the grouped (cold-weight) table, blended towards the dense (hot) table when the
         busy experts' weights fit in the profile's cache; a profile with only a dense table (the
-        shipped GPU ones) scales it by ``grouped_eff.grouped_gemm_ratio``, the tile padding
+        shipped GPU ones) reads it at the whole call's shape (every busy expert's weights side by
+        side) and scales it by ``grouped_eff.grouped_gemm_ratio``, the tile padding
         published grouped kernels pay (DeepGEMM's tables, ``moesim/data/grouped_gemm.csv``). ``working_set_bytes``: bytes the surrounding
         layer touches per call, which decides whether expert weights stay in cache; default this
         call's busy weights.
@@ -130,7 +131,15 @@ class ProfiledCostModel(CostModelBase):
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
         peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
-        eff = self.profile.gemm.lookup(m, w) * self._dtype_scale(m, n, k, dtype)
+        if g is None:
+            # A grouped kernel runs every busy expert's tiles side by side, as a dense GEMM with the
+            # experts' weights next to each other (m x busy*n: the same tiles, weight bytes and
+            # FLOPs) would; read per expert, the dense table would price each narrow expert as a
+            # kernel of its own, too small to fill the GPU, and pay its latency once per expert.
+            # Checked on published fused-MoE kernel timings (tests/test_fused_moe_tables.py).
+            eff = self.profile.gemm.lookup(m, w * np.maximum(busy, 1)[..., None]) * self._dtype_scale(m, n, k, dtype)
+        else:
+            eff = self.profile.gemm.lookup(m, w) * self._dtype_scale(m, n, k, dtype)
         if g is not None:
             ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]

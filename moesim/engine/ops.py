@@ -74,7 +74,9 @@ class BlockDims:
     ``local_dispatch``: the EP group is the TP group and every rank holds the tokens (serving with
     ``plan.ep_in_tp_group``): no dispatch or combine, the TP all-reduce sums the experts' outputs.
     ``allreduce``: the TP all-reduce's kernels, ``nccl`` (NCCL's ring, training) or ``custom`` (a serving
-    engine's one-shot/two-shot kernels, ``workload.tp_allreduce``).
+    engine's one-shot/two-shot kernels, ``workload.tp_allreduce``). ``moe_fixed_us``: the fixed latency
+    of a serving engine's fused MoE layer, paid where any expert has tokens (``costmodel/fused_moe.py``;
+    0: none, training).
     """
 
     d_model: int
@@ -96,6 +98,7 @@ class BlockDims:
     etp: int = 0
     local_dispatch: bool = False
     allreduce: str = "nccl"
+    moe_fixed_us: float = 0.0
 
     @property
     def expert_tp(self) -> int:
@@ -105,9 +108,10 @@ class BlockDims:
     @classmethod
     def of(cls, m, tp: int = 1, ep: int = 1, mla_absorbed: bool = True,
            max_nodes_per_token: int | None = None, etp: int | None = None,
-           local_dispatch: bool = False, allreduce: str = "nccl") -> BlockDims:
+           local_dispatch: bool = False, allreduce: str = "nccl", moe_fixed_us: float = 0.0) -> BlockDims:
         """Widths of model ``m`` (a ``ModelSpec``) per device; ``mla_absorbed``: MLA's serving form;
-        ``etp``: expert tensor parallelism (None: ``tp``); ``local_dispatch``, ``allreduce``: see the class."""
+        ``etp``: expert tensor parallelism (None: ``tp``); ``local_dispatch``, ``allreduce``, ``moe_fixed_us``:
+        see the class."""
         heads, head_dim, kv_heads = attention_shape(m, tp, mla_absorbed)
         qkv_n, o_k = projection_shapes(m, tp)
         etp = etp or tp
@@ -116,7 +120,8 @@ class BlockDims:
                    expert_w=max(1, round(m.expert_width / etp)),
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
-                   max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch, allreduce=allreduce)
+                   max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch, allreduce=allreduce,
+                   moe_fixed_us=moe_fixed_us)
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ def ffn_ops(prefix: str, dims: BlockDims, dt: OpDtypes, tokens, width: int) -> l
 def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused",
                working_set_bytes=None, capacity: bool = False) -> list[Op]:
     """The routed experts of one EP rank: grouped up(+gate) GEMM, activation, grouped down GEMM,
-    and the host-side MoE overhead (profiled; 0 from a datasheet).
+    and the MoE overhead: the profile's host-side cost (0 from a datasheet) plus ``dims.moe_fixed_us``.
 
     ``expert_tokens``: ``(..., experts_on_rank)`` tokens each expert computes. ``loop`` runs an
     activation per busy expert, and one loop step runs both GEMMs of an expert, so the up GEMM's
@@ -261,7 +266,8 @@ def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused"
             Op("expert_down", "grouped_gemm", "compute",
                dict(tokens_per_expert=c, n=d, k=w, loop_costs=True, **g), gemm_flops(c, d, w).sum(axis=-1)),
             Op("moe_overhead", "moe_overhead", "compute",
-               dict(busy_experts=(c > 0).sum(axis=-1), capacity=capacity, assignments=c.sum(axis=-1)))]
+               dict(busy_experts=(c > 0).sum(axis=-1), capacity=capacity, assignments=c.sum(axis=-1),
+                    fixed_us=dims.moe_fixed_us))]
 
 
 def moe_ops(dims: BlockDims, dt: OpDtypes, tokens, expert_tokens, a2a_bytes=0.0, impl: str = "fused",
@@ -365,7 +371,8 @@ PRICERS = {
     "router_topk": lambda cm, tokens, n_experts, top_k: cm.router_topk_s(tokens, n_experts, top_k),
     "memory": lambda cm, nbytes: cm.memory_s(nbytes),
     "attention": lambda cm, **a: cm.attention_batch_s(**a),
-    "moe_overhead": lambda cm, busy_experts, capacity, assignments: cm.moe_overhead_s(busy_experts, capacity, assignments),
+    "moe_overhead": lambda cm, busy_experts, capacity, assignments, fixed_us=0.0: (
+        cm.moe_overhead_s(busy_experts, capacity, assignments) + fixed_us * 1e-6 * (np.asarray(busy_experts) > 0)),
     "allreduce": lambda cm, nbytes, n, stride, algorithm: cm.allreduce_s(nbytes, n, stride, algorithm),
     "p2p": lambda cm, nbytes, intra: cm.p2p_s(nbytes, intra),
     "alltoall": lambda cm, **a: cm.alltoall_s(**a),

@@ -60,12 +60,14 @@ import numpy as np
 
 from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
+from moesim.costmodel.fused_moe import fused_moe_fixed_us
 from moesim.costmodel.host import (
     exposed_host_s,
     host_spec_for,
     iteration_host_s,
     kernel_launch_s,
     overlaps,
+    platform_of,
     uses_cuda_graph,
 )
 from moesim.engine import expert_load
@@ -118,7 +120,9 @@ class IterationCost:
         self.ep_sources = 1 if p.ep_in_tp_group else p.ep
         self.dims = BlockDims.of(m, p.tp, p.ep, mla_absorbed=True, max_nodes_per_token=s.routing.max_nodes_per_token,
                                  etp=p.expert_tp, local_dispatch=p.ep_in_tp_group,
-                                 allreduce=s.workload.tp_allreduce)
+                                 allreduce=s.workload.tp_allreduce,
+                                 # a fused MoE layer's fixed latency (costmodel/fused_moe.py)
+                                 moe_fixed_us=fused_moe_fixed_us(platform_of(s.hardware.device.name)))
         self._attention = attention_core_op(self.dims, self.dtypes, np.ones(1), np.ones(1))
         # MLA prefill chunks run as multi-head attention over up-projected K/V, decode absorbed (vLLM, SGLang)
         self._mha = (attention_core_op(BlockDims.of(m, p.tp, p.ep, mla_absorbed=False), self.dtypes, np.ones(1),
@@ -290,7 +294,8 @@ class IterationCost:
         return secs
 
     def _expert_gemms_s(self, loads) -> np.ndarray:
-        """The routed-expert ops of one rank (``ops.expert_ops``): ``loads`` is ``(..., E_local)``."""
+        """The routed-expert ops of one rank (``ops.expert_ops``, with the fused layer's fixed latency):
+        ``loads`` is ``(..., E_local)``."""
         return total_s(self.cm, expert_ops(self.dims, self.dtypes, loads))
 
     # ------------------------------------------------------------ per iteration
