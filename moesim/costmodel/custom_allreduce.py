@@ -91,7 +91,7 @@ def custom_allreduce_s(nbytes, n: int, link_gbps: float, ring_s):
 
 
 # ---------------------------------------------------------------- the published points
-_PRICERS = {"one_shot": comm.one_shot_allreduce_s, "two_shot": comm.two_shot_allreduce_s}
+_KERNELS = {"one_shot": one_shot_s, "two_shot": two_shot_s}
 
 
 def load_points(path: Path | str = DATA_CSV, use: str | None = None) -> list[dict]:
@@ -105,16 +105,12 @@ def load_points(path: Path | str = DATA_CSV, use: str | None = None) -> list[dic
 
 def predict_us(row: dict, latency_us: float | None = None, fraction: float | None = None) -> float:
     """The model's microseconds for one published row: its algorithm at ``latency_us``/``fraction``
-    (default the shipped constants); ``custom_auto`` rows (a kernel choosing by itself) the faster."""
+    (each defaulting to the shipped constant); ``custom_auto`` rows (a kernel choosing by itself) the faster."""
     link, nbytes, n = DATA_LINK_GBPS[row["gpu"]], row["bytes"], row["world_size"]
     if row["algorithm"] == "custom_auto":
         return 1e6 * float(engine_kernel_s(nbytes, n, link))
-    if latency_us is None or fraction is None:
-        shipped = {"one_shot": (ONE_SHOT_LATENCY_US, ONE_SHOT_LINK_FRACTION),
-                   "two_shot": (TWO_SHOT_LATENCY_US, TWO_SHOT_LINK_FRACTION)}[row["algorithm"]]
-        latency_us = shipped[0] if latency_us is None else latency_us
-        fraction = shipped[1] if fraction is None else fraction
-    return 1e6 * float(_PRICERS[row["algorithm"]](nbytes, n, link * fraction, latency_us * 1e-6))
+    given = {k: v for k, v in (("latency_us", latency_us), ("fraction", fraction)) if v is not None}
+    return 1e6 * float(_KERNELS[row["algorithm"]](nbytes, n, link, **given))
 
 
 def fit_points(rows: list[dict], algorithm: str) -> tuple[float, float]:

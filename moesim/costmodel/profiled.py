@@ -131,15 +131,13 @@ class ProfiledCostModel(CostModelBase):
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
         peak, bw = (ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9) if ref else (self._peak(dtype), self._bw)
-        if g is None:
-            # A grouped kernel runs every busy expert's tiles side by side, as a dense GEMM with the
-            # experts' weights next to each other (m x busy*n: the same tiles, weight bytes and
-            # FLOPs) would; read per expert, the dense table would price each narrow expert as a
-            # kernel of its own, too small to fill the GPU, and pay its latency once per expert.
-            # Checked on published fused-MoE kernel timings (tests/test_fused_moe_tables.py).
-            eff = self.profile.gemm.lookup(m, w * np.maximum(busy, 1)[..., None]) * self._dtype_scale(m, n, k, dtype)
-        else:
-            eff = self.profile.gemm.lookup(m, w) * self._dtype_scale(m, n, k, dtype)
+        # Without a grouped table: a grouped kernel runs every busy expert's tiles side by side, as a
+        # dense GEMM with the experts' weights next to each other (m x busy*n: the same tiles, weight
+        # bytes and FLOPs) would; read per expert, the dense table would price each narrow expert as
+        # a kernel of its own, too small to fill the GPU, and pay its latency once per expert.
+        # Checked on published fused-MoE kernel timings (tests/test_fused_moe_tables.py).
+        call_w = w if g is not None else w * np.maximum(busy, 1)[..., None]
+        eff = self.profile.gemm.lookup(m, call_w) * self._dtype_scale(m, n, k, dtype)
         if g is not None:
             ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
