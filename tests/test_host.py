@@ -12,6 +12,8 @@ from moesim.costmodel.host import (
     host_spec_for,
     iteration_host_s,
     kernel_launch_s,
+    launch_added_s,
+    launch_terms,
     overlaps,
     platform_of,
     uses_cuda_graph,
@@ -102,6 +104,31 @@ def test_no_kernels_no_launch(cuda):
     np.testing.assert_allclose(kernel_launch_s(np.array([0, 10]), True, cuda), [0.0, (8 + 8.75) * 1e-6])
 
 
+def test_a_graph_keeps_a_profiles_kernel_time_and_adds_its_node_gaps(cuda):
+    """A profile prices each kernel at its measured GPU time: a graph adds its launch and node gaps;
+    eagerly the same gaps unless the CPU's launches take longer than the GPU work."""
+    n = 900
+    graph, gap, cpu = launch_terms(n, cuda, cpu_priced_s=0.0)
+    assert graph == pytest.approx((8.0 + n * 0.875) * 1e-6) and gap == pytest.approx(n * 0.875e-6)
+    assert cpu == pytest.approx(n * 5e-6)
+    assert launch_added_s((graph, gap, cpu), 1e-3, True) == graph
+    assert launch_added_s((graph, gap, cpu), 1e-3, False) == pytest.approx(cpu - 1e-3)  # CPU-bound: 4.5 > 1 ms
+    assert launch_added_s((graph, gap, cpu), 50e-3, False) == gap  # the GPU work hides the launches
+    np.testing.assert_allclose(launch_added_s((graph, gap, cpu), np.array([1e-3, 50e-3]), False), [cpu - 1e-3, gap])
+    # eager never beats the graph on a step the CPU cannot outrun
+    assert launch_added_s((graph, gap, cpu), 1e-3, False) > graph
+
+
+def test_a_graph_saves_the_cpu_launches_a_datasheet_prices(cuda):
+    """The datasheet's fixed cost per kernel is the CPU launch (5 us): a graph swaps it for its node
+    cost, and eager iterations add nothing to what the kernels are priced at."""
+    n = 550
+    graph, gap, cpu = launch_terms(n, cuda, cpu_priced_s=5e-6)
+    assert graph == pytest.approx((8.0 + n * 0.875 - n * 5.0) * 1e-6) and graph < 0
+    assert gap == 0.0
+    assert launch_added_s((graph, gap, cpu), n * 5e-6, False) == 0.0  # priced kernels already cover the CPU
+
+
 def test_graph_only_for_decode_up_to_the_capture_limit(cuda):
     assert uses_cuda_graph(1, True, cuda) and uses_cuda_graph(512, True, cuda)
     assert not uses_cuda_graph(513, True, cuda)  # above the capture limit: eager
@@ -143,10 +170,10 @@ def test_profile_host_section_round_trips_and_wins(tmp_path):
         profile_from_dict(data)
 
 
-def test_eager_launch_follows_the_cost_model_without_a_host_section():
+def test_eager_launch_is_the_cpus_for_a_profile_and_the_datasheets_without_one():
     a100 = load_default_profile("a100.yaml")
     spec = host_spec_for(a100)
-    assert spec.eager_launch_us == a100.launch_overhead_us  # eager iterations price as today
+    assert spec.eager_launch_us == 5.0  # a profile's fixed cost is GPU time: the CPU launch stays HTA's
     assert spec.graph_max_batch == 512 and spec.iteration_fixed_us == pytest.approx(430.0)
     m2 = DeviceSpec(name="Apple M2", peak_tflops={"fp16": 3.6}, mem_bw_gbps=100, mem_gib=24,
                     power_w=20, usd_per_hour=0.1, launch_overhead_us=12.0)

@@ -185,3 +185,61 @@ def test_fp8_serving_dispatches_fp8_and_combines_16_bit():
     bf16 = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
     ops = {op.name: op for op in moe_ops(dims, bf16, 64, np.full(1, 16.0), a2a_bytes=1e6)}
     assert float(ops["combine"].nbytes) == float(ops["dispatch"].nbytes)
+
+
+def _deepseek_dims(tp: int, absorbed: bool) -> tuple[BlockDims, object]:
+    m = moesim.scenario_from_dict(dict(
+        name="ds", model=dict(preset="deepseek-v3", dtype="bf16"), hardware=dict(preset="h200"),
+        plan=dict(dp=1, tp=8, pp=1, ep=1),
+        workload=dict(kind="serving", prompt_tokens=dict(value=64), output_tokens=dict(value=8)))).model
+    return BlockDims.of(m, tp=tp, mla_absorbed=absorbed), m
+
+
+@pytest.mark.parametrize("tp", [1, 8])
+def test_serving_mla_runs_its_own_kernels_on_the_same_weights_but_the_replicated_down_projection(tp):
+    """Absorbed MLA (serving): the replicated down-projection, two latent norms, the query
+    up-projection, the absorbed key and value up-projections and the RoPE/cache kernel; the weights are
+    the folded training form's at TP1, and TP splits all but the down-projection."""
+    from moesim.accounting import attention_params
+
+    dims, m = _deepseek_dims(tp, absorbed=True)
+    a = m.mla
+    dt = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
+    ops = {op.name: op for op in block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))}
+    names = [op.name for op in block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))]
+    assert names[:9] == ["attn_norm", "qkv_a_proj", "q_a_norm", "kv_a_norm", "q_b_proj", "q_absorb",
+                         "rope_kv_write", "attn_core", "v_absorb"]
+    weights = {n: ops[n].args["n"] * ops[n].args["k"] for n in ("qkv_a_proj", "q_b_proj", "q_absorb", "v_absorb")}
+    down = m.d_model * (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim)
+    assert weights["qkv_a_proj"] == down  # every TP rank holds the whole down-projection
+    up = a.q_lora_rank * m.n_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim) + \
+        m.n_heads * a.kv_lora_rank * (a.qk_nope_head_dim + a.v_head_dim)
+    assert sum(weights.values()) - down == pytest.approx(up / tp)
+    norms = a.kv_lora_rank + a.q_lora_rank
+    assert down + up == attention_params(m) - m.n_heads * a.v_head_dim * m.d_model - norms
+    folded = BlockDims.of(m, tp=1, mla_absorbed=False).qkv_n * m.d_model  # training's one GEMM (norms rounded in)
+    assert abs(folded - (down + up)) < m.d_model
+    for n in weights:  # a GEMM's FLOPs: two per weight per token
+        assert float(ops[n].flops) == pytest.approx(2 * 4 * weights[n])
+
+
+def test_training_mla_keeps_the_folded_projection():
+    dims, _ = _deepseek_dims(2, absorbed=False)
+    dt = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", paged_kv=False)
+    names = [op.name for op in block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))]
+    assert "qkv_proj" in names and "q_absorb" not in names and "rope_kv_write" not in names
+
+
+def test_serving_rotates_and_caches_the_new_keys_in_a_kernel_of_its_own():
+    """Mixtral at TP2, bf16: Q (16 heads) and K (4 heads) of 128 read and written to rotate them, K and V
+    (4 heads each) read and written to the cache; training's flash attention has no such kernel."""
+    s = serving(tp=2)
+    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=8)
+    t = 8.0
+    ops = {op.name: op for op in block_ops(cost.dims, cost.dtypes, False, t, np.ones(8), np.full(8, 50.0))}
+    rotate = 2 * t * (16 + 4) * 128 * 2
+    write = t * 2 * 4 * 128 * (2 + 2)
+    assert float(ops["rope_kv_write"].nbytes) == pytest.approx(rotate + write)
+    fp8_cache = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", kv_bytes=1.0)
+    ops8 = {op.name: op for op in block_ops(cost.dims, fp8_cache, False, t, np.ones(8), np.full(8, 50.0))}
+    assert float(ops8["rope_kv_write"].nbytes) == pytest.approx(rotate + t * 2 * 4 * 128 * (2 + 1))

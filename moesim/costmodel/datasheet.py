@@ -33,6 +33,12 @@ class RooflineCostModel(CostModelBase):
         """Fixed cost per kernel, seconds."""
         return self.hw.device.launch_overhead_us * 1e-6
 
+    @property
+    def kernel_floor_s(self) -> float:
+        """None of ``launch_s``: the datasheet's fixed cost per kernel is the CPU launch (5 us by default,
+        Meta HTA's low end, ``costmodel/host.py``), which a CUDA graph replaces by its node cost."""
+        return 0.0
+
     def _peak(self, dtype: str) -> float:
         return self.hw.device.peak_flops(dtype)
 

@@ -5,8 +5,10 @@ kernels' GPU time:
 
 * **host time** (``iteration_host_s``): scheduling, input preparation, sampling bookkeeping and
   output processing on the CPU, a fixed part plus a part per scheduled sequence;
-* **launch overhead** (``kernel_launch_s``): each kernel launched eagerly costs a launch; a CUDA
-  graph replays all of a decode step's kernels from one launch, each node then costing far less;
+* **launch overhead** (``launch_terms``, ``launch_added_s``): each kernel launched eagerly costs the
+  CPU a launch, which shows where the GPU runs out of queued work; a CUDA graph replays all of a
+  decode step's kernels from one launch, with a small gap per node. Neither removes a kernel's own
+  GPU time, including the fixed part a profile measures for even the smallest kernel;
 * whether the host time **overlaps** the GPU (``exposed_host_s``): engines that schedule one step
   ahead (SGLang's overlap scheduler, vLLM's async scheduling) only expose the host time the GPU
   time does not cover.
@@ -69,14 +71,23 @@ Kernel launches and CUDA graphs:
   HolisticTraceAnalysis ``docs/source/features/cuda_kernel_launch_stats.rst``); the floor for a
   null kernel is ~3 us with recent hardware and software (forums.developer.nvidia.com/t/
   too-much-time-for-kernel-launch-latency/233645/3). 5 us is also moesim's datasheet
-  ``launch_overhead_us``. :func:`host_spec_for` replaces it by the cost model's own per-kernel
-  cost, so eager steps price as the engine already does.
+  ``launch_overhead_us``, the CPU launch the datasheet roofline prices every kernel with;
+  :func:`host_spec_for` takes the device's value there, so eager steps add nothing to a datasheet's.
 * ``graph_launch_us = 8.0`` and ``graph_node_us = 0.875`` (measured, CUDA.jl docs,
   cuda.juliagpu.org/dev/usage/graphs/): a small MLP "takes about 50 us per evaluation when
   executed normally, but only 16 us when it is launched as a graph, with the CPU being busy for
   just 8 us"; "10 steps with RK4 (80 broadcast kernels) goes from 260 us to 70 us, with only
   3.5 us of CPU time". 8 us is the larger CPU launch; 70 us / 80 kernels = 0.875 us per node, an
-  upper bound (it includes the tiny kernels' own run time), against 260 / 80 = 3.25 us eager.
+  upper bound on the gap between two graph kernels (it includes the tiny kernels' own run time),
+  against 260 / 80 = 3.25 us eager. moesim adds it per node on top of each kernel's priced GPU time,
+  and the same gap between eager kernels (they are no closer than a graph's).
+* What a graph does not remove: a shipped profile's ``launch_overhead_us`` (H100 1.67 us, A100
+  2.04 us) is the intercept of kernel durations that Vidur measured with Kineto (GPU time: its H100
+  SwiGLU, RoPE and residual-add kernels take 1-3 us at 1-56 tokens, ``shared/measurements``), so it
+  stays in a graphed kernel's price (``CostModel.kernel_floor_s``); the datasheet's 5 us is the CPU
+  launch, which a graph replaces by its node cost. Until 2026-12-01 a graph also removed a
+  profile's floor, pricing a small kernel at ~0.9 us where Vidur measures 1-3 us plus the gap:
+  batch-1 to batch-4 decode read 8-36 % fast (INF-24..26, INF-37).
   NVIDIA's CUDA 12.6 "constant time launch for straight-line graphs" (developer.nvidia.com/blog/
   constant-time-launch-for-straight-line-graphs-and-other-performance-enhancements/) makes the
   CPU launch independent of the node count.
@@ -98,7 +109,7 @@ Apple MPS and CPU (PyTorch backends):
   implemented as a Metal shader dispatches in 1.2-1.4 us, one going through MPSGraph in
   19.2-20.7 us (pytorch/pytorch issue #148219). It applies to a calibrated MPS profile without
   a ``host`` section and no launch cost of its own; the Apple presets price llama.cpp's Metal graph
-  instead (20.9 us per op-graph kernel, ``presets/apple_metal.py``). MPS has no graph capture
+  instead (18.6 us per op-graph kernel, ``presets/apple_metal.py``). MPS has no graph capture
   (feature request pytorch/pytorch #180397): ``graph_max_batch = 0``.
 * CPU ``eager_launch_us = 0.9`` (measured): the same issue times a 1-element op on the CPU at
   0.9 us. No graphs; host work shares the cores with the kernels: no overlap.
@@ -107,10 +118,12 @@ Apple MPS and CPU (PyTorch backends):
 
 How the serving iteration uses it
 ---------------------------------
-``IterationCost.host_s`` (``moesim/engine/serving/decode_cost.py``): a graphed decode step swaps
-its kernels' eager launches (``n_kernels``: the op graph's compute ops) for
-``kernel_launch_s(n_kernels, True, spec)``, and the iteration adds
-``exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s, overlaps(phase, spec))``.
+``IterationCost.host_s`` (``moesim/engine/serving/decode_cost.py``): a step adds
+``launch_added_s(launch_terms(n_kernels, spec, cpu_priced_s), gpu_s, graphed)`` to its kernels'
+priced time ``gpu_s`` (``n_kernels``: the op graph's compute ops; ``cpu_priced_s``: the CPU launch
+already in each kernel's price, ``launch_s - kernel_floor_s``): a graph's launch and node gaps less
+the CPU launches priced, or eagerly ``max(n * gap, n * eager_launch_us - gpu_s)``; then
+``exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s + launch, overlaps(phase, spec))``.
 """
 
 from __future__ import annotations
@@ -165,8 +178,10 @@ CUDA_HOST_DEFAULTS: dict[str, float | int | bool] = dict(
 #: What differs from the CUDA defaults on the other device kinds.
 PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
     "cuda": {},
-    "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, overlap_decode=False, train_moe_layer_us=0.0),
-    "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, overlap_decode=False, train_moe_layer_us=0.0),
+    "mps": dict(eager_launch_us=MPS_EAGER_LAUNCH_US, graph_max_batch=0, graph_node_us=0.0, overlap_decode=False,
+                train_moe_layer_us=0.0),
+    "cpu": dict(eager_launch_us=CPU_OP_US, graph_max_batch=0, graph_node_us=0.0, overlap_decode=False,
+                train_moe_layer_us=0.0),
 }
 
 def _check_phase(phase: str) -> None:
@@ -199,9 +214,10 @@ def host_spec_for(profile: Profile | None = None, device: DeviceSpec | None = No
     """The host spec a cost model implies: the profile's ``host`` section when it has one, else the
     defaults of its platform (of the device's name without a profile, CUDA without either).
 
-    Without a ``host`` section the eager launch cost is the cost model's own per-kernel cost (the
-    profile's or the datasheet's ``launch_overhead_us``), so swapping ``n * cm.launch_s`` for
-    ``kernel_launch_s(n, False, spec)`` leaves eager iterations unchanged.
+    Without a profile (the datasheet roofline) the eager launch cost is the device's
+    ``launch_overhead_us``, the CPU launch its kernels are already priced with, so eager iterations
+    add nothing (``launch_added_s``). A profile's fixed cost per kernel is GPU time instead
+    (``kernel_floor_s``), and its eager launches keep the platform's CPU cost.
     """
     if profile is not None and profile.host is not None:
         return profile.host
@@ -210,9 +226,9 @@ def host_spec_for(profile: Profile | None = None, device: DeviceSpec | None = No
     else:
         platform = platform_of(device.name) if device is not None else "cuda"
     spec = default_host_spec(platform if platform.strip().lower() in PLATFORMS else "cuda")
-    launch_us = profile.launch_overhead_us if profile is not None else (
-        device.launch_overhead_us if device is not None else None)
-    return spec if launch_us is None else spec.model_copy(update={"eager_launch_us": float(launch_us)})
+    if profile is None and device is not None:
+        return spec.model_copy(update={"eager_launch_us": float(device.launch_overhead_us)})
+    return spec
 
 
 # ---------------------------------------------------------------- the costs
@@ -242,6 +258,33 @@ def kernel_launch_s(n_kernels, cuda_graph: bool, spec: HostSpec):
     per_iter = spec.graph_launch_us + spec.graph_node_us * n if cuda_graph else spec.eager_launch_us * n
     t = np.where(n > 0, per_iter * 1e-6, 0.0)
     return float(t) if t.ndim == 0 else t
+
+
+def launch_terms(n_kernels: int, spec: HostSpec, cpu_priced_s: float) -> tuple[float, float, float]:
+    """(graph, eager gap, eager CPU) seconds of launching ``n_kernels`` kernels, for :func:`launch_added_s`.
+
+    ``cpu_priced_s``: the CPU launch each kernel's price already holds (``launch_s - kernel_floor_s``
+    of the cost model: the datasheet's whole fixed cost, none of a profile's). Graph replay: one
+    ``graph_launch_us`` and ``graph_node_us`` per node between kernels, less the CPU launches priced
+    (negative where a graph saves more than it costs). Eager: the same gap between kernels beyond what
+    is priced, and the CPU's ``eager_launch_us`` per kernel, which shows where the GPU work is shorter.
+    """
+    n = float(n_kernels)
+    graph = float(kernel_launch_s(n, True, spec)) - n * cpu_priced_s
+    gap = max(0.0, n * (spec.graph_node_us * 1e-6 - cpu_priced_s))
+    return graph, gap, float(kernel_launch_s(n, False, spec))
+
+
+def launch_added_s(terms: tuple[float, float, float], gpu_s, cuda_graph: bool):
+    """Seconds the launches of one forward pass add to its kernels' priced time ``gpu_s`` (float or array),
+    from its :func:`launch_terms`: the graph's, or eager ``max(gap, cpu - gpu)`` (the kernels run back
+    to back unless the CPU, issuing them one by one, falls behind)."""
+    graph, gap, cpu = terms
+    if cuda_graph:
+        return graph
+    if isinstance(gpu_s, float):
+        return max(gap, cpu - gpu_s)
+    return np.maximum(gap, cpu - np.asarray(gpu_s, dtype=float))
 
 
 def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):

@@ -44,6 +44,10 @@ class CostModel(Protocol):
     def launch_s(self) -> float:
         """Fixed cost per kernel, seconds."""
 
+    @property
+    def kernel_floor_s(self) -> float:
+        """The part of ``launch_s`` the GPU spends (a CUDA graph keeps it); the rest is the CPU's launch."""
+
     def precision(self, dtype: str) -> Precision:
         """Bytes and compute dtype of weights stored as ``dtype`` on this device."""
 

@@ -237,9 +237,9 @@ class HostSpec(Strict):
 
     iteration_fixed_us: NonNegativeFloat = Field(_HOST["iteration_fixed_us"], description="Host time per iteration (schedule, input prep, output processing), us.")
     per_seq_us: NonNegativeFloat = Field(_HOST["per_seq_us"], description="Host time per scheduled sequence per iteration, us.")
-    eager_launch_us: NonNegativeFloat = Field(_HOST["eager_launch_us"], description="Cost per eagerly launched kernel, us.")
+    eager_launch_us: NonNegativeFloat = Field(_HOST["eager_launch_us"], description="CPU time per eagerly launched kernel, us (exposed where the GPU work is shorter).")
     graph_launch_us: NonNegativeFloat = Field(_HOST["graph_launch_us"], description="CPU cost of one CUDA graph replay, us.")
-    graph_node_us: NonNegativeFloat = Field(_HOST["graph_node_us"], description="Cost per kernel (node) of a replayed graph, us.")
+    graph_node_us: NonNegativeFloat = Field(_HOST["graph_node_us"], description="Gap per kernel (node) of a replayed graph, on top of the kernel's own GPU time, us; eager kernels keep the same gap.")
     graph_max_batch: NonNegativeInt = Field(_HOST["graph_max_batch"], description="Largest decode batch replayed as a CUDA graph (0: no graphs).")
     overlap_decode: bool = Field(_HOST["overlap_decode"], description="Host work of decode steps overlaps the GPU (scheduler one step ahead).")
     overlap_prefill: bool = Field(_HOST["overlap_prefill"], description="Host work of prefill/mixed steps overlaps the GPU.")

@@ -45,6 +45,13 @@ class ProfiledCostModel(CostModelBase):
         """Fixed cost per kernel, seconds."""
         return self.profile.launch_overhead_us * 1e-6
 
+    @property
+    def kernel_floor_s(self) -> float:
+        """All of ``launch_s``: a profile's fixed cost per kernel is the intercept of measured kernel
+        durations (Vidur's Kineto traces, or back-to-back calls timed on the device), GPU time that a
+        CUDA graph does not remove."""
+        return self.launch_s
+
     def _peak(self, dtype: str) -> float:
         return self.profile.reference.peak_flops(dtype)
 

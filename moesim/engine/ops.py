@@ -1,7 +1,8 @@
 """The op graph: the ops of one transformer block, built once and priced by every engine. Pure numpy.
 
 ``block_ops`` lists what one block runs on one device for a batch shape, in order: the attention
-norm, QKV projection, attention core, output projection and TP all-reduce; the FFN norm; then a
+norm, QKV projection (a serving engine's RoPE and KV-cache write after it; MLA's serving kernels,
+:func:`mla_projection_ops`, in its place), attention core, output projection and TP all-reduce; the FFN norm; then a
 dense FFN (up, activation, down) or an MoE layer (router GEMM and top-k, permute, EP dispatch,
 grouped expert GEMMs with their activation and host overhead, EP combine, un-permute, shared
 experts); and the second TP all-reduce. Each :class:`Op` carries its FLOPs, the bytes it moves,
@@ -99,6 +100,7 @@ class BlockDims:
     local_dispatch: bool = False
     allreduce: str = "nccl"
     moe_fixed_us: float = 0.0
+    mla: MlaDims | None = None
 
     @property
     def expert_tp(self) -> int:
@@ -121,7 +123,34 @@ class BlockDims:
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
                    max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch, allreduce=allreduce,
-                   moe_fixed_us=moe_fixed_us)
+                   moe_fixed_us=moe_fixed_us, mla=MlaDims.of(m, tp) if m.mla is not None and mla_absorbed else None)
+
+
+@dataclass(frozen=True)
+class MlaDims:
+    """Multi-head latent attention as a serving engine runs it (absorbed, per device under TP).
+
+    ``a_n``: output width of the fused down-projection (``q_lora + kv_lora + rope``; ``kv_lora +
+    rope`` without a query low-rank), which vLLM, SGLang and TensorRT-LLM replicate on every TP rank
+    (``ReplicatedLinear``); ``q_lora``: the query low rank (0: the queries are projected from the
+    hidden state); ``heads``: query heads per device; ``nope``/``rope``/``v``/``kv_lora``: head widths
+    and the latent width (DeepSeek-V3: 128/64/128/512).
+    """
+
+    a_n: int
+    q_lora: int
+    kv_lora: int
+    nope: int
+    rope: int
+    v: int
+    heads: float
+
+    @classmethod
+    def of(cls, m, tp: int) -> MlaDims:
+        a = m.mla
+        q_lora = a.q_lora_rank or 0
+        return cls(a_n=q_lora + a.kv_lora_rank + a.qk_rope_head_dim, q_lora=q_lora, kv_lora=a.kv_lora_rank,
+                   nope=a.qk_nope_head_dim, rope=a.qk_rope_head_dim, v=a.v_head_dim, heads=m.n_heads / tp)
 
 
 @dataclass(frozen=True)
@@ -224,13 +253,59 @@ def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, se
 
     ``tokens``: new tokens on the device (scalar or array); ``q_tokens``/``kv_tokens``: per
     sequence on the last axis. ``seq_parallel``: norms run on ``tokens / tp`` (Megatron SP).
+    MLA in its serving form (``dims.mla``): the kernels of :func:`mla_projection_ops` around the core.
+    A serving engine (``dt.paged_kv``) also rotates Q and K and writes K and V to its cache in a kernel
+    before the attention core (:func:`rope_kv_write_op`).
     """
     local = np.asarray(tokens, dtype=float) / (dims.tp if seq_parallel else 1)
-    return [norm_op("attn_norm", dims, dt, local),
-            _gemm("qkv_proj", tokens, dims.qkv_n, dims.d_model, dt.weights, dt.gemm_in_bytes),
-            attention_core_op(dims, dt, q_tokens, kv_tokens),
+    if dims.mla is not None:
+        pre, post = mla_projection_ops(dims, dt, tokens)
+    else:
+        pre, post = [_gemm("qkv_proj", tokens, dims.qkv_n, dims.d_model, dt.weights, dt.gemm_in_bytes)], []
+        if dt.paged_kv:
+            pre.append(rope_kv_write_op(dims, dt, tokens))
+    return [norm_op("attn_norm", dims, dt, local), *pre,
+            attention_core_op(dims, dt, q_tokens, kv_tokens), *post,
             _gemm("o_proj", tokens, dims.d_model, dims.o_k, dt.weights, dt.gemm_in_bytes),
             *allreduce_op("attn_allreduce", dims, dt, tokens)]
+
+
+def rope_kv_write_op(dims: BlockDims, dt: OpDtypes, tokens) -> Op:
+    """A serving engine's kernel between the QKV projection and the attention core: rotate the new
+    tokens' Q and K (read and write) and copy K and V into the paged cache at its dtype. TensorRT-LLM
+    fuses both into one preprocessing kernel; vLLM and SGLang run a rotary kernel and a cache write."""
+    t = np.asarray(tokens, dtype=float)
+    ab = dt.act_bytes
+    kv_b = ab if dt.kv_bytes is None else dt.kv_bytes
+    rotate = 2.0 * t * (dims.heads + dims.kv_heads) * dims.head_dim * ab
+    write = t * 2 * dims.kv_heads * dims.head_dim * (ab + kv_b)
+    return _memory("rope_kv_write", rotate + write)
+
+
+def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op], list[Op]]:
+    """(before, after) the attention core: the kernels a serving engine runs for absorbed MLA.
+
+    Before: the fused down-projection (replicated over TP), the RMSNorms of the query and KV latents,
+    the query up-projection, the absorbed key up-projection (a per-head batched GEMM from the no-RoPE
+    query to the latent), and one kernel that rotates the RoPE parts and writes the latent to the KV
+    cache. After: the absorbed value up-projection (latent to value heads), a batched GEMM too.
+    (vLLM ``MLACommonImpl``, SGLang ``DeepseekV2AttentionMLA``, TensorRT-LLM ``MLA``; the batched
+    GEMMs are priced as one GEMM of the same weights and FLOPs.) Same weights as the folded training
+    form but for the replicated down-projection; same FLOPs per token as the absorbed attention sees.
+    """
+    a, d, ab = dims.mla, dims.d_model, dt.act_bytes
+    t = np.asarray(tokens, dtype=float)
+    g = lambda name, n, k: _gemm(name, tokens, max(1, round(n)), max(1, round(k)), dt.weights, dt.gemm_in_bytes)  # noqa: E731
+    kv_b = ab if dt.kv_bytes is None else dt.kv_bytes
+    rope_bytes = 2.0 * t * (a.heads + 1) * a.rope * ab + t * (a.kv_lora + a.rope) * (ab + kv_b)
+    before = [g("qkv_a_proj", a.a_n, d)]
+    if a.q_lora:
+        before.append(_memory("q_a_norm", 2.0 * t * a.q_lora * ab))
+    before += [_memory("kv_a_norm", 2.0 * t * a.kv_lora * ab),
+               g("q_b_proj", a.heads * (a.nope + a.rope), a.q_lora or d),
+               g("q_absorb", a.heads * a.kv_lora, a.nope),
+               _memory("rope_kv_write", rope_bytes)]
+    return before, [g("v_absorb", a.heads * a.v, a.kv_lora)]
 
 
 def ffn_ops(prefix: str, dims: BlockDims, dt: OpDtypes, tokens, width: int) -> list[Op]:

@@ -6,7 +6,7 @@ model)::
 
     t = bytes_per_token / (memory_efficiency * bandwidth) + n_kernels * launch_overhead + host
 
-with ``n_kernels`` the op graph's compute kernels (257 for Llama-2-7B: 8 per layer and the head)
+with ``n_kernels`` the op graph's compute kernels (289 for Llama-2-7B: 9 per layer and the head)
 and ``host`` the MPS iteration's host time (0.43 ms, ``costmodel/host.py``). Two llama-bench tg128
 rows of one machine and one build, differing only in the weights' bits, fix the two unknowns:
 
@@ -17,7 +17,8 @@ rows of one machine and one build, differing only in the weights' bits, fix the 
   not used here.
 * **Fit** (:func:`fit_stream_and_fixed`, re-run by ``tests/test_apple_metal.py`` against moesim's
   own bytes per token): Q8_0 and Q4_0 give a memory efficiency of 0.856 (685 of 800 GB/s) and
-  5.81 ms fixed per token, i.e. ``(5.81 - 0.43) / 257`` = 20.9 us per op-graph kernel. Q4_1, held
+  5.81 ms fixed per token, i.e. ``(5.81 - 0.43) / 289`` = 18.6 us per op-graph kernel (20.9 over 257
+  until 2026-12-01, when the op graph gained serving's RoPE and KV-cache write kernel). Q4_1, held
   out, is then within 0.5 %.
 * **Why the fixed cost is that large** (a bottom-up check, not used in the fit): ggml's Metal graph
   dispatches each non-view node as its own kernel. A Llama layer is 25 of them in that build (RMS
@@ -25,7 +26,7 @@ rows of one machine and one build, differing only in the weights' bits, fix the 
   the KV cache, K.Q, scale, mask add, softmax, K.Q.V, a contiguous copy of the heads, two residual
   adds, SiLU and the gate multiply; llama.cpp ``llm_build_llama`` and ``llm_build_kqv`` of late 2023,
   23 once the scale and mask moved into the softmax kernel), so :data:`DISPATCHES_LLAMA2_7B`
-  = 25 x 32 + 4 (embedding rows, final norm and multiply, head) = 804 per token, 3.1 per op-graph
+  = 25 x 32 + 4 (embedding rows, final norm and multiply, head) = 804 per token, 2.8 per op-graph
   kernel. Each extra dispatch costs 5.16 us of GPU time on an M2 Pro (antonellof/ferrox issue #149:
   832 inert RMS-norm dispatches added 4.30 ms per token): 804 x 5.16 us + 0.43 ms = 4.6 ms of the
   5.8 ms fitted; the rest is host work (graph build, encoding, commit and wait) not hidden behind
@@ -50,8 +51,8 @@ SOURCE_BANDWIDTH_GBPS = 800.0
 
 #: Fraction of peak bandwidth llama.cpp's Metal mat-vec kernels stream weights at (fit, rounded).
 MEMORY_EFFICIENCY = 0.856
-#: Cost per op-graph compute kernel, us: llama.cpp's ~3.1 Metal dispatches per kernel (fit, rounded).
-LAUNCH_OVERHEAD_US = 20.9
+#: Cost per op-graph compute kernel, us: llama.cpp's ~2.8 Metal dispatches per kernel (fit, rounded).
+LAUNCH_OVERHEAD_US = 18.6
 
 #: ggml Metal dispatches of one Llama-2-7B decode token in the November 2023 build (see above).
 DISPATCHES_LLAMA2_7B = 25 * 32 + 4

@@ -5,8 +5,9 @@ token per decoding sequence) on one replica of ``tp x pp`` devices. Each layer's
 graph's block (``ops.block_ops``, the list the training step and ``calibrate.predict`` price too):
 
 * fused residual-add + RMSNorm before attention and before the FFN, the QKV and O projections
-  (TP-sharded GEMMs), one attention kernel reading every sequence's KV cache, and two TP
-  all-reduces of the hidden states;
+  (TP-sharded GEMMs), a kernel that rotates Q and K and writes the new K and V to the cache, one
+  attention kernel reading every sequence's KV cache, and two TP all-reduces of the hidden states
+  (MLA: its absorbed form's kernels, ``ops.mla_projection_ops``);
 * dense layers: the FFN as two GEMMs and the activation kernel between them; MoE layers: the
   router GEMM and top-k, the token permute (each token copied to its ``top_k`` expert rows), the EP
   dispatch and combine all-to-alls (latency-bound at decode sizes) when ``ep > 1``, the routed
@@ -15,7 +16,8 @@ graph's block (``ops.block_ops``, the list the training step and ``calibrate.pre
   (the ``top_k`` expert outputs read back and summed per token) and the shared experts;
 * the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs;
 * the host: the scheduler's time per iteration, exposed where it does not overlap the GPU, and
-  CUDA-graph replay instead of eager launches for decode-only batches (``host_s``,
+  CUDA-graph replay (a gap per kernel on top of its GPU time) instead of eager launches (the CPU's
+  launches where they outlast the GPU work) for decode-only batches (``host_s``,
   ``costmodel.host``, each default cited there).
 
 Pipeline choice: the latency of an iteration is the sum over its ``pp`` stages (every layer in
@@ -65,7 +67,8 @@ from moesim.costmodel.host import (
     exposed_host_s,
     host_spec_for,
     iteration_host_s,
-    kernel_launch_s,
+    launch_added_s,
+    launch_terms,
     overlaps,
     platform_of,
     uses_cuda_graph,
@@ -137,7 +140,11 @@ class IterationCost:
         seqs = np.arange(int(max_tokens) + 1)
         self._host_by_seqs = np.asarray(iteration_host_s(seqs, "mixed", spec), dtype=float).tolist()
         self._graphed = np.asarray(uses_cuda_graph(seqs, True, spec)).tolist()
-        self._graph_saving_s = float(kernel_launch_s(self.n_kernels, True, spec)) - self.n_kernels * float(cm.launch_s)
+        # the CPU launch already in each kernel's price (the datasheet's fixed cost; none of a profile's)
+        cpu_priced_s = float(cm.launch_s) - float(cm.kernel_floor_s)
+        # (graph, eager gap, eager CPU) launch seconds of a step's kernels, and of a TBO step's (both micro-batches)
+        self._launch = launch_terms(self.n_kernels, spec, cpu_priced_s)
+        self._launch_tbo = launch_terms(2 * self.n_kernels, spec, cpu_priced_s)
         self.routing = s.routing
         self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
         check_drift(s)
@@ -381,11 +388,11 @@ class IterationCost:
             pool, picks = self._skew_samples(n), self.streams.take(engine, k)
             experts, dropped = pool[0][picks], pool[1][picks].tolist()
         gpu = self._fixed[n] + experts + self._head[n] + att
-        launch = self._graph_saving_s if self._graphed[min(n, self.max_tokens)] else 0.0
-        # a zero launch is not added (x + 0.0 == x: the same values, two vector operations fewer)
-        host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch if launch else gpu,
-                              self._overlap_decode)
-        return gpu + (launch + host if launch else host), dropped, comm
+        launch = launch_added_s(self._launch, gpu, self._graphed[min(n, self.max_tokens)])
+        if np.ndim(launch) == 0 and launch == 0.0:  # x + 0.0 == x: the same values, two vector operations fewer
+            return gpu + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu, self._overlap_decode), dropped, comm
+        host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
+        return gpu + (launch + host), dropped, comm
 
     def admission_step_s(self, context: np.ndarray, q_tokens, kv_tokens,
                          engine: int = 0) -> tuple[float, float, tuple]:
@@ -439,11 +446,13 @@ class IterationCost:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).
 
         A decode-only batch of at most ``graph_max_batch`` sequences replays a CUDA graph: its
-        kernels cost a graph launch plus a node each instead of ``launch_s`` each (the kernels are
-        the op graph's compute ops, counted in ``n_kernels``). The scheduler's time per iteration
+        kernels add a graph launch and a node gap each, less the CPU launch a datasheet prices in
+        them; other batches run eagerly, adding the same gaps or the CPU's launches where those take
+        longer than the GPU work (``costmodel.host.launch_added_s``; the kernels are the op graph's
+        compute ops, counted in ``n_kernels``). The scheduler's time per iteration
         (fixed plus per sequence) hides behind the GPU where the engine schedules one step ahead
         (``exposed_host_s``: decode by default), and adds in full otherwise (prefill and mixed
-        batches). May be negative: a graph saves more launch time than the host costs. The
+        batches). May be negative on a datasheet: a graph saves more launch time than the host costs. The
         per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
         """
         return self._host_at(q_tokens.size, bool(q_tokens.max() == 1), int(q_tokens.sum()), gpu_s)
@@ -452,6 +461,6 @@ class IterationCost:
         """:meth:`host_s` of ``seqs`` sequences and ``total`` new tokens (``decode``: one each)."""
         n = min(seqs, self.max_tokens)
         tbo = self.tbo is not None and self.tbo.applies(total)
-        launch = (self.tbo.graph_saving_s if tbo else self._graph_saving_s) if decode and self._graphed[n] else 0.0
+        launch = launch_added_s(self._launch_tbo if tbo else self._launch, float(gpu_s), decode and self._graphed[n])
         overlap = self._overlap_decode if decode else self._overlap_mixed
         return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)

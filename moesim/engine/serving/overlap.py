@@ -44,7 +44,6 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.costmodel.comm import alltoall_bytes_per_rank, overlap_slowdown
-from moesim.costmodel.host import kernel_launch_s
 from moesim.engine.ops import EXPERT_OPS, block_ops, op_s
 
 #: Load samples per batch size under skewed routing (``decode_cost.SKEW_POOL``'s role).
@@ -125,9 +124,6 @@ class TwoBatchOverlap:
         self.pp = np.array([c[2] for c in cost._comm], dtype=float)
         gpu, exposed, tp = self._price(self.pieces, 0.0, self.experts)
         self._comm = list(zip(tp.tolist(), exposed.tolist(), self.pp.tolist(), strict=True))
-        # a decode step's CUDA graph replays both micro-batches: twice the kernels
-        n, cm = 2 * cost.n_kernels, cost.cm
-        self.graph_saving_s = float(kernel_launch_s(n, True, cost.host)) - n * float(cm.launch_s)
 
     def _tables(self, t: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """(mean micro-batch pieces, expected expert seconds per layer, dropped tokens) per ``t``."""
