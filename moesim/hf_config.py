@@ -24,9 +24,10 @@ What the accounting does not represent (parameter counts stay within ~1% of the 
     four norms a layer; DeepSeek-V3's multi-token-prediction layer (``num_nextn_predict_layers``,
     ~14B, not part of the published 671B) and its router bias;
   * Llama-4's vision encoder (outside ``text_config``; ~1% of Scout's published 109B);
-  * quantized checkpoints: ``quantization_config`` fp8 reads as ``dtype: fp8``, mxfp4 (GPT-OSS
-    experts; attention stays bf16) and 4/8-bit GPTQ/AWQ as ``int4``/``int8`` (serving only; set
-    ``model.dtype`` to train); other methods keep ``torch_dtype``.
+  * quantized checkpoints: ``quantization_config`` fp8 reads as ``dtype: fp8``, mxfp4 (GPT-OSS) as
+    ``expert_dtype: mxfp4`` beside ``torch_dtype`` (its attention, router, embeddings and head stay
+    16-bit; serving only: drop ``expert_dtype`` to train) and 4/8-bit GPTQ/AWQ as ``int4``/``int8``
+    (serving only; set ``model.dtype`` to train); other methods keep ``torch_dtype``.
 """
 
 from __future__ import annotations
@@ -317,8 +318,6 @@ def _dtype(cfg: dict, section: dict) -> str | None:
         method, bits = quant.get("quant_method"), quant.get("bits")
         if method == "fp8":
             return "fp8"
-        if method == "mxfp4":  # GPT-OSS: 4.25-bit experts (~98% of the weights); int4 + scales is the closest
-            return "int4"
         if method in ("gptq", "awq") and bits in (4, 8):
             return f"int{bits}"
     raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
@@ -347,6 +346,9 @@ def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
     dtype = _dtype(cfg, section)
     if dtype:
         out["dtype"] = dtype
+    quant = cfg.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4":
+        out["expert_dtype"] = "mxfp4"  # GPT-OSS: the experts (~98% of the weights); the rest stays torch_dtype
     return out
 
 

@@ -25,7 +25,7 @@ from moesim.activations import (
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
-from moesim.precision import Precision, grad_bytes, precision, scenario_precision
+from moesim.precision import Precision, grad_bytes, parameter_bytes, precision, scenario_precision
 from moesim.schemas import (
     DTYPE_BYTES,
     ModelSpec,
@@ -202,7 +202,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
         # when the pool holds at least one sequence of the longest length the workload can send.
-        weights = (dense + experts) * b + spec_weight_bytes_per_device(s)
+        weights = parameter_bytes(s, dense, experts) + spec_weight_bytes_per_device(s)
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
         pool = serving_kv_pool_bytes(s)
@@ -367,7 +367,7 @@ def serving_kv_pool_bytes(s: Scenario) -> float:
     dense, experts = weight_params_per_device(s.model, s.plan, s.placement.redundant_experts)
     w = s.workload
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
-    left = (s.hardware.device.mem_gib * GIB - (dense + experts) * scenario_precision(s).weight_bytes
+    left = (s.hardware.device.mem_gib * GIB - parameter_bytes(s, dense, experts)
             - _serving_activation_bytes(s) - spec_weight_bytes_per_device(s))
     return max(left, 0.0) * frac
 

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,8 @@ def draw_pareto(pts: list[dict[str, Any]], title: str, xlabel: str, ylabel: str,
 
     fig = Figure(figsize=(7.5, 5.0), layout="constrained")  # the house style of moesim.plots
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
+    # a long scenario name or SLO wraps instead of running off the figure
+    ax.set_title("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.scatter([p["x"] for p in pts], [p["y"] for p in pts], s=14, color="0.65", label="evaluated plans")
     front = sorted((p for p in pts if p["frontier"]), key=lambda p: p["x"])
@@ -259,7 +261,7 @@ def draw_pareto(pts: list[dict[str, Any]], title: str, xlabel: str, ylabel: str,
                     textcoords="offset points", ha="right" if right else "left")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    fig.legend(fontsize=8, loc="outside lower center")  # below the axes: never over a plan's label
     return save_figure(fig, base, ["png"])
 
 

@@ -22,7 +22,9 @@ from moesim.schemas.hardware import COMPUTE_DTYPES, GROUP128_WEIGHT_BITS, Device
 from moesim.schemas.model import DTYPE_BYTES
 
 #: Dtypes stored as quantized weights with scales (bits per weight from ``DeviceSpec.weight_bits``).
-QUANTIZED = ("int8", "int4", "fp8")
+QUANTIZED = ("int8", "int4", "fp8", "mxfp4")
+#: Dtypes that always run weight-only (dequantized into 16-bit math): serving only.
+WEIGHT_ONLY = ("int8", "int4", "mxfp4")
 
 
 def sixteen_bit_dtype(device_dtypes: Iterable[str]) -> str:
@@ -35,11 +37,12 @@ def compute_dtype(model_dtype: str, device_dtypes: Iterable[str]) -> str:
     """The dtype GEMMs run in for weights stored as ``model_dtype`` on a device with ``device_dtypes``
     (the keys of its ``peak_tflops``).
 
-    int8/int4: the device's 16-bit dtype (weight-only). fp8: fp8 when the device has an fp8 peak,
+    int8/int4/mxfp4: the device's 16-bit dtype (weight-only; Marlin-style kernels dequantize MXFP4 on
+    Hopper, and no FP4 peak is modelled). fp8: fp8 when the device has an fp8 peak,
     else its 16-bit dtype (weight-only fp8). fp32/bf16/fp16: themselves.
     """
     have = set(device_dtypes)
-    if model_dtype in ("int8", "int4") or (model_dtype == "fp8" and "fp8" not in have):
+    if model_dtype in WEIGHT_ONLY or (model_dtype == "fp8" and "fp8" not in have):
         return sixteen_bit_dtype(have)
     return model_dtype
 
@@ -100,6 +103,21 @@ def scenario_precision(s) -> Precision:
     return p if kv == "auto" else replace(p, kv_bytes=DTYPE_BYTES[kv])
 
 
+def expert_precision(s) -> Precision:
+    """The :class:`Precision` of a scenario's routed experts: ``model.expert_dtype`` when it names
+    one (weight bytes and compute dtype of the expert GEMMs), else :func:`scenario_precision`."""
+    e = s.model.expert_dtype
+    if e is None or e == s.model.dtype:
+        return scenario_precision(s)
+    p = precision(e, s.hardware.device)
+    return replace(p, kv_bytes=scenario_precision(s).kv_bytes)
+
+
+def parameter_bytes(s, dense: float, experts: float) -> float:
+    """Bytes of ``dense`` non-expert and ``experts`` routed-expert parameters at their dtypes' bytes."""
+    return dense * scenario_precision(s).weight_bytes + experts * expert_precision(s).weight_bytes
+
+
 def summary_fields(s) -> dict:
     """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note.
 
@@ -107,6 +125,15 @@ def summary_fields(s) -> dict:
     it quantises, the training width for the rest (embeddings, norms)."""
     p = scenario_precision(s)
     weight_bytes = p.weight_bytes
+    note = p.note
+    if s.model.expert_dtype not in (None, s.model.dtype):  # the mean over every parameter, and both notes
+        e = expert_precision(s)
+        from moesim.accounting import param_counts  # local: accounting imports this module
+
+        c = param_counts(s.model)
+        weight_bytes = parameter_bytes(s, c.total - c.routed_experts, c.routed_experts) / c.total
+        note = "; ".join(x for x in (note, f"routed experts: {e.note}" if e.note else
+                                     f"routed experts in {e.model_dtype}") if x)
     spec = getattr(s.workload, "trainable", None)
     if spec is not None and spec.quantized:
         from moesim.finetune import (  # local: finetune imports this module
@@ -117,7 +144,7 @@ def summary_fields(s) -> dict:
         c = trainable_counts(s.model, spec)
         rest = DTYPE_BYTES[p.act_dtype]  # the 16-bit width training keeps unquantised weights in
         weight_bytes = (c.quantized * nf4_bytes_per_weight(spec) + (c.base - c.quantized) * rest) / c.base
-    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": p.note}
+    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note}
 
 
 def grad_bytes(model_dtype: str, grad_dtype: str) -> float:

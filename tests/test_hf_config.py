@@ -147,9 +147,12 @@ def _fields(cfg: dict) -> dict:
 def test_dtype_follows_torch_dtype_or_the_checkpoint_quantization(tmp_path):
     assert _model("qwen3-30b-a3b").dtype == "bf16"
     assert _model("deepseek-v3").dtype == "fp8"  # quantization_config: fp8 e4m3 blocks
-    assert _model("gpt-oss-120b").dtype == "int4"  # mxfp4 experts
-    s = _load(tmp_path, _cfg("gpt-oss-120b"), dtype="bf16")  # the scenario's own fields win
-    assert s.model.dtype == "bf16" and s.model.n_experts == 128
+    m = _model("gpt-oss-120b")
+    assert (m.dtype, m.expert_dtype) == ("bf16", "mxfp4")  # mxfp4 experts, bf16 attention
+    with pytest.raises(InputError, match=r"model.expert_dtype = mxfp4: .*expert_dtype: null to train"):
+        _load(tmp_path, _cfg("gpt-oss-120b"))  # a training scenario: the checkpoint's mxfp4 experts are refused
+    s = _load(tmp_path, _cfg("gpt-oss-120b"), dtype="bf16", expert_dtype=None)  # the scenario's own fields win
+    assert s.model.dtype == "bf16" and s.model.expert_dtype is None and s.model.n_experts == 128
 
 
 # ---------------------------------------------------------------- layouts: the HF rule, reproduced

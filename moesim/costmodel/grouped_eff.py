@@ -75,6 +75,19 @@ DeepGEMM's SM90 heuristic picks CTA tiles of 64/128/256 rows, but since deepseek
 padding skips its MMAs; the H100 16 x ~160-token rows (229 us; 128-row padding would need 97 % of
 the datasheet peak) and the fits with 1 or 128 (see above) confirm 64. Not fitted."""
 
+#: Rows a weight-only grouped kernel pads each expert's tokens to, on any device: Marlin-family MoE
+#: kernels dequantize in registers and run Ampere's mma.sync m16n8k16 (16 rows) on Hopper too;
+#: vLLM's ``fused_marlin_moe`` sorts tokens into blocks of 8-64 rows, the smallest that holds an
+#: expert's mean load (``for block_size_m in [8, 16, 32, 48, 64]``), so small decode loads pad to 16.
+WEIGHT_ONLY_TILE_M = 16
+
+
+def tile_rows(mma_rows: int, weight_only: bool) -> int:
+    """Rows a grouped GEMM pads each expert to: the device's MMA rows (``hardware.device.mma_rows``),
+    at most :data:`WEIGHT_ONLY_TILE_M` when the weights run weight-only."""
+    return min(mma_rows, WEIGHT_ONLY_TILE_M) if weight_only else mma_rows
+
+
 COMPUTE_FRACTION = 0.628
 """Fraction of the datasheet dense peak the MMA pipeline sustains at full tiles, H800/H100 FP8
 (DeepGEMM, 1x128/128x128 block scales). Fitted on the H800 README rows; the H20 rows fit 0.801

@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
-from moesim.costmodel.grouped_eff import grouped_gemm_ratio
+from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
 
@@ -150,7 +150,8 @@ class ProfiledCostModel(CostModelBase):
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
         else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
-            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw, tile_m=self.hw.device.mma_rows,
+            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw,
+                                           tile_m=tile_rows(self.hw.device.mma_rows, p.weight_only),
                                            weight_bytes=p.weight_bytes,
                                            act_bytes=p.act_bytes, out_bytes=p.act_bytes)
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)

@@ -165,6 +165,8 @@ class OpDtypes:
     ``workload.kv_cache_dtype``). ``paged_kv``: the attention kernel reads a serving engine's paged KV
     cache (False: training's flash attention over contiguous Q/K/V; a profile's attention table
     measured on one kind of kernel does not price the other, ``ProfiledCostModel.attention_efficiency``).
+    ``expert_weights``: the routed experts' dtype when it differs from ``weights`` (serving's
+    ``model.expert_dtype``; None: ``weights``).
     """
 
     weights: str
@@ -174,6 +176,7 @@ class OpDtypes:
     attn_dtype: str
     kv_bytes: float | None = None
     paged_kv: bool = True
+    expert_weights: str | None = None
 
 
 def projection_shapes(m, tp: int) -> tuple[int, int]:
@@ -331,7 +334,7 @@ def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused"
     c = np.asarray(expert_tokens, dtype=float)
     w, d = dims.expert_w, dims.d_model
     up = (2 if dims.gated else 1) * w
-    g = dict(dtype=dt.weights, working_set_bytes=working_set_bytes)
+    g = dict(dtype=dt.expert_weights or dt.weights, working_set_bytes=working_set_bytes)
     flops = gemm_flops(c, up, d).sum(axis=-1)
     act_elems = c * w if impl == "loop" else c.sum(axis=-1) * w
     return [Op("expert_up", "grouped_gemm", "compute",

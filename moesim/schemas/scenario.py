@@ -63,12 +63,16 @@ class Scenario(Strict):
             check_layer_split(m.n_layers, p)  # plan.first_stage_layers / last_stage_layers against model.n_layers
             fp8 = "fp8" in hw.device.compute_dtypes
             allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "")
-            if m.dtype in ("int8", "int4"):
+            if m.dtype in ("int8", "int4", "mxfp4"):
                 raise ValueError(f"model.dtype = {m.dtype}: weight-only quantization is for serving, not training "
                                  f"(allowed for training: {allowed})")
             if m.dtype == "fp8" and not fp8:
                 raise ValueError(f"model.dtype = fp8: training in fp8 needs fp8 tensor cores; {hw.device.name} "
                                  f"has none (allowed: {allowed})")
+            if m.expert_dtype not in (None, m.dtype):
+                raise ValueError(f"model.expert_dtype = {m.expert_dtype}: a separate expert dtype is for serving; "
+                                 f"training keeps every weight in model.dtype (allowed: null or {m.dtype}; a "
+                                 "quantized checkpoint's config.json sets it: write expert_dtype: null to train)")
             per = p.dp * p.microbatches
             if w.global_batch_seqs % per:
                 raise ValueError(
@@ -217,7 +221,7 @@ def _check_speculative(s: Scenario) -> None:
     """The drafter must shard like the target and fit next to it (one line naming the field)."""
     from moesim.accounting import GIB
     from moesim.memory import spec_weight_bytes_per_device, weight_params_per_device
-    from moesim.precision import scenario_precision
+    from moesim.precision import parameter_bytes
 
     spec, tp, m = s.workload.speculative, s.plan.tp, s.model
     d = spec.draft
@@ -229,7 +233,7 @@ def _check_speculative(s: Scenario) -> None:
             raise ValueError(f"workload.speculative.draft.vocab_size = {d.vocab_size}: must equal the target's "
                              f"({m.vocab_size}): the target verifies the draft's tokens")
     dense, experts = weight_params_per_device(m, s.plan, s.placement.redundant_experts)
-    target = (dense + experts) * scenario_precision(s).weight_bytes
+    target = parameter_bytes(s, dense, experts)
     extra = spec_weight_bytes_per_device(s)
     cap = s.hardware.device.mem_gib * GIB
     if target + extra > cap:

@@ -43,7 +43,7 @@ from moesim.accounting import ffn_params
 from moesim.engine import expert_load
 from moesim.engine.placement import Placement
 from moesim.errors import InputError
-from moesim.precision import scenario_precision
+from moesim.precision import expert_precision
 
 #: Drift steps per correlation time: popularity moves at most ``1 - exp(-1/16)`` (~6 %) of its
 #: correlation per step, fine enough that a rebalance period of a few steps still sees it move.
@@ -81,7 +81,7 @@ def drift_state(s, cm, popularity: np.ndarray, placement: Placement, rng: np.ran
     pl, m = s.placement, s.model
     if pl.popularity_drift_per_hour <= 0 and pl.rebalance_every_s is None:
         return None
-    expert_bytes = ffn_params(m.d_model, m.expert_width, m.gated_ffn) * scenario_precision(s).weight_bytes
+    expert_bytes = ffn_params(m.d_model, m.expert_width, m.gated_ffn) * expert_precision(s).weight_bytes
     group = s.plan.tp if s.plan.ep_in_tp_group else s.plan.ep * s.plan.tp  # devices of one EP group
     intra = group <= s.hardware.node.devices_per_node
 
