@@ -311,17 +311,22 @@ def _unread_moe_keys(data: dict, read: set[str], prefix: str = "") -> list[str]:
     return out
 
 
-def _dtype(cfg: dict, section: dict) -> str | None:
-    """Weight dtype: the checkpoint's quantization when moesim has one for it, else ``torch_dtype``."""
+def _dtypes(cfg: dict, section: dict) -> dict[str, str]:
+    """``dtype`` (and ``expert_dtype``) fields: the checkpoint's quantization when moesim has one for it,
+    else ``torch_dtype``; GPT-OSS's mxfp4 covers the experts only (~98 % of the weights), the rest
+    keeps ``torch_dtype``."""
+    raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
+    out = {"dtype": _TORCH_DTYPES[str(raw)]} if str(raw) in _TORCH_DTYPES else {}
     quant = cfg.get("quantization_config")
     if isinstance(quant, dict):
         method, bits = quant.get("quant_method"), quant.get("bits")
         if method == "fp8":
-            return "fp8"
-        if method in ("gptq", "awq") and bits in (4, 8):
-            return f"int{bits}"
-    raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
-    return _TORCH_DTYPES.get(str(raw))
+            out["dtype"] = "fp8"
+        elif method in ("gptq", "awq") and bits in (4, 8):
+            out["dtype"] = f"int{bits}"
+        elif method == "mxfp4":
+            out["expert_dtype"] = "mxfp4"
+    return out
 
 
 def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
@@ -343,12 +348,7 @@ def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
                             f"misdescribe the experts; understood: {', '.join(understood) or 'no MoE keys'}")
     section = cfg.get("text_config") if family == "llama4" and isinstance(cfg.get("text_config"), dict) else cfg
     out["name"] = cfg.get("_name_or_path") or name_hint
-    dtype = _dtype(cfg, section)
-    if dtype:
-        out["dtype"] = dtype
-    quant = cfg.get("quantization_config")
-    if isinstance(quant, dict) and quant.get("quant_method") == "mxfp4":
-        out["expert_dtype"] = "mxfp4"  # GPT-OSS: the experts (~98% of the weights); the rest stays torch_dtype
+    out.update(_dtypes(cfg, section))
     return out
 
 

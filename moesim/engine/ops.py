@@ -266,23 +266,23 @@ def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, se
     else:
         pre, post = [_gemm("qkv_proj", tokens, dims.qkv_n, dims.d_model, dt.weights, dt.gemm_in_bytes)], []
         if dt.paged_kv:
-            pre.append(rope_kv_write_op(dims, dt, tokens))
+            pre.append(rope_kv_write_op(dt, tokens, dims.heads + dims.kv_heads, dims.head_dim,
+                                        2 * dims.kv_heads * dims.head_dim))
     return [norm_op("attn_norm", dims, dt, local), *pre,
             attention_core_op(dims, dt, q_tokens, kv_tokens), *post,
             _gemm("o_proj", tokens, dims.d_model, dims.o_k, dt.weights, dt.gemm_in_bytes),
             *allreduce_op("attn_allreduce", dims, dt, tokens)]
 
 
-def rope_kv_write_op(dims: BlockDims, dt: OpDtypes, tokens) -> Op:
+def rope_kv_write_op(dt: OpDtypes, tokens, rotated_heads: float, rope_dim: int, cached: int) -> Op:
     """A serving engine's kernel between the QKV projection and the attention core: rotate the new
-    tokens' Q and K (read and write) and copy K and V into the paged cache at its dtype. TensorRT-LLM
-    fuses both into one preprocessing kernel; vLLM and SGLang run a rotary kernel and a cache write."""
+    tokens' ``rotated_heads`` query and key heads over ``rope_dim`` (read and write) and copy the
+    ``cached`` elements per token into the paged cache at its dtype. TensorRT-LLM fuses both into one
+    preprocessing kernel; vLLM and SGLang run a rotary kernel and a cache write."""
     t = np.asarray(tokens, dtype=float)
     ab = dt.act_bytes
     kv_b = ab if dt.kv_bytes is None else dt.kv_bytes
-    rotate = 2.0 * t * (dims.heads + dims.kv_heads) * dims.head_dim * ab
-    write = t * 2 * dims.kv_heads * dims.head_dim * (ab + kv_b)
-    return _memory("rope_kv_write", rotate + write)
+    return _memory("rope_kv_write", 2.0 * t * rotated_heads * rope_dim * ab + t * cached * (ab + kv_b))
 
 
 def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op], list[Op]]:
@@ -290,8 +290,9 @@ def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op],
 
     Before: the fused down-projection (replicated over TP), the RMSNorms of the query and KV latents,
     the query up-projection, the absorbed key up-projection (a per-head batched GEMM from the no-RoPE
-    query to the latent), and one kernel that rotates the RoPE parts and writes the latent to the KV
-    cache. After: the absorbed value up-projection (latent to value heads), a batched GEMM too.
+    query to the latent), and the kernel that rotates the RoPE parts (every query head's and the one
+    shared key's) and writes the latent to the KV cache (:func:`rope_kv_write_op`). After: the
+    absorbed value up-projection (latent to value heads), a batched GEMM too.
     (vLLM ``MLACommonImpl``, SGLang ``DeepseekV2AttentionMLA``, TensorRT-LLM ``MLA``; the batched
     GEMMs are priced as one GEMM of the same weights and FLOPs.) Same weights as the folded training
     form but for the replicated down-projection; same FLOPs per token as the absorbed attention sees.
@@ -299,15 +300,13 @@ def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op],
     a, d, ab = dims.mla, dims.d_model, dt.act_bytes
     t = np.asarray(tokens, dtype=float)
     g = lambda name, n, k: _gemm(name, tokens, max(1, round(n)), max(1, round(k)), dt.weights, dt.gemm_in_bytes)  # noqa: E731
-    kv_b = ab if dt.kv_bytes is None else dt.kv_bytes
-    rope_bytes = 2.0 * t * (a.heads + 1) * a.rope * ab + t * (a.kv_lora + a.rope) * (ab + kv_b)
     before = [g("qkv_a_proj", a.a_n, d)]
     if a.q_lora:
         before.append(_memory("q_a_norm", 2.0 * t * a.q_lora * ab))
     before += [_memory("kv_a_norm", 2.0 * t * a.kv_lora * ab),
                g("q_b_proj", a.heads * (a.nope + a.rope), a.q_lora or d),
                g("q_absorb", a.heads * a.kv_lora, a.nope),
-               _memory("rope_kv_write", rope_bytes)]
+               rope_kv_write_op(dt, tokens, a.heads + 1, a.rope, a.kv_lora + a.rope)]
     return before, [g("v_absorb", a.heads * a.v, a.kv_lora)]
 
 

@@ -390,8 +390,6 @@ class IterationCost:
             experts, dropped = pool[0][picks], pool[1][picks].tolist()
         gpu = self._fixed[n] + experts + self._head[n] + att
         launch = launch_added_s(self._launch, gpu, self._graphed[min(n, self.max_tokens)])
-        if np.ndim(launch) == 0 and launch == 0.0:  # x + 0.0 == x: the same values, two vector operations fewer
-            return gpu + exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu, self._overlap_decode), dropped, comm
         host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
         return gpu + (launch + host), dropped, comm
 
