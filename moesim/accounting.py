@@ -45,6 +45,18 @@ def attention_params(m: ModelSpec) -> int:
     return d * q_out + 2 * d * kv_out + q_out * d
 
 
+def tp_replicated_attention_params(m: ModelSpec) -> int:
+    """Weights of one attention block that every TP rank holds whole: MLA's down-projections to the
+    query and KV latents and the latents' norms. Serving engines load them as one replicated linear
+    (vLLM/SGLang ``ReplicatedLinear``, ``MlaDims.a_n``) and Megatron-core builds them as
+    ``TELinear`` (parallel mode "duplicated", gpt_layer_specs: ``linear_q_down_proj``,
+    ``linear_kv_down_proj``). 0 for standard attention."""
+    if m.mla is None:
+        return 0
+    a = m.mla
+    return m.d_model * (a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim) + a.q_lora_rank + a.kv_lora_rank
+
+
 def ffn_params(d_model: int, hidden: int, gated: bool) -> int:
     """Weights of one FFN (or one expert): 3 matrices when gated (SwiGLU), else 2."""
     return (3 if gated else 2) * d_model * hidden

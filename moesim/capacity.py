@@ -171,11 +171,12 @@ def _play(s: Scenario, rate: float | None, n: int, seed: int) -> tuple[SimResult
         return simulate(probe_s, seed=seed), text
 
 
-def verdict(req: dict, slo: Slo) -> tuple[SteadyWindow, dict[str, float], list[str]]:
+def verdict(req: dict, slo: Slo, replicas: int = 1) -> tuple[SteadyWindow, dict[str, float], list[str]]:
     """Judge a run's ``requests`` table against ``slo`` over its steady window: (the window, its
     latencies, what failed: rejections, overload (queue growth, or served below 90% of offered),
-    SLO limits; empty when the probe holds)."""
-    w = steady_window(req)
+    SLO limits; empty when the probe holds). ``replicas``: identical replicas the run stands for
+    (:func:`moesim.engine.serving.steady.growth_limit`)."""
+    w = steady_window(req, replicas)
     lat = window_latencies(req, w)
     bad = []
     if w.rejected_fraction > REJECT_LIMIT:
@@ -191,43 +192,45 @@ def verdict(req: dict, slo: Slo) -> tuple[SteadyWindow, dict[str, float], list[s
     return w, lat, bad + slo.violations(lat)
 
 
-def _judge(s: Scenario, rate: float, slo: Slo, seed: int, n: int) -> Probe:
+def _judge(s: Scenario, rate: float, slo: Slo, seed: int, n: int, replicas: int = 1) -> Probe:
     result, arrivals = _play(s, rate, n, seed)
     req = result.tables["requests"]
-    w, lat, bad = verdict(req, slo)
+    w, lat, bad = verdict(req, slo, replicas)
     reason = "; ".join(bad) or "holds: " + ", ".join(f"{k.removesuffix('_s')} {lat[k]:.3g} s" for k in slo.limits)
     return Probe(float(rate), not bad, reason, slo, lat, w, int(len(req["arrival_s"])), arrivals,
                  dict(result.summary), result)
 
 
 def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests: int | None = None,
-            e2e_p90_s: float | None = None) -> Probe:
+            e2e_p90_s: float | None = None, replicas: int = 1) -> Probe:
     """Play ``s`` at ``rate_req_s`` requests/s and judge ``slo`` on the steady state.
 
     ``n_requests``: fixed requests (default :func:`probe_requests` with ``e2e_p90_s``, a latency
     seen at a lower rate); with the default, a run too short for its own latency (its e2e p90 longer
     than half its arrivals' span: the queue may still be filling up) is played once more with
-    ``SPAN_E2E`` e2e p90 worth of arrivals.
+    ``SPAN_E2E`` e2e p90 worth of arrivals. ``replicas``: identical replicas the run of ``s`` stands
+    for (``moesim plan`` plays one replica of a plan): its overload test is the sum's, per replica.
     """
     check_serving(s)
     if not (isinstance(rate_req_s, (int, float)) and math.isfinite(rate_req_s) and 0 < rate_req_s <= MAX_RATE):
         raise InputError(f"rate {rate_req_s!r} req/s: must be a positive number up to {MAX_RATE:g}")
     n = probe_requests(s, rate_req_s, e2e_p90_s) if n_requests is None else int(n_requests)
-    probe = _judge(s, rate_req_s, slo, seed, n)
+    probe = _judge(s, rate_req_s, slo, seed, n, replicas)
     if n_requests is None and probe.window.warmup_capped and probe.n_requests == n:  # (a trace may have fewer rows)
         more = probe_requests(s, rate_req_s, probe.window.e2e_p90_s)
         if more > n:
-            probe = _judge(s, rate_req_s, slo, seed, more)
+            probe = _judge(s, rate_req_s, slo, seed, more, replicas)
     return probe
 
 
 def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
                 on_probe: Callable[[Probe], None] | None = None, max_probes: int = MAX_PROBES,
-                n_requests: int | None = None) -> Capacity:
+                n_requests: int | None = None, replicas: int = 1) -> Capacity:
     """The highest arrival rate (req/s) at which ``slo`` holds on ``s`` (see the module docstring).
 
     ``on_probe(probe)`` is called after each probe; ``n_requests`` fixes the requests of every run
-    (default: :func:`probe_requests`, the saturation run ``2 x`` the plan's batch slots).
+    (default: :func:`probe_requests`, the saturation run ``2 x`` the plan's batch slots);
+    ``replicas``: identical replicas the run of ``s`` stands for (see :func:`measure`).
     """
     check_serving(s)
     if not 0 < rel_tol < 1:
@@ -242,7 +245,7 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     probes: list[Probe] = []
 
     def run(rate: float, n: int | None, e2e: float | None) -> Probe:
-        p = measure(s, min(rate, MAX_RATE), slo, seed, n, e2e)
+        p = measure(s, min(rate, MAX_RATE), slo, seed, n, e2e, replicas)
         probes.append(replace(p, result=None))  # only ``lo``, the highest probe that held, keeps its run
         if on_probe is not None:
             on_probe(p)

@@ -197,6 +197,8 @@ PLAN_RUNS = CsvTable("results.csv (moesim plan)", "`moesim plan --out DIR` (the 
                          "max_goodput_req_s": ("requests/s", "capacity under the SLO, per replica"),
                          "saturation_req_s": ("requests/s", "completions/s with every request at t=0, per replica"),
                          "replicas_played": ("count", "replicas the run simulated (1, or all at level 3)"),
+                         "replicas_judged": ("count", "replicas whose summed queue the run's overload test stands for "
+                                             "(the smallest plan of its shape; level 3: those played)"),
                      }, ("summary",))
 
 PLANS = CsvTable("plans.csv", "`moesim plan --out DIR` (plans.json holds the same rows)",

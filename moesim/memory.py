@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from moesim.accounting import GIB, kv_bytes_per_token, param_counts
+from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
     layer_activation_bytes_per_token,
     loss_logits_bytes,
@@ -59,13 +59,16 @@ class MemoryReport:
 def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0) -> tuple[float, float]:
     """(dense, expert) parameters held by one device before ZeRO-3 sharding.
 
-    Dense parameters split over tp*pp; routed experts over ep*etp*pp (each expert split over the
-    expert TP, ``plan.expert_tp``: tp unless ``plan.etp`` is set; Megatron-core MoE parallel folding).
+    Dense parameters split over tp*pp but for MLA's down-projections, which every TP rank holds
+    whole (:func:`~moesim.accounting.tp_replicated_attention_params`); routed experts over
+    ep*etp*pp (each expert split over the expert TP, ``plan.expert_tp``: tp unless ``plan.etp`` is
+    set; Megatron-core MoE parallel folding).
     With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
     Stage 0 also holds the embedding, so its share is at least the average.
     """
     p = param_counts(m)
-    dense = p.dense / (plan.tp * plan.pp)
+    whole = tp_replicated_attention_params(m) * m.n_layers  # on every TP rank
+    dense = (p.dense - whole) / (plan.tp * plan.pp) + whole / plan.pp
     experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts

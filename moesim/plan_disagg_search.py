@@ -264,12 +264,18 @@ def whole_capacity_runner(scenario, seed: int, slo_text: str):
 
 def _pool_task(c: PoolPlan, point: int, key: str, seed: int, base_dir: str, needed_tok_s: float | None,
                tokens_per_request: float) -> PointTask:
-    """The capacity search of ``c``'s stand-in (stopping below ``needed_tok_s``, when given)."""
+    """The capacity search of ``c``'s stand-in (stopping below ``needed_tok_s``, when given), judged
+    for the replicas of one grain (the smallest pool of the plan)."""
     per_request = 1.0 if c.role == "prefill" else tokens_per_request
     return PointTask(point, key, seed, {"level": EXACT, "role": c.role, "hardware": c.hardware, "plan": c.plan_text,
                                         "devices": c.grain_devices, "needed_tok_s": needed_tok_s}, c.raw, base_dir,
                      partial(capacity_runner, slo_text=c.slo_text, needed_tok_s=needed_tok_s,
-                             tokens_per_request=per_request, slack=NEEDED_SLACK))
+                             tokens_per_request=per_request, slack=NEEDED_SLACK, plan_dp=grain_replicas(c)))
+
+
+def grain_replicas(c: PoolPlan) -> int:
+    """Replicas of one grain of pool plan ``c``."""
+    return int(c.pool_values(1)["plan"]["dp"])
 
 
 def search_disagg(space: DisaggSpace, objective: Objective, *, slo=None, seed: int = 0, workers: int = 2,
@@ -322,7 +328,7 @@ def search_disagg(space: DisaggSpace, objective: Objective, *, slo=None, seed: i
                 top = st.top_rates()
                 for c in picked:
                     plans = [x for x in st.shared[c.key] if x.status == "open" and not x.running]
-                    key = run_key(c.raw, EXACT, seed, c.slo_text)
+                    key = run_key(c.raw, EXACT, seed, c.slo_text, grain_replicas(c))
                     need = st.needed_tok_s(c, top)
                     if reusable(done_rows.get(key), need):
                         st.progress.reused += 1

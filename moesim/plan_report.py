@@ -254,15 +254,38 @@ def draw_pareto(pts: list[dict[str, Any]], title: str, xlabel: str, ylabel: str,
     alike: dict[tuple[float, float], list[str]] = {}  # plans tied on both axes share one label
     for p in front:
         alike.setdefault((p["x"], p["y"]), []).append(p["label"])
+    notes = []
     for (x, y), labels in list(alike.items())[:12]:  # labels point inwards so none runs off the axes
         right = x > mid
         text = labels[0] + (f" (+{len(labels) - 1} alike)" if len(labels) > 1 else "")
-        ax.annotate(text, (x, y), fontsize=6, xytext=(-4 if right else 4, 3),
-                    textcoords="offset points", ha="right" if right else "left")
+        notes.append(ax.annotate(text, (x, y), fontsize=6, xytext=(-4 if right else 4, 3),
+                                 textcoords="offset points", ha="right" if right else "left"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.legend(fontsize=8, loc="outside lower center")  # below the axes: never over a plan's label
+    separate_labels(fig, notes)
     return save_figure(fig, base, ["png"])
+
+
+def separate_labels(fig, notes: list, tries: int = 8) -> None:
+    """Move each annotation in ``notes`` (offset in points) down, then up, by its own height until
+    its box clears the ones placed before it: frontier plans close together keep readable labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()  # the constrained layout places the axes; boxes are measured after it
+    placed = []
+    for note in notes:
+        dx, dy = note.xyann
+        box = note.get_window_extent(renderer)
+        step = box.height * 72.0 / fig.dpi + 1.0  # points
+        for k in range(tries + 1):
+            shift = (-1) ** k * ((k + 1) // 2) * step  # 0, -1, +1, -2, +2 ... heights
+            note.xyann = (dx, dy + shift)
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
 
 
 def write_outputs(outcome: PlanOutcome, out_dir: Path) -> list[Path]:

@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-FORMAT = 11  # part of every run's key: bump when a runner's output changes meaning
+FORMAT = 12  # part of every run's key: bump when a runner's output changes meaning
 
 #: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
 GATE_PROBES = 3
@@ -83,7 +83,8 @@ class _Hopeless(Exception):
 
 
 def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | None = None,
-                    tokens_per_request: float | None = None, slack: float = 1.1, whole: bool = False):
+                    tokens_per_request: float | None = None, slack: float = 1.1, whole: bool = False,
+                    plan_dp: int | None = None):
     """:func:`moesim.capacity.max_goodput` with its defaults on one replica: per-replica capacity,
     the window's latencies, output tokens/s per device and $/Mtok at capacity.
 
@@ -94,10 +95,17 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
     its own (at most ``GATE_PROBES``); and the capacity search stops at any probe that fails below
     that rate (all over ``slack``). A failure there means a capacity below it, where the window
     serves fewer tokens per offered request, not more (long requests are the ones left queued):
-    ``hopeless``. ``whole``: play every replica of the plan (the re-check of the best plans)."""
-    from moesim.capacity import max_goodput, measure, parse_slo, probe_requests
+    ``hopeless``. ``whole``: play every replica of the plan (the re-check of the best plans).
+
+    ``plan_dp``: replicas of the smallest plan the run stands for (default the scenario's). The
+    replicas played are judged as that plan's sum would be (``max_goodput(replicas=...)``), so that
+    an overload the whole plan's larger window shows is not lost in one replica's noise. The early
+    stop, which no later run revisits, takes a probe that fails only that test once it fails again
+    with twice the requests."""
+    from moesim.capacity import max_goodput, measure, parse_slo, probe_requests, verdict
 
     s, replicas, devices = (scenario, scenario.plan.dp, scenario.plan.n_devices) if whole else replica_of(scenario)
+    judged = 1 if whole else max(1, (plan_dp or scenario.plan.dp) // replicas)  # plays stand for this many
     slo = parse_slo(slo_text)
     need = needed_tok_s * devices * replicas if needed_tok_s else None  # tokens/s of the replicas played
     per_request = [tokens_per_request]
@@ -110,6 +118,14 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
             per_request[0] = min(per_request[0] or math.inf, p.window.output_tokens_per_s / p.rate_req_s)
         rate = needed_rate()
         if rate is not None and not p.holds and p.rate_req_s <= rate * (1 + 1e-9):  # the gate probes at ``rate``
+            # a pruned plan is never looked at again: where only the plan-wide test (its noise term
+            # shrunk) fails, the window may have seen the batches still filling up, so the probe is
+            # played again twice as long, and prunes only if that one fails too
+            if judged > 1 and p.result is not None and not verdict(p.result.tables["requests"], slo)[2]:
+                again = measure(s, p.rate_req_s, slo, seed=seed, n_requests=2 * p.n_requests, replicas=judged)
+                if again.holds:
+                    return
+                p = again
             raise _Hopeless(p, rate / replicas)
 
     try:
@@ -120,10 +136,10 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
             if (rate, n) in tried:
                 break
             tried.add((rate, n))
-            probe = measure(s, rate, slo, seed=seed, n_requests=n)
+            probe = measure(s, rate, slo, seed=seed, n_requests=n, replicas=judged)
             on_probe(probe)
             e2e = probe.window.e2e_p90_s
-        cap = max_goodput(s, slo, seed=seed, on_probe=on_probe)
+        cap = max_goodput(s, slo, seed=seed, on_probe=on_probe, replicas=judged)
     except _Hopeless as h:
         return plan_result(s, seed, {"hopeless": True, "needed_req_s": h.needed, "failed_at_req_s": h.probe.rate_req_s / replicas,
                                  "capacity_limit": h.probe.reason})
@@ -135,13 +151,15 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
         "usd_per_mtok_at_capacity": usd, "tokens_per_s_per_device_at_capacity": tok,
         **{k: cap.probe.latencies.get(k) for k in WINDOW_KEYS},
         "capacity_probes": len(cap.probes), "capacity_limit": cap.limit,
-        "saturation_req_s": cap.saturation_req_s / replicas, "replicas_played": replicas})
+        "saturation_req_s": cap.saturation_req_s / replicas, "replicas_played": replicas,
+        "replicas_judged": replicas * judged})
 
 
-def run_key(unit_raw: dict, level: int, seed: int, slo_text: str) -> str:
-    """A run's identity in the store: what it played (the SLO only matters to capacity searches, level 2 up)."""
+def run_key(unit_raw: dict, level: int, seed: int, slo_text: str, plan_dp: int | None = None) -> str:
+    """A run's identity in the store: what it played (the SLO and ``plan_dp``, the replicas a capacity
+    search is judged for, only matter to capacity searches, level 2 up)."""
     text = json.dumps({"raw": unit_raw, "level": level, "seed": seed, "slo": slo_text if level >= 2 else "",
-                       "format": FORMAT}, sort_keys=True, default=str)
+                       "plan_dp": plan_dp if level >= 2 else None, "format": FORMAT}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

@@ -84,6 +84,19 @@ def test_weight_only_grouped_kernels_pad_experts_to_16_rows():
     assert tile_rows(64, True) == 16 and tile_rows(64, False) == 64 and tile_rows(16, True) == 16
 
 
+def test_datasheet_model_pads_weight_only_experts_to_the_smaller_tile():
+    """The datasheet roofline pads a weight-only grouped GEMM as the profiled model does: 8 tokens
+    per expert waste half a 16-row tile, not seven eighths of Hopper's 64-row one."""
+    from moesim.costmodel.datasheet import RooflineCostModel
+
+    cm = RooflineCostModel(serve(None).hardware)
+    t = np.full(8, 8.0)
+    native, weight_only = cm.grouped_efficiency(t, 4096, 4096), cm.grouped_efficiency(t, 4096, 4096, True)
+    assert weight_only > native
+    assert cm.grouped_efficiency(np.full(8, 64.0), 4096, 4096, True) == pytest.approx(
+        cm.grouped_efficiency(np.full(8, 64.0), 4096, 4096))  # full tiles either way
+
+
 def test_training_refuses_a_separate_expert_dtype_and_mxfp4_weights():
     train = dict(name="t", hardware=dict(preset="h100-sxm", cluster=dict(nodes=1)), plan=dict(dp=8),
                  workload=dict(kind="training", global_batch_seqs=8, seq_len=1024))

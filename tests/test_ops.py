@@ -223,11 +223,51 @@ def test_serving_mla_runs_its_own_kernels_on_the_same_weights_but_the_replicated
         assert float(ops[n].flops) == pytest.approx(2 * 4 * weights[n])
 
 
+@pytest.mark.parametrize("tp", [1, 2, 8])
+def test_memory_holds_the_mla_down_projection_whole_on_every_tp_rank(tp):
+    """What the serving op graph reads (the whole down-projection on each rank) is what memory keeps:
+    a device's dense weights are the rest over TP plus the down-projections and latent norms whole."""
+    from moesim.accounting import param_counts, tp_replicated_attention_params
+    from moesim.memory import weight_params_per_device
+
+    dims, m = _deepseek_dims(tp, absorbed=True)
+    dt = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
+    ops = {op.name: op for op in block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))}
+    whole = tp_replicated_attention_params(m)
+    a = m.mla
+    assert whole == ops["qkv_a_proj"].args["n"] * ops["qkv_a_proj"].args["k"] + a.q_lora_rank + a.kv_lora_rank
+    plan = moesim.schemas.PlanSpec(dp=1, tp=tp, pp=1, ep=1)
+    dense, _ = weight_params_per_device(m, plan)
+    assert dense == pytest.approx((param_counts(m).dense - whole * m.n_layers) / tp + whole * m.n_layers)
+    mixtral = moesim.load_scenario("mixtral-8x7b-h100-train").model  # standard attention: all split
+    assert tp_replicated_attention_params(mixtral) == 0
+    assert weight_params_per_device(mixtral, plan)[0] == pytest.approx(param_counts(mixtral).dense / tp)
+
+
 def test_training_mla_keeps_the_folded_projection():
-    dims, _ = _deepseek_dims(2, absorbed=False)
+    dims, m = _deepseek_dims(2, absorbed=False)
     dt = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", paged_kv=False)
-    names = [op.name for op in block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))]
+    ops = block_ops(dims, dt, False, 4.0, np.ones(4), np.full(4, 100.0))
+    names = [op.name for op in ops]
     assert "qkv_proj" in names and "q_absorb" not in names and "rope_kv_write" not in names
+    # the rope parts of the 64 query heads on a rank and of the one shared key, read and written
+    rope = ops[names.index("rope")]
+    assert names.index("rope") == names.index("qkv_proj") + 1
+    assert float(rope.nbytes) == pytest.approx(2 * 4.0 * (m.n_heads / 2 + 1) * m.mla.qk_rope_head_dim * 2)
+
+
+def test_training_rotates_queries_and_keys_in_a_kernel_whose_backward_moves_the_same_bytes():
+    """Mixtral at TP2 (16 query and 4 KV heads of 128 per rank), bf16: Megatron-core's fused RoPE."""
+    from moesim.engine.ops import backward_s
+    from moesim.engine.training.recompute import RECOMPUTE_OPS
+
+    s = serving(tp=2)
+    dims = BlockDims.of(s.model, tp=2, mla_absorbed=False)
+    dt = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", paged_kv=False)
+    ops = {op.name: op for op in block_ops(dims, dt, False, 1024.0, np.ones(1), np.full(1, 1024.0))}
+    assert float(ops["rope"].nbytes) == 2 * 1024 * (16 + 4) * 128 * 2
+    assert backward_s(ops["rope"], 3.0) == 3.0  # not the 2x of a GEMM
+    assert "rope" in RECOMPUTE_OPS["mla_up_proj"] and "rope" not in RECOMPUTE_OPS["core_attn"]
 
 
 def test_serving_rotates_and_caches_the_new_keys_in_a_kernel_of_its_own():
@@ -243,3 +283,16 @@ def test_serving_rotates_and_caches_the_new_keys_in_a_kernel_of_its_own():
     fp8_cache = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", kv_bytes=1.0)
     ops8 = {op.name: op for op in block_ops(cost.dims, fp8_cache, False, t, np.ones(8), np.full(8, 50.0))}
     assert float(ops8["rope_kv_write"].nbytes) == pytest.approx(rotate + t * 2 * 4 * 128 * (2 + 1))
+
+
+def test_a_model_without_rotary_embedding_runs_no_rope_kernel():
+    """Switch (T5's relative position bias): no rotation in training, only the cache write in serving."""
+    m = moesim.load_scenario("switch-base-128-train").model
+    assert not m.rotary
+    dims = BlockDims.of(m, tp=1, mla_absorbed=False)
+    assert dims.rotated == 0.0
+    train = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16", paged_kv=False)
+    assert "rope" not in [op.name for op in block_ops(dims, train, False, 8.0, np.ones(1), np.full(1, 8.0))]
+    serve = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
+    ops = {op.name: op for op in block_ops(dims, serve, False, 8.0, np.ones(1), np.full(1, 8.0))}
+    assert float(ops["rope_kv_write"].nbytes) == 8.0 * 2 * 12 * 64 * (2 + 2)  # K and V copied, nothing rotated

@@ -129,6 +129,22 @@ def test_ranked_rows_are_sorted_and_scale_with_replicas(brute):
     assert all(len(v) == 1 for v in per_replica.values())  # capacity = replicas x one replica's
 
 
+def test_one_replica_is_judged_for_the_replicas_it_stands_for(brute):
+    """A capacity search on one replica of a plan of eight applies the eight's overload test: never a
+    higher capacity than judged alone; the run's key tells the two apart (saturation runs need not)."""
+    from moesim.plan_runs import run_key
+    from moesim.plan_search import smallest_dp
+
+    u = brute.best[1]
+    alone = capacity_runner(u.scenario, 0, SLO).summary
+    eight = capacity_runner(u.scenario, 0, SLO, plan_dp=8 * u.scenario.plan.dp).summary
+    assert alone["replicas_judged"] == u.scenario.plan.dp and eight["replicas_judged"] == 8 * u.scenario.plan.dp
+    assert 0 < eight["max_goodput_req_s"] <= alone["max_goodput_req_s"]
+    assert smallest_dp(u) == min(c.values["plan.dp"] for c in u.candidates)
+    assert run_key(u.raw, EXACT, 0, SLO, 1) != run_key(u.raw, EXACT, 0, SLO, 8)
+    assert run_key(u.raw, 1, 0, SLO, 1) == run_key(u.raw, 1, 0, SLO, 8)
+
+
 @pytest.mark.parametrize("maximise", [True, False])
 def test_frontier_matches_its_definition_on_points_with_ties(maximise):
     """The sort-and-sweep frontier flags exactly the points no other (different) point is at least
@@ -279,3 +295,62 @@ def test_device_lists_and_ranges():
                         ("8...16", "both ends"), ("", "give values")):
         with pytest.raises(InputError, match=words):
             parse_int_list(text, "--devices")
+
+
+def test_pareto_labels_of_nearby_frontier_plans_do_not_overlap(tmp_path, monkeypatch):
+    """Frontier plans a few pixels apart get labels moved clear of each other (the disaggregated
+    README figure had two printed on top of one another)."""
+    from moesim import plan_report
+
+    kept = {}
+    real = plan_report.separate_labels
+
+    def spy(fig, notes, tries=8):
+        real(fig, notes, tries)
+        renderer = fig.canvas.get_renderer()
+        kept["boxes"] = [n.get_window_extent(renderer) for n in notes]
+
+    monkeypatch.setattr(plan_report, "separate_labels", spy)
+    long = "h100-sxm P1x[tp1 pp1 ep2 batch256] D1x[tp1 pp1 ep4 batch256]"
+    pts = [{"x": 60.0 + i * 0.4, "y": 6000.0 - i * 3.0, "label": f"{long} #{i}", "frontier": True, "best": i == 0}
+           for i in range(4)] + [{"x": 90.0, "y": 5800.0, "label": "far", "frontier": True, "best": False}]
+    paths = plan_report.draw_pareto(pts, "t", "x", "y", tmp_path / "p")
+    assert [p.suffix for p in paths] == [".png"] and paths[0].stat().st_size > 0
+    boxes = kept["boxes"]
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+@pytest.mark.parametrize("replay_holds", [True, False])
+def test_a_gate_probe_failing_only_the_plan_wide_test_is_replayed_before_it_prunes(serve_yaml, monkeypatch,
+                                                                                  replay_holds):
+    """The early stop prunes a shape for good, so a gate probe that fails only the plan-wide overload
+    test (the replica's own verdict holds) is played again with twice the requests; the shape is
+    pruned only when that one fails too."""
+    from types import SimpleNamespace
+
+    import moesim.capacity as capacity_mod
+
+    calls = []
+
+    def probe(rate, n, holds):
+        window = SimpleNamespace(output_tokens_per_s=rate * 4.0, e2e_p90_s=1.0)
+        return SimpleNamespace(rate_req_s=rate, n_requests=n, holds=holds, window=window, reason="overloaded: test",
+                               result=SimpleNamespace(tables={"requests": {}}), latencies={})
+
+    def fake_measure(s, rate, slo, seed=0, n_requests=None, e2e_p90_s=None, replicas=1):
+        calls.append((n_requests, replicas))
+        return probe(rate, n_requests, holds=replay_holds and len(calls) > 1)
+
+    def fake_goodput(s, slo, seed=0, on_probe=None, replicas=1, **kw):
+        best = probe(1.0, 1000, True)
+        return SimpleNamespace(max_goodput_req_s=1.0, probe=best, probes=(best,), limit="", saturation_req_s=2.0)
+
+    monkeypatch.setattr(capacity_mod, "measure", fake_measure)
+    monkeypatch.setattr(capacity_mod, "verdict", lambda req, slo, replicas=1: (None, {}, []))  # the replica holds
+    monkeypatch.setattr(capacity_mod, "max_goodput", fake_goodput)
+    s = load_scenario(serve_yaml)
+    row = capacity_runner(s, 0, SLO, needed_tok_s=1.0, tokens_per_request=4.0, plan_dp=8).summary
+    first_n = calls[0][0]
+    assert calls[1] == (2 * first_n, 8) and all(r == 8 for _, r in calls)  # judged for the plan's 8 replicas
+    assert row["hopeless"] is (not replay_holds)

@@ -166,3 +166,36 @@ def test_a_short_probe_still_filling_its_batches_holds():
     assert w.queue_growth <= w.growth_limit  # the queue-growth test does not flag it
     assert w.served_req_s < 0.9 * w.offered_req_s <= w.served_late_req_s
     assert bad == []
+
+
+# ------------------------------------------------------------ one replica standing for many
+def test_growth_limit_of_one_replica_standing_for_many_is_their_sums_share():
+    from moesim.engine.serving.steady import OVERLOAD_TOL, growth_limit
+
+    one, eight = growth_limit(1000, 390.0), growth_limit(1000, 390.0, replicas=8)
+    assert one == pytest.approx(OVERLOAD_TOL * 1000 + 3 * np.sqrt(781))
+    # the sum of 8 runs: tolerance x 8, noise x sqrt(8); per replica the noise term shrinks by sqrt(8)
+    assert 8 * eight == pytest.approx(growth_limit(8000, 8 * 390.0), rel=1e-3)  # (the +1 of each queue aside)
+    assert eight - OVERLOAD_TOL * 1000 == pytest.approx((one - OVERLOAD_TOL * 1000) / np.sqrt(8))
+
+
+def test_a_replica_falling_9_percent_behind_holds_alone_and_fails_for_eight():
+    """Served 91% of the offered 25 req/s: inside the 10% floor and, for one replica, inside its
+    queue noise; the plan of eight such replicas (whose queues add up) is overloaded."""
+    rng = np.random.default_rng(0)
+    arrival = np.sort(rng.uniform(0.0, 100.0, 2500))  # 25 req/s for 100 s
+    finish = arrival + 16.0 + 0.1 * arrival  # ~400 requests in the system, each waiting 0.1 s longer per s
+    req = _table(arrival, finish)
+    alone, _, bad_alone = verdict(req, parse_slo("e2e_p99=1000"))
+    eight, _, bad_eight = verdict(req, parse_slo("e2e_p99=1000"), replicas=8)
+    assert alone.queue_growth == eight.queue_growth and alone.served_req_s >= 0.9 * alone.offered_req_s
+    assert bad_alone == [] and not alone.overloaded
+    assert eight.overloaded and bad_eight and bad_eight[0].startswith("overloaded")
+
+
+def test_steady_window_refuses_a_replica_count_below_one():
+    arrival = np.arange(100) / 10.0
+    with pytest.raises(ValueError, match="replicas = 0"):
+        from moesim.engine.serving.steady import steady_window
+
+        steady_window(_table(arrival, arrival + 1.0), replicas=0)

@@ -12,7 +12,7 @@ import moesim
 from moesim.accounting import training_flops_per_token
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.comm import alltoall_bytes_per_rank
-from moesim.engine.ops import ATTN_BWD_FACTOR, BlockDims, attention_core_op, price
+from moesim.engine.ops import ATTN_BWD_FACTOR, BlockDims, attention_core_op, price, rope_op
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import (
     BWD_SLOTS,
@@ -132,13 +132,16 @@ def test_backward_is_twice_the_forward_compute_with_the_same_collectives():
     assert BWD_SLOTS[1:] == FWD_SLOTS[::-1]
     comm = np.array([k in CATEGORY for k in FWD_SLOTS])
     fwd_as_bwd = costs.fwd_s[:, :, ::-1]
-    # flash attention's backward takes ATTN_BWD_FACTOR of its forward, not 2 (ops.py): the rest of
-    # the attention slot, and every other compute slot, twice
+    # flash attention's backward takes ATTN_BWD_FACTOR of its forward, not 2 (ops.py), and RoPE's once
+    # (the gradients rotated back): the rest of the attention slot, and every other compute slot, twice
     dims = BlockDims.of(s.model, 2, 2, mla_absorbed=False)
     seqs = np.full(32 // (2 * 4), 2048.0)
-    core = float(price(cm, [attention_core_op(dims, training_dtypes(s), seqs, seqs)])["attn_core"])
+    dt = training_dtypes(s)
+    core = float(price(cm, [attention_core_op(dims, dt, seqs, seqs)])["attn_core"])
+    rope = float(price(cm, [rope_op(dt, seqs.sum(), dims.rotated)])["rope"])
+    assert rope > 0
     extra = np.zeros(len(FWD_SLOTS))
-    extra[FWD_SLOTS.index("attention")] = (ATTN_BWD_FACTOR - 2.0) * core
+    extra[FWD_SLOTS.index("attention")] = (ATTN_BWD_FACTOR - 2.0) * core - rope
     np.testing.assert_allclose(costs.bwd_s[:, :, 1:], np.where(comm[::-1], 1.0, 2.0) * fwd_as_bwd + extra[::-1])
     np.testing.assert_array_equal(costs.bwd_s[:, :, 0], 0.0)  # no recompute
     assert (costs.fwd_s[:, :, FWD_SLOTS.index("tp_allreduce")] > 0).all()

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from moesim.costmodel.base import CostModelBase
-from moesim.costmodel.grouped_eff import grouped_gemm_ratio
+from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
 
 
@@ -78,7 +78,8 @@ class RooflineCostModel(CostModelBase):
         flops = gemm_flops(t, n, k).sum(axis=-1)
         moved = (gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0)).sum(axis=-1)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
-        eff = self.grouped_efficiency(t, n, k) * self._dtype_scale(t.sum(axis=-1) / busy, n, k, p.compute_dtype)
+        eff = self.grouped_efficiency(t, n, k, p.weight_only) * self._dtype_scale(t.sum(axis=-1) / busy, n, k,
+                                                                                p.compute_dtype)
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 
@@ -87,14 +88,15 @@ class RooflineCostModel(CostModelBase):
         t = np.asarray(tokens_per_expert, dtype=float)
         return np.zeros(t.shape[:-1])
 
-    def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
+    def grouped_efficiency(self, tokens_per_expert, n: int, k: int, weight_only: bool = False):
         """Achieved fraction of peak of a grouped expert GEMM: the dense efficiency at its mean tokens
         per busy expert, times the share of its FLOPs not lost to tile padding
-        (``grouped_eff.grouped_gemm_ratio`` per expert, FLOP-weighted)."""
+        (``grouped_eff.grouped_gemm_ratio`` per expert, FLOP-weighted; weight-only kernels pad to
+        fewer rows, ``grouped_eff.tile_rows``)."""
         t = np.asarray(tokens_per_expert, dtype=float)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
         ratio = grouped_gemm_ratio(t, n, k, peak_flops=self._peak("bf16"), mem_bw=self._bw,
-                                   tile_m=self.hw.device.mma_rows)
+                                   tile_m=tile_rows(self.hw.device.mma_rows, weight_only))
         useful = np.maximum(t.sum(axis=-1), 1e-30)
         return self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * useful / np.maximum((t / ratio).sum(axis=-1), 1e-30)
 

@@ -58,8 +58,9 @@ class CostModel(Protocol):
     def memory_efficiency(self):
         """Fraction of peak bandwidth a streaming kernel reaches."""
 
-    def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
-        """Fraction of peak a grouped expert GEMM reaches, from its mean tokens per busy expert."""
+    def grouped_efficiency(self, tokens_per_expert, n: int, k: int, weight_only: bool = False):
+        """Fraction of peak a grouped expert GEMM reaches, from its mean tokens per busy expert
+        (``weight_only``: its weights are dequantized in the kernel, which pads fewer rows)."""
 
     def attention_efficiency(self, q_tokens, kv_tokens=None, paged: bool = True, head_dim: int = 128,
                              causal: bool = True):

@@ -185,8 +185,9 @@ class ProfiledCostModel(CostModelBase):
         return ((t > 0).sum(axis=-1) * g.per_expert_overhead_us * 1e-6
                 + t.sum(axis=-1) * n * g.copy_ns_per_element * 1e-9)
 
-    def grouped_efficiency(self, tokens_per_expert, n: int, k: int):
-        """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert."""
+    def grouped_efficiency(self, tokens_per_expert, n: int, k: int, weight_only: bool = False):
+        """Achieved fraction of peak of a grouped expert GEMM, from its mean tokens per busy expert
+        (``weight_only`` is for the protocol: the measured tables already hold their kernels' tiles)."""
         t = np.asarray(tokens_per_expert, dtype=float)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
         mean_tokens = t.sum(axis=-1) / busy

@@ -77,7 +77,9 @@ class BlockDims:
     ``allreduce``: the TP all-reduce's kernels, ``nccl`` (NCCL's ring, training) or ``custom`` (a serving
     engine's one-shot/two-shot kernels, ``workload.tp_allreduce``). ``moe_fixed_us``: the fixed latency
     of a serving engine's fused MoE layer, paid where any expert has tokens (``costmodel/fused_moe.py``;
-    0: none, training).
+    0: none, training). ``rotated``: elements per token that rotary embedding rotates on a device (its
+    query and key heads times their rotary width; MLA: every query head's and the one shared key's
+    rope part); training runs it as a kernel of its own (:func:`rope_op`).
     """
 
     d_model: int
@@ -101,6 +103,7 @@ class BlockDims:
     allreduce: str = "nccl"
     moe_fixed_us: float = 0.0
     mla: MlaDims | None = None
+    rotated: float = 0.0
 
     @property
     def expert_tp(self) -> int:
@@ -123,7 +126,8 @@ class BlockDims:
                    shared_w=max(1, round(m.n_shared_experts * m.shared_width / tp)) if m.n_shared_experts else 0,
                    n_shared=m.n_shared_experts, gated=m.gated_ffn, n_experts=m.n_experts, top_k=m.top_k,
                    max_nodes_per_token=max_nodes_per_token, local_dispatch=local_dispatch, allreduce=allreduce,
-                   moe_fixed_us=moe_fixed_us, mla=MlaDims.of(m, tp) if m.mla is not None and mla_absorbed else None)
+                   moe_fixed_us=moe_fixed_us, mla=MlaDims.of(m, tp) if m.mla is not None and mla_absorbed else None,
+                   rotated=rotated_elements(m, tp))
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,17 @@ def projection_shapes(m, tp: int) -> tuple[int, int]:
     return (m.n_heads // tp + 2 * m.kv_heads // kv_shards) * m.head_width, m.n_heads * m.head_width // tp
 
 
+def rotated_elements(m, tp: int) -> float:
+    """Elements per token rotary embedding rotates on one of ``tp`` ranks: query and key heads (KV
+    heads split up to their count) times the head width; MLA rotates ``qk_rope_head_dim`` of every
+    query head and of the one key it shares across heads; 0 without rotary embedding (``model.rotary``)."""
+    if not m.rotary:
+        return 0.0
+    if m.mla is not None:
+        return (m.n_heads / tp + 1) * m.mla.qk_rope_head_dim
+    return (m.n_heads / tp + max(m.kv_heads // tp, 1)) * m.head_width
+
+
 def attention_shape(m, tp: int, mla_absorbed: bool = True) -> tuple[float, int, int]:
     """(query heads, head width, KV heads) per device as the attention kernel sees them.
 
@@ -258,7 +273,8 @@ def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, se
     sequence on the last axis. ``seq_parallel``: norms run on ``tokens / tp`` (Megatron SP).
     MLA in its serving form (``dims.mla``): the kernels of :func:`mla_projection_ops` around the core.
     A serving engine (``dt.paged_kv``) also rotates Q and K and writes K and V to its cache in a kernel
-    before the attention core (:func:`rope_kv_write_op`).
+    before the attention core (:func:`rope_kv_write_op`); training rotates them in a kernel of its own
+    (:func:`rope_op`).
     """
     local = np.asarray(tokens, dtype=float) / (dims.tp if seq_parallel else 1)
     if dims.mla is not None:
@@ -266,23 +282,32 @@ def attention_ops(dims: BlockDims, dt: OpDtypes, tokens, q_tokens, kv_tokens, se
     else:
         pre, post = [_gemm("qkv_proj", tokens, dims.qkv_n, dims.d_model, dt.weights, dt.gemm_in_bytes)], []
         if dt.paged_kv:
-            pre.append(rope_kv_write_op(dt, tokens, dims.heads + dims.kv_heads, dims.head_dim,
-                                        2 * dims.kv_heads * dims.head_dim))
+            pre.append(rope_kv_write_op(dt, tokens, dims.rotated, 2 * dims.kv_heads * dims.head_dim))
+    if not dt.paged_kv and dims.rotated > 0:
+        pre.append(rope_op(dt, tokens, dims.rotated))
     return [norm_op("attn_norm", dims, dt, local), *pre,
             attention_core_op(dims, dt, q_tokens, kv_tokens), *post,
             _gemm("o_proj", tokens, dims.d_model, dims.o_k, dt.weights, dt.gemm_in_bytes),
             *allreduce_op("attn_allreduce", dims, dt, tokens)]
 
 
-def rope_kv_write_op(dt: OpDtypes, tokens, rotated_heads: float, rope_dim: int, cached: int) -> Op:
+def rope_op(dt: OpDtypes, tokens, rotated: float) -> Op:
+    """Training's rotary-embedding kernel (Megatron-core's fused RoPE, Transformer Engine's
+    ``fused_apply_rotary_pos_emb``): reads and writes the ``rotated`` elements per token; its backward
+    rotates their gradients back, the same bytes again."""
+    nbytes = 2.0 * np.asarray(tokens, dtype=float) * rotated * dt.act_bytes
+    return Op("rope", "memory", "compute", dict(nbytes=nbytes), 0.0, nbytes, bwd_factor=1.0)
+
+
+def rope_kv_write_op(dt: OpDtypes, tokens, rotated: float, cached: int) -> Op:
     """A serving engine's kernel between the QKV projection and the attention core: rotate the new
-    tokens' ``rotated_heads`` query and key heads over ``rope_dim`` (read and write) and copy the
+    tokens' ``rotated`` query and key elements (``BlockDims.rotated``; read and write) and copy the
     ``cached`` elements per token into the paged cache at its dtype. TensorRT-LLM fuses both into one
     preprocessing kernel; vLLM and SGLang run a rotary kernel and a cache write."""
     t = np.asarray(tokens, dtype=float)
     ab = dt.act_bytes
     kv_b = ab if dt.kv_bytes is None else dt.kv_bytes
-    return _memory("rope_kv_write", 2.0 * t * rotated_heads * rope_dim * ab + t * cached * (ab + kv_b))
+    return _memory("rope_kv_write", 2.0 * t * rotated * ab + t * cached * (ab + kv_b))
 
 
 def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op], list[Op]]:
@@ -306,7 +331,7 @@ def mla_projection_ops(dims: BlockDims, dt: OpDtypes, tokens) -> tuple[list[Op],
     before += [_memory("kv_a_norm", 2.0 * t * a.kv_lora * ab),
                g("q_b_proj", a.heads * (a.nope + a.rope), a.q_lora or d),
                g("q_absorb", a.heads * a.kv_lora, a.nope),
-               rope_kv_write_op(dt, tokens, a.heads + 1, a.rope, a.kv_lora + a.rope)]
+               rope_kv_write_op(dt, tokens, dims.rotated, a.kv_lora + a.rope)]
     return before, [g("v_absorb", a.heads * a.v, a.kv_lora)]
 
 

@@ -28,18 +28,19 @@ MODELS: dict[str, dict] = {
     # Switch-Base-128: Fedus et al. 2021 (arXiv:2101.03961) Table 9 / google/switch-base-128:
     # T5-Base (d_model 768, 12 heads of 64, d_ff 3072, ReLU, 12 encoder + 12 decoder blocks, vocab
     # 32128), experts at every other FFN, top-1. Modelled as 24 decoder-style blocks (the decoder's
-    # cross-attention, ~28M parameters, is left out): 7.39B parameters.
+    # cross-attention, ~28M parameters, is left out): 7.39B parameters. T5's relative position bias,
+    # no rotary embedding.
     "switch-base-128": dict(
         name="Switch-Base-128", n_layers=24, d_model=768, n_heads=12, n_kv_heads=12, head_dim=64,
         vocab_size=32128, ffn_hidden=3072, expert_ffn_hidden=3072, n_experts=128, top_k=1,
-        moe_every=2, gated_ffn=False, tied_embeddings=True, max_seq_len=512,
+        moe_every=2, gated_ffn=False, tied_embeddings=True, max_seq_len=512, rotary=False,
     ),
     # Switch-C-2048: Fedus et al. 2021 Table 9: d_model 2080, d_ff 6144, 32 heads of 64, 15 encoder +
     # 15 decoder blocks, 2048 experts in every block, top-1: 1571B parameters.
     "switch-c-2048": dict(
         name="Switch-C-2048", n_layers=30, d_model=2080, n_heads=32, n_kv_heads=32, head_dim=64,
         vocab_size=32128, ffn_hidden=6144, expert_ffn_hidden=6144, n_experts=2048, top_k=1,
-        moe_every=1, gated_ffn=False, tied_embeddings=True, max_seq_len=512,
+        moe_every=1, gated_ffn=False, tied_embeddings=True, max_seq_len=512, rotary=False,
     ),
     # DeepSeek-V3: deepseek-ai/DeepSeek-V3 config.json and tech report (arXiv:2412.19437): 61 layers,
     # first 3 dense (FFN 18432), 1 shared + 256 routed experts of 2048 top-8, MLA, vocab 129280.

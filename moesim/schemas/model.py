@@ -61,6 +61,7 @@ class ModelSpec(Strict):
     expert_dtype: Dtype | None = Field(None, description="Serving: dtype of the routed experts' weights when it differs from model.dtype (gpt-oss: mxfp4 experts, bf16 attention); they are read at its bits and run weight-only when quantized; the rest of the model, the activations and the KV cache follow model.dtype. null: model.dtype.")
     max_seq_len: PositiveInt = bounded(4096, le=MAX_TOKENS, why="16.7M tokens: above the longest published context window (10M, Llama 4 Scout)", description="Longest context the model serves (tokens).")
     mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")
+    rotary: bool = Field(True, description="Attention rotates queries and keys (RoPE: Llama, Mixtral, Qwen, DeepSeek, gpt-oss, every Hugging Face family moesim imports), a kernel of its own in training and part of the KV-cache write in serving; false for T5/Switch's relative position bias or learned absolute positions.")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

@@ -13,7 +13,12 @@ fill up and reads it as overload), but never past the median arrival. Drain: the
 Overload: ``Q(t)``, the requests arrived (not rejected) but not finished by ``t``, sampled over the
 window and fitted with a line. The plan did not keep up when the fitted growth over the window
 exceeds ``OVERLOAD_TOL`` of the window's arrivals plus the noise of a stable queue (3 sigma of the
-difference of two Poisson-like counts around its mean, ``3 sqrt(2 mean Q)``). The capacity search
+difference of two Poisson-like counts around its mean, ``3 sqrt(2 mean Q)``). A run of one replica
+that stands for ``replicas`` identical ones (``moesim plan`` plays one and scales it) is judged as
+their sum would be: the sum's queue grows ``replicas`` times as fast while its noise grows only
+``sqrt(replicas)`` times, so per replica the noise term is ``3 sqrt(2 mean Q / replicas)`` (without
+it a one-replica probe serving 91% of its offered rate held on the plan of eight replicas whose whole
+run failed at 83% of that rate). The capacity search
 is stricter (``SERVED_TOL``, :func:`moesim.capacity.verdict`): a probe also fails when less than 90%
 of its offered rate finishes in the window and in the window's second half, so a short probe serving
 67 of 80 req/s, whose queue growth hides in the noise term, fails, while a short probe still filling
@@ -90,8 +95,11 @@ def _col(req: Mapping[str, Sequence], name: str, dtype=float) -> np.ndarray:
     return np.asarray(req[name], dtype=dtype)
 
 
-def steady_window(req: Mapping[str, Sequence]) -> SteadyWindow:
-    """The steady-state window of a run's ``requests`` table (see the module docstring)."""
+def steady_window(req: Mapping[str, Sequence], replicas: int = 1) -> SteadyWindow:
+    """The steady-state window of a run's ``requests`` table (see the module docstring); ``replicas``:
+    identical replicas the run stands for, which tighten its overload test's noise term."""
+    if not (isinstance(replicas, int) and replicas >= 1):
+        raise ValueError(f"steady_window: replicas = {replicas!r}, must be an integer >= 1")
     arrival = _col(req, "arrival_s")
     finish = _col(req, "finish_s")
     rejected = _col(req, "rejected", bool)
@@ -125,9 +133,16 @@ def steady_window(req: Mapping[str, Sequence]) -> SteadyWindow:
         start_s=float(start), end_s=float(end), n_requests=n, n_window=n_window,
         offered_req_s=per_s(n_window), served_req_s=per_s(int(fin_window.sum())),
         served_late_req_s=2.0 * per_s(int(fin_late.sum())),
-        queue_growth=slope * length, growth_limit=float(OVERLOAD_TOL * n_window + 3.0 * np.sqrt(2.0 * queue.mean() + 1.0)),
+        queue_growth=slope * length, growth_limit=growth_limit(n_window, float(queue.mean()), replicas),
         output_tokens_per_s=per_s(out_tok), input_tokens_per_s=per_s(in_tok), rejected_fraction=float(rejected.mean()),
         warmup_by_latency=bool(by_latency > by_count), warmup_capped=capped, e2e_p90_s=e2e_p90)
+
+
+def growth_limit(n_window: int, mean_queue: float, replicas: int = 1) -> float:
+    """Queue growth (requests) over a window of ``n_window`` arrivals above which a run is
+    overloaded: ``OVERLOAD_TOL`` of the arrivals plus 3 sigma of a stable queue of ``mean_queue``
+    requests, the sigma of the sum of ``replicas`` such runs shared out per replica."""
+    return float(OVERLOAD_TOL * n_window + 3.0 * np.sqrt((2.0 * mean_queue + 1.0) / replicas))
 
 
 def window_tokens(req: Mapping[str, Sequence], start_s: float, end_s: float) -> tuple[float, float]:

@@ -84,7 +84,7 @@ ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
 BWD_EXPERTS = BWD_SLOTS.index("experts")
 #: The training slot each op of the op graph (``ops.block_ops``) is booked in. The un-permute
 #: follows the combine in the layer but is booked with the expert compute (both are compute).
-SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "attn_core": ATT, "o_proj": ATT, "ffn_norm": ATT,
+SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "rope": ATT, "attn_core": ATT, "o_proj": ATT, "ffn_norm": ATT,
            "attn_allreduce": TP1, "router": ROUTER, "router_topk": ROUTER, "permute": ROUTER,
            "dispatch": DISPATCH, "expert_up": EXPERTS, "expert_act": EXPERTS, "expert_down": EXPERTS,
            "moe_overhead": EXPERTS, "unpermute": EXPERTS, "shared_up": EXPERTS, "shared_act": EXPERTS,

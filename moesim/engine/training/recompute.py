@@ -22,13 +22,13 @@ _MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expe
 
 #: The forward ops each module re-runs (a dense layer has no MoE ops, a MoE layer no ``ffn_*`` GEMMs).
 #: ``mla_up_proj`` re-runs MLA's up-projections, which the op graph folds into ``qkv_proj``: priced
-#: at their share of its FLOPs (:func:`mla_up_share`). ``moe`` and ``mlp`` use normal checkpointing,
+#: at their share of its FLOPs (:func:`mla_up_share`), and the rotary embedding applied inside them. ``moe`` and ``mlp`` use normal checkpointing,
 #: so the block's TP collective (sequence-parallel gather / scatter) runs again too. ``layernorm``
 #: re-runs those of the two pre-norms that are layers of their own (:func:`layernorm_ops`).
 RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
     "core_attn": ("attn_core",),
     "layernorm": ("attn_norm", "ffn_norm"),
-    "mla_up_proj": ("qkv_proj",),
+    "mla_up_proj": ("qkv_proj", "rope"),
     "moe_act": ("expert_act",),
     "shared_experts": ("shared_up", "shared_act", "shared_down"),
     "moe": _MOE_BLOCK,
