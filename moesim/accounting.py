@@ -36,10 +36,9 @@ def attention_params(m: ModelSpec) -> int:
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-        q = d * a.q_lora_rank + a.q_lora_rank * h * qk if a.q_lora_rank else d * h * qk
-        kv = d * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
-        norms = a.kv_lora_rank + a.q_lora_rank
-        return q + kv + h * a.v_head_dim * d + norms
+        q_up = a.q_lora_rank * h * qk if a.q_lora_rank else d * h * qk  # without a Q latent: Q from the hidden state
+        kv_up = a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
+        return tp_replicated_attention_params(m) + q_up + kv_up + h * a.v_head_dim * d
     q_out = h * m.head_width
     kv_out = m.kv_heads * m.head_width
     return d * q_out + 2 * d * kv_out + q_out * d

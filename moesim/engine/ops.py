@@ -204,7 +204,8 @@ def rotated_elements(m, tp: int) -> float:
         return 0.0
     if m.mla is not None:
         return (m.n_heads / tp + 1) * m.mla.qk_rope_head_dim
-    return (m.n_heads / tp + max(m.kv_heads // tp, 1)) * m.head_width
+    heads, width, kv_heads = attention_shape(m, tp)
+    return (heads + kv_heads) * width
 
 
 def attention_shape(m, tp: int, mla_absorbed: bool = True) -> tuple[float, int, int]:
