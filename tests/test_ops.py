@@ -296,3 +296,10 @@ def test_a_model_without_rotary_embedding_runs_no_rope_kernel():
     serve = OpDtypes("bf16", 2.0, 2.0, "bf16", "bf16")
     ops = {op.name: op for op in block_ops(dims, serve, False, 8.0, np.ones(1), np.full(1, 8.0))}
     assert float(ops["rope_kv_write"].nbytes) == 8.0 * 2 * 12 * 64 * (2 + 2)  # K and V copied, nothing rotated
+
+
+def test_a_bad_rotary_value_names_the_field():
+    from moesim.errors import InputError
+
+    with pytest.raises(InputError, match=r"^model.rotary = 'sometimes': Input should be a valid boolean"):
+        moesim.load_scenario("switch-base-128-train", ["model.rotary=sometimes"])
