@@ -14,13 +14,16 @@ spread out, the result says so); a ``trace`` keeps its order and burstiness, its
 its first ``n`` rows arrive at the probe rate. Requests per probe: :func:`probe_requests`.
 
 Search: one run with every request at t=0 gives the plan's saturated throughput ``r_sat``
-(completions over the central 80% of finishes); a probe at ``r_sat / 64`` with 100 requests checks
-the SLO can hold at all (if not: capacity 0, with that probe's reason); then a probe at
-``1.25 r_sat`` (doubled while it holds), halving down from the lowest failing rate while it is more
-than twice the highest holding one, then bisection. It stops when ``(hi - lo) / hi < rel_tol`` or
-after ``max_probes`` probes, and returns ``lo``. The bisection plays the same number of requests at
-every rate: with the same seed they have the same lengths and the same arrival gaps scaled by the
-rate (common random numbers), so its verdicts differ by the load alone.
+(:mod:`moesim.saturation`: the output tokens/s of its full batches over the mean output tokens, in
+requests/s); a probe at ``r_sat / 64`` with 100 requests checks the SLO can hold at all (if not:
+capacity 0, with that probe's reason); then a first guess at ``GUESS_FACTOR r_sat``, stepped up
+while it holds and down while it fails, each step twice the last in log scale (the first ``0.95
+rel_tol``, so that a guess within it needs no third probe), and bisection once a holding and a
+failing rate bracket the capacity. It
+stops when ``(hi - lo) / hi < rel_tol`` or after ``max_probes`` probes, and returns ``lo``. The
+bisection plays the same number of requests at every rate: with the same seed they have the same
+lengths and the same arrival gaps scaled by the rate (common random numbers), so its verdicts
+differ by the load alone.
 """
 
 from __future__ import annotations
@@ -32,26 +35,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from moesim.engine.serving.steady import (
-    SERVED_TOL,
-    SteadyWindow,
-    completion_rate,
-    steady_window,
-    window_latencies,
-)
+from moesim.engine.serving.steady import SERVED_TOL, SteadyWindow, steady_window, window_latencies
 from moesim.errors import InputError
 from moesim.results import SimResult
+from moesim.saturation import MAX_REQUESTS, MIN_REQUESTS, Saturation, saturate, saturated_rate
 from moesim.schemas import Scenario
 from moesim.slo import SLO_METRICS, Slo, parse_slo
 
 #: Largest fraction of rejected requests (too long for the KV pool) a probe may have and hold.
 REJECT_LIMIT = 0.01
-#: Requests per probe: between these (see probe_requests). The floor keeps ~800 in the window: a p99
-#: over 8 tail requests, and a queue growing by 5% of the window's arrivals shows above its noise.
-MIN_REQUESTS, MAX_REQUESTS = 1000, 20_000
+#: Requests per probe (see probe_requests) are between ``MIN_REQUESTS`` and ``MAX_REQUESTS``
+#: (moesim.saturation). The floor keeps ~800 in the window: a p99 over 8 tail requests, and a queue
+#: growing by 5% of the window's arrivals shows above its noise.
 #: A probe's arrivals span this many e2e p90 latencies (warm-up ~1, window >= 3, drain).
 SPAN_E2E = 5.0
-LOW_LOAD_DIVISOR, LOW_LOAD_REQUESTS, UPPER_FACTOR, MAX_PROBES = 64.0, 100, 1.25, 12
+LOW_LOAD_DIVISOR, LOW_LOAD_REQUESTS, MAX_PROBES = 64.0, 100, 12
+#: First guess of the capacity, as a fraction of the saturated rate: 16 of 17 Mixtral replica shapes
+#: held ttft_p99=2,tpot_p99=0.2 to 0.95-1.10 of it, one to 0.79 (bench/bench_capacity.py).
+GUESS_FACTOR = 0.95
 MAX_RATE = 1e7  # the schema's bound on workload.arrival.rate_per_s
 
 
@@ -91,7 +92,7 @@ class Capacity:
     max_goodput_req_s: float
     probe: Probe  # the probe at capacity (at capacity 0: the near-zero-load probe that failed)
     probes: tuple[Probe, ...]
-    saturation_req_s: float  # completions/s with every request at t=0
+    saturation_req_s: float  # requests/s with every request at t=0 (saturated_rate)
     limit: str  # why not more: the lowest failing probe's rate and reason
     result: SimResult  # the run at capacity, with the capacity keys and tables["capacity_probes"]
 
@@ -123,26 +124,27 @@ def check_serving(s: Scenario) -> None:
         raise InputError(f"--slo applies to serving scenarios; {s.name} is a training scenario")
 
 
-def probe_requests(s: Scenario, rate: float, e2e_p90_s: float | None = None) -> int:
+def probe_requests(s: Scenario, rate: float, e2e_p90_s: float | None = None, replicas: int = 1) -> int:
     """Requests of a probe at ``rate``: enough arrivals to span ``SPAN_E2E`` e2e p90 latencies (a
-    previous probe's), within ``[MIN_REQUESTS, MAX_REQUESTS]``. Without a latency, and for a trace
-    (the same rows at every rate, only their times scaled): the scenario's ``n_requests``, within
-    the same bounds (a trace gives at most its rows)."""
+    previous probe's), within ``[MIN_REQUESTS, MAX_REQUESTS / replicas]``. Without a latency, and for a
+    trace (the same rows at every rate, only their times scaled): the scenario's ``n_requests``,
+    within the same bounds (a trace gives at most its rows). ``replicas``: identical replicas the run
+    stands for (``moesim plan`` plays one): its probe spans the time their sum's would, so that one
+    replica and the whole plan are judged over windows of the same length (near capacity a longer
+    window sees less of the queue still filling up, and holds at higher rates)."""
     if s.workload.arrival.process == "trace" or e2e_p90_s is None or not math.isfinite(e2e_p90_s):
         n = s.workload.arrival.n_requests
     else:
         n = math.ceil(rate * SPAN_E2E * e2e_p90_s)
-    return int(min(max(n, MIN_REQUESTS), MAX_REQUESTS))
+    return int(min(max(n, MIN_REQUESTS), max(MAX_REQUESTS // max(1, replicas), MIN_REQUESTS)))
 
 
-def _with_arrivals(s: Scenario, rate: float | None, n: int, folder: Path) -> tuple[Scenario, str]:
-    """``s`` with ``n`` requests at ``rate`` (None: all at t=0); a trace is rewritten in ``folder``."""
+def _with_arrivals(s: Scenario, rate: float, n: int, folder: Path) -> tuple[Scenario, str]:
+    """``s`` with ``n`` requests at ``rate``; a trace is rewritten in ``folder``."""
     from moesim.engine.serving.requests import read_trace
 
     a = s.workload.arrival
-    if rate is None:
-        new, text = a.model_copy(update={"process": "batch", "n_requests": n}), "all at t=0"
-    elif a.process == "trace":
+    if a.process == "trace":
         t, p, o = (col[:n] for col in read_trace(a.trace))
         span = float(t.max() - t.min())
         if t.size < 2 or span <= 0:
@@ -163,7 +165,7 @@ def _with_arrivals(s: Scenario, rate: float | None, n: int, folder: Path) -> tup
     return s.model_copy(update={"workload": w}), text
 
 
-def _play(s: Scenario, rate: float | None, n: int, seed: int) -> tuple[SimResult, str]:
+def _play(s: Scenario, rate: float, n: int, seed: int) -> tuple[SimResult, str]:
     from moesim.simulate import simulate
 
     with tempfile.TemporaryDirectory(prefix="moesim-slo-") as folder:
@@ -214,10 +216,10 @@ def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests:
     check_serving(s)
     if not (isinstance(rate_req_s, (int, float)) and math.isfinite(rate_req_s) and 0 < rate_req_s <= MAX_RATE):
         raise InputError(f"rate {rate_req_s!r} req/s: must be a positive number up to {MAX_RATE:g}")
-    n = probe_requests(s, rate_req_s, e2e_p90_s) if n_requests is None else int(n_requests)
+    n = probe_requests(s, rate_req_s, e2e_p90_s, replicas) if n_requests is None else int(n_requests)
     probe = _judge(s, rate_req_s, slo, seed, n, replicas)
     if n_requests is None and probe.window.warmup_capped and probe.n_requests == n:  # (a trace may have fewer rows)
-        more = probe_requests(s, rate_req_s, probe.window.e2e_p90_s)
+        more = probe_requests(s, rate_req_s, probe.window.e2e_p90_s, replicas)
         if more > n:
             probe = _judge(s, rate_req_s, slo, seed, more, replicas)
     return probe
@@ -225,23 +227,23 @@ def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests:
 
 def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
                 on_probe: Callable[[Probe], None] | None = None, max_probes: int = MAX_PROBES,
-                n_requests: int | None = None, replicas: int = 1) -> Capacity:
+                n_requests: int | None = None, replicas: int = 1, saturation: Saturation | None = None) -> Capacity:
     """The highest arrival rate (req/s) at which ``slo`` holds on ``s`` (see the module docstring).
 
     ``on_probe(probe)`` is called after each probe; ``n_requests`` fixes the requests of every run
     (default: :func:`probe_requests`, the saturation run ``2 x`` the plan's batch slots);
-    ``replicas``: identical replicas the run of ``s`` stands for (see :func:`measure`).
+    ``replicas``: identical replicas the run of ``s`` stands for (see :func:`measure`);
+    ``saturation``: the run with every request at t=0 (:func:`moesim.saturation.saturate` of ``s``
+    with ``seed``), when the caller played it already.
     """
     check_serving(s)
     if not 0 < rel_tol < 1:
         raise InputError(f"rel_tol = {rel_tol!r}: must be between 0 and 1")
     if max_probes < 2:
         raise InputError(f"max_probes = {max_probes!r}: at least 2 (one near zero load, one above it)")
-    sat, _ = _play(s, None, n_requests or _saturation_requests(s), seed)
-    r_sat = completion_rate(sat.tables["requests"])
-    if not (math.isfinite(r_sat) and r_sat > 0):
-        r_sat = sat.summary["requests_per_s"] if sat.summary["requests_per_s"] > 0 else 1.0
-    del sat
+    if saturation is None:
+        saturation = saturate(s, seed, n_requests)
+    r_sat, busy_e2e_s = saturation.rate_req_s, saturation.decode_p90_s
     probes: list[Probe] = []
 
     def run(rate: float, n: int | None, e2e: float | None) -> Probe:
@@ -252,15 +254,27 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
         return p
 
     lo, hi = run(r_sat / LOW_LOAD_DIVISOR, n_requests or LOW_LOAD_REQUESTS, None), None
+    low = lo
+
+    def loaded_e2e_s(rate: float, held: Probe) -> float:
+        """The e2e p90 a probe at ``rate`` is sized for: from low load's towards the saturated run's
+        decode time in proportion to the rate (a batch, and its decode time, grow with the load; a
+        low-load probe's e2e alone sizes a probe near saturation too short to see past its batches
+        filling), and at least that of ``held``, the highest probe that held."""
+        e0 = low.window.e2e_p90_s
+        return max(held.window.e2e_p90_s, e0 + max(0.0, busy_e2e_s - e0) * min(1.0, rate / r_sat))
     if not lo.holds:
         return _capacity(slo, 0.0, lo, probes, r_sat, f"at {lo.rate_req_s:.4g} req/s (near zero load): {lo.reason}")
-    rate = max(UPPER_FACTOR * r_sat, 2 * lo.rate_req_s)
+    rate = max(GUESS_FACTOR * r_sat, 2 * lo.rate_req_s)
     fixed = n_requests
+    streak, last = 0, None  # probes in a row on one side of the capacity: each step twice the last (log scale)
     while len(probes) < max_probes:
         if fixed is None and hi is not None and hi.rate_req_s <= 2 * lo.rate_req_s:
             # bisection: the same requests at every rate (their gaps scaled), sized for the top rate
-            fixed = probe_requests(s, hi.rate_req_s, lo.window.e2e_p90_s)
-        p = run(rate, fixed, lo.window.e2e_p90_s)
+            fixed = probe_requests(s, hi.rate_req_s, loaded_e2e_s(hi.rate_req_s, lo), replicas)
+        p = run(rate, fixed, loaded_e2e_s(rate, lo))
+        streak = streak + 1 if p.holds == last else 0
+        last = p.holds
         if p.holds:
             lo = p
         else:
@@ -268,11 +282,14 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
         if hi is None:
             if lo.rate_req_s >= MAX_RATE:
                 break
-            rate = 2 * lo.rate_req_s
+            # steps up grow, but not past the saturated rate while below it: no plan keeps up with more
+            rate = min(lo.rate_req_s / _step(rel_tol, streak), max(r_sat, lo.rate_req_s / _step(rel_tol, 0)))
             continue
         if (hi.rate_req_s - lo.rate_req_s) / hi.rate_req_s < rel_tol:
             break
-        rate = hi.rate_req_s / 2 if hi.rate_req_s > 2 * lo.rate_req_s else (lo.rate_req_s + hi.rate_req_s) / 2
+        rate = (lo.rate_req_s + hi.rate_req_s) / 2  # bisection
+        if lo is low:  # nothing held above low load yet: step down from the lowest failing rate
+            rate = max(rate, hi.rate_req_s * _step(rel_tol, streak))
     if hi is None:
         limit = f"held at every rate probed, up to {lo.rate_req_s:.4g} req/s"
     else:
@@ -282,14 +299,10 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     return _capacity(slo, lo.rate_req_s, lo, probes, r_sat, limit)
 
 
-def _saturation_requests(s: Scenario) -> int:
-    """Requests of the all-at-t=0 run: twice the plan's batch slots (the decode pool's when
-    disaggregated), so every engine runs full batches, within the probe limits."""
-    from moesim.schemas.scenario import pool_scenario
-
-    pool = pool_scenario(s, "decode") if s.workload.disaggregation is not None else s
-    slots = pool.plan.dp * pool.workload.max_batch_seqs
-    return int(min(max(2 * slots, MIN_REQUESTS), MAX_REQUESTS))
+def _step(rel_tol: float, streak: int) -> float:
+    """The factor (< 1) of a step below a failing rate, or the inverse above a holding one, after
+    ``streak`` steps on that side: ``(1 - 0.95 rel_tol) ** 2**streak`` (0.9525, 0.907, 0.823, ... at 5%)."""
+    return (1.0 - 0.95 * rel_tol) ** (2 ** min(streak, 6))
 
 
 def _capacity(slo: Slo, rate: float, probe: Probe, probes: list[Probe], r_sat: float, limit: str) -> Capacity:
@@ -300,5 +313,5 @@ def _capacity(slo: Slo, rate: float, probe: Probe, probes: list[Probe], r_sat: f
     return cap
 
 
-__all__ = ["Capacity", "Probe", "SLO_METRICS", "Slo", "check_serving", "max_goodput", "measure", "parse_slo",
-           "probe_requests", "verdict"]
+__all__ = ["Capacity", "MAX_REQUESTS", "MIN_REQUESTS", "Probe", "SLO_METRICS", "Saturation", "Slo", "check_serving",
+           "max_goodput", "measure", "parse_slo", "probe_requests", "saturate", "saturated_rate", "verdict"]

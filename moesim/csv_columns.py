@@ -191,11 +191,19 @@ PLAN_RUNS = CsvTable("results.csv (moesim plan)", "`moesim plan --out DIR` (the 
                          "sat_output_tokens_per_s_per_device": ("tokens/s", "saturated output tokens/s per device "
                                                                 "(level 1)"),
                          "sat_requests": ("count", "requests of the saturation run"),
+                         "sat_output_tokens_per_s": ("tokens/s", "saturated output tokens/s of the replicas played "
+                                                     "(level 1)"),
+                         "sat_req_s": ("requests/s", "saturated requests/s of the replicas played: "
+                                       "sat_output_tokens_per_s over the mean output tokens (level 1; the capacity "
+                                       "search starts from it)"),
+                         "sat_decode_p90_s": ("s", "p90 of first token to finish in the saturation run (level 1; "
+                                              "sizes the capacity search's loaded probes)"),
                          "hopeless": ("bool", "the capacity search stopped below needed_tok_s"),
                          "needed_req_s": ("requests/s", "per replica: the rate needed_tok_s meant (hopeless runs)"),
                          "failed_at_req_s": ("requests/s", "per replica: the rate that failed (hopeless runs)"),
                          "max_goodput_req_s": ("requests/s", "capacity under the SLO, per replica"),
-                         "saturation_req_s": ("requests/s", "completions/s with every request at t=0, per replica"),
+                         "saturation_req_s": ("requests/s", "requests/s with every request at t=0 (full batches' output "
+                                                              "tokens/s over the mean output tokens), per replica"),
                          "replicas_played": ("count", "replicas the run simulated (1, or all at level 3)"),
                          "replicas_judged": ("count", "replicas whose summed queue the run's overload test stands for "
                                              "(the smallest plan of its shape; level 3: those played)"),

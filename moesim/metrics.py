@@ -352,7 +352,7 @@ _add("tokens_per_s_per_device_at_capacity", "tokens/s", "max", "output tokens/s 
 _add("slo", "text", None, "SLO", "the limits searched under, as --slo takes them", CAP, CAP)
 _add("capacity_probes", "count", None, "capacity probes",
      "runs at one rate each that the search played (table `capacity_probes.csv`), besides the run with every "
-     "request at t=0 that sets the first upper bracket", CAP)
+     "request at t=0 that sets the first guess", CAP)
 _add("capacity_limit", "text", None, "what limits the capacity",
      "the lowest rate probed that failed and why (an SLO percentile over its limit, overloaded, rejected "
      "requests; printed under the table)", CAP)

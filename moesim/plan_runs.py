@@ -18,14 +18,10 @@ import json
 import math
 from typing import Any
 
-FORMAT = 12  # part of every run's key: bump when a runner's output changes meaning
+FORMAT = 13  # part of every run's key: bump when a runner's output changes meaning
 
 #: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
 GATE_PROBES = 3
-#: Requests of a saturation run: this many times the replica's batch slots, at least SAT_MIN.
-SAT_SLOTS, SAT_MIN, SAT_MAX = 3, 600, 20_000
-
-
 def replica_of(s) -> tuple[Any, int, int]:
     """(scenario of the replicas played, replicas played, devices they occupy)."""
     p = s.plan
@@ -42,32 +38,27 @@ def plan_result(s, seed: int, summary: dict[str, Any]):
 
 
 def saturation_runner(scenario, seed: int):
-    """Every request at t=0: output tokens generated per second per device while the queue still
-    held requests (from the 10th percentile of the finishes to the last first token; the drain after
-    it runs smaller batches and is left out)."""
-    import numpy as np
-
-    from moesim.simulate import simulate
+    """Every request at t=0 (:func:`moesim.saturation.saturate` of the replicas played, the run the
+    capacity search starts from): output tokens generated per second per device while the queue still
+    held requests, and what the capacity search reads from the run (``sat_*``, handed to
+    :func:`capacity_runner` so that it does not play the run again)."""
+    from moesim.saturation import saturate
 
     s, replicas, devices = replica_of(scenario)
-    w = s.workload
-    n = int(min(max(SAT_SLOTS * replicas * s.plan.pp * w.max_batch_seqs, SAT_MIN), SAT_MAX))
-    arrival = w.arrival.model_copy(update={"process": "batch", "n_requests": n})
-    run = simulate(s.model_copy(update={"workload": w.model_copy(update={"arrival": arrival})}), seed=seed)
-    req, it = run.tables["requests"], run.tables["iterations"]
-    finish = np.sort(np.asarray(req["finish_s"], dtype=float))
-    finish = finish[np.isfinite(finish)]
-    first = np.asarray(req["first_token_s"], dtype=float)
-    rate = 0.0
-    if finish.size >= 10 and np.isfinite(first).any():
-        a, b = finish[int(0.1 * finish.size)], float(np.nanmax(first))
-        if b <= a:  # every request admitted before the 10th percentile finished: use the finishes
-            b = finish[int(0.9 * finish.size) - 1]
-        end = np.asarray(it["end_s"], dtype=float)
-        inside = (end > a) & (end <= b)
-        tokens = float(np.asarray(it["decode_tokens"], dtype=float)[inside].sum()) + float(((first > a) & (first <= b)).sum())
-        rate = tokens / (b - a) if b > a else 0.0
-    return plan_result(s, seed, {"sat_output_tokens_per_s_per_device": rate / devices, "sat_requests": n})
+    sat = saturate(s, seed)
+    return plan_result(s, seed, {"sat_output_tokens_per_s_per_device": sat.output_tokens_per_s / devices,
+                                 "sat_requests": sat.n_requests, "sat_output_tokens_per_s": sat.output_tokens_per_s,
+                                 "sat_req_s": sat.rate_req_s, "sat_decode_p90_s": sat.decode_p90_s})
+
+
+def saturation_of(row: dict[str, Any] | None):
+    """The :class:`moesim.saturation.Saturation` a saturation run's ``row`` holds (None without one)."""
+    from moesim.saturation import Saturation
+
+    if not row or row.get("sat_req_s") is None:
+        return None
+    return Saturation(int(row["sat_requests"]), float(row["sat_output_tokens_per_s"]), float(row["sat_req_s"]),
+                      float(row["sat_decode_p90_s"]))
 
 
 #: Keys a capacity run keeps from the steady-state window at capacity.
@@ -84,7 +75,7 @@ class _Hopeless(Exception):
 
 def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | None = None,
                     tokens_per_request: float | None = None, slack: float = 1.1, whole: bool = False,
-                    plan_dp: int | None = None):
+                    plan_dp: int | None = None, saturation=None):
     """:func:`moesim.capacity.max_goodput` with its defaults on one replica: per-replica capacity,
     the window's latencies, output tokens/s per device and $/Mtok at capacity.
 
@@ -101,8 +92,18 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
     replicas played are judged as that plan's sum would be (``max_goodput(replicas=...)``), so that
     an overload the whole plan's larger window shows is not lost in one replica's noise. The early
     stop, which no later run revisits, takes a probe that fails only that test once it fails again
-    with twice the requests."""
-    from moesim.capacity import max_goodput, measure, parse_slo, probe_requests, verdict
+    with twice the requests. ``saturation``: the replicas' run with every request at t=0
+    (:func:`saturation_runner`'s, :func:`saturation_of`), which the capacity search would otherwise
+    play again; it also tells where the search's first probe at load will be, which makes the gate
+    probes at a needed rate above it redundant (that probe failing prunes the same way)."""
+    from moesim.capacity import (
+        GUESS_FACTOR,
+        max_goodput,
+        measure,
+        parse_slo,
+        probe_requests,
+        verdict,
+    )
 
     s, replicas, devices = (scenario, scenario.plan.dp, scenario.plan.n_devices) if whole else replica_of(scenario)
     judged = 1 if whole else max(1, (plan_dp or scenario.plan.dp) // replicas)  # plays stand for this many
@@ -128,18 +129,21 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
                 p = again
             raise _Hopeless(p, rate / replicas)
 
+    first = GUESS_FACTOR * saturation.rate_req_s if saturation is not None else None
     try:
         tried: set[tuple[float, int]] = set()
         e2e = None  # the last holding probe's e2e p90 sizes the next probe, as max_goodput sizes its probes
         while (rate := needed_rate()) is not None and len(tried) < GATE_PROBES:
-            n = probe_requests(s, rate, e2e)
+            if first is not None and rate >= first:
+                break  # the search's first probe at load is at or below the needed rate: it is the gate
+            n = probe_requests(s, rate, e2e, judged)
             if (rate, n) in tried:
                 break
             tried.add((rate, n))
             probe = measure(s, rate, slo, seed=seed, n_requests=n, replicas=judged)
             on_probe(probe)
             e2e = probe.window.e2e_p90_s
-        cap = max_goodput(s, slo, seed=seed, on_probe=on_probe, replicas=judged)
+        cap = max_goodput(s, slo, seed=seed, on_probe=on_probe, replicas=judged, saturation=saturation)
     except _Hopeless as h:
         return plan_result(s, seed, {"hopeless": True, "needed_req_s": h.needed, "failed_at_req_s": h.probe.rate_req_s / replicas,
                                  "capacity_limit": h.probe.reason})

@@ -46,6 +46,7 @@ from moesim.plan_runs import (
     capacity_runner,
     reusable,
     run_key,
+    saturation_of,
     saturation_runner,
 )
 from moesim.plan_space import Candidate, Objective, Space, build
@@ -77,6 +78,7 @@ class Unit:
     status: str = "open"  # open | pruned | done | failed
     running: int | None = None  # the level of its run in flight
     row: dict[str, Any] | None = None
+    saturation: Any = None  # moesim.saturation.Saturation of its saturation run, handed to its capacity search
     value: float | None = None  # the objective, when done and ranked (per replica, or re-checked)
     estimate: float | None = None  # the one-replica objective, once the whole plan re-checked it
     checked_devices: int | None = None  # devices of the whole plan the re-check played
@@ -170,6 +172,7 @@ class _Search:
             self.settle(u, "failed", "failed", str(row.get("reason", "")))
             return
         if level == SATURATION:
+            u.saturation = saturation_of(row)  # the capacity search starts from this run
             sat = rate_to_objective(obj, float(row["sat_output_tokens_per_s_per_device"]) * SAT_SLACK, u.scenario)
             u.bound = max(u.bound, sat) if obj.direction == "min" else min(u.bound, sat)
             u.level = SATURATION
@@ -254,13 +257,13 @@ class _Search:
         u.row = row  # capacity_runner reports capacity per replica: the unit's other candidates scale it
         u.value = float(value)
 
-    def runner(self, level: int, rate: float | None, plan_dp: int | None = None):
+    def runner(self, level: int, rate: float | None, plan_dp: int | None = None, saturation=None):
         if self.space.training:
             return None  # moesim.simulate
         if level == SATURATION:
             return saturation_runner
         return partial(capacity_runner, slo_text=self.slo_text, needed_tok_s=rate,
-                       tokens_per_request=self.mean_output, slack=NEEDED_SLACK, plan_dp=plan_dp)
+                       tokens_per_request=self.mean_output, slack=NEEDED_SLACK, plan_dp=plan_dp, saturation=saturation)
 
 
 def search(space: Space, objective: Objective, *, slo=None, seed: int = 0, workers: int = 2,
@@ -322,7 +325,7 @@ def _play(st: _Search, space: Space, runs: RunSession, seed: int, verify: int, r
                 c = u.candidates[0]
                 tasks.append(PointTask(point, key, seed, {"level": level, "hardware": c.hardware, "plan": c.plan_text,
                                                           "devices": u.devices, "needed_tok_s": rate},
-                                       u.raw, str(space.base_dir), st.runner(level, rate, plan_dp)))
+                                       u.raw, str(space.base_dir), st.runner(level, rate, plan_dp, u.saturation)))
         return tasks
 
     def on_check(row: dict[str, Any]) -> None:

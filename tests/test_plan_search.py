@@ -145,6 +145,38 @@ def test_one_replica_is_judged_for_the_replicas_it_stands_for(brute):
     assert run_key(u.raw, 1, 0, SLO, 1) == run_key(u.raw, 1, 0, SLO, 8)
 
 
+def test_the_capacity_search_starts_from_the_saturation_stage_run(brute):
+    """The saturation stage plays the run the capacity search starts from; handed over, it gives the
+    search's own result bit for bit (the pruned search hands it over, brute force does not: their
+    best agree exactly in test_pruning_never_removes_the_best_and_bounds_are_optimistic)."""
+    from moesim.plan_runs import saturation_of
+
+    u = brute.best[1]
+    sat = saturation_runner(u.scenario, 0).summary
+    handed = capacity_runner(u.scenario, 0, SLO, saturation=saturation_of(sat)).summary
+    own = capacity_runner(u.scenario, 0, SLO).summary
+    assert own["saturation_req_s"] * own["replicas_played"] == sat["sat_req_s"] > 0
+    for key in ("max_goodput_req_s", "saturation_req_s", "capacity_probes", "usd_per_mtok_at_capacity"):
+        assert handed[key] == own[key], key
+    assert saturation_of({"sat_output_tokens_per_s_per_device": 1.0}) is None  # a row from before the handover
+
+
+def test_a_needed_rate_above_the_first_guess_plays_no_gate_probe(brute):
+    """Given the saturation run, a capacity search whose first probe at load is below the rate needed
+    to beat the best is its own gate: it prunes on that probe, with no probe at the needed rate."""
+    from moesim.plan_runs import saturation_of
+
+    u = brute.best[1]
+    sat = saturation_of(saturation_runner(u.scenario, 0).summary)
+    kw = {"tokens_per_request": mean_output_tokens(brute.space.units), "slack": NEEDED_SLACK,
+          "needed_tok_s": 10 * u.row["tokens_per_s_per_device_at_capacity"]}
+    gated = capacity_runner(u.scenario, 0, SLO, **kw).summary
+    own = capacity_runner(u.scenario, 0, SLO, saturation=sat, **kw).summary
+    assert gated["hopeless"] and own["hopeless"]
+    assert gated["failed_at_req_s"] == pytest.approx(gated["needed_req_s"])  # the gate probe, at the needed rate
+    assert own["failed_at_req_s"] < 0.5 * own["needed_req_s"]  # the search's own probe near saturation
+
+
 @pytest.mark.parametrize("maximise", [True, False])
 def test_frontier_matches_its_definition_on_points_with_ties(maximise):
     """The sort-and-sweep frontier flags exactly the points no other (different) point is at least

@@ -14,6 +14,8 @@ from moesim.engine.serving.requests import sample_requests
 from moesim.engine.serving.steady import completion_rate, steady_window, window_latencies
 from moesim.errors import InputError
 from moesim.metrics import METRICS
+from moesim.saturation import saturate, saturated_rate
+from moesim.simulate import simulate
 from tests.conftest import ROOT
 
 ONLINE = ROOT / "scenarios" / "mixtral-8x7b-h100-serve-online.yaml"
@@ -166,6 +168,37 @@ def test_capacity_keys_and_the_run_at_capacity(found):
     table = run.tables["capacity_probes"]
     assert table["rate_req_s"] == [p.rate_req_s for p in found.probes] and "tpot_p99_s" in table
     assert all(p.result is None for p in found.probes)  # only the run at capacity keeps its tables
+
+
+def test_a_plan_that_holds_to_saturation_is_found_from_its_first_guess(small):
+    # only overload can fail this SLO: the capacity is near the saturated rate, where the search
+    # guesses first, so low load, the guess and one step bracket it
+    cap = max_goodput(small, parse_slo("e2e_p99=1000"), n_requests=N)
+    assert cap.probes[1].rate_req_s == pytest.approx(capacity.GUESS_FACTOR * cap.saturation_req_s)
+    assert len(cap.probes) <= 4
+    assert 0.85 * cap.saturation_req_s <= cap.max_goodput_req_s <= 1.1 * cap.saturation_req_s
+
+
+def test_the_saturated_rate_reads_full_batches_not_the_first_finishes():
+    s = load_scenario(ONLINE, SMALL + ["plan.dp=1", "plan.tp=8", "workload.max_batch_seqs=128"])
+    runs = {}
+    for n in (256, 2048):  # two batches' worth of requests (what max_goodput plays), and eight times that
+        a = s.workload.arrival.model_copy(update={"process": "batch", "n_requests": n})
+        runs[n] = simulate(s.model_copy(update={"workload": s.workload.model_copy(update={"arrival": a})}), seed=0)
+    assert saturated_rate(runs[256]) == pytest.approx(saturated_rate(runs[2048]), rel=0.03)
+    sat = saturate(s)  # 2 x 128 slots, raised to the probes' floor
+    assert sat.n_requests == capacity.MIN_REQUESTS
+    assert sat.rate_req_s == pytest.approx(saturated_rate(runs[2048]), rel=0.03) and sat.decode_p90_s > 0
+    # completions over the central finishes read the short run too high: its first finishers are short
+    assert completion_rate(runs[256].tables["requests"]) > 1.15 * completion_rate(runs[2048].tables["requests"])
+
+
+def test_a_probe_standing_for_replicas_spans_the_time_their_sum_would(small):
+    n1 = capacity.probe_requests(small, 100.0, 50.0)  # 25,000 wanted: capped
+    n8 = capacity.probe_requests(small, 100.0 / 8, 50.0, replicas=8)
+    assert n1 == capacity.MAX_REQUESTS and n8 == capacity.MAX_REQUESTS // 8
+    assert n8 / (100.0 / 8) == pytest.approx(n1 / 100.0)  # the same seconds of arrivals
+    assert capacity.probe_requests(small, 1.0, 1.0, replicas=64) == capacity.MIN_REQUESTS  # never below the floor
 
 
 def test_an_impossible_slo_has_capacity_zero(small):

@@ -205,6 +205,26 @@ def completion_rate(req: Mapping[str, Sequence], central: float = 0.8) -> float:
     return float((hi - lo) / span) if span > 0 else float("inf")
 
 
+def saturated_tokens_per_s(req: Mapping[str, Sequence], it: Mapping[str, Sequence]) -> float:
+    """Output tokens generated per second while a run with every request at t=0 still held requests
+    waiting: from the 10th percentile of the finishes to the last first token (before it the first
+    batch's short requests leave and are replaced, so batches stay full; after it the drain runs
+    ever smaller batches). ``it``: the run's ``iterations`` table (``end_s``, ``decode_tokens``).
+    0 when the run is too short to tell (fewer than 10 finishes)."""
+    finish = np.sort(_col(req, "finish_s"))
+    finish = finish[np.isfinite(finish)]
+    first = _col(req, "first_token_s")
+    if finish.size < 10 or not np.isfinite(first).any():
+        return 0.0
+    a, b = finish[int(0.1 * finish.size)], float(np.nanmax(first))
+    if b <= a:  # every request admitted before the 10th percentile finished: use the finishes
+        b = finish[int(0.9 * finish.size) - 1]
+    end = _col(it, "end_s")
+    inside = (end > a) & (end <= b)
+    tokens = float(_col(it, "decode_tokens")[inside].sum()) + float(((first > a) & (first <= b)).sum())
+    return tokens / (b - a) if b > a else 0.0
+
+
 def headline_window(req: Mapping[str, Sequence], process: str) -> SteadyWindow | None:
     """The window the serving summary's headline figures are over, or None for the whole run: an
     offline ``batch`` (every request at t=0: no steady state to find, throughput is the makespan's,
