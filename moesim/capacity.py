@@ -19,11 +19,10 @@ requests/s); a probe at ``r_sat / 64`` with 100 requests checks the SLO can hold
 capacity 0, with that probe's reason); then a first guess at ``GUESS_FACTOR r_sat``, stepped up
 while it holds and down while it fails, each step twice the last in log scale (the first ``0.95
 rel_tol``, so that a guess within it needs no third probe), and bisection once a holding and a
-failing rate bracket the capacity. It
-stops when ``(hi - lo) / hi < rel_tol`` or after ``max_probes`` probes, and returns ``lo``. The
-bisection plays the same number of requests at every rate: with the same seed they have the same
-lengths and the same arrival gaps scaled by the rate (common random numbers), so its verdicts
-differ by the load alone.
+failing rate bracket the capacity. It stops when ``(hi - lo) / hi < rel_tol`` or after
+``max_probes`` probes, and returns ``lo``. The bisection plays the same number of requests at every
+rate: with the same seed they have the same lengths and the same arrival gaps scaled by the rate
+(common random numbers), so its verdicts differ by the load alone.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from pathlib import Path
 from moesim.engine.serving.steady import SERVED_TOL, SteadyWindow, steady_window, window_latencies
 from moesim.errors import InputError
 from moesim.results import SimResult
-from moesim.saturation import MAX_REQUESTS, MIN_REQUESTS, Saturation, saturate, saturated_rate
+from moesim.saturation import MAX_REQUESTS, MIN_REQUESTS, Saturation, saturate
 from moesim.schemas import Scenario
 from moesim.slo import SLO_METRICS, Slo, parse_slo
 
@@ -256,13 +255,14 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     lo, hi = run(r_sat / LOW_LOAD_DIVISOR, n_requests or LOW_LOAD_REQUESTS, None), None
     low = lo
 
-    def loaded_e2e_s(rate: float, held: Probe) -> float:
+    def loaded_e2e_s(rate: float) -> float:
         """The e2e p90 a probe at ``rate`` is sized for: from low load's towards the saturated run's
         decode time in proportion to the rate (a batch, and its decode time, grow with the load; a
         low-load probe's e2e alone sizes a probe near saturation too short to see past its batches
-        filling), and at least that of ``held``, the highest probe that held."""
+        filling), and at least that of ``lo``, the highest probe that held."""
         e0 = low.window.e2e_p90_s
-        return max(held.window.e2e_p90_s, e0 + max(0.0, busy_e2e_s - e0) * min(1.0, rate / r_sat))
+        return max(lo.window.e2e_p90_s, e0 + max(0.0, busy_e2e_s - e0) * min(1.0, rate / r_sat))
+
     if not lo.holds:
         return _capacity(slo, 0.0, lo, probes, r_sat, f"at {lo.rate_req_s:.4g} req/s (near zero load): {lo.reason}")
     rate = max(GUESS_FACTOR * r_sat, 2 * lo.rate_req_s)
@@ -271,8 +271,8 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     while len(probes) < max_probes:
         if fixed is None and hi is not None and hi.rate_req_s <= 2 * lo.rate_req_s:
             # bisection: the same requests at every rate (their gaps scaled), sized for the top rate
-            fixed = probe_requests(s, hi.rate_req_s, loaded_e2e_s(hi.rate_req_s, lo), replicas)
-        p = run(rate, fixed, loaded_e2e_s(rate, lo))
+            fixed = probe_requests(s, hi.rate_req_s, loaded_e2e_s(hi.rate_req_s), replicas)
+        p = run(rate, fixed, loaded_e2e_s(rate))
         streak = streak + 1 if p.holds == last else 0
         last = p.holds
         if p.holds:
@@ -314,4 +314,4 @@ def _capacity(slo: Slo, rate: float, probe: Probe, probes: list[Probe], r_sat: f
 
 
 __all__ = ["Capacity", "MAX_REQUESTS", "MIN_REQUESTS", "Probe", "SLO_METRICS", "Saturation", "Slo", "check_serving",
-           "max_goodput", "measure", "parse_slo", "probe_requests", "saturate", "saturated_rate", "verdict"]
+           "max_goodput", "measure", "parse_slo", "probe_requests", "saturate", "verdict"]

@@ -22,6 +22,8 @@ FORMAT = 13  # part of every run's key: bump when a runner's output changes mean
 
 #: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
 GATE_PROBES = 3
+
+
 def replica_of(s) -> tuple[Any, int, int]:
     """(scenario of the replicas played, replicas played, devices they occupy)."""
     p = s.plan

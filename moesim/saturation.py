@@ -56,7 +56,7 @@ def saturate(s: Scenario, seed: int = 0, n_requests: int | None = None) -> Satur
     run = simulate(s.model_copy(update={"workload": s.workload.model_copy(update={"arrival": arrival})}), seed=seed)
     req = run.tables["requests"]
     tok = saturated_tokens_per_s(req, run.tables["iterations"])
-    rate = saturated_rate(run)
+    rate = _rate(req, tok)
     if not (np.isfinite(rate) and rate > 0):
         rate = run.summary["requests_per_s"] if run.summary["requests_per_s"] > 0 else 1.0
     d = np.asarray(req["finish_s"], dtype=float) - np.asarray(req["first_token_s"], dtype=float)
@@ -69,9 +69,13 @@ def saturated_rate(run: SimResult) -> float:
     over the mean output tokens of its served requests, or, when that cannot tell (too few finishes),
     its completions/s over the central finishes."""
     req = run.tables["requests"]
+    return _rate(req, saturated_tokens_per_s(req, run.tables["iterations"]))
+
+
+def _rate(req, tokens_per_s: float) -> float:
+    """:func:`saturated_rate` of a run's ``requests`` table whose full batches made ``tokens_per_s``."""
     out = np.asarray(req["output_tokens"], dtype=float)
     served = np.isfinite(np.asarray(req["finish_s"], dtype=float))
-    tok = saturated_tokens_per_s(req, run.tables["iterations"])
-    if tok > 0 and served.any():
-        return tok / float(out[served].mean())
+    if tokens_per_s > 0 and served.any():
+        return tokens_per_s / float(out[served].mean())
     return completion_rate(req)
