@@ -35,7 +35,7 @@ if not torch.cuda.is_available():
     sys.exit(f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)")'
 new_workdir
 
-run_step tests 90 "$work/tests.out" "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$work/tests.xml"
+run_step tests 90 "$work/tests.out" "$PY" -m pytest -m gpu -n 0 -q -p no:cacheprovider --junitxml="$work/tests.xml"
 run_step calib 270 "$work/calib.json" "$PY" -m moesim.cli calibrate --device cuda --quick --validate --json \
   --force --out "$work/profile.yaml" --measurements "$work/measurements.csv"
 run_step kernel 90 "$work/kernel.json" "$PY" - <<'PY'

@@ -37,7 +37,7 @@ if mps is None or not mps.is_available():
     sys.exit(f"torch {torch.__version__} sees no MPS device (torch.backends.mps.is_available() is False)")'
 new_workdir
 
-run_step tests 90 "$work/tests.out" "$PY" -m pytest -m mps -q -p no:cacheprovider --junitxml="$work/tests.xml"
+run_step tests 90 "$work/tests.out" "$PY" -m pytest -m mps -n 0 -q -p no:cacheprovider --junitxml="$work/tests.xml"
 run_step calib 270 "$work/calib.json" "$PY" -m moesim.cli calibrate --device mps --quick --validate --json \
   --force --out "$work/profile.yaml" --measurements "$work/measurements.csv"
 run_step kernel 90 "$work/kernel.json" "$PY" - <<'PY'

@@ -106,12 +106,14 @@ _FIT_TEXT = ("fits_reason", "fits_advice")  # sentences: printed under the table
 
 def _print_fit(summary: dict) -> None:
     """After a summary table: why the scenario does not fit and what would make it fit."""
-    if summary.get("fits") is False and summary.get("fits_reason"):
-        from rich.markup import escape
+    from rich.markup import escape
 
+    if summary.get("fits") is False and summary.get("fits_reason"):
         out.print(f"[red]does not fit:[/red] {escape(summary['fits_reason'])}", highlight=False)
         if summary.get("fits_advice"):
             out.print(f"[yellow]to fit:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
+    elif summary.get("fits") and summary.get("fits_advice"):  # fits, but the allocator's reserve may not
+        out.print(f"[yellow]tight:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
 
 
 @app.command()

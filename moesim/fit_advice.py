@@ -8,7 +8,9 @@
   accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, recompute of
   the MoE blocks or full recompute, a smaller dtype, a bigger device preset). Changes that alter the device count say so.
 
-Both are empty strings when the scenario fits.
+Both are empty strings when the scenario fits, but for a training run whose live tensors fit while
+PyTorch's caching allocator would reserve more than the device holds (``moesim.allocator``): its
+advice then says how to keep the allocator from stranding memory.
 """
 
 from __future__ import annotations
@@ -24,11 +26,22 @@ _MAX_FACTOR = 64
 
 
 def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, str]:
-    """``(fits_reason, fits_advice)`` for ``s`` (both "" when it fits). ``mem``: its memory report."""
+    """``(fits_reason, fits_advice)`` for ``s`` (both "" when it fits, but for the advice when only the
+    allocator's reserve would overflow). ``mem``: its memory report."""
     mem = mem or memory_report(s)
     if mem.fits:
-        return "", ""
+        return "", _reserve_advice(mem)
     return _reason(s, mem), _advice(s)
+
+
+def _reserve_advice(mem: MemoryReport) -> str:
+    """When the live tensors fit but PyTorch's caching allocator would reserve more than the device
+    holds (``moesim.allocator``): how to keep it from stranding memory. "" otherwise."""
+    if mem.reserved_gib <= mem.capacity_gib:
+        return ""
+    return (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator may reserve about "
+            f"{_gib(mem.reserved_gib)} > capacity {_gib(mem.capacity_gib)} and fail on a fragmented pool: run with "
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (plan.allocator: expandable_segments)")
 
 
 def _reason(s: Scenario, mem: MemoryReport) -> str:

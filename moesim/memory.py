@@ -22,6 +22,8 @@ from moesim.activations import (
     recompute_working_bytes_per_token,
     routed_slots_per_token,
 )
+from moesim.allocator import reserved_gib, unused_fraction
+from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
@@ -51,6 +53,7 @@ class MemoryReport:
     capacity_gib: float
     fits: bool
     headroom_gib: float
+    reserved_gib: float  # what PyTorch's caching allocator reserves at the peak (moesim.allocator)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -213,8 +216,12 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         kv = pool if pool >= need else need
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
+    # Serving engines allocate their pools up front, so what they reserve is what they hold; XLA
+    # (TPUs) plans a compiled step's buffers ahead of it and has no caching allocator to strand them.
+    stranded = (unused_fraction(plan.allocator, plan.recompute, w.trainable.mode)
+                if isinstance(w, TrainingWorkload) and not compiled_step(s.hardware.device.name) else 0.0)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
-                        headroom_gib=capacity - total)
+                        headroom_gib=capacity - total, reserved_gib=reserved_gib(total, stranded))
 
 
 def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
