@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from moesim.allocator import reserved_gib
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
-from moesim.memory import MemoryReport, memory_report
+from moesim.memory import MemoryReport, memory_report, stranded_fraction
 from moesim.schemas import Scenario, TrainingWorkload
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
@@ -30,17 +31,18 @@ def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, 
     allocator's reserve would overflow). ``mem``: its memory report."""
     mem = mem or memory_report(s)
     if mem.fits:
-        return "", _reserve_advice(mem)
+        return "", _reserve_advice(s, mem)
     return _reason(s, mem), _advice(s)
 
 
-def _reserve_advice(mem: MemoryReport) -> str:
-    """When the live tensors fit but PyTorch's caching allocator would reserve more than the device
-    holds (``moesim.allocator``): how to keep it from stranding memory. "" otherwise."""
-    if mem.reserved_gib <= mem.capacity_gib:
+def _reserve_advice(s: Scenario, mem: MemoryReport) -> str:
+    """When the live tensors fit but PyTorch's caching allocator would strand more around them than
+    the device has left (``moesim.allocator``): how to keep it from doing so. "" otherwise."""
+    wanted = reserved_gib(mem.total_gib, stranded_fraction(s))
+    if wanted <= mem.capacity_gib:
         return ""
-    return (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator may reserve about "
-            f"{_gib(mem.reserved_gib)} > capacity {_gib(mem.capacity_gib)} and fail on a fragmented pool: run with "
+    return (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator would reserve about "
+            f"{_gib(wanted)} > capacity {_gib(mem.capacity_gib)} and may fail on a fragmented pool: run with "
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (plan.allocator: expandable_segments)")
 
 

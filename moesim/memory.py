@@ -216,12 +216,22 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         kv = pool if pool >= need else need
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
-    # Serving engines allocate their pools up front, so what they reserve is what they hold; XLA
-    # (TPUs) plans a compiled step's buffers ahead of it and has no caching allocator to strand them.
-    stranded = (unused_fraction(plan.allocator, plan.recompute, w.trainable.mode)
-                if isinstance(w, TrainingWorkload) and not compiled_step(s.hardware.device.name) else 0.0)
+    reserved = reserved_gib(total, stranded_fraction(s))
+    if total <= capacity:  # short of memory, the allocator frees its cache and retries: never more than the device
+        reserved = min(reserved, capacity)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
-                        headroom_gib=capacity - total, reserved_gib=reserved_gib(total, stranded))
+                        headroom_gib=capacity - total, reserved_gib=reserved)
+
+
+def stranded_fraction(s: Scenario) -> float:
+    """Share of the memory PyTorch's caching allocator reserves that no tensor holds at the peak
+    (:func:`moesim.allocator.unused_fraction`). Serving engines allocate their pools up front, so
+    what they reserve is what they hold; XLA (TPUs) plans a compiled step's buffers ahead of it and
+    has no caching allocator to strand them: 0 for both."""
+    w, plan = s.workload, s.plan
+    if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name):
+        return 0.0
+    return unused_fraction(plan.allocator, plan.recompute, w.trainable.mode)
 
 
 def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
