@@ -1,20 +1,29 @@
 """Wall time of one ``simulate`` per shipped scenario, and the validation table: figures, not a test.
 
     python bench/bench_scenarios.py [--repeats 3] [--baseline bench/baseline_simulate_s.json]
-                                    [--write-baseline FILE] [--skip-validate]
+                                    [--write-baseline FILE] [--against GIT_REF] [--skip-validate]
 
 Each scenario is loaded once and simulated ``--repeats`` times in this process (the first run warms
 the caches every later simulate of a sweep also finds warm); the median is printed. With
 ``--baseline`` each time is compared with a saved one (the cost-graph issue allows no shipped
 scenario to get more than 20 % slower); ``--write-baseline`` saves this run's medians.
+
+A saved baseline is only as good as the machine it was timed on: the VMs this runs on have timed the
+same commit's scenarios 2-3x apart from one day to the next, and 1.5x apart within minutes.
+``--against GIT_REF`` times that commit's code (a temporary ``git worktree``) on its own scenario
+files against this checkout's, each scenario both ways back to back, alternating which goes first:
+the ratio a regression check can trust on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,13 +47,66 @@ def time_scenarios(repeats: int) -> dict[str, float]:
     return out
 
 
+# One simulate in a fresh process; a short one again, warm (its first run pays one-off caches).
+_TIME_ONE = (
+    "import sys, time, moesim\n"
+    "s = moesim.load_scenario(sys.argv[1])\n"
+    "t0 = time.perf_counter(); moesim.simulate(s); dt = time.perf_counter() - t0\n"
+    "if dt < 1.0:\n"
+    "    t0 = time.perf_counter(); moesim.simulate(s); dt = time.perf_counter() - t0\n"
+    "print(dt)\n"
+)
+
+
+def _time_in(tree: Path, scenario: Path) -> float:
+    """Seconds of one ``simulate`` of ``scenario`` with the moesim of ``tree`` (a subprocess)."""
+    out = subprocess.run([sys.executable, "-c", _TIME_ONE, str(scenario)], cwd=tree, check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def against(ref: str, repeats: int) -> list[str]:
+    """Time every shipped scenario of this checkout against the same file at ``ref``, back to back;
+    returns the names more than ``SLOWER_LIMIT`` slower."""
+    root = Path(__file__).resolve().parents[1]
+    slower = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "ref"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(old), ref], check=True)
+        try:
+            print(f"{'scenario':34s} {'this s':>8s} {ref[:10]:>10s} {'ratio':>6s}")
+            for sc in shipped_scenarios():
+                then = old / "scenarios" / sc.path.name
+                if not then.exists():
+                    continue
+                new_s, old_s = [], []
+                for i in range(repeats):  # alternate which runs first
+                    pair = [(new_s, root, sc.path), (old_s, old, then)]
+                    for runs, tree, path in (pair if i % 2 == 0 else pair[::-1]):
+                        runs.append(_time_in(tree, path))
+                a, b = statistics.median(new_s), statistics.median(old_s)
+                flag = a / b > SLOWER_LIMIT
+                slower += [sc.name] if flag else []
+                print(f"{sc.name:34s} {a:8.3f} {b:10.3f} {a / b:6.2f}" + ("  SLOWER" if flag else ""), flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(old)], check=False)
+    print(f"{len(slower)} scenario(s) more than {100 * (SLOWER_LIMIT - 1):.0f} % slower than at {ref}"
+          + (f": {', '.join(slower)}" if slower else ""))
+    return slower
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", type=Path, help="JSON {scenario: seconds} to compare with")
     ap.add_argument("--write-baseline", type=Path, help="save this run's medians as JSON")
     ap.add_argument("--skip-validate", action="store_true", help="only the simulate timings")
+    ap.add_argument("--against", metavar="GIT_REF",
+                    help="time that commit's code on its own scenario files against this checkout's, back to back")
     args = ap.parse_args()
+    if args.against:
+        against(args.against, max(args.repeats, 1))
+        return 0
 
     times = time_scenarios(max(args.repeats, 1))
     base = json.loads(args.baseline.read_text()) if args.baseline else {}
