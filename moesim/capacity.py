@@ -265,7 +265,7 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
 
     if not lo.holds:
         return _capacity(slo, 0.0, lo, probes, r_sat, f"at {lo.rate_req_s:.4g} req/s (near zero load): {lo.reason}")
-    rate = max(GUESS_FACTOR * r_sat, 2 * lo.rate_req_s)
+    rate = first_guess_req_s(r_sat)
     fixed = n_requests
     streak, last = 0, None  # probes in a row on one side of the capacity: each step twice the last (log scale)
     while len(probes) < max_probes:
@@ -299,6 +299,12 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     return _capacity(slo, lo.rate_req_s, lo, probes, r_sat, limit)
 
 
+def first_guess_req_s(r_sat: float) -> float:
+    """Rate of the search's first probe at load, after the low-load probe at ``r_sat / LOW_LOAD_DIVISOR``:
+    ``GUESS_FACTOR`` of the saturated rate ``r_sat``, and at least twice the low-load rate."""
+    return max(GUESS_FACTOR * r_sat, 2 * r_sat / LOW_LOAD_DIVISOR)
+
+
 def _step(rel_tol: float, streak: int) -> float:
     """The factor (< 1) of a step below a failing rate, or the inverse above a holding one, after
     ``streak`` steps on that side: ``(1 - 0.95 rel_tol) ** 2**streak`` (0.9525, 0.907, 0.823, ... at 5%)."""
@@ -314,4 +320,4 @@ def _capacity(slo: Slo, rate: float, probe: Probe, probes: list[Probe], r_sat: f
 
 
 __all__ = ["Capacity", "MAX_REQUESTS", "MIN_REQUESTS", "Probe", "SLO_METRICS", "Saturation", "Slo", "check_serving",
-           "max_goodput", "measure", "parse_slo", "probe_requests", "saturate", "verdict"]
+           "first_guess_req_s", "max_goodput", "measure", "parse_slo", "probe_requests", "saturate", "verdict"]

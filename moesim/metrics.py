@@ -119,8 +119,9 @@ _add("peak_memory_gib", "GiB", "min", "peak memory per device (GiB)",
 _add("peak_reserved_gib", "GiB", "min", "peak reserved memory per device (GiB)",
      "what PyTorch's caching allocator reserves at that peak, as torch.cuda.max_memory_reserved and training "
      "logs report it: `peak_memory_gib` over 1 - the share no tensor uses (`plan.allocator`; 24 % with "
-     "full recompute or LoRA under the default allocator, 4 % without, 0 with expandable segments: moesim/allocator.py), at most the device's memory when the tensors fit (the "
-     "allocator frees its cache before it fails)", T)
+     "full recompute or LoRA under the default allocator, 4 % without, 0 with expandable segments: "
+     "moesim/allocator.py), at most the device's memory when the tensors fit (the allocator frees its "
+     "cache before it fails)", T)
 _add("fits", "bool", None, "fits in memory", "peak memory within the device's capacity", TSC, T,
      check="memory per device within the device's capacity")
 _add("fits_reason", "text", None, "why it does not fit",

@@ -99,7 +99,7 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
     play again; it also tells where the search's first probe at load will be, which makes the gate
     probes at a needed rate above it redundant (that probe failing prunes the same way)."""
     from moesim.capacity import (
-        GUESS_FACTOR,
+        first_guess_req_s,
         max_goodput,
         measure,
         parse_slo,
@@ -131,7 +131,7 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
                 p = again
             raise _Hopeless(p, rate / replicas)
 
-    first = GUESS_FACTOR * saturation.rate_req_s if saturation is not None else None
+    first = first_guess_req_s(saturation.rate_req_s) if saturation is not None else None
     try:
         tried: set[tuple[float, int]] = set()
         e2e = None  # the last holding probe's e2e p90 sizes the next probe, as max_goodput sizes its probes
