@@ -49,7 +49,7 @@ MAX_PROFILE_BYTES = 4 << 20
 #: Shipped default profiles by device name, for devices that do not name one (``DeviceSpec.default_profile``:
 #: inline devices of older scenario files): a device whose name contains the key (as a word) uses the file.
 #: The presets name theirs (``moesim/presets/hardware.py``); H200 and H800 borrow the H100's, and so do B200 and
-#: GB200 (no Blackwell kernel measurements shipped: the presets' comments say how far that carries).
+#: GB200 (with the B200's measured GEMM ratio, ``DeviceSpec.profile_gemm_ratio``: the presets' comments say how far that carries).
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml",
                                     "h800": "h100.yaml", "b200": "h100.yaml", "gb200": "h100.yaml"}
 
@@ -307,6 +307,10 @@ class Profile(Strict):
     measured_reference: Reference | None = Field(
         None, description="Peaks of the device the profile was measured on, when it was rebased on a sibling "
         "device (then each GEMM keeps its measured fraction of the roofline); null: measured on this one.")
+    sibling_gemm_ratio: Literal["b200-vs-h100"] | None = Field(
+        None, description="Set when rebased on a device of another architecture (its hardware.device."
+        "profile_gemm_ratio): each GEMM's measured fraction of the roofline is scaled by that device's measured "
+        "fraction over this profile device's at the same FLOPs (moesim/costmodel/sibling_gemm.py).")
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per kernel, us.")
     memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth streaming kernels reach.")
     cache_bytes: PositiveFloat | None = Field(
@@ -356,6 +360,7 @@ class Profile(Strict):
 
         Used for shipped defaults (an A100 40GB keeps the A100 80GB efficiencies but its own 1555 GB/s).
         Inter-node collectives are dropped: the scenario's cluster section describes the network.
+        A device of another architecture names its measured GEMM ratio (``profile_gemm_ratio``).
         ``link_gbps``: the node's intra-node link per direction; intra-node collectives measured on
         another link scale with it (``CollectivesSpec.on_link``).
         """
@@ -369,7 +374,8 @@ class Profile(Strict):
         ref = Reference(peak_tflops=dict(device.peak_tflops), mem_bw_gbps=device.mem_bw_gbps)
         measured = self.measured_reference or self.reference
         return self.model_copy(update={"reference": ref, "measured_reference": measured, "collectives": coll,
-                                       "device": device.name})
+                                       "device": device.name,
+                                       "sibling_gemm_ratio": device.profile_gemm_ratio or self.sibling_gemm_ratio})
 
 
 # ---------------------------------------------------------------- files

@@ -22,6 +22,7 @@ from moesim.costmodel.flash_attention import efficiency as flash_efficiency
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
+from moesim.costmodel.sibling_gemm import gemm_ratio
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class ProfiledCostModel(CostModelBase):
             return np.where((flops > 0) | (full > 0), t * scale + self.launch_s, 0.0)
         t = roofline_s(flops, full, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
                        self._gemm_memory_efficiency(), 0.0)
-        return np.where(t > 0, t * self._sibling_scale(flops, full, dtype) * scale + self.launch_s, 0.0)
+        t = t * self._sibling_scale(flops, full, dtype) / gemm_ratio(flops, self.profile.sibling_gemm_ratio)
+        return np.where(t > 0, t * scale + self.launch_s, 0.0)
 
     def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
         """Roofline time with quantized weights (``moved`` bytes) over 16-bit weights (``full``): <= 1.
@@ -110,7 +112,8 @@ class ProfiledCostModel(CostModelBase):
 
         A profile rebased on a sibling (A100 40GB from 80GB, H200 from H100) keeps each kernel's
         measured fraction of the roofline, so memory-bound kernels speed up with bandwidth and
-        compute-bound ones with peak FLOP/s.
+        compute-bound ones with peak FLOP/s. A device of another architecture (B200) also scales a
+        GEMM's fraction by its measured ratio (``sibling_gemm.gemm_ratio``, applied by the callers).
         """
         ref = self.profile.measured_reference
         if ref is None:
@@ -157,7 +160,9 @@ class ProfiledCostModel(CostModelBase):
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
         full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved
         per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
-        per_expert = per_expert * self._sibling_scale(flops, full, dtype)
+        # a grouped kernel is one call: its size on another architecture is the experts' FLOPs together
+        ratio = gemm_ratio(flops.sum(axis=-1, keepdims=True), self.profile.sibling_gemm_ratio)
+        per_expert = per_expert * self._sibling_scale(flops, full, dtype) / ratio
         if p.weight_only:
             per_expert = per_expert * self._weight_only_scale(flops, moved, full, dtype)
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6

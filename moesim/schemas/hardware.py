@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
@@ -82,6 +83,12 @@ class DeviceSpec(Strict):
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
         "measured intra-node collectives on node.intra_bw_gbps), or 'datasheet' for the datasheet roofline. "
         "null: chosen by the device name (a100; h100, h200, h800, b200 or gb200: h100.yaml), else the datasheet.")
+    profile_gemm_ratio: Literal["b200-vs-h100"] | None = Field(
+        None, description="Measured GEMM speed of this device next to the device its default profile was measured on, "
+        "applied when that profile is rebased on it: each GEMM keeps its measured fraction of the roofline times "
+        "this device's fraction over the profile device's at the same FLOPs (moesim/costmodel/sibling_gemm.py). "
+        "'b200-vs-h100': XLA's BF16 GEMM tables of both (0.45 for GEMMs under 1e9 FLOPs, 0.80 for the largest). "
+        "null: the fractions carry over unchanged (a device on the profile's die: H200, H800).")
 
     @model_validator(mode="after")
     def _check(self) -> DeviceSpec:
