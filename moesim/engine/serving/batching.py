@@ -91,14 +91,17 @@ class Batch:
     running: int  # sequences holding KV after scheduling (scheduled or not)
     queued: int  # requests still waiting after scheduling
     preempted: int  # sequences preempted while scheduling
+    tokens: int  # new tokens in all: q_tokens summed (counted once here, read on every iteration)
+    decodes: int  # decoding sequences (one new token each)
+    emitting: int  # sequences that emit a token: emits summed
 
     @property
     def prefill_tokens(self) -> int:
-        return int(self.q_tokens[~self.is_decode].sum())
+        return self.tokens - self.decodes  # a decode runs one token
 
     @property
     def decode_tokens(self) -> int:
-        return int(self.is_decode.sum())
+        return self.decodes
 
 
 def _preempt(eng: EngineState, book: RequestBook, victims: np.ndarray) -> None:
@@ -139,7 +142,8 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         free = eng.kv_capacity_tokens - eng.kv_used_tokens
     budget = eng.max_batch_tokens
     part = np.zeros(0, np.int64) if all_dec else np.flatnonzero(~dec)
-    if all_dec and ids.size <= budget:  # every running sequence decodes (the common case)
+    decode_only = all_dec and ids.size <= budget  # every running sequence decodes (the common case)
+    if decode_only:
         q = np.ones(ids.size, np.int64)
         budget -= ids.size
         book.kv[ids] = kv + grow
@@ -162,6 +166,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
     slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
     adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
+        decode_only = False
         book.admitted_s[adm] = np.fmin(book.admitted_s[adm], now_s)  # a preempted request keeps its first
         ready = book.prefilled[adm] >= book.target[adm]  # KV arrived whole (disaggregated decode pool)
         q_adm = _admission_chunks(take, budget, eng.chunked_prefill)
@@ -171,6 +176,10 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         q = np.concatenate([q, q_adm])
         dec = np.concatenate([dec, ready])
     eng.running = ids
+    if decode_only:  # each sequence runs one token and emits it
+        n = ids.size
+        return Batch(ids, q, book.ctx[ids] + q, dec, dec, eng.kv_used_tokens, n, len(eng.waiting), preempted,
+                     n, n, n)
     sched = q > 0
     if np.logical_and.reduce(sched):  # every running sequence runs (no masking needed)
         sid, qs, is_dec = ids, q, dec
@@ -178,7 +187,8 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         sid, qs, is_dec = ids[sched], q[sched], dec[sched]
     emits = is_dec | (book.prefilled[sid] + qs >= book.target[sid])  # decodes, and prefills that complete
     return Batch(sid, qs, book.ctx[sid] + qs, is_dec, emits,
-                 eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted)
+                 eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted,
+                 int(np.add.reduce(qs)), int(np.add.reduce(is_dec)), int(np.add.reduce(emits)))
 
 
 def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,

@@ -358,15 +358,21 @@ class IterationCost:
         """
         return self.s.model.n_layers * self.attn.batch_s(q_tokens, kv_tokens)
 
-    def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int, engine: int = 0) -> tuple[float, float]:
+    def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int, engine: int = 0,
+               tokens: int | None = None, decode: bool | None = None) -> tuple[float, float]:
         """(seconds, dropped expert tokens) of one iteration: its kernels plus what the host adds.
 
         ``q_tokens`` (n,) new tokens per scheduled sequence, ``kv_tokens`` (n,) their context after
         this iteration, ``n_out`` sequences that emit a token (they go through the output head);
-        ``engine``: whose stream of skew picks it uses.
+        ``engine``: whose stream of skew picks it uses. ``tokens`` (``q_tokens`` summed) and
+        ``decode`` (every ``q_tokens`` is 1) where the caller has them (the scheduler counts them).
         """
-        gpu, dropped = self.kernel_s(q_tokens, kv_tokens, n_out, engine)
-        return gpu + self.host_s(q_tokens, gpu), dropped
+        if tokens is None:
+            tokens = int(q_tokens.sum())
+        if decode is None:
+            decode = bool(q_tokens.max() == 1)
+        gpu, dropped = self._kernel_at(tokens, n_out, self.attention_s(q_tokens, kv_tokens), engine)
+        return gpu + self._host_at(q_tokens.size, decode, tokens, gpu), dropped
 
     def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, list, tuple]:
         """(seconds ``(k,)``, dropped tokens (a list of ``k``), (TP, EP, PP) comm seconds of each) of ``k``

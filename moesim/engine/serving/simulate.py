@@ -244,17 +244,19 @@ class _Run(Router):
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
             # priced on the busiest replica's share of a lock-step group's batch (the whole batch otherwise)
             g = self.group
-            q, kv, is_dec, emits = batch.q_tokens, batch.kv_tokens, batch.is_decode, batch.emits
+            q, kv, is_dec = batch.q_tokens, batch.kv_tokens, batch.is_decode
             if g > 1:
                 one = member_share(q, kv, g)
-                q, kv, is_dec, emits = q[one], kv[one], is_dec[one], emits[one]
-            n_out = int(emits.sum())
+                q, kv, is_dec = q[one], kv[one], is_dec[one]
+                n_out, tokens = int(batch.emits[one].sum()), int(q.sum())
+            else:
+                n_out, tokens = batch.emitting, batch.tokens
             if self.spec is None:
-                dt, dropped = cost.time_s(q, kv, n_out, e)
+                dt, dropped = cost.time_s(q, kv, n_out, e, tokens, bool(tokens == q.size))
                 stage0 = dt / pp
             else:  # the verify runs (and communicates) k + 1 tokens per decode: in cost.last_comm_s
                 dt, stage0, dropped = self.spec.time_s(q, kv, is_dec, n_out)
-            group_tokens = int(batch.q_tokens.sum()) + (self.spec.k * batch.decode_tokens if self.spec else 0)
+            group_tokens = batch.tokens + (self.spec.k * batch.decode_tokens if self.spec else 0)
             comm = cost.last_comm_s  # this iteration's (exposed) communication, read before other engines price
             start = env.now
             end = start + dt  # what SimPy's clock reads after the timeout
