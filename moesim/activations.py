@@ -285,3 +285,23 @@ def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fu
     152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB fused, 13.9 GiB with transformers' loss."""
     shards = tp if loss_impl == "fused" else 1
     return tokens * m.vocab_size / shards * LOSS_BYTES_PER_LOGIT[loss_impl]
+
+
+#: ``workload.trainable`` modes under which the output head trains (LoRA and ``experts`` freeze it).
+HEAD_TRAINS = ("all", "non_experts")
+
+
+def zero3_head_bytes(m: ModelSpec, tp: int, zero_stage: int, head_trains: bool, weight_bytes: float,
+                     grad_bytes: float) -> float:
+    """Bytes ZeRO-3 adds on the stage that computes the loss, while it does: the output head gathered
+    whole (its ``vocab_size x d_model / tp`` weights at ``weight_bytes`` each) to compute the logits
+    and, when it trains (``head_trains``), its whole gradient (``grad_bytes`` each), which autograd
+    writes before the reduce-scatter shards it. 0 below ZeRO-3 (every rank holds the head).
+
+    DeepSpeed's ZeRO-3 gathers a submodule's weights when its forward or backward runs (its fetch
+    hooks), FSDP a wrapped unit's; both hold the head whole while its GEMMs run. The layers' gathered
+    weights at other moments (one module or unit and the prefetched next: DeepSpeed's
+    ``stage3_prefetch_bucket_size``) are not counted."""
+    if zero_stage < 3:
+        return 0.0
+    return m.vocab_size * m.d_model / tp * (weight_bytes + (grad_bytes if head_trains else 0.0))

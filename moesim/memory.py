@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
+    HEAD_TRAINS,
     layer_activation_bytes_per_token,
     loss_logits_bytes,
     loss_or_work,
     per_layer_kind,
     recompute_working_bytes_per_token,
     routed_slots_per_token,
+    zero3_head_bytes,
 )
 from moesim.allocator import reserved_gib, unused_fraction
 from moesim.costmodel.train_host import compiled_step
@@ -141,7 +143,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     keeps in flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
     under ``overflow: drop``), plus what recompute re-creates for the layer being back-propagated
-    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch).
+    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch); the loss's
+    stage adds its logits and, under ZeRO-3, the output head gathered whole (:func:`zero3_head_bytes`).
     Context parallelism (Megatron-core, ``plan.cp``): a device holds ``seq_len / cp`` tokens of
     each sequence, so activations divide by ``cp`` (the ring's remote K/V block in flight is not
     counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights. The stage that
@@ -193,7 +196,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage)), default=0.0)
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
-        head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation)
+        head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
+            m, plan.tp, plan.zero_stage, w.trainable.mode in HEAD_TRAINS, b, g)
         if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
             acts = stored + loss_or_work(head, stage_work(0))
         else:
