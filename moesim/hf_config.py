@@ -314,7 +314,8 @@ def _unread_moe_keys(data: dict, read: set[str], prefix: str = "") -> list[str]:
 def _dtypes(cfg: dict, section: dict) -> dict[str, str]:
     """``dtype`` (and ``expert_dtype``) fields: the checkpoint's quantization when moesim has one for it,
     else ``torch_dtype``; GPT-OSS's mxfp4 covers the experts only (~98 % of the weights), the rest
-    keeps ``torch_dtype``."""
+    keeps ``torch_dtype``. NVIDIA's ModelOpt checkpoints say ``quant_method: modelopt`` (vLLM also
+    reads ``modelopt_fp4``) with ``quant_algo`` NVFP4 or FP8."""
     raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
     out = {"dtype": _TORCH_DTYPES[str(raw)]} if str(raw) in _TORCH_DTYPES else {}
     quant = cfg.get("quantization_config")
@@ -326,6 +327,10 @@ def _dtypes(cfg: dict, section: dict) -> dict[str, str]:
             out["dtype"] = f"int{bits}"
         elif method == "mxfp4":
             out["expert_dtype"] = "mxfp4"
+        elif method in ("modelopt", "modelopt_fp4"):
+            algo = str(quant.get("quant_algo", "")).upper()
+            if algo in ("NVFP4", "FP8"):
+                out["dtype"] = algo.lower()
     return out
 
 

@@ -8,7 +8,10 @@
   key, e.g. A100 or Apple M2): the weights are read at their stored bytes (plus the quantization
   scales, ``DeviceSpec.weight_bits``) and dequantized into 16-bit registers; the math, the
   activations and the KV cache are 16-bit (bf16 where the device has it, else fp16). This is how
-  AWQ/GPTQ kernels, TensorRT-LLM's weight-only modes and llama.cpp's Q8_0/Q4_0 run.
+  AWQ/GPTQ kernels, TensorRT-LLM's weight-only modes and llama.cpp's Q8_0/Q4_0 run;
+* nvfp4 on a device with an fp4 peak (Blackwell): weights at 4.5 bits and GEMM inputs in FP4, the
+  GEMMs at the FP4 peak (``costmodel.fp4`` scales their efficiency), bf16 between kernels and an FP8
+  KV cache, as TensorRT-LLM serves NVIDIA's NVFP4 checkpoints; weight-only elsewhere.
 
 Everything here is pure: a (model dtype, device) pair in, numbers out.
 """
@@ -22,9 +25,11 @@ from moesim.schemas.hardware import COMPUTE_DTYPES, GROUP128_WEIGHT_BITS, Device
 from moesim.schemas.model import DTYPE_BYTES
 
 #: Dtypes stored as quantized weights with scales (bits per weight from ``DeviceSpec.weight_bits``).
-QUANTIZED = ("int8", "int4", "fp8", "mxfp4")
+QUANTIZED = ("int8", "int4", "fp8", "mxfp4", "nvfp4")
 #: Dtypes that always run weight-only (dequantized into 16-bit math): serving only.
 WEIGHT_ONLY = ("int8", "int4", "mxfp4")
+#: The compute dtype a stored dtype runs natively in, where it differs from its name.
+NATIVE_COMPUTE = {"nvfp4": "fp4"}
 
 
 def sixteen_bit_dtype(device_dtypes: Iterable[str]) -> str:
@@ -38,10 +43,13 @@ def compute_dtype(model_dtype: str, device_dtypes: Iterable[str]) -> str:
     (the keys of its ``peak_tflops``).
 
     int8/int4/mxfp4: the device's 16-bit dtype (weight-only; Marlin-style kernels dequantize MXFP4 on
-    Hopper, and no FP4 peak is modelled). fp8: fp8 when the device has an fp8 peak,
-    else its 16-bit dtype (weight-only fp8). fp32/bf16/fp16: themselves.
+    Hopper). fp8: fp8 when the device has an fp8 peak, else its 16-bit dtype (weight-only fp8).
+    nvfp4: fp4 when the device has an fp4 peak (Blackwell: weights and activations in FP4), else its
+    16-bit dtype (weight-only). fp32/bf16/fp16: themselves.
     """
     have = set(device_dtypes)
+    if model_dtype == "nvfp4":
+        return "fp4" if "fp4" in have else sixteen_bit_dtype(have)
     if model_dtype in WEIGHT_ONLY or (model_dtype == "fp8" and "fp8" not in have):
         return sixteen_bit_dtype(have)
     return model_dtype
@@ -53,8 +61,9 @@ class Precision:
 
     ``weight_bytes``: bytes per parameter read from memory, quantization scales included.
     ``act_bytes``: bytes per element of GEMM inputs and outputs and of kept activations (the
-    compute dtype's width; 1 for native fp8, 2 for weight-only). ``kv_bytes``: bytes per element
-    of the KV cache (equal to ``act_bytes``). ``compute_dtype``: the dtype whose peak GEMMs reach.
+    compute dtype's width; 1 for native fp8, 0.5 for fp4, 2 for weight-only). ``kv_bytes``: bytes per
+    element of the KV cache (equal to ``act_bytes``; 1 under fp4: FP8, as TensorRT-LLM's NVFP4
+    checkpoints keep it). ``compute_dtype``: the dtype whose peak GEMMs reach.
     """
 
     model_dtype: str
@@ -67,8 +76,8 @@ class Precision:
 
     @property
     def act_dtype(self) -> str:
-        """Dtype of the 16-bit activations between kernels: bf16 under fp8 math, else the compute dtype."""
-        return "bf16" if self.compute_dtype == "fp8" else self.compute_dtype
+        """Dtype of the 16-bit activations between kernels: bf16 under fp8 or fp4 math, else the compute dtype."""
+        return "bf16" if self.compute_dtype in ("fp8", "fp4") else self.compute_dtype
 
 
 def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
@@ -79,20 +88,21 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     """
     have = device.compute_dtypes if device is not None else COMPUTE_DTYPES
     comp = compute_dtype(model_dtype, have)
-    weight_only = comp != model_dtype
+    weight_only = comp != NATIVE_COMPUTE.get(model_dtype, model_dtype)
     if model_dtype in QUANTIZED:
         bits = device.bits_per_weight(model_dtype) if device is not None else GROUP128_WEIGHT_BITS[model_dtype]
         w = bits / 8.0
     else:
         w = DTYPE_BYTES[model_dtype]
     a = DTYPE_BYTES[comp]
+    kv = DTYPE_BYTES["fp8"] if comp == "fp4" else a  # no FP4 KV cache is modelled
     note = ""
     if weight_only:
-        why = " (no fp8 tensor cores)" if model_dtype == "fp8" else ""
+        why = {"fp8": " (no fp8 tensor cores)", "nvfp4": " (no fp4 tensor cores)"}.get(model_dtype, "")
         where = f" on {device.name}" if device is not None else ""
         note = (f"{model_dtype} weights run weight-only{where}{why}: weights read at {8 * w:g} bits per "
                 f"parameter (scales included), math in {comp}, activations and KV cache {comp}")
-    return Precision(model_dtype, comp, w, a, a, weight_only, note)
+    return Precision(model_dtype, comp, w, a, kv, weight_only, note)
 
 
 def scenario_precision(s) -> Precision:

@@ -31,7 +31,8 @@ def test_presets_carry_the_datasheet_figures(name, bf16, fp8, watts, gib, per_no
     hw = _hw(name)
     d = hw.device
     assert d.peak_tflops["bf16"] == bf16 and d.peak_tflops["fp8"] == fp8 == 2 * bf16
-    assert d.compute_dtypes == ("fp32", "bf16", "fp16", "fp8")
+    assert d.peak_tflops["fp4"] == 4 * bf16  # dense NVFP4
+    assert d.compute_dtypes == ("fp32", "bf16", "fp16", "fp8", "fp4")
     assert d.mem_bw_gbps == 8000.0 and d.mem_gib == gib and d.power_w == watts
     assert d.default_profile == "h100.yaml" and d.usd_per_hour > 0  # the H100's efficiencies, rebased
     assert hw.node.intra_bw_gbps == 900.0  # NVLink 5: 1.8 TB/s bidirectional = 900 per direction

@@ -57,7 +57,8 @@ class CostModelBase:
     def _dtype_scale(self, m, n: int, k: int, compute_dtype: str):
         """Factor on a GEMM's 16-bit efficiency for its compute dtype: FP8 GEMMs reach a smaller
         fraction of their (2x) peak than BF16 ones of the same shape (``fp8.fp8_efficiency_scale``,
-        from published same-device BF16/FP8 pairs); 1 for every other dtype."""
+        from published same-device BF16/FP8 pairs); 1 for every other dtype (FP4 GEMMs have a kernel
+        model of their own, ``fp4.fp4_gemm_s``)."""
         if compute_dtype != "fp8":
             return 1.0
         return fp8_efficiency_scale(m, n, k, ridge_flop_per_byte=self._peak("fp8") / self._bw)

@@ -19,6 +19,7 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
+from moesim.costmodel.fp4 import fp4_gemm_s
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
@@ -68,6 +69,11 @@ class ProfiledCostModel(CostModelBase):
         """Fraction of reference bandwidth a streaming kernel reaches."""
         return self.profile.memory_efficiency
 
+    def _fp4_memory_efficiency(self) -> float:
+        """Fraction of the bandwidth an FP4 GEMM streams its weights at: the profile's fastest
+        weight-streaming GEMMs (``gemm_memory_efficiency``), else its streaming kernels'."""
+        return self.profile.gemm_memory_efficiency or self.profile.memory_efficiency
+
     def _gemm_memory_efficiency(self):
         """Memory term of a GEMM. The table already holds the measured weight-streaming speed, so its
         memory term is only a floor (``gemm_memory_efficiency``), or absent (inf) when unset."""
@@ -86,6 +92,8 @@ class ProfiledCostModel(CostModelBase):
         p = self.precision(dtype)
         dtype = p.compute_dtype
         flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
+        if dtype == "fp4":  # NVFP4 on Blackwell: its own fitted kernel model, not the BF16 table
+            return fp4_gemm_s(flops, moved, self._peak("fp4"), self._bw, self._fp4_memory_efficiency())
         eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, dtype)
         full = gemm_bytes(m, n, k, p.act_bytes) if p.weight_only else moved
         scale = self._weight_only_scale(flops, moved, full, dtype) if p.weight_only else 1.0
@@ -95,7 +103,7 @@ class ProfiledCostModel(CostModelBase):
             return np.where((flops > 0) | (full > 0), t * scale + self.launch_s, 0.0)
         t = roofline_s(flops, full, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
                        self._gemm_memory_efficiency(), 0.0)
-        t = t * self._sibling_scale(flops, full, dtype) / gemm_ratio(flops, self.profile.sibling_gemm_ratio)
+        t = t * self._sibling_scale(flops, full, dtype) / self._sibling_gemm_ratio(flops, full, dtype)
         return np.where(t > 0, t * scale + self.launch_s, 0.0)
 
     def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
@@ -121,6 +129,19 @@ class ProfiledCostModel(CostModelBase):
         return roofline_ratio(flops, moved, self._peak(dtype), self._bw,
                               moved, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9)
 
+    def _sibling_gemm_ratio(self, flops, moved, dtype: str):
+        """This device's measured GEMM fraction over the profile device's (``sibling_gemm.gemm_ratio``,
+        1 without one) for GEMMs of ``flops`` moving ``moved`` bytes, applied to what is compute-bound:
+        raised to ``min(1, intensity / ridge)`` on this device's roofline, so a GEMM bound by reading
+        its weights (decode) keeps the plain rebase (the ratio is measured on compute-heavy shapes)."""
+        pair = self.profile.sibling_gemm_ratio
+        if pair is None:
+            return 1.0
+        flops = np.asarray(flops, dtype=float)
+        ridge = self._peak(dtype) / self._bw
+        share = np.clip(flops / np.maximum(np.asarray(moved, dtype=float) * ridge, 1e-30), 0.0, 1.0)
+        return gemm_ratio(flops, pair) ** share
+
     def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
 
@@ -137,6 +158,13 @@ class ProfiledCostModel(CostModelBase):
         g = self.profile.grouped
         p = self.precision(dtype)
         dtype = p.compute_dtype
+        if dtype == "fp4":  # each busy expert's roofline, its rows padded to the MMA tile (as grouped_eff
+            # pads the other dtypes), one fixed latency per call (costmodel.fp4)
+            tile = tile_rows(self.hw.device.mma_rows, False)
+            rows = np.ceil(t / tile) * tile
+            work = fp4_gemm_s(gemm_flops(rows, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0),
+                              self._peak("fp4"), self._bw, self._fp4_memory_efficiency(), calls=0)
+            return fp4_gemm_s(work.sum(axis=-1), 0.0, np.inf, self._bw, 1.0)
         w, m = float(n) * float(k), np.maximum(t, 1.0)
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
@@ -161,7 +189,8 @@ class ProfiledCostModel(CostModelBase):
         full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved
         per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
         # a grouped kernel is one call: its size on another architecture is the experts' FLOPs together
-        ratio = gemm_ratio(flops.sum(axis=-1, keepdims=True), self.profile.sibling_gemm_ratio)
+        ratio = self._sibling_gemm_ratio(flops.sum(axis=-1, keepdims=True),
+                                         (full * (t > 0)).sum(axis=-1, keepdims=True), dtype)
         per_expert = per_expert * self._sibling_scale(flops, full, dtype) / ratio
         if p.weight_only:
             per_expert = per_expert * self._weight_only_scale(flops, moved, full, dtype)

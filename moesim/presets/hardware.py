@@ -34,12 +34,12 @@ _HGX_H800_NODE = dict(devices_per_node=8, intra_bw_gbps=200.0, intra_latency_us=
 # HBM3e at 64 TB/s, 14.4 TB/s NVLink, 8 x ConnectX-7 400 Gb/s ("networking bandwidth 0.8 TB/s" =
 # 8 x 400 Gb/s, both directions). Per GPU, dense: BF16 2250, FP8 4500, FP4 9000, TF32 1125 TFLOP/s;
 # the same per-GPU table at 1,000 W is in NVIDIA's Blackwell technical brief (glennklockwood.com/
-# garden/processors/B200). FP4 has no peak_tflops key yet (COMPUTE_DTYPES): cited, not modelled.
-_B200_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp32=1125.0)
+# garden/processors/B200). FP4 is the dense NVFP4 peak (model.dtype nvfp4 runs its GEMMs there).
+_B200_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp4=9000.0, fp32=1125.0)
 # GB200 NVL72 page (72 GPUs, each B200 at 1,200 W): FP4 1,440 PF, FP8 720 PF, BF16 360 PF, TF32 180 PF
 # (sparse), up to 13.4 TB HBM3e at 576 TB/s, 130 TB/s NVLink. Per GPU, dense: BF16 2500, FP8 5000,
 # FP4 10000, TF32 1250 TFLOP/s (the technical brief's GB200 column: same numbers).
-_GB200_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp32=1250.0)
+_GB200_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=10000.0, fp32=1250.0)
 # NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (18 links x 50 GB/s), HGX B200 and
 # NVL72 alike; one NVSwitch hop between any two GPUs of the domain, so the H100's 2 us is kept.
 # HGX B200: 8 GPUs per NVLink domain, one ConnectX-7 400 Gb/s NIC per GPU = 50 GB/s (above).

@@ -33,10 +33,12 @@ def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
 #: per group of 128 weights (int4: 4 + 16/128 = 4.125; int8: 8 + 16/128 = 8.125); FP8 has one
 #: scale per tensor (8). AWQ: Lin et al. 2023, group size 128 (llm-awq's default q_group_size).
 #: MXFP4 (OCP Microscaling spec v1.0): blocks of 32 FP4 (E2M1) weights share one 8-bit E8M0 scale,
-#: 4 + 8/32 = 4.25 bits.
-GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0, "mxfp4": 4.25}
+#: 4 + 8/32 = 4.25 bits. NVFP4 (NVIDIA, "Introducing NVFP4 for efficient and accurate low-precision
+#: inference", developer blog 2025): blocks of 16 FP4 (E2M1) weights share one FP8 (E4M3) scale,
+#: 4 + 8/16 = 4.5 bits (plus one fp32 scale per tensor).
+GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0, "mxfp4": 4.25, "nvfp4": 4.5}
 #: Dtypes a device can have a math peak for (``peak_tflops`` keys), in the order they are listed.
-COMPUTE_DTYPES = ("fp32", "bf16", "fp16", "fp8")
+COMPUTE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "fp4")
 #: ``default_profile`` value for a device with no shipped profile: the datasheet roofline.
 DATASHEET = "datasheet"
 
@@ -64,9 +66,9 @@ class DeviceSpec(Strict):
     launch_overhead_us: float = bounded(5.0, ge=0, le=1e6, why="1 s per kernel; real launches take 2-20 us", description="Fixed cost per kernel, microseconds.")
     weight_bits: WeightBitsTable = Field(
         dict(GROUP128_WEIGHT_BITS), json_schema_extra={BOUND_REASON: BITS_PER_WEIGHT_WHY},
-        description="Bits per weight, quantization scales included, per quantized model.dtype (keys int8, int4, fp8, mxfp4; "
+        description="Bits per weight, quantization scales included, per quantized model.dtype (keys int8, int4, fp8, mxfp4, nvfp4; "
         "a missing key takes the default): CUDA group-128 scales (int8 8.125, int4 4.125, fp8 8), MXFP4's 32-weight "
-        "blocks with an 8-bit scale (4.25); the Apple "
+        "blocks with an 8-bit scale (4.25), NVFP4's 16-weight blocks with an FP8 scale (4.5); the Apple "
         "presets use llama.cpp's Q8_0/Q4_0 blocks of 32 (8.5, 4.5).")
     sm_count: PositiveInt | None = bounded(
         None, le=4096, why="4096 SMs: ~28x a B200's 148", description="Streaming multiprocessors (CUDA devices). "

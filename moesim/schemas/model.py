@@ -16,11 +16,12 @@ from moesim.schemas._base import (
     bounded,
 )
 
-Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4", "nvfp4"]
 
 #: Bytes per element of each dtype, without quantization scales (``moesim.precision`` adds the
 #: scales per device and says which bytes apply to weights, activations and the KV cache).
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "mxfp4": 0.5}
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5,
+                                 "mxfp4": 0.5, "nvfp4": 0.5, "fp4": 0.5}  # fp4: a compute dtype (nvfp4's GEMM inputs)
 
 
 class MLASpec(Strict):
@@ -57,7 +58,7 @@ class ModelSpec(Strict):
     first_dense_layers: int = bounded(0, ge=0, le=MAX_LAYERS, why="at most n_layers (<= 1024)", description="Leading layers that use the dense FFN.")
     gated_ffn: bool = Field(True, description="SwiGLU-style FFN with 3 matrices (False: 2 matrices).")
     tied_embeddings: bool = Field(False, description="Input embedding and output head share weights.")
-    dtype: Dtype = Field("bf16", description="Weight dtype: fp32 | bf16 | fp16 | fp8 | int8 | int4 | mxfp4. int8/int4/mxfp4 (serving only) and fp8 on a device without an fp8 peak run weight-only: math, activations and KV cache in bf16 (fp16). mxfp4: OCP microscaling FP4 (32-weight blocks with an 8-bit scale, 4.25 bits), as gpt-oss ships its experts; weight-only everywhere (no FP4 tensor-core peak is modelled).")
+    dtype: Dtype = Field("bf16", description="Weight dtype: fp32 | bf16 | fp16 | fp8 | int8 | int4 | mxfp4 | nvfp4. int8/int4/mxfp4/nvfp4 (serving only) and fp8 on a device without an fp8 peak run weight-only: math, activations and KV cache in bf16 (fp16). mxfp4: OCP microscaling FP4 (32-weight blocks with an 8-bit scale, 4.25 bits), as gpt-oss ships its experts; weight-only everywhere. nvfp4: NVIDIA's FP4 (16-weight blocks with an FP8 scale, 4.5 bits); on a device with an fp4 peak (Blackwell) GEMMs run in FP4 (weights and activations, TensorRT-LLM's NVFP4 checkpoints) with an FP8 KV cache, elsewhere weight-only.")
     expert_dtype: Dtype | None = Field(None, description="Serving: dtype of the routed experts' weights when it differs from model.dtype (gpt-oss: mxfp4 experts, bf16 attention); they are read at its bits and run weight-only when quantized; the rest of the model, the activations and the KV cache follow model.dtype. null: model.dtype.")
     max_seq_len: PositiveInt = bounded(4096, le=MAX_TOKENS, why="16.7M tokens: above the longest published context window (10M, Llama 4 Scout)", description="Longest context the model serves (tokens).")
     mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")

@@ -63,8 +63,8 @@ class Scenario(Strict):
             check_layer_split(m.n_layers, p)  # plan.first_stage_layers / last_stage_layers against model.n_layers
             fp8 = "fp8" in hw.device.compute_dtypes
             allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "")
-            if m.dtype in ("int8", "int4", "mxfp4"):
-                raise ValueError(f"model.dtype = {m.dtype}: weight-only quantization is for serving, not training "
+            if m.dtype in ("int8", "int4", "mxfp4", "nvfp4"):
+                raise ValueError(f"model.dtype = {m.dtype}: quantized weights (int8, int4, mxfp4, nvfp4) are for serving, not training "
                                  f"(allowed for training: {allowed})")
             if m.dtype == "fp8" and not fp8:
                 raise ValueError(f"model.dtype = fp8: training in fp8 needs fp8 tensor cores; {hw.device.name} "

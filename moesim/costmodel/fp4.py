@@ -1,0 +1,72 @@
+"""NVFP4 GEMMs on Blackwell: one kernel model fitted on published timings. Pure numpy.
+
+A Blackwell GPU's dense FP4 peak is four times its BF16 one (B200: 9,000 against 2,250 TFLOP/s). An
+NVFP4 GEMM (``model.dtype: nvfp4`` on a device with an ``fp4`` peak: weights and activations in FP4
+with an FP8 scale per 16 values) is priced as
+
+    t = FP4_FIXED_S + max(flops / (peak_fp4 * FP4_COMPUTE_EFFICIENCY), bytes / (bandwidth * memory efficiency))
+
+a fixed latency plus its roofline at a fitted fraction of the FP4 peak; the memory term is the
+profile's weight-streaming efficiency (a decode GEMM is bound by its 4.5-bit weights). The H100
+profile's BF16 table is not used for FP4: at 1024^3 an NVFP4 GEMM takes as long as the BF16 one
+(both about 5 us of fixed latency), so a scale on the BF16 efficiency would have to depend on the
+shape in a way one table of squares cannot pin down.
+
+Data: pytorch/ao PR #2427 (``benchmarks/float8/bench_matmul.py --recipe nvfp4`` on a B200):
+``torch._scaled_mm`` on pre-quantized NVFP4 operands, square shapes, seconds per GEMM:
+
+    n^3        1024     1536     2048     3072     4096     6144     8192
+    NVFP4 s    5.87e-6  6.73e-6  1.02e-5  1.65e-5  3.08e-5  8.44e-5  2.05e-4
+
+Fit (``fit_kernel``: least squares on the relative error, all seven points; the FLOP roofline at
+9,000 TFLOP/s and 8 TB/s with 4.5-bit operands and 16-bit outputs): ``FP4_FIXED_S`` 5.5 us,
+``FP4_COMPUTE_EFFICIENCY`` 0.61; every point within 16 % (2048^3 the worst, 8.6 us for 10.2 measured).
+The same page's BF16 GEMMs reach 0.63-0.65 of the BF16 peak at 4096^3-8192^3: large FP4 GEMMs keep
+the BF16 fraction. Not measured: activation quantization (fused into the previous kernel by serving
+engines) and grouped FP4 kernels (priced per expert with one fixed latency per call).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+#: pytorch/ao PR #2427 on a B200 (peaks 2.25e15 BF16, 9.00e15 FP4): (n of the n^3 GEMM, NVFP4 seconds).
+AO_B200_NVFP4_S: tuple[tuple[int, float], ...] = (
+    (1024, 5.87e-6), (1536, 6.73e-6), (2048, 1.02e-5), (3072, 1.65e-5), (4096, 3.08e-5), (6144, 8.44e-5),
+    (8192, 2.05e-4))
+#: The B200 the timings were taken on: dense FP4 FLOP/s and HBM bytes/s (moesim's b200 preset).
+AO_B200_PEAK_FLOPS, AO_B200_BW = 9000e12, 8000e9
+#: Bytes of an NVFP4 operand element (4 bits plus an FP8 scale per 16) and of a 16-bit output.
+NVFP4_BYTES, OUT_BYTES = 4.5 / 8.0, 2.0
+
+
+def ideal_s(flops, moved, peak_flops: float, bw: float):
+    """The roofline ``max(flops / peak, bytes / bw)``, seconds."""
+    return np.maximum(np.asarray(flops, dtype=float) / peak_flops, np.asarray(moved, dtype=float) / bw)
+
+
+@cache
+def fit_kernel() -> tuple[float, float]:
+    """(fixed seconds, fraction of the FP4 peak) minimising the relative error of ``t0 + ideal / e`` on
+    the published timings: a weighted linear least squares in (t0, 1/e)."""
+    n = np.array([r[0] for r in AO_B200_NVFP4_S], dtype=float)
+    t = np.array([r[1] for r in AO_B200_NVFP4_S])
+    x = ideal_s(2.0 * n**3, n * n * (2 * NVFP4_BYTES + OUT_BYTES), AO_B200_PEAK_FLOPS, AO_B200_BW)
+    a = np.stack([np.ones_like(x), x], axis=1) / t[:, None]
+    (t0, inv_e), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)
+    return float(t0), float(1.0 / inv_e)
+
+
+FP4_FIXED_S, FP4_COMPUTE_EFFICIENCY = fit_kernel()
+
+
+def fp4_gemm_s(flops, moved, peak_flops: float, bw: float, memory_efficiency: float, calls=1):
+    """Seconds of ``calls`` NVFP4 GEMM kernels doing ``flops`` and moving ``moved`` bytes in all (0
+    where they do nothing): the fixed latency per call plus the roofline at the fitted compute
+    fraction and ``memory_efficiency`` of ``bw``."""
+    flops = np.asarray(flops, dtype=float)
+    work = np.maximum(flops / (peak_flops * FP4_COMPUTE_EFFICIENCY),
+                      np.asarray(moved, dtype=float) / (bw * memory_efficiency))
+    return np.where(flops > 0, FP4_FIXED_S * np.asarray(calls, dtype=float) + work, 0.0)

@@ -1,0 +1,76 @@
+"""NVFP4 on Blackwell: 4.5-bit weights, GEMMs at the FP4 peak through a kernel model fitted on
+published timings (costmodel/fp4.py), an FP8 KV cache; weight-only elsewhere; serving only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import moesim
+from moesim.costmodel import build_cost_model
+from moesim.costmodel.fp4 import (
+    AO_B200_BW,
+    AO_B200_NVFP4_S,
+    AO_B200_PEAK_FLOPS,
+    FP4_COMPUTE_EFFICIENCY,
+    FP4_FIXED_S,
+    NVFP4_BYTES,
+    OUT_BYTES,
+    fp4_gemm_s,
+)
+from moesim.errors import InputError
+from moesim.precision import precision
+from moesim.presets import HARDWARE
+from moesim.schemas import DeviceSpec, HardwareSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN = ROOT / "moesim" / "data" / "validation" / "qwen3-30b-a3b-b200-fp4-offline.yaml"
+
+
+def _cost(preset: str):
+    return build_cost_model(HardwareSpec(**HARDWARE[preset]))
+
+
+def test_on_blackwell_weights_and_gemm_inputs_are_fp4_and_the_kv_cache_fp8():
+    p = precision("nvfp4", DeviceSpec(**HARDWARE["b200"]["device"]))
+    assert (p.compute_dtype, p.weight_bytes, p.act_bytes, p.kv_bytes) == ("fp4", 4.5 / 8, 0.5, 1.0)
+    assert not p.weight_only and p.note == "" and p.act_dtype == "bf16"
+
+
+def test_without_fp4_tensor_cores_nvfp4_runs_weight_only():
+    p = precision("nvfp4", DeviceSpec(**HARDWARE["h100-sxm"]["device"]))
+    assert p.weight_only and p.compute_dtype == "bf16" and p.weight_bytes == 4.5 / 8 and p.kv_bytes == 2.0
+    assert "no fp4 tensor cores" in p.note
+
+
+def test_the_kernel_model_reproduces_the_published_timings_within_16_percent():
+    assert 4e-6 < FP4_FIXED_S < 7e-6 and 0.5 < FP4_COMPUTE_EFFICIENCY < 0.7
+    for n, measured in AO_B200_NVFP4_S:
+        t = float(fp4_gemm_s(2.0 * n**3, n * n * (2 * NVFP4_BYTES + OUT_BYTES), AO_B200_PEAK_FLOPS, AO_B200_BW, 1e9))
+        assert t == pytest.approx(measured, rel=0.16)
+
+
+def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
+    b200 = _cost("b200")
+    n, k = 57344, 8192  # Llama 70B's gate+up projection
+    for m in (1, 64, 512, 4096):
+        fp4, fp8 = float(b200.gemm_s(m, n, k, "nvfp4")), float(b200.gemm_s(m, n, k, "fp8"))
+        assert fp4 < fp8
+    # a decode GEMM is bound by its 4.5-bit weights: about their bytes at the streaming efficiency
+    weights_s = n * k * NVFP4_BYTES / (8000e9)
+    assert weights_s < float(b200.gemm_s(1, n, k, "nvfp4")) < 2.0 * weights_s + FP4_FIXED_S
+    # grouped: one fixed latency per call, each busy expert's roofline
+    assert float(b200.grouped_gemm_s([0.0, 0.0], 1536, 2048, "nvfp4")) == 0.0
+    one = float(b200.grouped_gemm_s([256.0, 0.0], 1536, 2048, "nvfp4"))
+    two = float(b200.grouped_gemm_s([256.0, 256.0], 1536, 2048, "nvfp4"))
+    assert two - one == pytest.approx(one - FP4_FIXED_S, rel=1e-9)
+
+
+def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():
+    s = moesim.load_scenario(QWEN, ["workload.arrival.n_requests=200"])
+    r = moesim.simulate(s)
+    assert r.summary["compute_dtype"] == "fp4" and r.summary["output_tokens_per_s"] > 0
+    with pytest.raises(InputError, match=r"model.dtype = nvfp4: quantized weights \(int8, int4, mxfp4, nvfp4\) are for serving"):
+        moesim.load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml",
+                             ["model.dtype=nvfp4", "hardware.preset=b200"])
