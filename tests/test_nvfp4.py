@@ -60,11 +60,14 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
     # a decode GEMM is bound by its 4.5-bit weights: about their bytes at the streaming efficiency
     weights_s = n * k * NVFP4_BYTES / (8000e9)
     assert weights_s < float(b200.gemm_s(1, n, k, "nvfp4")) < 2.0 * weights_s + FP4_FIXED_S
-    # grouped: one fixed latency per call, each busy expert's roofline
+    # grouped: one fixed latency per call, each busy expert's roofline (rows padded to the 64-row tile)
     assert float(b200.grouped_gemm_s([0.0, 0.0], 1536, 2048, "nvfp4")) == 0.0
-    one = float(b200.grouped_gemm_s([256.0, 0.0], 1536, 2048, "nvfp4"))
-    two = float(b200.grouped_gemm_s([256.0, 256.0], 1536, 2048, "nvfp4"))
-    assert two - one == pytest.approx(one - FP4_FIXED_S, rel=1e-9)
+    one = float(b200.grouped_gemm_s([200.0, 0.0], 1536, 2048, "nvfp4"))
+    two = float(b200.grouped_gemm_s([200.0, 200.0], 1536, 2048, "nvfp4"))
+    expert = float(fp4_gemm_s(2.0 * 256 * 1536 * 2048, 200 * (1536 + 2048) * 0.5 + 1536 * 2048 * NVFP4_BYTES,
+                              9000e12, 8000e9, b200.profile.gemm_memory_efficiency, calls=0))
+    assert expert > 0 and one == pytest.approx(FP4_FIXED_S + expert, rel=1e-9)
+    assert two - one == pytest.approx(expert, rel=1e-9)
 
 
 def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():

@@ -89,14 +89,15 @@ def test_wheel_core_install_runs_a_shipped_scenario_from_anywhere(tmp_path):
                  "moesim/scenarios/traces/splitwise_conv.csv", "moesim/data/profiles/h100.yaml"):
         assert must in names
 
+    # a PYTHONPATH pointing at a checkout would make the venv's pip see moesim as installed already
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | {"MPLBACKEND": "Agg"}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)], check=True,
-                   capture_output=True)
+                   capture_output=True, env=env)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | {"MPLBACKEND": "Agg"}
 
     def moesim(*args):
         return subprocess.run([str(bin_dir / "moesim"), *args], cwd=work, env=env, capture_output=True, text=True)

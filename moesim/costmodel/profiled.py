@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
-from moesim.costmodel.fp4 import fp4_gemm_s
+from moesim.costmodel.fp4 import FP4_FIXED_S, fp4_gemm_s
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
@@ -164,7 +164,7 @@ class ProfiledCostModel(CostModelBase):
             rows = np.ceil(t / tile) * tile
             work = fp4_gemm_s(gemm_flops(rows, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0),
                               self._peak("fp4"), self._bw, self._fp4_memory_efficiency(), calls=0)
-            return fp4_gemm_s(work.sum(axis=-1), 0.0, np.inf, self._bw, 1.0)
+            return np.where((t > 0).any(axis=-1), work.sum(axis=-1) + FP4_FIXED_S, 0.0)
         w, m = float(n) * float(k), np.maximum(t, 1.0)
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
