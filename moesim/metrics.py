@@ -105,8 +105,8 @@ _add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter 
      "bytes read per weight including quantization scales (int4 on an A100: 0.516 = 4.125 bits; QLoRA: the mean of "
      "its nf4 and 16-bit base weights; model.expert_dtype: the mean over all weights)", TSC)
 _add("precision_note", "text", None, "precision note",
-     "empty unless the weights run weight-only (int8/int4/mxfp4 anywhere, fp8 on a device without fp8 "
-     "tensor cores): then a note saying so", TSC)
+     "empty unless the weights run weight-only (int8/int4/mxfp4 anywhere, fp8 or nvfp4 on a device without "
+     "fp8 or fp4 tensor cores): then a note saying so", TSC)
 # ----------------------------------------------------------------------- training, continued
 _add("bubble_fraction", "fraction", "min", "pipeline bubble (fraction)",
      "idle time of the pipeline (mean over stages) / pipeline time", T, T)
