@@ -10,7 +10,7 @@
   activations and the KV cache are 16-bit (bf16 where the device has it, else fp16). This is how
   AWQ/GPTQ kernels, TensorRT-LLM's weight-only modes and llama.cpp's Q8_0/Q4_0 run;
 * nvfp4 on a device with an fp4 peak (Blackwell): weights at 4.5 bits and GEMM inputs in FP4, the
-  GEMMs at the FP4 peak (``costmodel.fp4`` scales their efficiency), bf16 between kernels and an FP8
+  GEMMs at the FP4 peak (priced by ``costmodel.fp4``'s kernel model), bf16 between kernels and an FP8
   KV cache, as TensorRT-LLM serves NVIDIA's NVFP4 checkpoints; weight-only elsewhere.
 
 Everything here is pure: a (model dtype, device) pair in, numbers out.
@@ -48,11 +48,10 @@ def compute_dtype(model_dtype: str, device_dtypes: Iterable[str]) -> str:
     16-bit dtype (weight-only). fp32/bf16/fp16: themselves.
     """
     have = set(device_dtypes)
-    if model_dtype == "nvfp4":
-        return "fp4" if "fp4" in have else sixteen_bit_dtype(have)
-    if model_dtype in WEIGHT_ONLY or (model_dtype == "fp8" and "fp8" not in have):
+    native = NATIVE_COMPUTE.get(model_dtype, model_dtype)
+    if model_dtype in WEIGHT_ONLY or (model_dtype in ("fp8", "nvfp4") and native not in have):
         return sixteen_bit_dtype(have)
-    return model_dtype
+    return native
 
 
 @dataclass(frozen=True)

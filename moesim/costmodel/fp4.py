@@ -32,6 +32,8 @@ from functools import cache
 
 import numpy as np
 
+from moesim.costmodel.roofline import roofline_s
+
 #: pytorch/ao PR #2427 on a B200 (peaks 2.25e15 BF16, 9.00e15 FP4): (n of the n^3 GEMM, NVFP4 seconds).
 AO_B200_NVFP4_S: tuple[tuple[int, float], ...] = (
     (1024, 5.87e-6), (1536, 6.73e-6), (2048, 1.02e-5), (3072, 1.65e-5), (4096, 3.08e-5), (6144, 8.44e-5),
@@ -42,18 +44,13 @@ AO_B200_PEAK_FLOPS, AO_B200_BW = 9000e12, 8000e9
 NVFP4_BYTES, OUT_BYTES = 4.5 / 8.0, 2.0
 
 
-def ideal_s(flops, moved, peak_flops: float, bw: float):
-    """The roofline ``max(flops / peak, bytes / bw)``, seconds."""
-    return np.maximum(np.asarray(flops, dtype=float) / peak_flops, np.asarray(moved, dtype=float) / bw)
-
-
 @cache
 def fit_kernel() -> tuple[float, float]:
     """(fixed seconds, fraction of the FP4 peak) minimising the relative error of ``t0 + ideal / e`` on
     the published timings: a weighted linear least squares in (t0, 1/e)."""
     n = np.array([r[0] for r in AO_B200_NVFP4_S], dtype=float)
     t = np.array([r[1] for r in AO_B200_NVFP4_S])
-    x = ideal_s(2.0 * n**3, n * n * (2 * NVFP4_BYTES + OUT_BYTES), AO_B200_PEAK_FLOPS, AO_B200_BW)
+    x = roofline_s(2.0 * n**3, n * n * (2 * NVFP4_BYTES + OUT_BYTES), AO_B200_PEAK_FLOPS, AO_B200_BW)
     a = np.stack([np.ones_like(x), x], axis=1) / t[:, None]
     (t0, inv_e), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)
     return float(t0), float(1.0 / inv_e)
@@ -66,7 +63,5 @@ def fp4_gemm_s(flops, moved, peak_flops: float, bw: float, memory_efficiency: fl
     """Seconds of ``calls`` NVFP4 GEMM kernels doing ``flops`` and moving ``moved`` bytes in all (0
     where they do nothing): the fixed latency per call plus the roofline at the fitted compute
     fraction and ``memory_efficiency`` of ``bw``."""
-    flops = np.asarray(flops, dtype=float)
-    work = np.maximum(flops / (peak_flops * FP4_COMPUTE_EFFICIENCY),
-                      np.asarray(moved, dtype=float) / (bw * memory_efficiency))
-    return np.where(flops > 0, FP4_FIXED_S * np.asarray(calls, dtype=float) + work, 0.0)
+    t = roofline_s(flops, moved, peak_flops, bw, FP4_COMPUTE_EFFICIENCY, memory_efficiency, FP4_FIXED_S * calls)
+    return np.where(np.asarray(flops) > 0, t, 0.0)  # no tokens: the kernel is not launched

@@ -49,6 +49,8 @@ from importlib import resources
 
 import numpy as np
 
+from moesim.costmodel.roofline import roofline_s
+
 #: Datasheet roofline of each device of the table: (dense BF16 FLOP/s, memory bytes/s).
 ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, 8000e9)}
 #: Ratio tables a device may name (``DeviceSpec.profile_gemm_ratio``): (this device, the profile's).
@@ -75,7 +77,7 @@ def shape_ratios(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
 
     def fraction(name: str) -> np.ndarray:
         peak, bw = ROOFLINES[name]
-        return np.maximum(flops / peak, moved / bw) / (flops / (t[f"{name}_bf16_tflops"] * 1e12))
+        return roofline_s(flops, moved, peak, bw) / (flops / (t[f"{name}_bf16_tflops"] * 1e12))
 
     return flops, fraction(dev) / fraction(base)
 
