@@ -69,3 +69,15 @@ def test_same_die_siblings_keep_the_rebase():
         assert HARDWARE[preset]["device"].get("profile_gemm_ratio") is None
     for preset in ("b200", "gb200-nvl72"):
         assert HARDWARE[preset]["device"]["profile_gemm_ratio"] == "b200-vs-h100"
+
+
+def test_an_unknown_ratio_table_is_a_one_line_error_naming_the_field():
+    import moesim
+    from moesim.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        moesim.load_scenario("mixtral-8x7b-h100-serve", ["hardware.preset=b200",
+                                                         "hardware.device.profile_gemm_ratio=b300-vs-h100"])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("hardware.device.profile_gemm_ratio = 'b300-vs-h100'")
+    assert "b200-vs-h100" in msg  # what is allowed
