@@ -246,15 +246,23 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
     return total / m.n_layers
 
 
-#: Bytes per logit while the loss runs, by ``plan.loss_impl``. ``fused``: the head's 16-bit output and
-#: the fp32 copy the cross entropy works on, alive together (Megatron-core's vocab-parallel cross entropy
-#: casts the logits to fp32 and keeps them, exponentiated in place, for its backward, which turns them
-#: into the 16-bit gradient of the head). ``transformers``: Hugging Face's ``ForCausalLMLoss``
+#: Bytes per logit while the loss runs, by ``plan.loss_impl``. ``inplace``: Megatron-core's eager
+#: vocab-parallel cross entropy (``cross_entropy_loss_fusion`` off): the head's 16-bit output and the
+#: fp32 copy it works on, alive together; it exponentiates that copy in place and keeps it for its
+#: backward, which turns it into the gradient in place before the 16-bit cast: 6. ``fused``: the same
+#: steps under ``cross_entropy_loss_fusion`` (``cross_entropy_fusion_impl`` native), which
+#: ``megatron.core.jit.jit_fuser`` compiles with ``torch.compile``: where a compiled graph both mutates
+#: the logits in place and reduces over them (the exponent and its row sum) or scatters into them (the
+#: backward's target update), Inductor writes the new values to a fresh logits-sized fp32 buffer and
+#: copies them back (NVIDIA/Megatron-LM ``megatron/core/fusions/fused_cross_entropy.py`` @0cb4a9c8,
+#: whose note measures it as 4 GB for an 8k x 128k fp32 head and splits the steps to avoid it; the
+#: version of @d98e8a64, 2026-08, and every earlier one since 2024-06 compiles them together): 2 + 4 + 4
+#: = 10 in forward. ``transformers``: Hugging Face's ``ForCausalLMLoss``
 #: (``transformers/loss/loss_utils.py``) upcasts the logits to fp32 (4) beside the 16-bit output (2),
 #: and ``cross_entropy``'s log-softmax saves its fp32 output (4): 10 bytes in forward; its backward then
 #: holds that saved output, the dense fp32 gradient ``nll_loss`` hands it and the one it returns: 12 (the
 #: 16-bit output is the caller's until the step's loss is taken, so it is gone by then).
-LOSS_BYTES_PER_LOGIT: dict[str, float] = {"fused": 6.0, "transformers": 12.0}
+LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0}
 
 
 def per_layer_kind(m: ModelSpec, bytes_of_layer) -> dict[bool, float]:
@@ -282,8 +290,9 @@ def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fu
     microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel; transformers'
     loss sees the whole vocabulary on every rank: its tensor-parallel plans replicate the head's
     output) x :data:`LOSS_BYTES_PER_LOGIT` of ``loss_impl`` (``plan.loss_implementation``). For a
-    152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB fused, 13.9 GiB with transformers' loss."""
-    shards = tp if loss_impl == "fused" else 1
+    152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB in place, 11.6 GiB fused, 13.9 GiB with
+    transformers' loss."""
+    shards = 1 if loss_impl == "transformers" else tp
     return tokens * m.vocab_size / shards * LOSS_BYTES_PER_LOGIT[loss_impl]
 
 

@@ -145,10 +145,12 @@ class PlanSpec(Strict):
         "and a torch.where that makes the host wait for the GPU, exposing the launch time of the kernels after it "
         "(engine/training/hf_loop.py). Needs ep = 1.")
 
-    loss_impl: Literal["fused", "transformers"] | None = Field(
+    loss_impl: Literal["fused", "inplace", "transformers"] | None = Field(
         None, description="Training: how the loss holds the output head's logits, which sets their memory on the stage "
-        "that computes it. fused: Megatron-core's vocab-parallel cross entropy (the 16-bit logits and the fp32 copy it "
-        "keeps and turns into their gradient in place: 6 bytes per logit). transformers: Hugging Face's "
+        "that computes it. fused: Megatron-core's vocab-parallel cross entropy under cross_entropy_loss_fusion (native), "
+        "whose torch.compile'd steps copy the fp32 logits once more (the 16-bit logits, their fp32 copy and that "
+        "transient: 10 bytes per logit). inplace: the same cross entropy run eagerly (cross_entropy_loss_fusion off), "
+        "exponentiated and turned into the gradient in place: 6 bytes per logit. transformers: Hugging Face's "
         "ForCausalLMLoss (the logits upcast to fp32, the fp32 log-softmax it saves, and in backward the dense fp32 "
         "gradients of both: 12 bytes per logit at the peak). Unset: transformers with moe_impl hf_loop, else fused.")
 
