@@ -47,7 +47,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from moesim.costmodel import CostModel
-from moesim.engine.ops import PRICERS, BlockDims, Op, OpDtypes, forward_s, moe_ops, price
+from moesim.engine.op_types import BlockDims, Op, OpDtypes
+from moesim.engine.ops import PRICERS, forward_s, moe_ops, price
 from moesim.schemas import DTYPE_BYTES
 
 

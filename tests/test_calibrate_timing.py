@@ -390,7 +390,8 @@ def test_the_engines_expert_gemms_pay_the_row_tile():
     """The row tile lives in the cost model, so the op graph the engines price pays it too."""
     from moesim.calibrate.fit_local import hardware_for
 
-    from moesim.engine.ops import BlockDims, OpDtypes, moe_ops, price
+    from moesim.engine.op_types import BlockDims, OpDtypes
+    from moesim.engine.ops import moe_ops, price
 
     prof = load_default_profile("a100.yaml")
     tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=4, remainder="binary")})

@@ -8,7 +8,8 @@ import pytest
 
 from moesim.costmodel import build_cost_model
 from moesim.engine import cp as ctx
-from moesim.engine.ops import BlockDims, attention_core_op
+from moesim.engine.op_types import BlockDims
+from moesim.engine.ops import attention_core_op
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import FWD_SLOTS, layer_costs, training_dtypes
 from moesim.errors import InputError

@@ -107,7 +107,8 @@ def test_activation_fit_and_combined_spec():
 
 def test_engine_layer_costs_read_the_same_tables():
     """The op graph's FFN and expert ops (every engine's) price the activation by the measured curve."""
-    from moesim.engine.ops import BlockDims, OpDtypes, expert_ops, ffn_ops, total_s
+    from moesim.engine.op_types import BlockDims, OpDtypes
+    from moesim.engine.ops import expert_ops, ffn_ops, total_s
 
     a100 = load_default_profile("a100.yaml")
     hw = HardwareSpec.model_validate(HARDWARE["a100-80gb"])

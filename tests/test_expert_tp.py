@@ -12,7 +12,8 @@ from moesim.costmodel import build_cost_model
 from moesim.costmodel.comm import ep_peer_split
 from moesim.engine import cp as ctx
 from moesim.engine.expert_tp import expert_dp_group, routing_group_tokens, source_tokens
-from moesim.engine.ops import BlockDims, block_ops
+from moesim.engine.op_types import BlockDims
+from moesim.engine.ops import block_ops
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import (
     DISPATCH,

@@ -18,7 +18,7 @@ import pytest
 
 import moesim
 from moesim.costmodel import comm
-from moesim.engine.ops import BlockDims
+from moesim.engine.op_types import BlockDims
 from moesim.errors import MoesimError
 from moesim.schemas.workload import RoutingSpec
 

@@ -8,10 +8,9 @@ from moesim.calibrate.predict import moe_layer_s, reference_layer_ops
 
 import moesim
 from moesim.costmodel import build_cost_model
+from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
     EXPERT_OPS,
-    BlockDims,
-    OpDtypes,
     backward_s,
     block_ops,
     moe_ops,

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from moesim.engine.ops import BlockDims, OpDtypes, attention_core_op
+from moesim.engine.op_types import BlockDims, OpDtypes
+from moesim.engine.ops import attention_core_op
 from moesim.loader import load_scenario
 from moesim.packing import _length_biased_mean, attention_spans
 from moesim.schemas import TrainingWorkload

@@ -19,10 +19,9 @@ from moesim.activations import (
 )
 from moesim.costmodel import build_cost_model
 from moesim.engine.expert_tp import routing_group_tokens
+from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
     ATTN_BWD_FACTOR,
-    BlockDims,
-    OpDtypes,
     attention_core_op,
     backward_s,
     forward_s,

@@ -12,7 +12,8 @@ import moesim
 from moesim.accounting import training_flops_per_token
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.comm import alltoall_bytes_per_rank
-from moesim.engine.ops import ATTN_BWD_FACTOR, BlockDims, attention_core_op, price, rope_op
+from moesim.engine.op_types import BlockDims
+from moesim.engine.ops import ATTN_BWD_FACTOR, attention_core_op, price, rope_op
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import (
     BWD_SLOTS,

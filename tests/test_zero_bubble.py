@@ -13,7 +13,7 @@ import pytest
 
 import moesim
 from moesim.costmodel import build_cost_model
-from moesim.engine.ops import BlockDims
+from moesim.engine.op_types import BlockDims
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.layer_costs import layer_costs, training_dtypes
 from moesim.engine.training.schedules import SCHEDULES, Unit

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.engine.expert_tp import expert_dp_group
-from moesim.engine.ops import BlockDims, Op, OpDtypes
+from moesim.engine.op_types import BlockDims, Op, OpDtypes
 
 #: Op names of one ring step's K/V send (forward) and K/V + dK/dV send (backward).
 RING_FWD, RING_BWD = "cp_ring", "cp_ring_bwd"

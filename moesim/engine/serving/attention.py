@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.costmodel import CostModel
-from moesim.engine.ops import Op, op_s
+from moesim.engine.op_types import Op
+from moesim.engine.ops import op_s
 
 
 class BatchAttention:

@@ -74,10 +74,9 @@ from moesim.costmodel.host import (
     uses_cuda_graph,
 )
 from moesim.engine import expert_load
+from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
     EXPERT_OPS,
-    BlockDims,
-    OpDtypes,
     attention_core_op,
     block_ops,
     expert_ops,

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from moesim.engine.ops import Op
+from moesim.engine.op_types import Op
 from moesim.finetune import nf4_bytes_per_weight
 from moesim.schemas.workload import TrainableSpec
 

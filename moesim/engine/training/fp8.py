@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
-from moesim.engine.ops import Op
+from moesim.engine.op_types import Op
 
 
 def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float) -> list[Op]:

@@ -42,12 +42,10 @@ from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
 from moesim.costmodel.train_host import moe_layer_floor_s
 from moesim.engine import cp as ctx
+from moesim.engine.op_types import BlockDims, Op, OpDtypes
 from moesim.engine.ops import (
     ATTN_BWD_FACTOR,
     EXPERT_OPS,
-    BlockDims,
-    Op,
-    OpDtypes,
     backward_s,
     block_ops,
     expert_ops,

@@ -14,7 +14,8 @@ from collections.abc import Collection
 import numpy as np
 
 from moesim.accounting import attention_params
-from moesim.engine.ops import Op, forward_s
+from moesim.engine.op_types import Op
+from moesim.engine.ops import forward_s
 from moesim.schemas import ModelSpec
 
 _MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expert_act", "expert_down",
