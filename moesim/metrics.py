@@ -178,7 +178,8 @@ _add("expert_load_imbalance", "ratio", "min", "expert load imbalance (max/mean p
              "over MoE layers (1 = even)")
 _add("sequence_padding_fraction", "fraction", "min", "sequence padding (fraction)",
      "padding tokens over computed tokens when `workload.sample_tokens` is set: 0 with `packing: true`, "
-     "1 - E[min(length, seq_len)] / seq_len padded (tokens_per_s counts real tokens only)", T)
+     "1 - E[min(length, seq_len)] / seq_len padded to `seq_len`, 1 - E[min(length, seq_len)] / E[longest of a "
+     "micro-batch] with `padding: longest` (tokens_per_s counts real tokens only)", T)
 _add("trainable_params", "count", None, "trainable parameters",
      "parameters the optimizer updates (LoRA: the adapters' r x (d_in + d_out) per adapted matrix); "
      "only when `workload.trainable` is not `all`", T)

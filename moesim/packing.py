@@ -13,8 +13,15 @@ run, varlen kernels that attend within each sample, so a row's attention costs t
 samples' ``L^2 / 2`` instead of ``seq_len^2 / 2`` (:func:`attention_spans`); ``whole_row`` is
 pre-training-style concatenation, one causal attention over the row.
 
-Not modelled: dynamic padding to each micro-batch's longest sample (priced here as padding to
-``seq_len``, an upper bound), and packing's leftover padding (samples are taken as filling rows).
+Padded rows come two ways (``padding``): ``max_length`` pads every row to ``seq_len``; ``longest``
+(Hugging Face's ``DataCollatorWithPadding``, TRL, ms-swift) pads each micro-batch to its longest
+sample, so a micro-batch of ``b`` rows computes ``b`` rows of ``E[max of b lengths]`` tokens
+(:func:`row_tokens`; the lengths truncated at ``seq_len``): with one sample per micro-batch nothing
+is padded. The step is priced at that expected row; memory stays at ``seq_len`` (a micro-batch of
+the longest samples sets the peak).
+
+Not modelled: the spread of step times dynamic padding gives (each step is priced at the expected
+row), and packing's leftover padding (samples are taken as filling rows).
 """
 
 from __future__ import annotations
@@ -30,13 +37,39 @@ from moesim.schemas import TrainingWorkload
 SAMPLES = 200_000
 
 
-def real_token_fraction(w: TrainingWorkload) -> float:
+def real_token_fraction(w: TrainingWorkload, seqs: int = 1, cp: int = 1) -> float:
     """Real (non-padding) tokens over computed tokens of one step: 1 when packed or without
-    ``sample_tokens``, else ``E[min(L, seq_len)] / seq_len``."""
+    ``sample_tokens``, else ``E[min(L, seq_len)]`` over the computed row (:func:`row_tokens` of a
+    micro-batch of ``seqs`` rows under context parallelism ``cp``)."""
     if w.sample_tokens is None or w.packing:
         return 1.0
-    lengths = w.sample_tokens.sample(SAMPLES, np.random.default_rng(0))
-    return float(np.minimum(lengths, w.seq_len).mean() / w.seq_len)
+    mean = _truncated_moments(w.sample_tokens.model_dump_json(), w.seq_len)[0]
+    return min(1.0, mean / row_tokens(w, seqs, cp))
+
+
+def row_tokens(w: TrainingWorkload, seqs: int, cp: int = 1) -> int:
+    """Tokens each row of a micro-batch of ``seqs`` rows computes: ``seq_len``, or under ``padding:
+    longest`` the expected longest of ``seqs`` sample lengths (truncated at ``seq_len``), rounded up
+    to a whole token and, with context parallelism, to a multiple of ``2 * cp`` (the row is cut into
+    ``2 * cp`` chunks, ``engine/cp.py``)."""
+    if w.sample_tokens is None or w.packing or w.padding != "longest":
+        return w.seq_len
+    longest = _expected_longest(w.sample_tokens.model_dump_json(), w.seq_len, max(1, int(seqs)))
+    unit = 2 * cp if cp > 1 else 1
+    return min(w.seq_len, int(np.ceil(longest / unit - 1e-9)) * unit)
+
+
+@lru_cache(maxsize=256)
+def _expected_longest(dist_json: str, seq_len: int, seqs: int) -> float:
+    """``E[max of seqs lengths]`` of the sample lengths truncated at ``seq_len``, over the empirical
+    distribution of ``SAMPLES`` draws (seed 0): with the draws sorted, the ``i``-th smallest is the
+    maximum with probability ``(i/N)^seqs - ((i-1)/N)^seqs``."""
+    from moesim.schemas import LengthDist
+
+    lengths = np.sort(np.minimum(LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0)),
+                                 seq_len).astype(float))
+    cdf = np.arange(lengths.size + 1) / lengths.size
+    return float(lengths @ np.diff(cdf**seqs))
 
 
 def attention_spans(w: TrainingWorkload, seqs: int) -> np.ndarray | None:
@@ -57,12 +90,18 @@ def attention_spans(w: TrainingWorkload, seqs: int) -> np.ndarray | None:
     return np.full(k, seqs * w.seq_len / k)
 
 
-@lru_cache(maxsize=256)
 def _length_biased_mean(dist_json: str, seq_len: int) -> float:
-    """``E[L^2] / E[L]`` of the sample lengths truncated at ``seq_len`` (``SAMPLES`` draws, seed 0);
+    """``E[L^2] / E[L]`` of the sample lengths truncated at ``seq_len``."""
+    mean, square = _truncated_moments(dist_json, seq_len)
+    return square / mean
+
+
+@lru_cache(maxsize=256)
+def _truncated_moments(dist_json: str, seq_len: int) -> tuple[float, float]:
+    """(``E[L]``, ``E[L^2]``) of the sample lengths truncated at ``seq_len`` (``SAMPLES`` draws, seed 0);
     keyed by the distribution's JSON so a plan search draws it once."""
     from moesim.schemas import LengthDist
 
     lengths = np.minimum(LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0)),
                          seq_len).astype(float)
-    return float((lengths**2).mean() / lengths.mean())
+    return float(lengths.mean()), float((lengths**2).mean())

@@ -192,12 +192,15 @@ def training_bound(s, objective: Objective) -> float:
     efficiency of the cost model, stretched by the schedule's analytic bubble."""
     from moesim.accounting import training_flops_per_token
     from moesim.engine.training.schedules import schedule_for
+    from moesim.packing import row_tokens
     from moesim.precision import scenario_precision
 
     m, p, w, hw = s.model, s.plan, s.workload, s.hardware
     devices = p.n_devices
-    tokens = w.global_batch_seqs * w.seq_len
-    flops = tokens * training_flops_per_token(m, w.seq_len, p.recompute)
+    # computed tokens (padded rows included: at least the real ones, so the bound stays optimistic)
+    row = row_tokens(w, w.global_batch_seqs // (p.dp * p.microbatches), p.cp)
+    tokens = w.global_batch_seqs * row
+    flops = tokens * training_flops_per_token(m, row, p.recompute)
     dtype = scenario_precision(s).compute_dtype
     bubble = schedule_for(p).bubble_fraction(p.pp, p.microbatches, p.virtual_stages) if p.pp > 1 else 0.0
     step = flops / (devices * hw.device.peak_flops(dtype) * peak_efficiency(s, dtype)) / (1 - bubble)
@@ -210,5 +213,5 @@ def training_bound(s, objective: Objective) -> float:
         return tokens / step
     if objective.name == "tokens_per_s_per_device":
         return tokens / step / devices
-    model_flops = tokens * training_flops_per_token(m, w.seq_len, "none")
+    model_flops = tokens * training_flops_per_token(m, row, "none")
     return model_flops / step / (devices * hw.device.peak_flops("bf16"))  # mfu

@@ -104,6 +104,12 @@ class TrainingWorkload(Strict):
     packing: bool = Field(True, description=(
         "true: samples are packed into seq_len-token rows (no padding); false: one sample per row, padded to "
         "seq_len (longer ones truncated): tokens_per_s and the run time count only the real tokens."))
+    padding: Literal["max_length", "longest"] = Field("max_length", description=(
+        "Unpacked rows (packing: false) with sample_tokens: max_length pads every row to seq_len (Megatron's fixed "
+        "seq_length, Hugging Face padding='max_length'); longest pads each micro-batch's rows to its longest sample "
+        "(Hugging Face's DataCollatorWithPadding, TRL, ms-swift), so a micro-batch of b samples computes b x E[the "
+        "longest of b lengths] tokens (capped at seq_len; a micro-batch of one sample has no padding). Memory is "
+        "taken at seq_len either way: the micro-batch holding the longest samples sets the peak."))
     packed_attention: Literal["per_sample", "whole_row"] = Field("per_sample", description=(
         "Packed rows with sample_tokens: per_sample, each sample attends only to itself (varlen kernels: "
         "Megatron/NeMo packed SFT, TRL padding_free, ms-swift packing), so attention costs sum(L^2) over the "
@@ -114,6 +120,9 @@ class TrainingWorkload(Strict):
     def _check_samples(self) -> TrainingWorkload:
         if self.sample_tokens is not None and self.sample_tokens.dist == "trace":
             raise ValueError("sample_tokens.dist: 'trace' reads a serving arrival trace; use fixed, uniform or lognormal")
+        if self.padding == "longest" and self.packing:
+            raise ValueError("padding = 'longest': padding applies to unpacked rows; set workload.packing: false "
+                             "(packed rows have no padding)")
         return self
 
     @property

@@ -65,7 +65,7 @@ from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
-from moesim.packing import attention_spans
+from moesim.packing import attention_spans, row_tokens
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -246,13 +246,14 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     L, M, tp, d, cp = m.n_layers, plan.microbatches, plan.tp, m.d_model, plan.cp
     per_node = s.hardware.node.devices_per_node
     seqs = w.global_batch_seqs // (plan.dp * M)
-    T = seqs * w.seq_len // cp  # tokens of this CP rank (seq_len is a multiple of 2 * cp)
+    row = row_tokens(w, seqs, cp)  # seq_len, or the expected longest sample under padding: longest
+    T = seqs * row // cp  # tokens of this CP rank (the row is a multiple of 2 * cp)
     dt = m.dtype
     dtypes = training_dtypes(s)
     adt, ab = dtypes.act_dtype, dtypes.act_bytes
     etp = plan.expert_tp
     dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token, etp=etp)
-    q_len, kv_len = ctx.attention_tokens(w.seq_len, cp)
+    q_len, kv_len = ctx.attention_tokens(row, cp)
     q = np.full(seqs, q_len)
     kv = q if cp == 1 else np.full(seqs, kv_len)
     spans = attention_spans(w, seqs) if cp == 1 else None

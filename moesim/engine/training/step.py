@@ -74,6 +74,7 @@ from moesim.engine.training.timeline import (
     wgrad_mask,
 )
 from moesim.engine.training.wgrad import wgrad_costs
+from moesim.packing import row_tokens
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
 
@@ -304,7 +305,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     if moe_layers:
         seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
-                                 routing_group_tokens(plan, seqs * s.workload.seq_len // plan.cp), M, rng,
+                                 routing_group_tokens(plan, seqs * row_tokens(s.workload, seqs, plan.cp) // plan.cp),
+                                 M, rng,
                                  redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)
     costs = zero.sharded_costs(layer_costs(s, cm, routing), zp.stage)

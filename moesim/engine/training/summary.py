@@ -44,7 +44,7 @@ from moesim.engine.training.zero import gather_wait_s
 from moesim.finetune import finetune_flops_per_token, trainable_counts
 from moesim.fit_advice import fit_explanation
 from moesim.memory import memory_report
-from moesim.packing import real_token_fraction
+from moesim.packing import real_token_fraction, row_tokens
 from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
 from moesim.schemas import Scenario
@@ -228,9 +228,10 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     mean = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
     step_time = mean["step_time_s"]
     devices = plan.n_devices
-    tokens_per_step = w.tokens_per_step
-    real = real_token_fraction(w)
-    if real < 1.0:  # padded samples: the step computes seq_len rows but trains only their real tokens
+    seqs = w.global_batch_seqs // (plan.dp * plan.microbatches)
+    tokens_per_step = w.global_batch_seqs * row_tokens(w, seqs, plan.cp)  # computed (seq_len rows unless padded to the longest)
+    real = real_token_fraction(w, seqs, plan.cp)
+    if real < 1.0:  # padded samples: the step computes padded rows but trains only their real tokens
         tokens_per_step = tokens_per_step * real
     tokens_per_s = tokens_per_step / step_time
     per_token = (training_flops_per_token(m, w.seq_len, "none") if w.trainable.mode == "all"
