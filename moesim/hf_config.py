@@ -26,8 +26,10 @@ What the accounting does not represent (parameter counts stay within ~1% of the 
   * Llama-4's vision encoder (outside ``text_config``; ~1% of Scout's published 109B);
   * quantized checkpoints: ``quantization_config`` fp8 reads as ``dtype: fp8``, mxfp4 (GPT-OSS) as
     ``expert_dtype: mxfp4`` beside ``torch_dtype`` (its attention, router, embeddings and head stay
-    16-bit; serving only: drop ``expert_dtype`` to train) and 4/8-bit GPTQ/AWQ as ``int4``/``int8``
-    (serving only; set ``model.dtype`` to train); other methods keep ``torch_dtype``.
+    16-bit; serving only: drop ``expert_dtype`` to train), 4/8-bit GPTQ/AWQ as ``int4``/``int8``
+    (serving only; set ``model.dtype`` to train) and ModelOpt's NVFP4/FP8 as ``nvfp4``/``fp8`` (an MoE
+    export that excludes its attention: ``expert_dtype`` beside ``torch_dtype``, :func:`_dtypes`); other
+    methods keep ``torch_dtype``.
 """
 
 from __future__ import annotations
@@ -311,11 +313,14 @@ def _unread_moe_keys(data: dict, read: set[str], prefix: str = "") -> list[str]:
     return out
 
 
-def _dtypes(cfg: dict, section: dict) -> dict[str, str]:
+def _dtypes(cfg: dict, section: dict, moe: bool = False) -> dict[str, str]:
     """``dtype`` (and ``expert_dtype``) fields: the checkpoint's quantization when moesim has one for it,
     else ``torch_dtype``; GPT-OSS's mxfp4 covers the experts only (~98 % of the weights), the rest
     keeps ``torch_dtype``. NVIDIA's ModelOpt checkpoints say ``quant_method: modelopt`` (vLLM also
-    reads ``modelopt_fp4``) with ``quant_algo`` NVFP4 or FP8."""
+    reads ``modelopt_fp4``) with ``quant_algo`` NVFP4 or FP8; an MoE export whose ``exclude_modules``
+    (or ``ignore``) list names attention modules keeps them at ``torch_dtype`` and quantizes the experts
+    (``expert_dtype``): ModelOpt's NVFP4 recipe for Qwen3-MoE (Model-Optimizer PR #749) and
+    nvidia/DeepSeek-R1-FP4 (Model-Optimizer issue #150) store their attention projections in BF16."""
     raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
     out = {"dtype": _TORCH_DTYPES[str(raw)]} if str(raw) in _TORCH_DTYPES else {}
     quant = cfg.get("quantization_config")
@@ -329,7 +334,10 @@ def _dtypes(cfg: dict, section: dict) -> dict[str, str]:
             out["expert_dtype"] = "mxfp4"
         elif method in ("modelopt", "modelopt_fp4"):
             algo = str(quant.get("quant_algo", "")).upper()
-            if algo in ("NVFP4", "FP8"):
+            excluded = quant.get("exclude_modules") or quant.get("ignore") or []
+            if algo in ("NVFP4", "FP8") and moe and "dtype" in out and any("attn" in str(m) for m in excluded):
+                out["expert_dtype"] = algo.lower()  # attention (and the rest) at torch_dtype
+            elif algo in ("NVFP4", "FP8"):
                 out["dtype"] = algo.lower()
     return out
 
@@ -353,7 +361,7 @@ def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
                             f"misdescribe the experts; understood: {', '.join(understood) or 'no MoE keys'}")
     section = cfg.get("text_config") if family == "llama4" and isinstance(cfg.get("text_config"), dict) else cfg
     out["name"] = cfg.get("_name_or_path") or name_hint
-    out.update(_dtypes(cfg, section))
+    out.update(_dtypes(cfg, section, moe=int(out.get("n_experts", 1)) > 1))
     return out
 
 

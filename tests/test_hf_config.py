@@ -165,6 +165,22 @@ def test_modelopt_checkpoints_read_their_quant_algo(method, algo, dtype):
     assert _fields(cfg)["dtype"] == dtype
 
 
+def test_modelopt_moe_exports_that_exclude_attention_quantize_only_the_experts():
+    """ModelOpt's NVFP4 MoE exports keep the attention projections at torch_dtype (their exclude list
+    names them): the experts take the quantized dtype, the rest stays bf16; without such an entry, or
+    on a dense model, the whole model takes it."""
+    cfg = _cfg("qwen3-30b-a3b")
+    cfg["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "NVFP4",
+                                  "exclude_modules": ["lm_head", "model.layers.0.self_attn.q_proj"]}
+    f = _fields(cfg)
+    assert (f["dtype"], f["expert_dtype"]) == ("bf16", "nvfp4")
+    cfg["quantization_config"]["exclude_modules"] = ["lm_head"]
+    assert _fields(cfg)["dtype"] == "nvfp4" and "expert_dtype" not in _fields(cfg)
+    dense = _cfg("qwen3-4b")
+    dense["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": ["model.layers.0.self_attn.q_proj"]}
+    assert _fields(dense)["dtype"] == "nvfp4" and "expert_dtype" not in _fields(dense)
+
+
 # ---------------------------------------------------------------- layouts: the HF rule, reproduced
 
 
