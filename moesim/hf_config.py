@@ -319,8 +319,9 @@ def _dtypes(cfg: dict, section: dict, moe: bool = False) -> dict[str, str]:
     keeps ``torch_dtype``. NVIDIA's ModelOpt checkpoints say ``quant_method: modelopt`` (vLLM also
     reads ``modelopt_fp4``) with ``quant_algo`` NVFP4 or FP8; an MoE export whose ``exclude_modules``
     (or ``ignore``) list names attention modules keeps them at ``torch_dtype`` and quantizes the experts
-    (``expert_dtype``): ModelOpt's NVFP4 recipe for Qwen3-MoE (Model-Optimizer PR #749) and
-    nvidia/DeepSeek-R1-FP4 (Model-Optimizer issue #150) store their attention projections in BF16."""
+    (``expert_dtype``): nvidia/DeepSeek-R1-FP4 (Model-Optimizer issue #150; ModelOpt's DeepSeek
+    ``ptq.py`` disables ``*attn*`` quantizers by default) and ModelOpt's Qwen3-MoE NVFP4 exports since
+    2026-01 (Model-Optimizer PR #735: q/k/v) store their attention projections in BF16."""
     raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
     out = {"dtype": _TORCH_DTYPES[str(raw)]} if str(raw) in _TORCH_DTYPES else {}
     quant = cfg.get("quantization_config")

@@ -71,13 +71,9 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
 
 
 def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():
-    s = moesim.load_scenario(QWEN, ["workload.arrival.n_requests=200", "model.dtype=nvfp4"])
+    s = moesim.load_scenario(QWEN, ["workload.arrival.n_requests=200"])
     r = moesim.simulate(s)
     assert r.summary["compute_dtype"] == "fp4" and r.summary["output_tokens_per_s"] > 0
-    # as the checkpoint stores it (the scenario): NVFP4 experts beside BF16 attention, which is slower
-    as_stored = moesim.simulate(moesim.load_scenario(QWEN, ["workload.arrival.n_requests=200"])).summary
-    assert as_stored["precision_note"] == "routed experts in nvfp4"
-    assert 0 < as_stored["output_tokens_per_s"] < r.summary["output_tokens_per_s"]
     with pytest.raises(InputError, match=r"model.dtype = nvfp4: quantized weights \(int8, int4, mxfp4, nvfp4\) are for serving"):
         moesim.load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml",
                              ["model.dtype=nvfp4", "hardware.preset=b200"])
