@@ -61,13 +61,10 @@ def row_tokens(w: TrainingWorkload, seqs: int, cp: int = 1) -> int:
 
 @lru_cache(maxsize=256)
 def _expected_longest(dist_json: str, seq_len: int, seqs: int) -> float:
-    """``E[max of seqs lengths]`` of the sample lengths truncated at ``seq_len``, over the empirical
-    distribution of ``SAMPLES`` draws (seed 0): with the draws sorted, the ``i``-th smallest is the
+    """``E[max of seqs lengths]`` of the sample lengths truncated at ``seq_len``, over their empirical
+    distribution (:func:`_truncated_lengths`): with the draws sorted, the ``i``-th smallest is the
     maximum with probability ``(i/N)^seqs - ((i-1)/N)^seqs``."""
-    from moesim.schemas import LengthDist
-
-    lengths = np.sort(np.minimum(LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0)),
-                                 seq_len).astype(float))
+    lengths = np.sort(_truncated_lengths(dist_json, seq_len))
     cdf = np.arange(lengths.size + 1) / lengths.size
     return float(lengths @ np.diff(cdf**seqs))
 
@@ -98,10 +95,17 @@ def _length_biased_mean(dist_json: str, seq_len: int) -> float:
 
 @lru_cache(maxsize=256)
 def _truncated_moments(dist_json: str, seq_len: int) -> tuple[float, float]:
-    """(``E[L]``, ``E[L^2]``) of the sample lengths truncated at ``seq_len`` (``SAMPLES`` draws, seed 0);
-    keyed by the distribution's JSON so a plan search draws it once."""
+    """(``E[L]``, ``E[L^2]``) of the sample lengths truncated at ``seq_len`` (:func:`_truncated_lengths`)."""
+    lengths = _truncated_lengths(dist_json, seq_len)
+    return float(lengths.mean()), float((lengths**2).mean())
+
+
+@lru_cache(maxsize=8)
+def _truncated_lengths(dist_json: str, seq_len: int) -> np.ndarray:
+    """``SAMPLES`` draws (seed 0) of the sample lengths, truncated at ``seq_len`` (float); keyed by the
+    distribution's JSON so a plan search draws them once. Read-only by convention (shared by the
+    cache); few entries kept, as each holds ``SAMPLES`` floats."""
     from moesim.schemas import LengthDist
 
-    lengths = np.minimum(LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0)),
-                         seq_len).astype(float)
-    return float(lengths.mean()), float((lengths**2).mean())
+    lengths = LengthDist.model_validate_json(dist_json).sample(SAMPLES, np.random.default_rng(0))
+    return np.minimum(lengths, seq_len).astype(float)
