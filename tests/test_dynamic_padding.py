@@ -66,3 +66,8 @@ def test_padding_to_the_longest_shortens_the_step_not_the_memory():
 def test_padding_longest_needs_unpacked_rows():
     with pytest.raises(InputError, match="workload.padding = 'longest'.*workload.packing: false"):
         load_scenario(QLORA, ["workload.padding=longest"])
+
+
+def test_an_unknown_padding_is_a_one_line_error_naming_the_choices():
+    with pytest.raises(InputError, match=r"workload.padding = 'foo': Input should be 'max_length' or 'longest'"):
+        load_scenario(QLORA, ["workload.padding=foo"])
