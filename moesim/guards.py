@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from moesim.engine.expert_tp import routing_group_tokens
 from moesim.errors import InputError
+from moesim.packing import micro_batch_seqs
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
 
 #: Most spans (per-op records) one training simulation may produce (~100 bytes each).
@@ -40,7 +41,7 @@ def estimate_work(s: Scenario) -> dict:
     if isinstance(w, TrainingWorkload):
         passes = 2 * p.microbatches * w.steps  # forward + backward per microbatch
         # one EP group's tokens (expert_tp.routing_group_tokens) of one CP rank's share
-        group_tokens = routing_group_tokens(p, (w.global_batch_seqs // (p.dp * p.microbatches)) * w.seq_len // p.cp)
+        group_tokens = routing_group_tokens(p, micro_batch_seqs(w, p) * w.seq_len // p.cp)
         return {"spans": passes * m.n_layers * _SPANS_PER_LAYER, "routing_cells": routed * p.microbatches,
                 "routing_shape": "MoE layers x experts x microbatches",
                 "assignments": group_tokens * m.top_k if routed else 0}

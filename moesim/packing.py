@@ -37,6 +37,19 @@ from moesim.schemas import TrainingWorkload
 SAMPLES = 200_000
 
 
+def micro_batch_seqs(w: TrainingWorkload, plan) -> int:
+    """Samples (rows) in one micro-batch of one DP rank: ``global_batch_seqs / (dp x microbatches)``
+    (the scenario check makes it a whole number)."""
+    return w.global_batch_seqs // (plan.dp * plan.microbatches)
+
+
+def rank_tokens(w: TrainingWorkload, plan) -> int:
+    """Tokens one CP rank computes per micro-batch: :func:`micro_batch_seqs` rows of
+    :func:`row_tokens` tokens, split over ``plan.cp`` (the row is a multiple of ``2 * cp``)."""
+    seqs = micro_batch_seqs(w, plan)
+    return seqs * row_tokens(w, seqs, plan.cp) // plan.cp
+
+
 def real_token_fraction(w: TrainingWorkload, seqs: int = 1, cp: int = 1) -> float:
     """Real (non-padding) tokens over computed tokens of one step: 1 when packed or without
     ``sample_tokens``, else ``E[min(L, seq_len)]`` over the computed row (:func:`row_tokens` of a

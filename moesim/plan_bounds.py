@@ -192,13 +192,13 @@ def training_bound(s, objective: Objective) -> float:
     efficiency of the cost model, stretched by the schedule's analytic bubble."""
     from moesim.accounting import training_flops_per_token
     from moesim.engine.training.schedules import schedule_for
-    from moesim.packing import row_tokens
+    from moesim.packing import micro_batch_seqs, row_tokens
     from moesim.precision import scenario_precision
 
     m, p, w, hw = s.model, s.plan, s.workload, s.hardware
     devices = p.n_devices
     # computed tokens (padded rows included: at least the real ones, so the bound stays optimistic)
-    row = row_tokens(w, w.global_batch_seqs // (p.dp * p.microbatches), p.cp)
+    row = row_tokens(w, micro_batch_seqs(w, p), p.cp)
     tokens = w.global_batch_seqs * row
     flops = tokens * training_flops_per_token(m, row, p.recompute)
     dtype = scenario_precision(s).compute_dtype

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from moesim.errors import InputError
 from moesim.loader import load_scenario
-from moesim.packing import real_token_fraction, row_tokens
+from moesim.packing import micro_batch_seqs, rank_tokens, real_token_fraction, row_tokens
 from moesim.schemas import TrainingWorkload
 from moesim.simulate import simulate
 
@@ -31,6 +33,16 @@ def test_rows_are_capped_at_seq_len_and_rounded_for_context_parallelism():
     assert row_tokens(w, 4) == 4096
     w = _w(sample_tokens={"dist": "fixed", "value": 1001}, padding="longest")
     assert row_tokens(w, 2) == 1001 and row_tokens(w, 2, cp=2) == 1004  # a multiple of 2 * cp
+
+
+def test_a_cp_rank_computes_its_share_of_the_micro_batch_rows():
+    """8 samples over dp 2 x 2 micro-batches: 2 rows a micro-batch, each padded to the longer of two
+    fixed 1001-token samples (1004 under cp 2), split over the cp ranks."""
+    w = _w(sample_tokens={"dist": "fixed", "value": 1001}, padding="longest")
+    plan = SimpleNamespace(dp=2, microbatches=2, cp=1)
+    assert micro_batch_seqs(w, plan) == 2 and rank_tokens(w, plan) == 2 * 1001
+    assert rank_tokens(w, SimpleNamespace(dp=2, microbatches=2, cp=2)) == 2 * 1004 // 2
+    assert rank_tokens(_w(), SimpleNamespace(dp=1, microbatches=4, cp=1)) == 2 * 4096  # rows of seq_len
 
 
 def test_max_length_and_packed_rows_keep_seq_len():

@@ -65,7 +65,7 @@ from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
-from moesim.packing import attention_spans, row_tokens
+from moesim.packing import attention_spans, micro_batch_seqs, rank_tokens, row_tokens
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
@@ -245,9 +245,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     m, plan, w = s.model, s.plan, s.workload
     L, M, tp, d, cp = m.n_layers, plan.microbatches, plan.tp, m.d_model, plan.cp
     per_node = s.hardware.node.devices_per_node
-    seqs = w.global_batch_seqs // (plan.dp * M)
+    seqs = micro_batch_seqs(w, plan)
     row = row_tokens(w, seqs, cp)  # seq_len, or the expected longest sample under padding: longest
-    T = seqs * row // cp  # tokens of this CP rank (the row is a multiple of 2 * cp)
+    T = rank_tokens(w, plan)  # tokens of this CP rank per micro-batch (seqs * row / cp)
     dt = m.dtype
     dtypes = training_dtypes(s)
     adt, ab = dtypes.act_dtype, dtypes.act_bytes

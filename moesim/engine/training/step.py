@@ -74,7 +74,7 @@ from moesim.engine.training.timeline import (
     wgrad_mask,
 )
 from moesim.engine.training.wgrad import wgrad_costs
-from moesim.packing import row_tokens
+from moesim.packing import rank_tokens
 from moesim.results import SimResult, SpanRecorder
 from moesim.schemas import Scenario
 
@@ -303,9 +303,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     moe_layers = [i for i in range(m.n_layers) if m.is_moe_layer(i)]
     routing = None
     if moe_layers:
-        seqs = s.workload.global_batch_seqs // (plan.dp * M)
         routing = sample_routing(s.routing, len(moe_layers), m.n_experts, m.top_k, plan.ep,
-                                 routing_group_tokens(plan, seqs * row_tokens(s.workload, seqs, plan.cp) // plan.cp),
+                                 routing_group_tokens(plan, rank_tokens(s.workload, plan)),
                                  M, rng,
                                  redundant_experts=s.placement.redundant_experts)
     zp = zero.zero_plan(plan.zero_stage)

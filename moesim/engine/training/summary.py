@@ -44,7 +44,7 @@ from moesim.engine.training.zero import gather_wait_s
 from moesim.finetune import finetune_flops_per_token, trainable_counts
 from moesim.fit_advice import fit_explanation
 from moesim.memory import memory_report
-from moesim.packing import real_token_fraction, row_tokens
+from moesim.packing import micro_batch_seqs, real_token_fraction, row_tokens
 from moesim.precision import scenario_precision, summary_fields
 from moesim.results import SpanRecorder
 from moesim.schemas import Scenario
@@ -228,7 +228,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     mean = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
     step_time = mean["step_time_s"]
     devices = plan.n_devices
-    seqs = w.global_batch_seqs // (plan.dp * plan.microbatches)
+    seqs = micro_batch_seqs(w, plan)
     tokens_per_step = w.global_batch_seqs * row_tokens(w, seqs, plan.cp)  # computed (seq_len rows unless padded to the longest)
     real = real_token_fraction(w, seqs, plan.cp)
     if real < 1.0:  # padded samples: the step computes padded rows but trains only their real tokens
