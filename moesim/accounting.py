@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from moesim.engine.local_attention import keys_before
 from moesim.precision import Precision, precision
 from moesim.schemas import (
     ModelSpec,
@@ -110,14 +111,29 @@ def param_counts(m: ModelSpec) -> ParamCounts:
 # ---------------------------------------------------------------- FLOPs and bytes
 
 
-def attention_core_flops(m: ModelSpec, context_tokens: float) -> float:
-    """Forward FLOPs of QK^T and AV for one token attending to ``context_tokens`` keys, all layers."""
+def attention_core_flops(m: ModelSpec, context_tokens: float, local_tokens: float | None = None) -> float:
+    """Forward FLOPs of QK^T and AV for one token attending to ``context_tokens`` keys on full
+    layers and ``local_tokens`` (default: as many) on ``model.local_attention``'s layers, all layers."""
     if m.mla is not None:
         qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
-        per_layer = 2 * m.n_heads * context_tokens * (qk + m.mla.v_head_dim)
+        per_key = 2 * m.n_heads * (qk + m.mla.v_head_dim)
     else:
-        per_layer = 4 * m.n_heads * m.head_width * context_tokens
-    return m.n_layers * per_layer
+        per_key = 4 * m.n_heads * m.head_width
+    local = context_tokens if local_tokens is None else local_tokens
+    n_local = m.n_local_layers
+    return per_key * ((m.n_layers - n_local) * context_tokens + n_local * local)
+
+
+def local_keys(m: ModelSpec, seq_len: float | None = None, context_tokens: float | None = None) -> float | None:
+    """Keys the average token of a local layer attends to: exact over a sequence of ``seq_len``
+    tokens, else ``min(context, window)`` (sliding) or ``min(context, window / 2)`` (chunked) for
+    an average context; None without ``model.local_attention``."""
+    la = m.local_attention
+    if la is None:
+        return None
+    if seq_len is not None:
+        return float(keys_before(seq_len, la.window, la.kind)) / seq_len
+    return min(context_tokens, la.window / (2 if la.kind == "chunked" else 1))
 
 
 def flops_per_token(m: ModelSpec, seq_len: int | None = None, context_tokens: float | None = None) -> float:
@@ -131,8 +147,9 @@ def flops_per_token(m: ModelSpec, seq_len: int | None = None, context_tokens: fl
     # The input embedding is a gather (no FLOPs) unless tied, when its one table is the output head.
     matmul = p.active - p.norms - (0 if m.tied_embeddings else m.vocab_size * m.d_model)
     if context_tokens is None:
-        context_tokens = (m.max_seq_len if seq_len is None else seq_len) / 2
-    return 2.0 * matmul + attention_core_flops(m, context_tokens)
+        seq = m.max_seq_len if seq_len is None else seq_len
+        return 2.0 * matmul + attention_core_flops(m, seq / 2, local_keys(m, seq_len=seq))
+    return 2.0 * matmul + attention_core_flops(m, context_tokens, local_keys(m, context_tokens=context_tokens))
 
 
 def serving_mean_context(s: Scenario) -> float:

@@ -25,7 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moesim.accounting import attention_core_flops, attention_params, flops_per_token, param_counts
+from moesim.accounting import (
+    attention_core_flops,
+    attention_params,
+    flops_per_token,
+    local_keys,
+    param_counts,
+)
 from moesim.errors import InputError
 from moesim.schemas import ModelSpec
 from moesim.schemas.workload import TrainableSpec
@@ -199,7 +205,7 @@ def finetune_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int) ->
     f = flops_per_token(m, seq_len)
     if spec.mode == "all":
         return 3.0 * f
-    f += attention_core_flops(m, seq_len / 2) / 2  # spread over the two 2 f terms below: + 1 core
+    f += attention_core_flops(m, seq_len / 2, local_keys(m, seq_len=seq_len)) / 2  # spread over the two 2 f terms below: + 1 core
     p, c = param_counts(m), trainable_counts(m, spec)
     share = m.top_k / m.n_experts if m.n_experts > 1 else 1.0  # of the routed experts a token passes
     head = m.vocab_size * m.d_model

@@ -16,10 +16,11 @@ router noise, logging flags) are read as understood and dropped: they change nei
 
 What the accounting does not represent (parameter counts stay within ~1% of the published totals):
   * biases: Qwen2/Qwen2-MoE QKV biases, GPT-OSS attention, router and expert biases (~0.05%);
-  * GPT-OSS attention sinks (one scalar per head) and its alternating 128-token sliding window,
-    Mistral's ``sliding_window`` and Llama-4's chunked attention (``attention_chunk_size``) and NoPE
-    layers: attention FLOPs and KV cache are those of full causal attention on every layer, an
-    overestimate at contexts past the window;
+  * GPT-OSS attention sinks (one scalar per head); its alternating 128-token sliding window
+    (``sliding_window``, ``layer_types``), Mistral's and Mixtral's ``sliding_window`` and Llama-4's
+    chunked attention (``attention_chunk_size`` on its RoPE layers, ``no_rope_layers``) are read as
+    ``local_attention`` (attention time over the window), but the KV cache is sized for every layer at
+    full context; Qwen's ``use_sliding_window`` (off in every published Qwen config) is not read;
   * Qwen2-MoE's shared-expert sigmoid gate (d_model weights a layer), Qwen3/OLMoE q/k norms, Grok-1's
     four norms a layer; DeepSeek-V3's multi-token-prediction layer (``num_nextn_predict_layers``,
     ~14B, not part of the published 671B) and its router bias;
@@ -156,6 +157,41 @@ def _index_list(s: _Section, key: str) -> list[int]:
     return value
 
 
+def _local_layers(key: str, full: list[bool], kind: str, window: Any) -> dict:
+    """``local_attention`` for layers whose full-attention flags are ``full``: every layer local, or
+    every ``N``-th full (``i % N == N - 1``); any other layout is refused rather than approximated."""
+    n = len(full)
+    if not any(full):
+        return dict(local_attention=dict(kind=kind, window=window, full_every=0))
+    if all(full):
+        return {}
+    every = full.index(True) + 1
+    if full != [i % every == every - 1 for i in range(n)]:
+        raise HFConfigError(f"key {key!r}: full-attention layers are not every N-th layer (i % N == N - 1); "
+                            "allowed: that layout, or write model.local_attention by hand")
+    return dict(local_attention=dict(kind=kind, window=window, full_every=every))
+
+
+def _sliding(read: Callable[[_Section], dict]) -> Callable[[_Section], dict]:
+    """Mistral and Mixtral: a non-null ``sliding_window`` makes every layer a sliding-window layer."""
+    def wrapped(s: _Section) -> dict:
+        out, window = read(s), s.opt("sliding_window")
+        if window is not None and _int(out.get("n_layers")):
+            out.update(_local_layers("sliding_window", [False] * out["n_layers"], "sliding", window))
+        return out
+    return wrapped
+
+
+def _layer_types(s: _Section, n: int, default: list[str]) -> list[bool]:
+    """Full-attention flags from ``layer_types`` (``full_attention`` / ``sliding_attention`` /
+    ``chunked_attention`` per layer), or ``default`` when absent."""
+    types = s.opt("layer_types", default)
+    if not isinstance(types, list) or len(types) != n or not all(isinstance(t, str) for t in types):
+        raise HFConfigError(f"key {s.prefix + 'layer_types'!r} = {short_repr(types)}: expected one attention "
+                            f"type per layer ({n})")
+    return [t == "full_attention" for t in types]
+
+
 # ---------------------------------------------------------------- one reader per family
 
 
@@ -240,7 +276,12 @@ def _gpt_oss(s: _Section) -> dict:
     if alias != top_k:
         raise HFConfigError(f"key 'experts_per_token' = {short_repr(alias)}: differs from num_experts_per_tok "
                             f"({short_repr(top_k)}); allowed: equal values")
-    return {**_attention(s), "ffn_hidden": width, **_tied(s), **_experts(s.req("num_local_experts"), top_k, width)}
+    out = {**_attention(s), "ffn_hidden": width, **_tied(s), **_experts(s.req("num_local_experts"), top_k, width)}
+    n, window = _int(out["n_layers"]), s.opt("sliding_window")
+    if window is not None and n and n <= MAX_LAYERS:  # transformers' default: sliding on even layers, full on odd
+        full = _layer_types(s, n, ["full_attention" if i % 2 else "sliding_attention" for i in range(n)])
+        out.update(_local_layers("layer_types", full, "sliding", window))
+    return out
 
 
 def _llama4_text(s: _Section) -> dict:
@@ -252,6 +293,15 @@ def _llama4_text(s: _Section) -> dict:
     out.update(_experts(s.req("num_local_experts"), s.req("num_experts_per_tok"), width),
                n_shared_experts=1, shared_expert_ffn_hidden=width)
     step, n = s.opt("interleave_moe_layer_step", 1), out["n_layers"]
+    chunk = s.opt("attention_chunk_size")
+    if chunk is not None and _int(n) and n <= MAX_LAYERS:  # RoPE layers attend within chunks, NoPE layers fully
+        interval = _int(s.opt("no_rope_layer_interval", 4))
+        if interval is None:
+            raise HFConfigError(f"key {s.prefix + 'no_rope_layer_interval'!r}: expected a positive int")
+        rope = s.opt("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(n)]  # transformers' default
+        if not isinstance(rope, list) or len(rope) != n:
+            raise HFConfigError(f"key {s.prefix + 'no_rope_layers'!r} = {short_repr(rope)}: expected one 0/1 per layer ({n})")
+        out.update(_local_layers("no_rope_layers", [not r for r in rope], "chunked", chunk))
     if s.has("moe_layers"):
         s.skip("interleave_moe_layer_step")  # transformers derives moe_layers from it only when absent
         out.update(_layout("moe_layers", _index_list(s, "moe_layers"), n))
@@ -272,8 +322,8 @@ def _llama4(s: _Section) -> dict:
 
 
 FAMILIES: dict[str, Callable[[_Section], dict]] = {
-    "llama": _dense, "mistral": _dense, "qwen2": _dense, "qwen3": _dense,
-    "mixtral": _every_layer_moe("num_local_experts"),
+    "llama": _dense, "mistral": _sliding(_dense), "qwen2": _dense, "qwen3": _dense,
+    "mixtral": _sliding(_every_layer_moe("num_local_experts")),
     "qwen2_moe": lambda s: _qwen_moe(s, shared_allowed=True),
     "qwen3_moe": lambda s: _qwen_moe(s, shared_allowed=False),
     "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,

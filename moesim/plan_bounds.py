@@ -102,6 +102,7 @@ class ServingBounds:
         """
         import numpy as np
 
+        from moesim.engine.local_attention import slot_map
         from moesim.memory import kv_cache_capacity_tokens
 
         w, p = s.workload, s.plan
@@ -109,7 +110,9 @@ class ServingBounds:
             return math.inf
         cost, t, base, head, (_, r, ctx) = self._curves(s)
         kv_engine = kv_cache_capacity_tokens(s) / p.pp
-        b = int(max(1, min(w.max_batch_seqs, kv_engine // max(ctx, 1.0), t.size)))
+        slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
+        held = max(ctx, 1.0) if slots is None else max(float(slots(int(ctx))), 1.0)
+        b = int(max(1, min(w.max_batch_seqs, kv_engine // held, t.size)))
         per_token = (cost.attention_s(np.ones(b), np.full(b, int(ctx) + 1)) + head[b - 1]) / b
         beta = np.linspace(0.0, float(np.min(base / t)), 65)
         alpha = np.min(base[None, :] - beta[:, None] * t[None, :], axis=1)

@@ -203,12 +203,15 @@ def transfer_s(s_pool, disagg, prompt_tokens: float) -> float:
     """Seconds to send one prompt's KV from a prefill replica of the stand-in ``s_pool``'s plan (as
     :func:`moesim.engine.serving.disagg.transfer_bandwidth_bps` prices it, without link queueing)."""
     from moesim.accounting import kv_bytes_per_token
+    from moesim.engine.local_attention import slot_map
     from moesim.memory import kv_shards
     from moesim.precision import scenario_precision
 
     hw, p = s_pool.hardware, s_pool.plan
     bandwidth = (disagg.kv_transfer_gbps or hw.cluster.nic_bw_gbps) * 1e9 * p.pp * kv_shards(s_pool.model, p.tp)
-    nbytes = prompt_tokens * kv_bytes_per_token(s_pool.model, scenario_precision(s_pool))
+    slots = slot_map(s_pool.model, s_pool.workload.local_attention_mode)  # local layers send only their window
+    held = prompt_tokens if slots is None else float(slots(int(math.ceil(prompt_tokens))))
+    nbytes = held * kv_bytes_per_token(s_pool.model, scenario_precision(s_pool))
     return hw.cluster.nic_latency_us * 1e-6 + nbytes / bandwidth
 
 

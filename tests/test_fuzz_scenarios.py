@@ -28,7 +28,8 @@ from tests.test_bounds import numeric_fields, scenario_fields
 
 BASE = {
     "name": "fuzz",
-    "model": {"preset": "mixtral-8x7b", "n_layers": 4},
+    # local_attention present so each of its fields is fuzzed beside valid siblings (window is required)
+    "model": {"preset": "mixtral-8x7b", "n_layers": 4, "local_attention": {"window": 64, "full_every": 2}},
     "hardware": {"preset": "h100-sxm", "cluster": {"nodes": 1}},
     "plan": {"dp": 8, "tp": 1, "pp": 1, "ep": 8, "microbatches": 2, "schedule": "1f1b"},
     "workload": {"kind": "training", "global_batch_seqs": 16, "seq_len": 1024},
@@ -38,7 +39,7 @@ SERVING = {"kind": "serving", "arrival": {"process": "poisson", "rate_per_s": 5.
            "prompt_tokens": {"dist": "lognormal", "median": 100, "sigma": 0.5, "max": 1000},
            "output_tokens": {"dist": "uniform", "low": 1, "high": 100},
            "speculative": {"method": "draft", "k": 2, "acceptance": 0.8,
-                           "draft": {"preset": "llama-2-7b", "n_layers": 2}}}
+                           "draft": {"preset": "llama-2-7b", "n_layers": 2, "local_attention": {"window": 64}}}}
 
 PATHS = [
     "model", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.top_k",

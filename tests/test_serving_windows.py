@@ -61,16 +61,30 @@ def test_every_shipped_serving_scenario_is_identical_with_and_without_windows(na
     {"workload": {"kv_admission": "full"}},
     {"routing": {"distribution": "zipf", "zipf_s": 1.2}, "plan": {"dp": 8, "ep": 8}},
     {"workload": {"arrival": {"process": "batch"}}},
+    # local layers price decodes at min(context, window) and prompt chunks at their window's keys
+    {"model": {"local_attention": {"kind": "sliding", "window": 300, "full_every": 2}}},
+    {"model": {"local_attention": {"kind": "chunked", "window": 256}}, "workload": {"chunked_prefill": False}},
+    {"model": {"local_attention": {"kind": "chunked", "window": 256, "full_every": 4}},
+     "workload": {"local_attention_mode": "prefill"}},
 ])
 def test_windows_match_the_step_engine_across_routers_admission_skew_and_batch_arrivals(sections):
     _assert_same_run(_scenario("mixtral-8x7b-h100-serve-online", 300, **sections))
 
 
-def test_windows_match_when_the_kv_pool_runs_out_and_preempts():
+@pytest.mark.parametrize(("model", "mem_gib"), [({}, 46), ({"local_attention": {"window": 256, "full_every": 2}}, 45)])
+def test_windows_match_when_the_kv_pool_runs_out_and_preempts(model, mem_gib):
+    """Also with local layers keeping only their window's KV (a sequence's slots grow by 1 or 0 a token)."""
     s = _scenario("mixtral-8x7b-h100-serve-online", 300, workload={"arrival": {"process": "batch"}},
-                  hardware={"device": {"mem_gib": 46}})
+                  hardware={"device": {"mem_gib": mem_gib}}, model=model)
     result = _assert_same_run(s)
     assert result.summary["preemptions"] > 0  # the case under test happened
+
+
+def test_windows_match_with_local_kv_under_full_admission():
+    local = {"local_attention": {"window": 256, "full_every": 2}}
+    _assert_same_run(_scenario("mixtral-8x7b-h100-serve-online", 300, model=local,
+                               workload={"arrival": {"process": "batch"}, "kv_admission": "full"},
+                               hardware={"device": {"mem_gib": 45}}))
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -2,7 +2,7 @@
 
 from moesim.schemas._base import MAX_SEED, NOT_A_BOOLEAN, check_seed, number_not_bool
 from moesim.schemas.hardware import ClusterSpec, DeviceSpec, HardwareSpec, NodeSpec
-from moesim.schemas.model import DTYPE_BYTES, MLASpec, ModelSpec
+from moesim.schemas.model import DTYPE_BYTES, LocalAttentionSpec, MLASpec, ModelSpec
 from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
 from moesim.schemas.scenario import Scenario
@@ -17,6 +17,6 @@ from moesim.schemas.workload import (
 
 __all__ = [
     "ArrivalSpec", "ClusterSpec", "DTYPE_BYTES", "DeviceSpec", "HardwareSpec", "LengthDist", "NOT_A_BOOLEAN",
-    "MLASpec", "ModelSpec", "NodeSpec", "PlacementSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
+    "LocalAttentionSpec", "MLASpec", "ModelSpec", "NodeSpec", "PlacementSpec", "PlanSpec", "RoutingSpec", "Scenario", "ServingWorkload",
     "SpeculativeSpec", "TrainingWorkload", "number_not_bool", "MAX_SEED", "check_seed",
 ]

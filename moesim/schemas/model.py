@@ -34,6 +34,20 @@ class MLASpec(Strict):
     v_head_dim: PositiveInt = bounded(128, le=1 << 16, why="65536: 256x the widest published head (256)", description="Per-head V width.")
 
 
+class LocalAttentionSpec(Strict):
+    """Layers whose attention sees a bounded span of keys: a sliding window or fixed chunks.
+
+    Layer ``i`` (0-based) keeps full causal attention when ``full_every > 0`` and
+    ``i % full_every == full_every - 1``; every other layer is local. gpt-oss: sliding 128, full_every 2;
+    Llama 4: chunked 8192, full_every 4 (its NoPE layers); Gemma 3: sliding, full_every 6; Mistral 7B:
+    sliding 4096, full_every 0 (every layer local).
+    """
+
+    kind: Literal["sliding", "chunked"] = Field("sliding", description="sliding: each token attends to the last `window` tokens, itself included (Mistral, gpt-oss, Gemma); chunked: to the tokens before it in its own block of `window` tokens (Llama 4's attention_chunk_size).")
+    window: PositiveInt = bounded(le=MAX_TOKENS, why="16.7M tokens: max_seq_len's bound", description="Keys a local layer's token sees at most (tokens): the sliding window, or the chunk size.")
+    full_every: int = bounded(0, ge=0, le=MAX_LAYERS, why="at most n_layers (<= 1024)", description="Every full_every-th layer keeps full attention (layer i when i % full_every == full_every - 1); 0: every layer is local.")
+
+
 class ModelSpec(Strict):
     """A decoder-only transformer, dense or Mixture-of-Experts.
 
@@ -62,6 +76,7 @@ class ModelSpec(Strict):
     expert_dtype: Dtype | None = Field(None, description="Serving: dtype of the routed experts' weights when it differs from model.dtype (gpt-oss: mxfp4 experts, bf16 attention); they are read at its bits and run weight-only when quantized; the rest of the model, the activations and the KV cache follow model.dtype. null: model.dtype.")
     max_seq_len: PositiveInt = bounded(4096, le=MAX_TOKENS, why="16.7M tokens: above the longest published context window (10M, Llama 4 Scout)", description="Longest context the model serves (tokens).")
     mla: MLASpec | None = Field(None, description="Multi-head latent attention shape (DeepSeek); null for standard attention.")
+    local_attention: LocalAttentionSpec | None = Field(None, description="Sliding-window or chunked attention on some layers: their attention kernels compute and read only the keys in the window (training, prefill and decode) and, in serving, those layers keep only the window's KV (workload.local_attention_mode says how the engine runs them). null: full causal attention on every layer.")
     rotary: bool = Field(True, description="Attention rotates queries and keys (RoPE: Llama, Mixtral, Qwen, DeepSeek, gpt-oss, every Hugging Face family moesim imports), a kernel of its own in training and part of the KV-cache write in serving; false for T5/Switch's relative position bias or learned absolute positions.")
 
     @model_validator(mode="after")
@@ -76,6 +91,10 @@ class ModelSpec(Strict):
             raise ValueError(
                 f"model.first_dense_layers = {self.first_dense_layers}: must be <= model.n_layers ({self.n_layers})"
             )
+        la = self.local_attention
+        if la is not None and la.full_every > self.n_layers:
+            raise ValueError(f"model.local_attention.full_every = {la.full_every}: must be <= model.n_layers "
+                             f"({self.n_layers}) (0: every layer local)")
         if self.head_dim is None and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.n_heads = {self.n_heads}: must divide model.d_model ({self.d_model}) unless head_dim is given"
@@ -119,6 +138,21 @@ class ModelSpec(Strict):
         if not self.is_moe or i < self.first_dense_layers:
             return False
         return (i - self.first_dense_layers) % self.moe_every == self.moe_every - 1
+
+    def is_local_layer(self, i: int) -> bool:
+        """Whether 0-based layer ``i`` attends within ``local_attention``'s window."""
+        la = self.local_attention
+        if la is None:
+            return False
+        return la.full_every == 0 or i % la.full_every != la.full_every - 1
+
+    @property
+    def n_local_layers(self) -> int:
+        """Layers with sliding-window or chunked attention."""
+        la = self.local_attention
+        if la is None:
+            return 0
+        return self.n_layers if la.full_every == 0 else self.n_layers - self.n_layers // la.full_every
 
     @property
     def dtype_bytes(self) -> float:

@@ -339,6 +339,13 @@ class ServingWorkload(Strict):
         "all-reduce (vLLM and SGLang custom all-reduce, TensorRT-LLM's AUTO strategy): one-shot or two-shot through "
         "peer memory where that beats NCCL's ring (small messages: decode), the ring past that. nccl: NCCL's ring only "
         "(vLLM --disable-custom-all-reduce, GPUs without NVLink peer access). A TP group spanning nodes runs the ring.")
+    local_attention_mode: Literal["kv_window", "compute", "prefill"] = Field("kv_window", description="How the "
+        "engine runs model.local_attention's layers. kv_window: prompt chunks and decodes attend within the window and "
+        "those layers keep only the window's KV (vLLM's hybrid KV cache manager, SGLang's SWA pool; a chunked layer "
+        "counted at one chunk); compute: they attend within the window, but the KV cache is allocated for the whole "
+        "context on every layer (TensorRT-LLM's cyclic KV cache, sized by the largest window); prefill: only prompt "
+        "chunks attend within the window, decodes over the whole cache (TensorRT-LLM's chunked attention, Llama 4: "
+        "context requests only, docs/source/features/long-sequence.md).")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
     speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding. Disaggregated: the decode pool's.")
     prefix_cache_hit: float = bounded(0.0, ge=0.0, lt=1.0, why="a fraction of each prompt; 1 would leave nothing to prefill",

@@ -131,19 +131,21 @@ class BatchAttention:
         return sum(float(op_s(self.cm, op, q_tokens=q[sel], kv_tokens=kv[sel]))
                    for op, sel in ((self.decode_op, ~pre), (self.prefill_op, pre)) if sel.any())
 
-    def decode_window_s(self, context: np.ndarray, k: int) -> np.ndarray:
+    def decode_window_s(self, context: np.ndarray, k: int, keys=None) -> np.ndarray:
         """``(k,)`` seconds of one layer for ``k`` decode-only iterations in a row: in iteration
-        ``j`` sequence ``i`` attends over ``context[i] + j`` tokens. Equal to ``batch_s`` of each
+        ``j`` sequence ``i`` attends over ``context[i] + j`` tokens, or over ``keys(context[i] + j)``
+        (an elementwise map of integer contexts: a local layer's window). Equal to ``batch_s`` of each
         iteration (same lookups, same summation order)."""
         context = np.asarray(context)
         if (self.decode_table is None or context.size == 0 or context.dtype.kind not in "iu"
                 or int(np.maximum.reduce(context)) + k > self.decode_table.size):
             ctx = context[None, :] + np.arange(k)[:, None]
             ones = np.ones(ctx.shape[1], np.int64)
-            return np.array([self.batch_s(ones, row) for row in ctx])
+            return np.array([self.batch_s(ones, row if keys is None else keys(row)) for row in ctx])
         if k > self._steps.shape[0]:
             self._steps = np.arange(max(k, 2 * self._steps.shape[0]))[:, None]
-        secs = np.add.reduce(self.decode_table[context[None, :] + self._steps[:k]], axis=1)
+        ctx = context[None, :] + self._steps[:k]
+        secs = np.add.reduce(self.decode_table[ctx if keys is None else keys(ctx)], axis=1)
         if self._table_positive:  # (this runs once per decode window: spare the mask)
             return secs + self.launch_s
         return np.where(secs > 0, secs + self.launch_s, 0.0)

@@ -22,6 +22,7 @@ completes, then one per decode iteration.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -63,6 +64,9 @@ class EngineState:
     max_batch_tokens: int
     chunked_prefill: bool
     kv_admission: str = "prompt"  # "prompt" | "full": what admission reserves (module docstring)
+    #: KV slots a sequence of ``ctx`` tokens holds (``local_attention.kv_slots``: local layers keep only
+    #: their window); None: one slot a token
+    kv_slots: Callable | None = None
     running: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     waiting: deque = field(default_factory=deque)
     kv_used_tokens: int = 0
@@ -124,7 +128,8 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
     all_dec = bool(np.logical_and.reduce(dec))  # (ufunc reductions on the paths run every iteration)
     # new KV slots each decode needs for the tokens it emits (1 per step, more under speculation)
     ctx, kv = book.ctx[ids], book.kv[ids]
-    grow = np.maximum(ctx + (1 if book.unit_steps else book.step[ids]) - kv, 0)
+    after = ctx + (1 if book.unit_steps else book.step[ids])
+    grow = np.maximum((after if eng.kv_slots is None else eng.kv_slots(after)) - kv, 0)
     if not all_dec:
         grow[~dec] = 0
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
@@ -241,6 +246,8 @@ def admission_of(eng: EngineState, book: RequestBook, c: int, budget: int, free_
         reserve = target + int(book.output[c]) - int(book.generated[c])
     else:
         reserve = target + (int(book.step[c]) if prefilled >= target else 0)
+    if eng.kv_slots is not None:
+        reserve = int(eng.kv_slots(reserve))
     if eng.chunked_prefill:
         tok_ok = True  # nothing is admitted before it: 0 < budget
     else:
@@ -261,9 +268,11 @@ def _reservation(eng: EngineState, book: RequestBook, ids: np.ndarray) -> np.nda
     """KV slots admission reserves for ``ids``: the prefill, plus (``full``) the output still to come,
     or (``prompt``) the first decode step's slots of a request whose KV arrived whole."""
     if eng.kv_admission == "full":
-        return book.target[ids] + book.output[ids] - book.generated[ids]
-    ready = book.prefilled[ids] >= book.target[ids]
-    return book.target[ids] + np.where(ready, book.step[ids], 0)
+        tokens = book.target[ids] + book.output[ids] - book.generated[ids]
+    else:
+        ready = book.prefilled[ids] >= book.target[ids]
+        tokens = book.target[ids] + np.where(ready, book.step[ids], 0)
+    return tokens if eng.kv_slots is None else eng.kv_slots(tokens)
 
 
 def _admission_chunks(take: np.ndarray, budget: int, chunked: bool) -> np.ndarray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token
+from moesim.engine.local_attention import slot_map
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.metrics import (
@@ -90,11 +91,15 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     sp, sd = pool_scenario(s, "prefill"), pool_scenario(s, "decode")
     # the prefill pool runs each prompt up to its first token
     pbook = RequestBook(reqs.prompt_tokens, np.ones(n, np.int64), cached_prefix_tokens(reqs, w))
-    pbook.rejected |= reqs.prompt_tokens + reqs.output_tokens > replica_kv_tokens(sd)  # no decode replica holds it
+    slots = slot_map(sd.model, sd.workload.local_attention_mode)  # local layers keeping only their window's KV
+    longest = reqs.prompt_tokens + reqs.output_tokens
+    pbook.rejected |= (longest if slots is None else slots(longest)) > replica_kv_tokens(sd)  # no decode replica holds it
     prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,), windows)
 
     served = np.isfinite(pbook.finish_s)
-    nbytes = reqs.prompt_tokens * kv_bytes_per_token(s.model, scenario_precision(s))
+    # the KV the decode pool receives: the local layers' window only when they keep no more
+    nbytes = (reqs.prompt_tokens if slots is None else slots(reqs.prompt_tokens)) * kv_bytes_per_token(
+        s.model, scenario_precision(s))
     p_replica = np.where(pbook.engine >= 0, pbook.engine // sp.plan.pp, -1)
     g = lockstep_group(sp)  # a lock-step group's replicas each send the requests they prefilled
     sender = p_replica * g + np.arange(n) % g

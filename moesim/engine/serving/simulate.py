@@ -23,6 +23,7 @@ import numpy as np
 import simpy
 
 from moesim.costmodel import build_cost_model
+from moesim.engine.local_attention import slot_map
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
@@ -115,10 +116,11 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
                          max_context=longest + spec_k + 1)
     spec = (SpecCost(s, cost, np.random.default_rng([seed, 2, *stream]), len(reqs))
             if w.speculative is not None else None)
-    book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled)
+    slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
+    book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled, slots)
     kv_per_engine = kv_per_replica * g  # a lock-step group's replicas pool their KV and batch limits
     engines = [EngineState(kv_per_engine, w.max_batch_seqs * g, w.max_batch_tokens * g, w.chunked_prefill,
-                           w.kv_admission) for _ in range(n_engines)]
+                           w.kv_admission, kv_slots=slots) for _ in range(n_engines)]
     log = IterationLog(n_engines)
     run = _Run(s, reqs, book, engines, cost, log, spec)
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
@@ -162,10 +164,13 @@ def member_share(q_tokens: np.ndarray, kv_tokens: np.ndarray, group: int) -> np.
     return order[member == busiest]
 
 
-def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefill_tokens=None) -> np.ndarray:
+def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefill_tokens=None,
+                  slots=None) -> np.ndarray:
     """Requests no engine can ever serve: ``(n,)`` bool. ``prefill_tokens``: what each must prefill
-    (default the prompt; less with a cached prefix)."""
-    bad = reqs.prompt_tokens + reqs.output_tokens > kv_per_engine
+    (default the prompt; less with a cached prefix); ``slots``: the engines' ``kv_slots`` (None: one
+    KV slot a token)."""
+    longest = reqs.prompt_tokens + reqs.output_tokens
+    bad = (longest if slots is None else slots(longest)) > kv_per_engine
     if not w.chunked_prefill:
         bad |= (reqs.prompt_tokens if prefill_tokens is None else prefill_tokens) > w.max_batch_tokens
     return bad

@@ -98,7 +98,7 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW,
     to_finish = _to_finish(eng, book, ids)
     k = min(to_finish, max_k)
     ctx, kv = book.ctx[ids], book.kv[ids]
-    used = _fit(_kv_used(eng.kv_used_tokens, ctx, kv, k), eng.kv_capacity_tokens)
+    used = _fit(_kv_used(eng.kv_used_tokens, ctx, kv, k, eng.kv_slots), eng.kv_capacity_tokens)
     if not used.size:  # the next iteration would preempt
         return None
     return DecodeWindow(ids, ctx + 1, used, used.size, to_finish, queued=queued)
@@ -117,14 +117,16 @@ def _to_finish(eng: EngineState, book: RequestBook, ids: np.ndarray) -> int:
 _BLOCKED = object()
 
 
-def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int) -> np.ndarray:
+def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int, slots=None) -> np.ndarray:
     """KV slots reserved after each of ``k`` decode iterations' scheduling (``used_s`` before them):
     each sequence holds ``max(kv, ctx + j)`` after iteration ``j`` (``j = 1..k``): its next slot
-    reserved (prompt mode), or already (full mode reserved the output at admission)."""
+    reserved (prompt mode), or already (full mode reserved the output at admission). ``slots``: the
+    engine's ``kv_slots`` (``max(kv, slots(ctx + j))``; None: one slot a token)."""
     gap = ctx - kv
-    if int(np.minimum.reduce(gap)) >= -1:  # no sequence holds slots ahead
+    if slots is None and int(np.minimum.reduce(gap)) >= -1:  # no sequence holds slots ahead
         return _one_slot_a_step(used_s, int(np.add.reduce(gap)), ctx.size, k)
-    held = np.maximum(kv[None, :], ctx[None, :] + np.arange(1, k + 1)[:, None])
+    after = ctx[None, :] + np.arange(1, k + 1)[:, None]
+    held = np.maximum(kv[None, :], after if slots is None else slots(after))
     return used_s + (held - kv[None, :]).sum(axis=1)
 
 
@@ -148,7 +150,8 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
     (``admissible``), on ints for one request (this runs once per arrival)."""
     n, queued = ids.size, len(eng.waiting)
     ctx, kv = book.ctx[ids], book.kv[ids]
-    short = ctx + 1 - kv  # slots each decode lacks for its next token
+    f = eng.kv_slots
+    short = (ctx + 1 if f is None else f(ctx + 1)) - kv  # slots each decode lacks for its next token
     holds_ahead = n and int(np.minimum.reduce(short)) < 0  # some decode holds slots ahead (full admission)
     need = int(np.add.reduce(np.maximum(short, 0) if holds_ahead else short))
     free = eng.kv_capacity_tokens - eng.kv_used_tokens - need
@@ -193,11 +196,13 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
     if k > 1:
         ahead = kv_adm - res_adm  # slots an admitted one lacks (< 0: holds ahead)
         ahead_min, ahead_sum = (ahead, ahead) if a == 1 else (int(ahead.min()), int(ahead.sum()))
-        if (not holds_ahead or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:  # each grows by one a step
+        if f is None and (not holds_ahead or int(np.minimum.reduce(short)) >= -1) and ahead_min >= -1:
+            # each grows by one a step
             gap = (int(np.add.reduce(np.minimum(short, 0))) if holds_ahead else 0) + ahead_sum
             used[1:] = _one_slot_a_step(int(used[0]), gap, n + a, k - 1)
         else:
-            used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(np.maximum(kv, ctx + 1), res_adm), k - 1)
+            held = np.maximum(kv, ctx + 1 if f is None else f(ctx + 1))
+            used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(held, res_adm), k - 1, f)
         used = _fit(used, eng.kv_capacity_tokens)  # iteration 0's KV was checked: one iteration stays
         k = used.size
     context = _extend(ctx + 2, kv_adm + 1)  # of the first decode row
@@ -239,7 +244,7 @@ def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int
     if win.admits:
         eng.running = ids
     ctx = book.ctx[ids] + m
-    book.kv[ids] = np.maximum(book.kv[ids], ctx)
+    book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))
     book.ctx[ids] = ctx
     generated = book.generated[ids] + m
     book.generated[ids] = generated
