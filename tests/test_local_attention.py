@@ -150,3 +150,15 @@ def test_disaggregated_decode_pools_receive_only_the_windows_kv():
     local = simulate(load_scenario(disagg, [few, "model.local_attention={window: 256}"])).summary
     assert local["kv_transfer_gib"] < full["kv_transfer_gib"]
     assert local["served_requests"] == full["served_requests"] > 0
+
+
+@pytest.mark.parametrize(("preset", "config"), [("gpt-oss-120b", "gpt-oss-120b"), ("gpt-oss-20b", "gpt-oss-20b"),
+                                                ("llama-4-maverick", "llama-4-maverick-17b-128e"),
+                                                ("llama-4-scout", "llama-4-scout-17b-16e")])
+def test_presets_of_local_attention_models_are_their_config_json(preset, config):
+    """The presets are the Hugging Face import of the published config.json, windows included."""
+    from moesim.presets import MODELS
+
+    imported = ModelSpec(**{**model_fields(json.loads((HF / f"{config}.json").read_text())), "name": "x"})
+    assert ModelSpec(**{**MODELS[preset], "name": "x"}) == imported
+    assert imported.local_attention is not None

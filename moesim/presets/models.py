@@ -52,6 +52,44 @@ MODELS: dict[str, dict] = {
         max_seq_len=163840,
         mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
     ),
+    # gpt-oss-120b: openai/gpt-oss-120b config.json (tests/data/hf_configs/gpt-oss-120b.json): every layer
+    # MoE, 128 experts of 2880 top-4, 64 query / 8 KV heads of 64, a 128-token sliding window on the even
+    # layers (layer_types), the experts stored in MXFP4 as released (serving; set expert_dtype: null to
+    # train). 116.8B total, 5.1B active without the embedding (model card); attention sinks and biases
+    # are not modelled.
+    "gpt-oss-120b": dict(
+        name="gpt-oss-120b", n_layers=36, d_model=2880, n_heads=64, n_kv_heads=8, head_dim=64,
+        vocab_size=201088, ffn_hidden=2880, expert_ffn_hidden=2880, n_experts=128, top_k=4,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=131072, expert_dtype="mxfp4",
+        local_attention=dict(kind="sliding", window=128, full_every=2),
+    ),
+    # gpt-oss-20b: openai/gpt-oss-20b config.json: as gpt-oss-120b with 24 layers and 32 experts.
+    # 20.9B total, 3.6B active without the embedding (model card).
+    "gpt-oss-20b": dict(
+        name="gpt-oss-20b", n_layers=24, d_model=2880, n_heads=64, n_kv_heads=8, head_dim=64,
+        vocab_size=201088, ffn_hidden=2880, expert_ffn_hidden=2880, n_experts=32, top_k=4,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=131072, expert_dtype="mxfp4",
+        local_attention=dict(kind="sliding", window=128, full_every=2),
+    ),
+    # Llama 4 Maverick: meta-llama/Llama-4-Maverick-17B-128E config.json text_config: 48 layers, MoE on
+    # every other layer (128 experts of 8192 top-1 plus one shared expert), dense FFN 16384, 40 query /
+    # 8 KV heads of 128, 8192-token chunked attention on the RoPE layers (3 in 4). 400B total, 17B
+    # active (model card); the vision encoder is left out.
+    "llama-4-maverick": dict(
+        name="Llama 4 Maverick", n_layers=48, d_model=5120, n_heads=40, n_kv_heads=8, head_dim=128,
+        vocab_size=202048, ffn_hidden=16384, expert_ffn_hidden=8192, n_experts=128, top_k=1,
+        n_shared_experts=1, shared_expert_ffn_hidden=8192, moe_every=2, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=1048576,
+        local_attention=dict(kind="chunked", window=8192, full_every=4),
+    ),
+    # Llama 4 Scout: meta-llama/Llama-4-Scout-17B-16E config.json text_config: as Maverick with 16
+    # experts on every layer. 109B total with the vision encoder (left out: 107.8B here), 17B active.
+    "llama-4-scout": dict(
+        name="Llama 4 Scout", n_layers=48, d_model=5120, n_heads=40, n_kv_heads=8, head_dim=128,
+        vocab_size=202048, ffn_hidden=16384, expert_ffn_hidden=8192, n_experts=16, top_k=1,
+        n_shared_experts=1, shared_expert_ffn_hidden=8192, gated_ffn=True, tied_embeddings=False,
+        max_seq_len=262144, local_attention=dict(kind="chunked", window=8192, full_every=4),
+    ),
     # Llama-2-7B (dense): meta-llama/Llama-2-7b-hf config.json; 6.74B parameters.
     "llama-2-7b": dict(
         name="Llama-2-7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=32, head_dim=128,
