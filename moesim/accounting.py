@@ -190,19 +190,25 @@ def expected_experts_touched(n_experts: int, top_k: int, tokens: float) -> float
 
 
 def decode_bytes_per_token(m: ModelSpec, context_tokens: float = 0.0, batch: int = 1,
-                           prec: Precision | None = None) -> float:
+                           prec: Precision | None = None, expert_prec: Precision | None = None) -> float:
     """Bytes read from memory per decode step per sequence at batch ``batch``.
 
     Reads every non-expert weight once per step, the experts the batch touches (expected, uniform
-    routing), and each sequence's KV cache. Divided by ``batch`` to give a per-token figure.
+    routing; at ``model.expert_dtype``'s bytes when it has one: ``expert_prec``, default that dtype's
+    device-free precision), and each sequence's KV cache over ``context_tokens`` (a local layer's
+    window only, ``model.local_attention``). Divided by ``batch`` to give a per-token figure.
     """
     p = param_counts(m)
     prec = prec or precision(m.dtype)
-    bytes_w = prec.weight_bytes
+    if expert_prec is None:
+        expert_prec = precision(m.expert_dtype) if m.expert_dtype is not None else prec
     embed_read = m.vocab_size * m.d_model  # output head; the input embedding is a gather
     touched = expected_experts_touched(m.n_experts, m.top_k, batch)
     experts = m.n_moe_layers * touched * expert_params(m) if m.n_experts > 1 else p.routed_experts
     other = p.total - p.routed_experts - p.embedding + embed_read
-    weights = (other + experts) * bytes_w
-    kv = kv_bytes_per_token(m, prec) * context_tokens * batch
+    weights = other * prec.weight_bytes + experts * expert_prec.weight_bytes
+    la, n_local = m.local_attention, m.n_local_layers
+    keys = context_tokens if la is None else (
+        ((m.n_layers - n_local) * context_tokens + n_local * min(context_tokens, la.window)) / m.n_layers)
+    kv = kv_bytes_per_token(m, prec) * keys * batch
     return (weights + kv) / batch

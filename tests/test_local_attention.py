@@ -162,3 +162,18 @@ def test_presets_of_local_attention_models_are_their_config_json(preset, config)
     imported = ModelSpec(**{**model_fields(json.loads((HF / f"{config}.json").read_text())), "name": "x"})
     assert ModelSpec(**{**MODELS[preset], "name": "x"}) == imported
     assert imported.local_attention is not None
+
+
+def test_decode_bytes_read_mxfp4_experts_and_only_the_windows_kv():
+    """gpt-oss at batch 1: 4 experts a layer at 4.25 bits, not 16; the KV of 18 full layers at
+    10,000 tokens and of 18 sliding ones at 128."""
+    from moesim.accounting import decode_bytes_per_token, expert_params, kv_bytes_per_token
+    from moesim.presets import MODELS
+
+    m = ModelSpec(**MODELS["gpt-oss-120b"])
+    bf16_experts = m.model_copy(update={"expert_dtype": None})
+    touched = 4 * m.n_moe_layers * expert_params(m)
+    saved = decode_bytes_per_token(bf16_experts) - decode_bytes_per_token(m)
+    assert saved == pytest.approx(touched * (2.0 - 4.25 / 8))
+    kv = decode_bytes_per_token(m, context_tokens=10_000) - decode_bytes_per_token(m)
+    assert kv == pytest.approx(kv_bytes_per_token(m) * (18 * 10_000 + 18 * 128) / 36)
