@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from moesim.costmodel import CostModel
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.op_types import BlockDims, Op, OpDtypes
+from moesim.engine.ops import ATTN_BWD_FACTOR, price
 
 #: Op names of one ring step's K/V send (forward) and K/V + dK/dV send (backward).
 RING_FWD, RING_BWD = "cp_ring", "cp_ring_bwd"
@@ -98,3 +100,25 @@ def dp_groups(plan) -> tuple[tuple[int, int], tuple[int, int]]:
     (``expert_tp.expert_dp_group``: ``dp / ep * cp`` ranks ``tp * ep`` apart when ``etp = tp``, see
     the module docstring). ``cp = 1``: as before CP."""
     return (plan.dp * plan.cp, plan.tp), expert_dp_group(plan)
+
+
+def ring_costs(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,
+               intra: bool) -> dict[str, tuple[float, float]]:
+    """The ring attention of one layer and microbatch: ``exposed`` (forward, backward) seconds added
+    to the attention slot, ``ring_s`` the whole transfers, ``bytes`` one device sends; all 0 without
+    context parallelism. ``core_s``: the layer's attention core forward seconds on this rank.
+
+    A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
+    bytes: K/V and dK/dV) its backward (``flash_attention.ATTN_BWD_FACTOR`` times that). One
+    message's latency stays exposed per pass: with alpha-beta links it is ``2 * fwd_step - bwd_step``.
+    """
+    if cp <= 1:
+        return {"exposed": (0.0, 0.0), "ring_s": (0.0, 0.0), "bytes": (0.0, 0.0)}
+    ops = ring_ops(dims, dtypes, tokens, intra)
+    secs = price(cm, ops)
+    f, b = float(secs[RING_FWD]), float(secs[RING_BWD])
+    latency = max(2 * f - b, 0.0)
+    block = core_s / cp
+    exposed = (float(ring_exposed_s(f, block, cp, latency)), float(ring_exposed_s(b, ATTN_BWD_FACTOR * block, cp, latency)))
+    nb = [float(op.nbytes) * (cp - 1) for op in ops]
+    return {"exposed": exposed, "ring_s": ((cp - 1) * f, (cp - 1) * b), "bytes": (nb[0], nb[1])}

@@ -10,7 +10,11 @@ vectorised roofline, and a run of ``k`` decode iterations (``decode_window_s``) 
 ``(k, n)`` matrix. Cache-aware profiles (a CPU's KV read slows as the batch's working set outgrows
 the cache) price the whole batch as before.
 
-Units: seconds of one layer; token counts are ints (contexts index the table).
+:class:`ModelAttention` adds the layers up: every layer full, or ``model.local_attention``'s layers at
+their window's keys beside the full ones.
+
+Units: seconds of one layer (``ModelAttention``: of all layers); token counts are ints (contexts index
+the table).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.costmodel import CostModel
+from moesim.engine.local_attention import local_kv
 from moesim.engine.op_types import Op
 from moesim.engine.ops import op_s
 
@@ -149,3 +154,58 @@ class BatchAttention:
         if self._table_positive:  # (this runs once per decode window: spare the mask)
             return secs + self.launch_s
         return np.where(secs > 0, secs + self.launch_s, 0.0)
+
+
+class ModelAttention:
+    """Every layer's attention of one iteration: :class:`BatchAttention` once for the full layers and
+    once at the window's keys for ``model.local_attention``'s layers (``local_attention.local_kv``).
+
+    ``local``: (local layers, window, kind) or None (every layer full); ``local_decode``: decodes of
+    the local layers attend within the window too (False: TensorRT-LLM's chunked attention, prompt
+    chunks only). Each method sums the local layers' seconds, then the full layers', in one order, so
+    a decode window equals its iterations priced one by one.
+    """
+
+    def __init__(self, layer: BatchAttention, n_layers: int, local: tuple[int, int, str] | None = None,
+                 local_decode: bool = True):
+        self.layer, self.n_layers, self.local_decode = layer, n_layers, local_decode
+        self.local = None if local is None or not local[0] else local
+        self.n_full = n_layers - (self.local[0] if self.local else 0)
+
+    def _keys(self, q, kv):
+        """The local layers' contexts for ``q`` new tokens over ``kv`` (decodes unchanged unless
+        ``local_decode``)."""
+        _, window, kind = self.local
+        out = local_kv(q, kv, window, kind)
+        return out if self.local_decode else np.where(np.asarray(q) == 1, kv, out)
+
+    def batch_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
+        """All layers' attention seconds for a batch (:meth:`BatchAttention.batch_s` per layer kind)."""
+        if self.local is None:
+            return self.n_layers * self.layer.batch_s(q_tokens, kv_tokens)
+        secs = self.local[0] * self.layer.batch_s(q_tokens, self._keys(q_tokens, kv_tokens))
+        return secs + self.n_full * self.layer.batch_s(q_tokens, kv_tokens) if self.n_full else secs
+
+    def decode_window_s(self, context: np.ndarray, k: int) -> np.ndarray:
+        """``(k,)`` all layers' seconds of ``k`` decode-only iterations (:meth:`batch_s` of each)."""
+        if self.local is None:
+            return self.n_layers * self.layer.decode_window_s(context, k)
+        n_local, window, kind = self.local
+        full = self.layer.decode_window_s(context, k) if self.n_full or not self.local_decode else None
+        local = (self.layer.decode_window_s(context, k, keys=lambda c: local_kv(1, c, window, kind))
+                 if self.local_decode else full)
+        return n_local * local + self.n_full * full if self.n_full else n_local * local
+
+    def with_prefill_s(self, context: np.ndarray, q_tokens, kv_tokens) -> float | None:
+        """All layers' :meth:`BatchAttention.with_prefill_s`, or None where only :meth:`batch_s` applies."""
+        if self.local is None:
+            one = self.layer.with_prefill_s(context, q_tokens, kv_tokens)
+            return None if one is None else self.n_layers * one
+        n_local, window, kind = self.local
+        kv_local = local_kv(q_tokens, kv_tokens, window, kind)
+        local = self.layer.with_prefill_s(local_kv(1, context, window, kind) if self.local_decode else context,
+                                          q_tokens, int(kv_local) if isinstance(q_tokens, int) else kv_local)
+        full = self.layer.with_prefill_s(context, q_tokens, kv_tokens) if self.n_full else 0.0
+        if local is None or full is None:
+            return None
+        return n_local * local + self.n_full * full if self.n_full else n_local * local

@@ -74,7 +74,6 @@ from moesim.costmodel.host import (
     uses_cuda_graph,
 )
 from moesim.engine import expert_load
-from moesim.engine.local_attention import local_kv
 from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
     EXPERT_OPS,
@@ -85,7 +84,7 @@ from moesim.engine.ops import (
     total_s,
 )
 from moesim.engine.routing import capacity_per_expert, expected_source_drops
-from moesim.engine.serving.attention import BatchAttention
+from moesim.engine.serving.attention import BatchAttention, ModelAttention
 from moesim.engine.serving.drift import check_drift, drift_state
 from moesim.engine.serving.layout import expert_layout
 from moesim.engine.serving.overlap import TwoBatchOverlap
@@ -158,11 +157,11 @@ class IterationCost:
         self.epoch = 0  # routing/layout changes so far (drift): keys the pools' generators
         ctx = min(m.max_seq_len, 65536) if max_context is None else int(max_context)
         self.attn = BatchAttention(cm, self._attention, self._mha, ctx, max_chunk=int(max_tokens))
-        # (local layers, full layers, window, kind): sliding-window or chunked layers attend over fewer keys
-        la, n_local = m.local_attention, m.n_local_layers
-        self._local = None if la is None or not n_local else (n_local, m.n_layers - n_local, la.window, la.kind)
-        # decodes within the window too (not TensorRT-LLM's chunked attention, ``local_attention_mode: prefill``)
-        self._local_decode = s.workload.local_attention_mode != "prefill"
+        # every layer's attention; sliding-window or chunked layers over their window's keys, decodes
+        # too unless the engine runs them over the whole cache (``local_attention_mode: prefill``)
+        la = m.local_attention
+        self.layers = ModelAttention(self.attn, m.n_layers, None if la is None else (m.n_local_layers, la.window, la.kind),
+                                     local_decode=s.workload.local_attention_mode != "prefill")
         self.max_tokens = int(max_tokens)
         t = np.arange(self.max_tokens + 1, dtype=float)
         parts = self.fixed_by_stream(t)
@@ -359,42 +358,9 @@ class IterationCost:
 
         ``q_tokens[i]`` new tokens of sequence ``i`` attend over ``kv_tokens[i]`` cached tokens
         (including the new ones): the op graph's ``attn_core`` op at this batch (MLA: absorbed for
-        decodes, multi-head for prefill chunks). Local layers (``model.local_attention``) price it at
-        the keys in their window (``local_attention.local_kv``), then the full layers are added.
+        decodes, multi-head for prefill chunks; local layers at their window's keys, ``ModelAttention``).
         """
-        if self._local is None:
-            return self.s.model.n_layers * self.attn.batch_s(q_tokens, kv_tokens)
-        n_local, n_full, window, kind = self._local
-        kv_local = local_kv(q_tokens, kv_tokens, window, kind)
-        if not self._local_decode:  # decodes over the whole cache, prompt chunks within the window
-            kv_local = np.where(np.asarray(q_tokens) == 1, kv_tokens, kv_local)
-        secs = n_local * self.attn.batch_s(q_tokens, kv_local)
-        return secs + n_full * self.attn.batch_s(q_tokens, kv_tokens) if n_full else secs
-
-    def _decode_window_attention_s(self, context: np.ndarray, k: int) -> np.ndarray:
-        """``(k,)`` all layers' attention seconds of ``k`` decode-only iterations (:meth:`attention_s`
-        of each: the same lookups, summed in the same order)."""
-        if self._local is None:
-            return self.s.model.n_layers * self.attn.decode_window_s(context, k)
-        n_local, n_full, window, kind = self._local
-        full = self.attn.decode_window_s(context, k) if n_full or not self._local_decode else None
-        secs = n_local * (self.attn.decode_window_s(context, k, keys=lambda c: local_kv(1, c, window, kind))
-                          if self._local_decode else full)
-        return secs + n_full * full if n_full else secs
-
-    def _with_prefill_attention_s(self, context: np.ndarray, q_tokens, kv_tokens) -> float | None:
-        """All layers' ``BatchAttention.with_prefill_s`` (local layers at their window's keys), or None."""
-        if self._local is None:
-            one = self.attn.with_prefill_s(context, q_tokens, kv_tokens)
-            return None if one is None else self.s.model.n_layers * one
-        n_local, n_full, window, kind = self._local
-        kv_local = local_kv(q_tokens, kv_tokens, window, kind)
-        local = self.attn.with_prefill_s(local_kv(1, context, window, kind) if self._local_decode else context, q_tokens,
-                                         int(kv_local) if isinstance(q_tokens, int) else kv_local)
-        full = self.attn.with_prefill_s(context, q_tokens, kv_tokens) if n_full else 0.0
-        if local is None or full is None:
-            return None
-        return n_local * local + n_full * full if n_full else n_local * local
+        return self.layers.batch_s(q_tokens, kv_tokens)
 
     def time_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray, n_out: int, engine: int = 0,
                tokens: int | None = None, decode: bool | None = None) -> tuple[float, float]:
@@ -419,7 +385,7 @@ class IterationCost:
         iteration by iteration, to ``time_s`` and ``last_comm_s`` (``serving.window`` relies on
         it): the same terms added in the same order, as vectors over the ``k`` iterations."""
         n = int(np.asarray(context).size)
-        att = self._decode_window_attention_s(context, k)
+        att = self.layers.decode_window_s(context, k)
         if (self.tbo is not None and self.tbo.applies(n)) or n > self.max_tokens:
             secs, drops = np.empty(k), []
             for j, a in enumerate(att.tolist()):
@@ -446,7 +412,7 @@ class IterationCost:
         n = context.size
         one = isinstance(q_tokens, int)
         a = 1 if one else q_tokens.size
-        attn = self._with_prefill_attention_s(context, q_tokens, kv_tokens)
+        attn = self.layers.with_prefill_s(context, q_tokens, kv_tokens)
         if attn is None:  # a one-token prefill, or a profile without the tables: the batch as it is
             q = np.ones(n + a, np.int64)
             q[n:] = q_tokens

@@ -45,7 +45,6 @@ from moesim.engine import cp as ctx
 from moesim.engine.local_attention import local_kv
 from moesim.engine.op_types import BlockDims, Op, OpDtypes
 from moesim.engine.ops import (
-    ATTN_BWD_FACTOR,
     EXPERT_OPS,
     attention_core_op,
     backward_s,
@@ -342,7 +341,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
         if etp != tp:  # the MoE layers' TP collective spans the expert-TP group's etp * T / tp tokens
             nbytes[moe, :, TP2] = T * etp / tp * d * ab if etp > 1 else 0.0
-    ring = _cp_ring(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node))
+    ring = ctx.ring_costs(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node))
     if cp > 1:  # the ring's exposed seconds are part of the attention slot
         fwd[:, :, ATT] += ring["exposed"][0]
         back[:, :, ATT] += ring["exposed"][1]
@@ -436,25 +435,3 @@ def _local_core_delta(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, q: np.nd
     local = attention_core_op(dims, dtypes, q, local_kv(q, kv, la.window, la.kind))
     t_full, t_local = float(price(cm, [full], memo)["attn_core"]), float(price(cm, [local], {})["attn_core"])
     return (forward_s(local, t_local) - forward_s(full, t_full), backward_s(local, t_local) - backward_s(full, t_full))
-
-
-def _cp_ring(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,
-             intra: bool) -> dict[str, tuple[float, float]]:
-    """The ring attention of one layer and microbatch (``engine/cp.py``): ``exposed`` (forward,
-    backward) seconds added to the attention slot, ``ring_s`` the whole transfers, ``bytes`` one
-    device sends; all 0 without context parallelism.
-
-    A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
-    bytes: K/V and dK/dV) its backward (``flash_attention.ATTN_BWD_FACTOR`` times that). One message's latency stays exposed per pass:
-    with alpha-beta links it is ``2 * fwd_step - bwd_step``.
-    """
-    if cp <= 1:
-        return {"exposed": (0.0, 0.0), "ring_s": (0.0, 0.0), "bytes": (0.0, 0.0)}
-    ops = ctx.ring_ops(dims, dtypes, tokens, intra)
-    secs = price(cm, ops)
-    f, b = float(secs[ctx.RING_FWD]), float(secs[ctx.RING_BWD])
-    latency = max(2 * f - b, 0.0)
-    block = core_s / cp
-    exposed = (float(ctx.ring_exposed_s(f, block, cp, latency)), float(ctx.ring_exposed_s(b, ATTN_BWD_FACTOR * block, cp, latency)))
-    nb = [float(op.nbytes) * (cp - 1) for op in ops]
-    return {"exposed": exposed, "ring_s": ((cp - 1) * f, (cp - 1) * b), "bytes": (nb[0], nb[1])}
