@@ -78,6 +78,13 @@ class Precision:
         """Dtype of the 16-bit activations between kernels: bf16 under fp8 or fp4 math, else the compute dtype."""
         return "bf16" if self.compute_dtype in ("fp8", "fp4") else self.compute_dtype
 
+    @property
+    def attention_dtype(self) -> str:
+        """Dtype the serving attention kernel is priced in: the model dtype, but fp8 under fp4 math. No
+        attention kernel runs in FP4: TensorRT-LLM runs its NVFP4 checkpoints' context and generation
+        FMHA in FP8 over the FP8 KV cache (``kv_bytes``), so QK^T and PV reach the FP8 peak, not FP4's."""
+        return "fp8" if self.compute_dtype == "fp4" else self.model_dtype
+
 
 def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     """The :class:`Precision` of weights stored as ``model_dtype`` on ``device``.

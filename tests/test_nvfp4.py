@@ -77,3 +77,21 @@ def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():
     with pytest.raises(InputError, match=r"model.dtype = nvfp4: quantized weights \(int8, int4, mxfp4, nvfp4\) are for serving"):
         moesim.load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml",
                              ["model.dtype=nvfp4", "hardware.preset=b200"])
+
+
+def test_attention_runs_at_the_fp8_peak_not_fp4s():
+    """No FP4 attention kernel: an NVFP4 model's prompt attention costs what an FP8 model's does
+    (same FP8 KV cache, QK^T and PV at the FP8 peak), while its GEMMs run at FP4."""
+    import numpy as np
+
+    from moesim.engine.serving.decode_cost import IterationCost
+
+    assert precision("nvfp4", DeviceSpec(**HARDWARE["b200"]["device"])).attention_dtype == "fp8"
+    assert precision("mxfp4", DeviceSpec(**HARDWARE["h100-sxm"]["device"])).attention_dtype == "mxfp4"  # bf16 math
+
+    def attention(dtype: str) -> float:
+        s = moesim.load_scenario(QWEN, [f"model.dtype={dtype}"])
+        cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=64)
+        return cost.attention_s(np.array([8192]), np.array([8192]))
+
+    assert attention("nvfp4") == pytest.approx(attention("fp8"), rel=1e-12)

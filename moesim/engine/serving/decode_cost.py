@@ -115,7 +115,7 @@ class IterationCost:
         # the KV cache in its own dtype when the workload names one (otherwise the attention dtype's)
         kv_bytes = prec.kv_bytes if s.workload.kv_cache_dtype != "auto" else None
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
-                               act_dtype=prec.act_dtype, attn_dtype=m.dtype, kv_bytes=kv_bytes,
+                               act_dtype=prec.act_dtype, attn_dtype=prec.attention_dtype, kv_bytes=kv_bytes,
                                expert_weights=m.expert_dtype if m.expert_dtype != m.dtype else None)
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         # replicas whose batches an EP rank's experts serve: the ep replicas of a group carved out of
