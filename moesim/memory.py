@@ -29,6 +29,7 @@ from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
+from moesim.packing import micro_batch_seqs
 from moesim.precision import Precision, grad_bytes, parameter_bytes, precision, scenario_precision
 from moesim.schemas import (
     DTYPE_BYTES,
@@ -177,8 +178,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
         else:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base weights
             weights, grads, optim = _finetune_param_bytes(s, dense, experts, b, copies, dp, expert_dp)
-        micro_seqs = w.global_batch_seqs / (plan.dp * plan.microbatches)
-        tokens = micro_seqs * w.seq_len / plan.cp  # this CP rank's share of the microbatch
+        # this CP rank's share of the microbatch, at seq_len rows (a micro-batch of the longest samples
+        # sets the peak, packing.row_tokens)
+        tokens = micro_batch_seqs(w, plan) * w.seq_len / plan.cp
         slots = routed_slots_per_token(m, s.routing, tokens)
         in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)

@@ -22,6 +22,9 @@ partly masked tile at its far edge, so prompt chunks and training see ``W + TILE
 (:data:`TILE`; FlashAttention-2's forward tiles are 128 x 64-128 for head widths 64-128, Dao 2023,
 arXiv:2307.08691 sec. 3.3), which matters for windows of a few tiles (gpt-oss: 128). Chunks start on
 tile boundaries (8192 is a multiple of 128): no such waste. A decode reads the window's keys.
+
+Approximate under context parallelism: a CP rank's ``(q, kv)`` (``engine/cp.py``) is mapped as if its
+queries were the last ``q`` of ``kv`` keys, and the K/V ring is still priced whole.
 """
 
 from __future__ import annotations
