@@ -73,7 +73,8 @@ class ServingBounds:
         w, m, p = s.workload, s.model, s.plan
         lengths = _lengths(w)
         key = (s.hardware.model_dump_json(), p.tp, p.pp, p.ep, w.max_batch_tokens, w.chunked_prefill,
-               m.model_dump_json(), s.routing.model_dump_json(), s.placement.model_dump_json(), lengths)
+               m.model_dump_json(), s.routing.model_dump_json(), s.placement.model_dump_json(), lengths,
+               w.local_attention_mode)
         if key in self._cache:
             return self._cache[key]
         cm = build_cost_model(s.hardware)
