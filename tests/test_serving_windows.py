@@ -87,10 +87,11 @@ def test_windows_match_with_local_kv_under_full_admission():
                                hardware={"device": {"mem_gib": 45}}))
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads(seed):
     """Random small plans (batch limits, chunked or whole prefills, KV admission, a tight KV pool,
-    prefix caching, arrival rate, router): windows on and off give the same run."""
+    prefix caching, arrival rate, router, local attention and how the engine runs it): windows on
+    and off give the same run."""
     rng = np.random.default_rng(seed)
 
     def pick(options):
@@ -101,7 +102,12 @@ def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads
                 "prefix_cache_hit": pick([0.0, 0.5]), "router": pick(["least_loaded", "round_robin"]),
                 "arrival": {"rate_per_s": pick([10.0, 80.0, 400.0])}}
     dp = pick([1, 2])
-    s = _scenario("mixtral-8x7b-h100-serve-online", 120, workload=workload, plan={"dp": dp},
+    window = pick([None, 64, 300])
+    model = {} if window is None else {"local_attention": {"kind": pick(["sliding", "chunked"]), "window": window,
+                                                            "full_every": pick([0, 2, 4])}}
+    if window is not None:
+        workload["local_attention_mode"] = pick(["kv_window", "compute", "prefill"])
+    s = _scenario("mixtral-8x7b-h100-serve-online", 120, workload=workload, plan={"dp": dp}, model=model,
                   hardware={"device": {"mem_gib": pick([47, 80])}, "node": {"devices_per_node": dp}})
     result = _assert_same_run(s, seed)
     assert result.summary["served_requests"] > 0
