@@ -10,6 +10,7 @@ from moesim.accounting import (
     serving_mean_context,
     training_flops_per_token,
 )
+from moesim.engine.local_attention import slot_map
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import precision, scenario_precision, summary_fields
@@ -52,7 +53,11 @@ def summary(s: Scenario) -> dict:
     }
     out["fits_reason"], out["fits_advice"] = fit_explanation(pool, mem)
     if not s.is_training:
-        out["kv_cache_capacity_tokens"] = kv_cache_capacity_tokens(pool)
+        out["kv_cache_capacity_tokens"] = capacity = kv_cache_capacity_tokens(pool)
+        # a whole max_seq_len sequence's KV slots (local layers keeping only their window: fewer)
+        slots = slot_map(m, pool.workload.local_attention_mode)
+        longest = m.max_seq_len if slots is None else int(slots(m.max_seq_len))
+        out["kv_sequences_at_max_seq_len"] = int(capacity // longest)
     return out
 
 

@@ -300,6 +300,9 @@ _add("alltoall_fraction", "fraction", "min", "EP all-to-all share of iteration t
 _add("kv_cache_capacity_tokens", "tokens", "max", "KV cache capacity (tokens)",
      "KV capacity of one replica: its KV pool over the KV bytes per token per device", SC,
      check="KV capacity of one replica: its KV pool over the KV bytes per token per device (serving only)")
+_add("kv_sequences_at_max_seq_len", "count", "max", "max-length sequences the KV cache holds",
+     "sequences of model.max_seq_len tokens one replica's KV pool holds at once (local-attention layers keep only "
+     "their window's KV under workload.local_attention_mode kv_window; serving only)", C)
 _add("preemptions", "count", "min", "preemptions",
      "sequences evicted when the KV cache ran out (recomputed later)", S)
 _add("preempted_requests", "count", "min", "preempted requests", "requests evicted at least once", S)

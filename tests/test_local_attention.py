@@ -177,3 +177,15 @@ def test_decode_bytes_read_mxfp4_experts_and_only_the_windows_kv():
     assert saved == pytest.approx(touched * (2.0 - 4.25 / 8))
     kv = decode_bytes_per_token(m, context_tokens=10_000) - decode_bytes_per_token(m)
     assert kv == pytest.approx(kv_bytes_per_token(m) * (18 * 10_000 + 18 * 128) / 36)
+
+
+def test_check_counts_the_max_length_sequences_the_kv_pool_holds():
+    """gpt-oss: a 131,072-token sequence holds about half its KV when half the layers keep 128 tokens."""
+    from moesim.check import summary
+
+    local = summary(load_scenario("gpt-oss-120b-h100-serve-long"))
+    full = summary(load_scenario("gpt-oss-120b-h100-serve-long", ["model.local_attention=null"]))
+    assert full["kv_sequences_at_max_seq_len"] == int(full["kv_cache_capacity_tokens"] // 131_072)
+    held = 131_072 - 18 * (131_072 - 128) // 36
+    assert local["kv_sequences_at_max_seq_len"] == int(local["kv_cache_capacity_tokens"] // held)
+    assert local["kv_sequences_at_max_seq_len"] >= 2 * full["kv_sequences_at_max_seq_len"]
