@@ -11,6 +11,7 @@ weights plus a KV pool.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
@@ -27,6 +28,7 @@ from moesim.activations import (
 from moesim.allocator import reserved_gib, unused_fraction
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
+from moesim.engine.local_attention import slot_map
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares
 from moesim.packing import micro_batch_seqs
@@ -155,7 +157,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     against the others by :func:`_busiest_stage` when it may hold more than stage 0.
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
-    it must hold ``serving_kv_tokens`` (default: the longest request) or the plan does not fit.
+    it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
+    attention layers keep only their window) or the plan does not fit.
     """
     m, plan = s.model, s.plan
     prec = scenario_precision(s)
@@ -218,7 +221,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
         pool = serving_kv_pool_bytes(s)
-        need = (serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)) * kv_bytes_per_token_per_device(s)
+        longest = serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)
+        slots = slot_map(s.model, s.workload.local_attention_mode)  # local layers keeping only their window
+        need = (longest if slots is None else float(slots(int(math.ceil(longest))))) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)

@@ -138,9 +138,10 @@ def test_a_sequence_longer_than_the_pool_is_served_when_every_layer_keeps_only_i
     local = simulate(load_scenario(SERVE, [*base, "model.local_attention={window: 4096}"])).summary
     assert full["kv_cache_capacity_tokens"] < 30_200  # the pool cannot hold one whole sequence
     assert full["served_requests"] == 0 and local["served_requests"] == 20
+    assert not full["fits"] and local["fits"]  # the memory verdict counts the longest request's KV slots
     compute = simulate(load_scenario(SERVE, [*base, "model.local_attention={window: 4096}",
                                              "workload.local_attention_mode=compute"])).summary
-    assert compute["served_requests"] == 0  # the cache still sized for every token on every layer
+    assert compute["served_requests"] == 0 and not compute["fits"]  # the cache still sized for every token
 
 
 def test_disaggregated_decode_pools_receive_only_the_windows_kv():
