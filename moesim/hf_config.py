@@ -19,8 +19,9 @@ What the accounting does not represent (parameter counts stay within ~1% of the 
   * GPT-OSS attention sinks (one scalar per head); its alternating 128-token sliding window
     (``sliding_window``, ``layer_types``), Mistral's and Mixtral's ``sliding_window`` and Llama-4's
     chunked attention (``attention_chunk_size`` on its RoPE layers, ``no_rope_layers``) are read as
-    ``local_attention`` (attention time over the window), but the KV cache is sized for every layer at
-    full context; Qwen's ``use_sliding_window`` (off in every published Qwen config) is not read;
+    ``local_attention`` (attention over the window; in serving, ``workload.local_attention_mode`` says
+    whether those layers also keep only the window's KV); Qwen's ``use_sliding_window`` (off in every
+    published Qwen config) is not read;
   * Qwen2-MoE's shared-expert sigmoid gate (d_model weights a layer), Qwen3/OLMoE q/k norms, Grok-1's
     four norms a layer; DeepSeek-V3's multi-token-prediction layer (``num_nextn_predict_layers``,
     ~14B, not part of the published 671B) and its router bias;
@@ -176,8 +177,8 @@ def _sliding(read: Callable[[_Section], dict]) -> Callable[[_Section], dict]:
     """Mistral and Mixtral: a non-null ``sliding_window`` makes every layer a sliding-window layer."""
     def wrapped(s: _Section) -> dict:
         out, window = read(s), s.opt("sliding_window")
-        if window is not None and _int(out.get("n_layers")):
-            out.update(_local_layers("sliding_window", [False] * out["n_layers"], "sliding", window))
+        if window is not None:
+            out["local_attention"] = dict(kind="sliding", window=window, full_every=0)
         return out
     return wrapped
 

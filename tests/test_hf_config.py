@@ -312,3 +312,12 @@ def test_qwen3_moe_scenario_simulates_end_to_end_as_moe(tmp_path, capsys):
     assert main(["simulate", str(path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["served_requests"] == 32 and summary["model"] == "qwen3-30b-a3b"
+
+
+def test_a_sliding_window_config_with_absurd_layers_is_one_line(tmp_path):
+    """The window is read without building a per-layer list: the bad layer count is what is named."""
+    cfg = _cfg("mixtral-8x7b", num_hidden_layers=10**12, sliding_window=4096)
+    with pytest.raises(InputError) as info:
+        _load(tmp_path, cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and "n_layers" in msg, msg
