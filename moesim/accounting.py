@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from moesim.engine.local_attention import keys_before
+from moesim.engine.local_attention import keys_before, local_kv
 from moesim.precision import Precision, precision
 from moesim.schemas import (
     ModelSpec,
@@ -119,9 +119,15 @@ def attention_core_flops(m: ModelSpec, context_tokens: float, local_tokens: floa
         per_key = 2 * m.n_heads * (qk + m.mla.v_head_dim)
     else:
         per_key = 4 * m.n_heads * m.head_width
+    return per_key * layer_keys(m, context_tokens, local_tokens)
+
+
+def layer_keys(m: ModelSpec, context_tokens: float, local_tokens: float | None = None) -> float:
+    """Keys one token reads summed over the layers: ``context_tokens`` on each full layer,
+    ``local_tokens`` (default: as many) on each of ``model.local_attention``'s layers."""
     local = context_tokens if local_tokens is None else local_tokens
     n_local = m.n_local_layers
-    return per_key * ((m.n_layers - n_local) * context_tokens + n_local * local)
+    return (m.n_layers - n_local) * context_tokens + n_local * local
 
 
 def local_keys(m: ModelSpec, seq_len: float | None = None, context_tokens: float | None = None) -> float | None:
@@ -207,8 +213,9 @@ def decode_bytes_per_token(m: ModelSpec, context_tokens: float = 0.0, batch: int
     experts = m.n_moe_layers * touched * expert_params(m) if m.n_experts > 1 else p.routed_experts
     other = p.total - p.routed_experts - p.embedding + embed_read
     weights = other * prec.weight_bytes + experts * expert_prec.weight_bytes
-    la, n_local = m.local_attention, m.n_local_layers
-    keys = context_tokens if la is None else (
-        ((m.n_layers - n_local) * context_tokens + n_local * min(context_tokens, la.window)) / m.n_layers)
-    kv = kv_bytes_per_token(m, prec) * keys * batch
+    la = m.local_attention
+    # a local layer's decode reads its window's keys (local_kv); kv_bytes_per_token covers all layers
+    local = (None if la is None else
+             float(local_kv(1, float(context_tokens), la.window, la.kind)) if context_tokens >= 1 else 0.0)
+    kv = kv_bytes_per_token(m, prec) * layer_keys(m, context_tokens, local) / m.n_layers * batch
     return (weights + kv) / batch

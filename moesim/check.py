@@ -13,7 +13,7 @@ from moesim.accounting import (
 from moesim.engine.local_attention import slot_map
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
-from moesim.precision import precision, scenario_precision, summary_fields
+from moesim.precision import expert_precision, scenario_precision, summary_fields
 from moesim.schemas import (
     Scenario,
     TrainingWorkload,
@@ -44,8 +44,7 @@ def summary(s: Scenario) -> dict:
         "flops_per_token": flops_per_token(m, seq, context),
         "training_flops_per_token": training_flops_per_token(m, seq, s.plan.recompute),
         "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
-        "decode_bytes_per_token_batch1": decode_bytes_per_token(
-            m, prec=prec, expert_prec=precision(m.expert_dtype, s.hardware.device) if m.expert_dtype else None),
+        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec, expert_prec=expert_precision(s)),
         "memory_per_device_gib": mem.total_gib,
         "memory": mem.as_dict(),
         "fits": mem.fits,

@@ -178,6 +178,12 @@ def test_decode_bytes_read_mxfp4_experts_and_only_the_windows_kv():
     assert saved == pytest.approx(touched * (2.0 - 4.25 / 8))
     kv = decode_bytes_per_token(m, context_tokens=10_000) - decode_bytes_per_token(m)
     assert kv == pytest.approx(kv_bytes_per_token(m) * (18 * 10_000 + 18 * 128) / 36)
+    # chunked (Llama 4): 36 of 48 layers read their own chunk's (10,000 - 1) mod 8,192 + 1 = 1,808 keys
+    mav = ModelSpec(**MODELS["llama-4-maverick"])
+    full = mav.model_copy(update={"local_attention": None})
+    assert decode_bytes_per_token(mav) == decode_bytes_per_token(full)  # no context, no KV read
+    kv = decode_bytes_per_token(mav, context_tokens=10_000) - decode_bytes_per_token(mav)
+    assert kv == pytest.approx(kv_bytes_per_token(mav) * (12 * 10_000 + 36 * 1_808) / 48)
 
 
 def test_check_counts_the_max_length_sequences_the_kv_pool_holds():

@@ -125,10 +125,6 @@ class TrainingWorkload(Strict):
                              "(packed rows have no padding)")
         return self
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.global_batch_seqs * self.seq_len
-
 
 class LengthDist(Strict):
     """A distribution of token counts (prompt or output length)."""

@@ -332,11 +332,15 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
                 a2a_wait = np.maximum(secs["dispatch"] - float(op_s(cm, dispatch, bytes_to_peers=balanced)), 0.0)
             strag_f[moe] = expert_wait + 2 * a2a_wait
             strag_b[moe] = 2 * expert_wait + 2 * a2a_wait
+    # sliding-window or chunked layers: their attention core over the window's keys (an empty mask
+    # and no change without model.local_attention)
     local = np.array([m.is_local_layer(i) for i in range(L)])
-    core_delta = _local_core_delta(cm, dims, dtypes, q, kv, m.local_attention, memo) if local.any() else 0.0
-    if local.any():  # sliding-window or chunked layers: their attention core over the window's keys
-        fwd[local, :, ATT] += core_delta[0]
-        back[local, :, ATT] += core_delta[1]
+    full_ops, full_secs = next(iter(priced.values()))  # the attention core is the same in every block
+    core_delta = (_local_core_delta(cm, next(op for op in full_ops if op.name == "attn_core"),
+                                    float(full_secs["attn_core"]), dims, dtypes, m.local_attention)
+                  if local.any() else (0.0, 0.0))
+    fwd[local, :, ATT] += core_delta[0]
+    back[local, :, ATT] += core_delta[1]
     if tp > 1:
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
         if etp != tp:  # the MoE layers' TP collective spans the expert-TP group's etp * T / tp tokens
@@ -360,7 +364,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         cp_rc = ring["exposed"][0]
     elif plan.recompute == "selective" and modules is None:  # re-running the core attention re-runs its ring
         bwd[:, :, 0] = core if cp == 1 else core + ring["exposed"][0]
-        bwd[local, :, 0] += core_delta[0] if local.any() else 0.0
+        bwd[local, :, 0] += core_delta[0]
         cp_rc = ring["exposed"][0]
     elif plan.recompute == "selective":  # Megatron-core's modules (recompute.py)
         share = mla_up_share(m)
@@ -368,7 +372,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             rows = moe if kind else ~moe
             t, a2a, tpc = recompute_s(ops_, secs_, modules, base_name, share, mla=m.mla is not None, moe_layer=kind)
             bwd[rows, :, 0], rc_comm[rows, :, 0], rc_comm[rows, :, 1] = t, a2a, tpc
-        if "core_attn" in modules and local.any():
+        if "core_attn" in modules:
             bwd[local, :, 0] += core_delta[0]
         if "core_attn" in modules and cp > 1:
             bwd[:, :, 0] += ring["exposed"][0]
@@ -426,12 +430,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     return costs
 
 
-def _local_core_delta(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, q: np.ndarray, kv: np.ndarray,
-                      la, memo: dict) -> tuple[float, float]:
+def _local_core_delta(cm: CostModel, full: Op, t_full: float, dims: BlockDims, dtypes: OpDtypes,
+                      la) -> tuple[float, float]:
     """(forward, backward) seconds a local layer's attention core (``model.local_attention``) saves
-    over the full causal core at the same queries: the same kernel over the window's keys
-    (``local_attention.local_kv``). Both <= 0."""
-    full = attention_core_op(dims, dtypes, q, kv)
+    over the full causal core ``full`` (priced at ``t_full``): the same kernel at the same queries
+    over the window's keys (``local_attention.local_kv``). Both <= 0."""
+    q, kv = full.args["q_tokens"], full.args["kv_tokens"]
     local = attention_core_op(dims, dtypes, q, local_kv(q, kv, la.window, la.kind))
-    t_full, t_local = float(price(cm, [full], memo)["attn_core"]), float(price(cm, [local], {})["attn_core"])
+    t_local = float(price(cm, [local])["attn_core"])
     return (forward_s(local, t_local) - forward_s(full, t_full), backward_s(local, t_local) - backward_s(full, t_full))
