@@ -70,6 +70,19 @@ def test_hugging_face_configs_read_their_windows():
     assert read("mixtral-8x7b", sliding_window=4096) == {"kind": "sliding", "window": 4096, "full_every": 0}
     with pytest.raises(HFConfigError, match="'layer_types': full-attention layers are not every N-th layer"):
         read("gpt-oss-120b", layer_types=["full_attention"] * 2 + ["sliding_attention"] * 34)
+    with pytest.raises(HFConfigError, match="'layer_types' = .*: expected one attention type per layer \\(36\\)"):
+        read("gpt-oss-120b", layer_types=["full_attention"] * 3)
+
+    def read4(**changes):
+        cfg = json.loads((HF / "llama-4-maverick-17b-128e.json").read_text())
+        cfg["text_config"].update(changes)
+        return model_fields(cfg).get("local_attention")
+
+    assert read4(no_rope_layers=[1, 1, 0] * 16) == {"kind": "chunked", "window": 8192, "full_every": 3}
+    with pytest.raises(HFConfigError, match="'text_config.no_rope_layers' = .*: expected one 0/1 per layer \\(48\\)"):
+        read4(no_rope_layers=[1, 0])
+    with pytest.raises(HFConfigError, match="'text_config.no_rope_layer_interval': expected a positive int"):
+        read4(no_rope_layer_interval=0)
 
 
 def test_a_window_as_long_as_the_row_changes_nothing_and_a_short_one_saves_attention_time():
@@ -117,6 +130,11 @@ def test_a_bad_local_attention_is_one_line_naming_the_field():
         load_scenario(SERVE, ["model.local_attention={kind: banded, window: 128}"])
     with pytest.raises(InputError, match="model.local_attention.window"):
         load_scenario(SERVE, ["model.local_attention={window: 0}"])
+    with pytest.raises(InputError, match=r"^model.local_attention.full_every = 40: must be <= model.n_layers \(32\)"):
+        load_scenario(SERVE, ["model.local_attention={window: 128, full_every: 40}"])
+    with pytest.raises(InputError, match="workload.local_attention_mode") as info:
+        load_scenario(SERVE, ["workload.local_attention_mode=window"])
+    assert "\n" not in str(info.value) and "kv_window" in str(info.value)
 
 
 def test_local_layers_hold_the_window_and_full_layers_every_token():
