@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-FORMAT = 13  # part of every run's key: bump when a runner's output changes meaning
+FORMAT = 14  # part of every run's key: bump when a runner's output changes meaning
 
 #: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
 GATE_PROBES = 3

@@ -157,8 +157,10 @@ class PlanSpec(Strict):
     dp_attention: bool = Field(
         False, description="Serving with ep > 1: the ep replicas of each expert-parallel group run as one lock-step engine "
         "(DP attention: SGLang --enable-dp-attention, DeepSeek-V3's DP32/DP144 attention). Every iteration all of "
-        "them run each layer together (the dispatch and combine synchronise them), so the slowest sets the pace; "
-        "a shared scheduler spreads the sequences evenly over them. Their KV pools and batch limits add up.")
+        "them run each layer together (the dispatch and combine synchronise them), so the slowest rank's attention "
+        "sets the pace while the experts serve the group's tokens. Each rank keeps the requests workload.router "
+        "places on it, with its own scheduler, KV pool and batch limits (SGLang, TensorRT-LLM, vLLM's DP ranks); "
+        "workload.dp_attention_balance holds prompts until every rank has one.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:

@@ -96,6 +96,10 @@ class Scenario(Strict):
                 )
             if w.speculative is not None:
                 _check_speculative(self if disagg is None else pool_scenario(self, "decode"))
+            plans = [p] if disagg is None else [disagg.prefill.plan, disagg.decode.plan]
+            if w.dp_attention_balance is not None and not any(q.dp_attention for q in plans):
+                raise ValueError("workload.dp_attention_balance: needs plan.dp_attention: true (it lines up the prompts "
+                                 "of a lock-step group's ranks); allowed without it: null")
         for label, path in (("hardware.profile", hw.profile), ("routing.trace", self.routing.trace)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{label} = {str(path)!r}: file not found")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from moesim.errors import InputError
 from moesim.schemas._base import BOUND_REASON, MAX_SEED, MAX_TOKENS, SEED_WHY, Strict, bounded
@@ -308,6 +308,21 @@ class DisaggregationSpec(Strict):
         return self.prefill.plan.n_devices + self.decode.plan.n_devices
 
 
+class DpAttentionBalance(Strict):
+    """TensorRT-LLM's attention-DP balance (``attention_dp_config: {enable_balance: true, timeout_iters,
+    batching_wait_iters}``, tech blog 10 "ADP Balance Strategy"): the ranks of a lock-step group hold
+    their new prompts back until every rank has one to run, so that no rank prefills while the
+    others wait on it with a few decodes each."""
+
+    timeout_iters: NonNegativeInt = bounded(50, le=100_000, why="iterations a prompt may be held; TensorRT-LLM's default 50",
+                                            description="Iterations a rank's prompts wait for every rank of the group to "
+                                                        "have one before they run anyway (attention_dp_config.timeout_iters).")
+    batching_wait_iters: NonNegativeInt = bounded(10, le=100_000, why="iterations of extra batching; TensorRT-LLM's default 10",
+                                                  description="Once every rank has a prompt (and every rank decodes), iterations "
+                                                              "they keep waiting so more prompts batch together "
+                                                              "(attention_dp_config.batching_wait_iters).")
+
+
 class ServingWorkload(Strict):
     """A stream of inference requests served with continuous batching."""
 
@@ -322,7 +337,10 @@ class ServingWorkload(Strict):
                                             "(the decode cost is tabulated per token up to it)",
                                             description="Most tokens (prefill + decode) in one iteration per replica.")
     chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens.")
-    router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over replicas.")
+    router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over "
+        "replicas. least_loaded: to the replica with the fewest outstanding requests; over the ranks of plan.dp_attention "
+        "groups, to the rank holding the fewest tokens (KV plus queued prompts) under an even share of requests "
+        "(TensorRT-LLM's attention-DP balancer).")
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
                                        description="Fraction of memory left after weights that holds the KV cache.")
     kv_cache_dtype: Literal["auto", "bf16", "fp16", "fp8"] = Field(
@@ -348,6 +366,10 @@ class ServingWorkload(Strict):
                                       description="Fraction of each prompt whose KV is already cached (prefix caching): those tokens are "
                                                   "not recomputed but are attended over and held in KV.")
     disaggregation: DisaggregationSpec | None = Field(None, description="Separate prefill and decode pools (each with its own plan); null: one pool on plan.")
+    dp_attention_balance: DpAttentionBalance | None = Field(
+        None, description="With plan.dp_attention: hold each rank's new prompts until every rank of its lock-step group "
+        "has one (TensorRT-LLM's attention_dp_config.enable_balance); null: a rank prefills as soon as its own scheduler "
+        "admits a prompt (TensorRT-LLM's default, SGLang, vLLM).")
 
     @model_validator(mode="after")
     def _check_closed(self) -> ServingWorkload:

@@ -48,6 +48,7 @@ class RequestBook:
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, np.int64)
         self.engine = np.full(n, -1, np.int64)
+        self.rank = np.full(n, -1, np.int64)  # the replica (a lock-step group's rank) that ran it: set after a run
         self.rejected = np.zeros(n, bool)
         self.step = np.ones(n, np.int64)  # tokens a decode step emits (speculative decoding: may be > 1)
         self.unit_steps = True  # every ``step`` is 1 (no speculative decoding): the faster paths hold
@@ -120,9 +121,11 @@ def _preempt(eng: EngineState, book: RequestBook, victims: np.ndarray) -> None:
     eng.waiting.extendleft(victims[::-1].tolist())
 
 
-def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batch:
+def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, contexts: bool = True) -> Batch:
     """Pick this iteration's batch and reserve its KV (mutates ``eng`` and ``book``); ``now_s``: the
-    iteration's start, recorded as the first admission of the requests it admits."""
+    iteration's start, recorded as the first admission of the requests it admits. ``contexts``
+    False holds every prefill back (no chunk of a running prefill, no admission): the decodes run
+    alone (an attention-DP group waiting for its ranks' contexts to line up, ``serving.lockstep``)."""
     ids = eng.running
     dec = book.prefilled[ids] >= book.target[ids]
     all_dec = bool(np.logical_and.reduce(dec))  # (ufunc reductions on the paths run every iteration)
@@ -158,7 +161,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         dec_pos = np.flatnonzero(dec)[:budget]
         q[dec_pos] = 1
         budget -= dec_pos.size
-        if part.size and budget > 0:
+        if part.size and budget > 0 and contexts:
             rem = book.target[ids[part]] - book.prefilled[ids[part]]
             before = rem.cumsum() - rem
             q[part] = np.minimum(np.maximum(budget - before, 0), rem)
@@ -168,7 +171,8 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan) -> Batc
         grown_total = int(grown.sum())
     eng.kv_used_tokens += grown_total
     free -= grown_total
-    slots = 0 if preempted else eng.max_batch_seqs - ids.size  # no admissions while out of KV
+    # no admissions while out of KV, nor while prefills are held back
+    slots = 0 if preempted or not contexts else eng.max_batch_seqs - ids.size
     adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
     if adm.size:
         decode_only = False

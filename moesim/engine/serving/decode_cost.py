@@ -30,7 +30,8 @@ Expert parallelism in serving: ``ep`` replicas share their experts, laid out by 
 ``placement.redundant_experts: N`` EPLB's ``(E + N)/ep`` slots per rank holding copies of each
 layer's hottest experts, a replicated expert's tokens split over its copies). An iteration's experts
 on one rank serve the batches of all ``ep`` replicas of its group, assumed equal to this replica's
-batch (the group is not simulated in lock-step). With ``plan.ep_in_tp_group`` (``etp`` 1, ``ep = tp``)
+batch (replicas iterate on their own); under ``plan.dp_attention`` the group runs in lock-step and
+``group_time_s`` prices the experts at the group's mean tokens per rank (``serving.lockstep``). With ``plan.ep_in_tp_group`` (``etp`` 1, ``ep = tp``)
 the EP group is the replica's own TP group instead: each rank holds the batch after attention, runs
 its ``E/ep`` whole experts on the tokens routed to them (no dispatch or combine) and the TP all-reduce
 sums the outputs (``ep_sources`` 1: the group serves one batch).
@@ -57,6 +58,8 @@ periodic EPLB rebalancing move routing and layout in simulated time (:meth:`adva
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -377,6 +380,52 @@ class IterationCost:
             decode = bool(q_tokens.max() == 1)
         gpu, dropped = self._kernel_at(tokens, n_out, self.attention_s(q_tokens, kv_tokens), engine)
         return gpu + self._host_at(q_tokens.size, decode, tokens, gpu), dropped
+
+    def group_time_s(self, tokens: list[int], pairs: list[float], batch: Callable[[int], tuple], expert_tokens: int,
+                     decode: bool, engine: int = 0) -> tuple[float, float]:
+        """(seconds, dropped expert tokens per rank) of one iteration of a lock-step attention-DP group.
+
+        Each rank that runs something has ``tokens`` new tokens and ``pairs`` (query, key) pairs;
+        ``batch(i)`` gives the ``i``-th one's ``(q_tokens, kv_tokens, n_out)``. A rank runs its own
+        attention, dense layers, dispatch and head over its sequences; the routed experts serve the
+        group's tokens, ``expert_tokens`` from each of the group's ranks (their mean: an EP rank
+        receives its share of every rank's tokens), drawn once for the group. Each layer's combine
+        waits for the slowest rank, so the iteration is the slowest rank's time (its own work, the
+        shared experts and its host time). Two ranks are priced: the one with the most new tokens
+        and the one with the most (query, key) pairs (a long context). ``decode``: every rank
+        decodes only (a CUDA graph replays only then). ``last_comm_s``: the slowest rank's. Under
+        TBO each rank's experts are priced at its own tokens (an upper bound for the ranks above
+        the mean).
+        """
+        picks = sorted({int(np.argmax(tokens)), int(np.argmax(pairs))})
+        if self.tbo is not None and self.tbo.applies(expert_tokens):
+            best = None
+            for i in picks:
+                q, kv, n_out = batch(i)
+                gpu, dropped = self._kernel_at(tokens[i], n_out, self.attention_s(q, kv), engine)
+                dt = gpu + self._host_at(q.size, decode, tokens[i], gpu)
+                if best is None or dt > best[0]:
+                    best = (dt, dropped, self.last_comm_s)
+            self.last_comm_s = best[2]
+            return best[0], best[1]
+        if self.skewed:
+            experts, dropped = self.sampled_experts_s(expert_tokens, engine)
+        elif expert_tokens <= self.max_tokens:
+            experts, dropped = float(self._experts[expert_tokens]), float(self._dropped[expert_tokens])
+        else:
+            e, d = self.uniform_experts_s(np.array([expert_tokens]))
+            experts, dropped = float(e[0]), float(d[0])
+        best_dt, best_t = -1.0, 0
+        for i in picks:
+            q, kv, n_out = batch(i)
+            t = tokens[i]
+            fixed = self._fixed[t] if t <= self.max_tokens else float(self.fixed_s(np.array([t]))[0])
+            gpu = fixed + experts + self._head[min(n_out, self.max_tokens)] + self.attention_s(q, kv)
+            dt = gpu + self._host_at(q.size, decode, t, gpu)
+            if dt > best_dt:
+                best_dt, best_t = dt, t
+        self.last_comm_s = self.comm_s(best_t)
+        return float(best_dt), dropped
 
     def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, list, tuple]:
         """(seconds ``(k,)``, dropped tokens (a list of ``k``), (TP, EP, PP) comm seconds of each) of ``k``

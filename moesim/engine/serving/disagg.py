@@ -101,8 +101,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     nbytes = (reqs.prompt_tokens if slots is None else slots(reqs.prompt_tokens)) * kv_bytes_per_token(
         s.model, scenario_precision(s))
     p_replica = np.where(pbook.engine >= 0, pbook.engine // sp.plan.pp, -1)
-    g = lockstep_group(sp)  # a lock-step group's replicas each send the requests they prefilled
-    sender = p_replica * g + np.arange(n) % g
+    sender = pbook.rank  # each rank of a lock-step group sends the KV of the requests it prefilled
     t_start, t_done = kv_transfer_s(np.where(served, pbook.finish_s, np.inf), sender, nbytes,
                                     transfer_bandwidth_bps(s), s.hardware.cluster.nic_latency_us * 1e-6)
     t_done = np.where(served, t_done, np.nan)

@@ -3,7 +3,8 @@
 A mixin of the engine's SimPy run (``simulate._Run``), which holds the state it reads: ``env``,
 ``reqs``, ``book``, ``engines``, ``w`` (the workload), ``s.plan``, ``n_replicas``, ``closed``,
 ``wake`` (an idle engine's event), ``in_window`` and ``procs`` (an engine waiting out a decode
-window is interrupted), ``rr_next``.
+window is interrupted), ``rr_next``, ``proc_of`` (the process that runs each engine: None when
+each runs its own; the ranks of a lock-step group share one, ``serving.lockstep``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 class Router:
     """One SimPy process that wakes at each distinct arrival time and routes that group of requests
-    (round-robin, or least-loaded by outstanding requests)."""
+    (round-robin, or least-loaded: by outstanding requests, or over the ranks of lock-step groups by
+    tokens, :meth:`by_tokens`)."""
 
     def router(self):
         """Wake at each distinct arrival time and route that group of requests."""
@@ -45,7 +47,9 @@ class Router:
             self.wake_up(e)
 
     def wake_up(self, e: int) -> None:
-        """Engine ``e`` got work: wake it if idle, or cut the window it waits out."""
+        """Engine ``e`` got work: wake it (its lock-step group's process) if idle, or cut the window it waits out."""
+        if self.proc_of is not None:
+            e = self.proc_of[e]
         ev = self.wake[e]
         if ev is not None and not ev.triggered:
             ev.succeed()
@@ -55,7 +59,7 @@ class Router:
 
     def route_one(self, i: int) -> int:
         """Append request ``i`` to an engine's queue (:meth:`route` of one request); returns the engine."""
-        if self.w.router == "round_robin":
+        if self.w.router == "round_robin" or self.proc_of is not None:
             return next(iter(self.route(np.array([i]))))
         loads = [eng.running.size + len(eng.waiting) for eng in self.engines]  # ``outstanding``, inlined
         pp = self.s.plan.pp
@@ -72,10 +76,13 @@ class Router:
         if ids.size == 0:
             return set()
         n = len(self.engines)
-        if ids.size == 1 and self.w.router != "round_robin":  # one arrival: the heap's first pick
+        lockstep = self.proc_of is not None
+        if ids.size == 1 and self.w.router != "round_robin" and not lockstep:  # one arrival: the heap's first pick
             return {self.route_one(int(ids[0]))}
         dp, pp = self.n_replicas, self.s.plan.pp
-        if self.w.router == "round_robin":
+        if lockstep and self.w.router != "round_robin":
+            target = self.by_tokens(ids)
+        elif self.w.router == "round_robin":
             k = self.rr_next + np.arange(ids.size)
             target = (k % dp) * pp + (k // dp) % pp
             self.rr_next += ids.size
@@ -91,3 +98,36 @@ class Router:
         for e in np.unique(target).tolist():
             self.engines[e].waiting.extend(ids[target == e].tolist())
         return set(np.unique(target).tolist())
+
+    def by_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """Targets of ``ids`` over the ranks of lock-step groups, balancing tokens (TensorRT-LLM's
+        attention-DP balancer, ``ExecutorRequestQueue._balance_requests_across_ranks``; DeepSeek's
+        decode balancer evens out KV use and requests per rank likewise): the new requests, longest
+        first, each go to the rank holding the fewest tokens (KV reserved plus queued contexts) among
+        those under the even share of requests, ``ceil(outstanding / ranks)``. Ties: fewer requests,
+        then the lowest slot, then rank.
+
+        The ranks' loads are read once per group iteration (``rank_loads``, dropped by the groups
+        when they schedule or commit) and kept up to date here as requests are placed."""
+        if self.rank_loads is None:
+            self.rank_loads = self._read_loads()
+        tokens, counts = self.rank_loads
+        cap = -(-(int(counts.sum()) + ids.size) // counts.size)
+        weight = self.book.target[ids]
+        target = np.empty(ids.size, np.int64)
+        order = self.rank_order  # (slot, rank) tie-break order of the engines
+        for j in np.argsort(-weight, kind="stable").tolist():
+            ok = np.flatnonzero(counts < cap)
+            e = int(ok[np.lexsort((order[ok], counts[ok], tokens[ok]))[0]])
+            target[j] = e
+            tokens[e] += weight[j]
+            counts[e] += 1
+        return target
+
+    def _read_loads(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, requests) per engine: KV reserved plus queued contexts, and requests outstanding."""
+        tgt = self.book.target
+        tokens = np.array([eng.kv_used_tokens + (int(tgt[list(eng.waiting)].sum()) if eng.waiting else 0)
+                           for eng in self.engines], np.int64)
+        counts = np.array([eng.running.size + len(eng.waiting) for eng in self.engines], np.int64)
+        return tokens, counts

@@ -5,7 +5,9 @@ micro-batches in flight, each an *engine* with its own scheduler, ``1/pp`` of th
 pool and the full ``max_batch_seqs`` / ``max_batch_tokens`` limits (vLLM's virtual engines); an
 engine's iteration lasts the whole pipeline's latency (see ``decode_cost``) and starts only when
 the replica's first stage is free, i.e. ``latency / pp`` after the previous micro-batch started.
-With ``pp == 1`` an engine is a replica. Engines are numbered ``replica * pp + slot``.
+With ``pp == 1`` an engine is a replica. Engines are numbered ``replica * pp + slot``. Under
+``plan.dp_attention`` the engines of an expert-parallel group's ranks iterate together in one
+process (``serving.lockstep``), and their iterations and requests are recorded under the group.
 
 Time passes in SimPy only: one router process wakes at each distinct arrival time and routes the
 requests (round-robin, or least-loaded by outstanding requests) to engines; each engine process
@@ -27,6 +29,7 @@ from moesim.engine.local_attention import slot_map
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
+from moesim.engine.serving.lockstep import LockstepGroups, group_of, lockstep_group
 from moesim.engine.serving.metrics import build_result
 from moesim.engine.serving.records import IterationLog
 from moesim.engine.serving.requests import Requests, closed_loop, sample_requests
@@ -105,7 +108,6 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     w: ServingWorkload = s.workload  # type: ignore[assignment]
     cm = build_cost_model(s.hardware)
     g = lockstep_group(s)
-    n_engines = s.plan.dp // g * s.plan.pp
     kv_per_replica = replica_kv_tokens(s)
     longest = int((reqs.prompt_tokens + reqs.output_tokens).max()) if len(reqs) else 0
     max_tokens = w.max_batch_tokens + (0 if w.chunked_prefill else longest)
@@ -118,50 +120,25 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
             if w.speculative is not None else None)
     slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
     book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled, slots)
-    kv_per_engine = kv_per_replica * g  # a lock-step group's replicas pool their KV and batch limits
-    engines = [EngineState(kv_per_engine, w.max_batch_seqs * g, w.max_batch_tokens * g, w.chunked_prefill,
-                           w.kv_admission, kv_slots=slots) for _ in range(n_engines)]
-    log = IterationLog(n_engines)
+    # one engine per replica and pipeline slot; a lock-step group's ranks keep their own (serving.lockstep)
+    engines = [EngineState(kv_per_replica, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
+                           w.kv_admission, kv_slots=slots) for _ in range(s.plan.dp * s.plan.pp)]
+    log = IterationLog(s.plan.dp // g * s.plan.pp)  # a lock-step group's iterations are recorded once
     run = _Run(s, reqs, book, engines, cost, log, spec)
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
     run.play()
+    book.rank = np.where(book.engine >= 0, book.engine // s.plan.pp, -1)
+    if g > 1:  # requests are counted to the lock-step engine that ran them, as the iterations are
+        book.engine = np.where(book.engine >= 0, group_of(book.engine, g, s.plan.pp), -1)
     # by replica, slot, start whatever the order of the events that recorded them (sums over the
-    # rows are then the same bit for bit with windows on or off)
-    return PoolRun(log.array(), cost, spec, kv_per_engine, run.eplb_stall_s)
+    # rows are then the same bit for bit with windows on or off); a group's KV: its ranks' pools
+    return PoolRun(log.array(), cost, spec, kv_per_replica * g, run.eplb_stall_s)
 
 
 def replica_kv_tokens(s: Scenario) -> int:
     """KV tokens one replica's engine holds (a pipeline slot's share with ``pp > 1``): the most
     prompt + output tokens a request may have to be served by ``s``."""
     return int(kv_cache_capacity_tokens(s) // s.plan.pp)
-
-
-def lockstep_group(s: Scenario) -> int:
-    """Replicas that run as one lock-step engine: the EP group under ``plan.dp_attention``, else 1."""
-    return s.plan.ep if s.plan.dp_attention else 1
-
-
-def member_share(q_tokens: np.ndarray, kv_tokens: np.ndarray, group: int) -> np.ndarray:
-    """Indices of the batch's sequences the busiest replica of a lock-step ``group`` runs.
-
-    The group's scheduler balances its replicas (DeepSeek's and SGLang's DP-attention load
-    balancers even out tokens and KV per rank): sequences, heaviest first, are dealt to the
-    replicas in a snake order (0..g-1, then g-1..0, ...), which evens the new tokens per replica to
-    within one sequence. The replica with the most new tokens (then the most context) sets the
-    iteration's pace; its share is what is priced. The experts' straggler rank is in the expert
-    time (placement and routing skew). ``group == 1``: every sequence.
-    """
-    n = q_tokens.size
-    if group == 1 or n <= 1:
-        return np.arange(n)
-    order = np.lexsort((-kv_tokens, -q_tokens))
-    pos = np.arange(n)
-    rnd, col = np.divmod(pos, group)
-    member = np.where(rnd % 2 == 0, col, group - 1 - col)
-    q_sum = np.bincount(member, q_tokens[order].astype(float), minlength=group)
-    kv_sum = np.bincount(member, kv_tokens[order].astype(float), minlength=group)
-    busiest = int(np.argmax(q_sum + kv_sum / (kv_sum.sum() + 1.0)))
-    return order[member == busiest]
 
 
 def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefill_tokens=None,
@@ -176,22 +153,30 @@ def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefil
     return bad
 
 
-class _Run(Router):
-    """The SimPy processes of one serving run (router + one process per engine)."""
+class _Run(Router, LockstepGroups):
+    """The SimPy processes of one serving run (router + one process per engine, or per lock-step
+    group of engines under ``plan.dp_attention``)."""
 
     def __init__(self, s: Scenario, reqs: Requests, book: RequestBook, engines: list[EngineState],
                  cost: IterationCost, log: IterationLog, spec: SpecCost | None = None):
         self.s, self.reqs, self.book, self.engines, self.cost, self.log = s, reqs, book, engines, cost, log
         self.spec = spec
         self.env = simpy.Environment()
-        self.wake: list[simpy.Event | None] = [None] * len(engines)
-        self.procs: list[simpy.Process] = []
-        self.in_window = [False] * len(engines)  # engine waits out a decode window: an arrival interrupts it
         self.w: ServingWorkload = s.workload  # type: ignore[assignment]
         self.rr_next = 0
-        self.group = lockstep_group(s)
-        self.n_replicas = s.plan.dp // self.group  # engines per pipeline slot (lock-step groups count once)
-        self.stage0_free_s = [0.0] * self.n_replicas  # when each replica's first pipeline stage frees up
+        self.group = g = lockstep_group(s)
+        self.n_replicas = s.plan.dp  # engines per pipeline slot: the router's targets
+        pp = s.plan.pp
+        # the SimPy process that runs each engine: itself, or its lock-step group's
+        self.proc_of = None if g == 1 else [group_of(e, g, pp) for e in range(len(engines))]
+        # the router's (tokens, requests) per engine while no group iterates (``Router.by_tokens``)
+        self.rank_loads: tuple[np.ndarray, np.ndarray] | None = None
+        self.rank_order = np.argsort(np.lexsort((np.arange(len(engines)) // pp, np.arange(len(engines)) % pp)))
+        n_procs = len(engines) // g
+        self.wake: list[simpy.Event | None] = [None] * n_procs
+        self.procs: list[simpy.Process] = []
+        self.in_window = [False] * n_procs  # engine waits out a decode window: an arrival interrupts it
+        self.stage0_free_s = [0.0] * (s.plan.dp // g)  # when each replica's (group's) first pipeline stage frees up
         self.eplb_stall_s = 0.0  # engine-seconds stalled moving expert weights at EPLB rebalances
         m = s.model
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
@@ -200,7 +185,8 @@ class _Run(Router):
 
     def play(self) -> None:
         self.env.process(self.router())
-        self.procs = [self.env.process(self.engine(e)) for e in range(len(self.engines))]
+        body = self.engine if self.group == 1 else self.group_engine
+        self.procs = [self.env.process(body(k)) for k in range(len(self.wake))]
         self.env.run()
         stuck = [i for i, eng in enumerate(self.engines) if eng.outstanding]
         if stuck:
@@ -208,6 +194,32 @@ class _Run(Router):
                            "requests unfinished (scheduler could not make progress)")
 
     # ------------------------------------------------------------ engines
+    def held(self, k: int, replica: int, busy: bool):
+        """What process ``k`` waits for before an iteration: work (it sleeps until the router wakes
+        it) and its replica's first pipeline stage. Returns True when it waited (look again)."""
+        env = self.env
+        if not busy:
+            self.wake[k] = env.event()
+            yield self.wake[k]
+            self.wake[k] = None
+            return True
+        if self.stage0_free_s[replica] > env.now:
+            yield env.timeout(self.stage0_free_s[replica] - env.now)
+            return True
+        return False
+
+    def stalled(self, replica: int):
+        """Popularity drift and EPLB's weight moves before an iteration of ``replica`` (nothing when
+        off): returns True when the replica stalled moving expert weights (look again)."""
+        env = self.env
+        stall = self.cost.advance(env.now, replica)
+        if stall > 0:
+            self.stage0_free_s[replica] = env.now + stall
+            self.eplb_stall_s += stall
+            yield env.timeout(stall)
+            return True
+        return False
+
     def engine(self, e: int):
         """One engine: iterate while it has work, sleep until the router wakes it otherwise.
 
@@ -221,13 +233,7 @@ class _Run(Router):
         replica, slot = divmod(e, pp)
         decoding = False  # known: every running sequence decodes (plan_window need not check)
         while True:
-            if not eng.outstanding:
-                self.wake[e] = env.event()
-                yield self.wake[e]
-                self.wake[e] = None
-                continue
-            if self.stage0_free_s[replica] > env.now:
-                yield env.timeout(self.stage0_free_s[replica] - env.now)
+            if (yield from self.held(e, replica, eng.outstanding)):
                 continue
             if self.windows:
                 win = plan_window(eng, book, MAX_WINDOW, decoding=decoding)
@@ -236,38 +242,27 @@ class _Run(Router):
                     decoding = True  # a window leaves every running sequence decoding
                     continue
             decoding = False
-            stall = cost.advance(env.now, replica)  # popularity drift; EPLB weight moves (0 when off)
-            if stall > 0:
-                self.stage0_free_s[replica] = env.now + stall
-                self.eplb_stall_s += stall
-                yield env.timeout(stall)
+            if (yield from self.stalled(replica)):
                 continue
             if self.spec is not None:
                 self.spec.plan_steps(book, eng.running)
             batch = schedule(eng, book, env.now)
             if batch.ids.size == 0:
                 raise RunError(f"serving: engine {e} has {eng.outstanding} requests but cannot schedule any")
-            # priced on the busiest replica's share of a lock-step group's batch (the whole batch otherwise)
-            g = self.group
-            q, kv, is_dec = batch.q_tokens, batch.kv_tokens, batch.is_decode
-            if g > 1:
-                one = member_share(q, kv, g)
-                q, kv, is_dec = q[one], kv[one], is_dec[one]
-                n_out, tokens = int(batch.emits[one].sum()), int(q.sum())
-            else:
-                n_out, tokens = batch.emitting, batch.tokens
+            q, kv = batch.q_tokens, batch.kv_tokens
             if self.spec is None:
-                dt, dropped = cost.time_s(q, kv, n_out, e, tokens, bool(tokens == q.size))
+                tokens = batch.tokens
+                dt, dropped = cost.time_s(q, kv, batch.emitting, e, tokens, bool(tokens == q.size))
                 stage0 = dt / pp
             else:  # the verify runs (and communicates) k + 1 tokens per decode: in cost.last_comm_s
-                dt, stage0, dropped = self.spec.time_s(q, kv, is_dec, n_out)
+                dt, stage0, dropped = self.spec.time_s(q, kv, batch.is_decode, batch.emitting)
             group_tokens = batch.tokens + (self.spec.k * batch.decode_tokens if self.spec else 0)
             comm = cost.last_comm_s  # this iteration's (exposed) communication, read before other engines price
             start = env.now
             end = start + dt  # what SimPy's clock reads after the timeout
             self.stage0_free_s[replica] = start + stage0
             record = (replica, slot, start, end, batch.ids.size, batch.prefill_tokens, batch.decode_tokens,
-                      batch.kv_used_tokens, batch.running, batch.queued, batch.preempted, dropped * g,
+                      batch.kv_used_tokens, batch.running, batch.queued, batch.preempted, dropped,
                       group_tokens * self.routed_per_token, start + stage0, *comm)
             if self.windows and not finishes(book, batch):
                 # nothing another process sees changes at its end (no finish): commit now, and play the
