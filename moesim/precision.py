@@ -80,10 +80,14 @@ class Precision:
 
     @property
     def attention_dtype(self) -> str:
-        """Dtype the serving attention kernel is priced in: the model dtype, but fp8 under fp4 math. No
-        attention kernel runs in FP4: TensorRT-LLM runs its NVFP4 checkpoints' context and generation
-        FMHA in FP8 over the FP8 KV cache (``kv_bytes``), so QK^T and PV reach the FP8 peak, not FP4's."""
-        return "fp8" if self.compute_dtype == "fp4" else self.model_dtype
+        """Dtype the serving attention kernel is priced in: the model dtype, but fp8 under fp4 math, and
+        bf16 over a 16-bit KV cache. No attention kernel runs in FP4: TensorRT-LLM runs its NVFP4
+        checkpoints' context and generation FMHA in FP8 over the FP8 KV cache (``kv_bytes``), so QK^T
+        and PV reach the FP8 peak, not FP4's. Over a bf16/fp16 cache (``workload.kv_cache_dtype``, or
+        SGLang's and vLLM's default for an FP8 checkpoint) the kernels multiply 16-bit K and V: an FP8
+        model's attention then runs at the 16-bit peak (FlashAttention-3, FlashInfer, FlashMLA)."""
+        dtype = "fp8" if self.compute_dtype == "fp4" else self.model_dtype
+        return "bf16" if dtype == "fp8" and self.kv_bytes >= 2 else dtype
 
 
 def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:

@@ -95,3 +95,23 @@ def test_attention_runs_at_the_fp8_peak_not_fp4s():
         return cost.attention_s(np.array([8192]), np.array([8192]))
 
     assert attention("nvfp4") == pytest.approx(attention("fp8"), rel=1e-12)
+
+
+def test_attention_over_a_16_bit_cache_runs_at_the_16_bit_peak():
+    """An FP8 model whose KV cache is BF16 (SGLang's default for FP8 checkpoints) multiplies 16-bit K
+    and V: its prompt attention costs what a BF16 model's does, and more than over an FP8 cache."""
+    import numpy as np
+
+    from moesim.engine.serving.decode_cost import IterationCost
+
+    fp8 = DeviceSpec(**HARDWARE["h100-sxm"]["device"])
+    assert precision("fp8", fp8).attention_dtype == "fp8"
+
+    def attention(*overrides: str) -> float:
+        s = moesim.load_scenario(QWEN, ["hardware.preset=h100-sxm", *overrides])
+        cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=64)
+        return cost.attention_s(np.array([8192]), np.array([8192]))
+
+    over_bf16 = attention("model.dtype=fp8", "workload.kv_cache_dtype=bf16")
+    assert over_bf16 == pytest.approx(attention("model.dtype=bf16"), rel=1e-12)
+    assert over_bf16 > 1.3 * attention("model.dtype=fp8", "workload.kv_cache_dtype=fp8")
