@@ -119,8 +119,9 @@ class Decodes:
     A rank is settled when every running sequence decodes, nothing is queued and its pool has a
     slot for each decode's next token (unit steps, no local-attention slots): its batch is then
     its whole running set, one token each, exactly what ``batching.schedule`` would pick, so the
-    group need not call it (nor ``commit``) rank by rank. :meth:`reserve` is schedule's KV growth,
-    :meth:`commit` is commit's. ``ranks`` lists the settled ranks' indices in the group.
+    group need not call it (nor ``commit``) rank by rank. Building it reserves what schedule would
+    (each decode's next KV slot); :meth:`commit` is commit's. ``ranks`` lists the settled ranks'
+    indices in the group.
     """
 
     def __init__(self, ranks: list[int], engines: list[EngineState], book: RequestBook):
