@@ -146,3 +146,24 @@ def test_serving_run_with_tbo_reports_less_alltoall():
         runs[tbo] = moesim.simulate(moesim.scenario_from_dict(raw), seed=0).summary
     assert runs[True]["alltoall_fraction"] < runs[False]["alltoall_fraction"]
     assert runs[True]["served_requests"] == runs[False]["served_requests"]
+
+
+def test_low_latency_dispatch_holds_the_sms_under_overlap(monkeypatch):
+    """DeepEP's low-latency send and receive kernels hold every SM (hook mode: only the transfer in
+    flight is free), so under TBO they are compute-stream time: moved from the dispatch to the
+    compute piece (the micro-batch's work is the same), never hidden, and scaled by the bytes sent."""
+    from moesim.costmodel import comm
+
+    assert comm.ll_dispatch_sm_s(128, 7168, 8) == pytest.approx(60e-6)
+    assert comm.ll_dispatch_sm_s(256, 7168, 8) == pytest.approx(120e-6)
+    assert comm.ll_dispatch_sm_s(128, 4096, 8) == pytest.approx(60e-6 * 4096 / 7168)
+
+    q, kv = _decode(256, 2000)
+    held = _cost(DEEPSEEK, True, alltoall="deepep_low_latency", max_tokens=512)
+    monkeypatch.setattr(comm, "LL_DISPATCH_SM_S", 0.0)
+    free = _cost(DEEPSEEK, True, alltoall="deepep_low_latency", max_tokens=512)
+    a, b = held.tbo.pieces, free.tbo.pieces
+    sm = a["moe"][256] - b["moe"][256]
+    assert sm > 0
+    assert a["dispatch"][256] == pytest.approx(b["dispatch"][256] - sm)
+    assert held.time_s(q, kv, 256)[0] > free.time_s(q, kv, 256)[0]

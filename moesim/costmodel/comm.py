@@ -302,6 +302,26 @@ def _deepep_s(b, b_nvl, b_nic, algorithm, intra, inter, lat_nvl, intra_bw_gbps, 
 #: all-to-alls run on SMs too (one block per channel) but no measured count is cited here: 0.
 ALLTOALL_SMS = {"deepep_normal": 20}
 
+#: SM-occupying seconds of one DeepEP low-latency dispatch (its send and receive kernels) at the
+#: shape measured: SGLang's large-scale EP blog (lm-sys/lm-sys.github.io
+#: blog/2025-05-05-large-scale-ep.md, "Dispatch Optimization Potential": "unit tests with DeepEP
+#: reveal a potential of 0.06ms occupying SMs") at its decode shape, 128 tokens per micro-batch of
+#: DeepSeek-V3 (hidden 7168, top-8 experts).
+LL_DISPATCH_SM_S = 60e-6
+LL_DISPATCH_SM_SHAPE = (128, 7168, 8)  # tokens, hidden, top-k of that measurement
+
+
+def ll_dispatch_sm_s(tokens, hidden: int, top_k: int):
+    """Seconds a DeepEP low-latency dispatch of ``tokens`` (per rank) holds every SM: its send kernel
+    (cast, one message per (token, expert)) and receive kernel (unpack), between which the transfer
+    flies with no SM (hook mode, ``return_recv_hook``: DeepEP docs/en/low-latency.md; the blog above:
+    decode communication kernels "either fully utilize SMs (during send/receive) or none"). Under
+    two-batch overlap those kernels run on the compute stream, in series with the other micro-batch's
+    compute. :data:`LL_DISPATCH_SM_S` scaled by the bytes sent, tokens x top-k x hidden (assumed
+    proportional: one measured shape). The combine's send and receive are not measured: not priced."""
+    t0, h0, k0 = LL_DISPATCH_SM_SHAPE
+    return LL_DISPATCH_SM_S * np.asarray(tokens, dtype=float) * top_k * hidden / (t0 * k0 * h0)
+
 
 def overlap_slowdown(algorithm: str, sm_count: int | None) -> float:
     """Extra compute seconds per second that compute overlaps the all-to-all: ``phi / (1 - phi)``.

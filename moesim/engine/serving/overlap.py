@@ -36,14 +36,16 @@ The ``ep_comm`` time an iteration reports is the exposed part, ``pipeline - sum_
 the compute stream idles waiting for a dispatch or combine), so spans and ``alltoall_fraction``
 add up to the iteration. The overlapped compute loses the SMs the all-to-all kernels hold
 (DeepEP's normal kernels: 20 of an H800's 132, ``costmodel.comm.overlap_slowdown``) for the time
-both streams run; memory-bandwidth contention is not modelled.
+both streams run; DeepEP's low-latency dispatch holds every SM while its send and receive kernels
+run (``costmodel.comm.ll_dispatch_sm_s``), which moves that time from ``d`` to ``s1``; its combine's
+are not measured; memory-bandwidth contention is not modelled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from moesim.costmodel.comm import alltoall_bytes_per_rank, overlap_slowdown
+from moesim.costmodel.comm import alltoall_bytes_per_rank, ll_dispatch_sm_s, overlap_slowdown
 from moesim.engine.ops import EXPERT_OPS, block_ops, op_s
 
 #: Load samples per batch size under skewed routing (``decode_cost.SKEW_POOL``'s role).
@@ -130,7 +132,15 @@ class TwoBatchOverlap:
         hi, lo = (t + 1) // 2, t // 2
         ph, pl = layer_pieces(self.cost, hi), layer_pieces(self.cost, lo)
         (eh, dh), (el, dl) = self.cost.uniform_experts_s(hi), self.cost.uniform_experts_s(lo)
-        return {k: (ph[k] + pl[k]) / 2 for k in ph}, (eh + el) / 2 / max(self.n_moe, 1), dh + dl
+        pieces = {k: (ph[k] + pl[k]) / 2 for k in ph}
+        if self.cost.s.plan.alltoall == "deepep_low_latency":
+            # the dispatch's send and receive kernels hold every SM: compute-stream time, not overlap
+            m, tp = self.cost.s.model, self.cost.tp
+            sm = (ll_dispatch_sm_s(hi / tp, m.d_model, m.top_k) + ll_dispatch_sm_s(lo / tp, m.d_model, m.top_k)) / 2
+            sm = np.minimum(sm, pieces["dispatch"])
+            pieces["moe"] = pieces["moe"] + sm
+            pieces["dispatch"] = pieces["dispatch"] - sm
+        return pieces, (eh + el) / 2 / max(self.n_moe, 1), dh + dl
 
     def applies(self, tokens: int) -> bool:
         """True when an iteration of ``tokens`` tokens is split (it needs two non-empty micro-batches)."""
