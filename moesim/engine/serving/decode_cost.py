@@ -402,30 +402,22 @@ class IterationCost:
             best = None
             for i in picks:
                 q, kv, n_out = batch(i)
-                gpu, dropped = self._kernel_at(tokens[i], n_out, self.attention_s(q, kv), engine)
-                dt = gpu + self._host_at(q.size, decode, tokens[i], gpu)
+                dt, dropped = self.time_s(q, kv, n_out, engine, tokens[i], decode)
                 if best is None or dt > best[0]:
                     best = (dt, dropped, self.last_comm_s)
             self.last_comm_s = best[2]
             return best[0], best[1]
-        if self.skewed:
-            experts, dropped = self.sampled_experts_s(expert_tokens, engine)
-        elif expert_tokens <= self.max_tokens:
-            experts, dropped = float(self._experts[expert_tokens]), float(self._dropped[expert_tokens])
-        else:
-            e, d = self.uniform_experts_s(np.array([expert_tokens]))
-            experts, dropped = float(e[0]), float(d[0])
+        experts, dropped = self._experts_at(expert_tokens, engine)
         best_dt, best_t = -1.0, 0
         for i in picks:
             q, kv, n_out = batch(i)
             t = tokens[i]
-            fixed = self._fixed[t] if t <= self.max_tokens else float(self.fixed_s(np.array([t]))[0])
-            gpu = fixed + experts + self._head[min(n_out, self.max_tokens)] + self.attention_s(q, kv)
+            gpu = self._fixed_at(t) + experts + self._head[min(n_out, self.max_tokens)] + self.attention_s(q, kv)
             dt = gpu + self._host_at(q.size, decode, t, gpu)
             if dt > best_dt:
                 best_dt, best_t = dt, t
         self.last_comm_s = self.comm_s(best_t)
-        return float(best_dt), dropped
+        return float(best_dt), float(dropped)
 
     def decode_window(self, context: np.ndarray, k: int, engine: int = 0) -> tuple[np.ndarray, list, tuple]:
         """(seconds ``(k,)``, dropped tokens (a list of ``k``), (TP, EP, PP) comm seconds of each) of ``k``
@@ -489,16 +481,24 @@ class IterationCost:
             gpu, dropped, self.last_comm_s = self.tbo.kernel_s(total, attn_s, head, engine)
             return gpu, dropped
         self.last_comm_s = self.comm_s(total)
-        if total <= self.max_tokens:
-            fixed, experts, dropped = self._fixed[total], self._experts[total], self._dropped[total]
-        else:  # a whole prompt over the token budget (no chunked prefill): evaluate directly
-            fixed = float(self.fixed_s(np.array([total]))[0])
-            e, d = self.uniform_experts_s(np.array([total]))
-            experts, dropped = float(e[0]), float(d[0])
-        if self.skewed:
-            experts, dropped = self.sampled_experts_s(total, engine)
+        experts, dropped = self._experts_at(total, engine)
         head = self._head[min(n_out, self.max_tokens)]
-        return fixed + experts + head + attn_s, dropped
+        return self._fixed_at(total) + experts + head + attn_s, dropped
+
+    def _fixed_at(self, tokens: int) -> float:
+        """:meth:`fixed_s` of ``tokens``: the table, or evaluated directly past it (a whole prompt over
+        the token budget without chunked prefill)."""
+        return self._fixed[tokens] if tokens <= self.max_tokens else float(self.fixed_s(np.array([tokens]))[0])
+
+    def _experts_at(self, tokens: int, engine: int) -> tuple[float, float]:
+        """(seconds, dropped tokens) of the routed experts at ``tokens``: a sampled load under skewed
+        routing (``engine``'s stream of picks), else the expected uniform load (table, or direct)."""
+        if self.skewed:
+            return self.sampled_experts_s(tokens, engine)
+        if tokens <= self.max_tokens:
+            return self._experts[tokens], self._dropped[tokens]
+        e, d = self.uniform_experts_s(np.array([tokens]))
+        return float(e[0]), float(d[0])
 
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).

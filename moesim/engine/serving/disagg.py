@@ -32,6 +32,7 @@ from moesim.accounting import GIB, kv_bytes_per_token
 from moesim.engine.local_attention import slot_map
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.knee import knee_batch
+from moesim.engine.serving.lockstep import lockstep_group
 from moesim.engine.serving.metrics import (
     ITERATION_COLUMNS,
     iteration_table,
@@ -43,7 +44,6 @@ from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.engine.serving.simulate import (
     PoolRun,
     cached_prefix_tokens,
-    lockstep_group,
     play_pool,
     replica_kv_tokens,
 )

@@ -237,8 +237,7 @@ class LockstepGroups:
                 commit(eng, book, bt, env.now)
                 if self.spec is not None:
                     self.spec.committed(book, bt)
-                ids = eng.running
-                all_decode[r] = bool(np.logical_and.reduce(book.prefilled[ids] >= book.target[ids]))
+                all_decode[r] = decoding(eng, book) == eng.running.size
             self.log.add(k, record)
 
     def _price_group(self, own: list[tuple[int, Batch]], dec: Decodes | None, grp: int) -> tuple[float, float, float]:

@@ -171,7 +171,8 @@ class _Run(Router, LockstepGroups):
         self.proc_of = None if g == 1 else [group_of(e, g, pp) for e in range(len(engines))]
         # the router's (tokens, requests) per engine while no group iterates (``Router.by_tokens``)
         self.rank_loads: tuple[np.ndarray, np.ndarray] | None = None
-        self.rank_order = np.argsort(np.lexsort((np.arange(len(engines)) // pp, np.arange(len(engines)) % pp)))
+        e = np.arange(len(engines))
+        self.rank_order = None if g == 1 else np.argsort(np.lexsort((e // pp, e % pp)))  # (slot, rank) order
         n_procs = len(engines) // g
         self.wake: list[simpy.Event | None] = [None] * n_procs
         self.procs: list[simpy.Process] = []
