@@ -145,3 +145,18 @@ def test_balance_needs_dp_attention():
     d["workload"]["dp_attention_balance"] = {"timeout_iters": 60}
     with pytest.raises(InputError, match=r"^workload.dp_attention_balance: needs plan.dp_attention: true"):
         scenario_from_dict(d)
+
+
+@pytest.mark.parametrize("balance, field", [
+    ({"timeout_iters": -1}, "timeout_iters"),
+    ({"batching_wait_iters": 100_001}, "batching_wait_iters"),
+    ({"timeout_iters": 60, "wait": 3}, "wait"),
+])
+def test_bad_balance_values_name_the_field_in_one_line(balance, field):
+    d = _group()
+    d["workload"]["dp_attention_balance"] = balance
+    with pytest.raises(InputError) as err:
+        scenario_from_dict(d)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"workload.dp_attention_balance.{field}")
