@@ -30,7 +30,7 @@ MAX_ROUTING_CELLS = 1 << 26
 #: count; 2^53 keeps it exact in float64 too). Real runs route ~10^9.
 MAX_ASSIGNMENTS = 1 << 53
 _SPANS_PER_LAYER = 8  # attention, TP comm, router, dispatch, experts, combine, ... per pass
-_SKEW_SAMPLES = 8  # load samples serving keeps per batch size under skewed routing (decode_cost.SKEW_POOL)
+_SKEW_SAMPLES = 8  # load samples serving keeps per batch size under skewed routing (routed_experts.SKEW_POOL)
 
 
 def estimate_work(s: Scenario) -> dict:

@@ -20,7 +20,7 @@ from moesim.engine.routing import (
     hypergeom_excess,
     sample_routing,
 )
-from moesim.engine.serving import decode_cost
+from moesim.engine.serving import routed_experts
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.resolve import deep_merge
@@ -50,7 +50,7 @@ def test_issue_case_400_tokens_top1_8_experts_cf_1_1_is_55_in_training_and_servi
 
 
 def test_both_engines_call_the_same_function():
-    assert decode_cost.capacity_per_expert is routing.capacity_per_expert
+    assert routed_experts.capacity_per_expert is routing.capacity_per_expert
     assert not hasattr(expert_load, "capacity_per_expert")
 
 

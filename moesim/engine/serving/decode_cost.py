@@ -53,8 +53,9 @@ Everything that depends only on ``T`` (and, for the head, on the number of seque
 token) is tabulated once with vectorised cost-model calls; per iteration only attention (a vector
 over the batch's sequences) and, under skew, the expert loads are evaluated.
 
-Two-batch overlap (``plan.overlap_alltoall``, ``ep > 1``): ``serving.overlap``. Popularity drift and
-periodic EPLB rebalancing move routing and layout in simulated time (:meth:`advance`, ``serving.drift``).
+Two-batch overlap (``plan.overlap_alltoall``, ``ep > 1``): ``serving.overlap``. The routed experts'
+loads, capacity and drops, and the popularity drift and periodic EPLB rebalancing that move routing
+and layout in simulated time (:meth:`advance`, ``serving.drift``): ``serving.routed_experts``.
 """
 
 from __future__ import annotations
@@ -76,34 +77,27 @@ from moesim.costmodel.host import (
     platform_of,
     uses_cuda_graph,
 )
-from moesim.engine import expert_load
 from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
     EXPERT_OPS,
     attention_core_op,
     block_ops,
-    expert_ops,
     op_s,
-    total_s,
 )
-from moesim.engine.routing import capacity_per_expert, expected_source_drops
 from moesim.engine.serving.attention import BatchAttention, ModelAttention
-from moesim.engine.serving.drift import check_drift, drift_state
-from moesim.engine.serving.layout import expert_layout
 from moesim.engine.serving.overlap import TwoBatchOverlap
-from moesim.engine.serving.pools import PoolStreams
+from moesim.engine.serving.routed_experts import RoutedExperts
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
-SKEW_POOL = 8  # load samples kept per batch size under skewed routing
-#: Ranks per layer priced under skew: the busiest by tokens (the slowest is among them; wide EP fast).
-BUSIEST_RANKS = 8
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")
 
 
-class IterationCost:
-    """Iteration time of one replica. ``time_s`` is called once per simulated iteration."""
+class IterationCost(RoutedExperts):
+    """Iteration time of one replica. ``time_s`` is called once per simulated iteration.
+
+    The routed experts' loads, layout and drift are :class:`~moesim.engine.serving.routed_experts.RoutedExperts`'."""
 
     def __init__(self, s: Scenario, cm: CostModel, rng: np.random.Generator, max_tokens: int,
                  max_context: int | None = None):
@@ -111,7 +105,7 @@ class IterationCost:
         ``max_tokens``: the most new tokens an iteration runs (tables cover 0..max_tokens);
         ``max_context``: the longest context a sequence reaches (default ``min(max_seq_len, 65536)``)."""
         m, p = s.model, s.plan
-        self.s, self.cm, self.rng = s, cm, rng
+        self.s, self.cm = s, cm
         prec = scenario_precision(s)
         # weights' dtype (GEMMs resolve it); GEMM inputs and the all-to-all in the compute dtype; the
         # activations between kernels (norms, all-reduces, hand-offs) 16-bit
@@ -148,16 +142,8 @@ class IterationCost:
         # (graph, eager gap, eager CPU) launch seconds of a step's kernels, and of a TBO step's (both micro-batches)
         self._launch = launch_terms(self.n_kernels, spec, cpu_priced_s)
         self._launch_tbo = launch_terms(2 * self.n_kernels, spec, cpu_priced_s)
-        self.routing = s.routing
-        self.skewed = m.n_moe_layers > 0 and m.n_experts > 1 and s.routing.distribution != "uniform"
-        check_drift(s)
-        pop, inclusion, self.placement, self.layer_imbalance = expert_layout(s, rng)
-        if self.skewed:
-            self.inclusion = inclusion
-        self._drift = drift_state(s, cm, pop, self.placement, rng) if self.skewed else None
-        self._skew_pool: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.streams = PoolStreams(rng, SKEW_POOL)
-        self.epoch = 0  # routing/layout changes so far (drift): keys the pools' generators
+        self.tbo = None  # set below, once the tables it reads exist
+        self._init_routing(rng)  # popularity, layout, drift, skew pools (RoutedExperts)
         ctx = min(m.max_seq_len, 65536) if max_context is None else int(max_context)
         self.attn = BatchAttention(cm, self._attention, self._mha, ctx, max_chunk=int(max_tokens))
         # every layer's attention; sliding-window or chunked layers over their window's keys, decodes
@@ -178,52 +164,6 @@ class IterationCost:
         self.tbo = TwoBatchOverlap(self, self.max_tokens) if tbo else None
         #: (TP, EP, PP) seconds of the latest iteration ``kernel_s`` priced (EP: exposed under TBO)
         self.last_comm_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    # ------------------------------------------------------------ drift and rebalancing
-    def advance(self, now_s: float, engine: int) -> float:
-        """Move popularity and placement to simulated time ``now_s``; seconds ``engine`` must stall now.
-
-        Call at the top of each engine iteration (``now_s`` never decreasing). Plays the drift steps
-        and rebalances due by ``now_s`` (``serving.drift``), drops the cached expert-time samples
-        when the routing or the layout changed, and returns the weight-move stall of every rebalance
-        ``engine`` has not paid for yet (0.0 otherwise). Without drift or rebalancing: 0.0, no change.
-        """
-        d = self._drift
-        if d is None:
-            return 0.0
-        if d.advance(now_s):
-            self.inclusion, self.placement, self.layer_imbalance = d.inclusion, d.placement, d.layer_imbalance
-            self._skew_pool.clear()
-            self.epoch += 1
-            if self.tbo is not None:
-                self.tbo.pool.clear()
-        return d.stall_s(engine)
-
-    @property
-    def drift_free(self) -> bool:
-        """True when routing and layout never change during the run (no drift, no periodic EPLB)."""
-        return self._drift is None
-
-    @property
-    def rebalances(self) -> int:
-        """EPLB rebalances played so far."""
-        return 0 if self._drift is None else self._drift.rebalances
-
-    @property
-    def rebalance_moved_gib(self) -> float:
-        """GiB of expert weights copied between the ranks of one EP group by all rebalances so far."""
-        return 0.0 if self._drift is None else self._drift.moved_bytes / 2**30
-
-    @property
-    def imbalance_samples(self) -> list[tuple[float, float]]:
-        """(simulated s, mean over MoE layers of max/mean expected tokens per EP rank) at start and each step."""
-        return [] if self._drift is None else self._drift.samples
-
-    def mean_layer_imbalance(self) -> float:
-        """Expected max/mean tokens per EP rank, mean over MoE layers (time-weighted under drift)."""
-        if self._drift is not None:
-            return self._drift.mean_imbalance()
-        return float(self.layer_imbalance.mean()) if self.layer_imbalance.size else 1.0
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
@@ -268,94 +208,7 @@ class IterationCost:
         parts = self.fixed_by_stream(np.array([tokens]))
         return tuple(float(parts[k][0]) for k in SERVING_STREAMS[1:])
 
-    def uniform_experts_s(self, tokens) -> tuple[np.ndarray, np.ndarray]:
-        """(seconds, dropped tokens) of the routed experts at their expected uniform load, per ``tokens``."""
-        m = self.s.model
-        t = np.asarray(tokens, dtype=float)
-        if m.n_moe_layers == 0 or m.n_experts == 1:
-            return np.zeros_like(t), np.zeros_like(t)
-        busy, routed = expert_load.uniform_busy(t, m.top_k, self.placement, self.ep_sources,
-                                                busiest=self.dims.local_dispatch)
-        dropped = np.zeros_like(t)
-        if self.routing.overflow == "drop":  # each replica's busy experts over its capacity
-            dropped = expert_load.uniform_dropped(t, m.top_k, m.n_experts, self.capacity(t))
-        # By symmetry a rank's experts lose what one replica drops: they compute the rest.
-        secs = self._uniform_gemms_s(busy, routed - dropped)
-        return m.n_moe_layers * secs, m.n_moe_layers * dropped
-
-    def capacity(self, tokens):
-        """Slots each expert gives one replica's batch of ``tokens`` (int array): ``routing.capacity_per_expert``."""
-        m, r = self.s.model, self.routing
-        return capacity_per_expert(np.asarray(tokens, dtype=np.int64), m.top_k, m.n_experts,
-                                   r.capacity_factor, r.min_capacity)
-
-    def _uniform_gemms_s(self, busy: np.ndarray, routed: np.ndarray) -> np.ndarray:
-        """Expert GEMM seconds of one layer at a fractional ``busy`` count (arrays ``(n,)``).
-
-        Mixes ``floor(busy)`` and ``ceil(busy)`` busy experts sharing the ``routed`` tokens they
-        keep equally, weighted by the fractional part. Rows hold only busy experts (one cost-model
-        call per distinct count), so no idle expert is ever passed to the grouped GEMM.
-        """
-        e_local = self.placement.experts_per_rank
-        lo = np.floor(busy + 1e-9)
-        hi = np.minimum(lo + 1, e_local)
-        frac = np.clip(busy - lo, 0.0, 1.0)
-        secs = np.zeros_like(busy)
-        for count, weight in ((lo, 1.0 - frac), (hi, frac)):
-            for c in np.unique(count[(weight > 0) & (count > 0)]).astype(int).tolist():
-                sel = (count == c) & (weight > 0)
-                loads = np.repeat((routed[sel] / c)[:, None], c, axis=1)
-                secs[sel] += weight[sel] * self._expert_gemms_s(loads)
-        return secs
-
-    def _expert_gemms_s(self, loads) -> np.ndarray:
-        """The routed-expert ops of one rank (``ops.expert_ops``, with the fused layer's fixed latency):
-        ``loads`` is ``(..., E_local)``."""
-        return total_s(self.cm, expert_ops(self.dims, self.dtypes, loads))
-
     # ------------------------------------------------------------ per iteration
-    def sampled_experts_s(self, tokens: int, engine: int = 0) -> tuple[float, float]:
-        """(seconds, dropped tokens) of the routed experts with loads sampled under skewed routing.
-
-        Per batch size, a pool of ``SKEW_POOL`` independent load samples is drawn and timed in one
-        vectorised call the first time that size occurs; each iteration of ``engine`` then picks one
-        of them at random (the cost-model calls, not the sampling, dominate the engine's run time).
-        Pools and picks have their own generators (``serving.pools``).
-        """
-        pool = self._skew_samples(tokens)
-        j = int(self.streams.take(engine)[0])
-        return float(pool[0][j]), float(pool[1][j])
-
-    def _skew_samples(self, tokens: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pool of ``SKEW_POOL`` (seconds, dropped) samples at ``tokens``, drawn the first time."""
-        pool = self._skew_pool.get(tokens)
-        if pool is None:
-            pool = self._skew_pool[tokens] = self.sample_expert_times(
-                tokens, SKEW_POOL, rng=self.streams.pool_rng(self.epoch, tokens))
-        return pool
-
-    def sample_expert_times(self, tokens: int, n: int, per_layer: bool = False,
-                            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(seconds, dropped tokens), each ``(n,)``, of ``n`` independent draws of the expert loads.
-
-        Samples the whole EP group's loads ``(n, layers, E)``, laid out on the ranks by the
-        placement; the slowest rank sets each layer's time; layers add. Under ``drop`` each of the
-        ``ep`` replicas keeps at most its capacity per expert (``routing.expected_source_drops``:
-        the expected drops over how the group's loads split between the replicas); ``dropped`` is
-        one replica's share of the group's drops. ``per_layer``: seconds ``(n, layers)`` instead.
-        ``rng``: the generator to draw from (default the routing generator).
-        """
-        incl = np.broadcast_to(self.inclusion, (n,) + self.inclusion.shape)
-        g = self.ep_sources
-        loads = expert_load.sample_loads(incl, tokens * g, self.rng if rng is None else rng)
-        lost = np.zeros(loads.shape)
-        if self.routing.overflow == "drop":  # per replica (source rank): each draws ``tokens``
-            lost = expected_source_drops(loads, self.capacity(tokens), tokens, g)
-        dropped = lost.sum(axis=(1, 2)) / g
-        ranks = expert_load.busiest_ranks(self.placement.split(loads - lost, layer_axis=1), BUSIEST_RANKS)
-        secs = self._expert_gemms_s(expert_load.compact_loads(ranks)).max(axis=2)
-        return (secs if per_layer else secs.sum(axis=1)), dropped
-
     def attention_s(self, q_tokens: np.ndarray, kv_tokens: np.ndarray) -> float:
         """All layers' attention for one batch: one kernel per layer over every sequence.
 
@@ -489,16 +342,6 @@ class IterationCost:
         """:meth:`fixed_s` of ``tokens``: the table, or evaluated directly past it (a whole prompt over
         the token budget without chunked prefill)."""
         return self._fixed[tokens] if tokens <= self.max_tokens else float(self.fixed_s(np.array([tokens]))[0])
-
-    def _experts_at(self, tokens: int, engine: int) -> tuple[float, float]:
-        """(seconds, dropped tokens) of the routed experts at ``tokens``: a sampled load under skewed
-        routing (``engine``'s stream of picks), else the expected uniform load (table, or direct)."""
-        if self.skewed:
-            return self.sampled_experts_s(tokens, engine)
-        if tokens <= self.max_tokens:
-            return self._experts[tokens], self._dropped[tokens]
-        e, d = self.uniform_experts_s(np.array([tokens]))
-        return float(e[0]), float(d[0])
 
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).

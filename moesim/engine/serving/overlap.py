@@ -48,7 +48,7 @@ import numpy as np
 from moesim.costmodel.comm import alltoall_bytes_per_rank, ll_dispatch_sm_s, overlap_slowdown
 from moesim.engine.ops import EXPERT_OPS, block_ops, op_s
 
-#: Load samples per batch size under skewed routing (``decode_cost.SKEW_POOL``'s role).
+#: Load samples per batch size under skewed routing (``routed_experts.SKEW_POOL``'s role).
 TBO_POOL = 8
 
 
