@@ -66,6 +66,10 @@ def test_every_shipped_serving_scenario_is_identical_with_and_without_windows(na
     {"model": {"local_attention": {"kind": "chunked", "window": 256}}, "workload": {"chunked_prefill": False}},
     {"model": {"local_attention": {"kind": "chunked", "window": 256, "full_every": 4}},
      "workload": {"local_attention_mode": "prefill"}},
+    # decode batches padded to captured CUDA-graph sizes, also under skew with drops
+    {"workload": {"cuda_graph_batch_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256]}},
+    {"workload": {"cuda_graph_batch_sizes": [4, 16, 64]}, "routing": {"distribution": "zipf", "overflow": "drop"},
+     "plan": {"dp": 8, "ep": 8}},
 ])
 def test_windows_match_the_step_engine_across_routers_admission_skew_and_batch_arrivals(sections):
     _assert_same_run(_scenario("mixtral-8x7b-h100-serve-online", 300, **sections))
@@ -90,7 +94,8 @@ def test_windows_match_with_local_kv_under_full_admission():
 @pytest.mark.parametrize("seed", range(24))
 def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads(seed):
     """Random small plans (batch limits, chunked or whole prefills, KV admission, a tight KV pool,
-    prefix caching, arrival rate, router, local attention and how the engine runs it): windows on
+    prefix caching, arrival rate, router, local attention and how the engine runs it, padded CUDA
+    graphs): windows on
     and off give the same run."""
     rng = np.random.default_rng(seed)
 
@@ -107,6 +112,9 @@ def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads
                                                             "full_every": pick([0, 2, 4])}}
     if window is not None:
         workload["local_attention_mode"] = pick(["kv_window", "compute", "prefill"])
+    graphs = pick([None, [1, 2, 4, 8, 16, 32, 64], [4, 16]])
+    if graphs is not None:
+        workload["cuda_graph_batch_sizes"] = graphs
     s = _scenario("mixtral-8x7b-h100-serve-online", 120, workload=workload, plan={"dp": dp}, model=model,
                   hardware={"device": {"mem_gib": pick([47, 80])}, "node": {"devices_per_node": dp}})
     result = _assert_same_run(s, seed)

@@ -295,6 +295,25 @@ def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):
     return bool(ok) if ok.ndim == 0 else ok
 
 
+def graph_rows(batch_seqs, spec: HostSpec, captured: list[int] | None = None):
+    """Rows the CUDA graph of a decode-only batch of ``batch_seqs`` sequences replays (int array; 0: eager).
+
+    ``captured``: the batch sizes captured with padding on (sorted): the smallest at or above the batch,
+    its extra rows dummy requests (TensorRT-LLM ``cuda_graph_config.batch_sizes`` + ``enable_padding``,
+    ``cuda_graph_runner._round_up_batch_size``; its tech blog 20 measures up to 50 % of a doubling
+    list's rows wasted this way); none: eager. None: every batch up to
+    ``graph_max_batch`` replays a graph of its own size (:func:`uses_cuda_graph`).
+    """
+    b = np.asarray(batch_seqs, dtype=np.int64)
+    if captured is None:
+        return np.where(uses_cuda_graph(b, True, spec), b, 0)
+    sizes = np.asarray(captured, dtype=np.int64)
+    if sizes.size == 0:
+        return np.zeros_like(b)
+    i = np.searchsorted(sizes, b, side="left")
+    return np.where((b >= 1) & (i < sizes.size), sizes[np.minimum(i, sizes.size - 1)], 0)
+
+
 def overlaps(phase: str, spec: HostSpec) -> bool:
     """Whether the host work of an iteration of this phase overlaps the previous step's GPU work."""
     _check_phase(phase)

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from moesim.errors import InputError
 from moesim.schemas._base import BOUND_REASON, MAX_SEED, MAX_TOKENS, SEED_WHY, Strict, bounded
@@ -323,6 +330,10 @@ class DpAttentionBalance(Strict):
                                                               "(attention_dp_config.batching_wait_iters).")
 
 
+#: One captured CUDA-graph batch size (sequences).
+GraphBatch = Annotated[PositiveInt, Field(le=1 << 20, json_schema_extra={BOUND_REASON: "as max_batch_seqs: 1M sequences"})]
+
+
 class ServingWorkload(Strict):
     """A stream of inference requests served with continuous batching."""
 
@@ -370,6 +381,18 @@ class ServingWorkload(Strict):
         None, description="With plan.dp_attention: hold each rank's new prompts until every rank of its lock-step group "
         "has one (TensorRT-LLM's attention_dp_config.enable_balance); null: a rank prefills as soon as its own scheduler "
         "admits a prompt (TensorRT-LLM's default, SGLang, vLLM).")
+    cuda_graph_batch_sizes: list[GraphBatch] | None = Field(
+        None, min_length=1, description="Decode batch sizes captured as CUDA graphs, padding on (TensorRT-LLM "
+        "cuda_graph_config.batch_sizes with enable_padding): a decode-only batch replays the smallest size at or above its "
+        "sequences, the extra rows dummy requests that run every op but attention (their tokens reach the experts too); "
+        "a lock-step attention-DP group pads every rank to its largest rank's batch first. Larger batches run eagerly. "
+        "Sizes above max_batch_seqs or max_batch_tokens are dropped, as TensorRT-LLM does. null: graphs for decode "
+        "batches up to the host's graph_max_batch (512), each at its own size.")
+
+    @field_validator("cuda_graph_batch_sizes")
+    @classmethod
+    def _sorted_sizes(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else sorted(set(v))
 
     @model_validator(mode="after")
     def _check_closed(self) -> ServingWorkload:

@@ -69,13 +69,13 @@ from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.costmodel.fused_moe import fused_moe_fixed_us
 from moesim.costmodel.host import (
     exposed_host_s,
+    graph_rows,
     host_spec_for,
     iteration_host_s,
     launch_added_s,
     launch_terms,
     overlaps,
     platform_of,
-    uses_cuda_graph,
 )
 from moesim.engine.op_types import BlockDims, OpDtypes
 from moesim.engine.ops import (
@@ -92,6 +92,15 @@ from moesim.schemas import Scenario
 
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")
+
+
+def captured_sizes(w) -> list[int] | None:
+    """The workload's captured CUDA-graph batch sizes within its batch limits (TensorRT-LLM keeps the
+    sizes at most max_batch_size and max_num_tokens); None: no list, graphs at each batch's own size."""
+    sizes = getattr(w, "cuda_graph_batch_sizes", None)
+    if sizes is None:
+        return None
+    return [b for b in sizes if b <= w.max_batch_seqs and b <= w.max_batch_tokens]
 
 
 class IterationCost(RoutedExperts):
@@ -136,7 +145,12 @@ class IterationCost(RoutedExperts):
         self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)
         self._host_by_seqs = np.asarray(iteration_host_s(seqs, "mixed", spec), dtype=float).tolist()
-        self._graphed = np.asarray(uses_cuda_graph(seqs, True, spec)).tolist()
+        # CUDA graphs: the rows a decode batch's graph replays by its sequences (0: eager); with the
+        # workload's captured sizes a batch pads up to one (``costmodel.host.graph_rows``)
+        self._captured = captured_sizes(s.workload)
+        self.pads = self._captured is not None
+        self._graph_rows = np.asarray(graph_rows(seqs, spec, self._captured)).tolist()
+        self._graphed = [r > 0 for r in self._graph_rows]
         # the CPU launch already in each kernel's price (the datasheet's fixed cost; none of a profile's)
         cpu_priced_s = float(cm.launch_s) - float(cm.kernel_floor_s)
         # (graph, eager gap, eager CPU) launch seconds of a step's kernels, and of a TBO step's (both micro-batches)
@@ -231,8 +245,12 @@ class IterationCost(RoutedExperts):
             tokens = int(q_tokens.sum())
         if decode is None:
             decode = bool(q_tokens.max() == 1)
-        gpu, dropped = self._kernel_at(tokens, n_out, self.attention_s(q_tokens, kv_tokens), engine)
-        return gpu + self._host_at(q_tokens.size, decode, tokens, gpu), dropped
+        rows = self._rows_at(tokens) if decode else 0
+        priced = rows or tokens  # a padded graph runs its dummy rows through every op but attention
+        gpu, dropped = self._kernel_at(priced, n_out + priced - tokens, self.attention_s(q_tokens, kv_tokens), engine)
+        if priced != tokens:  # the dummy rows' dropped tokens are nobody's
+            dropped *= tokens / priced
+        return gpu + self._host_at(q_tokens.size, decode, priced, gpu, rows > 0), dropped
 
     def group_time_s(self, tokens: list[int], pairs: list[float], batch: Callable[[int], tuple], expert_tokens: int,
                      decode: bool, engine: int = 0) -> tuple[float, float]:
@@ -251,22 +269,30 @@ class IterationCost(RoutedExperts):
         the mean).
         """
         picks = sorted({int(np.argmax(tokens)), int(np.argmax(pairs))})
+        rows = self._rows_at(max(tokens)) if decode and self.pads else 0
+        real_expert_tokens = expert_tokens
+        if rows:  # every rank pads to the group's largest batch, then to a captured size (TensorRT-LLM)
+            tokens, expert_tokens = [rows] * len(tokens), rows
         if self.tbo is not None and self.tbo.applies(expert_tokens):
             best = None
             for i in picks:
                 q, kv, n_out = batch(i)
-                dt, dropped = self.time_s(q, kv, n_out, engine, tokens[i], decode)
+                dt, dropped = self.time_s(q, kv, n_out + (rows - q.size if rows else 0), engine, tokens[i], decode)
                 if best is None or dt > best[0]:
                     best = (dt, dropped, self.last_comm_s)
             self.last_comm_s = best[2]
             return best[0], best[1]
         experts, dropped = self._experts_at(expert_tokens, engine)
+        if rows:
+            dropped *= real_expert_tokens / rows
         best_dt, best_t = -1.0, 0
         for i in picks:
             q, kv, n_out = batch(i)
             t = tokens[i]
-            gpu = self._fixed_at(t) + experts + self._head[min(n_out, self.max_tokens)] + self.attention_s(q, kv)
-            dt = gpu + self._host_at(q.size, decode, t, gpu)
+            n_head = n_out + (rows - q.size if rows else 0)
+            gpu = self._fixed_at(t) + experts + self._head[min(n_head, self.max_tokens)] + self.attention_s(q, kv)
+            graphed = rows > 0 if self.pads else decode and self._graphed[min(q.size, self.max_tokens)]
+            dt = gpu + self._host_at(q.size, decode, t, gpu, graphed)
             if dt > best_dt:
                 best_dt, best_t = dt, t
         self.last_comm_s = self.comm_s(best_t)
@@ -279,21 +305,26 @@ class IterationCost(RoutedExperts):
         iteration by iteration, to ``time_s`` and ``last_comm_s`` (``serving.window`` relies on
         it): the same terms added in the same order, as vectors over the ``k`` iterations."""
         n = int(np.asarray(context).size)
+        rows = self._rows_at(n)
+        p = rows or n  # the rows priced: a padded graph's dummy rows run every op but attention
+        share = n / p  # of the dropped tokens, the real rows'
         att = self.layers.decode_window_s(context, k)
-        if (self.tbo is not None and self.tbo.applies(n)) or n > self.max_tokens:
+        if (self.tbo is not None and self.tbo.applies(p)) or p > self.max_tokens:
             secs, drops = np.empty(k), []
             for j, a in enumerate(att.tolist()):
-                gpu, dropped = self._kernel_at(n, n, a, engine)
-                secs[j] = gpu + self._host_at(n, True, n, gpu)
-                drops.append(float(dropped))
+                gpu, dropped = self._kernel_at(p, p, a, engine)
+                secs[j] = gpu + self._host_at(n, True, p, gpu, rows > 0)
+                drops.append(float(dropped) * share if p != n else float(dropped))
             return secs, drops, self.last_comm_s
-        self.last_comm_s = comm = self.comm_s(n)
-        experts, dropped = self._experts[n], [float(self._dropped[n])] * k
+        self.last_comm_s = comm = self.comm_s(p)
+        experts, dropped = self._experts[p], [float(self._dropped[p])] * k
         if self.skewed:
-            pool, picks = self._skew_samples(n), self.streams.take(engine, k)
+            pool, picks = self._skew_samples(p), self.streams.take(engine, k)
             experts, dropped = pool[0][picks], pool[1][picks].tolist()
-        gpu = self._fixed[n] + experts + self._head[n] + att
-        launch = launch_added_s(self._launch, gpu, self._graphed[min(n, self.max_tokens)])
+        if p != n:
+            dropped = [d * share for d in dropped]
+        gpu = self._fixed[p] + experts + self._head[p] + att
+        launch = launch_added_s(self._launch, gpu, rows > 0)
         host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
         return gpu + (launch + host), dropped, comm
 
@@ -315,7 +346,7 @@ class IterationCost(RoutedExperts):
         # time_s of that batch from its scalars (every q_tokens > 1: eager, not a decode-only batch)
         total = n + (q_tokens if one else int(q_tokens.sum()))
         gpu, dropped = self._kernel_at(total, n + a, attn, engine)
-        return gpu + self._host_at(n + a, False, total, gpu), dropped, self.last_comm_s
+        return gpu + self._host_at(n + a, False, total, gpu, False), dropped, self.last_comm_s
 
     def unprice(self, engine: int, iterations: int) -> None:
         """Forget the last ``iterations`` priced for ``engine`` (a decode window cut short): their
@@ -343,6 +374,14 @@ class IterationCost(RoutedExperts):
         the token budget without chunked prefill)."""
         return self._fixed[tokens] if tokens <= self.max_tokens else float(self.fixed_s(np.array([tokens]))[0])
 
+    def _rows_at(self, seqs: int) -> int:
+        """Rows the CUDA graph of a decode-only batch of ``seqs`` sequences replays (0: eager)."""
+        if seqs <= self.max_tokens:
+            return self._graph_rows[seqs]
+        if self.pads:
+            return int(graph_rows(seqs, self.host, self._captured))
+        return seqs if self._graphed[self.max_tokens] else 0
+
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).
 
@@ -356,12 +395,14 @@ class IterationCost(RoutedExperts):
         batches). May be negative on a datasheet: a graph saves more launch time than the host costs. The
         per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
         """
-        return self._host_at(q_tokens.size, bool(q_tokens.max() == 1), int(q_tokens.sum()), gpu_s)
+        decode = bool(q_tokens.max() == 1)
+        return self._host_at(q_tokens.size, decode, int(q_tokens.sum()), gpu_s, decode and self._rows_at(q_tokens.size) > 0)
 
-    def _host_at(self, seqs: int, decode: bool, total: int, gpu_s: float) -> float:
-        """:meth:`host_s` of ``seqs`` sequences and ``total`` new tokens (``decode``: one each)."""
+    def _host_at(self, seqs: int, decode: bool, total: int, gpu_s: float, graphed: bool) -> float:
+        """:meth:`host_s` of ``seqs`` sequences and ``total`` rows priced (``decode``: one token each;
+        ``graphed``: the batch replays a CUDA graph)."""
         n = min(seqs, self.max_tokens)
         tbo = self.tbo is not None and self.tbo.applies(total)
-        launch = launch_added_s(self._launch_tbo if tbo else self._launch, float(gpu_s), decode and self._graphed[n])
+        launch = launch_added_s(self._launch_tbo if tbo else self._launch, float(gpu_s), graphed)
         overlap = self._overlap_decode if decode else self._overlap_mixed
         return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)
