@@ -109,7 +109,7 @@ Apple MPS and CPU (PyTorch backends):
   implemented as a Metal shader dispatches in 1.2-1.4 us, one going through MPSGraph in
   19.2-20.7 us (pytorch/pytorch issue #148219). It applies to a calibrated MPS profile without
   a ``host`` section and no launch cost of its own; the Apple presets price llama.cpp's Metal graph
-  instead (18.6 us per op-graph kernel, ``presets/apple_metal.py``). MPS has no graph capture
+  instead (12.1 us per op-graph kernel, ``presets/apple_metal.py``). MPS has no graph capture
   (feature request pytorch/pytorch #180397): ``graph_max_batch = 0``.
 * CPU ``eager_launch_us = 0.9`` (measured): the same issue times a 1-element op on the CPU at
   0.9 us. No graphs; host work shares the cores with the kernels: no overlap.

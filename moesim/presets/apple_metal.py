@@ -6,42 +6,58 @@ model)::
 
     t = bytes_per_token / (memory_efficiency * bandwidth) + n_kernels * launch_overhead + host
 
-with ``n_kernels`` the op graph's compute kernels (289 for Llama-2-7B: 9 per layer and the head)
-and ``host`` the MPS iteration's host time (0.43 ms, ``costmodel/host.py``). Two llama-bench tg128
-rows of one machine and one build, differing only in the weights' bits, fix the two unknowns:
+with ``n_kernels`` the op graph's compute kernels (289 for Llama-2-7B: 9 per layer and the head;
+253 for Llama-3.2-3B) and ``host`` the MPS iteration's host time (0.43 ms, ``costmodel/host.py``).
+Two llama-bench tg128 rows of one machine and one build, differing only in the weights' bits, fix
+the two unknowns. llama.cpp's Metal backend got faster per kernel between builds, so there are two
+fits; the presets carry the newer one (what llama.cpp runs today), and the validation rows of 2023
+builds pin the older one in their scenarios (``hardware.device``), as they measured it.
 
-* **Source** (:data:`SOURCE_ROWS`): ggml-org/llama.cpp pull request #2917 ("metal : slight speed-up
-  for add and mul kernels", 2023-08-30), the ``master`` table on an M2 Ultra: LLaMA 7B Q8_0 62.05
-  tokens/s, Q4_0 88.54 and Q4_1 83.63 (model sizes 6.67, 3.56 and 3.95 GiB). An August 2023 build;
-  the validation rows APL-01..10 come from discussion #4167's November build (8e672ef), so they are
-  not used here.
-* **Fit** (:func:`fit_stream_and_fixed`, re-run by ``tests/test_apple_metal.py`` against moesim's
-  own bytes per token): Q8_0 and Q4_0 give a memory efficiency of 0.856 (685 of 800 GB/s) and
-  5.81 ms fixed per token, i.e. ``(5.81 - 0.43) / 289`` = 18.6 us per op-graph kernel (20.9 over 257
-  until 2026-12-01, when the op graph gained serving's RoPE and KV-cache write kernel). Q4_1, held
-  out, is then within 0.5 %.
-* **Why the fixed cost is that large** (a bottom-up check, not used in the fit): ggml's Metal graph
-  dispatches each non-view node as its own kernel. A Llama layer is 25 of them in that build (RMS
-  norm and its weight multiply twice, Q/K/V/O and three FFN mat-vecs, two RoPEs, two copies into
-  the KV cache, K.Q, scale, mask add, softmax, K.Q.V, a contiguous copy of the heads, two residual
-  adds, SiLU and the gate multiply; llama.cpp ``llm_build_llama`` and ``llm_build_kqv`` of late 2023,
-  23 once the scale and mask moved into the softmax kernel), so :data:`DISPATCHES_LLAMA2_7B`
-  = 25 x 32 + 4 (embedding rows, final norm and multiply, head) = 804 per token, 2.8 per op-graph
-  kernel. Each extra dispatch costs 5.16 us of GPU time on an M2 Pro (antonellof/ferrox issue #149:
-  832 inert RMS-norm dispatches added 4.30 ms per token): 804 x 5.16 us + 0.43 ms = 4.6 ms of the
-  5.8 ms fitted; the rest is host work (graph build, encoding, commit and wait) not hidden behind
-  the GPU.
+* **Current builds** (:data:`SOURCE_ROWS`, the presets' :data:`MEMORY_EFFICIENCY` and
+  :data:`LAUNCH_OVERHEAD_US`): ggml-org/llama.cpp pull request #10238 ("metal : refactor kernel args
+  into structs", November 2024), ``master`` column on an M2 Ultra: Llama-3.2-3B F16 tg128 72.29
+  tokens/s and Q4_0 155.86 (:func:`fit_stream_and_fixed` against moesim's own bytes per token,
+  re-run by ``tests/test_apple_metal.py``): 0.778 of 800 GB/s and 3.49 ms fixed per token, i.e.
+  ``(3.49 - 0.43) / 253`` = 12.1 us per op-graph kernel. Held out (not fitted, in ``moesim
+  validate``): the fine-grained MoE decodes of 2025 builds on the same machine, Qwen3-30B-A3B
+  (APL-13, -1 %) and DeepSeek-V2-Lite (APL-15, -8 %), which the 2023 constants read -22 and -28 %.
+* **2023 builds** (:data:`SOURCE_ROWS_2023`, :data:`MEMORY_EFFICIENCY_2023`,
+  :data:`LAUNCH_OVERHEAD_US_2023`): pull request #2917 ("metal : slight speed-up for add and mul
+  kernels", 2023-08-30), ``master`` on an M2 Ultra: LLaMA 7B Q8_0 62.05 tokens/s, Q4_0 88.54 and Q4_1
+  83.63 (model sizes 6.67, 3.56 and 3.95 GiB): 0.856 of 800 GB/s and 5.81 ms fixed per token, i.e.
+  ``(5.81 - 0.43) / 289`` = 18.6 us per op-graph kernel; Q4_1, held out, is then within 0.5 %. The
+  validation rows APL-01..12 come from builds of November and December 2023 (discussion #4167's
+  8e672ef, PR #4406's 9fb13f9) and run with these.
+* **Why the fixed cost is that large** (a bottom-up check of the 2023 fit, not used in it): ggml's
+  Metal graph dispatches each non-view node as its own kernel. A Llama layer is 25 of them in that
+  build (RMS norm and its weight multiply twice, Q/K/V/O and three FFN mat-vecs, two RoPEs, two
+  copies into the KV cache, K.Q, scale, mask add, softmax, K.Q.V, a contiguous copy of the heads,
+  two residual adds, SiLU and the gate multiply; llama.cpp ``llm_build_llama`` and ``llm_build_kqv``
+  of late 2023, 23 once the scale and mask moved into the softmax kernel), so
+  :data:`DISPATCHES_LLAMA2_7B` = 25 x 32 + 4 (embedding rows, final norm and multiply, head) = 804
+  per token, 2.8 per op-graph kernel. Each extra dispatch costs 5.16 us of GPU time on an M2 Pro
+  (antonellof/ferrox issue #149: 832 inert RMS-norm dispatches added 4.30 ms per token): 804 x 5.16
+  us + 0.43 ms = 4.6 ms of the 5.8 ms fitted; the rest is host work (graph build, encoding, commit
+  and wait) not hidden behind the GPU. Later builds dispatch fewer kernels per layer (the scale and
+  mask moved into the softmax kernel, for one), hence the smaller per-kernel cost; not broken down.
 
-The same constants serve the M2, M2 Max and M2 Ultra presets (one GPU design, LPDDR5 on each).
-A framework that fuses more (MLX with ``mx.compile``) or dispatches through MPSGraph (PyTorch MPS,
-~20 us per op: pytorch/pytorch #148219) pays another per-kernel cost; a calibrated profile
-(``moesim calibrate --device mps``) measures its own.
+The same constants serve the M2, M2 Max and M2 Ultra presets (one GPU design, LPDDR5 on each); the
+newer fit's F16 row and the older fit's quantized rows both stream at the fit's efficiency (the
+2023 F16 decode rows read as the quantized ones, APL-01/06/09). A framework that fuses more (MLX
+with ``mx.compile``) or dispatches through MPSGraph (PyTorch MPS, ~20 us per op:
+pytorch/pytorch #148219) pays another per-kernel cost; a calibrated profile (``moesim calibrate
+--device mps``) measures its own.
 """
 
 from __future__ import annotations
 
-#: llama.cpp PR #2917, master, M2 Ultra 76-core GPU: (llama.cpp type, bits per weight, tg128 tokens/s).
+#: llama.cpp PR #10238 (Nov 2024), master, M2 Ultra: (llama.cpp type, bits per weight, tg128 tokens/s), Llama-3.2-3B.
 SOURCE_ROWS: tuple[tuple[str, float, float], ...] = (
+    ("F16", 16.0, 72.29),
+    ("Q4_0", 4.5, 155.86),
+)
+#: llama.cpp PR #2917 (Aug 2023), master, M2 Ultra 76-core GPU: (llama.cpp type, bits per weight, tg128 tokens/s), LLaMA 7B.
+SOURCE_ROWS_2023: tuple[tuple[str, float, float], ...] = (
     ("Q8_0", 8.5, 62.05),
     ("Q4_0", 4.5, 88.54),
     ("Q4_1", 5.0, 83.63),  # held out: checks the fit
@@ -49,10 +65,13 @@ SOURCE_ROWS: tuple[tuple[str, float, float], ...] = (
 #: Peak bandwidth of the source machine, GB/s (HW-13).
 SOURCE_BANDWIDTH_GBPS = 800.0
 
-#: Fraction of peak bandwidth llama.cpp's Metal mat-vec kernels stream weights at (fit, rounded).
-MEMORY_EFFICIENCY = 0.856
-#: Cost per op-graph compute kernel, us: llama.cpp's ~2.8 Metal dispatches per kernel (fit, rounded).
-LAUNCH_OVERHEAD_US = 18.6
+#: Fraction of peak bandwidth llama.cpp's Metal mat-vec kernels stream weights at (Nov 2024 fit, rounded).
+MEMORY_EFFICIENCY = 0.778
+#: Cost per op-graph compute kernel, us (Nov 2024 fit, rounded).
+LAUNCH_OVERHEAD_US = 12.1
+#: The same two constants fitted on an August 2023 build (rows of 2023 builds pin them).
+MEMORY_EFFICIENCY_2023 = 0.856
+LAUNCH_OVERHEAD_US_2023 = 18.6
 
 #: ggml Metal dispatches of one Llama-2-7B decode token in the November 2023 build (see above).
 DISPATCHES_LLAMA2_7B = 25 * 32 + 4
