@@ -15,8 +15,9 @@ builds pin the older one in their scenarios (``hardware.device``), as they measu
 
 * **Current builds** (:data:`SOURCE_ROWS`, the presets' :data:`MEMORY_EFFICIENCY` and
   :data:`LAUNCH_OVERHEAD_US`): ggml-org/llama.cpp pull request #10238 ("metal : refactor kernel args
-  into structs", November 2024), ``master`` column on an M2 Ultra: Llama-3.2-3B F16 tg128 72.29
-  tokens/s and Q4_0 155.86 (:func:`fit_stream_and_fixed` against moesim's own bytes per token,
+  into structs", November 2024, after #10171 of 2024-11-04), ``master`` column on an M2 Ultra:
+  "llama 3B" F16 tg128 72.29 tokens/s and Q4_0 155.86 (the author's llama-3.2-3b-instruct GGUFs of
+  #10171's command line) (:func:`fit_stream_and_fixed` against moesim's own bytes per token,
   re-run by ``tests/test_apple_metal.py``): 0.778 of 800 GB/s and 3.49 ms fixed per token, i.e.
   ``(3.49 - 0.43) / 253`` = 12.1 us per op-graph kernel. Held out (not fitted, in ``moesim
   validate``): the fine-grained MoE decodes of 2025 builds on the same machine, Qwen3-30B-A3B

@@ -331,7 +331,8 @@ class DpAttentionBalance(Strict):
 
 
 #: One captured CUDA-graph batch size (sequences).
-GraphBatch = Annotated[PositiveInt, Field(le=1 << 20, json_schema_extra={BOUND_REASON: "as max_batch_seqs: 1M sequences"})]
+_GRAPH_WHY = "as max_batch_seqs: 1M sequences per iteration"
+GraphBatch = Annotated[PositiveInt, Field(le=1 << 20, json_schema_extra={BOUND_REASON: _GRAPH_WHY})]
 
 
 class ServingWorkload(Strict):
@@ -382,7 +383,7 @@ class ServingWorkload(Strict):
         "has one (TensorRT-LLM's attention_dp_config.enable_balance); null: a rank prefills as soon as its own scheduler "
         "admits a prompt (TensorRT-LLM's default, SGLang, vLLM).")
     cuda_graph_batch_sizes: list[GraphBatch] | None = Field(
-        None, min_length=1, description="Decode batch sizes captured as CUDA graphs, padding on (TensorRT-LLM "
+        None, min_length=1, json_schema_extra={BOUND_REASON: _GRAPH_WHY}, description="Decode batch sizes captured as CUDA graphs, padding on (TensorRT-LLM "
         "cuda_graph_config.batch_sizes with enable_padding): a decode-only batch replays the smallest size at or above its "
         "sequences, the extra rows dummy requests that run every op but attention (their tokens reach the experts too); "
         "a lock-step attention-DP group pads every rank to its largest rank's batch first. Larger batches run eagerly. "
