@@ -5,15 +5,10 @@ from moesim.schemas.hardware import ClusterSpec, DeviceSpec, HardwareSpec, NodeS
 from moesim.schemas.model import DTYPE_BYTES, LocalAttentionSpec, MLASpec, ModelSpec
 from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
+from moesim.schemas.routing import RoutingSpec
 from moesim.schemas.scenario import Scenario
-from moesim.schemas.workload import (
-    ArrivalSpec,
-    LengthDist,
-    RoutingSpec,
-    ServingWorkload,
-    SpeculativeSpec,
-    TrainingWorkload,
-)
+from moesim.schemas.serving_options import SpeculativeSpec
+from moesim.schemas.workload import ArrivalSpec, LengthDist, ServingWorkload, TrainingWorkload
 
 __all__ = [
     "ArrivalSpec", "ClusterSpec", "DTYPE_BYTES", "DeviceSpec", "HardwareSpec", "LengthDist", "NOT_A_BOOLEAN",

@@ -13,7 +13,8 @@ from moesim.schemas.hardware import HardwareSpec
 from moesim.schemas.model import ModelSpec
 from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
-from moesim.schemas.workload import RoutingSpec, ServingWorkload, TrainingWorkload, Workload
+from moesim.schemas.routing import RoutingSpec
+from moesim.schemas.workload import ServingWorkload, TrainingWorkload, Workload
 
 
 class Scenario(Strict):

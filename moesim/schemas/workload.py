@@ -1,4 +1,5 @@
-"""Workloads: a training step, or a stream of serving requests. Also routing."""
+"""Workloads: a training step, or a stream of serving requests (the serving engine's options in
+``serving_options``, the router in ``routing``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import (
     Field,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -17,10 +17,15 @@ from pydantic import (
 )
 
 from moesim.errors import InputError
-from moesim.schemas._base import BOUND_REASON, MAX_SEED, MAX_TOKENS, SEED_WHY, Strict, bounded
-from moesim.schemas.model import ModelSpec
-from moesim.schemas.placement import PlacementSpec
-from moesim.schemas.plan import PlanSpec
+from moesim.schemas._base import BOUND_REASON, MAX_TOKENS, Strict, bounded
+from moesim.schemas.routing import RoutingSpec  # noqa: F401 (re-exported: moesim.schemas.workload.RoutingSpec)
+from moesim.schemas.serving_options import (
+    GRAPH_WHY,
+    DisaggregationSpec,
+    DpAttentionBalance,
+    GraphBatch,
+    SpeculativeSpec,
+)
 
 _CONTEXT = "16.7M tokens: above the longest published context window (10M, Llama 4 Scout)"
 
@@ -239,102 +244,6 @@ class ArrivalSpec(Strict):
         return self
 
 
-_ACCEPT_WHY = "a probability; 1 would accept every draft token (infinite tokens per step)"
-#: One acceptance rate: a probability below 1 (at 1 every draft would be accepted forever).
-AcceptanceRate = Annotated[float, Field(ge=0.0, lt=1.0, json_schema_extra={BOUND_REASON: _ACCEPT_WHY})]
-
-
-class SpeculativeSpec(Strict):
-    """Speculative decoding: a draft model or MTP heads propose ``k`` tokens, the target verifies them."""
-
-    method: Literal["draft", "mtp"] = Field(description="draft (a separate small model, `draft`) | mtp (k DeepSeek-style multi-token-prediction heads, one extra layer each).")
-    k: PositiveInt = bounded(le=64, why="published drafts propose 1-8 tokens (Medusa/EAGLE trees up to ~60 nodes)",
-                             description="Draft tokens proposed per decode step.")
-    acceptance: float | None = bounded(None, ge=0.0, lt=1.0, why=_ACCEPT_WHY,
-                                       description="Acceptance rate alpha in [0, 1) of every draft position.")
-    acceptance_per_position: list[AcceptanceRate] | None = Field(None, description=(
-        "Instead of acceptance: k rates in [0, 1), position i accepted given positions before it were."))
-    draft: ModelSpec | None = Field(None, description="Draft model (method draft only): a model preset name, {preset: NAME, ...overrides}, or model fields.")
-
-    @model_validator(mode="after")
-    def _check(self) -> SpeculativeSpec:
-        if (self.acceptance is None) == (self.acceptance_per_position is None):
-            raise ValueError("acceptance: give one of acceptance (a rate in [0, 1)) or acceptance_per_position (k rates)")
-        per = self.acceptance_per_position
-        if per is not None and len(per) != self.k:
-            raise ValueError(f"acceptance_per_position: needs k = {self.k} rates, got {len(per)}")
-        if self.method == "draft" and self.draft is None:
-            raise ValueError("draft: required when method is 'draft' (a model preset name or model fields)")
-        if self.method == "mtp" and self.draft is not None:
-            raise ValueError("draft: only for method 'draft'; method 'mtp' drafts with the target's own heads")
-        return self
-
-    @property
-    def rates(self) -> list[float]:
-        """Per-position acceptance rates, ``k`` of them."""
-        per = self.acceptance_per_position
-        return list(per) if per is not None else [float(self.acceptance)] * self.k
-
-    @property
-    def tokens_per_step(self) -> float:
-        """Expected tokens one verify step emits: 1 + sum of cumulative products (scalar: (1-a^(k+1))/(1-a))."""
-        out, p = 1.0, 1.0
-        for a in self.rates:
-            p *= a
-            out += p
-        return out
-
-
-class PoolSpec(Strict):
-    """One pool of a disaggregated deployment: its own parallelism plan and batch limits."""
-
-    plan: PlanSpec = Field(description="The pool's parallelism plan; dp*tp*pp devices, whole nodes.")
-    placement: PlacementSpec | None = Field(None, description="The pool's expert placement (redundant experts); null: the scenario's.")
-    max_batch_seqs: PositiveInt | None = bounded(None, le=1 << 20, why="as workload.max_batch_seqs",
-                                                 description="Most sequences per iteration per replica of this pool; null: the workload's.")
-    max_batch_tokens: PositiveInt | None = bounded(None, le=1 << 22, why="as workload.max_batch_tokens",
-                                                   description="Most tokens per iteration per replica of this pool; null: the workload's.")
-
-
-class DisaggregationSpec(Strict):
-    """Prefill and decode on separate pools of devices (DistServe, Splitwise, DeepSeek-V3 serving).
-
-    A request is prefilled in the prefill pool, its KV cache is sent over the network to a decode
-    replica, which streams every output token (the first one too, so TTFT includes the transfer).
-    The pools' devices add up to the hardware's; each pool is whole nodes.
-    """
-
-    prefill: PoolSpec = Field(description="The prefill pool: prompts only (each request's first token).")
-    decode: PoolSpec = Field(description="The decode pool: every decode step; its KV memory limits admission.")
-    kv_transfer_gbps: PositiveFloat | None = bounded(
-        None, le=1e6, why="1 PB/s per device: ~10,000x an 800 Gb/s NIC",
-        description="GB/s each prefill device sends its KV shard at; null: hardware.cluster.nic_bw_gbps.")
-
-    @property
-    def n_devices(self) -> int:
-        return self.prefill.plan.n_devices + self.decode.plan.n_devices
-
-
-class DpAttentionBalance(Strict):
-    """TensorRT-LLM's attention-DP balance (``attention_dp_config: {enable_balance: true, timeout_iters,
-    batching_wait_iters}``, tech blog 10 "ADP Balance Strategy"): the ranks of a lock-step group hold
-    their new prompts back until every rank has one to run, so that no rank prefills while the
-    others wait on it with a few decodes each."""
-
-    timeout_iters: NonNegativeInt = bounded(50, le=100_000, why="iterations a prompt may be held; TensorRT-LLM's default 50",
-                                            description="Iterations a rank's prompts wait for every rank of the group to "
-                                                        "have one before they run anyway (attention_dp_config.timeout_iters).")
-    batching_wait_iters: NonNegativeInt = bounded(10, le=100_000, why="iterations of extra batching; TensorRT-LLM's default 10",
-                                                  description="Once every rank has a prompt (and every rank decodes), iterations "
-                                                              "they keep waiting so more prompts batch together "
-                                                              "(attention_dp_config.batching_wait_iters).")
-
-
-#: One captured CUDA-graph batch size (sequences).
-_GRAPH_WHY = "as max_batch_seqs: 1M sequences per iteration"
-GraphBatch = Annotated[PositiveInt, Field(le=1 << 20, json_schema_extra={BOUND_REASON: _GRAPH_WHY})]
-
-
 class ServingWorkload(Strict):
     """A stream of inference requests served with continuous batching."""
 
@@ -383,7 +292,7 @@ class ServingWorkload(Strict):
         "has one (TensorRT-LLM's attention_dp_config.enable_balance); null: a rank prefills as soon as its own scheduler "
         "admits a prompt (TensorRT-LLM's default, SGLang, vLLM).")
     cuda_graph_batch_sizes: list[GraphBatch] | None = Field(
-        None, min_length=1, json_schema_extra={BOUND_REASON: _GRAPH_WHY}, description="Decode batch sizes captured as CUDA graphs, padding on (TensorRT-LLM "
+        None, min_length=1, json_schema_extra={BOUND_REASON: GRAPH_WHY}, description="Decode batch sizes captured as CUDA graphs, padding on (TensorRT-LLM "
         "cuda_graph_config.batch_sizes with enable_padding): a decode-only batch replays the smallest size at or above its "
         "sequences, the extra rows dummy requests that run every op but attention (their tokens reach the experts too); "
         "a lock-step attention-DP group pads every rank to its largest rank's batch first. Larger batches run eagerly. "
@@ -404,38 +313,3 @@ class ServingWorkload(Strict):
 
 
 Workload = Annotated[TrainingWorkload | ServingWorkload, Field(discriminator="kind")]
-
-
-class RoutingSpec(Strict):
-    """How the router spreads tokens over experts, and what happens at capacity."""
-
-    distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = Field("uniform", description="Expert popularity per layer: uniform | zipf | dirichlet | trace.")
-    zipf_s: float = bounded(1.0, ge=0, le=16, why="at s = 16 the top expert already takes 99.998% of the traffic "
-                            "(rank 2 gets 2^-16 of it); measured routers fit s < 2",
-                            description="Zipf exponent (0 = uniform).")
-    dirichlet_alpha: PositiveFloat = bounded(1.0, le=1e6, why="at alpha 1e6 the draw is uniform to 0.1%: use "
-                                             "distribution: uniform", description="Dirichlet concentration (large = near uniform).")
-    trace: Path | None = Field(None, description="CSV of expert popularity, one row per layer, one column per expert (trace only).")
-    capacity_factor: PositiveFloat = bounded(1.25, le=64, why="beyond 64 every expert holds every token: use overflow: dropless",
-                                             description="Expert capacity per source rank = max(ceil(cf * tokens * top_k / n_experts), min_capacity), "
-                                                         "tokens being one EP rank's microbatch (training) or one replica's batch (serving).")
-    min_capacity: int = bounded(4, ge=0, le=MAX_TOKENS, why="an expert receives at most every token of a source rank's batch "
-                                "(<= 2^24 tokens): beyond that use overflow: dropless",
-                                description="Fewest slots each expert gives one source rank under overflow: drop (DeepSpeed MoE's "
-                                            "min_capacity, default 4): small decode batches do not drop.")
-    overflow: Literal["drop", "dropless"] = Field("drop", description="drop: tokens over capacity pass through the residual; dropless: all kept.")
-    max_nodes_per_token: PositiveInt | None = bounded(
-        None, le=1 << 20, why="as hardware.cluster.nodes (1M nodes); a value at or above the EP group's nodes limits nothing",
-        description="Node-limited routing: each token's top_k experts lie on at most this many nodes of its EP group "
-                    "(DeepSeek-V3: 4, arXiv:2412.19437 sec. 2.1.2; DeepSeek's topk_group of n_group). Caps the NIC "
-                    "copies of hierarchical and deepep_normal all-to-alls (each token reaches min(M, N) * "
-                    "(1 - C((M - 1) e, k) / C(M e, k)) nodes, e experts per node); flat and deepep_low_latency move "
-                    "the same bytes. null: unlimited.")
-    seed: int = bounded(0, ge=0, le=MAX_SEED, why=SEED_WHY,
-                        description="Seed of the routing sampler.")
-
-    @model_validator(mode="after")
-    def _check(self) -> RoutingSpec:
-        if self.distribution == "trace" and self.trace is None:
-            raise ValueError("trace: required when distribution is 'trace'")
-        return self
