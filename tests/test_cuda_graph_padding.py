@@ -9,6 +9,7 @@ import moesim
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.host import default_host_spec, graph_rows
 from moesim.engine.serving.decode_cost import IterationCost, captured_sizes
+from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
 
 #: TensorRT-LLM perf-overview's llm_options.yml (docs/source/developer-guide/perf-overview.md, v0.20 on).
@@ -99,3 +100,12 @@ def test_padding_lowers_the_throughput_of_a_run_whose_batches_fall_between_captu
     padded = moesim.simulate(scenario_from_dict(d)).summary
     assert padded["served_requests"] == plain["served_requests"] == 300
     assert padded["output_tokens_per_s"] < plain["output_tokens_per_s"]
+
+
+def test_a_device_without_cuda_graphs_refuses_a_captured_list():
+    d = _serving(cuda_graph_batch_sizes=[1, 2, 4])
+    d["hardware"] = "m2-ultra"
+    d["plan"] = {"dp": 1, "tp": 1}
+    d["model"] = {"preset": "mixtral-8x7b", "dtype": "int4"}
+    with pytest.raises(InputError, match=r"^workload.cuda_graph_batch_sizes: Apple M2 Ultra runs no CUDA graphs"):
+        moesim.simulate(scenario_from_dict(d))

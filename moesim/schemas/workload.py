@@ -297,7 +297,8 @@ class ServingWorkload(Strict):
         "sequences, the extra rows dummy requests that run every op but attention (their tokens reach the experts too); "
         "a lock-step attention-DP group pads every rank to its largest rank's batch first. Larger batches run eagerly. "
         "Sizes above max_batch_seqs or max_batch_tokens are dropped, as TensorRT-LLM does. null: graphs for decode "
-        "batches up to the host's graph_max_batch (512), each at its own size.")
+        "batches up to the host's graph_max_batch (512), each at its own size. CUDA devices only (Apple and CPU "
+        "presets run no graphs).")
 
     @field_validator("cuda_graph_batch_sizes")
     @classmethod

@@ -87,6 +87,7 @@ from moesim.engine.ops import (
 from moesim.engine.serving.attention import BatchAttention, ModelAttention
 from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.engine.serving.routed_experts import RoutedExperts
+from moesim.errors import InputError
 from moesim.precision import scenario_precision
 from moesim.schemas import Scenario
 
@@ -148,6 +149,9 @@ class IterationCost(RoutedExperts):
         # CUDA graphs: the rows a decode batch's graph replays by its sequences (0: eager); with the
         # workload's captured sizes a batch pads up to one (``costmodel.host.graph_rows``)
         self._captured = captured_sizes(s.workload)
+        if self._captured is not None and spec.graph_max_batch == 0:
+            raise InputError(f"workload.cuda_graph_batch_sizes: {s.hardware.device.name} runs no CUDA graphs (its host "
+                             "spec's graph_max_batch is 0, as on Apple MPS and CPUs); remove the list")
         self.pads = self._captured is not None
         self._graph_rows = np.asarray(graph_rows(seqs, spec, self._captured)).tolist()
         self._graphed = [r > 0 for r in self._graph_rows]
