@@ -109,3 +109,22 @@ def test_a_device_without_cuda_graphs_refuses_a_captured_list():
     d["model"] = {"preset": "mixtral-8x7b", "dtype": "int4"}
     with pytest.raises(InputError, match=r"^workload.cuda_graph_batch_sizes: Apple M2 Ultra runs no CUDA graphs"):
         moesim.simulate(scenario_from_dict(d))
+
+
+def test_without_padding_only_a_captured_size_replays_its_graph():
+    spec = default_host_spec("cuda")
+    rows = graph_rows(np.array([1, 3, 128, 183, 256, 300]), spec, [1, 2, 4, 128, 256], padding=False)
+    assert rows.tolist() == [1, 0, 128, 0, 256, 0]
+    plain = _cost(_serving())
+    exact = _cost(_serving(cuda_graph_batch_sizes=[128], cuda_graph_padding=False))
+    q, kv = _decode(128)
+    assert exact.time_s(q, kv, 128)[0] == plain.time_s(q, kv, 128)[0]  # a graph of its own size
+    q, kv = _decode(127)
+    padded = _cost(_serving(cuda_graph_batch_sizes=[128]))
+    assert exact.time_s(q, kv, 127)[0] != padded.time_s(q, kv, 127)[0]  # eager, not padded to 128
+    assert exact.host_s(q, 0.0) > plain.host_s(q, 0.0)  # eager launches where plain replays a graph
+
+
+def test_turning_padding_off_needs_a_list():
+    with pytest.raises(InputError, match=r"cuda_graph_padding: false needs workload.cuda_graph_batch_sizes"):
+        scenario_from_dict(_serving(cuda_graph_padding=False))

@@ -295,14 +295,15 @@ def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):
     return bool(ok) if ok.ndim == 0 else ok
 
 
-def graph_rows(batch_seqs, spec: HostSpec, captured: list[int] | None = None):
+def graph_rows(batch_seqs, spec: HostSpec, captured: list[int] | None = None, padding: bool = True):
     """Rows the CUDA graph of a decode-only batch of ``batch_seqs`` sequences replays (int array; 0: eager).
 
-    ``captured``: the batch sizes captured with padding on (sorted): the smallest at or above the batch,
-    its extra rows dummy requests (TensorRT-LLM ``cuda_graph_config.batch_sizes`` + ``enable_padding``,
-    ``cuda_graph_runner._round_up_batch_size``; its tech blog 20 measures up to 50 % of a doubling
-    list's rows wasted this way); none: eager. None: every batch up to
-    ``graph_max_batch`` replays a graph of its own size (:func:`uses_cuda_graph`).
+    ``captured``: the batch sizes captured (sorted). With ``padding``, the smallest at or above the
+    batch, its extra rows dummy requests (TensorRT-LLM ``cuda_graph_config.batch_sizes`` +
+    ``enable_padding``, ``cuda_graph_runner._round_up_batch_size``; its tech blog 20 measures up to
+    50 % of a doubling list's rows wasted this way), none: eager; without, only a batch of a captured
+    size replays its graph (TensorRT-LLM's default, ``enable_padding: false``). None: every batch up
+    to ``graph_max_batch`` replays a graph of its own size (:func:`uses_cuda_graph`).
     """
     b = np.asarray(batch_seqs, dtype=np.int64)
     if captured is None:
@@ -311,7 +312,8 @@ def graph_rows(batch_seqs, spec: HostSpec, captured: list[int] | None = None):
     if sizes.size == 0:
         return np.zeros_like(b)
     i = np.searchsorted(sizes, b, side="left")
-    return np.where((b >= 1) & (i < sizes.size), sizes[np.minimum(i, sizes.size - 1)], 0)
+    up = np.where((b >= 1) & (i < sizes.size), sizes[np.minimum(i, sizes.size - 1)], 0)
+    return up if padding else np.where(up == b, b, 0)
 
 
 def overlaps(phase: str, spec: HostSpec) -> bool:

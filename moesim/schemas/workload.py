@@ -300,13 +300,20 @@ class ServingWorkload(Strict):
         "batches up to the host's graph_max_batch (512), each at its own size. CUDA devices only (Apple and CPU "
         "presets run no graphs).")
 
+    cuda_graph_padding: bool = Field(True, description="With cuda_graph_batch_sizes: a decode batch pads up to the "
+        "next captured size (TensorRT-LLM enable_padding: true); false: only a batch of a captured size replays its "
+        "graph, every other runs eagerly (TensorRT-LLM's default).")
+
     @field_validator("cuda_graph_batch_sizes")
     @classmethod
     def _sorted_sizes(cls, v: list[int] | None) -> list[int] | None:
         return None if v is None else sorted(set(v))
 
     @model_validator(mode="after")
-    def _check_closed(self) -> ServingWorkload:
+    def _check(self) -> ServingWorkload:
+        if not self.cuda_graph_padding and self.cuda_graph_batch_sizes is None:
+            raise ValueError("cuda_graph_padding: false needs workload.cuda_graph_batch_sizes (the sizes that replay "
+                             "without padding)")
         # the pools are played one after the other, so a decode finish cannot release the next arrival
         if self.arrival.process == "closed" and self.disaggregation is not None:
             raise ValueError("arrival.process: 'closed' is not supported with disaggregation; use poisson or batch")

@@ -153,7 +153,8 @@ class IterationCost(RoutedExperts):
             raise InputError(f"workload.cuda_graph_batch_sizes: {s.hardware.device.name} runs no CUDA graphs (its host "
                              "spec's graph_max_batch is 0, as on Apple MPS and CPUs); remove the list")
         self.pads = self._captured is not None
-        self._graph_rows = np.asarray(graph_rows(seqs, spec, self._captured)).tolist()
+        self._padding = bool(getattr(s.workload, "cuda_graph_padding", True))
+        self._graph_rows = np.asarray(graph_rows(seqs, spec, self._captured, self._padding)).tolist()
         self._graphed = [r > 0 for r in self._graph_rows]
         # the CPU launch already in each kernel's price (the datasheet's fixed cost; none of a profile's)
         cpu_priced_s = float(cm.launch_s) - float(cm.kernel_floor_s)
@@ -383,7 +384,7 @@ class IterationCost(RoutedExperts):
         if seqs <= self.max_tokens:
             return self._graph_rows[seqs]
         if self.pads:
-            return int(graph_rows(seqs, self.host, self._captured))
+            return int(graph_rows(seqs, self.host, self._captured, self._padding))
         return seqs if self._graphed[self.max_tokens] else 0
 
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
