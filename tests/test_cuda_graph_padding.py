@@ -128,3 +128,12 @@ def test_without_padding_only_a_captured_size_replays_its_graph():
 def test_turning_padding_off_needs_a_list():
     with pytest.raises(InputError, match=r"cuda_graph_padding: false needs workload.cuda_graph_batch_sizes"):
         scenario_from_dict(_serving(cuda_graph_padding=False))
+
+
+@pytest.mark.parametrize(("sizes", "says"), [([0, 4], "greater than 0"), ([], "at least 1 item"),
+                                             ([2_000_000], "must be <= 1048576"), ("abc", "valid list")])
+def test_bad_lists_name_the_field_in_one_line(sizes, says):
+    with pytest.raises(InputError) as err:
+        scenario_from_dict(_serving(cuda_graph_batch_sizes=sizes))
+    message = str(err.value)
+    assert message.startswith("workload.cuda_graph_batch_sizes") and says in message and "\n" not in message
