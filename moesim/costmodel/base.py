@@ -236,8 +236,14 @@ class CostModelBase:
         NIC bytes (``comm.distinct_node_fraction``; ``top_k = 1`` deduplicates nothing); ``max_nodes``:
         node-limited routing (``routing.max_nodes_per_token``) caps the distinct nodes per token.
         ``deepep_normal`` / ``deepep_low_latency``: DeepEP's kernels on the same links, at the
-        fitted link fractions and per-pass cost of ``comm._deepep_s``.
+        fitted link fractions and per-pass cost of ``comm._deepep_s``. ``allgather``: the tokens
+        all-gathered (dispatch) or their outputs reduce-scattered (combine) over the EP group as a
+        ring (:meth:`allgather_s`, the same price either way), every peer's tokens whole
+        (``comm.gathered_bytes``).
         """
+        if algorithm == "allgather":  # a ring all-gather (dispatch) or reduce-scatter (combine) of the tokens
+            gathered = comm.gathered_bytes(bytes_to_peers, ep, top_k)
+            return self.allgather_s(gathered * ep / max(ep - 1, 1), ep, tp)
         intra_peers, _ = comm.ep_peer_split(ep, tp, self.hw.node.devices_per_node)
         intra_bw, intra_lat, intra_peer = self._alltoall_link(True, intra_peers + 1)
         inter_bw, inter_lat, inter_peer = self._alltoall_link(False, ep)

@@ -168,6 +168,16 @@ def expected_distinct_nodes(top_k: int, nodes: float, n_experts: float = 0) -> f
     return n * (1.0 - miss)
 
 
+def gathered_bytes(bytes_to_peers, ep: int, top_k: int):
+    """Bytes one rank receives when the EP group all-gathers its tokens instead of an all-to-all
+    sending each token's ``top_k`` rows to their experts' ranks (``allgather``: vLLM's default
+    ``allgather_reducescatter`` backend for DP + EP, SGLang's DP-attention gather, TensorRT-LLM's
+    attention-DP MoE without its all-to-all, Megatron's ``allgather`` dispatcher): every peer's tokens
+    whole, ``(ep - 1) t d b``, where the all-to-all's ``bytes_to_peers`` is ``t top_k d b (ep-1)/ep``.
+    The combine reduce-scatters the same volume of outputs."""
+    return np.asarray(bytes_to_peers, dtype=float) * ep / max(int(top_k), 1)
+
+
 def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int, algorithm: str = "flat",
                         top_k: int = 1, n_experts: int = 0, max_nodes: int | None = None):
     """(NVLink bytes, NIC bytes) one rank moves in an all-to-all where it sends ``bytes_to_peers``.
@@ -185,13 +195,16 @@ def alltoall_link_bytes(bytes_to_peers, ep: int, tp: int, devices_per_node: int,
     and ``deepep_normal``'s NIC bytes (at most ``max_nodes`` copies per token), and
     ``deepep_normal``'s NVLink bytes (the token's distinct ranks lie within ``max_nodes`` nodes'
     ranks). Flat and ``deepep_low_latency`` send one copy per (token, expert) whatever the nodes,
-    and a remote expert is still ``(N-1)/N`` of them, so their bytes do not change.
+    and a remote expert is still ``(N-1)/N`` of them, so their bytes do not change. ``allgather``:
+    every peer's tokens whole (:func:`gathered_bytes`), split over the links as flat's.
     """
     b = np.asarray(bytes_to_peers, dtype=float)
     intra, inter = ep_peer_split(ep, tp, devices_per_node)
     peers = intra + inter
     if peers == 0:
         return np.zeros_like(b), np.zeros_like(b)
+    if algorithm == "allgather":  # a ring: every peer's tokens whole, split over the links as flat's
+        b = gathered_bytes(b, ep, top_k)
     b_inter = b * inter / peers
     if algorithm == "hierarchical" and inter:
         nodes = ep / (intra + 1)

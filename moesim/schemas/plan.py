@@ -118,12 +118,15 @@ class PlanSpec(Strict):
         "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple, CPU and TPU). 0: no floor, as with "
         "full-iteration CUDA graphs.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
-    alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency"] = Field(
+    alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency", "allgather"] = Field(
         "flat",
         description="All-to-all algorithm: flat (every peer directly), hierarchical (gather in node, one NIC "
         "exchange), deepep_normal (DeepEP's high-throughput kernels: one RDMA copy per remote node, NVLink "
-        "forwarding, a count-exchange pass first) or deepep_low_latency (DeepEP's decode kernels: one message "
-        "per token and expert straight to its rank, no forwarding or dedup, one fixed-cost pass).")
+        "forwarding, a count-exchange pass first), deepep_low_latency (DeepEP's decode kernels: one message "
+        "per token and expert straight to its rank, no forwarding or dedup, one fixed-cost pass) or allgather "
+        "(no all-to-all: the EP group all-gathers every rank's tokens whole and reduce-scatters the outputs, as "
+        "ring collectives: vLLM's default allgather_reducescatter backend for DP + EP, TensorRT-LLM's "
+        "attention-DP MoE without its all-to-all, Megatron's allgather dispatcher).")
     overlap_alltoall: bool = Field(
         False, description="Hide expert-parallel all-to-alls behind the compute of another microbatch. "
         "Training: Megatron-core's combined 1F1B, `--overlap-moe-expert-parallel-comm` (\"1F1B A2A "
