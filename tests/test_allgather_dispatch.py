@@ -9,11 +9,14 @@ from moesim.costmodel.comm import alltoall_bytes_per_rank, gathered_bytes
 from moesim.loader import scenario_from_dict
 
 
-def _cm(devices_per_node: int = 8):
-    d = {"model": "mixtral-8x7b", "hardware": "h100-sxm", "plan": {"dp": 8, "ep": 8},
-         "workload": {"kind": "serving", "prompt_tokens": {"dist": "fixed", "value": 8},
-                      "output_tokens": {"dist": "fixed", "value": 8}}}
-    return build_cost_model(scenario_from_dict(d).hardware)
+def _scenario(**plan):
+    return scenario_from_dict({"model": "mixtral-8x7b", "hardware": "h100-sxm", "plan": {"dp": 8, "ep": 8, **plan},
+                               "workload": {"kind": "serving", "prompt_tokens": {"dist": "fixed", "value": 8},
+                                            "output_tokens": {"dist": "fixed", "value": 8}}})
+
+
+def _cm():
+    return build_cost_model(_scenario().hardware)
 
 
 @pytest.mark.parametrize(("top_k", "ep"), [(1, 8), (2, 8), (8, 8), (8, 4)])
@@ -45,10 +48,7 @@ def test_across_nodes_the_gathered_bytes_split_over_the_links_as_flat():
 
 
 def test_the_plan_names_it():
-    d = {"model": "mixtral-8x7b", "hardware": "h100-sxm", "plan": {"dp": 8, "ep": 8, "alltoall": "allgather"},
-         "workload": {"kind": "serving", "prompt_tokens": {"dist": "fixed", "value": 8},
-                      "output_tokens": {"dist": "fixed", "value": 8}}}
-    assert scenario_from_dict(d).plan.alltoall == "allgather"
+    assert _scenario(alltoall="allgather").plan.alltoall == "allgather"
 
 
 def test_a_serving_group_pays_the_gathered_bytes():

@@ -155,7 +155,6 @@ class IterationCost(RoutedExperts):
         self.pads = self._captured is not None
         self._padding = bool(getattr(s.workload, "cuda_graph_padding", True))
         self._graph_rows = np.asarray(graph_rows(seqs, spec, self._captured, self._padding)).tolist()
-        self._graphed = [r > 0 for r in self._graph_rows]
         # the CPU launch already in each kernel's price (the datasheet's fixed cost; none of a profile's)
         cpu_priced_s = float(cm.launch_s) - float(cm.kernel_floor_s)
         # (graph, eager gap, eager CPU) launch seconds of a step's kernels, and of a TBO step's (both micro-batches)
@@ -296,7 +295,7 @@ class IterationCost(RoutedExperts):
             t = tokens[i]
             n_head = n_out + (rows - q.size if rows else 0)
             gpu = self._fixed_at(t) + experts + self._head[min(n_head, self.max_tokens)] + self.attention_s(q, kv)
-            graphed = rows > 0 if self.pads else decode and self._graphed[min(q.size, self.max_tokens)]
+            graphed = rows > 0 if self.pads else decode and self._rows_at(q.size) > 0
             dt = gpu + self._host_at(q.size, decode, t, gpu, graphed)
             if dt > best_dt:
                 best_dt, best_t = dt, t
@@ -385,7 +384,7 @@ class IterationCost(RoutedExperts):
             return self._graph_rows[seqs]
         if self.pads:
             return int(graph_rows(seqs, self.host, self._captured, self._padding))
-        return seqs if self._graphed[self.max_tokens] else 0
+        return seqs if self._graph_rows[self.max_tokens] else 0
 
     def host_s(self, q_tokens: np.ndarray, gpu_s: float) -> float:
         """Seconds the host adds to an iteration of ``gpu_s`` kernel time (``costmodel.host``).
