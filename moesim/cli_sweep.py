@@ -242,12 +242,17 @@ def validate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
     fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
     only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the simulated rows as the README's Markdown table (with each miss's reason); the summary goes to stderr.")] = False,
 ) -> None:
-    """Compare moesim's predictions with published measurements, row by row."""
+    """Compare moesim's predictions with published measurements, row by row.
+
+    A row more than 25 % off is a miss: the table prints the reason the CSV's ``why`` column gives."""
     import math
 
     from moesim.validation import iter_checks, median_abs_error
 
+    if as_json and markdown:
+        raise InputError("--json and --markdown: choose one output format")
     if fail_above is not None and not (math.isfinite(fail_above) and fail_above > 0):
         raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
     with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
@@ -265,11 +270,19 @@ def validate_command(
                "median_abs_error_all_rows": med_all}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
-        out.print(_checks_table(checks))
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
-        out.print(f"median |error|: {med_text} over {n_sim} simulated rows"
-                  + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
-                  + f"; {_rows(len(failed))} failed", highlight=False)
+        n_miss = sum(1 for c in checks if c.simulated and c.missed)
+        summary = (f"median |error|: {med_text} over {n_sim} simulated rows"
+                   + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
+                   + f"; {_rows(n_miss)} over 25 %; {_rows(len(failed))} failed")
+        if markdown:
+            from moesim.validation_table import markdown_table
+
+            sys.stdout.write(markdown_table(checks) + "\n")
+            err.print(summary, highlight=False, soft_wrap=True)
+        else:
+            out.print(_checks_table(checks))
+            out.print(summary, highlight=False)
     problems = []
     if fail_above is not None and (med is None or 100 * med > fail_above):
         problems.append(f"median |error| {med_text} is above --fail-above {fail_above:g} %")
@@ -292,6 +305,8 @@ def _checks_table(checks) -> Table:
                      overflow="fold", no_wrap=c in ("id", "published", "predicted", "error"))
     for c in checks:
         what = Text(c.quantity)
+        if c.why and c.missed:
+            what.append(f"\nwhy: {c.why}", style="italic")
         if c.ok:
             err_text = "-" if c.error is None else f"{100 * c.error:+.1f} %"
             style = None if c.error is None or abs(c.error) <= 0.25 else "yellow"

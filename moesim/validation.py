@@ -12,6 +12,8 @@ A validation table is a CSV with columns:
   ``a/b`` multiplying the result (e.g. ``1/1024`` for tokens/s per GPU on 1024 GPUs);
 - ``published``, ``unit``, ``source``: the measured value (a positive number), its unit and where
   it comes from. Ids must be unique; every row has one cell per column.
+- optional ``notes`` (the setup in full) and ``why`` (one line: why the row misses, where it misses
+  by more than :data:`MISS`; the validate table and its Markdown print it beside the row).
 
 Error is ``(predicted - published) / published``. A row whose scenario or simulation fails is
 reported with its message; it never stops the others.
@@ -32,6 +34,7 @@ from moesim.errors import InputError, MoesimError, short_repr
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "validation.csv"
 REQUIRED = ("id", "quantity", "scenario", "metric", "published", "unit", "source")
 SCENARIO_PREFIX = "scenario:"
+MISS = 0.25  # |error| above which a row is a miss and says why
 
 
 @dataclass
@@ -48,6 +51,12 @@ class Check:
     error: float | None = None  # (predicted - published) / published
     message: str = ""  # why there is no prediction
     simulated: bool = True  # False for datasheet rows read from the scenario
+    why: str = ""  # one line: why the row misses (the CSV's optional ``why`` column)
+
+    @property
+    def missed(self) -> bool:
+        """True when the prediction is off by more than :data:`MISS`."""
+        return self.error is not None and abs(self.error) > MISS
 
     @property
     def ok(self) -> bool:
@@ -156,7 +165,7 @@ def check_row(row: dict[str, str], base: Path, runner: Callable | None = None,
     metric = (row.get("metric") or "").strip()
     chk = Check(id=row["id"].strip(), quantity=row["quantity"].strip(), published=float("nan"),
                 unit=row["unit"].strip(), source=row["source"].strip(), metric=metric,
-                simulated=not metric.startswith(SCENARIO_PREFIX))
+                simulated=not metric.startswith(SCENARIO_PREFIX), why=(row.get("why") or "").strip())
     try:
         chk.published = _number(row["published"], "published")
         value = _predict(row, metric, base, runner, cache if cache is not None else {})
