@@ -127,13 +127,14 @@ def _smaller_dtypes(s: Scenario) -> list[str]:
 def _bigger_device(s: Scenario) -> str:
     """The hardware preset with the least memory that fits the same plan, if any."""
     from moesim.presets import HARDWARE
+    from moesim.presets.hardware import DESKTOP_PRESETS, is_desktop_device
     from moesim.schemas import DeviceSpec
 
-    here, apple = s.hardware.device.mem_gib, s.hardware.device.name.startswith("Apple")
-    # Stay in the family: a datacenter plan is not advised onto a laptop, nor the reverse.
+    here, desktop = s.hardware.device.mem_gib, is_desktop_device(s.hardware.device.name)
+    # Stay in the family: a datacenter plan is not advised onto a desktop machine, nor the reverse.
     candidates = sorted(((data["device"]["mem_gib"], name, data) for name, data in HARDWARE.items()
                          if data["device"]["mem_gib"] > here
-                         and data["device"]["name"].startswith("Apple") == apple), key=lambda c: c[0])
+                         and (name in DESKTOP_PRESETS) == desktop), key=lambda c: c[0])
     for gib, name, data in candidates:
         device = DeviceSpec(**data["device"])
         hw = s.hardware.model_copy(update={"device": device})

@@ -81,7 +81,7 @@ def test_fail_above_gates_on_the_median(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.modules["moesim.simulate"], "simulate", fake_runner)
     p = write(tmp_path, "A,q," + SIM.replace("1250", "1000") + "B,q," + SIM)  # errors +25 % and 0 %
     assert main(["validate", str(p), "--fail-above", "20"]) == 0  # median 12.5 %
-    assert "median |error|: 12.5 % over 2 simulated rows; 12.5 % over all rows with a prediction; 0 rows failed" \
+    assert "median |error|: 12.5 % over 2 simulated rows; 12.5 % over all rows with a prediction; 0 rows over 25 %; 0 rows failed" \
         in " ".join(capsys.readouterr().out.split())  # as one line, however rich wrapped it
     assert _error(["validate", str(p), "--fail-above", "10"], capsys, code=1) == \
         "error: median |error| 12.5 % is above --fail-above 10 %"

@@ -10,7 +10,7 @@ datasheet roofline with the device's efficiency constants. A new device is one e
 
 from __future__ import annotations
 
-from moesim.presets import apple_metal
+from moesim.presets import apple_metal, gb10_llamacpp
 
 # DGX/HGX A100: NVLink3 600 GB/s bidirectional = 300 per direction (HW-04); 8x HDR 200 Gb/s IB,
 # one per GPU = 25 GB/s (HW-04 note).
@@ -180,6 +180,27 @@ HARDWARE: dict[str, dict] = {
                     default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=800.0), cluster=_SOC_NET,
     ),
+    # NVIDIA DGX Spark: one GB10 Grace Blackwell superchip (a 20-core Arm CPU die and a Blackwell GPU die
+    # of 6,144 CUDA cores = 48 SMs, joined by NVLink-C2C), 128 GB LPDDR5x shared by CPU and GPU at
+    # 273 GB/s, "up to 1 petaFLOP" of FP4 with sparsity, two ConnectX-7 200 GbE ports, $3,999 Founders
+    # Edition (NVIDIA's DGX Spark product page, as listed at ai-infrastructure.net/dgx-spark); ~31
+    # TFLOP/s FP32 and a 140 W TDP (GB10 architect's Hot Chips 2025 talk, as The Register reported it).
+    # Tensor peaks, assumed: dense FP4 is half the sparse petaFLOP (500), FP8 and BF16 each half the
+    # next, the ratios of every Blackwell datasheet; NVIDIA publishes no dense figure for GB10, so
+    # compute-bound predictions (prefill) on this preset are unchecked. sm_121 has no warpgroup MMA:
+    # grouped kernels tile 16 rows, as on Ampere. 128 GB = 119.2 GiB, the OS's share included.
+    # Cost model: datasheet roofline with llama.cpp's CUDA backend's weight-streaming efficiency, fitted
+    # on one dense llama-bench row of the same machine (presets/gb10_llamacpp.py); GGUF weights (Q8_0
+    # 8.5, Q4_0 4.5, MXFP4 4.25 bits). $0.15/h: the $3,999 machine over 3 years (assumption, as the Macs).
+    "dgx-spark": dict(
+        name="DGX Spark",
+        device=dict(name="NVIDIA GB10", sm_count=48,
+                    peak_tflops=dict(fp32=31.0, bf16=125.0, fp16=125.0, fp8=250.0, fp4=500.0),
+                    mem_bw_gbps=gb10_llamacpp.SOURCE_BANDWIDTH_GBPS, mem_gib=119.0, power_w=140.0,
+                    usd_per_hour=0.15, memory_efficiency=gb10_llamacpp.MEMORY_EFFICIENCY,
+                    weight_bits=_GGML_WEIGHT_BITS, mma_rows=_AMPERE_MMA_ROWS, default_profile="datasheet"),
+        node=_SOC_NODE | dict(intra_bw_gbps=273.0), cluster=dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0),
+    ),
     # Google TPU v3, one device = one TensorCore (a chip has two, each with its own 16 GiB HBM and
     # run as a separate accelerator). Google Cloud TPU docs, "TPU v3" > System architecture
     # (cloud.google.com/tpu/docs/v3): 2 TensorCores per chip; 123 TFLOP/s bf16 per chip; 32 GiB HBM2
@@ -220,6 +241,16 @@ HARDWARE: dict[str, dict] = {
         cluster=dict(nodes=1, nic_bw_gbps=166.0, nic_latency_us=5.0),
     ),
 }
+
+
+#: Presets of one desktop machine (a SoC whose GPU shares the machine's memory), not datacenter nodes.
+DESKTOP_PRESETS: tuple[str, ...] = ("m2", "m2-max", "m2-ultra", "dgx-spark")
+
+
+def is_desktop_device(device_name: str) -> bool:
+    """Whether a device is a desktop SoC (an Apple chip, a DGX Spark's GB10), not a datacenter GPU."""
+    return device_name.startswith("Apple") or any(
+        HARDWARE[p]["device"]["name"] == device_name for p in DESKTOP_PRESETS)
 
 
 def display_name(name: str, devices: int | None) -> str:

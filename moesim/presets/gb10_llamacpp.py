@@ -1,0 +1,38 @@
+"""What llama.cpp's CUDA backend streams weights at on an NVIDIA GB10 (DGX Spark): the ``dgx-spark``
+preset's memory efficiency, derived from one dense measurement that is not in ``moesim validate``.
+
+Source: ggml-org/llama.cpp ``benches/dgx-spark.md`` @4c7e989 (build 2f68ce7cf, b6918, 2025-11-02;
+CUDA 13.0, flash attention on, ``n_ubatch`` 2048), ``llama-bench`` on one DGX Spark. A batch-1
+decode token of a dense model there is bound by the weights it streams from the 273 GB/s LPDDR5x,
+so one row fixes the one unknown:
+
+* :data:`SOURCE_ROW`: Qwen2.5-Coder-7B Q8_0 (7.54 GiB) tg32, 29.30 tokens/s. moesim's datasheet
+  roofline reproduces it with the weights streamed at :data:`MEMORY_EFFICIENCY` = 0.813 of 273 GB/s
+  (``tests/test_gb10.py`` re-runs the fit from ``tests/data/qwen2.5-7b-gb10-llama-bench.yaml``);
+  the rest of the token is moesim's CUDA defaults (a CUDA graph's node gap per kernel and a
+  kernel floor, the host hidden behind the GPU), not fitted.
+* Held out (rows SPK-01..06 of ``moesim validate``): the same page's MoE decodes, gpt-oss-20b and
+  gpt-oss-120b in MXFP4 (experts at 4.25 bits, the rest Q8_0) and Qwen3-Coder-30B-A3B in Q8_0, each
+  at an empty context and at 32,768 tokens of context: each token reads the attention, the 4 or 8
+  experts its router picks per layer and, at depth, the KV cache.
+
+Not used, and why (``moesim/data/validation_pending.csv``): the page's gemma-3-4b QAT Q4_0 rows keep
+the tied embedding in Q8_0 under Q4_0 layers, which one model dtype cannot say; its
+``llama-batched-bench`` rows decode token 0 at the same position in every sequence, so all
+sequences route to the same experts (a routing moesim's distributions do not produce) and their
+batches above 1 run without CUDA graphs through other kernels; the ``pp2048`` rows need the GB10's
+tensor peaks, which NVIDIA publishes only as 1 PFLOP of sparse FP4.
+
+llama.cpp captures CUDA graphs for batch-1 decode only (``ggml/src/ggml-cuda/ggml-cuda.cu``
+``check_node_graph_compatibility``: "disabling CUDA graphs due to batch size > 1"), so the
+scenarios set ``workload.cuda_graph_batch_sizes: [1]`` without padding.
+"""
+
+from __future__ import annotations
+
+#: llama.cpp benches/dgx-spark.md @4c7e989: (model, GGUF type, GiB, tg32 tokens/s).
+SOURCE_ROW: tuple[str, str, float, float] = ("Qwen2.5-Coder-7B", "Q8_0", 7.54, 29.30)
+#: Peak LPDDR5x bandwidth of the DGX Spark, GB/s (NVIDIA DGX Spark product page).
+SOURCE_BANDWIDTH_GBPS = 273.0
+#: Fraction of the peak bandwidth llama.cpp's CUDA mat-vec kernels stream weights at (fit, rounded).
+MEMORY_EFFICIENCY = 0.813
