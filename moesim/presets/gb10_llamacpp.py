@@ -9,8 +9,8 @@ so one row fixes the one unknown:
 * :data:`SOURCE_ROW`: Qwen2.5-Coder-7B Q8_0 (7.54 GiB) tg32, 29.30 tokens/s. moesim's datasheet
   roofline reproduces it with the weights streamed at :data:`MEMORY_EFFICIENCY` = 0.813 of 273 GB/s
   (``tests/test_gb10.py`` re-runs the fit from ``tests/data/qwen2.5-7b-gb10-llama-bench.yaml``);
-  the rest of the token is moesim's CUDA defaults (a CUDA graph's node gap per kernel and a
-  kernel floor, the host hidden behind the GPU), not fitted.
+  the rest of the token is moesim's CUDA defaults, not fitted: the replayed graph's 8 us launch
+  and 0.875 us gap per kernel (``costmodel/host.py``), the host's step hidden behind the GPU.
 * Held out (rows SPK-01..06 of ``moesim validate``): the same page's MoE decodes, gpt-oss-20b and
   gpt-oss-120b in MXFP4 (experts at 4.25 bits, the rest Q8_0) and Qwen3-Coder-30B-A3B in Q8_0, each
   at an empty context and at 32,768 tokens of context: each token reads the attention, the 4 or 8
