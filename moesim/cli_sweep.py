@@ -243,6 +243,7 @@ def validate_command(
     fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
     only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the simulated rows as the README's Markdown table (with each miss's reason); the summary goes to stderr.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Processes to run the rows on (the results do not depend on it).")] = 2,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row.
 
@@ -255,8 +256,10 @@ def validate_command(
         raise InputError("--json and --markdown: choose one output format")
     if fail_above is not None and not (math.isfinite(fail_above) and fail_above > 0):
         raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
+    if workers < 1:
+        raise InputError(f"--workers {workers}: need at least 1")
     with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
-        checks = list(iter_checks(csv_path, only=only.split(",") if only is not None else None))
+        checks = list(iter_checks(csv_path, only=only.split(",") if only is not None else None, workers=workers))
     med = median_abs_error(checks)
     med_all = median_abs_error(checks, simulated_only=False)
     med_text = "n/a" if med is None else f"{100 * med:.1f} %"

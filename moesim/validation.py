@@ -121,17 +121,55 @@ def parse_scale(text: str | None) -> float:
 
 
 def iter_checks(path: str | Path | None = None, runner: Callable | None = None,
-                only: list[str] | None = None) -> Iterator[Check]:
-    """Yield one Check per CSV row as soon as it is computed (default CSV: the shipped one).
+                only: list[str] | None = None, workers: int = 1) -> Iterator[Check]:
+    """Yield one Check per CSV row, in the CSV's order (default CSV: the shipped one).
 
     ``only``: row ids or id prefixes (``INF-30``, ``APL``) to keep; the rows are checked before any
     is computed, so a name that matches nothing is an :class:`InputError` naming the ids there are.
+    ``workers`` > 1 spreads the rows over that many processes (rows that share a scenario and its
+    overrides stay together, so one simulation serves them); the checks are the same either way,
+    since every simulation is seeded. A custom ``runner`` always runs here, in this process.
     """
     csv_path = Path(path) if path is not None else DEFAULT_CSV
     rows = select_rows(read_table(csv_path), only)
+    base = csv_path.resolve().parent
+    groups = _groups(rows)
+    if workers <= 1 or runner is not None or len(groups) < 2:
+        cache: dict[tuple, Any] = {}
+        for row in rows:
+            yield check_row(row, base, runner, cache)
+        return
+    yield from _parallel_checks(groups, base, min(workers, len(groups)))
+
+
+def _groups(rows: list[dict[str, str]]) -> list[list[tuple[int, dict[str, str]]]]:
+    """Rows as (index, row) lists, one per (scenario, overrides): the unit one worker runs."""
+    groups: dict[tuple, list[tuple[int, dict[str, str]]]] = {}
+    for i, row in enumerate(rows):
+        key = ((row.get("scenario") or "").strip(), (row.get("overrides") or "").strip())
+        groups.setdefault(key, []).append((i, row))
+    return list(groups.values())
+
+
+def _check_group(group: list[tuple[int, dict[str, str]]], base: Path) -> list[tuple[int, Check]]:
+    """The checks of one group, in a worker process (module level: the pool pickles it by name)."""
     cache: dict[tuple, Any] = {}
-    for row in rows:
-        yield check_row(row, csv_path.resolve().parent, runner, cache)
+    return [(i, check_row(row, base, None, cache)) for i, row in group]
+
+
+def _parallel_checks(groups: list, base: Path, workers: int) -> Iterator[Check]:
+    """Run the groups on a process pool; yield each check once every row before it is done."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done: dict[int, Check] = {}
+    nxt = 0
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_check_group, g, base) for g in groups]
+        for fut in as_completed(futures):
+            done.update(fut.result())
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
 
 
 def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict[str, str]]:

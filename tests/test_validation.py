@@ -141,3 +141,19 @@ def test_only_keeps_the_named_rows_and_prefixes(tmp_path):
     result = CliRunner().invoke(_app(), ["validate", str(p), "--only", "INF-02,APL", "--json"])
     assert result.exit_code == 0 and [c["id"] for c in json.loads(result.stdout)["checks"]] == ["INF-02", "APL-01"]
     assert invoke(["validate", str(p), "--only", "NOPE"]) == 2
+
+
+def test_workers_give_the_checks_one_process_gives(tmp_path):
+    """Rows spread over worker processes come back in the CSV's order with the same predictions
+    (every simulation is seeded); rows sharing a scenario and overrides share one simulation."""
+    p = write(tmp_path, f"A,tok,{TRAIN},,tokens_per_s,,,1000,tokens/s,src\n"
+                        f"B,step,{TRAIN},routing.capacity_factor=2.0,step_time_s,,,1,s,src\n"
+                        f"C,step,{TRAIN},,step_time_s,1/x,,1,steps/s,src\n"
+                        f"D,bad,{TRAIN},plan.ep=3,tokens_per_s,,,1,x,src\n"
+                        f"E,bw,{TRAIN},,{SCENARIO_PREFIX}hardware.device.mem_bw_gbps,,,3000,GB/s,src\n")
+    serial = list(iter_checks(p, workers=1))
+    parallel = list(iter_checks(p, workers=3))
+    assert [c.id for c in parallel] == ["A", "B", "C", "D", "E"]
+    assert parallel == serial
+    assert parallel[1].predicted != parallel[2].predicted and "plan.ep = 3" in parallel[3].message
+    assert invoke(["validate", str(p), "--workers", "0"]) == 2
