@@ -250,7 +250,13 @@ def validate_command(
     A row more than 25 % off is a miss: the table prints the reason the CSV's ``why`` column gives."""
     import math
 
-    from moesim.validation import iter_checks, median_abs_error
+    from moesim.validation import (
+        DEFAULT_CSV,
+        iter_checks,
+        median_abs_error,
+        read_table,
+        select_rows,
+    )
 
     if as_json and markdown:
         raise InputError("--json and --markdown: choose one output format")
@@ -258,8 +264,15 @@ def validate_command(
         raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1")
-    with err.status("running validation scenarios...", spinner="dots") if not as_json else _Null():
-        checks = list(iter_checks(csv_path, only=only.split(",") if only is not None else None, workers=workers))
+    wanted = only.split(",") if only is not None else None
+    total = len(select_rows(read_table(csv_path if csv_path is not None else DEFAULT_CSV), wanted))
+    checks = []
+    with Progress(TextColumn("[bold]validate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("", total=total)
+        for c in iter_checks(csv_path, only=wanted, workers=workers):
+            checks.append(c)
+            bar.update(task, advance=1, description=c.id)
     med = median_abs_error(checks)
     med_all = median_abs_error(checks, simulated_only=False)
     med_text = "n/a" if med is None else f"{100 * med:.1f} %"
@@ -319,11 +332,3 @@ def _checks_table(checks) -> Table:
             t.add_row(c.id, f"{c.published:,.6g}", "-", Text("error", style="red"), Text(c.unit),
                       Text(f"{c.quantity}: {c.message}", style="red"))
     return t
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
