@@ -67,3 +67,11 @@ def test_markdown_option_prints_the_table_and_refuses_json_too(tmp_path):
     assert result.exit_code == 0 and result.stdout.startswith("| row | what |")
     assert "C |" not in result.stdout  # the datasheet row is not in the table
     assert invoke(["validate", str(p), "--markdown", "--json"]) == 2
+
+
+def test_readme_documents_every_column_a_validation_csv_can_have():
+    from moesim.validation import REQUIRED
+
+    readme = (ROOT / "README.md").read_text()
+    for column in (*REQUIRED, "overrides", "transform", "scale", "notes", "why"):
+        assert f"`{column}`" in readme, column
