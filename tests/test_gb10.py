@@ -71,3 +71,11 @@ def test_the_spark_is_a_desktop_machine_for_advice():
 
     assert is_desktop_device("NVIDIA GB10") and is_desktop_device("Apple M2 Ultra")
     assert not is_desktop_device(HARDWARE["h100-sxm"]["device"]["name"])
+
+
+def test_the_preset_reproduces_its_prefill_source_row():
+    """The compute efficiency is fitted on the same model's pp2048 row: one 2,048-token prompt."""
+    assert HARDWARE["dgx-spark"]["device"]["compute_efficiency"] == gb10_llamacpp.COMPUTE_EFFICIENCY
+    s = moesim.load_scenario(SOURCE, ["workload.prompt_tokens.value=2048", "workload.output_tokens.value=1"])
+    prompt_tokens_per_s = moesim.simulate(s).summary["output_tokens_per_s"] * 2048
+    assert prompt_tokens_per_s == pytest.approx(gb10_llamacpp.PREFILL_SOURCE_TOKENS_PER_S, rel=0.01)

@@ -11,6 +11,10 @@ so one row fixes the one unknown:
   (``tests/test_gb10.py`` re-runs the fit from ``tests/data/qwen2.5-7b-gb10-llama-bench.yaml``);
   the rest of the token is moesim's CUDA defaults, not fitted: the replayed graph's 8 us launch
   and 0.875 us gap per kernel (``costmodel/host.py``), the host's step hidden behind the GPU.
+* Prefill: the same model's pp2048 row (one 2,048-token prompt, 2,276 tokens/s) fixes
+  :data:`COMPUTE_EFFICIENCY`: llama.cpp's quantized (MMQ) GEMMs reach 0.262 of the preset's assumed
+  125 TFLOP/s BF16 peak, 33 TFLOP/s. Only the product is known (NVIDIA publishes no dense peak), and
+  MoE prompts run slower still: the page's MoE pp2048 rows would read +22 to +59 % (pending, not rows).
 * Held out (rows SPK-01..06 of ``moesim validate``): the same page's MoE decodes, gpt-oss-20b and
   gpt-oss-120b in MXFP4 (experts at 4.25 bits, the rest Q8_0) and Qwen3-Coder-30B-A3B in Q8_0, each
   at an empty context and at 32,768 tokens of context: each token reads the attention, the 4 or 8
@@ -20,8 +24,8 @@ Not used, and why (``moesim/data/validation_pending.csv``): the page's gemma-3-4
 the tied embedding in Q8_0 under Q4_0 layers, which one model dtype cannot say; its
 ``llama-batched-bench`` rows decode token 0 at the same position in every sequence, so all
 sequences route to the same experts (a routing moesim's distributions do not produce) and their
-batches above 1 run without CUDA graphs through other kernels; the ``pp2048`` rows need the GB10's
-tensor peaks, which NVIDIA publishes only as 1 PFLOP of sparse FP4.
+batches above 1 run without CUDA graphs through other kernels; the MoE ``pp2048`` rows run through
+llama.cpp's expert prompt path, which its dense fit does not cover.
 
 llama.cpp captures CUDA graphs for batch-1 decode only (``ggml/src/ggml-cuda/ggml-cuda.cu``
 ``check_node_graph_compatibility``: "disabling CUDA graphs due to batch size > 1"), so the
@@ -36,3 +40,8 @@ SOURCE_ROW: tuple[str, str, float, float] = ("Qwen2.5-Coder-7B", "Q8_0", 7.54, 2
 SOURCE_BANDWIDTH_GBPS = 273.0
 #: Fraction of the peak bandwidth llama.cpp's CUDA mat-vec kernels stream weights at (fit, rounded).
 MEMORY_EFFICIENCY = 0.813
+#: The same model's pp2048 (one 2,048-token batch), prompt tokens/s: the prefill source row.
+PREFILL_SOURCE_TOKENS_PER_S = 2276.28
+#: Fraction of the preset's assumed BF16 peak (125 TFLOP/s) llama.cpp's quantized GEMMs reach in
+#: prefill (fit, rounded): 33 TFLOP/s.
+COMPUTE_EFFICIENCY = 0.262

@@ -186,18 +186,20 @@ HARDWARE: dict[str, dict] = {
     # Edition (NVIDIA's DGX Spark product page, as listed at ai-infrastructure.net/dgx-spark); ~31
     # TFLOP/s FP32 and a 140 W TDP (GB10 architect's Hot Chips 2025 talk, as The Register reported it).
     # Tensor peaks, assumed: dense FP4 is half the sparse petaFLOP (500), FP8 and BF16 each half the
-    # next, the ratios of every Blackwell datasheet; NVIDIA publishes no dense figure for GB10, so
-    # compute-bound predictions (prefill) on this preset are unchecked. sm_121 has no warpgroup MMA:
-    # grouped kernels tile 16 rows, as on Ampere. 128 GB = 119.2 GiB, the OS's share included.
-    # Cost model: datasheet roofline with llama.cpp's CUDA backend's weight-streaming efficiency, fitted
-    # on one dense llama-bench row of the same machine (presets/gb10_llamacpp.py); GGUF weights (Q8_0
-    # 8.5, Q4_0 4.5, MXFP4 4.25 bits). $0.15/h: the $3,999 machine over 3 years (assumption, as the Macs).
+    # next, the ratios of every Blackwell datasheet; NVIDIA publishes no dense figure for GB10, so the
+    # fitted compute efficiency (llama.cpp's, on a dense prompt) carries the product. sm_121 has no
+    # warpgroup MMA: grouped kernels tile 16 rows, as on Ampere. 128 GB = 119.2 GiB, the OS's included.
+    # Cost model: datasheet roofline with llama.cpp's CUDA backend's weight-streaming and prefill GEMM
+    # efficiencies, fitted on one dense model's llama-bench rows of the same machine
+    # (presets/gb10_llamacpp.py); GGUF weights (Q8_0 8.5, Q4_0 4.5, MXFP4 4.25 bits).
+    # $0.15/h: the $3,999 machine over 3 years (assumption, as the Macs).
     "dgx-spark": dict(
         name="DGX Spark",
         device=dict(name="NVIDIA GB10", sm_count=48,
                     peak_tflops=dict(fp32=31.0, bf16=125.0, fp16=125.0, fp8=250.0, fp4=500.0),
                     mem_bw_gbps=gb10_llamacpp.SOURCE_BANDWIDTH_GBPS, mem_gib=119.0, power_w=140.0,
                     usd_per_hour=0.15, memory_efficiency=gb10_llamacpp.MEMORY_EFFICIENCY,
+                    compute_efficiency=gb10_llamacpp.COMPUTE_EFFICIENCY,
                     weight_bits=_GGML_WEIGHT_BITS, mma_rows=_AMPERE_MMA_ROWS, default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=273.0), cluster=dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0),
     ),
