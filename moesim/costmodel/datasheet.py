@@ -13,7 +13,12 @@ from typing import ClassVar
 import numpy as np
 
 from moesim.costmodel.base import CostModelBase
-from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
+from moesim.costmodel.grouped_eff import (
+    expected_padded_tokens,
+    expert_tiles,
+    grouped_gemm_ratio,
+    tile_rows,
+)
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
 
 
@@ -66,20 +71,32 @@ class RooflineCostModel(CostModelBase):
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff, self.memory_efficiency(),
                           self.launch_s)
 
-    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
+    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None,
+                       batch_tokens=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
 
         ``tokens_per_expert`` has shape ``(..., experts_on_rank)``. Each expert with tokens reads its
         (k x n) weight once; the launch overhead is paid once per group, not per expert.
-        ``working_set_bytes`` is accepted for the protocol and unused (no cache model).
+        ``working_set_bytes`` is accepted for the protocol and unused (no cache model). On a device
+        whose own kernels tile each expert's tokens (``hardware.device.expert_tile_tokens``), the
+        rows they compute on average (the loads taken as expected counts of independent picks,
+        ``grouped_eff.expected_padded_tokens``; tiles by ``batch_tokens``, default the routed rows)
+        run at the dense efficiency; otherwise padding follows ``grouped_efficiency``.
         """
         t = np.asarray(tokens_per_expert, dtype=float)
         p = self.precision(dtype)
-        flops = gemm_flops(t, n, k).sum(axis=-1)
         moved = (gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0)).sum(axis=-1)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
-        eff = self.grouped_efficiency(t, n, k, p.weight_only) * self._dtype_scale(t.sum(axis=-1) / busy, n, k,
-                                                                                p.compute_dtype)
+        scale = self._dtype_scale(t.sum(axis=-1) / busy, n, k, p.compute_dtype)
+        dev = self.hw.device
+        batch = t.sum(axis=-1) if batch_tokens is None else np.asarray(batch_tokens, dtype=float)
+        tiles = expert_tiles(dev.expert_tile_tokens, dev.expert_matvec_tokens, batch)
+        if tiles is None:
+            flops = gemm_flops(t, n, k).sum(axis=-1)
+            eff = self.grouped_efficiency(t, n, k, p.weight_only) * scale
+        else:
+            flops = gemm_flops(expected_padded_tokens(t, batch, tiles), n, k).sum(axis=-1)
+            eff = self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * scale
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 

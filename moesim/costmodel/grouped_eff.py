@@ -82,6 +82,69 @@ the datasheet peak) and the fits with 1 or 128 (see above) confirm 64. Not fitte
 WEIGHT_ONLY_TILE_M = 16
 
 
+def expert_tiles(tile_tokens: int | None, matvec_tokens: int, batch_tokens):
+    """Rows each expert's tokens are padded to by a device's own grouped kernels, per batch (array
+    of ``batch_tokens``'s shape), or None when the device has none (``tile_tokens`` None).
+
+    Batches of at most ``matvec_tokens`` tokens run matrix-vector kernels: no padding (1). Larger ones
+    run a matrix-matrix kernel whose token tile is ``min(tile_tokens, batch rounded up to 8)``:
+    llama.cpp's CUDA MMQ picks ``mmq_x`` in steps of 8 up to 128 by the batch's tokens (``ncols_max``
+    is the batch, ggml/src/ggml-cuda/mmq.cu and mmq.cuh ``mul_mat_q_case``) and walks each expert's
+    rows in tiles of it; its Metal mul_mm_id computes 32-token tiles (``BLOCK_SIZE_N 32``) from 32
+    tokens up (``ne21_mm_id_min``, ggml/src/ggml-metal/ggml-metal-ops.cpp).
+    """
+    if tile_tokens is None:
+        return None
+    b = np.asarray(batch_tokens, dtype=float)
+    tile = np.minimum(float(tile_tokens), np.maximum(np.ceil(b / 8.0) * 8.0, 1.0))
+    return np.where(b <= matvec_tokens, 1.0, tile)
+
+
+def expected_padded_tokens(tokens_per_expert, batch_tokens, tiles) -> np.ndarray:
+    """Rows each expert computes on average when its tokens are padded to its batch's tile.
+
+    ``tokens_per_expert`` ``(..., experts)`` are expected loads of a batch of ``batch_tokens`` ``(...)``
+    tokens that each pick an expert independently, so an expert's load is Binomial(batch, t / batch)
+    and it computes ``E[ceil(X / T) * T] = T * sum_j P(X > j T)`` rows (``scipy.stats.binom``):
+    more than its mean whenever loads scatter around a tile boundary (64 expected rows in 128-row
+    tiles cost 128; 128 expected cost about 1.5 tiles). ``tiles`` ``(...)``: from :func:`expert_tiles`
+    (1: no padding, the mean itself). 0 stays 0.
+    """
+    t = np.maximum(np.asarray(tokens_per_expert, dtype=float), 0.0)
+    tile = np.broadcast_to(np.asarray(tiles, dtype=float)[..., None], t.shape)
+    n = np.broadcast_to(np.rint(np.asarray(batch_tokens, dtype=float))[..., None], t.shape)
+    tiled = (tile > 1) & (t > 0)
+    if not tiled.any():
+        return t
+    if t.ndim and t.shape[-1] > 1 and np.all(t == t[..., :1]):  # a uniform table: one load per row
+        return np.broadcast_to(expected_padded_tokens(t[..., :1], batch_tokens, tiles), t.shape).copy()
+    out = t.copy()
+    out[tiled] = _expected_padded(t[tiled], np.maximum(n[tiled], np.ceil(t[tiled])), tile[tiled])
+    return out
+
+
+def _expected_padded(mean, n, tile) -> np.ndarray:
+    """``T * sum_j P(X > j T)`` for X ~ Binomial(n, mean / n), elementwise over 1-d arrays.
+
+    Only the terms within 12 standard deviations of the mean are computed (below it each is 1, above
+    it 0, to ~1e-30). Where the spread is at least a tile, the remainder mod T is uniform and the
+    padding is ``mean + (T - 1) / 2`` (the exact sum agrees to well under 1 %)."""
+    from scipy.stats import binom  # local: only devices with their own expert tiles need it
+
+    p = np.clip(mean / np.maximum(n, 1.0), 0.0, 1.0)
+    sd = np.sqrt(mean * (1.0 - p))
+    out = mean + (tile - 1.0) / 2.0
+    exact = sd < tile
+    if exact.any():
+        m, nn, pp, tt, ss = mean[exact], n[exact], p[exact], tile[exact], sd[exact]
+        lo = np.floor(np.maximum(m - 12.0 * ss - 1.0, 0.0) / tt)
+        hi = np.ceil(np.minimum(m + 12.0 * ss + 1.0, nn) / tt)
+        j = lo + np.arange(int(np.max(hi - lo)) + 1, dtype=float)[:, None]
+        terms = np.where(j <= hi, binom.sf(j * tt, nn, pp), 0.0)  # one vectorised call
+        out[exact] = tt * (lo + terms.sum(axis=0))
+    return out
+
+
 def tile_rows(mma_rows: int, weight_only: bool) -> int:
     """Rows a grouped GEMM pads each expert to: the device's MMA rows (``hardware.device.mma_rows``),
     at most :data:`WEIGHT_ONLY_TILE_M` when the weights run weight-only."""

@@ -72,8 +72,11 @@ class CostModel(Protocol):
     def gemm_s(self, m, n: int, k: int, dtype: str = "bf16"):
         """(m x k) @ (k x n): ``m`` is tokens, ``n``/``k`` weight dims (already divided by tp)."""
 
-    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
-        """One grouped GEMM over the experts of a rank (``tokens_per_expert``: ``(..., experts)``)."""
+    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None,
+                       batch_tokens=None):
+        """One grouped GEMM over the experts of a rank (``tokens_per_expert``: ``(..., experts)``);
+        ``batch_tokens``: the tokens of the batch it serves (``(...)``, default unknown), which some
+        devices' kernels choose their tiles by (``hardware.device.expert_tile_tokens``)."""
 
     def grouped_loop_s(self, tokens_per_expert, n: int):
         """What a loop implementation of one grouped call pays beyond the GEMMs."""

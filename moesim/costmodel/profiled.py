@@ -142,7 +142,8 @@ class ProfiledCostModel(CostModelBase):
         share = np.clip(flops / np.maximum(np.asarray(moved, dtype=float) * ridge, 1e-30), 0.0, 1.0)
         return gemm_ratio(flops, pair) ** share
 
-    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None):
+    def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None,
+                       batch_tokens=None):
         """One grouped GEMM over the experts of a rank: sums over the last axis (experts).
 
         Per-expert roofline summed, one launch, a cost per busy expert (``grouped_loop_s``). Per-expert

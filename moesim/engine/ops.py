@@ -171,7 +171,9 @@ def expert_ops(dims: BlockDims, dt: OpDtypes, expert_tokens, impl: str = "fused"
     c = np.asarray(expert_tokens, dtype=float)
     w, d = dims.expert_w, dims.d_model
     up = (2 if dims.gated else 1) * w
-    g = dict(dtype=dt.expert_weights or dt.weights, working_set_bytes=working_set_bytes)
+    # the tokens of the batch these experts serve (their kernels may pick tiles by it): routed rows / top_k
+    g = dict(dtype=dt.expert_weights or dt.weights, working_set_bytes=working_set_bytes,
+             batch_tokens=c.sum(axis=-1) / max(dims.top_k, 1))
     flops = gemm_flops(c, up, d).sum(axis=-1)
     act_elems = c * w if impl == "loop" else c.sum(axis=-1) * w
     return [Op("expert_up", "grouped_gemm", "compute",
@@ -266,8 +268,8 @@ def block_ops(dims: BlockDims, dt: OpDtypes, moe: bool, tokens, q_tokens, kv_tok
 # ---------------------------------------------------------------- pricing
 
 
-def _grouped(cm: CostModel, tokens_per_expert, n, k, dtype, working_set_bytes, loop_costs):
-    s = cm.grouped_gemm_s(tokens_per_expert, n, k, dtype, working_set_bytes)
+def _grouped(cm: CostModel, tokens_per_expert, n, k, dtype, working_set_bytes, loop_costs, batch_tokens=None):
+    s = cm.grouped_gemm_s(tokens_per_expert, n, k, dtype, working_set_bytes, batch_tokens=batch_tokens)
     return s if loop_costs else s - cm.grouped_loop_s(tokens_per_expert, n)
 
 

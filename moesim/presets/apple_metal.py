@@ -42,6 +42,11 @@ builds pin the older one in their scenarios (``hardware.device``), as they measu
   and wait) not hidden behind the GPU. Later builds dispatch fewer kernels per layer (the scale and
   mask moved into the softmax kernel, for one), hence the smaller per-kernel cost; not broken down.
 
+MoE prompts (:data:`EXPERT_TILE_TOKENS`, :data:`EXPERT_MATVEC_TOKENS`): from 32 tokens a batch's
+experts run llama.cpp's ``mul_mm_id``, which computes each expert's tokens in 32-token tiles; smaller
+batches run ``mul_mv_id``, token by token. Priced so (``hardware.device.expert_tile_tokens``), the
+Qwen3-30B-A3B pp512 row (APL-14) reads +2 % where the untiled grouped GEMM read +29 %; not fitted.
+
 The same constants serve the M2, M2 Max and M2 Ultra presets (one GPU design, LPDDR5 on each); the
 newer fit's F16 row and the older fit's quantized rows both stream at the fit's efficiency (the
 2023 F16 decode rows read as the quantized ones, APL-01/06/09). A framework that fuses more (MLX
@@ -88,3 +93,9 @@ def fit_stream_and_fixed(t_a_s: float, t_b_s: float, stream_a_s: float, stream_b
         raise ValueError("the two rows must move different bytes")
     efficiency = (stream_a_s - stream_b_s) / (t_a_s - t_b_s)
     return efficiency, t_b_s - stream_b_s / efficiency
+
+#: Tokens llama.cpp's Metal mul_mm_id computes each expert's rows in (kernel_mul_mm's BLOCK_SIZE_N 32,
+#: ggml/src/ggml-metal/ggml-metal.metal), used from batches of 32 tokens up (ne21_mm_id_min = 32,
+#: ggml/src/ggml-metal/ggml-metal-ops.cpp); smaller batches run mul_mv_id, one token at a time.
+EXPERT_TILE_TOKENS = 32
+EXPERT_MATVEC_TOKENS = 31

@@ -61,7 +61,8 @@ _GGML_WEIGHT_BITS = dict(int8=8.5, int4=4.5, fp8=8.0)
 # llama.cpp's Metal backend on M2 GPUs: the bandwidth its mat-vecs stream at and its cost per op-graph
 # kernel (about three Metal dispatches each), fitted on llama-bench rows outside `moesim validate`
 # (presets/apple_metal.py).
-_METAL = dict(memory_efficiency=apple_metal.MEMORY_EFFICIENCY, launch_overhead_us=apple_metal.LAUNCH_OVERHEAD_US)
+_METAL = dict(memory_efficiency=apple_metal.MEMORY_EFFICIENCY, launch_overhead_us=apple_metal.LAUNCH_OVERHEAD_US,
+              expert_tile_tokens=apple_metal.EXPERT_TILE_TOKENS, expert_matvec_tokens=apple_metal.EXPERT_MATVEC_TOKENS)
 
 # Ampere's only tensor-core MMA is mma.sync m16n8k16 (bf16/fp16), so a grouped expert kernel pads each
 # expert's rows to 16, not to Hopper's 64-row WGMMA warpgroup; Triton fused-MoE (SGLang and vLLM) takes
@@ -200,6 +201,8 @@ HARDWARE: dict[str, dict] = {
                     mem_bw_gbps=gb10_llamacpp.SOURCE_BANDWIDTH_GBPS, mem_gib=119.0, power_w=140.0,
                     usd_per_hour=0.15, memory_efficiency=gb10_llamacpp.MEMORY_EFFICIENCY,
                     compute_efficiency=gb10_llamacpp.COMPUTE_EFFICIENCY,
+                    expert_tile_tokens=gb10_llamacpp.EXPERT_TILE_TOKENS,
+                    expert_matvec_tokens=gb10_llamacpp.EXPERT_MATVEC_TOKENS,
                     weight_bits=_GGML_WEIGHT_BITS, mma_rows=_AMPERE_MMA_ROWS, default_profile="datasheet"),
         node=_SOC_NODE | dict(intra_bw_gbps=273.0), cluster=dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0),
     ),

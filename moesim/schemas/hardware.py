@@ -80,6 +80,17 @@ class DeviceSpec(Strict):
         "moesim/costmodel/grouped_eff.py): 64 on Hopper and Blackwell (a WGMMA warpgroup, as DeepGEMM's published "
         "timings show), 16 on Ampere (mma.sync m16n8k16 is its only tensor-core MMA, and Triton fused-MoE kernels "
         "take 16-row blocks at small batches).")
+    expert_tile_tokens: PositiveInt | None = bounded(
+        None, le=1024, why="1024 tokens: 8x the largest token tile a grouped expert kernel uses (llama.cpp CUDA: 128)",
+        description="Datasheet devices only: tokens a matrix-matrix grouped expert kernel computes each expert's "
+        "rows in, for every weight format; each busy expert's rows round up to a multiple of min(this, the "
+        "batch's tokens rounded up to 8) (llama.cpp: 32 in Metal's mul_mm_id, 128 in CUDA's MMQ, whose tile "
+        "follows the batch). null: mma_rows (moesim/costmodel/grouped_eff.py).")
+    expert_matvec_tokens: int = bounded(
+        0, ge=0, le=1 << 16, why="65536 tokens: a whole prompt batch; beyond it no engine keeps mat-vec kernels",
+        description="With expert_tile_tokens: batches of at most this many tokens run the experts as "
+        "matrix-vector kernels, unpadded (llama.cpp: 31 on Metal, below ne21_mm_id_min = 32; 8 on CUDA, "
+        "MMVQ_MAX_BATCH_SIZE).")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
