@@ -11,6 +11,7 @@ from moesim.costmodel import build_cost_model
 from moesim.costmodel.grouped_eff import expected_padded_tokens, expert_tiles
 from moesim.presets.hardware import HARDWARE
 from moesim.schemas import HardwareSpec
+from tests.conftest import ROOT
 
 
 def test_tiles_follow_the_batch_and_stop_below_the_matvec_threshold():
@@ -64,3 +65,26 @@ def test_batch_tokens_change_nothing_on_a_device_without_tiles():
     loads = np.full((2, 16), 37.0)
     assert np.array_equal(cm.grouped_gemm_s(loads, 4096, 2048, "bf16"),
                           cm.grouped_gemm_s(loads, 4096, 2048, "bf16", batch_tokens=[1.0, 9999.0]))
+
+
+def test_tiles_on_a_profiled_device_are_a_one_line_error():
+    from moesim.errors import InputError
+
+    h100 = HardwareSpec(**HARDWARE["h100-sxm"])
+    tiled = h100.model_copy(update={"device": h100.device.model_copy(update={"expert_tile_tokens": 64})})
+    with pytest.raises(InputError, match=r"^hardware\.device\.expert_tile_tokens: only the datasheet cost model"):
+        build_cost_model(tiled)
+    datasheet = tiled.model_copy(update={"device": tiled.device.model_copy(update={"default_profile": "datasheet"})})
+    assert build_cost_model(datasheet).grouped_gemm_s(np.full((1, 4), 10.0), 256, 256) > 0
+
+
+def test_a_calibration_profile_replaces_a_presets_tiles(tmp_path):
+    """An Apple preset names llama.cpp's tiles; a profile calibrated on the user's own machine measured
+    the kernels they run, so it prices the experts and the tiles are not an error."""
+    from moesim.costmodel.model import ProfiledCostModel
+
+    m2 = HardwareSpec(**HARDWARE["m2-ultra"])
+    profiles = list((ROOT / "moesim" / "data" / "profiles").glob("*.yaml"))
+    assert m2.device.expert_tile_tokens == 32 and profiles
+    calibrated = m2.model_copy(update={"profile": profiles[0], "force_profile": True})
+    assert isinstance(build_cost_model(calibrated), ProfiledCostModel)

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 from moesim.costmodel.datasheet import RooflineCostModel
 from moesim.costmodel.profile import Profile, check_device, default_profile_for, load_profile
 from moesim.costmodel.profiled import ProfiledCostModel
+from moesim.errors import InputError
 from moesim.precision import Precision
 from moesim.schemas import HardwareSpec
 
@@ -160,8 +161,20 @@ def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> Cos
     if hw.profile is not None:
         profile = _load_cached(Path(hw.profile))
         check_device(profile, hw.device.name, force=force_profile)
-        return ProfiledCostModel(hw, profile)
-    return cost_model(hw, default_profile_for(hw.device, hw.node.intra_bw_gbps))
+        return ProfiledCostModel(hw, profile)  # a calibration's measured tables replace any expert tiles
+    return _tiles_checked(cost_model(hw, default_profile_for(hw.device, hw.node.intra_bw_gbps)))
+
+
+def _tiles_checked(cm: CostModel) -> CostModel:
+    """``cm``, unless the device names its own expert tiles and its default profile prices it (the
+    measured grouped tables hold their kernels' tiles already, so the field could never apply): then
+    a one-line error naming the field. A user's calibration profile (``hardware.profile``) may
+    replace a preset's tiles: it measured the kernels the user runs."""
+    if cm.hw.device.expert_tile_tokens is not None and not isinstance(cm, RooflineCostModel):
+        raise InputError("hardware.device.expert_tile_tokens: only the datasheet cost model prices a device's own "
+                         "expert tiles; this device is priced by a calibration profile (set "
+                         "hardware.device.default_profile: datasheet, or remove the field)")
+    return cm
 
 
 def _load_cached(path: Path) -> Profile:

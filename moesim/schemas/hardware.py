@@ -82,7 +82,8 @@ class DeviceSpec(Strict):
         "take 16-row blocks at small batches).")
     expert_tile_tokens: PositiveInt | None = bounded(
         None, le=1024, why="1024 tokens: 8x the largest token tile a grouped expert kernel uses (llama.cpp CUDA: 128)",
-        description="Datasheet devices only: tokens a matrix-matrix grouped expert kernel computes each expert's "
+        description="Datasheet cost model only (a calibration profile's measured tables replace it; on a device "
+        "priced by its default profile it is an error): tokens a matrix-matrix grouped expert kernel computes each expert's "
         "rows in, for every weight format; each busy expert's rows round up to a multiple of min(this, the "
         "batch's tokens rounded up to 8) (llama.cpp: 32 in Metal's mul_mm_id, 128 in CUDA's MMQ, whose tile "
         "follows the batch). null: mma_rows (moesim/costmodel/grouped_eff.py).")
