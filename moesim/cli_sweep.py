@@ -250,13 +250,7 @@ def validate_command(
     A row more than 25 % off is a miss: the table prints the reason the CSV's ``why`` column gives."""
     import math
 
-    from moesim.validation import (
-        DEFAULT_CSV,
-        iter_checks,
-        median_abs_error,
-        read_table,
-        select_rows,
-    )
+    from moesim.validation import DEFAULT_CSV, checks_of, median_abs_error, read_table, select_rows
 
     if as_json and markdown:
         raise InputError("--json and --markdown: choose one output format")
@@ -264,13 +258,13 @@ def validate_command(
         raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1")
-    wanted = only.split(",") if only is not None else None
-    total = len(select_rows(read_table(csv_path if csv_path is not None else DEFAULT_CSV), wanted))
+    table = csv_path if csv_path is not None else DEFAULT_CSV
+    rows = select_rows(read_table(table), only.split(",") if only is not None else None)
     checks = []
     with Progress(TextColumn("[bold]validate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
-        task = bar.add_task("", total=total)
-        for c in iter_checks(csv_path, only=wanted, workers=workers):
+        task = bar.add_task("", total=len(rows))
+        for c in checks_of(rows, Path(table).resolve().parent, workers=workers):
             checks.append(c)
             bar.update(task, advance=1, description=c.id)
     med = median_abs_error(checks)
@@ -315,6 +309,8 @@ def _rows(n: int) -> str:
 
 def _checks_table(checks) -> Table:
     """One row per check: id, published, predicted, error, unit, then what was measured."""
+    from moesim.validation_table import fmt_error
+
     t = Table(title="moesim vs published measurements", header_style="bold")
     for c in ("id", "published", "predicted", "error", "unit", "quantity"):
         t.add_column(c, justify="right" if c in ("published", "predicted", "error") else "left",
@@ -324,10 +320,8 @@ def _checks_table(checks) -> Table:
         if c.why and c.missed:
             what.append(f"\nwhy: {c.why}", style="italic")
         if c.ok:
-            err_text = "-" if c.error is None else f"{100 * c.error:+.1f} %"
-            style = None if c.error is None or abs(c.error) <= 0.25 else "yellow"
-            t.add_row(c.id, f"{c.published:,.6g}", f"{c.predicted:,.6g}", err_text, Text(c.unit), what,
-                      style=style)
+            t.add_row(c.id, f"{c.published:,.6g}", f"{c.predicted:,.6g}", fmt_error(c.error), Text(c.unit), what,
+                      style="yellow" if c.missed else None)
         else:
             t.add_row(c.id, f"{c.published:,.6g}", "-", Text("error", style="red"), Text(c.unit),
                       Text(f"{c.quantity}: {c.message}", style="red"))

@@ -131,8 +131,13 @@ def iter_checks(path: str | Path | None = None, runner: Callable | None = None,
     since every simulation is seeded. A custom ``runner`` always runs here, in this process.
     """
     csv_path = Path(path) if path is not None else DEFAULT_CSV
-    rows = select_rows(read_table(csv_path), only)
-    base = csv_path.resolve().parent
+    yield from checks_of(select_rows(read_table(csv_path), only), csv_path.resolve().parent, runner, workers)
+
+
+def checks_of(rows: list[dict[str, str]], base: Path, runner: Callable | None = None,
+              workers: int = 1) -> Iterator[Check]:
+    """The checks of rows already read (:func:`read_table`, :func:`select_rows`), in their order;
+    ``base``: the CSV's folder. ``runner`` and ``workers`` as for :func:`iter_checks`."""
     groups = _groups(rows)
     if workers <= 1 or runner is not None or len(groups) < 2:
         cache: dict[tuple, Any] = {}

@@ -86,8 +86,8 @@ class RooflineCostModel(CostModelBase):
         t = np.asarray(tokens_per_expert, dtype=float)
         p = self.precision(dtype)
         moved = (gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0)).sum(axis=-1)
-        busy = np.maximum((t > 0).sum(axis=-1), 1)
-        scale = self._dtype_scale(t.sum(axis=-1) / busy, n, k, p.compute_dtype)
+        mean = t.sum(axis=-1) / np.maximum((t > 0).sum(axis=-1), 1)  # tokens per busy expert
+        scale = self._dtype_scale(mean, n, k, p.compute_dtype)
         dev = self.hw.device
         batch = t.sum(axis=-1) if batch_tokens is None else np.asarray(batch_tokens, dtype=float)
         tiles = expert_tiles(dev.expert_tile_tokens, dev.expert_matvec_tokens, batch)
@@ -96,7 +96,7 @@ class RooflineCostModel(CostModelBase):
             eff = self.grouped_efficiency(t, n, k, p.weight_only) * scale
         else:
             flops = gemm_flops(expected_padded_tokens(t, batch, tiles), n, k).sum(axis=-1)
-            eff = self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * scale
+            eff = self.compute_efficiency(mean, n, k) * scale
         return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
                           self.memory_efficiency(), self.launch_s)
 
