@@ -88,3 +88,16 @@ def test_a_calibration_profile_replaces_a_presets_tiles(tmp_path):
     assert m2.device.expert_tile_tokens == 32 and profiles
     calibrated = m2.model_copy(update={"profile": profiles[0], "force_profile": True})
     assert isinstance(build_cost_model(calibrated), ProfiledCostModel)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("expert_tile_tokens", 2000, "1024 tokens"), ("expert_tile_tokens", 0, "greater than 0"),
+    ("expert_matvec_tokens", -1, "greater than or equal to 0"), ("expert_matvec_tokens", 1 << 17, "65536 tokens")])
+def test_bad_tile_fields_are_one_line_errors_naming_the_field(field, value, words):
+    from moesim.errors import InputError
+    from moesim.loader import load_scenario
+
+    with pytest.raises(InputError) as info:
+        load_scenario("gpt-oss-120b-dgx-spark-serve", [f"hardware.device.{field}={value}"])
+    message = str(info.value)
+    assert "\n" not in message and f"hardware.device.{field}" in message and words in message
