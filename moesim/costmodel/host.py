@@ -103,6 +103,27 @@ Kernel launches and CUDA graphs:
 * Measured effect: full CUDA graphs over piecewise ones cut median TPOT by ~7% for small models
   (Qwen2.5-1.5B; Llama 8B 7.63 ms before, vLLM PR #16072).
 
+Serving engines other than vLLM V1 (``workload.engine``, :func:`engine_host_spec`): the engine's host
+numbers replace the host-time fields of whatever spec the device gives (launch costs stay the
+device's). ``trtllm``: TensorRT-LLM's PyTorch backend (``PyExecutor``, one Python loop per rank,
+attention-DP ranks each over their own requests):
+
+* ``iteration_fixed_us ~ 2312`` and ``per_seq_us ~ 27.9`` (measured, a line through two points):
+  TensorRT-LLM PR #10273 (github.com/NVIDIA/TensorRT-LLM/pull/10273, 2025-12-24; gpt-oss-120b on
+  GB200, attention DP 2, ``max_batch_size`` 1536 with 3072 requests in flight: ~1536 sequences per
+  rank) logs an average ``host_step_time`` of 45.11 ms per iteration in a run it calls host-bound,
+  so the loop period is the host's work; PR #14622 (2026-05-27; Llama-3.1-8B FP8 on B200, TP2,
+  1000/1000) reports 427 tokens/s/user at concurrency 1, a 2.34 ms step, an upper bound on the host's
+  fixed part. (45.11 - 2.34) ms / 1535 = 27.9 us per sequence, and 2.34 ms less one sequence's. Checks, not fitted: the same PR's
+  concurrency 64 step, 3.85 ms (the line: 4.1 ms), and issue #13957 (2026-05-10; Llama-3.1-8B FP8,
+  B200 TP1, concurrency 64), ~0.58 ms of host time per iteration exposed as GPU idle in a ~4.6 ms
+  iteration (the line: 4.1 ms). The host cost per sequence moved with the version (PRs #11704,
+  #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200).
+* ``overlap_decode = overlap_prefill = True`` (framework default): TensorRT-LLM's overlap scheduler
+  is on by default and launches step n+1 before it processes step n on the host, for every
+  iteration (``docs/source/features/overlap-scheduler.md``); the host work shows where it outlasts
+  the GPU step.
+
 Apple MPS and CPU (PyTorch backends):
 
 * MPS ``eager_launch_us = 10.0`` (assumed, between two measurements): on an M1 Pro an op
@@ -184,6 +205,24 @@ PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
                 train_moe_layer_us=0.0),
 }
 
+#: TensorRT-LLM PR #10273: host_step_time (ms) at ~1536 sequences per rank, host-bound (GB200, gpt-oss-120b).
+TRTLLM_HOST_STEP_MS: tuple[int, float] = (1536, 45.11)
+#: TensorRT-LLM PR #14622: the PyTorch backend's step (ms) at concurrency 1 (Llama-3.1-8B FP8, B200 TP2).
+TRTLLM_STEP_BATCH1_MS: tuple[int, float] = (1, 2.34)
+TRTLLM_PER_SEQ_US = 1e3 * (TRTLLM_HOST_STEP_MS[1] - TRTLLM_STEP_BATCH1_MS[1]) / (
+    TRTLLM_HOST_STEP_MS[0] - TRTLLM_STEP_BATCH1_MS[0])
+TRTLLM_ITERATION_FIXED_US = 1e3 * TRTLLM_STEP_BATCH1_MS[1] - TRTLLM_PER_SEQ_US * TRTLLM_STEP_BATCH1_MS[0]
+
+#: Serving engines (``workload.engine``) and the host-time fields each sets; unset: the device's spec.
+ENGINE_HOST: dict[str, dict[str, float | bool]] = {
+    "vllm": dict(iteration_fixed_us=CUDA_ITERATION_FIXED_US, per_seq_us=CUDA_PER_SEQ_US, overlap_decode=True,
+                 overlap_prefill=False),
+    "trtllm": dict(iteration_fixed_us=TRTLLM_ITERATION_FIXED_US, per_seq_us=TRTLLM_PER_SEQ_US, overlap_decode=True,
+                   overlap_prefill=True),
+}
+ENGINES: tuple[str, ...] = tuple(ENGINE_HOST)
+
+
 def _check_phase(phase: str) -> None:
     if phase not in PHASES:
         raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)}")
@@ -208,6 +247,21 @@ def default_host_spec(platform: str) -> HostSpec:
     if kind not in PLATFORM_OVERRIDES:
         raise InputError(f"host spec: unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
     return HostSpec(**{**CUDA_HOST_DEFAULTS, **PLATFORM_OVERRIDES[kind]})
+
+
+def engine_host_spec(spec: HostSpec, engine: str | None, device_name: str = "") -> HostSpec:
+    """``spec`` with a serving engine's host time (``ENGINE_HOST``); ``engine`` None: ``spec`` itself.
+
+    Only the scheduler's time and its overlap change: launches and graphs stay the device's. Both
+    engines run on CUDA GPUs only, so a device of another kind is a one-line error.
+    """
+    if engine is None:
+        return spec
+    if engine not in ENGINE_HOST:
+        raise InputError(f"workload.engine: unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    if device_name and platform_of(device_name) != "cuda":
+        raise InputError(f"workload.engine: {engine} runs on CUDA GPUs; {device_name} is not one (leave engine unset)")
+    return spec.model_copy(update=ENGINE_HOST[engine])
 
 
 def host_spec_for(profile: Profile | None = None, device: DeviceSpec | None = None) -> HostSpec:

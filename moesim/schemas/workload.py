@@ -300,6 +300,12 @@ class ServingWorkload(Strict):
         "batches up to the host's graph_max_batch (512), each at its own size. CUDA devices only (Apple and CPU "
         "presets run no graphs).")
 
+    engine: Literal["vllm", "trtllm"] | None = Field(
+        None, description="Serving engine whose host (scheduler, input preparation, output handling) time per "
+        "iteration to price: vllm (vLLM V1: ~0.43 ms + ~1.1 us per sequence, decode steps overlapped) or trtllm "
+        "(TensorRT-LLM's PyTorch backend: ~2.3 ms + ~28 us per sequence on each rank, every step overlapped), each "
+        "cited in costmodel/host.py; the host time shows where it outlasts the GPU step. null: the device profile's "
+        "host section, else its platform's defaults (vLLM V1-class on CUDA GPUs). CUDA devices only.")
     cuda_graph_padding: bool = Field(True, description="With cuda_graph_batch_sizes: a decode batch pads up to the "
         "next captured size (TensorRT-LLM enable_padding: true); false: only a batch of a captured size replays its "
         "graph, every other runs eagerly (TensorRT-LLM's default).")

@@ -68,6 +68,7 @@ from moesim.costmodel import CostModel
 from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.costmodel.fused_moe import fused_moe_fixed_us
 from moesim.costmodel.host import (
+    engine_host_spec,
     exposed_host_s,
     graph_rows,
     host_spec_for,
@@ -141,7 +142,8 @@ class IterationCost(RoutedExperts):
                                              block_ops(self.dims, self.dtypes, moe, 1, np.ones(1), np.ones(1),
                                                        np.ones(1)))
                                  for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)))
-        self.host = spec = host_spec_for(cm.profile, s.hardware.device)
+        self.host = spec = engine_host_spec(host_spec_for(cm.profile, s.hardware.device),
+                                            getattr(s.workload, "engine", None), s.hardware.device.name)
         # whether the host work hides behind the GPU, by phase (read once per iteration)
         self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)

@@ -1,0 +1,100 @@
+"""``workload.engine``: the serving engine's host time per iteration, and where it shows.
+
+TensorRT-LLM's PyTorch backend spends ~2.3 ms plus ~28 us per sequence of host time per iteration
+(``costmodel/host.py``, a line through TensorRT-LLM PR #14622's batch-1 step and PR #10273's
+host-bound 1,536-sequence step). The overlap scheduler hides it behind the GPU step, so it shows
+only where it is longer: at large batches of a small model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import moesim
+from moesim.costmodel import host
+from moesim.costmodel.host import (
+    default_host_spec,
+    engine_host_spec,
+    exposed_host_s,
+    iteration_host_s,
+)
+from moesim.errors import InputError
+from moesim.validation import DEFAULT_CSV, scenario_ref
+
+QWEN3_B200 = scenario_ref("validation/qwen3-30b-a3b-b200-fp4-offline.yaml", DEFAULT_CSV.parent)
+
+
+def test_trtllm_host_line_goes_through_its_two_published_points():
+    spec = engine_host_spec(default_host_spec("cuda"), "trtllm")
+    n1, ms1 = host.TRTLLM_STEP_BATCH1_MS
+    n2, ms2 = host.TRTLLM_HOST_STEP_MS
+    assert iteration_host_s(n1, "decode", spec) == pytest.approx(ms1 * 1e-3)
+    assert iteration_host_s(n2, "decode", spec) == pytest.approx(ms2 * 1e-3)
+    # the checks the line was not fitted to: PR #14622 at concurrency 64 (3.85 ms) and issue #13957 (~4.6 ms)
+    assert 3.85e-3 < iteration_host_s(64, "decode", spec) < 4.6e-3
+    assert spec.overlap_decode and spec.overlap_prefill
+
+
+def test_an_engine_changes_the_host_time_only():
+    cuda = default_host_spec("cuda")
+    trt = engine_host_spec(cuda, "trtllm")
+    assert engine_host_spec(cuda, None) is cuda
+    assert engine_host_spec(cuda, "vllm") == cuda  # the CUDA defaults are vLLM V1's
+    changed = {k for k in type(cuda).model_fields if getattr(cuda, k) != getattr(trt, k)}
+    assert changed == {"iteration_fixed_us", "per_seq_us", "overlap_prefill"}
+
+
+@pytest.mark.parametrize("device", ["Apple M2 Ultra", "Intel Xeon CPU"])
+def test_a_cuda_engine_on_another_device_is_a_one_line_error(device):
+    with pytest.raises(InputError, match=r"^workload\.engine: trtllm runs on CUDA GPUs; .* is not one"):
+        engine_host_spec(default_host_spec("cuda"), "trtllm", device)
+    with pytest.raises(InputError, match="unknown engine 'tgi'; allowed: vllm, trtllm"):
+        engine_host_spec(default_host_spec("cuda"), "tgi")
+
+
+def _run(overrides):
+    s = moesim.load_scenario(QWEN3_B200, ["workload.arrival.n_requests=192", "workload.output_tokens.value=64",
+                                          "workload.prompt_tokens.value=128", *overrides])
+    return s, moesim.simulate(s).summary
+
+
+def test_a_host_bound_decode_step_lasts_the_host_time():
+    """192 sequences of a 3B-active model on a B200: the GPU step is shorter than TensorRT-LLM's host
+    time (2.3 ms + 192 x 28 us ~ 7.7 ms), so each decode step lasts the host time; vLLM's host time
+    hides behind the GPU step."""
+    s, trt = _run(["workload.engine=trtllm"])
+    _, vllm = _run(["workload.engine=vllm"])
+    _, default = _run(["workload.engine=null"])
+    assert default["tpot_mean_s"] == vllm["tpot_mean_s"]
+    spec = engine_host_spec(default_host_spec("cuda"), "trtllm")
+    host_at_192 = iteration_host_s(192, "decode", spec)
+    assert vllm["tpot_p50_s"] < host_at_192  # the GPU step is shorter: host-bound under TensorRT-LLM
+    assert trt["tpot_p50_s"] == pytest.approx(host_at_192, rel=0.05)
+    assert trt["output_tokens_per_s"] < 0.9 * vllm["output_tokens_per_s"]
+
+
+def test_overlap_never_makes_the_step_shorter_than_the_gpu_or_the_host():
+    for gpu in (1e-3, 5e-3, 20e-3):
+        exposed = exposed_host_s(7.7e-3, gpu, True)
+        assert gpu + exposed == pytest.approx(max(gpu, 7.7e-3))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "moesim.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_engine_on_an_apple_scenario_is_one_line_no_traceback():
+    r = _cli("simulate", "mixtral-8x7b-m2-ultra-serve", "--set", "workload.engine=trtllm")
+    assert r.returncode == 2 and r.stdout == ""
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "workload.engine: trtllm runs on CUDA GPUs" in err and "Traceback" not in err
+
+
+def test_cli_unknown_engine_names_the_field_and_the_choices():
+    r = _cli("simulate", "mixtral-8x7b-h100-serve", "--set", "workload.engine=tgi")
+    assert r.returncode == 2
+    assert "workload.engine" in r.stderr and "vllm" in r.stderr and "trtllm" in r.stderr
+    assert "Traceback" not in r.stderr
