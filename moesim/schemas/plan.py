@@ -148,6 +148,14 @@ class PlanSpec(Strict):
         "and a torch.where that makes the host wait for the GPU, exposing the launch time of the kernels after it "
         "(engine/training/hf_loop.py). Needs ep = 1.")
 
+    zero3_fetch: Literal["block", "linear"] = Field(
+        "block", description="Training with zero_stage 3 and moe_impl hf_loop: how DeepSpeed ZeRO-3 gathers the experts' "
+        "parameters. block: one fetch per MoE block (set_z3_leaf_modules; DeepSpeed's default for Mixtral, Qwen2-MoE "
+        "and Qwen3-MoE blocks since its PR #7604, 2025-09; ms-swift's since 2025-10-10), as cheap as any layer's. linear: "
+        "every expert nn.Linear is its own module, fetched by its own hooks on the host's critical path before each "
+        "forward, recompute and backward (~0.76 ms each, engine/training/hf_loop.py ZERO3_FETCH_US), as before leaf "
+        "modules.")
+
     loss_impl: Literal["fused", "inplace", "transformers"] | None = Field(
         None, description="Training: how the loss holds the output head's logits, which sets their memory on the stage "
         "that computes it. fused: Megatron-core's vocab-parallel cross entropy under cross_entropy_loss_fusion (native), "
@@ -174,6 +182,10 @@ class PlanSpec(Strict):
             if self.moe_impl == "hf_loop" and self.recompute == "selective":
                 raise ValueError("plan.recompute_modules: Megatron-core's modules, not with plan.moe_impl: hf_loop "
                                  "(Hugging Face's gradient checkpointing is plan.recompute: full)")
+        if self.zero3_fetch == "linear" and (self.zero_stage != 3 or self.moe_impl != "hf_loop"):
+            raise ValueError(f"plan.zero3_fetch: 'linear' prices DeepSpeed ZeRO-3 fetching each expert nn.Linear of "
+                             f"transformers' expert loop; it needs plan.zero_stage 3 and plan.moe_impl hf_loop (got "
+                             f"zero_stage {self.zero_stage}, moe_impl {self.moe_impl})")
         if self.dp_attention and self.ep == 1:
             raise ValueError("plan.dp_attention: needs plan.ep > 1 (the replicas of an expert-parallel group run together)")
         if self.moe_impl == "hf_loop" and self.ep > 1:

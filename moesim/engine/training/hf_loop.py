@@ -49,6 +49,26 @@ wraps each expert Linear (huggingface/peft ``src/peft/tuners/lora/bnb.py`` @628a
 QLoRA's base Linear dequantises its nf4 weight first, forward and backward (bitsandbytes
 ``bitsandbytes/autograd/_functions.py`` @60a0d8a5 ``MatMul4Bit``). Dropout is taken as identity.
 
+ZeRO-3 without leaf modules (``plan.zero3_fetch: linear``): DeepSpeed ZeRO-3 gathers a module's
+partitioned weights in hooks before its forward and its backward, and every expert ``nn.Linear`` of
+the loop is a module of its own (before ``set_z3_leaf_modules``; DeepSpeed issue #4808: the experts
+run in a different order step to step, which invalidates the trace its prefetching needs). Each
+fetch adds ``ZERO3_FETCH_US`` of host time before the Linear's kernel, in the forward, the
+recompute and the backward (LoRA's ``A`` and ``B`` are modules too):
+
+* ``ZERO3_FETCH_US`` ~ 764 (derived from one published pair, not fitted to a validation row):
+  QwenLM/Qwen3 issue #736 (2024-07-02; 8 H100, DeepSpeed 0.14.4, the repository's ZeRO-3 config
+  with prefetching off, LoRA r 64 on every Linear, gradient checkpointing) trains Qwen2-72B at
+  1.178 samples/s and Qwen2-57B-A14B at 0.21: 6.79 and 38.1 s per sample per GPU. Fetches per
+  sample: 28 layers x 64 experts x 3 Linears x 3 modules (base, A, B) x 3 passes = 48,384 for the
+  MoE, 80 x 7 x 3 x 3 = 5,040 for the dense model. Less ~2.5-2.8 s of weight gathers and compute,
+  (38.1 - 2.5) s / 48,384 = 0.74 ms and (6.79 - 2.8) s / 5,040 = 0.79 ms per fetch (the 2.5 and 2.8 s
+  are estimates: each model's weights gathered three times over NVLink at 150-200 GB/s): the two
+  models agree on one fetch's cost, hooks, a small all-gather and its wait together. With
+  prefetching on, a dense model's large layers hide theirs (ms-swift's Qwen2.5-14B: ZeRO-3 10.56 vs
+  ZeRO-2 10.32 s/it, under 0.12 ms per fetch): only the expert loop, which waits on the GPU at
+  every expert, pays it here.
+
 Everything is per MoE layer and micro-batch, for the ``[..., experts]`` loads of the device
 (``ep`` must be 1: transformers < 5 has no expert parallelism). Nothing is fitted.
 """
@@ -63,6 +83,11 @@ from moesim.schemas.workload import TrainableSpec
 
 LINEAR_US = 13.48  #: TE issue #2053: torch.nn.Linear forward CPU time, DGX H100, BF16
 OP_US = 5.0  #: Meta HTA docs, low end of 5-20 us CPU-side launch (moesim.costmodel.host.EAGER_LAUNCH_US)
+#: QwenLM/Qwen3#736 (8 H100, DeepSpeed 0.14.4, prefetch off): (seconds per sample, fetches per sample) of
+#: Qwen2-57B-A14B and Qwen2-72B, and the weight gathers and compute set aside from each (s).
+ZERO3_PAIR = {"qwen2-57b-a14b": (8 / 0.21, 28 * 64 * 3 * 3 * 3, 2.5), "qwen2-72b": (8 / 1.178, 80 * 7 * 3 * 3, 2.8)}
+#: One ZeRO-3 fetch of an expert Linear, us: the mean of the pair's 736 and 792 us (see above).
+ZERO3_FETCH_US = float(np.mean([(t - rest) / n * 1e6 for t, n, rest in ZERO3_PAIR.values()]))
 _BF16 = 2.0
 #: Ops of the fused op graph the loop replaces (with their LoRA/dequant/cast companions).
 REPLACED = ("permute", "expert_up", "expert_act", "expert_down", "moe_overhead", "unpermute")
@@ -87,8 +112,9 @@ class _Linear:
     """One expert ``nn.Linear`` (``n`` outputs, ``k`` inputs) on ``c`` tokens, as its kernels."""
 
     def __init__(self, cm: CostModel, c, n: int, k: int, dtype: str, frozen: bool,
-                 spec: TrainableSpec, lora: bool):
+                 spec: TrainableSpec, lora: bool, fetch_us: float = 0.0):
         self.cm, self.c, self.n, self.k = cm, c, n, k
+        self.fetch_us = fetch_us  # ZeRO-3's fetch of each of its modules (base, LoRA A and B), host us
         self.gemm = cm.gemm_s(c, n, k, dtype)
         self.frozen, self.lora = frozen, lora
         self.dequant = float(cm.memory_s(n * k * (nf4_bytes_per_weight(spec) + _BF16))) if frozen and spec.quantized else 0.0
@@ -103,23 +129,25 @@ class _Linear:
     def forward(self) -> list[tuple[float, object]]:
         """(host us, GPU s) of each kernel of the forward, in launch order."""
         out = [(OP_US, self.dequant)] if self.quantized else []
-        out.append((LINEAR_US, self.gemm))
+        linear = LINEAR_US + self.fetch_us
+        out.append((linear, self.gemm))
         if self.lora:
             if self.quantized:
                 out.append((OP_US, self._mem(self.n, 2)))  # result.clone()
-            out += [(LINEAR_US, self.lora_a), (LINEAR_US, self.lora_b),
+            out += [(linear, self.lora_a), (linear, self.lora_b),
                     (OP_US, self._mem(self.n, 2)), (OP_US, self._mem(self.n, 3))]  # * scaling, result + output
         return out
 
     def backward(self) -> list[tuple[float, object, object]]:
         """(host us, GPU s, weight-gradient GPU s) of each backward kernel, in launch order."""
-        out = []
+        out, f = [], self.fetch_us  # ZeRO-3 fetches a module again before its first backward kernel
         if self.lora:  # * scaling, then B's and A's dX and dW, then dX of both paths summed
-            out += [(OP_US, self._mem(self.n, 2), 0.0), (OP_US, self.lora_b, 0.0), (OP_US, self.lora_b, self.lora_b),
-                    (OP_US, self.lora_a, 0.0), (OP_US, self.lora_a, self.lora_a)]
+            out += [(OP_US, self._mem(self.n, 2), 0.0), (OP_US + f, self.lora_b, 0.0), (OP_US, self.lora_b, self.lora_b),
+                    (OP_US + f, self.lora_a, 0.0), (OP_US, self.lora_a, self.lora_a)]
         if self.quantized:
-            out.append((OP_US, self.dequant, 0.0))
-        out.append((OP_US, self.gemm, 0.0))  # dX
+            out.append((OP_US + f, self.dequant, 0.0))
+            f = 0.0
+        out.append((OP_US + f, self.gemm, 0.0))  # dX
         if not self.frozen:
             out.append((OP_US, self.gemm, self.gemm))  # dW
         if self.lora:
@@ -128,17 +156,18 @@ class _Linear:
 
 
 def expert_kernels(cm: CostModel, c, tokens: float, d: int, w: int, top_k: int, gated: bool, dtype: str,
-                   spec: TrainableSpec, frozen_up: bool, frozen_down: bool, lora: bool):
+                   spec: TrainableSpec, frozen_up: bool, frozen_down: bool, lora: bool, fetch_us: float = 0.0):
     """(forward, backward) kernel lists of one busy expert on ``c`` tokens (arrays broadcast).
 
     Forward entries are (host us, GPU s), the segment's trailing ``where`` included; backward
     entries (host us, GPU s, weight-gradient GPU s). ``tokens``: the micro-batch's tokens on the
-    device (the one-hot mask and the hidden-state gradient span all of them).
+    device (the one-hot mask and the hidden-state gradient span all of them). ``fetch_us``: ZeRO-3's
+    host time to fetch each Linear module (0: fetched with its block).
     """
     mem = cm.memory_s
 
     def lin(n, k, frozen):
-        return _Linear(cm, c, n, k, dtype, frozen, spec, lora)
+        return _Linear(cm, c, n, k, dtype, frozen, spec, lora, fetch_us)
 
     ups = [lin(w, d, frozen_up)] * (2 if gated else 1)  # gate and up: one shape, priced once
     down = lin(d, w, frozen_down)
@@ -177,18 +206,19 @@ def pre_loop_s(cm: CostModel, tokens: float, d: int, n_experts: int, top_k: int)
 
 def layer_loop_s(cm: CostModel, expert_tokens, tokens: float, d: int, w: int, top_k: int, gated: bool,
                  dtype: str, spec: TrainableSpec, frozen_up: bool, frozen_down: bool, lora: bool,
-                 bwd_lead_s=0.0, synced_backward: bool = True) -> dict[str, np.ndarray]:
+                 bwd_lead_s=0.0, synced_backward: bool = True, fetch_us: float = 0.0) -> dict[str, np.ndarray]:
     """Seconds of the expert loop of one MoE layer for ``expert_tokens`` ``[..., E]``.
 
     Returns ``gpu_fwd``, ``gpu_bwd``, ``wgrad`` (the loop's kernels, pre-loop set-up included in the
     forward), ``host_fwd``, ``host_bwd`` (exposed host seconds), all shaped ``[...]``.
     ``bwd_lead_s``: GPU seconds queued ahead of the loop's backward. ``synced_backward``: the
     backward starts after a wait (full recompute re-runs the loop just before it); else the host
-    has run ahead and exposes only ``max(0, host - gpu)`` of the layer.
+    has run ahead and exposes only ``max(0, host - gpu)`` of the layer. ``fetch_us``: see
+    :func:`expert_kernels`.
     """
     c = np.asarray(expert_tokens, dtype=float)
     busy = c > 0
-    fwd, bwd = expert_kernels(cm, c, tokens, d, w, top_k, gated, dtype, spec, frozen_up, frozen_down, lora)
+    fwd, bwd = expert_kernels(cm, c, tokens, d, w, top_k, gated, dtype, spec, frozen_up, frozen_down, lora, fetch_us)
     hf = [h * 1e-6 * busy for h, _ in fwd]
     gf = [np.broadcast_to(g, c.shape) * busy for _, g in fwd]
     seg = segment_s(hf, gf)
@@ -246,7 +276,8 @@ def apply_hf_loop(s, cm: CostModel, dims, ops: list, secs: dict, expert_tokens, 
     routed = next(op for op in ops if op.name == "router").args["m"]
     out = layer_loop_s(cm, expert_tokens, float(np.max(routed)), dims.d_model, dims.expert_w, dims.top_k,
                        dims.gated, s.model.dtype, spec, "expert_up" in frozen, "expert_down" in frozen,
-                       spec.mode == "lora" and "experts" in spec.lora_targets, lead, synced)
+                       spec.mode == "lora" and "experts" in spec.lora_targets, lead, synced,
+                       ZERO3_FETCH_US if plan.zero_stage == 3 and plan.zero3_fetch == "linear" else 0.0)
     fwd[..., experts_slot] += out["gpu_fwd"] + out["host_fwd"]
     bwd[..., experts_slot] += out["gpu_bwd"] + out["host_bwd"]
     wgrad[..., experts_slot] += out["wgrad"]
