@@ -126,7 +126,10 @@ HARDWARE: dict[str, dict] = {
     # GEMMs to 0.80 for the largest; costmodel/sibling_gemm.py). Held out: dense BF16 GEMMs of
     # 4096^3-8192^3 reach 63-65 % of the 2,250 dense peak on a B200 (pytorch/ao PR #2427,
     # benchmarks/float8/bench_matmul.py); this model gives 56-60 % (tests/test_sibling_gemm.py), the
-    # plain rebase 70-74 %. The H100's NCCL fits scale to NVLink 5 (CollectivesSpec.link_gbps).
+    # plain rebase 70-74 %. Held out too: MXFP8 grouped GEMMs of 8 experts x 16K tokens at DeepSeek-V3
+    # shapes take 1671 / 1683 us forward / input gradient on a B200 (pytorch/ao torchao/prototype/
+    # moe_training/README.md, PR #3566), this model 1519 / 1526 us (-9 %); their K-grouped weight
+    # gradient takes 2103 us, priced as the forward. The H100's NCCL fits scale to NVLink 5 (CollectivesSpec.link_gbps).
     # Weights: CUDA group-128 defaults. $5.00/h: assumption, the middle of the $4.50-6.00 on-demand range
     # a March 2026 survey quotes for specialised clouds (lyceum.technology "NVIDIA B200 GPU Cloud
     # Pricing 2026"; spot from $2.25, hyperscalers $8-14); volatile.
