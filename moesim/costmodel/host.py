@@ -114,11 +114,14 @@ attention-DP ranks each over their own requests):
   rank) logs an average ``host_step_time`` of 45.11 ms per iteration in a run it calls host-bound,
   so the loop period is the host's work; PR #14622 (2026-05-27; Llama-3.1-8B FP8 on B200, TP2,
   1000/1000) reports 427 tokens/s/user at concurrency 1, a 2.34 ms step, an upper bound on the host's
-  fixed part. (45.11 - 2.34) ms / 1535 = 27.9 us per sequence, and 2.34 ms less one sequence's. Checks, not fitted: the same PR's
+  fixed part. (45.11 - 2.34) ms / 1535 = 27.9 us per sequence, and 2.34 ms less one sequence's as
+  the fixed part. Checks, not fitted: the same PR's
   concurrency 64 step, 3.85 ms (the line: 4.1 ms), and issue #13957 (2026-05-10; Llama-3.1-8B FP8,
   B200 TP1, concurrency 64), ~0.58 ms of host time per iteration exposed as GPU idle in a ~4.6 ms
   iteration (the line: 4.1 ms). The host cost per sequence moved with the version (PRs #11704,
-  #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200).
+  #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one
+  line for every CPU, where TensorRT-LLM's perf-overview runs Qwen3-30B-A3B's large batches 15-17 %
+  slower on a GB200 than on a B200 (validation rows INF-74/75 read +44/+48 %, INF-64/65 +22/+24 %).
 * ``overlap_decode = overlap_prefill = True`` (framework default): TensorRT-LLM's overlap scheduler
   is on by default and launches step n+1 before it processes step n on the host, for every
   iteration (``docs/source/features/overlap-scheduler.md``); the host work shows where it outlasts
