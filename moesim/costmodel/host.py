@@ -216,10 +216,12 @@ TRTLLM_PER_SEQ_US = 1e3 * (TRTLLM_HOST_STEP_MS[1] - TRTLLM_STEP_BATCH1_MS[1]) / 
     TRTLLM_HOST_STEP_MS[0] - TRTLLM_STEP_BATCH1_MS[0])
 TRTLLM_ITERATION_FIXED_US = 1e3 * TRTLLM_STEP_BATCH1_MS[1] - TRTLLM_PER_SEQ_US * TRTLLM_STEP_BATCH1_MS[0]
 
+#: The host-time fields a serving engine sets (the rest of a spec is the device's).
+ENGINE_FIELDS: tuple[str, ...] = ("iteration_fixed_us", "per_seq_us", "overlap_decode", "overlap_prefill")
 #: Serving engines (``workload.engine``) and the host-time fields each sets; unset: the device's spec.
+#: vLLM V1's are the CUDA defaults themselves.
 ENGINE_HOST: dict[str, dict[str, float | bool]] = {
-    "vllm": dict(iteration_fixed_us=CUDA_ITERATION_FIXED_US, per_seq_us=CUDA_PER_SEQ_US, overlap_decode=True,
-                 overlap_prefill=False),
+    "vllm": {k: CUDA_HOST_DEFAULTS[k] for k in ENGINE_FIELDS},
     "trtllm": dict(iteration_fixed_us=TRTLLM_ITERATION_FIXED_US, per_seq_us=TRTLLM_PER_SEQ_US, overlap_decode=True,
                    overlap_prefill=True),
 }

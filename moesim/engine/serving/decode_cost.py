@@ -143,7 +143,7 @@ class IterationCost(RoutedExperts):
                                                        np.ones(1)))
                                  for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)))
         self.host = spec = engine_host_spec(host_spec_for(cm.profile, s.hardware.device),
-                                            getattr(s.workload, "engine", None), s.hardware.device.name)
+                                            s.workload.engine, s.hardware.device.name)
         # whether the host work hides behind the GPU, by phase (read once per iteration)
         self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)
