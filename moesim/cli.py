@@ -198,6 +198,10 @@ def simulate(
     out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
     _print_fit(result.summary)
     _print_steady(result.summary)
+    if "decode_step" in result.tables:  # serving: where a typical decode iteration's time goes
+        from moesim.report import decode_step_view
+
+        out.print(decode_step_view(result.tables["decode_step"]))
     if limits is not None:
         from rich.markup import escape
 

@@ -151,6 +151,19 @@ EXPERT_LAYERS = CsvTable("expert_layers.csv", "`moesim simulate --out DIR` (serv
                                                        "rank, from the routing popularity at the end of the run"),
                          })
 
+DECODE_STEP = CsvTable("decode_step.csv", "`moesim simulate --out DIR` (serving)",
+                       "one part of a decode iteration at the run's mean batch and context (`serving/anatomy.py`; "
+                       "parts that cost nothing are left out), then a `total` row", {
+                           "part": ("text", "attention, routed_experts, other_kernels, tp_comm, ep_comm, pp_comm, "
+                                    "output_head, two_batch_overlap (net: + costs, - saves), host_and_launch, total"),
+                           "seconds": (_S, "the part's time in the iteration (the parts sum to the total)"),
+                           "share": ("fraction", "seconds / the total's"),
+                           "batch_seqs": ("sequences", "decode batch per rank priced: duration-weighted mean of the "
+                                          "run's decode-only iterations"),
+                           "context_tokens": ("tokens", "context each sequence attends over: the mean over the "
+                                              "decoded tokens of prompt plus the tokens before it"),
+                       })
+
 PROBES = CsvTable("capacity_probes.csv", "`moesim simulate --slo ... --out DIR` (serving)",
                   "one probe of the capacity search: one run at one Poisson arrival rate, in the order played", {
                       "probe": ("index", "probe number (1-based)"),
@@ -228,7 +241,7 @@ PLANS = CsvTable("plans.csv", "`moesim plan --out DIR` (plans.json holds the sam
                      "whole_plan_objective": ("objective unit", "serving: the objective from the whole-plan re-check"),
                  }, ("field", "summary"))
 
-TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, PROBES, SWEEP, PLAN_RUNS, PLANS)}
+TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, DECODE_STEP, PROBES, SWEEP, PLAN_RUNS, PLANS)}
 
 
 def undocumented(table: str, columns: list[str]) -> list[str]:

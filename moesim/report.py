@@ -10,7 +10,7 @@ from moesim.formatting import fmt_value
 from moesim.metrics import direction_of
 from moesim.presets.hardware import display_name
 
-__all__ = ["presets_table", "summary_table"]
+__all__ = ["decode_step_view", "presets_table", "summary_table"]
 
 
 def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:
@@ -28,6 +28,23 @@ def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = (
             text = display_name(value, summary.get("devices")) if key == "hardware" else fmt_value(key, value)
             # a flag in red when it reads badly: False (fits), or True where lower is better (overloaded)
             t.add_row(key, text, style="red" if value is (direction_of(key) == "min") else None)
+    return t
+
+
+def decode_step_view(step: dict[str, list]) -> Table:
+    """The serving result's ``decode_step`` table (``serving.anatomy``): part, milliseconds, share."""
+    from moesim.engine.serving.anatomy import PART_LABELS
+
+    seqs, ctx = step["batch_seqs"][0], step["context_tokens"][0]
+    t = Table(title=f"mean decode step: {seqs:,} sequences per rank, {ctx:,}-token context", show_header=True,
+              header_style="bold")
+    t.add_column("part")
+    t.add_column("ms", justify="right")
+    t.add_column("share", justify="right")
+    for part, secs, share in zip(step["part"], step["seconds"], step["share"], strict=True):
+        last = part == "total"
+        t.add_row(PART_LABELS.get(part, part), f"{secs * 1e3:,.3f}", f"{share:.1%}", style="bold" if last else None,
+                  end_section=part == step["part"][-2])
     return t
 
 

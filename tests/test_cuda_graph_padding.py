@@ -8,7 +8,8 @@ import pytest
 import moesim
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.host import default_host_spec, graph_rows
-from moesim.engine.serving.decode_cost import IterationCost, captured_sizes
+from moesim.engine.serving.cuda_graphs import captured_sizes
+from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
 
@@ -41,9 +42,18 @@ def test_rows_pad_up_to_the_next_captured_size_and_run_eagerly_above_the_largest
     assert graph_rows(np.array([0, 5, 512, 513]), spec).tolist() == [0, 5, 512, 0]
 
 
-def test_sizes_above_the_batch_limits_are_dropped_as_tensorrt_llm_does():
+def test_sizes_above_the_batch_limits_are_dropped_and_the_limit_captured_as_tensorrt_llm_does():
+    # TensorRT-LLM's _filter_cuda_graph_batch_sizes: sizes above min(max_batch_size, max_num_tokens)
+    # go; with padding on and a larger size listed, the bound itself is captured in their place
     s = scenario_from_dict(_serving(max_batch_seqs=300, max_batch_tokens=2048, cuda_graph_batch_sizes=TRTLLM_SIZES))
-    assert captured_sizes(s.workload) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert captured_sizes(s.workload) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    s = scenario_from_dict(_serving(max_batch_seqs=640, max_batch_tokens=512, cuda_graph_batch_sizes=TRTLLM_SIZES))
+    assert captured_sizes(s.workload) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512]  # the bound is listed
+    s = scenario_from_dict(_serving(max_batch_seqs=300, max_batch_tokens=2048, cuda_graph_padding=False,
+                                    cuda_graph_batch_sizes=TRTLLM_SIZES))
+    assert captured_sizes(s.workload) == [1, 2, 4, 8, 16, 32, 64, 128, 256]  # nothing pads to it
+    s = scenario_from_dict(_serving(max_batch_seqs=300, cuda_graph_batch_sizes=[8, 64]))
+    assert captured_sizes(s.workload) == [8, 64]  # no size above the bound: none added
     assert captured_sizes(scenario_from_dict(_serving()).workload) is None
     # unsorted and repeated sizes are read as the set they name
     s = scenario_from_dict(_serving(cuda_graph_batch_sizes=[64, 8, 8, 1]))
@@ -96,7 +106,7 @@ def test_padding_lowers_the_throughput_of_a_run_whose_batches_fall_between_captu
     d = _serving(max_batch_seqs=300)
     d["workload"]["arrival"] = {"process": "batch", "n_requests": 300}
     plain = moesim.simulate(scenario_from_dict(d)).summary
-    d["workload"]["cuda_graph_batch_sizes"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]  # 300 is eager, 129..256 pad
+    d["workload"]["cuda_graph_batch_sizes"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]  # 257..300 pad to 300 (512 is above the limit), 129..256 to 256
     padded = moesim.simulate(scenario_from_dict(d)).summary
     assert padded["served_requests"] == plain["served_requests"] == 300
     assert padded["output_tokens_per_s"] < plain["output_tokens_per_s"]

@@ -131,6 +131,7 @@ def test_every_csv_column_written_is_documented(tmp_path, monkeypatch, capsys):
         "train/spans.csv": "spans.csv", "train/layers.csv": "layers.csv", "serve/spans.csv": "spans.csv",
         "serve/requests.csv": "requests.csv", "serve/iterations.csv": "iterations.csv",
         "serve/expert_layers.csv": "expert_layers.csv", "serve/capacity_probes.csv": "capacity_probes.csv",
+        "serve/decode_step.csv": "decode_step.csv",
         "sw/results.csv": "results.csv", "plan/plans.csv": "plans.csv", "plan/results.csv": "results.csv (moesim plan)",
     }
     for path, table in written.items():

@@ -86,6 +86,7 @@ from moesim.engine.ops import (
     op_s,
 )
 from moesim.engine.serving.attention import BatchAttention, ModelAttention
+from moesim.engine.serving.cuda_graphs import captured_sizes
 from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.engine.serving.routed_experts import RoutedExperts
 from moesim.errors import InputError
@@ -94,15 +95,6 @@ from moesim.schemas import Scenario
 
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
 SERVING_STREAMS = ("compute", "tp_comm", "ep_comm", "pp_comm")
-
-
-def captured_sizes(w) -> list[int] | None:
-    """The workload's captured CUDA-graph batch sizes within its batch limits (TensorRT-LLM keeps the
-    sizes at most max_batch_size and max_num_tokens); None: no list, graphs at each batch's own size."""
-    sizes = getattr(w, "cuda_graph_batch_sizes", None)
-    if sizes is None:
-        return None
-    return [b for b in sizes if b <= w.max_batch_seqs and b <= w.max_batch_tokens]
 
 
 class IterationCost(RoutedExperts):
@@ -257,6 +249,30 @@ class IterationCost(RoutedExperts):
         if priced != tokens:  # the dummy rows' dropped tokens are nobody's
             dropped *= tokens / priced
         return gpu + self._host_at(q_tokens.size, decode, priced, gpu, rows > 0), dropped
+
+    def anatomy_s(self, seqs: int, context: int) -> dict[str, float]:
+        """Seconds of one decode-only iteration of ``seqs`` sequences, each over ``context`` cached
+        tokens, by part (``serving.anatomy.PARTS``): the terms :meth:`time_s` adds, so they sum to
+        its seconds (the routed experts at their expected load: the mean of the skew pool under
+        skewed routing, where :meth:`time_s` draws one). ``two_batch_overlap``: what TBO's two
+        micro-batches add (+: the weights read twice) or hide (-) against the parts run one
+        after another, 0 without it."""
+        q, kv = np.ones(seqs, np.int64), np.full(seqs, int(context), np.int64)
+        rows = self._rows_at(seqs)
+        p = rows or seqs  # a padded graph's dummy rows run every op but attention
+        attn = self.attention_s(q, kv)
+        experts = float(self._skew_samples(p)[0].mean()) if self.skewed else float(self._experts_at(p, 0)[0])
+        head = float(self._head[min(p, self.max_tokens)])  # as _kernel_at reads it
+        parts = {k: float(v[0]) for k, v in self.fixed_by_stream(np.array([float(p)])).items()}
+        out = {"attention": attn, "routed_experts": experts, "other_kernels": parts["compute"],
+               "tp_comm": parts["tp_comm"], "ep_comm": parts["ep_comm"], "pp_comm": parts["pp_comm"],
+               "output_head": head, "two_batch_overlap": 0.0}
+        gpu = sum(out.values())
+        if self.tbo is not None and self.tbo.applies(p):
+            out["two_batch_overlap"] = self.tbo.kernel_s(p, attn, head)[0] - gpu
+            gpu += out["two_batch_overlap"]
+        out["host_and_launch"] = self._host_at(seqs, True, p, gpu, rows > 0)
+        return out
 
     def group_time_s(self, tokens: list[int], pairs: list[float], batch: Callable[[int], tuple], expert_tokens: int,
                      decode: bool, engine: int = 0) -> tuple[float, float]:

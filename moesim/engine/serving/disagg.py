@@ -30,6 +30,7 @@ import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token
 from moesim.engine.local_attention import slot_map
+from moesim.engine.serving.anatomy import decode_step_table
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.lockstep import lockstep_group
@@ -131,6 +132,9 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     layers = [run.layer_table(name) for name, run in (("prefill", prefill), ("decode", decode))]
     tables = {"requests": req, "iterations": it,
               "expert_layers": {k: layers[0][k] + layers[1][k] for k in layers[0]}}
+    step = decode_step_table(sd, decode.iterations, dreqs.prompt_tokens, dreqs.output_tokens, seed)
+    if step is not None:  # the decode pool's iteration
+        tables["decode_step"] = step
     return SimResult("serving", s.name, seed, summary, spans(it), tables)
 
 

@@ -26,6 +26,7 @@ import simpy
 
 from moesim.costmodel import build_cost_model
 from moesim.engine.local_attention import slot_map
+from moesim.engine.serving.anatomy import decode_step_table
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
@@ -57,6 +58,9 @@ def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True) -> SimRes
                           run.imbalance)
     result.summary.update(run.spec_summary())
     result.tables["expert_layers"] = run.layer_table()
+    step = decode_step_table(s, run.iterations, reqs.prompt_tokens, reqs.output_tokens, seed)
+    if step is not None:
+        result.tables["decode_step"] = step
     return result
 
 

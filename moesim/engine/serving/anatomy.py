@@ -1,0 +1,82 @@
+"""Where one decode iteration's time goes: the serving result's ``decode_step`` table. No SimPy.
+
+A serving run's headline figures say how fast it was, not why. This prices the run's typical
+decode-only iteration part by part (``IterationCost.anatomy_s``, the same terms the engine adds):
+its batch is the duration-weighted mean decode batch per rank of the run's decode-only iterations,
+its context the mean context a decoded token attends over (prompt plus the tokens before it, over
+the served requests). A fresh ``IterationCost`` prices it, so the run's own state (skew pools,
+drift) is untouched; under skewed routing the experts are the mean of a pool of draws. Speculative
+runs show the target's one-token step, disaggregated runs the decode pool's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.costmodel import build_cost_model
+from moesim.engine.serving.decode_cost import IterationCost
+from moesim.engine.serving.lockstep import lockstep_group
+from moesim.engine.serving.metrics import ITERATION_COLUMNS
+from moesim.schemas import Scenario
+
+#: The parts of a decode iteration, in the order they are printed (``IterationCost.anatomy_s``' keys).
+PARTS: tuple[str, ...] = ("attention", "routed_experts", "other_kernels", "tp_comm", "ep_comm", "pp_comm",
+                          "output_head", "two_batch_overlap", "host_and_launch")
+#: What each part holds, for the printed table and the README.
+PART_LABELS: dict[str, str] = {
+    "attention": "attention over the KV cache",
+    "routed_experts": "routed experts (GEMMs, activation)",
+    "other_kernels": "other kernels (projections, norms, router)",
+    "tp_comm": "tensor-parallel all-reduces",
+    "ep_comm": "expert dispatch and combine",
+    "pp_comm": "pipeline hand-offs",
+    "output_head": "output head",
+    "two_batch_overlap": "two-batch overlap (net)",
+    "host_and_launch": "host and launches (exposed)",
+}
+
+
+def mean_decode_batch(iterations: np.ndarray, ranks: int) -> float | None:
+    """Duration-weighted mean sequences per rank of the decode-only iterations in ``iterations``
+    (rows of ``ITERATION_COLUMNS``); ``ranks``: ranks one record covers (a lock-step group's). None
+    where no decode-only iteration ran."""
+    it = np.asarray(iterations, dtype=float).reshape(-1, len(ITERATION_COLUMNS))
+    col = {c: it[:, i] for i, c in enumerate(ITERATION_COLUMNS)}
+    dur = col["end_s"] - col["start_s"]
+    only = (col["prefill_tokens"] == 0) & (col["decode_tokens"] > 0) & (dur > 0)
+    if not only.any():
+        return None
+    return float(np.average(col["decode_tokens"][only], weights=dur[only])) / ranks
+
+
+def mean_decode_context(prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> float | None:
+    """Mean tokens a decoded token attends over: prompt plus the tokens before it (the first output
+    token comes from the prefill), over requests of ``prompt_tokens`` and ``output_tokens``."""
+    p, o = np.asarray(prompt_tokens, dtype=float), np.asarray(output_tokens, dtype=float)
+    steps = np.maximum(o - 1.0, 0.0)
+    if steps.sum() <= 0:
+        return None
+    # the j-th decode step (j = 1 .. o-1) attends over p + j tokens
+    return float(np.sum(steps * p + steps * (steps + 1.0) / 2.0) / steps.sum())
+
+
+def decode_step_table(s: Scenario, iterations: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
+                      seed: int) -> dict[str, list] | None:
+    """The ``decode_step`` table of a serving run of ``s``: one row per part that costs anything and
+    a ``total`` row; columns ``part``, ``seconds``, ``share`` (of the total), ``batch_seqs`` and
+    ``context_tokens`` (the iteration priced, the same on every row). None where no decode-only
+    iteration ran."""
+    batch = mean_decode_batch(iterations, lockstep_group(s))
+    context = mean_decode_context(prompt_tokens, output_tokens)
+    if batch is None or context is None:
+        return None
+    seqs, ctx = max(1, round(batch)), max(1, round(context))
+    # tables as wide as the run's (a padded graph's rows are at most max_batch_seqs)
+    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng([seed, 3]),
+                         max_tokens=max(seqs, s.workload.max_batch_seqs), max_context=ctx + 1)
+    parts = cost.anatomy_s(seqs, ctx)
+    total = sum(parts.values())
+    rows = [(k, parts[k]) for k in PARTS if parts[k] != 0.0] + [("total", total)]
+    return {"part": [k for k, _ in rows], "seconds": [v for _, v in rows],
+            "share": [v / total if total > 0 else 0.0 for _, v in rows],
+            "batch_seqs": [seqs] * len(rows), "context_tokens": [ctx] * len(rows)}

@@ -1,0 +1,100 @@
+"""Where a decode iteration's time goes (``serving/anatomy.py``, ``IterationCost.anatomy_s``): the
+parts are the engine's own terms, so they add up to what it prices, and the table describes the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+import moesim
+from moesim.cli import main
+from moesim.costmodel import build_cost_model
+from moesim.engine.serving.anatomy import PARTS, mean_decode_batch, mean_decode_context
+from moesim.engine.serving.decode_cost import IterationCost
+from moesim.engine.serving.metrics import ITERATION_COLUMNS
+from moesim.loader import scenario_from_dict
+from moesim.shipped import resolve_scenario
+
+
+def _serving(tp: int = 1, **workload) -> dict:
+    w = {"kind": "serving", "arrival": {"process": "batch", "n_requests": 96},
+         "prompt_tokens": {"dist": "fixed", "value": 300}, "output_tokens": {"dist": "fixed", "value": 40},
+         "max_batch_seqs": 64, "max_batch_tokens": 2048, **workload}
+    return {"model": {"preset": "mixtral-8x7b", "dtype": "fp8"},
+            "hardware": {"preset": "h100-sxm", "node": {"devices_per_node": tp}}, "plan": {"dp": 1, "tp": tp},
+            "workload": w}
+
+
+def _cost(d: dict, max_tokens: int = 512) -> IterationCost:
+    s = scenario_from_dict(d)
+    return IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=max_tokens)
+
+
+@pytest.mark.parametrize("workload", [{}, {"engine": "trtllm", "cuda_graph_batch_sizes": [1, 8, 64, 256]}])
+@pytest.mark.parametrize("seqs", [1, 37, 200])
+def test_the_parts_add_up_to_the_iteration_the_engine_prices(workload, seqs):
+    cost = _cost(_serving(tp=2, **workload))
+    parts = cost.anatomy_s(seqs, 900)
+    assert set(parts) == set(PARTS) and all(v >= 0 for v in parts.values())
+    q, kv = np.ones(seqs, np.int64), np.full(seqs, 900, np.int64)
+    assert sum(parts.values()) == pytest.approx(cost.time_s(q, kv, seqs)[0], rel=1e-12)
+    assert parts["attention"] == pytest.approx(cost.attention_s(q, kv), rel=1e-12)
+
+
+def test_tensor_parallel_ranks_pay_all_reduces_a_single_gpu_does_not():
+    one, eight = _cost(_serving(tp=1)).anatomy_s(64, 1000), _cost(_serving(tp=8)).anatomy_s(64, 1000)
+    assert one["tp_comm"] == 0.0 < eight["tp_comm"]
+    assert eight["attention"] < one["attention"]  # each rank reads an eighth of the heads' KV
+
+
+def test_longer_contexts_cost_attention_and_nothing_else():
+    cost = _cost(_serving())
+    short, long = cost.anatomy_s(64, 500), cost.anatomy_s(64, 4000)
+    assert long["attention"] > 4 * short["attention"]
+    for part in ("routed_experts", "other_kernels", "output_head"):
+        assert long[part] == short[part]
+
+
+def test_the_mean_context_counts_each_decoded_token_over_what_precedes_it():
+    # one request, prompt 10, 3 output tokens: the first from the prefill, then steps over 11 and 12
+    assert mean_decode_context(np.array([10]), np.array([3])) == pytest.approx(11.5)
+    # weighted by decoded tokens: (3 steps over 101..103) and (1 step over 11)
+    assert mean_decode_context(np.array([100, 10]), np.array([4, 2])) == pytest.approx((102 * 3 + 11) / 4)
+    assert mean_decode_context(np.array([10]), np.array([1])) is None  # nothing decoded
+
+
+def test_the_mean_batch_is_over_decode_only_iterations_weighted_by_time_per_rank():
+    rows = np.zeros((3, len(ITERATION_COLUMNS)))
+    c = {name: i for i, name in enumerate(ITERATION_COLUMNS)}
+    rows[:, c["start_s"]] = [0.0, 1.0, 4.0]
+    rows[:, c["end_s"]] = [1.0, 4.0, 5.0]
+    rows[:, c["decode_tokens"]] = [10, 20, 100]
+    rows[:, c["prefill_tokens"]] = [0, 0, 500]  # the last iteration is mixed: left out
+    assert mean_decode_batch(rows, 1) == pytest.approx((10 * 1 + 20 * 3) / 4)
+    assert mean_decode_batch(rows, 2) == pytest.approx((10 * 1 + 20 * 3) / 8)  # a lock-step pair's record
+    assert mean_decode_batch(rows[2:], 1) is None
+
+
+def test_a_run_carries_the_table_and_the_cli_prints_and_saves_it(tmp_path, capsys):
+    d = _serving()
+    r = moesim.simulate(scenario_from_dict(d))
+    step = r.tables["decode_step"]
+    assert step["part"][-1] == "total" and step["seconds"][-1] == pytest.approx(sum(step["seconds"][:-1]))
+    assert sum(step["share"][:-1]) == pytest.approx(1.0)
+    assert 0 < step["batch_seqs"][0] <= 64 and step["context_tokens"][0] == round(300 + 40 / 2)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["simulate", str(path), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "mean decode step:" in text and "attention over the KV cache" in text
+    saved = (tmp_path / "out" / "decode_step.csv").read_text().splitlines()
+    assert saved[0] == "part,seconds,share,batch_seqs,context_tokens" and saved[-1].startswith("total,")
+
+
+def test_a_disaggregated_run_prices_its_decode_pool():
+    r = moesim.simulate(moesim.load_scenario(resolve_scenario("deepseek-v3-h800-serve-disagg"),
+                                             ["workload.arrival.n_requests=200"]))
+    step = r.tables["decode_step"]
+    parts = dict(zip(step["part"], step["seconds"], strict=True))
+    assert parts["ep_comm"] > 0  # the decode pool's expert parallelism, not the prefill pool's
