@@ -104,7 +104,7 @@ def sweep_command(
 
 def plot_command(
     results: Annotated[str, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out), or a scenario YAML or shipped scenario name (simulated first).", metavar="RESULTS", show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
+    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result; a serving result's mean decode step); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
     metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default; sweep kinds other than breakdown.")] = None,

@@ -256,6 +256,10 @@ def plot_result(kind: str, result: Any, title: str = "") -> Figure:
         return _timeline(result, f"{title}: pipeline timeline")
     if kind == "latency-cdf":
         return _latency_cdf(result, f"{title}: request latency CDF")
+    if kind == "breakdown" and result.kind == "serving":  # where the mean decode step goes
+        from moesim.plot_step import decode_step_figure
+
+        return decode_step_figure(result.tables.get("decode_step", {}), title)
     if kind == "breakdown":
         row = dict(result.summary, status="ok", seed=result.seed)
         return _breakdown([row], [], f"{title}: step-time breakdown")

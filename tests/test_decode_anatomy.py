@@ -98,3 +98,23 @@ def test_a_disaggregated_run_prices_its_decode_pool():
     step = r.tables["decode_step"]
     parts = dict(zip(step["part"], step["seconds"], strict=True))
     assert parts["ep_comm"] > 0  # the decode pool's expert parallelism, not the prefill pool's
+
+
+def test_the_breakdown_plot_of_a_serving_result_draws_its_decode_step_also_read_back(tmp_path):
+    from moesim.plot_step import decode_step_figure
+    from moesim.plots import plot_result
+    from moesim.results import SimResult
+
+    r = moesim.simulate(scenario_from_dict(_serving(tp=2)))
+    r.save(tmp_path / "run")
+    back = SimResult.load(tmp_path / "run")
+    for res in (r, back):
+        fig = plot_result("breakdown", res)
+        ax = fig.axes[0]
+        parts = [p for p in r.tables["decode_step"]["part"] if p != "total"]
+        assert len(ax.patches) == len(parts)  # one bar per part
+        assert [round(b.get_width(), 9) for b in ax.patches] == [round(s * 1e3, 9) for p, s in zip(
+            r.tables["decode_step"]["part"], r.tables["decode_step"]["seconds"], strict=True) if p != "total"]
+        assert "mean decode step" in ax.get_title()
+    with pytest.raises(moesim.InputError, match="no decode_step table"):
+        decode_step_figure({}, "old run")
