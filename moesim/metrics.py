@@ -220,6 +220,10 @@ _add("zero_gather_exposed_s", "s", "min", "exposed ZeRO parameter all-gather (s)
      "to the step after the optimizer)", T)
 _add("pipeline_s", "s", "min", "pipeline (s)", "the forward+backward pipeline: compute_s + alltoall_exposed_s + tp_comm_s + cp_comm_s + pp_comm_s + bubble_s on every stage "
      "(+ zero_gather_exposed_s under ZeRO-3)", T)
+_add("microbatch_busy_s", "s", "min", "stage busy time per micro-batch (s)",
+     "(pipeline_s - bubble_s) / plan.microbatches: a stage's forward and backward of one micro-batch with the "
+     "communication they leave exposed, idle time left out (DualPipe: one overlapped forward-backward pair), "
+     "what a profile of a steady-state stretch measures (mean over stages)", T)
 _add("cp_comm_s", "s", "min", "exposed CP ring attention (s)",
      "context parallelism's ring exchange of K/V (and dK/dV in backward) that the attention compute does not "
      "hide, recompute's re-run included; 0 when `plan.cp` is 1" + _PART, T)

@@ -294,6 +294,8 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
                 "straggler_wait_s", "host_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]
+    # what a profile of one steady-state stretch shows: a stage's work per micro-batch, idle time left out
+    summary["microbatch_busy_s"] = (mean["pipeline_s"] - mean["bubble_s"]) / plan.microbatches
     return summary, _layer_table(s, steps)
 
 
