@@ -21,7 +21,8 @@ def decode_step_figure(step: dict[str, list], title: str) -> Figure:
     total_ms = 1e3 * sum(s for _, s, _ in rows)
     fig = Figure(figsize=(8.0, 0.5 * len(rows) + 1.9), layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(f"{title}\nmean decode step: {seqs:,} sequences per rank, {ctx:,}-token context, "
+    plural = "" if seqs == 1 else "s"
+    ax.set_title(f"{title}\nmean decode step: {seqs:,} sequence{plural} per rank, {ctx:,}-token context, "
                  f"{total_ms:,.2f} ms", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     y = np.arange(len(rows))[::-1]  # the first part on top

@@ -36,8 +36,9 @@ def decode_step_view(step: dict[str, list]) -> Table:
     from moesim.engine.serving.anatomy import PART_LABELS
 
     seqs, ctx = step["batch_seqs"][0], step["context_tokens"][0]
-    t = Table(title=f"mean decode step: {seqs:,} sequences per rank, {ctx:,}-token context", show_header=True,
-              header_style="bold")
+    plural = "" if seqs == 1 else "s"
+    t = Table(title=f"mean decode step: {seqs:,} sequence{plural} per rank, {ctx:,}-token context",
+              show_header=True, header_style="bold")
     t.add_column("part")
     t.add_column("ms", justify="right")
     t.add_column("share", justify="right")
