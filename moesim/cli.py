@@ -198,15 +198,15 @@ def simulate(
     out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
     _print_fit(result.summary)
     _print_steady(result.summary)
-    if "decode_step" in result.tables:  # serving: where a typical decode iteration's time goes
-        from moesim.report import decode_step_view
-
-        out.print(decode_step_view(result.tables["decode_step"]))
     if limits is not None:
         from rich.markup import escape
 
         out.print(f"[bold]limit:[/bold] {escape(result.summary['capacity_limit'])}", highlight=False)
         out.print(f"[bold]note:[/bold] {escape(result.summary['capacity_note'])}", highlight=False)
+    if "decode_step" in result.tables:  # serving: where a typical decode iteration's time goes
+        from moesim.report import decode_step_view
+
+        out.print(decode_step_view(result.tables["decode_step"]))
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table
