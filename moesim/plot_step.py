@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from moesim.engine.serving.anatomy import PART_LABELS
+from moesim.engine.serving.anatomy import PART_LABELS, caption
 from moesim.errors import InputError
 
 
@@ -17,13 +17,10 @@ def decode_step_figure(step: dict[str, list], title: str) -> Figure:
                          "simulate the scenario again")
     rows = [(p, float(s), float(f)) for p, s, f in zip(step["part"], step["seconds"], step["share"], strict=True)
             if p != "total"]
-    seqs, ctx = int(float(step["batch_seqs"][0])), int(float(step["context_tokens"][0]))
     total_ms = 1e3 * sum(s for _, s, _ in rows)
     fig = Figure(figsize=(8.0, 0.5 * len(rows) + 1.9), layout="constrained")
     ax = fig.add_subplot()
-    plural = "" if seqs == 1 else "s"
-    ax.set_title(f"{title}\nmean decode step: {seqs:,} sequence{plural} per rank, {ctx:,}-token context, "
-                 f"{total_ms:,.2f} ms", fontsize=10)
+    ax.set_title(f"{title}\n{caption(step)}, {total_ms:,.2f} ms", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     y = np.arange(len(rows))[::-1]  # the first part on top
     ms = [1e3 * s for _, s, _ in rows]

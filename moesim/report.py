@@ -33,12 +33,9 @@ def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = (
 
 def decode_step_view(step: dict[str, list]) -> Table:
     """The serving result's ``decode_step`` table (``serving.anatomy``): part, milliseconds, share."""
-    from moesim.engine.serving.anatomy import PART_LABELS
+    from moesim.engine.serving.anatomy import PART_LABELS, caption
 
-    seqs, ctx = step["batch_seqs"][0], step["context_tokens"][0]
-    plural = "" if seqs == 1 else "s"
-    t = Table(title=f"mean decode step: {seqs:,} sequence{plural} per rank, {ctx:,}-token context",
-              show_header=True, header_style="bold")
+    t = Table(title=caption(step), show_header=True, header_style="bold")
     t.add_column("part")
     t.add_column("ms", justify="right")
     t.add_column("share", justify="right")

@@ -36,6 +36,13 @@ PART_LABELS: dict[str, str] = {
 }
 
 
+def caption(step: dict[str, list]) -> str:
+    """The iteration a ``decode_step`` table prices, in words (its batch and context columns; read
+    back from ``decode_step.csv`` they are floats)."""
+    seqs, ctx = int(float(step["batch_seqs"][0])), int(float(step["context_tokens"][0]))
+    return f"mean decode step: {seqs:,} sequence{'' if seqs == 1 else 's'} per rank, {ctx:,}-token context"
+
+
 def mean_decode_batch(iterations: np.ndarray, ranks: int) -> float | None:
     """Duration-weighted mean sequences per rank of the decode-only iterations in ``iterations``
     (rows of ``ITERATION_COLUMNS``); ``ranks``: ranks one record covers (a lock-step group's). None

@@ -277,7 +277,7 @@ def apply_hf_loop(s, cm: CostModel, dims, ops: list, secs: dict, expert_tokens, 
     out = layer_loop_s(cm, expert_tokens, float(np.max(routed)), dims.d_model, dims.expert_w, dims.top_k,
                        dims.gated, s.model.dtype, spec, "expert_up" in frozen, "expert_down" in frozen,
                        spec.mode == "lora" and "experts" in spec.lora_targets, lead, synced,
-                       ZERO3_FETCH_US if plan.zero_stage == 3 and plan.zero3_fetch == "linear" else 0.0)
+                       ZERO3_FETCH_US if plan.zero3_fetch == "linear" else 0.0)  # the schema ties linear to ZeRO-3
     fwd[..., experts_slot] += out["gpu_fwd"] + out["host_fwd"]
     bwd[..., experts_slot] += out["gpu_bwd"] + out["host_bwd"]
     wgrad[..., experts_slot] += out["wgrad"]
