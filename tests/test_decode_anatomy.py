@@ -100,6 +100,26 @@ def test_a_disaggregated_run_prices_its_decode_pool():
     assert parts["ep_comm"] > 0  # the decode pool's expert parallelism, not the prefill pool's
 
 
+def test_under_skewed_routing_the_table_prices_the_runs_own_popularity_draw():
+    # the run routes with generator [seed, 1]; another draw of the popularity prices other experts
+    d = _serving(tp=1)
+    d["plan"].update(dp=4, ep=4)
+    d["hardware"]["node"]["devices_per_node"] = 4
+    d["routing"] = {"distribution": "zipf", "zipf_s": 1.2, "seed": 0}
+    s = scenario_from_dict(d)
+    step = moesim.simulate(s, seed=5).tables["decode_step"]
+    seqs, ctx = step["batch_seqs"][0], step["context_tokens"][0]
+    experts = dict(zip(step["part"], step["seconds"]))["routed_experts"]
+
+    def priced(rng_seed) -> float:
+        cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(rng_seed),
+                             max_tokens=max(seqs, s.workload.max_batch_seqs), max_context=ctx + 1)
+        return cost.anatomy_s(seqs, ctx)["routed_experts"]
+
+    assert experts == pytest.approx(priced([5, 1]), rel=1e-12)
+    assert experts != pytest.approx(priced([5, 3]), rel=1e-6)
+
+
 def test_the_breakdown_plot_of_a_serving_result_draws_its_decode_step_also_read_back(tmp_path):
     from moesim.plot_step import decode_step_figure
     from moesim.plots import plot_result

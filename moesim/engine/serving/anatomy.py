@@ -4,16 +4,17 @@ A serving run's headline figures say how fast it was, not why. This prices the r
 decode-only iteration part by part (``IterationCost.anatomy_s``, the same terms the engine adds):
 its batch is the duration-weighted mean decode batch per rank of the run's decode-only iterations,
 its context the mean context a decoded token attends over (prompt plus the tokens before it, over
-the served requests). A fresh ``IterationCost`` prices it, so the run's own state (skew pools,
-drift) is untouched; under skewed routing the experts are the mean of a pool of draws. Speculative
-runs show the target's one-token step, disaggregated runs the decode pool's.
+the served requests). The run's own ``IterationCost`` prices it, so the experts are the run's
+popularity draw and placement (at the end of the run under drift, as the ``expert_layers`` table);
+under skewed routing they are the mean of that batch size's pool of load samples, which the run
+already drew where it ran that batch (the pools are keyed by size, so reading one changes nothing
+the run saw). Speculative runs show the target's one-token step, disaggregated runs the decode pool's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from moesim.costmodel import build_cost_model
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.lockstep import lockstep_group
 from moesim.engine.serving.metrics import ITERATION_COLUMNS
@@ -67,20 +68,18 @@ def mean_decode_context(prompt_tokens: np.ndarray, output_tokens: np.ndarray) ->
     return float(np.sum(steps * p + steps * (steps + 1.0) / 2.0) / steps.sum())
 
 
-def decode_step_table(s: Scenario, iterations: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
-                      seed: int) -> dict[str, list] | None:
-    """The ``decode_step`` table of a serving run of ``s``: one row per part that costs anything and
-    a ``total`` row; columns ``part``, ``seconds``, ``share`` (of the total), ``batch_seqs`` and
-    ``context_tokens`` (the iteration priced, the same on every row). None where no decode-only
-    iteration ran."""
+def decode_step_table(s: Scenario, cost: IterationCost, iterations: np.ndarray, prompt_tokens: np.ndarray,
+                      output_tokens: np.ndarray) -> dict[str, list] | None:
+    """The ``decode_step`` table of a serving run of ``s`` priced by ``cost``, the run's iteration
+    cost model (its tables cover every batch and context the run could hold): one row per part that
+    costs anything and a ``total`` row; columns ``part``, ``seconds``, ``share`` (of the total),
+    ``batch_seqs`` and ``context_tokens`` (the iteration priced, the same on every row). None where
+    no decode-only iteration ran."""
     batch = mean_decode_batch(iterations, lockstep_group(s))
     context = mean_decode_context(prompt_tokens, output_tokens)
     if batch is None or context is None:
         return None
     seqs, ctx = max(1, round(batch)), max(1, round(context))
-    # tables as wide as the run's (a padded graph's rows are at most max_batch_seqs)
-    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng([seed, 3]),
-                         max_tokens=max(seqs, s.workload.max_batch_seqs), max_context=ctx + 1)
     parts = cost.anatomy_s(seqs, ctx)
     total = sum(parts.values())
     rows = [(k, parts[k]) for k in PARTS if parts[k] != 0.0] + [("total", total)]

@@ -132,7 +132,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     layers = [run.layer_table(name) for name, run in (("prefill", prefill), ("decode", decode))]
     tables = {"requests": req, "iterations": it,
               "expert_layers": {k: layers[0][k] + layers[1][k] for k in layers[0]}}
-    step = decode_step_table(sd, decode.iterations, dreqs.prompt_tokens, dreqs.output_tokens, seed)
+    step = decode_step_table(sd, decode.cost, decode.iterations, dreqs.prompt_tokens, dreqs.output_tokens)
     if step is not None:  # the decode pool's iteration
         tables["decode_step"] = step
     return SimResult("serving", s.name, seed, summary, spans(it), tables)

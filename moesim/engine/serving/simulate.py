@@ -58,7 +58,7 @@ def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True) -> SimRes
                           run.imbalance)
     result.summary.update(run.spec_summary())
     result.tables["expert_layers"] = run.layer_table()
-    step = decode_step_table(s, run.iterations, reqs.prompt_tokens, reqs.output_tokens, seed)
+    step = decode_step_table(s, run.cost, run.iterations, reqs.prompt_tokens, reqs.output_tokens)
     if step is not None:
         result.tables["decode_step"] = step
     return result
