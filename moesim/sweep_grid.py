@@ -116,12 +116,13 @@ def build_dimensions(experts: str | None = None, capacity_factor: str | None = N
         if d.path in seen:
             raise InputError(f"{d.path}: swept twice; give its values once")
         seen.add(d.path)
-    if "model.n_experts" in seen:
-        for v in next(d for d in dims if d.path == "model.n_experts").values:
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(f"--experts: {v!r} is not a positive whole number of experts")
     flags = {SHORTHANDS[name]: "--" + name.replace("_", "-") for name, text in
              (("experts", experts), ("capacity_factor", capacity_factor)) if text is not None}
+    if "model.n_experts" in seen:  # named as the user gave it: --experts or --grid model.n_experts
+        flag = flags.get("model.n_experts", "--grid model.n_experts")
+        for v in next(d for d in dims if d.path == "model.n_experts").values:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"{flag}: {v!r} is not a positive whole number of experts")
     for d in dims:
         check_values(d, flags.get(d.path, "--grid " + d.path))
     return dims

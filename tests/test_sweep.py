@@ -81,7 +81,8 @@ def test_key_ignores_float_spelling_of_whole_numbers():
     ({"grid": ["plan.dp"]}, "expected path.to.field=v1"),
     ({"grid": ["plan.dp=1,,2"]}, "comma-separated"),
     ({"experts": "8,8"}, "repeated"),
-    ({"experts": "8,eight"}, "positive whole number"),
+    ({"experts": "8,eight"}, "^--experts: 'eight' is not a positive whole number"),
+    ({"grid": ["model.n_experts=8,eight"]}, "^--grid model.n_experts: 'eight' is not a positive whole number"),
     ({"experts": "8", "grid": ["model.n_experts=4"]}, "swept twice"),
     ({"grid": ["routing.capacity_factor.x=1"]}, "is a value, not a section"),
 ])
