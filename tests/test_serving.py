@@ -266,8 +266,9 @@ def test_every_shipped_serving_scenario_simulates(path, tmp_path):
        budget=st.sampled_from([4, 64, 512]), seqs=st.sampled_from([1, 3, 32]), chunked=st.booleans(),
        router=st.sampled_from(["round_robin", "least_loaded"]),
        routing=st.sampled_from(["uniform", "zipf"]), fraction=st.sampled_from([0.002, 0.9]),
-       seed=st.integers(0, 3))
-def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunked, router, routing, fraction, seed):
+       seed=st.integers(0, 3), mixed=st.booleans())
+def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunked, router, routing, fraction, seed,
+                                               mixed):
     if model == "llama-2-7b" and "ep" in plan:
         plan = {"dp": 2}  # a dense model has no experts to spread
     devices = plan.get("dp", 1) * plan.get("tp", 1) * plan.get("pp", 1)
@@ -278,7 +279,7 @@ def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunke
                      "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
                      "output_tokens": {"dist": "uniform", "low": 1, "high": 40},
                      "max_batch_seqs": seqs, "max_batch_tokens": budget, "chunked_prefill": chunked,
-                     "router": router, "kv_cache_fraction": fraction},
+                     "router": router, "kv_cache_fraction": fraction, "mixed_batches": mixed},
         "routing": {"distribution": routing, "overflow": "drop"}})
     r = moesim.simulate(s, seed=seed)
     it, req = r.tables["iterations"], r.tables["requests"]
@@ -290,3 +291,5 @@ def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunke
     assert np.array_equal(served, ~np.asarray(req["rejected"], dtype=bool))
     assert r.summary["served_requests"] + r.summary["rejected_requests"] == 30
     assert violations(r) == []
+    if not mixed:  # an iteration runs prefill or decodes, never both
+        assert all(p == 0 or d == 0 for p, d in zip(it["prefill_tokens"], it["decode_tokens"]))

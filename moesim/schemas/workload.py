@@ -258,6 +258,9 @@ class ServingWorkload(Strict):
                                             "(the decode cost is tabulated per token up to it)",
                                             description="Most tokens (prefill + decode) in one iteration per replica.")
     chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens.")
+    mixed_batches: bool = Field(True, description="Prefill chunks ride in the decode iterations (vLLM V1, "
+        "TensorRT-LLM). false: an iteration with prompt work runs only prefill and the decodes wait for it, as "
+        "SGLang schedules by default (--enable-mixed-chunk off) and vLLM V0 did.")
     router: Literal["round_robin", "least_loaded"] = Field("least_loaded", description="How requests are spread over "
         "replicas. least_loaded: to the replica with the fewest outstanding requests; over the ranks of plan.dp_attention "
         "groups, to the rank holding the fewest tokens (KV plus queued prompts) under an even share of requests "

@@ -1,7 +1,9 @@
 """Continuous batching (vLLM / Sarathi style): the scheduler state of one engine, as numpy arrays.
 
 Per iteration ``schedule`` picks the batch under a token budget (``max_batch_tokens``) and a
-sequence limit (``max_batch_seqs``), mixing prefill and decode:
+sequence limit (``max_batch_seqs``), mixing prefill and decode (``mixed_batches``; unmixed, as
+SGLang schedules by default, an iteration with prompt work to do runs only that, steps 2-3 under
+the whole budget, and the decodes wait for the next one):
 
 1. every running sequence whose prompt is done decodes one token; each needs one more KV slot,
    and when the KV pool cannot grow the newest sequences are preempted (recompute: their KV is
@@ -65,6 +67,7 @@ class EngineState:
     max_batch_tokens: int
     chunked_prefill: bool
     kv_admission: str = "prompt"  # "prompt" | "full": what admission reserves (module docstring)
+    mixed_batches: bool = True  # False: an iteration with prompt work runs only prefill (module docstring)
     #: KV slots a sequence of ``ctx`` tokens holds (``local_attention.kv_slots``: local layers keep only
     #: their window); None: one slot a token
     kv_slots: Callable | None = None
@@ -136,6 +139,12 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     if not all_dec:
         grow[~dec] = 0
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
+    # unmixed: prompt work to do (a prefill part-way, or a queued request the whole budget admits)
+    # takes the iteration alone; the decodes neither run nor grow
+    prefill_only = not eng.mixed_batches and contexts and _prompt_work(eng, book, ids, dec, free)
+    if prefill_only:
+        grow[:] = 0
+        all_dec = False
     preempted = 0
     need = int(np.add.reduce(grow))
     if need > free:  # preempt the newest until the decodes' next KV slots fit
@@ -158,7 +167,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
         grown_total = int(grow.sum()) if preempted else need
     else:
         q = np.zeros(ids.size, np.int64)
-        dec_pos = np.flatnonzero(dec)[:budget]
+        dec_pos = np.zeros(0, np.int64) if prefill_only else np.flatnonzero(dec)[:budget]
         q[dec_pos] = 1
         budget -= dec_pos.size
         if part.size and budget > 0 and contexts:
@@ -198,6 +207,17 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     return Batch(sid, qs, book.ctx[sid] + qs, is_dec, emits,
                  eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted,
                  int(np.add.reduce(qs)), int(np.add.reduce(is_dec)), int(np.add.reduce(emits)))
+
+
+def _prompt_work(eng: EngineState, book: RequestBook, ids: np.ndarray, dec: np.ndarray, free_kv: int) -> bool:
+    """Whether an unmixed iteration has prompt work: a running sequence part-way through its prefill,
+    or a queued request with a prompt to prefill that an iteration of prefill alone (the whole token
+    budget, ``free_kv`` KV slots, the sequences not running) admits. A request whose KV arrived
+    whole (a disaggregated decode pool's) only decodes, so it is no prompt work."""
+    if not np.logical_and.reduce(dec):
+        return True
+    adm = admissible(eng, book, eng.max_batch_seqs - ids.size, eng.max_batch_tokens, free_kv, False)[0]
+    return bool(np.any(book.prefilled[adm] < book.target[adm]))
 
 
 def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,

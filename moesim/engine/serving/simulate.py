@@ -126,10 +126,11 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled, slots)
     # one engine per replica and pipeline slot; a lock-step group's ranks keep their own (serving.lockstep)
     engines = [EngineState(kv_per_replica, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
-                           w.kv_admission, kv_slots=slots) for _ in range(s.plan.dp * s.plan.pp)]
+                           w.kv_admission, w.mixed_batches, kv_slots=slots) for _ in range(s.plan.dp * s.plan.pp)]
     log = IterationLog(s.plan.dp // g * s.plan.pp)  # a lock-step group's iterations are recorded once
     run = _Run(s, reqs, book, engines, cost, log, spec)
-    run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free
+    # windows price admissions as mixed steps, so unmixed batching plays every iteration
+    run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free and w.mixed_batches
     run.play()
     book.rank = np.where(book.engine >= 0, book.engine // s.plan.pp, -1)
     if g > 1:  # requests are counted to the lock-step engine that ran them, as the iterations are
