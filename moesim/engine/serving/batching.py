@@ -141,10 +141,10 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
     # unmixed: prompt work to do (a prefill part-way, or a queued request the whole budget admits)
     # takes the iteration alone; the decodes neither run nor grow
-    prefill_only = not eng.mixed_batches and contexts and _prompt_work(eng, book, ids, dec, free)
+    prefill_only, queued = (_prompt_work(eng, book, ids.size, all_dec, free) if not eng.mixed_batches and contexts
+                            else (False, None))
     if prefill_only:
         grow[:] = 0
-        all_dec = False
     preempted = 0
     need = int(np.add.reduce(grow))
     if need > free:  # preempt the newest until the decodes' next KV slots fit
@@ -159,7 +159,8 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
         free = eng.kv_capacity_tokens - eng.kv_used_tokens
     budget = eng.max_batch_tokens
     part = np.zeros(0, np.int64) if all_dec else np.flatnonzero(~dec)
-    decode_only = all_dec and ids.size <= budget  # every running sequence decodes (the common case)
+    # every running sequence decodes (the common case)
+    decode_only = all_dec and ids.size <= budget and not prefill_only
     if decode_only:
         q = np.ones(ids.size, np.int64)
         budget -= ids.size
@@ -182,7 +183,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     free -= grown_total
     # no admissions while out of KV, nor while prefills are held back
     slots = 0 if preempted or not contexts else eng.max_batch_seqs - ids.size
-    adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size))
+    adm, take, reserve = _admit(eng, book, slots, budget, free, prefilling=bool(part.size), found=queued)
     if adm.size:
         decode_only = False
         book.admitted_s[adm] = np.fmin(book.admitted_s[adm], now_s)  # a preempted request keeps its first
@@ -209,22 +210,27 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
                  int(np.add.reduce(qs)), int(np.add.reduce(is_dec)), int(np.add.reduce(emits)))
 
 
-def _prompt_work(eng: EngineState, book: RequestBook, ids: np.ndarray, dec: np.ndarray, free_kv: int) -> bool:
-    """Whether an unmixed iteration has prompt work: a running sequence part-way through its prefill,
-    or a queued request with a prompt to prefill that an iteration of prefill alone (the whole token
-    budget, ``free_kv`` KV slots, the sequences not running) admits. A request whose KV arrived
-    whole (a disaggregated decode pool's) only decodes, so it is no prompt work."""
-    if not np.logical_and.reduce(dec):
-        return True
-    adm = admissible(eng, book, eng.max_batch_seqs - ids.size, eng.max_batch_tokens, free_kv, False)[0]
-    return bool(np.any(book.prefilled[adm] < book.target[adm]))
+def _prompt_work(eng: EngineState, book: RequestBook, running: int, all_decode: bool,
+                 free_kv: int) -> tuple[bool, tuple | None]:
+    """Whether an unmixed iteration has prompt work, and the queued requests it admits when that is
+    known here. Prompt work: a running sequence part-way through its prefill (``all_decode`` False:
+    ``(True, None)``), or a queued request with a prompt to prefill that an iteration of prefill
+    alone admits (the whole token budget, ``free_kv`` KV slots, the ``running`` sequences' slots
+    taken): ``(True, admissible(...))``, the very call ``schedule``'s admission then makes. A request
+    whose KV arrived whole (a disaggregated decode pool's) only decodes, so it is no prompt work."""
+    if not all_decode:
+        return True, None
+    found = admissible(eng, book, eng.max_batch_seqs - running, eng.max_batch_tokens, free_kv, False)
+    adm = found[0]
+    return (True, found) if np.any(book.prefilled[adm] < book.target[adm]) else (False, None)
 
 
 def _admit(eng: EngineState, book: RequestBook, slots: int, budget: int, free_kv: int,
-           prefilling: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           prefilling: bool, found: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pop the queued requests admitted this iteration (FCFS, stops at the first misfit); returns
-    (their ids, tokens each needs at most now, KV slots each reserves)."""
-    adm, take, reserve = admissible(eng, book, slots, budget, free_kv, prefilling)
+    (their ids, tokens each needs at most now, KV slots each reserves). ``found``: ``admissible``'s
+    answer for these same arguments, already computed (an unmixed prefill iteration's)."""
+    adm, take, reserve = admissible(eng, book, slots, budget, free_kv, prefilling) if found is None else found
     for _ in range(adm.size):
         eng.waiting.popleft()
     return adm, take, reserve
