@@ -88,3 +88,12 @@ def test_an_unmixed_run_never_mixes_and_its_decodes_pay_for_the_prefills():
     assert np.asarray(unmixed.tables["requests"]["output_tokens"]).sum() == \
         np.asarray(mixed.tables["requests"]["output_tokens"]).sum()
     assert unmixed.summary["tpot_mean_s"] > mixed.summary["tpot_mean_s"]
+
+
+def test_a_bad_mixed_batches_value_is_one_line_naming_the_field(capsys):
+    from moesim.cli import main
+
+    assert main(["simulate", "mixtral-8x7b-h100-serve", "--set", "workload.mixed_batches=maybe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: workload.mixed_batches = 'maybe'")
+    assert "valid boolean" in err
