@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import moesim
+from moesim.engine.serving import lockstep
 from moesim.engine.serving.batching import EngineState, RequestBook
 from moesim.engine.serving.lockstep import ContextBalance, LockstepGroups, has_context
 from moesim.engine.serving.records import IterationLog
@@ -79,6 +80,40 @@ def test_settled_fast_path_gives_the_same_run(monkeypatch):
     fast = _run(d)
     monkeypatch.setattr(LockstepGroups, "settled_fast_path", False)
     slow = _run(d)
+    for table in ("iterations", "requests"):
+        for col, values in fast.tables[table].items():
+            np.testing.assert_array_equal(np.asarray(values), np.asarray(slow.tables[table][col]), err_msg=col)
+
+
+@pytest.mark.parametrize("model", ["mixtral", "sliding"])
+def test_settled_ranks_with_a_blocked_queue_give_the_same_run(monkeypatch, model):
+    # offline batch: every request queued at t=0, each rank's batch full most of the run, so its queue
+    # waits while its decodes run (settled with a queue); "sliding": gpt-oss-style windowed layers
+    # whose KV slots stop growing past the window (settled with local-attention slots)
+    d = _group(400, prompt={"dist": "uniform", "low": 32, "high": 600},
+               output={"dist": "uniform", "low": 8, "high": 200}, max_batch_seqs=12, max_batch_tokens=1024,
+               chunked_prefill=False, kv_admission="full")
+    d["model"] = {"preset": "gpt-oss-20b"} if model == "sliding" else d["model"]
+    d["plan"] = {"dp": 4, "ep": 4, "dp_attention": True}
+    d["hardware"] = {"preset": "h100-sxm", "node": {"devices_per_node": 4}}
+    if model == "sliding":
+        d["model"]["local_attention"] = {"kind": "sliding", "window": 64, "full_every": 2}
+    seen, real = [], lockstep.settled  # (queued, windowed slots) of every rank the fast path took
+
+    def spy(eng, book, all_decode, prompts=True):
+        ok = real(eng, book, all_decode, prompts)
+        if ok:
+            seen.append((len(eng.waiting) > 0, eng.kv_slots is not None))
+        return ok
+
+    with monkeypatch.context() as m:
+        m.setattr(lockstep, "settled", spy)
+        fast = _run(d)
+    assert sum(q for q, _ in seen) > 100  # ranks decoded on the fast path with requests queued
+    assert all(w == (model == "sliding") for _, w in seen)
+    monkeypatch.setattr(LockstepGroups, "settled_fast_path", False)
+    slow = _run(d)
+    assert fast.summary["served_requests"] == 400
     for table in ("iterations", "requests"):
         for col, values in fast.tables[table].items():
             np.testing.assert_array_equal(np.asarray(values), np.asarray(slow.tables[table][col]), err_msg=col)

@@ -121,6 +121,56 @@ def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads
     assert result.summary["served_requests"] > 0
 
 
+def _dep(n_requests: int, workload: dict, model: dict | None = None, routing: dict | None = None):
+    """Mixtral (or ``model``) served as one DEP4 lock-step group (attention DP4 + EP4) on 4 H100."""
+    w = {"kind": "serving", "arrival": {"process": "batch", "n_requests": n_requests},
+         "prompt_tokens": {"dist": "uniform", "low": 32, "high": 600},
+         "output_tokens": {"dist": "uniform", "low": 8, "high": 300},
+         "max_batch_seqs": 24, "max_batch_tokens": 1024, **workload}
+    d = {"model": model or {"preset": "mixtral-8x7b", "dtype": "fp8"},
+         "hardware": {"preset": "h100-sxm", "node": {"devices_per_node": 4}},
+         "plan": {"dp": 4, "ep": 4, "dp_attention": True}, "workload": w}
+    if routing:
+        d["routing"] = routing
+    return moesim.scenario_from_dict(d)
+
+
+GPT_OSS_SLIDING = {"preset": "gpt-oss-20b", "local_attention": {"kind": "sliding", "window": 64, "full_every": 2}}
+
+
+@pytest.mark.parametrize(("workload", "model", "routing"), [
+    ({}, None, None),
+    ({"kv_admission": "full", "chunked_prefill": False}, GPT_OSS_SLIDING, None),  # windowed KV slots
+    ({"cuda_graph_batch_sizes": [1, 2, 4, 8, 16, 32]}, None, {"distribution": "zipf", "zipf_s": 1.2}),
+    ({"arrival": {"process": "poisson", "rate_per_s": 60.0, "n_requests": 300}}, None, None),  # windows in the tail
+])
+def test_group_windows_match_the_step_engine(monkeypatch, workload, model, routing):
+    """Lock-step groups play their settled decodes as windows once every request is routed (the
+    rest of the run, or its tail after the last arrival), with the step engine's exact results."""
+    from moesim.engine.serving import lockstep
+
+    played, real = [], lockstep.plan_group_window
+
+    def spy(engines, book, max_k):
+        win = real(engines, book, max_k)
+        played.append(win.k)
+        return win
+
+    monkeypatch.setattr(lockstep, "plan_group_window", spy)
+    result = _assert_same_run(_dep(300, workload, model, routing))
+    assert sum(k for k in played if k > 1) > 100  # iterations played in windows
+    assert result.summary["served_requests"] == 300
+
+
+def test_group_windows_stop_where_a_ranks_kv_pool_runs_out():
+    """A tight KV pool with prompt admission: some rank preempts, which a window never plays."""
+    s = _dep(300, {"max_batch_seqs": 64, "max_batch_tokens": 2048}, {"preset": "mixtral-8x7b", "dtype": "fp8"})
+    s = moesim.scenario_from_dict(deep_merge(s.model_dump(mode="json", exclude_none=True),
+                                             {"hardware": {"device": {"mem_gib": 13}}}))
+    result = _assert_same_run(s)
+    assert result.summary["preemptions"] > 0
+
+
 # ---------------------------------------------------------------- the pieces
 def _decoding_engine(ctx, left, kv=None, capacity=10_000):
     """An engine whose running sequences decode: contexts ``ctx``, ``left`` tokens still to emit."""

@@ -62,6 +62,8 @@ def local_kv(q, kv, window: int, kind: str) -> np.ndarray:
     ``min(kv, W)`` or ``(kv - 1) mod C + 1``; a prompt chunk's is rounded to the nearest token (half a
     token of context, under ``q/2`` of the chunk's pairs)."""
     q_arr, kv_arr = np.asarray(q), np.asarray(kv)
+    if kv_arr.dtype.kind in "iu" and np.logical_and.reduce(q_arr == 1, axis=None):
+        return _decode_kv(kv_arr, window, kind)  # decodes only (every iteration of a settled batch)
     qf, kvf = q_arr.astype(float), kv_arr.astype(float)
     out = _kv_at(qf, kvf, window, kind)
     if kind == "sliding" and np.any(q_arr > 1):
@@ -69,6 +71,17 @@ def local_kv(q, kv, window: int, kind: str) -> np.ndarray:
     if kv_arr.dtype.kind in "iu":
         return np.rint(out).astype(kv_arr.dtype)
     return out
+
+
+def _decode_kv(kv: np.ndarray, window: int, kind: str) -> np.ndarray:
+    """:func:`local_kv` of decoding tokens (``q == 1``) over integer contexts ``kv``: the keys the
+    last position sees, ``min(kv, W)`` or ``(kv - 1) mod C + 1`` (what :func:`_kv_at` computes in
+    floats for ``q = 1``, exactly)."""
+    if window <= 0:
+        return kv.copy()
+    if kind == "chunked":
+        return (kv - 1) % window + 1
+    return np.minimum(kv, window)
 
 
 def _kv_at(q: np.ndarray, kv: np.ndarray, window: int, kind: str) -> np.ndarray:

@@ -38,6 +38,8 @@ from moesim.engine.serving.batching import (
     finish,
     schedule,
 )
+from moesim.engine.serving.group_window import GroupWindow, commit_group_window, plan_group_window
+from moesim.engine.serving.window import MAX_WINDOW, exact_delay
 from moesim.errors import RunError
 from moesim.schemas import Scenario
 
@@ -116,12 +118,12 @@ class ContextBalance:
 class Decodes:
     """The decode step of a group's *settled* ranks, as array operations over all of them at once.
 
-    A rank is settled when every running sequence decodes, nothing is queued and its pool has a
-    slot for each decode's next token (unit steps, no local-attention slots): its batch is then
-    its whole running set, one token each, exactly what ``batching.schedule`` would pick, so the
-    group need not call it (nor ``commit``) rank by rank. Building it reserves what schedule would
-    (each decode's next KV slot); :meth:`commit` is commit's. ``ranks`` lists the settled ranks'
-    indices in the group.
+    A rank is settled when every running sequence decodes, its queue admits nothing this iteration
+    and its pool has a slot for each decode's next token (:func:`settled`): its batch is then its
+    whole running set, one token each, exactly what ``batching.schedule`` would pick, so the group
+    need not call it (nor ``commit``) rank by rank. Building it reserves what schedule would (each
+    decode's next KV slot, by the ranks' ``kv_slots`` where local layers keep only their window);
+    :meth:`commit` is commit's. ``ranks`` lists the settled ranks' indices in the group.
     """
 
     def __init__(self, ranks: list[int], engines: list[EngineState], book: RequestBook):
@@ -132,7 +134,7 @@ class Decodes:
         self.starts = np.zeros(len(runs), np.int64)
         np.cumsum(self.sizes[:-1], out=self.starts[1:])
         ctx, kv = book.ctx[self.ids], book.kv[self.ids]
-        grow = np.maximum(ctx + 1 - kv, 0)  # the next token's slot (0 where admission reserved it)
+        grow = _next_slots(self.engines[0], ctx, kv)  # the ranks of a group share the model's slot map
         if np.logical_or.reduce(grow):
             book.kv[self.ids] = kv + grow
             for eng, need in zip(self.engines, np.add.reduceat(grow, self.starts).tolist()):
@@ -159,20 +161,46 @@ class Decodes:
                     finish(eng, book, eng.running, now_s)
 
 
-def settled(eng: EngineState, book: RequestBook, all_decode: bool) -> bool:
+def _next_slots(eng: EngineState, ctx: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    """KV slots each decode of ``eng`` (contexts ``ctx``, holding ``kv`` slots) takes for its next
+    token, as ``batching.schedule`` reserves them: 0 or 1 (0 where admission reserved the output,
+    or a local layer's window is full)."""
+    after = ctx + 1
+    return np.maximum((after if eng.kv_slots is None else eng.kv_slots(after)) - kv, 0)
+
+
+def settled(eng: EngineState, book: RequestBook, all_decode: bool, prompts: bool = True) -> bool:
     """Whether ``eng``'s batch is its whole running set, one token each (:class:`Decodes`).
-    ``all_decode``: known that every running sequence decodes."""
-    if not all_decode or eng.waiting:
-        return False
+    ``all_decode``: known that every running sequence decodes; ``prompts``: the group lets prompts in
+    this iteration (False: ``schedule`` admits nothing).
+
+    A queue does not unsettle a rank whose scheduler admits nothing from it this iteration, as in an
+    offline run whose batch or KV pool is full: no sequence slot or token left, or the head of the
+    queue (FCFS stops there) not admitted with the KV the decodes leave (``batching.admission_of``
+    on the slots :func:`_next_slots` takes). Unmixed batches (``mixed_batches`` false) look at the
+    queue their own way, so they settle only with an empty queue."""
     n = eng.running.size
-    return (n > 0 and eng.kv_slots is None and book.unit_steps and n <= eng.max_batch_tokens
-            and eng.kv_capacity_tokens - eng.kv_used_tokens >= n)
+    if not (all_decode and n > 0 and book.unit_steps and n <= eng.max_batch_tokens
+            and eng.kv_capacity_tokens - eng.kv_used_tokens >= n):  # each decode takes 1 slot at most
+        return False
+    if not eng.waiting or not prompts:
+        return True
+    if not eng.mixed_batches:
+        return False
+    budget = eng.max_batch_tokens - n
+    if eng.max_batch_seqs <= n or budget <= 0:
+        return True
+    ids = eng.running
+    need = int(np.add.reduce(_next_slots(eng, book.ctx[ids], book.kv[ids])))
+    free = eng.kv_capacity_tokens - eng.kv_used_tokens - need
+    return admission_of(eng, book, eng.waiting[0], budget, free, prefilling=False) is None
 
 
 class LockstepGroups:
     """The SimPy process of one lock-step group (a mixin of ``simulate._Run``, which holds ``env``,
-    ``engines``, ``book``, ``cost``, ``spec``, ``log``, ``stage0_free_s``, ``group``, ``w`` and the
-    waits ``held`` and ``stalled``)."""
+    ``engines``, ``book``, ``cost``, ``spec``, ``log``, ``stage0_free_s``, ``group``, ``w``, the
+    waits ``held`` and ``stalled``, ``group_windows`` (play decode windows, ``serving.group_window``)
+    and the router's ``arrivals_done``)."""
 
     #: settled ranks decode as one array step (:class:`Decodes`); False schedules every rank on its
     #: own (the same run: tests compare the two)
@@ -188,6 +216,7 @@ class LockstepGroups:
         b = self.w.dp_attention_balance
         balance = ContextBalance(b.timeout_iters, b.batching_wait_iters) if b is not None else None
         fast = self.settled_fast_path and self.spec is None
+        windows = fast and self.group_windows and balance is None and pp == 1
         all_decode = [False] * g  # known: every running sequence of the rank decodes
         while True:
             busy = any(eng.running.size or eng.waiting for eng in ranks)  # ``outstanding``, inlined
@@ -199,10 +228,15 @@ class LockstepGroups:
                     self.spec.plan_steps(book, eng.running)
             calm, busy = [], []  # settled ranks; the other ranks with work
             for r, eng in enumerate(ranks):
-                if fast and settled(eng, book, all_decode[r]):
+                if fast and settled(eng, book, all_decode[r], prompts):
                     calm.append(r)
                 elif eng.running.size or eng.waiting:
                     busy.append(r)
+            if windows and calm and not busy and self.arrivals_done:
+                win = plan_group_window([ranks[r] for r in calm], book, MAX_WINDOW)
+                if win.k > 1:
+                    yield from self._play_group_window(k, ranks, calm, win)
+                    continue
             dec = Decodes(calm, ranks, book) if calm else None
             # every other rank with work schedules on its own: (rank, batch)
             own = [(r, bt) for r in busy if (bt := schedule(ranks[r], book, env.now, prompts)).ids.size]
@@ -239,6 +273,39 @@ class LockstepGroups:
                     self.spec.committed(book, bt)
                 all_decode[r] = decoding(eng, book) == eng.running.size
             self.log.add(k, record)
+
+    def _play_group_window(self, k: int, ranks: list[EngineState], calm: list[int], win: GroupWindow):
+        """Play ``win`` of group process ``k`` (``pp == 1``, every rank with work settled): price its
+        iterations as the step loop does (``_price_group`` of the settled decodes, iteration by
+        iteration), wait once for its end, commit and record them as that loop would."""
+        env, book, cost, g = self.env, self.book, self.cost, self.group
+        sizes = [x.size for x in win.ids]
+        kv = [book.ctx[x] + 1 for x in win.ids]  # each sequence's context after the window's first iteration
+        pairs = [int(np.add.reduce(c)) for c in kv]
+        ones = [np.ones(n, np.int64) for n in sizes]
+        expert_tokens = -(-sum(sizes) // g)
+        ends, drops, comms = np.empty(win.k + 1), [], []
+        ends[0] = env.now
+        for j in range(win.k):
+            dt, dropped = cost.group_time_s(sizes, [float(p + n * j) for p, n in zip(pairs, sizes)],
+                                            lambda i, j=j: (ones[i], kv[i] + j, sizes[i]), expert_tokens, True, k)
+            ends[j + 1] = dt
+            drops.append(dropped)
+            comms.append(cost.last_comm_s)
+        ends = np.add.accumulate(ends)  # where SimPy's clock reads after each iteration
+        seqs = sum(sizes)
+        idle_kv = sum(eng.kv_used_tokens for r, eng in enumerate(ranks) if r not in calm)
+        running = sum(eng.running.size for eng in ranks)
+        queued = sum(len(eng.waiting) for eng in ranks)
+        kv_used = np.add.reduce(win.kv_used, axis=0) + idle_kv
+        self.stage0_free_s[k] = float(ends[-1])
+        yield env.timeout(exact_delay(env.now, float(ends[-1])))
+        self.rank_loads = None
+        commit_group_window([ranks[r] for r in calm], book, win, env.now)
+        for j in range(win.k):
+            start, end = float(ends[j]), float(ends[j + 1])
+            self.log.add(k, (k, 0, start, end, seqs, 0, seqs, int(kv_used[j]), running, queued, 0, drops[j] * g,
+                             seqs * self.routed_per_token, end, *comms[j]))
 
     def _price_group(self, own: list[tuple[int, Batch]], dec: Decodes | None, grp: int) -> tuple[float, float, float]:
         """(seconds, first-stage seconds, dropped expert tokens per rank) of one group iteration: the

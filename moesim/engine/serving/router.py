@@ -21,6 +21,11 @@ class Router:
 
     def router(self):
         """Wake at each distinct arrival time and route that group of requests."""
+        yield from self._route_all()
+        self.arrivals_done = True  # every request is routed: nothing reads the engines' loads any more
+
+    def _route_all(self):
+        """:meth:`router`'s loop: returns once the last request is routed."""
         arrival = self.reqs.arrival_s
         if arrival.size == 0:
             return

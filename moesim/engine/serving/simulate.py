@@ -131,6 +131,7 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     run = _Run(s, reqs, book, engines, cost, log, spec)
     # windows price admissions as mixed steps, so unmixed batching plays every iteration
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free and w.mixed_batches
+    run.group_windows = windows and g > 1 and cost.drift_free and w.mixed_batches
     run.play()
     book.rank = np.where(book.engine >= 0, book.engine // s.plan.pp, -1)
     if g > 1:  # requests are counted to the lock-step engine that ran them, as the iterations are
@@ -187,6 +188,8 @@ class _Run(Router, LockstepGroups):
         m = s.model
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
         self.windows = False  # play decode windows as one event (play_pool decides)
+        self.group_windows = False  # lock-step groups play theirs (``serving.group_window``; play_pool decides)
+        self.arrivals_done = False  # the router has routed every request (``Router.router``)
         self.closed = closed_loop(self.w, reqs, book)  # closed-loop arrivals: sent as requests finish
 
     def play(self) -> None:

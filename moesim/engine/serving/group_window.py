@@ -1,0 +1,66 @@
+"""Decode windows of a lock-step group: its settled ranks' iterations up to the first finish, as one event.
+
+When every rank of an attention-DP group that has work is settled (``lockstep.settled``: each of its
+sequences decodes, its queue admits nothing) and no request can arrive any more, every iteration
+until the first sequence finishes runs the same batches, each sequence one token longer: nothing
+becomes admissible while no sequence leaves (the batch limits hold, and the KV the decodes leave
+only shrinks). :func:`plan_group_window` finds how many such iterations lie ahead, within every
+rank's KV pool and at most ``MAX_WINDOW``; the group process prices them with the very call the
+iteration-by-iteration loop makes (``IterationCost.group_time_s``, in the same order, so skew picks,
+sums and clock readings come out the same), waits once, and :func:`commit_group_window` applies them
+as that loop's ``Decodes.commit`` would. Pure numpy, no SimPy.
+
+Arrivals would read the ranks' loads mid-window (the attention-DP router balances KV tokens), so
+the group plays windows only once every request has been routed (``Router.arrivals_done``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.engine.serving.batching import EngineState, RequestBook, finish
+from moesim.engine.serving.window import _fit, _kv_used
+
+
+@dataclass(slots=True)
+class GroupWindow:
+    """``k`` decode iterations of the settled ranks' running sets ``ids`` (one array a rank, in group
+    order); ``kv_used``: each rank's KV slots reserved after each iteration's scheduling, ``(k,)``.
+    Read-only by convention."""
+
+    ids: list[np.ndarray]
+    kv_used: list[np.ndarray]
+    k: int
+    to_finish: int  # iterations until the first sequence emits its last token (>= k)
+
+
+def plan_group_window(engines: list[EngineState], book: RequestBook, max_k: int) -> GroupWindow:
+    """The window of the settled ranks ``engines`` starting at their next iteration (at least one
+    iteration: the caller has checked that it is settled). ``k`` stops at the first iteration that
+    finishes a sequence (included), at the first whose KV growth some rank's pool cannot give
+    (excluded: that rank would schedule on its own, and may preempt), and at ``max_k``."""
+    ids = [eng.running for eng in engines]
+    to_finish = min(int(np.minimum.reduce(book.output[x] - book.generated[x])) for x in ids)
+    k = min(to_finish, max_k)
+    used = []
+    for eng, x in zip(engines, ids):
+        u = _fit(_kv_used(eng.kv_used_tokens, book.ctx[x], book.kv[x], k, eng.kv_slots), eng.kv_capacity_tokens)
+        used.append(u)
+        k = min(k, u.size)
+    return GroupWindow(ids, [u[:k] for u in used], k, to_finish)
+
+
+def commit_group_window(engines: list[EngineState], book: RequestBook, win: GroupWindow, end_s: float) -> None:
+    """Apply the ``k`` iterations of ``win`` to ``engines`` and ``book`` (the last ending at ``end_s``):
+    contexts, KV and counts grow by ``k``; requests emitting their last token leave their rank."""
+    k = win.k
+    for eng, ids, used in zip(engines, win.ids, win.kv_used):
+        ctx = book.ctx[ids] + k
+        book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))
+        book.ctx[ids] = ctx
+        book.generated[ids] += k
+        eng.kv_used_tokens = int(used[k - 1])
+        if k == win.to_finish:
+            finish(eng, book, ids, end_s)
