@@ -36,19 +36,25 @@ class GroupWindow:
     to_finish: int  # iterations until the first sequence emits its last token (>= k)
 
 
-def plan_group_window(engines: list[EngineState], book: RequestBook, max_k: int) -> GroupWindow:
-    """The window of the settled ranks ``engines`` starting at their next iteration (at least one
-    iteration: the caller has checked that it is settled). ``k`` stops at the first iteration that
-    finishes a sequence (included), at the first whose KV growth some rank's pool cannot give
-    (excluded: that rank would schedule on its own, and may preempt), and at ``max_k``."""
+def plan_group_window(engines: list[EngineState], book: RequestBook, max_k: int) -> GroupWindow | None:
+    """The window of the settled ranks ``engines`` starting at their next iteration (the caller has
+    checked that they are settled), or None where it would be a single iteration (the step loop
+    plays that). ``k`` stops at the first iteration that finishes a sequence (included), at the
+    first whose KV growth some rank's pool cannot give (excluded: that rank would schedule on its
+    own, and may preempt), and at ``max_k``."""
     ids = [eng.running for eng in engines]
-    to_finish = min(int(np.minimum.reduce(book.output[x] - book.generated[x])) for x in ids)
+    every = np.concatenate(ids) if len(ids) > 1 else ids[0]
+    to_finish = int(np.minimum.reduce(book.output[every] - book.generated[every]))
     k = min(to_finish, max_k)
+    if k < 2:  # (a sequence finishing next iteration is common: spare the KV planning)
+        return None
     used = []
     for eng, x in zip(engines, ids):
         u = _fit(_kv_used(eng.kv_used_tokens, book.ctx[x], book.kv[x], k, eng.kv_slots), eng.kv_capacity_tokens)
         used.append(u)
         k = min(k, u.size)
+        if k < 2:
+            return None
     return GroupWindow(ids, [u[:k] for u in used], k, to_finish)
 
 

@@ -234,7 +234,7 @@ class LockstepGroups:
                     busy.append(r)
             if windows and calm and not busy and self.arrivals_done:
                 win = plan_group_window([ranks[r] for r in calm], book, MAX_WINDOW)
-                if win.k > 1:
+                if win is not None:
                     yield from self._play_group_window(k, ranks, calm, win)
                     continue
             dec = Decodes(calm, ranks, book) if calm else None
