@@ -121,7 +121,8 @@ def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads
     assert result.summary["served_requests"] > 0
 
 
-def _dep(n_requests: int, workload: dict, model: dict | None = None, routing: dict | None = None):
+def _dep(n_requests: int, workload: dict, model: dict | None = None, routing: dict | None = None,
+         plan: dict | None = None):
     """Mixtral (or ``model``) served as one DEP4 lock-step group (attention DP4 + EP4) on 4 H100."""
     w = {"kind": "serving", "arrival": {"process": "batch", "n_requests": n_requests},
          "prompt_tokens": {"dist": "uniform", "low": 32, "high": 600},
@@ -129,7 +130,7 @@ def _dep(n_requests: int, workload: dict, model: dict | None = None, routing: di
          "max_batch_seqs": 24, "max_batch_tokens": 1024, **workload}
     d = {"model": model or {"preset": "mixtral-8x7b", "dtype": "fp8"},
          "hardware": {"preset": "h100-sxm", "node": {"devices_per_node": 4}},
-         "plan": {"dp": 4, "ep": 4, "dp_attention": True}, "workload": w}
+         "plan": {"dp": 4, "ep": 4, "dp_attention": True, **(plan or {})}, "workload": w}
     if routing:
         d["routing"] = routing
     return moesim.scenario_from_dict(d)
@@ -138,15 +139,21 @@ def _dep(n_requests: int, workload: dict, model: dict | None = None, routing: di
 GPT_OSS_SLIDING = {"preset": "gpt-oss-20b", "local_attention": {"kind": "sliding", "window": 64, "full_every": 2}}
 
 
-@pytest.mark.parametrize(("workload", "model", "routing"), [
-    ({}, None, None),
-    ({"kv_admission": "full", "chunked_prefill": False}, GPT_OSS_SLIDING, None),  # windowed KV slots
-    ({"cuda_graph_batch_sizes": [1, 2, 4, 8, 16, 32]}, None, {"distribution": "zipf", "zipf_s": 1.2}),
-    ({"arrival": {"process": "poisson", "rate_per_s": 60.0, "n_requests": 300}}, None, None),  # windows in the tail
+@pytest.mark.parametrize(("workload", "model", "routing", "plan"), [
+    ({}, None, None, None),
+    ({"kv_admission": "full", "chunked_prefill": False}, GPT_OSS_SLIDING, None, None),  # windowed KV slots
+    ({"cuda_graph_batch_sizes": [1, 2, 4, 8, 16, 32]}, None, {"distribution": "zipf", "zipf_s": 1.2}, None),
+    ({"arrival": {"process": "poisson", "rate_per_s": 60.0, "n_requests": 300}}, None, None, None),  # between arrivals
+    ({"arrival": {"process": "poisson", "rate_per_s": 200.0, "n_requests": 300}}, GPT_OSS_SLIDING,
+     {"distribution": "zipf", "zipf_s": 1.1}, None),
+    ({"arrival": {"process": "closed", "concurrency": 40, "n_requests": 300}}, None, None, None),  # after the last send
+    # two-batch overlap (its own skew picks) between Poisson arrivals
+    ({"arrival": {"process": "poisson", "rate_per_s": 100.0, "n_requests": 300}}, None,
+     {"distribution": "zipf", "zipf_s": 1.2}, {"overlap_alltoall": True, "alltoall": "deepep_low_latency"}),
 ])
-def test_group_windows_match_the_step_engine(monkeypatch, workload, model, routing):
-    """Lock-step groups play their settled decodes as windows once every request is routed (the
-    rest of the run, or its tail after the last arrival), with the step engine's exact results."""
+def test_group_windows_match_the_step_engine(monkeypatch, workload, model, routing, plan):
+    """Lock-step groups play their settled decodes as windows that end before the next arrival
+    (closed loops: once every request is sent), with the step engine's exact results."""
     from moesim.engine.serving import lockstep
 
     played, real = [], lockstep.plan_group_window
@@ -157,7 +164,7 @@ def test_group_windows_match_the_step_engine(monkeypatch, workload, model, routi
         return win
 
     monkeypatch.setattr(lockstep, "plan_group_window", spy)
-    result = _assert_same_run(_dep(300, workload, model, routing))
+    result = _assert_same_run(_dep(300, workload, model, routing, plan))
     assert sum(k for k in played if k > 1) > 100  # iterations played in windows
     assert result.summary["served_requests"] == 300
 

@@ -10,8 +10,10 @@ iteration-by-iteration loop makes (``IterationCost.group_time_s``, in the same o
 sums and clock readings come out the same), waits once, and :func:`commit_group_window` applies them
 as that loop's ``Decodes.commit`` would. Pure numpy, no SimPy.
 
-Arrivals would read the ranks' loads mid-window (the attention-DP router balances KV tokens), so
-the group plays windows only once every request has been routed (``Router.arrivals_done``).
+An arrival reads the ranks' loads (the attention-DP router balances KV tokens), so a window ends
+before the next arrival (``Router.next_arrival_s``, known in advance: the arrival times are drawn
+before the run; closed-loop runs, whose arrivals follow finishes, wait until every request is sent):
+the iteration in progress when a request arrives is always the step loop's own.
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def plan_group_window(engines: list[EngineState], book: RequestBook, max_k: int)
     return GroupWindow(ids, [u[:k] for u in used], k, to_finish)
 
 
-def commit_group_window(engines: list[EngineState], book: RequestBook, win: GroupWindow, end_s: float) -> None:
-    """Apply the ``k`` iterations of ``win`` to ``engines`` and ``book`` (the last ending at ``end_s``):
-    contexts, KV and counts grow by ``k``; requests emitting their last token leave their rank."""
-    k = win.k
+def commit_group_window(engines: list[EngineState], book: RequestBook, win: GroupWindow, k: int,
+                        end_s: float) -> None:
+    """Apply the first ``k`` iterations of ``win`` to ``engines`` and ``book`` (the last ending at
+    ``end_s``): contexts, KV and counts grow by ``k``; requests emitting their last token leave
+    their rank."""
     for eng, ids, used in zip(engines, win.ids, win.kv_used):
         ctx = book.ctx[ids] + k
         book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))

@@ -200,7 +200,7 @@ class LockstepGroups:
     """The SimPy process of one lock-step group (a mixin of ``simulate._Run``, which holds ``env``,
     ``engines``, ``book``, ``cost``, ``spec``, ``log``, ``stage0_free_s``, ``group``, ``w``, the
     waits ``held`` and ``stalled``, ``group_windows`` (play decode windows, ``serving.group_window``)
-    and the router's ``arrivals_done``)."""
+    and the router's ``next_arrival_s``)."""
 
     #: settled ranks decode as one array step (:class:`Decodes`); False schedules every rank on its
     #: own (the same run: tests compare the two)
@@ -232,10 +232,10 @@ class LockstepGroups:
                     calm.append(r)
                 elif eng.running.size or eng.waiting:
                     busy.append(r)
-            if windows and calm and not busy and self.arrivals_done:
+            until = self.next_arrival_s  # +inf once every request is routed
+            if windows and calm and not busy and until > env.now:
                 win = plan_group_window([ranks[r] for r in calm], book, MAX_WINDOW)
-                if win is not None:
-                    yield from self._play_group_window(k, ranks, calm, win)
+                if win is not None and (yield from self._play_group_window(k, ranks, calm, win, until)):
                     continue
             dec = Decodes(calm, ranks, book) if calm else None
             # every other rank with work schedules on its own: (rank, batch)
@@ -274,38 +274,48 @@ class LockstepGroups:
                 all_decode[r] = decoding(eng, book) == eng.running.size
             self.log.add(k, record)
 
-    def _play_group_window(self, k: int, ranks: list[EngineState], calm: list[int], win: GroupWindow):
-        """Play ``win`` of group process ``k`` (``pp == 1``, every rank with work settled): price its
-        iterations as the step loop does (``_price_group`` of the settled decodes, iteration by
-        iteration), wait once for its end, commit and record them as that loop would."""
+    def _play_group_window(self, k: int, ranks: list[EngineState], calm: list[int], win: GroupWindow,
+                           until_s: float):
+        """Play ``win`` of group process ``k`` (``pp == 1``, every rank with work settled) up to the
+        next arrival, ``until_s``: price its iterations as the step loop does (``_price_group`` of
+        the settled decodes, iteration by iteration) while they end before it, wait once for the
+        last, then commit and record them as that loop would. The iteration that would end at or
+        after the arrival is left to the step loop (its skew pick given back), so the router reads
+        the ranks as the step loop leaves them. Returns whether any iteration was played."""
         env, book, cost, g = self.env, self.book, self.cost, self.group
         sizes = [x.size for x in win.ids]
         kv = [book.ctx[x] + 1 for x in win.ids]  # each sequence's context after the window's first iteration
         pairs = [int(np.add.reduce(c)) for c in kv]
         ones = [np.ones(n, np.int64) for n in sizes]
         expert_tokens = -(-sum(sizes) // g)
-        ends, drops, comms = np.empty(win.k + 1), [], []
-        ends[0] = env.now
+        ends, drops, comms = [env.now], [], []  # ends: where SimPy's clock reads after each iteration
+        picks = cost.streams.taken  # skew (and two-batch overlap) picks each engine has taken
         for j in range(win.k):
+            before = picks.get(k, 0)
             dt, dropped = cost.group_time_s(sizes, [float(p + n * j) for p, n in zip(pairs, sizes)],
                                             lambda i, j=j: (ones[i], kv[i] + j, sizes[i]), expert_tokens, True, k)
-            ends[j + 1] = dt
+            if ends[-1] + dt >= until_s:
+                cost.streams.give_back(k, picks.get(k, 0) - before)
+                break
+            ends.append(ends[-1] + dt)
             drops.append(dropped)
             comms.append(cost.last_comm_s)
-        ends = np.add.accumulate(ends)  # where SimPy's clock reads after each iteration
+        m = len(drops)
+        if not m:
+            return False
         seqs = sum(sizes)
         idle_kv = sum(eng.kv_used_tokens for r, eng in enumerate(ranks) if r not in calm)
         running = sum(eng.running.size for eng in ranks)
         queued = sum(len(eng.waiting) for eng in ranks)
         kv_used = np.add.reduce(win.kv_used, axis=0) + idle_kv
-        self.stage0_free_s[k] = float(ends[-1])
-        yield env.timeout(exact_delay(env.now, float(ends[-1])))
+        self.stage0_free_s[k] = ends[m]
+        yield env.timeout(exact_delay(env.now, ends[m]))
         self.rank_loads = None
-        commit_group_window([ranks[r] for r in calm], book, win, env.now)
-        for j in range(win.k):
-            start, end = float(ends[j]), float(ends[j + 1])
-            self.log.add(k, (k, 0, start, end, seqs, 0, seqs, int(kv_used[j]), running, queued, 0, drops[j] * g,
-                             seqs * self.routed_per_token, end, *comms[j]))
+        commit_group_window([ranks[r] for r in calm], book, win, m, env.now)
+        for j in range(m):
+            self.log.add(k, (k, 0, ends[j], ends[j + 1], seqs, 0, seqs, int(kv_used[j]), running, queued, 0,
+                             drops[j] * g, seqs * self.routed_per_token, ends[j + 1], *comms[j]))
+        return True
 
     def _price_group(self, own: list[tuple[int, Batch]], dec: Decodes | None, grp: int) -> tuple[float, float, float]:
         """(seconds, first-stage seconds, dropped expert tokens per rank) of one group iteration: the

@@ -28,6 +28,7 @@ class PoolStreams:
         self.pool_size = int(pool_size)
         self._picks: dict[int, tuple[np.ndarray, int]] = {}
         self._gens: dict[int, np.random.Generator] = {}
+        self.taken: dict[int, int] = {}  # picks each engine holds (taken less given back)
 
     def _child(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self.base.entropy,
@@ -46,6 +47,7 @@ class PoolStreams:
             fresh = self._picks_gen(engine).integers(self.pool_size, size=max(PICK_BLOCK, k))
             block, pos = np.concatenate([block[pos - keep:], fresh]), keep
         self._picks[engine] = (block, pos + k)
+        self.taken[engine] = self.taken.get(engine, 0) + k
         return block[pos:pos + k]
 
     def give_back(self, engine: int, k: int) -> None:
@@ -53,6 +55,7 @@ class PoolStreams:
         if k > 0:
             block, pos = self._picks[engine]
             self._picks[engine] = (block, pos - k)
+            self.taken[engine] -= k
 
     def _picks_gen(self, engine: int) -> np.random.Generator:
         if engine not in self._gens:

@@ -10,6 +10,7 @@ each runs its own; the ranks of a lock-step group share one, ``serving.lockstep`
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Router:
     def router(self):
         """Wake at each distinct arrival time and route that group of requests."""
         yield from self._route_all()
-        self.arrivals_done = True  # every request is routed: nothing reads the engines' loads any more
+        self.next_arrival_s = math.inf  # every request is routed: nothing reads the engines' loads any more
 
     def _route_all(self):
         """:meth:`router`'s loop: returns once the last request is routed."""
@@ -39,6 +40,7 @@ class Router:
         for t, a, b in zip(times, starts.tolist(), ends.tolist()):
             delay = t - self.env.now
             if delay > 0:
+                self.next_arrival_s = t  # lock-step groups play decode windows up to it
                 yield self.env.timeout(delay)
             if b - a > 1:
                 self.deliver(np.arange(a, b))

@@ -19,6 +19,7 @@ chunked prefill) are rejected at arrival.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,7 +190,7 @@ class _Run(Router, LockstepGroups):
         self.routed_per_token = m.top_k * m.n_moe_layers if m.n_experts > 1 else 0  # expert slots
         self.windows = False  # play decode windows as one event (play_pool decides)
         self.group_windows = False  # lock-step groups play theirs (``serving.group_window``; play_pool decides)
-        self.arrivals_done = False  # the router has routed every request (``Router.router``)
+        self.next_arrival_s = -math.inf  # the router's next arrival (+inf: all routed; -inf: unknown)
         self.closed = closed_loop(self.w, reqs, book)  # closed-loop arrivals: sent as requests finish
 
     def play(self) -> None:
