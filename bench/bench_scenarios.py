@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -49,24 +50,37 @@ def time_scenarios(repeats: int) -> dict[str, float]:
     return out
 
 
-# One simulate in a fresh process; a short one again, warm (its first run pays one-off caches). The
+# One simulate in a fresh process (cold: it pays one-off caches), and a short one again, warm. The
 # collector runs before each timed call: otherwise a full collection of the import-time objects
 # (~40,000, ~12 ms) lands inside whichever short run crosses its threshold.
+WARM_BELOW_S = 2.0  # a cold run shorter than this is run again warm
 _TIME_ONE = (
     "import gc, sys, time, moesim\n"
     "s = moesim.load_scenario(sys.argv[1])\n"
-    "gc.collect(); t0 = time.perf_counter(); moesim.simulate(s); dt = time.perf_counter() - t0\n"
-    "if dt < 1.0:\n"
-    "    gc.collect(); t0 = time.perf_counter(); moesim.simulate(s); dt = time.perf_counter() - t0\n"
-    "print(dt)\n"
+    "gc.collect(); t0 = time.perf_counter(); moesim.simulate(s); cold = time.perf_counter() - t0\n"
+    "warm = float('nan')\n"
+    f"if cold < {WARM_BELOW_S}:\n"
+    "    gc.collect(); t0 = time.perf_counter(); moesim.simulate(s); warm = time.perf_counter() - t0\n"
+    "print(cold, warm)\n"
 )
 
 
-def _time_in(tree: Path, scenario: Path) -> float:
-    """Seconds of one ``simulate`` of ``scenario`` with the moesim of ``tree`` (a subprocess)."""
+def _time_in(tree: Path, scenario: Path) -> tuple[float, float]:
+    """(cold, warm) seconds of ``simulate`` of ``scenario`` with the moesim of ``tree`` (a subprocess;
+    warm is NaN where the cold run took ``WARM_BELOW_S`` or more)."""
     out = subprocess.run([sys.executable, "-c", _TIME_ONE, str(scenario)], cwd=tree, check=True,
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
-    return float(out.stdout.strip().splitlines()[-1])
+    cold, warm = out.stdout.strip().splitlines()[-1].split()
+    return float(cold), float(warm)
+
+
+def _compared(new: list[tuple[float, float]], old: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median seconds of this checkout's runs and the reference's, both warm where every run of both
+    has a warm time, else both cold: one rule per scenario, so a cold run just under the threshold on
+    one side and just over on the other is never compared with a warm one."""
+    warm = all(not math.isnan(w) for _, w in new + old)
+    pick = (lambda r: r[1]) if warm else (lambda r: r[0])
+    return statistics.median(map(pick, new)), statistics.median(map(pick, old))
 
 
 def against(ref: str, repeats: int) -> list[str]:
@@ -88,7 +102,7 @@ def against(ref: str, repeats: int) -> list[str]:
                     pair = [(new_s, root, sc.path), (old_s, old, then)]
                     for runs, tree, path in (pair if i % 2 == 0 else pair[::-1]):
                         runs.append(_time_in(tree, path))
-                a, b = statistics.median(new_s), statistics.median(old_s)
+                a, b = _compared(new_s, old_s)
                 flag = a / b > SLOWER_LIMIT
                 slower += [sc.name] if flag else []
                 print(f"{sc.name:34s} {a:8.3f} {b:10.3f} {a / b:6.2f}" + ("  SLOWER" if flag else ""), flush=True)

@@ -1,8 +1,8 @@
 """Decode windows of a lock-step group: its settled ranks' iterations up to the first finish, as one event.
 
 When every rank of an attention-DP group that has work is settled (``lockstep.settled``: each of its
-sequences decodes, its queue admits nothing) and no request can arrive any more, every iteration
-until the first sequence finishes runs the same batches, each sequence one token longer: nothing
+sequences decodes, its queue admits nothing), every iteration until the first sequence finishes or
+a request arrives runs the same batches, each sequence one token longer: nothing
 becomes admissible while no sequence leaves (the batch limits hold, and the KV the decodes leave
 only shrinks). :func:`plan_group_window` finds how many such iterations lie ahead, within every
 rank's KV pool and at most ``MAX_WINDOW``; the group process prices them with the very call the
