@@ -135,7 +135,7 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     # new KV slots each decode needs for the tokens it emits (1 per step, more under speculation)
     ctx, kv = book.ctx[ids], book.kv[ids]
     after = ctx + (1 if book.unit_steps else book.step[ids])
-    grow = np.maximum((after if eng.kv_slots is None else eng.kv_slots(after)) - kv, 0)
+    grow = slots_to_grow(eng, after, kv)
     if not all_dec:
         grow[~dec] = 0
     free = eng.kv_capacity_tokens - eng.kv_used_tokens
@@ -208,6 +208,13 @@ def schedule(eng: EngineState, book: RequestBook, now_s: float = np.nan, context
     return Batch(sid, qs, book.ctx[sid] + qs, is_dec, emits,
                  eng.kv_used_tokens, int(ids.size), len(eng.waiting), preempted,
                  int(np.add.reduce(qs)), int(np.add.reduce(is_dec)), int(np.add.reduce(emits)))
+
+
+def slots_to_grow(eng: EngineState, after: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    """KV slots each sequence of ``eng`` holding ``kv`` slots must add to hold ``after`` tokens (its
+    context after this iteration's tokens): 0 where it holds them already (full admission reserved
+    its output, or a local layer's window is full, ``eng.kv_slots``)."""
+    return np.maximum((after if eng.kv_slots is None else eng.kv_slots(after)) - kv, 0)
 
 
 def _prompt_work(eng: EngineState, book: RequestBook, running: int, all_decode: bool,

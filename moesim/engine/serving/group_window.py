@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.engine.serving.batching import EngineState, RequestBook, finish
-from moesim.engine.serving.window import _fit, _kv_used
+from moesim.engine.serving.window import advance_decodes, kv_used_after, within_pool
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ def plan_group_window(engines: list[EngineState], book: RequestBook, max_k: int)
         return None
     used = []
     for eng, x in zip(engines, ids):
-        u = _fit(_kv_used(eng.kv_used_tokens, book.ctx[x], book.kv[x], k, eng.kv_slots), eng.kv_capacity_tokens)
+        u = within_pool(kv_used_after(eng.kv_used_tokens, book.ctx[x], book.kv[x], k, eng.kv_slots), eng.kv_capacity_tokens)
         used.append(u)
         k = min(k, u.size)
         if k < 2:
@@ -66,10 +66,6 @@ def commit_group_window(engines: list[EngineState], book: RequestBook, win: Grou
     ``end_s``): contexts, KV and counts grow by ``k``; requests emitting their last token leave
     their rank."""
     for eng, ids, used in zip(engines, win.ids, win.kv_used):
-        ctx = book.ctx[ids] + k
-        book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))
-        book.ctx[ids] = ctx
-        book.generated[ids] += k
-        eng.kv_used_tokens = int(used[k - 1])
+        advance_decodes(eng, book, ids, k, int(used[k - 1]))
         if k == win.to_finish:
             finish(eng, book, ids, end_s)

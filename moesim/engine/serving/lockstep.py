@@ -37,6 +37,7 @@ from moesim.engine.serving.batching import (
     commit,
     finish,
     schedule,
+    slots_to_grow,
 )
 from moesim.engine.serving.group_window import GroupWindow, commit_group_window, plan_group_window
 from moesim.engine.serving.window import MAX_WINDOW, exact_delay
@@ -134,7 +135,7 @@ class Decodes:
         self.starts = np.zeros(len(runs), np.int64)
         np.cumsum(self.sizes[:-1], out=self.starts[1:])
         ctx, kv = book.ctx[self.ids], book.kv[self.ids]
-        grow = _next_slots(self.engines[0], ctx, kv)  # the ranks of a group share the model's slot map
+        grow = slots_to_grow(self.engines[0], ctx + 1, kv)  # the ranks of a group share the model's slot map
         if np.logical_or.reduce(grow):
             book.kv[self.ids] = kv + grow
             for eng, need in zip(self.engines, np.add.reduceat(grow, self.starts).tolist()):
@@ -161,14 +162,6 @@ class Decodes:
                     finish(eng, book, eng.running, now_s)
 
 
-def _next_slots(eng: EngineState, ctx: np.ndarray, kv: np.ndarray) -> np.ndarray:
-    """KV slots each decode of ``eng`` (contexts ``ctx``, holding ``kv`` slots) takes for its next
-    token, as ``batching.schedule`` reserves them: 0 or 1 (0 where admission reserved the output,
-    or a local layer's window is full)."""
-    after = ctx + 1
-    return np.maximum((after if eng.kv_slots is None else eng.kv_slots(after)) - kv, 0)
-
-
 def settled(eng: EngineState, book: RequestBook, all_decode: bool, prompts: bool = True) -> bool:
     """Whether ``eng``'s batch is its whole running set, one token each (:class:`Decodes`).
     ``all_decode``: known that every running sequence decodes; ``prompts``: the group lets prompts in
@@ -177,7 +170,7 @@ def settled(eng: EngineState, book: RequestBook, all_decode: bool, prompts: bool
     A queue does not unsettle a rank whose scheduler admits nothing from it this iteration, as in an
     offline run whose batch or KV pool is full: no sequence slot or token left, or the head of the
     queue (FCFS stops there) not admitted with the KV the decodes leave (``batching.admission_of``
-    on the slots :func:`_next_slots` takes). Unmixed batches (``mixed_batches`` false) look at the
+    on the slots ``batching.slots_to_grow`` takes). Unmixed batches (``mixed_batches`` false) look at the
     queue their own way, so they settle only with an empty queue."""
     n = eng.running.size
     if not (all_decode and n > 0 and book.unit_steps and n <= eng.max_batch_tokens
@@ -191,7 +184,7 @@ def settled(eng: EngineState, book: RequestBook, all_decode: bool, prompts: bool
     if eng.max_batch_seqs <= n or budget <= 0:
         return True
     ids = eng.running
-    need = int(np.add.reduce(_next_slots(eng, book.ctx[ids], book.kv[ids])))
+    need = int(np.add.reduce(slots_to_grow(eng, book.ctx[ids] + 1, book.kv[ids])))
     free = eng.kv_capacity_tokens - eng.kv_used_tokens - need
     return admission_of(eng, book, eng.waiting[0], budget, free, prefilling=False) is None
 

@@ -98,7 +98,7 @@ def plan_window(eng: EngineState, book: RequestBook, max_k: int = MAX_WINDOW,
     to_finish = _to_finish(eng, book, ids)
     k = min(to_finish, max_k)
     ctx, kv = book.ctx[ids], book.kv[ids]
-    used = _fit(_kv_used(eng.kv_used_tokens, ctx, kv, k, eng.kv_slots), eng.kv_capacity_tokens)
+    used = within_pool(kv_used_after(eng.kv_used_tokens, ctx, kv, k, eng.kv_slots), eng.kv_capacity_tokens)
     if not used.size:  # the next iteration would preempt
         return None
     return DecodeWindow(ids, ctx + 1, used, used.size, to_finish, queued=queued)
@@ -117,7 +117,7 @@ def _to_finish(eng: EngineState, book: RequestBook, ids: np.ndarray) -> int:
 _BLOCKED = object()
 
 
-def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int, slots=None) -> np.ndarray:
+def kv_used_after(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int, slots=None) -> np.ndarray:
     """KV slots reserved after each of ``k`` decode iterations' scheduling (``used_s`` before them):
     each sequence holds ``max(kv, ctx + j)`` after iteration ``j`` (``j = 1..k``): its next slot
     reserved (prompt mode), or already (full mode reserved the output at admission). ``slots``: the
@@ -131,13 +131,13 @@ def _kv_used(used_s: int, ctx: np.ndarray, kv: np.ndarray, k: int, slots=None) -
 
 
 def _one_slot_a_step(used_s: int, gap: int, n: int, k: int) -> np.ndarray:
-    """:func:`_kv_used` when each of the ``n`` sequences grows by one slot a step (none holds a slot
+    """:func:`kv_used_after` when each of the ``n`` sequences grows by one slot a step (none holds a slot
     ahead; ``gap``: their summed context - KV): ``used_s + gap + n j`` after iteration ``j = 1..k``
     (exact ints)."""
     return (used_s + gap) + n * (_STEPS[:k] if k <= MAX_WINDOW else np.arange(1, k + 1))
 
 
-def _fit(used: np.ndarray, capacity: int) -> np.ndarray:
+def within_pool(used: np.ndarray, capacity: int) -> np.ndarray:
     """``used`` up to the first iteration whose KV the pool cannot give (excluded: it would preempt;
     ``used`` never falls within a window)."""
     return used[:int(np.argmax(used > capacity))] if used[-1] > capacity else used
@@ -192,7 +192,7 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
     used = np.empty(k, np.int64)
     used[0] = eng.kv_used_tokens + need + reserved
     # decode rows j = 1..k-1 from the state after iteration 0: a running sequence holds
-    # max(kv, ctx + 1 + j), an admitted one max(reserve, kv_tokens + j) (``_kv_used``)
+    # max(kv, ctx + 1 + j), an admitted one max(reserve, kv_tokens + j) (``kv_used_after``)
     if k > 1:
         ahead = kv_adm - res_adm  # slots an admitted one lacks (< 0: holds ahead)
         ahead_min, ahead_sum = (ahead, ahead) if a == 1 else (int(ahead.min()), int(ahead.sum()))
@@ -202,8 +202,8 @@ def _admission_window(eng: EngineState, book: RequestBook, ids: np.ndarray, max_
             used[1:] = _one_slot_a_step(int(used[0]), gap, n + a, k - 1)
         else:
             held = np.maximum(kv, ctx + 1 if f is None else f(ctx + 1))
-            used[1:] = _kv_used(int(used[0]), _extend(ctx + 1, kv_adm), _extend(held, res_adm), k - 1, f)
-        used = _fit(used, eng.kv_capacity_tokens)  # iteration 0's KV was checked: one iteration stays
+            used[1:] = kv_used_after(int(used[0]), _extend(ctx + 1, kv_adm), _extend(held, res_adm), k - 1, f)
+        used = within_pool(used, eng.kv_capacity_tokens)  # iteration 0's KV was checked: one iteration stays
         k = used.size
     context = _extend(ctx + 2, kv_adm + 1)  # of the first decode row
     new_ids = _extend(ids, np.array([x.id for x in admits]) if a > 1 else admits[0].id)
@@ -243,17 +243,25 @@ def commit_window(eng: EngineState, book: RequestBook, win: DecodeWindow, m: int
             book.first_token_s[a.id] = first_end_s
     if win.admits:
         eng.running = ids
-    ctx = book.ctx[ids] + m
-    book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))
-    book.ctx[ids] = ctx
-    generated = book.generated[ids] + m
-    book.generated[ids] = generated
-    eng.kv_used_tokens = int(win.kv_used[m - 1])
+    generated = advance_decodes(eng, book, ids, m, int(win.kv_used[m - 1]))
     if m < win.to_finish:  # none has emitted its last token
         eng.window_left = (eng.running, win.to_finish - m)
         return ids[:0]
     eng.window_left = None
     return finish(eng, book, ids, end_s, left=book.output[ids] - generated)
+
+
+def advance_decodes(eng: EngineState, book: RequestBook, ids: np.ndarray, m: int, kv_used: int) -> np.ndarray:
+    """Apply ``m`` decode iterations to ``ids`` of ``eng``: contexts and counts grow by ``m``, each
+    sequence holds the KV slots of its new context (``eng.kv_slots``), the pool ``kv_used`` slots.
+    Returns the tokens each has generated now. Finishing is the caller's."""
+    ctx = book.ctx[ids] + m
+    book.kv[ids] = np.maximum(book.kv[ids], ctx if eng.kv_slots is None else eng.kv_slots(ctx))
+    book.ctx[ids] = ctx
+    generated = book.generated[ids] + m
+    book.generated[ids] = generated
+    eng.kv_used_tokens = kv_used
+    return generated
 
 
 def exact_delay(now_s: float, target_s: float) -> float:
