@@ -65,10 +65,11 @@ def test_head_dims_between_and_beyond_the_measured_ones():
         fa.efficiency("no-such-kernel", s, s, 128)
 
 
-def test_training_attention_on_an_h100_is_priced_by_the_cudnn_table():
-    """The shipped H100 profile names cuDNN's table, so training attention on an H100 is no longer
-    the datasheet's flat rate: it is what cuDNN's causal forward measured (539 TFLOP/s at 16K tokens,
-    410 at 1K), below that rate and further below it on short sequences. Serving is unchanged."""
+def test_attention_on_an_h100_is_priced_by_the_cudnn_table():
+    """The shipped H100 profile names cuDNN's table, so attention on an H100 is no longer the
+    datasheet's flat rate: it is what cuDNN's causal forward measured (539 TFLOP/s at 16K tokens,
+    410 at 1K), below that rate and further below it on short sequences. The profile has no paged-KV
+    table, so serving prompts run the same kernel table, narrower heads slower than wide ones."""
     from moesim.costmodel import build_cost_model
     from moesim.presets.hardware import HARDWARE
     from moesim.schemas import HardwareSpec
@@ -78,4 +79,6 @@ def test_training_attention_on_an_h100_is_priced_by_the_cudnn_table():
     short, long = cm.attention_efficiency(np.array([1024.0, 16384.0]), None, paged=False)
     assert short < long < flat
     assert long == pytest.approx(539 / 989.4, rel=0.03) and short == pytest.approx(410 / 989.4, rel=0.03)
-    assert cm.attention_efficiency(16384.0, None, paged=True) == pytest.approx(flat)  # serving unchanged
+    assert cm.attention_efficiency(16384.0, None, paged=True) == pytest.approx(long)
+    narrow = cm.attention_efficiency(16384.0, None, paged=True, head_dim=64)
+    assert narrow < long

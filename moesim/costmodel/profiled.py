@@ -281,12 +281,14 @@ class ProfiledCostModel(CostModelBase):
         table the profile names (``flash_attention``, see ``costmodel.flash_attention``), else a
         contiguous-kernel prefill table, else the datasheet's rate (``CostModelBase``). A table
         measured on a serving engine's paged-KV kernel (``attention.kernel: paged``, Vidur's vLLM
-        profiles) prices serving only.
+        profiles) prices serving only; without one, serving prompts take the flash kernel table too.
         """
         kv = q_tokens if kv_tokens is None else kv_tokens
-        if not paged and self.profile.flash_attention is not None:
-            return flash_efficiency(self.profile.flash_attention, q_tokens, kv, head_dim, causal)
         a = self.profile.attention
+        # Serving prompts run the same flash kernel when no paged-KV table was measured: pricing them
+        # at the datasheet's flat rate ignores what the kernel table says about head width and length.
+        if self.profile.flash_attention is not None and (not paged or a is None):
+            return flash_efficiency(self.profile.flash_attention, q_tokens, kv, head_dim, causal)
         if a is None or (not paged and a.kernel == "paged"):
             return super().attention_efficiency(q_tokens, kv_tokens, paged, head_dim, causal)
         return a.prefill_efficiency.lookup(np.maximum(q_tokens, 1.0), np.maximum(kv, 1.0))
