@@ -98,3 +98,29 @@ def test_cli_unknown_engine_names_the_field_and_the_choices():
     assert r.returncode == 2
     assert "workload.engine" in r.stderr and "vllm" in r.stderr and "trtllm" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_thread_that_schedules_also_launches():
+    """TensorRT-LLM overlaps every iteration's host work with the GPU, but one Python thread both
+    schedules and launches an eager (mixed) step's kernels: such a step lasts at least the two
+    together, even where the GPU work outlasts either alone. A graphed decode step launches once."""
+    import numpy as np
+
+    from moesim.costmodel import build_cost_model
+    from moesim.engine.serving.decode_cost import IterationCost
+
+    s = moesim.load_scenario(QWEN3_B200, ["workload.engine=trtllm"])
+    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), 512)
+    mixed = np.r_[np.ones(191, np.int64), 128]  # 191 decodes and one prompt: eager
+    host_s = iteration_host_s(192, "mixed", cost.host)
+    cpu_launch_s = cost.n_kernels * cost.host.eager_launch_us * 1e-6
+    assert cpu_launch_s > 0
+    gpu_s = host_s + 0.5 * cpu_launch_s  # longer than the host work alone, shorter than host + launches
+    assert gpu_s + cost.host_s(mixed, gpu_s) == pytest.approx(host_s + cpu_launch_s, rel=1e-6)
+    # the GPU outlasting both: only the gaps between eager kernels show, no host time
+    long_s = 10 * (host_s + cpu_launch_s)
+    assert 0 <= cost.host_s(mixed, long_s) <= cost.n_kernels * cost.host.graph_node_us * 1e-6 < cpu_launch_s
+    decode = np.ones(192, np.int64)  # a graphed decode step: the host plus one graph launch
+    graph_cpu_s = cost.host.graph_launch_us * 1e-6
+    step = host_s + 0.5 * graph_cpu_s
+    assert step + cost.host_s(decode, step) >= host_s + graph_cpu_s

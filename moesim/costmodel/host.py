@@ -121,7 +121,7 @@ attention-DP ranks each over their own requests):
   iteration (the line: 4.1 ms). The host cost per sequence moved with the version (PRs #11704,
   #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one
   line for every CPU, where TensorRT-LLM's perf-overview runs Qwen3-30B-A3B's large batches 15-17 %
-  slower on a GB200 than on a B200 (validation rows INF-74/75 read +44/+48 %, INF-64/65 +22/+24 %).
+  slower on a GB200 than on a B200 (validation rows INF-74/75 read +38/+42 %, INF-64/65 +17/+18 %).
 * ``overlap_decode = overlap_prefill = True`` (framework default): TensorRT-LLM's overlap scheduler
   is on by default and launches step n+1 before it processes step n on the host, for every
   iteration (``docs/source/features/overlap-scheduler.md``); the host work shows where it outlasts
@@ -147,7 +147,9 @@ How the serving iteration uses it
 priced time ``gpu_s`` (``n_kernels``: the op graph's compute ops; ``cpu_priced_s``: the CPU launch
 already in each kernel's price, ``launch_s - kernel_floor_s``): a graph's launch and node gaps less
 the CPU launches priced, or eagerly ``max(n * gap, n * eager_launch_us - gpu_s)``; then
-``exposed_host_s(iteration_host_s(n_seqs, phase, spec), gpu_s + launch, overlaps(phase, spec))``.
+``exposed_host_s(iteration_host_s(n_seqs, phase, spec) + cpu, gpu_s + launch, overlaps(phase, spec))``,
+``cpu`` the CPU's own launches (``launch_cpu_s``) where the host overlaps (the thread that schedules
+also launches, so the step lasts at least the two together), 0 where it runs serially.
 """
 
 from __future__ import annotations
@@ -344,6 +346,14 @@ def launch_added_s(terms: tuple[float, float, float], gpu_s, cuda_graph: bool):
     if isinstance(gpu_s, float):
         return max(gap, cpu - gpu_s)
     return np.maximum(gap, cpu - np.asarray(gpu_s, dtype=float))
+
+
+def launch_cpu_s(terms: tuple[float, float, float], cuda_graph: bool, spec: HostSpec) -> float:
+    """CPU seconds launching one forward pass takes (from its :func:`launch_terms`): a graph's one
+    ``graph_launch_us``, or every kernel's ``eager_launch_us``. The engine's Python thread that
+    schedules also launches, so where the host work overlaps the GPU it hides only what is left of
+    the step after these launches (:func:`exposed_host_s` of their sum)."""
+    return spec.graph_launch_us * 1e-6 if cuda_graph else terms[2]
 
 
 def uses_cuda_graph(batch_seqs, decode_only: bool, spec: HostSpec):

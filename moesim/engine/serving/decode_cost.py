@@ -74,6 +74,7 @@ from moesim.costmodel.host import (
     host_spec_for,
     iteration_host_s,
     launch_added_s,
+    launch_cpu_s,
     launch_terms,
     overlaps,
     platform_of,
@@ -346,8 +347,10 @@ class IterationCost(RoutedExperts):
         if p != n:
             dropped = [d * share for d in dropped]
         gpu = self._fixed[p] + experts + self._head[p] + att
-        launch = launch_added_s(self._launch, gpu, rows > 0)
-        host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)], gpu + launch, self._overlap_decode)
+        graphed = rows > 0
+        launch = launch_added_s(self._launch, gpu, graphed)
+        cpu = launch_cpu_s(self._launch, graphed, self.host) if self._overlap_decode else 0.0
+        host = exposed_host_s(self._host_by_seqs[min(n, self.max_tokens)] + cpu, gpu + launch, self._overlap_decode)
         return gpu + (launch + host), dropped, comm
 
     def admission_step_s(self, context: np.ndarray, q_tokens, kv_tokens,
@@ -413,8 +416,8 @@ class IterationCost(RoutedExperts):
         longer than the GPU work (``costmodel.host.launch_added_s``; the kernels are the op graph's
         compute ops, counted in ``n_kernels``). The scheduler's time per iteration
         (fixed plus per sequence) hides behind the GPU where the engine schedules one step ahead
-        (``exposed_host_s``: decode by default), and adds in full otherwise (prefill and mixed
-        batches). May be negative on a datasheet: a graph saves more launch time than the host costs. The
+        (``exposed_host_s``: decode by default), together with the CPU's launches (one thread does
+        both, ``launch_cpu_s``), and adds in full otherwise (prefill and mixed batches). May be negative on a datasheet: a graph saves more launch time than the host costs. The
         per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
         """
         decode = bool(q_tokens.max() == 1)
@@ -425,6 +428,9 @@ class IterationCost(RoutedExperts):
         ``graphed``: the batch replays a CUDA graph)."""
         n = min(seqs, self.max_tokens)
         tbo = self.tbo is not None and self.tbo.applies(total)
-        launch = launch_added_s(self._launch_tbo if tbo else self._launch, float(gpu_s), graphed)
+        terms = self._launch_tbo if tbo else self._launch
+        launch = launch_added_s(terms, float(gpu_s), graphed)
         overlap = self._overlap_decode if decode else self._overlap_mixed
-        return launch + exposed_host_s(self._host_by_seqs[n], float(gpu_s + launch), overlap)
+        # one CPU thread schedules and launches: overlapped, both hide behind the step together
+        cpu = launch_cpu_s(terms, graphed, self.host) if overlap else 0.0
+        return launch + exposed_host_s(self._host_by_seqs[n] + cpu, float(gpu_s + launch), overlap)
