@@ -244,10 +244,13 @@ def validate_command(
     only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the simulated rows as the README's Markdown table (with each miss's reason); the summary goes to stderr.")] = False,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes to run the rows on (the results do not depend on it).")] = 2,
+    near: Annotated[str | None, typer.Option("--near", help="A scenario (name or YAML): run only the published measurements most like it (same kind of run; by device family, model size and experts, plan, batch and lengths), nearest first, to see how far to trust its numbers.", show_default=False, metavar="SCENARIO")] = None,
+    nearest: Annotated[int, typer.Option("--nearest", help="With --near: how many rows.")] = 5,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row.
 
-    A row more than 25 % off is a miss: the table prints the reason the CSV's ``why`` column gives."""
+    A row more than 25 % off is a miss: the table prints the reason the CSV's ``why`` column gives.
+    ``--near SCENARIO`` runs the rows most like a scenario of your own."""
     import math
 
     from moesim.validation import DEFAULT_CSV, checks_of, median_abs_error, read_table, select_rows
@@ -258,8 +261,20 @@ def validate_command(
         raise InputError(f"--fail-above {fail_above:g}: must be a positive, finite percentage")
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1")
+    if near is not None and only is not None:
+        raise InputError("--near and --only: choose one way to pick the rows")
+    if nearest < 1:
+        raise InputError(f"--nearest {nearest}: need at least 1 row")
     table = csv_path if csv_path is not None else DEFAULT_CSV
     rows = select_rows(read_table(table), only.split(",") if only is not None else None)
+    if near is not None:
+        from moesim.loader import load_scenario
+        from moesim.validation_near import nearest_rows
+
+        target = load_scenario(near)
+        rows = [r for r, _ in nearest_rows(target, rows, Path(table).resolve().parent, nearest)]
+        if not rows:
+            raise InputError(f"--near {near}: no {'training' if target.is_training else 'serving'} row in {table} to compare with")
     checks = []
     with Progress(TextColumn("[bold]validate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
@@ -277,12 +292,13 @@ def validate_command(
         from moesim.results import jsonable
 
         doc = {"checks": [asdict(c) for c in checks], "median_abs_error": med,
-               "median_abs_error_all_rows": med_all}
+               "median_abs_error_all_rows": med_all, **({} if near is None else {"near": target.name})}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
         n_miss = sum(1 for c in checks if c.simulated and c.missed)
-        summary = (f"median |error|: {med_text} over {n_sim} simulated rows"
+        lead = "" if near is None else f"the {_rows(len(checks))} nearest to {target.name}: {_error_range(checks)}"
+        summary = (lead + f"median |error|: {med_text} over {n_sim} simulated rows"
                    + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
                    + f"; {_rows(n_miss)} over 25 %; {_rows(len(failed))} failed")
         if markdown:
@@ -300,6 +316,12 @@ def validate_command(
         problems.append(f"{_rows(len(failed))} failed to run ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})")
     if problems:
         raise RunError("; ".join(problems))
+
+
+def _error_range(checks) -> str:
+    """``errors -12.0 to +53.3 %; `` over the checks with an error (empty without any)."""
+    errs = sorted(100 * c.error for c in checks if c.error is not None)
+    return "" if not errs else f"errors {errs[0]:+.1f} to {errs[-1]:+.1f} %; "
 
 
 def _rows(n: int) -> str:

@@ -1,0 +1,70 @@
+"""``moesim validate --near SCENARIO``: the published measurements most like a scenario."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from moesim.loader import load_scenario
+from moesim.validation import DEFAULT_CSV, SCENARIO_PREFIX, read_table, scenario_ref
+from moesim.validation_near import device_family, distance, nearest_rows, traits
+
+VLLM_QWEN = scenario_ref("validation/qwen3-30b-a3b-h200-vllm-offline.yaml", DEFAULT_CSV.parent)
+
+
+@pytest.mark.parametrize("name,family", [("NVIDIA H100 SXM5 80GB", "hopper"), ("NVIDIA H200 SXM 141GB", "hopper"),
+                                         ("NVIDIA B200", "blackwell"), ("NVIDIA GB10", "gb10"),
+                                         ("NVIDIA A100 SXM4 80GB", "ampere"), ("Apple M2 Ultra", "apple"),
+                                         ("Cerebras WSE-3", "cerebras wse-3")])
+def test_device_families(name, family):
+    assert device_family(name) == family
+
+
+def test_distance_is_zero_to_itself_symmetric_and_grows_with_each_difference():
+    a = traits(load_scenario(VLLM_QWEN))
+    assert distance(a, a) == 0
+    bigger = replace(a, batch_seqs=4 * a.batch_seqs)
+    other_gpu = replace(a, device="NVIDIA H100 SXM5 80GB")
+    other_family = replace(a, device="NVIDIA B200", family="blackwell")
+    assert distance(a, bigger) == distance(bigger, a) > 0
+    assert 0 < distance(a, other_gpu) < distance(a, other_family)
+    assert distance(a, replace(a, batch_seqs=2 * a.batch_seqs)) < distance(a, bigger)
+    assert distance(a, replace(a, kind="training")) == math.inf  # training and serving never mix
+
+
+def test_a_rows_own_scenario_is_nearest_and_every_row_is_a_run_of_the_same_kind():
+    rows = read_table(DEFAULT_CSV)
+    near = nearest_rows(load_scenario(VLLM_QWEN), rows, DEFAULT_CSV.parent, 6)
+    assert len(near) == 6
+    assert near[0][0]["id"] == "INF-110" and near[0][1] == 0
+    assert [d for _, d in near] == sorted(d for _, d in near)
+    for row, _ in near:
+        assert not row["metric"].startswith(SCENARIO_PREFIX)
+        assert row["id"].startswith("INF")  # serving rows only
+
+
+def test_cli_near_prints_the_nearest_rows_and_their_range():
+    r = subprocess.run([sys.executable, "-m", "moesim.cli", "validate", "--near", "mixtral-8x7b-h100-train",
+                        "--nearest", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["near"] == "mixtral-8x7b-h100-train"
+    ids = [c["id"] for c in doc["checks"]]
+    assert len(ids) == 2 and ids[0] == "TRN-34"  # Mixtral 8x7B on 64 H100 with EP8: the same run as published
+    assert all(c["error"] is not None for c in doc["checks"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--near", "mixtral-8x7b-h100-train", "--only", "INF"], "--near and --only: choose one way"),
+    (["--near", "mixtral-8x7b-h100-train", "--nearest", "0"], "--nearest 0: need at least 1 row"),
+    (["--near", "no-such-scenario"], "no-such-scenario: file not found"),
+])
+def test_cli_near_bad_input_is_one_line(args, message):
+    r = subprocess.run([sys.executable, "-m", "moesim.cli", "validate", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
