@@ -68,3 +68,15 @@ def test_cli_near_bad_input_is_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "moesim.cli", "validate", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_near_without_a_row_of_that_kind_is_one_line(tmp_path):
+    train = load_scenario("mixtral-8x7b-h100-train")
+    assert train.is_training
+    table = tmp_path / "rows.csv"
+    table.write_text("id,quantity,scenario,overrides,metric,transform,scale,published,unit,source\n"
+                     "T1,step,mixtral-8x7b-h100-train,,step_time_s,,,10,s,https://example.org\n")
+    r = subprocess.run([sys.executable, "-m", "moesim.cli", "validate", str(table), "--near", "mixtral-8x7b-h100-serve"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "--near mixtral-8x7b-h100-serve: no serving row in" in r.stderr and "Traceback" not in r.stderr
