@@ -38,13 +38,41 @@ def test_trtllm_host_line_goes_through_its_two_published_points():
     assert spec.overlap_decode and spec.overlap_prefill
 
 
-def test_an_engine_changes_the_host_time_only():
+def test_an_engine_changes_the_host_time_and_trtllms_eager_launches_only():
     cuda = default_host_spec("cuda")
     trt = engine_host_spec(cuda, "trtllm")
     assert engine_host_spec(cuda, None) is cuda
     assert engine_host_spec(cuda, "vllm") == cuda  # the CUDA defaults are vLLM V1's
     changed = {k for k in type(cuda).model_fields if getattr(cuda, k) != getattr(trt, k)}
-    assert changed == {"iteration_fixed_us", "per_seq_us", "overlap_prefill"}
+    assert changed == {"iteration_fixed_us", "per_seq_us", "overlap_prefill", "eager_launch_us"}
+    # TensorRT-LLM's custom-op dispatch (PR #13149), within PR #18645's 1- to 11-argument ops on another x86
+    assert trt.eager_launch_us == host.TRTLLM_CUSTOM_OP_US and 9.32 <= trt.eager_launch_us <= 13.07
+
+
+def test_a_grace_host_pays_more_cpu_per_launch_and_the_same_scheduler_time():
+    """TransformerEngine #2053: a PyTorch op's CPU side takes 37.1 us on a GB200's Grace, 13.5 us on
+    a DGX H100's Xeon: the launches scale by that ratio; the scheduler's line is one for every CPU."""
+    spec = engine_host_spec(default_host_spec("cuda"), "trtllm")
+    assert host.host_cpu_spec(spec, "x86") is spec
+    grace = host.host_cpu_spec(spec, "grace")
+    ratio = 37.1 / 13.5
+    assert grace.eager_launch_us == pytest.approx(spec.eager_launch_us * ratio)
+    assert grace.graph_launch_us == pytest.approx(spec.graph_launch_us * ratio)
+    changed = {k for k in type(spec).model_fields if getattr(spec, k) != getattr(grace, k)}
+    assert changed == {"eager_launch_us", "graph_launch_us"}
+    with pytest.raises(InputError, match=r"^hardware\.node\.host_cpu: unknown host 'power9'; allowed: x86, grace"):
+        host.host_cpu_spec(spec, "power9")
+
+
+def test_a_host_bound_run_is_slower_on_a_grace_host():
+    """The same B200 run, host-bound at large batches under TensorRT-LLM, on a Grace host: eager
+    (mixed) iterations launch slower, so fewer tokens/s; the GB200 preset's host is a Grace."""
+    big = ["workload.engine=trtllm", "workload.arrival.n_requests=600", "workload.max_batch_seqs=512",
+           "workload.max_batch_tokens=2048", "workload.prompt_tokens.value=512", "workload.output_tokens.value=128"]
+    x86 = moesim.simulate(moesim.load_scenario(QWEN3_B200, big)).summary
+    grace = moesim.simulate(moesim.load_scenario(QWEN3_B200, [*big, "hardware.node.host_cpu=grace"])).summary
+    assert grace["output_tokens_per_s"] < 0.97 * x86["output_tokens_per_s"]
+    assert moesim.load_scenario(QWEN3_B200, ["hardware.preset=gb200-nvl72"]).hardware.node.host_cpu == "grace"
 
 
 @pytest.mark.parametrize("device", ["Apple M2 Ultra", "Intel Xeon CPU"])

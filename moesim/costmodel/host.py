@@ -121,11 +121,26 @@ attention-DP ranks each over their own requests):
   iteration (the line: 4.1 ms). The host cost per sequence moved with the version (PRs #11704,
   #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one
   line for every CPU, where TensorRT-LLM's perf-overview runs Qwen3-30B-A3B's large batches 15-17 %
-  slower on a GB200 than on a B200 (validation rows INF-74/75 read +38/+42 %, INF-64/65 +17/+18 %).
+  slower on a GB200 than on a B200 (validation rows INF-74/75 read +9/+12 %, INF-64/65 +10/+12 %, with the launches below).
+* ``eager_launch_us ~ 11.67`` (measured): TensorRT-LLM's PyTorch modules reach their kernels through
+  ``@torch.library.custom_op`` ops (``torch.ops.trtllm.*``), whose dispatch costs the CPU more than a
+  plain launch: PR #13149 (github.com/NVIDIA/TensorRT-LLM/pull/13149, 2026-04-17; B200 host, PyTorch
+  2.10) times one call of a minimal ``@custom_op`` (an ``x.clone()``) at 11.67 us, the same body as a
+  plain Python function at 4.72 us. Check, not fitted: PR #18645 (2026-09-03, AMD EPYC 7313P) times the
+  LLM path's tunable ops, still ``@custom_op`` then, at 9.32 us (1 argument), 10.79 (an FP8 GEMM),
+  13.07 (all-reduce) and 27.94 us (``fused_moe``, 51 arguments). Eager (mixed) iterations pay it per kernel.
 * ``overlap_decode = overlap_prefill = True`` (framework default): TensorRT-LLM's overlap scheduler
   is on by default and launches step n+1 before it processes step n on the host, for every
   iteration (``docs/source/features/overlap-scheduler.md``); the host work shows where it outlasts
   the GPU step.
+
+The host CPU (``hardware.node.host_cpu``, :func:`host_cpu_spec`): a Grace host spends
+``GRACE_OP_FACTOR`` ~ 2.75 times an x86 host's CPU time per PyTorch op (measured: TransformerEngine
+issue #2053, 2025-08-11, times a ``torch.nn.Linear`` forward's CPU side at 37.1 us on a GB200 and 33.2 us
+on a GH200 against 13.5 us on an H100 DGX's Xeon 8480C; check: PyTorch PR #178216 times a no-grad
+``@custom_op`` call at 21.0 us on a GB200's Neoverse V2 where PyTorch issue #177109 reports 10.7 us), so
+the CPU-side launch costs (eager kernels, a graph's launch) scale by it. The scheduler's line is one for
+every CPU: its per-sequence slope was measured on a Grace host, its fixed part on an x86 one.
 
 Apple MPS and CPU (PyTorch backends):
 
@@ -218,6 +233,13 @@ TRTLLM_PER_SEQ_US = 1e3 * (TRTLLM_HOST_STEP_MS[1] - TRTLLM_STEP_BATCH1_MS[1]) / 
     TRTLLM_HOST_STEP_MS[0] - TRTLLM_STEP_BATCH1_MS[0])
 TRTLLM_ITERATION_FIXED_US = 1e3 * TRTLLM_STEP_BATCH1_MS[1] - TRTLLM_PER_SEQ_US * TRTLLM_STEP_BATCH1_MS[0]
 
+#: TensorRT-LLM PR #13149: one ``@torch.library.custom_op`` call of a minimal op on a B200's host, us.
+TRTLLM_CUSTOM_OP_US = 11.67
+#: TransformerEngine issue #2053: a torch.nn.Linear forward's CPU side, us, by host (GB200, GH200, DGX H100).
+TE_LINEAR_CPU_US: dict[str, float] = {"gb200": 37.1, "gh200": 33.2, "dgx-h100-xeon-8480c": 13.5}
+#: CPU time per PyTorch op on each ``hardware.node.host_cpu`` against an x86 host's.
+HOST_CPU_OP_FACTOR: dict[str, float] = {"x86": 1.0, "grace": TE_LINEAR_CPU_US["gb200"] / TE_LINEAR_CPU_US["dgx-h100-xeon-8480c"]}
+
 #: The host-time fields a serving engine sets (the rest of a spec is the device's).
 ENGINE_FIELDS: tuple[str, ...] = ("iteration_fixed_us", "per_seq_us", "overlap_decode", "overlap_prefill")
 #: Serving engines (``workload.engine``) and the host-time fields each sets; unset: the device's spec.
@@ -225,7 +247,7 @@ ENGINE_FIELDS: tuple[str, ...] = ("iteration_fixed_us", "per_seq_us", "overlap_d
 ENGINE_HOST: dict[str, dict[str, float | bool]] = {
     "vllm": {k: CUDA_HOST_DEFAULTS[k] for k in ENGINE_FIELDS},
     "trtllm": dict(iteration_fixed_us=TRTLLM_ITERATION_FIXED_US, per_seq_us=TRTLLM_PER_SEQ_US, overlap_decode=True,
-                   overlap_prefill=True),
+                   overlap_prefill=True, eager_launch_us=TRTLLM_CUSTOM_OP_US),
 }
 ENGINES: tuple[str, ...] = tuple(ENGINE_HOST)
 
@@ -259,8 +281,9 @@ def default_host_spec(platform: str) -> HostSpec:
 def engine_host_spec(spec: HostSpec, engine: str | None, device_name: str = "") -> HostSpec:
     """``spec`` with a serving engine's host time (``ENGINE_HOST``); ``engine`` None: ``spec`` itself.
 
-    Only the scheduler's time and its overlap change: launches and graphs stay the device's. Both
-    engines run on CUDA GPUs only, so a device of another kind is a one-line error.
+    The scheduler's time and its overlap change, and TensorRT-LLM's eager launches (its custom ops'
+    dispatch); graphs stay the device's. Both engines run on CUDA GPUs only, so a device of another
+    kind is a one-line error.
     """
     if engine is None:
         return spec
@@ -290,6 +313,17 @@ def host_spec_for(profile: Profile | None = None, device: DeviceSpec | None = No
     if profile is None and device is not None:
         return spec.model_copy(update={"eager_launch_us": float(device.launch_overhead_us)})
     return spec
+
+
+def host_cpu_spec(spec: HostSpec, host_cpu: str) -> HostSpec:
+    """``spec`` on a node whose host CPU is ``host_cpu`` ('x86' or 'grace'): its CPU-side launch costs
+    (``eager_launch_us``, ``graph_launch_us``) times :data:`HOST_CPU_OP_FACTOR`; x86 is the reference."""
+    if host_cpu not in HOST_CPU_OP_FACTOR:
+        raise InputError(f"hardware.node.host_cpu: unknown host {host_cpu!r}; allowed: {', '.join(HOST_CPU_OP_FACTOR)}")
+    f = HOST_CPU_OP_FACTOR[host_cpu]
+    if f == 1.0:
+        return spec
+    return spec.model_copy(update={"eager_launch_us": spec.eager_launch_us * f, "graph_launch_us": spec.graph_launch_us * f})
 
 
 # ---------------------------------------------------------------- the costs

@@ -48,7 +48,8 @@ _HGX_B200_NODE = dict(devices_per_node=8, intra_bw_gbps=900.0, intra_latency_us=
 # trays), modelled as one node of 72 devices. Racks join over the scale-out fabric: each compute tray
 # has 4 ConnectX-7 (NVIDIA multi-node NVLink tuning guide, docs.nvidia.com/multi-node-nvlink-systems:
 # "Grace CPU, Blackwell GPU, CX7 ..."), one 400 Gb/s NIC per GPU = 50 GB/s, as the HGX B200's rails.
-_NVL72_NODE = dict(devices_per_node=72, intra_bw_gbps=900.0, intra_latency_us=2.0)
+# Each compute tray's 4 GPUs are driven by 2 Grace CPUs (the GB200 NVL72 page: "36 Grace CPUs, 72 Blackwell GPUs").
+_NVL72_NODE = dict(devices_per_node=72, intra_bw_gbps=900.0, intra_latency_us=2.0, host_cpu="grace")
 _CX7_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)

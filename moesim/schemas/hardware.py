@@ -140,6 +140,11 @@ class NodeSpec(Strict):
     devices_per_node: PositiveInt = bounded(8, le=1 << 16, why="65536: 7x a whole TPU pod (9216 chips) as one node", description="Devices per node.")
     intra_bw_gbps: PositiveFloat = bounded(ge=1e-3, le=1e6, why="1 PB/s per device: ~1000x NVLink 5 (900 GB/s per direction)", description="Intra-node bandwidth per device per direction, GB/s.")
     intra_latency_us: float = bounded(2.0, ge=0, le=1e6, why="1 s per message; real links take 1-10 us", description="Intra-node per-message latency, microseconds.")
+    host_cpu: Literal["x86", "grace"] = Field(
+        "x86", description="The host CPU that drives the devices: x86 (DGX/HGX H100 and B200, most servers) or "
+        "grace (NVIDIA Grace: GB200 NVL72, GH200). A PyTorch op costs the Grace host ~2.75x the CPU time it "
+        "costs an x86 one (TransformerEngine issue #2053), which a serving engine's eager kernel launches pay "
+        "(costmodel/host.py).")
 
 
 class ClusterSpec(Strict):

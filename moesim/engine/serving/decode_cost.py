@@ -71,6 +71,7 @@ from moesim.costmodel.host import (
     engine_host_spec,
     exposed_host_s,
     graph_rows,
+    host_cpu_spec,
     host_spec_for,
     iteration_host_s,
     launch_added_s,
@@ -135,8 +136,9 @@ class IterationCost(RoutedExperts):
                                              block_ops(self.dims, self.dtypes, moe, 1, np.ones(1), np.ones(1),
                                                        np.ones(1)))
                                  for moe, count in ((False, m.n_dense_layers), (True, m.n_moe_layers)))
-        self.host = spec = engine_host_spec(host_spec_for(cm.profile, s.hardware.device),
-                                            s.workload.engine, s.hardware.device.name)
+        self.host = spec = host_cpu_spec(engine_host_spec(host_spec_for(cm.profile, s.hardware.device),
+                                                          s.workload.engine, s.hardware.device.name),
+                                         s.hardware.node.host_cpu)
         # whether the host work hides behind the GPU, by phase (read once per iteration)
         self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)
