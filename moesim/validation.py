@@ -221,6 +221,11 @@ def check_row(row: dict[str, str], base: Path, runner: Callable | None = None,
     return chk
 
 
+def row_overrides(row: dict[str, str]) -> tuple[str, ...]:
+    """A row's ``overrides`` cell as its ``a.b=v`` items (``;``-separated, blanks dropped)."""
+    return tuple(o.strip() for o in (row.get("overrides") or "").split(";") if o.strip())
+
+
 def median_abs_error(checks: list[Check], simulated_only: bool = True) -> float | None:
     """Median of |error| over rows with a prediction (simulated rows only by default)."""
     errs = [abs(c.error) for c in checks if c.error is not None and (c.simulated or not simulated_only)]
@@ -240,11 +245,11 @@ def _predict(row: dict[str, str], metric: str, base: Path, runner: Callable | No
     name = (row.get("scenario") or "").strip()
     if not name:
         raise InputError("no scenario given")
-    overrides = [o.strip() for o in (row.get("overrides") or "").split(";") if o.strip()]
-    scenario = load_scenario(scenario_ref(name, base), overrides)
+    overrides = row_overrides(row)
+    scenario = load_scenario(scenario_ref(name, base), list(overrides))
     if metric.startswith(SCENARIO_PREFIX):
         return _field(scenario, metric.removeprefix(SCENARIO_PREFIX))
-    key = (name, tuple(overrides))
+    key = (name, overrides)
     if key not in cache:
         if runner is None:
             from moesim.simulate import simulate as runner

@@ -75,7 +75,7 @@ def traits(s: Scenario) -> Traits:
         family=device_family(s.hardware.device.name), experts=int(m.n_experts),
         active_params=float(param_counts(m).active), dtype=str(m.expert_dtype or m.dtype),
         tp=int(p.tp), ep=int(p.ep), pp=int(p.pp), devices=int(s.hardware.n_devices),
-        dp_attention=bool(getattr(p, "dp_attention", False)),
+        dp_attention=bool(p.dp_attention),
         engine=(w.engine or ("vllm" if platform_of(s.hardware.device.name) == "cuda" else "")) if serving else "",
         batch_seqs=float(w.max_batch_seqs) if serving else 0.0,
         length_in=float(w.prompt_tokens.mean_tokens(1.0)) if serving else float(w.seq_len),
@@ -106,7 +106,7 @@ def nearest_rows(target: Scenario, rows: list[dict[str, str]], base: Path, n: in
     """The ``n`` simulated rows nearest to ``target`` (same kind), nearest first, with their distances;
     ``base``: the CSV's folder. Rows sharing a scenario and its overrides are loaded once."""
     from moesim.loader import load_scenario
-    from moesim.validation import SCENARIO_PREFIX, scenario_ref
+    from moesim.validation import SCENARIO_PREFIX, row_overrides, scenario_ref
 
     goal = traits(target)
     seen: dict[tuple, Traits] = {}
@@ -114,10 +114,9 @@ def nearest_rows(target: Scenario, rows: list[dict[str, str]], base: Path, n: in
     for i, row in enumerate(rows):
         if (row.get("metric") or "").strip().startswith(SCENARIO_PREFIX):
             continue
-        overrides = tuple(o.strip() for o in (row.get("overrides") or "").split(";") if o.strip())
-        key = ((row.get("scenario") or "").strip(), overrides)
+        key = ((row.get("scenario") or "").strip(), row_overrides(row))
         if key not in seen:
-            seen[key] = traits(load_scenario(scenario_ref(key[0], base), list(overrides)))
+            seen[key] = traits(load_scenario(scenario_ref(key[0], base), list(key[1])))
         d = distance(goal, seen[key])
         if math.isfinite(d):
             scored.append((d, i, row))

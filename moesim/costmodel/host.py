@@ -135,7 +135,7 @@ attention-DP ranks each over their own requests):
   the GPU step.
 
 The host CPU (``hardware.node.host_cpu``, :func:`host_cpu_spec`): a Grace host spends
-``GRACE_OP_FACTOR`` ~ 2.75 times an x86 host's CPU time per PyTorch op (measured: TransformerEngine
+``HOST_CPU_OP_FACTOR["grace"]`` ~ 2.75 times an x86 host's CPU time per PyTorch op (measured: TransformerEngine
 issue #2053, 2025-08-11, times a ``torch.nn.Linear`` forward's CPU side at 37.1 us on a GB200 and 33.2 us
 on a GH200 against 13.5 us on an H100 DGX's Xeon 8480C; check: PyTorch PR #178216 times a no-grad
 ``@custom_op`` call at 21.0 us on a GB200's Neoverse V2 where PyTorch issue #177109 reports 10.7 us), so

@@ -419,7 +419,8 @@ class IterationCost(RoutedExperts):
         compute ops, counted in ``n_kernels``). The scheduler's time per iteration
         (fixed plus per sequence) hides behind the GPU where the engine schedules one step ahead
         (``exposed_host_s``: decode by default), together with the CPU's launches (one thread does
-        both, ``launch_cpu_s``), and adds in full otherwise (prefill and mixed batches). May be negative on a datasheet: a graph saves more launch time than the host costs. The
+        both, ``launch_cpu_s``), and adds in full otherwise (prefill and mixed batches). May be
+        negative on a datasheet: a graph saves more launch time than the host costs. The
         per-batch-size terms are tabulated in ``__init__`` (this runs once per iteration).
         """
         decode = bool(q_tokens.max() == 1)
