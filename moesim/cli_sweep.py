@@ -246,6 +246,7 @@ def validate_command(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes to run the rows on (the results do not depend on it).")] = 2,
     near: Annotated[str | None, typer.Option("--near", help="A scenario (name or YAML): run only the published measurements most like it (same kind of run; by device family, model size and experts, plan, batch and lengths), nearest first, to see how far to trust its numbers.", show_default=False, metavar="SCENARIO")] = None,
     nearest: Annotated[int, typer.Option("--nearest", help="With --near: how many rows.")] = 5,
+    save_results: Annotated[Path | None, typer.Option("--save-results", help="Also write each simulated row's prediction, error and scenario traits to this CSV (the shipped table, all rows; moesim ships the file as moesim/data/validation_results.csv, from which simulate names the measurements nearest to a run).", show_default=False, metavar="FILE")] = None,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row.
 
@@ -265,6 +266,10 @@ def validate_command(
         raise InputError("--near and --only: choose one way to pick the rows")
     if nearest < 1:
         raise InputError(f"--nearest {nearest}: need at least 1 row")
+    if save_results is not None and (csv_path is not None or only is not None or near is not None):
+        raise InputError("--save-results: only over the whole shipped table (no CSV argument, --only or --near)")
+    if save_results is not None and save_results.is_dir():
+        raise InputError(f"--save-results {save_results}: is a folder; give a file name")
     table = csv_path if csv_path is not None else DEFAULT_CSV
     rows = select_rows(read_table(table), only.split(",") if only is not None else None)
     if near is not None:
@@ -309,6 +314,8 @@ def validate_command(
         else:
             out.print(_checks_table(checks))
             out.print(summary, highlight=False)
+    if save_results is not None:
+        _save_results(checks, rows, Path(table).resolve().parent, save_results, med_text)
     problems = []
     if fail_above is not None and (med is None or 100 * med > fail_above):
         problems.append(f"median |error| {med_text} is above --fail-above {fail_above:g} %")
@@ -316,6 +323,18 @@ def validate_command(
         problems.append(f"{_rows(len(failed))} failed to run ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})")
     if problems:
         raise RunError("; ".join(problems))
+
+
+def _save_results(checks, rows, base: Path, path: Path, med_text: str) -> None:
+    """Write the run's simulated rows to ``path`` (``validation_results``); nothing when a row failed."""
+    import datetime
+
+    from moesim.validation_results import known_of, write_results
+
+    known = known_of(checks, rows, base)
+    write_results(known, path, f"moesim validate --save-results: {_rows(len(known))} of moesim/data/validation.csv, "
+                               f"median |error| {med_text} ({datetime.date.today().isoformat()})")
+    err.print(f"wrote {_rows(len(known))} to {path}", highlight=False)
 
 
 def _error_range(checks) -> str:

@@ -241,7 +241,31 @@ PLANS = CsvTable("plans.csv", "`moesim plan --out DIR` (plans.json holds the sam
                      "whole_plan_objective": ("objective unit", "serving: the objective from the whole-plan re-check"),
                  }, ("field", "summary"))
 
-TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, DECODE_STEP, PROBES, SWEEP, PLAN_RUNS, PLANS)}
+VALIDATION_RESULTS = CsvTable(
+    "validation_results.csv", "`moesim validate --save-results FILE` (moesim ships one: moesim/data/validation_results.csv)",
+    "one simulated row of the shipped validation table, in table order, under a `#` line naming the run", {
+        "id": ("text", "the row's id in moesim/data/validation.csv"),
+        "quantity": ("text", "what the row measures (its `quantity` cell)"),
+        "predicted": ("the row's unit", "moesim's prediction (the row's metric, transform and scale applied)"),
+        "error": ("fraction", "(predicted - published) / published"),
+        "kind": ("text", "`training` or `serving`: the traits below are those `moesim validate --near` compares"),
+        "device": ("text", "hardware.device.name of the row's scenario"),
+        "family": ("text", "device family (`hopper`, `blackwell`, `ampere`, `apple`, ...)"),
+        "experts": ("count", "model.n_experts"),
+        "active_params": ("parameters", "parameters one token meets (all of a dense model)"),
+        "dtype": ("text", "the experts' dtype (model.expert_dtype, else model.dtype)"),
+        "tp": ("count", "plan.tp"), "ep": ("count", "plan.ep"), "pp": ("count", "plan.pp"),
+        "devices": ("count", "devices in the scenario's hardware"),
+        "dp_attention": ("True/False", "plan.dp_attention"),
+        "engine": ("text", "serving engine (`vllm` for an unset engine on a CUDA GPU); empty for training"),
+        "batch_seqs": ("sequences", "serving: workload.max_batch_seqs; training: 0"),
+        "length_in": ("tokens", "serving: mean prompt tokens; training: workload.seq_len"),
+        "length_out": ("tokens", "serving: mean output tokens; training: 0"),
+        "trainable": ("text", "training: workload.trainable.mode; serving: empty"),
+    })
+
+TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, DECODE_STEP, PROBES, SWEEP, PLAN_RUNS, PLANS,
+                              VALIDATION_RESULTS)}
 
 
 def undocumented(table: str, columns: list[str]) -> list[str]:
