@@ -34,6 +34,9 @@ TRAIT_FIELDS: tuple[tuple[str, type], ...] = tuple((f.name, f.type if isinstance
                                                     {"str": str, "int": int, "float": float, "bool": bool}[f.type])
                                                    for f in dataclasses.fields(Traits))
 COLUMNS: tuple[str, ...] = ("id", "quantity", "predicted", "error") + tuple(name for name, _ in TRAIT_FIELDS)
+#: A nearest distance above which no saved row is much like a run (ours, assumed): two mismatches of
+#: kind (another device family and dense against MoE), or one and several doublings of size, plan and lengths.
+FAR = 4.0
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ def trust_lines(target, name: str, n: int = 3, width: int = 72) -> list[str]:
         return []
     if not near:
         return []
-    lines = [f"nearest published measurements (moesim / measured - 1 at the last validate run; "
-             f"moesim validate --near {name} re-runs them):"]
+    far = near[0][1] > FAR
+    lines = [f"nearest published measurements{', none much like this run' if far else ''} (moesim / measured - 1 "
+             f"at the last validate run; moesim validate --near {name} re-runs them):"]
     for k, _ in near:
         what = textwrap.shorten(k.quantity, width, placeholder=" ...")  # whole words: "DP16", never "DP1..."
         lines.append(f"  {k.id:<8} {100 * k.error:+7.1f} %  {what}")

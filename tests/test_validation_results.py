@@ -96,6 +96,12 @@ def test_the_columns_are_documented():
     assert undocumented("validation_results.csv", list(COLUMNS)) == []
 
 
+def test_trust_lines_say_when_no_measurement_is_alike():
+    near = trust_lines(load_scenario("gpt4-rumour-a100-serve"), "gpt4-rumour-a100-serve")
+    assert "none much like this run" in near[0]  # a 1.8T-parameter model on A100s: nothing published is close
+    assert "none much like" not in trust_lines(load_scenario("mixtral-8x7b-h100-serve"), "x")[0]
+
+
 def test_write_and_read_round_trip(tmp_path, saved):
     path = tmp_path / "r.csv"
     write_results(saved[:3], path, "three rows")
