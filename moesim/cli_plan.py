@@ -104,10 +104,34 @@ def plan_command(
         out.print(_counts_line(n, space.training), highlight=False)
         for f in files:
             out.print(f"wrote {f}", highlight=False)
+        _print_trust(outcome, out_dir)
     if not rows:
         why = "no plan holds the SLO at any rate" if not space.training else "no plan fits and simulates"
         raise RunError(f"{why} (of {n['candidates']} candidates: pruned {n['pruned_total']}, "
                        f"evaluated {n['simulated']}); see {'plans.csv in --out' if out_dir else 'the counts above'}")
+
+
+def _print_trust(outcome, out_dir: Path | None) -> None:
+    """Under the table: the published measurements nearest to the best plan and moesim's error on
+    each (``validation_results.trust_lines``), as ``simulate`` prints under a run."""
+    from rich.markup import escape
+
+    from moesim.loader import scenario_from_dict
+    from moesim.validation_results import trust_lines
+
+    if getattr(outcome, "disagg", False):  # a disaggregated plan's best whole plan
+        from moesim.plan_disagg_report import best_scenario
+    else:
+        from moesim.plan_report import best_scenario
+    data = best_scenario(outcome)
+    if data is None:
+        return
+    name = str(out_dir / "best.yaml") if out_dir is not None else "BEST.yaml (plan --out writes it)"
+    lines = trust_lines(scenario_from_dict(data), name)
+    if lines:
+        out.print(f"[bold]best plan:[/bold] {escape(lines[0])}", highlight=False)
+        for line in lines[1:]:
+            out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def _counts_line(n: dict[str, Any], training: bool) -> str:

@@ -196,3 +196,12 @@ def test_budget_that_is_not_whole_nodes_fails_in_one_line(tmp_path, capsys):
     assert main(["plan", path, "--devices", "6,5", "--slo", SLO, "--tp", "1", "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--devices 5" in err and "whole nodes of 2" in err, err
+
+
+def test_cli_table_ends_with_the_best_plans_nearest_measurements(disagg_yaml, capsys):
+    """As simulate does under a run (validation_results.trust_lines), for the best whole plan."""
+    argv = ["plan", disagg_yaml, "--devices", "2,3,4", "--tp", "1", "--pp", "1", "--max-batch-seqs", "4,16",
+            "--slo", SLO, "--workers", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "best plan: nearest published measurements" in text and "INF-" in text.split("best plan:")[1]

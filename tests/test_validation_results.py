@@ -144,3 +144,11 @@ def test_simulate_prints_the_nearest_measurements():
     assert "nearest published measurements" in res.output
     ids = {k.id for k, _ in nearest_known(load_scenario("mixtral-8x7b-h100-train"))}
     assert all(i in res.output for i in ids)
+
+
+def test_plan_ends_with_the_best_plans_nearest_measurements(capsys):
+    from tests.test_newcomer_polish import TRAIN
+
+    assert main(["plan", str(TRAIN), "--devices", "64", "--tp", "1", "--pp", "1", "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "best plan: nearest published measurements" in text and "TRN-" in text.split("best plan:")[1]
