@@ -36,6 +36,7 @@ from moesim.calibrate.vidur_data import (
 )
 
 from moesim.costmodel import cost_model
+from moesim.costmodel.attention_floor import HOPPER_ATTENTION_FIXED_US
 from moesim.costmodel.comm import p2p_s, ring_allreduce_s
 from moesim.costmodel.profile import (
     AttentionSpec,
@@ -63,6 +64,9 @@ DEVICES: dict[str, tuple[str, str]] = {"a100": ("a100-80gb", "a100_dgx"), "h100"
 #: Training's flash attention per device: the published kernel table (costmodel/flash_attention.py) of the
 #: kernel its training stacks run (FlashAttention-2 on Ampere; cuDNN, via Transformer Engine, on Hopper).
 FLASH_ATTENTION: dict[str, str] = {"a100": "fa2-a100", "h100": "cudnn-h100"}
+#: A device without Vidur attention timings: a serving attention call's fixed GPU time, us, published
+#: elsewhere (moesim/costmodel/attention_floor.py).
+ATTENTION_FIXED_US: dict[str, float] = {"h100": HOPPER_ATTENTION_FIXED_US}
 
 
 def _split(rows):
@@ -240,7 +244,12 @@ def fit_device(data: Path, device: str, created: str | None = None) -> Profile:
                                                r.head_dim, r.kv_heads)) for r in held]
             errors[kind] = fit_error(pred, [r.time_s for r in held], sum(1 for r in attn_fit if r.prefill == pick))
     else:
-        profile = profile.model_copy(update={"notes": profile.notes + ["attention not measured for this device"]})
+        note = "attention not measured for this device"
+        fixed = ATTENTION_FIXED_US.get(device)
+        if fixed is not None:
+            note += ("; attention_fixed_us (a serving attention call's fixed GPU time) is costmodel/attention_floor.py's "
+                     "HOPPER_ATTENTION_FIXED_US, from vLLM PR #43232's batch-1 decode timings")
+        profile = profile.model_copy(update={"notes": profile.notes + [note], "attention_fixed_us": fixed})
     return profile.model_copy(update={"fit_error": errors})
 
 

@@ -245,6 +245,7 @@ def test_shipped_profiles_match_a_refit(device):
     np.testing.assert_allclose(fresh.gemm.efficiency, shipped.gemm.efficiency, rtol=1e-2)
     assert fresh.launch_overhead_us == pytest.approx(shipped.launch_overhead_us, rel=1e-2)
     assert fresh.flash_attention == shipped.flash_attention
+    assert fresh.attention_fixed_us == shipped.attention_fixed_us
     assert fresh.fit_error["gemm"].median_abs_pct == pytest.approx(shipped.fit_error["gemm"].median_abs_pct, rel=1e-2)
 
 

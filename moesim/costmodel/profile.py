@@ -312,6 +312,10 @@ class Profile(Strict):
         "profile_gemm_ratio): each GEMM's measured fraction of the roofline is scaled by that device's measured "
         "fraction over this profile device's at the same FLOPs (moesim/costmodel/sibling_gemm.py).")
     launch_overhead_us: NonNegativeFloat = Field(description="Fixed cost per kernel, us.")
+    attention_fixed_us: NonNegativeFloat | None = Field(
+        None, description="Without a measured attention table (`attention`): the fixed GPU time of one attention "
+        "call (a serving decode kernel and its split-KV combine at a short context; training's flash calls too), us "
+        "(costmodel/attention_floor.py); null: launch_overhead_us.")
     memory_efficiency: float = Field(gt=0, le=1, description="Fraction of reference bandwidth streaming kernels reach.")
     cache_bytes: PositiveFloat | None = Field(
         None, description="Effective cache size, bytes (CPUs; fitted from whole-layer runs, usually below the "

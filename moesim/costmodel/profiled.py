@@ -311,4 +311,7 @@ class ProfiledCostModel(CostModelBase):
     @property
     def _attention_launch_overhead_s(self) -> float:
         a = self.profile.attention
-        return a.launch_overhead_us * 1e-6 if a else self.launch_s
+        if a:
+            return a.launch_overhead_us * 1e-6
+        fixed = self.profile.attention_fixed_us
+        return self.launch_s if fixed is None else fixed * 1e-6

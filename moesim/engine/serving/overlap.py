@@ -146,14 +146,15 @@ class TwoBatchOverlap:
         """True when an iteration of ``tokens`` tokens is split (it needs two non-empty micro-batches)."""
         return tokens >= 2
 
-    def _price(self, pieces: dict, attn_layer_s, experts_s):
+    def _price(self, pieces: dict, attn_layer_s, experts_s, attn_fixed_s: float = 0.0):
         """(GPU seconds without the head and pp hand-offs, exposed EP seconds, TP seconds).
 
         ``attn_layer_s``: one layer's attention core over the whole batch (each micro-batch runs
-        half); ``experts_s``: one micro-batch's routed-expert seconds per layer (scalar / per ``t``,
-        or a trailing axis over the MoE layers).
+        half of its work and pays the call's fixed time ``attn_fixed_s`` itself); ``experts_s``: one
+        micro-batch's routed-expert seconds per layer (scalar / per ``t``, or a trailing axis over the
+        MoE layers).
         """
-        half_attn = np.asarray(attn_layer_s, dtype=float) / 2
+        half_attn = (np.asarray(attn_layer_s, dtype=float) - attn_fixed_s) / 2 + attn_fixed_s
         s1 = pieces["moe"] + half_attn
         moe = moe_layers_s(s1, pieces["dispatch"], experts_s, pieces["combine"], self.n_moe, self.sm_slowdown)
         e = np.asarray(experts_s, dtype=float)
@@ -197,7 +198,8 @@ class TwoBatchOverlap:
         pieces, experts, dropped, pp = self._at(tokens)
         if self.cost.skewed:
             experts, dropped = self.sampled_experts(tokens, engine)
-        gpu, exposed, tp = self._price(pieces, attn_s / self.n_layers, experts)
+        fixed = self.cost.cm.attention_launch_s if attn_s > 0 else 0.0  # each micro-batch's own call
+        gpu, exposed, tp = self._price(pieces, attn_s / self.n_layers, experts, fixed)
         return float(gpu) + pp + head_s, dropped, (float(tp), float(exposed), pp)
 
     def comm_s(self, tokens: int) -> tuple[float, float, float]:
