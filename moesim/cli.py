@@ -213,15 +213,10 @@ def simulate(
 def _print_trust(s, name: str) -> None:
     """Under a run: the published measurements nearest to it and moesim's error on each at the last
     saved validate run (``validation_results``), so the prediction comes with how far runs like it agree."""
-    from rich.markup import escape
-
+    from moesim.report import print_trust
     from moesim.validation_results import trust_lines
 
-    lines = trust_lines(s, name)
-    if lines:
-        out.print(f"[bold]{escape(lines[0])}[/bold]", highlight=False)
-        for line in lines[1:]:
-            out.print(escape(line), highlight=False, soft_wrap=True)
+    print_trust(out, trust_lines(s, name))
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table

@@ -114,9 +114,8 @@ def plan_command(
 def _print_trust(outcome, out_dir: Path | None) -> None:
     """Under the table: the published measurements nearest to the best plan and moesim's error on
     each (``validation_results.trust_lines``), as ``simulate`` prints under a run."""
-    from rich.markup import escape
-
     from moesim.loader import scenario_from_dict
+    from moesim.report import print_trust
     from moesim.validation_results import trust_lines
 
     if getattr(outcome, "disagg", False):  # a disaggregated plan's best whole plan
@@ -127,11 +126,7 @@ def _print_trust(outcome, out_dir: Path | None) -> None:
     if data is None:
         return
     name = str(out_dir / "best.yaml") if out_dir is not None else "BEST.yaml (plan --out writes it)"
-    lines = trust_lines(scenario_from_dict(data), name)
-    if lines:
-        out.print(f"[bold]best plan:[/bold] {escape(lines[0])}", highlight=False)
-        for line in lines[1:]:
-            out.print(escape(line), highlight=False, soft_wrap=True)
+    print_trust(out, trust_lines(scenario_from_dict(data), name), lead="best plan: ")
 
 
 def _counts_line(n: dict[str, Any], training: bool) -> str:

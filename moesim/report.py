@@ -68,3 +68,15 @@ def presets_table(models: dict[str, dict], hardware: dict[str, dict]) -> tuple[T
         ht.add_row(name, d["name"], f"{peak:g}", f"{d['mem_bw_gbps']:g}", f"{d['mem_gib']:g}",
                    str(data["node"]["devices_per_node"]), f"{d['usd_per_hour']:.2f}")
     return mt, ht
+
+
+def print_trust(console, lines: list[str], lead: str = "") -> None:
+    """Print ``validation_results.trust_lines`` under a run (``simulate``) or a plan table (``plan``,
+    ``lead`` "best plan: "): the header in bold, the rows as they are; nothing for no lines."""
+    from rich.markup import escape
+
+    if not lines:
+        return
+    console.print(f"[bold]{escape(lead + lines[0])}[/bold]", highlight=False)
+    for line in lines[1:]:
+        console.print(escape(line), highlight=False, soft_wrap=True)

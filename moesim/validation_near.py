@@ -105,8 +105,7 @@ def distance(a: Traits, b: Traits) -> float:
 def nearest_rows(target: Scenario, rows: list[dict[str, str]], base: Path, n: int) -> list[tuple[dict[str, str], float]]:
     """The ``n`` simulated rows nearest to ``target`` (same kind), nearest first, with their distances;
     ``base``: the CSV's folder. Rows sharing a scenario and its overrides are loaded once."""
-    from moesim.loader import load_scenario
-    from moesim.validation import SCENARIO_PREFIX, row_overrides, scenario_ref
+    from moesim.validation import SCENARIO_PREFIX
 
     goal = traits(target)
     seen: dict[tuple, Traits] = {}
@@ -114,11 +113,20 @@ def nearest_rows(target: Scenario, rows: list[dict[str, str]], base: Path, n: in
     for i, row in enumerate(rows):
         if (row.get("metric") or "").strip().startswith(SCENARIO_PREFIX):
             continue
-        key = ((row.get("scenario") or "").strip(), row_overrides(row))
-        if key not in seen:
-            seen[key] = traits(load_scenario(scenario_ref(key[0], base), list(key[1])))
-        d = distance(goal, seen[key])
+        d = distance(goal, row_traits(row, base, seen))
         if math.isfinite(d):
             scored.append((d, i, row))
     scored.sort(key=lambda t: (t[0], t[1]))
     return [(row, d) for d, _, row in scored[:n]]
+
+
+def row_traits(row: dict[str, str], base: Path, cache: dict[tuple, Traits]) -> Traits:
+    """The :class:`Traits` of a validation row's scenario with its overrides (``base``: the CSV's
+    folder); rows sharing a scenario and its overrides are loaded once through ``cache``."""
+    from moesim.loader import load_scenario
+    from moesim.validation import row_overrides, scenario_ref
+
+    key = ((row.get("scenario") or "").strip(), row_overrides(row))
+    if key not in cache:
+        cache[key] = traits(load_scenario(scenario_ref(key[0], base), list(key[1])))
+    return cache[key]

@@ -10,7 +10,7 @@ measurements (``moesim validate --near`` re-runs them). The traits are stored be
 them loads every row's scenario (~1.5 s), too slow to add to every simulate.
 
 ``tests/test_validation_results.py`` checks that the shipped file lists exactly the table's
-simulated rows with today's traits, and re-runs two of them against it, so a change to the physics
+simulated rows with today's traits, and re-runs three of them against it, so a change to the physics
 that moves them fails until the file is written again (the README's validation table is refreshed
 from the same run, ``moesim validate --markdown --save-results ...``).
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.errors import InputError
-from moesim.validation_near import Traits, distance, traits
+from moesim.validation_near import Traits, distance, row_traits, traits
 
 #: The results moesim ships (written by ``moesim validate --save-results`` over the shipped table).
 RESULTS_CSV = Path(__file__).resolve().parent / "data" / "validation_results.csv"
@@ -54,25 +54,14 @@ class Known:
 def known_of(checks, rows: list[dict[str, str]], base: Path) -> list[Known]:
     """The simulated checks of a validate run over ``rows`` (the CSV's rows, ``base`` its folder) as
     :class:`Known` results, in table order. Raises InputError when a row has no prediction."""
-    from moesim.loader import load_scenario
-    from moesim.validation import row_overrides, scenario_ref
-
     failed = [c.id for c in checks if c.simulated and (c.predicted is None or c.error is None)]
     if failed:
         raise InputError(f"--save-results: {len(failed)} row(s) have no prediction ({', '.join(failed[:5])}); "
                          "nothing written")
     by_id = {r["id"].strip(): r for r in rows}
     seen: dict[tuple, Traits] = {}
-    out = []
-    for c in checks:
-        if not c.simulated:
-            continue
-        row = by_id[c.id]
-        key = (row["scenario"].strip(), row_overrides(row))
-        if key not in seen:
-            seen[key] = traits(load_scenario(scenario_ref(key[0], base), list(key[1])))
-        out.append(Known(c.id, c.quantity, float(c.predicted), float(c.error), seen[key]))
-    return out
+    return [Known(c.id, c.quantity, float(c.predicted), float(c.error), row_traits(by_id[c.id], base, seen))
+            for c in checks if c.simulated]
 
 
 def write_results(known: list[Known], path: str | Path, header: str) -> None:

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from moesim.cli import app, main
 from moesim.errors import InputError
 from moesim.loader import load_scenario
-from moesim.validation import DEFAULT_CSV, Check, check_row, read_table, row_overrides, scenario_ref
-from moesim.validation_near import traits
+from moesim.validation import DEFAULT_CSV, Check, check_row, read_table, scenario_ref
+from moesim.validation_near import row_traits
 from moesim.validation_results import (
     COLUMNS,
     Known,
@@ -52,11 +52,7 @@ def test_the_saved_traits_are_todays(table, saved):
     rows = {r["id"].strip(): r for r in table}
     cache = {}
     for k in saved:
-        row = rows[k.id]
-        key = (row["scenario"].strip(), row_overrides(row))
-        if key not in cache:
-            cache[key] = traits(load_scenario(scenario_ref(key[0], BASE), list(key[1])))
-        assert k.traits == cache[key], k.id
+        assert k.traits == row_traits(rows[k.id], BASE, cache), k.id
 
 
 @pytest.mark.parametrize("rid", FRESH)
