@@ -158,10 +158,11 @@ def flops_per_token(m: ModelSpec, seq_len: int | None = None, context_tokens: fl
     return 2.0 * matmul + attention_core_flops(m, context_tokens, local_keys(m, context_tokens=context_tokens))
 
 
-def serving_mean_context(s: Scenario) -> float:
-    """Keys the average generated token attends to: mean prompt + half the mean output (a trace's
-    means when the lengths come from ``workload.arrival.trace``; half ``max_seq_len`` each without one)."""
-    w: ServingWorkload = s.workload  # type: ignore[assignment]
+def serving_mean_lengths(w: ServingWorkload, fallback: float) -> tuple[float, float]:
+    """(mean prompt, mean output) tokens of a serving workload's requests. A length with ``dist:
+    trace`` takes the mean of its ``workload.arrival.trace`` column (the first ``n_requests`` rows when
+    the arrivals come from the trace too, as the run plays them; the whole column when the run
+    resamples it); ``fallback`` where such a length has no trace to read."""
     prompt_col = output_col = None
     if w.arrival.trace is not None and "trace" in (w.prompt_tokens.dist, w.output_tokens.dist):
         from moesim.engine.serving.requests import (
@@ -169,8 +170,16 @@ def serving_mean_context(s: Scenario) -> float:
         )
 
         _, prompt_col, output_col = read_trace(w.arrival.trace)
-    half = s.model.max_seq_len / 2
-    return w.prompt_tokens.mean_tokens(half, prompt_col) + w.output_tokens.mean_tokens(half, output_col) / 2
+        if w.arrival.process == "trace":
+            prompt_col, output_col = prompt_col[:w.arrival.n_requests], output_col[:w.arrival.n_requests]
+    return w.prompt_tokens.mean_tokens(fallback, prompt_col), w.output_tokens.mean_tokens(fallback, output_col)
+
+
+def serving_mean_context(s: Scenario) -> float:
+    """Keys the average generated token attends to: mean prompt + half the mean output (a trace's
+    means when the lengths come from ``workload.arrival.trace``; half ``max_seq_len`` each without one)."""
+    prompt, output = serving_mean_lengths(s.workload, s.model.max_seq_len / 2)  # type: ignore[arg-type]
+    return prompt + output / 2
 
 
 def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:

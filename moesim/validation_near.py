@@ -65,11 +65,12 @@ def device_family(name: str) -> str:
 
 def traits(s: Scenario) -> Traits:
     """A scenario's :class:`Traits`."""
-    from moesim.accounting import param_counts
+    from moesim.accounting import param_counts, serving_mean_lengths
     from moesim.costmodel.host import platform_of
 
     m, p, w = s.model, s.plan, s.workload
     serving = not s.is_training
+    length_in, length_out = serving_mean_lengths(w, 1.0) if serving else (float(w.seq_len), 0.0)
     return Traits(
         kind="training" if s.is_training else "serving", device=s.hardware.device.name,
         family=device_family(s.hardware.device.name), experts=int(m.n_experts),
@@ -78,8 +79,7 @@ def traits(s: Scenario) -> Traits:
         dp_attention=bool(p.dp_attention),
         engine=(w.engine or ("vllm" if platform_of(s.hardware.device.name) == "cuda" else "")) if serving else "",
         batch_seqs=float(w.max_batch_seqs) if serving else 0.0,
-        length_in=float(w.prompt_tokens.mean_tokens(1.0)) if serving else float(w.seq_len),
-        length_out=float(w.output_tokens.mean_tokens(1.0)) if serving else 0.0,
+        length_in=float(length_in), length_out=float(length_out),
         trainable="" if serving else str(w.trainable.mode))
 
 

@@ -7,13 +7,16 @@ import math
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from moesim.accounting import serving_mean_context, serving_mean_lengths
 from moesim.loader import load_scenario
 from moesim.validation import DEFAULT_CSV, SCENARIO_PREFIX, read_table, scenario_ref
 from moesim.validation_near import device_family, distance, nearest_rows, traits
 
+ROOT = Path(__file__).resolve().parent.parent
 VLLM_QWEN = scenario_ref("validation/qwen3-30b-a3b-h200-vllm-offline.yaml", DEFAULT_CSV.parent)
 
 
@@ -80,3 +83,23 @@ def test_cli_near_without_a_row_of_that_kind_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "--near mixtral-8x7b-h100-serve: no serving row in" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_trace_driven_run_has_its_traces_mean_lengths(tmp_path):
+    """A workload whose lengths come from its arrival trace is as long as the requests it plays (the
+    first n_requests rows), not the 1-token fallback that put every such run far from any row."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,100,10\n1,300,30\n2,9000,900\n")
+    s = load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml",
+                      [f"workload.arrival.trace={trace}", "workload.arrival.n_requests=2"])
+    got = traits(s)
+    assert (got.length_in, got.length_out) == (200.0, 20.0)  # rows 1-2 only: the run plays those
+    assert serving_mean_lengths(s.workload, 1.0) == (200.0, 20.0)
+    assert serving_mean_context(s) == 200.0 + 20.0 / 2
+    resampled = load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml",
+                              [f"workload.arrival.trace={trace}", "workload.arrival={process: batch, n_requests: 2, "
+                               f"trace: {trace}}}"])
+    assert traits(resampled).length_in == pytest.approx((100 + 300 + 9000) / 3)  # resampled from the whole column
+    near = nearest_rows(load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml"), read_table(DEFAULT_CSV),
+                        DEFAULT_CSV.parent, 1)
+    assert near[0][1] < 4.0  # a dense A100 vLLM row is near it once its lengths are the trace's
