@@ -203,11 +203,28 @@ def simulate(
 
         out.print(f"[bold]limit:[/bold] {escape(result.summary['capacity_limit'])}", highlight=False)
         out.print(f"[bold]note:[/bold] {escape(result.summary['capacity_note'])}", highlight=False)
+    _print_host_note(s, result.summary)
     if "decode_step" in result.tables:  # serving: where a typical decode iteration's time goes
         from moesim.report import decode_step_view
 
         out.print(decode_step_view(result.tables["decode_step"]))
     _print_trust(s, scenario)
+
+
+def _print_host_note(s, summary: dict) -> None:
+    """Under a training run whose MoE layers mostly wait for the host: how long, at which floor, and the
+    knob (``engine.training.host_floor.host_wait_note``)."""
+    if "host_wait_s" not in summary:
+        return
+    from rich.markup import escape
+
+    from moesim.costmodel import build_cost_model
+    from moesim.engine.training.host_floor import host_wait_note, moe_layer_host_us
+
+    note = host_wait_note(summary["host_wait_s"], summary["step_time_s"],
+                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None)
+    if note:
+        out.print(f"[bold]note:[/bold] {escape(note)}", highlight=False)
 
 
 def _print_trust(s, name: str) -> None:

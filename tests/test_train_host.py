@@ -1,17 +1,27 @@
 """The host floor of a training MoE layer pass (costmodel/train_host.py)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from moesim.costmodel.host import default_host_spec
 from moesim.costmodel.train_host import (
+    RECENT_PASS_MS,
     SOURCE_ROWS,
     TRAIN_MOE_LAYER_US,
     compiled_step,
     implied_pass_us,
     moe_layer_floor_s,
 )
-from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
+from moesim.engine.training.host_floor import (
+    HOST_NOTE_SHARE,
+    apply_host_floor,
+    host_wait_note,
+    moe_layer_host_us,
+)
 from moesim.engine.training.layer_costs import BWD_EXPERTS, DISPATCH, EXPERTS
 from moesim.errors import InputError
 from moesim.loader import load_scenario
@@ -103,3 +113,32 @@ def test_a_bad_floor_is_one_error_line_naming_the_field(value):
         load_scenario("mixtral-8x7b-h100-train", [f"plan.moe_layer_host_us={value}"])
     msg = str(err.value)
     assert "plan.moe_layer_host_us" in msg and "\n" not in msg
+
+
+def test_the_host_note_says_how_long_at_which_floor_and_the_knob():
+    assert host_wait_note(0.1, 1.0, 9200.0, False) == ""  # below the share: nothing to say
+    assert host_wait_note(0.0, 0.0, 9200.0, False) == ""
+    note = host_wait_note(HOST_NOTE_SHARE * 3.0, 3.0, 9200.0, False)
+    assert "0.6 s of the 3 s step (20%)" in note and "9.2 ms per MoE layer pass" in note
+    assert f"{RECENT_PASS_MS[0]:g}-{RECENT_PASS_MS[1]:g} ms" in note and "plan.moe_layer_host_us" in note
+    own = host_wait_note(2.0, 3.0, 5000.0, True)
+    assert "5 ms per MoE layer pass (plan.moe_layer_host_us)." in own and "2025" not in own
+
+
+def test_recent_recipes_pass_faster_than_the_default_floor():
+    assert RECENT_PASS_MS[0] < RECENT_PASS_MS[1] < TRAIN_MOE_LAYER_US / 1e3
+
+
+def test_simulate_prints_the_host_note_only_for_a_run_that_waits():
+    def run(*sets):
+        args = [sys.executable, "-m", "moesim.cli", "simulate", "moesim/data/validation/qwen3-30b-a3b-h100-train.yaml"]
+        for x in ("hardware.cluster.nodes=4", "plan.dp=32", "plan.ep=8", "plan.microbatches=8",
+                  "workload.global_batch_seqs=256", "plan.recompute=none", *sets):
+            args += ["-s", x]
+        done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    waits = run()  # TRN-37's run: about 40 % of the step waits for the host
+    assert "note: the MoE layers wait for the host" in waits and "plan.moe_layer_host_us" in waits
+    assert "note: the MoE layers wait" not in run("plan.moe_layer_host_us=0")

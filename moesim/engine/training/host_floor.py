@@ -11,7 +11,7 @@ import numpy as np
 
 from moesim.costmodel import CostModel
 from moesim.costmodel.host import host_spec_for
-from moesim.costmodel.train_host import compiled_step
+from moesim.costmodel.train_host import RECENT_PASS_MS, compiled_step
 from moesim.schemas import Scenario
 
 
@@ -44,3 +44,24 @@ def apply_host_floor(fwd: np.ndarray, bwd: np.ndarray, moe: np.ndarray, floor_s:
     fwd[:, :, wait_slot] += wait_f
     bwd[:, :, bwd_wait_slot] += wait_b
     return wait_f, wait_b
+
+
+#: Share of a step spent waiting for the host above which ``simulate`` says so under the run.
+HOST_NOTE_SHARE = 0.2
+
+
+def host_wait_note(host_wait_s: float, step_s: float, floor_us: float, set_in_plan: bool) -> str:
+    """The line ``simulate`` prints under a training run whose MoE layers wait for the host for at
+    least :data:`HOST_NOTE_SHARE` of the step, '' otherwise: how long, at which floor (us per MoE layer
+    pass, forward + backward of one micro-batch), and, for the default floor, that it was read off
+    2025 runs while later stacks measured less (``RECENT_PASS_MS``) and full CUDA graphs remove it."""
+    if step_s <= 0 or host_wait_s < HOST_NOTE_SHARE * step_s:
+        return ""
+    head = (f"the MoE layers wait for the host {host_wait_s:.3g} s of the {step_s:.3g} s step "
+            f"({host_wait_s / step_s:.0%}): a floor of {floor_us / 1e3:.3g} ms per MoE layer pass")
+    if set_in_plan:
+        return head + " (plan.moe_layer_host_us)."
+    low, high = RECENT_PASS_MS
+    return (head + ", read off 2025 Megatron-Core runs; 2026 recipes measured "
+            f"{low:g}-{high:g} ms and full CUDA graphs remove it: set plan.moe_layer_host_us for your stack "
+            "(0 with full graphs).")
