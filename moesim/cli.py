@@ -208,7 +208,7 @@ def simulate(
         from moesim.report import decode_step_view
 
         out.print(decode_step_view(result.tables["decode_step"]))
-    _print_trust(s, scenario)
+    _print_trust(s, scenario, set_ or [])
 
 
 def _print_host_note(s, summary: dict) -> None:
@@ -227,13 +227,14 @@ def _print_host_note(s, summary: dict) -> None:
         out.print(f"[bold]note:[/bold] {escape(note)}", highlight=False)
 
 
-def _print_trust(s, name: str) -> None:
+def _print_trust(s, name: str, sets: list[str]) -> None:
     """Under a run: the published measurements nearest to it and moesim's error on each at the last
-    saved validate run (``validation_results``), so the prediction comes with how far runs like it agree."""
+    saved validate run (``validation_results``), so the prediction comes with how far runs like it agree;
+    the command it names repeats the run's ``--set`` overrides."""
     from moesim.report import print_trust
     from moesim.validation_results import trust_lines
 
-    print_trust(out, trust_lines(s, name))
+    print_trust(out, trust_lines(s, name, sets=sets))
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table

@@ -246,6 +246,7 @@ def validate_command(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes to run the rows on (the results do not depend on it).")] = 2,
     near: Annotated[str | None, typer.Option("--near", help="A scenario (name or YAML): run only the published measurements most like it (same kind of run; by device family, model size and experts, plan, batch and lengths), nearest first, to see how far to trust its numbers.", show_default=False, metavar="SCENARIO")] = None,
     nearest: Annotated[int, typer.Option("--nearest", help="With --near: how many rows.")] = 5,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="With --near: override a field of that scenario, as simulate --set does (repeatable).")] = None,
     save_results: Annotated[Path | None, typer.Option("--save-results", help="Also write each simulated row's prediction, error and scenario traits to this CSV (the shipped table, all rows; moesim ships the file as moesim/data/validation_results.csv, from which simulate names the measurements nearest to a run).", show_default=False, metavar="FILE")] = None,
 ) -> None:
     """Compare moesim's predictions with published measurements, row by row.
@@ -264,6 +265,8 @@ def validate_command(
         raise InputError(f"--workers {workers}: need at least 1")
     if near is not None and only is not None:
         raise InputError("--near and --only: choose one way to pick the rows")
+    if set_ and near is None:
+        raise InputError("--set: only with --near (it overrides fields of the --near scenario)")
     if nearest < 1:
         raise InputError(f"--nearest {nearest}: need at least 1 row")
     if save_results is not None and (csv_path is not None or only is not None or near is not None):
@@ -276,7 +279,7 @@ def validate_command(
         from moesim.loader import load_scenario
         from moesim.validation_near import nearest_rows
 
-        target = load_scenario(near)
+        target = load_scenario(near, set_ or [])
         rows = [r for r, _ in nearest_rows(target, rows, Path(table).resolve().parent, nearest)]
         if not rows:
             raise InputError(f"--near {near}: no {'training' if target.is_training else 'serving'} row in {table} to compare with")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import shlex
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +116,11 @@ def nearest_known(target, n: int = 3, path: str | Path = RESULTS_CSV) -> list[tu
     return [(k, d) for d, _, k in scored[:n]]
 
 
-def trust_lines(target, name: str, n: int = 3, width: int = 72) -> list[str]:
+def trust_lines(target, name: str, n: int = 3, width: int = 72, sets: tuple[str, ...] | list[str] = ()) -> list[str]:
     """What ``moesim simulate`` prints under a run: the ``n`` published measurements nearest to
     ``target`` and moesim's error on each at the last saved validate run, with the command that
-    re-runs them (``name``: how the user named the scenario). Empty when no result is saved."""
+    re-runs them (``name``: how the user named the scenario; ``sets``: the ``--set`` overrides the run
+    had, repeated in that command so it picks the same rows). Empty when no result is saved."""
     try:
         near = nearest_known(target, n)
     except InputError:
@@ -126,8 +128,9 @@ def trust_lines(target, name: str, n: int = 3, width: int = 72) -> list[str]:
     if not near:
         return []
     far = near[0][1] > FAR
+    again = " ".join(["moesim validate --near", shlex.quote(name), *(f"-s {shlex.quote(x)}" for x in sets)])
     lines = [f"nearest published measurements{', none much like this run' if far else ''} (moesim / measured - 1 "
-             f"at the last validate run; moesim validate --near {name} re-runs them):"]
+             f"at the last validate run; {again} re-runs them):"]
     for k, _ in near:
         what = textwrap.shorten(k.quantity, width, placeholder=" ...")  # whole words: "DP16", never "DP1..."
         lines.append(f"  {k.id:<8} {100 * k.error:+7.1f} %  {what}")

@@ -66,6 +66,8 @@ def test_cli_near_prints_the_nearest_rows_and_their_range():
     (["--near", "mixtral-8x7b-h100-train", "--only", "INF"], "--near and --only: choose one way"),
     (["--near", "mixtral-8x7b-h100-train", "--nearest", "0"], "--nearest 0: need at least 1 row"),
     (["--near", "no-such-scenario"], "no-such-scenario: file not found"),
+    (["--set", "plan.tp=2"], "--set: only with --near"),
+    (["--near", "mixtral-8x7b-h100-train", "--set", "plan.nope=1"], "plan.nope: unknown field"),
 ])
 def test_cli_near_bad_input_is_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "moesim.cli", "validate", *args], capture_output=True, text=True, timeout=120)
@@ -103,3 +105,19 @@ def test_a_trace_driven_run_has_its_traces_mean_lengths(tmp_path):
     near = nearest_rows(load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml"), read_table(DEFAULT_CSV),
                         DEFAULT_CSV.parent, 1)
     assert near[0][1] < 4.0  # a dense A100 vLLM row is near it once its lengths are the trace's
+
+
+def test_cli_near_takes_the_runs_overrides_and_picks_its_rows():
+    """``validate --near X --set ...`` runs the rows nearest to X as overridden: the command simulate names
+    under a run with --set (here Mixtral's training step moved onto a GB200 rack: Blackwell rows first)."""
+    sets = ["hardware.preset=gb200-nvl72", "hardware.node.devices_per_node=64", "hardware.cluster.nodes=1"]
+    want = [r["id"] for r, _ in nearest_rows(load_scenario("mixtral-8x7b-h100-train", sets), read_table(DEFAULT_CSV),
+                                             DEFAULT_CSV.parent, 2)]
+    assert want != [r["id"] for r, _ in nearest_rows(load_scenario("mixtral-8x7b-h100-train"), read_table(DEFAULT_CSV),
+                                                     DEFAULT_CSV.parent, 2)]
+    args = ["validate", "--near", "mixtral-8x7b-h100-train", "--nearest", "2", "--json"]
+    for x in sets:
+        args += ["-s", x]
+    r = subprocess.run([sys.executable, "-m", "moesim.cli", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [c["id"] for c in json.loads(r.stdout)["checks"]] == want

@@ -134,6 +134,15 @@ def test_validate_save_results_needs_the_whole_shipped_table(tmp_path, capsys):
     assert "is a folder" in _one_error_line(capsys.readouterr().err)
 
 
+def test_the_command_repeats_the_runs_overrides_quoted(saved):
+    s = load_scenario("mixtral-8x7b-h100-train", ["plan.microbatches=8"])
+    lines = trust_lines(s, "my run.yaml", sets=["plan.microbatches=8", "model.name=a b"])
+    assert "moesim validate --near 'my run.yaml' -s plan.microbatches=8 -s 'model.name=a b' re-runs" in lines[0]
+    res = CliRunner().invoke(app, ["simulate", "mixtral-8x7b-h100-train", "-s", "plan.microbatches=8"],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "moesim validate --near mixtral-8x7b-h100-train -s plan.microbatches=8 re-runs" in res.output
+
+
 def test_simulate_prints_the_nearest_measurements():
     res = CliRunner().invoke(app, ["simulate", "mixtral-8x7b-h100-train"])
     assert res.exit_code == 0
