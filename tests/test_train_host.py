@@ -10,6 +10,7 @@ import pytest
 from moesim.costmodel.host import default_host_spec
 from moesim.costmodel.train_host import (
     RECENT_PASS_MS,
+    RECENT_ROWS,
     SOURCE_ROWS,
     TRAIN_MOE_LAYER_US,
     compiled_step,
@@ -126,7 +127,23 @@ def test_the_host_note_says_how_long_at_which_floor_and_the_knob():
 
 
 def test_recent_recipes_pass_faster_than_the_default_floor():
+    assert RECENT_PASS_MS == (7.4, 8.2)
     assert RECENT_PASS_MS[0] < RECENT_PASS_MS[1] < TRAIN_MOE_LAYER_US / 1e3
+
+
+@pytest.mark.parametrize("rid", sorted(RECENT_ROWS))
+def test_recent_rows_steps_and_passes_are_the_tables(rid):
+    """Each recent row's step is its published throughput's (global batch x seq / (tokens/s/GPU x GPUs)),
+    its passes the scenario's MoE layers per stage x micro-batches."""
+    from moesim.validation import DEFAULT_CSV, parse_scale, read_table, row_overrides, scenario_ref
+
+    row = next(r for r in read_table(DEFAULT_CSV) if r["id"] == rid)
+    s = load_scenario(scenario_ref(row["scenario"], DEFAULT_CSV.parent), row_overrides(row))
+    step, passes = RECENT_ROWS[rid]
+    assert 1 / parse_scale(row["scale"]) == s.hardware.n_devices and s.plan.pp == 1
+    published_step = s.workload.global_batch_seqs * s.workload.seq_len / (float(row["published"]) * s.hardware.n_devices)
+    assert step == pytest.approx(published_step, rel=2e-3)
+    assert passes == s.model.n_moe_layers // s.plan.pp * s.plan.microbatches
 
 
 def test_simulate_prints_the_host_note_only_for_a_run_that_waits():
