@@ -13,10 +13,14 @@ Training and serving rows never mix; datasheet rows (``scenario:`` metrics) are 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from moesim.schemas import Scenario
+
+T = TypeVar("T")
 
 #: Device families by a name token (first match wins); another device is its own family.
 FAMILIES: tuple[tuple[str, str], ...] = (
@@ -107,17 +111,17 @@ def nearest_rows(target: Scenario, rows: list[dict[str, str]], base: Path, n: in
     ``base``: the CSV's folder. Rows sharing a scenario and its overrides are loaded once."""
     from moesim.validation import SCENARIO_PREFIX
 
-    goal = traits(target)
     seen: dict[tuple, Traits] = {}
-    scored = []
-    for i, row in enumerate(rows):
-        if (row.get("metric") or "").strip().startswith(SCENARIO_PREFIX):
-            continue
-        d = distance(goal, row_traits(row, base, seen))
-        if math.isfinite(d):
-            scored.append((d, i, row))
-    scored.sort(key=lambda t: (t[0], t[1]))
-    return [(row, d) for d, _, row in scored[:n]]
+    return rank_nearest(traits(target), ((row, row_traits(row, base, seen)) for row in rows
+                                         if not (row.get("metric") or "").strip().startswith(SCENARIO_PREFIX)), n)
+
+
+def rank_nearest(goal: Traits, candidates: Iterable[tuple[T, Traits]], n: int) -> list[tuple[T, float]]:
+    """The ``n`` of ``candidates`` ((item, its traits) pairs) nearest to ``goal``, nearest first, with their
+    distances; runs of another kind (infinitely far) are left out, and ties keep the candidates' order."""
+    scored = [(distance(goal, t), i, item) for i, (item, t) in enumerate(candidates)]
+    scored = sorted((s for s in scored if math.isfinite(s[0])), key=lambda s: (s[0], s[1]))
+    return [(item, d) for d, _, item in scored[:n]]
 
 
 def row_traits(row: dict[str, str], base: Path, cache: dict[tuple, Traits]) -> Traits:

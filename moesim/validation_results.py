@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import shlex
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.errors import InputError
-from moesim.validation_near import Traits, distance, row_traits, traits
+from moesim.validation_near import Traits, rank_nearest, row_traits, traits
 
 #: The results moesim ships (written by ``moesim validate --save-results`` over the shipped table).
 RESULTS_CSV = Path(__file__).resolve().parent / "data" / "validation_results.csv"
@@ -110,10 +109,7 @@ def _parse(text: str, kind: type):
 def nearest_known(target, n: int = 3, path: str | Path = RESULTS_CSV) -> list[tuple[Known, float]]:
     """The ``n`` saved results nearest to scenario ``target`` (the same kind of run), nearest first,
     with their distances (:func:`~moesim.validation_near.distance`); ties keep table order."""
-    goal = traits(target)
-    scored = [(distance(goal, k.traits), i, k) for i, k in enumerate(read_results(path))]
-    scored = sorted((t for t in scored if math.isfinite(t[0])), key=lambda t: (t[0], t[1]))
-    return [(k, d) for d, _, k in scored[:n]]
+    return rank_nearest(traits(target), ((k, k.traits) for k in read_results(path)), n)
 
 
 def trust_lines(target, name: str, n: int = 3, width: int = 72, sets: tuple[str, ...] | list[str] = ()) -> list[str]:
