@@ -17,6 +17,7 @@ from moesim.costmodel.fp8 import cast_time_s as fp8_cast_time_s
 from moesim.costmodel.fp8 import fp8_efficiency_scale
 from moesim.costmodel.profile import LinkSpec
 from moesim.costmodel.roofline import roofline_s
+from moesim.costmodel.weight_only import weight_only_floor_s
 from moesim.precision import Precision, precision
 from moesim.schemas import HardwareSpec
 
@@ -62,6 +63,12 @@ class CostModelBase:
         if compute_dtype != "fp8":
             return 1.0
         return fp8_efficiency_scale(m, n, k, ridge_flop_per_byte=self._peak("fp8") / self._bw)
+
+    def _weight_only_floor_s(self, flops, p: Precision):
+        """Least time of a GEMM of ``flops`` in precision ``p``: a 4-bit weight-only kernel's conversion
+        bound on devices that set ``weight_only_peak_fraction`` (``costmodel/weight_only.py``), else 0."""
+        return weight_only_floor_s(flops, p.model_dtype, p.weight_only, self._peak(p.compute_dtype),
+                                   self.hw.device.weight_only_peak_fraction)
 
     def fp8_cast_s(self, nbytes, kernels):
         """FP8 training's cast / cast-transpose / amax kernels moving ``nbytes`` in ``kernels``

@@ -68,8 +68,9 @@ class RooflineCostModel(CostModelBase):
         p = self.precision(dtype)
         flops, moved = gemm_flops(m, n, k), gemm_bytes(m, n, k, p.act_bytes, p.weight_bytes)
         eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, p.compute_dtype)
-        return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff, self.memory_efficiency(),
-                          self.launch_s)
+        t = roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff, self.memory_efficiency(), 0.0)
+        t = np.maximum(t, self._weight_only_floor_s(flops, p))
+        return np.where(t > 0, t + self.launch_s, 0.0)
 
     def grouped_gemm_s(self, tokens_per_expert, n: int, k: int, dtype: str = "bf16", working_set_bytes=None,
                        batch_tokens=None):
@@ -97,8 +98,9 @@ class RooflineCostModel(CostModelBase):
         else:
             flops = gemm_flops(expected_padded_tokens(t, batch, tiles), n, k).sum(axis=-1)
             eff = self.compute_efficiency(mean, n, k) * scale
-        return roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff,
-                          self.memory_efficiency(), self.launch_s)
+        time = roofline_s(flops, moved, self._peak(p.compute_dtype), self._bw, eff, self.memory_efficiency(), 0.0)
+        time = np.maximum(time, self._weight_only_floor_s(gemm_flops(t, n, k).sum(axis=-1), p))
+        return np.where(time > 0, time + self.launch_s, 0.0)
 
     def grouped_loop_s(self, tokens_per_expert, n: int):
         """Beyond the GEMMs a loop implementation pays nothing on the datasheet: zeros per group."""

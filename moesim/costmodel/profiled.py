@@ -104,7 +104,8 @@ class ProfiledCostModel(CostModelBase):
         t = roofline_s(flops, full, ref.peak_flops(dtype), ref.mem_bw_gbps * 1e9, eff,
                        self._gemm_memory_efficiency(), 0.0)
         t = t * self._sibling_scale(flops, full, dtype) / self._sibling_gemm_ratio(flops, full, dtype)
-        return np.where(t > 0, t * scale + self.launch_s, 0.0)
+        t = np.maximum(t * scale, self._weight_only_floor_s(flops, p))
+        return np.where(t > 0, t + self.launch_s, 0.0)
 
     def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
         """Roofline time with quantized weights (``moved`` bytes) over 16-bit weights (``full``): <= 1.
@@ -194,7 +195,8 @@ class ProfiledCostModel(CostModelBase):
                                          (full * (t > 0)).sum(axis=-1, keepdims=True), dtype)
         per_expert = per_expert * self._sibling_scale(flops, full, dtype) / ratio
         if p.weight_only:
-            per_expert = per_expert * self._weight_only_scale(flops, moved, full, dtype)
+            per_expert = np.maximum(per_expert * self._weight_only_scale(flops, moved, full, dtype),
+                                    self._weight_only_floor_s(flops, p))
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)

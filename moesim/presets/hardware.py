@@ -10,6 +10,7 @@ datasheet roofline with the device's efficiency constants. A new device is one e
 
 from __future__ import annotations
 
+from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
 # DGX/HGX A100: NVLink3 600 GB/s bidirectional = 300 per direction (HW-04); 8x HDR 200 Gb/s IB,
@@ -21,6 +22,9 @@ _DGX_A100_NODE = dict(devices_per_node=8, intra_bw_gbps=300.0, intra_latency_us=
 _DGX_A100_NET = dict(nodes=1, nic_bw_gbps=25.0, nic_latency_us=5.0)
 #: Dense tensor TFLOP/s of the GH100 die that the H100 SXM5, H200 and H800 share (HW-05).
 _GH100_TFLOPS = dict(bf16=989.4, fp16=989.4, fp8=1978.9, fp32=494.7)
+# Hopper's 4-bit weight-only GEMMs (int4/MXFP4/NVFP4 x BF16) are bound by their in-loop conversion at
+# 25.7 % of the BF16 peak (SGLang PR #38884's H100 measurement; moesim/costmodel/weight_only.py).
+_GH100_WEIGHT_ONLY = dict(weight_only_peak_fraction=HOPPER_W4A16_PEAK_FRACTION)
 # DGX/HGX H100/H200: NVLink4 900 GB/s bidirectional = 450 per direction (HW-07); one ConnectX-7
 # 400 Gb/s NDR NIC per GPU = 50 GB/s (HW-10).
 _DGX_H100_NODE = dict(devices_per_node=8, intra_bw_gbps=450.0, intra_latency_us=2.0)
@@ -93,7 +97,7 @@ HARDWARE: dict[str, dict] = {
     # $2.99/h (Lambda, COST-04 note; COST-03 range 2.49-3.99).
     "h100-sxm": dict(
         name="DGX H100",
-        device=dict(name="NVIDIA H100 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H100 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS), **_GH100_WEIGHT_ONLY,
                     mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.99,
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
@@ -103,7 +107,7 @@ HARDWARE: dict[str, dict] = {
     # borrows the H100's measured efficiencies rebased on its own bandwidth (no H200 kernel measurements).
     "h200": dict(
         name="HGX H200",
-        device=dict(name="NVIDIA H200 SXM 141GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H200 SXM 141GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS), **_GH100_WEIGHT_ONLY,
                     mem_bw_gbps=4800.0, mem_gib=140.0, power_w=700.0, usd_per_hour=3.29,
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
@@ -114,7 +118,7 @@ HARDWARE: dict[str, dict] = {
     # die as the H100, so it uses the H100's measured efficiencies (as the H200 does).
     "h800": dict(
         name="HGX H800",
-        device=dict(name="NVIDIA H800 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS),
+        device=dict(name="NVIDIA H800 SXM5 80GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS), **_GH100_WEIGHT_ONLY,
                     mem_bw_gbps=3350.0, mem_gib=80.0, power_w=700.0, usd_per_hour=2.0,
                     default_profile="h100.yaml"),
         node=_HGX_H800_NODE, cluster=_DGX_H100_NET,

@@ -92,6 +92,12 @@ class DeviceSpec(Strict):
         description="With expert_tile_tokens: batches of at most this many tokens run the experts as "
         "matrix-vector kernels, unpadded (llama.cpp: 31 on Metal, below ne21_mm_id_min = 32; 8 on CUDA, "
         "MMVQ_MAX_BATCH_SIZE).")
+    weight_only_peak_fraction: float | None = Field(
+        None, gt=0, le=1,
+        description="Fraction of the 16-bit dense peak that 4-bit weight-only GEMMs (int4, mxfp4, nvfp4 weights "
+        "converted to 16 bits in the kernel's main loop) reach at most, however many tokens they multiply: the "
+        "conversion instructions, not the tensor cores or memory, bound them (moesim/costmodel/weight_only.py). "
+        "Hopper presets: 0.257 (an H100's W4A16 MoE GEMMs measured at 254 TFLOP/s). null: no such bound.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
