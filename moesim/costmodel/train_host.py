@@ -58,13 +58,15 @@ def implied_pass_us(step_s: float, bubble_s: float, passes: int) -> float:
 #: Floor per MoE layer pass (forward + backward of one micro-batch), us: the mean of SOURCE_ROWS to
 #: the nearest 100 us (two significant figures: the two rows differ by 4 %).
 TRAIN_MOE_LAYER_US = round(sum(implied_pass_us(*row) for row in SOURCE_ROWS.values()) / len(SOURCE_ROWS), -2)
-#: Megatron-LM's 2026 MoE recipes with partial or no CUDA graphs (validation rows; their published step:
-#: global batch x seq / (tokens/s/GPU x GPUs), no pipeline bubble at PP1): row -> (seconds per step,
-#: MoE-layer passes per GPU per step). Checked against the table by ``tests/test_train_host.py``.
+#: 2026 Megatron-Core MoE recipes with partial or no CUDA graphs (validation rows: Megatron-LM's
+#: TRN-36/37/42, Megatron-Bridge's verified TRN-51; their published step: global batch x seq /
+#: (tokens/s/GPU x GPUs), no pipeline bubble at PP1): row -> (seconds per step, MoE-layer passes per
+#: GPU per step). Checked against the table by ``tests/test_train_host.py``.
 RECENT_ROWS: dict[str, tuple[float, int]] = {
     "TRN-36": (3.134, 384),   # Qwen3-30B-A3B, 32 H100, EP8, BF16: 48 layers x 8 micro-batches
     "TRN-37": (3.103, 384),   # the same in FP8 blockwise
     "TRN-42": (44.27, 6016),  # Qwen3-235B-A22B, 128 GB200, EP64, MXFP8: 94 layers x 64 micro-batches
+    "TRN-51": (20.147, 3072),  # Qwen3-30B-A3B, 16 H100, EP16, BF16, router graphs: 48 layers x 64
 }
 #: Range of their time per MoE layer pass, ms (one decimal): below the 2025 floor above, which stays the
 #: default; ``simulate`` says so to users whose run waits for the host (docs/validation-misses.md).
