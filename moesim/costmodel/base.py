@@ -166,8 +166,10 @@ class CostModelBase:
             moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
         peak = self._peak(self.precision(dtype).compute_dtype)
-        return roofline_s(flops, moved, peak, self._bw, self.attention_efficiency(q, kv, paged, head_dim, causal),
-                          eff_mem, 0.0)
+        # a device with faster softmax exponentials at the same tensor peak (Blackwell Ultra) reaches a
+        # larger fraction of it (costmodel/attention_rate.py)
+        eff = np.minimum(self.attention_efficiency(q, kv, paged, head_dim, causal) * self.hw.device.attention_rate_scale, 1.0)
+        return roofline_s(flops, moved, peak, self._bw, eff, eff_mem, 0.0)
 
     def _attention_launch_s(self, q_tokens):
         q = np.asarray(q_tokens, dtype=float)

@@ -10,6 +10,7 @@ datasheet roofline with the device's efficiency constants. A new device is one e
 
 from __future__ import annotations
 
+from moesim.costmodel.attention_rate import GB300_ATTENTION_RATE_SCALE
 from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
@@ -55,6 +56,14 @@ _HGX_B200_NODE = dict(devices_per_node=8, intra_bw_gbps=900.0, intra_latency_us=
 # Each compute tray's 4 GPUs are driven by 2 Grace CPUs (the GB200 NVL72 page: "36 Grace CPUs, 72 Blackwell GPUs").
 _NVL72_NODE = dict(devices_per_node=72, intra_bw_gbps=900.0, intra_latency_us=2.0, host_cpu="grace")
 _CX7_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
+# GB300 NVL72 (Blackwell Ultra): NVIDIA's GB300 NVL72 page (glennklockwood.com/garden/processors/B300 quotes it):
+# 1.1 EF dense FP4 and 360 PF FP8 over 72 GPUs, 20 TB HBM3e at 576 TB/s, 72 ConnectX-8 NICs, the GB200's
+# NVLink 5 domain of 72. Per GPU, dense: FP4 15000 ("15 PetaFLOPS dense NVFP4", NVIDIA's "Inside NVIDIA
+# Blackwell Ultra" blog), FP8 5000, BF16 2500 and TF32 1250 as the GB200 (Verda's per-GPU table of GB300/GB200/
+# B300/B200, verda.com/blog/gb300-nvl72-architecture); its softmax units run 10.7 tera-exponentials/s against 5.
+_GB300_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=15000.0, fp32=1250.0)
+# ConnectX-8 SuperNIC: 800 Gb/s per GPU = 100 GB/s per direction.
+_CX8_NET = dict(nodes=1, nic_bw_gbps=100.0, nic_latency_us=5.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
 _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
@@ -158,6 +167,21 @@ HARDWARE: dict[str, dict] = {
                     mem_bw_gbps=8000.0, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX7_NET,
+    ),
+    # Blackwell Ultra in a GB300 NVL72 rack (1,400 W per GPU): dense tensor TFLOP/s above; HBM3e 20 TB / 72 =
+    # 278 GB = 259 GiB per GPU (288 GB nominal) at 8 TB/s. SMs: NVIDIA's blog gives 160 for the full die; the
+    # GB200's 148 enabled are assumed. Cost model: the GB200's (the H100 profile rebased with the B200's GEMM
+    # ratio: the same tensor peaks), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
+    # exponentials; cuDNN's SDPA on a GB300 over a GB200, costmodel/attention_rate.py). $12.60/h: assumption,
+    # the GB200's $10.50 plus the 20 % per-GPU TCO premium InferenceX quotes for GB300 over GB200
+    # (inferencex.semianalysis.com blog, DeepSeek-V4 GB300 vs GB200, 2026); volatile.
+    "gb300-nvl72": dict(
+        name="GB300 NVL72",
+        device=dict(name="NVIDIA GB300 288GB", sm_count=148, peak_tflops=dict(_GB300_TFLOPS),
+                    mem_bw_gbps=8000.0, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
+                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
+                    default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
+        node=_NVL72_NODE, cluster=_CX8_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).

@@ -98,11 +98,17 @@ class DeviceSpec(Strict):
         "converted to 16 bits in the kernel's main loop) reach at most, however many tokens they multiply: the "
         "conversion instructions, not the tensor cores or memory, bound them (moesim/costmodel/weight_only.py). "
         "Hopper presets: 0.257 (an H100's W4A16 MoE GEMMs measured at 254 TFLOP/s). null: no such bound.")
+    attention_rate_scale: float = bounded(
+        1.0, gt=0, le=4, why="4x: a softmax unit four times faster; Blackwell Ultra's doubling of the exponentials "
+        "gives 1.125", description="Attention kernels' fraction of the 16-bit peak on this device over what the cost "
+        "model's table gives (capped at the peak; memory-bound decode does not move): a device whose softmax "
+        "exponentials run faster at the same tensor peak. gb300-nvl72: 1.125, cuDNN's SDPA on a GB300 over a GB200 "
+        "(moesim/costmodel/attention_rate.py). 1: the table as it is.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
         "measured intra-node collectives on node.intra_bw_gbps), or 'datasheet' for the datasheet roofline. "
-        "null: chosen by the device name (a100; h100, h200, h800, b200 or gb200: h100.yaml), else the datasheet.")
+        "null: chosen by the device name (a100; h100, h200, h800, b200, gb200 or gb300: h100.yaml), else the datasheet.")
     profile_gemm_ratio: Literal["b200-vs-h100"] | None = Field(
         None, description="Measured GEMM speed of this device next to the device its default profile was measured on, "
         "applied when that profile is rebased on it: each GEMM keeps its measured fraction of the roofline times "
