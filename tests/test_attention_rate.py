@@ -1,19 +1,35 @@
-"""Blackwell Ultra's attention rate (costmodel/attention_rate.py) and the gb300-nvl72 preset that carries it."""
+"""Attention rates beyond the 16-bit table (costmodel/attention_rate.py): Blackwell Ultra's, carried by the
+gb300-nvl72 preset, and FP8 attention's (plan.fp8_attention)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import moesim
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.attention_rate import (
+    FP8_ATTENTION_SPEEDUP,
     GB300_ATTENTION_RATE_SCALE,
+    fitted_fp8_speedups,
     fitted_gb300_scale,
+    fp8_attention_speedup,
     gb300_over_gb200_rates,
 )
+from moesim.engine.op_types import BlockDims, OpDtypes
+from moesim.engine.ops import attention_ops, backward_s, op_s
+from moesim.engine.training.fp8 import fp8_attention_ops
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
 from moesim.presets import HARDWARE
+from moesim.simulate import simulate
+
+#: Qwen3-30B-A3B's training scenario on 8 GB200 (FP8 as shipped in the validation folder).
+QWEN3 = str(Path(__file__).resolve().parents[1] / "moesim" / "data" / "validation" / "qwen3-30b-a3b-h100-train.yaml")
+GB200 = ["hardware.preset=gb200-nvl72", "hardware.node.devices_per_node=8", "hardware.cluster.nodes=1", "plan.dp=8",
+         "plan.ep=8", "plan.microbatches=2", "workload.global_batch_seqs=16", "plan.moe_layer_host_us=0"]
 
 
 def _cm(preset: str, **device):
@@ -64,3 +80,49 @@ def test_a_bad_scale_is_a_one_line_error(value):
     with pytest.raises(InputError) as e:
         _cm("gb300-nvl72", attention_rate_scale=value)
     assert "attention_rate_scale" in str(e.value) and "\n" not in str(e.value).strip()
+
+
+# ------------------------------------------------------------------ FP8 attention (plan.fp8_attention)
+
+def test_the_shipped_fp8_speedups_are_the_medians_of_the_published_pairs():
+    assert fitted_fp8_speedups() == FP8_ATTENTION_SPEEDUP
+    fwd, bwd = FP8_ATTENTION_SPEEDUP[("hopper", "128")]
+    assert fwd > 1.0 > bwd  # an H200's FP8 backward runs slower than its BF16 one
+    assert all(f > 1.2 and b > 1.1 for (fam, _), (f, b) in FP8_ATTENTION_SPEEDUP.items() if fam != "hopper")
+
+
+@pytest.mark.parametrize("name, head_dim, family_key", [
+    ("NVIDIA B200 SXM 180GB", 128, ("blackwell", "128")), ("NVIDIA GB200 186GB", 160, ("blackwell", "wide")),
+    ("NVIDIA GB300 288GB", 160, ("blackwell-ultra", "wide")), ("NVIDIA H100 SXM5 80GB", 64, ("hopper", "128"))])
+def test_devices_and_head_widths_find_their_row(name, head_dim, family_key):
+    assert fp8_attention_speedup(name, head_dim) == FP8_ATTENTION_SPEEDUP[family_key]
+
+
+@pytest.mark.parametrize("name", ["NVIDIA H100 SXM5 80GB", "NVIDIA A100 SXM4 80GB", "Apple M2 Ultra"])
+def test_unmeasured_or_unsupported_keeps_bf16_speed(name):
+    assert fp8_attention_speedup(name, 160) == (1.0, 1.0)  # Hopper has no FP8 backward for 192-wide heads
+
+
+def test_fp8_attention_op_runs_its_passes_at_the_measured_speedups():
+    cm = _cm("gb200-nvl72")
+    dims = BlockDims(d_model=2048, heads=32, head_dim=128, kv_heads=4, qkv_n=5120, o_k=4096)
+    dt = OpDtypes(weights="fp8", gemm_in_bytes=1.0, act_bytes=2.0, act_dtype="bf16", attn_dtype="bf16", paged_kv=False)
+    q = np.full(4, 4096.0)
+    core = next(op for op in attention_ops(dims, dt, 4 * 4096.0, q, q) if op.name == "attn_core")
+    (fast,) = fp8_attention_ops([core], (1.5, 1.7))
+    base_f, fast_f = op_s(cm, core), op_s(cm, fast)
+    assert base_f / fast_f == pytest.approx(1.5)
+    assert backward_s(core, base_f) / backward_s(fast, fast_f) == pytest.approx(1.7)
+
+
+def _step(**sets):
+    s = moesim.load_scenario(QWEN3, [f"{k}={v}" for k, v in sets.items()] + GB200)
+    return simulate(s).summary
+
+
+def test_a_training_step_with_fp8_attention_is_faster_and_a_bf16_one_ignores_it():
+    base, fast = _step(), _step(**{"plan.fp8_attention": "true"})
+    assert fast["step_time_s"] < base["step_time_s"]
+    assert fast["compute_s"] < base["compute_s"] and fast["alltoall_s"] == pytest.approx(base["alltoall_s"])
+    bf16, bf16_flag = _step(**{"model.dtype": "bf16"}), _step(**{"model.dtype": "bf16", "plan.fp8_attention": "true"})
+    assert bf16_flag["step_time_s"] == pytest.approx(bf16["step_time_s"], rel=1e-12)

@@ -287,7 +287,8 @@ PRICERS = {
     "activation": _activation,
     "router_topk": lambda cm, tokens, n_experts, top_k: cm.router_topk_s(tokens, n_experts, top_k),
     "memory": lambda cm, nbytes: cm.memory_s(nbytes),
-    "attention": lambda cm, **a: cm.attention_batch_s(**a),
+    # speedup: FP8 attention's speed over the 16-bit kernel the cost model prices (engine/training/fp8.py)
+    "attention": lambda cm, speedup=1.0, **a: cm.attention_batch_s(**a) / speedup,
     "moe_overhead": lambda cm, busy_experts, capacity, assignments, fixed_us=0.0: (
         cm.moe_overhead_s(busy_experts, capacity, assignments) + fixed_us * 1e-6 * (np.asarray(busy_experts) > 0)),
     "allreduce": lambda cm, nbytes, n, stride, algorithm: cm.allreduce_s(nbytes, n, stride, algorithm),

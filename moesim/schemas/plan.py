@@ -110,6 +110,12 @@ class PlanSpec(Strict):
         "FP8 training only (model.dtype fp8): Transformer Engine's scaling recipe, which sets the cast "
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
         "each step: an extra read per cast)."))
+    fp8_attention: bool = Field(False, description=(
+        "FP8 training only (model.dtype fp8): the attention core runs in FP8 (Transformer Engine's "
+        "fp8_dot_product_attention, cuDNN's FP8 SDPA) at the speed over BF16 that cuDNN's benchmark measured for "
+        "the device and head width, forward and backward apart (moesim/costmodel/attention_rate.py: 1.3-1.7x "
+        "forward on Blackwell, 0.72x backward on an H200; heads wider than 128 keep BF16 speed on Hopper). "
+        "Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

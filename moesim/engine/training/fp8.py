@@ -1,4 +1,5 @@
-"""FP8 training's extra ops: Transformer Engine's casts around every FP8 GEMM (``costmodel.fp8``)."""
+"""FP8 training's extra ops: Transformer Engine's casts around every FP8 GEMM (``costmodel.fp8``), and
+FP8 attention's speed (``costmodel.attention_rate``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
 from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.engine.op_types import Op
 
@@ -41,3 +43,11 @@ def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: fl
                 Op(f"{op.name}_cast_bwd", "fp8_cast", "compute", dict(nbytes=c["bwd_bytes"], kernels=c["bwd_kernels"]),
                    0.0, c["bwd_bytes"], phase="bwd")]
     return out
+
+
+def fp8_attention_ops(ops: list[Op], speedup: tuple[float, float]) -> list[Op]:
+    """``ops`` with the attention core in FP8: its forward ``speedup[0]`` and its backward ``speedup[1]``
+    times the 16-bit kernel's speed (``costmodel.attention_rate.fp8_attention_speedup``)."""
+    fwd, bwd = speedup
+    return [replace(op, args={**op.args, "speedup": fwd}, bwd_factor=(op.bwd_factor or ATTN_BWD_FACTOR) * fwd / bwd)
+            if op.name == "attn_core" else op for op in ops]

@@ -40,6 +40,7 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
+from moesim.costmodel.attention_rate import fp8_attention_speedup
 from moesim.costmodel.train_host import moe_layer_floor_s
 from moesim.engine import cp as ctx
 from moesim.engine.local_attention import local_kv
@@ -60,7 +61,7 @@ from moesim.engine.routing import RoutingSample
 from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
-from moesim.engine.training.fp8 import fp8_training_ops
+from moesim.engine.training.fp8 import fp8_attention_ops, fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
@@ -271,6 +272,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     back = np.zeros_like(fwd)  # backward seconds per forward slot (reversed into BWD_SLOTS below)
     wback = np.zeros_like(fwd)  # their weight-gradient part
     fp8 = scenario_precision(s).compute_dtype == "fp8"
+    # FP8 attention (plan.fp8_attention): cuDNN's measured speed over BF16 on this device and head width
+    fp8_attn = fp8_attention_speedup(s.hardware.device.name, dims.head_dim) if fp8 and plan.fp8_attention else None
     # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
 
@@ -281,6 +284,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
                         algorithm=plan.alltoall, **kw)
         ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts) if fp8 else ops
+        ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
         return finetune_ops(ops, spec, m.gated_ffn)
 
     priced = {}  # layer kind (True: MoE) -> (ops, seconds by op name), for the recompute modules
