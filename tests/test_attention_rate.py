@@ -126,3 +126,9 @@ def test_a_training_step_with_fp8_attention_is_faster_and_a_bf16_one_ignores_it(
     assert fast["compute_s"] < base["compute_s"] and fast["alltoall_s"] == pytest.approx(base["alltoall_s"])
     bf16, bf16_flag = _step(**{"model.dtype": "bf16"}), _step(**{"model.dtype": "bf16", "plan.fp8_attention": "true"})
     assert bf16_flag["step_time_s"] == pytest.approx(bf16["step_time_s"], rel=1e-12)
+
+
+def test_a_bad_fp8_attention_value_is_a_one_line_error():
+    with pytest.raises(InputError) as e:
+        moesim.load_scenario(QWEN3, ["plan.fp8_attention=maybe"])
+    assert "plan.fp8_attention" in str(e.value) and "\n" not in str(e.value).strip()
