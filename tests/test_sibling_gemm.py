@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from moesim.costmodel import build_cost_model
-from moesim.costmodel.sibling_gemm import gemm_ratio, ratio_curve, shape_ratios
+from moesim.costmodel.sibling_gemm import (
+    gemm_ratio,
+    mamf_fraction,
+    mamf_scale,
+    ratio_curve,
+    shape_ratios,
+)
 from moesim.presets import HARDWARE
 from moesim.schemas import HardwareSpec
 
@@ -67,8 +73,28 @@ def test_grouped_gemms_take_the_ratio_of_the_whole_call():
 def test_same_die_siblings_keep_the_rebase():
     for preset in ("h200", "h800", "h100-sxm"):
         assert HARDWARE[preset]["device"].get("profile_gemm_ratio") is None
-    for preset in ("b200", "gb200-nvl72"):
-        assert HARDWARE[preset]["device"]["profile_gemm_ratio"] == "b200-vs-h100"
+    assert HARDWARE["b200"]["device"]["profile_gemm_ratio"] == "b200-vs-h100"
+    for preset in ("gb200-nvl72", "gb300-nvl72"):
+        assert HARDWARE[preset]["device"]["profile_gemm_ratio"] == "gb200-vs-h100"
+
+
+def test_the_gb200_ratio_is_the_b200_curve_times_their_measured_best_gemm_fractions():
+    """stas00/ml-engineering's MAMF table: a GB200 reaches 1,822 of its 2,500 BF16 TFLOP/s, a B200 1,745 of
+    2,250; the B200's curve scaled by the quotient of those fractions (0.94), not by the datasheets."""
+    scale = mamf_scale("gb200-vs-h100")
+    assert scale == pytest.approx((1822.0 / 2500.0) / (1745.0 / 2250.0))
+    assert 0.9 < scale < 1.0 and mamf_scale("b200-vs-h100") == 1.0
+    # held out: the FP8 rows of the same table give the same quotient within 2 %
+    assert mamf_fraction("gb200", "fp8") / mamf_fraction("b200", "fp8") == pytest.approx(scale, rel=0.02)
+    for flops in (1e8, 1e10, 1e13):
+        assert float(gemm_ratio(flops, "gb200-vs-h100")) == pytest.approx(scale * float(gemm_ratio(flops, "b200-vs-h100")))
+
+
+def test_a_large_gb200_gemm_runs_as_much_faster_than_a_b200_as_their_best_gemms_not_their_datasheets():
+    n = 16384
+    b200, gb200 = float(_cost("b200").gemm_s(n, n, n, "bf16")), float(_cost("gb200-nvl72").gemm_s(n, n, n, "bf16"))
+    measured = 1822.0 / 1745.0  # MAMF, GB200 over B200: 1.04, where the datasheets say 2500 / 2250 = 1.11
+    assert b200 / gb200 == pytest.approx(measured, rel=0.01)
 
 
 def test_an_unknown_ratio_table_is_a_one_line_error_naming_the_field():

@@ -309,7 +309,7 @@ class Profile(Strict):
     measured_reference: Reference | None = Field(
         None, description="Peaks of the device the profile was measured on, when it was rebased on a sibling "
         "device (then each GEMM keeps its measured fraction of the roofline); null: measured on this one.")
-    sibling_gemm_ratio: Literal["b200-vs-h100"] | None = Field(
+    sibling_gemm_ratio: Literal["b200-vs-h100", "gb200-vs-h100"] | None = Field(
         None, description="Set when rebased on a device of another architecture (its hardware.device."
         "profile_gemm_ratio): each GEMM's measured fraction of the roofline is scaled by that device's measured "
         "fraction over this profile device's at the same FLOPs (moesim/costmodel/sibling_gemm.py).")

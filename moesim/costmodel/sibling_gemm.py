@@ -38,7 +38,13 @@ What is assumed: the ratio is measured in BF16 and applied to every dtype (the s
 GEMMs reach the BF16 fraction of their own peak on large shapes, 0.97-0.98 of it at 4096^3, and less
 on mid-sized ones: 0.72 at 2048^3, so FP8 may be slower still); a grouped expert GEMM is one call of
 its experts' summed FLOPs; attention and memory-bound kernels keep the rebase (no B200 measurement).
-The GB200's B200 runs at 1,200 W with a higher peak; it takes the same ratios.
+A GB200's B200 runs at 1,200 W and its datasheet peak is 11 % above the HGX B200's (2,500 against 2,250
+dense BF16 TFLOP/s), but the best GEMM each reaches is only 4-5 % apart: the Maximum Achievable Matmul FLOPS
+(``moesim/data/mamf.csv``, stas00/ml-engineering's table) of a GB200 is 72.9 % of its BF16 peak (72.3 % of
+FP8), a B200's 77.6 % (76.3 %). The ``gb200-vs-h100`` ratio is therefore the B200's curve times the GB200's
+BF16 MAMF fraction over the B200's (0.94; FP8's, 0.95, is the held-out check): a GB200 GEMM gets the B200's
+measured throughput scaled by their best GEMMs, not by their datasheets. No GB300 is in the table; its
+preset takes the GB200's ratio (the same dense peaks; the B300 reaches the B200's fraction within 2 %).
 """
 
 from __future__ import annotations
@@ -53,8 +59,12 @@ from moesim.costmodel.roofline import roofline_s
 
 #: Datasheet roofline of each device of the table: (dense BF16 FLOP/s, memory bytes/s).
 ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, 8000e9)}
-#: Ratio tables a device may name (``DeviceSpec.profile_gemm_ratio``): (this device, the profile's).
-PAIRS: dict[str, tuple[str, str]] = {"b200-vs-h100": ("b200", "h100")}
+#: Ratio tables a device may name (``DeviceSpec.profile_gemm_ratio``): (device of the GEMM table, the profile's
+#: device, the device whose MAMF fraction over the table device's scales the curve: None for the table device).
+PAIRS: dict[str, tuple[str, str, str | None]] = {"b200-vs-h100": ("b200", "h100", None),
+                                                 "gb200-vs-h100": ("b200", "h100", "gb200")}
+#: dtype of the GEMM tables (and of the MAMF fractions that scale them).
+TABLE_DTYPE = "bf16"
 #: Half-decade bins of log10 FLOPs; the last one takes every larger GEMM.
 BIN_WIDTH_LOG10 = 0.5
 
@@ -70,7 +80,7 @@ def _table() -> dict[str, np.ndarray]:
 
 def shape_ratios(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
     """(FLOPs, ratio of roofline fractions) per table shape, ``(375,)`` each."""
-    dev, base = PAIRS[pair]
+    dev, base, _ = PAIRS[pair]
     t = _table()
     flops = 2.0 * t["b"] * t["m"] * t["n"] * t["k"]
     moved = 2.0 * t["b"] * (t["m"] * t["k"] + t["k"] * t["n"] + t["m"] * t["n"])
@@ -101,6 +111,27 @@ def ratio_curve(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
     return np.array(xs), np.array(ys)
 
 
+@cache
+def _mamf() -> dict[tuple[str, str], tuple[float, float]]:
+    """``moesim/data/mamf.csv``: (device, dtype) -> (MAMF TFLOP/s, datasheet dense TFLOP/s)."""
+    ref = resources.files("moesim").joinpath("data", "mamf.csv")
+    lines = [ln for ln in ref.read_text().splitlines() if ln and not ln.startswith("#")]
+    return {(r["device"], r["dtype"]): (float(r["mamf_tflops"]), float(r["theory_tflops"]))
+            for r in csv.DictReader(lines)}
+
+
+def mamf_fraction(device: str, dtype: str = TABLE_DTYPE) -> float:
+    """A device's Maximum Achievable Matmul FLOPS over its datasheet dense peak (``moesim/data/mamf.csv``)."""
+    mamf, theory = _mamf()[(device, dtype)]
+    return mamf / theory
+
+
+def mamf_scale(pair: str, dtype: str = TABLE_DTYPE) -> float:
+    """The pair's device's MAMF fraction over its GEMM table device's (1 when it is that device)."""
+    table_dev, _, dev = PAIRS[pair]
+    return 1.0 if dev is None else mamf_fraction(dev, dtype) / mamf_fraction(table_dev, dtype)
+
+
 def gemm_ratio(flops, pair: str | None):
     """This device's fraction of its roofline over the profile device's, for GEMMs of ``flops`` FLOPs
     (any shape; 1 where ``pair`` is None or a GEMM does nothing). Clamped at the table's ends."""
@@ -108,4 +139,4 @@ def gemm_ratio(flops, pair: str | None):
     if pair is None:
         return np.ones_like(f)
     xs, ys = ratio_curve(pair)
-    return np.where(f > 0, np.interp(np.log10(np.maximum(f, 1.0)), xs, ys), 1.0)
+    return np.where(f > 0, np.interp(np.log10(np.maximum(f, 1.0)), xs, ys) * mamf_scale(pair), 1.0)

@@ -158,20 +158,21 @@ HARDWARE: dict[str, dict] = {
     # TFLOP/s above; HBM3e 186 GB at 8 TB/s per GPU (13.4 TB and 576 TB/s over 72; MLPerf's system name
     # "GB200-NVL72_GB200-186GB"); nvidia-smi reports 189,471 MiB = 185.0 GiB. One node = one rack of 72;
     # set cluster.nodes for several racks. Cost model: the H100's, rebased with the B200's GEMM ratio (as
-    # b200; measured on a 1,000 W B200, assumed for this 1,200 W one). $10.50/h:
+    # b200) times the GB200's measured best-GEMM fraction of its higher peak over the B200's (0.94: 1,822 of 2,500
+    # against 1,745 of 2,250 BF16 TFLOP/s, moesim/data/mamf.csv; costmodel/sibling_gemm.py). $10.50/h:
     # assumption, $42.00/h on demand listed for GB200 NVL72 (gpu.blog/gpus/nvidia-gb200-nvl72) read as
     # CoreWeave's gb200-4x instance of one 4-GPU compute tray (docs.coreweave.com, GB200 instances); volatile.
     "gb200-nvl72": dict(
         name="GB200 NVL72",
         device=dict(name="NVIDIA GB200 186GB", sm_count=148, peak_tflops=dict(_GB200_TFLOPS),
                     mem_bw_gbps=8000.0, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
-                    default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
+                    default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX7_NET,
     ),
     # Blackwell Ultra in a GB300 NVL72 rack (1,400 W per GPU): dense tensor TFLOP/s above; HBM3e 20 TB / 72 =
     # 278 GB = 259 GiB per GPU (288 GB nominal) at 8 TB/s. SMs: NVIDIA's blog gives 160 for the full die; the
-    # GB200's 148 enabled are assumed. Cost model: the GB200's (the H100 profile rebased with the B200's GEMM
-    # ratio: the same tensor peaks), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
+    # GB200's 148 enabled are assumed. Cost model: the GB200's (the H100 profile rebased with the GB200's GEMM
+    # ratio: the same tensor peaks; no GB300 GEMM measurement), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
     # exponentials; cuDNN's SDPA on a GB300 over a GB200, costmodel/attention_rate.py). $12.60/h: assumption,
     # the GB200's $10.50 plus the 20 % per-GPU TCO premium InferenceX quotes for GB300 over GB200
     # (inferencex.semianalysis.com blog, DeepSeek-V4 GB300 vs GB200, 2026); volatile.
@@ -180,7 +181,7 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA GB300 288GB", sm_count=148, peak_tflops=dict(_GB300_TFLOPS),
                     mem_bw_gbps=8000.0, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
-                    default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
+                    default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX8_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);

@@ -109,11 +109,13 @@ class DeviceSpec(Strict):
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
         "measured intra-node collectives on node.intra_bw_gbps), or 'datasheet' for the datasheet roofline. "
         "null: chosen by the device name (a100; h100, h200, h800, b200, gb200 or gb300: h100.yaml), else the datasheet.")
-    profile_gemm_ratio: Literal["b200-vs-h100"] | None = Field(
+    profile_gemm_ratio: Literal["b200-vs-h100", "gb200-vs-h100"] | None = Field(
         None, description="Measured GEMM speed of this device next to the device its default profile was measured on, "
         "applied when that profile is rebased on it: each GEMM keeps its measured fraction of the roofline times "
         "this device's fraction over the profile device's at the same FLOPs (moesim/costmodel/sibling_gemm.py). "
-        "'b200-vs-h100': XLA's BF16 GEMM tables of both (0.45 for GEMMs under 1e9 FLOPs, 0.80 for the largest). "
+        "'b200-vs-h100': XLA's BF16 GEMM tables of both (0.45 for GEMMs under 1e9 FLOPs, 0.80 for the largest); "
+        "'gb200-vs-h100': the same times a GB200's measured best-GEMM fraction of its peak over a B200's (0.94, "
+        "moesim/data/mamf.csv). "
         "null: the fractions carry over unchanged (a device on the profile's die: H200, H800).")
 
     @model_validator(mode="after")
