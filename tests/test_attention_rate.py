@@ -28,6 +28,8 @@ from moesim.simulate import simulate
 
 #: Qwen3-30B-A3B's training scenario on 8 GB200 (FP8 as shipped in the validation folder).
 QWEN3 = str(Path(__file__).resolve().parents[1] / "moesim" / "data" / "validation" / "qwen3-30b-a3b-h100-train.yaml")
+#: gpt-oss-120b's training scenario (sliding windows of 128 keys on every other layer).
+GPT_OSS_TRAIN = str(Path(__file__).resolve().parents[1] / "moesim" / "data" / "validation" / "gpt-oss-120b-h100-train.yaml")
 GB200 = ["hardware.preset=gb200-nvl72", "hardware.node.devices_per_node=8", "hardware.cluster.nodes=1", "plan.dp=8",
          "plan.ep=8", "plan.microbatches=2", "workload.global_batch_seqs=16", "plan.moe_layer_host_us=0"]
 
@@ -56,6 +58,18 @@ def test_gb300_preset_has_blackwell_ultras_figures():
     assert d["mem_gib"] > 1.35 * gb200["mem_gib"] and d["mem_bw_gbps"] == gb200["mem_bw_gbps"]
     assert HARDWARE["gb300-nvl72"]["cluster"]["nic_bw_gbps"] == 2 * HARDWARE["gb200-nvl72"]["cluster"]["nic_bw_gbps"]
     assert HARDWARE["gb300-nvl72"]["node"]["devices_per_node"] == 72
+
+
+def test_b300_preset_is_blackwell_ultra_at_the_hgx_b200s_peaks():
+    d, b200 = HARDWARE["b300"]["device"], HARDWARE["b200"]["device"]
+    assert d["peak_tflops"]["bf16"] == b200["peak_tflops"]["bf16"] and d["peak_tflops"]["fp8"] == b200["peak_tflops"]["fp8"]
+    assert d["peak_tflops"]["fp4"] > 1.5 * b200["peak_tflops"]["fp4"]  # 14 against 9 PF dense NVFP4
+    assert d["attention_rate_scale"] == GB300_ATTENTION_RATE_SCALE  # the GB300's doubled exponentials
+    assert d["mem_gib"] > 1.35 * b200["mem_gib"] and HARDWARE["b300"]["node"]["devices_per_node"] == 8
+    b300, hgx = _cm("b300"), _cm("b200")
+    q = np.full(2, 4096.0)
+    core = [cm.attention_batch_s(q, q, 128, 160, 128, paged=False) - cm.attention_launch_s for cm in (hgx, b300)]
+    assert core[0] / core[1] == pytest.approx(GB300_ATTENTION_RATE_SCALE, rel=1e-6)
 
 
 def test_training_attention_runs_the_scale_faster_and_decode_does_not_move():
@@ -132,3 +146,22 @@ def test_a_bad_fp8_attention_value_is_a_one_line_error():
     with pytest.raises(InputError) as e:
         moesim.load_scenario(QWEN3, ["plan.fp8_attention=maybe"])
     assert "plan.fp8_attention" in str(e.value) and "\n" not in str(e.value).strip()
+
+
+def test_under_fp8_attention_a_sliding_window_layer_keeps_its_forward_saving_but_not_its_backwards():
+    """cuDNN's FP8 backward does not skip the tiles outside the window (test_cudnn_sdpa.py): with
+    plan.fp8_attention a gpt-oss local layer's backward attention costs a full layer's, its forward less."""
+    from moesim.engine.training.layer_costs import ATT, layer_costs
+
+    base = ["hardware.preset=gb200-nvl72", "hardware.node.devices_per_node=8", "hardware.cluster.nodes=1",
+            "model.dtype=fp8", "plan.dp=8",
+            "plan.pp=1", "plan.ep=8", "plan.microbatches=2", "workload.global_batch_seqs=16", "plan.recompute=none"]
+    for fp8_attention in (True, False):
+        s = moesim.load_scenario(GPT_OSS_TRAIN, [*base, f"plan.fp8_attention={str(fp8_attention).lower()}"])
+        c = layer_costs(s, build_cost_model(s.hardware), None)
+        local, full = (next(i for i in range(s.model.n_layers) if s.model.is_local_layer(i) == want) for want in (True, False))
+        assert c.fwd_s[local, 0, ATT] < c.fwd_s[full, 0, ATT]
+        if fp8_attention:
+            assert c.bwd_s[local, 0, -1] == pytest.approx(c.bwd_s[full, 0, -1])
+        else:
+            assert c.bwd_s[local, 0, -1] < c.bwd_s[full, 0, -1]

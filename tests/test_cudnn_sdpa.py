@@ -87,3 +87,36 @@ def test_forward_reads_slow_and_backward_close_against_2026_cudnn(priced, gpu):
     assert all(x > 0.0 for x in fwd)
     assert abs(float(np.median(bwd))) < 0.10
     assert max(abs(x) for x in bwd) < 0.25
+
+
+def _window_rows(dtype: str) -> list[dict]:
+    with open(DATA, newline="") as f:
+        return [r for r in csv.DictReader(line for line in f if not line.startswith("#"))
+                if r["model"] == "gpt_oss" and r["dtype"] == dtype]
+
+
+@pytest.mark.parametrize("gpu, preset", [("GB200", "gb200-nvl72"), ("GB300", "gb300-nvl72")])
+def test_the_fp8_backward_over_a_sliding_window_costs_a_full_causal_backward(gpu, preset):
+    """gpt-oss's 128-key windows, 64-wide heads: cuDNN 9.22's FP8 backward grows with the square of the length
+    (a full causal backward's work), the BF16 one linearly (the window's); moesim's full causal FP8 backward
+    at the same shapes is 0-20 % below the measured FP8 times at training's lengths (4k-32k), which is how
+    plan.fp8_attention prices a local layer's backward (costmodel/attention_rate.FP8_WINDOW_BACKWARD_IS_FULL)."""
+    from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
+    from moesim.presets import HARDWARE
+    from moesim.schemas import HardwareSpec
+
+    assert FP8_WINDOW_BACKWARD_IS_FULL
+    bwd = {dt: {int(r["seq_len"]): float(r["time_ms"]) * 1e-3 for r in _window_rows(dt) if r["gpu"] == gpu and r["pass"] == "bwd"}
+           for dt in ("bf16", "fp8")}
+    assert set(bwd["fp8"]) == set(bwd["bf16"]) >= {4096, 32768}
+    assert bwd["fp8"][32768] / bwd["fp8"][4096] > 40  # ~8^2 = 64: quadratic in the length
+    assert bwd["bf16"][32768] / bwd["bf16"][4096] < 10  # ~8: linear
+    cm = build_cost_model(HardwareSpec(**HARDWARE[preset]))
+    speed_bwd = fp8_attention_speedup(HARDWARE[preset]["device"]["name"], 64)[1]
+    for seq, measured in bwd["fp8"].items():
+        if seq < 4096:
+            continue
+        q = np.full(2, float(seq))
+        fwd = float(cm.attention_batch_s(q, q, 128, 64, 128, paged=False)) - cm.attention_launch_s
+        priced = fwd * ATTN_BWD_FACTOR / speed_bwd + cm.attention_launch_s
+        assert -0.20 < priced / measured - 1.0 < 0.0

@@ -73,7 +73,8 @@ def test_grouped_gemms_take_the_ratio_of_the_whole_call():
 def test_same_die_siblings_keep_the_rebase():
     for preset in ("h200", "h800", "h100-sxm"):
         assert HARDWARE[preset]["device"].get("profile_gemm_ratio") is None
-    assert HARDWARE["b200"]["device"]["profile_gemm_ratio"] == "b200-vs-h100"
+    for preset in ("b200", "b300"):
+        assert HARDWARE[preset]["device"]["profile_gemm_ratio"] == "b200-vs-h100"
     for preset in ("gb200-nvl72", "gb300-nvl72"):
         assert HARDWARE[preset]["device"]["profile_gemm_ratio"] == "gb200-vs-h100"
 
@@ -120,3 +121,14 @@ def test_b200_grouped_fp8_gemms_within_15_percent_of_a_held_out_measurement(n, k
     cm = _cost("b200")
     priced = float(cm.grouped_gemm_s(np.full(8, 131072 / 8), n, k, "fp8")) * 1e6
     assert priced == pytest.approx(measured_us, rel=0.15)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp8"])
+def test_a_b300_takes_the_b200_ratio_because_its_best_gemm_is_a_b200s(dtype):
+    """The b300 preset has the HGX B200's dense peaks and its GEMM ratio: the MAMF table's B300 reaches the
+    B200's fraction of that peak within 2.5 % in both dtypes (BF16 +1.4 %, FP8 -2.3 %)."""
+    assert mamf_fraction("b300", dtype) == pytest.approx(mamf_fraction("b200", dtype), rel=0.025)
+    b200, b300 = HARDWARE["b200"]["device"], HARDWARE["b300"]["device"]
+    assert b300["peak_tflops"][dtype] == b200["peak_tflops"][dtype]
+    n = 8192
+    assert float(_cost("b300").gemm_s(n, n, n, dtype)) == pytest.approx(float(_cost("b200").gemm_s(n, n, n, dtype)))

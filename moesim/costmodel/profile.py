@@ -49,11 +49,11 @@ MAX_PROFILE_BYTES = 4 << 20
 #: Shipped default profiles by device name, for devices that do not name one (``DeviceSpec.default_profile``:
 #: inline devices of older scenario files): a device whose name contains the key (as a word) uses the file.
 #: The presets name theirs (``moesim/presets/hardware.py``); H200 and H800 borrow the H100's, and so do B200,
-#: GB200 and GB300 (with the B200's measured GEMM ratio, ``DeviceSpec.profile_gemm_ratio``: the presets' comments
+#: GB200, GB300 and B300 (with the B200's measured GEMM ratio, ``DeviceSpec.profile_gemm_ratio``: the presets' comments
 #: say how far that carries).
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml",
                                     "h800": "h100.yaml", "b200": "h100.yaml", "gb200": "h100.yaml",
-                                    "gb300": "h100.yaml"}
+                                    "gb300": "h100.yaml", "b300": "h100.yaml"}
 
 
 class Reference(Strict):

@@ -64,6 +64,10 @@ _CX7_NET = dict(nodes=1, nic_bw_gbps=50.0, nic_latency_us=5.0)
 _GB300_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=15000.0, fp32=1250.0)
 # ConnectX-8 SuperNIC: 800 Gb/s per GPU = 100 GB/s per direction.
 _CX8_NET = dict(nodes=1, nic_bw_gbps=100.0, nic_latency_us=5.0)
+# HGX/DGX B300 (Blackwell Ultra, 8 GPUs at 1,100 W each): per GPU, dense: BF16 2250, FP8 4500, TF32 1125 (the HGX B200's),
+# FP4 14000 (Verda's per-GPU table above: "FP4 14 PFLOPS, FP8 4.5, FP16/BF16 2.25 ... 270 GB HBM3E ... 1.1 kW"); the
+# same 10.7 tera-exponentials/s softmax units as the GB300. 8 TB/s per GPU as the B200 (64 TB/s per HGX node).
+_B300_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp4=14000.0, fp32=1125.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
 _SOC_NET = dict(nodes=1, nic_bw_gbps=1.25, nic_latency_us=50.0)
@@ -183,6 +187,21 @@ HARDWARE: dict[str, dict] = {
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX8_NET,
+    ),
+    # B300 in an HGX/DGX B300 (Blackwell Ultra, 1,100 W): dense tensor TFLOP/s above; 270 GB HBM3e per GPU (Verda's
+    # table; 288 GB nominal, 2.3 TB per 8-GPU node) = 251 GiB at 8 TB/s; NVLink 5 in 8-GPU domains; one ConnectX-8
+    # 800 Gb/s NIC per GPU; an x86 host (DGX B300: Intel Xeon 6776P). Cost model: the B200's (the H100 profile rebased
+    # with the B200's measured GEMM ratio: the same dense peaks, and a B300's best GEMM is a B200's within 2.5 %, 1,769
+    # against 1,745 BF16 and 3,353 against 3,433 FP8 TFLOP/s, moesim/data/mamf.csv), attention at the GB300's 1.125x
+    # (the same doubled exponentials; measured on a GB300, assumed here). $6.00/h: assumption, inside the $5.00-7.25
+    # on-demand neocloud range Ornn's 2026 rental benchmark gives (ornnai.com, "NVIDIA B200 vs B300"); volatile.
+    "b300": dict(
+        name="HGX B300",
+        device=dict(name="NVIDIA B300 SXM 288GB", sm_count=148, peak_tflops=dict(_B300_TFLOPS),
+                    mem_bw_gbps=8000.0, mem_gib=251.0, power_w=1100.0, usd_per_hour=6.00,
+                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
+                    default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
+        node=_HGX_B200_NODE, cluster=_CX8_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).

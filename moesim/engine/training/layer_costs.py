@@ -40,7 +40,7 @@ import numpy as np
 
 from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
-from moesim.costmodel.attention_rate import fp8_attention_speedup
+from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
 from moesim.costmodel.train_host import moe_layer_floor_s
 from moesim.engine import cp as ctx
 from moesim.engine.local_attention import local_kv
@@ -343,6 +343,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     core_delta = (_local_core_delta(cm, next(op for op in full_ops if op.name == "attn_core"),
                                     float(full_secs["attn_core"]), dims, dtypes, m.local_attention)
                   if local.any() else (0.0, 0.0))
+    if fp8_attn and FP8_WINDOW_BACKWARD_IS_FULL:  # cuDNN's FP8 backward does not skip the tiles outside the window
+        core_delta = (core_delta[0], 0.0)
     fwd[local, :, ATT] += core_delta[0]
     back[local, :, ATT] += core_delta[1]
     if tp > 1:
