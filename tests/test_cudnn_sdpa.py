@@ -120,3 +120,42 @@ def test_the_fp8_backward_over_a_sliding_window_costs_a_full_causal_backward(gpu
         fwd = float(cm.attention_batch_s(q, q, 128, 64, 128, paged=False)) - cm.attention_launch_s
         priced = fwd * ATTN_BWD_FACTOR / speed_bwd + cm.attention_launch_s
         assert -0.20 < priced / measured - 1.0 < 0.0
+
+
+def _window_price_over_measured(gpu: str, preset: str) -> dict[tuple[int, str], float]:
+    """moesim's price of the benchmark's windowed BF16 calls over the measured time, by (length, pass)."""
+    from moesim.engine.local_attention import local_kv
+    from moesim.presets import HARDWARE
+    from moesim.schemas import HardwareSpec
+
+    cm = build_cost_model(HardwareSpec(**HARDWARE[preset]))
+    out = {}
+    for r in _window_rows("bf16"):
+        if r["gpu"] != gpu:
+            continue
+        q = np.full(int(r["batch"]), float(r["seq_len"]))
+        kv = local_kv(q, q, int(r["window"]), "sliding")
+        fwd = float(cm.attention_batch_s(q, kv, int(r["q_heads"]), int(r["head_dim_qk"]), int(r["kv_heads"]), paged=False))
+        launch = cm.attention_launch_s
+        s = fwd if r["pass"] == "fwd" else (fwd - launch) * ATTN_BWD_FACTOR + launch
+        out[(int(r["seq_len"]), r["pass"])] = s / (float(r["time_ms"]) * 1e-3)
+    return out
+
+
+def test_a_1024_key_window_on_hopper_is_priced_as_cudnn_runs_it():
+    """gpt-oss's windowed layers as the H200 run times them (window 1024, 64 query and 8 KV heads,
+    cuDNN 9.19): moesim's windowed price (the causal kernel's rate over the window's keys,
+    engine/local_attention.py) is within 15 % of both passes at 4k-32k tokens (8-13 % slow)."""
+    r = _window_price_over_measured("H200", "h200")
+    assert {s for s, _ in r} >= {4096, 32768}
+    assert all(abs(x - 1.0) < 0.15 for (s, _), x in r.items() if s >= 4096)
+
+
+@pytest.mark.parametrize("gpu, preset", [("GB200", "gb200-nvl72"), ("GB300", "gb300-nvl72")])
+def test_a_128_key_window_on_blackwell_runs_slower_than_priced(gpu, preset):
+    """The known gap (docs/validation-misses.md, gpt-oss training): with only 128 keys a query tile
+    meets two key tiles, and cuDNN's windowed kernel on Blackwell takes 1.5-3.4x moesim's price at
+    2k-32k tokens (the long-sequence rate read at the window's span). About 1 % of a gpt-oss step at 4k."""
+    r = _window_price_over_measured(gpu, preset)
+    assert len(r) == 10
+    assert all(0.25 < x < 0.8 for x in r.values())
