@@ -83,24 +83,29 @@ def test_a_cuda_engine_on_another_device_is_a_one_line_error(device):
         engine_host_spec(default_host_spec("cuda"), "tgi")
 
 
+#: Sequences in flight for the host-bound test: enough that TensorRT-LLM's host time (28 us each) outgrows the GPU step.
+HOST_BOUND_SEQS = 256
+
+
 def _run(overrides):
-    s = moesim.load_scenario(QWEN3_B200, ["workload.arrival.n_requests=192", "workload.output_tokens.value=64",
+    s = moesim.load_scenario(QWEN3_B200, [f"workload.arrival.n_requests={HOST_BOUND_SEQS}", "workload.output_tokens.value=64",
                                           "workload.prompt_tokens.value=128", *overrides])
     return s, moesim.simulate(s).summary
 
 
 def test_a_host_bound_decode_step_lasts_the_host_time():
-    """192 sequences of a 3B-active model on a B200: the GPU step is shorter than TensorRT-LLM's host
-    time (2.3 ms + 192 x 28 us ~ 7.7 ms), so each decode step lasts the host time; vLLM's host time
-    hides behind the GPU step."""
+    """256 sequences of a 3B-active model on a B200: the GPU step (~8.3 ms) is shorter than TensorRT-LLM's
+    host time (2.3 ms + 256 x 28 us ~ 9.4 ms), so each decode step lasts the host time (and the graph
+    launches the same thread issues); vLLM's host time hides behind the GPU step."""
     s, trt = _run(["workload.engine=trtllm"])
     _, vllm = _run(["workload.engine=vllm"])
     _, default = _run(["workload.engine=null"])
     assert default["tpot_mean_s"] == vllm["tpot_mean_s"]
     spec = engine_host_spec(default_host_spec("cuda"), "trtllm")
-    host_at_192 = iteration_host_s(192, "decode", spec)
-    assert vllm["tpot_p50_s"] < host_at_192  # the GPU step is shorter: host-bound under TensorRT-LLM
-    assert trt["tpot_p50_s"] == pytest.approx(host_at_192, rel=0.05)
+    host_s = iteration_host_s(HOST_BOUND_SEQS, "decode", spec)
+    assert vllm["tpot_p50_s"] < host_s  # the GPU step is shorter: host-bound under TensorRT-LLM
+    # the step lasts the host time and the same thread's own graph launches (under 10 % of it)
+    assert host_s < trt["tpot_p50_s"] < 1.1 * host_s
     assert trt["output_tokens_per_s"] < 0.9 * vllm["output_tokens_per_s"]
 
 

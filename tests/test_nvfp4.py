@@ -15,9 +15,11 @@ from moesim.costmodel.fp4 import (
     AO_B200_PEAK_FLOPS,
     FP4_COMPUTE_EFFICIENCY,
     FP4_FIXED_S,
+    FP4_GROUPED_COMPUTE_EFFICIENCY,
     NVFP4_BYTES,
     OUT_BYTES,
     fp4_gemm_s,
+    moe_tile_rows,
 )
 from moesim.errors import InputError
 from moesim.precision import precision
@@ -60,14 +62,19 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
     # a decode GEMM is bound by its 4.5-bit weights: about their bytes at the streaming efficiency
     weights_s = n * k * NVFP4_BYTES / (8000e9)
     assert weights_s < float(b200.gemm_s(1, n, k, "nvfp4")) < 2.0 * weights_s + FP4_FIXED_S
-    # grouped: one fixed latency per call, each busy expert's roofline (rows padded to the 64-row tile)
+    # grouped: one fixed latency per call, the busy experts' bytes streamed, then their rows padded to the
+    # call's tile computed at the grouped fraction of the FP4 peak (costmodel.fp4.fp4_grouped_gemm_s)
     assert float(b200.grouped_gemm_s([0.0, 0.0], 1536, 2048, "nvfp4")) == 0.0
     one = float(b200.grouped_gemm_s([200.0, 0.0], 1536, 2048, "nvfp4"))
     two = float(b200.grouped_gemm_s([200.0, 200.0], 1536, 2048, "nvfp4"))
-    expert = float(fp4_gemm_s(2.0 * 256 * 1536 * 2048, 200 * (1536 + 2048) * 0.5 + 1536 * 2048 * NVFP4_BYTES,
-                              9000e12, 8000e9, b200.profile.gemm_memory_efficiency, calls=0))
-    assert expert > 0 and one == pytest.approx(FP4_FIXED_S + expert, rel=1e-9)
-    assert two - one == pytest.approx(expert, rel=1e-9)
+    mem = b200.profile.gemm_memory_efficiency
+    act_bytes = precision("nvfp4", DeviceSpec(**HARDWARE["b200"]["device"])).act_bytes
+    stream = (200 * (1536 + 2048) * act_bytes + 1536 * 2048 * NVFP4_BYTES) / (8000e9 * mem)
+    # one busy expert of two: mean rows 100 -> 130 -> a 128-row tile, so 200 rows pad to 256
+    assert moe_tile_rows(100.0) == 128.0 and moe_tile_rows(200.0) == 128.0 and moe_tile_rows(2.0) == 8.0
+    compute = 2.0 * 256 * 1536 * 2048 / (9000e12 * FP4_GROUPED_COMPUTE_EFFICIENCY)
+    assert one == pytest.approx(FP4_FIXED_S + stream + compute, rel=1e-9)
+    assert two - one == pytest.approx(stream + compute, rel=1e-9)
 
 
 def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():

@@ -23,7 +23,25 @@ Fit (``fit_kernel``: least squares on the relative error, all seven points; the 
 ``FP4_COMPUTE_EFFICIENCY`` 0.61; every point within 16 % (2048^3 the worst, 8.6 us for 10.2 measured).
 The same page's BF16 GEMMs reach 0.63-0.65 of the BF16 peak at 4096^3-8192^3: large FP4 GEMMs keep
 the BF16 fraction. Not measured: activation quantization (fused into the previous kernel by serving
-engines) and grouped FP4 kernels (priced per expert with one fixed latency per call).
+engines).
+
+Grouped (MoE) NVFP4 GEMMs have their own model (``fp4_grouped_gemm_s``), read off a whole MoE layer that
+FlashInfer PR #4985 timed on a B300 (DeepSeek-V3's experts, 32 of 256 on the GPU, 1-4096 tokens, TensorRT-LLM's
+and CUTLASS's NVFP4 kernels; ``moesim/data/fused_moe.csv``). The dense fit above prices that layer 23-48 %
+fast from 1024 tokens (32-128 rows per expert): the grouped kernels do not reach 61 % of the FP4 peak. Two
+things are priced instead:
+
+* the row tile: TensorRT-LLM's generated MoE kernels pick one for the call from the experts' mean rows times an
+  imbalance allowance of 1.3, rounded up to a power of two between 8 and 128 (FlashInfer's
+  ``calculate_tile_tokens_dim`` and vLLM's ``_get_tile_tokens_dim``: "pad the number to the next power of 2 ...
+  Cap to 8-max_tile_tokens_dim tokens per CTA tile"), and each expert's rows are padded to it;
+* streaming the weights and computing the padded rows one after the other, not overlapped: the layer's time grows
+  by the compute added from 2048 to 4096 tokens while its weights read stay the same. Its MMAs run at
+  ``FP4_GROUPED_COMPUTE_EFFICIENCY`` of the FP4 peak, the value that fits the two kernels' times at 2048 and 4096
+  tokens (least squares on the log error; ``tests/test_fused_moe_blackwell.py`` recomputes it); the weights
+  stream at the profile's rate, as the dense decode GEMMs do.
+
+Held out: the same table's 16-1024 tokens (within 20 % but TensorRT-LLM's own jump at 1024).
 """
 
 from __future__ import annotations
@@ -32,7 +50,7 @@ from functools import cache
 
 import numpy as np
 
-from moesim.costmodel.roofline import roofline_s
+from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
 
 #: pytorch/ao PR #2427 on a B200 (peaks 2.25e15 BF16, 9.00e15 FP4): (n of the n^3 GEMM, NVFP4 seconds).
 AO_B200_NVFP4_S: tuple[tuple[int, float], ...] = (
@@ -57,6 +75,35 @@ def fit_kernel() -> tuple[float, float]:
 
 
 FP4_FIXED_S, FP4_COMPUTE_EFFICIENCY = fit_kernel()
+
+
+#: TensorRT-LLM's MoE row tile: the experts' mean rows times this allowance for imbalance, a power of two within
+#: ``MOE_TILE_ROWS`` (FlashInfer ``calculate_tile_tokens_dim``).
+MOE_TILE_IMBALANCE = 1.3
+MOE_TILE_ROWS = (8, 128)
+#: Fraction of the FP4 peak the MMAs of a grouped NVFP4 GEMM run at, after its weights stream (fitted on
+#: FlashInfer PR #4985's B300 MoE layer at 2048 and 4096 tokens; ``tests/test_fused_moe_blackwell.py``).
+FP4_GROUPED_COMPUTE_EFFICIENCY = 0.27
+
+
+def moe_tile_rows(mean_rows):
+    """Rows per expert tile TensorRT-LLM's NVFP4 MoE kernels choose for experts averaging ``mean_rows`` rows."""
+    m = np.maximum(np.asarray(mean_rows, dtype=float) * MOE_TILE_IMBALANCE, 1.0)
+    return np.clip(2.0 ** np.ceil(np.log2(m)), *MOE_TILE_ROWS)
+
+
+def fp4_grouped_gemm_s(tokens_per_expert, n: int, k: int, peak_flops: float, bw: float, memory_efficiency: float,
+                       act_bytes: float = NVFP4_BYTES, weight_bytes: float = NVFP4_BYTES):
+    """Seconds of one grouped NVFP4 GEMM over the experts on the last axis of ``tokens_per_expert`` (rows of each):
+    one fixed latency, every busy expert's bytes streamed, then its rows padded to the call's tile
+    (``moe_tile_rows``) computed at ``FP4_GROUPED_COMPUTE_EFFICIENCY`` of ``peak_flops``. 0 with no rows."""
+    t = np.asarray(tokens_per_expert, dtype=float)
+    tile = moe_tile_rows(t.mean(axis=-1, keepdims=True))
+    rows = np.ceil(t / tile) * tile
+    flops = gemm_flops(rows, n, k).sum(axis=-1)
+    moved = (gemm_bytes(t, n, k, act_bytes, weight_bytes) * (t > 0)).sum(axis=-1)
+    secs = FP4_FIXED_S + moved / (bw * memory_efficiency) + flops / (peak_flops * FP4_GROUPED_COMPUTE_EFFICIENCY)
+    return np.where((t > 0).any(axis=-1), secs, 0.0)
 
 
 def fp4_gemm_s(flops, moved, peak_flops: float, bw: float, memory_efficiency: float, calls=1):

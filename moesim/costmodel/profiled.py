@@ -19,7 +19,7 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
-from moesim.costmodel.fp4 import FP4_FIXED_S, fp4_gemm_s
+from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
@@ -160,13 +160,9 @@ class ProfiledCostModel(CostModelBase):
         g = self.profile.grouped
         p = self.precision(dtype)
         dtype = p.compute_dtype
-        if dtype == "fp4":  # each busy expert's roofline, its rows padded to the MMA tile (as grouped_eff
-            # pads the other dtypes), one fixed latency per call (costmodel.fp4)
-            tile = tile_rows(self.hw.device.mma_rows, False)
-            rows = np.ceil(t / tile) * tile
-            work = fp4_gemm_s(gemm_flops(rows, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes) * (t > 0),
-                              self._peak("fp4"), self._bw, self._fp4_memory_efficiency(), calls=0)
-            return np.where((t > 0).any(axis=-1), work.sum(axis=-1) + FP4_FIXED_S, 0.0)
+        if dtype == "fp4":  # the grouped NVFP4 kernel model measured on a Blackwell MoE layer (costmodel.fp4)
+            return fp4_grouped_gemm_s(t, n, k, self._peak("fp4"), self._bw, self._fp4_memory_efficiency(),
+                                      p.act_bytes, p.weight_bytes)
         w, m = float(n) * float(k), np.maximum(t, 1.0)
         busy = (t > 0).sum(axis=-1)
         ref = self.profile.measured_reference
