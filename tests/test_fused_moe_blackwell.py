@@ -1,7 +1,8 @@
 """A Blackwell MoE layer against FlashInfer's measured one (held out).
 
 flashinfer-ai/flashinfer PR #4985 times DeepSeek-V3's MoE layer on a B300 with 32 of its 256 experts on
-the GPU, 1-4096 tokens, in BF16 (TensorRT-LLM's kernels) and NVFP4 (TensorRT-LLM's and CUTLASS's):
+the GPU, 1-4096 tokens, in BF16 (TensorRT-LLM's kernels) and NVFP4 (TensorRT-LLM's and CUTLASS's); PR #5301
+extends it (TensorRT-LLM's NVFP4 to 16384 tokens, its MXFP8 kernels at 1-512):
 ``moesim/data/fused_moe.csv``, rows ``gpu == "B300"``. moesim prices the same layer on the b300 preset
 (the H100 profile rebased with the B200's measured GEMM ratio; NVFP4 by ``costmodel/fp4.fp4_grouped_gemm_s``,
 whose one compute rate is fitted on this table's 2048 and 4096 tokens) as the serving iteration does: the routed experts with their activation and the
@@ -37,7 +38,8 @@ def ratios(monkeypatch_module) -> dict[tuple[str, str], dict[int, float]]:
     monkeypatch_module.setitem(tables.PRESET, "B300", "b300")
     out = {}
     for (dtype, kernels), rows in _measured().items():
-        key = ("B300", "deepseek-v3-local", 7168, 2048, 32, 1, 1, dtype)
+        # MXFP8 priced as moesim's FP8 (its 1x32 power-of-two scales add ~3 % to the bytes)
+        key = ("B300", "deepseek-v3-local", 7168, 2048, 32, 1, 1, "fp8" if dtype == "mxfp8" else dtype)
         priced = tables.layer_us(key, sorted(rows))
         out[(dtype, kernels)] = {t: priced[t] / us for t, us in rows.items()}
     return out
@@ -52,7 +54,8 @@ def monkeypatch_module():
 
 def test_the_table_holds_three_arms_at_thirteen_batches_and_two_larger_ones():
     m = _measured()
-    assert set(m) == {("bf16", "trtllm"), ("nvfp4", "trtllm"), ("nvfp4", "cutlass")}
+    assert set(m) == {("bf16", "trtllm"), ("nvfp4", "trtllm"), ("nvfp4", "cutlass"), ("mxfp8", "trtllm")}
+    assert sorted(m[("mxfp8", "trtllm")]) == [2**i for i in range(10)]  # PR #5301's MXFP8 arm, to 512 tokens
     assert sorted(m[("bf16", "trtllm")]) == sorted(m[("nvfp4", "cutlass")]) == [2**i for i in range(13)]
     assert sorted(m[("nvfp4", "trtllm")]) == [2**i for i in range(15)]  # PR #5301: 8192 and 16384 too
 
@@ -63,6 +66,14 @@ def test_the_bf16_layer_on_blackwell_is_priced_as_measured(ratios):
     MoE layer, held out. Below, moesim reads fast (25-36 % at 1-8 tokens: the fixed costs of a layer
     with one or two busy experts)."""
     r = ratios[("bf16", "trtllm")]
+    assert all(abs(x - 1.0) < 0.10 for t, x in r.items() if t >= 16)
+    assert all(x < 1.0 for t, x in r.items() if t <= 8)
+
+
+def test_the_fp8_layer_on_blackwell_is_priced_as_measured(ratios):
+    """TensorRT-LLM's MXFP8 MoE kernels (PR #5301, 1-512 tokens): from 16 tokens, where the FP8 weights
+    stream, moesim's FP8 layer is within 10 %, held out; below, fast as the BF16 layer is (17-34 %)."""
+    r = ratios[("mxfp8", "trtllm")]
     assert all(abs(x - 1.0) < 0.10 for t, x in r.items() if t >= 16)
     assert all(x < 1.0 for t, x in r.items() if t <= 8)
 
