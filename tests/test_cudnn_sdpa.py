@@ -15,17 +15,25 @@ import numpy as np
 import pytest
 
 from moesim.costmodel import build_cost_model
+from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
 from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
+from moesim.engine.local_attention import local_kv
 from moesim.loader import scenario_from_dict
+from moesim.presets import HARDWARE
+from moesim.schemas import HardwareSpec
 
 DATA = Path(__file__).resolve().parent.parent / "moesim" / "data" / "cudnn_sdpa_2026.csv"
 PRESET = {"GB200": "gb200-nvl72", "H200": "h200"}
 
 
+def _all_rows() -> list[dict]:
+    with open(DATA, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
 def _rows() -> list[dict]:
     """The held-out rows (the GB300 ones set the gb300 preset's attention rate: test_attention_rate.py)."""
-    with open(DATA, newline="") as f:
-        return [r for r in csv.DictReader(line for line in f if not line.startswith("#")) if r["use"] == "holdout"]
+    return [r for r in _all_rows() if r["use"] == "holdout"]
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +98,7 @@ def test_forward_reads_slow_and_backward_close_against_2026_cudnn(priced, gpu):
 
 
 def _window_rows(dtype: str) -> list[dict]:
-    with open(DATA, newline="") as f:
-        return [r for r in csv.DictReader(line for line in f if not line.startswith("#"))
-                if r["model"] == "gpt_oss" and r["dtype"] == dtype]
+    return [r for r in _all_rows() if r["model"] == "gpt_oss" and r["dtype"] == dtype]
 
 
 @pytest.mark.parametrize("gpu, preset", [("GB200", "gb200-nvl72"), ("GB300", "gb300-nvl72")])
@@ -101,9 +107,6 @@ def test_the_fp8_backward_over_a_sliding_window_costs_a_full_causal_backward(gpu
     (a full causal backward's work), the BF16 one linearly (the window's); moesim's full causal FP8 backward
     at the same shapes is 0-20 % below the measured FP8 times at training's lengths (4k-32k), which is how
     plan.fp8_attention prices a local layer's backward (costmodel/attention_rate.FP8_WINDOW_BACKWARD_IS_FULL)."""
-    from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
-    from moesim.presets import HARDWARE
-    from moesim.schemas import HardwareSpec
 
     assert FP8_WINDOW_BACKWARD_IS_FULL
     bwd = {dt: {int(r["seq_len"]): float(r["time_ms"]) * 1e-3 for r in _window_rows(dt) if r["gpu"] == gpu and r["pass"] == "bwd"}
@@ -124,9 +127,6 @@ def test_the_fp8_backward_over_a_sliding_window_costs_a_full_causal_backward(gpu
 
 def _window_price_over_measured(gpu: str, preset: str) -> dict[tuple[int, str], float]:
     """moesim's price of the benchmark's windowed BF16 calls over the measured time, by (length, pass)."""
-    from moesim.engine.local_attention import local_kv
-    from moesim.presets import HARDWARE
-    from moesim.schemas import HardwareSpec
 
     cm = build_cost_model(HardwareSpec(**HARDWARE[preset]))
     out = {}

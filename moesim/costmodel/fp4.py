@@ -94,8 +94,9 @@ def moe_tile_rows(mean_rows):
 
 
 def fp4_grouped_gemm_s(tokens_per_expert, n: int, k: int, peak_flops: float, bw: float, memory_efficiency: float,
-                       act_bytes: float = NVFP4_BYTES, weight_bytes: float = NVFP4_BYTES):
-    """Seconds of one grouped NVFP4 GEMM over the experts on the last axis of ``tokens_per_expert`` (rows of each):
+                       act_bytes: float, weight_bytes: float):
+    """Seconds of one grouped NVFP4 GEMM over the experts on the last axis of ``tokens_per_expert`` (rows of each;
+    activations and weights at ``act_bytes`` / ``weight_bytes`` per element, the precision's):
     one fixed latency, every busy expert's bytes streamed, then its rows padded to the call's tile
     (``moe_tile_rows``) computed at ``FP4_GROUPED_COMPUTE_EFFICIENCY`` of ``peak_flops``. 0 with no rows."""
     t = np.asarray(tokens_per_expert, dtype=float)

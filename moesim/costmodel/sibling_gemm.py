@@ -69,12 +69,16 @@ TABLE_DTYPE = "bf16"
 BIN_WIDTH_LOG10 = 0.5
 
 
+def _data_rows(name: str) -> list[dict[str, str]]:
+    """Rows of ``moesim/data/<name>``, a CSV with ``#`` comment lines above its header."""
+    ref = resources.files("moesim").joinpath("data", name)
+    return list(csv.DictReader(ln for ln in ref.read_text().splitlines() if ln and not ln.startswith("#")))
+
+
 @cache
 def _table() -> dict[str, np.ndarray]:
     """``moesim/data/xla_gemm.csv`` as columns: b, m, n, k and TFLOP/s per device."""
-    ref = resources.files("moesim").joinpath("data", "xla_gemm.csv")
-    lines = [ln for ln in ref.read_text().splitlines() if ln and not ln.startswith("#")]
-    rows = list(csv.DictReader(lines))
+    rows = _data_rows("xla_gemm.csv")
     return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
@@ -114,10 +118,8 @@ def ratio_curve(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
 @cache
 def _mamf() -> dict[tuple[str, str], tuple[float, float]]:
     """``moesim/data/mamf.csv``: (device, dtype) -> (MAMF TFLOP/s, datasheet dense TFLOP/s)."""
-    ref = resources.files("moesim").joinpath("data", "mamf.csv")
-    lines = [ln for ln in ref.read_text().splitlines() if ln and not ln.startswith("#")]
     return {(r["device"], r["dtype"]): (float(r["mamf_tflops"]), float(r["theory_tflops"]))
-            for r in csv.DictReader(lines)}
+            for r in _data_rows("mamf.csv")}
 
 
 def mamf_fraction(device: str, dtype: str = TABLE_DTYPE) -> float:
