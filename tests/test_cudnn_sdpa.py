@@ -8,7 +8,6 @@ tests check that rebasing and say how far the table, read off 2024 figures, sits
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
 from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
+from moesim.costmodel.published import read_table
 from moesim.engine.local_attention import local_kv
 from moesim.loader import scenario_from_dict
 from moesim.presets import HARDWARE
@@ -27,8 +27,7 @@ PRESET = {"GB200": "gb200-nvl72", "H200": "h200"}
 
 
 def _all_rows() -> list[dict]:
-    with open(DATA, newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return read_table(DATA)
 
 
 def _rows() -> list[dict]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from moesim.costmodel import comm
+from moesim.costmodel.published import read_table
 from moesim.schemas.plan import PlanSpec as Plan
 
 CSV = Path(comm.__file__).resolve().parent.parent / "data" / "deepep.csv"
@@ -31,8 +32,7 @@ LL_COMBINE_TOL = 0.10  # low-latency combine latency (all held out)
 
 
 def _rows():
-    with open(CSV, newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return read_table(CSV)
 
 
 def _t(algorithm, tokens, ep, token_bytes):

@@ -13,11 +13,12 @@ priced as 32 experts with top-1 routing: the same rows per expert and the same G
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import test_fused_moe_tables as tables
+
+from moesim.costmodel.published import read_table
 
 DATA = Path(__file__).resolve().parent.parent / "moesim" / "data" / "fused_moe.csv"
 
@@ -25,10 +26,9 @@ DATA = Path(__file__).resolve().parent.parent / "moesim" / "data" / "fused_moe.c
 def _measured() -> dict[tuple[str, str], dict[int, float]]:
     """(dtype, kernels) -> {tokens: us} for the B300 rows."""
     out: dict[tuple[str, str], dict[int, float]] = {}
-    with open(DATA, newline="") as f:
-        for r in csv.DictReader(line for line in f if not line.startswith("#")):
-            if r["gpu"] == "B300":
-                out.setdefault((r["dtype"], r["config"]), {})[int(r["batch_tokens"])] = float(r["kernel_us"])
+    for r in read_table(DATA):
+        if r["gpu"] == "B300":
+            out.setdefault((r["dtype"], r["config"]), {})[int(r["batch_tokens"])] = float(r["kernel_us"])
     return out
 
 

@@ -4,7 +4,6 @@ M tokens, both expert GEMMs with their routing and activation)."""
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.fused_moe import FUSED_MOE_FIXED_US, fused_moe_fixed_us
+from moesim.costmodel.published import read_table
 from moesim.engine.ops import block_ops, op_s
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.loader import scenario_from_dict
@@ -30,12 +30,11 @@ ROUTING_OPS = ("router_topk", "permute", "unpermute")
 def tables() -> dict[tuple, list[tuple[int, float]]]:
     """Published rows by (gpu, model, d_model, intermediate, experts, top_k, tp, dtype): (tokens, us)."""
     out = defaultdict(list)
-    with open(DATA, newline="") as f:
-        for r in csv.DictReader(line for line in f if not line.startswith("#")):
-            if r["gpu"] in PRESET and r["dtype"] in DTYPE and r["tp"] and not any(x in r["model"] for x in NOT_KERNEL_TIME):
-                key = (r["gpu"], r["model"], int(r["d_model"]), int(r["moe_intermediate"]), int(r["n_experts"]),
-                       int(r["top_k"]), int(r["tp"]), DTYPE[r["dtype"]])
-                out[key].append((int(r["batch_tokens"]), float(r["kernel_us"])))
+    for r in read_table(DATA):
+        if r["gpu"] in PRESET and r["dtype"] in DTYPE and r["tp"] and not any(x in r["model"] for x in NOT_KERNEL_TIME):
+            key = (r["gpu"], r["model"], int(r["d_model"]), int(r["moe_intermediate"]), int(r["n_experts"]),
+                   int(r["top_k"]), int(r["tp"]), DTYPE[r["dtype"]])
+            out[key].append((int(r["batch_tokens"]), float(r["kernel_us"])))
     return out
 
 

@@ -37,12 +37,13 @@ layer's backward is priced as a full causal layer's; its forward keeps the windo
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 
+from moesim.costmodel.published import data_path, read_table
+
 #: The published SDPA timings (CSV with ``#`` comment lines above the header).
-DATA_CSV = Path(__file__).resolve().parent.parent / "data" / "cudnn_sdpa_2026.csv"
+DATA_CSV = data_path("cudnn_sdpa_2026.csv")
 
 #: GB300 over GB200 attention rate, forward + backward, median over the benchmark's shapes.
 GB300_ATTENTION_RATE_SCALE = 1.125
@@ -98,8 +99,7 @@ def fitted_fp8_speedups(path: Path | str = DATA_CSV) -> dict[tuple[str, str], tu
 
 
 def _rows(path: Path | str) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+    return read_table(path)
 
 
 def _shape(r: dict) -> tuple:

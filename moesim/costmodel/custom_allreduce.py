@@ -37,18 +37,18 @@ or issue; its ``use`` column marks the rows ``fit_points`` fits and the held-out
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from moesim.costmodel import comm
+from moesim.costmodel.published import data_path, read_table
 
 #: The algorithm names ``CostModel.allreduce_s`` takes: NCCL's ring, or the engine's custom kernels.
 ALLREDUCE_ALGORITHMS: tuple[str, ...] = ("nccl", "custom")
 
 #: Published timings (CSV with ``#`` comment lines above the header).
-DATA_CSV = Path(__file__).resolve().parent.parent / "data" / "custom_allreduce.csv"
+DATA_CSV = data_path("custom_allreduce.csv")
 
 ONE_SHOT_LATENCY_US = 5.39
 """Fixed cost of a one-shot all-reduce under a CUDA graph (its barrier and ramp), microseconds.
@@ -97,8 +97,7 @@ _KERNELS = {"one_shot": one_shot_s, "two_shot": two_shot_s}
 def load_points(path: Path | str = DATA_CSV, use: str | None = None) -> list[dict]:
     """Published rows of a GPU with a known link (dicts of the CSV's columns; ``bytes``,
     ``world_size`` and ``latency_us`` numeric); ``use``: only the rows marked so (fit, holdout)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    rows = read_table(path)
     return [{**r, "bytes": float(r["bytes"]), "world_size": int(r["world_size"]), "latency_us": float(r["latency_us"])}
             for r in rows if r["gpu"] in DATA_LINK_GBPS and (use is None or r["use"] == use)]
 

@@ -42,13 +42,14 @@ Units: tokens (keys, queries) per sequence, efficiencies as fractions of the den
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from moesim.costmodel.published import data_path, read_table
+
 #: The published points (CSV with ``#`` comment lines above the header).
-DATA_CSV = Path(__file__).resolve().parent.parent / "data" / "flash_attention.csv"
+DATA_CSV = data_path("flash_attention.csv")
 
 #: Flash attention's backward over its forward, in FLOPs: it recomputes QK^T and runs four more
 #: GEMMs (dV, dP, dQ, dK) against the forward's two, 2.5x (FlashAttention's own benchmark
@@ -94,8 +95,7 @@ def efficiency(kernel: str, q_tokens, kv_tokens, head_dim: int, causal: bool = T
 
 def load_points(path: Path | str = DATA_CSV) -> list[dict]:
     """The CSV rows: ``head_dim``/``seq_len`` int, ``tflops``/``peak_tflops`` float, ``causal`` bool."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    rows = read_table(path)
     for r in rows:
         r["head_dim"], r["seq_len"] = int(r["head_dim"]), int(r["seq_len"])
         r["tflops"], r["peak_tflops"] = float(r["tflops"]), float(r["peak_tflops"])

@@ -108,16 +108,16 @@ Units: ``m``/``tokens`` rows, ``n``/``k``/features elements, bytes, seconds, FLO
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from moesim.costmodel.grouped_eff import OVERLAP
+from moesim.costmodel.published import data_path, read_table
 
 #: The published points (CSV with ``#`` comment lines above the header).
-DATA_CSV = Path(__file__).resolve().parent.parent / "data" / "fp8_gemm.csv"
+DATA_CSV = data_path("fp8_gemm.csv")
 
 S_COMPUTE = 0.980
 """FP8/BF16 ratio of achieved fractions of peak for compute-bound GEMMs (c -> 1). Fitted (``fit_scale``)."""
@@ -184,8 +184,7 @@ _NUMERIC = ("peak_bf16_tflops", "peak_fp8_tflops", "mem_bw_gbps", "m", "n", "k",
 def load_points(path: Path | str = DATA_CSV) -> list[dict]:
     """The CSV rows (numeric columns float, blank -> nan), each with ``shape_list``: ``[(m, n, k), ...]``
     (the ``shapes`` column of an aggregated row, else the row's own ``(m, n, k)``)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    rows = read_table(path)
     for r in rows:
         for c in _NUMERIC:
             r[c] = float(r[c]) if r[c].strip() else float("nan")

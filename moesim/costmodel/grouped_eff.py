@@ -60,13 +60,14 @@ What transfers to other devices and dtypes:
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from moesim.costmodel.published import data_path, read_table
+
 #: The published points (CSV with ``#`` comment lines above the header).
-DATA_CSV = Path(__file__).resolve().parent.parent / "data" / "grouped_gemm.csv"
+DATA_CSV = data_path("grouped_gemm.csv")
 
 TILE_M = 64
 """Rows per MMA slice a grouped kernel computes in (default): one Hopper WGMMA warpgroup (m64).
@@ -249,8 +250,7 @@ _NUMERIC = ("num_sms", "peak_tflops", "mem_bw_gbps", "groups", "m_per_group", "m
 def load_points(path: Path | str = DATA_CSV) -> dict[str, np.ndarray]:
     """The CSV as column arrays (numeric columns float, blank -> nan; others str), plus
     ``time_s``: the published time, or ``2*groups*m*n*k / tflops`` where only TFLOPS were published."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    rows = read_table(path)
     cols = {c: np.array([r[c] for r in rows]) for c in rows[0]}
     for c in _NUMERIC:
         cols[c] = np.array([float(v) if v.strip() else np.nan for v in cols[c]])

@@ -49,12 +49,11 @@ preset takes the GB200's ratio (the same dense peaks; the B300 reaches the B200'
 
 from __future__ import annotations
 
-import csv
 from functools import cache
-from importlib import resources
 
 import numpy as np
 
+from moesim.costmodel.published import read_table
 from moesim.costmodel.roofline import roofline_s
 
 #: Datasheet roofline of each device of the table: (dense BF16 FLOP/s, memory bytes/s).
@@ -69,16 +68,10 @@ TABLE_DTYPE = "bf16"
 BIN_WIDTH_LOG10 = 0.5
 
 
-def _data_rows(name: str) -> list[dict[str, str]]:
-    """Rows of ``moesim/data/<name>``, a CSV with ``#`` comment lines above its header."""
-    ref = resources.files("moesim").joinpath("data", name)
-    return list(csv.DictReader(ln for ln in ref.read_text().splitlines() if ln and not ln.startswith("#")))
-
-
 @cache
 def _table() -> dict[str, np.ndarray]:
     """``moesim/data/xla_gemm.csv`` as columns: b, m, n, k and TFLOP/s per device."""
-    rows = _data_rows("xla_gemm.csv")
+    rows = read_table("xla_gemm.csv")
     return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
@@ -119,7 +112,7 @@ def ratio_curve(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
 def _mamf() -> dict[tuple[str, str], tuple[float, float]]:
     """``moesim/data/mamf.csv``: (device, dtype) -> (MAMF TFLOP/s, datasheet dense TFLOP/s)."""
     return {(r["device"], r["dtype"]): (float(r["mamf_tflops"]), float(r["theory_tflops"]))
-            for r in _data_rows("mamf.csv")}
+            for r in read_table("mamf.csv")}
 
 
 def mamf_fraction(device: str, dtype: str = TABLE_DTYPE) -> float:
