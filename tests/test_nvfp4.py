@@ -60,7 +60,8 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
         fp4, fp8 = float(b200.gemm_s(m, n, k, "nvfp4")), float(b200.gemm_s(m, n, k, "fp8"))
         assert fp4 < fp8
     # a decode GEMM is bound by its 4.5-bit weights: about their bytes at the streaming efficiency
-    weights_s = n * k * NVFP4_BYTES / (8000e9)
+    bw = HARDWARE["b200"]["device"]["mem_bw_gbps"] * 1e9
+    weights_s = n * k * NVFP4_BYTES / bw
     assert weights_s < float(b200.gemm_s(1, n, k, "nvfp4")) < 2.0 * weights_s + FP4_FIXED_S
     # grouped: one fixed latency per call, the busy experts' bytes streamed, then their rows padded to the
     # call's tile computed at the grouped fraction of the FP4 peak (costmodel.fp4.fp4_grouped_gemm_s)
@@ -69,7 +70,7 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
     two = float(b200.grouped_gemm_s([200.0, 200.0], 1536, 2048, "nvfp4"))
     mem = b200.profile.gemm_memory_efficiency
     act_bytes = precision("nvfp4", DeviceSpec(**HARDWARE["b200"]["device"])).act_bytes
-    stream = (200 * (1536 + 2048) * act_bytes + 1536 * 2048 * NVFP4_BYTES) / (8000e9 * mem)
+    stream = (200 * (1536 + 2048) * act_bytes + 1536 * 2048 * NVFP4_BYTES) / (bw * mem)
     # one busy expert of two: mean rows 100 -> 130 -> a 128-row tile, so 200 rows pad to 256
     assert moe_tile_rows(100.0) == 128.0 and moe_tile_rows(200.0) == 128.0 and moe_tile_rows(2.0) == 8.0
     compute = 2.0 * 256 * 1536 * 2048 / (9000e12 * FP4_GROUPED_COMPUTE_EFFICIENCY)

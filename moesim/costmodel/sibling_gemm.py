@@ -16,7 +16,7 @@ Data: ``moesim/data/xla_gemm.csv``, XLA's GPU cost model tables (openxla/xla
 ``xla/service/gpu/model/matmul_interpolator_data.h`` @71feeddf): BF16 GEMM throughput measured on an
 H100 and on a B200 at the same 375 shapes, batch 1-4 and m, n, k from 256 to 4096 (3.4e7 to 5.5e11
 FLOPs). Each shape's ratio is taken on each device's datasheet roofline (H100 SXM 989.4 TFLOP/s and
-3,350 GB/s; B200 2,250 TFLOP/s and 8,000 GB/s; 2-byte operands); the ratios are grouped by half a
+3,350 GB/s; B200 2,250 TFLOP/s and 7,672 GB/s; 2-byte operands); the ratios are grouped by half a
 decade of FLOPs and their medians interpolated in log FLOPs (nothing fitted: the curve is the table's):
 
     FLOPs (bin median)  6.7e7  2.7e8  5.4e8  2.1e9  4.3e9  1.7e10  3.4e10  1.4e11 (and above)
@@ -57,7 +57,8 @@ from moesim.costmodel.published import read_table
 from moesim.costmodel.roofline import roofline_s
 
 #: Datasheet roofline of each device of the table: (dense BF16 FLOP/s, memory bytes/s).
-ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, 8000e9)}
+#: The B200's bandwidth is its 7,680-bit bus at 3,996 MHz (the b200 preset's, ``presets.hardware.B200_HBM_GBPS``).
+ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, 7672.32e9)}
 #: Ratio tables a device may name (``DeviceSpec.profile_gemm_ratio``): (device of the GEMM table, the profile's
 #: device, the device whose MAMF fraction over the table device's scales the curve: None for the table device).
 PAIRS: dict[str, tuple[str, str, str | None]] = {"b200-vs-h100": ("b200", "h100", None),

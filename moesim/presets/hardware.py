@@ -45,6 +45,25 @@ _B200_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp4=9000.0, fp32=1125.
 # (sparse), up to 13.4 TB HBM3e at 576 TB/s, 130 TB/s NVLink. Per GPU, dense: BF16 2500, FP8 5000,
 # FP4 10000, TF32 1250 TFLOP/s (the technical brief's GB200 column: same numbers).
 _GB200_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=10000.0, fp32=1250.0)
+# HBM peak of the Blackwell parts: the memory bus the driver reports times the memory clock (3,996 MHz,
+# double data rate), not the 8 TB/s of the first datasheets. A B200 reports a 7,680-bit bus: 7,672 GB/s
+# (pytorch/ao torchao/testing/training/roofline_utils.py @36027d8, PR #4002; NVIDIA's later Blackwell
+# datasheet gives 7.7 TB/s, ai-dynamo/aiconfigurator PR #1246); a GB200 a 7,936-bit one: 7,928 GB/s
+# (torch.cuda._device_limits on a GB200, pytorch/pytorch PR #172523). Each is the 8,192-bit bus of eight
+# HBM3e stacks less the share of channels its usable memory lacks (180 of 192 GB: 15/16; 186: 31/32). The
+# H100 profile's efficiencies are fractions of a real peak (5,120 bits x 2,619 MHz: its 3,350 GB/s), so
+# rebased on 8 TB/s every memory-bound kernel of a B200 ran 4 % fast. B300 and GB300: not measured; by the
+# same rule (270 of 288 GB = 15/16; 278 ~ 31/32) they take the B200's and the GB200's buses.
+HBM3E_CLOCK_MHZ = 3996.0
+
+
+def hbm_gbps(bus_bits: int, clock_mhz: float = HBM3E_CLOCK_MHZ) -> float:
+    """Peak memory bandwidth, GB/s, of a ``bus_bits``-wide double-data-rate bus at ``clock_mhz``."""
+    return bus_bits / 8 * clock_mhz * 2 / 1e3
+
+
+B200_HBM_GBPS = hbm_gbps(7680)  # 7,672
+GB200_HBM_GBPS = hbm_gbps(7936)  # 7,928
 # NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (18 links x 50 GB/s), HGX B200 and
 # NVL72 alike; one NVSwitch hop between any two GPUs of the domain, so the H100's 2 us is kept.
 # HGX B200: 8 GPUs per NVLink domain, one ConnectX-7 400 Gb/s NIC per GPU = 50 GB/s (above).
@@ -136,8 +155,8 @@ HARDWARE: dict[str, dict] = {
                     default_profile="h100.yaml"),
         node=_HGX_H800_NODE, cluster=_DGX_H100_NET,
     ),
-    # B200 in an HGX/DGX B200 (1,000 W): dense tensor TFLOP/s above; HBM3e 180 GB at 8 TB/s per GPU
-    # (1,440 GB and 64 TB/s over 8 GPUs); nvidia-smi reports 183,359 MiB = 179.1 GiB. Cost model: the
+    # B200 in an HGX/DGX B200 (1,000 W): dense tensor TFLOP/s above; HBM3e 180 GB at 7.67 TB/s per GPU
+    # (B200_HBM_GBPS; 1,440 GB over 8 GPUs); nvidia-smi reports 183,359 MiB = 179.1 GiB. Cost model: the
     # H100's measured efficiencies rebased on the B200's peaks and bandwidth (each kernel keeps its
     # measured fraction of the roofline), GEMMs scaled by the B200's measured fraction over the H100's
     # at the same FLOPs (profile_gemm_ratio: XLA's BF16 GEMM tables of both devices, 0.45 for small
@@ -154,12 +173,12 @@ HARDWARE: dict[str, dict] = {
     "b200": dict(
         name="HGX B200",
         device=dict(name="NVIDIA B200 SXM 180GB", sm_count=148, peak_tflops=dict(_B200_TFLOPS),
-                    mem_bw_gbps=8000.0, mem_gib=179.0, power_w=1000.0, usd_per_hour=5.00,
+                    mem_bw_gbps=B200_HBM_GBPS, mem_gib=179.0, power_w=1000.0, usd_per_hour=5.00,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX7_NET,
     ),
     # B200 in a GB200 NVL72 rack (1,200 W per GPU, the technical brief's GB200 column): dense tensor
-    # TFLOP/s above; HBM3e 186 GB at 8 TB/s per GPU (13.4 TB and 576 TB/s over 72; MLPerf's system name
+    # TFLOP/s above; HBM3e 186 GB at 7.93 TB/s per GPU (GB200_HBM_GBPS; 13.4 TB over 72; MLPerf's system name
     # "GB200-NVL72_GB200-186GB"); nvidia-smi reports 189,471 MiB = 185.0 GiB. One node = one rack of 72;
     # set cluster.nodes for several racks. Cost model: the H100's, rebased with the B200's GEMM ratio (as
     # b200) times the GB200's measured best-GEMM fraction of its higher peak over the B200's (0.94: 1,822 of 2,500
@@ -169,12 +188,12 @@ HARDWARE: dict[str, dict] = {
     "gb200-nvl72": dict(
         name="GB200 NVL72",
         device=dict(name="NVIDIA GB200 186GB", sm_count=148, peak_tflops=dict(_GB200_TFLOPS),
-                    mem_bw_gbps=8000.0, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
+                    mem_bw_gbps=GB200_HBM_GBPS, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX7_NET,
     ),
     # Blackwell Ultra in a GB300 NVL72 rack (1,400 W per GPU): dense tensor TFLOP/s above; HBM3e 20 TB / 72 =
-    # 278 GB = 259 GiB per GPU (288 GB nominal) at 8 TB/s. SMs: NVIDIA's blog gives 160 for the full die; the
+    # 278 GB = 259 GiB per GPU (288 GB nominal) at the GB200's 7.93 TB/s (above). SMs: NVIDIA's blog gives 160 for the full die; the
     # GB200's 148 enabled are assumed. Cost model: the GB200's (the H100 profile rebased with the GB200's GEMM
     # ratio: the same tensor peaks; no GB300 GEMM measurement), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
     # exponentials; cuDNN's SDPA on a GB300 over a GB200, costmodel/attention_rate.py). $12.60/h: assumption,
@@ -183,13 +202,13 @@ HARDWARE: dict[str, dict] = {
     "gb300-nvl72": dict(
         name="GB300 NVL72",
         device=dict(name="NVIDIA GB300 288GB", sm_count=148, peak_tflops=dict(_GB300_TFLOPS),
-                    mem_bw_gbps=8000.0, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
+                    mem_bw_gbps=GB200_HBM_GBPS, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX8_NET,
     ),
     # B300 in an HGX/DGX B300 (Blackwell Ultra, 1,100 W): dense tensor TFLOP/s above; 270 GB HBM3e per GPU (Verda's
-    # table; 288 GB nominal, 2.3 TB per 8-GPU node) = 251 GiB at 8 TB/s; NVLink 5 in 8-GPU domains; one ConnectX-8
+    # table; 288 GB nominal, 2.3 TB per 8-GPU node) = 251 GiB at the B200's 7.67 TB/s (above); NVLink 5 in 8-GPU domains; one ConnectX-8
     # 800 Gb/s NIC per GPU; an x86 host (DGX B300: Intel Xeon 6776P). Cost model: the B200's (the H100 profile rebased
     # with the B200's measured GEMM ratio: the same dense peaks, and a B300's best GEMM is a B200's within 2.5 %, 1,769
     # against 1,745 BF16 and 3,353 against 3,433 FP8 TFLOP/s, moesim/data/mamf.csv), attention at the GB300's 1.125x
@@ -198,7 +217,7 @@ HARDWARE: dict[str, dict] = {
     "b300": dict(
         name="HGX B300",
         device=dict(name="NVIDIA B300 SXM 288GB", sm_count=148, peak_tflops=dict(_B300_TFLOPS),
-                    mem_bw_gbps=8000.0, mem_gib=251.0, power_w=1100.0, usd_per_hour=6.00,
+                    mem_bw_gbps=B200_HBM_GBPS, mem_gib=251.0, power_w=1100.0, usd_per_hour=6.00,
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX8_NET,
