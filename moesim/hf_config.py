@@ -1,7 +1,7 @@
 """Read a Hugging Face ``config.json`` into ModelSpec fields, one small reader per ``model_type``.
 
 Understood ``model_type`` values: dense ``llama``, ``mistral``, ``qwen2``, ``qwen3``; MoE ``mixtral``,
-``qwen2_moe``, ``qwen3_moe``, ``deepseek_v2``, ``deepseek_v3``, ``dbrx`` (nested ``attn_config`` and
+``qwen2_moe``, ``qwen3_moe``, ``deepseek_v2``, ``deepseek_v3``, ``kimi_k2`` (DeepSeek-V3's layout), ``dbrx`` (nested ``attn_config`` and
 ``ffn_config``), ``olmoe``, ``grok-1`` (the hpcai-tech Hugging Face port of Grok-1),
 ``gpt_oss``, ``llama4`` (its ``text_config``) and ``llama4_text``. A config without ``model_type``
 (hand-written) is read as DeepSeek, Mixtral or Llama by its keys, as before.
@@ -327,7 +327,7 @@ FAMILIES: dict[str, Callable[[_Section], dict]] = {
     "mixtral": _sliding(_every_layer_moe("num_local_experts")),
     "qwen2_moe": lambda s: _qwen_moe(s, shared_allowed=True),
     "qwen3_moe": lambda s: _qwen_moe(s, shared_allowed=False),
-    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "kimi_k2": _deepseek,
     "dbrx": _dbrx, "olmoe": _every_layer_moe("num_experts"),
     "grok-1": _every_layer_moe("num_experts", tied_default=True), "gpt_oss": _gpt_oss,
     "llama4": _llama4, "llama4_text": _llama4_text,

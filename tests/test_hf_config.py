@@ -98,6 +98,7 @@ LAYOUTS = [
     ("qwen3-235b-a22b", 128, 8, 94, 0, 0, 1),
     ("mixtral-8x7b", 8, 2, 32, 0, 0, 1),
     ("deepseek-v3", 256, 8, 58, 1, 3, 1),
+    ("kimi-k2", 384, 8, 60, 1, 1, 1),
     ("dbrx-base", 16, 4, 40, 0, 0, 1),
     ("olmoe-1b-7b-0924", 64, 8, 16, 0, 0, 1),
     ("grok-1", 8, 2, 64, 0, 0, 1),
@@ -126,6 +127,17 @@ def test_widths_of_dense_routed_and_shared_ffns():
     assert (dbrx.n_kv_heads, dbrx.head_width, dbrx.max_seq_len) == (8, 128, 32768)
     assert _model("deepseek-v3").mla.kv_lora_rank == 512
     assert _model("grok-1").tied_embeddings and not _model("mixtral-8x7b").tied_embeddings
+
+
+def test_kimi_k2_config_reads_as_the_kimi_k2_preset():
+    """model_type kimi_k2 is DeepSeek-V3's layout with its own counts; read from its config.json it is the
+    preset's model (the parameter counts of the two agree exactly)."""
+    from moesim.accounting import param_counts
+    from moesim.presets import MODELS
+
+    read, preset = _model("kimi-k2"), ModelSpec(**MODELS["kimi-k2"])
+    assert (read.n_heads, read.n_experts, read.first_dense_layers, read.vocab_size) == (64, 384, 1, 163840)
+    assert param_counts(read) == param_counts(preset)
 
 
 def test_dense_formats_stay_dense():

@@ -46,6 +46,7 @@ def test_preset_profiles_agree_with_name_matching():
         ("mixtral-8x7b", 46.7e9, 12.9e9, 0.005),  # Mistral: 46.7B total, 12.9B active
         ("deepseek-v3", 671e9, 37e9, 0.02),  # DeepSeek-V3 report: 671B, 37B active
         ("llama-2-7b", 6.74e9, 6.74e9, 0.005),  # Meta: 6.74B
+        ("kimi-k2", 1.0e12, 32e9, 0.03),  # Moonshot's model card: 1T total, 32B active (rounded)
     ],
 )
 def test_published_parameter_counts(name, total, active, tol):

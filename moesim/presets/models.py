@@ -52,6 +52,17 @@ MODELS: dict[str, dict] = {
         max_seq_len=163840,
         mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
     ),
+    # Kimi K2: moonshotai/Kimi-K2-Instruct config.json (model_type kimi_k2): DeepSeek-V3's architecture with
+    # 64 MLA heads at DeepSeek-V3's ranks, 384 routed experts of 2048 top-8 plus one shared, one dense first
+    # layer (FFN 18432), vocab 163840, no multi-token prediction; 128K context. 1.04T total, 32B active
+    # (model card).
+    "kimi-k2": dict(
+        name="Kimi K2", n_layers=61, d_model=7168, n_heads=64, n_kv_heads=64, head_dim=128,
+        vocab_size=163840, ffn_hidden=18432, expert_ffn_hidden=2048, n_experts=384, top_k=8,
+        n_shared_experts=1, first_dense_layers=1, gated_ffn=True, tied_embeddings=False,
+        max_seq_len=131072,
+        mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+    ),
     # gpt-oss-120b: openai/gpt-oss-120b config.json (tests/data/hf_configs/gpt-oss-120b.json): every layer
     # MoE, 128 experts of 2880 top-4, 64 query / 8 KV heads of 64, a 128-token sliding window on the even
     # layers (layer_types), the experts stored in MXFP4 as released (serving; set expert_dtype: null to
