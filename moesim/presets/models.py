@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+# DeepSeek-V3: deepseek-ai/DeepSeek-V3 config.json and tech report (arXiv:2412.19437): 61 layers,
+# first 3 dense (FFN 18432), 1 shared + 256 routed experts of 2048 top-8, MLA, vocab 129280.
+# 671B total, 37B active (the multi-token-prediction module is not counted).
+_DEEPSEEK_V3: dict = dict(
+    name="DeepSeek-V3", n_layers=61, d_model=7168, n_heads=128, n_kv_heads=128, head_dim=128,
+    vocab_size=129280, ffn_hidden=18432, expert_ffn_hidden=2048, n_experts=256, top_k=8,
+    n_shared_experts=1, first_dense_layers=3, gated_ffn=True, tied_embeddings=False,
+    max_seq_len=163840,
+    mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+)
+
 MODELS: dict[str, dict] = {
     # Mixtral 8x7B: mistralai/Mixtral-8x7B-v0.1 config.json; 46.7B total, 12.9B active (Mistral blog).
     "mixtral-8x7b": dict(
@@ -42,27 +53,13 @@ MODELS: dict[str, dict] = {
         vocab_size=32128, ffn_hidden=6144, expert_ffn_hidden=6144, n_experts=2048, top_k=1,
         moe_every=1, gated_ffn=False, tied_embeddings=True, max_seq_len=512, rotary=False,
     ),
-    # DeepSeek-V3: deepseek-ai/DeepSeek-V3 config.json and tech report (arXiv:2412.19437): 61 layers,
-    # first 3 dense (FFN 18432), 1 shared + 256 routed experts of 2048 top-8, MLA, vocab 129280.
-    # 671B total, 37B active (the multi-token-prediction module is not counted).
-    "deepseek-v3": dict(
-        name="DeepSeek-V3", n_layers=61, d_model=7168, n_heads=128, n_kv_heads=128, head_dim=128,
-        vocab_size=129280, ffn_hidden=18432, expert_ffn_hidden=2048, n_experts=256, top_k=8,
-        n_shared_experts=1, first_dense_layers=3, gated_ffn=True, tied_embeddings=False,
-        max_seq_len=163840,
-        mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
-    ),
+    "deepseek-v3": _DEEPSEEK_V3,
     # Kimi K2: moonshotai/Kimi-K2-Instruct config.json (model_type kimi_k2): DeepSeek-V3's architecture with
     # 64 MLA heads at DeepSeek-V3's ranks, 384 routed experts of 2048 top-8 plus one shared, one dense first
-    # layer (FFN 18432), vocab 163840, no multi-token prediction; 128K context. 1.04T total, 32B active
-    # (model card).
-    "kimi-k2": dict(
-        name="Kimi K2", n_layers=61, d_model=7168, n_heads=64, n_kv_heads=64, head_dim=128,
-        vocab_size=163840, ffn_hidden=18432, expert_ffn_hidden=2048, n_experts=384, top_k=8,
-        n_shared_experts=1, first_dense_layers=1, gated_ffn=True, tied_embeddings=False,
-        max_seq_len=131072,
-        mla=dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
-    ),
+    # layer (FFN 18432), vocab 163840, no multi-token prediction; 128K context. 1T total, 32B active (model
+    # card, rounded; moesim counts 1.03T and 32.9B with the embeddings).
+    "kimi-k2": dict(_DEEPSEEK_V3, name="Kimi K2", n_heads=64, n_kv_heads=64, vocab_size=163840, n_experts=384,
+                    first_dense_layers=1, max_seq_len=131072, mla=dict(_DEEPSEEK_V3["mla"])),
     # gpt-oss-120b: openai/gpt-oss-120b config.json (tests/data/hf_configs/gpt-oss-120b.json): every layer
     # MoE, 128 experts of 2880 top-4, 64 query / 8 KV heads of 64, a 128-token sliding window on the even
     # layers (layer_types), the experts stored in MXFP4 as released (serving; set expert_dtype: null to
