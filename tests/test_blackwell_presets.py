@@ -11,8 +11,8 @@ import pytest
 
 import moesim
 from moesim.costmodel import build_cost_model, comm, fp4, sibling_gemm
+from moesim.costmodel.hbm import B200_HBM_GBPS, GB200_HBM_GBPS, hbm_gbps
 from moesim.presets import HARDWARE
-from moesim.presets.hardware import B200_HBM_GBPS, GB200_HBM_GBPS, hbm_gbps
 from moesim.schemas import HardwareSpec
 
 ROOT = Path(__file__).resolve().parents[1]

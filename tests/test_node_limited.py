@@ -17,7 +17,7 @@ import pytest
 
 import moesim
 from moesim.costmodel import comm
-from moesim.costmodel.published import read_table
+from moesim.costmodel.published import data_path, read_table
 from moesim.engine.op_types import BlockDims
 from moesim.errors import MoesimError
 from moesim.schemas.workload import RoutingSpec
@@ -109,7 +109,7 @@ def test_fewer_nic_bytes_make_a_faster_hierarchical_all_to_all():
 def test_deepep_ep64_rows_hold_with_the_node_limit_they_were_measured_with():
     """DeepEP's tests/test_internode.py routes with num_topk_groups = min(nodes, 4): the EP64 (8-node)
     held-out rows were measured node-limited. Modelled so, they stay within the 5% of test_deepep.py."""
-    rows = [r for r in read_table("deepep.csv") if r["kernel"] == "normal" and r["ep"] == "64"]
+    rows = [r for r in read_table(data_path("deepep.csv")) if r["kernel"] == "normal" and r["ep"] == "64"]
     assert len(rows) == 2
     for row in rows:
         token_bytes = ROW * (1 + 4 / 128) if row["dtype"] == "fp8" else ROW * 2

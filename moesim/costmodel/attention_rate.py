@@ -86,7 +86,7 @@ def fp8_attention_speedup(device_name: str, head_dim: float) -> tuple[float, flo
 def fitted_fp8_speedups(path: Path | str = DATA_CSV) -> dict[tuple[str, str], tuple[float, float]]:
     """``FP8_ATTENTION_SPEEDUP`` from the CSV: each ``fp8_speedup`` row's BF16 twin (same GPU, model, pass,
     length and determinism) over it, medians per family, width class and pass, to three decimals."""
-    rows = _rows(path)
+    rows = read_table(path)
     bf16 = {_shape(r): float(r["time_ms"]) for r in rows if r["dtype"] == "bf16"}
     ratios: dict[tuple[str, str, str], list[float]] = {}
     for r in rows:
@@ -98,10 +98,6 @@ def fitted_fp8_speedups(path: Path | str = DATA_CSV) -> dict[tuple[str, str], tu
             for fam, w, p in ratios if p == "fwd"}
 
 
-def _rows(path: Path | str) -> list[dict]:
-    return read_table(path)
-
-
 def _shape(r: dict) -> tuple:
     return r["gpu"], r["model"], r["pass"], r["seq_len"], r["deterministic_bwd"]
 
@@ -110,7 +106,7 @@ def gb300_over_gb200_rates(path: Path | str = DATA_CSV) -> list[float]:
     """Per shape (model, sequence length): GB200 forward + backward time over GB300's, from the
     rows whose ``use`` is ``gb300_scale`` and the GB200 rows of the same shapes."""
     passes: dict[tuple[str, str, str], dict[str, float]] = {}
-    for r in _rows(path):
+    for r in read_table(path):
         if r["gpu"] in ("GB200", "GB300") and r["dtype"] == "bf16" and r["window"] == "0":  # full causal shapes
             passes.setdefault((r["gpu"], r["model"], r["seq_len"]), {})[r["pass"]] = float(r["time_ms"])
     both = {k: sum(v.values()) for k, v in passes.items() if set(v) == {"fwd", "bwd"}}  # shapes timed both ways

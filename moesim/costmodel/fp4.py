@@ -51,6 +51,7 @@ from functools import cache
 
 import numpy as np
 
+from moesim.costmodel.hbm import B200_HBM_GBPS
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_s
 
 #: pytorch/ao PR #2427 on a B200 (peaks 2.25e15 BF16, 9.00e15 FP4): (n of the n^3 GEMM, NVFP4 seconds).
@@ -58,7 +59,7 @@ AO_B200_NVFP4_S: tuple[tuple[int, float], ...] = (
     (1024, 5.87e-6), (1536, 6.73e-6), (2048, 1.02e-5), (3072, 1.65e-5), (4096, 3.08e-5), (6144, 8.44e-5),
     (8192, 2.05e-4))
 #: The B200 the timings were taken on: dense FP4 FLOP/s and HBM bytes/s (moesim's b200 preset).
-AO_B200_PEAK_FLOPS, AO_B200_BW = 9000e12, 7672.32e9
+AO_B200_PEAK_FLOPS, AO_B200_BW = 9000e12, B200_HBM_GBPS * 1e9
 #: Bytes of an NVFP4 operand element (4 bits plus an FP8 scale per 16) and of a 16-bit output.
 NVFP4_BYTES, OUT_BYTES = 4.5 / 8.0, 2.0
 

@@ -16,10 +16,7 @@ def data_path(name: str) -> Path:
 
 
 def read_table(path: Path | str) -> list[dict[str, str]]:
-    """The rows of a CSV whose lines starting ``#`` are comments, as dicts of strings keyed by its
-    header. ``path``: a path, or the file name of a shipped table."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = data_path(str(path))
-    with open(p, newline="", encoding="utf-8") as f:
+    """The rows of the CSV at ``path`` (a shipped one: ``data_path(name)``), whose lines starting ``#`` are
+    comments, as dicts of strings keyed by its header."""
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))

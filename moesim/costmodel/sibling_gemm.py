@@ -53,12 +53,13 @@ from functools import cache
 
 import numpy as np
 
-from moesim.costmodel.published import read_table
+from moesim.costmodel.hbm import B200_HBM_GBPS
+from moesim.costmodel.published import data_path, read_table
 from moesim.costmodel.roofline import roofline_s
 
 #: Datasheet roofline of each device of the table: (dense BF16 FLOP/s, memory bytes/s).
-#: The B200's bandwidth is its 7,680-bit bus at 3,996 MHz (the b200 preset's, ``presets.hardware.B200_HBM_GBPS``).
-ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, 7672.32e9)}
+#: The B200's bandwidth is its 7,680-bit bus at 3,996 MHz, the b200 preset's (``costmodel.hbm``).
+ROOFLINES: dict[str, tuple[float, float]] = {"h100": (989.4e12, 3350e9), "b200": (2250e12, B200_HBM_GBPS * 1e9)}
 #: Ratio tables a device may name (``DeviceSpec.profile_gemm_ratio``): (device of the GEMM table, the profile's
 #: device, the device whose MAMF fraction over the table device's scales the curve: None for the table device).
 PAIRS: dict[str, tuple[str, str, str | None]] = {"b200-vs-h100": ("b200", "h100", None),
@@ -72,7 +73,7 @@ BIN_WIDTH_LOG10 = 0.5
 @cache
 def _table() -> dict[str, np.ndarray]:
     """``moesim/data/xla_gemm.csv`` as columns: b, m, n, k and TFLOP/s per device."""
-    rows = read_table("xla_gemm.csv")
+    rows = read_table(data_path("xla_gemm.csv"))
     return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
@@ -113,7 +114,7 @@ def ratio_curve(pair: str = "b200-vs-h100") -> tuple[np.ndarray, np.ndarray]:
 def _mamf() -> dict[tuple[str, str], tuple[float, float]]:
     """``moesim/data/mamf.csv``: (device, dtype) -> (MAMF TFLOP/s, datasheet dense TFLOP/s)."""
     return {(r["device"], r["dtype"]): (float(r["mamf_tflops"]), float(r["theory_tflops"]))
-            for r in read_table("mamf.csv")}
+            for r in read_table(data_path("mamf.csv"))}
 
 
 def mamf_fraction(device: str, dtype: str = TABLE_DTYPE) -> float:

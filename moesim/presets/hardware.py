@@ -11,6 +11,7 @@ datasheet roofline with the device's efficiency constants. A new device is one e
 from __future__ import annotations
 
 from moesim.costmodel.attention_rate import GB300_ATTENTION_RATE_SCALE
+from moesim.costmodel.hbm import B200_HBM_GBPS, GB200_HBM_GBPS
 from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
@@ -45,25 +46,6 @@ _B200_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp4=9000.0, fp32=1125.
 # (sparse), up to 13.4 TB HBM3e at 576 TB/s, 130 TB/s NVLink. Per GPU, dense: BF16 2500, FP8 5000,
 # FP4 10000, TF32 1250 TFLOP/s (the technical brief's GB200 column: same numbers).
 _GB200_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=10000.0, fp32=1250.0)
-# HBM peak of the Blackwell parts: the memory bus the driver reports times the memory clock (3,996 MHz,
-# double data rate), not the 8 TB/s of the first datasheets. A B200 reports a 7,680-bit bus: 7,672 GB/s
-# (pytorch/ao torchao/testing/training/roofline_utils.py @36027d8, PR #4002; NVIDIA's later Blackwell
-# datasheet gives 7.7 TB/s, ai-dynamo/aiconfigurator PR #1246); a GB200 a 7,936-bit one: 7,928 GB/s
-# (torch.cuda._device_limits on a GB200, pytorch/pytorch PR #172523). Each is the 8,192-bit bus of eight
-# HBM3e stacks less the share of channels its usable memory lacks (180 of 192 GB: 15/16; 186: 31/32). The
-# H100 profile's efficiencies are fractions of a real peak (5,120 bits x 2,619 MHz: its 3,350 GB/s), so
-# rebased on 8 TB/s every memory-bound kernel of a B200 ran 4 % fast. B300 and GB300: not measured; by the
-# same rule (270 of 288 GB = 15/16; 278 ~ 31/32) they take the B200's and the GB200's buses.
-HBM3E_CLOCK_MHZ = 3996.0
-
-
-def hbm_gbps(bus_bits: int, clock_mhz: float = HBM3E_CLOCK_MHZ) -> float:
-    """Peak memory bandwidth, GB/s, of a ``bus_bits``-wide double-data-rate bus at ``clock_mhz``."""
-    return bus_bits / 8 * clock_mhz * 2 / 1e3
-
-
-B200_HBM_GBPS = hbm_gbps(7680)  # 7,672
-GB200_HBM_GBPS = hbm_gbps(7936)  # 7,928
 # NVLink 5: 1.8 TB/s bidirectional per GPU = 900 GB/s per direction (18 links x 50 GB/s), HGX B200 and
 # NVL72 alike; one NVSwitch hop between any two GPUs of the domain, so the H100's 2 us is kept.
 # HGX B200: 8 GPUs per NVLink domain, one ConnectX-7 400 Gb/s NIC per GPU = 50 GB/s (above).
@@ -85,7 +67,7 @@ _GB300_TFLOPS = dict(bf16=2500.0, fp16=2500.0, fp8=5000.0, fp4=15000.0, fp32=125
 _CX8_NET = dict(nodes=1, nic_bw_gbps=100.0, nic_latency_us=5.0)
 # HGX/DGX B300 (Blackwell Ultra, 8 GPUs at 1,100 W each): per GPU, dense: BF16 2250, FP8 4500, TF32 1125 (the HGX B200's),
 # FP4 14000 (Verda's per-GPU table above: "FP4 14 PFLOPS, FP8 4.5, FP16/BF16 2.25 ... 270 GB HBM3E ... 1.1 kW"); the
-# same 10.7 tera-exponentials/s softmax units as the GB300. 8 TB/s per GPU as the B200 (64 TB/s per HGX node).
+# same 10.7 tera-exponentials/s softmax units as the GB300; HBM as the B200's (costmodel/hbm.py).
 _B300_TFLOPS = dict(bf16=2250.0, fp16=2250.0, fp8=4500.0, fp4=14000.0, fp32=1125.0)
 # Apple silicon: one SoC, its GPU shares unified memory; the "node" link is never used.
 _SOC_NODE = dict(devices_per_node=1, intra_bw_gbps=100.0, intra_latency_us=1.0)
@@ -156,7 +138,7 @@ HARDWARE: dict[str, dict] = {
         node=_HGX_H800_NODE, cluster=_DGX_H100_NET,
     ),
     # B200 in an HGX/DGX B200 (1,000 W): dense tensor TFLOP/s above; HBM3e 180 GB at 7.67 TB/s per GPU
-    # (B200_HBM_GBPS; 1,440 GB over 8 GPUs); nvidia-smi reports 183,359 MiB = 179.1 GiB. Cost model: the
+    # (costmodel/hbm.B200_HBM_GBPS; 1,440 GB over 8 GPUs); nvidia-smi reports 183,359 MiB = 179.1 GiB. Cost model: the
     # H100's measured efficiencies rebased on the B200's peaks and bandwidth (each kernel keeps its
     # measured fraction of the roofline), GEMMs scaled by the B200's measured fraction over the H100's
     # at the same FLOPs (profile_gemm_ratio: XLA's BF16 GEMM tables of both devices, 0.45 for small
@@ -178,7 +160,7 @@ HARDWARE: dict[str, dict] = {
         node=_HGX_B200_NODE, cluster=_CX7_NET,
     ),
     # B200 in a GB200 NVL72 rack (1,200 W per GPU, the technical brief's GB200 column): dense tensor
-    # TFLOP/s above; HBM3e 186 GB at 7.93 TB/s per GPU (GB200_HBM_GBPS; 13.4 TB over 72; MLPerf's system name
+    # TFLOP/s above; HBM3e 186 GB at 7.93 TB/s per GPU (costmodel/hbm.GB200_HBM_GBPS; 13.4 TB over 72; MLPerf's system name
     # "GB200-NVL72_GB200-186GB"); nvidia-smi reports 189,471 MiB = 185.0 GiB. One node = one rack of 72;
     # set cluster.nodes for several racks. Cost model: the H100's, rebased with the B200's GEMM ratio (as
     # b200) times the GB200's measured best-GEMM fraction of its higher peak over the B200's (0.94: 1,822 of 2,500
@@ -193,7 +175,7 @@ HARDWARE: dict[str, dict] = {
         node=_NVL72_NODE, cluster=_CX7_NET,
     ),
     # Blackwell Ultra in a GB300 NVL72 rack (1,400 W per GPU): dense tensor TFLOP/s above; HBM3e 20 TB / 72 =
-    # 278 GB = 259 GiB per GPU (288 GB nominal) at the GB200's 7.93 TB/s (above). SMs: NVIDIA's blog gives 160 for the full die; the
+    # 278 GB = 259 GiB per GPU (288 GB nominal) at the GB200's 7.93 TB/s (costmodel/hbm.py). SMs: NVIDIA's blog gives 160 for the full die; the
     # GB200's 148 enabled are assumed. Cost model: the GB200's (the H100 profile rebased with the GB200's GEMM
     # ratio: the same tensor peaks; no GB300 GEMM measurement), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
     # exponentials; cuDNN's SDPA on a GB300 over a GB200, costmodel/attention_rate.py). $12.60/h: assumption,
@@ -208,7 +190,7 @@ HARDWARE: dict[str, dict] = {
         node=_NVL72_NODE, cluster=_CX8_NET,
     ),
     # B300 in an HGX/DGX B300 (Blackwell Ultra, 1,100 W): dense tensor TFLOP/s above; 270 GB HBM3e per GPU (Verda's
-    # table; 288 GB nominal, 2.3 TB per 8-GPU node) = 251 GiB at the B200's 7.67 TB/s (above); NVLink 5 in 8-GPU domains; one ConnectX-8
+    # table; 288 GB nominal, 2.3 TB per 8-GPU node) = 251 GiB at the B200's 7.67 TB/s (costmodel/hbm.py); NVLink 5 in 8-GPU domains; one ConnectX-8
     # 800 Gb/s NIC per GPU; an x86 host (DGX B300: Intel Xeon 6776P). Cost model: the B200's (the H100 profile rebased
     # with the B200's measured GEMM ratio: the same dense peaks, and a B300's best GEMM is a B200's within 2.5 %, 1,769
     # against 1,745 BF16 and 3,353 against 3,433 FP8 TFLOP/s, moesim/data/mamf.csv), attention at the GB300's 1.125x

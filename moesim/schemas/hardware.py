@@ -108,7 +108,7 @@ class DeviceSpec(Strict):
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
         "measured intra-node collectives on node.intra_bw_gbps), or 'datasheet' for the datasheet roofline. "
-        "null: chosen by the device name (a100; h100, h200, h800, b200, gb200 or gb300: h100.yaml), else the datasheet.")
+        "null: chosen by the device name (a100; h100, h200, h800, b200, b300, gb200 or gb300: h100.yaml), else the datasheet.")
     profile_gemm_ratio: Literal["b200-vs-h100", "gb200-vs-h100"] | None = Field(
         None, description="Measured GEMM speed of this device next to the device its default profile was measured on, "
         "applied when that profile is rebased on it: each GEMM keeps its measured fraction of the roofline times "
