@@ -11,7 +11,11 @@
   AWQ/GPTQ kernels, TensorRT-LLM's weight-only modes and llama.cpp's Q8_0/Q4_0 run;
 * nvfp4 on a device with an fp4 peak (Blackwell): weights at 4.5 bits and GEMM inputs in FP4, the
   GEMMs at the FP4 peak (priced by ``costmodel.fp4``'s kernel model), bf16 between kernels and an FP8
-  KV cache, as TensorRT-LLM serves NVIDIA's NVFP4 checkpoints; weight-only elsewhere.
+  KV cache, as TensorRT-LLM serves NVIDIA's NVFP4 checkpoints; weight-only elsewhere;
+* ``mxfp4_mxfp8`` (never a model dtype: the expert GEMMs of MXFP4 experts run with MXFP8 activations,
+  :func:`expert_gemm_dtype`): weights read at MXFP4's 4.25 bits, GEMM inputs in FP8, the math at the
+  FP8 peak on a device with FP4 tensor cores (Blackwell's block-scaled MMA multiplies an FP4 operand by
+  an FP8 one at the FP8 rate; only FP4 x FP4 doubles it); weight-only elsewhere.
 
 Everything here is pure: a (model dtype, device) pair in, numbers out.
 """
@@ -25,11 +29,18 @@ from moesim.schemas.hardware import COMPUTE_DTYPES, GROUP128_WEIGHT_BITS, Device
 from moesim.schemas.model import DTYPE_BYTES
 
 #: Dtypes stored as quantized weights with scales (bits per weight from ``DeviceSpec.weight_bits``).
-QUANTIZED = ("int8", "int4", "fp8", "mxfp4", "nvfp4")
+QUANTIZED = ("int8", "int4", "fp8", "mxfp4", "nvfp4", "mxfp4_mxfp8")
 #: Dtypes that always run weight-only (dequantized into 16-bit math): serving only.
 WEIGHT_ONLY = ("int8", "int4", "mxfp4")
+#: MXFP4 weights multiplied by MXFP8 activations (W4A8): the expert GEMMs' dtype, not a model dtype.
+MXFP4_MXFP8 = "mxfp4_mxfp8"
 #: The compute dtype a stored dtype runs natively in, where it differs from its name.
-NATIVE_COMPUTE = {"nvfp4": "fp4"}
+NATIVE_COMPUTE = {"nvfp4": "fp4", MXFP4_MXFP8: "fp8"}
+#: The peak a dtype's native math needs on the device, where it is not the compute dtype's own:
+#: W4A8 runs on the block-scaled FP4-capable tensor cores (Blackwell), not on Hopper's FP8 ones.
+NEEDS_PEAK = {MXFP4_MXFP8: "fp4"}
+#: The stored dtype whose bits per weight a GEMM dtype reads.
+STORED_AS = {MXFP4_MXFP8: "mxfp4"}
 
 
 def sixteen_bit_dtype(device_dtypes: Iterable[str]) -> str:
@@ -49,7 +60,8 @@ def compute_dtype(model_dtype: str, device_dtypes: Iterable[str]) -> str:
     """
     have = set(device_dtypes)
     native = NATIVE_COMPUTE.get(model_dtype, model_dtype)
-    if model_dtype in WEIGHT_ONLY or (model_dtype in ("fp8", "nvfp4") and native not in have):
+    needs = NEEDS_PEAK.get(model_dtype, native)
+    if model_dtype in WEIGHT_ONLY or (model_dtype in ("fp8", "nvfp4", MXFP4_MXFP8) and needs not in have):
         return sixteen_bit_dtype(have)
     return native
 
@@ -72,6 +84,13 @@ class Precision:
     kv_bytes: float
     weight_only: bool
     note: str  # one sentence when the weights run weight-only; "" otherwise
+
+    @property
+    def narrow_weights(self) -> bool:
+        """Weights read at fewer bytes than the compute dtype's own (weight-only kernels, and MXFP4 weights
+        under FP8 math): a measured table of the compute dtype times them at its bytes, rescaled by the
+        roofline to the bytes they move (``ProfiledCostModel._weight_only_scale``)."""
+        return self.weight_only or self.weight_bytes < self.act_bytes
 
     @property
     def act_dtype(self) -> str:
@@ -100,13 +119,17 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     comp = compute_dtype(model_dtype, have)
     weight_only = comp != NATIVE_COMPUTE.get(model_dtype, model_dtype)
     if model_dtype in QUANTIZED:
-        bits = device.bits_per_weight(model_dtype) if device is not None else GROUP128_WEIGHT_BITS[model_dtype]
+        stored = STORED_AS.get(model_dtype, model_dtype)
+        bits = device.bits_per_weight(stored) if device is not None else GROUP128_WEIGHT_BITS[stored]
         w = bits / 8.0
     else:
         w = DTYPE_BYTES[model_dtype]
     a = DTYPE_BYTES[comp]
     kv = DTYPE_BYTES["fp8"] if comp == "fp4" else a  # no FP4 KV cache is modelled
     note = ""
+    if model_dtype == MXFP4_MXFP8 and not weight_only:
+        note = (f"mxfp4 weights ({8 * w:g} bits per parameter, scales included) multiplied by mxfp8 activations "
+                f"at the fp8 peak")
     if weight_only:
         why = {"fp8": " (no fp8 tensor cores)", "nvfp4": " (no fp4 tensor cores)"}.get(model_dtype, "")
         where = f" on {device.name}" if device is not None else ""
@@ -124,13 +147,30 @@ def scenario_precision(s) -> Precision:
 
 
 def expert_precision(s) -> Precision:
-    """The :class:`Precision` of a scenario's routed experts: ``model.expert_dtype`` when it names
-    one (weight bytes and compute dtype of the expert GEMMs), else :func:`scenario_precision`."""
-    e = s.model.expert_dtype
-    if e is None or e == s.model.dtype:
+    """The :class:`Precision` of a scenario's routed experts: their GEMMs' dtype (:func:`expert_gemm_dtype`:
+    ``model.expert_dtype``, MXFP4 with MXFP8 activations where the workload runs them so) when it is not
+    ``model.dtype`` (weight bytes and compute dtype of the expert GEMMs), else :func:`scenario_precision`."""
+    e = expert_gemm_dtype(s)
+    if e is None:
         return scenario_precision(s)
     p = precision(e, s.hardware.device)
     return replace(p, kv_bytes=scenario_precision(s).kv_bytes)
+
+
+def expert_gemm_dtype(s) -> str | None:
+    """The dtype the routed experts' GEMMs are priced in where it is not ``model.dtype`` (None: it is).
+
+    ``model.expert_dtype``, except MXFP4 experts with MXFP8 activations (``workload.mxfp4_activations``;
+    auto: TensorRT-LLM's choice on a device with FP4 tensor cores, its gpt_oss README's "Blackwell: mxfp8",
+    and BF16 elsewhere, vLLM's and SGLang's default FlashInfer MXFP4 x BF16 path), which run as
+    :data:`MXFP4_MXFP8`."""
+    e = s.model.expert_dtype or s.model.dtype
+    if e == "mxfp4":
+        act = getattr(s.workload, "mxfp4_activations", "auto")
+        trtllm = getattr(s.workload, "engine", None) == "trtllm" and "fp4" in s.hardware.device.compute_dtypes
+        if act == "mxfp8" or (act == "auto" and trtllm):
+            e = MXFP4_MXFP8
+    return None if e == s.model.dtype else e
 
 
 def parameter_bytes(s, dense: float, experts: float) -> float:

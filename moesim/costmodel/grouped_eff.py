@@ -183,12 +183,12 @@ FP8_ACT_BYTES = 1.0 + 4.0 / 128.0
 """FP8 activation bytes per element with one fp32 scale per 1x128 block (DeepGEMM's layout)."""
 
 
-def padded_tokens(tokens, tile_m: float = TILE_M) -> np.ndarray:
-    """Rows a grouped kernel computes for ``tokens`` rows: ``ceil(t / tile_m) * tile_m`` (0 stays 0)."""
-    t = np.asarray(tokens, dtype=float)
-    if tile_m <= 1:
-        return np.maximum(t, 0.0)
-    return np.ceil(np.maximum(t, 0.0) / tile_m) * tile_m
+def padded_tokens(tokens, tile_m=TILE_M) -> np.ndarray:
+    """Rows a grouped kernel computes for ``tokens`` rows: ``ceil(t / tile_m) * tile_m`` (0 stays 0;
+    ``tile_m`` a number or an array broadcasting against ``tokens``; a tile of 1 or less pads nothing)."""
+    t = np.maximum(np.asarray(tokens, dtype=float), 0.0)
+    tile = np.asarray(tile_m, dtype=float)
+    return np.where(tile > 1, np.ceil(t / np.maximum(tile, 1.0)) * tile, t)
 
 
 def smooth_max(a, b, q: float = OVERLAP) -> np.ndarray:

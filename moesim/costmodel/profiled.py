@@ -19,11 +19,12 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
-from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s
+from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s, moe_tile_rows
 from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
 from moesim.costmodel.sibling_gemm import gemm_ratio
+from moesim.precision import MXFP4_MXFP8
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ class ProfiledCostModel(CostModelBase):
         if dtype == "fp4":  # NVFP4 on Blackwell: its own fitted kernel model, not the BF16 table
             return fp4_gemm_s(flops, moved, self._peak("fp4"), self._bw, self._fp4_memory_efficiency())
         eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, dtype)
-        full = gemm_bytes(m, n, k, p.act_bytes) if p.weight_only else moved
-        scale = self._weight_only_scale(flops, moved, full, dtype) if p.weight_only else 1.0
+        full = gemm_bytes(m, n, k, p.act_bytes) if p.narrow_weights else moved
+        scale = self._weight_only_scale(flops, moved, full, dtype) if p.narrow_weights else 1.0
         ref = self.profile.measured_reference
         if ref is None:
             t = roofline_s(flops, full, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(), 0.0)
@@ -180,22 +181,29 @@ class ProfiledCostModel(CostModelBase):
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
         else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
             eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw,
-                                           tile_m=tile_rows(self.hw.device.mma_rows, p.weight_only),
+                                           tile_m=self._row_tile(t, p),
                                            weight_bytes=p.weight_bytes,
                                            act_bytes=p.act_bytes, out_bytes=p.act_bytes)
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
-        full = gemm_bytes(t, n, k, p.act_bytes) if p.weight_only else moved
+        full = gemm_bytes(t, n, k, p.act_bytes) if p.narrow_weights else moved
         per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read
         # a grouped kernel is one call: its size on another architecture is the experts' FLOPs together
         ratio = self._sibling_gemm_ratio(flops.sum(axis=-1, keepdims=True),
                                          (full * (t > 0)).sum(axis=-1, keepdims=True), dtype)
         per_expert = per_expert * self._sibling_scale(flops, full, dtype) / ratio
-        if p.weight_only:
+        if p.narrow_weights:
             per_expert = np.maximum(per_expert * self._weight_only_scale(flops, moved, full, dtype),
                                     self._weight_only_floor_s(flops, p))
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
+
+    def _row_tile(self, tokens_per_expert, p):
+        """Rows a grouped kernel in precision ``p`` pads each expert's to: W4A8's (TensorRT-LLM's block-scaled MoE
+        kernels) by the experts' mean rows (``fp4.moe_tile_rows``), as its NVFP4 ones do; else ``tile_rows``."""
+        if p.model_dtype == MXFP4_MXFP8:
+            return moe_tile_rows(np.asarray(tokens_per_expert, dtype=float).mean(axis=-1, keepdims=True))
+        return tile_rows(self.hw.device.mma_rows, p.weight_only)
 
     def kernel_rows(self, tokens_per_expert) -> np.ndarray:
         """Rows an expert GEMM kernel computes for each expert's tokens: padded to the profile's

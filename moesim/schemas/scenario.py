@@ -97,6 +97,10 @@ class Scenario(Strict):
                 )
             if w.speculative is not None:
                 _check_speculative(self if disagg is None else pool_scenario(self, "decode"))
+            if w.mxfp4_activations == "mxfp8" and "fp4" not in hw.device.compute_dtypes:
+                raise ValueError(f"workload.mxfp4_activations = mxfp8: needs FP4-capable tensor cores (a "
+                                 f"hardware.device.peak_tflops fp4 key, Blackwell); {hw.device.name} has none; "
+                                 "allowed here: auto, bf16")
             plans = [p] if disagg is None else [disagg.prefill.plan, disagg.decode.plan]
             if w.dp_attention_balance is not None and not any(q.dp_attention for q in plans):
                 raise ValueError("workload.dp_attention_balance: needs plan.dp_attention: true (it lines up the prompts "

@@ -309,6 +309,12 @@ class ServingWorkload(Strict):
         "(TensorRT-LLM's PyTorch backend: ~2.3 ms + ~28 us per sequence on each rank, every step overlapped), each "
         "cited in costmodel/host.py; the host time shows where it outlasts the GPU step. null: the device profile's "
         "host section, else its platform's defaults (vLLM V1-class on CUDA GPUs). CUDA devices only.")
+    mxfp4_activations: Literal["auto", "bf16", "mxfp8"] = Field(
+        "auto", description="Activations the MXFP4 expert GEMMs (model.expert_dtype: mxfp4, gpt-oss) multiply: bf16 "
+        "(weights converted to BF16 in the kernel, the BF16 peak: Hopper, and vLLM's and SGLang's default on Blackwell) "
+        "or mxfp8 (W4A8 on FP4-capable tensor cores at the FP8 peak: TensorRT-LLM on Blackwell, vLLM "
+        "--quantization-config.moe.activation mxfp8; a device without FP4 tensor cores runs bf16). auto: mxfp8 when "
+        "workload.engine is trtllm on a device with an fp4 peak, else bf16.")
     cuda_graph_padding: bool = Field(True, description="With cuda_graph_batch_sizes: a decode batch pads up to the "
         "next captured size (TensorRT-LLM enable_padding: true); false: only a batch of a captured size replays its "
         "graph, every other runs eagerly (TensorRT-LLM's default).")

@@ -92,7 +92,7 @@ from moesim.engine.serving.cuda_graphs import captured_sizes
 from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.engine.serving.routed_experts import RoutedExperts
 from moesim.errors import InputError
-from moesim.precision import scenario_precision
+from moesim.precision import expert_gemm_dtype, scenario_precision
 from moesim.schemas import Scenario
 
 #: Streams of a serving iteration's ops (the op graph's, plus the pipeline hand-offs).
@@ -118,7 +118,7 @@ class IterationCost(RoutedExperts):
         kv_bytes = prec.kv_bytes if s.workload.kv_cache_dtype != "auto" else None
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
                                act_dtype=prec.act_dtype, attn_dtype=prec.attention_dtype, kv_bytes=kv_bytes,
-                               expert_weights=m.expert_dtype if m.expert_dtype != m.dtype else None)
+                               expert_weights=expert_gemm_dtype(s))
         self.tp, self.pp, self.ep = p.tp, p.pp, p.ep
         # replicas whose batches an EP rank's experts serve: the ep replicas of a group carved out of
         # dp, or one when the EP group is the replica's own TP group (its tokens on every rank)
