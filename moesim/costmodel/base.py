@@ -43,7 +43,8 @@ class CostModelBase:
         raise NotImplementedError
 
     def _peak(self, dtype: str) -> float:
-        """Peak FLOP/s the efficiencies are fractions of."""
+        """Peak FLOP/s the efficiencies are fractions of, as the device sustains it under load (the datasheet
+        peak times ``hardware.device.sustained_compute_fraction``)."""
         raise NotImplementedError
 
     @property

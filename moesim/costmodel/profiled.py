@@ -56,7 +56,7 @@ class ProfiledCostModel(CostModelBase):
         return self.launch_s
 
     def _peak(self, dtype: str) -> float:
-        return self.profile.reference.peak_flops(dtype)
+        return self.profile.reference.peak_flops(dtype) * self.hw.device.sustained_compute_fraction
 
     @property
     def _bw(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from moesim.costmodel.attention_rate import GB300_ATTENTION_RATE_SCALE
 from moesim.costmodel.hbm import B200_HBM_GBPS, GB200_HBM_GBPS
+from moesim.costmodel.sustained import B200_SUSTAINED_COMPUTE_FRACTION
 from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
@@ -149,6 +150,8 @@ HARDWARE: dict[str, dict] = {
     # shapes take 1671 / 1683 us forward / input gradient on a B200 (pytorch/ao torchao/prototype/
     # moe_training/README.md, PR #3566), this model 1519 / 1526 us (-9 %); their K-grouped weight
     # gradient takes 2103 us, priced as the forward. The H100's NCCL fits scale to NVLink 5 (CollectivesSpec.link_gbps).
+    # Under sustained load at its 1,000 W limit a B200 holds its SM clock near 1,580 of 1,965 MHz and compute-bound
+    # kernels keep 0.853 of their benchmarked speed (FlashInfer PR #2899; costmodel/sustained.py).
     # Weights: CUDA group-128 defaults. $5.00/h: assumption, the middle of the $4.50-6.00 on-demand range
     # a March 2026 survey quotes for specialised clouds (lyceum.technology "NVIDIA B200 GPU Cloud
     # Pricing 2026"; spot from $2.25, hyperscalers $8-14); volatile.
@@ -156,6 +159,7 @@ HARDWARE: dict[str, dict] = {
         name="HGX B200",
         device=dict(name="NVIDIA B200 SXM 180GB", sm_count=148, peak_tflops=dict(_B200_TFLOPS),
                     mem_bw_gbps=B200_HBM_GBPS, mem_gib=179.0, power_w=1000.0, usd_per_hour=5.00,
+                    sustained_compute_fraction=B200_SUSTAINED_COMPUTE_FRACTION,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX7_NET,
     ),

@@ -104,6 +104,13 @@ class DeviceSpec(Strict):
         "model's table gives (capped at the peak; memory-bound decode does not move): a device whose softmax "
         "exponentials run faster at the same tensor peak. gb300-nvl72: 1.125, cuDNN's SDPA on a GB300 over a GB200 "
         "(moesim/costmodel/attention_rate.py). 1: the table as it is.")
+    sustained_compute_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of their benchmarked FLOP/s that compute-bound kernels keep when the "
+        "device computes back to back at its power limit (its SM clocks held down), as every simulated step does: "
+        "it multiplies the compute peak the cost model's kernels reach; memory-bound kernels keep their bandwidth "
+        "(moesim/costmodel/sustained.py). b200: 0.853, FlashAttention-4 on a B200 falling from 1,450 to 1,237 TFLOP/s "
+        "as its clock drops from 1,965 to ~1,580 MHz at 1,000 W (FlashInfer PR #2899). 1: not measured, or no "
+        "throttling.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "

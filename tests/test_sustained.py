@@ -1,0 +1,72 @@
+"""A device's compute under sustained load at its power limit (hardware.device.sustained_compute_fraction).
+
+FlashInfer PR #2899 measured a B200 running FlashAttention-4 back to back: 1,450 TFLOP/s while its clock
+held 1,965 MHz, 1,237 TFLOP/s once the 1,000 W limit held it near 1,580 MHz. Compute-bound kernels in a
+simulated step run at that sustained rate; memory-bound ones keep the HBM's bandwidth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import moesim
+from moesim.costmodel import build_cost_model
+from moesim.costmodel.sustained import (
+    B200_BURST_TFLOPS,
+    B200_SUSTAINED_COMPUTE_FRACTION,
+    B200_SUSTAINED_TFLOPS,
+)
+from moesim.errors import InputError
+from moesim.presets import HARDWARE
+from moesim.schemas import HardwareSpec
+
+
+def _cost(preset: str, **device):
+    data = dict(HARDWARE[preset])
+    data["device"] = dict(data["device"], **device)
+    return build_cost_model(HardwareSpec(**data))
+
+
+def test_the_b200_keeps_the_measured_share_and_unmeasured_devices_all_of_it():
+    assert B200_SUSTAINED_COMPUTE_FRACTION == pytest.approx(B200_SUSTAINED_TFLOPS / B200_BURST_TFLOPS)
+    assert 0.85 < B200_SUSTAINED_COMPUTE_FRACTION < 0.86
+    assert HARDWARE["b200"]["device"]["sustained_compute_fraction"] == B200_SUSTAINED_COMPUTE_FRACTION
+    for preset in ("h100-sxm", "h200", "gb200-nvl72", "gb300-nvl72", "b300", "a100-80gb"):
+        assert _cost(preset).hw.device.sustained_compute_fraction == 1.0, preset
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp8", "nvfp4"])
+def test_compute_bound_gemms_slow_by_the_fraction_and_memory_bound_ones_do_not(dtype):
+    sustained, burst = _cost("b200"), _cost("b200", sustained_compute_fraction=1.0)
+    n = 8192
+    big = float(sustained.gemm_s(n, n, n, dtype)) / float(burst.gemm_s(n, n, n, dtype))
+    assert big == pytest.approx(1.0 / B200_SUSTAINED_COMPUTE_FRACTION, rel=0.02)
+    # a one-token decode GEMM streams its weights: the clock does not set its time
+    decode = float(sustained.gemm_s(1, 28672, 8192, dtype)) / float(burst.gemm_s(1, 28672, 8192, dtype))
+    assert decode == pytest.approx(1.0, abs=0.01)
+
+
+def test_compute_bound_attention_slows_too():
+    sustained, burst = _cost("b200"), _cost("b200", sustained_compute_fraction=1.0)
+    q = np.full(2, 8192.0)
+    core = [cm.attention_batch_s(q, q, 128, 128, 128, paged=False) - cm.attention_launch_s for cm in (sustained, burst)]
+    assert core[0] / core[1] == pytest.approx(1.0 / B200_SUSTAINED_COMPUTE_FRACTION, rel=0.02)
+
+
+def test_a_training_step_is_slower_but_its_mfu_is_still_against_the_datasheet_peak():
+    runs = {f: moesim.simulate(moesim.load_scenario("mixtral-8x7b-h100-train", [
+        "hardware.preset=b200", f"hardware.device.sustained_compute_fraction={f}"])) for f in (1.0, 0.853)}
+    slow, fast = runs[0.853].summary, runs[1.0].summary
+    assert slow["step_time_s"] > 1.05 * fast["step_time_s"]
+    # the same FLOPs over a longer step against the same 2,250 TFLOP/s: MFU falls in proportion
+    assert slow["mfu"] / fast["mfu"] == pytest.approx(fast["step_time_s"] / slow["step_time_s"], rel=1e-6)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_a_fraction_outside_0_to_1_is_refused_in_one_line(value):
+    with pytest.raises(InputError) as err:
+        moesim.load_scenario("mixtral-8x7b-h100-serve", ["hardware.preset=b200",
+                                                         f"hardware.device.sustained_compute_fraction={value}"])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("hardware.device.sustained_compute_fraction")
