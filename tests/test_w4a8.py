@@ -97,12 +97,31 @@ def test_w4a8_pads_each_expert_to_tensorrt_llms_row_tile():
     of ~2 rows per expert pads to 8 rows, not to the 64 of a Hopper warpgroup."""
     cm = build_cost_model(serve().hardware)
     p = precision(MXFP4_MXFP8, serve().hardware.device)
-    assert float(np.ravel(cm._row_tile(np.full(EXPERTS, 2.0), p))[0]) == 8.0
-    assert float(np.ravel(cm._row_tile(np.full(EXPERTS, 400.0), p))[0]) == 128.0
-    assert cm._row_tile(np.full(EXPERTS, 2.0), precision("fp8", serve().hardware.device)) == 64
+    assert float(np.ravel(cm.row_tile(np.full(EXPERTS, 2.0), p))[0]) == 8.0
+    assert float(np.ravel(cm.row_tile(np.full(EXPERTS, 400.0), p))[0]) == 128.0
+    assert cm.row_tile(np.full(EXPERTS, 2.0), precision("fp8", serve().hardware.device)) == 64
 
 
 def test_padding_takes_a_tile_per_row_of_experts():
     tiles = np.array([[8.0], [64.0]])
     assert padded_tokens(np.array([[3.0, 0.0, 9.0], [3.0, 0.0, 9.0]]), tiles).tolist() == [[8, 0, 16], [64, 0, 64]]
     assert padded_tokens(np.array([2.5, 9.0]), 1).tolist() == [2.5, 9.0]  # a dense GEMM: expected rows unrounded
+
+
+def test_the_datasheet_cost_model_pads_w4a8_to_the_same_tile():
+    """A device priced by its datasheet roofline (no profile) takes TensorRT-LLM's MoE row tile for W4A8 too."""
+    datasheet = _cost_with(default_profile="datasheet")
+    profiled = build_cost_model(serve().hardware)
+    assert type(datasheet).__name__ == "RooflineCostModel"
+    p = precision(MXFP4_MXFP8, serve().hardware.device)
+    decode = np.full(EXPERTS, 2.0)
+    assert float(np.ravel(datasheet.row_tile(decode, p))[0]) == float(np.ravel(profiled.row_tile(decode, p))[0]) == 8.0
+    # an 8-row tile wastes less of a 2-row expert's compute than the 64-row MMA tile would
+    eight = datasheet.grouped_efficiency(decode, N, K, tile_m=datasheet.row_tile(decode, p))
+    assert float(eight) > float(datasheet.grouped_efficiency(decode, N, K))
+
+
+def _cost_with(**device):
+    s = serve()
+    hw = s.hardware.model_copy(update={"device": s.hardware.device.model_copy(update=device)})
+    return build_cost_model(hw)

@@ -13,12 +13,14 @@ import numpy as np
 
 from moesim.costmodel import comm
 from moesim.costmodel.custom_allreduce import ALLREDUCE_ALGORITHMS, custom_allreduce_s
+from moesim.costmodel.fp4 import moe_tile_rows
 from moesim.costmodel.fp8 import cast_time_s as fp8_cast_time_s
 from moesim.costmodel.fp8 import fp8_efficiency_scale
+from moesim.costmodel.grouped_eff import tile_rows
 from moesim.costmodel.profile import LinkSpec
 from moesim.costmodel.roofline import roofline_s
 from moesim.costmodel.weight_only import weight_only_floor_s
-from moesim.precision import Precision, precision
+from moesim.precision import MXFP4_MXFP8, Precision, precision
 from moesim.schemas import HardwareSpec
 
 
@@ -70,6 +72,14 @@ class CostModelBase:
         bound on devices that set ``weight_only_peak_fraction`` (``costmodel/weight_only.py``), else 0."""
         return weight_only_floor_s(flops, p.model_dtype, p.weight_only, self._peak(p.compute_dtype),
                                    self.hw.device.weight_only_peak_fraction)
+
+    def row_tile(self, tokens_per_expert, p: Precision):
+        """Rows a grouped expert kernel in precision ``p`` pads each expert's rows to: W4A8 (TensorRT-LLM's
+        block-scaled MoE kernels) by the experts' mean rows (``fp4.moe_tile_rows``), as its NVFP4 kernels do;
+        else the device's MMA rows, fewer for weight-only kernels (``grouped_eff.tile_rows``)."""
+        if p.model_dtype == MXFP4_MXFP8:
+            return moe_tile_rows(np.asarray(tokens_per_expert, dtype=float).mean(axis=-1, keepdims=True))
+        return tile_rows(self.hw.device.mma_rows, p.weight_only)
 
     def fp8_cast_s(self, nbytes, kernels):
         """FP8 training's cast / cast-transpose / amax kernels moving ``nbytes`` in ``kernels``

@@ -94,7 +94,7 @@ class RooflineCostModel(CostModelBase):
         tiles = expert_tiles(dev.expert_tile_tokens, dev.expert_matvec_tokens, batch)
         if tiles is None:
             flops = gemm_flops(t, n, k).sum(axis=-1)
-            eff = self.grouped_efficiency(t, n, k, p.weight_only) * scale
+            eff = self.grouped_efficiency(t, n, k, p.weight_only, tile_m=self.row_tile(t, p)) * scale
         else:
             flops = gemm_flops(expected_padded_tokens(t, batch, tiles), n, k).sum(axis=-1)
             eff = self.compute_efficiency(mean, n, k) * scale
@@ -107,15 +107,15 @@ class RooflineCostModel(CostModelBase):
         t = np.asarray(tokens_per_expert, dtype=float)
         return np.zeros(t.shape[:-1])
 
-    def grouped_efficiency(self, tokens_per_expert, n: int, k: int, weight_only: bool = False):
+    def grouped_efficiency(self, tokens_per_expert, n: int, k: int, weight_only: bool = False, tile_m=None):
         """Achieved fraction of peak of a grouped expert GEMM: the dense efficiency at its mean tokens
         per busy expert, times the share of its FLOPs not lost to tile padding
         (``grouped_eff.grouped_gemm_ratio`` per expert, FLOP-weighted; weight-only kernels pad to
-        fewer rows, ``grouped_eff.tile_rows``)."""
+        fewer rows, ``grouped_eff.tile_rows``; ``tile_m``: the kernel's own tile, ``CostModelBase.row_tile``)."""
         t = np.asarray(tokens_per_expert, dtype=float)
         busy = np.maximum((t > 0).sum(axis=-1), 1)
-        ratio = grouped_gemm_ratio(t, n, k, peak_flops=self._peak("bf16"), mem_bw=self._bw,
-                                   tile_m=tile_rows(self.hw.device.mma_rows, weight_only))
+        tile = tile_rows(self.hw.device.mma_rows, weight_only) if tile_m is None else tile_m
+        ratio = grouped_gemm_ratio(t, n, k, peak_flops=self._peak("bf16"), mem_bw=self._bw, tile_m=tile)
         useful = np.maximum(t.sum(axis=-1), 1e-30)
         return self.compute_efficiency(t.sum(axis=-1) / busy, n, k) * useful / np.maximum((t / ratio).sum(axis=-1), 1e-30)
 

@@ -19,12 +19,11 @@ import numpy as np
 
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
-from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s, moe_tile_rows
-from moesim.costmodel.grouped_eff import grouped_gemm_ratio, tile_rows
+from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s
+from moesim.costmodel.grouped_eff import grouped_gemm_ratio
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
 from moesim.costmodel.sibling_gemm import gemm_ratio
-from moesim.precision import MXFP4_MXFP8
 
 
 @dataclass(frozen=True)
@@ -181,7 +180,7 @@ class ProfiledCostModel(CostModelBase):
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
         else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
             eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw,
-                                           tile_m=self._row_tile(t, p),
+                                           tile_m=self.row_tile(t, p),
                                            weight_bytes=p.weight_bytes,
                                            act_bytes=p.act_bytes, out_bytes=p.act_bytes)
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
@@ -197,13 +196,6 @@ class ProfiledCostModel(CostModelBase):
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + self.grouped_loop_s(t, n)
         return np.where(busy > 0, per_expert.sum(axis=-1) + fixed_s, 0.0)
-
-    def _row_tile(self, tokens_per_expert, p):
-        """Rows a grouped kernel in precision ``p`` pads each expert's to: W4A8's (TensorRT-LLM's block-scaled MoE
-        kernels) by the experts' mean rows (``fp4.moe_tile_rows``), as its NVFP4 ones do; else ``tile_rows``."""
-        if p.model_dtype == MXFP4_MXFP8:
-            return moe_tile_rows(np.asarray(tokens_per_expert, dtype=float).mean(axis=-1, keepdims=True))
-        return tile_rows(self.hw.device.mma_rows, p.weight_only)
 
     def kernel_rows(self, tokens_per_expert) -> np.ndarray:
         """Rows an expert GEMM kernel computes for each expert's tokens: padded to the profile's
