@@ -106,7 +106,12 @@ _add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter 
      "its nf4 and 16-bit base weights; model.expert_dtype: the mean over all weights)", TSC)
 _add("precision_note", "text", None, "precision note",
      "empty unless the weights run weight-only (int8/int4/mxfp4 anywhere, fp8 or nvfp4 on a device without "
-     "fp8 or fp4 tensor cores): then a note saying so", TSC)
+     "fp8 or fp4 tensor cores) or MXFP4 experts multiply MXFP8 activations (`workload.mxfp4_activations`): then a "
+     "note saying so", TSC)
+_add("sustained_compute_fraction", "fraction", None, "sustained compute (fraction)",
+     "share of its benchmarked compute rate the device keeps under sustained load at its power limit, at which "
+     "this run's compute-bound kernels were priced (`hardware.device.sustained_compute_fraction`; b200 0.853, "
+     "FlashInfer PR #2899; 1 where not measured)", TSC)
 # ----------------------------------------------------------------------- training, continued
 _add("bubble_fraction", "fraction", "min", "pipeline bubble (fraction)",
      "idle time of the pipeline (mean over stages) / pipeline time", T, T)

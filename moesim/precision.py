@@ -179,7 +179,8 @@ def parameter_bytes(s, dense: float, experts: float) -> float:
 
 
 def summary_fields(s) -> dict:
-    """The precision keys of a summary: compute dtype, weight bytes per parameter, and the note.
+    """The precision keys of a summary: compute dtype, weight bytes per parameter, the note, and the share of its
+    benchmarked compute rate the device sustains under load.
 
     QLoRA (``workload.trainable.base_dtype: nf4``): the base weights' mean, nf4 for the linear layers
     it quantises, the training width for the rest (embeddings, norms)."""
@@ -204,7 +205,9 @@ def summary_fields(s) -> dict:
         c = trainable_counts(s.model, spec)
         rest = DTYPE_BYTES[p.act_dtype]  # the 16-bit width training keeps unquantised weights in
         weight_bytes = (c.quantized * nf4_bytes_per_weight(spec) + (c.base - c.quantized) * rest) / c.base
-    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note}
+    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note,
+            # the clock the device holds under load prices its compute-bound kernels (costmodel/sustained.py)
+            "sustained_compute_fraction": float(s.hardware.device.sustained_compute_fraction)}
 
 
 def grad_bytes(model_dtype: str, grad_dtype: str) -> float:

@@ -13,13 +13,18 @@ from moesim.presets.hardware import display_name
 __all__ = ["decode_step_view", "presets_table", "summary_table"]
 
 
+#: Keys whose value at their default says nothing worth a row (a device that sustains its whole benchmarked rate).
+QUIET_AT = {"sustained_compute_fraction": 1.0}
+
+
 def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:
-    """Two-column table of a flat summary; nested mappings become indented rows."""
+    """Two-column table of a flat summary; nested mappings become indented rows. Keys of :data:`QUIET_AT`
+    at that value are left out, as empty notes are."""
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     for key, value in summary.items():
-        if key in skip or value == "":  # an empty note (e.g. precision_note of a native dtype) is no row
+        if key in skip or value == "" or QUIET_AT.get(key, object()) == value:  # an empty note is no row
             continue
         if isinstance(value, dict):
             for sub, v in value.items():

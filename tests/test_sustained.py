@@ -70,3 +70,27 @@ def test_a_fraction_outside_0_to_1_is_refused_in_one_line(value):
                                                          f"hardware.device.sustained_compute_fraction={value}"])
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("hardware.device.sustained_compute_fraction")
+
+
+def test_every_summary_says_what_share_of_its_compute_the_device_sustained():
+    """Training, serving and check summaries carry the fraction their compute-bound kernels were priced at."""
+    from moesim.check import summary as check_summary
+
+    b200 = moesim.load_scenario("mixtral-8x7b-h100-serve", ["hardware.preset=b200"])
+    h100 = moesim.load_scenario("mixtral-8x7b-h100-serve")
+    assert moesim.simulate(b200).summary["sustained_compute_fraction"] == B200_SUSTAINED_COMPUTE_FRACTION
+    assert moesim.simulate(h100).summary["sustained_compute_fraction"] == 1.0
+    train = moesim.load_scenario("mixtral-8x7b-h100-train", ["hardware.preset=b200"])
+    assert moesim.simulate(train).summary["sustained_compute_fraction"] == B200_SUSTAINED_COMPUTE_FRACTION
+    assert check_summary(b200)["sustained_compute_fraction"] == B200_SUSTAINED_COMPUTE_FRACTION
+
+
+def test_the_printed_table_shows_the_fraction_only_where_the_clock_is_held_down():
+    from moesim.report import summary_table
+
+    def keys(summary):
+        return summary_table("t", summary).columns[0]._cells
+
+    b200 = moesim.simulate(moesim.load_scenario("mixtral-8x7b-h100-train", ["hardware.preset=b200"])).summary
+    h100 = moesim.simulate(moesim.load_scenario("mixtral-8x7b-h100-train")).summary
+    assert "sustained_compute_fraction" in keys(b200) and "sustained_compute_fraction" not in keys(h100)
