@@ -89,7 +89,7 @@ class Precision:
     def narrow_weights(self) -> bool:
         """Weights read at fewer bytes than the compute dtype's own (weight-only kernels, and MXFP4 weights
         under FP8 math): a measured table of the compute dtype times them at its bytes, rescaled by the
-        roofline to the bytes they move (``ProfiledCostModel._weight_only_scale``)."""
+        roofline to the bytes they move (``ProfiledCostModel._narrow_weight_scale``)."""
         return self.weight_only or self.weight_bytes < self.act_bytes
 
     @property

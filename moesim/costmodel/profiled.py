@@ -5,8 +5,8 @@ grouped expert GEMMs pay one launch plus a cost per busy expert; attention, elem
 the MoE layer's host overhead and collectives use their measured terms where the profile has them,
 and the datasheet's where it has not.
 
-A profile's tables time 16-bit weights: weight-only dtypes (int8/int4, fp8 without fp8 tensor
-cores) scale that time by ``_weight_only_scale``. A profile rebased on a sibling device
+A profile's tables time weights at their compute dtype's width: narrower weights (weight-only int8/int4/mxfp4,
+fp8 without fp8 tensor cores; MXFP4 weights under FP8 math) scale that time by ``_narrow_weight_scale``. A profile rebased on a sibling device
 (``measured_reference`` set) keeps each kernel's measured fraction of the roofline
 (``_sibling_scale``).
 """
@@ -96,7 +96,7 @@ class ProfiledCostModel(CostModelBase):
             return fp4_gemm_s(flops, moved, self._peak("fp4"), self._bw, self._fp4_memory_efficiency())
         eff = self.compute_efficiency(m, n, k) * self._dtype_scale(m, n, k, dtype)
         full = gemm_bytes(m, n, k, p.act_bytes) if p.narrow_weights else moved
-        scale = self._weight_only_scale(flops, moved, full, dtype) if p.narrow_weights else 1.0
+        scale = self._narrow_weight_scale(flops, moved, full, dtype) if p.narrow_weights else 1.0
         ref = self.profile.measured_reference
         if ref is None:
             t = roofline_s(flops, full, self._peak(dtype), self._bw, eff, self._gemm_memory_efficiency(), 0.0)
@@ -107,10 +107,11 @@ class ProfiledCostModel(CostModelBase):
         t = np.maximum(t * scale, self._weight_only_floor_s(flops, p))
         return np.where(t > 0, t + self.launch_s, 0.0)
 
-    def _weight_only_scale(self, flops, moved, full, compute_dtype: str):
-        """Roofline time with quantized weights (``moved`` bytes) over 16-bit weights (``full``): <= 1.
+    def _narrow_weight_scale(self, flops, moved, full, compute_dtype: str):
+        """Roofline time with the weights at their stored bytes (``moved``) over the same GEMM with weights at
+        the compute dtype's width (``full``, what the tables time): <= 1.
 
-        A measured 16-bit GEMM keeps its fraction of the roofline when only its weight reads shrink:
+        A measured GEMM keeps its fraction of the roofline when only its weight reads shrink:
         bandwidth-bound shapes (decode) speed up by the bytes saved, compute-bound ones not at all.
         """
         peak = self._peak(compute_dtype)
@@ -191,7 +192,7 @@ class ProfiledCostModel(CostModelBase):
                                          (full * (t > 0)).sum(axis=-1, keepdims=True), dtype)
         per_expert = per_expert * self._sibling_scale(flops, full, dtype) / ratio
         if p.narrow_weights:
-            per_expert = np.maximum(per_expert * self._weight_only_scale(flops, moved, full, dtype),
+            per_expert = np.maximum(per_expert * self._narrow_weight_scale(flops, moved, full, dtype),
                                     self._weight_only_floor_s(flops, p))
         launch_s = (g.launch_overhead_us if g else self.profile.launch_overhead_us) * 1e-6
         fixed_s = launch_s + self.grouped_loop_s(t, n)

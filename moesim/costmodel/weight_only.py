@@ -3,7 +3,7 @@
 A weight-only kernel (W4A16: int4, MXFP4 or NVFP4 weights, 16-bit activations and math) reads its
 weights at 4 bits and converts each tile to 16 bits in its main loop before the tensor cores use
 it. Where the GEMM is memory-bound (decode at small batches) that conversion hides under the weight
-reads and the kernel runs at its reduced bytes (``ProfiledCostModel._weight_only_scale``). Where it
+reads and the kernel runs at its reduced bytes (``ProfiledCostModel._narrow_weight_scale``). Where it
 is not, the conversion's instructions (unpack, scale, pack) share the SM's issue slots with the
 MMAs, and on Hopper, whose tensor cores are four times an A100 SM's, they are what binds: the
 kernel tops out at a fraction of the 16-bit peak that more tokens do not raise.

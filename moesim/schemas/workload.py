@@ -313,7 +313,7 @@ class ServingWorkload(Strict):
         "auto", description="Activations the MXFP4 expert GEMMs (model.expert_dtype: mxfp4, gpt-oss) multiply: bf16 "
         "(weights converted to BF16 in the kernel, the BF16 peak: Hopper, and vLLM's and SGLang's default on Blackwell) "
         "or mxfp8 (W4A8 on FP4-capable tensor cores at the FP8 peak: TensorRT-LLM on Blackwell, vLLM "
-        "--quantization-config.moe.activation mxfp8; a device without FP4 tensor cores runs bf16). auto: mxfp8 when "
+        "--quantization-config.moe.activation mxfp8; refused on a device without FP4 tensor cores). auto: mxfp8 when "
         "workload.engine is trtllm on a device with an fp4 peak, else bf16.")
     cuda_graph_padding: bool = Field(True, description="With cuda_graph_batch_sizes: a decode batch pads up to the "
         "next captured size (TensorRT-LLM enable_padding: true); false: only a batch of a captured size replays its "
