@@ -125,3 +125,10 @@ def _cost_with(**device):
     s = serve()
     hw = s.hardware.model_copy(update={"device": s.hardware.device.model_copy(update=device)})
     return build_cost_model(hw)
+
+
+def test_an_unknown_activation_format_is_refused_in_one_line_naming_the_field_and_what_is_allowed():
+    with pytest.raises(InputError) as err:
+        serve(activations="fp4")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("workload.mxfp4_activations") and "'mxfp8'" in msg
