@@ -282,8 +282,9 @@ class ServingWorkload(Strict):
         "those layers keep only the window's KV (vLLM's hybrid KV cache manager, SGLang's SWA pool; a chunked layer "
         "counted at one chunk); compute: they attend within the window, but the KV cache is allocated for the whole "
         "context on every layer (TensorRT-LLM's cyclic KV cache, sized by the largest window); prefill: only prompt "
-        "chunks attend within the window, decodes over the whole cache (TensorRT-LLM's chunked attention, Llama 4: "
-        "context requests only, docs/source/features/long-sequence.md).")
+        "chunks attend within the window, decodes over the whole cache (an engine without a windowed decode kernel; "
+        "TensorRT-LLM ran Llama 4's chunked layers so before 0.21, which added chunked attention to generation: "
+        "compute).")
     kv_admission: Literal["prompt", "full"] = Field("prompt", description="KV reserved when a request is admitted: prompt (vLLM: the prompt, one slot per decode step, newest preempted when full) | full (TensorRT-LLM GUARANTEED_NO_EVICT: prompt + all output tokens up front, never preempted).")
     speculative: SpeculativeSpec | None = Field(None, description="Speculative decoding (draft model or MTP heads); null: plain decoding. Disaggregated: the decode pool's.")
     prefix_cache_hit: float = bounded(0.0, ge=0.0, lt=1.0, why="a fraction of each prompt; 1 would leave nothing to prefill",
