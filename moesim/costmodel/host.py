@@ -122,6 +122,11 @@ attention-DP ranks each over their own requests):
   #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one
   line for every CPU, where TensorRT-LLM's perf-overview runs Qwen3-30B-A3B's large batches 15-17 %
   slower on a GB200 than on a B200 (validation rows INF-74/75 read +9/+12 %, INF-64/65 +10/+12 %, with the launches below).
+  Against it (not applied): a step of B sequences takes at least B x per_seq_us, so a TP1 run making T output tokens/s
+  bounds the slope at 1/T whatever B is; TensorRT-LLM's perf-overview runs gpt-oss-20b at 1024/1024 at 53,491 (B200)
+  and 56,528 tokens/s (GB200, Grace), and its release/1.2 revision at 60,925 (B300) and 53,604 (GB300): <= 16.4-18.7 us
+  per sequence, where the line's slope was measured on an attention-DP run; those rows read -40 to -46 % host-bound
+  (docs/validation-misses.md). A shallower line leaves Qwen3-30B-A3B's large batches +30 to +48 % fast instead.
 * ``eager_launch_us ~ 11.67`` (measured): TensorRT-LLM's PyTorch modules reach their kernels through
   ``@torch.library.custom_op`` ops (``torch.ops.trtllm.*``), whose dispatch costs the CPU more than a
   plain launch: PR #13149 (github.com/NVIDIA/TensorRT-LLM/pull/13149, 2026-04-17; B200 host, PyTorch
