@@ -281,7 +281,8 @@ class ServingWorkload(Strict):
         "engine runs model.local_attention's layers. kv_window: prompt chunks and decodes attend within the window and "
         "those layers keep only the window's KV (vLLM's hybrid KV cache manager, SGLang's SWA pool; a chunked layer "
         "counted at one chunk); compute: they attend within the window, but the KV cache is allocated for the whole "
-        "context on every layer (TensorRT-LLM's cyclic KV cache, sized by the largest window); prefill: only prompt "
+        "context on every layer (TensorRT-LLM's one pool at the largest window unless kv_cache_config.max_attention_window "
+        "lists the layers' windows: gpt-oss and Llama 4 as its benchmarks run them, PR #18767); prefill: only prompt "
         "chunks attend within the window, decodes over the whole cache (an engine without a windowed decode kernel; "
         "TensorRT-LLM ran Llama 4's chunked layers so before 0.21, which added chunked attention to generation: "
         "compute).")
