@@ -25,6 +25,10 @@ from moesim.schemas import Scenario, TrainingWorkload
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
 _MAX_FACTOR = 64
 
+#: Intra-node bandwidth per direction (GB/s) at and above which a node counts as NVLink-connected: the
+#: slowest NVLink preset (A100, 300 GB/s) is far above PCIe 5.0 x16 (63 GB/s).
+NVLINK_MIN_GBPS = 100.0
+
 
 def fit_explanation(s: Scenario, mem: MemoryReport | None = None) -> tuple[str, str]:
     """``(fits_reason, fits_advice)`` for ``s`` (both "" when it fits, but for the advice when only the
@@ -131,10 +135,17 @@ def _bigger_device(s: Scenario) -> str:
     from moesim.schemas import DeviceSpec
 
     here, desktop = s.hardware.device.mem_gib, is_desktop_device(s.hardware.device.name)
-    # Stay in the family: a datacenter plan is not advised onto a desktop machine, nor the reverse.
+    linked = s.hardware.node.intra_bw_gbps >= NVLINK_MIN_GBPS
+
+    def same_family(name: str, data: dict) -> bool:
+        # a datacenter plan is not advised onto a desktop machine, nor the reverse; nor an NVLink
+        # plan onto a PCIe server (the RTX PRO 6000's 63 GB/s), whose collectives it never priced
+        if (name in DESKTOP_PRESETS) != desktop:
+            return False
+        return desktop or (data.get("node", {}).get("intra_bw_gbps", NVLINK_MIN_GBPS) >= NVLINK_MIN_GBPS) == linked
+
     candidates = sorted(((data["device"]["mem_gib"], name, data) for name, data in HARDWARE.items()
-                         if data["device"]["mem_gib"] > here
-                         and (name in DESKTOP_PRESETS) == desktop), key=lambda c: c[0])
+                         if data["device"]["mem_gib"] > here and same_family(name, data)), key=lambda c: c[0])
     for gib, name, data in candidates:
         device = DeviceSpec(**data["device"])
         hw = s.hardware.model_copy(update={"device": device})

@@ -208,6 +208,24 @@ HARDWARE: dict[str, dict] = {
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX8_NET,
     ),
+    # RTX PRO 6000 Blackwell Server Edition (GB202, sm_120, 188 SMs, 600 W), eight to a PCIe server: dense tensor
+    # TFLOP/s BF16 503.8, FP8 1,007.6, FP4 2,015.2 (half the sparse figures; NVIDIA quotes "4,000 AI TOPS" FP4 sparse and
+    # 125 TFLOP/s FP32: hmc-tech.com/gpu/nvidia-rtx-pro-6000-blackwell-vs-amd-radeon-pro-duo-polaris, 2,617 MHz boost);
+    # 96 GB GDDR7 on a 512-bit bus at 28 Gb/s = 1,792 GB/s (gpu.name, after VideoCardz); nvidia-smi reports 97,887 MiB
+    # = 95.6 GiB (a public run log). No NVLink: the GPUs of a server talk over PCIe 5.0 x16, 32 GT/s x 16 lanes with
+    # 128b/130b coding = 63 GB/s per direction; its latency (5 us) is an assumption. sm_120 has no warpgroup MMA (the
+    # consumer Blackwell tensor cores run mma.sync tiles, as Ampere's and GB10's): grouped kernels tile 16 rows.
+    # Cost model: the H100 profile rebased on these peaks and bandwidth (no GEMM table of this GPU: the plain rebase,
+    # which reads a B200's large BF16 GEMMs ~10 % fast, see b200). $1.69/h: assumption, one cloud's on-demand price
+    # for this GPU in a public pod listing (2026); volatile.
+    "rtx-pro-6000": dict(
+        name="RTX PRO 6000 Blackwell Server (8x PCIe)",
+        device=dict(name="NVIDIA RTX PRO 6000 Blackwell Server Edition", sm_count=188,
+                    peak_tflops=dict(bf16=503.8, fp16=503.8, fp8=1007.6, fp4=2015.2, fp32=125.95),
+                    mem_bw_gbps=1792.0, mem_gib=95.6, power_w=600.0, usd_per_hour=1.69,
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
+        node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0), cluster=_CX7_NET,
+    ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).
     "m2": dict(

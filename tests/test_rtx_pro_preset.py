@@ -1,0 +1,54 @@
+"""The RTX PRO 6000 Blackwell server preset: eight GPUs on PCIe 5.0, no NVLink, consumer-Blackwell MMA tiles."""
+
+from __future__ import annotations
+
+from moesim.costmodel.model import build_cost_model
+from moesim.presets import HARDWARE
+from moesim.schemas import HardwareSpec
+
+
+def _hw(name: str) -> HardwareSpec:
+    return HardwareSpec(**HARDWARE[name])
+
+
+def test_pcie_collectives_cost_more_than_nvlink_ones():
+    """An 8-GPU all-gather of a prompt chunk's hidden states (8,192 tokens x 4,096 x BF16, bandwidth-bound)
+    over PCIe takes longer than over the B200's NVLink by at least half their link ratio."""
+    nbytes = 8192 * 4096 * 2.0
+    rtx, b200 = build_cost_model(_hw("rtx-pro-6000")), build_cost_model(_hw("b200"))
+    t_rtx, t_b200 = float(rtx.allgather_s(nbytes, 8)), float(b200.allgather_s(nbytes, 8))
+    ratio = _hw("b200").node.intra_bw_gbps / _hw("rtx-pro-6000").node.intra_bw_gbps
+    assert t_rtx > 0.5 * ratio * t_b200
+
+
+def test_memory_bound_decode_reads_at_the_gddr7_rate():
+    """Streaming a 40 GB checkpoint once takes the B200 preset's time scaled by the bandwidth ratio
+    (both devices rebase the H100 profile's measured streaming efficiency)."""
+    nbytes = 40e9
+    rtx, b200 = build_cost_model(_hw("rtx-pro-6000")), build_cost_model(_hw("b200"))
+    bw = _hw("b200").device.mem_bw_gbps / _hw("rtx-pro-6000").device.mem_bw_gbps
+    assert abs(float(rtx.memory_s(nbytes)) / float(b200.memory_s(nbytes)) - bw) < 0.05 * bw
+
+
+def test_grouped_kernels_tile_16_rows():
+    """sm_120 has no warpgroup MMA: the preset pads experts' rows to 16, as Ampere and GB10 do (Hopper: 64)."""
+    assert _hw("rtx-pro-6000").device.mma_rows == 16
+    assert _hw("h100-sxm").device.mma_rows > 16
+
+
+def test_fit_advice_keeps_a_pcie_plan_on_pcie_and_an_nvlink_plan_on_nvlink(capsys):
+    """A plan too big for its device is advised onto a bigger device of its own interconnect: Mixtral 8x7B in
+    FP16 on one H100 to the H200 (never the 96 GB PCIe RTX PRO 6000), and Mixtral 8x22B on one RTX PRO 6000 to
+    no NVLink device (none bigger is on PCIe: the advice names other fixes only)."""
+    import json
+
+    from moesim.cli import main
+
+    base = ["check", "mixtral-8x7b-h100-serve", "--set", "model.dtype=fp16", "--set", "plan.dp=1",
+            "--set", "hardware.node.devices_per_node=1", "--json"]
+    assert main(base) == 0
+    h100 = json.loads(capsys.readouterr().out)
+    assert h100["fits"] is False and "hardware: h200" in h100["fits_advice"] and "rtx" not in h100["fits_advice"]
+    assert main([*base, "--set", "hardware.preset=rtx-pro-6000", "--set", "model.preset=mixtral-8x22b"]) == 0
+    rtx = json.loads(capsys.readouterr().out)
+    assert rtx["fits"] is False and rtx["fits_advice"] and "hardware:" not in rtx["fits_advice"]
