@@ -53,7 +53,7 @@ MAX_PROFILE_BYTES = 4 << 20
 #: say how far that carries).
 DEFAULT_PROFILES: dict[str, str] = {"a100": "a100.yaml", "h100": "h100.yaml", "h200": "h100.yaml",
                                     "h800": "h100.yaml", "b200": "h100.yaml", "gb200": "h100.yaml",
-                                    "gb300": "h100.yaml", "b300": "h100.yaml"}
+                                    "gb300": "h100.yaml", "b300": "h100.yaml", "gh200": "h100.yaml"}
 
 
 class Reference(Strict):

@@ -127,6 +127,19 @@ HARDWARE: dict[str, dict] = {
                     default_profile="h100.yaml"),
         node=_DGX_H100_NODE, cluster=_DGX_H100_NET,
     ),
+    # GH200 Grace Hopper Superchip, the 480GB model (96 GB HBM3 on the GPU, 480 GB LPDDR5X on the CPU): the GH100 die's
+    # tensor FLOP/s (the H100 SXM's, HW-05) and 96 GB of HBM3 at 4.0 TB/s (NVIDIA GH200 Grace Hopper Superchip datasheet;
+    # the 144 GB HBM3e model runs 4.9 TB/s). One GPU per node, its Grace CPU on NVLink-C2C: the host is Grace. Power:
+    # the module is configurable from 450 to 1,000 W for CPU, GPU and memory together; the GPU's share is taken as the
+    # H100 SXM's 700 W (assumption). $1.49/h: assumption, Lambda's on-demand GH200 price (2025); volatile. Cost model:
+    # the H100's, rebased on the faster HBM (the same die).
+    "gh200": dict(
+        name="GH200 480GB",
+        device=dict(name="NVIDIA GH200 480GB", sm_count=132, peak_tflops=dict(_GH100_TFLOPS), **_GH100_WEIGHT_ONLY,
+                    mem_bw_gbps=4000.0, mem_gib=96.0, power_w=700.0, usd_per_hour=1.49,
+                    default_profile="h100.yaml"),
+        node=dict(devices_per_node=1, intra_bw_gbps=450.0, intra_latency_us=2.0, host_cpu="grace"), cluster=_CX7_NET,
+    ),
     # H800 SXM5 80GB: the H100 SXM5's tensor FLOP/s (989.4 BF16 / 1978.9 FP8 dense), 3350 GB/s HBM3,
     # 80 GB, 700 W (NVIDIA H800 datasheet; HW-05/HW-06); NVLink 200 GB/s per direction (above).
     # $2/h: the H800 rental price the DeepSeek-V3 report assumes (Table 1). Cost model: same GH100
@@ -207,6 +220,19 @@ HARDWARE: dict[str, dict] = {
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX8_NET,
+    ),
+    # L40S (AD102, Ada, sm_89, 142 SMs, 350 W), eight to a PCIe server: dense tensor TFLOP/s BF16 362.05, FP8 733, FP32 91.6;
+    # 48 GB GDDR6 with ECC at 864 GB/s; PCIe Gen4 x16, 64 GB/s bidirectional = 32 per direction, no NVLink (NVIDIA L40S
+    # datasheet's table, as resellers reproduce it, e.g. mullet.se product 355414); nvidia-smi reports 46,068 MiB = 45.0 GiB
+    # (ECC on). Link latency 5 us: assumption, as the RTX PRO 6000's. Ada has no warpgroup MMA: grouped kernels tile 16 rows.
+    # Cost model: the H100 profile rebased on these peaks and bandwidth (no L40S kernel table). $1.86/h: assumption, AWS's
+    # on-demand price for one L40S with its host share (g6e.xlarge, us-east-1, 2025); volatile.
+    "l40s": dict(
+        name="L40S Server (8x PCIe)",
+        device=dict(name="NVIDIA L40S", sm_count=142, peak_tflops=dict(bf16=362.05, fp16=362.05, fp8=733.0, fp32=91.6),
+                    mem_bw_gbps=864.0, mem_gib=45.0, power_w=350.0, usd_per_hour=1.86,
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
+        node=dict(devices_per_node=8, intra_bw_gbps=32.0, intra_latency_us=5.0), cluster=_CX7_NET,
     ),
     # RTX PRO 6000 Blackwell Server Edition (GB202, sm_120, 188 SMs, 600 W), eight to a PCIe server: dense tensor
     # TFLOP/s BF16 503.8, FP8 1,007.6, FP4 2,015.2 (half the sparse figures; NVIDIA quotes "4,000 AI TOPS" FP4 sparse and
