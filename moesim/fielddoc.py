@@ -53,7 +53,9 @@ def _rows(cls: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str, s
     rows = []
     for name, f in cls.model_fields.items():
         path = f"{prefix}{name}"
-        default = "required" if f.default is PydanticUndefined else repr(f.default)
+        default = repr(f.default)
+        if f.default is PydanticUndefined:
+            default = "required" if f.default_factory is None else repr(f.default_factory())
         sub = model_in(f.annotation)
         if isinstance(f.default, BaseModel):
             default = "(defaults below)"

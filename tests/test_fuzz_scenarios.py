@@ -170,7 +170,9 @@ def _mine(kind: str, path: str) -> bool:
 
 FIELD_PATHS = {kind: [p for p, _, _ in scenario_fields("training" if kind == "training" else "serving") if _mine(kind, p)]
                for kind in KIND_BASE}
-NUMERIC = {kind: [(p.replace(".<key>", ".bf16").replace(".<item>", ".0"), t, up)
+#: A key each mapping field accepts (default: a dtype, as the per-dtype tables take).
+MAP_KEYS = {"hardware.node.ring_busbw_gbps": "8"}
+NUMERIC = {kind: [(p.replace(".<key>", "." + MAP_KEYS.get(p.split(".<key>")[0], "bf16")).replace(".<item>", ".0"), t, up)
                   for p, t, up, _ in numeric_fields("training" if kind == "training" else "serving") if _mine(kind, p)]
            for kind in KIND_BASE}
 

@@ -53,3 +53,26 @@ def test_fit_advice_keeps_a_pcie_plan_on_pcie_and_an_nvlink_plan_on_nvlink(capsy
     assert main([*base, "--set", "hardware.preset=rtx-pro-6000", "--set", "model.preset=mixtral-8x22b"]) == 0
     rtx = json.loads(capsys.readouterr().out)
     assert rtx["fits"] is False and rtx["fits_advice"] and "hardware:" not in rtx["fits_advice"]
+
+
+def test_rings_spanning_the_pcie_server_run_at_its_measured_bus_bandwidth():
+    """node.ring_busbw_gbps caps the rings of 4 and 8 GPUs at NCCL's measured 35 and 28 GB/s (8 RTX 5090s on PCIe 5.0),
+    while a 2-GPU ring keeps the link's (faster) figure; an NVLink node has no cap."""
+    cm = build_cost_model(_hw("rtx-pro-6000"))
+    nbytes = 64e6
+
+    def busbw(n: int) -> float:
+        return 2 * (n - 1) / n * nbytes / float(cm.allreduce_s(nbytes, n)) / 1e9
+
+    assert 26.0 < busbw(8) <= 28.0
+    assert 33.0 < busbw(4) <= 35.0
+    assert busbw(2) > 35.0
+    assert not _hw("b200").node.ring_busbw_gbps
+
+
+def test_a_ring_cap_applies_to_custom_all_reduce_and_all_gather_alike():
+    """The engines' one-shot/two-shot all-reduce and the attention-DP all-gather cross the same host fabric."""
+    cm = build_cost_model(_hw("rtx-pro-6000"))
+    nbytes = 64e6
+    assert float(cm.allreduce_s(nbytes, 8, algorithm="custom")) >= 0.99 * float(cm.allreduce_s(nbytes, 8))
+    assert (8 - 1) / 8 * nbytes / float(cm.allgather_s(nbytes, 8)) / 1e9 <= 28.0

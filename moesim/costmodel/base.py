@@ -197,14 +197,24 @@ class CostModelBase:
         """
         per_node = self.hw.node.devices_per_node
         if group * stride <= per_node:
-            return self._link_kind(True, collective, group)
+            bw, lat = self._link_kind(True, collective, group)
+            return self._ring_capped(bw, group), lat
         measured = self._measured_link(collective, False, group)
         if measured is not None:
             return measured.bw_gbps, measured.latency_us * 1e-6
         members = min(group, max(1, per_node // max(stride, 1)))
         intra_bw, _ = self._link_kind(True, collective, members)
+        intra_bw = self._ring_capped(intra_bw, members)
         nic_bw, nic_lat = self._link_kind(False, collective)
         return comm.ring_bus_gbps(members, intra_bw, nic_bw), nic_lat
+
+    def _ring_capped(self, bw: float, ranks: int) -> float:
+        """``bw`` (GB/s) of a ring over ``ranks`` devices of one node, capped by the node's measured ring
+        bandwidth for the largest group size listed that the ring reaches (``hardware.node.ring_busbw_gbps``:
+        PCIe servers, whose rings cross the host's switches and sockets)."""
+        measured = self.hw.node.ring_busbw_gbps
+        reached = [n for n in (measured or {}) if n <= ranks]
+        return min(bw, measured[max(reached)]) if reached else bw
 
     def _link_kind(self, intra: bool, collective: str, ranks: int | None = None) -> tuple[float, float]:
         """(GB/s, latency s) of an intra- or inter-node link; measured values win over the datasheet."""
@@ -228,7 +238,8 @@ class CostModelBase:
             raise ValueError(f"all-reduce algorithm {algorithm!r}: expected one of {', '.join(ALLREDUCE_ALGORITHMS)}")
         if algorithm == "nccl" or n <= 1 or n * stride > self.hw.node.devices_per_node:
             return ring
-        return custom_allreduce_s(nbytes, n, self.hw.node.intra_bw_gbps, ring)
+        # one-shot and two-shot cross the same host fabric as the ring: the same cap
+        return custom_allreduce_s(nbytes, n, self._ring_capped(self.hw.node.intra_bw_gbps, n), ring)
 
     def reduce_scatter_s(self, nbytes, n: int, stride: int = 1):
         """Ring reduce-scatter of an ``nbytes`` buffer over ``n`` ranks: half an all-reduce."""

@@ -242,7 +242,10 @@ HARDWARE: dict[str, dict] = {
     # 128b/130b coding = 63 GB/s per direction; its latency (5 us) is an assumption. sm_120 has no warpgroup MMA (the
     # consumer Blackwell tensor cores run mma.sync tiles, as Ampere's and GB10's): grouped kernels tile 16 rows.
     # Cost model: the H100 profile rebased on these peaks and bandwidth (no GEMM table of this GPU: the plain rebase,
-    # which reads a B200's large BF16 GEMMs ~10 % fast, see b200). $1.69/h: assumption, one cloud's on-demand price
+    # which reads a B200's large BF16 GEMMs ~10 % fast, see b200). Rings of 4 and 8 GPUs get less than the link: NCCL's
+    # all-reduce on eight RTX 5090s (the same GB202 die) on PCIe 5.0 behind two Xeon 8480+ reaches 28 GB/s of bus
+    # bandwidth at 8 GPUs and 35 at 4 (NVIDIA/nccl issue #1639, 1-8 GB messages; "determined by the bandwidth your CPU
+    # and memory can deliver"), node.ring_busbw_gbps. $1.69/h: assumption, one cloud's on-demand price
     # for this GPU in a public pod listing (2026); volatile.
     "rtx-pro-6000": dict(
         name="RTX PRO 6000 Blackwell Server (8x PCIe)",
@@ -250,7 +253,8 @@ HARDWARE: dict[str, dict] = {
                     peak_tflops=dict(bf16=503.8, fp16=503.8, fp8=1007.6, fp4=2015.2, fp32=125.95),
                     mem_bw_gbps=1792.0, mem_gib=95.6, power_w=600.0, usd_per_hour=1.69,
                     mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
-        node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0), cluster=_CX7_NET,
+        node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0, ring_busbw_gbps={4: 35.0, 8: 28.0}),
+        cluster=_CX7_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).

@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     PositiveFloat,
+    PositiveInt,
     model_validator,
 )
 from pydantic_core import PydanticUndefined
@@ -52,6 +53,9 @@ PEAK_TFLOPS_WHY = "1 EFLOP/s per device: 8x a whole wafer-scale engine (WSE-3: 1
 #: Bits one stored weight takes per dtype, quantization scales included (``hardware.device.weight_bits``).
 WeightBitsTable = Annotated[dict[str, PositiveFloat], MappingValues(le=32)]
 BITS_PER_WEIGHT_WHY = "a quantized weight takes fewer bits than fp32's 32"
+#: Measured ring bus bandwidth (GB/s) per group size of a node's devices (``hardware.node.ring_busbw_gbps``).
+RingBusbwTable = Annotated[dict[PositiveInt, PositiveFloat], MappingValues(ge=1e-3, le=1e6)]
+RING_BUSBW_WHY = "1 PB/s per device: ~1000x NVLink 5 (900 GB/s per direction); a PCIe 5.0 ring of 8 GPUs measures ~28"
 
 
 #: Why a number field refuses ``true`` / ``false`` (the scenario sections and the sweep's value check).

@@ -13,7 +13,9 @@ from moesim.schemas._base import (
     BITS_PER_WEIGHT_WHY,
     BOUND_REASON,
     PEAK_TFLOPS_WHY,
+    RING_BUSBW_WHY,
     PeakTFLOPsTable,
+    RingBusbwTable,
     Strict,
     WeightBitsTable,
     bounded,
@@ -166,6 +168,11 @@ class NodeSpec(Strict):
         "grace (NVIDIA Grace: GB200 NVL72, GH200). A PyTorch op costs the Grace host ~2.75x the CPU time it "
         "costs an x86 one (TransformerEngine issue #2053), which a serving engine's eager kernel launches pay "
         "(costmodel/host.py).")
+    ring_busbw_gbps: RingBusbwTable = Field(
+        default_factory=dict, json_schema_extra={BOUND_REASON: RING_BUSBW_WHY}, description="Measured bus bandwidth (GB/s, NCCL's busbw) of a ring over n devices of this node, by n: "
+        "on a PCIe server a ring crosses the host's switches and sockets, so it gets less per device the more of the "
+        "server it spans. Caps the intra-node collectives of groups of at least n devices (the largest n listed that "
+        "the group reaches; YAML keys quoted: {'4': 35, '8': 28}). Empty: the link alone (NVLink/NVSwitch nodes).")
 
 
 class ClusterSpec(Strict):
