@@ -142,7 +142,7 @@ def _bigger_device(s: Scenario) -> str:
         # plan onto a PCIe server (the RTX PRO 6000's 63 GB/s), whose collectives it never priced
         if (name in DESKTOP_PRESETS) != desktop:
             return False
-        return desktop or (data.get("node", {}).get("intra_bw_gbps", NVLINK_MIN_GBPS) >= NVLINK_MIN_GBPS) == linked
+        return desktop or (data["node"]["intra_bw_gbps"] >= NVLINK_MIN_GBPS) == linked
 
     candidates = sorted(((data["device"]["mem_gib"], name, data) for name, data in HARDWARE.items()
                          if data["device"]["mem_gib"] > here and same_family(name, data)), key=lambda c: c[0])

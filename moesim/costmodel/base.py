@@ -213,7 +213,7 @@ class CostModelBase:
         bandwidth for the largest group size listed that the ring reaches (``hardware.node.ring_busbw_gbps``:
         PCIe servers, whose rings cross the host's switches and sockets)."""
         measured = self.hw.node.ring_busbw_gbps
-        reached = [n for n in (measured or {}) if n <= ranks]
+        reached = [n for n in measured if n <= ranks]
         return min(bw, measured[max(reached)]) if reached else bw
 
     def _link_kind(self, intra: bool, collective: str, ranks: int | None = None) -> tuple[float, float]:
