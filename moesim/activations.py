@@ -296,10 +296,6 @@ def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fu
     return tokens * m.vocab_size / shards * LOSS_BYTES_PER_LOGIT[loss_impl]
 
 
-#: ``workload.trainable`` modes under which the output head trains (LoRA and ``experts`` freeze it).
-HEAD_TRAINS = ("all", "non_experts")
-
-
 def zero3_head_bytes(m: ModelSpec, tp: int, zero_stage: int, head_trains: bool, weight_bytes: float,
                      grad_bytes: float) -> float:
     """Bytes ZeRO-3 adds on the stage that computes the loss, while it does: the output head gathered

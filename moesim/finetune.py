@@ -17,6 +17,9 @@ What freezing changes, from first principles: only trainable parameters keep gra
 optimizer states and join the data-parallel gradient sync; a frozen GEMM still computes its input
 gradient ``dX = dY W^T`` (the layers below need it) but not its weight gradient ``dW = X^T dY``,
 one of the backward's two GEMMs (a third of the GEMM's forward + backward FLOPs).
+``layers: N`` trains only the last ``N`` blocks (under any mode; the embedding, final norm and head
+freeze too): no gradient is needed before block ``n_layers - N`` (:func:`first_trainable_layer`), so
+autograd (or MLX's ``value_and_grad``) runs no backward there, and those blocks keep no activations.
 Not modelled: the activation memory a frozen GEMM could drop (its input, kept here: LoRA needs it
 for ``dA``, and norms and activations keep theirs), and LoRA's ``T x r`` intermediates (r << d).
 """
@@ -86,8 +89,17 @@ class LayerTrainable:
     per_expert: int  # one routed expert (or its adapters)
 
 
+def first_trainable_layer(m: ModelSpec, spec: TrainableSpec) -> int:
+    """Index of the first block that trains: ``n_layers - layers`` under ``spec.layers``, else 0.
+    Backward stops there (autograd computes no gradient for the frozen blocks before it)."""
+    return m.n_layers - spec.layers if spec.layers is not None else 0
+
+
 def layer_trainable(m: ModelSpec, spec: TrainableSpec, layer: int) -> LayerTrainable:
-    """Trainable parameters of ``layer`` under ``spec`` (mode ``all``: its whole weights)."""
+    """Trainable parameters of ``layer`` under ``spec`` (mode ``all``: its whole weights; a block
+    before :func:`first_trainable_layer`: none)."""
+    if layer < first_trainable_layer(m, spec):
+        return LayerTrainable(0, 0)
     d, moe = m.d_model, m.is_moe_layer(layer)
     routed = moe and m.n_experts >= 1
     expert_mats = ffn_matrices(d, m.expert_width, m.gated_ffn) if routed else []
@@ -105,8 +117,9 @@ def layer_trainable(m: ModelSpec, spec: TrainableSpec, layer: int) -> LayerTrain
 
 
 def embeddings_trainable(spec: TrainableSpec) -> bool:
-    """Whether the embedding, output head and final norm train (modes all and non_experts)."""
-    return spec.mode in ("all", "non_experts")
+    """Whether the embedding, output head and final norm train (modes all and non_experts, unless
+    ``layers`` trains the last blocks only)."""
+    return spec.mode in ("all", "non_experts") and spec.layers is None
 
 
 def routed_experts_in(m: ModelSpec, layer: int) -> int:
@@ -201,18 +214,27 @@ def finetune_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int) ->
     GEMM's ``dX``), the attention core's second backward half (it has no weights: both halves of its
     ``2 x`` backward are input gradients), the weight gradients of the trainable matrices the token
     uses (``2 x`` their active weights), and LoRA's adapters (``6 x`` the adapter weights the token
-    passes: forward and both backward GEMMs). ``all``: the usual ``3 F``."""
+    passes: forward and both backward GEMMs). ``all``: the usual ``3 F``. With ``layers`` the input
+    gradients stop at the first trainable block: the output head's and the last ``layers`` blocks'
+    (their share of the blocks' FLOPs taken as their share of the blocks), and the weight gradients
+    cover those blocks only."""
     f = flops_per_token(m, seq_len)
-    if spec.mode == "all":
+    if spec.mode == "all" and spec.layers is None:
         return 3.0 * f
-    f += attention_core_flops(m, seq_len / 2, local_keys(m, seq_len=seq_len)) / 2  # spread over the two 2 f terms below: + 1 core
+    core = attention_core_flops(m, seq_len / 2, local_keys(m, seq_len=seq_len))  # its second backward half
     p, c = param_counts(m), trainable_counts(m, spec)
     share = m.top_k / m.n_experts if m.n_experts > 1 else 1.0  # of the routed experts a token passes
     head = m.vocab_size * m.d_model
+    depth = 1.0 if spec.layers is None else spec.layers / m.n_layers  # of the blocks backward runs through
+    input_grads = 2.0 * head + (f - 2.0 * head + core) * depth
     routed_active = p.routed_experts * share
     if spec.mode == "lora":
-        return 2.0 * f + 6.0 * (c.trainable_dense + c.trainable_experts * share)
+        return f + input_grads + 6.0 * (c.trainable_dense + c.trainable_experts * share)
     if spec.mode == "experts":
-        return 2.0 * f + 2.0 * routed_active
+        return f + input_grads + 2.0 * routed_active * depth
     dense_matmul = p.active - routed_active - p.norms - (0 if m.tied_embeddings else head)  # non_experts
-    return 2.0 * f + 2.0 * dense_matmul
+    if spec.mode == "all":  # the last blocks whole, the head frozen
+        return f + input_grads + 2.0 * (dense_matmul - head + routed_active) * depth
+    if spec.layers is not None:  # non_experts over the last blocks, the head frozen
+        return f + input_grads + 2.0 * (dense_matmul - head) * depth
+    return f + input_grads + 2.0 * dense_matmul

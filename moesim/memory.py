@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
-    HEAD_TRAINS,
     layer_activation_bytes_per_token,
     loss_logits_bytes,
     loss_or_work,
@@ -30,7 +29,7 @@ from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
 from moesim.engine.training.schedules import schedule_for
-from moesim.finetune import device_shares
+from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
 from moesim.packing import micro_batch_seqs
 from moesim.precision import Precision, grad_bytes, parameter_bytes, precision, scenario_precision
 from moesim.schemas import (
@@ -175,7 +174,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         b = training_weight_bytes(prec)
         copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
-        if w.trainable.mode == "all":
+        if w.trainable.full:
             weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
             grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
             optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
@@ -194,15 +193,17 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         redo = per_layer_kind(m, lambda i: recompute_working_bytes_per_token(
             m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules))
 
+        first = first_trainable_layer(m, w.trainable)  # blocks before it keep nothing for a backward
+
         def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
-            return sum(kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage))
+            return sum(kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first)
 
         def stage_work(stage: int) -> float:  # bytes one layer's recompute re-creates (the stage's largest)
-            return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage)), default=0.0)
+            return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first), default=0.0)
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
-            m, plan.tp, plan.zero_stage, w.trainable.mode in HEAD_TRAINS, b, g)
+            m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
             acts = stored + loss_or_work(head, stage_work(0))
         else:
@@ -242,7 +243,8 @@ def stranded_fraction(s: Scenario) -> float:
     w, plan = s.workload, s.plan
     if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name):
         return 0.0
-    return unused_fraction(plan.allocator, plan.recompute, w.trainable.mode)
+    # a frozen prefix of blocks (trainable.layers) fragments as the other partial fine-tunes
+    return unused_fraction(plan.allocator, plan.recompute, w.trainable.mode if w.trainable.layers is None else "layers")
 
 
 def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
@@ -280,7 +282,8 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept:
     :func:`memory_report` priced stage 0.
     """
     m, plan = s.model, s.plan
-    per_layer = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
+    first = first_trainable_layer(m, s.workload.trainable)
+    per_layer = [kept[m.is_moe_layer(i)] if i >= first else 0.0 for i in range(m.n_layers)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
     d0, e0 = stage_param_shares(m, plan, stage=0)
     best = (*stage0[:3], stage0[3] + work[0])

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import moesim
-from moesim.activations import HEAD_TRAINS, zero3_head_bytes
+from moesim.activations import zero3_head_bytes
+from moesim.finetune import embeddings_trainable
 from moesim.memory import memory_report
 from moesim.precision import scenario_precision
 
@@ -22,7 +23,7 @@ def _scenario(*overrides: str):
 
 def _head(s, weight_bytes: float, grad_bytes: float) -> float:
     p = s.plan
-    return zero3_head_bytes(s.model, p.tp, p.zero_stage, s.workload.trainable.mode in HEAD_TRAINS, weight_bytes, grad_bytes)
+    return zero3_head_bytes(s.model, p.tp, p.zero_stage, embeddings_trainable(s.workload.trainable), weight_bytes, grad_bytes)
 
 
 def test_the_gathered_head_is_its_weights_and_gradient_by_hand():

@@ -81,6 +81,9 @@ class Scenario(Strict):
                 )
             if w.seq_len > m.max_seq_len:
                 raise ValueError(f"workload.seq_len = {w.seq_len}: must be <= model.max_seq_len ({m.max_seq_len})")
+            if w.trainable.layers is not None and w.trainable.layers > m.n_layers:
+                raise ValueError(f"workload.trainable.layers = {w.trainable.layers}: must be <= model.n_layers "
+                                 f"({m.n_layers}); null trains every block")
             if p.expert_tp != p.tp and w.seq_len % (p.cp * p.tp):
                 raise ValueError(
                     f"workload.seq_len = {w.seq_len}: with plan.etp < plan.tp it must be a multiple of plan.cp * plan.tp "

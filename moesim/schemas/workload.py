@@ -57,6 +57,12 @@ class TrainableSpec(Strict):
         "each GEMM). null: bf16."))
     double_quant: bool = Field(True, description=(
         "nf4 only: quantise the block scales too (QLoRA's double quantisation: 4.127 bits per weight, else 4.5)."))
+    layers: PositiveInt | None = bounded(None, le=1 << 16, why="65536 blocks is deeper than any published model "
+                                         "(the scenario checks it against model.n_layers)", description=(
+        "Train only the last N transformer blocks (their weights or adapters, by mode); earlier blocks, the "
+        "embedding, the final norm and the output head are frozen, and backward stops at the first trainable "
+        "block, so the frozen blocks keep no activations (MLX's --num-layers, PEFT's layers_to_transform without "
+        "enable_input_require_grads, LLaMA-Factory's freeze_trainable_layers). null: every block."))
 
     @model_validator(mode="before")
     @classmethod
@@ -92,6 +98,11 @@ class TrainableSpec(Strict):
     def quantized(self) -> bool:
         """True for QLoRA: frozen base weights stored in nf4."""
         return self.mode == "lora" and self.base_dtype == "nf4"
+
+    @property
+    def full(self) -> bool:
+        """True when every weight trains (mode ``all`` over every block): pre-training's accounting."""
+        return self.mode == "all" and self.layers is None
 
 
 class TrainingWorkload(Strict):

@@ -67,6 +67,7 @@ from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
+from moesim.finetune import first_trainable_layer
 from moesim.packing import attention_spans, micro_batch_seqs, rank_tokens, row_tokens
 from moesim.precision import grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
@@ -389,6 +390,10 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         own[[DISPATCH, COMBINE]] = False
     host_f, host_b = apply_host_floor(fwd, bwd, moe, moe_layer_floor_s(moe_layer_host_us(s, cm)),
                                       own, EXPERTS, BWD_EXPERTS)
+    first = first_trainable_layer(m, spec)
+    if first:  # workload.trainable.layers: no gradient reaches the blocks before the first trainable one
+        for a in (bwd, wgrad, rc_comm, strag_b) + ((host_b,) if host_b is not None else ()):
+            a[:first] = 0.0
 
     # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
     # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
@@ -400,7 +405,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
     ft = None
     gathers = weight_gathers(cm, dense_p, expert_p, table, head_p, pb, (dpn, dps), (edp, edps)) if gb != pb else None
-    if spec.mode != "all":  # only trainable parameters sync and update; ZeRO-3 still gathers all
+    if not spec.full:  # only trainable parameters sync and update; ZeRO-3 still gathers all
         ft = finetune_params(s, dense_p, expert_p, table, head_p, pb, cm, (dpn, dps), (edp, edps))
         dense_p, expert_p, table, head_p = ft.dense_p, ft.expert_p, ft.table, ft.head_p
     dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)

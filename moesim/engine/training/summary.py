@@ -234,7 +234,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     if real < 1.0:  # padded samples: the step computes padded rows but trains only their real tokens
         tokens_per_step = tokens_per_step * real
     tokens_per_s = tokens_per_step / step_time
-    per_token = (training_flops_per_token(m, w.seq_len, "none") if w.trainable.mode == "all"
+    per_token = (training_flops_per_token(m, w.seq_len, "none") if w.trainable.full
                  else finetune_flops_per_token(m, w.trainable, w.seq_len))  # frozen weights: no weight gradients
     model_flops = per_token * tokens_per_s
     # MFU against the dense bf16 peak for every dtype (Megatron / NeMo; the device's 16-bit peak
@@ -286,7 +286,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     }
     if w.sample_tokens is not None:  # variable-length samples only
         summary["sequence_padding_fraction"] = 1.0 - real
-    if w.trainable.mode != "all":  # fine-tuning only: pre-training summaries keep their keys
+    if not w.trainable.full:  # fine-tuning only: pre-training summaries keep their keys
         counts = trainable_counts(m, w.trainable)
         summary["trainable_params"] = counts.trainable
         summary["trainable_fraction"] = counts.fraction

@@ -1,0 +1,110 @@
+"""``workload.trainable.layers``: only the last N blocks train, and backward stops at the first of them.
+
+Checks against hand formulas and against the same run without the field: trainable counts, the
+blocks' backward and gradient bytes, activation memory linear in the trained blocks, FLOPs per token,
+and the one-line error for more layers than the model has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moesim.accounting import flops_per_token, param_counts
+from moesim.engine.training.layer_costs import layer_params_per_device
+from moesim.errors import InputError
+from moesim.finetune import (
+    embeddings_trainable,
+    finetune_flops_per_token,
+    first_trainable_layer,
+    trainable_counts,
+)
+from moesim.loader import load_scenario
+from moesim.memory import memory_report
+from moesim.schemas.workload import TrainableSpec
+from moesim.simulate import simulate
+from tests.test_finetune import costs_of
+
+MIXTRAL_TRAIN = "mixtral-8x7b-h100-train"
+LORA = "workload.trainable={mode: lora, rank: 16, targets: [attention, experts]}"
+
+
+def scen(*sets: str):
+    return load_scenario(MIXTRAL_TRAIN, list(sets))
+
+
+def lora(layers: int | None) -> TrainableSpec:
+    return TrainableSpec(mode="lora", rank=16, targets=["attention"], layers=layers)
+
+
+def test_lora_on_the_last_eight_blocks_counts_eight_blocks_of_adapters():
+    m = scen().model
+    per_layer = 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096))  # Q, K, V, O adapters, r (d_in + d_out)
+    assert trainable_counts(m, lora(8)).trainable == 8 * per_layer
+    assert trainable_counts(m, lora(m.n_layers)).trainable == trainable_counts(m, lora(None)).trainable
+    assert first_trainable_layer(m, lora(8)) == m.n_layers - 8
+
+
+def test_full_weights_of_the_last_blocks_leave_the_embedding_and_head_frozen():
+    m = scen().model
+    spec = TrainableSpec(mode="all", layers=4)
+    assert not spec.full and TrainableSpec(mode="all").full
+    assert not embeddings_trainable(spec)
+    p = param_counts(m)
+    per_block = (p.total - p.embedding - m.d_model) // m.n_layers  # Mixtral's blocks are all alike
+    assert trainable_counts(m, spec).trainable == 4 * per_block
+
+
+def test_blocks_before_the_first_trainable_one_have_no_backward_and_no_gradient_bytes():
+    full, part = costs_of(scen(LORA)), costs_of(scen(LORA.replace("}", ", layers: 12}")))
+    first = 32 - 12
+    assert np.all(part.bwd_s[:first] == 0.0) and np.all(part.wgrad_s[:first] == 0.0)
+    np.testing.assert_allclose(part.bwd_s[first:], full.bwd_s[first:])
+    np.testing.assert_allclose(part.fwd_s, full.fwd_s)  # every block still runs forward
+    assert np.all(part.dp_dense_bytes[:first] == 0.0) and np.all(part.dp_expert_bytes[:first] == 0.0)
+    assert np.all(part.dp_dense_bytes[first:] > 0.0)
+
+
+def test_a_shallower_fine_tune_takes_less_time_per_step_than_a_full_depth_one():
+    steps = [simulate(scen(LORA.replace("}", f", layers: {n}}}") if n else LORA)).summary["step_time_s"]
+             for n in (None, 32, 16, 4)]
+    assert steps[0] == pytest.approx(steps[1])  # every block: the same run
+    assert steps[1] > steps[2] > steps[3]
+
+
+def test_activation_memory_grows_linearly_with_the_trained_blocks():
+    acts = {n: memory_report(scen(LORA.replace("}", f", layers: {n}}}"))).activations_gib for n in (8, 16, 32)}
+    assert acts[32] - acts[16] == pytest.approx(2 * (acts[16] - acts[8]), rel=1e-9)
+    assert acts[8] < acts[16] < acts[32]
+    assert memory_report(scen(LORA)).activations_gib == pytest.approx(acts[32])
+
+
+def test_flops_per_token_count_input_gradients_through_the_trained_blocks_only():
+    m = scen().model
+    seq = 4096
+    f = flops_per_token(m, seq)
+    assert finetune_flops_per_token(m, lora(m.n_layers), seq) == pytest.approx(finetune_flops_per_token(m, lora(None), seq))
+    assert finetune_flops_per_token(m, TrainableSpec(mode="all", layers=m.n_layers), seq) == pytest.approx(
+        3 * f - 2 * m.vocab_size * m.d_model)  # 3F less the frozen head's weight gradient (2 x its weights)
+    shallow = finetune_flops_per_token(m, lora(1), seq)
+    assert f < shallow < finetune_flops_per_token(m, lora(16), seq) < finetune_flops_per_token(m, lora(None), seq)
+
+
+def test_expert_only_fine_tune_of_the_last_blocks_updates_their_experts_only():
+    s = scen("workload.trainable={mode: experts, layers: 2}")
+    dense_p, expert_p = layer_params_per_device(s)
+    c = costs_of(s)
+    assert np.all(c.dp_expert_bytes[:30] == 0.0) and np.all(c.dp_expert_bytes[30:] > 0.0)
+    assert np.all(c.dp_dense_bytes == 0.0)
+    assert expert_p[30:].sum() > 0 and dense_p.sum() > 0
+
+
+@pytest.mark.parametrize("layers", [33, 1000])
+def test_more_layers_than_the_model_has_is_one_clear_error(layers):
+    with pytest.raises(InputError, match=r"workload\.trainable\.layers = \d+: must be <= model\.n_layers \(32\)"):
+        scen(LORA.replace("}", f", layers: {layers}}}"))
+
+
+def test_zero_layers_is_refused_by_the_schema():
+    with pytest.raises(InputError, match=r"workload\.trainable\.layers"):
+        scen(LORA.replace("}", ", layers: 0}"))
