@@ -11,6 +11,7 @@ from moesim.accounting import (
     training_flops_per_token,
 )
 from moesim.engine.local_attention import slot_map
+from moesim.finetune import step_flops_per_token
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import expert_precision, scenario_precision, summary_fields
@@ -42,7 +43,8 @@ def summary(s: Scenario) -> dict:
         "active_params": p.active,
         "routed_expert_params": p.routed_experts,
         "flops_per_token": flops_per_token(m, seq, context),
-        "training_flops_per_token": training_flops_per_token(m, seq, s.plan.recompute),
+        "training_flops_per_token": (step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute) if training
+                                     else training_flops_per_token(m, seq, s.plan.recompute)),
         "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
         "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec, expert_prec=expert_precision(s)),
         "memory_per_device_gib": mem.total_gib,

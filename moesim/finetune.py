@@ -34,6 +34,7 @@ from moesim.accounting import (
     flops_per_token,
     local_keys,
     param_counts,
+    training_flops_per_token,
 )
 from moesim.errors import InputError
 from moesim.schemas import ModelSpec
@@ -206,6 +207,20 @@ def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float) 
         dense_b += f_dense * train_weight_bytes
         expert_b += f_expert * train_weight_bytes
     return DeviceShares(dense_b, expert_b, f_dense, f_expert)
+
+
+def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recompute: str = "none") -> float:
+    """FLOPs per token of one training step under ``spec``: pre-training's ``3 F`` (``4 F`` with full
+    recompute, ``accounting.training_flops_per_token``) when every weight of every block trains, else
+    :func:`finetune_flops_per_token` plus, under full recompute, the forward again of the blocks the
+    backward reaches (the head is not recomputed)."""
+    if spec.full:
+        return training_flops_per_token(m, seq_len, recompute)
+    redo = 0.0
+    if recompute == "full":
+        depth = 1.0 if spec.layers is None else spec.layers / m.n_layers
+        redo = (flops_per_token(m, seq_len) - 2.0 * m.vocab_size * m.d_model) * depth
+    return finetune_flops_per_token(m, spec, seq_len) + redo
 
 
 def finetune_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int) -> float:

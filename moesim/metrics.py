@@ -390,7 +390,8 @@ _add("flops_per_token", "FLOP", None, "forward FLOPs per token",
      "forward FLOPs per token: 2 x active matmul weights + attention over a causal context (training: "
      "`seq_len`; serving: the workload's mean context, mean prompt + half the mean output)", C)
 _add("training_flops_per_token", "FLOP", None, "training FLOPs per token",
-     "forward + backward FLOPs per token (3x forward; full recompute adds another forward)", C)
+     "forward + backward FLOPs per token (3x forward; full recompute adds another forward; fine-tuning: the "
+     "forward, the input gradients through the trained blocks, the trainable weights' gradients and adapters)", C)
 _add("kv_cache_bytes_per_token", "bytes/token", "min", "KV cache bytes per token",
      "KV cache bytes one token adds across all layers (whole model, before any sharding)", C)
 _add("decode_bytes_per_token_batch1", "bytes/token", "min", "decode bytes per token at batch 1",

@@ -9,7 +9,8 @@
   under speculative decoding or DP attention.
 * the SLO (:meth:`ServingBounds.slo_unreachable`): a plan whose TPOT at batch 1, or prefill of the
   25th-percentile prompt, already exceeds its limit can never hold.
-* training (:func:`training_bound`): step time from FLOPs at the compute dtype's dense peak times
+* training (:func:`training_bound`): step time from the step's FLOPs (a fine-tune's: no frozen weight's
+  gradient, no backward before its first trainable block) at the compute dtype's dense peak times
   the best efficiency any GEMM reaches in the cost model, with the schedule's analytic bubble,
   times ``TRAINING_SAFETY``.
 
@@ -194,8 +195,8 @@ _EFFICIENCY: dict[tuple, float] = {}
 def training_bound(s, objective: Objective) -> float:
     """Optimistic ``objective`` of a training plan: its FLOPs (recompute included) at the best GEMM
     efficiency of the cost model, stretched by the schedule's analytic bubble."""
-    from moesim.accounting import training_flops_per_token
     from moesim.engine.training.schedules import schedule_for
+    from moesim.finetune import step_flops_per_token
     from moesim.packing import micro_batch_seqs, row_tokens
     from moesim.precision import scenario_precision
 
@@ -204,7 +205,7 @@ def training_bound(s, objective: Objective) -> float:
     # computed tokens (padded rows included: at least the real ones, so the bound stays optimistic)
     row = row_tokens(w, micro_batch_seqs(w, p), p.cp)
     tokens = w.global_batch_seqs * row
-    flops = tokens * training_flops_per_token(m, row, p.recompute)
+    flops = tokens * step_flops_per_token(m, w.trainable, row, p.recompute)  # fine-tuning: fewer
     dtype = scenario_precision(s).compute_dtype
     bubble = schedule_for(p).bubble_fraction(p.pp, p.microbatches, p.virtual_stages) if p.pp > 1 else 0.0
     step = flops / (devices * hw.device.peak_flops(dtype) * peak_efficiency(s, dtype)) / (1 - bubble)
@@ -217,5 +218,5 @@ def training_bound(s, objective: Objective) -> float:
         return tokens / step
     if objective.name == "tokens_per_s_per_device":
         return tokens / step / devices
-    model_flops = tokens * training_flops_per_token(m, row, "none")
+    model_flops = tokens * step_flops_per_token(m, w.trainable, row)
     return model_flops / step / (devices * hw.device.peak_flops("bf16"))  # mfu

@@ -11,16 +11,20 @@ import numpy as np
 import pytest
 
 from moesim.accounting import flops_per_token, param_counts
+from moesim.check import summary as check_summary
 from moesim.engine.training.layer_costs import layer_params_per_device
 from moesim.errors import InputError
 from moesim.finetune import (
     embeddings_trainable,
     finetune_flops_per_token,
     first_trainable_layer,
+    step_flops_per_token,
     trainable_counts,
 )
 from moesim.loader import load_scenario
 from moesim.memory import memory_report
+from moesim.plan_bounds import training_bound
+from moesim.plan_options import parse_objective
 from moesim.schemas.workload import TrainableSpec
 from moesim.simulate import simulate
 from tests.test_finetune import costs_of
@@ -108,3 +112,21 @@ def test_more_layers_than_the_model_has_is_one_clear_error(layers):
 def test_zero_layers_is_refused_by_the_schema():
     with pytest.raises(InputError, match=r"workload\.trainable\.layers"):
         scen(LORA.replace("}", ", layers: 0}"))
+
+
+@pytest.mark.parametrize("sets", [[], ["workload.trainable.layers=2"], ["plan.recompute=none", "workload.trainable.layers=1"],
+                                  ["workload.trainable={mode: experts, layers: 4}"]])
+def test_plan_search_bound_stays_below_a_fine_tunes_simulated_step(sets):
+    """``moesim plan`` prunes on a FLOPs bound; it must count a fine-tune's FLOPs, not pre-training's
+    (a shallow fine-tune priced at 3 F read 1.7x its simulated step and would have been pruned)."""
+    s = load_scenario("mixtral-8x7b-lora-8xh100", sets)
+    obj = parse_objective("step_time_s", True)
+    assert training_bound(s, obj) <= simulate(s).summary["step_time_s"]
+
+
+def test_check_reports_the_fine_tunes_flops_not_pre_trainings():
+    s = scen(LORA.replace("}", ", layers: 8}"))
+    out = check_summary(s)
+    assert out["training_flops_per_token"] == pytest.approx(
+        step_flops_per_token(s.model, s.workload.trainable, s.workload.seq_len, s.plan.recompute))
+    assert out["training_flops_per_token"] < check_summary(scen())["training_flops_per_token"]

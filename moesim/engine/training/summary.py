@@ -36,12 +36,11 @@ import math
 
 import numpy as np
 
-from moesim.accounting import training_flops_per_token
 from moesim.costmodel import CostModel
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import add_unit_spans
 from moesim.engine.training.zero import gather_wait_s
-from moesim.finetune import finetune_flops_per_token, trainable_counts
+from moesim.finetune import step_flops_per_token, trainable_counts
 from moesim.fit_advice import fit_explanation
 from moesim.memory import memory_report
 from moesim.packing import micro_batch_seqs, real_token_fraction, row_tokens
@@ -234,8 +233,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     if real < 1.0:  # padded samples: the step computes padded rows but trains only their real tokens
         tokens_per_step = tokens_per_step * real
     tokens_per_s = tokens_per_step / step_time
-    per_token = (training_flops_per_token(m, w.seq_len, "none") if w.trainable.full
-                 else finetune_flops_per_token(m, w.trainable, w.seq_len))  # frozen weights: no weight gradients
+    per_token = step_flops_per_token(m, w.trainable, w.seq_len)  # frozen weights: no weight gradients
     model_flops = per_token * tokens_per_s
     # MFU against the dense bf16 peak for every dtype (Megatron / NeMo; the device's 16-bit peak
     # where it has no bf16), and against the compute dtype's own peak.
