@@ -57,7 +57,9 @@ class SpanRecorder:
             return {c: np.array([], dtype=object if c in ("kind", "stream", "rank_group") else float)
                     for c in SPAN_COLUMNS}
         chunks = self._chunks
-        sizes = np.array([max([v.size for v in ch.values() if isinstance(v, np.ndarray)], default=1) or 1
+        # a chunk of arrays holds as many spans as its longest (none when they are empty: e.g. the
+        # gradient syncs of a stage whose blocks are all frozen); a chunk of scalars holds one
+        sizes = np.array([max([v.size for v in ch.values() if isinstance(v, np.ndarray) and v.ndim], default=1)
                           for ch in chunks])
         ends = np.cumsum(sizes)
         few = len(chunks) <= _FEW_CHUNKS

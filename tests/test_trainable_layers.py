@@ -130,3 +130,28 @@ def test_check_reports_the_fine_tunes_flops_not_pre_trainings():
     assert out["training_flops_per_token"] == pytest.approx(
         step_flops_per_token(s.model, s.workload.trainable, s.workload.seq_len, s.plan.recompute))
     assert out["training_flops_per_token"] < check_summary(scen())["training_flops_per_token"]
+
+
+@pytest.mark.parametrize("name", ["grok-1-h100-train", "deepseek-v3-h800-train"])
+def test_pipeline_stages_whose_blocks_are_all_frozen_run_forward_only(name):
+    """Interleaved 1F1B and DualPipe: the first stages hold no trainable block (no backward, no
+    gradient sync spans), the step is shorter than a full-depth LoRA's and the peak memory lower."""
+    lora = "workload.trainable={mode: lora, rank: 16}"
+    full = simulate(load_scenario(name, [lora]))
+    part = simulate(load_scenario(name, [lora.replace("}", ", layers: 8}")]))
+    assert part.summary["step_time_s"] < full.summary["step_time_s"]
+    assert part.summary["peak_memory_gib"] < full.summary["peak_memory_gib"]
+    spans = part.spans
+    assert spans["kind"].size == spans["end_s"].size > 0  # every column the same length
+
+
+def test_a_span_chunk_of_empty_arrays_adds_no_span():
+    from moesim.results import SpanRecorder
+
+    rec = SpanRecorder()
+    rec.add("compute", 0, "compute", 0.0, 1.0)
+    rec.add("dp_sync", 0, "dp", np.array([]), np.array([]), layer=np.array([]))
+    rec.add("compute", 1, "compute", np.array([0.0, 1.0]), np.array([1.0, 2.0]))
+    cols = rec.columns()
+    assert cols["kind"].tolist() == ["compute", "compute", "compute"]
+    assert cols["stage"].tolist() == [0, 1, 1]
