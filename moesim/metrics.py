@@ -187,10 +187,10 @@ _add("sequence_padding_fraction", "fraction", "min", "sequence padding (fraction
      "micro-batch] with `padding: longest` (tokens_per_s counts real tokens only)", T)
 _add("trainable_params", "count", None, "trainable parameters",
      "parameters the optimizer updates (LoRA: the adapters' r x (d_in + d_out) per adapted matrix); "
-     "only when `workload.trainable` is not `all` over every block (a mode or `layers`)", T)
+     "only when `workload.trainable` is not `all` over every block (a mode or `layers`)", T + C)
 _add("trainable_fraction", "fraction", None, "trainable fraction of parameters",
      "trainable_params / the model's parameters (LoRA adapters over the base model); only when "
-     "`workload.trainable` is not `all` over every block (a mode or `layers`)", T)
+     "`workload.trainable` is not `all` over every block (a mode or `layers`)", T + C)
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)

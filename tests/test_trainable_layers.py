@@ -155,3 +155,11 @@ def test_a_span_chunk_of_empty_arrays_adds_no_span():
     cols = rec.columns()
     assert cols["kind"].tolist() == ["compute", "compute", "compute"]
     assert cols["stage"].tolist() == [0, 1, 1]
+
+
+def test_check_names_what_a_fine_tune_trains_and_pre_training_keeps_its_keys():
+    s = scen(LORA.replace("}", ", layers: 8}"))
+    out = check_summary(s)
+    assert out["trainable_params"] == trainable_counts(s.model, s.workload.trainable).trainable
+    assert 0 < out["trainable_fraction"] < 0.01
+    assert "trainable_params" not in check_summary(scen())
