@@ -6,7 +6,8 @@
   KV for the longest request 0.5 GiB + activations 0.3 GiB = 88.0 GiB > capacity 80.0 GiB per device``;
 * ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
   accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, recompute of
-  the MoE blocks or full recompute, a smaller dtype, a bigger device preset). Changes that alter the device count say so.
+  the MoE blocks or full recompute, a fine-tune's 4-bit base weights or fewer trained blocks, a smaller dtype, a
+  bigger device preset). Changes that alter the device count say so.
 
 Both are empty strings when the scenario fits, but for a training run whose live tensors fit while
 PyTorch's caching allocator would reserve more than the device holds (``moesim.allocator``): its
@@ -101,6 +102,7 @@ def _advice(s: Scenario) -> str:
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")
         if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
             options.append("plan.recompute: full")
+        options += _fine_tune_advice(s)
     smaller = _smaller_dtypes(s)
     for dtype in smaller:
         if _fits(s.model_copy(update={"model": s.model.model_copy(update={"dtype": dtype})})):
@@ -113,6 +115,30 @@ def _advice(s: Scenario) -> str:
         return ("no single change tried fits (more tp/pp up to 64x, ZeRO-3, recompute of the MoE blocks or full "
                 "recompute, a smaller dtype, a bigger device)")
     return "; ".join(options)
+
+
+def _with_trainable(s: Scenario, **changes) -> Scenario:
+    w = s.workload
+    return s.model_copy(update={"workload": w.model_copy(update={"trainable": w.trainable.model_copy(update=changes)})})
+
+
+def _fine_tune_advice(s: Scenario) -> list[str]:
+    """A fine-tune's own ways to fit (MLX's LoRA guide lists both): QLoRA's 4-bit base weights, and
+    training fewer of the last blocks (the most that fit: memory grows with them, so a bisection)."""
+    spec, n_layers = s.workload.trainable, s.model.n_layers
+    if spec.mode == "all":  # pre-training or a full fine-tune: what trains is the job, not a plan
+        return []
+    out = []
+    if spec.mode == "lora" and not spec.quantized and _fits(_with_trainable(s, base_dtype="nf4")):
+        out.append("workload.trainable.base_dtype: nf4 (QLoRA)")
+    now = spec.layers or n_layers
+    if now > 1 and _fits(_with_trainable(s, layers=1)):
+        lo, hi = 1, now - 1  # the most blocks that fit lies in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if _fits(_with_trainable(s, layers=mid)) else (lo, mid - 1)
+        out.append(f"workload.trainable.layers: {lo} (train only the last {lo} of {n_layers} blocks)")
+    return out
 
 
 def _smaller_dtypes(s: Scenario) -> list[str]:

@@ -163,3 +163,22 @@ def test_check_names_what_a_fine_tune_trains_and_pre_training_keeps_its_keys():
     assert out["trainable_params"] == trainable_counts(s.model, s.workload.trainable).trainable
     assert 0 < out["trainable_fraction"] < 0.01
     assert "trainable_params" not in check_summary(scen())
+
+
+def test_a_fine_tune_that_does_not_fit_is_advised_the_most_blocks_that_do():
+    import re
+
+    sets = ["workload.seq_len=32768", "model.max_seq_len=32768", "plan.recompute=none"]
+    s = load_scenario("mixtral-8x7b-qlora-1xa100", sets)
+    advice = check_summary(s)["fits_advice"]
+    n = int(re.search(r"workload\.trainable\.layers: (\d+) \(train only the last \d+ of 32 blocks\)", advice).group(1))
+    assert memory_report(load_scenario("mixtral-8x7b-qlora-1xa100", sets + [f"workload.trainable.layers={n}"])).fits
+    assert not memory_report(load_scenario("mixtral-8x7b-qlora-1xa100", sets + [f"workload.trainable.layers={n + 1}"])).fits
+
+
+def test_a_16_bit_lora_that_does_not_fit_is_advised_qlora_and_pre_training_no_fine_tune_change():
+    lora = check_summary(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.base_dtype=bf16"]))
+    assert not lora["fits"] and "workload.trainable.base_dtype: nf4 (QLoRA)" in lora["fits_advice"]
+    full = check_summary(load_scenario("mixtral-8x7b-h100-train", ["plan.ep=1", "plan.zero_stage=0"]))
+    assert not full["fits"]
+    assert "workload.trainable" not in full["fits_advice"]
