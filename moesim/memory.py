@@ -213,7 +213,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
             if plan.first_stage_layers or plan.last_stage_layers or last > acts:
                 weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, stored), kept, head,
-                                                             [stage_work(st) for st in range(plan.pp)])
+                                                             [stage_work(st) for st in range(plan.pp)],
+                                                             tokens * in_flight)
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -265,7 +266,7 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
 
 
 def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
-                   head: float, work: list[float]) -> tuple[float, ...]:
+                   head: float, work: list[float], rate: float) -> tuple[float, ...]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
     or whose last stage's logits may outweigh stage 0's extra activations.
@@ -279,12 +280,19 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept:
     that is more (:func:`loss_or_work`); the others their ``work``, the bytes one layer's recompute
     re-creates (per stage). ``stage0``'s activations are the stored ones, without ``work``.
     ``kept``: activation bytes per token a dense / MoE layer keeps (:func:`per_layer_kind`), as
-    :func:`memory_report` priced stage 0.
+    :func:`memory_report` priced stage 0; ``rate``: the tokens times microbatches in flight it
+    multiplied them by. Blocks before the first trainable one (``workload.trainable.layers``) keep
+    nothing; stage 0's scale is taken with every block counted, so a stage 0 of frozen blocks only
+    still scales the others.
     """
     m, plan = s.model, s.plan
     first = first_trainable_layer(m, s.workload.trainable)
-    per_layer = [kept[m.is_moe_layer(i)] if i >= first else 0.0 for i in range(m.n_layers)]
+    every = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
+    per_layer = [b if i >= first else 0.0 for i, b in enumerate(every)]
     peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
+    peak0 = _live_activation_peaks(plan, m.n_layers, every)[0] if first else peaks[0]
+    # stored bytes per live byte of one microbatch's tokens, from stage 0 (which carries the in-flight rules)
+    scale0 = rate * sum(every[i] for i in stage_layers(m, plan, 0)) / peak0 if peak0 > 0 else 0.0
     d0, e0 = stage_param_shares(m, plan, stage=0)
     best = (*stage0[:3], stage0[3] + work[0])
     best_total = sum(best)
@@ -292,7 +300,7 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept:
         d, e = stage_param_shares(m, plan, stage=st)
         scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
         extra = loss_or_work(head, work[st]) if st == plan.pp - 1 else work[st]
-        acts = (stage0[3] * peaks[st] / peaks[0] if peaks[0] > 0 else stage0[3]) + extra
+        acts = (scale0 * peaks[st] if peak0 > 0 else stage0[3]) + extra
         parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
         if sum(parts) > best_total:
             best, best_total = parts, sum(parts)

@@ -182,3 +182,11 @@ def test_a_16_bit_lora_that_does_not_fit_is_advised_qlora_and_pre_training_no_fi
     full = check_summary(load_scenario("mixtral-8x7b-h100-train", ["plan.ep=1", "plan.zero_stage=0"]))
     assert not full["fits"]
     assert "workload.trainable" not in full["fits_advice"]
+
+
+def test_interleaved_stages_scale_the_trained_blocks_activations_when_stage_0_holds_only_frozen_ones():
+    """Under PP the other stages' activations are scaled from stage 0's; with stage 0 all frozen that
+    scale was 0, so 4 and 8 trained blocks of Grok-1 read the same (the logits alone)."""
+    acts = [memory_report(load_scenario("grok-1-h100-train", [f"workload.trainable={{mode: lora, rank: 16, layers: {n}}}"]))
+            .activations_gib for n in (4, 8, 16, 64)]
+    assert acts[0] < acts[1] < acts[2] < acts[3]
