@@ -11,7 +11,7 @@ from moesim.accounting import (
     training_flops_per_token,
 )
 from moesim.engine.local_attention import slot_map
-from moesim.finetune import step_flops_per_token, trainable_counts
+from moesim.finetune import step_flops_per_token, trainable_summary
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
 from moesim.precision import expert_precision, scenario_precision, summary_fields
@@ -52,9 +52,8 @@ def summary(s: Scenario) -> dict:
         "fits": mem.fits,
         "headroom_gib": mem.headroom_gib,
     }
-    if training and not s.workload.trainable.full:  # a fine-tune: what the optimizer updates
-        counts = trainable_counts(m, s.workload.trainable)
-        out["trainable_params"], out["trainable_fraction"] = counts.trainable, counts.fraction
+    if training:  # a fine-tune: what the optimizer updates
+        out.update(trainable_summary(m, s.workload.trainable))
     out["fits_reason"], out["fits_advice"] = fit_explanation(pool, mem)
     if not s.is_training:
         out["kv_cache_capacity_tokens"] = capacity = kv_cache_capacity_tokens(pool)

@@ -209,6 +209,21 @@ def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float) 
     return DeviceShares(dense_b, expert_b, f_dense, f_expert)
 
 
+def trained_depth(m: ModelSpec, spec: TrainableSpec) -> float:
+    """Share of the blocks a backward runs through: ``layers / n_layers`` under ``spec.layers``, else 1
+    (a block's share of the blocks' FLOPs taken as its share of the blocks)."""
+    return 1.0 if spec.layers is None else spec.layers / m.n_layers
+
+
+def trainable_summary(m: ModelSpec, spec: TrainableSpec) -> dict[str, float]:
+    """``trainable_params`` and ``trainable_fraction`` of a fine-tune for ``simulate``'s and ``check``'s
+    summaries; empty when every weight trains (pre-training summaries keep their keys)."""
+    if spec.full:
+        return {}
+    counts = trainable_counts(m, spec)
+    return {"trainable_params": counts.trainable, "trainable_fraction": counts.fraction}
+
+
 def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recompute: str = "none") -> float:
     """FLOPs per token of one training step under ``spec``: pre-training's ``3 F`` (``4 F`` with full
     recompute, ``accounting.training_flops_per_token``) when every weight of every block trains, else
@@ -218,8 +233,7 @@ def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recomp
         return training_flops_per_token(m, seq_len, recompute)
     redo = 0.0
     if recompute == "full":
-        depth = 1.0 if spec.layers is None else spec.layers / m.n_layers
-        redo = (flops_per_token(m, seq_len) - 2.0 * m.vocab_size * m.d_model) * depth
+        redo = (flops_per_token(m, seq_len) - 2.0 * m.vocab_size * m.d_model) * trained_depth(m, spec)
     return finetune_flops_per_token(m, spec, seq_len) + redo
 
 
@@ -231,16 +245,15 @@ def finetune_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int) ->
     uses (``2 x`` their active weights), and LoRA's adapters (``6 x`` the adapter weights the token
     passes: forward and both backward GEMMs). ``all``: the usual ``3 F``. With ``layers`` the input
     gradients stop at the first trainable block: the output head's and the last ``layers`` blocks'
-    (their share of the blocks' FLOPs taken as their share of the blocks), and the weight gradients
-    cover those blocks only."""
+    (:func:`trained_depth`), and the weight gradients cover those blocks only."""
     f = flops_per_token(m, seq_len)
-    if spec.mode == "all" and spec.layers is None:
+    if spec.full:
         return 3.0 * f
     core = attention_core_flops(m, seq_len / 2, local_keys(m, seq_len=seq_len))  # its second backward half
     p, c = param_counts(m), trainable_counts(m, spec)
     share = m.top_k / m.n_experts if m.n_experts > 1 else 1.0  # of the routed experts a token passes
     head = m.vocab_size * m.d_model
-    depth = 1.0 if spec.layers is None else spec.layers / m.n_layers  # of the blocks backward runs through
+    depth = trained_depth(m, spec)  # of the blocks backward runs through
     input_grads = 2.0 * head + (f - 2.0 * head + core) * depth
     routed_active = p.routed_experts * share
     if spec.mode == "lora":

@@ -40,7 +40,7 @@ from moesim.costmodel import CostModel
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import add_unit_spans
 from moesim.engine.training.zero import gather_wait_s
-from moesim.finetune import step_flops_per_token, trainable_counts
+from moesim.finetune import step_flops_per_token, trainable_summary
 from moesim.fit_advice import fit_explanation
 from moesim.memory import memory_report
 from moesim.packing import micro_batch_seqs, real_token_fraction, row_tokens
@@ -284,10 +284,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     }
     if w.sample_tokens is not None:  # variable-length samples only
         summary["sequence_padding_fraction"] = 1.0 - real
-    if not w.trainable.full:  # fine-tuning only: pre-training summaries keep their keys
-        counts = trainable_counts(m, w.trainable)
-        summary["trainable_params"] = counts.trainable
-        summary["trainable_fraction"] = counts.fraction
+    summary.update(trainable_summary(m, w.trainable))  # fine-tuning only
     for key in ("compute_s", "alltoall_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "dp_sync_exposed_s", "bubble_s",
                 "straggler_wait_s", "host_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
