@@ -39,20 +39,20 @@ UNUSED_RECOMPUTE = 1.0 - statistics.median(GMLAKE_UTILIZATION_RECOMPUTE)  # 0.24
 UNUSED_PLAIN = 1.0 - statistics.median(GMLAKE_UTILIZATION_PLAIN)  # 0.04
 
 
-def unused_fraction(allocator: str, recompute: str, trainable_mode: str) -> float:
+def unused_fraction(allocator: str, recompute: str, frozen_base: bool) -> float:
     """Share of the reserved memory no live tensor holds at the peak (0 <= f < 1).
 
     ``allocator``: ``plan.allocator``; ``expandable_segments`` (one segment per stream that grows
     and shrinks by mapping pages, so freed ranges always merge) strands nothing here. The default
     caching allocator strands ``UNUSED_RECOMPUTE`` when whole layers are recomputed (``recompute``
-    ``full``: the gradient checkpointing of GMLake's runs) or the base weights are frozen
-    (``trainable_mode`` other than ``all``: LoRA and partial fine-tunes, which fragmented more than
-    checkpointing alone on each of GMLake's three models), else ``UNUSED_PLAIN`` (selective
+    ``full``: the gradient checkpointing of GMLake's runs) or base weights are frozen
+    (``frozen_base``: LoRA and partial fine-tunes, ``workload.trainable`` other than every weight, which
+    fragmented more than checkpointing alone on each of GMLake's three models), else ``UNUSED_PLAIN`` (selective
     recompute re-runs only parts of a layer, whose allocations look like a run without it).
     """
     if allocator == "expandable_segments":
         return 0.0
-    if recompute == "full" or trainable_mode != "all":
+    if recompute == "full" or frozen_base:
         return UNUSED_RECOMPUTE
     return UNUSED_PLAIN
 

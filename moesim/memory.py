@@ -244,8 +244,7 @@ def stranded_fraction(s: Scenario) -> float:
     w, plan = s.workload, s.plan
     if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name):
         return 0.0
-    # a frozen prefix of blocks (trainable.layers) fragments as the other partial fine-tunes
-    return unused_fraction(plan.allocator, plan.recompute, w.trainable.mode if w.trainable.layers is None else "layers")
+    return unused_fraction(plan.allocator, plan.recompute, not w.trainable.full)
 
 
 def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
