@@ -11,8 +11,11 @@ weights plus a KV pool.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
@@ -152,8 +155,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     counted), and ZeRO shards over the ``dp * cp`` ranks holding the same weights. The stage that
     computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`, by
     ``plan.loss_implementation``) in place of that working set when they are more
-    (:func:`loss_or_work`): stage 0 with ``pp == 1`` or DualPipe, else the last stage, weighed
-    against the others by :func:`_busiest_stage` when it may hold more than stage 0.
+    (:func:`loss_or_work`): stage 0 with ``pp == 1``, else the last stage, weighed against the
+    others by :func:`_busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
+    stage, each stage's activations from its order (:func:`_dualpipe_busiest_stage`).
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
     it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
@@ -199,12 +203,16 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             return sum(kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first)
 
         def stage_work(stage: int) -> float:  # bytes one layer's recompute re-creates (the stage's largest)
-            return tokens * max((redo[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first), default=0.0)
+            return tokens * max((redo[m.is_moe_layer(i)] for i in held_layers(plan, m.n_layers, stage) if i >= first),
+                                default=0.0)
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
-        if plan.pp == 1 or copies == 2:  # stage 0 computes the loss (DualPipe: of the reverse direction)
+        if copies == 2:  # DualPipe: the busiest stage, each stage's activations from its order
+            weights, grads, optim, acts = _dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
+                                                                  stage_work, tokens)
+        elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
         else:
             acts = stored + stage_work(0)
@@ -288,8 +296,8 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept:
     first = first_trainable_layer(m, s.workload.trainable)
     every = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
     per_layer = [b if i >= first else 0.0 for i, b in enumerate(every)]
-    peaks = _live_activation_peaks(plan, m.n_layers, per_layer)
-    peak0 = _live_activation_peaks(plan, m.n_layers, every)[0] if first else peaks[0]
+    peaks = live_activation_peaks(plan, m.n_layers, per_layer)
+    peak0 = live_activation_peaks(plan, m.n_layers, every)[0] if first else peaks[0]
     # stored bytes per live byte of one microbatch's tokens, from stage 0 (which carries the in-flight rules)
     scale0 = rate * sum(every[i] for i in stage_layers(m, plan, 0)) / peak0 if peak0 > 0 else 0.0
     d0, e0 = stage_param_shares(m, plan, stage=0)
@@ -306,26 +314,85 @@ def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept:
     return best
 
 
-def _live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:
-    """Per stage: the most activation bytes per token its live chunks hold at once (one microbatch's
-    forward of a chunk adds its layers' bytes, that chunk's whole or input-gradient backward frees them)."""
-    from moesim.engine.training.schedules import Unit
+def _dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept: dict[bool, float], head: float,
+                            work, tokens: float) -> tuple[float, float, float, float]:
+    """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan.
 
+    A stage holds two chunks, its own of direction 0 and stage ``pp - 1 - s``'s of direction 1, which
+    differ when the layers split unevenly (DeepSeek-V3: 61 over 16 stages, the first three dense) or a
+    frozen prefix (``workload.trainable.layers``) keeps nothing for some of them. So each stage's
+    parameters are ``params`` (``param_copies`` x the even split's average) x the mean of its two
+    chunks' shares (:func:`stage_param_shares`; dense and experts: one ratio, as
+    :func:`_busiest_stage`), and its activations come from playing its order
+    (:func:`live_activation_peak`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
+    microbatches through stage 0's chunk. Stages 0 and ``pp - 1`` each compute a direction's loss and
+    add ``head`` (:func:`loss_or_work`); the others the bytes one layer's recompute re-creates
+    (``work(stage)``)."""
+    m, plan = s.model, s.plan
+    first = first_trainable_layer(m, s.workload.trainable)
+    per_layer = [kept[m.is_moe_layer(i)] if i >= first else 0.0 for i in range(m.n_layers)]
+    # the order holds its peak from 2 pp microbatches on (warm-up done); a what-if plan of fit_advice's
+    # (pp doubled, microbatches kept) may have fewer than the order needs
+    played = plan.model_copy(update={"microbatches": max(plan.microbatches, 2 * plan.pp)})
+    shares = [stage_param_shares(m, plan, stage=st) for st in range(plan.pp)]
+    avg = sum(d + e for d, e in shares) / plan.pp
+    best: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    for st in range(plan.pp):
+        scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
+        acts = tokens * live_activation_peak(played, per_layer, st) + (
+            loss_or_work(head, work(st)) if st in (0, plan.pp - 1) else work(st))
+        parts = (params[0] * scale, params[1] * scale, params[2] * scale, acts)
+        if sum(parts) > sum(best):
+            best = parts
+    return best
+
+
+def live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:
+    """:func:`live_activation_peak` of every stage (``per_layer`` holds ``n_layers`` entries)."""
+    return [live_activation_peak(plan, per_layer, st) for st in range(plan.pp)]
+
+
+def live_activation_peak(plan: PlanSpec, per_layer: list[float], stage: int) -> float:
+    """The most activation bytes per token of one microbatch that ``stage``'s live chunks hold at once,
+    over the schedule's order on it: a microbatch's forward of a chunk adds its layers' ``per_layer``
+    bytes, that chunk's whole or input-gradient backward frees them. Under DualPipe this is the closed
+    form's ``p + 1`` microbatches through a chunk when the stage's two chunks are alike (DeepSeek-V3's 61
+    layers over 16 stages: 67 layer-microbatches on stage 0, whose chunks hold 4 and 3 layers, against
+    17 x 4), and what the order really keeps when they are not."""
+    chunks, signs = _chunk_events(plan.schedule, plan.first_stage_layers, plan.last_stage_layers, plan.pp,
+                                  plan.microbatches, plan.virtual_stages, len(per_layer), stage)
+    if not len(chunks):
+        return 0.0
+    sched = schedule_for(plan)
+    sizes = np.array([sum(per_layer[i] for i in ch) for ch in sched.chunk_layers(len(per_layer), plan.pp,
+                                                                                  plan.virtual_stages)])
+    return max(0.0, float(np.cumsum(sizes[chunks] * signs).max()))
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_events(schedule: str, first: int | None, last: int | None, pp: int, m: int, v: int, n_layers: int,
+                  stage: int) -> tuple[np.ndarray, np.ndarray]:
+    """(global chunk, +1 / -1 / 0) of each unit ``stage`` runs, in order: +1 a forward (its activations
+    allocated), -1 a whole or input-gradient backward (freed), 0 a weight-gradient one. Cached: a
+    sweep re-prices the same order many times."""
+    from moesim.engine.training.schedules import Unit, get_schedule
+
+    sched = get_schedule(schedule).with_split(first, last)
+    chunks, signs = [], []
+    for entry in sched.order(stage, pp, m, v):
+        for u in ([entry] if isinstance(entry, Unit) else entry):
+            chunks.append(int(sched.global_chunk(stage, u.chunk, pp)))
+            signs.append(-1.0 if u.backward and u.part in ("", "B") else (0.0 if u.backward else 1.0))
+    return np.array(chunks, dtype=int), np.array(signs)
+
+
+def held_layers(plan: PlanSpec, n_layers: int, stage: int) -> list[int]:
+    """0-based layers whose weights pipeline stage ``stage`` holds, ascending: every layer of every
+    chunk the schedule places on it (under DualPipe both directions' chunks, where
+    :func:`stage_layers` gives the direction-0 one a microbatch passes)."""
     sched = schedule_for(plan)
     chunks = sched.chunk_layers(n_layers, plan.pp, plan.virtual_stages)
-    out = []
-    for st, order in enumerate(sched.orders(plan.pp, plan.microbatches, plan.virtual_stages)):
-        live = peak = 0.0
-        for entry in order:
-            for u in ([entry] if isinstance(entry, Unit) else entry):
-                size = sum(per_layer[i] for i in chunks[sched.global_chunk(st, u.chunk, plan.pp)])
-                if not u.backward:
-                    live += size
-                elif u.part in ("", "B"):
-                    live -= size
-                peak = max(peak, live)
-        out.append(peak)
-    return out
+    return sorted({int(x) for c, ch in enumerate(chunks) if sched.stage_of(c, plan.pp) == stage for x in ch})
 
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:

@@ -22,7 +22,7 @@ from moesim.finetune import (
     trainable_counts,
 )
 from moesim.loader import load_scenario
-from moesim.memory import memory_report
+from moesim.memory import live_activation_peaks, memory_report
 from moesim.plan_bounds import training_bound
 from moesim.plan_options import parse_objective
 from moesim.schemas.workload import TrainableSpec
@@ -190,3 +190,23 @@ def test_interleaved_stages_scale_the_trained_blocks_activations_when_stage_0_ho
     acts = [memory_report(load_scenario("grok-1-h100-train", [f"workload.trainable={{mode: lora, rank: 16, layers: {n}}}"]))
             .activations_gib for n in (4, 8, 16, 64)]
     assert acts[0] < acts[1] < acts[2] < acts[3]
+
+
+@pytest.mark.parametrize("pp, per_chunk", [(2, 3), (4, 2), (8, 1)])
+def test_dualpipe_order_holds_its_closed_form_pp_plus_one_microbatches_per_chunk(pp, per_chunk):
+    """Played through DualPipe's order, every stage of an even split holds p + 1 microbatches of one
+    chunk's layers at its peak (the DualPipe README's activation column), whatever the microbatch count."""
+    base = load_scenario("deepseek-v3-h800-train").plan
+    for m in (2 * pp, 4 * pp):
+        plan = base.model_copy(update={"pp": pp, "microbatches": m})
+        assert live_activation_peaks(plan, pp * per_chunk, [1.0] * (pp * per_chunk)) == [(pp + 1) * per_chunk] * pp
+
+
+def test_dualpipe_activations_grow_with_the_trained_blocks_when_stage_0s_chunk_is_frozen():
+    """A DualPipe stage holds direction 0's chunk and direction 1's mirror one. Priced from stage 0's
+    direction-0 chunk alone, LoRA on DeepSeek-V3's last 8, 16 or 32 blocks read the same activations
+    (that chunk frozen); from each stage's order they grow with the blocks trained, up to full depth."""
+    acts = [memory_report(load_scenario("deepseek-v3-h800-train", [
+        f"workload.trainable={{mode: lora, rank: 8, layers: {n}}}"])).activations_gib for n in (8, 16, 32, 61)]
+    assert acts[0] < acts[1] < acts[2] < acts[3]
+    assert acts[3] == pytest.approx(memory_report(load_scenario("deepseek-v3-h800-train")).activations_gib)

@@ -315,13 +315,13 @@ def test_stage0_expert_weights_follow_its_moe_layers():
 def test_memory_reports_the_busiest_stage_of_an_uneven_split():
     """PP8 1F1B, 80 layers: first_stage_layers 6 leaves stage 1 with 11 layers and 7 microbatches in
     flight (77 layer-activations) against stage 0's 6 x 8 = 48: the report is stage 1's."""
-    from moesim.memory import _live_activation_peaks, memory_report
+    from moesim.memory import live_activation_peaks, memory_report
 
     path = ROOT / "moesim" / "data" / "validation" / "llama3-70b-h100-train.yaml"
     base = ["plan.schedule=1f1b", "plan.virtual_stages=1"]
     even = memory_report(moesim.load_scenario(path, base))
     uneven_s = moesim.load_scenario(path, [*base, "plan.first_stage_layers=6"])
-    peaks = _live_activation_peaks(uneven_s.plan, 80, [1.0] * 80)
+    peaks = live_activation_peaks(uneven_s.plan, 80, [1.0] * 80)
     assert peaks[:2] == [6 * 8, 11 * 7]
     # the stored activations scale with the layer-activations in flight; one layer's recompute working set rides on top
     m, plan, w = uneven_s.model, uneven_s.plan, uneven_s.workload
@@ -329,4 +329,4 @@ def test_memory_reports_the_busiest_stage_of_an_uneven_split():
     work = tokens * recompute_working_bytes_per_token(m, 0, plan.tp, plan.recompute, modules=plan.recompute_modules) / GIB
     assert memory_report(uneven_s).activations_gib - work == pytest.approx((even.activations_gib - work) * 77 / 80, rel=1e-9)
     # the even split's own walk matches the schedule's in-flight rule on stage 0
-    assert _live_activation_peaks(moesim.load_scenario(path, base).plan, 80, [1.0] * 80)[0] == 10 * 8
+    assert live_activation_peaks(moesim.load_scenario(path, base).plan, 80, [1.0] * 80)[0] == 10 * 8
