@@ -11,11 +11,8 @@ weights plus a KV pool.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass
-
-import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
@@ -42,6 +39,13 @@ from moesim.schemas import (
     Scenario,
     ServingWorkload,
     TrainingWorkload,
+)
+from moesim.stage_memory import (
+    busiest_stage,
+    dualpipe_busiest_stage,
+    held_layers,
+    stage_layers,
+    stage_param_shares,
 )
 
 # ---------------------------------------------------------------- memory per device
@@ -88,23 +92,6 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     return dense, experts
 
 
-def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> tuple[float, float]:
-    """(dense, expert) parameters of pipeline stage ``stage`` over the even split's average (1, 1 when
-    the stage holds ``n_layers / pp`` layers of the average kind): its own layers (``stage_layers``),
-    the parameters outside the layers (embedding, head, final norm) averaged over pp as before."""
-    p = p or param_counts(m)
-    own = stage_layers(m, plan, stage)
-    moe_own = sum(1 for i in own if m.is_moe_layer(i))
-    n_moe, n_dense = m.n_moe_layers, m.n_layers - m.n_moe_layers
-    per_layer = p.attention / m.n_layers + 2 * m.d_model  # attention and the layer's two norms
-    in_layers = p.attention + 2 * m.d_model * m.n_layers + p.dense_ffn + p.shared_experts + p.router
-    own_dense = (len(own) * per_layer + (len(own) - moe_own) * (p.dense_ffn / n_dense if n_dense else 0.0)
-                 + moe_own * ((p.shared_experts + p.router) / n_moe if n_moe else 0.0))
-    d_share = ((p.dense - in_layers) / plan.pp + own_dense) / (p.dense / plan.pp)
-    e_share = moe_own * plan.pp / n_moe if n_moe else 1.0
-    return d_share, e_share
-
-
 #: Bytes per parameter of mixed-precision Adam's states (fp32 master copy + fp32 m + fp32 v = 4 + 4
 #: + 4) in training: ZeRO (Rajbhandari et al. 2020, sec. 3.1) and Megatron-core's distributed
 #: optimizer. Gradients take ``precision.grad_bytes`` per parameter: 2 by default (the ZeRO paper's
@@ -129,19 +116,11 @@ def training_weight_bytes(prec: Precision) -> float:
     return DTYPE_BYTES[prec.act_dtype]
 
 
-def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
-    """0-based layers whose activations one microbatch leaves on pipeline stage ``stage``
-    (``schedule_for(plan).stage_layers``): the ``numpy.array_split`` chunks the engine plays
-    (``Schedule.chunk_layers``), stage ``s`` holding chunks ``s, s + pp, ...``; under DualPipe the
-    stage's direction-0 chunk (a microbatch passes one of its two)."""
-    return schedule_for(plan).stage_layers(m.n_layers, stage, plan.pp, plan.virtual_stages)
-
-
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
     Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
-    ``last_stage_layers`` make the split uneven: :func:`_busiest_stage`): weights at
+    ``last_stage_layers`` make the split uneven: :func:`moesim.stage_memory.busiest_stage`): weights at
     :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and
     Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter, sharded by ZeRO stage, times the schedule's
     ``param_copies`` (DualPipe: 2); activations = microbatch tokens x the microbatches the schedule
@@ -156,8 +135,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     computes the loss adds one microbatch's logits (:func:`loss_logits_bytes`, by
     ``plan.loss_implementation``) in place of that working set when they are more
     (:func:`loss_or_work`): stage 0 with ``pp == 1``, else the last stage, weighed against the
-    others by :func:`_busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
-    stage, each stage's activations from its order (:func:`_dualpipe_busiest_stage`).
+    others by :func:`moesim.stage_memory.busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
+    stage, each stage's activations from its order (:func:`moesim.stage_memory.dualpipe_busiest_stage`).
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
     it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
@@ -210,7 +189,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         if copies == 2:  # DualPipe: the busiest stage, each stage's activations from its order
-            weights, grads, optim, acts = _dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
+            weights, grads, optim, acts = dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
                                                                   stage_work, tokens)
         elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
@@ -220,7 +199,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
             if plan.first_stage_layers or plan.last_stage_layers or last > acts:
-                weights, grads, optim, acts = _busiest_stage(s, (weights, grads, optim, stored), kept, head,
+                weights, grads, optim, acts = busiest_stage(s, (weights, grads, optim, stored), kept, head,
                                                              [stage_work(st) for st in range(plan.pp)],
                                                              tokens * in_flight)
         kv = 0.0
@@ -270,129 +249,6 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     grads = copies * (dense_t * g / (dp if z >= 2 else 1) + experts_t * g / (expert_dp if z >= 2 else 1))
     optim = copies * (dense_t * o / (dp if z >= 1 else 1) + experts_t * o / (expert_dp if z >= 1 else 1))
     return weights, grads, optim
-
-
-def _busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
-                   head: float, work: list[float], rate: float) -> tuple[float, ...]:
-    """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
-    first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
-    or whose last stage's logits may outweigh stage 0's extra activations.
-
-    Stage 0 is then not the busiest by construction: a later stage may hold more layers. Each
-    stage's parameters scale with its own layers (:func:`stage_param_shares`, over stage 0's), its
-    activations are the peak, over the schedule's order on that stage, of the layers whose forward
-    activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
-    per token of each layer, scaled like stage 0's (which carries the in-flight rules above); the
-    last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`), or its ``work`` when
-    that is more (:func:`loss_or_work`); the others their ``work``, the bytes one layer's recompute
-    re-creates (per stage). ``stage0``'s activations are the stored ones, without ``work``.
-    ``kept``: activation bytes per token a dense / MoE layer keeps (:func:`per_layer_kind`), as
-    :func:`memory_report` priced stage 0; ``rate``: the tokens times microbatches in flight it
-    multiplied them by. Blocks before the first trainable one (``workload.trainable.layers``) keep
-    nothing; stage 0's scale is taken with every block counted, so a stage 0 of frozen blocks only
-    still scales the others.
-    """
-    m, plan = s.model, s.plan
-    first = first_trainable_layer(m, s.workload.trainable)
-    every = [kept[m.is_moe_layer(i)] for i in range(m.n_layers)]
-    per_layer = [b if i >= first else 0.0 for i, b in enumerate(every)]
-    peaks = live_activation_peaks(plan, m.n_layers, per_layer)
-    peak0 = live_activation_peaks(plan, m.n_layers, every)[0] if first else peaks[0]
-    # stored bytes per live byte of one microbatch's tokens, from stage 0 (which carries the in-flight rules)
-    scale0 = rate * sum(every[i] for i in stage_layers(m, plan, 0)) / peak0 if peak0 > 0 else 0.0
-    d0, e0 = stage_param_shares(m, plan, stage=0)
-    best = (*stage0[:3], stage0[3] + work[0])
-    best_total = sum(best)
-    for st in range(1, plan.pp):
-        d, e = stage_param_shares(m, plan, stage=st)
-        scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
-        extra = loss_or_work(head, work[st]) if st == plan.pp - 1 else work[st]
-        acts = (scale0 * peaks[st] if peak0 > 0 else stage0[3]) + extra
-        parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
-        if sum(parts) > best_total:
-            best, best_total = parts, sum(parts)
-    return best
-
-
-def _dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept: dict[bool, float], head: float,
-                            work, tokens: float) -> tuple[float, float, float, float]:
-    """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan.
-
-    A stage holds two chunks, its own of direction 0 and stage ``pp - 1 - s``'s of direction 1, which
-    differ when the layers split unevenly (DeepSeek-V3: 61 over 16 stages, the first three dense) or a
-    frozen prefix (``workload.trainable.layers``) keeps nothing for some of them. So each stage's
-    parameters are ``params`` (``param_copies`` x the even split's average) x the mean of its two
-    chunks' shares (:func:`stage_param_shares`; dense and experts: one ratio, as
-    :func:`_busiest_stage`), and its activations come from playing its order
-    (:func:`live_activation_peak`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
-    microbatches through stage 0's chunk. Stages 0 and ``pp - 1`` each compute a direction's loss and
-    add ``head`` (:func:`loss_or_work`); the others the bytes one layer's recompute re-creates
-    (``work(stage)``)."""
-    m, plan = s.model, s.plan
-    first = first_trainable_layer(m, s.workload.trainable)
-    per_layer = [kept[m.is_moe_layer(i)] if i >= first else 0.0 for i in range(m.n_layers)]
-    # the order holds its peak from 2 pp microbatches on (warm-up done); a what-if plan of fit_advice's
-    # (pp doubled, microbatches kept) may have fewer than the order needs
-    played = plan.model_copy(update={"microbatches": max(plan.microbatches, 2 * plan.pp)})
-    shares = [stage_param_shares(m, plan, stage=st) for st in range(plan.pp)]
-    avg = sum(d + e for d, e in shares) / plan.pp
-    best: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    for st in range(plan.pp):
-        scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
-        acts = tokens * live_activation_peak(played, per_layer, st) + (
-            loss_or_work(head, work(st)) if st in (0, plan.pp - 1) else work(st))
-        parts = (params[0] * scale, params[1] * scale, params[2] * scale, acts)
-        if sum(parts) > sum(best):
-            best = parts
-    return best
-
-
-def live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:
-    """:func:`live_activation_peak` of every stage (``per_layer`` holds ``n_layers`` entries)."""
-    return [live_activation_peak(plan, per_layer, st) for st in range(plan.pp)]
-
-
-def live_activation_peak(plan: PlanSpec, per_layer: list[float], stage: int) -> float:
-    """The most activation bytes per token of one microbatch that ``stage``'s live chunks hold at once,
-    over the schedule's order on it: a microbatch's forward of a chunk adds its layers' ``per_layer``
-    bytes, that chunk's whole or input-gradient backward frees them. Under DualPipe this is the closed
-    form's ``p + 1`` microbatches through a chunk when the stage's two chunks are alike (DeepSeek-V3's 61
-    layers over 16 stages: 67 layer-microbatches on stage 0, whose chunks hold 4 and 3 layers, against
-    17 x 4), and what the order really keeps when they are not."""
-    chunks, signs = _chunk_events(plan.schedule, plan.first_stage_layers, plan.last_stage_layers, plan.pp,
-                                  plan.microbatches, plan.virtual_stages, len(per_layer), stage)
-    if not len(chunks):
-        return 0.0
-    sched = schedule_for(plan)
-    sizes = np.array([sum(per_layer[i] for i in ch) for ch in sched.chunk_layers(len(per_layer), plan.pp,
-                                                                                  plan.virtual_stages)])
-    return max(0.0, float(np.cumsum(sizes[chunks] * signs).max()))
-
-
-@functools.lru_cache(maxsize=256)
-def _chunk_events(schedule: str, first: int | None, last: int | None, pp: int, m: int, v: int, n_layers: int,
-                  stage: int) -> tuple[np.ndarray, np.ndarray]:
-    """(global chunk, +1 / -1 / 0) of each unit ``stage`` runs, in order: +1 a forward (its activations
-    allocated), -1 a whole or input-gradient backward (freed), 0 a weight-gradient one. Cached: a
-    sweep re-prices the same order many times."""
-    from moesim.engine.training.schedules import Unit, get_schedule
-
-    sched = get_schedule(schedule).with_split(first, last)
-    chunks, signs = [], []
-    for entry in sched.order(stage, pp, m, v):
-        for u in ([entry] if isinstance(entry, Unit) else entry):
-            chunks.append(int(sched.global_chunk(stage, u.chunk, pp)))
-            signs.append(-1.0 if u.backward and u.part in ("", "B") else (0.0 if u.backward else 1.0))
-    return np.array(chunks, dtype=int), np.array(signs)
-
-
-def held_layers(plan: PlanSpec, n_layers: int, stage: int) -> list[int]:
-    """0-based layers whose weights pipeline stage ``stage`` holds, ascending: every layer of every
-    chunk the schedule places on it (under DualPipe both directions' chunks, where
-    :func:`stage_layers` gives the direction-0 one a microbatch passes)."""
-    sched = schedule_for(plan)
-    chunks = sched.chunk_layers(n_layers, plan.pp, plan.virtual_stages)
-    return sorted({int(x) for c, ch in enumerate(chunks) if sched.stage_of(c, plan.pp) == stage for x in ch})
 
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:

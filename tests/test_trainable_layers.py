@@ -22,11 +22,12 @@ from moesim.finetune import (
     trainable_counts,
 )
 from moesim.loader import load_scenario
-from moesim.memory import live_activation_peaks, memory_report
+from moesim.memory import memory_report
 from moesim.plan_bounds import training_bound
 from moesim.plan_options import parse_objective
 from moesim.schemas.workload import TrainableSpec
 from moesim.simulate import simulate
+from moesim.stage_memory import live_activation_peaks
 from tests.test_finetune import costs_of
 
 MIXTRAL_TRAIN = "mixtral-8x7b-h100-train"

@@ -20,9 +20,10 @@ from moesim.activations import (
 )
 from moesim.engine.training.schedules import schedule_for
 from moesim.loader import scenario_from_dict
-from moesim.memory import memory_report, stage_layers, training_weight_bytes
+from moesim.memory import memory_report, training_weight_bytes
 from moesim.precision import precision
 from moesim.schemas import ModelSpec, PlanSpec, RoutingSpec
+from moesim.stage_memory import stage_layers
 
 # d 64, 4 heads of 16, 2 KV heads; dense FFN 96, experts 32 (8, top-2), one shared expert of 48;
 # layer 0 dense, layers 1-2 MoE. SwiGLU.

@@ -18,9 +18,10 @@ from moesim.engine.training.schedules import SCHEDULES, check_layer_split, chunk
 from moesim.engine.training.step import simulate_training
 from moesim.errors import InputError
 from moesim.loader import load_scenario
-from moesim.memory import memory_report, stage_layers
+from moesim.memory import memory_report
 from moesim.resolve import deep_merge
 from moesim.schemas.plan import PlanSpec
+from moesim.stage_memory import stage_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCENARIOS = sorted((ROOT / "scenarios").glob("*train*.yaml"))
@@ -315,7 +316,8 @@ def test_stage0_expert_weights_follow_its_moe_layers():
 def test_memory_reports_the_busiest_stage_of_an_uneven_split():
     """PP8 1F1B, 80 layers: first_stage_layers 6 leaves stage 1 with 11 layers and 7 microbatches in
     flight (77 layer-activations) against stage 0's 6 x 8 = 48: the report is stage 1's."""
-    from moesim.memory import live_activation_peaks, memory_report
+    from moesim.memory import memory_report
+    from moesim.stage_memory import live_activation_peaks
 
     path = ROOT / "moesim" / "data" / "validation" / "llama3-70b-h100-train.yaml"
     base = ["plan.schedule=1f1b", "plan.virtual_stages=1"]
