@@ -315,7 +315,7 @@ _add("kv_sequences_at_max_seq_len", "count", "max", "max-length sequences the KV
 _add("preemptions", "count", "min", "preemptions",
      "sequences evicted when the KV cache ran out (recomputed later)", S)
 _add("preempted_requests", "count", "min", "preempted requests", "requests evicted at least once", S)
-_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", S)
+_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", TS)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
      "decode batch where memory-bound turns compute-bound", S)
 _add("spec_tokens_per_step", "tokens/step", "max", "tokens per decode step (per sequence)",

@@ -50,6 +50,8 @@ AXES = {"throughput-vs-experts": (EXPERTS,), "cost-vs-cf": (CF,), "throughput-vs
 _HOW = {EXPERTS: "--experts 8,16,32", CF: "--capacity-factor 1.0,1.25,1.5", RATE: f"--grid {RATE}=1,2,4"}
 #: Sweep kinds that read --metric (breakdown stacks the fixed step-time components instead).
 METRIC_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "throughput-vs-load", "metric-vs-axis")
+#: Memory metrics whose line plots also show the device's capacity and the points that exceed it.
+MEMORY_METRICS = ("peak_memory_gib", "peak_reserved_gib")
 #: Image formats save_figure writes.
 FORMATS = ("png", "svg", "pdf")
 
@@ -100,7 +102,9 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
     # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
     x = varied_axis(ok, dims, len(rows))
     y = metric or throughput_key(ok)
-    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}")
+    # memory against a field (a LoRA rank, a micro-batch): the points that do not fit are what the plot is for
+    over = [r for r in rows if r.get("fits") is False and isinstance(r.get(y), (int, float))] if y in MEMORY_METRICS else []
+    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}", over=over)
 
 
 def short_label(key: str) -> str:
@@ -161,19 +165,35 @@ def _figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure,
     return fig, ax
 
 
-def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> Figure:
+def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
+           over: list[dict[str, Any]] | None = None) -> Figure:
+    """Lines of ``y`` against ``x``, one per combination of the other swept fields. ``over``: rows
+    that did not fit in memory (``y`` a memory metric), drawn as hollow markers beside the finished
+    ones, with the device's capacity as a dashed line."""
     need(rows, x, y)
+    over = over or []
     by = [d for d in dims if d != x]
-    cats = _categories(rows, x)  # text x (a hardware name, a recompute mode): one tick per value
+    cats = _categories(rows + over, x)  # text x (a hardware name, a recompute mode): one tick per value
     fig, ax = _figure(title)
     ax2 = ax.twinx() if twin else None
-    for i, (values, group) in enumerate(_group(rows, by).items()):
-        xs, ys = _mean_by(group, x, y, cats)
+    groups = _group(rows + over, by)
+    for i, (values, group) in enumerate(groups.items()):
+        done = [r for r in group if r.get("status") == "ok"]
         color = f"C{i % 10}"
-        ax.plot(xs, ys, marker="o", color=color, label=_legend_text(by, values))
-        if ax2 is not None:
-            xs2, ys2 = _mean_by(group, x, twin, cats)
+        if done:
+            xs, ys = _mean_by(done, x, y, cats)
+            # one line and a capacity legend: name the line for what sets it apart, fitting
+            ax.plot(xs, ys, marker="o", color=color, label=_legend_text(by, values) if by or not over else "fits")
+        if ax2 is not None and done:
+            xs2, ys2 = _mean_by(done, x, twin, cats)
             ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
+        failed = [r for r in group if r.get("status") != "ok"]
+        if failed:
+            xs3, ys3 = _mean_by(failed, x, y, cats)
+            ax.plot(xs3, ys3, linestyle="none", marker="o", markerfacecolor="none", markeredgecolor=color,
+                    markersize=8, label=None if done else _legend_text(by, values))
+    if over:
+        _capacity_lines(ax, rows + over)
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     if ax2 is not None:
@@ -190,6 +210,18 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None) -> F
     if by:
         ax.legend(fontsize=8, title=None, loc="best")
     return fig
+
+
+def _capacity_lines(ax, rows: list[dict[str, Any]]) -> None:
+    """The devices' memory (``memory_capacity_gib``, one dashed line per distinct value, at most
+    three) and a legend entry for the hollow markers of the points that do not fit."""
+    caps = sorted({float(r["memory_capacity_gib"]) for r in rows
+                   if isinstance(r.get("memory_capacity_gib"), (int, float))})
+    for cap in caps[:3]:
+        ax.axhline(cap, color="0.3", linestyle="--", linewidth=1, label=f"device memory ({cap:g} GiB)")
+    ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="0.3",
+            label="does not fit")
+    ax.legend(fontsize=8, loc="best")
 
 
 def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> Figure:

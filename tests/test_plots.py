@@ -78,6 +78,26 @@ def test_metric_vs_axis_plots_any_swept_field(tmp_path):
         plots.plot_sweep("metric-vs-axis", rows[:1], metric="peak_memory_gib", dims=["workload.trainable.rank"])
 
 
+def test_memory_vs_axis_shows_the_device_and_the_points_that_do_not_fit(tmp_path):
+    """A LoRA-rank sweep whose largest rank does not fit: its memory is drawn as a hollow marker beside
+    the finished line, with the device's capacity as a dashed line, and both are in the legend."""
+    rows = [{"point": i, "status": "ok" if r < 256 else "invalid", "scenario": "ft", "workload.trainable.rank": r,
+             "peak_memory_gib": 20.0 + r / 4, "memory_capacity_gib": 80.0, "fits": r < 256}
+            for i, r in enumerate((8, 64, 256))]
+    ax = plots.plot_sweep("metric-vs-axis", rows, metric="peak_memory_gib").axes[0]
+    finished, hollow = ax.lines[0], ax.lines[1]
+    assert list(finished.get_ydata()) == [22.0, 36.0]
+    assert list(hollow.get_xdata()) == [256.0] and list(hollow.get_ydata()) == [84.0]
+    assert hollow.get_markerfacecolor() == "none"
+    capacity = [ln for ln in ax.lines if list(ln.get_ydata()) == [80.0, 80.0]]
+    assert len(capacity) == 1
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["fits", "device memory (80 GiB)", "does not fit"]
+    # a throughput plot of the same sweep draws neither
+    plain = plots.plot_sweep("metric-vs-axis", [r | {"tokens_per_s": 1.0} for r in rows]).axes[0]
+    assert len(plain.lines) == 1 and plain.get_legend() is None
+
+
 def test_throughput_vs_load_renders_with_latency_axis(tmp_path):
     rows = [r for r in sweep_rows(extra_dim=True) if r.get("model.n_experts") == 8 and r.get("routing.capacity_factor") == 1.0]
     fig = plots.plot_sweep("throughput-vs-load", rows, dims=["workload.arrival.rate_per_s"])
