@@ -53,7 +53,8 @@ from moesim.stage_memory import (
 
 @dataclass(frozen=True)
 class MemoryReport:
-    """Memory per device, GiB, for the busiest device (pipeline stage 0)."""
+    """Memory per device, GiB, for the busiest device: pipeline stage ``stage`` (0 unless another
+    stage holds more, see :func:`memory_report`; serving: every stage alike)."""
 
     weights_gib: float
     gradients_gib: float
@@ -65,6 +66,7 @@ class MemoryReport:
     fits: bool
     headroom_gib: float
     reserved_gib: float  # what PyTorch's caching allocator reserves at the peak (moesim.allocator)
+    stage: int = 0  # the pipeline stage these figures are of (training: the one holding the most)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -152,6 +154,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     expert_dp = expert_dp_group(plan)[0]  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
     w = s.workload
+    stage = 0  # the pipeline stage the figures are of
     if isinstance(w, TrainingWorkload):
         z = plan.zero_stage
         b = training_weight_bytes(prec)
@@ -189,8 +192,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         if copies == 2:  # DualPipe: the busiest stage, each stage's activations from its order
-            weights, grads, optim, acts = dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
-                                                                  stage_work, tokens)
+            weights, grads, optim, acts, stage = dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
+                                                                         stage_work, tokens)
         elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
         else:
@@ -199,9 +202,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
             if plan.first_stage_layers or plan.last_stage_layers or last > acts:
-                weights, grads, optim, acts = busiest_stage(s, (weights, grads, optim, stored), kept, head,
-                                                             [stage_work(st) for st in range(plan.pp)],
-                                                             tokens * in_flight)
+                weights, grads, optim, acts, stage = busiest_stage(s, (weights, grads, optim, stored), kept, head,
+                                                                    [stage_work(st) for st in range(plan.pp)],
+                                                                    tokens * in_flight)
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -220,7 +223,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     if total <= capacity:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
-                        headroom_gib=capacity - total, reserved_gib=reserved)
+                        headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
 
 
 def stranded_fraction(s: Scenario) -> float:

@@ -414,6 +414,9 @@ _add("memory.fits", "bool", None, "fits in memory", "total within the capacity",
 _add("memory.reserved_gib", "GiB", "min", "reserved memory (GiB)",
      "what PyTorch's caching allocator reserves around the total (training; see `peak_reserved_gib`)", C)
 _add("memory.headroom_gib", "GiB", "max", "memory headroom (GiB)", "capacity - total (negative when it does not fit)", C)
+_add("memory.stage", "index", None, "pipeline stage of the memory figures",
+     "the pipeline stage these memory terms are of: the one holding the most (0 unless an uneven layer split, the last "
+     "stage's logits or DualPipe's two chunks per stage put more on another; serving: 0, every stage alike)", C)
 _add("headroom_gib", "GiB", "max", "memory headroom (GiB)",
      "capacity - memory per device (negative when it does not fit)", C)
 del _name, _short, _meaning, _stat, _words, _term, _what

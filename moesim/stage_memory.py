@@ -46,8 +46,8 @@ def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> 
 
 
 def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
-                   head: float, work: list[float], rate: float) -> tuple[float, ...]:
-    """(weights, grads, optimizer, activations) bytes of the stage holding the most, for a plan whose
+                   head: float, work: list[float], rate: float) -> tuple[float, float, float, float, int]:
+    """(weights, grads, optimizer, activations) bytes of the stage holding the most, and that stage, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
     or whose last stage's logits may outweigh stage 0's extra activations.
 
@@ -74,7 +74,7 @@ def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: 
     # stored bytes per live byte of one microbatch's tokens, from stage 0 (which carries the in-flight rules)
     scale0 = rate * sum(every[i] for i in stage_layers(m, plan, 0)) / peak0 if peak0 > 0 else 0.0
     d0, e0 = stage_param_shares(m, plan, stage=0)
-    best = (*stage0[:3], stage0[3] + work[0])
+    best, best_stage = (*stage0[:3], stage0[3] + work[0]), 0
     best_total = sum(best)
     for st in range(1, plan.pp):
         d, e = stage_param_shares(m, plan, stage=st)
@@ -83,13 +83,13 @@ def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: 
         acts = (scale0 * peaks[st] if peak0 > 0 else stage0[3]) + extra
         parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
         if sum(parts) > best_total:
-            best, best_total = parts, sum(parts)
-    return best
+            best, best_total, best_stage = parts, sum(parts), st
+    return (*best, best_stage)
 
 
 def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept: dict[bool, float], head: float,
-                            work, tokens: float) -> tuple[float, float, float, float]:
-    """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan.
+                            work, tokens: float) -> tuple[float, float, float, float, int]:
+    """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan, and that stage.
 
     A stage holds two chunks, its own of direction 0 and stage ``pp - 1 - s``'s of direction 1, which
     differ when the layers split unevenly (DeepSeek-V3: 61 over 16 stages, the first three dense) or a
@@ -110,14 +110,15 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     shares = [stage_param_shares(m, plan, stage=st) for st in range(plan.pp)]
     avg = sum(d + e for d, e in shares) / plan.pp
     best: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    best_stage = 0
     for st in range(plan.pp):
         scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
         acts = tokens * live_activation_peak(played, per_layer, st) + (
             loss_or_work(head, work(st)) if st in (0, plan.pp - 1) else work(st))
         parts = (params[0] * scale, params[1] * scale, params[2] * scale, acts)
         if sum(parts) > sum(best):
-            best = parts
-    return best
+            best, best_stage = parts, st
+    return (*best, best_stage)
 
 
 def live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:

@@ -330,5 +330,6 @@ def test_memory_reports_the_busiest_stage_of_an_uneven_split():
     tokens = w.global_batch_seqs / (plan.dp * plan.microbatches) * w.seq_len / plan.cp
     work = tokens * recompute_working_bytes_per_token(m, 0, plan.tp, plan.recompute, modules=plan.recompute_modules) / GIB
     assert memory_report(uneven_s).activations_gib - work == pytest.approx((even.activations_gib - work) * 77 / 80, rel=1e-9)
+    assert memory_report(uneven_s).stage == 1 and even.stage == 0  # the report names its stage
     # the even split's own walk matches the schedule's in-flight rule on stage 0
     assert live_activation_peaks(moesim.load_scenario(path, base).plan, 80, [1.0] * 80)[0] == 10 * 8
