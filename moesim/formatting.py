@@ -20,7 +20,7 @@ __all__ = ["fmt_number", "fmt_value", "unit_text"]
 #: Units written in dollars: what follows the number (the "$" goes in front).
 _USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok"}
 #: How a unit is written after a number, where not as itself ("" for none: counts, text).
-_UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "count": "", "tokens": "",
+_UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "count": "", "index": "", "tokens": "",
               "sequences": "", "text": "", "bool": ""}
 #: Whole-number units: a fractional value is cut to the whole units it holds.
 _WHOLE = ("tokens",)
@@ -89,7 +89,7 @@ def fmt_number(v: float, unit: str, with_unit: bool = True) -> str:
         return f"{v:.4g} B ({8 * v:g} bits)"  # quantized weights: scales included
     if unit.startswith("bytes"):
         return f"{v / 2**20:,.2f} MiB" if v >= 2**20 else f"{v / 1024:,.1f} KiB"
-    if unit in ("count", "sequences") and float(v).is_integer():
+    if unit in ("count", "index", "sequences") and float(v).is_integer():
         return f"{int(v):,}"
     text = plain(v)
     return f"{text} {_UNIT_TEXT.get(unit, unit)}".strip() if with_unit else text
