@@ -188,6 +188,26 @@ def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute
     return f * (4.0 if recompute == "full" else 3.0)
 
 
+def mtp_flops_per_token(m: ModelSpec, seq_len: int, modules: int) -> float:
+    """Forward FLOPs per token of ``modules`` multi-token-prediction modules (DeepSeek-V3 report sec.
+    2.2): each is one block of the model's last layer's kind (attention, its core over ``seq_len / 2``
+    keys, and the MoE layer's active experts, shared experts and router, or the dense FFN), the
+    ``2d x d`` projection of the concatenated hidden state and next-token embedding, and another
+    pass of the output head (the embedding and head are shared, so their weights are not new)."""
+    if modules <= 0:
+        return 0.0
+    d, last = m.d_model, m.n_layers - 1
+    if m.is_moe_layer(last):
+        p = param_counts(m)
+        n_moe = m.n_moe_layers
+        ffn = (p.routed_experts * m.top_k / m.n_experts if m.n_experts > 1 else p.routed_experts) / n_moe
+        ffn += (p.shared_experts + p.router) / n_moe
+    else:
+        ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
+    block = 2.0 * (attention_params(m) + ffn) + attention_core_flops(m, seq_len / 2) / m.n_layers
+    return modules * (block + 2.0 * (2 * d * d) + 2.0 * m.vocab_size * d)
+
+
 def kv_bytes_per_token(m: ModelSpec, prec: Precision | None = None) -> float:
     """KV cache bytes one token adds across all layers (whole model, before any sharding)."""
     if m.mla is not None:

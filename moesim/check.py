@@ -43,7 +43,7 @@ def summary(s: Scenario) -> dict:
         "active_params": p.active,
         "routed_expert_params": p.routed_experts,
         "flops_per_token": flops_per_token(m, seq, context),
-        "training_flops_per_token": (step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute) if training
+        "training_flops_per_token": (step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute, s.workload.mtp_layers) if training
                                      else training_flops_per_token(m, seq, s.plan.recompute)),
         "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
         "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec, expert_prec=expert_precision(s)),

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -16,7 +18,10 @@ from moesim.schemas._base import MappingValues, bound_reason
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib._local.", "").replace("pathlib.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "null")
-    return text.replace("Annotated[int, Gt(gt=0)]", "int > 0").replace("Annotated[float, Gt(gt=0)]", "float > 0")
+    text = text.replace("Annotated[int, Gt(gt=0)]", "int > 0").replace("Annotated[float, Gt(gt=0)]", "float > 0")
+    # a list of bounded numbers: the item's type (its bounds are in the range column's reason and the description)
+    return re.sub(r"Annotated\[(int|float), (Gt\(gt=0\), )?FieldInfo\(.*?\]\)\]",
+                  lambda m: m.group(1) + (" > 0" if m.group(2) else ""), text)
 
 
 def _bound(value: float) -> str:

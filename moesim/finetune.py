@@ -33,6 +33,7 @@ from moesim.accounting import (
     attention_params,
     flops_per_token,
     local_keys,
+    mtp_flops_per_token,
     param_counts,
     training_flops_per_token,
 )
@@ -224,13 +225,17 @@ def trainable_summary(m: ModelSpec, spec: TrainableSpec) -> dict[str, float]:
     return {"trainable_params": counts.trainable, "trainable_fraction": counts.fraction}
 
 
-def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recompute: str = "none") -> float:
+def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recompute: str = "none",
+                         mtp_layers: int = 0) -> float:
     """FLOPs per token of one training step under ``spec``: pre-training's ``3 F`` (``4 F`` with full
-    recompute, ``accounting.training_flops_per_token``) when every weight of every block trains, else
-    :func:`finetune_flops_per_token` plus, under full recompute, the forward again of the blocks the
-    backward reaches (the head is not recomputed)."""
+    recompute, ``accounting.training_flops_per_token``) when every weight of every block trains, with
+    ``mtp_layers`` multi-token-prediction modules' forward (``accounting.mtp_flops_per_token``) taken
+    as many times (what Megatron-core's FLOPs count includes), else :func:`finetune_flops_per_token`
+    plus, under full recompute, the forward again of the blocks the backward reaches (the head is
+    not recomputed)."""
     if spec.full:
-        return training_flops_per_token(m, seq_len, recompute)
+        passes = 4.0 if recompute == "full" else 3.0
+        return training_flops_per_token(m, seq_len, recompute) + passes * mtp_flops_per_token(m, seq_len, mtp_layers)
     redo = 0.0
     if recompute == "full":
         redo = (flops_per_token(m, seq_len) - 2.0 * m.vocab_size * m.d_model) * trained_depth(m, spec)

@@ -88,12 +88,17 @@ def _smallest_factor(s: Scenario, make: Callable[[int], Scenario]) -> int | None
 def _advice(s: Scenario) -> str:
     """What would make ``s`` fit: a list of alternatives joined by '; ', or why nothing simple does."""
     p, options = s.plan, []
+    # more stages re-split the layers: a given split (first/last stage, per-chunk layout) is for the old count
+    resplit = dict(first_stage_layers=None, last_stage_layers=None, pipeline_layout=None)
+    split_given = any(getattr(p, k) is not None for k in resplit)
     for field in ("tp", "pp"):
         value = getattr(p, field)
-        f = _smallest_factor(s, lambda k, field=field, value=value: _with_plan(s, **{field: value * k}))
+        extra = resplit if field == "pp" else {}
+        f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: _with_plan(s, **{field: value * k}, **extra))
         if f is not None:
             fewer_dp = f", or plan.dp / {f}" if p.dp % f == 0 else ""
-            options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp})")
+            even = ", the layers split evenly" if field == "pp" and split_given else ""
+            options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp}{even})")
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")

@@ -205,7 +205,7 @@ def training_bound(s, objective: Objective) -> float:
     # computed tokens (padded rows included: at least the real ones, so the bound stays optimistic)
     row = row_tokens(w, micro_batch_seqs(w, p), p.cp)
     tokens = w.global_batch_seqs * row
-    flops = tokens * step_flops_per_token(m, w.trainable, row, p.recompute)  # fine-tuning: fewer
+    flops = tokens * step_flops_per_token(m, w.trainable, row, p.recompute, w.mtp_layers)  # fine-tuning: fewer
     dtype = scenario_precision(s).compute_dtype
     bubble = schedule_for(p).bubble_fraction(p.pp, p.microbatches, p.virtual_stages) if p.pp > 1 else 0.0
     step = flops / (devices * hw.device.peak_flops(dtype) * peak_efficiency(s, dtype)) / (1 - bubble)
@@ -218,5 +218,5 @@ def training_bound(s, objective: Objective) -> float:
         return tokens / step
     if objective.name == "tokens_per_s_per_device":
         return tokens / step / devices
-    model_flops = tokens * step_flops_per_token(m, w.trainable, row)
+    model_flops = tokens * step_flops_per_token(m, w.trainable, row, mtp_layers=w.mtp_layers)
     return model_flops / step / (devices * hw.device.peak_flops("bf16"))  # mfu

@@ -228,7 +228,8 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
                             for sched, vp in scheds:
                                 values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
                                           "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
-                                          "plan.first_stage_layers": None, "plan.last_stage_layers": None}
+                                          "plan.first_stage_layers": None, "plan.last_stage_layers": None,
+                                          "plan.pipeline_layout": None}
                                 cands.append(Candidate(len(cands), label, n, values, sets, hw))
     return Space(raw, base_dir, True, cands, {})
 

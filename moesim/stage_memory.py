@@ -133,7 +133,8 @@ def live_activation_peak(plan: PlanSpec, per_layer: list[float], stage: int) -> 
     form's ``p + 1`` microbatches through a chunk when the stage's two chunks are alike (DeepSeek-V3's 61
     layers over 16 stages: 67 layer-microbatches on stage 0, whose chunks hold 4 and 3 layers, against
     17 x 4), and what the order really keeps when they are not."""
-    chunks, signs = _chunk_events(plan.schedule, plan.first_stage_layers, plan.last_stage_layers, plan.pp,
+    layout = tuple(plan.pipeline_layout) if plan.pipeline_layout is not None else None
+    chunks, signs = _chunk_events(plan.schedule, plan.first_stage_layers, plan.last_stage_layers, layout, plan.pp,
                                   plan.microbatches, plan.virtual_stages, len(per_layer), stage)
     if not len(chunks):
         return 0.0
@@ -144,14 +145,14 @@ def live_activation_peak(plan: PlanSpec, per_layer: list[float], stage: int) -> 
 
 
 @functools.lru_cache(maxsize=256)
-def _chunk_events(schedule: str, first: int | None, last: int | None, pp: int, m: int, v: int, n_layers: int,
-                  stage: int) -> tuple[np.ndarray, np.ndarray]:
+def _chunk_events(schedule: str, first: int | None, last: int | None, layout: tuple[int, ...] | None, pp: int,
+                  m: int, v: int, n_layers: int, stage: int) -> tuple[np.ndarray, np.ndarray]:
     """(global chunk, +1 / -1 / 0) of each unit ``stage`` runs, in order: +1 a forward (its activations
     allocated), -1 a whole or input-gradient backward (freed), 0 a weight-gradient one. Cached: a
     sweep re-prices the same order many times."""
     from moesim.engine.training.schedules import Unit, get_schedule
 
-    sched = get_schedule(schedule).with_split(first, last)
+    sched = get_schedule(schedule).with_split(first, last, layout)
     chunks, signs = [], []
     for entry in sched.order(stage, pp, m, v):
         for u in ([entry] if isinstance(entry, Unit) else entry):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
-from moesim.schemas._base import MAX_EXPERTS, MAX_LAYERS, Strict, bounded
+from moesim.schemas._base import BOUND_REASON, MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 
 #: Megatron-core's recompute modules moesim prices (``--recompute-modules``; its Mamba/GDN/mHC ones aside).
 RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "moe", "shared_experts", "mlp"]
+
+
+#: Layers of one model chunk in ``plan.pipeline_layout`` (a chunk may hold none: Megatron's 'mL').
+ChunkLayers = Annotated[int, Field(ge=0, le=MAX_LAYERS)]
 
 
 class PlanSpec(Strict):
@@ -72,6 +76,16 @@ class PlanSpec(Strict):
         "--decoder-last-pipeline-num-layers); the other stages split the rest evenly. The last stage also runs "
         "the output head and loss (large with a large vocabulary), so fewer layers there balance the pipeline. "
         "Interleaved: spread over the stage's virtual_stages chunks (at least one each). Not with schedule "
+        "dualpipe. Unset: the even split.")
+    pipeline_layout: list[ChunkLayers] | None = Field(
+        None, max_length=MAX_LAYERS, json_schema_extra={BOUND_REASON: "a chunk holds at most every layer, and there are "
+                                                        "at most as many chunks as layers (model.n_layers <= 1024)"},
+        description="Training with pp >= 2: transformer layers of each model chunk, "
+        "in global chunk order (pp x virtual_stages entries; chunk c runs on stage c % pp), summing to "
+        "model.n_layers; a chunk may hold none. Megatron-core's --pipeline-model-parallel-layout written as counts: "
+        "'Et*4|(tttt|)*14tmL' (embedding and 4 layers, 14 chunks of 4, then 1 layer, the MTP modules and the loss) "
+        "is [4, 4, ..., 4, 1], 16 entries. The embedding runs on the first chunk, the MTP modules "
+        "(workload.mtp_layers) and the loss on the last. Not with first_stage_layers / last_stage_layers or schedule "
         "dualpipe. Unset: the even split.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description=(
@@ -237,10 +251,28 @@ class PlanSpec(Strict):
             if n < self.virtual_stages:
                 raise ValueError(f"plan.{name} = {n}: must be >= plan.virtual_stages ({self.virtual_stages}); "
                                  f"each of the stage's {self.virtual_stages} chunks needs a layer")
+        if self.pipeline_layout is not None:
+            self._check_layout()
         if self.first_stage_layers is not None and self.last_stage_layers is not None and self.pp == 2:
             raise ValueError(f"plan.last_stage_layers = {self.last_stage_layers}: with plan.pp = 2 set only one of "
                              "plan.first_stage_layers and plan.last_stage_layers (the other stage holds the rest)")
         return self
+
+    def _check_layout(self) -> None:
+        """The rules of ``pipeline_layout`` that need no model (its sum: ``schedules.check_layer_split``)."""
+        n = len(self.pipeline_layout)
+        if self.pp < 2:
+            raise ValueError("plan.pipeline_layout: needs plan.pp >= 2 (one stage holds every layer)")
+        if self.schedule == "dualpipe":
+            raise ValueError("plan.pipeline_layout: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
+                             "and a last model chunk); leave it unset")
+        if self.first_stage_layers is not None or self.last_stage_layers is not None:
+            raise ValueError("plan.pipeline_layout: gives every chunk's layers; leave plan.first_stage_layers and "
+                             "plan.last_stage_layers unset")
+        chunks = self.pp * (self.virtual_stages if self.schedule == "interleaved" else 1)
+        if n != chunks:
+            raise ValueError(f"plan.pipeline_layout has {n} entries: needs one per model chunk, plan.pp x "
+                             f"plan.virtual_stages = {chunks}")
 
     @property
     def n_devices(self) -> int:

@@ -192,7 +192,7 @@ def _check_serving_plans(p: PlanSpec, disagg) -> None:
                              "nothing (the tokens are on every TP rank), so there is no all-to-all to overlap")
         if plan.recompute_modules is not None:
             raise ValueError(f"{where}.recompute_modules: activation recomputation is for training; leave it unset")
-        for name in ("first_stage_layers", "last_stage_layers"):
+        for name in ("first_stage_layers", "last_stage_layers", "pipeline_layout"):
             if getattr(plan, name) is not None:
                 raise ValueError(f"{where}.{name} = {getattr(plan, name)}: the uneven pipeline split is for training; "
                                  "serving splits the layers evenly over pp (leave it unset)")

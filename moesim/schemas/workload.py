@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import (
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -133,6 +134,12 @@ class TrainingWorkload(Strict):
         "(Hugging Face's DataCollatorWithPadding, TRL, ms-swift), so a micro-batch of b samples computes b x E[the "
         "longest of b lengths] tokens (capped at seq_len; a micro-batch of one sample has no padding). Memory is "
         "taken at seq_len either way: the micro-batch holding the longest samples sets the peak."))
+    mtp_layers: NonNegativeInt = bounded(0, le=8, why="DeepSeek-V3 trains 1 and studies 2", description=(
+        "Multi-token-prediction modules trained with the model (DeepSeek-V3 report sec. 2.2: 1; Megatron-core "
+        "--mtp-num-layers): each adds, on the stage that computes the loss, one more block of the model's last "
+        "layer's kind, a 2d x d projection and another pass of the output head and loss, with their gradients "
+        "and optimizer states; their FLOPs count in MFU. Pre-training only (trainable mode all). Their memory "
+        "is not counted."))
     packed_attention: Literal["per_sample", "whole_row"] = Field("per_sample", description=(
         "Packed rows with sample_tokens: per_sample, each sample attends only to itself (varlen kernels: "
         "Megatron/NeMo packed SFT, TRL padding_free, ms-swift packing), so attention costs sum(L^2) over the "
@@ -143,6 +150,9 @@ class TrainingWorkload(Strict):
     def _check_samples(self) -> TrainingWorkload:
         if self.sample_tokens is not None and self.sample_tokens.dist == "trace":
             raise ValueError("sample_tokens.dist: 'trace' reads a serving arrival trace; use fixed, uniform or lognormal")
+        if self.mtp_layers and not self.trainable.full:
+            raise ValueError(f"mtp_layers = {self.mtp_layers}: multi-token prediction trains with the whole model; "
+                             "use trainable mode all without layers, or mtp_layers: 0")
         if self.padding == "longest" and self.packing:
             raise ValueError("padding = 'longest': padding applies to unpacked rows; set workload.packing: false "
                              "(packed rows have no padding)")

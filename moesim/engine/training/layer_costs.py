@@ -65,6 +65,7 @@ from moesim.engine.training.fp8 import fp8_attention_ops, fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
+from moesim.engine.training.mtp import MtpProjection, with_mtp
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import first_trainable_layer
@@ -438,6 +439,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     if gathers is not None:  # the weights move at their width, the gradients at theirs
         costs = replace(costs, gather_layer_s=gathers.layer_s, gather_layer_bytes=gathers.layer_bytes,
                         gather_embed_s=gathers.embed_s, gather_head_s=gathers.head_s)
+    if w.mtp_layers:  # pre-training only (the schema's rule): after the gathers, which it extends
+        proj_p = 2 * d * d / tp  # the 2d -> d projection, column-parallel over TP
+        proj = MtpProjection(gemm_s=float(cm.gemm_s(T, max(1, round(d / tp)), 2 * d, adt)),
+                             dp_s=float(cm.allreduce_s(proj_p * gb, dpn, dps)), dp_bytes=proj_p * gb,
+                             opt_params=proj_p / (dpn if z else 1))
+        costs = with_mtp(costs, w.mtp_layers, proj)
     return costs
 
 

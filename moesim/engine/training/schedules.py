@@ -127,14 +127,17 @@ class Schedule:
     pairs_units: bool = False  # orders play a forward and a backward together, all-to-alls on their own stream
     first_stage_layers: int | None = None  # layers of stage 0 (None: the even split); set by with_split
     last_stage_layers: int | None = None  # layers of stage pp-1 (None: the even split)
+    layout: tuple[int, ...] | None = None  # layers of every global chunk (plan.pipeline_layout)
 
-    def with_split(self, first: int | None = None, last: int | None = None) -> Schedule:
-        """This schedule with stage 0 holding ``first`` layers and stage ``pp-1`` ``last`` (None: the
-        even split); itself when both are None, else a copy (the registered one stays even)."""
-        if first is None and last is None:
+    def with_split(self, first: int | None = None, last: int | None = None,
+                   layout: tuple[int, ...] | None = None) -> Schedule:
+        """This schedule with stage 0 holding ``first`` layers and stage ``pp-1`` ``last``, or every
+        global chunk its ``layout`` count (None: the even split); itself when all are None, else a copy
+        (the registered one stays even)."""
+        if first is None and last is None and layout is None:
             return self
         out = copy.copy(self)
-        out.first_stage_layers, out.last_stage_layers = first, last
+        out.first_stage_layers, out.last_stage_layers, out.layout = first, last, layout
         return out
 
     def virtual_stages(self, v: int) -> int:
@@ -148,6 +151,8 @@ class Schedule:
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
         """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more;
         with ``first_stage_layers`` / ``last_stage_layers`` the sizes of :func:`chunk_sizes`)."""
+        if self.layout is not None:
+            return np.split(np.arange(n_layers), np.cumsum(self.layout)[:-1])
         if self.first_stage_layers is None and self.last_stage_layers is None:
             return np.array_split(np.arange(n_layers), self.chunks(pp, v))
         sizes = chunk_sizes(n_layers, pp, self.virtual_stages(v), self.first_stage_layers, self.last_stage_layers)
@@ -340,9 +345,11 @@ class DualPipe(Schedule):
     param_copies = 2
     pairs_units = True
 
-    def with_split(self, first: int | None = None, last: int | None = None) -> Schedule:
-        if first is not None or last is not None:
-            field = "first_stage_layers" if first is not None else "last_stage_layers"
+    def with_split(self, first: int | None = None, last: int | None = None,
+                   layout: tuple[int, ...] | None = None) -> Schedule:
+        if first is not None or last is not None or layout is not None:
+            field = ("first_stage_layers" if first is not None else "last_stage_layers" if last is not None
+                     else "pipeline_layout")
             raise ValueError(f"plan.{field}: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
                              "and a last model chunk); leave it unset")
         return self
@@ -393,9 +400,10 @@ def get_schedule(name: str) -> Schedule:
 
 
 def schedule_for(plan: PlanSpec) -> Schedule:
-    """The schedule ``plan.schedule`` names, bound to the plan's layer split
-    (``plan.first_stage_layers`` / ``plan.last_stage_layers``; the registered object when both are unset)."""
-    return get_schedule(plan.schedule).with_split(plan.first_stage_layers, plan.last_stage_layers)
+    """The schedule ``plan.schedule`` names, bound to the plan's layer split (``plan.first_stage_layers``
+    / ``plan.last_stage_layers``, or ``plan.pipeline_layout``; the registered object when all are unset)."""
+    layout = tuple(plan.pipeline_layout) if plan.pipeline_layout is not None else None
+    return get_schedule(plan.schedule).with_split(plan.first_stage_layers, plan.last_stage_layers, layout)
 
 
 def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, last: int | None = None) -> list[int]:
@@ -435,6 +443,13 @@ def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
     """``ValueError`` (one line, naming the field) unless ``plan``'s layer split of ``n_layers`` layers
     can be made (``plan.first_stage_layers`` / ``plan.last_stage_layers``; nothing to check when unset)."""
     sched = schedule_for(plan)
+    if sched.layout is not None:
+        if sum(sched.layout) != n_layers:
+            raise ValueError(f"plan.pipeline_layout sums to {sum(sched.layout)} layers: must be model.n_layers "
+                             f"({n_layers})")
+        if not any(sched.layout):
+            raise ValueError("plan.pipeline_layout: every chunk is empty")
+        return
     if sched.first_stage_layers is not None or sched.last_stage_layers is not None:
         chunk_sizes(n_layers, plan.pp, sched.virtual_stages(plan.virtual_stages), sched.first_stage_layers,
                     sched.last_stage_layers)

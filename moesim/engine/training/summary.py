@@ -233,7 +233,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
     if real < 1.0:  # padded samples: the step computes padded rows but trains only their real tokens
         tokens_per_step = tokens_per_step * real
     tokens_per_s = tokens_per_step / step_time
-    per_token = step_flops_per_token(m, w.trainable, w.seq_len)  # frozen weights: no weight gradients
+    per_token = step_flops_per_token(m, w.trainable, w.seq_len, mtp_layers=w.mtp_layers)  # frozen: no weight gradients
     model_flops = per_token * tokens_per_s
     # MFU against the dense bf16 peak for every dtype (Megatron / NeMo; the device's 16-bit peak
     # where it has no bf16), and against the compute dtype's own peak.

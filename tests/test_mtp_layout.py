@@ -1,0 +1,128 @@
+"""Multi-token prediction in training (``workload.mtp_layers``) and per-chunk pipeline layouts
+(``plan.pipeline_layout``): the FLOPs against Megatron-core's own count, the MTP module's place and
+price on the loss's stage, the layout's chunks, and the one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import moesim
+from moesim.accounting import flops_per_token, mtp_flops_per_token
+from moesim.engine.training.layer_costs import layer_costs
+from moesim.engine.training.schedules import schedule_for
+from moesim.engine.training.step import simulate_training
+from moesim.errors import InputError
+from moesim.finetune import step_flops_per_token
+from moesim.loader import load_scenario
+from moesim.resolve import deep_merge
+from tests.test_uneven_stages import MOE, scenario
+
+#: Megatron-Bridge prints 259.6 model GFLOP per token for its DeepSeek-V3 runs at sequence 4096 with
+#: one MTP module (the TRN-26 row's conversion, moesim/data/validation.csv).
+MEGATRON_DSV3_GFLOP = 259.6
+
+
+def moe_with(**workload) -> moesim.Scenario:
+    return moesim.scenario_from_dict(deep_merge(MOE, {"workload": workload}))
+
+
+def test_deepseek_v3_flops_with_one_mtp_module_match_megatrons_count():
+    s = load_scenario("deepseek-v3-h800-train")
+    m = s.model
+    with_mtp = step_flops_per_token(m, s.workload.trainable, 4096, mtp_layers=1) / 1e9
+    assert with_mtp == pytest.approx(MEGATRON_DSV3_GFLOP, rel=0.01)
+    assert mtp_flops_per_token(m, 4096, 0) == 0.0
+    # the module is one MoE block, a projection and a head pass: ~4 % of the model's forward
+    assert 0.03 < mtp_flops_per_token(m, 4096, 1) / flops_per_token(m, 4096) < 0.05
+    assert mtp_flops_per_token(m, 4096, 2) == pytest.approx(2 * mtp_flops_per_token(m, 4096, 1))
+
+
+def test_mtp_joins_the_head_op_with_the_last_layers_price():
+    """The head op grows by the last layer's forward (backward) plus another head pass and the
+    projection; the layers' own costs do not move."""
+    base, mtp = moe_with(), moe_with(mtp_layers=1)
+    routing = None
+    a = layer_costs(base, moesim.costmodel.build_cost_model(base.hardware), routing)
+    b = layer_costs(mtp, moesim.costmodel.build_cost_model(mtp.hardware), routing)
+    assert np.array_equal(a.fwd_s, b.fwd_s) and np.array_equal(a.bwd_s, b.bwd_s)
+    last = a.fwd_s.shape[0] - 1
+    block_f = float(np.mean(a.fwd_s[last].sum(axis=-1) + a.straggler_fwd_s[last]))
+    extra_f = b.head_s[0] - a.head_s[0]
+    assert extra_f > a.head_s[0] + block_f  # the head again, the block and a projection GEMM
+    assert extra_f < 1.5 * (a.head_s[0] + block_f)
+    assert b.head_s[1] - a.head_s[1] > a.head_s[1]
+    assert b.head_opt_params > a.head_opt_params and b.head_dp_bytes > a.head_dp_bytes
+
+
+def test_mtp_slows_the_step_and_counts_in_mfu():
+    a, b = simulate_training(moe_with()).summary, simulate_training(moe_with(mtp_layers=1)).summary
+    assert b["step_time_s"] > a["step_time_s"]
+    # MFU counts the module's FLOPs: model FLOPs per second grow by more than the step shrank them
+    assert b["model_tflops_per_device"] * b["step_time_s"] > a["model_tflops_per_device"] * a["step_time_s"]
+
+
+def test_mtp_is_for_pre_training_only():
+    with pytest.raises(InputError) as info:
+        moe_with(mtp_layers=1, trainable={"mode": "lora", "rank": 8})
+    assert "\n" not in str(info.value) and "workload.mtp_layers" in str(info.value)
+
+
+# ---------------------------------------------------------------- plan.pipeline_layout
+
+
+def test_layout_sets_every_chunk_and_an_even_one_simulates_as_unset():
+    even = scenario(MOE, schedule="interleaved", virtual_stages=2)
+    same = scenario(MOE, schedule="interleaved", virtual_stages=2, pipeline_layout=[2, 2, 2, 2, 1, 1, 1, 1])
+    sizes = [len(c) for c in schedule_for(same.plan).chunk_layers(12, 4, 2)]
+    assert sizes == [2, 2, 2, 2, 1, 1, 1, 1]
+    assert sizes == [len(c) for c in schedule_for(even.plan).chunk_layers(12, 4, 2)]  # array_split's own
+    assert simulate_training(even).summary == simulate_training(same).summary
+
+
+def test_an_empty_last_chunk_holds_only_the_head_and_every_layer_runs_once():
+    """Megatron's 'Et|(tt|)*30mL' ends in a chunk of no layers (the MTP module and the loss)."""
+    s = scenario(MOE, pipeline_layout=[4, 4, 4, 0])
+    r = simulate_training(s)
+    spans = r.spans
+    kind, layer, stage = (np.asarray(spans[k]) for k in ("kind", "layer", "stage"))
+    fwd = kind.astype(str) == "attention_fwd"
+    assert set(layer[fwd].tolist()) == set(range(12))
+    assert 3 not in set(stage[fwd].tolist())  # no layer on the last stage
+    assert 3 in set(stage[kind.astype(str) == "lm_head_fwd"].tolist())
+
+
+@pytest.mark.parametrize("plan, words", [
+    (dict(pipeline_layout=[3, 3, 3]), "plan.pipeline_layout has 3 entries: needs one per model chunk, plan.pp x plan.virtual_stages = 4"),
+    (dict(pipeline_layout=[3, 3, 3, 4]), "plan.pipeline_layout sums to 13 layers: must be model.n_layers (12)"),
+    (dict(pipeline_layout=[3, 3, 3, 3], last_stage_layers=3), "leave plan.first_stage_layers and plan.last_stage_layers unset"),
+    (dict(pipeline_layout=[3, 3, 3, 3], schedule="dualpipe"), "not with schedule dualpipe"),
+    (dict(pipeline_layout=[12], pp=1, dp=8), "needs plan.pp >= 2"),
+])
+def test_layout_errors_are_one_line(plan, words):
+    with pytest.raises(InputError) as info:
+        scenario(MOE, **plan)
+    assert "\n" not in str(info.value) and words in str(info.value)
+
+
+def test_serving_refuses_a_layout():
+    serve = load_scenario("mixtral-8x7b-h100-serve").model_dump(mode="json")
+    serve["plan"] |= {"pp": 2, "dp": 4, "pipeline_layout": [16, 16]}
+    with pytest.raises(InputError, match="pipeline_layout"):
+        moesim.scenario_from_dict(serve)
+
+
+@pytest.mark.parametrize("plan", [{"pipeline_layout": [4, 4, 4, 0]}, {"last_stage_layers": 2}])
+def test_fit_advice_for_more_stages_splits_the_layers_afresh(plan):
+    """A plan that does not fit is advised more stages, tried with the layers split evenly: a layout or
+    stage count given for 4 stages does not describe 8 (the what-if had crashed on both)."""
+    big = deep_merge(MOE, {"plan": plan, "workload": {"global_batch_seqs": 4096, "seq_len": 1024},
+                           "hardware": {"device": {"mem_gib": 4}}})
+    summary = simulate_training(moesim.scenario_from_dict(big)).summary
+    assert summary["fits"] is False and summary["fits_advice"]
+    weights_bound = deep_merge(big, {"model": {"n_layers": 64}, "plan": {"pipeline_layout": None, "last_stage_layers": None},
+                                     "workload": {"global_batch_seqs": 16, "seq_len": 128},
+                                     "hardware": {"device": {"mem_gib": 1}}})
+    weights_bound["plan"] |= {"pipeline_layout": [16, 16, 16, 16]} if "pipeline_layout" in plan else {"last_stage_layers": 8}
+    advice = simulate_training(moesim.scenario_from_dict(weights_bound)).summary["fits_advice"]
+    assert "plan.pp 4 -> " in advice and "the layers split evenly" in advice
