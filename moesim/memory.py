@@ -192,20 +192,25 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         stored = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
+        # MTP modules (workload.mtp_layers) run beside the loss: their activations while it runs, their parameters
+        head += w.mtp_layers * kept[m.is_moe_layer(m.n_layers - 1)] * tokens
+        mtp = mtp_param_bytes(s, b, g, dp, expert_dp)
         if copies == 2:  # DualPipe: the busiest stage, each stage's activations from its order
             weights, grads, optim, acts, stage = dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
-                                                                         stage_work, tokens)
+                                                                         stage_work, tokens, mtp)
         elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
+            weights, grads, optim = weights + mtp[0], grads + mtp[1], optim + mtp[2]
         else:
             acts = stored + stage_work(0)
             # the last stage adds the logits: it may hold the most when the split is uneven or when
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
-            if plan.first_stage_layers or plan.last_stage_layers or plan.pipeline_layout or last > acts:
+            uneven = plan.first_stage_layers or plan.last_stage_layers or plan.pipeline_layout or w.mtp_layers
+            if uneven or last > acts:
                 weights, grads, optim, acts, stage = busiest_stage(s, (weights, grads, optim, stored), kept, head,
                                                                     [stage_work(st) for st in range(plan.pp)],
-                                                                    tokens * in_flight)
+                                                                    tokens * in_flight, mtp)
         kv = 0.0
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
@@ -225,6 +230,26 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         reserved = min(reserved, capacity)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
                         headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
+
+
+def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: int,
+                    expert_dp: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes the MTP modules (``workload.mtp_layers``) add on the
+    stage that computes the loss: each holds the last layer's parameters on this device
+    (``layer_costs.layer_params_per_device``) and the ``2d x d`` projection over TP, sharded by the
+    ZeRO stage as :func:`memory_report`; the embedding and head are shared. Zeros without MTP."""
+    n = s.workload.mtp_layers
+    if not n:
+        return 0.0, 0.0, 0.0
+    from moesim.engine.training.layer_costs import (
+        layer_params_per_device,  # it prices a step; only here
+    )
+
+    dense, experts = (float(a[-1]) for a in layer_params_per_device(s))
+    dense += 2 * s.model.d_model ** 2 / s.plan.tp
+    z = s.plan.zero_stage
+    return tuple(n * (dense * per / (dp if z >= k else 1) + experts * per / (expert_dp if z >= k else 1))
+                 for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (TRAIN_OPTIMIZER_BYTES, 1)))
 
 
 def stranded_fraction(s: Scenario) -> float:

@@ -46,7 +46,8 @@ def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> 
 
 
 def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
-                   head: float, work: list[float], rate: float) -> tuple[float, float, float, float, int]:
+                   head: float, work: list[float], rate: float,
+                   head_params: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[float, float, float, float, int]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, and that stage, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
     or whose last stage's logits may outweigh stage 0's extra activations.
@@ -81,14 +82,16 @@ def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: 
         scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
         extra = loss_or_work(head, work[st]) if st == plan.pp - 1 else work[st]
         acts = (scale0 * peaks[st] if peak0 > 0 else stage0[3]) + extra
-        parts = (stage0[0] * scale, stage0[1] * scale, stage0[2] * scale, acts)
+        more = head_params if st == plan.pp - 1 else (0.0, 0.0, 0.0)
+        parts = (stage0[0] * scale + more[0], stage0[1] * scale + more[1], stage0[2] * scale + more[2], acts)
         if sum(parts) > best_total:
             best, best_total, best_stage = parts, sum(parts), st
     return (*best, best_stage)
 
 
 def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept: dict[bool, float], head: float,
-                            work, tokens: float) -> tuple[float, float, float, float, int]:
+                            work, tokens: float,
+                            head_params: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[float, float, float, float, int]:
     """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan, and that stage.
 
     A stage holds two chunks, its own of direction 0 and stage ``pp - 1 - s``'s of direction 1, which
@@ -113,9 +116,10 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     best_stage = 0
     for st in range(plan.pp):
         scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
-        acts = tokens * live_activation_peak(played, per_layer, st) + (
-            loss_or_work(head, work(st)) if st in (0, plan.pp - 1) else work(st))
-        parts = (params[0] * scale, params[1] * scale, params[2] * scale, acts)
+        end = st in (0, plan.pp - 1)
+        acts = tokens * live_activation_peak(played, per_layer, st) + (loss_or_work(head, work(st)) if end else work(st))
+        more = head_params if end else (0.0, 0.0, 0.0)
+        parts = (params[0] * scale + more[0], params[1] * scale + more[1], params[2] * scale + more[2], acts)
         if sum(parts) > sum(best):
             best, best_stage = parts, st
     return (*best, best_stage)

@@ -126,3 +126,16 @@ def test_fit_advice_for_more_stages_splits_the_layers_afresh(plan):
     weights_bound["plan"] |= {"pipeline_layout": [16, 16, 16, 16]} if "pipeline_layout" in plan else {"last_stage_layers": 8}
     advice = simulate_training(moesim.scenario_from_dict(weights_bound)).summary["fits_advice"]
     assert "plan.pp 4 -> " in advice and "the layers split evenly" in advice
+
+
+def test_mtp_modules_add_their_parameters_and_activations_to_the_loss_stage():
+    """On an even split the loss's stage holds the most already; the modules add one last layer's
+    parameters (with their gradients and Adam states) and activations each, and a projection."""
+    from moesim.memory import memory_report
+
+    plain, two = memory_report(moe_with()), memory_report(moe_with(mtp_layers=2))
+    assert two.stage == plain.stage == 3
+    assert two.weights_gib > plain.weights_gib and two.optimizer_gib > plain.optimizer_gib
+    assert two.activations_gib > plain.activations_gib
+    one = memory_report(moe_with(mtp_layers=1))
+    assert two.weights_gib - one.weights_gib == pytest.approx(one.weights_gib - plain.weights_gib)

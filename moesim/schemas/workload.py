@@ -138,8 +138,8 @@ class TrainingWorkload(Strict):
         "Multi-token-prediction modules trained with the model (DeepSeek-V3 report sec. 2.2: 1; Megatron-core "
         "--mtp-num-layers): each adds, on the stage that computes the loss, one more block of the model's last "
         "layer's kind, a 2d x d projection and another pass of the output head and loss, with their gradients "
-        "and optimizer states; their FLOPs count in MFU. Pre-training only (trainable mode all). Their memory "
-        "is not counted."))
+        "and optimizer states, and keeps their activations beside the loss's logits; their FLOPs count in MFU. "
+        "Pre-training only (trainable mode all)."))
     packed_attention: Literal["per_sample", "whole_row"] = Field("per_sample", description=(
         "Packed rows with sample_tokens: per_sample, each sample attends only to itself (varlen kernels: "
         "Megatron/NeMo packed SFT, TRL padding_free, ms-swift packing), so attention costs sum(L^2) over the "
