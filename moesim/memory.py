@@ -80,7 +80,9 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     ep*etp*pp (each expert split over the expert TP, ``plan.expert_tp``: tp unless ``plan.etp`` is
     set; Megatron-core MoE parallel folding).
     With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
-    Stage 0 also holds the embedding, so its share is at least the average.
+    Stage 0 also holds the embedding, so its share is at least the average; with an uneven split
+    (``plan.first_stage_layers`` / ``last_stage_layers`` / ``pipeline_layout``) it is stage 0's own share,
+    but under DualPipe, whose busiest-stage search scales every stage from the average.
     """
     p = param_counts(m)
     whole = tp_replicated_attention_params(m) * m.n_layers  # on every TP rank
@@ -88,8 +90,10 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts
-    if plan.pp > 1 and (plan.first_stage_layers is not None or plan.last_stage_layers is not None
-                        or plan.pipeline_layout is not None):
+    # stage 0's own share of an uneven split (DualPipe scales each stage from the average itself:
+    # stage_memory.dualpipe_busiest_stage)
+    if plan.pp > 1 and plan.schedule != "dualpipe" and (
+            plan.first_stage_layers is not None or plan.last_stage_layers is not None or plan.pipeline_layout is not None):
         d_share, e_share = stage_param_shares(m, plan, p)
         dense, experts = dense * d_share, experts * e_share
     return dense, experts

@@ -96,7 +96,9 @@ def test_an_empty_last_chunk_holds_only_the_head_and_every_layer_runs_once():
     (dict(pipeline_layout=[3, 3, 3]), "plan.pipeline_layout has 3 entries: needs one per model chunk, plan.pp x plan.virtual_stages = 4"),
     (dict(pipeline_layout=[3, 3, 3, 4]), "plan.pipeline_layout sums to 13 layers: must be model.n_layers (12)"),
     (dict(pipeline_layout=[3, 3, 3, 3], last_stage_layers=3), "leave plan.first_stage_layers and plan.last_stage_layers unset"),
-    (dict(pipeline_layout=[3, 3, 3, 3], schedule="dualpipe"), "not with schedule dualpipe"),
+    (dict(pipeline_layout=[2, 2, 2, 2, 1, 1, 1, 1], schedule="dualpipe"),
+     "plan.pipeline_layout has 8 entries: schedule dualpipe needs one per model chunk, plan.pp = 4"),
+    (dict(last_stage_layers=2, schedule="dualpipe"), "give every chunk's layers with plan.pipeline_layout instead"),
     (dict(pipeline_layout=[12], pp=1, dp=8), "needs plan.pp >= 2"),
 ])
 def test_layout_errors_are_one_line(plan, words):
@@ -139,3 +141,23 @@ def test_mtp_modules_add_their_parameters_and_activations_to_the_loss_stage():
     assert two.activations_gib > plain.activations_gib
     one = memory_report(moe_with(mtp_layers=1))
     assert two.weights_gib - one.weights_gib == pytest.approx(one.weights_gib - plain.weights_gib)
+
+
+def test_dualpipe_takes_a_layout_of_pp_chunks_each_held_once_per_direction():
+    """DualPipe's model chunk s runs on stage s one way and on stage pp-1-s the other: an even layout
+    is the unset split, step and memory alike; a layout moving layers off the end stages (which hold
+    both heads) shortens the step once they carry MTP modules too."""
+    from moesim.memory import memory_report
+
+    base = scenario(MOE, schedule="dualpipe")
+    even = scenario(MOE, schedule="dualpipe", pipeline_layout=[3, 3, 3, 3])
+    sched = schedule_for(even.plan)
+    assert [len(c) for c in sched.chunk_layers(12, 4)] == [3] * 8
+    assert simulate_training(base).summary == simulate_training(even).summary
+    assert memory_report(base) == memory_report(even)
+    with_mtp = {"workload": {"mtp_layers": 2}}
+    flat = moesim.scenario_from_dict(deep_merge(MOE, {"plan": {"schedule": "dualpipe"}, **with_mtp}))
+    lighter_ends = moesim.scenario_from_dict(deep_merge(MOE, {"plan": {"schedule": "dualpipe", "pipeline_layout": [2, 4, 4, 2]},
+                                                              **with_mtp}))
+    assert [len(c) for c in schedule_for(lighter_ends.plan).chunk_layers(12, 4)] == [2, 4, 4, 2] * 2
+    assert simulate_training(lighter_ends).summary["step_time_s"] < simulate_training(flat).summary["step_time_s"]

@@ -85,8 +85,9 @@ class PlanSpec(Strict):
         "model.n_layers; a chunk may hold none. Megatron-core's --pipeline-model-parallel-layout written as counts: "
         "'Et*4|(tttt|)*14tmL' (embedding and 4 layers, 14 chunks of 4, then 1 layer, the MTP modules and the loss) "
         "is [4, 4, ..., 4, 1], 16 entries. The embedding runs on the first chunk, the MTP modules "
-        "(workload.mtp_layers) and the loss on the last. Not with first_stage_layers / last_stage_layers or schedule "
-        "dualpipe. Unset: the even split.")
+        "(workload.mtp_layers) and the loss on the last. Schedule dualpipe: pp entries, model chunk s on stage s "
+        "and (the other direction) on stage pp-1-s, so both end stages carry the embedding, a head and the MTP "
+        "modules. Not with first_stage_layers / last_stage_layers. Unset: the even split.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="ZeRO stage: 1 shards optimizer states over dp, 2 also gradients, 3 also weights.")
     recompute: Literal["none", "selective", "full"] = Field("selective", description=(
         "Activation recomputation. none: every activation kept. full: each layer keeps only its input and re-runs "
@@ -247,7 +248,7 @@ class PlanSpec(Strict):
                 raise ValueError(f"plan.{name} = {n}: needs plan.pp >= 2 (one stage holds every layer)")
             if self.schedule == "dualpipe":
                 raise ValueError(f"plan.{name}: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
-                                 "and a last model chunk); leave it unset")
+                                 "and a last model chunk); give every chunk's layers with plan.pipeline_layout instead")
             if n < self.virtual_stages:
                 raise ValueError(f"plan.{name} = {n}: must be >= plan.virtual_stages ({self.virtual_stages}); "
                                  f"each of the stage's {self.virtual_stages} chunks needs a layer")
@@ -263,12 +264,14 @@ class PlanSpec(Strict):
         n = len(self.pipeline_layout)
         if self.pp < 2:
             raise ValueError("plan.pipeline_layout: needs plan.pp >= 2 (one stage holds every layer)")
-        if self.schedule == "dualpipe":
-            raise ValueError("plan.pipeline_layout: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
-                             "and a last model chunk); leave it unset")
         if self.first_stage_layers is not None or self.last_stage_layers is not None:
             raise ValueError("plan.pipeline_layout: gives every chunk's layers; leave plan.first_stage_layers and "
                              "plan.last_stage_layers unset")
+        if self.schedule == "dualpipe":  # pp model chunks, each held once per direction
+            if n != self.pp:
+                raise ValueError(f"plan.pipeline_layout has {n} entries: schedule dualpipe needs one per model chunk, "
+                                 f"plan.pp = {self.pp} (stage s holds chunks s and pp-1-s)")
+            return
         chunks = self.pp * (self.virtual_stages if self.schedule == "interleaved" else 1)
         if n != chunks:
             raise ValueError(f"plan.pipeline_layout has {n} entries: needs one per model chunk, plan.pp x "

@@ -347,15 +347,23 @@ class DualPipe(Schedule):
 
     def with_split(self, first: int | None = None, last: int | None = None,
                    layout: tuple[int, ...] | None = None) -> Schedule:
-        if first is not None or last is not None or layout is not None:
-            field = ("first_stage_layers" if first is not None else "last_stage_layers" if last is not None
-                     else "pipeline_layout")
+        if first is not None or last is not None:
+            field = "first_stage_layers" if first is not None else "last_stage_layers"
             raise ValueError(f"plan.{field}: not with schedule dualpipe (stages 0 and pp-1 each hold both a first "
-                             "and a last model chunk); leave it unset")
-        return self
+                             "and a last model chunk); give every chunk's layers with plan.pipeline_layout instead")
+        if layout is None:
+            return self
+        out = copy.copy(self)
+        out.layout = layout
+        return out
 
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
-        one = np.array_split(np.arange(n_layers), pp)
+        """The ``pp`` model chunks (``array_split``, or ``plan.pipeline_layout``'s ``pp`` counts), once
+        per direction."""
+        if self.layout is not None:
+            one = np.split(np.arange(n_layers), np.cumsum(self.layout)[:-1])
+        else:
+            one = np.array_split(np.arange(n_layers), pp)
         return one + one
 
     def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
