@@ -14,7 +14,8 @@ import pytest
 import moesim
 from moesim.accounting import GIB
 from moesim.activations import recompute_working_bytes_per_token
-from moesim.engine.training.schedules import SCHEDULES, check_layer_split, chunk_sizes, schedule_for
+from moesim.engine.training.layer_split import check_layer_split, chunk_sizes
+from moesim.engine.training.schedules import SCHEDULES, schedule_for
 from moesim.engine.training.step import simulate_training
 from moesim.errors import InputError
 from moesim.loader import load_scenario

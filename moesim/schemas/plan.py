@@ -240,7 +240,7 @@ class PlanSpec(Strict):
             raise ValueError(
                 f"plan.microbatches = {self.microbatches}: the interleaved schedule needs a multiple of plan.pp ({self.pp})"
             )
-        for name in ("first_stage_layers", "last_stage_layers"):  # the rules that need model.n_layers: schedules.chunk_sizes
+        for name in ("first_stage_layers", "last_stage_layers"):  # the rules that need model.n_layers: layer_split.chunk_sizes
             n = getattr(self, name)
             if n is None:
                 continue
@@ -260,7 +260,7 @@ class PlanSpec(Strict):
         return self
 
     def _check_layout(self) -> None:
-        """The rules of ``pipeline_layout`` that need no model (its sum: ``schedules.check_layer_split``)."""
+        """The rules of ``pipeline_layout`` that need no model (its sum: ``layer_split.check_layer_split``)."""
         n = len(self.pipeline_layout)
         if self.pp < 2:
             raise ValueError("plan.pipeline_layout: needs plan.pp >= 2 (one stage holds every layer)")

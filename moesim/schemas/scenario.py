@@ -59,7 +59,7 @@ class Scenario(Strict):
         else:
             _check_pools(self, disagg)
         if isinstance(w, TrainingWorkload):
-            from moesim.engine.training.schedules import check_layer_split
+            from moesim.engine.training.layer_split import check_layer_split
 
             check_layer_split(m.n_layers, p)  # plan.first_stage_layers / last_stage_layers against model.n_layers
             fp8 = "fp8" in hw.device.compute_dtypes

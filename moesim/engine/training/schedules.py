@@ -8,7 +8,7 @@ on the schedule asks ``schedule_for(plan)`` instead of doing its own arithmetic:
   ``engine.training.pipeline.check_orders``);
 - ``chunks(pp, v)`` / ``chunk_layers(n_layers, pp, v)``: how many model chunks there are and the
   layers of each (an uneven split when the plan sets ``first_stage_layers`` / ``last_stage_layers``:
-  :func:`chunk_sizes`); ``path(microbatch, pp, m, v)``: the first and last global chunk a microbatch
+  :func:`~moesim.engine.training.layer_split.chunk_sizes`); ``path(microbatch, pp, m, v)``: the first and last global chunk a microbatch
   passes; ``stage_layers``: the layers whose activations one microbatch leaves on a stage;
 - ``order(stage, pp, m, v)`` / ``orders(pp, m, v)``: the units a stage plays, in order
   (``engine.training.step.run_pipeline``); an entry is a :class:`Unit` or a (forward, backward)
@@ -78,6 +78,8 @@ import copy
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+from moesim.engine.training.layer_split import chunk_sizes
 
 if TYPE_CHECKING:
     from moesim.schemas.plan import PlanSpec
@@ -150,7 +152,8 @@ class Schedule:
 
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
         """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more;
-        with ``first_stage_layers`` / ``last_stage_layers`` the sizes of :func:`chunk_sizes`)."""
+        with ``first_stage_layers`` / ``last_stage_layers`` the sizes of ``layer_split.chunk_sizes``;
+        with ``plan.pipeline_layout`` its counts)."""
         if self.layout is not None:
             return np.split(np.arange(n_layers), np.cumsum(self.layout)[:-1])
         if self.first_stage_layers is None and self.last_stage_layers is None:
@@ -412,55 +415,6 @@ def schedule_for(plan: PlanSpec) -> Schedule:
     / ``plan.last_stage_layers``, or ``plan.pipeline_layout``; the registered object when all are unset)."""
     layout = tuple(plan.pipeline_layout) if plan.pipeline_layout is not None else None
     return get_schedule(plan.schedule).with_split(plan.first_stage_layers, plan.last_stage_layers, layout)
-
-
-def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, last: int | None = None) -> list[int]:
-    """Layers of each of the ``pp * v`` global chunks of the round-robin layout (chunk ``r*pp + s`` is
-    stage ``s``'s ``r``-th) when stage 0 holds ``first`` layers and stage ``pp-1`` holds ``last``
-    (None: that stage is split with the others). A set stage's layers are spread over its ``v``
-    chunks, the rest over the other chunks in global order, both as ``numpy.array_split`` (the
-    first chunks one more); with both None, ``array_split`` over all chunks (the even split).
-    ``ValueError`` (one line, naming the plan field) when the split cannot be made."""
-    C = pp * v
-    if first is None and last is None:
-        return [len(x) for x in np.array_split(np.arange(n_layers), C)]
-    given = [(f"plan.{name}", n) for name, n in (("first_stage_layers", first), ("last_stage_layers", last)) if n is not None]
-    label = " + ".join(name for name, _ in given)
-    if pp < 2:
-        raise ValueError(f"{given[0][0]} = {given[0][1]}: needs plan.pp >= 2 (one stage holds every layer)")
-    if len(given) == 2 and pp == 2:
-        raise ValueError(f"plan.last_stage_layers = {last}: with plan.pp = 2 set only one of plan.first_stage_layers "
-                         "and plan.last_stage_layers (the other stage holds the rest)")
-    for name, n in given:
-        if n < v:
-            raise ValueError(f"{name} = {n}: must be >= plan.virtual_stages ({v}); each of the stage's {v} chunks needs a layer")
-    fixed = sum(n for _, n in given)
-    rest_chunks = C - v * len(given)
-    if fixed >= n_layers:
-        raise ValueError(f"{label} = {fixed}: must be < model.n_layers ({n_layers}); the other stages need layers")
-    rest = n_layers - fixed
-    if rest < rest_chunks:
-        raise ValueError(f"{label} = {fixed}: leaves {rest} of model.n_layers ({n_layers}) for the other stages' "
-                         f"{rest_chunks} chunks, each needs one (allowed: at most {n_layers - rest_chunks})")
-    own = {s: [len(x) for x in np.array_split(np.arange(n), v)] for s, n in ((0, first), (pp - 1, last)) if n is not None}
-    middle = iter(len(x) for x in np.array_split(np.arange(rest), rest_chunks))
-    return [own[c % pp][c // pp] if c % pp in own else next(middle) for c in range(C)]
-
-
-def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
-    """``ValueError`` (one line, naming the field) unless ``plan``'s layer split of ``n_layers`` layers
-    can be made (``plan.first_stage_layers`` / ``plan.last_stage_layers``; nothing to check when unset)."""
-    sched = schedule_for(plan)
-    if sched.layout is not None:
-        if sum(sched.layout) != n_layers:
-            raise ValueError(f"plan.pipeline_layout sums to {sum(sched.layout)} layers: must be model.n_layers "
-                             f"({n_layers})")
-        if not any(sched.layout):
-            raise ValueError("plan.pipeline_layout: every chunk is empty")
-        return
-    if sched.first_stage_layers is not None or sched.last_stage_layers is not None:
-        chunk_sizes(n_layers, plan.pp, sched.virtual_stages(plan.virtual_stages), sched.first_stage_layers,
-                    sched.last_stage_layers)
 
 
 # The round-robin layout (every registered schedule's but DualPipe's); for code that sees orders, not a plan.

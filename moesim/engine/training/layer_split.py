@@ -1,0 +1,65 @@
+"""How a pipeline's layers split over its chunks when the plan says so: ``plan.first_stage_layers`` /
+``plan.last_stage_layers`` (:func:`chunk_sizes`) or ``plan.pipeline_layout``, checked against
+``model.n_layers`` (:func:`check_layer_split`). ``schedules.Schedule.chunk_layers`` applies them; the
+rules are the schedules module's docstring's "Uneven split". Pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from moesim.schemas.plan import PlanSpec
+
+
+def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, last: int | None = None) -> list[int]:
+    """Layers of each of the ``pp * v`` global chunks of the round-robin layout (chunk ``r*pp + s`` is
+    stage ``s``'s ``r``-th) when stage 0 holds ``first`` layers and stage ``pp-1`` holds ``last``
+    (None: that stage is split with the others). A set stage's layers are spread over its ``v``
+    chunks, the rest over the other chunks in global order, both as ``numpy.array_split`` (the
+    first chunks one more); with both None, ``array_split`` over all chunks (the even split).
+    ``ValueError`` (one line, naming the plan field) when the split cannot be made."""
+    C = pp * v
+    if first is None and last is None:
+        return [len(x) for x in np.array_split(np.arange(n_layers), C)]
+    given = [(f"plan.{name}", n) for name, n in (("first_stage_layers", first), ("last_stage_layers", last)) if n is not None]
+    label = " + ".join(name for name, _ in given)
+    if pp < 2:
+        raise ValueError(f"{given[0][0]} = {given[0][1]}: needs plan.pp >= 2 (one stage holds every layer)")
+    if len(given) == 2 and pp == 2:
+        raise ValueError(f"plan.last_stage_layers = {last}: with plan.pp = 2 set only one of plan.first_stage_layers "
+                         "and plan.last_stage_layers (the other stage holds the rest)")
+    for name, n in given:
+        if n < v:
+            raise ValueError(f"{name} = {n}: must be >= plan.virtual_stages ({v}); each of the stage's {v} chunks needs a layer")
+    fixed = sum(n for _, n in given)
+    rest_chunks = C - v * len(given)
+    if fixed >= n_layers:
+        raise ValueError(f"{label} = {fixed}: must be < model.n_layers ({n_layers}); the other stages need layers")
+    rest = n_layers - fixed
+    if rest < rest_chunks:
+        raise ValueError(f"{label} = {fixed}: leaves {rest} of model.n_layers ({n_layers}) for the other stages' "
+                         f"{rest_chunks} chunks, each needs one (allowed: at most {n_layers - rest_chunks})")
+    own = {s: [len(x) for x in np.array_split(np.arange(n), v)] for s, n in ((0, first), (pp - 1, last)) if n is not None}
+    middle = iter(len(x) for x in np.array_split(np.arange(rest), rest_chunks))
+    return [own[c % pp][c // pp] if c % pp in own else next(middle) for c in range(C)]
+
+
+def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
+    """``ValueError`` (one line, naming the field) unless ``plan``'s layer split of ``n_layers`` layers
+    can be made (``plan.first_stage_layers`` / ``plan.last_stage_layers``; nothing to check when unset)."""
+    from moesim.engine.training.schedules import schedule_for  # schedules imports this module
+
+    sched = schedule_for(plan)
+    if sched.layout is not None:
+        if sum(sched.layout) != n_layers:
+            raise ValueError(f"plan.pipeline_layout sums to {sum(sched.layout)} layers: must be model.n_layers "
+                             f"({n_layers})")
+        if not any(sched.layout):
+            raise ValueError("plan.pipeline_layout: every chunk is empty")
+        return
+    if sched.first_stage_layers is not None or sched.last_stage_layers is not None:
+        chunk_sizes(n_layers, plan.pp, sched.virtual_stages(plan.virtual_stages), sched.first_stage_layers,
+                    sched.last_stage_layers)
