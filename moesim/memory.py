@@ -126,8 +126,9 @@ def training_weight_bytes(prec: Precision) -> float:
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
     """Memory per device for training (weights, grads, Adam, activations) or serving (weights, KV).
 
-    Training, on pipeline stage 0 (the busiest stage when ``plan.first_stage_layers`` /
-    ``last_stage_layers`` make the split uneven: :func:`moesim.stage_memory.busiest_stage`): weights at
+    Training, on pipeline stage 0 (or the busiest stage when ``plan.first_stage_layers`` /
+    ``last_stage_layers`` / ``pipeline_layout`` make the split uneven or MTP modules sit with the loss:
+    :func:`moesim.stage_memory.busiest_stage`; ``MemoryReport.stage`` says which): weights at
     :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and
     Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter, sharded by ZeRO stage, times the schedule's
     ``param_copies`` (DualPipe: 2); activations = microbatch tokens x the microbatches the schedule
