@@ -10,12 +10,14 @@ import pytest
 import moesim
 from moesim.accounting import flops_per_token, mtp_flops_per_token
 from moesim.engine.training.layer_costs import layer_costs
+from moesim.engine.training.layer_split import layout_counts
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.step import simulate_training
 from moesim.errors import InputError
 from moesim.finetune import step_flops_per_token
 from moesim.loader import load_scenario
 from moesim.resolve import deep_merge
+from moesim.schemas.plan import PlanSpec
 from tests.test_uneven_stages import MOE, scenario
 
 #: Megatron-Bridge prints 259.6 model GFLOP per token for its DeepSeek-V3 runs at sequence 4096 with
@@ -161,3 +163,28 @@ def test_dualpipe_takes_a_layout_of_pp_chunks_each_held_once_per_direction():
                                                               **with_mtp}))
     assert [len(c) for c in schedule_for(lighter_ends.plan).chunk_layers(12, 4)] == [2, 4, 4, 2] * 2
     assert simulate_training(lighter_ends).summary["step_time_s"] < simulate_training(flat).summary["step_time_s"]
+
+
+@pytest.mark.parametrize("text, counts", [
+    ("Et|(tt|)*30mL", [1] + [2] * 30 + [0]),  # Megatron-Bridge's DeepSeek-V3 H100 recipe (PP8 VP4)
+    ("Et*4|(tttt|)*14tmL", [4] * 15 + [1]),  # its (16,1), (8,2), (4,4) layouts
+    ("Et*4|(t*4|)*14tmL", [4] * 15 + [1]),  # Megatron-LM's GB300 PP2 VP8 recipe
+    ("E t t | t t t L", [2, 3]),
+])
+def test_a_megatron_layout_string_reads_as_its_chunk_counts(text, counts):
+    assert layout_counts(text) == counts
+    plan = PlanSpec(pp=len(counts), dp=1, pipeline_layout=text)
+    assert plan.pipeline_layout == counts
+
+
+@pytest.mark.parametrize("text, words", [
+    ("Et|mt|L", "the MTP modules (m) and the loss (L) on the last"),
+    ("Et|tE", "the embedding (E) on the first chunk"),
+    ("Ex|t", "made of E, t, m, L"),
+    ("(t|)*99999", "repeats at most 1024 times"),
+])
+def test_a_bad_layout_string_is_one_line_naming_the_field(text, words):
+    with pytest.raises(InputError) as info:
+        scenario(MOE, pipeline_layout=text)
+    msg = str(info.value)
+    assert "\n" not in msg and "plan.pipeline_layout" in msg and words in msg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from moesim.schemas._base import BOUND_REASON, MAX_EXPERTS, MAX_LAYERS, Strict, bounded
 
@@ -82,9 +82,9 @@ class PlanSpec(Strict):
                                                         "at most as many chunks as layers (model.n_layers <= 1024)"},
         description="Training with pp >= 2: transformer layers of each model chunk, "
         "in global chunk order (pp x virtual_stages entries; chunk c runs on stage c % pp), summing to "
-        "model.n_layers; a chunk may hold none. Megatron-core's --pipeline-model-parallel-layout written as counts: "
-        "'Et*4|(tttt|)*14tmL' (embedding and 4 layers, 14 chunks of 4, then 1 layer, the MTP modules and the loss) "
-        "is [4, 4, ..., 4, 1], 16 entries. The embedding runs on the first chunk, the MTP modules "
+        "model.n_layers; a chunk may hold none. Or Megatron-core's --pipeline-model-parallel-layout string itself, "
+        "read as those counts: 'Et*4|(tttt|)*14tmL' (embedding and 4 layers, 14 chunks of 4, then 1 layer, the MTP "
+        "modules and the loss) is [4, 4, ..., 4, 1], 16 entries. The embedding runs on the first chunk, the MTP modules "
         "(workload.mtp_layers) and the loss on the last. Schedule dualpipe: pp entries, model chunk s on stage s "
         "and (the other direction) on stage pp-1-s, so both end stages carry the embedding, a head and the MTP "
         "modules. Not with first_stage_layers / last_stage_layers. Unset: the even split.")
@@ -193,6 +193,16 @@ class PlanSpec(Strict):
         "sets the pace while the experts serve the group's tokens. Each rank keeps the requests workload.router "
         "places on it, with its own scheduler, KV pool and batch limits (SGLang, TensorRT-LLM, vLLM's DP ranks); "
         "workload.dp_attention_balance holds prompts until every rank has one.")
+
+    @field_validator("pipeline_layout", mode="before")
+    @classmethod
+    def _layout_string(cls, value):
+        """Megatron-core's layout string, as its counts (``layer_split.layout_counts``)."""
+        if isinstance(value, str):
+            from moesim.engine.training.layer_split import layout_counts
+
+            return layout_counts(value)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:

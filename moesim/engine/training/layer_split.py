@@ -6,6 +6,7 @@ rules are the schedules module's docstring's "Uneven split". Pure functions.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,3 +64,43 @@ def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
     if sched.first_stage_layers is not None or sched.last_stage_layers is not None:
         chunk_sizes(n_layers, plan.pp, sched.virtual_stages(plan.virtual_stages), sched.first_stage_layers,
                     sched.last_stage_layers)
+
+
+#: Megatron-core's layout symbols (``pipeline_parallel_layer_layout.py``): E the embedding, t a decoder
+#: layer, m an MTP module, L the loss; ``|`` ends a chunk; ``(...)*N`` and ``x*N`` repeat.
+_LAYOUT_SYMBOLS = set("EtmL|")
+_GROUP = re.compile(r"\(([^()]*)\)\*(\d+)")
+_SYMBOL = re.compile(r"([EtmL])\*(\d+)")
+_MAX_REPEAT = 1024  # model.n_layers' bound
+
+
+def layout_counts(text: str) -> list[int]:
+    """Layers of each chunk in a Megatron-core ``--pipeline-model-parallel-layout`` string
+    (``'Et|(tt|)*30mL'`` -> ``[1, 2, ..., 2, 0]``: 32 chunks). moesim places the embedding on the first
+    chunk and the MTP modules and the loss on the last, as Megatron's DeepSeek-V3 layouts do, so an
+    ``E`` elsewhere, or an ``m`` or ``L`` before the last chunk, is a ``ValueError`` (one line), as is any
+    other symbol."""
+    def repeat(g: re.Match) -> str:
+        if int(g.group(2)) > _MAX_REPEAT:
+            raise ValueError(f"plan.pipeline_layout = {text!r}: repeats at most {_MAX_REPEAT} times (a chunk or a "
+                             "layer per model layer)")
+        return g.group(1) * int(g.group(2))
+
+    expanded = text.replace(" ", "")
+    for _ in range(64):  # nested groups expand from the inside out
+        nxt = _GROUP.sub(repeat, expanded)
+        if nxt == expanded:
+            break
+        expanded = nxt
+        if len(expanded) > 16 * _MAX_REPEAT:
+            raise ValueError(f"plan.pipeline_layout = {text!r}: expands past {16 * _MAX_REPEAT} symbols")
+    expanded = _SYMBOL.sub(repeat, expanded)
+    bad = sorted(set(expanded) - _LAYOUT_SYMBOLS)
+    if bad or not expanded:
+        raise ValueError(f"plan.pipeline_layout = {text!r}: a Megatron layout is made of E, t, m, L, '|', (...)*N "
+                         f"and x*N{'; not ' + ''.join(bad) if bad else ''}")
+    chunks = expanded.split("|")
+    if any("E" in c for c in chunks[1:]) or any("m" in c or "L" in c for c in chunks[:-1]):
+        raise ValueError(f"plan.pipeline_layout = {text!r}: moesim runs the embedding (E) on the first chunk and "
+                         "the MTP modules (m) and the loss (L) on the last")
+    return [c.count("t") for c in chunks]
