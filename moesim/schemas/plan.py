@@ -69,14 +69,14 @@ class PlanSpec(Strict):
         description="Training with pp >= 2: transformer layers of pipeline stage 0 (Megatron-core "
         "--decoder-first-pipeline-num-layers); the other stages split the rest evenly. Stage 0 also runs the "
         "embedding, so fewer layers there balance the pipeline. Interleaved: spread over the stage's virtual_stages "
-        "chunks (at least one each). Not with schedule dualpipe. Unset: the even split.")
+        "chunks (at least one each). Not with schedule dualpipe (plan.pipeline_layout there). Unset: the even split.")
     last_stage_layers: PositiveInt | None = bounded(
         None, le=MAX_LAYERS, why="fewer than model.n_layers (<= 1024)",
         description="Training with pp >= 2: transformer layers of the last pipeline stage (Megatron-core "
         "--decoder-last-pipeline-num-layers); the other stages split the rest evenly. The last stage also runs "
         "the output head and loss (large with a large vocabulary), so fewer layers there balance the pipeline. "
         "Interleaved: spread over the stage's virtual_stages chunks (at least one each). Not with schedule "
-        "dualpipe. Unset: the even split.")
+        "dualpipe (plan.pipeline_layout there). Unset: the even split.")
     pipeline_layout: list[ChunkLayers] | None = Field(
         None, max_length=MAX_LAYERS, json_schema_extra={BOUND_REASON: "a chunk holds at most every layer, and there are "
                                                         "at most as many chunks as layers (model.n_layers <= 1024)"},
