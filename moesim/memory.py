@@ -167,9 +167,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
         if w.trainable.full:
-            weights = copies * (dense * b / (dp if z >= 3 else 1) + experts * b / (expert_dp if z >= 3 else 1))
-            grads = copies * (dense * g / (dp if z >= 2 else 1) + experts * g / (expert_dp if z >= 2 else 1))
-            optim = copies * (dense * o / (dp if z >= 1 else 1) + experts * o / (expert_dp if z >= 1 else 1))
+            weights = copies * zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
+            grads = copies * zero_sharded_bytes(dense, experts, g, g, 2, z, dp, expert_dp)
+            optim = copies * zero_sharded_bytes(dense, experts, o, o, 1, z, dp, expert_dp)
         else:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base weights
             weights, grads, optim = _finetune_param_bytes(s, dense, experts, b, copies, dp, expert_dp)
         # this CP rank's share of the microbatch, at seq_len rows (a micro-batch of the longest samples
@@ -237,6 +237,15 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
                         headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
 
 
+def zero_sharded_bytes(dense: float, experts: float, dense_bytes: float, expert_bytes: float, shard_from: int,
+                       zero_stage: int, dp: int, expert_dp: int) -> float:
+    """Bytes on one device of ``dense`` and ``experts`` parameters at ``dense_bytes`` / ``expert_bytes``
+    each, split over their data-parallel groups (``dp`` / ``expert_dp``) once ``zero_stage`` reaches
+    ``shard_from`` (ZeRO: 1 shards optimizer states, 2 gradients too, 3 weights too)."""
+    sharded = zero_stage >= shard_from
+    return dense * dense_bytes / (dp if sharded else 1) + experts * expert_bytes / (expert_dp if sharded else 1)
+
+
 def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: int,
                     expert_dp: int) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes the MTP modules (``workload.mtp_layers``) add on the
@@ -253,7 +262,7 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
     dense, experts = (float(a[-1]) for a in layer_params_per_device(s))
     dense += 2 * s.model.d_model ** 2 / s.plan.tp
     z = s.plan.zero_stage
-    return tuple(n * (dense * per / (dp if z >= k else 1) + experts * per / (expert_dp if z >= k else 1))
+    return tuple(n * zero_sharded_bytes(dense, experts, per, per, k, z, dp, expert_dp)
                  for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (TRAIN_OPTIMIZER_BYTES, 1)))
 
 
@@ -276,12 +285,12 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     Adam states only for the trainable share, each sharded by the ZeRO stage as :func:`memory_report`."""
     z = s.plan.zero_stage
     sh = device_shares(s.model, s.workload.trainable, b)
-    weights = copies * (dense * sh.dense_weight_bytes / (dp if z >= 3 else 1)
-                        + experts * sh.expert_weight_bytes / (expert_dp if z >= 3 else 1))
+    weights = copies * zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
+                                          expert_dp)
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
     g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
-    grads = copies * (dense_t * g / (dp if z >= 2 else 1) + experts_t * g / (expert_dp if z >= 2 else 1))
-    optim = copies * (dense_t * o / (dp if z >= 1 else 1) + experts_t * o / (expert_dp if z >= 1 else 1))
+    grads = copies * zero_sharded_bytes(dense_t, experts_t, g, g, 2, z, dp, expert_dp)
+    optim = copies * zero_sharded_bytes(dense_t, experts_t, o, o, 1, z, dp, expert_dp)
     return weights, grads, optim
 
 
