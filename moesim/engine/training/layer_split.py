@@ -11,8 +11,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from moesim.schemas._base import MAX_LAYERS
+
 if TYPE_CHECKING:
     from moesim.schemas.plan import PlanSpec
+
+
+def split_layers(n_layers: int, counts) -> list[np.ndarray]:
+    """The layer ids ``0 .. n_layers - 1`` cut into consecutive chunks of ``counts`` layers each (a
+    count may be 0: an empty chunk)."""
+    return np.split(np.arange(n_layers), np.cumsum(counts)[:-1])
 
 
 def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, last: int | None = None) -> list[int]:
@@ -71,7 +79,7 @@ def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
 _LAYOUT_SYMBOLS = set("EtmL|")
 _GROUP = re.compile(r"\(([^()]*)\)\*(\d+)")
 _SYMBOL = re.compile(r"([EtmL])\*(\d+)")
-_MAX_REPEAT = 1024  # model.n_layers' bound
+_MAX_REPEAT = MAX_LAYERS  # a chunk or a layer per model layer at most
 
 
 def layout_counts(text: str) -> list[int]:

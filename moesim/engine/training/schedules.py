@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from moesim.engine.training.layer_split import chunk_sizes
+from moesim.engine.training.layer_split import chunk_sizes, split_layers
 
 if TYPE_CHECKING:
     from moesim.schemas.plan import PlanSpec
@@ -155,11 +155,11 @@ class Schedule:
         with ``first_stage_layers`` / ``last_stage_layers`` the sizes of ``layer_split.chunk_sizes``;
         with ``plan.pipeline_layout`` its counts)."""
         if self.layout is not None:
-            return np.split(np.arange(n_layers), np.cumsum(self.layout)[:-1])
+            return split_layers(n_layers, self.layout)
         if self.first_stage_layers is None and self.last_stage_layers is None:
             return np.array_split(np.arange(n_layers), self.chunks(pp, v))
         sizes = chunk_sizes(n_layers, pp, self.virtual_stages(v), self.first_stage_layers, self.last_stage_layers)
-        return np.split(np.arange(n_layers), np.cumsum(sizes)[:-1])
+        return split_layers(n_layers, sizes)
 
     def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
         """First and last global chunk microbatch ``microbatch`` passes (it passes all between) when
@@ -364,7 +364,7 @@ class DualPipe(Schedule):
         """The ``pp`` model chunks (``array_split``, or ``plan.pipeline_layout``'s ``pp`` counts), once
         per direction."""
         if self.layout is not None:
-            one = np.split(np.arange(n_layers), np.cumsum(self.layout)[:-1])
+            one = split_layers(n_layers, self.layout)
         else:
             one = np.array_split(np.arange(n_layers), pp)
         return one + one
