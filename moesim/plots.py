@@ -207,21 +207,21 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
-    if by:
+    if by or over:  # groups to tell apart, or the capacity line and the points above it
         ax.legend(fontsize=8, title=None, loc="best")
     return fig
 
 
 def _capacity_lines(ax, rows: list[dict[str, Any]]) -> None:
     """The devices' memory (``memory_capacity_gib``, one dashed line per distinct value, at most
-    three) and a legend entry for the hollow markers of the points that do not fit."""
+    three) and a legend entry for the hollow markers of the points that do not fit (``_lines`` draws
+    the legend)."""
     caps = sorted({float(r["memory_capacity_gib"]) for r in rows
                    if isinstance(r.get("memory_capacity_gib"), (int, float))})
     for cap in caps[:3]:
         ax.axhline(cap, color="0.3", linestyle="--", linewidth=1, label=f"device memory ({cap:g} GiB)")
     ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="0.3",
             label="does not fit")
-    ax.legend(fontsize=8, loc="best")
 
 
 def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> Figure:
