@@ -188,3 +188,25 @@ def test_a_bad_layout_string_is_one_line_naming_the_field(text, words):
         scenario(MOE, pipeline_layout=text)
     msg = str(info.value)
     assert "\n" not in msg and "plan.pipeline_layout" in msg and words in msg
+
+
+@pytest.mark.parametrize("workload, words", [
+    ({"mtp_layers": 9}, "workload.mtp_layers = 9: must be <= 8 (DeepSeek-V3 trains 1 and studies 2)"),
+    ({"mtp_layers": -1}, "workload.mtp_layers = -1:"),
+])
+def test_a_bad_mtp_count_is_one_line_naming_the_field(workload, words):
+    with pytest.raises(InputError) as info:
+        moe_with(**workload)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(words)
+
+
+@pytest.mark.parametrize("layout, words", [
+    ([4, 4, 5, -1], "plan.pipeline_layout.3 = -1:"),
+    ([4, 4, 4, 2000], "plan.pipeline_layout.3 = 2000:"),
+])
+def test_a_bad_layout_entry_is_one_line_naming_its_place(layout, words):
+    with pytest.raises(InputError) as info:
+        scenario(MOE, pipeline_layout=layout)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(words)
