@@ -72,8 +72,9 @@ class MemoryReport:
         return asdict(self)
 
 
-def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0) -> tuple[float, float]:
-    """(dense, expert) parameters held by one device before ZeRO-3 sharding.
+def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0,
+                             stage: int | None = 0) -> tuple[float, float]:
+    """(dense, expert) parameters held by pipeline stage ``stage`` of one device before ZeRO-3 sharding.
 
     Dense parameters split over tp*pp but for MLA's down-projections, which every TP rank holds
     whole (:func:`~moesim.accounting.tp_replicated_attention_params`); routed experts over
@@ -81,8 +82,10 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     set; Megatron-core MoE parallel folding).
     With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
     Stage 0 also holds the embedding, so its share is at least the average; with an uneven split
-    (``plan.first_stage_layers`` / ``last_stage_layers`` / ``pipeline_layout``) it is stage 0's own share,
-    but under DualPipe, whose busiest-stage search scales every stage from the average.
+    (``plan.first_stage_layers`` / ``last_stage_layers`` / ``pipeline_layout``) it is that stage's own
+    share (:func:`~moesim.stage_memory.stage_param_shares`). ``stage=None``: the even split's average,
+    which a search that scales every stage itself starts from (DualPipe's,
+    :func:`~moesim.stage_memory.dualpipe_busiest_stage`).
     """
     p = param_counts(m)
     whole = tp_replicated_attention_params(m) * m.n_layers  # on every TP rank
@@ -90,11 +93,9 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts
-    # stage 0's own share of an uneven split (DualPipe scales each stage from the average itself:
-    # stage_memory.dualpipe_busiest_stage)
-    if plan.pp > 1 and plan.schedule != "dualpipe" and (
+    if stage is not None and plan.pp > 1 and (
             plan.first_stage_layers is not None or plan.last_stage_layers is not None or plan.pipeline_layout is not None):
-        d_share, e_share = stage_param_shares(m, plan, p)
+        d_share, e_share = stage_param_shares(m, plan, p, stage=stage)
         dense, experts = dense * d_share, experts * e_share
     return dense, experts
 
@@ -153,7 +154,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     m, plan = s.model, s.plan
     prec = scenario_precision(s)
     b = prec.weight_bytes
-    dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts)
+    copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
+    # DualPipe's busiest-stage search scales every stage from the even split's average
+    dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts, stage=None if copies == 2 else 0)
     # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and expert-DP (experts:
     # tp * cp * dp / (ep * etp), i.e. DP/EP x CP when etp = tp; engine/expert_tp.py)
     dp = plan.dp * plan.cp
@@ -164,7 +167,6 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     if isinstance(w, TrainingWorkload):
         z = plan.zero_stage
         b = training_weight_bytes(prec)
-        copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
         if w.trainable.full:
             weights = copies * zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
