@@ -95,7 +95,9 @@ def test_an_empty_last_chunk_holds_only_the_head_and_every_layer_runs_once():
 
 
 @pytest.mark.parametrize("plan, words", [
-    (dict(pipeline_layout=[3, 3, 3]), "plan.pipeline_layout has 3 entries: needs one per model chunk, plan.pp x plan.virtual_stages = 4"),
+    (dict(pipeline_layout=[3, 3, 3]), "plan.pipeline_layout has 3 entries: schedule 1f1b needs one per model chunk, plan.pp = 4"),
+    (dict(pipeline_layout=[3, 3, 3], schedule="interleaved", virtual_stages=2),
+     "plan.pipeline_layout has 3 entries: schedule interleaved needs one per model chunk, plan.pp x plan.virtual_stages = 8"),
     (dict(pipeline_layout=[3, 3, 3, 4]), "plan.pipeline_layout sums to 13 layers: must be model.n_layers (12)"),
     (dict(pipeline_layout=[3, 3, 3, 3], last_stage_layers=3), "leave plan.first_stage_layers and plan.last_stage_layers unset"),
     (dict(pipeline_layout=[2, 2, 2, 2, 1, 1, 1, 1], schedule="dualpipe"),

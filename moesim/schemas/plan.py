@@ -277,15 +277,13 @@ class PlanSpec(Strict):
         if self.first_stage_layers is not None or self.last_stage_layers is not None:
             raise ValueError("plan.pipeline_layout: gives every chunk's layers; leave plan.first_stage_layers and "
                              "plan.last_stage_layers unset")
-        if self.schedule == "dualpipe":  # pp model chunks, each held once per direction
-            if n != self.pp:
-                raise ValueError(f"plan.pipeline_layout has {n} entries: schedule dualpipe needs one per model chunk, "
-                                 f"plan.pp = {self.pp} (stage s holds chunks s and pp-1-s)")
-            return
-        chunks = self.pp * (self.virtual_stages if self.schedule == "interleaved" else 1)
-        if n != chunks:
-            raise ValueError(f"plan.pipeline_layout has {n} entries: needs one per model chunk, plan.pp x "
-                             f"plan.virtual_stages = {chunks}")
+        # imported here: the engine's schedules import the schemas
+        from moesim.engine.training.schedules import get_schedule
+
+        sched = get_schedule(self.schedule)
+        if n != sched.model_chunks(self.pp, self.virtual_stages):
+            raise ValueError(f"plan.pipeline_layout has {n} entries: schedule {self.schedule} needs one per model chunk, "
+                             f"{sched.layout_rule(self.pp, self.virtual_stages)}")
 
     @property
     def n_devices(self) -> int:

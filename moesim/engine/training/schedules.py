@@ -150,6 +150,17 @@ class Schedule:
         """Number of global model chunks (the engine's units of layout)."""
         return pp * self.virtual_stages(v) * self.chunks_per_stage
 
+    def model_chunks(self, pp: int, v: int = 1) -> int:
+        """Distinct model chunks, the entries ``plan.pipeline_layout`` lists (DualPipe: ``pp``, each held
+        once per direction)."""
+        return self.chunks(pp, v) // self.param_copies
+
+    def layout_rule(self, pp: int, v: int = 1) -> str:
+        """How :meth:`model_chunks` follows from the plan, for an error naming the fields."""
+        if self.uses_virtual_stages:
+            return f"plan.pp x plan.virtual_stages = {self.model_chunks(pp, v)}"
+        return f"plan.pp = {pp}"
+
     def chunk_layers(self, n_layers: int, pp: int, v: int = 1) -> list[np.ndarray]:
         """Model layers of each global chunk (``numpy.array_split``: the first chunks get one more;
         with ``first_stage_layers`` / ``last_stage_layers`` the sizes of ``layer_split.chunk_sizes``;
@@ -368,6 +379,9 @@ class DualPipe(Schedule):
         else:
             one = np.array_split(np.arange(n_layers), pp)
         return one + one
+
+    def layout_rule(self, pp: int, v: int = 1) -> str:
+        return f"plan.pp = {pp} (stage s holds chunks s and pp-1-s)"
 
     def path(self, microbatch: int, pp: int, m: int, v: int = 1) -> tuple[int, int]:
         return (0, pp - 1) if microbatch < m // 2 else (pp, 2 * pp - 1)
