@@ -2,7 +2,7 @@
 
 A stage's layers come from the schedule's chunks (``Schedule.chunk_layers``); its parameters scale
 with them (:func:`stage_param_shares`); its activations at the peak come from playing its order
-(:func:`live_activation_peak`). ``memory.memory_report`` prices stage 0 and asks
+(:func:`live_activation_peaks`). ``memory.memory_report`` prices stage 0 and asks
 :func:`busiest_stage` (uneven splits, the last stage's logits) or :func:`dualpipe_busiest_stage`
 (DualPipe's two chunks per stage) when another stage may hold more. Pure functions.
 """
@@ -100,7 +100,7 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     parameters are ``params`` (``param_copies`` x the even split's average) x the mean of its two
     chunks' shares (:func:`stage_param_shares`; dense and experts: one ratio, as
     :func:`busiest_stage`), and its activations come from playing its order
-    (:func:`live_activation_peak`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
+    (:func:`live_activation_peaks`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
     microbatches through stage 0's chunk. Stages 0 and ``pp - 1`` each compute a direction's loss and
     add ``head`` (:func:`loss_or_work`); the others the bytes one layer's recompute re-creates
     (``work(stage)``)."""
@@ -112,12 +112,13 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     played = plan.model_copy(update={"microbatches": max(plan.microbatches, 2 * plan.pp)})
     shares = [stage_param_shares(m, plan, stage=st) for st in range(plan.pp)]
     avg = sum(d + e for d, e in shares) / plan.pp
+    peaks = live_activation_peaks(played, m.n_layers, per_layer)
     best: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     best_stage = 0
     for st in range(plan.pp):
         scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
         end = st in (0, plan.pp - 1)
-        acts = tokens * live_activation_peak(played, per_layer, st) + (loss_or_work(head, work(st)) if end else work(st))
+        acts = tokens * peaks[st] + (loss_or_work(head, work(st)) if end else work(st))
         more = head_params if end else (0.0, 0.0, 0.0)
         parts = (params[0] * scale + more[0], params[1] * scale + more[1], params[2] * scale + more[2], acts)
         if sum(parts) > sum(best):
@@ -126,25 +127,30 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
 
 
 def live_activation_peaks(plan: PlanSpec, n_layers: int, per_layer: list[float]) -> list[float]:
-    """:func:`live_activation_peak` of every stage (``per_layer`` holds ``n_layers`` entries)."""
-    return [live_activation_peak(plan, per_layer, st) for st in range(plan.pp)]
+    """Per stage, the most activation bytes per token of one microbatch that its live chunks hold at once,
+    over the schedule's order on it (``per_layer`` holds ``n_layers`` entries): a microbatch's forward of
+    a chunk adds its layers' ``per_layer`` bytes, that chunk's whole or input-gradient backward frees
+    them. Under DualPipe this is the closed form's ``p + 1`` microbatches through a chunk when the
+    stage's two chunks are alike (DeepSeek-V3's 61 layers over 16 stages: 67 layer-microbatches on stage
+    0, whose chunks hold 4 and 3 layers, against 17 x 4), and what the order really keeps when they
+    are not. The chunks' bytes are summed once for all stages."""
+    sizes = _chunk_bytes(plan, per_layer)
+    return [_peak(plan, sizes, n_layers, st) for st in range(plan.pp)]
 
 
-def live_activation_peak(plan: PlanSpec, per_layer: list[float], stage: int) -> float:
-    """The most activation bytes per token of one microbatch that ``stage``'s live chunks hold at once,
-    over the schedule's order on it: a microbatch's forward of a chunk adds its layers' ``per_layer``
-    bytes, that chunk's whole or input-gradient backward frees them. Under DualPipe this is the closed
-    form's ``p + 1`` microbatches through a chunk when the stage's two chunks are alike (DeepSeek-V3's 61
-    layers over 16 stages: 67 layer-microbatches on stage 0, whose chunks hold 4 and 3 layers, against
-    17 x 4), and what the order really keeps when they are not."""
+def _chunk_bytes(plan: PlanSpec, per_layer: list[float]) -> np.ndarray:
+    """``per_layer`` summed over each global chunk's layers (``Schedule.chunk_layers``)."""
+    chunks = schedule_for(plan).chunk_layers(len(per_layer), plan.pp, plan.virtual_stages)
+    return np.array([sum(per_layer[i] for i in ch) for ch in chunks])
+
+
+def _peak(plan: PlanSpec, sizes: np.ndarray, n_layers: int, stage: int) -> float:
+    """Stage ``stage``'s entry of :func:`live_activation_peaks`, from the chunks' bytes ``sizes``."""
     layout = tuple(plan.pipeline_layout) if plan.pipeline_layout is not None else None
     chunks, signs = _chunk_events(plan.schedule, plan.first_stage_layers, plan.last_stage_layers, layout, plan.pp,
-                                  plan.microbatches, plan.virtual_stages, len(per_layer), stage)
+                                  plan.microbatches, plan.virtual_stages, n_layers, stage)
     if not len(chunks):
         return 0.0
-    sched = schedule_for(plan)
-    sizes = np.array([sum(per_layer[i] for i in ch) for ch in sched.chunk_layers(len(per_layer), plan.pp,
-                                                                                  plan.virtual_stages)])
     return max(0.0, float(np.cumsum(sizes[chunks] * signs).max()))
 
 
