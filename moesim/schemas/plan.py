@@ -131,6 +131,11 @@ class PlanSpec(Strict):
         "the device and head width, forward and backward apart (moesim/costmodel/attention_rate.py: 1.3-1.7x "
         "forward on Blackwell, 0.72x backward on an H200; heads wider than 128 keep BF16 speed on Hopper). "
         "Ignored otherwise, as fp8_recipe."))
+    fp8_output_proj: bool = Field(False, description=(
+        "FP8 training only (model.dtype fp8): the output head's GEMMs (the logits and, with "
+        "workload.mtp_layers, each MTP module's head pass) run in FP8 like the layers' GEMMs (Megatron-core's "
+        "fp8_output_proj, Transformer Engine's MXFP8 LM head); unset, they stay in BF16 as Megatron's "
+        "output layer does. Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

@@ -416,7 +416,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     embed_f = float(cm.memory_s(T * d * ab))
     embed_ar = float(cm.allreduce_s(T * d * ab, tp, 1)) if tp > 1 else 0.0
-    head_gemm = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, adt))
+    # the output head in FP8 (plan.fp8_output_proj: Megatron's fp8_output_proj); BF16 otherwise
+    head_dt = dtypes.weights if fp8 and plan.fp8_output_proj else adt
+    head_gemm = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, head_dt))
     head_f = float(head_gemm + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
     costs = LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
