@@ -182,10 +182,15 @@ def serving_mean_context(s: Scenario) -> float:
     return prompt + output / 2
 
 
+def training_passes(recompute: str = "none") -> float:
+    """Forward passes' worth of FLOPs a training step spends per forward: 3 (forward + backward), 4 with
+    full recompute (the forward again)."""
+    return 4.0 if recompute == "full" else 3.0
+
+
 def training_flops_per_token(m: ModelSpec, seq_len: int | None = None, recompute: str = "none") -> float:
-    """Forward + backward FLOPs per token (3x forward; full recompute adds another forward)."""
-    f = flops_per_token(m, seq_len)
-    return f * (4.0 if recompute == "full" else 3.0)
+    """Forward + backward FLOPs per token (:func:`training_passes` x the forward)."""
+    return flops_per_token(m, seq_len) * training_passes(recompute)
 
 
 def mtp_flops_per_token(m: ModelSpec, seq_len: int, modules: int) -> float:

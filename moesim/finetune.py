@@ -36,6 +36,7 @@ from moesim.accounting import (
     mtp_flops_per_token,
     param_counts,
     training_flops_per_token,
+    training_passes,
 )
 from moesim.errors import InputError
 from moesim.schemas import ModelSpec
@@ -234,8 +235,8 @@ def step_flops_per_token(m: ModelSpec, spec: TrainableSpec, seq_len: int, recomp
     plus, under full recompute, the forward again of the blocks the backward reaches (the head is
     not recomputed)."""
     if spec.full:
-        passes = 4.0 if recompute == "full" else 3.0
-        return training_flops_per_token(m, seq_len, recompute) + passes * mtp_flops_per_token(m, seq_len, mtp_layers)
+        return (training_flops_per_token(m, seq_len, recompute)
+                + training_passes(recompute) * mtp_flops_per_token(m, seq_len, mtp_layers))
     redo = 0.0
     if recompute == "full":
         redo = (flops_per_token(m, seq_len) - 2.0 * m.vocab_size * m.d_model) * trained_depth(m, spec)
