@@ -22,6 +22,7 @@ from moesim.allocator import reserved_gib
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
 from moesim.memory import MemoryReport, memory_report, stranded_fraction
 from moesim.schemas import Scenario, TrainingWorkload
+from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
 _MAX_FACTOR = 64
@@ -89,15 +90,14 @@ def _advice(s: Scenario) -> str:
     """What would make ``s`` fit: a list of alternatives joined by '; ', or why nothing simple does."""
     p, options = s.plan, []
     # more stages re-split the layers: a given split (first/last stage, per-chunk layout) is for the old count
-    resplit = dict(first_stage_layers=None, last_stage_layers=None, pipeline_layout=None)
-    split_given = any(getattr(p, k) is not None for k in resplit)
+    resplit = dict.fromkeys(LAYER_SPLIT_FIELDS)
     for field in ("tp", "pp"):
         value = getattr(p, field)
         extra = resplit if field == "pp" else {}
         f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: _with_plan(s, **{field: value * k}, **extra))
         if f is not None:
             fewer_dp = f", or plan.dp / {f}" if p.dp % f == 0 else ""
-            even = ", the layers split evenly" if field == "pp" and split_given else ""
+            even = ", the layers split evenly" if field == "pp" and p.splits_layers else ""
             options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp}{even})")
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):

@@ -93,8 +93,7 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts
-    if stage is not None and plan.pp > 1 and (
-            plan.first_stage_layers is not None or plan.last_stage_layers is not None or plan.pipeline_layout is not None):
+    if stage is not None and plan.pp > 1 and plan.splits_layers:
         d_share, e_share = stage_param_shares(m, plan, p, stage=stage)
         dense, experts = dense * d_share, experts * e_share
     return dense, experts
@@ -213,8 +212,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             # the last stage adds the logits: it may hold the most when the split is uneven or when
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
-            uneven = plan.first_stage_layers or plan.last_stage_layers or plan.pipeline_layout or w.mtp_layers
-            if uneven or last > acts:
+            if plan.splits_layers or w.mtp_layers or last > acts:
                 weights, grads, optim, acts, stage = busiest_stage(s, (weights, grads, optim, stored), kept, head,
                                                                     [stage_work(st) for st in range(plan.pp)],
                                                                     tokens * in_flight, mtp)

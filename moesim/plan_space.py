@@ -26,6 +26,7 @@ from typing import Any
 
 from moesim.errors import InputError
 from moesim.loader import apply_override, scenario_from_dict
+from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 
 #: Serving objectives: option value -> (row key, direction).
 SERVING_OBJECTIVES = {"usd_per_mtok": ("usd_per_mtok_at_capacity", "min"),
@@ -228,8 +229,7 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
                             for sched, vp in scheds:
                                 values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
                                           "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
-                                          "plan.first_stage_layers": None, "plan.last_stage_layers": None,
-                                          "plan.pipeline_layout": None}
+                                          **{f"plan.{name}": None for name in LAYER_SPLIT_FIELDS}}
                                 cands.append(Candidate(len(cands), label, n, values, sets, hw))
     return Space(raw, base_dir, True, cands, {})
 

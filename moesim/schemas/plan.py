@@ -12,6 +12,9 @@ from moesim.schemas._base import BOUND_REASON, MAX_EXPERTS, MAX_LAYERS, Strict, 
 RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "moe", "shared_experts", "mlp"]
 
 
+#: The plan fields that set how the layers split over the pipeline's chunks (all unset: the even split).
+LAYER_SPLIT_FIELDS = ("first_stage_layers", "last_stage_layers", "pipeline_layout")
+
 #: Layers of one model chunk in ``plan.pipeline_layout`` (a chunk may hold none: Megatron's 'mL').
 ChunkLayers = Annotated[int, Field(ge=0, le=MAX_LAYERS)]
 
@@ -289,6 +292,11 @@ class PlanSpec(Strict):
         if n != sched.model_chunks(self.pp, self.virtual_stages):
             raise ValueError(f"plan.pipeline_layout has {n} entries: schedule {self.schedule} needs one per model chunk, "
                              f"{sched.layout_rule(self.pp, self.virtual_stages)}")
+
+    @property
+    def splits_layers(self) -> bool:
+        """Whether the plan sets its own layer split (any of ``LAYER_SPLIT_FIELDS``), not the even one."""
+        return any(getattr(self, name) is not None for name in LAYER_SPLIT_FIELDS)
 
     @property
     def n_devices(self) -> int:
