@@ -10,6 +10,8 @@ import moesim
 from moesim.costmodel.model import build_cost_model
 from moesim.engine.training.layer_costs import layer_costs
 from moesim.engine.training.step import simulate_training
+from moesim.errors import InputError
+from moesim.loader import load_scenario
 from moesim.resolve import deep_merge
 from tests.test_uneven_stages import LLAMA3
 
@@ -56,3 +58,11 @@ def test_each_mtp_module_runs_its_head_pass_in_fp8_too():
 def test_a_bf16_model_ignores_the_field():
     bf16 = deep_merge(FP8, {"model": {"dtype": "bf16"}})
     assert _head_s(_scenario(bf16)) == _head_s(_scenario(bf16, fp8_output_proj=True))
+
+
+@pytest.mark.parametrize("value", ["maybe", "3"])
+def test_a_bad_value_is_one_line_naming_the_field(value):
+    with pytest.raises(InputError) as info:
+        load_scenario("mixtral-8x7b-h100-train", [f"plan.fp8_output_proj={value}"])
+    msg = str(info.value)
+    assert "\n" not in msg and "plan.fp8_output_proj" in msg and "boolean" in msg

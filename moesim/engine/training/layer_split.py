@@ -58,7 +58,8 @@ def chunk_sizes(n_layers: int, pp: int, v: int = 1, first: int | None = None, la
 
 def check_layer_split(n_layers: int, plan: PlanSpec) -> None:
     """``ValueError`` (one line, naming the field) unless ``plan``'s layer split of ``n_layers`` layers
-    can be made (``plan.first_stage_layers`` / ``plan.last_stage_layers``; nothing to check when unset)."""
+    can be made (``plan.pipeline_layout``'s sum, or ``plan.first_stage_layers`` / ``plan.last_stage_layers``;
+    nothing to check when all are unset)."""
     from moesim.engine.training.schedules import schedule_for  # schedules imports this module
 
     sched = schedule_for(plan)
