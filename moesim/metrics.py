@@ -110,8 +110,8 @@ _add("precision_note", "text", None, "precision note",
      "note saying so", TSC)
 _add("sustained_compute_fraction", "fraction", None, "sustained compute (fraction)",
      "share of its benchmarked compute rate the device keeps under sustained load at its power limit, at which "
-     "this run's compute-bound kernels were priced (`hardware.device.sustained_compute_fraction`; b200 0.853, "
-     "FlashInfer PR #2899; 1 where not measured)", TSC)
+     "this run's compute-bound kernels were priced (`hardware.device.sustained_compute_fraction`; b200 and "
+     "gb200-nvl72 0.853, FlashInfer PR #2899; 1 where not measured or not throttled)", TSC)
 # ----------------------------------------------------------------------- training, continued
 _add("bubble_fraction", "fraction", "min", "pipeline bubble (fraction)",
      "idle time of the pipeline (mean over stages) / pipeline time", T, T)

@@ -7,6 +7,8 @@ simulated step run at that sustained rate; memory-bound ones keep the HBM's band
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from moesim.costmodel.sustained import (
     B200_BURST_TFLOPS,
     B200_SUSTAINED_COMPUTE_FRACTION,
     B200_SUSTAINED_TFLOPS,
+    GB200_SUSTAINED_COMPUTE_FRACTION,
 )
 from moesim.errors import InputError
 from moesim.presets import HARDWARE
@@ -28,12 +31,31 @@ def _cost(preset: str, **device):
     return build_cost_model(HardwareSpec(**data))
 
 
-def test_the_b200_keeps_the_measured_share_and_unmeasured_devices_all_of_it():
+def test_the_b200_and_gb200_keep_the_measured_share_and_the_other_devices_all_of_it():
     assert B200_SUSTAINED_COMPUTE_FRACTION == pytest.approx(B200_SUSTAINED_TFLOPS / B200_BURST_TFLOPS)
     assert 0.85 < B200_SUSTAINED_COMPUTE_FRACTION < 0.86
     assert HARDWARE["b200"]["device"]["sustained_compute_fraction"] == B200_SUSTAINED_COMPUTE_FRACTION
-    for preset in ("h100-sxm", "h200", "gb200-nvl72", "gb300-nvl72", "b300", "a100-80gb"):
+    assert _cost("gb200-nvl72").hw.device.sustained_compute_fraction == GB200_SUSTAINED_COMPUTE_FRACTION
+    for preset in ("h100-sxm", "h200", "gb300-nvl72", "b300", "a100-80gb"):
         assert _cost(preset).hw.device.sustained_compute_fraction == 1.0, preset
+
+
+def _llama3_8b_tokens_per_s(preset: str) -> float:
+    """Megatron-Bridge 25.11's Llama 3 8B recipe on 8 GPUs of one NVLink domain (validation rows TRN-69..71)."""
+    node = [] if preset == "b200" else ["hardware.node.devices_per_node=8", "hardware.cluster.nodes=1"]
+    scenario = moesim.load_scenario(str(Path(moesim.__file__).parent / "data/validation/llama3-8b-h100-train.yaml"), [
+        f"hardware.preset={preset}", *node, "plan.zero_stage=1", "plan.microbatches=8", "plan.recompute=none",
+        "workload.global_batch_seqs=128", "plan.fp8_recipe=current"])
+    return moesim.simulate(scenario).summary["tokens_per_s"]
+
+
+def test_the_same_dense_training_runs_as_the_measured_twins_say_across_three_blackwell_parts():
+    """Same software, model and plan on three devices: a GB200 runs 1.01-1.05x a B200's (MLPerf v5.0 LoRA 1.050,
+    Megatron-Bridge 25.11 Llama 3 8B 1.029 and 1.009), a GB300 1.19-1.22x a GB200's at the same peaks. With the
+    GB200 at its benchmark clock moesim gave 1.20x and 1.02x."""
+    b200, gb200, gb300 = (_llama3_8b_tokens_per_s(p) for p in ("b200", "gb200-nvl72", "gb300-nvl72"))
+    assert 1.0 < gb200 / b200 < 1.08
+    assert 1.12 < gb300 / gb200 < 1.25
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp8", "nvfp4"])

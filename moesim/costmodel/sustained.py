@@ -12,10 +12,20 @@ clock has fallen from 1,965 to ~1,580 MHz with the board at ~1,000 W (its limit)
 ~5 ms of compute so that benchmarks measure the unthrottled speed. 1,237 / 1,450 = 0.853 is the fraction a
 compute-bound kernel keeps on a B200 under sustained load (``hardware.device.sustained_compute_fraction``).
 
-Not measured: the other Blackwell parts (a GB200's B200 at 1,200 W, a B300 at 1,100 W, a GB300 at 1,400 W:
-each would lose less, by an exponent no one pair of runs fixes, docs/validation-misses.md) and Hopper (the
-H100 profile's kernel timings price Hopper's training and serving rows within a few percent at the median),
-so their presets keep 1.
+The GB200 (its B200 die at 1,200 W, with an 11 % higher datasheet peak and a best GEMM 4.4 % above an HGX
+B200's, moesim/data/mamf.csv) keeps the same share. No clock trace of one under load is published, but runs that
+differ only in the device say so. Dense training that keeps the tensor cores busy runs at most 5 % faster on
+a GB200 than on a B200 with the same software, model and plan: MLPerf Training v5.0's Llama 2 70B LoRA, NVIDIA's
+DP8 submissions, 1.469 against 1.543 s a step (1.050x); Megatron-Bridge 25.11's Llama 3 8B on 8 GPUs, 31,508
+against 30,624 tokens/s/GPU in FP8 with current scaling (1.029x) and 29,789 against 29,521 in MXFP8 (1.009x).
+A GB200 that held its benchmark clock would run such steps 1.044 / 0.853 = 1.22x a B200's; one that keeps the
+B200's share runs them 1.044x. The GB300 (1,400 W, the GB200's dense BF16 and FP8 peaks) keeps 1: the same
+recipes run 1.19-1.22x faster on it than on a GB200 (Llama 3 8B 37,556 and 36,108 tokens/s/GPU; Llama 3 70B
+LoRA on 8 GPUs, Megatron-Bridge 26.06, 7,481 against 6,206; Qwen3-30B-A3B on 8 GPUs, 25.11, 28,934 against
+23,766), which is what a GB300 at its full clock over a GB200 at the B200's share gives (1 / 0.853 = 1.17x).
+Not measured: the B300 (1,100 W; its GB300 twin, Qwen3-30B-A3B in Megatron-Bridge 26.06, runs 1.10x faster where
+the presets differ by 1.05x, docs/validation-misses.md) and Hopper (the H100 profile's kernel timings price
+Hopper's training and serving rows within a few percent at the median), so their presets keep 1.
 """
 
 from __future__ import annotations
@@ -25,3 +35,5 @@ from __future__ import annotations
 B200_BURST_TFLOPS, B200_SUSTAINED_TFLOPS = 1450.0, 1237.0
 #: The fraction of its benchmarked compute rate a B200 keeps under sustained load.
 B200_SUSTAINED_COMPUTE_FRACTION = B200_SUSTAINED_TFLOPS / B200_BURST_TFLOPS
+#: A GB200 keeps the B200's share: the same steps run 1.01-1.05x faster on it than on a B200 (module docstring).
+GB200_SUSTAINED_COMPUTE_FRACTION = B200_SUSTAINED_COMPUTE_FRACTION

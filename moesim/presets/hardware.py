@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from moesim.costmodel.attention_rate import GB300_ATTENTION_RATE_SCALE
 from moesim.costmodel.hbm import B200_HBM_GBPS, GB200_HBM_GBPS
-from moesim.costmodel.sustained import B200_SUSTAINED_COMPUTE_FRACTION
+from moesim.costmodel.sustained import (
+    B200_SUSTAINED_COMPUTE_FRACTION,
+    GB200_SUSTAINED_COMPUTE_FRACTION,
+)
 from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
@@ -184,10 +187,14 @@ HARDWARE: dict[str, dict] = {
     # against 1,745 of 2,250 BF16 TFLOP/s, moesim/data/mamf.csv; costmodel/sibling_gemm.py). $10.50/h:
     # assumption, $42.00/h on demand listed for GB200 NVL72 (gpu.blog/gpus/nvidia-gb200-nvl72) read as
     # CoreWeave's gb200-4x instance of one 4-GPU compute tray (docs.coreweave.com, GB200 instances); volatile.
+    # Under sustained load it keeps the B200's 0.853 of its compute rate: dense training runs 1.01-1.05x a B200's with
+    # the same software and plan (MLPerf Training v5.0 Llama 2 70B LoRA; Megatron-Bridge 25.11 Llama 3 8B;
+    # costmodel/sustained.py).
     "gb200-nvl72": dict(
         name="GB200 NVL72",
         device=dict(name="NVIDIA GB200 186GB", sm_count=148, peak_tflops=dict(_GB200_TFLOPS),
                     mem_bw_gbps=GB200_HBM_GBPS, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
+                    sustained_compute_fraction=GB200_SUSTAINED_COMPUTE_FRACTION,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX7_NET,
     ),

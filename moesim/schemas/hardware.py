@@ -111,8 +111,9 @@ class DeviceSpec(Strict):
         "device computes back to back at its power limit (its SM clocks held down), as every simulated step does: "
         "it multiplies the compute peak the cost model's kernels reach; memory-bound kernels keep their bandwidth "
         "(moesim/costmodel/sustained.py). b200: 0.853, FlashAttention-4 on a B200 falling from 1,450 to 1,237 TFLOP/s "
-        "as its clock drops from 1,965 to ~1,580 MHz at 1,000 W (FlashInfer PR #2899). 1: not measured, or no "
-        "throttling.")
+        "as its clock drops from 1,965 to ~1,580 MHz at 1,000 W (FlashInfer PR #2899); gb200-nvl72: the same, as "
+        "the same training runs 1.01-1.05x faster on a GB200 than on a B200. 1: not measured, or no throttling "
+        "(gb300-nvl72: runs 1.19-1.22x a GB200's at the same peaks).")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "
