@@ -17,7 +17,9 @@ B200's, moesim/data/mamf.csv) keeps the same share. No clock trace of one under 
 differ only in the device say so. Dense training that keeps the tensor cores busy runs at most 5 % faster on
 a GB200 than on a B200 with the same software, model and plan: MLPerf Training v5.0's Llama 2 70B LoRA, NVIDIA's
 DP8 submissions, 1.469 against 1.543 s a step (1.050x); Megatron-Bridge 25.11's Llama 3 8B on 8 GPUs, 31,508
-against 30,624 tokens/s/GPU in FP8 with current scaling (1.029x) and 29,789 against 29,521 in MXFP8 (1.009x).
+against 30,624 tokens/s/GPU in FP8 with current scaling (1.029x) and 29,789 against 29,521 in MXFP8 (1.009x). MoE
+runs agree: Megatron-Bridge 26.04.01's Qwen3-30B-A3B on 8 GPUs at MBS 4, 26,112 against 27,136 (0.962x; moesim
+1.003x), and Nemotron 3 Nano at MBS 2, 32,768 on both.
 A GB200 that held its benchmark clock would run such steps 1.044 / 0.853 = 1.22x a B200's; one that keeps the
 B200's share runs them 1.044x. The GB300 (1,400 W, the GB200's dense BF16 and FP8 peaks) keeps 1: the same
 recipes run 1.19-1.22x faster on it than on a GB200 (Llama 3 8B 37,556 and 36,108 tokens/s/GPU; Llama 3 70B
