@@ -26,7 +26,7 @@ recipes run 1.19-1.22x faster on it than on a GB200 (Llama 3 8B 37,556 and 36,10
 LoRA on 8 GPUs, Megatron-Bridge 26.06, 7,481 against 6,206; Qwen3-30B-A3B on 8 GPUs, 25.11, 28,934 against
 23,766), which is what a GB300 at its full clock over a GB200 at the B200's share gives (1 / 0.853 = 1.17x). Held out
 since: MLPerf Training v5.1's Llama 3.1 8B on one rack of each (CP2 DP36, one config), 0.1681 against 0.1474 s a step,
-1.143x, where moesim now prices 0.1658 and 0.1450 s, 1.143x (validation rows TRN-80/81).
+1.143x, where moesim now prices 0.1642 and 0.1432 s, 1.147x (validation rows TRN-80/81).
 Not measured: the B300 (1,100 W; its GB300 twin, Qwen3-30B-A3B in Megatron-Bridge 26.06, runs 1.10x faster where
 the presets differ by 1.05x, docs/validation-misses.md) and Hopper (the H100 profile's kernel timings price
 Hopper's training and serving rows within a few percent at the median), so their presets keep 1.

@@ -139,6 +139,11 @@ class PlanSpec(Strict):
         "workload.mtp_layers, each MTP module's head pass) run in FP8 like the layers' GEMMs (Megatron-core's "
         "fp8_output_proj, Transformer Engine's MXFP8 LM head); unset, they stay in BF16 as Megatron's "
         "output layer does. Ignored otherwise, as fp8_recipe."))
+    fp8_param_gather: bool = Field(False, description=(
+        "FP8 training only (model.dtype fp8): the ZeRO parameter all-gathers (the distributed optimizer's after each "
+        "step, ZeRO-3's before each pass) move the FP8 weights, 1 byte per parameter (Megatron's --fp8-param-gather, "
+        "Transformer Engine's FP8 primary weights); unset, they move the 16-bit copies, 2 bytes. Time only: memory keeps "
+        "the 16-bit weight copy. Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

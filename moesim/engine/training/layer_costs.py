@@ -399,7 +399,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
     # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
     dense_p, expert_p = layer_params_per_device(s)
-    pb = 4.0 if dt == "fp32" else 2.0  # a weight as ZeRO-3 gathers it
+    # a weight as the ZeRO parameter all-gathers move it: fp32, FP8 (plan.fp8_param_gather), else 16-bit
+    pb = 4.0 if dt == "fp32" else 1.0 if fp8 and plan.fp8_param_gather else 2.0
     gb = grad_bytes(dt, plan.grad_dtype)  # a gradient as the DP sync reduces it (fp32: Megatron's default)
     (dpn, dps), (edp, edps) = ctx.dp_groups(plan)
     table = m.vocab_size * d / tp

@@ -365,7 +365,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
         opt_params[stage[c]] += b.opt_params
         rc[stage[c]] += recompute_comm_s(costs, chunks[c], None if every else rows[c])
         if zp.gather_after_step:
-            after[stage[c]] += float(b.dp_s.sum())  # each piece's all-gather costs its reduce-scatter
+            after[stage[c]] += zero.chunk_gather_s(tables[c][0], costs)  # the weights at their width
     if zp.gather_after_step:
         for st in range(pp):  # the stage's first unit: its local chunk 0, microbatch 0, forward
             c0 = sched.global_chunk(st, 0, pp)

@@ -19,8 +19,10 @@ exactly half of that layer's all-reduce (``comm.ring_reduce_scatter_s``):
   layer ahead; a layer waits for the part of its gather the previous layer's compute did not hide.
   Gradients are reduce-scattered per microbatch as in stage 2; no gather after the step.
 
-A parameter gather moves the same bytes per parameter as the gradient sync (16-bit weights, fp32
-when the model trains in fp32; FP8 training gathers its bf16 copies, Megatron's default).
+A parameter gather moves the weights at their width: 16-bit, fp32 when the model trains in fp32, and under FP8
+training the 16-bit copies (Megatron's default) or, with ``plan.fp8_param_gather``, the FP8 weights, 1 byte. The
+gradient sync moves the gradients at theirs (fp32 by default under 16-bit training, ``plan.grad_dtype``); where the
+two differ the gathers are priced apart (``LayerCosts.gather_*``, ``gathers.weight_gathers``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,13 @@ def block_gather_s(table: OpTable, starts: np.ndarray, block_layers: np.ndarray,
             kinds = set(table.kinds[a:b])
             out[j] = embed_s * ("embedding" in kinds) + head_s * ("lm_head" in kinds)
     return out
+
+
+def chunk_gather_s(fwd: OpTable, costs: LayerCosts) -> float:
+    """ZeRO-1/2: seconds of all the parameter all-gathers of one model chunk after the optimizer step (``costs``
+    sharded; ``fwd``: the chunk's forward table), its blocks' as :func:`block_gather_s` prices them."""
+    starts, block_layers = segments(fwd)
+    return float(block_gather_s(fwd, starts, block_layers, costs).sum()) if len(starts) else 0.0
 
 
 def block_compute_s(table: OpTable, starts: np.ndarray) -> np.ndarray:
