@@ -7,8 +7,6 @@ simulated step run at that sustained rate; memory-bound ones keep the HBM's band
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -23,6 +21,7 @@ from moesim.costmodel.sustained import (
 from moesim.errors import InputError
 from moesim.presets import HARDWARE
 from moesim.schemas import HardwareSpec
+from moesim.validation import DEFAULT_CSV, check_row, read_table
 
 
 def _cost(preset: str, **device):
@@ -40,20 +39,17 @@ def test_the_b200_and_gb200_keep_the_measured_share_and_the_other_devices_all_of
         assert _cost(preset).hw.device.sustained_compute_fraction == 1.0, preset
 
 
-def _llama3_8b_tokens_per_s(preset: str) -> float:
-    """Megatron-Bridge 25.11's Llama 3 8B recipe on 8 GPUs of one NVLink domain (validation rows TRN-69..71)."""
-    node = [] if preset == "b200" else ["hardware.node.devices_per_node=8", "hardware.cluster.nodes=1"]
-    scenario = moesim.load_scenario(str(Path(moesim.__file__).parent / "data/validation/llama3-8b-h100-train.yaml"), [
-        f"hardware.preset={preset}", *node, "plan.zero_stage=1", "plan.microbatches=8", "plan.recompute=none",
-        "workload.global_batch_seqs=128", "plan.fp8_recipe=current"])
-    return moesim.simulate(scenario).summary["tokens_per_s"]
+def _predicted(*ids: str) -> list[float]:
+    """moesim's predictions of validation rows ``ids``, each from its own scenario and overrides."""
+    rows = {r["id"]: r for r in read_table(DEFAULT_CSV)}
+    return [check_row(rows[i], DEFAULT_CSV.parent).predicted for i in ids]
 
 
 def test_the_same_dense_training_runs_as_the_measured_twins_say_across_three_blackwell_parts():
-    """Same software, model and plan on three devices: a GB200 runs 1.01-1.05x a B200's (MLPerf v5.0 LoRA 1.050,
-    Megatron-Bridge 25.11 Llama 3 8B 1.029 and 1.009), a GB300 1.19-1.22x a GB200's at the same peaks. With the
-    GB200 at its benchmark clock moesim gave 1.20x and 1.02x."""
-    b200, gb200, gb300 = (_llama3_8b_tokens_per_s(p) for p in ("b200", "gb200-nvl72", "gb300-nvl72"))
+    """Same software, model and plan on three devices (Megatron-Bridge 25.11's Llama 3 8B on 8 GPUs, TRN-69..71): a
+    GB200 runs 1.01-1.05x a B200's (MLPerf v5.0 LoRA 1.050, these rows 1.029 and 1.009), a GB300 1.19-1.22x a GB200's
+    at the same peaks. With the GB200 at its benchmark clock moesim gave 1.20x and 1.02x."""
+    b200, gb200, gb300 = _predicted("TRN-69", "TRN-70", "TRN-71")  # tokens/s per GPU
     assert 1.0 < gb200 / b200 < 1.08
     assert 1.12 < gb300 / gb200 < 1.25
 
@@ -62,14 +58,8 @@ def test_mlperfs_gb300_over_gb200_twin_comes_out_of_the_clocks():
     """MLPerf Training v5.1's Llama 3.1 8B on one NVL72 rack (CP2 DP36, one micro-batch, the same config on both racks,
     TRN-80/81, held out): 0.1681 s a step on GB200, 0.1474 on GB300, 1.143x. The two presets share their dense peaks
     and GEMM ratio, so the ratio is the GB200's sustained share (and the GB300's faster attention)."""
-    def step_s(preset: str) -> float:
-        scenario = moesim.load_scenario(str(Path(moesim.__file__).parent / "data/validation/llama3-8b-h100-train.yaml"), [
-            f"hardware.preset={preset}", "hardware.node.devices_per_node=72", "hardware.cluster.nodes=1", "plan.dp=36",
-            "plan.cp=2", "plan.zero_stage=1", "plan.microbatches=1", "plan.recompute=none",
-            "workload.global_batch_seqs=36", "plan.fp8_recipe=current"])
-        return moesim.simulate(scenario).summary["step_time_s"]
-
-    assert step_s("gb200-nvl72") / step_s("gb300-nvl72") == pytest.approx(0.16806 / 0.14736, rel=0.04)
+    gb200, gb300 = _predicted("TRN-80", "TRN-81")  # seconds a step
+    assert gb200 / gb300 == pytest.approx(0.16806 / 0.14736, rel=0.04)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp8", "nvfp4"])
