@@ -163,6 +163,32 @@ def test_fp8_training_block_adds_te_casts_and_split_accumulation():
     assert float(total_s(cm, ops)) > float(total_s(cm, plain))
 
 
+def test_blackwell_fp8_backward_has_no_split_accumulation():
+    """Blackwell's tensor cores accumulate FP8 in FP32 (no split-accumulation mode on sm100): its presets
+    price an FP8 GEMM's backward at twice its forward, Hopper's at the split-accumulation slowdown on top;
+    a whole FP8 training step is shorter on a B200 without it, by less than that slowdown."""
+    from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN
+    from moesim.engine.training.fp8 import fp8_training_ops
+    from moesim.presets import HARDWARE
+
+    assert HARDWARE["h100-sxm"]["device"].get("fp8_split_accumulation", True)
+    for preset in ("b200", "gb200-nvl72", "b300", "gb300-nvl72"):
+        assert HARDWARE[preset]["device"]["fp8_split_accumulation"] is False
+    s = moesim.scenario_from_dict(deep_merge(TRAIN, {"model": {"dtype": "fp8"}, "hardware": {"preset": "b200"}}))
+    cm = build_cost_model(s.hardware)
+    dims, dt = BlockDims.of(s.model, 2, 4, mla_absorbed=False), training_dtypes(s)
+    q = np.full(2, 1024.0)
+    plain = block_ops(dims, dt, False, 2048, q, q)
+    for split, factor in ((True, 2 * SPLIT_ACCUMULATION_SLOWDOWN), (False, 2.0)):
+        ops = fp8_training_ops(plain, "current", 1.0, split)
+        secs, by = price(cm, ops), {op.name: op for op in ops}
+        assert float(backward_s(by["ffn_up"], secs["ffn_up"])) == pytest.approx(factor * float(secs["ffn_up"]))
+    steps = [moesim.simulate(moesim.scenario_from_dict(deep_merge(
+        TRAIN, {"model": {"dtype": "fp8"}, "hardware": {"preset": "b200", "device": {"fp8_split_accumulation": f}}})))
+        .summary["step_time_s"] for f in (True, False)]
+    assert steps[1] < steps[0] < steps[1] * SPLIT_ACCUMULATION_SLOWDOWN
+
+
 @pytest.mark.parametrize("device_name", [None, "Datasheet GPU"])
 def test_fp8_gemms_reach_a_smaller_fraction_of_their_peak(device_name):
     """Measured FP8/BF16 pairs: an FP8 GEMM on an H100 is faster than BF16 but less than 2x."""

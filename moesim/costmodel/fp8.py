@@ -49,7 +49,12 @@ What the data do NOT say: the scale is measured with fast accumulation (fprop-st
 dgrad and wgrad with split accumulation (``_2X_ACC_DGRAD = _2X_ACC_WGRAD = True`` in TE 1.x
 ``module/base.py``; ``fp8_gemm_dgrad/wgrad = MMParams(use_split_accumulator=True)`` in TE 2.x recipes),
 which pytorch/ao issue #2377 puts at 1.1-1.2x slower than fast accumulation on H100 (a stated range, no
-table): ``SPLIT_ACCUMULATION_SLOWDOWN`` (1.15, unfitted) is offered for the backward GEMMs.
+table): ``SPLIT_ACCUMULATION_SLOWDOWN`` (1.15, unfitted) is offered for the backward GEMMs. Only where the
+tensor cores need it (``hardware.device.fp8_split_accumulation``): Hopper's FP8 MMA accumulates in reduced
+precision (DeepSeek-V3's report and DeepGEMM issue #50: ~14 bits kept per product; triton-lang/triton PR #2300:
+the accumulation flag "only applies to Hopper"), while Blackwell's accumulates in FP32 and cuBLASLt has no
+fast-accumulation mode on sm100 (NVIDIA/TransformerEngine PR #2748 review, 2026-03-11: "there is no
+fastAccuMode for sm100"), so the Blackwell presets run the backward at the forward's speed.
 
 Cast spec (TE v1.8 ``transformer_engine/pytorch/module/{linear,layernorm_linear,layernorm_mlp,base}.py``
 @3ec998e, mid-2024, the generation NeMo 24.07 shipped (the container's exact TE version not checked); TE
@@ -136,7 +141,7 @@ CAST_MEMORY_FRACTION = 0.830
 SPLIT_ACCUMULATION_SLOWDOWN = 1.15
 """Time factor of an FP8 GEMM with split (periodically promoted) accumulation over fast accumulation:
 the middle of the 1.1-1.2x pytorch/ao issue #2377 states for H100. Not fitted; TE uses split
-accumulation for dgrad and wgrad, fast for fprop."""
+accumulation for dgrad and wgrad, fast for fprop. Hopper and Ada only (``DeviceSpec.fp8_split_accumulation``)."""
 
 AMAX_UPDATES_PER_MICROBATCH = 2
 """Delayed scaling: amax all-reduces + fused history/scale update kernels per microbatch for the whole

@@ -114,6 +114,13 @@ class DeviceSpec(Strict):
         "as its clock drops from 1,965 to ~1,580 MHz at 1,000 W (FlashInfer PR #2899); gb200-nvl72: the same, as "
         "the same training runs 1.01-1.05x faster on a GB200 than on a B200. 1: not measured, or no throttling "
         "(gb300-nvl72: runs 1.19-1.22x a GB200's at the same peaks).")
+    fp8_split_accumulation: bool = Field(
+        True, description="FP8 training: the backward GEMMs (input and weight gradients) run with split accumulation, "
+        "their partial sums promoted to FP32 every few MMAs, at SPLIT_ACCUMULATION_SLOWDOWN (1.15x) their forward-style "
+        "time, as Transformer Engine asks on Hopper and Ada, whose FP8 tensor cores accumulate in reduced precision "
+        "(moesim/costmodel/fp8.py). false: Blackwell (b200, gb200-nvl72, b300, gb300-nvl72), whose tensor cores "
+        "accumulate FP8 products in FP32 and have no such mode (cuBLASLt has no fast-accumulation switch on sm100: "
+        "NVIDIA/TransformerEngine PR #2748 review, 2026-03-11), so every FP8 GEMM runs at one speed.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "

@@ -12,16 +12,19 @@ from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.engine.op_types import Op
 
 
-def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float) -> list[Op]:
+def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float,
+                     split_accumulation: bool = True) -> list[Op]:
     """``ops`` of an FP8 training block with Transformer Engine's extra work (``costmodel.fp8``).
 
     After each FP8 GEMM (every GEMM but the router's) come a forward cast op (its input cast to FP8
     with its transpose, free where fused into the preceding norm: QKV and the FFN/shared up
     projections; plus the weight's cast, ``weight_casts_per_microbatch`` of it) and a backward cast
     op (the output gradient's cast-transpose, and the input's transpose where the norm fused the
-    forward cast). The GEMMs' backward runs with split accumulation
-    (``fp8.SPLIT_ACCUMULATION_SLOWDOWN`` on its 2x).
+    forward cast). With ``split_accumulation`` (Hopper, Ada: ``hardware.device.fp8_split_accumulation``)
+    the GEMMs' backward runs with split accumulation (``fp8.SPLIT_ACCUMULATION_SLOWDOWN`` on its 2x);
+    without it (Blackwell: FP32 accumulation in the tensor cores) at the forward's speed.
     """
+    slowdown = SPLIT_ACCUMULATION_SLOWDOWN if split_accumulation else 1.0
     out = []
     for op in ops:
         if op.kind not in ("gemm", "grouped_gemm") or op.name == "router":
@@ -37,7 +40,7 @@ def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: fl
         c = fp8_cast_bytes(rows, a["k"], a["n"], recipe=recipe, norm_fused=fused,
                            weight_casts_per_microbatch=weight_casts_per_microbatch)
         fwd = c["fwd_bytes"] + experts * c["weight_bytes"]
-        out += [replace(op, bwd_factor=2.0 * SPLIT_ACCUMULATION_SLOWDOWN),
+        out += [replace(op, bwd_factor=2.0 * slowdown),
                 Op(f"{op.name}_cast", "fp8_cast", "compute", dict(nbytes=fwd, kernels=c["fwd_kernels"] + c["weight_kernels"]),
                    0.0, fwd, phase="fwd"),
                 Op(f"{op.name}_cast_bwd", "fp8_cast", "compute", dict(nbytes=c["bwd_bytes"], kernels=c["bwd_kernels"]),
