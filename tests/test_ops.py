@@ -189,6 +189,34 @@ def test_blackwell_fp8_backward_has_no_split_accumulation():
     assert steps[1] < steps[0] < steps[1] * SPLIT_ACCUMULATION_SLOWDOWN
 
 
+def test_blackwell_fp8_casts_write_no_transposes_but_mxfp8_keeps_both_copies():
+    """FP8 GEMMs that take any layout (Blackwell: TE's is_non_tn_fp8_gemm_supported) need no transposed
+    copies: a tensor-scaled cast writes 1 byte per element less and the transpose-only pass goes; MXFP8
+    quantizes along both axes wherever it runs. A B200 FP8 step is shorter without the transposes."""
+    from moesim.costmodel.fp8 import fp8_cast_bytes
+    from moesim.presets import HARDWARE
+
+    assert not HARDWARE["h100-sxm"]["device"].get("fp8_non_tn_gemm", False)
+    assert all(HARDWARE[p]["device"]["fp8_non_tn_gemm"] for p in ("b200", "gb200-nvl72", "b300", "gb300-nvl72"))
+    t, k, n = 4096.0, 2048, 6144
+    for recipe in ("delayed", "current", "mxfp8"):
+        for fused in (False, True):
+            tn = fp8_cast_bytes(t, k, n, recipe=recipe, norm_fused=fused)
+            any_layout = fp8_cast_bytes(t, k, n, recipe=recipe, norm_fused=fused, transposes=False)
+            if recipe == "mxfp8":
+                assert all(float(any_layout[key]) == float(tn[key]) for key in tn)
+                continue
+            assert float(tn["weight_bytes"]) - float(any_layout["weight_bytes"]) == pytest.approx(k * n)
+            # the output gradient's transpose always; the input's in its forward cast or a transpose-only pass
+            assert float(tn["bwd_bytes"] + tn["fwd_bytes"]) - float(any_layout["bwd_bytes"] + any_layout["fwd_bytes"]) \
+                == pytest.approx(t * n + (2 if fused and recipe == "delayed" else 1) * t * k)
+    steps = [moesim.simulate(moesim.scenario_from_dict(deep_merge(
+        TRAIN, {"model": {"dtype": "fp8"}, "plan": {"fp8_recipe": "current"},
+                "hardware": {"preset": "b200", "device": {"fp8_non_tn_gemm": f}}}))).summary["step_time_s"]
+        for f in (False, True)]
+    assert steps[1] < steps[0]
+
+
 @pytest.mark.parametrize("device_name", [None, "Datasheet GPU"])
 def test_fp8_gemms_reach_a_smaller_fraction_of_their_peak(device_name):
     """Measured FP8/BF16 pairs: an FP8 GEMM on an H100 is faster than BF16 but less than 2x."""

@@ -113,7 +113,7 @@ Units: ``m``/``tokens`` rows, ``n``/``k``/features elements, bytes, seconds, FLO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +147,7 @@ AMAX_UPDATES_PER_MICROBATCH = 2
 """Delayed scaling: amax all-reduces + fused history/scale update kernels per microbatch for the whole
 model (one after the forward, one in the backward; TE ``FP8GlobalStateManager.reduce_and_update_fp8_tensors``)."""
 
-RECIPES = ("delayed", "current")
+RECIPES = ("delayed", "current", "mxfp8")
 
 
 # --------------------------------------------------------------------------------------- the scale
@@ -278,58 +278,79 @@ class CastPass:
     write_b: float
     kernels: int
     what: str
+    transpose_b: float = 0.0  # of write_b: the transposed copy (x^T, W^T, dy^T) a TN-only GEMM needs
+    transpose_only: bool = False  # the pass only transposes (tex.fp8_transpose): none without TN-only GEMMs
 
 
 #: (recipe, norm_fused) -> the passes of one linear layer. ``norm_fused``: the input comes from a
 #: fused norm (TE LayerNormLinear: Megatron's QKV and FC1); otherwise a te.Linear (proj, FC2).
 CAST_PASSES: dict[tuple[str, bool], tuple[CastPass, ...]] = {
     ("delayed", False): (
-        CastPass("x", "fwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused: fp8 x (fprop) and fp8 x^T (wgrad); amax fused"),
-        CastPass("dy", "bwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused: fp8 dy (dgrad) and dy^T (wgrad); amax, bgrad fused"),
-        CastPass("w", "weight", 2.0, 2.0, 1, "weight cast + transpose into the fp8 workspace (W fprop, W^T dgrad)"),
+        CastPass("x", "fwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused: fp8 x (fprop) and fp8 x^T (wgrad); amax fused", 1.0),
+        CastPass("dy", "bwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused: fp8 dy (dgrad) and dy^T (wgrad); amax, bgrad fused",
+                 1.0),
+        CastPass("w", "weight", 2.0, 2.0, 1, "weight cast + transpose into the fp8 workspace (W fprop, W^T dgrad)", 1.0),
     ),
     ("delayed", True): (
         CastPass("x", "fwd", 0.0, -1.0, 0, "norm kernel writes fp8 instead of bf16 (fused cast: free, saves 1 B)"),
-        CastPass("x", "bwd", 1.0, 1.0, 1, "tex.fp8_transpose(ln_out) for the wgrad GEMM"),
-        CastPass("dy", "bwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused of the output gradient"),
-        CastPass("w", "weight", 2.0, 2.0, 1, "weight cast + transpose into the fp8 workspace"),
+        CastPass("x", "bwd", 1.0, 1.0, 1, "tex.fp8_transpose(ln_out) for the wgrad GEMM", 1.0, True),
+        CastPass("dy", "bwd", 2.0, 2.0, 1, "fp8_cast_transpose_fused of the output gradient", 1.0),
+        CastPass("w", "weight", 2.0, 2.0, 1, "weight cast + transpose into the fp8 workspace", 1.0),
     ),
     ("current", False): (
-        CastPass("x", "fwd", 4.0, 2.0, 3, "amax pass (read 2) + scale kernel + cast_transpose (read 2, write 1+1)"),
-        CastPass("dy", "bwd", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the output gradient"),
-        CastPass("w", "weight", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the weight"),
+        CastPass("x", "fwd", 4.0, 2.0, 3, "amax pass (read 2) + scale kernel + cast_transpose (read 2, write 1+1)", 1.0),
+        CastPass("dy", "bwd", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the output gradient", 1.0),
+        CastPass("w", "weight", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the weight", 1.0),
     ),
     ("current", True): (
         CastPass("x", "fwd", 2.0, 2.0, 2, "FUSED_NORM_AMAX_FP8: norm writes bf16 with amax; scale kernel; "
-                 "cast_transpose (read 2, write 1+1)"),
-        CastPass("dy", "bwd", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the output gradient"),
-        CastPass("w", "weight", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the weight"),
+                 "cast_transpose (read 2, write 1+1)", 1.0),
+        CastPass("dy", "bwd", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the output gradient", 1.0),
+        CastPass("w", "weight", 4.0, 2.0, 3, "amax pass + scale kernel + cast_transpose of the weight", 1.0),
     ),
 }
 
 
-def cast_passes(recipe: str = "delayed", norm_fused: bool = False) -> tuple[CastPass, ...]:
-    """The passes of one linear layer (see ``CAST_PASSES``)."""
+#: MXFP8 (Transformer Engine's MXFP8BlockScaling, Blackwell): one quantize kernel writes a rowwise and a
+#: columnwise FP8 copy, each with its own E8M0 scale per 32 elements along its reduction axis, so the
+#: columnwise copy is a second quantization, not a transpose: every GEMM layout needs both, on any GPU.
+#: Priced with delayed scaling's passes (read 2, write 1+1 per cast; no amax pass), the scales' 1/32 B
+#: per element and per copy left out.
+CAST_PASSES[("mxfp8", False)] = tuple(replace(p, transpose_b=0.0) for p in CAST_PASSES[("delayed", False)])
+CAST_PASSES[("mxfp8", True)] = tuple(replace(p, transpose_b=0.0, transpose_only=False)
+                                     for p in CAST_PASSES[("delayed", True)])
+
+
+def cast_passes(recipe: str = "delayed", norm_fused: bool = False, transposes: bool = True) -> tuple[CastPass, ...]:
+    """The passes of one linear layer (see ``CAST_PASSES``). ``transposes`` False: the device's FP8 GEMMs
+    take operands in any layout (``DeviceSpec.fp8_non_tn_gemm``), so the tensor-scaled recipes write no
+    transposed copies (Transformer Engine's ``Float8Tensor.update_usage`` never makes one where
+    ``is_non_tn_fp8_gemm_supported()``): each cast writes its rowwise copy only, and the transpose-only
+    passes go."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe = {recipe!r}: allowed {RECIPES}")
-    return CAST_PASSES[(recipe, bool(norm_fused))]
+    passes = CAST_PASSES[(recipe, bool(norm_fused))]
+    if transposes:
+        return passes
+    return tuple(replace(p, write_b=p.write_b - p.transpose_b, transpose_b=0.0) for p in passes if not p.transpose_only)
 
 
 def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str = "delayed",
-                   norm_fused: bool = False, weight_casts_per_microbatch: float = 1.0) -> dict[str, np.ndarray]:
+                   norm_fused: bool = False, weight_casts_per_microbatch: float = 1.0,
+                   transposes: bool = True) -> dict[str, np.ndarray]:
     """Extra bytes (and kernel launches) FP8 training adds to one linear layer for one microbatch.
 
     ``tokens``: rows of the layer's input on this device (scalar or array); ``in_features`` /
     ``out_features``: the weight's dimensions on this device. ``weight_casts_per_microbatch``: 1 when
     every microbatch casts the weight (TE without ``is_first_microbatch``), ``1 / microbatches`` under
-    Megatron (cast once per step and cached). Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
+    Megatron (cast once per step and cached). ``transposes``: as :func:`cast_passes`. Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
     (already times ``weight_casts_per_microbatch``) and ``fwd_kernels``, ``bwd_kernels``,
     ``weight_kernels`` (likewise).
     """
     t = np.asarray(tokens, dtype=float)
     elems = {"x": t * in_features, "dy": t * out_features, "w": np.full_like(t, float(in_features) * out_features)}
     out = {f"{p}_{q}": np.zeros_like(t) for p in ("fwd", "bwd", "weight") for q in ("bytes", "kernels")}
-    for p in cast_passes(recipe, norm_fused):
+    for p in cast_passes(recipe, norm_fused, transposes):
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0
         out[f"{p.phase}_bytes"] = out[f"{p.phase}_bytes"] + share * elems[p.tensor] * (p.read_b + p.write_b)
         out[f"{p.phase}_kernels"] = out[f"{p.phase}_kernels"] + share * p.kernels

@@ -169,7 +169,9 @@ HARDWARE: dict[str, dict] = {
     # Under sustained load at its 1,000 W limit a B200 holds its SM clock near 1,580 of 1,965 MHz and compute-bound
     # kernels keep 0.853 of their benchmarked speed (FlashInfer PR #2899; costmodel/sustained.py).
     # FP8 training's backward GEMMs run at the forward's speed: Blackwell accumulates FP8 in FP32 and has no
-    # split-accumulation mode (fp8_split_accumulation false on every Blackwell preset; costmodel/fp8.py).
+    # split-accumulation mode (fp8_split_accumulation false on every Blackwell preset; costmodel/fp8.py), and its FP8
+    # GEMMs take any operand layout, so tensor-scaled casts write no transposes (fp8_non_tn_gemm; TE's
+    # is_non_tn_fp8_gemm_supported).
     # Weights: CUDA group-128 defaults. $5.00/h: assumption, the middle of the $4.50-6.00 on-demand range
     # a March 2026 survey quotes for specialised clouds (lyceum.technology "NVIDIA B200 GPU Cloud
     # Pricing 2026"; spot from $2.25, hyperscalers $8-14); volatile.
@@ -178,7 +180,7 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA B200 SXM 180GB", sm_count=148, peak_tflops=dict(_B200_TFLOPS),
                     mem_bw_gbps=B200_HBM_GBPS, mem_gib=179.0, power_w=1000.0, usd_per_hour=5.00,
                     sustained_compute_fraction=B200_SUSTAINED_COMPUTE_FRACTION,
-                    fp8_split_accumulation=False,
+                    fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX7_NET,
     ),
@@ -198,7 +200,7 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA GB200 186GB", sm_count=148, peak_tflops=dict(_GB200_TFLOPS),
                     mem_bw_gbps=GB200_HBM_GBPS, mem_gib=185.0, power_w=1200.0, usd_per_hour=10.50,
                     sustained_compute_fraction=GB200_SUSTAINED_COMPUTE_FRACTION,
-                    fp8_split_accumulation=False,
+                    fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX7_NET,
     ),
@@ -214,7 +216,7 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA GB300 288GB", sm_count=148, peak_tflops=dict(_GB300_TFLOPS),
                     mem_bw_gbps=GB200_HBM_GBPS, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
-                    fp8_split_accumulation=False,
+                    fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX8_NET,
     ),
@@ -230,7 +232,7 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA B300 SXM 288GB", sm_count=148, peak_tflops=dict(_B300_TFLOPS),
                     mem_bw_gbps=B200_HBM_GBPS, mem_gib=251.0, power_w=1100.0, usd_per_hour=6.00,
                     attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
-                    fp8_split_accumulation=False,
+                    fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX8_NET,
     ),

@@ -121,6 +121,12 @@ class DeviceSpec(Strict):
         "(moesim/costmodel/fp8.py). false: Blackwell (b200, gb200-nvl72, b300, gb300-nvl72), whose tensor cores "
         "accumulate FP8 products in FP32 and have no such mode (cuBLASLt has no fast-accumulation switch on sm100: "
         "NVIDIA/TransformerEngine PR #2748 review, 2026-03-11), so every FP8 GEMM runs at one speed.")
+    fp8_non_tn_gemm: bool = Field(
+        False, description="FP8 training: the device's FP8 GEMMs take their operands in any layout, so the "
+        "tensor-scaled recipes (plan.fp8_recipe delayed, current) write no transposed FP8 copies of the input, weight "
+        "and output gradient for the backward (Transformer Engine makes none where is_non_tn_fp8_gemm_supported(): "
+        "compute capability 10.x-11.x and 13+). true on every Blackwell data-centre preset; false (Hopper, Ada, "
+        "sm_120): each cast also writes the transpose a TN-only GEMM needs. MXFP8 quantizes along both axes either way.")
     default_profile: str | None = Field(
         None, description="Shipped calibration profile used when hardware.profile is unset: a file name in "
         "moesim/data/profiles (a100.yaml, h100.yaml), rebased on this device's peaks and bandwidth (and its "

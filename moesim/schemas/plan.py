@@ -124,10 +124,12 @@ class PlanSpec(Strict):
         "(LoRA) about 24 % of the reserved memory holds no tensor at the peak, else 4 % (GMLake's A100 "
         "measurements, moesim/allocator.py). expandable_segments: expandable_segments:True, whose one growing "
         "segment per stream leaves nothing stranded. The fits verdict counts the live tensors either way."))
-    fp8_recipe: Literal["delayed", "current"] = Field("delayed", description=(
+    fp8_recipe: Literal["delayed", "current", "mxfp8"] = Field("delayed", description=(
         "FP8 training only (model.dtype fp8): Transformer Engine's scaling recipe, which sets the cast "
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
-        "each step: an extra read per cast)."))
+        "each step: an extra read per cast), both tensor-scaled, or mxfp8 (Blackwell's MXFP8BlockScaling: "
+        "E8M0 scales per 32 elements, a rowwise and a columnwise copy of every cast on any GPU; its GEMMs "
+        "priced as FP8's)."))
     fp8_attention: bool = Field(False, description=(
         "FP8 training only (model.dtype fp8): the attention core runs in FP8 (Transformer Engine's "
         "fp8_dot_product_attention, cuDNN's FP8 SDPA) at the speed over BF16 that cuDNN's benchmark measured for "

@@ -279,6 +279,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
     split = s.hardware.device.fp8_split_accumulation  # Hopper/Ada backward GEMMs; not on Blackwell
+    transposes = not s.hardware.device.fp8_non_tn_gemm  # TN-only FP8 GEMMs need transposed copies (not Blackwell)
 
     spec = w.trainable
     frozen = frozen_op_names(spec)
@@ -286,7 +287,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
                         algorithm=plan.alltoall, **kw)
-        ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split) if fp8 else ops
+        ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes) if fp8 else ops
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
         return finetune_ops(ops, spec, m.gated_ffn)
 
