@@ -1,5 +1,6 @@
 """plan.fp8_param_gather (Megatron's --fp8-param-gather): under FP8 training the ZeRO parameter all-gathers move
-the FP8 weights, 1 byte a parameter, instead of their 16-bit copies; the gradient syncs keep their width and a
+the FP8 weights, 1 byte a parameter, instead of their 16-bit copies, and no layer casts a weight (FP8 primary
+weights); the gradient syncs keep their width and a
 BF16 model ignores the field, as it ignores fp8_recipe. The after-step gather of ZeRO-1/2 is priced from the
 same per-block gathers its exposed part comes from, so it can never be shorter than that part."""
 
@@ -35,13 +36,16 @@ def test_the_gathers_move_one_byte_a_parameter_and_the_syncs_keep_theirs():
     assert (cn.gather_layer_s < cw.dp_dense_s + cw.dp_expert_s).all()
 
 
-def test_an_fp8_gather_shortens_the_gather_and_the_step_and_not_the_compute():
+def test_an_fp8_gather_shortens_the_gather_the_weight_casts_and_the_step():
+    """FP8 primary weights: a smaller gather, and no layer casts a weight (an H100 still transposes it), so the
+    compute shrinks by less than the casts' share; the gradient sync does not move."""
     base = simulate_training(_scenario(FP8)).summary
     fast = simulate_training(_scenario(FP8, fp8_param_gather=True)).summary
     assert fast["zero_gather_s"] < base["zero_gather_s"]
     assert fast["zero_gather_exposed_s"] < base["zero_gather_exposed_s"]
     assert fast["step_time_s"] < base["step_time_s"]
-    assert fast["compute_s"] == base["compute_s"] and fast["dp_sync_s"] == base["dp_sync_s"]
+    assert 0.9 * base["compute_s"] < fast["compute_s"] < base["compute_s"]
+    assert fast["dp_sync_s"] == pytest.approx(base["dp_sync_s"])
 
 
 @pytest.mark.parametrize("overlap", [True, False])

@@ -210,6 +210,13 @@ def test_blackwell_fp8_casts_write_no_transposes_but_mxfp8_keeps_both_copies():
             # the output gradient's transpose always; the input's in its forward cast or a transpose-only pass
             assert float(tn["bwd_bytes"] + tn["fwd_bytes"]) - float(any_layout["bwd_bytes"] + any_layout["fwd_bytes"]) \
                 == pytest.approx(t * n + (2 if fused and recipe == "delayed" else 1) * t * k)
+    # FP8 primary weights (plan.fp8_param_gather): no layer casts a weight; TN-only GEMMs still transpose it
+    for recipe in ("delayed", "current"):
+        with_params = fp8_cast_bytes(t, k, n, recipe=recipe, fp8_params=True)
+        assert float(with_params["weight_bytes"]) == pytest.approx(2.0 * k * n)
+        assert float(fp8_cast_bytes(t, k, n, recipe=recipe, fp8_params=True, transposes=False)["weight_bytes"]) == 0.0
+        assert float(with_params["fwd_bytes"]) == float(fp8_cast_bytes(t, k, n, recipe=recipe)["fwd_bytes"])
+    assert float(fp8_cast_bytes(t, k, n, recipe="mxfp8", fp8_params=True)["weight_bytes"]) == pytest.approx(4.0 * k * n)
     steps = [moesim.simulate(moesim.scenario_from_dict(deep_merge(
         TRAIN, {"model": {"dtype": "fp8"}, "plan": {"fp8_recipe": "current"},
                 "hardware": {"preset": "b200", "device": {"fp8_non_tn_gemm": f}}}))).summary["step_time_s"]

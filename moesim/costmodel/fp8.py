@@ -337,20 +337,29 @@ def cast_passes(recipe: str = "delayed", norm_fused: bool = False, transposes: b
 
 def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str = "delayed",
                    norm_fused: bool = False, weight_casts_per_microbatch: float = 1.0,
-                   transposes: bool = True) -> dict[str, np.ndarray]:
+                   transposes: bool = True, fp8_params: bool = False) -> dict[str, np.ndarray]:
     """Extra bytes (and kernel launches) FP8 training adds to one linear layer for one microbatch.
 
     ``tokens``: rows of the layer's input on this device (scalar or array); ``in_features`` /
     ``out_features``: the weight's dimensions on this device. ``weight_casts_per_microbatch``: 1 when
     every microbatch casts the weight (TE without ``is_first_microbatch``), ``1 / microbatches`` under
-    Megatron (cast once per step and cached). ``transposes``: as :func:`cast_passes`. Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
+    Megatron (cast once per step and cached). ``transposes``: as :func:`cast_passes`. ``fp8_params``: the
+    weights are kept in FP8 (Transformer Engine's FP8 primary weights, Megatron's ``--fp8-param-gather``):
+    the optimizer writes them in FP8 from its master shard, so no layer casts a weight; a tensor-scaled
+    weight is only transposed (read 1, write 1) where the GEMMs need TN layouts (MXFP8 weights keep their
+    casts: not modelled apart). Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
     (already times ``weight_casts_per_microbatch``) and ``fwd_kernels``, ``bwd_kernels``,
     ``weight_kernels`` (likewise).
     """
     t = np.asarray(tokens, dtype=float)
     elems = {"x": t * in_features, "dy": t * out_features, "w": np.full_like(t, float(in_features) * out_features)}
     out = {f"{p}_{q}": np.zeros_like(t) for p in ("fwd", "bwd", "weight") for q in ("bytes", "kernels")}
-    for p in cast_passes(recipe, norm_fused, transposes):
+    passes = cast_passes(recipe, norm_fused, transposes)
+    if fp8_params and recipe != "mxfp8":
+        passes = tuple(p for p in passes if p.phase != "weight") + (
+            (CastPass("w", "weight", 1.0, 1.0, 1, "transpose of the FP8 primary weight for the dgrad GEMM", 1.0, True),)
+            if transposes else ())
+    for p in passes:
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0
         out[f"{p.phase}_bytes"] = out[f"{p.phase}_bytes"] + share * elems[p.tensor] * (p.read_b + p.write_b)
         out[f"{p.phase}_kernels"] = out[f"{p.phase}_kernels"] + share * p.kernels

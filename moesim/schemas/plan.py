@@ -144,7 +144,9 @@ class PlanSpec(Strict):
     fp8_param_gather: bool = Field(False, description=(
         "FP8 training only (model.dtype fp8): the ZeRO parameter all-gathers (the distributed optimizer's after each "
         "step, ZeRO-3's before each pass) move the FP8 weights, 1 byte per parameter (Megatron's --fp8-param-gather, "
-        "Transformer Engine's FP8 primary weights); unset, they move the 16-bit copies, 2 bytes. Time only: memory keeps "
+        "Transformer Engine's FP8 primary weights); unset, they move the 16-bit copies, 2 bytes. The weights being FP8, "
+        "no layer casts one: a tensor-scaled weight is only transposed for the backward where the GEMMs need TN "
+        "layouts (Hopper), not at all on Blackwell (hardware.device.fp8_non_tn_gemm). Time only: memory keeps "
         "the 16-bit weight copy. Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",

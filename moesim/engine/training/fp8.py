@@ -13,7 +13,8 @@ from moesim.engine.op_types import Op
 
 
 def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float,
-                     split_accumulation: bool = True, transposes: bool = True) -> list[Op]:
+                     split_accumulation: bool = True, transposes: bool = True,
+                     fp8_params: bool = False) -> list[Op]:
     """``ops`` of an FP8 training block with Transformer Engine's extra work (``costmodel.fp8``).
 
     After each FP8 GEMM (every GEMM but the router's) come a forward cast op (its input cast to FP8
@@ -24,7 +25,8 @@ def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: fl
     the GEMMs' backward runs with split accumulation (``fp8.SPLIT_ACCUMULATION_SLOWDOWN`` on its 2x);
     without it (Blackwell: FP32 accumulation in the tensor cores) at the forward's speed. ``transposes``
     False (``hardware.device.fp8_non_tn_gemm``: Blackwell's FP8 GEMMs take any layout): the tensor-scaled
-    casts write no transposed copies (``costmodel.fp8.cast_passes``).
+    casts write no transposed copies (``costmodel.fp8.cast_passes``). ``fp8_params`` (``plan.fp8_param_gather``):
+    FP8 primary weights, which no layer casts (``costmodel.fp8.fp8_cast_bytes``).
     """
     slowdown = SPLIT_ACCUMULATION_SLOWDOWN if split_accumulation else 1.0
     out = []
@@ -40,7 +42,8 @@ def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: fl
             rows, experts = c.sum(axis=-1), float(c.shape[-1])  # every local expert's weight is cast
         fused = op.name in ("qkv_proj", "ffn_up") or (op.name.startswith("shared") and op.name.endswith("_up"))
         c = fp8_cast_bytes(rows, a["k"], a["n"], recipe=recipe, norm_fused=fused,
-                           weight_casts_per_microbatch=weight_casts_per_microbatch, transposes=transposes)
+                           weight_casts_per_microbatch=weight_casts_per_microbatch, transposes=transposes,
+                           fp8_params=fp8_params)
         fwd = c["fwd_bytes"] + experts * c["weight_bytes"]
         out += [replace(op, bwd_factor=2.0 * slowdown),
                 Op(f"{op.name}_cast", "fp8_cast", "compute", dict(nbytes=fwd, kernels=c["fwd_kernels"] + c["weight_kernels"]),

@@ -287,7 +287,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
                         algorithm=plan.alltoall, **kw)
-        ops = fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes) if fp8 else ops
+        ops = (fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes, plan.fp8_param_gather)
+               if fp8 else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
         return finetune_ops(ops, spec, m.gated_ffn)
 
