@@ -156,6 +156,15 @@ class PlanSpec(Strict):
         "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple, CPU and TPU). 0: no floor, as with "
         "full-iteration CUDA graphs.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
+    defer_head_wgrad: int | None = bounded(
+        None, ge=0, le=1 << 20, why="2^20 micro-batches: far beyond any step's count (DeepSeek-V3's MLPerf run: 240)",
+        description="Training, 1F1B and interleaved schedules: hold the output head's weight-gradient GEMM back and run "
+        "it on the last pipeline stage after its last backward, in the pipeline's drain, before the gradient sync "
+        "(Megatron's defer_embedding_wgrad_compute with wgrad_deferral_limit N: the first N micro-batches' are held, "
+        "0 holds every one; megatron/core/pipeline_parallel/schedules.py finish_embedding_wgrad_compute). The work "
+        "leaves the stage's critical path and lands where it would otherwise wait for the earlier stages' cooldown. "
+        "null: each micro-batch's runs in its own backward. Ignored by schedules that split the backward (zb-h1, "
+        "dualpipe), which place every weight gradient themselves.")
     alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency", "allgather"] = Field(
         "flat",
         description="All-to-all algorithm: flat (every peer directly), hierarchical (gather in node, one NIC "

@@ -35,7 +35,7 @@ whatever ``plan.overlap_alltoall``; each of its chunks carries one direction's m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -46,6 +46,7 @@ from moesim.costmodel.comm import overlap_slowdown
 from moesim.engine.expert_tp import routing_group_tokens
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.training import zero
+from moesim.engine.training.deferred_head import defer_head_wgrad
 from moesim.engine.training.layer_costs import (
     ADAM_BYTES_PER_PARAM,
     CATEGORY,
@@ -92,6 +93,7 @@ class PipelineRun:
     pp_exposed_s: np.ndarray  # part of the wait before a unit that its input transfer caused
     sends: list[tuple]  # (stage, chunk, microbatch, backward, start_s, end_s)
     dp_syncs: list[tuple]  # (stage, chunk, piece, start_s, end_s)
+    tails: dict[int, tuple[float, float]] = field(default_factory=dict)  # stage -> (start_s, end_s) of its tail
 
 
 def run_pipeline(orders: list[list[Entry]], unit_s: np.ndarray, send_s: np.ndarray,
@@ -99,7 +101,7 @@ def run_pipeline(orders: list[list[Entry]], unit_s: np.ndarray, send_s: np.ndarr
                  overlap_dp: bool = True, dp_every_microbatch: bool = False,
                  layout: Schedule = DEFAULT_LAYOUT,
                  combined: dict[tuple[int, int, int, int], tuple[Combined, np.ndarray]] | None = None,
-                 dp_ready_w_s: list[np.ndarray] | None = None) -> PipelineRun:
+                 dp_ready_w_s: list[np.ndarray] | None = None, tail_s: np.ndarray | None = None) -> PipelineRun:
     """Play the per-stage ``orders`` in SimPy; ``layout`` says which stage holds which chunk and
     which chunks each microbatch passes (``layout.path``).
 
@@ -110,7 +112,9 @@ def run_pipeline(orders: list[list[Entry]], unit_s: np.ndarray, send_s: np.ndarr
     when, after the start of chunk ``c``'s last backward unit, each gradient-sync piece is ready,
     and how long it takes. ``dp_every_microbatch`` (ZeRO-2/3): the pieces are synced after every
     microbatch's backward, not only the last. ``dp_ready_w_s[c] [M, n]``: the same after the start
-    of a ``W`` unit (the pieces are ready as the weight gradients are).
+    of a ``W`` unit (the pieces are ready as the weight gradients are). ``tail_s [pp]``: seconds each stage
+    computes after its last unit, before a non-overlapped gradient sync (``deferred_head``: the held head
+    weight gradients).
 
     An entry of an order may be a (forward, backward) pair of units played as one combined unit
     (:func:`combined_orders`); ``combined[(c_fwd, i_fwd, c_bwd, i_bwd)]`` (global chunks,
@@ -216,17 +220,22 @@ def run_pipeline(orders: list[list[Entry]], unit_s: np.ndarray, send_s: np.ndarr
                 send(s, *key, t0 + part_end)
             played[0] += 2
             yield env.timeout(comb.makespan_s)
+        if tail_s is not None and tail_s[s] > 0:  # after the stage's last unit, before its non-overlapped syncs
+            t_tail = env.now
+            yield env.timeout(float(tail_s[s]))
+            tails[s] = (t_tail, env.now)
         for c in deferred:
             queue_dp(s, c, np.full(len(dp_s[c]), env.now))
 
     played = [0]
+    tails: dict[int, tuple[float, float]] = {}
     for s in range(pp):
         env.process(stage(s))
     env.run()
     total = sum(len(units_of(e)) for order in orders for e in order)
     if played[0] != total:
         raise RuntimeError(f"pipeline orders deadlock: {played[0]} of {total} units played")
-    return PipelineRun(start, end, exposed, sends, dp_syncs)
+    return PipelineRun(start, end, exposed, sends, dp_syncs, tails)
 
 
 def chunk_send_s(cm: CostModel, s: Scenario, nbytes: float) -> np.ndarray:
@@ -323,6 +332,9 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
             gather[stage[c]] += gf + gb if every else (gf + gb) * rows[c].mean()
     if not every:
         tables = [(f.only_rows(r), b.only_rows(r)) for (f, b), r in zip(tables, rows)]
+    tail_s = None
+    if plan.defer_head_wgrad is not None and not sched.splits_backward:  # Megatron's deferred head wgrad
+        tables, tail_s = defer_head_wgrad(tables, costs.head_wgrad_s, plan.defer_head_wgrad, stage, pp)
     wmask = [wgrad_mask(b.kinds) for _, b in tables]  # the W columns (none unless the backward splits)
     if sched.splits_backward:
         unit_s = np.stack([np.stack([f.unit_s, np.where(w, 0.0, b.dur_s).sum(axis=1), np.where(w, b.dur_s, 0.0).sum(axis=1)],
@@ -353,7 +365,8 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
     run = run_pipeline(orders, unit_s, send_s, [dp_ready_offsets(b) for _, b in tables],
                        [b.dp_s for _, b in tables], overlap_dp=plan.overlap_dp_comm,
                        dp_every_microbatch=zp.reduce_every_microbatch, layout=sched, combined=combined,
-                       dp_ready_w_s=[dp_ready_offsets(b, wgrad_only=True) for _, b in tables] if wgrad else None)
+                       dp_ready_w_s=[dp_ready_offsets(b, wgrad_only=True) for _, b in tables] if wgrad else None,
+                       tail_s=tail_s)
     for st, order in enumerate(orders):  # a split backward's ops: B's from its start, W's from its W's
         for u in (e for e in order if isinstance(e, Unit) and e.part == "W"):
             c, i = sched.global_chunk(st, u.chunk, pp), u.microbatch

@@ -56,7 +56,8 @@ def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
     run = step.run
     C = run.end_s.shape[0]
     stage_of = step.schedule.stage_of(np.arange(C), pp)
-    compute_end = np.array([run.end_s[stage_of == st].max() for st in range(pp)])
+    compute_end = np.array([max(run.end_s[stage_of == st].max(), run.tails.get(st, (0.0, 0.0))[1])
+                            for st in range(pp)])
     dp_end = np.zeros(pp)
     for st, _c, _j, _t0, t1 in run.dp_syncs:
         dp_end[st] = max(dp_end[st], t1)
@@ -96,6 +97,8 @@ def record_step(rec: SpanRecorder, step, pp: int, offset_s: float) -> float:
         rec.add(kind, st, "dp_comm", t0 + offset_s, t1 + offset_s, layer=int(table.dp_layers[j]),
                 bytes=float(table.dp_bytes[j]), rank_group=_DP_GROUP[kind])
     _record_cp_ring(rec, step, pp, offset_s)
+    for st, (t0, t1) in run.tails.items():  # the held head weight gradients (plan.defer_head_wgrad)
+        rec.add("lm_head_wgrad_deferred", st, "compute", t0 + offset_s, t1 + offset_s, layer=-1)
     times = step_times(step, pp)
     starts = times["sync_end"] + offset_s
     rec.add("optimizer", np.arange(pp), "compute", starts, starts + step.optimizer_s)
@@ -176,6 +179,8 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
             straggler[st] += table.straggler_s.sum()
             host_wait[st] += 0.0 if table.host_wait_s is None else table.host_wait_s.sum()
         exposed[st] += step.run.pp_exposed_s[c].sum()
+    for st, (t0, t1) in step.run.tails.items():  # held head weight gradients, run after the stage's last unit
+        busy["compute"][st] += t1 - t0
     # Recompute (full; the moe/mlp modules) re-runs collectives inside its (compute) slot: book them as such.
     a2a, tp = step.recompute_comm_s[:, 0], step.recompute_comm_s[:, 1]
     busy["compute"] -= a2a + tp
