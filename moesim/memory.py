@@ -28,6 +28,7 @@ from moesim.allocator import reserved_gib, unused_fraction
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
+from moesim.engine.training.deferred_head import held_bytes
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
 from moesim.packing import micro_batch_seqs
@@ -198,6 +199,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         stored = stage_bytes_per_token(0) * tokens * in_flight
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
+        # plan.defer_head_wgrad: the held head inputs and logit gradients wait for the drain on the loss stage
+        head += held_bytes(plan, m.d_model, m.vocab_size, tokens, scenario_precision(s).act_bytes,
+                           schedule_for(plan).splits_backward)
         # MTP modules (workload.mtp_layers) run beside the loss: their activations while it runs, their parameters
         head += w.mtp_layers * kept[m.is_moe_layer(m.n_layers - 1)] * tokens
         mtp = mtp_param_bytes(s, b, g, dp, expert_dp)

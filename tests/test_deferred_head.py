@@ -68,3 +68,20 @@ def test_a_negative_limit_is_refused_in_one_line_naming_the_field():
         moesim.load_scenario("llama-2-7b-a100-train", ["plan.defer_head_wgrad=-2"])
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("plan.defer_head_wgrad")
+
+
+def test_the_held_buffers_count_in_the_loss_stage_memory():
+    """Each held micro-batch keeps its head input and logit gradient until the drain: tokens x (d + vocab/tp)
+    x 2 bytes on the stage that computes the loss, which can become the busiest; nothing when off."""
+    from moesim.accounting import GIB
+    from moesim.engine.training.deferred_head import held_bytes
+    from moesim.memory import memory_report
+
+    s_off, _ = _run()
+    s_on = moesim.scenario_from_dict(deep_merge(BASE, {"plan": {"defer_head_wgrad": 0}}))
+    per_mb = 4096 * (8192 + 128256 / 2) * 2  # one micro-batch of one 4096-token sequence, TP2, BF16
+    assert held_bytes(s_on.plan, 8192, 128256, 4096, 2.0, False) == pytest.approx(8 * per_mb)
+    assert held_bytes(s_on.plan, 8192, 128256, 4096, 2.0, True) == 0.0
+    assert held_bytes(s_off.plan, 8192, 128256, 4096, 2.0, False) == 0.0
+    off, on = memory_report(s_off), memory_report(s_on)
+    assert off.total_gib < on.total_gib <= off.total_gib + 8 * per_mb / GIB + 1e-9

@@ -164,7 +164,8 @@ class PlanSpec(Strict):
         "0 holds every one; megatron/core/pipeline_parallel/schedules.py finish_embedding_wgrad_compute). The work "
         "leaves the stage's critical path and lands where it would otherwise wait for the earlier stages' cooldown. "
         "null: each micro-batch's runs in its own backward. Ignored by schedules that split the backward (zb-h1, "
-        "dualpipe), which place every weight gradient themselves.")
+        "dualpipe), which place every weight gradient themselves. Memory: the held inputs and logit gradients "
+        "(per held micro-batch, tokens x (d_model + vocab / tp) at the activations' width) count on the loss stage.")
     alltoall: Literal["flat", "hierarchical", "deepep_normal", "deepep_low_latency", "allgather"] = Field(
         "flat",
         description="All-to-all algorithm: flat (every peer directly), hierarchical (gather in node, one NIC "

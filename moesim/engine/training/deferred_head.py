@@ -9,6 +9,10 @@ GEMMs after the stage's last backward unit, before ``finalize_model_grads`` star
 one does in 1F1B and its interleaved form, so the held GEMMs land in time it would spend waiting anyway: the
 head's cost, ~1.2 layers' of Llama 3 70B on the last chunk, leaves the pipeline's critical path.
 
+Memory (:func:`held_bytes`): the stage keeps each held micro-batch's head input and logit gradient until the drain,
+``tokens x (d_model + vocab / tp)`` elements at the activations' width; the memory report adds them all to the stage
+that computes the loss (an upper bound: other micro-batches' activations are freed by the drain).
+
 Here: the ``lm_head`` op of each held micro-batch's backward loses the head's weight-gradient seconds
 (``LayerCosts.head_wgrad_s``: one forward GEMM's worth, ``wgrad.py``), and their sum becomes a tail the
 stage runs after its last unit (``step.run_pipeline``'s ``tail_s``). Not modelled: the head's gradient-sync
@@ -48,3 +52,12 @@ def defer_head_wgrad(tables: list[tuple[OpTable, OpTable]], head_wgrad_s: float,
         tail[int(stage_of[c])] += float(moved.sum())
         out[c] = (fwd, replace(bwd, dur_s=dur))
     return out, tail
+
+
+def held_bytes(plan, d_model: int, vocab_size: int, tokens: float, act_bytes: float, splits_backward: bool) -> float:
+    """Bytes the loss stage holds for the drain under ``plan.defer_head_wgrad``: per held micro-batch its head
+    input and logit gradient, ``tokens x (d_model + vocab_size / tp) x act_bytes``; 0 when off or when the
+    schedule splits the backward (the field is ignored there)."""
+    if plan.defer_head_wgrad is None or splits_backward:
+        return 0.0
+    return held_microbatches(plan.defer_head_wgrad, plan.microbatches) * tokens * (d_model + vocab_size / plan.tp) * act_bytes
