@@ -200,8 +200,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         # plan.defer_head_wgrad: the held head inputs and logit gradients wait for the drain on the loss stage
-        head += held_bytes(plan, m.d_model, m.vocab_size, tokens, scenario_precision(s).act_bytes,
-                           schedule_for(plan).splits_backward)
+        head += held_bytes(plan, m.d_model, m.vocab_size, tokens, scenario_precision(s).act_bytes)
         # MTP modules (workload.mtp_layers) run beside the loss: their activations while it runs, their parameters
         head += w.mtp_layers * kept[m.is_moe_layer(m.n_layers - 1)] * tokens
         mtp = mtp_param_bytes(s, b, g, dp, expert_dp)

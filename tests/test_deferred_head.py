@@ -79,9 +79,10 @@ def test_the_held_buffers_count_in_the_loss_stage_memory():
 
     s_off, _ = _run()
     s_on = moesim.scenario_from_dict(deep_merge(BASE, {"plan": {"defer_head_wgrad": 0}}))
+    s_zb = moesim.scenario_from_dict(deep_merge(BASE, {"plan": {"defer_head_wgrad": 0, "schedule": "zb-h1"}}))
     per_mb = 4096 * (8192 + 128256 / 2) * 2  # one micro-batch of one 4096-token sequence, TP2, BF16
-    assert held_bytes(s_on.plan, 8192, 128256, 4096, 2.0, False) == pytest.approx(8 * per_mb)
-    assert held_bytes(s_on.plan, 8192, 128256, 4096, 2.0, True) == 0.0
-    assert held_bytes(s_off.plan, 8192, 128256, 4096, 2.0, False) == 0.0
+    assert held_bytes(s_on.plan, 8192, 128256, 4096, 2.0) == pytest.approx(8 * per_mb)
+    assert held_bytes(s_zb.plan, 8192, 128256, 4096, 2.0) == 0.0
+    assert held_bytes(s_off.plan, 8192, 128256, 4096, 2.0) == 0.0
     off, on = memory_report(s_off), memory_report(s_on)
     assert off.total_gib < on.total_gib <= off.total_gib + 8 * per_mb / GIB + 1e-9

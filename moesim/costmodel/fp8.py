@@ -321,6 +321,11 @@ CAST_PASSES[("mxfp8", True)] = tuple(replace(p, transpose_b=0.0, transpose_only=
                                      for p in CAST_PASSES[("delayed", True)])
 
 
+#: FP8 primary weights (``plan.fp8_param_gather``) need no cast, only, on a TN-only GPU, their transpose once a step.
+FP8_WEIGHT_TRANSPOSE = CastPass("w", "weight", 1.0, 1.0, 1, "transpose of the FP8 primary weight for the dgrad GEMM",
+                                1.0, True)
+
+
 def cast_passes(recipe: str = "delayed", norm_fused: bool = False, transposes: bool = True) -> tuple[CastPass, ...]:
     """The passes of one linear layer (see ``CAST_PASSES``). ``transposes`` False: the device's FP8 GEMMs
     take operands in any layout (``DeviceSpec.fp8_non_tn_gemm``), so the tensor-scaled recipes write no
@@ -356,9 +361,7 @@ def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str =
     out = {f"{p}_{q}": np.zeros_like(t) for p in ("fwd", "bwd", "weight") for q in ("bytes", "kernels")}
     passes = cast_passes(recipe, norm_fused, transposes)
     if fp8_params and recipe != "mxfp8":
-        passes = tuple(p for p in passes if p.phase != "weight") + (
-            (CastPass("w", "weight", 1.0, 1.0, 1, "transpose of the FP8 primary weight for the dgrad GEMM", 1.0, True),)
-            if transposes else ())
+        passes = tuple(p for p in passes if p.phase != "weight") + ((FP8_WEIGHT_TRANSPOSE,) if transposes else ())
     for p in passes:
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0
         out[f"{p.phase}_bytes"] = out[f"{p.phase}_bytes"] + share * elems[p.tensor] * (p.read_b + p.write_b)

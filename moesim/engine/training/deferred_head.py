@@ -25,7 +25,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import OpTable
+
+
+def held_limit(plan) -> int | None:
+    """``plan.defer_head_wgrad`` where it applies: None when unset or under a schedule that splits the
+    backward (ZB-H1, DualPipe place every weight gradient themselves)."""
+    if plan.defer_head_wgrad is None or schedule_for(plan).splits_backward:
+        return None
+    return plan.defer_head_wgrad
 
 
 def held_microbatches(limit: int, microbatches: int) -> int:
@@ -54,10 +63,11 @@ def defer_head_wgrad(tables: list[tuple[OpTable, OpTable]], head_wgrad_s: float,
     return out, tail
 
 
-def held_bytes(plan, d_model: int, vocab_size: int, tokens: float, act_bytes: float, splits_backward: bool) -> float:
+def held_bytes(plan, d_model: int, vocab_size: int, tokens: float, act_bytes: float) -> float:
     """Bytes the loss stage holds for the drain under ``plan.defer_head_wgrad``: per held micro-batch its head
-    input and logit gradient, ``tokens x (d_model + vocab_size / tp) x act_bytes``; 0 when off or when the
-    schedule splits the backward (the field is ignored there)."""
-    if plan.defer_head_wgrad is None or splits_backward:
+    input and logit gradient, ``tokens x (d_model + vocab_size / tp) x act_bytes``; 0 where it does not apply
+    (:func:`held_limit`)."""
+    limit = held_limit(plan)
+    if limit is None:
         return 0.0
-    return held_microbatches(plan.defer_head_wgrad, plan.microbatches) * tokens * (d_model + vocab_size / plan.tp) * act_bytes
+    return held_microbatches(limit, plan.microbatches) * tokens * (d_model + vocab_size / plan.tp) * act_bytes

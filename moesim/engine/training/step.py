@@ -46,7 +46,7 @@ from moesim.costmodel.comm import overlap_slowdown
 from moesim.engine.expert_tp import routing_group_tokens
 from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.training import zero
-from moesim.engine.training.deferred_head import defer_head_wgrad
+from moesim.engine.training.deferred_head import defer_head_wgrad, held_limit
 from moesim.engine.training.layer_costs import (
     ADAM_BYTES_PER_PARAM,
     CATEGORY,
@@ -332,9 +332,9 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
             gather[stage[c]] += gf + gb if every else (gf + gb) * rows[c].mean()
     if not every:
         tables = [(f.only_rows(r), b.only_rows(r)) for (f, b), r in zip(tables, rows)]
-    tail_s = None
-    if plan.defer_head_wgrad is not None and not sched.splits_backward:  # Megatron's deferred head wgrad
-        tables, tail_s = defer_head_wgrad(tables, costs.head_wgrad_s, plan.defer_head_wgrad, stage, pp)
+    tail_s, limit = None, held_limit(plan)
+    if limit is not None:  # Megatron's deferred head wgrad: its held seconds run after the last stage's last unit
+        tables, tail_s = defer_head_wgrad(tables, costs.head_wgrad_s, limit, stage, pp)
     wmask = [wgrad_mask(b.kinds) for _, b in tables]  # the W columns (none unless the backward splits)
     if sched.splits_backward:
         unit_s = np.stack([np.stack([f.unit_s, np.where(w, 0.0, b.dur_s).sum(axis=1), np.where(w, b.dur_s, 0.0).sum(axis=1)],
