@@ -85,6 +85,54 @@ def test_attention_flops_per_rank_are_the_whole_over_cp():
         assert part * cp == pytest.approx(whole, rel=1e-12)
 
 
+def test_ring_steps_are_priced_as_their_own_kernels():
+    """Transformer Engine runs one fused-attention kernel per ring step: cp kernels of S/cp queries
+    over S/cp keys (causal convention) carry the rank's FLOPs exactly, at S/(2cp) keys per query row
+    where one long kernel would see S/2, so the flash kernel's fixed cost per row makes them slower."""
+    s = _long(1)
+    cm = build_cost_model(s.hardware)
+    dims, dt = BlockDims.of(s.model, 1, 1, mla_absorbed=False), training_dtypes(s)
+    S = 32768
+    for cp in (2, 4, 8):
+        q, kv = ctx.attention_tokens(S, cp)
+        one = attention_core_op(dims, dt, np.full(1, q), np.full(1, kv))
+        piece, kernels = ctx.ring_kernels(S, cp)
+        assert (piece, kernels) == (S / cp, cp)
+        steps = attention_core_op(dims, dt, np.full(kernels, piece), np.full(kernels, piece))
+        assert steps.flops == pytest.approx(one.flops, rel=1e-12)
+        t_one = float(cm.attention_batch_s(**one.args))
+        t_steps = float(cm.attention_batch_s(**steps.args))
+        assert t_one < t_steps < 1.25 * t_one
+
+
+def test_ring_merges_are_memory_passes_over_the_output_and_gradients():
+    """The steps' outputs are rescaled and summed into one (2 + 3 (cp - 1) passes of the output),
+    and the backward accumulates dQ, dK, dV the same way; nothing at cp = 1. The attention slot of
+    the step grows by their seconds: forward once, backward once, and selective recompute re-runs
+    the forward merge with the core."""
+    s = _long(2, "plan.recompute=selective")
+    dims, dt = BlockDims.of(s.model, 1, 1, mla_absorbed=False), training_dtypes(s)
+    T = 16384
+    assert ctx.merge_ops(dims, dt, T, 1) == []
+    fwd, bwd = ctx.merge_ops(dims, dt, T, 4)
+    o = T * dims.heads * dims.head_dim * dt.act_bytes
+    k = T * dims.kv_heads * dims.head_dim * dt.act_bytes
+    assert (fwd.phase, bwd.phase) == ("fwd", "bwd")
+    assert fwd.nbytes == pytest.approx(11 * o) and bwd.nbytes == pytest.approx(11 * (o + 2 * k))
+    with_merge = _costs(s)
+    saved = ctx.merge_ops
+    try:
+        ctx.merge_ops = lambda *a, **kw: []
+        without = _costs(s)
+    finally:
+        ctx.merge_ops = saved
+    att = FWD_SLOTS.index("attention")
+    grew_f = with_merge.fwd_s[..., att] - without.fwd_s[..., att]
+    assert (grew_f > 0).all()
+    grew_rc = with_merge.bwd_s[..., 0] - without.bwd_s[..., 0]  # the recompute slot
+    assert grew_rc == pytest.approx(grew_f)
+
+
 def test_ring_exposed_closed_form():
     """(cp - 1) * max(0, step - block) + latency; nothing without CP."""
     assert ctx.ring_exposed_s(1.0, 0.5, 1, 0.1) == 0.0

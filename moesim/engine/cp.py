@@ -26,9 +26,19 @@ Sources:
 
 Per layer and microbatch on one device (one TP shard), with ``T = seqs * seq_len / cp`` local tokens:
 
-- attention core FLOPs = the whole causal attention's / cp (load-balanced), priced as one kernel of
-  ``q = seq_len / cp`` queries per sequence, each seeing ``seq_len / 2`` keys on average
-  (:func:`attention_tokens`); every ring step does ``1 / cp`` of it (``a = core / cp``);
+- attention core FLOPs = the whole causal attention's / cp (load-balanced), run as one kernel per
+  ring step (:func:`ring_kernels`): Transformer Engine's ``AttnFuncWithCPAndKVP2P`` calls the fused
+  attention once per step, step 0 causal over the local ``2c`` tokens (``c = seq_len / 2cp``, one
+  chunk), each later step unmasked over the local queries and half the received keys, or half the
+  queries and all of them: ``2c^2`` (query, key) pairs every step, at ``c`` or ``2c`` keys per
+  query row where one long kernel would see ``seq_len / 2``. The flash kernel's fixed cost per
+  query row (``costmodel/flash_attention.py``) is paid every step, so each step is priced as a
+  causal kernel of ``2c`` queries over ``2c`` keys (the same pairs and ``c`` keys a row, the
+  slowest rank's steps); every ring step does ``1 / cp`` of the core (``a = core / cp``);
+- merging the steps (:func:`merge_ops`): each step's partial output is rescaled by its softmax
+  statistics and added into the running output (``flash_attn_fwd_out_correction``: read both,
+  write one), and the backward accumulates each step's dQ, dK and dV the same way, memory-bound
+  kernels over the rank's Q-sized and K/V-sized tensors;
 - forward ring step: ``B = 2 * kv_heads_per_tp * head_dim * T * act_bytes`` (K and V of the local
   block); backward: K/V again plus the dK/dV accumulators, ``2 * B`` per step, against
   ``flash_attention.ATTN_BWD_FACTOR * a`` of attention backward (:func:`ring_bytes`);
@@ -61,6 +71,38 @@ def attention_tokens(seq_len: int, cp: int) -> tuple[float, float]:
         return float(seq_len), float(seq_len)
     q = seq_len / cp
     return q, seq_len / 2 + q / 2
+
+
+def ring_kernels(seq_len: int, cp: int) -> tuple[float, int]:
+    """(tokens, kernels): each sequence's ring attention on one CP rank as ``kernels`` causal
+    kernels of ``tokens`` queries over ``tokens`` keys (``ops.attention_core_op``'s convention):
+    one per ring step, ``seq_len / cp`` each (see the module notes; their FLOPs sum to
+    :func:`attention_tokens`'s). ``cp = 1``: one kernel over the whole sequence."""
+    return float(seq_len) / cp, int(cp)
+
+
+def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int) -> list[Op]:
+    """Memory-bound kernels that merge the ring steps on one device (``cp > 1``; none otherwise),
+    Transformer Engine's ``AttnFuncWithCPAndKVP2P`` on the rank whose every step is whole (the
+    last; the others merge half-steps and wait for it at the next ring transfer):
+
+    - forward (``cp_merge``): the first step's output rescaled into the running output (read one,
+      write one), each later one rescaled and added (read two, write one): ``(2 + 3 (cp - 1)) O``
+      bytes, ``O`` the rank's attention output (``tokens x heads x head_dim`` 16-bit elements);
+    - backward (``cp_merge_bwd``): dQ, dK and dV accumulated the same way over the steps,
+      ``(2 + 3 (cp - 1)) (O + 2 K)`` bytes, ``K`` one of the rank's K or V.
+
+    The softmax statistics' merges (one float per query row and head) are left out: 1/head_dim of these.
+    """
+    if cp <= 1:
+        return []
+    t = float(tokens)
+    o = t * dims.heads * dims.head_dim * dt.act_bytes
+    k = t * dims.kv_heads * dims.head_dim * dt.act_bytes
+    passes = 2.0 + 3.0 * (cp - 1)
+    f, b = passes * o, passes * (o + 2.0 * k)
+    return [Op("cp_merge", "memory", "compute", dict(nbytes=f), 0.0, f, phase="fwd"),
+            Op("cp_merge_bwd", "memory", "compute", dict(nbytes=b), 0.0, b, phase="bwd")]
 
 
 def ring_bytes(dims: BlockDims, dt: OpDtypes, tokens) -> float:

@@ -86,7 +86,8 @@ ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
 BWD_EXPERTS = BWD_SLOTS.index("experts")
 #: The training slot each op of the op graph (``ops.block_ops``) is booked in. The un-permute
 #: follows the combine in the layer but is booked with the expert compute (both are compute).
-SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "rope": ATT, "attn_core": ATT, "o_proj": ATT, "ffn_norm": ATT,
+SLOT_OF = {"attn_norm": ATT, "qkv_proj": ATT, "rope": ATT, "attn_core": ATT, "cp_merge": ATT, "cp_merge_bwd": ATT,
+           "o_proj": ATT, "ffn_norm": ATT,
            "attn_allreduce": TP1, "router": ROUTER, "router_topk": ROUTER, "permute": ROUTER,
            "dispatch": DISPATCH, "expert_up": EXPERTS, "expert_act": EXPERTS, "expert_down": EXPERTS,
            "moe_overhead": EXPERTS, "unpermute": EXPERTS, "shared_up": EXPERTS, "shared_act": EXPERTS,
@@ -258,11 +259,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     etp = plan.expert_tp
     dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token, etp=etp)
     q_len, kv_len = ctx.attention_tokens(row, cp)
-    q = np.full(seqs, q_len)
-    kv = q if cp == 1 else np.full(seqs, kv_len)
+    one_q, one_kv = np.full(seqs, q_len), np.full(seqs, kv_len)  # the rank's core as one kernel
+    piece, kernels = ctx.ring_kernels(row, cp)
+    q = kv = np.full(seqs * kernels, piece)  # CP: one kernel per ring step (engine/cp.py)
     spans = attention_spans(w, seqs) if cp == 1 else None
     if spans is not None:  # packed samples, each attending only to itself
-        q = kv = spans
+        q = kv = one_q = one_kv = spans
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))
     nbytes = np.zeros_like(fwd)
@@ -286,7 +288,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
-                        algorithm=plan.alltoall, **kw)
+                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp)
         ops = (fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes, plan.fp8_param_gather)
                if fp8 else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
@@ -345,8 +347,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # and no change without model.local_attention)
     local = np.array([m.is_local_layer(i) for i in range(L)])
     full_ops, full_secs = next(iter(priced.values()))  # the attention core is the same in every block
+    merge = full_secs.get("cp_merge", 0.0)  # CP: the ring steps' forward merge (engine/cp.py)
     core_delta = (_local_core_delta(cm, next(op for op in full_ops if op.name == "attn_core"),
-                                    float(full_secs["attn_core"]), dims, dtypes, m.local_attention)
+                                    float(full_secs["attn_core"]), dims, dtypes, m.local_attention, one_q, one_kv)
                   if local.any() else (0.0, 0.0))
     if fp8_attn and FP8_WINDOW_BACKWARD_IS_FULL:  # cuDNN's FP8 backward does not skip the tiles outside the window
         core_delta = (core_delta[0], 0.0)
@@ -374,7 +377,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         rc_comm[..., 1] = fwd[..., TP1] + fwd[..., TP2]
         cp_rc = ring["exposed"][0]
     elif plan.recompute == "selective" and modules is None:  # re-running the core attention re-runs its ring
-        bwd[:, :, 0] = core if cp == 1 else core + ring["exposed"][0]
+        bwd[:, :, 0] = core if cp == 1 else core + merge + ring["exposed"][0]
         bwd[local, :, 0] += core_delta[0]
         cp_rc = ring["exposed"][0]
     elif plan.recompute == "selective":  # Megatron-core's modules (recompute.py)
@@ -455,11 +458,11 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
 
 def _local_core_delta(cm: CostModel, full: Op, t_full: float, dims: BlockDims, dtypes: OpDtypes,
-                      la) -> tuple[float, float]:
+                      la, q, kv) -> tuple[float, float]:
     """(forward, backward) seconds a local layer's attention core (``model.local_attention``) saves
-    over the full causal core ``full`` (priced at ``t_full``): the same kernel at the same queries
-    over the window's keys (``local_attention.local_kv``). Both <= 0."""
-    q, kv = full.args["q_tokens"], full.args["kv_tokens"]
+    over the full causal core ``full`` (priced at ``t_full``): one kernel at the rank's ``q`` queries
+    over the window's keys of its ``kv`` context (``local_attention.local_kv``; under CP the window
+    stays within the first ring step, so not one kernel per step as ``full``). Both <= 0."""
     local = attention_core_op(dims, dtypes, q, local_kv(q, kv, la.window, la.kind))
     t_local = float(price(cm, [local])["attn_core"])
     return (forward_s(local, t_local) - forward_s(full, t_full), backward_s(local, t_local) - backward_s(full, t_full))

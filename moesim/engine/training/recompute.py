@@ -27,7 +27,7 @@ _MOE_BLOCK = ("router", "router_topk", "permute", "dispatch", "expert_up", "expe
 #: so the block's TP collective (sequence-parallel gather / scatter) runs again too. ``layernorm``
 #: re-runs those of the two pre-norms that are layers of their own (:func:`layernorm_ops`).
 RECOMPUTE_OPS: dict[str, tuple[str, ...]] = {
-    "core_attn": ("attn_core",),
+    "core_attn": ("attn_core", "cp_merge"),  # under CP the ring steps' merge re-runs with it
     "layernorm": ("attn_norm", "ffn_norm"),
     "mla_up_proj": ("qkv_proj", "rope"),
     "moe_act": ("expert_act",),
