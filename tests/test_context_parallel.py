@@ -119,6 +119,9 @@ def test_ring_merges_are_memory_passes_over_the_output_and_gradients():
     k = T * dims.kv_heads * dims.head_dim * dt.act_bytes
     assert (fwd.phase, bwd.phase) == ("fwd", "bwd")
     assert fwd.nbytes == pytest.approx(11 * o) and bwd.nbytes == pytest.approx(11 * (o + 2 * k))
+    f8, b8 = ctx.merge_ops(dims, dt, T, 4, fp8_attention=True)  # FP8 attention merges in FP32
+    assert f8.nbytes == pytest.approx(fwd.nbytes * 4 / dt.act_bytes)
+    assert b8.nbytes == pytest.approx(bwd.nbytes * 4 / dt.act_bytes)
     with_merge = _costs(s)
     saved = ctx.merge_ops
     try:

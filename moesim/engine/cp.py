@@ -81,7 +81,7 @@ def ring_kernels(seq_len: int, cp: int) -> tuple[float, int]:
     return float(seq_len) / cp, int(cp)
 
 
-def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int) -> list[Op]:
+def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int, fp8_attention: bool = False) -> list[Op]:
     """Memory-bound kernels that merge the ring steps on one device (``cp > 1``; none otherwise),
     Transformer Engine's ``AttnFuncWithCPAndKVP2P`` on the rank whose every step is whole (the
     last; the others merge half-steps and wait for it at the next ring transfer):
@@ -92,13 +92,16 @@ def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int) -> list[Op]:
     - backward (``cp_merge_bwd``): dQ, dK and dV accumulated the same way over the steps,
       ``(2 + 3 (cp - 1)) (O + 2 K)`` bytes, ``K`` one of the rank's K or V.
 
-    The softmax statistics' merges (one float per query row and head) are left out: 1/head_dim of these.
+    With FP8 attention (``fp8_attention``) the steps' outputs are dequantized and merged, and the
+    gradients accumulated, in FP32: 4 bytes an element instead of the activations' 16 bits. The
+    softmax statistics' merges (one float per query row and head) are left out: 1/head_dim of these.
     """
     if cp <= 1:
         return []
     t = float(tokens)
-    o = t * dims.heads * dims.head_dim * dt.act_bytes
-    k = t * dims.kv_heads * dims.head_dim * dt.act_bytes
+    b = 4.0 if fp8_attention else dt.act_bytes
+    o = t * dims.heads * dims.head_dim * b
+    k = t * dims.kv_heads * dims.head_dim * b
     passes = 2.0 + 3.0 * (cp - 1)
     f, b = passes * o, passes * (o + 2.0 * k)
     return [Op("cp_merge", "memory", "compute", dict(nbytes=f), 0.0, f, phase="fwd"),

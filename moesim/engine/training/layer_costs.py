@@ -288,7 +288,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
-                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp)
+                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8 and plan.fp8_attention)
         ops = (fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes, plan.fp8_param_gather)
                if fp8 else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
