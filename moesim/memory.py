@@ -29,6 +29,7 @@ from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
 from moesim.engine.training.deferred_head import held_bytes
+from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
 from moesim.packing import micro_batch_seqs
@@ -253,15 +254,11 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
                     expert_dp: int) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes the MTP modules (``workload.mtp_layers``) add on the
     stage that computes the loss: each holds the last layer's parameters on this device
-    (``layer_costs.layer_params_per_device``) and the ``2d x d`` projection over TP, sharded by the
+    (``layer_params.layer_params_per_device``) and the ``2d x d`` projection over TP, sharded by the
     ZeRO stage as :func:`memory_report`; the embedding and head are shared. Zeros without MTP."""
     n = s.workload.mtp_layers
     if not n:
         return 0.0, 0.0, 0.0
-    from moesim.engine.training.layer_costs import (
-        layer_params_per_device,  # it prices a step; only here
-    )
-
     dense, experts = (float(a[-1]) for a in layer_params_per_device(s))
     dense += 2 * s.model.d_model ** 2 / s.plan.tp
     z = s.plan.zero_stage

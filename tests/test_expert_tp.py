@@ -21,9 +21,9 @@ from moesim.engine.training.layer_costs import (
     ROUTER,
     TP2,
     layer_costs,
-    layer_params_per_device,
     training_dtypes,
 )
+from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.errors import InputError
 from moesim.loader import load_scenario
 from moesim.memory import memory_report, weight_params_per_device

@@ -11,7 +11,8 @@ from moesim.costmodel import build_cost_model
 from moesim.engine.expert_tp import routing_group_tokens
 from moesim.engine.routing import sample_routing
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
-from moesim.engine.training.layer_costs import BWD_SLOTS, layer_costs, layer_params_per_device
+from moesim.engine.training.layer_costs import BWD_SLOTS, layer_costs
+from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.errors import InputError
 from moesim.finetune import NF4_BITS, NF4_DQ_BITS, device_shares, trainable_counts
 from moesim.loader import load_scenario

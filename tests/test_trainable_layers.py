@@ -12,7 +12,7 @@ import pytest
 
 from moesim.accounting import flops_per_token, param_counts
 from moesim.check import summary as check_summary
-from moesim.engine.training.layer_costs import layer_params_per_device
+from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.errors import InputError
 from moesim.finetune import (
     embeddings_trainable,

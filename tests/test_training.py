@@ -15,11 +15,11 @@ from moesim.costmodel.comm import alltoall_bytes_per_rank
 from moesim.engine.op_types import BlockDims
 from moesim.engine.ops import ATTN_BWD_FACTOR, attention_core_op, price, rope_op
 from moesim.engine.routing import sample_routing
+from moesim.engine.training.alltoall_bytes import alltoall_bytes_dropless
 from moesim.engine.training.layer_costs import (
     BWD_SLOTS,
     CATEGORY,
     FWD_SLOTS,
-    alltoall_bytes_dropless,
     layer_costs,
     training_dtypes,
 )

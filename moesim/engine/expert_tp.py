@@ -26,7 +26,7 @@ group, each TP rank holding ``T / tp`` under sequence parallelism):
   (:func:`routing_group_tokens`). ``etp = tp``: ``T`` and ``ep * T``, the layout before ``etp``.
 - all-to-all: each device sends its own ``T / tp`` tokens' ``top_k`` rows (``(ep-1)/ep`` of them
   to other EP ranks) and receives ``1/etp`` of the rows its EP rank's experts get
-  (``layer_costs.alltoall_bytes_dropless`` / ``alltoall_bytes_padded``);
+  (``alltoall_bytes.alltoall_bytes_dropless`` / ``alltoall_bytes_padded``);
 - experts: every device of an EP rank computes all tokens routed to the rank's experts (after the
   expert-TP all-gather) at ``expert_ffn_hidden / etp``; the gather before and the reduce-scatter
   after are one all-reduce of ``etp * T / tp`` tokens over ``etp`` adjacent ranks

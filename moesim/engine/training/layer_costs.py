@@ -38,7 +38,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from moesim.accounting import attention_params, expert_params, ffn_params
 from moesim.costmodel import CostModel
 from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
 from moesim.costmodel.train_host import moe_layer_floor_s
@@ -56,8 +55,8 @@ from moesim.engine.ops import (
     price,
     total_s,
 )
-from moesim.engine.placement import Placement
 from moesim.engine.routing import RoutingSample
+from moesim.engine.training.alltoall_bytes import alltoall_bytes_dropless, alltoall_bytes_padded
 from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
@@ -65,6 +64,7 @@ from moesim.engine.training.fp8 import fp8_attention_ops, fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
+from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.mtp import MtpProjection, with_mtp
 from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
@@ -143,59 +143,6 @@ class LayerCosts:
     # (all-to-all, TP collective) seconds that recompute re-runs inside the recompute slot of bwd_s
     # (full: the whole forward's; selective ``moe``/``mlp`` modules: their block's): [L, M, 2]
     recompute_comm_s: np.ndarray | None = None
-
-
-
-def alltoall_bytes_padded(capacity: int, n_experts: int, ep: int, d_model: int, act_bytes: float, tp: int) -> float:
-    """Bytes one device sends in a padded all-to-all: ``capacity/ep`` slots to each remote expert.
-
-    ``capacity`` is an expert's slots over the EP group, ``ep`` times each source rank's
-    (``RoutingSample.capacity``), so ``capacity/ep`` is what one source rank fills per expert.
-    ``capacity * E * (ep-1)/ep^2 * d_model * bytes / tp``; with ``capacity = tokens*ep*top_k/E``
-    (capacity factor 1) this is DESIGN's ``tokens * top_k * d_model * bytes * (ep-1)/ep`` per rank.
-    ``tp``: the devices of one source, which split its rows (the expert-TP group: ``plan.expert_tp``).
-    """
-    if ep <= 1:
-        return 0.0
-    return capacity * n_experts * (ep - 1) / ep**2 * d_model * act_bytes / tp
-
-
-def alltoall_bytes_dropless(rank_tokens, tokens: int, top_k: int, ep: int, d_model: int,
-                            act_bytes: float, tp: int, etp: int | None = None) -> np.ndarray:
-    """Bytes one device moves in a dropless all-to-all, for each entry of ``rank_tokens``.
-
-    A TP group's device sends its ``tokens / tp`` (sequence parallelism) times ``top_k``
-    assignments but the ``1/ep`` for its own experts, and receives ``(ep-1)/ep`` of its ``1/etp``
-    share (``etp``: expert TP, default ``tp``) of the ``rank_tokens`` that land on its EP rank's
-    experts; the larger of the two sets its time. Pass the busiest rank's tokens to get the bytes
-    the collective waits for.
-    """
-    if ep <= 1:
-        return np.zeros(np.shape(rank_tokens))
-    send = tokens * top_k * (ep - 1) / ep
-    recv = np.asarray(rank_tokens, dtype=float) * (ep - 1) / ep
-    if etp is not None and etp != tp:
-        recv = recv * (tp / etp)
-    return np.maximum(send, recv) * d_model * act_bytes / tp
-
-
-def layer_params_per_device(s: Scenario) -> tuple[np.ndarray, np.ndarray]:
-    """(dense, expert) parameters of each layer held by one device: ``[L]`` each.
-
-    Dense: attention, the two norms, the dense FFN or the shared experts and router, over tp.
-    Expert: the routed expert slots of one EP rank (``Placement.experts_per_rank``: ``(E + N) / ep``
-    with ``placement.redundant_experts: N``), over the expert TP (``plan.expert_tp``: tp unless etp is set).
-    """
-    m, plan = s.model, s.plan
-    d = m.d_model
-    moe = np.array([m.is_moe_layer(i) for i in range(m.n_layers)])
-    base = attention_params(m) + 2 * d
-    dense_ffn = ffn_params(d, m.ffn_hidden, m.gated_ffn)
-    shared = m.n_shared_experts * ffn_params(d, m.shared_width, m.gated_ffn) + (d * m.n_experts if m.n_experts > 1 else 0)
-    dense = np.where(moe, base + shared, base + dense_ffn) / plan.tp
-    per_rank = Placement.slots_per_rank(m.n_experts, plan.ep, s.placement.redundant_experts)
-    experts = np.where(moe, per_rank * expert_params(m), 0) / plan.expert_tp
-    return dense.astype(float), experts.astype(float)
 
 
 def training_dtypes(s: Scenario) -> OpDtypes:
