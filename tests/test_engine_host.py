@@ -1,9 +1,10 @@
 """``workload.engine``: the serving engine's host time per iteration, and where it shows.
 
-TensorRT-LLM's PyTorch backend spends ~2.3 ms plus ~28 us per sequence of host time per iteration
+TensorRT-LLM's PyTorch backend spends ~2.3 ms plus ~14 us per sequence of host time per iteration
 (``costmodel/host.py``, a line through TensorRT-LLM PR #14622's batch-1 step and PR #10273's
-host-bound 1,536-sequence step). The overlap scheduler hides it behind the GPU step, so it shows
-only where it is longer: at large batches of a small model.
+host-bound step of 3,072 sequences over two attention-DP ranks); under attention DP the sequences
+are the lock-step group's. The overlap scheduler hides it behind the GPU step, so it shows only
+where it is longer: at large batches of a small model.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import moesim
-from moesim.costmodel import host
+from moesim.costmodel import build_cost_model, host
 from moesim.costmodel.host import (
     default_host_spec,
     engine_host_spec,
     exposed_host_s,
     iteration_host_s,
 )
+from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.validation import DEFAULT_CSV, scenario_ref
 
@@ -33,9 +36,11 @@ def test_trtllm_host_line_goes_through_its_two_published_points():
     n2, ms2 = host.TRTLLM_HOST_STEP_MS
     assert iteration_host_s(n1, "decode", spec) == pytest.approx(ms1 * 1e-3)
     assert iteration_host_s(n2, "decode", spec) == pytest.approx(ms2 * 1e-3)
-    # the checks the line was not fitted to: PR #14622 at concurrency 64 (3.85 ms) and issue #13957 (~4.6 ms)
-    assert 3.85e-3 < iteration_host_s(64, "decode", spec) < 4.6e-3
-    assert spec.overlap_decode and spec.overlap_prefill
+    # the checks the line was not fitted to: PR #14622's whole step at concurrency 64 (3.85 ms) holds its host time
+    assert iteration_host_s(64, "decode", spec) < 3.85e-3
+    assert spec.overlap_decode and spec.overlap_prefill and spec.per_seq_group
+    # four TP1 runs of gpt-oss-20b bound the slope: a step of B sequences at T tokens/s takes B / T (the fastest, 60,925)
+    assert spec.per_seq_us * 1e-6 <= 1 / 60925
 
 
 def test_an_engine_changes_the_host_time_and_trtllms_eager_launches_only():
@@ -44,7 +49,7 @@ def test_an_engine_changes_the_host_time_and_trtllms_eager_launches_only():
     assert engine_host_spec(cuda, None) is cuda
     assert engine_host_spec(cuda, "vllm") == cuda  # the CUDA defaults are vLLM V1's
     changed = {k for k in type(cuda).model_fields if getattr(cuda, k) != getattr(trt, k)}
-    assert changed == {"iteration_fixed_us", "per_seq_us", "overlap_prefill", "eager_launch_us"}
+    assert changed == {"iteration_fixed_us", "per_seq_us", "overlap_prefill", "eager_launch_us", "per_seq_group"}
     # TensorRT-LLM's custom-op dispatch (PR #13149), within PR #18645's 1- to 11-argument ops on another x86
     assert trt.eager_launch_us == host.TRTLLM_CUSTOM_OP_US and 9.32 <= trt.eager_launch_us <= 13.07
 
@@ -83,30 +88,43 @@ def test_a_cuda_engine_on_another_device_is_a_one_line_error(device):
         engine_host_spec(default_host_spec("cuda"), "tgi")
 
 
-#: Sequences in flight for the host-bound test: enough that TensorRT-LLM's host time (28 us each) outgrows the GPU step.
-HOST_BOUND_SEQS = 256
+#: Decoding sequences of the host-bound test: enough that TensorRT-LLM's host time (~14 us each) outgrows the GPU step.
+HOST_BOUND_SEQS = 2048
 
 
-def _run(overrides):
-    s = moesim.load_scenario(QWEN3_B200, [f"workload.arrival.n_requests={HOST_BOUND_SEQS}", "workload.output_tokens.value=64",
-                                          "workload.prompt_tokens.value=128", *overrides])
-    return s, moesim.simulate(s).summary
+def _cost(overrides) -> IterationCost:
+    """One serving iteration's cost model for the B200 Qwen3-30B-A3B scenario with ``overrides``."""
+    s = moesim.load_scenario(QWEN3_B200, ["workload.max_batch_tokens=4096", *overrides])
+    return IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=s.workload.max_batch_tokens)
 
 
 def test_a_host_bound_decode_step_lasts_the_host_time():
-    """256 sequences of a 3B-active model on a B200: the GPU step (~8.3 ms) is shorter than TensorRT-LLM's
-    host time (2.3 ms + 256 x 28 us ~ 9.4 ms), so each decode step lasts the host time (and the graph
-    launches the same thread issues); vLLM's host time hides behind the GPU step."""
-    s, trt = _run(["workload.engine=trtllm"])
-    _, vllm = _run(["workload.engine=vllm"])
-    _, default = _run(["workload.engine=null"])
-    assert default["tpot_mean_s"] == vllm["tpot_mean_s"]
-    spec = engine_host_spec(default_host_spec("cuda"), "trtllm")
-    host_s = iteration_host_s(HOST_BOUND_SEQS, "decode", spec)
-    assert vllm["tpot_p50_s"] < host_s  # the GPU step is shorter: host-bound under TensorRT-LLM
-    # the step lasts the host time and the same thread's own graph launches (under 10 % of it)
-    assert host_s < trt["tpot_p50_s"] < 1.1 * host_s
-    assert trt["output_tokens_per_s"] < 0.9 * vllm["output_tokens_per_s"]
+    """2,048 decoding sequences of a 3B-active model on a B200: the GPU step (what vLLM's hidden host
+    leaves, ~27 ms) is shorter than TensorRT-LLM's host time (2.3 ms + 2,048 x 14 us ~ 31 ms), so the
+    step lasts the host time and the launches the same thread issues; vLLM's host hides behind the GPU."""
+    q, kv = np.ones(HOST_BOUND_SEQS, np.int64), np.full(HOST_BOUND_SEQS, 600, np.int64)
+    trt = _cost(["workload.engine=trtllm"]).time_s(q, kv, HOST_BOUND_SEQS)[0]
+    vllm = _cost(["workload.engine=vllm"]).time_s(q, kv, HOST_BOUND_SEQS)[0]
+    default = _cost(["workload.engine=null"]).time_s(q, kv, HOST_BOUND_SEQS)[0]
+    assert default == vllm
+    host_s = iteration_host_s(HOST_BOUND_SEQS, "decode", engine_host_spec(default_host_spec("cuda"), "trtllm"))
+    assert vllm < host_s < trt < 1.3 * host_s
+
+
+def test_an_attention_dp_group_pays_the_host_time_of_all_its_sequences():
+    """Under plan.dp_attention TensorRT-LLM's per-sequence host time counts the lock-step group's
+    sequences (costmodel/host.py): four ranks of 512 decoding sequences pay the host time of 2,048,
+    while vLLM's ranks hide their own (per_seq_group False)."""
+    sets = ["hardware.node.devices_per_node=4", "plan.dp=4", "plan.ep=4", "plan.dp_attention=true",
+            "workload.max_batch_tokens=4096"]
+    q, kv = np.ones(512, np.int64), np.full(512, 600, np.int64)
+
+    def group(engine):
+        cost = _cost([*sets, f"workload.engine={engine}"])
+        return cost.group_time_s([512] * 4, [float(kv.sum())] * 4, lambda i: (q, kv, 512), 512, True)[0]
+
+    host_group = iteration_host_s(4 * 512, "decode", engine_host_spec(default_host_spec("cuda"), "trtllm"))
+    assert group("trtllm") > host_group > group("vllm")
 
 
 def test_overlap_never_makes_the_step_shorter_than_the_gpu_or_the_host():

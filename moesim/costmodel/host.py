@@ -105,28 +105,31 @@ Kernel launches and CUDA graphs:
 
 Serving engines other than vLLM V1 (``workload.engine``, :func:`engine_host_spec`): the engine's host
 numbers replace the host-time fields of whatever spec the device gives (launch costs stay the
-device's). ``trtllm``: TensorRT-LLM's PyTorch backend (``PyExecutor``, one Python loop per rank,
-attention-DP ranks each over their own requests):
+device's). ``trtllm``: TensorRT-LLM's PyTorch backend (``PyExecutor``, one Python loop per rank):
 
-* ``iteration_fixed_us ~ 2312`` and ``per_seq_us ~ 27.9`` (measured, a line through two points):
+* ``iteration_fixed_us ~ 2326`` and ``per_seq_us ~ 13.9`` (measured, a line through two points):
   TensorRT-LLM PR #10273 (github.com/NVIDIA/TensorRT-LLM/pull/10273, 2025-12-24; gpt-oss-120b on
-  GB200, attention DP 2, ``max_batch_size`` 1536 with 3072 requests in flight: ~1536 sequences per
-  rank) logs an average ``host_step_time`` of 45.11 ms per iteration in a run it calls host-bound,
-  so the loop period is the host's work; PR #14622 (2026-05-27; Llama-3.1-8B FP8 on B200, TP2,
-  1000/1000) reports 427 tokens/s/user at concurrency 1, a 2.34 ms step, an upper bound on the host's
-  fixed part. (45.11 - 2.34) ms / 1535 = 27.9 us per sequence, and 2.34 ms less one sequence's as
-  the fixed part. Checks, not fitted: the same PR's
-  concurrency 64 step, 3.85 ms (the line: 4.1 ms), and issue #13957 (2026-05-10; Llama-3.1-8B FP8,
-  B200 TP1, concurrency 64), ~0.58 ms of host time per iteration exposed as GPU idle in a ~4.6 ms
-  iteration (the line: 4.1 ms). The host cost per sequence moved with the version (PRs #11704,
-  #16047, #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one
-  line for every CPU, where TensorRT-LLM's perf-overview runs Qwen3-30B-A3B's large batches 15-17 %
-  slower on a GB200 than on a B200 (validation rows INF-74/75 read +9/+12 %, INF-64/65 +10/+12 %, with the launches below).
-  Against it (not applied): a step of B sequences takes at least B x per_seq_us, so a TP1 run making T output tokens/s
-  bounds the slope at 1/T whatever B is; TensorRT-LLM's perf-overview runs gpt-oss-20b at 1024/1024 at 53,491 (B200)
-  and 56,528 tokens/s (GB200, Grace), and its release/1.2 revision at 60,925 (B300) and 53,604 (GB300): <= 16.4-18.7 us
-  per sequence, where the line's slope was measured on an attention-DP run; those rows read -40 to -46 % host-bound
-  (docs/validation-misses.md). A shallower line leaves Qwen3-30B-A3B's large batches +30 to +48 % fast instead.
+  GB200, attention DP 2, ``max_batch_size`` 1536 with 3072 requests in flight: 1536 sequences per
+  rank, 3072 in the group) logs an average ``host_step_time`` of 45.11 ms per iteration in a run it
+  calls host-bound, so the loop period is the host's work; PR #14622 (2026-05-27; Llama-3.1-8B FP8 on
+  B200, TP2, 1000/1000) reports 427 tokens/s/user at concurrency 1, a 2.34 ms step, an upper bound on
+  the host's fixed part. (45.11 - 2.34) ms / 3071 = 13.9 us per sequence of the group, and 2.34 ms
+  less one sequence's as the fixed part.
+* ``per_seq_group = True``: under attention DP the per-sequence time counts the whole lock-step
+  group's sequences (``decode_cost.group_time_s``). Why the group and not the rank: a step of B
+  sequences takes at least B x per_seq_us, so a TP1 run making T output tokens/s bounds the slope at
+  1/T whatever B is, and TensorRT-LLM's perf-overview runs gpt-oss-20b at 1024/1024 on one GPU at
+  53,491 (B200) and 56,528 tokens/s (GB200, Grace), and its release/1.2 revision at 60,925 (B300) and
+  53,604 (GB300): <= 16.4-18.7 us per sequence. Read per rank (1536), PR #10273's run gives 27.9 us,
+  which those four runs rule out; read per group (3072), 13.9 us, which they allow. Which per-request
+  work the loop does for the other ranks' sequences is not identified here. Checks, not fitted: the
+  same PR's concurrency-64 step, 3.85 ms (the line: 3.2 ms of host, hidden), and issue #13957
+  (2026-05-10; Llama-3.1-8B FP8, B200 TP1, concurrency 64), ~0.58 ms of host time exposed as GPU idle
+  in a ~4.6 ms iteration. The host cost per sequence moved with the version (PRs #11704, #16047,
+  #16313 trimmed it in 2026), the model and the CPU (Grace on GB200, x86 on B200): one line for every
+  CPU. With it Qwen3-30B-A3B's large single-GPU batches read +23 to +60 % (INF-64/65, 74/75, 218):
+  ~10 ms a step of GPU work at 1,800-2,600 sequences that moesim does not price, which the per-rank
+  reading's steeper line had covered (docs/validation-misses.md).
 * ``eager_launch_us ~ 11.67`` (measured): TensorRT-LLM's PyTorch modules reach their kernels through
   ``@torch.library.custom_op`` ops (``torch.ops.trtllm.*``), whose dispatch costs the CPU more than a
   plain launch: PR #13149 (github.com/NVIDIA/TensorRT-LLM/pull/13149, 2026-04-17; B200 host, PyTorch
@@ -230,8 +233,9 @@ PLATFORM_OVERRIDES: dict[str, dict[str, float | int | bool]] = {
                 train_moe_layer_us=0.0),
 }
 
-#: TensorRT-LLM PR #10273: host_step_time (ms) at ~1536 sequences per rank, host-bound (GB200, gpt-oss-120b).
-TRTLLM_HOST_STEP_MS: tuple[int, float] = (1536, 45.11)
+#: TensorRT-LLM PR #10273: host_step_time (ms) of a host-bound run (GB200, gpt-oss-120b, attention DP 2) with 3,072
+#: sequences in flight over its two ranks (1,536 each): the slope counts the group's sequences (module docstring).
+TRTLLM_HOST_STEP_MS: tuple[int, float] = (3072, 45.11)
 #: TensorRT-LLM PR #14622: the PyTorch backend's step (ms) at concurrency 1 (Llama-3.1-8B FP8, B200 TP2).
 TRTLLM_STEP_BATCH1_MS: tuple[int, float] = (1, 2.34)
 TRTLLM_PER_SEQ_US = 1e3 * (TRTLLM_HOST_STEP_MS[1] - TRTLLM_STEP_BATCH1_MS[1]) / (
@@ -252,7 +256,7 @@ ENGINE_FIELDS: tuple[str, ...] = ("iteration_fixed_us", "per_seq_us", "overlap_d
 ENGINE_HOST: dict[str, dict[str, float | bool]] = {
     "vllm": {k: CUDA_HOST_DEFAULTS[k] for k in ENGINE_FIELDS},
     "trtllm": dict(iteration_fixed_us=TRTLLM_ITERATION_FIXED_US, per_seq_us=TRTLLM_PER_SEQ_US, overlap_decode=True,
-                   overlap_prefill=True, eager_launch_us=TRTLLM_CUSTOM_OP_US),
+                   overlap_prefill=True, eager_launch_us=TRTLLM_CUSTOM_OP_US, per_seq_group=True),
 }
 ENGINES: tuple[str, ...] = tuple(ENGINE_HOST)
 

@@ -245,6 +245,9 @@ class HostSpec(Strict):
     graph_max_batch: NonNegativeInt = Field(_HOST["graph_max_batch"], description="Largest decode batch replayed as a CUDA graph (0: no graphs).")
     overlap_decode: bool = Field(_HOST["overlap_decode"], description="Host work of decode steps overlaps the GPU (scheduler one step ahead).")
     overlap_prefill: bool = Field(_HOST["overlap_prefill"], description="Host work of prefill/mixed steps overlaps the GPU.")
+    per_seq_group: bool = Field(False, description=(
+        "Under plan.dp_attention the per-sequence time counts every sequence of the lock-step group, not only "
+        "the rank's own (TensorRT-LLM; costmodel/host.py)."))
     train_moe_layer_us: NonNegativeFloat = Field(_HOST["train_moe_layer_us"], description=(
         "Training: least time of one MoE layer's forward + backward for one micro-batch (eager host issue), us; "
         "0: none. See costmodel/train_host.py."))

@@ -329,7 +329,8 @@ class ServingWorkload(Strict):
     engine: Literal["vllm", "trtllm"] | None = Field(
         None, description="Serving engine whose host (scheduler, input preparation, output handling) time per "
         "iteration to price: vllm (vLLM V1: ~0.43 ms + ~1.1 us per sequence, decode steps overlapped) or trtllm "
-        "(TensorRT-LLM's PyTorch backend: ~2.3 ms + ~28 us per sequence on each rank, every step overlapped), each "
+        "(TensorRT-LLM's PyTorch backend: ~2.3 ms + ~14 us per sequence, of the whole lock-step group under "
+        "plan.dp_attention, every step overlapped), each "
         "cited in costmodel/host.py; the host time shows where it outlasts the GPU step. null: the device profile's "
         "host section, else its platform's defaults (vLLM V1-class on CUDA GPUs). CUDA devices only.")
     mxfp4_activations: Literal["auto", "bf16", "mxfp8"] = Field(

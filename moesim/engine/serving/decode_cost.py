@@ -139,6 +139,8 @@ class IterationCost(RoutedExperts):
         self.host = spec = host_cpu_spec(engine_host_spec(host_spec_for(cm.profile, s.hardware.device),
                                                           s.workload.engine, s.hardware.device.name),
                                          s.hardware.node.host_cpu)
+        # under plan.dp_attention the scheduler's per-sequence time counts the group's sequences (TensorRT-LLM)
+        self._group_host = bool(spec.per_seq_group)
         # whether the host work hides behind the GPU, by phase (read once per iteration)
         self._overlap_decode, self._overlap_mixed = overlaps("decode", spec), overlaps("mixed", spec)
         seqs = np.arange(int(max_tokens) + 1)
@@ -294,6 +296,8 @@ class IterationCost(RoutedExperts):
         the mean).
         """
         picks = sorted({int(np.argmax(tokens)), int(np.argmax(pairs))})
+        # the group's sequences, for an engine whose host loop counts them all (HostSpec.per_seq_group)
+        group_seqs = sum(batch(i)[0].size for i in range(len(tokens))) if self._group_host else 0
         rows = self._rows_at(max(tokens)) if decode and self.pads else 0
         real_expert_tokens = expert_tokens
         if rows:  # every rank pads to the group's largest batch, then to a captured size (TensorRT-LLM)
@@ -317,7 +321,7 @@ class IterationCost(RoutedExperts):
             n_head = n_out + (rows - q.size if rows else 0)
             gpu = self._fixed_at(t) + experts + self._head[min(n_head, self.max_tokens)] + self.attention_s(q, kv)
             graphed = rows > 0 if self.pads else decode and self._rows_at(q.size) > 0
-            dt = gpu + self._host_at(q.size, decode, t, gpu, graphed)
+            dt = gpu + self._host_at(group_seqs if self._group_host else q.size, decode, t, gpu, graphed)
             if dt > best_dt:
                 best_dt, best_t = dt, t
         self.last_comm_s = self.comm_s(best_t)
@@ -436,4 +440,5 @@ class IterationCost(RoutedExperts):
         overlap = self._overlap_decode if decode else self._overlap_mixed
         # one CPU thread schedules and launches: overlapped, both hide behind the step together
         cpu = launch_cpu_s(terms, graphed, self.host) if overlap else 0.0
-        return launch + exposed_host_s(self._host_by_seqs[n] + cpu, float(gpu_s + launch), overlap)
+        sched = self._host_by_seqs[n] if seqs <= self.max_tokens else iteration_host_s(seqs, "mixed", self.host)
+        return launch + exposed_host_s(sched + cpu, float(gpu_s + launch), overlap)
