@@ -99,13 +99,13 @@ def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int, fp8_attention: boo
     if cp <= 1:
         return []
     t = float(tokens)
-    b = 4.0 if fp8_attention else dt.act_bytes
-    o = t * dims.heads * dims.head_dim * b
-    k = t * dims.kv_heads * dims.head_dim * b
+    elem = 4.0 if fp8_attention else dt.act_bytes
+    o = t * dims.heads * dims.head_dim * elem
+    k = t * dims.kv_heads * dims.head_dim * elem
     passes = 2.0 + 3.0 * (cp - 1)
-    f, b = passes * o, passes * (o + 2.0 * k)
-    return [Op("cp_merge", "memory", "compute", dict(nbytes=f), 0.0, f, phase="fwd"),
-            Op("cp_merge_bwd", "memory", "compute", dict(nbytes=b), 0.0, b, phase="bwd")]
+    fwd, bwd = passes * o, passes * (o + 2.0 * k)
+    return [Op("cp_merge", "memory", "compute", dict(nbytes=fwd), 0.0, fwd, phase="fwd"),
+            Op("cp_merge_bwd", "memory", "compute", dict(nbytes=bwd), 0.0, bwd, phase="bwd")]
 
 
 def ring_bytes(dims: BlockDims, dt: OpDtypes, tokens) -> float:

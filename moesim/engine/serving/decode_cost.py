@@ -296,8 +296,11 @@ class IterationCost(RoutedExperts):
         the mean).
         """
         picks = sorted({int(np.argmax(tokens)), int(np.argmax(pairs))})
-        # the group's sequences, for an engine whose host loop counts them all (HostSpec.per_seq_group)
-        group_seqs = sum(batch(i)[0].size for i in range(len(tokens))) if self._group_host else 0
+        # the group's sequences, for an engine whose host loop counts them all (HostSpec.per_seq_group); a
+        # decode-only rank's new tokens are its sequences, so only mixed batches are asked for theirs
+        group_seqs = None
+        if self._group_host:
+            group_seqs = sum(tokens) if decode else sum(batch(i)[0].size for i in range(len(tokens)))
         rows = self._rows_at(max(tokens)) if decode and self.pads else 0
         real_expert_tokens = expert_tokens
         if rows:  # every rank pads to the group's largest batch, then to a captured size (TensorRT-LLM)
@@ -321,7 +324,7 @@ class IterationCost(RoutedExperts):
             n_head = n_out + (rows - q.size if rows else 0)
             gpu = self._fixed_at(t) + experts + self._head[min(n_head, self.max_tokens)] + self.attention_s(q, kv)
             graphed = rows > 0 if self.pads else decode and self._rows_at(q.size) > 0
-            dt = gpu + self._host_at(group_seqs if self._group_host else q.size, decode, t, gpu, graphed)
+            dt = gpu + self._host_at(q.size if group_seqs is None else group_seqs, decode, t, gpu, graphed)
             if dt > best_dt:
                 best_dt, best_t = dt, t
         self.last_comm_s = self.comm_s(best_t)
@@ -433,12 +436,12 @@ class IterationCost(RoutedExperts):
     def _host_at(self, seqs: int, decode: bool, total: int, gpu_s: float, graphed: bool) -> float:
         """:meth:`host_s` of ``seqs`` sequences and ``total`` rows priced (``decode``: one token each;
         ``graphed``: the batch replays a CUDA graph)."""
-        n = min(seqs, self.max_tokens)
         tbo = self.tbo is not None and self.tbo.applies(total)
         terms = self._launch_tbo if tbo else self._launch
         launch = launch_added_s(terms, float(gpu_s), graphed)
         overlap = self._overlap_decode if decode else self._overlap_mixed
         # one CPU thread schedules and launches: overlapped, both hide behind the step together
         cpu = launch_cpu_s(terms, graphed, self.host) if overlap else 0.0
-        sched = self._host_by_seqs[n] if seqs <= self.max_tokens else iteration_host_s(seqs, "mixed", self.host)
+        # a lock-step group's sequences (HostSpec.per_seq_group) may outnumber the tabulated batch sizes
+        sched = self._host_by_seqs[seqs] if seqs <= self.max_tokens else iteration_host_s(seqs, "mixed", self.host)
         return launch + exposed_host_s(sched + cpu, float(gpu_s + launch), overlap)
