@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,16 @@ def test_the_thread_that_schedules_also_launches():
     graph_cpu_s = cost.host.graph_launch_us * 1e-6
     step = host_s + 0.5 * graph_cpu_s
     assert step + cost.host_s(decode, step) >= host_s + graph_cpu_s
+
+
+def test_a_bad_per_seq_group_in_a_profile_is_one_line_naming_the_field(tmp_path):
+    """HostSpec.per_seq_group is a profile field: a value that is not a boolean is refused in one line."""
+    import yaml
+
+    d = yaml.safe_load((Path(moesim.__file__).parent / "data" / "profiles" / "h100.yaml").read_text())
+    d.setdefault("host", {})["per_seq_group"] = "maybe"
+    bad = tmp_path / "p.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    with pytest.raises(InputError, match=r"invalid profile field host\.per_seq_group: Input should be a valid boolean") as e:
+        moesim.load_scenario(QWEN3_B200, [f"hardware.profile={bad}"])
+    assert "\n" not in str(e.value)
