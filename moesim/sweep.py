@@ -97,7 +97,10 @@ def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | N
 
     Returns ``(raw mapping, base folder, points, base Scenario)``.
     """
-    raw, base_dir, base = read_scenario(Path(scenario_path), sets)
+    try:
+        raw, base_dir, base = read_scenario(Path(scenario_path), sets)
+    except InputError as exc:
+        raise InputError(f"{exc}{_grid_hint(sets, str(exc))}") from None
     seed_list = parse_seeds(seeds, base.routing.seed)
     n = math.prod(len(d.values) for d in dims) * len(seed_list)
     if n > MAX_POINTS:
@@ -105,6 +108,17 @@ def plan_points(scenario_path: str | Path, dims: list[Dimension], seeds: str | N
         raise InputError(f"the grid has {n:,} points ({sizes}); at most {MAX_POINTS:,}: sweep fewer values, "
                          "or split it into several sweeps")
     return raw, base_dir, expand(dims, seed_list), base
+
+
+def _grid_hint(sets: Iterable[str], message: str) -> str:
+    """A hint for the common slip of listing several values in a --set (fixed) override: the error
+    names that field, and its value has a comma, so the user meant to sweep it with --grid."""
+    for text in sets:
+        path, _, value = text.partition("=")
+        path, value = path.strip(), value.strip()
+        if "," in value and not value.startswith(("[", "{")) and message.startswith(path):
+            return f" (--set fixes one value; to sweep several use --grid {path}={value})"
+    return ""
 
 
 def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:

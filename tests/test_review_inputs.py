@@ -63,6 +63,20 @@ def test_a_field_is_fixed_or_swept_not_both(tmp_path, capsys):
     assert main(argv) == 0
 
 
+def test_several_values_in_a_set_point_to_grid(tmp_path, capsys):
+    """A comma list given to --set (one fixed value) fails on that field and says --grid sweeps it;
+    a list-typed value in brackets, or an error about another field, gets no such hint."""
+    argv = ["sweep", TRAIN, "--experts", "8", "--set", "plan.tp=1,2", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    line = _error(capsys)
+    assert line.startswith("error: plan.tp = '1,2'")
+    assert line.endswith("(--set fixes one value; to sweep several use --grid plan.tp=1,2)")
+    assert not (tmp_path / "o").exists()
+    argv = ["sweep", TRAIN, "--experts", "8", "--set", "plan.tp=[1,2]", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--grid" not in _error(capsys)
+
+
 @pytest.mark.parametrize("top", ["0", "-1"])
 def test_sweep_top_needs_at_least_one_row(top, tmp_path, capsys):
     assert main(["sweep", TRAIN, "--experts", "8", "--top", top, "--out", str(tmp_path / "o")]) == 2
