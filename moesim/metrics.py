@@ -229,9 +229,10 @@ _add("microbatch_busy_s", "s", "min", "stage busy time per micro-batch (s)",
      "(pipeline_s - bubble_s) / plan.microbatches: a stage's forward and backward of one micro-batch with the "
      "communication they leave exposed, idle time left out (DualPipe: one overlapped forward-backward pair), "
      "what a profile of a steady-state stretch measures (mean over stages)", T)
-_add("cp_comm_s", "s", "min", "exposed CP ring attention (s)",
+_add("cp_comm_s", "s", "min", "exposed CP attention exchange (s)",
      "context parallelism's ring exchange of K/V (and dK/dV in backward) that the attention compute does not "
-     "hide, recompute's re-run included; 0 when `plan.cp` is 1" + _PART, T)
+     "hide, or all of Ulysses' Q/K/V and output all-to-alls (`plan.cp_comm: a2a`), recompute's re-run "
+     "included; 0 when `plan.cp` is 1" + _PART, T)
 # ------------------------------------------------------------------ serving (simulate)
 _add("n_requests", "count", None, "requests", "requests in the workload", S)
 _add("served_requests", "count", "max", "served requests", "requests that finished", S)

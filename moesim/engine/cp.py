@@ -44,9 +44,20 @@ Per layer and microbatch on one device (one TP shard), with ``T = seqs * seq_len
   ``flash_attention.ATTN_BWD_FACTOR * a`` of attention backward (:func:`ring_bytes`);
 - exposed seconds (added to the layer): ``(cp - 1) * max(0, step_s - a) + latency`` per pass
   (:func:`ring_exposed_s`); the ring spans ``(cp - 1) * step_s`` on the ``cp_comm`` stream.
+
+``plan.cp_comm: a2a`` (DeepSpeed-Ulysses, Jacobs et al. 2023; Transformer Engine's
+``AttnFuncWithCPAndQKVOA2A``) trades the ring for four all-to-alls over the CP group (``cp`` ranks
+``tp`` apart, as an EP group): forward, Q, K and V go from ``T`` tokens of every head to the whole
+sequence of ``1 / cp`` of the heads, and the output back; backward, the output gradient the same way
+in, and dQ, dK, dV back. Each moves ``(cp - 1) / cp`` of the rank's tensors (:func:`a2a_bytes`) and
+nothing overlaps them: attention needs its inputs whole. The core is then one causal kernel over the
+whole sequence for ``heads / cp`` heads (:func:`core_dims`): the same FLOPs as the ring's, at
+``seq_len / 2`` keys a query row, with no per-step kernels and no merges.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -57,6 +68,9 @@ from moesim.engine.ops import ATTN_BWD_FACTOR, price
 
 #: Op names of one ring step's K/V send (forward) and K/V + dK/dV send (backward).
 RING_FWD, RING_BWD = "cp_ring", "cp_ring_bwd"
+#: Op names of a pass's Ulysses all-to-alls (``cp_comm`` a2a): Q/K/V in and O out (forward),
+#: dO in and dQ/dK/dV out (backward).
+A2A_FWD, A2A_BWD = "cp_a2a", "cp_a2a_bwd"
 
 
 def attention_tokens(seq_len: int, cp: int) -> tuple[float, float]:
@@ -73,15 +87,44 @@ def attention_tokens(seq_len: int, cp: int) -> tuple[float, float]:
     return q, seq_len / 2 + q / 2
 
 
-def ring_kernels(seq_len: int, cp: int) -> tuple[float, int]:
+def ring_kernels(seq_len: int, cp: int, comm: str = "p2p") -> tuple[float, int]:
     """(tokens, kernels): each sequence's ring attention on one CP rank as ``kernels`` causal
     kernels of ``tokens`` queries over ``tokens`` keys (``ops.attention_core_op``'s convention):
     one per ring step, ``seq_len / cp`` each (see the module notes; their FLOPs sum to
-    :func:`attention_tokens`'s). ``cp = 1``: one kernel over the whole sequence."""
+    :func:`attention_tokens`'s). ``cp = 1``, or ``comm`` a2a: one kernel over the whole sequence
+    (a2a: for :func:`core_dims`'s ``1 / cp`` of the heads)."""
+    if comm == "a2a":
+        return float(seq_len), 1
     return float(seq_len) / cp, int(cp)
 
 
-def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int, fp8_attention: bool = False) -> list[Op]:
+def core_dims(dims: BlockDims, cp: int, comm: str = "p2p") -> BlockDims:
+    """The block widths the attention core kernel runs at: ``dims``, or under Ulysses (``comm``
+    a2a, ``cp > 1``) ``1 / cp`` of the query and KV heads (the schema checks that they divide)."""
+    if cp <= 1 or comm != "a2a":
+        return dims
+    return replace(dims, heads=dims.heads / cp, kv_heads=max(int(dims.kv_heads // cp), 1))
+
+
+def a2a_bytes(dims: BlockDims, dt: OpDtypes, tokens, cp: int) -> float:
+    """Bytes one device sends in one pass's Ulysses all-to-alls (``comm`` a2a): ``(cp - 1) / cp`` of
+    its Q, K, V and attention output (forward), or of the output gradient and dQ, dK, dV (backward,
+    the same sizes), ``tokens`` of them per TP shard at the activations' width."""
+    per_token = (2.0 * dims.heads + 2.0 * dims.kv_heads) * dims.head_dim * dt.act_bytes
+    return (cp - 1) / cp * float(tokens) * per_token
+
+
+def a2a_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int) -> list[Op]:
+    """The Ulysses all-to-alls of each pass as one op each on the ``cp_comm`` stream, over the CP
+    group of ``cp`` ranks ``tp`` apart (priced as an all-to-all of that group)."""
+    b = a2a_bytes(dims, dt, tokens, cp)
+    args = dict(bytes_to_peers=b, ep=cp, tp=dims.tp)
+    return [Op(A2A_FWD, "alltoall", "cp_comm", args, 0.0, b, phase="fwd"),
+            Op(A2A_BWD, "alltoall", "cp_comm", dict(args), 0.0, b, phase="bwd")]
+
+
+def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int, fp8_attention: bool = False,
+              comm: str = "p2p") -> list[Op]:
     """Memory-bound kernels that merge the ring steps on one device (``cp > 1``; none otherwise),
     Transformer Engine's ``AttnFuncWithCPAndKVP2P`` on the rank whose every step is whole (the
     last; the others merge half-steps and wait for it at the next ring transfer):
@@ -95,8 +138,9 @@ def merge_ops(dims: BlockDims, dt: OpDtypes, tokens, cp: int, fp8_attention: boo
     With FP8 attention (``fp8_attention``) the steps' outputs are dequantized and merged, and the
     gradients accumulated, in FP32: 4 bytes an element instead of the activations' 16 bits. The
     softmax statistics' merges (one float per query row and head) are left out: 1/head_dim of these.
+    Ulysses (``comm`` a2a) runs one kernel, so there is nothing to merge.
     """
-    if cp <= 1:
+    if cp <= 1 or comm == "a2a":
         return []
     t = float(tokens)
     elem = 4.0 if fp8_attention else dt.act_bytes
@@ -148,10 +192,11 @@ def dp_groups(plan) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def ring_costs(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp: int, core_s: float,
-               intra: bool) -> dict[str, tuple[float, float]]:
+               intra: bool, comm: str = "p2p") -> dict[str, tuple[float, float]]:
     """The ring attention of one layer and microbatch: ``exposed`` (forward, backward) seconds added
     to the attention slot, ``ring_s`` the whole transfers, ``bytes`` one device sends; all 0 without
     context parallelism. ``core_s``: the layer's attention core forward seconds on this rank.
+    ``comm`` a2a: Ulysses' all-to-alls instead (:func:`a2a_ops`), every second of them exposed.
 
     A forward step overlaps one block's attention (``core_s / cp``), a backward step (twice the
     bytes: K/V and dK/dV) its backward (``flash_attention.ATTN_BWD_FACTOR`` times that). One
@@ -159,6 +204,11 @@ def ring_costs(cm: CostModel, dims: BlockDims, dtypes: OpDtypes, tokens: int, cp
     """
     if cp <= 1:
         return {"exposed": (0.0, 0.0), "ring_s": (0.0, 0.0), "bytes": (0.0, 0.0)}
+    if comm == "a2a":
+        ops = a2a_ops(dims, dtypes, tokens, cp)
+        secs = price(cm, ops)
+        f, b = float(secs[A2A_FWD]), float(secs[A2A_BWD])
+        return {"exposed": (f, b), "ring_s": (f, b), "bytes": (float(ops[0].nbytes), float(ops[1].nbytes))}
     ops = ring_ops(dims, dtypes, tokens, intra)
     secs = price(cm, ops)
     f, b = float(secs[RING_FWD]), float(secs[RING_BWD])

@@ -43,7 +43,15 @@ class PlanSpec(Strict):
                               description="Context-parallel degree (training only; Megatron-core "
                               "--context-parallel-size): each sequence is split over cp ranks (2*cp load-balanced "
                               "chunks), attention K/V pass around a ring of cp ranks (Transformer Engine cp_comm_type "
-                              "p2p). Devices = dp*tp*pp*cp; the gradient sync and ZeRO span dp*cp ranks.")
+                              "p2p, or a2a: plan.cp_comm). Devices = dp*tp*pp*cp; the gradient sync and ZeRO span "
+                              "dp*cp ranks.")
+    cp_comm: Literal["p2p", "a2a"] = Field("p2p", description=(
+        "How context parallelism exchanges attention inputs (Transformer Engine's cp_comm_type). p2p: ring "
+        "attention, K/V blocks passed around the cp ranks under each step's attention, one kernel per ring "
+        "step and merges of their outputs. a2a: DeepSpeed-Ulysses, all-to-alls of Q, K and V before "
+        "attention and of its output after (and of their gradients in backward), on the critical path, so "
+        "each rank runs one kernel over the whole sequence for n_heads / (tp * cp) heads; needs the heads "
+        "and KV heads per TP rank divisible by cp. Ignored when cp = 1."))
     ep: PositiveInt = bounded(1, le=MAX_EXPERTS, why="ep divides model.n_experts (at most 2^20)",
                               description="Expert-parallel degree: divides n_experts (or n_experts + "
                               "placement.redundant_experts); ep * etp divides tp * cp * dp; with etp = tp it divides dp.")

@@ -92,6 +92,8 @@ class Scenario(Strict):
                 raise ValueError(
                     f"workload.seq_len = {w.seq_len}: must be a multiple of 2 * plan.cp ({2 * p.cp}); context "
                     "parallelism splits each sequence into 2*cp load-balanced chunks (Megatron-core)")
+            if p.cp > 1 and p.cp_comm == "a2a":
+                _check_a2a_heads(m, p)
         if isinstance(w, ServingWorkload):
             longest = w.prompt_tokens.upper_bound_tokens() + w.output_tokens.upper_bound_tokens()
             if longest and longest > m.max_seq_len:
@@ -227,6 +229,18 @@ def heads_tp_mismatch(m: ModelSpec, tp: int) -> str | None:
     if m.kv_heads % tp and tp % m.kv_heads:
         return "n_kv_heads"
     return None
+
+
+def _check_a2a_heads(m: ModelSpec, p: PlanSpec) -> None:
+    """Ulysses context parallelism (plan.cp_comm a2a) hands each CP rank n_heads / (tp * cp) query
+    heads and as large a share of the KV heads (Transformer Engine asserts both divide by cp); MLA,
+    trained with per-head K and V, has as many KV heads as query heads."""
+    heads = m.n_heads // p.tp
+    kv = heads if m.mla is not None else max(m.kv_heads // p.tp, 1)
+    for name, n in (("model.n_heads", heads), ("model.n_kv_heads", kv)):
+        if n % p.cp:
+            raise ValueError(f"plan.cp_comm = a2a: {name} per TP rank ({n}) must be a multiple of plan.cp ({p.cp}); "
+                             "each CP rank attends over whole heads; allowed: cp_comm p2p, or a cp that divides them")
 
 
 def _check_speculative(s: Scenario) -> None:

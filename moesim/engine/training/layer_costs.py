@@ -24,8 +24,9 @@ Modelling choices (see the README's training section):
   TP rank sends 1/tp of the tokens in the all-to-all and pipeline p2p;
 - context parallelism (``plan.cp``, ``engine/cp.py``): every op runs on the rank's ``tokens / cp``,
   the attention core on ``1/cp`` of the causal work; the exposed part of the ring attention's K/V
-  exchange is booked in the ``attention`` slot (and the recompute slot when recompute re-runs
-  attention), the dense gradient sync spans ``dp * cp`` ranks and the expert one ``dp / ep * cp``;
+  exchange (or all of Ulysses' all-to-alls, ``plan.cp_comm`` a2a) is booked in the ``attention``
+  slot (and the recompute slot when recompute re-runs attention), the dense gradient sync spans
+  ``dp * cp`` ranks and the expert one ``dp / ep * cp``;
 - expert tensor parallelism (``plan.etp``, ``engine/expert_tp.py``): an EP source is an expert-TP
   group of ``etp`` devices routing ``etp * T / tp`` tokens, each device dispatching its own
   ``T / tp``; experts run at ``1/etp`` of their width, the MoE layer's TP collective spans the
@@ -205,10 +206,13 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     adt, ab = dtypes.act_dtype, dtypes.act_bytes
     etp = plan.expert_tp
     dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token, etp=etp)
-    q_len, kv_len = ctx.attention_tokens(row, cp)
-    one_q, one_kv = np.full(seqs, q_len), np.full(seqs, kv_len)  # the rank's core as one kernel
-    piece, kernels = ctx.ring_kernels(row, cp)
+    comm = plan.cp_comm
+    # the rank's core as one kernel; Ulysses (cp_comm a2a): the whole sequence for 1/cp of the heads
+    q_len, kv_len = ctx.attention_tokens(row, cp) if comm == "p2p" else (float(row), float(row))
+    one_q, one_kv = np.full(seqs, q_len), np.full(seqs, kv_len)
+    piece, kernels = ctx.ring_kernels(row, cp, comm)
     q = kv = np.full(seqs * kernels, piece)  # CP: one kernel per ring step (engine/cp.py)
+    core_dims = ctx.core_dims(dims, cp, comm)
     spans = attention_spans(w, seqs) if cp == 1 else None
     if spans is not None:  # packed samples, each attending only to itself
         q = kv = one_q = one_kv = spans
@@ -235,7 +239,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
-                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8 and plan.fp8_attention)
+                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8 and plan.fp8_attention, comm)
+        if core_dims is not dims:  # Ulysses: the core kernel over the rank's share of the heads
+            ops = [attention_core_op(core_dims, dtypes, q, kv) if op.name == "attn_core" else op for op in ops]
         ops = (fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes, plan.fp8_param_gather)
                if fp8 else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
@@ -296,7 +302,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     full_ops, full_secs = next(iter(priced.values()))  # the attention core is the same in every block
     merge = full_secs.get("cp_merge", 0.0)  # CP: the ring steps' forward merge (engine/cp.py)
     core_delta = (_local_core_delta(cm, next(op for op in full_ops if op.name == "attn_core"),
-                                    float(full_secs["attn_core"]), dims, dtypes, m.local_attention, one_q, one_kv)
+                                    float(full_secs["attn_core"]), core_dims, dtypes, m.local_attention, one_q, one_kv)
                   if local.any() else (0.0, 0.0))
     if fp8_attn and FP8_WINDOW_BACKWARD_IS_FULL:  # cuDNN's FP8 backward does not skip the tiles outside the window
         core_delta = (core_delta[0], 0.0)
@@ -306,7 +312,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         nbytes[:, :, TP1] = nbytes[:, :, TP2] = T * d * ab
         if etp != tp:  # the MoE layers' TP collective spans the expert-TP group's etp * T / tp tokens
             nbytes[moe, :, TP2] = T * etp / tp * d * ab if etp > 1 else 0.0
-    ring = ctx.ring_costs(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node))
+    ring = ctx.ring_costs(cm, dims, dtypes, T, cp, float(np.max(core)), ctx.ring_intra(plan, per_node), comm)
     if cp > 1:  # the ring's exposed seconds are part of the attention slot
         fwd[:, :, ATT] += ring["exposed"][0]
         back[:, :, ATT] += ring["exposed"][1]
