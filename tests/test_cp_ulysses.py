@@ -38,7 +38,7 @@ def test_one_kernel_over_the_sequence_for_a_share_of_the_heads():
     whole = attention_core_op(dims, dt, np.full(1, float(S)), np.full(1, float(S)))
     for cp in (2, 4, 8):
         piece, kernels = ctx.ring_kernels(S, cp, "a2a")
-        assert (piece, kernels) == (S, 1)
+        assert (piece, kernels) == (S, 1) == (ctx.attention_tokens(S, cp, "a2a")[0], 1)
         cd = ctx.core_dims(dims, cp, "a2a")
         assert (cd.heads, cd.kv_heads) == (dims.heads / cp, dims.kv_heads // cp)
         ulysses = attention_core_op(cd, dt, np.full(1, piece), np.full(1, piece))

@@ -73,15 +73,16 @@ RING_FWD, RING_BWD = "cp_ring", "cp_ring_bwd"
 A2A_FWD, A2A_BWD = "cp_a2a", "cp_a2a_bwd"
 
 
-def attention_tokens(seq_len: int, cp: int) -> tuple[float, float]:
-    """(queries, keys) per sequence of one CP rank's attention kernel, as ``ops.attention_core_op``
-    takes them (its causal FLOPs are ``4 h d q (kv - q/2)``).
+def attention_tokens(seq_len: int, cp: int, comm: str = "p2p") -> tuple[float, float]:
+    """(queries, keys) per sequence of one CP rank's attention core as one kernel, as
+    ``ops.attention_core_op`` takes them (its causal FLOPs are ``4 h d q (kv - q/2)``).
 
     The rank's ``q = seq_len / cp`` queries (two chunks of ``seq_len / 2cp``, ``r`` and ``2cp-1-r``)
     see on average ``seq_len / 2`` keys, so ``kv - q/2 = seq_len / 2``: the FLOPs are exactly the
-    whole sequence's ``4 h d S^2 / 2`` over ``cp``. ``cp = 1``: ``(seq_len, seq_len)``.
+    whole sequence's ``4 h d S^2 / 2`` over ``cp``. ``cp = 1``, or ``comm`` a2a (Ulysses, the whole
+    sequence for :func:`core_dims`'s ``1 / cp`` of the heads): ``(seq_len, seq_len)``.
     """
-    if cp == 1:
+    if cp == 1 or comm == "a2a":
         return float(seq_len), float(seq_len)
     q = seq_len / cp
     return q, seq_len / 2 + q / 2

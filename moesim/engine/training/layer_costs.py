@@ -207,8 +207,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     etp = plan.expert_tp
     dims = BlockDims.of(m, tp, plan.ep, mla_absorbed=False, max_nodes_per_token=s.routing.max_nodes_per_token, etp=etp)
     comm = plan.cp_comm
-    # the rank's core as one kernel; Ulysses (cp_comm a2a): the whole sequence for 1/cp of the heads
-    q_len, kv_len = ctx.attention_tokens(row, cp) if comm == "p2p" else (float(row), float(row))
+    q_len, kv_len = ctx.attention_tokens(row, cp, comm)  # the rank's core as one kernel
     one_q, one_kv = np.full(seqs, q_len), np.full(seqs, kv_len)
     piece, kernels = ctx.ring_kernels(row, cp, comm)
     q = kv = np.full(seqs * kernels, piece)  # CP: one kernel per ring step (engine/cp.py)
