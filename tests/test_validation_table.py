@@ -75,3 +75,46 @@ def test_readme_documents_every_column_a_validation_csv_can_have():
     readme = (ROOT / "README.md").read_text()
     for column in (*REQUIRED, "overrides", "transform", "scale", "notes", "why"):
         assert f"`{column}`" in readme, column
+
+
+def _miss_patterns(text: str) -> list[dict[str, str]]:
+    """The README's table of miss patterns: one dict per pattern (its cells by column name)."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| pattern | rows over 25 % |"))
+    columns = [c.strip() for c in lines[head].strip("|").split("|")]
+    out = []
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        out.append(dict(zip(columns, (c.strip() for c in line.strip("|").split("|")))))
+    return out
+
+
+def test_readme_miss_patterns_cover_every_miss_once_with_its_direction():
+    """The summary table of miss patterns lists each row more than 25 % off exactly once,
+    and counts its optimistic rows (a prediction faster than the run: more of a higher-is-better metric,
+    less of a lower-is-better one) and its pessimistic ones as the first sentence above it does."""
+    import re
+
+    from moesim.metrics import direction_of
+    from moesim.validation_results import read_results
+
+    readme = (ROOT / "README.md").read_text()
+    metric = {r["id"]: r["metric"] for r in read_table(DEFAULT_CSV)}
+    missed = {}  # id -> optimistic, from the last full validate (tests/test_validation_results.py keeps it fresh)
+    for k in read_results():
+        if abs(k.error) > MISS:
+            missed[k.id] = (k.error > 0) == (direction_of(metric[k.id]) == "max")
+    patterns = _miss_patterns(readme)
+    listed = [id_ for p in patterns for id_ in re.findall(r"[A-Z]+-\d+", p["rows over 25 %"])]
+    assert len(listed) == len(set(listed)), "a row is listed under two patterns"
+    assert set(listed) == set(missed), (sorted(set(missed) - set(listed)), sorted(set(listed) - set(missed)))
+    for p in patterns:
+        ids = re.findall(r"[A-Z]+-\d+", p["rows over 25 %"])
+        counts = dict(re.findall(r"(optimistic|pessimistic) \((\d+)\)", p["moesim"]))
+        assert int(counts.get("optimistic", 0)) == sum(missed[i] for i in ids), p["pattern"]
+        assert int(counts.get("pessimistic", 0)) == sum(not missed[i] for i in ids), p["pattern"]
+        assert p["what is known"], p["pattern"]
+    optimistic = sum(missed.values())
+    assert (f"of the {len(missed)} rows over 25 %, {optimistic} predict a faster run than\nthe one measured "
+            f"(more tokens a second, less time) and {len(missed) - optimistic} a slower one") in readme
