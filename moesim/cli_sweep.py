@@ -299,16 +299,18 @@ def validate_command(
 
         from moesim.results import jsonable
 
-        doc = {"checks": [asdict(c) for c in checks], "median_abs_error": med,
+        doc = {"checks": [asdict(c) | {"optimistic": c.optimistic} for c in checks], "median_abs_error": med,
                "median_abs_error_all_rows": med_all, **({} if near is None else {"near": target.name})}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
-        n_miss = sum(1 for c in checks if c.simulated and c.missed)
+        misses = [c for c in checks if c.simulated and c.missed]
+        n_miss, n_rosy = len(misses), sum(1 for c in misses if c.optimistic)
         lead = "" if near is None else f"the {_rows(len(checks))} nearest to {target.name}: {_error_range(checks)}"
         summary = (lead + f"median |error|: {med_text} over {n_sim} simulated rows"
                    + ("" if med_all is None else f"; {100 * med_all:.1f} % over all rows with a prediction")
-                   + f"; {_rows(n_miss)} over 25 %; {_rows(len(failed))} failed")
+                   + f"; {_rows(n_miss)} over 25 %" + (f" ({n_rosy} optimistic)" if n_miss else "")
+                   + f"; {_rows(len(failed))} failed")
         if markdown:
             from moesim.validation_table import markdown_table
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import InputError, MoesimError, short_repr
+from moesim.metrics import direction_of
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "data" / "validation.csv"
 REQUIRED = ("id", "quantity", "scenario", "metric", "published", "unit", "source")
@@ -52,11 +53,24 @@ class Check:
     message: str = ""  # why there is no prediction
     simulated: bool = True  # False for datasheet rows read from the scenario
     why: str = ""  # one line: why the row misses (the CSV's optional ``why`` column)
+    transform: str = ""  # the CSV's ``transform`` (``1/x`` compares the metric's reciprocal)
 
     @property
     def missed(self) -> bool:
         """True when the prediction is off by more than :data:`MISS`."""
         return self.error is not None and abs(self.error) > MISS
+
+    @property
+    def optimistic(self) -> bool | None:
+        """True when the prediction is better than the measurement by its metric's direction (more
+        throughput, less time, cost or memory: the registry's, :func:`moesim.metrics.direction_of`,
+        reversed by a ``1/x`` transform), False when worse, None without an error or a direction
+        (datasheet rows, metrics neither better larger nor smaller)."""
+        direction = direction_of(self.metric) if self.simulated else None
+        if self.error is None or self.error == 0 or direction is None:
+            return None
+        larger_is_better = (direction == "max") != (self.transform.replace(" ", "") == "1/x")
+        return (self.error > 0) == larger_is_better
 
     @property
     def ok(self) -> bool:
@@ -208,7 +222,8 @@ def check_row(row: dict[str, str], base: Path, runner: Callable | None = None,
     metric = (row.get("metric") or "").strip()
     chk = Check(id=row["id"].strip(), quantity=row["quantity"].strip(), published=float("nan"),
                 unit=row["unit"].strip(), source=row["source"].strip(), metric=metric,
-                simulated=not metric.startswith(SCENARIO_PREFIX), why=(row.get("why") or "").strip())
+                simulated=not metric.startswith(SCENARIO_PREFIX), why=(row.get("why") or "").strip(),
+                transform=(row.get("transform") or "").strip())
     try:
         chk.published = _number(row["published"], "published")
         value = _predict(row, metric, base, runner, cache if cache is not None else {})

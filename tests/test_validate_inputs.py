@@ -90,3 +90,26 @@ def test_fail_above_gates_on_the_median(tmp_path, capsys, monkeypatch):
     p = write(tmp_path, "D,bad plan," + BROKEN)
     assert _error(["validate", str(p), "--fail-above", "10"], capsys, code=1) == \
         "error: median |error| n/a is above --fail-above 10 %; 1 row failed to run (D)"
+
+
+def test_misses_count_their_optimistic_rows_by_the_metric_direction(tmp_path, capsys, monkeypatch):
+    """A miss is optimistic when the prediction is better than the run by its metric's direction: more
+    tokens/s, less step time, and the reverse under a 1/x transform (steps/s from step_time_s)."""
+    import sys
+
+    from moesim.validation import Check, run_checks
+
+    monkeypatch.setattr(sys.modules["moesim.simulate"], "simulate", fake_runner)  # 1250 tok/s, 0.5 s a step
+    p = write(tmp_path, "A,q," + SIM.replace("1250", "500")  # +150 % tok/s: optimistic
+              + "B,q," + SIM.replace("1250", "2000")  # -37.5 % tok/s: pessimistic
+              + f"C,q,{TRAIN},,step_time_s,,,1.0,s,src\n"  # -50 % time: optimistic
+              + f"D,q,{TRAIN},,step_time_s,1/x,,1.0,steps/s,src\n"  # 2 steps/s against 1: +100 %, optimistic
+              + "E,q," + SIM + "F,q," + BW)  # no miss; a datasheet row has no direction
+    checks = {c.id: c for c in run_checks(p)}
+    assert {i: c.optimistic for i, c in checks.items()} == {"A": True, "B": False, "C": True, "D": True,
+                                                          "E": None, "F": None}
+    assert Check("G", "q", 1.0, "GiB", "s", "peak_memory_gib", predicted=0.5, error=-0.5).optimistic is True
+    assert main(["validate", str(p)]) == 0
+    assert "; 4 rows over 25 % (3 optimistic); 0 rows failed" in " ".join(capsys.readouterr().out.split())
+    assert main(["validate", str(p), "--json"]) == 0
+    assert [c["optimistic"] for c in json.loads(capsys.readouterr().out)["checks"]] == [True, False, True, True, None, None]
