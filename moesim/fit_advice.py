@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from moesim.allocator import reserved_gib
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
 from moesim.memory import MemoryReport, memory_report, stranded_fraction
@@ -67,13 +69,20 @@ def _gib(x: float) -> str:
     return f"{x:.1f} GiB" if x >= 1 else f"{x:.2g} GiB"
 
 
-def _fits(s: Scenario) -> bool:
-    return memory_report(s).fits
+def _fits(s: Scenario | None) -> bool:
+    """Whether a candidate fits; None (a change the plan's own rules reject) never does."""
+    return s is not None and memory_report(s).fits
 
 
-def _with_plan(s: Scenario, **changes) -> Scenario:
-    # model_copy skips validation on purpose: the copy only feeds the memory accounting.
-    return s.model_copy(update={"plan": s.plan.model_copy(update=changes)})
+def _with_plan(s: Scenario, **changes) -> Scenario | None:
+    """``s`` with the plan fields changed, or None when the new plan breaks the plan's own rules (e.g. an
+    interleaved schedule's micro-batches no longer a multiple of a doubled plan.pp). Only the plan is
+    validated: the copy feeds the memory accounting alone, and a change of the device count is the advice."""
+    try:
+        plan = type(s.plan).model_validate({**s.plan.model_dump(), **changes})
+    except ValidationError:
+        return None
+    return s.model_copy(update={"plan": plan})
 
 
 def _smallest_factor(s: Scenario, make: Callable[[int], Scenario]) -> int | None:

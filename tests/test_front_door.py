@@ -101,3 +101,17 @@ def test_training_fit_reason_counts_optimizer_and_activations(capsys):
     for term in ("weights", "gradients", "optimizer", "activations"):
         assert term in acc["fits_reason"]
     assert acc["fits_advice"]
+
+
+def test_fit_advice_only_offers_plans_that_are_valid(capsys):
+    """grok-1-h100-train runs the interleaved schedule on plan.pp 4; with 4 micro-batches it no longer fits.
+    Doubling pp would leave the micro-batches no multiple of it, a plan `check` rejects, so the advice
+    offers the other ways instead of crashing on it (it once ended in 'internal error')."""
+    assert main(["check", "grok-1-h100-train", "--set", "plan.microbatches=4", "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["fits"] is False and "plan.tp 2 -> " in acc["fits_advice"]
+    assert "plan.pp" not in acc["fits_advice"]
+    assert main(["check", "grok-1-h100-train", "--set", "plan.microbatches=4", "--set", "plan.pp=8"]) == 2
+    assert "the interleaved schedule needs a multiple of plan.pp (8)" in capsys.readouterr().err
+    assert main(["simulate", "grok-1-h100-train", "--set", "plan.microbatches=8"]) == 0  # pp 8 would be valid here
+    assert "internal error" not in capsys.readouterr().err
