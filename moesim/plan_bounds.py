@@ -87,7 +87,7 @@ class ServingBounds:
         base = cost.fixed_s(t)
         if not cost.skewed:  # under skew the experts' time is left out (a batch may touch fewer)
             base = base + cost.uniform_experts_s(t)[0]
-        head = np.asarray(cm.gemm_s(t, m.vocab_size // p.tp, m.d_model, cost.dtypes.weights), dtype=float)
+        head = np.asarray(cost.head_gemm_s(t), dtype=float)
         out = (cost, t, np.asarray(base, dtype=float), head, lengths)
         self._cache[key] = out
         return out

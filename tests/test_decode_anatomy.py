@@ -138,3 +138,21 @@ def test_the_breakdown_plot_of_a_serving_result_draws_its_decode_step_also_read_
         assert "mean decode step" in ax.get_title()
     with pytest.raises(moesim.InputError, match="no decode_step table"):
         decode_step_figure({}, "old run")
+
+
+def test_the_output_head_prices_the_rank_s_padded_vocabulary_shard():
+    """Each TP rank's head multiplies ceil(vocab / tp) columns (engines pad the vocabulary to a multiple of
+    tp): a 32,001-token vocabulary at TP8 costs what 4,001 columns do, and a vocabulary smaller than tp
+    still one column, not an empty GEMM (which divided 0 by 0 in the FP8 roofline and warned)."""
+    import warnings
+
+    s = moesim.load_scenario("mixtral-8x7b-h100-serve-tp8", ["model.vocab_size=32001"])
+    cost = IterationCost(s, build_cost_model(s.hardware), np.random.default_rng(0), max_tokens=64)
+    want = cost.cm.gemm_s(np.arange(65.0), 4001, s.model.d_model, cost.dtypes.weights)
+    assert np.allclose(cost.head_gemm_s(np.arange(65.0)), want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = moesim.load_scenario("mixtral-8x7b-h100-serve-tp8", ["model.vocab_size=3"])
+        c3 = IterationCost(tiny, build_cost_model(tiny.hardware), np.random.default_rng(0), max_tokens=64)
+        head = c3.head_gemm_s(np.arange(1.0, 65.0))
+    assert np.all(np.isfinite(head)) and np.all(head > 0)
