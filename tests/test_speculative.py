@@ -126,3 +126,19 @@ def test_mtp_heads_are_cheaper_than_a_draft_model_per_pass():
     c = speedup_curve(s, [1, 64], 256)
     assert c["tokens_per_step"] == pytest.approx(1.85)
     assert (c["t_spec_s"] > c["t_plain_s"]).all()
+
+
+def test_a_dense_draft_ignores_the_target_s_expert_replicas():
+    """EPLB's redundant experts copy the target's experts; a dense draft has none to copy, so the draft
+    runs on the default placement (it once raised 'redundant_experts = 2: must lie in [0, n_experts (1)]'),
+    while an MTP head, whose MoE layer has the target's experts, keeps the target's placement."""
+    from moesim.engine.serving.speculative import drafter_scenario
+
+    s = moesim.load_scenario("mixtral-8x7b-h100-serve-spec", ["placement.redundant_experts=2",
+                                                             "workload.arrival.n_requests=8"])
+    assert drafter_scenario(s).placement.redundant_experts == 0
+    r = moesim.simulate(s, seed=0)
+    assert r.summary["output_tokens_per_s"] > 0 and r.summary["spec_tokens_per_step"] > 1
+    mtp = moesim.load_scenario("deepseek-v3-h200-serve", ["workload.speculative={method: mtp, k: 1, acceptance: 0.8}",
+                                                         "placement.redundant_experts=8"])
+    assert drafter_scenario(mtp).placement.redundant_experts == 8

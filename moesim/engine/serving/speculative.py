@@ -34,9 +34,12 @@ from moesim.schemas import Scenario
 
 
 def drafter_scenario(s: Scenario) -> Scenario:
-    """``s`` with the drafter as its model on the drafter's plan (unvalidated copy: a 1-layer MTP head)."""
+    """``s`` with the drafter as its model on the drafter's plan (unvalidated copy: a 1-layer MTP head).
+    An MTP head's MoE layer has the target's experts and keeps their placement; a separate draft model's
+    experts (a dense draft has none) are not the ones the target's EPLB replicas copy: default placement."""
     d = spec_model(s)
-    return s.model_copy(update=dict(model=d, plan=spec_plan(s, d),
+    placement = s.placement if d.n_experts == s.model.n_experts else type(s.placement)()
+    return s.model_copy(update=dict(model=d, plan=spec_plan(s, d), placement=placement,
                                     workload=s.workload.model_copy(update=dict(speculative=None))))
 
 
