@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.errors import InputError
+from moesim.validation import DEFAULT_CSV, Check, read_table
 from moesim.validation_near import Traits, rank_nearest, row_traits, traits
 
 #: The results moesim ships (written by ``moesim validate --save-results`` over the shipped table).
@@ -127,7 +128,32 @@ def trust_lines(target, name: str, n: int = 3, width: int = 72, sets: tuple[str,
     again = " ".join(["moesim validate --near", shlex.quote(name), *(f"-s {shlex.quote(x)}" for x in sets)])
     lines = [f"nearest published measurements{', none much like this run' if far else ''} (moesim / measured - 1 "
              f"at the last validate run; {again} re-runs them):"]
+    lean = _leanings()
     for k, _ in near:
         what = textwrap.shorten(k.quantity, width, placeholder=" ...")  # whole words: "DP16", never "DP1..."
-        lines.append(f"  {k.id:<8} {100 * k.error:+7.1f} %  {what}")
+        lines.append(f"  {k.id:<8} {100 * k.error:+7.1f} %  {lean(k):<11}  {what}")
     return lines
+
+
+#: Below this |error| a result's line names no direction (a few percent either way is agreement).
+LEAN_FROM = 0.05
+
+
+def _leanings():
+    """A function naming which way a saved result errs: ``optimistic`` (the prediction better than the
+    run by its metric's direction, ``Check.optimistic``), ``pessimistic``, or "" below :data:`LEAN_FROM`
+    and for a row the shipped table does not hold."""
+    try:
+        rows = {r["id"]: r for r in read_table(DEFAULT_CSV)}
+    except InputError:
+        rows = {}
+
+    def lean(k: Known) -> str:
+        r = rows.get(k.id)
+        if r is None or abs(k.error) < LEAN_FROM:
+            return ""
+        better = Check(k.id, k.quantity, 1.0, "", "", r["metric"].strip(), error=k.error,
+                       transform=(r.get("transform") or "").strip()).optimistic
+        return "" if better is None else "optimistic" if better else "pessimistic"
+
+    return lean

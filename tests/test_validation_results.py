@@ -157,3 +157,27 @@ def test_plan_ends_with_the_best_plans_nearest_measurements(capsys):
     assert main(["plan", str(TRAIN), "--devices", "64", "--tp", "1", "--pp", "1", "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "best plan: nearest published measurements" in text and "TRN-" in text.split("best plan:")[1]
+
+
+def test_each_nearest_line_names_which_way_moesim_errs(saved):
+    """From 5 % off, a line says whether the prediction is better than the run (optimistic: more
+    throughput, less time) or worse, by its metric's direction; below that it names none."""
+    from moesim.validation import Check, read_table
+
+    rows = {r["id"]: r for r in read_table(DEFAULT_CSV)}
+    s = load_scenario("gpt-oss-120b-h100-serve-long")
+    lines = trust_lines(s, "x", n=5)[1:]
+    near = [k for k, _ in nearest_known(s, 5)]
+    assert len(lines) == len(near) == 5
+    for k, line in zip(near, lines, strict=True):
+        better = Check(k.id, "", 1.0, "", "", rows[k.id]["metric"], error=k.error,
+                       transform=rows[k.id].get("transform") or "").optimistic
+        word = line.split("%", 1)[1].split()[0]
+        if abs(k.error) < 0.05:
+            assert word not in ("optimistic", "pessimistic"), line
+        else:
+            assert word == ("optimistic" if better else "pessimistic"), line
+    step = Known("TRN-32", "step time", 1.0, -0.2, saved[0].traits)  # a step 20 % short: optimistic
+    tput = Known("TRN-09", "tokens/s", 1.0, -0.2, saved[0].traits)  # 20 % fewer tokens/s: pessimistic
+    assert [Check(k.id, "", 1.0, "", "", rows[k.id]["metric"], error=k.error).optimistic for k in (step, tput)] \
+        == [True, False]
