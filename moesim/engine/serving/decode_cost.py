@@ -179,6 +179,8 @@ class IterationCost(RoutedExperts):
         self._head = self.head_gemm_s(seqs)
         tbo = p.overlap_alltoall and p.ep > 1 and m.n_moe_layers > 0 and m.n_experts > 1
         self.tbo = TwoBatchOverlap(self, self.max_tokens) if tbo else None
+        #: (TP, EP, PP) seconds of the latest iteration ``kernel_s`` priced (EP: exposed under TBO)
+        self.last_comm_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def head_gemm_s(self, seqs):
         """Seconds of the output head's GEMM for ``seqs`` sequences (array-like): ``seqs x d_model`` times
@@ -186,8 +188,6 @@ class IterationCost(RoutedExperts):
         vocabulary to a multiple of tp)."""
         m = self.s.model
         return np.asarray(self.cm.gemm_s(seqs, -(-m.vocab_size // self.tp), m.d_model, self.dtypes.weights))
-        #: (TP, EP, PP) seconds of the latest iteration ``kernel_s`` priced (EP: exposed under TBO)
-        self.last_comm_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:
