@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from moesim.errors import InputError
-from moesim.loader import apply_override, scenario_from_dict
+from moesim.loader import apply_override, format_validation_error, scenario_from_dict
 from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 
 #: Serving objectives: option value -> (row key, direction).
@@ -316,9 +318,14 @@ def screen_training(space: Space, dominance: bool = True) -> None:
         for z in ZERO:
             fitting: list[tuple[str, frozenset[str]]] = []  # variants that fit, with what they re-run
             for rc, update, work in recompute_variants(s):
-                plan = s.plan.model_copy(update={"zero_stage": z, **update})
                 v = {**c.values, "plan.zero_stage": z, **{f"plan.{k}": val for k, val in update.items()}}
                 cand = Candidate(0, c.hardware, c.devices, v, c.hw_sets, c.preset)
+                try:  # the plan's own rules (e.g. a ZeRO-3-only setting of the base plan at another stage)
+                    plan = type(s.plan).model_validate({**s.plan.model_dump(), "zero_stage": z, **update})
+                except ValidationError as exc:
+                    cand.status, cand.reason, cand.detail = "pruned", "invalid", format_validation_error(exc)
+                    out.append(cand)
+                    continue
                 mem = memory_report(s.model_copy(update={"plan": plan}))
                 # a fitting variant that re-runs a strict subset of this one's work dominates it
                 lighter = next((name for name, w in fitting if w < work), None)

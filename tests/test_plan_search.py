@@ -386,3 +386,22 @@ def test_a_gate_probe_failing_only_the_plan_wide_test_is_replayed_before_it_prun
     first_n = calls[0][0]
     assert calls[1] == (2 * first_n, 8) and all(r == 8 for _, r in calls)  # judged for the plan's 8 replicas
     assert row["hopeless"] is (not replay_holds)
+
+
+def test_zero_stage_variants_a_plan_rule_forbids_are_invalid_not_failed(tmp_path, capsys):
+    """The training search tries ZeRO stages 0-3 under each layout; a base plan whose setting holds only at
+    ZeRO-3 (transformers' per-Linear ZeRO-3 fetches, plan.zero3_fetch linear) makes the other stages break
+    the plan's own rules. They are pruned as invalid with that rule's message, before any run (they
+    once reached the simulation and were reported as failed runs)."""
+    import csv
+
+    base = "moesim/data/validation/qwen1.5-moe-a2.7b-sft-8xa800-deepspeed.yaml"
+    assert main(["plan", base, "-s", "plan.moe_impl=hf_loop", "-s", "plan.zero_stage=3", "-s", "plan.zero3_fetch=linear",
+                 "--devices", "8", "--workers", "1", "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(tmp_path / "plans.csv", encoding="utf-8")))
+    assert not [r for r in rows if r["status"] == "failed"]
+    other = [r for r in rows if r["plan.zero_stage"] != "3"]
+    assert other and all(r["status"] == "invalid" for r in other)  # by the zero3_fetch rule or the layout's own
+    assert sum(r["detail"].startswith("plan.zero3_fetch: 'linear'") for r in other) > len(other) / 2
+    assert any(r["status"] == "ranked" for r in rows)
