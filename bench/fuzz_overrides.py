@@ -46,8 +46,9 @@ def leaf_fields(schema: dict) -> dict[str, list[dict]]:
             node = defs[node["$ref"].split("/")[-1]]
         if depth > 5:
             return
-        if "anyOf" in node:
-            for alt in node["anyOf"]:
+        alternatives = node.get("anyOf") or node.get("oneOf")  # optional sections, workload's kinds
+        if alternatives:
+            for alt in alternatives:
                 walk(alt, path, depth + 1)
         elif node.get("type") == "object" and "properties" in node:
             for key, sub in node["properties"].items():
