@@ -79,7 +79,7 @@ def _with_plan(s: Scenario, **changes) -> Scenario | None:
     interleaved schedule's micro-batches no longer a multiple of a doubled plan.pp). Only the plan is
     validated: the copy feeds the memory accounting alone, and a change of the device count is the advice."""
     try:
-        plan = type(s.plan).model_validate({**s.plan.model_dump(), **changes})
+        plan = s.plan.validated_copy(**changes)
     except ValidationError:
         return None
     return s.model_copy(update={"plan": plan})

@@ -321,7 +321,7 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                 v = {**c.values, "plan.zero_stage": z, **{f"plan.{k}": val for k, val in update.items()}}
                 cand = Candidate(0, c.hardware, c.devices, v, c.hw_sets, c.preset)
                 try:  # the plan's own rules (e.g. a ZeRO-3-only setting of the base plan at another stage)
-                    plan = type(s.plan).model_validate({**s.plan.model_dump(), "zero_stage": z, **update})
+                    plan = s.plan.validated_copy(zero_stage=z, **update)
                 except ValidationError as exc:
                     cand.status, cand.reason, cand.detail = "pruned", "invalid", format_validation_error(exc)
                     out.append(cand)

@@ -66,15 +66,22 @@ class Check:
         throughput, less time, cost or memory: the registry's, :func:`moesim.metrics.direction_of`,
         reversed by a ``1/x`` transform), False when worse, None without an error or a direction
         (datasheet rows, metrics neither better larger nor smaller)."""
-        direction = direction_of(self.metric) if self.simulated else None
-        if self.error is None or self.error == 0 or direction is None:
-            return None
-        larger_is_better = (direction == "max") != (self.transform.replace(" ", "") == "1/x")
-        return (self.error > 0) == larger_is_better
+        return optimistic_of(self.metric, self.transform, self.error) if self.simulated else None
 
     @property
     def ok(self) -> bool:
         return self.predicted is not None
+
+
+def optimistic_of(metric: str, transform: str, error: float | None) -> bool | None:
+    """Whether a prediction off by ``error`` (predicted / published - 1) on ``metric`` is better than the
+    run by the metric's registered direction (:func:`moesim.metrics.direction_of`), reversed when the
+    row's ``transform`` is ``1/x``; None without an error or a direction. Pure."""
+    direction = direction_of(metric)
+    if error is None or error == 0 or direction is None:
+        return None
+    larger_is_better = (direction == "max") != ((transform or "").strip() == "1/x")
+    return (error > 0) == larger_is_better
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:

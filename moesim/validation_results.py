@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.errors import InputError
-from moesim.validation import DEFAULT_CSV, Check, read_table
+from moesim.validation import DEFAULT_CSV, optimistic_of, read_table
 from moesim.validation_near import Traits, rank_nearest, row_traits, traits
 
 #: The results moesim ships (written by ``moesim validate --save-results`` over the shipped table).
@@ -141,8 +141,8 @@ LEAN_FROM = 0.05
 
 def _leanings():
     """A function naming which way a saved result errs: ``optimistic`` (the prediction better than the
-    run by its metric's direction, ``Check.optimistic``), ``pessimistic``, or "" below :data:`LEAN_FROM`
-    and for a row the shipped table does not hold."""
+    run by its metric's direction, :func:`moesim.validation.optimistic_of`), ``pessimistic``, or ""
+    below :data:`LEAN_FROM` and for a row the shipped table does not hold."""
     try:
         rows = {r["id"]: r for r in read_table(DEFAULT_CSV)}
     except InputError:
@@ -152,8 +152,7 @@ def _leanings():
         r = rows.get(k.id)
         if r is None or abs(k.error) < LEAN_FROM:
             return ""
-        better = Check(k.id, k.quantity, 1.0, "", "", r["metric"].strip(), error=k.error,
-                       transform=(r.get("transform") or "").strip()).optimistic
+        better = optimistic_of(r["metric"].strip(), r.get("transform") or "", k.error)
         return "" if better is None else "optimistic" if better else "pessimistic"
 
     return lean

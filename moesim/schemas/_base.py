@@ -93,6 +93,12 @@ class Strict(BaseModel):
                     raise ValueError(f"{name} = {str(value).lower()}: {NOT_A_BOOLEAN}")
         return data
 
+    def validated_copy(self, **changes: Any) -> Strict:
+        """A copy with ``changes`` applied and checked by this section's own rules, which ``model_copy``
+        skips (e.g. an interleaved schedule's micro-batches against a changed ``pp``). Raises pydantic's
+        ``ValidationError`` when they break one (``loader.format_validation_error`` makes it one line)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
 
 def number_not_bool(annotation: Any) -> bool:
     """Whether a field's type takes numbers but not booleans (through Annotated, Optional, unions and
