@@ -180,7 +180,13 @@ def simulate(
 
         limits = parse_slo(slo)
     s = load_scenario(resolve_scenario(scenario), set_ or [])
-    result = run(s, seed=seed) if limits is None else _capacity_search(s, limits, seed)
+    if limits is None:
+        from moesim.cli_progress import RunProgress
+
+        with RunProgress(err) as progress:  # a bar on a terminal once a serving run takes a second
+            result = run(s, seed=seed, progress=progress)
+    else:
+        result = _capacity_search(s, limits, seed)
     if out_dir is not None:
         paths = result.save(out_dir)
         err.print(f"wrote {len(paths)} files to {out_dir}")

@@ -304,6 +304,11 @@ _SPAN_GROUPS = (("iteration", "iteration"), ("optimizer", "optimizer"), ("recomp
                 ("dp_sync", "DP gradient sync"), ("zero_gather", "ZeRO parameter all-gather"), ("prefill", "prefill"), ("decode", "decode"))
 
 
+#: Lane names of the span streams (``csv_columns``' ``stream``), for the timeline's y axis.
+_STREAM_LABELS = {"compute": "compute", "ep_comm": "EP all-to-all", "comm": "PP sends", "pp_comm": "PP sends",
+                  "dp_comm": "DP sync", "cp_comm": "CP ring", "zero_gather": "ZeRO gather", "tp_comm": "TP comm"}
+
+
 def span_group(kind: str) -> str:
     """Legend group of a span kind: collectives by name, other compute as forward/backward."""
     for prefix, name in _SPAN_GROUPS:
@@ -343,7 +348,7 @@ def _timeline(result: Any, title: str) -> Figure:
                 ax.broken_barh(bars, (lane - 0.4, 0.8), facecolors=f"C{i % 10}", linewidth=0,
                                label=g if first else None)
                 first = False
-    ax.set_yticks(list(lanes.values()), [f"{who} {st} {sm}" for st, sm in lanes],
+    ax.set_yticks(list(lanes.values()), [f"{who} {st} {_STREAM_LABELS.get(sm, sm)}" for st, sm in lanes],
                   fontsize=8 if len(lanes) < 30 else 6)
     ax.invert_yaxis()
     ax.set_xlabel(f"time ({unit})")

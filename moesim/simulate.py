@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from moesim.results import SimResult
 from moesim.schemas import Scenario
 
 
-def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
-    """Play ``scenario`` and return its SimResult. ``seed`` defaults to ``scenario.routing.seed``."""
+def simulate(scenario: Scenario, seed: int | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> SimResult:
+    """Play ``scenario`` and return its SimResult. ``seed`` defaults to ``scenario.routing.seed``.
+    ``progress(done, total, what)``: serving runs call it every quarter second of wall clock with the
+    requests finished so far (``engine.serving.simulate.simulate_serving``); a training step, which
+    takes about a second at most, does not."""
     from moesim.guards import check_size
 
     check_size(scenario)
@@ -18,4 +24,4 @@ def simulate(scenario: Scenario, seed: int | None = None) -> SimResult:
         return simulate_training(scenario, seed=seed)
     from moesim.engine.serving.simulate import simulate_serving
 
-    return simulate_serving(scenario, seed=seed)
+    return simulate_serving(scenario, seed=seed, progress=progress)

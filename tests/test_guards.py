@@ -33,6 +33,31 @@ def test_too_many_iterations_is_refused_with_an_estimate(raw):
         check_size(scenario_from_dict(raw))
 
 
+def test_prompts_through_a_tiny_token_budget_are_refused_naming_it(raw):
+    """100,000 prompts of 16K tokens prefilled 64 tokens an iteration: ~2.6e7 iterations, which the
+    decode-only estimate (~1.4e5) missed; the refusal names the budget, not the outputs."""
+    raw = _serving(raw, 100_000)
+    raw["workload"]["prompt_tokens"] = {"dist": "fixed", "value": 16_384}
+    raw["workload"]["max_batch_tokens"] = 64
+    raw["model"]["max_seq_len"] = 32_768
+    s = scenario_from_dict(raw)
+    est = estimate_work(s)
+    assert est["prefill_bound"] and est["iterations"] == 100_000 * 16_384 // 64 + 100_000
+    with pytest.raises(InputError, match=r"^workload.max_batch_tokens = 64: ~2.57e\+07 batching iterations to prefill"):
+        check_size(s)
+    raw["workload"]["max_batch_tokens"] = 8192  # the default budget: 2e5 iterations, accepted
+    check_size(scenario_from_dict(raw))
+
+
+def test_a_cached_prefix_is_not_prefilled_again(raw):
+    raw = _serving(raw, 1000)
+    raw["workload"].update(prompt_tokens={"dist": "fixed", "value": 8192}, max_batch_tokens=64)
+    raw["model"]["max_seq_len"] = 16_384
+    full = estimate_work(scenario_from_dict(raw))["iterations"]
+    raw["workload"]["prefix_cache_hit"] = 0.75
+    assert estimate_work(scenario_from_dict(raw))["iterations"] - 1000 == (full - 1000) // 4
+
+
 def test_training_cost_does_not_grow_with_data_parallel_replicas(raw):
     small = estimate_work(scenario_from_dict(raw))
     raw["hardware"]["cluster"] = {"nodes": 1 << 20}  # 2^23 devices: the schema's most nodes of 8

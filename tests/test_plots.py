@@ -117,8 +117,8 @@ def test_result_kinds_render(kind, make, tmp_path):
 def test_timeline_has_a_lane_per_stage_and_stream_with_time_unit():
     fig = plots.plot_result("timeline", training_result())
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["stage 0 compute", "stage 0 comm",
-                                                            "stage 1 compute", "stage 1 comm"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["stage 0 compute", "stage 0 PP sends",
+                                                            "stage 1 compute", "stage 1 PP sends"]
     assert ax.get_xlabel() == "time (ms)"
 
 

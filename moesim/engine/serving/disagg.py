@@ -44,6 +44,7 @@ from moesim.engine.serving.metrics import (
 from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.engine.serving.simulate import (
     PoolRun,
+    Progress,
     cached_prefix_tokens,
     play_pool,
     replica_kv_tokens,
@@ -84,8 +85,9 @@ def transfer_bandwidth_bps(s: Scenario) -> float:
     return per_device * plan.pp * kv_shards(s.model, plan.tp)
 
 
-def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> SimResult:
-    """Play ``s``'s request stream through its prefill pool, the KV transfer and its decode pool."""
+def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True, progress: Progress | None = None) -> SimResult:
+    """Play ``s``'s request stream through its prefill pool, the KV transfer and its decode pool
+    (``progress``: as ``simulate_serving``'s, the prefill pool's requests and then the decode pool's)."""
     w = s.workload
     reqs = sample_requests(w, np.random.default_rng(seed))
     n = len(reqs)
@@ -95,7 +97,8 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     slots = slot_map(sd.model, sd.workload.local_attention_mode)  # local layers keeping only their window's KV
     longest = reqs.prompt_tokens + reqs.output_tokens
     pbook.rejected |= (longest if slots is None else slots(longest)) > replica_kv_tokens(sd)  # no decode replica holds it
-    prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,), windows)
+    prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,), windows,
+                        progress, "prefill-pool requests")
 
     served = np.isfinite(pbook.finish_s)
     # the KV the decode pool receives: the local layers' window only when they keep no more
@@ -115,7 +118,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True) -> 
     dbook = RequestBook(dreqs.prompt_tokens, dreqs.output_tokens, cached_tokens=dreqs.prompt_tokens)
     dbook.generated[:] = 1  # the prefill's token
     dbook.first_token_s[:] = dreqs.arrival_s
-    decode = play_pool(sd, dreqs, dbook, seed, (1,), windows)
+    decode = play_pool(sd, dreqs, dbook, seed, (1,), windows, progress, "decode-pool requests")
 
     book = _merged_book(reqs, pbook, dbook, ids, t_done, p_replica, sp, sd)
     req = request_table(reqs, book, 1)

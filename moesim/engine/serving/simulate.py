@@ -20,6 +20,7 @@ chunked prefill) are rejected at arrival.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ import simpy
 
 from moesim.costmodel import build_cost_model
 from moesim.engine.local_attention import slot_map
+from moesim.engine.run_loop import run_reporting
 from moesim.engine.serving.anatomy import decode_step_table
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
@@ -43,18 +45,23 @@ from moesim.memory import kv_cache_capacity_tokens
 from moesim.results import SimResult
 from moesim.schemas import Scenario, ServingWorkload
 
+#: ``progress(done, total, what)``: requests finished (or refused) of ``total`` in the pool ``what``.
+Progress = Callable[[int, int, str], None]
 
-def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True) -> SimResult:
+
+def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True, progress: Progress | None = None) -> SimResult:
     """Play the serving workload of ``s``; same ``seed``, same result. ``windows``: play runs of
-    decode-only iterations as one event (the same result as False, faster; ``serving.window``)."""
+    decode-only iterations as one event (the same result as False, faster; ``serving.window``).
+    ``progress(done, total, what)``: called every quarter second of wall clock while the run plays, with
+    the requests finished or refused so far (``what``: ``"requests"``, or the pool's, disaggregated)."""
     w: ServingWorkload = s.workload  # type: ignore[assignment]
     if w.disaggregation is not None:
         from moesim.engine.serving.disagg import simulate_disaggregated
 
-        return simulate_disaggregated(s, seed, windows)
+        return simulate_disaggregated(s, seed, windows, progress)
     reqs = sample_requests(w, np.random.default_rng(seed))
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens, cached_prefix_tokens(reqs, w))
-    run = play_pool(s, reqs, book, seed, windows=windows)
+    run = play_pool(s, reqs, book, seed, windows=windows, progress=progress)
     result = build_result(s, seed, reqs, book, run.iterations, run.kv_per_engine, knee_batch(run.cost),
                           run.imbalance)
     result.summary.update(run.spec_summary())
@@ -102,13 +109,14 @@ class PoolRun:
 
 
 def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream: tuple[int, ...] = (),
-              windows: bool = True) -> PoolRun:
+              windows: bool = True, progress: Progress | None = None, what: str = "requests") -> PoolRun:
     """Play ``reqs`` (arrival order) on the replicas of ``s.plan``, filling ``book`` in place.
 
     Marks the requests no engine can serve in ``book.rejected``. ``stream`` extends the seeds of the
     routing and speculative generators (``[seed, 1, *stream]``), so two pools draw independently.
     ``windows``: play runs of decode-only iterations as one event (``serving.window``; the result
-    is the same with False, which plays every iteration as its own event).
+    is the same with False, which plays every iteration as its own event). ``progress``: as
+    :func:`simulate_serving`'s, reporting this pool's requests as ``what``.
     """
     w: ServingWorkload = s.workload  # type: ignore[assignment]
     cm = build_cost_model(s.hardware)
@@ -133,13 +141,18 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     # windows price admissions as mixed steps, so unmixed batching plays every iteration
     run.windows = windows and spec is None and s.plan.pp == 1 and g == 1 and cost.drift_free and w.mixed_batches
     run.group_windows = windows and g > 1 and cost.drift_free and w.mixed_batches
-    run.play()
+    run.play(None if progress is None else lambda: progress(finished_count(book), len(reqs), what))
     book.rank = np.where(book.engine >= 0, book.engine // s.plan.pp, -1)
     if g > 1:  # requests are counted to the lock-step engine that ran them, as the iterations are
         book.engine = np.where(book.engine >= 0, group_of(book.engine, g, s.plan.pp), -1)
     # by replica, slot, start whatever the order of the events that recorded them (sums over the
     # rows are then the same bit for bit with windows on or off); a group's KV: its ranks' pools
     return PoolRun(log.array(), cost, spec, kv_per_replica * g, run.eplb_stall_s)
+
+
+def finished_count(book: RequestBook) -> int:
+    """Requests of ``book`` that finished or were refused."""
+    return int(np.count_nonzero(np.isfinite(book.finish_s) | book.rejected))
 
 
 def replica_kv_tokens(s: Scenario) -> int:
@@ -193,11 +206,12 @@ class _Run(Router, LockstepGroups):
         self.next_arrival_s = -math.inf  # the router's next arrival (+inf: all routed; -inf: unknown)
         self.closed = closed_loop(self.w, reqs, book)  # closed-loop arrivals: sent as requests finish
 
-    def play(self) -> None:
+    def play(self, report: Callable[[], None] | None = None) -> None:
+        """Run to the end (``report()`` every quarter second of wall clock: ``engine.run_loop``)."""
         self.env.process(self.router())
         body = self.engine if self.group == 1 else self.group_engine
         self.procs = [self.env.process(body(k)) for k in range(len(self.wake))]
-        self.env.run()
+        run_reporting(self.env, report)
         stuck = [i for i, eng in enumerate(self.engines) if eng.outstanding]
         if stuck:
             raise RunError(f"serving: engine {stuck[0]} stopped with {self.engines[stuck[0]].outstanding} "
