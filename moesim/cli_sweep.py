@@ -154,9 +154,12 @@ def plot_command(
             _unused("--seed", seed, f"--kind {kind} (computed, not simulated)", _SIMULATED)
             fig = plots.plot_scenario(kind, scenario, title=title)
         elif kind in plots.RESULT_KINDS:
+            from moesim.cli_progress import RunProgress
             from moesim.simulate import simulate
 
-            fig = plots.plot_result(kind, simulate(scenario, seed=seed), title=title)
+            with RunProgress(err) as progress:
+                result = simulate(scenario, seed=seed, progress=progress)
+            fig = plots.plot_result(kind, result, title=title)
         else:
             raise InputError(f"--kind {kind!r}: a scenario draws {', '.join(plots.RESULT_KINDS)} (simulated first) "
                              f"or {', '.join(plots.SCENARIO_KINDS)}; sweep plots need a sweep folder (results.jsonl)")
