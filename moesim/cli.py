@@ -37,6 +37,22 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from moesim import __version__
+
+        out.print(f"moesim {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print moesim's version and exit.")] = False,
+) -> None:
+    """Simulate and cost Mixture-of-Experts training and serving clusters before renting them."""
+
 ScenarioArg = Annotated[str, typer.Argument(
     help="Scenario YAML file, or the name of a shipped scenario (`moesim scenarios` lists them).",
     metavar="SCENARIO", show_default=False)]

@@ -101,8 +101,10 @@ class SimResult:
     def summary_json(self, files: list[str] | None = None) -> str:
         """The summary as JSON (stable key order, NaN/inf written as null); ``files``: the names
         :meth:`save` writes beside it, recorded so the next save into the folder knows them."""
-        doc = {"format_version": FORMAT_VERSION, "kind": self.kind, "scenario": self.scenario,
-               "seed": self.seed, "summary": jsonable(self.summary)}
+        from moesim import __version__
+
+        doc = {"format_version": FORMAT_VERSION, "moesim_version": __version__, "kind": self.kind,
+               "scenario": self.scenario, "seed": self.seed, "summary": jsonable(self.summary)}
         if files is not None:
             doc["files"] = files
         return json.dumps(doc, indent=2, sort_keys=False)

@@ -99,7 +99,10 @@ class ResultStore:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write ``sweep.json`` (what was swept, over which scenario) atomically."""
+        from moesim import __version__
+
         self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = {**manifest, "moesim_version": __version__}  # which moesim priced the rows
         atomic_write_text(self.dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
     def _rewrite_csv(self) -> None:

@@ -41,6 +41,26 @@ def test_missing_file_exits_2(capsys):
     assert "file not found" in capsys.readouterr().err
 
 
+def test_version_is_printed_and_is_the_package_s(capsys, root):
+    import tomllib
+
+    from moesim import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"moesim {__version__}"
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == __version__
+
+
+def test_saved_results_name_the_moesim_that_priced_them(tmp_path, capsys, root):
+    from moesim import __version__
+
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(tmp_path / "r"), "--json"]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["moesim_version"] == __version__
+    assert main(["sweep", "mixtral-8x7b-h100-train", "--grid", "plan.ep=1,8", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["moesim_version"] == __version__
+    assert main(["plot", str(tmp_path / "r"), "--kind", "breakdown", "--out", str(tmp_path / "b")]) == 0  # re-read
+
+
 def test_presets_lists_and_shows(capsys):
     assert main(["presets"]) == 0
     text = capsys.readouterr().out
