@@ -154,7 +154,7 @@ def test_fewer_devices_than_a_node_names_devices_per_node(raw):
     raw = json.loads(json.dumps(raw))
     raw["hardware"] = {"preset": "a100-80gb"}
     raw["plan"] = {"dp": 1, "tp": 1, "pp": 1, "ep": 1}
-    with pytest.raises(InputError, match=r"= 8\); or set hardware.node.devices_per_node: 1 "):
+    with pytest.raises(InputError, match=r"= 8\); set plan.dp: 8 to keep the hardware; or set hardware.node.devices_per_node: 1 "):
         scenario_from_dict(raw)
 
 
