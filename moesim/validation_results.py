@@ -11,8 +11,9 @@ them loads every row's scenario (~1.5 s), too slow to add to every simulate.
 
 ``tests/test_validation_results.py`` checks that the shipped file lists exactly the table's
 simulated rows with today's traits, and re-runs three of them against it, so a change to the physics
-that moves them fails until the file is written again (the README's validation table is refreshed
-from the same run, ``moesim validate --markdown --save-results ...``).
+that moves them fails until the file is written again (the validation tables, docs/validation-table.md
+and the README's misses, are written from the same run: ``moesim validate --markdown --save-results ...``,
+then ``python -m moesim.validation_table``).
 """
 
 from __future__ import annotations

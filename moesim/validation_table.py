@@ -71,7 +71,9 @@ TABLE_BEGIN, TABLE_END = "<!-- validation:table -->", "<!-- /validation:table --
 def table_lines(text: str) -> list[str]:
     """The header and rows of the validation table found in ``text`` (Markdown)."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(HEADER.split("\n")[0]))
+    start = next((i for i, line in enumerate(lines) if line.startswith(HEADER.split("\n")[0])), None)
+    if start is None:
+        raise ValueError("no validation table (the header moesim validate --markdown prints) in the text")
     end = start
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
