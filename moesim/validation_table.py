@@ -111,7 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     args = sys.argv[1:] if argv is None else argv
-    table = "\n".join(table_lines(Path(args[0]).read_text()))
+    if not args:
+        sys.exit("usage: python -m moesim.validation_table TABLE.md [ROOT]  (TABLE.md: moesim validate --markdown's output)")
+    try:
+        table = "\n".join(table_lines(Path(args[0]).read_text()))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"error: {args[0]}: {exc}")
     root = Path(args[1]) if len(args) > 1 else Path(__file__).resolve().parent.parent
     for name, (begin, end), body in (("docs/validation-table.md", (TABLE_BEGIN, TABLE_END), table),
                                      ("README.md", (MISSES_BEGIN, MISSES_END), misses_table(table, missed_ids()))):
