@@ -209,28 +209,37 @@ def simulate(
     if as_json:
         _print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
         return
-    from moesim.report import summary_table
-
     if limits is None:
         title = f"{s.name} ({result.kind}, seed {result.seed})"
     else:
         rate, at = result.summary["max_goodput_req_s"], result.tables["capacity_probes"]
         title = (f"{s.name} at capacity under {limits.text}: {rate:.4g} req/s (seed {result.seed})" if rate > 0 else
                  f"{s.name}: capacity 0 under {limits.text} (the run at {at['rate_req_s'][0]:.4g} req/s)")
-    out.print(summary_table(title, result.summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
-    _print_fit(result.summary)
-    _print_steady(result.summary)
-    if limits is not None:
+    print_result(title, result.summary, result.tables.get("decode_step"),
+                 host_note=lambda: _print_host_note(s, result.summary))
+    _print_trust(s, scenario, set_ or [])
+
+
+def print_result(title: str, summary: dict, decode_step: dict | None, host_note=None) -> None:
+    """A run's summary table and the lines under it (why it does not fit, its steady state, its capacity
+    limit, ``host_note()`` when given: it needs the scenario), then a serving run's mean decode step, part by
+    part: what ``simulate`` prints and ``show`` prints again from a saved result."""
+    from moesim.report import summary_table
+
+    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
+    _print_fit(summary)
+    _print_steady(summary)
+    if summary.get("capacity_limit"):
         from rich.markup import escape
 
-        out.print(f"[bold]limit:[/bold] {escape(result.summary['capacity_limit'])}", highlight=False)
-        out.print(f"[bold]note:[/bold] {escape(result.summary['capacity_note'])}", highlight=False)
-    _print_host_note(s, result.summary)
-    if "decode_step" in result.tables:  # serving: where a typical decode iteration's time goes
+        out.print(f"[bold]limit:[/bold] {escape(summary['capacity_limit'])}", highlight=False)
+        out.print(f"[bold]note:[/bold] {escape(summary['capacity_note'])}", highlight=False)
+    if host_note is not None:
+        host_note()
+    if decode_step:  # serving: where a typical decode iteration's time goes
         from moesim.report import decode_step_view
 
-        out.print(decode_step_view(result.tables["decode_step"]))
-    _print_trust(s, scenario, set_ or [])
+        out.print(decode_step_view(decode_step))
 
 
 def _print_host_note(s, summary: dict) -> None:
@@ -317,6 +326,7 @@ def _register_commands() -> None:
     app.command("plot")(plot_command)
     app.command("validate")(validate_command)
     app.command("plan")(__import__("moesim.cli_plan", fromlist=["plan_command"]).plan_command)
+    app.command("show")(__import__("moesim.cli_show", fromlist=["show_command"]).show_command)
 
 
 _register_commands()

@@ -1,0 +1,52 @@
+"""The ``show`` command (registered by :mod:`moesim.cli`): a saved result printed again.
+
+``moesim simulate SCENARIO --out DIR`` writes a result folder; ``moesim show DIR`` prints its summary
+table and the lines under it as ``simulate`` printed them, without simulating anything, so a result
+can be passed around as a folder and read back later. What ``simulate`` prints from the scenario itself
+(the host-wait note, the nearest published measurements) needs the scenario and is not repeated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from moesim.errors import InputError
+
+
+def show_command(
+    result: Annotated[Path, typer.Argument(help="A result folder written by simulate --out (its summary.json).",
+                                           metavar="RESULT", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as simulate --json does.")] = False,
+) -> None:
+    """Print a saved result (simulate --out) as simulate printed it, without simulating."""
+    from moesim import __version__
+    from moesim.cli import _print_json, err, out, print_result
+    from moesim.results import read_summary, read_table_csv
+
+    folder = result
+    if folder.is_file() and folder.name == "summary.json":
+        folder = folder.parent
+    if (folder / "results.jsonl").exists() and not (folder / "summary.json").exists():
+        raise InputError(f"{result}: a sweep folder, not a result folder (its rows are in results.csv; "
+                         "moesim plot draws them)")
+    doc = read_summary(folder / "summary.json")
+    if as_json:
+        _print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})
+        return
+    # summary.json writes NaN (a figure without a value: a batch run's offered rate) as null; read it back as
+    # NaN so the table says n/a, as simulate's did (a run's summary holds no None of its own)
+    summary = {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
+    step_csv = folder / "decode_step.csv"
+    step = read_table_csv(step_csv) if step_csv.exists() else None
+    print_result(f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})", summary, step)
+    priced_by = doc.get("moesim_version")
+    if priced_by != __version__:
+        from rich.markup import escape
+
+        was = f"moesim {priced_by}" if priced_by else "a moesim that did not record its version"
+        out.print(f"[yellow]note:[/yellow] priced by {escape(was)}; this is moesim {__version__}: simulate "
+                  "the scenario again for today's numbers", highlight=False)
+    err.print(f"(saved result {folder}; nothing simulated)", highlight=False)
