@@ -1,0 +1,92 @@
+"""The consoles of the CLI and what ``simulate`` (and ``show`` again, from a saved result) prints under a
+run: the summary table, why it does not fit, its steady state, its capacity limit, the host-wait note, a
+serving run's mean decode step and the nearest published measurements. Registered commands import
+``out`` and ``err`` from :mod:`moesim.cli`, which takes them from here."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+_FIT_TEXT = ("fits_reason", "fits_advice")  # sentences: printed under the table, not in it
+
+
+def _print_fit(summary: dict) -> None:
+    """After a summary table: why the scenario does not fit and what would make it fit."""
+    from rich.markup import escape
+
+    if summary.get("fits") is False and summary.get("fits_reason"):
+        out.print(f"[red]does not fit:[/red] {escape(summary['fits_reason'])}", highlight=False)
+        if summary.get("fits_advice"):
+            out.print(f"[yellow]to fit:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
+    elif summary.get("fits") and summary.get("fits_advice"):  # fits, but the allocator's reserve may not
+        out.print(f"[yellow]tight:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
+
+
+def print_result(title: str, summary: dict, decode_step: dict | None, host_note=None) -> None:
+    """A run's summary table and the lines under it (why it does not fit, its steady state, its capacity
+    limit, ``host_note()`` when given: it needs the scenario), then a serving run's mean decode step, part by
+    part: what ``simulate`` prints and ``show`` prints again from a saved result."""
+    from moesim.report import summary_table
+
+    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
+    _print_fit(summary)
+    _print_steady(summary)
+    if summary.get("capacity_limit"):
+        from rich.markup import escape
+
+        out.print(f"[bold]limit:[/bold] {escape(summary['capacity_limit'])}", highlight=False)
+        out.print(f"[bold]note:[/bold] {escape(summary['capacity_note'])}", highlight=False)
+    if host_note is not None:
+        host_note()
+    if decode_step:  # serving: where a typical decode iteration's time goes
+        from moesim.report import decode_step_view
+
+        out.print(decode_step_view(decode_step))
+
+
+def _print_host_note(s, summary: dict) -> None:
+    """Under a training run whose MoE layers mostly wait for the host: how long, at which floor, and the
+    knob (``engine.training.host_floor.host_wait_note``)."""
+    if "host_wait_s" not in summary:
+        return
+    from rich.markup import escape
+
+    from moesim.costmodel import build_cost_model
+    from moesim.engine.training.host_floor import host_wait_note, moe_layer_host_us
+
+    note = host_wait_note(summary["host_wait_s"], summary["step_time_s"],
+                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None)
+    if note:
+        out.print(f"[bold]note:[/bold] {escape(note)}", highlight=False)
+
+
+def _print_trust(s, name: str, sets: list[str]) -> None:
+    """Under a run: the published measurements nearest to it and moesim's error on each at the last
+    saved validate run (``validation_results``), so the prediction comes with how far runs like it agree;
+    the command it names repeats the run's ``--set`` overrides."""
+    from moesim.report import print_trust
+    from moesim.validation_results import trust_lines
+
+    print_trust(out, trust_lines(s, name, sets=sets))
+
+
+_CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table
+_STEADY_TEXT = ("steady_note",)  # serving: which requests the headline figures are over, under the table
+
+
+def _print_steady(summary: dict) -> None:
+    """After a serving table: the steady-state window of the headline figures, and a warning when
+    the plan did not keep up with the offered rate."""
+    if "steady_note" not in summary:
+        return
+    from rich.markup import escape
+
+    from moesim.engine.serving.metrics import overload_warning
+
+    out.print(f"[bold]steady state:[/bold] {escape(summary['steady_note'])}", highlight=False)
+    warning = overload_warning(summary)
+    if warning:
+        out.print(f"[red]warning:[/red] {escape(warning)}", highlight=False)
