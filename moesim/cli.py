@@ -251,6 +251,7 @@ def _register_commands() -> None:
     app.command("validate")(validate_command)
     app.command("plan")(__import__("moesim.cli_plan", fromlist=["plan_command"]).plan_command)
     app.command("show")(__import__("moesim.cli_show", fromlist=["show_command"]).show_command)
+    app.command("compare")(__import__("moesim.cli_compare", fromlist=["compare_command"]).compare_command)
 
 
 _register_commands()

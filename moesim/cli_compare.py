@@ -1,0 +1,90 @@
+"""The ``compare`` command (registered by :mod:`moesim.cli`): two or more runs side by side.
+
+Each run is a scenario (a shipped name or a YAML, simulated here) or a result folder that ``simulate --out``
+wrote (read, not simulated). The table lists the summary figures that differ, each run's value and its change
+against the first run, green where it is better by the metric's direction and red where worse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from moesim.errors import InputError
+
+
+def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dict[str, Any]]:
+    """(label, kind, summary) of a result folder or ``summary.json`` (read) or a scenario (simulated)."""
+    path = Path(source)
+    summary_file = path / "summary.json" if path.is_dir() else path if path.name == "summary.json" else None
+    if summary_file is not None and summary_file.exists():
+        from moesim.results import read_summary
+
+        doc = read_summary(summary_file)
+        summary = {k: float("nan") if v is None else v for k, v in doc["summary"].items()}  # null was NaN
+        return doc["scenario"], doc["kind"], summary
+    if path.is_dir():
+        raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")
+    from moesim.cli_progress import RunProgress
+    from moesim.loader import load_scenario
+    from moesim.shipped import resolve_scenario
+    from moesim.simulate import simulate
+
+    scenario = load_scenario(resolve_scenario(source), [])
+    with RunProgress(progress_console) as progress:
+        result = simulate(scenario, seed=seed, progress=progress)
+    return scenario.name, result.kind, result.summary
+
+
+def compare_command(
+    runs: Annotated[list[str], typer.Argument(
+        help="Two or more runs: scenarios (shipped names or YAML files, simulated here) or result folders "
+             "written by simulate --out (read as saved).", metavar="RUN...", show_default=False)],
+    every: Annotated[bool, typer.Option("--all", help="List every summary figure, not only those that differ.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for the scenarios simulated here (default: each one's routing.seed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON (key, values, change against the first run, better).")] = False,
+) -> None:
+    """Put two or more runs side by side: the figures that differ and by how much, better or worse."""
+    from rich.table import Table
+
+    from moesim.cli import _print_json, err, out
+    from moesim.compare import compare_rows
+    from moesim.formatting import fmt_value
+    from moesim.schemas import check_seed
+
+    if len(runs) < 2:
+        raise InputError(f"compare: {len(runs)} run given; give two or more (scenarios or result folders)")
+    if seed is not None:
+        check_seed(seed, "--seed")
+    loaded = [_run(r, seed, err) for r in runs]
+    kinds = {kind for _, kind, _ in loaded}
+    if len(kinds) > 1:
+        listed = ", ".join(f"{label} ({kind})" for label, kind, _ in loaded)
+        raise InputError(f"compare: the runs are of different kinds ({listed}); compare training with training, "
+                         "serving with serving")
+    labels = [label for label, _, _ in loaded]
+    labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+    rows = compare_rows([s for _, _, s in loaded], every=every)
+    if as_json:
+        _print_json({"runs": labels, "kind": kinds.pop(),
+                     "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows]})
+        return
+    table = Table(title=f"{' vs '.join(labels)} ({kinds.pop()})", show_header=True, header_style="bold")
+    table.add_column("quantity")
+    for i, label in enumerate(labels):
+        table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right")
+    for r in rows:
+        cells = [r.key]
+        for v, change, better in zip(r.values, r.changes, r.better):
+            text = "-" if v is None else fmt_value(r.key, v)
+            if change is not None:
+                colour = "" if better is None else "green" if better else "red"
+                mark = f"{100 * change:+.1f} %"
+                text += f"  [{colour}]{mark}[/{colour}]" if colour else f"  {mark}"
+            cells.append(text)
+        table.add_row(*cells)
+    out.print(table)
+    if not rows:
+        out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)

@@ -1,0 +1,75 @@
+"""Two or more runs side by side: which summary figures differ, by how much, and whether for the better.
+
+Pure functions over summary dicts (``SimResult.summary``, or a saved ``summary.json``'s); ``moesim compare``
+(:mod:`moesim.cli_compare`) runs or reads them and prints the rows. A change is relative to the first run,
+``value / first - 1``; whether it is better comes from the metric registry's direction
+(:func:`moesim.metrics.direction_of`: more throughput, less time, cost or memory), None where a metric has none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from moesim.metrics import direction_of
+
+#: Summary keys that hold a sentence (printed under a run's table, not in it): never compared.
+SENTENCES = ("fits_reason", "fits_advice", "capacity_limit", "capacity_note", "steady_note")
+
+
+@dataclass
+class Row:
+    """One summary key across the runs: its values (None where a run lacks it), each run's change against
+    the first (None for the first, a missing or non-numeric value, or a first value of 0) and whether that
+    change is for the better (None without a direction or a change)."""
+
+    key: str
+    values: list[Any]
+    changes: list[float | None]
+    better: list[bool | None]
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _same(values: list[Any]) -> bool:
+    """Whether every run has the same value (numbers to a relative 1e-9, NaN equal to NaN)."""
+    first = values[0]
+    for v in values[1:]:
+        a, b = _number(first), _number(v)
+        if a is not None and b is not None:
+            if math.isnan(a) and math.isnan(b):
+                continue
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0):
+                return False
+        elif v != first:
+            return False
+    return True
+
+
+def compare_rows(summaries: list[dict[str, Any]], every: bool = False) -> list[Row]:
+    """The rows of a comparison of ``summaries`` (two or more): the keys whose values differ (``every``: all
+    keys), in the first summary's order and then the others' new keys; sentences left out."""
+    if len(summaries) < 2:
+        raise ValueError("compare needs two or more runs")
+    keys: list[str] = []
+    for s in summaries:
+        keys.extend(k for k in s if k not in keys and k not in SENTENCES)
+    rows = []
+    for key in keys:
+        values = [s.get(key) for s in summaries]
+        if not every and _same(values):
+            continue
+        first = _number(values[0])
+        changes: list[float | None] = [None]
+        for v in values[1:]:
+            x = _number(v)
+            ok = first is not None and x is not None and first != 0 and math.isfinite(first) and math.isfinite(x)
+            changes.append(x / first - 1 if ok else None)
+        direction = direction_of(key)
+        better = [None if c is None or c == 0 or direction is None else (c > 0) == (direction == "max")
+                  for c in changes]
+        rows.append(Row(key, values, changes, better))
+    return rows

@@ -1,0 +1,54 @@
+"""``moesim compare``: runs side by side, the figures that differ, their change against the first run and
+whether it is for the better by the metric's registered direction."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from moesim.cli import main
+from moesim.compare import compare_rows
+
+
+def test_rows_are_the_differing_figures_with_change_and_direction():
+    a = {"step_time_s": 10.0, "tokens_per_s": 100.0, "devices": 8, "fits": True, "mfu": 0.5,
+         "fits_reason": "x", "offered_requests_per_s": math.nan, "zero": 0.0}
+    b = {"step_time_s": 12.0, "tokens_per_s": 125.0, "devices": 8, "fits": False, "mfu": 0.5,
+         "fits_reason": "y", "offered_requests_per_s": math.nan, "zero": 1.0, "extra_s": 3.0}
+    rows = {r.key: r for r in compare_rows([a, b])}
+    assert set(rows) == {"step_time_s", "tokens_per_s", "fits", "zero", "extra_s"}  # equal, NaN-equal, sentences out
+    assert rows["step_time_s"].changes == [None, pytest.approx(0.2)] and rows["step_time_s"].better == [None, False]
+    assert rows["tokens_per_s"].changes == [None, pytest.approx(0.25)] and rows["tokens_per_s"].better == [None, True]
+    assert rows["fits"].changes == [None, None]  # a flag has no relative change
+    assert rows["zero"].changes == [None, None]  # nothing to divide by
+    assert rows["extra_s"].values == [None, 3.0] and rows["extra_s"].changes == [None, None]
+    every = {r.key for r in compare_rows([a, b], every=True)}
+    assert {"devices", "mfu", "offered_requests_per_s"} <= every and "fits_reason" not in every
+    with pytest.raises(ValueError):
+        compare_rows([a])
+
+
+def test_a_saved_result_against_a_scenario(tmp_path, capsys):
+    assert main(["simulate", "mixtral-8x7b-h100-serve", "--out", str(tmp_path / "r"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "r"), "mixtral-8x7b-h100-serve-tp2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["runs"] == ["mixtral-8x7b-h100-serve", "mixtral-8x7b-h100-serve-tp2"] and doc["kind"] == "serving"
+    rows = {r["key"]: r for r in doc["rows"]}
+    tpot = rows["tpot_p99_s"]
+    assert tpot["values"][1] < tpot["values"][0] and tpot["change"][1] < 0 and tpot["better"] == [None, True]
+    assert main(["compare", str(tmp_path / "r"), str(tmp_path / "r" / "summary.json")]) == 0
+    assert "every summary figure is the same in these runs" in capsys.readouterr().out
+
+
+def test_bad_runs_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["compare", "mixtral-8x7b-h100-train"]) == 2
+    assert "give two or more" in capsys.readouterr().err
+    assert main(["compare", "mixtral-8x7b-h100-train", "mixtral-8x7b-h100-serve"]) == 2
+    err = capsys.readouterr().err
+    assert "the runs are of different kinds" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", "mixtral-8x7b-h100-train", str(tmp_path / "empty")]) == 2
+    assert "a folder without summary.json" in capsys.readouterr().err
