@@ -17,9 +17,9 @@ import typer
 from moesim.cli_output import (  # the consoles, and what every command prints under a run
     _FIT_TEXT,
     _print_fit,
-    _print_host_note,
-    _print_trust,
     err,
+    host_note_text,
+    nearest_lines,
     out,
     print_result,
 )
@@ -194,8 +194,9 @@ def simulate(
             result = run(s, seed=seed, progress=progress)
     else:
         result = _capacity_search(s, limits, seed)
+    notes = {"host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
     if out_dir is not None:
-        paths = result.save(out_dir)
+        paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
         err.print(f"wrote {len(paths)} files to {out_dir}")
     if as_json:
         _print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
@@ -206,9 +207,7 @@ def simulate(
         rate, at = result.summary["max_goodput_req_s"], result.tables["capacity_probes"]
         title = (f"{s.name} at capacity under {limits.text}: {rate:.4g} req/s (seed {result.seed})" if rate > 0 else
                  f"{s.name}: capacity 0 under {limits.text} (the run at {at['rate_req_s'][0]:.4g} req/s)")
-    print_result(title, result.summary, result.tables.get("decode_step"),
-                 host_note=lambda: _print_host_note(s, result.summary))
-    _print_trust(s, scenario, set_ or [])
+    print_result(title, result.summary, result.tables.get("decode_step"), **notes)
 
 
 def _capacity_search(s, limits, seed: int | None):

@@ -25,52 +25,53 @@ def _print_fit(summary: dict) -> None:
         out.print(f"[yellow]tight:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
 
 
-def print_result(title: str, summary: dict, decode_step: dict | None, host_note=None) -> None:
+def print_result(title: str, summary: dict, decode_step: dict | None, host_note: str = "",
+                 nearest: list[str] | None = None) -> None:
     """A run's summary table and the lines under it (why it does not fit, its steady state, its capacity
-    limit, ``host_note()`` when given: it needs the scenario), then a serving run's mean decode step, part by
-    part: what ``simulate`` prints and ``show`` prints again from a saved result."""
+    limit, ``host_note``: :func:`host_note_text`), a serving run's mean decode step, part by part, and the
+    ``nearest`` published measurements (``validation_results.trust_lines``): what ``simulate`` prints and
+    ``show`` prints again from a saved result, which keeps the two notes that need the scenario."""
+    from rich.markup import escape
+
     from moesim.report import summary_table
 
     out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
     _print_fit(summary)
     _print_steady(summary)
     if summary.get("capacity_limit"):
-        from rich.markup import escape
-
         out.print(f"[bold]limit:[/bold] {escape(summary['capacity_limit'])}", highlight=False)
         out.print(f"[bold]note:[/bold] {escape(summary['capacity_note'])}", highlight=False)
-    if host_note is not None:
-        host_note()
+    if host_note:
+        out.print(f"[bold]note:[/bold] {escape(host_note)}", highlight=False)
     if decode_step:  # serving: where a typical decode iteration's time goes
         from moesim.report import decode_step_view
 
         out.print(decode_step_view(decode_step))
+    if nearest:
+        from moesim.report import print_trust
+
+        print_trust(out, nearest)
 
 
-def _print_host_note(s, summary: dict) -> None:
+def host_note_text(s, summary: dict) -> str:
     """Under a training run whose MoE layers mostly wait for the host: how long, at which floor, and the
-    knob (``engine.training.host_floor.host_wait_note``)."""
+    knob (``engine.training.host_floor.host_wait_note``); "" otherwise."""
     if "host_wait_s" not in summary:
-        return
-    from rich.markup import escape
-
+        return ""
     from moesim.costmodel import build_cost_model
     from moesim.engine.training.host_floor import host_wait_note, moe_layer_host_us
 
-    note = host_wait_note(summary["host_wait_s"], summary["step_time_s"],
-                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None)
-    if note:
-        out.print(f"[bold]note:[/bold] {escape(note)}", highlight=False)
+    return host_wait_note(summary["host_wait_s"], summary["step_time_s"],
+                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None) or ""
 
 
-def _print_trust(s, name: str, sets: list[str]) -> None:
+def nearest_lines(s, name: str, sets: list[str]) -> list[str]:
     """Under a run: the published measurements nearest to it and moesim's error on each at the last
     saved validate run (``validation_results``), so the prediction comes with how far runs like it agree;
     the command it names repeats the run's ``--set`` overrides."""
-    from moesim.report import print_trust
     from moesim.validation_results import trust_lines
 
-    print_trust(out, trust_lines(s, name, sets=sets))
+    return trust_lines(s, name, sets=sets)
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table

@@ -2,8 +2,9 @@
 
 ``moesim simulate SCENARIO --out DIR`` writes a result folder; ``moesim show DIR`` prints its summary
 table and the lines under it as ``simulate`` printed them, without simulating anything, so a result
-can be passed around as a folder and read back later. What ``simulate`` prints from the scenario itself
-(the host-wait note, the nearest published measurements) needs the scenario and is not repeated.
+can be passed around as a folder and read back later. The two notes ``simulate`` computes from the
+scenario (the host-wait note, the nearest published measurements) are saved in ``summary.json``'s
+``notes`` and printed again; a folder saved before 2026-12-05 has none.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def show_command(
     summary = {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
     step_csv = folder / "decode_step.csv"
     step = read_table_csv(step_csv) if step_csv.exists() else None
-    print_result(f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})", summary, step)
+    notes = doc.get("notes") if isinstance(doc.get("notes"), dict) else {}
+    print_result(f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})", summary, step,
+                 host_note=str(notes.get("host_note") or ""),
+                 nearest=[str(x) for x in notes.get("nearest") or []])
     priced_by = doc.get("moesim_version")
     if priced_by != __version__:
         from rich.markup import escape

@@ -22,13 +22,35 @@ def _lines(capsys) -> list[str]:
     return capsys.readouterr().out.rstrip("\n").split("\n")
 
 
-@pytest.mark.parametrize("scenario", ["mixtral-8x7b-h100-serve-tp8", "mixtral-8x7b-h100-train"])
-def test_show_prints_what_simulate_printed_but_the_nearest_measurements(scenario, tmp_path, capsys):
-    assert main(["simulate", scenario, "--out", str(tmp_path / "r")]) == 0
+TRN_37 = ["moesim/data/validation/qwen3-30b-a3b-h100-train.yaml", *(
+    x for o in "hardware.cluster.nodes=4;plan.dp=32;plan.ep=8;plan.microbatches=8;workload.global_batch_seqs=256;"
+    "plan.recompute=none;plan.alltoall=deepep_normal;plan.fp8_recipe=current".split(";") for x in ("-s", o))]
+
+
+@pytest.mark.parametrize("argv", [["mixtral-8x7b-h100-serve-tp8"], ["mixtral-8x7b-h100-train"], TRN_37],
+                         ids=["serving", "training", "host-note"])
+def test_show_prints_what_simulate_printed(argv, root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(root)
+    assert main(["simulate", *argv, "--out", str(tmp_path / "r")]) == 0
     printed = _lines(capsys)
-    printed = printed[:next(i for i, line in enumerate(printed) if line.startswith("nearest published"))]
+    assert any(line.startswith("nearest published") for line in printed)
     assert main(["show", str(tmp_path / "r")]) == 0
-    assert _lines(capsys) == printed  # NaN figures (a batch run's offered rate) read n/a again, not "-"
+    # NaN figures (a batch run's offered rate) read n/a again, not "-"; the host-wait note and the nearest
+    # measurements, which need the scenario, come from summary.json's notes
+    assert _lines(capsys) == printed
+    if argv is TRN_37:
+        assert any(line.startswith("note: the MoE layers wait for the host") for line in printed)
+
+
+def test_a_folder_saved_without_notes_shows_the_rest(tmp_path, capsys):
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(tmp_path / "r")]) == 0
+    printed = _lines(capsys)
+    path = tmp_path / "r" / "summary.json"
+    doc = json.loads(path.read_text())
+    del doc["notes"]
+    path.write_text(json.dumps(doc))
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert _lines(capsys) == printed[:next(i for i, line in enumerate(printed) if line.startswith("nearest published"))]
 
 
 def test_show_json_is_simulate_json_and_takes_the_summary_file_too(tmp_path, capsys):
