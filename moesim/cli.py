@@ -194,7 +194,8 @@ def simulate(
             result = run(s, seed=seed, progress=progress)
     else:
         result = _capacity_search(s, limits, seed)
-    notes = {"host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
+    notes = {} if as_json and out_dir is None else {  # what needs the scenario: printed, and saved for show
+        "host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
     if out_dir is not None:
         paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
         err.print(f"wrote {len(paths)} files to {out_dir}")
