@@ -194,21 +194,21 @@ def simulate(
             result = run(s, seed=seed, progress=progress)
     else:
         result = _capacity_search(s, limits, seed)
-    notes = {} if as_json and out_dir is None else {  # what needs the scenario: printed, and saved for show
-        "host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
-    if out_dir is not None:
-        paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
-        err.print(f"wrote {len(paths)} files to {out_dir}")
-    if as_json:
-        _print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
-        return
     if limits is None:
         title = f"{s.name} ({result.kind}, seed {result.seed})"
     else:
         rate, at = result.summary["max_goodput_req_s"], result.tables["capacity_probes"]
         title = (f"{s.name} at capacity under {limits.text}: {rate:.4g} req/s (seed {result.seed})" if rate > 0 else
                  f"{s.name}: capacity 0 under {limits.text} (the run at {at['rate_req_s'][0]:.4g} req/s)")
-    print_result(title, result.summary, result.tables.get("decode_step"), **notes)
+    notes = {} if as_json and out_dir is None else {  # what needs the scenario: printed, and saved for show
+        "title": title, "host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
+    if out_dir is not None:
+        paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
+        err.print(f"wrote {len(paths)} files to {out_dir}")
+    if as_json:
+        _print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
+        return
+    print_result(notes.pop("title"), result.summary, result.tables.get("decode_step"), **notes)
 
 
 def _capacity_search(s, limits, seed: int | None):

@@ -43,7 +43,8 @@ def show_command(
     step_csv = folder / "decode_step.csv"
     step = read_table_csv(step_csv) if step_csv.exists() else None
     notes = doc.get("notes") if isinstance(doc.get("notes"), dict) else {}
-    print_result(f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})", summary, step,
+    title = str(notes.get("title") or f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})")
+    print_result(title, summary, step,
                  host_note=str(notes.get("host_note") or ""),
                  nearest=[str(x) for x in notes.get("nearest") or []])
     priced_by = doc.get("moesim_version")

@@ -79,3 +79,12 @@ def test_not_a_result_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["show", str(tmp_path / "sweep")]) == 2
     err = capsys.readouterr().err
     assert "a sweep folder, not a result folder" in err and "Traceback" not in err
+
+
+def test_a_capacity_result_shows_its_capacity_title(tmp_path, capsys):
+    argv = ["simulate", "llama-2-7b-a100-serve", "--slo", "ttft_p99=2,tpot_p99=0.2", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    printed = _lines(capsys)
+    assert "at capacity under" in " ".join(printed[:2])
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert _lines(capsys) == printed
