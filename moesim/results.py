@@ -101,7 +101,7 @@ class SimResult:
     def summary_json(self, files: list[str] | None = None, notes: dict[str, Any] | None = None) -> str:
         """The summary as JSON (stable key order, NaN/inf written as null); ``files``: the names
         :meth:`save` writes beside it, recorded so the next save into the folder knows them; ``notes``:
-        what the CLI printed under the run from its scenario (``host_note``, the ``nearest`` measurements),
+        what the CLI printed with the run that needs its scenario (its ``title``, ``host_note``, the ``nearest`` measurements),
         kept under ``notes`` so ``moesim show`` prints them again."""
         from moesim import __version__
 
