@@ -79,6 +79,11 @@ def test_not_a_result_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["show", str(tmp_path / "sweep")]) == 2
     err = capsys.readouterr().err
     assert "a sweep folder, not a result folder" in err and "Traceback" not in err
+    assert main(["simulate", "mixtral-8x7b-h100-serve-tp8", "--out", str(tmp_path / "r"), "--json"]) == 0
+    capsys.readouterr()
+    (tmp_path / "r" / "decode_step.csv").write_text("a,b\n1,2\n")
+    assert main(["show", str(tmp_path / "r")]) == 2
+    assert "decode_step.csv: not a moesim decode-step table" in capsys.readouterr().err
 
 
 def test_a_capacity_result_shows_its_capacity_title(tmp_path, capsys):
