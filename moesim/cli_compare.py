@@ -45,6 +45,8 @@ def compare_command(
     every: Annotated[bool, typer.Option("--all", help="List every summary figure, not only those that differ.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the scenarios simulated here (default: each one's routing.seed).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON (key, values, change against the first run, better).")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the headline figures, each as a multiple of the first run's, to this path (no extension: PLOT.png and PLOT.svg, or --format).", metavar="PLOT")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="With --plot: comma-separated image formats: png, svg, pdf.")] = "png,svg",
 ) -> None:
     """Put two or more runs side by side: the figures that differ and by how much, better or worse."""
     from rich.table import Table
@@ -66,12 +68,23 @@ def compare_command(
                          "serving with serving")
     labels = [label for label, _, _ in loaded]
     labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+    kind = next(iter(kinds))
+    if plot is not None:
+        from moesim import plots
+        from moesim.plot_compare import compare_figure
+
+        try:
+            fig = compare_figure(labels, compare_rows([s for _, _, s in loaded], every=True), kind)
+        except ValueError as exc:
+            raise InputError(f"--plot: {exc}") from None
+        for path in plots.save_figure(fig, plot, [f.strip() for f in fmt.split(",") if f.strip()]):
+            err.print(f"wrote {path}", highlight=False)
     rows = compare_rows([s for _, _, s in loaded], every=every)
     if as_json:
-        _print_json({"runs": labels, "kind": kinds.pop(),
+        _print_json({"runs": labels, "kind": kind,
                      "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows]})
         return
-    table = Table(title=f"{' vs '.join(labels)} ({kinds.pop()})", show_header=True, header_style="bold")
+    table = Table(title=f"{' vs '.join(labels)} ({kind})", show_header=True, header_style="bold")
     table.add_column("quantity")
     for i, label in enumerate(labels):
         table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right")

@@ -52,3 +52,28 @@ def test_bad_runs_are_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", "mixtral-8x7b-h100-train", str(tmp_path / "empty")]) == 2
     assert "a folder without summary.json" in capsys.readouterr().err
+
+
+def test_plot_draws_each_headline_figure_for_each_run(tmp_path, capsys):
+    from moesim.compare import compare_rows
+    from moesim.plot_compare import HEADLINE, compare_figure
+
+    a = {"step_time_s": 10.0, "tokens_per_s_per_device": 100.0, "mfu": 0.5, "peak_memory_gib": 70.0}
+    b = {"step_time_s": 8.0, "tokens_per_s_per_device": 125.0, "mfu": 0.6, "peak_memory_gib": 75.0}
+    fig = compare_figure(["a", "b"], compare_rows([a, b], every=True), "training")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * 4  # one bar per run and figure, in HEADLINE's order
+    assert [t.get_text().split("\n")[0] for t in ax.get_yticklabels()][0].startswith("step time")
+    widths = [p.get_width() for p in ax.patches]
+    assert widths[:4] == [1.0] * 4 and widths[4:] == pytest.approx([0.8, 1.25, 1.2, 75 / 70])
+    assert set(HEADLINE) == {"training", "serving"}
+    with pytest.raises(ValueError, match="no headline figure"):
+        compare_figure(["a", "b"], compare_rows([{"x": 1.0}, {"x": 2.0}], every=True), "training")
+
+    assert main(["compare", "mixtral-8x7b-h100-train", "mixtral-8x22b-h100-train", "--plot", str(tmp_path / "c"),
+                 "--format", "png"]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 10_000 and not (tmp_path / "c.svg").exists()
+    capsys.readouterr()
+    assert main(["compare", "mixtral-8x7b-h100-train", "mixtral-8x22b-h100-train", "--plot", str(tmp_path / "d"),
+                 "--format", "gif"]) == 2
+    assert "--format 'gif'" in capsys.readouterr().err and not list(tmp_path.glob("d.*"))

@@ -1,0 +1,70 @@
+"""The figure of ``moesim compare --plot``: the headline figures of two or more runs, each as a multiple of the
+first run's, one group of bars per figure (a slide for a design review: which option is faster, cheaper, leaner).
+
+Pure plotting over :class:`moesim.compare.Row` values; the bars are labelled with the values as the tables print
+them (:func:`moesim.formatting.fmt_value`), and each figure's label says which way is better.
+"""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.figure import Figure
+
+from moesim.compare import Row
+from moesim.formatting import fmt_value
+from moesim.metrics import direction_of
+from moesim.plots import label
+
+#: The figures drawn, by kind of run, in order (those a run lacks are left out).
+HEADLINE = {
+    "training": ("step_time_s", "tokens_per_s_per_device", "mfu", "peak_memory_gib", "usd_per_mtok",
+                 "alltoall_exposed_s", "bubble_fraction"),
+    "serving": ("output_tokens_per_s_per_device", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "usd_per_mtok",
+                "peak_memory_gib", "max_goodput_req_s"),
+}
+
+
+def _ratio(value, first) -> float | None:
+    try:
+        v, f = float(value), float(first)
+    except (TypeError, ValueError):
+        return None
+    return v / f if f and math.isfinite(v) and math.isfinite(f) and not isinstance(value, bool) else None
+
+
+def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "") -> Figure:
+    """Grouped horizontal bars: for each headline figure the runs share, each run's value over the first run's
+    (1.0 for the first), labelled with the value itself. ``rows``: :func:`moesim.compare.compare_rows` with
+    ``every=True``, so equal figures are drawn too."""
+    by_key = {r.key: r for r in rows}
+    keys = [k for k in HEADLINE.get(kind, ()) if k in by_key
+            and all(_ratio(v, by_key[k].values[0]) is not None for v in by_key[k].values)]
+    if not keys:
+        raise ValueError("no headline figure with a value in every run to draw")
+    n = len(labels)
+    height = 0.8 / n
+    fig = Figure(figsize=(8.0, max(3.0, 0.35 * n * len(keys) + 1.4)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title or f"{kind}: each figure as a multiple of {labels[0]}'s", fontsize=10)
+    for j in range(n):
+        ys = [i + (j - (n - 1) / 2) * height for i in range(len(keys))]
+        widths = [_ratio(by_key[k].values[j], by_key[k].values[0]) for k in keys]
+        bars = ax.barh(ys, widths, height=height * 0.9, color=f"C{j}", label=labels[j])
+        for bar, k in zip(bars, keys):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + fmt_value(k, by_key[k].values[j]),
+                    va="center", fontsize=7)
+    names = []
+    for k in keys:
+        direction = direction_of(k)
+        better = {"max": "higher is better", "min": "lower is better"}.get(direction or "", "")
+        names.append(f"{label(k)}\n({better})" if better else label(k))
+    ax.set_yticks(range(len(keys)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="0.3", linewidth=0.8)
+    ax.set_xlabel("multiple of the first run's value")
+    right = max(_ratio(by_key[k].values[j], by_key[k].values[0]) for k in keys for j in range(n))
+    ax.set_xlim(0, right * 1.35)  # room for the value labels
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(n, 3), fontsize=8)
+    return fig
