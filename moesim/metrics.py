@@ -17,7 +17,6 @@ to :func:`guess_unit` / :func:`guess_direction`, which read the unit from the na
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -521,19 +520,17 @@ README_OPTIONAL_KINDS = ("capacity",)
 _README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def _block(kind: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- metrics:{kind} -->\n).*?(<!-- /metrics:{kind} -->)", re.S)
-
-
 def readme_with_tables(text: str) -> str:
-    """``text`` (a README) with every metrics block replaced by the generated table."""
+    """``text`` (a README) with every metrics block replaced by the generated table (``doc_blocks``)."""
+    from moesim.doc_blocks import has_block, replace_between
+
     for kind in README_KINDS + README_OPTIONAL_KINDS:
-        pattern = _block(kind)
-        if not pattern.search(text):
+        begin, end = f"<!-- metrics:{kind} -->", f"<!-- /metrics:{kind} -->"
+        if not has_block(text, begin, end):
             if kind in README_OPTIONAL_KINDS:
                 continue
-            raise ValueError(f"README has no <!-- metrics:{kind} --> ... <!-- /metrics:{kind} --> block")
-        text = pattern.sub(lambda mo, k=kind: mo.group(1) + markdown_table(k) + mo.group(2), text)
+            raise ValueError(f"README has no {begin} ... {end} block")
+        text = replace_between(text, begin, end, markdown_table(kind).removesuffix("\n"))
     return text
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from moesim.doc_blocks import replace_between
 from moesim.validation import MISS, Check
 
 HEADER = "| row | what | published | moesim | error | why it misses |\n|---|---|---|---|---|---|"
@@ -94,21 +95,14 @@ def misses_table(table: str, missed: set[str]) -> str:
     return "\n".join(rows[:2] + [line for line in rows[2:] if ROW_RE.match(line).group(1) in missed])
 
 
-def replace_between(text: str, begin: str, end: str, body: str) -> str:
-    """``text`` with what lies between the marker lines ``begin`` and ``end`` replaced by ``body``."""
-    head, sep, rest = text.partition(begin + "\n")
-    _, sep2, tail = rest.partition(end)
-    if not sep or not sep2:
-        raise ValueError(f"markers {begin} ... {end} not found")
-    return head + begin + "\n" + body + "\n" + end + tail
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m moesim.validation_table TABLE.md [ROOT]``: write the table (``moesim validate --markdown``'s
     output) into ROOT/docs/validation-table.md whole and its misses (by the saved results of the same run,
     ``validate --save-results``) into ROOT/README.md."""
     import sys
     from pathlib import Path
+
+    from moesim.fileio import atomic_write_text
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, (begin, end), body in (("docs/validation-table.md", (TABLE_BEGIN, TABLE_END), table),
                                      ("README.md", (MISSES_BEGIN, MISSES_END), misses_table(table, missed_ids()))):
         path = root / name
-        path.write_text(replace_between(path.read_text(), begin, end, body))
+        atomic_write_text(path, replace_between(path.read_text(), begin, end, body))
         print(f"wrote {path}")
 
 
