@@ -18,12 +18,10 @@ from moesim.errors import InputError
 def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dict[str, Any]]:
     """(label, kind, summary) of a result folder or ``summary.json`` (read) or a scenario (simulated)."""
     path = Path(source)
-    summary_file = path / "summary.json" if path.is_dir() else path if path.name == "summary.json" else None
-    if summary_file is not None and summary_file.exists():
-        from moesim.results import read_summary
+    if (path / "summary.json").exists() or (path.name == "summary.json" and path.is_file()):
+        from moesim.results import read_saved
 
-        doc = read_summary(summary_file)
-        summary = {k: float("nan") if v is None else v for k, v in doc["summary"].items()}  # null was NaN
+        _, doc, summary = read_saved(path)
         return doc["scenario"], doc["kind"], summary
     if path.is_dir():
         raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")

@@ -25,21 +25,15 @@ def show_command(
     """Print a saved result (simulate --out) as simulate printed it, without simulating."""
     from moesim import __version__
     from moesim.cli import _print_json, err, out, print_result
-    from moesim.results import read_summary, read_table_csv
+    from moesim.results import read_saved, read_table_csv
 
-    folder = result
-    if folder.is_file() and folder.name == "summary.json":
-        folder = folder.parent
-    if (folder / "results.jsonl").exists() and not (folder / "summary.json").exists():
+    if (result / "results.jsonl").exists() and not (result / "summary.json").exists():
         raise InputError(f"{result}: a sweep folder, not a result folder (its rows are in results.csv; "
                          "moesim plot draws them)")
-    doc = read_summary(folder / "summary.json")
+    folder, doc, summary = read_saved(result)
     if as_json:
         _print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})
         return
-    # summary.json writes NaN (a figure without a value: a batch run's offered rate) as null; read it back as
-    # NaN so the table says n/a, as simulate's did (a run's summary holds no None of its own)
-    summary = {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
     step_csv = folder / "decode_step.csv"
     step = read_table_csv(step_csv) if step_csv.exists() else None
     if step is not None:  # what decode_step_view reads: the columns serving.anatomy writes, numbers where numbers

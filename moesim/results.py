@@ -243,6 +243,16 @@ def read_summary(path: Path) -> dict:
     return doc
 
 
+def read_saved(path: str | Path) -> tuple[Path, dict, dict]:
+    """A result folder written by :meth:`SimResult.save`, or its summary.json: the folder, the summary.json
+    document (:func:`read_summary`) and its summary with the nulls read back as NaN (``summary_json`` writes
+    NaN as null; a run's summary holds no None of its own), so tables print ``n/a`` as they did for the run."""
+    path = Path(path)
+    folder = path.parent if path.name == "summary.json" and not path.is_dir() else path
+    doc = read_summary(folder / "summary.json")
+    return folder, doc, {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
+
+
 def table_csv(table: dict[str, list | np.ndarray]) -> str:
     """A column dict as CSV text."""
     buf = io.StringIO()

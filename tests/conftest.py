@@ -50,3 +50,14 @@ def raw() -> dict:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def eighty_columns():
+    """The CLI's tables printed as on an 80-column terminal (what the README quotes), whatever runs the tests."""
+    from moesim import cli
+
+    saved = cli.out._width, cli.out._height
+    cli.out.size = (80, 25)
+    yield
+    cli.out._width, cli.out._height = saved

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from moesim import cli
 from moesim.cli import main
 
-
-@pytest.fixture(autouse=True)
-def eighty_columns():
-    """The README quotes an 80-column terminal, whatever the one running the tests is."""
-    saved = cli.out._width, cli.out._height
-    cli.out.size = (80, 25)
-    yield
-    cli.out._width, cli.out._height = saved
+pytestmark = pytest.mark.usefixtures("eighty_columns")  # the README quotes an 80-column terminal
 
 
 def _block_after(readme: str, marker: str) -> list[str]:

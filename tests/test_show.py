@@ -6,16 +6,9 @@ import json
 
 import pytest
 
-from moesim import cli
 from moesim.cli import main
 
-
-@pytest.fixture(autouse=True)
-def eighty_columns():
-    saved = cli.out._width, cli.out._height
-    cli.out.size = (80, 25)
-    yield
-    cli.out._width, cli.out._height = saved
+pytestmark = pytest.mark.usefixtures("eighty_columns")  # the README quotes an 80-column terminal
 
 
 def _lines(capsys) -> list[str]:
