@@ -36,12 +36,10 @@ def show_command(
         return
     step_csv = folder / "decode_step.csv"
     step = read_table_csv(step_csv) if step_csv.exists() else None
-    if step is not None:  # what decode_step_view reads: the columns serving.anatomy writes, numbers where numbers
-        need = ("part", "seconds", "share", "batch_seqs", "context_tokens")
-        if not step.get("part") or any(c not in step for c in need) or any(
-                not all(isinstance(v, float) for v in step[c]) for c in need[1:]):
-            raise InputError(f"{step_csv}: not a moesim decode-step table (columns {', '.join(need)}, one row per "
-                             "part, numbers but the part)")
+    if step is not None:  # what decode_step_view reads
+        from moesim.engine.serving.anatomy import check_decode_step
+
+        check_decode_step(step, str(step_csv))
     notes = doc.get("notes") if isinstance(doc.get("notes"), dict) else {}
     title = str(notes.get("title") or f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})")
     print_result(title, summary, step,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from moesim.engine.serving.anatomy import PART_LABELS, caption
+from moesim.engine.serving.anatomy import PART_LABELS, caption, check_decode_step
 from moesim.errors import InputError
 
 
@@ -15,6 +15,7 @@ def decode_step_figure(step: dict[str, list], title: str) -> Figure:
     if not step or "part" not in step:
         raise InputError("this serving result has no decode_step table (saved by an older moesim): "
                          "simulate the scenario again")
+    check_decode_step(step, "this result's decode_step.csv")
     rows = [(p, float(s), float(f)) for p, s, f in zip(step["part"], step["seconds"], step["share"], strict=True)
             if p != "total"]
     total_ms = 1e3 * sum(s for _, s, _ in rows)

@@ -77,6 +77,12 @@ def test_not_a_result_folder_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "r" / "decode_step.csv").write_text("a,b\n1,2\n")
     assert main(["show", str(tmp_path / "r")]) == 2
     assert "decode_step.csv: not a moesim decode-step table" in capsys.readouterr().err
+    (tmp_path / "r" / "decode_step.csv").write_text("part,seconds,share,batch_seqs,context_tokens\nattention,x,1,8,128\n")
+    assert main(["show", str(tmp_path / "r")]) == 2
+    assert "decode_step.csv: not a moesim decode-step table" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "r"), "--kind", "breakdown", "--out", str(tmp_path / "b")]) == 2  # the same check
+    assert "decode_step.csv: not a moesim decode-step table" in capsys.readouterr().err
+    assert not list(tmp_path.glob("b.*"))
 
 
 def test_a_capacity_result_shows_its_capacity_title(tmp_path, capsys):

@@ -37,6 +37,23 @@ PART_LABELS: dict[str, str] = {
 }
 
 
+#: The columns of a ``decode_step`` table (:func:`decode_step_table`), the part's name first.
+DECODE_STEP_COLUMNS = ("part", "seconds", "share", "batch_seqs", "context_tokens")
+
+
+def check_decode_step(step: dict[str, list], where: str) -> None:
+    """Raise InputError naming ``where`` when ``step`` (a run's, or read back from a ``decode_step.csv``) is
+    not such a table: every column, at least one part, numbers in all but the part's column."""
+    from numbers import Real
+
+    from moesim.errors import InputError
+
+    if not len(step.get("part", ())) or any(c not in step for c in DECODE_STEP_COLUMNS) or any(
+            not all(isinstance(v, Real) and not isinstance(v, bool) for v in step[c]) for c in DECODE_STEP_COLUMNS[1:]):
+        raise InputError(f"{where}: not a moesim decode-step table (columns {', '.join(DECODE_STEP_COLUMNS)}, "
+                         "one row per part, numbers but the part)")
+
+
 def caption(step: dict[str, list]) -> str:
     """The iteration a ``decode_step`` table prices, in words (its batch and context columns; read
     back from ``decode_step.csv`` they are floats)."""
