@@ -67,17 +67,18 @@ def compare_command(
     labels = [label for label, _, _ in loaded]
     labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     kind = next(iter(kinds))
+    every_row = compare_rows([s for _, _, s in loaded], every=True)
     if plot is not None:
         from moesim import plots
         from moesim.plot_compare import compare_figure
 
         try:
-            fig = compare_figure(labels, compare_rows([s for _, _, s in loaded], every=True), kind)
+            fig = compare_figure(labels, every_row, kind)
         except ValueError as exc:
             raise InputError(f"--plot: {exc}") from None
         for path in plots.save_figure(fig, plot, [f.strip() for f in fmt.split(",") if f.strip()]):
             err.print(f"wrote {path}", highlight=False)
-    rows = compare_rows([s for _, _, s in loaded], every=every)
+    rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
         _print_json({"runs": labels, "kind": kind,
                      "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows]})

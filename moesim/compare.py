@@ -29,6 +29,11 @@ class Row:
     changes: list[float | None]
     better: list[bool | None]
 
+    @property
+    def differs(self) -> bool:
+        """Whether the runs' values differ (numbers beyond a relative 1e-9; NaN equals NaN)."""
+        return not _same(self.values)
+
 
 def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -60,8 +65,6 @@ def compare_rows(summaries: list[dict[str, Any]], every: bool = False) -> list[R
     rows = []
     for key in keys:
         values = [s.get(key) for s in summaries]
-        if not every and _same(values):
-            continue
         first = _number(values[0])
         changes: list[float | None] = [None]
         for v in values[1:]:
@@ -72,4 +75,4 @@ def compare_rows(summaries: list[dict[str, Any]], every: bool = False) -> list[R
         better = [None if c is None or c == 0 or direction is None else (c > 0) == (direction == "max")
                   for c in changes]
         rows.append(Row(key, values, changes, better))
-    return rows
+    return rows if every else [r for r in rows if r.differs]
