@@ -53,7 +53,9 @@ def estimate_work(s: Scenario) -> dict:
     # (the prefill pool's, disaggregated), so tiny budgets under long prompts cost iterations too
     per_iter = max(1, min(w.max_batch_seqs, w.max_batch_tokens, n // max(p.dp, 1) or 1))
     pool = w.disaggregation.prefill if w.disaggregation is not None else None
-    prefill_budget = (pool.max_batch_tokens if pool is not None else None) or w.max_batch_tokens
+    budget_field, prefill_budget = (("workload.disaggregation.prefill.max_batch_tokens", pool.max_batch_tokens)
+                                    if pool is not None and pool.max_batch_tokens else
+                                    ("workload.max_batch_tokens", w.max_batch_tokens))
     prompt = w.prompt_tokens.mean_tokens(0.0) * (1.0 - w.prefix_cache_hit)  # a trace's mean is not read here
     decode_iters, prefill_iters = n * out / per_iter, n * prompt / prefill_budget
     if not routed:
@@ -63,7 +65,7 @@ def estimate_work(s: Scenario) -> dict:
     else:  # expected expert loads (and drops) tabulated per batch size
         cells, shape = (w.max_batch_tokens + 1) * m.n_experts, "workload.max_batch_tokens x experts"
     return {"requests": n, "replicas": p.dp, "iterations": int(max(decode_iters, prefill_iters)) + n,
-            "prefill_bound": prefill_iters > decode_iters,
+            "prefill_bound": prefill_iters > decode_iters, "prefill_budget": (budget_field, prefill_budget),
             "routing_cells": cells, "routing_shape": shape,
             "assignments": p.ep * w.max_batch_tokens * m.top_k if routed else 0}
 
@@ -98,12 +100,8 @@ def check_size(s: Scenario) -> None:
                 "replicas are independent, so simulate fewer and scale throughput by the ratio"
             )
         if est["iterations"] > MAX_ITERATIONS:
-            w = s.workload
             if est["prefill_bound"]:  # the prompts' tokens through a small token budget
-                pool = w.disaggregation.prefill if w.disaggregation is not None else None
-                field, budget = (("workload.disaggregation.prefill.max_batch_tokens", pool.max_batch_tokens)
-                                 if pool is not None and pool.max_batch_tokens else
-                                 ("workload.max_batch_tokens", w.max_batch_tokens))
+                field, budget = est["prefill_budget"]
                 raise InputError(
                     f"{field} = {budget}: ~{est['iterations']:.2e} batching iterations "
                     f"to prefill the prompts (limit {MAX_ITERATIONS:.0e}); raise it or lower "
