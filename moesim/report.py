@@ -58,15 +58,17 @@ def presets_table(models: dict[str, dict], hardware: dict[str, dict]) -> tuple[T
 
     mt = Table(title="Model presets", header_style="bold")
     for col in ("name", "layers", "d_model", "experts", "top_k", "total", "active"):
-        mt.add_column(col, justify="left" if col == "name" else "right")
+        # a preset's name is what a scenario types: never cut or wrapped, whatever the terminal's width
+        mt.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
     for name, data in models.items():
         m = ModelSpec(**data)
         p = param_counts(m)
         mt.add_row(name, str(m.n_layers), str(m.d_model), str(m.n_experts), str(m.top_k),
                    fmt_value("total_params", p.total), fmt_value("active_params", p.active))
-    ht = Table(title="Hardware presets", header_style="bold")
-    for col in ("name", "device", "bf16 TFLOP/s", "mem GB/s", "mem GiB", "dev/node", "$/h"):
-        ht.add_column(col, justify="left" if col in ("name", "device") else "right")
+    ht = Table(title="Hardware presets", header_style="bold",
+               caption="per device: dense BF16 peak, memory GB/s and GiB, $ an hour")
+    for col in ("name", "device", "bf16 TF/s", "GB/s", "GiB", "per node", "$/h"):
+        ht.add_column(col, justify="left" if col in ("name", "device") else "right", no_wrap=col != "device")
     for name, data in hardware.items():
         d = data["device"]
         peak = d["peak_tflops"].get("bf16", d["peak_tflops"].get("fp32"))

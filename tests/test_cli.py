@@ -70,6 +70,15 @@ def test_presets_lists_and_shows(capsys):
     assert main(["presets", "--show", "nope"]) == 2
 
 
+def test_presets_table_prints_every_name_whole_at_80_columns(capsys, eighty_columns):
+    """A preset's name is what a scenario types: the table may wrap a device's name, never a preset's."""
+    from moesim.presets import HARDWARE, MODELS
+
+    assert main(["presets"]) == 0
+    cells = {c.strip() for line in capsys.readouterr().out.splitlines() for c in line.split("│")}
+    assert set(MODELS) | set(HARDWARE) <= cells
+
+
 def test_schema_is_json_schema_with_every_section(tmp_path, capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

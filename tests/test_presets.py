@@ -49,12 +49,36 @@ def test_preset_profiles_agree_with_name_matching():
         ("deepseek-v3", 671e9, 37e9, 0.02),  # DeepSeek-V3 report: 671B, 37B active
         ("llama-2-7b", 6.74e9, 6.74e9, 0.005),  # Meta: 6.74B
         ("kimi-k2", 1.0e12, 32e9, 0.03),  # Moonshot's model card: 1T total, 32B active (rounded)
+        ("qwen3-30b-a3b", 30.5e9, 3.3e9, 0.02),  # Qwen's model card: 30.5B total, 3.3B activated
+        ("qwen3-235b-a22b", 235e9, 22e9, 0.01),  # model card: 235B, 22B activated
+        ("qwen1.5-moe-a2.7b", 14.3e9, 2.7e9, 0.01),  # model card: 14.3B, 2.7B activated
+        ("olmoe-1b-7b", 6.9e9, 1.3e9, 0.02),  # OLMoE paper (arXiv:2409.02060): 6.9B, 1.3B active
+        ("dbrx", 132e9, 36e9, 0.015),  # Databricks' model card: 132B total, 36B active
     ],
 )
 def test_published_parameter_counts(name, total, active, tol):
     p = param_counts(ModelSpec(**MODELS[name]))
     assert p.total == pytest.approx(total, rel=tol)
     assert p.active == pytest.approx(active, rel=tol)
+
+
+@pytest.mark.parametrize(("preset", "config"), [
+    ("qwen3-30b-a3b", "qwen3-30b-a3b"), ("qwen3-235b-a22b", "qwen3-235b-a22b"), ("qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b"),
+    ("olmoe-1b-7b", "olmoe-1b-7b-0924"), ("dbrx", "dbrx-base"), ("grok-1", "grok-1")])
+def test_presets_are_their_config_json(preset, config, root):
+    """These presets are the Hugging Face import of the published config.json (tests/data/hf_configs)."""
+    import json
+
+    from moesim.hf_config import model_fields
+
+    cfg = json.loads((root / "tests" / "data" / "hf_configs" / f"{config}.json").read_text())
+    assert ModelSpec(**{**MODELS[preset], "name": "x"}) == ModelSpec(**{**model_fields(cfg), "name": "x"})
+
+
+def test_grok_1_is_314b_with_its_head_tied():
+    """xAI publishes 314B and no active count; the release ties the output head to the embedding."""
+    m = ModelSpec(**MODELS["grok-1"])
+    assert m.tied_embeddings and param_counts(m).total == pytest.approx(314e9, rel=0.01)
 
 
 def test_gpt4_rumour_is_about_1_8t_with_250_to_290b_active():
@@ -140,3 +164,17 @@ def test_h800_preset_is_an_h100_with_cut_nvlink():
     assert 160.0 <= h800.node.intra_bw_gbps < h100.node.intra_bw_gbps
     assert h800.cluster.nic_bw_gbps == 50.0  # 400 Gb/s per GPU
     assert h800.device.default_profile == "h100.yaml" == default_profile_name(h800.device.name)
+
+
+def test_readme_preset_table_matches_the_accounting(root):
+    """Every row of the README's model-preset table names a preset and quotes moesim's own counts,
+    as `moesim presets` prints them."""
+    import re
+
+    from moesim.formatting import fmt_value
+
+    rows = re.findall(r"^\| ([a-z0-9.\-]+) \| ([\d.]+ [BT]) \| ([\d.]+ [BT]) \|", (root / "README.md").read_text(), re.M)
+    assert sorted(name for name, _, _ in rows) == sorted(MODELS)
+    for name, total, active in rows:
+        p = param_counts(ModelSpec(**MODELS[name]))
+        assert (total, active) == (fmt_value("total_params", p.total), fmt_value("active_params", p.active)), name

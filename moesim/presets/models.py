@@ -98,6 +98,56 @@ MODELS: dict[str, dict] = {
         n_shared_experts=1, shared_expert_ffn_hidden=8192, gated_ffn=True, tied_embeddings=False,
         max_seq_len=262144, local_attention=dict(kind="chunked", window=8192, full_every=4),
     ),
+    # Qwen3-30B-A3B: Qwen/Qwen3-30B-A3B config.json (tests/data/hf_configs/qwen3-30b-a3b.json): 48 layers,
+    # all MoE, 32 query / 4 KV heads of 128, 128 experts of 768 (SwiGLU) top-8, no shared expert, vocab
+    # 151936, untied. 30.5B total, 3.3B active (model card).
+    "qwen3-30b-a3b": dict(
+        name="Qwen3-30B-A3B", n_layers=48, d_model=2048, n_heads=32, n_kv_heads=4, head_dim=128,
+        vocab_size=151936, ffn_hidden=6144, expert_ffn_hidden=768, n_experts=128, top_k=8,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=40960,
+    ),
+    # Qwen3-235B-A22B: Qwen/Qwen3-235B-A22B config.json (tests/data/hf_configs/qwen3-235b-a22b.json): 94
+    # layers, all MoE, 64 query / 4 KV heads of 128, 128 experts of 1536 top-8, no shared expert.
+    # 235B total, 22B active (model card).
+    "qwen3-235b-a22b": dict(
+        name="Qwen3-235B-A22B", n_layers=94, d_model=4096, n_heads=64, n_kv_heads=4, head_dim=128,
+        vocab_size=151936, ffn_hidden=12288, expert_ffn_hidden=1536, n_experts=128, top_k=8,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=40960,
+    ),
+    # Qwen1.5-MoE-A2.7B: Qwen/Qwen1.5-MoE-A2.7B config.json (tests/data/hf_configs/qwen1.5-moe-a2.7b.json):
+    # 24 layers, 16 heads of 128 (MHA), 60 routed experts of 1408 top-4 and a shared expert of 5632
+    # (4 x 1408) on every layer. 14.3B total, 2.7B active (model card).
+    "qwen1.5-moe-a2.7b": dict(
+        name="Qwen1.5-MoE-A2.7B", n_layers=24, d_model=2048, n_heads=16, n_kv_heads=16, head_dim=128,
+        vocab_size=151936, ffn_hidden=5632, expert_ffn_hidden=1408, n_experts=60, top_k=4,
+        n_shared_experts=1, shared_expert_ffn_hidden=5632, gated_ffn=True, tied_embeddings=False,
+        max_seq_len=8192,
+    ),
+    # OLMoE-1B-7B: allenai/OLMoE-1B-7B-0924 config.json (tests/data/hf_configs/olmoe-1b-7b-0924.json): 16
+    # layers, 16 heads of 128, 64 experts of 1024 top-8, vocab 50304. 6.9B total, 1.3B active (paper,
+    # arXiv:2409.02060).
+    "olmoe-1b-7b": dict(
+        name="OLMoE-1B-7B", n_layers=16, d_model=2048, n_heads=16, n_kv_heads=16, head_dim=128,
+        vocab_size=50304, ffn_hidden=1024, expert_ffn_hidden=1024, n_experts=64, top_k=8,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=4096,
+    ),
+    # DBRX: databricks/dbrx-base config.json (tests/data/hf_configs/dbrx-base.json): 40 layers, 48 query /
+    # 8 KV heads of 128, 16 experts of 10752 (GLU) top-4, vocab 100352, 32K context. 132B total, 36B
+    # active (model card).
+    "dbrx": dict(
+        name="DBRX", n_layers=40, d_model=6144, n_heads=48, n_kv_heads=8, head_dim=128,
+        vocab_size=100352, ffn_hidden=10752, expert_ffn_hidden=10752, n_experts=16, top_k=4,
+        gated_ffn=True, tied_embeddings=False, max_seq_len=32768,
+    ),
+    # Grok-1: xai-org/grok-1 release, as the Hugging Face port's config.json reads it
+    # (hpcai-tech/grok-1, tests/data/hf_configs/grok-1.json): 64 layers, 48 query / 8 KV heads of 128,
+    # 8 experts of 32768 (GeGLU) top-2, vocab 131072, 8192-token context, the output head tied to the
+    # embedding (the release's InOutEmbed). 314B total (xAI); no active count is published.
+    "grok-1": dict(
+        name="Grok-1", n_layers=64, d_model=6144, n_heads=48, n_kv_heads=8, head_dim=128,
+        vocab_size=131072, ffn_hidden=32768, expert_ffn_hidden=32768, n_experts=8, top_k=2,
+        gated_ffn=True, tied_embeddings=True, max_seq_len=8192,
+    ),
     # Llama-2-7B (dense): meta-llama/Llama-2-7b-hf config.json; 6.74B parameters.
     "llama-2-7b": dict(
         name="Llama-2-7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=32, head_dim=128,
