@@ -54,6 +54,9 @@ def test_preset_profiles_agree_with_name_matching():
         ("qwen1.5-moe-a2.7b", 14.3e9, 2.7e9, 0.01),  # model card: 14.3B, 2.7B activated
         ("olmoe-1b-7b", 6.9e9, 1.3e9, 0.02),  # OLMoE paper (arXiv:2409.02060): 6.9B, 1.3B active
         ("dbrx", 132e9, 36e9, 0.015),  # Databricks' model card: 132B total, 36B active
+        ("llama-3.1-8b", 8.03e9, 8.03e9, 0.005),  # Meta's Llama 3.1 model cards: 8B, 70B, 405B
+        ("llama-3.1-70b", 70.6e9, 70.6e9, 0.005),
+        ("llama-3.1-405b", 405e9, 405e9, 0.005),
     ],
 )
 def test_published_parameter_counts(name, total, active, tol):
@@ -73,6 +76,14 @@ def test_presets_are_their_config_json(preset, config, root):
 
     cfg = json.loads((root / "tests" / "data" / "hf_configs" / f"{config}.json").read_text())
     assert ModelSpec(**{**MODELS[preset], "name": "x"}) == ModelSpec(**{**model_fields(cfg), "name": "x"})
+
+
+def test_deepseek_v2_lite_is_15_7b_with_2_4b_active_beside_its_embedding():
+    """DeepSeek's model card: 15.7B total, 2.4B activated, which leaves out the 0.21B input embedding."""
+    m = ModelSpec(**MODELS["deepseek-v2-lite"])
+    p = param_counts(m)
+    assert p.total == pytest.approx(15.7e9, rel=0.005) and m.mla is not None
+    assert p.active - m.vocab_size * m.d_model == pytest.approx(2.4e9, rel=0.03)
 
 
 def test_grok_1_is_314b_with_its_head_tied():

@@ -148,6 +148,34 @@ MODELS: dict[str, dict] = {
         vocab_size=131072, ffn_hidden=32768, expert_ffn_hidden=32768, n_experts=8, top_k=2,
         gated_ffn=True, tied_embeddings=True, max_seq_len=8192,
     ),
+    # DeepSeek-V2-Lite: deepseek-ai/DeepSeek-V2-Lite config.json: 27 layers, MLA without query compression
+    # (KV rank 512), 16 heads, the first layer dense (FFN 10944), then 64 routed experts of 1408 top-6 and
+    # 2 shared, vocab 102400, 160K context. 15.7B total, 2.4B active without the embedding (model card).
+    "deepseek-v2-lite": dict(
+        name="DeepSeek-V2-Lite", n_layers=27, d_model=2048, n_heads=16, n_kv_heads=16, head_dim=128,
+        vocab_size=102400, ffn_hidden=10944, expert_ffn_hidden=1408, n_experts=64, top_k=6,
+        n_shared_experts=2, first_dense_layers=1, gated_ffn=True, tied_embeddings=False, max_seq_len=163840,
+        mla=dict(q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+    ),
+    # Llama 3.1 (dense, for comparison): meta-llama/Llama-3.1-8B, -70B and -405B config.json: 8 KV heads
+    # of 128, SwiGLU, vocab 128256, untied, 128K context; 8B: 32 layers of 4096 (FFN 14336), 70B: 80 of
+    # 8192 (28672), 405B: 126 of 16384 (53248). 8.03B, 70.6B and 405.9B parameters (model cards: 8B,
+    # 70B, 405B).
+    "llama-3.1-8b": dict(
+        name="Llama-3.1-8B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, head_dim=128,
+        vocab_size=128256, ffn_hidden=14336, n_experts=1, top_k=1, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=131072,
+    ),
+    "llama-3.1-70b": dict(
+        name="Llama-3.1-70B", n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, head_dim=128,
+        vocab_size=128256, ffn_hidden=28672, n_experts=1, top_k=1, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=131072,
+    ),
+    "llama-3.1-405b": dict(
+        name="Llama-3.1-405B", n_layers=126, d_model=16384, n_heads=128, n_kv_heads=8, head_dim=128,
+        vocab_size=128256, ffn_hidden=53248, n_experts=1, top_k=1, gated_ffn=True,
+        tied_embeddings=False, max_seq_len=131072,
+    ),
     # Llama-2-7B (dense): meta-llama/Llama-2-7b-hf config.json; 6.74B parameters.
     "llama-2-7b": dict(
         name="Llama-2-7B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=32, head_dim=128,
