@@ -35,6 +35,12 @@ def print_result(title: str, summary: dict, decode_step: dict | None, host_note:
 
     from moesim.report import summary_table
 
+    if _nothing_served(summary):  # every other figure is n/a: the table keeps what says why
+        out.print(summary_table(title, {k: v for k, v in summary.items() if k in _UNSERVED_ROWS}))
+        _print_fit(summary)
+        out.print(f"nothing was served: {summary['n_requests']:,.0f} requests rejected, as the weights leave no memory "
+                  "for the KV cache (--json prints every figure)", highlight=False)
+        return
     out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
     _print_fit(summary)
     _print_steady(summary)
@@ -72,6 +78,17 @@ def nearest_lines(s, name: str, sets: list[str]) -> list[str]:
     from moesim.validation_results import trust_lines
 
     return trust_lines(s, name, sets=sets)
+
+
+#: A serving run that could not hold one request: the rows that say what was asked and why it failed.
+_UNSERVED_ROWS = ("model", "hardware", "devices", "replicas", "compute_dtype", "weight_bytes_per_param", "n_requests",
+                  "served_requests", "peak_memory_gib", "memory_capacity_gib", "kv_cache_capacity_tokens", "fits")
+
+
+def _nothing_served(summary: dict) -> bool:
+    """A serving run whose weights left no KV cache, so no request ran."""
+    return summary.get("served_requests") == 0 and summary.get("kv_cache_capacity_tokens") == 0 \
+        and summary.get("n_requests", 0) > 0
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table

@@ -92,3 +92,18 @@ def test_a_capacity_result_shows_its_capacity_title(tmp_path, capsys):
     assert "at capacity under" in " ".join(printed[:2])
     assert main(["show", str(tmp_path / "r")]) == 0
     assert _lines(capsys) == printed
+
+
+def test_a_serving_run_whose_weights_leave_no_kv_prints_why_not_a_table_of_na(tmp_path, capsys):
+    """Qwen3-235B in BF16 on one H200 a replica: no request can run, so the table keeps the rows that say
+    what was asked and why, with the fit advice; show prints the saved result the same way."""
+    argv = ["simulate", "mixtral-8x7b-h100-serve", "-s", "model=qwen3-235b-a22b", "-s", "hardware=h200"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    printed = _lines(capsys)
+    text = "\n".join(printed)
+    assert "does not fit" in text and "to fit:" in text and "nothing was served: 8,000 requests rejected" in text
+    assert "ttft_p99_s" not in text and "n/a" not in text and "fits" in text
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert _lines(capsys) == printed
+    assert main([*argv, "--json"]) == 0  # the machine-readable summary keeps every figure
+    assert "ttft_p99_s" in json.loads(capsys.readouterr().out)
