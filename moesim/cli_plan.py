@@ -203,6 +203,9 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
     headers = list(names) + [heads.get(c, c) for c in cols]
     # what a narrow terminal drops first: the least telling columns (every one is in plans.csv / --json)
     drop_order = ["hardware", "also on", "tok/s/device", "memory GiB", "devices", "TPOT p99 s", "TTFT p99 s"]
+    hardware = sorted({row[3] for row in body})
+    if len(hardware) > 1:  # the plans differ by device: which one is the answer, so it goes last
+        drop_order = drop_order[1:] + ["hardware"]
     left_names = [h.replace("\n", " ") for h in headers]
     shown = fit_columns(headers, body, width if width is not None else out.width, drop_order)
     t = Table(title=f"best plans by {obj.name} ({'lower' if obj.direction == 'min' else 'higher'} is better)",
@@ -218,6 +221,9 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
         notes.append("1 replica: the capacity search on one replica, times the replicas (what the search ranks by); "
                      "whole: re-run on every replica of the plan (--verify), which also gives the other columns")
     left_out = [left_names[i] for i in range(len(headers)) if i not in shown]
+    if "hardware" in left_out and len(hardware) == 1:  # one device for every row: named, not a column
+        left_out.remove("hardware")
+        notes.append(f"all on {hardware[0]}")
     if left_out:
         notes.append(f"not shown for lack of width: {', '.join(left_out)} (plans.csv in --out and --json have them)")
     t.caption = "; ".join(notes) or None

@@ -74,3 +74,17 @@ def test_a_qwen_moe_config_json_simulates_with_the_right_parameter_counts(capsys
     assert checked["active_params"] == pytest.approx(3.3e9, rel=0.03)
     s = _json(capsys, ["simulate", str(tmp_path / "serve.yaml")])
     assert s["output_tokens_per_s"] > 0
+
+
+def test_the_readme_swaps_a_templates_model_and_hardware_and_quotes_the_run(capsys, root):
+    """'Your model on your hardware': the shipped online template with Qwen3-30B-A3B on H200s serves
+    everything in BF16 (a bare preset name), and the README's figures are this run's."""
+    from moesim.formatting import fmt_number
+
+    s = _json(capsys, ["simulate", "mixtral-8x7b-h100-serve-online", "--set", "model=qwen3-30b-a3b",
+                       "--set", "hardware=h200"])
+    assert s["model"] == "Qwen3-30B-A3B" and s["compute_dtype"] == "bf16" and s["fits"] and not s["overloaded"]
+    text = " ".join((root / "README.md").read_text().split())
+    quoted = (f"TTFT p99 {fmt_number(s['ttft_p99_s'], 's', with_unit=False)} s, TPOT p99 "
+              f"{fmt_number(s['tpot_p99_s'], 's', with_unit=False)} s, ${s['usd_per_mtok']:.3f} per million output tokens")
+    assert quoted in text

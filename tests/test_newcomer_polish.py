@@ -240,3 +240,23 @@ def test_plan_table_drops_the_least_telling_columns_on_a_narrow_terminal_and_say
     narrow = fit_columns(headers, body, 60, ["hardware", "also on", "devices"])
     assert [headers[i] for i in narrow] == ["#", "plan", "$/Mtok\n1 replica", "TTFT p99 s"]  # dropped in order
     assert two_line("TTFT p99 s", 5) == "TTFT\np99 s" and two_line("plan", 30) == "plan"
+
+
+def test_plan_table_keeps_the_hardware_when_the_plans_differ_by_it():
+    """Comparing devices (--hardware h100-sxm,h200), which one wins is the answer: an 80-column table
+    drops other columns first; when every row is on one device, the caption names it instead."""
+    from types import SimpleNamespace
+
+    from moesim.cli_plan import _table
+
+    obj = SimpleNamespace(key="usd_per_mtok_at_capacity", name="usd_per_mtok", direction="min")
+
+    def row(hw: str, ep: int) -> dict:
+        return {"plan": f"dp8 tp1 pp1 ep{ep} batch512", "devices": 8, "hardware": hw, "one_replica_objective": 0.274,
+                "whole_plan_objective": 0.271, "capacity_req_s": 86.0, "tokens_per_s_per_device_at_capacity": 3100.0,
+                "ttft_p99_s": 0.525, "tpot_p99_s": 0.091}
+
+    mixed = _table([row("h200", 4), row("h100-sxm", 8)], obj, False, 5, width=80)
+    assert "hardware" in [c.header for c in mixed.columns] and "hardware" not in (mixed.caption or "")
+    one = _table([row("h200", 4), row("h200", 8)], obj, False, 5, width=80)
+    assert "hardware" not in [c.header for c in one.columns] and "all on h200" in one.caption
