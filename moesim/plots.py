@@ -196,8 +196,10 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         _capacity_lines(ax, rows + over)
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
+    _grouped_digits(ax)
     if ax2 is not None:
         ax2.set_ylabel(label(twin) + "  (dashed)")
+        _grouped_digits(ax2)
     xs = sorted({r[x] for r in rows if isinstance(r.get(x), (int, float))})
     if cats is not None:
         ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0,
@@ -210,6 +212,15 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
     if by or over:  # groups to tell apart, or the capacity line and the points above it
         ax.legend(fontsize=8, title=None, loc="best")
     return fig
+
+
+def _grouped_digits(ax) -> None:
+    """Y tick labels of 10,000 and more with thousands separators (325,000 tokens/s, not 325000 or 3.25e5)."""
+    from matplotlib.ticker import FuncFormatter
+
+    lo, hi = ax.get_ylim()
+    if max(abs(lo), abs(hi)) >= 1e4:
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
 
 
 def _capacity_lines(ax, rows: list[dict[str, Any]]) -> None:

@@ -128,6 +128,15 @@ def test_lines_one_per_capacity_factor():
     assert labels == ["cf=1.0", "cf=1.25", "cf=2.0"]
 
 
+def test_large_values_read_with_thousands_separators():
+    """Throughputs of ~10^6 tokens/s tick as 600,000, not 600000 or 6e5 with an offset; small ones stay plain."""
+    ax = plots.plot_sweep("throughput-vs-experts", sweep_rows()).axes[0]
+    fmt = ax.yaxis.get_major_formatter()
+    assert fmt(600000.0, 0) == "600,000"
+    small = plots.plot_sweep("cost-vs-cf", sweep_rows()).axes[0]  # $ per 1M tokens: 2-4
+    assert "," not in small.yaxis.get_major_formatter()(2.5, 0)
+
+
 def test_bad_requests_are_input_errors():
     with pytest.raises(InputError, match="--where"):
         plots.plot_sweep("dropped-heatmap", sweep_rows(extra_dim=True))
