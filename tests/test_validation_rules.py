@@ -22,6 +22,9 @@ CASES = [
     ("model.n_kv_heads", 3, ["model.n_kv_heads = 3", "must divide model.n_heads"]),
     ("plan.pp", 5, ["plan.pp = 5", "must be <= model.n_layers (4)"]),
     ("plan.ep", 3, ["plan.ep = 3", "must divide plan.dp"]),
+    # 8 experts, ep 8 of dp 8: 12 experts leave 8 dividing dp but not the experts; the divisors are the way out
+    ("model.n_experts", 12, ["plan.ep = 8: must divide model.n_experts (12); allowed: 1, 2, 3, 4, 6, 12"]),
+    ("model.preset", "llama-2-7b", ["plan.ep = 8: model Llama-2-7B is dense (model.n_experts 1)", "allowed: 1"]),
     ("plan.dp", 16, ["plan: dp*tp*pp*cp = 16*1*1*1 = 16", "must equal the devices", "set plan.dp: 8 to keep the hardware"]),
     ("plan.pp", 2, ["plan: dp*tp*pp*cp = 8*1*2*1 = 16", "set plan.dp: 4 to keep the hardware; or set hardware.cluster.nodes: 2"]),
     ("model.top_k", 9, ["model.top_k = 9", "<= model.n_experts"]),

@@ -147,11 +147,22 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts + {red} "
                          f"({m.n_experts} + {n_red} = {m.n_experts + n_red})")
     if not n_red and m.n_experts % p.ep:
-        raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts})")
+        if m.n_experts <= 1:
+            raise ValueError(f"{where}.ep = {p.ep}: model {m.name} is dense (model.n_experts 1), nothing to spread "
+                             f"over expert parallelism; allowed: 1")
+        raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts}); allowed: "
+                         f"{_divisors_text(m.n_experts)}")
     if p.expert_tp != p.tp and m.n_experts <= 1:
         raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
     if p.recompute_modules:
         _check_recompute_modules(m, p.recompute_modules, where)
+
+
+def _divisors_text(n: int, most: int = 12) -> str:
+    """The divisors of ``n``, ascending, the first ``most`` of them and then the largest ("1, 2, ..., 60")."""
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    shown = divisors if len(divisors) <= most else divisors[:most - 1] + ["...", divisors[-1]]
+    return ", ".join(str(d) for d in shown)
 
 
 def _check_recompute_modules(m: ModelSpec, modules: list[str], where: str) -> None:
