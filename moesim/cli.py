@@ -92,7 +92,9 @@ def presets(
         else:
             import yaml
 
-            out.print(f"[bold]{show}[/bold] ({'model' if show in MODELS else 'hardware'})")
+            section = "model" if show in MODELS else "hardware"
+            out.print(f"[bold]{show}[/bold] ({section})")
+            out.print("\n".join(f"# {line}" for line in _preset_lines(show, section, data)), highlight=False, markup=False)
             out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
         return
     if as_json:
@@ -102,6 +104,20 @@ def presets(
 
     for table in presets_table(MODELS, HARDWARE):
         out.print(table)
+
+
+def _preset_lines(name: str, section: str, data: dict) -> list[str]:
+    """What ``presets --show`` says above a preset's fields (as YAML comments): a model's size, and how a
+    scenario names the preset."""
+    if section == "hardware":
+        return [f"in a scenario: hardware: {name}", f"  or hardware: {{preset: {name}, cluster: {{nodes: 2}}}} to change a field"]
+    from moesim.accounting import param_counts
+    from moesim.formatting import fmt_value
+    from moesim.schemas import ModelSpec
+
+    p = param_counts(ModelSpec(**data))
+    return [f"{fmt_value('total_params', p.total)} parameters, {fmt_value('active_params', p.active)} active a token",
+            f"in a scenario: model: {name}", f"  or model: {{preset: {name}, dtype: fp8}} to change a field"]
 
 
 @app.command()

@@ -68,6 +68,13 @@ def test_presets_lists_and_shows(capsys):
     assert main(["presets", "--show", "deepseek-v3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_experts"] == 256
     assert main(["presets", "--show", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["presets", "--show", "qwen3-30b-a3b"]) == 0
+    shown = capsys.readouterr().out
+    assert "# 30.53 B parameters, 3.35 B active a token" in shown and "# in a scenario: model: qwen3-30b-a3b" in shown
+    import yaml  # below the header, the fields are the preset's, as YAML
+
+    assert yaml.safe_load(shown.split("\n", 1)[1])["n_experts"] == 128
 
 
 def test_presets_table_prints_every_name_whole_at_80_columns(capsys, eighty_columns):
