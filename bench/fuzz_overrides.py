@@ -1,7 +1,8 @@
 """Search for inputs that crash: random values of random scenario fields on the shipped scenarios.
 
 Every leaf field of the scenario's JSON Schema (``moesim schema``) gets values from its own type: an
-enum's members, an integer's bounds and a few small numbers, booleans. Each case loads a shipped
+enum's members, an integer's bounds and a few small numbers, booleans; a quarter of the cases also swap
+the whole model or hardware section for a preset (``model=qwen3-30b-a3b``). Each case loads a shipped
 scenario with 1-3 such overrides and simulates it (serving runs capped at 100 requests). A case must
 end in a result or a ``MoesimError`` with a one-line message; anything else, a numpy RuntimeWarning,
 a run over 60 s or a message of several lines is printed with the overrides that caused it:
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from moesim import MoesimError, load_scenario, simulate  # noqa: E402
+from moesim.presets import HARDWARE, MODELS  # noqa: E402
 from moesim.schemas import Scenario  # noqa: E402
 from moesim.shipped import shipped_scenarios  # noqa: E402
 
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             name = rng.choice(names)
             overrides = [f"{p}={v}" for p in rng.sample(paths, rng.randint(1, 3))
                          if (v := value_for(fields[p], rng)) is not None]
+            if rng.random() < 0.25:  # a preset in place of the scenario's own model or hardware
+                section, presets = rng.choice([("model", MODELS), ("hardware", HARDWARE)])
+                overrides.insert(0, f"{section}={rng.choice(sorted(presets))}")
             outcome = run_case(name, overrides)
             kind = outcome.split(":")[0] if outcome not in ("ok", "refused") else outcome
             counts[kind] += 1
