@@ -25,6 +25,7 @@ from moesim.activations import (
     zero3_head_bytes,
 )
 from moesim.allocator import reserved_gib, unused_fraction
+from moesim.costmodel.fp8 import cached_weight_bytes
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
@@ -118,11 +119,30 @@ def training_weight_bytes(prec: Precision) -> float:
     The 16-bit (or fp32) width of the compute: ``DTYPE_BYTES[prec.act_dtype]``. FP8 training keeps
     bf16 weights (2 bytes), not fp8 ones: the GEMMs cast them to FP8 on the fly (Transformer
     Engine, Megatron-core's default without ``--fp8-param-gather``) and the optimizer's fp32 master
-    copy is in :data:`TRAIN_OPTIMIZER_BYTES`. Not counted: the FP8 copy (and, on Hopper, its
-    transpose) of each weight that Transformer Engine caches across a step's microbatches, up to
-    2 more bytes per parameter.
+    copy is in :data:`TRAIN_OPTIMIZER_BYTES`. The FP8 copy (and, on Hopper, its transpose) of each
+    weight that Transformer Engine caches across a step's microbatches comes on top:
+    :func:`fp8_weight_cache_bytes`.
     """
     return DTYPE_BYTES[prec.act_dtype]
+
+
+def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
+    """Bytes of FP8 weight copies one training device keeps through a step (0 unless the GEMMs run FP8).
+
+    ``dense`` / ``experts``: the parameters the device holds (:func:`weight_params_per_device`). The linear
+    layers' weights, the routed experts' and the blocks' dense ones (all but the embedding and output head,
+    which Megatron keeps in 16 bits; the norms and router, a few thousandths, are left in), at
+    :func:`~moesim.costmodel.fp8.cached_weight_bytes` each (Transformer Engine's cast, cached across
+    microbatches: 2 bytes on Hopper). Under ZeRO-3 each weight is gathered for its use and its cast freed
+    with it, and with ``plan.fp8_weight_cache`` false every microbatch casts afresh: 0.
+    """
+    plan = s.plan
+    if scenario_precision(s).compute_dtype != "fp8" or plan.zero_stage >= 3 or not plan.fp8_weight_cache:
+        return 0.0
+    per = cached_weight_bytes(plan.fp8_recipe, not s.hardware.device.fp8_non_tn_gemm, plan.fp8_param_gather)
+    p = param_counts(s.model)  # its embedding count holds the output head too when untied
+    block_share = (p.dense - p.embedding) / p.dense if p.dense else 0.0
+    return per * (block_share * dense + experts)
 
 
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
@@ -170,7 +190,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         b = training_weight_bytes(prec)
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
         if w.trainable.full:
-            weights = copies * zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
+            weights = copies * (zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
+                                + fp8_weight_cache_bytes(s, dense, experts))
             grads = copies * zero_sharded_bytes(dense, experts, g, g, 2, z, dp, expert_dp)
             optim = copies * zero_sharded_bytes(dense, experts, o, o, 1, z, dp, expert_dp)
         else:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base weights

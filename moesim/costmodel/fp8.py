@@ -340,6 +340,22 @@ def cast_passes(recipe: str = "delayed", norm_fused: bool = False, transposes: b
     return tuple(replace(p, write_b=p.write_b - p.transpose_b, transpose_b=0.0) for p in passes if not p.transpose_only)
 
 
+def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_params: bool = False) -> float:
+    """Bytes per weight element of the FP8 copies a training step keeps between microbatches.
+
+    Megatron-core passes ``is_first_microbatch`` to Transformer Engine, whose linear layers then cast each
+    weight once a step and keep the result in the module's FP8 workspaces for the other microbatches (and
+    the backward): what the weight cast writes (``cast_passes``), held beside the 16-bit weights, 2 bytes
+    on Hopper (the FP8 copy and its transpose), 1 on Blackwell under tensor scaling, 2 under MXFP8 (row-
+    and column-wise copies; their scales, 1/32 of a byte each, left out). FP8 primary weights
+    (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose hold
+    the 2 bytes that the 16-bit weights they replace are counted at, so 0 here (on Blackwell 1 byte too
+    many stays counted); MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
+    if fp8_params and recipe != "mxfp8":
+        return 0.0
+    return float(sum(p.write_b for p in cast_passes(recipe, False, transposes) if p.phase == "weight"))
+
+
 def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str = "delayed",
                    norm_fused: bool = False, weight_casts_per_microbatch: float = 1.0,
                    transposes: bool = True, fp8_params: bool = False) -> dict[str, np.ndarray]:

@@ -149,13 +149,21 @@ class PlanSpec(Strict):
         "workload.mtp_layers, each MTP module's head pass) run in FP8 like the layers' GEMMs (Megatron-core's "
         "fp8_output_proj, Transformer Engine's MXFP8 LM head); unset, they stay in BF16 as Megatron's "
         "output layer does. Ignored otherwise, as fp8_recipe."))
+    fp8_weight_cache: bool = Field(True, description=(
+        "FP8 training only (model.dtype fp8): each weight is cast to FP8 once a step and the cast (with its transpose "
+        "on Hopper) kept through the step's microbatches, as Transformer Engine does under Megatron-core "
+        "(is_first_microbatch): one weight cast a step, and 2 bytes per block weight held on Hopper (1 on Blackwell, "
+        "2 under MXFP8; memory.fp8_weight_cache_bytes). false: every microbatch casts every weight again and nothing "
+        "is kept (Transformer Engine called without is_first_microbatch). ZeRO-3 casts every microbatch and keeps "
+        "nothing either way. Ignored otherwise, as fp8_recipe."))
     fp8_param_gather: bool = Field(False, description=(
         "FP8 training only (model.dtype fp8): the ZeRO parameter all-gathers (the distributed optimizer's after each "
         "step, ZeRO-3's before each pass) move the FP8 weights, 1 byte per parameter (Megatron's --fp8-param-gather, "
         "Transformer Engine's FP8 primary weights); unset, they move the 16-bit copies, 2 bytes. The weights being FP8, "
         "no layer casts one: a tensor-scaled weight is only transposed for the backward where the GEMMs need TN "
-        "layouts (Hopper), not at all on Blackwell (hardware.device.fp8_non_tn_gemm). Time only: memory keeps "
-        "the 16-bit weight copy. Ignored otherwise, as fp8_recipe."))
+        "layouts (Hopper), not at all on Blackwell (hardware.device.fp8_non_tn_gemm). Memory counts these "
+        "weights as the 16-bit copies (2 bytes: the FP8 weight and its Hopper transpose) and no cached cast of them. "
+        "Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

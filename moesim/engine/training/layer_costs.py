@@ -228,8 +228,9 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     fp8 = scenario_precision(s).compute_dtype == "fp8"
     # FP8 attention (plan.fp8_attention): cuDNN's measured speed over BF16 on this device and head width
     fp8_attn = fp8_attention_speedup(s.hardware.device.name, dims.head_dim) if fp8 and plan.fp8_attention else None
-    # Megatron casts each weight once per step and caches it; ZeRO-3 re-gathers it every microbatch
-    weight_casts = 1.0 if plan.zero_stage >= 3 else 1.0 / M
+    # Megatron casts each weight once per step and caches it (plan.fp8_weight_cache, memory.fp8_weight_cache_bytes);
+    # ZeRO-3 re-gathers it every microbatch
+    weight_casts = 1.0 if plan.zero_stage >= 3 or not plan.fp8_weight_cache else 1.0 / M
     split = s.hardware.device.fp8_split_accumulation  # Hopper/Ada backward GEMMs; not on Blackwell
     transposes = not s.hardware.device.fp8_non_tn_gemm  # TN-only FP8 GEMMs need transposed copies (not Blackwell)
 
