@@ -5,7 +5,8 @@
 * ``fits_reason``: the memory terms that add up past the capacity, e.g. ``weights 87.2 GiB +
   KV for the longest request 0.5 GiB + activations 0.3 GiB = 88.0 GiB > capacity 80.0 GiB per device``;
 * ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
-  accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, recompute of
+  accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, FP8 training's cached
+  weight casts dropped (``plan.fp8_weight_cache``), recompute of
   the MoE blocks or full recompute, a fine-tune's 4-bit base weights or fewer trained blocks, a smaller dtype, a
   bigger device preset). Changes that alter the device count say so.
 
@@ -22,7 +23,13 @@ from pydantic import ValidationError
 
 from moesim.allocator import reserved_gib
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
-from moesim.memory import MemoryReport, memory_report, stranded_fraction
+from moesim.memory import (
+    MemoryReport,
+    fp8_weight_cache_bytes,
+    memory_report,
+    stranded_fraction,
+    weight_params_per_device,
+)
 from moesim.schemas import Scenario, TrainingWorkload
 from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 
@@ -49,9 +56,29 @@ def _reserve_advice(s: Scenario, mem: MemoryReport) -> str:
     wanted = reserved_gib(mem.total_gib, stranded_fraction(s))
     if wanted <= mem.capacity_gib:
         return ""
-    return (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator would reserve about "
-            f"{_gib(wanted)} > capacity {_gib(mem.capacity_gib)} and may fail on a fragmented pool: run with "
-            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (plan.allocator: expandable_segments)")
+    advice = (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator would reserve about "
+              f"{_gib(wanted)} > capacity {_gib(mem.capacity_gib)} and may fail on a fragmented pool: run with "
+              "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (plan.allocator: expandable_segments)")
+    uncached = _without_fp8_cache(s)
+    if uncached is not None:
+        lean = memory_report(uncached)
+        if reserved_gib(lean.total_gib, stranded_fraction(uncached)) <= mem.capacity_gib:
+            advice += (f", or {_FP8_CACHE_OFF}, which frees {_gib(mem.total_gib - lean.total_gib)} (every microbatch "
+                       "then casts its weights again)")
+    return advice
+
+
+#: The advice that drops the FP8 weight casts Transformer Engine keeps through a step.
+_FP8_CACHE_OFF = "plan.fp8_weight_cache: false"
+
+
+def _without_fp8_cache(s: Scenario) -> Scenario | None:
+    """``s`` with ``plan.fp8_weight_cache`` off when that frees memory (FP8 training keeping the casts), else None."""
+    if not isinstance(s.workload, TrainingWorkload) or not s.plan.fp8_weight_cache:
+        return None
+    if fp8_weight_cache_bytes(s, *weight_params_per_device(s.model, s.plan)) <= 0:
+        return None
+    return _with_plan(s, fp8_weight_cache=False)
 
 
 def _reason(s: Scenario, mem: MemoryReport) -> str:
@@ -111,6 +138,8 @@ def _advice(s: Scenario) -> str:
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")
+        if _fits(_without_fp8_cache(s)):
+            options.append(f"{_FP8_CACHE_OFF} (every microbatch casts its weights again)")
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")

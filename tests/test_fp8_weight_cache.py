@@ -65,3 +65,19 @@ def test_without_the_cache_every_microbatch_casts_and_nothing_is_kept():
     assert fp8_weight_cache_bytes(fresh, *weight_params_per_device(fresh.model, fresh.plan)) == 0.0
     assert memory_report(fresh).weights_gib < memory_report(cached).weights_gib
     assert simulate(fresh, None).summary["step_time_s"] > simulate(cached, None).summary["step_time_s"]
+
+
+def test_advice_offers_to_drop_the_cache_when_that_fits():
+    from moesim.fit_advice import fit_explanation
+
+    # DeepSeek-V3 on 2,048 H800: the live tensors fit, the allocator's reserve would not, without the casts it would
+    _, advice = fit_explanation(load_scenario("deepseek-v3-h800-train"))
+    assert "expandable_segments" in advice and "or plan.fp8_weight_cache: false, which frees 6.2 GiB" in advice
+    # Llama 3 8B in FP8 on 8 H100 without TP at 4,096 tokens: 88 GiB, and dropping the casts is one way to fit
+    over = load_scenario(H100_RUN, ["model.dtype=fp8", "plan.fp8_recipe=delayed", "plan.tp=1", "plan.dp=8",
+                                    "plan.microbatches=64", "workload.seq_len=4096"])
+    assert not memory_report(over).fits
+    assert "plan.fp8_weight_cache: false (every microbatch casts its weights again)" in fit_explanation(over)[1]
+    # a BF16 run has no casts to drop
+    bf16 = load_scenario(H100_RUN, ["plan.tp=1", "plan.dp=8", "plan.microbatches=64"])
+    assert "fp8_weight_cache" not in fit_explanation(bf16)[1]
