@@ -127,8 +127,12 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     if w.speculative is not None:  # the verify runs k more tokens per decoding sequence
         max_tokens += w.speculative.k * w.max_batch_seqs
     spec_k = w.speculative.k if w.speculative is not None else 0
-    cost = IterationCost(s, cm, np.random.default_rng([seed, 1, *stream]), max_tokens=max(max_tokens, w.max_batch_seqs),
-                         max_context=longest + spec_k + 1)
+    # the cost tables cover the largest iteration that can happen: no batch holds more sequences than there are
+    # requests, nor more tokens than all their prompts plus a decode (and draft) token each, however high the limits
+    seqs_cap = min(w.max_batch_seqs, max(len(reqs), 1))
+    tokens_cap = int(reqs.prompt_tokens.sum()) + len(reqs) * (1 + spec_k) if len(reqs) else 1
+    cost = IterationCost(s, cm, np.random.default_rng([seed, 1, *stream]),
+                         max_tokens=max(min(max_tokens, tokens_cap), seqs_cap), max_context=longest + spec_k + 1)
     spec = (SpecCost(s, cost, np.random.default_rng([seed, 2, *stream]), len(reqs))
             if w.speculative is not None else None)
     slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
