@@ -264,6 +264,22 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
 #: 16-bit output is the caller's until the step's loss is taken, so it is gone by then).
 LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0}
 
+#: Bytes the loss moves per logit, (forward, backward), beyond the output head's GEMMs, by ``plan.loss_impl``: each
+#: pass over the logits reads or writes them whole. ``inplace``, Megatron-core's eager vocab-parallel cross entropy
+#: (``megatron/core/tensor_parallel/cross_entropy.py``, as at core_v0.6.0): the fp32 copy of the 16-bit logits (2 read,
+#: 4 written), the row max (4), the subtraction (4 + 4), the exponent (4 + 4), the row sum (4) and the division
+#: (4 + 4): 38; backward, the gradient scaled in place (4 + 4) and cast to 16 bits (4 + 2): 14. ``fused``: the same
+#: steps compiled (``megatron/core/fusions/fused_cross_entropy.py``): the copy with its max (2 + 4), the subtraction,
+#: exponent and sum in one pass (4 + 4) whose in-place write Inductor stages through a fresh buffer and copies back
+#: (4 + 4, the note there), the division (4 + 4): 30; backward, the scatter into the softmax staged the same way
+#: (4 + 4) and the scaled 16-bit gradient (4 + 2): 14. ``transformers``: ``ForCausalLMLoss`` upcasts (2 + 4), and
+#: ``cross_entropy``'s log-softmax reads the row twice and writes it (4 + 4 + 4): 18; backward, ``nll_loss`` writes a
+#: dense fp32 gradient (4), the log-softmax's backward reads it and its saved output and writes its own (4 + 4 + 4),
+#: and the cast to 16 bits (4 + 2): 22. Until 2026-12-05 every loss was priced as one fp32 write and read (8, and 16
+#: backward).
+LOSS_PASS_BYTES_PER_LOGIT: dict[str, tuple[float, float]] = {
+    "inplace": (38.0, 14.0), "fused": (30.0, 14.0), "transformers": (18.0, 22.0)}
+
 
 def per_layer_kind(m: ModelSpec, bytes_of_layer) -> dict[bool, float]:
     """``{is_moe_layer: bytes_of_layer(i)}`` for one dense and one MoE layer ``i`` of ``m`` (0 for a
@@ -285,6 +301,12 @@ def loss_or_work(head: float, work: float) -> float:
     return max(head, work)
 
 
+def loss_logit_count(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fused") -> float:
+    """Logits the loss works on on one device: ``tokens`` x ``vocab_size / tp`` (vocab-parallel; transformers'
+    loss sees the whole vocabulary on every rank: its tensor-parallel plans replicate the head's output)."""
+    return tokens * m.vocab_size / (1 if loss_impl == "transformers" else tp)
+
+
 def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fused") -> float:
     """Bytes the output head's logits take while the loss runs on the stage that computes it: one
     microbatch's ``tokens`` (this CP rank's) x ``vocab_size / tp`` (vocab-parallel; transformers'
@@ -292,8 +314,7 @@ def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fu
     output) x :data:`LOSS_BYTES_PER_LOGIT` of ``loss_impl`` (``plan.loss_implementation``). For a
     152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB in place, 11.6 GiB fused, 13.9 GiB with
     transformers' loss."""
-    shards = 1 if loss_impl == "transformers" else tp
-    return tokens * m.vocab_size / shards * LOSS_BYTES_PER_LOGIT[loss_impl]
+    return loss_logit_count(m, tp, tokens, loss_impl) * LOSS_BYTES_PER_LOGIT[loss_impl]
 
 
 def zero3_head_bytes(m: ModelSpec, tp: int, zero_stage: int, head_trains: bool, weight_bytes: float,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moesim.activations import LOSS_PASS_BYTES_PER_LOGIT, loss_logit_count
 from moesim.costmodel import CostModel
 from moesim.costmodel.attention_rate import FP8_WINDOW_BACKWARD_IS_FULL, fp8_attention_speedup
 from moesim.costmodel.train_host import moe_layer_floor_s
@@ -379,14 +380,18 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # the output head in FP8 (plan.fp8_output_proj: Megatron's fp8_output_proj); BF16 otherwise
     head_dt = dtypes.weights if fp8 and plan.fp8_output_proj else adt
     head_gemm = float(cm.gemm_s(T, max(1, round(m.vocab_size / tp)), d, head_dt))
-    head_f = float(head_gemm + cm.memory_s(T * m.vocab_size / tp * 4.0 * 2))
+    # the loss's passes over the logits (activations.LOSS_PASS_BYTES_PER_LOGIT, by plan.loss_impl)
+    logits = loss_logit_count(m, tp, T, plan.loss_implementation)
+    loss_f, loss_b = LOSS_PASS_BYTES_PER_LOGIT[plan.loss_implementation]
+    head_f = float(head_gemm + cm.memory_s(logits * loss_f))
+    head_b = float(2 * head_gemm + cm.memory_s(logits * loss_b))
     costs = LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
         dp_dense_s=np.asarray(dp_dense, dtype=float), dp_expert_s=np.asarray(dp_expert, dtype=float),
         dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb,
         opt_params=opt_params,
-        embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, 2 * head_f),
+        embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, head_b),
         embed_dp_s=float(cm.allreduce_s(table * gb, dpn, dps)) if table else 0.0,
         head_dp_s=float(cm.allreduce_s(head_p * gb, dpn, dps)) if head_p else 0.0,
         embed_dp_bytes=table * gb, head_dp_bytes=head_p * gb,
