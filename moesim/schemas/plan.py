@@ -223,7 +223,8 @@ class PlanSpec(Strict):
     loss_impl: Literal["fused", "inplace", "transformers"] | None = Field(
         None, description="Training: how the loss holds the output head's logits, which sets their memory on the stage "
         "that computes it, and the passes it makes over them, which set its time (activations.LOSS_PASS_BYTES_PER_LOGIT: "
-        "30 and 14 bytes a logit forward and backward fused, 38 and 14 inplace, 18 and 22 transformers). fused: Megatron-core's vocab-parallel cross entropy under cross_entropy_loss_fusion (native), "
+        "30 and 14 bytes a logit forward and backward fused, 38 and 14 inplace, 18 and 22 transformers). "
+        "fused: Megatron-core's vocab-parallel cross entropy under cross_entropy_loss_fusion (native), "
         "whose torch.compile'd steps copy the fp32 logits once more (the 16-bit logits, their fp32 copy and that "
         "transient: 10 bytes per logit). inplace: the same cross entropy run eagerly (cross_entropy_loss_fusion off), "
         "exponentiated and turned into the gradient in place: 6 bytes per logit. transformers: Hugging Face's "
