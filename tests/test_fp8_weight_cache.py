@@ -81,3 +81,12 @@ def test_advice_offers_to_drop_the_cache_when_that_fits():
     # a BF16 run has no casts to drop
     bf16 = load_scenario(H100_RUN, ["plan.tp=1", "plan.dp=8", "plan.microbatches=64"])
     assert "fp8_weight_cache" not in fit_explanation(bf16)[1]
+
+
+def test_a_bad_value_is_one_line_naming_the_field(capsys):
+    from moesim.cli import main
+    from tests.test_front_door import _one_error_line
+
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--set", "plan.fp8_weight_cache=maybe"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "plan.fp8_weight_cache" in line and "boolean" in line
