@@ -21,7 +21,8 @@ DATA = Path(__file__).resolve().parent.parent / "moesim" / "data" / "fused_moe.c
 PRESET = {"H100": "h100-sxm", "H200": "h200", "A100-SXM4-80GB": "a100-80gb"}
 DTYPE = {"bf16": "bf16", "fp8_w8a8": "fp8", "fp8 block [128,128]": "fp8"}
 # Tables timed on an eager microbenchmark with a ~180 us (Gemma4) or ~840 us (HunyuanImage, 16 of
-# its experts per GPU under EP) floor that no batch moves: not the fused-MoE kernels' own time.
+# its experts per GPU under EP) floor that no batch moves: not the fused-MoE kernels' own time at the
+# batches these tests hold (Gemma4's rows past its floor have a test of their own, below).
 NOT_KERNEL_TIME = ("Gemma4", "Hunyuan")
 #: The op graph's kernels a fused-MoE benchmark times besides the routed experts.
 ROUTING_OPS = ("router_topk", "permute", "unpermute")
@@ -97,6 +98,33 @@ def test_the_tiniest_batches_fit_the_fixed_latency(errors):
     r = np.array(errors["tiny_us"])
     assert len(r) >= 15
     assert abs(np.median(r)) <= 1.0 and np.percentile(np.abs(r), 90) <= 12.0
+
+
+def floor_table_rows() -> list[tuple[str, int, float, float]]:
+    """The Gemma4 table's rows whose kernel outgrows its eager floor: (config, tokens, published us, moesim us).
+
+    vLLM PR #44818 times 128 experts of 704 (top-8, BF16, H200, default and tuned configs) in a
+    harness whose 1-8-token times sit at ~185-205 us, a floor no batch below moves: a floor under the
+    kernel (the host's loop), not a cost added to it. Where the published time clears that floor by a
+    quarter (16 tokens and more) the kernel is what is timed; the 1,024-4,096-token rows, where moesim
+    reads 16-38 % short (``bench/bench_fused_moe_tables.py``, docs/validation-misses.md), are left to the
+    bench, as the other tables' are."""
+    rows = [r for r in read_table(DATA) if "Gemma4" in r["model"]]
+    floor_us = min(float(r["kernel_us"]) for r in rows)
+    key = ("H200", "Gemma4", 2816, 704, 128, 8, 1, "bf16")
+    kept = [r for r in rows if float(r["kernel_us"]) >= 1.25 * floor_us and int(r["batch_tokens"]) <= 512]
+    pred = layer_us(key, sorted({int(r["batch_tokens"]) for r in kept}))
+    return [(r["config"], int(r["batch_tokens"]), float(r["kernel_us"]), pred[int(r["batch_tokens"])]) for r in kept]
+
+
+def test_a_tuned_bf16_h200_table_agrees_once_past_its_floor():
+    """Held out of the fit of FUSED_MOE_FIXED_US and of every constant: Gemma4's experts (K 2,816 and
+    704) on an H200, both configs, 16-512 tokens."""
+    rows = floor_table_rows()
+    assert {c for c, *_ in rows} == {"default", "tuned"} and len(rows) >= 16
+    assert min(m for _, m, _, _ in rows) == 16  # 1-8 tokens sit on the floor and are out
+    errors = np.array([pred / us - 1 for _, _, us, pred in rows])
+    assert np.all(np.abs(errors) <= 0.12) and abs(np.median(errors)) <= 0.06
 
 
 def test_the_fixed_latency_is_cuda_only():
