@@ -69,7 +69,8 @@ SetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
-def _print_json(data) -> None:
+def print_json(data) -> None:
+    """Write ``data`` to stdout as indented JSON (numpy scalars made plain, NaN and infinities as null)."""
     from moesim.results import jsonable
 
     sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
@@ -88,7 +89,7 @@ def presets(
         if data is None:
             raise InputError(f"--show {show!r}: unknown preset; allowed: {', '.join(sorted(MODELS) + sorted(HARDWARE))}")
         if as_json:
-            _print_json(data)
+            print_json(data)
         else:
             import yaml
 
@@ -98,7 +99,7 @@ def presets(
             out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
         return
     if as_json:
-        _print_json({"models": MODELS, "hardware": HARDWARE})
+        print_json({"models": MODELS, "hardware": HARDWARE})
         return
     from moesim.report import presets_table
 
@@ -130,7 +131,7 @@ def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False) 
     s = load_scenario(resolve_scenario(scenario), set_ or [])
     acc = summary(s)
     if as_json:
-        _print_json(acc)
+        print_json(acc)
         return
     from moesim.report import summary_table
 
@@ -146,7 +147,7 @@ def scenarios(as_json: JsonOpt = False) -> None:
 
     found = shipped_scenarios()
     if as_json:
-        _print_json([{"name": sc.name, "kind": sc.kind, "description": sc.description, "path": str(sc.path)}
+        print_json([{"name": sc.name, "kind": sc.kind, "description": sc.description, "path": str(sc.path)}
                      for sc in found])
         return
     from rich.table import Table
@@ -222,7 +223,7 @@ def simulate(
         paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
         err.print(f"wrote {len(paths)} files to {out_dir}")
     if as_json:
-        _print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
+        print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
         return
     print_result(notes.pop("title"), result.summary, result.tables.get("decode_step"), **notes)
 

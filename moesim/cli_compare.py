@@ -49,7 +49,7 @@ def compare_command(
     """Put two or more runs side by side: the figures that differ and by how much, better or worse."""
     from rich.table import Table
 
-    from moesim.cli import _print_json, err, out
+    from moesim.cli import err, out, print_json
     from moesim.compare import compare_rows
     from moesim.formatting import fmt_value
     from moesim.schemas import check_seed
@@ -80,7 +80,7 @@ def compare_command(
             err.print(f"wrote {path}", highlight=False)
     rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
-        _print_json({"runs": labels, "kind": kind,
+        print_json({"runs": labels, "kind": kind,
                      "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows]})
         return
     table = Table(title=f"{' vs '.join(labels)} ({kind})", show_header=True, header_style="bold")

@@ -24,7 +24,7 @@ def show_command(
 ) -> None:
     """Print a saved result (simulate --out) as simulate printed it, without simulating."""
     from moesim import __version__
-    from moesim.cli import _print_json, err, out, print_result
+    from moesim.cli import err, out, print_json, print_result
     from moesim.results import read_saved, read_table_csv
 
     if (result / "results.jsonl").exists() and not (result / "summary.json").exists():
@@ -32,7 +32,7 @@ def show_command(
                          "moesim plot draws them)")
     folder, doc, summary = read_saved(result)
     if as_json:
-        _print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})
+        print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})
         return
     step_csv = folder / "decode_step.csv"
     step = read_table_csv(step_csv) if step_csv.exists() else None

@@ -327,6 +327,7 @@ def _fmt(v: Any) -> Any:
 
 
 def jsonable(v: Any) -> Any:
+    """``v`` with numpy scalars turned into Python ones and non-finite floats into None, through dicts, lists and tuples."""
     if isinstance(v, dict):
         return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
