@@ -193,7 +193,8 @@ def test_w_is_the_weight_gradient_gemms_and_b_plus_w_the_whole_backward():
         np.testing.assert_allclose(b1.dp_s, b0.dp_s)
         w = wgrad_mask(b1.kinds)
         assert set(b1.kinds[w]) == {"attention_wgrad", "dense_ffn_wgrad"} | ({"lm_head_wgrad"} if last else set())
-        assert np.all(b1.dp_col[:-1] < len(b1.kinds)) and all(w[b1.dp_col[:2 * len(layers)]])  # layer grads ready after W
+        layer_pieces = b1.dp_col[np.asarray(b1.dp_layers) >= 0]  # gradient buckets of layers (buckets.py)
+        assert len(layer_pieces) and np.all(b1.dp_col[:-1] < len(b1.kinds)) and all(w[layer_pieces])  # ready after W
     # W of one dense layer = the forward seconds of its four GEMMs (dgrad and wgrad: one forward GEMM each)
     m, T = s.model, s.workload.global_batch_seqs // (s.plan.dp * s.plan.microbatches) * s.workload.seq_len
     d, dims, dt = m.d_model, BlockDims.of(m, 1, 1, mla_absorbed=False), training_dtypes(s).weights

@@ -172,6 +172,13 @@ class PlanSpec(Strict):
         "published Megatron-Core runs, see costmodel/train_host.py; 0 on Apple, CPU and TPU). 0: no floor, as with "
         "full-iteration CUDA graphs.")
     overlap_dp_comm: bool = Field(True, description="Overlap the data-parallel gradient sync with backward.")
+    dp_bucket_params: PositiveInt | None = bounded(
+        None, le=1 << 40, why="2^40 parameters: beyond any model's gradients on one device",
+        description="Training, ZeRO 0-2: parameters per gradient bucket of the data-parallel sync (Megatron's "
+        "--ddp-bucket-size, NeMo's BUCKET_SIZE): each bucket is one collective, reduced once its last layer's "
+        "gradients are ready, and its parameters are gathered in one after the step (engine/training/buckets.py). "
+        "Unset: Megatron-Core's default, max(40M, 1M x the data-parallel group's size), or one bucket for "
+        "everything when overlap_dp_comm is false. ZeRO-3 syncs and gathers one layer at a time.")
     defer_head_wgrad: int | None = bounded(
         None, ge=0, le=1 << 20, why="2^20 micro-batches: far beyond any step's count (DeepSeek-V3's MLPerf run: 240)",
         description="Training, 1F1B and interleaved schedules: hold the output head's weight-gradient GEMM back and run "

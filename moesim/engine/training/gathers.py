@@ -25,6 +25,7 @@ class WeightGathers:
     layer_bytes: np.ndarray
     embed_s: float
     head_s: float
+    expert_s: np.ndarray | None = None  # [L] the routed experts' part of layer_s (their own group)
 
 
 def weight_gathers(cm: CostModel, dense_p: np.ndarray, expert_p: np.ndarray, table: float, head_p: float,
@@ -32,9 +33,9 @@ def weight_gathers(cm: CostModel, dense_p: np.ndarray, expert_p: np.ndarray, tab
     """The gathers of a device's whole weights: ``dense_p`` / ``expert_p`` parameters per layer,
     ``table`` of the embedding, ``head_p`` of the head, ``weight_bytes`` each; ``dp`` /
     ``expert_dp``: (group size, stride) of the dense and expert data-parallel groups."""
-    layer = (cm.allreduce_s(dense_p * weight_bytes, *dp) * (dense_p > 0)
-             + cm.allreduce_s(expert_p * weight_bytes, *expert_dp) * (expert_p > 0))
+    expert = np.asarray(cm.allreduce_s(expert_p * weight_bytes, *expert_dp) * (expert_p > 0), dtype=float)
+    layer = cm.allreduce_s(dense_p * weight_bytes, *dp) * (dense_p > 0) + expert
     return WeightGathers(
-        layer_s=np.asarray(layer, dtype=float), layer_bytes=(dense_p + expert_p) * weight_bytes,
+        layer_s=np.asarray(layer, dtype=float), layer_bytes=(dense_p + expert_p) * weight_bytes, expert_s=expert,
         embed_s=float(cm.allreduce_s(table * weight_bytes, *dp)),
         head_s=float(cm.allreduce_s(head_p * weight_bytes, *dp)) if head_p else 0.0)

@@ -59,6 +59,7 @@ from moesim.engine.ops import (
 )
 from moesim.engine.routing import RoutingSample
 from moesim.engine.training.alltoall_bytes import alltoall_bytes_dropless, alltoall_bytes_padded
+from moesim.engine.training.buckets import bucket_params
 from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
@@ -123,6 +124,10 @@ class LayerCosts:
     head_opt_params: float
     p2p_bytes: float  # bytes of one pipeline send (activation or its gradient)
     tokens_per_microbatch: int  # tokens one device processes per microbatch (seqs * seq_len / cp)
+    # Megatron's gradient buckets (buckets.py), dense and expert groups, in gradient bytes (None: one
+    # collective per layer, ZeRO-3), and the latency of one collective of each group, s
+    dp_bucket_bytes: tuple[float | None, float | None] = (None, None)
+    dp_latency_s: tuple[float, float] = (0.0, 0.0)
     # The weight-gradient part of bwd_s (zero-bubble schedules play it apart): half of each GEMM's
     # backward (dX = dY W^T and dW = X^T dY are one forward GEMM each); 0 in the recompute slot.
     wgrad_s: np.ndarray | None = None  # [L, M, len(BWD_SLOTS)]
@@ -136,6 +141,7 @@ class LayerCosts:
     # move every weight while dp_* hold the trainable ones only. None: the gathers are the dp_* ones.
     gather_layer_s: np.ndarray | None = None  # [L] all-reduce seconds of the layer's whole weights (dense + expert)
     gather_layer_bytes: np.ndarray | None = None  # [L] bytes of the layer's whole weights on this device
+    gather_expert_s: np.ndarray | None = None  # [L] the routed experts' part of gather_layer_s
     gather_embed_s: float | None = None
     gather_head_s: float | None = None
     # The GPU waiting for the host to issue an MoE layer's kernels (``apply_host_floor``), inside
@@ -367,11 +373,16 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
     ft = None
     gathers = weight_gathers(cm, dense_p, expert_p, table, head_p, pb, (dpn, dps), (edp, edps)) if gb != pb else None
-    if not spec.full:  # only trainable parameters sync and update; ZeRO-3 still gathers all
+    if not spec.full:  # only trainable parameters sync, update and (ZeRO-1/2) gather; ZeRO-3 gathers all
         ft = finetune_params(s, dense_p, expert_p, table, head_p, pb, cm, (dpn, dps), (edp, edps))
         dense_p, expert_p, table, head_p = ft.dense_p, ft.expert_p, ft.table, ft.head_p
     dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)
     dp_expert = cm.allreduce_s(expert_p * gb, edp, edps) * (expert_p > 0)
+    # the syncs' buckets (Megatron's DDP; one collective per layer under ZeRO-3) and one collective's latency
+    buckets = (None, None) if plan.zero_stage >= 3 else (
+        bucket_params(dpn, plan.overlap_dp_comm, float(dense_p.sum()) + table + head_p, plan.dp_bucket_params) * gb,
+        bucket_params(edp, plan.overlap_dp_comm, float(expert_p.sum()), plan.dp_bucket_params) * gb)
+    latency = (float(cm.allreduce_s(0.0, dpn, dps)), float(cm.allreduce_s(0.0, edp, edps)))
     z = plan.zero_stage >= 1
     opt_params = dense_p / (dpn if z else 1) + expert_p / (edp if z else 1)
 
@@ -389,7 +400,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
         dp_dense_s=np.asarray(dp_dense, dtype=float), dp_expert_s=np.asarray(dp_expert, dtype=float),
-        dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb,
+        dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb, dp_bucket_bytes=buckets, dp_latency_s=latency,
         opt_params=opt_params,
         embed_s=(embed_f, embed_ar, 2 * embed_f), head_s=(head_f, head_b),
         embed_dp_s=float(cm.allreduce_s(table * gb, dpn, dps)) if table else 0.0,
@@ -405,6 +416,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
         return ft.adjust(costs, head_gemm)
     if gathers is not None:  # the weights move at their width, the gradients at theirs
         costs = replace(costs, gather_layer_s=gathers.layer_s, gather_layer_bytes=gathers.layer_bytes,
+                        gather_expert_s=gathers.expert_s,
                         gather_embed_s=gathers.embed_s, gather_head_s=gathers.head_s)
     if w.mtp_layers:  # pre-training only (the schema's rule): after the gathers, which it extends
         proj_p = 2 * d * d / tp  # the 2d -> d projection, column-parallel over TP

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from moesim.engine.training.buckets import bucket_pieces
 from moesim.engine.training.layer_costs import BWD_SLOTS, CATEGORY, FWD_SLOTS, LayerCosts
 from moesim.engine.training.wgrad import Wgrad
 from moesim.results import SpanRecorder
@@ -160,13 +161,18 @@ def chunk_tables(costs: LayerCosts, layers: np.ndarray, first: bool, last: bool,
     col0 = len(bwd_blocks[0]["kinds"]) if last else 0
     layer_block = _layer_block(costs, rev, backward=True, wgrad=wgrad)
     nb = len(layer_block["kinds"]) // max(len(rev), 1)
-    for j, layer in enumerate(rev):
-        end_col = col0 + (j + 1) * nb - 1
-        dp_col += [end_col, end_col]
-        dp_s += [float(costs.dp_dense_s[layer]), float(costs.dp_expert_s[layer])]
-        dp_bytes += [float(costs.dp_dense_bytes[layer]), float(costs.dp_expert_bytes[layer])]
-        dp_kinds += ["dp_sync_dense", "dp_sync_expert"]
-        dp_layers += [int(layer), int(layer)]
+    # each group's layers reduced in buckets (buckets.bucket_pieces), each once its last layer's gradients are ready
+    pieces = []
+    for kind, secs, nbytes, bucket, latency in (
+            ("dp_sync_dense", costs.dp_dense_s, costs.dp_dense_bytes, costs.dp_bucket_bytes[0], costs.dp_latency_s[0]),
+            ("dp_sync_expert", costs.dp_expert_s, costs.dp_expert_bytes, costs.dp_bucket_bytes[1], costs.dp_latency_s[1])):
+        pieces += [(j, kind, s_, b_) for j, s_, b_ in bucket_pieces(secs[rev], nbytes[rev], latency, bucket)]
+    for j, kind, s_, b_ in sorted(pieces, key=lambda x: (x[0], x[1])):
+        dp_col.append(col0 + (j + 1) * nb - 1)
+        dp_s.append(s_)
+        dp_bytes.append(b_)
+        dp_kinds.append(kind)
+        dp_layers.append(int(rev[j]))
     bwd_blocks.append(layer_block)
     if first:
         bwd_blocks.append(_block(("tp_allreduce", "embedding"), (-1, -1), const([e_ar, e_b]), tokens=const([T, T])))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesim.costmodel.comm import prefetched_wait_s
+from moesim.engine.training.buckets import bucket_pieces
 from moesim.engine.training.layer_costs import LayerCosts
 from moesim.engine.training.timeline import OpTable
 
@@ -62,11 +63,13 @@ def sharded_costs(costs: LayerCosts, stage: int) -> LayerCosts:
     if stage < 1:
         return costs
     out = replace(costs, dp_dense_s=costs.dp_dense_s / 2, dp_expert_s=costs.dp_expert_s / 2,
-                  embed_dp_s=costs.embed_dp_s / 2, head_dp_s=costs.head_dp_s / 2)
+                  embed_dp_s=costs.embed_dp_s / 2, head_dp_s=costs.head_dp_s / 2,
+                  dp_latency_s=(costs.dp_latency_s[0] / 2, costs.dp_latency_s[1] / 2))
     if costs.gather_layer_s is None:
         return out
     return replace(out, gather_layer_s=costs.gather_layer_s / 2, gather_embed_s=costs.gather_embed_s / 2,
-                   gather_head_s=costs.gather_head_s / 2)
+                   gather_head_s=costs.gather_head_s / 2,
+                   gather_expert_s=None if costs.gather_expert_s is None else costs.gather_expert_s / 2)
 
 
 def segments(table: OpTable) -> tuple[np.ndarray, np.ndarray]:
@@ -84,18 +87,41 @@ def segments(table: OpTable) -> tuple[np.ndarray, np.ndarray]:
 def block_gather_s(table: OpTable, starts: np.ndarray, block_layers: np.ndarray, costs: LayerCosts) -> np.ndarray:
     """Seconds of the parameter all-gather each block needs (``costs`` already sharded): ``[n_blocks]``.
 
-    Every weight is gathered, frozen ones too (``LayerCosts.gather_layer_s`` when fine-tuning
-    leaves some without gradients; the gradient syncs' seconds otherwise)."""
+    The gathered weights are ``LayerCosts.gather_layer_s`` where it is set (fine-tuning: every weight
+    under ZeRO-3, frozen ones too, the trainable ones under ZeRO-1/2, ``finetune_params``; or weights
+    moved at another width than their gradients), the gradient syncs' seconds otherwise."""
     ends = np.append(starts[1:], len(table.kinds))
     out = np.zeros(len(starts))
     ft = costs.gather_layer_s is not None
     embed_s, head_s = (costs.gather_embed_s, costs.gather_head_s) if ft else (costs.embed_dp_s, costs.head_dp_s)
+    layer_s = zero12_bucket_gathers(costs, block_layers) if costs.dp_bucket_bytes != (None, None) else (
+        costs.gather_layer_s if ft else costs.dp_dense_s + costs.dp_expert_s)
     for j, (a, b, layer) in enumerate(zip(starts, ends, block_layers)):
         if layer >= 0:
-            out[j] = costs.gather_layer_s[layer] if ft else costs.dp_dense_s[layer] + costs.dp_expert_s[layer]
+            out[j] = layer_s[layer]
         else:
             kinds = set(table.kinds[a:b])
             out[j] = embed_s * ("embedding" in kinds) + head_s * ("lm_head" in kinds)
+    return out
+
+
+def zero12_bucket_gathers(costs: LayerCosts, block_layers: np.ndarray) -> np.ndarray:
+    """``[L]`` seconds of ZeRO-1/2's parameter all-gathers, bucketed as the gradient syncs are
+    (``buckets.bucket_pieces`` over the chunk's layers, ``block_layers``, from the last): each bucket
+    is one collective, gathered before the first (lowest) of its layers, which carries its time; the
+    other layers carry none. The weights move at their width (``gather_layer_s``) where it differs."""
+    (dense_b, expert_b), (dense_lat, expert_lat) = costs.dp_bucket_bytes, costs.dp_latency_s
+    if costs.gather_layer_s is not None:
+        expert = costs.gather_expert_s if costs.gather_expert_s is not None else np.zeros_like(costs.gather_layer_s)
+        dense = costs.gather_layer_s - expert
+    else:
+        dense, expert = costs.dp_dense_s, costs.dp_expert_s
+    out = np.zeros(len(costs.dp_dense_s))
+    rev = np.array([x for x in block_layers if x >= 0], dtype=int)[::-1]
+    for secs, nbytes, bucket, latency in ((dense, costs.dp_dense_bytes, dense_b, dense_lat),
+                                          (expert, costs.dp_expert_bytes, expert_b, expert_lat)):
+        for j, t, _ in bucket_pieces(secs[rev], nbytes[rev], latency, bucket):
+            out[rev[j]] += t
     return out
 
 
