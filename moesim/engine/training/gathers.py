@@ -25,7 +25,7 @@ class WeightGathers:
     layer_bytes: np.ndarray
     embed_s: float
     head_s: float
-    expert_s: np.ndarray | None = None  # [L] the routed experts' part of layer_s (their own group)
+    expert_s: np.ndarray  # [L] the routed experts' part of layer_s (their own group)
 
 
 def weight_gathers(cm: CostModel, dense_p: np.ndarray, expert_p: np.ndarray, table: float, head_p: float,

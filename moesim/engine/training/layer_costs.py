@@ -141,7 +141,7 @@ class LayerCosts:
     # move every weight while dp_* hold the trainable ones only. None: the gathers are the dp_* ones.
     gather_layer_s: np.ndarray | None = None  # [L] all-reduce seconds of the layer's whole weights (dense + expert)
     gather_layer_bytes: np.ndarray | None = None  # [L] bytes of the layer's whole weights on this device
-    gather_expert_s: np.ndarray | None = None  # [L] the routed experts' part of gather_layer_s
+    gather_expert_s: np.ndarray | None = None  # [L] the routed experts' part of gather_layer_s (set with it)
     gather_embed_s: float | None = None
     gather_head_s: float | None = None
     # The GPU waiting for the host to issue an MoE layer's kernels (``apply_host_floor``), inside
@@ -372,10 +372,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     table = m.vocab_size * d / tp
     head_p = (0.0 if m.tied_embeddings and plan.pp == 1 else table) + d / tp
     ft = None
-    gathers = weight_gathers(cm, dense_p, expert_p, table, head_p, pb, (dpn, dps), (edp, edps)) if gb != pb else None
     if not spec.full:  # only trainable parameters sync, update and (ZeRO-1/2) gather; ZeRO-3 gathers all
         ft = finetune_params(s, dense_p, expert_p, table, head_p, pb, cm, (dpn, dps), (edp, edps))
         dense_p, expert_p, table, head_p = ft.dense_p, ft.expert_p, ft.table, ft.head_p
+    # pre-training: the weights move at their width where the gradients move at another (fine-tuning's are ft's)
+    gathers = weight_gathers(cm, dense_p, expert_p, table, head_p, pb, (dpn, dps), (edp, edps)) \
+        if ft is None and gb != pb else None
     dp_dense = cm.allreduce_s(dense_p * gb, dpn, dps) * (dense_p > 0)
     dp_expert = cm.allreduce_s(expert_p * gb, edp, edps) * (expert_p > 0)
     # the syncs' buckets (Megatron's DDP; one collective per layer under ZeRO-3) and one collective's latency

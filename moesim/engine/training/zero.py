@@ -69,7 +69,7 @@ def sharded_costs(costs: LayerCosts, stage: int) -> LayerCosts:
         return out
     return replace(out, gather_layer_s=costs.gather_layer_s / 2, gather_embed_s=costs.gather_embed_s / 2,
                    gather_head_s=costs.gather_head_s / 2,
-                   gather_expert_s=None if costs.gather_expert_s is None else costs.gather_expert_s / 2)
+                   gather_expert_s=costs.gather_expert_s / 2)
 
 
 def segments(table: OpTable) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +111,8 @@ def zero12_bucket_gathers(costs: LayerCosts, block_layers: np.ndarray) -> np.nda
     is one collective, gathered before the first (lowest) of its layers, which carries its time; the
     other layers carry none. The weights move at their width (``gather_layer_s``) where it differs."""
     (dense_b, expert_b), (dense_lat, expert_lat) = costs.dp_bucket_bytes, costs.dp_latency_s
-    if costs.gather_layer_s is not None:
-        expert = costs.gather_expert_s if costs.gather_expert_s is not None else np.zeros_like(costs.gather_layer_s)
+    if costs.gather_layer_s is not None:  # set with its experts' part (gathers.weight_gathers)
+        expert = costs.gather_expert_s
         dense = costs.gather_layer_s - expert
     else:
         dense, expert = costs.dp_dense_s, costs.dp_expert_s
