@@ -30,6 +30,7 @@ from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
 from moesim.engine.training.deferred_head import held_bytes
+from moesim.engine.training.fp8 import cast_recipe
 from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
@@ -127,7 +128,8 @@ def training_weight_bytes(prec: Precision) -> float:
 
 
 def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
-    """Bytes of FP8 weight copies one training device keeps through a step (0 unless the GEMMs run FP8).
+    """Bytes of FP8 (or NVFP4) weight copies one training device keeps through a step (0 unless the GEMMs run
+    FP8 or NVFP4: 1.125 bytes a block weight under NVFP4, its rowwise and columnwise 4-bit copies).
 
     ``dense`` / ``experts``: the parameters the device holds (:func:`weight_params_per_device`). The linear
     layers' weights, the routed experts' and the blocks' dense ones (all but the embedding and output head,
@@ -137,9 +139,11 @@ def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
     with it, and with ``plan.fp8_weight_cache`` false every microbatch casts afresh: 0.
     """
     plan = s.plan
-    if scenario_precision(s).compute_dtype != "fp8" or plan.zero_stage >= 3 or not plan.fp8_weight_cache:
+    comp = scenario_precision(s).compute_dtype
+    recipe = cast_recipe(comp, plan.fp8_recipe)
+    if recipe is None or plan.zero_stage >= 3 or not plan.fp8_weight_cache:
         return 0.0
-    per = cached_weight_bytes(plan.fp8_recipe, not s.hardware.device.fp8_non_tn_gemm, plan.fp8_param_gather)
+    per = cached_weight_bytes(recipe, not s.hardware.device.fp8_non_tn_gemm, comp == "fp8" and plan.fp8_param_gather)
     p = param_counts(s.model)  # its embedding count holds the output head too when untied
     block_share = (p.dense - p.embedding) / p.dense if p.dense else 0.0
     return per * (block_share * dense + experts)

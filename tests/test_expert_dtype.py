@@ -102,7 +102,7 @@ def test_training_refuses_a_separate_expert_dtype_and_mxfp4_weights():
                  workload=dict(kind="training", global_batch_seqs=8, seq_len=1024))
     with pytest.raises(InputError, match=r"^model.expert_dtype = mxfp4: a separate expert dtype is for serving"):
         scenario_from_dict({**train, "model": {**MODEL, "expert_dtype": "mxfp4"}})
-    with pytest.raises(InputError, match=r"^model.dtype = mxfp4: quantized weights \(int8, int4, mxfp4, nvfp4\) are for serving"):
+    with pytest.raises(InputError, match=r"^model.dtype = mxfp4: quantized weights \(int8, int4, mxfp4\) are for serving"):
         scenario_from_dict({**train, "model": {**MODEL, "dtype": "mxfp4"}})
     ok = scenario_from_dict({**train, "model": {**MODEL, "expert_dtype": "bf16"}})  # the same dtype is no split
     assert ok.model.expert_dtype == "bf16"

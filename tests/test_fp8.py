@@ -151,4 +151,4 @@ def test_cast_rows_within_their_tolerance(rows):
 
 def test_unknown_recipe_raises():
     with pytest.raises(ValueError, match="recipe"):
-        fp8.fp8_cast_bytes(1, 1, 1, recipe="nvfp4")
+        fp8.fp8_cast_bytes(1, 1, 1, recipe="mxfp4")

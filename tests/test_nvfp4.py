@@ -80,13 +80,14 @@ def test_fp4_gemms_read_a_quarter_of_bf16_bytes_and_run_faster_than_fp8():
     assert two - one == pytest.approx(stream + compute, rel=1e-9)
 
 
-def test_serving_nvfp4_on_a_b200_runs_and_training_is_refused():
+def test_serving_nvfp4_on_a_b200_runs_and_training_needs_fp4_tensor_cores():
     s = moesim.load_scenario(QWEN, ["workload.arrival.n_requests=200"])
     r = moesim.simulate(s)
     assert r.summary["compute_dtype"] == "fp4" and r.summary["output_tokens_per_s"] > 0
-    with pytest.raises(InputError, match=r"model.dtype = nvfp4: quantized weights \(int8, int4, mxfp4, nvfp4\) are for serving"):
-        moesim.load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml",
-                             ["model.dtype=nvfp4", "hardware.preset=b200"])
+    train = ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml"
+    with pytest.raises(InputError, match=r"model.dtype = nvfp4: training in nvfp4 needs fp4 tensor cores; NVIDIA H100"):
+        moesim.load_scenario(train, ["model.dtype=nvfp4"])
+    assert moesim.load_scenario(train, ["model.dtype=nvfp4", "hardware.preset=b200"]).model.dtype == "nvfp4"
 
 
 def test_attention_runs_at_the_fp8_peak_not_fp4s():

@@ -200,6 +200,8 @@ def _train(dtype: str, hw: str) -> dict:
     ("int4", "h100-sxm", "model.dtype = int4"),
     ("int8", "a100-80gb", "model.dtype = int8"),
     ("fp8", "a100-80gb", "fp8 tensor cores"),
+    ("nvfp4", "h100-sxm", "fp4 tensor cores"),
+    ("mxfp4", "b200", "model.dtype = mxfp4"),
 ])
 def test_training_rejects_weight_only_dtypes(dtype, hw, needle):
     with pytest.raises(InputError) as exc:

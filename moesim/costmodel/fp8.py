@@ -147,7 +147,16 @@ AMAX_UPDATES_PER_MICROBATCH = 2
 """Delayed scaling: amax all-reduces + fused history/scale update kernels per microbatch for the whole
 model (one after the forward, one in the backward; TE ``FP8GlobalStateManager.reduce_and_update_fp8_tensors``)."""
 
-RECIPES = ("delayed", "current", "mxfp8")
+RECIPES = ("delayed", "current", "mxfp8", "nvfp4")
+"""Cast recipes: Transformer Engine's FP8 scaling recipes (``plan.fp8_recipe``) and NVFP4BlockScaling, the
+recipe of ``model.dtype: nvfp4`` training (``NVFP4_COPY_BYTES``)."""
+
+TENSOR_SCALED = ("delayed", "current")
+"""The recipes with one scale per tensor, whose weights can be kept in FP8 (``plan.fp8_param_gather``)."""
+
+NVFP4_COPY_BYTES = 0.5 + 1.0 / 16.0
+"""Bytes per element of one NVFP4 copy of a tensor: a 4-bit E2M1 value and an E4M3 scale per 16 values
+(Transformer Engine's ``NVFP4Quantizer``; its one FP32 scale per tensor is left out)."""
 
 
 # --------------------------------------------------------------------------------------- the scale
@@ -321,6 +330,27 @@ CAST_PASSES[("mxfp8", True)] = tuple(replace(p, transpose_b=0.0, transpose_only=
                                      for p in CAST_PASSES[("delayed", True)])
 
 
+#: NVFP4 (Transformer Engine's NVFP4BlockScaling, Blackwell; ``model.dtype: nvfp4`` training): every GEMM operand
+#: in 4-bit E2M1 with an E4M3 scale per 16 elements along the GEMM's reduction axis and one FP32 scale per tensor
+#: from its amax. As under MXFP8 the columnwise copy is a second quantization, not a transpose (the FP4 GEMMs
+#: are TN-only and the 16-element blocks run along K), so a cast writes two copies of ``NVFP4_COPY_BYTES``; as
+#: under current scaling the tensor's amax is a pass of its own before the quantize kernel (read 2 + read 2).
+#: The norm-fused input is priced as a te.Linear's (the norm writes its 16-bit output and the cast follows):
+#: no fused norm-to-NVFP4 kernel is assumed. Priced as MLPerf Training v5.1's NVIDIA configs run it
+#: (config_common_fp4.sh: NVTE_NVFP4_DISABLE_RHT, _STOCHASTIC_ROUNDING and _2D_QUANTIZATION set): no random
+#: Hadamard transform of the weight-gradient inputs, round-to-nearest, 1x16 blocks for the weights too.
+_NVFP4_WRITE = 2.0 * NVFP4_COPY_BYTES
+_NVFP4_PASSES = (
+    CastPass("x", "fwd", 4.0, _NVFP4_WRITE, 2, "amax pass (read 2) + NVFP4 quantize: rowwise (fprop) and columnwise "
+             "(wgrad) copies, 4 bits + a scale per 16 each"),
+    CastPass("dy", "bwd", 4.0, _NVFP4_WRITE, 2, "amax pass + NVFP4 quantize of the output gradient: rowwise (dgrad) "
+             "and columnwise (wgrad) copies"),
+    CastPass("w", "weight", 4.0, _NVFP4_WRITE, 2, "amax pass + NVFP4 quantize of the weight: rowwise (fprop) and "
+             "columnwise (dgrad) copies"),
+)
+CAST_PASSES[("nvfp4", False)] = CAST_PASSES[("nvfp4", True)] = _NVFP4_PASSES
+
+
 #: FP8 primary weights (``plan.fp8_param_gather``) need no cast, only, on a TN-only GPU, their transpose once a step.
 FP8_WEIGHT_TRANSPOSE = CastPass("w", "weight", 1.0, 1.0, 1, "transpose of the FP8 primary weight for the dgrad GEMM",
                                 1.0, True)
@@ -347,11 +377,12 @@ def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_pa
     weight once a step and keep the result in the module's FP8 workspaces for the other microbatches (and
     the backward): what the weight cast writes (``cast_passes``), held beside the 16-bit weights, 2 bytes
     on Hopper (the FP8 copy and its transpose), 1 on Blackwell under tensor scaling, 2 under MXFP8 (row-
-    and column-wise copies; their scales, 1/32 of a byte each, left out). FP8 primary weights
+    and column-wise copies; their scales, 1/32 of a byte each, left out), 1.125 under NVFP4 (two 4-bit copies with
+    their scales). FP8 primary weights
     (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose hold
     the 2 bytes that the 16-bit weights they replace are counted at, so 0 here (on Blackwell 1 byte too
     many stays counted); MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
-    if fp8_params and recipe != "mxfp8":
+    if fp8_params and recipe in TENSOR_SCALED:
         return 0.0
     return float(sum(p.write_b for p in cast_passes(recipe, False, transposes) if p.phase == "weight"))
 
@@ -376,7 +407,7 @@ def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str =
     elems = {"x": t * in_features, "dy": t * out_features, "w": np.full_like(t, float(in_features) * out_features)}
     out = {f"{p}_{q}": np.zeros_like(t) for p in ("fwd", "bwd", "weight") for q in ("bytes", "kernels")}
     passes = cast_passes(recipe, norm_fused, transposes)
-    if fp8_params and recipe != "mxfp8":
+    if fp8_params and recipe in TENSOR_SCALED:
         passes = tuple(p for p in passes if p.phase != "weight") + ((FP8_WEIGHT_TRANSPOSE,) if transposes else ())
     for p in passes:
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0

@@ -137,9 +137,11 @@ class PlanSpec(Strict):
         "kernels each FP8 GEMM adds: delayed (amax history, TE's default) or current (per-tensor amax "
         "each step: an extra read per cast), both tensor-scaled, or mxfp8 (Blackwell's MXFP8BlockScaling: "
         "E8M0 scales per 32 elements, a rowwise and a columnwise copy of every cast on any GPU; its GEMMs "
-        "priced as FP8's)."))
+        "priced as FP8's). Ignored under model.dtype nvfp4, whose GEMM inputs are cast by Transformer Engine's "
+        "NVFP4BlockScaling (an amax pass and a rowwise and a columnwise 4-bit copy with an E4M3 scale per 16 "
+        "values, moesim/costmodel/fp8.py)."))
     fp8_attention: bool = Field(False, description=(
-        "FP8 training only (model.dtype fp8): the attention core runs in FP8 (Transformer Engine's "
+        "FP8 or NVFP4 training (model.dtype fp8 or nvfp4): the attention core runs in FP8 (Transformer Engine's "
         "fp8_dot_product_attention, cuDNN's FP8 SDPA) at the speed over BF16 that cuDNN's benchmark measured for "
         "the device and head width, forward and backward apart (moesim/costmodel/attention_rate.py: 1.3-1.7x "
         "forward on Blackwell, 0.72x backward on an H200; heads wider than 128 keep BF16 speed on Hopper). "
@@ -150,10 +152,10 @@ class PlanSpec(Strict):
         "fp8_output_proj, Transformer Engine's MXFP8 LM head); unset, they stay in BF16 as Megatron's "
         "output layer does. Ignored otherwise, as fp8_recipe."))
     fp8_weight_cache: bool = Field(True, description=(
-        "FP8 training only (model.dtype fp8): each weight is cast to FP8 once a step and the cast (with its transpose "
-        "on Hopper) kept through the step's microbatches, as Transformer Engine does under Megatron-core "
-        "(is_first_microbatch): one weight cast a step, and 2 bytes per block weight held on Hopper (1 on Blackwell, "
-        "2 under MXFP8; memory.fp8_weight_cache_bytes). false: every microbatch casts every weight again and nothing "
+        "FP8 or NVFP4 training (model.dtype fp8 or nvfp4): each weight is cast to FP8 (NVFP4) once a step and the cast "
+        "(with its transpose on Hopper) kept through the step's microbatches, as Transformer Engine does under "
+        "Megatron-core (is_first_microbatch): one weight cast a step, and 2 bytes per block weight held on Hopper (1 on "
+        "Blackwell, 2 under MXFP8, 1.125 under NVFP4; memory.fp8_weight_cache_bytes). false: every microbatch casts every weight again and nothing "
         "is kept (Transformer Engine called without is_first_microbatch). ZeRO-3 casts every microbatch and keeps "
         "nothing either way. Ignored otherwise, as fp8_recipe."))
     fp8_param_gather: bool = Field(False, description=(
@@ -163,7 +165,7 @@ class PlanSpec(Strict):
         "no layer casts one: a tensor-scaled weight is only transposed for the backward where the GEMMs need TN "
         "layouts (Hopper), not at all on Blackwell (hardware.device.fp8_non_tn_gemm). Memory counts these "
         "weights as the 16-bit copies (2 bytes: the FP8 weight and its Hopper transpose) and no cached cast of them. "
-        "Ignored otherwise, as fp8_recipe."))
+        "Ignored otherwise (nvfp4 training too: its weights stay 16-bit and are cast), as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

@@ -1,5 +1,5 @@
-"""FP8 training's extra ops: Transformer Engine's casts around every FP8 GEMM (``costmodel.fp8``), and
-FP8 attention's speed (``costmodel.attention_rate``)."""
+"""Low-precision training's extra ops: Transformer Engine's casts around every FP8 or NVFP4 GEMM
+(``costmodel.fp8``), and FP8 attention's speed (``costmodel.attention_rate``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import numpy as np
 from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
 from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.engine.op_types import Op
+
+
+def cast_recipe(compute_dtype: str, fp8_recipe: str) -> str | None:
+    """The cast recipe of a training step's GEMMs: ``plan.fp8_recipe`` under FP8 math, Transformer Engine's
+    NVFP4BlockScaling (``nvfp4``) under FP4 math (``model.dtype: nvfp4`` on Blackwell), None for 16-bit or
+    fp32 GEMMs (no casts)."""
+    return {"fp8": fp8_recipe, "fp4": "nvfp4"}.get(compute_dtype)
 
 
 def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float,

@@ -63,7 +63,7 @@ from moesim.engine.training.buckets import bucket_params
 from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
-from moesim.engine.training.fp8 import fp8_attention_ops, fp8_training_ops
+from moesim.engine.training.fp8 import cast_recipe, fp8_attention_ops, fp8_training_ops
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
@@ -232,9 +232,13 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     memo: dict = {}  # ops priced once for both block kinds
     back = np.zeros_like(fwd)  # backward seconds per forward slot (reversed into BWD_SLOTS below)
     wback = np.zeros_like(fwd)  # their weight-gradient part
-    fp8 = scenario_precision(s).compute_dtype == "fp8"
-    # FP8 attention (plan.fp8_attention): cuDNN's measured speed over BF16 on this device and head width
-    fp8_attn = fp8_attention_speedup(s.hardware.device.name, dims.head_dim) if fp8 and plan.fp8_attention else None
+    comp = scenario_precision(s).compute_dtype
+    fp8 = comp == "fp8"
+    recipe = cast_recipe(comp, plan.fp8_recipe)  # None: 16-bit GEMMs, no casts
+    # FP8 attention (plan.fp8_attention, under FP8 or NVFP4 GEMMs): cuDNN's measured speed over BF16 on this
+    # device and head width
+    fp8_attn = (fp8_attention_speedup(s.hardware.device.name, dims.head_dim)
+                if recipe and plan.fp8_attention else None)
     # Megatron casts each weight once per step and caches it (plan.fp8_weight_cache, memory.fp8_weight_cache_bytes);
     # ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 or not plan.fp8_weight_cache else 1.0 / M
@@ -246,11 +250,11 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
 
     def block(**kw) -> list[Op]:
         ops = block_ops(dims, dtypes, tokens=T, q_tokens=q, kv_tokens=kv, seq_parallel=True,
-                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8 and plan.fp8_attention, comm)
+                        algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8_attn is not None, comm)
         if core_dims is not dims:  # Ulysses: the core kernel over the rank's share of the heads
             ops = [attention_core_op(core_dims, dtypes, q, kv) if op.name == "attn_core" else op for op in ops]
-        ops = (fp8_training_ops(ops, plan.fp8_recipe, weight_casts, split, transposes, plan.fp8_param_gather)
-               if fp8 else ops)
+        ops = (fp8_training_ops(ops, recipe, weight_casts, split and fp8, transposes, fp8 and plan.fp8_param_gather)
+               if recipe else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
         return finetune_ops(ops, spec, m.gated_ffn)
 
