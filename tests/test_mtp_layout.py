@@ -94,6 +94,21 @@ def test_an_empty_last_chunk_holds_only_the_head_and_every_layer_runs_once():
     assert 3 in set(stage[kind.astype(str) == "lm_head_fwd"].tolist())
 
 
+def test_a_layout_may_hold_more_chunks_than_layers_when_the_end_chunks_are_empty():
+    """Megatron's embedding and loss counted in the split at one layer a chunk (Llama 3.1 405B as PP16 x VP8 over
+    126 layers: 128 chunks, the first holding only the embedding, the last only the loss); without a layout
+    pp x virtual_stages must stay within the layers."""
+    s = scenario(MOE, schedule="interleaved", virtual_stages=4, pipeline_layout=[0] + [1] * 12 + [0, 0, 0])
+    assert s.plan.pp * s.plan.virtual_stages > s.model.n_layers
+    spans = simulate_training(s).spans
+    kind, layer, stage = (np.asarray(spans[k]) for k in ("kind", "layer", "stage"))
+    fwd = kind.astype(str) == "attention_fwd"
+    assert set(layer[fwd].tolist()) == set(range(12))
+    assert 3 in set(stage[kind.astype(str) == "lm_head_fwd"].tolist())
+    with pytest.raises(InputError, match=r"plan.pp = 4: pp \* virtual_stages \(16\) must be <= model.n_layers \(12\)"):
+        scenario(MOE, schedule="interleaved", virtual_stages=4)
+
+
 @pytest.mark.parametrize("plan, words", [
     (dict(pipeline_layout=[3, 3, 3]), "plan.pipeline_layout has 3 entries: schedule 1f1b needs one per model chunk, plan.pp = 4"),
     (dict(pipeline_layout=[3, 3, 3], schedule="interleaved", virtual_stages=2),

@@ -90,10 +90,11 @@ class PlanSpec(Strict):
         "dualpipe (plan.pipeline_layout there). Unset: the even split.")
     pipeline_layout: list[ChunkLayers] | None = Field(
         None, max_length=MAX_LAYERS, json_schema_extra={BOUND_REASON: "a chunk holds at most every layer, and there are "
-                                                        "at most as many chunks as layers (model.n_layers <= 1024)"},
+                                                        "at most 1024 chunks (model.n_layers' bound)"},
         description="Training with pp >= 2: transformer layers of each model chunk, "
         "in global chunk order (pp x virtual_stages entries; chunk c runs on stage c % pp), summing to "
-        "model.n_layers; a chunk may hold none. Or Megatron-core's --pipeline-model-parallel-layout string itself, "
+        "model.n_layers; a chunk may hold none, so pp x virtual_stages may exceed model.n_layers (Megatron's embedding or "
+        "loss alone in the first or last chunk, account_for_embedding/loss_in_pipeline_split). Or Megatron-core's --pipeline-model-parallel-layout string itself, "
         "read as those counts: 'Et*4|(tttt|)*14tmL' (embedding and 4 layers, 14 chunks of 4, then 1 layer, the MTP "
         "modules and the loss) is [4, 4, ..., 4, 1], 16 entries. The embedding runs on the first chunk, the MTP modules "
         "(workload.mtp_layers) and the loss on the last. Schedule dualpipe: pp entries, model chunk s on stage s "

@@ -134,7 +134,7 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
             f"{where}.tp = {p.tp}: must divide model.n_kv_heads ({m.kv_heads}) or be a multiple of it "
             "(then KV heads are replicated)"
         )
-    if p.pp * p.virtual_stages > m.n_layers:
+    if p.pipeline_layout is None and p.pp * p.virtual_stages > m.n_layers:  # a layout may leave chunks empty
         raise ValueError(
             f"{where}.pp = {p.pp}: pp * virtual_stages ({p.pp * p.virtual_stages}) must be <= model.n_layers ({m.n_layers})"
         )

@@ -219,7 +219,7 @@ def _alltoall_bytes(step, pp: int) -> float:
     total = 0.0
     for fwd, bwd in step.tables:
         for t in (fwd, bwd):
-            is_a2a = np.array([k.startswith("alltoall") for k in t.kinds])
+            is_a2a = np.array([k.startswith("alltoall") for k in t.kinds], dtype=bool)
             total += float(t.nbytes[:, is_a2a].sum())
     return total / pp
 
