@@ -143,7 +143,7 @@ def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
     recipe = cast_recipe(comp, plan.fp8_recipe)
     if recipe is None or plan.zero_stage >= 3 or not plan.fp8_weight_cache:
         return 0.0
-    per = cached_weight_bytes(recipe, not s.hardware.device.fp8_non_tn_gemm, comp == "fp8" and plan.fp8_param_gather)
+    per = cached_weight_bytes(recipe, not s.hardware.device.fp8_non_tn_gemm, plan.fp8_param_gather)
     p = param_counts(s.model)  # its embedding count holds the output head too when untied
     block_share = (p.dense - p.embedding) / p.dense if p.dense else 0.0
     return per * (block_share * dense + experts)

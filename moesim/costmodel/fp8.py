@@ -381,8 +381,8 @@ def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_pa
     their scales). FP8 primary weights
     (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose hold
     the 2 bytes that the 16-bit weights they replace are counted at, so 0 here (on Blackwell 1 byte too
-    many stays counted); MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
-    if fp8_params and recipe in TENSOR_SCALED:
+    many stays counted), as are NVFP4 primary weights; MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
+    if fp8_params and recipe in TENSOR_SCALED + ("nvfp4",):
         return 0.0
     return float(sum(p.write_b for p in cast_passes(recipe, False, transposes) if p.phase == "weight"))
 
@@ -399,7 +399,9 @@ def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str =
     weights are kept in FP8 (Transformer Engine's FP8 primary weights, Megatron's ``--fp8-param-gather``):
     the optimizer writes them in FP8 from its master shard, so no layer casts a weight; a tensor-scaled
     weight is only transposed (read 1, write 1) where the GEMMs need TN layouts (MXFP8 weights keep their
-    casts: not modelled apart). Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
+    casts: not modelled apart); under ``nvfp4`` the weights are NVFP4 primary weights (Megatron's
+    ``fp4_param_gather``, or a pre-quantized NVFP4 base for LoRA) holding their rowwise and columnwise copies, so
+    no weight pass at all. Returns ``fwd_bytes``, ``bwd_bytes``, ``weight_bytes``
     (already times ``weight_casts_per_microbatch``) and ``fwd_kernels``, ``bwd_kernels``,
     ``weight_kernels`` (likewise).
     """
@@ -409,6 +411,8 @@ def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str =
     passes = cast_passes(recipe, norm_fused, transposes)
     if fp8_params and recipe in TENSOR_SCALED:
         passes = tuple(p for p in passes if p.phase != "weight") + ((FP8_WEIGHT_TRANSPOSE,) if transposes else ())
+    elif fp8_params and recipe == "nvfp4":  # NVFP4 primary weights carry both quantized copies: nothing to cast
+        passes = tuple(p for p in passes if p.phase != "weight")
     for p in passes:
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0
         out[f"{p.phase}_bytes"] = out[f"{p.phase}_bytes"] + share * elems[p.tensor] * (p.read_b + p.write_b)

@@ -160,13 +160,15 @@ class PlanSpec(Strict):
         "is kept (Transformer Engine called without is_first_microbatch). ZeRO-3 casts every microbatch and keeps "
         "nothing either way. Ignored otherwise, as fp8_recipe."))
     fp8_param_gather: bool = Field(False, description=(
-        "FP8 training only (model.dtype fp8): the ZeRO parameter all-gathers (the distributed optimizer's after each "
+        "FP8 or NVFP4 training (model.dtype fp8 or nvfp4): the ZeRO parameter all-gathers (the distributed optimizer's after each "
         "step, ZeRO-3's before each pass) move the FP8 weights, 1 byte per parameter (Megatron's --fp8-param-gather, "
         "Transformer Engine's FP8 primary weights); unset, they move the 16-bit copies, 2 bytes. The weights being FP8, "
         "no layer casts one: a tensor-scaled weight is only transposed for the backward where the GEMMs need TN "
         "layouts (Hopper), not at all on Blackwell (hardware.device.fp8_non_tn_gemm). Memory counts these "
         "weights as the 16-bit copies (2 bytes: the FP8 weight and its Hopper transpose) and no cached cast of them. "
-        "Ignored otherwise (nvfp4 training too: its weights stay 16-bit and are cast), as fp8_recipe."))
+        "Under model.dtype nvfp4: NVFP4 primary weights (Megatron-Bridge's fp4_param_gather, or LoRA over a "
+        "pre-quantized NVFP4 base), which carry both 4-bit copies, so no layer casts a weight and the gathers move "
+        "0.5625 bytes a weight. Ignored otherwise, as fp8_recipe."))
     moe_layer_host_us: NonNegativeFloat | None = bounded(
         None, le=1e6, why="at most 1e6 us (1 s per layer pass)",
         description="Training: least time, in us, of one MoE layer's forward + backward for one micro-batch on "

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from moesim.costmodel.flash_attention import ATTN_BWD_FACTOR
-from moesim.costmodel.fp8 import SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
+from moesim.costmodel.fp8 import NVFP4_COPY_BYTES, SPLIT_ACCUMULATION_SLOWDOWN, fp8_cast_bytes
 from moesim.engine.op_types import Op
 
 
@@ -17,6 +17,12 @@ def cast_recipe(compute_dtype: str, fp8_recipe: str) -> str | None:
     NVFP4BlockScaling (``nvfp4``) under FP4 math (``model.dtype: nvfp4`` on Blackwell), None for 16-bit or
     fp32 GEMMs (no casts)."""
     return {"fp8": fp8_recipe, "fp4": "nvfp4"}.get(compute_dtype)
+
+
+def primary_weight_bytes(recipe: str) -> float:
+    """Bytes a parameter all-gather moves per weight kept in low precision (``plan.fp8_param_gather``): 1 for FP8,
+    one NVFP4 copy (4 bits and a scale per 16 values) for ``nvfp4``."""
+    return NVFP4_COPY_BYTES if recipe == "nvfp4" else 1.0
 
 
 def fp8_training_ops(ops: list[Op], recipe: str, weight_casts_per_microbatch: float,

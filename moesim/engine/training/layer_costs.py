@@ -63,7 +63,12 @@ from moesim.engine.training.buckets import bucket_params
 from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.engine.training.finetune_ops import finetune_ops, frozen_op_names
 from moesim.engine.training.finetune_params import finetune_params
-from moesim.engine.training.fp8 import cast_recipe, fp8_attention_ops, fp8_training_ops
+from moesim.engine.training.fp8 import (
+    cast_recipe,
+    fp8_attention_ops,
+    fp8_training_ops,
+    primary_weight_bytes,
+)
 from moesim.engine.training.gathers import weight_gathers
 from moesim.engine.training.hf_loop import apply_hf_loop
 from moesim.engine.training.host_floor import apply_host_floor, moe_layer_host_us
@@ -253,7 +258,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
                         algorithm=plan.alltoall, **kw) + ctx.merge_ops(dims, dtypes, T, cp, fp8_attn is not None, comm)
         if core_dims is not dims:  # Ulysses: the core kernel over the rank's share of the heads
             ops = [attention_core_op(core_dims, dtypes, q, kv) if op.name == "attn_core" else op for op in ops]
-        ops = (fp8_training_ops(ops, recipe, weight_casts, split and fp8, transposes, fp8 and plan.fp8_param_gather)
+        ops = (fp8_training_ops(ops, recipe, weight_casts, split and fp8, transposes, plan.fp8_param_gather)
                if recipe else ops)
         ops = fp8_attention_ops(ops, fp8_attn) if fp8_attn else ops
         return finetune_ops(ops, spec, m.gated_ffn)
@@ -369,8 +374,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # Data-parallel gradient sync per layer and the optimizer's share of parameters. Megatron
     # reduces (and its distributed optimizer shards) over DP x CP: ``ctx.dp_groups``.
     dense_p, expert_p = layer_params_per_device(s)
-    # a weight as the ZeRO parameter all-gathers move it: fp32, FP8 (plan.fp8_param_gather), else 16-bit
-    pb = 4.0 if dt == "fp32" else 1.0 if fp8 and plan.fp8_param_gather else 2.0
+    # a weight as the ZeRO parameter all-gathers move it: fp32, FP8 or NVFP4 (plan.fp8_param_gather), else 16-bit
+    pb = 4.0 if dt == "fp32" else (primary_weight_bytes(recipe) if recipe and plan.fp8_param_gather else 2.0)
     gb = grad_bytes(dt, plan.grad_dtype)  # a gradient as the DP sync reduces it (fp32: Megatron's default)
     (dpn, dps), (edp, edps) = ctx.dp_groups(plan)
     table = m.vocab_size * d / tp
