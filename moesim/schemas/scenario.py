@@ -62,14 +62,16 @@ class Scenario(Strict):
             from moesim.engine.training.layer_split import check_layer_split
 
             check_layer_split(m.n_layers, p)  # plan.first_stage_layers / last_stage_layers against model.n_layers
-            fp8, fp4 = ("fp8" in hw.device.compute_dtypes), ("fp4" in hw.device.compute_dtypes)
-            allowed = "fp32, bf16, fp16" + (", fp8" if fp8 else "") + (", nvfp4" if fp4 else "")
-            if m.dtype in ("int8", "int4", "mxfp4"):
+            from moesim.precision import NATIVE_COMPUTE, WEIGHT_ONLY, compute_dtype
+
+            have = hw.device.compute_dtypes
+            allowed = "fp32, bf16, fp16" + (", fp8" if "fp8" in have else "") + (", nvfp4" if "fp4" in have else "")
+            if m.dtype in WEIGHT_ONLY:
                 raise ValueError(f"model.dtype = {m.dtype}: quantized weights (int8, int4, mxfp4) are for serving, not training "
                                  f"(allowed for training: {allowed})")
-            if m.dtype in ("fp8", "nvfp4") and not (fp8 if m.dtype == "fp8" else fp4):
-                kind = m.dtype.removeprefix("nv")
-                raise ValueError(f"model.dtype = {m.dtype}: training in {m.dtype} needs {kind} tensor cores; "
+            native = NATIVE_COMPUTE.get(m.dtype, m.dtype)
+            if compute_dtype(m.dtype, have) != native:  # it would run weight-only: no tensor cores for its math
+                raise ValueError(f"model.dtype = {m.dtype}: training in {m.dtype} needs {native} tensor cores; "
                                  f"{hw.device.name} has none (allowed: {allowed})")
             if m.expert_dtype not in (None, m.dtype):
                 raise ValueError(f"model.expert_dtype = {m.expert_dtype}: a separate expert dtype is for serving; "
