@@ -109,8 +109,9 @@ _add("precision_note", "text", None, "precision note",
      "note saying so", TSC)
 _add("sustained_compute_fraction", "fraction", None, "sustained compute (fraction)",
      "share of its benchmarked compute rate the device keeps under sustained load at its power limit, at which "
-     "this run's compute-bound kernels were priced (`hardware.device.sustained_compute_fraction`; b200 and "
-     "gb200-nvl72 0.853, FlashInfer PR #2899; 1 where not measured or not throttled)", TSC)
+     "this run's compute-bound kernels were priced, for its compute dtype (`hardware.device.sustained_compute_fraction`; "
+     "b200 and gb200-nvl72 0.853, FlashInfer PR #2899; FP4 on gb300-nvl72 0.664 and b300 0.603, "
+     "`sustained_fp4_fraction`, power-bound; 1 where not measured or not throttled)", TSC)
 # ----------------------------------------------------------------------- training, continued
 _add("bubble_fraction", "fraction", "min", "pipeline bubble (fraction)",
      "idle time of the pipeline (mean over stages) / pipeline time", T, T)

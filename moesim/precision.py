@@ -207,7 +207,7 @@ def summary_fields(s) -> dict:
         weight_bytes = (c.quantized * nf4_bytes_per_weight(spec) + (c.base - c.quantized) * rest) / c.base
     return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note,
             # the clock the device holds under load prices its compute-bound kernels (costmodel/sustained.py)
-            "sustained_compute_fraction": float(s.hardware.device.sustained_compute_fraction)}
+            "sustained_compute_fraction": float(s.hardware.device.sustained_fraction(p.compute_dtype))}
 
 
 def grad_bytes(model_dtype: str, grad_dtype: str) -> float:

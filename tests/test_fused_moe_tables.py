@@ -47,7 +47,10 @@ def layer_us(key: tuple, tokens: list[int]) -> dict[int, float]:
     model = dict(name="m", n_layers=2, d_model=d, n_heads=16, n_kv_heads=4, head_dim=128, vocab_size=32000,
                  ffn_hidden=4 * d, expert_ffn_hidden=inter, n_experts=experts, top_k=top_k, gated_ffn=True,
                  max_seq_len=8192, dtype=dtype)
-    s = scenario_from_dict({"name": "k", "model": model, "hardware": {"preset": PRESET[gpu], "node": {"devices_per_node": tp}},
+    # a kernel benchmark's few milliseconds run at the device's benchmark clock: no sustained-load share
+    burst = {"sustained_compute_fraction": 1.0, "sustained_fp4_fraction": None}
+    s = scenario_from_dict({"name": "k", "model": model,
+                            "hardware": {"preset": PRESET[gpu], "device": burst, "node": {"devices_per_node": tp}},
                             "plan": {"tp": tp}, "workload": {"kind": "serving", "prompt_tokens": {"dist": "fixed", "value": 8},
                                                              "output_tokens": {"dist": "fixed", "value": 8}}})
     cm = build_cost_model(s.hardware)

@@ -46,7 +46,7 @@ class CostModelBase:
 
     def _peak(self, dtype: str) -> float:
         """Peak FLOP/s the efficiencies are fractions of, as the device sustains it under load (the datasheet
-        peak times ``hardware.device.sustained_compute_fraction``)."""
+        peak times ``hardware.device.sustained_fraction(dtype)``)."""
         raise NotImplementedError
 
     @property

@@ -45,7 +45,7 @@ class RooflineCostModel(CostModelBase):
         return 0.0
 
     def _peak(self, dtype: str) -> float:
-        return self.hw.device.peak_flops(dtype) * self.hw.device.sustained_compute_fraction
+        return self.hw.device.peak_flops(dtype) * self.hw.device.sustained_fraction(dtype)
 
     @property
     def _bw(self) -> float:

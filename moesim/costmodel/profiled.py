@@ -55,7 +55,7 @@ class ProfiledCostModel(CostModelBase):
         return self.launch_s
 
     def _peak(self, dtype: str) -> float:
-        return self.profile.reference.peak_flops(dtype) * self.hw.device.sustained_compute_fraction
+        return self.profile.reference.peak_flops(dtype) * self.hw.device.sustained_fraction(dtype)
 
     @property
     def _bw(self) -> float:

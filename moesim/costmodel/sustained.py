@@ -30,6 +30,24 @@ since: MLPerf Training v5.1's Llama 3.1 8B on one rack of each (CP2 DP36, one co
 Not measured: the B300 (1,100 W; its GB300 twin, Qwen3-30B-A3B in Megatron-Bridge 26.06, runs 1.10x faster where
 the presets differ by 1.05x, docs/validation-misses.md) and Hopper (the H100 profile's kernel timings price
 Hopper's training and serving rows within a few percent at the median), so their presets keep 1.
+
+FP4 on Blackwell Ultra (``hardware.device.sustained_fp4_fraction``). The GB300 and B300 keep their Blackwell twins'
+BF16 and FP8 peaks but compute NVFP4 at 1.5x and 1.56x their FP4 peaks (15 and 14 against 10 and 9 PFLOP/s dense)
+on the same 4NP process, at 1.17x and 1.10x the board power (1,400 W against the GB200's 1,200; 1,100 against the
+B200's 1,000; Verda's per-GPU table, verda.com/blog/gb300-nvl72-architecture). Tensor cores that already run
+their Blackwell twin into its power limit cannot do half as much work again on a sixth more power: under sustained
+FP4 load an Ultra part is power-bound, its FP4 rate its twin's sustained FP4 rate times the ratio of their power
+limits (the same work per joule), a fraction of its own datasheet FP4 peak:
+
+    f_fp4 = twin_fp4_peak * twin_sustained_fraction * (power_w / twin_power_w) / fp4_peak
+
+GB300: 10,000 x 0.853 x 1,400 / 1,200 / 15,000 = 0.664; B300: 9,000 x 0.853 x 1,100 / 1,000 / 14,000 = 0.603. Its
+BF16 and FP8 work, at its twin's peaks, stays under the limit (the GB300's 1.19-1.22x over a GB200 above). Nothing
+here is fitted to a run. Checked against run pairs that differ only in the device: MLPerf Training v5.1's Llama 3.1
+8B in NVFP4 on 8 GPUs (NVIDIA's config on both, TRN-163/164) steps 1.17x faster on a GB300 than on a GB200 where the
+power ratio says 1.167 (the datasheet FP4 peaks said 1.32x); on a B300 over a B200, 1.16x (Nebius) and 1.09-1.11x
+(Lenovo) against 1.10 (TRN-169/170). Held out: MLPerf Inference v5.1's Llama 3.1 405B in NVFP4 on a GB300 rack,
+prefill-heavy, read +37 % at the datasheet FP4 peak and +12 % with it (INF-444).
 """
 
 from __future__ import annotations
@@ -41,3 +59,24 @@ B200_BURST_TFLOPS, B200_SUSTAINED_TFLOPS = 1450.0, 1237.0
 B200_SUSTAINED_COMPUTE_FRACTION = B200_SUSTAINED_TFLOPS / B200_BURST_TFLOPS
 #: A GB200 keeps the B200's share: the same steps run 1.01-1.05x faster on it than on a B200 (module docstring).
 GB200_SUSTAINED_COMPUTE_FRACTION = B200_SUSTAINED_COMPUTE_FRACTION
+
+#: Board power of each Blackwell part and its Ultra twin, W (Verda's per-GPU table of GB300, GB200, B300 and B200).
+B200_POWER_W, GB200_POWER_W, B300_POWER_W, GB300_POWER_W = 1000.0, 1200.0, 1100.0, 1400.0
+#: Dense FP4 peaks, TFLOP/s (the same table; the presets' ``peak_tflops.fp4``).
+B200_FP4_TFLOPS, GB200_FP4_TFLOPS, B300_FP4_TFLOPS, GB300_FP4_TFLOPS = 9000.0, 10000.0, 14000.0, 15000.0
+
+
+def power_bound_fraction(fp4_tflops: float, power_w: float, twin_fp4_tflops: float, twin_power_w: float,
+                         twin_sustained_fraction: float) -> float:
+    """Fraction of its FP4 peak a part keeps under sustained FP4 load when its power limit binds: its twin's sustained
+    FP4 rate (``twin_fp4_tflops`` x ``twin_sustained_fraction``) scaled by the ratio of their power limits (the same
+    work per joule), over its own peak ``fp4_tflops``; at most 1 (a part whose limit does not bind keeps its clock)."""
+    return min(1.0, twin_fp4_tflops * twin_sustained_fraction * (power_w / twin_power_w) / fp4_tflops)
+
+
+#: The GB300's sustained share of its 15 PFLOP/s FP4 peak: the GB200's sustained FP4 rate x 1,400 / 1,200 W (0.664).
+GB300_SUSTAINED_FP4_FRACTION = power_bound_fraction(GB300_FP4_TFLOPS, GB300_POWER_W, GB200_FP4_TFLOPS, GB200_POWER_W,
+                                                    GB200_SUSTAINED_COMPUTE_FRACTION)
+#: The B300's sustained share of its 14 PFLOP/s FP4 peak: the B200's sustained FP4 rate x 1,100 / 1,000 W (0.603).
+B300_SUSTAINED_FP4_FRACTION = power_bound_fraction(B300_FP4_TFLOPS, B300_POWER_W, B200_FP4_TFLOPS, B200_POWER_W,
+                                                   B200_SUSTAINED_COMPUTE_FRACTION)

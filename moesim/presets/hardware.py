@@ -14,7 +14,9 @@ from moesim.costmodel.attention_rate import GB300_ATTENTION_RATE_SCALE
 from moesim.costmodel.hbm import B200_HBM_GBPS, GB200_HBM_GBPS
 from moesim.costmodel.sustained import (
     B200_SUSTAINED_COMPUTE_FRACTION,
+    B300_SUSTAINED_FP4_FRACTION,
     GB200_SUSTAINED_COMPUTE_FRACTION,
+    GB300_SUSTAINED_FP4_FRACTION,
 )
 from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
@@ -210,12 +212,13 @@ HARDWARE: dict[str, dict] = {
     # ratio: the same tensor peaks; no GB300 GEMM measurement), attention 1.125x faster at the same peak (Blackwell Ultra's doubled
     # exponentials; cuDNN's SDPA on a GB300 over a GB200, costmodel/attention_rate.py). $12.60/h: assumption,
     # the GB200's $10.50 plus the 20 % per-GPU TCO premium InferenceX quotes for GB300 over GB200
-    # (inferencex.semianalysis.com blog, DeepSeek-V4 GB300 vs GB200, 2026); volatile.
+    # (inferencex.semianalysis.com blog, DeepSeek-V4 GB300 vs GB200, 2026); volatile. Under sustained FP4 load its power
+    # limit binds: 0.664 of the FP4 peak, the GB200's sustained FP4 rate x 1,400 / 1,200 W (costmodel/sustained.py).
     "gb300-nvl72": dict(
         name="GB300 NVL72",
         device=dict(name="NVIDIA GB300 288GB", sm_count=148, peak_tflops=dict(_GB300_TFLOPS),
                     mem_bw_gbps=GB200_HBM_GBPS, mem_gib=259.0, power_w=1400.0, usd_per_hour=12.60,
-                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
+                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE, sustained_fp4_fraction=GB300_SUSTAINED_FP4_FRACTION,
                     fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="gb200-vs-h100"),
         node=_NVL72_NODE, cluster=_CX8_NET,
@@ -226,12 +229,13 @@ HARDWARE: dict[str, dict] = {
     # with the B200's measured GEMM ratio: the same dense peaks, and a B300's best GEMM is a B200's within 2.5 %, 1,769
     # against 1,745 BF16 and 3,353 against 3,433 FP8 TFLOP/s, moesim/data/mamf.csv), attention at the GB300's 1.125x
     # (the same doubled exponentials; measured on a GB300, assumed here). $6.00/h: assumption, inside the $5.00-7.25
-    # on-demand neocloud range Ornn's 2026 rental benchmark gives (ornnai.com, "NVIDIA B200 vs B300"); volatile.
+    # on-demand neocloud range Ornn's 2026 rental benchmark gives (ornnai.com, "NVIDIA B200 vs B300"); volatile. Under
+    # sustained FP4 load: 0.603 of the FP4 peak, the B200's sustained FP4 rate x 1,100 / 1,000 W (costmodel/sustained.py).
     "b300": dict(
         name="HGX B300",
         device=dict(name="NVIDIA B300 SXM 288GB", sm_count=148, peak_tflops=dict(_B300_TFLOPS),
                     mem_bw_gbps=B200_HBM_GBPS, mem_gib=251.0, power_w=1100.0, usd_per_hour=6.00,
-                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE,
+                    attention_rate_scale=GB300_ATTENTION_RATE_SCALE, sustained_fp4_fraction=B300_SUSTAINED_FP4_FRACTION,
                     fp8_split_accumulation=False, fp8_non_tn_gemm=True,
                     default_profile="h100.yaml", profile_gemm_ratio="b200-vs-h100"),
         node=_HGX_B200_NODE, cluster=_CX8_NET,

@@ -38,6 +38,9 @@ def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
 #: 4 + 8/32 = 4.25 bits. NVFP4 (NVIDIA, "Introducing NVFP4 for efficient and accurate low-precision
 #: inference", developer blog 2025): blocks of 16 FP4 (E2M1) weights share one FP8 (E4M3) scale,
 #: 4 + 8/16 = 4.5 bits (plus one fp32 scale per tensor).
+#: Compute dtypes that run on FP4 tensor cores (``sustained_fp4_fraction`` applies to them).
+FP4_COMPUTE_DTYPES = frozenset({"fp4", "nvfp4", "mxfp4"})
+
 GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0, "mxfp4": 4.25, "nvfp4": 4.5}
 #: Dtypes a device can have a math peak for (``peak_tflops`` keys), in the order they are listed.
 COMPUTE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "fp4")
@@ -114,6 +117,12 @@ class DeviceSpec(Strict):
         "as its clock drops from 1,965 to ~1,580 MHz at 1,000 W (FlashInfer PR #2899); gb200-nvl72: the same, as "
         "the same training runs 1.01-1.05x faster on a GB200 than on a B200. 1: not measured, or no throttling "
         "(gb300-nvl72: runs 1.19-1.22x a GB200's at the same peaks).")
+    sustained_fp4_fraction: float | None = Field(
+        None, gt=0, le=1, description="As sustained_compute_fraction, for FP4 (nvfp4, mxfp4) compute alone: a part whose "
+        "FP4 tensor cores can draw more than its power limit where its 16- and 8-bit ones cannot. gb300-nvl72: 0.664, "
+        "b300: 0.603, each its Blackwell twin's sustained FP4 rate scaled by their power limits (1,400 / 1,200 W, "
+        "1,100 / 1,000 W) over its own 15 or 14 PFLOP/s peak (moesim/costmodel/sustained.py). null: "
+        "sustained_compute_fraction.")
     fp8_split_accumulation: bool = Field(
         True, description="FP8 training: the backward GEMMs (input and weight gradients) run with split accumulation, "
         "their partial sums promoted to FP32 every few MMAs, at SPLIT_ACCUMULATION_SLOWDOWN (1.15x) their forward-style "
@@ -160,6 +169,13 @@ class DeviceSpec(Strict):
     def peak_flops(self, dtype: str) -> float:
         """Dense peak in FLOP/s for ``dtype``, falling back to bf16, fp16, then fp32."""
         return peak_flops_of(self.peak_tflops, dtype)
+
+    def sustained_fraction(self, dtype: str) -> float:
+        """Fraction of ``dtype``'s peak compute-bound kernels keep under sustained load: ``sustained_fp4_fraction``
+        for FP4 compute where set, else ``sustained_compute_fraction``."""
+        if self.sustained_fp4_fraction is not None and dtype in FP4_COMPUTE_DTYPES:
+            return self.sustained_fp4_fraction
+        return self.sustained_compute_fraction
 
     @property
     def compute_dtypes(self) -> tuple[str, ...]:
