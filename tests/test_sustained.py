@@ -142,10 +142,13 @@ def test_blackwell_ultras_fp4_share_is_its_twins_sustained_fp4_rate_scaled_by_po
     assert B300_SUSTAINED_FP4_FRACTION == pytest.approx(b300) and 0.60 < b300 < 0.61
     # a part whose power limit would allow more than its peak keeps all of it
     assert power_bound_fraction(10000.0, 2000.0, 10000.0, 1000.0, 0.9) == 1.0
+    # the derivation's inputs are the presets' own FP4 peaks and board powers
+    for preset, fp4, power in (("b200", B200_FP4_TFLOPS, B200_POWER_W), ("gb200-nvl72", GB200_FP4_TFLOPS, GB200_POWER_W),
+                               ("b300", B300_FP4_TFLOPS, B300_POWER_W), ("gb300-nvl72", GB300_FP4_TFLOPS, GB300_POWER_W)):
+        device = HARDWARE[preset]["device"]
+        assert (device["peak_tflops"]["fp4"], device["power_w"]) == (fp4, power), preset
     for preset, fraction in (("gb300-nvl72", gb300), ("b300", b300)):
         device = _cost(preset).hw.device
-        assert HARDWARE[preset]["device"]["peak_tflops"]["fp4"] == (GB300_FP4_TFLOPS if preset == "gb300-nvl72"
-                                                                     else B300_FP4_TFLOPS)
         for dtype in ("fp4", "nvfp4", "mxfp4"):
             assert device.sustained_fraction(dtype) == pytest.approx(fraction), (preset, dtype)
         for dtype in ("bf16", "fp8"):
