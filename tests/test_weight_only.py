@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from moesim.costmodel import build_cost_model
-from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION, weight_only_floor_s
+from moesim.costmodel.weight_only import (
+    AMPERE_W4A16_PEAK_FRACTION,
+    HOPPER_W4A16_PEAK_FRACTION,
+    weight_only_floor_s,
+)
 from moesim.presets import HARDWARE
 from moesim.schemas import HardwareSpec
 
@@ -27,13 +31,27 @@ def _tflops(cm, tokens_per_expert: float, dtype: str) -> float:
     return 2.0 * tokens_per_expert * EXPERTS * 2 * FF * D / seconds / 1e12
 
 
-def test_the_hopper_presets_carry_the_measured_bound_and_others_none():
+def test_the_hopper_and_ampere_presets_carry_the_measured_bounds_and_others_none():
     for preset in ("h100-sxm", "h200", "h800"):
         assert HARDWARE[preset]["device"]["weight_only_peak_fraction"] == HOPPER_W4A16_PEAK_FRACTION
-    for preset in ("a100-80gb", "b200", "gb200-nvl72", "m2-ultra"):
+    for preset in ("a100-40gb", "a100-80gb"):
+        assert HARDWARE[preset]["device"]["weight_only_peak_fraction"] == AMPERE_W4A16_PEAK_FRACTION
+    for preset in ("b200", "gb200-nvl72", "m2-ultra"):
         assert HARDWARE[preset]["device"].get("weight_only_peak_fraction") is None
     # SGLang PR #38884: 254 TFLOP/s measured on the H100's 989.4 TFLOP/s BF16 peak
     assert HOPPER_W4A16_PEAK_FRACTION * H100_BF16 == pytest.approx(254e12, rel=0.002)
+    # vLLM PR #2497: Marlin's 141.4 TFLOP/s plateau on an A100 (312 TFLOP/s FP16/BF16)
+    assert AMPERE_W4A16_PEAK_FRACTION * 312e12 == pytest.approx(141.4e12, rel=0.001)
+    # the Hopper bound scaled by SMs and clock (an issue-bound loop) lands near the Ampere one
+    assert 254.0 * (108 * 1.41) / (132 * 1.83) / 312.0 == pytest.approx(AMPERE_W4A16_PEAK_FRACTION, rel=0.15)
+
+
+def test_a_large_mxfp4_grouped_gemm_on_an_a100_runs_at_marlins_plateau():
+    bounded, free = _cost("a100-80gb"), _cost("a100-80gb", weight_only_peak_fraction=None)
+    cap = AMPERE_W4A16_PEAK_FRACTION * 312.0
+    for tokens in (512.0, 4096.0):
+        assert _tflops(bounded, tokens, "mxfp4") == pytest.approx(cap, rel=0.05)
+        assert _tflops(free, tokens, "mxfp4") > 1.2 * cap
 
 
 @pytest.mark.parametrize("preset", ["h100-sxm", "h200"])

@@ -19,9 +19,17 @@ Measured (``DeviceSpec.weight_only_peak_fraction``, Hopper presets 0.257):
 - sgl-project/sglang PR #34967 (H20-3e): CUTLASS W4A16 MoE at 8,192 tokens runs 97 TFLOP/s, 65 % of
   the H20's 148 TFLOP/s BF16 peak: with a sixth of the H100's tensor throughput on the same SMs, the
   H20 is bound by its tensor cores first, as this bound says it should be (no H20 preset).
+On Ampere (``DeviceSpec.weight_only_peak_fraction``, A100 presets 0.453):
+- vllm-project/vllm PR #2497 (2024-01-24, the thread that brought Marlin into vLLM): Marlin's own ``bench.py``
+  (IST-DASLab/marlin) at 1-4,000 tokens levels off at 139.7-141.4 TFLOP/s from 64 tokens up, 0.61-0.74x the FP16
+  GEMM it is compared with. The thread does not name the GPU; only an A100 fits its figures (1.16 TB/s streamed at one
+  token, a 231 TFLOP/s FP16 GEMM: 74 % of the A100's 312 TFLOP/s), and the A100 is the GPU Marlin was written for.
+  141.4 / 312 = 0.453. Marlin's author gives the reason for the plateau (IST-DASLab/marlin issue #2, 2024-01-18): past
+  64 tokens the kernel runs its 64-token tile repeatedly. Scaling the H100 measurement above by SMs and clocks, as an
+  issue-bound loop would (108 SMs at 1.41 GHz against 132 at ~1.83), gives ~160 TFLOP/s, 0.51: the same size.
 Not measured: TensorRT-LLM's Triton MXFP4 kernels on Hopper (``matmul_ogs``), which the bound is
-assumed to hold for; A100 kernels (Marlin is built around its mma.sync rate: no bound is set);
-Blackwell, whose TensorRT-LLM and FlashInfer paths multiply MXFP4 in its own tensor cores.
+assumed to hold for; vLLM's later Marlin MoE kernels on an A100, which the 2024 dense kernel's bound is assumed to
+hold for; Blackwell, whose TensorRT-LLM and FlashInfer paths multiply MXFP4 in its own tensor cores.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ import numpy as np
 FOUR_BIT = ("int4", "mxfp4", "nvfp4")
 #: The Hopper presets' bound: SGLang PR #38884's measured 254 TFLOP/s over the H100's 989.4 TFLOP/s.
 HOPPER_W4A16_PEAK_FRACTION = 0.257
+#: Marlin's plateau on an A100 (vLLM PR #2497): 141.4 TFLOP/s over the A100's 312 TFLOP/s FP16/BF16 peak.
+AMPERE_MARLIN_TFLOPS, A100_16BIT_TFLOPS = 141.4, 312.0
+AMPERE_W4A16_PEAK_FRACTION = AMPERE_MARLIN_TFLOPS / A100_16BIT_TFLOPS
 
 
 def weight_only_floor_s(flops, model_dtype: str, weight_only: bool, peak_flops: float,

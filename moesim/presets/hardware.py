@@ -18,7 +18,7 @@ from moesim.costmodel.sustained import (
     GB200_SUSTAINED_COMPUTE_FRACTION,
     GB300_SUSTAINED_FP4_FRACTION,
 )
-from moesim.costmodel.weight_only import HOPPER_W4A16_PEAK_FRACTION
+from moesim.costmodel.weight_only import AMPERE_W4A16_PEAK_FRACTION, HOPPER_W4A16_PEAK_FRACTION
 from moesim.presets import apple_metal, gb10_llamacpp
 
 # DGX/HGX A100: NVLink3 600 GB/s bidirectional = 300 per direction (HW-04); 8x HDR 200 Gb/s IB,
@@ -94,6 +94,9 @@ _METAL = dict(memory_efficiency=apple_metal.MEMORY_EFFICIENCY, launch_overhead_u
 # 16-row blocks when the batch is at most the expert count (sgl-project/sglang
 # python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py @c050f40d, get_default_config).
 _AMPERE_MMA_ROWS = 16
+# Compute-bound 4-bit weight-only GEMMs top out at Marlin's 141.4 TFLOP/s on an A100, 0.453 of its 16-bit peak
+# (vLLM PR #2497; costmodel/weight_only.py).
+_A100_WEIGHT_ONLY = dict(weight_only_peak_fraction=AMPERE_W4A16_PEAK_FRACTION)
 
 HARDWARE: dict[str, dict] = {
     # A100 SXM4 40GB: 312 TFLOP/s BF16/FP16 dense, TF32 156 (HW-01); 1555 GB/s, 40 GB (HW-02);
@@ -102,7 +105,7 @@ HARDWARE: dict[str, dict] = {
         name="DGX A100 40GB",
         device=dict(name="NVIDIA A100 SXM4 40GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=1555.0, mem_gib=40.0, power_w=400.0, usd_per_hour=1.49,
-                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml"),
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml", **_A100_WEIGHT_ONLY),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # A100 SXM4 80GB: 312 TFLOP/s (HW-01); 2039 GB/s, 80 GB (HW-03); 400 W; $1.79/h (Lambda, COST-04 note).
@@ -110,7 +113,7 @@ HARDWARE: dict[str, dict] = {
         name="DGX A100 80GB",
         device=dict(name="NVIDIA A100 SXM4 80GB", sm_count=108, peak_tflops=dict(bf16=312.0, fp16=312.0, fp32=156.0),
                     mem_bw_gbps=2039.0, mem_gib=80.0, power_w=400.0, usd_per_hour=1.79,
-                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml"),
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="a100.yaml", **_A100_WEIGHT_ONLY),
         node=_DGX_A100_NODE, cluster=_DGX_A100_NET,
     ),
     # H100 SXM5 80GB: 989.4 BF16 / 1978.9 FP8 TFLOP/s dense, 700 W (HW-05); 3350 GB/s (HW-06);

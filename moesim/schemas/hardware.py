@@ -102,7 +102,8 @@ class DeviceSpec(Strict):
         description="Fraction of the 16-bit dense peak that 4-bit weight-only GEMMs (int4, mxfp4, nvfp4 weights "
         "converted to 16 bits in the kernel's main loop) reach at most, however many tokens they multiply: the "
         "conversion instructions, not the tensor cores or memory, bound them (moesim/costmodel/weight_only.py). "
-        "Hopper presets: 0.257 (an H100's W4A16 MoE GEMMs measured at 254 TFLOP/s). null: no such bound.")
+        "Hopper presets: 0.257 (an H100's W4A16 MoE GEMMs measured at 254 TFLOP/s); A100 presets: 0.453 (Marlin's "
+        "141 TFLOP/s plateau). null: no such bound.")
     attention_rate_scale: float = bounded(
         1.0, gt=0, le=4, why="4x: a softmax unit four times faster; Blackwell Ultra's doubling of the exponentials "
         "gives 1.125", description="Attention kernels' fraction of the 16-bit peak on this device over what the cost "
