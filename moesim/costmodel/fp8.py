@@ -154,6 +154,10 @@ recipe of ``model.dtype: nvfp4`` training (``NVFP4_COPY_BYTES``)."""
 TENSOR_SCALED = ("delayed", "current")
 """The recipes with one scale per tensor, whose weights can be kept in FP8 (``plan.fp8_param_gather``)."""
 
+PRIMARY_WEIGHT_RECIPES = TENSOR_SCALED + ("nvfp4",)
+"""The recipes under which ``plan.fp8_param_gather`` keeps the weights themselves in low precision, so no layer casts
+one (MXFP8 weights keep their casts)."""
+
 NVFP4_COPY_BYTES = 0.5 + 1.0 / 16.0
 """Bytes per element of one NVFP4 copy of a tensor: a 4-bit E2M1 value and an E4M3 scale per 16 values
 (Transformer Engine's ``NVFP4Quantizer``; its one FP32 scale per tensor is left out)."""
@@ -382,7 +386,7 @@ def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_pa
     (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose hold
     the 2 bytes that the 16-bit weights they replace are counted at, so 0 here (on Blackwell 1 byte too
     many stays counted), as are NVFP4 primary weights; MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
-    if fp8_params and recipe in TENSOR_SCALED + ("nvfp4",):
+    if fp8_params and recipe in PRIMARY_WEIGHT_RECIPES:
         return 0.0
     return float(sum(p.write_b for p in cast_passes(recipe, False, transposes) if p.phase == "weight"))
 
@@ -409,10 +413,10 @@ def fp8_cast_bytes(tokens, in_features: int, out_features: int, *, recipe: str =
     elems = {"x": t * in_features, "dy": t * out_features, "w": np.full_like(t, float(in_features) * out_features)}
     out = {f"{p}_{q}": np.zeros_like(t) for p in ("fwd", "bwd", "weight") for q in ("bytes", "kernels")}
     passes = cast_passes(recipe, norm_fused, transposes)
-    if fp8_params and recipe in TENSOR_SCALED:
-        passes = tuple(p for p in passes if p.phase != "weight") + ((FP8_WEIGHT_TRANSPOSE,) if transposes else ())
-    elif fp8_params and recipe == "nvfp4":  # NVFP4 primary weights carry both quantized copies: nothing to cast
+    if fp8_params and recipe in PRIMARY_WEIGHT_RECIPES:
         passes = tuple(p for p in passes if p.phase != "weight")
+        if transposes and recipe in TENSOR_SCALED:  # NVFP4 primary weights carry both copies: no transpose either
+            passes += (FP8_WEIGHT_TRANSPOSE,)
     for p in passes:
         share = weight_casts_per_microbatch if p.phase == "weight" else 1.0
         out[f"{p.phase}_bytes"] = out[f"{p.phase}_bytes"] + share * elems[p.tensor] * (p.read_b + p.write_b)
