@@ -149,12 +149,11 @@ def test_blackwell_ultras_fp4_share_is_its_twins_sustained_fp4_rate_scaled_by_po
         assert (device["peak_tflops"]["fp4"], device["power_w"]) == (fp4, power), preset
     for preset, fraction in (("gb300-nvl72", gb300), ("b300", b300)):
         device = _cost(preset).hw.device
-        for dtype in ("fp4", "nvfp4", "mxfp4"):
-            assert device.sustained_fraction(dtype) == pytest.approx(fraction), (preset, dtype)
+        assert device.sustained_fraction("fp4") == pytest.approx(fraction), preset
         for dtype in ("bf16", "fp8"):
             assert device.sustained_fraction(dtype) == 1.0, (preset, dtype)
     # where no FP4 share is set, FP4 keeps the device's one share
-    assert _cost("b200").hw.device.sustained_fraction("nvfp4") == B200_SUSTAINED_COMPUTE_FRACTION
+    assert _cost("b200").hw.device.sustained_fraction("fp4") == B200_SUSTAINED_COMPUTE_FRACTION
 
 
 @pytest.mark.parametrize("preset", ["gb300-nvl72", "b300"])

@@ -38,8 +38,6 @@ def peak_flops_of(peak_tflops: dict[str, float], dtype: str) -> float:
 #: 4 + 8/32 = 4.25 bits. NVFP4 (NVIDIA, "Introducing NVFP4 for efficient and accurate low-precision
 #: inference", developer blog 2025): blocks of 16 FP4 (E2M1) weights share one FP8 (E4M3) scale,
 #: 4 + 8/16 = 4.5 bits (plus one fp32 scale per tensor).
-#: Compute dtypes that run on FP4 tensor cores (``sustained_fp4_fraction`` applies to them).
-FP4_COMPUTE_DTYPES = frozenset({"fp4", "nvfp4", "mxfp4"})
 
 GROUP128_WEIGHT_BITS: dict[str, float] = {"int8": 8.125, "int4": 4.125, "fp8": 8.0, "mxfp4": 4.25, "nvfp4": 4.5}
 #: Dtypes a device can have a math peak for (``peak_tflops`` keys), in the order they are listed.
@@ -119,7 +117,8 @@ class DeviceSpec(Strict):
         "the same training runs 1.01-1.05x faster on a GB200 than on a B200. 1: not measured, or no throttling "
         "(gb300-nvl72: runs 1.19-1.22x a GB200's at the same peaks).")
     sustained_fp4_fraction: float | None = Field(
-        None, gt=0, le=1, description="As sustained_compute_fraction, for FP4 (nvfp4, mxfp4) compute alone: a part whose "
+        None, gt=0, le=1, description="As sustained_compute_fraction, for GEMMs on the FP4 tensor cores alone (NVFP4 models; not MXFP4 "
+        "experts on MXFP8 activations, which compute in FP8): a part whose "
         "FP4 tensor cores can draw more than its power limit where its 16- and 8-bit ones cannot. gb300-nvl72: 0.664, "
         "b300: 0.603, each its Blackwell twin's sustained FP4 rate scaled by their power limits (1,400 / 1,200 W, "
         "1,100 / 1,000 W) over its own 15 or 14 PFLOP/s peak (moesim/costmodel/sustained.py). null: "
@@ -172,9 +171,10 @@ class DeviceSpec(Strict):
         return peak_flops_of(self.peak_tflops, dtype)
 
     def sustained_fraction(self, dtype: str) -> float:
-        """Fraction of ``dtype``'s peak compute-bound kernels keep under sustained load: ``sustained_fp4_fraction``
-        for FP4 compute where set, else ``sustained_compute_fraction``."""
-        if self.sustained_fp4_fraction is not None and dtype in FP4_COMPUTE_DTYPES:
+        """Fraction of the peak of compute dtype ``dtype`` (a ``COMPUTE_DTYPES`` name: what ``precision`` resolves a
+        model dtype to, so NVFP4 runs pass ``fp4`` and MXFP4 experts on MXFP8 activations ``fp8``) that compute-bound
+        kernels keep under sustained load: ``sustained_fp4_fraction`` for FP4 where set, else ``sustained_compute_fraction``."""
+        if self.sustained_fp4_fraction is not None and dtype == "fp4":
             return self.sustained_fp4_fraction
         return self.sustained_compute_fraction
 
