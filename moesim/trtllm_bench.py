@@ -37,6 +37,10 @@ DEVICE_GIB: dict[str, float] = {
 KV_FRACTION = 0.95
 #: Caps on the raw batch (the decoder's buffers) and tokens (TensorRT's activation buffers).
 MAX_BATCH, MAX_TOKENS = 4096, 32768
+#: (below, round up to) of the batch and the token budget (the batch's floor 64 applies below 256, the tokens' 2,048
+#: below 4,096: the larger steps never round under them).
+BATCH_STEPS = ((256, 32), (1024, 128), (math.inf, 256))
+TOKEN_STEPS = ((4096, 256), (8192, 512), (math.inf, 1024))
 
 
 def kv_requests(params: float, layers: int, kv_heads: int, head_dim: int, tp: int, pp: int, device_gib: float,
@@ -51,19 +55,13 @@ def finetune(requests: float, isl: int, osl: int, pp: int = 1) -> tuple[int, int
     """(max batch, max tokens) from ``requests`` (``finetune_setting`` with its optimistic rounding)."""
     raw_bs = min(requests, MAX_BATCH) / pp
     raw_tokens = min(raw_bs * (1 + isl / osl), MAX_TOKENS)
-    if raw_bs < 256:
-        batch = max(64, 32 * math.ceil(raw_bs / 32))
-    elif raw_bs < 1024:
-        batch = 128 * math.ceil(raw_bs / 128)
-    else:
-        batch = 256 * math.ceil(raw_bs / 256)
-    if raw_tokens < 4096:
-        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
-    elif raw_tokens < 8192:
-        tokens = 512 * math.ceil(raw_tokens / 512)
-    else:
-        tokens = 1024 * math.ceil(raw_tokens / 1024)
-    return batch, tokens
+    return _round_up(raw_bs, BATCH_STEPS, 64), _round_up(raw_tokens, TOKEN_STEPS, 2048)
+
+
+def _round_up(value: float, steps: tuple[tuple[float, int], ...], floor: int) -> int:
+    """``value`` rounded up to the step of the first ``(below, step)`` pair it is below, at least ``floor``."""
+    step = next(step for below, step in steps if value < below)
+    return max(floor, step * math.ceil(value / step))
 
 
 def build_limits(params: float, layers: int, kv_heads: int, head_dim: int, tp: int, pp: int, device_gib: float,
