@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import math
 
-#: Device memory as ``torch.cuda.get_device_properties().total_memory`` reports it (what the benchmark reads),
-#: from nvidia-smi's MiB: H100 SXM5 81,559, H200 143,771, A100 80GB 81,920, L40S 46,068 (ECC on), GH200 (96 GB
-#: HBM3) ~97,900. Devices not
-#: listed take their preset's ``mem_gib``.
+#: Device memory as ``torch.cuda.get_device_properties().total_memory`` reports it (what the benchmark reads), where
+#: it differs from the preset's ``mem_gib`` (the A100 80GB's 81,920 MiB and the L40S's 46,068 are their presets'):
+#: nvidia-smi's MiB, H100 SXM5 81,559, H200 143,771, GH200 (96 GB HBM3) ~97,900.
 DEVICE_GIB: dict[str, float] = {
     "NVIDIA H100 SXM5 80GB": 79.65,
     "NVIDIA H200 SXM 141GB": 140.4,
-    "NVIDIA A100 SXM4 80GB": 80.0,
-    "NVIDIA L40S": 45.0,
     "NVIDIA GH200 480GB": 95.6,
 }
 #: Fraction of the free memory the benchmark's runs give the KV cache (``--kv_cache_free_gpu_mem_fraction``,

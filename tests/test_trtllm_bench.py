@@ -9,6 +9,7 @@ import pytest
 
 from moesim.accounting import param_counts
 from moesim.loader import load_scenario
+from moesim.precision import scenario_precision
 from moesim.trtllm_bench import DEVICE_GIB, build_limits, finetune
 from moesim.validation import row_overrides, scenario_ref
 
@@ -52,10 +53,10 @@ def test_every_v017_row_runs_at_the_limits_its_scenario_gives():
     for r in rows:
         s = load_scenario(scenario_ref(r["scenario"], DATA), list(row_overrides(r)))
         m, w, dev = s.model, s.workload, s.hardware.device
-        width = 2 if m.dtype in ("fp16", "bf16") else 1  # FP8 engines keep an FP8 cache
+        p = scenario_precision(s)  # FP8 engines keep an FP8 cache, FP16 ones an FP16 one
         isl, osl = int(w.prompt_tokens.value), int(w.output_tokens.value)
         r_req, _, _ = build_limits(param_counts(m).total, m.n_layers, m.n_kv_heads, m.head_dim, s.plan.tp,
-                                   s.plan.pp, DEVICE_GIB.get(dev.name, dev.mem_gib), width, width, isl, osl)
+                                   s.plan.pp, DEVICE_GIB.get(dev.name, dev.mem_gib), p.weight_bytes, p.kv_bytes, isl, osl)
         # device memory is known to ~0.05 GiB: where R sits on a rounding step, either side is the rule's
         allowed = set()
         for req in (r_req * 0.999, r_req, r_req * 1.001):

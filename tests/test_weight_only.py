@@ -7,6 +7,7 @@ import pytest
 
 from moesim.costmodel import build_cost_model
 from moesim.costmodel.weight_only import (
+    A100_16BIT_TFLOPS,
     AMPERE_W4A16_PEAK_FRACTION,
     HOPPER_W4A16_PEAK_FRACTION,
     weight_only_floor_s,
@@ -40,7 +41,8 @@ def test_the_hopper_and_ampere_presets_carry_the_measured_bounds_and_others_none
         assert HARDWARE[preset]["device"].get("weight_only_peak_fraction") is None
     # SGLang PR #38884: 254 TFLOP/s measured on the H100's 989.4 TFLOP/s BF16 peak
     assert HOPPER_W4A16_PEAK_FRACTION * H100_BF16 == pytest.approx(254e12, rel=0.002)
-    # vLLM PR #2497: Marlin's 141.4 TFLOP/s plateau on an A100 (312 TFLOP/s FP16/BF16)
+    # vLLM PR #2497: Marlin's 141.4 TFLOP/s plateau on an A100 (312 TFLOP/s FP16/BF16, the presets' own peak)
+    assert all(HARDWARE[p]["device"]["peak_tflops"]["bf16"] == A100_16BIT_TFLOPS for p in ("a100-40gb", "a100-80gb"))
     assert AMPERE_W4A16_PEAK_FRACTION * 312e12 == pytest.approx(141.4e12, rel=0.001)
     # the Hopper bound scaled by SMs and clock (an issue-bound loop) lands near the Ampere one
     assert 254.0 * (108 * 1.41) / (132 * 1.83) / 312.0 == pytest.approx(AMPERE_W4A16_PEAK_FRACTION, rel=0.15)
