@@ -22,6 +22,7 @@ from moesim.cli_output import (  # the consoles, and what every command prints u
     nearest_lines,
     out,
     print_result,
+    result_step,
 )
 from moesim.errors import InputError, MoesimError
 from moesim.schemas import check_seed
@@ -225,7 +226,7 @@ def simulate(
     if as_json:
         print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
         return
-    print_result(notes.pop("title"), result.summary, result.tables.get("decode_step"), **notes)
+    print_result(notes.pop("title"), result.summary, result_step(result.tables), **notes)
 
 
 def _capacity_search(s, limits, seed: int | None):

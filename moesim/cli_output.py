@@ -25,12 +25,13 @@ def _print_fit(summary: dict) -> None:
         out.print(f"[yellow]tight:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
 
 
-def print_result(title: str, summary: dict, decode_step: dict | None, host_note: str = "",
+def print_result(title: str, summary: dict, step: dict | None, host_note: str = "",
                  nearest: list[str] | None = None) -> None:
     """A run's summary table and the lines under it (why it does not fit, its steady state, its capacity
-    limit, ``host_note``: :func:`host_note_text`), a serving run's mean decode step, part by part, and the
-    ``nearest`` published measurements (``validation_results.trust_lines``): what ``simulate`` prints and
-    ``show`` prints again from a saved result, which keeps the two notes that need the scenario."""
+    limit, ``host_note``: :func:`host_note_text`), its ``step`` part by part (a serving run's mean decode
+    step, ``decode_step``, or a training run's step, ``train_step``), and the ``nearest`` published
+    measurements (``validation_results.trust_lines``): what ``simulate`` prints and ``show`` prints again
+    from a saved result, which keeps the two notes that need the scenario."""
     from rich.markup import escape
 
     from moesim.report import summary_table
@@ -49,14 +50,39 @@ def print_result(title: str, summary: dict, decode_step: dict | None, host_note:
         out.print(f"[bold]note:[/bold] {escape(summary['capacity_note'])}", highlight=False)
     if host_note:
         out.print(f"[bold]note:[/bold] {escape(host_note)}", highlight=False)
-    if decode_step:  # serving: where a typical decode iteration's time goes
-        from moesim.report import decode_step_view
+    if step:  # where a typical decode iteration's (serving) or the step's (training) time goes
+        from moesim.report import decode_step_view, train_step_view
 
-        out.print(decode_step_view(decode_step))
+        out.print(decode_step_view(step) if "batch_seqs" in step else train_step_view(step))
     if nearest:
         from moesim.report import print_trust
 
         print_trust(out, nearest)
+
+
+#: A result's part-by-part step tables (``decode_step``: serving, ``train_step``: training), saved as ``<name>.csv``.
+STEP_TABLES = ("decode_step", "train_step")
+
+
+def result_step(tables: dict) -> dict | None:
+    """The step table of a result's ``tables`` that :func:`print_result` prints (None: the run has none)."""
+    return next((tables[name] for name in STEP_TABLES if tables.get(name)), None)
+
+
+def saved_step(folder) -> dict | None:
+    """The step table a saved result folder holds (its ``decode_step.csv`` or ``train_step.csv``), checked
+    (InputError naming the file when it is not such a table); None when it has neither."""
+    from moesim.engine.serving.anatomy import check_decode_step
+    from moesim.engine.training.anatomy import check_train_step
+    from moesim.results import read_table_csv
+
+    for name, check in zip(STEP_TABLES, (check_decode_step, check_train_step), strict=True):
+        path = folder / f"{name}.csv"
+        if path.exists():
+            step = read_table_csv(path)
+            check(step, str(path))
+            return step
+    return None
 
 
 def host_note_text(s, summary: dict) -> str:

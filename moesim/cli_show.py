@@ -25,7 +25,8 @@ def show_command(
     """Print a saved result (simulate --out) as simulate printed it, without simulating."""
     from moesim import __version__
     from moesim.cli import err, out, print_json, print_result
-    from moesim.results import read_saved, read_table_csv
+    from moesim.cli_output import saved_step
+    from moesim.results import read_saved
 
     if (result / "results.jsonl").exists() and not (result / "summary.json").exists():
         raise InputError(f"{result}: a sweep folder, not a result folder (its rows are in results.csv; "
@@ -34,12 +35,7 @@ def show_command(
     if as_json:
         print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})
         return
-    step_csv = folder / "decode_step.csv"
-    step = read_table_csv(step_csv) if step_csv.exists() else None
-    if step is not None:  # what decode_step_view reads
-        from moesim.engine.serving.anatomy import check_decode_step
-
-        check_decode_step(step, str(step_csv))
+    step = saved_step(folder)  # what the step views read, checked
     notes = doc.get("notes") if isinstance(doc.get("notes"), dict) else {}
     title = str(notes.get("title") or f"{doc['scenario']} ({doc['kind']}, seed {doc['seed']})")
     print_result(title, summary, step,

@@ -164,6 +164,20 @@ DECODE_STEP = CsvTable("decode_step.csv", "`moesim simulate --out DIR` (serving)
                                               "decoded tokens of prompt plus the tokens before it"),
                        })
 
+TRAIN_STEP = CsvTable("train_step.csv", "`moesim simulate --out DIR` (training)",
+                      "one part of the training step, mean over pipeline stages and steps (`training/anatomy.py`; "
+                      "parts that cost nothing are left out), then a `total` row", {
+                          "part": ("text", "compute by what it does (attention, router, experts, dense_ffn, "
+                                   "embedding_head, recompute), then alltoall_exposed, tp_comm, cp_comm, pp_comm, "
+                                   "bubble, zero_gather_exposed, dp_sync_exposed, optimizer (the summary's `<part>_s`), "
+                                   "total"),
+                          "seconds": (_S, "the part's time in the step (the parts sum to the total, step_time_s; the "
+                                      "compute parts to compute_s)"),
+                          "share": ("fraction", "seconds / the total's"),
+                          "microbatches": ("micro-batches", "micro-batches per step and pipeline (plan.microbatches)"),
+                          "tokens_per_microbatch": ("tokens", "tokens one device computes per micro-batch"),
+                      })
+
 PROBES = CsvTable("capacity_probes.csv", "`moesim simulate --slo ... --out DIR` (serving)",
                   "one probe of the capacity search: one run at one Poisson arrival rate, in the order played", {
                       "probe": ("index", "probe number (1-based)"),
@@ -264,7 +278,7 @@ VALIDATION_RESULTS = CsvTable(
         "trainable": ("text", "training: workload.trainable.mode; serving: empty"),
     })
 
-TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, DECODE_STEP, PROBES, SWEEP, PLAN_RUNS, PLANS,
+TABLES = {t.name: t for t in (SPANS, LAYERS, REQUESTS, ITERATIONS, EXPERT_LAYERS, DECODE_STEP, TRAIN_STEP, PROBES, SWEEP, PLAN_RUNS, PLANS,
                               VALIDATION_RESULTS)}
 
 

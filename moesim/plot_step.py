@@ -1,35 +1,55 @@
-"""The serving breakdown plot: where a result's mean decode step goes (its ``decode_step`` table)."""
+"""The breakdown plot of one result: where its step goes, part by part (a serving result's mean decode
+step, its ``decode_step`` table; a training result's step, its ``train_step`` table)."""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from moesim.engine.serving.anatomy import PART_LABELS, caption, check_decode_step
 from moesim.errors import InputError
 
 
 def decode_step_figure(step: dict[str, list], title: str) -> Figure:
     """Horizontal bars, one per part of the step (milliseconds, labelled with their share), from a
     ``decode_step`` table (``serving/anatomy.py``; read back from ``decode_step.csv`` too)."""
+    from moesim.engine.serving.anatomy import PART_LABELS, caption, check_decode_step
+
     if not step or "part" not in step:
         raise InputError("this serving result has no decode_step table (saved by an older moesim): "
                          "simulate the scenario again")
     check_decode_step(step, "this result's decode_step.csv")
+    return _parts_figure(step, PART_LABELS, f"{title}\n{caption(step)}", "iteration")
+
+
+def train_step_figure(step: dict[str, list], title: str) -> Figure:
+    """The same bars from a training result's ``train_step`` table (``training/anatomy.py``; read back
+    from ``train_step.csv`` too), in seconds where the step takes one or more."""
+    from moesim.engine.training.anatomy import PART_LABELS, caption, check_train_step
+
+    if not step or "part" not in step:
+        raise InputError("this training result has no train_step table (saved by an older moesim): "
+                         "simulate the scenario again")
+    check_train_step(step, "this result's train_step.csv")
+    return _parts_figure(step, PART_LABELS, f"{title}\n{caption(step)}", "step")
+
+
+def _parts_figure(step: dict[str, list], labels: dict[str, str], heading: str, what: str) -> Figure:
+    """One bar per part but the total (the first on top), in ms (or s where the parts add up to 1 s or more)."""
     rows = [(p, float(s), float(f)) for p, s, f in zip(step["part"], step["seconds"], step["share"], strict=True)
             if p != "total"]
-    total_ms = 1e3 * sum(s for _, s, _ in rows)
+    total_s = sum(s for _, s, _ in rows)
+    scale, unit, name = (1.0, "s", "seconds") if total_s >= 1.0 else (1e3, "ms", "milliseconds")
     fig = Figure(figsize=(8.0, 0.5 * len(rows) + 1.9), layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(f"{title}\n{caption(step)}, {total_ms:,.2f} ms", fontsize=10)
+    ax.set_title(f"{heading}, {total_s * scale:,.2f} {unit}", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     y = np.arange(len(rows))[::-1]  # the first part on top
-    ms = [1e3 * s for _, s, _ in rows]
-    ax.barh(y, ms, color=[f"C{i}" for i in range(len(rows))])
-    ax.set_yticks(y, [PART_LABELS.get(p, p) for p, _, _ in rows], fontsize=8)
-    for yi, v, (_, _, share) in zip(y, ms, rows, strict=True):
-        ax.annotate(f"{v:,.2f} ms ({share:.0%})", (max(v, 0.0), yi), xytext=(4, 0), textcoords="offset points",
+    vals = [scale * s for _, s, _ in rows]
+    ax.barh(y, vals, color=[f"C{i}" for i in range(len(rows))])
+    ax.set_yticks(y, [labels.get(p, p) for p, _, _ in rows], fontsize=8)
+    for yi, v, (_, _, share) in zip(y, vals, rows, strict=True):
+        ax.annotate(f"{v:,.2f} {unit} ({share:.0%})", (max(v, 0.0), yi), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=8)
-    ax.set_xlim(min(0.0, min(ms)) * 1.1, max(ms) * 1.3)
-    ax.set_xlabel("milliseconds in the iteration")
+    ax.set_xlim(min(0.0, min(vals)) * 1.1, max(vals) * 1.3)
+    ax.set_xlabel(f"{name} in the {what}")
     return fig

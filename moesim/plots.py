@@ -303,9 +303,10 @@ def plot_result(kind: str, result: Any, title: str = "") -> Figure:
         from moesim.plot_step import decode_step_figure
 
         return decode_step_figure(result.tables.get("decode_step", {}), title)
-    if kind == "breakdown":
-        row = dict(result.summary, status="ok", seed=result.seed)
-        return _breakdown([row], [], f"{title}: step-time breakdown")
+    if kind == "breakdown":  # where the training step goes
+        from moesim.plot_step import train_step_figure
+
+        return train_step_figure(result.tables.get("train_step", {}), title)
     raise InputError(f"--kind {kind!r}: allowed for one result: {', '.join(RESULT_KINDS)}")
 
 

@@ -10,7 +10,7 @@ from moesim.formatting import fmt_value
 from moesim.metrics import direction_of
 from moesim.presets.hardware import display_name
 
-__all__ = ["decode_step_view", "presets_table", "summary_table"]
+__all__ = ["decode_step_view", "presets_table", "summary_table", "train_step_view"]
 
 
 #: Keys whose value at their default says nothing worth a row (a device that sustains its whole benchmarked rate).
@@ -48,6 +48,22 @@ def decode_step_view(step: dict[str, list]) -> Table:
         last = part == "total"
         t.add_row(PART_LABELS.get(part, part), f"{secs * 1e3:,.3f}", f"{share:.1%}", style="bold" if last else None,
                   end_section=part == step["part"][-2])
+    return t
+
+
+def train_step_view(step: dict[str, list]) -> Table:
+    """The training result's ``train_step`` table (``training.anatomy``): part, time, share; seconds
+    where the step takes one or more, milliseconds below."""
+    from moesim.engine.training.anatomy import PART_LABELS, caption
+
+    scale, unit = (1.0, "s") if step["seconds"][-1] >= 1.0 else (1e3, "ms")
+    t = Table(title=caption(step), show_header=True, header_style="bold")
+    t.add_column("part")
+    t.add_column(unit, justify="right")
+    t.add_column("share", justify="right")
+    for part, secs, share in zip(step["part"], step["seconds"], step["share"], strict=True):
+        t.add_row(PART_LABELS.get(part, part), f"{secs * scale:,.3f}", f"{share:.1%}",
+                  style="bold" if part == "total" else None, end_section=part == step["part"][-2])
     return t
 
 

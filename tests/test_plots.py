@@ -39,7 +39,10 @@ def training_result() -> SimResult:
         rec.add("forward", stage, "compute", starts, starts + 0.008, item=np.arange(4))
         rec.add("alltoall", stage, "comm", starts + 0.008, starts + 0.01, bytes=1e6)
     summary = {"step_time_s": 0.06, "compute_s": 0.04, "alltoall_s": 0.01, "bubble_s": 0.01}
-    return SimResult("training", "tiny-train", 0, summary, rec.columns())
+    parts = {"attention": 0.015, "experts": 0.025, "alltoall_exposed": 0.01, "bubble": 0.01, "total": 0.06}
+    step = {"part": list(parts), "seconds": list(parts.values()), "share": [v / 0.06 for v in parts.values()],
+            "microbatches": [4] * 5, "tokens_per_microbatch": [1024] * 5}
+    return SimResult("training", "tiny-train", 0, summary, rec.columns(), {"train_step": step})
 
 
 def serving_result() -> SimResult:

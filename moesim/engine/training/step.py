@@ -404,6 +404,6 @@ def simulate_training(scenario: Scenario, seed: int = 0) -> SimResult:
         step = simulate_step(scenario, cm, rng, orders, chunks)
         offset = record_step(rec, step, plan.pp, offset)
         steps.append(step)
-    summary, layer_table = summarize(scenario, cm, steps)
-    tables = {"layers": layer_table}
+    summary, layer_table, step_table = summarize(scenario, cm, steps)
+    tables = {"layers": layer_table, "train_step": step_table}
     return SimResult("training", scenario.name, seed, summary, rec.columns(), tables)

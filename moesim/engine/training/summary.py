@@ -37,6 +37,7 @@ import math
 import numpy as np
 
 from moesim.costmodel import CostModel
+from moesim.engine.training.anatomy import compute_parts_s, train_step_table
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import add_unit_spans
 from moesim.engine.training.zero import gather_wait_s
@@ -150,14 +151,15 @@ def _played(table, kind: str) -> int:
     return int((table.dur_s[:, np.asarray(table.kinds).astype(str) == kind] > 0).sum())
 
 
-def _cp_exposed(step, pp: int) -> np.ndarray:
-    """Seconds of exposed ring attention per stage (inside the attention and recompute ops)."""
+def _cp_exposed(step, pp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of exposed ring attention per stage, inside (the attention ops, the recompute ops)."""
     f, b, rc = step.costs.cp_exposed_s
-    out = np.zeros(pp)
+    attn, rec = np.zeros(pp), np.zeros(pp)
     for c, (fwd, bwd) in enumerate(step.tables):
-        out[step.schedule.stage_of(c, pp)] += (_played(fwd, "attention") * f + _played(bwd, "attention") * b
-                                               + _played(bwd, "recompute") * rc)
-    return out
+        st = step.schedule.stage_of(c, pp)
+        attn[st] += _played(fwd, "attention") * f + _played(bwd, "attention") * b
+        rec[st] += _played(bwd, "recompute") * rc
+    return attn, rec
 
 
 def step_breakdown(step, pp: int) -> dict[str, float]:
@@ -186,11 +188,13 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     busy["compute"] -= a2a + tp
     busy["alltoall"] += a2a
     busy["tp_comm"] += tp
-    cp = np.zeros(pp)
+    cp_parts = (np.zeros(pp), np.zeros(pp))
     if any(step.costs.cp_exposed_s):  # the ring's exposed part sits in attention ops: not compute
-        cp = _cp_exposed(step, pp)
-        busy["compute"] -= cp
-        busy["cp_comm"] = cp
+        cp_parts = _cp_exposed(step, pp)
+    cp = cp_parts[0] + cp_parts[1]
+    busy["compute"] -= cp
+    busy["cp_comm"] = cp
+    parts = compute_parts_s(step, pp, step.run.tails, step.recompute_comm_s, cp_parts)
     hidden = np.zeros(pp) if step.alltoall_hidden_s is None else step.alltoall_hidden_s
     # Hidden all-to-all ran while the compute stream was busy: it is not part of the stage's time.
     idle = np.maximum(pipeline - sum(busy.values()) + hidden - exposed, 0.0)  # clip float noise (-1e-16)
@@ -211,6 +215,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
         "zero_gather_s": float(step.gather_s.mean()),
         "zero_gather_exposed_s": float(busy["zero_gather"].mean()) + times["end"] - times["optimized"],
         "step_time_s": times["end"],
+        **{f"part.{k}": float(v.mean()) for k, v in parts.items()},  # compute by what it does (anatomy.py)
     }
 
 
@@ -224,8 +229,9 @@ def _alltoall_bytes(step, pp: int) -> float:
     return total / pp
 
 
-def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, list]]:
-    """The flat summary (stable keys first) and the per-layer routing table."""
+def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, list], dict[str, list]]:
+    """The flat summary (stable keys first), the per-layer routing table and the step's parts
+    (``anatomy.train_step_table``)."""
     m, plan, w, hw = s.model, s.plan, s.workload, s.hardware
     pp = plan.pp
     parts = [step_breakdown(st, pp) for st in steps]
@@ -297,7 +303,8 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         summary[key] = mean[key]
     # what a profile of one steady-state stretch shows: a stage's work per micro-batch, idle time left out
     summary["microbatch_busy_s"] = (mean["pipeline_s"] - mean["bubble_s"]) / plan.microbatches
-    return summary, _layer_table(s, steps)
+    step_table = train_step_table(mean, plan.microbatches, int(steps[0].costs.tokens_per_microbatch))
+    return summary, _layer_table(s, steps), step_table
 
 
 def _load_imbalance(steps: list) -> float:

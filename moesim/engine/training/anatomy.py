@@ -1,0 +1,136 @@
+"""Where one training step's time goes: the training result's ``train_step`` table. Pure numpy.
+
+The summary's breakdown (``summary.step_breakdown``) splits a step into compute, the communication
+it leaves exposed, the pipeline bubble and what runs after the last backward. This splits the
+compute further, by what its ops do, from the same op tables the pipeline played:
+
+* ``attention``: the attention block (its norms, QKV and output projections, RoPE, the attention
+  core, context parallelism's merge; the FFN norm is booked here too);
+* ``router``: the router GEMM, top-k and the token permute of MoE layers;
+* ``experts``: the routed experts' grouped GEMMs and activation, the un-permute and the shared
+  experts (the host's issue time of an MoE layer, ``host_wait_s``, is part of it);
+* ``dense_ffn``: the FFN of dense layers;
+* ``embedding_head``: the input embedding, the final norm, output head and loss;
+* ``recompute``: activation recompute re-running the forward in the backward.
+
+Weight-gradient ops of a split backward (``*_wgrad``) count with their op. What the summary takes
+out of compute is taken out here from the op it sits in: ZeRO-3's parameter waits (their own
+kind), the collectives full recompute re-runs (from ``recompute``) and context parallelism's exposed
+ring (from ``attention`` and ``recompute``). So on every stage the compute parts sum to the stage's
+``compute_s``, and with the summary's other parts (:data:`PARTS`) to the step time, as
+``pipeline_s + dp_sync_exposed_s + optimizer_s (+ ZeRO-1/2's exposed gather)`` does. Values are
+seconds per step, the mean over pipeline stages (and over steps).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from moesim.engine.training.layer_costs import CATEGORY
+from moesim.engine.training.timeline import WGRAD_SUFFIX
+from moesim.engine.training.zero import GATHER_KIND
+
+#: The compute parts, in printed order.
+COMPUTE_PARTS: tuple[str, ...] = ("attention", "router", "experts", "dense_ffn", "embedding_head", "recompute")
+#: Every part of a step, in printed order: the compute parts, then the summary's other terms (their
+#: summary keys are ``<part>_s``).
+PARTS: tuple[str, ...] = COMPUTE_PARTS + ("alltoall_exposed", "tp_comm", "cp_comm", "pp_comm", "bubble",
+                                          "zero_gather_exposed", "dp_sync_exposed", "optimizer")
+#: What each part holds, for the printed table, the plot and the README.
+PART_LABELS: dict[str, str] = {
+    "attention": "attention block (norms, projections, core)",
+    "router": "router and token permute",
+    "experts": "experts (routed and shared)",
+    "dense_ffn": "dense FFN",
+    "embedding_head": "embedding, output head and loss",
+    "recompute": "activation recompute",
+    "alltoall_exposed": "expert all-to-alls (exposed)",
+    "tp_comm": "tensor-parallel collectives",
+    "cp_comm": "context-parallel ring (exposed)",
+    "pp_comm": "pipeline sends (exposed)",
+    "bubble": "pipeline bubble",
+    "zero_gather_exposed": "ZeRO parameter gathers (exposed)",
+    "dp_sync_exposed": "data-parallel gradient sync (exposed)",
+    "optimizer": "optimizer step",
+}
+#: The columns of a ``train_step`` table (:func:`train_step_table`), the part's name first.
+TRAIN_STEP_COLUMNS = ("part", "seconds", "share", "microbatches", "tokens_per_microbatch")
+#: Op kinds booked in each compute part (with their ``*_wgrad`` halves).
+_PART_OF_KIND = {"attention": "attention", "router": "router", "experts": "experts", "dense_ffn": "dense_ffn",
+                 "embedding": "embedding_head", "lm_head": "embedding_head", "recompute": "recompute"}
+
+
+def compute_part(kind: str) -> str:
+    """The compute part an op kind of the training op tables is booked in."""
+    base = kind.removesuffix(WGRAD_SUFFIX)
+    if base not in _PART_OF_KIND:
+        raise ValueError(f"op kind {kind!r} has no compute part")
+    return _PART_OF_KIND[base]
+
+
+@functools.cache
+def _part_of(kind: str) -> str | None:
+    """The compute part of an op kind, None for what the summary does not count as compute."""
+    if CATEGORY.get(kind, "compute") != "compute" or kind == GATHER_KIND:
+        return None
+    return compute_part(kind)
+
+
+def compute_parts_s(step, pp: int, tails: dict, recompute_comm_s: np.ndarray,
+                    cp_exposed_s: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Seconds of each compute part on each stage (``[pp]`` arrays) of one simulated step.
+
+    ``tails``: held head weight gradients per stage, (start, end) s; ``recompute_comm_s``: ``[pp, 2]``
+    collectives inside recompute's re-run; ``cp_exposed_s``: exposed ring seconds per stage inside
+    (attention, recompute) ops. The parts sum, stage by stage, to the summary's compute.
+    """
+    parts = {p: np.zeros(pp) for p in COMPUTE_PARTS}
+    for c, tables in enumerate(step.tables):
+        st = step.schedule.stage_of(c, pp)
+        for table in tables:
+            for kind, secs in zip(table.kinds, table.dur_s.sum(axis=0), strict=True):
+                part = _part_of(kind)
+                if part is not None:
+                    parts[part][st] += float(secs)
+    for st, (t0, t1) in tails.items():
+        parts["embedding_head"][st] += t1 - t0
+    parts["recompute"] -= recompute_comm_s.sum(axis=1)
+    attn, rc = cp_exposed_s
+    parts["attention"] -= attn
+    parts["recompute"] -= rc
+    return parts
+
+
+def train_step_table(mean: dict[str, float], microbatches: int, tokens_per_microbatch: int) -> dict[str, list]:
+    """The ``train_step`` table from a step breakdown averaged over steps (``summary.step_breakdown``'s
+    keys, the compute parts as ``part.<name>``): one row per part that costs anything, then a ``total``
+    row (the step time); columns ``part``, ``seconds``, ``share`` (of the total), ``microbatches`` and
+    ``tokens_per_microbatch`` (per stage and device; the same on every row)."""
+    secs = {p: mean[f"part.{p}"] for p in COMPUTE_PARTS} | {p: mean[f"{p}_s"] for p in PARTS[len(COMPUTE_PARTS):]}
+    total = mean["step_time_s"]
+    rows = [(p, secs[p]) for p in PARTS if abs(secs[p]) > 1e-12 * max(total, 1e-30)] + [("total", total)]
+    return {"part": [p for p, _ in rows], "seconds": [v for _, v in rows],
+            "share": [v / total if total > 0 else 0.0 for _, v in rows],
+            "microbatches": [microbatches] * len(rows), "tokens_per_microbatch": [tokens_per_microbatch] * len(rows)}
+
+
+def check_train_step(step: dict[str, list], where: str) -> None:
+    """Raise InputError naming ``where`` when ``step`` (a run's, or read back from a ``train_step.csv``)
+    is not such a table: every column, at least one part, numbers in all but the part's column."""
+    from numbers import Real
+
+    from moesim.errors import InputError
+
+    if not len(step.get("part", ())) or any(c not in step for c in TRAIN_STEP_COLUMNS) or any(
+            not all(isinstance(v, Real) and not isinstance(v, bool) for v in step[c]) for c in TRAIN_STEP_COLUMNS[1:]):
+        raise InputError(f"{where}: not a moesim training-step table (columns {', '.join(TRAIN_STEP_COLUMNS)}, "
+                         "one row per part, numbers but the part)")
+
+
+def caption(step: dict[str, list]) -> str:
+    """The step a ``train_step`` table splits, in words (read back from ``train_step.csv`` its numbers
+    are floats)."""
+    mb, tokens = int(float(step["microbatches"][0])), int(float(step["tokens_per_microbatch"][0]))
+    return f"training step: {mb:,} micro-batch{'' if mb == 1 else 'es'} of {tokens:,} tokens per device"
