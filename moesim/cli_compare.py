@@ -2,11 +2,14 @@
 
 Each run is a scenario (a shipped name or a YAML, simulated here) or a result folder that ``simulate --out``
 wrote (read, not simulated). The table lists the summary figures that differ, each run's value and its change
-against the first run, green where it is better by the metric's direction and red where worse.
+against the first run, green where it is better by the metric's direction and red where worse; a second
+table puts the runs' steps side by side part by part (a training run's ``train_step``, a serving run's
+mean decode step), so a change in the step time shows where it comes from.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,14 +18,17 @@ import typer
 from moesim.errors import InputError
 
 
-def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dict[str, Any]]:
-    """(label, kind, summary) of a result folder or ``summary.json`` (read) or a scenario (simulated)."""
+def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dict[str, Any], dict | None]:
+    """(label, kind, summary, step table or None) of a result folder or ``summary.json`` (read) or a
+    scenario (simulated)."""
+    from moesim.cli_output import result_step, saved_step
+
     path = Path(source)
     if (path / "summary.json").exists() or (path.name == "summary.json" and path.is_file()):
         from moesim.results import read_saved
 
-        _, doc, summary = read_saved(path)
-        return doc["scenario"], doc["kind"], summary
+        folder, doc, summary = read_saved(path)
+        return doc["scenario"], doc["kind"], summary, saved_step(folder)
     if path.is_dir():
         raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")
     from moesim.cli_progress import RunProgress
@@ -33,7 +39,7 @@ def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dic
     scenario = load_scenario(resolve_scenario(source), [])
     with RunProgress(progress_console) as progress:
         result = simulate(scenario, seed=seed, progress=progress)
-    return scenario.name, result.kind, result.summary
+    return scenario.name, result.kind, result.summary, result_step(result.tables)
 
 
 def compare_command(
@@ -46,11 +52,10 @@ def compare_command(
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the headline figures, each as a multiple of the first run's, to this path (no extension: PLOT.png and PLOT.svg, or --format).", metavar="PLOT")] = None,
     fmt: Annotated[str, typer.Option("--format", help="With --plot: comma-separated image formats: png, svg, pdf.")] = "png,svg",
 ) -> None:
-    """Put two or more runs side by side: the figures that differ and by how much, better or worse."""
-    from rich.table import Table
-
+    """Put two or more runs side by side: the figures that differ and by how much, better or worse, and their
+    steps part by part."""
     from moesim.cli import err, out, print_json
-    from moesim.compare import compare_rows
+    from moesim.compare import compare_rows, step_rows
     from moesim.formatting import fmt_value
     from moesim.schemas import check_seed
 
@@ -59,15 +64,21 @@ def compare_command(
     if seed is not None:
         check_seed(seed, "--seed")
     loaded = [_run(r, seed, err) for r in runs]
-    kinds = {kind for _, kind, _ in loaded}
+    kinds = {kind for _, kind, _, _ in loaded}
     if len(kinds) > 1:
-        listed = ", ".join(f"{label} ({kind})" for label, kind, _ in loaded)
+        listed = ", ".join(f"{label} ({kind})" for label, kind, _, _ in loaded)
         raise InputError(f"compare: the runs are of different kinds ({listed}); compare training with training, "
                          "serving with serving")
-    labels = [label for label, _, _ in loaded]
+    labels = [label for label, _, _, _ in loaded]
     labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     kind = next(iter(kinds))
-    every_row = compare_rows([s for _, _, s in loaded], every=True)
+    every_row = compare_rows([s for _, _, s, _ in loaded], every=True)
+    from moesim.engine.serving import anatomy as serving
+    from moesim.engine.training import anatomy as training
+
+    anatomy = training if kind == "training" else serving
+    steps = [step for _, _, _, step in loaded]
+    parts = step_rows(steps, anatomy.PARTS) if all(steps) else []  # a run saved before steps were tabled has none
     if plot is not None:
         from moesim import plots
         from moesim.plot_compare import compare_figure
@@ -81,22 +92,38 @@ def compare_command(
     rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
         print_json({"runs": labels, "kind": kind,
-                     "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows]})
+                     "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows],
+                     "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
+                              for r in parts]})
         return
-    table = Table(title=f"{' vs '.join(labels)} ({kind})", show_header=True, header_style="bold")
-    table.add_column("quantity")
+    out.print(_table(f"{' vs '.join(labels)} ({kind})", "quantity", labels, rows, lambda r, v: fmt_value(r.key, v)))
+    if not rows:
+        out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)
+    if parts and any(r.differs for r in parts):
+        what = "the step" if kind == "training" else "the mean decode step"
+        scale, unit = (1.0, "s") if parts[-1].values[0] >= 1.0 else (1e3, "ms")  # the first run's total
+        out.print(_table(f"where {what} goes, part by part ({unit})", "part", labels,
+                         [replace(r, key=anatomy.PART_LABELS.get(r.key, r.key)) for r in parts],
+                         lambda r, v: f"{v * scale:,.3f}"))
+
+
+def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> Any:
+    """A rich table of ``rows`` (``compare.Row``): the key, then each run's value (``text_of(row, value)``) with
+    its change against the first run, green where better and red where worse."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column(first)
     for i, label in enumerate(labels):
         table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right")
     for r in rows:
         cells = [r.key]
         for v, change, better in zip(r.values, r.changes, r.better):
-            text = "-" if v is None else fmt_value(r.key, v)
-            if change is not None:
+            text = "-" if v is None else text_of(r, v)
+            if change is not None and abs(change) > 1e-9:  # an unchanged part says nothing
                 colour = "" if better is None else "green" if better else "red"
                 mark = f"{100 * change:+.1f} %"
                 text += f"  [{colour}]{mark}[/{colour}]" if colour else f"  {mark}"
             cells.append(text)
         table.add_row(*cells)
-    out.print(table)
-    if not rows:
-        out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)
+    return table

@@ -62,17 +62,33 @@ def compare_rows(summaries: list[dict[str, Any]], every: bool = False) -> list[R
     keys: list[str] = []
     for s in summaries:
         keys.extend(k for k in s if k not in keys and k not in SENTENCES)
-    rows = []
-    for key in keys:
-        values = [s.get(key) for s in summaries]
-        first = _number(values[0])
-        changes: list[float | None] = [None]
-        for v in values[1:]:
-            x = _number(v)
-            ok = first is not None and x is not None and first != 0 and math.isfinite(first) and math.isfinite(x)
-            changes.append(x / first - 1 if ok else None)
-        direction = direction_of(key)
-        better = [None if c is None or c == 0 or direction is None else (c > 0) == (direction == "max")
-                  for c in changes]
-        rows.append(Row(key, values, changes, better))
+    rows = [_row(key, [s.get(key) for s in summaries], direction_of(key)) for key in keys]
     return rows if every else [r for r in rows if r.differs]
+
+
+def step_rows(steps: list[dict[str, list]], order: tuple[str, ...] = ()) -> list[Row]:
+    """Where the runs' steps go, part by part: one row per part any run has, in ``order`` (the anatomy's
+    ``PARTS``; parts it does not list after them, as the runs list them), and the ``total`` last; values in
+    seconds (0 where a run's step spends nothing on the part, as its table leaves it out), changes against the
+    first run, less time better. ``steps``: the runs' ``train_step`` or ``decode_step`` tables
+    (``engine/training/anatomy.py``, ``engine/serving/anatomy.py``)."""
+    parts: list[str] = []
+    for st in steps:
+        parts.extend(p for p in st["part"] if p not in parts and p != "total")
+    parts.sort(key=lambda p: order.index(p) if p in order else len(order))  # stable: unlisted parts keep their order
+    secs = [dict(zip(st["part"], (float(v) for v in st["seconds"]), strict=True)) for st in steps]
+    return [_row(part, [s.get(part, 0.0) for s in secs], "min") for part in [*parts, "total"]]
+
+
+def _row(key: str, values: list[Any], direction: str | None) -> Row:
+    """A row of ``values`` (the first run's first), their changes against the first and whether each is for
+    the better by ``direction`` (``max``, ``min`` or None)."""
+    first = _number(values[0])
+    changes: list[float | None] = [None]
+    for v in values[1:]:
+        x = _number(v)
+        ok = first is not None and x is not None and first != 0 and math.isfinite(first) and math.isfinite(x)
+        changes.append(x / first - 1 if ok else None)
+    better = [None if c is None or c == 0 or direction is None else (c > 0) == (direction == "max")
+              for c in changes]
+    return Row(key, values, changes, better)

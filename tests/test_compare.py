@@ -77,3 +77,40 @@ def test_plot_draws_each_headline_figure_for_each_run(tmp_path, capsys):
     assert main(["compare", "mixtral-8x7b-h100-train", "mixtral-8x22b-h100-train", "--plot", str(tmp_path / "d"),
                  "--format", "gif"]) == 2
     assert "--format 'gif'" in capsys.readouterr().err and not list(tmp_path.glob("d.*"))
+
+
+def test_step_rows_put_the_parts_side_by_side_in_the_anatomys_order():
+    from moesim.compare import step_rows
+    from moesim.engine.training.anatomy import PARTS
+
+    a = {"part": ["attention", "experts", "optimizer", "total"], "seconds": [1.0, 4.0, 0.1, 5.1]}
+    b = {"part": ["attention", "experts", "zero_gather_exposed", "optimizer", "total"],
+         "seconds": [1.0, 3.0, 0.5, 0.1, 4.6]}
+    rows = step_rows([a, b], PARTS)
+    assert [r.key for r in rows] == ["attention", "experts", "zero_gather_exposed", "optimizer", "total"]
+    got = {r.key: r for r in rows}
+    assert got["zero_gather_exposed"].values == [0.0, 0.5]  # a part a run leaves out cost it nothing
+    assert got["experts"].changes == [None, pytest.approx(-0.25)] and got["experts"].better == [None, True]
+    assert got["total"].changes == [None, pytest.approx(4.6 / 5.1 - 1)] and not got["attention"].differs
+
+
+@pytest.mark.usefixtures("eighty_columns")
+def test_compare_says_where_the_step_time_changed(tmp_path, capsys):
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(tmp_path / "z1"), "--json"]) == 0
+    assert main(["simulate", "mixtral-8x7b-h100-train", "-s", "plan.zero_stage=3", "--out", str(tmp_path / "z3"),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    step = {r["part"]: r for r in doc["step"]}
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert step["total"]["seconds"] == pytest.approx(rows["step_time_s"]["values"])
+    gathers = step["zero_gather_exposed"]
+    assert gathers["seconds"][1] > gathers["seconds"][0] and gathers["better"] == [None, False]
+    assert step["experts"]["change"][1] == pytest.approx(0.0)  # ZeRO-3 moves the gathers, not the experts' GEMMs
+    assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
+    printed = capsys.readouterr().out
+    assert "where the step goes, part by part (s)" in printed and "ZeRO parameter gathers" in printed
+    (tmp_path / "z3" / "train_step.csv").unlink()  # as saved by a moesim without step tables: figures only
+    assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
+    assert "part by part" not in capsys.readouterr().out
