@@ -42,7 +42,10 @@ def print_result(title: str, summary: dict, step: dict | None, host_note: str = 
         out.print(f"nothing was served: {summary['n_requests']:,.0f} requests rejected, as the weights leave no memory "
                   "for the KV cache (--json prints every figure)", highlight=False)
         return
-    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT))
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    # the compute parts are the step table's rows under the summary: not printed twice
+    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT + COMPUTE_PART_KEYS))
     _print_fit(summary)
     _print_steady(summary)
     if summary.get("capacity_limit"):

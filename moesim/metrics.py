@@ -194,6 +194,16 @@ _add("trainable_fraction", "fraction", None, "trainable fraction of parameters",
 _PART = " (mean over stages; part of `pipeline_s`)"
 _add("compute_s", "s", "min", "compute (s)",
      "GEMMs, attention, experts, norms, recompute, embedding and head" + _PART, T)
+for _part, _what in (("attention", "the attention blocks: their norms, QKV and output projections, RoPE and attention core"),
+                     ("router", "the MoE layers' router GEMM, top-k and token permute"),
+                     ("experts", "the routed experts' grouped GEMMs and activation, the un-permute and the shared "
+                                 "experts (host_wait_s included)"),
+                     ("dense_ffn", "the FFNs of dense layers"),
+                     ("embedding_head", "the input embedding, the final norm, output head and loss"),
+                     ("recompute", "activation recompute re-running the forward in the backward")):
+    _add(f"compute_{_part}_s", "s", "min", f"{_part.replace('_', ' ')} compute (s)",
+         f"of compute_s, {_what}, forward and backward (weight-gradient halves included); the compute rows of "
+         "`train_step.csv`, which sum to compute_s" + _PART, T)
 _add("alltoall_s", "s", "min", "all-to-all (s)", "expert-parallel all-to-alls, hidden or not (they block the "
      "compute stream unless `plan.overlap_alltoall`; recompute's re-run included: full, or the moe / mlp modules; mean over stages)", T)
 _add("alltoall_exposed_s", "s", "min", "exposed all-to-all (s)",

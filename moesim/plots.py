@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
@@ -32,9 +33,12 @@ from moesim.plot_rows import (
 )
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
-#: Step-time components stacked in the breakdown plot, in this order, when present (seconds).
-BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "pp_comm_s", "dp_sync_exposed_s",
-                  "bubble_s", "straggler_wait_s")
+#: Step-time components stacked in the breakdown plot, in this order, when present (seconds): the summary's
+#: terms that add up to ``step_time_s`` (``engine/training/anatomy.PARTS``; ``compute_s`` split into its
+#: ``compute_<part>_s`` where the results have them). ``straggler_wait_s`` is not one: it lies within
+#: ``compute_s + alltoall_s``.
+BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "bubble_s",
+                  "zero_gather_exposed_s", "dp_sync_exposed_s", "optimizer_s")
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load",
                "metric-vs-axis")
@@ -268,9 +272,14 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
 
 
 def _breakdown(rows, dims, title: str) -> Figure:
-    keys = [k for k in BREAKDOWN_KEYS
-            if any(isinstance(r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
-                   for r in rows)]
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    order = BREAKDOWN_KEYS
+    if all(all(isinstance(r.get(k), (int, float)) for k in COMPUTE_PART_KEYS) for r in rows):
+        order = COMPUTE_PART_KEYS + BREAKDOWN_KEYS[1:]  # compute by what the ops do (older results: compute_s whole)
+    keys = [k for k in order  # the components some point spends time on
+            if any(isinstance(v := r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
+                   and v != 0 for r in rows)]
     if not keys:
         raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
     if len(rows) > 60:
@@ -279,11 +288,12 @@ def _breakdown(rows, dims, title: str) -> Figure:
               for r in rows]
     fig, ax = _figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
     bottom = np.zeros(len(rows))
+    colours = colormaps["tab20"] if len(keys) > 10 else colormaps["tab10"]  # no two components alike
     for i, k in enumerate(keys):
         # results saved before alltoall_exposed_s existed had every all-to-all exposed
         vals = np.asarray([float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s" else r.get(k) or 0.0)
                            for r in rows])
-        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=f"C{i}")
+        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))
         bottom += vals
     ax.set_xticks(range(len(rows)), labels, rotation=60 if len(rows) > 4 else 0, ha="right", fontsize=7)
     ax.set_ylabel("time per step (s)")

@@ -4,11 +4,12 @@ and the table is printed, saved, shown again and drawn."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import moesim
 from moesim.cli import main
-from moesim.engine.training.anatomy import COMPUTE_PARTS, PARTS, compute_part
+from moesim.engine.training.anatomy import COMPUTE_PARTS, PARTS, compute_part, compute_part_key
 
 #: Shipped training scenarios, some with overrides that reach the terms the split must take out of an
 #: op: ZeRO-3's waits, the collectives full recompute re-runs, a context-parallel ring, DualPipe, a split
@@ -43,6 +44,8 @@ def test_the_parts_add_up_to_the_step_and_the_compute_parts_to_compute_s(name, s
     assert sum(secs.get(p, 0.0) for p in COMPUTE_PARTS) == pytest.approx(s["compute_s"], rel=1e-9)
     for part in PARTS[len(COMPUTE_PARTS):]:  # the rest are the summary's own terms
         assert secs.get(part, 0.0) == pytest.approx(s[f"{part}_s"], rel=1e-9, abs=1e-15)
+    for part in COMPUTE_PARTS:  # and the compute rows are the summary's compute_<part>_s (sweeps, plots, --json)
+        assert s[compute_part_key(part)] == pytest.approx(secs.get(part, 0.0), rel=1e-12, abs=1e-15)
     assert sum(step["share"][:-1]) == pytest.approx(1.0) and step["share"][-1] == 1.0
     assert set(step["microbatches"]) == {moesim.load_scenario(name, sets).plan.microbatches}
 
@@ -108,3 +111,20 @@ def test_the_breakdown_plot_draws_one_bar_per_part():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert len(labels) == len(r.tables["train_step"]["part"]) - 1 and labels[0].startswith("attention block")
     assert fig.axes[0].get_xlabel() == "seconds in the step"
+
+
+def test_a_sweeps_breakdown_stacks_the_steps_parts_and_adds_up_to_each_step():
+    from moesim.plots import plot_sweep
+
+    rows = [dict(_run("mixtral-8x7b-h100-train", [f"routing.capacity_factor={cf}"]).summary, status="ok",
+                 **{"routing.capacity_factor": cf}) for cf in (1.0, 1.5)]
+    fig = plot_sweep("breakdown", rows, "cf")
+    ax = fig.axes[0]
+    stacked = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert stacked[0] == "compute_attention" and "compute_experts" in stacked and "compute" not in stacked
+    assert "straggler_wait" not in stacked  # within compute and all-to-all: stacking it would count it twice
+    heights = np.zeros(2)
+    for bar in ax.patches:
+        heights[round(bar.get_x() + bar.get_width() / 2)] += bar.get_height()
+    assert heights == pytest.approx([r["step_time_s"] for r in rows], rel=1e-9)
+    assert rows[1]["compute_experts_s"] > rows[0]["compute_experts_s"]  # capacity padding is expert compute

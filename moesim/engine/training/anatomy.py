@@ -55,6 +55,13 @@ PART_LABELS: dict[str, str] = {
     "dp_sync_exposed": "data-parallel gradient sync (exposed)",
     "optimizer": "optimizer step",
 }
+def compute_part_key(part: str) -> str:
+    """The training summary's key of a compute part: ``compute_<part>_s`` (the parts sum to ``compute_s``)."""
+    return f"compute_{part}_s"
+
+
+#: The training summary's keys of the compute parts, in :data:`COMPUTE_PARTS`' order.
+COMPUTE_PART_KEYS: tuple[str, ...] = tuple(compute_part_key(p) for p in COMPUTE_PARTS)
 #: The columns of a ``train_step`` table (:func:`train_step_table`), the part's name first.
 TRAIN_STEP_COLUMNS = ("part", "seconds", "share", "microbatches", "tokens_per_microbatch")
 #: Op kinds booked in each compute part (with their ``*_wgrad`` halves).

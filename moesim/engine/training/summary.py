@@ -37,7 +37,12 @@ import math
 import numpy as np
 
 from moesim.costmodel import CostModel
-from moesim.engine.training.anatomy import compute_parts_s, train_step_table
+from moesim.engine.training.anatomy import (
+    COMPUTE_PARTS,
+    compute_part_key,
+    compute_parts_s,
+    train_step_table,
+)
 from moesim.engine.training.schedules import schedule_for
 from moesim.engine.training.timeline import add_unit_spans
 from moesim.engine.training.zero import gather_wait_s
@@ -301,6 +306,8 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
                 "straggler_wait_s", "host_wait_s", "optimizer_s", "dp_sync_s", "zero_gather_s", "zero_gather_exposed_s",
                 "pipeline_s"):
         summary[key] = mean[key]
+    for part in COMPUTE_PARTS:  # compute_s by what the ops do (anatomy.py; the train_step table's compute rows)
+        summary[compute_part_key(part)] = mean[f"part.{part}"]
     # what a profile of one steady-state stretch shows: a stage's work per micro-batch, idle time left out
     summary["microbatch_busy_s"] = (mean["pipeline_s"] - mean["bubble_s"]) / plan.microbatches
     step_table = train_step_table(mean, plan.microbatches, int(steps[0].costs.tokens_per_microbatch))
