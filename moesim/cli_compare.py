@@ -96,7 +96,8 @@ def compare_command(
                      "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
                               for r in parts]})
         return
-    out.print(_table(f"{' vs '.join(labels)} ({kind})", "quantity", labels, rows, lambda r, v: fmt_value(r.key, v)))
+    shown = [r for r in rows if not (parts and r.key in training.COMPUTE_PART_KEYS)]  # the parts table holds them
+    out.print(_table(f"{' vs '.join(labels)} ({kind})", "quantity", labels, shown, lambda r, v: fmt_value(r.key, v)))
     if not rows:
         out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)
     if parts and any(r.differs for r in parts):

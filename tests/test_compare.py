@@ -111,6 +111,12 @@ def test_compare_says_where_the_step_time_changed(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
     printed = capsys.readouterr().out
     assert "where the step goes, part by part (s)" in printed and "ZeRO parameter gathers" in printed
+    assert main(["simulate", "mixtral-8x7b-h100-train", "-s", "plan.recompute=full", "--out", str(tmp_path / "rc"),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "rc")]) == 0
+    printed = capsys.readouterr().out
+    assert "activation recompute" in printed and "compute_recompute_s" not in printed  # once, in the parts table
     (tmp_path / "z3" / "train_step.csv").unlink()  # as saved by a moesim without step tables: figures only
     assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
     assert "part by part" not in capsys.readouterr().out
