@@ -55,6 +55,7 @@ def compare_command(
     """Put two or more runs side by side: the figures that differ and by how much, better or worse, and their
     steps part by part."""
     from moesim.cli import err, out, print_json
+    from moesim.cli_output import step_keys
     from moesim.compare import compare_rows, step_rows
     from moesim.formatting import fmt_value
     from moesim.schemas import check_seed
@@ -96,7 +97,7 @@ def compare_command(
                      "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
                               for r in parts]})
         return
-    shown = [r for r in rows if not (parts and r.key in training.COMPUTE_PART_KEYS)]  # the parts table holds them
+    shown = [r for r in rows if not (parts and r.key in step_keys())]  # the parts table holds them
     out.print(_table(f"{' vs '.join(labels)} ({kind})", "quantity", labels, shown, lambda r, v: fmt_value(r.key, v)))
     if not rows:
         out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)

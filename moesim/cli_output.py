@@ -42,10 +42,8 @@ def print_result(title: str, summary: dict, step: dict | None, host_note: str = 
         out.print(f"nothing was served: {summary['n_requests']:,.0f} requests rejected, as the weights leave no memory "
                   "for the KV cache (--json prints every figure)", highlight=False)
         return
-    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
-
-    # the compute parts are the step table's rows under the summary: not printed twice
-    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT + COMPUTE_PART_KEYS))
+    # the step's parts are the step table's rows under the summary: not printed twice
+    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT + step_keys()))
     _print_fit(summary)
     _print_steady(summary)
     if summary.get("capacity_limit"):
@@ -65,6 +63,15 @@ def print_result(title: str, summary: dict, step: dict | None, host_note: str = 
 
 #: A result's part-by-part step tables (``decode_step``: serving, ``train_step``: training), saved as ``<name>.csv``.
 STEP_TABLES = ("decode_step", "train_step")
+
+
+def step_keys() -> tuple[str, ...]:
+    """Summary keys that repeat a step table's rows (training's compute parts, serving's mean decode step): the
+    summary printed above the table leaves them out (``--json``, sweeps, plots and ``compare`` have them)."""
+    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, DECODE_STEP_KEY
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    return COMPUTE_PART_KEYS + (DECODE_STEP_KEY, *DECODE_PART_KEYS, "decode_batch_seqs", "decode_context_tokens")
 
 
 def result_step(tables: dict) -> dict | None:

@@ -329,6 +329,25 @@ _add("preempted_requests", "count", "min", "preempted requests", "requests evict
 _add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", TS)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
      "decode batch where memory-bound turns compute-bound", S)
+_STEP = "the run's mean decode step (the `decode_step` table printed under the summary)"
+_add("decode_step_s", "s", "min", "mean decode step (s)",
+     f"{_STEP}: one decode-only iteration at the run's mean decode batch per rank and mean context, priced part "
+     "by part (the decode pool's, disaggregated); absent where no decode-only iteration ran", S)
+for _part, _what in (("attention", "attention over the KV cache"), ("routed_experts", "the routed experts' GEMMs "
+                     "and activation"), ("other_kernels", "projections, norms, router and other kernels"),
+                     ("tp_comm", "tensor-parallel all-reduces"), ("ep_comm", "expert dispatch and combine"),
+                     ("pp_comm", "pipeline hand-offs"), ("output_head", "the output head"),
+                     ("two_batch_overlap", "two-batch overlap, net (+ costs, - saves)"),
+                     ("host_and_launch", "host and kernel launches, exposed, net: a CUDA graph's replay less the "
+                                         "per-kernel launch a datasheet profile prices into each kernel (- where "
+                                         "the graph saves more than the host exposes)")):
+    _add(f"decode_{_part}_s", "s", "min",
+         f"decode step: {_part.replace('_', ' ')} (s)",
+         f"of decode_step_s, {_what}: a row of `decode_step.csv` (0 where the step spends nothing on it)", S)
+_add("decode_batch_seqs", "sequences", None, "decode batch priced (sequences per rank)",
+     f"the batch of {_STEP}: the duration-weighted mean decode batch per rank of the decode-only iterations", S)
+_add("decode_context_tokens", "tokens", None, "decode context priced (tokens)",
+     f"the context of {_STEP}: the mean over the decoded tokens of prompt plus the tokens before it", S)
 _add("spec_tokens_per_step", "tokens/step", "max", "tokens per decode step (per sequence)",
      "tokens emitted per sequence per decode step, mean over the run: 1 without speculative decoding, "
      "(1-a^(k+1))/(1-a) expected with it (less where outputs end)", S)

@@ -102,6 +102,10 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
         value = metric or "dropped_fraction"
         return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
     if kind == "breakdown":
+        from moesim.engine.serving.anatomy import DECODE_STEP_KEY
+
+        if any(DECODE_STEP_KEY in r for r in ok):  # a serving sweep: each point's mean decode step
+            return _decode_breakdown(ok, dims, f"{title}: mean decode step, part by part")
         return _breakdown(ok, dims, f"{title}: step-time breakdown")
     # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
     x = varied_axis(ok, dims, len(rows))
@@ -271,6 +275,16 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
     return fig
 
 
+def _decode_breakdown(rows, dims, title: str) -> Figure:
+    """A serving sweep's breakdown: each point's mean decode step stacked part by part (``decode_<part>_s``), in
+    milliseconds; points where no decode-only iteration ran have no bar."""
+    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, DECODE_STEP_KEY
+
+    rows = [r for r in rows if isinstance(r.get(DECODE_STEP_KEY), (int, float))]
+    return _stacked(rows, dims, title, [k for k in DECODE_PART_KEYS if any(r.get(k) for r in rows)],
+                    lambda r, k: 1e3 * float(r.get(k) or 0.0), "milliseconds per decode step")
+
+
 def _breakdown(rows, dims, title: str) -> Figure:
     from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
 
@@ -282,6 +296,15 @@ def _breakdown(rows, dims, title: str) -> Figure:
                    and v != 0 for r in rows)]
     if not keys:
         raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
+    # results saved before alltoall_exposed_s existed had every all-to-all exposed
+    return _stacked(rows, dims, title, keys, lambda r, k: float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s"
+                                                              else r.get(k) or 0.0), "time per step (s)")
+
+
+def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:
+    """One bar per point, ``keys`` stacked in order (``value(row, key)`` high), labelled by the swept fields."""
+    if not keys:
+        raise InputError("no step components in these results")
     if len(rows) > 60:
         raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
     labels = [_legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}"
@@ -290,13 +313,13 @@ def _breakdown(rows, dims, title: str) -> Figure:
     bottom = np.zeros(len(rows))
     colours = colormaps["tab20"] if len(keys) > 10 else colormaps["tab10"]  # no two components alike
     for i, k in enumerate(keys):
-        # results saved before alltoall_exposed_s existed had every all-to-all exposed
-        vals = np.asarray([float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s" else r.get(k) or 0.0)
-                           for r in rows])
+        vals = np.asarray([value(r, k) for r in rows])
         ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))
         bottom += vals
-    ax.set_xticks(range(len(rows)), labels, rotation=60 if len(rows) > 4 else 0, ha="right", fontsize=7)
-    ax.set_ylabel("time per step (s)")
+    slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap
+    ax.set_xticks(range(len(rows)), labels, rotation=60 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=7)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 

@@ -156,3 +156,38 @@ def test_the_output_head_prices_the_rank_s_padded_vocabulary_shard():
         c3 = IterationCost(tiny, build_cost_model(tiny.hardware), np.random.default_rng(0), max_tokens=64)
         head = c3.head_gemm_s(np.arange(1.0, 65.0))
     assert np.all(np.isfinite(head)) and np.all(head > 0)
+
+
+def test_the_summary_carries_the_decode_step_for_sweeps_and_plots_but_prints_it_once(tmp_path, capsys):
+    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, PARTS
+
+    d = _serving(tp=2)
+    r = moesim.simulate(scenario_from_dict(d))
+    step, s = r.tables["decode_step"], r.summary
+    secs = dict(zip(step["part"], step["seconds"], strict=True))
+    assert s["decode_step_s"] == secs["total"] and s["decode_tp_comm_s"] == secs["tp_comm"] > 0
+    assert sum(s[k] for k in DECODE_PART_KEYS) == pytest.approx(s["decode_step_s"])
+    assert {k: s[k] for k, p in zip(DECODE_PART_KEYS, PARTS, strict=True) if p not in secs} == \
+        {k: 0.0 for k, p in zip(DECODE_PART_KEYS, PARTS, strict=True) if p not in secs}
+    assert (s["decode_batch_seqs"], s["decode_context_tokens"]) == (step["batch_seqs"][0], step["context_tokens"][0])
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["simulate", str(path)]) == 0
+    assert "decode_step_s" not in capsys.readouterr().out  # the table under the summary holds it
+    # a run whose every request ends at its first token has no decode step: no keys, no table
+    one = moesim.simulate(scenario_from_dict(_serving(output_tokens={"dist": "fixed", "value": 1})))
+    assert "decode_step" not in one.tables and not any(k.startswith("decode_") for k in one.summary)
+
+
+def test_a_serving_sweeps_breakdown_stacks_each_points_decode_step():
+    from moesim.plots import plot_sweep
+
+    rows = [dict(moesim.simulate(scenario_from_dict(_serving(tp=tp))).summary, status="ok", **{"plan.tp": tp})
+            for tp in (1, 2)]
+    ax = plot_sweep("breakdown", rows, "tp").axes[0]
+    assert ax.get_ylabel() == "milliseconds per decode step"
+    assert "decode_tp_comm" in [t.get_text() for t in ax.get_legend().get_texts()]
+    heights = np.zeros(2)
+    for bar in ax.patches:
+        heights[round(bar.get_x() + bar.get_width() / 2)] += bar.get_height()
+    assert heights == pytest.approx([1e3 * r["decode_step_s"] for r in rows])

@@ -37,6 +37,9 @@ PART_LABELS: dict[str, str] = {
 }
 
 
+#: The serving summary's keys of the mean decode step (:func:`decode_step_keys`): its total, then each part.
+DECODE_STEP_KEY = "decode_step_s"
+DECODE_PART_KEYS: tuple[str, ...] = tuple(f"decode_{p}_s" for p in PARTS)
 #: The columns of a ``decode_step`` table (:func:`decode_step_table`), the part's name first.
 DECODE_STEP_COLUMNS = ("part", "seconds", "share", "batch_seqs", "context_tokens")
 
@@ -103,3 +106,16 @@ def decode_step_table(s: Scenario, cost: IterationCost, iterations: np.ndarray, 
     return {"part": [k for k, _ in rows], "seconds": [v for _, v in rows],
             "share": [v / total if total > 0 else 0.0 for _, v in rows],
             "batch_seqs": [seqs] * len(rows), "context_tokens": [ctx] * len(rows)}
+
+
+def decode_step_keys(step: dict[str, list] | None) -> dict[str, float]:
+    """The serving summary's keys of a ``decode_step`` table: ``decode_step_s`` (its total), ``decode_<part>_s``
+    for every part (0 where the table leaves a part out: it cost nothing), ``decode_batch_seqs`` and
+    ``decode_context_tokens`` (the iteration priced). Empty where no decode-only iteration ran (no table), so
+    sweeps and plots can read a decode step's parts per point."""
+    if not step:
+        return {}
+    secs = dict(zip(step["part"], step["seconds"], strict=True))
+    return {DECODE_STEP_KEY: float(secs["total"]),
+            **{key: float(secs.get(part, 0.0)) for part, key in zip(PARTS, DECODE_PART_KEYS, strict=True)},
+            "decode_batch_seqs": float(step["batch_seqs"][0]), "decode_context_tokens": float(step["context_tokens"][0])}

@@ -30,7 +30,7 @@ import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token
 from moesim.engine.local_attention import slot_map
-from moesim.engine.serving.anatomy import decode_step_table
+from moesim.engine.serving.anatomy import decode_step_keys, decode_step_table
 from moesim.engine.serving.batching import RequestBook
 from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.lockstep import lockstep_group
@@ -138,6 +138,7 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True, pro
     step = decode_step_table(sd, decode.cost, decode.iterations, dreqs.prompt_tokens, dreqs.output_tokens)
     if step is not None:  # the decode pool's iteration
         tables["decode_step"] = step
+        summary.update(decode_step_keys(step))
     return SimResult("serving", s.name, seed, summary, spans(it), tables)
 
 

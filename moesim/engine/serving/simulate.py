@@ -29,7 +29,7 @@ import simpy
 from moesim.costmodel import build_cost_model
 from moesim.engine.local_attention import slot_map
 from moesim.engine.run_loop import run_reporting
-from moesim.engine.serving.anatomy import decode_step_table
+from moesim.engine.serving.anatomy import decode_step_keys, decode_step_table
 from moesim.engine.serving.batching import EngineState, RequestBook, commit, finishes, schedule
 from moesim.engine.serving.decode_cost import IterationCost
 from moesim.engine.serving.knee import knee_batch
@@ -69,6 +69,7 @@ def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True, progress:
     step = decode_step_table(s, run.cost, run.iterations, reqs.prompt_tokens, reqs.output_tokens)
     if step is not None:
         result.tables["decode_step"] = step
+        result.summary.update(decode_step_keys(step))
     return result
 
 
