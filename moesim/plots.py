@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
@@ -33,12 +32,6 @@ from moesim.plot_rows import (
 )
 
 EXPERTS, CF, RATE = "model.n_experts", "routing.capacity_factor", "workload.arrival.rate_per_s"
-#: Step-time components stacked in the breakdown plot, in this order, when present (seconds): the summary's
-#: terms that add up to ``step_time_s`` (``engine/training/anatomy.PARTS``; ``compute_s`` split into its
-#: ``compute_<part>_s`` where the results have them). ``straggler_wait_s`` is not one: it lies within
-#: ``compute_s + alltoall_s``.
-BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "bubble_s",
-                  "zero_gather_exposed_s", "dp_sync_exposed_s", "optimizer_s")
 #: Kinds drawn from a sweep's rows, and kinds drawn from one SimResult.
 SWEEP_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "breakdown", "throughput-vs-load",
                "metric-vs-axis")
@@ -101,12 +94,10 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
     if kind == "dropped-heatmap":
         value = metric or "dropped_fraction"
         return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
-    if kind == "breakdown":
-        from moesim.engine.serving.anatomy import DECODE_STEP_KEY
+    if kind == "breakdown":  # each point's step (or mean decode step) stacked part by part
+        from moesim.plot_breakdown import sweep_breakdown
 
-        if any(DECODE_STEP_KEY in r for r in ok):  # a serving sweep: each point's mean decode step
-            return _decode_breakdown(ok, dims, f"{title}: mean decode step, part by part")
-        return _breakdown(ok, dims, f"{title}: step-time breakdown")
+        return sweep_breakdown(ok, dims, title)
     # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
     x = varied_axis(ok, dims, len(rows))
     y = metric or throughput_key(ok)
@@ -161,11 +152,13 @@ def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
     return list(dict.fromkeys(_category(v) for v in values))
 
 
-def _legend_text(by: list[str], values: tuple) -> str:
+def legend_text(by: list[str], values: tuple) -> str:
+    """A sweep point's or line's label: its swept fields as short ``name=value`` pairs."""
     return ", ".join(f"{_SHORT.get(c, c)}={v}" for c, v in zip(by, values)) or "all points"
 
 
-def _figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, Any]:
+def figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, Any]:
+    """A figure with one gridded axes titled ``title``."""
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11)
@@ -182,7 +175,7 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
     over = over or []
     by = [d for d in dims if d != x]
     cats = _categories(rows + over, x)  # text x (a hardware name, a recompute mode): one tick per value
-    fig, ax = _figure(title)
+    fig, ax = figure(title)
     ax2 = ax.twinx() if twin else None
     groups = _group(rows + over, by)
     for i, (values, group) in enumerate(groups.items()):
@@ -191,7 +184,7 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         if done:
             xs, ys = _mean_by(done, x, y, cats)
             # one line and a capacity legend: name the line for what sets it apart, fitting
-            ax.plot(xs, ys, marker="o", color=color, label=_legend_text(by, values) if by or not over else "fits")
+            ax.plot(xs, ys, marker="o", color=color, label=legend_text(by, values) if by or not over else "fits")
         if ax2 is not None and done:
             xs2, ys2 = _mean_by(done, x, twin, cats)
             ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
@@ -199,7 +192,7 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         if failed:
             xs3, ys3 = _mean_by(failed, x, y, cats)
             ax.plot(xs3, ys3, linestyle="none", marker="o", markerfacecolor="none", markeredgecolor=color,
-                    markersize=8, label=None if done else _legend_text(by, values))
+                    markersize=8, label=None if done else legend_text(by, values))
     if over:
         _capacity_lines(ax, rows + over)
     ax.set_xlabel(label(x))
@@ -258,7 +251,7 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
                     and isinstance(r.get(value), (int, float))]
             if vals:
                 grid[i, j] = np.mean(vals)
-    fig, ax = _figure(title, (6.5, 4.5))
+    fig, ax = figure(title, (6.5, 4.5))
     ax.grid(False)
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
     ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
@@ -272,55 +265,6 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
                 ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7,
                         color="black" if grid[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, label=label(value))
-    return fig
-
-
-def _decode_breakdown(rows, dims, title: str) -> Figure:
-    """A serving sweep's breakdown: each point's mean decode step stacked part by part (``decode_<part>_s``), in
-    milliseconds; points where no decode-only iteration ran have no bar."""
-    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, DECODE_STEP_KEY
-
-    rows = [r for r in rows if isinstance(r.get(DECODE_STEP_KEY), (int, float))]
-    return _stacked(rows, dims, title, [k for k in DECODE_PART_KEYS if any(r.get(k) for r in rows)],
-                    lambda r, k: 1e3 * float(r.get(k) or 0.0), "milliseconds per decode step")
-
-
-def _breakdown(rows, dims, title: str) -> Figure:
-    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
-
-    order = BREAKDOWN_KEYS
-    if all(all(isinstance(r.get(k), (int, float)) for k in COMPUTE_PART_KEYS) for r in rows):
-        order = COMPUTE_PART_KEYS + BREAKDOWN_KEYS[1:]  # compute by what the ops do (older results: compute_s whole)
-    keys = [k for k in order  # the components some point spends time on
-            if any(isinstance(v := r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
-                   and v != 0 for r in rows)]
-    if not keys:
-        raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
-    # results saved before alltoall_exposed_s existed had every all-to-all exposed
-    return _stacked(rows, dims, title, keys, lambda r, k: float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s"
-                                                              else r.get(k) or 0.0), "time per step (s)")
-
-
-def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:
-    """One bar per point, ``keys`` stacked in order (``value(row, key)`` high), labelled by the swept fields."""
-    if not keys:
-        raise InputError("no step components in these results")
-    if len(rows) > 60:
-        raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
-    labels = [_legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}"
-              for r in rows]
-    fig, ax = _figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
-    bottom = np.zeros(len(rows))
-    colours = colormaps["tab20"] if len(keys) > 10 else colormaps["tab10"]  # no two components alike
-    for i, k in enumerate(keys):
-        vals = np.asarray([value(r, k) for r in rows])
-        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))
-        bottom += vals
-    slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap
-    ax.set_xticks(range(len(rows)), labels, rotation=60 if slanted else 0, ha="right" if slanted else "center",
-                  fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -382,7 +326,7 @@ def _timeline(result: Any, title: str) -> Figure:
     who = "replica" if result.kind == "serving" else "stage"
     order = ["forward compute", "backward compute"] + [name for _, name in _SPAN_GROUPS]
     present = sorted(set(groups), key=lambda g: (order.index(g) if g in order else -1, g))
-    fig, ax = _figure(title, (10.0, min(14.0, max(3.0, 0.28 * len(lanes) + 1.6))))
+    fig, ax = figure(title, (10.0, min(14.0, max(3.0, 0.28 * len(lanes) + 1.6))))
     for i, g in enumerate(present):
         sel = groups == g
         first = True
@@ -407,7 +351,7 @@ def _latency_cdf(result: Any, title: str) -> Figure:
     if not cols:
         raise InputError(f"{result.scenario}: --kind latency-cdf draws request latencies (TTFT, end-to-end), "
                          "which only a serving result has")
-    fig, ax = _figure(title)
+    fig, ax = figure(title)
     for i, c in enumerate(cols):
         v = np.sort(np.asarray([x for x in table[c] if isinstance(x, (int, float)) and math.isfinite(x)], dtype=float))
         ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=c.removesuffix("_s"), color=f"C{i}")
@@ -439,7 +383,7 @@ def plot_scenario(kind: str, scenario: Any, title: str = "", context: int | None
     batches = np.unique(np.round(np.geomspace(1, max(w.max_batch_seqs, 512), 24))).astype(int)
     c = speedup_curve(scenario, batches, context)
     spec = w.speculative
-    fig, ax = _figure(f"{title or scenario.name}: speculative decoding speedup (context {context})")
+    fig, ax = figure(f"{title or scenario.name}: speculative decoding speedup (context {context})")
     ax.plot(c["batch"], c["speedup"], marker="o", ms=3, color="C0",
             label=f"{spec.method}, k={spec.k}, {c['tokens_per_step']:.2f} tokens/step")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")

@@ -258,7 +258,7 @@ def test_plot_labels_come_from_the_registry():
 
 
 def test_sweep_table_shows_registered_metrics_only():
-    from moesim.plots import BREAKDOWN_KEYS
+    from moesim.plot_breakdown import BREAKDOWN_KEYS
     from moesim.sweep_table import HEADLINE, MOVERS
 
     assert all(k in METRICS for k in MOVERS + sum(HEADLINE.values(), ()) + BREAKDOWN_KEYS)

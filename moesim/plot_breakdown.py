@@ -1,0 +1,80 @@
+"""A sweep's breakdown plot: one bar per point, its step stacked part by part.
+
+Training points stack the summary's terms that add up to ``step_time_s`` (the ``train_step`` table's parts,
+``engine/training/anatomy.py``), the compute split by what the ops do where the results carry the
+``compute_<part>_s`` keys; serving points stack their mean decode step (``decode_<part>_s``, in milliseconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from moesim.errors import InputError
+from moesim.plots import figure, legend_text
+
+#: Step-time components stacked for training points, in this order, when present (seconds): the summary's
+#: terms that add up to ``step_time_s`` (``engine/training/anatomy.PARTS``; ``compute_s`` split into its
+#: ``compute_<part>_s`` where the results have them). ``straggler_wait_s`` is not one: it lies within
+#: ``compute_s + alltoall_s``.
+BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "bubble_s",
+                  "zero_gather_exposed_s", "dp_sync_exposed_s", "optimizer_s")
+
+
+def sweep_breakdown(rows: list[dict], dims: list[str], title: str) -> Figure:
+    """The breakdown of a sweep's ``rows`` (its successful points), labelled by the swept ``dims``."""
+    from moesim.engine.serving.anatomy import DECODE_STEP_KEY
+
+    if any(DECODE_STEP_KEY in r for r in rows):  # a serving sweep: each point's mean decode step
+        return _decode_breakdown(rows, dims, f"{title}: mean decode step, part by part")
+    return _training_breakdown(rows, dims, f"{title}: step-time breakdown")
+
+
+def _decode_breakdown(rows, dims, title: str) -> Figure:
+    """Each serving point's mean decode step stacked part by part (``decode_<part>_s``), in milliseconds;
+    points where no decode-only iteration ran have no bar."""
+    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, DECODE_STEP_KEY
+
+    rows = [r for r in rows if isinstance(r.get(DECODE_STEP_KEY), (int, float))]
+    return _stacked(rows, dims, title, [k for k in DECODE_PART_KEYS if any(r.get(k) for r in rows)],
+                    lambda r, k: 1e3 * float(r.get(k) or 0.0), "milliseconds per decode step")
+
+
+def _training_breakdown(rows, dims, title: str) -> Figure:
+    """Each training point's step stacked by :data:`BREAKDOWN_KEYS` (seconds)."""
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    order = BREAKDOWN_KEYS
+    if all(all(isinstance(r.get(k), (int, float)) for k in COMPUTE_PART_KEYS) for r in rows):
+        order = COMPUTE_PART_KEYS + BREAKDOWN_KEYS[1:]  # compute by what the ops do (older results: compute_s whole)
+    keys = [k for k in order  # the components some point spends time on
+            if any(isinstance(v := r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
+                   and v != 0 for r in rows)]
+    if not keys:
+        raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
+    # results saved before alltoall_exposed_s existed had every all-to-all exposed
+    return _stacked(rows, dims, title, keys, lambda r, k: float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s"
+                                                              else r.get(k) or 0.0), "time per step (s)")
+
+
+def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:
+    """One bar per point, ``keys`` stacked in order (``value(row, key)`` high), labelled by the swept fields."""
+    if not keys:
+        raise InputError("no step components in these results")
+    if len(rows) > 60:
+        raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
+    labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
+    fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
+    bottom = np.zeros(len(rows))
+    colours = colormaps["tab20"] if len(keys) > 10 else colormaps["tab10"]  # no two components alike
+    for i, k in enumerate(keys):
+        vals = np.asarray([value(r, k) for r in rows])
+        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))
+        bottom += vals
+    slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap
+    ax.set_xticks(range(len(rows)), labels, rotation=60 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
