@@ -4,7 +4,8 @@ Breakdown (seconds per step, mean over pipeline stages and steps); on every stag
 ``compute_s + alltoall_exposed_s + tp_comm_s + cp_comm_s + pp_comm_s + bubble_s (+ zero_gather_exposed_s
 under ZeRO-3) = pipeline_s`` and ``step_time_s = pipeline_s + dp_sync_exposed_s + optimizer_s
 (+ zero_gather_exposed_s under ZeRO-1/2)``:
-- ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head;
+- ``compute_s``: GEMMs, attention, experts, norms, recompute, embedding and head; ``compute_<part>_s`` split it
+  by what the ops do (``anatomy.py``, whose ``train_step`` table lists every part of the step);
 - ``alltoall_s`` / ``tp_comm_s``: EP all-to-alls / TP all-reduces (they block the compute stream),
   including those full recompute re-runs in backward;
 - ``cp_comm_s``: context parallelism's ring attention exchange (``engine/cp.py``) that the attention
