@@ -85,7 +85,8 @@ def compare_command(
         from moesim.plot_compare import compare_figure
 
         try:
-            fig = compare_figure(labels, every_row, kind)
+            fig = compare_figure(labels, every_row, kind, parts=parts if any(r.differs for r in parts) else None,
+                                 part_labels=anatomy.PART_LABELS)
         except ValueError as exc:
             raise InputError(f"--plot: {exc}") from None
         for path in plots.save_figure(fig, plot, [f.strip() for f in fmt.split(",") if f.strip()]):

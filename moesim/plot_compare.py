@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.compare import Row
@@ -33,10 +34,12 @@ def _ratio(value, first) -> float | None:
     return v / f if f and math.isfinite(v) and math.isfinite(f) and not isinstance(value, bool) else None
 
 
-def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "") -> Figure:
+def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "", parts: list[Row] | None = None,
+                   part_labels: dict[str, str] | None = None) -> Figure:
     """Grouped horizontal bars: for each headline figure the runs share, each run's value over the first run's
     (1.0 for the first), labelled with the value itself. ``rows``: :func:`moesim.compare.compare_rows` with
-    ``every=True``, so equal figures are drawn too."""
+    ``every=True``, so equal figures are drawn too. ``parts`` (:func:`moesim.compare.step_rows`, the ``total``
+    last): below them, each run's step stacked part by part (``part_labels`` names the parts)."""
     by_key = {r.key: r for r in rows}
     keys = [k for k in HEADLINE.get(kind, ()) if k in by_key
             and all(_ratio(v, by_key[k].values[0]) is not None for v in by_key[k].values)]
@@ -44,8 +47,10 @@ def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "
         raise ValueError("no headline figure with a value in every run to draw")
     n = len(labels)
     height = 0.8 / n
-    fig = Figure(figsize=(8.0, max(3.0, 0.35 * n * len(keys) + 1.4)), layout="constrained")
-    ax = fig.add_subplot()
+    tall = max(3.0, 0.35 * n * len(keys) + 1.4)
+    low = 0.45 * n + 1.6 if parts else 0.0
+    fig = Figure(figsize=(8.0, tall + low), layout="constrained")
+    ax, steps_ax = (fig.subplots(2, 1, height_ratios=[tall, low]) if parts else (fig.add_subplot(), None))
     ax.set_title(title or f"{kind}: each figure as a multiple of {labels[0]}'s", fontsize=10)
     for j in range(n):
         ys = [i + (j - (n - 1) / 2) * height for i in range(len(keys))]
@@ -67,4 +72,27 @@ def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "
     ax.set_xlim(0, right * 1.35)  # room for the value labels
     ax.grid(True, axis="x", alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(n, 3), fontsize=8)
+    if steps_ax is not None:
+        _steps(steps_ax, labels, parts, part_labels or {}, kind)
     return fig
+
+
+def _steps(ax, labels: list[str], parts: list[Row], names: dict[str, str], kind: str) -> None:
+    """One horizontal bar per run, its step's parts stacked left to right (a net part below 0 draws leftwards)."""
+    rows = [r for r in parts if r.key != "total"]
+    scale, unit = (1.0, "s") if parts[-1].values[0] >= 1.0 else (1e3, "ms")  # the first run's total
+    colours = colormaps["tab20"] if len(rows) > 10 else colormaps["tab10"]
+    left = [0.0] * len(labels)
+    for i, r in enumerate(rows):
+        widths = [scale * float(v or 0.0) for v in r.values]
+        ax.barh(range(len(labels)), widths, left=left, color=colours(i), label=names.get(r.key, r.key))
+        left = [a + b for a, b in zip(left, widths)]
+    for j, total in enumerate(parts[-1].values):
+        ax.text(left[j], j, f" {scale * float(total):,.2f} {unit}", va="center", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(left) * 1.2)
+    what = "step" if kind == "training" else "mean decode step"
+    ax.set_xlabel(f"{unit} in the {what}, part by part")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))

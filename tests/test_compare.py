@@ -120,3 +120,24 @@ def test_compare_says_where_the_step_time_changed(tmp_path, capsys):
     (tmp_path / "z3" / "train_step.csv").unlink()  # as saved by a moesim without step tables: figures only
     assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
     assert "part by part" not in capsys.readouterr().out
+
+
+def test_the_plot_stacks_each_runs_step_below_the_headline_figures():
+    from moesim.compare import step_rows
+    from moesim.engine.serving.anatomy import PART_LABELS, PARTS
+    from moesim.plot_compare import compare_figure
+
+    a = {"output_tokens_per_s_per_device": 100.0, "tpot_p99_s": 0.03}
+    b = {"output_tokens_per_s_per_device": 80.0, "tpot_p99_s": 0.02}
+    steps = [{"part": ["attention", "routed_experts", "total"], "seconds": [0.004, 0.02, 0.024]},
+             {"part": ["attention", "routed_experts", "tp_comm", "total"], "seconds": [0.002, 0.01, 0.004, 0.016]}]
+    fig = compare_figure(["a", "b"], compare_rows([a, b], every=True), "serving", parts=step_rows(steps, PARTS),
+                         part_labels=PART_LABELS)
+    top, low = fig.axes[:2]
+    assert len(top.patches) == 2 * 2 and low.get_xlabel() == "ms in the mean decode step, part by part"
+    ends = {}
+    for bar in low.patches:  # each run's bar ends at its step
+        ends[round(bar.get_y() + bar.get_height() / 2)] = max(ends.get(round(bar.get_y() + bar.get_height() / 2), 0),
+                                                              bar.get_x() + bar.get_width())
+    assert [ends[0], ends[1]] == pytest.approx([24.0, 16.0])
+    assert "tensor-parallel all-reduces" in [t.get_text() for t in low.get_legend().get_texts()]
