@@ -57,7 +57,7 @@ def compare_command(
     from moesim.cli import err, out, print_json
     from moesim.cli_output import step_keys
     from moesim.compare import compare_rows, step_rows
-    from moesim.formatting import fmt_value
+    from moesim.formatting import fmt_value, time_unit
     from moesim.schemas import check_seed
 
     if len(runs) < 2:
@@ -98,13 +98,14 @@ def compare_command(
                      "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
                               for r in parts]})
         return
-    shown = [r for r in rows if not (parts and r.key in step_keys())]  # the parts table holds them
+    repeated = set(step_keys()) if parts else set()  # the parts table holds them
+    shown = [r for r in rows if r.key not in repeated]
     out.print(_table(f"{' vs '.join(labels)} ({kind})", "quantity", labels, shown, lambda r, v: fmt_value(r.key, v)))
     if not rows:
         out.print("every summary figure is the same in these runs (--all lists them)", highlight=False)
     if parts and any(r.differs for r in parts):
         what = "the step" if kind == "training" else "the mean decode step"
-        scale, unit = (1.0, "s") if parts[-1].values[0] >= 1.0 else (1e3, "ms")  # the first run's total
+        scale, unit = time_unit(parts[-1].values[0])  # the first run's total
         out.print(_table(f"where {what} goes, part by part ({unit})", "part", labels,
                          [replace(r, key=anatomy.PART_LABELS.get(r.key, r.key)) for r in parts],
                          lambda r, v: f"{v * scale:,.3f}"))

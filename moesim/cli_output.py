@@ -68,10 +68,10 @@ STEP_TABLES = ("decode_step", "train_step")
 def step_keys() -> tuple[str, ...]:
     """Summary keys that repeat a step table's rows (training's compute parts, serving's mean decode step): the
     summary printed above the table leaves them out (``--json``, sweeps, plots and ``compare`` have them)."""
-    from moesim.engine.serving.anatomy import DECODE_PART_KEYS, DECODE_STEP_KEY
+    from moesim.engine.serving.anatomy import DECODE_SUMMARY_KEYS
     from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
 
-    return COMPUTE_PART_KEYS + (DECODE_STEP_KEY, *DECODE_PART_KEYS, "decode_batch_seqs", "decode_context_tokens")
+    return COMPUTE_PART_KEYS + DECODE_SUMMARY_KEYS
 
 
 def result_step(tables: dict) -> dict | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from moesim.metrics import direction_of, unit_of
 
-__all__ = ["fmt_number", "fmt_value", "unit_text"]
+__all__ = ["fmt_number", "fmt_value", "time_unit", "unit_text"]
 
 #: Units written in dollars: what follows the number (the "$" goes in front).
 _USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok"}
@@ -24,6 +24,12 @@ _UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "count": "", "in
               "sequences": "", "text": "", "bool": ""}
 #: Whole-number units: a fractional value is cut to the whole units it holds.
 _WHOLE = ("tokens",)
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """(scale, unit) to show a step's parts in: seconds where the step (``seconds``) takes one or more, else
+    milliseconds (``seconds * scale`` is then in ``unit``)."""
+    return (1.0, "s") if seconds >= 1.0 else (1e3, "ms")
 
 
 def unit_text(unit: str) -> str:

@@ -8,18 +8,17 @@ Training points stack the summary's terms that add up to ``step_time_s`` (the ``
 from __future__ import annotations
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from moesim.engine.training.anatomy import OTHER_PARTS
 from moesim.errors import InputError
-from moesim.plots import figure, legend_text
+from moesim.plots import figure, legend_text, part_colours
 
 #: Step-time components stacked for training points, in this order, when present (seconds): the summary's
 #: terms that add up to ``step_time_s`` (``engine/training/anatomy.PARTS``; ``compute_s`` split into its
 #: ``compute_<part>_s`` where the results have them). ``straggler_wait_s`` is not one: it lies within
 #: ``compute_s + alltoall_s``.
-BREAKDOWN_KEYS = ("compute_s", "alltoall_exposed_s", "tp_comm_s", "cp_comm_s", "pp_comm_s", "bubble_s",
-                  "zero_gather_exposed_s", "dp_sync_exposed_s", "optimizer_s")
+BREAKDOWN_KEYS = ("compute_s", *(f"{p}_s" for p in OTHER_PARTS))
 
 
 def sweep_breakdown(rows: list[dict], dims: list[str], title: str) -> Figure:
@@ -67,7 +66,7 @@ def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Fig
     labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
     fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
     bottom = np.zeros(len(rows))
-    colours = colormaps["tab20"] if len(keys) > 10 else colormaps["tab10"]  # no two components alike
+    colours = part_colours(len(keys))
     for i, k in enumerate(keys):
         vals = np.asarray([value(r, k) for r in rows])
         ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))

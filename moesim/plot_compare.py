@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.compare import Row
-from moesim.formatting import fmt_value
+from moesim.formatting import fmt_value, time_unit
 from moesim.metrics import direction_of
-from moesim.plots import label
+from moesim.plots import label, part_colours
 
 #: The figures drawn, by kind of run, in order (those a run lacks are left out).
 HEADLINE = {
@@ -80,8 +79,8 @@ def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "
 def _steps(ax, labels: list[str], parts: list[Row], names: dict[str, str], kind: str) -> None:
     """One horizontal bar per run, its step's parts stacked left to right (a net part below 0 draws leftwards)."""
     rows = [r for r in parts if r.key != "total"]
-    scale, unit = (1.0, "s") if parts[-1].values[0] >= 1.0 else (1e3, "ms")  # the first run's total
-    colours = colormaps["tab20"] if len(rows) > 10 else colormaps["tab10"]
+    scale, unit = time_unit(parts[-1].values[0])  # the first run's total
+    colours = part_colours(len(rows))
     left = [0.0] * len(labels)
     for i, r in enumerate(rows):
         widths = [scale * float(v or 0.0) for v in r.values]

@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
+from moesim.formatting import time_unit
 
 
 def decode_step_figure(step: dict[str, list], title: str) -> Figure:
@@ -38,7 +39,8 @@ def _parts_figure(step: dict[str, list], labels: dict[str, str], heading: str, w
     rows = [(p, float(s), float(f)) for p, s, f in zip(step["part"], step["seconds"], step["share"], strict=True)
             if p != "total"]
     total_s = sum(s for _, s, _ in rows)
-    scale, unit, name = (1.0, "s", "seconds") if total_s >= 1.0 else (1e3, "ms", "milliseconds")
+    scale, unit = time_unit(total_s)
+    name = {"s": "seconds", "ms": "milliseconds"}[unit]
     fig = Figure(figsize=(8.0, 0.5 * len(rows) + 1.9), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(f"{heading}, {total_s * scale:,.2f} {unit}", fontsize=10)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
@@ -155,6 +156,11 @@ def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
 def legend_text(by: list[str], values: tuple) -> str:
     """A sweep point's or line's label: its swept fields as short ``name=value`` pairs."""
     return ", ".join(f"{_SHORT.get(c, c)}={v}" for c, v in zip(by, values)) or "all points"
+
+
+def part_colours(n: int):
+    """A colour map giving ``n`` stacked parts distinct colours: ``colours(i)`` for the i-th (tab10, tab20 past ten)."""
+    return colormaps["tab20"] if n > 10 else colormaps["tab10"]
 
 
 def figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from moesim.formatting import fmt_value
+from moesim.formatting import fmt_value, time_unit
 from moesim.metrics import direction_of
 from moesim.presets.hardware import display_name
 
@@ -40,15 +40,7 @@ def decode_step_view(step: dict[str, list]) -> Table:
     """The serving result's ``decode_step`` table (``serving.anatomy``): part, milliseconds, share."""
     from moesim.engine.serving.anatomy import PART_LABELS, caption
 
-    t = Table(title=caption(step), show_header=True, header_style="bold")
-    t.add_column("part")
-    t.add_column("ms", justify="right")
-    t.add_column("share", justify="right")
-    for part, secs, share in zip(step["part"], step["seconds"], step["share"], strict=True):
-        last = part == "total"
-        t.add_row(PART_LABELS.get(part, part), f"{secs * 1e3:,.3f}", f"{share:.1%}", style="bold" if last else None,
-                  end_section=part == step["part"][-2])
-    return t
+    return _parts_view(step, PART_LABELS, caption(step), 1e3, "ms")
 
 
 def train_step_view(step: dict[str, list]) -> Table:
@@ -56,13 +48,18 @@ def train_step_view(step: dict[str, list]) -> Table:
     where the step takes one or more, milliseconds below."""
     from moesim.engine.training.anatomy import PART_LABELS, caption
 
-    scale, unit = (1.0, "s") if step["seconds"][-1] >= 1.0 else (1e3, "ms")
-    t = Table(title=caption(step), show_header=True, header_style="bold")
+    return _parts_view(step, PART_LABELS, caption(step), *time_unit(step["seconds"][-1]))
+
+
+def _parts_view(step: dict[str, list], labels: dict[str, str], title: str, scale: float, unit: str) -> Table:
+    """A step table part by part (``labels`` names them), its time column in ``unit`` (seconds x ``scale``), the
+    ``total`` row last in bold below a rule."""
+    t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("part")
     t.add_column(unit, justify="right")
     t.add_column("share", justify="right")
     for part, secs, share in zip(step["part"], step["seconds"], step["share"], strict=True):
-        t.add_row(PART_LABELS.get(part, part), f"{secs * scale:,.3f}", f"{share:.1%}",
+        t.add_row(labels.get(part, part), f"{secs * scale:,.3f}", f"{share:.1%}",
                   style="bold" if part == "total" else None, end_section=part == step["part"][-2])
     return t
 

@@ -282,6 +282,19 @@ def read_table_csv(path: Path) -> dict[str, list]:
     return cols
 
 
+def check_parts_table(table: dict[str, list], columns: tuple[str, ...], where: str, what: str) -> None:
+    """Raise InputError naming ``where`` when ``table`` (a run's step table, or one read back from its CSV) is not
+    a ``what`` table: every one of ``columns``, at least one part, numbers in all but the first (part) column."""
+    from numbers import Real
+
+    from moesim.errors import InputError
+
+    if not len(table.get(columns[0], ())) or any(c not in table for c in columns) or any(
+            not all(isinstance(v, Real) and not isinstance(v, bool) for v in table[c]) for c in columns[1:]):
+        raise InputError(f"{where}: not a moesim {what} table (columns {', '.join(columns)}, "
+                         "one row per part, numbers but the part)")
+
+
 def _read_spans(path: Path) -> dict[str, np.ndarray]:
     t = read_table_csv(path)
     out = {}

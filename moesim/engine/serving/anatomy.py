@@ -40,6 +40,8 @@ PART_LABELS: dict[str, str] = {
 #: The serving summary's keys of the mean decode step (:func:`decode_step_keys`): its total, then each part.
 DECODE_STEP_KEY = "decode_step_s"
 DECODE_PART_KEYS: tuple[str, ...] = tuple(f"decode_{p}_s" for p in PARTS)
+#: Every key :func:`decode_step_keys` adds to the serving summary.
+DECODE_SUMMARY_KEYS: tuple[str, ...] = (DECODE_STEP_KEY, *DECODE_PART_KEYS, "decode_batch_seqs", "decode_context_tokens")
 #: The columns of a ``decode_step`` table (:func:`decode_step_table`), the part's name first.
 DECODE_STEP_COLUMNS = ("part", "seconds", "share", "batch_seqs", "context_tokens")
 
@@ -47,14 +49,9 @@ DECODE_STEP_COLUMNS = ("part", "seconds", "share", "batch_seqs", "context_tokens
 def check_decode_step(step: dict[str, list], where: str) -> None:
     """Raise InputError naming ``where`` when ``step`` (a run's, or read back from a ``decode_step.csv``) is
     not such a table: every column, at least one part, numbers in all but the part's column."""
-    from numbers import Real
+    from moesim.results import check_parts_table
 
-    from moesim.errors import InputError
-
-    if not len(step.get("part", ())) or any(c not in step for c in DECODE_STEP_COLUMNS) or any(
-            not all(isinstance(v, Real) and not isinstance(v, bool) for v in step[c]) for c in DECODE_STEP_COLUMNS[1:]):
-        raise InputError(f"{where}: not a moesim decode-step table (columns {', '.join(DECODE_STEP_COLUMNS)}, "
-                         "one row per part, numbers but the part)")
+    check_parts_table(step, DECODE_STEP_COLUMNS, where, "decode-step")
 
 
 def caption(step: dict[str, list]) -> str:
@@ -116,6 +113,5 @@ def decode_step_keys(step: dict[str, list] | None) -> dict[str, float]:
     if not step:
         return {}
     secs = dict(zip(step["part"], step["seconds"], strict=True))
-    return {DECODE_STEP_KEY: float(secs["total"]),
-            **{key: float(secs.get(part, 0.0)) for part, key in zip(PARTS, DECODE_PART_KEYS, strict=True)},
-            "decode_batch_seqs": float(step["batch_seqs"][0]), "decode_context_tokens": float(step["context_tokens"][0])}
+    values = (secs["total"], *(secs.get(part, 0.0) for part in PARTS), step["batch_seqs"][0], step["context_tokens"][0])
+    return {key: float(v) for key, v in zip(DECODE_SUMMARY_KEYS, values, strict=True)}

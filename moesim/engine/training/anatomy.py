@@ -34,10 +34,11 @@ from moesim.engine.training.zero import GATHER_KIND
 
 #: The compute parts, in printed order.
 COMPUTE_PARTS: tuple[str, ...] = ("attention", "router", "experts", "dense_ffn", "embedding_head", "recompute")
-#: Every part of a step, in printed order: the compute parts, then the summary's other terms (their
-#: summary keys are ``<part>_s``).
-PARTS: tuple[str, ...] = COMPUTE_PARTS + ("alltoall_exposed", "tp_comm", "cp_comm", "pp_comm", "bubble",
-                                          "zero_gather_exposed", "dp_sync_exposed", "optimizer")
+#: The step's other parts, the summary's own terms (their summary keys are ``<part>_s``).
+OTHER_PARTS: tuple[str, ...] = ("alltoall_exposed", "tp_comm", "cp_comm", "pp_comm", "bubble", "zero_gather_exposed",
+                                "dp_sync_exposed", "optimizer")
+#: Every part of a step, in printed order.
+PARTS: tuple[str, ...] = COMPUTE_PARTS + OTHER_PARTS
 #: What each part holds, for the printed table, the plot and the README.
 PART_LABELS: dict[str, str] = {
     "attention": "attention block (norms, projections, core)",
@@ -55,6 +56,8 @@ PART_LABELS: dict[str, str] = {
     "dp_sync_exposed": "data-parallel gradient sync (exposed)",
     "optimizer": "optimizer step",
 }
+
+
 def compute_part_key(part: str) -> str:
     """The training summary's key of a compute part: ``compute_<part>_s`` (the parts sum to ``compute_s``)."""
     return f"compute_{part}_s"
@@ -115,7 +118,7 @@ def train_step_table(mean: dict[str, float], microbatches: int, tokens_per_micro
     keys, the compute parts as ``part.<name>``): one row per part that costs anything, then a ``total``
     row (the step time); columns ``part``, ``seconds``, ``share`` (of the total), ``microbatches`` and
     ``tokens_per_microbatch`` (per stage and device; the same on every row)."""
-    secs = {p: mean[f"part.{p}"] for p in COMPUTE_PARTS} | {p: mean[f"{p}_s"] for p in PARTS[len(COMPUTE_PARTS):]}
+    secs = {p: mean[f"part.{p}"] for p in COMPUTE_PARTS} | {p: mean[f"{p}_s"] for p in OTHER_PARTS}
     total = mean["step_time_s"]
     rows = [(p, secs[p]) for p in PARTS if abs(secs[p]) > 1e-12 * max(total, 1e-30)] + [("total", total)]
     return {"part": [p for p, _ in rows], "seconds": [v for _, v in rows],
@@ -126,14 +129,9 @@ def train_step_table(mean: dict[str, float], microbatches: int, tokens_per_micro
 def check_train_step(step: dict[str, list], where: str) -> None:
     """Raise InputError naming ``where`` when ``step`` (a run's, or read back from a ``train_step.csv``)
     is not such a table: every column, at least one part, numbers in all but the part's column."""
-    from numbers import Real
+    from moesim.results import check_parts_table
 
-    from moesim.errors import InputError
-
-    if not len(step.get("part", ())) or any(c not in step for c in TRAIN_STEP_COLUMNS) or any(
-            not all(isinstance(v, Real) and not isinstance(v, bool) for v in step[c]) for c in TRAIN_STEP_COLUMNS[1:]):
-        raise InputError(f"{where}: not a moesim training-step table (columns {', '.join(TRAIN_STEP_COLUMNS)}, "
-                         "one row per part, numbers but the part)")
+    check_parts_table(step, TRAIN_STEP_COLUMNS, where, "training-step")
 
 
 def caption(step: dict[str, list]) -> str:
