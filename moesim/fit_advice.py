@@ -89,7 +89,9 @@ def _reason(s: Scenario, mem: MemoryReport) -> str:
         terms = [("weights", mem.weights_gib), ("activations", mem.activations_gib),
                  ("KV for the longest request", mem.kv_cache_gib)]
     parts = " + ".join(f"{name} {_gib(gib)}" for name, gib in terms if gib > 0)
-    return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)} per device"
+    share = getattr(s.workload, "memory_utilization", None)
+    of = f" (workload.memory_utilization {share:g} of {_gib(s.hardware.device.mem_gib)})" if share is not None else ""
+    return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)}{of} per device"
 
 
 def _gib(x: float) -> str:

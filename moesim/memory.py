@@ -172,7 +172,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     others by :func:`moesim.stage_memory.busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
     stage, each stage's activations from its order (:func:`moesim.stage_memory.dualpipe_busiest_stage`).
 
-    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave;
+    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave (or what
+    they leave of ``memory_utilization`` of the device, :func:`serving_kv_pool_bytes`);
     it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
     attention layers keep only their window) or the plan does not fit.
     """
@@ -257,12 +258,15 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         slots = slot_map(s.model, s.workload.local_attention_mode)  # local layers keeping only their window
         need = (longest if slots is None else float(slots(int(math.ceil(longest))))) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
+        if w.memory_utilization is not None:  # the engine's share of the device is all it may use
+            capacity = w.memory_utilization * capacity
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     reserved = reserved_gib(total, stranded_fraction(s))
     if total <= capacity:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)
-    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity,
+    # a pool sized to fill the engine's share sums to it exactly, up to rounding
+    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity * (1 + 1e-12),
                         headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
 
 
@@ -395,13 +399,17 @@ def _serving_activation_bytes(s: Scenario) -> float:
 
 
 def serving_kv_pool_bytes(s: Scenario) -> float:
-    """Bytes per device of the KV pool: kv_cache_fraction of what weights and activations leave."""
+    """Bytes per device of the KV pool: ``kv_cache_fraction`` of what weights and activations leave
+    (TensorRT-LLM), or what they leave of ``memory_utilization`` of the device (vLLM, SGLang)."""
     dense, experts = weight_params_per_device(s.model, s.plan, s.placement.redundant_experts)
     w = s.workload
+    util = w.memory_utilization if isinstance(w, ServingWorkload) else None
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
-    left = (s.hardware.device.mem_gib * GIB - parameter_bytes(s, dense, experts)
-            - _serving_activation_bytes(s) - spec_weight_bytes_per_device(s))
-    return max(left, 0.0) * frac
+    taken = parameter_bytes(s, dense, experts) + _serving_activation_bytes(s) + spec_weight_bytes_per_device(s)
+    memory = s.hardware.device.mem_gib * GIB
+    if util is not None:
+        return max(util * memory - taken, 0.0)
+    return max(memory - taken, 0.0) * frac
 
 
 def kv_cache_capacity_tokens(s: Scenario) -> float:

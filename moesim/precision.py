@@ -138,11 +138,28 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     return Precision(model_dtype, comp, w, a, kv, weight_only, note)
 
 
+def kv_cache_dtype(s) -> str:
+    """The KV cache dtype a serving workload runs: its ``kv_cache_dtype``, with ``auto`` resolved for the engine.
+
+    ``auto`` stays ``auto`` (the width of the model's activations: an FP8 model on FP8 tensor cores keeps an
+    FP8 cache, as TensorRT-LLM's ModelOpt checkpoints carry one) except under ``workload.engine: vllm``,
+    whose ``--kv-cache-dtype auto`` "will use model data type" (vLLM's ``CacheConfig.cache_dtype``): the
+    16-bit dtype an FP8 checkpoint's non-GEMM work runs in, so an FP8 model keeps a BF16 cache there unless
+    the scenario names ``fp8`` (since vLLM PR #29980, 2025-12, also a ModelOpt checkpoint whose
+    ``kv_cache_quant_algo`` is FP8: name it). SGLang's ``auto`` is the same; its scenarios name ``bf16``."""
+    kv = getattr(s.workload, "kv_cache_dtype", "auto")
+    if kv == "auto" and getattr(s.workload, "engine", None) == "vllm":
+        p = precision(s.model.dtype, s.hardware.device)
+        if p.compute_dtype == "fp8":
+            return p.act_dtype
+    return kv
+
+
 def scenario_precision(s) -> Precision:
     """The :class:`Precision` of a scenario (its ``model.dtype`` on its ``hardware.device``), with the KV
-    cache in a serving workload's ``kv_cache_dtype`` when it names one."""
+    cache in a serving workload's :func:`kv_cache_dtype` when that names one."""
     p = precision(s.model.dtype, s.hardware.device)
-    kv = getattr(s.workload, "kv_cache_dtype", "auto")
+    kv = kv_cache_dtype(s)
     return p if kv == "auto" else replace(p, kv_bytes=DTYPE_BYTES[kv])
 
 

@@ -13,18 +13,21 @@ from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.loader import scenario_from_dict
 from moesim.memory import kv_bytes_per_token_per_device
-from moesim.precision import scenario_precision
+from moesim.precision import kv_cache_dtype, scenario_precision
 
 # A device name no shipped profile matches: the datasheet roofline, so bytes and time are exact.
 DATASHEET = {"name": "Datasheet GPU", "default_profile": "datasheet"}
 
 
-def serve(kv: str | None = None, dtype: str = "fp16", n_requests: int = 1, prompt: int = 512, output: int = 64):
+def serve(kv: str | None = None, dtype: str = "fp16", n_requests: int = 1, prompt: int = 512, output: int = 64,
+          engine: str | None = None):
     w = {"kind": "serving", "arrival": {"process": "batch", "n_requests": n_requests},
          "prompt_tokens": {"dist": "fixed", "value": prompt}, "output_tokens": {"dist": "fixed", "value": output},
          "max_batch_seqs": 1024, "max_batch_tokens": 16384}
     if kv is not None:
         w["kv_cache_dtype"] = kv
+    if engine is not None:
+        w["engine"] = engine
     return scenario_from_dict({"name": "kv", "model": {"preset": "llama-2-7b", "dtype": dtype},
                                "hardware": {"preset": "h100-sxm", "node": {"devices_per_node": 1}, "device": DATASHEET},
                                "plan": {"dp": 1}, "workload": w})
@@ -34,6 +37,19 @@ def test_auto_keeps_the_activation_width():
     assert scenario_precision(serve()).kv_bytes == 2.0  # fp16 model
     assert scenario_precision(serve(dtype="fp8")).kv_bytes == 1.0  # fp8 on fp8 tensor cores
     assert scenario_precision(serve(dtype="int4")).kv_bytes == 2.0  # weight-only: 16-bit activations
+
+
+def test_vllms_auto_keeps_a_16_bit_cache_for_an_fp8_checkpoint():
+    # vLLM's --kv-cache-dtype auto "will use model data type": BF16 for an FP8 checkpoint; TensorRT-LLM's
+    # ModelOpt checkpoints carry an FP8 cache
+    assert kv_cache_dtype(serve(dtype="fp8", engine="vllm")) == "bf16"
+    assert scenario_precision(serve(dtype="fp8", engine="vllm")).kv_bytes == 2.0
+    assert scenario_precision(serve(dtype="fp8", engine="trtllm")).kv_bytes == 1.0
+    assert scenario_precision(serve("fp8", dtype="fp8", engine="vllm")).kv_bytes == 1.0  # --kv-cache-dtype fp8
+    assert kv_cache_dtype(serve(dtype="fp16", engine="vllm")) == "auto"  # a 16-bit model's cache is already 16-bit
+    # the 16-bit cache costs vLLM's FP8 run half its pool
+    auto8, vllm8 = moesim.simulate(serve(dtype="fp8")).summary, moesim.simulate(serve(dtype="fp8", engine="vllm")).summary
+    assert vllm8["kv_cache_capacity_tokens"] == pytest.approx(0.5 * auto8["kv_cache_capacity_tokens"], rel=1e-3)
 
 
 @pytest.mark.parametrize("dtype, kv, ratio", [("fp16", "fp8", 0.5), ("fp8", "bf16", 2.0), ("fp16", "fp16", 1.0)])

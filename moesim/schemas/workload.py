@@ -287,11 +287,20 @@ class ServingWorkload(Strict):
         "groups, to the rank holding the fewest tokens (KV plus queued prompts) under an even share of requests "
         "(TensorRT-LLM's attention-DP balancer).")
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
-                                       description="Fraction of memory left after weights that holds the KV cache.")
+                                       description="Fraction of memory left after weights that holds the KV cache "
+                                       "(TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction); see memory_utilization.")
+    memory_utilization: float | None = bounded(
+        None, gt=0, le=1, why="a share of the device's memory",
+        description="vLLM's --gpu-memory-utilization (SGLang's --mem-fraction-static): the share of each device's "
+        "memory the engine takes for weights, working activations and the KV pool, the pool getting what is left "
+        "of it (vLLM's default 0.9). null: the pool is kv_cache_fraction of what weights and activations leave "
+        "(TensorRT-LLM's way). Set one of the two.")
     kv_cache_dtype: Literal["auto", "bf16", "fp16", "fp8"] = Field(
         "auto", description="Dtype the KV cache is stored and read in (vLLM and SGLang --kv-cache-dtype, TensorRT-LLM "
         "kv_cache_config.dtype). auto: the width of the model's activations (an fp8 model on fp8 tensor cores keeps an "
-        "fp8 cache; 16-bit and weight-only models a 16-bit one). fp8 halves a 16-bit model's KV bytes: twice the "
+        "fp8 cache, as TensorRT-LLM's ModelOpt checkpoints do; 16-bit and weight-only models a 16-bit one), except under "
+        "engine vllm, whose auto is the model's 16-bit dtype (an fp8 checkpoint keeps a bf16 cache; SGLang's auto is "
+        "the same: name bf16). fp8 halves a 16-bit model's KV bytes: twice the "
         "sequences in the pool and half the decode attention reads; bf16 doubles an fp8 model's.")
     tp_allreduce: Literal["custom", "nccl"] = Field(
         "custom", description="Kernels of the TP all-reduces inside an NVLink node. custom: the engine's own "
@@ -350,6 +359,10 @@ class ServingWorkload(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ServingWorkload:
+        if self.memory_utilization is not None and "kv_cache_fraction" in self.model_fields_set:
+            raise ValueError("memory_utilization and kv_cache_fraction: set one (memory_utilization: vLLM's and "
+                             "SGLang's share of the whole device; kv_cache_fraction: TensorRT-LLM's share of what the "
+                             "weights leave)")
         if not self.cuda_graph_padding and self.cuda_graph_batch_sizes is None:
             raise ValueError("cuda_graph_padding: false needs workload.cuda_graph_batch_sizes (the sizes that replay "
                              "without padding)")
