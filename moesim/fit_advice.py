@@ -7,8 +7,8 @@
 * ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
   accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, FP8 training's cached
   weight casts dropped (``plan.fp8_weight_cache``), recompute of
-  the MoE blocks or full recompute, a fine-tune's 4-bit base weights or fewer trained blocks, a smaller dtype, a
-  bigger device preset). Changes that alter the device count say so.
+  the MoE blocks or full recompute, a fine-tune's 4-bit base weights or fewer trained blocks, a serving engine's
+  memory share raised to 0.95 (``workload.memory_utilization``), a smaller dtype, a bigger device preset). Changes that alter the device count say so.
 
 Both are empty strings when the scenario fits, but for a training run whose live tensors fit while
 PyTorch's caching allocator would reserve more than the device holds (``moesim.allocator``): its
@@ -148,6 +148,9 @@ def _advice(s: Scenario) -> str:
         if p.recompute != "full" and _fits(_with_plan(s, recompute="full")):
             options.append("plan.recompute: full")
         options += _fine_tune_advice(s)
+    share = getattr(s.workload, "memory_utilization", None)
+    if share is not None and share < _MAX_UTILIZATION and _fits(_with_workload(s, memory_utilization=_MAX_UTILIZATION)):
+        options.append(f"workload.memory_utilization {share:g} -> {_MAX_UTILIZATION:g} (vLLM --gpu-memory-utilization)")
     smaller = _smaller_dtypes(s)
     for dtype in smaller:
         if _fits(s.model_copy(update={"model": s.model.model_copy(update={"dtype": dtype})})):
@@ -160,6 +163,15 @@ def _advice(s: Scenario) -> str:
         return ("no single change tried fits (more tp/pp up to 64x, ZeRO-3, recompute of the MoE blocks or full "
                 "recompute, a smaller dtype, a bigger device)")
     return "; ".join(options)
+
+
+#: The largest engine share of device memory the advice suggests: vLLM's guides go to 0.95, leaving the CUDA
+#: context, NCCL's buffers and CUDA graphs the rest.
+_MAX_UTILIZATION = 0.95
+
+
+def _with_workload(s: Scenario, **changes) -> Scenario:
+    return s.model_copy(update={"workload": s.workload.model_copy(update=changes)})
 
 
 def _with_trainable(s: Scenario, **changes) -> Scenario:

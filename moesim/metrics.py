@@ -103,6 +103,9 @@ _add("compute_dtype", "text", None, "compute dtype",
 _add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter (B)",
      "bytes read per weight including quantization scales (int4 on an A100: 0.516 = 4.125 bits; QLoRA: the mean of "
      "its nf4 and 16-bit base weights; model.expert_dtype: the mean over all weights)", TSC)
+_add("kv_cache_dtype", "text", None, "KV cache dtype",
+     "dtype the serving KV cache is stored and read in: `workload.kv_cache_dtype`, its auto resolved (the model's "
+     "activation width; under `workload.engine: vllm` an FP8 checkpoint's cache stays 16-bit, as vLLM's is)", SC)
 _add("precision_note", "text", None, "precision note",
      "empty unless the weights run weight-only (int8/int4/mxfp4 anywhere, fp8 or nvfp4 on a device without "
      "fp8 or fp4 tensor cores) or MXFP4 experts multiply MXFP8 activations (`workload.mxfp4_activations`): then a "

@@ -222,9 +222,13 @@ def summary_fields(s) -> dict:
         c = trainable_counts(s.model, spec)
         rest = DTYPE_BYTES[p.act_dtype]  # the 16-bit width training keeps unquantised weights in
         weight_bytes = (c.quantized * nf4_bytes_per_weight(spec) + (c.base - c.quantized) * rest) / c.base
-    return {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note,
-            # the clock the device holds under load prices its compute-bound kernels (costmodel/sustained.py)
-            "sustained_compute_fraction": float(s.hardware.device.sustained_fraction(p.compute_dtype))}
+    out = {"compute_dtype": p.compute_dtype, "weight_bytes_per_param": weight_bytes, "precision_note": note,
+           # the clock the device holds under load prices its compute-bound kernels (costmodel/sustained.py)
+           "sustained_compute_fraction": float(s.hardware.device.sustained_fraction(p.compute_dtype))}
+    if getattr(s.workload, "kind", None) == "serving":  # the cache the engine keeps, its auto resolved
+        kv = kv_cache_dtype(s)
+        out["kv_cache_dtype"] = kv if kv != "auto" else ("fp8" if p.kv_bytes == 1 else p.act_dtype)
+    return out
 
 
 def grad_bytes(model_dtype: str, grad_dtype: str) -> float:

@@ -50,6 +50,9 @@ def test_vllms_auto_keeps_a_16_bit_cache_for_an_fp8_checkpoint():
     # the 16-bit cache costs vLLM's FP8 run half its pool
     auto8, vllm8 = moesim.simulate(serve(dtype="fp8")).summary, moesim.simulate(serve(dtype="fp8", engine="vllm")).summary
     assert vllm8["kv_cache_capacity_tokens"] == pytest.approx(0.5 * auto8["kv_cache_capacity_tokens"], rel=1e-3)
+    # the summary names the cache the run kept
+    assert (vllm8["kv_cache_dtype"], auto8["kv_cache_dtype"]) == ("bf16", "fp8")
+    assert moesim.simulate(serve()).summary["kv_cache_dtype"] == "fp16"
 
 
 @pytest.mark.parametrize("dtype, kv, ratio", [("fp16", "fp8", 0.5), ("fp8", "bf16", 2.0), ("fp16", "fp16", 1.0)])

@@ -51,3 +51,13 @@ def test_setting_both_is_refused_in_one_line():
 def test_a_shipped_vllm_scenario_uses_it(root):
     s = load_scenario(root / "scenarios" / "qwen3-30b-a3b-h100-serve.yaml")
     assert s.workload.memory_utilization == 0.9
+
+
+def test_the_advice_offers_a_larger_share_when_that_fits():
+    from moesim.fit_advice import fit_explanation
+
+    s = serve(memory_utilization=0.5)  # 43.5 GiB of weights a GPU leave no pool in 0.5 x 80 GiB; 0.95 x 80 does
+    assert not memory_report(s).fits
+    reason, advice = fit_explanation(s)
+    assert "workload.memory_utilization 0.5" in reason
+    assert "workload.memory_utilization 0.5 -> 0.95" in advice
