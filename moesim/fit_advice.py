@@ -165,8 +165,8 @@ def _advice(s: Scenario) -> str:
     return "; ".join(options)
 
 
-#: The largest engine share of device memory the advice suggests: vLLM's guides go to 0.95, leaving the CUDA
-#: context, NCCL's buffers and CUDA graphs the rest.
+#: The largest engine share of device memory the advice suggests (assumed: it leaves 4 GiB of an 80 GiB GPU to
+#: the CUDA context, NCCL's buffers and CUDA graphs, which the pool's accounting does not hold).
 _MAX_UTILIZATION = 0.95
 
 
