@@ -44,6 +44,7 @@ from moesim.schemas import (
     ServingWorkload,
     TrainingWorkload,
 )
+from moesim.serving_reserve import sampler_warmup_bytes
 from moesim.stage_memory import (
     busiest_stage,
     dualpipe_busiest_stage,
@@ -393,9 +394,12 @@ def _longest_request(s: Scenario) -> float:
 
 
 def _serving_activation_bytes(s: Scenario) -> float:
-    """Working activations of one serving iteration per device: max_batch_tokens x a few vectors."""
+    """Working activations of one serving iteration per device: max_batch_tokens x a few vectors, or what the
+    engine's sampler warm-up holds (vLLM, ``moesim.serving_reserve``) where that is more: the profile run's forward
+    and its sampler run come one after the other, so the larger peak is what the pool does not get."""
     m, w = s.model, s.workload
-    return w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * scenario_precision(s).act_bytes / s.plan.tp
+    work = w.max_batch_tokens * (4 * m.d_model + 2 * m.expert_width * m.top_k) * scenario_precision(s).act_bytes / s.plan.tp
+    return max(work, sampler_warmup_bytes(s))
 
 
 def serving_kv_pool_bytes(s: Scenario) -> float:

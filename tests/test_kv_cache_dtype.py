@@ -47,9 +47,10 @@ def test_vllms_auto_keeps_a_16_bit_cache_for_an_fp8_checkpoint():
     assert scenario_precision(serve(dtype="fp8", engine="trtllm")).kv_bytes == 1.0
     assert scenario_precision(serve("fp8", dtype="fp8", engine="vllm")).kv_bytes == 1.0  # --kv-cache-dtype fp8
     assert kv_cache_dtype(serve(dtype="fp16", engine="vllm")) == "auto"  # a 16-bit model's cache is already 16-bit
-    # the 16-bit cache costs vLLM's FP8 run half its pool
+    # the 16-bit cache costs vLLM's FP8 run half the tokens of the same pool with an FP8 cache
     auto8, vllm8 = moesim.simulate(serve(dtype="fp8")).summary, moesim.simulate(serve(dtype="fp8", engine="vllm")).summary
-    assert vllm8["kv_cache_capacity_tokens"] == pytest.approx(0.5 * auto8["kv_cache_capacity_tokens"], rel=1e-3)
+    named8 = moesim.simulate(serve("fp8", dtype="fp8", engine="vllm")).summary
+    assert vllm8["kv_cache_capacity_tokens"] == pytest.approx(0.5 * named8["kv_cache_capacity_tokens"], rel=1e-3)
     # the summary names the cache the run kept
     assert (vllm8["kv_cache_dtype"], auto8["kv_cache_dtype"]) == ("bf16", "fp8")
     assert moesim.simulate(serve()).summary["kv_cache_dtype"] == "fp16"

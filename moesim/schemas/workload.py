@@ -341,7 +341,10 @@ class ServingWorkload(Strict):
         "(TensorRT-LLM's PyTorch backend: ~2.3 ms + ~14 us per sequence, of the whole lock-step group under "
         "plan.dp_attention, every step overlapped), each "
         "cited in costmodel/host.py; the host time shows where it outlasts the GPU step. null: the device profile's "
-        "host section, else its platform's defaults (vLLM V1-class on CUDA GPUs). CUDA devices only.")
+        "host section, else its platform's defaults (vLLM V1-class on CUDA GPUs). CUDA devices only. The engine also "
+        "resolves its own defaults: vllm keeps an fp8 checkpoint's KV cache in bf16 (kv_cache_dtype auto) and holds "
+        "its sampler warm-up out of the KV pool (max_batch_seqs x vocabulary x 28 bytes, moesim/serving_reserve.py); "
+        "trtllm runs MXFP4 experts on MXFP8 activations on FP4-capable devices (mxfp4_activations auto).")
     mxfp4_activations: Literal["auto", "bf16", "mxfp8"] = Field(
         "auto", description="Activations the MXFP4 expert GEMMs (model.expert_dtype: mxfp4, gpt-oss) multiply: bf16 "
         "(weights converted to BF16 in the kernel, the BF16 peak: Hopper, and vLLM's and SGLang's default on Blackwell) "
