@@ -263,11 +263,11 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             capacity = w.memory_utilization * capacity
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
+    fits = total <= capacity * (1 + 1e-12)  # a pool sized to fill the engine's share sums to it, up to rounding
     reserved = reserved_gib(total, stranded_fraction(s))
-    if total <= capacity:  # short of memory, the allocator frees its cache and retries: never more than the device
+    if fits:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)
-    # a pool sized to fill the engine's share sums to it exactly, up to rounding
-    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=total <= capacity * (1 + 1e-12),
+    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=fits,
                         headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
 
 

@@ -47,14 +47,17 @@ def _training_breakdown(rows, dims, title: str) -> Figure:
     order = BREAKDOWN_KEYS
     if all(all(isinstance(r.get(k), (int, float)) for k in COMPUTE_PART_KEYS) for r in rows):
         order = COMPUTE_PART_KEYS + BREAKDOWN_KEYS[1:]  # compute by what the ops do (older results: compute_s whole)
-    keys = [k for k in order  # the components some point spends time on
-            if any(isinstance(v := r.get(k, r.get("alltoall_s") if k == "alltoall_exposed_s" else None), (int, float))
-                   and v != 0 for r in rows)]
+    keys = [k for k in order if any(_seconds(r, k) for r in rows)]  # the components some point spends time on
     if not keys:
         raise InputError(f"no step-time components ({', '.join(BREAKDOWN_KEYS)}) in these results")
-    # results saved before alltoall_exposed_s existed had every all-to-all exposed
-    return _stacked(rows, dims, title, keys, lambda r, k: float(r.get(k, r.get("alltoall_s")) if k == "alltoall_exposed_s"
-                                                              else r.get(k) or 0.0), "time per step (s)")
+    return _stacked(rows, dims, title, keys, _seconds, "time per step (s)")
+
+
+def _seconds(row: dict, key: str) -> float:
+    """A training point's seconds on component ``key``, 0 where it has no number; results saved before
+    ``alltoall_exposed_s`` existed had every all-to-all exposed (their ``alltoall_s``)."""
+    v = row.get(key, row.get("alltoall_s") if key == "alltoall_exposed_s" else None)
+    return float(v) if isinstance(v, (int, float)) else 0.0
 
 
 def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:

@@ -138,8 +138,9 @@ def precision(model_dtype: str, device: DeviceSpec | None = None) -> Precision:
     return Precision(model_dtype, comp, w, a, kv, weight_only, note)
 
 
-def kv_cache_dtype(s) -> str:
-    """The KV cache dtype a serving workload runs: its ``kv_cache_dtype``, with ``auto`` resolved for the engine.
+def kv_cache_dtype(s, p: Precision | None = None) -> str:
+    """The KV cache dtype a serving workload runs: its ``kv_cache_dtype``, with ``auto`` resolved for the engine
+    (``p``: the scenario's precision where the caller has it, else computed).
 
     ``auto`` stays ``auto`` (the width of the model's activations: an FP8 model on FP8 tensor cores keeps an
     FP8 cache, as TensorRT-LLM's ModelOpt checkpoints carry one) except under ``workload.engine: vllm``,
@@ -149,7 +150,7 @@ def kv_cache_dtype(s) -> str:
     ``kv_cache_quant_algo`` is FP8: name it). SGLang's ``auto`` is the same; its scenarios name ``bf16``."""
     kv = getattr(s.workload, "kv_cache_dtype", "auto")
     if kv == "auto" and getattr(s.workload, "engine", None) == "vllm":
-        p = precision(s.model.dtype, s.hardware.device)
+        p = p or precision(s.model.dtype, s.hardware.device)
         if p.compute_dtype == "fp8":
             return p.act_dtype
     return kv
@@ -159,7 +160,7 @@ def scenario_precision(s) -> Precision:
     """The :class:`Precision` of a scenario (its ``model.dtype`` on its ``hardware.device``), with the KV
     cache in a serving workload's :func:`kv_cache_dtype` when that names one."""
     p = precision(s.model.dtype, s.hardware.device)
-    kv = kv_cache_dtype(s)
+    kv = kv_cache_dtype(s, p)
     return p if kv == "auto" else replace(p, kv_bytes=DTYPE_BYTES[kv])
 
 
@@ -226,7 +227,7 @@ def summary_fields(s) -> dict:
            # the clock the device holds under load prices its compute-bound kernels (costmodel/sustained.py)
            "sustained_compute_fraction": float(s.hardware.device.sustained_fraction(p.compute_dtype))}
     if getattr(s.workload, "kind", None) == "serving":  # the cache the engine keeps, its auto resolved
-        kv = kv_cache_dtype(s)
+        kv = kv_cache_dtype(s, p)
         out["kv_cache_dtype"] = kv if kv != "auto" else ("fp8" if p.kv_bytes == 1 else p.act_dtype)
     return out
 

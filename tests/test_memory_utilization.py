@@ -48,6 +48,13 @@ def test_setting_both_is_refused_in_one_line():
         serve(memory_utilization=0.9, kv_cache_fraction=0.8)
 
 
+@pytest.mark.parametrize("bad, said", [(0, "greater than 0"), (1.5, "must be <= 1")])
+def test_a_share_outside_0_to_1_is_refused_in_one_line(bad, said):
+    with pytest.raises(InputError, match="memory_utilization") as e:
+        serve(memory_utilization=bad)
+    assert said in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_shipped_vllm_scenario_uses_it(root):
     s = load_scenario(root / "scenarios" / "qwen3-30b-a3b-h100-serve.yaml")
     assert s.workload.memory_utilization == 0.9

@@ -115,7 +115,7 @@ class IterationCost(RoutedExperts):
         # weights' dtype (GEMMs resolve it); GEMM inputs and the all-to-all in the compute dtype; the
         # activations between kernels (norms, all-reduces, hand-offs) 16-bit
         # the KV cache in its own dtype when the workload names one (otherwise the attention dtype's)
-        kv_bytes = prec.kv_bytes if kv_cache_dtype(s) != "auto" else None
+        kv_bytes = prec.kv_bytes if kv_cache_dtype(s, prec) != "auto" else None
         self.dtypes = OpDtypes(weights=m.dtype, gemm_in_bytes=prec.act_bytes, act_bytes=max(prec.act_bytes, 2.0),
                                act_dtype=prec.act_dtype, attn_dtype=prec.attention_dtype, kv_bytes=kv_bytes,
                                expert_weights=expert_gemm_dtype(s))
