@@ -44,7 +44,7 @@ from moesim.schemas import (
     ServingWorkload,
     TrainingWorkload,
 )
-from moesim.serving_reserve import sampler_warmup_bytes
+from moesim.serving_reserve import engine_budget_bytes, sampler_warmup_bytes
 from moesim.stage_memory import (
     busiest_stage,
     dualpipe_busiest_stage,
@@ -173,8 +173,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     others by :func:`moesim.stage_memory.busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
     stage, each stage's activations from its order (:func:`moesim.stage_memory.dualpipe_busiest_stage`).
 
-    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave (or what
-    they leave of ``memory_utilization`` of the device, :func:`serving_kv_pool_bytes`);
+    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave of the engine's
+    budget (all of it under ``memory_utilization``; :func:`serving_kv_pool_bytes`), which is also the capacity;
     it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
     attention layers keep only their window) or the plan does not fit.
     """
@@ -259,8 +259,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         slots = slot_map(s.model, s.workload.local_attention_mode)  # local layers keeping only their window
         need = (longest if slots is None else float(slots(int(math.ceil(longest))))) * kv_bytes_per_token_per_device(s)
         kv = pool if pool >= need else need
-        if w.memory_utilization is not None:  # the engine's share of the device is all it may use
-            capacity = w.memory_utilization * capacity
+        # the engine's budget is all it may use: its share of what CUDA reports (vLLM), or what the CUDA context
+        # and the communicators leave of it (TensorRT-LLM; moesim.serving_reserve)
+        capacity = engine_budget_bytes(s) / GIB
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     fits = total <= capacity * (1 + 1e-12)  # a pool sized to fill the engine's share sums to it, up to rounding
@@ -403,17 +404,16 @@ def _serving_activation_bytes(s: Scenario) -> float:
 
 
 def serving_kv_pool_bytes(s: Scenario) -> float:
-    """Bytes per device of the KV pool: ``kv_cache_fraction`` of what weights and activations leave
-    (TensorRT-LLM), or what they leave of ``memory_utilization`` of the device (vLLM, SGLang)."""
+    """Bytes per device of the KV pool: what weights and activations leave of the engine's budget
+    (:func:`moesim.serving_reserve.engine_budget_bytes`), all of it under ``memory_utilization`` (vLLM, SGLang),
+    ``kv_cache_fraction`` of it otherwise (TensorRT-LLM's share of free memory)."""
     dense, experts = weight_params_per_device(s.model, s.plan, s.placement.redundant_experts)
     w = s.workload
     util = w.memory_utilization if isinstance(w, ServingWorkload) else None
     frac = w.kv_cache_fraction if isinstance(w, ServingWorkload) else 0.9
     taken = parameter_bytes(s, dense, experts) + _serving_activation_bytes(s) + spec_weight_bytes_per_device(s)
-    memory = s.hardware.device.mem_gib * GIB
-    if util is not None:
-        return max(util * memory - taken, 0.0)
-    return max(memory - taken, 0.0) * frac
+    left = max(engine_budget_bytes(s) - taken, 0.0)
+    return left if util is not None else left * frac
 
 
 def kv_cache_capacity_tokens(s: Scenario) -> float:

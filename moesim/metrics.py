@@ -329,8 +329,9 @@ _add("kv_sequences_at_max_seq_len", "count", "max", "max-length sequences the KV
 _add("preemptions", "count", "min", "preemptions",
      "sequences evicted when the KV cache ran out (recomputed later)", S)
 _add("preempted_requests", "count", "min", "preempted requests", "requests evicted at least once", S)
-_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device (serving with "
-     "workload.memory_utilization: that share of it, the engine's budget)", TS)
+_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device (serving: the "
+     "engine's budget, the total CUDA reports times workload.memory_utilization, or less the CUDA context and "
+     "communicator buffers)", TS)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
      "decode batch where memory-bound turns compute-bound", S)
 _STEP = "the run's mean decode step (the `decode_step` table printed under the summary)"

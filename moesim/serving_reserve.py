@@ -1,6 +1,28 @@
 """Memory a serving engine keeps out of its KV pool beyond the weights and one iteration's activations. Pure functions.
 
-vLLM sizes its KV pool from what a profile run leaves (``--gpu-memory-utilization`` of the device less the peak of a
+**The engine's budget** (:func:`engine_budget_bytes`, CUDA devices). A process sees less than the device's capacity:
+``cudaMemGetInfo`` reports 79.10-79.33 GiB on an 80 GB H100 (the example log in the FAQ of TensorRT-LLM's ``docs/source/reference/memory.md``;
+vLLM PR #10511's and issue logs), 79.15 on an 80 GB A100, 39.39 on a 40 GB one, 44.31-44.39 on an L40S (45 here),
+139.81 on an H200 (140 here): ~0.7 GiB short (:data:`CUDA_UNSEEN_GIB`), which both engines size from (vLLM's
+``gpu_memory_utilization`` multiplies that total; TensorRT-LLM's ``free_gpu_memory_fraction`` takes a share of what is
+free of it). What else an engine holds before its KV pool depends on how it reads its budget:
+
+- TensorRT-LLM (``workload.kv_cache_fraction``) takes its share of the memory *free* once everything else is
+  allocated, so the CUDA context and library handles (0.77 GiB: that H100 log, 79.10 - 70.48 GiB used
+  less the 6,695 MiB engine, 1,134 MiB execution context, 43 MB runtime buffers and 180 MB decoder it lists:
+  :data:`CUDA_CONTEXT_GIB`) and the communicators' buffers (:func:`comm_buffer_bytes`) are not in it.
+- vLLM (``workload.memory_utilization``) multiplies the whole total and subtracts what grew since a snapshot that,
+  since vLLM PR #25359 (2025-09, v0.11), is taken after NCCL's initialisation: neither the context nor NCCL's
+  buffers come out of its budget (they sit in the share it leaves). SGLang's ``--mem-fraction-static`` reads free
+  memory as TensorRT-LLM does; moesim prices it as vLLM's share (its buffers not held out, an optimistic pool).
+
+NCCL's (and the custom all-reduce's) buffers grow with the GPUs a replica's collectives span: 1.79 GiB at TP2 on an
+H100 (vLLM PR #10511's log, non-torch memory TP2 3.58 less TP1 1.79 GiB), "~4.5 GiB for tensor parallelism" on 80 GB
+GPUs (PR #25359: 78.59 GiB free before NCCL's initialisation, 74.07 after) and 7.16 GiB of non-torch memory at TP8 on
+an H200 (a DeepSeek-R1 vLLM v0.7 log); :data:`COMM_BUFFER_GIB_PER_DOUBLING` per doubling of the group (1.8, 3.6, 5.4
+GiB at 2, 4, 8 GPUs) is within ~25 % of each. The group is ``max(tp, ep) x pp`` GPUs.
+
+**vLLM's sampler warm-up.** vLLM sizes its KV pool from what a profile run leaves (``--gpu-memory-utilization`` of the device less the peak of a
 dummy forward at ``max_num_batched_tokens`` and of a dummy sampler run), and that sampler run is large: vLLM V1's
 ``GPUModelRunner._dummy_sampler_run`` samples ``max_num_seqs`` dummy requests with temperature 0.5, top-p 0.9 and top-k
 at the vocabulary less one ("CUDA out of memory occurred when warming up sampler with N dummy requests" is its error),
@@ -15,12 +37,24 @@ TP degree.
 Checked against two public startup logs whose reserve is the whole of what neither weights nor KV took (not fitted):
 Qwen3-235B-A22B-FP8 at TP4 on H100, ~7.7 GiB (vllm-project/vllm issue #21348: "Available KV cache memory: 8.11 GiB"
 of a 71.3 GiB budget with ~55.5 GiB of weights), where this term is 4.1 GiB; gpt-oss-120b on one H100, ~7.4 GiB (issue
-#23278: 65.97 GiB of weights, "Available KV cache memory: -2.14 GiB"), where it is 5.4 GiB. The rest (the forward's
-peak with the fused-MoE workspaces, NCCL and cuBLAS buffers) is not priced here.
+#23278: 65.97 GiB of weights, "Available KV cache memory: -2.14 GiB"), where it is 5.4 GiB. The rest of #21348's, 3.6 GiB, is this
+module's communicator term at TP4 (that vLLM, v0.9, predates PR #25359 and counted NCCL's buffers in its budget); the
+rest of #23278's, ~2 GiB on one GPU (the forward's peak with the fused-MoE workspaces), is not priced here.
 """
 
 from __future__ import annotations
 
+import math
+
+from moesim.accounting import GIB
+from moesim.costmodel.host import platform_of
+
+#: GiB of a CUDA device's capacity that ``cudaMemGetInfo`` does not report as its total (see above).
+CUDA_UNSEEN_GIB = 0.7
+#: GiB a CUDA process holds for its context and library handles before its first tensor (TensorRT-LLM's log, above).
+CUDA_CONTEXT_GIB = 0.77
+#: GiB of NCCL and custom all-reduce buffers per doubling of the GPUs a replica's collectives span (see above).
+COMM_BUFFER_GIB_PER_DOUBLING = 1.8
 #: Bytes live per vocabulary entry and request while vLLM V1's sampler warm-up applies top-k and top-p (see above).
 VLLM_SAMPLER_WARMUP_BYTES = 28.0
 
@@ -32,3 +66,52 @@ def sampler_warmup_bytes(s) -> float:
     if getattr(w, "kind", None) != "serving" or getattr(w, "engine", None) != "vllm":
         return 0.0
     return float(w.max_batch_seqs) * s.model.vocab_size * VLLM_SAMPLER_WARMUP_BYTES
+
+
+def comm_group_gpus(s) -> int:
+    """GPUs one serving replica's collectives span: ``max(tp, ep) x pp`` (expert parallelism spans the attention
+    data-parallel ranks when ``ep > tp``)."""
+    p = s.plan
+    return max(p.tp, p.ep) * p.pp
+
+
+def comm_buffer_bytes(s) -> float:
+    """Bytes per device of NCCL's and the custom all-reduce's buffers: :data:`COMM_BUFFER_GIB_PER_DOUBLING` per
+    doubling of :func:`comm_group_gpus` (0 on one GPU or a non-CUDA device)."""
+    if platform_of(s.hardware.device.name) != "cuda":
+        return 0.0
+    return COMM_BUFFER_GIB_PER_DOUBLING * math.log2(comm_group_gpus(s)) * GIB
+
+
+def engine_budget_bytes(s) -> float:
+    """Bytes per device a serving engine may fill with weights, working activations and its KV pool.
+
+    CUDA devices: ``cudaMemGetInfo``'s total (capacity less :data:`CUDA_UNSEEN_GIB`) times
+    ``workload.memory_utilization`` (vLLM), or without it (TensorRT-LLM's share of free memory) that total less the
+    CUDA context and the communicators' buffers the engine allocated first. Other devices: the capacity, times
+    ``memory_utilization`` when set."""
+    w = s.workload
+    util = getattr(w, "memory_utilization", None)
+    capacity = s.hardware.device.mem_gib * GIB
+    if platform_of(s.hardware.device.name) != "cuda":
+        return capacity * (util if util is not None else 1.0)
+    seen = max(capacity - CUDA_UNSEEN_GIB * GIB, 0.0)  # a device smaller than the reserves has no budget
+    if util is not None:
+        return util * seen
+    return max(seen - CUDA_CONTEXT_GIB * GIB - comm_buffer_bytes(s), 0.0)
+
+
+def budget_words(s) -> str:
+    """How :func:`engine_budget_bytes` came about, for a fits reason: e.g. ``(workload.memory_utilization 0.9 of
+    the 79.3 GiB CUDA reports)``; empty where the budget is the device's capacity."""
+    w = s.workload
+    util = getattr(w, "memory_utilization", None)
+    cap = s.hardware.device.mem_gib
+    if platform_of(s.hardware.device.name) != "cuda":
+        return f" (workload.memory_utilization {util:g} of {cap:.1f} GiB)" if util is not None else ""
+    seen = max(cap - CUDA_UNSEEN_GIB, 0.0)
+    if util is not None:
+        return f" (workload.memory_utilization {util:g} of the {seen:.1f} GiB CUDA reports)"
+    comm = comm_buffer_bytes(s) / GIB
+    what = "the CUDA context and communication buffers" if comm else "the CUDA context"
+    return f" (of the {seen:.1f} GiB CUDA reports, {CUDA_CONTEXT_GIB + comm:.1f} GiB held by {what})"

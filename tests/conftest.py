@@ -61,3 +61,13 @@ def eighty_columns():
     cli.out.size = (80, 25)
     yield
     cli.out._width, cli.out._height = saved
+
+
+def engine_reserve_gib(s) -> float:
+    """GiB of a serving scenario's device outside its engine's budget (what CUDA does not report, and under
+    kv_cache_fraction the CUDA context and communicator buffers): add it to a device's mem_gib to keep a pool a
+    test was sized for (moesim.serving_reserve.engine_budget_bytes)."""
+    from moesim.accounting import GIB
+    from moesim.serving_reserve import engine_budget_bytes
+
+    return s.hardware.device.mem_gib - engine_budget_bytes(s) / GIB

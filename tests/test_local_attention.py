@@ -16,6 +16,7 @@ from moesim.engine.serving.decode_cost import IterationCost
 from moesim.errors import InputError
 from moesim.hf_config import HFConfigError, model_fields
 from moesim.schemas import ModelSpec
+from tests.conftest import engine_reserve_gib
 
 ROOT = Path(__file__).resolve().parents[1]
 HF = ROOT / "tests" / "data" / "hf_configs"
@@ -150,8 +151,9 @@ def test_local_layers_hold_the_window_and_full_layers_every_token():
 
 def test_a_sequence_longer_than_the_pool_is_served_when_every_layer_keeps_only_its_window():
     """Mistral-style: every layer local, so a sequence never holds more than the window's KV."""
-    base = ["hardware.device.mem_gib=45", "model.max_seq_len=65536", "workload.arrival={process: batch, n_requests: 20}",
+    base = ["model.max_seq_len=65536", "workload.arrival={process: batch, n_requests: 20}",
             "workload.prompt_tokens={dist: fixed, value: 30000}", "workload.output_tokens={dist: fixed, value: 200}"]
+    base.append(f"hardware.device.mem_gib={45 + engine_reserve_gib(load_scenario(SERVE, base))}")  # a 45 GiB budget
     full = simulate(load_scenario(SERVE, base)).summary
     local = simulate(load_scenario(SERVE, [*base, "model.local_attention={window: 4096}"])).summary
     assert full["kv_cache_capacity_tokens"] < 30_200  # the pool cannot hold one whole sequence

@@ -9,6 +9,7 @@ from moesim.accounting import GIB
 from moesim.errors import InputError
 from moesim.loader import load_scenario, scenario_from_dict
 from moesim.memory import memory_report, serving_kv_pool_bytes
+from moesim.serving_reserve import COMM_BUFFER_GIB_PER_DOUBLING, CUDA_CONTEXT_GIB, CUDA_UNSEEN_GIB
 
 
 def serve(model: str = "mixtral-8x7b", **workload):
@@ -28,19 +29,23 @@ def taken_bytes(s) -> float:
 
 def test_the_pool_is_what_weights_and_activations_leave_of_the_share():
     s = serve(memory_utilization=0.9)
-    memory = s.hardware.device.mem_gib * GIB
-    assert serving_kv_pool_bytes(s) == pytest.approx(0.9 * memory - taken_bytes(s))
-    # kv_cache_fraction's pool is the same share of what they leave: larger whenever weights take memory
+    seen = (s.hardware.device.mem_gib - CUDA_UNSEEN_GIB) * GIB  # what cudaMemGetInfo reports as the total
+    assert serving_kv_pool_bytes(s) == pytest.approx(0.9 * seen - taken_bytes(s))
+    # kv_cache_fraction's pool is the same share of what they leave of the memory free once the CUDA context and
+    # the TP2 communicator's buffers (one doubling) are allocated
     f = serve(kv_cache_fraction=0.9)
-    assert serving_kv_pool_bytes(f) == pytest.approx(0.9 * (memory - taken_bytes(f)))
-    assert serving_kv_pool_bytes(f) - serving_kv_pool_bytes(s) == pytest.approx(0.1 * taken_bytes(s))
+    free = seen - (CUDA_CONTEXT_GIB + COMM_BUFFER_GIB_PER_DOUBLING) * GIB
+    assert serving_kv_pool_bytes(f) == pytest.approx(0.9 * (free - taken_bytes(f)))
+    # a full share of free memory holds more than 90 % of the whole whenever weights take more than the buffers
+    assert serving_kv_pool_bytes(serve(kv_cache_fraction=1.0)) > serving_kv_pool_bytes(s)
 
 
 def test_a_share_below_the_weights_leaves_no_pool_and_does_not_fit():
     s = serve(memory_utilization=0.3)  # Mixtral's ~47 GB of bf16 weights a GPU at TP2 exceed 0.3 x 80 GB
     assert serving_kv_pool_bytes(s) == 0.0
     assert not memory_report(s).fits
-    assert memory_report(s).capacity_gib == pytest.approx(0.3 * s.hardware.device.mem_gib)  # the engine's budget
+    # the engine's budget: the share of what CUDA reports
+    assert memory_report(s).capacity_gib == pytest.approx(0.3 * (s.hardware.device.mem_gib - CUDA_UNSEEN_GIB))
 
 
 def test_setting_both_is_refused_in_one_line():

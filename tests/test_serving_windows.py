@@ -14,6 +14,7 @@ from moesim.engine.serving.pools import PoolStreams
 from moesim.engine.serving.simulate import simulate_serving
 from moesim.engine.serving.window import commit_window, exact_delay, plan_window
 from moesim.resolve import deep_merge
+from tests.conftest import engine_reserve_gib
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = sorted(p.stem for p in (ROOT / "scenarios").glob("*serve*.yaml"))
@@ -78,8 +79,9 @@ def test_windows_match_the_step_engine_across_routers_admission_skew_and_batch_a
 @pytest.mark.parametrize(("model", "mem_gib"), [({}, 46), ({"local_attention": {"window": 256, "full_every": 2}}, 45)])
 def test_windows_match_when_the_kv_pool_runs_out_and_preempts(model, mem_gib):
     """Also with local layers keeping only their window's KV (a sequence's slots grow by 1 or 0 a token)."""
-    s = _scenario("mixtral-8x7b-h100-serve-online", 300, workload={"arrival": {"process": "batch"}},
-                  hardware={"device": {"mem_gib": mem_gib}}, model=model)
+    s = _scenario("mixtral-8x7b-h100-serve-online", 300, workload={"arrival": {"process": "batch"}}, model=model)
+    s = _scenario("mixtral-8x7b-h100-serve-online", 300, workload={"arrival": {"process": "batch"}}, model=model,
+                  hardware={"device": {"mem_gib": mem_gib + engine_reserve_gib(s)}})  # an engine budget of mem_gib
     result = _assert_same_run(s)
     assert result.summary["preemptions"] > 0  # the case under test happened
 
@@ -172,8 +174,9 @@ def test_group_windows_match_the_step_engine(monkeypatch, workload, model, routi
 def test_group_windows_stop_where_a_ranks_kv_pool_runs_out():
     """A tight KV pool with prompt admission: some rank preempts, which a window never plays."""
     s = _dep(300, {"max_batch_seqs": 64, "max_batch_tokens": 2048}, {"preset": "mixtral-8x7b", "dtype": "fp8"})
+    budget = 13 + engine_reserve_gib(s)  # a 13 GiB engine budget
     s = moesim.scenario_from_dict(deep_merge(s.model_dump(mode="json", exclude_none=True),
-                                             {"hardware": {"device": {"mem_gib": 13}}}))
+                                             {"hardware": {"device": {"mem_gib": budget}}}))
     result = _assert_same_run(s)
     assert result.summary["preemptions"] > 0
 

@@ -288,13 +288,17 @@ class ServingWorkload(Strict):
         "(TensorRT-LLM's attention-DP balancer).")
     kv_cache_fraction: float = bounded(0.9, gt=0, le=1, why="a fraction of the memory left after weights",
                                        description="Fraction of memory left after weights that holds the KV cache "
-                                       "(TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction); see memory_utilization.")
+                                       "(TensorRT-LLM's kv_cache_config.free_gpu_memory_fraction); see memory_utilization. "
+                                       "On CUDA devices what is left is of the total CUDA reports (~0.7 GiB under "
+                                       "the capacity) less the CUDA context (0.77 GiB) and the communicators' buffers "
+                                       "(1.8 GiB per doubling of the GPUs a replica spans), which are allocated first.")
     memory_utilization: float | None = bounded(
         None, gt=0, le=1, why="a share of the device's memory",
         description="vLLM's --gpu-memory-utilization (SGLang's --mem-fraction-static): the share of each device's "
         "memory the engine takes for weights, working activations and the KV pool, the pool getting what is left "
-        "of it (vLLM's default 0.9). null: the pool is kv_cache_fraction of what weights and activations leave "
-        "(TensorRT-LLM's way). Set one of the two.")
+        "of it (vLLM's default 0.9); on CUDA devices a share of the total CUDA reports (~0.7 GiB under the "
+        "capacity), the CUDA context and NCCL's buffers outside it. null: the pool is kv_cache_fraction of what "
+        "weights and activations leave (TensorRT-LLM's way). Set one of the two.")
     kv_cache_dtype: Literal["auto", "bf16", "fp16", "fp8"] = Field(
         "auto", description="Dtype the KV cache is stored and read in (vLLM and SGLang --kv-cache-dtype, TensorRT-LLM "
         "kv_cache_config.dtype). auto: the width of the model's activations (an fp8 model on fp8 tensor cores keeps an "
