@@ -45,6 +45,7 @@ rest of #23278's, ~2 GiB on one GPU (the forward's peak with the fused-MoE works
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from moesim.accounting import GIB
 from moesim.costmodel.host import platform_of
@@ -83,6 +84,28 @@ def comm_buffer_bytes(s) -> float:
     return COMM_BUFFER_GIB_PER_DOUBLING * math.log2(comm_group_gpus(s)) * GIB
 
 
+class _Budget(NamedTuple):
+    """The parts of an engine's budget, GiB per device: ``seen`` (what the engine sizes from: the capacity, less
+    :data:`CUDA_UNSEEN_GIB` on CUDA devices), ``share`` (``memory_utilization``, or None), ``held`` (taken out of
+    ``seen`` first without a share: the CUDA context and communicator buffers), ``comm`` (the buffers' part of it)."""
+
+    cuda: bool
+    seen: float
+    share: float | None
+    held: float
+    comm: float
+
+
+def _budget(s) -> _Budget:
+    share = getattr(s.workload, "memory_utilization", None)
+    capacity = s.hardware.device.mem_gib
+    if platform_of(s.hardware.device.name) != "cuda":
+        return _Budget(False, capacity, share, 0.0, 0.0)
+    seen = max(capacity - CUDA_UNSEEN_GIB, 0.0)  # a device smaller than the reserves has no budget
+    comm = comm_buffer_bytes(s) / GIB
+    return _Budget(True, seen, share, 0.0 if share is not None else CUDA_CONTEXT_GIB + comm, comm)
+
+
 def engine_budget_bytes(s) -> float:
     """Bytes per device a serving engine may fill with weights, working activations and its KV pool.
 
@@ -90,28 +113,20 @@ def engine_budget_bytes(s) -> float:
     ``workload.memory_utilization`` (vLLM), or without it (TensorRT-LLM's share of free memory) that total less the
     CUDA context and the communicators' buffers the engine allocated first. Other devices: the capacity, times
     ``memory_utilization`` when set."""
-    w = s.workload
-    util = getattr(w, "memory_utilization", None)
-    capacity = s.hardware.device.mem_gib * GIB
-    if platform_of(s.hardware.device.name) != "cuda":
-        return capacity * (util if util is not None else 1.0)
-    seen = max(capacity - CUDA_UNSEEN_GIB * GIB, 0.0)  # a device smaller than the reserves has no budget
-    if util is not None:
-        return util * seen
-    return max(seen - CUDA_CONTEXT_GIB * GIB - comm_buffer_bytes(s), 0.0)
+    b = _budget(s)
+    if b.share is not None:
+        return b.share * b.seen * GIB
+    return max(b.seen - b.held, 0.0) * GIB
 
 
 def budget_words(s) -> str:
     """How :func:`engine_budget_bytes` came about, for a fits reason: e.g. ``(workload.memory_utilization 0.9 of
     the 79.3 GiB CUDA reports)``; empty where the budget is the device's capacity."""
-    w = s.workload
-    util = getattr(w, "memory_utilization", None)
-    cap = s.hardware.device.mem_gib
-    if platform_of(s.hardware.device.name) != "cuda":
-        return f" (workload.memory_utilization {util:g} of {cap:.1f} GiB)" if util is not None else ""
-    seen = max(cap - CUDA_UNSEEN_GIB, 0.0)
-    if util is not None:
-        return f" (workload.memory_utilization {util:g} of the {seen:.1f} GiB CUDA reports)"
-    comm = comm_buffer_bytes(s) / GIB
-    what = "the CUDA context and communication buffers" if comm else "the CUDA context"
-    return f" (of the {seen:.1f} GiB CUDA reports, {CUDA_CONTEXT_GIB + comm:.1f} GiB held by {what})"
+    b = _budget(s)
+    of = f"the {b.seen:.1f} GiB CUDA reports" if b.cuda else f"{b.seen:.1f} GiB"
+    if b.share is not None:
+        return f" (workload.memory_utilization {b.share:g} of {of})"
+    if not b.cuda:
+        return ""
+    what = "the CUDA context and communication buffers" if b.comm else "the CUDA context"
+    return f" (of {of}, {b.held:.1f} GiB held by {what})"
