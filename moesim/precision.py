@@ -102,7 +102,8 @@ class Precision:
         """Dtype the serving attention kernel is priced in: the model dtype, but fp8 under fp4 math, and
         bf16 over a 16-bit KV cache. No attention kernel runs in FP4: TensorRT-LLM runs its NVFP4
         checkpoints' context and generation FMHA in FP8 over the FP8 KV cache (``kv_bytes``), so QK^T
-        and PV reach the FP8 peak, not FP4's. Over a bf16/fp16 cache (``workload.kv_cache_dtype``, or
+        and PV run as FP8 attention (at its measured speed over the 16-bit kernel where one was measured,
+        ``CostModelBase._attention_peak``), not at FP4's peak. Over a bf16/fp16 cache (``workload.kv_cache_dtype``, or
         SGLang's and vLLM's default for an FP8 checkpoint) the kernels multiply 16-bit K and V: an FP8
         model's attention then runs at the 16-bit peak (FlashAttention-3, FlashInfer, FlashMLA)."""
         dtype = "fp8" if self.compute_dtype == "fp4" else self.model_dtype

@@ -165,3 +165,25 @@ def test_under_fp8_attention_a_sliding_window_layer_keeps_its_forward_saving_but
             assert c.bwd_s[local, 0, -1] == pytest.approx(c.bwd_s[full, 0, -1])
         else:
             assert c.bwd_s[local, 0, -1] < c.bwd_s[full, 0, -1]
+
+
+@pytest.mark.parametrize("preset,family", [("h100-sxm", "hopper"), ("b200", "blackwell"), ("gb300-nvl72", "blackwell-ultra")])
+def test_serving_fp8_attention_runs_a_prompt_at_the_measured_speedup_not_the_peaks(preset, family):
+    """A prompt's attention over an FP8 KV cache (serving: dtype fp8, paged) is the BF16 kernel's time over
+    cuDNN's measured FP8 forward speedup, not over the FP8/BF16 peak ratio (2x)."""
+    cm = _cm(preset)
+    q = np.full(4, 8192.0)  # long prompts: compute-bound
+    bf16 = cm.attention_batch_s(q, q, 64, 128, 8) - cm.attention_launch_s
+    fp8 = cm.attention_batch_s(q, q, 64, 128, 8, dtype="fp8", kv_bytes=1.0) - cm.attention_launch_s
+    assert bf16 / fp8 == pytest.approx(FP8_ATTENTION_SPEEDUP[(family, "128")][0], rel=1e-6)
+    assert bf16 / fp8 < 1.9
+
+
+def test_serving_fp8_attention_keeps_the_fp8_peak_where_nothing_was_measured():
+    """A device the benchmark did not time (an L40S) keeps the FP8 peak for FP8 attention: 2x the BF16 kernel."""
+    cm = _cm("l40s")
+    q = np.full(4, 8192.0)
+    bf16 = cm.attention_batch_s(q, q, 64, 128, 8) - cm.attention_launch_s
+    fp8 = cm.attention_batch_s(q, q, 64, 128, 8, dtype="fp8", kv_bytes=1.0) - cm.attention_launch_s
+    peaks = cm.hw.device.peak_tflops["fp8"] / cm.hw.device.peak_tflops["bf16"]
+    assert bf16 / fp8 == pytest.approx(peaks, rel=0.02)

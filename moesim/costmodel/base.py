@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.costmodel import comm
+from moesim.costmodel.attention_rate import fp8_attention_speedup
 from moesim.costmodel.custom_allreduce import ALLREDUCE_ALGORITHMS, custom_allreduce_s
 from moesim.costmodel.fp4 import moe_tile_rows
 from moesim.costmodel.fp8 import cast_time_s as fp8_cast_time_s
@@ -176,11 +177,25 @@ class CostModelBase:
         if moved is None:  # bytes per sequence (attention_batch_s passes them in)
             moved = self._attention_bytes(q, kv, n_heads, head_dim, kv_heads, dtype)
         eff_mem = self._attention_memory_efficiency(moved if working_set_bytes is None else working_set_bytes)
-        peak = self._peak(self.precision(dtype).compute_dtype)
+        peak = self._attention_peak(dtype, head_dim)
         # a device with faster softmax exponentials at the same tensor peak (Blackwell Ultra) reaches a
         # larger fraction of it (costmodel/attention_rate.py)
         eff = np.minimum(self.attention_efficiency(q, kv, paged, head_dim, causal) * self.hw.device.attention_rate_scale, 1.0)
         return roofline_s(flops, moved, peak, self._bw, eff, eff_mem, 0.0)
+
+    def _attention_peak(self, dtype: str, head_dim: float) -> float:
+        """FLOP/s the attention kernel's efficiency is a fraction of (the flash tables are fractions of the
+        16-bit peak). An FP8 attention kernel (serving over an FP8 KV cache) is not twice as fast as the
+        16-bit one: where cuDNN's SDPA benchmark timed both on the device's family, the 16-bit peak times
+        that measured forward speedup (1.50x on Hopper, 1.29x on Blackwell, 1.58x on Blackwell Ultra at
+        128-wide heads; ``attention_rate.fp8_attention_speedup``), the speed training's FP8 attention takes
+        too; elsewhere the FP8 peak."""
+        compute = self.precision(dtype).compute_dtype
+        if compute == "fp8":
+            forward, _ = fp8_attention_speedup(self.hw.device.name, head_dim)
+            if forward != 1.0:
+                return self._peak("bf16") * forward
+        return self._peak(compute)
 
     def _attention_launch_s(self, q_tokens):
         q = np.asarray(q_tokens, dtype=float)
