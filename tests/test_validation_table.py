@@ -132,9 +132,9 @@ def _miss_patterns(text: str) -> list[dict[str, str]]:
 
 
 def test_readme_miss_patterns_cover_every_miss_once_with_its_direction():
-    """The summary table of miss patterns lists each row more than 25 % off exactly once, and counts its
+    """The summary table of miss patterns lists each row more than 25 % off exactly once, counts its
     optimistic rows (``Check.optimistic``: a prediction better than the run by its metric's direction) and
-    its pessimistic ones, as the sentence above it does."""
+    its pessimistic ones, as the sentence above it does, and states its rows' smallest and largest errors."""
     import re
 
     from moesim.validation_results import read_results
@@ -142,7 +142,9 @@ def test_readme_miss_patterns_cover_every_miss_once_with_its_direction():
     readme = (ROOT / "README.md").read_text()
     rows = {r["id"]: r for r in read_table(DEFAULT_CSV)}
     missed = {}  # id -> optimistic, from the last full validate (tests/test_validation_results.py keeps it fresh)
+    errors = {}
     for k in read_results():
+        errors[k.id] = k.error
         if abs(k.error) > MISS:
             r = rows[k.id]
             missed[k.id] = Check(k.id, "", 1.0, "", "", r["metric"], error=k.error,
@@ -157,6 +159,11 @@ def test_readme_miss_patterns_cover_every_miss_once_with_its_direction():
         assert int(counts.get("optimistic", 0)) == sum(missed[i] for i in ids), p["pattern"]
         assert int(counts.get("pessimistic", 0)) == sum(not missed[i] for i in ids), p["pattern"]
         assert p["what is known"], p["pattern"]
+        # the error column names the listed rows' extremes (to the point, as the README rounds them)
+        stated = [float(x) for x in re.findall(r"[+-]?\d+(?:\.\d+)?", p["error"])]
+        errs = [100 * errors[i] for i in ids]
+        for end in (min(errs), max(errs)):
+            assert any(abs(abs(s) - abs(end)) <= 1.0 for s in stated), (p["pattern"], p["error"], round(end, 1))
     optimistic = sum(missed.values())
     assert (f"of the {len(missed)} rows over 25 %, {optimistic} predict a better run than\nthe one measured "
             f"(more tokens a second, less time or memory) and {len(missed) - optimistic} a worse one") in readme
