@@ -76,3 +76,22 @@ def test_a_ring_cap_applies_to_custom_all_reduce_and_all_gather_alike():
     nbytes = 64e6
     assert float(cm.allreduce_s(nbytes, 8, algorithm="custom")) >= 0.99 * float(cm.allreduce_s(nbytes, 8))
     assert (8 - 1) / 8 * nbytes / float(cm.allgather_s(nbytes, 8)) / 1e9 <= 28.0
+
+
+def test_an_l40s_servers_rings_get_the_measured_pcie_share_of_its_gen4_link():
+    """The L40S preset's rings of 4 and 8 GPUs run at the share of the link the RTX 5090 server's rings reach
+    (35/63 and 28/63 of PCIe 5.0, NCCL issue #1639), of its own 32 GB/s Gen4 link: 17.8 and 14.2 GB/s; the
+    RTX PRO 6000's, from the same share of 63 GB/s, are the measured 35 and 28."""
+    from moesim.presets.hardware import PCIE_RING_SHARE, pcie_rings
+
+    assert pcie_rings(63.0) == {4: 35.0, 8: 28.0}
+    assert _hw("l40s").node.ring_busbw_gbps == pcie_rings(32.0) == {4: 17.8, 8: 14.2}
+    cm = build_cost_model(_hw("l40s"))
+    nbytes = 64e6
+
+    def busbw(n: int) -> float:
+        return 2 * (n - 1) / n * nbytes / float(cm.allreduce_s(nbytes, n)) / 1e9
+
+    assert busbw(8) <= 32.0 * PCIE_RING_SHARE[8] * (1 + 1e-9)
+    assert busbw(4) <= 32.0 * PCIE_RING_SHARE[4] * (1 + 1e-9)
+    assert busbw(8) < busbw(4) < busbw(2)

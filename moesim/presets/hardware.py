@@ -94,6 +94,24 @@ _METAL = dict(memory_efficiency=apple_metal.MEMORY_EFFICIENCY, launch_overhead_u
 # 16-row blocks when the batch is at most the expert count (sgl-project/sglang
 # python/sglang/srt/layers/moe/fused_moe_triton/fused_moe_triton_config.py @c050f40d, get_default_config).
 _AMPERE_MMA_ROWS = 16
+
+#: Share of a PCIe link's per-direction rate that NCCL's ring all-reduce reaches over 4 and over 8 GPUs of a
+#: two-socket PCIe server: 35 and 28 GB/s of bus bandwidth on eight RTX 5090s behind two Xeon 8480+ (PCIe 5.0, 63 GB/s a
+#: direction; NVIDIA/nccl issue #1639, 1-8 GB messages; the maintainer: "on PCI systems, the performance you get is
+#: usually determined by the bandwidth your CPU and memory can deliver"). A ring over such a server crosses its
+#: switches and root complexes, and between the sockets NCCL leaves peer-to-peer for host memory, data-centre GPUs
+#: included (NCCL's environment-variable docs, NCCL_P2P_LEVEL: P2P by default up to a PCI root complex; SYS, across the
+#: sockets' interconnect, only when asked for); so the share, not the 5090's rate, is what carries to another PCIe
+#: server. An assumption where nothing of the server itself was measured.
+PCIE_RING_SHARE: dict[int, float] = {4: 35.0 / 63.0, 8: 28.0 / 63.0}
+
+
+def pcie_rings(link_gbps: float) -> dict[int, float]:
+    """``node.ring_busbw_gbps`` of a PCIe server whose links run at ``link_gbps`` a direction: the
+    :data:`PCIE_RING_SHARE` of it, GB/s, to one decimal."""
+    return {n: round(link_gbps * share, 1) for n, share in PCIE_RING_SHARE.items()}
+
+
 # Compute-bound 4-bit weight-only GEMMs top out at Marlin's 141.4 TFLOP/s on an A100, 0.453 of its 16-bit peak
 # (vLLM PR #2497; costmodel/weight_only.py).
 _A100_WEIGHT_ONLY = dict(weight_only_peak_fraction=AMPERE_W4A16_PEAK_FRACTION)
@@ -247,6 +265,8 @@ HARDWARE: dict[str, dict] = {
     # 48 GB GDDR6 with ECC at 864 GB/s; PCIe Gen4 x16, 64 GB/s bidirectional = 32 per direction, no NVLink (NVIDIA L40S
     # datasheet's table, as resellers reproduce it, e.g. mullet.se product 355414); nvidia-smi reports 46,068 MiB = 45.0 GiB
     # (ECC on). Link latency 5 us: assumption, as the RTX PRO 6000's. Ada has no warpgroup MMA: grouped kernels tile 16 rows.
+    # Rings of 4 and 8 GPUs get the measured share of the link a two-socket PCIe server's rings reach (PCIE_RING_SHARE:
+    # 17.8 and 14.2 GB/s of bus bandwidth; no L40S server's own all-reduce table was found).
     # Cost model: the H100 profile rebased on these peaks and bandwidth (no L40S kernel table). $1.86/h: assumption, AWS's
     # on-demand price for one L40S with its host share (g6e.xlarge, us-east-1, 2025); volatile.
     "l40s": dict(
@@ -254,7 +274,8 @@ HARDWARE: dict[str, dict] = {
         device=dict(name="NVIDIA L40S", sm_count=142, peak_tflops=dict(bf16=362.05, fp16=362.05, fp8=733.0, fp32=91.6),
                     mem_bw_gbps=864.0, mem_gib=45.0, power_w=350.0, usd_per_hour=1.86,
                     mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
-        node=dict(devices_per_node=8, intra_bw_gbps=32.0, intra_latency_us=5.0), cluster=_CX7_NET,
+        node=dict(devices_per_node=8, intra_bw_gbps=32.0, intra_latency_us=5.0, ring_busbw_gbps=pcie_rings(32.0)),
+        cluster=_CX7_NET,
     ),
     # RTX PRO 6000 Blackwell Server Edition (GB202, sm_120, 188 SMs, 600 W), eight to a PCIe server: dense tensor
     # TFLOP/s BF16 503.8, FP8 1,007.6, FP4 2,015.2 (half the sparse figures; NVIDIA quotes "4,000 AI TOPS" FP4 sparse and
@@ -267,7 +288,7 @@ HARDWARE: dict[str, dict] = {
     # which reads a B200's large BF16 GEMMs ~10 % fast, see b200). Rings of 4 and 8 GPUs get less than the link: NCCL's
     # all-reduce on eight RTX 5090s (the same GB202 die) on PCIe 5.0 behind two Xeon 8480+ reaches 28 GB/s of bus
     # bandwidth at 8 GPUs and 35 at 4 (NVIDIA/nccl issue #1639, 1-8 GB messages; "determined by the bandwidth your CPU
-    # and memory can deliver"), node.ring_busbw_gbps. $1.69/h: assumption, one cloud's on-demand price
+    # and memory can deliver"), node.ring_busbw_gbps (PCIE_RING_SHARE of its 63 GB/s). $1.69/h: assumption, one cloud's on-demand price
     # for this GPU in a public pod listing (2026); volatile.
     "rtx-pro-6000": dict(
         name="RTX PRO 6000 Blackwell Server (8x PCIe)",
@@ -275,7 +296,7 @@ HARDWARE: dict[str, dict] = {
                     peak_tflops=dict(bf16=503.8, fp16=503.8, fp8=1007.6, fp4=2015.2, fp32=125.95),
                     mem_bw_gbps=1792.0, mem_gib=95.6, power_w=600.0, usd_per_hour=1.69,
                     mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
-        node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0, ring_busbw_gbps={4: 35.0, 8: 28.0}),
+        node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0, ring_busbw_gbps=pcie_rings(63.0)),
         cluster=_CX7_NET,
     ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
