@@ -288,8 +288,8 @@ HARDWARE: dict[str, dict] = {
     # which reads a B200's large BF16 GEMMs ~10 % fast, see b200). Rings of 4 and 8 GPUs get less than the link: NCCL's
     # all-reduce on eight RTX 5090s (the same GB202 die) on PCIe 5.0 behind two Xeon 8480+ reaches 28 GB/s of bus
     # bandwidth at 8 GPUs and 35 at 4 (NVIDIA/nccl issue #1639, 1-8 GB messages; "determined by the bandwidth your CPU
-    # and memory can deliver"), node.ring_busbw_gbps (PCIE_RING_SHARE of its 63 GB/s). $1.69/h: assumption, one cloud's on-demand price
-    # for this GPU in a public pod listing (2026); volatile.
+    # and memory can deliver"), node.ring_busbw_gbps (PCIE_RING_SHARE of its 63 GB/s). $1.69/h: assumption, one
+    # cloud's on-demand price for this GPU in a public pod listing (2026); volatile.
     "rtx-pro-6000": dict(
         name="RTX PRO 6000 Blackwell Server (8x PCIe)",
         device=dict(name="NVIDIA RTX PRO 6000 Blackwell Server Edition", sm_count=188,
