@@ -35,3 +35,59 @@ def test_decode_step_table_is_real(root, capsys, scenario, marker):
     printed = _printed(["simulate", scenario], capsys)
     start = printed.index(quoted[0])
     assert printed[start:start + len(quoted)] == quoted
+
+
+def _summary(name: str, overrides: list[str] | None = None) -> dict:
+    from moesim import load_scenario, simulate
+    return simulate(load_scenario(name, overrides or []), seed=0).summary
+
+
+def _flat(text: str) -> str:
+    """The README's prose with its line breaks as spaces, as a sentence is compared."""
+    return " ".join(text.split())
+
+
+def test_single_stream_prose_is_real(root):
+    """The Arrivals paragraph's one-stream figures (M2 Ultra, DGX Spark) are what the scenarios give."""
+    readme = _flat((root / "README.md").read_text())
+    m2 = _summary("mixtral-8x7b-m2-ultra-serve")
+    assert (f"is one stream on an M2 Ultra: TTFT p50 {m2['ttft_p50_s']:.3f} s (one 256-token prefill, no queue), "
+            f"e2e p50 {m2['e2e_p50_s']:.1f} s, {m2['output_tokens_per_s']:.1f} output tokens/s, "
+            f"${m2['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in readme
+    spark = _summary("gpt-oss-120b-dgx-spark-serve")
+    assert f"llama.cpp: TPOT p50 {spark['tpot_p50_s'] * 1e3:.1f} ms (each token reads" in readme
+    assert (f"TTFT p50 {spark['ttft_p50_s']:.2f} s for the median 2K-token prompt (its pp2048 is 1.06 s, SPK-08), "
+            f"{spark['output_tokens_per_s']:.0f} output tokens/s, "
+            f"${spark['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in readme
+
+
+def test_ep_against_tp_prose_is_real(root):
+    """'EP8 and TP8 both give X ms TPOT p50' holds for both plans at the README's precision."""
+    readme = _flat((root / "README.md").read_text())
+    tp8 = _summary("mixtral-8x7b-h100-serve-tp8")["tpot_p50_s"] * 1e3
+    ep8 = _summary("mixtral-8x7b-h100-serve-tp8", ["plan.etp=1", "plan.ep=8"])["tpot_p50_s"] * 1e3
+    assert f"{tp8:.1f}" == f"{ep8:.1f}"
+    assert f"EP8 and TP8 both give {tp8:.1f} ms TPOT p50" in readme
+
+
+def test_sliding_window_prose_is_real(root):
+    """The gpt-oss long-prompt paragraph: the windowed plan's figures and full attention's overload."""
+    readme = _flat((root / "README.md").read_text())
+    win = _summary("gpt-oss-120b-h100-serve-long")
+    assert (f"TTFT p99 {win['ttft_p99_s']:.2f} s, TPOT p50 {win['tpot_p50_s'] * 1e3:.0f} ms, the KV pool at most "
+            f"{win['kv_utilisation_max'] * 100:.0f} % full, ${win['usd_per_mtok']:.2f} per million tokens") in readme
+    full = _summary("gpt-oss-120b-h100-serve-long", ["model.local_attention=null"])
+    assert full["overloaded"] and full["kv_utilisation_max"] > 0.99
+    assert (f"KV full, TTFT p99 {full['ttft_p99_s']:.2f} s and growing, "
+            f"TPOT p50 {full['tpot_p50_s'] * 1e3:.0f} ms") in readme
+
+
+def test_dp_attention_balance_prose_is_real(root):
+    """DeepSeek-V3 DP-attention with and without the balance: throughput, TPOT and TTFT as quoted."""
+    readme = _flat((root / "README.md").read_text())
+    base = ["plan={dp: 8, tp: 1, pp: 1, ep: 8, dp_attention: true}", "workload.arrival={process: batch, n_requests: 2000}"]
+    on = _summary("deepseek-v3-h200-serve", base + ["workload.dp_attention_balance={timeout_iters: 50, batching_wait_iters: 10}"])
+    off = _summary("deepseek-v3-h200-serve", base)
+    assert (f"gives {on['output_tokens_per_s']:,.0f} output tokens/s with the balance against "
+            f"{off['output_tokens_per_s']:,.0f} without it (TPOT p50 {on['tpot_p50_s'] * 1e3:.0f} ms against "
+            f"{off['tpot_p50_s'] * 1e3:.0f} ms; TTFT p50 {on['ttft_p50_s']:.1f} s against {off['ttft_p50_s']:.1f} s") in readme
