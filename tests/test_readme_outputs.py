@@ -91,3 +91,22 @@ def test_dp_attention_balance_prose_is_real(root):
     assert (f"gives {on['output_tokens_per_s']:,.0f} output tokens/s with the balance against "
             f"{off['output_tokens_per_s']:,.0f} without it (TPOT p50 {on['tpot_p50_s'] * 1e3:.0f} ms against "
             f"{off['tpot_p50_s'] * 1e3:.0f} ms; TTFT p50 {on['ttft_p50_s']:.1f} s against {off['ttft_p50_s']:.1f} s") in readme
+
+
+def test_nvfp4_prose_is_real(root):
+    """The precision paragraph's Mixtral-on-B200 example, NVFP4 against FP8, as the engine gives it."""
+    readme = _flat((root / "README.md").read_text())
+    fp4, fp8 = (_summary("mixtral-8x7b-h100-serve", ["hardware.preset=b200", f"model.dtype={d}"]) for d in ("nvfp4", "fp8"))
+    assert fp4["output_tokens_per_s"] > fp8["output_tokens_per_s"]
+    assert (f"{fp4['output_tokens_per_s'] / 1e3:.0f}k against {fp8['output_tokens_per_s'] / 1e3:.0f}k output tokens/s, "
+            f"TPOT p50 {fp4['tpot_p50_s'] * 1e3:.1f} against {fp8['tpot_p50_s'] * 1e3:.1f} ms, "
+            f"${fp4['usd_per_mtok']:.3f} against ${fp8['usd_per_mtok']:.3f} per million tokens") in readme
+
+
+def test_compare_example_prose_is_real(root):
+    """The commands table's `compare` example: TP2 replicas' TPOT p99 and throughput against TP1's."""
+    readme = _flat((root / "README.md").read_text())
+    tp1, tp2 = _summary("mixtral-8x7b-h100-serve"), _summary("mixtral-8x7b-h100-serve-tp2")
+    shorter = (1 - tp2["tpot_p99_s"] / tp1["tpot_p99_s"]) * 100
+    lower = (1 - tp2["output_tokens_per_s"] / tp1["output_tokens_per_s"]) * 100
+    assert f"shows TP2 replicas' TPOT p99 {shorter:.0f} % shorter and their throughput {lower:.0f} % lower" in readme
