@@ -110,3 +110,18 @@ def test_compare_example_prose_is_real(root):
     shorter = (1 - tp2["tpot_p99_s"] / tp1["tpot_p99_s"]) * 100
     lower = (1 - tp2["output_tokens_per_s"] / tp1["output_tokens_per_s"]) * 100
     assert f"shows TP2 replicas' TPOT p99 {shorter:.0f} % shorter and their throughput {lower:.0f} % lower" in readme
+
+
+def test_slo_capacity_example_is_real(root, capsys):
+    """`simulate --slo`'s quoted probe lines (stderr) and capacity rows and notes (stdout) are today's."""
+    readme = (root / "README.md").read_text()
+    probes = [line.rstrip() for line in _block_after(readme, "Real output (Mixtral 8x7B FP8 on 8 H100, one replica")]
+    assert probes[0] == "$ moesim simulate mixtral-8x7b-h100-serve-online --slo ttft_p99=2,tpot_p99=0.1"
+    assert main(["simulate", "mixtral-8x7b-h100-serve-online", "--slo", "ttft_p99=2,tpot_p99=0.1"]) == 0
+    captured = capsys.readouterr()
+    assert [line.rstrip() for line in captured.err.split("\n") if line.startswith("probe ")] == probes[1:]
+    printed = [line.rstrip() for line in captured.out.split("\n")]
+    summary = [line.rstrip() for line in _block_after(readme, "then the serving summary of the run at capacity")]
+    for line in summary:
+        if not line.startswith(("│ ...", "... and")):
+            assert line in printed, line
