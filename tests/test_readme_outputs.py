@@ -125,3 +125,25 @@ def test_slo_capacity_example_is_real(root, capsys):
     for line in summary:
         if not line.startswith(("│ ...", "... and")):
             assert line in printed, line
+
+
+@pytest.mark.slow  # ~25 s: the README's plan search itself
+def test_plan_example_table_is_real(root, tmp_path, capsys):
+    """`moesim plan`'s quoted ranking (each row of its table) is what the search finds today."""
+    from moesim import cli_plan
+
+    readme = (root / "README.md").read_text()
+    marker = "$ moesim plan mixtral-8x7b-h100-serve-online --devices 8..64 --slo ttft_p99=2,tpot_p99=0.2 --top 5"
+    start = readme.index(marker)
+    block = readme[start:readme.index("```", start)].split("\n")
+    quoted = [line.rstrip() for line in block if line.startswith("│")]
+    assert len(quoted) == 5
+    saved = cli_plan.out._width, cli_plan.out._height
+    cli_plan.out.size = (250, 25)  # the README quotes the whole table, as a wide terminal prints it
+    try:
+        assert main(["plan", "mixtral-8x7b-h100-serve-online", "--devices", "8..64", "--slo", "ttft_p99=2,tpot_p99=0.2",
+                     "--top", "5", "--out", str(tmp_path / "plan")]) == 0
+    finally:
+        cli_plan.out._width, cli_plan.out._height = saved
+    printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
+    assert printed == quoted
