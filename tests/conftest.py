@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,15 +53,24 @@ def root() -> Path:
     return ROOT
 
 
+@contextmanager
+def console_columns(console, columns: int):
+    """A rich ``Console`` printing as on a terminal ``columns`` wide, whatever runs the tests (restored after)."""
+    saved = console._width, console._height
+    console.size = (columns, 25)
+    try:
+        yield
+    finally:
+        console._width, console._height = saved
+
+
 @pytest.fixture
 def eighty_columns():
     """The CLI's tables printed as on an 80-column terminal (what the README quotes), whatever runs the tests."""
     from moesim import cli
 
-    saved = cli.out._width, cli.out._height
-    cli.out.size = (80, 25)
-    yield
-    cli.out._width, cli.out._height = saved
+    with console_columns(cli.out, 80):
+        yield
 
 
 def engine_reserve_gib(s) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from moesim.cli import main
+from tests.conftest import console_columns
 
 pytestmark = pytest.mark.usefixtures("eighty_columns")  # the README quotes an 80-column terminal
 
@@ -42,74 +43,69 @@ def _summary(name: str, overrides: list[str] | None = None) -> dict:
     return simulate(load_scenario(name, overrides or []), seed=0).summary
 
 
-def _flat(text: str) -> str:
-    """The README's prose with its line breaks as spaces, as a sentence is compared."""
-    return " ".join(text.split())
+@pytest.fixture
+def prose(root) -> str:
+    """The README with its line breaks as spaces, so a sentence is found whatever its wrapping."""
+    return " ".join((root / "README.md").read_text().split())
 
 
-def test_single_stream_prose_is_real(root):
+def test_single_stream_prose_is_real(prose):
     """The Arrivals paragraph's one-stream figures (M2 Ultra, DGX Spark) are what the scenarios give."""
-    readme = _flat((root / "README.md").read_text())
     m2 = _summary("mixtral-8x7b-m2-ultra-serve")
     assert (f"is one stream on an M2 Ultra: TTFT p50 {m2['ttft_p50_s']:.3f} s (one 256-token prefill, no queue), "
             f"e2e p50 {m2['e2e_p50_s']:.1f} s, {m2['output_tokens_per_s']:.1f} output tokens/s, "
-            f"${m2['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in readme
+            f"${m2['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in prose
     spark = _summary("gpt-oss-120b-dgx-spark-serve")
-    assert f"llama.cpp: TPOT p50 {spark['tpot_p50_s'] * 1e3:.1f} ms (each token reads" in readme
+    assert f"llama.cpp: TPOT p50 {spark['tpot_p50_s'] * 1e3:.1f} ms (each token reads" in prose
     assert (f"TTFT p50 {spark['ttft_p50_s']:.2f} s for the median 2K-token prompt (its pp2048 is 1.06 s, SPK-08), "
             f"{spark['output_tokens_per_s']:.0f} output tokens/s, "
-            f"${spark['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in readme
+            f"${spark['usd_per_1k_output_tokens'] * 1e3:.2f} per million output tokens.") in prose
 
 
-def test_ep_against_tp_prose_is_real(root):
+def test_ep_against_tp_prose_is_real(prose):
     """'EP8 and TP8 both give X ms TPOT p50' holds for both plans at the README's precision."""
-    readme = _flat((root / "README.md").read_text())
     tp8 = _summary("mixtral-8x7b-h100-serve-tp8")["tpot_p50_s"] * 1e3
     ep8 = _summary("mixtral-8x7b-h100-serve-tp8", ["plan.etp=1", "plan.ep=8"])["tpot_p50_s"] * 1e3
     assert f"{tp8:.1f}" == f"{ep8:.1f}"
-    assert f"EP8 and TP8 both give {tp8:.1f} ms TPOT p50" in readme
+    assert f"EP8 and TP8 both give {tp8:.1f} ms TPOT p50" in prose
 
 
-def test_sliding_window_prose_is_real(root):
+def test_sliding_window_prose_is_real(prose):
     """The gpt-oss long-prompt paragraph: the windowed plan's figures and full attention's overload."""
-    readme = _flat((root / "README.md").read_text())
     win = _summary("gpt-oss-120b-h100-serve-long")
     assert (f"TTFT p99 {win['ttft_p99_s']:.2f} s, TPOT p50 {win['tpot_p50_s'] * 1e3:.0f} ms, the KV pool at most "
-            f"{win['kv_utilisation_max'] * 100:.0f} % full, ${win['usd_per_mtok']:.2f} per million tokens") in readme
+            f"{win['kv_utilisation_max'] * 100:.0f} % full, ${win['usd_per_mtok']:.2f} per million tokens") in prose
     full = _summary("gpt-oss-120b-h100-serve-long", ["model.local_attention=null"])
     assert full["overloaded"] and full["kv_utilisation_max"] > 0.99
     assert (f"KV full, TTFT p99 {full['ttft_p99_s']:.2f} s and growing, "
-            f"TPOT p50 {full['tpot_p50_s'] * 1e3:.0f} ms") in readme
+            f"TPOT p50 {full['tpot_p50_s'] * 1e3:.0f} ms") in prose
 
 
-def test_dp_attention_balance_prose_is_real(root):
+def test_dp_attention_balance_prose_is_real(prose):
     """DeepSeek-V3 DP-attention with and without the balance: throughput, TPOT and TTFT as quoted."""
-    readme = _flat((root / "README.md").read_text())
     base = ["plan={dp: 8, tp: 1, pp: 1, ep: 8, dp_attention: true}", "workload.arrival={process: batch, n_requests: 2000}"]
     on = _summary("deepseek-v3-h200-serve", base + ["workload.dp_attention_balance={timeout_iters: 50, batching_wait_iters: 10}"])
     off = _summary("deepseek-v3-h200-serve", base)
     assert (f"gives {on['output_tokens_per_s']:,.0f} output tokens/s with the balance against "
             f"{off['output_tokens_per_s']:,.0f} without it (TPOT p50 {on['tpot_p50_s'] * 1e3:.0f} ms against "
-            f"{off['tpot_p50_s'] * 1e3:.0f} ms; TTFT p50 {on['ttft_p50_s']:.1f} s against {off['ttft_p50_s']:.1f} s") in readme
+            f"{off['tpot_p50_s'] * 1e3:.0f} ms; TTFT p50 {on['ttft_p50_s']:.1f} s against {off['ttft_p50_s']:.1f} s") in prose
 
 
-def test_nvfp4_prose_is_real(root):
+def test_nvfp4_prose_is_real(prose):
     """The precision paragraph's Mixtral-on-B200 example, NVFP4 against FP8, as the engine gives it."""
-    readme = _flat((root / "README.md").read_text())
     fp4, fp8 = (_summary("mixtral-8x7b-h100-serve", ["hardware.preset=b200", f"model.dtype={d}"]) for d in ("nvfp4", "fp8"))
     assert fp4["output_tokens_per_s"] > fp8["output_tokens_per_s"]
     assert (f"{fp4['output_tokens_per_s'] / 1e3:.0f}k against {fp8['output_tokens_per_s'] / 1e3:.0f}k output tokens/s, "
             f"TPOT p50 {fp4['tpot_p50_s'] * 1e3:.1f} against {fp8['tpot_p50_s'] * 1e3:.1f} ms, "
-            f"${fp4['usd_per_mtok']:.3f} against ${fp8['usd_per_mtok']:.3f} per million tokens") in readme
+            f"${fp4['usd_per_mtok']:.3f} against ${fp8['usd_per_mtok']:.3f} per million tokens") in prose
 
 
-def test_compare_example_prose_is_real(root):
+def test_compare_example_prose_is_real(prose):
     """The commands table's `compare` example: TP2 replicas' TPOT p99 and throughput against TP1's."""
-    readme = _flat((root / "README.md").read_text())
     tp1, tp2 = _summary("mixtral-8x7b-h100-serve"), _summary("mixtral-8x7b-h100-serve-tp2")
     shorter = (1 - tp2["tpot_p99_s"] / tp1["tpot_p99_s"]) * 100
     lower = (1 - tp2["output_tokens_per_s"] / tp1["output_tokens_per_s"]) * 100
-    assert f"shows TP2 replicas' TPOT p99 {shorter:.0f} % shorter and their throughput {lower:.0f} % lower" in readme
+    assert f"shows TP2 replicas' TPOT p99 {shorter:.0f} % shorter and their throughput {lower:.0f} % lower" in prose
 
 
 def test_slo_capacity_example_is_real(root, capsys):
@@ -127,7 +123,7 @@ def test_slo_capacity_example_is_real(root, capsys):
             assert line in printed, line
 
 
-@pytest.mark.slow  # ~25 s: the README's plan search itself
+@pytest.mark.slow  # ~30 s: the README's plan search itself
 def test_plan_example_table_is_real(root, tmp_path, capsys):
     """`moesim plan`'s quoted ranking (each row of its table) is what the search finds today."""
     from moesim import cli_plan
@@ -138,12 +134,8 @@ def test_plan_example_table_is_real(root, tmp_path, capsys):
     block = readme[start:readme.index("```", start)].split("\n")
     quoted = [line.rstrip() for line in block if line.startswith("│")]
     assert len(quoted) == 5
-    saved = cli_plan.out._width, cli_plan.out._height
-    cli_plan.out.size = (250, 25)  # the README quotes the whole table, as a wide terminal prints it
-    try:
+    with console_columns(cli_plan.out, 250):  # the README quotes the whole table, as a wide terminal prints it
         assert main(["plan", "mixtral-8x7b-h100-serve-online", "--devices", "8..64", "--slo", "ttft_p99=2,tpot_p99=0.2",
                      "--top", "5", "--out", str(tmp_path / "plan")]) == 0
-    finally:
-        cli_plan.out._width, cli_plan.out._height = saved
     printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
     assert printed == quoted
