@@ -341,7 +341,9 @@ _add("decode_step_s", "s", "min", "mean decode step (s)",
 for _part, _what in (("attention", "attention over the KV cache"), ("routed_experts", "the routed experts' GEMMs "
                      "and activation"), ("other_kernels", "projections, norms, router and other kernels"),
                      ("tp_comm", "tensor-parallel all-reduces"), ("ep_comm", "expert dispatch and combine"),
-                     ("pp_comm", "pipeline hand-offs"), ("output_head", "the output head"),
+                     ("pp_comm", "pipeline hand-offs"),
+                     ("output_head", "the output head: its GEMM, the logits' all-gather over TP and a greedy "
+                                     "sampler's passes"),
                      ("two_batch_overlap", "two-batch overlap, net (+ costs, - saves)"),
                      ("host_and_launch", "host and kernel launches, exposed, net: a CUDA graph's replay less the "
                                          "per-kernel launch a datasheet profile prices into each kernel (- where "

@@ -75,7 +75,7 @@ class ServingBounds:
         lengths = _lengths(w)
         key = (s.hardware.model_dump_json(), p.tp, p.pp, p.ep, w.max_batch_tokens, w.chunked_prefill,
                m.model_dump_json(), s.routing.model_dump_json(), s.placement.model_dump_json(), lengths,
-               w.local_attention_mode)
+               w.local_attention_mode, w.engine)
         if key in self._cache:
             return self._cache[key]
         cm = build_cost_model(s.hardware)
@@ -87,7 +87,7 @@ class ServingBounds:
         base = cost.fixed_s(t)
         if not cost.skewed:  # under skew the experts' time is left out (a batch may touch fewer)
             base = base + cost.uniform_experts_s(t)[0]
-        head = np.asarray(cost.head_gemm_s(t), dtype=float)
+        head = np.asarray(cost.head_s(t), dtype=float)
         out = (cost, t, np.asarray(base, dtype=float), head, lengths)
         self._cache[key] = out
         return out

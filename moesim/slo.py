@@ -42,9 +42,19 @@ class Slo:
     e2e_p99_s = property(lambda self: self.limits.get("e2e_p99_s"))
 
     def violations(self, values: dict[str, float]) -> list[str]:
-        """``"ttft_p99 3.1 s > 2 s"`` for each limit ``values`` exceed (NaN: nothing to judge)."""
-        return [f"{k.removesuffix('_s')} {values[k]:.3g} s > {v:g} s" for k, v in self.limits.items()
+        """``"ttft_p99 3.1 s > 2 s"`` for each limit ``values`` exceed (NaN: nothing to judge); a value just
+        over its limit gets the digits that tell them apart (``"tpot_p99 0.2002 s > 0.2 s"``)."""
+        return [f"{k.removesuffix('_s')} {_above(values[k], v)} s > {v:g} s" for k, v in self.limits.items()
                 if values[k] > v]
+
+
+def _above(value: float, limit: float) -> str:
+    """``value`` at 3 significant digits, or as many more as it takes to print above ``limit``."""
+    for digits in range(3, 16):
+        text = f"{value:.{digits}g}"
+        if float(text) > limit:
+            return text
+    return repr(value)
 
 
 def parse_slo(text: str) -> Slo:

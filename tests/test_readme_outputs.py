@@ -139,3 +139,48 @@ def test_plan_example_table_is_real(root, tmp_path, capsys):
                      "--top", "5", "--out", str(tmp_path / "plan")]) == 0
     printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
     assert printed == quoted
+
+
+@pytest.mark.slow  # ~25 s: the README's disaggregated plan search itself
+def test_disaggregated_plan_example_table_is_real(root, tmp_path, capsys, monkeypatch):
+    """The disaggregated `moesim plan` example: each ranked row (estimate, whole-plan re-check) is today's."""
+    import importlib.util
+
+    import yaml
+
+    from moesim import cli_plan
+
+    monkeypatch.syspath_prepend(str(root / "bench"))  # bench_plan_disagg imports the script beside it
+    spec = importlib.util.spec_from_file_location("bench_plan_disagg", root / "bench" / "bench_plan_disagg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    scenario = tmp_path / "mixtral-disagg.yaml"  # the file the README's example names (bench_plan_disagg writes it)
+    scenario.write_text(yaml.safe_dump(bench.disaggregated(bench.SCENARIO), sort_keys=False))
+    readme = (root / "README.md").read_text()
+    start = readme.index("$ moesim plan mixtral-disagg.yaml")
+    quoted = [line.rstrip() for line in readme[start:readme.index("```", start)].split("\n") if line.startswith("│")]
+    assert len(quoted) == 6
+    with console_columns(cli_plan.out, 250):
+        assert main(["plan", str(scenario), "--devices", "16,24,32", "--tp", "1,2", "--pp", "1", "--max-batch-seqs",
+                     "64,256", "--slo", "ttft_p99=2,tpot_p99=0.2", "--verify", "2", "--top", "6",
+                     "--out", str(tmp_path / "plan")]) == 0
+    printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
+    assert printed == quoted
+
+
+@pytest.mark.slow  # ~70 s: a capacity search of each 128-GPU GPT-4-rumour cluster
+def test_gpt4_rumour_at_capacity_table_is_real(root, capsys):
+    """'GPT-4-rumour on A100 vs H100, compared at capacity': each cluster's row of the README's table."""
+    import json
+    import re
+
+    readme = (root / "README.md").read_text()
+    for name, label in (("gpt4-rumour-a100-serve", "128 A100-80GB"), ("gpt4-rumour-h100-serve", "128 H100 SXM")):
+        assert main(["simulate", name, "--slo", "ttft_p99=5,tpot_p99=0.2", "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        rate, why = re.match(r"at (\S+) req/s: ([^(]+?)(?: \(.*\))?$", s["capacity_limit"]).groups()
+        row = (f"| {label} | {s['max_goodput_req_s']:.3f} | {s['tokens_per_s_per_device_at_capacity']:.2f} | "
+               f"{s['usd_per_1k_output_tokens']:.3f} | {why} at {rate} req/s |")
+        assert row in readme, row
+    a100, h100 = (_summary(f"gpt4-rumour-{gpu}-serve")["usd_per_mtok"] for gpu in ("a100", "h100"))
+    assert f"steady-state ${a100:.3g} and ${h100:.3g} per million output tokens" in " ".join(readme.split())

@@ -75,6 +75,9 @@ def test_slo_built_directly_is_checked_too():
     with pytest.raises(InputError, match="positive"):
         Slo({"ttft_p99_s": 0.0})
     assert Slo({"ttft_p99_s": 2}).violations({"ttft_p99_s": 3.1}) == ["ttft_p99 3.1 s > 2 s"]
+    # a value just over its limit is printed with the digits that show it over, not rounded onto it
+    assert Slo({"tpot_p99_s": 0.2}).violations({"tpot_p99_s": 0.20021}) == ["tpot_p99 0.2002 s > 0.2 s"]
+    assert Slo({"tpot_p99_s": 0.2}).violations({"tpot_p99_s": 0.2}) == []
     assert Slo({"tpot_p99_s": 2}).violations({"tpot_p99_s": math.nan}) == []  # nothing to judge
 
 

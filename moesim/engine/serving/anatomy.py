@@ -31,7 +31,7 @@ PART_LABELS: dict[str, str] = {
     "tp_comm": "tensor-parallel all-reduces",
     "ep_comm": "expert dispatch and combine",
     "pp_comm": "pipeline hand-offs",
-    "output_head": "output head",
+    "output_head": "output head (GEMM, logits gather, sampler)",
     "two_batch_overlap": "two-batch overlap (net)",
     "host_and_launch": "host and launches (exposed)",
 }

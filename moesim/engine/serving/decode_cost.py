@@ -89,6 +89,7 @@ from moesim.engine.ops import (
 )
 from moesim.engine.serving.attention import BatchAttention, ModelAttention
 from moesim.engine.serving.cuda_graphs import captured_sizes
+from moesim.engine.serving.head_tail import head_tail_s
 from moesim.engine.serving.overlap import TwoBatchOverlap
 from moesim.engine.serving.routed_experts import RoutedExperts
 from moesim.errors import InputError
@@ -176,7 +177,7 @@ class IterationCost(RoutedExperts):
         self._experts, self._dropped = (self.uniform_experts_s(t) if not self.skewed
                                         else (np.zeros_like(t), np.zeros_like(t)))
         seqs = np.arange(self.max_tokens + 1, dtype=float)
-        self._head = self.head_gemm_s(seqs)
+        self._head = self.head_s(seqs)
         tbo = p.overlap_alltoall and p.ep > 1 and m.n_moe_layers > 0 and m.n_experts > 1
         self.tbo = TwoBatchOverlap(self, self.max_tokens) if tbo else None
         #: (TP, EP, PP) seconds of the latest iteration ``kernel_s`` priced (EP: exposed under TBO)
@@ -188,6 +189,13 @@ class IterationCost(RoutedExperts):
         vocabulary to a multiple of tp)."""
         m = self.s.model
         return np.asarray(self.cm.gemm_s(seqs, -(-m.vocab_size // self.tp), m.d_model, self.dtypes.weights))
+
+    def head_s(self, seqs):
+        """Seconds of the output head for ``seqs`` emitting sequences (array-like): its GEMM, the logits'
+        all-gather over TP and the greedy sampler's passes (``serving.head_tail``)."""
+        m = self.s.model
+        return self.head_gemm_s(seqs) + head_tail_s(self.cm, seqs, m.vocab_size, self.tp, self.s.workload.engine,
+                                                    platform_of(self.s.hardware.device.name))
 
     # ------------------------------------------------------------ T-only parts (vectorised)
     def fixed_s(self, tokens) -> np.ndarray:

@@ -21,7 +21,7 @@ def knee_batch(cost: IterationCost, max_batch: int = 1 << 16, points: int = 400)
     """
     m = cost.s.model
     b = np.unique(np.round(np.geomspace(1, max_batch, points)))
-    t = cost.fixed_s(b) + cost.uniform_experts_s(b)[0] + cost.head_gemm_s(b)
+    t = cost.fixed_s(b) + cost.uniform_experts_s(b)[0] + cost.head_s(b)
     slope = np.diff(t) / np.diff(b)
     avg = t[:-1] / b[:-1]
     start = 1.0
