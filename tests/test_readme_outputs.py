@@ -184,3 +184,43 @@ def test_gpt4_rumour_at_capacity_table_is_real(root, capsys):
         assert row in readme, row
     a100, h100 = (_summary(f"gpt4-rumour-{gpu}-serve")["usd_per_mtok"] for gpu in ("a100", "h100"))
     assert f"steady-state ${a100:.3g} and ${h100:.3g} per million output tokens" in " ".join(readme.split())
+
+
+@pytest.mark.slow  # ~10 s: the README's 12-point load sweep
+def test_sliding_window_load_sweep_prose_is_real(root, tmp_path, prose, capsys):
+    """The gpt-oss long-prompt paragraph's sweep over load: full attention's saturation, TTFT and
+    preemptions, the windowed plan's TTFT, throughput, overload flag and TPOT, as the README words them."""
+    import csv
+
+    out = tmp_path / "sw-gptoss"
+    assert main(["sweep", "gpt-oss-120b-h100-serve-long", "--grid", "workload.arrival.rate_per_s=2,3,4,5,6,7",
+                 "--grid", "model.local_attention.window=128,131072", "--out", str(out), "--workers", "2"]) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    pick = {(float(r["workload.arrival.rate_per_s"]), int(float(r["model.local_attention.window"]))): r for r in rows}
+    assert len(pick) == 12
+    full = {rate: pick[rate, 131072] for rate in range(2, 8)}
+    win = {rate: pick[rate, 128] for rate in range(2, 8)}
+    saturated = [float(full[rate]["output_tokens_per_s"]) for rate in range(4, 8)]
+    assert max(saturated) < 1.1 * min(saturated)  # flat: saturated
+    assert f"the full-attention plan saturates near {round(sum(saturated) / 4, -2):,.0f} output tokens/s" in prose
+    assert all(float(full[rate]["ttft_p99_s"]) > 30 for rate in range(4, 8)) and float(full[3]["ttft_p99_s"]) < 30
+    assert f"past 30 s from 4 requests/s ({int(float(full[4]['preemptions']))} preemptions there)" in prose
+    assert all(float(win[rate]["ttft_p99_s"]) < 3 for rate in range(2, 6)) and float(win[6]["ttft_p99_s"]) > 3
+    assert f"up to 5 requests/s ({round(float(win[5]['output_tokens_per_s']), -2):,.0f} output tokens/s)" in prose
+    assert [win[rate]["overloaded"] == "True" for rate in range(2, 8)] == [False, False, True, True, True, True]
+    assert (f"(TPOT p99 {float(win[4]['tpot_p99_s']) * 1e3:.0f} ms at 4, {float(win[5]['tpot_p99_s']) * 1e3:.0f} ms "
+            "at 5)") in prose
+
+
+def test_validate_near_example_is_real(root, capsys):
+    """`moesim validate --near mixtral-8x7b-h100-serve`'s quoted table and summary are today's."""
+    readme = (root / "README.md").read_text()
+    marker = "$ moesim validate --near mixtral-8x7b-h100-serve\n"
+    start = readme.index(marker) + len(marker)
+    quoted = [line.rstrip() for line in readme[start:readme.index("$ moesim validate --near gpt-oss", start)].split("\n")]
+    from moesim import cli_sweep  # validate's table is printed there
+
+    with console_columns(cli_sweep.out, 100):  # the README quotes a 100-column terminal
+        printed = _printed(["validate", "--near", "mixtral-8x7b-h100-serve"], capsys)
+    assert printed == [line for line in quoted if line]
