@@ -14,7 +14,8 @@ graph's block (``ops.block_ops``, the list the training step and ``calibrate.pre
   experts as grouped GEMMs that read only the experts the batch touches (expected
   ``E(1-(1-k/E)^B)`` under uniform routing, sampled per iteration under skew), the un-permute
   (the ``top_k`` expert outputs read back and summed per token) and the shared experts;
-* the output head over the sequences that emit a token, and ``pp - 1`` pipeline hand-offs;
+* the output head over the sequences that emit a token (its GEMM, the logits' all-gather over TP and
+  a greedy sampler's passes, ``serving.head_tail``), and ``pp - 1`` pipeline hand-offs;
 * the host: the scheduler's time per iteration, exposed where it does not overlap the GPU, and
   CUDA-graph replay (a gap per kernel on top of its GPU time) instead of eager launches (the CPU's
   launches where they outlast the GPU work) for decode-only batches (``host_s``,
