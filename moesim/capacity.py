@@ -53,6 +53,9 @@ LOW_LOAD_DIVISOR, LOW_LOAD_REQUESTS, MAX_PROBES = 64.0, 100, 12
 #: held ttft_p99=2,tpot_p99=0.2 to 0.95-1.10 of it, one to 0.79 (bench/bench_capacity.py).
 GUESS_FACTOR = 0.95
 MAX_RATE = 1e7  # the schema's bound on workload.arrival.rate_per_s
+#: A failing probe whose latencies exceed their limits by less than this fraction says the capacity is fragile:
+#: the percentile sits on the limit over a range of rates, and a tiny change to the plan moves the answer a probe.
+NEAR_LIMIT = 0.01
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,20 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
         limit = f"at {hi.rate_req_s:.4g} req/s: {hi.reason}"
         if (hi.rate_req_s - lo.rate_req_s) / hi.rate_req_s >= rel_tol:
             limit += f" (stopped after {len(probes)} probes, before rel_tol {rel_tol:g})"
+        over = _over_by(hi)
+        if over is not None and over < NEAR_LIMIT:
+            limit += (f"; {over:.1%} over its limit: the latency sits on the limit near capacity, so a small "
+                      "change to the scenario can move the capacity by a probe")
     return _capacity(slo, lo.rate_req_s, lo, probes, r_sat, limit)
+
+
+def _over_by(p: Probe) -> float | None:
+    """How far the probe's latencies exceed their limits (the largest ``value / limit - 1``), or None when
+    it failed for anything else too (overload, rejections) or held."""
+    if p.holds or any(not r.startswith(tuple(k.removesuffix("_s") + " " for k in p.slo.limits))
+                      for r in p.reason.split("; ")):
+        return None
+    return max(p.latencies[k] / v - 1.0 for k, v in p.slo.limits.items() if p.latencies[k] > v)
 
 
 def first_guess_req_s(r_sat: float) -> float:

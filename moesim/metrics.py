@@ -414,7 +414,8 @@ _add("capacity_probes", "count", None, "capacity probes",
      "request at t=0 that sets the first guess", CAP)
 _add("capacity_limit", "text", None, "what limits the capacity",
      "the lowest rate probed that failed and why (an SLO percentile over its limit, overloaded, rejected "
-     "requests; printed under the table)", CAP)
+     "requests; printed under the table), and, where its percentiles were under 1 % over their limits, that "
+     "the capacity is fragile (a small change to the scenario can move it a probe)", CAP)
 _add("capacity_note", "text", None, "how the capacity was measured",
      "how the probes' arrivals were made, the steady-state window of the run at capacity and the plan's "
      "saturated throughput (printed under the table)", CAP)

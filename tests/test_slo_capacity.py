@@ -336,3 +336,24 @@ def test_cli_slo_on_a_training_scenario_is_one_line_exit_2(capsys):
     assert main(["simulate", "mixtral-8x7b-h100-train", "--slo", "ttft_p99=2"]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert lines == ["error: --slo applies to serving scenarios; mixtral-8x7b-h100-train is a training scenario"]
+
+
+def test_a_failing_probe_just_over_its_limit_is_named_fragile():
+    """_over_by: how far a probe that failed on latency alone is over its limits; None for any other failure."""
+    from types import SimpleNamespace
+
+    from moesim.capacity import NEAR_LIMIT, _over_by
+
+    slo = parse_slo("ttft_p99=5,tpot_p99=0.2")
+    lat = {"ttft_p99_s": 2.0, "tpot_p99_s": 0.20021}
+    just = SimpleNamespace(holds=False, slo=slo, latencies=lat, reason="; ".join(slo.violations(lat)))
+    assert just.reason == "tpot_p99 0.2002 s > 0.2 s"
+    assert _over_by(just) == pytest.approx(0.00105) and _over_by(just) < NEAR_LIMIT
+    far = SimpleNamespace(holds=False, slo=slo, latencies={**lat, "ttft_p99_s": 7.5},
+                          reason="ttft_p99 7.5 s > 5 s; tpot_p99 0.2002 s > 0.2 s")
+    assert _over_by(far) == pytest.approx(0.5)  # the worst limit decides
+    overloaded = SimpleNamespace(holds=False, slo=slo, latencies=lat,
+                                 reason="overloaded: offered 2 req/s, served 1.5 req/s (queue +90 requests over the "
+                                        "window); tpot_p99 0.2002 s > 0.2 s")
+    assert _over_by(overloaded) is None
+    assert _over_by(SimpleNamespace(holds=True, slo=slo, latencies=lat, reason="holds: ...")) is None
