@@ -312,7 +312,7 @@ def _over_by(p: Probe) -> float | None:
     if p.holds or any(not r.startswith(tuple(k.removesuffix("_s") + " " for k in p.slo.limits))
                       for r in p.reason.split("; ")):
         return None
-    return max(p.latencies[k] / v - 1.0 for k, v in p.slo.limits.items() if p.latencies[k] > v)
+    return max((p.latencies[k] / v - 1.0 for k, v in p.slo.limits.items() if p.latencies[k] > v), default=None)
 
 
 def first_guess_req_s(r_sat: float) -> float:
