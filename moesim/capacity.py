@@ -308,11 +308,12 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
 
 def _over_by(p: Probe) -> float | None:
     """How far the probe's latencies exceed their limits (the largest ``value / limit - 1``), or None when
-    it failed for anything else too (overload, rejections) or held."""
-    if p.holds or any(not r.startswith(tuple(k.removesuffix("_s") + " " for k in p.slo.limits))
-                      for r in p.reason.split("; ")):
+    it held or failed for anything else too (overload, rejections): its reason is then more than the SLO's
+    violations (``_judge`` joins both)."""
+    latency = p.slo.violations(p.latencies)
+    if p.holds or not latency or p.reason != "; ".join(latency):
         return None
-    return max((p.latencies[k] / v - 1.0 for k, v in p.slo.limits.items() if p.latencies[k] > v), default=None)
+    return max(p.latencies[k] / v - 1.0 for k, v in p.slo.limits.items() if p.latencies[k] > v)
 
 
 def first_guess_req_s(r_sat: float) -> float:

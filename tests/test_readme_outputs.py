@@ -123,21 +123,28 @@ def test_slo_capacity_example_is_real(root, capsys):
             assert line in printed, line
 
 
-@pytest.mark.slow  # ~30 s: the README's plan search itself
-def test_plan_example_table_is_real(root, tmp_path, capsys):
-    """`moesim plan`'s quoted ranking (each row of its table) is what the search finds today."""
+def _plan_rows(root, capsys, marker: str, argv: list[str]) -> tuple[list[str], list[str]]:
+    """The table rows the README quotes in the block starting at ``marker``, and those ``moesim plan argv``
+    prints on a wide terminal (the README quotes the whole table)."""
     from moesim import cli_plan
 
     readme = (root / "README.md").read_text()
-    marker = "$ moesim plan mixtral-8x7b-h100-serve-online --devices 8..64 --slo ttft_p99=2,tpot_p99=0.2 --top 5"
     start = readme.index(marker)
-    block = readme[start:readme.index("```", start)].split("\n")
-    quoted = [line.rstrip() for line in block if line.startswith("│")]
-    assert len(quoted) == 5
-    with console_columns(cli_plan.out, 250):  # the README quotes the whole table, as a wide terminal prints it
-        assert main(["plan", "mixtral-8x7b-h100-serve-online", "--devices", "8..64", "--slo", "ttft_p99=2,tpot_p99=0.2",
-                     "--top", "5", "--out", str(tmp_path / "plan")]) == 0
+    quoted = [line.rstrip() for line in readme[start:readme.index("```", start)].split("\n") if line.startswith("│")]
+    with console_columns(cli_plan.out, 250):
+        assert main(["plan", *argv]) == 0
     printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
+    return quoted, printed
+
+
+@pytest.mark.slow  # ~30 s: the README's plan search itself
+def test_plan_example_table_is_real(root, tmp_path, capsys):
+    """`moesim plan`'s quoted ranking (each row of its table) is what the search finds today."""
+    quoted, printed = _plan_rows(
+        root, capsys, "$ moesim plan mixtral-8x7b-h100-serve-online --devices 8..64 --slo ttft_p99=2,tpot_p99=0.2 --top 5",
+        ["mixtral-8x7b-h100-serve-online", "--devices", "8..64", "--slo", "ttft_p99=2,tpot_p99=0.2", "--top", "5",
+         "--out", str(tmp_path / "plan")])
+    assert len(quoted) == 5
     assert printed == quoted
 
 
@@ -148,28 +155,22 @@ def test_disaggregated_plan_example_table_is_real(root, tmp_path, capsys, monkey
 
     import yaml
 
-    from moesim import cli_plan
-
     monkeypatch.syspath_prepend(str(root / "bench"))  # bench_plan_disagg imports the script beside it
     spec = importlib.util.spec_from_file_location("bench_plan_disagg", root / "bench" / "bench_plan_disagg.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     scenario = tmp_path / "mixtral-disagg.yaml"  # the file the README's example names (bench_plan_disagg writes it)
     scenario.write_text(yaml.safe_dump(bench.disaggregated(bench.SCENARIO), sort_keys=False))
-    readme = (root / "README.md").read_text()
-    start = readme.index("$ moesim plan mixtral-disagg.yaml")
-    quoted = [line.rstrip() for line in readme[start:readme.index("```", start)].split("\n") if line.startswith("│")]
+    quoted, printed = _plan_rows(
+        root, capsys, "$ moesim plan mixtral-disagg.yaml",
+        [str(scenario), "--devices", "16,24,32", "--tp", "1,2", "--pp", "1", "--max-batch-seqs", "64,256",
+         "--slo", "ttft_p99=2,tpot_p99=0.2", "--verify", "2", "--top", "6", "--out", str(tmp_path / "plan")])
     assert len(quoted) == 6
-    with console_columns(cli_plan.out, 250):
-        assert main(["plan", str(scenario), "--devices", "16,24,32", "--tp", "1,2", "--pp", "1", "--max-batch-seqs",
-                     "64,256", "--slo", "ttft_p99=2,tpot_p99=0.2", "--verify", "2", "--top", "6",
-                     "--out", str(tmp_path / "plan")]) == 0
-    printed = [line.rstrip() for line in capsys.readouterr().out.split("\n") if line.startswith("│")]
     assert printed == quoted
 
 
 @pytest.mark.slow  # ~70 s: a capacity search of each 128-GPU GPT-4-rumour cluster
-def test_gpt4_rumour_at_capacity_table_is_real(root, capsys):
+def test_gpt4_rumour_at_capacity_table_is_real(root, prose, capsys):
     """'GPT-4-rumour on A100 vs H100, compared at capacity': each cluster's row of the README's table."""
     import json
     import re
@@ -184,7 +185,7 @@ def test_gpt4_rumour_at_capacity_table_is_real(root, capsys):
                f"{s['usd_per_1k_output_tokens']:.3f} | {why} at {rate} req/s |")
         assert row in readme, row
     a100, h100 = (_summary(f"gpt4-rumour-{gpu}-serve")["usd_per_mtok"] for gpu in ("a100", "h100"))
-    assert f"steady-state ${a100:.3g} and ${h100:.3g} per million output tokens" in " ".join(readme.split())
+    assert f"steady-state ${a100:.3g} and ${h100:.3g} per million output tokens" in prose
 
 
 @pytest.mark.slow  # ~10 s: the README's 12-point load sweep
