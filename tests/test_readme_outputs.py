@@ -226,3 +226,34 @@ def test_validate_near_example_is_real(root, capsys):
     with console_columns(cli_sweep.out, 100):  # the README quotes a 100-column terminal
         printed = _printed(["validate", "--near", "mixtral-8x7b-h100-serve"], capsys)
     assert printed == [line for line in quoted if line]
+
+
+@pytest.mark.slow  # ~50 s: the quick start's two plan searches of Qwen3-235B-A22B
+def test_qwen3_235b_plan_prose_is_real(tmp_path, prose, capsys):
+    """The quick start's second command: its candidate count, the best plan on either GPU (the one-replica
+    objective the search ranks by, the capacity), and the H100-only search's best with its whole-plan re-run
+    and the spread of the published measurements printed beside it."""
+    import json
+    import re
+
+    base = ["plan", "mixtral-8x7b-h100-serve-online", "--set", "model={preset: qwen3-235b-a22b, dtype: fp8}",
+            "--devices", "8", "--slo", "ttft_p99=2,tpot_p99=0.1"]
+
+    def search(hardware: str) -> tuple[dict, list[float]]:
+        out = tmp_path / hardware
+        assert main([*base, "--hardware", hardware, "--out", str(out)]) == 0
+        near = [float(m) for m in re.findall(r"^\s+INF-\d+\s+([+-][\d.]+) %", capsys.readouterr().out, re.M)]
+        return json.loads((out / "plans.json").read_text()), near
+
+    both, _ = search("h100-sxm,h200")
+    best = both["plans"][0]
+    assert (best["hardware"], best["plan"]) == ("h200", "dp8 tp1 pp1 ep8 batch256")
+    assert (f"searches {both['candidates']} plans of Qwen3-235B-A22B in FP8 on 8 GPUs of either kind") in prose
+    assert (f"8 H200 as DP8 with EP8 and batches of 256, {best['capacity_req_s']:.0f} requests/s at "
+            f"${best['one_replica_objective']:.3f} per million tokens") in prose
+    h100, near = search("h100-sxm")
+    alone = h100["plans"][0]
+    assert alone["plan"] == "dp8 tp1 pp1 ep8 batch256"
+    assert (f"the best is DP8 with EP8 at ${alone['one_replica_objective']:.3f} "
+            f"(${alone['whole_plan_objective']:.3f} re-run on the whole plan)") in prose
+    assert near and f"read {min(near):+.0f} to {max(near):+.0f} % fast" in prose
