@@ -25,8 +25,8 @@ from moesim.validation_results import (
 from tests.test_front_door import _one_error_line
 
 BASE = DEFAULT_CSV.resolve().parent
-#: Rows re-run against the saved file: one training, one serving, one Apple (each well under a second).
-FRESH = ("TRN-34", "INF-24", "APL-01")
+#: Rows re-run against the saved file: one training, two serving, one Apple (each well under a second).
+FRESH = ("TRN-34", "INF-24", "APL-01", "INF-589")
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,16 @@ def test_each_nearest_line_names_which_way_moesim_errs(saved):
     tput = Known("TRN-09", "tokens/s", 1.0, -0.2, saved[0].traits)  # 20 % fewer tokens/s: pessimistic
     assert [Check(k.id, "", 1.0, "", "", rows[k.id]["metric"], error=k.error).optimistic for k in (step, tput)] \
         == [True, False]
+
+
+def test_the_readme_reads_the_mixtral_a100_latency_rows_as_saved(saved):
+    """The README's sentence on vLLM's 2024 Mixtral latency runs (INF-589..601) quotes the saved errors:
+    the 8x7B batches up to 16 and the 8x22B rows as one range, the 32- and 64-prompt rows on their own."""
+    from pathlib import Path
+
+    err = {k.id: 100 * k.error for k in saved if k.id in {f"INF-{i}" for i in range(589, 602)}}
+    assert len(err) == 13
+    small = [err[f"INF-{i}"] for i in (*range(589, 594), *range(596, 602))]
+    prose = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert (f"read {min(small):+.0f} to {max(small):+.0f} % up to 16 prompts and on the larger model; at 32 and 64 "
+            f"prompts of 1,000 tokens, {err['INF-594']:+.0f} and {err['INF-595']:+.0f} %") in prose
