@@ -183,15 +183,13 @@ def test_each_nearest_line_names_which_way_moesim_errs(saved):
         == [True, False]
 
 
-def test_the_readme_reads_the_mixtral_a100_latency_rows_as_saved(saved):
+def test_the_readme_reads_the_2024_vllm_latency_rows_as_saved(saved, root):
     """The README's sentences on vLLM's 2024 latency runs quote the saved errors: Mixtral's (INF-589..601), the 8x7B
     batches up to 16 and the 8x22B rows as one range, the 32- and 64-prompt rows on their own; DBRX's (INF-602..609)."""
-    from pathlib import Path
-
     err = {k.id: 100 * k.error for k in saved if k.id in {f"INF-{i}" for i in range(589, 610)}}
     assert len(err) == 21
     small = [err[f"INF-{i}"] for i in (*range(589, 594), *range(596, 602))]
-    prose = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    prose = " ".join((root / "README.md").read_text().split())
     assert (f"read {min(small):+.0f} to {max(small):+.0f} % up to 16 prompts and on the larger model; at 32 and 64 "
             f"prompts of 1,000 tokens, {err['INF-594']:+.0f} and {err['INF-595']:+.0f} %") in prose
     dbrx = [err[f"INF-{i}"] for i in range(602, 610)]  # DBRX on H100s (PR #3692)
