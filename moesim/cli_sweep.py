@@ -244,7 +244,7 @@ def validate_command(
     csv_path: Annotated[Path | None, typer.Argument(help="Validation CSV (default: the table moesim ships in moesim/data/validation.csv).", show_default=False, metavar="CSV")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
     fail_above: Annotated[float | None, typer.Option("--fail-above", help="Exit 1 when the median |error| of simulated rows is above this many percent.")] = None,
-    only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids or id prefixes to run (INF-30,APL); the median is over these rows.", show_default=False)] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Comma-separated row ids, id prefixes or id ranges to run (INF-30,APL,INF-589..601); the median is over these rows.", show_default=False)] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the simulated rows as the Markdown table of docs/validation-table.md (with each miss's reason; python -m moesim.validation_table FILE writes it there, and its misses into the README); the summary goes to stderr.")] = False,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes to run the rows on (the results do not depend on it).")] = 2,
     near: Annotated[str | None, typer.Option("--near", help="A scenario (name or YAML): run only the published measurements most like it (same kind of run; by device family, model size and experts, plan, batch and lengths), nearest first, to see how far to trust its numbers.", show_default=False, metavar="SCENARIO")] = None,

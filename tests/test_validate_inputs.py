@@ -113,3 +113,28 @@ def test_misses_count_their_optimistic_rows_by_the_metric_direction(tmp_path, ca
     assert "; 4 rows over 25 % (3 optimistic); 0 rows failed" in " ".join(capsys.readouterr().out.split())
     assert main(["validate", str(p), "--json"]) == 0
     assert [c["optimistic"] for c in json.loads(capsys.readouterr().out)["checks"]] == [True, False, True, True, None, None]
+
+
+def _ids_of(only: list[str]) -> list[str]:
+    from moesim.validation import select_rows
+
+    rows = [{"id": i} for i in ("INF-9", "INF-10", "INF-11", "INF-100", "TRN-10", "APL-01")]
+    return [r["id"] for r in select_rows(rows, only)]
+
+
+def test_only_takes_id_ranges_as_the_docs_write_them():
+    """``INF-10..11`` (or ``INF-10..INF-11``) picks the ids of that prefix numbered 10 to 11, by number
+    (not INF-100, which the prefix INF-10 would pick); ranges, ids and prefixes mix."""
+    assert _ids_of(["INF-10..11"]) == ["INF-10", "INF-11"]
+    assert _ids_of(["inf-9..inf-10", "APL"]) == ["INF-9", "INF-10", "APL-01"]
+    assert _ids_of(["INF-10"]) == ["INF-10", "INF-100"]  # a prefix, as before
+    assert _ids_of(["TRN-1..99"]) == ["TRN-10"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("INF-11..9", "error: --only INF-11..9: the range runs backwards; write the lower id first (INF-9..11)"),
+    ("INF-200..300", "error: --only INF-200..300: no validation row has that id, id prefix or id in that range"),
+])
+def test_a_bad_id_range_is_one_line(tmp_path, capsys, value, message):
+    p = write(tmp_path, "INF-9,q," + BW)
+    assert _error(["validate", str(p), "--only", value], capsys).startswith(message)
