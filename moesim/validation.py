@@ -203,31 +203,33 @@ def _parallel_checks(groups: list, base: Path, workers: int) -> Iterator[Check]:
 _RANGE = re.compile(r"^([A-Z]+)-(\d+)\.\.(?:\1-)?(\d+)$")
 
 
-def _matches(row_id: str, wanted: str) -> bool:
-    """Whether ``row_id`` (upper case) is picked by ``wanted``: an id range, or an id or id prefix."""
+def _matches(row_id: str, wanted: str, ids: frozenset[str]) -> bool:
+    """Whether ``row_id`` (upper case) is picked by ``wanted``: an id range, a whole id (that row alone, so
+    ``INF-30`` is not also INF-300..309), or else an id prefix (``APL``, ``INF-0``); ``ids``: every row's id."""
     m = _RANGE.match(wanted)
     if m is None:
-        return row_id.startswith(wanted)  # an id is its own prefix
+        return row_id == wanted if wanted in ids else row_id.startswith(wanted)
     prefix, number = row_id.split("-", 1) if "-" in row_id else (row_id, "")
     return prefix == m[1] and number.isdigit() and int(m[2]) <= int(number) <= int(m[3])
 
 
 def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict[str, str]]:
-    """The rows whose id equals, or starts with, one of ``only``, or falls in one of its ranges
-    (``INF-589..601``; case-insensitive); all without it."""
+    """The rows whose id is one of ``only``, starts with one of its prefixes or falls in one of its ranges
+    (``INF-30``, ``APL``, ``INF-589..601``; case-insensitive); all without it."""
     if only is None:
         return rows
     wanted = tuple(w.strip().upper() for w in only if w.strip())
     if not wanted:
         raise InputError(f"--only {','.join(only)!r}: no ids given")
     ids = [r["id"].strip().upper() for r in rows]
+    known = frozenset(ids)
     for w in wanted:
         if (m := _RANGE.match(w)) and int(m[2]) > int(m[3]):
             raise InputError(f"--only {w}: the range runs backwards; write the lower id first ({m[1]}-{m[3]}..{m[2]})")
-        if not any(_matches(i, w) for i in ids):
+        if not any(_matches(i, w, known) for i in ids):
             raise InputError(f"--only {w}: no validation row has that id, id prefix or id in that range; "
                              f"ids run {ids[0]} .. {ids[-1]} (prefixes such as {', '.join(_prefixes(ids))})")
-    return [r for r, i in zip(rows, ids) if any(_matches(i, w) for w in wanted)]
+    return [r for r, i in zip(rows, ids) if any(_matches(i, w, known) for w in wanted)]
 
 
 def _prefixes(ids: list[str]) -> list[str]:

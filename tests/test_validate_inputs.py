@@ -124,10 +124,11 @@ def _ids_of(only: list[str]) -> list[str]:
 
 def test_only_takes_id_ranges_as_the_docs_write_them():
     """``INF-10..11`` (or ``INF-10..INF-11``) picks the ids of that prefix numbered 10 to 11, by number
-    (not INF-100, which the prefix INF-10 would pick); ranges, ids and prefixes mix."""
+    (not INF-100); a whole id picks that row alone, anything else is a prefix; ranges, ids and prefixes mix."""
     assert _ids_of(["INF-10..11"]) == ["INF-10", "INF-11"]
     assert _ids_of(["inf-9..inf-10", "APL"]) == ["INF-9", "INF-10", "APL-01"]
-    assert _ids_of(["INF-10"]) == ["INF-10", "INF-100"]  # a prefix, as before
+    assert _ids_of(["INF-10"]) == ["INF-10"]  # a whole id: not INF-100 too
+    assert _ids_of(["INF-1"]) == ["INF-10", "INF-11", "INF-100"]  # no such id: a prefix
     assert _ids_of(["TRN-1..99"]) == ["TRN-10"]
 
 
