@@ -203,14 +203,21 @@ def _parallel_checks(groups: list, base: Path, workers: int) -> Iterator[Check]:
 _RANGE = re.compile(r"^([A-Z]+)-(\d+)\.\.(?:\1-)?(\d+)$")
 
 
-def _matches(row_id: str, wanted: str, ids: frozenset[str]) -> bool:
-    """Whether ``row_id`` (upper case) is picked by ``wanted``: an id range, a whole id (that row alone, so
-    ``INF-30`` is not also INF-300..309), or else an id prefix (``APL``, ``INF-0``); ``ids``: every row's id."""
+def _picker(wanted: str, ids: frozenset[str]) -> Callable[[str], bool]:
+    """What ``wanted`` (upper case) picks, as a test of an upper-case row id: an id range, a whole id (that row
+    alone, so ``INF-30`` is not also INF-300..309), or else an id prefix (``APL``, ``INF-0``); ``ids``: every
+    row's id. A range that runs backwards is an InputError."""
     m = _RANGE.match(wanted)
     if m is None:
-        return row_id == wanted if wanted in ids else row_id.startswith(wanted)
-    prefix, number = row_id.split("-", 1) if "-" in row_id else (row_id, "")
-    return prefix == m[1] and number.isdigit() and int(m[2]) <= int(number) <= int(m[3])
+        return (lambda i: i == wanted) if wanted in ids else (lambda i: i.startswith(wanted))
+    prefix, lo, hi = m[1], int(m[2]), int(m[3])
+    if lo > hi:
+        raise InputError(f"--only {wanted}: the range runs backwards; write the lower id first ({prefix}-{hi}..{lo})")
+
+    def in_range(i: str) -> bool:
+        head, _, number = i.partition("-")
+        return head == prefix and number.isdigit() and lo <= int(number) <= hi
+    return in_range
 
 
 def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict[str, str]]:
@@ -223,13 +230,12 @@ def select_rows(rows: list[dict[str, str]], only: list[str] | None) -> list[dict
         raise InputError(f"--only {','.join(only)!r}: no ids given")
     ids = [r["id"].strip().upper() for r in rows]
     known = frozenset(ids)
-    for w in wanted:
-        if (m := _RANGE.match(w)) and int(m[2]) > int(m[3]):
-            raise InputError(f"--only {w}: the range runs backwards; write the lower id first ({m[1]}-{m[3]}..{m[2]})")
-        if not any(_matches(i, w, known) for i in ids):
+    picks = [_picker(w, known) for w in wanted]
+    for w, pick in zip(wanted, picks):
+        if not any(pick(i) for i in ids):
             raise InputError(f"--only {w}: no validation row has that id, id prefix or id in that range; "
                              f"ids run {ids[0]} .. {ids[-1]} (prefixes such as {', '.join(_prefixes(ids))})")
-    return [r for r, i in zip(rows, ids) if any(_matches(i, w, known) for w in wanted)]
+    return [r for r, i in zip(rows, ids) if any(pick(i) for pick in picks)]
 
 
 def _prefixes(ids: list[str]) -> list[str]:

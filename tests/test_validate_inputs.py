@@ -9,7 +9,7 @@ import pytest
 
 from moesim.cli import main
 from moesim.errors import InputError
-from moesim.validation import SCENARIO_PREFIX, iter_checks, read_table
+from moesim.validation import SCENARIO_PREFIX, iter_checks, read_table, select_rows
 from tests.test_front_door import _one_error_line
 from tests.test_validation import TRAIN, fake_runner, write
 
@@ -116,8 +116,6 @@ def test_misses_count_their_optimistic_rows_by_the_metric_direction(tmp_path, ca
 
 
 def _ids_of(only: list[str]) -> list[str]:
-    from moesim.validation import select_rows
-
     rows = [{"id": i} for i in ("INF-9", "INF-10", "INF-11", "INF-100", "TRN-10", "APL-01")]
     return [r["id"] for r in select_rows(rows, only)]
 
