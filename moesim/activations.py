@@ -172,6 +172,20 @@ def recompute_working_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompu
     return max(full - kept, 0.0)
 
 
+#: Not a Megatron-core module: the marker :func:`kept_modules` adds for ``plan.fp8_moe_act_input``, whose
+#: ``moe_act`` keeps the routed rows' SwiGLU input (fc1's output) in FP8 (DeepSeek-V3 sec. 3.3.3).
+FP8_MOE_ACT_INPUT = "fp8_moe_act_input"
+
+
+def kept_modules(plan) -> list[str] | None:
+    """``plan.recompute_modules`` as :func:`recomputed_bytes_per_token` reads them: with
+    :data:`FP8_MOE_ACT_INPUT` added under ``plan.fp8_moe_act_input``."""
+    mods = plan.recompute_modules
+    if mods is None or not plan.fp8_moe_act_input:
+        return mods
+    return [*mods, FP8_MOE_ACT_INPUT]
+
+
 def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, routed_slots: float | None,
                                modules: Collection[str]) -> float:
     """Bytes per token (one layer, before TP/SP splitting) that Megatron-core's selective recompute
@@ -187,7 +201,8 @@ def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, r
                         Engine spec fuses the other pre-norms into the next GEMM
                         (``TELayerNormColumnParallelLinear``: no separate norm to recompute)
         mla_up_proj     MLA's per-head Q, K (with rope) and V
-        moe_act         the routed rows' fc2 input, slots * w*b8
+        moe_act         the routed rows' fc2 input, slots * w*b8; with :data:`FP8_MOE_ACT_INPUT` also
+                        their kept SwiGLU input's upper byte, slots * g*w*(b16 - b8) (0 unless FP8)
         shared_experts  the shared experts' fc1 output and fc2 input
         moe             the MoE block but its input (the router's input): routed rows and shared experts
         mlp             a dense layer's FFN but its input: g*F*b16 + F*b8 (fc1's own input is the
@@ -219,6 +234,8 @@ def recomputed_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precision, r
         else:
             if "moe_act" in mods:
                 out += slots * m.expert_width * b8
+                if FP8_MOE_ACT_INPUT in mods:  # the fc1 output it keeps, cached at b8 instead of b16
+                    out += slots * (2 if m.gated_ffn else 1) * m.expert_width * (b16 - b8)
             if "shared_experts" in mods:
                 out += shared
     elif "mlp" in mods:

@@ -33,6 +33,7 @@ from moesim.memory import (
 from moesim.schemas import Scenario, TrainingWorkload
 from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 from moesim.serving_reserve import budget_words
+from moesim.train_reserve import capacity_words
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.
 _MAX_FACTOR = 64
@@ -90,7 +91,7 @@ def _reason(s: Scenario, mem: MemoryReport) -> str:
         terms = [("weights", mem.weights_gib), ("activations", mem.activations_gib),
                  ("KV for the longest request", mem.kv_cache_gib)]
     parts = " + ".join(f"{name} {_gib(gib)}" for name, gib in terms if gib > 0)
-    of = "" if isinstance(s.workload, TrainingWorkload) else budget_words(s)
+    of = capacity_words(s) if isinstance(s.workload, TrainingWorkload) else budget_words(s)
     return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)}{of} per device"
 
 

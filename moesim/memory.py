@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from moesim.accounting import GIB, kv_bytes_per_token, param_counts, tp_replicated_attention_params
 from moesim.activations import (
+    kept_modules,
     layer_activation_bytes_per_token,
     loss_logits_bytes,
     loss_or_work,
@@ -35,7 +36,14 @@ from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
 from moesim.packing import micro_batch_seqs
-from moesim.precision import Precision, grad_bytes, parameter_bytes, precision, scenario_precision
+from moesim.precision import (
+    Precision,
+    grad_bytes,
+    moment_bytes,
+    parameter_bytes,
+    precision,
+    scenario_precision,
+)
 from moesim.schemas import (
     DTYPE_BYTES,
     ModelSpec,
@@ -52,6 +60,7 @@ from moesim.stage_memory import (
     stage_layers,
     stage_param_shares,
 )
+from moesim.train_reserve import allocatable_gib, held_gib
 
 # ---------------------------------------------------------------- memory per device
 
@@ -72,6 +81,7 @@ class MemoryReport:
     headroom_gib: float
     reserved_gib: float  # what PyTorch's caching allocator reserves at the peak (moesim.allocator)
     stage: int = 0  # the pipeline stage these figures are of (training: the one holding the most)
+    held_gib: float = 0.0  # training on CUDA: the CUDA context and NCCL's buffers beside PyTorch (train_reserve)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +120,16 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
 #: 16 bytes per parameter; Megatron's --grad-reduce-in-bf16), 4 with ``plan.grad_dtype: fp32``,
 #: Megatron-LM's own default under bf16 (fp32 main gradients; its distributed-optimizer table: bf16
 #: params with fp32 grads, 18 bytes unsharded, 6 + 12/d sharded). FP8 training keeps them: FP8 is
-#: only the GEMMs' inputs. The DeepSeek-V3 report (sec. 3.3.3) keeps fp32 gradients and bf16 m and
-#: v (4 + 4 + 2 + 2 = 12 bytes of grads + master + moments).
+#: only the GEMMs' inputs. The DeepSeek-V3 report (sec. 3.3.3) keeps fp32 gradients, an fp32 master
+#: copy and bf16 m and v (4 + 4 + 2 + 2 = 12 bytes): ``plan.grad_dtype: fp32`` with
+#: ``plan.moments_dtype: bf16`` (:func:`optimizer_bytes`: 8 bytes of Adam states).
 TRAIN_OPTIMIZER_BYTES = 12.0
+
+
+def optimizer_bytes(plan: PlanSpec) -> float:
+    """Bytes per trainable parameter of Adam's states: the fp32 master copy and two moments of
+    ``plan.moments_dtype`` (12 with fp32 moments, :data:`TRAIN_OPTIMIZER_BYTES`; 8 with bf16)."""
+    return 4.0 + 2 * moment_bytes(plan.moments_dtype)
 
 
 def training_weight_bytes(prec: Precision) -> float:
@@ -157,7 +174,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     ``last_stage_layers`` / ``pipeline_layout`` make the split uneven or MTP modules sit with the loss:
     :func:`moesim.stage_memory.busiest_stage`; ``MemoryReport.stage`` says which): weights at
     :func:`training_weight_bytes` (bf16 under FP8 math), gradients at ``precision.grad_bytes`` and
-    Adam at :data:`TRAIN_OPTIMIZER_BYTES` per parameter, sharded by ZeRO stage, times the schedule's
+    Adam at :func:`optimizer_bytes` per parameter, sharded by ZeRO stage, times the schedule's
     ``param_copies`` (DualPipe: 2); activations = microbatch tokens x the microbatches the schedule
     keeps in flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
@@ -190,11 +207,13 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     expert_dp = expert_dp_group(plan)[0]  # data-parallel group of one expert's replicas
     capacity = s.hardware.device.mem_gib
     w = s.workload
-    stage = 0  # the pipeline stage the figures are of
+    stage, held = 0, 0.0  # the pipeline stage the figures are of; GiB held beside PyTorch's allocator
     if isinstance(w, TrainingWorkload):
+        # what PyTorch may allocate: CUDA's report less its context and NCCL's buffers (moesim.train_reserve)
+        capacity, held = allocatable_gib(s), held_gib(s)
         z = plan.zero_stage
         b = training_weight_bytes(prec)
-        g, o = grad_bytes(s.model.dtype, plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
+        g, o = grad_bytes(s.model.dtype, plan.grad_dtype), optimizer_bytes(plan)
         if w.trainable.full:
             weights = copies * (zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
                                 + fp8_weight_cache_bytes(s, dense, experts))
@@ -211,9 +230,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
         # per token of one microbatch, by layer kind (dense / MoE: the only thing a layer's bytes depend on)
         kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules))
+            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan)))
         redo = per_layer_kind(m, lambda i: recompute_working_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, plan.recompute_modules))
+            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan)))
 
         first = first_trainable_layer(m, w.trainable)  # blocks before it keep nothing for a backward
 
@@ -269,7 +288,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     if fits:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)
     return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=fits,
-                        headroom_gib=capacity - total, reserved_gib=reserved, stage=stage)
+                        headroom_gib=capacity - total, reserved_gib=reserved, stage=stage, held_gib=held)
 
 
 def zero_sharded_bytes(dense: float, experts: float, dense_bytes: float, expert_bytes: float, shard_from: int,
@@ -294,7 +313,7 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
     dense += 2 * s.model.d_model ** 2 / s.plan.tp
     z = s.plan.zero_stage
     return tuple(n * zero_sharded_bytes(dense, experts, per, per, k, z, dp, expert_dp)
-                 for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (TRAIN_OPTIMIZER_BYTES, 1)))
+                 for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (optimizer_bytes(s.plan), 1)))
 
 
 def stranded_fraction(s: Scenario) -> float:
@@ -319,7 +338,7 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     weights = copies * zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
                                           expert_dp)
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
-    g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), TRAIN_OPTIMIZER_BYTES
+    g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), optimizer_bytes(s.plan)
     grads = copies * zero_sharded_bytes(dense_t, experts_t, g, g, 2, z, dp, expert_dp)
     optim = copies * zero_sharded_bytes(dense_t, experts_t, o, o, 1, z, dp, expert_dp)
     return weights, grads, optim

@@ -128,14 +128,18 @@ _add("peak_reserved_gib", "GiB", "min", "peak reserved memory per device (GiB)",
      "what PyTorch's caching allocator reserves at that peak, as torch.cuda.max_memory_reserved and training "
      "logs report it: `peak_memory_gib` over 1 - the share no tensor uses (`plan.allocator`; 24 % with "
      "full recompute or LoRA under the default allocator, 4 % without, 0 with expandable segments: "
-     "moesim/allocator.py), at most the device's memory when the tensors fit (the allocator frees its "
-     "cache before it fails)", T)
+     "moesim/allocator.py), at most what the device gives the tensors (`memory_capacity_gib`) when they fit (the "
+     "allocator frees its cache before it fails)", T)
+_add("peak_device_gib", "GiB", "min", "peak device memory used (GiB)",
+     "what the device has in use at that peak, as nvidia-smi shows it: `peak_reserved_gib` plus the CUDA context and "
+     "NCCL's communicator buffers beside PyTorch (`memory.held_gib`, moesim/train_reserve.py)", T)
 _add("fits", "bool", None, "fits in memory", "peak memory within the device's capacity", TSC, T,
      check="memory per device within the device's capacity")
 _add("fits_reason", "text", None, "why it does not fit",
      "empty when it fits; else the memory terms that exceed the capacity (printed under the table)", TSC,
-     training="empty when it fits; else the memory terms that exceed the capacity (`weights 75.9 GiB + "
-              "gradients ... = 1310.2 GiB > capacity 80.0 GiB per device`, printed under the table)",
+     training="empty when it fits; else the memory terms that exceed the capacity (`weights 87.0 GiB + "
+              "gradients ... = 730.9 GiB > capacity 77.2 GiB (of the 79.3 GiB CUDA reports, 2.1 GiB held by the CUDA "
+              "context and NCCL's buffers) per device`, printed under the table)",
      serving="empty when it fits; else weights + activations + the KV of the longest request against "
              "the capacity (printed under the table)")
 _add("fits_advice", "text", None, "what would make it fit",
@@ -329,7 +333,8 @@ _add("kv_sequences_at_max_seq_len", "count", "max", "max-length sequences the KV
 _add("preemptions", "count", "min", "preemptions",
      "sequences evicted when the KV cache ran out (recomputed later)", S)
 _add("preempted_requests", "count", "min", "preempted requests", "requests evicted at least once", S)
-_add("memory_capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device (serving: the "
+_add("memory_capacity_gib", "GiB", None, "memory capacity (GiB)", "what one device gives the run's tensors (training "
+     "on CUDA: the total CUDA reports less the CUDA context and NCCL's buffers, moesim/train_reserve.py; serving: the "
      "engine's budget, the total CUDA reports times workload.memory_utilization, or less the CUDA context and "
      "communicator buffers)", TS)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
@@ -447,7 +452,11 @@ for _term, _what in (("weights", "weights held by the device"),
     _add(f"memory.{_term}_gib", "GiB", "min", f"{_term.replace('_', ' ')} memory (GiB)",
          f"{_what}, per device", C)
 _add("memory.total_gib", "GiB", "min", "memory per device (GiB)", "sum of the memory terms", C)
-_add("memory.capacity_gib", "GiB", None, "device memory (GiB)", "memory capacity of one device", C)
+_add("memory.capacity_gib", "GiB", None, "memory capacity (GiB)", "what one device gives the tensors (training on "
+     "CUDA: the total CUDA reports less `memory.held_gib`; serving: the engine's budget)", C)
+_add("memory.held_gib", "GiB", None, "memory held beside PyTorch (GiB)",
+     "training on CUDA: the CUDA context and NCCL's communicator buffers, outside PyTorch's allocator and so not in "
+     "the total (moesim/train_reserve.py); 0 otherwise", C)
 _add("memory.fits", "bool", None, "fits in memory", "total within the capacity", C)
 _add("memory.reserved_gib", "GiB", "min", "reserved memory (GiB)",
      "what PyTorch's caching allocator reserves around the total (training; see `peak_reserved_gib`)", C)

@@ -231,13 +231,14 @@ def _grouped_digits(ax) -> None:
 
 
 def _capacity_lines(ax, rows: list[dict[str, Any]]) -> None:
-    """The devices' memory (``memory_capacity_gib``, one dashed line per distinct value, at most
+    """What a device gives the tensors (``memory_capacity_gib``: training's CUDA total less the context and
+    NCCL's buffers, a serving engine's budget; one dashed line per distinct value to 0.1 GiB, at most
     three) and a legend entry for the hollow markers of the points that do not fit (``_lines`` draws
     the legend)."""
-    caps = sorted({float(r["memory_capacity_gib"]) for r in rows
+    caps = sorted({round(float(r["memory_capacity_gib"]), 1) for r in rows
                    if isinstance(r.get("memory_capacity_gib"), (int, float))})
     for cap in caps[:3]:
-        ax.axhline(cap, color="0.3", linestyle="--", linewidth=1, label=f"device memory ({cap:g} GiB)")
+        ax.axhline(cap, color="0.3", linestyle="--", linewidth=1, label=f"capacity ({cap:g} GiB)")
     ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="0.3",
             label="does not fit")
 

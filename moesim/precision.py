@@ -237,3 +237,8 @@ def grad_bytes(model_dtype: str, grad_dtype: str) -> float:
     """Bytes per gradient in training: 4 for an fp32 model or fp32 gradient buffers (``plan.grad_dtype``,
     Megatron-LM's default under bf16: gradients accumulated and reduced in fp32), else 2."""
     return 4.0 if model_dtype == "fp32" or grad_dtype == "fp32" else 2.0
+
+
+def moment_bytes(moments_dtype: str) -> float:
+    """Bytes per Adam moment in training by ``plan.moments_dtype``: 4 (fp32) or 2 (bf16: DeepSeek-V3's, sec. 3.3.3)."""
+    return 2.0 if moments_dtype == "bf16" else 4.0

@@ -18,6 +18,8 @@ from moesim.finetune import step_flops_per_token
 from moesim.loader import load_scenario
 from moesim.resolve import deep_merge
 from moesim.schemas.plan import PlanSpec
+from moesim.serving_reserve import CUDA_UNSEEN_GIB
+from moesim.train_reserve import held_gib
 from tests.test_uneven_stages import MOE, scenario
 
 #: Megatron-Bridge prints 259.6 model GFLOP per token for its DeepSeek-V3 runs at sequence 4096 with
@@ -145,6 +147,8 @@ def test_fit_advice_for_more_stages_splits_the_layers_afresh(plan):
                                      "workload": {"global_batch_seqs": 16, "seq_len": 128},
                                      "hardware": {"device": {"mem_gib": 1}}})
     weights_bound["plan"] |= {"pipeline_layout": [16, 16, 16, 16]} if "pipeline_layout" in plan else {"last_stage_layers": 8}
+    # 1 GiB for the tensors beside what CUDA and NCCL hold (moesim.train_reserve)
+    weights_bound["hardware"]["device"]["mem_gib"] = 1 + CUDA_UNSEEN_GIB + held_gib(moesim.scenario_from_dict(weights_bound))
     advice = simulate_training(moesim.scenario_from_dict(weights_bound)).summary["fits_advice"]
     assert "plan.pp 4 -> " in advice and "the layers split evenly" in advice
 

@@ -95,7 +95,7 @@ def test_memory_vs_axis_shows_the_device_and_the_points_that_do_not_fit(tmp_path
     capacity = [ln for ln in ax.lines if list(ln.get_ydata()) == [80.0, 80.0]]
     assert len(capacity) == 1
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == ["fits", "device memory (80 GiB)", "does not fit"]
+    assert labels == ["fits", "capacity (80 GiB)", "does not fit"]
     # a throughput plot of the same sweep draws neither
     plain = plots.plot_sweep("metric-vs-axis", [r | {"tokens_per_s": 1.0} for r in rows]).axes[0]
     assert len(plain.lines) == 1 and plain.get_legend() is None

@@ -126,6 +126,17 @@ class PlanSpec(Strict):
         "fp32: Megatron-LM's own default under bf16 (accumulate_allreduce_grads_in_fp32: 4 bytes, reduced in fp32; "
         "its distributed-optimizer table counts bf16 params with fp32 grads at 6 + 12/d bytes), also ms-swift's "
         "Megatron backend. An fp32 model keeps fp32 gradients either way."))
+    moments_dtype: Literal["fp32", "bf16"] = Field("fp32", description=(
+        "Training: dtype of Adam's first and second moments. fp32: 4 bytes each, 12 bytes a trainable parameter "
+        "with the fp32 master copy (sharded by the ZeRO stage); bf16: 2 bytes each, 8 with the master copy, as "
+        "DeepSeek-V3 trained (arXiv:2412.19437 sec. 3.3.3) and Megatron-core's precision-aware optimizer allows "
+        "(OptimizerConfig exp_avg_dtype and exp_avg_sq_dtype). The optimizer step reads and writes the narrower "
+        "moments too."))
+    fp8_moe_act_input: bool = Field(False, description=(
+        "FP8 training (model.dtype fp8) with moe_act in recompute_modules: the routed experts' SwiGLU input (fc1's "
+        "output, kept to re-run the activation in backward) is cached in FP8, 1 byte an element, as DeepSeek-V3 "
+        "does with its fine-grained quantization (arXiv:2412.19437 sec. 3.3.3); unset, it is kept in 16 bits as "
+        "Megatron-core keeps it. Memory only: the cast is not priced as time. Ignored without FP8, as fp8_recipe."))
     allocator: Literal["caching", "expandable_segments"] = Field("caching", description=(
         "Training: the mode of PyTorch's CUDA caching allocator (PYTORCH_CUDA_ALLOC_CONF), which sets how much "
         "memory it reserves beyond the live tensors (`peak_reserved_gib`, what torch.cuda.max_memory_reserved "
@@ -263,6 +274,9 @@ class PlanSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PlanSpec:
+        if self.fp8_moe_act_input and "moe_act" not in (self.recompute_modules or []):
+            raise ValueError("plan.fp8_moe_act_input: caches the SwiGLU input that moe_act's recompute keeps; add moe_act "
+                             "to plan.recompute_modules (with recompute: selective) or leave it false")
         if self.recompute_modules is not None:
             twice = sorted({x for x in self.recompute_modules if self.recompute_modules.count(x) > 1})
             if twice:

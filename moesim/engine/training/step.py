@@ -48,10 +48,10 @@ from moesim.engine.routing import RoutingSample, sample_routing
 from moesim.engine.training import zero
 from moesim.engine.training.deferred_head import defer_head_wgrad, held_limit
 from moesim.engine.training.layer_costs import (
-    ADAM_BYTES_PER_PARAM,
     CATEGORY,
     FWD_SLOTS,
     LayerCosts,
+    adam_step_bytes,
     layer_costs,
 )
 from moesim.engine.training.pipeline import combined_orders
@@ -385,7 +385,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
             exposed[st] = zero.after_step_gather(tables[c0][0], costs, after[st], float(run.start_s[c0, 0, 0]),
                                                  plan.overlap_dp_comm)
         gather = after.copy()
-    optimizer_s = np.asarray(cm.memory_s(opt_params * ADAM_BYTES_PER_PARAM), dtype=float)
+    optimizer_s = np.asarray(cm.memory_s(opt_params * adam_step_bytes(plan.moments_dtype)), dtype=float)
     return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc, sched,
                       hidden, op_end, a2a_stream)
 

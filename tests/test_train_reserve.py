@@ -1,0 +1,123 @@
+"""What a CUDA training rank holds beside PyTorch (moesim/train_reserve.py), and the two DeepSeek-V3 memory savings
+its scenario uses (plan.moments_dtype, plan.fp8_moe_act_input)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.activations import recomputed_bytes_per_token
+from moesim.engine.training.layer_costs import ADAM_BYTES_PER_PARAM, adam_step_bytes
+from moesim.errors import InputError
+from moesim.loader import load_scenario
+from moesim.memory import memory_report, optimizer_bytes
+from moesim.precision import scenario_precision
+from moesim.serving_reserve import CUDA_CONTEXT_GIB, CUDA_UNSEEN_GIB
+from moesim.simulate import simulate
+from moesim.train_reserve import (
+    ALLTOALL_GIB_PER_PEER,
+    COMMUNICATOR_GIB,
+    COMMUNICATOR_GIB_PAIR,
+    allocatable_gib,
+    alltoall_peers,
+    comm_buffer_gib,
+    communicator_groups,
+    held_gib,
+)
+
+QLORA = "mixtral-8x7b-qlora-1xa100"  # one A100: no communicator
+FLAGPERF = "moesim/data/validation/llama3-8b-flagperf-megatron.yaml"  # Llama 3 8B on 8 A800, PP2 DP4
+
+
+def test_a_rank_pays_one_communicator_per_group_it_reduces_over():
+    s = load_scenario(FLAGPERF, ["plan.tp=2", "plan.dp=2", "plan.microbatches=256"])  # TP2 PP2 DP2 on 8 GPUs
+    assert communicator_groups(s.plan, s.plan.n_devices) == {"world": 8, "tp": 2, "dp": 2, "pp": 2, "model": 4}
+    # three groups of two GPUs at 544 MB each, the world and model-parallel groups at 688 MB (NCCL issue #964)
+    assert comm_buffer_gib(s) == pytest.approx(3 * COMMUNICATOR_GIB_PAIR + 2 * COMMUNICATOR_GIB)
+    assert 544e6 / 2**30 == pytest.approx(COMMUNICATOR_GIB_PAIR) and COMMUNICATOR_GIB > COMMUNICATOR_GIB_PAIR
+    assert held_gib(s) == pytest.approx(CUDA_CONTEXT_GIB + comm_buffer_gib(s))
+
+
+def test_one_gpu_holds_its_context_alone_and_apple_nothing():
+    one = load_scenario(QLORA)
+    assert communicator_groups(one.plan, one.plan.n_devices) == {} and comm_buffer_gib(one) == 0.0
+    assert held_gib(one) == CUDA_CONTEXT_GIB
+    mem = memory_report(one)
+    assert mem.capacity_gib == pytest.approx(one.hardware.device.mem_gib - CUDA_UNSEEN_GIB - CUDA_CONTEXT_GIB)
+    assert mem.held_gib == CUDA_CONTEXT_GIB
+    mac = load_scenario("mixtral-8x7b-qlora-m2-ultra")
+    assert held_gib(mac) == 0.0 and allocatable_gib(mac) == mac.hardware.device.mem_gib
+    tpu = load_scenario("switch-base-128-train", ["hardware.preset=tpu-v3", "plan.dp=8", "plan.ep=8"])
+    assert held_gib(tpu) == 0.0 and memory_report(tpu).capacity_gib == tpu.hardware.device.mem_gib
+
+
+def test_an_all_to_all_opens_direct_connections_to_the_peers_in_its_node_only():
+    mixtral = load_scenario("mixtral-8x7b-h100-train")  # EP8 inside an 8-GPU node, NCCL's all-to-all
+    assert alltoall_peers(mixtral.plan, 8) == 7
+    deepep = load_scenario("mixtral-8x7b-h100-train", ["plan.alltoall=deepep_normal"])
+    assert alltoall_peers(deepep.plan, 8) == 0
+    assert comm_buffer_gib(mixtral) - comm_buffer_gib(deepep) == pytest.approx(7 * ALLTOALL_GIB_PER_PEER)
+    wide = load_scenario("deepseek-v3-h100-train", ["plan.alltoall=flat"])  # EP64 over 8 nodes, TP2 = ETP2
+    assert alltoall_peers(wide.plan, 8) == 8 // wide.plan.expert_tp - 1
+
+
+def test_the_capacity_is_what_cuda_reports_less_what_is_held_and_nvidia_smi_sees_all_of_it():
+    s = load_scenario("mixtral-8x7b-h100-train")
+    mem = memory_report(s)
+    assert mem.capacity_gib == pytest.approx(s.hardware.device.mem_gib - CUDA_UNSEEN_GIB - mem.held_gib)
+    summary = simulate(s, None).summary
+    assert summary["memory_capacity_gib"] == pytest.approx(mem.capacity_gib)
+    assert summary["peak_device_gib"] == pytest.approx(summary["peak_reserved_gib"] + mem.held_gib)
+
+
+def test_a_plan_the_held_memory_pushes_over_says_what_holds_it():
+    s = load_scenario("deepseek-v3-h800-train", ["plan.fp8_weight_cache=true"])
+    mem = memory_report(s)
+    assert mem.total_gib < s.hardware.device.mem_gib and not mem.fits  # it would have fit the card's 80 GiB
+    reason = simulate(s, None).summary["fits_reason"]
+    assert f"> capacity {mem.capacity_gib:.1f} GiB (of the 79.3 GiB CUDA reports, {mem.held_gib:.1f} GiB held by " \
+           "the CUDA context and NCCL's buffers) per device" in reason
+
+
+def test_bf16_moments_take_two_thirds_of_adams_states_and_move_less_in_the_step():
+    assert optimizer_bytes(load_scenario(QLORA).plan) == 12.0
+    base = load_scenario("mixtral-8x7b-h100-train")
+    bf16 = load_scenario("mixtral-8x7b-h100-train", ["plan.moments_dtype=bf16"])
+    assert optimizer_bytes(bf16.plan) == 8.0
+    assert memory_report(bf16).optimizer_gib == pytest.approx(memory_report(base).optimizer_gib * 8 / 12)
+    assert memory_report(bf16).weights_gib == memory_report(base).weights_gib
+    assert adam_step_bytes("fp32") == ADAM_BYTES_PER_PARAM and adam_step_bytes("bf16") == ADAM_BYTES_PER_PARAM - 8
+    fp32_s, bf16_s = (simulate(x, None).summary["optimizer_s"] for x in (base, bf16))
+    # a streaming pass of 20 bytes a parameter instead of 28 (its fixed launch cost aside)
+    assert bf16_s == pytest.approx(fp32_s * adam_step_bytes("bf16") / ADAM_BYTES_PER_PARAM, rel=1e-3)
+
+
+def test_an_fp8_swiglu_input_keeps_one_byte_of_each_kept_fc1_element():
+    s = load_scenario("deepseek-v3-h800-train")
+    m, prec = s.model, scenario_precision(s)
+    slots = float(m.top_k)
+    plain = recomputed_bytes_per_token(m, True, prec, slots, ["moe_act"])
+    fp8 = recomputed_bytes_per_token(m, True, prec, slots, ["moe_act", "fp8_moe_act_input"])
+    assert fp8 - plain == pytest.approx(slots * 2 * m.expert_width * 1)  # gate and up, 2 -> 1 byte each
+    assert s.plan.fp8_moe_act_input
+    kept16 = memory_report(load_scenario("deepseek-v3-h800-train", ["plan.fp8_moe_act_input=false"]))
+    assert memory_report(s).activations_gib < kept16.activations_gib
+    bf16 = load_scenario("deepseek-v3-h800-train", ["model.dtype=bf16"])  # no FP8: nothing changes
+    assert recomputed_bytes_per_token(bf16.model, True, scenario_precision(bf16), slots, ["moe_act", "fp8_moe_act_input"]) \
+        == recomputed_bytes_per_token(bf16.model, True, scenario_precision(bf16), slots, ["moe_act"])
+
+
+def test_an_fp8_swiglu_input_needs_the_recompute_that_keeps_it():
+    with pytest.raises(InputError, match="plan.fp8_moe_act_input") as info:
+        load_scenario("mixtral-8x7b-h100-train", ["plan.fp8_moe_act_input=true"])
+    assert "\n" not in str(info.value) and "moe_act" in str(info.value)
+
+
+def test_deepseeks_published_plan_fits_an_h800_with_what_its_report_describes():
+    """2,048 H800 ran it: with the CUDA context and NCCL's buffers counted, it fits with the report's fp32 gradients,
+    BF16 moments and FP8 SwiGLU inputs, and without a kept FP8 copy of the weights; keeping one it would not."""
+    s = load_scenario("deepseek-v3-h800-train")
+    p = s.plan
+    assert (p.grad_dtype, p.moments_dtype, p.fp8_moe_act_input, p.fp8_weight_cache) == ("fp32", "bf16", True, False)
+    mem = memory_report(s)
+    assert mem.fits and mem.reserved_gib <= mem.capacity_gib
+    assert not memory_report(load_scenario("deepseek-v3-h800-train", ["plan.fp8_weight_cache=true"])).fits
