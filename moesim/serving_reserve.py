@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 from moesim.accounting import GIB
 from moesim.costmodel.host import platform_of
+from moesim.presets.apple_metal import gpu_wired_limit_gib
 
 #: GiB of a CUDA device's capacity that ``cudaMemGetInfo`` does not report as its total (see above).
 CUDA_UNSEEN_GIB = 0.7
@@ -99,7 +100,10 @@ class _Budget(NamedTuple):
 def _budget(s) -> _Budget:
     share = getattr(s.workload, "memory_utilization", None)
     capacity = s.hardware.device.mem_gib
-    if platform_of(s.hardware.device.name) != "cuda":
+    platform = platform_of(s.hardware.device.name)
+    if platform == "mps":  # what macOS lets the GPU wire of the unified memory
+        return _Budget(False, gpu_wired_limit_gib(s.hardware.device), share, 0.0, 0.0)
+    if platform != "cuda":
         return _Budget(False, capacity, share, 0.0, 0.0)
     seen = max(capacity - CUDA_UNSEEN_GIB, 0.0)  # a device smaller than the reserves has no budget
     comm = comm_buffer_bytes(s) / GIB

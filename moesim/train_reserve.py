@@ -35,6 +35,7 @@ from __future__ import annotations
 from moesim.costmodel.host import platform_of
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
+from moesim.presets.apple_metal import gpu_wired_limit_gib
 from moesim.serving_reserve import CUDA_CONTEXT_GIB, CUDA_UNSEEN_GIB
 
 _MB = 1e6 / 2**30  # GiB per MB
@@ -86,16 +87,23 @@ def held_gib(s) -> float:
 
 def allocatable_gib(s) -> float:
     """GiB PyTorch may allocate on a training rank: the capacity, less on CUDA what ``cudaMemGetInfo`` does not
-    report and :func:`held_gib` (never below 0)."""
-    capacity = s.hardware.device.mem_gib
-    if not runs_cuda(s.hardware.device.name):
+    report and :func:`held_gib` (never below 0); on Apple silicon what macOS lets the GPU wire
+    (``presets.apple_metal.gpu_wired_limit_gib``)."""
+    device = s.hardware.device
+    capacity = device.mem_gib
+    if platform_of(device.name) == "mps":
+        return gpu_wired_limit_gib(device)
+    if not runs_cuda(device.name):
         return capacity
     return max(capacity - CUDA_UNSEEN_GIB - held_gib(s), 0.0)
 
 
 def capacity_words(s) -> str:
     """How :func:`allocatable_gib` came about, for a fits reason: e.g. ``(of the 79.3 GiB CUDA reports, 4.5 GiB
-    held by the CUDA context and NCCL's buffers)``; empty off CUDA, where the capacity is the device's."""
+    held by the CUDA context and NCCL's buffers)``, or on Apple silicon the wired limit's; empty elsewhere, where
+    the capacity is the device's."""
+    if platform_of(s.hardware.device.name) == "mps":
+        return f" (what macOS lets the GPU wire of {s.hardware.device.mem_gib:g} GiB: hardware.device.gpu_wired_limit_gib)"
     if not runs_cuda(s.hardware.device.name):
         return ""
     what = "the CUDA context and NCCL's buffers" if comm_buffer_gib(s) else "the CUDA context"

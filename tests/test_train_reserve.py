@@ -45,7 +45,7 @@ def test_one_gpu_holds_its_context_alone_and_apple_nothing():
     assert mem.capacity_gib == pytest.approx(one.hardware.device.mem_gib - CUDA_UNSEEN_GIB - CUDA_CONTEXT_GIB)
     assert mem.held_gib == CUDA_CONTEXT_GIB
     mac = load_scenario("mixtral-8x7b-qlora-m2-ultra")
-    assert held_gib(mac) == 0.0 and allocatable_gib(mac) == mac.hardware.device.mem_gib
+    assert held_gib(mac) == 0.0 and allocatable_gib(mac) == 0.75 * mac.hardware.device.mem_gib  # macOS's wired limit
     tpu = load_scenario("switch-base-128-train", ["hardware.preset=tpu-v3", "plan.dp=8", "plan.ep=8"])
     assert held_gib(tpu) == 0.0 and memory_report(tpu).capacity_gib == tpu.hardware.device.mem_gib
 
@@ -121,3 +121,33 @@ def test_deepseeks_published_plan_fits_an_h800_with_what_its_report_describes():
     mem = memory_report(s)
     assert mem.fits and mem.reserved_gib <= mem.capacity_gib
     assert not memory_report(load_scenario("deepseek-v3-h800-train", ["plan.fp8_weight_cache=true"])).fits
+
+
+@pytest.mark.parametrize("mem_gib, wired", [(16, 16 * 2 / 3), (32, 32 * 2 / 3), (64, 48), (96, 72), (192, 144)])
+def test_macos_lets_the_gpu_wire_two_thirds_of_a_small_mac_and_three_quarters_of_a_large_one(mem_gib, wired):
+    from moesim.presets.apple_metal import gpu_wired_limit_gib
+
+    s = load_scenario("mixtral-8x7b-qlora-m2-ultra", [f"hardware.device.mem_gib={mem_gib}"])
+    assert gpu_wired_limit_gib(s.hardware.device) == pytest.approx(wired)
+    assert allocatable_gib(s) == pytest.approx(wired)  # llama.cpp's logs: 10,922.67 MiB of 16 GB ... 73,728 of 96
+
+
+def test_the_wired_limit_bounds_apple_training_and_serving_and_can_be_raised():
+    from moesim.serving_reserve import engine_budget_bytes
+
+    lora = load_scenario("mixtral-8x7b-qlora-m2-ultra")
+    assert memory_report(lora).capacity_gib == pytest.approx(144.0)
+    raised = load_scenario("mixtral-8x7b-qlora-m2-ultra", ["hardware.device.gpu_wired_limit_gib=180"])
+    assert memory_report(raised).capacity_gib == 180.0
+    serve = load_scenario("mixtral-8x7b-m2-ultra-serve")
+    share = serve.workload.memory_utilization
+    assert engine_budget_bytes(serve) / 2**30 == pytest.approx((share or 1.0) * 144.0)
+    # a run past the wired limit but within the Mac's memory says which limit it met
+    big = load_scenario("mixtral-8x7b-qlora-m2-ultra", ["workload.trainable.base_dtype=bf16",
+                                                         "hardware.device.gpu_wired_limit_gib=90"])
+    mem = memory_report(big)  # 95 GiB: more than the GPU may wire, well within the Mac's memory
+    assert 90.0 < mem.total_gib < 192.0 and not mem.fits
+    assert "what macOS lets the GPU wire of 192 GiB: hardware.device.gpu_wired_limit_gib" in simulate(big, None).summary["fits_reason"]
+    with pytest.raises(InputError, match="gpu_wired_limit_gib") as info:
+        load_scenario("mixtral-8x7b-qlora-m2-ultra", ["hardware.device.gpu_wired_limit_gib=200"])
+    assert "\n" not in str(info.value)

@@ -1,5 +1,6 @@
 """What llama.cpp's Metal backend costs on Apple M2 GPUs: the Apple presets' memory efficiency and
-per-kernel cost, derived from measurements that are not in ``moesim validate``.
+per-kernel cost, derived from measurements that are not in ``moesim validate``; and how much of the unified
+memory macOS lets the GPU wire (:func:`gpu_wired_limit_gib`, at the end).
 
 A batch-1 decode token of llama.cpp on an M2-family GPU takes (moesim's roofline, datasheet cost
 model)::
@@ -99,3 +100,23 @@ def fit_stream_and_fixed(t_a_s: float, t_b_s: float, stream_a_s: float, stream_b
 #: ggml/src/ggml-metal/ggml-metal-ops.cpp); smaller batches run mul_mv_id, one token at a time.
 EXPERT_TILE_TOKENS = 32
 EXPERT_MATVEC_TOKENS = 31
+
+
+#: macOS's default share of unified memory the GPU may wire (Metal's ``recommendedMaxWorkingSetSize``), as
+#: llama.cpp's ``ggml_metal_init`` logs it: 10,922.67 MiB on a 16 GB Mac (llama-cpp-python issue #687) and
+#: 21,845.34 on 32 GB ones (ollama issue #434, llama.cpp PR #2011), 2/3; 49,152 MiB on 64 GB (llama.cpp issue
+#: #1870) and 73,728 on a 96 GB M2 Max (issue #3213), 3/4. Newer macOS may give more (a 128 GB M5 Max under
+#: macOS 26 reports 107.52 GiB, antirez/ds4 PR #893); the M2-era presets keep the rule of their logs.
+WIRED_SHARE_SMALL, WIRED_SHARE_LARGE = 2 / 3, 3 / 4
+#: Unified memory (GiB) up to which the smaller share applies.
+WIRED_SMALL_UP_TO_GIB = 36.0
+
+
+def gpu_wired_limit_gib(device) -> float:
+    """GiB the GPU of an Apple-silicon ``device`` (a ``DeviceSpec``) may wire: its ``gpu_wired_limit_gib`` when
+    set, else macOS's default share of ``mem_gib`` (:data:`WIRED_SHARE_SMALL` up to :data:`WIRED_SMALL_UP_TO_GIB`,
+    :data:`WIRED_SHARE_LARGE` above)."""
+    if device.gpu_wired_limit_gib is not None:
+        return device.gpu_wired_limit_gib
+    share = WIRED_SHARE_SMALL if device.mem_gib <= WIRED_SMALL_UP_TO_GIB else WIRED_SHARE_LARGE
+    return share * device.mem_gib

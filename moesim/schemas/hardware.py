@@ -123,6 +123,12 @@ class DeviceSpec(Strict):
         "b300: 0.603, each its Blackwell twin's sustained FP4 rate scaled by their power limits (1,400 / 1,200 W, "
         "1,100 / 1,000 W) over its own 15 or 14 PFLOP/s peak (moesim/costmodel/sustained.py). null: "
         "sustained_compute_fraction.")
+    gpu_wired_limit_gib: float | None = bounded(
+        None, gt=0, le=1 << 20, why="as mem_gib, which it may not exceed either",
+        description="Apple silicon: the unified memory macOS lets the GPU wire (Metal's recommendedMaxWorkingSetSize), which training's tensors and a serving engine's budget must fit in. null: macOS's "
+        "default, 2/3 of mem_gib up to 36 GiB and 3/4 above, as llama.cpp's Metal logs read it on 16, 32, 64 and 96 GB "
+        "Macs (moesim/presets/apple_metal.py); `sudo sysctl iogpu.wired_limit_mb=N` raises it to N/1024. Ignored on "
+        "other devices.")
     fp8_split_accumulation: bool = Field(
         True, description="FP8 training: the backward GEMMs (input and weight gradients) run with split accumulation, "
         "their partial sums promoted to FP32 every few MMAs, at SPLIT_ACCUMULATION_SLOWDOWN (1.15x) their forward-style "
@@ -164,6 +170,9 @@ class DeviceSpec(Strict):
         if self.default_profile is not None and self.default_profile not in allowed:
             raise ValueError(f"hardware.device.default_profile = {self.default_profile!r}: unknown profile; "
                              f"allowed: {', '.join(allowed)} (files in moesim/data/profiles, or {DATASHEET})")
+        if self.gpu_wired_limit_gib is not None and self.gpu_wired_limit_gib > self.mem_gib:
+            raise ValueError(f"hardware.device.gpu_wired_limit_gib = {self.gpu_wired_limit_gib:g}: more than the device's "
+                             f"memory (mem_gib {self.mem_gib:g}); give at most {self.mem_gib:g}")
         return self
 
     def peak_flops(self, dtype: str) -> float:
