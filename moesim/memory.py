@@ -189,6 +189,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     (:func:`loss_or_work`): stage 0 with ``pp == 1``, else the last stage, weighed against the
     others by :func:`moesim.stage_memory.busiest_stage` when it may hold more than stage 0. DualPipe: the busiest
     stage, each stage's activations from its order (:func:`moesim.stage_memory.dualpipe_busiest_stage`).
+    The capacity is what the device gives the tensors (:func:`moesim.train_reserve.allocatable_gib`: on CUDA the
+    total CUDA reports less the context and NCCL's buffers, ``held_gib``; on Apple silicon the GPU's wired limit).
 
     Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave of the engine's
     budget (all of it under ``memory_utilization``; :func:`serving_kv_pool_bytes`), which is also the capacity;

@@ -96,6 +96,7 @@ def adam_step_bytes(moments_dtype: str) -> float:
     (bf16 moments: 20 bytes a parameter)."""
     return ADAM_BYTES_PER_PARAM - 2 * 2 * (4.0 - moment_bytes(moments_dtype))
 
+
 ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
 BWD_EXPERTS = BWD_SLOTS.index("experts")
 #: The training slot each op of the op graph (``ops.block_ops``) is booked in. The un-permute
