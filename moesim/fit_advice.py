@@ -6,7 +6,7 @@
   KV for the longest request 0.5 GiB + activations 0.3 GiB = 88.0 GiB > capacity 80.0 GiB per device``;
 * ``fits_advice``: the smallest changes that fit, each tried by re-running the same memory
   accounting on a modified copy of the scenario (more TP or PP, a higher ZeRO stage, FP8 training's cached
-  weight casts dropped (``plan.fp8_weight_cache``), recompute of
+  weight casts dropped (``plan.fp8_weight_cache``), Adam's moments in BF16 (``plan.moments_dtype``), recompute of
   the MoE blocks or full recompute, a fine-tune's 4-bit base weights or fewer trained blocks, a serving engine's
   memory share raised to 0.95 (``workload.memory_utilization``), a smaller dtype, a bigger device preset). Changes that alter the device count say so.
 
@@ -143,6 +143,8 @@ def _advice(s: Scenario) -> str:
             options.append("plan.zero_stage: 3")
         if _fits(_without_fp8_cache(s)):
             options.append(f"{_FP8_CACHE_OFF} (every microbatch casts its weights again)")
+        if p.moments_dtype == "fp32" and _fits(_with_plan(s, moments_dtype="bf16")):
+            options.append("plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)")
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")

@@ -151,3 +151,16 @@ def test_the_wired_limit_bounds_apple_training_and_serving_and_can_be_raised():
     with pytest.raises(InputError, match="gpu_wired_limit_gib") as info:
         load_scenario("mixtral-8x7b-qlora-m2-ultra", ["hardware.device.gpu_wired_limit_gib=200"])
     assert "\n" not in str(info.value)
+
+
+def test_advice_offers_bf16_moments_where_they_make_the_difference():
+    from moesim.fit_advice import fit_explanation
+
+    s = load_scenario("mixtral-8x7b-h100-train", ["hardware.device.mem_gib=76"])  # 68.9 GiB for the tensors
+    mem = memory_report(s)
+    assert not mem.fits
+    assert memory_report(load_scenario("mixtral-8x7b-h100-train", ["hardware.device.mem_gib=76",
+                                                                   "plan.moments_dtype=bf16"])).fits
+    assert "plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)" in fit_explanation(s, mem)[1]
+    bf16 = load_scenario("mixtral-8x7b-h100-train", ["hardware.device.mem_gib=70", "plan.moments_dtype=bf16"])
+    assert "moments_dtype" not in fit_explanation(bf16)[1]  # already BF16: not offered again
