@@ -38,8 +38,8 @@ from moesim.finetune import device_shares, embeddings_trainable, first_trainable
 from moesim.packing import micro_batch_seqs
 from moesim.precision import (
     Precision,
+    adam_state_bytes,
     grad_bytes,
-    moment_bytes,
     parameter_bytes,
     precision,
     scenario_precision,
@@ -123,13 +123,13 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
 #: only the GEMMs' inputs. The DeepSeek-V3 report (sec. 3.3.3) keeps fp32 gradients, an fp32 master
 #: copy and bf16 m and v (4 + 4 + 2 + 2 = 12 bytes): ``plan.grad_dtype: fp32`` with
 #: ``plan.moments_dtype: bf16`` (:func:`optimizer_bytes`: 8 bytes of Adam states).
-TRAIN_OPTIMIZER_BYTES = 12.0
+TRAIN_OPTIMIZER_BYTES = adam_state_bytes("fp32")  # 12
 
 
 def optimizer_bytes(plan: PlanSpec) -> float:
     """Bytes per trainable parameter of Adam's states: the fp32 master copy and two moments of
     ``plan.moments_dtype`` (12 with fp32 moments, :data:`TRAIN_OPTIMIZER_BYTES`; 8 with bf16)."""
-    return 4.0 + 2 * moment_bytes(plan.moments_dtype)
+    return adam_state_bytes(plan.moments_dtype)
 
 
 def training_weight_bytes(prec: Precision) -> float:
@@ -207,7 +207,6 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     # tp * cp * dp / (ep * etp), i.e. DP/EP x CP when etp = tp; engine/expert_tp.py)
     dp = plan.dp * plan.cp
     expert_dp = expert_dp_group(plan)[0]  # data-parallel group of one expert's replicas
-    capacity = s.hardware.device.mem_gib
     w = s.workload
     stage, held = 0, 0.0  # the pipeline stage the figures are of; GiB held beside PyTorch's allocator
     if isinstance(w, TrainingWorkload):

@@ -239,6 +239,7 @@ def grad_bytes(model_dtype: str, grad_dtype: str) -> float:
     return 4.0 if model_dtype == "fp32" or grad_dtype == "fp32" else 2.0
 
 
-def moment_bytes(moments_dtype: str) -> float:
-    """Bytes per Adam moment in training by ``plan.moments_dtype``: 4 (fp32) or 2 (bf16: DeepSeek-V3's, sec. 3.3.3)."""
-    return 2.0 if moments_dtype == "bf16" else 4.0
+def adam_state_bytes(moments_dtype: str) -> float:
+    """Bytes per trainable parameter of mixed-precision Adam's states: the fp32 master copy (4) and two moments of
+    ``plan.moments_dtype``, 4 bytes each in fp32 or 2 in bf16 (DeepSeek-V3's, sec. 3.3.3): 12 or 8."""
+    return 4.0 + 2 * (2.0 if moments_dtype == "bf16" else 4.0)

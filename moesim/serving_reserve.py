@@ -61,6 +61,12 @@ COMM_BUFFER_GIB_PER_DOUBLING = 1.8
 VLLM_SAMPLER_WARMUP_BYTES = 28.0
 
 
+def cuda_reported_gib(mem_gib: float) -> float:
+    """GiB ``cudaMemGetInfo`` reports as the total of a CUDA device of ``mem_gib``: less :data:`CUDA_UNSEEN_GIB`,
+    never below 0."""
+    return max(mem_gib - CUDA_UNSEEN_GIB, 0.0)
+
+
 def sampler_warmup_bytes(s) -> float:
     """Bytes per device vLLM's sampler warm-up holds at its peak: ``max_batch_seqs x vocab x 28`` under
     ``workload.engine: vllm``, else 0 (other engines' reserves are not priced)."""
@@ -105,7 +111,7 @@ def _budget(s) -> _Budget:
         return _Budget(False, gpu_wired_limit_gib(s.hardware.device), share, 0.0, 0.0)
     if platform != "cuda":
         return _Budget(False, capacity, share, 0.0, 0.0)
-    seen = max(capacity - CUDA_UNSEEN_GIB, 0.0)  # a device smaller than the reserves has no budget
+    seen = cuda_reported_gib(capacity)  # a device smaller than the reserves has no budget
     comm = comm_buffer_bytes(s) / GIB
     return _Budget(True, seen, share, 0.0 if share is not None else CUDA_CONTEXT_GIB + comm, comm)
 

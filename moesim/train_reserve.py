@@ -36,7 +36,7 @@ from moesim.costmodel.host import platform_of
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.presets.apple_metal import gpu_wired_limit_gib
-from moesim.serving_reserve import CUDA_CONTEXT_GIB, CUDA_UNSEEN_GIB
+from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib
 
 _MB = 1e6 / 2**30  # GiB per MB
 #: GiB a rank holds for one NCCL communicator of two GPUs after its first all-reduce (NCCL issue #964, A100 NVLink).
@@ -52,11 +52,11 @@ def runs_cuda(device_name: str) -> bool:
     return platform_of(device_name) == "cuda" and not compiled_step(device_name)
 
 
-def communicator_groups(plan, n_devices: int) -> dict[str, int]:
+def communicator_groups(plan) -> dict[str, int]:
     """GPUs in each communicator a training rank runs collectives on, by name, groups of one GPU left out:
     ``world``, ``tp``, ``cp``, ``dp`` (x cp: the gradient sync), ``pp``, ``model`` (tp x pp), ``ep`` and
-    ``expert_dp``. ``plan``: the scenario's plan; ``n_devices``: the GPUs of the run."""
-    groups = {"world": n_devices, "tp": plan.tp, "cp": plan.cp, "dp": plan.dp * plan.cp, "pp": plan.pp,
+    ``expert_dp``, of the scenario's ``plan`` (its world: ``plan.n_devices``)."""
+    groups = {"world": plan.n_devices, "tp": plan.tp, "cp": plan.cp, "dp": plan.dp * plan.cp, "pp": plan.pp,
               "model": plan.tp * plan.pp, "ep": plan.ep, "expert_dp": expert_dp_group(plan)[0] if plan.ep > 1 else 1}
     return {name: gpus for name, gpus in groups.items() if gpus > 1}
 
@@ -75,7 +75,7 @@ def comm_buffer_gib(s) -> float:
     plus the all-to-all's direct connections (:func:`alltoall_peers`); 0 off CUDA."""
     if not runs_cuda(s.hardware.device.name):
         return 0.0
-    groups = communicator_groups(s.plan, s.plan.n_devices)
+    groups = communicator_groups(s.plan)
     per_comm = sum(COMMUNICATOR_GIB_PAIR if gpus == 2 else COMMUNICATOR_GIB for gpus in groups.values())
     return per_comm + ALLTOALL_GIB_PER_PEER * alltoall_peers(s.plan, s.hardware.node.devices_per_node)
 
@@ -90,12 +90,11 @@ def allocatable_gib(s) -> float:
     report and :func:`held_gib` (never below 0); on Apple silicon what macOS lets the GPU wire
     (``presets.apple_metal.gpu_wired_limit_gib``)."""
     device = s.hardware.device
-    capacity = device.mem_gib
     if platform_of(device.name) == "mps":
         return gpu_wired_limit_gib(device)
     if not runs_cuda(device.name):
-        return capacity
-    return max(capacity - CUDA_UNSEEN_GIB - held_gib(s), 0.0)
+        return device.mem_gib
+    return max(cuda_reported_gib(device.mem_gib) - held_gib(s), 0.0)
 
 
 def capacity_words(s) -> str:
@@ -107,5 +106,5 @@ def capacity_words(s) -> str:
     if not runs_cuda(s.hardware.device.name):
         return ""
     what = "the CUDA context and NCCL's buffers" if comm_buffer_gib(s) else "the CUDA context"
-    seen = max(s.hardware.device.mem_gib - CUDA_UNSEEN_GIB, 0.0)
+    seen = cuda_reported_gib(s.hardware.device.mem_gib)
     return f" (of the {seen:.1f} GiB CUDA reports, {held_gib(s):.1f} GiB held by {what})"

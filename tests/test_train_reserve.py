@@ -30,7 +30,7 @@ FLAGPERF = "moesim/data/validation/llama3-8b-flagperf-megatron.yaml"  # Llama 3 
 
 def test_a_rank_pays_one_communicator_per_group_it_reduces_over():
     s = load_scenario(FLAGPERF, ["plan.tp=2", "plan.dp=2", "plan.microbatches=256"])  # TP2 PP2 DP2 on 8 GPUs
-    assert communicator_groups(s.plan, s.plan.n_devices) == {"world": 8, "tp": 2, "dp": 2, "pp": 2, "model": 4}
+    assert communicator_groups(s.plan) == {"world": 8, "tp": 2, "dp": 2, "pp": 2, "model": 4}
     # three groups of two GPUs at 544 MB each, the world and model-parallel groups at 688 MB (NCCL issue #964)
     assert comm_buffer_gib(s) == pytest.approx(3 * COMMUNICATOR_GIB_PAIR + 2 * COMMUNICATOR_GIB)
     assert 544e6 / 2**30 == pytest.approx(COMMUNICATOR_GIB_PAIR) and COMMUNICATOR_GIB > COMMUNICATOR_GIB_PAIR
@@ -39,7 +39,7 @@ def test_a_rank_pays_one_communicator_per_group_it_reduces_over():
 
 def test_one_gpu_holds_its_context_alone_and_apple_nothing():
     one = load_scenario(QLORA)
-    assert communicator_groups(one.plan, one.plan.n_devices) == {} and comm_buffer_gib(one) == 0.0
+    assert communicator_groups(one.plan) == {} and comm_buffer_gib(one) == 0.0
     assert held_gib(one) == CUDA_CONTEXT_GIB
     mem = memory_report(one)
     assert mem.capacity_gib == pytest.approx(one.hardware.device.mem_gib - CUDA_UNSEEN_GIB - CUDA_CONTEXT_GIB)

@@ -78,7 +78,7 @@ from moesim.engine.training.recompute import mla_up_share, recompute_s
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import first_trainable_layer
 from moesim.packing import attention_spans, micro_batch_seqs, rank_tokens, row_tokens
-from moesim.precision import grad_bytes, moment_bytes, scenario_precision
+from moesim.precision import adam_state_bytes, grad_bytes, scenario_precision
 from moesim.schemas import DTYPE_BYTES, Scenario
 
 FWD_SLOTS = ("attention", "tp_allreduce", "router", "alltoall_dispatch", "experts",
@@ -92,9 +92,10 @@ ADAM_BYTES_PER_PARAM = 28.0
 
 
 def adam_step_bytes(moments_dtype: str) -> float:
-    """:data:`ADAM_BYTES_PER_PARAM` with each moment read and written at ``plan.moments_dtype``'s width
-    (bf16 moments: 20 bytes a parameter)."""
-    return ADAM_BYTES_PER_PARAM - 2 * 2 * (4.0 - moment_bytes(moments_dtype))
+    """:data:`ADAM_BYTES_PER_PARAM` with the Adam states read and written at ``plan.moments_dtype``'s width
+    (``precision.adam_state_bytes``; bf16 moments: 20 bytes a parameter): the bf16 gradient read, the states
+    read and written, the bf16 weight written."""
+    return 2.0 + 2 * adam_state_bytes(moments_dtype) + 2.0
 
 
 ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))
