@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 from moesim.accounting import GIB
 from moesim.costmodel.host import platform_of
+from moesim.costmodel.train_host import compiled_step
 from moesim.presets.apple_metal import gpu_wired_limit_gib
 
 #: GiB of a CUDA device's capacity that ``cudaMemGetInfo`` does not report as its total (see above).
@@ -59,6 +60,11 @@ CUDA_CONTEXT_GIB = 0.77
 COMM_BUFFER_GIB_PER_DOUBLING = 1.8
 #: Bytes live per vocabulary entry and request while vLLM V1's sampler warm-up applies top-k and top-p (see above).
 VLLM_SAMPLER_WARMUP_BYTES = 28.0
+
+
+def runs_cuda(device_name: str) -> bool:
+    """Whether a device runs CUDA (and NCCL): not Apple, a CPU or a TPU."""
+    return platform_of(device_name) == "cuda" and not compiled_step(device_name)
 
 
 def cuda_reported_gib(mem_gib: float) -> float:
@@ -86,7 +92,7 @@ def comm_group_gpus(s) -> int:
 def comm_buffer_bytes(s) -> float:
     """Bytes per device of NCCL's and the custom all-reduce's buffers: :data:`COMM_BUFFER_GIB_PER_DOUBLING` per
     doubling of :func:`comm_group_gpus` (0 on one GPU or a non-CUDA device)."""
-    if platform_of(s.hardware.device.name) != "cuda":
+    if not runs_cuda(s.hardware.device.name):
         return 0.0
     return COMM_BUFFER_GIB_PER_DOUBLING * math.log2(comm_group_gpus(s)) * GIB
 
@@ -106,10 +112,9 @@ class _Budget(NamedTuple):
 def _budget(s) -> _Budget:
     share = getattr(s.workload, "memory_utilization", None)
     capacity = s.hardware.device.mem_gib
-    platform = platform_of(s.hardware.device.name)
-    if platform == "mps":  # what macOS lets the GPU wire of the unified memory
+    if platform_of(s.hardware.device.name) == "mps":  # what macOS lets the GPU wire of the unified memory
         return _Budget(False, gpu_wired_limit_gib(s.hardware.device), share, 0.0, 0.0)
-    if platform != "cuda":
+    if not runs_cuda(s.hardware.device.name):  # a CPU or a TPU: no CUDA context, no NCCL
         return _Budget(False, capacity, share, 0.0, 0.0)
     seen = cuda_reported_gib(capacity)  # a device smaller than the reserves has no budget
     comm = comm_buffer_bytes(s) / GIB

@@ -33,10 +33,9 @@ runs without TP agree within a few per cent once this is counted. Runs with TP h
 from __future__ import annotations
 
 from moesim.costmodel.host import platform_of
-from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.presets.apple_metal import gpu_wired_limit_gib
-from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib
+from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib, runs_cuda
 
 _MB = 1e6 / 2**30  # GiB per MB
 #: GiB a rank holds for one NCCL communicator of two GPUs after its first all-reduce (NCCL issue #964, A100 NVLink).
@@ -45,11 +44,6 @@ COMMUNICATOR_GIB_PAIR = 544 * _MB
 COMMUNICATOR_GIB = 688 * _MB
 #: GiB a rank holds per peer in its node once it has run an all-to-all (NCCL issue #1685: 3.28 GB over 7 H100 peers).
 ALLTOALL_GIB_PER_PEER = (4.34 - 1.06) / 7 * 1e3 * _MB
-
-
-def runs_cuda(device_name: str) -> bool:
-    """Whether a device runs CUDA (and NCCL): not Apple, a CPU or a TPU."""
-    return platform_of(device_name) == "cuda" and not compiled_step(device_name)
 
 
 def communicator_groups(plan) -> dict[str, int]:

@@ -80,3 +80,12 @@ def test_a_device_smaller_than_the_reserves_has_no_budget_and_says_so():
     assert mem.capacity_gib == 0.0 and not mem.fits
     reason, _ = fit_explanation(s, mem)
     assert "> capacity 0 GiB (of the 0.0 GiB CUDA reports" in reason and "-" not in reason.split("capacity")[1]
+
+
+def test_a_tpu_budgets_its_whole_memory_without_cuda_reserves():
+    # a TPU runs no CUDA context and no NCCL: its budget is its HBM, times the share where one is set
+    tpu = serve(preset="tpu-v3", tp=2, kv_cache_fraction=0.9)
+    assert comm_buffer_bytes(tpu) == 0.0
+    assert engine_budget_bytes(tpu) == tpu.hardware.device.mem_gib * GIB
+    shared = serve(preset="tpu-v3", memory_utilization=0.9)
+    assert engine_budget_bytes(shared) == pytest.approx(0.9 * shared.hardware.device.mem_gib * GIB)
