@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from moesim.frozen_inputs import PRETRAINING, Saves, saves_delta_bytes_per_token
 from moesim.precision import Precision, precision
 from moesim.schemas import DTYPE_BYTES, ModelSpec, RoutingSpec
 
@@ -132,7 +133,7 @@ def ffn_activation_bytes_per_token(m: ModelSpec, moe_layer: bool, prec: Precisio
 
 def layer_activation_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompute: str,
                                      prec: Precision | None = None, routed_slots: float | None = None,
-                                     modules: Collection[str] | None = None) -> float:
+                                     modules: Collection[str] | None = None, saves: Saves = PRETRAINING) -> float:
     """Activation bytes layer ``layer`` (0-based) keeps for backward, per token per device.
 
     Sequence parallelism splits everything over ``tp`` (Korthikanti et al. 2022, sec. 4.2.2:
@@ -140,24 +141,28 @@ def layer_activation_bytes_per_token(m: ModelSpec, layer: int, tp: int, recomput
     input, ``d*b16/tp`` (Korthikanti's ``2sbh`` per layer); otherwise attention
     (:func:`attention_activation_bytes_per_token`) + FFN (:func:`ffn_activation_bytes_per_token`:
     the dense FFN on dense layers, routed + shared experts on MoE layers), less what the selective
-    recompute ``modules`` (``plan.recompute_modules``) drop (:func:`recomputed_bytes_per_token`).
+    recompute ``modules`` (``plan.recompute_modules``) drop (:func:`recomputed_bytes_per_token`), and
+    what ``saves`` change (:func:`moesim.frozen_inputs.saves_delta_bytes_per_token`: a fine-tune's frozen
+    GEMMs keep no inputs, its adapters keep theirs; FP8 attention and FP8 activation inputs).
     """
     prec = prec or precision(m.dtype)
     if recompute == "full":
         return m.d_model * activation_widths(prec)[0] / tp
     moe = m.is_moe_layer(layer)
-    if recompute == "selective" and modules is not None:
-        kept = (attention_activation_bytes_per_token(m, "none", prec)
-                + ffn_activation_bytes_per_token(m, moe, prec, routed_slots))
-        return (kept - recomputed_bytes_per_token(m, moe, prec, routed_slots, modules)) / tp
-    attn = attention_activation_bytes_per_token(m, recompute, prec)
-    ffn = ffn_activation_bytes_per_token(m, moe, prec, routed_slots)
-    return (attn + ffn) / tp
+    mods = modules if recompute == "selective" else None
+    kept = (attention_activation_bytes_per_token(m, recompute if mods is None else "none", prec)
+            + ffn_activation_bytes_per_token(m, moe, prec, routed_slots))
+    if mods is not None:
+        kept -= recomputed_bytes_per_token(m, moe, prec, routed_slots, mods)
+    if recompute == "selective" and mods is None:  # Q/K/V are recomputed, not kept in any width
+        saves = saves._replace(fp8_core=False)
+    return (kept - saves_delta_bytes_per_token(m, moe, prec, routed_slots, saves, mods)) / tp
 
 
 def recompute_working_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompute: str,
                                        prec: Precision | None = None, routed_slots: float | None = None,
-                                       modules: Collection[str] | None = None) -> float:
+                                       modules: Collection[str] | None = None,
+                                       saves: Saves = PRETRAINING) -> float:
     """Activation bytes per token per device that layer ``layer`` re-creates for its own backward:
     what its recompute dropped (:func:`layer_activation_bytes_per_token` without recompute, less
     with it), live from the layer's re-run forward until its backward ends. Megatron-core's full
@@ -167,8 +172,8 @@ def recompute_working_bytes_per_token(m: ModelSpec, layer: int, tp: int, recompu
     checkpointing costs the checkpoints plus the largest segment's activations). 0 without recompute."""
     if recompute == "none":
         return 0.0
-    full = layer_activation_bytes_per_token(m, layer, tp, "none", prec, routed_slots)
-    kept = layer_activation_bytes_per_token(m, layer, tp, recompute, prec, routed_slots, modules)
+    full = layer_activation_bytes_per_token(m, layer, tp, "none", prec, routed_slots, saves=saves)
+    kept = layer_activation_bytes_per_token(m, layer, tp, recompute, prec, routed_slots, modules, saves)
     return max(full - kept, 0.0)
 
 

@@ -20,8 +20,8 @@ one of the backward's two GEMMs (a third of the GEMM's forward + backward FLOPs)
 ``layers: N`` trains only the last ``N`` blocks (under any mode; the embedding, final norm and head
 freeze too): no gradient is needed before block ``n_layers - N`` (:func:`first_trainable_layer`), so
 autograd (or MLX's ``value_and_grad``) runs no backward there, and those blocks keep no activations.
-Not modelled: the activation memory a frozen GEMM could drop (its input, kept here: LoRA needs it
-for ``dA``, and norms and activations keep theirs), and LoRA's ``T x r`` intermediates (r << d).
+A frozen GEMM keeps no input for the backward (no ``dW`` to compute); an adapted one keeps it for the
+adapter's ``dA`` (``moesim.frozen_inputs``). Not modelled: LoRA's ``T x r`` intermediates (r << d).
 """
 
 from __future__ import annotations
@@ -189,17 +189,19 @@ class DeviceShares:
     expert_trainable: float
 
 
-def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float) -> DeviceShares:
+def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float,
+                  stored: tuple[float, float] | None = None) -> DeviceShares:
     """Bytes per base parameter of the weights and the trainable fractions, dense and expert.
 
-    Frozen and trainable base weights are kept at ``train_weight_bytes`` (the 16-bit width);
+    Frozen and trainable base weights are kept at ``stored`` (dense, expert) bytes each (default
+    ``train_weight_bytes``, the 16-bit width; FP8 primary weights fewer: ``memory.stored_weight_bytes``);
     QLoRA's quantisable weights at :func:`nf4_bytes_per_weight`; LoRA adds its adapters at
     ``train_weight_bytes`` (spread over the base parameters they sit on).
     """
     p, c = param_counts(m), trainable_counts(m, spec)
     f_dense = c.trainable_dense / p.dense if p.dense else 0.0
     f_expert = c.trainable_experts / p.routed_experts if p.routed_experts else 0.0
-    dense_b = expert_b = train_weight_bytes
+    dense_b, expert_b = stored or (train_weight_bytes, train_weight_bytes)
     if spec.quantized:
         q = nf4_bytes_per_weight(spec)
         quant_dense = quantizable_params(m) - p.routed_experts

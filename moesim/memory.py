@@ -26,7 +26,7 @@ from moesim.activations import (
     zero3_head_bytes,
 )
 from moesim.allocator import reserved_gib, unused_fraction
-from moesim.costmodel.fp8 import cached_weight_bytes
+from moesim.costmodel.fp8 import PRIMARY_WEIGHT_RECIPES, cached_weight_bytes
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
@@ -35,6 +35,7 @@ from moesim.engine.training.fp8 import cast_recipe
 from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
+from moesim.frozen_inputs import Saves, saves_of
 from moesim.packing import micro_batch_seqs
 from moesim.precision import (
     Precision,
@@ -145,6 +146,23 @@ def training_weight_bytes(prec: Precision) -> float:
     return DTYPE_BYTES[prec.act_dtype]
 
 
+def stored_weight_bytes(s: Scenario, b: float) -> tuple[float, float]:
+    """(dense, routed-expert) bytes per parameter of the model weights a training device stores: ``b`` (the
+    16-bit width, :func:`training_weight_bytes`), except FP8 or NVFP4 primary weights (``plan.fp8_param_gather``
+    under a tensor-scaled or NVFP4 recipe: Transformer Engine's ``fp8_model_init``), which keep each block weight
+    in its low-precision form alone: :func:`~moesim.costmodel.fp8.cached_weight_bytes`' cast, 1 byte under
+    tensor scaling on Blackwell, 2 on Hopper (with its cached transpose), 1.125 under NVFP4. The embedding and
+    output head stay 16-bit (the dense share is blended by the model's embedding share, as
+    :func:`fp8_weight_cache_bytes` does)."""
+    recipe = cast_recipe(scenario_precision(s).compute_dtype, s.plan.fp8_recipe)
+    if recipe is None or not s.plan.fp8_param_gather or recipe not in PRIMARY_WEIGHT_RECIPES:
+        return b, b
+    block = cached_weight_bytes(recipe, not s.hardware.device.fp8_non_tn_gemm)
+    p = param_counts(s.model)
+    share = (p.dense - p.embedding) / p.dense if p.dense else 0.0
+    return share * block + (1 - share) * b, block
+
+
 def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
     """Bytes of FP8 (or NVFP4) weight copies one training device keeps through a step (0 unless the GEMMs run
     FP8 or NVFP4: 1.125 bytes a block weight under NVFP4, its rowwise and columnwise 4-bit copies).
@@ -165,6 +183,13 @@ def fp8_weight_cache_bytes(s: Scenario, dense: float, experts: float) -> float:
     p = param_counts(s.model)  # its embedding count holds the output head too when untied
     block_share = (p.dense - p.embedding) / p.dense if p.dense else 0.0
     return per * (block_share * dense + experts)
+
+
+def training_saves(s: Scenario) -> Saves:
+    """What decides a training run's kept GEMM inputs (:class:`moesim.frozen_inputs.Saves`): its trainable
+    weights, and ``plan.fp8_attention`` / ``plan.fp8_act_input`` where its GEMMs run FP8 or NVFP4."""
+    fp8 = cast_recipe(scenario_precision(s).compute_dtype, s.plan.fp8_recipe) is not None
+    return saves_of(s.workload.trainable, fp8 and s.plan.fp8_attention, fp8 and s.plan.fp8_act_input)
 
 
 def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> MemoryReport:
@@ -216,7 +241,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         b = training_weight_bytes(prec)
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), optimizer_bytes(plan)
         if w.trainable.full:
-            weights = copies * (zero_sharded_bytes(dense, experts, b, b, 3, z, dp, expert_dp)
+            bd, be = stored_weight_bytes(s, b)
+            weights = copies * (zero_sharded_bytes(dense, experts, bd, be, 3, z, dp, expert_dp)
                                 + fp8_weight_cache_bytes(s, dense, experts))
             grads = copies * zero_sharded_bytes(dense, experts, g, g, 2, z, dp, expert_dp)
             optim = copies * zero_sharded_bytes(dense, experts, o, o, 1, z, dp, expert_dp)
@@ -230,10 +256,11 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
         # per token of one microbatch, by layer kind (dense / MoE: the only thing a layer's bytes depend on)
+        saves = training_saves(s)  # frozen GEMMs, adapters, FP8 stores (moesim.frozen_inputs)
         kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan)))
+            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan), saves))
         redo = per_layer_kind(m, lambda i: recompute_working_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan)))
+            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan), saves))
 
         first = first_trainable_layer(m, w.trainable)  # blocks before it keep nothing for a backward
 
@@ -332,12 +359,14 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
                           expert_dp: int) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes on one device of a fine-tuning run (``workload.trainable``
     other than ``all``): ``dense`` / ``experts`` base parameters on the device at ``b`` bytes each
-    (``finetune.device_shares``: nf4 base weights under QLoRA, LoRA adapters added), gradients and
-    Adam states only for the trainable share, each sharded by the ZeRO stage as :func:`memory_report`."""
+    (``finetune.device_shares``: nf4 base weights under QLoRA, FP8 primary weights at :func:`stored_weight_bytes`,
+    LoRA adapters added; under FP8 GEMMs the copies Transformer Engine caches of 16-bit weights,
+    :func:`fp8_weight_cache_bytes`, frozen or not), gradients and Adam states only for the trainable share, each
+    sharded by the ZeRO stage as :func:`memory_report`."""
     z = s.plan.zero_stage
-    sh = device_shares(s.model, s.workload.trainable, b)
-    weights = copies * zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
-                                          expert_dp)
+    sh = device_shares(s.model, s.workload.trainable, b, stored_weight_bytes(s, b))
+    weights = copies * (zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
+                                           expert_dp) + fp8_weight_cache_bytes(s, dense, experts))
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
     g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), optimizer_bytes(s.plan)
     grads = copies * zero_sharded_bytes(dense_t, experts_t, g, g, 2, z, dp, expert_dp)

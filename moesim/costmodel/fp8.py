@@ -383,9 +383,9 @@ def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_pa
     on Hopper (the FP8 copy and its transpose), 1 on Blackwell under tensor scaling, 2 under MXFP8 (row-
     and column-wise copies; their scales, 1/32 of a byte each, left out), 1.125 under NVFP4 (two 4-bit copies with
     their scales). FP8 primary weights
-    (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose hold
-    the 2 bytes that the 16-bit weights they replace are counted at, so 0 here (on Blackwell 1 byte too
-    many stays counted), as are NVFP4 primary weights; MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
+    (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose are the
+    stored weights themselves (``memory.stored_weight_bytes`` counts them at this cast's bytes), so 0 here, as
+    for NVFP4 primary weights; MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
     if fp8_params and recipe in PRIMARY_WEIGHT_RECIPES:
         return 0.0
     return float(sum(p.write_b for p in cast_passes(recipe, False, transposes) if p.phase == "weight"))

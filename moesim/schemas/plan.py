@@ -137,6 +137,11 @@ class PlanSpec(Strict):
         "output, kept to re-run the activation in backward) is cached in FP8, 1 byte an element, as DeepSeek-V3 "
         "does with its fine-grained quantization (arXiv:2412.19437 sec. 3.3.3); unset, it is kept in 16 bits as "
         "Megatron-core keeps it. Memory only: the cast is not priced as time. Ignored without FP8, as fp8_recipe."))
+    fp8_act_input: bool = Field(False, description=(
+        "FP8 training (model.dtype fp8): every MLP's activation-function input (SwiGLU's gate and up: fc1's output; "
+        "dense FFNs, shared and routed experts) is kept for the backward in FP8, 1 byte an element, and cast back "
+        "before it (Megatron-core's activation_func_fp8_input_store, NeMo's FP8_ACT in MLPerf's Llama 2 70B LoRA). "
+        "Memory only: the casts are not priced as time. Ignored without FP8, as fp8_recipe."))
     allocator: Literal["caching", "expandable_segments"] = Field("caching", description=(
         "Training: the mode of PyTorch's CUDA caching allocator (PYTORCH_CUDA_ALLOC_CONF), which sets how much "
         "memory it reserves beyond the live tensors (`peak_reserved_gib`, what torch.cuda.max_memory_reserved "

@@ -56,6 +56,10 @@ class TrainableSpec(Strict):
     base_dtype: Literal["bf16", "nf4"] | None = Field(None, description=(
         "Frozen base weights of a lora run: bf16 | nf4 (QLoRA: 4-bit NormalFloat, dequantised to bf16 for "
         "each GEMM). null: bf16."))
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description=(
+        "Dropout probability on each adapter's input (lora only; PEFT's lora_dropout, NeMo's LoRA dropout). Above "
+        "0 each adapter keeps its own dropped-out copy of its input and the dropout's 1-byte mask for the "
+        "backward (memory only). null: 0."))
     double_quant: bool = Field(True, description=(
         "nf4 only: quantise the block scales too (QLoRA's double quantisation: 4.127 bits per weight, else 4.5)."))
     layers: PositiveInt | None = bounded(None, le=1 << 16, why="65536 blocks is deeper than any published model "
@@ -83,7 +87,7 @@ class TrainableSpec(Strict):
             if self.targets is not None and len(set(self.targets)) != len(self.targets):
                 raise ValueError(f"targets = {self.targets}: each target at most once")
         else:
-            for name in ("rank", "targets", "base_dtype"):
+            for name in ("rank", "targets", "base_dtype", "dropout"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r} trains whole weights)")
         return self
