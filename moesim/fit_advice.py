@@ -83,6 +83,24 @@ def _without_fp8_cache(s: Scenario) -> Scenario | None:
     return _with_plan(s, fp8_weight_cache=False)
 
 
+#: FP8 training's memory switches the advice tries, with what each does.
+_FP8_STORES = (("fp8_act_input", "SwiGLU inputs kept in FP8, Megatron-core's activation_func_fp8_input_store"),
+               ("fp8_param_gather", "FP8 primary weights, Transformer Engine's fp8_model_init"))
+
+
+def _fp8_store_advice(s: Scenario) -> list[str]:
+    """FP8 training's memory switches (:data:`_FP8_STORES`) that are off, save memory under this plan (its
+    GEMMs run FP8) and make it fit alone."""
+    out, total = [], memory_report(s).total_gib
+    for field, what in _FP8_STORES:
+        if getattr(s.plan, field):
+            continue
+        candidate = _with_plan(s, **{field: True})
+        if candidate is not None and (mem := memory_report(candidate)).fits and mem.total_gib < total:
+            out.append(f"plan.{field}: true ({what})")
+    return out
+
+
 def _reason(s: Scenario, mem: MemoryReport) -> str:
     if isinstance(s.workload, TrainingWorkload):
         terms = [("weights", mem.weights_gib), ("gradients", mem.gradients_gib),
@@ -145,6 +163,7 @@ def _advice(s: Scenario) -> str:
             options.append(f"{_FP8_CACHE_OFF} (every microbatch casts its weights again)")
         if p.moments_dtype == "fp32" and _fits(_with_plan(s, moments_dtype="bf16")):
             options.append("plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)")
+        options += _fp8_store_advice(s)
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")

@@ -127,3 +127,19 @@ def test_dropout_is_lora_only_and_bounded():
             scenario_from_dict({"name": "x", "model": {"preset": "mixtral-8x7b"}, "hardware": {"preset": "h100-sxm"},
                                 "plan": {"dp": 1}, "workload": {"kind": "training", "global_batch_seqs": 1,
                                                                 "seq_len": 128, "trainable": bad}})
+
+
+def test_advice_offers_the_fp8_stores_that_make_a_plan_fit():
+    from moesim.fit_advice import fit_explanation
+
+    # FT-38's run without FP8_ACT does not fit 8 B200 (its SwiGLU inputs at 16 bits); the FP8 store alone fits it
+    s = load_scenario(MLPERF, ["plan.fp8_param_gather=true", "plan.fp8_act_input=false"])
+    assert not memory_report(s).fits
+    advice = fit_explanation(s)[1]
+    assert "plan.fp8_act_input: true" in advice and "plan.fp8_param_gather" not in advice  # already on
+    # at CP2 the 16-bit frozen weights (and their cached FP8 copies) are what does not fit: FP8 primary weights fit
+    cp2 = load_scenario(MLPERF, ["plan.cp=2", "hardware.cluster.nodes=2"])
+    assert "plan.fp8_param_gather: true" in fit_explanation(cp2)[1]
+    # a 16-bit run has no FP8 store to offer
+    bf16 = load_scenario(MLPERF, ["model.dtype=bf16", "plan.fp8_act_input=false"])
+    assert "fp8_act_input" not in fit_explanation(bf16)[1]
