@@ -25,7 +25,7 @@ the output projection a 16-bit ``O`` that it casts again (its own FP8 copy when 
 ``activation_func_fp8_input_store`` (``plan.fp8_act_input``) keeps each MLP's SwiGLU/GeLU input in FP8.
 
 Checked (not fitted) against MLPerf Training v5.0's Llama 2 70B LoRA runs, whose ``max_memory_allocated``
-at CP1, 2, 4 and 8 (168.8, 134.1, 99.6, 82.3 GiB; FT-58..61) imply 65.1 GiB of FP8 frozen weights and
+at CP1, 2, 4 and 8 (168.8, 134.2, 99.6, 82.3 GiB; FT-60..63) imply 65.1 GiB of FP8 frozen weights and
 ~27 d bytes a token a layer of activations, which this accounting gives within a few per cent.
 """
 
