@@ -194,7 +194,7 @@ def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float,
     """Bytes per base parameter of the weights and the trainable fractions, dense and expert.
 
     Frozen and trainable base weights are kept at ``stored`` (dense, expert) bytes each (default
-    ``train_weight_bytes``, the 16-bit width; FP8 primary weights fewer: ``memory.stored_weight_bytes``);
+    ``train_weight_bytes``, the 16-bit width; FP8 primary weights fewer: ``train_bytes.stored_weight_bytes``);
     QLoRA's quantisable weights at :func:`nf4_bytes_per_weight`; LoRA adds its adapters at
     ``train_weight_bytes`` (spread over the base parameters they sit on).
     """

@@ -23,16 +23,11 @@ from pydantic import ValidationError
 
 from moesim.allocator import reserved_gib
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
-from moesim.memory import (
-    MemoryReport,
-    fp8_weight_cache_bytes,
-    memory_report,
-    stranded_fraction,
-    weight_params_per_device,
-)
+from moesim.memory import MemoryReport, memory_report, stranded_fraction, weight_params_per_device
 from moesim.schemas import Scenario, TrainingWorkload
 from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 from moesim.serving_reserve import budget_words
+from moesim.train_bytes import fp8_weight_cache_bytes
 from moesim.train_reserve import capacity_words
 
 #: Largest multiple of tp or pp (and most doublings) the advice tries.

@@ -8,7 +8,8 @@ import pytest
 from moesim.accounting import GIB, param_counts
 from moesim.costmodel.fp8 import cached_weight_bytes
 from moesim.loader import load_scenario
-from moesim.memory import fp8_weight_cache_bytes, memory_report, weight_params_per_device
+from moesim.memory import memory_report, weight_params_per_device
+from moesim.train_bytes import fp8_weight_cache_bytes
 from moesim.validation import DEFAULT_CSV
 
 H100_RUN = DEFAULT_CSV.parent / "validation" / "llama3-8b-flagperf-h100.yaml"  # Llama 3 8B, TP2 DP4, ZeRO-1

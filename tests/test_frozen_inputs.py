@@ -15,11 +15,12 @@ from moesim.frozen_inputs import (
     saves_of,
 )
 from moesim.loader import load_scenario, scenario_from_dict
-from moesim.memory import memory_report, stored_weight_bytes, training_weight_bytes
+from moesim.memory import memory_report
 from moesim.precision import precision
 from moesim.presets import MODELS
 from moesim.schemas import ModelSpec
 from moesim.schemas.workload import TrainableSpec
+from moesim.train_bytes import stored_weight_bytes, training_weight_bytes
 
 LLAMA = ModelSpec(**MODELS["llama-2-70b"])  # dense: d 8192, FFN 28672 (gated), 64 heads, 8 KV heads of 128
 MIXTRAL = ModelSpec(**MODELS["mixtral-8x7b"])  # 8 experts top-2, no shared experts

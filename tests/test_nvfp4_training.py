@@ -11,7 +11,8 @@ from moesim.engine.op_types import BlockDims
 from moesim.engine.ops import block_ops
 from moesim.engine.training.fp8 import cast_recipe, fp8_training_ops
 from moesim.engine.training.layer_costs import training_dtypes
-from moesim.memory import fp8_weight_cache_bytes, memory_report, weight_params_per_device
+from moesim.memory import memory_report, weight_params_per_device
+from moesim.train_bytes import fp8_weight_cache_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = ROOT / "moesim" / "data" / "validation" / "llama3-8b-h100-train.yaml"

@@ -9,10 +9,11 @@ from moesim.activations import recomputed_bytes_per_token
 from moesim.engine.training.layer_costs import ADAM_BYTES_PER_PARAM, adam_step_bytes
 from moesim.errors import InputError
 from moesim.loader import load_scenario
-from moesim.memory import memory_report, optimizer_bytes
+from moesim.memory import memory_report
 from moesim.precision import scenario_precision
 from moesim.serving_reserve import CUDA_CONTEXT_GIB, CUDA_UNSEEN_GIB
 from moesim.simulate import simulate
+from moesim.train_bytes import optimizer_bytes
 from moesim.train_reserve import (
     ALLTOALL_GIB_PER_PEER,
     COMMUNICATOR_GIB,

@@ -384,7 +384,7 @@ def cached_weight_bytes(recipe: str = "delayed", transposes: bool = True, fp8_pa
     and column-wise copies; their scales, 1/32 of a byte each, left out), 1.125 under NVFP4 (two 4-bit copies with
     their scales). FP8 primary weights
     (``fp8_params``, tensor-scaled) are not cast: the FP8 weight and, on Hopper, its cached transpose are the
-    stored weights themselves (``memory.stored_weight_bytes`` counts them at this cast's bytes), so 0 here, as
+    stored weights themselves (``train_bytes.stored_weight_bytes`` counts them at this cast's bytes), so 0 here, as
     for NVFP4 primary weights; MXFP8 keeps its casts (as :func:`fp8_cast_bytes`)."""
     if fp8_params and recipe in PRIMARY_WEIGHT_RECIPES:
         return 0.0

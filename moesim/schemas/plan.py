@@ -161,8 +161,8 @@ class PlanSpec(Strict):
         "FP8 or NVFP4 training (model.dtype fp8 or nvfp4): the attention core runs in FP8 (Transformer Engine's "
         "fp8_dot_product_attention, cuDNN's FP8 SDPA) at the speed over BF16 that cuDNN's benchmark measured for "
         "the device and head width, forward and backward apart (moesim/costmodel/attention_rate.py: 1.3-1.7x "
-        "forward on Blackwell, 0.72x backward on an H200; heads wider than 128 keep BF16 speed on Hopper). "
-        "Ignored otherwise, as fp8_recipe."))
+        "forward on Blackwell, 0.72x backward on an H200; heads wider than 128 keep BF16 speed on Hopper), and "
+        "keeps Q, K, V and its output for the backward in FP8 (NVTE_FP8_DPA_BWD). Ignored otherwise, as fp8_recipe."))
     fp8_output_proj: bool = Field(False, description=(
         "FP8 training only (model.dtype fp8): the output head's GEMMs (the logits and, with "
         "workload.mtp_layers, each MTP module's head pass) run in FP8 like the layers' GEMMs (Megatron-core's "
@@ -172,7 +172,7 @@ class PlanSpec(Strict):
         "FP8 or NVFP4 training (model.dtype fp8 or nvfp4): each weight is cast to FP8 (NVFP4) once a step and the cast "
         "(with its transpose on Hopper) kept through the step's microbatches, as Transformer Engine does under "
         "Megatron-core (is_first_microbatch): one weight cast a step, and 2 bytes per block weight held on Hopper (1 on "
-        "Blackwell, 2 under MXFP8, 1.125 under NVFP4; memory.fp8_weight_cache_bytes). false: every microbatch casts every weight again and nothing "
+        "Blackwell, 2 under MXFP8, 1.125 under NVFP4; train_bytes.fp8_weight_cache_bytes). false: every microbatch casts every weight again and nothing "
         "is kept (Transformer Engine called without is_first_microbatch). ZeRO-3 casts every microbatch and keeps "
         "nothing either way. Ignored otherwise, as fp8_recipe."))
     fp8_param_gather: bool = Field(False, description=(

@@ -252,7 +252,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     # device and head width
     fp8_attn = (fp8_attention_speedup(s.hardware.device.name, dims.head_dim)
                 if recipe and plan.fp8_attention else None)
-    # Megatron casts each weight once per step and caches it (plan.fp8_weight_cache, memory.fp8_weight_cache_bytes);
+    # Megatron casts each weight once per step and caches it (plan.fp8_weight_cache, train_bytes.fp8_weight_cache_bytes);
     # ZeRO-3 re-gathers it every microbatch
     weight_casts = 1.0 if plan.zero_stage >= 3 or not plan.fp8_weight_cache else 1.0 / M
     split = s.hardware.device.fp8_split_accumulation  # Hopper/Ada backward GEMMs; not on Blackwell
