@@ -84,16 +84,10 @@ _FP8_STORES = (("fp8_act_input", "SwiGLU inputs kept in FP8, Megatron-core's act
 
 
 def _fp8_store_advice(s: Scenario) -> list[str]:
-    """FP8 training's memory switches (:data:`_FP8_STORES`) that are off, save memory under this plan (its
-    GEMMs run FP8) and make it fit alone."""
-    out, total = [], memory_report(s).total_gib
-    for field, what in _FP8_STORES:
-        if getattr(s.plan, field):
-            continue
-        candidate = _with_plan(s, **{field: True})
-        if candidate is not None and (mem := memory_report(candidate)).fits and mem.total_gib < total:
-            out.append(f"plan.{field}: true ({what})")
-    return out
+    """FP8 training's memory switches (:data:`_FP8_STORES`) that are off and make the plan fit alone (a switch
+    that changes nothing, its GEMMs not FP8, leaves the plan as short of memory as it was)."""
+    return [f"plan.{field}: true ({what})" for field, what in _FP8_STORES
+            if not getattr(s.plan, field) and _fits(_with_plan(s, **{field: True}))]
 
 
 def _reason(s: Scenario, mem: MemoryReport) -> str:

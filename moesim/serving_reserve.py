@@ -73,6 +73,15 @@ def cuda_reported_gib(mem_gib: float) -> float:
     return max(mem_gib - CUDA_UNSEEN_GIB, 0.0)
 
 
+def visible_gib(device) -> float:
+    """GiB a process sees of ``device`` (a ``DeviceSpec``) before it allocates anything: on CUDA what
+    ``cudaMemGetInfo`` reports (:func:`cuda_reported_gib`), on Apple silicon what macOS lets the GPU wire
+    (``presets.apple_metal.gpu_wired_limit_gib``), elsewhere (CPUs, TPUs) the capacity."""
+    if platform_of(device.name) == "mps":
+        return gpu_wired_limit_gib(device)
+    return cuda_reported_gib(device.mem_gib) if runs_cuda(device.name) else device.mem_gib
+
+
 def sampler_warmup_bytes(s) -> float:
     """Bytes per device vLLM's sampler warm-up holds at its peak: ``max_batch_seqs x vocab x 28`` under
     ``workload.engine: vllm``, else 0 (other engines' reserves are not priced)."""
@@ -111,12 +120,9 @@ class _Budget(NamedTuple):
 
 def _budget(s) -> _Budget:
     share = getattr(s.workload, "memory_utilization", None)
-    capacity = s.hardware.device.mem_gib
-    if platform_of(s.hardware.device.name) == "mps":  # what macOS lets the GPU wire of the unified memory
-        return _Budget(False, gpu_wired_limit_gib(s.hardware.device), share, 0.0, 0.0)
-    if not runs_cuda(s.hardware.device.name):  # a CPU or a TPU: no CUDA context, no NCCL
-        return _Budget(False, capacity, share, 0.0, 0.0)
-    seen = cuda_reported_gib(capacity)  # a device smaller than the reserves has no budget
+    seen = visible_gib(s.hardware.device)  # a CUDA device smaller than the reserves has no budget
+    if not runs_cuda(s.hardware.device.name):  # Apple, a CPU or a TPU: no CUDA context, no NCCL
+        return _Budget(False, seen, share, 0.0, 0.0)
     comm = comm_buffer_bytes(s) / GIB
     return _Budget(True, seen, share, 0.0 if share is not None else CUDA_CONTEXT_GIB + comm, comm)
 

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 from moesim.costmodel.host import platform_of
 from moesim.engine.expert_tp import expert_dp_group
-from moesim.presets.apple_metal import gpu_wired_limit_gib
-from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib, runs_cuda
+from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib, runs_cuda, visible_gib
 
 _MB = 1e6 / 2**30  # GiB per MB
 #: GiB a rank holds for one NCCL communicator of two GPUs after its first all-reduce (NCCL issue #964, A100 NVLink).
@@ -80,15 +79,10 @@ def held_gib(s) -> float:
 
 
 def allocatable_gib(s) -> float:
-    """GiB PyTorch may allocate on a training rank: the capacity, less on CUDA what ``cudaMemGetInfo`` does not
-    report and :func:`held_gib` (never below 0); on Apple silicon what macOS lets the GPU wire
-    (``presets.apple_metal.gpu_wired_limit_gib``)."""
-    device = s.hardware.device
-    if platform_of(device.name) == "mps":
-        return gpu_wired_limit_gib(device)
-    if not runs_cuda(device.name):
-        return device.mem_gib
-    return max(cuda_reported_gib(device.mem_gib) - held_gib(s), 0.0)
+    """GiB PyTorch may allocate on a training rank: what the process sees of the device
+    (``serving_reserve.visible_gib``: on CUDA less what ``cudaMemGetInfo`` does not report, on Apple silicon what
+    macOS lets the GPU wire) less :func:`held_gib` (0 off CUDA), never below 0."""
+    return max(visible_gib(s.hardware.device) - held_gib(s), 0.0)
 
 
 def capacity_words(s) -> str:
