@@ -121,6 +121,11 @@ def test_activations_shrink_with_cp_and_the_fp8_store_as_counted():
     assert (without - with_store) * GIB == pytest.approx(2 * LLAMA.ffn_hidden * tokens * layers, rel=1e-6)
 
 
+def test_fp8_act_input_takes_a_boolean_only():
+    with pytest.raises(Exception, match=r"plan.fp8_act_input = 'maybe': Input should be a valid boolean"):
+        load_scenario(MLPERF, ["plan.fp8_act_input=maybe"])
+
+
 def test_dropout_is_lora_only_and_bounded():
     for bad, words in (({"mode": "experts", "dropout": 0.1}, "only for mode 'lora'"),
                        ({"mode": "lora", "rank": 8, "dropout": 1.0}, "must be < 1")):
