@@ -283,8 +283,18 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
 #: (``transformers/loss/loss_utils.py``) upcasts the logits to fp32 (4) beside the 16-bit output (2),
 #: and ``cross_entropy``'s log-softmax saves its fp32 output (4): 10 bytes in forward; its backward then
 #: holds that saved output, the dense fp32 gradient ``nll_loss`` hands it and the one it returns: 12 (the
-#: 16-bit output is the caller's until the step's loss is taken, so it is gone by then).
-LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0}
+#: 16-bit output is the caller's until the step's loss is taken, so it is gone by then). ``chunked``: torchtune's
+#: ``CEWithChunkedOutputLoss`` with its ``compute_cross_entropy`` compiled (the recipes' ``compile: True``): the head
+#: writes its 16-bit logits in :data:`TORCHTUNE_OUTPUT_CHUNKS` chunks, and each chunk's compiled upcast and cross
+#: entropy keeps only that 16-bit chunk and two fp32 numbers a row for its backward (checked with saved-tensor hooks
+#: on torch 2.13's CPU Inductor: a 512 x 4096 bf16 chunk saves itself and two 512 x 1 fp32 rows; run eagerly it saves
+#: the fp32 log-softmax, 4 bytes a logit): 2, plus one chunk's 16-bit gradient in backward (2 / 8): 2.25
+#: (torchtune ``torchtune/modules/loss/ce_chunked_output_loss.py``, PR #1390).
+LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0,
+                                          "chunked": 2.0 + 2.0 / 8}
+#: Chunks torchtune's decoder splits the output head's logits into for ``CEWithChunkedOutputLoss``
+#: (``num_output_chunks``, 8 in every recipe config).
+TORCHTUNE_OUTPUT_CHUNKS = 8
 
 #: Bytes the loss moves per logit, (forward, backward), beyond the output head's GEMMs, by ``plan.loss_impl``: each
 #: pass over the logits reads or writes them whole. ``inplace``, Megatron-core's eager vocab-parallel cross entropy
@@ -297,10 +307,30 @@ LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transf
 #: (4 + 4) and the scaled 16-bit gradient (4 + 2): 14. ``transformers``: ``ForCausalLMLoss`` upcasts (2 + 4), and
 #: ``cross_entropy``'s log-softmax reads the row twice and writes it (4 + 4 + 4): 18; backward, ``nll_loss`` writes a
 #: dense fp32 gradient (4), the log-softmax's backward reads it and its saved output and writes its own (4 + 4 + 4),
-#: and the cast to 16 bits (4 + 2): 22. Until 2026-12-05 every loss was priced as one fp32 write and read (8, and 16
-#: backward).
+#: and the cast to 16 bits (4 + 2): 22. ``chunked`` (torchtune's, compiled): Inductor reduces each 16-bit chunk
+#: for its row max and then its exponent sum without writing an fp32 copy (2 + 2): 4; backward, it reads the chunk
+#: again and writes its 16-bit gradient (2 + 2): 4. Until 2026-12-05 every loss was priced as one fp32 write and
+#: read (8, and 16 backward).
 LOSS_PASS_BYTES_PER_LOGIT: dict[str, tuple[float, float]] = {
-    "inplace": (38.0, 14.0), "fused": (30.0, 14.0), "transformers": (18.0, 22.0)}
+    "inplace": (38.0, 14.0), "fused": (30.0, 14.0), "transformers": (18.0, 22.0), "chunked": (4.0, 4.0)}
+#: Losses that see the whole vocabulary on every tensor-parallel rank: Hugging Face's TP plans and torchtune's
+#: (``torchtune/models/llama3/_parallelism.py``: the output head ``ColwiseParallel(output_layouts=Replicate())``)
+#: gather the head's output before the loss; Megatron-core's cross entropy is vocab-parallel.
+REPLICATED_LOGIT_LOSSES = ("transformers", "chunked")
+
+
+#: Saved tensors torchtune's ``OffloadActivations`` keeps on the device while their copies to host memory finish
+#: (``max_fwd_stash_size``, default 5; ``torchtune/training/_activation_offloading.py``): under activation
+#: checkpointing one per layer, its input (``plan.activation_offload``).
+OFFLOAD_STASH_TENSORS = 5
+
+
+def offloaded_stash_bytes(layer_bytes: list[float]) -> float:
+    """Bytes of a micro-batch's stored layer inputs a device keeps under ``plan.activation_offload``: the largest
+    :data:`OFFLOAD_STASH_TENSORS` of ``layer_bytes`` (each layer's stored bytes); the rest wait in host memory
+    (the forward's last layers, still in the stash when the loss runs, and in backward the layer being
+    recomputed and the one prefetched)."""
+    return sum(sorted(layer_bytes, reverse=True)[:OFFLOAD_STASH_TENSORS])
 
 
 def per_layer_kind(m: ModelSpec, bytes_of_layer) -> dict[bool, float]:
@@ -324,9 +354,9 @@ def loss_or_work(head: float, work: float) -> float:
 
 
 def loss_logit_count(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fused") -> float:
-    """Logits the loss works on on one device: ``tokens`` x ``vocab_size / tp`` (vocab-parallel; transformers'
-    loss sees the whole vocabulary on every rank: its tensor-parallel plans replicate the head's output)."""
-    return tokens * m.vocab_size / (1 if loss_impl == "transformers" else tp)
+    """Logits the loss works on on one device: ``tokens`` x ``vocab_size / tp`` (vocab-parallel; transformers' and
+    torchtune's losses see the whole vocabulary on every rank, :data:`REPLICATED_LOGIT_LOSSES`)."""
+    return tokens * m.vocab_size / (1 if loss_impl in REPLICATED_LOGIT_LOSSES else tp)
 
 
 def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fused") -> float:
@@ -335,7 +365,7 @@ def loss_logits_bytes(m: ModelSpec, tp: int, tokens: float, loss_impl: str = "fu
     loss sees the whole vocabulary on every rank: its tensor-parallel plans replicate the head's
     output) x :data:`LOSS_BYTES_PER_LOGIT` of ``loss_impl`` (``plan.loss_implementation``). For a
     152k vocabulary and 8,192 tokens at tp 1, 7.0 GiB in place, 11.6 GiB fused, 13.9 GiB with
-    transformers' loss."""
+    transformers' loss, 2.6 GiB with torchtune's chunked one."""
     return loss_logit_count(m, tp, tokens, loss_impl) * LOSS_BYTES_PER_LOGIT[loss_impl]
 
 

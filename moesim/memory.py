@@ -20,6 +20,7 @@ from moesim.activations import (
     layer_activation_bytes_per_token,
     loss_logits_bytes,
     loss_or_work,
+    offloaded_stash_bytes,
     per_layer_kind,
     recompute_working_bytes_per_token,
     routed_slots_per_token,
@@ -196,6 +197,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
                                 default=0.0)
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
+        if plan.activation_offload:  # the layer inputs wait in host memory but the stash's (pp 1: one micro-batch)
+            stored = tokens * offloaded_stash_bytes([kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, 0)
+                                                     if i >= first])
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         # plan.defer_head_wgrad: the held head inputs and logit gradients wait for the drain on the loss stage

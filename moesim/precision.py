@@ -239,7 +239,8 @@ def grad_bytes(model_dtype: str, grad_dtype: str) -> float:
     return 4.0 if model_dtype == "fp32" or grad_dtype == "fp32" else 2.0
 
 
-def adam_state_bytes(moments_dtype: str) -> float:
-    """Bytes per trainable parameter of mixed-precision Adam's states: the fp32 master copy (4) and two moments of
-    ``plan.moments_dtype``, 4 bytes each in fp32 or 2 in bf16 (DeepSeek-V3's, sec. 3.3.3): 12 or 8."""
-    return 4.0 + 2 * (2.0 if moments_dtype == "bf16" else 4.0)
+def adam_state_bytes(moments_dtype: str, master_weights: bool = True) -> float:
+    """Bytes per trainable parameter of Adam's states: the fp32 master copy (4; none under ``plan.master_weights:
+    false``) and two moments of ``plan.moments_dtype``, 4 bytes each in fp32 or 2 in bf16 (DeepSeek-V3's, sec.
+    3.3.3): 12 or 8 with the master copy, 8 or 4 without."""
+    return (4.0 if master_weights else 0.0) + 2 * (2.0 if moments_dtype == "bf16" else 4.0)

@@ -35,8 +35,9 @@ def test_hardware_preset_validates(name):
 
 def test_preset_profiles_agree_with_name_matching():
     """The presets name the profile name matching picks for their device names; a device name matching
-    none names the datasheet, or (the RTX PRO 6000 and L40S, added after the field) a shipped profile of its own."""
-    explicit = {"rtx-pro-6000": "h100.yaml", "l40s": "h100.yaml"}
+    none names the datasheet, or (the RTX PRO 6000, L40S and RTX 4090, added after the field) a shipped profile of
+    its own."""
+    explicit = {"rtx-pro-6000": "h100.yaml", "l40s": "h100.yaml", "rtx-4090": "h100.yaml"}
     for key, preset in HARDWARE.items():
         device = DeviceSpec(**preset["device"])
         assert device.default_profile == (default_profile_name(device.name) or explicit.get(key, "datasheet"))

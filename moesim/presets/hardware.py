@@ -299,6 +299,23 @@ HARDWARE: dict[str, dict] = {
         node=dict(devices_per_node=8, intra_bw_gbps=63.0, intra_latency_us=5.0, ring_busbw_gbps=pcie_rings(63.0)),
         cluster=_CX7_NET,
     ),
+    # GeForce RTX 4090 (AD102, Ada, sm_89, 128 of its 144 SMs, 450 W), one in a desktop: dense tensor TFLOP/s BF16 and
+    # FP16 165.15 (with the fp32 accumulation PyTorch asks for), FP8 330.3, FP32 82.58; 24 GB GDDR6X on a 384-bit bus
+    # at 21 Gb/s = 1,008 GB/s (waredb.com/processor/nvidia-geforce-rtx-4090; techgoing.com's launch report: 128 SMs,
+    # 72 MB L2, 21 Gb/s); nvidia-smi reports 24,564 MiB = 23.99 GiB (public run logs). PCIe 4.0 x16, 32 GB/s a
+    # direction, no NVLink; its latency (5 us) is an assumption, as the L40S's, and a second card's rings get the
+    # PCIe server's measured share (PCIE_RING_SHARE). Ada has no warpgroup MMA: grouped kernels tile 16 rows.
+    # Cost model: the H100 profile rebased on these peaks and bandwidth (no RTX 4090 kernel table). $0.10/h: a
+    # $2,500 desktop around the $1,599 card over 3 years (assumption, as the Macs).
+    "rtx-4090": dict(
+        name="GeForce RTX 4090 desktop",
+        device=dict(name="NVIDIA GeForce RTX 4090", sm_count=128,
+                    peak_tflops=dict(bf16=165.15, fp16=165.15, fp8=330.3, fp32=82.58),
+                    mem_bw_gbps=1008.0, mem_gib=23.99, power_w=450.0, usd_per_hour=0.10,
+                    mma_rows=_AMPERE_MMA_ROWS, default_profile="h100.yaml"),
+        node=dict(devices_per_node=1, intra_bw_gbps=32.0, intra_latency_us=5.0, ring_busbw_gbps=pcie_rings(32.0)),
+        cluster=_SOC_NET,
+    ),
     # Apple M2 (10-core GPU): 100 GB/s, up to 24 GB (HW-11); GPU ~3.6 TFLOP/s FP32 derived (HW-11);
     # FP16 runs at the FP32 rate on this GPU. ~20 W. Price: a $1,200 machine over 3 years ~ $0.05/h (assumption).
     "m2": dict(

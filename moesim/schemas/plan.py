@@ -132,6 +132,16 @@ class PlanSpec(Strict):
         "DeepSeek-V3 trained (arXiv:2412.19437 sec. 3.3.3) and Megatron-core's precision-aware optimizer allows "
         "(OptimizerConfig exp_avg_dtype and exp_avg_sq_dtype). The optimizer step reads and writes the narrower "
         "moments too."))
+    master_weights: bool = Field(True, description=(
+        "Training: whether Adam keeps an fp32 master copy of the trainable weights (4 bytes a parameter, mixed "
+        "precision). false: the optimizer updates the 16-bit weights in place, its moments at moments_dtype (pure "
+        "bf16 training: torchtune's recipes, whose AdamW states take the bf16 parameters' dtype, with moments_dtype "
+        "bf16: 4 bytes a parameter)."))
+    activation_offload: bool = Field(False, description=(
+        "Training with recompute: full: each layer's checkpointed input goes to pinned host memory in forward and "
+        "comes back in backward on a side stream (torchtune's enable_activation_offloading), so the device keeps "
+        "only the last 5 (its max_fwd_stash_size) of a micro-batch's stored layer inputs. Memory only: the copies "
+        "overlap compute (torchtune's A100 table: -0.1 % tokens/s)."))
     fp8_moe_act_input: bool = Field(False, description=(
         "FP8 training (model.dtype fp8) with moe_act in recompute_modules: the routed experts' SwiGLU input (fc1's "
         "output, kept to re-run the activation in backward) is cached in FP8, 1 byte an element, as DeepSeek-V3 "
@@ -248,16 +258,20 @@ class PlanSpec(Strict):
         "forward, recompute and backward (~0.76 ms each, engine/training/hf_loop.py ZERO3_FETCH_US), as before leaf "
         "modules.")
 
-    loss_impl: Literal["fused", "inplace", "transformers"] | None = Field(
+    loss_impl: Literal["fused", "inplace", "transformers", "chunked"] | None = Field(
         None, description="Training: how the loss holds the output head's logits, which sets their memory on the stage "
         "that computes it, and the passes it makes over them, which set its time (activations.LOSS_PASS_BYTES_PER_LOGIT: "
-        "30 and 14 bytes a logit forward and backward fused, 38 and 14 inplace, 18 and 22 transformers). "
+        "30 and 14 bytes a logit forward and backward fused, 38 and 14 inplace, 18 and 22 transformers, 4 and 4 "
+        "chunked). "
         "fused: Megatron-core's vocab-parallel cross entropy under cross_entropy_loss_fusion (native), "
         "whose torch.compile'd steps copy the fp32 logits once more (the 16-bit logits, their fp32 copy and that "
         "transient: 10 bytes per logit). inplace: the same cross entropy run eagerly (cross_entropy_loss_fusion off), "
         "exponentiated and turned into the gradient in place: 6 bytes per logit. transformers: Hugging Face's "
         "ForCausalLMLoss (the logits upcast to fp32, the fp32 log-softmax it saves, and in backward the dense fp32 "
-        "gradients of both: 12 bytes per logit at the peak). Unset: transformers with moe_impl hf_loop, else fused.")
+        "gradients of both: 12 bytes per logit at the peak). chunked: torchtune's CEWithChunkedOutputLoss with its "
+        "cross entropy compiled (compile: True): the 16-bit logits in 8 chunks, each chunk's compiled loss keeping "
+        "only that chunk for its backward, plus one chunk's gradient: 2.25 bytes per logit. transformers and chunked "
+        "see the whole vocabulary on every tensor-parallel rank. Unset: transformers with moe_impl hf_loop, else fused.")
 
     dp_attention: bool = Field(
         False, description="Serving with ep > 1: the ep replicas of each expert-parallel group run as one lock-step engine "
@@ -282,6 +296,10 @@ class PlanSpec(Strict):
         if self.fp8_moe_act_input and "moe_act" not in (self.recompute_modules or []):
             raise ValueError("plan.fp8_moe_act_input: caches the SwiGLU input that moe_act's recompute keeps; add moe_act "
                              "to plan.recompute_modules (with recompute: selective) or leave it false")
+        if self.activation_offload and (self.recompute != "full" or self.pp > 1):
+            raise ValueError(f"plan.activation_offload: offloads the layer inputs that full recompute keeps on one "
+                             f"pipeline stage (torchtune's recipes); it needs plan.recompute: full and pp 1 (got "
+                             f"recompute {self.recompute}, pp {self.pp})")
         if self.recompute_modules is not None:
             twice = sorted({x for x in self.recompute_modules if self.recompute_modules.count(x) > 1})
             if twice:

@@ -91,11 +91,12 @@ CATEGORY = {"tp_allreduce": "tp_comm", "alltoall_dispatch": "alltoall", "alltoal
 ADAM_BYTES_PER_PARAM = 28.0
 
 
-def adam_step_bytes(moments_dtype: str) -> float:
+def adam_step_bytes(moments_dtype: str, master_weights: bool = True) -> float:
     """:data:`ADAM_BYTES_PER_PARAM` with the Adam states read and written at ``plan.moments_dtype``'s width
     (``precision.adam_state_bytes``; bf16 moments: 20 bytes a parameter): the bf16 gradient read, the states
-    read and written, the bf16 weight written."""
-    return 2.0 + 2 * adam_state_bytes(moments_dtype) + 2.0
+    read and written, the bf16 weight written; without a master copy (``plan.master_weights: false``) the bf16
+    weight is read as well (pure bf16 with bf16 moments: 14)."""
+    return 2.0 + 2 * adam_state_bytes(moments_dtype, master_weights) + 2.0 + (0.0 if master_weights else 2.0)
 
 
 ATT, TP1, ROUTER, DISPATCH, EXPERTS, COMBINE, DENSE, TP2 = range(len(FWD_SLOTS))

@@ -385,7 +385,7 @@ def simulate_step(s: Scenario, cm: CostModel, rng: np.random.Generator,
             exposed[st] = zero.after_step_gather(tables[c0][0], costs, after[st], float(run.start_s[c0, 0, 0]),
                                                  plan.overlap_dp_comm)
         gather = after.copy()
-    optimizer_s = np.asarray(cm.memory_s(opt_params * adam_step_bytes(plan.moments_dtype)), dtype=float)
+    optimizer_s = np.asarray(cm.memory_s(opt_params * adam_step_bytes(plan.moments_dtype, plan.master_weights)), dtype=float)
     return StepResult(tables, run, costs, routing, optimizer_s, gather, after, exposed, rc, sched,
                       hidden, op_end, a2a_stream)
 

@@ -1,0 +1,124 @@
+"""torchtune's single-device fine-tuning: its chunked compiled loss (``plan.loss_impl: chunked``), pure bf16 AdamW
+(``plan.master_weights: false``) and activation offloading (``plan.activation_offload``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moesim.accounting import GIB
+from moesim.activations import (
+    LOSS_BYTES_PER_LOGIT,
+    LOSS_PASS_BYTES_PER_LOGIT,
+    OFFLOAD_STASH_TENSORS,
+)
+from moesim.costmodel.model import build_cost_model
+from moesim.engine.training.layer_costs import adam_step_bytes, layer_costs
+from moesim.errors import InputError
+from moesim.loader import load_scenario
+from moesim.memory import memory_report
+from moesim.simulate import simulate
+from moesim.validation import DEFAULT_CSV
+
+A100_3B = DEFAULT_CSV.parent / "validation" / "llama-3.2-3b-torchtune-a100.yaml"  # 28 layers of 3072, 2 x 4096 tokens
+RTX_8B = DEFAULT_CSV.parent / "validation" / "llama-3.1-8b-torchtune-rtx4090.yaml"  # 32 layers of 4096, 2 x 2048
+
+
+def _report(path, *overrides):
+    return memory_report(load_scenario(path, list(overrides)))
+
+
+def test_the_chunked_loss_holds_the_16_bit_logits_and_one_chunks_gradient():
+    """2 bytes a logit for the 16-bit chunks the compiled losses keep, plus one of the 8 chunks' 16-bit gradient;
+    the other losses hold an fp32 copy besides, so chunked is the smallest."""
+    assert LOSS_BYTES_PER_LOGIT["chunked"] == pytest.approx(2.0 + 2.0 / 8)
+    assert LOSS_BYTES_PER_LOGIT["chunked"] < min(v for k, v in LOSS_BYTES_PER_LOGIT.items() if k != "chunked")
+    logits = 2 * 4096 * 128256  # the 3B scenario's micro-batch x the vocabulary
+    fused = _report(A100_3B, "plan.loss_impl=fused").activations_gib
+    chunked = _report(A100_3B).activations_gib
+    assert (fused - chunked) * GIB == pytest.approx(logits * (10.0 - 2.25))
+
+
+def test_eager_cross_entropy_saves_an_fp32_copy_of_each_chunk():
+    """Why chunked is priced compiled: run eagerly, torchtune's compute_cross_entropy (an fp32 upcast and
+    F.cross_entropy) saves the fp32 log-softmax for backward, 4 bytes a logit, beside the 16-bit chunk."""
+    torch = pytest.importorskip("torch")  # the calibrate extra; CI installs it
+    saved = {}
+
+    def pack(t):
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    x = torch.randn(64, 512, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.nn.functional.cross_entropy(x.float(), torch.randint(0, 512, (64,)), reduction="sum")
+    assert max(saved.values()) == x.numel() * 4
+
+
+def test_the_chunked_loss_moves_4_bytes_a_logit_each_way():
+    s = load_scenario(A100_3B)
+    cm = build_cost_model(s.hardware)
+    base = layer_costs(s, cm, None).head_s
+    fused = layer_costs(load_scenario(A100_3B, ["plan.loss_impl=fused"]), cm, None).head_s
+    logits = 2 * 4096 * 128256
+    assert LOSS_PASS_BYTES_PER_LOGIT["chunked"] == (4.0, 4.0)
+    assert fused[0] - base[0] == pytest.approx(float(cm.memory_s(logits * 30.0)) - float(cm.memory_s(logits * 4.0)))
+    assert fused[1] > base[1]
+
+
+def test_the_chunked_loss_sees_the_whole_vocabulary_under_tp():
+    """torchtune's TP plan replicates the output head's logits (ColwiseParallel with Replicate outputs), where
+    Megatron-core's fused loss splits the vocabulary: at tp 2 a device holds 2.25 bytes of every logit, not 10 of
+    half of them."""
+    tp2 = ("hardware.preset=h100-sxm", "hardware.node.devices_per_node=2", "plan.tp=2")
+    chunked = _report(RTX_8B, *tp2).activations_gib
+    fused = _report(RTX_8B, *tp2, "plan.loss_impl=fused").activations_gib
+    logits = 2 * 2048 * 128256
+    assert (fused - chunked) * GIB == pytest.approx(logits * (10.0 / 2 - 2.25))
+
+
+def test_pure_bf16_adam_keeps_only_its_moments():
+    """No fp32 master copy: 4 bytes a trainable parameter with bf16 moments (torchtune), 8 with fp32 ones; the
+    step reads and writes the bf16 weight instead of the master (14 and 22 bytes a parameter)."""
+    pure = _report(A100_3B)
+    mixed = _report(A100_3B, "plan.master_weights=true")
+    fp32_moments = _report(A100_3B, "plan.moments_dtype=fp32")
+    assert mixed.optimizer_gib == pytest.approx(2 * pure.optimizer_gib)  # 8 vs 4 bytes
+    assert fp32_moments.optimizer_gib == pytest.approx(2 * pure.optimizer_gib)  # 8 vs 4 bytes
+    assert adam_step_bytes("bf16", master_weights=False) == 14.0
+    assert adam_step_bytes("fp32", master_weights=False) == 22.0
+    assert adam_step_bytes("fp32") == 28.0  # mixed precision, unchanged
+
+
+def test_offloading_keeps_only_the_stash_of_layer_inputs():
+    """Full recompute keeps each of the 28 layers' input (2 x 4096 tokens x 3072 x 2 bytes); offloading keeps
+    the last five on the device and nothing else changes."""
+    on = _report(A100_3B)
+    off = _report(A100_3B, "plan.activation_offload=false")
+    layer_input = 2 * 4096 * 3072 * 2
+    assert (off.activations_gib - on.activations_gib) * GIB == pytest.approx((28 - OFFLOAD_STASH_TENSORS) * layer_input)
+    assert (on.weights_gib, on.optimizer_gib) == (off.weights_gib, off.optimizer_gib)
+
+
+def test_offloading_costs_no_time():
+    on = simulate(load_scenario(A100_3B), None).summary["step_time_s"]
+    off = simulate(load_scenario(A100_3B, ["plan.activation_offload=false"]), None).summary["step_time_s"]
+    assert on == pytest.approx(off)
+
+
+@pytest.mark.parametrize("overrides, needs", [
+    (["plan.recompute=selective"], "recompute selective"),
+    (["plan.pp=2", "plan.dp=1", "hardware.node.devices_per_node=2"], "pp 2"),
+])
+def test_offloading_needs_full_recompute_on_one_stage(overrides, needs):
+    with pytest.raises((InputError, ValueError), match=f"plan.activation_offload: .*{needs}"):
+        load_scenario(A100_3B, overrides)
+
+
+def test_qlora_on_a_4090_stores_a_quarter_of_the_bf16_base():
+    """The 8B QLoRA row: nf4 blocks (4.127 bits) and the bf16 embedding and head fit a 24 GB card; the bf16 LoRA
+    of the same run does too, with ~10 GiB more weights."""
+    q = _report(RTX_8B)
+    lora = _report(RTX_8B, "workload.trainable.base_dtype=bf16")
+    assert q.fits and lora.fits
+    assert 9.0 < lora.weights_gib - q.weights_gib < 10.0
+    assert q.capacity_gib < 24.0
