@@ -90,6 +90,18 @@ def _fp8_store_advice(s: Scenario) -> list[str]:
             if not getattr(s.plan, field) and _fits(_with_plan(s, **{field: True}))]
 
 
+#: Single-device memory switches (torchtune's): each tried alone where its plan allows it (plan.py's checks).
+_SINGLE_DEVICE = (("optimizer_in_backward", "each gradient freed once its Adam step ran, torchtune's optimizer_in_bwd"),
+                  ("activation_offload", "layer inputs in host memory, torchtune's enable_activation_offloading"))
+
+
+def _single_device_advice(s: Scenario) -> list[str]:
+    """The :data:`_SINGLE_DEVICE` switches that are off and make the plan fit alone (``_with_plan`` gives None
+    where the plan cannot take one: several micro-batches, a pipeline, ZeRO, no full recompute)."""
+    return [f"plan.{field}: true ({what})" for field, what in _SINGLE_DEVICE
+            if not getattr(s.plan, field) and _fits(_with_plan(s, **{field: True}))]
+
+
 def _reason(s: Scenario, mem: MemoryReport) -> str:
     if isinstance(s.workload, TrainingWorkload):
         terms = [("weights", mem.weights_gib), ("gradients", mem.gradients_gib),
@@ -153,6 +165,7 @@ def _advice(s: Scenario) -> str:
         if p.moments_dtype == "fp32" and _fits(_with_plan(s, moments_dtype="bf16")):
             options.append("plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)")
         options += _fp8_store_advice(s)
+        options += _single_device_advice(s)
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")

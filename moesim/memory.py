@@ -34,6 +34,7 @@ from moesim.engine.training.deferred_head import held_bytes
 from moesim.engine.training.layer_params import layer_params_per_device
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import device_shares, embeddings_trainable, first_trainable_layer
+from moesim.grad_lifetime import grads_meet_forward, largest_grad_bytes, transient_peak
 from moesim.packing import micro_batch_seqs
 from moesim.precision import (
     grad_bytes,
@@ -213,6 +214,10 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
             weights, grads, optim = weights + mtp[0], grads + mtp[1], optim + mtp[2]
+            if plan.optimizer_in_backward or not grads_meet_forward(plan):  # .grad born in backward (grad_lifetime)
+                live = largest_grad_bytes(m, plan, g, embeddings_trainable(w.trainable)) \
+                    if plan.optimizer_in_backward else grads
+                grads, acts = transient_peak(grads, acts, stage_work(0), live)
         else:
             acts = stored + stage_work(0)
             # the last stage adds the logits: it may hold the most when the split is uneven or when

@@ -1,5 +1,6 @@
 """torchtune's single-device fine-tuning: its chunked compiled loss (``plan.loss_impl: chunked``), pure bf16 AdamW
-(``plan.master_weights: false``) and activation offloading (``plan.activation_offload``)."""
+(``plan.master_weights: false``), activation offloading (``plan.activation_offload``), transient gradients
+(``plan.grad_buffers``) and the optimizer step in backward (``plan.optimizer_in_backward``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from moesim.activations import (
 from moesim.costmodel.model import build_cost_model
 from moesim.engine.training.layer_costs import adam_step_bytes, layer_costs
 from moesim.errors import InputError
+from moesim.fit_advice import fit_explanation
+from moesim.grad_lifetime import largest_grad_bytes, transient_peak
 from moesim.loader import load_scenario
 from moesim.memory import memory_report
 from moesim.simulate import simulate
@@ -122,3 +125,58 @@ def test_qlora_on_a_4090_stores_a_quarter_of_the_bf16_base():
     assert q.fits and lora.fits
     assert 9.0 < lora.weights_gib - q.weights_gib < 10.0
     assert q.capacity_gib < 24.0
+
+
+FULL = ("workload.trainable=all", "plan.activation_offload=false")  # the 3B table's full-finetune rows
+
+
+def test_transient_gradients_peak_at_the_loss_or_at_the_backwards_end():
+    assert transient_peak(grads=6.0, acts=21.0, work=0.6, live_grads=6.0) == (0.0, 21.0)  # no checkpointing
+    assert transient_peak(grads=6.0, acts=3.5, work=0.6, live_grads=6.0) == (6.0, 0.6)  # checkpointing
+    assert transient_peak(grads=6.0, acts=3.5, work=0.6, live_grads=0.7) == (0.0, 3.5)  # optimizer in backward
+
+
+def test_transient_gradients_never_add_to_a_one_micro_batch_peak():
+    """Full fine-tuning with checkpointing: the persistent count sums weights, gradients, states and the loss's
+    activations; transient gradients meet only the first layer's working set, the stored inputs and logits spent."""
+    persistent = _report(A100_3B, *FULL, "plan.grad_buffers=persistent")
+    transient = _report(A100_3B, *FULL)
+    assert transient.gradients_gib == pytest.approx(persistent.gradients_gib)
+    assert transient.activations_gib < persistent.activations_gib
+    assert transient.total_gib < persistent.total_gib
+    without_ckpt = _report(A100_3B, *FULL, "plan.recompute=none")
+    assert without_ckpt.gradients_gib == 0.0  # its peak is the loss, before the backward makes any
+
+
+def test_accumulation_keeps_transient_gradients_alive_through_the_forwards():
+    """With two micro-batches a step the first backward's gradients live through the second forward."""
+    two = ("workload.global_batch_seqs=4", "plan.microbatches=2")
+    assert _report(A100_3B, *FULL, *two).total_gib == pytest.approx(
+        _report(A100_3B, *FULL, *two, "plan.grad_buffers=persistent").total_gib)
+
+
+def test_optimizer_in_backward_keeps_one_gradient_alive():
+    """torchtune's optimizer_in_bwd frees each gradient once its step ran: the tied embedding's, 128256 x 3072 bf16,
+    is the largest, and the peak returns to the loss."""
+    fused = _report(A100_3B, *FULL, "plan.optimizer_in_backward=true")
+    plain = _report(A100_3B, *FULL)
+    assert fused.total_gib < plain.total_gib
+    assert fused.gradients_gib == 0.0
+    s = load_scenario(A100_3B, list(FULL))
+    assert largest_grad_bytes(s.model, s.plan, 2.0, True) == 128256 * 3072 * 2
+
+
+def test_optimizer_in_backward_takes_one_micro_batch():
+    with pytest.raises((InputError, ValueError), match="plan.optimizer_in_backward: .*microbatches 2"):
+        load_scenario(A100_3B, [*FULL, "workload.global_batch_seqs=4", "plan.microbatches=2",
+                                "plan.optimizer_in_backward=true"])
+
+
+def test_a_full_fine_tune_short_of_memory_is_advised_the_single_device_switches():
+    """The 3B full fine-tune on a 24 GB card: 24.6 GiB with every gradient alive; stepping each parameter in its
+    backward fits, and the advice says so (offloading, already off the table without full recompute, is not)."""
+    s = load_scenario(A100_3B, [*FULL, "hardware.preset=rtx-4090"])
+    reason, advice = fit_explanation(s)
+    assert reason.startswith("weights 6.0 GiB + gradients 6.0 GiB + optimizer 12.0 GiB")
+    assert "plan.optimizer_in_backward: true" in advice
+    assert "plan.activation_offload: true" not in advice

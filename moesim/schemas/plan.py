@@ -137,6 +137,15 @@ class PlanSpec(Strict):
         "precision). false: the optimizer updates the 16-bit weights in place, its moments at moments_dtype (pure "
         "bf16 training: torchtune's recipes, whose AdamW states take the bf16 parameters' dtype, with moments_dtype "
         "bf16: 4 bytes a parameter)."))
+    grad_buffers: Literal["persistent", "transient"] = Field("persistent", description=(
+        "Training: persistent: gradient buffers allocated once and kept all step (Megatron-core, DeepSpeed), counted "
+        "beside the activations; transient: PyTorch's .grad tensors, made by the backward and dropped by "
+        "zero_grad(set_to_none=True) (torchtune, Hugging Face's Trainer without DeepSpeed): with one micro-batch and "
+        "pp 1 the peak is the larger of the loss's moment (no gradient yet) and the backward's end (every gradient, "
+        "the activations spent; moesim/grad_lifetime.py)."))
+    optimizer_in_backward: bool = Field(False, description=(
+        "Training with one micro-batch, pp 1 and no ZeRO: each parameter's Adam step runs as soon as its gradient "
+        "is ready and frees it (torchtune's optimizer_in_bwd), so one gradient, the largest, is alive at a time."))
     activation_offload: bool = Field(False, description=(
         "Training with recompute: full: each layer's checkpointed input goes to pinned host memory in forward and "
         "comes back in backward on a side stream (torchtune's enable_activation_offloading), so the device keeps "
@@ -300,6 +309,10 @@ class PlanSpec(Strict):
             raise ValueError(f"plan.activation_offload: offloads the layer inputs that full recompute keeps on one "
                              f"pipeline stage (torchtune's recipes); it needs plan.recompute: full and pp 1 (got "
                              f"recompute {self.recompute}, pp {self.pp})")
+        if self.optimizer_in_backward and (self.microbatches > 1 or self.pp > 1 or self.zero_stage > 0):
+            raise ValueError(f"plan.optimizer_in_backward: steps each parameter in its backward, so it takes one "
+                             f"micro-batch a step, pp 1 and zero_stage 0 (got microbatches {self.microbatches}, pp "
+                             f"{self.pp}, zero_stage {self.zero_stage})")
         if self.recompute_modules is not None:
             twice = sorted({x for x in self.recompute_modules if self.recompute_modules.count(x) > 1})
             if twice:
