@@ -149,3 +149,23 @@ def test_advice_offers_the_fp8_stores_that_make_a_plan_fit():
     # a 16-bit run has no FP8 store to offer
     bf16 = load_scenario(MLPERF, ["model.dtype=bf16", "plan.fp8_act_input=false"])
     assert "fp8_act_input" not in fit_explanation(bf16)[1]
+
+
+def test_both_fp8_swiglu_stores_never_count_the_routed_experts_twice():
+    """DeepSeek-V3's plan caches the routed experts' SwiGLU input in FP8 under moe_act's recompute
+    (plan.fp8_moe_act_input); adding Megatron's activation_func_fp8_input_store (plan.fp8_act_input) then saves
+    only the shared expert's and the dense layers' SwiGLU inputs, one byte an element each (2 x width, gated)."""
+    s = load_scenario("scenarios/deepseek-v3-h800-train.yaml")
+    m, plan = s.model, s.plan
+    prec = precision(m.dtype)
+    mods = [*plan.recompute_modules, "fp8_moe_act_input"]
+    full = TrainableSpec()
+
+    def per_token(layer: int, act_input: bool) -> float:
+        return layer_activation_bytes_per_token(m, layer, 1, plan.recompute, prec, None, mods,
+                                                saves_of(full, fp8_act_input=act_input))
+
+    moe, dense = m.first_dense_layers, 0  # DeepSeek-V3: three dense layers first
+    assert m.is_moe_layer(moe) and not m.is_moe_layer(dense)
+    assert per_token(moe, False) - per_token(moe, True) == pytest.approx(2 * m.n_shared_experts * m.shared_width)
+    assert per_token(dense, False) - per_token(dense, True) == pytest.approx(2 * m.ffn_hidden)

@@ -180,3 +180,25 @@ def test_a_full_fine_tune_short_of_memory_is_advised_the_single_device_switches(
     assert reason.startswith("weights 6.0 GiB + gradients 6.0 GiB + optimizer 12.0 GiB")
     assert "plan.optimizer_in_backward: true" in advice
     assert "plan.activation_offload: true" not in advice
+
+
+AUTOMODEL_8B = DEFAULT_CSV.parent / "validation" / "llama-3.1-8b-automodel-lora-h100.yaml"  # LoRA r16, dropout 0.1
+
+
+def test_lora_dropout_is_a_memory_bound_kernel_before_each_adapter():
+    """Each adapted GEMM's dropout reads its 16-bit input and writes the dropped-out copy and a 1-byte mask:
+    5 bytes an element, forward and backward; no dropout, no kernel."""
+    from moesim.engine.op_types import Op
+    from moesim.engine.training.finetune_ops import DROPOUT_BYTES_PER_ELEMENT, finetune_ops
+    from moesim.schemas.workload import TrainableSpec
+
+    gemm = Op("ffn_down", "gemm", "compute", dict(m=8192, n=4096, k=14336, dtype="bf16"), 1.0, 1.0)
+    with_dropout = finetune_ops([gemm], TrainableSpec(mode="lora", rank=16, dropout=0.1), gated=True)
+    drop = [op for op in with_dropout if op.name == "ffn_down_lora_dropout"]
+    assert len(drop) == 1 and drop[0].nbytes == 8192 * 14336 * DROPOUT_BYTES_PER_ELEMENT == 8192 * 14336 * 5
+    assert drop[0].bwd_factor == 1.0
+    plain = finetune_ops([gemm], TrainableSpec(mode="lora", rank=16), gated=True)
+    assert not any(op.name.endswith("_lora_dropout") for op in plain)
+    slow = simulate(load_scenario(AUTOMODEL_8B), None).summary["step_time_s"]
+    fast = simulate(load_scenario(AUTOMODEL_8B, ["workload.trainable.dropout=0"]), None).summary["step_time_s"]
+    assert slow > fast

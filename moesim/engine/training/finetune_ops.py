@@ -12,7 +12,14 @@
   backward (``dX`` needs ``W`` too); the GEMM itself runs in bf16 as before (bitsandbytes' 4-bit
   linear layer, QLoRA paper sec. 3). Expert GEMMs dequantise only the experts that got tokens.
 
-Op names: ``<gemm>_lora_a``, ``<gemm>_lora_b``, ``<gemm>_dequant``, booked in their GEMM's slot.
+With ``dropout`` each adapter first drops out its input (``lora_B(lora_A(dropout(x)))``, PEFT's and
+Megatron's LoRA): an elementwise kernel reading the 16-bit input and writing its dropped-out copy and a 1-byte
+mask, 5 bytes an element, and in backward reading the gradient and the mask and writing the input's gradient,
+5 again (one dropout per adapted GEMM of the op graph: Megatron's fused QKV has one, Hugging Face's separate
+q/k/v projections would have three).
+
+Op names: ``<gemm>_lora_a``, ``<gemm>_lora_b``, ``<gemm>_lora_dropout``, ``<gemm>_dequant``, booked in their
+GEMM's slot.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ GEMM_GROUP = {"qkv_proj": "attention", "o_proj": "attention", "router": "router"
               "expert_up": "experts", "expert_down": "experts",
               "shared_up": "dense_ffn", "shared_down": "dense_ffn", "ffn_up": "dense_ffn", "ffn_down": "dense_ffn"}
 #: Suffixes of the ops this module adds (``layer_costs.slot_of`` books them with their GEMM).
-SUFFIXES = ("_lora_a", "_lora_b", "_dequant")
+SUFFIXES = ("_lora_a", "_lora_b", "_lora_dropout", "_dequant")
+#: Bytes a dropout moves per element of its input, forward and (again) backward: 2 + 2 + 1 (mask).
+DROPOUT_BYTES_PER_ELEMENT = 5.0
 _BF16_BYTES = 2.0  # dequantised weights and LoRA compute are bf16 (QLoRA's compute dtype)
 
 
@@ -75,6 +84,16 @@ def lora_ops(op: Op, rank: int, gated: bool) -> list[Op]:
     return [_gemm_like(op, f"{op.name}_lora_a", r, k), _gemm_like(op, f"{op.name}_lora_b", n, rank)]
 
 
+def dropout_op(op: Op) -> Op:
+    """The adapter's dropout on the input of ``op`` (its rows x ``k`` elements, :data:`DROPOUT_BYTES_PER_ELEMENT`
+    each way): a memory-bound kernel in the GEMM's slot, its backward as long as its forward."""
+    a = op.args
+    rows = np.asarray(a["m"], dtype=float) if op.kind == "gemm" else \
+        np.asarray(a["tokens_per_expert"], dtype=float).sum(axis=-1)
+    nbytes = rows[()] * float(a["k"]) * DROPOUT_BYTES_PER_ELEMENT
+    return Op(f"{op.name}_lora_dropout", "memory", "compute", dict(nbytes=nbytes), 0.0, nbytes, bwd_factor=1.0)
+
+
 def dequant_op(op: Op, spec: TrainableSpec) -> Op:
     """QLoRA's dequantisation of the weights of ``op`` (read nf4, write bf16), forward and backward."""
     a = op.args
@@ -102,5 +121,5 @@ def finetune_ops(ops: list[Op], spec: TrainableSpec, gated: bool) -> list[Op]:
         if spec.quantized:
             out.append(dequant_op(op, spec))
         if spec.mode == "lora" and GEMM_GROUP[op.name] in spec.lora_targets:
-            out += lora_ops(op, spec.rank, gated)
+            out += ([dropout_op(op)] if spec.dropout else []) + lora_ops(op, spec.rank, gated)
     return out

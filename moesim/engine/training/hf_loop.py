@@ -78,6 +78,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.costmodel import CostModel
+from moesim.engine.training.finetune_ops import SUFFIXES as FT_SUFFIXES
 from moesim.finetune import nf4_bytes_per_weight
 from moesim.schemas.workload import TrainableSpec
 
@@ -242,7 +243,7 @@ def layer_loop_s(cm: CostModel, expert_tokens, tokens: float, d: int, w: int, to
 
 
 def _base_name(name: str) -> str:
-    for suffix in ("_lora_a", "_lora_b", "_dequant", "_cast"):
+    for suffix in (*FT_SUFFIXES, "_cast"):
         name = name.removesuffix(suffix)
     return name
 
