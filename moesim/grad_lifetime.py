@@ -3,9 +3,10 @@
 Megatron-core and DeepSpeed keep their gradients in buffers allocated once (``plan.grad_buffers: persistent``, the
 default): they sit beside everything else for the whole step, and the memory report adds them to the activations.
 Plain PyTorch keeps them in ``.grad`` tensors that the backward creates and ``optimizer.zero_grad()`` drops
-(``set_to_none=True``, its default since torch 2.0: torchtune's recipes, Hugging Face's Trainer without DeepSpeed):
-``transient``. With one micro-batch a step the forward then runs with no gradient alive, and the backward creates
-them as it frees the activations it has used, so the step's peak is the larger of two moments:
+(``set_to_none=True``, its default since torch 2.0: torchtune's single-device recipes, Hugging Face's Trainer on one
+GPU): ``transient``; DistributedDataParallel keeps its gradient buckets all step (persistent). With one micro-batch
+a step the forward then runs with no gradient alive, and the backward creates them as it frees the activations it
+has used, so the step's peak is the larger of two moments:
 
 - the loss: the stored activations and the logits (or the recompute working set), no gradient yet;
 - the backward's end: every gradient and the working set of the first layer's recompute, the stored activations

@@ -202,3 +202,14 @@ def test_lora_dropout_is_a_memory_bound_kernel_before_each_adapter():
     slow = simulate(load_scenario(AUTOMODEL_8B), None).summary["step_time_s"]
     fast = simulate(load_scenario(AUTOMODEL_8B, ["workload.trainable.dropout=0"]), None).summary["step_time_s"]
     assert slow > fast
+
+
+def test_mixtral_qlora_does_not_fit_one_4090_and_is_advised_two(root):
+    """The README's claim: the shipped Mixtral QLoRA scenario needs 27.5 GiB (23.2 of weights), more than the
+    22.5 GiB a 24 GB card gives the tensors; two cards or a 48 GB L40S fit it."""
+    s = load_scenario(root / "scenarios" / "mixtral-8x7b-qlora-1xa100.yaml", ["hardware.preset=rtx-4090"])
+    mem = memory_report(s)
+    assert not mem.fits
+    assert round(mem.total_gib, 1) == 27.5 and round(mem.weights_gib, 1) == 23.2 and round(mem.capacity_gib, 1) == 22.5
+    advice = fit_explanation(s, mem)[1]
+    assert "plan.tp 1 -> 2" in advice and "plan.pp 1 -> 2" in advice and "hardware: l40s" in advice

@@ -138,11 +138,11 @@ class PlanSpec(Strict):
         "bf16 training: torchtune's recipes, whose AdamW states take the bf16 parameters' dtype, with moments_dtype "
         "bf16: 4 bytes a parameter)."))
     grad_buffers: Literal["persistent", "transient"] = Field("persistent", description=(
-        "Training: persistent: gradient buffers allocated once and kept all step (Megatron-core, DeepSpeed), counted "
-        "beside the activations; transient: PyTorch's .grad tensors, made by the backward and dropped by "
-        "zero_grad(set_to_none=True) (torchtune, Hugging Face's Trainer without DeepSpeed): with one micro-batch and "
-        "pp 1 the peak is the larger of the loss's moment (no gradient yet) and the backward's end (every gradient, "
-        "the activations spent; moesim/grad_lifetime.py)."))
+        "Training: persistent: gradient buffers allocated once and kept all step (Megatron-core, DeepSpeed, DDP's "
+        "buckets), counted beside the activations; transient: PyTorch's .grad tensors, made by the backward and "
+        "dropped by zero_grad(set_to_none=True) (torchtune's single-device recipes, Hugging Face's Trainer on one "
+        "GPU): with one micro-batch and pp 1 the peak is the larger of the loss's moment (no gradient yet) and the "
+        "backward's end (every gradient, the activations spent; moesim/grad_lifetime.py)."))
     optimizer_in_backward: bool = Field(False, description=(
         "Training with one micro-batch, pp 1 and no ZeRO: each parameter's Adam step runs as soon as its gradient "
         "is ready and frees it (torchtune's optimizer_in_bwd), so one gradient, the largest, is alive at a time."))
