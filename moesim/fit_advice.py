@@ -164,6 +164,8 @@ def _advice(s: Scenario) -> str:
             options.append(f"{_FP8_CACHE_OFF} (every microbatch casts its weights again)")
         if p.moments_dtype == "fp32" and _fits(_with_plan(s, moments_dtype="bf16")):
             options.append("plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)")
+        elif p.moments_dtype != "int8" and _fits(_with_plan(s, moments_dtype="int8")):
+            options.append("plan.moments_dtype: int8 (bitsandbytes' 8-bit Adam)")
         options += _fp8_store_advice(s)
         options += _single_device_advice(s)
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))

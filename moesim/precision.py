@@ -239,8 +239,14 @@ def grad_bytes(model_dtype: str, grad_dtype: str) -> float:
     return 4.0 if model_dtype == "fp32" or grad_dtype == "fp32" else 2.0
 
 
+#: Bytes of one Adam moment per parameter, by ``plan.moments_dtype``. int8: bitsandbytes' 8-bit optimizers quantise
+#: each state block-wise, one byte an element and an fp32 absmax per block of 2,048 (Dettmers et al. 2021, "8-bit
+#: Optimizers via Block-wise Quantization", arXiv:2110.02861 sec. 2).
+MOMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0 + 4.0 / 2048}
+
+
 def adam_state_bytes(moments_dtype: str, master_weights: bool = True) -> float:
     """Bytes per trainable parameter of Adam's states: the fp32 master copy (4; none under ``plan.master_weights:
-    false``) and two moments of ``plan.moments_dtype``, 4 bytes each in fp32 or 2 in bf16 (DeepSeek-V3's, sec.
-    3.3.3): 12 or 8 with the master copy, 8 or 4 without."""
-    return (4.0 if master_weights else 0.0) + 2 * (2.0 if moments_dtype == "bf16" else 4.0)
+    false``) and two moments of ``plan.moments_dtype`` (:data:`MOMENT_BYTES`: 4 each in fp32, 2 in bf16 as
+    DeepSeek-V3's, sec. 3.3.3, ~1 in int8): 12, 8 or ~6 with the master copy, 8, 4 or ~2 without."""
+    return (4.0 if master_weights else 0.0) + 2 * MOMENT_BYTES[moments_dtype]

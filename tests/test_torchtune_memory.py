@@ -19,6 +19,7 @@ from moesim.fit_advice import fit_explanation
 from moesim.grad_lifetime import largest_grad_bytes, transient_peak
 from moesim.loader import load_scenario
 from moesim.memory import memory_report
+from moesim.precision import adam_state_bytes
 from moesim.simulate import simulate
 from moesim.validation import DEFAULT_CSV
 
@@ -213,3 +214,33 @@ def test_mixtral_qlora_does_not_fit_one_4090_and_is_advised_two(root):
     assert round(mem.total_gib, 1) == 27.5 and round(mem.weights_gib, 1) == 23.2 and round(mem.capacity_gib, 1) == 22.5
     advice = fit_explanation(s, mem)[1]
     assert "plan.tp 1 -> 2" in advice and "plan.pp 1 -> 2" in advice and "hardware: l40s" in advice
+
+
+FULL_8B = ("workload.trainable=all", "plan.optimizer_in_backward=true")  # torchtune's 8B full fine-tune on a 4090
+
+
+def test_eight_bit_moments_take_a_byte_and_a_block_scale():
+    """bitsandbytes' 8-bit Adam: one byte a moment and an fp32 absmax per 2,048; without a master copy ~2 bytes a
+    parameter, a quarter of bf16 moments' with one, and its step moves 10 bytes a parameter."""
+    assert adam_state_bytes("int8", master_weights=False) == pytest.approx(2 * (1 + 4 / 2048))
+    assert adam_step_bytes("int8", master_weights=False) == pytest.approx(2 + 2 * 2 * (1 + 4 / 2048) + 2 + 2)
+    bf16 = _report(RTX_8B, *FULL_8B)
+    int8 = _report(RTX_8B, *FULL_8B, "plan.moments_dtype=int8")
+    assert int8.optimizer_gib == pytest.approx(bf16.optimizer_gib * (1 + 4 / 2048) / 2)
+
+
+def test_paged_states_leave_the_devices_peak_and_the_fit():
+    """Paged optimizers keep their states in unified memory, outside PyTorch's allocator: the 8B full fine-tune
+    needs 32 GiB on a 24 GB card with 8-bit states on the device, 17 GiB with them paged, and fits."""
+    on_device = _report(RTX_8B, *FULL_8B, "plan.moments_dtype=int8")
+    paged = _report(RTX_8B, *FULL_8B, "plan.moments_dtype=int8", "plan.paged_optimizer=true")
+    assert not on_device.fits and paged.fits
+    assert paged.optimizer_gib == 0.0
+    assert paged.total_gib == pytest.approx(on_device.total_gib - on_device.optimizer_gib)
+
+
+def test_advice_offers_eight_bit_moments_where_bf16_ones_do_not_fit():
+    s = load_scenario(A100_3B, [*FULL, "hardware.preset=rtx-4090", "plan.optimizer_in_backward=true",
+                                "hardware.device.mem_gib=18"])
+    advice = fit_explanation(s)[1]
+    assert "plan.moments_dtype: int8 (bitsandbytes' 8-bit Adam)" in advice

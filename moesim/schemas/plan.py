@@ -126,12 +126,16 @@ class PlanSpec(Strict):
         "fp32: Megatron-LM's own default under bf16 (accumulate_allreduce_grads_in_fp32: 4 bytes, reduced in fp32; "
         "its distributed-optimizer table counts bf16 params with fp32 grads at 6 + 12/d bytes), also ms-swift's "
         "Megatron backend. An fp32 model keeps fp32 gradients either way."))
-    moments_dtype: Literal["fp32", "bf16"] = Field("fp32", description=(
+    moments_dtype: Literal["fp32", "bf16", "int8"] = Field("fp32", description=(
         "Training: dtype of Adam's first and second moments. fp32: 4 bytes each, 12 bytes a trainable parameter "
         "with the fp32 master copy (sharded by the ZeRO stage); bf16: 2 bytes each, 8 with the master copy, as "
         "DeepSeek-V3 trained (arXiv:2412.19437 sec. 3.3.3) and Megatron-core's precision-aware optimizer allows "
-        "(OptimizerConfig exp_avg_dtype and exp_avg_sq_dtype). The optimizer step reads and writes the narrower "
-        "moments too."))
+        "(OptimizerConfig exp_avg_dtype and exp_avg_sq_dtype); int8: bitsandbytes' 8-bit Adam, one byte and an "
+        "fp32 scale per 2,048 (precision.MOMENT_BYTES). The optimizer step reads and writes the narrower moments too."))
+    paged_optimizer: bool = Field(False, description=(
+        "Training: Adam's states in CUDA unified memory (bitsandbytes' Paged optimizers, e.g. PagedAdamW8bit), "
+        "outside PyTorch's allocator: they page to host memory when the device is short, so they do not decide "
+        "the fit and the device's peak leaves them out (the paging's PCIe time is not priced)."))
     master_weights: bool = Field(True, description=(
         "Training: whether Adam keeps an fp32 master copy of the trainable weights (4 bytes a parameter, mixed "
         "precision). false: the optimizer updates the 16-bit weights in place, its moments at moments_dtype (pure "
