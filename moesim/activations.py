@@ -290,11 +290,11 @@ def activation_bytes_per_token_layer(m: ModelSpec, tp: int, recompute: str, prec
 #: on torch 2.13's CPU Inductor: a 512 x 4096 bf16 chunk saves itself and two 512 x 1 fp32 rows; run eagerly it saves
 #: the fp32 log-softmax, 4 bytes a logit): 2, plus one chunk's 16-bit gradient in backward (2 / 8): 2.25
 #: (torchtune ``torchtune/modules/loss/ce_chunked_output_loss.py``, PR #1390).
-LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0,
-                                          "chunked": 2.0 + 2.0 / 8}
 #: Chunks torchtune's decoder splits the output head's logits into for ``CEWithChunkedOutputLoss``
 #: (``num_output_chunks``, 8 in every recipe config).
 TORCHTUNE_OUTPUT_CHUNKS = 8
+LOSS_BYTES_PER_LOGIT: dict[str, float] = {"inplace": 6.0, "fused": 10.0, "transformers": 12.0,
+                                          "chunked": 2.0 + 2.0 / TORCHTUNE_OUTPUT_CHUNKS}
 
 #: Bytes the loss moves per logit, (forward, backward), beyond the output head's GEMMs, by ``plan.loss_impl``: each
 #: pass over the logits reads or writes them whole. ``inplace``, Megatron-core's eager vocab-parallel cross entropy

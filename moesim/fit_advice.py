@@ -78,27 +78,19 @@ def _without_fp8_cache(s: Scenario) -> Scenario | None:
     return _with_plan(s, fp8_weight_cache=False)
 
 
-#: FP8 training's memory switches the advice tries, with what each does.
-_FP8_STORES = (("fp8_act_input", "SwiGLU inputs kept in FP8, Megatron-core's activation_func_fp8_input_store"),
-               ("fp8_param_gather", "FP8 primary weights, Transformer Engine's fp8_model_init"))
+#: Memory switches the advice tries, each alone, with what each does: FP8 training's stores (a switch that changes
+#: nothing, its GEMMs not FP8, leaves the plan as short of memory as it was) and torchtune's single-device ways
+#: (``_with_plan`` gives None where the plan cannot take one: several micro-batches, a pipeline, ZeRO, no full
+#: recompute).
+_SWITCHES = (("fp8_act_input", "SwiGLU inputs kept in FP8, Megatron-core's activation_func_fp8_input_store"),
+             ("fp8_param_gather", "FP8 primary weights, Transformer Engine's fp8_model_init"),
+             ("optimizer_in_backward", "each gradient freed once its Adam step ran, torchtune's optimizer_in_bwd"),
+             ("activation_offload", "layer inputs in host memory, torchtune's enable_activation_offloading"))
 
 
-def _fp8_store_advice(s: Scenario) -> list[str]:
-    """FP8 training's memory switches (:data:`_FP8_STORES`) that are off and make the plan fit alone (a switch
-    that changes nothing, its GEMMs not FP8, leaves the plan as short of memory as it was)."""
-    return [f"plan.{field}: true ({what})" for field, what in _FP8_STORES
-            if not getattr(s.plan, field) and _fits(_with_plan(s, **{field: True}))]
-
-
-#: Single-device memory switches (torchtune's): each tried alone where its plan allows it (plan.py's checks).
-_SINGLE_DEVICE = (("optimizer_in_backward", "each gradient freed once its Adam step ran, torchtune's optimizer_in_bwd"),
-                  ("activation_offload", "layer inputs in host memory, torchtune's enable_activation_offloading"))
-
-
-def _single_device_advice(s: Scenario) -> list[str]:
-    """The :data:`_SINGLE_DEVICE` switches that are off and make the plan fit alone (``_with_plan`` gives None
-    where the plan cannot take one: several micro-batches, a pipeline, ZeRO, no full recompute)."""
-    return [f"plan.{field}: true ({what})" for field, what in _SINGLE_DEVICE
+def _switch_advice(s: Scenario) -> list[str]:
+    """The :data:`_SWITCHES` that are off and make the plan fit alone."""
+    return [f"plan.{field}: true ({what})" for field, what in _SWITCHES
             if not getattr(s.plan, field) and _fits(_with_plan(s, **{field: True}))]
 
 
@@ -166,8 +158,7 @@ def _advice(s: Scenario) -> str:
             options.append("plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)")
         elif p.moments_dtype != "int8" and _fits(_with_plan(s, moments_dtype="int8")):
             options.append("plan.moments_dtype: int8 (bitsandbytes' 8-bit Adam)")
-        options += _fp8_store_advice(s)
-        options += _single_device_advice(s)
+        options += _switch_advice(s)
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")

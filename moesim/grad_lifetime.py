@@ -32,7 +32,7 @@ def grads_meet_forward(plan: PlanSpec) -> bool:
 def largest_grad_bytes(m: ModelSpec, plan: PlanSpec, grad_bytes: float, embeddings_train: bool) -> float:
     """Bytes of the largest single gradient one device holds: the embedding's or the head's ``vocab x d_model``
     when they train, else one FFN or expert matrix (``d_model x`` the wider FFN), split over TP."""
-    ffn = max(m.ffn_hidden or 0, m.expert_ffn_hidden or 0, m.n_heads * m.head_width)
+    ffn = max(m.ffn_hidden, m.expert_width, m.n_heads * m.head_width)
     biggest = max(m.vocab_size if embeddings_train else 0, ffn) * m.d_model
     return biggest * grad_bytes / plan.tp
 

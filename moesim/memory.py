@@ -190,8 +190,11 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
         first = first_trainable_layer(m, w.trainable)  # blocks before it keep nothing for a backward
 
+        def stage_kept(stage: int) -> list[float]:  # each layer's activations per token of one microbatch on ``stage``
+            return [kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first]
+
         def stage_bytes_per_token(stage: int) -> float:  # one microbatch's activations per token on ``stage``
-            return sum(kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, stage) if i >= first)
+            return sum(stage_kept(stage))
 
         def stage_work(stage: int) -> float:  # bytes one layer's recompute re-creates (the stage's largest)
             return tokens * max((redo[m.is_moe_layer(i)] for i in held_layers(plan, m.n_layers, stage) if i >= first),
@@ -199,8 +202,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
         stored = stage_bytes_per_token(0) * tokens * in_flight
         if plan.activation_offload:  # the layer inputs wait in host memory but the stash's (pp 1: one micro-batch)
-            stored = tokens * offloaded_stash_bytes([kept[m.is_moe_layer(i)] for i in stage_layers(m, plan, 0)
-                                                     if i >= first])
+            stored = tokens * offloaded_stash_bytes(stage_kept(0))
         head = loss_logits_bytes(m, plan.tp, tokens, plan.loss_implementation) + zero3_head_bytes(
             m, plan.tp, plan.zero_stage, embeddings_trainable(w.trainable), b, g)
         # plan.defer_head_wgrad: the held head inputs and logit gradients wait for the drain on the loss stage

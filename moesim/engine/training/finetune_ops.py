@@ -63,16 +63,18 @@ def _matrices(name: str, gated: bool) -> int:
     return 2 if gated and name.endswith("_up") else 1
 
 
-def _gemm_like(op: Op, name: str, n: int, k: int) -> Op:
-    """A GEMM shaped like ``op`` (same rows or tokens per expert) with ``n`` outputs and ``k`` inputs."""
+def _rows(op: Op) -> np.ndarray:
+    """Rows a GEMM op multiplies: its ``m``, or a grouped GEMM's tokens summed over its experts."""
     a = op.args
     if op.kind == "gemm":
-        rows = np.asarray(a["m"], dtype=float)
-        args = dict(m=a["m"], n=n, k=k, dtype=a["dtype"])
-    else:
-        c = np.asarray(a["tokens_per_expert"], dtype=float)
-        rows = c.sum(axis=-1)
-        args = dict(a, n=n, k=k)
+        return np.asarray(a["m"], dtype=float)
+    return np.asarray(a["tokens_per_expert"], dtype=float).sum(axis=-1)
+
+
+def _gemm_like(op: Op, name: str, n: int, k: int) -> Op:
+    """A GEMM shaped like ``op`` (same rows or tokens per expert) with ``n`` outputs and ``k`` inputs."""
+    a, rows = op.args, _rows(op)
+    args = dict(m=a["m"], n=n, k=k, dtype=a["dtype"]) if op.kind == "gemm" else dict(a, n=n, k=k)
     return Op(name, op.kind, "compute", args, 2.0 * rows * n * k, rows * (n + k) * _BF16_BYTES)
 
 
@@ -87,10 +89,7 @@ def lora_ops(op: Op, rank: int, gated: bool) -> list[Op]:
 def dropout_op(op: Op) -> Op:
     """The adapter's dropout on the input of ``op`` (its rows x ``k`` elements, :data:`DROPOUT_BYTES_PER_ELEMENT`
     each way): a memory-bound kernel in the GEMM's slot, its backward as long as its forward."""
-    a = op.args
-    rows = np.asarray(a["m"], dtype=float) if op.kind == "gemm" else \
-        np.asarray(a["tokens_per_expert"], dtype=float).sum(axis=-1)
-    nbytes = rows[()] * float(a["k"]) * DROPOUT_BYTES_PER_ELEMENT
+    nbytes = _rows(op)[()] * float(op.args["k"]) * DROPOUT_BYTES_PER_ELEMENT
     return Op(f"{op.name}_lora_dropout", "memory", "compute", dict(nbytes=nbytes), 0.0, nbytes, bwd_factor=1.0)
 
 
