@@ -244,3 +244,19 @@ def test_advice_offers_eight_bit_moments_where_bf16_ones_do_not_fit():
                                 "hardware.device.mem_gib=18"])
     advice = fit_explanation(s)[1]
     assert "plan.moments_dtype: int8 (bitsandbytes' 8-bit Adam)" in advice
+
+
+@pytest.mark.parametrize("override, message", [
+    ("plan.master_weights=maybe", "plan.master_weights = 'maybe': Input should be a valid boolean"),
+    ("plan.paged_optimizer=2", "plan.paged_optimizer = 2: Input should be a valid boolean"),
+    ("plan.grad_buffers=sometimes", "plan.grad_buffers = 'sometimes': Input should be 'persistent' or 'transient'"),
+    ("plan.moments_dtype=int4", "plan.moments_dtype = 'int4': Input should be 'fp32', 'bf16' or 'int8'"),
+    ("plan.loss_impl=chunky", "plan.loss_impl = 'chunky': Input should be 'fused', 'inplace', 'transformers' or"),
+])
+def test_the_new_plan_fields_refuse_bad_values_in_one_line(override, message, capsys):
+    """Each new field's bad value is one error line naming the field and what it takes, exit code 2."""
+    from moesim.cli import main
+
+    assert main(["check", str(A100_3B), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and "\n" not in err and "Traceback" not in err
