@@ -104,7 +104,7 @@ def sweep_command(
 
 def plot_command(
     results: Annotated[str, typer.Argument(help="A sweep folder (results.jsonl), a result folder (summary.json from simulate --out), or a scenario YAML or shipped scenario name (simulated first).", metavar="RESULTS", show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result; a serving result's mean decode step); spec-speedup (a serving scenario with workload.speculative).")] = "throughput-vs-experts",
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="throughput-vs-experts | cost-vs-cf | dropped-heatmap | breakdown | throughput-vs-load | metric-vs-axis (any swept field on x, --metric on y) (sweeps); timeline | latency-cdf | breakdown (one result; a serving result's mean decode step); spec-speedup (a serving scenario with workload.speculative). Default: from what a sweep varied (throughput-vs-experts, cost-vs-cf, throughput-vs-load, else metric-vs-axis); breakdown for a result or scenario.", show_default=False)] = None,
     out_base: Annotated[Path | None, typer.Option("--out", "-o", help="Output path without extension (default: <results>/<kind>, or plots/<scenario>-<kind>).")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated image formats: png, svg, pdf.")] = "png,svg",
     metric: Annotated[str | None, typer.Option("--metric", help="Summary metric for the y axis (or heatmap colour) instead of the default; sweep kinds other than breakdown.")] = None,
@@ -120,6 +120,8 @@ def plot_command(
     source = Path(results) if Path(results).exists() or "/" in results else resolve_scenario(results)
     what = _plot_source(source)  # the real problem with RESULTS (missing, empty, unreadable) comes first
     here = f"a {_SOURCE_NAMES[what]}"
+    if kind is None and what != "sweep":
+        kind = plots.default_kind(what)
     if what != "scenario":
         _unused("--set", set_, here, "a scenario .yaml")
         _unused("--seed", seed, here, _SIMULATED)
@@ -133,6 +135,7 @@ def plot_command(
         folder = source if source.is_dir() else source.parent
         rows = _filter(read_rows(source), where or [])
         manifest = read_manifest(folder)
+        kind = kind or plots.default_kind("sweep", manifest.get("dims") or plots.swept_columns(rows))
         fig = plots.plot_sweep(kind, rows, title=manifest.get("name", ""), metric=metric,
                                dims=manifest.get("dims"))
         base = out_base or folder / kind

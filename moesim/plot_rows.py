@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from difflib import get_close_matches
 from typing import Any
 
 from moesim.errors import InputError
+from moesim.suggest import close_names
 from moesim.sweep_store import ROW_COLUMNS
 
 #: Metrics named first when an error lists the metrics a sweep has (those present, in this order).
@@ -72,7 +72,7 @@ def need_metric(rows: list[dict[str, Any]], metric: str, dims: list[str]) -> Non
         problem = "not a number in these results"
     else:
         problem = "no such column in these results"
-    close = get_close_matches(metric, numeric, n=3, cutoff=0.6)
+    close = close_names(metric, numeric)
     few = close or ([k for k in COMMON_METRICS if k in numeric] + [k for k in numeric if k not in COMMON_METRICS])[:5]
     hint = f"did you mean {', '.join(close)}?" if close else f"metrics here include {', '.join(few) or 'none'}"
     raise InputError(f"--metric {metric!r}: {problem}; {hint} (results.csv has every column)")
@@ -88,6 +88,6 @@ def need(rows: list[dict[str, Any]], *cols: str) -> None:
     for c in cols:
         if not any(r.get(c) is not None for r in rows):
             have = sorted({k for r in rows for k in r if k not in ROW_COLUMNS})
-            close = get_close_matches(c, have, n=3, cutoff=0.5)
+            close = close_names(c, have, cutoff=0.5)
             raise InputError(f"these results have no {c!r} column" + (f" (did you mean {', '.join(close)}?)"
                                                                       if close else "; see results.csv for the columns"))

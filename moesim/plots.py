@@ -54,6 +54,19 @@ MEMORY_METRICS = ("peak_memory_gib", "peak_reserved_gib")
 FORMATS = ("png", "svg", "pdf")
 
 
+def default_kind(source: str, dims: Iterable[str] = ()) -> str:
+    """The plot drawn when --kind is not given: for a ``"sweep"`` the kind whose axis it swept
+    (experts, then capacity factor, then arrival rate; otherwise ``metric-vs-axis`` over the first
+    varied field), for a ``"result"`` or ``"scenario"`` the step ``breakdown``."""
+    if source != "sweep":
+        return "breakdown"
+    swept = set(dims)
+    for kind in ("throughput-vs-experts", "cost-vs-cf", "throughput-vs-load"):
+        if swept.issuperset(AXES[kind]):
+            return kind
+    return "metric-vs-axis"
+
+
 def label(key: str) -> str:
     """Axis label with units for a column: a swept field's, a registered metric's, or the key
     with the unit its name suggests (:func:`moesim.metrics.label_of`)."""

@@ -7,7 +7,6 @@ Every command that takes a scenario accepts a file path or one of these names; a
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from moesim.errors import InputError
+from moesim.suggest import close_names
 
 _MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 
@@ -71,7 +71,7 @@ def resolve_scenario(arg: str | Path) -> Path:
         by_name = {sc.name: sc.path for sc in shipped_scenarios()}
         if stem in by_name:
             return by_name[stem]
-        close = difflib.get_close_matches(stem, list(by_name), n=3, cutoff=0.5)
+        close = close_names(stem, by_name, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InputError(f"{text}: file not found, and no shipped scenario has that name{hint} "
                          "(`moesim scenarios` lists them)")

@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from moesim.errors import InputError
 from moesim.fileio import check_out_folder
 from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
+from moesim.suggest import close_names
 from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, drive
 from moesim.sweep_grid import (
     Dimension,
@@ -247,7 +247,7 @@ def resolve_direction(metric: str, direction: str | None, columns: Iterable[str]
     """
     columns = list(columns)
     if metric not in METRICS and metric not in columns:
-        close = get_close_matches(metric, list(dict.fromkeys([*METRICS, *columns])), n=4, cutoff=0.6)
+        close = close_names(metric, [*METRICS, *columns], n=4)
         hint = f"did you mean {', '.join(close)}?" if close else "python -m moesim.metrics lists the metrics"
         raise InputError(f"--best {metric}: not a summary metric nor a column of the sweep results; {hint}")
     return direction or infer_direction(metric)

@@ -115,12 +115,36 @@ def test_default_kind_reports_what_is_wrong_with_results(tmp_path, capsys):
     assert "--kind" not in text
 
 
-def test_default_kind_on_a_good_result_or_scenario_names_the_kinds_it_can_draw(tmp_path, capsys):
-    training_result().save(tmp_path / "res")
-    rc, text = run(["plot", str(tmp_path / "res")], capsys)
-    assert_one_line_error(rc, text, "--kind 'throughput-vs-experts'", "a result folder draws timeline")
-    rc, text = run(["plot", SHIPPED], capsys)
-    assert_one_line_error(rc, text, "--kind 'throughput-vs-experts'", "a scenario draws timeline", "spec-speedup")
+def test_without_kind_a_result_or_scenario_draws_its_step_breakdown(tmp_path, capsys):
+    assert main(["simulate", SHIPPED, "--out", str(tmp_path / "res")]) == 0
+    capsys.readouterr()
+    rc, text = run(["plot", str(tmp_path / "res"), "--format", "png"], capsys)
+    assert rc == 0, text
+    assert (tmp_path / "res" / "breakdown.png").read_bytes().startswith(b"\x89PNG")
+    rc, text = run(["plot", SHIPPED, "--format", "png", "--out", str(tmp_path / "scn")], capsys)
+    assert rc == 0, text
+    assert (tmp_path / "scn.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("dims, kind", [(["model.n_experts", "routing.capacity_factor"], "throughput-vs-experts"),
+                                        (["routing.capacity_factor"], "cost-vs-cf"),
+                                        (["workload.arrival.rate_per_s"], "throughput-vs-load"),
+                                        (["workload.trainable.rank", "plan.recompute"], "metric-vs-axis"),
+                                        ([], "metric-vs-axis")])
+def test_default_kind_follows_what_the_sweep_varied(dims, kind):
+    assert plots.default_kind("sweep", dims) == kind
+    assert plots.default_kind("result") == plots.default_kind("scenario") == "breakdown"
+
+
+def test_without_kind_a_rank_sweep_draws_its_metric_against_the_rank(tmp_path, capsys):
+    rows = [{"point": i, "status": "ok", "scenario": "s", "kind": "training", "seed": 0,
+             "workload.trainable.rank": r, "tokens_per_s": 100.0 - r, "peak_memory_gib": 20.0 + r / 8}
+            for i, r in enumerate((8, 16, 64))]
+    folder = write_sweep(tmp_path / "rank", rows, ["workload.trainable.rank"])
+    rc, text = run(["plot", str(folder), "--metric", "peak_memory_gib", "--format", "png"], capsys)
+    assert rc == 0, text
+    assert (folder / "metric-vs-axis.png").read_bytes().startswith(b"\x89PNG")
+    assert not (folder / "throughput-vs-experts.png").exists()
 
 
 # ------------------------------------------------------------------ 3. what was swept, and how much finished
