@@ -18,7 +18,8 @@ Search: one run with every request at t=0 gives the plan's saturated throughput 
 requests/s); a probe at ``r_sat / 64`` with 100 requests checks the SLO can hold at all (if not:
 capacity 0, with that probe's reason); then a first guess at ``GUESS_FACTOR r_sat``, stepped up
 while it holds and down while it fails, each step twice the last in log scale (the first ``0.95
-rel_tol``, so that a guess within it needs no third probe), and bisection once a holding and a
+rel_tol``, so that a guess within it needs no third probe; up to ``r_sat`` at most while below it, freely once
+a probe above it held: the saturated run then read low), and bisection once a holding and a
 failing rate bracket the capacity. It stops when ``(hi - lo) / hi < rel_tol`` or after
 ``max_probes`` probes, and returns ``lo``. The bisection plays the same number of requests at every
 rate: with the same seed they have the same lengths and the same arrival gaps scaled by the rate
@@ -285,8 +286,10 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
         if hi is None:
             if lo.rate_req_s >= MAX_RATE:
                 break
-            # steps up grow, but not past the saturated rate while below it: no plan keeps up with more
-            rate = min(lo.rate_req_s / _step(rel_tol, streak), max(r_sat, lo.rate_req_s / _step(rel_tol, 0)))
+            # steps up grow, but not past the saturated rate while below it: no plan keeps up with more;
+            # past it (held above r_sat: the saturated run read low) they grow freely, not 5 % a probe
+            up = lo.rate_req_s / _step(rel_tol, streak)
+            rate = up if lo.rate_req_s >= r_sat else min(up, max(r_sat, lo.rate_req_s / _step(rel_tol, 0)))
             continue
         if (hi.rate_req_s - lo.rate_req_s) / hi.rate_req_s < rel_tol:
             break

@@ -205,6 +205,10 @@ def simulate(
 
         limits = parse_slo(slo)
     s = load_scenario(resolve_scenario(scenario), set_ or [])
+    if out_dir is not None:  # before the run: a folder it cannot use is said at once
+        from moesim.fileio import check_result_folder
+
+        check_result_folder(out_dir)
     if limits is None:
         from moesim.cli_progress import RunProgress
 

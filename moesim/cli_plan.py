@@ -100,13 +100,18 @@ def plan_command(
         doc = {**n, "objective": obj.name, "best": rows[0] if rows else None, "ranked": rows[:top], "files": files}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
-        out.print(_table(rows, obj, space.training, top))
+        if rows:  # an empty table says nothing the counts line does not
+            out.print(_table(rows, obj, space.training, top))
         out.print(_counts_line(n, space.training), highlight=False)
         for f in files:
             out.print(f"wrote {f}", highlight=False)
         _print_trust(outcome, out_dir)
     if not rows:
-        why = "no plan holds the SLO at any rate" if not space.training else "no plan fits and simulates"
+        if not n["simulated"]:  # every candidate pruned before a run: say by what
+            pruned = ", ".join(f"{k} {v}" for k, v in n["pruned"].items())
+            why = f"no candidate plan is valid and fits in memory ({pruned})"
+        else:
+            why = "no plan holds the SLO at any rate" if not space.training else "no plan fits and simulates"
         raise RunError(f"{why} (of {n['candidates']} candidates: pruned {n['pruned_total']}, "
                        f"evaluated {n['simulated']}); see {'plans.csv in --out' if out_dir else 'the counts above'}")
 
@@ -125,7 +130,7 @@ def _print_trust(outcome, out_dir: Path | None) -> None:
     data = best_scenario(outcome)
     if data is None:
         return
-    name = str(out_dir / "best.yaml") if out_dir is not None else "BEST.yaml (plan --out writes it)"
+    name = str(out_dir / "best.yaml") if out_dir is not None else ""
     print_trust(out, trust_lines(scenario_from_dict(data), name), lead="best plan: ")
 
 
@@ -212,8 +217,10 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
               header_style="bold")
     for i in shown:
         left = headers[i] in ("plan", "hardware", "also on")
+        # the plan's words wrap on a narrow terminal, so that the figures beside it are never cut
         t.add_column(two_line(headers[i], max((len(row[i]) for row in body), default=0)),
-                     justify="left" if left else "right", no_wrap=True)
+                     justify="left" if left else "right", no_wrap=headers[i] != "plan",
+                     min_width=len(str(len(body))) if headers[i] == "#" else None)
     for j, row in enumerate(body):
         t.add_row(*(row[i] for i in shown), style="bold green" if j == 0 else None)
     notes = []
@@ -239,13 +246,18 @@ def two_line(header: str, cell_width: int) -> str:
     return header[:cut] + "\n" + header[cut + 1:]
 
 
+#: The narrowest the plan column is counted when columns are fitted to a terminal (its words wrap below it).
+_PLAN_WRAP = 28
+
+
 def fit_columns(headers: list[str], body: list[list[str]], width: int, drop_order: list[str]) -> list[int]:
     """Indexes of the columns to show in ``width`` characters: all of them when they fit (each is as
     wide as its widest cell or header line, plus 3 for borders and padding), else without the
     columns of ``drop_order``, first ones first, until they do."""
     def col_width(i: int) -> int:
         head = max(len(part) for part in two_line(headers[i], max((len(r[i]) for r in body), default=0)).split("\n"))
-        return max([head] + [len(r[i]) for r in body]) + 3
+        cells = max([head] + [len(r[i]) for r in body])
+        return (min(cells, _PLAN_WRAP) if headers[i] == "plan" else cells) + 3  # the plan wraps (its table says so)
 
     shown = list(range(len(headers)))
     for name in drop_order:

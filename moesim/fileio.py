@@ -55,6 +55,23 @@ def check_out_folder(path: str | Path, option: str = "--out") -> Path:
     return out
 
 
+#: Files that mark a folder as another command's output, which a result written there would mix with.
+FOREIGN_OUTPUTS = {"plans.json": "a plan search's results", "results.jsonl": "a sweep's results"}  # plan's first: it
+# keeps a results.jsonl of its runs too
+
+
+def check_result_folder(path: str | Path, option: str = "--out") -> Path:
+    """:func:`check_out_folder` for ``simulate --out``, refusing a folder that holds a sweep's or a
+    plan search's output (``show`` and ``plot`` would read one thing there and the result another)."""
+    from moesim.errors import InputError
+
+    out = check_out_folder(path, option)
+    for name, what in FOREIGN_OUTPUTS.items():
+        if (out / name).exists():
+            raise InputError(f"{option} {out}: holds {what} ({name}); write the result to another folder")
+    return out
+
+
 def ensure_out_folder(path: str | Path, option: str = "--out") -> Path:
     """Create the output folder ``path`` (and its parents) or raise a one-line InputError naming
     ``option``: a file already there, or a folder the OS will not create (no permission, /proc)."""

@@ -159,6 +159,7 @@ def _advice(s: Scenario) -> str:
         elif p.moments_dtype != "int8" and _fits(_with_plan(s, moments_dtype="int8")):
             options.append("plan.moments_dtype: int8 (bitsandbytes' 8-bit Adam)")
         options += _switch_advice(s)
+        options += _accumulation_advice(s)
         moe_rc = dict(recompute="selective", recompute_modules=list(MOE_RECOMPUTE_MODULES))
         if p.recompute != "full" and moe_recompute_applies(s) and _fits(_with_plan(s, **moe_rc)):
             options.append(f"plan.recompute_modules: [{', '.join(MOE_RECOMPUTE_MODULES)}] (recompute: selective)")
@@ -180,6 +181,23 @@ def _advice(s: Scenario) -> str:
         return ("no single change tried fits (more tp/pp up to 64x, ZeRO-3, recompute of the MoE blocks or full "
                 "recompute, a smaller dtype, a bigger device)")
     return "; ".join(options)
+
+
+def _accumulation_advice(s: Scenario) -> list[str]:
+    """More micro-batches of the same global batch (gradient accumulation): smaller micro-batches keep
+    fewer activations; the fewest (a power-of-two factor) that fit, where the batch still divides."""
+    p, seqs = s.plan, s.workload.global_batch_seqs
+
+    def more(k: int) -> Scenario | None:
+        if seqs % (p.dp * p.microbatches * k):  # each micro-batch keeps whole sequences
+            return None
+        return _with_plan(s, microbatches=p.microbatches * k)
+
+    f = _smallest_factor(s, more)
+    if f is None:
+        return []
+    return [f"plan.microbatches {p.microbatches} -> {p.microbatches * f} (gradient accumulation: micro-batches of "
+            f"{seqs // (p.dp * p.microbatches * f)} sequences, the same global batch)"]
 
 
 #: The largest engine share of device memory the advice suggests (assumed: it leaves 4 GiB of an 80 GiB GPU to
@@ -236,13 +254,16 @@ def _bigger_device(s: Scenario) -> str:
 
     here, desktop = s.hardware.device.mem_gib, is_desktop_device(s.hardware.device.name)
     linked = s.hardware.node.intra_bw_gbps >= NVLINK_MIN_GBPS
+    per_node = s.hardware.node.devices_per_node
 
     def same_family(name: str, data: dict) -> bool:
         # a datacenter plan is not advised onto a desktop machine, nor the reverse; nor an NVLink
         # plan onto a PCIe server (the RTX PRO 6000's 63 GB/s), whose collectives it never priced
         if (name in DESKTOP_PRESETS) != desktop:
             return False
-        return desktop or (data["node"]["intra_bw_gbps"] >= NVLINK_MIN_GBPS) == linked
+        # nor onto a node with fewer devices than the plan puts in one (a GH200 superchip for an 8-GPU node)
+        return desktop or ((data["node"]["intra_bw_gbps"] >= NVLINK_MIN_GBPS) == linked
+                           and data["node"]["devices_per_node"] >= per_node)
 
     candidates = sorted(((data["device"]["mem_gib"], name, data) for name, data in HARDWARE.items()
                          if data["device"]["mem_gib"] > here and same_family(name, data)), key=lambda c: c[0])

@@ -145,7 +145,9 @@ _add("fits_reason", "text", None, "why it does not fit",
 _add("fits_advice", "text", None, "what would make it fit",
      "empty when it fits; else the smallest changes that fit, each checked by the same accounting "
      "(printed under the table)", TSC,
-     training="empty when it fits; else the smallest changes that fit, each checked by the same accounting; "
+     training="empty when it fits; else the smallest changes that fit (more TP or PP, ZeRO-3, smaller optimizer "
+              "states, more micro-batches of the same global batch, recompute, QLoRA or fewer trained blocks for a "
+              "fine-tune, a bigger device), each checked by the same accounting; "
               "when it fits but `peak_reserved_gib` exceeds the capacity, the allocator setting that avoids it "
               "(printed under the table as `tight:`)",
      serving="empty when it fits; else the smallest changes that fit (more TP or PP, a smaller dtype "

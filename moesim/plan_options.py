@@ -123,8 +123,15 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
         batches = parse_int_list(batch, "--max-batch-seqs") if batch is not None else list(DEFAULT_BATCH_SEQS)
         space = enumerate_serving(raw, base_dir, base, hw, dev, tps, pps, batches)
         screen_serving(space)
+    if space.candidates and not any(c.values for c in space.candidates):  # no hardware takes these counts
+        raise InputError(f"--devices {devices or base.hardware.n_devices}: "
+                         + "; ".join(dict.fromkeys(c.detail for c in space.candidates)))
     if not space.candidates:
-        raise InputError(f"--devices {devices}: no plan splits these device counts (tp x pp must divide them)")
+        rule = "tp x pp must divide them"
+        if training:  # the usual blocker there is the batch: dp x microbatches must divide it
+            rule += (f", and dp x microbatches must divide workload.global_batch_seqs "
+                     f"({base.workload.global_batch_seqs})")
+        raise InputError(f"--devices {devices or base.hardware.n_devices}: no plan splits these device counts ({rule})")
     return space, obj, slo_obj
 
 

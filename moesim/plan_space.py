@@ -86,6 +86,8 @@ class Candidate:
     def plan_text(self) -> str:
         """``dp8 tp1 pp1 ep1 batch256``; training: ``dp16 tp2 pp2 cp2 ep8 mb8 interleaved vp2 zero1 rc-none``."""
         v = self.values
+        if "plan.dp" not in v:  # a hardware that cannot take the device count: no layout was made
+            return "-"
         parts = [f"{name}{v[k]}" for k, name in (("plan.dp", "dp"), ("plan.tp", "tp"), ("plan.pp", "pp"))]
         if v.get("plan.cp", 1) != 1:
             parts.append(f"cp{v['plan.cp']}")
@@ -315,7 +317,9 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                                                                     "plan.recompute": rc}, c.hw_sets, c.preset,
                                          status="pruned", reason="invalid", detail=str(exc)))
             continue
-        for z in ZERO:
+        # ZeRO shards over the dp x cp ranks holding the same weights: with one, every stage is ZeRO-1's
+        stages = ZERO if s.plan.dp * s.plan.cp > 1 else ZERO[:1]
+        for z in stages:
             fitting: list[tuple[str, frozenset[str]]] = []  # variants that fit, with what they re-run
             for rc, update, work in recompute_variants(s):
                 v = {**c.values, "plan.zero_stage": z, **{f"plan.{k}": val for k, val in update.items()}}

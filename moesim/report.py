@@ -15,16 +15,31 @@ __all__ = ["decode_step_view", "presets_table", "summary_table", "train_step_vie
 
 #: Keys whose value at their default says nothing worth a row (a device that sustains its whole benchmarked rate).
 QUIET_AT = {"sustained_compute_fraction": 1.0}
+#: Groups of keys left out together when every one is at its idle value: a feature the run did not use
+#: (no speculative decoding: one token a step, nothing accepted; no expert rebalancing).
+QUIET_GROUPS = ({"spec_tokens_per_step": 1.0, "spec_acceptance": 0.0},
+                {"eplb_rebalances": 0, "eplb_moved_gib": 0.0, "eplb_stall_s": 0.0})
+
+
+def quiet_keys(summary: dict[str, Any]) -> set[str]:
+    """The keys of ``summary`` :func:`summary_table` leaves out: :data:`QUIET_AT` at that value, and
+    each :data:`QUIET_GROUPS` group whose keys are all present at their idle values."""
+    out = {k for k, v in QUIET_AT.items() if summary.get(k, object()) == v}
+    for group in QUIET_GROUPS:
+        if all(k in summary and summary[k] == v for k, v in group.items()):
+            out |= set(group)
+    return out
 
 
 def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:
-    """Two-column table of a flat summary; nested mappings become indented rows. Keys of :data:`QUIET_AT`
-    at that value are left out, as empty notes are."""
+    """Two-column table of a flat summary; nested mappings become indented rows. :func:`quiet_keys` (a
+    default, a feature not used) are left out, as empty notes are."""
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("quantity")
     t.add_column("value", justify="right")
+    quiet = quiet_keys(summary)
     for key, value in summary.items():
-        if key in skip or value == "" or QUIET_AT.get(key, object()) == value:  # an empty note is no row
+        if key in skip or value == "" or key in quiet:  # an empty note is no row
             continue
         if isinstance(value, dict):
             for sub, v in value.items():

@@ -249,6 +249,12 @@ def read_saved(path: str | Path) -> tuple[Path, dict, dict]:
     NaN as null; a run's summary holds no None of its own), so tables print ``n/a`` as they did for the run."""
     path = Path(path)
     folder = path.parent if path.name == "summary.json" and not path.is_dir() else path
+    if not folder.exists():
+        raise InputError(f"{path}: no such result folder (simulate --out FOLDER writes one)")
+    if not folder.is_dir():
+        raise InputError(f"{path}: a file, not a result folder (give the folder simulate --out wrote, or its summary.json)")
+    if not (folder / "summary.json").exists():
+        raise InputError(f"{path}: not a result folder (no summary.json; simulate --out FOLDER writes one)")
     doc = read_summary(folder / "summary.json")
     return folder, doc, {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
 

@@ -47,6 +47,7 @@ class Picked:
     proportional: list[str]
     reasons: list[str]
     rows_left: int = 0
+    unranked: int = 0  # with --best: points without a value to rank (invalid, failed), never in the table
 
 
 def _numbers(rows: Sequence[dict[str, Any]], key: str) -> list[float] | None:
@@ -144,12 +145,12 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     if metric and best_row is not None:
         scored = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
         ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
-    ordered = ordered[:top]
+    candidates_n, ordered = len(ordered), ordered[:top]
     with_seed = len({r.get("seed") for r in rows}) > 1
-    with_status = any(r.get("status") != "ok" for r in ordered)
     lead = [(split_name(d.rsplit(".", 1)[-1]), [str(r.get(d, "")) for r in ordered]) for d in dims]
     lead += [("seed", [str(r.get("seed", "")) for r in ordered])] if with_seed else []
     status, reasons = status_cells(ordered)
+    with_status = any(c != "ok" for c in status)
     fixed = 1 + sum(width_of(h, c) for h, c in lead) + (width_of("status", status) if with_status else 0)
     candidates, same = pick_metrics(rows, kind, metric)
     widths = {m: width_of(header(m), [cell(m, r.get(m)) for r in ordered]) for m in candidates}
@@ -166,22 +167,25 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     for i, r in enumerate(ordered):
         cells = [c[i] for _, c in lead] + [cell(m, r.get(m)) for m in shown] + ([status[i]] if with_status else [])
         t.add_row(*cells, style="bold green" if r is best_row else None)
-    return t, Picked(shown, left, same, reasons, len(rows) - len(ordered))
+    return t, Picked(shown, left, same, reasons, candidates_n - len(ordered), len(rows) - candidates_n)
 
 
 def status_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Status cells ("ok", "invalid [1]") and the distinct reasons they number, for under the table
-    (a reason in the cell would take the width the metrics need)."""
+    """Status cells ("ok", "tight [1]", "invalid [2]") and the distinct reasons they number, for under the
+    table (a reason in the cell would take the width the metrics need). A tight point fits, but the
+    allocator would reserve more than the device has (``fits_advice`` of a fitting run says what avoids it)."""
     reasons: list[str] = []
     cells = []
     for r in rows:
-        if r.get("status") == "ok":
+        tight = r.get("status") == "ok" and r.get("fits") is True and bool(r.get("fits_advice"))
+        if r.get("status") == "ok" and not tight:
             cells.append("ok")
             continue
-        why = str(r.get("reason", "") or "")
+        label = "tight" if tight else str(r.get("status"))
+        why = f"tight: {r['fits_advice']}" if tight else str(r.get("reason", "") or "")
         if why and why not in reasons:
             reasons.append(why)
-        cells.append(f"{r.get('status')} [{reasons.index(why) + 1}]" if why else str(r.get("status")))
+        cells.append(f"{label} [{reasons.index(why) + 1}]" if why else label)
     return cells, reasons
 
 
@@ -197,6 +201,9 @@ def note(picked: Picked, csv_path: str, most: int = 6) -> str:
     if picked.rows_left:
         rows_word = "row" if picked.rows_left == 1 else "rows"
         lines.append(f"{picked.rows_left} more {rows_word} not shown (raise --top)")
+    if picked.unranked:
+        points = "point" if picked.unranked == 1 else "points"
+        lines.append(f"{picked.unranked} {points} not ranked: invalid or failed, or without the metric (reasons in {csv_path})")
     if parts:
         lines.append(f"also varying: {'; '.join(parts)}; every column is in {csv_path}")
     return "\n".join(lines)

@@ -117,7 +117,7 @@ def nearest_known(target, n: int = 3, path: str | Path = RESULTS_CSV) -> list[tu
 def trust_lines(target, name: str, n: int = 3, width: int = 72, sets: tuple[str, ...] | list[str] = ()) -> list[str]:
     """What ``moesim simulate`` prints under a run: the ``n`` published measurements nearest to
     ``target`` and moesim's error on each at the last saved validate run, with the command that
-    re-runs them (``name``: how the user named the scenario; ``sets``: the ``--set`` overrides the run
+    re-runs them (``name``: how the user named the scenario, "" for none written; ``sets``: the ``--set`` overrides the run
     had, repeated in that command so it picks the same rows). Empty when no result is saved."""
     try:
         near = nearest_known(target, n)
@@ -126,9 +126,13 @@ def trust_lines(target, name: str, n: int = 3, width: int = 72, sets: tuple[str,
     if not near:
         return []
     far = near[0][1] > FAR
-    again = " ".join(["moesim validate --near", shlex.quote(name), *(f"-s {shlex.quote(x)}" for x in sets)])
+    if name:
+        again = " ".join(["moesim validate --near", shlex.quote(name), *(f"-s {shlex.quote(x)}" for x in sets)])
+        again += " re-runs them"
+    else:  # a plan not written to a file: say how to get one
+        again = "with plan --out DIR, moesim validate --near DIR/best.yaml re-runs them"
     lines = [f"nearest published measurements{', none much like this run' if far else ''} (moesim / measured - 1 "
-             f"at the last validate run; {again} re-runs them):"]
+             f"at the last validate run; {again}):"]
     lean = _leanings()
     for k, _ in near:
         what = textwrap.shorten(k.quantity, width, placeholder=" ...")  # whole words: "DP16", never "DP1..."

@@ -76,6 +76,7 @@ def test_frozen_modes_count_the_parts_they_train():
     ("bogus", ["workload.trainable", "all, experts, non_experts"]),
     ("{mode: lora}", ["workload.trainable.rank", "required"]),
     ("{mode: experts, rank: 8}", ["workload.trainable.rank", "only for mode 'lora'"]),
+    ("{rank: 8}", ["workload.trainable.rank", "mode 'all', the default", "set mode: lora"]),
     ("{mode: lora, rank: 8, targets: [attention, mlp]}", ["workload.trainable.targets", "'dense_ffn'"]),
     ("{mode: lora, rank: 8, base_dtype: int4}", ["workload.trainable.base_dtype", "'nf4'"]),
     ("{mode: lora, rank: 100000}", ["workload.trainable.rank", "65536"]),

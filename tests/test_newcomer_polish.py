@@ -68,6 +68,31 @@ def test_sweep_table_shows_the_swept_axis_and_dropped_fraction_within_80_columns
     assert "[1] does not fit in device memory" in lines and "mfu" in lines and "sw/results.csv" in lines
 
 
+def test_sweep_table_marks_a_tight_point_and_says_what_avoids_it():
+    """A point that fits only while the allocator's reserve is not counted is "tight", numbered with its advice."""
+    rows = cf_rows()[:2]
+    rows[0] |= {"fits": True, "fits_advice": "the live tensors fit, but the allocator would reserve more"}
+    rows[1] |= {"fits": True, "fits_advice": ""}
+    table, picked = rows_table(rows, ["routing.capacity_factor"], "training", "tokens_per_s", rows[0], 10,
+                               direction="max", width=100)
+    text = render(table, 100)
+    assert "tight [1]" in text and text.count(" ok ") == 1
+    assert "[1] tight: the live tensors fit, but the allocator would reserve more" in note(picked, "r.csv")
+
+
+def test_best_table_counts_the_points_it_could_not_rank_apart_from_those_top_cuts():
+    """cf 2.0 did not fit: --best cannot rank it, so it is "not ranked", not a row that --top hides."""
+    rows = cf_rows()
+    _, picked = rows_table(rows, ["routing.capacity_factor"], "training", "tokens_per_s", rows[0], 10,
+                           direction="max", width=100)
+    assert picked.rows_left == 0 and picked.unranked == 1
+    lines = note(picked, "r.csv")
+    assert "raise --top" not in lines and "1 point not ranked" in lines
+    _, top1 = rows_table(rows, ["routing.capacity_factor"], "training", "tokens_per_s", rows[0], 1,
+                         direction="max", width=100)
+    assert top1.rows_left == 1 and "1 more row not shown (raise --top)" in note(top1, "r.csv")
+
+
 def test_sweep_table_names_what_it_leaves_out_when_the_console_is_narrow():
     rows = cf_rows()
     _, wide = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 10, width=200)
@@ -260,3 +285,16 @@ def test_plan_table_keeps_the_hardware_when_the_plans_differ_by_it():
     assert "hardware" in [c.header for c in mixed.columns] and "hardware" not in (mixed.caption or "")
     one = _table([row("h200", 4), row("h200", 8)], obj, False, 5, width=80)
     assert "hardware" not in [c.header for c in one.columns] and "all on h200" in one.caption
+
+
+def test_summary_leaves_out_the_rows_of_a_feature_the_run_did_not_use():
+    """No speculative decoding (1 token a step, 0 accepted) and no EPLB (0 moves): their rows say nothing."""
+    from moesim.report import summary_table
+
+    base = {"output_tokens_per_s": 10.0, "spec_tokens_per_step": 1.0, "spec_acceptance": 0.0,
+            "eplb_rebalances": 0, "eplb_moved_gib": 0.0, "eplb_stall_s": 0.0}
+    text = render(summary_table("t", base), 100)
+    assert "output_tokens_per_s" in text and "spec_" not in text and "eplb_" not in text
+    used = base | {"spec_tokens_per_step": 2.5, "spec_acceptance": 0.5, "eplb_rebalances": 3}
+    text = render(summary_table("t", used), 100)
+    assert "spec_acceptance" in text and "spec_tokens_per_step" in text and "eplb_stall_s" in text

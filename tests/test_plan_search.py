@@ -405,3 +405,10 @@ def test_zero_stage_variants_a_plan_rule_forbids_are_invalid_not_failed(tmp_path
     assert other and all(r["status"] == "invalid" for r in other)  # by the zero3_fetch rule or the layout's own
     assert sum(r["detail"].startswith("plan.zero3_fetch: 'linear'") for r in other) > len(other) / 2
     assert any(r["status"] == "ranked" for r in rows)
+
+
+def test_device_count_the_global_batch_cannot_split_names_the_batch():
+    """3 devices split by tp 1 x pp 1, but a global batch of 8 sequences does not divide over dp 3: the
+    error names the batch, not only tp x pp."""
+    with pytest.raises(InputError, match=r"--devices 3: .*must divide workload.global_batch_seqs \(8\)"):
+        prepare("mixtral-8x7b-qlora-1xa100", devices="3")

@@ -257,3 +257,16 @@ def test_qwen3_235b_plan_prose_is_real(tmp_path, prose, capsys):
     assert (f"the best is DP8 with EP8 at ${alone['one_replica_objective']:.3f} "
             f"(${alone['whole_plan_objective']:.3f} re-run on the whole plan)") in prose
     assert near and f"read {min(near):+.0f} to {max(near):+.0f} % fast" in prose
+
+
+def test_last_blocks_fit_advice_prose_is_real(prose):
+    """The fine-tuning paragraph's long-sequence QLoRA: the memory `check` prints and the last-blocks advice."""
+    from moesim import load_scenario
+    from moesim.check import summary
+
+    sets = ["workload.seq_len=32768", "model.max_seq_len=32768", "plan.recompute=none"]
+    report = summary(load_scenario("mixtral-8x7b-qlora-1xa100", sets))
+    assert not report["fits"]
+    advice = "workload.trainable.layers: 6 (train only the last 6 of 32"
+    assert advice in report["fits_advice"]
+    assert f"--set plan.recompute=none`: {report['memory_per_device_gib']:.1f} GiB, \"{advice}" in prose

@@ -66,7 +66,14 @@ def test_a_result_priced_by_another_version_says_so(tmp_path, capsys):
 
 def test_not_a_result_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["show", str(tmp_path / "none")]) == 2
-    assert "summary.json: file not found" in capsys.readouterr().err
+    assert "none: no such result folder" in capsys.readouterr().err
+    (tmp_path / "plot.png").write_bytes(b"\x89PNG")
+    assert main(["show", str(tmp_path / "plot.png")]) == 2
+    err = capsys.readouterr().err
+    assert "plot.png: a file, not a result folder" in err and "Not a directory" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["show", str(tmp_path / "empty")]) == 2
+    assert "empty: not a result folder (no summary.json" in capsys.readouterr().err
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "results.jsonl").write_text("")
     assert main(["show", str(tmp_path / "sweep")]) == 2
@@ -107,3 +114,14 @@ def test_a_serving_run_whose_weights_leave_no_kv_prints_why_not_a_table_of_na(tm
     assert _lines(capsys) == printed
     assert main([*argv, "--json"]) == 0  # the machine-readable summary keeps every figure
     assert "ttft_p99_s" in json.loads(capsys.readouterr().out)
+
+
+def test_simulate_out_refuses_a_sweep_or_plan_folder_before_running(tmp_path, capsys):
+    for name, what in (("results.jsonl", "a sweep's results"), ("plans.json", "a plan search's results")):
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        (folder / name).write_text("")
+        assert main(["simulate", "switch-base-128-train", "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"holds {what} ({name})" in err and "\n" not in err.strip()
+        assert sorted(p.name for p in folder.iterdir()) == [name]  # nothing written beside it

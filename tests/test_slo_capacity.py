@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -357,3 +358,32 @@ def test_a_failing_probe_just_over_its_limit_is_named_fragile():
                                         "window); tpot_p99 0.2002 s > 0.2 s")
     assert _over_by(overloaded) is None
     assert _over_by(SimpleNamespace(holds=True, slo=slo, latencies=lat, reason="holds: ...")) is None
+
+
+def test_requests_of_one_length_saturate_at_least_at_the_whole_runs_rate():
+    """Fixed 128/128 requests leave their batch together: the window between the first finishes and the
+    last first token is the batches' refill. The saturated rate is never below the whole run's mean (it had
+    read 7.1k of 80.6k tokens/s for eight TP1 replicas, and the plan search pruned the best plan by it)."""
+    s = load_scenario(ROOT / "scenarios" / "mixtral-8x7b-h100-serve.yaml", ["plan.ep=1"])
+    assert s.workload.prompt_tokens.dist == s.workload.output_tokens.dist == "fixed"
+    sat = saturate(s)
+    a = s.workload.arrival.model_copy(update={"process": "batch", "n_requests": sat.n_requests})
+    run = simulate(s.model_copy(update={"workload": s.workload.model_copy(update={"arrival": a})}), seed=0)
+    assert sat.output_tokens_per_s >= 0.99 * run.summary["output_tokens_per_s"]
+
+
+def test_a_search_above_a_saturated_rate_that_read_low_steps_up_freely(small, monkeypatch):
+    """Held above r_sat, the saturated run read low: steps up double (log scale) instead of 5 % a probe, so
+    the search still brackets the capacity within its probes."""
+    slo = parse_slo("tpot_p99=0.015")
+    truth = max_goodput(small, slo, rel_tol=0.1, n_requests=N)
+    real = capacity.saturate
+
+    def low(*args, **kwargs):  # a saturated rate a tenth of the real one
+        sat = real(*args, **kwargs)
+        return replace(sat, rate_req_s=sat.rate_req_s / 10, output_tokens_per_s=sat.output_tokens_per_s / 10)
+
+    monkeypatch.setattr(capacity, "saturate", low)
+    found = max_goodput(small, slo, rel_tol=0.1, n_requests=N)
+    assert not found.limit.startswith("held at every rate probed")
+    assert found.max_goodput_req_s == pytest.approx(truth.max_goodput_req_s, rel=0.2)

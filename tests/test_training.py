@@ -384,3 +384,15 @@ def test_random_valid_scenarios_keep_the_invariants():
         assert _no_overlap_per_stream(r.spans), s.plan
         if s.plan.ep == 1:
             assert sm["straggler_wait_s"] == 0
+
+
+@pytest.mark.parametrize("layers", [4, 8, 16, 32])
+def test_a_one_stage_step_has_no_bubble_not_even_float_residue(layers):
+    """PP 1 leaves no idle time: bubble_fraction is 0 exactly (a 1e-16 residue would show in sweep tables as a
+    varying column)."""
+    from moesim import load_scenario, simulate
+
+    s = load_scenario("mixtral-8x7b-qlora-m2-ultra", [f"workload.trainable.layers={layers}"])
+    assert s.plan.pp == 1
+    summary = simulate(s, seed=0).summary
+    assert summary["bubble_fraction"] == 0.0 and summary["bubble_s"] == 0.0

@@ -121,3 +121,12 @@ def test_corrupt_profile_is_a_one_line_error(raw, tmp_path):
     with pytest.raises(InputError) as info:
         scenario_from_dict(raw)
     assert "bad.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_plan_size_error_with_one_way_out_has_no_dangling_or(raw):
+    """dp 1 tp 8 on one node made pp 4: no dp keeps 8 devices, so the one hint is the node count, without "or"."""
+    raw["plan"].update(dp=1, tp=8, pp=4, ep=1)
+    with pytest.raises(InputError) as info:
+        scenario_from_dict(raw)
+    msg = str(info.value)
+    assert msg.endswith("nodes = 8); set hardware.cluster.nodes: 4") and " or " not in msg.split("nodes = 8)")[1]

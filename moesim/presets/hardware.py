@@ -438,7 +438,7 @@ def node_hint(plan_devices: int, devices_per_node: int, nodes: int) -> str:
     of one node needs ``hardware.node.devices_per_node``, whole nodes ``hardware.cluster.nodes``;
     "" when neither fits (the plan must change)."""
     if plan_devices < devices_per_node:
-        return f"; or set hardware.node.devices_per_node: {plan_devices} (a part of one node)"
+        return f"set hardware.node.devices_per_node: {plan_devices} (a part of one node)"
     if plan_devices % devices_per_node == 0 and plan_devices // devices_per_node != nodes:
-        return f"; or set hardware.cluster.nodes: {plan_devices // devices_per_node}"
+        return f"set hardware.cluster.nodes: {plan_devices // devices_per_node}"
     return ""

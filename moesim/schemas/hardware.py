@@ -63,7 +63,9 @@ class DeviceSpec(Strict):
     mem_bw_gbps: PositiveFloat = bounded(ge=1e-3, le=1e8, why="100 PB/s: 5x a wafer-scale engine's on-chip SRAM (21 PB/s); HBM3e is ~8 TB/s", description="Memory bandwidth, GB/s (1e9 bytes/s).")
     mem_gib: PositiveFloat = bounded(le=1 << 20, why="1 PiB per device: ~3500x the largest HBM (288 GiB)", description="Memory capacity, GiB.")
     power_w: PositiveFloat = bounded(le=1e6, why="1 MW per device: ~40x a wafer-scale system (23 kW)", description="Board power at load, W (for energy per token).")
-    usd_per_hour: float = bounded(ge=0, le=1e5, why="$100k per device-hour: ~30,000x an H100's rent", description="Rental price per device-hour, USD.")
+    usd_per_hour: float = bounded(ge=0, le=1e5, why="$100k per device-hour: ~30,000x an H100's rent", description=(
+        "Price per device-hour, USD: the rent of a cloud device; for hardware you own, its purchase price spread over "
+        "its life (the desktop and Mac presets: the machine over 3 years, around the clock)."))
     compute_efficiency: float = Field(0.7, ge=1e-3, le=1, description="Fraction of peak FLOP/s large GEMMs reach (datasheet roofline).")
     memory_efficiency: float = Field(0.8, ge=1e-3, le=1, description="Fraction of peak memory bandwidth streaming kernels reach.")
     launch_overhead_us: float = bounded(5.0, ge=0, le=1e6, why="1 s per kernel; real launches take 2-20 us", description="Fixed cost per kernel, microseconds.")

@@ -54,7 +54,7 @@ class Scenario(Strict):
                 raise ValueError(
                     f"plan: dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.n_devices} must equal the devices in hardware "
                     f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
-                    + dp_hint(p, hw.n_devices) + node_hint(p.n_devices, hw.node.devices_per_node, hw.cluster.nodes)
+                    + _either(dp_hint(p, hw.n_devices), node_hint(p.n_devices, hw.node.devices_per_node, hw.cluster.nodes))
                 )
         else:
             _check_pools(self, disagg)
@@ -291,7 +291,13 @@ def dp_hint(p, devices: int) -> str:
     """For the plan-size error: the data parallelism that fills the hardware's ``devices`` with the
     plan's other degrees (a sweep over ``plan.tp`` at fixed ``plan.dp`` lands here); "" when none does."""
     rest = p.tp * p.pp * p.cp
-    return f"; set plan.dp: {devices // rest} to keep the hardware" if devices % rest == 0 else ""
+    return f"set plan.dp: {devices // rest} to keep the hardware" if devices % rest == 0 else ""
+
+
+def _either(*hints: str) -> str:
+    """The plan-size error's tail: the hints that apply, as alternatives ("" when none does)."""
+    hints = tuple(h for h in hints if h)
+    return "; " + "; or ".join(hints) if hints else ""
 
 
 def pool_scenario(s: Scenario, role: str) -> Scenario:

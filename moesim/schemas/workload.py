@@ -89,7 +89,9 @@ class TrainableSpec(Strict):
         else:
             for name in ("rank", "targets", "base_dtype", "dropout"):
                 if getattr(self, name) is not None:
-                    raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r} trains whole weights)")
+                    unset = "" if "mode" in self.model_fields_set else ", the default"
+                    raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r}{unset}, trains whole weights); "
+                                     "for adapters set mode: lora")
         return self
 
     @property

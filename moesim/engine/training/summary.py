@@ -57,6 +57,9 @@ from moesim.schemas import Scenario
 
 _DP_GROUP = {"dp_sync_dense": "dp", "dp_sync_expert": "expert_dp"}
 
+#: Idle time below this fraction of the pipeline is float residue, not a bubble.
+_RESIDUE = 1e-9
+
 
 def step_times(step, pp: int) -> dict[str, np.ndarray | float]:
     """Timeline landmarks of one step: pipeline end, per-stage compute/sync ends, step end (s)."""
@@ -203,7 +206,9 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     parts = compute_parts_s(step, pp, step.run.tails, step.recompute_comm_s, cp_parts)
     hidden = np.zeros(pp) if step.alltoall_hidden_s is None else step.alltoall_hidden_s
     # Hidden all-to-all ran while the compute stream was busy: it is not part of the stage's time.
-    idle = np.maximum(pipeline - sum(busy.values()) + hidden - exposed, 0.0)  # clip float noise (-1e-16)
+    idle = pipeline - sum(busy.values()) + hidden - exposed
+    # float residue of the subtraction (about 1e-16 of the step, either sign) is no bubble: a pp-1 step has none
+    idle = np.where(idle > _RESIDUE * pipeline, idle, 0.0)
     return {
         "pipeline_s": pipeline,
         "compute_s": float(busy["compute"].mean()),
