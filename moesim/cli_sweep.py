@@ -51,6 +51,7 @@ def sweep_command(
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address tcp://host:port (default: start a LocalCluster).")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Extra attempts for a point whose worker died.")] = 2,
     best: Annotated[str | None, typer.Option("--best", help="Metric that picks the best point, e.g. tokens_per_s or usd_per_mtok (direction from the metric registry; force with :min or :max).")] = None,
+    slo: Annotated[str | None, typer.Option("--slo", metavar="METRIC=SECONDS,...", help="Serving: run each point at capacity under these latency limits (simulate --slo's search, seconds to a point), so plans compare at the traffic each can take: --best usd_per_mtok_at_capacity or max_goodput_req_s.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows in the final table.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome (counts, files, best row) as JSON.")] = False,
 ) -> None:
@@ -74,7 +75,7 @@ def sweep_command(
         outcome = run_sweep(scenario, experts=experts, capacity_factor=capacity_factor, grid=grid or [],
                             seeds=seeds, sets=set_ or [], out_dir=out_dir, resume=resume,
                             overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
-                            retries=retries, best=best, on_progress=on_progress)
+                            retries=retries, best=best, on_progress=on_progress, slo=slo)
     p = outcome.progress
     files = {"csv": str(outcome.out_dir / "results.csv"), "jsonl": str(outcome.out_dir / "results.jsonl")}
     if as_json:

@@ -27,6 +27,7 @@ from moesim.activations import (
     zero3_head_bytes,
 )
 from moesim.allocator import reserved_gib, unused_fraction
+from moesim.costmodel.host import platform_of
 from moesim.costmodel.train_host import compiled_step
 from moesim.engine.expert_tp import expert_dp_group
 from moesim.engine.local_attention import slot_map
@@ -279,13 +280,21 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
                  for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (optimizer_bytes(s.plan), 1)))
 
 
+def apple_silicon(s: Scenario) -> bool:
+    """Whether the scenario's device is an Apple silicon GPU (unified memory, MLX or MPS)."""
+    return platform_of(s.hardware.device.name) == "mps"
+
+
 def stranded_fraction(s: Scenario) -> float:
     """Share of the memory PyTorch's caching allocator reserves that no tensor holds at the peak
     (:func:`moesim.allocator.unused_fraction`). Serving engines allocate their pools up front, so
     what they reserve is what they hold; XLA (TPUs) plans a compiled step's buffers ahead of it and
-    has no caching allocator to strand them: 0 for both."""
+    has no caching allocator to strand them; MLX on Apple silicon (moesim's Apple training scenarios)
+    gives each array its own Metal buffer and, before a new one, frees as many cached ones as the
+    limit needs (``MetalAllocator::malloc``, mlx/backend/metal/allocator.cpp): its cache never
+    strands memory a tensor needs. 0 for all three."""
     w, plan = s.workload, s.plan
-    if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name):
+    if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name) or apple_silicon(s):
         return 0.0
     return unused_fraction(plan.allocator, plan.recompute, not w.trainable.full)
 

@@ -127,8 +127,8 @@ _add("peak_memory_gib", "GiB", "min", "peak memory per device (GiB)",
 _add("peak_reserved_gib", "GiB", "min", "peak reserved memory per device (GiB)",
      "what PyTorch's caching allocator reserves at that peak, as torch.cuda.max_memory_reserved and training "
      "logs report it: `peak_memory_gib` over 1 - the share no tensor uses (`plan.allocator`; 24 % with "
-     "full recompute or LoRA under the default allocator, 4 % without, 0 with expandable segments: "
-     "moesim/allocator.py), at most what the device gives the tensors (`memory_capacity_gib`) when they fit (the "
+     "full recompute or LoRA under the default allocator, 4 % without, 0 with expandable segments, under XLA "
+     "and under MLX on Apple silicon: moesim/allocator.py, memory.stranded_fraction), at most what the device gives the tensors (`memory_capacity_gib`) when they fit (the "
      "allocator frees its cache before it fails)", T)
 _add("peak_device_gib", "GiB", "min", "peak device memory used (GiB)",
      "what the device has in use at that peak, as nvidia-smi shows it: `peak_reserved_gib` plus the CUDA context and "

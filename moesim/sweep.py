@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from moesim.fileio import check_out_folder
 from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
 from moesim.suggest import close_names
-from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, drive
+from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, capacity_point, drive
 from moesim.sweep_grid import (
     Dimension,
     Point,
@@ -124,7 +125,8 @@ def _grid_hint(sets: Iterable[str], message: str) -> str:
 def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:
     """--resume continues the sweep ``out`` holds: the same scenario, swept fields and fixed --set
     overrides (more values of the same fields are fine); anything else would mix two sweeps."""
-    check_resume(out, manifest, (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides")))
+    check_resume(out, manifest, (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides"),
+                                 ("slo", "--slo")))
 
 
 def _check_sets_not_swept(dims, sets: Iterable[str]) -> None:
@@ -142,11 +144,12 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
               overwrite: bool = False, executor: str = "local", workers: int = 2,
               scheduler: str | None = None, retries: int = 2, best: str | None = None,
               runner: Runner | None = None, on_progress: Callable[[SweepProgress], None] | None = None,
-              durable: bool = True, dask_processes: bool = True) -> SweepOutcome:
+              durable: bool = True, dask_processes: bool = True, slo: str | None = None) -> SweepOutcome:
     """Run a sweep and return its outcome. Values are the CLI's strings (``"8,16,32"``).
 
     ``runner(scenario, seed) -> SimResult`` replaces ``moesim.simulate`` (must be picklable);
-    ``durable`` fsyncs each row (safe against power loss, slower on some disks).
+    ``durable`` fsyncs each row (safe against power loss, slower on some disks); ``slo``
+    (``"ttft_p99=2,tpot_p99=0.2"``, serving): each point is its run at capacity under it.
     """
     if executor not in ("local", "dask"):
         raise InputError(f"--executor {executor!r}: allowed: local, dask")
@@ -160,14 +163,20 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     dims = build_dimensions(experts, capacity_factor, grid)
     _check_sets_not_swept(dims, sets)
     raw, base_dir, points, base = plan_points(scenario_path, dims, seeds, sets)
+    if slo is not None:
+        from moesim.capacity import parse_slo
+
+        if base.is_training:
+            raise InputError(f"--slo applies to serving scenarios; {base.name} is a training scenario")
+        slo = parse_slo(slo).text  # a bad limit is refused before any point runs
     if metric and runner is None:  # the real engines: their summary keys are all registered
         direction = _check_best(metric, direction, "training" if base.is_training else "serving",
-                                [*ROW_COLUMNS, *(d.path for d in dims)])
+                                [*ROW_COLUMNS, *(d.path for d in dims)], slo=slo is not None)
     out = check_out_folder(out_dir if out_dir is not None else Path("sweeps") / base.name)
     manifest = {"tool": "sweep", "scenario": str(scenario_path), "name": base.name,
                 "kind": "training" if base.is_training else "serving",
                 "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),
-                "sets": list(sets), "n_points": len(points)}
+                "sets": list(sets), "n_points": len(points), "slo": slo}
     if resume:
         _check_same_sweep(out, manifest)
     store = ResultStore(out, durable=durable)
@@ -186,6 +195,8 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         if on_progress:
             on_progress(progress)
 
+    if slo is not None and runner is None:
+        runner = partial(capacity_point, slo_text=slo)
     keys = {p.index: p.key for p in todo}
     tasks = [PointTask(p.index, p.key, p.seed, {k: column_value(v) for k, v in p.values.items()},
                        apply_point(raw, p), str(base_dir), runner) for p in todo]
@@ -253,12 +264,15 @@ def resolve_direction(metric: str, direction: str | None, columns: Iterable[str]
     return direction or infer_direction(metric)
 
 
-def _check_best(metric: str, direction: str | None, kind: str, columns: list[str]) -> str:
+def _check_best(metric: str, direction: str | None, kind: str, columns: list[str], slo: bool = False) -> str:
     """Before running: the direction of ``--best metric`` for a sweep of ``kind`` whose rows will
-    have ``columns`` besides the summary; InputError when such rows cannot carry the metric."""
+    have ``columns`` besides the summary (``slo``: and the capacity keys); InputError when such rows
+    cannot carry the metric."""
     m = METRICS.get(metric)
-    if m is not None and kind not in m.kinds and metric not in columns:
-        raise InputError(f"--best {metric}: not in a {kind} summary (only in {', '.join(m.kinds)} summaries)")
+    kinds = (kind, "capacity") if slo else (kind,)
+    if m is not None and not set(kinds) & set(m.kinds) and metric not in columns:
+        hint = "; sweep with --slo for the capacity keys" if "capacity" in m.kinds and not slo else ""
+        raise InputError(f"--best {metric}: not in a {kind} summary (only in {', '.join(m.kinds)} summaries){hint}")
     return resolve_direction(metric, direction, columns)
 
 

@@ -68,6 +68,14 @@ def run_point(task: PointTask) -> dict[str, Any]:
     return row
 
 
+def capacity_point(scenario, seed: int, slo_text: str):
+    """``sweep --slo``'s runner: the point's run at capacity under ``slo_text`` (``simulate --slo``'s
+    capacity search), whose summary adds ``max_goodput_req_s`` and the cost and throughput at that rate."""
+    from moesim.capacity import max_goodput, parse_slo
+
+    return max_goodput(scenario, parse_slo(slo_text), seed=seed).result
+
+
 def lost_row(task: PointTask, attempts: int) -> dict[str, Any]:
     """The row recorded for a point whose worker died on every attempt."""
     return {"point": task.index, "status": "failed", "seed": task.seed, "scenario": "", "kind": "",

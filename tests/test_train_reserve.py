@@ -165,3 +165,16 @@ def test_advice_offers_bf16_moments_where_they_make_the_difference():
     assert "plan.moments_dtype: bf16 (Adam's moments in BF16, as DeepSeek-V3 trained)" in fit_explanation(s, mem)[1]
     bf16 = load_scenario("mixtral-8x7b-h100-train", ["hardware.device.mem_gib=70", "plan.moments_dtype=bf16"])
     assert "moments_dtype" not in fit_explanation(bf16)[1]  # already BF16: not offered again
+
+
+def test_mlx_on_apple_silicon_strands_nothing_beyond_the_live_tensors():
+    """MLX gives each array its own Metal buffer and frees cached ones before a new one: no CUDA-style
+    stranded share, so an M2 Ultra's reserved figure is its live tensors' (it had read 193 GiB on a 192 GiB Mac)."""
+    from moesim.memory import stranded_fraction
+
+    s = load_scenario("mixtral-8x7b-qlora-m2-ultra", ["plan.recompute=full"])
+    assert stranded_fraction(s) == 0.0
+    summary = simulate(s, seed=0).summary
+    assert summary["peak_reserved_gib"] == pytest.approx(summary["peak_memory_gib"])
+    cuda = load_scenario("mixtral-8x7b-qlora-1xa100", ["plan.recompute=full"])
+    assert stranded_fraction(cuda) > 0.2  # the same LoRA on an A100 under PyTorch's caching allocator
