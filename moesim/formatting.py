@@ -124,3 +124,19 @@ def fmt_value(key: str, value: Any, with_unit: bool = True) -> str:
             v = 0.0  # float residue of a difference (a bubble of 8.9e-16 s is no bubble)
         return fmt_number(v, unit, with_unit)
     return str(value)
+
+
+def swept_text(value: Any) -> str:
+    """A swept value as a table cell or plot tick: a mapping (``{"dp":8,"tp":1}``, or the compact JSON the
+    results keep of one) as ``dp=8 tp=1``, nested mappings inline; anything else as ``str``."""
+    import json
+
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return " ".join(f"{k}={{{swept_text(v)}}}" if isinstance(v, dict) else
+                        f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in value.items())
+    return str(value)

@@ -21,6 +21,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
+from moesim.formatting import swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
     first_present,
@@ -154,7 +155,7 @@ def _category(value: Any) -> str:
     """Tick text of a non-numeric x value: booleans as YAML writes them, text as is, anything else as JSON."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return swept_text(value) if isinstance(value, (str, dict)) else json.dumps(value, sort_keys=True)
 
 
 def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.table import Table
 
-from moesim.formatting import fmt_value, unit_text
+from moesim.formatting import fmt_value, swept_text, unit_text
 from moesim.metrics import METRICS, unit_of
 
 #: Metrics every sweep table of a kind shows when the rows have them (what the sweep is about).
@@ -147,7 +147,7 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
         ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
     candidates_n, ordered = len(ordered), ordered[:top]
     with_seed = len({r.get("seed") for r in rows}) > 1
-    lead = [(split_name(d.rsplit(".", 1)[-1]), [str(r.get(d, "")) for r in ordered]) for d in dims]
+    lead = [(split_name(d.rsplit(".", 1)[-1]), [swept_text(r.get(d, "")) for r in ordered]) for d in dims]
     lead += [("seed", [str(r.get("seed", "")) for r in ordered])] if with_seed else []
     status, reasons = status_cells(ordered)
     with_status = any(c != "ok" for c in status)

@@ -298,3 +298,18 @@ def test_summary_leaves_out_the_rows_of_a_feature_the_run_did_not_use():
     used = base | {"spec_tokens_per_step": 2.5, "spec_acceptance": 0.5, "eplb_rebalances": 3}
     text = render(summary_table("t", used), 100)
     assert "spec_acceptance" in text and "spec_tokens_per_step" in text and "eplb_stall_s" in text
+
+
+def test_mapping_values_read_as_field_pairs_in_tables_and_ticks():
+    """A swept {mapping} is kept as compact JSON in results; tables and plot ticks show it as dp=8 tp=1."""
+    from moesim.formatting import swept_text
+
+    rows = [{"point": i, "status": "ok", "scenario": "s", "kind": "serving", "seed": 0, "plan": p, "tokens_per_s": t}
+            for i, (p, t) in enumerate((('{"dp":8,"tp":1}', 10.0), ('{"dp":4,"tp":2}', 8.0)))]
+    table, _ = rows_table(rows, ["plan"], "serving", None, None, 10, width=80)
+    text = render(table)
+    assert "dp=8 tp=1" in text and "dp=4 tp=2" in text and '"dp"' not in text
+    ax = plots.plot_sweep("metric-vs-axis", rows, metric="tokens_per_s", dims=["plan"]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dp=8 tp=1", "dp=4 tp=2"]
+    assert swept_text({"arrival": {"process": "batch"}, "n": 3}) == "arrival={process=batch} n=3"
+    assert swept_text("h200") == "h200" and swept_text("{not json") == "{not json"
