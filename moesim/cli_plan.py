@@ -103,6 +103,10 @@ def plan_command(
         if rows:  # an empty table says nothing the counts line does not
             out.print(_table(rows, obj, space.training, top))
         out.print(_counts_line(n, space.training), highlight=False)
+        if space.no_layout:
+            counts = ", ".join(map(str, space.no_layout))
+            out.print(f"[yellow]no plan splits {counts} device{'s' if space.no_layout != [1] else ''}[/yellow] "
+                      f"({space.no_layout_why}): not searched", highlight=False)
         for f in files:
             out.print(f"wrote {f}", highlight=False)
         _print_trust(outcome, out_dir)

@@ -126,12 +126,14 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
     if space.candidates and not any(c.values for c in space.candidates):  # no hardware takes these counts
         raise InputError(f"--devices {devices or base.hardware.n_devices}: "
                          + "; ".join(dict.fromkeys(c.detail for c in space.candidates)))
+    rule = "tp x pp must divide them"
+    if training:  # the usual blocker there is the batch: dp x microbatches must divide it
+        rule += f", and dp x microbatches must divide workload.global_batch_seqs ({base.workload.global_batch_seqs})"
     if not space.candidates:
-        rule = "tp x pp must divide them"
-        if training:  # the usual blocker there is the batch: dp x microbatches must divide it
-            rule += (f", and dp x microbatches must divide workload.global_batch_seqs "
-                     f"({base.workload.global_batch_seqs})")
         raise InputError(f"--devices {devices or base.hardware.n_devices}: no plan splits these device counts ({rule})")
+    if not hasattr(space, "pools"):  # a disaggregated search's candidates are pool plans, not whole counts
+        space.no_layout = sorted(set(dev) - {c.devices for c in space.candidates})
+        space.no_layout_why = rule
     return space, obj, slo_obj
 
 

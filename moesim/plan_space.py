@@ -117,6 +117,8 @@ class Space:
     training: bool
     candidates: list[Candidate]
     units: dict[str, dict]  # key -> {"raw": mapping, "devices": n, "dp": replicas, "scenario": Scenario}
+    no_layout: list[int] = field(default_factory=list)  # --devices counts no plan splits (said, not searched)
+    no_layout_why: str = ""  # the rule they break
 
 
 def hardware_sets(raw_hw: Any, preset: str | None, devices: int) -> tuple[list[str], str]:

@@ -412,3 +412,11 @@ def test_device_count_the_global_batch_cannot_split_names_the_batch():
     error names the batch, not only tp x pp."""
     with pytest.raises(InputError, match=r"--devices 3: .*must divide workload.global_batch_seqs \(8\)"):
         prepare("mixtral-8x7b-qlora-1xa100", devices="3")
+
+
+def test_a_device_count_no_plan_splits_is_named_not_dropped_silently(capsys):
+    space, _, _ = prepare("mixtral-8x7b-qlora-1xa100", devices="1,3")
+    assert space.no_layout == [3] and "workload.global_batch_seqs (8)" in space.no_layout_why
+    assert {c.devices for c in space.candidates} == {1}
+    main(["plan", "mixtral-8x7b-qlora-1xa100", "--devices", "1,3"])
+    assert "no plan splits 3 devices" in " ".join(capsys.readouterr().out.split())
