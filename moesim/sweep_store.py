@@ -55,8 +55,8 @@ class ResultStore:
         jsonl = self.dir / JSONL_NAME
         existing = read_jsonl(jsonl) if jsonl.exists() else []
         if existing and not (resume or overwrite):
-            raise InputError(f"{self.dir}: already holds {len(existing)} sweep rows; "
-                             "pass --resume to continue it or --overwrite to start again")
+            raise InputError(f"{self.dir}: already holds {len(existing)} sweep rows; pass --resume to continue it, "
+                             "--overwrite to start again, or --out another folder for another sweep")
         ensure_out_folder(self.dir)
         kept = [r for r in existing if r.get("status") != "failed"] if resume else []
         # Rewrite both files from the kept rows (cuts a torn tail, drops failed rows).

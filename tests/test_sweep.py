@@ -120,7 +120,7 @@ def test_store_refuses_to_mix_runs_and_resume_cuts_torn_tail(tmp_path):
         store.open()
         store.append({"point": 0, "status": "ok", "seed": 0, "key": "a", "x": 1.0})
         store.append({"point": 1, "status": "failed", "seed": 0, "key": "b", "reason": "boom"})
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="--resume to continue it, --overwrite to start again, or --out another folder"):
         ResultStore(tmp_path).open()
     with open(tmp_path / "results.jsonl", "ab") as fh:  # a row torn by a crash mid-write
         fh.write(b'{"point":2,"status":"ok"')
