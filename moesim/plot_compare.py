@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.compare import Row
 from moesim.formatting import fmt_value, time_unit
 from moesim.metrics import direction_of
-from moesim.plots import label, part_colours
+from moesim.plots import label
 
 #: The figures drawn, by kind of run, in order (those a run lacks are left out).
 HEADLINE = {
@@ -80,7 +81,8 @@ def _steps(ax, labels: list[str], parts: list[Row], names: dict[str, str], kind:
     """One horizontal bar per run, its step's parts stacked left to right (a net part below 0 draws leftwards)."""
     rows = [r for r in parts if r.key != "total"]
     scale, unit = time_unit(parts[-1].values[0])  # the first run's total
-    colours = part_colours(len(rows))
+    # not the runs' colours (C0, C1, ... above): a part drawn in a run's blue would read as that run
+    colours = colormaps["Set2"] if len(rows) <= 8 else colormaps["tab20b"]
     left = [0.0] * len(labels)
     for i, r in enumerate(rows):
         widths = [scale * float(v or 0.0) for v in r.values]

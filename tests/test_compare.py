@@ -141,3 +141,22 @@ def test_the_plot_stacks_each_runs_step_below_the_headline_figures():
                                                               bar.get_x() + bar.get_width())
     assert [ends[0], ends[1]] == pytest.approx([24.0, 16.0])
     assert "tensor-parallel all-reduces" in [t.get_text() for t in low.get_legend().get_texts()]
+
+
+def test_the_step_parts_are_not_drawn_in_the_runs_colours():
+    """The runs are C0, C1, ... above; a part drawn in a run's colour below would read as that run."""
+    from matplotlib.colors import to_hex
+
+    from moesim.compare import step_rows
+    from moesim.engine.serving.anatomy import PART_LABELS, PARTS
+    from moesim.plot_compare import compare_figure
+
+    a = {"output_tokens_per_s_per_device": 100.0, "tpot_p99_s": 0.03}
+    b = {"output_tokens_per_s_per_device": 80.0, "tpot_p99_s": 0.02}
+    steps = [{"part": ["attention", "routed_experts", "total"], "seconds": [0.004, 0.02, 0.024]},
+             {"part": ["attention", "routed_experts", "total"], "seconds": [0.002, 0.01, 0.012]}]
+    top, low = compare_figure(["a", "b"], compare_rows([a, b], every=True), "serving", parts=step_rows(steps, PARTS),
+                              part_labels=PART_LABELS).axes[:2]
+    runs = {to_hex(bar.get_facecolor()) for bar in top.patches}
+    parts = {to_hex(bar.get_facecolor()) for bar in low.patches}
+    assert len(runs) == 2 and len(parts) == 2 and not runs & parts
