@@ -169,7 +169,11 @@ def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
 
 def legend_text(by: list[str], values: tuple) -> str:
     """A sweep point's or line's label: its swept fields as short ``name=value`` pairs."""
-    return ", ".join(f"{_SHORT.get(c, c)}={v}" for c, v in zip(by, values)) or "all points"
+    def pair(c: str, v: Any) -> str:  # a swept mapping as its field pairs: "plan: dp=4 tp=2"
+        mapping = isinstance(v, dict) or (isinstance(v, str) and v.startswith("{"))
+        return f"{_SHORT.get(c, c)}: {swept_text(v)}" if mapping else f"{_SHORT.get(c, c)}={v}"
+
+    return ", ".join(pair(c, v) for c, v in zip(by, values)) or "all points"
 
 
 def part_colours(n: int):

@@ -312,4 +312,5 @@ def test_mapping_values_read_as_field_pairs_in_tables_and_ticks():
     ax = plots.plot_sweep("metric-vs-axis", rows, metric="tokens_per_s", dims=["plan"]).axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["dp=8 tp=1", "dp=4 tp=2"]
     assert swept_text({"arrival": {"process": "batch"}, "n": 3}) == "arrival={process=batch} n=3"
+    assert plots.legend_text(["plan", "model.n_experts"], ('{"dp":4,"tp":2}', 8)) == "plan: dp=4 tp=2, E=8"
     assert swept_text("h200") == "h200" and swept_text("{not json") == "{not json"
