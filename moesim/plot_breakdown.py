@@ -60,6 +60,18 @@ def _seconds(row: dict, key: str) -> float:
     return float(v) if isinstance(v, (int, float)) else 0.0
 
 
+def part_label(key: str) -> str:
+    """A stacked part's legend text, as the step tables print it: ``decode_<part>_s`` by the serving
+    anatomy's labels, ``compute_<part>_s`` and ``<part>_s`` by the training anatomy's; else the key."""
+    from moesim.engine.serving.anatomy import PART_LABELS as DECODE_LABELS
+    from moesim.engine.training.anatomy import PART_LABELS as STEP_LABELS
+
+    part = key.removesuffix("_s")
+    if part.startswith("decode_") and part.removeprefix("decode_") in DECODE_LABELS:
+        return DECODE_LABELS[part.removeprefix("decode_")]
+    return STEP_LABELS.get(part.removeprefix("compute_"), STEP_LABELS.get(part, part))
+
+
 def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:
     """One bar per point, ``keys`` stacked in order (``value(row, key)`` high), labelled by the swept fields."""
     if not keys:
@@ -67,12 +79,13 @@ def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Fig
     if len(rows) > 60:
         raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
     labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
-    fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3), 4.8))
+    longest = max((len(part_label(k)) for k in keys), default=0)  # the legend beside the bars takes this width
+    fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3) + 0.065 * longest, 4.8))
     bottom = np.zeros(len(rows))
     colours = part_colours(len(keys))
     for i, k in enumerate(keys):
         vals = np.asarray([value(r, k) for r in rows])
-        ax.bar(range(len(rows)), vals, bottom=bottom, label=k.removesuffix("_s"), color=colours(i))
+        ax.bar(range(len(rows)), vals, bottom=bottom, label=part_label(k), color=colours(i))
         bottom += vals
     slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap
     ax.set_xticks(range(len(rows)), labels, rotation=60 if slanted else 0, ha="right" if slanted else "center",
