@@ -126,17 +126,26 @@ def fmt_value(key: str, value: Any, with_unit: bool = True) -> str:
     return str(value)
 
 
-def swept_text(value: Any) -> str:
-    """A swept value as a table cell or plot tick: a mapping (``{"dp":8,"tp":1}``, or the compact JSON the
-    results keep of one) as ``dp=8 tp=1``, nested mappings inline; anything else as ``str``."""
+def swept_mapping(value: Any) -> dict | None:
+    """A swept value that is a mapping, as one: a dict, or the compact JSON the results keep of one
+    (``'{"dp":8,"tp":1}'``); None for anything else."""
     import json
 
     if isinstance(value, str) and value.startswith("{"):
         try:
             value = json.loads(value)
         except ValueError:
-            return value
-    if isinstance(value, dict):
-        return " ".join(f"{k}={{{swept_text(v)}}}" if isinstance(v, dict) else
-                        f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in value.items())
-    return str(value)
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def swept_text(value: Any) -> str:
+    """A swept value as a table cell or plot tick: a mapping (:func:`swept_mapping`) as ``dp=8 tp=1``,
+    nested mappings inline; anything else as ``str``."""
+    import json
+
+    mapping = swept_mapping(value)
+    if mapping is None:
+        return str(value)
+    return " ".join(f"{k}={{{swept_text(v)}}}" if isinstance(v, dict) else
+                    f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in mapping.items())

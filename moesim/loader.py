@@ -23,7 +23,7 @@ from moesim.errors import InputError, short_repr
 from moesim.resolve import PresetError
 from moesim.schemas import Scenario
 from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
-from moesim.suggest import close_names
+from moesim.suggest import did_you_mean
 
 _TAGS = {"training", "serving"}  # discriminator tags pydantic puts in error locations
 
@@ -345,9 +345,8 @@ def format_validation_error(exc: ValidationError) -> str:
     elif kind == "extra_forbidden":
         cls = _section_class(loc[:-1])
         allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls else ""
-        close = close_names(str(loc[-1]), cls.model_fields if cls else [], n=2)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        line = f"{path}: unknown field{hint}{allowed}"
+        hint = did_you_mean(str(loc[-1]), cls.model_fields if cls else [], n=2, joiner=" or ")
+        line = f"{path}: unknown field{'; ' + hint if hint else ''}{allowed}"
     elif kind == "missing":
         missing = [".".join(str(p) for p in e["loc"] if p not in _TAGS) for e in errors if e["type"] == "missing"]
         if len(missing) > 1:  # name them all: a file missing two sections says which two

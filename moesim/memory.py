@@ -280,11 +280,6 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
                  for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (optimizer_bytes(s.plan), 1)))
 
 
-def apple_silicon(s: Scenario) -> bool:
-    """Whether the scenario's device is an Apple silicon GPU (unified memory, MLX or MPS)."""
-    return platform_of(s.hardware.device.name) == "mps"
-
-
 def stranded_fraction(s: Scenario) -> float:
     """Share of the memory PyTorch's caching allocator reserves that no tensor holds at the peak
     (:func:`moesim.allocator.unused_fraction`). Serving engines allocate their pools up front, so
@@ -294,7 +289,8 @@ def stranded_fraction(s: Scenario) -> float:
     limit needs (``MetalAllocator::malloc``, mlx/backend/metal/allocator.cpp): its cache never
     strands memory a tensor needs. 0 for all three."""
     w, plan = s.workload, s.plan
-    if not isinstance(w, TrainingWorkload) or compiled_step(s.hardware.device.name) or apple_silicon(s):
+    device = s.hardware.device.name
+    if not isinstance(w, TrainingWorkload) or compiled_step(device) or platform_of(device) == "mps":
         return 0.0
     return unused_fraction(plan.allocator, plan.recompute, not w.trainable.full)
 

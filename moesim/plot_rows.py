@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from moesim.errors import InputError
-from moesim.suggest import close_names
+from moesim.suggest import close_names, did_you_mean
 from moesim.sweep_store import ROW_COLUMNS
 
 #: Metrics named first when an error lists the metrics a sweep has (those present, in this order).
@@ -88,6 +88,5 @@ def need(rows: list[dict[str, Any]], *cols: str) -> None:
     for c in cols:
         if not any(r.get(c) is not None for r in rows):
             have = sorted({k for r in rows for k in r if k not in ROW_COLUMNS})
-            close = close_names(c, have, cutoff=0.5)
-            raise InputError(f"these results have no {c!r} column" + (f" (did you mean {', '.join(close)}?)"
-                                                                      if close else "; see results.csv for the columns"))
+            hint = did_you_mean(c, have, cutoff=0.5)
+            raise InputError(f"these results have no {c!r} column" + (f" ({hint})" if hint else "; see results.csv for the columns"))

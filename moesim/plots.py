@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.errors import InputError
-from moesim.formatting import swept_text
+from moesim.formatting import swept_mapping, swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
     first_present,
@@ -170,8 +170,7 @@ def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
 def legend_text(by: list[str], values: tuple) -> str:
     """A sweep point's or line's label: its swept fields as short ``name=value`` pairs."""
     def pair(c: str, v: Any) -> str:  # a swept mapping as its field pairs: "plan: dp=4 tp=2"
-        mapping = isinstance(v, dict) or (isinstance(v, str) and v.startswith("{"))
-        return f"{_SHORT.get(c, c)}: {swept_text(v)}" if mapping else f"{_SHORT.get(c, c)}={v}"
+        return f"{_SHORT.get(c, c)}: {swept_text(v)}" if swept_mapping(v) is not None else f"{_SHORT.get(c, c)}={v}"
 
     return ", ".join(pair(c, v) for c, v in zip(by, values)) or "all points"
 

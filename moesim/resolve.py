@@ -13,7 +13,7 @@ from typing import Any
 from moesim.errors import short_repr
 from moesim.hf_config import MAX_HF_CONFIG_BYTES, HFConfigError, read_config
 from moesim.presets import HARDWARE, MODELS
-from moesim.suggest import close_names
+from moesim.suggest import did_you_mean
 
 #: Fields holding file paths, anchored at the scenario file's folder when relative.
 PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
@@ -62,9 +62,9 @@ def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path 
         return value
     name = value.pop("preset")
     if not isinstance(name, str) or name not in registry:
-        close = close_names(str(name), registry, n=2)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise PresetError(f"{section}.preset = {name!r}: unknown preset{hint}; allowed: {', '.join(sorted(registry))}")
+        hint = did_you_mean(str(name), registry, n=2, joiner=" or ")
+        raise PresetError(f"{section}.preset = {name!r}: unknown preset{'; ' + hint if hint else ''}; "
+                          f"allowed: {', '.join(sorted(registry))}")
     return deep_merge(registry[name], value)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from moesim.errors import InputError
-from moesim.suggest import close_names
+from moesim.suggest import did_you_mean
 
 _MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 
@@ -71,9 +71,8 @@ def resolve_scenario(arg: str | Path) -> Path:
         by_name = {sc.name: sc.path for sc in shipped_scenarios()}
         if stem in by_name:
             return by_name[stem]
-        close = close_names(stem, by_name, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"{text}: file not found, and no shipped scenario has that name{hint} "
+        hint = did_you_mean(stem, by_name, cutoff=0.5)
+        raise InputError(f"{text}: file not found, and no shipped scenario has that name{'; ' + hint if hint else ''} "
                          "(`moesim scenarios` lists them)")
     stem = p.name.removesuffix(".yaml").removesuffix(".yml")
     if p.parent.name == "scenarios" and stem in {sc.name for sc in shipped_scenarios()}:

@@ -28,3 +28,10 @@ def close_names(name: str, candidates: Iterable[str], n: int = 3, cutoff: float 
     holding = sorted((c for c in pool if typed and typed <= set(words(c))), key=lambda c: len(words(c)))
     similar = get_close_matches(name, pool, n=n, cutoff=cutoff)
     return list(dict.fromkeys([*holding, *similar]))[:n]
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6, joiner: str = ", ") -> str:
+    """``"did you mean a, b?"`` for the :func:`close_names` of ``name`` (joined by ``joiner``), or "" when
+    none is close: the hint every one-line error about a mistyped name ends with."""
+    close = close_names(name, candidates, n=n, cutoff=cutoff)
+    return f"did you mean {joiner.join(close)}?" if close else ""

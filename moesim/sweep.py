@@ -22,7 +22,7 @@ from moesim.errors import InputError
 from moesim.fileio import check_out_folder
 from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
-from moesim.suggest import close_names
+from moesim.suggest import did_you_mean
 from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, capacity_point, drive
 from moesim.sweep_grid import (
     Dimension,
@@ -258,8 +258,7 @@ def resolve_direction(metric: str, direction: str | None, columns: Iterable[str]
     """
     columns = list(columns)
     if metric not in METRICS and metric not in columns:
-        close = close_names(metric, [*METRICS, *columns], n=4)
-        hint = f"did you mean {', '.join(close)}?" if close else "python -m moesim.metrics lists the metrics"
+        hint = did_you_mean(metric, [*METRICS, *columns], n=4) or "python -m moesim.metrics lists the metrics"
         raise InputError(f"--best {metric}: not a summary metric nor a column of the sweep results; {hint}")
     return direction or infer_direction(metric)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from moesim.errors import InputError
 from moesim.loader import apply_override, load_yaml_value, over_bound
 from moesim.schemas import NOT_A_BOOLEAN, Scenario, check_seed, number_not_bool
-from moesim.suggest import close_names
+from moesim.suggest import did_you_mean
 
 #: Shorthand options and the field each one sweeps.
 SHORTHANDS = {"experts": "model.n_experts", "capacity_factor": "routing.capacity_factor"}
@@ -252,9 +252,8 @@ def check_field_path(path: str, where: str) -> None:
         nxt = [c for c in candidates if part in c.model_fields]
         if not nxt:
             allowed = sorted({f for c in candidates for f in c.model_fields})
-            close = close_names(part, allowed, n=2)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise InputError(f"{where}: {'.'.join(parts[: i + 1])} is not a scenario field; {hint}"
+            hint = did_you_mean(part, allowed, n=2, joiner=" or ")
+            raise InputError(f"{where}: {'.'.join(parts[: i + 1])} is not a scenario field; {hint + ' ' if hint else ''}"
                              f"allowed here: {', '.join(allowed)}")
         annotations = [c.model_fields[part].annotation for c in nxt]
         models = [m for a in annotations for m in _models_in(a)]
