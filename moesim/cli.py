@@ -225,7 +225,8 @@ def simulate(
     notes = {} if as_json and out_dir is None else {  # what needs the scenario: printed, and saved for show
         "title": title, "host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
     if out_dir is not None:
-        paths = result.save(out_dir, notes=notes)  # the notes that need the scenario, for show to print again
+        # the notes that need the scenario, for show to print again; the inputs, for compare's labels
+        paths = result.save(out_dir, notes=notes, inputs={"scenario": scenario, "overrides": list(set_ or [])})
         err.print(f"wrote {len(paths)} files to {out_dir}")
     if as_json:
         print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})

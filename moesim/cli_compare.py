@@ -9,7 +9,8 @@ mean decode step), so a change in the step time shows where it comes from.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +19,21 @@ import typer
 from moesim.errors import InputError
 
 
-def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dict[str, Any], dict | None]:
-    """(label, kind, summary, step table or None) of a result folder or ``summary.json`` (read) or a
-    scenario (simulated)."""
+@dataclass(frozen=True)
+class _Loaded:
+    """One run of a comparison: its scenario's name, kind, summary and step table (None for a run saved
+    before steps were tabled); a saved run's folder name and the ``--set`` overrides it was run with."""
+
+    label: str
+    kind: str
+    summary: dict[str, Any]
+    step: dict | None
+    folder: str | None = None
+    overrides: tuple[str, ...] = ()
+
+
+def _run(source: str, seed: int | None, progress_console) -> _Loaded:
+    """A result folder or ``summary.json`` (read) or a scenario (simulated)."""
     from moesim.cli_output import result_step, saved_step
 
     path = Path(source)
@@ -28,7 +41,8 @@ def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dic
         from moesim.results import read_saved
 
         folder, doc, summary = read_saved(path)
-        return doc["scenario"], doc["kind"], summary, saved_step(folder)
+        overrides = tuple(str(o) for o in (doc.get("inputs") or {}).get("overrides") or ())
+        return _Loaded(doc["scenario"], doc["kind"], summary, saved_step(folder), folder.resolve().name, overrides)
     if path.is_dir():
         raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")
     from moesim.cli_progress import RunProgress
@@ -39,7 +53,15 @@ def _run(source: str, seed: int | None, progress_console) -> tuple[str, str, dic
     scenario = load_scenario(resolve_scenario(source), [])
     with RunProgress(progress_console) as progress:
         result = simulate(scenario, seed=seed, progress=progress)
-    return scenario.name, result.kind, result.summary, result_step(result.tables)
+    return _Loaded(scenario.name, result.kind, result.summary, result_step(result.tables))
+
+
+def _labels(loaded: list[_Loaded]) -> list[str]:
+    """Each run's column name: its scenario's name, or where two runs share one, a saved run's folder name
+    (``--out runs/e32``: ``e32``), numbered only where that still leaves two alike."""
+    names = [r.label for r in loaded]
+    names = [r.folder if names.count(r.label) > 1 and r.folder else r.label for r in loaded]
+    return [f"{lab} #{i + 1}" if names.count(lab) > 1 else lab for i, lab in enumerate(names)]
 
 
 def compare_command(
@@ -65,20 +87,19 @@ def compare_command(
     if seed is not None:
         check_seed(seed, "--seed")
     loaded = [_run(r, seed, err) for r in runs]
-    kinds = {kind for _, kind, _, _ in loaded}
+    kinds = {r.kind for r in loaded}
     if len(kinds) > 1:
-        listed = ", ".join(f"{label} ({kind})" for label, kind, _, _ in loaded)
+        listed = ", ".join(f"{r.label} ({r.kind})" for r in loaded)
         raise InputError(f"compare: the runs are of different kinds ({listed}); compare training with training, "
                          "serving with serving")
-    labels = [label for label, _, _, _ in loaded]
-    labels = [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+    labels = _labels(loaded)
     kind = next(iter(kinds))
-    every_row = compare_rows([s for _, _, s, _ in loaded], every=True)
+    every_row = compare_rows([r.summary for r in loaded], every=True)
     from moesim.engine.serving import anatomy as serving
     from moesim.engine.training import anatomy as training
 
     anatomy = training if kind == "training" else serving
-    steps = [step for _, _, _, step in loaded]
+    steps = [r.step for r in loaded]
     parts = step_rows(steps, anatomy.PARTS) if all(steps) else []  # a run saved before steps were tabled has none
     if plot is not None:
         from moesim import plots
@@ -93,7 +114,7 @@ def compare_command(
             err.print(f"wrote {path}", highlight=False)
     rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
-        print_json({"runs": labels, "kind": kind,
+        print_json({"runs": labels, "kind": kind, "overrides": [list(r.overrides) for r in loaded],
                      "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows],
                      "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
                               for r in parts]})
@@ -109,6 +130,10 @@ def compare_command(
         out.print(_table(f"where {what} goes, part by part ({unit})", "part", labels,
                          [replace(r, key=anatomy.PART_LABELS.get(r.key, r.key)) for r in parts],
                          lambda r, v: f"{v * scale:,.3f}"))
+    for label, r in zip(labels, loaded):  # what each saved variant was run with
+        if r.overrides:
+            out.print(f"{label}: " + " ".join(f"--set {shlex.quote(o)}" for o in r.overrides), highlight=False,
+                      soft_wrap=True)
 
 
 def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> Any:

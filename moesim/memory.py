@@ -43,6 +43,7 @@ from moesim.precision import (
     precision,
     scenario_precision,
 )
+from moesim.routed_load import busiest_rank_load
 from moesim.schemas import (
     ModelSpec,
     PlanSpec,
@@ -56,7 +57,7 @@ from moesim.stage_memory import (
     dualpipe_busiest_stage,
     held_layers,
     stage_layers,
-    stage_param_shares,
+    stage_params,
 )
 from moesim.train_bytes import (
     fp8_weight_cache_bytes,
@@ -101,21 +102,19 @@ def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: in
     ep*etp*pp (each expert split over the expert TP, ``plan.expert_tp``: tp unless ``plan.etp`` is
     set; Megatron-core MoE parallel folding).
     With ``redundant_experts`` N (EPLB copies), each EP rank holds ``(n_experts + N) / ep`` experts.
-    Stage 0 also holds the embedding, so its share is at least the average; with an uneven split
-    (``plan.first_stage_layers`` / ``last_stage_layers`` / ``pipeline_layout``) it is that stage's own
-    share (:func:`~moesim.stage_memory.stage_param_shares`). ``stage=None``: the even split's average,
-    which a search that scales every stage itself starts from (DualPipe's,
-    :func:`~moesim.stage_memory.dualpipe_busiest_stage`).
+    With ``pp > 1`` it is that stage's own (:func:`~moesim.stage_memory.stage_params`: its layers, the
+    embedding on the first stage, the head on the last, an uneven split's layer counts);
+    ``stage=None``: the even split's average.
     """
     p = param_counts(m)
-    whole = tp_replicated_attention_params(m) * m.n_layers  # on every TP rank
-    dense = (p.dense - whole) / (plan.tp * plan.pp) + whole / plan.pp
-    experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
+    if stage is not None and plan.pp > 1:
+        dense, experts = stage_params(m, plan, stage, p)
+    else:
+        whole = tp_replicated_attention_params(m) * m.n_layers  # on every TP rank
+        dense = (p.dense - whole) / (plan.tp * plan.pp) + whole / plan.pp
+        experts = p.routed_experts / (plan.ep * plan.expert_tp * plan.pp)
     if redundant_experts and m.n_experts > 1:
         experts *= (m.n_experts + redundant_experts) / m.n_experts
-    if stage is not None and plan.pp > 1 and plan.splits_layers:
-        d_share, e_share = stage_param_shares(m, plan, p, stage=stage)
-        dense, experts = dense * d_share, experts * e_share
     return dense, experts
 
 
@@ -130,7 +129,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     ``param_copies`` (DualPipe: 2); activations = microbatch tokens x the microbatches the schedule
     keeps in flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
-    under ``overflow: drop``), plus what recompute re-creates for the layer being back-propagated
+    under ``overflow: drop``; under ``dropless`` those of the busiest EP rank, which skewed routing loads
+    beyond the mean: :func:`moesim.routed_load.busiest_rank_load`), plus what recompute re-creates for the layer being back-propagated
     (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch); the loss's
     stage adds its logits and, under ZeRO-3, the output head gathered whole (:func:`zero3_head_bytes`).
     Context parallelism (Megatron-core, ``plan.cp``): a device holds ``seq_len / cp`` tokens of
@@ -154,7 +154,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     b = prec.weight_bytes
     copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
     # DualPipe's busiest-stage search scales every stage from the even split's average
-    dense, experts = weight_params_per_device(m, plan, s.placement.redundant_experts, stage=None if copies == 2 else 0)
+    red = s.placement.redundant_experts
+    dense, experts = weight_params_per_device(m, plan, red, stage=0)
     # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and expert-DP (experts:
     # tp * cp * dp / (ep * etp), i.e. DP/EP x CP when etp = tp; engine/expert_tp.py)
     dp = plan.dp * plan.cp
@@ -167,27 +168,33 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         z = plan.zero_stage
         b = training_weight_bytes(prec)
         g, o = grad_bytes(s.model.dtype, plan.grad_dtype), optimizer_bytes(plan)
-        if w.trainable.full:
+
+        def params_of(st: int) -> tuple[float, float, float]:  # (weights, grads, Adam) bytes of stage st's chunk
+            d_, e_ = weight_params_per_device(m, plan, red, stage=st)
+            if not w.trainable.full:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base
+                return _finetune_param_bytes(s, d_, e_, b, 1, dp, expert_dp)
             bd, be = stored_weight_bytes(s, b)
-            weights = copies * (zero_sharded_bytes(dense, experts, bd, be, 3, z, dp, expert_dp)
-                                + fp8_weight_cache_bytes(s, dense, experts))
-            grads = copies * zero_sharded_bytes(dense, experts, g, g, 2, z, dp, expert_dp)
-            optim = copies * zero_sharded_bytes(dense, experts, o, o, 1, z, dp, expert_dp)
-        else:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base weights
-            weights, grads, optim = _finetune_param_bytes(s, dense, experts, b, copies, dp, expert_dp)
+            return (zero_sharded_bytes(d_, e_, bd, be, 3, z, dp, expert_dp) + fp8_weight_cache_bytes(s, d_, e_),
+                    zero_sharded_bytes(d_, e_, g, g, 2, z, dp, expert_dp),
+                    zero_sharded_bytes(d_, e_, o, o, 1, z, dp, expert_dp))
+
+        weights, grads, optim = params_of(0)
+        if copies == 2:  # DualPipe: stage 0 also holds the last stage's chunk (direction 1)
+            weights, grads, optim = (a + c for a, c in zip(params_of(0), params_of(plan.pp - 1)))
         # this CP rank's share of the microbatch, at seq_len rows (a micro-batch of the longest samples
         # sets the peak, packing.row_tokens)
         tokens = micro_batch_seqs(w, plan) * w.seq_len / plan.cp
         slots = routed_slots_per_token(m, s.routing, tokens)
+        load = busiest_rank_load(s)  # dropless: the busiest EP rank computes (and keeps) more routed rows
         in_flight = schedule_for(plan).microbatches_in_flight(plan.pp, plan.microbatches, plan.virtual_stages)
         if plan.overlap_alltoall and plan.ep > 1:  # combined 1F1B: one more warm-up forward (of a chunk)
             in_flight = min(in_flight + (1.0 / plan.virtual_stages if plan.pp > 1 else 1.0), plan.microbatches)
         # per token of one microbatch, by layer kind (dense / MoE: the only thing a layer's bytes depend on)
         saves = training_saves(s)  # frozen GEMMs, adapters, FP8 stores (moesim.frozen_inputs)
         kept = per_layer_kind(m, lambda i: layer_activation_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan), saves))
+            m, i, plan.tp, plan.recompute, prec, slots * load.stored, kept_modules(plan), saves))
         redo = per_layer_kind(m, lambda i: recompute_working_bytes_per_token(
-            m, i, plan.tp, plan.recompute, prec, slots, kept_modules(plan), saves))
+            m, i, plan.tp, plan.recompute, prec, slots * load.working, kept_modules(plan), saves))
 
         first = first_trainable_layer(m, w.trainable)  # blocks before it keep nothing for a backward
 
@@ -212,8 +219,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         head += w.mtp_layers * kept[m.is_moe_layer(m.n_layers - 1)] * tokens
         mtp = mtp_param_bytes(s, b, g, dp, expert_dp)
         if copies == 2:  # DualPipe: the busiest stage, each stage's activations from its order
-            weights, grads, optim, acts, stage = dualpipe_busiest_stage(s, (weights, grads, optim), kept, head,
-                                                                         stage_work, tokens, mtp)
+            weights, grads, optim, acts, stage = dualpipe_busiest_stage(s, params_of, kept, head, stage_work, tokens,
+                                                                         mtp)
         elif plan.pp == 1:  # stage 0 computes the loss
             acts = stored + loss_or_work(head, stage_work(0))
             weights, grads, optim = weights + mtp[0], grads + mtp[1], optim + mtp[2]
@@ -226,8 +233,8 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
             # the last stage adds the logits: it may hold the most when the split is uneven or when
             # its layers at stage 0's microbatches in flight (no stage holds more) plus the logits do
             last = stage_bytes_per_token(plan.pp - 1) * tokens * in_flight + loss_or_work(head, stage_work(plan.pp - 1))
-            if plan.splits_layers or w.mtp_layers or last > acts:
-                weights, grads, optim, acts, stage = busiest_stage(s, (weights, grads, optim, stored), kept, head,
+            if plan.splits_layers or w.mtp_layers or sum(params_of(plan.pp - 1)) + last > weights + grads + optim + acts:
+                weights, grads, optim, acts, stage = busiest_stage(s, params_of, stored, kept, head,
                                                                     [stage_work(st) for st in range(plan.pp)],
                                                                     tokens * in_flight, mtp)
         kv = 0.0

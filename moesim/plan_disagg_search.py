@@ -47,7 +47,7 @@ from moesim.plan_runs import PLAN_RESUME_KEYS, RunSession, capacity_runner, reus
 from moesim.plan_search import EXACT, NEEDED_SLACK, VERIFY, PlanProgress
 from moesim.plan_space import Objective, hardware_sets
 from moesim.sweep_exec import PointTask
-from moesim.sweep_store import check_resume
+from moesim.sweep_store import check_resume, scenario_fingerprint
 
 OBJECTIVES = ("usd_per_mtok", "tokens_per_s_per_device")
 #: A capacity is an offered rate, which may exceed the rate served by ``SERVED_TOL`` (the capacity
@@ -301,7 +301,8 @@ def search_disagg(space: DisaggSpace, objective: Objective, *, slo=None, seed: i
     with RunSession(store_dir, durable=durable, workers=workers, dask=dask) as runs:
         store = runs.store
         manifest = {"tool": "plan", "scenario": space.raw.get("name", ""), "kind": "serving-disaggregated",
-                    "objective": objective.name, "slo": slo_text, "seed": seed, "units": len(st.shared)}
+                    "objective": objective.name, "slo": slo_text, "seed": seed,
+                    "fingerprint": scenario_fingerprint(space.raw), "units": len(st.shared)}
         if resume:
             check_resume(store.dir, manifest, PLAN_RESUME_KEYS)
         done_rows = {r.get("key"): r for r in store.open(resume=resume, overwrite=overwrite)}

@@ -216,7 +216,8 @@ class _Done:
 
 #: What a plan folder must match for ``--resume`` to continue it (``sweep_store.check_resume``): the
 #: runs depend on the scenario, its kind and the seed; objectives and SLOs only rank them.
-PLAN_RESUME_KEYS = (("scenario", "scenario"), ("kind", "kind"), ("seed", "seed"))
+PLAN_RESUME_KEYS = (("scenario", "scenario"), ("kind", "kind"), ("seed", "seed"),
+                    ("fingerprint", "scenario contents"))
 
 
 class RunSession:

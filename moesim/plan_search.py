@@ -51,7 +51,7 @@ from moesim.plan_runs import (
 )
 from moesim.plan_space import Candidate, Objective, Space, build
 from moesim.sweep_exec import PointTask
-from moesim.sweep_store import check_resume, read_rows
+from moesim.sweep_store import check_resume, read_rows, scenario_fingerprint
 
 #: Saturation throughput times this bounds the throughput at capacity. A plan serves at most its
 #: saturated throughput; in the README's Mixtral search the 15 shapes searched to the end served
@@ -290,7 +290,8 @@ def _play(st: _Search, space: Space, runs: RunSession, seed: int, verify: int, r
     """The runs of one search: the branch and bound's, then the re-checks of the best plans whole."""
     store = runs.store
     manifest = {"tool": "plan", "scenario": space.raw.get("name", ""), "kind": "training" if space.training else "serving",
-                "objective": st.objective.name, "slo": st.slo_text, "seed": seed, "units": len(st.units)}
+                "objective": st.objective.name, "slo": st.slo_text, "seed": seed,
+                "fingerprint": scenario_fingerprint(space.raw), "units": len(st.units)}
     if resume:
         check_resume(store.dir, manifest, PLAN_RESUME_KEYS)
     done_rows = {r.get("key"): r for r in store.open(resume=resume, overwrite=overwrite)}

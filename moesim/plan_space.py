@@ -228,6 +228,9 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
                         continue
                     dp = n // (t * p * cp)
                     mbs = (1, 2, 4, 8) if p == 1 else (2 * p, 4 * p, 8 * p)
+                    if w.global_batch_seqs % dp == 0 and w.global_batch_seqs // dp not in mbs:
+                        # micro-batches of one sequence: the least activation memory (and pp's smallest bubble)
+                        mbs = (*mbs, w.global_batch_seqs // dp)
                     scheds = [("1f1b", 1)] if p == 1 else [("1f1b", 1), ("interleaved", 2), ("zb-h1", 1),
                                                          ("dualpipe", 1)]
                     for ep in ep_values(base, dp):
@@ -292,8 +295,10 @@ def recompute_variants(s) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
     out = [("none", {"recompute": "none"}, frozenset()),
            ("selective", {"recompute": "selective"}, frozenset({"attention"}))]
     if moe_recompute_applies(s):
+        # the MoE blocks re-run whole, so no SwiGLU input is cached for them (plan.fp8_moe_act_input needs moe_act)
         out.append(("+".join(MOE_RECOMPUTE_MODULES),
-                    {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES)}, frozenset({"moe"})))
+                    {"recompute": "selective", "recompute_modules": list(MOE_RECOMPUTE_MODULES),
+                     "fp8_moe_act_input": False}, frozenset({"moe"})))
     out.append(("full", {"recompute": "full"}, frozenset({"attention", "moe", "layer"})))
     return out
 

@@ -60,6 +60,19 @@ def _seconds(row: dict, key: str) -> float:
     return float(v) if isinstance(v, (int, float)) else 0.0
 
 
+def stack_bases(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Where each stacked part starts, per bar: positive parts stack up from 0 and negative ones (a net
+    part, such as a host-and-launches figure the kernels' own launch costs outweigh) down from 0, so no
+    part is drawn back over another and each bar's parts keep their true lengths."""
+    up = np.zeros_like(parts[0]) if parts else np.zeros(0)
+    down = up.copy()
+    bases = []
+    for vals in parts:
+        bases.append(np.where(vals >= 0, up, down))
+        up, down = up + np.maximum(vals, 0.0), down + np.minimum(vals, 0.0)
+    return bases
+
+
 def part_label(key: str) -> str:
     """A stacked part's legend text, as the step tables print it: ``decode_<part>_s`` by the serving
     anatomy's labels, ``compute_<part>_s`` and ``<part>_s`` by the training anatomy's; else the key."""
@@ -81,12 +94,12 @@ def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Fig
     labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
     longest = max((len(part_label(k)) for k in keys), default=0)  # the legend beside the bars takes this width
     fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3) + 0.065 * longest, 4.8))
-    bottom = np.zeros(len(rows))
     colours = part_colours(len(keys))
-    for i, k in enumerate(keys):
-        vals = np.asarray([value(r, k) for r in rows])
-        ax.bar(range(len(rows)), vals, bottom=bottom, label=part_label(k), color=colours(i))
-        bottom += vals
+    parts = [np.asarray([value(r, k) for r in rows], dtype=float) for k in keys]
+    for i, (k, vals, base) in enumerate(zip(keys, parts, stack_bases(parts))):
+        ax.bar(range(len(rows)), vals, bottom=base, label=part_label(k), color=colours(i))
+    if any((v < 0).any() for v in parts):
+        ax.axhline(0.0, color="black", linewidth=0.6)  # net parts below it (a negative host and launches)
     slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap
     ax.set_xticks(range(len(rows)), labels, rotation=60 if slanted else 0, ha="right" if slanted else "center",
                   fontsize=7)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.compare import Row
 from moesim.formatting import fmt_value, time_unit
 from moesim.metrics import direction_of
+from moesim.plot_breakdown import stack_bases
 from moesim.plots import label
 
 #: The figures drawn, by kind of run, in order (those a run lacks are left out).
@@ -78,21 +80,24 @@ def compare_figure(labels: list[str], rows: list[Row], kind: str, title: str = "
 
 
 def _steps(ax, labels: list[str], parts: list[Row], names: dict[str, str], kind: str) -> None:
-    """One horizontal bar per run, its step's parts stacked left to right (a net part below 0 draws leftwards)."""
+    """One horizontal bar per run, its step's parts stacked left to right (a net part below 0 draws leftwards
+    from 0, :func:`moesim.plot_breakdown.stack_bases`); each bar's total printed at its right end."""
     rows = [r for r in parts if r.key != "total"]
     scale, unit = time_unit(parts[-1].values[0])  # the first run's total
     # not the runs' colours (C0, C1, ... above): a part drawn in a run's blue would read as that run
     colours = colormaps["Set2"] if len(rows) <= 8 else colormaps["tab20b"]
-    left = [0.0] * len(labels)
-    for i, r in enumerate(rows):
-        widths = [scale * float(v or 0.0) for v in r.values]
-        ax.barh(range(len(labels)), widths, left=left, color=colours(i), label=names.get(r.key, r.key))
-        left = [a + b for a, b in zip(left, widths)]
+    widths = [np.asarray([scale * float(v or 0.0) for v in r.values]) for r in rows]
+    for i, (r, w, left) in enumerate(zip(rows, widths, stack_bases(widths))):
+        ax.barh(range(len(labels)), w, left=left, color=colours(i), label=names.get(r.key, r.key))
+    right = sum(np.maximum(w, 0.0) for w in widths) if widths else np.zeros(len(labels))
+    lowest = min(float(sum(np.minimum(w, 0.0) for w in widths).min()), 0.0) if widths else 0.0
     for j, total in enumerate(parts[-1].values):
-        ax.text(left[j], j, f" {scale * float(total):,.2f} {unit}", va="center", fontsize=7)
+        ax.text(right[j], j, f" {scale * float(total):,.2f} {unit}", va="center", fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(left) * 1.2)
+    ax.set_xlim(lowest * 1.2, max(float(right.max()), 0.0) * 1.3 or 1.0)  # room for the totals
+    if lowest < 0:
+        ax.axvline(0.0, color="black", linewidth=0.6)  # a net part below 0 draws leftwards from it
     what = "step" if kind == "training" else "mean decode step"
     ax.set_xlabel(f"{unit} in the {what}, part by part")
     ax.grid(True, axis="x", alpha=0.3)

@@ -98,15 +98,19 @@ class SimResult:
     tables: dict[str, dict[str, list | np.ndarray]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- export
-    def summary_json(self, files: list[str] | None = None, notes: dict[str, Any] | None = None) -> str:
+    def summary_json(self, files: list[str] | None = None, notes: dict[str, Any] | None = None,
+                     inputs: dict[str, Any] | None = None) -> str:
         """The summary as JSON (stable key order, NaN/inf written as null); ``files``: the names
         :meth:`save` writes beside it, recorded so the next save into the folder knows them; ``notes``:
         what the CLI printed with the run that needs its scenario (its ``title``, ``host_note``, the ``nearest`` measurements),
-        kept under ``notes`` so ``moesim show`` prints them again."""
+        kept under ``notes`` so ``moesim show`` prints them again; ``inputs``: what was run (the scenario
+        as given and its ``--set`` overrides), so a saved result says which variant it is."""
         from moesim import __version__
 
         doc = {"format_version": FORMAT_VERSION, "moesim_version": __version__, "kind": self.kind,
                "scenario": self.scenario, "seed": self.seed, "summary": jsonable(self.summary)}
+        if inputs:
+            doc["inputs"] = jsonable(inputs)
         if notes:
             doc["notes"] = jsonable(notes)
         if files is not None:
@@ -154,9 +158,10 @@ class SimResult:
         return {"traceEvents": events, "displayTimeUnit": "ms",
                 "otherData": {"scenario": self.scenario, "seed": self.seed, "kind": self.kind}}
 
-    def save(self, out_dir: str | Path, notes: dict[str, Any] | None = None) -> list[Path]:
-        """Write summary.json (with ``notes``: :meth:`summary_json`), spans.csv, trace.json and one CSV per
-        table into ``out_dir``.
+    def save(self, out_dir: str | Path, notes: dict[str, Any] | None = None,
+             inputs: dict[str, Any] | None = None) -> list[Path]:
+        """Write summary.json (with ``notes`` and ``inputs``: :meth:`summary_json`), spans.csv, trace.json and
+        one CSV per table into ``out_dir``.
 
         The files are written into a staging folder inside ``out_dir`` first and renamed into place
         at the end, summary.json last, so a run stopped before then leaves the folder as it was. A
@@ -170,7 +175,7 @@ class SimResult:
                  # dumps + one write is several times faster than json.dump's many small writes
                  "trace.json": json.dumps(self.chrome_trace(), separators=(",", ":"))}
         files.update({f"{name}.csv": table_csv(table) for name, table in self.tables.items()})
-        files["summary.json"] = self.summary_json(files=sorted(files), notes=notes) + "\n"  # written last
+        files["summary.json"] = self.summary_json(files=sorted(files), notes=notes, inputs=inputs) + "\n"  # written last
         earlier = _listed_files(out / "summary.json")
         stage = Path(tempfile.mkdtemp(prefix=".moesim-save-", dir=out))
         try:

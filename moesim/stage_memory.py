@@ -1,7 +1,7 @@
 """Pipeline stages' memory: which layers and parameters a stage holds, and the stage holding the most.
 
 A stage's layers come from the schedule's chunks (``Schedule.chunk_layers``); its parameters scale
-with them (:func:`stage_param_shares`); its activations at the peak come from playing its order
+with them (:func:`stage_params`); its activations at the peak come from playing its order
 (:func:`live_activation_peaks`). ``memory.memory_report`` prices stage 0 and asks
 :func:`busiest_stage` (uneven splits, the last stage's logits) or :func:`dualpipe_busiest_stage`
 (DualPipe's two chunks per stage) when another stage may hold more. Pure functions.
@@ -10,14 +10,18 @@ with them (:func:`stage_param_shares`); its activations at the peak come from pl
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
-from moesim.accounting import param_counts
+from moesim.accounting import param_counts, tp_replicated_attention_params
 from moesim.activations import loss_or_work
 from moesim.engine.training.schedules import schedule_for
 from moesim.finetune import first_trainable_layer
 from moesim.schemas import ModelSpec, PlanSpec, Scenario
+
+#: (weights, gradients, optimizer) bytes of one pipeline stage's parameters (its direction-0 chunk).
+ParamsOf = Callable[[int], tuple[float, float, float]]
 
 
 def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
@@ -28,38 +32,50 @@ def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
     return schedule_for(plan).stage_layers(m.n_layers, stage, plan.pp, plan.virtual_stages)
 
 
-def stage_param_shares(m: ModelSpec, plan: PlanSpec, p=None, stage: int = 0) -> tuple[float, float]:
-    """(dense, expert) parameters of pipeline stage ``stage`` over the even split's average (1, 1 when
-    the stage holds ``n_layers / pp`` layers of the average kind): its own layers (``stage_layers``),
-    the parameters outside the layers (embedding, head, final norm) averaged over pp as before."""
+def stage_params(m: ModelSpec, plan: PlanSpec, stage: int = 0, p=None) -> tuple[float, float]:
+    """(dense, routed-expert) parameters one device of pipeline stage ``stage`` holds, before ZeRO and
+    EPLB copies: its own layers (:func:`stage_layers`; under DualPipe its direction-0 chunk) split over
+    ``tp`` (MLA's down-projections whole on every TP rank) and the experts over ``ep * expert_tp``, plus
+    the parameters outside the layers where Megatron-core builds them (``pre_process`` /
+    ``post_process``): the embedding with the first model chunk (stage 0), the final norm and the output
+    head with the last (stage ``pp - 1``), which under ``tied_embeddings`` keeps its own copy of the
+    embedding (vocabulary split over ``tp``). A ``pipeline_layout`` chunk may hold no layer and still
+    hold the embedding or the head."""
     p = p or param_counts(m)
     own = stage_layers(m, plan, stage)
+    n_moe = m.n_moe_layers
+    n_dense = m.n_layers - n_moe
+    whole = tp_replicated_attention_params(m)  # per layer, on every TP rank
+    split = (p.attention / m.n_layers - whole + 2 * m.d_model) * len(own)  # attention and the two norms
     moe_own = sum(1 for i in own if m.is_moe_layer(i))
-    n_moe, n_dense = m.n_moe_layers, m.n_layers - m.n_moe_layers
-    per_layer = p.attention / m.n_layers + 2 * m.d_model  # attention and the layer's two norms
-    in_layers = p.attention + 2 * m.d_model * m.n_layers + p.dense_ffn + p.shared_experts + p.router
-    own_dense = (len(own) * per_layer + (len(own) - moe_own) * (p.dense_ffn / n_dense if n_dense else 0.0)
-                 + moe_own * ((p.shared_experts + p.router) / n_moe if n_moe else 0.0))
-    d_share = ((p.dense - in_layers) / plan.pp + own_dense) / (p.dense / plan.pp)
-    e_share = moe_own * plan.pp / n_moe if n_moe else 1.0
-    return d_share, e_share
+    split += (len(own) - moe_own) * (p.dense_ffn / n_dense if n_dense else 0.0)
+    split += moe_own * ((p.shared_experts + p.router) / n_moe if n_moe else 0.0)
+    table = m.vocab_size * m.d_model
+    if stage == 0:  # the first chunk runs on stage 0 in every schedule, even when it holds no layer
+        split += table
+    if stage == plan.pp - 1:  # and the last on stage pp - 1 (DualPipe: direction 0's)
+        split += m.d_model + (table if not m.tied_embeddings or stage != 0 else 0)
+    dense = split / plan.tp + whole * len(own)
+    experts = moe_own * (p.routed_experts / n_moe if n_moe else 0.0) / (plan.ep * plan.expert_tp)
+    return dense, experts
 
 
-def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: dict[bool, float],
+def busiest_stage(s: Scenario, params_of: ParamsOf, stored0: float, kept: dict[bool, float],
                    head: float, work: list[float], rate: float,
                    head_params: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[float, float, float, float, int]:
     """(weights, grads, optimizer, activations) bytes of the stage holding the most, and that stage, for a plan whose
     first or last stage has its own layer count (``plan.first_stage_layers`` / ``last_stage_layers``)
-    or whose last stage's logits may outweigh stage 0's extra activations.
+    or whose last stage's head, logits or layers may outweigh stage 0's embedding and extra activations.
 
     Stage 0 is then not the busiest by construction: a later stage may hold more layers. Each
-    stage's parameters scale with its own layers (:func:`stage_param_shares`, over stage 0's), its
+    stage's parameters are ``params_of(stage)`` ((weights, grads, optimizer) bytes of
+    :func:`stage_params`, as :func:`memory_report` prices them), its
     activations are the peak, over the schedule's order on that stage, of the layers whose forward
     activations are live (a chunk's from its forward to its input-gradient backward) x the bytes
     per token of each layer, scaled like stage 0's (which carries the in-flight rules above); the
     last stage adds ``head``, the loss's logits (:func:`loss_logits_bytes`), or its ``work`` when
     that is more (:func:`loss_or_work`); the others their ``work``, the bytes one layer's recompute
-    re-creates (per stage). ``stage0``'s activations are the stored ones, without ``work``.
+    re-creates (per stage). ``stored0``: stage 0's stored activations, without ``work``.
     ``kept``: activation bytes per token a dense / MoE layer keeps (:func:`per_layer_kind`), as
     :func:`memory_report` priced stage 0; ``rate``: the tokens times microbatches in flight it
     multiplied them by. Blocks before the first trainable one (``workload.trainable.layers``) keep
@@ -74,22 +90,19 @@ def busiest_stage(s: Scenario, stage0: tuple[float, float, float, float], kept: 
     peak0 = live_activation_peaks(plan, m.n_layers, every)[0] if first else peaks[0]
     # stored bytes per live byte of one microbatch's tokens, from stage 0 (which carries the in-flight rules)
     scale0 = rate * sum(every[i] for i in stage_layers(m, plan, 0)) / peak0 if peak0 > 0 else 0.0
-    d0, e0 = stage_param_shares(m, plan, stage=0)
-    best, best_stage = (*stage0[:3], stage0[3] + work[0]), 0
+    best, best_stage = (*params_of(0), stored0 + work[0]), 0
     best_total = sum(best)
     for st in range(1, plan.pp):
-        d, e = stage_param_shares(m, plan, stage=st)
-        scale = (d + e) / (d0 + e0) if d0 + e0 > 0 else 1.0  # dense and experts: one ratio (close enough)
         extra = loss_or_work(head, work[st]) if st == plan.pp - 1 else work[st]
-        acts = (scale0 * peaks[st] if peak0 > 0 else stage0[3]) + extra
+        acts = (scale0 * peaks[st] if peak0 > 0 else stored0) + extra
         more = head_params if st == plan.pp - 1 else (0.0, 0.0, 0.0)
-        parts = (stage0[0] * scale + more[0], stage0[1] * scale + more[1], stage0[2] * scale + more[2], acts)
+        parts = (*(a + c for a, c in zip(params_of(st), more)), acts)
         if sum(parts) > best_total:
             best, best_total, best_stage = parts, sum(parts), st
     return (*best, best_stage)
 
 
-def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept: dict[bool, float], head: float,
+def dualpipe_busiest_stage(s: Scenario, params_of: ParamsOf, kept: dict[bool, float], head: float,
                             work, tokens: float,
                             head_params: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[float, float, float, float, int]:
     """(weights, grads, optimizer, activations) bytes of the busiest stage of a DualPipe plan, and that stage.
@@ -97,9 +110,8 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     A stage holds two chunks, its own of direction 0 and stage ``pp - 1 - s``'s of direction 1, which
     differ when the layers split unevenly (DeepSeek-V3: 61 over 16 stages, the first three dense) or a
     frozen prefix (``workload.trainable.layers``) keeps nothing for some of them. So each stage's
-    parameters are ``params`` (``param_copies`` x the even split's average) x the mean of its two
-    chunks' shares (:func:`stage_param_shares`; dense and experts: one ratio, as
-    :func:`busiest_stage`), and its activations come from playing its order
+    parameters are its two chunks' (``params_of``, as :func:`busiest_stage`: stage 0 holds the embedding
+    and, with direction 1's first chunk, the output head), and its activations come from playing its order
     (:func:`live_activation_peaks`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
     microbatches through stage 0's chunk. Stages 0 and ``pp - 1`` each compute a direction's loss and
     add ``head`` (:func:`loss_or_work`); the others the bytes one layer's recompute re-creates
@@ -110,17 +122,14 @@ def dualpipe_busiest_stage(s: Scenario, params: tuple[float, float, float], kept
     # the order holds its peak from 2 pp microbatches on (warm-up done); a what-if plan of fit_advice's
     # (pp doubled, microbatches kept) may have fewer than the order needs
     played = plan.model_copy(update={"microbatches": max(plan.microbatches, 2 * plan.pp)})
-    shares = [stage_param_shares(m, plan, stage=st) for st in range(plan.pp)]
-    avg = sum(d + e for d, e in shares) / plan.pp
     peaks = live_activation_peaks(played, m.n_layers, per_layer)
     best: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     best_stage = 0
     for st in range(plan.pp):
-        scale = (sum(shares[st]) + sum(shares[plan.pp - 1 - st])) / (2 * avg) if avg > 0 else 1.0
         end = st in (0, plan.pp - 1)
         acts = tokens * peaks[st] + (loss_or_work(head, work(st)) if end else work(st))
         more = head_params if end else (0.0, 0.0, 0.0)
-        parts = (params[0] * scale + more[0], params[1] * scale + more[1], params[2] * scale + more[2], acts)
+        parts = (*(a + c + x for a, c, x in zip(params_of(st), params_of(plan.pp - 1 - st), more)), acts)
         if sum(parts) > sum(best):
             best, best_stage = parts, st
     return (*best, best_stage)

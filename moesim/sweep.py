@@ -33,7 +33,13 @@ from moesim.sweep_grid import (
     expand,
     parse_seeds,
 )
-from moesim.sweep_store import ROW_COLUMNS, ResultStore, check_resume, read_rows
+from moesim.sweep_store import (
+    ROW_COLUMNS,
+    ResultStore,
+    check_resume,
+    read_rows,
+    scenario_fingerprint,
+)
 
 __all__ = [
     "SweepOutcome",
@@ -126,7 +132,7 @@ def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:
     """--resume continues the sweep ``out`` holds: the same scenario, swept fields and fixed --set
     overrides (more values of the same fields are fine); anything else would mix two sweeps."""
     check_resume(out, manifest, (("name", "scenario"), ("dims", "swept fields"), ("sets", "--set overrides"),
-                                 ("slo", "--slo")))
+                                 ("slo", "--slo"), ("fingerprint", "scenario contents")))
 
 
 def _check_sets_not_swept(dims, sets: Iterable[str]) -> None:
@@ -176,7 +182,8 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     manifest = {"tool": "sweep", "scenario": str(scenario_path), "name": base.name,
                 "kind": "training" if base.is_training else "serving",
                 "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),
-                "sets": list(sets), "n_points": len(points), "slo": slo}
+                "sets": list(sets), "n_points": len(points), "slo": slo,
+                "fingerprint": scenario_fingerprint(raw)}
     if resume:
         _check_same_sweep(out, manifest)
     store = ResultStore(out, durable=durable)

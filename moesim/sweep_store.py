@@ -11,6 +11,7 @@ by point) when new columns appear, when the store is reopened, and when the swee
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -151,6 +152,14 @@ def read_rows(out_dir: str | Path) -> list[dict[str, Any]]:
 TOOLS = {"sweep": ("a sweep", "moesim sweep"), "plan": ("a plan search", "moesim plan")}
 
 
+def scenario_fingerprint(raw: dict[str, Any]) -> str:
+    """A short hash of a scenario's contents (its mapping with the fixed overrides applied): --resume
+    compares it, so rows priced before the scenario file was edited are never mixed with new ones
+    (the name alone survives an edit)."""
+    text = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[tuple[str, str], ...]) -> None:
     """--resume continues only what ``out_dir`` holds: a folder of the same tool (``manifest["tool"]``:
     sweep and plan folders share a layout, so mixing them would pass every file check) with the same
@@ -170,6 +179,10 @@ def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[t
         return sorted(a) == sorted(b) if isinstance(a, list) and isinstance(b, list) else a == b
 
     for key, what in compare:
+        if key == "fingerprint" and key in old and old[key] != manifest.get(key):
+            raise InputError(f"--resume: the scenario's contents changed since {out_dir} was started (a field was "
+                             "edited; its rows were priced with the old values); use another --out, or pass "
+                             "--overwrite to replace it")
         if key in old and not same(old[key], manifest.get(key)):
             raise InputError(f"--resume: {out_dir} holds {TOOLS[tool][0]} with other {what} ({old[key]} "
                              f"there, {manifest.get(key)} now); use another --out, or pass --overwrite to replace it")

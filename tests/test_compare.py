@@ -102,6 +102,8 @@ def test_compare_says_where_the_step_time_changed(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    # one scenario twice: each column is named by its folder, and the saved overrides say what differs
+    assert doc["runs"] == ["z1", "z3"] and doc["overrides"] == [[], ["plan.zero_stage=3"]]
     step = {r["part"]: r for r in doc["step"]}
     rows = {r["key"]: r for r in doc["rows"]}
     assert step["total"]["seconds"] == pytest.approx(rows["step_time_s"]["values"])
@@ -111,6 +113,7 @@ def test_compare_says_where_the_step_time_changed(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "z1"), str(tmp_path / "z3")]) == 0
     printed = capsys.readouterr().out
     assert "where the step goes, part by part (s)" in printed and "ZeRO parameter gathers" in printed
+    assert "z3: --set plan.zero_stage=3" in printed
     assert main(["simulate", "mixtral-8x7b-h100-train", "-s", "plan.recompute=full", "--out", str(tmp_path / "rc"),
                  "--json"]) == 0
     capsys.readouterr()
@@ -160,3 +163,18 @@ def test_the_step_parts_are_not_drawn_in_the_runs_colours():
     runs = {to_hex(bar.get_facecolor()) for bar in top.patches}
     parts = {to_hex(bar.get_facecolor()) for bar in low.patches}
     assert len(runs) == 2 and len(parts) == 2 and not runs & parts
+
+
+def test_a_negative_part_stacks_down_from_zero_and_leaves_the_others_their_lengths():
+    """A net part below 0 (a datasheet device's host-and-launches figure) must not be drawn back over the parts
+    before it: positive parts stack up from 0, negative ones down from it."""
+    import numpy as np
+
+    from moesim.plot_breakdown import stack_bases
+
+    parts = [np.array([2.0, 1.0]), np.array([-0.5, 3.0]), np.array([4.0, -1.0]), np.array([-1.0, 2.0])]
+    bases = stack_bases(parts)
+    assert [b.tolist() for b in bases] == [[0.0, 0.0], [0.0, 1.0], [2.0, 0.0], [-0.5, 4.0]]
+    tops = [b + p for b, p in zip(bases, parts)]
+    # each bar spans [sum of its negatives, sum of its positives]: nothing overlaps
+    assert max(t[0] for t in tops) == 6.0 and min(t[0] for t in tops) == -1.5

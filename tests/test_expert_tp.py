@@ -163,12 +163,22 @@ def test_expert_weights_per_device_follow_one_over_ep_etp(plan):
     (dict(dp=4, tp=2, ep=8), "plan.ep = 8: must divide plan.dp (4)"),
     (dict(dp=4, tp=2, ep=8, etp=2), "plan.ep = 8: must divide plan.dp (4)"),
     (dict(dp=2, tp=4, ep=4, etp=4), "plan.ep = 4: must divide plan.dp (2)"),
+    (dict(dp=2, tp=1, cp=2, ep=8), "plan.ep = 8: must divide plan.dp * plan.cp (4)"),
 ])
 def test_plan_rules_are_one_line(plan, needle):
     with pytest.raises(InputError) as e:
         scenario(**plan)
     msg = str(e.value)
     assert needle in msg and "\n" not in msg.strip()
+
+
+def test_expert_parallel_groups_span_the_context_parallel_ranks():
+    """Megatron-core forms expert groups from a stage's tp x cp x dp ranks: EP8 over DP2 x CP4 is a plan (the
+    expert layers see 8 sources of a quarter sequence each), as EP8 over DP8 is."""
+    s = scenario(dp=2, tp=1, cp=4, ep=8, microbatches=4)
+    assert s.plan.ep == 8 and expert_dp_group(s.plan)[0] == 1
+    summary = moesim.simulate(s).summary
+    assert summary["alltoall_s"] > 0 and summary["cp_comm_s"] > 0
 
 
 @pytest.mark.parametrize("overrides, needle", [

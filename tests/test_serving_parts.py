@@ -53,6 +53,18 @@ def test_trace_arrivals_take_the_first_rows_in_order():
     assert r.output_tokens[:4].tolist() == [44, 50, 50, 16]
 
 
+def test_an_unsorted_trace_is_read_in_time_order_with_each_rows_lengths(tmp_path):
+    """A log written by several workers: the rows are put in arrival order, each keeping its lengths, and
+    the earliest (not the first row) arrives at 0."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.5,100,20\n0.1,200,30\n0.3,300,40\n")
+    w = _workload(arrival={"process": "trace", "n_requests": 2, "trace": str(trace)},
+                  prompt_tokens={"dist": "trace"}, output_tokens={"dist": "trace"})
+    r = sample_requests(w, np.random.default_rng(0))
+    assert r.arrival_s.tolist() == pytest.approx([0.0, 0.2])
+    assert r.prompt_tokens.tolist() == [200, 300] and r.output_tokens.tolist() == [30, 40]
+
+
 # ---------------------------------------------------------------- batching
 def _engine(cap=1000, seqs=4, tokens=8, chunked=True) -> EngineState:
     return EngineState(cap, seqs, tokens, chunked)

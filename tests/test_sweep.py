@@ -185,6 +185,25 @@ _KILLED_SWEEP = textwrap.dedent("""
 """)
 
 
+def test_resume_refuses_a_scenario_edited_since_the_sweep_began(tmp_path):
+    """The name survives an edit, so the contents are compared: rows priced at the old sequence
+    length must not sit beside rows at the new one. The unedited file resumes as before."""
+    scenario = tmp_path / "s.yaml"
+    text = TRAIN.read_text()
+    scenario.write_text(text)
+    out = tmp_path / "out"
+    run_sweep(scenario, experts="8", out_dir=out, runner=fake_simulate, workers=1, durable=False)
+    scenario.write_text(text.replace("seq_len: 4096", "seq_len: 2048"))
+    assert "seq_len: 2048" in scenario.read_text()
+    with pytest.raises(InputError, match="--resume: the scenario's contents changed since"):
+        run_sweep(scenario, experts="8,16", out_dir=out, runner=fake_simulate, workers=1, resume=True,
+                  durable=False)
+    scenario.write_text(text)
+    outcome = run_sweep(scenario, experts="8,16", out_dir=out, runner=fake_simulate, workers=1, resume=True,
+                        durable=False)
+    assert outcome.progress.skipped == 1 and outcome.progress.ok == 1
+
+
 def test_sweep_killed_with_sigkill_resumes_without_losing_or_duplicating_rows(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, MOESIM_FAKE_SLEEP_S="0.15", PYTHONPATH=str(ROOT))

@@ -217,5 +217,6 @@ def test_dualpipe_activations_grow_with_the_trained_blocks_when_stage_0s_chunk_i
     # LoRA's adapters keep their GEMMs' inputs at 16 bits where full training's FP8 GEMMs keep 1-byte copies
     full = memory_report(load_scenario("deepseek-v3-h800-train", bf16_act))
     assert acts[3] > full.activations_gib
-    # 61 layers over 16 stages: stage 0 holds 3 dense + 1 MoE and 3 MoE layers, stages 3-12 eight MoE layers
-    assert 3 <= full.stage <= 12
+    # 61 layers over 16 stages: stage 0 holds 3 dense + 1 MoE and 3 MoE layers, stages 3-12 eight MoE layers, but
+    # stage 0 also holds the embedding and the output head (1.9B parameters with their fp32 gradients): it holds the most
+    assert full.stage == 0

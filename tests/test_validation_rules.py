@@ -129,4 +129,4 @@ def test_plan_size_error_with_one_way_out_has_no_dangling_or(raw):
     with pytest.raises(InputError) as info:
         scenario_from_dict(raw)
     msg = str(info.value)
-    assert msg.endswith("nodes = 8); set hardware.cluster.nodes: 4") and " or " not in msg.split("nodes = 8)")[1]
+    assert msg.endswith("x 1 node = 8); set hardware.cluster.nodes: 4") and " or " not in msg.split("node = 8)")[1]

@@ -59,7 +59,7 @@ def routing_group_tokens(plan, tokens: int) -> int:
 def expert_dp_group(plan) -> tuple[int, int]:
     """``(ranks, stride)`` of the expert gradient sync / ZeRO group, as ``CostModel.allreduce_s``
     takes them: ``tp * cp * dp / (ep * etp)`` ranks ``ep * etp`` apart. ``etp = tp``: ``dp / ep * cp``
-    ranks ``tp * ep`` apart (``ep`` divides ``dp`` then)."""
+    ranks ``tp * ep`` apart when ``ep`` divides ``dp`` (else ``ep`` spans the CP ranks too)."""
     etp = plan.expert_tp
     return max(plan.tp * plan.cp * plan.dp // (plan.ep * etp), 1), plan.ep * etp
 

@@ -160,6 +160,12 @@ class PlanSpec(Strict):
         "output, kept to re-run the activation in backward) is cached in FP8, 1 byte an element, as DeepSeek-V3 "
         "does with its fine-grained quantization (arXiv:2412.19437 sec. 3.3.3); unset, it is kept in 16 bits as "
         "Megatron-core keeps it. Memory only: the cast is not priced as time. Ignored without FP8, as fp8_recipe."))
+    fp8_dispatch: bool = Field(False, description=(
+        "FP8 training (model.dtype fp8) with plan.ep > 1: the forward expert-parallel dispatch sends each routed row "
+        "in FP8 with one fp32 scale per 128 channels (1.03 bytes an element; DeepEP's FP8 dispatch, as DeepSeek-V3 "
+        "quantizes the activations before the MoE up-projections and then dispatches them, arXiv:2412.19437 sec. "
+        "3.3.3). The combine and both backward all-to-alls stay 16-bit. Unset: Megatron-core's dispatch, 16-bit. "
+        "Ignored without FP8, as fp8_recipe."))
     fp8_act_input: bool = Field(False, description=(
         "FP8 training (model.dtype fp8): every MLP's activation-function input (SwiGLU's gate and up: fc1's output; "
         "dense FFNs, shared and routed experts) is kept for the backward in FP8, 1 byte an element, and cast back "
@@ -336,9 +342,11 @@ class PlanSpec(Strict):
         etp = self.expert_tp
         if self.tp % etp:
             raise ValueError(f"plan.etp = {etp}: must divide plan.tp ({self.tp}); each expert is split over etp of the tp ranks")
-        if etp == self.tp and self.dp % self.ep:
-            raise ValueError(f"plan.ep = {self.ep}: must divide plan.dp ({self.dp}); expert-parallel groups are made of "
-                             "data-parallel ranks (or set plan.etp < plan.tp to form them from TP x DP ranks)")
+        if etp == self.tp and (self.dp * self.cp) % self.ep:
+            within = f"plan.dp ({self.dp})" if self.cp == 1 else f"plan.dp * plan.cp ({self.dp * self.cp})"
+            raise ValueError(f"plan.ep = {self.ep}: must divide {within}; expert-parallel groups are made of "
+                             "data-parallel (and context-parallel) ranks (or set plan.etp < plan.tp to form them from "
+                             "TP x DP ranks)")
         if (self.tp * self.cp * self.dp) % (self.ep * etp):
             raise ValueError(f"plan.ep = {self.ep}: ep * etp ({self.ep} * {etp}) must divide plan.tp * plan.cp * plan.dp "
                              f"({self.tp * self.cp * self.dp}), the ranks of a pipeline stage the expert layers regroup")

@@ -53,7 +53,7 @@ class Scenario(Strict):
             if p.n_devices != hw.n_devices:
                 raise ValueError(
                     f"plan: dp*tp*pp*cp = {p.dp}*{p.tp}*{p.pp}*{p.cp} = {p.n_devices} must equal the devices in hardware "
-                    f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})"
+                    f"({hw.node.devices_per_node} per node x {hw.cluster.nodes} node{'s' if hw.cluster.nodes != 1 else ''} = {hw.n_devices})"
                     + _either(dp_hint(p, hw.n_devices), node_hint(p.n_devices, hw.node.devices_per_node, hw.cluster.nodes))
                 )
         else:
@@ -113,11 +113,13 @@ class Scenario(Strict):
             if w.dp_attention_balance is not None and not any(q.dp_attention for q in plans):
                 raise ValueError("workload.dp_attention_balance: needs plan.dp_attention: true (it lines up the prompts "
                                  "of a lock-step group's ranks); allowed without it: null")
+        # paths in a scenario (and in --set) are read from the scenario file's folder, not the shell's
+        where = "file not found (a relative path is read from the scenario file's folder)"
         for label, path in (("hardware.profile", hw.profile), ("routing.trace", self.routing.trace)):
             if path is not None and not Path(path).is_file():
-                raise ValueError(f"{label} = {str(path)!r}: file not found")
+                raise ValueError(f"{label} = {str(path)!r}: {where}")
         if isinstance(w, ServingWorkload) and w.arrival.trace is not None and not Path(w.arrival.trace).is_file():
-            raise ValueError(f"workload.arrival.trace = {str(w.arrival.trace)!r}: file not found")
+            raise ValueError(f"workload.arrival.trace = {str(w.arrival.trace)!r}: {where}")
         return self
 
     @property
@@ -232,7 +234,7 @@ def _check_pools(s: Scenario, d) -> None:
         raise ValueError(
             f"workload.disaggregation: prefill ({d.prefill.plan.n_devices} devices) + decode "
             f"({d.decode.plan.n_devices}) = {d.n_devices} must equal the devices in hardware "
-            f"({per_node} per node x {hw.cluster.nodes} nodes = {hw.n_devices})")
+            f"({per_node} per node x {hw.cluster.nodes} node{'s' if hw.cluster.nodes != 1 else ''} = {hw.n_devices})")
 
 
 def heads_tp_mismatch(m: ModelSpec, tp: int) -> str | None:

@@ -253,9 +253,10 @@ class ArrivalSpec(Strict):
         description="Mean arrival rate for poisson, requests/s.")
     n_requests: PositiveInt = bounded(1000, le=1 << 30, why="a simulation plays at most 2M requests (moesim.guards); "
                                       "2^30 keeps request counts far from integer overflow",
-                                      description="Requests to simulate (trace: the first n rows).")
+                                      description="Requests to simulate (trace: the first n rows in arrival order).")
     trace: Path | None = Field(None, description=(
-        "CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens. The token columns are "
+        "CSV with columns arrived_at (s), num_prefill_tokens, num_decode_tokens; rows in any order (read "
+        "sorted by arrived_at, each keeping its lengths). The token columns are "
         "used only where prompt_tokens / output_tokens say dist: trace; other dists keep the trace's "
         "arrival times and draw their own lengths."))
     concurrency: PositiveInt = bounded(1, le=1 << 20, why="as workload.max_batch_seqs: 1M requests in flight",

@@ -58,11 +58,15 @@ def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if bad.any():
         raise InputError(f"{label}: data row {int(np.argmax(bad)) + 1}: times must be finite and token counts "
                          f"between 0 and {MAX_TOKENS:,}")
+    # rows in time order, each keeping its lengths: a log written by several workers need not be sorted,
+    # and "the first n rows" are then the first n requests to arrive
+    data = data[np.argsort(data[:, 0], kind="stable")]
     return data[:, 0], data[:, 1].astype(np.int64), data[:, 2].astype(np.int64)
 
 
 def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(arrived_at_s, prompt_tokens, output_tokens) columns of a trace CSV (cached by path)."""
+    """(arrived_at_s, prompt_tokens, output_tokens) columns of a trace CSV, its rows sorted by arrival time
+    (cached by path)."""
     arr, p, o = _read_trace_cached(str(path))
     return arr.copy(), p.copy(), o.copy()
 
@@ -71,7 +75,7 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     """The request stream of workload ``w``: arrivals, then prompt and output lengths.
 
     poisson: exponential gaps at ``rate_per_s`` (first arrival after one gap); batch: all at t=0;
-    trace: the first ``n_requests`` rows, times shifted so the first arrival is at 0; closed: the
+    trace: the first ``n_requests`` rows in time order, times shifted so the first arrival is at 0; closed: the
     first ``concurrency`` at t=0, the others NaN until the run sets them (:class:`ClosedLoop`).
     """
     a = w.arrival
@@ -86,7 +90,7 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     else:
         arrival = trace[0][:n]
         n = arrival.size
-        arrival = np.sort(arrival - arrival[0])
+        arrival = arrival - arrival[0]  # sorted by read_trace: the earliest at 0
     from_trace = a.process == "trace"
     p_col = trace[1] if trace is not None else None
     o_col = trace[2] if trace is not None else None

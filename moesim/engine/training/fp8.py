@@ -72,3 +72,26 @@ def fp8_attention_ops(ops: list[Op], speedup: tuple[float, float]) -> list[Op]:
     fwd, bwd = speedup
     return [replace(op, args={**op.args, "speedup": fwd}, bwd_factor=(op.bwd_factor or ATTN_BWD_FACTOR) * fwd / bwd)
             if op.name == "attn_core" else op for op in ops]
+
+
+#: Bytes one element of an FP8-dispatched row takes: 1 byte and one fp32 scale per 128 channels (DeepEP's FP8
+#: dispatch, deepseek-ai/DeepEP README; DeepSeek-V3's 1x128 activation tiles, arXiv:2412.19437 sec. 3.3.2).
+FP8_DISPATCH_BYTES = 1.0 + 4.0 / 128
+
+
+def fp8_dispatch_ops(ops: list[Op], act_bytes: float) -> tuple[list[Op], float]:
+    """``ops`` with the forward EP dispatch sent in FP8 (``plan.fp8_dispatch``), and the ratio of its bytes to
+    the 16-bit dispatch's. DeepSeek-V3 (sec. 3.3.3) quantizes the activations before the MoE up-projections to
+    FP8 and then dispatches them; the combine and both backward all-to-alls (the gradients of dispatch and
+    combine) stay in BF16. So the ``dispatch`` op becomes a forward-only op at ``FP8_DISPATCH_BYTES /
+    act_bytes`` of its bytes and a backward-only ``dispatch_bwd`` at the 16-bit bytes (the same slot)."""
+    ratio = FP8_DISPATCH_BYTES / act_bytes
+    out: list[Op] = []
+    for op in ops:
+        if op.name == "dispatch" and op.kind == "alltoall":
+            fwd_args = dict(op.args, bytes_to_peers=np.asarray(op.args["bytes_to_peers"], dtype=float) * ratio)
+            out += [replace(op, args=fwd_args, nbytes=np.asarray(op.nbytes, dtype=float) * ratio, phase="fwd"),
+                    replace(op, name="dispatch_bwd", phase="bwd")]
+        else:
+            out.append(op)
+    return out, ratio

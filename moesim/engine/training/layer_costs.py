@@ -66,6 +66,7 @@ from moesim.engine.training.finetune_params import finetune_params
 from moesim.engine.training.fp8 import (
     cast_recipe,
     fp8_attention_ops,
+    fp8_dispatch_ops,
     fp8_training_ops,
     primary_weight_bytes,
 )
@@ -145,6 +146,9 @@ class LayerCosts:
     # The weight-gradient part of bwd_s (zero-bubble schedules play it apart): half of each GEMM's
     # backward (dX = dY W^T and dW = X^T dY are one forward GEMM each); 0 in the recompute slot.
     wgrad_s: np.ndarray | None = None  # [L, M, len(BWD_SLOTS)]
+    # backward bytes per forward slot where they differ from fwd_bytes (plan.fp8_dispatch: the forward dispatch
+    # in FP8, its gradient in 16 bits); None: the same bytes move back
+    bwd_bytes: np.ndarray | None = None  # [L, M, len(FWD_SLOTS)]
     head_wgrad_s: float = 0.0  # of head_s[1]: the output head's weight gradient
     # Context parallelism (all 0 when plan.cp == 1), per layer and microbatch:
     cp_exposed_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ring seconds inside the (forward
@@ -239,6 +243,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     moe = np.array([m.is_moe_layer(i) for i in range(L)])
     fwd = np.zeros((L, M, len(FWD_SLOTS)))
     nbytes = np.zeros_like(fwd)
+    ratio = 1.0  # the forward dispatch's bytes over the 16-bit dispatch's (plan.fp8_dispatch: FP8)
     tokens = np.full_like(fwd, float(T))
     dropped = np.zeros((L, M))
     strag_f = np.zeros((L, M))
@@ -298,6 +303,8 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
                 else:
                     a2a_bytes = alltoall_bytes_dropless(routing.rank_tokens.max(axis=-1), T, k, ep, d, ab, tp, etp)
             moe_ops_ = block(moe=True, expert_tokens=busiest, a2a_bytes=a2a_bytes)
+            if plan.fp8_dispatch and recipe and ep > 1:
+                moe_ops_, ratio = fp8_dispatch_ops(moe_ops_, ab)
             part = np.zeros(busiest.shape[:2] + (len(FWD_SLOTS),))
             bpart, wpart = np.zeros_like(part), np.zeros_like(part)
             secs = _into_slots(cm, moe_ops_, part, bpart, memo, wpart, frozen)
@@ -307,6 +314,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             core = secs["attn_core"]
             fwd[moe], back[moe], wback[moe] = part, bpart, wpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
+            nbytes[moe, :, DISPATCH] *= ratio
             tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
             dropped[moe] = routing.dropped.sum(axis=-1)
             slowest = sum(secs[n] for n in EXPERT_OPS)
@@ -316,7 +324,7 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             expert_wait = np.maximum(slowest - even, 0.0) if ep > 1 else 0.0
             a2a_wait = 0.0
             if ep > 1:
-                balanced = alltoall_bytes_padded(routing.balanced_expert_tokens, E, ep, d, ab, etp)
+                balanced = alltoall_bytes_padded(routing.balanced_expert_tokens, E, ep, d, ab, etp) * ratio
                 dispatch = next(op for op in moe_ops_ if op.name == "dispatch")
                 a2a_wait = np.maximum(secs["dispatch"] - float(op_s(cm, dispatch, bytes_to_peers=balanced)), 0.0)
             strag_f[moe] = expert_wait + 2 * a2a_wait
@@ -416,8 +424,12 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     loss_f, loss_b = LOSS_PASS_BYTES_PER_LOGIT[plan.loss_implementation]
     head_f = float(head_gemm + cm.memory_s(logits * loss_f))
     head_b = float(2 * head_gemm + cm.memory_s(logits * loss_b))
+    bwd_bytes = None  # the gradients move at 16 bits whatever the forward dispatch's width
+    if ratio != 1.0:
+        bwd_bytes = nbytes.copy()
+        bwd_bytes[moe, :, DISPATCH] /= ratio
     costs = LayerCosts(
-        fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, fwd_tokens=tokens, dropped=dropped,
+        fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, bwd_bytes=bwd_bytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
         dp_dense_s=np.asarray(dp_dense, dtype=float), dp_expert_s=np.asarray(dp_expert, dtype=float),
         dp_dense_bytes=dense_p * gb, dp_expert_bytes=expert_p * gb, dp_bucket_bytes=buckets, dp_latency_s=latency,

@@ -89,6 +89,8 @@ def _layer_block(costs: LayerCosts, layers: np.ndarray, backward: bool, wgrad: W
     M = costs.fwd_s.shape[1]
     slots = BWD_SLOTS if backward else FWD_SLOTS
     nbytes, tokens, dur = costs.fwd_bytes, costs.fwd_tokens, costs.bwd_s if backward else costs.fwd_s
+    if backward and costs.bwd_bytes is not None:  # an FP8 forward dispatch's gradient moves at 16 bits
+        nbytes = costs.bwd_bytes
     if backward:  # backward slots are the forward ones reversed, behind one recompute slot
         lead = np.zeros(nbytes.shape[:2] + (1,))
         nbytes = np.concatenate([lead, nbytes[:, :, ::-1]], axis=2)
