@@ -10,6 +10,7 @@ from moesim.accounting import (
     serving_mean_context,
     training_flops_per_token,
 )
+from moesim.costmodel.model import cost_model_text
 from moesim.engine.local_attention import slot_map
 from moesim.finetune import step_flops_per_token, trainable_summary
 from moesim.fit_advice import fit_explanation
@@ -38,6 +39,7 @@ def summary(s: Scenario) -> dict:
         "model": m.name,
         "hardware": s.hardware.name,
         "devices": s.hardware.n_devices,
+        "cost_model": cost_model_text(s.hardware),  # which model prices its kernels (a device name may pick it)
         **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
         "total_params": p.total,
         "active_params": p.active,

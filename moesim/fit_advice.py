@@ -54,7 +54,8 @@ def _reserve_advice(s: Scenario, mem: MemoryReport) -> str:
     if wanted <= mem.capacity_gib:
         return ""
     advice = (f"the live tensors ({_gib(mem.total_gib)}) fit, but PyTorch's caching allocator would reserve about "
-              f"{_gib(wanted)} > capacity {_gib(mem.capacity_gib)} and may fail on a fragmented pool: run with "
+              f"{_gib(wanted)} > capacity {_gib(mem.capacity_gib)} (peak_reserved_gib stops at the capacity: short of "
+              "memory it frees its cache and retries) and may fail on a fragmented pool: run with "
               "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (plan.allocator: expandable_segments)")
     uncached = _without_fp8_cache(s)
     if uncached is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 import types
 import typing
@@ -358,11 +359,29 @@ def format_validation_error(exc: ValidationError) -> str:
             kind == "float_type" and isinstance(first.get("input"), int) and not isinstance(first.get("input"), bool)):
         # over the field's bound, or an integer too big to be a float / a float too big for an int
         line = f"{path} = {short_repr(first.get('input'))}: {_over_bound(loc, first)}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        value = first.get("input")
+        brace = "; a YAML {key: value} mapping needs its closing brace" if str(value).lstrip().startswith("{") else ""
+        line = f"{path} = {short_repr(value)}: expected a mapping of {path}'s fields{brace}"
     else:
-        line = f"{path} = {short_repr(first.get('input'))}: {msg}"
+        line = f"{path} = {short_repr(first.get('input'))}: {msg}{_unit_hint(kind, first.get('input'))}"
     more = len(errors) - 1
     line += f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return one_line(line)
+
+
+def _unit_hint(kind: str, value: Any) -> str:
+    """For a number written with its unit (``80GB``, ``400 Gb/s``): the number to give instead, and where the
+    field's unit is said. Fields take plain numbers in the unit their name and description give."""
+    if kind not in ("float_parsing", "int_parsing") or not isinstance(value, str):
+        return ""
+    m = re.match(r"\s*([-+]?[0-9][0-9_.]*(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z/%]+)\s*$", value)
+    if not m:
+        return ""
+    if re.fullmatch(r"[GT]b(ps|/s|it/s)", m.group(2)):  # bits: the *_gbps fields are GB/s, bytes
+        number = float(m.group(1).replace("_", "")) * (1000 if m.group(2)[0] == "T" else 1) / 8
+        return f"; bandwidths are GB/s (bytes): {m.group(1)} {m.group(2)} is {number:g}"
+    return f"; write the number alone ({m.group(1)}) in the field's unit (docs/scenario-fields.md)"
 
 
 def _over_bound(loc: tuple, error: dict) -> str:

@@ -98,6 +98,10 @@ _add("hardware", "text", None, "hardware", "the hardware preset's name (what ran
 _add("devices", "count", None, "devices", "devices of the cluster (what ran)", TSC,
      training="devices in the plan")
 _add("replicas", "count", None, "replicas", "data-parallel serving replicas (`plan.dp`)", S)
+_add("cost_model", "text", None, "cost model",
+     "what prices the kernels: a calibration profile (hardware.profile) as measured, a shipped profile rebased on "
+     "the device's datasheet (hardware.device.default_profile, or matched on the device name), or the datasheet "
+     "roofline", C)
 _add("compute_dtype", "text", None, "compute dtype",
      "dtype the GEMMs run in", TSC, training="dtype the GEMMs run in (`mfu_dtype_peak`'s peak)")
 _add("weight_bytes_per_param", "bytes/param", None, "weight bytes per parameter (B)",
@@ -168,7 +172,9 @@ _add("analytic_bubble_fraction", "fraction", "min", "analytic bubble (fraction)"
      "the schedule's formula with equal forward, input-gradient and weight-gradient times: (pp-1)/(m+pp-1), "
      "divided by v when interleaved; zb-h1 (pp-1)/(3m+pp-1); dualpipe (pp-2)/(3m+pp-2)", T)
 _add("excess_bubble_s", "s", "min", "excess bubble (s)",
-     "bubble beyond the formula: uneven stages and stragglers", T)
+     "bubble beyond the formula: stages of unequal work (uneven layer counts, the embedding and output head "
+     "on the end stages, stragglers) and passes of unequal length (the formula's equal forward, input- and "
+     "weight-gradient times: an exposed all-to-all lengthens one pass, not the others)", T)
 _add("usd_per_step", "USD", "min", "cost per step (USD)", "one step, whole cluster", T)
 _add("padding_waste_fraction", "fraction", "min", "padding waste (fraction)",
      "empty expert slots: (capacity x experts - kept) / (capacity x experts)", T)

@@ -189,6 +189,10 @@ def figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, 
     return fig, ax
 
 
+#: Most lines one plot draws (matplotlib's default cycle has ten colours).
+MAX_LINES = 10
+
+
 def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
            over: list[dict[str, Any]] | None = None) -> Figure:
     """Lines of ``y`` against ``x``, one per combination of the other swept fields. ``over``: rows
@@ -198,9 +202,16 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
     over = over or []
     by = [d for d in dims if d != x]
     cats = _categories(rows + over, x)  # text x (a hardware name, a recompute mode): one tick per value
+    groups = _group(rows + over, by)
+    if len(groups) > MAX_LINES:  # colours repeat past ten and the legend covers the plot
+        sizes = " x ".join(f"{len({str(r.get(d)) for r in rows + over})} {d}" for d in by)
+        raise InputError(f"{len(groups)} lines ({sizes}) are too many to tell apart; pick a slice with "
+                         f"--where {by[0]}=VALUE")
+    seeds = {r.get("seed") for r in rows}
+    if len(seeds) > 1:  # each point is the mean over its seeds: say so
+        title = f"{title} (mean of {len(seeds)} seeds)"
     fig, ax = figure(title)
     ax2 = ax.twinx() if twin else None
-    groups = _group(rows + over, by)
     for i, (values, group) in enumerate(groups.items()):
         done = [r for r in group if r.get("status") == "ok"]
         color = f"C{i % 10}"
@@ -283,11 +294,15 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
     ax.set_xlabel(label(col_key))
     ax.set_ylabel(label(row_key))
     mid = np.nanmean(grid)
+    tiny = 1e-9 * float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.0
     for i in range(len(ys)):
         for j in range(len(xs)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                v = 0.0 if abs(grid[i, j]) <= tiny else grid[i, j]  # float residue (2e-14 dropped) reads 0
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
                         color="black" if grid[i, j] > mid else "white")
+            else:  # a point without this figure: it did not fit, or its run failed (results.csv says which)
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="gray")
     fig.colorbar(im, ax=ax, label=label(value))
     return fig
 

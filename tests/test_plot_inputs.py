@@ -71,6 +71,32 @@ def test_text_values_are_categories_in_sweep_order_with_the_seed_mean():
     assert ax.get_xlabel() == "hardware"
 
 
+def test_the_title_says_points_are_seed_means():
+    ax = plots.plot_sweep("metric-vs-axis", hardware_rows(), metric="tokens_per_s", dims=["hardware"]).axes[0]
+    assert ax.get_title().endswith("(mean of 2 seeds)")
+
+
+def test_more_lines_than_colours_ask_for_a_slice():
+    """Eleven lines would repeat the ten colours; the error names the fields and how to slice them."""
+    rows = [{"point": i, "status": "ok", "scenario": "s", "seed": 0, "model.n_experts": e, "routing.zipf_s": z,
+             "tokens_per_s": 1.0 + i} for i, (e, z) in enumerate((e, z) for e in (8, 16) for z in range(11))]
+    with pytest.raises(InputError, match=r"11 lines \(11 routing.zipf_s\) are too many to tell apart; pick a "
+                                         r"slice with --where routing.zipf_s=VALUE"):
+        plots.plot_sweep("metric-vs-axis", rows, dims=["model.n_experts", "routing.zipf_s"])
+    ax = plots.plot_sweep("metric-vs-axis", [r for r in rows if r["routing.zipf_s"] < 10],
+                          dims=["model.n_experts", "routing.zipf_s"]).axes[0]
+    assert len(ax.lines) == 10
+
+
+def test_a_heatmap_cell_without_a_run_says_so_and_residue_reads_zero():
+    rows = [{"point": i, "status": "ok" if i else "invalid", "scenario": "s", "seed": 0, "model.n_experts": e,
+             "routing.capacity_factor": cf, "dropped_fraction": (None if i == 0 else 2.1e-14 if i == 1 else 0.025)}
+            for i, (e, cf) in enumerate((e, cf) for e in (8, 16) for cf in (1.0, 1.25))]
+    fig = plots.plot_sweep("dropped-heatmap", rows, dims=["model.n_experts", "routing.capacity_factor"])
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["0", "0.025", "0.025", "n/a"]
+
+
 def test_boolean_values_are_categories():
     rows = [{"point": i, "status": "ok", "scenario": "s", "plan.flag": v, "tokens_per_s": 100.0 + i}
             for i, v in enumerate((True, False))]

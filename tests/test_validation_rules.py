@@ -43,6 +43,10 @@ CASES = [
     ("model.preset", "mixtral-9x9b", ["model.preset = 'mixtral-9x9b'", "unknown preset", "mixtral-8x7b"]),
     ("hardware.preset", "tpu-v9", ["hardware.preset = 'tpu-v9'", "unknown preset", "h100-sxm"]),
     ("model.colour", "blue", ["model.colour", "unknown field", "n_experts"]),
+    # a number with its unit, a bandwidth in bits, and a flow mapping without its closing brace (as --set gives them)
+    ("hardware.device.mem_gib", "80GB", ["hardware.device.mem_gib = '80GB'", "write the number alone (80)"]),
+    ("hardware.cluster.nic_bw_gbps", "400 Gb/s", ["bandwidths are GB/s (bytes): 400 Gb/s is 50"]),
+    ("plan", "{dp: 8", ["plan = '{dp: 8': expected a mapping of plan's fields", "needs its closing brace"]),
     ("plan.tp_size", 2, ["plan.tp_size", "unknown field", "allowed"]),
     ("model.dtype", "int3", ["model.dtype = 'int3'", "'bf16'"]),
     ("hardware.device.mem_gib", 0, ["hardware.device.mem_gib = 0", "greater than 0"]),

@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from moesim.costmodel.datasheet import RooflineCostModel
-from moesim.costmodel.profile import Profile, check_device, default_profile_for, load_profile
+from moesim.costmodel.profile import (
+    Profile,
+    check_device,
+    default_profile_for,
+    default_profile_name,
+    load_profile,
+)
 from moesim.costmodel.profiled import ProfiledCostModel
 from moesim.errors import InputError
 from moesim.precision import Precision
 from moesim.schemas import HardwareSpec
+from moesim.schemas.hardware import DATASHEET
 
 
 @runtime_checkable
@@ -163,6 +170,22 @@ def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> Cos
         check_device(profile, hw.device.name, force=force_profile)
         return ProfiledCostModel(hw, profile)  # a calibration's measured tables replace any expert tiles
     return _tiles_checked(cost_model(hw, default_profile_for(hw.device, hw.node.intra_bw_gbps)))
+
+
+def cost_model_text(hw: HardwareSpec) -> str:
+    """Which cost model :func:`build_cost_model` prices ``hw`` with, in words (``moesim check``'s
+    ``cost_model``): a calibration profile as measured, a shipped profile rebased on the device's datasheet
+    (named by ``default_profile``, or matched on the device's name), or the datasheet roofline."""
+    if hw.profile is not None:
+        return f"calibration profile {Path(hw.profile).name} (hardware.profile: its measured tables as fitted)"
+    d = hw.device
+    fname = d.default_profile if d.default_profile is not None else default_profile_name(d.name)
+    if fname is None or fname == DATASHEET:
+        why = ("hardware.device.default_profile: datasheet" if fname == DATASHEET
+               else f"no shipped profile matches the device name {d.name!r}")
+        return f"datasheet roofline ({why})"
+    how = "hardware.device.default_profile" if d.default_profile is not None else "matched on the device name"
+    return f"shipped profile {fname} ({how}), rebased on this device's datasheet peaks and links"
 
 
 def _tiles_checked(cm: CostModel) -> CostModel:

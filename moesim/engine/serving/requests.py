@@ -46,7 +46,9 @@ def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     header = rows[0]
     missing = [c for c in TRACE_COLUMNS if c not in header]
     if missing:
-        raise InputError(f"{label}: missing column(s) {missing}; expected {list(TRACE_COLUMNS)}")
+        found = ", ".join(c.strip() for c in header if c.strip()) or "none"
+        raise InputError(f"{label}: missing column(s) {missing}; expected {list(TRACE_COLUMNS)} in its first row "
+                         f"(found: {found})")
     cols = [header.index(c) for c in TRACE_COLUMNS]
     try:
         data = np.array([[float(row[c]) for c in cols] for row in rows[1:] if row], dtype=float).reshape(-1, 3)
