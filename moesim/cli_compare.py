@@ -141,6 +141,8 @@ def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> An
     its change against the first run, green where better and red where worse."""
     from rich.table import Table
 
+    from moesim.metrics import unit_of
+
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column(first)
     for i, label in enumerate(labels):
@@ -152,6 +154,8 @@ def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> An
             if change is not None and abs(change) > 1e-9:  # an unchanged part says nothing
                 colour = "" if better is None else "green" if better else "red"
                 mark = f"{100 * change:+.1f} %"
+                if unit_of(r.key) == "fraction":  # a share changes by points: 10.85 % -> 9.28 % is -1.57 pp
+                    mark = f"{100 * (float(v) - float(r.values[0])):+.2f} pp"
                 text += f"  [{colour}]{mark}[/{colour}]" if colour else f"  {mark}"
             cells.append(text)
         table.add_row(*cells)

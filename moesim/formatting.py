@@ -69,10 +69,13 @@ def usd(v: float) -> str:
 
 
 def percent(v: float) -> str:
-    """A fraction as a percentage: two decimals, two significant digits under 0.1 % (0.049 %)."""
+    """A fraction as a percentage: two decimals, two significant digits under 0.1 % (0.049 %), and in
+    powers of ten under 0.0001 % (6.0e-09 %, not a row of zeros)."""
     p = 100 * v
     if p == 0 or abs(p) >= 0.1:
         return f"{p:.2f} %"
+    if abs(p) < 1e-4:
+        return f"{p:.1e} %"
     return f"{p:.{1 - math.floor(math.log10(abs(p)))}f} %"
 
 

@@ -178,3 +178,17 @@ def test_a_negative_part_stacks_down_from_zero_and_leaves_the_others_their_lengt
     tops = [b + p for b, p in zip(bases, parts)]
     # each bar spans [sum of its negatives, sum of its positives]: nothing overlaps
     assert max(t[0] for t in tops) == 6.0 and min(t[0] for t in tops) == -1.5
+
+
+def test_a_share_changes_by_percentage_points(tmp_path, capsys):
+    """dropped_fraction 4.96 % -> 11.69 % reads +6.73 pp, not a relative +136 %."""
+    for cf, name in (("1.25", "a"), ("1.0", "b")):
+        assert main(["simulate", "mixtral-8x7b-h100-train", "-s", f"routing.capacity_factor={cf}",
+                     "--out", str(tmp_path / name), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
+    row = {r["key"]: r for r in json.loads(capsys.readouterr().out)["rows"]}["dropped_fraction"]
+    points = 100 * (row["values"][1] - row["values"][0])
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "dropped_fraction" in x)
+    assert f"{points:+.2f} pp" in line and "%  " not in line.split("%")[-1]

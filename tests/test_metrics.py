@@ -167,6 +167,8 @@ def test_readme_blocks_are_replaced_and_nothing_else(tmp_path):
     ("run_time_days", float("nan"), "n/a"),
     ("run_cost_usd", 134647.8, "$134,648"),
     ("excess_bubble_s", 8.9e-16, "0.000 s"),
+    ("dropped_fraction", 6.0e-11, "6.0e-09 %"),  # not 0.0000000060 %
+    ("dropped_fraction", 4.9e-6, "0.00049 %"),
     ("model_tflops_per_device", 491.7, "491.7 TFLOP/s"),
     ("tokens_per_step", 4194304, "4,194,304"),
     ("devices", 64, "64"),
