@@ -96,7 +96,11 @@ def fmt_number(v: float, unit: str, with_unit: bool = True) -> str:
         return f"{v / 1e9:,.1f} GFLOP"
     if unit == "bytes/param":
         return f"{v:.4g} B ({8 * v:g} bits)"  # quantized weights: scales included
-    if unit.startswith("bytes"):
+    if unit.startswith("bytes"):  # the binary unit that keeps the figure under ~10,000
+        if v >= 2**40:
+            return f"{v / 2**40:,.2f} TiB"
+        if v >= 10 * 2**30:
+            return f"{v / 2**30:,.2f} GiB"
         return f"{v / 2**20:,.2f} MiB" if v >= 2**20 else f"{v / 1024:,.1f} KiB"
     if unit in ("count", "index", "sequences") and float(v).is_integer():
         return f"{int(v):,}"

@@ -130,8 +130,9 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     keeps in flight x the sum of :func:`layer_activation_bytes_per_token` over the stage's layers
     (:func:`stage_layers`), with routed rows from :func:`routed_slots_per_token` (padded to capacity
     under ``overflow: drop``; under ``dropless`` those of the busiest EP rank, which skewed routing loads
-    beyond the mean: :func:`moesim.routed_load.busiest_rank_load`), plus what recompute re-creates for the layer being back-propagated
-    (:func:`recompute_working_bytes_per_token`, the stage's largest layer, one microbatch); the loss's
+    beyond the mean: :func:`moesim.routed_load.busiest_rank_load`), plus what recompute re-creates for
+    the layer being back-propagated (:func:`recompute_working_bytes_per_token`, the stage's largest
+    layer, one microbatch); the loss's
     stage adds its logits and, under ZeRO-3, the output head gathered whole (:func:`zero3_head_bytes`).
     Context parallelism (Megatron-core, ``plan.cp``): a device holds ``seq_len / cp`` tokens of
     each sequence, so activations divide by ``cp`` (the ring's remote K/V block in flight is not
@@ -153,7 +154,6 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     prec = scenario_precision(s)
     b = prec.weight_bytes
     copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
-    # DualPipe's busiest-stage search scales every stage from the even split's average
     red = s.placement.redundant_experts
     dense, experts = weight_params_per_device(m, plan, red, stage=0)
     # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and expert-DP (experts:

@@ -111,7 +111,8 @@ def dualpipe_busiest_stage(s: Scenario, params_of: ParamsOf, kept: dict[bool, fl
     differ when the layers split unevenly (DeepSeek-V3: 61 over 16 stages, the first three dense) or a
     frozen prefix (``workload.trainable.layers``) keeps nothing for some of them. So each stage's
     parameters are its two chunks' (``params_of``, as :func:`busiest_stage`: stage 0 holds the embedding
-    and, with direction 1's first chunk, the output head), and its activations come from playing its order
+    and, with direction 1's last chunk of the deepest layers, the output head), and its activations come from
+    playing its order
     (:func:`live_activation_peaks`, ``tokens`` per microbatch), not from the closed form's ``p + 1``
     microbatches through stage 0's chunk. Stages 0 and ``pp - 1`` each compute a direction's loss and
     add ``head`` (:func:`loss_or_work`); the others the bytes one layer's recompute re-creates

@@ -173,7 +173,10 @@ def test_readme_blocks_are_replaced_and_nothing_else(tmp_path):
     ("tokens_per_step", 4194304, "4,194,304"),
     ("devices", 64, "64"),
     ("kv_cache_capacity_tokens", 529988.3, "529,988"),
-    ("alltoall_nvlink_bytes", 143360.0 * 2**20, "143,360.00 MiB"),
+    ("alltoall_nvlink_bytes", 143360.0 * 2**20, "140.00 GiB"),
+    ("alltoall_nvlink_bytes", 715042.15 * 2**20, "698.28 GiB"),  # not 715,042.15 MiB
+    ("alltoall_nic_bytes", 3 * 2**40, "3.00 TiB"),
+    ("decode_bytes_per_token_batch1", 9.5 * 2**30, "9,728.00 MiB"),
     ("kv_cache_bytes_per_token", 34.3 * 1024, "34.3 KiB"),
     ("weight_bytes_per_param", 0.515625, "0.5156 B (4.125 bits)"),
     ("total_params", 671.03e9, "671.03 B"),
