@@ -155,7 +155,6 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     b = prec.weight_bytes
     copies = schedule_for(plan).param_copies  # DualPipe: the stage's chunk of each direction, 2x
     red = s.placement.redundant_experts
-    dense, experts = weight_params_per_device(m, plan, red, stage=0)
     # ZeRO groups: the ranks holding the same weights, DP x CP (dense) and expert-DP (experts:
     # tp * cp * dp / (ep * etp), i.e. DP/EP x CP when etp = tp; engine/expert_tp.py)
     dp = plan.dp * plan.cp
@@ -180,7 +179,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
 
         weights, grads, optim = params_of(0)
         if copies == 2:  # DualPipe: stage 0 also holds the last stage's chunk (direction 1)
-            weights, grads, optim = (a + c for a, c in zip(params_of(0), params_of(plan.pp - 1)))
+            weights, grads, optim = (a + c for a, c in zip((weights, grads, optim), params_of(plan.pp - 1)))
         # this CP rank's share of the microbatch, at seq_len rows (a micro-batch of the longest samples
         # sets the peak, packing.row_tokens)
         tokens = micro_batch_seqs(w, plan) * w.seq_len / plan.cp
@@ -241,7 +240,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     else:
         # Serving engines pre-allocate a KV pool from what the weights leave (vLLM-style); it fits
         # when the pool holds at least one sequence of the longest length the workload can send.
-        weights = parameter_bytes(s, dense, experts) + spec_weight_bytes_per_device(s)
+        weights = parameter_bytes(s, *weight_params_per_device(m, plan, red)) + spec_weight_bytes_per_device(s)
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
         pool = serving_kv_pool_bytes(s)

@@ -25,8 +25,8 @@ from moesim.costmodel.datasheet import RooflineCostModel
 from moesim.costmodel.profile import (
     Profile,
     check_device,
+    default_profile_file,
     default_profile_for,
-    default_profile_name,
     load_profile,
 )
 from moesim.costmodel.profiled import ProfiledCostModel
@@ -179,7 +179,7 @@ def cost_model_text(hw: HardwareSpec) -> str:
     if hw.profile is not None:
         return f"calibration profile {Path(hw.profile).name} (hardware.profile: its measured tables as fitted)"
     d = hw.device
-    fname = d.default_profile if d.default_profile is not None else default_profile_name(d.name)
+    fname = default_profile_file(d)
     if fname is None or fname == DATASHEET:
         why = ("hardware.device.default_profile: datasheet" if fname == DATASHEET
                else f"no shipped profile matches the device name {d.name!r}")

@@ -473,6 +473,12 @@ def load_default_profile(fname: str) -> Profile:
         return load_profile(path)
 
 
+def default_profile_file(device: DeviceSpec) -> str | None:
+    """The default cost model ``device`` names: its ``default_profile`` (a shipped profile's file name, or
+    ``DATASHEET``), else the shipped profile matching its name (``default_profile_name``), else None."""
+    return device.default_profile if device.default_profile is not None else default_profile_name(device.name)
+
+
 def default_profile_for(device: DeviceSpec, link_gbps: float | None = None) -> Profile | None:
     """The shipped default profile for ``device`` rebased on its datasheet (and its node's intra-node
     link, ``link_gbps`` per direction), or None (use the datasheet).
@@ -480,7 +486,7 @@ def default_profile_for(device: DeviceSpec, link_gbps: float | None = None) -> P
     ``device.default_profile`` names it ("datasheet": none); a device without one falls back to
     matching its name (``default_profile_name``), so older inline devices keep their profile.
     """
-    fname = device.default_profile if device.default_profile is not None else default_profile_name(device.name)
+    fname = default_profile_file(device)
     if fname is None or fname == DATASHEET:
         return None
     return load_default_profile(fname).rebased(device, link_gbps)

@@ -314,7 +314,6 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
             core = secs["attn_core"]
             fwd[moe], back[moe], wback[moe] = part, bpart, wpart
             nbytes[moe, :, DISPATCH] = nbytes[moe, :, COMBINE] = a2a_bytes if ep > 1 else 0.0
-            nbytes[moe, :, DISPATCH] *= ratio
             tokens[moe, :, EXPERTS] = busiest.sum(axis=-1)
             dropped[moe] = routing.dropped.sum(axis=-1)
             slowest = sum(secs[n] for n in EXPERT_OPS)
@@ -424,10 +423,10 @@ def layer_costs(s: Scenario, cm: CostModel, routing: RoutingSample | None) -> La
     loss_f, loss_b = LOSS_PASS_BYTES_PER_LOGIT[plan.loss_implementation]
     head_f = float(head_gemm + cm.memory_s(logits * loss_f))
     head_b = float(2 * head_gemm + cm.memory_s(logits * loss_b))
-    bwd_bytes = None  # the gradients move at 16 bits whatever the forward dispatch's width
-    if ratio != 1.0:
+    bwd_bytes = None
+    if ratio != 1.0:  # the forward dispatch moves FP8 rows; its gradient the 16-bit ones
         bwd_bytes = nbytes.copy()
-        bwd_bytes[moe, :, DISPATCH] /= ratio
+        nbytes[moe, :, DISPATCH] *= ratio
     costs = LayerCosts(
         fwd_s=fwd, bwd_s=bwd, fwd_bytes=nbytes, bwd_bytes=bwd_bytes, fwd_tokens=tokens, dropped=dropped,
         straggler_fwd_s=strag_f, straggler_bwd_s=strag_b,
