@@ -41,7 +41,7 @@ def _run(source: str, seed: int | None, progress_console) -> _Loaded:
         from moesim.results import read_saved
 
         folder, doc, summary = read_saved(path)
-        overrides = tuple(str(o) for o in (doc.get("inputs") or {}).get("overrides") or ())
+        overrides = tuple(str(o) for o in doc.get("inputs", {}).get("overrides", []))  # read_summary checked them
         return _Loaded(doc["scenario"], doc["kind"], summary, saved_step(folder), folder.resolve().name, overrides)
     if path.is_dir():
         raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")

@@ -245,6 +245,9 @@ def read_summary(path: Path) -> dict:
         raise InputError(f"{path}: not a moesim result (no summary/kind)")
     if doc.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: format_version {doc.get('format_version')!r} is not {FORMAT_VERSION}")
+    inputs = doc.get("inputs", {})
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("overrides", []), list):
+        raise InputError(f"{path}: not a moesim result (inputs must map scenario and a list of overrides)")
     return doc
 
 

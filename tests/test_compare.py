@@ -43,6 +43,18 @@ def test_a_saved_result_against_a_scenario(tmp_path, capsys):
     assert "every summary figure is the same in these runs" in capsys.readouterr().out
 
 
+def test_a_saved_result_with_malformed_inputs_is_one_line(tmp_path, capsys):
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(tmp_path / "r"), "--json"]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for bad in ("x", {"overrides": "plan.dp=8"}):
+        (tmp_path / "r" / "summary.json").write_text(json.dumps({**doc, "inputs": bad}))
+        assert main(["compare", str(tmp_path / "r"), "mixtral-8x7b-h100-train"]) == 2
+        err = capsys.readouterr().err
+        assert "not a moesim result (inputs must map scenario and a list of overrides)" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_bad_runs_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["compare", "mixtral-8x7b-h100-train"]) == 2
     assert "give two or more" in capsys.readouterr().err
