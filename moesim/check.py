@@ -58,7 +58,7 @@ def summary(s: Scenario) -> dict:
         out.update(trainable_summary(m, s.workload.trainable))
     out["fits_reason"], out["fits_advice"] = fit_explanation(pool, mem)
     if not s.is_training:
-        out["kv_cache_capacity_tokens"] = capacity = kv_cache_capacity_tokens(pool)
+        out["kv_cache_capacity_tokens"] = capacity = int(kv_cache_capacity_tokens(pool))
         # a whole max_seq_len sequence's KV slots (local layers keeping only their window: fewer)
         slots = slot_map(m, pool.workload.local_attention_mode)
         longest = m.max_seq_len if slots is None else int(slots(m.max_seq_len))

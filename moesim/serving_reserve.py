@@ -45,6 +45,7 @@ rest of #23278's, ~2 GiB on one GPU (the forward's peak with the fused-MoE works
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 from moesim.accounting import GIB
@@ -65,6 +66,14 @@ VLLM_SAMPLER_WARMUP_BYTES = 28.0
 def runs_cuda(device_name: str) -> bool:
     """Whether a device runs CUDA (and NCCL): not Apple, a CPU or a TPU."""
     return platform_of(device_name) == "cuda" and not compiled_step(device_name)
+
+
+def gpu_runtime(device_name: str) -> str:
+    """The runtime a GPU's memory figures come from, for messages: 'ROCm' for an AMD GPU (named AMD, Instinct,
+    Radeon or MI<digits>: HIP reports its memory as CUDA does), else 'CUDA'."""
+    name = device_name.lower()
+    amd = any(w in name for w in ("amd", "instinct", "radeon")) or re.search(r"\bmi\d{3}", name) is not None
+    return "ROCm" if amd else "CUDA"
 
 
 def cuda_reported_gib(mem_gib: float) -> float:
@@ -144,10 +153,11 @@ def budget_words(s) -> str:
     """How :func:`engine_budget_bytes` came about, for a fits reason: e.g. ``(workload.memory_utilization 0.9 of
     the 79.3 GiB CUDA reports)``; empty where the budget is the device's capacity."""
     b = _budget(s)
-    of = f"the {b.seen:.1f} GiB CUDA reports" if b.cuda else f"{b.seen:.1f} GiB"
+    rt = gpu_runtime(s.hardware.device.name)
+    of = f"the {b.seen:.1f} GiB {rt} reports" if b.cuda else f"{b.seen:.1f} GiB"
     if b.share is not None:
         return f" (workload.memory_utilization {b.share:g} of {of})"
     if not b.cuda:
         return ""
-    what = "the CUDA context and communication buffers" if b.comm else "the CUDA context"
+    what = f"the {rt} context and communication buffers" if b.comm else f"the {rt} context"
     return f" (of {of}, {b.held:.1f} GiB held by {what})"

@@ -34,7 +34,13 @@ from __future__ import annotations
 
 from moesim.costmodel.host import platform_of
 from moesim.engine.expert_tp import expert_dp_group
-from moesim.serving_reserve import CUDA_CONTEXT_GIB, cuda_reported_gib, runs_cuda, visible_gib
+from moesim.serving_reserve import (
+    CUDA_CONTEXT_GIB,
+    cuda_reported_gib,
+    gpu_runtime,
+    runs_cuda,
+    visible_gib,
+)
 
 _MB = 1e6 / 2**30  # GiB per MB
 #: GiB a rank holds for one NCCL communicator of two GPUs after its first all-reduce (NCCL issue #964, A100 NVLink).
@@ -93,6 +99,7 @@ def capacity_words(s) -> str:
         return f" (what macOS lets the GPU wire of {s.hardware.device.mem_gib:g} GiB: hardware.device.gpu_wired_limit_gib)"
     if not runs_cuda(s.hardware.device.name):
         return ""
-    what = "the CUDA context and NCCL's buffers" if comm_buffer_gib(s) else "the CUDA context"
+    rt = gpu_runtime(s.hardware.device.name)
+    what = f"the {rt} context and {'RCCL' if rt == 'ROCm' else 'NCCL'}'s buffers" if comm_buffer_gib(s) else f"the {rt} context"
     seen = cuda_reported_gib(s.hardware.device.mem_gib)
-    return f" (of the {seen:.1f} GiB CUDA reports, {held_gib(s):.1f} GiB held by {what})"
+    return f" (of the {seen:.1f} GiB {rt} reports, {held_gib(s):.1f} GiB held by {what})"

@@ -293,3 +293,17 @@ def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunke
     assert violations(r) == []
     if not mixed:  # an iteration runs prefill or decodes, never both
         assert all(p == 0 or d == 0 for p, d in zip(it["prefill_tokens"], it["decode_tokens"]))
+
+
+def test_a_trace_shorter_than_n_requests_says_so_in_the_steady_note(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{0.05 * i},{100 + i},{8 + i % 3}\n" for i in range(30)))
+    path = ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml"
+    short = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.trace={trace}",
+                                                        "workload.arrival.n_requests=50"])).summary
+    assert short["n_requests"] == 30
+    assert "the trace has 30 rows, fewer than workload.arrival.n_requests 50" in short["steady_note"]
+    enough = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.trace={trace}",
+                                                         "workload.arrival.n_requests=20"])).summary
+    assert enough["n_requests"] == 20 and "fewer than" not in enough["steady_note"]

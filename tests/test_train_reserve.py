@@ -193,3 +193,12 @@ def test_mlx_on_apple_silicon_strands_nothing_beyond_the_live_tensors():
     assert summary["peak_reserved_gib"] == pytest.approx(summary["peak_memory_gib"])
     cuda = load_scenario("mixtral-8x7b-qlora-1xa100", ["plan.recompute=full"])
     assert stranded_fraction(cuda) > 0.2  # the same LoRA on an A100 under PyTorch's caching allocator
+
+
+@pytest.mark.parametrize("device, runtime", [("AMD Instinct MI300X", "ROCm"), ("MI325X", "ROCm"),
+                                             ("NVIDIA H100 SXM5 80GB", "CUDA"), ("NVIDIA GeForce RTX 4090", "CUDA")])
+def test_a_fits_reason_names_the_gpus_own_runtime(device, runtime):
+    s = load_scenario("mixtral-8x7b-h100-train", [f"hardware.device.name={device}", "plan.ep=1", "plan.dp=64"])
+    reason = simulate(s, None).summary["fits_reason"]
+    assert f"GiB {runtime} reports" in reason
+    assert ("RCCL" in reason) == (runtime == "ROCm") and ("NCCL" in reason) == (runtime == "CUDA")

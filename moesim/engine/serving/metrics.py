@@ -155,6 +155,9 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "whole_run_output_tokens_per_s": whole["output_tokens_per_s"],
         "whole_run_requests_per_s": whole["requests_per_s"],
     }
+    asked = s.workload.arrival.n_requests
+    if process == "trace" and n < asked:  # the run is shorter than the scenario asked: say so where the window is
+        out["steady_note"] += f"; the trace has {n:,} rows, fewer than workload.arrival.n_requests {asked:,}"
     out.update(latency_stats(req, keep))
     out.update(latency_stats(req, keep, ("queue",), ("p50", "p99")))
     out.update({f"whole_run_{k}": v for k, v in run_lat.items()})
@@ -169,7 +172,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "kv_utilisation_max": float(it["kv_utilisation"].max()) if dur.size else 0.0,
         "tp_comm_fraction": float(it["tp_comm_s"].sum() / dur.sum()) if dur.sum() > 0 else 0.0,
         "alltoall_fraction": float(it["ep_comm_s"].sum() / dur.sum()) if dur.sum() > 0 else 0.0,
-        "kv_cache_capacity_tokens": float(kv_cache_capacity_tokens(s)),
+        "kv_cache_capacity_tokens": int(kv_cache_capacity_tokens(s)),  # whole tokens, as the engine admits them
         "preemptions": int(req["preemptions"].sum()),
         "preempted_requests": int((req["preemptions"] > 0).sum()),
         "peak_memory_gib": mem.total_gib,
