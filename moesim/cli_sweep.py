@@ -98,7 +98,10 @@ def sweep_command(
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
                   highlight=False)
         if best and outcome.best is None:
-            out.print(f"[yellow]no finished point has {best.partition(':')[0]}[/yellow]")
+            finished = any(r.get("status") == "ok" for r in outcome.rows)
+            why = (f"no finished point has {best.partition(':')[0]}" if finished else
+                   "no point finished ok (the status column says why)")
+            out.print(f"[yellow]no best point: {why}[/yellow]", highlight=False)
     if p.total and p.failed == p.total:
         raise RunError(f"every point failed (see the reason column of {files['csv']})")
 

@@ -26,6 +26,7 @@ adapter's ``dA`` (``moesim.frozen_inputs``). Not modelled: LoRA's ``T x r`` inte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from moesim.accounting import (
@@ -50,6 +51,8 @@ NF4_BITS = 4.0 + 32 / 64
 NF4_DQ_BITS = 4.0 + 8 / 64 + 32 / (64 * 256)
 #: The weight groups of ``TrainableSpec.targets`` and what each mode trains of them.
 GROUPS = ("attention", "experts", "router", "dense_ffn")
+#: Every weight trains (mode ``all``): a layer's base parameters through :func:`layer_trainable`.
+_EVERY_WEIGHT = TrainableSpec()
 
 
 def nf4_bytes_per_weight(spec: TrainableSpec) -> float:
@@ -106,7 +109,9 @@ def layer_trainable(m: ModelSpec, spec: TrainableSpec, layer: int) -> LayerTrain
     d, moe = m.d_model, m.is_moe_layer(layer)
     routed = moe and m.n_experts >= 1
     expert_mats = ffn_matrices(d, m.expert_width, m.gated_ffn) if routed else []
-    shared = [mat for _ in range(m.n_shared_experts) for mat in ffn_matrices(d, m.shared_width, m.gated_ffn)] if moe else []
+    # the shared experts as one MLP of their summed width, as Hugging Face builds them (DeepSeek's
+    # ``DeepseekV2MLP(intermediate_size=moe_intermediate_size * n_shared_experts)``): one adapter per matrix
+    shared = ffn_matrices(d, m.n_shared_experts * m.shared_width, m.gated_ffn) if moe and m.n_shared_experts else []
     dense_ffn = ffn_matrices(d, m.ffn_hidden, m.gated_ffn) if not moe else shared
     router = [(d, m.n_experts)] if moe and m.n_experts > 1 else []
     if spec.mode == "lora":
@@ -161,10 +166,19 @@ def trainable_counts(m: ModelSpec, spec: TrainableSpec) -> TrainableCounts:
     trainable = dense + experts
     if trainable == 0:  # e.g. experts (or LoRA on experts only) of a dense model
         what = f"lora on {', '.join(spec.lora_targets)}" if spec.mode == "lora" else repr(spec.mode)
-        raise InputError(f"workload.trainable: {what} trains no parameter of {m.name} (no routed experts or "
-                         "no such layers); choose another mode or target")
+        where = f" in its last {spec.layers} blocks" if spec.layers is not None else ""
+        raise InputError(f"workload.trainable: {what} trains no parameter of {m.name}: it has no "
+                         f"{_missing_parts(m, spec)}{where}; choose another mode or target")
     frozen = p.total - (trainable if spec.mode != "lora" else 0)
     return TrainableCounts(trainable, dense, experts, p.total, frozen, quantizable_params(m) if spec.quantized else 0)
+
+
+def _missing_parts(m: ModelSpec, spec: TrainableSpec) -> str:
+    """What a mode or a LoRA target list found none of in ``m``, for the error of :func:`trainable_counts`."""
+    parts = {"experts": "routed experts", "router": "router (one expert or none)",
+             "dense_ffn": "dense FFN layers or shared experts", "attention": "attention"}
+    wanted = spec.lora_targets if spec.mode == "lora" else ("experts",) if spec.mode == "experts" else GROUPS
+    return " or ".join(parts[g] for g in wanted)
 
 
 def quantizable_params(m: ModelSpec) -> int:
@@ -189,23 +203,53 @@ class DeviceShares:
     expert_trainable: float
 
 
+@dataclass(frozen=True)
+class _Tally:
+    """Base and trainable parameters of a set of blocks (and the weights outside them), model-wide units."""
+
+    dense: float  # base parameters outside the routed experts
+    train_dense: float
+    experts: float  # base routed-expert parameters
+    train_experts: float
+    quant_dense: float  # of ``dense``, the linear weights QLoRA stores in nf4
+
+
+def _whole_tally(m: ModelSpec, spec: TrainableSpec) -> _Tally:
+    p, c = param_counts(m), trainable_counts(m, spec)
+    return _Tally(p.dense, c.trainable_dense, p.routed_experts, c.trainable_experts,
+                  quantizable_params(m) - p.routed_experts)
+
+
+def _stage_tally(m: ModelSpec, spec: TrainableSpec, layers: Sequence[int], outside: float) -> _Tally:
+    """The tally of the blocks ``layers`` and ``outside`` parameters beside them (embedding table, final norm,
+    output head: 16-bit, trainable with :func:`embeddings_trainable`)."""
+    dense = train_d = experts = train_e = quant = 0.0
+    for i in layers:
+        base, lt, n = layer_trainable(m, _EVERY_WEIGHT, i), layer_trainable(m, spec, i), routed_experts_in(m, i)
+        dense, train_d, quant = dense + base.dense, train_d + lt.dense, quant + base.dense - 2 * m.d_model  # norms
+        experts, train_e = experts + n * base.per_expert, train_e + n * lt.per_expert
+    return _Tally(dense + outside, train_d + (outside if embeddings_trainable(spec) else 0.0), experts, train_e, quant)
+
+
 def device_shares(m: ModelSpec, spec: TrainableSpec, train_weight_bytes: float,
-                  stored: tuple[float, float] | None = None) -> DeviceShares:
+                  stored: tuple[float, float] | None = None,
+                  stage: tuple[Sequence[int], float] | None = None) -> DeviceShares:
     """Bytes per base parameter of the weights and the trainable fractions, dense and expert.
 
     Frozen and trainable base weights are kept at ``stored`` (dense, expert) bytes each (default
     ``train_weight_bytes``, the 16-bit width; FP8 primary weights fewer: ``train_bytes.stored_weight_bytes``);
     QLoRA's quantisable weights at :func:`nf4_bytes_per_weight`; LoRA adds its adapters at
-    ``train_weight_bytes`` (spread over the base parameters they sit on).
+    ``train_weight_bytes`` (spread over the base parameters they sit on). ``stage``: (its blocks, its
+    parameters outside them) to take the shares of one pipeline stage (``layers: N`` trains the last stages
+    alone), None: of the whole model.
     """
-    p, c = param_counts(m), trainable_counts(m, spec)
-    f_dense = c.trainable_dense / p.dense if p.dense else 0.0
-    f_expert = c.trainable_experts / p.routed_experts if p.routed_experts else 0.0
+    t = _whole_tally(m, spec) if stage is None else _stage_tally(m, spec, *stage)
+    f_dense = t.train_dense / t.dense if t.dense else 0.0
+    f_expert = t.train_experts / t.experts if t.experts else 0.0
     dense_b, expert_b = stored or (train_weight_bytes, train_weight_bytes)
     if spec.quantized:
         q = nf4_bytes_per_weight(spec)
-        quant_dense = quantizable_params(m) - p.routed_experts
-        dense_b = (quant_dense * q + (p.dense - quant_dense) * train_weight_bytes) / p.dense if p.dense else 0.0
+        dense_b = (t.quant_dense * q + (t.dense - t.quant_dense) * train_weight_bytes) / t.dense if t.dense else 0.0
         expert_b = q
     if spec.mode == "lora":  # adapters are weights too
         dense_b += f_dense * train_weight_bytes

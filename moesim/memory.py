@@ -56,6 +56,7 @@ from moesim.stage_memory import (
     busiest_stage,
     dualpipe_busiest_stage,
     held_layers,
+    outside_params,
     stage_layers,
     stage_params,
 )
@@ -171,7 +172,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         def params_of(st: int) -> tuple[float, float, float]:  # (weights, grads, Adam) bytes of stage st's chunk
             d_, e_ = weight_params_per_device(m, plan, red, stage=st)
             if not w.trainable.full:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base
-                return _finetune_param_bytes(s, d_, e_, b, 1, dp, expert_dp)
+                return _finetune_param_bytes(s, d_, e_, b, 1, dp, expert_dp, st)
             bd, be = stored_weight_bytes(s, b)
             return (zero_sharded_bytes(d_, e_, bd, be, 3, z, dp, expert_dp) + fp8_weight_cache_bytes(s, d_, e_),
                     zero_sharded_bytes(d_, e_, g, g, 2, z, dp, expert_dp),
@@ -302,15 +303,18 @@ def stranded_fraction(s: Scenario) -> float:
 
 
 def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, copies: int, dp: int,
-                          expert_dp: int) -> tuple[float, float, float]:
+                          expert_dp: int, stage: int | None = None) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes on one device of a fine-tuning run (``workload.trainable``
     other than ``all``): ``dense`` / ``experts`` base parameters on the device at ``b`` bytes each
     (``finetune.device_shares``: nf4 base weights under QLoRA, FP8 primary weights at :func:`stored_weight_bytes`,
     LoRA adapters added; under FP8 GEMMs the copies Transformer Engine caches of 16-bit weights,
     :func:`fp8_weight_cache_bytes`, frozen or not), gradients and Adam states only for the trainable share, each
-    sharded by the ZeRO stage as :func:`memory_report`."""
-    z = s.plan.zero_stage
-    sh = device_shares(s.model, s.workload.trainable, b, stored_weight_bytes(s, b))
+    sharded by the ZeRO stage as :func:`memory_report`. ``stage``: the pipeline stage holding them (its own
+    trainable shares: ``layers: N`` trains the last stages alone); None or ``pp`` 1: the whole model's."""
+    z, m = s.plan.zero_stage, s.model
+    where = None if stage is None or s.plan.pp == 1 else (stage_layers(m, s.plan, stage),
+                                                         outside_params(m, s.plan, stage))
+    sh = device_shares(m, s.workload.trainable, b, stored_weight_bytes(s, b), where)
     weights = copies * (zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
                                            expert_dp) + fp8_weight_cache_bytes(s, dense, experts))
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable

@@ -32,6 +32,17 @@ def stage_layers(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> list[int]:
     return schedule_for(plan).stage_layers(m.n_layers, stage, plan.pp, plan.virtual_stages)
 
 
+def outside_params(m: ModelSpec, plan: PlanSpec, stage: int = 0) -> float:
+    """Parameters of pipeline stage ``stage`` outside its blocks, before TP: the embedding table with the first
+    model chunk (stage 0), the final norm and the output head with the last (stage ``pp - 1``; under
+    ``tied_embeddings`` its own copy of the table unless that is stage 0 too); see :func:`stage_params`."""
+    table = m.vocab_size * m.d_model
+    out = table if stage == 0 else 0  # the first chunk runs on stage 0 in every schedule, even with no layer
+    if stage == plan.pp - 1:  # and the last on stage pp - 1 (DualPipe: direction 0's)
+        out += m.d_model + (table if not m.tied_embeddings or stage != 0 else 0)
+    return float(out)
+
+
 def stage_params(m: ModelSpec, plan: PlanSpec, stage: int = 0, p=None) -> tuple[float, float]:
     """(dense, routed-expert) parameters one device of pipeline stage ``stage`` holds, before ZeRO and
     EPLB copies: its own layers (:func:`stage_layers`; under DualPipe its direction-0 chunk) split over
@@ -50,11 +61,7 @@ def stage_params(m: ModelSpec, plan: PlanSpec, stage: int = 0, p=None) -> tuple[
     moe_own = sum(1 for i in own if m.is_moe_layer(i))
     split += (len(own) - moe_own) * (p.dense_ffn / n_dense if n_dense else 0.0)
     split += moe_own * ((p.shared_experts + p.router) / n_moe if n_moe else 0.0)
-    table = m.vocab_size * m.d_model
-    if stage == 0:  # the first chunk runs on stage 0 in every schedule, even when it holds no layer
-        split += table
-    if stage == plan.pp - 1:  # and the last on stage pp - 1 (DualPipe: direction 0's)
-        split += m.d_model + (table if not m.tied_embeddings or stage != 0 else 0)
+    split += outside_params(m, plan, stage)
     dense = split / plan.tp + whole * len(own)
     experts = moe_own * (p.routed_experts / n_moe if n_moe else 0.0) / (plan.ep * plan.expert_tp)
     return dense, experts

@@ -157,7 +157,8 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     # the --best metric, the headline ones and the first that moves stay, folded if they must
     keep = 1 + len([m for m in candidates if m == metric or m in HEADLINE.get(kind, ())])
     shown, left = fit(fixed, candidates, widths, width, keep)
-    t = Table(title=f"sweep results{f' (best by {metric})' if metric else ''}", header_style="bold")
+    ranked = f" (best by {metric})" if best_row is not None else f" (none ranked by {metric})" if metric else ""
+    t = Table(title=f"sweep results{ranked}", header_style="bold")
     for h, _ in lead:
         t.add_column(h, justify="right", overflow="fold")
     for m in shown:

@@ -80,6 +80,8 @@ def test_frozen_modes_count_the_parts_they_train():
     ("{mode: lora, rank: 8, targets: [attention, mlp]}", ["workload.trainable.targets", "'dense_ffn'"]),
     ("{mode: lora, rank: 8, base_dtype: int4}", ["workload.trainable.base_dtype", "'nf4'"]),
     ("{mode: lora, rank: 100000}", ["workload.trainable.rank", "65536"]),
+    ("{mode: lora, rank: 8, base_dtype: bf16, double_quant: false}", ["workload.trainable.double_quant", "nf4"]),
+    ("{mode: experts, double_quant: true}", ["workload.trainable.double_quant", "only for mode 'lora'"]),
 ])
 def test_bad_trainable_is_a_one_line_error_naming_the_field(value, words):
     with pytest.raises(InputError) as err:
@@ -268,3 +270,18 @@ def test_padding_truncates_long_samples_at_seq_len():
 def test_training_nothing_is_an_input_error():
     with pytest.raises(InputError, match="workload.trainable: 'experts' trains no parameter"):
         simulate(scen("llama-2-7b-a100-train", "workload.trainable=experts"), None)
+
+
+def test_a_target_the_model_lacks_is_named_in_the_error():
+    with pytest.raises(InputError, match="lora on dense_ffn trains no parameter of Mixtral 8x7B: it has no dense FFN "
+                                         "layers or shared experts"):
+        s = scen(QLORA, "workload.trainable.targets=[dense_ffn]")
+        trainable_counts(s.model, s.workload.trainable)
+
+
+def test_lora_adapts_the_shared_experts_as_one_mlp_of_their_summed_width():
+    # DeepSeek-V2-Lite: 1 dense layer (FFN 10944), 26 MoE layers with 2 shared experts of 1408, d_model 2048;
+    # Hugging Face builds the shared experts as one MLP of 2 x 1408: gate, up and down adapters of rank 16
+    s = scen(QLORA, "model=deepseek-v2-lite", "workload.trainable.targets=[dense_ffn]")
+    assert trainable_counts(s.model, s.workload.trainable).trainable == (
+        26 * 3 * 16 * (2048 + 2 * 1408) + 3 * 16 * (2048 + 10944))

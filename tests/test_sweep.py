@@ -338,3 +338,12 @@ def test_cli_sweep_with_real_engine(tmp_path):
     assert doc["best"]["tokens_per_s"] == max(r["tokens_per_s"] for r in rows)
     result = CliRunner().invoke(_app(), args[:-1] + ["--resume"])  # the table view; nothing left to run
     assert result.exit_code == 0 and "skipped 4" in result.stdout
+
+
+def test_best_over_a_sweep_with_no_fitting_point_says_none_is_ranked(tmp_path):
+    args = ["sweep", str(TRAIN), "--experts", "7,9", "--out", str(tmp_path / "a"), "--best", "tokens_per_s"]
+    result = CliRunner().invoke(_app(), args)  # 7 and 9 experts do not divide the plan's EP: both invalid
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # the narrow test console folds the title
+    assert "(none ranked by tokens_per_s)" in text and "best by" not in text
+    assert "no best point: no point finished ok" in text

@@ -220,3 +220,15 @@ def test_dualpipe_activations_grow_with_the_trained_blocks_when_stage_0s_chunk_i
     # 61 layers over 16 stages: stage 0 holds 3 dense + 1 MoE and 3 MoE layers, stages 3-12 eight MoE layers, but
     # stage 0 also holds the embedding and the output head (1.9B parameters with their fp32 gradients): it holds the most
     assert full.stage == 0
+
+
+@pytest.mark.parametrize("trainable", ["{mode: all, layers: 8}", "{mode: lora, rank: 16, layers: 8}"])
+def test_the_stage_holding_the_trained_blocks_keeps_all_their_gradients_and_adam_states(trainable):
+    # 32 blocks over pp 4: stage 3 holds blocks 24-31, exactly the 8 that train; its gradients are the same
+    # as one stage's holding the whole model, and its Adam states those of its expert data-parallel group (dp/ep)
+    sets = ["plan.ep=2", f"workload.trainable={trainable}"]
+    whole = memory_report(load_scenario("mixtral-8x7b-lora-8xh100", sets))
+    staged = memory_report(load_scenario("mixtral-8x7b-lora-8xh100", sets + ["plan.dp=2", "plan.pp=4"]))
+    assert staged.stage == 3
+    assert staged.gradients_gib == pytest.approx(whole.gradients_gib, rel=1e-9)
+    assert staged.optimizer_gib > 2 * whole.optimizer_gib  # experts' Adam over 1 rank, not 4

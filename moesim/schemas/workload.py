@@ -86,9 +86,13 @@ class TrainableSpec(Strict):
                 raise ValueError("rank: required when mode is 'lora' (e.g. 16)")
             if self.targets is not None and len(set(self.targets)) != len(self.targets):
                 raise ValueError(f"targets = {self.targets}: each target at most once")
+            if "double_quant" in self.model_fields_set and self.base_dtype != "nf4":
+                dtype = self.base_dtype or "unset, i.e. bf16"
+                raise ValueError(f"double_quant: only with base_dtype nf4 (it quantises QLoRA's block scales; base_dtype "
+                                 f"{dtype} has none)")
         else:
-            for name in ("rank", "targets", "base_dtype", "dropout"):
-                if getattr(self, name) is not None:
+            for name in ("rank", "targets", "base_dtype", "dropout", "double_quant"):
+                if name in self.model_fields_set and getattr(self, name) is not None:
                     unset = "" if "mode" in self.model_fields_set else ", the default"
                     raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r}{unset}, trains whole weights); "
                                      "for adapters set mode: lora")
