@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from moesim.engine.serving.steady import SERVED_TOL, SteadyWindow, steady_window, window_latencies
 from moesim.errors import InputError
 from moesim.results import SimResult
@@ -129,13 +131,13 @@ def check_serving(s: Scenario) -> None:
 
 def probe_requests(s: Scenario, rate: float, e2e_p90_s: float | None = None, replicas: int = 1) -> int:
     """Requests of a probe at ``rate``: enough arrivals to span ``SPAN_E2E`` e2e p90 latencies (a
-    previous probe's), within ``[MIN_REQUESTS, MAX_REQUESTS / replicas]``. Without a latency, and for a
-    trace (the same rows at every rate, only their times scaled): the scenario's ``n_requests``,
-    within the same bounds (a trace gives at most its rows). ``replicas``: identical replicas the run
+    previous probe's), within ``[MIN_REQUESTS, MAX_REQUESTS / replicas]``. Without a latency: the
+    scenario's ``n_requests``, within the same bounds (a trace's rows are replayed from the start when it
+    has fewer: :func:`_trace_rows`). ``replicas``: identical replicas the run
     stands for (``moesim plan`` plays one): its probe spans the time their sum's would, so that one
     replica and the whole plan are judged over windows of the same length (near capacity a longer
     window sees less of the queue still filling up, and holds at higher rates)."""
-    if s.workload.arrival.process == "trace" or e2e_p90_s is None or not math.isfinite(e2e_p90_s):
+    if e2e_p90_s is None or not math.isfinite(e2e_p90_s):
         n = s.workload.arrival.n_requests
     else:
         n = math.ceil(rate * SPAN_E2E * e2e_p90_s)
@@ -144,28 +146,49 @@ def probe_requests(s: Scenario, rate: float, e2e_p90_s: float | None = None, rep
 
 def _with_arrivals(s: Scenario, rate: float, n: int, folder: Path) -> tuple[Scenario, str]:
     """``s`` with ``n`` requests at ``rate``; a trace is rewritten in ``folder``."""
-    from moesim.engine.serving.requests import read_trace
 
     a = s.workload.arrival
     if a.process == "trace":
-        t, p, o = (col[:n] for col in read_trace(a.trace))
-        span = float(t.max() - t.min())
-        if t.size < 2 or span <= 0:
-            raise InputError(f"workload.arrival.trace = {str(a.trace)!r}: its first {t.size} rows arrive at one "
-                             "time; --slo scales a trace's arrival times to each probe rate and needs them spread out")
-        factor = (t.size - 1) / span / rate  # time stretch: the trace's rate / the probe rate
+        t, p, o, text = _trace_rows(a.trace, rate, n)
         path = folder / f"trace-{uuid.uuid4().hex}.csv"
         lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
-        lines += [f"{x!r},{i},{j}" for x, i, j in zip((t * factor).tolist(), p.tolist(), o.tolist())]
+        lines += [f"{x!r},{i},{j}" for x, i, j in zip(t.tolist(), p.tolist(), o.tolist())]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         new = a.model_copy(update={"trace": path, "n_requests": int(t.size)})
-        text = f"trace arrival times scaled by {factor:.4g} to the probe rate (first {t.size} rows)"
     else:
         new = a.model_copy(update={"process": "poisson", "rate_per_s": float(rate), "n_requests": n})
         text = "Poisson arrivals at the probe rate" + (f" (the scenario's {a.process} arrivals replaced)"
                                                         if a.process in ("batch", "closed") else "")
     w = s.workload.model_copy(update={"arrival": new})
     return s.model_copy(update={"workload": w}), text
+
+
+def _trace_rows(trace, rate: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A probe's ``n`` requests from a trace at ``rate`` req/s: (arrival s, prompt, output tokens, how).
+
+    The trace's times are scaled so that its rows arrive at ``rate`` (its order and burstiness kept); a
+    probe longer than the trace replays it from the start, each pass one mean gap after the last, so that a
+    short trace is judged over a window as long as a Poisson probe's (its length is what the verdict needs,
+    not the trace's)."""
+    from moesim.engine.serving.requests import read_trace
+
+    t, p, o = read_trace(trace)
+    rows = t.size
+    if n <= rows:
+        t, p, o = t[:n], p[:n], o[:n]
+    span = float(t[-1] - t[0]) if t.size else 0.0
+    if t.size < 2 or span <= 0:
+        raise InputError(f"workload.arrival.trace = {str(trace)!r}: its first {t.size} rows arrive at one time; "
+                         "--slo scales a trace's arrival times to each probe rate and needs them spread out")
+    gap = span / (t.size - 1)  # the mean gap, which becomes 1 / rate
+    passes = -(-n // t.size)
+    if passes > 1:
+        t = np.concatenate([t - t[0] + k * (span + gap) for k in range(passes)])[:n]
+        p, o = np.tile(p, passes)[:n], np.tile(o, passes)[:n]
+    factor = 1.0 / gap / rate
+    how = f"trace arrival times scaled by {factor:.4g} to the probe rate" + (
+        f" (its {rows:,} rows played {passes} times)" if passes > 1 else f" (first {t.size} rows)")
+    return (t - t[0]) * factor, p, o, how
 
 
 def _play(s: Scenario, rate: float, n: int, seed: int) -> tuple[SimResult, str]:

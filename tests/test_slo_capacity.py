@@ -387,3 +387,21 @@ def test_a_search_above_a_saturated_rate_that_read_low_steps_up_freely(small, mo
     found = max_goodput(small, slo, rel_tol=0.1, n_requests=N)
     assert not found.limit.startswith("held at every rate probed")
     assert found.max_goodput_req_s == pytest.approx(truth.max_goodput_req_s, rel=0.2)
+
+
+def test_a_probe_longer_than_its_trace_replays_the_trace_at_the_same_mean_rate(tmp_path):
+    trace = tmp_path / "t.csv"  # 50 rows, uneven gaps
+    gaps = np.tile([0.1, 0.3, 0.2, 0.4], 13)[:49]
+    times = np.r_[0.0, np.cumsum(gaps)]
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{t},{100 + i},{10 + i}\n" for i, t in enumerate(times)))
+    s = load_scenario(ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml", [f"workload.arrival.trace={trace}",
+                                                                          "workload.arrival.n_requests=50"])
+    probe_s, note = capacity._with_arrivals(s, 4.0, 175, tmp_path)
+    got = sample_requests(probe_s.workload, np.random.default_rng(0))
+    assert len(got) == 175 and "its 50 rows played 4 times" in note
+    assert got.arrival_s[50] - got.arrival_s[49] == pytest.approx(1 / 4.0)  # the seam: one mean gap
+    assert np.mean(np.diff(got.arrival_s[:150])) == pytest.approx(1 / 4.0)  # three whole passes at the rate
+    np.testing.assert_array_equal(got.prompt_tokens[50:100], got.prompt_tokens[:50])  # the rows again, in order
+    # the probe's length follows its latency, as a Poisson probe's does, not the trace's rows
+    assert capacity.probe_requests(s, 100.0, e2e_p90_s=3.0) == 1500
