@@ -78,6 +78,8 @@ class _Section:
         self.read.add(self.prefix + key)
         if key not in self.data:
             raise KeyError(self.prefix + key)
+        if self.data[key] is None:  # never a silent default: ModelSpec would fill a dense model's width in
+            raise HFConfigError(f"key {self.prefix + key!r} is null: this model_type needs its value")
         return self.data[key]
 
     def opt(self, key: str, default: Any = None) -> Any:
@@ -222,8 +224,12 @@ def _qwen_moe(s: _Section, shared_allowed: bool) -> dict:
     if shared and not shared_allowed:
         raise HFConfigError(f"key 'shared_expert_intermediate_size' = {short_repr(shared)}: qwen3_moe has no "
                             "shared expert in transformers; allowed: 0 or absent (qwen2_moe has one)")
+    if n_experts == 0 and not isinstance(n_experts, bool):  # transformers builds dense MLPs everywhere
+        s.skip("num_experts_per_tok", "moe_intermediate_size")
+        return out
     if not _int(n_experts):
-        return out  # num_experts 0: transformers builds dense MLPs everywhere
+        raise HFConfigError(f"key 'num_experts' = {short_repr(n_experts)}: expected a whole number of routed experts "
+                            "(0: a dense model)")
     out.update(_experts(n_experts, s.req("num_experts_per_tok"), s.req("moe_intermediate_size")))
     if shared:
         out.update(n_shared_experts=1, shared_expert_ffn_hidden=shared)

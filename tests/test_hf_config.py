@@ -265,6 +265,11 @@ ERRORS = [
      ["missing key 'moe_intermediate_size'"]),
     ("missing nested key", {**_cfg("dbrx-base"), "ffn_config": {"ffn_hidden_size": 10752}},
      ["missing key 'ffn_config.moe_num_experts'"]),
+    ("null expert width", {**_cfg("qwen1.5-moe-a2.7b"), "moe_intermediate_size": None},
+     ["key 'moe_intermediate_size' is null"]),
+    ("expert count as text", _cfg("qwen1.5-moe-a2.7b", num_experts="60"),
+     ["key 'num_experts' = '60': expected a whole number of routed experts"]),
+    ("expert count a bool", _cfg("qwen1.5-moe-a2.7b", num_experts=True), ["key 'num_experts' = True"]),
 ]
 
 
@@ -333,3 +338,8 @@ def test_a_sliding_window_config_with_absurd_layers_is_one_line(tmp_path):
         _load(tmp_path, cfg)
     msg = str(info.value)
     assert "\n" not in msg and "n_layers" in msg, msg
+
+
+def test_qwen_moe_with_no_experts_is_the_dense_model_transformers_builds(tmp_path):
+    m = _load(tmp_path, _cfg("qwen1.5-moe-a2.7b", num_experts=0)).model
+    assert m.n_moe_layers == 0 and m.ffn_hidden == _cfg("qwen1.5-moe-a2.7b")["intermediate_size"]
