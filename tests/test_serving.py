@@ -307,3 +307,17 @@ def test_a_trace_shorter_than_n_requests_says_so_in_the_steady_note(tmp_path):
     enough = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.trace={trace}",
                                                          "workload.arrival.n_requests=20"])).summary
     assert enough["n_requests"] == 20 and "fewer than" not in enough["steady_note"]
+
+
+def test_the_steady_note_says_what_became_of_a_traces_lengths(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{0.05 * i},{5000 if i < 3 else 100},{0 if i == 4 else 8}\n" for i in range(30)))
+    path = ROOT / "scenarios" / "llama-2-7b-a100-serve.yaml"  # prompt_tokens.max 3072, both lengths dist: trace
+    note = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.trace={trace}"])).summary["steady_note"]
+    assert "3 trace prompt_tokens above prompt_tokens.max 3,072 clipped to it" in note
+    assert "1 trace output_tokens of 0 counted as 1" in note and "drawn" not in note
+    drawn = moesim.simulate(moesim.load_scenario(path, [f"workload.arrival.trace={trace}",
+                                                        "workload.prompt_tokens={dist: fixed, value: 64}"]))
+    note = drawn.summary["steady_note"]
+    assert "prompt_tokens (dist fixed) drawn, not taken from the trace" in note and "clipped" not in note

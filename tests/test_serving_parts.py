@@ -171,3 +171,30 @@ def test_distinct_experts_match_monte_carlo_under_skew(top_k, tol):
     for tokens in (2, 8, 32):
         mc = _monte_carlo_touched(p, top_k, tokens, 4000, rng)
         assert float(expert_load.expected_touched(incl, tokens)[0]) == pytest.approx(mc, rel=tol)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,10\n0.5,200\n",
+     ["data row 2 has 2 cells, fewer than the 3 columns"]),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,abc,10\n", ["data row 1: '0.0', 'abc', '10' are not all"]),
+])
+def test_a_bad_trace_row_is_named(tmp_path, text, words):
+    from moesim.engine.serving.requests import read_trace
+    from moesim.errors import InputError
+
+    trace = tmp_path / "bad.csv"
+    trace.write_text(text)
+    with pytest.raises(InputError) as err:
+        read_trace(trace)
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("header", ["arrived_at, num_prefill_tokens, num_decode_tokens",
+                                    "\ufeffarrived_at,num_prefill_tokens,num_decode_tokens"])
+def test_a_header_as_spreadsheets_write_it_reads(tmp_path, header):
+    from moesim.engine.serving.requests import read_trace
+
+    trace = tmp_path / "t.csv"
+    trace.write_text(f"{header}\n0.0, 100, 10\n0.5, 200, 20\n", encoding="utf-8")
+    t, p, o = read_trace(trace)
+    assert t.tolist() == [0.0, 0.5] and p.tolist() == [100, 200] and o.tolist() == [10, 20]

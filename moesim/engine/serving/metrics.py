@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.engine.serving.batching import RequestBook
-from moesim.engine.serving.requests import Requests
+from moesim.engine.serving.requests import Requests, trace_length_notes
 from moesim.engine.serving.steady import headline_rates, headline_window, latency_stats, overloaded
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
@@ -158,6 +158,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
     asked = s.workload.arrival.n_requests
     if process == "trace" and n < asked:  # the run is shorter than the scenario asked: say so where the window is
         out["steady_note"] += f"; the trace has {n:,} rows, fewer than workload.arrival.n_requests {asked:,}"
+    out["steady_note"] += "".join(f"; {t}" for t in trace_length_notes(s.workload, n))
     out.update(latency_stats(req, keep))
     out.update(latency_stats(req, keep, ("queue",), ("p50", "p99")))
     out.update({f"whole_run_{k}": v for k, v in run_lat.items()})

@@ -43,17 +43,16 @@ def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = read_csv_rows(path, MAX_TRACE_BYTES, label)
     if not rows:
         raise InputError(f"{label}: empty file")
-    header = rows[0]
+    # names as a spreadsheet writes them: spaces after the commas, a byte-order mark before the first
+    header = [c.strip().lstrip("\ufeff").strip() for c in rows[0]]
     missing = [c for c in TRACE_COLUMNS if c not in header]
     if missing:
-        found = ", ".join(c.strip() for c in header if c.strip()) or "none"
+        found = ", ".join(repr(c) for c in header if c) or "none"
         raise InputError(f"{label}: missing column(s) {missing}; expected {list(TRACE_COLUMNS)} in its first row "
                          f"(found: {found})")
     cols = [header.index(c) for c in TRACE_COLUMNS]
-    try:
-        data = np.array([[float(row[c]) for c in cols] for row in rows[1:] if row], dtype=float).reshape(-1, 3)
-    except (ValueError, IndexError) as exc:
-        raise InputError(one_line(f"{label}: not numeric ({exc})")) from None
+    data = np.array([_trace_row(row, cols, n, label) for n, row in enumerate(rows[1:], 1) if row],
+                    dtype=float).reshape(-1, 3)
     if data.shape[0] == 0:
         raise InputError(f"{label}: no rows")
     bad = ~np.isfinite(data).all(axis=1) | (data[:, 1:] < 0).any(axis=1) | (data[:, 1:] > MAX_TOKENS).any(axis=1)
@@ -64,6 +63,18 @@ def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # and "the first n rows" are then the first n requests to arrive
     data = data[np.argsort(data[:, 0], kind="stable")]
     return data[:, 0], data[:, 1].astype(np.int64), data[:, 2].astype(np.int64)
+
+
+def _trace_row(row: list[str], cols: list[int], n: int, label: str) -> list[float]:
+    """The three numbers of data row ``n`` (1-based) of a trace; InputError naming the row otherwise."""
+    if len(row) <= max(cols):
+        raise InputError(f"{label}: data row {n} has {len(row)} cell{'s' if len(row) != 1 else ''}, fewer than the "
+                         f"{max(cols) + 1} columns its header needs ({', '.join(TRACE_COLUMNS)})")
+    try:
+        return [float(row[c]) for c in cols]
+    except ValueError:
+        cells = ", ".join(repr(row[c]) for c in cols)
+        raise InputError(one_line(f"{label}: data row {n}: {cells} are not all numbers")) from None
 
 
 def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,3 +166,20 @@ class ClosedLoop:
 def closed_loop(w: ServingWorkload, reqs: Requests, book) -> ClosedLoop | None:
     """The closed-loop arrival process of ``w``, or None for open arrivals (times known up front)."""
     return ClosedLoop(w.arrival.concurrency, reqs, book) if w.arrival.process == "closed" else None
+
+
+def trace_length_notes(w: ServingWorkload, n: int) -> list[str]:
+    """What a run with trace arrivals did with the trace's lengths, for the steady-state note: not used (a
+    length whose ``dist`` is not ``trace``), or clipped to ``max`` / raised to 1 token in ``n`` rows played."""
+    if w.arrival.process != "trace":
+        return []
+    _, prompt, output = read_trace(w.arrival.trace)
+    lengths = (("prompt_tokens", w.prompt_tokens, prompt[:n]), ("output_tokens", w.output_tokens, output[:n]))
+    drawn = [f"{name} (dist {d.dist})" for name, d, _ in lengths if d.dist != "trace"]
+    notes = [f"{' and '.join(drawn)} drawn, not taken from the trace (dist: trace takes its column)"] if drawn else []
+    for name, d, col in lengths:
+        if d.dist == "trace":
+            over, zero = (int((col > d.max).sum()) if d.max is not None else 0), int((col < 1).sum())
+            notes += [f"{over:,} trace {name} above {name}.max {d.max:,} clipped to it"] if over else []
+            notes += [f"{zero:,} trace {name} of 0 counted as 1"] if zero else []
+    return notes
