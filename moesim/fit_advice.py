@@ -224,6 +224,11 @@ def _fine_tune_advice(s: Scenario) -> list[str]:
     out = []
     if spec.mode == "lora" and not spec.quantized and _fits(_with_trainable(s, base_dtype="nf4")):
         out.append("workload.trainable.base_dtype: nf4 (QLoRA)")
+    if spec.mode == "lora" and spec.rank > 1:  # the adapters' gradients and Adam states grow with the rank
+        ranks = [r for r in (2 ** k for k in range(spec.rank.bit_length(), -1, -1)) if r < spec.rank]
+        rank = next((r for r in ranks if _fits(_with_trainable(s, rank=r))), None)
+        if rank is not None:
+            out.append(f"workload.trainable.rank: {rank} (the largest power of two below {spec.rank} that fits)")
     now = spec.layers or n_layers
     if now > 1 and _fits(_with_trainable(s, layers=1)):
         lo, hi = 1, now - 1  # the most blocks that fit lies in [lo, hi]

@@ -232,3 +232,9 @@ def test_the_stage_holding_the_trained_blocks_keeps_all_their_gradients_and_adam
     assert staged.stage == 3
     assert staged.gradients_gib == pytest.approx(whole.gradients_gib, rel=1e-9)
     assert staged.optimizer_gib > 2 * whole.optimizer_gib  # experts' Adam over 1 rank, not 4
+
+
+def test_a_lora_that_does_not_fit_is_advised_the_largest_power_of_two_rank_that_does():
+    advice = check_summary(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.rank=256"]))["fits_advice"]
+    assert "workload.trainable.rank: 128 (the largest power of two below 256 that fits)" in advice
+    assert memory_report(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.rank=128"])).fits
