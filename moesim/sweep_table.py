@@ -24,6 +24,9 @@ from moesim.metrics import METRICS, unit_of
 #: Metrics every sweep table of a kind shows when the rows have them (what the sweep is about).
 HEADLINE = {"training": ("step_time_s", "usd_per_mtok"),
             "serving": ("output_tokens_per_s", "usd_per_mtok", "ttft_p99_s", "tpot_p99_s")}
+#: ... and before those, under ``sweep --slo``: the capacity each point holds its SLO to (the serving headline's
+#: figures are then the run at it: its ``usd_per_mtok`` is ``usd_per_mtok_at_capacity``).
+CAPACITY_HEADLINE = ("max_goodput_req_s",)
 #: Metrics shown first when they differ across the rows: what a sweep usually trades.
 MOVERS = ("dropped_fraction", "tokens_per_s", "peak_memory_gib", "mfu", "padding_waste_fraction", "bubble_fraction",
           "expert_load_imbalance", "alltoall_exposed_s", "straggler_wait_s", "rejected_fraction",
@@ -86,7 +89,9 @@ def pick_metrics(rows: Sequence[dict[str, Any]], kind: str, best: str | None = N
     order). Returns (candidates in order, the moving metrics left out as proportional to one before)."""
     ok = [r for r in rows if r.get("status", "ok") == "ok"] or list(rows)
     have = {k for r in rows for k in r}
-    first = [m for m in ([best] if best else []) + list(HEADLINE.get(kind, ())) if m in have]
+    # a sweep under --slo: its capacity and the cost at it are the answer; the serving headline is the run at it
+    capacity = list(CAPACITY_HEADLINE) if "max_goodput_req_s" in have else []
+    first = [m for m in ([best] if best else []) + capacity + list(HEADLINE.get(kind, ())) if m in have]
     order = [m for m in MOVERS if m in METRICS] + [m for m, spec in METRICS.items() if spec.direction]
     picked, same = list(dict.fromkeys(first)), []
     for m in dict.fromkeys(order):

@@ -314,3 +314,14 @@ def test_mapping_values_read_as_field_pairs_in_tables_and_ticks():
     assert swept_text({"arrival": {"process": "batch"}, "n": 3}) == "arrival={process=batch} n=3"
     assert plots.legend_text(["plan", "model.n_experts"], ('{"dp":4,"tp":2}', 8)) == "plan: dp=4 tp=2, E=8"
     assert swept_text("h200") == "h200" and swept_text("{not json") == "{not json"
+
+
+def test_a_sweep_under_an_slo_shows_the_capacity_first():
+    rows = [{"status": "ok", "plan.dp": dp, "max_goodput_req_s": 20.0 * dp, "usd_per_mtok": 0.1 + 0.01 * dp,
+             "usd_per_mtok_at_capacity": 0.1 + 0.01 * dp, "output_tokens_per_s": 900.0 * dp, "ttft_p99_s": 1.0,
+             "tpot_p99_s": 0.03} for dp in (1, 2, 4)]
+    picked, _ = pick_metrics(rows, "serving", "usd_per_mtok")
+    assert picked[:3] == ["usd_per_mtok", "max_goodput_req_s", "output_tokens_per_s"]
+    assert "usd_per_mtok_at_capacity" not in picked  # the same figure as usd_per_mtok, not a second column
+    assert pick_metrics([{k: v for k, v in r.items() if k != "max_goodput_req_s"} for r in rows],
+                        "serving")[0][0] == "output_tokens_per_s"
