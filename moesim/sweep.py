@@ -287,7 +287,8 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, direction: str | None = None) -> dict[str, Any] | None:
-    """The ok row with the best ``metric`` (None when no ok row has it as a number)."""
+    """The ok row with the best ``metric`` (None when no ok row has it as a number), among the serving rows
+    that kept up with their arrivals (``overloaded`` false) when there are any."""
     direction = resolve_direction(metric, direction, _columns(rows))
     ok = [r for r in rows if r.get("status") == "ok"]
     scored = [r for r in ok if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
@@ -297,4 +298,7 @@ def best_row(rows: list[dict[str, Any]], metric: str, direction: str | None = No
     if not scored:
         return None
     pick = min if direction == "min" else max
-    return pick(scored, key=lambda r: r[metric])
+    # a serving point that did not keep up with its arrivals reads cheap per token only because its queue grew:
+    # the best is one that kept up, where any did
+    kept_up = [r for r in scored if r.get("overloaded") is not True] or scored
+    return pick(kept_up, key=lambda r: r[metric])

@@ -149,7 +149,8 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     ordered = rows
     if metric and best_row is not None:
         scored = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
-        ordered = sorted(scored, key=lambda r: r[metric], reverse=direction == "max")
+        sign = -1 if direction == "max" else 1  # overloaded serving points after those that kept up (sweep.best_row)
+        ordered = sorted(scored, key=lambda r: (r.get("overloaded") is True, sign * r[metric]))
     candidates_n, ordered = len(ordered), ordered[:top]
     with_seed = len({r.get("seed") for r in rows}) > 1
     lead = [(split_name(d.rsplit(".", 1)[-1]), [swept_text(r.get(d, "")) for r in ordered]) for d in dims]
@@ -176,19 +177,26 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     return t, Picked(shown, left, same, reasons, candidates_n - len(ordered), len(rows) - candidates_n)
 
 
+#: Why an overloaded serving point's status says so, under the table.
+OVERLOADED_WHY = ("overloaded: its queue grew through the steady-state window (the plan did not keep up with the "
+                  "arrivals; its latencies grow with the run), ranked after the points that kept up")
+
+
 def status_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Status cells ("ok", "tight [1]", "invalid [2]") and the distinct reasons they number, for under the
+    """Status cells ("ok", "tight [1]", "overloaded [2]", "invalid [3]") and the distinct reasons they number, for under the
     table (a reason in the cell would take the width the metrics need). A tight point fits, but the
     allocator would reserve more than the device has (``fits_advice`` of a fitting run says what avoids it)."""
     reasons: list[str] = []
     cells = []
     for r in rows:
         tight = r.get("status") == "ok" and r.get("fits") is True and bool(r.get("fits_advice"))
-        if r.get("status") == "ok" and not tight:
+        behind = r.get("status") == "ok" and r.get("overloaded") is True
+        if r.get("status") == "ok" and not tight and not behind:
             cells.append("ok")
             continue
-        label = "tight" if tight else str(r.get("status"))
-        why = f"tight: {r['fits_advice']}" if tight else str(r.get("reason", "") or "")
+        label = "overloaded" if behind else "tight" if tight else str(r.get("status"))
+        why = (OVERLOADED_WHY if behind else f"tight: {r['fits_advice']}" if tight else
+               str(r.get("reason", "") or ""))
         if why and why not in reasons:
             reasons.append(why)
         cells.append(f"{label} [{reasons.index(why) + 1}]" if why else label)

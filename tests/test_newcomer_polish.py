@@ -325,3 +325,18 @@ def test_a_sweep_under_an_slo_shows_the_capacity_first():
     assert "usd_per_mtok_at_capacity" not in picked  # the same figure as usd_per_mtok, not a second column
     assert pick_metrics([{k: v for k, v in r.items() if k != "max_goodput_req_s"} for r in rows],
                         "serving")[0][0] == "output_tokens_per_s"
+
+
+def test_sweep_best_ranks_serving_points_that_kept_up_before_overloaded_ones():
+    from moesim.sweep import best_row
+    from moesim.sweep_table import status_cells
+
+    rows = [{"status": "ok", "plan.dp": 1, "usd_per_mtok": 0.10, "overloaded": True},
+            {"status": "ok", "plan.dp": 2, "usd_per_mtok": 0.12, "overloaded": False},
+            {"status": "ok", "plan.dp": 4, "usd_per_mtok": 0.20, "overloaded": False}]
+    assert best_row(rows, "usd_per_mtok", "min")["plan.dp"] == 2  # the cheaper plan's queue grew without bound
+    assert best_row(rows[:1], "usd_per_mtok", "min")["plan.dp"] == 1  # none kept up: the best of those
+    table, _ = rows_table(rows, ["plan.dp"], "serving", "usd_per_mtok", rows[1], 10, direction="min", width=120)
+    cells, reasons = status_cells(rows)
+    assert cells == ["overloaded [1]", "ok", "ok"] and reasons[0].startswith("overloaded: its queue grew")
+    assert [c for c in table.columns[0].cells] == ["2", "4", "1"]  # the overloaded point last
