@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from moesim.errors import InputError, short_repr
-from moesim.resolve import PresetError
+from moesim.resolve import PATH_FIELDS, PresetError
 from moesim.schemas import Scenario
 from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
 from moesim.suggest import did_you_mean
@@ -268,6 +268,7 @@ def apply_override(raw: dict, item: str) -> None:
         value = load_yaml_value(text, f"--set {_clip(key.strip())}") if text.strip() else ""
     except yaml.YAMLError:
         value = text  # not YAML: take it as a plain string (pydantic judges it)
+    value = _from_working_dir(parts, value)
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -280,6 +281,34 @@ def apply_override(raw: dict, item: str) -> None:
         node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+#: File paths a scenario may name: the path fields anchored at the scenario's folder, and the Hugging Face configs.
+_FILE_FIELDS = PATH_FIELDS + (("model", "hf_config"), ("workload", "speculative", "draft", "hf_config"))
+
+
+def _from_working_dir(parts: list[str], value: Any) -> Any:
+    """``value`` of the override at ``parts`` with each relative file path in it that names a file from the
+    working folder made absolute: a path typed at the shell means the shell's folder (in the YAML, a path is
+    the scenario file's folder's, where a path not found from the working folder is still looked up)."""
+    wrapped: Any = value
+    for part in reversed(parts):
+        wrapped = {part: wrapped}
+    for path in _FILE_FIELDS:
+        node = wrapped
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        text = node.get(path[-1]) if isinstance(node, dict) else None
+        if isinstance(text, str) and text.strip() and not Path(text).is_absolute():
+            try:
+                here = Path.cwd() / text
+                if here.is_file():
+                    node[path[-1]] = str(here)
+            except (OSError, ValueError):  # a name the OS cannot look up: the scenario's rules report it
+                pass
+    for part in parts:
+        wrapped = wrapped[part]
+    return wrapped
 
 
 def _walk(loc: tuple) -> tuple[type[BaseModel] | None, Any]:

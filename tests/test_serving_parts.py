@@ -198,3 +198,17 @@ def test_a_header_as_spreadsheets_write_it_reads(tmp_path, header):
     trace.write_text(f"{header}\n0.0, 100, 10\n0.5, 200, 20\n", encoding="utf-8")
     t, p, o = read_trace(trace)
     assert t.tolist() == [0.0, 0.5] and p.tolist() == [100, 200] and o.tolist() == [10, 20]
+
+
+def test_a_relative_path_in_set_is_the_working_folders_first_then_the_scenarios(tmp_path, monkeypatch):
+    from moesim.loader import load_scenario
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,10\n0.5,200,20\n")
+    monkeypatch.chdir(tmp_path)
+    s = load_scenario("llama-2-7b-a100-serve", ["workload.arrival.trace=mine.csv"])
+    assert s.workload.arrival.trace == mine  # typed at the shell: the shell's folder
+    s = load_scenario("llama-2-7b-a100-serve", ["workload.arrival={process: trace, trace: mine.csv}"])
+    assert s.workload.arrival.trace == mine  # inside a mapping too
+    s = load_scenario("llama-2-7b-a100-serve", ["workload.arrival.trace=traces/splitwise_conv.csv"])
+    assert s.workload.arrival.trace == TRACE  # not here: the scenario's folder, as in its YAML

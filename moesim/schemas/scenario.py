@@ -113,8 +113,9 @@ class Scenario(Strict):
             if w.dp_attention_balance is not None and not any(q.dp_attention for q in plans):
                 raise ValueError("workload.dp_attention_balance: needs plan.dp_attention: true (it lines up the prompts "
                                  "of a lock-step group's ranks); allowed without it: null")
-        # paths in a scenario (and in --set) are read from the scenario file's folder, not the shell's
-        where = "file not found (a relative path is read from the scenario file's folder)"
+        # paths in a scenario are read from the scenario file's folder; in --set, from the shell's first (loader)
+        where = "file not found (a relative path is read from the scenario file's folder; in --set, from the " \
+                "working folder first)"
         for label, path in (("hardware.profile", hw.profile), ("routing.trace", self.routing.trace)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{label} = {str(path)!r}: {where}")
