@@ -130,6 +130,9 @@ def compare_command(
         out.print(_table(f"where {what} goes, part by part ({unit})", "part", labels,
                          [replace(r, key=anatomy.PART_LABELS.get(r.key, r.key)) for r in parts],
                          lambda r, v: f"{v * scale:,.3f}"))
+    if any(r.key == "run_tokens" and r.differs for r in every_row):  # a run's cost is for its own token budget
+        out.print("note: these runs price different token budgets (run_tokens): compare usd_per_mtok, not "
+                  "run_cost_usd or run_time_days", highlight=False)
     for label, r in zip(labels, loaded):  # what each saved variant was run with
         if r.overrides:
             out.print(f"{label}: " + " ".join(f"--set {shlex.quote(o)}" for o in r.overrides), highlight=False,

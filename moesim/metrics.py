@@ -164,6 +164,9 @@ _add("usd_per_mtok", "USD/1M tokens", "min", "cost ($ per 1M tokens)",
 _add("gpu_hours_per_trillion_tokens", "device-hours", "min", "device-hours per 1T tokens",
      "devices x step time / tokens per step x 1e12 / 3600: the device-hours of a trillion training tokens "
      "(DeepSeek-V3's report: 180K H800 GPU-hours)", T)
+_add("run_tokens", "tokens", None, "tokens of the run",
+     "`workload.total_tokens`, the tokens `run_time_days` and `run_cost_usd` are for (NaN, JSON null, when no "
+     "token budget is given)", T)
 _add("run_time_days", "days", "min", "run time (days)",
      "`workload.total_tokens` / tokens_per_s (NaN, JSON null, when no token budget is given)", T, T)
 _add("run_cost_usd", "USD", "min", "run cost (USD)", "devices x $/hour x run time", TS, T,

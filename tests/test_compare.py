@@ -204,3 +204,10 @@ def test_a_share_changes_by_percentage_points(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "dropped_fraction" in x)
     assert f"{points:+.2f} pp" in line and "%  " not in line.split("%")[-1]
+
+
+def test_runs_of_different_token_budgets_say_to_compare_per_token_costs(capsys):
+    assert main(["compare", "mixtral-8x7b-qlora-1xa100", "mixtral-8x7b-qlora-m2-ultra"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "run_tokens" in text and "100,000,000" in text and "10,000,000" in text
+    assert "note: these runs price different token budgets (run_tokens): compare usd_per_mtok" in text

@@ -291,6 +291,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "usd_per_mtok": usd_per_step / tokens_per_step * 1e6,
         # device-hours per 1e12 tokens: what DeepSeek-V3's report quotes (180K H800 GPU-hours)
         "gpu_hours_per_trillion_tokens": devices * step_time / tokens_per_step * 1e12 / 3600,
+        "run_tokens": float(w.total_tokens) if w.total_tokens else math.nan,
         "run_time_days": run_s / 86400,
         "run_cost_usd": usd_per_hour * run_s / 3600,
         "analytic_bubble_fraction": analytic,
