@@ -150,6 +150,9 @@ def best_scenario(outcome: PlanOutcome) -> dict | None:
     name = str(space.raw.get("name", "scenario"))
     data["name"] = f"{name}-plan"
     what = f"{outcome.objective.name} {u.value:.6g}"
+    if space.training and u.row.get("fits") is True and _tight_fixed_by_expandable(data, space.base_dir):
+        data.setdefault("plan", {})["allocator"] = "expandable_segments"
+        what += "; plan.allocator: expandable_segments, as the caching allocator's reserve would not fit"
     if not space.training:
         rate = u.row["max_goodput_req_s"] * c.values["plan.dp"]
         arrival = data["workload"].setdefault("arrival", {})
@@ -158,6 +161,20 @@ def best_scenario(outcome: PlanOutcome) -> dict | None:
         what += f", capacity {rate:.4g} req/s under {outcome.slo_text}"
     data["description"] = f"moesim plan: best of {outcome.progress.candidates} plans for {name} ({what})."
     return data
+
+
+def _tight_fixed_by_expandable(data: dict, base_dir: Path) -> bool:
+    """Whether the training scenario ``data`` fits but is tight (PyTorch's caching allocator would reserve more
+    than the device has: ``fit_advice``) and ``plan.allocator: expandable_segments`` makes it fit without."""
+    from moesim.fit_advice import fit_explanation
+    from moesim.loader import scenario_from_dict
+
+    s = scenario_from_dict(copy.deepcopy(data), base_dir)
+    if s.plan.allocator == "expandable_segments" or not fit_explanation(s)[1]:
+        return False
+    lean = copy.deepcopy(data)
+    lean.setdefault("plan", {})["allocator"] = "expandable_segments"
+    return not fit_explanation(scenario_from_dict(lean, base_dir))[1]
 
 
 def write_best(outcome: PlanOutcome, path: Path) -> Path | None:

@@ -420,3 +420,18 @@ def test_a_device_count_no_plan_splits_is_named_not_dropped_silently(capsys):
     assert {c.devices for c in space.candidates} == {1}
     main(["plan", "mixtral-8x7b-qlora-1xa100", "--devices", "1,3"])
     assert "no plan splits 3 devices" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_tight_best_training_plan_is_written_with_expandable_segments():
+    from moesim.fit_advice import fit_explanation
+    from moesim.loader import read_scenario, scenario_from_dict
+    from moesim.plan_report import _tight_fixed_by_expandable
+    from moesim.shipped import resolve_scenario
+
+    tight = ["plan.dp=4", "plan.pp=2", "plan.ep=4", "plan.microbatches=16", "plan.schedule=dualpipe"]
+    raw, base, s = read_scenario(resolve_scenario("mixtral-8x7b-lora-8xh100"), tight)
+    assert s.plan.allocator == "caching" and "expandable_segments" in fit_explanation(s)[1]  # fits, but tight
+    assert _tight_fixed_by_expandable(raw, base)
+    raw["plan"]["allocator"] = "expandable_segments"
+    assert fit_explanation(scenario_from_dict(raw, base))[1] == ""  # what best.yaml then says: no advice
+    assert not _tight_fixed_by_expandable(read_scenario(resolve_scenario("mixtral-8x7b-lora-8xh100"))[0], base)
