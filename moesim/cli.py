@@ -296,9 +296,24 @@ def click_command():
     return group
 
 
+#: Options that name a file or folder to write: an empty value would reach the command as '.', the working folder.
+_PATH_OPTIONS = ("--out", "-o", "--plot", "--save-results")
+
+
+def _refuse_empty_paths(args: list[str]) -> None:
+    """InputError for an output option given an empty value (``--out ''``, ``--out=``)."""
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        empty = (eq and name in _PATH_OPTIONS and not value.strip()) or (
+            arg in _PATH_OPTIONS and i + 1 < len(args) and not args[i + 1].strip())
+        if empty:
+            raise InputError(f"{name} '': an empty path; name a file or folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to one line and an exit code."""
     try:
+        _refuse_empty_paths(sys.argv[1:] if argv is None else argv)
         rc = click_command().main(args=argv, prog_name="moesim", standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C into Exit(130), which main() returns without standalone mode
             err.print("interrupted")

@@ -41,6 +41,12 @@ def calibrate_command(
         raise InputError("--profile: only used with --validate (to check an existing profile)")
     if profile is None and out.exists() and not force:
         raise InputError(f"--out {out}: file exists; pass --force to overwrite it")
+    if profile is None:  # before minutes of timing kernels, not after
+        from moesim.fileio import check_writable
+
+        if out.is_dir():
+            raise InputError(f"--out {out}: a folder; name the profile YAML to write")
+        check_writable(out)
     try:
         import torch  # noqa: F401  (lazy: the rest of moesim never imports torch)
     except ImportError:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from moesim.errors import InputError, RunError
-from moesim.fileio import check_out_folder
+from moesim.fileio import check_runs_folder
 from moesim.schemas import check_seed
 
 out = Console()
@@ -77,7 +77,7 @@ def plan_command(
     if dask is not None and dask != "local" and "://" not in dask:
         raise InputError(f"--dask {dask!r}: a scheduler address tcp://host:port, or 'local'")
     if out_dir is not None:
-        check_out_folder(out_dir)
+        check_runs_folder(out_dir)
     space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,
                                   tp=tp, pp=pp, batch=max_batch_seqs, sets=set_ or [], exhaustive=exhaustive)
     with Progress(TextColumn("[bold]plan"), BarColumn(), MofNCompleteColumn(), _PlanColumn(), console=err,

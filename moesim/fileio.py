@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,10 +50,48 @@ def check_out_folder(path: str | Path, option: str = "--out") -> Path:
     the check commands run before their work, creating nothing (:func:`ensure_out_folder` creates)."""
     from moesim.errors import InputError
 
+    if not str(path).strip():
+        raise InputError(f"{option} {str(path)!r}: an empty path; name a folder")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"{option} {out}: exists and is not a folder")
+    check_writable(out, option)
     return out
+
+
+def check_writable(path: str | Path, option: str = "--out") -> None:
+    """A one-line InputError naming ``option`` when nothing can be written at ``path`` (a file or folder,
+    existing or not): its nearest existing folder is read-only (a read-only file system, an immutable or
+    unwritable folder) or a file. Checked before a command's work, so that it fails at once, not after."""
+    from moesim.errors import InputError
+
+    here = Path(path).absolute()
+    probe = here if here.is_dir() else here.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{option} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {probe} (read-only or no permission)")
+
+
+def check_runs_folder(path: str | Path, option: str = "--out") -> Path:
+    """:func:`check_out_folder` for ``sweep`` and ``plan``, refusing a folder that holds one ``simulate --out``
+    result (``summary.json``): the folder would then read as both (``show`` one run, ``plot`` a sweep)."""
+    from moesim.errors import InputError
+
+    out = check_out_folder(path, option)
+    if (out / "summary.json").exists():
+        raise InputError(f"{option} {out}: holds a simulate result (summary.json); write to another folder")
+    return out
+
+
+def folder_name(name: str, fallback: str = "scenario") -> str:
+    """A scenario's ``name`` as one folder name (letters, digits, ``.``, ``_``, ``-``; any other run of
+    characters one ``-``), so that a default output folder stays inside its parent (``sweeps/<name>``):
+    ``../x`` or ``/tmp/x`` as a name would otherwise write elsewhere."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return slug or fallback
 
 
 #: Files that mark a folder as another command's output, which a result written there would mix with.

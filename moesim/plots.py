@@ -441,6 +441,8 @@ def save_figure(fig: Figure, base: str | Path, formats: Iterable[str] = ("png", 
     from moesim.fileio import atomic_open
 
     formats = list(formats)
+    if Path(base).name in ("", ".", "..") or str(base).endswith(("/", "\\")):  # '' reaches here as '.'
+        raise InputError(f"output path {str(base)!r}: names no file; give a path without extension (plots/run)")
     if not formats:
         raise InputError(f"--format '': give at least one of {', '.join(FORMATS)}")
     bad = [f for f in formats if f not in FORMATS]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import InputError
-from moesim.fileio import check_out_folder
+from moesim.fileio import check_runs_folder, folder_name
 from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
 from moesim.suggest import did_you_mean
@@ -178,7 +178,7 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     if metric and runner is None:  # the real engines: their summary keys are all registered
         direction = _check_best(metric, direction, "training" if base.is_training else "serving",
                                 [*ROW_COLUMNS, *(d.path for d in dims)], slo=slo is not None)
-    out = check_out_folder(out_dir if out_dir is not None else Path("sweeps") / base.name)
+    out = check_runs_folder(out_dir if out_dir is not None else Path("sweeps") / folder_name(base.name))
     manifest = {"tool": "sweep", "scenario": str(scenario_path), "name": base.name,
                 "kind": "training" if base.is_training else "serving",
                 "dims": [d.path for d in dims], "seeds": sorted({p.seed for p in points}),

@@ -1,0 +1,63 @@
+"""Output paths are checked before a command's work: empty ones, unwritable ones, folders that hold another
+command's output, and a scenario name used as a default folder (it must stay under ``sweeps/``)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from moesim.cli import main
+from moesim.errors import InputError
+from moesim.fileio import check_runs_folder, check_writable, folder_name
+
+TRAIN = "switch-base-128-train"
+
+
+@pytest.mark.parametrize("argv", [["simulate", TRAIN, "--out", ""], ["simulate", TRAIN, "--out="],
+                                  ["compare", TRAIN, TRAIN, "--plot", " "], ["validate", "--save-results", ""]])
+def test_an_empty_output_path_is_refused_before_anything_runs(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "an empty path; name a file or folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_and_plan_refuse_a_folder_holding_a_simulate_result(tmp_path, capsys):
+    assert main(["simulate", TRAIN, "--out", str(tmp_path / "r"), "--json"]) == 0
+    capsys.readouterr()
+    with pytest.raises(InputError, match="holds a simulate result"):
+        check_runs_folder(tmp_path / "r")
+    assert main(["sweep", TRAIN, "--experts", "8", "--out", str(tmp_path / "r")]) == 2
+    assert "holds a simulate result (summary.json)" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("name, folder", [("../../escaped", "escaped"), ("/tmp/abs", "tmp-abs"), ("", "scenario"),
+                                          (".", "scenario"), ("my run:v2", "my-run-v2"), ("ok-name_1.2", "ok-name_1.2")])
+def test_a_scenario_name_becomes_one_folder_name(name, folder):
+    assert folder_name(name) == folder
+
+
+def test_a_sweeps_default_folder_stays_under_sweeps(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", TRAIN, "--experts", "8", "--set", "name=../../escaped", "--workers", "1"]) == 0
+    assert (tmp_path / "sweeps" / "escaped" / "results.csv").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["sweeps"]
+
+
+def test_an_unwritable_place_is_refused_at_once(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="afile is a file, not a folder"):
+        check_writable(tmp_path / "afile" / "out")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    with pytest.raises(InputError, match=r"--out .*: cannot write in .* \(read-only or no permission\)"):
+        check_writable(tmp_path / "new" / "deeper")
+
+
+def test_calibrate_refuses_an_unwritable_profile_path_before_timing_anything(tmp_path, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "afile").write_text("x")
+    assert main(["calibrate", "--quick", "--device", "cpu", "--out", str(tmp_path / "afile" / "p.yaml")]) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err
