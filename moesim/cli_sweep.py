@@ -332,7 +332,7 @@ def validate_command(
     if save_results is not None:
         _save_results(checks, rows, Path(table).resolve().parent, save_results, med_text)
     problems = []
-    if fail_above is not None and (med is None or 100 * med > fail_above):
+    if fail_above is not None and (med is None or not math.isfinite(med) or 100 * med > fail_above):  # NaN fails
         problems.append(f"median |error| {med_text} is above --fail-above {fail_above:g} %")
     if failed:
         problems.append(f"{_rows(len(failed))} failed to run ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''})")

@@ -117,6 +117,13 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
             raise InputError(f"{where}: id {rid} is already used on line {first_line[rid]}; ids must be unique")
         first_line[rid] = n
         _check_published(row["published"], where)
+        try:  # before anything runs, as published
+            scale = parse_scale(row.get("scale"))
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        if not (math.isfinite(scale) and scale > 0):
+            raise InputError(f"{where}: scale {short_repr((row.get('scale') or '').strip())}: must be a positive "
+                             "number or a/b")
     return rows
 
 

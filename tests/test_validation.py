@@ -57,15 +57,23 @@ def test_failing_rows_are_reported_not_raised(tmp_path):
     p = write(tmp_path, f"A,bad plan,{TRAIN},plan.ep=3,tokens_per_s,,,1,x,src\n"
                         f"B,missing,nowhere.yaml,,tokens_per_s,,,1,x,src\n"
                         f"C,no key,{TRAIN},,ttft_p50_s,,,1,x,src\n"
-                        f"D,bad scale,{TRAIN},,tokens_per_s,,1/0,1,x,src\n"
                         f"E,good,{TRAIN},,tokens_per_s,,,1250,x,src\n")
     checks = run_checks(p, runner=fake_runner)
-    assert [c.ok for c in checks] == [False, False, False, False, True]
+    assert [c.ok for c in checks] == [False, False, False, True]
     assert "plan.ep = 3" in checks[0].message
     assert "not found" in checks[1].message
     assert "ttft_p50_s" in checks[2].message
-    assert "a/b" in checks[3].message
-    assert checks[4].error == pytest.approx(0.0)
+    assert checks[3].error == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("scale, words", [("1/0", "expected a number or a/b"), ("abc", "expected a number or a/b"),
+                                          ("nan", "must be a positive number"), ("0", "must be a positive number")])
+def test_a_bad_scale_is_refused_before_any_row_runs(tmp_path, scale, words):
+    from moesim.errors import InputError
+
+    p = write(tmp_path, f"D,bad scale,{TRAIN},,tokens_per_s,,{scale},1,x,src\n")
+    with pytest.raises(InputError, match=f"line 2 \\(row D\\): scale '{scale}': {words}"):
+        read_table(p)
 
 
 def test_bad_tables_are_input_errors(tmp_path):
