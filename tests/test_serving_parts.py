@@ -212,3 +212,15 @@ def test_a_relative_path_in_set_is_the_working_folders_first_then_the_scenarios(
     assert s.workload.arrival.trace == mine  # inside a mapping too
     s = load_scenario("llama-2-7b-a100-serve", ["workload.arrival.trace=traces/splitwise_conv.csv"])
     assert s.workload.arrival.trace == TRACE  # not here: the scenario's folder, as in its YAML
+
+
+def test_trace_times_out_of_any_clocks_range_are_refused_and_epoch_seconds_read(tmp_path):
+    from moesim.engine.serving.requests import read_trace
+    from moesim.errors import InputError
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1e300,374,44\n0.5,396,109\n")
+    with pytest.raises(InputError, match="data row 1: times must be finite, within"):
+        read_trace(trace)
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1764979200.5,374,44\n1764979200.0,396,109\n")
+    assert read_trace(trace)[0].tolist() == [1764979200.0, 1764979200.5]

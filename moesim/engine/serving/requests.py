@@ -33,6 +33,9 @@ class Requests:
         return int(self.arrival_s.size)
 
 
+#: Largest |arrival time| of a trace row, s: Unix epoch seconds until the year 2286 (a log's own clock reads;
+#: the run starts at its first row). Far larger times overflow the steady-state window's fits.
+MAX_ARRIVAL_S = 1e10
 #: Largest request trace CSV read: ~2M rows, the most requests one simulation plays (moesim.guards).
 MAX_TRACE_BYTES = 64 << 20
 
@@ -55,10 +58,11 @@ def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     dtype=float).reshape(-1, 3)
     if data.shape[0] == 0:
         raise InputError(f"{label}: no rows")
-    bad = ~np.isfinite(data).all(axis=1) | (data[:, 1:] < 0).any(axis=1) | (data[:, 1:] > MAX_TOKENS).any(axis=1)
+    bad = (~np.isfinite(data).all(axis=1) | (np.abs(data[:, 0]) > MAX_ARRIVAL_S) | (data[:, 1:] < 0).any(axis=1)
+           | (data[:, 1:] > MAX_TOKENS).any(axis=1))
     if bad.any():
-        raise InputError(f"{label}: data row {int(np.argmax(bad)) + 1}: times must be finite and token counts "
-                         f"between 0 and {MAX_TOKENS:,}")
+        raise InputError(f"{label}: data row {int(np.argmax(bad)) + 1}: times must be finite, within "
+                         f"±{MAX_ARRIVAL_S:.0e} s, and token counts between 0 and {MAX_TOKENS:,}")
     # rows in time order, each keeping its lengths: a log written by several workers need not be sorted,
     # and "the first n rows" are then the first n requests to arrive
     data = data[np.argsort(data[:, 0], kind="stable")]
