@@ -88,7 +88,11 @@ def presets(
     if show is not None:
         data = MODELS.get(show) or HARDWARE.get(show)
         if data is None:
-            raise InputError(f"--show {show!r}: unknown preset; allowed: {', '.join(sorted(MODELS) + sorted(HARDWARE))}")
+            from moesim.suggest import did_you_mean
+
+            hint = did_you_mean(show, [*MODELS, *HARDWARE], n=2, joiner=" or ")
+            raise InputError(f"--show {show!r}: unknown preset{'; ' + hint if hint else ''}; allowed: "
+                             f"{', '.join(sorted(MODELS) + sorted(HARDWARE))}")
         if as_json:
             print_json(data)
         else:
@@ -312,6 +316,11 @@ def _refuse_empty_paths(args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map errors to one line and an exit code."""
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks prints escaped, not as a crash
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     try:
         _refuse_empty_paths(sys.argv[1:] if argv is None else argv)
         rc = click_command().main(args=argv, prog_name="moesim", standalone_mode=False)

@@ -78,7 +78,11 @@ def parse_hardware(text: str | None) -> list[str | None]:
     names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     for name in names:
         if name not in HARDWARE:
-            raise InputError(f"--hardware {name!r}: unknown preset; allowed: {', '.join(sorted(HARDWARE))}")
+            from moesim.suggest import did_you_mean
+
+            hint = did_you_mean(name, HARDWARE, n=2, joiner=" or ")
+            raise InputError(f"--hardware {name!r}: unknown preset{'; ' + hint if hint else ''}; allowed: "
+                             f"{', '.join(sorted(HARDWARE))}")
     return names
 
 

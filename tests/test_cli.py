@@ -181,3 +181,11 @@ def test_a_field_set_twice_is_refused_not_silently_the_last(capsys):
     assert cli_main(["check", "switch-base-128-train", "--set", "plan.zero_stage=1", "--set", "plan.zero_stage = 2"]) == 2
     assert "--set plan.zero_stage: given twice (plan.zero_stage=1 and plan.zero_stage = 2); set it once" in \
         " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("argv, words", [(["presets", "--show", "mixtral-8x7"], "did you mean mixtral-8x7b"),
+                                         (["plan", "mixtral-8x7b-h100-train", "--hardware", "h100"],
+                                          "did you mean h100-sxm")])
+def test_an_unknown_preset_option_suggests_the_near_names(argv, words, capsys):
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err

@@ -61,3 +61,19 @@ def test_calibrate_refuses_an_unwritable_profile_path_before_timing_anything(tmp
     (tmp_path / "afile").write_text("x")
     assert main(["calibrate", "--quick", "--device", "cpu", "--out", str(tmp_path / "afile" / "p.yaml")]) == 2
     assert "afile is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_name_the_terminals_encoding_lacks_prints_escaped(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "uni cödé"
+    folder.mkdir()
+    scenario = folder / "t ü.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "scenarios" / f"{TRAIN}.yaml", scenario)
+    run = subprocess.run([sys.executable, "-m", "moesim.cli", "simulate", str(scenario)], capture_output=True,
+                         env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert b"internal error" not in run.stderr and b"c\\xf6d\\xe9" in run.stdout  # the path, escaped
