@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from moesim.errors import InputError
+from moesim.errors import InputError, short_repr
 from moesim.fileio import ensure_out_folder
 
 FORMAT_VERSION = 1
@@ -239,15 +239,28 @@ def read_summary(path: Path) -> dict:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # corrupt, a 5,000-digit number, nested too deep
         raise InputError(f"{path}: not a moesim result (corrupt JSON)") from None
     if not isinstance(doc, dict) or "summary" not in doc or "kind" not in doc:
         raise InputError(f"{path}: not a moesim result (no summary/kind)")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{path}: format_version {doc.get('format_version')!r} is not {FORMAT_VERSION}")
+        raise InputError(f"{path}: format_version {short_repr(doc.get('format_version'))} is not {FORMAT_VERSION}")
     inputs = doc.get("inputs", {})
     if not isinstance(inputs, dict) or not isinstance(inputs.get("overrides", []), list):
         raise InputError(f"{path}: not a moesim result (inputs must map scenario and a list of overrides)")
+    # the fields show, compare and plot read, with the types save wrote: a hand-edited file fails here, in one line
+    shape = (("kind", doc["kind"] in ("training", "serving"), "training or serving"),
+             ("scenario", isinstance(doc.get("scenario"), str), "a name"),
+             ("summary", isinstance(doc["summary"], dict), "a mapping of figures"),
+             ("seed", doc.get("seed") is None or (isinstance(doc["seed"], int) and not isinstance(doc["seed"], bool)
+                                             and 0 <= doc["seed"] < 2**63),
+              "a whole number or null"),
+             ("files", all(isinstance(n, str) for n in doc.get("files", [])) if isinstance(doc.get("files", []), list)
+              else False, "a list of file names"))
+    for key, ok, what in shape:
+        if not ok:
+            raise InputError(f"{path}: {key} = {short_repr(doc.get(key))}: expected {what} (not a moesim result, or "
+                             "edited)")
     return doc
 
 
@@ -281,8 +294,11 @@ def table_csv(table: dict[str, list | np.ndarray]) -> str:
 
 def read_table_csv(path: Path) -> dict[str, list]:
     """A CSV as a column dict, numbers parsed as float where every value parses."""
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a moesim table ({type(exc).__name__}: not CSV text)") from None
     if not rows:
         return {}
     head, body = rows[0], rows[1:]
@@ -304,9 +320,10 @@ def check_parts_table(table: dict[str, list], columns: tuple[str, ...], where: s
     from moesim.errors import InputError
 
     if not len(table.get(columns[0], ())) or any(c not in table for c in columns) or any(
-            not all(isinstance(v, Real) and not isinstance(v, bool) for v in table[c]) for c in columns[1:]):
+            not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in table[c])
+            for c in columns[1:]):
         raise InputError(f"{where}: not a moesim {what} table (columns {', '.join(columns)}, "
-                         "one row per part, numbers but the part)")
+                         "one row per part, finite numbers but the part)")
 
 
 def _read_spans(path: Path) -> dict[str, np.ndarray]:
@@ -314,7 +331,12 @@ def _read_spans(path: Path) -> dict[str, np.ndarray]:
     out = {}
     for c in SPAN_COLUMNS:
         v = t.get(c, [])
-        out[c] = np.asarray(v, dtype=_NUMERIC[c]) if c in _NUMERIC else np.asarray(v, dtype=object)
+        try:
+            out[c] = np.asarray(v, dtype=_NUMERIC[c]) if c in _NUMERIC else np.asarray(v, dtype=object)
+        except (ValueError, TypeError, OverflowError):
+            raise InputError(f"{path}: column {c}: expected numbers (edited or not a moesim spans table)") from None
+        if c in ("start_s", "end_s") and not np.isfinite(out[c]).all():
+            raise InputError(f"{path}: column {c}: expected finite numbers (edited or not a moesim spans table)")
     return out
 
 
