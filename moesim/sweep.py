@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,10 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     if resume:
         _check_same_sweep(out, manifest)
     store = ResultStore(out, durable=durable)
-    done_keys = {r.get("key") for r in store.open(resume=resume, overwrite=overwrite)}
+    kept = store.open(resume=resume, overwrite=overwrite)
+    done_keys = {r.get("key") for r in kept}
     store.write_manifest(manifest)
-    todo = [p for p in points if p.key not in done_keys]
+    todo = _numbered_after(kept, [p for p in points if p.key not in done_keys])
     progress = SweepProgress(total=len(todo), skipped=len(points) - len(todo))
     t0 = time.perf_counter()
 
@@ -227,6 +228,19 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         outcome.best_direction = direction or resolve_direction(metric, None, _columns(rows))
         outcome.best = best_row(rows, metric, outcome.best_direction)
     return outcome
+
+
+def _numbered_after(kept: list[dict[str, Any]], todo: list[Point]) -> list[Point]:
+    """``todo`` with each point whose number a kept row already has (a resumed sweep given more values:
+    its grid is numbered afresh) renumbered after the kept rows', so that every row keeps its own."""
+    taken = {r["point"] for r in kept if isinstance(r.get("point"), int)}
+    free = max(taken | {p.index for p in todo}, default=-1) + 1  # past every number in use or kept
+    out = []
+    for p in todo:
+        if p.index in taken:
+            p, free = replace(p, index=free), free + 1
+        out.append(p)
+    return out
 
 
 # ------------------------------------------------------------------------ best point

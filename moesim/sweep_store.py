@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
-from moesim.errors import InputError
+from moesim.errors import InputError, short_repr
 from moesim.fileio import atomic_write_text, ensure_out_folder
 
 #: Columns every sweep row has besides the swept fields and the summary (see sweep_exec.run_point).
@@ -29,6 +29,8 @@ ROW_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed", "key", "
 JSONL_NAME = "results.jsonl"
 CSV_NAME = "results.csv"
 MANIFEST_NAME = "sweep.json"
+#: The file a run writing the folder holds locked (``ResultStore._lock``).
+LOCK_NAME = ".moesim.lock"
 #: Columns every row starts with, in this order; swept fields and summary metrics follow.
 LEAD_COLUMNS = ("point", "status", "reason", "scenario", "kind", "seed")
 #: Columns every row ends with: the point's identity for --resume, and its wall time (s).
@@ -45,6 +47,7 @@ class ResultStore:
         self._header: list[str] = []
         self._jsonl_fd: int | None = None
         self._csv_fd: int | None = None
+        self._lock_fd: int | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def open(self, resume: bool = False, overwrite: bool = False) -> list[dict[str, Any]]:
@@ -59,6 +62,7 @@ class ResultStore:
             raise InputError(f"{self.dir}: already holds {len(existing)} sweep rows; pass --resume to continue it, "
                              "--overwrite to start again, or --out another folder for another sweep")
         ensure_out_folder(self.dir)
+        self._lock()
         kept = [r for r in existing if r.get("status") != "failed"] if resume else []
         # Rewrite both files from the kept rows (cuts a torn tail, drops failed rows).
         atomic_write_text(jsonl, "".join(_jsonl_line(r) for r in kept))
@@ -69,14 +73,34 @@ class ResultStore:
         self._csv_fd = os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return list(kept)
 
+    def _lock(self) -> None:
+        """Hold the folder's lock file until :meth:`close` (the OS drops it if the process dies): a second run
+        writing the same folder at once would interleave two sweeps' rows and lose one's. No lock where the
+        platform has no ``fcntl`` (Windows)."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"{self.dir}: another moesim run is writing to this folder; wait for it to end, or "
+                             "use another --out") from None
+        self._lock_fd = fd
+
     def close(self) -> None:
-        """Close the files and leave the CSV sorted by point."""
+        """Close the files, leave the CSV sorted by point and release the folder."""
         for fd in (self._jsonl_fd, self._csv_fd):
             if fd is not None:
                 os.close(fd)
         self._jsonl_fd = self._csv_fd = None
         if self.dir.exists():
             self._rewrite_csv()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self
@@ -133,7 +157,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(f"{p}: line {n} is not a JSON row (damaged results file)") from None
         if not isinstance(row, dict) or "status" not in row:
             raise InputError(f"{p}: line {n} is not a sweep row")
-        rows.append(row)
+        for key in ("point", "seed"):  # what orders and keys the rows: whole numbers, as the sweep wrote them
+            v = row.get(key, 0)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise InputError(f"{p}: line {n}: {key} = {short_repr(v)}: expected a whole number (damaged or "
+                                 "edited results file)")
+        # NaN written by hand reads as null, as the sweep saves it (a resume rewrites the rows as strict JSON)
+        rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
     del tail  # an incomplete final line was never a finished row
     return rows
 
@@ -195,9 +225,14 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
         return {}
     try:
         doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError(f"{p}: damaged sweep manifest (not JSON)") from None
-    return doc if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    dims = doc.get("dims", [])
+    if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
+        raise InputError(f"{p}: dims = {short_repr(dims)}: expected a list of field paths (damaged or edited manifest)")
+    return doc
 
 
 def header_for(rows: Iterable[dict[str, Any]]) -> list[str]:

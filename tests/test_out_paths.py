@@ -77,3 +77,44 @@ def test_a_name_the_terminals_encoding_lacks_prints_escaped(tmp_path):
                          env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=120)
     assert run.returncode == 0, run.stderr
     assert b"internal error" not in run.stderr and b"c\\xf6d\\xe9" in run.stdout  # the path, escaped
+
+
+def test_a_folder_being_written_by_one_run_is_refused_to_another(tmp_path):
+    pytest.importorskip("fcntl")
+    from moesim.sweep_store import ResultStore
+
+    first = ResultStore(tmp_path / "sw", durable=False)
+    first.open()
+    first.append({"point": 0, "seed": 0, "key": "a", "status": "ok"})
+    with pytest.raises(InputError, match="another moesim run is writing to this folder"):
+        ResultStore(tmp_path / "sw", durable=False).open(resume=True)
+    first.close()
+    again = ResultStore(tmp_path / "sw", durable=False)  # released when the first closed
+    assert [r["key"] for r in again.open(resume=True)] == ["a"]
+    again.close()
+
+
+def test_resuming_with_more_values_numbers_the_new_points_after_the_kept_ones(tmp_path, capsys):
+    from moesim.sweep_store import read_rows
+
+    out = str(tmp_path / "sw")
+    assert main(["sweep", TRAIN, "--experts", "8,16", "--workers", "1", "--out", out]) == 0
+    assert main(["sweep", TRAIN, "--experts", "32,64", "--workers", "1", "--out", out, "--resume"]) == 0
+    rows = read_rows(out)
+    assert sorted(r["point"] for r in rows) == [0, 1, 2, 3]
+    assert sorted(r["model.n_experts"] for r in rows) == [8, 16, 32, 64]
+
+
+@pytest.mark.parametrize("edit, words", [(lambda r: r.update(point="x"), "point = 'x': expected a whole number"),
+                                         (lambda r: r.update(seed=True), "seed = True: expected a whole number")])
+def test_an_edited_sweep_row_is_one_line(tmp_path, capsys, edit, words):
+    import json
+
+    out = tmp_path / "sw"
+    assert main(["sweep", TRAIN, "--experts", "8", "--workers", "1", "--out", str(out)]) == 0
+    row = json.loads((out / "results.jsonl").read_text())
+    edit(row)
+    (out / "results.jsonl").write_text(json.dumps(row) + "\n")
+    capsys.readouterr()
+    assert main(["plot", str(out), "--out", str(tmp_path / "p"), "--format", "png"]) == 2
+    assert words in capsys.readouterr().err
