@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moesim.engine.serving.itl import itl_stats
 from moesim.engine.serving.steady import SERVED_TOL, SteadyWindow, steady_window, window_latencies
 from moesim.errors import InputError
 from moesim.results import SimResult
@@ -199,13 +200,18 @@ def _play(s: Scenario, rate: float, n: int, seed: int) -> tuple[SimResult, str]:
         return simulate(probe_s, seed=seed), text
 
 
-def verdict(req: dict, slo: Slo, replicas: int = 1) -> tuple[SteadyWindow, dict[str, float], list[str]]:
+def verdict(req: dict, slo: Slo, replicas: int = 1, it: dict | None = None) -> tuple[SteadyWindow, dict[str, float],
+                                                                                     list[str]]:
     """Judge a run's ``requests`` table against ``slo`` over its steady window: (the window, its
     latencies, what failed: rejections, overload (queue growth, or served below 90% of offered),
     SLO limits; empty when the probe holds). ``replicas``: identical replicas the run stands for
     (:func:`moesim.engine.serving.steady.growth_limit`)."""
     w = steady_window(req, replicas)
     lat = window_latencies(req, w)
+    if it is not None:  # the run's iterations: its per-token gaps (ITL) over the same window
+        lat.update(itl_stats(it, w.start_s, w.end_s))
+    elif any(k.startswith("itl_") for k in slo.limits):
+        raise ValueError("an ITL limit needs the run's iterations")
     bad = []
     if w.rejected_fraction > REJECT_LIMIT:
         bad.append(f"rejected: {w.rejected_fraction:.1%} of requests can never be served (limit {REJECT_LIMIT:.0%})")
@@ -223,7 +229,7 @@ def verdict(req: dict, slo: Slo, replicas: int = 1) -> tuple[SteadyWindow, dict[
 def _judge(s: Scenario, rate: float, slo: Slo, seed: int, n: int, replicas: int = 1) -> Probe:
     result, arrivals = _play(s, rate, n, seed)
     req = result.tables["requests"]
-    w, lat, bad = verdict(req, slo, replicas)
+    w, lat, bad = verdict(req, slo, replicas, result.tables.get("iterations"))
     reason = "; ".join(bad) or "holds: " + ", ".join(f"{k.removesuffix('_s')} {lat[k]:.3g} s" for k in slo.limits)
     return Probe(float(rate), not bad, reason, slo, lat, w, int(len(req["arrival_s"])), arrivals,
                  dict(result.summary), result)

@@ -311,6 +311,14 @@ for _name, (_short, _meaning) in _LATENCY.items():  # summary order: mean, p50, 
         _add(f"{_name}_{_stat}_s", "s", "min", f"{_short} {_stat} (s)",
              f"{_meaning}; {_words} over the served requests arriving in the steady-state window",
              S, S if _stat in ("p50", "p99") else (), family=_name)
+FAMILIES["itl"] = ("inter-token latency (ITL): the gap each generated token waited after the one before it, as vLLM's "
+                   "and SGLang's serving benchmarks report it; mean, median (p50), 90th and 99th percentile over the "
+                   "tokens of the iterations ending in the steady-state window (moesim/engine/serving/itl.py). Per "
+                   "token, where TPOT is per request: a step slowed by a prefill chunk shows in ITL's tail")
+for _stat, _words in _STATS.items():
+    _add(f"itl_{_stat}_s", "s", "min", f"ITL {_stat} (s)",
+         f"inter-token latency, {_words} over the tokens generated in the steady-state window (each weighted once)",
+         S, family="itl")
 FAMILIES["queue"] = ("queueing delay, part of TTFT: first admission to a batch - arrival (disaggregated: to the "
                      "prefill pool's); median and 99th percentile over the requests arriving in the steady-state window")
 for _stat, _words in (("p50", "median"), ("p99", "99th percentile")):

@@ -240,11 +240,12 @@ def pool_slo(slo, role: str, s_pool, disagg) -> tuple[str, str]:
 
 
 def check_slo(slo) -> None:
-    """InputError unless every limit is on TTFT or TPOT (the two the pools split between them)."""
-    bad = [k.removesuffix("_s") for k in slo.limits if not k.startswith(("ttft_", "tpot_"))]
+    """InputError unless every limit is on TTFT, TPOT or ITL (what the pools split between them: TTFT the prefill
+    pool's, TPOT and ITL the decode pool's)."""
+    bad = [k.removesuffix("_s") for k in slo.limits if not k.startswith(("ttft_", "tpot_", "itl_"))]
     if bad:
         raise InputError(f"--slo {bad[0]}: a disaggregated plan splits the SLO into TTFT (prefill pool) and "
-                         "TPOT (decode pool) limits; give ttft_*/tpot_* limits only")
+                         "TPOT or ITL (decode pool) limits; give ttft_*, tpot_* or itl_* limits only")
 
 
 # ------------------------------------------------------------------------------ enumeration

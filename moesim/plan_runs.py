@@ -124,7 +124,7 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
             # a pruned plan is never looked at again: where only the plan-wide test (its noise term
             # shrunk) fails, the window may have seen the batches still filling up, so the probe is
             # played again twice as long, and prunes only if that one fails too
-            if judged > 1 and p.result is not None and not verdict(p.result.tables["requests"], slo)[2]:
+            if judged > 1 and p.result is not None and not verdict(p.result.tables["requests"], slo, 1, p.result.tables.get("iterations"))[2]:
                 again = measure(s, p.rate_req_s, slo, seed=seed, n_requests=2 * p.n_requests, replicas=judged)
                 if again.holds:
                     return

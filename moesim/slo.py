@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from moesim.engine.serving.itl import ITL_STATS
 from moesim.engine.serving.steady import LATENCIES, STATS
 from moesim.errors import InputError
 
 #: Metrics an SLO may limit (``--slo`` keys; the summary's names without ``_s``).
-SLO_METRICS = tuple(f"{name}_{stat}" for name in LATENCIES for stat in STATS)
+SLO_METRICS = tuple(f"{name}_{stat}" for name in LATENCIES for stat in STATS) + tuple(f"itl_{s}" for s in ITL_STATS)
 
 
 @dataclass(frozen=True)

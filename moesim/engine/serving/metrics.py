@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.engine.serving.batching import RequestBook
+from moesim.engine.serving.itl import itl_stats
 from moesim.engine.serving.requests import Requests, trace_length_notes
 from moesim.engine.serving.steady import headline_rates, headline_window, latency_stats, overloaded
 from moesim.fit_advice import fit_explanation
@@ -160,6 +161,8 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         out["steady_note"] += f"; the trace has {n:,} rows, fewer than workload.arrival.n_requests {asked:,}"
     out["steady_note"] += "".join(f"; {t}" for t in trace_length_notes(s.workload, n))
     out.update(latency_stats(req, keep))
+    # per token, over the iterations of the steady window (TPOT above is per request: each one's mean gap)
+    out.update(itl_stats(it, *((window.start_s, window.end_s) if window is not None else ())))
     out.update(latency_stats(req, keep, ("queue",), ("p50", "p99")))
     out.update({f"whole_run_{k}": v for k, v in run_lat.items()})
     usd_per_s = devices * dev.usd_per_hour / 3600.0
