@@ -149,7 +149,11 @@ def _advice(s: Scenario) -> str:
         if f is not None:
             fewer_dp = f", or plan.dp / {f}" if p.dp % f == 0 else ""
             even = ", the layers split evenly" if field == "pp" and p.splits_layers else ""
-            options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp}{even})")
+            per_node = s.hardware.node.devices_per_node
+            # a TP group wider than a node would all-reduce over the network: say what keeps it in one
+            node = (f", within a node of hardware.node.devices_per_node >= {value * f}"
+                    if field == "tp" and value * f > per_node else "")
+            options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp}{even}{node})")
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")

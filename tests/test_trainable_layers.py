@@ -238,3 +238,13 @@ def test_a_lora_that_does_not_fit_is_advised_the_largest_power_of_two_rank_that_
     advice = check_summary(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.rank=256"]))["fits_advice"]
     assert "workload.trainable.rank: 128 (the largest power of two below 256 that fits)" in advice
     assert memory_report(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.rank=128"])).fits
+
+
+def test_tp_advice_beyond_one_node_says_what_keeps_it_in_one():
+    advice = check_summary(load_scenario("mixtral-8x7b-qlora-1xa100", ["workload.trainable.base_dtype=bf16"]))
+    assert "plan.tp 1 -> 2 (2x the devices, within a node of hardware.node.devices_per_node >= 2)" in \
+        advice["fits_advice"]
+    eight = check_summary(load_scenario("mixtral-8x7b-h100-train", ["plan.ep=1", "plan.zero_stage=0"]))
+    assert "plan.tp 1 -> 16 (16x the devices, or plan.dp / 16, within a node of hardware.node.devices_per_node " \
+        ">= 16)" in eight["fits_advice"]  # 8 GPUs a node
+    assert "devices_per_node" not in eight["fits_advice"].split(";")[1]  # PP crosses nodes as it is
