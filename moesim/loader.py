@@ -51,9 +51,7 @@ def read_scenario(path: Path, overrides: Iterable[str] = ()) -> tuple[dict, Path
     """(raw mapping with ``overrides`` applied, the file's folder, the validated Scenario) of the
     scenario file ``path``: what ``load_scenario`` returns, for callers that derive variants of it."""
     raw = read_yaml_mapping(path)
-    overrides = list(overrides)
-    _refuse_repeated(overrides)
-    for item in overrides:
+    for item in overrides:  # in order: a later override of the same field wins (advice added on top)
         apply_override(raw, item)
     base_dir = path.resolve().parent
     return raw, base_dir, scenario_from_dict(raw, base_dir=base_dir)
@@ -252,16 +250,6 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{n} bytes"
-
-
-def _refuse_repeated(overrides: list[str]) -> None:
-    """InputError when two overrides set the same field (the last would win unseen)."""
-    seen: dict[str, str] = {}
-    for item in overrides:
-        key = ".".join(p.strip() for p in item.partition("=")[0].split("."))
-        if key in seen and "=" in item:
-            raise InputError(f"--set {key}: given twice ({_clip(seen[key])} and {_clip(item)}); set it once")
-        seen[key] = item
 
 
 def apply_override(raw: dict, item: str) -> None:

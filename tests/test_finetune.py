@@ -80,8 +80,6 @@ def test_frozen_modes_count_the_parts_they_train():
     ("{mode: lora, rank: 8, targets: [attention, mlp]}", ["workload.trainable.targets", "'dense_ffn'"]),
     ("{mode: lora, rank: 8, base_dtype: int4}", ["workload.trainable.base_dtype", "'nf4'"]),
     ("{mode: lora, rank: 100000}", ["workload.trainable.rank", "65536"]),
-    ("{mode: lora, rank: 8, base_dtype: bf16, double_quant: false}", ["workload.trainable.double_quant", "nf4"]),
-    ("{mode: experts, double_quant: true}", ["workload.trainable.double_quant", "only for mode 'lora'"]),
 ])
 def test_bad_trainable_is_a_one_line_error_naming_the_field(value, words):
     with pytest.raises(InputError) as err:

@@ -311,8 +311,8 @@ def test_routing_trace_size_limit(tmp_path, monkeypatch):
     ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,1\ninf,1,1\n", "data row 2: times must be finite"),
     ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,-5,1\n", "token counts between 0 and 16,777,216"),
     ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1e300,1\n", "token counts between 0 and 16,777,216"),
-    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1\n", "not numeric"),
-    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,x,1\n", "not numeric"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1\n", "data row 1 has 2 cells, fewer than the 3 columns"),
+    ("arrived_at,num_prefill_tokens,num_decode_tokens\n0,x,1\n", "data row 1: '0', 'x', '1' are not all numbers"),
     ("a" * 200_000 + "\n", "not a readable CSV"),
     ("", "empty file"),
 ])

@@ -379,7 +379,7 @@ def test_a_gate_probe_failing_only_the_plan_wide_test_is_replayed_before_it_prun
         return SimpleNamespace(max_goodput_req_s=1.0, probe=best, probes=(best,), limit="", saturation_req_s=2.0)
 
     monkeypatch.setattr(capacity_mod, "measure", fake_measure)
-    monkeypatch.setattr(capacity_mod, "verdict", lambda req, slo, replicas=1: (None, {}, []))  # the replica holds
+    monkeypatch.setattr(capacity_mod, "verdict", lambda req, slo, replicas=1, it=None: (None, {}, []))  # the replica holds
     monkeypatch.setattr(capacity_mod, "max_goodput", fake_goodput)
     s = load_scenario(serve_yaml)
     row = capacity_runner(s, 0, SLO, needed_tok_s=1.0, tokens_per_request=4.0, plan_dp=8).summary

@@ -87,7 +87,7 @@ def test_out_errors_name_the_option(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     assert main(["sweep", TRAIN, "--experts", "8", "--out", str(afile / "sub")]) == 2
-    assert _error(capsys).startswith(f"error: --out {afile / 'sub'}: cannot create the folder")
+    assert _error(capsys) == f"error: --out {afile / 'sub'}: {afile} is a file, not a folder"
     assert main(["schema", "--out", str(tmp_path)]) == 2
     assert _error(capsys) == f"error: --out {tmp_path}: is a folder; give a file name"
     assert main(["schema", "--out", str(afile / "x.json")]) == 2

@@ -61,7 +61,9 @@ class TrainableSpec(Strict):
         "0 each adapter keeps its own dropped-out copy of its input and the dropout's 1-byte mask for the "
         "backward (memory only). null: 0."))
     double_quant: bool = Field(True, description=(
-        "nf4 only: quantise the block scales too (QLoRA's double quantisation: 4.127 bits per weight, else 4.5)."))
+        "nf4 only: quantise the block scales too (QLoRA's double quantisation: 4.127 bits per weight, else 4.5); "
+        "read only when base_dtype is nf4 (kept when a variant switches base_dtype, so a bf16 run of a QLoRA "
+        "scenario needs no edit)."))
     layers: PositiveInt | None = bounded(None, le=1 << 16, why="65536 blocks is deeper than any published model "
                                          "(the scenario checks it against model.n_layers)", description=(
         "Train only the last N transformer blocks (their weights or adapters, by mode); earlier blocks, the "
@@ -86,13 +88,9 @@ class TrainableSpec(Strict):
                 raise ValueError("rank: required when mode is 'lora' (e.g. 16)")
             if self.targets is not None and len(set(self.targets)) != len(self.targets):
                 raise ValueError(f"targets = {self.targets}: each target at most once")
-            if "double_quant" in self.model_fields_set and self.base_dtype != "nf4":
-                dtype = self.base_dtype or "unset, i.e. bf16"
-                raise ValueError(f"double_quant: only with base_dtype nf4 (it quantises QLoRA's block scales; base_dtype "
-                                 f"{dtype} has none)")
         else:
-            for name in ("rank", "targets", "base_dtype", "dropout", "double_quant"):
-                if name in self.model_fields_set and getattr(self, name) is not None:
+            for name in ("rank", "targets", "base_dtype", "dropout"):
+                if getattr(self, name) is not None:
                     unset = "" if "mode" in self.model_fields_set else ", the default"
                     raise ValueError(f"{name}: only for mode 'lora' (mode {self.mode!r}{unset}, trains whole weights); "
                                      "for adapters set mode: lora")
