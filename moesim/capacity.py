@@ -124,8 +124,13 @@ class Capacity:
         return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def check_serving(s: Scenario) -> None:
-    """InputError (one line) unless ``s`` is a serving scenario."""
+def check_serving(s: Scenario, n_requests: int | None = None) -> None:
+    """InputError (one line) unless ``s`` is a serving scenario (and ``n_requests``, when given, a whole number of
+    requests of at least 2: a steady window needs arrivals)."""
+    if not isinstance(s, Scenario):
+        raise InputError(f"scenario is a {type(s).__name__}; pass a Scenario (moesim.load_scenario)")
+    if n_requests is not None and (isinstance(n_requests, bool) or not isinstance(n_requests, int) or n_requests < 2):
+        raise InputError(f"n_requests = {n_requests!r}: a whole number of requests, at least 2")
     if s.is_training:
         raise InputError(f"--slo applies to serving scenarios; {s.name} is a training scenario")
 
@@ -235,7 +240,7 @@ def _judge(s: Scenario, rate: float, slo: Slo, seed: int, n: int, replicas: int 
                  dict(result.summary), result)
 
 
-def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests: int | None = None,
+def measure(s: Scenario, rate_req_s: float, slo: Slo | str, seed: int = 0, n_requests: int | None = None,
             e2e_p90_s: float | None = None, replicas: int = 1) -> Probe:
     """Play ``s`` at ``rate_req_s`` requests/s and judge ``slo`` on the steady state.
 
@@ -245,7 +250,8 @@ def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests:
     ``SPAN_E2E`` e2e p90 worth of arrivals. ``replicas``: identical replicas the run of ``s`` stands
     for (``moesim plan`` plays one replica of a plan): its overload test is the sum's, per replica.
     """
-    check_serving(s)
+    check_serving(s, n_requests)
+    slo = parse_slo(slo) if isinstance(slo, str) else slo
     if not (isinstance(rate_req_s, (int, float)) and math.isfinite(rate_req_s) and 0 < rate_req_s <= MAX_RATE):
         raise InputError(f"rate {rate_req_s!r} req/s: must be a positive number up to {MAX_RATE:g}")
     n = probe_requests(s, rate_req_s, e2e_p90_s, replicas) if n_requests is None else int(n_requests)
@@ -257,7 +263,7 @@ def measure(s: Scenario, rate_req_s: float, slo: Slo, seed: int = 0, n_requests:
     return probe
 
 
-def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
+def max_goodput(s: Scenario, slo: Slo | str, seed: int = 0, rel_tol: float = 0.05,
                 on_probe: Callable[[Probe], None] | None = None, max_probes: int = MAX_PROBES,
                 n_requests: int | None = None, replicas: int = 1, saturation: Saturation | None = None) -> Capacity:
     """The highest arrival rate (req/s) at which ``slo`` holds on ``s`` (see the module docstring).
@@ -268,7 +274,8 @@ def max_goodput(s: Scenario, slo: Slo, seed: int = 0, rel_tol: float = 0.05,
     ``saturation``: the run with every request at t=0 (:func:`moesim.saturation.saturate` of ``s``
     with ``seed``), when the caller played it already.
     """
-    check_serving(s)
+    check_serving(s, n_requests)
+    slo = parse_slo(slo) if isinstance(slo, str) else slo
     if not 0 < rel_tol < 1:
         raise InputError(f"rel_tol = {rel_tol!r}: must be between 0 and 1")
     if max_probes < 2:

@@ -44,6 +44,11 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     """
     from moesim.shipped import resolve_scenario
 
+    if isinstance(path, dict):
+        raise InputError("load_scenario takes a file path or a shipped scenario's name; for a mapping use "
+                         "moesim.loader.scenario_from_dict(mapping, base_dir)")
+    if isinstance(overrides, str):  # one string would be read character by character
+        raise InputError(f"overrides = {short_repr(overrides)}: a list of 'path=value' strings, e.g. [{overrides!r}]")
     return read_scenario(resolve_scenario(path), overrides)[2]
 
 

@@ -193,8 +193,11 @@ class SimResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> SimResult:
-        """Read a result folder written by ``save`` (summary, spans and tables)."""
+        """Read a result folder written by ``save`` (summary, spans and tables), or its summary.json: tables as
+        column lists (numbers as floats, NaN where the run had none, flags as bools), the summary's NaN as NaN."""
         out = Path(out_dir)
+        if out.name == "summary.json" and out.is_file():
+            out = out.parent
         doc = read_summary(out / "summary.json")
         spans: dict[str, np.ndarray] = {}
         if (out / "spans.csv").exists():
@@ -205,7 +208,8 @@ class SimResult:
         for p in paths:
             if p.name != "spans.csv" and p.exists():
                 tables[p.stem] = read_table_csv(p)
-        return cls(doc["kind"], doc["scenario"], doc["seed"], doc["summary"], spans, tables)
+        summary = {k: math.nan if v is None else v for k, v in doc["summary"].items()}  # saved NaN is null
+        return cls(doc["kind"], doc["scenario"], doc["seed"], summary, spans, tables)
 
 
 #: Communication spans recorded on the compute stream (they block it), by kind prefix, and the
@@ -302,14 +306,20 @@ def read_table_csv(path: Path) -> dict[str, list]:
     if not rows:
         return {}
     head, body = rows[0], rows[1:]
-    cols: dict[str, list] = {}
-    for j, k in enumerate(head):
-        vals = [r[j] if j < len(r) else "" for r in body]
+    return {k: _parsed_column([r[j] if j < len(r) else "" for r in body]) for j, k in enumerate(head)}
+
+
+def _parsed_column(vals: list[str]) -> list:
+    """A column's cells as :func:`table_csv` wrote them: flags (``True``/``False``) as bools; numbers as floats, an
+    empty cell among them as NaN (``table_csv`` writes NaN and inf as ""); anything else as the text."""
+    if vals and all(v in ("True", "False") for v in vals):
+        return [v == "True" for v in vals]
+    if any(v != "" for v in vals):
         try:
-            cols[k] = [float(v) for v in vals]
+            return [float(v) if v != "" else math.nan for v in vals]
         except ValueError:
-            cols[k] = vals
-    return cols
+            pass
+    return vals
 
 
 def check_parts_table(table: dict[str, list], columns: tuple[str, ...], where: str, what: str) -> None:

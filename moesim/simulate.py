@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from moesim.errors import InputError
 from moesim.results import SimResult
 from moesim.schemas import Scenario
 
@@ -16,8 +17,11 @@ def simulate(scenario: Scenario, seed: int | None = None,
     takes about a second at most, does not."""
     from moesim.guards import check_size
 
+    if not isinstance(scenario, Scenario):  # a name or a mapping: say which call makes one
+        raise InputError(f"simulate: scenario is a {type(scenario).__name__}; pass a Scenario: "
+                         "moesim.load_scenario(name or path, overrides) or moesim.loader.scenario_from_dict(mapping)")
     check_size(scenario)
-    seed = scenario.routing.seed if seed is None else seed
+    seed = scenario.routing.seed if seed is None else _seed(seed)
     if scenario.is_training:
         from moesim.engine.training.step import simulate_training
 
@@ -25,3 +29,16 @@ def simulate(scenario: Scenario, seed: int | None = None,
     from moesim.engine.serving.simulate import simulate_serving
 
     return simulate_serving(scenario, seed=seed, progress=progress)
+
+
+#: Largest seed: what NumPy's generators take and summary.json keeps (a 64-bit whole number).
+MAX_SEED = 2**63 - 1
+
+
+def _seed(seed) -> int:
+    """``seed`` as a Python int (NumPy integers too: ``for seed in np.arange(5)``), or a one-line InputError."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"seed = {seed!r}: expected a whole number from 0 to 2**63 - 1")
+    return int(seed)

@@ -29,7 +29,8 @@ class Slo:
             raise InputError("--slo: no limit given; e.g. ttft_p99=2,tpot_p99=0.2")
         for key, value in self.limits.items():
             if key.removesuffix("_s") not in SLO_METRICS or not key.endswith("_s"):
-                raise InputError(f"--slo: unknown metric {key!r}; allowed: {', '.join(SLO_METRICS)}")
+                hint = f" (a limit's key ends in _s here: {key}_s)" if key in SLO_METRICS else ""
+                raise InputError(f"--slo: unknown metric {key!r}{hint}; allowed: {', '.join(SLO_METRICS)}")
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"--slo: {key.removesuffix('_s')}={value!r} must be a positive number of seconds")
         object.__setattr__(self, "limits", {k: float(v) for k, v in self.limits.items()})
