@@ -189,14 +189,18 @@ _add("model_tflops_per_device", "TFLOP/s", "max", "model TFLOP/s per device",
      "model FLOPs per second per device", T)
 _add("steps", "count", None, "steps", "steps simulated", T)
 _add("alltoall_nvlink_bytes", "bytes", "min", "all-to-all bytes over NVLink per step",
-     "all-to-all bytes one device sends per step over NVLink", T)
+     "all-to-all bytes per step over NVLink of the busiest EP rank, the one that sets each collective's time (its "
+     "dispatch received and combine sent: under skewed dropless routing more than an even rank's; under "
+     "`overflow: drop` padded to capacity)", T)
 _add("alltoall_nic_bytes", "bytes", "min", "all-to-all bytes over the NIC per step",
-     "all-to-all bytes one device sends per step over its NIC", T)
+     "as `alltoall_nvlink_bytes`, over the busiest EP rank's NIC", T)
 _add("expert_load_imbalance", "ratio", "min", "expert load imbalance (max/mean per EP rank)",
      "tokens on the busiest EP rank over the mean rank, averaged over MoE layers (1 = even; "
      "placement.redundant_experts lowers it)", TS,
-     training="tokens on the busiest EP rank over the mean rank, per MoE layer and microbatch of the sampled "
-              "loads, averaged (1 = even; per layer: the layers table's rank_imbalance)",
+     training="tokens the busiest EP rank computes over the mean rank's, per MoE layer and microbatch of the "
+              "sampled loads, averaged (1 = even; per layer: the layers table's rank_imbalance); under "
+              "`overflow: drop` every rank computes its padded capacity, so 1 whatever the skew, which shows in "
+              "`dropped_fraction` instead",
      serving="expected tokens on the busiest EP rank over the mean rank from the routing popularity, averaged "
              "over MoE layers (1 = even)")
 _add("sequence_padding_fraction", "fraction", "min", "sequence padding (fraction)",
