@@ -161,3 +161,12 @@ def test_skew_drops_more_than_uniform_and_cf_two_less_than_one():
 
     assert dropped("zipf", 1.0) > dropped("uniform", 1.0)
     assert dropped("zipf", 2.0) < dropped("zipf", 1.0)
+
+
+def test_a_trace_with_more_rows_than_moe_layers_is_refused(tmp_path):
+    from moesim.errors import InputError
+
+    path = tmp_path / "pop.csv"
+    path.write_text("1,1,1,1\n" * 12)  # a row for every layer of a model whose MoE layers are 6
+    with pytest.raises(InputError, match="12 rows for 6 MoE layers; give one row per MoE layer"):
+        expert_popularity(RoutingSpec(distribution="trace", trace=path), 6, 4, 1, np.random.default_rng(0))

@@ -120,7 +120,7 @@ def expert_popularity(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: i
     """Share of assignments each expert receives, per MoE layer: ``[n_layers, E]``, rows sum to 1.
 
     uniform: 1/E. zipf: rank r gets ``(r+1)^-s``, the ranks shuffled per layer. dirichlet: one draw
-    per layer with concentration ``alpha``. trace: rows of the CSV, cycled over the layers.
+    per layer with concentration ``alpha``. trace: rows of the CSV, one per MoE layer, cycled when fewer.
     """
     E = n_experts
     if spec.distribution == "uniform" or E == 1:
@@ -133,6 +133,9 @@ def expert_popularity(spec: RoutingSpec, n_layers: int, n_experts: int, top_k: i
         p = rng.dirichlet(np.full(E, spec.dirichlet_alpha), size=n_layers)
     else:
         rows = read_popularity_trace(spec.trace, E)
+        if len(rows) > n_layers:  # rows for every layer, dense ones too, would give the MoE layers the wrong rows
+            raise InputError(f"routing.trace = {str(spec.trace)!r}: {len(rows)} rows for {n_layers} MoE layers; give "
+                             "one row per MoE layer, in order (dense layers have none), or fewer rows, repeated")
         p = rows[np.arange(n_layers) % len(rows)]
     p = p / p.sum(axis=-1, keepdims=True)
     return cap_inclusion(p, top_k)

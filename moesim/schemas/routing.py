@@ -19,7 +19,8 @@ class RoutingSpec(Strict):
                             description="Zipf exponent (0 = uniform).")
     dirichlet_alpha: PositiveFloat = bounded(1.0, le=1e6, why="at alpha 1e6 the draw is uniform to 0.1%: use "
                                              "distribution: uniform", description="Dirichlet concentration (large = near uniform).")
-    trace: Path | None = Field(None, description="CSV of expert popularity, one row per layer, one column per expert (trace only).")
+    trace: Path | None = Field(None, description="CSV of expert popularity, one row per MoE layer in order (dense layers have none; fewer rows "
+                               "repeat), one column per expert (trace only).")
     capacity_factor: PositiveFloat = bounded(1.25, le=64, why="beyond 64 every expert holds every token: use overflow: dropless",
                                              description="Expert capacity per source rank = max(ceil(cf * tokens * top_k / n_experts), min_capacity), "
                                                          "tokens being one EP rank's microbatch (training) or one replica's batch (serving).")
