@@ -140,8 +140,9 @@ def plot_command(
         rows = _filter(read_rows(source), where or [])
         manifest = read_manifest(folder)
         kind = kind or plots.default_kind("sweep", manifest.get("dims") or plots.swept_columns(rows))
-        fig = plots.plot_sweep(kind, rows, title=manifest.get("name", ""), metric=metric,
-                               dims=manifest.get("dims"))
+        name = manifest.get("name") or (str(rows[0].get("scenario", "")) if rows else "")
+        sliced = f"{name} ({', '.join(w.strip() for w in where)})" if where else name  # the slice a title shows
+        fig = plots.plot_sweep(kind, rows, title=sliced, metric=metric, dims=manifest.get("dims"))
         base = out_base or folder / kind
     elif what == "result":
         from moesim.results import SimResult

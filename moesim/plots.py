@@ -25,6 +25,7 @@ from moesim.formatting import swept_mapping, swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
     first_present,
+    is_number,
     need,
     need_axes,
     need_metric,
@@ -244,8 +245,12 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
-    if by or over:  # groups to tell apart, or the capacity line and the points above it
-        ax.legend(fontsize=8, title=None, loc="best")
+    for axis, key in ((ax, y), (ax2, twin)):  # counts, times, costs from 0: a 3 % change does not fill the plot
+        if axis is not None and all(r.get(key, 0) >= 0 for r in rows + over if is_number(r.get(key))):
+            axis.set_ylim(bottom=0)
+    if by or over:  # groups to tell apart, or the capacity line and the points above it: beside the axes,
+        ax.legend(fontsize=8, title=None, loc="upper left", bbox_to_anchor=(1.02 if ax2 is None else 1.12, 1.0),
+                  borderaxespad=0.0)  # where no point hides under it
     return fig
 
 
@@ -455,6 +460,6 @@ def save_figure(fig: Figure, base: str | Path, formats: Iterable[str] = ("png", 
             stem = stem.removesuffix(ext)
         path = Path(f"{stem}.{fmt}")
         with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=150)
+            fig.savefig(fh, format=fmt, dpi=150, bbox_inches="tight")  # a legend beside the axes stays in
         out.append(path)
     return out

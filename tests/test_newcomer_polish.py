@@ -340,3 +340,24 @@ def test_sweep_best_ranks_serving_points_that_kept_up_before_overloaded_ones():
     cells, reasons = status_cells(rows)
     assert cells == ["overloaded [1]", "ok", "ok"] and reasons[0].startswith("overloaded: its queue grew")
     assert [c for c in table.columns[0].cells] == ["2", "4", "1"]  # the overloaded point last
+
+
+def test_sweep_lines_start_at_zero_keep_the_legend_off_the_points_and_a_slice_is_titled(tmp_path, monkeypatch):
+    from moesim import plots
+    from moesim.cli import main
+
+    rows = cf_rows()
+    fig = plots.plot_sweep("cost-vs-cf", rows, title="t")
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0  # costs from 0
+    legend = ax.get_legend()
+    if legend is not None:  # beside the axes, not over them
+        assert legend.get_bbox_to_anchor().x0 >= ax.get_position().x1 * fig.bbox.width - 1
+    out = tmp_path / "sw"
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.0,1.25", "--experts", "8,16", "--out", str(out)]) == 0
+    titles, draw = [], plots.plot_sweep
+    monkeypatch.setattr(plots, "plot_sweep", lambda kind, rows, title="", **kw: titles.append(title) or
+                        draw(kind, rows, title=title, **kw))
+    assert main(["plot", str(out), "--kind", "cost-vs-cf", "--where", "model.n_experts=8", "--out",
+                 str(tmp_path / "c"), "--format", "png"]) == 0
+    assert titles[-1].endswith("(model.n_experts=8)")  # which slice the plot shows
