@@ -85,7 +85,7 @@ def sweep_command(
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
         sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
-        from moesim.sweep_table import note, rows_table
+        from moesim.sweep_table import host_floor_note, note, rows_table
 
         kind = next((r["kind"] for r in outcome.rows if r.get("kind")), "training")
         table, picked = rows_table(outcome.rows, outcome.dims, kind, best, outcome.best, top,
@@ -93,6 +93,9 @@ def sweep_command(
         out.print(table)
         if note(picked, files["csv"]):
             out.print(note(picked, files["csv"]), highlight=False)
+        host = host_floor_note(outcome.rows)
+        if host:
+            out.print(f"[yellow]note:[/yellow] {host}", highlight=False)
         n = p.total + p.skipped
         out.print(f"{n} point{'' if n == 1 else 's'}: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",

@@ -221,3 +221,18 @@ def note(picked: Picked, csv_path: str, most: int = 6) -> str:
     if parts:
         lines.append(f"also varying: {'; '.join(parts)}; every column is in {csv_path}")
     return "\n".join(lines)
+
+
+def host_floor_note(rows: Sequence[dict[str, Any]]) -> str:
+    """Under a training sweep whose points mostly wait for the host to issue their MoE layers: that the GPU work
+    its axes change (capacity factor, top-k, experts) hides under that floor, and the knob; "" otherwise."""
+    from moesim.engine.training.host_floor import HOST_NOTE_SHARE
+
+    shares = [r["host_wait_s"] / r["step_time_s"] for r in rows if r.get("status") == "ok"
+              and isinstance(r.get("host_wait_s"), (int, float)) and isinstance(r.get("step_time_s"), (int, float))
+              and r["step_time_s"] > 0]
+    if not shares or sorted(shares)[len(shares) // 2] < HOST_NOTE_SHARE:
+        return ""
+    return (f"the MoE layers wait for the host for {min(shares):.0%}-{max(shares):.0%} of these steps "
+            "(host_wait_s, plan.moe_layer_host_us): GPU work the swept fields change may hide under that floor; "
+            "--set plan.moe_layer_host_us=0 prices a runtime with full CUDA graphs")

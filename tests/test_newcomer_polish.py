@@ -361,3 +361,14 @@ def test_sweep_lines_start_at_zero_keep_the_legend_off_the_points_and_a_slice_is
     assert main(["plot", str(out), "--kind", "cost-vs-cf", "--where", "model.n_experts=8", "--out",
                  str(tmp_path / "c"), "--format", "png"]) == 0
     assert titles[-1].endswith("(model.n_experts=8)")  # which slice the plot shows
+
+
+def test_a_sweep_whose_steps_wait_for_the_host_says_so():
+    from moesim.sweep_table import host_floor_note
+
+    rows = [{"status": "ok", "host_wait_s": 0.19, "step_time_s": 0.26}, {"status": "ok", "host_wait_s": 0.19,
+                                                                          "step_time_s": 0.27}]
+    assert "wait for the host for 70%-73% of these steps" in host_floor_note(rows)
+    assert "plan.moe_layer_host_us=0" in host_floor_note(rows)
+    assert host_floor_note([{"status": "ok", "host_wait_s": 0.01, "step_time_s": 1.0}]) == ""
+    assert host_floor_note([{"status": "ok", "ttft_p99_s": 1.0}]) == ""  # serving rows have no host floor
