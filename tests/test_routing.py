@@ -170,3 +170,16 @@ def test_a_trace_with_more_rows_than_moe_layers_is_refused(tmp_path):
     path.write_text("1,1,1,1\n" * 12)  # a row for every layer of a model whose MoE layers are 6
     with pytest.raises(InputError, match="12 rows for 6 MoE layers; give one row per MoE layer"):
         expert_popularity(RoutingSpec(distribution="trace", trace=path), 6, 4, 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("n_experts, top_k", [(8, 1), (8, 2), (8, 4), (64, 8)])
+def test_loads_have_distinct_picks_variance_and_keep_every_assignment(n_experts, top_k):
+    from moesim.engine.routing import sample_loads
+
+    tokens = 4096
+    x = sample_loads(np.full((100, n_experts), 1 / n_experts), tokens, top_k, 40, np.random.default_rng(1))
+    assert (x.sum(axis=-1) == tokens * top_k).all()  # every token's k picks land somewhere
+    q = top_k / n_experts  # each token includes an expert with this chance: Binomial(tokens, q)
+    assert x.mean() == pytest.approx(tokens * q)
+    assert x.var() == pytest.approx(tokens * q * (1 - q), rel=0.05)  # a multinomial would give tokens k p (1 - p)
+    assert ((x >= 0) & (x <= tokens)).all()
