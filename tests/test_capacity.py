@@ -148,7 +148,7 @@ def test_sample_routing_drops_per_source_rank():
     np.testing.assert_array_equal(r.loads, dropless.loads)  # the same draw; only the drops differ
     cap = capacity_per_expert(tokens_per_rank, k, E, 1.0)
     assert r.capacity_per_source == cap == 32 and r.capacity == ep * cap
-    np.testing.assert_allclose(r.dropped, expected_source_drops(r.loads, cap, tokens_per_rank * k, ep))
+    np.testing.assert_allclose(r.dropped, expected_source_drops(r.loads, cap, tokens_per_rank, ep))  # a token: 1 slot
     np.testing.assert_allclose(r.kept + r.dropped, r.loads)
     pooled = np.maximum(r.loads - r.capacity, 0)
     assert r.dropped.sum() > pooled.sum()  # each rank's own noise overflows its own slots
