@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from moesim.errors import InputError, short_repr
-from moesim.resolve import PATH_FIELDS, PresetError
+from moesim.resolve import FILE_FIELDS, PresetError, path_fields
 from moesim.schemas import Scenario
 from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
 from moesim.suggest import did_you_mean
@@ -288,10 +288,6 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-#: File paths a scenario may name: the path fields anchored at the scenario's folder, and the Hugging Face configs.
-_FILE_FIELDS = PATH_FIELDS + (("model", "hf_config"), ("workload", "speculative", "draft", "hf_config"))
-
-
 def _from_working_dir(parts: list[str], value: Any) -> Any:
     """``value`` of the override at ``parts`` with each relative file path in it that names a file from the
     working folder made absolute: a path typed at the shell means the shell's folder (in the YAML, a path is
@@ -299,16 +295,13 @@ def _from_working_dir(parts: list[str], value: Any) -> Any:
     wrapped: Any = value
     for part in reversed(parts):
         wrapped = {part: wrapped}
-    for path in _FILE_FIELDS:
-        node = wrapped
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        text = node.get(path[-1]) if isinstance(node, dict) else None
+    for _, node, key in path_fields(wrapped, FILE_FIELDS):
+        text = node[key]
         if isinstance(text, str) and text.strip() and not Path(text).is_absolute():
             try:
                 here = Path.cwd() / text
                 if here.is_file():
-                    node[path[-1]] = str(here)
+                    node[key] = str(here)
             except (OSError, ValueError):  # a name the OS cannot look up: the scenario's rules report it
                 pass
     for part in parts:

@@ -17,14 +17,16 @@ from moesim.suggest import did_you_mean
 
 #: Fields holding file paths, anchored at the scenario file's folder when relative.
 PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
-__all__ = ["MAX_HF_CONFIG_BYTES", "PATH_FIELDS", "PresetError", "deep_merge", "path_fields", "read_hf_config",
+#: Every file a scenario may name: the path fields and the Hugging Face configs (read by :func:`_expand`).
+FILE_FIELDS = PATH_FIELDS + (("model", "hf_config"), ("workload", "speculative", "draft", "hf_config"))
+__all__ = ["FILE_FIELDS", "MAX_HF_CONFIG_BYTES", "PATH_FIELDS", "PresetError", "deep_merge", "path_fields", "read_hf_config",
            "resolve_presets"]
 
 
-def path_fields(data: dict) -> Iterator[tuple[str, dict, str]]:
-    """(dotted name, the mapping holding it, its key) of each path field (``PATH_FIELDS``) that the
-    scenario mapping ``data`` sets; the caller may rewrite ``holder[key]`` in place."""
-    for path in PATH_FIELDS:
+def path_fields(data: dict, fields: tuple[tuple[str, ...], ...] = PATH_FIELDS) -> Iterator[tuple[str, dict, str]]:
+    """(dotted name, the mapping holding it, its key) of each path field (``fields``, default ``PATH_FIELDS``) that
+    the scenario mapping ``data`` sets; the caller may rewrite ``holder[key]`` in place."""
+    for path in fields:
         node = data
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
