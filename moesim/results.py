@@ -208,8 +208,7 @@ class SimResult:
         for p in paths:
             if p.name != "spans.csv" and p.exists():
                 tables[p.stem] = read_table_csv(p)
-        summary = {k: math.nan if v is None else v for k, v in doc["summary"].items()}  # saved NaN is null
-        return cls(doc["kind"], doc["scenario"], doc["seed"], summary, spans, tables)
+        return cls(doc["kind"], doc["scenario"], doc["seed"], saved_summary(doc), spans, tables)
 
 
 #: Communication spans recorded on the compute stream (they block it), by kind prefix, and the
@@ -237,6 +236,10 @@ def _listed_files(summary: Path) -> set[str]:
     return {n for n in listed if isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..")}
 
 
+#: Largest seed: what NumPy's generators take and summary.json keeps (a 64-bit whole number).
+MAX_SEED = 2**63 - 1
+
+
 def read_summary(path: Path) -> dict:
     """Load a summary.json, with a clear error for a missing, corrupt or foreign file."""
     try:
@@ -257,7 +260,7 @@ def read_summary(path: Path) -> dict:
              ("scenario", isinstance(doc.get("scenario"), str), "a name"),
              ("summary", isinstance(doc["summary"], dict), "a mapping of figures"),
              ("seed", doc.get("seed") is None or (isinstance(doc["seed"], int) and not isinstance(doc["seed"], bool)
-                                             and 0 <= doc["seed"] < 2**63),
+                                             and 0 <= doc["seed"] <= MAX_SEED),
               "a whole number or null"),
              ("files", all(isinstance(n, str) for n in doc.get("files", [])) if isinstance(doc.get("files", []), list)
               else False, "a list of file names"))
@@ -281,7 +284,13 @@ def read_saved(path: str | Path) -> tuple[Path, dict, dict]:
     if not (folder / "summary.json").exists():
         raise InputError(f"{path}: not a result folder (no summary.json; simulate --out FOLDER writes one)")
     doc = read_summary(folder / "summary.json")
-    return folder, doc, {k: float("nan") if v is None else v for k, v in doc["summary"].items()}
+    return folder, doc, saved_summary(doc)
+
+
+def saved_summary(doc: dict) -> dict:
+    """The summary of a summary.json document (:func:`read_summary`) with its nulls read back as NaN:
+    ``summary_json`` writes NaN as null, and a run's summary holds no None of its own."""
+    return {k: math.nan if v is None else v for k, v in doc["summary"].items()}
 
 
 def table_csv(table: dict[str, list | np.ndarray]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from moesim.errors import InputError
-from moesim.results import SimResult
+from moesim.results import MAX_SEED, SimResult
 from moesim.schemas import Scenario
 
 
@@ -29,10 +29,6 @@ def simulate(scenario: Scenario, seed: int | None = None,
     from moesim.engine.serving.simulate import simulate_serving
 
     return simulate_serving(scenario, seed=seed, progress=progress)
-
-
-#: Largest seed: what NumPy's generators take and summary.json keeps (a 64-bit whole number).
-MAX_SEED = 2**63 - 1
 
 
 def _seed(seed) -> int:
