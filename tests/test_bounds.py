@@ -199,6 +199,15 @@ def test_shipped_scenarios_are_within_bounds(path):
     load_scenario(path)
 
 
+@pytest.mark.parametrize("path", SCENARIO_FILES, ids=[p.stem for p in SCENARIO_FILES])
+def test_a_dumped_scenario_validates_back_to_itself(path):
+    # a notebook user saves s.model_dump() and loads it again: every default written out must be accepted
+    # (the disaggregated scenario's default top-level plan was refused as "set")
+    s = load_scenario(path)
+    for mode in ("python", "json"):
+        assert Scenario.model_validate(s.model_dump(mode=mode)) == s
+
+
 def test_presets_are_within_bounds():
     from moesim.presets import HARDWARE, MODELS
     from moesim.schemas import HardwareSpec, ModelSpec

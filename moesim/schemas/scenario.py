@@ -221,7 +221,7 @@ def _check_pools(s: Scenario, d) -> None:
     """Disaggregated serving: the top-level plan is left out, each pool's plan shards the model and
     is whole nodes, and the pools add up to the hardware's devices."""
     hw, per_node = s.hardware, s.hardware.node.devices_per_node
-    if "plan" in s.model_fields_set:
+    if "plan" in s.model_fields_set and s.plan != PlanSpec():  # a dumped scenario carries the default back
         raise ValueError("plan: leave it out when workload.disaggregation is set; each pool has its own plan "
                          "(workload.disaggregation.prefill.plan, workload.disaggregation.decode.plan)")
     for role in ("prefill", "decode"):

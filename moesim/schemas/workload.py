@@ -375,7 +375,9 @@ class ServingWorkload(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ServingWorkload:
-        if self.memory_utilization is not None and "kv_cache_fraction" in self.model_fields_set:
+        # the default written back by model_dump() is not a second choice
+        default_fraction = type(self).model_fields["kv_cache_fraction"].default
+        if self.memory_utilization is not None and self.kv_cache_fraction != default_fraction:
             raise ValueError("memory_utilization and kv_cache_fraction: set one (memory_utilization: vLLM's and "
                              "SGLang's share of the whole device; kv_cache_fraction: TensorRT-LLM's share of what the "
                              "weights leave)")
