@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from moesim.engine.training.anatomy import OTHER_PARTS
 from moesim.errors import InputError
-from moesim.plots import figure, legend_text, part_colours
+from moesim.plots import figure, legend_text, part_colour
 
 #: Step-time components stacked for training points, in this order, when present (seconds): the summary's
 #: terms that add up to ``step_time_s`` (``engine/training/anatomy.PARTS``; ``compute_s`` split into its
@@ -94,10 +94,9 @@ def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Fig
     labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
     longest = max((len(part_label(k)) for k in keys), default=0)  # the legend beside the bars takes this width
     fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3) + 0.065 * longest, 4.8))
-    colours = part_colours(len(keys))
     parts = [np.asarray([value(r, k) for r in rows], dtype=float) for k in keys]
-    for i, (k, vals, base) in enumerate(zip(keys, parts, stack_bases(parts))):
-        ax.bar(range(len(rows)), vals, bottom=base, label=part_label(k), color=colours(i))
+    for k, vals, base in zip(keys, parts, stack_bases(parts)):
+        ax.bar(range(len(rows)), vals, bottom=base, label=part_label(k), color=part_colour(k))
     if any((v < 0).any() for v in parts):
         ax.axhline(0.0, color="black", linewidth=0.6)  # net parts below it (a negative host and launches)
     slanted = len(rows) > 4 or max(map(len, labels), default=0) > 14  # long labels side by side overlap

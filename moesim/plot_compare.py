@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from moesim.compare import Row
 from moesim.formatting import fmt_value, time_unit
 from moesim.metrics import direction_of
 from moesim.plot_breakdown import stack_bases
-from moesim.plots import label
+from moesim.plots import label, part_colour
 
 #: The figures drawn, by kind of run, in order (those a run lacks are left out).
 HEADLINE = {
@@ -84,11 +83,9 @@ def _steps(ax, labels: list[str], parts: list[Row], names: dict[str, str], kind:
     from 0, :func:`moesim.plot_breakdown.stack_bases`); each bar's total printed at its right end."""
     rows = [r for r in parts if r.key != "total"]
     scale, unit = time_unit(parts[-1].values[0])  # the first run's total
-    # not the runs' colours (C0, C1, ... above): a part drawn in a run's blue would read as that run
-    colours = colormaps["Set2"] if len(rows) <= 8 else colormaps["tab20b"]
     widths = [np.asarray([scale * float(v or 0.0) for v in r.values]) for r in rows]
-    for i, (r, w, left) in enumerate(zip(rows, widths, stack_bases(widths))):
-        ax.barh(range(len(labels)), w, left=left, color=colours(i), label=names.get(r.key, r.key))
+    for r, w, left in zip(rows, widths, stack_bases(widths)):  # part colours are none of the runs' C0, C1, ...
+        ax.barh(range(len(labels)), w, left=left, color=part_colour(r.key), label=names.get(r.key, r.key))
     right = sum(np.maximum(w, 0.0) for w in widths) if widths else np.zeros(len(labels))
     lowest = min(float(sum(np.minimum(w, 0.0) for w in widths).min()), 0.0) if widths else 0.0
     for j, total in enumerate(parts[-1].values):

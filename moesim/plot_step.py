@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from moesim.errors import InputError
 from moesim.formatting import time_unit
+from moesim.plots import part_colour
 
 
 def decode_step_figure(step: dict[str, list], title: str) -> Figure:
@@ -47,7 +48,7 @@ def _parts_figure(step: dict[str, list], labels: dict[str, str], heading: str, w
     ax.grid(True, axis="x", alpha=0.3)
     y = np.arange(len(rows))[::-1]  # the first part on top
     vals = [scale * s for _, s, _ in rows]
-    ax.barh(y, vals, color=[f"C{i}" for i in range(len(rows))])
+    ax.barh(y, vals, color=[part_colour(p) for p, _, _ in rows])
     ax.set_yticks(y, [labels.get(p, p) for p, _, _ in rows], fontsize=8)
     for yi, v, (_, _, share) in zip(y, vals, rows, strict=True):
         ax.annotate(f"{v:,.2f} {unit} ({share:.0%})", (max(v, 0.0), yi), xytext=(4, 0), textcoords="offset points",

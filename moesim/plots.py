@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -176,9 +177,34 @@ def legend_text(by: list[str], values: tuple) -> str:
     return ", ".join(pair(c, v) for c, v in zip(by, values)) or "all points"
 
 
-def part_colours(n: int):
-    """A colour map giving ``n`` stacked parts distinct colours: ``colours(i)`` for the i-th (tab10, tab20 past ten)."""
-    return colormaps["tab20"] if n > 10 else colormaps["tab10"]
+#: Each step part's colour, the same in every plot that draws parts (a sweep's breakdown, ``compare --plot``'s
+#: steps, a result's breakdown), so slides put side by side agree: (colour map, index). Families by kind of work,
+#: from tab20c/tab20b, none of them tab10's saturated run colours (C0, C1, ...): compute in blues and greens,
+#: communication in oranges and purples, the bubble grey, the optimizer red, the host brown.
+PART_COLOURS: dict[str, tuple[str, int]] = {
+    "attention": ("tab20c", 0), "embedding_head": ("tab20c", 1), "router": ("tab20c", 2),
+    "other_kernels": ("tab20c", 3), "experts": ("tab20c", 8), "dense_ffn": ("tab20c", 9),
+    "recompute": ("tab20c", 10), "alltoall_exposed": ("tab20c", 4), "tp_comm": ("tab20c", 5),
+    "cp_comm": ("tab20c", 6), "pp_comm": ("tab20c", 7), "zero_gather_exposed": ("tab20c", 12),
+    "dp_sync_exposed": ("tab20c", 13), "bubble": ("tab20c", 17), "optimizer": ("tab20b", 13),
+    "host_and_launch": ("tab20b", 9), "two_batch_overlap": ("tab20b", 5), "compute": ("tab20c", 11),
+}
+#: A serving decode step's parts that are a training step's under another name: one colour for both.
+PART_ALIASES = {"routed_experts": "experts", "ep_comm": "alltoall_exposed", "output_head": "embedding_head"}
+_SPARE_COLOURS = (("tab20b", 17), ("tab20b", 1), ("tab20c", 18), ("tab20b", 19))
+
+
+def part_colour(key: str) -> tuple[float, float, float, float]:
+    """The colour of step part ``key``: a part name of a ``train_step`` / ``decode_step`` table, or a results
+    key naming one (``compute_<part>_s``, ``decode_<part>_s``, ``<part>_s``). A part :data:`PART_COLOURS` does
+    not list takes one of a few spare colours, by its name (the same in every plot)."""
+    part = key.removesuffix("_s")
+    for prefix in ("compute_", "decode_"):
+        if part.removeprefix(prefix) in PART_COLOURS or part.removeprefix(prefix) in PART_ALIASES:
+            part = part.removeprefix(prefix)
+    part = PART_ALIASES.get(part, part)
+    name, i = PART_COLOURS.get(part) or _SPARE_COLOURS[zlib.crc32(part.encode()) % len(_SPARE_COLOURS)]
+    return colormaps[name](i)
 
 
 def figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, Any]:

@@ -177,6 +177,39 @@ def test_the_step_parts_are_not_drawn_in_the_runs_colours():
     assert len(runs) == 2 and len(parts) == 2 and not runs & parts
 
 
+def test_a_part_keeps_its_colour_from_plot_to_plot():
+    """Slides put side by side must agree: attention is one colour whether a sweep's breakdown stacks it with
+    two parts or five, and in compare's steps and a result's step; a serving step's routed experts are a
+    training step's experts, and no part takes a run's colour (C0, C1, ...)."""
+    from matplotlib.colors import to_hex
+
+    from moesim.engine.training.anatomy import PART_LABELS as TRAIN
+    from moesim.plot_breakdown import sweep_breakdown
+    from moesim.plot_step import _parts_figure
+    from moesim.plots import part_colour
+
+    def legend_colours(fig) -> dict[str, str]:
+        leg = fig.axes[0].get_legend()
+        return {t.get_text(): to_hex(h.get_facecolor()) for t, h in zip(leg.get_texts(), leg.legend_handles)}
+
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    zero = dict.fromkeys(COMPUTE_PART_KEYS, 0.0)  # a result carries every compute part, 0 where none is spent
+    few = {**zero, "compute_attention_s": 1.0, "compute_experts_s": 2.0}
+    many = {**few, "compute_router_s": 0.1, "bubble_s": 0.5, "optimizer_s": 0.2}
+    a = legend_colours(sweep_breakdown([few], [], "a"))
+    b = legend_colours(sweep_breakdown([many], [], "b"))
+    assert a[TRAIN["attention"]] == b[TRAIN["attention"]] and a[TRAIN["experts"]] == b[TRAIN["experts"]]
+    assert len(set(b.values())) == len(b)  # distinct within one plot
+    step = _parts_figure({"part": ["experts", "attention", "total"], "seconds": [2.0, 1.0, 3.0],
+                          "share": [2 / 3, 1 / 3, 1.0]}, TRAIN, "step", "step")
+    bars = {round(bar.get_width(), 6): to_hex(bar.get_facecolor()) for bar in step.axes[0].patches}
+    assert bars[min(bars)] == a[TRAIN["attention"]]  # attention's is the shorter bar, in whatever unit
+    assert part_colour("routed_experts") == part_colour("compute_experts_s") == part_colour("decode_routed_experts_s")
+    runs = {to_hex(f"C{i}") for i in range(10)}
+    assert not runs & {to_hex(part_colour(k)) for k in [*TRAIN, "routed_experts", "host_and_launch", "made_up"]}
+
+
 def test_a_negative_part_stacks_down_from_zero_and_leaves_the_others_their_lengths():
     """A net part below 0 (a datasheet device's host-and-launches figure) must not be drawn back over the parts
     before it: positive parts stack up from 0, negative ones down from it."""
