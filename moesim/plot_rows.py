@@ -42,6 +42,20 @@ def varied_axis(rows: list[dict[str, Any]], dims: list[str], n_rows: int) -> str
     return varied[0]
 
 
+def heatmap_rows(rows: list[dict[str, Any]], dims: list[str], n_rows: int, experts: str, cf: str) -> str:
+    """The heatmap's vertical axis beside the capacity factor ``cf`` across: the number of ``experts`` where the
+    sweep varied it, else the first other swept field that varies (a routing skew, top-k, a plan field); a
+    one-line InputError when only the capacity factor varies."""
+    varied = [d for d in dims if d != cf and len({str(r.get(d)) for r in rows}) > 1]
+    if experts in varied or not varied and any(r.get(experts) is not None for r in rows):
+        return experts
+    if not varied:
+        raise InputError(f"--kind dropped-heatmap needs a second swept field beside {cf}; "
+                         f"{swept_text(dims, len(rows), n_rows)}; sweep again with --experts 8,16,32 or e.g. "
+                         "--grid routing.zipf_s=0,0.5,1")
+    return varied[0]
+
+
 def swept_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Columns that look like swept fields (dotted paths), in table order."""
     cols: list[str] = []

@@ -26,6 +26,7 @@ from moesim.formatting import swept_mapping, swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
     first_present,
+    heatmap_rows,
     is_number,
     need,
     need_axes,
@@ -43,11 +44,12 @@ RESULT_KINDS = ("timeline", "latency-cdf", "breakdown")
 #: Kinds computed analytically from a serving scenario (no simulation).
 SCENARIO_KINDS = ("spec-speedup",)
 #: Labels of the swept fields the plots use as axes; metrics' labels come from moesim.metrics.
-_LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)"}
+_LABELS = {EXPERTS: "number of experts", CF: "capacity factor", RATE: "arrival rate (requests/s)",
+           "routing.zipf_s": "routing skew (Zipf exponent s)"}  # its "_s" is no unit
 _SHORT = {EXPERTS: "E", CF: "cf", RATE: "rate"}
 #: Swept fields each sweep kind draws on, and the sweep options that vary them.
 AXES = {"throughput-vs-experts": (EXPERTS,), "cost-vs-cf": (CF,), "throughput-vs-load": (RATE,),
-        "dropped-heatmap": (EXPERTS, CF)}
+        "dropped-heatmap": (CF,)}
 _HOW = {EXPERTS: "--experts 8,16,32", CF: "--capacity-factor 1.0,1.25,1.5", RATE: f"--grid {RATE}=1,2,4"}
 #: Sweep kinds that read --metric (breakdown stacks the fixed step-time components instead).
 METRIC_KINDS = ("throughput-vs-experts", "cost-vs-cf", "dropped-heatmap", "throughput-vs-load", "metric-vs-axis")
@@ -108,9 +110,9 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
         y = metric or throughput_key(ok, serving=True)
         return _lines(ok, dims, RATE, y, f"{title}: {short_label(y)} vs load",
                       twin=first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
-    if kind == "dropped-heatmap":
+    if kind == "dropped-heatmap":  # capacity factor across, the experts (or the other swept field) up
         value = metric or "dropped_fraction"
-        return _heatmap(ok, dims, EXPERTS, CF, value, f"{title}: {short_label(value)}")
+        return _heatmap(ok, dims, heatmap_rows(ok, dims, len(rows), EXPERTS, CF), CF, value, f"{title}: {short_label(value)}")
     if kind == "breakdown":  # each point's step (or mean decode step) stacked part by part
         from moesim.plot_breakdown import sweep_breakdown
 
@@ -308,15 +310,18 @@ def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> 
     if extra:
         raise InputError(f"the heatmap needs one slice: rows vary in {', '.join(extra)}; "
                          f"pick one with --where {extra[0]}=VALUE")
-    ys = sorted({r[row_key] for r in rows})
+    cats = _categories(rows, row_key)  # None: numbers, in order; text or mappings as categories in sweep order
+    ys = cats or sorted({r[row_key] for r in rows})
     xs = sorted({r[col_key] for r in rows})
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        if isinstance(r.get(value), (int, float)):
+            cells[(r[row_key] if cats is None else _category(r[row_key]), r[col_key])].append(float(r[value]))
     grid = np.full((len(ys), len(xs)), np.nan)
     for i, yv in enumerate(ys):
         for j, xv in enumerate(xs):
-            vals = [float(r[value]) for r in rows if r[row_key] == yv and r[col_key] == xv
-                    and isinstance(r.get(value), (int, float))]
-            if vals:
-                grid[i, j] = np.mean(vals)
+            if cells.get((yv, xv)):
+                grid[i, j] = np.mean(cells[(yv, xv)])
     fig, ax = figure(title, (6.5, 4.5))
     ax.grid(False)
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")

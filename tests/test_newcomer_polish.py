@@ -9,6 +9,7 @@ rule per unit; the Chrome trace has one process_name per pid and communication o
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -129,9 +130,30 @@ def test_dropped_heatmap_without_an_experts_axis_says_what_to_sweep():
         plots.plot_sweep("dropped-heatmap", rows, dims=["routing.capacity_factor"])
     msg = str(e.value)
     assert "\n" not in msg and len(msg) < 250
-    assert "needs a sweep over model.n_experts and routing.capacity_factor" in msg
-    assert "this sweep varies: routing.capacity_factor" in msg and "--experts" in msg
+    assert "needs a second swept field beside routing.capacity_factor" in msg
+    assert "this sweep varies: routing.capacity_factor" in msg and "--experts" in msg and "zipf_s" in msg
     assert "peak_memory_gib" not in msg  # no list of every column
+
+
+@pytest.mark.parametrize("axis, values, ticks", [
+    ("routing.zipf_s", [0.0, 1.0, 0.5], ["0.0", "0.5", "1.0"]),  # numbers in order
+    ("hardware", ["h200", "h100-sxm"], ["h200", "h100-sxm"]),  # text in sweep order
+])
+def test_dropped_heatmap_takes_the_other_swept_field_when_the_experts_are_fixed(axis, values, ticks):
+    """Skew x capacity factor is the heatmap an MoE researcher asks for; any second swept field may stand in
+    for the experts, each cell that point's figure."""
+    rows = [{"point": i, "status": "ok", "scenario": "s", "seed": 0, axis: v, "routing.capacity_factor": cf,
+             "dropped_fraction": 0.1 * j + 0.01 * k}
+            for i, ((j, v), (k, cf)) in enumerate(itertools.product(enumerate(values), enumerate([1.0, 1.25])))]
+    fig = plots.plot_sweep("dropped-heatmap", rows, title="s", dims=[axis, "routing.capacity_factor"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ticks
+    assert "(s)" not in ax.get_ylabel()  # zipf_s's "_s" is not seconds
+    grid = ax.images[0].get_array()
+    want = {v: 0.1 * j for j, v in enumerate(values)}
+    for i, t in enumerate(ticks):
+        v = next(x for x in values if str(x) == t)
+        assert list(grid[i]) == pytest.approx([want[v], want[v] + 0.01])
 
 
 def _written_columns(path: Path) -> list[str]:
