@@ -361,7 +361,8 @@ _add("memory_capacity_gib", "GiB", None, "memory capacity (GiB)", "what one devi
      "engine's budget, the total CUDA reports times workload.memory_utilization, or less the CUDA context and "
      "communicator buffers)", TS)
 _add("knee_batch", "sequences", None, "knee batch (sequences)",
-     "decode batch where memory-bound turns compute-bound", S)
+     "decode batch where memory-bound turns compute-bound: the smallest whose doubling makes the step 1.5x as long "
+     "(attention's KV reads left out; from the cost model, not the run)", S)
 _STEP = "the run's mean decode step (the `decode_step` table printed under the summary)"
 _add("decode_step_s", "s", "min", "mean decode step (s)",
      f"{_STEP}: one decode-only iteration at the run's mean decode batch per rank and mean context, priced part "

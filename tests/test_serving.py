@@ -122,6 +122,21 @@ def test_throughput_rises_with_batch_until_the_knee():
     assert max(x.values()) == pytest.approx(max(x[b] for b in x if b >= knee), rel=1e-9)
 
 
+def test_the_knee_is_the_roofline_ridge_not_a_tile_step():
+    """Mixtral 8x7B in FP8 on an H100 turns compute-bound where a step's FLOPs take as long as its weight reads:
+    B = (weights / HBM bandwidth) / (2 x active params / peak) ~ 1,070 sequences from the datasheet. The knee
+    must land near that (the sustained rates lower it), not at 257 sequences, where each expert's rows start a
+    second 64-row GEMM tile and the step grows 12 % for one sequence (read as the knee until 7 Dec. 2026)."""
+    from moesim.accounting import param_counts
+
+    s = moesim.load_scenario("mixtral-8x7b-h100-serve", ["workload.arrival.n_requests=20"])
+    p, dev = param_counts(s.model), s.hardware.device
+    ridge = (p.total / (dev.mem_bw_gbps * 1e9)) / (2 * p.active / (dev.peak_tflops["fp8"] * 1e12))
+    assert 1000 < ridge < 1150
+    knee = moesim.simulate(s).summary["knee_batch"]
+    assert ridge / 2 <= knee <= ridge
+
+
 def test_littles_law_on_a_steady_poisson_run():
     rate = 8.0
     s = serve(device_name=None, arrival={"process": "poisson", "rate_per_s": rate, "n_requests": 1500},
