@@ -8,7 +8,6 @@ from moesim.accounting import (
     kv_bytes_per_token,
     param_counts,
     serving_mean_context,
-    training_flops_per_token,
 )
 from moesim.costmodel.model import cost_model_text
 from moesim.engine.local_attention import slot_map
@@ -45,10 +44,13 @@ def summary(s: Scenario) -> dict:
         "active_params": p.active,
         "routed_expert_params": p.routed_experts,
         "flops_per_token": flops_per_token(m, seq, context),
-        "training_flops_per_token": (step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute, s.workload.mtp_layers) if training
-                                     else training_flops_per_token(m, seq, s.plan.recompute)),
+        # serving trains nothing: its forward FLOPs above are the figure (a training figure at max_seq_len misled)
+        **({"training_flops_per_token": step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute,
+                                                             s.workload.mtp_layers)} if training else {}),
         "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
-        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, prec=prec, expert_prec=expert_precision(s)),
+        # serving: one sequence at the workload's mean context reads the weights and that much KV cache
+        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, context or 0.0, prec=prec,
+                                                                expert_prec=expert_precision(s)),
         "memory_per_device_gib": mem.total_gib,
         "memory": mem.as_dict(),
         "fits": mem.fits,

@@ -462,7 +462,8 @@ _add("training_flops_per_token", "FLOP", None, "training FLOPs per token",
 _add("kv_cache_bytes_per_token", "bytes/token", "min", "KV cache bytes per token",
      "KV cache bytes one token adds across all layers (whole model, before any sharding)", C)
 _add("decode_bytes_per_token_batch1", "bytes/token", "min", "decode bytes per token at batch 1",
-     "bytes read from memory per decode step of one sequence at batch 1: weights and its KV cache", C)
+     "bytes read from memory per decode step of one sequence at batch 1, whole model (before any sharding): the "
+     "weights its token touches and its KV cache at the workload's mean context (serving; training: none)", C)
 _add("memory_per_device_gib", "GiB", "min", "memory per device (GiB)",
      "memory of the busiest device: the sum of the memory terms", C)
 _add("memory", "GiB", None, "memory per device by term (GiB)",

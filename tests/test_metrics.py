@@ -267,3 +267,20 @@ def test_sweep_table_shows_registered_metrics_only():
     from moesim.sweep_table import HEADLINE, MOVERS
 
     assert all(k in METRICS for k in MOVERS + sum(HEADLINE.values(), ()) + BREAKDOWN_KEYS)
+
+
+def test_a_serving_check_prices_its_own_workload():
+    """A serving scenario trains nothing: check prints no training FLOPs (a figure at max_seq_len that differed
+    between two scenarios of one model), and a batch-1 decode step reads its KV cache at the mean context."""
+    from moesim.accounting import decode_bytes_per_token, serving_mean_context
+    from moesim.check import summary
+    from moesim.loader import load_scenario
+
+    s = load_scenario("mixtral-8x7b-h100-serve")
+    out = summary(s)
+    assert "training_flops_per_token" not in out
+    context = serving_mean_context(s)
+    assert context > 100
+    assert out["decode_bytes_per_token_batch1"] == pytest.approx(decode_bytes_per_token(s.model, context))
+    assert out["decode_bytes_per_token_batch1"] > decode_bytes_per_token(s.model, 0.0)
+    assert "training_flops_per_token" in summary(load_scenario("mixtral-8x7b-h100-train"))
