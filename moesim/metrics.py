@@ -173,7 +173,7 @@ _add("run_cost_usd", "USD", "min", "run cost (USD)", "devices x $/hour x run tim
      serving="the whole simulated run: devices x $/hour x makespan")
 _add("analytic_bubble_fraction", "fraction", "min", "analytic bubble (fraction)",
      "the schedule's formula with equal forward, input-gradient and weight-gradient times: (pp-1)/(m+pp-1), "
-     "divided by v when interleaved; zb-h1 (pp-1)/(3m+pp-1); dualpipe (pp-2)/(3m+pp-2)", T)
+     "interleaved (pp-1)/(v*m+pp-1); zb-h1 (pp-1)/(3m+pp-1); dualpipe (pp-2)/(3m+pp-2)", T)
 _add("excess_bubble_s", "s", "min", "excess bubble (s)",
      "bubble beyond the formula: stages of unequal work (uneven layer counts, the embedding and output head "
      "on the end stages, stragglers) and passes of unequal length (the formula's equal forward, input- and "
