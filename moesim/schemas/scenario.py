@@ -80,8 +80,8 @@ class Scenario(Strict):
             per = p.dp * p.microbatches
             if w.global_batch_seqs % per:
                 raise ValueError(
-                    f"workload.global_batch_seqs = {w.global_batch_seqs}: must be a multiple of plan.dp * plan.microbatches ({per})"
-                )
+                    f"workload.global_batch_seqs = {w.global_batch_seqs}: must be a multiple of plan.dp * plan.microbatches "
+                    f"({p.dp} x {p.microbatches} = {per}){_batch_hint(w.global_batch_seqs, p.dp, per)}")
             if w.seq_len > m.max_seq_len:
                 raise ValueError(f"workload.seq_len = {w.seq_len}: must be <= model.max_seq_len ({m.max_seq_len})")
             if w.trainable.layers is not None and w.trainable.layers > m.n_layers:
@@ -127,6 +127,18 @@ class Scenario(Strict):
     def is_training(self) -> bool:
         return isinstance(self.workload, TrainingWorkload)
 
+
+
+def _batch_hint(global_batch: int, dp: int, per: int) -> str:
+    """What would divide: the micro-batch counts that split ``global_batch`` sequences over ``dp`` replicas, or
+    when ``dp`` does not divide it the nearest global batches that ``per`` (dp x microbatches) does."""
+    if global_batch % dp:
+        near = [b for b in (global_batch // per * per, (global_batch // per + 1) * per) if b > 0]
+        return f"; the nearest that divide: {' or '.join(map(str, near))}"
+    per_replica = global_batch // dp
+    counts = [c for c in range(1, per_replica + 1) if per_replica % c == 0]
+    shown = counts if len(counts) <= 8 else [*counts[:4], "...", *counts[-3:]]
+    return f"; with plan.dp {dp}, plan.microbatches may be {', '.join(map(str, shown))}"
 
 
 def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str) -> None:
