@@ -374,12 +374,15 @@ _STREAM_LABELS = {"compute": "compute", "ep_comm": "EP all-to-all", "comm": "PP 
 
 
 def span_group(kind: str) -> str:
-    """Legend group of a span kind: collectives by name, other compute as forward/backward."""
+    """Legend group of a span kind: collectives by name, other compute as forward, backward (input gradients, or
+    whole where a schedule does not split it) or weight-gradient passes."""
     for prefix, name in _SPAN_GROUPS:
         if kind.startswith(prefix):
             return name
     if kind.endswith("_fwd"):
         return "forward compute"
+    if kind.endswith("_wgrad_bwd"):  # zb-h1 and dualpipe's split passes: W filling the cool-down shows apart
+        return "weight-gradient compute"
     if kind.endswith("_bwd"):
         return "backward compute"
     return kind
@@ -399,7 +402,7 @@ def _timeline(result: Any, title: str) -> Figure:
     lanes = {(st, sm): i for i, (st, sm) in enumerate(
         (st, sm) for st in sorted(set(stages)) for sm in stream_names if ((stages == st) & (streams == sm)).any())}
     who = "replica" if result.kind == "serving" else "stage"
-    order = ["forward compute", "backward compute"] + [name for _, name in _SPAN_GROUPS]
+    order = ["forward compute", "backward compute", "weight-gradient compute"] + [name for _, name in _SPAN_GROUPS]
     present = sorted(set(groups), key=lambda g: (order.index(g) if g in order else -1, g))
     fig, ax = figure(title, (10.0, min(14.0, max(3.0, 0.28 * len(lanes) + 1.6))))
     for i, g in enumerate(present):

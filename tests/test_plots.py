@@ -125,6 +125,19 @@ def test_timeline_has_a_lane_per_stage_and_stream_with_time_unit():
     assert ax.get_xlabel() == "time (ms)"
 
 
+def test_a_zero_bubble_timeline_shows_its_weight_gradient_passes_apart():
+    """ZB-H1 moves weight-gradient passes into the cool-down: the timeline must draw them in their own colour."""
+    import moesim
+
+    s = moesim.load_scenario("mixtral-8x7b-h100-train", ["plan.pp=4", "plan.dp=16", "plan.microbatches=8",
+                                                         "plan.schedule=zb-h1"])
+    ax = plots.plot_result("timeline", moesim.simulate(s)).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["forward compute", "backward compute", "weight-gradient compute"]
+    assert plots.span_group("experts_wgrad_bwd") == "weight-gradient compute"
+    assert plots.span_group("experts_bwd") == "backward compute"
+
+
 def test_lines_one_per_capacity_factor():
     fig = plots.plot_sweep("throughput-vs-experts", sweep_rows())
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
