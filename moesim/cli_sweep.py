@@ -53,6 +53,7 @@ def sweep_command(
     best: Annotated[str | None, typer.Option("--best", help="Metric that picks the best point, e.g. tokens_per_s or usd_per_mtok (direction from the metric registry; force with :min or :max).")] = None,
     slo: Annotated[str | None, typer.Option("--slo", metavar="METRIC=SECONDS,...", help="Serving: run each point at capacity under these latency limits (simulate --slo's search, seconds to a point), so plans compare at the traffic each can take: --best usd_per_mtok_at_capacity or max_goodput_req_s.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows in the final table.")] = 10,
+    columns: Annotated[str | None, typer.Option("--columns", metavar="METRIC,...", help="The metrics the final table shows after the swept fields, in this order (default: the headline ones and those that vary, as many as fit); every metric is in results.csv either way.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome (counts, files, best row) as JSON.")] = False,
 ) -> None:
     """Run a scenario over a grid of experts, capacity factors or any fields; a tidy table per point."""
@@ -64,6 +65,7 @@ def sweep_command(
         raise InputError(f"--workers {workers}: need at least 1")
     if top < 1:
         raise InputError(f"--top {top}: need at least 1")
+    shown = table_columns(columns)  # checked before anything runs
     with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), _StatsColumn(),
                   console=err, transient=False, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("sweep", total=None)
@@ -89,7 +91,7 @@ def sweep_command(
 
         kind = next((r["kind"] for r in outcome.rows if r.get("kind")), "training")
         table, picked = rows_table(outcome.rows, outcome.dims, kind, best, outcome.best, top,
-                                   outcome.best_direction, out.width)
+                                   outcome.best_direction, out.width, columns=shown)
         out.print(table)
         if note(picked, files["csv"]):
             out.print(note(picked, files["csv"]), highlight=False)
@@ -107,6 +109,25 @@ def sweep_command(
             out.print(f"[yellow]no best point: {why}[/yellow]", highlight=False)
     if p.total and p.failed == p.total:
         raise RunError(f"every point failed (see the reason column of {files['csv']})")
+
+
+def table_columns(text: str | None) -> list[str] | None:
+    """``--columns a,b``: the metric names, each a registered summary metric (a one-line InputError naming the
+    first that is not, with the names most like it); None when not given."""
+    from moesim.metrics import METRICS
+    from moesim.suggest import did_you_mean
+
+    if text is None:
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise InputError("--columns: empty; give metric names, e.g. --columns step_time_s,bubble_fraction")
+    for name in names:
+        if name not in METRICS:
+            hint = did_you_mean(name, METRICS)
+            raise InputError(f"--columns {name}: not a summary metric{'; ' + hint if hint else ''} (the README's "
+                             "metric tables list them)")
+    return list(dict.fromkeys(names))
 
 
 def plot_command(

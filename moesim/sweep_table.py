@@ -142,9 +142,10 @@ def fit(fixed: int, candidates: list[str], widths: dict[str, int], width: int, k
 
 def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str | None,
                best_row: dict[str, Any] | None, top: int, direction: str | None = None,
-               width: int = 80) -> tuple[Table, Picked]:
+               width: int = 80, columns: Sequence[str] | None = None) -> tuple[Table, Picked]:
     """The first ``top`` rows (best first when ``best`` is given, that row in green) with the swept
-    axes and the metrics of :func:`pick_metrics` that fit ``width`` characters."""
+    axes and the metrics of :func:`pick_metrics` that fit ``width`` characters, or ``columns`` (sweep
+    ``--columns``: those metrics alone, in that order, folded where they must)."""
     metric = best.partition(":")[0] if best else None
     ordered = rows
     if metric and best_row is not None:
@@ -158,10 +159,10 @@ def rows_table(rows: list[dict[str, Any]], dims: list[str], kind: str, best: str
     status, reasons = status_cells(ordered)
     with_status = any(c != "ok" for c in status)
     fixed = 1 + sum(width_of(h, c) for h, c in lead) + (width_of("status", status) if with_status else 0)
-    candidates, same = pick_metrics(rows, kind, metric)
+    candidates, same = (list(columns), []) if columns else pick_metrics(rows, kind, metric)
     widths = {m: width_of(header(m), [cell(m, r.get(m)) for r in ordered]) for m in candidates}
-    # the --best metric, the headline ones and the first that moves stay, folded if they must
-    keep = 1 + len([m for m in candidates if m == metric or m in HEADLINE.get(kind, ())])
+    # the --best metric, the headline ones and the first that moves stay, folded if they must (--columns: all)
+    keep = len(candidates) if columns else 1 + len([m for m in candidates if m == metric or m in HEADLINE.get(kind, ())])
     shown, left = fit(fixed, candidates, widths, width, keep)
     ranked = f" (best by {metric})" if best_row is not None else f" (none ranked by {metric})" if metric else ""
     t = Table(title=f"sweep results{ranked}", header_style="bold")

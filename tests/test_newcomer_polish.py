@@ -105,6 +105,27 @@ def test_sweep_table_names_what_it_leaves_out_when_the_console_is_narrow():
     assert top2.rows_left == 1 and "1 more row not shown (raise --top)" in note(top2, "x.csv")
 
 
+def test_sweep_columns_shows_the_metrics_asked_for_in_order_and_refuses_a_typo_before_running(tmp_path, capsys):
+    """A pipeline researcher wants bubble_fraction beside step time on an 80-column terminal: --columns shows those
+    metrics alone, in order; a misspelt one is refused before any point runs (no folder is made)."""
+    from moesim.cli import main
+    from moesim.cli_sweep import table_columns
+    from moesim.errors import InputError
+
+    rows = cf_rows()
+    table, picked = rows_table(rows, ["routing.capacity_factor"], "training", None, None, 10, width=80,
+                               columns=["mfu", "dropped_fraction"])
+    assert picked.shown == ["mfu", "dropped_fraction"] and picked.left_out == [] and picked.proportional == []
+    heads = [str(c.header).replace("\n", "") for c in table.columns]
+    assert heads[1].startswith("mfu") and heads[2] == "dropped_fraction"
+    assert table_columns(" step_time_s, bubble_fraction,step_time_s ") == ["step_time_s", "bubble_fraction"]
+    with pytest.raises(InputError, match=r"^--columns bubble_frac: not a summary metric; did you mean bubble_fraction"):
+        table_columns("step_time_s,bubble_frac")
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.0", "--columns", "bubble_frac",
+                 "--out", str(tmp_path / "sw")]) == 2
+    assert not (tmp_path / "sw").exists()
+
+
 def test_cli_sweep_prints_dropped_fraction_and_the_axis(tmp_path, capsys):
     from moesim.cli import main
 
