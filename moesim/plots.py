@@ -122,7 +122,7 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
     y = metric or throughput_key(ok)
     # memory against a field (a LoRA rank, a micro-batch): the points that do not fit are what the plot is for
     over = [r for r in rows if r.get("fits") is False and isinstance(r.get(y), (int, float))] if y in MEMORY_METRICS else []
-    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}", over=over)
+    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}", over=over, every=rows)
 
 
 def short_label(key: str) -> str:
@@ -153,6 +153,16 @@ def _mean_by(rows: list[dict[str, Any]], x: str, y: str,
     cats = [c for c in categories if c in acc]
     return (np.asarray([categories.index(c) for c in cats], dtype=float),
             np.asarray([np.mean(acc[c]) for c in cats]))
+
+
+def _gaps(xs: np.ndarray, ys: np.ndarray, categories: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """On a category axis, every category's position with NaN where the line has no point (a plan that did
+    not fit): the line breaks there instead of joining the points either side. Numeric x: as given."""
+    if categories is None:
+        return xs, ys
+    full = np.full(len(categories), np.nan)
+    full[xs.astype(int)] = ys
+    return np.arange(len(categories), dtype=float), full
 
 
 def _category(value: Any) -> str:
@@ -223,14 +233,16 @@ MAX_LINES = 10
 
 
 def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
-           over: list[dict[str, Any]] | None = None) -> Figure:
+           over: list[dict[str, Any]] | None = None, every: list[dict[str, Any]] | None = None) -> Figure:
     """Lines of ``y`` against ``x``, one per combination of the other swept fields. ``over``: rows
     that did not fit in memory (``y`` a memory metric), drawn as hollow markers beside the finished
-    ones, with the device's capacity as a dashed line."""
+    ones, with the device's capacity as a dashed line. ``every``: all the sweep's rows, whose text ``x``
+    values all get a tick (a category no point finished at shows as a gap in the lines)."""
     need(rows, x, y)
     over = over or []
     by = [d for d in dims if d != x]
-    cats = _categories(rows + over, x)  # text x (a hardware name, a recompute mode): one tick per value
+    # text x (a hardware name, a recompute mode): one tick per value
+    cats = _categories(rows + over + [r for r in every or [] if r.get(x) is not None], x)
     groups = _group(rows + over, by)
     if len(groups) > MAX_LINES:  # colours repeat past ten and the legend covers the plot
         sizes = " x ".join(f"{len({str(r.get(d)) for r in rows + over})} {d}" for d in by)
@@ -245,11 +257,11 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         done = [r for r in group if r.get("status") == "ok"]
         color = f"C{i % 10}"
         if done:
-            xs, ys = _mean_by(done, x, y, cats)
+            xs, ys = _gaps(*_mean_by(done, x, y, cats), cats)
             # one line and a capacity legend: name the line for what sets it apart, fitting
             ax.plot(xs, ys, marker="o", color=color, label=legend_text(by, values) if by or not over else "fits")
         if ax2 is not None and done:
-            xs2, ys2 = _mean_by(done, x, twin, cats)
+            xs2, ys2 = _gaps(*_mean_by(done, x, twin, cats), cats)
             ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
         failed = [r for r in group if r.get("status") != "ok"]
         if failed:
