@@ -169,13 +169,14 @@ def plot_command(
         fig = plots.plot_sweep(kind, rows, title=sliced, metric=metric, dims=manifest.get("dims"))
         base = out_base or folder / kind
     elif what == "result":
-        from moesim.results import SimResult
+        from moesim.results import SimResult, read_saved
 
         result = SimResult.load(source)  # a damaged summary.json is named before a wrong --kind
         if kind not in plots.RESULT_KINDS:
             raise InputError(f"--kind {kind!r}: a result folder draws {', '.join(plots.RESULT_KINDS)}; "
                              "sweep plots need a sweep folder (results.jsonl)")
-        fig = plots.plot_result(kind, result)
+        sets = read_saved(source)[1].get("inputs", {}).get("overrides") or []  # the title says what was run
+        fig = plots.plot_result(kind, result, title=f"{result.scenario} [{', '.join(map(str, sets))}]" if sets else "")
         base = out_base or source / kind
     else:
         from moesim.loader import load_scenario

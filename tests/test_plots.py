@@ -168,6 +168,18 @@ def test_bad_requests_are_input_errors():
         plots.save_figure(plots.plot_result("breakdown", training_result()), "x", ["gif"])
 
 
+def test_a_saved_result_plots_under_the_overrides_it_was_run_with(tmp_path, monkeypatch):
+    """Plotted from simulate --out's folder, a run's title names its --set overrides, as plotted from the scenario."""
+    from tests.test_sweep import invoke
+
+    training_result().save(tmp_path / "res", inputs={"scenario": "tiny", "overrides": ["plan.pp=2"]})
+    titles = []
+    draw = plots.plot_result
+    monkeypatch.setattr(plots, "plot_result", lambda kind, result, title="": titles.append(title) or draw(kind, result, title))
+    assert invoke(["plot", str(tmp_path / "res"), "--kind", "timeline"]) == 0
+    assert titles == [f"{training_result().scenario} [plan.pp=2]"]
+
+
 def test_plot_command_from_saved_result_and_sweep_folder(tmp_path):
     from tests.test_sweep import invoke
 
