@@ -246,7 +246,10 @@ def test_one_gpu_is_not_named_as_a_whole_dgx():
     ("kv_cache_capacity_tokens", 534135.5, "534,135"),
     ("dropped_fraction", 4.905e-4, "0.049 %"),
     ("kv_utilisation_mean", 0.1624, "16.24 %"),
-    ("dp_sync_exposed_s", 7.675e-3, "0.0077 s"),
+    ("dp_sync_exposed_s", 7.675e-3, "7.68 ms"),  # under 0.1 s in milliseconds, three digits
+    ("tpot_p50_s", 0.038, "38.0 ms"),
+    ("step_time_s", 0.436, "0.436 s"),
+    ("step_time_s", 0.0, "0.000 s"),
     ("spec_tokens_per_step", 2.31, "2.310 tokens/step"),
 ])
 def test_one_formatting_rule_per_unit(key, value, text):
