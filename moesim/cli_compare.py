@@ -9,6 +9,7 @@ mean decode step), so a change in the step time shows where it comes from.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -139,6 +140,18 @@ def compare_command(
                       soft_wrap=True)
 
 
+def column_labels(labels: list[str], longest: int = 16) -> list[str]:
+    """Run names as column headers: where they are long and share a leading part up to a ``-`` (three Mixtral
+    serving scenarios), that part left out, so ``...-serve-tp2`` and ``...-serve-tp8`` stay apart in a narrow
+    column; as given when short, or when leaving it out would make two alike or one empty."""
+    if max(map(len, labels)) <= longest:
+        return labels
+    common = os.path.commonprefix(labels)
+    cut = common.rfind("-") + 1
+    short = [lab[cut:] for lab in labels]
+    return short if cut and all(short) and len(set(short)) == len(short) else labels
+
+
 def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> Any:
     """A rich table of ``rows`` (``compare.Row``): the key, then each run's value (``text_of(row, value)``) with
     its change against the first run, green where better and red where worse."""
@@ -147,18 +160,19 @@ def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> An
     from moesim.metrics import unit_of
 
     table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column(first)
-    for i, label in enumerate(labels):
-        table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right")
+    # whole names: a summary key cut to "steady_window_en…" says nothing (the run columns fold their numbers instead)
+    table.add_column(first, overflow="fold")
+    for i, label in enumerate(column_labels(labels)):  # the title names the runs whole
+        table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right", min_width=12)
     for r in rows:
         cells = [r.key]
         for v, change, better in zip(r.values, r.changes, r.better):
             text = "-" if v is None else text_of(r, v)
             if change is not None and abs(change) > 1e-9:  # an unchanged part says nothing
                 colour = "" if better is None else "green" if better else "red"
-                mark = f"{100 * change:+.1f} %"
+                mark = f"{100 * change:+.1f}%"  # one word: a narrow column wraps before it, not inside it
                 if unit_of(r.key) == "fraction":  # a share changes by points: 10.85 % -> 9.28 % is -1.57 pp
-                    mark = f"{100 * (float(v) - float(r.values[0])):+.2f} pp"
+                    mark = f"{100 * (float(v) - float(r.values[0])):+.2f}pp"
                 text += f"  [{colour}]{mark}[/{colour}]" if colour else f"  {mark}"
             cells.append(text)
         table.add_row(*cells)

@@ -225,8 +225,20 @@ def test_a_negative_part_stacks_down_from_zero_and_leaves_the_others_their_lengt
     assert max(t[0] for t in tops) == 6.0 and min(t[0] for t in tops) == -1.5
 
 
+def test_long_run_names_share_their_leading_part_once_in_the_headers():
+    """Three Mixtral serving scenarios on an 80-column terminal: headers cut to "mixtral-8x7b-h1…" told TP2 from
+    TP8 no more; the shared "mixtral-8x7b-h100-" is left out (the title names the runs whole)."""
+    from moesim.cli_compare import column_labels
+
+    names = ["mixtral-8x7b-h100-serve", "mixtral-8x7b-h100-serve-tp2", "mixtral-8x7b-h100-serve-tp8"]
+    assert column_labels(names) == ["serve", "serve-tp2", "serve-tp8"]
+    assert column_labels(["a-x", "a-y"]) == ["a-x", "a-y"]  # short: as given
+    assert column_labels(["mixtral-8x7b-h100-serve", "mixtral-8x7b-h100-serve"]) == names[:1] * 2  # would be alike
+    assert column_labels(["mixtral-8x7b-h100", "mixtral-8x7b-h100-tp2"]) == ["h100", "h100-tp2"]
+
+
 def test_a_share_changes_by_percentage_points(tmp_path, capsys):
-    """dropped_fraction 4.96 % -> 11.69 % reads +6.73 pp, not a relative +136 %."""
+    """dropped_fraction 4.96 % -> 11.69 % reads +6.73pp, not a relative +136%."""
     for cf, name in (("1.25", "a"), ("1.0", "b")):
         assert main(["simulate", "mixtral-8x7b-h100-train", "-s", f"routing.capacity_factor={cf}",
                      "--out", str(tmp_path / name), "--json"]) == 0
@@ -236,7 +248,7 @@ def test_a_share_changes_by_percentage_points(tmp_path, capsys):
     points = 100 * (row["values"][1] - row["values"][0])
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "dropped_fraction" in x)
-    assert f"{points:+.2f} pp" in line and "%  " not in line.split("%")[-1]
+    assert f"{points:+.2f}pp" in line and "%  " not in line.split("%")[-1]
 
 
 def test_runs_of_different_token_budgets_say_to_compare_per_token_costs(capsys):
