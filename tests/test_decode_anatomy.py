@@ -191,3 +191,26 @@ def test_a_serving_sweeps_breakdown_stacks_each_points_decode_step():
     for bar in ax.patches:
         heights[round(bar.get_x() + bar.get_width() / 2)] += bar.get_height()
     assert heights == pytest.approx([1e3 * r["decode_step_s"] for r in rows])
+
+
+def test_decode_step_prices_any_batch_as_the_run_prices_its_mean_one():
+    """moesim.decode_step is the run's decode_step table at a batch and context of the caller's: the same seconds
+    at the run's own mean batch, more with the batch, and one clear error per bad argument."""
+    import moesim
+    from moesim.errors import InputError
+
+    s = moesim.load_scenario("mixtral-8x7b-h100-serve", ["workload.arrival.n_requests=200"])
+    step = moesim.simulate(s).tables["decode_step"]
+    mine = moesim.decode_step(s, int(step["batch_seqs"][0]), int(step["context_tokens"][0]))
+    assert mine["part"] == step["part"] and mine["seconds"] == pytest.approx(step["seconds"], rel=1e-12)
+    totals = [moesim.decode_step(s, b, 500)["seconds"][-1] for b in (1, 8, 64, 512)]
+    assert totals == sorted(totals) and totals[-1] > 3 * totals[0]
+    for kwargs, words in (({"batch_seqs": 0, "context_tokens": 10}, "batch_seqs = 0"),
+                          ({"batch_seqs": 2.5, "context_tokens": 10}, "batch_seqs = 2.5"),
+                          ({"batch_seqs": 4, "context_tokens": 10**9}, "context_tokens = 1000000000")):
+        with pytest.raises(InputError, match=words):
+            moesim.decode_step(s, **kwargs)
+    with pytest.raises(InputError, match="training scenario"):
+        moesim.decode_step(moesim.load_scenario("mixtral-8x7b-h100-train"), 4, 10)
+    disagg = moesim.load_scenario("deepseek-v3-h800-serve-disagg")
+    assert moesim.decode_step(disagg, 32, 2000)["seconds"][-1] > 0

@@ -96,7 +96,12 @@ def decode_step_table(s: Scenario, cost: IterationCost, iterations: np.ndarray, 
     context = mean_decode_context(prompt_tokens, output_tokens)
     if batch is None or context is None:
         return None
-    seqs, ctx = max(1, round(batch)), max(1, round(context))
+    return step_table(cost, max(1, round(batch)), max(1, round(context)))
+
+
+def step_table(cost: IterationCost, seqs: int, ctx: int) -> dict[str, list]:
+    """The ``decode_step`` table of one decode-only iteration of ``seqs`` sequences per rank over ``ctx`` cached
+    tokens each, priced by ``cost`` (see :func:`decode_step_table`)."""
     parts = cost.anatomy_s(seqs, ctx)
     total = sum(parts.values())
     rows = [(k, parts[k]) for k in PARTS if parts[k] != 0.0] + [("total", total)]
