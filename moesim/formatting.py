@@ -18,7 +18,7 @@ from moesim.metrics import direction_of, unit_of
 __all__ = ["fmt_number", "fmt_value", "time_unit", "unit_text"]
 
 #: Units written in dollars: what follows the number (the "$" goes in front).
-_USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok"}
+_USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok", "USD/device-hour": " / device-h"}
 #: How a unit is written after a number, where not as itself ("" for none: counts, text).
 _UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "count": "", "index": "", "tokens": "",
               "sequences": "", "text": "", "bool": ""}

@@ -169,6 +169,9 @@ _add("run_tokens", "tokens", None, "tokens of the run",
      "token budget is given)", T)
 _add("run_time_days", "days", "min", "run time (days)",
      "`workload.total_tokens` / tokens_per_s (NaN, JSON null, when no token budget is given)", T, T)
+_add("usd_per_device_hour", "USD/device-hour", None, "price ($ per device-hour)",
+     "the price every cost figure rests on: hardware.device.usd_per_hour (a preset's rent, or yours with --set "
+     "hardware.device.usd_per_hour=2.0)", TS)
 _add("run_cost_usd", "USD", "min", "run cost (USD)", "devices x $/hour x run time", TS, T,
      serving="the whole simulated run: devices x $/hour x makespan")
 _add("analytic_bubble_fraction", "fraction", "min", "analytic bubble (fraction)",

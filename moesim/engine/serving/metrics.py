@@ -188,6 +188,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "energy_j_per_token": per_tok(devices * dev.power_w),
         "run_cost_usd": cost_usd,
         "usd_per_mtok": per_tok(usd_per_s * 1e6),
+        "usd_per_device_hour": float(dev.usd_per_hour),  # the price every $ figure rests on, in sight
         "usd_per_1k_output_tokens": per_tok(usd_per_s * 1e3),
         "usd_per_1k_tokens": usd_per_s / (out_per_s + in_per_s) * 1e3 if out_per_s > 0 else float("nan"),
         "whole_run_usd_per_mtok": cost_usd / out_tok * 1e6 if out_tok else float("nan"),

@@ -289,6 +289,7 @@ def summarize(s: Scenario, cm: CostModel, steps: list) -> tuple[dict, dict[str, 
         "fits": bool(mem.fits),
         **dict(zip(("fits_reason", "fits_advice"), fit_explanation(s, mem), strict=True)),
         "usd_per_mtok": usd_per_step / tokens_per_step * 1e6,
+        "usd_per_device_hour": float(hw.device.usd_per_hour),  # the price every $ figure rests on, in sight
         # device-hours per 1e12 tokens: what DeepSeek-V3's report quotes (180K H800 GPU-hours)
         "gpu_hours_per_trillion_tokens": devices * step_time / tokens_per_step * 1e12 / 3600,
         "run_tokens": float(w.total_tokens) if w.total_tokens else math.nan,
