@@ -106,6 +106,12 @@ def prepare(scenario_path: str | Path, *, devices: str | None = None, hardware: 
     )
     from moesim.shipped import resolve_scenario
 
+    if hardware is not None and hardware.strip():  # --hardware puts bare presets in place of the scenario's hardware
+        hw_set = next((x for x in sets if x.partition("=")[0].strip().split(".")[0] == "hardware"), None)
+        if hw_set is not None:
+            raise InputError(f"--set {hw_set.partition('=')[0].strip()}: --hardware {hardware.strip()} plans on those "
+                             "presets as they are, so this override would be lost; plan one hardware at a time "
+                             "(--set hardware=h200 --set hardware.device.usd_per_hour=2.5, without --hardware)")
     raw, base_dir, base = read_scenario(resolve_scenario(scenario_path), sets)
     training = base.is_training
     if training and slo:

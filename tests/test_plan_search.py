@@ -414,6 +414,18 @@ def test_device_count_the_global_batch_cannot_split_names_the_batch():
         prepare("mixtral-8x7b-qlora-1xa100", devices="3")
 
 
+def test_a_hardware_override_beside_hardware_presets_is_refused_not_lost():
+    """--hardware plans on bare presets: a --set price for the scenario's device would silently price every plan at
+    the presets' list prices (a lead's $2.00 became $2.99); it is refused, naming the override and the way out."""
+    with pytest.raises(InputError, match=r"^--set hardware.device.usd_per_hour: --hardware h100-sxm,h200 plans on "
+                                         r"those presets as they are.*without --hardware"):
+        prepare("mixtral-8x7b-h100-serve-online", hardware="h100-sxm,h200", slo="ttft_p99=2",
+                sets=["hardware.device.usd_per_hour=2.0"])
+    space, _, _ = prepare("mixtral-8x7b-h100-serve-online", slo="ttft_p99=2", devices="8", tp="1", pp="1",
+                          batch="256", sets=["hardware.device.usd_per_hour=2.0"])  # one hardware: it is kept
+    assert space.raw["hardware"]["device"]["usd_per_hour"] == 2.0
+
+
 def test_a_device_count_no_plan_splits_is_named_not_dropped_silently(capsys):
     space, _, _ = prepare("mixtral-8x7b-qlora-1xa100", devices="1,3")
     assert space.no_layout == [3] and "workload.global_batch_seqs (8)" in space.no_layout_why
