@@ -133,6 +133,7 @@ def check_values(dim: Dimension, flag: str) -> None:
     """Fail early (InputError) on a swept value its field can never take (a word for a number, a
     negative count, over the field's bound), whatever the other fields are; rules that tie fields
     together are judged point by point (an ``invalid`` row)."""
+    _check_presets(dim, flag)
     field = leaf_field(dim.path)
     if field is None:
         return
@@ -154,6 +155,24 @@ def check_values(dim: Dimension, flag: str) -> None:
                 msg = over_bound(field, first) if bound else first["msg"]
             shown = json.dumps(v) if isinstance(v, bool) or v is None else repr(v)
             raise InputError(f"{flag}: {shown}: {msg}") from None
+
+
+def _check_presets(dim: Dimension, flag: str) -> None:
+    """A swept model or hardware preset name (``--grid hardware=h100-sxm,h200``, ``model.preset``, or a mapping's
+    ``preset``) that is no preset: an InputError before any point runs, not one ``invalid`` row among finished ones."""
+    section = dim.path.removesuffix(".preset")
+    if section not in ("model", "hardware"):
+        return
+    from moesim.presets import HARDWARE, MODELS
+    from moesim.suggest import did_you_mean
+
+    known = MODELS if section == "model" else HARDWARE
+    for v in dim.values:
+        name = v.get("preset") if isinstance(v, dict) and dim.path == section else v
+        if isinstance(name, str) and name not in known:
+            hint = did_you_mean(name, known, n=2, joiner=" or ")
+            raise InputError(f"{flag}: {name!r}: unknown {section} preset{'; ' + hint if hint else ''} "
+                             f"(moesim presets lists them)")
 
 
 def leaf_field(path: str) -> Any:

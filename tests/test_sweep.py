@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from tests.conftest import ROOT
 from tests.sweep_fakes import failing_simulate, fake_simulate
 
 TRAIN = ROOT / "scenarios" / "mixtral-8x7b-h100-train.yaml"  # dp64, ep8
+SERVE = ROOT / "scenarios" / "mixtral-8x7b-h100-serve.yaml"
 _VOLATILE = {"sim_wall_s"}
 
 
@@ -43,6 +45,20 @@ def table(rows):
 
 
 # ----------------------------------------------------------------------------- grid expansion
+@pytest.mark.parametrize("grid, words", [
+    ("hardware=h100-sxm,h2000", "--grid hardware: 'h2000': unknown hardware preset; did you mean h200"),
+    ("hardware={preset: h100-sxm},{preset: h20}", "'h20': unknown hardware preset"),
+    ("model.preset=mixtral-8x7b,mixtral-8x77b", "--grid model.preset: 'mixtral-8x77b': unknown model preset"),
+])
+def test_a_misspelt_swept_preset_is_refused_before_any_point_runs(tmp_path, grid, words):
+    """A typo in one swept preset name is knowable up front: not a folder with one invalid row and exit 0."""
+    from moesim.sweep import run_sweep
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        run_sweep(str(SERVE), grid=[grid], out_dir=tmp_path / "sw")
+    assert not (tmp_path / "sw").exists()
+
+
 def test_cartesian_product_in_stable_order():
     dims = build_dimensions("8,16,32", "1.0,1.25", ["plan.microbatches=8,16"])
     points = expand(dims, seeds=(0, 1))
