@@ -18,7 +18,7 @@ from moesim.metrics import direction_of, unit_of
 __all__ = ["fmt_number", "fmt_value", "time_unit", "unit_text"]
 
 #: Units written in dollars: what follows the number (the "$" goes in front).
-_USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok", "USD/device-hour": " / device-h"}
+_USD_SUFFIX = {"USD": "", "USD/1M tokens": " / 1M tok", "USD/1K tokens": " / 1K tok", "USD/device-hour": " / device-hour"}
 #: How a unit is written after a number, where not as itself ("" for none: counts, text).
 _UNIT_TEXT = {"/s": "/s", "tokens/s": "/s", "requests/s": "/s", "count": "", "index": "", "tokens": "",
               "sequences": "", "text": "", "bool": ""}
@@ -149,12 +149,13 @@ def swept_mapping(value: Any) -> dict | None:
 
 
 def swept_text(value: Any) -> str:
-    """A swept value as a table cell or plot tick: a mapping (:func:`swept_mapping`) as ``dp=8 tp=1``,
-    nested mappings inline; anything else as ``str``."""
+    """A swept value as a table cell or plot tick: a mapping (:func:`swept_mapping`) as ``dp=8 tp=1``, its
+    ``preset`` first, nested mappings inline; anything else as ``str``."""
     import json
 
     mapping = swept_mapping(value)
     if mapping is None:
         return str(value)
+    items = sorted(mapping.items(), key=lambda kv: kv[0] != "preset")  # the preset first: what the rest changes
     return " ".join(f"{k}={{{swept_text(v)}}}" if isinstance(v, dict) else
-                    f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in mapping.items())
+                    f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in items)

@@ -277,17 +277,19 @@ def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
         ax2.set_ylabel(label(twin) + "  (dashed)")
         _grouped_digits(ax2)
     xs = sorted({r[x] for r in rows if isinstance(r.get(x), (int, float))})
-    if cats is not None:
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0,
-                      ha="right" if len(cats) > 4 else "center")
+    if cats is not None:  # many or long labels side by side overlap: slanted
+        slanted = len(cats) > 4 or sum(map(len, cats)) > 60
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if slanted else 0, ha="right" if slanted else "center")
         ax.set_xlim(-0.5, len(cats) - 0.5)
     elif x == EXPERTS and len(xs) > 2 and xs[0] > 0:
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
     for axis, key in ((ax, y), (ax2, twin)):  # counts, times, costs from 0: a 3 % change does not fill the plot
-        if axis is not None and all(r.get(key, 0) >= 0 for r in rows + over if is_number(r.get(key))):
-            axis.set_ylim(bottom=0)
+        values = [float(r[key]) for r in rows + over if is_number(r.get(key))]
+        if axis is not None and all(v >= 0 for v in values):
+            # room above the highest point (the autoscaled top of a narrow range clips its marker once 0 is in)
+            axis.set_ylim(bottom=0, top=max(axis.get_ylim()[1], 1.06 * max(values, default=0.0)) or None)
     if by or over:  # groups to tell apart, or the capacity line and the points above it: beside the axes,
         ax.legend(fontsize=8, title=None, loc="upper left", bbox_to_anchor=(1.02 if ax2 is None else 1.12, 1.0),
                   borderaxespad=0.0)  # where no point hides under it

@@ -83,6 +83,18 @@ def test_a_category_that_did_not_fit_breaks_the_line():
     assert ys[0] == 100.0 and np.isnan(ys[1]) and ys[2] == 102.0
 
 
+def test_the_highest_point_keeps_room_under_the_frame_and_long_labels_slant():
+    """Two close costs drawn from 0 put the higher marker on the frame, half cut off; mapping ticks side by side
+    ran into each other. The top keeps 6 % of room and long ticks slant, the preset named first."""
+    rows = [{"point": i, "status": "ok", "scenario": "s", "seed": 0,
+             "hardware": {"device": {"usd_per_hour": p}, "preset": hw}, "usd_per_mtok": c}
+            for i, (hw, p, c) in enumerate((("h100-sxm", 2.0, 0.178), ("h200", 2.5, 0.22)))]
+    ax = plots.plot_sweep("metric-vs-axis", rows, metric="usd_per_mtok", dims=["hardware"]).axes[0]
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 1.06 * 0.22
+    ticks = ax.get_xticklabels()
+    assert ticks[0].get_text().startswith("preset=h100-sxm") and ticks[0].get_rotation() == 30
+
+
 def test_the_title_says_points_are_seed_means():
     ax = plots.plot_sweep("metric-vs-axis", hardware_rows(), metric="tokens_per_s", dims=["hardware"]).axes[0]
     assert ax.get_title().endswith("(mean of 2 seeds)")
