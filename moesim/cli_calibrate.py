@@ -39,14 +39,24 @@ def calibrate_command(
         raise InputError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
     if profile is not None and not validate:
         raise InputError("--profile: only used with --validate (to check an existing profile)")
-    if profile is None and out.exists() and not force:
-        raise InputError(f"--out {out}: file exists; pass --force to overwrite it")
     if profile is None:  # before minutes of timing kernels, not after
         from moesim.fileio import check_writable
 
         if out.is_dir():
             raise InputError(f"--out {out}: a folder; name the profile YAML to write")
+        if out.exists() and not force:
+            raise InputError(f"--out {out}: file exists; pass --force to overwrite it")
         check_writable(out)
+    if measurements is not None:  # checked as --out is: not after the run, with the profile already written
+        from moesim.fileio import check_writable
+
+        if profile is not None:
+            raise InputError("--measurements: writes the timings of a calibration; with --profile nothing is timed")
+        if measurements.is_dir():
+            raise InputError(f"--measurements {measurements}: a folder; name the CSV to write")
+        if measurements.resolve() == out.resolve():
+            raise InputError(f"--measurements {measurements}: the same file as --out; name another")
+        check_writable(measurements, "--measurements")
     try:
         import torch  # noqa: F401  (lazy: the rest of moesim never imports torch)
     except ImportError:

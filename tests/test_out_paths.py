@@ -63,6 +63,26 @@ def test_calibrate_refuses_an_unwritable_profile_path_before_timing_anything(tmp
     assert "afile is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--measurements", "{t}/afile/m.csv"], "--measurements {t}/afile/m.csv: {t}/afile is a file, not a folder"),
+    (["--measurements", "{t}"], "--measurements {t}: a folder; name the CSV to write"),
+    (["--measurements", "{t}/p.yaml"], "the same file as --out"),
+])
+def test_calibrate_refuses_a_bad_measurements_path_before_timing_anything(tmp_path, capsys, args, words):
+    """--measurements was written after minutes of timing, the profile already saved beside the error: it is
+    checked up front as --out is, and nothing is written."""
+    (tmp_path / "afile").write_text("x")
+    argv = ["calibrate", "--quick", "--device", "cpu", "--out", str(tmp_path / "p.yaml")]
+    assert main(argv + [a.format(t=tmp_path) for a in args]) == 2
+    assert words.format(t=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_calibrate_names_an_existing_folder_as_a_folder(tmp_path, capsys):
+    assert main(["calibrate", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert "a folder; name the profile YAML to write" in capsys.readouterr().err
+
+
 def test_a_name_the_terminals_encoding_lacks_prints_escaped(tmp_path):
     import shutil
     import subprocess
