@@ -7,6 +7,7 @@ benchmarks and rich's progress bar are imported only when the command runs. Fail
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,10 @@ def calibrate_command(
         raise RunError(f"interrupted: no profile written ({out} untouched)") from None
 
 
+#: Seconds each sample of a held-out layer point takes at least under ``--quick --validate`` (0.05 without it).
+QUICK_VALIDATE_SAMPLE_S = 0.02
+
+
 def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, device_name: str | None,
          measurements: Path | None, written: list[Path], json_out: bool = False) -> None:
     import json
@@ -115,7 +120,9 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
             written.append(out)
             if measurements is not None:
                 write_measurements(rows, measurements)
-        report = run_validation(prof, p.device, tick=tick, on_round=new_round) if validate else None
+        # --quick: each held-out point in the four rounds the noise floor needs and shorter samples, not eight
+        quick = {"min_time_s": QUICK_VALIDATE_SAMPLE_S, "max_rounds": 4} if p.quick else {}
+        report = run_validation(prof, p.device, tick=tick, on_round=new_round, **quick) if validate else None
     if profile_path is None:
         console.print(f"profile for {prof.device!r} written to {out}")
         for note in prof.notes:
@@ -130,8 +137,10 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
                           f"spread median {t.spread_median_pct:.1f}% p90 {t.spread_p90_pct:.1f}%; load average "
                           f"{_load(t.load_before)} -> {_load(t.load_after)} on {t.cpus} CPUs", highlight=False,
                           soft_wrap=True)
-        console.print(f"use it from a scenario: hardware: {{device: {{name: {prof.device!r}, ...}}, profile: {out}}}",
-                      soft_wrap=True, highlight=False)
+        console.print("use it from a scenario: this hardware section (power_w and usd_per_hour are placeholders: "
+                      "put in yours, the energy and cost figures rest on them)", soft_wrap=True, highlight=False)
+        console.print(hardware_block(prof.device, dict(prof.reference.peak_tflops), prof.reference.mem_bw_gbps,
+                                     _memory_gib(p.device), out), highlight=False, soft_wrap=True)
     if report is not None:
         for line in report.lines():
             console.print(line, highlight=False, soft_wrap=True)
@@ -143,6 +152,33 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
         if report is not None:
             doc.update(report.to_dict())
         print(json.dumps(doc, indent=1))
+
+
+def hardware_block(device: str, peak_tflops: dict, mem_bw_gbps: float, mem_gib: float, profile: Path) -> str:
+    """A scenario's ``hardware:`` section for one device priced by the calibrated ``profile``, as YAML ready to paste:
+    the profile's measured peaks and bandwidth, ``mem_gib`` of memory, and placeholder power and price (marked)."""
+    import yaml
+
+    peaks = ", ".join(f"{k}: {v:g}" for k, v in peak_tflops.items())
+    name = yaml.safe_dump(device, default_style='"').strip()  # quoted: a name with a colon or a brace stays one
+    return (f"hardware:\n  name: {name}\n"
+            f"  device: {{name: {name}, peak_tflops: {{{peaks}}}, mem_bw_gbps: {mem_bw_gbps:g}, mem_gib: {mem_gib:g},\n"
+            f"           power_w: 100, usd_per_hour: 0.05}}  # placeholders: your device's power and price\n"
+            f"  node: {{devices_per_node: 1, intra_bw_gbps: {mem_bw_gbps:g}}}\n"
+            f"  profile: {yaml.safe_dump(str(Path(profile).absolute()), default_style=chr(34)).strip()}")
+
+
+def _memory_gib(device: str) -> float:
+    """The memory a scenario on this machine's ``device`` may hold, GiB: a CUDA device's own, else the machine's RAM
+    (a CPU's, and Apple's unified memory)."""
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a size to edit
+        return 16.0
 
 
 def _load(loadavg: list[float]) -> str:

@@ -4,6 +4,7 @@ command's output, and a scenario name used as a default folder (it must stay und
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,19 @@ def test_an_edited_sweep_row_is_one_line(tmp_path, capsys, edit, words):
     capsys.readouterr()
     assert main(["plot", str(out), "--out", str(tmp_path / "p"), "--format", "png"]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_calibrate_prints_a_hardware_section_that_validates_as_printed():
+    """After a calibration the newcomer pastes the printed section into a scenario: it must load (a device name with
+    a colon stays one string), with the profile's peaks and the placeholders marked."""
+    import yaml
+
+    from moesim.cli_calibrate import hardware_block
+    from moesim.schemas import HardwareSpec
+
+    text = hardware_block("AMD EPYC 7B13: 64-core", {"fp32": 0.0895}, 65.7, 23.5, Path("prof.yaml"))
+    hw = yaml.safe_load(text)["hardware"]
+    assert hw["profile"] == str(Path("prof.yaml").absolute()) and "placeholders" in text
+    spec = HardwareSpec.model_validate({k: v for k, v in hw.items() if k != "profile"})
+    assert spec.device.name == "AMD EPYC 7B13: 64-core" and spec.device.peak_tflops["fp32"] == 0.0895
+    assert spec.device.mem_gib == 23.5 and spec.n_devices == 1
