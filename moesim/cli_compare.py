@@ -106,8 +106,10 @@ def compare_command(
         from moesim import plots
         from moesim.plot_compare import compare_figure
 
+        # an overloaded run's cheap tokens came from a growing queue: its bars must say so
+        shown = [f"{lab} (overloaded)" if r.summary.get("overloaded") is True else lab for lab, r in zip(labels, loaded)]
         try:
-            fig = compare_figure(labels, every_row, kind, parts=parts if any(r.differs for r in parts) else None,
+            fig = compare_figure(shown, every_row, kind, parts=parts if any(r.differs for r in parts) else None,
                                  part_labels=anatomy.PART_LABELS)
         except ValueError as exc:
             raise InputError(f"--plot: {exc}") from None

@@ -237,6 +237,22 @@ def test_long_run_names_share_their_leading_part_once_in_the_headers():
     assert column_labels(["mixtral-8x7b-h100", "mixtral-8x7b-h100-tp2"]) == ["h100", "h100-tp2"]
 
 
+def test_an_overloaded_run_is_named_so_on_the_plot(tmp_path, monkeypatch):
+    """An overloaded run's cost bar is cheap because its queue grew; drawn unmarked beside a run that kept up it
+    read as the better buy."""
+    import moesim.plot_compare as plot_compare
+
+    for name, rate in (("calm", 20), ("flooded", 200)):
+        assert main(["simulate", "mixtral-8x7b-h100-serve-online", "-s", f"workload.arrival.rate_per_s={rate}",
+                     "-s", "workload.arrival.n_requests=400", "--out", str(tmp_path / name), "--json"]) == 0
+    seen = []
+    draw = plot_compare.compare_figure
+    monkeypatch.setattr(plot_compare, "compare_figure", lambda labels, *a, **k: seen.append(labels) or draw(labels, *a, **k))
+    assert main(["compare", str(tmp_path / "calm"), str(tmp_path / "flooded"), "--plot", str(tmp_path / "c"),
+                 "--format", "png"]) == 0
+    assert seen == [["calm", "flooded (overloaded)"]]
+
+
 def test_a_share_changes_by_percentage_points(tmp_path, capsys):
     """dropped_fraction 4.96 % -> 11.69 % reads +6.73pp, not a relative +136%."""
     for cf, name in (("1.25", "a"), ("1.0", "b")):
