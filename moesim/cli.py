@@ -171,9 +171,9 @@ def schema(
 ) -> None:
     """Print the scenario's JSON Schema (point your editor's YAML plugin at it for completion)."""
     from moesim.fileio import write_out_file
-    from moesim.schemas import Scenario
+    from moesim.schemas.json_schema import scenario_json_schema
 
-    text = json.dumps(Scenario.model_json_schema(), indent=2) + "\n"
+    text = json.dumps(scenario_json_schema(), indent=2) + "\n"  # as a file is written: presets and all
     if out_file is None:
         sys.stdout.write(text)
     else:

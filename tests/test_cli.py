@@ -95,6 +95,28 @@ def test_schema_is_json_schema_with_every_section(tmp_path, capsys):
     assert json.loads(out.read_text()) == schema
 
 
+def test_the_schema_accepts_every_shipped_scenario_and_refuses_what_moesim_refuses(root, capsys):
+    """An editor pointed at `moesim schema` flagged every shipped file: the schema described the scenario after its
+    presets were expanded. It takes the preset forms now, and still refuses a misspelt preset or field."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    Draft202012Validator.check_schema(schema)
+    check = Draft202012Validator(schema)
+    for path in sorted((root / "scenarios").glob("*.yaml")):
+        errors = [e.message for e in check.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path.name, errors[:2])
+    base = yaml.safe_load((root / "scenarios" / "mixtral-8x7b-h100-train.yaml").read_text())
+    for bad in ({"model": "mixtral-9x9b"}, {"model": {"preset": "mixtral-8x7b", "n_expertz": 4}},
+                {"hardware": {"preset": "h100-sxm", "device": {"usd_per_hour": -1}}}, {"model": {"hf_config": 3}}):
+        assert not check.is_valid(base | bad), bad
+    for good in ({"model": {"hf_config": "config.json", "dtype": "fp8"}},
+                 {"hardware": {"preset": "h200", "device": {"usd_per_hour": 2.5}, "cluster": {"nodes": 8}}}):
+        assert check.is_valid(base | good), good
+
+
 def test_field_reference_is_complete_and_current(root):
     from moesim.fielddoc import all_field_paths, markdown
 
