@@ -23,6 +23,7 @@ from moesim.cli_output import (  # the consoles, and what every command prints u
     out,
     print_result,
     result_step,
+    write_stdout,
 )
 from moesim.errors import InputError, MoesimError
 from moesim.schemas import check_seed
@@ -74,7 +75,7 @@ def print_json(data) -> None:
     """Write ``data`` to stdout as indented JSON (numpy scalars made plain, NaN and infinities as null)."""
     from moesim.results import jsonable
 
-    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
+    write_stdout(json.dumps(jsonable(data), indent=2) + "\n")
 
 
 @app.command()
@@ -175,10 +176,10 @@ def schema(
 
     text = json.dumps(scenario_json_schema(), indent=2) + "\n"  # as a file is written: presets and all
     if out_file is None:
-        sys.stdout.write(text)
+        write_stdout(text)
     else:
         write_out_file(out_file, text)
-        err.print(f"wrote {out_file}")
+        err.print(f"wrote {out_file}", highlight=False, soft_wrap=True)  # a path is not broken across lines
 
 
 @app.command()
@@ -231,7 +232,7 @@ def simulate(
     if out_dir is not None:
         # the notes that need the scenario, for show to print again; the inputs, for compare's labels
         paths = result.save(out_dir, notes=notes, inputs={"scenario": scenario, "overrides": list(set_ or [])})
-        err.print(f"wrote {len(paths)} files to {out_dir}")
+        err.print(f"wrote {len(paths)} files to {out_dir}", highlight=False, soft_wrap=True)
     if as_json:
         print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})
         return
@@ -351,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:  # stdout's reader left (| head): as cli_output's consoles do, the shell's SIGPIPE code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:  # a path the user gave that cannot be read or written (--out on a file, ...)
         from rich.markup import escape
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from moesim.cli_output import write_stdout
 from moesim.errors import InputError, RunError
 
 _DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -151,7 +152,7 @@ def _run(p, out: Path, validate: bool, profile_path: Path | None, force: bool, d
                                   "timing": prof.timing.model_dump(exclude={"point_spreads"}) if prof.timing else None}
         if report is not None:
             doc.update(report.to_dict())
-        print(json.dumps(doc, indent=1))
+        write_stdout(json.dumps(doc, indent=1) + "\n")
 
 
 def hardware_block(device: str, peak_tflops: dict, mem_bw_gbps: float, mem_gib: float, profile: Path) -> str:

@@ -114,7 +114,7 @@ def compare_command(
         except ValueError as exc:
             raise InputError(f"--plot: {exc}") from None
         for path in plots.save_figure(fig, plot, [f.strip() for f in fmt.split(",") if f.strip()]):
-            err.print(f"wrote {path}", highlight=False)
+            err.print(f"wrote {path}", highlight=False, soft_wrap=True)
     rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
         print_json({"runs": labels, "kind": kind, "overrides": [list(r.overrides) for r in loaded],

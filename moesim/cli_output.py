@@ -10,6 +10,31 @@ from rich.console import Console
 out = Console()
 err = Console(stderr=True)
 
+
+def _reader_left() -> None:
+    """stdout's reader closed the pipe (``moesim presets | head -1``): the rest goes nowhere, and the exit code is
+    the shell's for a command ended by SIGPIPE, 141, not 1 (a failure while running), rich's default."""
+    import os
+    import sys
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(141)
+
+
+out.on_broken_pipe = _reader_left
+
+
+def write_stdout(text: str) -> None:
+    """``text`` to stdout as it is (JSON, a schema, a Markdown table); a reader that left ends the run as
+    :func:`_reader_left` does (click would otherwise exit 1 for it)."""
+    import sys
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_left()
+
 _FIT_TEXT = ("fits_reason", "fits_advice")  # sentences: printed under the table, not in it
 
 

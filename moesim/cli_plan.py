@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from moesim.cli_output import write_stdout
 from moesim.errors import InputError, RunError
 from moesim.fileio import check_runs_folder
 from moesim.schemas import check_seed
@@ -98,7 +98,7 @@ def plan_command(
         from moesim.results import jsonable
 
         doc = {**n, "objective": obj.name, "best": rows[0] if rows else None, "ranked": rows[:top], "files": files}
-        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
+        write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         if rows:  # an empty table says nothing the counts line does not
             out.print(_table(rows, obj, space.training, top))
@@ -108,7 +108,7 @@ def plan_command(
             out.print(f"[yellow]no plan splits {counts} device{'s' if space.no_layout != [1] else ''}[/yellow] "
                       f"({space.no_layout_why}): not searched", highlight=False)
         for f in files:
-            out.print(f"wrote {f}", highlight=False)
+            out.print(f"wrote {f}", highlight=False, soft_wrap=True)
         _print_trust(outcome, out_dir)
     if not rows:
         if not n["simulated"]:  # every candidate pruned before a run: say by what

@@ -8,7 +8,6 @@ Heavy imports (matplotlib, dask) happen inside the commands, so ``moesim --help`
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from moesim.cli_output import write_stdout
 from moesim.errors import InputError, RunError
 
 out = Console()
@@ -85,7 +85,7 @@ def sweep_command(
 
         doc = {"points": p.total + p.skipped, "ok": p.ok, "invalid": p.invalid, "failed": p.failed,
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
-        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
+        write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         from moesim.sweep_table import host_floor_note, note, rows_table
 
@@ -101,7 +101,7 @@ def sweep_command(
         n = p.total + p.skipped
         out.print(f"{n} point{'' if n == 1 else 's'}: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)  # the path whole, for a script to read back
         if best and outcome.best is None:
             finished = any(r.get("status") == "ok" for r in outcome.rows)
             why = (f"no finished point has {best.partition(':')[0]}" if finished else
@@ -198,7 +198,7 @@ def plot_command(
                              f"or {', '.join(plots.SCENARIO_KINDS)}; sweep plots need a sweep folder (results.jsonl)")
         base = out_base or Path("plots") / f"{scenario.name}-{kind}"
     for path in plots.save_figure(fig, base, fmts):
-        out.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 #: What each kind of plot source is called in messages.
@@ -337,7 +337,7 @@ def validate_command(
 
         doc = {"checks": [asdict(c) | {"optimistic": c.optimistic} for c in checks], "median_abs_error": med,
                "median_abs_error_all_rows": med_all, **({} if near is None else {"near": target.name})}
-        sys.stdout.write(json.dumps(jsonable(doc), indent=2) + "\n")
+        write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         n_sim = sum(1 for c in checks if c.simulated and c.error is not None)
         misses = [c for c in checks if c.simulated and c.missed]
@@ -350,7 +350,7 @@ def validate_command(
         if markdown:
             from moesim.validation_table import markdown_table
 
-            sys.stdout.write(markdown_table(checks) + "\n")
+            write_stdout(markdown_table(checks) + "\n")
             err.print(summary, highlight=False, soft_wrap=True)
         else:
             out.print(_checks_table(checks))
@@ -375,7 +375,7 @@ def _save_results(checks, rows, base: Path, path: Path, med_text: str) -> None:
     known = known_of(checks, rows, base)
     write_results(known, path, f"moesim validate --save-results: {_rows(len(known))} of moesim/data/validation.csv, "
                                f"median |error| {med_text} ({datetime.date.today().isoformat()})")
-    err.print(f"wrote {_rows(len(known))} to {path}", highlight=False)
+    err.print(f"wrote {_rows(len(known))} to {path}", highlight=False, soft_wrap=True)
 
 
 def _error_range(checks) -> str:

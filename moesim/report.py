@@ -112,6 +112,6 @@ def print_trust(console, lines: list[str], lead: str = "") -> None:
 
     if not lines:
         return
-    console.print(f"[bold]{escape(lead + lines[0])}[/bold]", highlight=False)
+    console.print(f"[bold]{escape(lead + lines[0])}[/bold]", highlight=False, soft_wrap=True)  # its command whole
     for line in lines[1:]:
         console.print(escape(line), highlight=False, soft_wrap=True)

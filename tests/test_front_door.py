@@ -119,3 +119,16 @@ def test_fit_advice_only_offers_plans_that_are_valid(capsys):
     assert "the interleaved schedule needs a multiple of plan.pp (8)" in capsys.readouterr().err
     assert main(["simulate", "grok-1-h100-train", "--set", "plan.microbatches=8"]) == 0  # pp 8 would be valid here
     assert "internal error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["presets"], ["schema"]])
+def test_a_reader_that_leaves_the_pipe_early_gets_the_sigpipe_exit_code(argv):
+    """`moesim presets | head -1` under pipefail exited 1, a failure while running: the shell's code for a command
+    ended by its reader leaving is 141, and nothing goes to stderr."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "moesim.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command has imported, let alone written
+    assert p.wait(timeout=120) == 141
+    assert p.stderr.read() == b""

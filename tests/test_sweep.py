@@ -45,6 +45,16 @@ def table(rows):
 
 
 # ----------------------------------------------------------------------------- grid expansion
+def test_the_results_path_is_printed_whole_for_a_script_to_read(tmp_path, capsys):
+    """Outside a terminal rich wraps at 80 columns: a long --out path came back split over two lines."""
+    from moesim.cli import main
+
+    out = tmp_path / ("a_folder_name_long_enough_to_pass_the_eighty_columns_of_a_pipe" * 2) / "sw"
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.25", "--out", str(out), "--workers", "1"]) == 0
+    last = capsys.readouterr().out.rstrip("\n").splitlines()[-1]
+    assert last.endswith(f"-> {out / 'results.csv'}")
+
+
 @pytest.mark.parametrize("grid, words", [
     ("hardware=h100-sxm,h2000", "--grid hardware: 'h2000': unknown hardware preset; did you mean h200"),
     ("hardware={preset: h100-sxm},{preset: h20}", "'h20': unknown hardware preset"),
