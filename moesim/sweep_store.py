@@ -121,6 +121,10 @@ class ResultStore:
         else:
             self._header = header_for(self.rows)
             self._rewrite_csv()
+            # the rewrite put a new file in place: appending to the old descriptor wrote to the unlinked one, and
+            # a sweep killed later left results.csv at its first rows while results.jsonl had them all
+            os.close(self._csv_fd)
+            self._csv_fd = os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write ``sweep.json`` (what was swept, over which scenario) atomically."""

@@ -7,6 +7,7 @@ engine on a tiny scenario when it is importable.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -160,6 +161,22 @@ def test_store_refuses_to_mix_runs_and_resume_cuts_torn_tail(tmp_path):
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("point,status,reason,scenario,kind,seed,x,y")
     assert len(csv_lines) == 3
+
+
+def test_results_csv_holds_every_finished_point_while_the_sweep_runs(tmp_path):
+    """A new column (the first ok row after an invalid one) rewrites results.csv as a new file; the rows after it were
+    appended to the old, unlinked one, so a sweep killed mid-way left the CSV at its first rows (236 in the jsonl)."""
+    store = ResultStore(tmp_path, durable=False)
+    store.open()
+    store.append({"point": 0, "status": "invalid", "seed": 0, "key": "a", "reason": "plan.ep"})
+    store.append({"point": 1, "status": "ok", "seed": 0, "key": "b", "x": 1.0})  # new column: rewritten
+    for i in range(2, 6):
+        store.append({"point": i, "status": "ok", "seed": 0, "key": f"k{i}", "x": float(i)})
+    # read before close(), as after a kill: every point is there
+    with open(tmp_path / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["point"] for r in rows] == [str(i) for i in range(6)]
+    store.close()
 
 
 # ----------------------------------------------------------------------------- running sweeps
