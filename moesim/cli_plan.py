@@ -74,8 +74,13 @@ def plan_command(
         raise InputError("--resume and --overwrite: give one of them")
     if (resume or overwrite) and out_dir is None:
         raise InputError(f"--{'resume' if resume else 'overwrite'} needs --out DIR (where the runs are kept)")
-    if dask is not None and dask != "local" and "://" not in dask:
-        raise InputError(f"--dask {dask!r}: a scheduler address tcp://host:port, or 'local'")
+    if dask is not None and dask != "local":
+        from moesim.sweep_exec import check_scheduler
+
+        try:
+            check_scheduler(dask)
+        except InputError as exc:
+            raise InputError(f"--dask: {exc}; or 'local' for a LocalCluster") from None
     if out_dir is not None:
         check_runs_folder(out_dir)
     space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,

@@ -23,7 +23,15 @@ from moesim.fileio import check_runs_folder, folder_name
 from moesim.loader import read_scenario
 from moesim.metrics import METRICS, direction_of
 from moesim.suggest import did_you_mean
-from moesim.sweep_exec import DaskBackend, LocalBackend, PointTask, Runner, capacity_point, drive
+from moesim.sweep_exec import (
+    DaskBackend,
+    LocalBackend,
+    PointTask,
+    Runner,
+    capacity_point,
+    check_scheduler,
+    drive,
+)
 from moesim.sweep_grid import (
     Dimension,
     Point,
@@ -161,6 +169,8 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         raise InputError(f"--executor {executor!r}: allowed: local, dask")
     if scheduler and executor != "dask":
         raise InputError("--scheduler needs --executor dask")
+    if scheduler:
+        check_scheduler(scheduler)
     if retries < 0:
         raise InputError(f"--retries {retries}: must be >= 0")
     if resume and overwrite:
@@ -186,6 +196,8 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
                 "fingerprint": scenario_fingerprint(raw)}
     if resume:
         _check_same_sweep(out, manifest)
+    # a Dask scheduler is reached before --out is touched: one that does not answer leaves the folder as it was
+    dask = DaskBackend(workers, scheduler, processes=dask_processes) if executor == "dask" else None
     store = ResultStore(out, durable=durable)
     kept = store.open(resume=resume, overwrite=overwrite)
     done_keys = {r.get("key") for r in kept}
@@ -212,14 +224,15 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
         on_progress(progress)
     try:
         if tasks:
-            backend = (LocalBackend(workers) if executor == "local"
-                       else DaskBackend(workers, scheduler, processes=dask_processes))
+            backend = dask or LocalBackend(workers)
             try:
                 drive(backend, tasks, on_row, max_retries=retries)
             except BaseException:  # Ctrl-C or a RunError: do not wait for running points
                 backend.close(wait=False)
                 raise
             backend.close()
+        elif dask is not None:  # a resumed sweep with nothing left to run
+            dask.close()
     finally:
         store.close()
     rows = read_rows(out)

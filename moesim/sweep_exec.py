@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -136,6 +138,46 @@ class LocalBackend:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
+#: Seconds a Dask scheduler has to answer: its client's own timeout does not cover a server that accepts the
+#: connection and never speaks Dask (the dashboard's port, 8787, for the scheduler's 8786), which hung a sweep.
+CONNECT_S = 30.0
+#: A scheduler address: protocol, host, port (``tcp://10.0.0.5:8786``).
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://[^\s/:]+:\d{1,5}$")
+
+
+def check_scheduler(address: str) -> None:
+    """A one-line InputError unless ``address`` reads as a Dask scheduler's (checked before anything runs)."""
+    if not SCHEDULER_ADDRESS.match(address):
+        raise InputError(f"--scheduler {address!r}: expected PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786 (the "
+                         "scheduler's port, 8786 by default; 8787 is its dashboard)")
+
+
+def _connect(client_class, address: str):
+    """A Dask client on ``address``, or a one-line RunError when nothing there answers as a scheduler within
+    :data:`CONNECT_S` (a closed port, another service, a proxy's reply read as a message)."""
+    got: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            got["client"] = client_class(address, timeout="10s")
+        except BaseException as exc:  # noqa: BLE001 - any failure to connect is reported below, in one line
+            got["error"] = exc
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(CONNECT_S)
+    if "client" in got:
+        return got["client"]
+    if thread.is_alive():
+        raise RunError(f"--scheduler {address}: no Dask scheduler answered within {CONNECT_S:g} s (is it another "
+                       "service, such as the dashboard on 8787?)")
+    exc = got["error"]
+    if isinstance(exc, (OSError, TimeoutError)):
+        raise RunError(f"cannot connect to {address}: {exc}")
+    raise RunError(f"--scheduler {address}: what answered is not a Dask scheduler ({type(exc).__name__}: "
+                   f"{str(exc)[:120]})")
+
+
 class DaskBackend:
     """A Dask client: on ``scheduler`` (tcp://host:port) or on a LocalCluster it starts."""
 
@@ -149,7 +191,7 @@ class DaskBackend:
         self._cluster = None
         try:
             if scheduler:
-                self.client = Client(scheduler, timeout="10s")
+                self.client = _connect(Client, scheduler)
             else:
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
                                              dashboard_address=None, silence_logs=50)

@@ -21,7 +21,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from moesim.errors import InputError, MoesimError
+from moesim.errors import InputError, MoesimError, RunError
 from moesim.sweep import best_row, infer_direction, parse_best, run_sweep
 from moesim.sweep_grid import (
     apply_point,
@@ -390,3 +390,35 @@ def test_best_over_a_sweep_with_no_fitting_point_says_none_is_ranked(tmp_path):
     text = " ".join(result.stdout.split())  # the narrow test console folds the title
     assert "(none ranked by tokens_per_s)" in text and "best by" not in text
     assert "no best point: no point finished ok" in text
+
+
+def test_a_scheduler_address_is_checked_before_anything_runs(tmp_path):
+    """`--scheduler nonsense` was an internal error after the folder was made; it is refused in one line first."""
+    with pytest.raises(InputError, match=r"^--scheduler 'nonsense': expected PROTOCOL://HOST:PORT"):
+        run_sweep(TRAIN, experts="8", executor="dask", scheduler="nonsense", out_dir=tmp_path / "sw")
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_scheduler_that_does_not_speak_dask_is_one_line_not_a_hang(monkeypatch):
+    """An HTTP server on the scheduler's address (the dashboard's port) held a sweep for eleven minutes, and a proxy's
+    reply surfaced as `internal error: MemoryError`: either is one RunError now."""
+    import threading
+
+    import moesim.sweep_exec as sx
+
+    never = threading.Event()
+
+    class Hangs:
+        def __init__(self, address, timeout):
+            never.wait(5)
+
+    class Garbage:
+        def __init__(self, address, timeout):
+            raise MemoryError("Unable to allocate 3.07 EiB")
+
+    monkeypatch.setattr(sx, "CONNECT_S", 0.2)
+    with pytest.raises(RunError, match=r"no Dask scheduler answered within 0.2 s"):
+        sx._connect(Hangs, "tcp://127.0.0.1:8787")
+    with pytest.raises(RunError, match=r"what answered is not a Dask scheduler \(MemoryError"):
+        sx._connect(Garbage, "tcp://10.0.0.1:8786")
+    never.set()
