@@ -144,12 +144,30 @@ def _check_same_sweep(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def _check_sets_not_swept(dims, sets: Iterable[str]) -> None:
-    """A field is either fixed (--set) or swept: the grid's value would silently win over the --set."""
+    """A field is either fixed (--set) or swept: the grid's value would silently win over the --set. A swept mapping
+    (``--grid 'plan={tp: 1, dp: 8},...'``) is merged into its section, so it sweeps only the fields it names: a --set
+    of another field of that section (``plan.recompute``) stands beside it."""
     for text in sets:
         path = text.split("=", 1)[0].strip()
         for d in dims:
-            if path == d.path or path.startswith(d.path + "."):
+            if path == d.path or (path.startswith(d.path + ".") and _names(d, path[len(d.path) + 1:])):
                 raise InputError(f"--set {path}: {d.path} is also swept; fix it with --set or sweep it, not both")
+
+
+def _names(dim, sub: str) -> bool:
+    """Whether a value of ``dim`` sets the field ``sub`` below its path (or a section holding it, or one inside it):
+    every value does unless it is a mapping, which sets only the fields it names."""
+    def fields(value: Any, prefix: str = "") -> list[str]:
+        if not isinstance(value, dict):
+            return [prefix.rstrip(".")]
+        return [f for k, v in value.items() for f in fields(v, f"{prefix}{k}.")]
+
+    for value in dim.values:
+        if not isinstance(value, dict):
+            return True
+        if any(f == sub or f.startswith(sub + ".") or sub.startswith(f + ".") for f in fields(value)):
+            return True
+    return False
 
 
 def run_sweep(scenario_path: str | Path, *, experts: str | None = None,

@@ -422,3 +422,15 @@ def test_a_scheduler_that_does_not_speak_dask_is_one_line_not_a_hang(monkeypatch
     with pytest.raises(RunError, match=r"what answered is not a Dask scheduler \(MemoryError"):
         sx._connect(Garbage, "tcp://10.0.0.1:8786")
     never.set()
+
+
+def test_a_set_field_beside_a_swept_mapping_that_does_not_name_it_is_kept(tmp_path):
+    """A swept mapping merges into its section, sweeping only what it names: `--set plan.recompute=full` beside
+    `--grid 'plan={tp: 1, dp: 64},{tp: 2, dp: 32}'` was refused as "also swept"; a --set of a field it names still is."""
+    grid = ["plan={tp: 1, dp: 64},{tp: 2, dp: 32}"]
+    out = run_sweep(TRAIN, grid=grid, sets=["plan.recompute=full"], out_dir=tmp_path / "a", durable=False)
+    assert [r["status"] for r in out.rows] == ["ok", "ok"]
+    with pytest.raises(InputError, match=r"^--set plan.tp: plan is also swept"):
+        run_sweep(TRAIN, grid=grid, sets=["plan.tp=1"], out_dir=tmp_path / "b")
+    with pytest.raises(InputError, match=r"^--set plan: plan is also swept"):
+        run_sweep(TRAIN, grid=grid, sets=["plan={tp: 1}"], out_dir=tmp_path / "c")
