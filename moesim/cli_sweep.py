@@ -8,6 +8,7 @@ Heavy imports (matplotlib, dask) happen inside the commands, so ``moesim --help`
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,10 @@ class _StatsColumn(ProgressColumn):
         eta_text = "--:--" if eta is None else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
         return Text(f"ok {f.get('ok', 0)}  invalid {f.get('invalid', 0)}  failed {f.get('failed', 0)}  "
                     f"{f.get('rate', 0.0):.1f} pt/s  ETA {eta_text}")
+
+
+#: Seconds between the progress lines a sweep writes to stderr when it is not a terminal.
+LOG_EVERY_S = 30.0
 
 
 def sweep_command(
@@ -69,10 +74,16 @@ def sweep_command(
     with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), _StatsColumn(),
                   console=err, transient=False, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("sweep", total=None)
+        logged = [time.monotonic()]  # without a terminal (a CI log, a pipe): a line now and then instead of the bar
 
         def on_progress(p) -> None:
             bar.update(task, total=p.total, completed=p.done, ok=p.ok, invalid=p.invalid,
                        failed=p.failed, rate=p.rate_per_s, eta_s=p.eta_s)
+            if not err.is_terminal and p.done < p.total and time.monotonic() - logged[0] >= LOG_EVERY_S:
+                logged[0] = time.monotonic()
+                eta = "" if p.eta_s is None else f", about {p.eta_s:.0f} s left"
+                err.print(f"sweep: {p.done:,} of {p.total:,} points (ok {p.ok}, invalid {p.invalid}, failed {p.failed}), "
+                          f"{p.rate_per_s:.1f} points/s{eta}", highlight=False, soft_wrap=True)
 
         outcome = run_sweep(scenario, experts=experts, capacity_factor=capacity_factor, grid=grid or [],
                             seeds=seeds, sets=set_ or [], out_dir=out_dir, resume=resume,

@@ -434,3 +434,18 @@ def test_a_set_field_beside_a_swept_mapping_that_does_not_name_it_is_kept(tmp_pa
         run_sweep(TRAIN, grid=grid, sets=["plan.tp=1"], out_dir=tmp_path / "b")
     with pytest.raises(InputError, match=r"^--set plan: plan is also swept"):
         run_sweep(TRAIN, grid=grid, sets=["plan={tp: 1}"], out_dir=tmp_path / "c")
+
+
+def test_a_sweep_without_a_terminal_logs_its_progress_to_stderr(tmp_path, capsys, monkeypatch):
+    """In a pipe or a CI log the progress bar is off, and a long sweep said nothing until its end: it writes a line
+    now and then (every LOG_EVERY_S seconds; 0 here), to stderr, leaving stdout's table alone."""
+    import moesim.cli_sweep as cs
+    from moesim.cli import main
+
+    monkeypatch.setattr(cs, "LOG_EVERY_S", 0.0)
+    assert main(["sweep", str(TRAIN), "--capacity-factor", "1.0,1.25,1.5", "--out", str(tmp_path / "sw"),
+                 "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    lines = [x for x in captured.err.splitlines() if x.startswith("sweep: ")]
+    assert lines and all(" of 3 points (ok " in x and "points/s" in x for x in lines)
+    assert "sweep: " not in captured.out
