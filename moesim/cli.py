@@ -16,6 +16,7 @@ import typer
 
 from moesim.cli_output import (  # the consoles, and what every command prints under a run
     _FIT_TEXT,
+    READER_LEFT_EXIT,
     _print_fit,
     err,
     host_note_text,
@@ -23,6 +24,7 @@ from moesim.cli_output import (  # the consoles, and what every command prints u
     out,
     print_result,
     result_step,
+    silence_stdout,
     write_stdout,
 )
 from moesim.errors import InputError, MoesimError
@@ -352,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-    except BrokenPipeError:  # stdout's reader left (| head): as cli_output's consoles do, the shell's SIGPIPE code
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError:  # stdout's reader left (| head): as cli_output's consoles do
+        silence_stdout()
+        return READER_LEFT_EXIT
     except OSError as exc:  # a path the user gave that cannot be read or written (--out on a file, ...)
         from rich.markup import escape
 

@@ -41,17 +41,15 @@ def calibrate_command(
         raise InputError(f"--dtype {dtype}: expected one of {', '.join(_DTYPES)}")
     if profile is not None and not validate:
         raise InputError("--profile: only used with --validate (to check an existing profile)")
-    if profile is None:  # before minutes of timing kernels, not after
-        from moesim.fileio import check_writable
+    from moesim.fileio import check_writable
 
+    if profile is None:  # before minutes of timing kernels, not after
         if out.is_dir():
             raise InputError(f"--out {out}: a folder; name the profile YAML to write")
         if out.exists() and not force:
             raise InputError(f"--out {out}: file exists; pass --force to overwrite it")
         check_writable(out)
     if measurements is not None:  # checked as --out is: not after the run, with the profile already written
-        from moesim.fileio import check_writable
-
         if profile is not None:
             raise InputError("--measurements: writes the timings of a calibration; with --profile nothing is timed")
         if measurements.is_dir():

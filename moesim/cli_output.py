@@ -11,14 +11,22 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _reader_left() -> None:
-    """stdout's reader closed the pipe (``moesim presets | head -1``): the rest goes nowhere, and the exit code is
-    the shell's for a command ended by SIGPIPE, 141, not 1 (a failure while running), rich's default."""
+#: The exit code of a run whose stdout reader left (the shell's for a command ended by SIGPIPE).
+READER_LEFT_EXIT = 141
+
+
+def silence_stdout() -> None:
+    """stdout's reader closed the pipe (``moesim presets | head -1``): what is still written goes nowhere."""
     import os
     import sys
 
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise SystemExit(141)
+
+
+def _reader_left() -> None:
+    """End the run as its reader left: :data:`READER_LEFT_EXIT`, not 1 (a failure while running), rich's default."""
+    silence_stdout()
+    raise SystemExit(READER_LEFT_EXIT)
 
 
 out.on_broken_pipe = _reader_left

@@ -77,10 +77,7 @@ def plan_command(
     if dask is not None and dask != "local":
         from moesim.sweep_exec import check_scheduler
 
-        try:
-            check_scheduler(dask)
-        except InputError as exc:
-            raise InputError(f"--dask: {exc}; or 'local' for a LocalCluster") from None
+        check_scheduler(dask, "--dask", also="; or 'local' for a LocalCluster")
     if out_dir is not None:
         check_runs_folder(out_dir)
     space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,

@@ -39,6 +39,7 @@ from moesim.sweep_grid import (
     build_dimensions,
     column_value,
     expand,
+    flatten_override,
     parse_seeds,
 )
 from moesim.sweep_store import (
@@ -150,24 +151,15 @@ def _check_sets_not_swept(dims, sets: Iterable[str]) -> None:
     for text in sets:
         path = text.split("=", 1)[0].strip()
         for d in dims:
-            if path == d.path or (path.startswith(d.path + ".") and _names(d, path[len(d.path) + 1:])):
+            if path == d.path or (path.startswith(d.path + ".") and _names(d, path)):
                 raise InputError(f"--set {path}: {d.path} is also swept; fix it with --set or sweep it, not both")
 
 
-def _names(dim, sub: str) -> bool:
-    """Whether a value of ``dim`` sets the field ``sub`` below its path (or a section holding it, or one inside it):
-    every value does unless it is a mapping, which sets only the fields it names."""
-    def fields(value: Any, prefix: str = "") -> list[str]:
-        if not isinstance(value, dict):
-            return [prefix.rstrip(".")]
-        return [f for k, v in value.items() for f in fields(v, f"{prefix}{k}.")]
-
-    for value in dim.values:
-        if not isinstance(value, dict):
-            return True
-        if any(f == sub or f.startswith(sub + ".") or sub.startswith(f + ".") for f in fields(value)):
-            return True
-    return False
+def _names(dim, path: str) -> bool:
+    """Whether a value of ``dim`` sets the field ``path`` (or a section holding it, or one inside it): every value
+    does unless it is a mapping, which sets only the fields it names (``flatten_override``'s paths)."""
+    swept = (item.partition("=")[0] for value in dim.values for item in flatten_override(dim.path, value))
+    return any(f == path or f.startswith(path + ".") or path.startswith(f + ".") for f in swept)
 
 
 def run_sweep(scenario_path: str | Path, *, experts: str | None = None,

@@ -145,11 +145,12 @@ CONNECT_S = 30.0
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://[^\s/:]+:\d{1,5}$")
 
 
-def check_scheduler(address: str) -> None:
-    """A one-line InputError unless ``address`` reads as a Dask scheduler's (checked before anything runs)."""
+def check_scheduler(address: str, option: str = "--scheduler", also: str = "") -> None:
+    """A one-line InputError naming ``option`` unless ``address`` reads as a Dask scheduler's (checked before anything
+    runs); ``also``: what else the option takes, said at the end."""
     if not SCHEDULER_ADDRESS.match(address):
-        raise InputError(f"--scheduler {address!r}: expected PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786 (the "
-                         "scheduler's port, 8786 by default; 8787 is its dashboard)")
+        raise InputError(f"{option} {address!r}: expected PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786 (the "
+                         f"scheduler's port, 8786 by default; 8787 is its dashboard){also}")
 
 
 def _connect(client_class, address: str):

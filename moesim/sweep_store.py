@@ -70,7 +70,7 @@ class ResultStore:
         self._header = header_for(self.rows)
         self._rewrite_csv()
         self._jsonl_fd = os.open(jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._csv_fd = os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._csv_fd = self._append_csv()
         return list(kept)
 
     def _lock(self) -> None:
@@ -124,7 +124,7 @@ class ResultStore:
             # the rewrite put a new file in place: appending to the old descriptor wrote to the unlinked one, and
             # a sweep killed later left results.csv at its first rows while results.jsonl had them all
             os.close(self._csv_fd)
-            self._csv_fd = os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._csv_fd = self._append_csv()
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write ``sweep.json`` (what was swept, over which scenario) atomically."""
@@ -133,6 +133,10 @@ class ResultStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = {**manifest, "moesim_version": __version__}  # which moesim priced the rows
         atomic_write_text(self.dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+
+    def _append_csv(self) -> int:
+        """A descriptor appending to ``results.csv`` as it is now on disk (after a rewrite: the new file)."""
+        return os.open(self.dir / CSV_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _rewrite_csv(self) -> None:
         rows = sorted(self.rows, key=lambda r: (r.get("point", 0), r.get("seed", 0)))

@@ -74,29 +74,21 @@ def _partial(defs: dict, name: str) -> str:
 
 def _retarget(node: Any, old: str, new: str) -> None:
     """Every ``$ref`` to ``old`` in ``node`` made one to ``new``, except inside the definitions built from it."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$defs":
-                for name, d in value.items():
-                    if not name.endswith(("Input", "Overrides")):
-                        _retarget(d, old, new)
-            elif key == "$ref" and value == old:
-                node[key] = new
-            else:
-                _retarget(value, old, new)
-    elif isinstance(node, list):
-        for item in node:
-            _retarget(item, old, new)
+    _walk_refs(node, lambda ref: new if ref == old else ref, skip_defs=("Input", "Overrides"))
 
 
-def _walk_refs(node: Any, change) -> None:
-    """Each ``$ref`` in ``node`` replaced by ``change(ref)``."""
+def _walk_refs(node: Any, change, skip_defs: tuple[str, ...] = ()) -> None:
+    """Each ``$ref`` in ``node`` replaced by ``change(ref)``, but in the ``$defs`` whose names end in ``skip_defs``."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str):
                 node[key] = change(value)
+            elif key == "$defs":
+                for name, d in value.items():
+                    if not name.endswith(skip_defs):
+                        _walk_refs(d, change, skip_defs)
             else:
-                _walk_refs(value, change)
+                _walk_refs(value, change, skip_defs)
     elif isinstance(node, list):
         for item in node:
-            _walk_refs(item, change)
+            _walk_refs(item, change, skip_defs)
