@@ -160,7 +160,7 @@ def _with_arrivals(s: Scenario, rate: float, n: int, folder: Path) -> tuple[Scen
         lines = ["arrived_at,num_prefill_tokens,num_decode_tokens"]
         lines += [f"{x!r},{i},{j}" for x, i, j in zip(t.tolist(), p.tolist(), o.tolist())]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        new = a.model_copy(update={"trace": path, "n_requests": int(t.size)})
+        new = a.model_copy(update={"trace": path, "n_requests": int(t.size), "rate_per_s": None})  # scaled here
     else:
         new = a.model_copy(update={"process": "poisson", "rate_per_s": float(rate), "n_requests": n})
         text = "Poisson arrivals at the probe rate" + (f" (the scenario's {a.process} arrivals replaced)"

@@ -9,7 +9,8 @@ from moesim.accounting import (
     param_counts,
     serving_mean_context,
 )
-from moesim.costmodel.model import cost_model_text
+from moesim.costmodel.host import platform_text
+from moesim.costmodel.model import build_cost_model, cost_model_text
 from moesim.engine.local_attention import slot_map
 from moesim.finetune import step_flops_per_token, trainable_summary
 from moesim.fit_advice import fit_explanation
@@ -33,12 +34,14 @@ def summary(s: Scenario) -> dict:
     pool = pool_scenario(s, "decode") if not training and s.workload.disaggregation is not None else s
     mem = memory_report(pool)
     prec = scenario_precision(s)
+    build_cost_model(s.hardware)  # what simulate refuses (a field its cost model cannot read), check refuses too
     out = {
         "scenario": s.name,
         "model": m.name,
         "hardware": s.hardware.name,
         "devices": s.hardware.n_devices,
         "cost_model": cost_model_text(s.hardware),  # which model prices its kernels (a device name may pick it)
+        "platform": platform_text(s.hardware.device.name),  # what the name picked: host costs, memory limits
         **summary_fields(s),  # compute_dtype, weight_bytes_per_param, precision_note
         "total_params": p.total,
         "active_params": p.active,

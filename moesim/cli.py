@@ -100,11 +100,15 @@ def presets(
             print_json(data)
         else:
             import yaml
+            from rich.markup import escape
 
             section = "model" if show in MODELS else "hardware"
-            out.print(f"[bold]{show}[/bold] ({section})")
-            out.print("\n".join(f"# {line}" for line in _preset_lines(show, section, data)), highlight=False, markup=False)
-            out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
+            # YAML as it is, comments above it: `presets --show b200 > b200.yaml` loads, and pastes as a section
+            # (no markup, no wrapping at the console's width: a long line folded is no longer YAML)
+            out.print(f"[bold]# {escape(show)} ({section})[/bold]", highlight=False, soft_wrap=True)
+            out.print("\n".join(f"# {line}" for line in _preset_lines(show, section, data)), highlight=False,
+                      markup=False, soft_wrap=True)
+            out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, markup=False, soft_wrap=True, end="")
         return
     if as_json:
         print_json({"models": MODELS, "hardware": HARDWARE})

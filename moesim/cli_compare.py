@@ -9,6 +9,7 @@ mean decode step), so a change in the step time shows where it comes from.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from dataclasses import dataclass, replace
@@ -154,28 +155,51 @@ def column_labels(labels: list[str], longest: int = 16) -> list[str]:
     return short if cut and all(short) and len(set(short)) == len(short) else labels
 
 
+#: Under a table with a change from, to or across zero: what its mark in brackets is.
+ACROSS_ZERO = "(+x): a change from, to or across zero, as the difference"
+
+
+def _mark(r, i: int, text_of) -> str:
+    """Run ``i``'s change against the first in ``r`` (``compare.Row``), "" where the values are the same (float
+    residue included) or not two finite numbers: a share by points, a change from, to or across zero by its
+    difference in brackets (``text_of(row, value)`` writes it), any other by a percentage."""
+    from moesim.compare import _number, same_value
+    from moesim.metrics import unit_of
+
+    first, x = _number(r.values[0]), _number(r.values[i])
+    if i == 0 or first is None or x is None or not (math.isfinite(first) and math.isfinite(x)) \
+            or same_value(first, x):  # an unchanged figure says nothing
+        return ""
+    if unit_of(r.key) == "fraction":  # a share changes by points: 10.85 % -> 9.28 % is -1.57 pp
+        return f"{100 * (x - first):+.2f}pp"
+    change = r.changes[i]
+    if change is None:  # 0.115 -> -0.149 is no "-229 %"
+        return f"({'+' if x > first else '-'}{text_of(r, abs(x - first))})"
+    return f"{100 * change:+.1f}%"  # one word: a narrow column wraps before it, not inside it
+
+
 def _table(title: str, first: str, labels: list[str], rows: list, text_of) -> Any:
     """A rich table of ``rows`` (``compare.Row``): the key, then each run's value (``text_of(row, value)``) with
-    its change against the first run, green where better and red where worse."""
+    its change against the first run (:func:`_mark`), green where better and red where worse."""
     from rich.table import Table
-
-    from moesim.metrics import unit_of
 
     table = Table(title=title, show_header=True, header_style="bold")
     # whole names: a summary key cut to "steady_window_en…" says nothing (the run columns fold their numbers instead)
     table.add_column(first, overflow="fold")
     for i, label in enumerate(column_labels(labels)):  # the title names the runs whole
         table.add_column(label if i == 0 else f"{label}\nvs the first", justify="right", min_width=12)
+    across = False
     for r in rows:
         cells = [r.key]
-        for v, change, better in zip(r.values, r.changes, r.better):
+        for i, (v, better) in enumerate(zip(r.values, r.better)):
             text = "-" if v is None else text_of(r, v)
-            if change is not None and abs(change) > 1e-9:  # an unchanged part says nothing
+            mark = _mark(r, i, text_of)
+            if mark:
+                across |= mark.startswith("(")
                 colour = "" if better is None else "green" if better else "red"
-                mark = f"{100 * change:+.1f}%"  # one word: a narrow column wraps before it, not inside it
-                if unit_of(r.key) == "fraction":  # a share changes by points: 10.85 % -> 9.28 % is -1.57 pp
-                    mark = f"{100 * (float(v) - float(r.values[0])):+.2f}pp"
                 text += f"  [{colour}]{mark}[/{colour}]" if colour else f"  {mark}"
             cells.append(text)
         table.add_row(*cells)
+    if across:
+        table.caption = ACROSS_ZERO
     return table

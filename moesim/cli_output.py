@@ -5,9 +5,38 @@ serving run's mean decode step and the nearest published measurements. Registere
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-out = Console()
+#: Columns ``out`` prints in where stdout is no terminal (a file, a pipe) and no width was asked for: wider
+#: than any table moesim prints, so each takes the width it needs.
+UNBOUNDED_COLUMNS = 10_000
+
+
+class StdoutConsole(Console):
+    """rich's Console, but where stdout is no terminal and no width was asked for (``COLUMNS``, or a size set
+    on it), as wide as what it prints: ``moesim compare a b c d e > out.txt`` keeps its fifth run's column and
+    ``sweep ... > out.txt`` its names whole, where rich would crop or fold them at 80 columns (or the width of
+    a terminal stdin is on). On a terminal, or with ``COLUMNS`` set, rich's width as before. A command module
+    that prints tables to stdout on a console of its own makes it one of these."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("width") is None:  # rich froze COLUMNS as it was at import: read it as it is when printing
+            self._width = None
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS", "").isdigit():
+            return ConsoleDimensions(UNBOUNDED_COLUMNS, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+out = StdoutConsole()
 err = Console(stderr=True)
 
 
@@ -171,9 +200,9 @@ def _print_steady(summary: dict) -> None:
         return
     from rich.markup import escape
 
-    from moesim.engine.serving.metrics import overload_warning
+    from moesim.engine.serving.metrics import overload_warning, short_run_warning
 
     out.print(f"[bold]steady state:[/bold] {escape(summary['steady_note'])}", highlight=False)
-    warning = overload_warning(summary)
-    if warning:
-        out.print(f"[red]warning:[/red] {escape(warning)}", highlight=False)
+    for warning in (overload_warning(summary), short_run_warning(summary)):
+        if warning:
+            out.print(f"[red]warning:[/red] {escape(warning)}", highlight=False)

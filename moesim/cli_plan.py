@@ -18,12 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from moesim.cli_output import write_stdout
+from moesim.cli_output import StdoutConsole, write_stdout
 from moesim.errors import InputError, RunError
 from moesim.fileio import check_runs_folder
 from moesim.schemas import check_seed
 
-out = Console()
+out = StdoutConsole()  # a redirected table keeps every value (no 80-column crop)
 err = Console(stderr=True)
 
 
@@ -103,7 +103,7 @@ def plan_command(
         write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         if rows:  # an empty table says nothing the counts line does not
-            out.print(_table(rows, obj, space.training, top))
+            out.print(_table(rows, obj, space.training, top, limits=tuple(slo_obj.limits) if slo_obj else ()))
         out.print(_counts_line(n, space.training), highlight=False)
         if space.no_layout:
             counts = ", ".join(map(str, space.no_layout))
@@ -169,13 +169,15 @@ def format_cell(key: str, value: Any) -> str:
     return fmt_number(float(value), unit, with_unit=False)
 
 
-def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int | None = None) -> Table:
+def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int | None = None,
+           limits: tuple[str, ...] = ()) -> Table:
     """The best ``top`` plan shapes. Serving rows are replica shapes at their fewest devices (the same
     shape on more devices has the same cost per token and proportional capacity: "also on"); the
     objective is shown as the search measured it (one replica) and, for the plans re-checked on the
     whole plan (``--verify``), as that measured it; the other columns come from the whole plan where
     it was re-checked. ``width``: the characters the table may take (default the terminal's); a
-    narrower terminal leaves out the least telling columns and says which."""
+    narrower terminal leaves out the least telling columns and says which. ``limits``: the SLO's
+    summary keys (``itl_p99_s``), each shown beside TTFT and TPOT: the limit that binds is visible."""
     if rows and rows[0].get("kind") == "whole":  # disaggregated: each pool's plan and the split
         from moesim.plan_disagg_report import table
 
@@ -189,9 +191,11 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
                                         "peak_memory_gib") if c != obj.key]
         first = {obj.key: "objective"}
     else:
+        shown = ("capacity_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
+                 "ttft_p99_s", "tpot_p99_s")
         cols = ["one_replica_objective", "whole_plan_objective"] + [
-            c for c in ("capacity_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
-                        "ttft_p99_s", "tpot_p99_s") if c != obj.key]
+            c for c in (*shown, *(k for k in limits if k not in shown)) if c != obj.key]
+        heads |= {k: _latency_head(k) for k in limits if k not in heads}
         heads |= {"one_replica_objective": f"{heads.get(obj.key, obj.key)}\n1 replica",
                   "whole_plan_objective": f"{heads.get(obj.key, obj.key)}\nwhole"}
         first = {}
@@ -241,6 +245,12 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
         notes.append(f"not shown for lack of width: {', '.join(left_out)} (plans.csv in --out and --json have them)")
     t.caption = "; ".join(notes) or None
     return t
+
+
+def _latency_head(key: str) -> str:
+    """``itl_p99_s`` -> ``ITL p99 s``: a latency limit's column header."""
+    name, _, stat = key.removesuffix("_s").partition("_")
+    return f"{name.upper()} {stat} s"
 
 
 def two_line(header: str, cell_width: int) -> str:

@@ -18,10 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from moesim.cli_output import write_stdout
+from moesim.cli_output import StdoutConsole, write_stdout
 from moesim.errors import InputError, RunError
 
-out = Console()
+out = StdoutConsole()  # a redirected table keeps every value (no 80-column crop)
 err = Console(stderr=True)
 
 

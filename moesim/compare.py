@@ -4,6 +4,8 @@ Pure functions over summary dicts (``SimResult.summary``, or a saved ``summary.j
 (:mod:`moesim.cli_compare`) runs or reads them and prints the rows. A change is relative to the first run,
 ``value / first - 1``; whether it is better comes from the metric registry's direction
 (:func:`moesim.metrics.direction_of`: more throughput, less time, cost or memory), None where a metric has none.
+A value within float residue of zero (:data:`ZERO`) is zero, so two such values are the same; a change from, to or
+across zero has no relative change (a queue growth of 0.115 -> -0.149 is no "-229 %"), only a direction.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ SENTENCES = ("fits_reason", "fits_advice", "capacity_limit", "capacity_note", "s
 @dataclass
 class Row:
     """One summary key across the runs: its values (None where a run lacks it), each run's change against
-    the first (None for the first, a missing or non-numeric value, or a first value of 0) and whether that
-    change is for the better (None without a direction or a change)."""
+    the first (``(value - first) / |first|``; 0 for the same value; None for the first, a missing, non-numeric
+    or non-finite value, and where the value and the first are not of one sign: from, to or across zero) and
+    whether that change is for the better (None without a direction, for the same value, or where either is
+    missing, non-numeric or non-finite; a change from, to or across zero is better or worse by its
+    difference)."""
 
     key: str
     values: list[Any]
@@ -35,19 +40,35 @@ class Row:
         return not _same(self.values)
 
 
+#: Magnitude under which a figure is zero: float residue (a queue growth of -3.6e-16 requests against 4.0e-16 is
+#: none in either run, not a change of -210 %). Summary figures are in whole units (seconds, requests, dollars,
+#: fractions), where nothing moesim models is a billionth.
+ZERO = 1e-9
+
+
 def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A number as a float, :data:`ZERO`'s residue as 0.0; None for a flag or anything else."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    x = float(v)
+    return 0.0 if abs(x) < ZERO else x
+
+
+def same_value(a: float, b: float) -> bool:
+    """Whether two numbers (:func:`_number`'s) are one figure: equal to a relative 1e-9, NaN equal to NaN."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
 
 
 def _same(values: list[Any]) -> bool:
-    """Whether every run has the same value (numbers to a relative 1e-9, NaN equal to NaN)."""
+    """Whether every run has the same value (numbers to a relative 1e-9, any two within :data:`ZERO` of zero
+    alike, NaN equal to NaN)."""
     first = values[0]
     for v in values[1:]:
         a, b = _number(first), _number(v)
         if a is not None and b is not None:
-            if math.isnan(a) and math.isnan(b):
-                continue
-            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0):
+            if not same_value(a, b):
                 return False
         elif v != first:
             return False
@@ -85,10 +106,17 @@ def _row(key: str, values: list[Any], direction: str | None) -> Row:
     the better by ``direction`` (``max``, ``min`` or None)."""
     first = _number(values[0])
     changes: list[float | None] = [None]
+    better: list[bool | None] = [None]
     for v in values[1:]:
         x = _number(v)
-        ok = first is not None and x is not None and first != 0 and math.isfinite(first) and math.isfinite(x)
-        changes.append(x / first - 1 if ok else None)
-    better = [None if c is None or c == 0 or direction is None else (c > 0) == (direction == "max")
-              for c in changes]
+        if first is None or x is None or not (math.isfinite(first) and math.isfinite(x)):
+            changes.append(None)
+            better.append(None)
+        elif same_value(first, x):  # float residue (within ZERO of zero, both): no change, no better or worse
+            changes.append(0.0)
+            better.append(None)
+        else:
+            # from, to or across zero a ratio means nothing: the difference alone says which way it went
+            changes.append((x - first) / abs(first) if first * x > 0 else None)
+            better.append(None if direction is None else (x > first) == (direction == "max"))
     return Row(key, values, changes, better)

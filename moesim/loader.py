@@ -21,7 +21,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from moesim.errors import InputError, short_repr
-from moesim.resolve import FILE_FIELDS, PresetError, path_fields
+from moesim.resolve import (
+    BASE_KEYS,
+    FILE_FIELDS,
+    KEPT_ON_NEW_BASE,
+    PresetError,
+    path_fields,
+    set_base,
+)
 from moesim.schemas import Scenario
 from moesim.schemas._base import MAX_STRING_CHARS, bound_reason
 from moesim.suggest import did_you_mean
@@ -258,7 +265,9 @@ def _size(n: int) -> str:
 
 
 def apply_override(raw: dict, item: str) -> None:
-    """Apply one ``a.b.c=value`` override in place; a preset name on the way becomes ``{preset: name}``."""
+    """Apply one ``a.b.c=value`` override in place; a preset name on the way becomes ``{preset: name}``, and a
+    new base for a section (``model.preset``, ``model.hf_config``, ``hardware.preset``) sheds the old one's
+    fields (:func:`moesim.resolve.set_base`)."""
     if "=" not in item:
         raise InputError(f"--set {short_repr(item, 80)}: expected path.to.field=value")
     key, _, text = item.partition("=")
@@ -285,7 +294,10 @@ def apply_override(raw: dict, item: str) -> None:
             raise InputError(f"--set {_clip(key)}: {_clip('.'.join(parts[: i + 1]))} is not a mapping")
         node[part] = child
         node = child
-    node[parts[-1]] = value
+    if len(parts) == 2 and parts[0] in KEPT_ON_NEW_BASE and parts[1] in BASE_KEYS:
+        set_base(parts[0], node, parts[1], value)
+    else:
+        node[parts[-1]] = value
 
 
 def _from_working_dir(parts: list[str], value: Any) -> Any:

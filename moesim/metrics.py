@@ -302,6 +302,10 @@ _add("overloaded", "bool", "min", "overloaded",
      "the plan did not keep up with open arrivals (Poisson, trace): the requests in the system grew across the "
      "steady window beyond noise (a fitted line; a run shorter than twice its e2e p90 may read its fill-up so); "
      "latencies then depend on the run length. Never for an offline batch or a closed loop (their arrivals wait for the plan)", S)
+_add("short_run", "bool", "min", "short run",
+     "open arrivals whose steady window lasts under two e2e p90s: the batch may still be filling, so its tail "
+     "latencies read low and its overload verdict is unsure; run more requests (workload.arrival.n_requests). "
+     "Never for an offline batch or a closed loop", S)
 _add("whole_run_output_tokens_per_s", "tokens/s", "max", "output throughput, whole run (tokens/s)",
      "generated tokens over the makespan (ramp-up and drain included), whole cluster", S)
 _add("whole_run_requests_per_s", "requests/s", "max", "served requests, whole run (requests/s)",

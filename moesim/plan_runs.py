@@ -64,7 +64,8 @@ def saturation_of(row: dict[str, Any] | None):
 
 
 #: Keys a capacity run keeps from the steady-state window at capacity.
-WINDOW_KEYS = ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s")
+WINDOW_KEYS = ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s", "itl_p50_s",
+               "itl_p99_s", "itl_mean_s", "itl_p90_s", "ttft_p90_s", "tpot_p90_s", "e2e_p50_s", "e2e_p90_s")
 
 
 class _Hopeless(Exception):

@@ -14,6 +14,39 @@ COMMON_METRICS = ("tokens_per_s", "output_tokens_per_s", "step_time_s", "mfu", "
                    "peak_memory_gib", "dropped_fraction", "ttft_p99_s")
 
 
+#: Legend text of the marks for a point that ran but does not fit in device memory (hollow) and a serving
+#: point whose queue grew through its steady-state window (a cross).
+NO_FIT = "does not fit in memory"
+OVERLOADED = "overloaded (queue grew)"
+
+
+def finished(row: dict[str, Any]) -> bool:
+    """A point drawn as any other: it ran (status ``ok``, or ``overloaded`` where a table wrote that) and fits."""
+    return row.get("status") in ("ok", "overloaded") and row.get("fits") is not False
+
+
+def does_not_fit(row: dict[str, Any]) -> bool:
+    """A point that ran but whose memory exceeds the device's: the sweep marks it ``invalid`` and keeps its
+    figures (throughput, cost, peak memory), which a plot draws hollow."""
+    return row.get("fits") is False and row.get("status") in ("ok", "invalid")
+
+
+def is_overloaded(row: dict[str, Any]) -> bool:
+    """A serving point that did not keep up with its arrivals (its queue grew through the window)."""
+    return row.get("status") == "overloaded" or row.get("overloaded") is True
+
+
+def drawable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a sweep plot draws: the finished points, then those that ran but do not fit."""
+    return [r for r in rows if finished(r)] + [r for r in rows if not finished(r) and does_not_fit(r)]
+
+
+def not_drawn(rows: list[dict[str, Any]], y: str) -> list[dict[str, Any]]:
+    """The points a plot of ``y`` leaves out and must say so: those that did not finish and have no ``y``
+    to draw hollow (invalid, failed; a finished point without ``y`` is a column it lacks, not a point)."""
+    return [r for r in rows if not finished(r) and not (does_not_fit(r) and is_number(r.get(y)))]
+
+
 def swept_text(dims: list[str], n_ok: int, n_rows: int) -> str:
     """"this sweep varies: plan.dp (1 of 2 points finished)": what was swept and how much of it can be drawn."""
     return (f"this sweep varies: {', '.join(dims) or 'no field (seeds only)'} "

@@ -14,13 +14,13 @@ from moesim.plots import part_colour
 def decode_step_figure(step: dict[str, list], title: str) -> Figure:
     """Horizontal bars, one per part of the step (milliseconds, labelled with their share), from a
     ``decode_step`` table (``serving/anatomy.py``; read back from ``decode_step.csv`` too)."""
-    from moesim.engine.serving.anatomy import PART_LABELS, caption, check_decode_step
+    from moesim.engine.serving.anatomy import caption, check_decode_step, part_labels
 
     if not step or "part" not in step:
         raise InputError("this serving result has no decode_step table (saved by an older moesim): "
                          "simulate the scenario again")
     check_decode_step(step, "this result's decode_step.csv")
-    return _parts_figure(step, PART_LABELS, f"{title}\n{caption(step)}", "iteration")
+    return _parts_figure(step, part_labels(step), f"{title}\n{caption(step)}", "iteration")
 
 
 def train_step_figure(step: dict[str, list], title: str) -> Figure:

@@ -8,11 +8,9 @@ Where several seeds share a point, line plots and heatmaps show their mean.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,10 @@ from moesim.errors import InputError
 from moesim.formatting import swept_mapping, swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
+    drawable,
+    finished,
     first_present,
     heatmap_rows,
-    is_number,
-    need,
     need_axes,
     need_metric,
     swept_columns,
@@ -81,16 +79,19 @@ def label(key: str) -> str:
 # ------------------------------------------------------------------------------ sweep plots
 def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: str | None = None,
                dims: Iterable[str] | None = None) -> Figure:
-    """One figure of ``kind`` (see SWEEP_KINDS) from sweep rows; only ``ok`` rows are drawn.
+    """One figure of ``kind`` (see SWEEP_KINDS) from sweep rows.
 
-    ``dims`` are the swept fields (the manifest's; default: the dotted columns of the rows).
+    The finished points are drawn; those that ran but do not fit in memory are drawn hollow (a heatmap cell
+    says so); the rest (invalid, failed) are named under the axes (:mod:`moesim.plot_marks`). The breakdown
+    stacks the finished points only. ``dims`` are the swept fields (the manifest's; default: the dotted
+    columns of the rows).
     """
     if kind not in SWEEP_KINDS:
         raise InputError(f"--kind {kind!r}: allowed for sweep results: {', '.join(SWEEP_KINDS)}")
     if metric is not None and kind not in METRIC_KINDS:
         raise InputError(f"--metric does not apply to --kind {kind} (it stacks the step-time components); "
                          f"--metric applies to {', '.join(METRIC_KINDS)}")
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = drawable(rows)  # finished, then ran but does not fit
     if not ok:
         raise InputError("no finished (ok) points to plot in these results")
     dims = list(dims) if dims is not None else swept_columns(ok)
@@ -100,85 +101,36 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
     if kind in AXES:
         need_axes(kind, AXES[kind], " ".join(_HOW.get(a, f"--grid {a}=V1,V2") for a in AXES[kind]),
                    ok, dims, len(rows))
+    from moesim.plot_marks import heatmap, lines
+
     if kind == "throughput-vs-experts":
         y = metric or throughput_key(ok)
-        return _lines(ok, dims, EXPERTS, y, f"{title}: {short_label(y)} vs experts")
+        return lines(ok, dims, EXPERTS, y, f"{title}: {short_label(y)} vs experts", every=rows)
     if kind == "cost-vs-cf":
         y = metric or "usd_per_mtok"
-        return _lines(ok, dims, CF, y, f"{title}: {short_label(y)} vs capacity factor")
+        return lines(ok, dims, CF, y, f"{title}: {short_label(y)} vs capacity factor", every=rows)
     if kind == "throughput-vs-load":
         y = metric or throughput_key(ok, serving=True)
-        return _lines(ok, dims, RATE, y, f"{title}: {short_label(y)} vs load",
-                      twin=first_present(ok, ("ttft_p99_s", "e2e_p99_s")))
+        return lines(ok, dims, RATE, y, f"{title}: {short_label(y)} vs load",
+                     twin=first_present(ok, ("ttft_p99_s", "e2e_p99_s")), every=rows)
     if kind == "dropped-heatmap":  # capacity factor across, the experts (or the other swept field) up
         value = metric or "dropped_fraction"
-        return _heatmap(ok, dims, heatmap_rows(ok, dims, len(rows), EXPERTS, CF), CF, value, f"{title}: {short_label(value)}")
-    if kind == "breakdown":  # each point's step (or mean decode step) stacked part by part
+        return heatmap(ok, dims, heatmap_rows(ok, dims, len(rows), EXPERTS, CF), CF, value,
+                       f"{title}: {short_label(value)}", every=rows)
+    if kind == "breakdown":  # each finished point's step (or mean decode step) stacked part by part
         from moesim.plot_breakdown import sweep_breakdown
 
-        return sweep_breakdown(ok, dims, title)
-    # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y
+        return sweep_breakdown([r for r in ok if finished(r)] or ok, dims, title)
+    # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y;
+    # memory against a field (a LoRA rank, a micro-batch) also shows the device's capacity
     x = varied_axis(ok, dims, len(rows))
     y = metric or throughput_key(ok)
-    # memory against a field (a LoRA rank, a micro-batch): the points that do not fit are what the plot is for
-    over = [r for r in rows if r.get("fits") is False and isinstance(r.get(y), (int, float))] if y in MEMORY_METRICS else []
-    return _lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}", over=over, every=rows)
+    return lines(ok, dims, x, y, f"{title}: {short_label(y)} vs {short_label(x)}", every=rows)
 
 
 def short_label(key: str) -> str:
     """A metric's label without its unit, for a title ("dropped tokens", "cost"): the axis says the unit."""
     return re.sub(r"\s*\([^()]*\)$", "", label(key)) or key
-
-
-def _group(rows: list[dict[str, Any]], by: list[str]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r.get(c) for c in by)].append(r)
-    # legend order: numbers by value (8 before 16), then anything else by its text
-    return dict(sorted(groups.items(), key=lambda kv: tuple(
-        (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in kv[0])))
-
-
-def _mean_by(rows: list[dict[str, Any]], x: str, y: str,
-             categories: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x positions and the mean of y over rows sharing x (seeds). Numeric x: the values, sorted.
-    With ``categories`` (text x): each value's index in that list, in that order."""
-    acc: dict[Any, list[float]] = defaultdict(list)
-    for r in rows:
-        if isinstance(r.get(y), (int, float)) and r.get(x) is not None:
-            acc[r[x] if categories is None else _category(r[x])].append(float(r[y]))
-    if categories is None:
-        xs = sorted(acc)
-        return np.asarray(xs, dtype=float), np.asarray([np.mean(acc[v]) for v in xs])
-    cats = [c for c in categories if c in acc]
-    return (np.asarray([categories.index(c) for c in cats], dtype=float),
-            np.asarray([np.mean(acc[c]) for c in cats]))
-
-
-def _gaps(xs: np.ndarray, ys: np.ndarray, categories: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """On a category axis, every category's position with NaN where the line has no point (a plan that did
-    not fit): the line breaks there instead of joining the points either side. Numeric x: as given."""
-    if categories is None:
-        return xs, ys
-    full = np.full(len(categories), np.nan)
-    full[xs.astype(int)] = ys
-    return np.arange(len(categories), dtype=float), full
-
-
-def _category(value: Any) -> str:
-    """Tick text of a non-numeric x value: booleans as YAML writes them, text as is, anything else as JSON."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return swept_text(value) if isinstance(value, (str, dict)) else json.dumps(value, sort_keys=True)
-
-
-def _categories(rows: list[dict[str, Any]], x: str) -> list[str] | None:
-    """The x values as categories in sweep order (by point, then first seen), or None when every
-    value is a number (drawn on a numeric axis). Booleans and text are categories."""
-    values = [r.get(x) for r in sorted(rows, key=lambda r: r.get("point", 0)) if r.get(x) is not None]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return None
-    return list(dict.fromkeys(_category(v) for v in values))
 
 
 def legend_text(by: list[str], values: tuple) -> str:
@@ -226,135 +178,6 @@ def figure(title: str, size: tuple[float, float] = (7.0, 4.5)) -> tuple[Figure, 
     ax.set_title(title, fontsize=11)
     ax.grid(True, alpha=0.3)
     return fig, ax
-
-
-#: Most lines one plot draws (matplotlib's default cycle has ten colours).
-MAX_LINES = 10
-
-
-def _lines(rows, dims, x: str, y: str, title: str, twin: str | None = None,
-           over: list[dict[str, Any]] | None = None, every: list[dict[str, Any]] | None = None) -> Figure:
-    """Lines of ``y`` against ``x``, one per combination of the other swept fields. ``over``: rows
-    that did not fit in memory (``y`` a memory metric), drawn as hollow markers beside the finished
-    ones, with the device's capacity as a dashed line. ``every``: all the sweep's rows, whose text ``x``
-    values all get a tick (a category no point finished at shows as a gap in the lines)."""
-    need(rows, x, y)
-    over = over or []
-    by = [d for d in dims if d != x]
-    # text x (a hardware name, a recompute mode): one tick per value
-    cats = _categories(rows + over + [r for r in every or [] if r.get(x) is not None], x)
-    groups = _group(rows + over, by)
-    if len(groups) > MAX_LINES:  # colours repeat past ten and the legend covers the plot
-        sizes = " x ".join(f"{len({str(r.get(d)) for r in rows + over})} {d}" for d in by)
-        raise InputError(f"{len(groups)} lines ({sizes}) are too many to tell apart; pick a slice with "
-                         f"--where {by[0]}=VALUE")
-    seeds = {r.get("seed") for r in rows}
-    if len(seeds) > 1:  # each point is the mean over its seeds: say so
-        title = f"{title} (mean of {len(seeds)} seeds)"
-    fig, ax = figure(title)
-    ax2 = ax.twinx() if twin else None
-    for i, (values, group) in enumerate(groups.items()):
-        done = [r for r in group if r.get("status") == "ok"]
-        color = f"C{i % 10}"
-        if done:
-            xs, ys = _gaps(*_mean_by(done, x, y, cats), cats)
-            # one line and a capacity legend: name the line for what sets it apart, fitting
-            ax.plot(xs, ys, marker="o", color=color, label=legend_text(by, values) if by or not over else "fits")
-        if ax2 is not None and done:
-            xs2, ys2 = _gaps(*_mean_by(done, x, twin, cats), cats)
-            ax2.plot(xs2, ys2, linestyle="--", marker="x", color=color, alpha=0.7)
-        failed = [r for r in group if r.get("status") != "ok"]
-        if failed:
-            xs3, ys3 = _mean_by(failed, x, y, cats)
-            ax.plot(xs3, ys3, linestyle="none", marker="o", markerfacecolor="none", markeredgecolor=color,
-                    markersize=8, label=None if done else legend_text(by, values))
-    if over:
-        _capacity_lines(ax, rows + over)
-    ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y))
-    _grouped_digits(ax)
-    if ax2 is not None:
-        ax2.set_ylabel(label(twin) + "  (dashed)")
-        _grouped_digits(ax2)
-    xs = sorted({r[x] for r in rows if isinstance(r.get(x), (int, float))})
-    if cats is not None:  # many or long labels side by side overlap: slanted
-        slanted = len(cats) > 4 or sum(map(len, cats)) > 60
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if slanted else 0, ha="right" if slanted else "center")
-        ax.set_xlim(-0.5, len(cats) - 0.5)
-    elif x == EXPERTS and len(xs) > 2 and xs[0] > 0:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [f"{v:g}" for v in xs])
-        ax.minorticks_off()
-    for axis, key in ((ax, y), (ax2, twin)):  # counts, times, costs from 0: a 3 % change does not fill the plot
-        values = [float(r[key]) for r in rows + over if is_number(r.get(key))]
-        if axis is not None and all(v >= 0 for v in values):
-            # room above the highest point (the autoscaled top of a narrow range clips its marker once 0 is in)
-            axis.set_ylim(bottom=0, top=max(axis.get_ylim()[1], 1.06 * max(values, default=0.0)) or None)
-    if by or over:  # groups to tell apart, or the capacity line and the points above it: beside the axes,
-        ax.legend(fontsize=8, title=None, loc="upper left", bbox_to_anchor=(1.02 if ax2 is None else 1.12, 1.0),
-                  borderaxespad=0.0)  # where no point hides under it
-    return fig
-
-
-def _grouped_digits(ax) -> None:
-    """Y tick labels of 10,000 and more with thousands separators (325,000 tokens/s, not 325000 or 3.25e5)."""
-    from matplotlib.ticker import FuncFormatter
-
-    lo, hi = ax.get_ylim()
-    if max(abs(lo), abs(hi)) >= 1e4:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
-
-
-def _capacity_lines(ax, rows: list[dict[str, Any]]) -> None:
-    """What a device gives the tensors (``memory_capacity_gib``: training's CUDA total less the context and
-    NCCL's buffers, a serving engine's budget; one dashed line per distinct value to 0.1 GiB, at most
-    three) and a legend entry for the hollow markers of the points that do not fit (``_lines`` draws
-    the legend)."""
-    caps = sorted({round(float(r["memory_capacity_gib"]), 1) for r in rows
-                   if isinstance(r.get("memory_capacity_gib"), (int, float))})
-    for cap in caps[:3]:
-        ax.axhline(cap, color="0.3", linestyle="--", linewidth=1, label=f"capacity ({cap:g} GiB)")
-    ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="0.3",
-            label="does not fit")
-
-
-def _heatmap(rows, dims, row_key: str, col_key: str, value: str, title: str) -> Figure:
-    need(rows, row_key, col_key, value)
-    extra = [d for d in dims if d not in (row_key, col_key) and len({str(r.get(d)) for r in rows}) > 1]
-    if extra:
-        raise InputError(f"the heatmap needs one slice: rows vary in {', '.join(extra)}; "
-                         f"pick one with --where {extra[0]}=VALUE")
-    cats = _categories(rows, row_key)  # None: numbers, in order; text or mappings as categories in sweep order
-    ys = cats or sorted({r[row_key] for r in rows})
-    xs = sorted({r[col_key] for r in rows})
-    cells: dict[tuple, list[float]] = defaultdict(list)
-    for r in rows:
-        if isinstance(r.get(value), (int, float)):
-            cells[(r[row_key] if cats is None else _category(r[row_key]), r[col_key])].append(float(r[value]))
-    grid = np.full((len(ys), len(xs)), np.nan)
-    for i, yv in enumerate(ys):
-        for j, xv in enumerate(xs):
-            if cells.get((yv, xv)):
-                grid[i, j] = np.mean(cells[(yv, xv)])
-    fig, ax = figure(title, (6.5, 4.5))
-    ax.grid(False)
-    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
-    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set_xlabel(label(col_key))
-    ax.set_ylabel(label(row_key))
-    mid = np.nanmean(grid)
-    tiny = 1e-9 * float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.0
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            if np.isfinite(grid[i, j]):
-                v = 0.0 if abs(grid[i, j]) <= tiny else grid[i, j]  # float residue (2e-14 dropped) reads 0
-                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
-                        color="black" if grid[i, j] > mid else "white")
-            else:  # a point without this figure: it did not fit, or its run failed (results.csv says which)
-                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="gray")
-    fig.colorbar(im, ax=ax, label=label(value))
-    return fig
 
 
 # ------------------------------------------------------------------------------ result plots

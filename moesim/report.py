@@ -53,9 +53,9 @@ def summary_table(title: str, summary: dict[str, Any], skip: tuple[str, ...] = (
 
 def decode_step_view(step: dict[str, list]) -> Table:
     """The serving result's ``decode_step`` table (``serving.anatomy``): part, milliseconds, share."""
-    from moesim.engine.serving.anatomy import PART_LABELS, caption
+    from moesim.engine.serving.anatomy import caption, part_labels
 
-    return _parts_view(step, PART_LABELS, caption(step), 1e3, "ms")
+    return _parts_view(step, part_labels(step), caption(step), 1e3, "ms")
 
 
 def train_step_view(step: dict[str, list]) -> Table:

@@ -19,8 +19,8 @@ from moesim.suggest import did_you_mean
 PATH_FIELDS = (("hardware", "profile"), ("routing", "trace"), ("workload", "arrival", "trace"))
 #: Every file a scenario may name: the path fields and the Hugging Face configs (read by :func:`_expand`).
 FILE_FIELDS = PATH_FIELDS + (("model", "hf_config"), ("workload", "speculative", "draft", "hf_config"))
-__all__ = ["FILE_FIELDS", "MAX_HF_CONFIG_BYTES", "PATH_FIELDS", "PresetError", "deep_merge", "path_fields", "read_hf_config",
-           "resolve_presets"]
+__all__ = ["BASE_KEYS", "FILE_FIELDS", "KEPT_ON_NEW_BASE", "MAX_HF_CONFIG_BYTES", "PATH_FIELDS", "PresetError",
+           "deep_merge", "path_fields", "read_hf_config", "resolve_presets", "set_base"]
 
 
 def path_fields(data: dict, fields: tuple[tuple[str, ...], ...] = PATH_FIELDS) -> Iterator[tuple[str, dict, str]]:
@@ -32,6 +32,28 @@ def path_fields(data: dict, fields: tuple[tuple[str, ...], ...] = PATH_FIELDS) -
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get(path[-1]) is not None:
             yield ".".join(path), node, path[-1]
+
+
+#: A section's base (what its other fields refine) and what a custom section (one without a base) keeps when
+#: a field path gives it one: choices that hold for any base (a model's number formats; a node's and a
+#: cluster's size and network), not the custom shape, which would otherwise override the preset field by field.
+BASE_KEYS = ("preset", "hf_config")
+KEPT_ON_NEW_BASE = {"model": ("dtype", "expert_dtype"), "hardware": ("node", "cluster")}
+
+
+def set_base(section: str, node: dict, key: str, value: Any) -> None:
+    """``node[key] = value`` where ``node`` is the raw ``section`` mapping and ``key`` one of :data:`BASE_KEYS`
+    (``--set model.preset=qwen3-30b-a3b``, ``--grid hardware.preset=h100-sxm,h200``). A custom section (no
+    base yet) drops its fields but :data:`KEPT_ON_NEW_BASE`, so a custom model's ``n_experts`` or a
+    hand-written device does not run under the preset's name; a section with a base keeps its fields,
+    which refine whichever base it has (an efficiency override, a smaller ``n_layers``), and loses the
+    other base key (a preset replaces an ``hf_config`` and the reverse)."""
+    if node.get(key) != value:
+        drop = [k for k in node if k in BASE_KEYS] if any(k in node for k in BASE_KEYS) else \
+            [k for k in node if k not in KEPT_ON_NEW_BASE[section]]
+        for other in drop:
+            del node[other]
+    node[key] = value
 
 
 class PresetError(ValueError):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from moesim.errors import InputError
 from moesim.loader import apply_override, load_yaml_value, over_bound
+from moesim.resolve import BASE_KEYS
 from moesim.schemas import NOT_A_BOOLEAN, Scenario, check_seed, number_not_bool
 from moesim.suggest import did_you_mean
 
@@ -241,10 +242,11 @@ def _normal(v: Any) -> Any:
 
 
 def flatten_override(path: str, value: Any) -> list[str]:
-    """``plan={dp: 2, ep: 2}`` -> ``["plan.dp=2", "plan.ep=2"]``; scalars give one override."""
+    """``plan={dp: 2, ep: 2}`` -> ``["plan.dp=2", "plan.ep=2"]``; scalars give one override. A mapping's base
+    (``preset``/``hf_config``) comes first: setting it sheds the section's old fields, not the mapping's."""
     if isinstance(value, dict) and value:
         out: list[str] = []
-        for k, v in value.items():
+        for k, v in sorted(value.items(), key=lambda kv: kv[0] not in BASE_KEYS):
             out.extend(flatten_override(f"{path}.{k}", v))
         return out
     return [f"{path}={json.dumps(value)}"]

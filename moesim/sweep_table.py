@@ -91,7 +91,8 @@ def pick_metrics(rows: Sequence[dict[str, Any]], kind: str, best: str | None = N
     have = {k for r in rows for k in r}
     # a sweep under --slo: its capacity and the cost at it are the answer; the serving headline is the run at it
     capacity = list(CAPACITY_HEADLINE) if "max_goodput_req_s" in have else []
-    first = [m for m in ([best] if best else []) + capacity + list(HEADLINE.get(kind, ())) if m in have]
+    first = [m for m in ([best] if best else []) + capacity + list(HEADLINE.get(kind, ())) + slo_limits(rows)
+             if m in have]
     order = [m for m in MOVERS if m in METRICS] + [m for m, spec in METRICS.items() if spec.direction]
     picked, same = list(dict.fromkeys(first)), []
     for m in dict.fromkeys(order):
@@ -99,6 +100,17 @@ def pick_metrics(rows: Sequence[dict[str, Any]], kind: str, best: str | None = N
             continue
         (same if any(proportional(ok, m, p) for p in picked) else picked).append(m)
     return picked, same
+
+
+def slo_limits(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The summary keys a ``sweep --slo`` held its points to (their ``slo`` text, ``itl_p99=0.05`` ->
+    ``itl_p99_s``), so the limit that binds has a column even when it is not a headline one (ITL)."""
+    keys = []
+    for r in rows:
+        text = r.get("slo")
+        if isinstance(text, str):
+            keys += [f"{part.split('=', 1)[0].strip()}_s" for part in text.split(",") if "=" in part]
+    return list(dict.fromkeys(keys))
 
 
 def split_name(name: str) -> str:

@@ -214,3 +214,14 @@ def test_decode_step_prices_any_batch_as_the_run_prices_its_mean_one():
         moesim.decode_step(moesim.load_scenario("mixtral-8x7b-h100-train"), 4, 10)
     disagg = moesim.load_scenario("deepseek-v3-h800-serve-disagg")
     assert moesim.decode_step(disagg, 32, 2000)["seconds"][-1] > 0
+
+
+def test_a_negative_host_part_is_named_as_the_launches_a_graph_saves():
+    """The datasheet model prices each kernel with its launch; a graph-replayed decode hands them back in the host
+    part, which read as a negative host time ("host and launches (exposed) -1.712 ms")."""
+    from moesim.engine.serving.anatomy import GRAPH_CREDIT_LABEL, PART_LABELS, part_labels
+
+    step = {"part": ["routed_experts", "host_and_launch", "total"], "seconds": [3.5e-3, -1.7e-3, 1.8e-3]}
+    assert part_labels(step)["host_and_launch"] == GRAPH_CREDIT_LABEL
+    step["seconds"][1] = 0.2e-3
+    assert part_labels(step)["host_and_launch"] == PART_LABELS["host_and_launch"]

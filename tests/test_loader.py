@@ -58,6 +58,30 @@ def test_overrides_parse_yaml_values_and_expand_presets(root):
     assert s.routing.capacity_factor == 2.0 and s.plan.schedule == "gpipe"
 
 
+def test_a_preset_set_by_path_on_a_custom_section_sheds_its_fields(root):
+    """``model.preset`` set by path on a custom model runs that preset, not the custom model under its name
+    (the custom fields would override the preset one by one); its number formats stay, as do a hand-written
+    device's node and cluster. A section that has a base keeps what refines it."""
+    from moesim.presets import MODELS
+
+    custom = {"name": "mine", "n_layers": 4, "d_model": 1024, "n_heads": 8, "n_kv_heads": 8, "head_dim": 128,
+              "vocab_size": 32000, "ffn_hidden": 4096, "expert_ffn_hidden": 512, "n_experts": 16, "top_k": 2,
+              "n_shared_experts": 1, "dtype": "fp8"}
+    raw = {"model": dict(custom),
+           "hardware": {"name": "x", "device": {"name": "x", "mem_bw_gbps": 1}, "node": {"devices_per_node": 4}}}
+    apply_override(raw, "model.preset=mixtral-8x7b")
+    apply_override(raw, "hardware.preset=h100-sxm")
+    assert raw["model"] == {"preset": "mixtral-8x7b", "dtype": "fp8"}
+    assert raw["hardware"] == {"preset": "h100-sxm", "node": {"devices_per_node": 4}}
+    apply_override(raw, "model.n_layers=2")
+    apply_override(raw, "model.preset=qwen3-30b-a3b")  # a base that is refined keeps its refinements
+    assert raw["model"] == {"preset": "qwen3-30b-a3b", "dtype": "fp8", "n_layers": 2}
+    apply_override(raw, "model.hf_config=config.json")
+    assert "preset" not in raw["model"] and raw["model"]["n_layers"] == 2
+    s = load_scenario(root / "scenarios" / "mixtral-8x7b-h100-serve.yaml", ["model.preset=qwen3-30b-a3b"])
+    assert s.model.n_experts == MODELS["qwen3-30b-a3b"]["n_experts"]
+
+
 def test_override_without_equals_is_an_error():
     with pytest.raises(InputError, match="expected path.to.field=value"):
         apply_override({}, "plan.tp")

@@ -419,3 +419,22 @@ def test_a_sweep_whose_steps_wait_for_the_host_says_so():
     assert "plan.moe_layer_host_us=0" in host_floor_note(rows)
     assert host_floor_note([{"status": "ok", "host_wait_s": 0.01, "step_time_s": 1.0}]) == ""
     assert host_floor_note([{"status": "ok", "ttft_p99_s": 1.0}]) == ""  # serving rows have no host floor
+
+
+def test_plans_show_each_slo_limit_they_were_held_to():
+    """A serving plan held to an ITL limit shows ITL beside TTFT and TPOT (the limit that binds was invisible:
+    TPOT p99 0.014 s, ITL p99 0.049 s against 0.05)."""
+    from types import SimpleNamespace
+
+    from moesim.cli_plan import _table
+
+    row = {"plan": "dp8 tp1 pp1 ep1 batch512", "devices": 8, "hardware": "h100-sxm", "one_replica_objective": 0.1,
+           "whole_plan_objective": None, "capacity_req_s": 80.0, "tokens_per_s_per_device_at_capacity": 900.0,
+           "ttft_p99_s": 0.5, "tpot_p99_s": 0.014, "itl_p99_s": 0.049}
+    obj = SimpleNamespace(key="usd_per_mtok_at_capacity", name="usd_per_mtok", direction="min")
+    with_itl = _table([row], obj, False, 5, width=200, limits=("ttft_p99_s", "itl_p99_s"))
+    heads = [str(c.header).replace("\n", " ") for c in with_itl.columns]
+    assert "ITL p99 s" in heads and heads.count("TTFT p99 s") == 1
+    assert "0.049" in [c._cells[0] for c in with_itl.columns if str(c.header).replace("\n", " ") == "ITL p99 s"][0]
+    plain = _table([row], obj, False, 5, width=200)
+    assert "ITL p99 s" not in [str(c.header).replace("\n", " ") for c in plain.columns]

@@ -95,10 +95,11 @@ def test_memory_vs_axis_shows_the_device_and_the_points_that_do_not_fit(tmp_path
     capacity = [ln for ln in ax.lines if list(ln.get_ydata()) == [80.0, 80.0]]
     assert len(capacity) == 1
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == ["fits", "capacity (80 GiB)", "does not fit"]
-    # a throughput plot of the same sweep draws neither
+    assert labels == ["fits", "capacity (80 GiB)", "does not fit in memory"]
+    # a throughput plot of the same sweep draws the point that does not fit hollow too, but no capacity line
     plain = plots.plot_sweep("metric-vs-axis", [r | {"tokens_per_s": 1.0} for r in rows]).axes[0]
-    assert len(plain.lines) == 1 and plain.get_legend() is None
+    assert not [ln for ln in plain.lines if list(ln.get_ydata()) == [80.0, 80.0]]
+    assert [t.get_text() for t in plain.get_legend().get_texts()] == ["fits", "does not fit in memory"]
 
 
 def test_throughput_vs_load_renders_with_latency_axis(tmp_path):

@@ -65,6 +65,23 @@ def test_an_unsorted_trace_is_read_in_time_order_with_each_rows_lengths(tmp_path
     assert r.prompt_tokens.tolist() == [200, 300] and r.output_tokens.tolist() == [30, 40]
 
 
+def test_a_rate_scales_a_traces_arrival_times_keeping_its_order_and_bursts(tmp_path):
+    """``rate_per_s`` beside a trace replays it at that mean rate (a load sweep over one's own trace); it was
+    silently ignored. A trace whose rows arrive at one time has no rate to scale: one clear error."""
+    from moesim.errors import InputError
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,1,1\n0.1,1,1\n0.4,1,1\n0.9,1,1\n")
+    arrival = {"process": "trace", "n_requests": 4, "trace": str(trace)}
+    own = sample_requests(_workload(arrival=arrival), np.random.default_rng(0)).arrival_s
+    fast = sample_requests(_workload(arrival=arrival | {"rate_per_s": 30.0}), np.random.default_rng(0)).arrival_s
+    assert own.tolist() == pytest.approx([0.0, 0.1, 0.4, 0.9])
+    assert fast.tolist() == pytest.approx(own * (3 / 0.9) / 30.0)  # mean gap 0.3 s -> 1/30 s
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n1.0,1,1\n1.0,1,1\n")
+    with pytest.raises(InputError, match="workload.arrival.rate_per_s = 30: the trace's first 2 rows arrive at one"):
+        sample_requests(_workload(arrival=arrival | {"rate_per_s": 30.0}), np.random.default_rng(0))
+
+
 # ---------------------------------------------------------------- batching
 def _engine(cap=1000, seqs=4, tokens=8, chunked=True) -> EngineState:
     return EngineState(cap, seqs, tokens, chunked)

@@ -98,6 +98,16 @@ def test_values_split_outside_brackets_and_mappings_merge_into_section():
     assert raw["plan"]["dp"] == 64  # the base is untouched
 
 
+def test_a_swept_mapping_naming_a_preset_runs_that_preset_whatever_its_key_order():
+    """A custom model's fields do not override the preset a swept mapping names (they ran under its label);
+    the mapping's own fields stay, even written before its ``preset``."""
+    dim = parse_grid_option("model={dtype: fp8, preset: llama-3.1-8b},{n_experts: 8}")
+    raw = {"model": {"name": "mine", "n_layers": 4, "d_model": 1024, "n_experts": 16, "top_k": 2, "dtype": "bf16"}}
+    llama, more = (apply_point(raw, p)["model"] for p in expand([dim], seeds=(0,)))
+    assert llama == {"preset": "llama-3.1-8b", "dtype": "fp8"}
+    assert more == {**raw["model"], "n_experts": 8}  # no base named: merged field by field
+
+
 def test_key_ignores_float_spelling_of_whole_numbers():
     assert point_key({"routing.capacity_factor": 1}, 0) == point_key({"routing.capacity_factor": 1.0}, 0)
     assert point_key({"routing.capacity_factor": 1}, 0) != point_key({"routing.capacity_factor": 1}, 1)

@@ -59,3 +59,15 @@ def test_a_misplaced_or_bad_slo_is_refused_before_anything_runs(tmp_path, scenar
 def test_capacity_keys_without_slo_say_how_to_get_them(tmp_path):
     with pytest.raises(InputError, match="only in capacity summaries.*sweep with --slo"):
         run_sweep(str(ONLINE), grid=["plan.dp=8"], out_dir=tmp_path / "s", best="max_goodput_req_s", durable=False)
+
+
+def test_a_sweep_under_an_itl_limit_shows_itl():
+    """The limit a point is held to has a column, ITL too (the default columns were TTFT and TPOT only)."""
+    from moesim.sweep_table import pick_metrics
+
+    rows = [{"status": "ok", "slo": "ttft_p99=1,itl_p99=0.08", "max_goodput_req_s": 10.0 + i,
+             "output_tokens_per_s": 100.0 + i, "usd_per_mtok": 1.0, "ttft_p99_s": 0.5, "tpot_p99_s": 0.01,
+             "itl_p99_s": 0.07} for i in range(2)]
+    shown, _ = pick_metrics(rows, "serving")
+    assert "itl_p99_s" in shown and shown.index("itl_p99_s") < 6
+    assert "itl_p99_s" not in pick_metrics([{k: v for k, v in r.items() if k != "slo"} for r in rows], "serving")[0]

@@ -22,8 +22,8 @@ CASES = [
     ("model.n_kv_heads", 3, ["model.n_kv_heads = 3", "must divide model.n_heads"]),
     ("plan.pp", 5, ["plan.pp = 5", "must be <= model.n_layers (4)"]),
     ("plan.ep", 3, ["plan.ep = 3", "must divide plan.dp"]),
-    # 8 experts, ep 8 of dp 8: 12 experts leave 8 dividing dp but not the experts; the divisors are the way out
-    ("model.n_experts", 12, ["plan.ep = 8: must divide model.n_experts (12); allowed: 1, 2, 3, 4, 6, 12"]),
+    # 8 experts, ep 8 of dp 8: 12 experts leave 8 dividing dp but not the experts; the way out divides both
+    ("model.n_experts", 12, ["plan.ep = 8: must divide model.n_experts (12); allowed: 1, 2, 4"]),
     ("model.preset", "llama-2-7b", ["plan.ep = 8: model Llama-2-7B is dense (model.n_experts 1)", "allowed: 1"]),
     ("plan.dp", 16, ["plan: dp*tp*pp*cp = 16*1*1*1 = 16", "must equal the devices", "set plan.dp: 8 to keep the hardware"]),
     ("plan.pp", 2, ["plan: dp*tp*pp*cp = 8*1*2*1 = 16", "set plan.dp: 4 to keep the hardware; or set hardware.cluster.nodes: 2"]),
@@ -52,7 +52,7 @@ CASES = [
     ("plan.tp_size", 2, ["plan.tp_size", "unknown field", "allowed"]),
     ("model.dtype", "int3", ["model.dtype = 'int3'", "'bf16'"]),
     ("hardware.device.mem_gib", 0, ["hardware.device.mem_gib = 0", "greater than 0"]),
-    ("hardware.device.peak_tflops", {"int4": 5.0}, ["peak_tflops.int4", "unknown dtype"]),
+    ("hardware.device.peak_tflops", {"int4": 5.0}, ["peak_tflops.int4", "unknown dtype; allowed: fp32, bf16"]),
     ("model.first_dense_layers", 9, ["model.first_dense_layers = 9", "<= model.n_layers"]),
     ("workload.kind", "finetune", ["workload.kind = 'finetune': allowed: training, serving"]),
     ("workload.packed_attention", "both", ["workload.packed_attention = 'both'", "'per_sample' or 'whole_row'"]),
@@ -136,3 +136,16 @@ def test_plan_size_error_with_one_way_out_has_no_dangling_or(raw):
         scenario_from_dict(raw)
     msg = str(info.value)
     assert msg.endswith("x 1 node = 8); set hardware.cluster.nodes: 4") and " or " not in msg.split("node = 8)")[1]
+
+
+def test_a_device_with_only_an_fp8_peak_is_refused():
+    """An fp8 peak alone would be read as the bf16 one too (the fallback), pricing bf16 math twice as fast."""
+    from moesim.schemas import HardwareSpec
+
+    device = {"name": "custom", "peak_tflops": {"fp8": 2614.9}, "mem_bw_gbps": 5300, "mem_gib": 192, "power_w": 750,
+              "usd_per_hour": 2.5}
+    node = {"devices_per_node": 8, "intra_bw_gbps": 448}
+    with pytest.raises(ValueError, match="give a bf16, fp16 or fp32 peak beside fp8"):
+        HardwareSpec.model_validate({"device": device, "node": node})
+    device["peak_tflops"]["bf16"] = 1307.4
+    assert HardwareSpec.model_validate({"device": device, "node": node}).device.peak_flops("bf16") == pytest.approx(1307.4e12)

@@ -20,7 +20,7 @@ frameworks' MoE layers have their own floor, ``costmodel/train_host.py``).
 
 from __future__ import annotations
 
-FUSED_MOE_FIXED_US = 12.9
+FUSED_MOE_FIXED_US = 11.8
 """Extra latency of one fused MoE layer beyond its GEMMs and activation, microseconds (see above)."""
 
 

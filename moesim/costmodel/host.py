@@ -277,6 +277,13 @@ def platform_of(device_name: str) -> str:
     return "cuda"
 
 
+def platform_text(device_name: str) -> str:
+    """:func:`platform_of` ``device_name`` in words, saying that the name picked it (``moesim check``)."""
+    kind = "TPU (a compiled step)" if "tpu" in device_name.lower() else \
+        {"mps": "Apple Metal", "cpu": "CPU"}.get(platform_of(device_name), "CUDA")
+    return f"{kind} (from the device name {device_name!r})"
+
+
 def default_host_spec(platform: str) -> HostSpec:
     """The cited defaults for a device kind: 'cuda', 'mps' or 'cpu'."""
     from .profile import HostSpec

@@ -20,7 +20,7 @@ import numpy as np
 from moesim.costmodel.base import CostModelBase
 from moesim.costmodel.flash_attention import efficiency as flash_efficiency
 from moesim.costmodel.fp4 import fp4_gemm_s, fp4_grouped_gemm_s
-from moesim.costmodel.grouped_eff import grouped_gemm_ratio
+from moesim.costmodel.grouped_eff import padded_tokens
 from moesim.costmodel.profile import LinkSpec, Profile
 from moesim.costmodel.roofline import gemm_bytes, gemm_flops, roofline_ratio, roofline_s
 from moesim.costmodel.sibling_gemm import gemm_ratio
@@ -152,10 +152,10 @@ class ProfiledCostModel(CostModelBase):
         efficiency is the grouped (cold-weight) table, blended towards the dense (hot) table when the
         busy experts' weights fit in the profile's cache; a profile with only a dense table (the
         shipped GPU ones) reads it at the whole call's shape (every busy expert's weights side by
-        side) and scales it by ``grouped_eff.grouped_gemm_ratio``, the tile padding
-        published grouped kernels pay (DeepGEMM's tables, ``moesim/data/grouped_gemm.csv``). ``working_set_bytes``: bytes the surrounding
-        layer touches per call, which decides whether expert weights stay in cache; default this
-        call's busy weights.
+        side) at the rows the kernel computes, each expert's padded to its tile
+        (``grouped_eff.padded_tokens``; DeepGEMM's tables, ``moesim/data/grouped_gemm.csv``).
+        ``working_set_bytes``: bytes the surrounding layer touches per call, which decides whether
+        expert weights stay in cache; default this call's busy weights.
         """
         t = self.kernel_rows(tokens_per_expert)
         g = self.profile.grouped
@@ -174,16 +174,18 @@ class ProfiledCostModel(CostModelBase):
         # a kernel of its own, too small to fill the GPU, and pay its latency once per expert.
         # Checked on published fused-MoE kernel timings (tests/test_fused_moe_tables.py).
         call_w = w if g is not None else w * np.maximum(busy, 1)[..., None]
-        eff = self.profile.gemm.lookup(m, call_w) * self._dtype_scale(m, n, k, dtype)
         if g is not None:
+            eff = self.profile.gemm.lookup(m, call_w) * self._dtype_scale(m, n, k, dtype)
             ws = busy * w * p.weight_bytes if working_set_bytes is None else working_set_bytes
             cold = np.asarray(self.profile.cold_fraction(ws))[..., None]
             eff = eff ** (1.0 - cold) * g.efficiency.lookup(m, w) ** cold
         else:  # a dense table: a grouped kernel pads each expert's rows to its tile (grouped_eff)
-            eff = eff * grouped_gemm_ratio(t, n, k, peak_flops=peak, mem_bw=bw,
-                                           tile_m=self.row_tile(t, p),
-                                           weight_bytes=p.weight_bytes,
-                                           act_bytes=p.act_bytes, out_bytes=p.act_bytes)
+            # It computes ``pad(t)`` rows as a dense GEMM of that many rows would, where a dense
+            # kernel pads nothing: the table read there, its FLOPs credited to the ``t`` real rows
+            # (``t / pad(t)``). Read at the real rows, the table held its own kernel's padding
+            # already and a padding ratio charged it again (a band's time fell ~5 % as rows filled it).
+            rows = padded_tokens(m, self.row_tile(t, p))
+            eff = self.profile.gemm.lookup(rows, call_w) * self._dtype_scale(rows, n, k, dtype) * m / rows
         flops, moved = gemm_flops(t, n, k), gemm_bytes(t, n, k, p.act_bytes, p.weight_bytes)
         full = gemm_bytes(t, n, k, p.act_bytes) if p.narrow_weights else moved
         per_expert = roofline_s(flops, full, peak, bw, eff, self._gemm_memory_efficiency(), 0.0) * (t > 0)  # idle: no read

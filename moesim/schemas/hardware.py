@@ -56,7 +56,11 @@ def shipped_profile_names() -> tuple[str, ...]:
 class DeviceSpec(Strict):
     """One accelerator (or the GPU of an Apple SoC). Bandwidths are per direction."""
 
-    name: str = Field(description="Device name, e.g. 'NVIDIA H100 SXM5 80GB'.")
+    name: str = Field(description=(
+        "Device name, e.g. 'NVIDIA H100 SXM5 80GB'. Not only a label: words in it pick the platform ('Apple': Metal "
+        "host costs and macOS's wired-memory limit; 'CPU', 'Xeon', 'EPYC': a CPU; 'TPU': a compiled step; else "
+        "CUDA), the GPU family of measured attention rates (H100, H200, B200, ...) and, without default_profile, "
+        "the shipped profile that prices it; `moesim check` prints the platform and cost model it picked."))
     peak_tflops: PeakTFLOPsTable = Field(json_schema_extra={BOUND_REASON: PEAK_TFLOPS_WHY},
         description="Dense peak TFLOP/s per dtype (keys fp32, bf16, fp16, fp8; a missing dtype falls back to bf16, then fp32)."
     )
@@ -162,12 +166,16 @@ class DeviceSpec(Strict):
     def _check(self) -> DeviceSpec:
         bad = sorted(set(self.peak_tflops) - set(COMPUTE_DTYPES))
         if bad:
-            raise ValueError(f"hardware.device.peak_tflops.{bad[0]}: unknown dtype; allowed: {sorted(COMPUTE_DTYPES)}")
+            raise ValueError(f"hardware.device.peak_tflops.{bad[0]}: unknown dtype; allowed: {', '.join(COMPUTE_DTYPES)}")
         if not self.peak_tflops:
             raise ValueError("hardware.device.peak_tflops = {}: give at least one dtype's peak")
+        if not {"bf16", "fp16", "fp32"} & set(self.peak_tflops):
+            # the fallback every other dtype reads (peak_flops_of): an fp8 peak would price bf16 math 2x fast
+            raise ValueError(f"hardware.device.peak_tflops: give a bf16, fp16 or fp32 peak beside "
+                             f"{', '.join(self.peak_tflops)} (the peak of math in the other formats)")
         bad = sorted(set(self.weight_bits) - set(GROUP128_WEIGHT_BITS))
         if bad:
-            raise ValueError(f"hardware.device.weight_bits.{bad[0]}: unknown dtype; allowed: {sorted(GROUP128_WEIGHT_BITS)}")
+            raise ValueError(f"hardware.device.weight_bits.{bad[0]}: unknown dtype; allowed: {', '.join(sorted(GROUP128_WEIGHT_BITS))}")
         allowed = (*shipped_profile_names(), DATASHEET)
         if self.default_profile is not None and self.default_profile not in allowed:
             raise ValueError(f"hardware.device.default_profile = {self.default_profile!r}: unknown profile; "

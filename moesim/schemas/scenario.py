@@ -169,16 +169,24 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
             raise ValueError(f"{where}.ep = {p.ep}: model {m.name} is dense (model.n_experts 1), nothing to spread "
                              f"over expert parallelism; allowed: 1")
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts}); allowed: "
-                         f"{_divisors_text(m.n_experts)}")
+                         f"{_divisors_text(m.n_experts, keep=lambda d: _ep_groups_form(p, d))}")
     if p.expert_tp != p.tp and m.n_experts <= 1:
         raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
     if p.recompute_modules:
         _check_recompute_modules(m, p.recompute_modules, where)
 
 
-def _divisors_text(n: int, most: int = 12) -> str:
-    """The divisors of ``n``, ascending, the first ``most`` of them and then the largest ("1, 2, ..., 60")."""
-    divisors = [d for d in range(1, n + 1) if n % d == 0]
+def _ep_groups_form(p: PlanSpec, ep: int) -> bool:
+    """Whether ``ep`` expert-parallel ranks can be formed from plan ``p``'s ranks (``PlanSpec``'s own rules:
+    from DP (x CP) ranks when experts are not split further than TP, else from TP x DP x CP ranks)."""
+    etp = p.expert_tp
+    return (p.tp * p.cp * p.dp) % (ep * etp) == 0 and (etp < p.tp or (p.dp * p.cp) % ep == 0)
+
+
+def _divisors_text(n: int, most: int = 12, keep=lambda d: True) -> str:
+    """The divisors of ``n`` that ``keep`` accepts, ascending, the first ``most`` of them and then the largest
+    ("1, 2, ..., 60")."""
+    divisors = [d for d in range(1, n + 1) if n % d == 0 and keep(d)]
     shown = divisors if len(divisors) <= most else divisors[:most - 1] + ["...", divisors[-1]]
     return ", ".join(str(d) for d in shown)
 

@@ -252,7 +252,8 @@ class ArrivalSpec(Strict):
     process: Literal["poisson", "batch", "trace", "closed"] = Field("batch", description="poisson (rate_per_s) | batch (all at t=0, offline) | trace (CSV file) | closed (closed loop: `concurrency` users, each sending its next request when its previous one finishes; concurrency 1 is single-stream, batch 1).")
     rate_per_s: PositiveFloat | None = bounded(
         None, le=1e7, why="10M requests/s is more than a whole public LLM API serves; one replica serves 1-1000/s",
-        description="Mean arrival rate for poisson, requests/s.")
+        description="Mean arrival rate for poisson, requests/s; for a trace, the mean rate its arrival times are "
+                    "scaled to (order and bursts kept; unset: the trace's own times).")
     n_requests: PositiveInt = bounded(1000, le=1 << 30, why="a simulation plays at most 2M requests (moesim.guards); "
                                       "2^30 keeps request counts far from integer overflow",
                                       description="Requests to simulate (trace: the first n rows in arrival order).")

@@ -37,6 +37,18 @@ PART_LABELS: dict[str, str] = {
 }
 
 
+#: The host part's label where it is negative: the datasheet model prices every kernel with its CPU launch, and a
+#: decode that replays a CUDA graph pays none of them, so the host part hands those launches back.
+GRAPH_CREDIT_LABEL = "launches a CUDA graph saves (the parts above include them)"
+
+
+def part_labels(step: dict[str, list]) -> dict[str, str]:
+    """:data:`PART_LABELS` for ``step`` (a ``decode_step`` table): the host part named for what it is when it is
+    negative (:data:`GRAPH_CREDIT_LABEL`), not as a negative time of the host's own."""
+    secs = dict(zip(step["part"], step["seconds"], strict=True))
+    return PART_LABELS | ({"host_and_launch": GRAPH_CREDIT_LABEL} if secs.get("host_and_launch", 0.0) < 0 else {})
+
+
 #: The serving summary's keys of the mean decode step (:func:`decode_step_keys`): its total, then each part.
 DECODE_STEP_KEY = "decode_step_s"
 DECODE_PART_KEYS: tuple[str, ...] = tuple(f"decode_{p}_s" for p in PARTS)

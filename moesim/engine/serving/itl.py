@@ -24,8 +24,11 @@ ITL_STATS = ("mean", "p50", "p90", "p99")
 
 
 def token_gaps(it: Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(end s, gap s, tokens) of each iteration that decoded: its end, the time since its slot's previous
-    iteration ended, and the tokens its decoding sequences received (arrays of one length)."""
+    """(end s, gap s, tokens) of the tokens each decoding iteration delivered, as one or two entries per
+    iteration (arrays of one length): the sequences that decoded in the slot's previous decoding iteration
+    waited since its end, through any prefill-only iterations between (``workload.mixed_batches: false``);
+    the ones whose prefill ran in those iterations (at most their ``batch_seqs``) since the last one's end.
+    Without prefill-only iterations between, every token's gap is the time since the previous iteration."""
     end = np.asarray(it["end_s"], dtype=float)
     if end.size < 2:
         return np.zeros(0), np.zeros(0), np.zeros(0)
@@ -33,9 +36,23 @@ def token_gaps(it: Mapping[str, Sequence]) -> tuple[np.ndarray, np.ndarray, np.n
     order = np.lexsort((end, slot))  # slot by slot, each in time order
     end, slot = end[order], slot[order]
     tokens = np.asarray(it["decode_tokens"], dtype=float)[order]
+    seqs = np.asarray(it["batch_seqs"], dtype=float)[order]
+    n = end.size
     follows = np.r_[False, slot[1:] == slot[:-1]] & (tokens > 0)  # a decode with a previous iteration in its slot
     gap = np.r_[0.0, np.diff(end)]
-    return end[follows], gap[follows], tokens[follows]
+    # the slot's last decoding iteration before each one (-1: none), and the prefill-only sequences since it
+    decoding = np.where(tokens > 0, np.arange(n), -1)
+    last = np.r_[-1, np.maximum.accumulate(decoding)[:-1]]
+    last = np.where((last >= 0) & (slot[np.maximum(last, 0)] == slot), last, -1)
+    prefilled = np.cumsum(np.where(tokens > 0, 0.0, seqs))
+    since = np.r_[0.0, prefilled[:-1]] - np.where(last >= 0, prefilled[np.maximum(last, 0)], 0.0)
+    new = np.where(last >= 0, np.minimum(tokens, since), tokens)  # no decode before: every token is a first
+    waited = end - np.where(last >= 0, end[np.maximum(last, 0)], 0.0)
+    ats = np.r_[end[follows], end[follows]]
+    gaps = np.r_[gap[follows], waited[follows]]
+    counts = np.r_[new[follows], (tokens - new)[follows]]
+    keep = counts > 0
+    return ats[keep], gaps[keep], counts[keep]
 
 
 def itl_stats(it: Mapping[str, Sequence], start_s: float = -np.inf, end_s: float = np.inf) -> dict[str, float]:

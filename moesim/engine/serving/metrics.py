@@ -216,14 +216,36 @@ def window_keys(req: dict[str, np.ndarray], window, process: str, makespan_s: fl
                 "the whole run (too few requests for a steady-state window)")
         return {"steady_window_start_s": t0, "steady_window_end_s": t0 + makespan_s, "steady_window_s": makespan_s,
                 "steady_requests": int(arrival.size), "offered_requests_per_s": float("nan"),
-                "queue_growth_requests": 0.0, "overloaded": False, "steady_note": note}
+                "queue_growth_requests": 0.0, "overloaded": False, "short_run": False, "steady_note": note}
     note = window.describe()
     if process == "closed":
         note += "; closed loop: each request arrives when one finishes, so it cannot be overloaded"
     return {"steady_window_start_s": window.start_s, "steady_window_end_s": window.end_s,
             "steady_window_s": window.duration_s, "steady_requests": window.n_window,
             "offered_requests_per_s": window.offered_req_s, "queue_growth_requests": window.queue_growth,
-            "overloaded": bool(overloaded(window, process)), "steady_note": note}
+            "overloaded": bool(overloaded(window, process)), "short_run": short_run(window, process),
+            "steady_note": note}
+
+
+#: A steady window shorter than this many e2e p90s may still hold the fill-up: its tails read low.
+SHORT_RUN_E2E_P90S = 2.0
+
+
+def short_run(window, process: str) -> bool:
+    """Whether open arrivals' steady ``window`` (a :class:`SteadyWindow`) lasts under
+    :data:`SHORT_RUN_E2E_P90S` end-to-end p90s: the batch may still be filling, so tail latencies read low
+    and an overload may read as a fill-up or the reverse (a point near capacity read 13x apart at 4,000 and
+    16,000 requests). Never for an offline batch or a closed loop."""
+    return process not in ("batch", "closed") and window.duration_s < SHORT_RUN_E2E_P90S * window.e2e_p90_s
+
+
+def short_run_warning(summary: dict) -> str:
+    """The line printed under a short run's table ("" otherwise; an overloaded run's line says it already)."""
+    if not summary.get("short_run") or summary.get("overloaded"):
+        return ""
+    return (f"this run is short: its steady window ({summary['steady_window_s']:.3g} s) is under "
+            f"{SHORT_RUN_E2E_P90S:g} e2e p90s ({summary.get('e2e_p90_s', float('nan')):.3g} s each), so the batch may "
+            "still be filling and its tail latencies read low: run more requests (workload.arrival.n_requests)")
 
 
 def _rate_text(req_s: float) -> str:

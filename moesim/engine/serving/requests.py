@@ -41,7 +41,9 @@ MAX_TRACE_BYTES = 64 << 20
 
 
 @lru_cache(maxsize=8)
-def _read_trace_cached(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_trace_cached(path: str, stamp: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The trace at ``path``; ``stamp`` (its modification time and size) keys the cache, so a file
+    rewritten between two runs of one process (a notebook) is read again."""
     label = f"workload.arrival.trace = {path!r}"
     rows = read_csv_rows(path, MAX_TRACE_BYTES, label)
     if not rows:
@@ -84,7 +86,12 @@ def _trace_row(row: list[str], cols: list[int], n: int, label: str) -> list[floa
 def read_trace(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(arrived_at_s, prompt_tokens, output_tokens) columns of a trace CSV, its rows sorted by arrival time
     (cached by path)."""
-    arr, p, o = _read_trace_cached(str(path))
+    try:
+        st = Path(path).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except (OSError, ValueError):  # unreadable: the reader's own error names it
+        stamp = None
+    arr, p, o = _read_trace_cached(str(path), stamp)
     return arr.copy(), p.copy(), o.copy()
 
 
@@ -92,7 +99,8 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     """The request stream of workload ``w``: arrivals, then prompt and output lengths.
 
     poisson: exponential gaps at ``rate_per_s`` (first arrival after one gap); batch: all at t=0;
-    trace: the first ``n_requests`` rows in time order, times shifted so the first arrival is at 0; closed: the
+    trace: the first ``n_requests`` rows in time order, times shifted so the first arrival is at 0 (and scaled to
+    ``rate_per_s`` on average where it is set); closed: the
     first ``concurrency`` at t=0, the others NaN until the run sets them (:class:`ClosedLoop`).
     """
     a = w.arrival
@@ -108,6 +116,8 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
         arrival = trace[0][:n]
         n = arrival.size
         arrival = arrival - arrival[0]  # sorted by read_trace: the earliest at 0
+        if a.rate_per_s is not None:
+            arrival = arrival * _trace_rate_factor(arrival, a.rate_per_s)
     from_trace = a.process == "trace"
     p_col = trace[1] if trace is not None else None
     o_col = trace[2] if trace is not None else None
@@ -116,6 +126,16 @@ def sample_requests(w: ServingWorkload, rng: np.random.Generator) -> Requests:
     prompt = w.prompt_tokens.sample(n, rng, p_col)
     output = w.output_tokens.sample(n, rng, o_col)
     return Requests(arrival.astype(float), prompt, output)
+
+
+def _trace_rate_factor(arrival: np.ndarray, rate_per_s: float) -> float:
+    """What a trace's arrival times (``(n,)`` s, from 0, ascending) are multiplied by to arrive at ``rate_per_s``
+    on average, order and burstiness kept: its mean gap made ``1 / rate_per_s``."""
+    span = float(arrival[-1]) if arrival.size else 0.0
+    if arrival.size < 2 or span <= 0:
+        raise InputError(f"workload.arrival.rate_per_s = {rate_per_s:g}: the trace's first {arrival.size} rows "
+                         "arrive at one time, so there is no rate to scale; leave rate_per_s unset")
+    return (arrival.size - 1) / span / rate_per_s
 
 
 def _resample_pairs(p: np.ndarray, o: np.ndarray, n: int, rng: np.random.Generator):
