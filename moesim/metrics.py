@@ -98,6 +98,9 @@ _add("hardware", "text", None, "hardware", "the hardware preset's name (what ran
 _add("devices", "count", None, "devices", "devices of the cluster (what ran)", TSC,
      training="devices in the plan")
 _add("replicas", "count", None, "replicas", "data-parallel serving replicas (`plan.dp`)", S)
+_add("platform", "text", None, "platform",
+     "what the device's name picked: Apple Metal ('Apple'), a CPU ('CPU', 'Xeon', 'EPYC'), a TPU's compiled step "
+     "('TPU') or CUDA; it sets host costs and memory limits (hardware.device.name)", C)
 _add("cost_model", "text", None, "cost model",
      "what prices the kernels: a calibration profile (hardware.profile) as measured, a shipped profile rebased on "
      "the device's datasheet (hardware.device.default_profile, or matched on the device name), or the datasheet "

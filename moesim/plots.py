@@ -24,7 +24,6 @@ from moesim.formatting import swept_mapping, swept_text
 from moesim.metrics import label_of
 from moesim.plot_rows import (
     drawable,
-    finished,
     first_present,
     heatmap_rows,
     need_axes,
@@ -117,10 +116,10 @@ def plot_sweep(kind: str, rows: list[dict[str, Any]], title: str = "", metric: s
         value = metric or "dropped_fraction"
         return heatmap(ok, dims, heatmap_rows(ok, dims, len(rows), EXPERTS, CF), CF, value,
                        f"{title}: {short_label(value)}", every=rows)
-    if kind == "breakdown":  # each finished point's step (or mean decode step) stacked part by part
+    if kind == "breakdown":  # each point that ran: its step (or mean decode step) stacked part by part
         from moesim.plot_breakdown import sweep_breakdown
 
-        return sweep_breakdown([r for r in ok if finished(r)] or ok, dims, title)
+        return sweep_breakdown(ok, dims, title)  # a step that does not fit still has its parts
     # metric-vs-axis: any swept field on x (e.g. a LoRA rank, or text such as a hardware name), the metric on y;
     # memory against a field (a LoRA rank, a micro-batch) also shows the device's capacity
     x = varied_axis(ok, dims, len(rows))

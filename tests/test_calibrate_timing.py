@@ -267,10 +267,13 @@ def test_reference_layer_prices_the_dispatch_and_the_padded_rows():
     got = moe_layer_s(cost_model(hardware_for(with_disp), with_disp), 16, 512, 1024, 8, 2, counts, dtype="bf16",
                       capacity=True)
     assert got - base == pytest.approx(100e-6 + 32 * 1e-6 + 7e-6, rel=1e-9)
-    tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=4, remainder="binary")})
-    padded = moe_layer_s(cost_model(hardware_for(tiled), tiled), 16, 512, 1024, 8, 2, counts, dtype="bf16",
+    # a measured tile past the MMA rows the device pads every expert's rows to itself (its grouped kernel's)
+    counts = [140, 0, 150, 24, 0, 70, 64, 64]
+    base = moe_layer_s(cost_model(hardware_for(prof), prof), 256, 512, 1024, 8, 2, counts, dtype="bf16", capacity=True)
+    tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=128, remainder="ceil")})
+    padded = moe_layer_s(cost_model(hardware_for(tiled), tiled), 256, 512, 1024, 8, 2, counts, dtype="bf16",
                          capacity=True)
-    aligned = [8, 0, 16, 3, 0, 12, 2, 2]  # what the 4-row tile computes for 5, 11, 9 (3 and 2 are one tile)
+    aligned = [256, 0, 256, 24, 0, 70, 64, 64]  # what the 128-row tile computes (up to one tile: the rows)
     cm = cost_model(hardware_for(prof), prof)
     gemms = lambda c: float(cm.grouped_gemm_s(np.array(c, float), 2048, 512, "bf16") - cm.grouped_loop_s(np.array(c, float), 2048)
                             + cm.grouped_gemm_s(np.array(c, float), 512, 1024, "bf16"))
@@ -394,15 +397,16 @@ def test_the_engines_expert_gemms_pay_the_row_tile():
     from moesim.engine.ops import moe_ops, price
 
     prof = load_default_profile("a100.yaml")
-    tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=4, remainder="binary")})
+    # a measured tile past the MMA rows the device pads every expert's rows to itself (its grouped kernel's)
+    tiled = prof.model_copy(update={"gemm_rows": RowTileSpec(rows=128, remainder="ceil")})
     dims = BlockDims(d_model=512, expert_w=1024, shared_w=0, n_shared=0, gated=True, n_experts=8, top_k=2)
     dt = OpDtypes(weights="bf16", gemm_in_bytes=2, act_bytes=2, act_dtype="bf16", attn_dtype="bf16")
 
     def expert_s(p, counts):
-        ops = [op for op in moe_ops(dims, dt, 16, np.array(counts, float), impl="loop") if op.name == "expert_up"]
+        ops = [op for op in moe_ops(dims, dt, 256, np.array(counts, float), impl="loop") if op.name == "expert_up"]
         return float(sum(price(cost_model(hardware_for(p), p), ops).values()))
 
-    irregular, aligned = [5, 0, 11, 3, 0, 9, 2, 2], [8, 0, 16, 3, 0, 12, 2, 2]
+    irregular, aligned = [140, 0, 150, 24, 0, 70, 64, 64], [256, 0, 256, 24, 0, 70, 64, 64]
     assert expert_s(tiled, irregular) == pytest.approx(expert_s(prof, aligned), rel=1e-12)
     assert expert_s(tiled, irregular) > expert_s(prof, irregular)
     assert expert_s(tiled, aligned) == pytest.approx(expert_s(prof, aligned), rel=1e-12)  # whole tiles: no change

@@ -168,7 +168,9 @@ def build_cost_model(hw: HardwareSpec, force_profile: bool | None = None) -> Cos
     if hw.profile is not None:
         profile = _load_cached(Path(hw.profile))
         check_device(profile, hw.device.name, force=force_profile)
-        return _datasheet_fields_checked(ProfiledCostModel(hw, profile))  # its tables replace any expert tiles
+        # its tables replace any expert tiles, and a datasheet preset's own efficiencies (an Apple preset's
+        # llama.cpp fit) are the preset's, not fields a user set: neither is checked
+        return ProfiledCostModel(hw, profile)
     return _datasheet_fields_checked(_tiles_checked(cost_model(hw, default_profile_for(hw.device, hw.node.intra_bw_gbps))))
 
 
@@ -177,18 +179,16 @@ DATASHEET_ONLY_FIELDS = ("compute_efficiency", "memory_efficiency", "launch_over
 
 
 def _datasheet_fields_checked(cm: CostModel) -> CostModel:
-    """``cm``, unless a profile prices the device and the scenario set a field only the datasheet roofline
-    reads (:data:`DATASHEET_ONLY_FIELDS`; no profile-priced preset sets them) to another value than its
-    default: a one-line error naming it, rather than a run that silently ignores it."""
+    """``cm``, unless a shipped profile prices the device and the scenario set a field only the datasheet
+    roofline reads (:data:`DATASHEET_ONLY_FIELDS`; no preset a shipped profile prices sets them) to another
+    value than its default: a one-line error naming it, rather than a run that silently ignores it."""
     d = cm.hw.device
     # set away from its default (a model_dump round trip names every field, at its default)
     named = [f for f in DATASHEET_ONLY_FIELDS if getattr(d, f) != type(d).model_fields[f].default]
     if named and not isinstance(cm, RooflineCostModel):
-        priced = (f"the calibration profile {Path(cm.hw.profile).name}" if cm.hw.profile is not None
-                  else f"the shipped profile {default_profile_file(d)}")
         raise InputError(f"hardware.device.{named[0]}: only the datasheet cost model reads it; this device is priced "
-                         f"by {priced}, whose measured tables hold their own (set hardware.device.default_profile: "
-                         f"datasheet to price it with this field, or remove it)")
+                         f"by the shipped profile {default_profile_file(d)}, whose measured tables hold their own "
+                         "(set hardware.device.default_profile: datasheet to price it with this field, or remove it)")
     return cm
 
 
