@@ -40,12 +40,17 @@ def _range(f) -> str:
     """Allowed numeric range of a field (``ge``/``gt``/``le``/``lt`` and mapping-value bounds), with
     the reason for the upper bound; "" for non-numeric fields."""
     low = high = ""
+    low_v = high_v = None  # the tightest bound on each side wins (PositiveFloat's > 0 beside a ge=0.001)
     for m in f.metadata:
         for attr, side in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             v = getattr(m, attr, None)
-            if v is not None:
-                text = f"{side} {_bound(v)}"
-                low, high = (text, high) if side.startswith(">") else (low, text)
+            if v is None:
+                continue
+            text = f"{side} {_bound(v)}"
+            if side.startswith(">") and (low_v is None or v > low_v):
+                low, low_v = text, v
+            elif side.startswith("<") and (high_v is None or v < high_v):
+                high, high_v = text, v
         if isinstance(m, MappingValues):
             low = f"values >= {_bound(m.ge)}" if m.ge is not None else low
             high = f"values <= {_bound(m.le)}" if m.le is not None else high

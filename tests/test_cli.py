@@ -210,3 +210,11 @@ def test_a_field_set_twice_takes_the_last_value():
 def test_an_unknown_preset_option_suggests_the_near_names(argv, words, capsys):
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_the_field_reference_gives_the_tightest_bound_the_loader_applies():
+    """mem_bw_gbps is a PositiveFloat (> 0) bounded at 0.001: the reference said "> 0" while 0.0005 was refused."""
+    from moesim.fielddoc import _range
+    from moesim.schemas.hardware import DeviceSpec
+
+    assert _range(DeviceSpec.model_fields["mem_bw_gbps"]).startswith(">= 0.001, <= 1e+08")
