@@ -163,10 +163,10 @@ def _mark(r, i: int, text_of) -> str:
     """Run ``i``'s change against the first in ``r`` (``compare.Row``), "" where the values are the same (float
     residue included) or not two finite numbers: a share by points, a change from, to or across zero by its
     difference in brackets (``text_of(row, value)`` writes it), any other by a percentage."""
-    from moesim.compare import _number, same_value
+    from moesim.compare import as_number, same_value
     from moesim.metrics import unit_of
 
-    first, x = _number(r.values[0]), _number(r.values[i])
+    first, x = as_number(r.values[0]), as_number(r.values[i])
     if i == 0 or first is None or x is None or not (math.isfinite(first) and math.isfinite(x)) \
             or same_value(first, x):  # an unchanged figure says nothing
         return ""

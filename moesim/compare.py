@@ -46,7 +46,7 @@ class Row:
 ZERO = 1e-9
 
 
-def _number(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
     """A number as a float, :data:`ZERO`'s residue as 0.0; None for a flag or anything else."""
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return None
@@ -55,7 +55,7 @@ def _number(v: Any) -> float | None:
 
 
 def same_value(a: float, b: float) -> bool:
-    """Whether two numbers (:func:`_number`'s) are one figure: equal to a relative 1e-9, NaN equal to NaN."""
+    """Whether two numbers (:func:`as_number`'s) are one figure: equal to a relative 1e-9, NaN equal to NaN."""
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
@@ -66,7 +66,7 @@ def _same(values: list[Any]) -> bool:
     alike, NaN equal to NaN)."""
     first = values[0]
     for v in values[1:]:
-        a, b = _number(first), _number(v)
+        a, b = as_number(first), as_number(v)
         if a is not None and b is not None:
             if not same_value(a, b):
                 return False
@@ -104,11 +104,11 @@ def step_rows(steps: list[dict[str, list]], order: tuple[str, ...] = ()) -> list
 def _row(key: str, values: list[Any], direction: str | None) -> Row:
     """A row of ``values`` (the first run's first), their changes against the first and whether each is for
     the better by ``direction`` (``max``, ``min`` or None)."""
-    first = _number(values[0])
+    first = as_number(values[0])
     changes: list[float | None] = [None]
     better: list[bool | None] = [None]
     for v in values[1:]:
-        x = _number(v)
+        x = as_number(v)
         if first is None or x is None or not (math.isfinite(first) and math.isfinite(x)):
             changes.append(None)
             better.append(None)

@@ -22,13 +22,13 @@ from typing import Any
 import yaml
 
 from moesim.fileio import atomic_write_text
+from moesim.plan_runs import WINDOW_KEYS
 from moesim.plan_search import EXACT, PlanOutcome, Unit
 from moesim.plan_space import Candidate, build
 from moesim.resolve import path_fields
 
 SERVING_COLUMNS = ("max_goodput_req_s", "usd_per_mtok_at_capacity", "tokens_per_s_per_device_at_capacity",
-                   "ttft_p99_s", "tpot_p99_s", "tpot_mean_s", "itl_p99_s", "itl_mean_s", "ttft_p50_s", "tpot_p50_s",
-                   "itl_p50_s", "e2e_p99_s")  # every limit --slo takes a p50/p99 of, so the binding one is seen
+                   *WINDOW_KEYS)  # every latency --slo may limit, so the binding one is seen
 TRAINING_COLUMNS = ("step_time_s", "usd_per_mtok", "mfu", "tokens_per_s_per_device", "peak_memory_gib")
 
 

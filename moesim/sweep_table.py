@@ -105,12 +105,10 @@ def pick_metrics(rows: Sequence[dict[str, Any]], kind: str, best: str | None = N
 def slo_limits(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The summary keys a ``sweep --slo`` held its points to (their ``slo`` text, ``itl_p99=0.05`` ->
     ``itl_p99_s``), so the limit that binds has a column even when it is not a headline one (ITL)."""
-    keys = []
-    for r in rows:
-        text = r.get("slo")
-        if isinstance(text, str):
-            keys += [f"{part.split('=', 1)[0].strip()}_s" for part in text.split(",") if "=" in part]
-    return list(dict.fromkeys(keys))
+    from moesim.slo import parse_slo
+
+    texts = dict.fromkeys(r["slo"] for r in rows if isinstance(r.get("slo"), str))
+    return list(dict.fromkeys(key for text in texts for key in parse_slo(text).limits))
 
 
 def split_name(name: str) -> str:

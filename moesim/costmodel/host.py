@@ -183,7 +183,7 @@ import numpy as np
 
 from moesim.errors import InputError
 
-from .train_host import TRAIN_MOE_LAYER_US
+from .train_host import TRAIN_MOE_LAYER_US, compiled_step
 
 if TYPE_CHECKING:  # profile.py imports this module's constants
     from moesim.schemas import DeviceSpec
@@ -279,7 +279,7 @@ def platform_of(device_name: str) -> str:
 
 def platform_text(device_name: str) -> str:
     """:func:`platform_of` ``device_name`` in words, saying that the name picked it (``moesim check``)."""
-    kind = "TPU (a compiled step)" if "tpu" in device_name.lower() else \
+    kind = "TPU (a compiled step)" if compiled_step(device_name) else \
         {"mps": "Apple Metal", "cpu": "CPU"}.get(platform_of(device_name), "CUDA")
     return f"{kind} (from the device name {device_name!r})"
 

@@ -342,12 +342,13 @@ class PlanSpec(Strict):
         etp = self.expert_tp
         if self.tp % etp:
             raise ValueError(f"plan.etp = {etp}: must divide plan.tp ({self.tp}); each expert is split over etp of the tp ranks")
-        if etp == self.tp and (self.dp * self.cp) % self.ep:
+        broken = self.ep_group_rule_broken(self.ep)
+        if broken == "dp":
             within = f"plan.dp ({self.dp})" if self.cp == 1 else f"plan.dp * plan.cp ({self.dp * self.cp})"
             raise ValueError(f"plan.ep = {self.ep}: must divide {within}; expert-parallel groups are made of "
                              "data-parallel (and context-parallel) ranks (or set plan.etp < plan.tp to form them from "
                              "TP x DP ranks)")
-        if (self.tp * self.cp * self.dp) % (self.ep * etp):
+        if broken == "ranks":
             raise ValueError(f"plan.ep = {self.ep}: ep * etp ({self.ep} * {etp}) must divide plan.tp * plan.cp * plan.dp "
                              f"({self.tp * self.cp * self.dp}), the ranks of a pipeline stage the expert layers regroup")
         if self.virtual_stages > 1 and self.schedule != "interleaved":
@@ -418,6 +419,16 @@ class PlanSpec(Strict):
         """``loss_impl``, or when unset ``transformers`` under ``moe_impl: hf_loop`` (the model runs as
         Hugging Face's code, loss included) and ``fused`` otherwise."""
         return self.loss_impl or ("transformers" if self.moe_impl == "hf_loop" else "fused")
+
+    def ep_group_rule_broken(self, ep: int) -> str | None:
+        """Which rule ``ep`` expert-parallel ranks break on this plan's ranks, None for none: ``"dp"`` (experts
+        split no further than TP: the groups are made of DP (x CP) ranks, so ep divides dp * cp) or ``"ranks"``
+        (ep * etp must divide a pipeline stage's tp * cp * dp ranks)."""
+        if self.expert_tp == self.tp and (self.dp * self.cp) % ep:
+            return "dp"
+        if (self.tp * self.cp * self.dp) % (ep * self.expert_tp):
+            return "ranks"
+        return None
 
     @property
     def expert_tp(self) -> int:

@@ -169,18 +169,11 @@ def _check_plan(m: ModelSpec, p: PlanSpec, placement: PlacementSpec, where: str)
             raise ValueError(f"{where}.ep = {p.ep}: model {m.name} is dense (model.n_experts 1), nothing to spread "
                              f"over expert parallelism; allowed: 1")
         raise ValueError(f"{where}.ep = {p.ep}: must divide model.n_experts ({m.n_experts}); allowed: "
-                         f"{_divisors_text(m.n_experts, keep=lambda d: _ep_groups_form(p, d))}")
+                         f"{_divisors_text(m.n_experts, keep=lambda d: p.ep_group_rule_broken(d) is None)}")
     if p.expert_tp != p.tp and m.n_experts <= 1:
         raise ValueError(f"{where}.etp = {p.etp}: needs routed experts (model.n_experts > 1); leave it unset")
     if p.recompute_modules:
         _check_recompute_modules(m, p.recompute_modules, where)
-
-
-def _ep_groups_form(p: PlanSpec, ep: int) -> bool:
-    """Whether ``ep`` expert-parallel ranks can be formed from plan ``p``'s ranks (``PlanSpec``'s own rules:
-    from DP (x CP) ranks when experts are not split further than TP, else from TP x DP x CP ranks)."""
-    etp = p.expert_tp
-    return (p.tp * p.cp * p.dp) % (ep * etp) == 0 and (etp < p.tp or (p.dp * p.cp) % ep == 0)
 
 
 def _divisors_text(n: int, most: int = 12, keep=lambda d: True) -> str:
