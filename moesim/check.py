@@ -15,12 +15,14 @@ from moesim.engine.local_attention import slot_map
 from moesim.finetune import step_flops_per_token, trainable_summary
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_cache_capacity_tokens, memory_report
+from moesim.packing import micro_batch_seqs, rank_tokens
 from moesim.precision import expert_precision, scenario_precision, summary_fields
 from moesim.schemas import (
     Scenario,
     TrainingWorkload,
 )
 from moesim.schemas.scenario import pool_scenario
+from moesim.stage_memory import uneven_split_note
 
 
 def summary(s: Scenario) -> dict:
@@ -50,16 +52,22 @@ def summary(s: Scenario) -> dict:
         # serving trains nothing: its forward FLOPs above are the figure (a training figure at max_seq_len misled)
         **({"training_flops_per_token": step_flops_per_token(m, s.workload.trainable, seq, s.plan.recompute,
                                                              s.workload.mtp_layers)} if training else {}),
-        "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
-        # serving: one sequence at the workload's mean context reads the weights and that much KV cache
-        "decode_bytes_per_token_batch1": decode_bytes_per_token(m, context or 0.0, prec=prec,
-                                                                expert_prec=expert_precision(s)),
+        # serving: the KV a token adds, and one sequence at the workload's mean context reads the weights and that
+        # much KV cache (a training step keeps no KV cache and decodes nothing)
+        **({} if training else {
+            "kv_cache_bytes_per_token": kv_bytes_per_token(m, prec),
+            "decode_bytes_per_token_batch1": decode_bytes_per_token(m, context or 0.0, prec=prec,
+                                                                    expert_prec=expert_precision(s))}),
         "memory_per_device_gib": mem.total_gib,
         "memory": mem.as_dict(),
         "fits": mem.fits,
         "headroom_gib": mem.headroom_gib,
     }
-    if training:  # a fine-tune: what the optimizer updates
+    if training:  # the micro-batch plan.dp and plan.microbatches make, and for a fine-tune what the optimizer updates
+        out["micro_batch_seqs"] = micro_batch_seqs(s.workload, s.plan)
+        out["tokens_per_microbatch"] = rank_tokens(s.workload, s.plan)
+        if note := uneven_split_note(m, s.plan):
+            out["pipeline_note"] = note
         out.update(trainable_summary(m, s.workload.trainable))
     out["fits_reason"], out["fits_advice"] = fit_explanation(pool, mem)
     if not s.is_training:

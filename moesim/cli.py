@@ -134,13 +134,25 @@ def _preset_lines(name: str, section: str, data: dict) -> list[str]:
 
 
 @app.command()
-def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+def check(scenario: ScenarioArg, set_: SetOpt = None, as_json: JsonOpt = False,
+          resolved: Annotated[bool, typer.Option(
+              "--resolved", help="Print the scenario as moesim resolved it instead (YAML: presets expanded, --set "
+                                 "applied, every default filled in), which `moesim simulate` runs as it is.")] = False,
+          ) -> None:
     """Validate a scenario and print its accounting: parameters, FLOPs, memory per device, fits."""
     from moesim.check import summary
     from moesim.loader import load_scenario
     from moesim.shipped import resolve_scenario
 
     s = load_scenario(resolve_scenario(scenario), set_ or [])
+    if resolved:
+        if as_json:
+            raise InputError("--resolved prints YAML; leave out --json (or use --json alone for the accounting)")
+        from moesim.scenario_dump import resolved_yaml
+
+        # plain text, not wrapped to the console: a folded line is no longer YAML
+        out.print(resolved_yaml(s, scenario, set_ or []), highlight=False, markup=False, soft_wrap=True, end="")
+        return
     acc = summary(s)
     if as_json:
         print_json(acc)
@@ -237,7 +249,12 @@ def simulate(
         "title": title, "host_note": host_note_text(s, result.summary), "nearest": nearest_lines(s, scenario, set_ or [])}
     if out_dir is not None:
         # the notes that need the scenario, for show to print again; the inputs, for compare's labels
-        paths = result.save(out_dir, notes=notes, inputs={"scenario": scenario, "overrides": list(set_ or [])})
+        from moesim.scenario_dump import RESOLVED_NAME, resolved_yaml
+
+        at = (None if limits is None else f"--slo {limits.text} searched its arrival rate: the run saved here is at "
+              f"{result.summary['max_goodput_req_s']:.6g} req/s (summary.json), not at the rate below")
+        paths = result.save(out_dir, notes=notes, inputs={"scenario": scenario, "overrides": list(set_ or [])},
+                            extra={RESOLVED_NAME: resolved_yaml(s, scenario, set_ or [], note=at)})
         err.print(f"wrote {len(paths)} files to {out_dir}", highlight=False, soft_wrap=True)
     if as_json:
         print_json({"scenario": result.scenario, "kind": result.kind, "seed": result.seed, **result.summary})

@@ -35,6 +35,10 @@ class StdoutConsole(Console):
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)
 
+    def on_broken_pipe(self) -> None:
+        """stdout's reader left (``| head``): end the run as :func:`_reader_left` does, on every such console."""
+        _reader_left()
+
 
 out = StdoutConsole()
 err = Console(stderr=True)
@@ -58,8 +62,6 @@ def _reader_left() -> None:
     raise SystemExit(READER_LEFT_EXIT)
 
 
-out.on_broken_pipe = _reader_left
-
 
 def write_stdout(text: str) -> None:
     """``text`` to stdout as it is (JSON, a schema, a Markdown table); a reader that left ends the run as
@@ -72,7 +74,7 @@ def write_stdout(text: str) -> None:
     except BrokenPipeError:
         _reader_left()
 
-_FIT_TEXT = ("fits_reason", "fits_advice")  # sentences: printed under the table, not in it
+_FIT_TEXT = ("fits_reason", "fits_advice", "pipeline_note")  # sentences: printed under the table, not in it
 
 
 def _print_fit(summary: dict) -> None:
@@ -85,6 +87,8 @@ def _print_fit(summary: dict) -> None:
             out.print(f"[yellow]to fit:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
     elif summary.get("fits") and summary.get("fits_advice"):  # fits, but the allocator's reserve may not
         out.print(f"[yellow]tight:[/yellow] {escape(summary['fits_advice'])}", highlight=False)
+    if summary.get("pipeline_note"):  # check: an uneven pipeline split the plan does not place
+        out.print(f"[bold]note:[/bold] {escape(summary['pipeline_note'])}", highlight=False)
 
 
 def print_result(title: str, summary: dict, step: dict | None, host_note: str = "",
@@ -111,8 +115,8 @@ def print_result(title: str, summary: dict, step: dict | None, host_note: str = 
     if summary.get("capacity_limit"):
         out.print(f"[bold]limit:[/bold] {escape(summary['capacity_limit'])}", highlight=False)
         out.print(f"[bold]note:[/bold] {escape(summary['capacity_note'])}", highlight=False)
-    if host_note:
-        out.print(f"[bold]note:[/bold] {escape(host_note)}", highlight=False)
+    for line in host_note.splitlines():  # one note a line
+        out.print(f"[bold]note:[/bold] {escape(line)}", highlight=False)
     if step:  # where a typical decode iteration's (serving) or the step's (training) time goes
         from moesim.report import decode_step_view, train_step_view
 
@@ -158,15 +162,18 @@ def saved_step(folder) -> dict | None:
 
 
 def host_note_text(s, summary: dict) -> str:
-    """Under a training run whose MoE layers mostly wait for the host: how long, at which floor, and the
-    knob (``engine.training.host_floor.host_wait_note``); "" otherwise."""
+    """The notes under a training run, one a line: that its MoE layers mostly wait for the host (how long, at
+    which floor, and the knob: ``engine.training.host_floor.host_wait_note``) and that its pipeline chunks hold
+    uneven layer counts the plan does not place (``stage_memory.uneven_split_note``); "" for none."""
     if "host_wait_s" not in summary:
         return ""
     from moesim.costmodel import build_cost_model
     from moesim.engine.training.host_floor import host_wait_note, moe_layer_host_us
+    from moesim.stage_memory import uneven_split_note
 
-    return host_wait_note(summary["host_wait_s"], summary["step_time_s"],
-                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None) or ""
+    host = host_wait_note(summary["host_wait_s"], summary["step_time_s"],
+                          moe_layer_host_us(s, build_cost_model(s.hardware)), s.plan.moe_layer_host_us is not None)
+    return "\n".join(n for n in (host, uneven_split_note(s.model, s.plan)) if n)
 
 
 def nearest_lines(s, name: str, sets: list[str]) -> list[str]:

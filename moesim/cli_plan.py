@@ -43,8 +43,8 @@ def plan_command(
     hardware: Annotated[str | None, typer.Option("--hardware", help="Hardware presets to compare, e.g. h100-sxm,h200,a100-80gb (default: the scenario's).")] = None,
     slo: Annotated[str | None, typer.Option("--slo", help="Serving SLO (required for serving), e.g. ttft_p99=2,tpot_p99=0.2 (seconds).")] = None,
     objective: Annotated[str | None, typer.Option("--objective", help="What to minimise/maximise. Serving: usd_per_mtok (at capacity, default), tokens_per_s_per_device, ttft_p99_s. Training: usd_per_mtok (default), step_time_s, mfu, tokens_per_s, tokens_per_s_per_device.")] = None,
-    tp: Annotated[str | None, typer.Option("--tp", help="Tensor-parallel degrees to try (powers of two; default: 1 up to the devices per node).")] = None,
-    pp: Annotated[str | None, typer.Option("--pp", help="Pipeline stages to try (default 1,2,4).")] = None,
+    tp: Annotated[str | None, typer.Option("--tp", help="Tensor-parallel degrees to try (each must divide the model's attention heads, and stays within a node; default: the powers of two up to the devices per node).")] = None,
+    pp: Annotated[str | None, typer.Option("--pp", help="Pipeline stages to try (any count up to the model's layers; an uneven layer split is written out as plan.pipeline_layout; default 1,2,4).")] = None,
     max_batch_seqs: Annotated[str | None, typer.Option("--max-batch-seqs", help="Serving batch limits to try (default 64,128,256,512).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="PATH=VALUE", help="Fixed override of the scenario before planning: path.to.field=value (repeatable).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write plans.csv, plans.json, pareto.png, best.yaml and the runs (results.jsonl) here.")] = None,
@@ -55,6 +55,7 @@ def plan_command(
     top: Annotated[int, typer.Option("--top", help="Rows of the ranked table.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every run.")] = 0,
     verify: Annotated[int, typer.Option("--verify", help="Serving: re-run the capacity search of the best N plan shapes on the whole plan (every replica, fewest devices); they rank first, by it. 0: one-replica searches only.")] = 1,
+    headroom: Annotated[float | None, typer.Option("--headroom", metavar="GIB", help="Training: keep only plans that leave at least this much device memory free (GiB per device; plans tied on the objective already rank the one with more free first).", show_default=False)] = None,
     exhaustive: Annotated[bool, typer.Option("--exhaustive", help="Evaluate every valid plan (no bound pruning; slow): the whole Pareto frontier.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print counts, the best plan and the ranked rows as JSON.")] = False,
 ) -> None:
@@ -81,7 +82,8 @@ def plan_command(
     if out_dir is not None:
         check_runs_folder(out_dir)
     space, obj, slo_obj = prepare(scenario, devices=devices, hardware=hardware, slo=slo, objective=objective,
-                                  tp=tp, pp=pp, batch=max_batch_seqs, sets=set_ or [], exhaustive=exhaustive)
+                                  tp=tp, pp=pp, batch=max_batch_seqs, sets=set_ or [], exhaustive=exhaustive,
+                                  headroom_gib=headroom)
     with Progress(TextColumn("[bold]plan"), BarColumn(), MofNCompleteColumn(), _PlanColumn(), console=err,
                   transient=False, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("plan", total=len(space.candidates))
@@ -96,30 +98,49 @@ def plan_command(
     files = [str(p) for p in write_outputs(outcome, out_dir)] if out_dir is not None else []
     n = counts(outcome)
     rows = [r for r in all_rows(outcome) if r["rank"] is not None]
+    empty = None if rows else no_plan(outcome, n, space.training, out_dir is not None, headroom or 0.0)
     if as_json:
         from moesim.results import jsonable
 
         doc = {**n, "objective": obj.name, "best": rows[0] if rows else None, "ranked": rows[:top], "files": files}
+        if empty is not None:
+            doc |= {"no_plan": empty["why"], "nearest_fit": empty["nearest_fit"]}
         write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
         if rows:  # an empty table says nothing the counts line does not
             out.print(_table(rows, obj, space.training, top, limits=tuple(slo_obj.limits) if slo_obj else ()))
         out.print(_counts_line(n, space.training), highlight=False)
         if space.no_layout:
-            counts = ", ".join(map(str, space.no_layout))
-            out.print(f"[yellow]no plan splits {counts} device{'s' if space.no_layout != [1] else ''}[/yellow] "
+            counts_text = ", ".join(map(str, space.no_layout))
+            out.print(f"[yellow]no plan splits {counts_text} device{'s' if space.no_layout != [1] else ''}[/yellow] "
                       f"({space.no_layout_why}): not searched", highlight=False)
         for f in files:
             out.print(f"wrote {f}", highlight=False, soft_wrap=True)
+        if empty is not None:
+            out.print(f"[yellow]{empty['why']}[/yellow]", highlight=False)
+            if empty["nearest_fit"] is not None:
+                out.print(empty["nearest_fit"]["text"], highlight=False)
         _print_trust(outcome, out_dir)
-    if not rows:
-        if not n["simulated"]:  # every candidate pruned before a run: say by what
-            pruned = ", ".join(f"{k} {v}" for k, v in n["pruned"].items())
-            why = f"no candidate plan is valid and fits in memory ({pruned})"
-        else:
-            why = "no plan holds the SLO at any rate" if not space.training else "no plan fits and simulates"
-        raise RunError(f"{why} (of {n['candidates']} candidates: pruned {n['pruned_total']}, "
-                       f"evaluated {n['simulated']}); see {'plans.csv in --out' if out_dir else 'the counts above'}")
+    if empty is not None and empty["failed"]:  # every run failed: a failure while running (as sweep's)
+        raise RunError(empty["why"])
+
+
+def no_plan(outcome, n: dict[str, Any], training: bool, has_out: bool, headroom_gib: float = 0.0) -> dict[str, Any]:
+    """Why a search ranked no plan: ``{"why": one line, "nearest_fit": plan_report.no_fit_hint or None,
+    "failed": every run failed}`` (``headroom_gib``: ``--headroom``, GiB per device). Only ``failed`` is an error (exit 1): a search that finishes with
+    nothing to show exits 0, as ``check`` of a plan that does not fit does."""
+    from moesim.plan_report import no_fit_hint
+
+    if not n["simulated"]:  # every candidate pruned before a run: say by what
+        pruned = ", ".join(f"{k} {v}" for k, v in n["pruned"].items())
+        why = f"no candidate plan is valid and fits in memory ({pruned})"
+    else:
+        why = "no plan holds the SLO at any rate" if not training else "no plan fits and simulates"
+    why += (f" (of {n['candidates']} candidates: pruned {n['pruned_total']}, evaluated {n['simulated']}); "
+            f"see {'plans.csv in --out' if has_out else 'the counts above'}")
+    failed = n["simulated"] > 0 and set(n["evaluated"]) <= {"failed"}
+    hint = None if getattr(outcome, "disagg", False) else no_fit_hint(outcome.space.candidates, headroom_gib)
+    return {"why": why, "nearest_fit": hint, "failed": failed}
 
 
 def _print_trust(outcome, out_dir: Path | None) -> None:
@@ -204,11 +225,13 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
     for r in rows:
         shapes.setdefault(_shape(r, training), []).append(r["devices"])
     body: list[list[str]] = []
+    uneven = False  # a shown plan splits its layers unevenly (plan.pipeline_layout written out)
     for r in rows:  # best first; a shape's first row is its fewest devices (ties rank fewer devices first)
         devices = shapes.pop(_shape(r, training), None)
         if devices is None:
             continue
         cells = [str(len(body) + 1), r["plan"], str(r["devices"]), r["hardware"]]
+        uneven = uneven or bool(r.get("plan.pipeline_layout"))
         if not training:
             cells.append(",".join(str(d) for d in sorted(set(devices) - {r["devices"]})) or "-")
         key = {c: (r.get("objective") if first.get(c) else r.get(c)) for c in cols}
@@ -237,6 +260,8 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
     if not training:
         notes.append("1 replica: the capacity search on one replica, times the replicas (what the search ranks by); "
                      "whole: re-run on every replica of the plan (--verify), which also gives the other columns")
+    if uneven:
+        notes.append(UNEVEN_NOTE)
     left_out = [left_names[i] for i in range(len(headers)) if i not in shown]
     if "hardware" in left_out and len(hardware) == 1:  # one device for every row: named, not a column
         left_out.remove("hardware")
@@ -245,6 +270,12 @@ def _table(rows: list[dict[str, Any]], obj, training: bool, top: int, width: int
         notes.append(f"not shown for lack of width: {', '.join(left_out)} (plans.csv in --out and --json have them)")
     t.caption = "; ".join(notes) or None
     return t
+
+
+#: Under a table that shows a plan whose layers do not split evenly over its pipeline chunks.
+UNEVEN_NOTE = ("layers a/b/...: the layers of each pipeline chunk, which the stages cannot share evenly; "
+               "best.yaml writes them as plan.pipeline_layout (Megatron-core's --pipeline-model-parallel-layout: "
+               "it refuses an uneven split it is not given)")
 
 
 def _latency_head(key: str) -> str:

@@ -98,7 +98,9 @@ def sweep_command(
                "skipped": p.skipped, "wall_s": outcome.wall_s, "files": files, "best": outcome.best}
         write_stdout(json.dumps(jsonable(doc), indent=2) + "\n")
     else:
-        from moesim.sweep_table import host_floor_note, note, rows_table
+        from rich.markup import escape
+
+        from moesim.sweep_table import host_floor_note, inert_axes_note, note, rows_table
 
         kind = next((r["kind"] for r in outcome.rows if r.get("kind")), "training")
         table, picked = rows_table(outcome.rows, outcome.dims, kind, best, outcome.best, top,
@@ -106,9 +108,9 @@ def sweep_command(
         out.print(table)
         if note(picked, files["csv"]):
             out.print(note(picked, files["csv"]), highlight=False)
-        host = host_floor_note(outcome.rows)
-        if host:
-            out.print(f"[yellow]note:[/yellow] {host}", highlight=False)
+        for line in (host_floor_note(outcome.rows), inert_axes_note(outcome.rows, outcome.dims)):
+            if line:
+                out.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False)
         n = p.total + p.skipped
         out.print(f"{n} point{'' if n == 1 else 's'}: ok {p.ok}, invalid {p.invalid}, failed {p.failed}, "
                   f"skipped {p.skipped} (already done) in {outcome.wall_s:.1f} s -> {files['csv']}",
@@ -120,6 +122,9 @@ def sweep_command(
             out.print(f"[yellow]no best point: {why}[/yellow]", highlight=False)
     if p.total and p.failed == p.total:
         raise RunError(f"every point failed (see the reason column of {files['csv']})")
+    if p.failed:  # the others are saved; a script must not read the sweep as whole
+        raise RunError(f"{p.failed} of {p.total} point{'' if p.total == 1 else 's'} failed (see the reason column of "
+                       f"{files['csv']}); the rest are saved, and --resume runs the failed ones again")
 
 
 def table_columns(text: str | None) -> list[str] | None:

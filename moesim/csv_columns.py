@@ -167,8 +167,8 @@ DECODE_STEP = CsvTable("decode_step.csv", "`moesim simulate --out DIR` (serving)
 TRAIN_STEP = CsvTable("train_step.csv", "`moesim simulate --out DIR` (training)",
                       "one part of the training step, mean over pipeline stages and steps (`training/anatomy.py`; "
                       "parts that cost nothing are left out), then a `total` row", {
-                          "part": ("text", "compute by what it does (attention, router, experts, dense_ffn, "
-                                   "embedding_head, recompute), then alltoall_exposed, tp_comm, cp_comm, pp_comm, "
+                          "part": ("text", "compute by what it does (attention, router, experts, host_wait: the GPU "
+                                   "waiting for the host to issue MoE layers, dense_ffn, embedding_head, recompute), then alltoall_exposed, tp_comm, cp_comm, pp_comm, "
                                    "bubble, zero_gather_exposed, dp_sync_exposed, optimizer (the summary's `<part>_s`), "
                                    "total"),
                           "seconds": (_S, "the part's time in the step (the parts sum to the total, step_time_s; the "

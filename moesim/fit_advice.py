@@ -127,6 +127,12 @@ def _with_plan(s: Scenario, **changes) -> Scenario | None:
     return s.model_copy(update={"plan": plan})
 
 
+def _too_many_stages(s: Scenario, field: str, value: int) -> bool:
+    """Whether ``plan.<field> = value`` asks for more pipeline chunks than the model has layers (a rule of the
+    scenario, not of the plan alone, so ``_with_plan`` does not catch it)."""
+    return field == "pp" and value * s.plan.virtual_stages > s.model.n_layers
+
+
 def _smallest_factor(s: Scenario, make: Callable[[int], Scenario]) -> int | None:
     """Smallest power of two f (2.._MAX_FACTOR) for which ``make(f)`` fits, or None."""
     f = 2
@@ -145,9 +151,13 @@ def _advice(s: Scenario) -> str:
     for field in ("tp", "pp"):
         value = getattr(p, field)
         extra = resplit if field == "pp" else {}
-        f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: _with_plan(s, **{field: value * k}, **extra))
+        f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: None if _too_many_stages(
+            s, field, value * k) else _with_plan(s, **{field: value * k}, **extra))
         if f is not None:
-            fewer_dp = f", or plan.dp / {f}" if p.dp % f == 0 else ""
+            # the same devices: dp / f, and f x the micro-batches to keep each one's size (and the global batch)
+            same = None if p.dp % f else _with_plan(s, **{field: value * f}, dp=p.dp // f,
+                                                     microbatches=p.microbatches * f, **extra)
+            fewer_dp = f", or plan.dp / {f} with plan.microbatches x {f} on these devices" if _fits(same) else ""
             even = ", the layers split evenly" if field == "pp" and p.splits_layers else ""
             per_node = s.hardware.node.devices_per_node
             # a TP group wider than a node would all-reduce over the network: say what keeps it in one
@@ -201,8 +211,9 @@ def _accumulation_advice(s: Scenario) -> list[str]:
     f = _smallest_factor(s, more)
     if f is None:
         return []
+    n = seqs // (p.dp * p.microbatches * f)
     return [f"plan.microbatches {p.microbatches} -> {p.microbatches * f} (gradient accumulation: micro-batches of "
-            f"{seqs // (p.dp * p.microbatches * f)} sequences, the same global batch)"]
+            f"{n} sequence{'' if n == 1 else 's'}, the same global batch)"]
 
 
 #: The largest engine share of device memory the advice suggests (assumed: it leaves 4 GiB of an 80 GiB GPU to

@@ -72,6 +72,7 @@ def read_scenario(path: Path, overrides: Iterable[str] = ()) -> tuple[dict, Path
 def scenario_from_dict(raw: dict, base_dir: Path | None = None) -> Scenario:
     """Validate plain data into a Scenario, mapping every error to one InputError line."""
     check_structure(raw)
+    check_colon_keys(raw)
     try:
         scenario = Scenario.model_validate(raw, context={"base_dir": str(base_dir) if base_dir else None})
     except ValidationError as exc:
@@ -151,10 +152,25 @@ def parse_yaml(text: str, label: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = (exc.problem or exc.context or "invalid YAML").strip()
-        raise InputError(one_line(f"{label}: YAML error at {where}: {problem}")) from None
+        raise InputError(one_line(f"{label}: YAML error at {where}: {problem}{_glued_hint(text, mark)}")) from None
     except yaml.YAMLError as exc:
         first = (str(exc).splitlines() or ["invalid YAML"])[0]
         raise InputError(one_line(f"{label}: YAML error: {first}")) from None
+
+
+def _glued_hint(text: str, mark: Any) -> str:
+    """For a YAML error just after a block line written ``name:value`` (no space after the colon, so YAML
+    read it as text that the next line's ``key:`` then breaks): that line and its fix."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    for i in range(min(mark.line, len(lines) - 1), max(mark.line - 3, -1), -1):
+        m = re.fullmatch(r"\s*(?:-\s+)?" + _GLUED_KEY.pattern, lines[i].split(" #")[0].rstrip())
+        if m:
+            glued = f"{m.group(1)}:{m.group(2)}"
+            return (f"; line {i + 1} has {_clip(glued, 60)!r}: YAML needs a space after the colon "
+                    f"({_clip(m.group(1) + ': ' + m.group(2), 62)!r})")
+    return ""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -247,6 +263,38 @@ def check_structure(data: Any, label: str = "") -> None:
                 stack.append((value, path + (key,), depth + 1))
         else:
             stack.extend((value, path + (i,), depth + 1) for i, value in enumerate(node))
+
+
+#: A key YAML read from ``name:value`` written without the space after the colon (``{preset:a100-80gb}``
+#: is one key ``'preset:a100-80gb'`` with no value): a field name, the colon, then something.
+_GLUED_KEY = re.compile(r"([A-Za-z_][\w\-]*):(\S.*)", re.DOTALL)
+
+
+def check_colon_keys(data: Any) -> None:
+    """Refuse a mapping key written ``name:value`` (no space after the colon) that YAML read as one key
+    with no value, naming the mapping, the key and the fix, before the schema's errors about it (a
+    missing field, an unknown one) hide why. Call after :func:`check_structure` (which bounds the walk)."""
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    seen = 0
+    while stack and seen <= MAX_VALUES:
+        node, path = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            for key, value in node.items():
+                m = _GLUED_KEY.fullmatch(key) if isinstance(key, str) and value is None else None
+                if m:
+                    fixed = f"{m.group(1)}: {m.group(2)}"
+                    raise InputError(one_line(f"{_where('', path)}: key {_clip(key, 60)!r} has no value: YAML needs a "
+                                              f"space after the colon ({_clip(fixed, 62)!r})"))
+            stack.extend((value, path + (key,)) for key, value in reversed(list(node.items())))
+            if not path:  # ``hardware: preset:a100-80gb`` on its own is a preset name with a colon in it
+                for section in KEPT_ON_NEW_BASE:
+                    m = _GLUED_KEY.fullmatch(node.get(section)) if isinstance(node.get(section), str) else None
+                    if m and m.group(1) in BASE_KEYS:
+                        raise InputError(one_line(f"{section} = {_clip(node[section], 60)!r}: YAML needs a space after "
+                                                  f"the colon ({_clip(m.group(1) + ': ' + m.group(2), 62)!r})"))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, path + (i,)) for i, value in reversed(list(enumerate(node))))
 
 
 def _where(label: str, path: tuple) -> str:
@@ -359,6 +407,26 @@ def model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every pydantic model class in ``annotation`` (both workload kinds of the discriminated union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated):
+        found = [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+        return list(dict.fromkeys(found))
+    return []
+
+
+def nested_field_paths(cls: type[BaseModel], name: str) -> list[str]:
+    """``sub.name`` for each sub-section of ``cls`` that has a field ``name``: where a key written one
+    level too high belongs (``nodes`` in hardware -> ``cluster.nodes``)."""
+    paths = []
+    for sub_name, field in cls.model_fields.items():
+        if any(name in sub.model_fields for sub in models_in(field.annotation)):
+            paths.append(f"{sub_name}.{name}")
+    return paths
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """One line: ``field.path = value: what is wrong; allowed ...`` (+ how many more errors)."""
     errors = exc.errors(include_url=False)
@@ -385,7 +453,10 @@ def format_validation_error(exc: ValidationError) -> str:
     elif kind == "extra_forbidden":
         cls = _section_class(loc[:-1])
         allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls else ""
-        hint = did_you_mean(str(loc[-1]), cls.model_fields if cls else [], n=2, joiner=" or ")
+        parent = ".".join(str(p) for p in loc[:-1] if p not in _TAGS)
+        nested = [f"{parent}.{p}" if parent else p for p in nested_field_paths(cls, str(loc[-1]))] if cls else []
+        hint = (f"did you mean {' or '.join(nested[:3])}?" if nested else
+                did_you_mean(str(loc[-1]), cls.model_fields if cls else [], n=2, joiner=" or "))
         line = f"{path}: unknown field{'; ' + hint if hint else ''}{allowed}"
     elif kind == "missing":
         missing = [".".join(str(p) for p in e["loc"] if p not in _TAGS) for e in errors if e["type"] == "missing"]
@@ -401,6 +472,9 @@ def format_validation_error(exc: ValidationError) -> str:
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         value = first.get("input")
         brace = "; a YAML {key: value} mapping needs its closing brace" if str(value).lstrip().startswith("{") else ""
+        glued = _GLUED_KEY.fullmatch(value.strip()) if isinstance(value, str) else None
+        if glued:  # ``cluster: nodes:8`` (block style) or ``--set hardware.cluster=nodes:8``
+            brace += f"; YAML needs a space after the colon ({_clip(glued.group(1) + ': ' + glued.group(2), 62)!r})"
         line = f"{path} = {short_repr(value)}: expected a mapping of {path}'s fields{brace}"
     else:
         line = f"{path} = {short_repr(first.get('input'))}: {msg}{_unit_hint(kind, first.get('input'))}"

@@ -68,6 +68,7 @@ from moesim.train_bytes import (
     training_weight_bytes,
 )
 from moesim.train_reserve import allocatable_gib, held_gib
+from moesim.zero3_gather import zero3_block_bytes
 
 # ---------------------------------------------------------------- memory per device
 
@@ -167,15 +168,17 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         capacity, held = allocatable_gib(s), held_gib(s)
         z = plan.zero_stage
         b = training_weight_bytes(prec)
-        g, o = grad_bytes(s.model.dtype, plan.grad_dtype), optimizer_bytes(plan)
+        g, o = grad_bytes(s.model.dtype, plan.grad_dtype), optimizer_bytes(plan, s.model.dtype)
 
         def params_of(st: int) -> tuple[float, float, float]:  # (weights, grads, Adam) bytes of stage st's chunk
             d_, e_ = weight_params_per_device(m, plan, red, stage=st)
             if not w.trainable.full:  # fine-tuning: gradients and Adam only for what trains, frozen (or nf4) base
                 return _finetune_param_bytes(s, d_, e_, b, 1, dp, expert_dp, st)
             bd, be = stored_weight_bytes(s, b)
-            return (zero_sharded_bytes(d_, e_, bd, be, 3, z, dp, expert_dp) + fp8_weight_cache_bytes(s, d_, e_),
-                    zero_sharded_bytes(d_, e_, g, g, 2, z, dp, expert_dp),
+            # ZeRO-3: the running and prefetched blocks gathered whole, the running one's gradient unsharded
+            gw, gg = zero3_block_bytes(s, bd, be, g, dp, expert_dp)
+            return (zero_sharded_bytes(d_, e_, bd, be, 3, z, dp, expert_dp) + fp8_weight_cache_bytes(s, d_, e_) + gw,
+                    zero_sharded_bytes(d_, e_, g, g, 2, z, dp, expert_dp) + gg,
                     zero_sharded_bytes(d_, e_, o, o, 1, z, dp, expert_dp))
 
         weights, grads, optim = params_of(0)
@@ -284,7 +287,7 @@ def mtp_param_bytes(s: Scenario, weight_bytes: float, grad_bytes_: float, dp: in
     dense += 2 * s.model.d_model ** 2 / s.plan.tp
     z = s.plan.zero_stage
     return tuple(n * zero_sharded_bytes(dense, experts, per, per, k, z, dp, expert_dp)
-                 for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (optimizer_bytes(s.plan), 1)))
+                 for per, k in ((weight_bytes, 3), (grad_bytes_, 2), (optimizer_bytes(s.plan, s.model.dtype), 1)))
 
 
 def stranded_fraction(s: Scenario) -> float:
@@ -318,10 +321,13 @@ def _finetune_param_bytes(s: Scenario, dense: float, experts: float, b: float, c
     weights = copies * (zero_sharded_bytes(dense, experts, sh.dense_weight_bytes, sh.expert_weight_bytes, 3, z, dp,
                                            expert_dp) + fp8_weight_cache_bytes(s, dense, experts))
     dense_t, experts_t = dense * sh.dense_trainable, experts * sh.expert_trainable
-    g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), optimizer_bytes(s.plan)
+    g, o = grad_bytes(s.model.dtype, s.plan.grad_dtype), optimizer_bytes(s.plan, s.model.dtype)
     grads = copies * zero_sharded_bytes(dense_t, experts_t, g, g, 2, z, dp, expert_dp)
     optim = copies * zero_sharded_bytes(dense_t, experts_t, o, o, 1, z, dp, expert_dp)
-    return weights, grads, optim
+    # ZeRO-3: the running and prefetched blocks gathered whole (at the base's width), the share that trains has a gradient
+    gw, gg = zero3_block_bytes(s, sh.dense_weight_bytes, sh.expert_weight_bytes, g, dp, expert_dp,
+                               (sh.dense_trainable, sh.expert_trainable))
+    return weights + gw, grads + gg, optim
 
 
 def kv_bytes_per_token_per_device(s: Scenario) -> float:

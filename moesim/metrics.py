@@ -469,11 +469,20 @@ _add("flops_per_token", "FLOP", None, "forward FLOPs per token",
 _add("training_flops_per_token", "FLOP", None, "training FLOPs per token",
      "forward + backward FLOPs per token (3x forward; full recompute adds another forward; fine-tuning: the "
      "forward, the input gradients through the trained blocks, the trainable weights' gradients and adapters)", C)
+_add("micro_batch_seqs", "count", None, "sequences per micro-batch",
+     "training: sequences one data-parallel rank computes per micro-batch, global_batch_seqs / (plan.dp x "
+     "plan.microbatches): what plan.dp and plan.microbatches change in the activations", C)
+_add("tokens_per_microbatch", "tokens", None, "tokens per micro-batch and device",
+     "training: one micro-batch's tokens on one device, micro_batch_seqs rows (of seq_len, or of the padded "
+     "length of variable-length samples) / plan.cp", C)
+_add("pipeline_note", "text", None, "uneven pipeline split",
+     "training, only when it applies: the layer counts of pipeline chunks that model.n_layers does not split "
+     "evenly and the plan does not place (printed under the table)", C)
 _add("kv_cache_bytes_per_token", "bytes/token", "min", "KV cache bytes per token",
-     "KV cache bytes one token adds across all layers (whole model, before any sharding)", C)
+     "serving: KV cache bytes one token adds across all layers (whole model, before any sharding)", C)
 _add("decode_bytes_per_token_batch1", "bytes/token", "min", "decode bytes per token at batch 1",
      "bytes read from memory per decode step of one sequence at batch 1, whole model (before any sharding): the "
-     "weights its token touches and its KV cache at the workload's mean context (serving; training: none)", C)
+     "weights its token touches and its KV cache at the workload's mean context (serving only)", C)
 _add("memory_per_device_gib", "GiB", "min", "memory per device (GiB)",
      "memory of the busiest device: the sum of the memory terms", C)
 _add("memory", "GiB", None, "memory per device by term (GiB)",

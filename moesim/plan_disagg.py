@@ -265,7 +265,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
                      tp: list[int] | None, pp: list[int], batch: list[int]) -> DisaggSpace:
     """Pool plans (tp x pp x ep x max_batch_seqs per role and hardware) for the device budgets
     ``devices``; each budget must hold a node per pool (InputError otherwise)."""
-    from moesim.plan_space import devices_per_node_of, powers_of_two
+    from moesim.plan_space import devices_per_node_of, tp_values
 
     w = base.workload
     if w.arrival.process == "trace" or "trace" in (w.prompt_tokens.dist, w.output_tokens.dist):
@@ -285,7 +285,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
         for role in ROLES:
             pool = getattr(w.disaggregation, role)
             placement = pool.placement or base.placement
-            for t in (v for v in powers_of_two(per_node) if tp is None or v in tp):
+            for t in tp_values(tp, per_node):
                 for p in pp:
                     for ep in _pool_eps(base.model.n_experts, placement.redundant_experts, most // (t * p)):
                         grain = _lcm(t * p * ep, per_node)

@@ -151,6 +151,8 @@ def best_scenario(outcome: PlanOutcome) -> dict | None:
     name = str(space.raw.get("name", "scenario"))
     data["name"] = f"{name}-plan"
     what = f"{outcome.objective.name} {u.value:.6g}"
+    if space.training and c.values.get("plan.pipeline_layout"):  # written out by plan_space.uneven_layout
+        what += "; " + uneven_text(c.values["plan.pipeline_layout"], c.values["plan.pp"])
     if space.training and u.row.get("fits") is True and _tight_fixed_by_expandable(data, space.base_dir):
         data.setdefault("plan", {})["allocator"] = "expandable_segments"
         what += "; plan.allocator: expandable_segments, as the caching allocator's reserve would not fit"
@@ -162,6 +164,14 @@ def best_scenario(outcome: PlanOutcome) -> dict | None:
         what += f", capacity {rate:.4g} req/s under {outcome.slo_text}"
     data["description"] = f"moesim plan: best of {outcome.progress.candidates} plans for {name} ({what})."
     return data
+
+
+def uneven_text(layout: list[int], pp: int) -> str:
+    """best.yaml's word on an uneven layer split: ``layout`` (layers per model chunk) over ``pp`` stages."""
+    return (f"plan.pipeline_layout {layout}: {sum(layout)} layers do not split evenly over "
+            f"{len(layout)} model chunk{'s' if len(layout) != 1 else ''} on {pp} pipeline stages, "
+            "so the split is written out (Megatron-core refuses an uneven split it is not given: pass it as "
+            "--pipeline-model-parallel-layout)")
 
 
 def _tight_fixed_by_expandable(data: dict, base_dir: Path) -> bool:
@@ -316,3 +326,71 @@ def write_outputs(outcome: PlanOutcome, out_dir: Path) -> list[Path]:
     paths += plot_pareto(outcome, out_dir / "pareto")
     best = write_best(outcome, out_dir / "best.yaml")
     return paths + ([best] if best else [])
+
+
+# --------------------------------------------------------------------------------- no plan
+def nearest_fit(candidates: list[Candidate], headroom_gib: float = 0.0) -> Candidate | None:
+    """The ``no-fit`` candidate whose screened memory per device is the smallest multiple of what its
+    device offers (``peak_gib / (capacity_gib - headroom_gib)``, GiB): the plan nearest to fitting;
+    None without one."""
+    short = [c for c in candidates if c.reason == "no-fit" and c.peak_gib is not None and c.capacity_gib]
+    return min(short, key=lambda c: (c.peak_gib / max(c.capacity_gib - headroom_gib, 1e-9), c.devices, c.index),
+               default=None)
+
+
+def bigger_devices(peak_gib: float, devices: int, tried: set[str], n: int = 3) -> list[str]:
+    """Up to ``n`` hardware presets not in ``tried`` whose device memory (GiB) holds ``peak_gib`` and
+    whose node takes ``devices`` devices (or a full node of 8): smallest memory first, then cheapest."""
+    from moesim.presets import HARDWARE
+
+    fits = [(hw["device"]["mem_gib"], hw["device"].get("usd_per_hour") or 0.0, name) for name, hw in HARDWARE.items()
+            if name not in tried and hw["device"]["mem_gib"] > peak_gib
+            and hw["node"]["devices_per_node"] >= min(devices, 8)]
+    return [name for *_, name in sorted(fits)[:n]]
+
+
+def devices_to_fit(devices: int, peak_gib: float, capacity_gib: float) -> int:
+    """The fewest devices, ``devices`` times a power of two, over which ``peak_gib`` per device (GiB)
+    would come under ``capacity_gib`` if it shrank in proportion: sharding over k times the devices
+    divides memory per device by k at most, so fewer devices cannot fit."""
+    k = 1
+    while peak_gib / k > capacity_gib:
+        k *= 2
+    return devices * k
+
+
+def reserved_gib(c: Candidate) -> float:
+    """Device memory (GiB) that ``c``'s screening did not count as usable (the CUDA context, a serving
+    engine's unused share): its preset's ``mem_gib`` less ``capacity_gib``; 0 for a custom device."""
+    from moesim.presets import HARDWARE
+
+    hw = HARDWARE.get(c.preset or c.hardware)
+    return max(float(hw["device"]["mem_gib"]) - c.capacity_gib, 0.0) if hw and c.capacity_gib else 0.0
+
+
+def no_fit_hint(candidates: list[Candidate], headroom_gib: float = 0.0) -> dict[str, Any] | None:
+    """How short the plan nearest to fitting falls and what to change: ``{"plan", "devices",
+    "hardware", "peak_gib", "capacity_gib", "devices_at_least", "text"}``; None when no candidate was
+    screened as not fitting. ``headroom_gib``: the memory ``--headroom`` keeps free (GiB per device)."""
+    c = nearest_fit(candidates, headroom_gib)
+    if c is None:
+        return None
+    usable = c.capacity_gib - headroom_gib
+    need = (f"needs {c.peak_gib:.1f} GiB of the {c.capacity_gib:.1f} GiB usable per device"
+            + (f", less the --headroom {headroom_gib:g} GiB" if headroom_gib else ""))
+    head = f"the plan nearest to fitting, {c.plan_text} on {c.devices} {c.hardware}, {need}"
+    hint = {"plan": c.plan_text, "devices": c.devices, "hardware": c.hardware, "peak_gib": c.peak_gib,
+            "capacity_gib": c.capacity_gib, "devices_at_least": None}
+    if usable <= 0:
+        return hint | {"text": f"{head}; --headroom {headroom_gib:g} GiB leaves no memory: give less"}
+    most = max(x.devices for x in candidates)
+    least = devices_to_fit(c.devices, c.peak_gib, usable)
+    tried = {x.preset or x.hardware for x in candidates}
+    bigger = bigger_devices(c.peak_gib + headroom_gib + reserved_gib(c), c.devices, tried)
+    ways = [f"more devices (at least {least}, as memory per device shrinks at most in proportion: "
+            f"--devices {max(least, 2 * most)},{2 * max(least, 2 * most)})"]
+    if bigger:
+        ways.append(f"a device with more memory (--hardware {','.join(bigger)})")
+    if headroom_gib:
+        ways.append(f"less --headroom (this plan leaves {max(c.capacity_gib - c.peak_gib, 0.0):.1f} GiB free)")
+    return hint | {"devices_at_least": least, "text": f"{head}; try {' or '.join(ways)}"}

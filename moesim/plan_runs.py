@@ -236,20 +236,22 @@ class RunSession:
 
         from moesim.sweep_store import ResultStore
 
+        self.workers, self.dask, self.backend = workers, dask, None
+        if dask:  # Dask reached (or found missing) before --out is touched: a failure leaves the folder as it was
+            from moesim.sweep_exec import DaskBackend
+
+            self.backend = DaskBackend(workers, None if dask == "local" else dask, option="--dask")
         self.tmp = tempfile.TemporaryDirectory(prefix="moesim-plan-") if store_dir is None else None
         self.store = ResultStore(Path(store_dir) if store_dir is not None else Path(self.tmp.name), durable=durable)
-        self.workers, self.dask, self.backend = workers, dask, None
 
     def drive(self, tasks: list, on_row, refill=None) -> None:
         """Play ``tasks`` (and whatever ``refill`` adds) on the backend, ``on_row`` as each ends."""
-        from moesim.sweep_exec import DaskBackend, LocalBackend, drive
+        from moesim.sweep_exec import LocalBackend, drive
 
         if not tasks:
             return
-        if self.backend is None:
-            w, dask = self.workers, self.dask
-            self.backend = (InlineBackend() if w == 1 and dask is None
-                            else DaskBackend(w, None if dask == "local" else dask) if dask else LocalBackend(w))
+        if self.backend is None:  # Dask's was started with the session
+            self.backend = InlineBackend() if self.workers == 1 else LocalBackend(self.workers)
         drive(self.backend, tasks, on_row, window=max(1, self.workers), refill=refill)
 
     def __enter__(self) -> RunSession:

@@ -62,6 +62,22 @@ SAT_SLACK = 1.1
 NEEDED_SLACK = 1.1
 BOUND, SATURATION, EXACT, VERIFY = 0, 1, 2, 3  # a unit's levels: what is known of it
 PRUNE_REASONS = ("invalid", "no-fit", "slo-unreachable", "dominated", "bound", "bound-saturation", "needed-rate")
+#: Objective values equal to this many significant digits are a tie (the tables show at most 5), which
+#: the memory headroom breaks: ZeRO-1 and ZeRO-2 often price the same step, and ZeRO-2 holds less.
+TIE_DIGITS = 6
+
+
+def tie_value(objective: Objective, value: float) -> float:
+    """``value``'s sort key (smaller is better) rounded to :data:`TIE_DIGITS` significant digits:
+    plans whose objectives differ by float noise only compare equal on it."""
+    key = objective.sort_key(value)
+    return float(f"{key:.{TIE_DIGITS}g}") if math.isfinite(key) else key
+
+
+def rank_key(objective: Objective, u: Unit) -> tuple[float, float]:
+    """How units rank before their devices and labels: the objective (to :data:`TIE_DIGITS` digits),
+    then the more memory left free on each device (GiB; unknown counts as none)."""
+    return tie_value(objective, u.value), -(u.headroom_gib if u.headroom_gib is not None else -math.inf)
 
 
 @dataclass
@@ -82,6 +98,7 @@ class Unit:
     value: float | None = None  # the objective, when done and ranked (per replica, or re-checked)
     estimate: float | None = None  # the one-replica objective, once the whole plan re-checked it
     checked_devices: int | None = None  # devices of the whole plan the re-check played
+    headroom_gib: float | None = None  # device memory its screened peak leaves free (GiB per device)
 
     @property
     def devices(self) -> int:
@@ -122,9 +139,10 @@ class PlanOutcome:
 
     def ranked(self) -> list[tuple[Candidate, Unit]]:
         """Candidates of units with an objective value, best first: the plans re-checked whole
-        first, then the others (ties: fewer devices first)."""
+        first, then the others (ties, equal to TIE_DIGITS digits: more memory headroom first, then fewer
+        devices)."""
         pairs = [(c, u) for u in self.units if u.value is not None for c in u.candidates]
-        return sorted(pairs, key=lambda cu: (cu[1].checked_devices is None, self.objective.sort_key(cu[1].value),
+        return sorted(pairs, key=lambda cu: (cu[1].checked_devices is None, *rank_key(self.objective, cu[1]),
                                              cu[0].devices, cu[0].hardware, cu[0].plan_text))
 
     @property
@@ -365,7 +383,7 @@ def smallest_dp(u: Unit) -> int | None:
 
 def _top_units(st: _Search, k: int) -> list[Unit]:
     """The ``k`` best evaluated units (distinct replica shapes)."""
-    done = sorted((u for u in st.units if u.value is not None), key=lambda u: (st.objective.sort_key(u.value),
+    done = sorted((u for u in st.units if u.value is not None), key=lambda u: (*rank_key(st.objective, u),
                                                                                u.devices, u.label))
     return done[:max(0, k)]
 
@@ -387,7 +405,7 @@ def _units(space: Space, objective: Objective, slo, progress: PlanProgress) -> l
             bound = bounds.ttft_lower(s)
         else:
             bound = rate_to_objective(objective, bounds.tokens_per_s_per_device(s), s)
-        u = Unit(i, key, info["raw"], s, cands, float(bound))
+        u = Unit(i, key, info["raw"], s, cands, float(bound), headroom_gib=info.get("headroom_gib"))
         why = bounds.slo_unreachable(s, slo) if slo is not None and not space.training else ""
         if why:
             u.status = "pruned"

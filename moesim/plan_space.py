@@ -78,6 +78,8 @@ class Candidate:
     status: str = "open"  # open | pruned | evaluated
     reason: str = ""  # why pruned (invalid, no-fit, slo-unreachable, dominated, bound, ...) or how evaluated
     detail: str = ""
+    peak_gib: float | None = None  # screened memory per device (GiB); None until screened or when invalid
+    capacity_gib: float | None = None  # the device's memory (GiB), beside peak_gib
 
     def overrides(self) -> list[str]:
         return [*self.hw_sets, *(f"{k}={json.dumps(v)}" for k, v in self.values.items())]
@@ -100,6 +102,8 @@ class Candidate:
             parts.append(str(v["plan.schedule"]))
         if v.get("plan.virtual_stages", 1) != 1:
             parts.append(f"vp{v['plan.virtual_stages']}")
+        if v.get("plan.pipeline_layout"):  # an uneven split, written out (enumerate_training)
+            parts.append("layers " + "/".join(map(str, v["plan.pipeline_layout"])))
         if "plan.zero_stage" in v:
             parts.append(f"zero{v['plan.zero_stage']}")
         if "plan.recompute" in v:
@@ -155,6 +159,29 @@ def powers_of_two(limit: int) -> list[int]:
     return [1 << k for k in range(limit.bit_length()) if 1 << k <= limit]
 
 
+def tp_values(tp: list[int] | None, limit: int) -> list[int]:
+    """The TP degrees tried where ``limit`` devices can take part (a node, or fewer devices): the
+    ``--tp`` values up to it, or without ``--tp`` the powers of two up to it."""
+    return powers_of_two(limit) if tp is None else [t for t in tp if t <= limit]
+
+
+def uneven_layout(n_layers: int, schedule: str, pp: int, virtual_stages: int) -> list[int] | None:
+    """Layers of each model chunk (``plan.pipeline_layout``'s entries) of the even split when
+    ``n_layers`` does not divide evenly over the schedule's model chunks (``numpy.array_split``:
+    the first chunks one more, what the engine plays with the layout unset); None when it divides
+    (or ``pp`` is 1). Megatron-core refuses an uneven split it is not told (its
+    ``--pipeline-model-parallel-layout``, or first/last-stage layer counts), so plan writes it out."""
+    from moesim.engine.training.schedules import get_schedule
+
+    if pp < 2:
+        return None
+    chunks = get_schedule(schedule).model_chunks(pp, virtual_stages)
+    if chunks > n_layers or n_layers % chunks == 0:  # too many chunks: the plan's rules refuse it
+        return None
+    q, r = divmod(n_layers, chunks)
+    return [q + 1] * r + [q] * (chunks - r)
+
+
 def ep_values(s, dp: int) -> list[int]:
     """1 and the divisors of the model's expert slots (experts + redundant copies) up to ``dp``."""
     n = s.model.n_experts + s.placement.redundant_experts
@@ -177,7 +204,7 @@ def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None
         return enumerate_disagg(raw, base_dir, base, hardware, devices, tp, pp, batch)
     cands: list[Candidate] = []
     for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
-        for t in (v for v in powers_of_two(min(per_node, n)) if tp is None or v in tp):
+        for t in tp_values(tp, min(per_node, n)):
             for p in pp:
                 if n % (t * p):
                     continue
@@ -221,7 +248,7 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
     w = base.workload
     cands: list[Candidate] = []
     for hw, n, sets, label, per_node in _hardware_points(raw, hardware, devices, cands):
-        for t in (v for v in powers_of_two(min(per_node, n)) if tp is None or v in tp):
+        for t in tp_values(tp, min(per_node, n)):
             for p in pp:
                 for cp in ((1, 2) if w.seq_len >= CP_MIN_SEQ else (1,)):
                     if n % (t * p * cp):
@@ -239,6 +266,7 @@ def enumerate_training(raw: dict, base_dir: Path, base, hardware: list[str | Non
                                 values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.cp": cp, "plan.ep": ep,
                                           "plan.microbatches": m, "plan.schedule": sched, "plan.virtual_stages": vp,
                                           **{f"plan.{name}": None for name in LAYER_SPLIT_FIELDS}}
+                                values["plan.pipeline_layout"] = uneven_layout(base.model.n_layers, sched, p, vp)
                                 cands.append(Candidate(len(cands), label, n, values, sets, hw))
     return Space(raw, base_dir, True, cands, {})
 
@@ -262,6 +290,7 @@ def screen_serving(space: Space) -> None:
             c.status, c.reason, c.detail = "pruned", "invalid", str(exc)
             continue
         mem = memory_report(s)
+        c.peak_gib, c.capacity_gib = mem.total_gib, mem.capacity_gib
         if not mem.fits:
             c.status, c.reason, c.detail = "pruned", "no-fit", f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB"
             continue
@@ -276,7 +305,7 @@ def screen_serving(space: Space) -> None:
             unit_s, data, unit_dp = s, full, s.plan.dp
         c.unit = unit_key(data)
         space.units.setdefault(c.unit, {"raw": data, "devices": unit_s.plan.n_devices, "dp": unit_dp,
-                                        "scenario": unit_s})
+                                        "scenario": unit_s, "headroom_gib": mem.capacity_gib - mem.total_gib})
 
 
 def recompute_variants(s) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
@@ -303,11 +332,12 @@ def recompute_variants(s) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
     return out
 
 
-def screen_training(space: Space, dominance: bool = True) -> None:
+def screen_training(space: Space, dominance: bool = True, headroom_gib: float = 0.0) -> None:
     """Validate each layout once, then expand it into ZeRO stage x recompute variants
-    (:func:`recompute_variants`): those that do not fit are ``no-fit``; of those that fit, one that
-    re-runs a strict superset of what a fitting variant with the same ZeRO stage re-runs is
-    ``dominated`` (recompute only adds work), unless ``dominance`` is off."""
+    (:func:`recompute_variants`): those that do not fit, or leave less than ``headroom_gib`` (GiB per
+    device) of the device's memory free, are ``no-fit``; of those that fit, one that re-runs a strict
+    superset of what a fitting variant with the same ZeRO stage re-runs is ``dominated`` (recompute
+    only adds work), unless ``dominance`` is off."""
     from moesim.memory import memory_report
 
     out: list[Candidate] = []
@@ -338,11 +368,13 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                     out.append(cand)
                     continue
                 mem = memory_report(s.model_copy(update={"plan": plan}))
+                cand.peak_gib, cand.capacity_gib = mem.total_gib, mem.capacity_gib
                 # a fitting variant that re-runs a strict subset of this one's work dominates it
                 lighter = next((name for name, w in fitting if w < work), None)
-                if not mem.fits:
+                if not mem.fits or mem.total_gib > mem.capacity_gib - headroom_gib:
                     cand.status, cand.reason = "pruned", "no-fit"
-                    cand.detail = f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB"
+                    cand.detail = f"peak {mem.total_gib:.1f} GiB > {mem.capacity_gib:g} GiB" + (
+                        f" less the --headroom {headroom_gib:g} GiB" if mem.fits else "")
                 elif lighter is not None and dominance:
                     cand.status, cand.reason, cand.detail = "pruned", "dominated", f"recompute {lighter} fits"
                 else:
@@ -351,7 +383,8 @@ def screen_training(space: Space, dominance: bool = True) -> None:
                     d.setdefault("plan", {}).update(zero_stage=z, **update)
                     cand.unit = unit_key(d)
                     space.units[cand.unit] = {"raw": d, "devices": c.devices, "dp": s.plan.dp,
-                                              "scenario": s.model_copy(update={"plan": plan})}
+                                              "scenario": s.model_copy(update={"plan": plan}),
+                                              "headroom_gib": mem.capacity_gib - mem.total_gib}
                 out.append(cand)
     for i, c in enumerate(out):
         c.index = i

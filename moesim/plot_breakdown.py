@@ -57,7 +57,21 @@ def _seconds(row: dict, key: str) -> float:
     """A training point's seconds on component ``key``, 0 where it has no number; results saved before
     ``alltoall_exposed_s`` existed had every all-to-all exposed (their ``alltoall_s``)."""
     v = row.get(key, row.get("alltoall_s") if key == "alltoall_exposed_s" else None)
+    if key == "host_wait_s" and _wait_in_experts(row):
+        return 0.0
     return float(v) if isinstance(v, (int, float)) else 0.0
+
+
+def _wait_in_experts(row: dict) -> bool:
+    """Whether a training point's host wait is inside its ``compute_experts_s`` (results saved before the
+    wait was a compute part of its own): its other compute parts already sum to ``compute_s``."""
+    from moesim.engine.training.anatomy import COMPUTE_PART_KEYS
+
+    others = [row.get(k) for k in COMPUTE_PART_KEYS if k != "host_wait_s"]
+    wait, compute = row.get("host_wait_s"), row.get("compute_s")
+    if not all(isinstance(v, (int, float)) for v in (*others, wait, compute)) or not wait:
+        return False
+    return abs(sum(others) - compute) <= 1e-9 * max(abs(compute), 1e-30) + 1e-12 < wait
 
 
 def stack_bases(parts: list[np.ndarray]) -> list[np.ndarray]:
@@ -85,12 +99,27 @@ def part_label(key: str) -> str:
     return STEP_LABELS.get(part.removeprefix("compute_"), STEP_LABELS.get(part, part))
 
 
+def _point_order(rows, dims):
+    """Sort key of a point: by each swept field in turn, numerically where every value of that field is a number,
+    else in the order the values first appear (a grid of mappings keeps the order it was given in)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    numeric = {d: all(number(r.get(d)) for r in rows) for d in dims}
+    first: dict[str, dict[str, int]] = {d: {} for d in dims}
+    for r in rows:
+        for d in dims:
+            first[d].setdefault(repr(r.get(d)), len(first[d]))
+    return lambda r: tuple(float(r[d]) if numeric[d] else first[d][repr(r.get(d))] for d in dims)
+
+
 def _stacked(rows, dims, title: str, keys: list[str], value, ylabel: str) -> Figure:
     """One bar per point, ``keys`` stacked in order (``value(row, key)`` high), labelled by the swept fields."""
     if not keys:
         raise InputError("no step components in these results")
     if len(rows) > 60:
         raise InputError(f"{len(rows)} points are too many bars; pick a slice with --where path=VALUE")
+    rows = sorted(rows, key=_point_order(rows, dims))  # a resumed sweep's new values sit among the old ones
     labels = [legend_text(dims, tuple(r.get(d) for d in dims)) if dims else f"seed {r.get('seed')}" for r in rows]
     longest = max((len(part_label(k)) for k in keys), default=0)  # the legend beside the bars takes this width
     fig, ax = figure(title, (max(6.0, 0.45 * len(rows) + 3) + 0.065 * longest, 4.8))

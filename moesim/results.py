@@ -159,9 +159,10 @@ class SimResult:
                 "otherData": {"scenario": self.scenario, "seed": self.seed, "kind": self.kind}}
 
     def save(self, out_dir: str | Path, notes: dict[str, Any] | None = None,
-             inputs: dict[str, Any] | None = None) -> list[Path]:
-        """Write summary.json (with ``notes`` and ``inputs``: :meth:`summary_json`), spans.csv, trace.json and
-        one CSV per table into ``out_dir``.
+             inputs: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> list[Path]:
+        """Write summary.json (with ``notes`` and ``inputs``: :meth:`summary_json`), spans.csv, trace.json,
+        one CSV per table and the ``extra`` files (name -> text: the CLI's resolved ``scenario.yaml``) into
+        ``out_dir``.
 
         The files are written into a staging folder inside ``out_dir`` first and renamed into place
         at the end, summary.json last, so a run stopped before then leaves the folder as it was. A
@@ -175,6 +176,7 @@ class SimResult:
                  # dumps + one write is several times faster than json.dump's many small writes
                  "trace.json": json.dumps(self.chrome_trace(), separators=(",", ":"))}
         files.update({f"{name}.csv": table_csv(table) for name, table in self.tables.items()})
+        files.update(extra or {})
         files["summary.json"] = self.summary_json(files=sorted(files), notes=notes, inputs=inputs) + "\n"  # written last
         earlier = _listed_files(out / "summary.json")
         stage = Path(tempfile.mkdtemp(prefix=".moesim-save-", dir=out))

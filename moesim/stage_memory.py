@@ -195,3 +195,20 @@ def held_layers(plan: PlanSpec, n_layers: int, stage: int) -> list[int]:
     sched = schedule_for(plan)
     chunks = sched.chunk_layers(n_layers, plan.pp, plan.virtual_stages)
     return sorted({int(x) for c, ch in enumerate(chunks) if sched.stage_of(c, plan.pp) == stage for x in ch})
+
+
+def uneven_split_note(m: ModelSpec, plan: PlanSpec) -> str:
+    """A line for a plan whose pipeline chunks get different layer counts without the plan saying so (no
+    ``first_stage_layers`` / ``last_stage_layers`` / ``pipeline_layout``): the counts moesim gives them
+    (``Schedule.chunk_layers``' even split, larger chunks first) and that Megatron-LM refuses such a plan
+    unless told where the layers go; "" when every chunk gets as many layers or the plan places them."""
+    if plan.pp == 1 or plan.splits_layers:
+        return ""
+    sizes = [len(c) for c in schedule_for(plan).chunk_layers(m.n_layers, plan.pp, plan.virtual_stages)]
+    if len(set(sizes)) == 1:
+        return ""
+    counts = ", ".join(f"{sizes.count(n)} of {n}" for n in sorted(set(sizes), reverse=True))
+    over = f"plan.pp {plan.pp}" + (f" x plan.virtual_stages {plan.virtual_stages}" if plan.virtual_stages > 1 else "")
+    return (f"model.n_layers {m.n_layers} does not split evenly over {len(sizes)} pipeline chunks ({over}): moesim "
+            f"gives them {counts} layers; Megatron-LM refuses an uneven split unless told where the layers go "
+            "(plan.first_stage_layers / plan.last_stage_layers or plan.pipeline_layout)")

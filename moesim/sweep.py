@@ -211,6 +211,9 @@ def run_sweep(scenario_path: str | Path, *, experts: str | None = None,
     store = ResultStore(out, durable=durable)
     kept = store.open(resume=resume, overwrite=overwrite)
     done_keys = {r.get("key") for r in kept}
+    # the folder's sweep after this run: the rows kept from before (a resume with more values) and these points
+    manifest["n_points"] = len(done_keys | {p.key for p in points})
+    manifest["seeds"] = sorted({p.seed for p in points} | {r["seed"] for r in kept if isinstance(r.get("seed"), int)})
     store.write_manifest(manifest)
     todo = _numbered_after(kept, [p for p in points if p.key not in done_keys])
     progress = SweepProgress(total=len(todo), skipped=len(points) - len(todo))

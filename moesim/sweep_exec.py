@@ -81,7 +81,7 @@ def capacity_point(scenario, seed: int, slo_text: str):
 def lost_row(task: PointTask, attempts: int) -> dict[str, Any]:
     """The row recorded for a point whose worker died on every attempt."""
     return {"point": task.index, "status": "failed", "seed": task.seed, "scenario": "", "kind": "",
-            "reason": f"worker died while running this point ({attempts} attempts)", **task.columns}
+            "reason": f"worker died while running this point ({attempts} attempt{'' if attempts == 1 else 's'})", **task.columns}
 
 
 # ------------------------------------------------------------------------ backends
@@ -184,11 +184,13 @@ class DaskBackend:
 
     broken = False  # Dask reschedules work of a dead worker itself; the pool never breaks
 
-    def __init__(self, workers: int, scheduler: str | None = None, processes: bool = True) -> None:
+    def __init__(self, workers: int, scheduler: str | None = None, processes: bool = True,
+                 option: str = "--executor dask") -> None:
+        """``option``: the command-line option that asked for Dask, named when it cannot be had."""
         try:
             from dask.distributed import Client, LocalCluster, as_completed
         except ImportError:
-            raise InputError("--executor dask needs dask[distributed]: pip install 'moesim[distributed]'") from None
+            raise InputError(f"{option} needs dask[distributed]: pip install 'moesim[distributed]'") from None
         self._cluster = None
         try:
             if scheduler:

@@ -204,9 +204,14 @@ def check_resume(out_dir: str | Path, manifest: dict[str, Any], compare: tuple[t
     ``compare`` entries (manifest key, what to call it); anything else would mix two runs' rows.
     Manifests written before the ``tool`` key say which they are by their keys."""
     old = read_manifest(out_dir)
-    if not old:
-        return
     tool = manifest["tool"]
+    if not old:
+        rows = Path(out_dir) / "results.jsonl"
+        if rows.is_file() and rows.stat().st_size > 0:  # rows of an unknown run: which scenario, which overrides?
+            raise InputError(f"--resume: {out_dir} holds rows but no {MANIFEST_NAME} saying which "
+                             f"{TOOLS[tool][0].removeprefix('a ')} they are of, so they cannot be checked against this one; use another --out, or pass "
+                             "--overwrite to replace them")
+        return
     old_tool = old.get("tool") or ("sweep" if "dims" in old else "plan")
     if old_tool != tool:
         (had, had_cmd), (want, want_cmd) = TOOLS[old_tool], TOOLS[tool]

@@ -235,15 +235,49 @@ def note(picked: Picked, csv_path: str, most: int = 6) -> str:
 
 
 def host_floor_note(rows: Sequence[dict[str, Any]]) -> str:
-    """Under a training sweep whose points mostly wait for the host to issue their MoE layers: that the GPU work
+    """Under a training sweep where a point waits for the host to issue its MoE layers: that the GPU work
     its axes change (capacity factor, top-k, experts) hides under that floor, and the knob; "" otherwise."""
     from moesim.engine.training.host_floor import HOST_NOTE_SHARE
 
     shares = [r["host_wait_s"] / r["step_time_s"] for r in rows if r.get("status") == "ok"
               and isinstance(r.get("host_wait_s"), (int, float)) and isinstance(r.get("step_time_s"), (int, float))
               and r["step_time_s"] > 0]
-    if not shares or sorted(shares)[len(shares) // 2] < HOST_NOTE_SHARE:
+    if not shares or max(shares) < HOST_NOTE_SHARE:  # one point at the floor may hold the others' steps level
         return ""
-    return (f"the MoE layers wait for the host for {min(shares):.0%}-{max(shares):.0%} of these steps "
+    low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
+    return (f"the MoE layers wait for the host for {low if low == high else f'{low}-{high}'} of these steps "
             "(host_wait_s, plan.moe_layer_host_us): GPU work the swept fields change may hide under that floor; "
             "--set plan.moe_layer_host_us=0 prices a runtime with full CUDA graphs")
+
+
+#: Row keys that say which point a row is or how long it took, not what the point's run gave.
+_BOOKKEEPING = frozenset({"point", "seed", "sim_wall_s", "key"})
+
+#: Why a swept field can change nothing, for the fields where a scenario's other settings commonly make it so.
+_INERT_WHY = {"routing.capacity_factor": "capacity applies only under routing.overflow: drop",
+              "routing.min_capacity": "capacity applies only under routing.overflow: drop"}
+
+
+def inert_axes_note(rows: Sequence[dict[str, Any]], dims: Sequence[str]) -> str:
+    """Under a sweep: the swept fields whose values changed no figure of any point (every numeric result of the
+    points that differ in that field alone is equal), with why where a common setting explains it (capacity
+    factors under ``overflow: dropless``); "" when every swept field moved something."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    inert = []
+    for dim in dims:
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for r in ok:
+            groups.setdefault(tuple(repr(r.get(d)) for d in dims if d != dim) + (r.get("seed"),), []).append(r)
+        pairs = [g for g in groups.values() if len({repr(r.get(dim)) for r in g}) > 1]
+        if pairs and all(_same_figures(g, dims) for g in pairs):
+            inert.append(f"{dim} ({_INERT_WHY[dim]})" if dim in _INERT_WHY else dim)
+    if not inert:
+        return ""
+    return f"{', '.join(inert)} changed no figure of these points: every result is the same at each of its values"
+
+
+def _same_figures(group: Sequence[dict[str, Any]], dims: Sequence[str]) -> bool:
+    """Whether every numeric result (not a swept field or bookkeeping) is equal across ``group``'s rows."""
+    keys = {k for r in group for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in _BOOKKEEPING and k not in dims}
+    return all(len({repr(r.get(k)) for r in group}) == 1 for k in keys)

@@ -31,12 +31,14 @@ def block_share(m: ModelSpec) -> float:
 TRAIN_OPTIMIZER_BYTES = adam_state_bytes("fp32")  # 12
 
 
-def optimizer_bytes(plan: PlanSpec) -> float:
+def optimizer_bytes(plan: PlanSpec, model_dtype: str) -> float:
     """Bytes per trainable parameter of Adam's states on the device: the fp32 master copy and two moments of
     ``plan.moments_dtype`` (12 with fp32 moments, :data:`TRAIN_OPTIMIZER_BYTES`; 8 with bf16), 4 fewer
-    without the master copy (``plan.master_weights: false``); none under ``plan.paged_optimizer`` (unified
-    memory outside PyTorch's allocator, paged to the host when the device is short)."""
-    return 0.0 if plan.paged_optimizer else adam_state_bytes(plan.moments_dtype, plan.master_weights)
+    without the master copy (``plan.master_weights: false``, or an fp32 ``model_dtype``, whose weights are
+    already the fp32 copy Adam updates); none under ``plan.paged_optimizer`` (unified memory outside
+    PyTorch's allocator, paged to the host when the device is short)."""
+    master = plan.master_weights and model_dtype != "fp32"
+    return 0.0 if plan.paged_optimizer else adam_state_bytes(plan.moments_dtype, master)
 
 
 def training_weight_bytes(prec: Precision) -> float:

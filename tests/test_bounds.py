@@ -150,7 +150,7 @@ def test_json_schema_carries_maximum_and_reason():
 
 OVER = [
     ("routing.capacity_factor", 1e300,
-     "routing.capacity_factor = 1e+300: must be <= 64 (beyond 64 every expert holds every token: use overflow: dropless)"),
+     "routing.capacity_factor = 1e+300: must be <= 64 (beyond 64 is far past any capacity factor in use"),
     ("workload.total_tokens", 1e300, "workload.total_tokens = 1e+300: must be <= 1e+16 (1000x the largest"),
     ("model.n_layers", 2**64, "model.n_layers = 18446744073709551616: must be <= 1024 (8x the deepest"),
     ("model.n_layers", 1e300, "model.n_layers = 1e+300: must be <= 1024 ("),

@@ -36,3 +36,27 @@ def test_a_bigger_device_keeps_the_devices_a_node_holds():
     assert "hardware: h200" in advice and "gh200" not in advice
     assert "hardware: gh200" in fit_explanation(load_scenario(QLORA, ["plan.recompute=none", "workload.seq_len=8192",
                                                                       "model.max_seq_len=8192"]))[1]
+
+
+LLAMA_FP32 = ["model.dtype=fp32", "plan.zero_stage=0"]
+
+
+def _advice(name: str, sets: list[str]) -> str:
+    return fit_explanation(load_scenario(name, sets), memory_report(load_scenario(name, sets)))[1]
+
+
+def test_the_same_devices_alternative_is_offered_only_when_it_is_a_valid_plan_that_fits():
+    """Mixtral DP16 PP4 EP8: TP4 fits on 4x the devices, but dp / 4 breaks the EP rule (ep 8 must divide dp)
+    and dp / 8 too; Llama-2-7B in fp32 without ZeRO fits at TP2 on the same devices with twice the micro-batches."""
+    import re
+
+    advice = _advice("mixtral-8x7b-h100-train", ["plan.dp=16", "plan.pp=4"])
+    assert "plan.tp 1 -> 4 (4x the devices)" in advice and "plan.dp /" not in advice
+    advice = _advice("llama-2-7b-a100-train", LLAMA_FP32)
+    assert "plan.tp 1 -> 2 (2x the devices, or plan.dp / 2 with plan.microbatches x 2 on these devices)" in advice
+    s = load_scenario("llama-2-7b-a100-train", LLAMA_FP32)
+    f = int(re.search(r"plan\.dp / (\d+) with", advice).group(1))
+    followed = load_scenario("llama-2-7b-a100-train", [*LLAMA_FP32, f"plan.tp={f}",
+                                                       f"plan.dp={s.plan.dp // f}",
+                                                       f"plan.microbatches={s.plan.microbatches * f}"])
+    assert memory_report(followed).fits  # the advice, followed, fits

@@ -132,3 +132,15 @@ def test_a_reader_that_leaves_the_pipe_early_gets_the_sigpipe_exit_code(argv):
     p.stdout.close()  # before the command has imported, let alone written
     assert p.wait(timeout=120) == 141
     assert p.stderr.read() == b""
+
+
+def test_a_sweep_whose_reader_leaves_exits_141_too(tmp_path):
+    """sweep prints on a console of its own, which rich's default ended with exit 1 when `| head -1` left."""
+    import subprocess
+    import sys
+
+    argv = ["sweep", "mixtral-8x7b-h100-train", "--experts", "8", "--out", str(tmp_path / "s")]
+    p = subprocess.Popen([sys.executable, "-m", "moesim.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    assert p.wait(timeout=300) == 141
+    assert b"Traceback" not in p.stderr.read()

@@ -62,7 +62,8 @@ def test_out_holds_one_result_and_leaves_other_files(tmp_path, capsys):
     (out / "notes.txt").write_text("keep me")
     assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
-    assert names == {"summary.json", "spans.csv", "trace.json", "layers.csv", "train_step.csv", "notes.txt"}
+    assert names == {"summary.json", "spans.csv", "trace.json", "layers.csv", "train_step.csv", "scenario.yaml",
+                     "notes.txt"}
     assert json.loads((out / "summary.json").read_text())["kind"] == "training"
     capsys.readouterr()
 
@@ -172,9 +173,9 @@ def test_save_removes_only_what_the_earlier_result_wrote(tmp_path, capsys):
     assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
     capsys.readouterr()
     assert {p.name for p in out.iterdir()} == {"summary.json", "spans.csv", "trace.json", "layers.csv", "train_step.csv",
-                                               "my_notes.csv"}
-    assert json.loads((out / "summary.json").read_text())["files"] == ["layers.csv", "spans.csv", "trace.json",
-                                                                      "train_step.csv"]
+                                               "scenario.yaml", "my_notes.csv"}
+    assert json.loads((out / "summary.json").read_text())["files"] == ["layers.csv", "scenario.yaml", "spans.csv",
+                                                                      "trace.json", "train_step.csv"]
     assert list(SimResult.load(out).tables) == ["layers", "train_step"]  # the user's CSV is not read as a table
     # a folder whose summary.json lists nothing (an older save) loses no file
     doc = json.loads((out / "summary.json").read_text())

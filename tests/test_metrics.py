@@ -283,4 +283,6 @@ def test_a_serving_check_prices_its_own_workload():
     assert context > 100
     assert out["decode_bytes_per_token_batch1"] == pytest.approx(decode_bytes_per_token(s.model, context))
     assert out["decode_bytes_per_token_batch1"] > decode_bytes_per_token(s.model, 0.0)
-    assert "training_flops_per_token" in summary(load_scenario("mixtral-8x7b-h100-train"))
+    train = summary(load_scenario("mixtral-8x7b-h100-train"))
+    assert "training_flops_per_token" in train
+    assert "kv_cache_bytes_per_token" not in train and "decode_bytes_per_token_batch1" not in train  # no KV, no decode

@@ -418,6 +418,9 @@ def test_a_sweep_whose_steps_wait_for_the_host_says_so():
     assert "wait for the host for 70%-73% of these steps" in host_floor_note(rows)
     assert "plan.moe_layer_host_us=0" in host_floor_note(rows)
     assert host_floor_note([{"status": "ok", "host_wait_s": 0.01, "step_time_s": 1.0}]) == ""
+    # one point at the floor is enough: it holds the sweep's step times level (a capacity-factor sweep at 20 %, 16 %, 2 %)
+    level = [{"status": "ok", "host_wait_s": w, "step_time_s": 1.67} for w in (0.334, 0.263, 0.035)]
+    assert "2%-20% of these steps" in host_floor_note(level)
     assert host_floor_note([{"status": "ok", "ttft_p99_s": 1.0}]) == ""  # serving rows have no host floor
 
 
@@ -438,3 +441,20 @@ def test_plans_show_each_slo_limit_they_were_held_to():
     assert "0.049" in [c._cells[0] for c in with_itl.columns if str(c.header).replace("\n", " ") == "ITL p99 s"][0]
     plain = _table([row], obj, False, 5, width=200)
     assert "ITL p99 s" not in [str(c.header).replace("\n", " ") for c in plain.columns]
+
+
+def test_a_swept_field_that_changes_nothing_is_named_with_why():
+    from moesim.sweep_table import inert_axes_note
+
+    def row(cf, e, step):
+        return {"status": "ok", "seed": 0, "point": cf * e, "sim_wall_s": cf, "routing.capacity_factor": cf,
+                "model.n_experts": e, "step_time_s": step}
+
+    dims = ["routing.capacity_factor", "model.n_experts"]
+    rows = [row(cf, e, 1.0 + e / 100) for cf in (1.0, 2.0) for e in (64, 128)]  # cf moves nothing, experts do
+    text = inert_axes_note(rows, dims)
+    assert text.startswith("routing.capacity_factor (capacity applies only under routing.overflow: drop)")
+    assert "model.n_experts" not in text
+    rows[0]["step_time_s"] = 0.5  # one pair differs: the field did something
+    assert inert_axes_note(rows, dims) == ""
+    assert inert_axes_note([row(1.0, 64, 1.0)], dims) == ""  # nothing to compare

@@ -130,3 +130,43 @@ def test_a_sweeps_breakdown_stacks_the_steps_parts_and_adds_up_to_each_step():
         heights[round(bar.get_x() + bar.get_width() / 2)] += bar.get_height()
     assert heights == pytest.approx([r["step_time_s"] for r in rows], rel=1e-9)
     assert rows[1]["compute_experts_s"] > rows[0]["compute_experts_s"]  # capacity padding is expert compute
+
+
+def test_the_host_wait_is_its_own_part_so_capacity_shows_in_the_experts_under_the_floor():
+    """Switch-Base-128 waits for the host's MoE-layer floor: the step holds level across capacity factors, but
+    the experts' GPU work (capacity padding) grows, and the wait is a part of its own, not inside the experts."""
+    runs = [_run("switch-base-128-train", [f"routing.capacity_factor={cf}"]) for cf in (1.0, 2.0)]
+    low, high = (_seconds(r.tables["train_step"]) for r in runs)
+    assert low["host_wait"] > 0 and low["host_wait"] == pytest.approx(runs[0].summary["host_wait_s"], rel=1e-12)
+    assert high["experts"] > 1.3 * low["experts"]  # twice the padded rows
+    assert high["host_wait"] < low["host_wait"]  # the GPU work fills more of the floor
+    # without the floor there is no wait, and the experts' work is what it was under the floor
+    bare = _seconds(_run("switch-base-128-train", ["routing.capacity_factor=1.0", "plan.moe_layer_host_us=0"])
+                    .tables["train_step"])
+    assert "host_wait" not in bare and bare["experts"] == pytest.approx(low["experts"], rel=1e-9)
+
+
+def test_an_older_sweep_row_with_the_wait_inside_its_experts_is_not_stacked_twice():
+    from moesim.plot_breakdown import _seconds as stacked_s
+
+    r = _run("switch-base-128-train", []).summary
+    assert stacked_s(r, "host_wait_s") == r["host_wait_s"] > 0
+    older = dict(r, compute_experts_s=r["compute_experts_s"] + r["host_wait_s"])  # as saved before the split
+    assert stacked_s(older, "host_wait_s") == 0.0
+
+
+def test_a_resumed_sweeps_bars_are_in_the_order_of_their_values():
+    from moesim.plots import plot_sweep
+
+    cfs = (1.0, 2.0, 1.5)  # 1.5 added by --resume: last in the file
+    rows = [dict(_run("switch-base-128-train", [f"routing.capacity_factor={cf}"]).summary, status="ok",
+                 **{"routing.capacity_factor": cf}) for cf in cfs]
+    fig = plot_sweep("breakdown", rows, "cf")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["cf=1.0", "cf=1.5", "cf=2.0"]
+    heights = {}
+    for bar in fig.axes[0].patches:  # each bar is its own point's step, moved with its label
+        heights[round(bar.get_x() + bar.get_width() / 2)] = heights.get(round(bar.get_x() + bar.get_width() / 2), 0.0) \
+            + bar.get_height()
+    assert [heights[i] for i in range(3)] == pytest.approx([rows[0]["step_time_s"], rows[2]["step_time_s"],
+                                                            rows[1]["step_time_s"]], rel=1e-9)

@@ -13,7 +13,12 @@ from moesim.schemas._base import MAX_SEED, MAX_TOKENS, SEED_WHY, Strict, bounded
 class RoutingSpec(Strict):
     """How the router spreads tokens over experts, and what happens at capacity."""
 
-    distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = Field("uniform", description="Expert popularity per layer: uniform | zipf | dirichlet | trace.")
+    distribution: Literal["uniform", "zipf", "dirichlet", "trace"] = Field("uniform", description=(
+        "Expert popularity per layer: uniform | zipf | dirichlet | trace. The weights, normalised to sum to 1, are each "
+        "expert's share of all top_k assignments (not Plackett-Luce weights from which a token draws its top_k distinct "
+        "experts one after another), so with top_k > 1 expert e receives top_k x its share of the tokens; a share above "
+        "1/top_k (more than every token) is capped at 1/top_k and the excess spread over the other experts in "
+        "proportion to their shares."))
     zipf_s: float = bounded(1.0, ge=0, le=16, why="at s = 16 the top expert already takes 99.998% of the traffic "
                             "(rank 2 gets 2^-16 of it); measured routers fit s < 2",
                             description="Zipf exponent (0 = uniform).")
@@ -21,9 +26,13 @@ class RoutingSpec(Strict):
                                              "distribution: uniform", description="Dirichlet concentration (large = near uniform).")
     trace: Path | None = Field(None, description="CSV of expert popularity, one row per MoE layer in order (dense layers have none; fewer rows "
                                "repeat), one column per expert (trace only).")
-    capacity_factor: PositiveFloat = bounded(1.25, le=64, why="beyond 64 every expert holds every token: use overflow: dropless",
-                                             description="Expert capacity per source rank = max(ceil(cf * tokens * top_k / n_experts), min_capacity), "
-                                                         "tokens being one EP rank's microbatch (training) or one replica's batch (serving).")
+    capacity_factor: PositiveFloat = bounded(
+        1.25, le=64, why="beyond 64 is far past any capacity factor in use (1 to 2, a few at most); at cf >= "
+        "n_experts / top_k every expert can already hold every token, which is what overflow: dropless models",
+        description="Expert capacity per source rank = max(ceil(cf * tokens * top_k / n_experts), min_capacity): the slots "
+                    "each expert gives one source rank, whose overflow is dropped. Training: tokens are one EP rank's "
+                    "micro-batch as its TP group holds it: global_batch_seqs / (dp * microbatches) rows of seq_len tokens split over "
+                    "cp, not divided by tp (with plan.etp < tp, etp / tp of it); serving: one replica's batch.")
     min_capacity: int = bounded(4, ge=0, le=MAX_TOKENS, why="an expert receives at most every token of a source rank's batch "
                                 "(<= 2^24 tokens): beyond that use overflow: dropless",
                                 description="Fewest slots each expert gives one source rank under overflow: drop (DeepSpeed MoE's "

@@ -8,7 +8,11 @@ compute further, by what its ops do, from the same op tables the pipeline played
   core, context parallelism's merge; the FFN norm is booked here too);
 * ``router``: the router GEMM, top-k and the token permute of MoE layers;
 * ``experts``: the routed experts' grouped GEMMs and activation, the un-permute and the shared
-  experts (the host's issue time of an MoE layer, ``host_wait_s``, is part of it);
+  experts;
+* ``host_wait``: the GPU waiting for the host to issue an MoE layer's kernels (the per-layer floor,
+  ``plan.moe_layer_host_us``; the engine books the wait in the experts' slot, this takes it out, so
+  a capacity factor or expert count that changes the experts' GPU work shows in ``experts`` even
+  when the floor holds the step still);
 * ``dense_ffn``: the FFN of dense layers;
 * ``embedding_head``: the input embedding, the final norm, output head and loss;
 * ``recompute``: activation recompute re-running the forward in the backward.
@@ -33,7 +37,8 @@ from moesim.engine.training.timeline import WGRAD_SUFFIX
 from moesim.engine.training.zero import GATHER_KIND
 
 #: The compute parts, in printed order.
-COMPUTE_PARTS: tuple[str, ...] = ("attention", "router", "experts", "dense_ffn", "embedding_head", "recompute")
+COMPUTE_PARTS: tuple[str, ...] = ("attention", "router", "experts", "host_wait", "dense_ffn", "embedding_head",
+                                  "recompute")
 #: The step's other parts, the summary's own terms (their summary keys are ``<part>_s``).
 OTHER_PARTS: tuple[str, ...] = ("alltoall_exposed", "tp_comm", "cp_comm", "pp_comm", "bubble", "zero_gather_exposed",
                                 "dp_sync_exposed", "optimizer")
@@ -44,6 +49,7 @@ PART_LABELS: dict[str, str] = {
     "attention": "attention block (norms, projections, core)",
     "router": "router and token permute",
     "experts": "experts (routed and shared)",
+    "host_wait": "waiting for the host to issue MoE layers",
     "dense_ffn": "dense FFN",
     "embedding_head": "embedding, output head and loss",
     "recompute": "activation recompute",
@@ -59,8 +65,9 @@ PART_LABELS: dict[str, str] = {
 
 
 def compute_part_key(part: str) -> str:
-    """The training summary's key of a compute part: ``compute_<part>_s`` (the parts sum to ``compute_s``)."""
-    return f"compute_{part}_s"
+    """The training summary's key of a compute part: ``compute_<part>_s`` (the parts sum to ``compute_s``);
+    the host wait keeps its own key, ``host_wait_s``."""
+    return "host_wait_s" if part == "host_wait" else f"compute_{part}_s"
 
 
 #: The training summary's keys of the compute parts, in :data:`COMPUTE_PARTS`' order.
@@ -89,12 +96,13 @@ def _part_of(kind: str) -> str | None:
 
 
 def compute_parts_s(step, pp: int, tails: dict, recompute_comm_s: np.ndarray,
-                    cp_exposed_s: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+                    cp_exposed_s: tuple[np.ndarray, np.ndarray], host_wait_s: np.ndarray) -> dict[str, np.ndarray]:
     """Seconds of each compute part on each stage (``[pp]`` arrays) of one simulated step.
 
     ``tails``: held head weight gradients per stage, (start, end) s; ``recompute_comm_s``: ``[pp, 2]``
     collectives inside recompute's re-run; ``cp_exposed_s``: exposed ring seconds per stage inside
-    (attention, recompute) ops. The parts sum, stage by stage, to the summary's compute.
+    (attention, recompute) ops; ``host_wait_s``: ``[pp]`` the host floor's waits, booked in the experts'
+    slots. The parts sum, stage by stage, to the summary's compute.
     """
     parts = {p: np.zeros(pp) for p in COMPUTE_PARTS}
     for c, tables in enumerate(step.tables):
@@ -107,6 +115,8 @@ def compute_parts_s(step, pp: int, tails: dict, recompute_comm_s: np.ndarray,
     for st, (t0, t1) in tails.items():
         parts["embedding_head"][st] += t1 - t0
     parts["recompute"] -= recompute_comm_s.sum(axis=1)
+    parts["experts"] -= host_wait_s
+    parts["host_wait"] += host_wait_s
     attn, rc = cp_exposed_s
     parts["attention"] -= attn
     parts["recompute"] -= rc

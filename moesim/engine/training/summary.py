@@ -203,7 +203,7 @@ def step_breakdown(step, pp: int) -> dict[str, float]:
     cp = cp_parts[0] + cp_parts[1]
     busy["compute"] -= cp
     busy["cp_comm"] = cp
-    parts = compute_parts_s(step, pp, step.run.tails, step.recompute_comm_s, cp_parts)
+    parts = compute_parts_s(step, pp, step.run.tails, step.recompute_comm_s, cp_parts, host_wait)
     hidden = np.zeros(pp) if step.alltoall_hidden_s is None else step.alltoall_hidden_s
     # Hidden all-to-all ran while the compute stream was busy: it is not part of the stage's time.
     idle = pipeline - sum(busy.values()) + hidden - exposed
