@@ -32,6 +32,7 @@ class _Loaded:
     step: dict | None
     folder: str | None = None
     overrides: tuple[str, ...] = ()
+    version: str | None = None  # the moesim that priced a saved run (None: recorded none); a simulated one: this
 
 
 def _run(source: str, seed: int | None, progress_console) -> _Loaded:
@@ -44,9 +45,13 @@ def _run(source: str, seed: int | None, progress_console) -> _Loaded:
 
         folder, doc, summary = read_saved(path)
         overrides = tuple(str(o) for o in doc.get("inputs", {}).get("overrides", []))  # read_summary checked them
-        return _Loaded(doc["scenario"], doc["kind"], summary, saved_step(folder), folder.resolve().name, overrides)
+        return _Loaded(doc["scenario"], doc["kind"], summary, saved_step(folder), folder.resolve().name, overrides,
+                       str(doc["moesim_version"]) if doc.get("moesim_version") else None)
     if path.is_dir():
-        raise InputError(f"{source}: a folder without summary.json: give a result folder (simulate --out) or a scenario")
+        from moesim.fileio import not_a_result_folder
+
+        raise InputError(not_a_result_folder(path) or f"{source}: a folder without summary.json: give a result folder "
+                         "(simulate --out) or a scenario")
     from moesim.cli_progress import RunProgress
     from moesim.loader import load_scenario
     from moesim.shipped import resolve_scenario
@@ -55,7 +60,9 @@ def _run(source: str, seed: int | None, progress_console) -> _Loaded:
     scenario = load_scenario(resolve_scenario(source), [])
     with RunProgress(progress_console) as progress:
         result = simulate(scenario, seed=seed, progress=progress)
-    return _Loaded(scenario.name, result.kind, result.summary, result_step(result.tables))
+    from moesim import __version__
+
+    return _Loaded(scenario.name, result.kind, result.summary, result_step(result.tables), version=__version__)
 
 
 def _labels(loaded: list[_Loaded]) -> list[str]:
@@ -74,7 +81,7 @@ def compare_command(
     seed: Annotated[int | None, typer.Option(help="Seed for the scenarios simulated here (default: each one's routing.seed).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON (key, values, change against the first run, better).")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the headline figures, each as a multiple of the first run's, to this path (no extension: PLOT.png and PLOT.svg, or --format).", metavar="PLOT")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="With --plot: comma-separated image formats: png, svg, pdf.")] = "png,svg",
+    fmt: Annotated[str | None, typer.Option("--format", help="With --plot: comma-separated image formats: png, svg, pdf (default png,svg).", show_default=False)] = None,
 ) -> None:
     """Put two or more runs side by side: the figures that differ and by how much, better or worse, and their
     steps part by part."""
@@ -86,6 +93,9 @@ def compare_command(
 
     if len(runs) < 2:
         raise InputError(f"compare: {len(runs)} run given; give two or more (scenarios or result folders)")
+    if fmt is not None and plot is None:  # said, or it would be ignored without a word
+        raise InputError(f"--format {fmt}: applies to the figure --plot PATH draws; add --plot, or leave --format out")
+    fmt = "png,svg" if fmt is None else fmt
     if seed is not None:
         check_seed(seed, "--seed")
     loaded = [_run(r, seed, err) for r in runs]
@@ -119,6 +129,7 @@ def compare_command(
     rows = every_row if every else [r for r in every_row if r.differs]
     if as_json:
         print_json({"runs": labels, "kind": kind, "overrides": [list(r.overrides) for r in loaded],
+                     "moesim_versions": [r.version for r in loaded],
                      "rows": [{"key": r.key, "values": r.values, "change": r.changes, "better": r.better} for r in rows],
                      "step": [{"part": r.key, "seconds": r.values, "change": r.changes, "better": r.better}
                               for r in parts]})
@@ -137,6 +148,13 @@ def compare_command(
     if any(r.key == "run_tokens" and r.differs for r in every_row):  # a run's cost is for its own token budget
         out.print("note: these runs price different token budgets (run_tokens): compare usd_per_mtok, not "
                   "run_cost_usd or run_time_days", highlight=False)
+    from moesim import __version__
+
+    older = [f"{label} ({r.version or 'no version recorded'})" for label, r in zip(labels, loaded)
+             if r.version != __version__]
+    if older:  # a figure may differ because another moesim priced it, not because the runs differ
+        out.print(f"note: priced by another moesim than this one ({__version__}): {', '.join(older)}; simulate them "
+                  "again to compare today's numbers", highlight=False, soft_wrap=True)
     for label, r in zip(labels, loaded):  # what each saved variant was run with
         if r.overrides:
             out.print(f"{label}: " + " ".join(f"--set {shlex.quote(o)}" for o in r.overrides), highlight=False,

@@ -150,10 +150,15 @@ def saved_step(folder) -> dict | None:
     (InputError naming the file when it is not such a table); None when it has neither."""
     from moesim.engine.serving.anatomy import check_decode_step
     from moesim.engine.training.anatomy import check_train_step
-    from moesim.results import read_table_csv
+    from moesim.errors import InputError
+    from moesim.results import listed_files, read_table_csv
 
+    listed = listed_files(folder / "summary.json")
     for name, check in zip(STEP_TABLES, (check_decode_step, check_train_step), strict=True):
         path = folder / f"{name}.csv"
+        if not path.exists() and path.name in listed:  # its save wrote it: the folder lost it since
+            raise InputError(f"{path}: missing (summary.json lists it: this folder lost a file); simulate the "
+                             "scenario again")
         if path.exists():
             step = read_table_csv(path)
             check(step, str(path))

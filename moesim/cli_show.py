@@ -26,11 +26,11 @@ def show_command(
     from moesim import __version__
     from moesim.cli import err, out, print_json, print_result
     from moesim.cli_output import saved_step
+    from moesim.fileio import not_a_result_folder
     from moesim.results import read_saved
 
-    if (result / "results.jsonl").exists() and not (result / "summary.json").exists():
-        raise InputError(f"{result}: a sweep folder, not a result folder (its rows are in results.csv; "
-                         "moesim plot draws them)")
+    if foreign := not_a_result_folder(result):
+        raise InputError(foreign)
     folder, doc, summary = read_saved(result)
     if as_json:
         print_json({"scenario": doc["scenario"], "kind": doc["kind"], "seed": doc["seed"], **doc["summary"]})

@@ -85,10 +85,22 @@ def sweep_command(
                 err.print(f"sweep: {p.done:,} of {p.total:,} points (ok {p.ok}, invalid {p.invalid}, failed {p.failed}), "
                           f"{p.rate_per_s:.1f} points/s{eta}", highlight=False, soft_wrap=True)
 
-        outcome = run_sweep(scenario, experts=experts, capacity_factor=capacity_factor, grid=grid or [],
-                            seeds=seeds, sets=set_ or [], out_dir=out_dir, resume=resume,
-                            overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
-                            retries=retries, best=best, on_progress=on_progress, slo=slo)
+        started: list = []  # the points done when the first one finished: a run stopped after it has rows to keep
+
+        def on_point(p) -> None:
+            started.append(p.done)
+            on_progress(p)
+
+        try:
+            outcome = run_sweep(scenario, experts=experts, capacity_factor=capacity_factor, grid=grid or [],
+                                seeds=seeds, sets=set_ or [], out_dir=out_dir, resume=resume,
+                                overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
+                                retries=retries, best=best, on_progress=on_point, slo=slo)
+        except KeyboardInterrupt:
+            if started and max(started) > 0:  # what Ctrl-C kept, and how to go on
+                err.print("sweep: the points that finished are saved; the same command with --resume runs the rest",
+                          highlight=False, soft_wrap=True)
+            raise
     p = outcome.progress
     files = {"csv": str(outcome.out_dir / "results.csv"), "jsonl": str(outcome.out_dir / "results.jsonl")}
     if as_json:

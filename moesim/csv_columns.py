@@ -43,7 +43,9 @@ RULES = {
               lambda c: "." in c and not c.startswith("memory.")),
     "summary": ("every key of the run's summary (training or serving, `moesim simulate --json`): unit and "
                 "meaning in the README's summary tables (`python -m moesim.metrics` lists them); empty where "
-                "a row's kind has no such key or the point did not finish", lambda c: c in METRICS),
+                "a row's kind has no such key or the point did not finish; a file no point of which has finished "
+                "yet (all invalid, or stopped before the first) has none of these columns: a reader keys on "
+                "`status` first", lambda c: c in METRICS),
     "slo": ("one column per limit of `--slo` (`ttft_p99_s`, `tpot_p99_s`, ...), s: the statistic over the "
             "requests of the probe's steady-state window", lambda c: c in METRICS and c.endswith("_s")),
 }

@@ -99,6 +99,19 @@ FOREIGN_OUTPUTS = {"plans.json": "a plan search's results", "results.jsonl": "a 
 # keeps a results.jsonl of its runs too
 
 
+def not_a_result_folder(path: Path) -> str | None:
+    """For a folder without summary.json that holds a plan search's or a sweep's output: one line saying which
+    and where its rows are (for show, compare and plot to say instead of "no summary.json"); None otherwise."""
+    if (path / "summary.json").exists() or not path.is_dir():
+        return None
+    if (path / "plans.json").exists():
+        return (f"{path}: a plan search's folder, not a result folder (its plans are in plans.csv, its best plan in "
+                "best.yaml: moesim simulate best.yaml runs it)")
+    if (path / "results.jsonl").exists():
+        return f"{path}: a sweep folder, not a result folder (its rows are in results.csv; moesim plot draws them)"
+    return None
+
+
 def check_result_folder(path: str | Path, option: str = "--out") -> Path:
     """:func:`check_out_folder` for ``simulate --out``, refusing a folder that holds a sweep's or a
     plan search's output (``show`` and ``plot`` would read one thing there and the result another)."""

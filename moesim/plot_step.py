@@ -17,7 +17,7 @@ def decode_step_figure(step: dict[str, list], title: str) -> Figure:
     from moesim.engine.serving.anatomy import caption, check_decode_step, part_labels
 
     if not step or "part" not in step:
-        raise InputError("this serving result has no decode_step table (saved by an older moesim): "
+        raise InputError("this serving result has no decode_step table (a result saved before steps were tabled): "
                          "simulate the scenario again")
     check_decode_step(step, "this result's decode_step.csv")
     return _parts_figure(step, part_labels(step), f"{title}\n{caption(step)}", "iteration")
@@ -29,7 +29,7 @@ def train_step_figure(step: dict[str, list], title: str) -> Figure:
     from moesim.engine.training.anatomy import PART_LABELS, caption, check_train_step
 
     if not step or "part" not in step:
-        raise InputError("this training result has no train_step table (saved by an older moesim): "
+        raise InputError("this training result has no train_step table (a result saved before steps were tabled): "
                          "simulate the scenario again")
     check_train_step(step, "this result's train_step.csv")
     return _parts_figure(step, PART_LABELS, f"{title}\n{caption(step)}", "step")

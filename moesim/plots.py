@@ -323,6 +323,10 @@ def save_figure(fig: Figure, base: str | Path, formats: Iterable[str] = ("png", 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InputError(f"--format {bad[0]!r}: allowed: {', '.join(FORMATS)}")
+    suffix = Path(base).suffix.lower().lstrip(".")
+    if suffix in FORMATS and suffix not in formats:  # `--out p.pdf --format png` wrote p.png without a word
+        raise InputError(f"output path {str(base)!r} ends in .{suffix}, but --format is {','.join(formats)}: give the "
+                         f"path without extension, or --format {suffix}")
     out = []
     for fmt in formats:
         stem = str(base)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from moesim.errors import InputError, short_repr
-from moesim.fileio import ensure_out_folder
+from moesim.fileio import check_result_folder, ensure_out_folder
 
 FORMAT_VERSION = 1
 SPAN_COLUMNS = ("kind", "stage", "stream", "rank_group", "layer", "item", "start_s", "end_s",
@@ -171,6 +171,7 @@ class SimResult:
         so it holds this result only; any other file is left alone. Two saves into one folder at
         once are not supported.
         """
+        check_result_folder(out_dir)  # not a sweep's or a plan's folder (the CLI refuses one as well)
         out = ensure_out_folder(out_dir)
         files = {"spans.csv": self.spans_csv(),
                  # dumps + one write is several times faster than json.dump's many small writes
@@ -178,7 +179,7 @@ class SimResult:
         files.update({f"{name}.csv": table_csv(table) for name, table in self.tables.items()})
         files.update(extra or {})
         files["summary.json"] = self.summary_json(files=sorted(files), notes=notes, inputs=inputs) + "\n"  # written last
-        earlier = _listed_files(out / "summary.json")
+        earlier = listed_files(out / "summary.json")
         stage = Path(tempfile.mkdtemp(prefix=".moesim-save-", dir=out))
         try:
             for name, text in files.items():
@@ -208,8 +209,14 @@ class SimResult:
         paths = [out / n for n in listed if n.endswith(".csv")] if isinstance(listed, list) else sorted(out.glob("*.csv"))
         tables = {}
         for p in paths:
-            if p.name != "spans.csv" and p.exists():
-                tables[p.stem] = read_table_csv(p)
+            if p.name == "spans.csv":
+                continue
+            if not p.exists():  # listed by its save: the folder lost it (a table is no longer "not saved")
+                if isinstance(listed, list):
+                    raise InputError(f"{p}: missing (summary.json lists it: this folder lost a file); simulate the "
+                                     "scenario again")
+                continue
+            tables[p.stem] = read_table_csv(p)
         return cls(doc["kind"], doc["scenario"], doc["seed"], saved_summary(doc), spans, tables)
 
 
@@ -226,7 +233,7 @@ def trace_track(kind: str, stream: str) -> str:
     return stream
 
 
-def _listed_files(summary: Path) -> set[str]:
+def listed_files(summary: Path) -> set[str]:
     """The file names a result folder's summary.json says its save wrote (none when there is no
     such file, it is not a moesim summary, or it predates the list); plain names only."""
     try:
@@ -270,7 +277,24 @@ def read_summary(path: Path) -> dict:
         if not ok:
             raise InputError(f"{path}: {key} = {short_repr(doc.get(key))}: expected {what} (not a moesim result, or "
                              "edited)")
+    _check_figures(path, doc["summary"])
     return doc
+
+
+def _check_figures(path: Path, summary: dict) -> None:
+    """InputError for a summary with no figures, or a registered numeric figure that is not a number (or null,
+    what save writes for NaN): a hand-edited ``"step_time_s": "abc"`` printed as it was."""
+    from moesim.metrics import METRICS
+
+    if not summary:
+        raise InputError(f"{path}: summary = {{}}: no figures (not a moesim result, or edited)")
+    for key, value in summary.items():
+        metric = METRICS.get(key)
+        if metric is None or metric.unit in ("text", "bool") or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{path}: summary.{key} = {short_repr(value)}: expected a number in {metric.unit} "
+                             "(not a moesim result, or edited)")
 
 
 def read_saved(path: str | Path) -> tuple[Path, dict, dict]:

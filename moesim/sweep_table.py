@@ -120,9 +120,17 @@ def split_name(name: str) -> str:
     return f"{name[:cut]}\n{name[cut:]}"
 
 
+#: Units whose cells carry their own scaled unit (``fmt_number``: "112.00 GiB", "46.70 B", "3.2 GFLOP").
+_SELF_UNITS = ("params", "FLOP", "bytes/param")
+
+
 def header(metric: str) -> str:
-    """The column header: the name, and its unit on a last line where the cells leave it out."""
+    """The column header: the name, and its unit on a last line where the cells leave it out (bytes, parameters
+    and FLOPs are scaled in each cell, "112.00 GiB": the header keeps only what follows, "per token")."""
     unit = unit_of(metric)
+    if unit in _SELF_UNITS or unit.startswith("bytes"):
+        per = unit.removeprefix("bytes").strip(" /") if unit.startswith("bytes") and unit != "bytes/param" else ""
+        return split_name(metric) + (f"\n(per {per})" if per else "")
     text = unit_text(unit).replace(" / ", "/")
     return split_name(metric) + ("" if unit == "fraction" or not text else f"\n({text})")
 

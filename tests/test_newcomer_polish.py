@@ -458,3 +458,50 @@ def test_a_swept_field_that_changes_nothing_is_named_with_why():
     rows[0]["step_time_s"] = 0.5  # one pair differs: the field did something
     assert inert_axes_note(rows, dims) == ""
     assert inert_axes_note([row(1.0, 64, 1.0)], dims) == ""  # nothing to compare
+
+
+def test_a_byte_column_says_its_unit_once_in_its_cells():
+    """The sweep table's header read (bytes) above cells that read 112.00 GiB."""
+    from moesim.sweep_table import cell, header
+
+    assert "(bytes)" not in header("alltoall_nvlink_bytes") and cell("alltoall_nvlink_bytes", 112 * 2**30) == \
+        "112.00 GiB"
+    assert header("kv_cache_bytes_per_token").endswith("(per token)")
+    assert header("step_time_s").endswith("(s)")  # a unit the cells leave out stays in the header
+
+
+def test_an_output_suffix_the_formats_leave_out_and_a_format_without_a_plot_are_refused(tmp_path, capsys):
+    from moesim.cli import main
+
+    out = tmp_path / "r"
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.pdf"), "--format", "png"]) == 2
+    assert "ends in .pdf, but --format is png" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()  # it used to write p.png without a word
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.pdf"), "--format", "pdf"]) == 0
+    assert (tmp_path / "p.pdf").exists()
+    capsys.readouterr()
+    assert main(["compare", str(out), str(out), "--format", "png"]) == 2
+    assert "--format png: applies to the figure --plot PATH draws" in capsys.readouterr().err
+
+
+def test_compare_says_when_a_saved_run_was_priced_by_another_moesim(tmp_path, capsys):
+    import json
+
+    from moesim import __version__
+    from moesim.cli import main
+
+    out = tmp_path / "r"
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
+    doc = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["compare", str(out), "mixtral-8x7b-h100-train"]) == 0
+    assert "priced by another moesim" not in capsys.readouterr().out
+    doc["moesim_version"] = "0.0.9"
+    (out / "summary.json").write_text(json.dumps(doc))
+    assert main(["compare", str(out), "mixtral-8x7b-h100-train"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"note: priced by another moesim than this one ({__version__}): r (0.0.9)" in text
+    assert main(["compare", str(out), "mixtral-8x7b-h100-train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["moesim_versions"] == ["0.0.9", __version__]

@@ -68,3 +68,61 @@ def test_damaged_tables_are_named(saved, tmp_path, capsys):
     (x / "train_step.csv").write_bytes(bytes(range(128, 256)) * 3)
     assert main(["show", str(x)]) == 2
     assert "train_step.csv: not a moesim table" in capsys.readouterr().err
+
+
+def test_a_table_its_save_listed_but_the_folder_lost_is_named(tmp_path, capsys):
+    """A deleted decode_step.csv read as "saved by an older moesim" in plot and vanished silently from show."""
+    from moesim.cli import main
+
+    out = tmp_path / "r"
+    assert main(["simulate", "qwen3-30b-a3b-h100-serve", "--set", "workload.arrival.n_requests=100", "--out",
+                 str(out)]) == 0
+    (out / "decode_step.csv").unlink()
+    capsys.readouterr()
+    for argv in (["show", str(out)], ["plot", str(out)], ["compare", str(out), str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "decode_step.csv: missing (summary.json lists it" in err and "older moesim" not in err
+
+
+def test_a_hand_edited_figure_that_is_no_number_is_refused(tmp_path, capsys):
+    import json
+
+    from moesim.cli import main
+
+    out = tmp_path / "r"
+    assert main(["simulate", "mixtral-8x7b-h100-train", "--out", str(out)]) == 0
+    doc = json.loads((out / "summary.json").read_text())
+    for summary, said in (({**doc["summary"], "step_time_s": "abc"}, "summary.step_time_s = 'abc': expected a number"),
+                          ({}, "summary = {}: no figures")):
+        (out / "summary.json").write_text(json.dumps({**doc, "summary": summary}))
+        capsys.readouterr()
+        for argv in (["show", str(out)], ["compare", str(out), str(out)], ["plot", str(out)]):
+            assert main(argv) == 2
+            assert said in capsys.readouterr().err
+
+
+def test_the_python_api_does_not_save_a_result_into_a_sweep_folder(tmp_path, capsys):
+    import pytest
+
+    from moesim import load_scenario, simulate
+    from moesim.cli import main
+    from moesim.errors import InputError
+
+    sweep = tmp_path / "s"
+    assert main(["sweep", "mixtral-8x7b-h100-train", "--experts", "8", "--out", str(sweep)]) == 0
+    result = simulate(load_scenario("mixtral-8x7b-h100-train"))
+    with pytest.raises(InputError, match="holds a sweep"):
+        result.save(sweep)
+    assert not (sweep / "summary.json").exists()
+
+
+def test_show_and_compare_name_a_sweep_folder_as_one(tmp_path, capsys):
+    from moesim.cli import main
+
+    sweep = tmp_path / "s"
+    assert main(["sweep", "mixtral-8x7b-h100-train", "--experts", "8", "--out", str(sweep)]) == 0
+    capsys.readouterr()
+    for argv in (["show", str(sweep)], ["compare", str(sweep), "mixtral-8x7b-h100-train"]):
+        assert main(argv) == 2
+        assert "a sweep folder, not a result folder" in capsys.readouterr().err
