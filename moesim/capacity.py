@@ -211,7 +211,7 @@ def verdict(req: dict, slo: Slo, replicas: int = 1, it: dict | None = None) -> t
     latencies, what failed: rejections, overload (queue growth, or served below 90% of offered),
     SLO limits; empty when the probe holds). ``replicas``: identical replicas the run stands for
     (:func:`moesim.engine.serving.steady.growth_limit`)."""
-    w = steady_window(req, replicas)
+    w = steady_window(req, replicas, it)
     lat = window_latencies(req, w)
     if it is not None:  # the run's iterations: its per-token gaps (ITL) over the same window
         lat.update(itl_stats(it, w.start_s, w.end_s))

@@ -17,11 +17,13 @@ advice then says how to keep the allocator from stranding memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from pydantic import ValidationError
 
 from moesim.allocator import reserved_gib
+from moesim.costmodel.host import platform_of
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
 from moesim.memory import MemoryReport, memory_report, stranded_fraction, weight_params_per_device
 from moesim.schemas import Scenario, TrainingWorkload
@@ -148,7 +150,10 @@ def _advice(s: Scenario) -> str:
     p, options = s.plan, []
     # more stages re-split the layers: a given split (first/last stage, per-chunk layout) is for the old count
     resplit = dict.fromkeys(LAYER_SPLIT_FIELDS)
+    apple = platform_of(s.hardware.device.name) == "mps"
     for field in ("tp", "pp"):
+        if field == "tp" and apple:  # one GPU a Mac: tensor parallelism has no second GPU in the node to split over
+            continue
         value = getattr(p, field)
         extra = resplit if field == "pp" else {}
         f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: None if _too_many_stages(
@@ -189,6 +194,8 @@ def _advice(s: Scenario) -> str:
         if _fits(s.model_copy(update={"model": s.model.model_copy(update={"dtype": dtype})})):
             options.append(f"model.dtype: {dtype}")
             break
+    if apple and (wired := _wired_limit_advice(s)):
+        options.append(wired)
     bigger = _bigger_device(s)
     if bigger:
         options.append(bigger)
@@ -265,6 +272,28 @@ def _smaller_dtypes(s: Scenario) -> list[str]:
     if isinstance(s.workload, TrainingWorkload):
         allowed = [d for d in allowed if DTYPE_BYTES[d] >= 2]  # training keeps 16-bit weights at least
     return sorted(allowed, key=lambda d: -DTYPE_BYTES[d])
+
+
+#: GiB of unified memory the wired-limit advice leaves to macOS and the apps beside the model (an assumption:
+#: users raising ``iogpu.wired_limit_mb`` commonly keep 4-8 GiB).
+_MACOS_KEEPS_GIB = 4.0
+
+
+def _wired_limit_advice(s: Scenario) -> str:
+    """On Apple silicon: the smallest whole GiB of ``hardware.device.gpu_wired_limit_gib`` (macOS's ``sysctl
+    iogpu.wired_limit_mb``) above today's that fits, leaving :data:`_MACOS_KEEPS_GIB` to the OS; "" when none does."""
+    from moesim.presets.apple_metal import gpu_wired_limit_gib
+
+    device = s.hardware.device
+    now, most = gpu_wired_limit_gib(device), device.mem_gib - _MACOS_KEEPS_GIB
+    limit = float(math.floor(now) + 1)
+    while limit <= most:
+        hw = s.hardware.model_copy(update={"device": device.model_copy(update={"gpu_wired_limit_gib": limit})})
+        if _fits(s.model_copy(update={"hardware": hw})):
+            return (f"hardware.device.gpu_wired_limit_gib {now:.1f} -> {limit:g} (sudo sysctl iogpu.wired_limit_mb="
+                    f"{int(limit * 1024)}; macOS keeps the rest)")
+        limit += 1.0
+    return ""
 
 
 def _bigger_device(s: Scenario) -> str:

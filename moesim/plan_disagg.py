@@ -62,7 +62,7 @@ class PoolPlan:
     role: str
     hardware: str  # label
     preset: str | None
-    values: dict[str, Any]  # plan.tp, plan.pp, plan.ep, max_batch_seqs (and dp_attention when it is turned off)
+    values: dict[str, Any]  # plan.tp, plan.pp, plan.ep, max_batch_seqs and dp_attention (ep > 1: lock-step)
     grain_devices: int
     per_node: int
     raw: dict = field(default_factory=dict, repr=False)  # the stand-in scenario mapping (one replica group)
@@ -293,8 +293,7 @@ def enumerate_disagg(raw: dict, base_dir: Path, base, hardware: list[str | None]
                             continue
                         for b in batch:
                             values = {"plan.tp": t, "plan.pp": p, "plan.ep": ep, "max_batch_seqs": b}
-                            if ep == 1 and pool.plan.dp_attention:
-                                values["plan.dp_attention"] = False
+                            values["plan.dp_attention"] = ep > 1  # EP over DP ranks runs in lock-step (plan_space)
                             space.pools.append(PoolPlan(len(space.pools), role, label, hw, values, grain, per_node))
     space.candidates = space.pools
     return space

@@ -20,7 +20,7 @@ from typing import Any
 
 from moesim.slo import SLO_METRICS
 
-FORMAT = 14  # part of every run's key: bump when a runner's output changes meaning
+FORMAT = 15  # part of every run's key: bump when a runner's output changes meaning
 
 #: Probes at the rate needed to beat the best before a capacity search (each sized like the search's).
 GATE_PROBES = 3
@@ -113,7 +113,8 @@ def capacity_runner(scenario, seed: int, slo_text: str, needed_tok_s: float | No
     s, replicas, devices = (scenario, scenario.plan.dp, scenario.plan.n_devices) if whole else replica_of(scenario)
     judged = 1 if whole else max(1, (plan_dp or scenario.plan.dp) // replicas)  # plays stand for this many
     slo = parse_slo(slo_text)
-    need = needed_tok_s * devices * replicas if needed_tok_s else None  # tokens/s of the replicas played
+    # tokens/s of the replicas played: ``devices`` they occupy is all of them (a lock-step group's dp x tp x pp)
+    need = needed_tok_s * devices if needed_tok_s else None
     per_request = [tokens_per_request]
 
     def needed_rate() -> float | None:

@@ -213,8 +213,9 @@ def enumerate_serving(raw: dict, base_dir: Path, base, hardware: list[str | None
                     for b in batch:
                         values = {"plan.dp": dp, "plan.tp": t, "plan.pp": p, "plan.ep": ep,
                                   "workload.max_batch_seqs": b}
-                        if ep == 1 and base.plan.dp_attention:
-                            values["plan.dp_attention"] = False
+                        # an EP group over DP replicas runs in lock-step in every engine that has one (SGLang's,
+                        # TensorRT-LLM's, DeepSeek's DP attention; vLLM's DP + EP pads idle ranks with dummy steps)
+                        values["plan.dp_attention"] = ep > 1
                         cands.append(Candidate(len(cands), label, n, values, sets, hw))
     return Space(raw, base_dir, False, cands, {})
 

@@ -157,6 +157,8 @@ def budget_words(s) -> str:
     of = f"the {b.seen:.1f} GiB {rt} reports" if b.cuda else f"{b.seen:.1f} GiB"
     if b.share is not None:
         return f" (workload.memory_utilization {b.share:g} of {of})"
+    if platform_of(s.hardware.device.name) == "mps":  # the budget is macOS's wired limit, which a user may raise
+        return f" (what macOS lets the GPU wire of {s.hardware.device.mem_gib:g} GiB: hardware.device.gpu_wired_limit_gib)"
     if not b.cuda:
         return ""
     what = f"the {rt} context and communication buffers" if b.comm else f"the {rt} context"

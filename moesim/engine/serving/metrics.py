@@ -131,7 +131,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
     routed = float(it["routed_slots"].sum())
     n = req["id"].size
     process = s.workload.arrival.process
-    window = headline_window(req, process)
+    window = headline_window(req, process, it)
     whole = _rates(req, served, makespan)
     head = whole if window is None else headline_rates(req, window, not overloaded(window, process))
     keep = None if window is None else (req["arrival_s"] >= window.start_s) & (req["arrival_s"] < window.end_s)

@@ -27,9 +27,13 @@ the latency still grow (for a few request lifetimes) finishes lag arrivals by mo
 runs that do keep up.
 
 Tokens per second in the window: the tokens generated in it, each request's first token at its
-``first_token_s`` and the rest spread evenly up to its ``finish_s`` (TPOT is near constant), so a
-request that straddles an edge counts in part; prompts count when their first token comes out.
-Without ``first_token_s`` (tables built by hand): the tokens of the requests finishing in it.
+``first_token_s`` and the rest as the run's iterations decoded them (each iteration's decode tokens by
+the share of its time inside the window); prompts count when their first token comes out. Without the
+iterations, the rest of a request's tokens spread evenly up to its ``finish_s``, so a request that
+straddles an edge counts in part: near enough where TPOT is near constant, but a lock-step group's
+(attention DP) steps take ~1 s while prefills keep arriving and ~20 ms in the drain, and spreading
+counted the drain's tokens into the window (4-5x the tokens an overloaded run made in it). Without
+``first_token_s`` (tables built by hand): the tokens of the requests finishing in it.
 
 The serving summary's headline figures are over :func:`headline_window`: this window for open
 arrivals (Poisson, trace) and closed loops, none (the whole run) for an offline batch.
@@ -95,9 +99,11 @@ def _col(req: Mapping[str, Sequence], name: str, dtype=float) -> np.ndarray:
     return np.asarray(req[name], dtype=dtype)
 
 
-def steady_window(req: Mapping[str, Sequence], replicas: int = 1) -> SteadyWindow:
+def steady_window(req: Mapping[str, Sequence], replicas: int = 1,
+                  it: Mapping[str, Sequence] | None = None) -> SteadyWindow:
     """The steady-state window of a run's ``requests`` table (see the module docstring); ``replicas``:
-    identical replicas the run stands for, which tighten its overload test's noise term."""
+    identical replicas the run stands for, which tighten its overload test's noise term; ``it``: the run's
+    ``iterations`` table, whose decode tokens the window's token rates count (:func:`window_tokens`)."""
     if not (isinstance(replicas, int) and replicas >= 1):
         raise ValueError(f"steady_window: replicas = {replicas!r}, must be an integer >= 1")
     arrival = _col(req, "arrival_s")
@@ -112,6 +118,10 @@ def steady_window(req: Mapping[str, Sequence], replicas: int = 1) -> SteadyWindo
     by_count = a[int(WARMUP_FRACTION * n)]
     by_latency = a[0] + e2e_p90
     start = min(max(by_count, by_latency), a[n // 2])
+    # an arrival a rounding error before the edge opens the window (a closed loop's next arrival is the last one's
+    # finish, a[0] + e2e: its float sum lands a hair either side of it, and k periods counted k - 1 arrivals)
+    near = int(np.searchsorted(a, start - 1e-9 * max(abs(start), 1.0)))
+    start = float(a[near]) if near < n and a[near] < start else start
     capped = bool(by_latency > a[n // 2])
     end = a[max(n - int(np.ceil(DRAIN_FRACTION * n)), 0)]
     if end <= start:  # (nearly) all at once: the whole run is the window, nothing is steady
@@ -127,7 +137,7 @@ def steady_window(req: Mapping[str, Sequence], replicas: int = 1) -> SteadyWindo
     queue = (np.searchsorted(np.sort(arrival[~rejected]), ts, side="right")
              - np.searchsorted(np.sort(finish[done]), ts, side="right")).astype(float)
     slope = float(np.polyfit(ts, queue, 1)[0]) if length > 0 else 0.0
-    out_tok, in_tok = window_tokens(req, float(start), float(end))
+    out_tok, in_tok = window_tokens(req, float(start), float(end), it)
     per_s = (lambda x: x / length) if length > 0 else (lambda x: float("nan"))
     return SteadyWindow(
         start_s=float(start), end_s=float(end), n_requests=n, n_window=n_window,
@@ -145,10 +155,21 @@ def growth_limit(n_window: int, mean_queue: float, replicas: int = 1) -> float:
     return float(OVERLOAD_TOL * n_window + 3.0 * np.sqrt((2.0 * mean_queue + 1.0) / replicas))
 
 
-def window_tokens(req: Mapping[str, Sequence], start_s: float, end_s: float) -> tuple[float, float]:
-    """(output, input) tokens generated in ``[start_s, end_s)``: see the module docstring."""
+def window_tokens(req: Mapping[str, Sequence], start_s: float, end_s: float,
+                  it: Mapping[str, Sequence] | None = None) -> tuple[float, float]:
+    """(output, input) tokens generated in ``[start_s, end_s)``: see the module docstring. ``it``: the run's
+    ``iterations`` table (``start_s``, ``end_s``, ``decode_tokens``), whose decode tokens count instead of the
+    requests' spread evenly (each iteration's by the share of it inside the window)."""
     out = _col(req, "output_tokens")
     finish = _col(req, "finish_s")
+    if it is not None and "first_token_s" in req and len(it.get("decode_tokens", ())) > 0:
+        first = _col(req, "first_token_s")
+        first_in = np.isfinite(first) & (first >= start_s) & (first < end_s)
+        t0, t1 = _col(it, "start_s"), _col(it, "end_s")
+        inside = np.clip(np.minimum(t1, end_s) - np.maximum(t0, start_s), 0.0, None)
+        share = np.where(t1 > t0, inside / np.where(t1 > t0, t1 - t0, 1.0), (t1 >= start_s) & (t1 < end_s))
+        prompt = _col(req, "prompt_tokens")[first_in] if "prompt_tokens" in req else np.zeros(0)
+        return float(first_in.sum() + (_col(it, "decode_tokens") * share).sum()), float(prompt.sum())
     if "first_token_s" not in req:
         fin = np.isfinite(finish) & (finish >= start_s) & (finish < end_s)
         return float(out[fin].sum()), float(_col(req, "prompt_tokens")[fin].sum()) if "prompt_tokens" in req else 0.0
@@ -232,13 +253,14 @@ def saturated_tokens_per_s(req: Mapping[str, Sequence], it: Mapping[str, Sequenc
     return max(tokens / (b - a) if b > a else 0.0, whole_run)
 
 
-def headline_window(req: Mapping[str, Sequence], process: str) -> SteadyWindow | None:
+def headline_window(req: Mapping[str, Sequence], process: str,
+                    it: Mapping[str, Sequence] | None = None) -> SteadyWindow | None:
     """The window the serving summary's headline figures are over, or None for the whole run: an
     offline ``batch`` (every request at t=0: no steady state to find, throughput is the makespan's,
     as offline benchmarks report it), or a run whose window holds no time or no request."""
     if process == "batch" or len(req["arrival_s"]) == 0:
         return None
-    w = steady_window(req)
+    w = steady_window(req, it=it)
     return w if w.duration_s > 0 and w.n_window > 0 else None
 
 
