@@ -175,11 +175,11 @@ def uneven_layout(n_layers: int, schedule: str, pp: int, virtual_stages: int) ->
 
     if pp < 2:
         return None
-    chunks = get_schedule(schedule).model_chunks(pp, virtual_stages)
-    if chunks > n_layers or n_layers % chunks == 0:  # too many chunks: the plan's rules refuse it
+    sched = get_schedule(schedule)
+    if sched.model_chunks(pp, virtual_stages) > n_layers:  # too many chunks: the plan's rules refuse it
         return None
-    q, r = divmod(n_layers, chunks)
-    return [q + 1] * r + [q] * (chunks - r)
+    sizes = sched.model_chunk_sizes(n_layers, pp, virtual_stages)
+    return None if len(set(sizes)) == 1 else sizes
 
 
 def ep_values(s, dp: int) -> list[int]:

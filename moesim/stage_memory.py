@@ -204,7 +204,7 @@ def uneven_split_note(m: ModelSpec, plan: PlanSpec) -> str:
     unless told where the layers go; "" when every chunk gets as many layers or the plan places them."""
     if plan.pp == 1 or plan.splits_layers:
         return ""
-    sizes = [len(c) for c in schedule_for(plan).chunk_layers(m.n_layers, plan.pp, plan.virtual_stages)]
+    sizes = schedule_for(plan).model_chunk_sizes(m.n_layers, plan.pp, plan.virtual_stages)  # DualPipe's once
     if len(set(sizes)) == 1:
         return ""
     counts = ", ".join(f"{sizes.count(n)} of {n}" for n in sorted(set(sizes), reverse=True))

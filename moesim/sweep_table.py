@@ -258,9 +258,6 @@ def host_floor_note(rows: Sequence[dict[str, Any]]) -> str:
             "--set plan.moe_layer_host_us=0 prices a runtime with full CUDA graphs")
 
 
-#: Row keys that say which point a row is or how long it took, not what the point's run gave.
-_BOOKKEEPING = frozenset({"point", "seed", "sim_wall_s", "key"})
-
 #: Why a swept field can change nothing, for the fields where a scenario's other settings commonly make it so.
 _INERT_WHY = {"routing.capacity_factor": "capacity applies only under routing.overflow: drop",
               "routing.min_capacity": "capacity applies only under routing.overflow: drop"}
@@ -285,7 +282,10 @@ def inert_axes_note(rows: Sequence[dict[str, Any]], dims: Sequence[str]) -> str:
 
 
 def _same_figures(group: Sequence[dict[str, Any]], dims: Sequence[str]) -> bool:
-    """Whether every numeric result (not a swept field or bookkeeping) is equal across ``group``'s rows."""
+    """Whether every numeric result (not a swept field or a row's bookkeeping, ``sweep_store.ROW_COLUMNS``) is
+    equal across ``group``'s rows."""
+    from moesim.sweep_store import ROW_COLUMNS
+
     keys = {k for r in group for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in _BOOKKEEPING and k not in dims}
+            and k not in ROW_COLUMNS and k not in dims}
     return all(len({repr(r.get(k)) for r in group}) == 1 for k in keys)

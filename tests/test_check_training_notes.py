@@ -42,3 +42,10 @@ def test_check_and_simulate_print_the_note_and_check_json_carries_it(capsys):
     assert main(["simulate", "llama-2-7b-a100-train", "--set", "plan.pp=3", "--set", "plan.dp=2",
                  "--set", "hardware.node.devices_per_node=6"]) == 0
     assert "note: model.n_layers 32 does not split evenly over 3 pipeline chunks" in capsys.readouterr().out
+
+
+def test_a_dualpipe_split_counts_each_model_chunk_once():
+    """DualPipe holds each of its pp chunks once per direction: 61 layers split over 16 chunks, not 32."""
+    s = load_scenario("deepseek-v3-h800-train")
+    note = uneven_split_note(s.model, s.plan)
+    assert "over 16 pipeline chunks" in note and "13 of 4, 3 of 3 layers" in note

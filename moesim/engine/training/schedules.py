@@ -155,6 +155,11 @@ class Schedule:
         once per direction)."""
         return self.chunks(pp, v) // self.param_copies
 
+    def model_chunk_sizes(self, n_layers: int, pp: int, v: int = 1) -> list[int]:
+        """Layers of each distinct model chunk (:meth:`model_chunks` of them), as :meth:`chunk_layers` splits
+        them: the counts ``plan.pipeline_layout`` would list."""
+        return [len(c) for c in self.chunk_layers(n_layers, pp, v)[:self.model_chunks(pp, v)]]
+
     def layout_rule(self, pp: int, v: int = 1) -> str:
         """How :meth:`model_chunks` follows from the plan, for an error naming the fields."""
         if self.uses_virtual_stages:
