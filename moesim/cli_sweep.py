@@ -85,10 +85,10 @@ def sweep_command(
                 err.print(f"sweep: {p.done:,} of {p.total:,} points (ok {p.ok}, invalid {p.invalid}, failed {p.failed}), "
                           f"{p.rate_per_s:.1f} points/s{eta}", highlight=False, soft_wrap=True)
 
-        started: list = []  # the points done when the first one finished: a run stopped after it has rows to keep
+        done = [0]  # points finished so far: a run stopped after the first has rows to keep
 
         def on_point(p) -> None:
-            started.append(p.done)
+            done[0] = p.done
             on_progress(p)
 
         try:
@@ -97,7 +97,7 @@ def sweep_command(
                                 overwrite=overwrite, executor=executor, workers=workers, scheduler=scheduler,
                                 retries=retries, best=best, on_progress=on_point, slo=slo)
         except KeyboardInterrupt:
-            if started and max(started) > 0:  # what Ctrl-C kept, and how to go on
+            if done[0] > 0:  # what Ctrl-C kept, and how to go on
                 err.print("sweep: the points that finished are saved; the same command with --resume runs the rest",
                           highlight=False, soft_wrap=True)
             raise

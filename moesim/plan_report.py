@@ -359,7 +359,7 @@ def devices_to_fit(devices: int, peak_gib: float, capacity_gib: float) -> int:
     return devices * k
 
 
-def reserved_gib(c: Candidate) -> float:
+def unusable_gib(c: Candidate) -> float:
     """Device memory (GiB) that ``c``'s screening did not count as usable (the CUDA context, a serving
     engine's unused share): its preset's ``mem_gib`` less ``capacity_gib``; 0 for a custom device."""
     from moesim.presets import HARDWARE
@@ -386,7 +386,7 @@ def no_fit_hint(candidates: list[Candidate], headroom_gib: float = 0.0) -> dict[
     most = max(x.devices for x in candidates)
     least = devices_to_fit(c.devices, c.peak_gib, usable)
     tried = {x.preset or x.hardware for x in candidates}
-    bigger = bigger_devices(c.peak_gib + headroom_gib + reserved_gib(c), c.devices, tried)
+    bigger = bigger_devices(c.peak_gib + headroom_gib + unusable_gib(c), c.devices, tried)
     ways = [f"more devices (at least {least}, as memory per device shrinks at most in proportion: "
             f"--devices {max(least, 2 * most)},{2 * max(least, 2 * most)})"]
     if bigger:
