@@ -7,7 +7,7 @@ rate at which every SLO limit held, the run at that rate and every probe.
 A probe holds when, over its steady-state window (:mod:`moesim.engine.serving.steady`: warm-up and
 drain left out), the plan kept up (the queue did not grow, and at least 90% of the offered rate
 finished in the window or in its second half, ``steady.SERVED_TOL``, however short the run), at most ``REJECT_LIMIT`` of the requests
-were rejected (too long to ever fit), and every SLO percentile is within its limit.
+were rejected (never servable: over max_seq_len, the token budget or the KV pool), and every SLO percentile is within its limit.
 
 Arrivals of a probe: Poisson at the probe rate (a ``batch`` scenario's arrivals too: its requests are
 spread out, the result says so); a ``trace`` keeps its order and burstiness, its times scaled so that
@@ -45,7 +45,7 @@ from moesim.saturation import MAX_REQUESTS, MIN_REQUESTS, Saturation, saturate
 from moesim.schemas import Scenario
 from moesim.slo import SLO_METRICS, Slo, parse_slo
 
-#: Largest fraction of rejected requests (too long for the KV pool) a probe may have and hold.
+#: Largest fraction of rejected requests (never servable: over max_seq_len, the token budget or the KV pool) a probe may hold with.
 REJECT_LIMIT = 0.01
 #: Requests per probe (see probe_requests) are between ``MIN_REQUESTS`` and ``MAX_REQUESTS``
 #: (moesim.saturation). The floor keeps ~800 in the window: a p99 over 8 tail requests, and a queue

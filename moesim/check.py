@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from moesim.accounting import (
     decode_bytes_per_token,
     flops_per_token,
@@ -30,6 +32,8 @@ def summary(s: Scenario) -> dict:
     m = s.model
     p = param_counts(m)
     training = isinstance(s.workload, TrainingWorkload)
+    if not training:
+        refuse_unplayable_requests(s)
     seq = s.workload.seq_len if training else None
     context = None if training else serving_mean_context(s)
     # disaggregated serving: the decode pool holds each request's KV for its whole life
@@ -79,3 +83,14 @@ def summary(s: Scenario) -> dict:
     return out
 
 
+def refuse_unplayable_requests(s: Scenario) -> None:
+    """Raise the InputError simulate raises where it cannot draw the workload's requests (a length with ``dist:
+    trace`` and no ``workload.arrival.trace``, a trace it cannot read): one request drawn as simulate draws them
+    (:func:`moesim.engine.serving.requests.sample_requests`), so check refuses what simulate refuses, in its words,
+    rather than price a fallback mean length."""
+    # local: serving only, and it reads a trace file
+    from moesim.engine.serving.requests import sample_requests
+
+    w = s.workload
+    one = w.model_copy(update={"arrival": w.arrival.model_copy(update={"n_requests": 1})})
+    sample_requests(one, np.random.default_rng(0))

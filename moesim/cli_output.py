@@ -109,8 +109,10 @@ def print_result(title: str, summary: dict, step: dict | None, host_note: str = 
                   "for the KV cache (--json prints every figure)", highlight=False)
         return
     # the step's parts are the step table's rows under the summary: not printed twice
-    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT + step_keys()))
+    out.print(summary_table(title, summary, skip=_FIT_TEXT + _CAPACITY_TEXT + _STEADY_TEXT + _REJECTED_TEXT
+                            + step_keys()))
     _print_fit(summary)
+    _print_rejected(summary)
     _print_steady(summary)
     if summary.get("capacity_limit"):
         out.print(f"[bold]limit:[/bold] {escape(summary['capacity_limit'])}", highlight=False)
@@ -202,6 +204,20 @@ def _nothing_served(summary: dict) -> bool:
 
 
 _CAPACITY_TEXT = ("capacity_limit", "capacity_note")  # sentences: printed under the table
+#: serving: the refused requests by reason, said in one line under the table (``rejected_requests`` stays in it)
+_REJECTED_TEXT = ("rejected_max_seq_len_requests", "rejected_batch_tokens_requests", "rejected_kv_cache_requests",
+                  "rejected_note")
+
+
+def _print_rejected(summary: dict) -> None:
+    """After a serving table: how many requests were refused and why, whether the plan fits or not."""
+    from rich.markup import escape
+
+    from moesim.engine.serving.rejections import rejected_line
+
+    line = rejected_line(summary)
+    if line:
+        out.print(f"[red]warning:[/red] {escape(line)}", highlight=False)
 _STEADY_TEXT = ("steady_note",)  # serving: which requests the headline figures are over, under the table
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from moesim.metrics import direction_of
 
 #: Summary keys that hold a sentence (printed under a run's table, not in it): never compared.
-SENTENCES = ("fits_reason", "fits_advice", "capacity_limit", "capacity_note", "steady_note")
+SENTENCES = ("fits_reason", "fits_advice", "capacity_limit", "capacity_note", "steady_note", "rejected_note")
 
 
 @dataclass

@@ -112,7 +112,8 @@ REQUESTS = CsvTable("requests.csv", "`moesim simulate --out DIR` (serving)",
                         "tpot_s": (_S, "(finish_s - first_token_s) / (output_tokens - 1); empty for one output token"),
                         "e2e_s": (_S, "finish_s - arrival_s"),
                         "preemptions": ("count", "times it was evicted from the KV cache and recomputed"),
-                        "rejected": ("bool", "it could never fit the KV cache (never served)"),
+                        "rejected": ("bool", "refused at arrival, never served: over model.max_seq_len, a whole prompt over "
+                                              "max_batch_tokens without chunked prefill, or over the KV cache"),
                         "prefill_replica": ("index", "disaggregated serving: the prefill replica that ran its prompt "
                                             "(`replica` is then the decode replica)"),
                         "kv_transfer_s": (_S, "disaggregated serving: time its KV took from prefill to decode pool"),

@@ -22,10 +22,18 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from moesim.accounting import GIB
 from moesim.allocator import reserved_gib
 from moesim.costmodel.host import platform_of
 from moesim.engine.training.recompute import MOE_RECOMPUTE_MODULES, moe_recompute_applies
-from moesim.memory import MemoryReport, memory_report, stranded_fraction, weight_params_per_device
+from moesim.memory import (
+    MemoryReport,
+    kv_bytes_per_token_per_device,
+    kv_cache_capacity_tokens,
+    memory_report,
+    stranded_fraction,
+    weight_params_per_device,
+)
 from moesim.schemas import Scenario, TrainingWorkload
 from moesim.schemas.plan import LAYER_SPLIT_FIELDS
 from moesim.serving_reserve import budget_words
@@ -98,15 +106,30 @@ def _switch_advice(s: Scenario) -> list[str]:
 
 
 def _reason(s: Scenario, mem: MemoryReport) -> str:
-    if isinstance(s.workload, TrainingWorkload):
-        terms = [("weights", mem.weights_gib), ("gradients", mem.gradients_gib),
-                 ("optimizer", mem.optimizer_gib), ("activations", mem.activations_gib)]
-    else:
-        terms = [("weights", mem.weights_gib), ("activations", mem.activations_gib),
-                 ("KV for the longest request", mem.kv_cache_gib)]
+    if not isinstance(s.workload, TrainingWorkload):
+        return _serving_reason(s, mem)
+    terms = [("weights", mem.weights_gib), ("gradients", mem.gradients_gib),
+             ("optimizer", mem.optimizer_gib), ("activations", mem.activations_gib)]
     parts = " + ".join(f"{name} {_gib(gib)}" for name, gib in terms if gib > 0)
-    of = capacity_words(s) if isinstance(s.workload, TrainingWorkload) else budget_words(s)
-    return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)}{of} per device"
+    return f"{parts} = {_gib(mem.total_gib)} > capacity {_gib(mem.capacity_gib)}{capacity_words(s)} per device"
+
+
+def _serving_reason(s: Scenario, mem: MemoryReport) -> str:
+    """Why a serving plan does not fit, against the KV pool the engine gets (what ``kv_cache_capacity_tokens``
+    counts), not the whole budget: the engine rejects a request longer than its pool, so the shortfall is the pool's."""
+    fixed = mem.weights_gib + mem.activations_gib
+    held = f"weights {_gib(mem.weights_gib)} + activations {_gib(mem.activations_gib)}"
+    need = mem.longest_request_kv_gib
+    if fixed > mem.capacity_gib:  # nothing left for a pool
+        return (f"{held} = {_gib(fixed)} > capacity {_gib(mem.capacity_gib)}{budget_words(s)} per device, leaving "
+                f"no KV pool for the longest request's {_gib(need)} of KV")
+    per_token = kv_bytes_per_token_per_device(s) / GIB
+    share = ("all of" if getattr(s.workload, "memory_utilization", None) is not None
+             else f"workload.kv_cache_fraction {s.workload.kv_cache_fraction:g} of")
+    return (f"KV for the longest request {_gib(need)} ({need / per_token:,.0f} tokens) > KV pool "
+            f"{_gib(mem.kv_cache_gib)} ({int(kv_cache_capacity_tokens(s)):,} tokens), "
+            f"{_gib(need - mem.kv_cache_gib)} short per device: the pool is {share} the "
+            f"{_gib(mem.capacity_gib - fixed)} that {held} leave of capacity {_gib(mem.capacity_gib)}{budget_words(s)}")
 
 
 def _gib(x: float) -> str:
@@ -151,13 +174,16 @@ def _advice(s: Scenario) -> str:
     # more stages re-split the layers: a given split (first/last stage, per-chunk layout) is for the old count
     resplit = dict.fromkeys(LAYER_SPLIT_FIELDS)
     apple = platform_of(s.hardware.device.name) == "mps"
+    widest_tp = _widest_node(s)
     for field in ("tp", "pp"):
         if field == "tp" and apple:  # one GPU a Mac: tensor parallelism has no second GPU in the node to split over
             continue
         value = getattr(p, field)
         extra = resplit if field == "pp" else {}
+        # a TP group all-reduces every layer over NVLink: no wider than a node of this device can be
         f = _smallest_factor(s, lambda k, field=field, value=value, extra=extra: None if _too_many_stages(
-            s, field, value * k) else _with_plan(s, **{field: value * k}, **extra))
+            s, field, value * k) or (field == "tp" and value * k > widest_tp)
+            else _with_plan(s, **{field: value * k}, **extra))
         if f is not None:
             # the same devices: dp / f, and f x the micro-batches to keep each one's size (and the global batch)
             same = None if p.dp % f else _with_plan(s, **{field: value * f}, dp=p.dp // f,
@@ -165,10 +191,12 @@ def _advice(s: Scenario) -> str:
             fewer_dp = f", or plan.dp / {f} with plan.microbatches x {f} on these devices" if _fits(same) else ""
             even = ", the layers split evenly" if field == "pp" and p.splits_layers else ""
             per_node = s.hardware.node.devices_per_node
-            # a TP group wider than a node would all-reduce over the network: say what keeps it in one
+            # a TP group wider than this node would all-reduce over the network: say what keeps it in one (a node
+            # of this device that size exists: _widest_node)
             node = (f", within a node of hardware.node.devices_per_node >= {value * f}"
                     if field == "tp" and value * f > per_node else "")
             options.append(f"plan.{field} {value} -> {value * f} ({f}x the devices{fewer_dp}{even}{node})")
+    options += _expert_parallel_advice(s)
     if isinstance(s.workload, TrainingWorkload):
         if p.zero_stage < 3 and _fits(_with_plan(s, zero_stage=3)):
             options.append("plan.zero_stage: 3")
@@ -200,9 +228,53 @@ def _advice(s: Scenario) -> str:
     if bigger:
         options.append(bigger)
     if not options:
-        return ("no single change tried fits (more tp/pp up to 64x, ZeRO-3, recompute of the MoE blocks or full "
-                "recompute, a smaller dtype, a bigger device)")
+        return (f"no single change tried fits (more tp within a node of {widest_tp}, more pp or ep up to 64x, ZeRO-3, "
+                "recompute of the MoE blocks or full recompute, a smaller dtype, a bigger device)")
     return "; ".join(options)
+
+
+def _widest_node(s: Scenario) -> int:
+    """The most devices a node of this scenario's device holds where a board fixes it: an NVLink domain (HGX H100:
+    8; GB200 NVL72: 72), this scenario's node or a hardware preset's with the same device, whichever is more. A
+    TP group all-reduces every layer, so advice widens it no further. PCIe cards (a server takes what its slots
+    hold), desktop chips, TPUs (their interconnect spans the slice) and devices no preset has (the user's to
+    describe) have no known limit."""
+    from moesim.presets import HARDWARE
+    from moesim.presets.hardware import is_desktop_device
+
+    here, name = s.hardware.node.devices_per_node, s.hardware.device.name
+    boards = [data["node"]["devices_per_node"] for data in HARDWARE.values() if data["device"]["name"] == name
+              and data["node"]["intra_bw_gbps"] >= NVLINK_MIN_GBPS]
+    if not boards or is_desktop_device(name) or "TPU" in name:
+        return _MAX_FACTOR * s.plan.tp
+    return max(here, *boards)
+
+
+def _expert_parallel_advice(s: Scenario) -> list[str]:
+    """The routed experts spread over more ranks (EP), the fewest that fit: on these devices where ``plan.ep`` x k still
+    divides the data-parallel ranks, else with ``plan.dp`` x k too (k x the devices, each replica's attention its own:
+    wide EP across nodes, as DeepSeek serves), never a wider TP group than a node holds."""
+    m, p = s.model, s.plan
+    experts = m.n_experts + s.placement.redundant_experts
+    if m.n_experts <= 1:
+        return []
+
+    def wider(k: int, dp_factor: int) -> Scenario | None:
+        if experts % (p.ep * k):  # each EP rank holds whole experts
+            return None
+        w = s.workload
+        if isinstance(w, TrainingWorkload) and w.global_batch_seqs % (p.dp * dp_factor * p.microbatches):
+            return None  # the global batch no longer splits into whole micro-batches
+        return _with_plan(s, ep=p.ep * k, dp=p.dp * dp_factor)
+
+    same = _smallest_factor(s, lambda k: wider(k, 1))
+    if same is not None:
+        return [f"plan.ep {p.ep} -> {p.ep * same} (the same devices)"]
+    more = _smallest_factor(s, lambda k: wider(k, k))
+    if more is None:
+        return []
+    return [f"plan.dp {p.dp} -> {p.dp * more} with plan.ep {p.ep} -> {p.ep * more} ({more}x the devices, the experts "
+            "spread over them)"]
 
 
 def _accumulation_advice(s: Scenario) -> list[str]:

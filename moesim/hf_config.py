@@ -30,8 +30,15 @@ What the accounting does not represent (parameter counts stay within ~1% of the 
     ``expert_dtype: mxfp4`` beside ``torch_dtype`` (its attention, router, embeddings and head stay
     16-bit; serving only: drop ``expert_dtype`` to train), 4/8-bit GPTQ/AWQ as ``int4``/``int8``
     (serving only; set ``model.dtype`` to train) and ModelOpt's NVFP4/FP8 as ``nvfp4``/``fp8`` (an MoE
-    export that excludes its attention: ``expert_dtype`` beside ``torch_dtype``, :func:`_dtypes`); other
-    methods keep ``torch_dtype``.
+    export that excludes its attention: ``expert_dtype`` beside ``torch_dtype``, :func:`moesim.hf_keys.dtypes`);
+    any other quantization, or a ``torch_dtype`` other than bfloat16/float16/float32, is refused unless the
+    scenario sets ``model.dtype`` beside ``hf_config``. ``torch_dtype: float32`` reads as bf16 (how vLLM
+    serves and mixed precision trains an fp32 checkpoint; ``model.dtype: fp32`` asks for fp32).
+
+Values are read by their JSON type (:mod:`moesim.hf_keys`): a width, count or layer step must be a
+positive whole number (``"2048"``, ``2048.5``, NaN are refused naming the key), ``tie_word_embeddings``
+a JSON boolean; ``num_experts_per_tok`` at most the experts and ``num_key_value_heads`` a divisor of
+the query heads, as transformers needs.
 """
 
 from __future__ import annotations
@@ -44,19 +51,16 @@ from pathlib import Path
 from typing import Any
 
 from moesim.errors import InputError, short_repr
+from moesim.hf_keys import HFConfigError, Section, dtypes, name_from_path, path_text
 from moesim.schemas._base import MAX_LAYERS
 
-
-class HFConfigError(ValueError):
-    """A config.json moesim cannot read faithfully; the message (one line) names the key."""
-
+__all__ = ["FAMILIES", "MAX_HF_CONFIG_BYTES", "HFConfigError", "model_fields", "read_config"]
 
 # Names that mark a key as part of the MoE description; one left unread means the import is wrong.
 _MOE_WORDS = re.compile(r"expert|moe|router|sparse", re.IGNORECASE)
 # Training-only knobs: loss weights, router noise, logging. Shapes and cost do not depend on them.
 _TRAINING_KNOBS = ("router_aux_loss_coef", "output_router_logits", "router_jitter_noise",
                    "router_z_loss_coef", "moe_jitter_eps", "moe_loss_weight")
-_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 #: Largest Hugging Face config.json read (real ones are 1-10 KiB).
 MAX_HF_CONFIG_BYTES = 1 << 20
 
@@ -66,65 +70,41 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-class _Section:
-    """One mapping of the config (the top level, or a nested block such as DBRX's ``ffn_config``)
-    that records the dotted path of every key read, so unread MoE keys can be named afterwards."""
-
-    def __init__(self, data: dict, read: set[str], prefix: str = "") -> None:
-        self.data, self.read, self.prefix = data, read, prefix
-
-    def req(self, key: str) -> Any:
-        """The value of a required key (KeyError with its dotted path when missing)."""
-        self.read.add(self.prefix + key)
-        if key not in self.data:
-            raise KeyError(self.prefix + key)
-        if self.data[key] is None:  # never a silent default: ModelSpec would fill a dense model's width in
-            raise HFConfigError(f"key {self.prefix + key!r} is null: this model_type needs its value")
-        return self.data[key]
-
-    def opt(self, key: str, default: Any = None) -> Any:
-        """The value of an optional key; ``default`` when missing or null (HF writes null for "off")."""
-        self.read.add(self.prefix + key)
-        value = self.data.get(key)
-        return default if value is None else value
-
-    def has(self, key: str) -> bool:
-        """Whether ``key`` is present and not null (reading nothing)."""
-        return self.data.get(key) is not None
-
-    def sub(self, key: str) -> _Section:
-        """A nested mapping (``text_config``, ``ffn_config``)."""
-        value = self.req(key)
-        if not isinstance(value, dict):
-            raise HFConfigError(f"key {self.prefix + key!r} = {short_repr(value)}: expected a mapping")
-        return _Section(value, self.read, f"{self.prefix}{key}.")
-
-    def skip(self, *keys: str) -> None:
-        """Mark keys as understood and deliberately unused."""
-        self.read.update(self.prefix + k for k in keys)
-
-
 # ---------------------------------------------------------------- shared pieces
 
 
-def _attention(s: _Section) -> dict:
+def _attention(s: Section) -> dict:
     """Layers, width, heads and vocabulary of a Llama-style config (widths in elements; context in tokens)."""
-    d = s.req("hidden_size")
-    heads = s.req("num_attention_heads")
-    derived = _int(d) // _int(heads) if _int(d) and _int(heads) else None
-    return dict(n_layers=s.req("num_hidden_layers"), d_model=d, n_heads=heads,
-                n_kv_heads=s.opt("num_key_value_heads", heads), head_dim=s.opt("head_dim", derived),
-                vocab_size=s.req("vocab_size"), max_seq_len=s.opt("max_position_embeddings", 4096))
+    d, heads = s.count("hidden_size"), s.count("num_attention_heads")
+    kv = s.opt_count("num_key_value_heads", heads)
+    _kv_divides(s.prefix + "num_key_value_heads", kv, "num_attention_heads", heads)
+    return dict(n_layers=s.count("num_hidden_layers"), d_model=d, n_heads=heads, n_kv_heads=kv,
+                head_dim=s.opt_count("head_dim", d // heads),  # transformers' default, floored as it does
+                vocab_size=s.count("vocab_size"), max_seq_len=s.opt_count("max_position_embeddings", 4096))
 
 
-def _tied(s: _Section, default: bool = False) -> dict:
+def _kv_divides(kv_key: str, kv: int, heads_key: str, heads: int) -> None:
+    """transformers repeats each KV head over a whole number of query heads (``repeat_kv``)."""
+    if heads % kv:
+        raise HFConfigError(f"key {kv_key!r} = {kv}: must divide {heads_key} ({heads}), the query heads "
+                            "each KV head serves")
+
+
+def _tied(s: Section, default: bool = False) -> dict:
     """``tie_word_embeddings`` with the family's transformers default when the key is absent."""
-    return dict(tied_embeddings=bool(s.opt("tie_word_embeddings", default)))
+    return dict(tied_embeddings=s.opt_flag("tie_word_embeddings", default))
 
 
-def _experts(n_experts: Any, top_k: Any, width: Any) -> dict:
-    """Routed experts: how many, how many a token uses, hidden width of one (elements)."""
-    return dict(n_experts=n_experts, top_k=top_k, expert_ffn_hidden=width)
+def _experts(s: Section, n_key: str, width: int, k_key: str = "num_experts_per_tok", k_default: int | None = None,
+             n: int | None = None) -> dict:
+    """Routed experts: how many (``n_key``, or ``n`` already read), how many a token uses (``k_key``; at
+    most all of them, as transformers' top-k needs), hidden width of one (elements)."""
+    n = s.count(n_key) if n is None else n
+    k = s.count(k_key) if k_default is None else s.opt_count(k_key, k_default)
+    if k > n:
+        raise HFConfigError(f"key {s.prefix + k_key!r} = {k}: must be <= {s.prefix + n_key} ({n}), the experts "
+                            "a token can be routed to")
+    return dict(n_experts=n, top_k=k, expert_ffn_hidden=width)
 
 
 def _layout(key: str, moe_layers: Iterable[int], n_layers: Any) -> dict:
@@ -152,7 +132,7 @@ def _layout(key: str, moe_layers: Iterable[int], n_layers: Any) -> dict:
         "allowed: the first N layers dense (first_dense_layers), then every k-th layer MoE (moe_every)")
 
 
-def _index_list(s: _Section, key: str) -> list[int]:
+def _index_list(s: Section, key: str) -> list[int]:
     """A list of 0-based layer indices (Qwen's ``mlp_only_layers``, Llama-4's ``moe_layers``)."""
     value = s.opt(key, [])
     if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
@@ -175,17 +155,17 @@ def _local_layers(key: str, full: list[bool], kind: str, window: Any) -> dict:
     return dict(local_attention=dict(kind=kind, window=window, full_every=every))
 
 
-def _sliding(read: Callable[[_Section], dict]) -> Callable[[_Section], dict]:
+def _sliding(read: Callable[[Section], dict]) -> Callable[[Section], dict]:
     """Mistral and Mixtral: a non-null ``sliding_window`` makes every layer a sliding-window layer."""
-    def wrapped(s: _Section) -> dict:
-        out, window = read(s), s.opt("sliding_window")
+    def wrapped(s: Section) -> dict:
+        out, window = read(s), s.opt_count("sliding_window", None)
         if window is not None:
             out["local_attention"] = dict(kind="sliding", window=window, full_every=0)
         return out
     return wrapped
 
 
-def _layer_types(s: _Section, n: int, default: list[str]) -> list[bool]:
+def _layer_types(s: Section, n: int, default: list[str]) -> list[bool]:
     """Full-attention flags from ``layer_types`` (``full_attention`` / ``sliding_attention`` /
     ``chunked_attention`` per layer), or ``default`` when absent."""
     types = s.opt("layer_types", default)
@@ -198,110 +178,125 @@ def _layer_types(s: _Section, n: int, default: list[str]) -> list[bool]:
 # ---------------------------------------------------------------- one reader per family
 
 
-def _dense(s: _Section) -> dict:
+def _dense(s: Section) -> dict:
     """Llama, Mistral, Qwen2, Qwen3: one SwiGLU FFN per layer."""
-    return {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
+    return {**_attention(s), "ffn_hidden": s.count("intermediate_size"), **_tied(s)}
 
 
-def _every_layer_moe(experts_key: str, tied_default: bool = False) -> Callable[[_Section], dict]:
+def _every_layer_moe(experts_key: str, tied_default: bool = False) -> Callable[[Section], dict]:
     """Reader for Mixtral (``num_local_experts``), OLMoE and the Grok-1 port (``num_experts``; Grok-1
     ties embeddings by default): every layer MoE, experts as wide as ``intermediate_size``."""
-    def read(s: _Section) -> dict:
-        width = s.req("intermediate_size")
-        return {**_attention(s), "ffn_hidden": width, **_tied(s, tied_default),
-                **_experts(s.req(experts_key), s.req("num_experts_per_tok"), width)}
+    def read(s: Section) -> dict:
+        width = s.count("intermediate_size")
+        return {**_attention(s), "ffn_hidden": width, **_tied(s, tied_default), **_experts(s, experts_key, width)}
     return read
 
 
-def _qwen_moe(s: _Section, shared_allowed: bool) -> dict:
+def _qwen_moe(s: Section, shared_allowed: bool) -> dict:
     """Qwen2-MoE / Qwen3-MoE: layer i is MoE when not in ``mlp_only_layers`` and
     ``(i + 1) % decoder_sparse_step == 0``; dense layers use ``intermediate_size``."""
-    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
-    n_experts = s.req("num_experts")
-    step = s.opt("decoder_sparse_step", 1)
+    out = {**_attention(s), "ffn_hidden": s.count("intermediate_size"), **_tied(s)}
+    n_experts = s.count("num_experts", least=0, what="a whole number of routed experts (0: a dense model)")
+    step = s.opt_count("decoder_sparse_step", 1)  # 0 divides by zero in transformers
     dense = set(_index_list(s, "mlp_only_layers"))
-    shared = s.opt("shared_expert_intermediate_size", 0)
+    shared = s.opt_count("shared_expert_intermediate_size", 0, least=0)
     if shared and not shared_allowed:
         raise HFConfigError(f"key 'shared_expert_intermediate_size' = {short_repr(shared)}: qwen3_moe has no "
                             "shared expert in transformers; allowed: 0 or absent (qwen2_moe has one)")
-    if n_experts == 0 and not isinstance(n_experts, bool):  # transformers builds dense MLPs everywhere
+    if n_experts == 0:  # transformers builds dense MLPs everywhere
         s.skip("num_experts_per_tok", "moe_intermediate_size")
         return out
-    if not _int(n_experts):
-        raise HFConfigError(f"key 'num_experts' = {short_repr(n_experts)}: expected a whole number of routed experts "
-                            "(0: a dense model)")
-    out.update(_experts(n_experts, s.req("num_experts_per_tok"), s.req("moe_intermediate_size")))
+    out.update(_experts(s, "num_experts", s.count("moe_intermediate_size"), n=n_experts))
     if shared:
         out.update(n_shared_experts=1, shared_expert_ffn_hidden=shared)
-    if _int(step) and _int(out["n_layers"]):
-        moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i not in dense and (i + 1) % step == 0]
-        key = "mlp_only_layers" if dense else "decoder_sparse_step"
-        out.update(_layout(key, moe, out["n_layers"]))
-    else:
-        out["moe_every"] = step  # ModelSpec names a bad value
+    moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i not in dense and (i + 1) % step == 0]
+    out.update(_layout("mlp_only_layers" if dense else "decoder_sparse_step", moe, out["n_layers"]))
     return out
 
 
-def _deepseek(s: _Section) -> dict:
+def _deepseek(s: Section) -> dict:
     """DeepSeek-V2/V3: MoE on layer i when ``i >= first_k_dense_replace`` and ``i % moe_layer_freq == 0``;
     multi-head latent attention when ``kv_lora_rank`` is set."""
-    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size"), **_tied(s)}
+    out = {**_attention(s), "ffn_hidden": s.count("intermediate_size"), **_tied(s)}
     s.skip("num_nextn_predict_layers", "n_group", "topk_group", "topk_method", "routed_scaling_factor",
            "scoring_func", "norm_topk_prob", "seq_aux", "aux_loss_alpha", "ep_size")
-    if s.has("n_routed_experts"):  # null: transformers builds a dense model
-        out.update(_experts(s.req("n_routed_experts"), s.req("num_experts_per_tok"), s.req("moe_intermediate_size")),
-                   n_shared_experts=s.opt("n_shared_experts", 0))
-        first, freq = s.opt("first_k_dense_replace", 0), s.opt("moe_layer_freq", 1)
-        if _int(freq) and isinstance(first, int) and _int(out["n_layers"]):
-            moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i >= first and i % freq == 0]
-            out.update(_layout("moe_layer_freq" if freq != 1 else "first_k_dense_replace", moe, out["n_layers"]))
-        else:
-            out.update(first_dense_layers=first, moe_every=freq)  # ModelSpec names a bad value
-    if s.has("kv_lora_rank"):
-        out["mla"] = dict(q_lora_rank=s.opt("q_lora_rank", 0), kv_lora_rank=s.req("kv_lora_rank"),
-                          qk_nope_head_dim=s.req("qk_nope_head_dim"), qk_rope_head_dim=s.req("qk_rope_head_dim"),
-                          v_head_dim=s.req("v_head_dim"))
+    if s.has("n_routed_experts"):
+        out.update(_experts(s, "n_routed_experts", s.count("moe_intermediate_size")),
+                   n_shared_experts=s.opt_count("n_shared_experts", 0, least=0))
+        first, freq = s.opt_count("first_k_dense_replace", 0, least=0), s.opt_count("moe_layer_freq", 1)
+        moe = [i for i in range(min(out["n_layers"], MAX_LAYERS + 1)) if i >= first and i % freq == 0]
+        out.update(_layout("moe_layer_freq" if freq != 1 else "first_k_dense_replace", moe, out["n_layers"]))
+    else:
+        _deepseek_dense(s)
+    if "kv_lora_rank" in s.data:  # absent: a hand-written config with plain attention, as before
+        out["mla"] = _mla(s)
     return out
 
 
-def _dbrx(s: _Section) -> dict:
+_DEEPSEEK_MOE_KEYS = ("num_experts_per_tok", "moe_intermediate_size", "n_shared_experts", "moe_layer_freq")
+
+
+def _deepseek_dense(s: Section) -> None:
+    """A null (or absent) ``n_routed_experts`` makes transformers build dense MLPs everywhere; that is
+    refused when MoE keys are set, since then the experts' count is what went missing."""
+    given = [k for k in _DEEPSEEK_MOE_KEYS if s.has(k)]
+    if given:
+        state = "null" if "n_routed_experts" in s.data else "missing"
+        raise HFConfigError(f"key 'n_routed_experts' is {state} (transformers then builds a dense model) while "
+                            f"MoE keys are set: {', '.join(given)}; allowed: the number of routed experts, or "
+                            "no MoE keys for a dense model")
+    s.skip("n_routed_experts", *_DEEPSEEK_MOE_KEYS)
+
+
+def _mla(s: Section) -> dict:
+    """Multi-head latent attention. DeepSeek's modelling code has no plain-attention form: a null
+    ``kv_lora_rank`` is a broken config, not multi-head attention."""
+    if s.data["kv_lora_rank"] is None:
+        s.skip("kv_lora_rank")
+        raise HFConfigError("key 'kv_lora_rank' is null: DeepSeek-V2/V3 attention is multi-head latent attention, "
+                            "built from the KV latent's rank; allowed: a positive whole number (e.g. 512)")
+    return dict(q_lora_rank=s.opt_count("q_lora_rank", 0, least=0), kv_lora_rank=s.count("kv_lora_rank"),
+                qk_nope_head_dim=s.count("qk_nope_head_dim"), qk_rope_head_dim=s.count("qk_rope_head_dim"),
+                v_head_dim=s.count("v_head_dim"))
+
+
+def _dbrx(s: Section) -> dict:
     """DBRX: MPT-style names, heads in ``attn_config``, experts in ``ffn_config``; every layer MoE."""
     attn, ffn = s.sub("attn_config"), s.sub("ffn_config")
-    d, heads = s.req("d_model"), s.req("n_heads")
-    width = ffn.req("ffn_hidden_size")
+    d, heads, kv = s.count("d_model"), s.count("n_heads"), attn.opt_count("kv_n_heads", 1)
+    _kv_divides("attn_config.kv_n_heads", kv, "n_heads", heads)
+    width = ffn.count("ffn_hidden_size")
     ffn.skip("moe_normalize_expert_weights", "uniform_expert_assignment")
-    return dict(n_layers=s.req("n_layers"), d_model=d, n_heads=heads, n_kv_heads=attn.opt("kv_n_heads", 1),
-                head_dim=_int(d) // _int(heads) if _int(d) and _int(heads) else None,
-                vocab_size=s.req("vocab_size"), max_seq_len=s.opt("max_seq_len", 2048), ffn_hidden=width,
-                **_tied(s), **_experts(ffn.req("moe_num_experts"), ffn.opt("moe_top_k", 1), width))
+    return dict(n_layers=s.count("n_layers"), d_model=d, n_heads=heads, n_kv_heads=kv, head_dim=d // heads,
+                vocab_size=s.count("vocab_size"), max_seq_len=s.opt_count("max_seq_len", 2048), ffn_hidden=width,
+                **_tied(s), **_experts(ffn, "moe_num_experts", width, k_key="moe_top_k", k_default=1))
 
 
-def _gpt_oss(s: _Section) -> dict:
+def _gpt_oss(s: Section) -> dict:
     """GPT-OSS: every layer MoE; ``experts_per_token`` is the original name of ``num_experts_per_tok``."""
-    width, top_k = s.req("intermediate_size"), s.req("num_experts_per_tok")
-    alias = s.opt("experts_per_token", top_k)
+    width, top_k = s.count("intermediate_size"), s.count("num_experts_per_tok")
+    alias = s.opt_count("experts_per_token", top_k)
     if alias != top_k:
         raise HFConfigError(f"key 'experts_per_token' = {short_repr(alias)}: differs from num_experts_per_tok "
                             f"({short_repr(top_k)}); allowed: equal values")
-    out = {**_attention(s), "ffn_hidden": width, **_tied(s), **_experts(s.req("num_local_experts"), top_k, width)}
-    n, window = _int(out["n_layers"]), s.opt("sliding_window")
-    if window is not None and n and n <= MAX_LAYERS:  # transformers' default: sliding on even layers, full on odd
+    out = {**_attention(s), "ffn_hidden": width, **_tied(s), **_experts(s, "num_local_experts", width)}
+    n, window = out["n_layers"], s.opt_count("sliding_window", None)
+    if window is not None and n <= MAX_LAYERS:  # transformers' default: sliding on even layers, full on odd
         full = _layer_types(s, n, ["full_attention" if i % 2 else "sliding_attention" for i in range(n)])
         out.update(_local_layers("layer_types", full, "sliding", window))
     return out
 
 
-def _llama4_text(s: _Section) -> dict:
+def _llama4_text(s: Section) -> dict:
     """Llama-4 text model: MoE layers (``moe_layers``, else every ``interleave_moe_layer_step``-th)
     hold routed experts plus one shared expert, all ``intermediate_size`` wide; the other layers are
     dense with ``intermediate_size_mlp``."""
-    out = {**_attention(s), "ffn_hidden": s.req("intermediate_size_mlp"), **_tied(s)}
-    width = s.req("intermediate_size")
-    out.update(_experts(s.req("num_local_experts"), s.req("num_experts_per_tok"), width),
-               n_shared_experts=1, shared_expert_ffn_hidden=width)
-    step, n = s.opt("interleave_moe_layer_step", 1), out["n_layers"]
-    chunk = s.opt("attention_chunk_size")
-    if chunk is not None and _int(n) and n <= MAX_LAYERS:  # RoPE layers attend within chunks, NoPE layers fully
+    out = {**_attention(s), "ffn_hidden": s.count("intermediate_size_mlp"), **_tied(s)}
+    width = s.count("intermediate_size")
+    out.update(_experts(s, "num_local_experts", width), n_shared_experts=1, shared_expert_ffn_hidden=width)
+    step, n = s.opt_count("interleave_moe_layer_step", 1), out["n_layers"]
+    chunk = s.opt_count("attention_chunk_size", None)
+    if chunk is not None and n <= MAX_LAYERS:  # RoPE layers attend within chunks, NoPE layers fully
         interval = _int(s.opt("no_rope_layer_interval", 4))
         if interval is None:
             raise HFConfigError(f"key {s.prefix + 'no_rope_layer_interval'!r}: expected a positive int")
@@ -312,14 +307,12 @@ def _llama4_text(s: _Section) -> dict:
     if s.has("moe_layers"):
         s.skip("interleave_moe_layer_step")  # transformers derives moe_layers from it only when absent
         out.update(_layout("moe_layers", _index_list(s, "moe_layers"), n))
-    elif _int(step) and _int(n):
-        out.update(_layout("interleave_moe_layer_step", range(step - 1, min(n, MAX_LAYERS + 1), step), n))
     else:
-        out["moe_every"] = step  # ModelSpec names a bad value
+        out.update(_layout("interleave_moe_layer_step", range(step - 1, min(n, MAX_LAYERS + 1), step), n))
     return out
 
 
-def _llama4(s: _Section) -> dict:
+def _llama4(s: Section) -> dict:
     """Llama-4 multimodal config: the language model is ``text_config``; the vision tower is left out."""
     text = s.sub("text_config")
     out = _llama4_text(text)
@@ -328,7 +321,7 @@ def _llama4(s: _Section) -> dict:
     return out
 
 
-FAMILIES: dict[str, Callable[[_Section], dict]] = {
+FAMILIES: dict[str, Callable[[Section], dict]] = {
     "llama": _dense, "mistral": _sliding(_dense), "qwen2": _dense, "qwen3": _dense,
     "mixtral": _sliding(_every_layer_moe("num_local_experts")),
     "qwen2_moe": lambda s: _qwen_moe(s, shared_allowed=True),
@@ -370,45 +363,17 @@ def _unread_moe_keys(data: dict, read: set[str], prefix: str = "") -> list[str]:
     return out
 
 
-def _dtypes(cfg: dict, section: dict, moe: bool = False) -> dict[str, str]:
-    """``dtype`` (and ``expert_dtype``) fields: the checkpoint's quantization when moesim has one for it,
-    else ``torch_dtype``; GPT-OSS's mxfp4 covers the experts only (~98 % of the weights), the rest
-    keeps ``torch_dtype``. NVIDIA's ModelOpt checkpoints say ``quant_method: modelopt`` (vLLM also
-    reads ``modelopt_fp4``) with ``quant_algo`` NVFP4 or FP8; an MoE export whose ``exclude_modules``
-    (or ``ignore``) list names attention modules keeps them at ``torch_dtype`` and quantizes the experts
-    (``expert_dtype``): nvidia/DeepSeek-R1-FP4 (Model-Optimizer issue #150; ModelOpt's DeepSeek
-    ``ptq.py`` disables ``*attn*`` quantizers by default) and ModelOpt's Qwen3-MoE NVFP4 exports since
-    2026-01 (Model-Optimizer PR #735: q/k/v) store their attention projections in BF16."""
-    raw = section.get("torch_dtype") or section.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
-    out = {"dtype": _TORCH_DTYPES[str(raw)]} if str(raw) in _TORCH_DTYPES else {}
-    quant = cfg.get("quantization_config")
-    if isinstance(quant, dict):
-        method, bits = quant.get("quant_method"), quant.get("bits")
-        if method == "fp8":
-            out["dtype"] = "fp8"
-        elif method in ("gptq", "awq") and bits in (4, 8):
-            out["dtype"] = f"int{bits}"
-        elif method == "mxfp4":
-            out["expert_dtype"] = "mxfp4"
-        elif method in ("modelopt", "modelopt_fp4"):
-            algo = str(quant.get("quant_algo", "")).upper()
-            excluded = quant.get("exclude_modules") or quant.get("ignore") or []
-            if algo in ("NVFP4", "FP8") and moe and "dtype" in out and any("attn" in str(m) for m in excluded):
-                out["expert_dtype"] = algo.lower()  # attention (and the rest) at torch_dtype
-            elif algo in ("NVFP4", "FP8"):
-                out["dtype"] = algo.lower()
-    return out
-
-
-def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
-    """ModelSpec fields from a parsed config.json.
+def model_fields(cfg: dict, name_hint: str = "hf-model", dtype_set: bool = False) -> dict[str, Any]:
+    """ModelSpec fields from a parsed config.json; ``dtype_set``: the scenario gives ``model.dtype``
+    itself, so a quantization moesim has no dtype for is no error (:func:`moesim.hf_keys.dtypes`).
 
     Raises HFConfigError (one line naming the key) for what cannot be read faithfully and KeyError
-    (the dotted key) for a required key that is missing; wrong values are left to ModelSpec to name.
+    (the dotted key) for a required key that is missing; values past ModelSpec's bounds (a layer count
+    over 1024, say) are left to ModelSpec to name.
     """
     family = _family(cfg)
     read: set[str] = set()
-    out = FAMILIES[family](_Section(cfg, read))
+    out = FAMILIES[family](Section(cfg, read))
     unread = _unread_moe_keys(cfg, read)
     if unread:
         understood = sorted(k for k in read if _MOE_WORDS.search(k))
@@ -419,12 +384,13 @@ def model_fields(cfg: dict, name_hint: str = "hf-model") -> dict[str, Any]:
                             f"misdescribe the experts; understood: {', '.join(understood) or 'no MoE keys'}")
     section = cfg.get("text_config") if family == "llama4" and isinstance(cfg.get("text_config"), dict) else cfg
     out["name"] = cfg.get("_name_or_path") or name_hint
-    out.update(_dtypes(cfg, section, moe=int(out.get("n_experts", 1)) > 1))
+    out.update(dtypes(cfg, section, moe=out.get("n_experts", 1) > 1, dtype_set=dtype_set))
     return out
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """ModelSpec fields from the config.json at ``path``.
+def read_config(path: str | Path, dtype_set: bool = False) -> dict[str, Any]:
+    """ModelSpec fields from the config.json at ``path``, or in the folder ``path`` (as ``from_pretrained``
+    takes a model's folder); ``dtype_set`` as for :func:`model_fields`.
 
     Every problem (missing, oversized, not JSON, nested too deep, a key missing or not understood)
     is an HFConfigError whose one-line message starts ``model.hf_config = '<path>'``.
@@ -432,20 +398,33 @@ def read_config(path: str | Path) -> dict[str, Any]:
     # local: loader imports resolve, which imports this module
     from moesim.loader import check_structure, read_text_file
 
-    p = Path(path)
-    label = f"model.hf_config = {short_repr(str(path))}"
+    label = f"model.hf_config = {path_text(path)}"
+    p = _config_file(Path(path), label)
     try:
         cfg = _parse(read_text_file(p, MAX_HF_CONFIG_BYTES, "a Hugging Face config.json", label=label), label)
         check_structure(cfg, label)
     except InputError as exc:
         raise HFConfigError(str(exc)) from None
-    hint = p.stem if p.stem != "config" else (cfg.get("model_type") or p.parent.name or "hf-model")
+    hint = name_from_path(p) or cfg.get("model_type") or "hf-model"
     try:
-        return model_fields(cfg, str(hint))
+        return model_fields(cfg, str(hint), dtype_set)
     except KeyError as exc:
         raise HFConfigError(f"{label}: missing key {exc.args[0]!r}") from None
     except HFConfigError as exc:
         raise HFConfigError(f"{label}: {exc}") from None
+
+
+def _config_file(p: Path, label: str) -> Path:
+    """``p``, or the config.json in it when ``p`` is a folder."""
+    try:
+        if not p.is_dir():
+            return p
+    except (OSError, ValueError):  # a name the OS rejects: read_text_file says so in one line
+        return p
+    if not (p / "config.json").is_file():
+        raise HFConfigError(f"{label}: is a folder without a config.json; expected a config.json or the model's "
+                            "folder that holds one")
+    return p / "config.json"
 
 
 def _parse(text: str, label: str) -> dict:

@@ -51,7 +51,7 @@ from moesim.schemas import (
     ServingWorkload,
     TrainingWorkload,
 )
-from moesim.serving_reserve import engine_budget_bytes, sampler_warmup_bytes
+from moesim.serving_reserve import engine_budget_bytes, sampler_warmup_bytes, serving_fit
 from moesim.stage_memory import (
     busiest_stage,
     dualpipe_busiest_stage,
@@ -90,9 +90,14 @@ class MemoryReport:
     reserved_gib: float  # what PyTorch's caching allocator reserves at the peak (moesim.allocator)
     stage: int = 0  # the pipeline stage these figures are of (training: the one holding the most)
     held_gib: float = 0.0  # training on CUDA: the CUDA context and NCCL's buffers beside PyTorch (train_reserve)
+    # serving: KV the longest request needs per device, which the pool (kv_cache_gib) must hold to fit. Kept out
+    # of as_dict: saved results and check's memory.* rows hold registered keys only (moesim.metrics)
+    longest_request_kv_gib: float = 0.0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["longest_request_kv_gib"]
+        return out
 
 
 def weight_params_per_device(m: ModelSpec, plan: PlanSpec, redundant_experts: int = 0,
@@ -147,10 +152,11 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     The capacity is what the device gives the tensors (:func:`moesim.train_reserve.allocatable_gib`: on CUDA the
     total CUDA reports less the context and NCCL's buffers, ``held_gib``; on Apple silicon the GPU's wired limit).
 
-    Serving: the KV pool takes ``kv_cache_fraction`` of what weights and working activations leave of the engine's
-    budget (all of it under ``memory_utilization``; :func:`serving_kv_pool_bytes`), which is also the capacity;
-    it must hold ``serving_kv_tokens`` (default: the longest request; its KV slots, fewer when local
-    attention layers keep only their window) or the plan does not fit.
+    Serving: the KV pool (``kv_cache_gib``, always the pool) takes ``kv_cache_fraction`` of what weights and working
+    activations leave of the engine's budget (all of it under ``memory_utilization``; :func:`serving_kv_pool_bytes`),
+    which is also the capacity; the pool must hold ``serving_kv_tokens`` (default: the longest request; its KV
+    slots, fewer when local attention layers keep only their window: ``longest_request_kv_gib``) or the plan does
+    not fit, whatever the budget keeps outside the pool (:func:`moesim.serving_reserve.serving_fit`).
     """
     m, plan = s.model, s.plan
     prec = scenario_precision(s)
@@ -163,6 +169,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     expert_dp = expert_dp_group(plan)[0]  # data-parallel group of one expert's replicas
     w = s.workload
     stage, held = 0, 0.0  # the pipeline stage the figures are of; GiB held beside PyTorch's allocator
+    need = 0.0  # serving: the longest request's KV bytes per device
     if isinstance(w, TrainingWorkload):
         # what PyTorch may allocate: CUDA's report less its context and NCCL's buffers (moesim.train_reserve)
         capacity, held = allocatable_gib(s), held_gib(s)
@@ -247,22 +254,22 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
         weights = parameter_bytes(s, *weight_params_per_device(m, plan, red)) + spec_weight_bytes_per_device(s)
         grads = optim = 0.0
         acts = _serving_activation_bytes(s)
-        pool = serving_kv_pool_bytes(s)
-        longest = serving_kv_tokens if serving_kv_tokens is not None else _longest_request(s)
-        slots = slot_map(s.model, s.workload.local_attention_mode)  # local layers keeping only their window
-        need = (longest if slots is None else float(slots(int(math.ceil(longest))))) * kv_bytes_per_token_per_device(s)
-        kv = pool if pool >= need else need
+        kv = serving_kv_pool_bytes(s)  # what the engine allocates, and kv_cache_capacity_tokens counts
+        need = longest_request_kv_bytes(s, serving_kv_tokens)
         # the engine's budget is all it may use: its share of what CUDA reports (vLLM), or what the CUDA context
         # and the communicators leave of it (TensorRT-LLM; moesim.serving_reserve)
         capacity = engine_budget_bytes(s) / GIB
     parts = [x / GIB for x in (weights, grads, optim, acts, kv)]
     total = sum(parts)
     fits = total <= capacity * (1 + 1e-12)  # a pool sized to fill the engine's share sums to it, up to rounding
+    headroom = capacity - total
+    if not isinstance(w, TrainingWorkload):  # the pool, not the budget, must hold the longest request
+        fits, headroom = serving_fit(capacity, (weights + acts) / GIB, kv / GIB, need / GIB)
     reserved = reserved_gib(total, stranded_fraction(s))
     if fits:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)
-    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=fits,
-                        headroom_gib=capacity - total, reserved_gib=reserved, stage=stage, held_gib=held)
+    return MemoryReport(*parts, total_gib=total, capacity_gib=capacity, fits=fits, headroom_gib=headroom,
+                        reserved_gib=reserved, stage=stage, held_gib=held, longest_request_kv_gib=need / GIB)
 
 
 def zero_sharded_bytes(dense: float, experts: float, dense_bytes: float, expert_bytes: float, shard_from: int,
@@ -390,6 +397,14 @@ def kv_shards(m: ModelSpec, tp: int) -> int:
     if m.mla is not None:
         return 1
     return min(tp, m.kv_heads)
+
+
+def longest_request_kv_bytes(s: Scenario, tokens: float | None = None) -> float:
+    """KV bytes per device of the longest request: ``tokens`` (default: the longest the serving workload can send,
+    prompt + output), as KV slots (fewer when local attention layers keep only their window)."""
+    longest = tokens if tokens is not None else _longest_request(s)
+    slots = slot_map(s.model, s.workload.local_attention_mode)
+    return (longest if slots is None else float(slots(int(math.ceil(longest))))) * kv_bytes_per_token_per_device(s)
 
 
 def _longest_request(s: Scenario) -> float:

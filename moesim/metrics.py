@@ -143,7 +143,8 @@ _add("peak_device_gib", "GiB", "min", "peak device memory used (GiB)",
 _add("fits", "bool", None, "fits in memory", "peak memory within the device's capacity", TSC, T,
      check="memory per device within the device's capacity")
 _add("fits_reason", "text", None, "why it does not fit",
-     "empty when it fits; else the memory terms that exceed the capacity (printed under the table)", TSC,
+     "empty when it fits; else the memory terms that exceed the capacity, or (serving) the longest request's KV "
+     "against the KV pool (printed under the table)", TSC,
      training="empty when it fits; else the memory terms that exceed the capacity (`weights 87.0 GiB + "
               "gradients ... = 730.9 GiB > capacity 77.2 GiB (of the 79.3 GiB CUDA reports, 2.1 GiB held by the CUDA "
               "context and NCCL's buffers) per device`, printed under the table)",
@@ -275,8 +276,20 @@ _add("cp_comm_s", "s", "min", "exposed CP attention exchange (s)",
 _add("n_requests", "count", None, "requests", "requests in the workload", S)
 _add("served_requests", "count", "max", "served requests", "requests that finished", S)
 _add("rejected_requests", "count", "min", "rejected requests",
-     "requests that could never fit the KV cache (rejected, never served)", S)
+     "requests refused at arrival and never served, whatever the reason (the three rejected_*_requests keys "
+     "count each reason, rejected_note says them)", S)
 _add("rejected_fraction", "fraction", "min", "rejected requests (fraction)", "rejected_requests / n_requests", S)
+_add("rejected_max_seq_len_requests", "count", "min", "rejected requests (over max_seq_len)",
+     "requests refused because prompt + output tokens exceed `model.max_seq_len` (as vLLM, SGLang and TensorRT-LLM "
+     "refuse a request over their max model length; lengths without an upper bound: a lognormal without `max`, a "
+     "trace)", S)
+_add("rejected_batch_tokens_requests", "count", "min", "rejected requests (prompt over max_batch_tokens)",
+     "requests refused because, with `workload.chunked_prefill` false, the prompt left to prefill exceeds "
+     "`workload.max_batch_tokens` (no iteration can take it whole)", S)
+_add("rejected_kv_cache_requests", "count", "min", "rejected requests (over the KV cache)",
+     "requests refused because prompt + output tokens could never fit the KV cache of one engine", S)
+_add("rejected_note", "text", None, "rejected requests", "how many requests were refused and why, one line "
+     "(printed under the table; empty when none was)", S)
 _add("makespan_s", "s", "min", "makespan (s)", "first arrival to last finish", S)
 _add("output_tokens_per_s", "tokens/s", "max", "output throughput (tokens/s)",
      "generated tokens per second over the steady-state window (`steady_window_*`; the whole run for an offline batch), whole cluster: the output tokens of the requests arriving in it while "
@@ -501,15 +514,19 @@ _add("memory.capacity_gib", "GiB", None, "memory capacity (GiB)", "what one devi
 _add("memory.held_gib", "GiB", None, "memory held beside PyTorch (GiB)",
      "training on CUDA: the CUDA context and NCCL's communicator buffers, outside PyTorch's allocator and so not in "
      "the total (moesim/train_reserve.py); 0 otherwise", C)
-_add("memory.fits", "bool", None, "fits in memory", "total within the capacity", C)
+_add("memory.fits", "bool", None, "fits in memory",
+     "total within the capacity (serving: and the KV pool holds the longest request's KV)", C)
 _add("memory.reserved_gib", "GiB", "min", "reserved memory (GiB)",
      "what PyTorch's caching allocator reserves around the total (training; see `peak_reserved_gib`)", C)
-_add("memory.headroom_gib", "GiB", "max", "memory headroom (GiB)", "capacity - total (negative when it does not fit)", C)
+_add("memory.headroom_gib", "GiB", "max", "memory headroom (GiB)",
+     "capacity - total; negative when it does not fit (serving: minus the KV the pool lacks for the longest request, "
+     "plus what weights and activations overflow the capacity by)", C)
 _add("memory.stage", "index", None, "pipeline stage of the memory figures",
      "the pipeline stage these memory terms are of: the one holding the most (0 unless an uneven layer split, the last "
      "stage's logits or DualPipe's two chunks per stage put more on another; serving: 0, every stage alike)", C)
 _add("headroom_gib", "GiB", "max", "memory headroom (GiB)",
-     "capacity - memory per device (negative when it does not fit)", C)
+     "capacity - memory per device; negative when it does not fit (serving: minus the KV the pool lacks for the "
+     "longest request, plus any overflow of weights and activations)", C)
 del _name, _short, _meaning, _stat, _words, _term, _what
 
 

@@ -5,8 +5,9 @@
   line ``alpha + beta T`` in their tokens ``T`` (every layer, the experts at their expected load
   under uniform routing, none under skew; no host time), a slot needs at least one iteration per
   ``b`` decode tokens and computes ``r`` prompt tokens per output token, and each output token pays
-  attention over the mean decode context and the head; per device over ``tp``. Not bounded (+inf)
-  under speculative decoding or DP attention.
+  attention over the mean decode context and the head; per device over ``tp``. A lock-step
+  (DP-attention) group per rank, without attention and the head. Not bounded (+inf) under
+  speculative decoding, nor under two-batch overlap (it hides the dispatch behind compute).
 * the SLO (:meth:`ServingBounds.slo_unreachable`): a plan whose TPOT at batch 1, or prefill of the
   25th-percentile prompt, already exceeds its limit can never hold.
 * training (:func:`training_bound`): step time from the step's FLOPs (a fine-tune's: no frozen weight's
@@ -75,7 +76,7 @@ class ServingBounds:
         lengths = _lengths(w)
         key = (s.hardware.model_dump_json(), p.tp, p.pp, p.ep, w.max_batch_tokens, w.chunked_prefill,
                m.model_dump_json(), s.routing.model_dump_json(), s.placement.model_dump_json(), lengths,
-               w.local_attention_mode, w.engine)
+               w.local_attention_mode, w.engine, p.dp_attention)
         if key in self._cache:
             return self._cache[key]
         cm = build_cost_model(s.hardware)
@@ -84,11 +85,13 @@ class ServingBounds:
         ctx = lengths[2]
         cost = IterationCost(s, cm, np.random.default_rng(0), max_tokens=tmax, max_context=int(ctx) + 2)
         t = np.arange(1, tmax + 1, dtype=float)
-        base = cost.fixed_s(t)
-        if not cost.skewed:  # under skew the experts' time is left out (a batch may touch fewer)
-            base = base + cost.uniform_experts_s(t)[0]
+        fixed = np.asarray(cost.fixed_s(t), dtype=float)
+        # under skew the experts' time is left out (a batch may touch fewer)
+        experts = np.zeros_like(t) if cost.skewed else np.asarray(cost.uniform_experts_s(t)[0], dtype=float)
+        if p.dp_attention:  # a lock-step group's iteration, at ``t`` tokens per rank on average (see lockstep_floor)
+            fixed = np.minimum.accumulate(fixed[::-1])[::-1]
         head = np.asarray(cost.head_s(t), dtype=float)
-        out = (cost, t, np.asarray(base, dtype=float), head, lengths)
+        out = (cost, t, fixed + experts, head, lengths)
         self._cache[key] = out
         return out
 
@@ -101,6 +104,13 @@ class ServingBounds:
         time (``alpha >= 0``), the time is at least ``N alpha + beta (1 + r) O``; each output token
         also pays attention over the mean decode context and the head at batch ``b``. The best line
         gives the bound. ``b`` is the batch limit, or the KV pool over the mean decode context.
+
+        A lock-step group (``plan.dp_attention``) is bounded per rank: an iteration lasts at least
+        its busiest rank's own work at its tokens plus the experts at the group's mean tokens per
+        rank (``IterationCost.group_time_s``), so at least ``F(t) + E(t)`` at the mean ``t``,
+        ``F`` the rest's time made non-decreasing (the lowest at ``t`` or more tokens) and ``E``
+        the experts'. Attention and the head are left out: the group is timed by two of its ranks,
+        which need not be the ones whose attention and head are the mean's.
         """
         import numpy as np
 
@@ -108,14 +118,14 @@ class ServingBounds:
         from moesim.memory import kv_cache_capacity_tokens
 
         w, p = s.workload, s.plan
-        if w.speculative is not None or p.dp_attention:
-            return math.inf
+        if w.speculative is not None or (p.overlap_alltoall and p.ep > 1):
+            return math.inf  # a verify step's tokens, or two-batch overlap hiding the dispatch: not priced here
         cost, t, base, head, (_, r, ctx) = self._curves(s)
         kv_engine = kv_cache_capacity_tokens(s) / p.pp
         slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
         held = max(ctx, 1.0) if slots is None else max(float(slots(int(ctx))), 1.0)
         b = int(max(1, min(w.max_batch_seqs, kv_engine // held, t.size)))
-        per_token = (cost.attention_s(np.ones(b), np.full(b, int(ctx) + 1)) + head[b - 1]) / b
+        per_token = 0.0 if p.dp_attention else (cost.attention_s(np.ones(b), np.full(b, int(ctx) + 1)) + head[b - 1]) / b
         beta = np.linspace(0.0, float(np.min(base / t)), 65)
         alpha = np.min(base[None, :] - beta[:, None] * t[None, :], axis=1)
         ok = alpha >= 0

@@ -12,7 +12,9 @@ from typing import Any
 
 from moesim.errors import short_repr
 from moesim.hf_config import MAX_HF_CONFIG_BYTES, HFConfigError, read_config
+from moesim.hf_keys import path_text
 from moesim.presets import HARDWARE, MODELS
+from moesim.shipped import shipped_dir
 from moesim.suggest import did_you_mean
 
 #: Fields holding file paths, anchored at the scenario file's folder when relative.
@@ -78,10 +80,11 @@ def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path 
         return value  # pydantic reports the wrong type with the field name
     value = dict(value)
     if section == "model" and "hf_config" in value:
-        path = _anchor(value.pop("hf_config"), base_dir)
-        if not isinstance(path, (str, Path)):
-            raise PresetError(f"model.hf_config = {short_repr(path)}: expected the path of a config.json")
-        return deep_merge(read_hf_config(path), value)
+        if "preset" in value:  # else ModelSpec would call preset an unknown field
+            raise PresetError("model.preset and model.hf_config: give one of them (preset: a model moesim ships; "
+                              "hf_config: a Hugging Face config.json), with any fields to change beside it")
+        path = _hf_config_path(value.pop("hf_config"), base_dir)
+        return deep_merge(read_hf_config(path, dtype_set=value.get("dtype") is not None), value)
     if "preset" not in value:
         return value
     name = value.pop("preset")
@@ -90,6 +93,41 @@ def _expand(section: str, value: Any, registry: dict[str, dict], base_dir: Path 
         raise PresetError(f"{section}.preset = {name!r}: unknown preset{'; ' + hint if hint else ''}; "
                           f"allowed: {', '.join(sorted(registry))}")
     return deep_merge(registry[name], value)
+
+
+def _hf_config_path(raw: Any, base_dir: Path | None) -> Path:
+    """The path ``model.hf_config = raw`` names. A relative one is read from the scenario file's folder,
+    but for a shipped scenario from the working folder: a shipped scenario's folder lies inside moesim,
+    and such a path can only have come from ``--set`` (which the loader anchors at the working folder
+    only when it names a file, so a model's folder arrives here relative)."""
+    label = f"model.hf_config = {short_repr(raw)}"
+    if not isinstance(raw, (str, Path)):
+        raise PresetError(f"{label}: expected the path of a config.json")
+    if not str(raw).strip():  # Path("") is the scenario's folder: never what was meant
+        raise PresetError(f"{label}: empty path; expected the path of a config.json (or of the model's folder)")
+    p = Path(raw).expanduser()
+    if p.is_absolute() or base_dir is None:
+        return p
+    shipped = _is_shipped(base_dir)
+    path = (Path.cwd() if shipped else base_dir) / p
+    try:
+        found = path.exists()
+    except (OSError, ValueError):  # a name the OS rejects: read_config says so in one line
+        return path
+    if not found:
+        where = ("the working folder, as the scenario is a shipped one" if shipped else
+                 "a relative path is read from the scenario file's folder, and from --set the working folder's "
+                 "file first")
+        raise PresetError(f"{label}: not found; looked for {path_text(path)} ({where})")
+    return path
+
+
+def _is_shipped(folder: Path) -> bool:
+    """Whether ``folder`` is the shipped scenarios' folder (inside the package or the checkout)."""
+    try:
+        return folder.resolve() == shipped_dir().resolve()
+    except (OSError, ValueError):
+        return False
 
 
 def _anchor(path: Any, base_dir: Path | None) -> Any:
@@ -129,10 +167,11 @@ def _check_path(label: str, path: Any) -> None:
         raise PresetError(f"{label} = {short_repr(str(path))}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
 
 
-def read_hf_config(path: str | Path) -> dict:
-    """ModelSpec fields from a Hugging Face ``config.json`` (formats: ``moesim.hf_config``); any problem
-    is a one-line PresetError naming ``model.hf_config`` and the key."""
+def read_hf_config(path: str | Path, dtype_set: bool = False) -> dict:
+    """ModelSpec fields from a Hugging Face ``config.json`` or the folder holding it (formats:
+    ``moesim.hf_config``); ``dtype_set``: the scenario gives ``model.dtype``, so a quantization moesim has
+    no dtype for is no error. Any problem is a one-line PresetError naming ``model.hf_config`` and the key."""
     try:
-        return read_config(path)
+        return read_config(path, dtype_set)
     except HFConfigError as exc:
         raise PresetError(str(exc)) from None

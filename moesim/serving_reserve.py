@@ -163,3 +163,17 @@ def budget_words(s) -> str:
         return ""
     what = f"the {rt} context and communication buffers" if b.comm else f"the {rt} context"
     return f" (of {of}, {b.held:.1f} GiB held by {what})"
+
+
+def serving_fit(capacity_gib: float, fixed_gib: float, pool_gib: float, need_gib: float) -> tuple[bool, float]:
+    """``(fits, headroom_gib)`` of a serving engine per device: ``fixed_gib`` (weights and working activations) within
+    the budget ``capacity_gib``, and its KV pool ``pool_gib`` holding the longest request's KV ``need_gib``: the engine
+    rejects a longer request however much of the budget sits outside the pool (``kv_cache_fraction`` < 1), so a
+    budget that would hold weights + that KV is not enough. Fitting, the headroom is what the budget keeps beside
+    weights, activations and the pool; short, it is minus what is missing: the KV the pool lacks, plus what weights
+    and activations overflow the budget by (the pool is then empty)."""
+    total_gib = fixed_gib + pool_gib
+    # a pool sized to fill the engine's share sums to it, up to rounding
+    if pool_gib >= need_gib and total_gib <= capacity_gib * (1 + 1e-12):
+        return True, capacity_gib - total_gib
+    return False, min(capacity_gib - fixed_gib, 0.0) + min(pool_gib - need_gib, 0.0)

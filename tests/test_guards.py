@@ -85,7 +85,8 @@ def test_serving_expert_tables_too_big_are_refused(raw):
     raw["model"]["n_experts"] = 1 << 16
     raw["workload"]["max_batch_tokens"] = 1 << 14
     raw["routing"] = {"distribution": "uniform", "overflow": "dropless"}
-    with pytest.raises(InputError, match=r"workload.max_batch_tokens x experts; limit"):
+    # refused as the scenario is read, naming the budget and its most (schemas.request_limits)
+    with pytest.raises(InputError, match=r"workload.max_batch_tokens = 16384: at most 1,023 with model.n_experts 65536"):
         check_size(scenario_from_dict(raw))
 
 

@@ -168,10 +168,10 @@ def test_dtype_follows_torch_dtype_or_the_checkpoint_quantization(tmp_path):
 
 
 @pytest.mark.parametrize("method, algo, dtype", [("modelopt", "NVFP4", "nvfp4"), ("modelopt_fp4", "NVFP4", "nvfp4"),
-                                                 ("modelopt", "FP8", "fp8"), ("modelopt", "W4A8_AWQ", "bf16")])
+                                                 ("modelopt", "FP8", "fp8")])
 def test_modelopt_checkpoints_read_their_quant_algo(method, algo, dtype):
-    """NVIDIA's ModelOpt exports (nvidia/*-FP4, *-FP8) say quant_method modelopt and quant_algo; an
-    algorithm moesim has no dtype for keeps torch_dtype."""
+    """NVIDIA's ModelOpt exports (nvidia/*-FP4, *-FP8) say quant_method modelopt and quant_algo (an
+    algorithm moesim has no dtype for is refused: tests/test_hf_config_inputs.py)."""
     cfg = _cfg("qwen3-30b-a3b")
     cfg["quantization_config"] = {"quant_method": method, "quant_algo": algo}
     assert _fields(cfg)["dtype"] == dtype

@@ -273,14 +273,14 @@ HF = {"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "
     ("[" * 100_000 + "]" * 100_000, "nested too deeply to be a config.json"),
     ('{"hidden_size": 1' + "0" * 5000 + "}", "not valid JSON (a number of more than 4300 digits)"),
     ('{"x": ' + "[" * 40 + "]" * 40 + "}", "x.0.0.0.0.0...: nested deeper than 32 levels"),
-    ({**HF, "hidden_size": "abc"}, "model.d_model = 'abc': Input should be a valid integer"),
-    ({**HF, "num_attention_heads": 0}, "model.n_heads = 0: Input should be greater than 0"),
-    ({**HF, "hidden_size": [1]}, "model.d_model = [1]: Input should be a valid integer"),
-    ({**HF, "num_hidden_layers": 1e300}, "model.n_layers = 1e+300: must be <= 1024"),
+    ({**HF, "hidden_size": "abc"}, "key 'hidden_size' = 'abc': expected a positive whole number"),
+    ({**HF, "num_attention_heads": 0}, "key 'num_attention_heads' = 0: expected a positive whole number"),
+    ({**HF, "hidden_size": [1]}, "key 'hidden_size' = [1]: expected a positive whole number"),
+    ({**HF, "num_hidden_layers": 1e300}, "model.n_layers = 1000000000000000052504"),
     ({**HF, "num_hidden_layers": 2**64}, "model.n_layers = 18446744073709551616: must be <= 1024"),
     ({**HF, "kv_lora_rank": 512}, "missing key 'qk_nope_head_dim'"),
     ({**HF, "_name_or_path": "x" * 5000}, "text of 5,000 characters"),
-    ('{"hidden_size": NaN}', "missing key 'num_attention_heads'"),
+    ('{"hidden_size": NaN}', "key 'hidden_size' = nan: expected a positive whole number"),
 ])
 def test_bad_hf_configs_fail_in_one_line(tmp_path, content, words):
     assert words in _hf(tmp_path, content)

@@ -16,6 +16,7 @@ from moesim.costmodel import build_cost_model
 from moesim.costmodel.host import iteration_host_s, kernel_launch_s, uses_cuda_graph
 from moesim.engine.ops import block_ops, op_s
 from moesim.engine.serving.decode_cost import IterationCost
+from moesim.engine.serving.rejections import REASON_KEYS
 from moesim.errors import InputError
 from moesim.invariants import violations
 from moesim.loader import scenario_from_dict
@@ -291,7 +292,10 @@ def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunke
         "name": "prop", "model": {"preset": model, "max_seq_len": 512},
         "hardware": {"preset": "a100-80gb", "node": {"devices_per_node": devices}}, "plan": plan,
         "workload": {"kind": "serving", "arrival": {"process": "poisson", "rate_per_s": 50.0, "n_requests": 30},
-                     "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
+                     # without chunking a bounded prompt over the budget is refused up front: unbounded
+                     # prompts keep the refusals at arrival in play
+                     "prompt_tokens": ({"dist": "uniform", "low": 1, "high": 300} if chunked else
+                                       {"dist": "lognormal", "median": 100, "sigma": 1.0}),
                      "output_tokens": {"dist": "uniform", "low": 1, "high": 40},
                      "max_batch_seqs": seqs, "max_batch_tokens": budget, "chunked_prefill": chunked,
                      "router": router, "kv_cache_fraction": fraction, "mixed_batches": mixed},
@@ -305,6 +309,7 @@ def test_random_small_runs_keep_the_invariants(model, plan, budget, seqs, chunke
     served = np.isfinite(np.asarray(req["finish_s"], dtype=float))
     assert np.array_equal(served, ~np.asarray(req["rejected"], dtype=bool))
     assert r.summary["served_requests"] + r.summary["rejected_requests"] == 30
+    assert r.summary["rejected_requests"] == sum(r.summary[k] for k in REASON_KEYS.values())
     assert violations(r) == []
     if not mixed:  # an iteration runs prefill or decodes, never both
         assert all(p == 0 or d == 0 for p, d in zip(it["prefill_tokens"], it["decode_tokens"]))

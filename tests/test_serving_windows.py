@@ -117,6 +117,8 @@ def test_windows_match_the_step_engine_on_random_batch_limits_kv_pools_and_loads
     graphs = pick([None, [1, 2, 4, 8, 16, 32, 64], [4, 16]])
     if graphs is not None:
         workload["cuda_graph_batch_sizes"] = graphs
+    if not workload["chunked_prefill"]:  # bounded prompts over the budget are refused up front: these, at arrival
+        workload["prompt_tokens"] = {"max": None}
     s = _scenario("mixtral-8x7b-h100-serve-online", 120, workload=workload, plan={"dp": dp}, model=model,
                   hardware={"device": {"mem_gib": pick([47, 80])}, "node": {"devices_per_node": dp}})
     result = _assert_same_run(s, seed)

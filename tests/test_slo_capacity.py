@@ -216,7 +216,8 @@ def test_an_impossible_slo_has_capacity_zero(small):
 
 
 def test_rejected_requests_fail_the_slo(small):
-    s = load_scenario(ONLINE, SMALL + ["workload.prompt_tokens={dist: fixed, value: 5000}",
+    # unbounded prompts (no max), every one over the budget: refused at arrival (a bounded one is refused up front)
+    s = load_scenario(ONLINE, SMALL + ["workload.prompt_tokens={dist: lognormal, median: 5000, sigma: 0.01}",
                                        "workload.max_batch_tokens=4096", "workload.chunked_prefill=false"])
     p = measure(s, 1.0, parse_slo("e2e_p99=1000"), n_requests=20)
     assert not p.holds and p.reason.startswith("rejected: 100.0% of requests")

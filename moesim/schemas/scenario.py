@@ -13,6 +13,7 @@ from moesim.schemas.hardware import HardwareSpec
 from moesim.schemas.model import ModelSpec
 from moesim.schemas.placement import PlacementSpec
 from moesim.schemas.plan import PlanSpec
+from moesim.schemas.request_limits import check_expert_tables, check_whole_prompts
 from moesim.schemas.routing import RoutingSpec
 from moesim.schemas.workload import ServingWorkload, TrainingWorkload, Workload
 
@@ -103,6 +104,8 @@ class Scenario(Strict):
                 raise ValueError(
                     f"workload: prompt + output tokens can reach {longest}, more than model.max_seq_len ({m.max_seq_len})"
                 )
+            check_whole_prompts(w)  # unbounded prompts over the budget are refused at arrival instead
+            check_expert_tables(m, w, self.routing)
             if w.speculative is not None:
                 _check_speculative(self if disagg is None else pool_scenario(self, "decode"))
             if w.mxfp4_activations == "mxfp8" and "fp4" not in hw.device.compute_dtypes:

@@ -280,15 +280,27 @@ class ServingWorkload(Strict):
 
     kind: Literal["serving"] = "serving"
     arrival: ArrivalSpec = ArrivalSpec()
-    prompt_tokens: LengthDist = Field(description="Prompt length distribution.")
+    prompt_tokens: LengthDist = Field(description="Prompt length distribution. A request whose prompt + output "
+        "tokens exceed model.max_seq_len is refused, as vLLM, SGLang and TensorRT-LLM refuse one over their max "
+        "model length: the scenario up front when both lengths have an upper bound (fixed, uniform, max), else "
+        "that request at arrival (lognormal without max, trace; counted in rejected_max_seq_len_requests).")
     output_tokens: LengthDist = Field(description="Output length distribution.")
     max_batch_seqs: PositiveInt = bounded(256, le=1 << 20, why="1M sequences per iteration: ~500x what any engine "
                                           "batches (vLLM default 256, TensorRT-LLM up to 2048)",
                                           description="Most sequences in one iteration per replica.")
     max_batch_tokens: PositiveInt = bounded(8192, le=1 << 22, why="4M tokens per iteration: 256x the usual 8192-16384 "
                                             "(the decode cost is tabulated per token up to it)",
-                                            description="Most tokens (prefill + decode) in one iteration per replica.")
-    chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens.")
+                                            description="Most tokens (prefill + decode) in one iteration per replica. "
+                                            "With routed experts under uniform routing (routing.distribution: "
+                                            "uniform) the simulator tabulates the expected expert loads for every "
+                                            "batch size up to it: max_batch_tokens + 1 times model.n_experts must "
+                                            "stay within 2^26 cells (at most 524,287 tokens with 128 experts, "
+                                            "262,143 with 256); the same holds for each disaggregated pool's own.")
+    chunked_prefill: bool = Field(True, description="Split long prompts across iterations to fit max_batch_tokens. "
+        "false: each prompt (less its cached prefix) is prefilled whole in one iteration, so max_batch_tokens must "
+        "hold the longest; a scenario whose prompt_tokens has an upper bound over it is refused, and with no upper "
+        "bound (lognormal without max, trace) the longer prompts are refused at arrival (counted in "
+        "rejected_batch_tokens_requests).")
     mixed_batches: bool = Field(True, description="Prefill chunks ride in the decode iterations (vLLM V1, "
         "TensorRT-LLM). false: an iteration with prompt work runs only prefill and the decodes wait for it, as "
         "SGLang schedules by default (--enable-mixed-chunk off) and vLLM V0 did.")

@@ -52,6 +52,7 @@ class RequestBook:
         self.engine = np.full(n, -1, np.int64)
         self.rank = np.full(n, -1, np.int64)  # the replica (a lock-step group's rank) that ran it: set after a run
         self.rejected = np.zeros(n, bool)
+        self.reject_reason = np.zeros(n, np.int8)  # why each was refused (``serving.rejections`` codes; 0: not)
         self.step = np.ones(n, np.int64)  # tokens a decode step emits (speculative decoding: may be > 1)
         self.unit_steps = True  # every ``step`` is 1 (no speculative decoding): the faster paths hold
         self.admitted_s = np.full(n, np.nan)  # first admission (queueing delay = admitted_s - arrival)

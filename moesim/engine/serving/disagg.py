@@ -26,6 +26,8 @@ transfer overlapped with the prefill.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from moesim.accounting import GIB, kv_bytes_per_token
@@ -41,6 +43,7 @@ from moesim.engine.serving.metrics import (
     spans,
     summarise,
 )
+from moesim.engine.serving.rejections import mark_rejected, reject_reasons, rejection_keys
 from moesim.engine.serving.requests import Requests, sample_requests
 from moesim.engine.serving.simulate import (
     PoolRun,
@@ -48,6 +51,7 @@ from moesim.engine.serving.simulate import (
     cached_prefix_tokens,
     play_pool,
     replica_kv_tokens,
+    request_limits,
 )
 from moesim.fit_advice import fit_explanation
 from moesim.memory import kv_shards, memory_report
@@ -95,8 +99,9 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True, pro
     # the prefill pool runs each prompt up to its first token
     pbook = RequestBook(reqs.prompt_tokens, np.ones(n, np.int64), cached_prefix_tokens(reqs, w))
     slots = slot_map(sd.model, sd.workload.local_attention_mode)  # local layers keeping only their window's KV
-    longest = reqs.prompt_tokens + reqs.output_tokens
-    pbook.rejected |= (longest if slots is None else slots(longest)) > replica_kv_tokens(sd)  # no decode replica holds it
+    # no decode replica holds it (the decode pool prefills nothing: no prompt budget there)
+    decode_limits = replace(request_limits(sd, replica_kv_tokens(sd)), prefill_budget_tokens=None)
+    mark_rejected(pbook, reject_reasons(reqs.prompt_tokens, reqs.output_tokens, reqs.prompt_tokens, decode_limits, slots))
     prefill = play_pool(sp, Requests(reqs.arrival_s, reqs.prompt_tokens, np.ones(n, np.int64)), pbook, seed, (0,), windows,
                         progress, "prefill-pool requests")
 
@@ -128,7 +133,10 @@ def simulate_disaggregated(s: Scenario, seed: int = 0, windows: bool = True, pro
     iters, kv_rows = _merged_iterations(prefill, decode, _engines(sp))
     it = iteration_table(iters, kv_rows)
     view = sd.model_copy(update={"hardware": s.hardware})  # decode pool's memory, the whole cluster's cost
-    summary = summarise(view, req, it, knee_batch(decode.cost), decode.imbalance)
+    # a KV refusal is prompt + output over the decode pool's engine or prompt + 1 over the prefill pool's
+    limits = replace(prefill.limits, kv_engine_tokens=min(prefill.limits.kv_engine_tokens, decode_limits.kv_engine_tokens))
+    summary = summarise(view, req, it, knee_batch(decode.cost), rejection_keys(book.reject_reason, limits),
+                        decode.imbalance)
     summary.update(decode.spec_summary())
     summary.update(pool_summary(s, sp, sd, summary["makespan_s"], req, prefill, decode, nbytes[served].sum()))
     summary.update(_fits(sp, sd, summary, int(reqs.prompt_tokens.max()) if n else 1))
@@ -149,6 +157,7 @@ def _merged_book(reqs: Requests, pbook: RequestBook, dbook: RequestBook, ids: np
     pool's), or the prefill replica for requests that never reached the decode pool."""
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens)
     book.rejected[:] = pbook.rejected
+    book.reject_reason[:] = pbook.reject_reason
     book.admitted_s[:] = pbook.admitted_s  # queueing delay: arrival to the prefill pool's admission
     book.first_token_s[:] = t_done
     book.finish_s[:] = np.where(reqs.output_tokens == 1, t_done, np.nan)

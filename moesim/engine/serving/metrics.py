@@ -10,7 +10,8 @@ the window's length per token generated in it. For an offline batch the window i
 ``whole_run_*`` keys are the same figures over the whole run (throughputs over the makespan, first
 arrival to last finish; every device charged for the makespan). ``dropped_fraction`` has the training meaning: the
 fraction of expert-routed token slots dropped at expert capacity (0 when dropless or dense);
-requests that cannot be served at all are counted in ``rejected_requests``.
+requests that cannot be served at all are counted in ``rejected_requests``, by reason in the
+``rejected_*_requests`` keys, and said in ``rejected_note`` (``serving.rejections``).
 """
 
 from __future__ import annotations
@@ -117,8 +118,11 @@ def _mean(x: np.ndarray, weights: np.ndarray | None = None) -> float:
 
 
 def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray], knee: int,
-              imbalance: float = 1.0) -> dict:
-    """The flat summary dict (stable keys listed in the module docstring and the README)."""
+              rejections: dict, imbalance: float = 1.0) -> dict:
+    """The flat summary dict (stable keys listed in the module docstring and the README).
+
+    ``rejections``: the refused requests' counts by reason and their note (``rejections.rejection_keys``),
+    placed after ``rejected_fraction``."""
     hw, dev = s.hardware, s.hardware.device
     served = np.isfinite(req["finish_s"])
     out_tok = float(req["output_tokens"][served].sum())
@@ -146,6 +150,7 @@ def summarise(s: Scenario, req: dict[str, np.ndarray], it: dict[str, np.ndarray]
         "served_requests": int(served.sum()),
         "rejected_requests": int(req["rejected"].sum()),
         "rejected_fraction": float(req["rejected"].sum() / n) if n else 0.0,
+        **rejections,
         "dropped_fraction": float(it["dropped_slots"].sum() / routed) if routed else 0.0,
         "makespan_s": makespan,
         **window_keys(req, window, process, makespan),
@@ -268,13 +273,14 @@ def overload_warning(summary: dict) -> str:
 
 
 def build_result(s: Scenario, seed: int, reqs: Requests, book: RequestBook, iterations: np.ndarray,
-                 kv_per_engine: int, knee: int, imbalance: float = 1.0) -> SimResult:
+                 kv_per_engine: int, knee: int, rejections: dict, imbalance: float = 1.0) -> SimResult:
     """Assemble the SimResult: summary, spans and the ``requests`` / ``iterations`` tables.
 
-    ``imbalance``: the replicas' expected max/mean tokens per EP rank, mean over MoE layers.
+    ``imbalance``: the replicas' expected max/mean tokens per EP rank, mean over MoE layers;
+    ``rejections``: as :func:`summarise`'s.
     """
     req = request_table(reqs, book, s.plan.pp)
     it = iteration_table(iterations, kv_per_engine)
-    summary = summarise(s, req, it, knee, imbalance)
+    summary = summarise(s, req, it, knee, rejections, imbalance)
     # numpy columns (lists of every iteration's fields would cost more than the run's events)
     return SimResult("serving", s.name, seed, summary, spans(it), {"requests": req, "iterations": it})

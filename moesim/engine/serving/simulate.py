@@ -13,8 +13,8 @@ Time passes in SimPy only: one router process wakes at each distinct arrival tim
 requests (round-robin, or least-loaded by outstanding requests) to engines; each engine process
 yields one timeout per iteration. The per-iteration bookkeeping is numpy (``batching``) and the
 iteration time comes from the cost model (``decode_cost``). Requests that can never be served
-(prompt + output larger than an engine's KV pool, or a prompt over ``max_batch_tokens`` without
-chunked prefill) are rejected at arrival.
+(prompt + output over ``model.max_seq_len`` or an engine's KV pool, or a prompt over
+``max_batch_tokens`` without chunked prefill) are rejected at arrival (``serving.rejections``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ from moesim.engine.serving.knee import knee_batch
 from moesim.engine.serving.lockstep import LockstepGroups, group_of, lockstep_group
 from moesim.engine.serving.metrics import build_result
 from moesim.engine.serving.records import IterationLog
+from moesim.engine.serving.rejections import (
+    RequestLimits,
+    mark_rejected,
+    reject_reasons,
+    rejection_keys,
+)
 from moesim.engine.serving.requests import Requests, closed_loop, sample_requests
 from moesim.engine.serving.router import Router
 from moesim.engine.serving.speculative import SpecCost
@@ -63,7 +69,7 @@ def simulate_serving(s: Scenario, seed: int = 0, windows: bool = True, progress:
     book = RequestBook(reqs.prompt_tokens, reqs.output_tokens, cached_prefix_tokens(reqs, w))
     run = play_pool(s, reqs, book, seed, windows=windows, progress=progress)
     result = build_result(s, seed, reqs, book, run.iterations, run.kv_per_engine, knee_batch(run.cost),
-                          run.imbalance)
+                          rejection_keys(book.reject_reason, run.limits), run.imbalance)
     result.summary.update(run.spec_summary())
     result.tables["expert_layers"] = run.layer_table()
     step = decode_step_table(s, run.cost, run.iterations, reqs.prompt_tokens, reqs.output_tokens)
@@ -88,6 +94,7 @@ class PoolRun:
     spec: SpecCost | None
     kv_per_engine: int
     eplb_stall_s: float = 0.0
+    limits: RequestLimits | None = None  # what a request had to fit (``serving.rejections``)
 
     @property
     def imbalance(self) -> float:
@@ -137,7 +144,9 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
     spec = (SpecCost(s, cost, np.random.default_rng([seed, 2, *stream]), len(reqs))
             if w.speculative is not None else None)
     slots = slot_map(s.model, w.local_attention_mode)  # local layers keeping only their window's KV
-    book.rejected |= rejected_mask(reqs, kv_per_replica, w, book.prompt - book.prefilled, slots)
+    limits = request_limits(s, kv_per_replica)
+    mark_rejected(book, reject_reasons(reqs.prompt_tokens, reqs.output_tokens, book.prompt - book.prefilled,
+                                       limits, slots))
     # one engine per replica and pipeline slot; a lock-step group's ranks keep their own (serving.lockstep)
     engines = [EngineState(kv_per_replica, w.max_batch_seqs, w.max_batch_tokens, w.chunked_prefill,
                            w.kv_admission, w.mixed_batches, kv_slots=slots) for _ in range(s.plan.dp * s.plan.pp)]
@@ -152,7 +161,7 @@ def play_pool(s: Scenario, reqs: Requests, book: RequestBook, seed: int, stream:
         book.engine = np.where(book.engine >= 0, group_of(book.engine, g, s.plan.pp), -1)
     # by replica, slot, start whatever the order of the events that recorded them (sums over the
     # rows are then the same bit for bit with windows on or off); a group's KV: its ranks' pools
-    return PoolRun(log.array(), cost, spec, kv_per_replica * g, run.eplb_stall_s)
+    return PoolRun(log.array(), cost, spec, kv_per_replica * g, run.eplb_stall_s, limits)
 
 
 def finished_count(book: RequestBook) -> int:
@@ -166,16 +175,10 @@ def replica_kv_tokens(s: Scenario) -> int:
     return int(kv_cache_capacity_tokens(s) // s.plan.pp)
 
 
-def rejected_mask(reqs: Requests, kv_per_engine: int, w: ServingWorkload, prefill_tokens=None,
-                  slots=None) -> np.ndarray:
-    """Requests no engine can ever serve: ``(n,)`` bool. ``prefill_tokens``: what each must prefill
-    (default the prompt; less with a cached prefix); ``slots``: the engines' ``kv_slots`` (None: one
-    KV slot a token)."""
-    longest = reqs.prompt_tokens + reqs.output_tokens
-    bad = (longest if slots is None else slots(longest)) > kv_per_engine
-    if not w.chunked_prefill:
-        bad |= (reqs.prompt_tokens if prefill_tokens is None else prefill_tokens) > w.max_batch_tokens
-    return bad
+def request_limits(s: Scenario, kv_per_engine: int) -> RequestLimits:
+    """What a request must fit to be served by ``s``'s engines, each holding ``kv_per_engine`` KV tokens."""
+    w: ServingWorkload = s.workload  # type: ignore[assignment]
+    return RequestLimits(s.model.max_seq_len, None if w.chunked_prefill else w.max_batch_tokens, kv_per_engine)
 
 
 class _Run(Router, LockstepGroups):
