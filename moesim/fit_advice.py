@@ -126,9 +126,12 @@ def _serving_reason(s: Scenario, mem: MemoryReport) -> str:
     per_token = kv_bytes_per_token_per_device(s) / GIB
     share = ("all of" if getattr(s.workload, "memory_utilization", None) is not None
              else f"workload.kv_cache_fraction {s.workload.kv_cache_fraction:g} of")
-    return (f"KV for the longest request {_gib(need)} ({need / per_token:,.0f} tokens) > KV pool "
-            f"{_gib(mem.kv_cache_gib)} ({int(kv_cache_capacity_tokens(s)):,} tokens), "
-            f"{_gib(need - mem.kv_cache_gib)} short per device: the pool is {share} the "
+    pp = s.plan.pp  # the engine splits the pool over its pipeline's micro-batch slots (replica_kv_tokens)
+    pool = (f"KV pool {_gib(mem.kv_cache_gib)} ({int(kv_cache_capacity_tokens(s)):,} tokens)" if pp == 1 else
+            f"a pipeline slot's 1/{pp} of the KV pool {_gib(mem.kv_cache_gib)} "
+            f"({int(kv_cache_capacity_tokens(s) // pp):,} tokens)")
+    return (f"KV for the longest request {_gib(need)} ({need / per_token:,.0f} tokens) > {pool}, "
+            f"{_gib(need * pp - mem.kv_cache_gib)} short per device: the pool is {share} the "
             f"{_gib(mem.capacity_gib - fixed)} that {held} leave of capacity {_gib(mem.capacity_gib)}{budget_words(s)}")
 
 

@@ -360,7 +360,7 @@ def _from_working_dir(parts: list[str], value: Any) -> Any:
         if isinstance(text, str) and text.strip() and not Path(text).is_absolute():
             try:
                 here = Path.cwd() / text
-                if here.is_file():
+                if here.is_file() or (key == "hf_config" and here.is_dir()):  # a model's folder holds its config.json
                     node[key] = str(here)
             except (OSError, ValueError):  # a name the OS cannot look up: the scenario's rules report it
                 pass

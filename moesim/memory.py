@@ -264,7 +264,7 @@ def memory_report(s: Scenario, serving_kv_tokens: float | None = None) -> Memory
     fits = total <= capacity * (1 + 1e-12)  # a pool sized to fill the engine's share sums to it, up to rounding
     headroom = capacity - total
     if not isinstance(w, TrainingWorkload):  # the pool, not the budget, must hold the longest request
-        fits, headroom = serving_fit(capacity, (weights + acts) / GIB, kv / GIB, need / GIB)
+        fits, headroom = serving_fit(capacity, (weights + acts) / GIB, kv / GIB, need / GIB, plan.pp)
     reserved = reserved_gib(total, stranded_fraction(s))
     if fits:  # short of memory, the allocator frees its cache and retries: never more than the device
         reserved = min(reserved, capacity)

@@ -165,15 +165,18 @@ def budget_words(s) -> str:
     return f" (of {of}, {b.held:.1f} GiB held by {what})"
 
 
-def serving_fit(capacity_gib: float, fixed_gib: float, pool_gib: float, need_gib: float) -> tuple[bool, float]:
+def serving_fit(capacity_gib: float, fixed_gib: float, pool_gib: float, need_gib: float,
+                slots: int = 1) -> tuple[bool, float]:
     """``(fits, headroom_gib)`` of a serving engine per device: ``fixed_gib`` (weights and working activations) within
     the budget ``capacity_gib``, and its KV pool ``pool_gib`` holding the longest request's KV ``need_gib``: the engine
     rejects a longer request however much of the budget sits outside the pool (``kv_cache_fraction`` < 1), so a
     budget that would hold weights + that KV is not enough. Fitting, the headroom is what the budget keeps beside
     weights, activations and the pool; short, it is minus what is missing: the KV the pool lacks, plus what weights
-    and activations overflow the budget by (the pool is then empty)."""
+    and activations overflow the budget by (the pool is then empty). ``slots``: the engines sharing the pool, each
+    with its part (a pipeline's ``pp`` micro-batch slots, as the serving engine splits it, ``replica_kv_tokens``): the
+    request must fit one part, and what the pool lacks is counted for all of them."""
     total_gib = fixed_gib + pool_gib
     # a pool sized to fill the engine's share sums to it, up to rounding
-    if pool_gib >= need_gib and total_gib <= capacity_gib * (1 + 1e-12):
+    if pool_gib >= need_gib * slots and total_gib <= capacity_gib * (1 + 1e-12):
         return True, capacity_gib - total_gib
-    return False, min(capacity_gib - fixed_gib, 0.0) + min(pool_gib - need_gib, 0.0)
+    return False, min(capacity_gib - fixed_gib, 0.0) + min(pool_gib - need_gib * slots, 0.0)

@@ -10,22 +10,11 @@ import pytest
 from moesim.fit_advice import _widest_node, fit_explanation
 from moesim.loader import load_scenario
 from moesim.memory import memory_report
+from tests.test_kv_pool_fit import LONG_CONTEXT
 
 DSV3_ON_H100 = ["hardware=h100-sxm"]  # DeepSeek-V3 FP8 at TP8 on one 8 x H100 node: 79 GiB of weights per device
-QWEN_TP4_NODE4 = """\
-name: q235-tp4
-model: {preset: qwen3-235b-a22b, dtype: fp8, max_seq_len: 1048576}
-hardware: {preset: h100-sxm, cluster: {nodes: 1}, node: {devices_per_node: 4}}
-plan: {dp: 1, tp: 4, pp: 1, ep: 1}
-workload:
-  kind: serving
-  arrival: {process: poisson, rate_per_s: 0.05, n_requests: 5}
-  prompt_tokens: {dist: fixed, value: 900000}
-  output_tokens: {dist: fixed, value: 64}
-  max_batch_seqs: 16
-  max_batch_tokens: 16384
-routing: {distribution: uniform, overflow: dropless, seed: 0}
-"""
+#: the long-context scenario of test_kv_pool_fit with a 900K-token prompt: too long for its four H100s' KV pool
+QWEN_TP4_NODE4 = LONG_CONTEXT.replace("value: 850000", "value: 900000")
 
 
 def _advice(name, sets) -> str:

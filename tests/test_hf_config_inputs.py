@@ -196,6 +196,17 @@ def test_a_shipped_scenario_looks_for_a_relative_path_in_the_working_folder(tmp_
     assert json.loads(capsys.readouterr().out)["total_params"] == pytest.approx(30.5e9, rel=0.02)
 
 
+def test_a_folder_typed_with_set_is_the_working_folders_for_a_scenario_file_too(tmp_path, monkeypatch):
+    """``--set model.hf_config=models/X`` from the shell names the shell's folder, as a file typed there does."""
+    (tmp_path / "elsewhere").mkdir()
+    scenario = _scenario(tmp_path / "elsewhere", {"hf_config": "unused.json"})
+    (tmp_path / "models" / "Qwen3-30B-A3B").mkdir(parents=True)
+    (tmp_path / "models" / "Qwen3-30B-A3B" / "config.json").write_text((DATA / "qwen3-30b-a3b.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    m = load_scenario(scenario, ["model.hf_config=models/Qwen3-30B-A3B"]).model
+    assert (m.name, m.n_experts) == ("Qwen3-30B-A3B", 128)
+
+
 def test_preset_and_hf_config_are_alternatives(tmp_path):
     (tmp_path / "config.json").write_text((DATA / "qwen3-30b-a3b.json").read_text())
     with pytest.raises(InputError, match=r"^model.preset and model.hf_config: give one of them"):

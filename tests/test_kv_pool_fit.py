@@ -157,3 +157,20 @@ def test_a_trace_length_with_its_trace_still_checks(tmp_path):
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,1000,100\n1,2000,50\n")
     s = load_scenario("qwen3-30b-a3b-h100-serve", [f"workload.arrival.trace={trace}", TRACE_WITHOUT_FILE])
     assert summary(s)["fits"] is True
+
+
+def test_a_pipeline_slot_holds_its_share_of_the_pool(scenario_file):
+    """With pp 2 the engine gives each micro-batch slot half the pool (``replica_kv_tokens``): a request that the
+    whole pool would hold but half does not is rejected by simulate, and check says it does not fit, and why."""
+    sets = ("plan.tp=2", "plan.pp=2")
+    pool_tokens = int(kv_cache_capacity_tokens(_prompt(scenario_file, 1000, *sets)))
+    between = int(0.75 * pool_tokens)  # under the pool, over its half
+    s = _prompt(scenario_file, between, *sets)
+    mem = memory_report(s)
+    assert mem.kv_cache_gib > mem.longest_request_kv_gib and not mem.fits
+    assert mem.headroom_gib == pytest.approx(mem.kv_cache_gib - 2 * mem.longest_request_kv_gib)
+    run = simulate(s).summary
+    assert run["fits"] is False and run["rejected_fraction"] == 1.0
+    assert "a pipeline slot's 1/2 of the KV pool" in run["fits_reason"]
+    assert memory_report(_prompt(scenario_file, int(0.45 * pool_tokens), *sets)).fits
+    assert serving_fit(75.0, 55.0, 18.0, 10.0, slots=2) == (False, pytest.approx(-2.0))

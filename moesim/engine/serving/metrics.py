@@ -250,7 +250,8 @@ def short_run_warning(summary: dict) -> str:
         return ""
     return (f"this run is short: its steady window ({summary['steady_window_s']:.3g} s) is under "
             f"{SHORT_RUN_E2E_P90S:g} e2e p90s ({summary.get('e2e_p90_s', float('nan')):.3g} s each), so the batch may "
-            "still be filling and its tail latencies read low: run more requests (workload.arrival.n_requests)")
+            "still be filling, its tail latencies read low and whether it keeps up (so its throughput and cost) is unsure: "
+            "run more requests (workload.arrival.n_requests)")
 
 
 def _rate_text(req_s: float) -> str:
