@@ -14,6 +14,7 @@ from moesim.engine.expert_tp import routing_group_tokens
 from moesim.errors import InputError
 from moesim.packing import micro_batch_seqs
 from moesim.schemas import Scenario, ServingWorkload, TrainingWorkload
+from moesim.schemas.request_limits import prefill_budget
 
 #: Most spans (per-op records) one training simulation may produce (~100 bytes each).
 MAX_TRAINING_SPANS = 5_000_000
@@ -52,12 +53,9 @@ def estimate_work(s: Scenario) -> dict:
     # token budget; prompts: every prompt token not cached passes through some iteration's budget
     # (the prefill pool's, disaggregated), so tiny budgets under long prompts cost iterations too
     per_iter = max(1, min(w.max_batch_seqs, w.max_batch_tokens, n // max(p.dp, 1) or 1))
-    pool = w.disaggregation.prefill if w.disaggregation is not None else None
-    budget_field, prefill_budget = (("workload.disaggregation.prefill.max_batch_tokens", pool.max_batch_tokens)
-                                    if pool is not None and pool.max_batch_tokens else
-                                    ("workload.max_batch_tokens", w.max_batch_tokens))
+    budget_field, budget_tokens = prefill_budget(w)
     prompt = w.prompt_tokens.mean_tokens(0.0) * (1.0 - w.prefix_cache_hit)  # a trace's mean is not read here
-    decode_iters, prefill_iters = n * out / per_iter, n * prompt / prefill_budget
+    decode_iters, prefill_iters = n * out / per_iter, n * prompt / budget_tokens
     if not routed:
         cells, shape = 0, ""
     elif s.routing.distribution != "uniform":  # sampled loads per batch size
@@ -65,7 +63,7 @@ def estimate_work(s: Scenario) -> dict:
     else:  # expected expert loads (and drops) tabulated per batch size
         cells, shape = (w.max_batch_tokens + 1) * m.n_experts, "workload.max_batch_tokens x experts"
     return {"requests": n, "replicas": p.dp, "iterations": int(max(decode_iters, prefill_iters)) + n,
-            "prefill_bound": prefill_iters > decode_iters, "prefill_budget": (budget_field, prefill_budget),
+            "prefill_bound": prefill_iters > decode_iters, "prefill_budget": (budget_field, budget_tokens),
             "routing_cells": cells, "routing_shape": shape,
             "assignments": p.ep * w.max_batch_tokens * m.top_k if routed else 0}
 

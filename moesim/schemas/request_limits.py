@@ -32,6 +32,11 @@ def pool_budget(w: ServingWorkload, role: str | None) -> tuple[str, int]:
     return "workload.max_batch_tokens", w.max_batch_tokens
 
 
+def prefill_budget(w: ServingWorkload) -> tuple[str, int]:
+    """(field, tokens): the budget prompts are prefilled under (the prefill pool's when disaggregated)."""
+    return pool_budget(w, "prefill" if w.disaggregation is not None else None)
+
+
 def budgets(w: ServingWorkload) -> list[tuple[str, int]]:
     """(field, tokens) of every token budget some engine of ``w`` runs under, each once."""
     roles = ("prefill", "decode") if w.disaggregation is not None else (None,)
@@ -44,7 +49,7 @@ def check_whole_prompts(w: ServingWorkload) -> None:
     need = longest_prefill_tokens(w)
     if w.chunked_prefill or not need:
         return
-    field, budget = pool_budget(w, "prefill" if w.disaggregation is not None else None)
+    field, budget = prefill_budget(w)
     if budget < need:
         cached = (f" ({need:,} of them left to prefill after workload.prefix_cache_hit {w.prefix_cache_hit:g})"
                   if w.prefix_cache_hit else "")
